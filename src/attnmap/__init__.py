@@ -1,0 +1,25 @@
+"""attnmap: attention maps people can read and trust.
+
+ViTs: ``attnmap.explain(model, images, method)`` for raw attention, rollout, attention Grad-CAM,
+gradient rollout and Chefer et al.'s LRP methods on timm / Hugging Face models as they are.
+Attention MIL: `attnmap.mil`. Whole slides: `attnmap.wsi`. Pictures: `attnmap.render`.
+"""
+
+from attnmap._version import __version__
+from attnmap.errors import AttnmapError, InputError, UnsupportedModelError
+from attnmap.render import normalize, overlay, save_grid, upsample
+from attnmap.vit.explain import explain
+from attnmap.vit.registry import methods
+
+__all__ = [
+    "AttnmapError",
+    "InputError",
+    "UnsupportedModelError",
+    "__version__",
+    "explain",
+    "methods",
+    "normalize",
+    "overlay",
+    "save_grid",
+    "upsample",
+]

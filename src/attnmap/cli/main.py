@@ -1,0 +1,95 @@
+"""The ``attnmap`` command: a click group whose subcommands live one module per command group.
+
+Subcommand modules are imported only when used, so ``attnmap --help`` stays quick; they import
+torch and friends inside their functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from attnmap._version import __version__
+from attnmap.errors import InputError
+
+# name -> "module:attribute" of a click command or group
+SUBCOMMANDS: dict[str, str] = {
+    "demo": "attnmap.cli.demo:demo",
+    "explain": "attnmap.cli.explain:explain",
+    "methods": "attnmap.cli.explain:list_methods",
+    "mil": "attnmap.cli.mil:mil",
+    "wsi": "attnmap.cli.wsi:wsi",
+    "evaluate": "attnmap.cli.evaluate:evaluate",
+    "train-shapes": "attnmap.cli.evaluate:train_shapes",
+}
+
+# Errors that mean "the user gave us something wrong": one line, exit status 2.
+USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in SUBCOMMANDS if self.get_command(ctx, name) is not None)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:  # that command group is not part of this build
+                return None
+            raise
+        return getattr(module, attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="attnmap")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """attnmap: attention maps from Vision Transformers and attention-MIL slide models."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn errors into one-line messages."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="attnmap", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        click.echo("attnmap: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        if debug:
+            raise
+        click.echo(f"attnmap: error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        click.echo(f"attnmap: error: {_one_line(error)}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("attnmap: interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - the last line of defence of a CLI
+        if debug:
+            raise
+        click.echo(
+            f"attnmap: internal error: {type(error).__name__}: {_one_line(error)} "
+            "(run with --debug for the traceback)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.strerror}: {error.filename}"
+    return " ".join(str(error).split()) or type(error).__name__

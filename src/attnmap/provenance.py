@@ -1,0 +1,60 @@
+"""Provenance recorded in every output: attnmap version, model checksum, method and parameters.
+
+Writers take the flat ``dict[str, str]`` from `provenance` and store it where their format allows:
+h5 attributes, TIFF ImageDescription / PNG text chunks, a CSV's sidecar ``.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from attnmap._version import __version__
+
+
+def model_checksum(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | Path) -> str:
+    """sha256 of a checkpoint file, or of a model's state_dict (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256()
+    if isinstance(model, (str, Path)):
+        with open(model, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def provenance(
+    method: str | None = None,
+    parameters: Mapping[str, object] | None = None,
+    model: torch.nn.Module | Mapping[str, torch.Tensor] | str | Path | None = None,
+    model_name: str | None = None,
+    **extra: object,
+) -> dict[str, str]:
+    """A flat string dictionary describing how an output was made."""
+    record: dict[str, str] = {
+        "attnmap_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if method is not None:
+        record["method"] = method
+    if parameters is not None:
+        record["parameters"] = json.dumps(dict(parameters), sort_keys=True, default=str)
+    if model is not None:
+        record["model_sha256"] = model_checksum(model)
+    if model_name is not None:
+        record["model"] = model_name
+    record.update({key: str(value) for key, value in extra.items()})
+    return record

@@ -1,0 +1,44 @@
+"""Patch-grid maps to pixel maps."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attnmap.errors import InputError
+
+UpsampleMode = Literal["bilinear", "nearest", "bicubic"]
+
+
+def upsample(
+    maps: torch.Tensor | np.ndarray,
+    size: int | tuple[int, int],
+    mode: UpsampleMode = "bilinear",
+) -> torch.Tensor | np.ndarray:
+    """Resize maps from the patch grid to pixels.
+
+    ``maps`` is (B, gh, gw) or (gh, gw); ``size`` is (H, W) or one int for a square. Bilinear uses
+    ``align_corners=False`` — the convention of the Transformer-Explainability evaluation — so a
+    map upsampled by the patch size keeps each patch's value at the patch centre.
+    Returns the same type (tensor or array) and rank as the input.
+    """
+    if mode not in ("bilinear", "nearest", "bicubic"):
+        raise InputError(f"unknown upsampling mode {mode!r}; choose bilinear, nearest or bicubic")
+    is_array = isinstance(maps, np.ndarray)
+    tensor = torch.as_tensor(maps)
+    if tensor.ndim not in (2, 3):
+        raise InputError(f"maps must be (B, gh, gw) or (gh, gw), got shape {tuple(tensor.shape)}")
+    squeeze = tensor.ndim == 2
+    if squeeze:
+        tensor = tensor[None]
+    if not tensor.is_floating_point():
+        tensor = tensor.double()
+    out_size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    out = F.interpolate(tensor[:, None], size=out_size, mode=mode, **kwargs)[:, 0]
+    if squeeze:
+        out = out[0]
+    return out.cpu().numpy() if is_array else out
