@@ -1,4 +1,4 @@
-"""Colour maps by name (any matplotlib colour map)."""
+"""Colour maps by name: any matplotlib colour map, or OpenCV's tables as ``"opencv:NAME"``."""
 
 from __future__ import annotations
 
@@ -15,17 +15,25 @@ def get_cmap(name: str):
         return matplotlib.colormaps[name]
     except KeyError:
         raise InputError(
-            f"unknown colour map {name!r}; use a matplotlib name such as 'jet', 'viridis', 'coolwarm'"
+            f"unknown colour map {name!r}; use a matplotlib name such as 'jet', 'viridis', "
+            "'coolwarm', or an OpenCV one as 'opencv:jet'"
         ) from None
 
 
 def apply_colormap(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """Map values in [0, 1] to RGB uint8 with the 256-entry table of ``cmap``.
+    """Map values in [0, 1] to (..., 3) RGB uint8.
 
-    Values are quantised as uint8(255 · v) before the lookup, as OpenCV's applyColorMap does,
-    so "jet" here equals ``cv2.applyColorMap(np.uint8(255 * v), COLORMAP_JET)`` (in RGB order)
-    up to the table's own rounding.
+    A matplotlib name gives ``uint8(cmap(v) · 255)`` (truncated), CLAM's heatmap convention.
+    ``"opencv:NAME"`` gives ``cv2.applyColorMap(uint8(255 · v), COLORMAP_NAME)`` in RGB order: the
+    look of Transformer-Explainability's and pytorch-grad-cam's ``show_cam_on_image``.
     """
-    table = (get_cmap(cmap)(np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).astype(np.uint8)
-    index = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    return table[(index * 255.0).astype(np.uint8)]
+    clipped = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    if cmap.startswith("opencv:"):
+        import cv2
+
+        code = getattr(cv2, f"COLORMAP_{cmap.split(':', 1)[1].upper()}", None)
+        if code is None:
+            raise InputError(f"unknown OpenCV colour map {cmap!r}; e.g. 'opencv:jet', 'opencv:turbo'")
+        flat = np.uint8(255 * clipped).reshape(-1, 1)
+        return cv2.applyColorMap(flat, code)[:, 0, ::-1].reshape(*clipped.shape, 3).copy()
+    return (get_cmap(cmap)(clipped)[..., :3] * 255.0).astype(np.uint8)

@@ -1,0 +1,173 @@
+"""``attnmap explain`` and ``attnmap methods``: heatmaps for image files from the command line.
+
+Thin: parsing and messages only; the work is `attnmap.vit.batch.explain_paths` (in process) or
+`attnmap.vit.batch.explain_chunk` on dask workers via `attnmap.cohort.run_tasks`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import click
+
+from attnmap.errors import InputError
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
+    """``key=value`` strings → dict; values parsed as Python literals when possible (1, 0.5, 'max')."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--option")
+        try:
+            value: object = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()
+        options[key.strip()] = value
+    return options
+
+
+@click.command("explain")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_spec", required=True, help="timm:NAME, hf:LOCAL_DIR or attnmap:NAME.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Weights to load.")
+@click.option(
+    "--model-arg",
+    "model_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra timm.create_model argument (repeatable), e.g. depth=4.",
+)
+@click.option(
+    "--method",
+    default="attention",
+    show_default=True,
+    help="A method name, several comma-separated, or 'all' (one comparison grid per image).",
+)
+@click.option("--target", type=int, default=None, help="Class index (default: each image's prediction).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--cmap", default="jet", show_default=True, help="Matplotlib colour map for overlays.")
+@click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
+@click.option(
+    "--option",
+    "option_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Method option (repeatable), e.g. start_layer=1, head_fusion=max.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Dask worker processes (0: run in this process).",
+)
+@click.option("--scheduler", default=None, help="Address of a running dask scheduler to use.")
+def explain(
+    images: tuple[Path, ...],
+    model_spec: str,
+    checkpoint: Path | None,
+    model_args: tuple[str, ...],
+    method: str,
+    target: int | None,
+    out_dir: Path,
+    batch_size: int,
+    cmap: str,
+    alpha: float,
+    option_pairs: tuple[str, ...],
+    workers: int,
+    scheduler: str | None,
+) -> None:
+    """Explain IMAGES (files or directories of PNG/JPEG/TIFF) with a ViT; write overlays and .npy maps."""
+    from attnmap.render.colormap import get_cmap
+    from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
+
+    paths = expand_image_paths(images)
+    names, _ = resolve_methods(method)
+    options = parse_options(option_pairs)
+    split_options(names, options)  # fail on a misspelt option before loading anything
+    get_cmap(cmap)
+    model_kwargs = parse_options(model_args)
+    if checkpoint is None and model_spec.startswith("timm:"):
+        click.echo(
+            f"attnmap: warning: {model_spec} has random weights (no --checkpoint given); "
+            "its maps show an untrained network",
+            err=True,
+        )
+    settings = {"batch_size": batch_size, "cmap": cmap, "alpha": alpha, **options}
+    if workers or scheduler:
+        _run_distributed(
+            paths, model_spec, checkpoint, model_kwargs, method, target, out_dir, workers, scheduler, settings
+        )
+        return
+    from attnmap.vit.batch import explain_paths
+    from attnmap.vit.models import load_model
+
+    model = load_model(model_spec, checkpoint, **model_kwargs)
+    written = explain_paths(paths, model, method, target, out_dir, model_name=model_spec, **settings)
+    click.echo(f"wrote {len(written)} files to {out_dir}")
+
+
+def _run_distributed(
+    paths: list[Path],
+    model_spec: str,
+    checkpoint: Path | None,
+    model_kwargs: dict[str, object],
+    method: str,
+    target: int | None,
+    out_dir: Path,
+    workers: int,
+    scheduler: str | None,
+    settings: dict[str, object],
+) -> None:
+    import functools
+
+    try:
+        from attnmap.cohort import run_tasks
+    except ImportError as error:
+        raise InputError(
+            f"--workers/--scheduler need attnmap.cohort, which is not available: {error}"
+        ) from None
+    from attnmap.vit.batch import explain_chunk
+
+    batch_size = int(settings["batch_size"])
+    chunks = [[str(p) for p in paths[i : i + batch_size]] for i in range(0, len(paths), batch_size)]
+    task = functools.partial(
+        explain_chunk,
+        model_spec=model_spec,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        model_kwargs=tuple(sorted(model_kwargs.items())),
+        method=method,
+        target=target,
+        out_dir=str(out_dir),
+        **settings,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = run_tasks(
+        task,
+        chunks,
+        workers=max(workers, 1),
+        scheduler=scheduler,
+        report=out_dir / "run_report.json",
+        desc="image batches",
+    )
+    click.echo(
+        f"{len(report.done)} batches done, {len(report.failed)} failed; report: {out_dir / 'run_report.json'}"
+    )
+    if report.failed:
+        first = report.failed[0]
+        raise InputError(f"{len(report.failed)} batches failed, first: {first.error_type}: {first.message}")
+
+
+@click.command("methods")
+def list_methods() -> None:
+    """List the explanation methods with their options."""
+    from attnmap.vit.registry import get_method, methods
+
+    for name, description in methods().items():
+        options = get_method(name).options()
+        shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
+        click.echo(f"{name:26s} {description}" + (f" [options: {shown}]" if shown else ""))

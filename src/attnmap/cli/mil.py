@@ -1,0 +1,95 @@
+"""``attnmap mil``: train attention-MIL models and export per-patch attention.
+
+Heavy imports (torch, h5py) happen inside the commands so ``attnmap --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def mil() -> None:
+    """Attention MIL (ABMIL, CLAM-SB/MB): training and attention export."""
+
+
+@mil.command()
+@click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", type=click.Choice(["clam_sb", "clam_mb", "abmil"]), default="clam_sb", show_default=True)
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="k of k-fold CV.")
+@click.option("--max-epochs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-5, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--bag-weight", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+              help="Weight of the bag loss against CLAM's instance loss.")
+@click.option("--k-sample", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Patches per side for CLAM's instance clustering.")
+@click.option("--subtyping", is_flag=True, help="CLAM: out-of-class instance loss too (subtyping tasks).")
+@click.option("--size", type=click.Choice(["small", "big"]), default="small", show_default=True)
+@click.option("--gate/--no-gate", default=True, show_default=True, help="Gated or plain attention.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True)
+@click.option("--early-stopping/--no-early-stopping", default=True, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--stop-epoch", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Earliest epoch at which early stopping may stop.")
+@click.option("--weighted-sample", is_flag=True, help="Draw bags with class-balancing weights.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(features_dir: Path, labels_csv: Path, out_dir: Path, quiet: bool, **options: object) -> None:
+    """Cross-validated training on CLAM-layout features (h5_files/ or pt_files/) and a labels CSV
+    (slide_id,label[,case_id]). Re-run the same command to resume an interrupted run."""
+    from attnmap.mil.train import train_mil
+
+    train_mil(features_dir, labels_csv, out_dir, progress=not quiet, verbose=True, **options)
+    click.echo(f"metrics: {out_dir / 'metrics.csv'}")
+
+
+@mil.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("bags", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out-dir", "-o", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--branch", type=click.IntRange(min=0), default=None,
+              help="Attention branch to report (CLAM_MB; default: the predicted class).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True)
+@click.option("--no-csv", is_flag=True, help="Only write the h5 files.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def attention(
+    checkpoint: Path, bags: tuple[Path, ...], out_dir: Path, branch: int | None, chunk_size: int,
+    no_csv: bool, device: str, quiet: bool,
+) -> None:
+    """Per-patch attention of one or many bags (h5 / .pt files or feature folders) to h5 and CSV,
+    plus predictions.csv with every bag's prediction and probabilities."""
+    from tqdm.auto import tqdm
+
+    from attnmap.mil.bags import list_bags, read_bag
+    from attnmap.mil.checkpoint import load_mil
+    from attnmap.mil.export import export_attention, write_predictions_csv
+    from attnmap.provenance import provenance
+
+    model = load_mil(checkpoint).to(device)
+    paths: list[Path] = []
+    for item in bags:
+        paths.extend(list_bags(item) if item.is_dir() else [item])
+    if not paths:
+        raise click.BadParameter("no .h5 or .pt bags found", param_hint="BAGS")
+    exports = []
+    for path in tqdm(paths, desc="bags", disable=quiet or len(paths) < 2):
+        exports.append(
+            export_attention(model, read_bag(path), out_dir, branch=branch, write_csv=not no_csv,
+                             chunk_size=chunk_size, model_name=checkpoint.name,
+                             extra_provenance={"checkpoint": str(checkpoint)})
+        )
+    record = provenance(method="mil-attention", model=checkpoint, model_name=checkpoint.name)
+    summary = write_predictions_csv(exports, Path(out_dir) / "predictions.csv", record)
+    for item in exports:
+        probs = " ".join(f"{p:.3f}" for p in item.result.probs)
+        click.echo(f"{item.slide_id}: prediction {item.result.prediction} (p = {probs}) -> {item.h5_path}")
+    click.echo(f"predictions: {summary}")

@@ -1,0 +1,28 @@
+"""Relevance maps brought to pixels the way every evaluation protocol expects them."""
+
+from __future__ import annotations
+
+import torch
+
+from attnmap.errors import InputError
+from attnmap.render import upsample
+
+
+def maps_to_pixels(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, gh, gw) patch maps or (B, H, W) pixel maps → (B, H, W) float64, each min–max normalised.
+
+    Patch maps are upsampled bilinearly (align_corners=False, the protocol's convention); maps
+    already at pixel size are only normalised. A constant map becomes all zeros.
+    """
+    if maps.ndim != 3:
+        raise InputError(f"maps must be (B, gh, gw) or (B, H, W), got shape {tuple(maps.shape)}")
+    if not torch.isfinite(maps).all():
+        raise InputError("relevance maps contain NaN or infinite values")
+    maps = maps.detach().double()
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = upsample(maps, tuple(size), mode="bilinear")
+    flat = maps.reshape(len(maps), -1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    normalised = torch.where(span > 0, (flat - low) / span.clamp_min(1e-300), torch.zeros_like(flat))
+    return normalised.reshape(maps.shape)

@@ -1,0 +1,241 @@
+"""`evaluate_methods`: every protocol for every method on one labelled set, plus a random baseline.
+
+For each method the runner asks `attnmap.explain` for two sets of maps: for the predicted class
+(perturbation "predicted") and for the labelled class (perturbation "target", segmentation and
+pointing game). Where the prediction is right the two are the same maps, computed once.
+A "random" row — seeded uniform patch maps — is always added so every number has a floor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from attnmap.errors import AttnmapError, InputError
+from attnmap.evaluate.maps import maps_to_pixels
+from attnmap.evaluate.perturbation import STEPS, perturbation_auc, perturbation_hits, perturbation_x
+from attnmap.evaluate.pointing import pointing_hits
+from attnmap.evaluate.random_baseline import random_patch_maps
+from attnmap.evaluate.segmentation import segmentation_scores
+
+RANDOM = "random"
+
+# metric -> whether higher is better; all metrics are percentages
+METRICS: dict[str, bool] = {
+    "neg_pred_auc": True,
+    "pos_pred_auc": False,
+    "neg_target_auc": True,
+    "pos_target_auc": False,
+    "pixel_acc": True,
+    "miou": True,
+    "map": True,
+    "pointing": True,
+}
+
+MapFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""A custom map source: ``fn(images, classes, masks) -> (B, gh, gw) or (B, H, W) maps``."""
+
+
+class LabelledImages(Protocol):
+    """What the runner needs from a data set (`attnmap.data.shapes.ShapesDataset` has it)."""
+
+    images: torch.Tensor  # (N, 3, H, W) normalised model inputs
+    labels: torch.Tensor  # (N,) long
+    masks: torch.Tensor  # (N, H, W) bool
+
+
+@dataclass
+class EvaluationResult:
+    """Rows (one per method, then "random"), perturbation curves, and the settings used."""
+
+    rows: list[dict[str, object]]
+    curves: dict[str, dict[str, np.ndarray]]
+    x: np.ndarray
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def row(self, method: str) -> dict[str, object]:
+        for row in self.rows:
+            if row["method"] == method:
+                return row
+        raise KeyError(method)
+
+    def beats_random(self, method: str) -> dict[str, bool]:
+        """Per metric, whether ``method`` is strictly better than the random baseline."""
+        ours, floor = self.row(method), self.row(RANDOM)
+        return {
+            name: (ours[name] > floor[name]) if higher else (ours[name] < floor[name])
+            for name, higher in METRICS.items()
+        }
+
+
+def evaluate_methods(
+    model: nn.Module,
+    dataset: LabelledImages,
+    methods: Sequence[str],
+    *,
+    custom_maps: Mapping[str, MapFunction] | None = None,
+    batch_size: int = 50,
+    seed: int = 0,
+    steps: Sequence[float] = STEPS,
+    pointing_tolerance: int = 4,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Run the perturbation, segmentation and pointing tests for each method and the random baseline.
+
+    ``methods`` are names registered with `attnmap.explain`; ``custom_maps`` adds named map
+    functions (e.g. an oracle built from the masks). A method that raises an attnmap error (for
+    instance one that does not support this model) gets a row of NaNs with the error as its note.
+    """
+    images, labels, masks = _check_dataset(dataset)
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    model.eval()
+    predicted = _predict(model, images, batch_size)
+    grid = _patch_grid(model, images)
+    sources: dict[str, MapFunction] = {name: _explain_source(model, name) for name in methods}
+    sources.update(custom_maps or {})
+    if RANDOM in sources:
+        raise InputError(f"{RANDOM!r} is reserved for the random baseline row")
+    random_maps = random_patch_maps(len(images), grid, seed)
+
+    rows: list[dict[str, object]] = []
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    names = [*sources, RANDOM]
+    for name in tqdm(names, desc="evaluate methods", disable=not progress, unit="method"):
+        started = time.perf_counter()
+        source = sources.get(name)
+        if source is None:
+            pred_maps = target_maps = maps_to_pixels(random_maps, tuple(images.shape[-2:]))
+        else:
+            try:
+                pred_maps, target_maps = _maps_for(source, images, predicted, labels, masks, batch_size)
+            except (AttnmapError, NotImplementedError) as error:
+                rows.append({"method": name, **dict.fromkeys(METRICS, float("nan")), "note": str(error)})
+                continue
+        row, method_curves = _score(model, images, labels, masks, predicted, pred_maps, target_maps,
+                                    steps, batch_size, pointing_tolerance)
+        row = {"method": name, **row, "seconds": round(time.perf_counter() - started, 2), "note": ""}
+        rows.append(row)
+        curves[name] = method_curves
+    settings = {
+        "n_images": len(images),
+        "clean_accuracy": float((predicted == labels).double().mean()) * 100,
+        "steps": list(steps),
+        "pointing_tolerance_px": pointing_tolerance,
+        "seed": seed,
+        "batch_size": batch_size,
+    }
+    return EvaluationResult(rows, curves, perturbation_x(steps), settings)
+
+
+def _score(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    predicted: torch.Tensor,
+    pred_maps: torch.Tensor,
+    target_maps: torch.Tensor,
+    steps: Sequence[float],
+    batch_size: int,
+    pointing_tolerance: int,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    row: dict[str, float] = {}
+    method_curves: dict[str, np.ndarray] = {}
+    for class_mode, maps, classes in (("pred", pred_maps, predicted), ("target", target_maps, labels)):
+        for test, positive in (("neg", False), ("pos", True)):
+            hits = perturbation_hits(model, images, maps, classes, positive, steps, batch_size)
+            curve = hits.mean(axis=0)
+            method_curves[f"{test}_{class_mode}"] = curve
+            row[f"{test}_{class_mode}_auc"] = perturbation_auc(curve, steps)
+    segmentation = segmentation_scores(target_maps, masks)
+    row.update({key: value * 100 for key, value in segmentation.items()})
+    row["pointing"] = float(pointing_hits(target_maps, masks, pointing_tolerance).mean()) * 100
+    return {name: row[name] for name in METRICS}, method_curves
+
+
+def _maps_for(
+    source: MapFunction,
+    images: torch.Tensor,
+    predicted: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel maps for the predicted class and for the labelled class (shared where they agree)."""
+    size = tuple(images.shape[-2:])
+    pred_maps = _run_source(source, images, predicted, masks, batch_size, size)
+    target_maps = pred_maps.clone()
+    wrong = torch.nonzero(predicted != labels).flatten()
+    if len(wrong):
+        target_maps[wrong] = _run_source(source, images[wrong], labels[wrong], masks[wrong], batch_size, size)
+    return pred_maps, target_maps
+
+
+def _run_source(
+    source: MapFunction,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    masks: torch.Tensor,
+    batch_size: int,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    chunks = []
+    for first in range(0, len(images), batch_size):
+        batch = slice(first, first + batch_size)
+        maps = source(images[batch], classes[batch], masks[batch])
+        if maps.ndim != 3 or maps.shape[0] != len(images[batch]):
+            raise InputError(
+                f"a map source returned shape {tuple(maps.shape)} for {len(images[batch])} images"
+            )
+        chunks.append(maps_to_pixels(maps, size))
+    return torch.cat(chunks)
+
+
+def _explain_source(model: nn.Module, method: str) -> MapFunction:
+    from attnmap.vit.explain import explain
+
+    def source(images: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return explain(model, images, method, target=classes).detach()
+
+    return source
+
+
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat(
+            [model(images[i : i + batch_size]).argmax(-1) for i in range(0, len(images), batch_size)]
+        )
+
+
+def _patch_grid(model: nn.Module, images: torch.Tensor) -> tuple[int, int]:
+    patch_embed = getattr(model, "patch_embed", None)
+    grid = getattr(patch_embed, "grid_size", None)
+    if grid is not None and patch_embed.img_size is not None and tuple(patch_embed.img_size) == tuple(
+        images.shape[-2:]
+    ):
+        return int(grid[0]), int(grid[1])
+    patch = getattr(patch_embed, "patch_size", (16, 16))
+    return images.shape[-2] // patch[0], images.shape[-1] // patch[1]
+
+
+def _check_dataset(dataset: LabelledImages) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    try:
+        images, labels, masks = dataset.images, dataset.labels, dataset.masks
+    except AttributeError as error:
+        raise InputError(f"the data set needs images, labels and masks tensors: {error}") from None
+    if images.ndim != 4 or labels.shape != (len(images),) or masks.shape != (len(images), *images.shape[-2:]):
+        raise InputError(
+            f"inconsistent data set: images {tuple(images.shape)}, labels {tuple(labels.shape)}, "
+            f"masks {tuple(masks.shape)}"
+        )
+    if len(images) == 0:
+        raise InputError("the data set is empty")
+    return images, labels.long(), masks.bool()

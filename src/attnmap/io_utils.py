@@ -1,0 +1,115 @@
+"""Writing outputs so that no reader ever sees a half-written file, with provenance attached.
+
+Every writer goes through `atomic_path`: the data is written to a temporary name in the same
+directory and moved into place with `os.replace` (atomic on POSIX), so an interrupted run leaves
+either the complete old file, the complete new file, or nothing — never a truncated one. That is
+what lets a resumed run trust "the output exists" as "the output is complete".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from attnmap.errors import InputError
+
+# Temporary files carry this marker so that a cleanup can tell them from real outputs.
+TEMP_MARKER = ".attnmap-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path``, else delete it.
+
+    The temporary name keeps the final suffix (``x.h5`` → ``.x.attnmap-tmp-<id>.h5``) because some
+    writers (PIL, tifffile, torch) choose the format from it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}{TEMP_MARKER}{uuid.uuid4().hex[:12]}{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+    return Path(path)
+
+
+def write_json_atomic(path: str | Path, payload: object) -> Path:
+    """Write ``payload`` as indented, key-sorted JSON atomically (stable bytes for equal payloads)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    return write_bytes_atomic(path, text.encode())
+
+
+def save_png(path: str | Path, image: np.ndarray, metadata: Mapping[str, str] | None = None) -> Path:
+    """Save an RGB/RGBA/grey uint8 image as PNG with ``metadata`` as text chunks, atomically."""
+    from PIL import Image, PngImagePlugin
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise InputError(f"save_png needs a uint8 image, got dtype {array.dtype}")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InputError(f"save_png needs an H×W, H×W×3 or H×W×4 image, got shape {array.shape}")
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(str(key), str(value))
+    with atomic_path(path) as temporary:
+        Image.fromarray(np.ascontiguousarray(array)).save(temporary, format="PNG", pnginfo=info)
+    return Path(path)
+
+
+def read_png_text(path: str | Path) -> dict[str, str]:
+    """The text chunks of a PNG (provenance written by `save_png`)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return {str(key): str(value) for key, value in getattr(image, "text", {}).items()}
+
+
+def write_csv_atomic(
+    path: str | Path,
+    header: list[str],
+    rows: list[list[object]],
+    provenance: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a CSV atomically, with provenance in a sidecar ``<name>.json`` when given.
+
+    A sidecar rather than comment lines keeps the CSV readable by every CSV reader.
+    """
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    if provenance is not None:
+        write_json_atomic(Path(str(path) + ".json"), dict(provenance))
+    return write_bytes_atomic(path, buffer.getvalue().encode())
+
+
+def remove_stale_temporaries(directory: str | Path) -> int:
+    """Delete temporary files that an interrupted run left behind in ``directory`` (recursively)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for candidate in directory.rglob(f"*{TEMP_MARKER}*"):
+        if candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed += 1
+    return removed

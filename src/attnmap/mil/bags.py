@@ -1,0 +1,157 @@
+"""Reading feature bags in CLAM's layout: ``h5_files/<slide>.h5`` or ``pt_files/<slide>.pt``.
+
+An h5 bag holds ``features`` (N, D) float and ``coords`` (N, 2) level-0 [x, y] patch corners; a
+``.pt`` bag is a tensor (N, D) (CLAM) or a dict with ``features`` and optionally ``coords``. Both
+folders may also be flattened into one (``<dir>/<slide>.h5``). h5 is preferred when both exist
+because it carries the coordinates a heatmap needs.
+
+Every problem (missing file, missing dataset, wrong shape, empty bag, NaN, mismatched coords)
+raises `InputError` / `FileNotFoundError` naming the file, since a bad bag found deep inside a
+training run would otherwise cost the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attnmap.errors import InputError
+
+BAG_SUFFIXES = (".h5", ".pt")
+
+
+@dataclass
+class Bag:
+    """One slide's patch features (N, D) float32, coordinates (N, 2) int64 or None, and its id."""
+
+    slide_id: str
+    features: torch.Tensor
+    coords: np.ndarray | None
+    path: Path
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.features.shape[0])
+
+
+def bag_candidates(features_dir: str | Path, slide_id: str) -> list[Path]:
+    """The paths where a slide's bag may be, in order of preference."""
+    root = Path(features_dir)
+    return [
+        root / "h5_files" / f"{slide_id}.h5",
+        root / f"{slide_id}.h5",
+        root / "pt_files" / f"{slide_id}.pt",
+        root / f"{slide_id}.pt",
+    ]
+
+
+def find_bag(features_dir: str | Path, slide_id: str) -> Path:
+    """The bag file of ``slide_id`` under ``features_dir`` (CLAM layout or flat)."""
+    root = Path(features_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(2, "No such feature directory", str(root))
+    for candidate in bag_candidates(root, slide_id):
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        f"no feature bag for slide {slide_id!r} in {root} (looked for h5_files/{slide_id}.h5, "
+        f"pt_files/{slide_id}.pt and {slide_id}.h5/.pt)"
+    )
+
+
+def list_bags(features_dir: str | Path) -> list[Path]:
+    """All bag files under a feature directory, one per slide id (h5 preferred), sorted by id."""
+    root = Path(features_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(2, "No such feature directory", str(root))
+    found: dict[str, Path] = {}
+    for folder in (root / "h5_files", root, root / "pt_files"):
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.suffix in BAG_SUFFIXES and path.is_file():
+                    found.setdefault(path.stem, path)
+    return [found[key] for key in sorted(found)]
+
+
+def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
+    """Read one bag (h5 or .pt) with clear errors for anything malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such feature bag", str(path))
+    if path.suffix == ".h5":
+        features, coords = _read_h5(path)
+    elif path.suffix == ".pt":
+        features, coords = _read_pt(path)
+    else:
+        raise InputError(f"{path}: unknown bag format {path.suffix!r}; expected .h5 or .pt")
+    features = torch.as_tensor(features)
+    if features.ndim == 3 and features.shape[0] == 1:
+        features = features[0]
+    if features.ndim != 2:
+        raise InputError(f"{path}: features must be a 2-D (N, D) array, got shape {tuple(features.shape)}")
+    if features.shape[0] == 0:
+        raise InputError(f"{path}: the bag is empty (0 patches)")
+    if not features.is_floating_point():
+        raise InputError(f"{path}: features must be floating point, got {features.dtype}")
+    features = features.float()
+    if check_finite and not bool(torch.isfinite(features).all()):
+        raise InputError(f"{path}: features contain NaN or infinite values")
+    if coords is not None:
+        coords = np.asarray(coords)
+        if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] != features.shape[0]:
+            raise InputError(
+                f"{path}: coords have shape {coords.shape}, expected ({features.shape[0]}, 2) to match features"
+            )
+        coords = coords.astype(np.int64, copy=False)
+    return Bag(slide_id=path.stem, features=features, coords=coords, path=path)
+
+
+def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            if "features" not in handle:
+                raise InputError(f"{path}: no 'features' dataset (found {sorted(handle.keys())})")
+            features = handle["features"][()]
+            coords = handle["coords"][()] if "coords" in handle else None
+    except OSError as error:
+        raise InputError(f"{path}: not a readable h5 file ({error})") from error
+    return features, coords
+
+
+def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a bag"
+        raise InputError(f"{path}: not a readable torch file ({error})") from error
+    coords = None
+    if isinstance(content, dict):
+        if "features" not in content:
+            raise InputError(f"{path}: dict without a 'features' entry (keys {sorted(content)})")
+        coords = content.get("coords")
+        if isinstance(coords, torch.Tensor):
+            coords = coords.numpy()
+        content = content["features"]
+    if isinstance(content, np.ndarray):
+        content = torch.from_numpy(content)
+    if not isinstance(content, torch.Tensor):
+        raise InputError(f"{path}: expected a tensor of features, got {type(content).__name__}")
+    return content, coords
+
+
+def write_h5_bag(path: str | Path, features: np.ndarray | torch.Tensor, coords: np.ndarray | None = None) -> Path:
+    """Write a bag in CLAM's h5 layout (``features`` float32, ``coords`` int64); used by tests and tools."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features = features.numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("features", data=features.astype(np.float32, copy=False))
+        if coords is not None:
+            handle.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
+    return path

@@ -1,0 +1,155 @@
+"""Writing per-patch attention of a bag to h5 and CSV (``attnmap mil attention``, ``attnmap wsi run``).
+
+``<slide>_attention.h5``:
+  - ``coords`` (N, 2) int64 level-0 [x, y] (absent when the bag had none; ``patch_index`` always);
+  - ``attention_raw`` / ``attention_softmax`` / ``attention_percentile`` (N, K): every branch;
+  - ``attention_scores`` (N, 1): raw scores of the reported branch (the predicted class's for
+    CLAM_MB), the dataset name and shape of CLAM's ``_blockmap.h5`` so its tools can read it;
+  - ``logits``, ``probabilities`` (C,); attributes ``prediction``, ``branch``, ``slide_id``,
+    ``score_branch_kind`` and the provenance record (`attnmap.provenance.provenance`).
+
+``<slide>_attention.csv``: one row per patch: ``x, y`` (or ``patch_index``), raw / softmax /
+percentile of the reported branch and, for several branches, ``raw_branch<k>`` columns; the
+provenance goes to the sidecar ``<slide>_attention.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attnmap.errors import InputError
+from attnmap.mil.bags import Bag
+from attnmap.mil.base import AttentionMILBase
+from attnmap.mil.scores import DEFAULT_CHUNK, BagAttention, convert_scores, infer_bag
+from attnmap.provenance import provenance
+
+
+@dataclass
+class AttentionExport:
+    """What `export_attention` computed and where it wrote it."""
+
+    slide_id: str
+    result: BagAttention
+    branch: int
+    h5_path: Path
+    csv_path: Path | None
+
+
+def _scores_all_branches(result: BagAttention, kind: str) -> np.ndarray:
+    return np.stack([convert_scores(row, kind) for row in result.raw], axis=1)  # (N, K)
+
+
+def export_attention(
+    model: AttentionMILBase,
+    bag: Bag | torch.Tensor | np.ndarray,
+    out_dir: str | Path,
+    *,
+    coords: np.ndarray | None = None,
+    slide_id: str | None = None,
+    branch: int | None = None,
+    write_csv: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+    model_name: str | None = None,
+    extra_provenance: Mapping[str, object] | None = None,
+) -> AttentionExport:
+    """Compute one bag's attention (chunked) and write ``<slide>_attention.h5`` (+ ``.csv``)."""
+    import h5py
+
+    if isinstance(bag, Bag):
+        features, coords, slide_id = bag.features, bag.coords if coords is None else coords, slide_id or bag.slide_id
+    else:
+        features = bag
+    if not slide_id:
+        raise InputError("export_attention needs a slide_id for features given without a Bag")
+    result = infer_bag(model, features, chunk_size=chunk_size)
+    n_patches = result.raw.shape[1]
+    if coords is not None and np.asarray(coords).shape != (n_patches, 2):
+        raise InputError(f"coords have shape {np.asarray(coords).shape}, expected ({n_patches}, 2)")
+    chosen = result.branch_for(branch)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = provenance(
+        method="mil-attention",
+        parameters={"branch": chosen, "chunk_size": chunk_size},
+        model=model,
+        model_name=model_name or type(model).__name__,
+        slide_id=slide_id,
+        **dict(extra_provenance or {}),
+    )
+    all_raw = result.raw.T.astype(np.float32)
+    softmax = _scores_all_branches(result, "softmax").astype(np.float32)
+    percentile = _scores_all_branches(result, "percentile").astype(np.float32)
+    h5_path = out_dir / f"{slide_id}_attention.h5"
+    with h5py.File(h5_path, "w") as handle:
+        if coords is not None:
+            handle.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
+        handle.create_dataset("patch_index", data=np.arange(n_patches, dtype=np.int64))
+        handle.create_dataset("attention_raw", data=all_raw)
+        handle.create_dataset("attention_softmax", data=softmax)
+        handle.create_dataset("attention_percentile", data=percentile)
+        handle.create_dataset("attention_scores", data=all_raw[:, chosen : chosen + 1])
+        handle.create_dataset("logits", data=result.logits.astype(np.float32))
+        handle.create_dataset("probabilities", data=result.probs.astype(np.float32))
+        attributes = {**record, "prediction": result.prediction, "branch": chosen, "n_patches": n_patches}
+        for key, value in attributes.items():  # each key once: h5py cannot overwrite a str attribute in place
+            handle.attrs[key] = value
+    csv_path = None
+    if write_csv:
+        csv_path = out_dir / f"{slide_id}_attention.csv"
+        _write_patch_csv(csv_path, coords, all_raw, softmax, percentile, chosen)
+        _write_sidecar(csv_path, {**record, "prediction": str(result.prediction), "branch": str(chosen)})
+    return AttentionExport(slide_id, result, chosen, h5_path, csv_path)
+
+
+def _write_patch_csv(
+    path: Path,
+    coords: np.ndarray | None,
+    raw: np.ndarray,
+    softmax: np.ndarray,
+    percentile: np.ndarray,
+    branch: int,
+) -> None:
+    n_patches, n_branches = raw.shape
+    header = ["x", "y"] if coords is not None else ["patch_index"]
+    header += ["attention_raw", "attention_softmax", "attention_percentile"]
+    if n_branches > 1:
+        header += [f"raw_branch{k}" for k in range(n_branches)]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i in range(n_patches):
+            row: list[object] = list(coords[i]) if coords is not None else [i]
+            row += [f"{raw[i, branch]:.8g}", f"{softmax[i, branch]:.8g}", f"{percentile[i, branch]:.8g}"]
+            if n_branches > 1:
+                row += [f"{value:.8g}" for value in raw[i]]
+            writer.writerow(row)
+
+
+def _write_sidecar(csv_path: Path, record: Mapping[str, str]) -> Path:
+    sidecar = csv_path.with_suffix(".json")
+    sidecar.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n")
+    return sidecar
+
+
+def write_predictions_csv(
+    exports: Sequence[AttentionExport], path: str | Path, record: Mapping[str, str] | None = None
+) -> Path:
+    """One row per bag: slide_id, prediction, the reported branch and the class probabilities."""
+    path = Path(path)
+    n_classes = max((len(item.result.probs) for item in exports), default=0)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide_id", "prediction", "branch", "n_patches"] + [f"p_{c}" for c in range(n_classes)])
+        for item in exports:
+            probs = [f"{value:.8g}" for value in item.result.probs]
+            writer.writerow([item.slide_id, item.result.prediction, item.branch, item.result.raw.shape[1], *probs])
+    if record is not None:
+        _write_sidecar(path, record)
+    return path

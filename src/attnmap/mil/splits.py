@@ -1,0 +1,149 @@
+"""Slide labels and k-fold splits stratified by label and grouped by case (patient).
+
+Slides of one patient must never sit on both sides of a split: their features are correlated and
+would inflate test scores. So folds are built over cases. Each case gets the label of its first
+slide (a case whose slides disagree raises an error, since grouping could not keep both labels
+honest). Within each class the cases are shuffled (seeded) and dealt round-robin over the folds,
+continuing the deal across classes, so every fold gets about 1/k of each class.
+
+Fold i tests on its own cases; its validation set (for early stopping) is drawn from the other
+cases: per class round(val_fraction · n) cases, at least one when the class has two or more.
+Everything else trains. Unlike CLAM's Monte-Carlo splits, every case is tested exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from attnmap.errors import InputError
+
+
+@dataclass
+class Cohort:
+    """Slides with integer labels (0..C-1), their cases and the label names in class order."""
+
+    slide_ids: list[str]
+    labels: list[int]
+    case_ids: list[str]
+    class_names: list[str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class Split:
+    """The slide ids of one fold's train / val / test sets."""
+
+    fold: int
+    train: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+
+
+def read_labels(path: str | Path) -> Cohort:
+    """Read ``slide_id,label[,case_id]``. Integer labels are used as class indices (0..C-1);
+    other labels are sorted and numbered. A missing case_id means one case per slide."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such labels file", str(path))
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [name.strip() for name in (reader.fieldnames or [])]
+        if "slide_id" not in columns or "label" not in columns:
+            raise InputError(f"{path}: needs columns slide_id,label[,case_id]; found {columns}")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    rows = [row for row in rows if row.get("slide_id")]
+    if not rows:
+        raise InputError(f"{path}: no slides listed")
+    slide_ids = [row["slide_id"] for row in rows]
+    duplicates = sorted({s for s in slide_ids if slide_ids.count(s) > 1})
+    if duplicates:
+        raise InputError(f"{path}: slide ids listed more than once: {duplicates[:5]}")
+    raw_labels = [row["label"] for row in rows]
+    if any(label == "" for label in raw_labels):
+        raise InputError(f"{path}: some slides have an empty label")
+    if all(label.lstrip("-").isdigit() for label in raw_labels):
+        labels = [int(label) for label in raw_labels]
+        n_classes = max(labels) + 1
+        if min(labels) < 0:
+            raise InputError(f"{path}: integer labels must be 0..C-1, found {min(labels)}")
+        class_names = [str(c) for c in range(n_classes)]
+    else:
+        class_names = sorted(set(raw_labels))
+        labels = [class_names.index(label) for label in raw_labels]
+    if len(set(labels)) < 2:
+        raise InputError(f"{path}: all slides have the same label; a classifier needs at least two classes")
+    case_ids = [row.get("case_id") or row["slide_id"] for row in rows]
+    return Cohort(slide_ids, labels, case_ids, class_names)
+
+
+def make_folds(cohort: Cohort, folds: int, seed: int = 1, val_fraction: float = 0.1) -> list[Split]:
+    """k stratified, case-grouped folds (see the module docstring)."""
+    case_label: dict[str, int] = {}
+    case_slides: dict[str, list[str]] = {}
+    for slide, label, case in zip(cohort.slide_ids, cohort.labels, cohort.case_ids, strict=True):
+        if case_label.setdefault(case, label) != label:
+            raise InputError(f"case {case!r} has slides with different labels; cannot group it in one split")
+        case_slides.setdefault(case, []).append(slide)
+    if folds < 2:
+        raise InputError(f"k-fold needs at least 2 folds, got {folds}")
+    if folds > len(case_slides):
+        raise InputError(f"{folds} folds but only {len(case_slides)} cases: use at most {len(case_slides)} folds")
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    position = 0
+    for label in range(cohort.n_classes):
+        cases = sorted(case for case, value in case_label.items() if value == label)
+        for case in rng.permutation(np.array(cases, dtype=object)) if cases else []:
+            fold_of[case] = position % folds
+            position += 1
+    splits = []
+    for fold in range(folds):
+        split = Split(fold)
+        test_cases = {case for case, f in fold_of.items() if f == fold}
+        val_cases = _pick_validation(
+            {c: v for c, v in case_label.items() if c not in test_cases}, val_fraction, rng
+        )
+        for case, slides in case_slides.items():
+            target = split.test if case in test_cases else split.val if case in val_cases else split.train
+            target.extend(slides)
+        for part in (split.train, split.val, split.test):
+            part.sort()
+        splits.append(split)
+    return splits
+
+
+def _pick_validation(case_label: dict[str, int], fraction: float, rng: np.random.Generator) -> set[str]:
+    chosen: set[str] = set()
+    if fraction <= 0:
+        return chosen
+    for label in sorted(set(case_label.values())):
+        cases = sorted(case for case, value in case_label.items() if value == label)
+        count = round(fraction * len(cases))
+        if count == 0 and len(cases) >= 2:
+            count = 1
+        chosen.update(rng.choice(np.array(cases, dtype=object), size=min(count, len(cases) - 1), replace=False))
+    return chosen
+
+
+def write_splits(path: str | Path, cohort: Cohort, splits: Sequence[Split]) -> Path:
+    """A CSV with one row per slide and one ``fold_<i>`` column holding train / val / test."""
+    path = Path(path)
+    membership = [
+        {slide: name for name in ("train", "val", "test") for slide in getattr(split, name)} for split in splits
+    ]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide_id", "case_id", "label"] + [f"fold_{s.fold}" for s in splits])
+        for slide, label, case in zip(cohort.slide_ids, cohort.labels, cohort.case_ids, strict=True):
+            writer.writerow([slide, case, cohort.class_names[label]] + [m[slide] for m in membership])
+    return path

@@ -1,0 +1,339 @@
+"""Training attention-MIL models (CLAM_SB, CLAM_MB, ABMIL) with k-fold cross-validation.
+
+``train_mil(features_dir, labels_csv, out_dir, ...)`` (also ``attnmap mil train``) follows CLAM's
+recipe: one bag per step; Adam (lr 2e-4, weight decay 1e-5) or SGD (momentum 0.9); loss
+bag_weight · CE(bag) + (1 − bag_weight) · instance clustering loss for CLAM (bag_weight 0.7,
+k_sample 8); early stopping on the validation bag loss (patience 20, not before epoch 50, the best
+epoch's weights kept); optional weighted sampling (N bags drawn with replacement, class weights
+N / n_c). Folds: `attnmap.mil.splits` (stratified, grouped by case).
+
+Output in ``out_dir``: ``splits.csv``, ``config.json``, ``metrics.csv`` (one row per fold and split
+plus the test mean: AUC, accuracy, per-class accuracy and AUC) and per fold ``fold_<i>/``:
+``checkpoint.pt`` (a CLAM-layout state_dict: `load_mil` / `load_clam` read it), ``model.json``,
+``metrics.json``, ``log.csv`` (per epoch losses and validation AUC).
+
+Resuming: after every epoch the fold's complete state (weights, optimizer, epoch, early-stopping
+counters, best weights, RNG state) goes to ``fold_<i>/resume.pt`` (written atomically). Running the
+same command again continues from there, and a fold with ``metrics.json`` is skipped. The bag order
+of an epoch is drawn from (seed, fold, epoch), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from attnmap.errors import InputError
+from attnmap.mil.abmil import ABMIL
+from attnmap.mil.bags import find_bag, read_bag
+from attnmap.mil.base import AttentionMILBase
+from attnmap.mil.clam import CLAM_MB, CLAM_SB
+from attnmap.mil.metrics import classification_metrics
+from attnmap.mil.splits import Cohort, Split, make_folds, read_labels, write_splits
+
+MODELS = ("clam_sb", "clam_mb", "abmil")
+
+
+@dataclass
+class TrainConfig:
+    """Options of `train_mil`; defaults are CLAM's (README learning rate)."""
+
+    model: str = "clam_sb"
+    folds: int = 5
+    max_epochs: int = 200
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    optimizer: str = "adam"
+    bag_weight: float = 0.7
+    k_sample: int = 8
+    subtyping: bool = False
+    size: str = "small"
+    gate: bool = True
+    dropout: float = 0.25
+    early_stopping: bool = True
+    patience: int = 20
+    stop_epoch: int = 50
+    weighted_sample: bool = False
+    val_fraction: float = 0.1
+    seed: int = 1
+    device: str = "cpu"
+    cache_gb: float = 4.0
+
+    def check(self) -> None:
+        if self.model not in MODELS:
+            raise InputError(f"unknown model {self.model!r}; choose one of {list(MODELS)}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise InputError(f"unknown optimizer {self.optimizer!r}; choose 'adam' or 'sgd'")
+        if not 0.0 <= self.bag_weight <= 1.0:
+            raise InputError(f"bag_weight must be in [0, 1], got {self.bag_weight}")
+        if self.max_epochs < 1:
+            raise InputError(f"max_epochs must be at least 1, got {self.max_epochs}")
+
+
+class BagStore:
+    """Bags read on demand and kept in memory up to a byte budget (most cohorts fit entirely)."""
+
+    def __init__(self, features_dir: Path, slide_ids: list[str], budget_bytes: float):
+        self.paths = {slide: find_bag(features_dir, slide) for slide in slide_ids}
+        self.budget, self.used, self.cache = budget_bytes, 0, {}
+
+    def features(self, slide_id: str) -> torch.Tensor:
+        if slide_id in self.cache:
+            return self.cache[slide_id]
+        features = read_bag(self.paths[slide_id]).features
+        size = features.numel() * features.element_size()
+        if self.used + size <= self.budget:
+            self.cache[slide_id], self.used = features, self.used + size
+        return features
+
+
+def build_model(config: TrainConfig, embed_dim: int, n_classes: int) -> AttentionMILBase:
+    """A fresh model of the configured kind (seed the RNG first for reproducible weights)."""
+    if config.model == "abmil":
+        return ABMIL(embed_dim=embed_dim, n_classes=n_classes, gate=config.gate, dropout=config.dropout)
+    cls = CLAM_MB if config.model == "clam_mb" else CLAM_SB
+    return cls(
+        gate=config.gate,
+        size=config.size,
+        dropout=config.dropout,
+        k_sample=config.k_sample,
+        n_classes=n_classes,
+        subtyping=config.subtyping,
+        embed_dim=embed_dim,
+    )
+
+
+def _epoch_order(labels: list[int], n_classes: int, weighted: bool, seed: int, fold: int, epoch: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, fold, epoch])
+    if not weighted:
+        return rng.permutation(len(labels))
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.array([len(labels) / counts[label] for label in labels])
+    return rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
+
+
+def _train_epoch(model, optimizer, store, slides, labels, order, config, progress) -> tuple[float, float]:
+    model.train()
+    is_clam = not isinstance(model, ABMIL)
+    bag_total, instance_total = 0.0, 0.0
+    for index in tqdm(order, desc="bags", leave=False, disable=not progress):
+        label = torch.tensor([labels[index]], device=config.device)
+        output = model(store.features(slides[index]), label=label, instance_eval=is_clam)
+        bag_loss = F.cross_entropy(output.logits, label)
+        loss = bag_loss
+        if is_clam:
+            loss = config.bag_weight * bag_loss + (1 - config.bag_weight) * output.instance_loss
+            instance_total += float(output.instance_loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bag_total += float(bag_loss.detach())
+    return bag_total / len(order), instance_total / len(order)
+
+
+def evaluate(model: AttentionMILBase, store: BagStore, slides: list[str], labels: list[int]) -> tuple[float, dict]:
+    """Mean bag cross-entropy and `classification_metrics` on a set of slides."""
+    if not slides:
+        return math.nan, {}
+    model.eval()
+    probs, losses = [], []
+    with torch.no_grad():  # not inference_mode: cached bags must stay usable for training
+        for slide, label in zip(slides, labels, strict=True):
+            output = model(store.features(slide))
+            target = torch.tensor([label], device=output.logits.device)
+            losses.append(float(F.cross_entropy(output.logits, target)))
+            probs.append(output.probs[0].double().cpu().numpy())
+    return float(np.mean(losses)), classification_metrics(np.array(labels), np.stack(probs))
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+EpochCallback = Callable[[int, int, dict], None]
+
+
+def train_fold(
+    split: Split,
+    cohort: Cohort,
+    store: BagStore,
+    fold_dir: Path,
+    config: TrainConfig,
+    embed_dim: int,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, dict]:
+    """Train one fold (resuming from ``resume.pt`` if present); returns val / test metrics."""
+    done = fold_dir / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    label_of = dict(zip(cohort.slide_ids, cohort.labels, strict=True))
+    train_labels = [label_of[s] for s in split.train]
+    torch.manual_seed(config.seed * 1000 + split.fold)
+    model = build_model(config, embed_dim, cohort.n_classes).to(config.device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "best_weights": None, "log": []}
+    resume = fold_dir / "resume.pt"
+    if resume.is_file():
+        saved = torch.load(resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+    epochs = tqdm(
+        range(state["epoch"], config.max_epochs), desc=f"fold {split.fold}", initial=state["epoch"],
+        total=config.max_epochs, disable=not progress,
+    )
+    for epoch in epochs:
+        order = _epoch_order(train_labels, cohort.n_classes, config.weighted_sample, config.seed, split.fold, epoch)
+        bag_loss, instance_loss = _train_epoch(model, optimizer, store, split.train, train_labels, order, config, progress)
+        val_loss, val_metrics = evaluate(model, store, split.val, [label_of[s] for s in split.val])
+        monitored = val_loss if split.val else bag_loss
+        stop = _update_early_stopping(state, model, monitored, epoch, config)
+        row = {"epoch": epoch, "train_bag_loss": bag_loss, "train_instance_loss": instance_loss,
+               "val_loss": val_loss, "val_auc": val_metrics.get("auc", math.nan),
+               "val_accuracy": val_metrics.get("accuracy", math.nan)}
+        state["log"].append(row)
+        state["epoch"] = epoch + 1
+        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "torch_rng": torch.get_rng_state(), "state": state}, resume)
+        _write_log(fold_dir / "log.csv", state["log"])
+        epochs.set_postfix(train=f"{bag_loss:.3f}", val=f"{val_loss:.3f}")
+        if on_epoch is not None:
+            on_epoch(split.fold, epoch, row)
+        if stop:
+            break
+    if config.early_stopping and state["best_weights"] is not None:
+        model.load_state_dict(state["best_weights"])
+    return _finish_fold(model, store, split, label_of, fold_dir, state, config)
+
+
+def _update_early_stopping(state: dict, model, loss: float, epoch: int, config: TrainConfig) -> bool:
+    """CLAM's rule: keep the lowest-loss weights; stop after `patience` worse epochs past stop_epoch."""
+    if loss < state["best_loss"]:
+        state.update(best_loss=loss, best_epoch=epoch, bad_epochs=0)
+        state["best_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return False
+    state["bad_epochs"] += 1
+    return config.early_stopping and state["bad_epochs"] >= config.patience and epoch > config.stop_epoch
+
+
+def _finish_fold(model, store, split, label_of, fold_dir: Path, state: dict, config: TrainConfig) -> dict:
+    results: dict[str, dict] = {}
+    for name in ("val", "test"):
+        slides = getattr(split, name)
+        loss, metrics = evaluate(model, store, slides, [label_of[s] for s in slides])
+        results[name] = {"loss": loss, **metrics}
+    results["best_epoch"] = {"epoch": state["best_epoch"], "epochs_run": state["epoch"]}
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, fold_dir / "checkpoint.pt")
+    (fold_dir / "model.json").write_text(json.dumps(model.config(), indent=2) + "\n")
+    (fold_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    (fold_dir / "resume.pt").unlink(missing_ok=True)
+    return results
+
+
+def train_mil(
+    features_dir: str | Path,
+    labels_csv: str | Path,
+    out_dir: str | Path,
+    progress: bool = True,
+    verbose: bool = True,
+    on_epoch: EpochCallback | None = None,
+    **options: object,
+) -> list[dict[str, object]]:
+    """Cross-validated training (see the module docstring); returns the rows of ``metrics.csv``.
+
+    ``options`` are the fields of `TrainConfig` (model, folds, max_epochs, lr, weight_decay,
+    optimizer, bag_weight, k_sample, subtyping, size, gate, dropout, early_stopping, patience,
+    stop_epoch, weighted_sample, val_fraction, seed, device, cache_gb). ``on_epoch(fold, epoch,
+    log_row)`` is called after each epoch's state is saved.
+    """
+    unknown = sorted(set(options) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise InputError(f"unknown training options {unknown}")
+    config = TrainConfig(**options)  # type: ignore[arg-type]
+    config.check()
+    cohort = read_labels(labels_csv)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_config(out_dir / "config.json", config)
+    store = BagStore(Path(features_dir), cohort.slide_ids, config.cache_gb * 1e9)
+    embed_dim = int(store.features(cohort.slide_ids[0]).shape[1])
+    splits = make_folds(cohort, config.folds, seed=config.seed, val_fraction=config.val_fraction)
+    write_splits(out_dir / "splits.csv", cohort, splits)
+    rows: list[dict[str, object]] = []
+    for split in splits:
+        results = train_fold(split, cohort, store, out_dir / f"fold_{split.fold}", config, embed_dim,
+                             progress=progress, on_epoch=on_epoch)
+        for name in ("val", "test"):
+            if results[name].get("n"):
+                rows.append({"fold": split.fold, "split": name, **results[name]})
+    tests = [row for row in rows if row["split"] == "test"]
+    if tests:
+        keys = [key for key in tests[0] if key not in ("fold", "split")]
+        rows.append({"fold": "mean", "split": "test",
+                     **{key: float(np.nanmean([float(r.get(key, math.nan)) for r in tests])) for key in keys}})
+    _write_metrics(out_dir / "metrics.csv", rows)
+    if verbose:
+        print(format_metrics(rows, cohort.class_names))
+    return rows
+
+
+def _check_same_config(path: Path, config: TrainConfig) -> None:
+    """Refuse to resume a run made with different options: mixed folds would be meaningless."""
+    current = asdict(config)
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        ignore = {"device", "cache_gb"}
+        changed = sorted(k for k in current if k not in ignore and previous.get(k) != current[k])
+        if changed:
+            raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+def _write_metrics(path: Path, rows: list[dict[str, object]]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(key for key in row if key not in fields)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def format_metrics(rows: list[dict[str, object]], class_names: list[str]) -> str:
+    """A small text table of per-fold AUC / accuracy / per-class accuracy."""
+    header = ["fold", "split", "n", "auc", "accuracy"] + [f"acc[{name}]" for name in class_names]
+    lines = ["  ".join(f"{h:>10}" for h in header)]
+    for row in rows:
+        cells = [str(row["fold"]), str(row["split"])]
+        cells += [f"{float(row.get(k, math.nan)):.3f}" for k in ["n", "auc", "accuracy"]]
+        cells += [f"{float(row.get(f'acc_class{c}', math.nan)):.3f}" for c in range(len(class_names))]
+        lines.append("  ".join(f"{cell:>10}" for cell in cells))
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""Recording each block's post-softmax attention from a ViT as the user built it.
+
+``with AttentionCapture(model, layers=..., with_grad=...) as cap: captured = cap.forward(images)``
+runs one forward pass with the model in eval mode and returns the logits plus the attention
+A (B, H, N, N) of the requested blocks, together with the token layout the methods need (prefix
+token count, patch grid for this input size, which row the classifier reads). On exit — also when
+anything raises — the model is exactly as it was: fused-attention flags, hooks, training flags of
+every submodule, gradient-checkpointing flag. ``requires_grad`` of the user's parameters is never
+touched.
+
+Gradients: with ``with_grad=True`` the recorded attention tensors are part of an autograd graph, so
+a method takes d(score)/dA with ``torch.autograd.grad(score, captured.attention_list())`` — only the
+gradients it uses, no parameter gradients. The graph outlives the context; restoring the model does
+not change it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from attnmap.errors import InputError
+from attnmap.vit.adapters import QueryRow, ViTAdapter, adapter_for
+
+
+@dataclass
+class Captured:
+    """What one forward pass recorded.
+
+    ``attentions[l]`` is block l's attention (B, H, N, N) with N = num_prefix_tokens + gh·gw.
+    ``query_row`` says which row of A stands for "what the classifier looks at": ``"cls"`` (token 0,
+    for models that classify from the class token) or ``"patch_mean"`` (the mean of the patch rows,
+    for models pooling the patch tokens, e.g. timm ``global_pool="avg"``/``class_token=False``).
+    """
+
+    logits: torch.Tensor
+    attentions: dict[int, torch.Tensor]
+    num_blocks: int
+    num_prefix_tokens: int
+    grid_size: tuple[int, int]
+    query_row: QueryRow
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
+
+    def layers(self) -> list[int]:
+        return sorted(self.attentions)
+
+    def attention_list(self) -> list[torch.Tensor]:
+        """The recorded attention tensors in block order (for `torch.autograd.grad`)."""
+        return [self.attentions[index] for index in self.layers()]
+
+    def query_weights(self, like: torch.Tensor) -> torch.Tensor:
+        """(N,) weights selecting the query row: one-hot CLS, or uniform over patch tokens."""
+        weights = torch.zeros(self.num_tokens, dtype=like.dtype, device=like.device)
+        if self.query_row == "cls":
+            weights[0] = 1.0
+        else:
+            weights[self.num_prefix_tokens :] = 1.0 / (self.num_tokens - self.num_prefix_tokens)
+        return weights
+
+    def to_grid(self, scores: torch.Tensor) -> torch.Tensor:
+        """(B, N) scores over all tokens, or (B, gh·gw) over the patches → (B, gh, gw) patch map."""
+        if scores.shape[-1] == self.num_tokens and self.num_prefix_tokens:
+            scores = scores[:, self.num_prefix_tokens :]
+        return scores.reshape(scores.shape[0], *self.grid_size)
+
+
+def resolve_layers(layers: int | Iterable[int] | None, num_blocks: int) -> list[int]:
+    """Block indices (negative ones count from the end) → sorted non-negative indices."""
+    if layers is None:
+        return list(range(num_blocks))
+    requested = [layers] if isinstance(layers, int) else list(layers)
+    resolved = set()
+    for layer in requested:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise InputError(f"layer must be an int, got {layer!r}")
+        if not -num_blocks <= layer < num_blocks:
+            raise InputError(f"layer {layer} out of range: the model has {num_blocks} blocks")
+        resolved.add(layer % num_blocks)
+    return sorted(resolved)
+
+
+class AttentionCapture:
+    """Context manager recording attention of ``layers`` (default: all blocks) of ``model``.
+
+    ``with_grad=True`` keeps the attention in an autograd graph (the forward then runs with grad
+    enabled even inside ``torch.no_grad()``); otherwise the forward runs under ``no_grad``.
+    """
+
+    def __init__(
+        self, model: nn.Module, layers: int | Iterable[int] | None = None, with_grad: bool = False
+    ) -> None:
+        self.adapter: ViTAdapter = adapter_for(model)
+        self.layers = resolve_layers(layers, self.adapter.num_blocks)
+        self.with_grad = with_grad
+        self._stack: ExitStack | None = None
+        self._sink: dict[int, torch.Tensor] = {}
+
+    def __enter__(self) -> AttentionCapture:
+        stack = ExitStack()
+        try:
+            self.adapter.eval_mode(stack)
+            self.adapter.record(stack, self.layers, self.with_grad, self._sink)
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def forward(self, images: torch.Tensor) -> Captured:
+        """Run the model once on ``images`` and return logits + recorded attention."""
+        if self._stack is None:
+            raise RuntimeError("AttentionCapture.forward must be called inside its `with` block")
+        self.adapter.check_images(images)
+        self._sink.clear()
+        with torch.set_grad_enabled(self.with_grad):
+            logits = self.adapter.run(images, self._sink)
+        missing = [index for index in self.layers if index not in self._sink]
+        if missing:
+            raise RuntimeError(f"no attention was recorded for blocks {missing}")
+        captured = Captured(
+            logits=logits,
+            attentions=dict(self._sink),
+            num_blocks=self.adapter.num_blocks,
+            num_prefix_tokens=self.adapter.num_prefix_tokens,
+            grid_size=self.adapter.grid_size(*images.shape[-2:]),
+            query_row=self.adapter.query_row,
+        )
+        self._sink.clear()
+        tokens = captured.attentions[self.layers[0]].shape[-1]
+        if tokens != captured.num_tokens:
+            raise RuntimeError(
+                f"recorded {tokens} tokens but expected {captured.num_prefix_tokens} prefix + "
+                f"{captured.grid_size[0]}x{captured.grid_size[1]} patches"
+            )
+        return captured
+
+
+def capture(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: int | Sequence[int] | None = None,
+    with_grad: bool = False,
+) -> Captured:
+    """One forward pass of ``model`` on ``images`` recording attention (see `AttentionCapture`)."""
+    with AttentionCapture(model, layers=layers, with_grad=with_grad) as recorder:
+        return recorder.forward(images)
+
+
+def attention_gradients(score: torch.Tensor, captured: Captured) -> dict[int, torch.Tensor]:
+    """d(score)/dA for every recorded block, by one backward pass through the attention only."""
+    layers = captured.layers()
+    with torch.enable_grad():
+        gradients = torch.autograd.grad(score, [captured.attentions[index] for index in layers])
+    return dict(zip(layers, gradients, strict=True))

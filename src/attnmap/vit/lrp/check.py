@@ -1,0 +1,75 @@
+"""Proof that the LRP twin computes what the user's model computes.
+
+The twin re-implements the forward pass; if timm or the user's model does something the twin does
+not know about, every relevance map would be silently wrong. So the twin's final-norm tokens and
+logits are compared with the model's own forward (eval mode, captured by a forward hook on
+``model.norm``) and a mismatch raises `UnsupportedModelError`.
+
+The comparison costs one extra forward pass, so it runs once per model state: a passed check is
+remembered for the same module objects, the same parameter/buffer tensors and their in-place
+version counters (an optimiser step or ``load_state_dict`` changes them), input size, dtype and
+device. Anything else triggers a new check.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from attnmap.errors import UnsupportedModelError
+from attnmap.vit.lrp.twin import Trace
+
+_VERIFIED: weakref.WeakKeyDictionary[nn.Module, set[tuple]] = weakref.WeakKeyDictionary()
+_MAX_REMEMBERED = 16
+
+
+def _fingerprint(model: nn.Module, images: torch.Tensor) -> tuple:
+    tensors = tuple((id(t), t._version) for t in list(model.parameters()) + list(model.buffers()))
+    modules = tuple(id(m) for m in model.modules())
+    return tensors, modules, tuple(images.shape[1:]), images.dtype, str(images.device)
+
+
+def _tolerance(dtype: torch.dtype, reference: torch.Tensor) -> float:
+    """Round-off headroom: fused vs manual attention differ by a few ulps per layer, a wrong twin by O(1)."""
+    return 10 * torch.finfo(dtype).eps ** 0.5 * (1.0 + reference.abs().max().item())
+
+
+def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    captured: list[torch.Tensor] = []
+    hook = model.norm.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            logits = model(images)
+    finally:
+        hook.remove()
+        for module, mode in modes.items():
+            module.training = mode
+    return logits, captured[-1]
+
+
+def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:
+    """Raise if the twin's forward on ``images`` differs from the model's own (once per model state)."""
+    key = _fingerprint(model, images)
+    seen = _VERIFIED.setdefault(model, set())
+    if key in seen:
+        return
+    logits, tokens = _model_forward(model, images)
+    for name, ours, theirs in (("final-norm tokens", trace.final_tokens, tokens), ("logits", trace.logits, logits)):
+        if ours.shape != theirs.shape:
+            raise UnsupportedModelError(
+                f"the LRP twin's {name} have shape {tuple(ours.shape)} but the model's are {tuple(theirs.shape)}: "
+                f"{type(model).__name__} does something the LRP rules do not cover"
+            )
+        error = (ours.detach() - theirs).abs().max().item()
+        if not error <= _tolerance(ours.dtype, theirs):
+            raise UnsupportedModelError(
+                f"the LRP twin's {name} differ from the model's own forward by {error:.3g}: "
+                f"{type(model).__name__} does something the LRP rules do not cover"
+            )
+    if len(seen) >= _MAX_REMEMBERED:
+        seen.clear()
+    seen.add(key)

@@ -1,0 +1,123 @@
+"""The backward relevance pass through a recorded twin forward (Chefer et al., CVPR 2021).
+
+Order, from the logits down: one-hot seed (value 1) → head (z⁺) → fc_norm (identity) → pooling
+(class/distillation token, or LRP-0 of the token mean) → final norm (identity) → every block in
+reverse → (full LRP only) pos_embed add rule → patch embedding convolutions → pixels.
+
+Through one block (reverse): add rule of the MLP residual; fc2 and fc1 (z⁺), GELU and norm2 as
+identity; clone; add rule of the attention residual; proj (z⁺); heads split; A·V rule → R_A/2,
+R_V/2 (R_A/2 is the block's "attention relevance"); softmax as identity; Q·Kᵀ rule → R_Q/2, R_K/2;
+qkv (z⁺); norm1 identity; clone. Layer scale is an elementwise product: LRP-0 makes it identity.
+
+The pass stops as soon as the caller has what it asked for: a method that reads block s's
+attention relevance never runs block s's Q·Kᵀ and qkv rules nor anything below it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from attnmap.vit.lrp.rules import (
+    Stabiliser,
+    add_rule,
+    attention_value_rule,
+    clone_rule,
+    linear_zplus,
+    mean_rule,
+    passthrough_rule,
+    query_key_rule,
+)
+from attnmap.vit.lrp.stem import stem_relevance
+from attnmap.vit.lrp.twin import BlockTrace, BlockTwin, Trace, ViTTwin
+
+
+@dataclass
+class Relevance:
+    """Per-block attention relevance R_A/2 (B, H, N, N) and, for full LRP, the pixel map (B, H, W)."""
+
+    attention: dict[int, torch.Tensor]
+    pixels: torch.Tensor | None = None
+
+
+def head_relevance(twin: ViTTwin, trace: Trace, target: torch.Tensor, stab: Stabiliser) -> torch.Tensor:
+    """Relevance of the final-norm tokens (B, N, D), seeded with a one-hot of ``target``."""
+    seed = F.one_hot(target, trace.logits.shape[1]).to(trace.pooled.dtype)
+    pooled = linear_zplus(seed, trace.pooled.detach(), trace.z_head.detach(), twin.head_w, stab)
+    tokens = trace.final_tokens.detach()
+    relevance = torch.zeros_like(tokens)
+    dim = tokens.shape[-1]
+    if twin.distilled:
+        relevance[:, 0] = passthrough_rule(pooled[:, :dim], tokens[:, 0], stab)
+        relevance[:, 1] = passthrough_rule(pooled[:, dim:], tokens[:, 1], stab)
+    elif twin.global_pool == "token":
+        relevance[:, 0] = passthrough_rule(pooled, tokens[:, 0], stab)
+    else:
+        start = 0 if twin.pool_include_prefix else twin.num_prefix
+        relevance[:, start:] = mean_rule(pooled, tokens[:, start:], stab)
+    return relevance
+
+
+def block_relevance(
+    block: BlockTwin, bt: BlockTrace, relevance: torch.Tensor, stab: Stabiliser, attention_only: bool
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2."""
+    wt = block.weights
+    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out, stab)
+    hidden = linear_zplus(mlp_share, bt.hidden, bt.z_fc2, wt["fc2_w"], stab)
+    normed2 = linear_zplus(hidden, bt.n2, bt.z_fc1, wt["fc1_w"], stab)
+    h_total = clone_rule(h_residual, normed2, bt.h, stab)
+    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out, stab)
+    merged = linear_zplus(attn_share, bt.o, bt.z_proj, wt["proj_w"], stab)
+    batch, tokens, _ = merged.shape
+    per_head = merged.reshape(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
+    r_attn, r_value = attention_value_rule(per_head, bt.attn, bt.v, bt.o_heads, stab)
+    r_attn = r_attn * 0.5
+    if attention_only:
+        return None, r_attn
+    r_value = r_value * 0.5
+    r_query, r_key = query_key_rule(r_attn, bt.q, bt.k, bt.scores, stab)
+    r_qkv = torch.stack([r_query * 0.5, r_key * 0.5, r_value])  # (3, B, H, N, d)
+    r_qkv = r_qkv.permute(1, 3, 0, 2, 4).reshape(batch, tokens, -1)  # channel = s·D + h·d + j
+    normed1 = linear_zplus(r_qkv, bt.n1, bt.z_qkv, wt["qkv_w"], stab)
+    return clone_rule(x_residual, normed1, bt.x, stab), r_attn
+
+
+def embedding_relevance(twin: ViTTwin, trace: Trace, relevance: torch.Tensor, stab: Stabiliser) -> torch.Tensor:
+    """Relevance of the first block's input → input pixels (B, H, W), summed over colour channels."""
+    prefix = twin.num_prefix
+    if trace.pos_embed is None:
+        patches = relevance[:, prefix:]
+    elif twin.model.no_embed_class:
+        patches, _ = add_rule(relevance[:, prefix:], trace.patch_tokens, trace.pos_embed, stab)
+    else:
+        tokens, _ = add_rule(relevance, trace.prefixed_tokens, trace.pos_embed, stab)
+        patches = passthrough_rule(tokens[:, prefix:], trace.patch_tokens, stab)
+    batch, _, dim = patches.shape
+    grid = patches.transpose(1, 2).reshape(batch, dim, *trace.grid)
+    pixels = stem_relevance(twin.stem, trace.stem, grid, stab)
+    return pixels.sum(dim=1)
+
+
+def relevance_pass(
+    twin: ViTTwin,
+    trace: Trace,
+    target: torch.Tensor,
+    stab: Stabiliser,
+    stop_block: int,
+    to_pixels: bool = False,
+) -> Relevance:
+    """Propagate from the target logit down to block ``stop_block``'s attention (or to the pixels)."""
+    result = Relevance(attention={})
+    with torch.no_grad():
+        relevance = head_relevance(twin, trace, target, stab)
+        for block in reversed(twin.blocks[stop_block:]):
+            attention_only = block.index == stop_block and not to_pixels
+            relevance, result.attention[block.index] = block_relevance(
+                block, trace.blocks[block.index], relevance, stab, attention_only
+            )
+        if to_pixels:
+            result.pixels = embedding_relevance(twin, trace, relevance, stab)
+    return result

@@ -1,0 +1,111 @@
+"""Gradient-weighted attention methods: attention Grad-CAM and Chefer et al.'s gradient rollout.
+
+Both need d(target logit)/dA. The wrapper runs one forward recording only the blocks it uses and one
+backward through them (`torch.autograd.grad` w.r.t. the attention tensors: no parameter gradients,
+and nothing below the lowest recorded block). The score is the sum over the batch of each image's
+target logit; images are independent, so each image gets its own logit's gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from attnmap.errors import InputError
+from attnmap.render import normalize
+from attnmap.vit.adapters import adapter_for
+from attnmap.vit.capture import Captured, attention_gradients, capture, resolve_layers
+from attnmap.vit.registry import Target, method, resolve_target
+
+
+def attention_gradcam(
+    attention: torch.Tensor, gradient: torch.Tensor, query: torch.Tensor, num_prefix_tokens: int
+) -> torch.Tensor:
+    """Grad-CAM on one block's attention, min–max normalised per image.
+
+    At the query row and patch columns: wₕ = mean of ∇Aₕ; cam = clamp(mean over heads of wₕ·Aₕ, 0)
+    (clamped after the head mean); then (cam − min) / (max − min) (a constant map gives zeros).
+    ``attention``/``gradient`` (B, H, N, N) → (B, N − num_prefix_tokens).
+    """
+    query = query.to(attention.dtype)
+    rows = torch.einsum("n,bhnm->bhm", query, attention)[..., num_prefix_tokens:]
+    grad_rows = torch.einsum("n,bhnm->bhm", query, gradient)[..., num_prefix_tokens:]
+    weights = grad_rows.mean(dim=-1, keepdim=True)
+    cam = (weights * rows).mean(dim=1).clamp(min=0)
+    return torch.stack([normalize(image, "minmax") for image in cam])
+
+
+def gradient_rollout(
+    attentions: Sequence[torch.Tensor],
+    gradients: Sequence[torch.Tensor],
+    query: torch.Tensor,
+    num_prefix_tokens: int,
+) -> torch.Tensor:
+    """Chefer et al. (ICCV 2021) rule: R ← I; per block R ← R + Ē R, Ē = head mean of clamp(∇A ⊙ A, 0).
+
+    ``attentions``/``gradients``: blocks s..L−1 in order, each (B, H, N, N). Returns the query row of
+    R = (I + Ē_{L−1})⋯(I + Ē_s) at the patch columns, (B, N − num_prefix_tokens), computed as a row
+    vector so each block costs O(N²).
+    """
+    if not attentions or len(attentions) != len(gradients):
+        raise InputError("gradient rollout needs one gradient per attention map (at least one block)")
+    batch, _, tokens, _ = attentions[0].shape
+    row = query.to(attentions[0].dtype).expand(batch, tokens)
+    for attention, gradient in zip(reversed(attentions), reversed(gradients), strict=True):
+        weighted = (gradient * attention).clamp(min=0).mean(dim=1)
+        row = row + torch.bmm(row.unsqueeze(1), weighted).squeeze(1)
+    return row[:, num_prefix_tokens:]
+
+
+def capture_with_gradients(
+    model: nn.Module, images: torch.Tensor, target: Target, layers: Sequence[int]
+) -> tuple[Captured, dict[int, torch.Tensor]]:
+    """One forward recording ``layers`` and one backward of the target logits to their attention."""
+    captured = capture(model, images, layers=layers, with_grad=True)
+    indices = resolve_target(target, captured.logits.detach())
+    with torch.enable_grad():  # the caller may be inside torch.no_grad()
+        score = captured.logits.gather(1, indices[:, None]).sum()
+        gradients = attention_gradients(score, captured)
+    return captured, gradients
+
+
+@method(
+    "attn_gradcam",
+    "Grad-CAM on the last block's attention: heads weighted by their mean query-row gradient, "
+    "clamped after the head mean, min-max normalised.",
+    needs_grad=True,
+)
+def attn_gradcam(model: nn.Module, images: torch.Tensor, target: Target, *, layer: int = -1) -> torch.Tensor:
+    """Registered wrapper: gradients of block ``layer`` only."""
+    block = resolve_layers(layer, adapter_for(model).num_blocks)[0]
+    captured, gradients = capture_with_gradients(model, images, target, [block])
+    attention = captured.attentions[block].detach()
+    scores = attention_gradcam(
+        attention, gradients[block], captured.query_weights(attention), captured.num_prefix_tokens
+    )
+    return captured.to_grid(scores)
+
+
+@method(
+    "grad_rollout",
+    "Chefer et al. (ICCV 2021) gradient rollout: R <- R + mean_h(clamp(dA*A, 0)) R from start_layer up.",
+    needs_grad=True,
+)
+def grad_rollout(
+    model: nn.Module, images: torch.Tensor, target: Target, *, start_layer: int = 0
+) -> torch.Tensor:
+    """Registered wrapper: gradients of blocks start_layer..L−1 only."""
+    num_blocks = adapter_for(model).num_blocks
+    start = resolve_layers(start_layer, num_blocks)[0]
+    captured, gradients = capture_with_gradients(model, images, target, list(range(start, num_blocks)))
+    layers = captured.layers()
+    attentions = [captured.attentions[index].detach() for index in layers]
+    scores = gradient_rollout(
+        attentions,
+        [gradients[index] for index in layers],
+        captured.query_weights(attentions[0]),
+        captured.num_prefix_tokens,
+    )
+    return captured.to_grid(scores)

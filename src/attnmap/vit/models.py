@@ -1,0 +1,184 @@
+"""Loading the model to explain from a short spec, never downloading anything.
+
+Specs: ``timm:NAME`` (architecture from timm, random weights unless a checkpoint is given),
+``hf:LOCAL_DIR`` (a Hugging Face ``ViTForImageClassification`` saved with ``save_pretrained``), and
+``attnmap:NAME`` (models shipped with attnmap, see `BUNDLED_MODELS`). Checkpoints may be a raw
+state_dict, ``{"state_dict": ...}``, ``{"model": ...}`` or a ``.safetensors`` file; DataParallel's
+``module.`` prefixes are stripped. Key mismatches are errors, because a silently half-loaded model
+would explain nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnmap.errors import InputError
+
+# name -> "module:function"; the function takes no arguments and returns an eval-mode model
+BUNDLED_MODELS: dict[str, str] = {"shapes-vit": "attnmap.data.shapes_model:load_shapes_vit"}
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a plain ``{name: tensor}`` dict (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - any parse failure is a bad user file
+            raise InputError(f"cannot read safetensors checkpoint {path}: {error}") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - pickle/zip errors all mean "not a checkpoint"
+            raise InputError(f"cannot read checkpoint {path}: {error}") from None
+    while isinstance(state, Mapping) and not _is_tensor_dict(state):
+        wrapped = next((key for key in _WRAPPER_KEYS if isinstance(state.get(key), Mapping)), None)
+        if wrapped is None:
+            keys = ", ".join(map(str, list(state)[:8]))
+            raise InputError(f"checkpoint {path} holds no state_dict (top-level keys: {keys})")
+        state = state[wrapped]
+    if not isinstance(state, Mapping):
+        raise InputError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict")
+    return {_strip_module_prefix(key): value for key, value in state.items()}
+
+
+def _is_tensor_dict(state: Mapping) -> bool:
+    return bool(state) and all(isinstance(value, torch.Tensor) for value in state.values())
+
+
+def _strip_module_prefix(key: str) -> str:
+    while key.startswith("module."):
+        key = key[len("module.") :]
+    return key
+
+
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly, turning missing/unexpected/mis-shaped keys into an `InputError`."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mis_shaped = sorted(
+        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
+        for key in set(own) & set(state)
+        if tuple(state[key].shape) != tuple(own[key].shape)
+    )
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+                parts.append(f"{label}: {shown}")
+        raise InputError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(
+    spec: str,
+    checkpoint: str | Path | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+    **model_kwargs: Any,
+) -> nn.Module:
+    """An eval-mode model on ``device`` from ``spec`` ("timm:NAME", "hf:LOCAL_DIR", "attnmap:NAME").
+
+    For timm, ``num_classes`` defaults to the checkpoint's head size when a checkpoint is given;
+    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=4``, ``img_size=64``).
+    """
+    kind, _, name = spec.partition(":")
+    if not name:
+        raise InputError(f"model spec {spec!r} must look like timm:NAME, hf:LOCAL_DIR or attnmap:NAME")
+    state = load_state_dict(checkpoint) if checkpoint is not None else None
+    if kind == "timm":
+        model = _timm_model(name, state, num_classes, model_kwargs)
+    elif kind == "hf":
+        model = _hf_model(name, num_classes)
+    elif kind == "attnmap":
+        model = _bundled_model(name)
+    else:
+        raise InputError(
+            f"unknown model kind {kind!r} in {spec!r}; use timm:NAME, hf:LOCAL_DIR or attnmap:NAME"
+        )
+    if state is not None:
+        apply_state_dict(model, state, str(checkpoint))
+    return model.to(device).eval()
+
+
+def _timm_model(
+    name: str, state: Mapping[str, torch.Tensor] | None, num_classes: int | None, kwargs: dict[str, Any]
+) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise InputError(f"timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    if num_classes is None and state is not None and "head.weight" in state:
+        num_classes = int(state["head.weight"].shape[0])
+    if num_classes is not None:
+        kwargs = {**kwargs, "num_classes": num_classes}
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as error:
+        raise InputError(f"cannot build timm model {name!r} with {kwargs}: {error}") from None
+
+
+def _hf_model(directory: str, num_classes: int | None) -> nn.Module:
+    path = Path(directory)
+    if not (path / "config.json").is_file():
+        raise InputError(f"hf:{directory} is not a local Hugging Face model directory (no config.json)")
+    try:
+        from transformers import ViTForImageClassification
+    except ImportError:
+        raise InputError("hf: models need the 'transformers' package (pip install attnmap[hf])") from None
+    extra = {"num_labels": num_classes, "ignore_mismatched_sizes": True} if num_classes is not None else {}
+    model = ViTForImageClassification.from_pretrained(str(path), local_files_only=True, **extra)
+    processor = path / "preprocessor_config.json"
+    if processor.is_file():
+        model.pretrained_cfg = _hf_data_config(json.loads(processor.read_text()), model.config)
+    return model
+
+
+def _hf_data_config(processor: Mapping[str, Any], config: Any) -> dict[str, Any]:
+    """timm-style data config from a Hugging Face image processor's JSON."""
+    size = processor.get("size", config.image_size)
+    if isinstance(size, Mapping):
+        height = size.get("height", size.get("shortest_edge", config.image_size))
+        width = size.get("width", height)
+    else:
+        height = width = int(size)
+    return {
+        "input_size": (3, int(height), int(width)),
+        "mean": tuple(processor.get("image_mean", (0.5, 0.5, 0.5))),
+        "std": tuple(processor.get("image_std", (0.5, 0.5, 0.5))),
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+    }
+
+
+def _bundled_model(name: str) -> nn.Module:
+    target = BUNDLED_MODELS.get(name)
+    if target is None:
+        raise InputError(f"unknown bundled model {name!r}; available: {', '.join(sorted(BUNDLED_MODELS))}")
+    module_name, _, function_name = target.partition(":")
+    try:
+        loader = getattr(importlib.import_module(module_name), function_name)
+    except (ModuleNotFoundError, AttributeError) as error:
+        raise InputError(
+            f"bundled model {name!r} is not available in this installation ({target}: {error})"
+        ) from None
+    model = loader()
+    if not isinstance(model, nn.Module):
+        raise InputError(f"bundled model {name!r}: {target} returned {type(model).__name__}, not a model")
+    return model

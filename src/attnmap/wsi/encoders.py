@@ -1,0 +1,262 @@
+"""Patch encoders for feature extraction: CLAM's truncated ResNet50, any timm model, a local file.
+
+Nothing is ever downloaded. Without a checkpoint the weights are random but seeded, so a run
+without weights is reproducible (useful for tests and for checking a pipeline end to end, useless
+for science); a warning says so. Real weights come from a checkpoint file the user already has.
+
+Names accepted by `load_encoder`:
+- a name registered with `register_encoder` (``"attnmap:tiny"``: the small CNN in `attnmap.data`);
+- ``"resnet50_trunc"``: torchvision ResNet50 up to ``layer3`` + global average pool → 1024-d,
+  input resized to 224, ImageNet normalisation (CLAM's default recipe).
+- ``"timm:NAME"``: ``timm.create_model(NAME, num_classes=0)``; input size, mean, std and
+  interpolation from the model's data config.
+- a path to a file: TorchScript, a timm training checkpoint (``{"arch": ..., "state_dict": ...}``)
+  or a torchvision ResNet50 state_dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnmap.errors import InputError, UnsupportedModelError
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRESETS = ("resnet50_trunc",)
+
+# Encoders other modules provide by name (e.g. "attnmap:tiny", a small CNN shipped with weights):
+# name -> factory() returning (model, transform, feature_dim) with its weights already loaded.
+_REGISTRY: dict[str, Callable[[], tuple[nn.Module, Callable[[np.ndarray], torch.Tensor], int]]] = {}
+# Modules imported on first use of an "attnmap:" name, so that their registrations run.
+_PROVIDER_MODULES = ("attnmap.data.tiny_encoder",)
+
+
+def register_encoder(
+    name: str, factory: Callable[[], tuple[nn.Module, Callable[[np.ndarray], torch.Tensor], int]]
+) -> None:
+    """Make ``load_encoder(name)`` call ``factory()`` (which returns model, transform, feature_dim)."""
+    _REGISTRY[name] = factory
+
+
+def _registered(name: str) -> Callable[[], tuple[nn.Module, Callable, int]] | None:
+    if name not in _REGISTRY and name.startswith("attnmap:"):
+        import importlib
+
+        for module in _PROVIDER_MODULES:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError:
+                continue
+    return _REGISTRY.get(name)
+
+
+class Encoder(NamedTuple):
+    """A patch encoder: ``model`` maps a transformed batch (B, 3, H, W) to (B, ``feature_dim``)."""
+
+    model: nn.Module
+    transform: Callable[[np.ndarray], torch.Tensor]
+    feature_dim: int
+
+
+class PatchTransform:
+    """uint8 RGB patch (H, W, 3) → normalised float tensor (3, size, size).
+
+    Resize only, no centre crop: a slide patch is the whole field of view, cropping would discard
+    its borders (CLAM's evaluation transform also resizes without cropping). Picklable, so loader
+    worker processes can use it.
+    """
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], interpolation: str):
+        self.size = int(size)
+        self.mean = tuple(float(value) for value in mean)
+        self.std = tuple(float(value) for value in std)
+        self.interpolation = interpolation
+
+    def __call__(self, patch: np.ndarray) -> torch.Tensor:
+        from PIL import Image
+
+        array = np.asarray(patch)
+        if array.ndim != 3 or array.shape[2] < 3:
+            raise InputError(f"a patch must be H×W×3 RGB, got shape {array.shape}")
+        image = Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8, copy=False))
+        if image.size != (self.size, self.size):
+            resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+            image = image.resize((self.size, self.size), resample)
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        return ((tensor - mean) / std).contiguous()
+
+    def __repr__(self) -> str:
+        return f"PatchTransform(size={self.size}, mean={self.mean}, std={self.std}, {self.interpolation})"
+
+
+class TruncatedResNet50(nn.Module):
+    """torchvision ResNet50 stem + layer1..layer3, then global average pooling: (B, 1024)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models import resnet50
+
+        full = resnet50(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = full.conv1, full.bn1, full.relu, full.maxpool
+        self.layer1, self.layer2, self.layer3 = full.layer1, full.layer2, full.layer3
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return torch.flatten(self.pool(x), 1)
+
+
+def load_encoder(
+    name_or_path: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    input_size: int | None = None,
+) -> Encoder:
+    """Build a patch encoder (model in eval mode on ``device``, its transform, its output size).
+
+    ``checkpoint``: weights for a named architecture (a state_dict, or a dict holding one under
+    "state_dict"/"model"); classifier-head keys the encoder lacks are ignored, any other mismatch is
+    an error. ``input_size`` overrides the resize target.
+    """
+    name = str(name_or_path)
+    factory = _registered(name)
+    if factory is not None:
+        model, transform, feature_dim = factory()
+        if checkpoint is not None:
+            load_weights(model, checkpoint)
+        return Encoder(model.eval().to(device), transform, int(feature_dim))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "resnet50_trunc":
+            model: nn.Module = TruncatedResNet50()
+            transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
+        elif name.startswith("timm:"):
+            model, transform = _timm_encoder(name[len("timm:"):], input_size)
+        elif Path(name).is_file():
+            if checkpoint is not None:
+                raise InputError("give either an encoder file or a checkpoint for a named encoder, not both")
+            return _encoder_from_file(Path(name), device=device, seed=seed, input_size=input_size)
+        else:
+            raise InputError(
+                f"unknown encoder {name!r}: use one of {', '.join(PRESETS + tuple(_REGISTRY))}, 'timm:MODEL_NAME' or the path of "
+                "an existing encoder file"
+            )
+    if checkpoint is None:
+        logger.warning("encoder %s has random (seeded) weights: give a checkpoint for meaningful features", name)
+    else:
+        load_weights(model, checkpoint)
+    return _finish(model, transform, device)
+
+
+def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, PatchTransform]:
+    import timm
+
+    if not model_name:
+        raise InputError("'timm:' must be followed by a timm model name, e.g. timm:resnet18")
+    try:
+        model = timm.create_model(model_name, pretrained=False, num_classes=0)
+    except RuntimeError as error:  # timm's "Unknown model"
+        raise InputError(f"timm has no model named {model_name!r}") from error
+    config = timm.data.resolve_data_config({}, model=model)
+    size = input_size or int(config["input_size"][-1])
+    transform = PatchTransform(size, config["mean"], config["std"], str(config.get("interpolation", "bilinear")))
+    return model, transform
+
+
+def _encoder_from_file(path: Path, *, device: str | torch.device, seed: int, input_size: int | None) -> Encoder:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still the format
+            scripted = torch.jit.load(str(path), map_location="cpu")  # that carries its architecture
+    except (RuntimeError, ValueError):
+        scripted = None
+    if scripted is not None:
+        transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
+        return _finish(scripted, transform, device)
+    payload = _torch_load(path)
+    if isinstance(payload, Mapping) and isinstance(payload.get("arch"), str):
+        return load_encoder(f"timm:{payload['arch']}", path, device=device, seed=seed, input_size=input_size)
+    state = _state_dict_of(payload, path)
+    if "layer3.0.conv1.weight" in state and "conv1.weight" in state:
+        return load_encoder("resnet50_trunc", path, device=device, seed=seed, input_size=input_size)
+    raise InputError(
+        f"cannot tell which architecture {path} holds: pass the encoder name with the checkpoint "
+        "(e.g. encoder 'timm:vit_small_patch16_224' and checkpoint PATH)"
+    )
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # noqa: BLE001 - pickle / zip errors of every kind
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        raise InputError(f"cannot read {path} as a torch checkpoint: {error}") from error
+
+
+def _state_dict_of(payload: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(payload, Mapping):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(payload.get(key), Mapping):
+                payload = payload[key]
+                break
+    if not isinstance(payload, Mapping) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise InputError(f"{path} does not hold a state_dict of tensors")
+    return {key.removeprefix("module."): value for key, value in payload.items()}
+
+
+def load_weights(model: nn.Module, checkpoint: str | Path) -> None:
+    """Load ``checkpoint`` into ``model``; extra keys of layers the encoder drops (head, layer4) are ok."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(2, "encoder checkpoint not found", str(path))
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = _state_dict_of(_torch_load(path), path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise UnsupportedModelError(
+            f"checkpoint {path} lacks {len(missing)} weights of the encoder, e.g. {', '.join(missing[:3])}"
+        )
+    wrong = [key for key in own if tuple(state[key].shape) != tuple(own[key].shape)]
+    if wrong:
+        raise UnsupportedModelError(
+            f"checkpoint {path} has other shapes for {', '.join(wrong[:3])}: is it the same architecture?"
+        )
+    model.load_state_dict({key: state[key] for key in own}, strict=True)
+
+
+def _finish(model: nn.Module, transform: PatchTransform, device: str | torch.device) -> Encoder:
+    model = model.eval().to(device)
+    probe = torch.zeros(1, 3, transform.size, transform.size, device=device)
+    with torch.inference_mode():
+        output = model(probe)
+    if output.ndim != 2:
+        raise UnsupportedModelError(
+            f"the encoder must return (batch, features), got shape {tuple(output.shape)}: use num_classes=0 "
+            "or a pooled backbone"
+        )
+    return Encoder(model, transform, int(output.shape[1]))

@@ -1,0 +1,203 @@
+"""Patch features for attention MIL: read patches from a slide in batches, encode, save as CLAM does.
+
+Output formats are CLAM's, so CLAM users can feed existing files in and out: an h5 with
+``features`` (float32 N×D) and ``coords`` (int32 N×2, level-0 top-left [x, y]) and a ``.pt`` holding
+the features tensor. Files are written atomically with provenance in the h5 attributes, so "the
+file exists and its datasets agree" is a sound test for "this slide is done" (`features_complete`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnmap.errors import InputError
+from attnmap.io_utils import atomic_path
+from attnmap.wsi.encoders import Encoder
+
+logger = logging.getLogger(__name__)
+
+
+def _slide_path(slide: Any) -> str:
+    if isinstance(slide, (str, Path)):
+        return str(slide)
+    for attribute in ("path", "filename", "_path"):
+        value = getattr(slide, attribute, None)
+        if isinstance(value, (str, Path)):
+            return str(value)
+    raise InputError("extract_features needs a slide path (or a slide object with a .path)")
+
+
+def read_patch_rgb(slide: Any, x: int, y: int, level: int, patch_size: int) -> np.ndarray:
+    """One patch as uint8 RGB (patch_size, patch_size, 3); ``x, y`` are level-0 coordinates."""
+    region = slide.read_region((int(x), int(y)), int(level), (int(patch_size), int(patch_size)))
+    if hasattr(region, "convert"):  # a PIL image (OpenSlide returns RGBA)
+        region = region.convert("RGB")
+    array = np.asarray(region)
+    if array.ndim != 3 or array.shape[2] < 3:
+        raise InputError(f"slide.read_region returned shape {array.shape}, expected H×W×3 or H×W×4")
+    return np.ascontiguousarray(array[..., :3]).astype(np.uint8, copy=False)
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Patches of one slide at the given coordinates, transformed for the encoder.
+
+    The slide is opened lazily, once per process: OpenSlide handles cannot cross process
+    boundaries, so each loader worker opens its own on first use.
+    """
+
+    def __init__(self, slide_path: str | Path, coords: np.ndarray, patch_size: int, level: int, transform: Any):
+        self.slide_path = str(slide_path)
+        self.coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        self.patch_size = int(patch_size)
+        self.level = int(level)
+        self.transform = transform
+        self._slide: Any = None
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if self._slide is None:
+            from attnmap.wsi.slide import open_slide
+
+            self._slide = open_slide(self.slide_path)
+        x, y = self.coords[index]
+        return self.transform(read_patch_rgb(self._slide, x, y, self.level, self.patch_size))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_slide"] = None  # never pickle an open slide handle
+        return state
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """"auto"/None → CUDA when available, else CPU; anything else as given (checked)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available (use --device cpu or auto)")
+    return resolved
+
+
+def extract_features(
+    slide: Any,
+    coords: np.ndarray,
+    encoder: Encoder,
+    patch_size: int = 256,
+    level: int = 0,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device | None = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """Encode the patches at ``coords`` (level-0 top-left [x, y]) → (N, feature_dim) float32.
+
+    ``slide``: a path or a slide object with a ``.path`` (reopened by each loader worker).
+    ``num_workers`` loader processes read and transform patches while the encoder runs; inside a
+    daemonic process (a dask worker) that cannot fork children, so it falls back to 0.
+    """
+    from tqdm.auto import tqdm
+
+    coords = np.asarray(coords)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise InputError(f"coords must be N×2 [x, y], got shape {coords.shape}")
+    if patch_size < 1 or batch_size < 1 or num_workers < 0:
+        raise InputError("patch_size and batch_size must be >= 1 and num_workers >= 0")
+    model, transform, feature_dim = encoder
+    if len(coords) == 0:
+        return np.zeros((0, feature_dim), dtype=np.float32)
+    if num_workers > 0 and multiprocessing.current_process().daemon:
+        logger.info("inside a daemonic worker process: reading patches without loader workers")
+        num_workers = 0
+    target = resolve_device(device)
+    model = model.to(target).eval()
+    dataset = PatchDataset(_slide_path(slide), coords, patch_size, level, transform)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=target.type == "cuda",
+    )
+    output = np.empty((len(coords), feature_dim), dtype=np.float32)
+    filled = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="features", unit="batch", disable=not progress, leave=False):
+            features = model(batch.to(target, non_blocking=True)).float().cpu().numpy()
+            output[filled : filled + len(features)] = features
+            filled += len(features)
+    return output
+
+
+def save_features(
+    path_h5: str | Path,
+    features: np.ndarray,
+    coords: np.ndarray,
+    provenance: Mapping[str, str] | None = None,
+    pt_path: str | Path | None = None,
+) -> Path:
+    """Write CLAM's ``features``/``coords`` h5 (and the features as a ``.pt`` if ``pt_path``), atomically.
+
+    The ``.pt`` is written first: the h5 is the marker of completion checked by `features_complete`.
+    """
+    import h5py
+
+    features = np.asarray(features, dtype=np.float32)
+    coords = np.asarray(coords)
+    if features.ndim != 2 or coords.ndim != 2 or coords.shape[1] != 2 or len(features) != len(coords):
+        raise InputError(f"features {features.shape} and coords {coords.shape} must be N×D and N×2")
+    if coords.size and (np.abs(coords).max() >= 2**31):
+        raise InputError("coordinates beyond the int32 range cannot be stored in a CLAM features file")
+    if pt_path is not None:
+        with atomic_path(pt_path) as temporary:
+            torch.save(torch.from_numpy(features.copy()), temporary)
+    with atomic_path(path_h5) as temporary, h5py.File(temporary, "w") as handle:
+        handle.create_dataset("features", data=features)
+        handle.create_dataset("coords", data=coords.astype(np.int32))
+        for key, value in (provenance or {}).items():
+            handle.attrs[key] = str(value)
+        handle.attrs["feature_dim"] = features.shape[1]
+    return Path(path_h5)
+
+
+def load_features(path_h5: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(features float32 N×D, coords int64 N×2) from a CLAM/attnmap features h5."""
+    import h5py
+
+    path = Path(path_h5)
+    if not path.is_file():
+        raise FileNotFoundError(2, "features file not found", str(path))
+    with h5py.File(path, "r") as handle:
+        if "features" not in handle or "coords" not in handle:
+            raise InputError(f"{path} has no 'features' and 'coords' datasets")
+        return np.asarray(handle["features"], dtype=np.float32), np.asarray(handle["coords"], dtype=np.int64)
+
+
+def features_complete(path_h5: str | Path, n_patches: int | None = None, feature_dim: int | None = None) -> bool:
+    """Whether ``path_h5`` is a readable features file (with ``n_patches`` rows of ``feature_dim``)."""
+    import h5py
+
+    path = Path(path_h5)
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as handle:
+            if "features" not in handle or "coords" not in handle:
+                return False
+            rows, dim = handle["features"].shape
+            if handle["coords"].shape != (rows, 2):
+                return False
+    except (OSError, ValueError):
+        return False
+    return (n_patches is None or rows == n_patches) and (feature_dim is None or dim == feature_dim)

@@ -1,0 +1,282 @@
+"""CLAM-exact whole-slide heatmaps, rendered window by window so no canvas must fit in memory.
+
+Why windows: every CLAM heatmap pixel depends only on the patches covering it (their averaged
+value), the tissue mask there, and the slide pixel under it; blur reaches at most one kernel
+radius per pass. So any window of the canvas, rendered with a halo of two blur radii, equals the
+same window cut from CLAM's whole canvas. `render_heatmap` assembles a canvas from windows;
+`heatmap_stream` writes full-resolution pyramidal TIFFs from the same windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from attnmap.errors import InputError
+from attnmap.wsi.heatmap_scores import ColorTable, draw_threshold, prepare_values
+from attnmap.wsi.slide import Slide
+from attnmap.wsi.tissue import Tissue, rasterize_tissue
+
+INDEX_CELL = 256
+
+
+@dataclass
+class HeatmapLayers:
+    """The stages of one window: averaged (and blurred) values, coloured image, final blend."""
+
+    overlay: np.ndarray
+    colored: np.ndarray
+    blended: np.ndarray
+
+
+def validate_inputs(slide: Slide, coords: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) int64 coords and (N,) float64 scores, or an `InputError` naming what is wrong."""
+    coords = np.asarray(coords)
+    scores = np.asarray(scores, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise InputError(f"coords must have shape (N, 2) of level-0 [x, y], got {coords.shape}")
+    if scores.ndim == 2 and scores.shape[1] == 1:
+        scores = scores[:, 0]
+    if scores.ndim != 1:
+        raise InputError(f"scores must have shape (N,) or (N, 1), got {scores.shape}")
+    if len(scores) != len(coords):
+        raise InputError(f"scores and coords differ in length: {len(scores)} scores for {len(coords)} coords")
+    coords = coords.astype(np.int64)
+    width, height = slide.dimensions
+    outside = (coords[:, 0] < 0) | (coords[:, 1] < 0) | (coords[:, 0] >= width) | (coords[:, 1] >= height)
+    if outside.any():
+        first = coords[np.flatnonzero(outside)[0]].tolist()
+        raise InputError(
+            f"{int(outside.sum())} patch coordinate(s) lie outside the slide {slide.path} "
+            f"({width}×{height} at level 0), e.g. {first}"
+        )
+    return coords, scores
+
+
+def resolve_vis_level(slide: Slide, vis_level: int) -> int:
+    """The level a heatmap is drawn at: ``vis_level``, or for −1 the best level for downsample 32."""
+    return slide.get_best_level_for_downsample(32) if vis_level == -1 else slide.check_level(vis_level)
+
+
+class HeatmapRenderer:
+    """Everything a heatmap window needs, prepared once: scaled patches, values, mask, colours.
+
+    ``downsample`` overrides the vis level's scale (used for reduced TIFF pages, where patches may
+    shrink below a pixel and are then drawn one pixel wide); the slide is then read at the best level
+    and resized.
+    """
+
+    def __init__(
+        self,
+        slide: Slide,
+        coords: np.ndarray,
+        scores: np.ndarray,
+        patch_size: int = 256,
+        vis_level: int = -1,
+        tissue: Tissue | None = None,
+        cmap: str = "jet",
+        alpha: float = 0.4,
+        percentiles: bool = True,
+        reference_scores: np.ndarray | None = None,
+        overlap: float = 0.0,
+        blur: bool = False,
+        binarize: bool = False,
+        threshold: float | None = None,
+        blank_canvas: bool = False,
+        roi: tuple[tuple[int, int], tuple[int, int]] | None = None,
+        downsample: float | None = None,
+    ) -> None:
+        coords, scores = validate_inputs(slide, coords, scores)
+        if not 0.0 <= alpha <= 1.0:
+            raise InputError(f"alpha must lie in [0, 1], got {alpha}")
+        if not 0.0 <= overlap < 1.0:
+            raise InputError(f"overlap must lie in [0, 1), got {overlap}")
+        self.slide = slide
+        self.vis_level = resolve_vis_level(slide, vis_level)
+        if downsample is None:
+            self.scale_xy = slide.level_scale_xy(self.vis_level)
+            self.read_level, self.resize = self.vis_level, False
+        else:
+            self.scale_xy = (float(downsample), float(downsample))
+            self.read_level = slide.get_best_level_for_downsample(downsample)
+            self.resize = abs(slide.level_downsamples[self.read_level] - downsample) > 1e-9
+        scale = np.array([1.0 / self.scale_xy[0], 1.0 / self.scale_xy[1]])
+        if patch_size < max(self.scale_xy) and downsample is None:
+            raise InputError(
+                f"patch_size {patch_size} (level 0) is smaller than one pixel at vis level {self.vis_level} "
+                f"(downsample {max(self.scale_xy):g}); choose a finer vis level or larger patches"
+            )
+        self.threshold = draw_threshold(len(scores), binarize, threshold)
+        if roi is not None:
+            top_left, bottom_right = np.asarray(roi[0], dtype=np.int64), np.asarray(roi[1], dtype=np.int64)
+            if np.any(bottom_right <= top_left):
+                raise InputError(f"roi must be ((x0, y0), (x1, y1)) with x1 > x0 and y1 > y0, got {roi}")
+            inside = np.all(coords >= top_left, axis=1) & np.all(coords <= bottom_right, axis=1)
+            coords, scores = coords[inside] - top_left, scores[inside]
+            corner_scaled = (bottom_right * scale).astype(int) - (top_left * scale).astype(int)
+            self.size = tuple(int(v) for v in corner_scaled)
+        else:
+            top_left = np.zeros(2, dtype=np.int64)
+            self.size = tuple(int(v) for v in (np.array(slide.dimensions) * scale).astype(int)) \
+                if downsample is not None else slide.level_dimensions[self.vis_level]
+        self.origin0 = top_left
+        self.mask_origin = tuple(int(v) for v in (top_left * scale).astype(np.int32))
+        self.values = prepare_values(scores, percentiles, reference_scores)
+        self.drawn = self.values >= self.threshold
+        self.binarize = binarize
+        self.patch = np.ceil(np.array([patch_size, patch_size]) * scale).astype(np.int64)
+        self.corners = np.ceil(coords * scale).astype(np.int64)
+        self.tissue = tissue
+        self.colors = ColorTable(cmap)
+        self.alpha = float(alpha)
+        self.blank_canvas = blank_canvas
+        kernel = (self.patch * (1 - overlap)).astype(int) * 2 + 1
+        self.blur_kernel = tuple(int(k) for k in kernel) if blur else None
+        self._build_index()
+
+    # ----------------------------------------------------------------------------- patch index
+    def _build_index(self) -> None:
+        """Bucket patches by INDEX_CELL cells so a window finds its patches without a full scan."""
+        first = self.corners // INDEX_CELL
+        last = (self.corners + self.patch - 1) // INDEX_CELL
+        span = int((last - first).max()) + 1 if len(first) else 1
+        self.cells_per_row = int(self.size[0] // INDEX_CELL + 2)
+        keys, owners = [], []
+        for dy in range(span):
+            for dx in range(span):
+                cell = first + [dx, dy]
+                ok = np.all(cell <= last, axis=1)
+                keys.append(cell[ok, 1] * self.cells_per_row + cell[ok, 0])
+                owners.append(np.flatnonzero(ok))
+        keys_all, owners_all = np.concatenate(keys), np.concatenate(owners)
+        order = np.lexsort((owners_all, keys_all))
+        self._keys, self._owners = keys_all[order], owners_all[order]
+
+    def patches_in(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Indices (ascending, i.e. CLAM's drawing order) of patches touching canvas [x0, x1) × [y0, y1)."""
+        cx = np.arange(max(x0, 0) // INDEX_CELL, (max(x1, 1) - 1) // INDEX_CELL + 1)
+        cy = np.arange(max(y0, 0) // INDEX_CELL, (max(y1, 1) - 1) // INDEX_CELL + 1)
+        wanted = (cy[:, None] * self.cells_per_row + cx[None, :]).ravel()
+        lo = np.searchsorted(self._keys, wanted, side="left")
+        hi = np.searchsorted(self._keys, wanted, side="right")
+        if not len(lo) or (hi - lo).sum() == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate([self._owners[a:b] for a, b in zip(lo, hi, strict=True)]))
+
+    # ----------------------------------------------------------------------------- rendering
+    def read_canvas(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+        """The slide (or white) under canvas window [x0, x0+width) × [y0, y0+height)."""
+        if self.blank_canvas:
+            return np.full((height, width, 3), 255, dtype=np.uint8)
+        sx, sy = self.scale_xy
+        location = (int(round(self.origin0[0] + x0 * sx)), int(round(self.origin0[1] + y0 * sy)))
+        if not self.resize:
+            return self.slide.read_region(location, self.read_level, (width, height))
+        read_ds = self.slide.level_downsamples[self.read_level]
+        read_w = max(1, int(np.ceil(width * sx / read_ds)))
+        read_h = max(1, int(np.ceil(height * sy / read_ds)))
+        region = self.slide.read_region(location, self.read_level, (read_w, read_h))
+        return cv2.resize(region, (width, height), interpolation=cv2.INTER_AREA)
+
+    def layers(self, x0: int, y0: int, width: int, height: int) -> HeatmapLayers:
+        """Render canvas window [x0, x0+width) × [y0, y0+height) with all CLAM stages."""
+        halo = [0, 0] if self.blur_kernel is None else [2 * (k // 2) for k in self.blur_kernel]
+        wx0, wy0 = max(0, x0 - halo[0]), max(0, y0 - halo[1])
+        wx1, wy1 = min(self.size[0], x0 + width + halo[0]), min(self.size[1], y0 + height + halo[1])
+        ww, wh = wx1 - wx0, wy1 - wy0
+        overlay = np.zeros((wh, ww), dtype=np.float64)
+        counter = np.zeros((wh, ww), dtype=np.int64)
+        drawn = np.zeros((wh, ww), dtype=bool)
+        pw, ph = int(self.patch[0]), int(self.patch[1])
+        for index in self.patches_in(wx0, wy0, wx1, wy1):
+            cx, cy = int(self.corners[index, 0]) - wx0, int(self.corners[index, 1]) - wy0
+            rows, cols = slice(max(cy, 0), max(cy + ph, 0)), slice(max(cx, 0), max(cx + pw, 0))
+            if self.drawn[index]:
+                overlay[rows, cols] += 1.0 if self.binarize else self.values[index]
+                drawn[rows, cols] = True
+            else:
+                overlay[rows, cols] += 0.0
+            counter[rows, cols] += 1
+        covered = counter > 0
+        averaged = overlay[covered] / counter[covered]
+        overlay[covered] = np.around(averaged) if self.binarize else averaged
+        if self.blur_kernel is not None:
+            overlay = cv2.GaussianBlur(overlay, self.blur_kernel, 0)
+        if self.tissue is not None:
+            origin = (self.mask_origin[0] + wx0, self.mask_origin[1] + wy0)
+            scale = (1.0 / self.scale_xy[0], 1.0 / self.scale_xy[1])
+            left, top = self.mask_origin
+            bounds = (left, top, left + self.size[0], top + self.size[1])
+            drawn &= rasterize_tissue(self.tissue.contours, scale, origin, (ww, wh), bounds=bounds)
+        canvas = self.read_canvas(wx0, wy0, ww, wh)
+        colored = canvas.copy()
+        colored[drawn] = self.colors(overlay[drawn])
+        if self.blur_kernel is not None:
+            colored = cv2.GaussianBlur(colored, self.blur_kernel, 0)
+        blended = colored
+        if self.alpha < 1.0:
+            blended = cv2.addWeighted(colored, self.alpha, canvas, 1 - self.alpha, 0)
+        crop = (slice(y0 - wy0, y0 - wy0 + height), slice(x0 - wx0, x0 - wx0 + width))
+        return HeatmapLayers(overlay[crop], colored[crop], blended[crop])
+
+    def render_window(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+        """Final RGB uint8 pixels of one canvas window."""
+        return self.layers(x0, y0, width, height).blended
+
+    def iter_windows(self, block: int):
+        """Yield (x0, y0, width, height) windows of at most ``block`` pixels, row-major."""
+        for y0 in range(0, self.size[1], block):
+            for x0 in range(0, self.size[0], block):
+                yield x0, y0, min(block, self.size[0] - x0), min(block, self.size[1] - y0)
+
+
+def render_heatmap(
+    slide: Slide,
+    coords: np.ndarray,
+    scores: np.ndarray,
+    patch_size: int = 256,
+    vis_level: int = -1,
+    tissue: Tissue | None = None,
+    cmap: str = "jet",
+    alpha: float = 0.4,
+    percentiles: bool = True,
+    reference_scores: np.ndarray | None = None,
+    overlap: float = 0.0,
+    blur: bool = False,
+    binarize: bool = False,
+    threshold: float | None = None,
+    blank_canvas: bool = False,
+    roi: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    downscale: float = 1,
+    block: int = 2048,
+) -> np.ndarray:
+    """CLAM's heatmap (visHeatmap) of per-patch ``scores`` at ``coords`` as an RGB uint8 array.
+
+    vis_level −1 picks the best level for downsample 32; ``patch_size`` is in level-0 pixels.
+    Values are percentiles / 100 (or percentiles against ``reference_scores``, or raw / 100);
+    patches averaged where they overlap, coloured with ``cmap`` on tissue (``tissue`` given) or
+    the whole patch, blended with ``alpha`` over the slide (or white with ``blank_canvas``).
+    ``binarize`` draws patches at or above ``threshold`` (1/N when None or < 0) in the top colour.
+    ``roi`` ((x0, y0), (x1, y1)) at level 0 crops the canvas; ``downscale`` > 1 shrinks the result
+    (bicubic). The canvas is assembled from ``block``-sized windows to bound temporaries.
+    """
+    if downscale < 1:
+        raise InputError(f"downscale must be >= 1, got {downscale}")
+    renderer = HeatmapRenderer(
+        slide, coords, scores, patch_size=patch_size, vis_level=vis_level, tissue=tissue, cmap=cmap,
+        alpha=alpha, percentiles=percentiles, reference_scores=reference_scores, overlap=overlap, blur=blur,
+        binarize=binarize, threshold=threshold, blank_canvas=blank_canvas, roi=roi,
+    )
+    width, height = renderer.size
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    for x0, y0, w, h in renderer.iter_windows(block):
+        image[y0 : y0 + h, x0 : x0 + w] = renderer.render_window(x0, y0, w, h)
+    if downscale > 1:
+        from PIL import Image
+
+        target = (int(width / downscale), int(height / downscale))
+        shrunk = Image.fromarray(image).resize(target, Image.BICUBIC)
+        image = np.asarray(shrunk)
+    return image

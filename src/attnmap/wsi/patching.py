@@ -1,0 +1,132 @@
+"""Patch grid over tissue: level-0 top-left corners of the patches to extract, in CLAM's order.
+
+Why CLAM's order and tests: features, scores and h5 files are matched to patches by row, so a
+user mixing our grid with CLAM outputs needs the same rows. Per tissue polygon: a grid over its
+level-0 bounding box (x-major: for each x every y), a contour check on the patch, then a rejection
+when the patch centre lies strictly inside one of the polygon's holes.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from attnmap.errors import InputError
+from attnmap.wsi.slide import Slide
+from attnmap.wsi.tissue import Tissue
+
+CONTOUR_CHECKS = ("four_pt", "four_pt_hard", "center", "basic")
+
+
+def heatmap_center_shift(overlap: float) -> float:
+    """CLAM's centre shift for heatmap-time grids: tighter checks for denser (overlapping) grids."""
+    if overlap < 0.25:
+        return 0.375
+    if overlap < 0.95:
+        return 0.5
+    return 0.625
+
+
+def _check_points(corner: np.ndarray, patch_size: int, contour_check: str, center_shift: float) -> list:
+    """Points that decide whether the patch at ``corner`` is on the contour."""
+    if contour_check == "basic":
+        return [(float(corner[0]), float(corner[1]))]
+    center_x, center_y = int(corner[0]) + patch_size // 2, int(corner[1]) + patch_size // 2
+    shift = int(patch_size // 2 * center_shift)
+    if contour_check == "center" or shift <= 0:
+        return [(float(center_x), float(center_y))]
+    return [
+        (float(center_x - shift), float(center_y - shift)),
+        (float(center_x + shift), float(center_y + shift)),
+        (float(center_x + shift), float(center_y - shift)),
+        (float(center_x - shift), float(center_y + shift)),
+    ]
+
+
+def _on_contour(contour: np.ndarray, points: list, need_all: bool) -> bool:
+    inside = (cv2.pointPolygonTest(contour, point, False) >= 0 for point in points)
+    return all(inside) if need_all else any(inside)
+
+
+def _in_hole(holes: list[np.ndarray], corner: np.ndarray, patch_size: int) -> bool:
+    center = (float(corner[0] + patch_size / 2), float(corner[1] + patch_size / 2))
+    return any(cv2.pointPolygonTest(hole, center, False) > 0 for hole in holes)
+
+
+def _cv_points(points: np.ndarray) -> np.ndarray:
+    return np.asarray(points).reshape(-1, 1, 2).astype(np.int32)
+
+
+def _validate(slide: Slide, patch_size: int, step: int, level: int, contour_check: str, roi) -> None:
+    slide.check_level(level)
+    if int(patch_size) < 1 or int(step) < 1:
+        raise InputError(f"patch_size and step must be positive, got patch_size={patch_size}, step={step}")
+    if contour_check not in CONTOUR_CHECKS:
+        raise InputError(f"unknown contour_check {contour_check!r}; choose one of {CONTOUR_CHECKS}")
+    if roi is not None:
+        (x0, y0), (x1, y1) = roi
+        if x1 <= x0 or y1 <= y0:
+            raise InputError(f"roi must be ((x0, y0), (x1, y1)) with x1 > x0 and y1 > y0, got {roi}")
+
+
+def patch_grid(
+    slide: Slide,
+    tissue: Tissue | None,
+    patch_size: int = 256,
+    step: int = 256,
+    level: int = 0,
+    contour_check: str = "four_pt",
+    padding: bool = True,
+    center_shift: float = 0.5,
+    roi: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """(N, 2) int64 level-0 [x, y] corners of ``patch_size`` patches at ``level`` on the tissue.
+
+    ``step`` is in ``level`` pixels. Without padding the grid stops where a patch would leave the
+    slide. ``contour_check``: "four_pt" (any of four points at centre ± center_shift × half patch
+    inside), "four_pt_hard" (all four), "center", "basic" (top-left corner). ``roi`` =
+    ((x0, y0), (x1, y1)) at level 0 clips the grid. With ``tissue=None`` the whole slide is gridded.
+    """
+    _validate(slide, patch_size, step, level, contour_check, roi)
+    scale_x, scale_y = slide.level_scale_xy(level)
+    ref_w, ref_h = int(patch_size) * int(scale_x), int(patch_size) * int(scale_y)
+    step_x, step_y = int(step) * int(scale_x), int(step) * int(scale_y)
+    width0, height0 = slide.dimensions
+    regions: list[tuple[np.ndarray | None, list[np.ndarray]]]
+    if tissue is None:
+        regions = [(None, [])]
+    else:
+        regions = [(_cv_points(p.outer), [_cv_points(h) for h in p.holes]) for p in tissue.contours]
+    found: list[np.ndarray] = []
+    for outer, holes in tqdm(regions, desc="patch grid", unit="region", disable=len(regions) < 20):
+        if outer is None:
+            start_x, start_y, w, h = 0, 0, slide.level_dimensions[level][0], slide.level_dimensions[level][1]
+        else:
+            start_x, start_y, w, h = cv2.boundingRect(outer)
+        if padding:
+            stop_x, stop_y = start_x + w, start_y + h
+        else:
+            stop_x, stop_y = min(start_x + w, width0 - ref_w + 1), min(start_y + h, height0 - ref_h + 1)
+        if roi is not None:
+            (left, top), (right, bottom) = roi
+            stop_x, stop_y = min(int(right), stop_x), min(int(bottom), stop_y)
+            start_x, start_y = max(int(left), start_x), max(int(top), start_y)
+            if stop_x - start_x <= 0 or stop_y - start_y <= 0:
+                continue
+        x_range, y_range = np.arange(start_x, stop_x, step_x), np.arange(start_y, stop_y, step_y)
+        xs, ys = np.meshgrid(x_range, y_range, indexing="ij")
+        candidates = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.int64)
+        if outer is None:
+            found.append(candidates)
+            continue
+        need_all = contour_check == "four_pt_hard"
+        keep = [
+            i for i, corner in enumerate(candidates)
+            if _on_contour(outer, _check_points(corner, ref_w, contour_check, center_shift), need_all)
+            and not _in_hole(holes, corner, ref_w)
+        ]
+        found.append(candidates[keep])
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.concatenate(found, axis=0).astype(np.int64)

@@ -1,0 +1,265 @@
+"""One `Slide` interface over OpenSlide formats, SubIFD pyramids (tiffslide) and plain images.
+
+Why a wrapper: the segmentation, patching and heatmap code only needs level geometry and
+`read_region`; keeping that surface small lets tests and benchmarks use synthetic slides (any subclass
+of `Slide`) and lets plain PNG/JPEG/TIFF images flow through the same pipeline as gigapixel slides.
+Nothing is read until asked, except plain images, which are small by nature and loaded once.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from attnmap.errors import InputError
+
+PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+TIFF_SUFFIXES = {".tif", ".tiff"}
+
+
+class Slide:
+    """A multi-resolution image: level geometry plus `read_region` returning RGB uint8 arrays.
+
+    Subclasses implement `_read(level, x, y, width, height)` for in-bounds requests at a level
+    (``x``, ``y`` in that level's pixels) and set `level_dimensions`, `level_downsamples` and `mpp`.
+    """
+
+    path: str
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: float | None
+
+    # ----------------------------------------------------------------------------------- geometry
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height)."""
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    def check_level(self, level: int) -> int:
+        """Return ``level`` if it exists, else raise `InputError` naming the file and the levels."""
+        if not isinstance(level, (int, np.integer)) or not 0 <= int(level) < self.level_count:
+            raise InputError(
+                f"level {level!r} does not exist in {self.path}: it has {self.level_count} level(s) "
+                f"(0..{self.level_count - 1}) with dimensions {list(self.level_dimensions)}"
+            )
+        return int(level)
+
+    def level_scale_xy(self, level: int) -> tuple[float, float]:
+        """Per-axis downsample of ``level`` (level-0 size / level size), as CLAM estimates it.
+
+        Equals (d, d) with d = `level_downsamples[level]` unless width and height ratios differ.
+        """
+        level = self.check_level(level)
+        width0, height0 = self.level_dimensions[0]
+        width, height = self.level_dimensions[level]
+        estimated = (width0 / float(width), height0 / float(height))
+        reported = float(self.level_downsamples[level])
+        return (reported, reported) if estimated == (reported, reported) else estimated
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        """OpenSlide's rule: the deepest level whose downsample is still below ``downsample``."""
+        if downsample < self.level_downsamples[0]:
+            return 0
+        for level in range(1, self.level_count):
+            if downsample < self.level_downsamples[level]:
+                return level - 1
+        return self.level_count - 1
+
+    # ----------------------------------------------------------------------------------- reading
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 (height, width, 3) of ``size`` at ``level``; ``location`` is level-0 (x, y).
+
+        Pixels outside the slide are black, as OpenSlide's transparent pixels become after
+        dropping alpha (what CLAM does), so renders stay identical to CLAM's at the borders.
+        """
+        level = self.check_level(level)
+        width, height = int(size[0]), int(size[1])
+        if width < 0 or height < 0:
+            raise InputError(f"read_region size must be non-negative, got {size}")
+        out = np.zeros((height, width, 3), dtype=np.uint8)
+        if width == 0 or height == 0:
+            return out
+        scale_x, scale_y = self._read_scale(level)
+        x = int(math.floor(location[0] / scale_x))
+        y = int(math.floor(location[1] / scale_y))
+        level_width, level_height = self.level_dimensions[level]
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + width, level_width), min(y + height, level_height)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read(level, x0, y0, x1 - x0, y1 - y0)
+        return out
+
+    def _read_scale(self, level: int) -> tuple[float, float]:
+        """How level-0 locations map to ``level`` pixels (OpenSlide divides by the downsample)."""
+        downsample = float(self.level_downsamples[level])
+        return downsample, downsample
+
+    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release file handles (no-op for in-memory slides)."""
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r}, levels={list(self.level_dimensions)}, mpp={self.mpp})"
+
+
+def _mpp_from_properties(properties: dict) -> float | None:
+    value = properties.get("openslide.mpp-x") or properties.get("tiffslide.mpp-x")
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+class OpenSlideSlide(Slide):
+    """OpenSlide backend (SVS, NDPI, MRXS, generic tiled TIFF with page pyramids, ...)."""
+
+    def __init__(self, path: str, handle) -> None:
+        self.path = path
+        self._handle = handle
+        self.level_dimensions = tuple(tuple(int(v) for v in dim) for dim in handle.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
+        self.mpp = _mpp_from_properties(dict(handle.properties))
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        level = self.check_level(level)
+        if size[0] <= 0 or size[1] <= 0:
+            return super().read_region(location, level, size)
+        corner, extent = (int(location[0]), int(location[1])), (int(size[0]), int(size[1]))
+        image = self._handle.read_region(corner, level, extent)
+        return np.asarray(image)[:, :, :3].copy()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class TiffSlideSlide(OpenSlideSlide):
+    """tiffslide backend: TIFF pyramids stored as SubIFDs, which OpenSlide does not see."""
+
+
+class ArraySlide(Slide):
+    """A single-level slide held in memory (plain PNG/JPEG/TIFF, or an array you already have)."""
+
+    def __init__(self, image: np.ndarray, path: str = "<array>", mpp: float | None = None) -> None:
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise InputError(f"{path}: expected an RGB image, got an array of shape {image.shape}")
+        if image.dtype != np.uint8:
+            raise InputError(f"{path}: expected 8-bit pixels, got {image.dtype}")
+        self.path = path
+        self._image = np.ascontiguousarray(image[:, :, :3])
+        self.level_dimensions = ((int(image.shape[1]), int(image.shape[0])),)
+        self.level_downsamples = (1.0,)
+        self.mpp = mpp
+
+    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self._image[y : y + height, x : x + width]
+
+
+def _plain_tiff_mpp(page) -> float | None:
+    """µm per pixel from a TIFF page's XResolution / ResolutionUnit, if they say something."""
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    numerator, denominator = tags["XResolution"].value
+    unit = int(tags["ResolutionUnit"].value)
+    if numerator == 0 or denominator == 0:
+        return None
+    per_unit = numerator / denominator
+    if unit == 3:  # centimetre
+        return 1e4 / per_unit
+    if unit == 2 and per_unit not in (72.0, 96.0, 300.0):  # inch; screen/print dpi say nothing
+        return 25400.0 / per_unit
+    return None
+
+
+def _open_plain(path: Path) -> Slide:
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            image = page.asarray()
+            mpp = _plain_tiff_mpp(page)
+        if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
+            image = np.moveaxis(image, 0, 2)
+        if image.dtype == np.uint16:
+            image = (image >> 8).astype(np.uint8)
+        return ArraySlide(image, str(path), mpp)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    return ArraySlide(rgb, str(path))
+
+
+def _has_subifd_pyramid(path: Path) -> bool:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0] if tif.series else None
+        return series is not None and len(series.levels) > 1
+
+
+def open_slide(path: str | Path) -> Slide:
+    """Open a whole-slide image or a plain image as a `Slide`.
+
+    OpenSlide first (it knows vendor formats and page pyramids); for TIFFs whose pyramid sits in
+    SubIFDs (which OpenSlide reports as one level) tiffslide; plain PNG/JPEG and untiled TIFFs are
+    loaded into memory. Raises `InputError` naming the file when it is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"slide file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"slide path is not a file: {path}")
+    suffix = path.suffix.lower()
+    errors: list[str] = []
+    if suffix not in PLAIN_IMAGE_SUFFIXES:
+        import openslide
+
+        try:
+            handle = openslide.OpenSlide(str(path))
+        except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as exc:
+            errors.append(f"OpenSlide: {exc}")
+        else:
+            slide = OpenSlideSlide(str(path), handle)
+            try:
+                single = suffix in TIFF_SUFFIXES and slide.level_count == 1
+                use_tiffslide = single and _has_subifd_pyramid(path)
+            except Exception:  # noqa: BLE001 - an unparsable TIFF simply keeps the OpenSlide view
+                use_tiffslide = False
+            if not use_tiffslide:
+                return slide
+            slide.close()
+        if suffix in TIFF_SUFFIXES:
+            try:
+                import tiffslide
+
+                return TiffSlideSlide(str(path), tiffslide.TiffSlide(str(path)))
+            except Exception as exc:  # noqa: BLE001 - fall through to the plain reader
+                errors.append(f"tiffslide: {exc}")
+    if suffix in PLAIN_IMAGE_SUFFIXES | TIFF_SUFFIXES:
+        try:
+            return _open_plain(path)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt file
+            errors.append(f"image reader: {exc}")
+    detail = "; ".join(errors) if errors else "unknown format"
+    raise InputError(f"cannot read slide {path}: not a supported or intact slide/image ({detail})")

@@ -1,0 +1,147 @@
+"""The files between pipeline stages: tissue contours (JSON), patch coordinates (CLAM h5), blockmap scores.
+
+Why files at all: each stage's output is what lets a resumed run skip it, and what a CLAM user can
+bring from elsewhere (a CLAM ``patches/<slide>.h5`` is read as it is). Every writer is atomic and
+stores provenance; every loader returns None (or False) for a missing or unreadable file, which the
+pipeline treats as "not done yet".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attnmap.errors import InputError
+from attnmap.io_utils import atomic_path, write_json_atomic
+
+
+def save_tissue(path: str | Path, tissue: Any, record: Mapping[str, str]) -> Path:
+    """Tissue contours (level-0 polygons with holes), geometry and parameters as JSON."""
+    payload = {
+        "provenance": dict(record),
+        "seg_level": int(tissue.seg_level),
+        "level_dimensions": [list(map(int, dims)) for dims in tissue.level_dimensions],
+        "level_scales": [list(map(float, scale)) for scale in tissue.level_scales],
+        "parameters": {key: (value.item() if hasattr(value, "item") else value)
+                       for key, value in tissue.parameters.items()},
+        "contours": [
+            {"outer": np.asarray(polygon.outer).reshape(-1, 2).tolist(),
+             "holes": [np.asarray(hole).reshape(-1, 2).tolist() for hole in polygon.holes]}
+            for polygon in tissue.contours
+        ],
+    }
+    return write_json_atomic(path, payload)
+
+
+def load_tissue(path: str | Path) -> Any:
+    """The `Tissue` saved by `save_tissue` (InputError if the file is not one)."""
+    from attnmap.wsi.tissue import Tissue, TissuePolygon
+
+    try:
+        payload = json.loads(Path(path).read_text())
+        polygons = [
+            TissuePolygon(np.asarray(item["outer"], dtype=np.int32).reshape(-1, 2),
+                          [np.asarray(hole, dtype=np.int32).reshape(-1, 2) for hole in item["holes"]])
+            for item in payload["contours"]
+        ]
+        return Tissue(
+            polygons,
+            tuple(tuple(int(v) for v in dims) for dims in payload["level_dimensions"]),
+            tuple(tuple(float(v) for v in scale) for scale in payload["level_scales"]),
+            int(payload["seg_level"]),
+            dict(payload["parameters"]),
+        )
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"{path} is not a tissue file written by attnmap: {error}") from error
+
+
+def save_coords(path: str | Path, coords: np.ndarray, slide: Any, patch_size: int, level: int, name: str,
+                record: Mapping[str, str]) -> Path:
+    """CLAM's patch file: dataset ``coords`` (int64 N×2, level-0 top-left) with CLAM's attributes."""
+    import h5py
+
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    downsample = float(slide.level_downsamples[level])
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as handle:
+        dataset = handle.create_dataset("coords", data=coords)
+        dataset.attrs["patch_size"] = int(patch_size)
+        dataset.attrs["patch_level"] = int(level)
+        dataset.attrs["downsample"] = np.array([downsample, downsample])
+        dataset.attrs["downsampled_level_dim"] = np.array(slide.level_dimensions[level], dtype=np.int64)
+        dataset.attrs["level_dim"] = np.array(slide.level_dimensions[level], dtype=np.int64)
+        dataset.attrs["name"] = name
+        for key, value in record.items():
+            handle.attrs[key] = str(value)
+    return Path(path)
+
+
+def load_coords(path: str | Path) -> np.ndarray | None:
+    """``coords`` of a CLAM/attnmap patch file, or None when missing or unreadable."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as handle:
+            coords = np.asarray(handle["coords"], dtype=np.int64)
+    except (OSError, KeyError, ValueError):
+        return None
+    return coords if coords.ndim == 2 and coords.shape[1] == 2 else None
+
+
+def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mapping[str, str]) -> Path:
+    """CLAM's ``_blockmap.h5``: ``attention_scores`` (N×1 raw) and ``coords`` (N×2), plus the prediction.
+
+    ``attention``: coords, scores (N,), prediction, probs (C,), branch. The scores are stored in
+    float32 as CLAM does (the model computes them in float32, so nothing is lost).
+    """
+    import h5py
+
+    coords = np.asarray(attention["coords"], dtype=np.int64).reshape(-1, 2)
+    scores = np.asarray(attention["scores"], dtype=np.float32).reshape(-1, 1)
+    if len(scores) != len(coords):
+        raise InputError(f"{len(scores)} attention scores for {len(coords)} patches")
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as handle:
+        handle.create_dataset("attention_scores", data=scores)
+        handle.create_dataset("coords", data=coords)
+        handle.attrs["prediction"] = int(attention["prediction"])
+        handle.attrs["probabilities"] = np.asarray(attention["probs"], dtype=np.float64)
+        handle.attrs["attention_branch"] = int(attention["branch"])
+        for key, value in record.items():
+            handle.attrs[key] = str(value)
+    return Path(path)
+
+
+def load_blockmap(path: str | Path) -> dict[str, Any]:
+    """What `save_blockmap` stored: coords (int64), scores (float64, N), prediction, probs, branch."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return {
+            "coords": np.asarray(handle["coords"], dtype=np.int64),
+            "scores": np.asarray(handle["attention_scores"], dtype=np.float64).reshape(-1),
+            "prediction": int(handle.attrs.get("prediction", -1)),
+            "probs": np.asarray(handle.attrs.get("probabilities", []), dtype=np.float64),
+            "branch": int(handle.attrs.get("attention_branch", 0)),
+        }
+
+
+def blockmap_complete(path: str | Path, n_patches: int | None = None) -> bool:
+    """Whether ``path`` is a readable blockmap file with the prediction (and ``n_patches`` rows)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as handle:
+            rows = handle["attention_scores"].shape[0]
+            ok = handle["coords"].shape == (rows, 2) and "prediction" in handle.attrs
+    except (OSError, KeyError, ValueError):
+        return False
+    return ok and (n_patches is None or rows == n_patches)

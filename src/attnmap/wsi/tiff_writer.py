@@ -1,0 +1,122 @@
+"""Pyramidal tiled JPEG TIFFs written tile by tile, which OpenSlide and QuPath open as slides.
+
+Why this layout: OpenSlide's generic-TIFF reader sees a pyramid when every level is its own
+tiled page and reduced levels carry NewSubfileType 1; resolution tags in pixels per centimetre
+give viewers the mpp. Tiles come from an iterator, so a page is never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from attnmap.errors import InputError
+from attnmap.provenance import provenance
+from attnmap.wsi.heatmap import HeatmapRenderer
+from attnmap.wsi.heatmap_stream import iter_tiles, plan_pyramid
+from attnmap.wsi.slide import Slide
+from attnmap.wsi.tissue import Tissue
+
+
+def write_pyramid_tiff(
+    path: str | Path,
+    pages: list[tuple[tuple[int, int], Callable[[], Iterator[np.ndarray]]]],
+    mpp: float | None = None,
+    page_downsamples: list[float] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    tile: int = 256,
+    quality: int = 90,
+) -> Path:
+    """Write pages ((width, height), tile-iterator factory) as a pyramidal tiled JPEG TIFF.
+
+    Page i's tiles are requested only when page i is written; ``mpp`` is level 0's (µm per pixel)
+    and ``page_downsamples`` scale it for each page. ``metadata`` (a provenance dict) is stored as
+    JSON in page 0's ImageDescription.
+    """
+    import tifffile
+
+    if not pages:
+        raise InputError("a pyramid TIFF needs at least one page")
+    downsamples = page_downsamples or [float(2**i) for i in range(len(pages))]
+    path = Path(path)
+    description = json.dumps(dict(metadata or {}), sort_keys=True)
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for index, ((width, height), make_tiles) in enumerate(pages):
+            options: dict = {}
+            if mpp is not None:
+                pixels_per_cm = 1e4 / (mpp * downsamples[index])
+                options = {"resolution": (pixels_per_cm, pixels_per_cm), "resolutionunit": "CENTIMETER"}
+            tif.write(
+                make_tiles(),
+                shape=(int(height), int(width), 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                photometric="rgb",
+                compression="jpeg",
+                compressionargs={"level": int(quality)},
+                subfiletype=0 if index == 0 else 1,
+                description=description if index == 0 else None,
+                software="attnmap",
+                metadata=None,
+                **options,
+            )
+    return path
+
+
+def write_heatmap_tiff(
+    path: str | Path,
+    slide: Slide,
+    coords: np.ndarray,
+    scores: np.ndarray,
+    patch_size: int = 256,
+    level: int = 0,
+    tissue: Tissue | None = None,
+    cmap: str = "jet",
+    alpha: float = 0.4,
+    percentiles: bool = True,
+    reference_scores: np.ndarray | None = None,
+    overlap: float = 0.0,
+    blur: bool = False,
+    binarize: bool = False,
+    threshold: float | None = None,
+    blank_canvas: bool = False,
+    tile: int = 256,
+    quality: int = 90,
+    max_pages: int | None = None,
+    metadata: Mapping[str, str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Full-resolution heatmap overlay at slide ``level`` as a pyramidal TIFF, streamed tile by tile.
+
+    Page 0 is exactly `render_heatmap(..., vis_level=level)` (before JPEG); reduced pages are the
+    same heatmap rendered at 2×, 4×, ... the downsample. The slide's mpp is kept. Peak memory is a
+    few tile strips, independent of the slide size.
+    """
+    options = dict(
+        slide=slide, coords=coords, scores=scores, patch_size=patch_size, tissue=tissue, cmap=cmap,
+        alpha=alpha, percentiles=percentiles, reference_scores=reference_scores, overlap=overlap, blur=blur,
+        binarize=binarize, threshold=threshold, blank_canvas=blank_canvas,
+    )
+    base = HeatmapRenderer(vis_level=level, **options)
+    plan = plan_pyramid(slide, base.vis_level, tile, max_pages)
+
+    def factory(index: int) -> Callable[[], Iterator[np.ndarray]]:
+        def make_tiles() -> Iterator[np.ndarray]:
+            renderer = base if index == 0 else HeatmapRenderer(downsample=plan[index].downsample, **options)
+            return iter_tiles(renderer, tile, progress=progress, description=f"heatmap TIFF page {index}")
+
+        return make_tiles
+
+    pages = [(page.size, factory(i)) for i, page in enumerate(plan)]
+    record = dict(metadata) if metadata is not None else provenance(
+        method="clam_heatmap",
+        parameters={"patch_size": patch_size, "level": level, "cmap": cmap, "alpha": alpha,
+                    "percentiles": percentiles, "overlap": overlap, "blur": blur, "binarize": binarize,
+                    "threshold": threshold, "blank_canvas": blank_canvas},
+        slide=slide.path,
+    )
+    return write_pyramid_tiff(path, pages, mpp=slide.mpp, page_downsamples=[p.downsample for p in plan],
+                              metadata=record, tile=tile, quality=quality)

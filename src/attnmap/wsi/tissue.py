@@ -1,0 +1,199 @@
+"""Tissue segmentation: saturation threshold → contours with holes, at level 0 (CLAM's rule).
+
+Why CLAM's rule exactly: users compare our patches and heatmaps with what CLAM gave them, and the
+tissue contours decide which patches exist at all. The steps (spec "Tissue segmentation"): HSV
+saturation, median blur, binary or Otsu threshold, optional closing, two-level contour hierarchy,
+area filters in units of a 512² level-0 patch, holes capped by count and area.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from attnmap.errors import InputError
+from attnmap.wsi.slide import Slide
+
+REFERENCE_PATCH_SIZE = 512
+CLIP_MARGIN = 4
+
+PRESETS: dict[str, dict[str, float | int | bool]] = {
+    "tcga": {"sthresh": 8, "mthresh": 7, "close": 4, "a_t": 16, "a_h": 4, "max_n_holes": 8},
+    "bwh_biopsy": {"sthresh": 15, "mthresh": 11, "close": 2, "a_t": 1, "a_h": 1, "max_n_holes": 2},
+    "bwh_resection": {"sthresh": 15, "mthresh": 11, "close": 4, "a_t": 100, "a_h": 16, "max_n_holes": 8},
+}
+
+
+@dataclass
+class TissuePolygon:
+    """One tissue region: the outer boundary and its holes, level-0 (x, y) int32 points (N, 2)."""
+
+    outer: np.ndarray
+    holes: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class Tissue:
+    """Tissue contours found on a slide, plus the slide geometry needed to rasterise them anywhere."""
+
+    contours: list[TissuePolygon]
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_scales: tuple[tuple[float, float], ...]
+    seg_level: int
+    parameters: dict[str, float | int | bool]
+
+    def mask(self, level: int = 0) -> np.ndarray:
+        """Boolean tissue mask at ``level`` (holes removed), the size of that level."""
+        if not 0 <= level < len(self.level_dimensions):
+            raise InputError(
+                f"level {level} does not exist: the slide has {len(self.level_dimensions)} level(s)"
+            )
+        scale_x, scale_y = self.level_scales[level]
+        width, height = self.level_dimensions[level]
+        return rasterize_tissue(self.contours, (1.0 / scale_x, 1.0 / scale_y), (0, 0), (width, height),
+                                bounds=(0, 0, width, height))
+
+    def fraction(self, level: int | None = None) -> float:
+        """Share of the slide covered by tissue (measured on the segmentation level by default)."""
+        return float(self.mask(self.seg_level if level is None else level).mean())
+
+
+def scale_points(points: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Multiply (x, y) points by a per-axis scale and truncate to int32, as CLAM rescales contours."""
+    return np.array(np.asarray(points) * np.asarray(scale, dtype=np.float64), dtype=np.int32)
+
+
+def rasterize_tissue(
+    contours: list[TissuePolygon],
+    scale: tuple[float, float],
+    origin: tuple[int, int],
+    size: tuple[int, int],
+    bounds: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """Fill tissue polygons scaled by ``scale`` into a (height, width) window starting at ``origin``.
+
+    ``origin`` is in scaled pixels. Polygons are filled in descending area order and each one's
+    holes cleared right after it (CLAM's order), so a window of a large mask equals the same
+    window rasterised alone: this is what lets heatmap tiles be rendered independently.
+    OpenCV's fill clips edges at the image border slightly differently from an unclipped fill, so
+    the window is rasterised with a margin, except where it meets ``bounds`` (x0, y0, x1, y1), the
+    full canvas whose border the reference rasterisation clipped at.
+    """
+    width, height = int(size[0]), int(size[1])
+    if bounds is not None and width > 0 and height > 0:
+        left = min(CLIP_MARGIN, max(0, int(origin[0]) - bounds[0]))
+        top = min(CLIP_MARGIN, max(0, int(origin[1]) - bounds[1]))
+        right = min(CLIP_MARGIN, max(0, bounds[2] - int(origin[0]) - width))
+        bottom = min(CLIP_MARGIN, max(0, bounds[3] - int(origin[1]) - height))
+        padded = rasterize_tissue(contours, scale, (int(origin[0]) - left, int(origin[1]) - top),
+                                  (width + left + right, height + top + bottom))
+        return padded[top : top + height, left : left + width]
+    mask = np.zeros((height, width), dtype=np.uint8)
+    if not contours or width == 0 or height == 0:
+        return mask.astype(bool)
+    scaled = [
+        (scale_points(polygon.outer, scale).reshape(-1, 1, 2),
+         [scale_points(h, scale).reshape(-1, 1, 2) for h in polygon.holes])
+        for polygon in contours
+    ]
+    order = sorted(range(len(scaled)), key=lambda i: cv2.contourArea(scaled[i][0]), reverse=True)
+    offset = (-int(origin[0]), -int(origin[1]))
+    for index in order:
+        outer, holes = scaled[index]
+        x, y, w, h = cv2.boundingRect(outer)
+        if x + w <= origin[0] or y + h <= origin[1] or x >= origin[0] + width or y >= origin[1] + height:
+            continue
+        cv2.drawContours(mask, [outer], -1, 1, thickness=-1, offset=offset)
+        if holes:
+            cv2.drawContours(mask, holes, -1, 0, thickness=-1, offset=offset)
+    return mask.astype(bool)
+
+
+def _resolve_parameters(preset: str | None, given: dict[str, float | int | bool]) -> dict:
+    if preset is None:
+        return given
+    if preset not in PRESETS:
+        raise InputError(f"unknown segmentation preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return {**given, **PRESETS[preset]}
+
+
+def threshold_saturation(
+    rgb: np.ndarray, sthresh: int, mthresh: int, close: int, use_otsu: bool
+) -> np.ndarray:
+    """Binary tissue image (uint8 0/255) from an RGB image: median-blurred saturation, thresholded."""
+    if mthresh < 1 or mthresh % 2 == 0:
+        raise InputError(f"mthresh (median blur kernel) must be an odd positive integer, got {mthresh}")
+    saturation = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[:, :, 1]
+    blurred = cv2.medianBlur(saturation, int(mthresh))
+    flags = cv2.THRESH_BINARY + (cv2.THRESH_OTSU if use_otsu else 0)
+    _, binary = cv2.threshold(blurred, 0 if use_otsu else int(sthresh), 255, flags)
+    if close > 0:
+        binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, np.ones((int(close), int(close)), np.uint8))
+    return binary
+
+
+def filter_contours(
+    binary: np.ndarray, min_tissue_area: float, min_hole_area: float, max_n_holes: int
+) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """Outer contours with their kept holes, at the binary image's resolution.
+
+    Tissue is kept when its area minus its holes' area exceeds ``min_tissue_area``; of its holes
+    the ``max_n_holes`` largest are considered and those larger than ``min_hole_area`` kept.
+    """
+    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    if hierarchy is None:
+        return []
+    parents = hierarchy[0][:, 3]
+    kept: list[tuple[np.ndarray, list[np.ndarray]]] = []
+    for index in np.flatnonzero(parents == -1):
+        holes = [contours[h] for h in np.flatnonzero(parents == index)]
+        area = cv2.contourArea(contours[index]) - float(np.sum([cv2.contourArea(h) for h in holes]))
+        if area == 0 or not min_tissue_area < area:
+            continue
+        largest = sorted(holes, key=cv2.contourArea, reverse=True)[:max_n_holes]
+        kept.append((contours[index], [h for h in largest if cv2.contourArea(h) > min_hole_area]))
+    return kept
+
+
+def segment_tissue(
+    slide: Slide,
+    level: int | None = None,
+    sthresh: int = 8,
+    mthresh: int = 7,
+    close: int = 4,
+    use_otsu: bool = False,
+    a_t: float = 100,
+    a_h: float = 16,
+    max_n_holes: int = 8,
+    preset: str | None = None,
+) -> Tissue:
+    """Find tissue on ``slide`` at ``level`` (default: best level for downsample 64, as CLAM).
+
+    ``a_t`` / ``a_h`` are minimum tissue / hole areas in units of a 512×512 level-0 patch;
+    ``preset`` ("tcga", "bwh_biopsy", "bwh_resection") overrides the thresholds with CLAM's presets.
+    Returns level-0 polygons; the whole segmentation level is read once (it is small by choice).
+    """
+    params = _resolve_parameters(
+        preset,
+        {"sthresh": sthresh, "mthresh": mthresh, "close": close, "use_otsu": use_otsu,
+         "a_t": a_t, "a_h": a_h, "max_n_holes": max_n_holes},
+    )
+    seg_level = slide.get_best_level_for_downsample(64) if level is None else slide.check_level(level)
+    scale_x, scale_y = slide.level_scale_xy(seg_level)
+    rgb = slide.read_region((0, 0), seg_level, slide.level_dimensions[seg_level])
+    binary = threshold_saturation(rgb, int(params["sthresh"]), int(params["mthresh"]), int(params["close"]),
+                                  bool(params["use_otsu"]))
+    unit_area = int(REFERENCE_PATCH_SIZE**2 / (scale_x * scale_y))
+    found = filter_contours(binary, params["a_t"] * unit_area, params["a_h"] * unit_area,
+                            int(params["max_n_holes"]))
+    to_level0 = (scale_x, scale_y)
+    polygons = [
+        TissuePolygon(scale_points(outer, to_level0).reshape(-1, 2),
+                      [scale_points(h, to_level0).reshape(-1, 2) for h in holes])
+        for outer, holes in found
+    ]
+    level_scales = tuple(slide.level_scale_xy(i) for i in range(slide.level_count))
+    parameters = {**params, "seg_level": seg_level}
+    return Tissue(polygons, slide.level_dimensions, level_scales, seg_level, parameters)

@@ -1,0 +1,129 @@
+"""Evaluation protocols on hand-made cases, and the harness on the bundled model with oracle maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from attnmap.errors import InputError
+from attnmap.evaluate.maps import maps_to_pixels
+from attnmap.evaluate.perturbation import perturbation_auc, perturbation_curve, perturbation_x
+from attnmap.evaluate.pointing import dilate, pointing_accuracy, pointing_hits
+from attnmap.evaluate.random_baseline import random_patch_maps
+from attnmap.evaluate.segmentation import average_precision, segmentation_scores
+
+
+class BrightSpotModel(nn.Module):
+    """Class 1 when the top-left 4x4 corner is bright, else class 0: a model with a known answer."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        corner = images[:, :, :4, :4].mean(dim=(1, 2, 3))
+        return torch.stack([0.5 - corner, corner - 0.5], dim=1)
+
+
+def corner_images(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.full((n, 3, 16, 16), 0.1)
+    images[:, :, :4, :4] = 2.0
+    mask = torch.zeros(n, 16, 16, dtype=torch.bool)
+    mask[:, :4, :4] = True
+    return images, mask
+
+
+def test_auc_is_the_trapezoid_over_0_to_90_percent_times_100():
+    np.testing.assert_allclose(perturbation_x(), [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    assert perturbation_auc(np.ones(10)) == pytest.approx(90.0)
+    assert perturbation_auc(np.zeros(10)) == pytest.approx(0.0)
+    curve = np.array([1.0] + [0.0] * 9)  # drops to zero after the first step
+    assert perturbation_auc(curve) == pytest.approx(5.0)
+    with pytest.raises(InputError):
+        perturbation_auc(np.ones(9))
+
+
+def test_positive_test_with_the_right_map_kills_the_class_and_negative_keeps_it():
+    model = BrightSpotModel()
+    images, mask = corner_images()
+    classes = torch.ones(len(images), dtype=torch.long)
+    oracle = maps_to_pixels(mask.double(), (16, 16))
+    positive = perturbation_curve(model, images, oracle, classes, positive=True)
+    negative = perturbation_curve(model, images, oracle, classes, positive=False)
+    assert positive[0] == 1.0 and np.all(positive[1:] == 0.0)  # 10% = 25 px > the 16-px spot
+    np.testing.assert_array_equal(negative, np.ones(10))  # the spot is removed only after 93.75%
+
+
+def test_perturbation_zeroes_in_normalised_space_and_ties_break_by_pixel_index():
+    seen = []
+
+    class Recorder(nn.Module):
+        def forward(self, images):
+            seen.append(images.clone())
+            return torch.zeros(len(images), 2)
+
+    images = torch.ones(1, 3, 10, 10)
+    flat = torch.zeros(1, 10, 10, dtype=torch.float64)  # all tied
+    target = torch.zeros(1, dtype=torch.long)
+    perturbation_curve(Recorder(), images, flat, target, positive=True, steps=(0.1,))
+    perturbed = seen[1][0, 0]
+    assert torch.equal(perturbed.flatten()[:10], torch.zeros(10))  # first 10 pixels in row-major order
+    assert torch.equal(perturbed.flatten()[10:], torch.ones(90))
+
+
+def test_maps_to_pixels_upsamples_patch_maps_and_normalises_each_map():
+    maps = torch.tensor([[[0.0, 2.0], [4.0, 8.0]], [[3.0, 3.0], [3.0, 3.0]]])
+    pixels = maps_to_pixels(maps, (8, 8))
+    assert pixels.shape == (2, 8, 8) and pixels.dtype == torch.float64
+    assert pixels[0].min() == 0 and pixels[0].max() == 1
+    assert torch.equal(pixels[1], torch.zeros(8, 8))
+    already = torch.rand(2, 8, 8)
+    assert maps_to_pixels(already, (8, 8))[0].max() == pytest.approx(1.0)
+    with pytest.raises(InputError):
+        maps_to_pixels(torch.tensor([[[float("nan")]]]), (4, 4))
+
+
+def test_average_precision_matches_the_step_definition():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = np.array([1, 0, 1, 0, 0], dtype=bool)
+    # thresholds: hit at rank 1 (P=1, R=.5) and at rank 3 (P=2/3, R=1)
+    assert average_precision(scores, labels) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    tied = average_precision(np.zeros(4), np.array([1, 0, 0, 0], dtype=bool))
+    assert tied == pytest.approx(0.25)  # all tied: one threshold, precision = prevalence
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 200).astype(float)
+    labels = rng.random(200) < 0.3
+    expected = sklearn_metrics.average_precision_score(labels, scores)
+    assert average_precision(scores, labels) == pytest.approx(expected)
+
+
+def test_segmentation_scores_of_a_perfect_and_of_an_inverted_map():
+    _, mask = corner_images(3)
+    perfect = segmentation_scores(mask.double(), mask)
+    assert perfect == pytest.approx({"pixel_acc": 1.0, "miou": 1.0, "map": 1.0})
+    inverted = segmentation_scores((~mask).double(), mask)
+    assert inverted["pixel_acc"] == 0.0 and inverted["miou"] == 0.0
+    assert inverted["map"] == pytest.approx(16 / 256)
+    with pytest.raises(InputError):
+        segmentation_scores(mask.double()[:, :8], mask)
+
+
+def test_pointing_game_hits_inside_and_within_tolerance_only():
+    mask = torch.zeros(3, 20, 20, dtype=torch.bool)
+    mask[:, 5:10, 5:10] = True
+    maps = torch.zeros(3, 20, 20)
+    maps[0, 7, 7] = 1  # inside
+    maps[1, 7, 12] = 1  # 3 px right of the mask
+    maps[2, 18, 18] = 1  # far away
+    np.testing.assert_array_equal(pointing_hits(maps, mask, tolerance=0), [True, False, False])
+    np.testing.assert_array_equal(pointing_hits(maps, mask, tolerance=3), [True, True, False])
+    assert pointing_accuracy(maps, mask, tolerance=3) == pytest.approx(2 / 3)
+    assert dilate(np.zeros((5, 5), bool), 2).sum() == 0
+    with pytest.raises(InputError):
+        pointing_hits(maps, mask, tolerance=-1)
+
+
+def test_random_maps_are_seeded_and_index_stable():
+    a = random_patch_maps(5, (8, 8), seed=1)
+    assert a.shape == (5, 8, 8) and a.min() >= 0 and a.max() < 1
+    torch.testing.assert_close(random_patch_maps(3, (8, 8), seed=1), a[:3])
+    assert not torch.equal(random_patch_maps(5, (8, 8), seed=2), a)

@@ -1,0 +1,172 @@
+"""End-to-end training on a small synthetic cohort, splits, metrics and resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attnmap.cli.main import main
+from attnmap.errors import InputError
+from attnmap.mil import CLAM_SB, load_mil
+from attnmap.mil.bags import write_h5_bag
+from attnmap.mil.metrics import classification_metrics, roc_auc
+from attnmap.mil.splits import make_folds, read_labels
+from attnmap.mil.train import train_mil
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FAST = dict(folds=2, max_epochs=4, lr=1e-3, seed=3, k_sample=4, val_fraction=0.2)
+
+
+def make_cohort(root: Path, n_slides: int = 24, n_patches: int = 50, dim: int = 32, seed: int = 0) -> Path:
+    """Bags whose label is decidable: positive slides hold 10 patches shifted along 8 feature dims.
+
+    Slides come in pairs sharing a case id; half are stored as h5 (with coords), half as .pt.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_slides):
+        label = (i // 2) % 2
+        features = rng.normal(size=(n_patches, dim)).astype(np.float32)
+        if label:
+            features[:10, :8] += 3.0
+        slide = f"slide_{i:02d}"
+        coords = np.stack([np.arange(n_patches) * 256, np.zeros(n_patches)], axis=1)
+        if i % 2:
+            (root / "pt_files").mkdir(parents=True, exist_ok=True)
+            torch.save(torch.from_numpy(features), root / "pt_files" / f"{slide}.pt")
+        else:
+            write_h5_bag(root / "h5_files" / f"{slide}.h5", features, coords)
+        rows.append((slide, "tumor" if label else "normal", f"case_{i // 2:02d}"))
+    labels = root / "labels.csv"
+    with open(labels, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slide_id", "label", "case_id"])
+        writer.writerows(rows)
+    return labels
+
+
+def test_roc_auc_and_metrics_against_definitions():
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.2])
+    pairs = [(p, n) for p in scores[labels == 1] for n in scores[labels == 0]]
+    expected = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+    assert roc_auc(labels, scores) == pytest.approx(expected)
+    assert np.isnan(roc_auc(np.zeros(3), np.arange(3)))
+    probs = np.stack([1 - scores, scores], axis=1)
+    metrics = classification_metrics(labels, probs)
+    assert metrics["auc"] == pytest.approx(expected)
+    assert metrics["accuracy"] == pytest.approx(np.mean((scores > 0.5) == labels))
+    assert metrics["acc_class1"] == pytest.approx(1 / 3) and metrics["acc_class0"] == 1.0
+
+
+def test_folds_are_grouped_by_case_and_stratified(tmp_path):
+    cohort = read_labels(make_cohort(tmp_path, n_slides=48, n_patches=2, dim=4))
+    assert cohort.class_names == ["normal", "tumor"]
+    splits = make_folds(cohort, folds=4, seed=0, val_fraction=0.1)
+    case_of = dict(zip(cohort.slide_ids, cohort.case_ids, strict=True))
+    label_of = dict(zip(cohort.slide_ids, cohort.labels, strict=True))
+    tested = sorted(s for split in splits for s in split.test)
+    assert tested == sorted(cohort.slide_ids)  # every slide tested exactly once
+    for split in splits:
+        parts = [{case_of[s] for s in part} for part in (split.train, split.val, split.test)]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+        assert sorted(split.train + split.val + split.test) == sorted(cohort.slide_ids)
+        assert sorted(label_of[s] for s in split.test) == [0] * 6 + [1] * 6
+        assert {label_of[s] for s in split.val} == {0, 1}
+    with pytest.raises(InputError, match="at most"):
+        make_folds(cohort, folds=50)
+
+
+def test_bad_labels_files(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("slide,label\na,0\n")
+    with pytest.raises(InputError, match="slide_id,label"):
+        read_labels(bad)
+    bad.write_text("slide_id,label\na,0\nb,0\n")
+    with pytest.raises(InputError, match="same label"):
+        read_labels(bad)
+    bad.write_text("slide_id,label,case_id\na,0,c\nb,1,c\n")
+    with pytest.raises(InputError, match="different labels"):
+        make_folds(read_labels(bad), folds=2)
+
+
+@pytest.mark.parametrize("model", ["clam_sb", "abmil"])
+def test_training_learns_a_decidable_label(tmp_path, model):
+    labels = make_cohort(tmp_path / "features")
+    rows = train_mil(tmp_path / "features", labels, tmp_path / "run", model=model, progress=False,
+                     verbose=False, **FAST)
+    mean = next(row for row in rows if row["fold"] == "mean")
+    assert mean["auc"] >= 0.9 and mean["accuracy"] >= 0.75
+    with open(tmp_path / "run" / "metrics.csv") as handle:
+        written = list(csv.DictReader(handle))
+    assert {"auc", "accuracy", "acc_class0", "acc_class1"} <= set(written[0])
+    for fold in range(2):
+        fold_dir = tmp_path / "run" / f"fold_{fold}"
+        assert (fold_dir / "checkpoint.pt").is_file() and not (fold_dir / "resume.pt").exists()
+        assert len(list(csv.DictReader(open(fold_dir / "log.csv")))) == FAST["max_epochs"]
+        loaded = load_mil(fold_dir / "checkpoint.pt")
+        assert loaded.embed_dim == 32 and (isinstance(loaded, CLAM_SB) == (model == "clam_sb"))
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path):
+    labels = make_cohort(tmp_path / "features")
+    options = dict(FAST, model="clam_sb", max_epochs=3, weighted_sample=True, progress=False, verbose=False)
+    train_mil(tmp_path / "features", labels, tmp_path / "straight", **options)
+
+    def interrupt(fold, epoch, row):
+        if fold == 1 and epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_mil(tmp_path / "features", labels, tmp_path / "resumed", on_epoch=interrupt, **options)
+    assert (tmp_path / "resumed" / "fold_0" / "metrics.json").is_file()
+    assert (tmp_path / "resumed" / "fold_1" / "resume.pt").is_file()
+    seen = []
+    train_mil(tmp_path / "features", labels, tmp_path / "resumed", on_epoch=lambda f, e, r: seen.append((f, e)),
+              **options)
+    assert seen == [(1, 2)]  # fold 0 skipped, fold 1 continued after its last saved epoch
+    for fold in range(2):
+        straight = torch.load(tmp_path / "straight" / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
+        resumed = torch.load(tmp_path / "resumed" / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
+        for key in straight:
+            torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+    with pytest.raises(InputError, match="different options"):
+        train_mil(tmp_path / "features", labels, tmp_path / "resumed", **dict(options, lr=0.5))
+
+
+def test_cli_train_and_attention(tmp_path, capsys):
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=20)
+    main(["mil", "train", str(tmp_path / "features"), str(labels), str(tmp_path / "run"), "--folds", "2",
+          "--max-epochs", "1", "--model", "clam_mb", "--quiet"])
+    assert "auc" in capsys.readouterr().out
+    checkpoint = tmp_path / "run" / "fold_0" / "checkpoint.pt"
+    main(["mil", "attention", str(checkpoint), str(tmp_path / "features"), "-o", str(tmp_path / "att"), "--quiet"])
+    import h5py
+
+    with h5py.File(tmp_path / "att" / "slide_00_attention.h5") as handle:
+        assert handle["attention_raw"].shape == (20, 2) and handle["coords"].shape == (20, 2)
+        assert handle["attention_scores"].shape == (20, 1)
+        branch = int(handle.attrs["branch"])
+        assert branch == int(handle.attrs["prediction"])
+        np.testing.assert_array_equal(handle["attention_scores"][:, 0], handle["attention_raw"][:, branch])
+        assert "attnmap_version" in handle.attrs and "model_sha256" in handle.attrs
+    assert (tmp_path / "att" / "slide_01_attention.csv").is_file()  # .pt bag without coords
+    assert json.loads((tmp_path / "att" / "slide_01_attention.json").read_text())["method"] == "mil-attention"
+    with open(tmp_path / "att" / "predictions.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 8
+    with pytest.raises(SystemExit) as done:
+        main(["mil", "attention", str(labels), str(tmp_path / "features"), "-o", str(tmp_path / "x")])
+    assert done.value.code == 2

@@ -1,0 +1,151 @@
+"""The rendering core: exact values on small arrays, and a rendered PNG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attnmap.errors import InputError
+from attnmap.render import apply_colormap, normalize, overlay, save_grid, upsample
+
+
+def test_minmax_exact():
+    out = normalize(np.array([[2.0, 4.0], [6.0, 10.0]]), "minmax")
+    np.testing.assert_array_equal(out, [[0.0, 0.25], [0.5, 1.0]])
+
+
+def test_percentile_ranks_with_averaged_ties():
+    out = normalize(np.array([10.0, 20.0, 20.0, 40.0]), "percentile")
+    # ranks 1, 2.5, 2.5, 4 over N = 4
+    np.testing.assert_array_equal(out, [0.25, 0.625, 0.625, 1.0])
+
+
+def test_none_keeps_values_and_converts_ints_to_float():
+    out = normalize(np.array([1, 5, 3]), "none")
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, [1.0, 5.0, 3.0])
+
+
+@pytest.mark.parametrize("mode", ["minmax", "percentile"])
+def test_constant_map_gives_zeros_or_uniform_ranks_never_nan(mode):
+    out = normalize(np.full((3, 3), 7.0), mode)
+    assert np.isfinite(out).all()
+    if mode == "minmax":
+        np.testing.assert_array_equal(out, np.zeros((3, 3)))
+
+
+def test_constant_map_minmax_is_zero_for_tensors():
+    out = normalize(torch.full((2, 2), 3.0), "minmax")
+    assert isinstance(out, torch.Tensor)
+    assert torch.equal(out, torch.zeros(2, 2))
+
+
+def test_tensor_percentile_keeps_type_and_device():
+    out = normalize(torch.tensor([3.0, 1.0, 2.0]), "percentile")
+    assert isinstance(out, torch.Tensor)
+    torch.testing.assert_close(out, torch.tensor([1.0, 1 / 3, 2 / 3]))
+
+
+def test_normalize_rejects_bad_input():
+    with pytest.raises(InputError, match="unknown normalisation"):
+        normalize(np.zeros(3), "zscore")
+    with pytest.raises(InputError, match="NaN"):
+        normalize(np.array([1.0, np.nan]), "minmax")
+
+
+def test_upsample_nearest_repeats_patches():
+    grid = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    out = upsample(grid, (4, 4), mode="nearest")
+    expected = torch.tensor([[1.0, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+    assert out.shape == (1, 4, 4)
+    torch.testing.assert_close(out[0], expected)
+
+
+def test_upsample_bilinear_exact_values_and_array_roundtrip():
+    grid = np.array([[0.0, 1.0]])
+    out = upsample(grid, (1, 4))
+    assert isinstance(out, np.ndarray)
+    # align_corners=False: sample points at x = -0.25, 0.25, 0.75, 1.25 (clamped) of the 2-cell grid
+    np.testing.assert_allclose(out, [[0.0, 0.25, 0.75, 1.0]])
+
+
+def test_upsample_rejects_bad_shape():
+    with pytest.raises(InputError, match="maps must be"):
+        upsample(torch.zeros(1, 1, 2, 2), 4)
+
+
+def test_opencv_colormap_equals_cv2_apply_colormap():
+    import cv2
+
+    values = np.linspace(0, 1, 256)[None, :]
+    ours = apply_colormap(values, "opencv:jet")
+    theirs = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * values), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_matplotlib_colormap_truncates_like_clam():
+    import matplotlib
+
+    values = np.array([[0.0, 0.3, 0.5, 1.0]])
+    expected = (matplotlib.colormaps["viridis"](values)[..., :3] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(apply_colormap(values, "viridis"), expected)
+    np.testing.assert_array_equal(apply_colormap(values, "jet")[0, 0], [0, 0, 127])  # dark blue
+    np.testing.assert_array_equal(apply_colormap(values, "jet")[0, -1], [127, 0, 0])  # dark red
+
+
+def test_unknown_colormap_is_named():
+    with pytest.raises(InputError, match="no_such_map"):
+        apply_colormap(np.zeros((2, 2)), "no_such_map")
+
+
+def test_overlay_blend_exact():
+    image = np.full((2, 2, 3), 100, dtype=np.uint8)
+    heat = np.array([[0.0, 0.0], [0.0, 1.0]])
+    out = overlay(image, heat, cmap="gray", alpha=0.5, style="blend", normalize_mode="none")
+    # gray maps 0 -> 0 and 1 -> 255: 0.5*0 + 0.5*100/255 and 0.5*1 + 0.5*100/255
+    assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
+    assert out[0, 0, 0] == int((0.5 * 100 / 255) * 255)
+    assert out[1, 1, 0] == int((0.5 + 0.5 * 100 / 255) * 255)
+
+
+def test_overlay_add_divides_by_max():
+    image = np.zeros((1, 2, 3), dtype=np.uint8)
+    heat = np.array([[0.0, 1.0]])
+    out = overlay(image, heat, cmap="gray", style="add", normalize_mode="none")
+    np.testing.assert_array_equal(out[0, 0], [0, 0, 0])
+    np.testing.assert_array_equal(out[0, 1], [255, 255, 255])
+
+
+def test_overlay_upsamples_patch_grid_and_rejects_bad_args():
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    out = overlay(image, torch.rand(4, 4))
+    assert out.shape == (32, 32, 3)
+    with pytest.raises(InputError, match="style"):
+        overlay(image, np.zeros((4, 4)), style="multiply")
+    with pytest.raises(InputError, match="alpha"):
+        overlay(image, np.zeros((4, 4)), alpha=1.5)
+
+
+def test_rendered_png_has_hot_colour_where_map_is_high(tmp_path):
+    image = np.full((64, 64, 3), 128, dtype=np.uint8)
+    heat = np.zeros((8, 8))
+    heat[1, 6] = 1.0  # a hot patch in the top-right corner
+    path = tmp_path / "overlay.png"
+    Image.fromarray(overlay(image, heat, cmap="jet", alpha=0.6)).save(path)
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    redness = pixels[..., 0] - pixels[..., 2]
+    y, x = np.unravel_index(np.argmax(redness), redness.shape)
+    assert 8 <= y < 16 and 48 <= x < 56
+    assert pixels[60, 4, 2] > pixels[60, 4, 0]  # cold (blue) far from the hot patch
+
+
+def test_save_grid_writes_one_figure_with_metadata(tmp_path):
+    images = [np.full((16, 16, 3), v, dtype=np.uint8) for v in (0, 128, 255)]
+    path = save_grid(images, ["a", "b", "c"], tmp_path / "grid.png", metadata={"method": "all"})
+    with Image.open(path) as saved:
+        assert saved.size[0] > saved.size[1]  # one row of three
+        assert saved.text.get("method") == "all"
+    with pytest.raises(InputError, match="titles"):
+        save_grid(images, ["a"], tmp_path / "bad.png")

@@ -1,0 +1,196 @@
+"""Feature extraction: encoders (truncated ResNet50, timm, files), batched patch loading, CLAM h5/.pt."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from synthetic_slide_files import write_test_slide
+
+from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.wsi.encoders import PatchTransform, load_encoder
+from attnmap.wsi.features import (
+    extract_features,
+    features_complete,
+    load_features,
+    read_patch_rgb,
+    save_features,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+class TinyCNN(torch.nn.Module):
+    """A seeded 2-layer CNN encoder: (B, 3, 32, 32) → (B, 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 8, 3, stride=2, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(torch.relu(self.conv1(images))))
+        return x.mean(dim=(2, 3))
+
+
+def scripted_tiny_encoder(path: Path) -> Path:
+    """The tiny CNN as a TorchScript file: an encoder file whose architecture travels with it."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript
+        torch.jit.script(TinyCNN().eval()).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_test_slide(tmp_path_factory.mktemp("slides") / "slide.tif", seed=3)
+
+
+@pytest.mark.slow
+def test_resnet50_trunc_is_torchvision_resnet50_up_to_layer3_pooled(tmp_path: Path) -> None:
+    from torchvision.models import resnet50
+
+    torch.manual_seed(1)
+    full = resnet50(weights=None).eval()
+    checkpoint = tmp_path / "resnet50.pth"
+    torch.save(full.state_dict(), checkpoint)  # includes layer4 and fc: the encoder must ignore them
+    encoder = load_encoder("resnet50_trunc", checkpoint)
+    assert encoder.feature_dim == 1024
+    images = torch.randn(2, 3, 64, 64)
+    captured = {}
+    full.layer3.register_forward_hook(lambda module, args, output: captured.update(layer3=output))
+    with torch.inference_mode():
+        full(images)
+        expected = captured["layer3"].mean(dim=(2, 3))
+        assert torch.allclose(encoder.model(images), expected, atol=1e-6)
+
+
+def test_random_encoders_are_seeded_and_timm_names_work() -> None:
+    first = load_encoder("timm:resnet10t", input_size=64, seed=5)
+    second = load_encoder("timm:resnet10t", input_size=64, seed=5)
+    other = load_encoder("timm:resnet10t", input_size=64, seed=6)
+    assert first.feature_dim == 512 and first.transform.size == 64
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(first.model(images), second.model(images))
+        assert not torch.equal(first.model(images), other.model(images))
+
+
+def test_timm_checkpoint_with_classifier_head_loads(tmp_path: Path) -> None:
+    import timm
+
+    torch.manual_seed(2)
+    classifier = timm.create_model("resnet10t", pretrained=False, num_classes=7).eval()
+    checkpoint = tmp_path / "resnet10t.pth"
+    torch.save({"arch": "resnet10t", "state_dict": classifier.state_dict()}, checkpoint)
+    named = load_encoder("timm:resnet10t", checkpoint, input_size=64)
+    from_file = load_encoder(checkpoint, input_size=64)  # the architecture is read from "arch"
+    images = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = classifier.forward_head(classifier.forward_features(images), pre_logits=True)
+        assert torch.allclose(named.model(images), expected, atol=1e-6)
+        assert torch.equal(from_file.model(images), named.model(images))
+
+
+def test_encoder_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown encoder 'no_such_encoder'"):
+        load_encoder("no_such_encoder")
+    with pytest.raises(InputError, match="timm has no model named"):
+        load_encoder("timm:definitely_not_a_model")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(3)}, wrong)
+    with pytest.raises(UnsupportedModelError, match="lacks"):
+        load_encoder("resnet50_trunc", wrong)
+    with pytest.raises(InputError, match="cannot tell which architecture"):
+        load_encoder(wrong)
+    with pytest.raises(FileNotFoundError):
+        load_encoder("resnet50_trunc", tmp_path / "missing.pth")
+
+
+def test_patch_transform_resizes_and_normalises() -> None:
+    transform = PatchTransform(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear")
+    patch = np.full((64, 64, 3), 255, dtype=np.uint8)
+    tensor = transform(patch)
+    assert tensor.shape == (3, 32, 32) and torch.allclose(tensor, torch.full_like(tensor, 2.0))
+
+
+def test_extract_features_matches_patch_by_patch_encoding(slide_path: Path, tmp_path: Path) -> None:
+    from attnmap.wsi.slide import open_slide
+
+    encoder = load_encoder(scripted_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    assert encoder.feature_dim == 8
+    coords = np.array([[0, 0], [256, 128], [512, 384], [900, 700], [128, 640]], dtype=np.int64)
+    features = extract_features(slide_path, coords, encoder, patch_size=128, level=0, batch_size=2,
+                                progress=False)
+    assert features.shape == (5, 8) and features.dtype == np.float32
+    slide = open_slide(slide_path)
+    with torch.inference_mode():
+        for row, (x, y) in enumerate(coords):
+            patch = encoder.transform(read_patch_rgb(slide, x, y, 0, 128))
+            np.testing.assert_allclose(features[row], encoder.model(patch[None])[0].numpy(), atol=1e-6)
+    # level-1 patches are read at level 1 from level-0 coordinates
+    level1 = extract_features(slide, coords[:2], encoder, patch_size=64, level=1, progress=False)
+    with torch.inference_mode():
+        patch = encoder.transform(read_patch_rgb(slide, 256, 128, 1, 64))
+        np.testing.assert_allclose(level1[1], encoder.model(patch[None])[0].numpy(), atol=1e-6)
+
+
+def test_loader_workers_give_the_same_features(slide_path: Path, tmp_path: Path) -> None:
+    encoder = load_encoder(scripted_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    coords = np.stack(np.meshgrid(np.arange(0, 1024, 128), np.arange(0, 768, 128)), -1).reshape(-1, 2)
+    serial = extract_features(slide_path, coords, encoder, patch_size=128, batch_size=8, progress=False)
+    parallel = extract_features(slide_path, coords, encoder, patch_size=128, batch_size=8, num_workers=2,
+                                progress=False)
+    np.testing.assert_array_equal(serial, parallel)
+
+
+def test_extract_features_rejects_bad_inputs(slide_path: Path, tmp_path: Path) -> None:
+    encoder = load_encoder(scripted_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    with pytest.raises(InputError, match="coords must be N×2"):
+        extract_features(slide_path, np.zeros((3, 3)), encoder)
+    with pytest.raises(InputError, match="level 5 does not exist"):
+        extract_features(slide_path, np.zeros((1, 2)), encoder, level=5, progress=False)
+    assert extract_features(slide_path, np.zeros((0, 2)), encoder).shape == (0, 8)
+
+
+def test_save_features_writes_clam_h5_and_pt_with_provenance(tmp_path: Path) -> None:
+    from attnmap.provenance import provenance
+
+    features = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    coords = np.arange(12, dtype=np.int64).reshape(6, 2) * 256
+    h5_path, pt_path = tmp_path / "h5_files" / "s1.h5", tmp_path / "pt_files" / "s1.pt"
+    save_features(h5_path, features, coords, provenance(method="features", model_name="tiny"), pt_path=pt_path)
+    with h5py.File(h5_path, "r") as handle:
+        assert handle["features"].dtype == np.float32 and handle["coords"].dtype == np.int32
+        assert handle.attrs["model"] == "tiny" and "attnmap_version" in handle.attrs
+    read_features, read_coords = load_features(h5_path)
+    np.testing.assert_array_equal(read_features, features)
+    np.testing.assert_array_equal(read_coords, coords)
+    assert torch.equal(torch.load(pt_path, weights_only=True), torch.from_numpy(features))
+    assert features_complete(h5_path, n_patches=6, feature_dim=4)
+    assert not features_complete(h5_path, n_patches=7)
+    assert not features_complete(tmp_path / "missing.h5")
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(h5_path.read_bytes()[:200])
+    assert not features_complete(truncated)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["s1.h5", "s1.pt", "truncated.h5"]
+
+
+def test_patching_and_features_end_to_end_on_the_real_slide(tmp_path: Path) -> None:
+    from attnmap.wsi.patching import patch_grid
+    from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.tissue import segment_tissue
+
+    slide = open_slide(DATA / "cmu_small_region.svs")
+    tissue = segment_tissue(slide, level=0, a_t=1)
+    coords = patch_grid(slide, tissue, patch_size=256, step=256)
+    assert 10 < len(coords) < 200
+    encoder = load_encoder(scripted_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    features = extract_features(slide, coords, encoder, patch_size=256, batch_size=32, progress=False)
+    assert features.shape == (len(coords), 8) and np.isfinite(features).all()
+    assert np.unique(features.round(5), axis=0).shape[0] > len(coords) // 2  # real, varied tissue

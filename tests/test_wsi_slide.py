@@ -1,0 +1,118 @@
+"""Slide reading: OpenSlide pyramids, SubIFD pyramids, plain images, geometry and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from attnmap.errors import InputError
+from attnmap.wsi import ArraySlide, open_slide
+from attnmap.wsi.slide import OpenSlideSlide, TiffSlideSlide
+
+HERE = Path(__file__).parent
+FIXTURE_SLIDE = HERE / "fixtures" / "heatmap" / "clam_synth_slide.tif"
+REAL_SLIDE = HERE / "data" / "cmu_small_region.svs"
+
+
+def gradient_image(width: int, height: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:height, 0:width]
+    return np.stack([xs % 256, ys % 256, (xs + ys) % 256], axis=2).astype(np.uint8)
+
+
+def write_page_pyramid(path: Path, image: np.ndarray, levels: int = 3, mpp: float = 0.5) -> Path:
+    """Levels as separate tiled pages, reduced ones with subfiletype 1 (what OpenSlide reads)."""
+    with tifffile.TiffWriter(path, bigtiff=False) as tif:
+        for level in range(levels):
+            page = image[:: 2**level, :: 2**level]
+            ppcm = 1e4 / (mpp * 2**level)
+            tif.write(page, tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=int(level > 0),
+                      resolution=(ppcm, ppcm), resolutionunit="CENTIMETER", metadata=None)
+    return path
+
+
+def test_fixture_slide_levels_and_regions():
+    with open_slide(FIXTURE_SLIDE) as slide:
+        assert isinstance(slide, OpenSlideSlide)
+        assert slide.level_count == 3
+        assert slide.level_dimensions == ((4096, 4096), (2048, 2048), (1024, 1024))
+        assert slide.level_downsamples == (1.0, 2.0, 4.0)
+        assert slide.dimensions == (4096, 4096)
+        assert slide.get_best_level_for_downsample(32) == 2
+        assert slide.get_best_level_for_downsample(3.9) == 1
+        assert slide.get_best_level_for_downsample(0.5) == 0
+        region = slide.read_region((400, 800), 1, (64, 32))
+        assert region.shape == (32, 64, 3) and region.dtype == np.uint8
+
+
+def test_page_pyramid_keeps_mpp_and_pixels(tmp_path):
+    image = gradient_image(1024, 768)
+    path = write_page_pyramid(tmp_path / "pyramid.tif", image, mpp=0.25)
+    with open_slide(path) as slide:
+        assert slide.level_dimensions == ((1024, 768), (512, 384), (256, 192))
+        assert slide.mpp == pytest.approx(0.25)
+        np.testing.assert_array_equal(slide.read_region((100, 50), 0, (300, 200)), image[50:250, 100:400])
+        np.testing.assert_array_equal(slide.read_region((0, 0), 1, (512, 384)), image[::2, ::2])
+
+
+def test_subifd_pyramid_uses_tiffslide(tmp_path):
+    image = gradient_image(1024, 1024)
+    path = tmp_path / "subifd.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(256, 256), photometric="rgb", subifds=1, metadata=None,
+                  resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+        tif.write(image[::2, ::2], tile=(256, 256), photometric="rgb", subfiletype=1, metadata=None)
+    with open_slide(path) as slide:
+        assert isinstance(slide, TiffSlideSlide)
+        assert slide.level_count == 2
+        np.testing.assert_array_equal(slide.read_region((512, 256), 1, (64, 64)), image[::2, ::2][128:192, 256:320])
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_plain_images(tmp_path, suffix):
+    image = gradient_image(300, 200)
+    path = tmp_path / f"plain{suffix}"
+    if suffix == ".tif":
+        tifffile.imwrite(path, image, photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    else:
+        Image.fromarray(image).save(path)
+    with open_slide(path) as slide:
+        assert slide.level_dimensions == ((300, 200),)
+        region = slide.read_region((10, 20), 0, (50, 40))
+        if suffix == ".jpg":
+            assert np.abs(region.astype(int) - image[20:60, 10:60]).mean() < 8
+        else:
+            np.testing.assert_array_equal(region, image[20:60, 10:60])
+        if suffix == ".tif":
+            assert slide.mpp == pytest.approx(0.5)
+
+
+def test_out_of_bounds_pixels_are_black():
+    slide = ArraySlide(np.full((10, 10, 3), 200, np.uint8))
+    region = slide.read_region((-5, 5), 0, (10, 10))
+    assert (region[:5, 5:] == 200).all() and (region[:, :5] == 0).all() and (region[5:] == 0).all()
+
+
+def test_real_svs_slide():
+    with open_slide(REAL_SLIDE) as slide:
+        assert slide.dimensions == (2220, 2967)
+        assert slide.mpp == pytest.approx(0.499)
+        assert slide.read_region((1000, 1000), 0, (16, 16)).std() > 0
+
+
+def test_missing_corrupt_and_bad_level(tmp_path):
+    with pytest.raises(InputError, match="not found.*nowhere.svs"):
+        open_slide(tmp_path / "nowhere.svs")
+    corrupt = tmp_path / "broken.tif"
+    corrupt.write_bytes(b"II*\x00garbage" * 10)
+    with pytest.raises(InputError, match="broken.tif"):
+        open_slide(corrupt)
+    bad_png = tmp_path / "broken.png"
+    bad_png.write_bytes(b"\x89PNG not really")
+    with pytest.raises(InputError, match="broken.png"):
+        open_slide(bad_png)
+    with open_slide(FIXTURE_SLIDE) as slide, pytest.raises(InputError, match="level 3 does not exist"):
+        slide.read_region((0, 0), 3, (10, 10))
