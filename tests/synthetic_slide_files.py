@@ -88,7 +88,7 @@ def write_clam_checkpoint(path: Path, embed_dim: int = 8, seed: int = 0, multi_b
 
 
 def write_pipeline_setup(root: Path, n_slides: int = 2, overrides: dict | None = None) -> Path:
-    """Slides, a slide CSV, a tiny encoder, a CLAM checkpoint and a YAML config in ``root``; returns the config.
+    """Slides, a slide CSV, a tiny encoder, a CLAM checkpoint and a YAML config in ``root``; returns its path.
 
     Small everything (64-px patches at level 0, 32-px encoder input) so that a slide runs in about a second.
     """
@@ -99,7 +99,9 @@ def write_pipeline_setup(root: Path, n_slides: int = 2, overrides: dict | None =
     for index in range(n_slides):
         write_test_slide(root / "slides" / f"slide_{index}.tif", seed=index)
         names.append(f"slide_{index}")
-    (root / "slides.csv").write_text("slide_id,label\n" + "".join(f"{n},{i % 2}\n" for i, n in enumerate(names)))
+    (root / "slides.csv").write_text(
+        "slide_id,label\n" + "".join(f"{n},{i % 2}\n" for i, n in enumerate(names))
+    )
     write_tiny_encoder(root / "encoder.pt")
     write_clam_checkpoint(root / "clam.pt")
     config = {

@@ -29,7 +29,10 @@ def square_or_fail(item: tuple[int, str]) -> dict:
     return {"square": number * number}
 
 
+@pytest.mark.slow
 def test_failures_are_recorded_and_reruns_skip_finished_items(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
     items = [(number, str(tmp_path)) for number in range(6)]
     report_path = tmp_path / "run_report.json"
     report = run_tasks(square_or_fail, items, workers=2, report=report_path, progress=False)
@@ -45,14 +48,24 @@ def test_failures_are_recorded_and_reruns_skip_finished_items(tmp_path: Path) ->
     def finished(item: tuple[int, str]) -> bool:
         return Path(item[1], f"{item[0]}.txt").is_file()
 
-    rerun = run_tasks(square_or_fail, items, workers=1, report=report_path, is_complete=finished,
-                      progress=False)
-    assert [entry.status for entry in rerun.items] == ["skipped"] * 3 + ["failed"] + ["skipped"] * 2
+    Path(tmp_path, "4.txt").unlink()  # as if the run had stopped before item 4
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+        rerun = run_tasks(
+            square_or_fail,
+            items,
+            scheduler=cluster.scheduler_address,
+            report=report_path,
+            is_complete=finished,
+            progress=False,
+        )
+    assert [entry.status for entry in rerun.items] == ["skipped"] * 3 + ["failed", "done", "skipped"]
+    assert rerun.workers == 1 and rerun.scheduler == cluster.scheduler_address
     all_skipped = run_tasks(square_or_fail, items[:2], workers=1, is_complete=finished, progress=False)
     assert [entry.status for entry in all_skipped.items] == ["skipped", "skipped"]  # no cluster needed
 
 
-def test_bad_arguments_are_input_errors() -> None:
+def test_bad_arguments_are_input_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("attnmap.cohort.SCHEDULER_TIMEOUT", "1s")
     with pytest.raises(InputError, match="workers must be a positive integer"):
         run_tasks(square_or_fail, [], workers=0)
     with pytest.raises(InputError, match="cannot reach the Dask scheduler"):
@@ -111,12 +124,21 @@ def test_cohort_with_a_killed_worker_equals_a_one_worker_run(tmp_path: Path) -> 
     parallel = load_config(config_path, output_dir=str(tmp_path / "parallel"))
     entries = read_slide_list(parallel)
     marker = tmp_path / "killed.txt"
-    task = functools.partial(run_slide_killed_once, config=parallel, kill_marker=str(marker), victim="slide_2")
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
-                      processes=True) as cluster:
-        worker_pids = set(Client(cluster).run(os.getpid).values())
-        killed = run_tasks(task, entries, scheduler=cluster.scheduler_address, progress=False,
-                           report=tmp_path / "parallel" / "run_report.json")
+    task = functools.partial(
+        run_slide_killed_once, config=parallel, kill_marker=str(marker), victim="slide_2"
+    )
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True
+    ) as cluster:
+        with Client(cluster) as probe:
+            worker_pids = set(probe.run(os.getpid).values())
+        killed = run_tasks(
+            task,
+            entries,
+            scheduler=cluster.scheduler_address,
+            progress=False,
+            report=tmp_path / "parallel" / "run_report.json",
+        )
     assert marker.is_file() and int(marker.read_text()) in worker_pids  # a worker really died mid-run
     assert [entry.status for entry in killed.items] == ["done"] * 6
     write_predictions(parallel, entries)

@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from attnmap.errors import InputError
+from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.evaluate.maps import maps_to_pixels
 from attnmap.evaluate.perturbation import perturbation_auc, perturbation_curve, perturbation_x
 from attnmap.evaluate.pointing import dilate, pointing_accuracy, pointing_hits
 from attnmap.evaluate.random_baseline import random_patch_maps
+from attnmap.evaluate.runner import RANDOM, evaluate_methods
 from attnmap.evaluate.segmentation import average_precision, segmentation_scores
 
 
@@ -127,3 +128,73 @@ def test_random_maps_are_seeded_and_index_stable():
     assert a.shape == (5, 8, 8) and a.min() >= 0 and a.max() < 1
     torch.testing.assert_close(random_patch_maps(3, (8, 8), seed=1), a[:3])
     assert not torch.equal(random_patch_maps(5, (8, 8), seed=2), a)
+
+
+@pytest.fixture(scope="module")
+def shapes_model_and_data():
+    from attnmap.data.shapes import ShapesDataset
+    from attnmap.data.shapes_model import load_shapes_vit
+
+    torch.manual_seed(0)
+    return load_shapes_vit(), ShapesDataset(40, seed=21)
+
+
+def oracle_maps(images: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The ground truth itself, as a pixel map: the best a relevance map could do."""
+    return masks.double()
+
+
+def test_harness_scores_the_oracle_above_the_random_baseline_on_every_metric(shapes_model_and_data):
+    model, dataset = shapes_model_and_data
+    result = evaluate_methods(model, dataset, [], custom_maps={"oracle": oracle_maps}, progress=False)
+    assert [row["method"] for row in result.rows] == ["oracle", "random"]
+    assert all(result.beats_random("oracle").values()), result.rows
+    oracle = result.row("oracle")
+    assert oracle["pixel_acc"] == pytest.approx(100.0) and oracle["pointing"] == pytest.approx(100.0)
+    assert result.settings["clean_accuracy"] >= 90
+    # predicted-class curves start at 100% by definition; AUCs lie in [0, 90]
+    for curves in result.curves.values():
+        assert curves["neg_pred"][0] == 1.0
+    for row in result.rows:
+        assert 0 <= row["neg_pred_auc"] <= 90 and 0 <= row["pos_target_auc"] <= 90
+
+
+def test_harness_is_reproducible_and_reports_failing_methods_as_rows(shapes_model_and_data):
+    model, dataset = shapes_model_and_data
+
+    def unsupported(images, classes, masks):
+        raise UnsupportedModelError("no such thing here")
+
+    first = evaluate_methods(model, dataset, ["rollout"], custom_maps={"broken": unsupported}, progress=False)
+    second = evaluate_methods(model, dataset, ["rollout"], progress=False)
+    assert first.row("rollout") | {"seconds": 0} == second.row("rollout") | {"seconds": 0}
+    assert first.row(RANDOM) | {"seconds": 0} == second.row(RANDOM) | {"seconds": 0}
+    broken = first.row("broken")
+    assert "no such thing" in broken["note"] and np.isnan(broken["miou"])
+    with pytest.raises(InputError, match="reserved"):
+        evaluate_methods(model, dataset, [], custom_maps={RANDOM: oracle_maps}, progress=False)
+
+
+def test_report_writes_table_csv_sidecar_and_plot(shapes_model_and_data, tmp_path):
+    import csv
+    import json
+
+    from PIL import Image
+
+    from attnmap.evaluate.report import format_table, plot_curves, write_csv
+
+    model, dataset = shapes_model_and_data
+    result = evaluate_methods(model, dataset, [], custom_maps={"oracle": oracle_maps}, progress=False)
+    table = format_table(result)
+    assert "oracle" in table and "random" in table and "mIoU" in table
+    assert format_table(result, markdown=True).startswith("| method |")
+    record = {"attnmap_version": "test", "method": "oracle"}
+    csv_path = write_csv(result, tmp_path / "out" / "eval.csv", record)
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [row["method"] for row in rows] == ["oracle", "random"]
+    assert float(rows[0]["miou"]) == pytest.approx(result.row("oracle")["miou"], abs=1e-4)
+    sidecar = json.loads(csv_path.with_suffix(".json").read_text())
+    assert sidecar["provenance"] == record and len(sidecar["curves"]["oracle"]["pos_pred"]) == 10
+    png = plot_curves(result, tmp_path / "curves.png", record)
+    with Image.open(png) as image:
+        assert image.text["method"] == "oracle"

@@ -14,6 +14,15 @@ FIXTURES = Path(__file__).parent / "fixtures" / "clam"
 TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-9, atol=1e-12)}
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Small tensors on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference() -> dict[str, np.ndarray]:
     return dict(np.load(FIXTURES / "clam_sb_public.npz"))
@@ -96,7 +105,7 @@ def test_attention_scores_match_reference(reference, dtype):
     assert percentile.max() == 1.0 and percentile.min() == pytest.approx(1 / bag.shape[0])
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, 128, 10_000])
+@pytest.mark.parametrize("chunk_size", [37, 128, 10_000])
 def test_chunked_inference_equals_forward(reference, chunk_size):
     model, bag = _model_and_bag(reference, torch.float64)
     result = infer_bag(model, bag, chunk_size=chunk_size)

@@ -10,6 +10,7 @@ from attnmap.evaluate.mil_localisation import (
     attention_localisation,
     patch_labels_from_mask,
     patch_mask_fractions,
+    patch_means,
 )
 
 
@@ -34,6 +35,14 @@ def test_fractions_match_pixel_counting_for_unaligned_patches() -> None:
     coords = np.stack([rng.integers(-30, 24 * 8, 60), rng.integers(-30, 20 * 8, 60)], 1)
     got = patch_mask_fractions(coords, 37, mask, 8)
     np.testing.assert_allclose(got, _brute_force_fractions(coords, 37, mask, 8), atol=1e-9)
+
+
+def test_means_of_a_value_map_match_pixel_averaging() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(12, 10))
+    coords = np.stack([rng.integers(0, 10 * 4 - 9, 40), rng.integers(0, 12 * 4 - 9, 40)], 1)
+    expected = _brute_force_fractions(coords, 9, values, 4)
+    np.testing.assert_allclose(patch_means(coords, 9, values, 4), expected)
 
 
 def test_labels_use_the_half_threshold() -> None:

@@ -147,6 +147,7 @@ def test_hugging_face_local_directory(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(
         '{"image_mean": [0.1, 0.2, 0.3], "image_std": [0.5, 0.5, 0.5], "size": {"height": 32, "width": 32}}'
     )
+    assert data_config(original)["mean"] == (0.5, 0.5, 0.5)  # ViTImageProcessor's default
     model = load_model(f"hf:{tmp_path}")
     assert not model.training
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), original.state_dict().values()))

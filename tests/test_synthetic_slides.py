@@ -50,6 +50,11 @@ def test_masks_agree_with_the_pixels(tumour_slide) -> None:
     assert brightness[inner_tumour].mean() < brightness[eroded & ~tumour].mean() - 25
     red_minus_blue = small[..., 0] - small[..., 2]
     assert red_minus_blue[inner_tumour].mean() < red_minus_blue[eroded & ~tumour].mean() - 10
+    # lymphoid aggregates: inside tissue, never tumour, darker than plain stroma
+    lymphoid = tumour_slide.lymphoid_mask
+    stroma = eroded & ~tumour & ~cv2.dilate(lymphoid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert lymphoid.any() and not (lymphoid & tumour).any() and not (lymphoid & ~tissue).any()
+    assert brightness[lymphoid].mean() < brightness[stroma].mean() - 15
 
 
 def test_same_seed_same_slide_and_negative_has_no_tumour(tmp_path: Path, tumour_slide) -> None:
@@ -61,6 +66,7 @@ def test_same_seed_same_slide_and_negative_has_no_tumour(tmp_path: Path, tumour_
     np.testing.assert_array_equal(again.tumour_mask, tumour_slide.tumour_mask)
     negative = make_slide(tmp_path / "neg.tif", seed=12, size=(1024, 1024), tumour=False, compression="zlib")
     assert negative.label == 0 and not negative.tumour_mask.any() and negative.tissue_mask.any()
+    assert negative.lymphoid_mask.any()  # look-alike distractors on negative slides too
 
 
 def test_cohort_csv(tmp_path: Path) -> None:

@@ -214,3 +214,15 @@ def test_bad_inputs_are_named():
         attnmap.explain(model, torch.randn(3, 3, 32, 32), "grad_rollout", target=[0, 1])
     with pytest.raises(InputError, match="layer 2 out of range"):
         attnmap.explain(model, torch.randn(1, 3, 32, 32), "attention", layer=2)
+
+
+def test_reduce_keeps_only_the_reduced_maps():
+    model = tiny_vit().eval()
+    images = torch.randn(2, 3, 32, 32)
+    full = capture(model, images)
+    reduced = capture(model, images, reduce=lambda attention: attention.mean(1))
+    for index in full.layers():
+        assert reduced.attentions[index].shape == (2, 17, 17)
+        assert torch.allclose(reduced.attentions[index], full.attentions[index].mean(1))
+    with pytest.raises(ValueError, match="reduce cannot be combined with with_grad"):
+        AttentionCapture(model, with_grad=True, reduce=lambda attention: attention)

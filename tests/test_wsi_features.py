@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from synthetic_slide_files import write_test_slide
+from synthetic_slide_files import write_test_slide, write_tiny_encoder
 
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.wsi.encoders import PatchTransform, load_encoder
@@ -22,28 +21,6 @@ from attnmap.wsi.features import (
 )
 
 DATA = Path(__file__).parent / "data"
-
-
-class TinyCNN(torch.nn.Module):
-    """A seeded 2-layer CNN encoder: (B, 3, 32, 32) → (B, 8)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
-        self.conv2 = torch.nn.Conv2d(4, 8, 3, stride=2, padding=1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv2(torch.relu(self.conv1(images))))
-        return x.mean(dim=(2, 3))
-
-
-def scripted_tiny_encoder(path: Path) -> Path:
-    """The tiny CNN as a TorchScript file: an encoder file whose architecture travels with it."""
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript
-        torch.jit.script(TinyCNN().eval()).save(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +48,12 @@ def test_resnet50_trunc_is_torchvision_resnet50_up_to_layer3_pooled(tmp_path: Pa
 
 
 def test_random_encoders_are_seeded_and_timm_names_work() -> None:
-    first = load_encoder("timm:resnet10t", input_size=64, seed=5)
-    second = load_encoder("timm:resnet10t", input_size=64, seed=5)
-    other = load_encoder("timm:resnet10t", input_size=64, seed=6)
-    assert first.feature_dim == 512 and first.transform.size == 64
+    first = load_encoder("timm:test_resnet", input_size=64, seed=5)
+    second = load_encoder("timm:test_resnet", input_size=64, seed=5)
+    other = load_encoder("timm:test_resnet", input_size=64, seed=6)
+    assert first.feature_dim == 96 and first.transform.size == 64
+    default = load_encoder("timm:test_resnet").transform  # from timm's data config of the model
+    assert (default.size, default.mean, default.std) == (160, (0.5,) * 3, (0.5,) * 3)
     images = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         assert torch.equal(first.model(images), second.model(images))
@@ -85,10 +64,10 @@ def test_timm_checkpoint_with_classifier_head_loads(tmp_path: Path) -> None:
     import timm
 
     torch.manual_seed(2)
-    classifier = timm.create_model("resnet10t", pretrained=False, num_classes=7).eval()
-    checkpoint = tmp_path / "resnet10t.pth"
-    torch.save({"arch": "resnet10t", "state_dict": classifier.state_dict()}, checkpoint)
-    named = load_encoder("timm:resnet10t", checkpoint, input_size=64)
+    classifier = timm.create_model("test_resnet", pretrained=False, num_classes=7).eval()
+    checkpoint = tmp_path / "test_resnet.pth"
+    torch.save({"arch": "test_resnet", "state_dict": classifier.state_dict()}, checkpoint)
+    named = load_encoder("timm:test_resnet", checkpoint, input_size=64)
     from_file = load_encoder(checkpoint, input_size=64)  # the architecture is read from "arch"
     images = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
@@ -122,11 +101,12 @@ def test_patch_transform_resizes_and_normalises() -> None:
 def test_extract_features_matches_patch_by_patch_encoding(slide_path: Path, tmp_path: Path) -> None:
     from attnmap.wsi.slide import open_slide
 
-    encoder = load_encoder(scripted_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
     assert encoder.feature_dim == 8
     coords = np.array([[0, 0], [256, 128], [512, 384], [900, 700], [128, 640]], dtype=np.int64)
-    features = extract_features(slide_path, coords, encoder, patch_size=128, level=0, batch_size=2,
-                                progress=False)
+    features = extract_features(
+        slide_path, coords, encoder, patch_size=128, level=0, batch_size=2, progress=False
+    )
     assert features.shape == (5, 8) and features.dtype == np.float32
     slide = open_slide(slide_path)
     with torch.inference_mode():
@@ -141,16 +121,17 @@ def test_extract_features_matches_patch_by_patch_encoding(slide_path: Path, tmp_
 
 
 def test_loader_workers_give_the_same_features(slide_path: Path, tmp_path: Path) -> None:
-    encoder = load_encoder(scripted_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
     coords = np.stack(np.meshgrid(np.arange(0, 1024, 128), np.arange(0, 768, 128)), -1).reshape(-1, 2)
     serial = extract_features(slide_path, coords, encoder, patch_size=128, batch_size=8, progress=False)
-    parallel = extract_features(slide_path, coords, encoder, patch_size=128, batch_size=8, num_workers=2,
-                                progress=False)
+    parallel = extract_features(
+        slide_path, coords, encoder, patch_size=128, batch_size=8, num_workers=2, progress=False
+    )
     np.testing.assert_array_equal(serial, parallel)
 
 
 def test_extract_features_rejects_bad_inputs(slide_path: Path, tmp_path: Path) -> None:
-    encoder = load_encoder(scripted_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
     with pytest.raises(InputError, match="coords must be N×2"):
         extract_features(slide_path, np.zeros((3, 3)), encoder)
     with pytest.raises(InputError, match="level 5 does not exist"):
@@ -164,7 +145,9 @@ def test_save_features_writes_clam_h5_and_pt_with_provenance(tmp_path: Path) -> 
     features = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     coords = np.arange(12, dtype=np.int64).reshape(6, 2) * 256
     h5_path, pt_path = tmp_path / "h5_files" / "s1.h5", tmp_path / "pt_files" / "s1.pt"
-    save_features(h5_path, features, coords, provenance(method="features", model_name="tiny"), pt_path=pt_path)
+    save_features(
+        h5_path, features, coords, provenance(method="features", model_name="tiny"), pt_path=pt_path
+    )
     with h5py.File(h5_path, "r") as handle:
         assert handle["features"].dtype == np.float32 and handle["coords"].dtype == np.int32
         assert handle.attrs["model"] == "tiny" and "attnmap_version" in handle.attrs
@@ -190,7 +173,7 @@ def test_patching_and_features_end_to_end_on_the_real_slide(tmp_path: Path) -> N
     tissue = segment_tissue(slide, level=0, a_t=1)
     coords = patch_grid(slide, tissue, patch_size=256, step=256)
     assert 10 < len(coords) < 200
-    encoder = load_encoder(scripted_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
     features = extract_features(slide, coords, encoder, patch_size=256, batch_size=32, progress=False)
     assert features.shape == (len(coords), 8) and np.isfinite(features).all()
     assert np.unique(features.round(5), axis=0).shape[0] > len(coords) // 2  # real, varied tissue

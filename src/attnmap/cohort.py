@@ -28,6 +28,9 @@ from typing import Any
 from attnmap.errors import InputError
 from attnmap.io_utils import write_json_atomic
 
+# How long to wait for an existing scheduler before giving up with a clear error.
+SCHEDULER_TIMEOUT = "15s"
+
 
 @dataclass
 class ItemResult:
@@ -90,9 +93,13 @@ class RunReport:
 
 
 def describe_item(item: object) -> str:
-    """A stable string naming an item in the report (paths as they are, tuples by their first part)."""
+    """A stable string naming an item in the report: paths as they are, tuples by their first part,
+    objects with a ``path`` attribute (e.g. a slide entry) by that path."""
     if isinstance(item, (tuple, list)) and item:
         return describe_item(item[0])
+    path = getattr(item, "path", None)
+    if isinstance(path, (str, Path)):
+        return str(path)
     return str(item)
 
 
@@ -185,7 +192,7 @@ def run_tasks(
 
     save()
     if todo:
-        with _client(workers, scheduler) as client:
+        with _DaskClient(workers, scheduler) as client:
             if scheduler is not None:
                 run_report.workers = len(client.scheduler_info().get("workers", {}))
             _submit_and_collect(client, fn, items, todo, run_report, retries, desc, progress, save)
@@ -209,8 +216,9 @@ def _submit_and_collect(
 
     futures = {}
     for index in todo:
-        future = client.submit(run_item, fn, items[index], retries=retries, pure=False,
-                               key=f"attnmap-{index}-{time.time_ns()}")
+        future = client.submit(
+            run_item, fn, items[index], retries=retries, pure=False, key=f"attnmap-{index}-{time.time_ns()}"
+        )
         futures[future] = index
     with tqdm(total=len(todo), desc=desc, unit=desc.rstrip("s") or "item", disable=not progress) as bar:
         for future in as_completed(futures):
@@ -235,7 +243,7 @@ def _submit_and_collect(
             save()
 
 
-class _client:
+class _DaskClient:
     """A dask Client for a fresh loopback LocalCluster or an existing scheduler; closed on exit."""
 
     def __init__(self, workers: int, scheduler: str | None) -> None:
@@ -251,7 +259,7 @@ class _client:
             raise InputError("parallel runs need dask.distributed: pip install 'attnmap[dist]'") from error
         if self.scheduler is not None:
             try:
-                self.client = Client(self.scheduler, timeout="20s")
+                self.client = Client(self.scheduler, timeout=SCHEDULER_TIMEOUT)
             except OSError as error:
                 raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from error
             return self.client

@@ -19,24 +19,41 @@ def mil() -> None:
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--model", type=click.Choice(["clam_sb", "clam_mb", "abmil"]), default="clam_sb", show_default=True)
+@click.option(
+    "--model", type=click.Choice(["clam_sb", "clam_mb", "abmil"]), default="clam_sb", show_default=True
+)
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="k of k-fold CV.")
 @click.option("--max-epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-5, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--bag-weight", type=click.FloatRange(0, 1), default=0.7, show_default=True,
-              help="Weight of the bag loss against CLAM's instance loss.")
-@click.option("--k-sample", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Patches per side for CLAM's instance clustering.")
+@click.option(
+    "--bag-weight",
+    type=click.FloatRange(0, 1),
+    default=0.7,
+    show_default=True,
+    help="Weight of the bag loss against CLAM's instance loss.",
+)
+@click.option(
+    "--k-sample",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Patches per side for CLAM's instance clustering.",
+)
 @click.option("--subtyping", is_flag=True, help="CLAM: out-of-class instance loss too (subtyping tasks).")
 @click.option("--size", type=click.Choice(["small", "big"]), default="small", show_default=True)
 @click.option("--gate/--no-gate", default=True, show_default=True, help="Gated or plain attention.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True)
 @click.option("--early-stopping/--no-early-stopping", default=True, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--stop-epoch", type=click.IntRange(min=0), default=50, show_default=True,
-              help="Earliest epoch at which early stopping may stop.")
+@click.option(
+    "--stop-epoch",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Earliest epoch at which early stopping may stop.",
+)
 @click.option("--weighted-sample", is_flag=True, help="Draw bags with class-balancing weights.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
@@ -55,15 +72,25 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, quiet: bool, **op
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("bags", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out-dir", "-o", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--branch", type=click.IntRange(min=0), default=None,
-              help="Attention branch to report (CLAM_MB; default: the predicted class).")
+@click.option(
+    "--branch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Attention branch to report (CLAM_MB; default: the predicted class).",
+)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True)
 @click.option("--no-csv", is_flag=True, help="Only write the h5 files.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def attention(
-    checkpoint: Path, bags: tuple[Path, ...], out_dir: Path, branch: int | None, chunk_size: int,
-    no_csv: bool, device: str, quiet: bool,
+    checkpoint: Path,
+    bags: tuple[Path, ...],
+    out_dir: Path,
+    branch: int | None,
+    chunk_size: int,
+    no_csv: bool,
+    device: str,
+    quiet: bool,
 ) -> None:
     """Per-patch attention of one or many bags (h5 / .pt files or feature folders) to h5 and CSV,
     plus predictions.csv with every bag's prediction and probabilities."""
@@ -83,9 +110,16 @@ def attention(
     exports = []
     for path in tqdm(paths, desc="bags", disable=quiet or len(paths) < 2):
         exports.append(
-            export_attention(model, read_bag(path), out_dir, branch=branch, write_csv=not no_csv,
-                             chunk_size=chunk_size, model_name=checkpoint.name,
-                             extra_provenance={"checkpoint": str(checkpoint)})
+            export_attention(
+                model,
+                read_bag(path),
+                out_dir,
+                branch=branch,
+                write_csv=not no_csv,
+                chunk_size=chunk_size,
+                model_name=checkpoint.name,
+                extra_provenance={"checkpoint": str(checkpoint)},
+            )
         )
     record = provenance(method="mil-attention", model=checkpoint, model_name=checkpoint.name)
     summary = write_predictions_csv(exports, Path(out_dir) / "predictions.csv", record)

@@ -30,6 +30,15 @@ SHAPES_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 _MIN_SIZE = 32
 
+# polygon start angle (image coordinates, y down) that draws each shape upright
+_UPRIGHT: dict[str, float] = {
+    "circle": 0.0,
+    "square": np.pi / 4,
+    "triangle": -np.pi / 2,
+    "cross": 0.0,
+    "star": -np.pi / 2,
+}
+
 
 def make_shapes(
     n: int,
@@ -70,18 +79,16 @@ def make_shape_sample(
     image = _texture(rng, size, base_colour)
     _draw_clutter(rng, image, size)
     mask = _target_mask(rng, classes[label], size)
-    colour = _contrasting_colour(rng, base_colour)
-    shade = rng.uniform(0.92, 1.08, size=(size, size, 1))  # a little lighting variation on the target
-    target = np.clip(colour[None, None, :] * shade, 0, 255)
-    image[mask] = target[mask]
+    image[mask] = _contrasting_colour(rng, base_colour)
     return image.round().clip(0, 255).astype(np.uint8), label, mask
 
 
 class ShapesDataset(Dataset):
-    """A torch Dataset over `make_shapes` samples, normalised for the bundled model.
+    """A torch Dataset over `make_shapes` samples, normalised for a model.
 
-    Items are ``(image float32 (3,H,W) normalised with SHAPES_MEAN/STD, label, mask bool (H,W))``.
-    The whole set is generated once on construction (it is small), so iteration is cheap.
+    Items are ``(image float32 (3,H,W) normalised with mean/std — by default the bundled model's
+    SHAPES_MEAN/STD —, label, mask bool (H,W))``. The whole set is generated once on construction
+    (it is small), so iteration is cheap; ``images``, ``labels`` and ``masks`` hold it all.
     """
 
     def __init__(
@@ -91,10 +98,12 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         classes: Sequence[str] = SHAPE_CLASSES,
         start: int = 0,
+        mean: Sequence[float] = SHAPES_MEAN,
+        std: Sequence[float] = SHAPES_STD,
     ) -> None:
         self.classes = tuple(_check_classes(classes))
         self.images_uint8, labels, masks = make_shapes(n, size, seed, self.classes, start)
-        self.images = to_model_input(self.images_uint8)
+        self.images = to_model_input(self.images_uint8, mean, std)
         self.labels = torch.from_numpy(labels)
         self.masks = torch.from_numpy(masks)
 
@@ -105,12 +114,16 @@ class ShapesDataset(Dataset):
         return self.images[item], int(self.labels[item]), self.masks[item]
 
 
-def to_model_input(images_uint8: np.ndarray) -> torch.Tensor:
-    """uint8 (n,H,W,3) → float32 (n,3,H,W) normalised with SHAPES_MEAN / SHAPES_STD."""
+def to_model_input(
+    images_uint8: np.ndarray, mean: Sequence[float] = SHAPES_MEAN, std: Sequence[float] = SHAPES_STD
+) -> torch.Tensor:
+    """uint8 (n,H,W,3) → float32 (n,3,H,W): scaled to [0, 1], then (x - mean) / std per channel."""
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise InputError(f"mean and std need three values with std > 0, got {tuple(mean)}, {tuple(std)}")
     pixels = torch.from_numpy(np.ascontiguousarray(images_uint8)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(SHAPES_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(SHAPES_STD).view(1, 3, 1, 1)
-    return ((pixels - mean) / std).contiguous()
+    mean_t = torch.tensor(tuple(mean), dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(tuple(std), dtype=torch.float32).view(1, 3, 1, 1)
+    return ((pixels - mean_t) / std_t).contiguous()
 
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
@@ -156,20 +169,22 @@ def _draw_clutter(rng: np.random.Generator, image: np.ndarray, size: int) -> Non
 
 
 def _contrasting_colour(rng: np.random.Generator, base_colour: np.ndarray) -> np.ndarray:
-    """A colour at least 80 grey levels away from the background in some channel."""
-    for _ in range(100):
-        colour = rng.uniform(0, 255, size=3)
-        if np.abs(colour - base_colour).max() >= 80:
-            return colour
-    return np.where(base_colour > 127, 10.0, 245.0)
+    """A tinted colour clearly lighter or darker than the background (by 70–150 grey levels per channel)."""
+    lighter = base_colour.mean() < 127.5 if rng.random() < 0.8 else base_colour.mean() >= 127.5
+    offset = rng.uniform(70, 150, size=3)
+    return np.clip(base_colour + (offset if lighter else -offset), 0, 255)
 
 
 def _target_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
-    """Filled target of the given shape: random radius (12–21% of the side), rotation and position."""
-    radius = rng.uniform(0.12, 0.21) * size
-    margin = radius + 2
+    """Filled target of the given shape: random radius (13–22% of the side), position and a tilt.
+
+    Shapes are drawn upright (square and cross axis-aligned, triangle and star with a vertex up)
+    give or take 20°, so that a square and a circle differ clearly at this small scale.
+    """
+    radius = rng.uniform(0.13, 0.22) * size
+    margin = radius * 1.15 + 2
     cx, cy = rng.uniform(margin, size - margin, size=2)
-    rotation = rng.uniform(0, 2 * np.pi)
+    rotation = _UPRIGHT[shape] + np.deg2rad(rng.uniform(-20, 20))
     canvas = np.zeros((size, size), dtype=np.uint8)
     if shape == "circle":
         _fill(canvas, _polygon(cx, cy, radius, 48, rotation))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -24,17 +25,28 @@ from attnmap.data.shapes import SHAPE_CLASSES, ShapesDataset
 from attnmap.data.shapes_model import SHAPES_VIT_CONFIG, WEIGHTS_PATH, build_shapes_vit
 from attnmap.errors import InputError
 
+# The recipe of the bundled weights (`attnmap train-shapes` defaults).
+RECIPE: dict[str, Any] = {
+    "epochs": 8,
+    "n_train": 8000,
+    "n_val": 1000,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "warmup_steps": 60,
+}
+
 
 def train_shapes_vit(
     out_path: str | Path = WEIGHTS_PATH,
     seed: int = 0,
-    epochs: int = 14,
-    n_train: int = 8000,
-    n_val: int = 1000,
-    batch_size: int = 128,
-    lr: float = 1.5e-3,
-    weight_decay: float = 0.05,
-    warmup_epochs: float = 1.0,
+    epochs: int = RECIPE["epochs"],
+    n_train: int = RECIPE["n_train"],
+    n_val: int = RECIPE["n_val"],
+    batch_size: int = RECIPE["batch_size"],
+    lr: float = RECIPE["lr"],
+    weight_decay: float = RECIPE["weight_decay"],
+    warmup_steps: int = RECIPE["warmup_steps"],
     threads: int = 2,
     command: str | None = None,
     progress: bool = True,
@@ -55,6 +67,7 @@ def train_shapes_vit(
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     started = time.perf_counter()
+    cpu_started = time.process_time()
 
     train = ShapesDataset(n_train, seed=seed)
     held_out = ShapesDataset(n_val, seed=seed, start=n_train)
@@ -62,7 +75,7 @@ def train_shapes_vit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = n_train // batch_size
     total_steps = epochs * steps_per_epoch
-    warmup_steps = max(1, int(warmup_epochs * steps_per_epoch))
+    warmup_steps = max(1, warmup_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _warmup_cosine(step, warmup_steps, total_steps)
     )
@@ -75,7 +88,7 @@ def train_shapes_vit(
         for step in range(steps_per_epoch):
             batch = order[step * batch_size : (step + 1) * batch_size]
             images = _augment(train.images[batch], generator)
-            loss = F.cross_entropy(model(images), train.labels[batch], label_smoothing=0.05)
+            loss = F.cross_entropy(model(images), train.labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -84,6 +97,7 @@ def train_shapes_vit(
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     bar.close()
     train_seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
 
     accuracy = held_out_accuracy(model, held_out)
     record: dict[str, Any] = {
@@ -97,14 +111,15 @@ def train_shapes_vit(
             "n_train": n_train,
             "batch_size": batch_size,
             "optimizer": f"AdamW(lr={lr}, weight_decay={weight_decay})",
-            "schedule": f"linear warmup {warmup_epochs} epoch, cosine to 0",
-            "augmentation": "random horizontal/vertical flips and quarter turns",
-            "label_smoothing": 0.05,
+            "schedule": f"linear warmup {warmup_steps} steps, cosine to 0",
+            "augmentation": "per batch: a random quarter turn and a random horizontal flip",
             "threads": threads,
         },
         "held_out": {"samples": f"make_shapes(seed={seed}) indices {n_train}..{n_train + n_val - 1}",
                      "accuracy": accuracy},
         "train_wall_seconds": round(train_seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
+        "cpu_load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
     }
     _save(model, out_path, record)

@@ -33,29 +33,25 @@ def _integral_at(integral: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarr
     return top * (1 - fy) + bottom * fy
 
 
-def patch_mask_fractions(
-    coords: np.ndarray, patch_size: float, mask: np.ndarray, mask_downsample: float
-) -> np.ndarray:
-    """Fraction (0–1) of each square level-0 patch footprint covered by the mask.
+def patch_means(coords: np.ndarray, patch_size: float, values: np.ndarray, downsample: float) -> np.ndarray:
+    """Mean of a 2-D value map over each square level-0 patch footprint (exact area weighting).
 
     ``coords`` are level-0 top-left [x, y] (N×2, CLAM's h5 ``coords``), ``patch_size`` the footprint
-    side in level-0 pixels, ``mask`` a 2-D array (non-zero = inside) covering the slide at
-    ``mask_downsample``. Parts of a footprint beyond the mask count as outside.
+    side in level-0 pixels, ``values`` a map covering the slide at ``downsample``. Parts of a
+    footprint beyond the map count as 0.
     """
     coords = np.asarray(coords, dtype=np.float64)
-    mask = np.asarray(mask)
+    values = np.asarray(values)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise InputError(f"coords must be an N×2 array of level-0 [x, y], got shape {coords.shape}")
-    if mask.ndim != 2 or mask.size == 0:
-        raise InputError(f"mask must be a non-empty 2-D array, got shape {mask.shape}")
-    if not patch_size > 0 or not mask_downsample > 0:
-        raise InputError(
-            f"patch_size and mask_downsample must be positive, got {patch_size}, {mask_downsample}"
-        )
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.float64)
-    integral[1:, 1:] = np.cumsum(np.cumsum(mask != 0, axis=0, dtype=np.float64), axis=1)
-    x0, y0 = coords[:, 0] / mask_downsample, coords[:, 1] / mask_downsample
-    side = patch_size / mask_downsample
+    if values.ndim != 2 or values.size == 0:
+        raise InputError(f"the mask / value map must be a non-empty 2-D array, got shape {values.shape}")
+    if not patch_size > 0 or not downsample > 0:
+        raise InputError(f"patch_size and the downsample must be positive, got {patch_size}, {downsample}")
+    integral = np.zeros((values.shape[0] + 1, values.shape[1] + 1), np.float64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(values, axis=0, dtype=np.float64), axis=1)
+    x0, y0 = coords[:, 0] / downsample, coords[:, 1] / downsample
+    side = patch_size / downsample
     x1, y1 = x0 + side, y0 + side
     area = (
         _integral_at(integral, x1, y1)
@@ -63,7 +59,15 @@ def patch_mask_fractions(
         - _integral_at(integral, x1, y0)
         + _integral_at(integral, x0, y0)
     )
-    return np.clip(area / (side * side), 0.0, 1.0)
+    return area / (side * side)
+
+
+def patch_mask_fractions(
+    coords: np.ndarray, patch_size: float, mask: np.ndarray, mask_downsample: float
+) -> np.ndarray:
+    """Fraction (0–1) of each square level-0 patch footprint covered by the mask (non-zero pixels)."""
+    mask = np.asarray(mask)
+    return np.clip(patch_means(coords, patch_size, mask != 0, mask_downsample), 0.0, 1.0)
 
 
 def patch_labels_from_mask(

@@ -30,23 +30,42 @@ resumes an interrupted fold and skips finished ones. `train_mil` returns the met
 
 from attnmap.mil.abmil import ABMIL
 from attnmap.mil.attention import AttentionNet, GatedAttentionNet
+from attnmap.mil.bags import Bag, find_bag, list_bags, read_bag, write_h5_bag
 from attnmap.mil.base import AttentionMILBase, MILOutput
 from attnmap.mil.checkpoint import load_clam, load_mil, read_state_dict
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
+from attnmap.mil.export import AttentionExport, export_attention, write_predictions_csv
+from attnmap.mil.metrics import classification_metrics, roc_auc
 from attnmap.mil.scores import BagAttention, attention_scores, infer_bag
+from attnmap.mil.splits import make_folds, read_labels
+from attnmap.mil.train import TrainConfig, train_mil
 
 __all__ = [
     "ABMIL",
     "CLAM_MB",
     "CLAM_SB",
+    "AttentionExport",
     "AttentionMILBase",
     "AttentionNet",
+    "Bag",
     "BagAttention",
     "GatedAttentionNet",
     "MILOutput",
+    "TrainConfig",
     "attention_scores",
+    "classification_metrics",
+    "export_attention",
+    "find_bag",
     "infer_bag",
+    "list_bags",
     "load_clam",
     "load_mil",
+    "make_folds",
+    "read_bag",
+    "read_labels",
     "read_state_dict",
+    "roc_auc",
+    "train_mil",
+    "write_h5_bag",
+    "write_predictions_csv",
 ]

@@ -10,9 +10,10 @@ Parameter names match CLAM's checkpoints (``attention_net.0``, ``attention_net.3
   classifier, the k most attended patches are pseudo-labelled 1 and the k least attended 0; with
   ``subtyping`` every other class's classifier also learns that its top-k patches are 0. The loss is
   the sum of the evaluated branches' mean cross-entropies (divided by C when subtyping).
-- Small bags: CLAM's reference crashes when a bag has fewer than ``k_sample`` patches. Here
-  k = min(k_sample, max(1, N // 2)), so the top and bottom sets stay disjoint whenever N >= 2; a
-  one-patch bag uses that patch for both. Bags with N >= 2·k_sample are unaffected.
+- Small bags: CLAM's reference crashes (``topk``) when a bag has fewer than ``k_sample`` patches.
+  Bags with N >= k_sample behave exactly as the reference (for N < 2·k_sample its top and bottom
+  sets overlap, as there). Below that, k shrinks to max(1, N // 2): the top and bottom halves stay
+  disjoint, so no patch gets both pseudo-labels (a one-patch bag uses its patch for both).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ CLAM_SIZES: dict[str, tuple[int, int]] = {"small": (512, 256), "big": (512, 384)
 
 def effective_k(k_sample: int, n_patches: int) -> int:
     """The number of top / bottom patches used for instance clustering in a bag of n_patches."""
-    return min(k_sample, max(1, n_patches // 2))
+    return k_sample if n_patches >= k_sample else max(1, n_patches // 2)
 
 
 class _CLAMBase(AttentionMILBase):

@@ -63,7 +63,11 @@ def export_attention(
     import h5py
 
     if isinstance(bag, Bag):
-        features, coords, slide_id = bag.features, bag.coords if coords is None else coords, slide_id or bag.slide_id
+        features, coords, slide_id = (
+            bag.features,
+            bag.coords if coords is None else coords,
+            slide_id or bag.slide_id,
+        )
     else:
         features = bag
     if not slide_id:
@@ -97,9 +101,9 @@ def export_attention(
         handle.create_dataset("attention_scores", data=all_raw[:, chosen : chosen + 1])
         handle.create_dataset("logits", data=result.logits.astype(np.float32))
         handle.create_dataset("probabilities", data=result.probs.astype(np.float32))
-        attributes = {**record, "prediction": result.prediction, "branch": chosen, "n_patches": n_patches}
-        for key, value in attributes.items():  # each key once: h5py cannot overwrite a str attribute in place
-            handle.attrs[key] = value
+        for key, value in record.items():
+            handle.attrs[key] = str(value)  # plain str: h5py rejects str subclasses such as TorchVersion
+        handle.attrs.update({"prediction": result.prediction, "branch": chosen, "n_patches": n_patches})
     csv_path = None
     if write_csv:
         csv_path = out_dir / f"{slide_id}_attention.csv"
@@ -146,10 +150,14 @@ def write_predictions_csv(
     n_classes = max((len(item.result.probs) for item in exports), default=0)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["slide_id", "prediction", "branch", "n_patches"] + [f"p_{c}" for c in range(n_classes)])
+        writer.writerow(
+            ["slide_id", "prediction", "branch", "n_patches"] + [f"p_{c}" for c in range(n_classes)]
+        )
         for item in exports:
             probs = [f"{value:.8g}" for value in item.result.probs]
-            writer.writerow([item.slide_id, item.result.prediction, item.branch, item.result.raw.shape[1], *probs])
+            writer.writerow(
+                [item.slide_id, item.result.prediction, item.branch, item.result.raw.shape[1], *probs]
+            )
     if record is not None:
         _write_sidecar(path, record)
     return path

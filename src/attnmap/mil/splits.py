@@ -95,7 +95,9 @@ def make_folds(cohort: Cohort, folds: int, seed: int = 1, val_fraction: float = 
     if folds < 2:
         raise InputError(f"k-fold needs at least 2 folds, got {folds}")
     if folds > len(case_slides):
-        raise InputError(f"{folds} folds but only {len(case_slides)} cases: use at most {len(case_slides)} folds")
+        raise InputError(
+            f"{folds} folds but only {len(case_slides)} cases: use at most {len(case_slides)} folds"
+        )
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
@@ -131,7 +133,9 @@ def _pick_validation(case_label: dict[str, int], fraction: float, rng: np.random
         count = round(fraction * len(cases))
         if count == 0 and len(cases) >= 2:
             count = 1
-        chosen.update(rng.choice(np.array(cases, dtype=object), size=min(count, len(cases) - 1), replace=False))
+        chosen.update(
+            rng.choice(np.array(cases, dtype=object), size=min(count, len(cases) - 1), replace=False)
+        )
     return chosen
 
 
@@ -139,7 +143,8 @@ def write_splits(path: str | Path, cohort: Cohort, splits: Sequence[Split]) -> P
     """A CSV with one row per slide and one ``fold_<i>`` column holding train / val / test."""
     path = Path(path)
     membership = [
-        {slide: name for name in ("train", "val", "test") for slide in getattr(split, name)} for split in splits
+        {slide: name for name in ("train", "val", "test") for slide in getattr(split, name)}
+        for split in splits
     ]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)

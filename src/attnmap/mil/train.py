@@ -86,11 +86,18 @@ class BagStore:
     def __init__(self, features_dir: Path, slide_ids: list[str], budget_bytes: float):
         self.paths = {slide: find_bag(features_dir, slide) for slide in slide_ids}
         self.budget, self.used, self.cache = budget_bytes, 0, {}
+        self.embed_dim: int | None = None
 
     def features(self, slide_id: str) -> torch.Tensor:
         if slide_id in self.cache:
             return self.cache[slide_id]
         features = read_bag(self.paths[slide_id]).features
+        self.embed_dim = self.embed_dim or int(features.shape[1])
+        if features.shape[1] != self.embed_dim:
+            raise InputError(
+                f"{self.paths[slide_id]}: {features.shape[1]} features per patch; other bags have "
+                f"{self.embed_dim}"
+            )
         size = features.numel() * features.element_size()
         if self.used + size <= self.budget:
             self.cache[slide_id], self.used = features, self.used + size
@@ -113,7 +120,9 @@ def build_model(config: TrainConfig, embed_dim: int, n_classes: int) -> Attentio
     )
 
 
-def _epoch_order(labels: list[int], n_classes: int, weighted: bool, seed: int, fold: int, epoch: int) -> np.ndarray:
+def _epoch_order(
+    labels: list[int], n_classes: int, weighted: bool, seed: int, fold: int, epoch: int
+) -> np.ndarray:
     rng = np.random.default_rng([seed, fold, epoch])
     if not weighted:
         return rng.permutation(len(labels))
@@ -141,7 +150,9 @@ def _train_epoch(model, optimizer, store, slides, labels, order, config, progres
     return bag_total / len(order), instance_total / len(order)
 
 
-def evaluate(model: AttentionMILBase, store: BagStore, slides: list[str], labels: list[int]) -> tuple[float, dict]:
+def evaluate(
+    model: AttentionMILBase, store: BagStore, slides: list[str], labels: list[int]
+) -> tuple[float, dict]:
     """Mean bag cross-entropy and `classification_metrics` on a set of slides."""
     if not slides:
         return math.nan, {}
@@ -198,7 +209,14 @@ def train_fold(
         optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "best_weights": None, "log": []}
+    state = {
+        "epoch": 0,
+        "best_loss": math.inf,
+        "best_epoch": -1,
+        "bad_epochs": 0,
+        "best_weights": None,
+        "log": [],
+    }
     resume = fold_dir / "resume.pt"
     if resume.is_file():
         saved = torch.load(resume, map_location="cpu", weights_only=True)
@@ -207,22 +225,41 @@ def train_fold(
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
     epochs = tqdm(
-        range(state["epoch"], config.max_epochs), desc=f"fold {split.fold}", initial=state["epoch"],
-        total=config.max_epochs, disable=not progress,
+        range(state["epoch"], config.max_epochs),
+        desc=f"fold {split.fold}",
+        initial=state["epoch"],
+        total=config.max_epochs,
+        disable=not progress,
     )
     for epoch in epochs:
-        order = _epoch_order(train_labels, cohort.n_classes, config.weighted_sample, config.seed, split.fold, epoch)
-        bag_loss, instance_loss = _train_epoch(model, optimizer, store, split.train, train_labels, order, config, progress)
+        order = _epoch_order(
+            train_labels, cohort.n_classes, config.weighted_sample, config.seed, split.fold, epoch
+        )
+        bag_loss, instance_loss = _train_epoch(
+            model, optimizer, store, split.train, train_labels, order, config, progress
+        )
         val_loss, val_metrics = evaluate(model, store, split.val, [label_of[s] for s in split.val])
         monitored = val_loss if split.val else bag_loss
         stop = _update_early_stopping(state, model, monitored, epoch, config)
-        row = {"epoch": epoch, "train_bag_loss": bag_loss, "train_instance_loss": instance_loss,
-               "val_loss": val_loss, "val_auc": val_metrics.get("auc", math.nan),
-               "val_accuracy": val_metrics.get("accuracy", math.nan)}
+        row = {
+            "epoch": epoch,
+            "train_bag_loss": bag_loss,
+            "train_instance_loss": instance_loss,
+            "val_loss": val_loss,
+            "val_auc": val_metrics.get("auc", math.nan),
+            "val_accuracy": val_metrics.get("accuracy", math.nan),
+        }
         state["log"].append(row)
         state["epoch"] = epoch + 1
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "state": state}, resume)
+        _save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "state": state,
+            },
+            resume,
+        )
         _write_log(fold_dir / "log.csv", state["log"])
         epochs.set_postfix(train=f"{bag_loss:.3f}", val=f"{val_loss:.3f}")
         if on_epoch is not None:
@@ -289,16 +326,29 @@ def train_mil(
     write_splits(out_dir / "splits.csv", cohort, splits)
     rows: list[dict[str, object]] = []
     for split in splits:
-        results = train_fold(split, cohort, store, out_dir / f"fold_{split.fold}", config, embed_dim,
-                             progress=progress, on_epoch=on_epoch)
+        results = train_fold(
+            split,
+            cohort,
+            store,
+            out_dir / f"fold_{split.fold}",
+            config,
+            embed_dim,
+            progress=progress,
+            on_epoch=on_epoch,
+        )
         for name in ("val", "test"):
             if results[name].get("n"):
                 rows.append({"fold": split.fold, "split": name, **results[name]})
     tests = [row for row in rows if row["split"] == "test"]
     if tests:
         keys = [key for key in tests[0] if key not in ("fold", "split")]
-        rows.append({"fold": "mean", "split": "test",
-                     **{key: float(np.nanmean([float(r.get(key, math.nan)) for r in tests])) for key in keys}})
+        rows.append(
+            {
+                "fold": "mean",
+                "split": "test",
+                **{key: float(np.nanmean([float(r.get(key, math.nan)) for r in tests])) for key in keys},
+            }
+        )
     _write_metrics(out_dir / "metrics.csv", rows)
     if verbose:
         print(format_metrics(rows, cohort.class_names))

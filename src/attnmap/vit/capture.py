@@ -16,7 +16,7 @@ not change it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -31,7 +31,8 @@ from attnmap.vit.adapters import QueryRow, ViTAdapter, adapter_for
 class Captured:
     """What one forward pass recorded.
 
-    ``attentions[l]`` is block l's attention (B, H, N, N) with N = num_prefix_tokens + gh·gw.
+    ``attentions[l]`` is block l's attention (B, H, N, N) with N = num_prefix_tokens + gh·gw (or
+    what the capture's ``reduce`` made of it).
     ``query_row`` says which row of A stands for "what the classifier looks at": ``"cls"`` (token 0,
     for models that classify from the class token) or ``"patch_mean"`` (the mean of the patch rows,
     for models pooling the patch tokens, e.g. timm ``global_pool="avg"``/``class_token=False``).
@@ -86,21 +87,40 @@ def resolve_layers(layers: int | Iterable[int] | None, num_blocks: int) -> list[
     return sorted(resolved)
 
 
+class _Sink(dict):
+    """The dict the adapters write into; applies ``reduce`` to each attention on the way in."""
+
+    def __init__(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        super().__init__()
+        self.reduce = reduce
+
+    def __setitem__(self, index: int, attention: torch.Tensor) -> None:
+        super().__setitem__(index, attention if self.reduce is None else self.reduce(attention))
+
+
 class AttentionCapture:
     """Context manager recording attention of ``layers`` (default: all blocks) of ``model``.
 
     ``with_grad=True`` keeps the attention in an autograd graph (the forward then runs with grad
     enabled even inside ``torch.no_grad()``); otherwise the forward runs under ``no_grad``.
+    ``reduce`` (no-grad only) is applied to each block's attention as soon as it is computed, e.g.
+    a head mean: then only the reduced (B, N, N) maps stay in memory, not L × (B, H, N, N).
     """
 
     def __init__(
-        self, model: nn.Module, layers: int | Iterable[int] | None = None, with_grad: bool = False
+        self,
+        model: nn.Module,
+        layers: int | Iterable[int] | None = None,
+        with_grad: bool = False,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        if reduce is not None and with_grad:
+            raise ValueError("reduce cannot be combined with with_grad: gradients need the attention itself")
         self.adapter: ViTAdapter = adapter_for(model)
         self.layers = resolve_layers(layers, self.adapter.num_blocks)
         self.with_grad = with_grad
         self._stack: ExitStack | None = None
-        self._sink: dict[int, torch.Tensor] = {}
+        self._sink: dict[int, torch.Tensor] = _Sink(reduce)
 
     def __enter__(self) -> AttentionCapture:
         stack = ExitStack()
@@ -152,9 +172,10 @@ def capture(
     images: torch.Tensor,
     layers: int | Sequence[int] | None = None,
     with_grad: bool = False,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Captured:
     """One forward pass of ``model`` on ``images`` recording attention (see `AttentionCapture`)."""
-    with AttentionCapture(model, layers=layers, with_grad=with_grad) as recorder:
+    with AttentionCapture(model, layers=layers, with_grad=with_grad, reduce=reduce) as recorder:
         return recorder.forward(images)
 
 

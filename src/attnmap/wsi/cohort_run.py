@@ -1,4 +1,4 @@
-"""`attnmap wsi run CONFIG`: every slide of the list through `run_slide`, in parallel, then one predictions CSV.
+"""`attnmap wsi run CONFIG`: every listed slide through `run_slide` in parallel, then a predictions CSV.
 
 The slides go through `attnmap.cohort.run_tasks` (dask.distributed, 1 or N workers, or an existing
 cluster); a slide that fails is recorded in ``run_report.json`` and the others go on. The
@@ -37,8 +37,12 @@ def run_cohort(
     out_dir = Path(config.run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)  # no task runs yet, so every temporary file is a leftover
-    record = provenance(method="attnmap wsi run", parameters=config.to_dict(), model=config.model.checkpoint,
-                        model_name=Path(config.model.checkpoint).name)
+    record = provenance(
+        method="attnmap wsi run",
+        parameters=config.to_dict(),
+        model=config.model.checkpoint,
+        model_name=Path(config.model.checkpoint).name,
+    )
     report = run_tasks(
         functools.partial(run_slide_item, config=config),
         entries,
@@ -67,7 +71,11 @@ def write_predictions(config: PipelineConfig, entries: list[SlideEntry]) -> Path
             n_classes = max(n_classes, len(row["probabilities"]))
     header = PREDICTION_COLUMNS + [f"p_{index}" for index in range(n_classes)]
     rows = [[row[column] for column in PREDICTION_COLUMNS] + list(row["probabilities"]) for row in rows_json]
-    record = provenance(method="clam_prediction", parameters=config.stage_parameters("model", "features"),
-                        model_name=Path(config.model.checkpoint).name,
-                        model_sha256=model_checksum(config.model.checkpoint), n_slides=len(rows))
+    record = provenance(
+        method="clam_prediction",
+        parameters=config.stage_parameters("model", "features"),
+        model_name=Path(config.model.checkpoint).name,
+        model_sha256=model_checksum(config.model.checkpoint),
+        n_slides=len(rows),
+    )
     return write_csv_atomic(out_dir / "predictions.csv", header, rows, provenance=record)

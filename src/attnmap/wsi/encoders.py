@@ -90,7 +90,9 @@ class PatchTransform:
             raise InputError(f"a patch must be H×W×3 RGB, got shape {array.shape}")
         image = Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8, copy=False))
         if image.size != (self.size, self.size):
-            resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+            resample = (
+                Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+            )
             image = image.resize((self.size, self.size), resample)
         tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
@@ -146,18 +148,20 @@ def load_encoder(
             model: nn.Module = TruncatedResNet50()
             transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
         elif name.startswith("timm:"):
-            model, transform = _timm_encoder(name[len("timm:"):], input_size)
+            model, transform = _timm_encoder(name[len("timm:") :], input_size)
         elif Path(name).is_file():
             if checkpoint is not None:
                 raise InputError("give either an encoder file or a checkpoint for a named encoder, not both")
             return _encoder_from_file(Path(name), device=device, seed=seed, input_size=input_size)
         else:
             raise InputError(
-                f"unknown encoder {name!r}: use one of {', '.join(PRESETS + tuple(_REGISTRY))}, 'timm:MODEL_NAME' or the path of "
-                "an existing encoder file"
+                f"unknown encoder {name!r}: use one of {', '.join(PRESETS + tuple(_REGISTRY))}, "
+                "'timm:MODEL_NAME' or the path of an existing encoder file"
             )
     if checkpoint is None:
-        logger.warning("encoder %s has random (seeded) weights: give a checkpoint for meaningful features", name)
+        logger.warning(
+            "encoder %s has random (seeded) weights: give a checkpoint for meaningful features", name
+        )
     else:
         load_weights(model, checkpoint)
     return _finish(model, transform, device)
@@ -174,11 +178,15 @@ def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, P
         raise InputError(f"timm has no model named {model_name!r}") from error
     config = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(config["input_size"][-1])
-    transform = PatchTransform(size, config["mean"], config["std"], str(config.get("interpolation", "bilinear")))
+    transform = PatchTransform(
+        size, config["mean"], config["std"], str(config.get("interpolation", "bilinear"))
+    )
     return model, transform
 
 
-def _encoder_from_file(path: Path, *, device: str | torch.device, seed: int, input_size: int | None) -> Encoder:
+def _encoder_from_file(
+    path: Path, *, device: str | torch.device, seed: int, input_size: int | None
+) -> Encoder:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still the format

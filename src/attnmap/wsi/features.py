@@ -52,7 +52,9 @@ class PatchDataset(torch.utils.data.Dataset):
     boundaries, so each loader worker opens its own on first use.
     """
 
-    def __init__(self, slide_path: str | Path, coords: np.ndarray, patch_size: int, level: int, transform: Any):
+    def __init__(
+        self, slide_path: str | Path, coords: np.ndarray, patch_size: int, level: int, transform: Any
+    ):
         self.slide_path = str(slide_path)
         self.coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
         self.patch_size = int(patch_size)
@@ -78,7 +80,7 @@ class PatchDataset(torch.utils.data.Dataset):
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """"auto"/None → CUDA when available, else CPU; anything else as given (checked)."""
+    """ "auto"/None → CUDA when available, else CPU; anything else as given (checked)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -86,7 +88,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except RuntimeError as error:
         raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available (use --device cpu or auto)")
+        raise InputError(
+            "device 'cuda' was asked for but no CUDA GPU is available (use --device cpu or auto)"
+        )
     return resolved
 
 
@@ -184,7 +188,9 @@ def load_features(path_h5: str | Path) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(handle["features"], dtype=np.float32), np.asarray(handle["coords"], dtype=np.int64)
 
 
-def features_complete(path_h5: str | Path, n_patches: int | None = None, feature_dim: int | None = None) -> bool:
+def features_complete(
+    path_h5: str | Path, n_patches: int | None = None, feature_dim: int | None = None
+) -> bool:
     """Whether ``path_h5`` is a readable features file (with ``n_patches`` rows of ``feature_dim``)."""
     import h5py
 

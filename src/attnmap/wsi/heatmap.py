@@ -17,7 +17,7 @@ import numpy as np
 from attnmap.errors import InputError
 from attnmap.wsi.heatmap_scores import ColorTable, draw_threshold, prepare_values
 from attnmap.wsi.slide import Slide
-from attnmap.wsi.tissue import Tissue, rasterize_tissue
+from attnmap.wsi.tissue import ScaledTissue, Tissue
 
 INDEX_CELL = 256
 
@@ -56,8 +56,8 @@ def validate_inputs(slide: Slide, coords: np.ndarray, scores: np.ndarray) -> tup
 
 
 def resolve_vis_level(slide: Slide, vis_level: int) -> int:
-    """The level a heatmap is drawn at: ``vis_level``, or for −1 the best level for downsample 32."""
-    return slide.get_best_level_for_downsample(32) if vis_level == -1 else slide.check_level(vis_level)
+    """The level a heatmap is drawn at: ``vis_level``, or if negative the best level for downsample 32."""
+    return slide.get_best_level_for_downsample(32) if vis_level < 0 else slide.check_level(vis_level)
 
 
 class HeatmapRenderer:
@@ -129,6 +129,8 @@ class HeatmapRenderer:
         self.patch = np.ceil(np.array([patch_size, patch_size]) * scale).astype(np.int64)
         self.corners = np.ceil(coords * scale).astype(np.int64)
         self.tissue = tissue
+        if tissue is not None:
+            self.tissue_canvas = ScaledTissue(tissue.contours, (float(scale[0]), float(scale[1])))
         self.colors = ColorTable(cmap)
         self.alpha = float(alpha)
         self.blank_canvas = blank_canvas
@@ -187,7 +189,7 @@ class HeatmapRenderer:
         wx1, wy1 = min(self.size[0], x0 + width + halo[0]), min(self.size[1], y0 + height + halo[1])
         ww, wh = wx1 - wx0, wy1 - wy0
         overlay = np.zeros((wh, ww), dtype=np.float64)
-        counter = np.zeros((wh, ww), dtype=np.int64)
+        counter = np.zeros((wh, ww), dtype=np.int32)
         drawn = np.zeros((wh, ww), dtype=bool)
         pw, ph = int(self.patch[0]), int(self.patch[1])
         for index in self.patches_in(wx0, wy0, wx1, wy1):
@@ -196,23 +198,21 @@ class HeatmapRenderer:
             if self.drawn[index]:
                 overlay[rows, cols] += 1.0 if self.binarize else self.values[index]
                 drawn[rows, cols] = True
-            else:
-                overlay[rows, cols] += 0.0
-            counter[rows, cols] += 1
-        covered = counter > 0
-        averaged = overlay[covered] / counter[covered]
-        overlay[covered] = np.around(averaged) if self.binarize else averaged
+            counter[rows, cols] += 1  # a patch below the threshold adds 0 to the overlay but counts
+        np.divide(overlay, counter, out=overlay, where=counter > 0)
+        if self.binarize:
+            np.around(overlay, out=overlay)
         if self.blur_kernel is not None:
             overlay = cv2.GaussianBlur(overlay, self.blur_kernel, 0)
         if self.tissue is not None:
             origin = (self.mask_origin[0] + wx0, self.mask_origin[1] + wy0)
-            scale = (1.0 / self.scale_xy[0], 1.0 / self.scale_xy[1])
             left, top = self.mask_origin
             bounds = (left, top, left + self.size[0], top + self.size[1])
-            drawn &= rasterize_tissue(self.tissue.contours, scale, origin, (ww, wh), bounds=bounds)
+            drawn &= self.tissue_canvas.window(origin, (ww, wh), bounds=bounds)
         canvas = self.read_canvas(wx0, wy0, ww, wh)
         colored = canvas.copy()
-        colored[drawn] = self.colors(overlay[drawn])
+        if drawn.any():
+            np.copyto(colored, self.colors(overlay), where=drawn[:, :, None])
         if self.blur_kernel is not None:
             colored = cv2.GaussianBlur(colored, self.blur_kernel, 0)
         blended = colored

@@ -8,7 +8,10 @@ Reduced pages are re-rendered directly at their own scale (each costs a quarter 
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,22 +47,41 @@ def plan_pyramid(slide: Slide, level: int, tile: int, max_pages: int | None = No
     return pages
 
 
+def strip_windows(size: tuple[int, int], tile: int) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, width, height) windows covering the canvas strip by strip (one tile high), row-major."""
+    width, height = size
+    window = max(tile, WINDOW_WIDTH // tile * tile)
+    return [(x0, y0, min(window, width - x0), min(tile, height - y0))
+            for y0 in range(0, height, tile) for x0 in range(0, width, window)]
+
+
 def iter_tiles(renderer: HeatmapRenderer, tile: int = 256, progress: bool = False,
-               description: str = "heatmap tiles") -> Iterator[np.ndarray]:
+               description: str = "heatmap tiles", workers: int | None = None) -> Iterator[np.ndarray]:
     """Yield the renderer's canvas as ``tile``×``tile`` RGB tiles, row-major (edge tiles cropped).
 
-    Each strip of tiles is rendered in windows up to `WINDOW_WIDTH` wide, so memory is bounded
-    by one window plus its blur halo, whatever the canvas size.
+    Strips are rendered in windows up to `WINDOW_WIDTH` wide by ``workers`` threads (NumPy and
+    OpenCV release the GIL), at most ``workers + 1`` windows ahead, so memory stays bounded by a
+    few windows plus their blur halos, whatever the canvas size.
     """
     if tile < 16 or tile % 16:
         raise InputError(f"TIFF tile size must be a positive multiple of 16, got {tile}")
-    width, height = renderer.size
-    window = max(tile, WINDOW_WIDTH // tile * tile)
-    n_rows = -(-height // tile)
-    for y0 in tqdm(range(0, height, tile), total=n_rows, desc=description, unit="row", disable=not progress):
-        strip_height = min(tile, height - y0)
-        for wx0 in range(0, width, window):
-            pixels = renderer.render_window(wx0, y0, min(window, width - wx0), strip_height)
+    workers = workers or min(4, os.cpu_count() or 1)
+    windows = strip_windows(renderer.size, tile)
+    bar = tqdm(total=len(windows), desc=description, unit="window", disable=not progress)
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        upcoming = iter(windows)
+        for window in upcoming:
+            pending.append(pool.submit(renderer.render_window, *window))
+            if len(pending) > workers:
+                break
+        while pending:
+            pixels = pending.popleft().result()
+            next_window = next(upcoming, None)
+            if next_window is not None:
+                pending.append(pool.submit(renderer.render_window, *next_window))
+            bar.update(1)
             for x0 in range(0, pixels.shape[1], tile):
                 yield np.ascontiguousarray(pixels[:, x0 : x0 + tile])
+    bar.close()
 

@@ -101,7 +101,7 @@ def patch_grid(
     found: list[np.ndarray] = []
     for outer, holes in tqdm(regions, desc="patch grid", unit="region", disable=len(regions) < 20):
         if outer is None:
-            start_x, start_y, w, h = 0, 0, slide.level_dimensions[level][0], slide.level_dimensions[level][1]
+            start_x, start_y, w, h = 0, 0, width0, height0
         else:
             start_x, start_y, w, h = cv2.boundingRect(outer)
         if padding:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Pipel
     sections = {item.name: item.type for item in dataclasses.fields(PipelineConfig)}
     unknown = sorted(set(raw) - set(sections))
     if unknown:
-        raise InputError(f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
+        raise InputError(
+            f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(sections)}"
+        )
     built: dict[str, Any] = {}
     for item in dataclasses.fields(PipelineConfig):
         section_class = item.default_factory()  # type: ignore[misc]
@@ -150,7 +153,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Pipel
         wrong = sorted(set(values) - known)
         if wrong:
             raise InputError(
-                f"unknown key(s) {', '.join(wrong)} in section '{item.name}'; known: {', '.join(sorted(known))}"
+                f"unknown key(s) {', '.join(wrong)} in section '{item.name}'; "
+                f"known: {', '.join(sorted(known))}"
             )
         built[item.name] = dataclasses.replace(section_class, **values)
     config = PipelineConfig(**built)
@@ -244,7 +248,9 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
         raise InputError(f"{csv_path} lists no slides")
     columns = set(rows[0])
     if not columns & {"slide_path", "slide_id"}:
-        raise InputError(f"{csv_path} needs a 'slide_path' or 'slide_id' column, has {', '.join(sorted(columns))}")
+        raise InputError(
+            f"{csv_path} needs a 'slide_path' or 'slide_id' column, has {', '.join(sorted(columns))}"
+        )
     entries: list[SlideEntry] = []
     missing: list[str] = []
     for row in rows:
@@ -261,8 +267,8 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
         entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
     if missing:
         raise FileNotFoundError(2, f"{len(missing)} slide(s) in {csv_path} not found, e.g.", missing[0])
-    ids = [entry.slide_id for entry in entries]
-    duplicates = sorted({slide_id for slide_id in ids if ids.count(slide_id) > 1})
+    counts = Counter(entry.slide_id for entry in entries)
+    duplicates = sorted(slide_id for slide_id, count in counts.items() if count > 1)
     if duplicates:
         raise InputError(f"{csv_path} lists slide id(s) more than once: {', '.join(duplicates)}")
     return entries

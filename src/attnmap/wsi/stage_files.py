@@ -26,11 +26,15 @@ def save_tissue(path: str | Path, tissue: Any, record: Mapping[str, str]) -> Pat
         "seg_level": int(tissue.seg_level),
         "level_dimensions": [list(map(int, dims)) for dims in tissue.level_dimensions],
         "level_scales": [list(map(float, scale)) for scale in tissue.level_scales],
-        "parameters": {key: (value.item() if hasattr(value, "item") else value)
-                       for key, value in tissue.parameters.items()},
+        "parameters": {
+            key: (value.item() if hasattr(value, "item") else value)
+            for key, value in tissue.parameters.items()
+        },
         "contours": [
-            {"outer": np.asarray(polygon.outer).reshape(-1, 2).tolist(),
-             "holes": [np.asarray(hole).reshape(-1, 2).tolist() for hole in polygon.holes]}
+            {
+                "outer": np.asarray(polygon.outer).reshape(-1, 2).tolist(),
+                "holes": [np.asarray(hole).reshape(-1, 2).tolist() for hole in polygon.holes],
+            }
             for polygon in tissue.contours
         ],
     }
@@ -44,8 +48,10 @@ def load_tissue(path: str | Path) -> Any:
     try:
         payload = json.loads(Path(path).read_text())
         polygons = [
-            TissuePolygon(np.asarray(item["outer"], dtype=np.int32).reshape(-1, 2),
-                          [np.asarray(hole, dtype=np.int32).reshape(-1, 2) for hole in item["holes"]])
+            TissuePolygon(
+                np.asarray(item["outer"], dtype=np.int32).reshape(-1, 2),
+                [np.asarray(hole, dtype=np.int32).reshape(-1, 2) for hole in item["holes"]],
+            )
             for item in payload["contours"]
         ]
         return Tissue(
@@ -59,8 +65,15 @@ def load_tissue(path: str | Path) -> Any:
         raise InputError(f"{path} is not a tissue file written by attnmap: {error}") from error
 
 
-def save_coords(path: str | Path, coords: np.ndarray, slide: Any, patch_size: int, level: int, name: str,
-                record: Mapping[str, str]) -> Path:
+def save_coords(
+    path: str | Path,
+    coords: np.ndarray,
+    slide: Any,
+    patch_size: int,
+    level: int,
+    name: str,
+    record: Mapping[str, str],
+) -> Path:
     """CLAM's patch file: dataset ``coords`` (int64 N×2, level-0 top-left) with CLAM's attributes."""
     import h5py
 
@@ -95,25 +108,27 @@ def load_coords(path: str | Path) -> np.ndarray | None:
 
 
 def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mapping[str, str]) -> Path:
-    """CLAM's ``_blockmap.h5``: ``attention_scores`` (N×1 raw) and ``coords`` (N×2), plus the prediction.
+    """CLAM's ``_blockmap.h5`` (`attnmap.wsi.scores_io` layout) plus the prediction, written atomically.
 
-    ``attention``: coords, scores (N,), prediction, probs (C,), branch. The scores are stored in
-    float32 as CLAM does (the model computes them in float32, so nothing is lost).
+    ``attention``: coords, scores (N,), prediction, probs (C,), branch[, patch_size (level 0)]. The
+    scores are stored in float32 as CLAM does (the model computes them in float32: nothing is lost).
     """
-    import h5py
+    from attnmap.wsi.scores_io import save_scores_h5
 
-    coords = np.asarray(attention["coords"], dtype=np.int64).reshape(-1, 2)
-    scores = np.asarray(attention["scores"], dtype=np.float32).reshape(-1, 1)
-    if len(scores) != len(coords):
-        raise InputError(f"{len(scores)} attention scores for {len(coords)} patches")
-    with atomic_path(path) as temporary, h5py.File(temporary, "w") as handle:
-        handle.create_dataset("attention_scores", data=scores)
-        handle.create_dataset("coords", data=coords)
-        handle.attrs["prediction"] = int(attention["prediction"])
-        handle.attrs["probabilities"] = np.asarray(attention["probs"], dtype=np.float64)
-        handle.attrs["attention_branch"] = int(attention["branch"])
-        for key, value in record.items():
-            handle.attrs[key] = str(value)
+    extra = {
+        "prediction": int(attention["prediction"]),
+        "probabilities": np.asarray(attention["probs"], dtype=np.float64),
+        "attention_branch": int(attention["branch"]),
+        **({"patch_size": int(attention["patch_size"])} if "patch_size" in attention else {}),
+    }
+    with atomic_path(path) as temporary:
+        save_scores_h5(
+            temporary,
+            np.asarray(attention["coords"], dtype=np.int64),
+            np.asarray(attention["scores"], dtype=np.float32).reshape(-1, 1),
+            metadata=record,
+            attrs=extra,
+        )
     return Path(path)
 
 

@@ -8,6 +8,7 @@ give viewers the mpp. Tiles come from an iterator, so a page is never held whole
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from attnmap.wsi.heatmap import HeatmapRenderer
 from attnmap.wsi.heatmap_stream import iter_tiles, plan_pyramid
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import Tissue
+
+ENCODE_BUFFER_BYTES = 32 << 20
+"""Raw tiles tifffile may hold while encoding them in threads (its default is 512 MB)."""
 
 
 def write_pyramid_tiff(
@@ -60,6 +64,8 @@ def write_pyramid_tiff(
                 subfiletype=0 if index == 0 else 1,
                 description=description if index == 0 else None,
                 software="attnmap",
+                maxworkers=min(4, os.cpu_count() or 1),
+                buffersize=ENCODE_BUFFER_BYTES,
                 metadata=None,
                 **options,
             )

@@ -65,6 +65,50 @@ def scale_points(points: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     return np.array(np.asarray(points) * np.asarray(scale, dtype=np.float64), dtype=np.int32)
 
 
+class ScaledTissue:
+    """Tissue polygons scaled once to a canvas (sorted by area, with bounding boxes) for windowed fills.
+
+    Polygons are filled in descending area order and each one's holes cleared right after it
+    (CLAM's order), so a window of a large mask equals the same window rasterised alone: this is
+    what lets heatmap tiles be rendered independently. OpenCV's fill clips edges at the image
+    border slightly differently from an unclipped fill, so a window is rasterised with a margin,
+    except where it meets ``bounds`` (x0, y0, x1, y1), the full canvas whose border the reference
+    rasterisation clipped at.
+    """
+
+    def __init__(self, contours: list[TissuePolygon], scale: tuple[float, float]) -> None:
+        scaled = [
+            (scale_points(polygon.outer, scale).reshape(-1, 1, 2),
+             [scale_points(h, scale).reshape(-1, 1, 2) for h in polygon.holes])
+            for polygon in contours
+        ]
+        scaled.sort(key=lambda item: cv2.contourArea(item[0]), reverse=True)
+        self.polygons = [(outer, holes, cv2.boundingRect(outer)) for outer, holes in scaled]
+
+    def window(
+        self, origin: tuple[int, int], size: tuple[int, int], bounds: tuple[int, int, int, int] | None = None
+    ) -> np.ndarray:
+        """Boolean mask of the (width, height) window at ``origin`` (scaled pixels)."""
+        width, height = int(size[0]), int(size[1])
+        x0, y0 = int(origin[0]), int(origin[1])
+        if bounds is not None and width > 0 and height > 0:
+            left = min(CLIP_MARGIN, max(0, x0 - bounds[0]))
+            top = min(CLIP_MARGIN, max(0, y0 - bounds[1]))
+            right = min(CLIP_MARGIN, max(0, bounds[2] - x0 - width))
+            bottom = min(CLIP_MARGIN, max(0, bounds[3] - y0 - height))
+            padded = self.window((x0 - left, y0 - top), (width + left + right, height + top + bottom))
+            return padded[top : top + height, left : left + width]
+        mask = np.zeros((height, width), dtype=np.uint8)
+        offset = (-x0, -y0)
+        for outer, holes, (x, y, w, h) in self.polygons:
+            if x + w <= x0 or y + h <= y0 or x >= x0 + width or y >= y0 + height or not width or not height:
+                continue
+            cv2.drawContours(mask, [outer], -1, 1, thickness=-1, offset=offset)
+            if holes:
+                cv2.drawContours(mask, holes, -1, 0, thickness=-1, offset=offset)
+        return mask.astype(bool)
+
+
 def rasterize_tissue(
     contours: list[TissuePolygon],
     scale: tuple[float, float],
@@ -72,43 +116,12 @@ def rasterize_tissue(
     size: tuple[int, int],
     bounds: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
-    """Fill tissue polygons scaled by ``scale`` into a (height, width) window starting at ``origin``.
+    """Fill tissue polygons scaled by ``scale`` into a (height, width) window at ``origin``.
 
-    ``origin`` is in scaled pixels. Polygons are filled in descending area order and each one's
-    holes cleared right after it (CLAM's order), so a window of a large mask equals the same
-    window rasterised alone: this is what lets heatmap tiles be rendered independently.
-    OpenCV's fill clips edges at the image border slightly differently from an unclipped fill, so
-    the window is rasterised with a margin, except where it meets ``bounds`` (x0, y0, x1, y1), the
-    full canvas whose border the reference rasterisation clipped at.
+    See `ScaledTissue` for the fill order and the ``bounds`` margin rule; build one of those
+    instead when rasterising many windows of the same canvas.
     """
-    width, height = int(size[0]), int(size[1])
-    if bounds is not None and width > 0 and height > 0:
-        left = min(CLIP_MARGIN, max(0, int(origin[0]) - bounds[0]))
-        top = min(CLIP_MARGIN, max(0, int(origin[1]) - bounds[1]))
-        right = min(CLIP_MARGIN, max(0, bounds[2] - int(origin[0]) - width))
-        bottom = min(CLIP_MARGIN, max(0, bounds[3] - int(origin[1]) - height))
-        padded = rasterize_tissue(contours, scale, (int(origin[0]) - left, int(origin[1]) - top),
-                                  (width + left + right, height + top + bottom))
-        return padded[top : top + height, left : left + width]
-    mask = np.zeros((height, width), dtype=np.uint8)
-    if not contours or width == 0 or height == 0:
-        return mask.astype(bool)
-    scaled = [
-        (scale_points(polygon.outer, scale).reshape(-1, 1, 2),
-         [scale_points(h, scale).reshape(-1, 1, 2) for h in polygon.holes])
-        for polygon in contours
-    ]
-    order = sorted(range(len(scaled)), key=lambda i: cv2.contourArea(scaled[i][0]), reverse=True)
-    offset = (-int(origin[0]), -int(origin[1]))
-    for index in order:
-        outer, holes = scaled[index]
-        x, y, w, h = cv2.boundingRect(outer)
-        if x + w <= origin[0] or y + h <= origin[1] or x >= origin[0] + width or y >= origin[1] + height:
-            continue
-        cv2.drawContours(mask, [outer], -1, 1, thickness=-1, offset=offset)
-        if holes:
-            cv2.drawContours(mask, holes, -1, 0, thickness=-1, offset=offset)
-    return mask.astype(bool)
+    return ScaledTissue(contours, scale).window(origin, size, bounds)
 
 
 def _resolve_parameters(preset: str | None, given: dict[str, float | int | bool]) -> dict:

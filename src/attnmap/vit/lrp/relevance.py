@@ -66,11 +66,11 @@ def block_relevance(
     """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2."""
     wt = block.weights
     h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out, stab)
-    hidden = linear_zplus(mlp_share, bt.hidden, bt.z_fc2, wt["fc2_w"], stab)
-    normed2 = linear_zplus(hidden, bt.n2, bt.z_fc1, wt["fc1_w"], stab)
+    hidden = linear_zplus(mlp_share, bt.hidden, bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
+    normed2 = linear_zplus(hidden, bt.n2, bt.z_fc1, wt["fc1_w"], stab, block.abs_weight("fc1"))
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
     x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out, stab)
-    merged = linear_zplus(attn_share, bt.o, bt.z_proj, wt["proj_w"], stab)
+    merged = linear_zplus(attn_share, bt.o, bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"))
     batch, tokens, _ = merged.shape
     per_head = merged.reshape(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
     r_attn, r_value = attention_value_rule(per_head, bt.attn, bt.v, bt.o_heads, stab)
@@ -81,7 +81,7 @@ def block_relevance(
     r_query, r_key = query_key_rule(r_attn, bt.q, bt.k, bt.scores, stab)
     r_qkv = torch.stack([r_query * 0.5, r_key * 0.5, r_value])  # (3, B, H, N, d)
     r_qkv = r_qkv.permute(1, 3, 0, 2, 4).reshape(batch, tokens, -1)  # channel = s·D + h·d + j
-    normed1 = linear_zplus(r_qkv, bt.n1, bt.z_qkv, wt["qkv_w"], stab)
+    normed1 = linear_zplus(r_qkv, bt.n1, bt.z_qkv, wt["qkv_w"], stab, block.abs_weight("qkv"))
     return clone_rule(x_residual, normed1, bt.x, stab), r_attn
 
 

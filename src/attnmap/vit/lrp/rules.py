@@ -36,11 +36,20 @@ class Stabiliser:
     follow_sign: bool
 
     def divide(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.follow_sign:
-            return a / (b + torch.where(b >= 0, self.eps, -self.eps))
+        if self.follow_sign:  # b + eps·sign(b), sign(+0) = +1, in one buffer
+            return a / b.abs().add_(self.eps).copysign_(b)
         denominator = b + self.eps
         denominator = torch.where(denominator == 0, self.eps, denominator)
         return torch.where(b != 0, a / denominator, torch.zeros((), dtype=a.dtype, device=a.device))
+
+    def divide_doubled_nonnegative(self, a: torch.Tensor, doubled: torch.Tensor) -> torch.Tensor:
+        """``a ⊘ (doubled / 2)`` halved, i.e. a / (doubled + 2ε), for a denominator ≥ 0 by construction.
+
+        Overwrites ``doubled`` (a temporary of the caller): one pass fewer than `divide`.
+        """
+        if self.follow_sign:
+            return a / doubled.add_(2 * self.eps)
+        return torch.where(doubled != 0, a / (doubled + 2 * self.eps), torch.zeros((), dtype=a.dtype, device=a.device))
 
 
 REFERENCE_STABILISER = Stabiliser(eps=1e-9, follow_sign=False)
@@ -63,17 +72,23 @@ def linear_zplus(
     z_pre_bias: torch.Tensor,
     weight: torch.Tensor,
     stab: Stabiliser,
+    abs_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """z⁺ (α1β0) rule of ``y = x Wᵀ + b`` for signed x; ``z_pre_bias`` = x Wᵀ from the forward.
 
     The bias takes no relevance; each output's relevance is split over the inputs in proportion
-    to their positive contributions x⁺W⁺ and x⁻W⁻.
+    to their positive contributions x⁺W⁺ and x⁻W⁻. With Z₂ = xWᵀ + |x||W|ᵀ = 2Z and S₂ = R ⊘₂ Z₂:
+    R_x = x ⊙ (S₂W) + |x| ⊙ (S₂|W|). ``abs_weight`` = |W| if the caller has it cached.
     """
-    abs_weight = weight.abs()
-    abs_x = x.abs()
-    z = (z_pre_bias + abs_x @ abs_weight.T) * 0.5
-    s = stab.divide(relevance, z)
-    return (x * (s @ weight) + abs_x * (s @ abs_weight)) * 0.5
+    if abs_weight is None:
+        abs_weight = weight.abs()
+    in_features, out_features = x.shape[-1], z_pre_bias.shape[-1]
+    flat_x = x.reshape(-1, in_features)
+    abs_x = flat_x.abs()
+    doubled = torch.addmm(z_pre_bias.reshape(-1, out_features), abs_x, abs_weight.T)
+    s = stab.divide_doubled_nonnegative(relevance.reshape(-1, out_features), doubled)
+    result = (s @ weight).mul_(flat_x).addcmul_(s @ abs_weight, abs_x)
+    return result.reshape(x.shape)
 
 
 def _conv_transpose(s: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, conv: dict) -> torch.Tensor:

@@ -10,6 +10,7 @@ compares its output with the model's own forward, so a twin that drifts from the
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,27 @@ from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.vit.lrp.stem import StemConv, StemTrace, read_stem, stem_forward
 
 _ACTIVATIONS = (nn.GELU, nn.ReLU)
+
+# |W| of every Linear the z⁺ rule went through, per weight tensor. Computing |W| costs about as much
+# as the forward matmul at batch 1 (it reads and writes all weights), so it is kept while the model
+# lives: one extra copy of the block weights. A changed tensor (in-place update, new dtype/device/data)
+# is detected by its version counter and data pointer and recomputed.
+_ABS_WEIGHTS: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}
+
+
+def absolute_weight(weight: torch.Tensor) -> torch.Tensor:
+    """|weight|, cached per tensor state (see ``_ABS_WEIGHTS``); dropped when the tensor dies."""
+    state = (weight._version, weight.data_ptr(), weight.dtype, weight.device, tuple(weight.shape))
+    key = id(weight)
+    cached = _ABS_WEIGHTS.get(key)
+    if cached is not None and cached[0]() is weight and cached[1] == state:
+        return cached[2]
+    with torch.no_grad():
+        result = weight.detach().abs()
+    if cached is None or cached[0]() is not weight:
+        weakref.finalize(weight, _ABS_WEIGHTS.pop, key, None)
+    _ABS_WEIGHTS[key] = (weakref.ref(weight), state, result)
+    return result
 
 
 def _norm(module: nn.Module, name: str) -> nn.LayerNorm | None:
@@ -67,6 +89,11 @@ class BlockTwin:
     norm2: nn.LayerNorm | None
     act: nn.Module
     weights: dict[str, torch.Tensor | None]
+    linears: dict[str, nn.Linear]
+
+    def abs_weight(self, key: str) -> torch.Tensor:
+        """|W| of linear ``key`` (qkv, proj, fc1, fc2), cached while the model lives."""
+        return absolute_weight(self.linears[key].weight)
 
     @classmethod
     def read(cls, block: nn.Module, index: int) -> BlockTwin:
@@ -108,6 +135,7 @@ class BlockTwin:
             norm2=_norm(block.norm2, f"{name}.norm2"),
             act=mlp.act,
             weights=weights,
+            linears={"qkv": attn.qkv, "proj": attn.proj, "fc1": mlp.fc1, "fc2": mlp.fc2},
         )
 
 

@@ -8,6 +8,7 @@ O(N²) per block instead of the O(N³) of the full matrix product.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -57,16 +58,18 @@ def attention_rollout(
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
 ) -> torch.Tensor:
-    """Rollout of ``attentions`` (blocks s..L−1 in order, each (B, H, N, N)) at the ``query`` row.
+    """Rollout of ``attentions`` (blocks s..L−1 in order) at the ``query`` row.
 
+    Each attention is (B, H, N, N), fused here with ``head_fusion``, or (B, N, N) already fused.
     Returns (B, N − num_prefix_tokens): the query row of M̂_{L−1}⋯M̂_s at the patch columns.
     """
     if not attentions:
         raise InputError("rollout needs at least one block's attention")
-    batch, _, tokens, _ = attentions[0].shape
+    batch, tokens = attentions[0].shape[0], attentions[0].shape[-1]
     row = query.to(attentions[0].dtype).expand(batch, tokens)
     for attention in reversed(attentions):
-        fused = discard_weakest(fuse_heads(attention, head_fusion), discard_ratio, num_prefix_tokens)
+        fused = attention if attention.ndim == 3 else fuse_heads(attention, head_fusion)
+        fused = discard_weakest(fused, discard_ratio, num_prefix_tokens)
         fused = fused + torch.eye(tokens, dtype=fused.dtype, device=fused.device)
         fused = fused / fused.sum(dim=-1, keepdim=True)
         row = torch.bmm(row.unsqueeze(1), fused).squeeze(1)
@@ -95,7 +98,9 @@ def rollout(
         raise InputError(f"discard_ratio must lie in [0, 1), got {discard_ratio}")
     num_blocks = adapter_for(model).num_blocks
     start = resolve_layers(start_layer, num_blocks)[0]
-    captured = capture(model, images, layers=range(start, num_blocks))
+    # fuse heads inside the forward: keeps L × (B, N, N) in memory instead of L × (B, H, N, N)
+    fuse = functools.partial(fuse_heads, head_fusion=head_fusion)
+    captured = capture(model, images, layers=range(start, num_blocks), reduce=fuse)
     resolve_target(target, captured.logits)
     attentions = captured.attention_list()
     query = captured.query_weights(attentions[0])

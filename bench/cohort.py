@@ -1,0 +1,113 @@
+"""Cohort throughput of `attnmap wsi run`: slides per minute with 1 and with 2 Dask workers, as a ratio.
+
+Usage: ``python bench/cohort.py [--slides 8] [--size 2048] [--encoder attnmap:tiny] [--workers 1 2]``
+
+Writes a synthetic cohort (`attnmap.data.synthetic_slides`) and a CLAM_SB with seeded random weights
+in a temporary folder, then runs the whole pipeline (segmentation → features → attention → heatmap
+PNG → top/bottom patches) once per worker count, each into a fresh output folder. The cluster's start
+(process spawn, imports) is timed apart from the slides, which are what scales. The baseline is the
+1-worker run measured in the same process. Each worker uses one torch thread, so the ideal ratio
+is the worker count (on a machine with at least that many free cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+
+def build_inputs(root: Path, n_slides: int, size: int, encoder: str) -> Path:
+    from attnmap.data.synthetic_slides import make_cohort
+    from attnmap.mil import CLAM_SB
+    from attnmap.wsi.encoders import load_encoder
+
+    csv_path = make_cohort(root / "slides", n_slides=n_slides, seed=0, size=(size, size))
+    feature_dim = load_encoder(encoder).feature_dim
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=feature_dim, n_classes=2).state_dict(), root / "clam.pt")
+    config = {
+        "slides": {"csv": str(csv_path), "data_dir": str(csv_path.parent), "extension": ".tif"},
+        "segmentation": {"a_t": 1, "a_h": 1},
+        "patching": {"patch_size": 256, "level": 0},
+        "features": {"encoder": encoder, "batch_size": 64},
+        "model": {"checkpoint": str(root / "clam.pt")},
+        "sampling": {"top_k": 5, "bottom_k": 5},
+        "run": {"output_dir": str(root / "out"), "device": "cpu"},
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _warm_up() -> None:
+    import attnmap.wsi.pipeline  # noqa: F401 - imports torch, timm, openslide once per worker
+
+
+def time_run(config_path: Path, workers: int, out_dir: Path) -> tuple[float, float, int]:
+    """(cluster start seconds, processing seconds, slides done) for one cohort run on ``workers`` workers.
+
+    The cluster is the one `run_tasks` would start (loopback, processes, one thread each); starting it
+    here separates its fixed cost (process spawn, imports) from the per-slide throughput.
+    """
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from attnmap.wsi.cohort_run import run_cohort
+    from attnmap.wsi.pipeline_config import load_config
+
+    config = load_config(config_path, output_dir=str(out_dir))
+    start = time.perf_counter()
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(_warm_up)
+        started = time.perf_counter()
+        report = run_cohort(config, scheduler=cluster.scheduler_address, progress=False)
+        finished = time.perf_counter()
+    if report.failed:
+        raise SystemExit(f"{len(report.failed)} slide(s) failed: {report.failed[0].message}")
+    return started - start, finished - started, len(report.done)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slides", type=int, default=8)
+    parser.add_argument("--size", type=int, default=2048, help="slide width = height, level 0")
+    parser.add_argument("--encoder", default="attnmap:tiny")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="attnmap_bench_cohort_") as folder:
+        root = Path(folder)
+        config_path = build_inputs(root, args.slides, args.size, args.encoder)
+        rates: dict[int, float] = {}
+        for workers in args.workers:
+            startup, seconds, done = time_run(config_path, workers, root / f"out_{workers}")
+            rates[workers] = done / seconds * 60.0
+            print(
+                f"{workers} worker(s): cluster start {startup:.1f} s, then {done} slides in {seconds:.1f} s "
+                f"= {rates[workers]:.1f} slides/min"
+            )
+        baseline = rates[args.workers[0]]
+        for workers in args.workers[1:]:
+            print(
+                f"ratio {workers} vs {args.workers[0]} worker(s): {rates[workers] / baseline:.2f}x "
+                f"(ideal {workers / args.workers[0]:.0f}x)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The drawing stages of `attnmap wsi run`: heatmap PNG / pyramidal TIFF / original, and patch samples.
+
+Split from `attnmap.wsi.pipeline_stages` (which computes tissue, patches, features, attention)
+because drawing has its own options (overlap grids with reference scores, TIFF) and its own skip
+rules: each file is drawn only when it is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attnmap.io_utils import atomic_path, save_png, write_json_atomic
+from attnmap.wsi.features import extract_features
+from attnmap.wsi.pipeline_config import PipelineConfig, SlideEntry
+from attnmap.wsi.pipeline_stages import cached_clam, cached_encoder, level0_patch_size, slide_provenance
+from attnmap.wsi.slide_outputs import SlideOutputs
+from attnmap.wsi.stage_files import blockmap_complete, load_blockmap, save_blockmap
+
+
+def _draw(
+    slide: Any,
+    tissue: Any,
+    coords: np.ndarray,
+    scores: np.ndarray,
+    config: PipelineConfig,
+    reference: np.ndarray | None,
+) -> np.ndarray:
+    from attnmap.wsi.heatmap import render_heatmap
+
+    h = config.heatmap
+    return render_heatmap(
+        slide,
+        coords,
+        scores,
+        patch_size=level0_patch_size(config.patching, slide),
+        vis_level=h.vis_level,
+        tissue=tissue if h.use_tissue_mask else None,
+        cmap=h.cmap,
+        alpha=h.alpha,
+        percentiles=h.percentiles,
+        reference_scores=reference,
+        overlap=h.overlap,
+        blur=h.blur,
+        binarize=h.binarize,
+        threshold=h.threshold,
+        blank_canvas=h.blank_canvas,
+        downscale=h.downscale,
+    )
+
+
+def _overlap_scores(
+    slide: Any, tissue: Any, entry: SlideEntry, config: PipelineConfig, outputs: SlideOutputs, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw attention on CLAM's heatmap-time grid (overlapping, four_pt_hard, centre shift)."""
+    from attnmap.mil import infer_bag
+    from attnmap.wsi.patching import heatmap_center_shift, patch_grid
+
+    path = outputs.named("overlap_blockmap.h5")
+    p, h = config.patching, config.heatmap
+    step = max(1, int(p.patch_size * (1.0 - h.overlap)))
+    coords = patch_grid(
+        slide,
+        tissue,
+        patch_size=p.patch_size,
+        step=step,
+        level=p.level,
+        contour_check="four_pt_hard",
+        padding=p.padding,
+        center_shift=heatmap_center_shift(h.overlap),
+    )
+    if blockmap_complete(path, len(coords)):
+        stored = load_blockmap(path)
+        if np.array_equal(stored["coords"], coords):
+            return coords, stored["scores"]
+    f = config.features
+    encoder, encoder_checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    features = extract_features(
+        entry.path,
+        coords,
+        encoder,
+        patch_size=p.patch_size,
+        level=p.level,
+        batch_size=f.batch_size,
+        num_workers=f.num_workers,
+        device=device,
+        progress=False,
+    )
+    model, checksum = cached_clam(config.model.checkpoint, device)
+    bag = infer_bag(model, features)
+    scores = np.asarray(bag.scores("raw", branch=None), dtype=np.float64)
+    record = slide_provenance(
+        config,
+        entry,
+        "clam_attention_raw_overlap",
+        ("patching", "features", "model"),
+        model_sha256=checksum,
+        encoder_sha256=encoder_checksum,
+        overlap=h.overlap,
+    )
+    save_blockmap(
+        path,
+        {
+            "coords": coords,
+            "scores": scores,
+            "prediction": int(bag.prediction),
+            "probs": np.asarray(bag.probs, dtype=np.float64).reshape(-1),
+            "branch": bag.branch_for(None),
+            "patch_size": level0_patch_size(p, slide),
+        },
+        record,
+    )
+    return coords, scores
+
+
+def heatmap_stage(
+    slide: Any,
+    tissue: Any,
+    attention: dict[str, Any],
+    entry: SlideEntry,
+    config: PipelineConfig,
+    outputs: SlideOutputs,
+    device: str,
+) -> list[str]:
+    """The heatmap PNG (and the original and the pyramidal TIFF overlay if asked); returns what it wrote."""
+    written: list[str] = []
+    h = config.heatmap
+    record = slide_provenance(config, entry, "clam_heatmap", ("patching", "features", "model", "heatmap"))
+    png, tiff = outputs.named("heatmap.png"), outputs.named("heatmap.tif")
+    if not png.is_file() or (h.tiff and not tiff.is_file()):
+        if h.overlap > 0:
+            coords, scores = _overlap_scores(slide, tissue, entry, config, outputs, device)
+            reference = attention["scores"]
+        else:
+            coords, scores, reference = attention["coords"], attention["scores"], None
+        if h.tiff and not tiff.is_file():
+            from attnmap.wsi.tiff_writer import write_heatmap_tiff
+
+            with atomic_path(tiff) as temporary:
+                write_heatmap_tiff(
+                    temporary,
+                    slide,
+                    coords,
+                    scores,
+                    patch_size=level0_patch_size(config.patching, slide),
+                    level=h.tiff_level,
+                    tissue=tissue if h.use_tissue_mask else None,
+                    cmap=h.cmap,
+                    alpha=h.alpha,
+                    percentiles=h.percentiles,
+                    reference_scores=reference,
+                    overlap=h.overlap,
+                    blur=h.blur,
+                    binarize=h.binarize,
+                    threshold=h.threshold,
+                    blank_canvas=h.blank_canvas,
+                    metadata=record,
+                    progress=False,
+                )
+            written.append(tiff.name)
+        if not png.is_file():
+            save_png(png, _draw(slide, tissue, coords, scores, config, reference), record)
+            written.append(png.name)
+    if h.save_original and not outputs.named("original.png").is_file():
+        from attnmap.wsi.heatmap import resolve_vis_level
+
+        level = resolve_vis_level(slide, h.vis_level)
+        save_png(
+            outputs.named("original.png"),
+            slide.read_region((0, 0), level, slide.level_dimensions[level]),
+            record,
+        )
+        written.append(outputs.named("original.png").name)
+    return written
+
+
+def sampling_stage(
+    slide: Any, attention: dict[str, Any], entry: SlideEntry, config: PipelineConfig, outputs: SlideOutputs
+) -> bool:
+    s = config.sampling
+    marker = outputs.named("samples.json")
+    if (s.top_k == 0 and s.bottom_k == 0) or marker.is_file():
+        return False
+    from attnmap.wsi.scores_io import save_patch_samples
+
+    record = slide_provenance(config, entry, "clam_attention_samples", ("patching", "model", "sampling"))
+    written = save_patch_samples(
+        slide,
+        attention["coords"],
+        attention["scores"],
+        outputs.heatmap_dir,
+        patch_size=config.patching.patch_size,
+        level=config.patching.level,
+        top_k=s.top_k,
+        bottom_k=s.bottom_k,
+        metadata=record,
+    )
+    write_json_atomic(
+        marker,
+        {
+            "provenance": record,
+            "files": sorted(str(Path(p).relative_to(outputs.heatmap_dir)) for p in written),
+        },
+    )
+    return True

@@ -1,0 +1,60 @@
+"""``attnmap evaluate`` and ``attnmap train-shapes`` from the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from attnmap.cli.main import main
+
+
+def run_cli(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
+def test_evaluate_prints_a_table_and_writes_csv_sidecar_and_plot(tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = run_cli(["evaluate", "--model", "attnmap:shapes-vit", "--data", "shapes", "--n", "12",
+                    "--methods", "attention,rollout", "--out", str(out), "--batch-size", "6", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    expected = ("attention", "rollout", "random", "pos AUC pred", "evaluate --model attnmap:shapes-vit")
+    for name in expected:
+        assert name in printed
+    rows = list(csv.DictReader((out / "evaluation.csv").open()))
+    assert [row["method"] for row in rows] == ["attention", "rollout", "random"]
+    sidecar = json.loads((out / "evaluation.json").read_text())
+    assert sidecar["provenance"]["model"] == "attnmap:shapes-vit"
+    assert "model_sha256" in sidecar["provenance"] and sidecar["settings"]["n_images"] == 12
+    assert (out / "perturbation_curves.png").stat().st_size > 0
+
+
+def test_evaluate_rejects_unknown_methods_with_a_one_line_error(tmp_path, capsys):
+    code = run_cli(["evaluate", "--methods", "attention,telepathy", "--n", "2", "--out", str(tmp_path)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "telepathy" in error and "available" in error and "Traceback" not in error
+
+
+def test_evaluate_rejects_a_missing_checkpoint(tmp_path, capsys):
+    missing = str(tmp_path / "none.pt")
+    code = run_cli(["evaluate", "--checkpoint", missing, "--n", "2", "--out", str(tmp_path)])
+    assert code == 2
+    assert "none.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_shapes_records_the_command_that_made_the_weights(tmp_path, capsys):
+    out = tmp_path / "w.safetensors"
+    code = run_cli(["train-shapes", "--out", str(out), "--seed", "3", "--epochs", "1", "--n-train", "64",
+                    "--quiet"])
+    assert code == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["command"] == f"attnmap train-shapes --out {out} --seed 3 --epochs 1 --n-train 64"
+    assert record["seed"] == 3 and "held-out accuracy" in capsys.readouterr().out

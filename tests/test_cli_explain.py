@@ -1,0 +1,196 @@
+"""``attnmap explain`` / ``attnmap methods`` end to end on a tiny checkpointed timm ViT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from attnmap.cli.main import main
+from attnmap.io_utils import read_png_text
+from attnmap.provenance import model_checksum
+
+MODEL = ["--model", "timm:vit_tiny_patch16_224", "--model-arg", "depth=2", "--model-arg", "img_size=64"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64, num_classes=4)
+    torch.save({"state_dict": model.state_dict()}, root / "weights.pt")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index, (height, width) in enumerate([(70, 90), (64, 64), (100, 80)]):
+        array = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        Image.fromarray(array).save(images / f"img{index}.png")
+    (images / "notes.txt").write_text("not an image")
+    return root
+
+
+def run_cli(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
+def test_single_method_writes_overlay_and_raw_map(workspace, capsys):
+    out = workspace / "out_single"
+    image = workspace / "images" / "img0.png"
+    code = run_cli(
+        [
+            "explain",
+            str(image),
+            *MODEL,
+            "--checkpoint",
+            str(workspace / "weights.pt"),
+            "--method",
+            "grad_rollout",
+            "--target",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert "random weights" not in capsys.readouterr().err
+    heat = np.load(out / "img0_grad_rollout.npy")
+    assert heat.shape == (4, 4) and np.isfinite(heat).all()
+    overlay = np.asarray(Image.open(out / "img0_grad_rollout.png"))
+    assert overlay.shape == (64, 64, 3)
+    meta = read_png_text(out / "img0_grad_rollout.png")
+    assert meta["method"] == "grad_rollout" and meta["image"] == str(image)
+    assert '"target": 2' in meta["parameters"]
+    state = torch.load(workspace / "weights.pt", weights_only=True)["state_dict"]
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64, num_classes=4)
+    model.load_state_dict(state)
+    assert meta["model_sha256"] == model_checksum(model)
+
+
+def test_directory_and_several_methods_with_options(workspace):
+    out = workspace / "out_multi"
+    code = run_cli(
+        [
+            "explain",
+            str(workspace / "images"),
+            *MODEL,
+            "--checkpoint",
+            str(workspace / "weights.pt"),
+            "--method",
+            "rollout,attention",
+            "--option",
+            "start_layer=1",
+            "--option",
+            "head_fusion=max",
+            "--batch-size",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    for index in range(3):
+        for name in ("rollout", "attention"):
+            assert (out / f"img{index}_{name}.png").is_file()
+            assert np.load(out / f"img{index}_{name}.npy").shape == (4, 4)
+    assert '"start_layer": 1' in read_png_text(out / "img0_rollout.png")["parameters"]
+    assert "start_layer" not in read_png_text(out / "img0_attention.png")["parameters"]
+
+
+def test_all_methods_grid_with_random_weights_warning(workspace, capsys):
+    import attnmap
+
+    out = workspace / "out_all"
+    code = run_cli(
+        ["explain", str(workspace / "images" / "img1.png"), *MODEL, "--method", "all", "--out", str(out)]
+    )
+    assert code == 0
+    assert "random weights" in capsys.readouterr().err
+    grid = out / "img1_all_methods.png"
+    assert grid.is_file() and read_png_text(grid)["method"] == "all"
+    for name in attnmap.methods():  # patch-level and pixel-level (LRP) maps alike
+        heat = np.load(out / f"img1_{name}.npy")
+        assert heat.shape in ((4, 4), (64, 64))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "saliency"], "unknown method"),
+        (["--method", "attention", "--option", "start_layr=1"], "not accepted"),
+        (["--method", "attention", "--option", "oops"], "KEY=VALUE"),
+        (["--method", "attention", "--target", "9"], "out of range"),
+        (["--method", "attention", "--cmap", "nocolour"], "unknown colour map"),
+    ],
+)
+def test_user_errors_are_one_line(workspace, capsys, args, message):
+    image = str(workspace / "images" / "img0.png")
+    code = run_cli(
+        [
+            "explain",
+            image,
+            *MODEL,
+            "--checkpoint",
+            str(workspace / "weights.pt"),
+            *args,
+            "--out",
+            str(workspace / "out_err"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_missing_image_and_bad_checkpoint(workspace, capsys):
+    assert run_cli(["explain", str(workspace / "nope.png"), *MODEL, "--out", str(workspace / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    args = [
+        "explain",
+        str(workspace / "images" / "img0.png"),
+        "--model",
+        "timm:vit_tiny_patch16_224",
+        "--checkpoint",
+        str(workspace / "weights.pt"),
+        "--out",
+        str(workspace / "o"),
+    ]
+    assert run_cli(args) == 2  # built at depth 12 / 224 px: the checkpoint does not fit
+    assert "does not fit" in capsys.readouterr().err
+
+
+def test_methods_command_lists_every_method(capsys):
+    assert run_cli(["methods"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("attention", "rollout", "attn_gradcam", "grad_rollout"):
+        assert name in printed
+    assert "start_layer=0" in printed
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_maps_as_in_process(workspace):
+    pytest.importorskip("distributed")
+    base = [
+        "explain",
+        str(workspace / "images"),
+        *MODEL,
+        "--checkpoint",
+        str(workspace / "weights.pt"),
+        "--method",
+        "attn_gradcam",
+        "--batch-size",
+        "2",
+    ]
+    assert run_cli([*base, "--out", str(workspace / "local")]) == 0
+    assert run_cli([*base, "--workers", "1", "--out", str(workspace / "dask")]) == 0
+    assert (workspace / "dask" / "run_report.json").is_file()
+    for index in range(3):
+        local = np.load(workspace / "local" / f"img{index}_attn_gradcam.npy")
+        remote = np.load(workspace / "dask" / f"img{index}_attn_gradcam.npy")
+        assert np.allclose(local, remote, atol=1e-5)

@@ -1,0 +1,199 @@
+"""`attnmap wsi segment|patch|features|heatmap|run` from the command line: outputs, reruns, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from synthetic_slide_files import (
+    write_clam_checkpoint,
+    write_pipeline_setup,
+    write_test_slide,
+    write_tiny_encoder,
+)
+
+from attnmap.cli.main import main
+from attnmap.io_utils import read_png_text
+
+SEGMENT = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
+PATCH = ["--patch-size", "64"]
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    try:
+        main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_test_slide(tmp_path_factory.mktemp("cli") / "s7.tif", seed=7)
+
+
+def test_segment_patch_features_reuse_each_other(slide: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code, stdout, _ = cli(capsys, "wsi", "segment", slide, "-o", out, *SEGMENT)
+    assert code == 0 and "s7: segmented" in stdout and "tissue" in stdout
+    assert (out / "tissue" / "s7.json").is_file()
+    mask = np.asarray(Image.open(out / "tissue" / "s7_mask.png"))
+    assert mask.shape == (384, 512) and 0.1 < (mask > 0).mean() < 0.9
+
+    code, stdout, _ = cli(capsys, "wsi", "patch", slide, "-o", out, *SEGMENT, *PATCH)
+    assert code == 0 and "patched:" in stdout
+    with h5py.File(out / "patches" / "s7.h5", "r") as handle:
+        n_patches = len(handle["coords"])
+        assert handle["coords"].attrs["patch_size"] == 64
+
+    encoder = write_tiny_encoder(tmp_path / "enc.pt")
+    args = [
+        "wsi",
+        "features",
+        slide,
+        "-o",
+        out,
+        "--encoder",
+        encoder,
+        "--input-size",
+        "32",
+        "--device",
+        "cpu",
+        *SEGMENT,
+        *PATCH,
+    ]
+    code, stdout, _ = cli(capsys, *args)
+    assert code == 0 and f"extracted: {n_patches} × 8 features" in stdout
+    with h5py.File(out / "features" / "h5_files" / "s7.h5", "r") as handle:
+        assert handle["features"].shape == (n_patches, 8)
+    assert (out / "features" / "pt_files" / "s7.pt").is_file()
+    code, stdout, _ = cli(capsys, *args)
+    assert code == 0 and "already extracted" in stdout
+
+
+def test_heatmap_from_scores_or_from_features_and_model(slide: Path, tmp_path: Path, capsys) -> None:
+    from attnmap.mil import attention_scores, load_clam
+    from attnmap.wsi.heatmap import render_heatmap
+    from attnmap.wsi.scores_io import save_scores_h5
+    from attnmap.wsi.slide import open_slide
+
+    out = tmp_path / "out"
+    encoder = write_tiny_encoder(tmp_path / "enc.pt")
+    cli(
+        capsys,
+        "wsi",
+        "features",
+        slide,
+        "-o",
+        out,
+        "--encoder",
+        encoder,
+        "--input-size",
+        "32",
+        *SEGMENT,
+        *PATCH,
+    )
+    features_h5 = out / "features" / "h5_files" / "s7.h5"
+    with h5py.File(features_h5, "r") as handle:
+        features, coords = handle["features"][()], handle["coords"][()].astype(np.int64)
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt")
+    scores = attention_scores(load_clam(checkpoint), features, kind="raw")
+    scores_h5 = save_scores_h5(tmp_path / "s7_blockmap.h5", coords, scores.astype(np.float32))
+
+    png = tmp_path / "from_scores.png"
+    code, _, err = cli(capsys, "wsi", "heatmap", slide, "--scores", scores_h5, "-o", png, "--vis-level", "1")
+    assert code == 2 and "--patch-size" in err  # a plain scores file does not record the patch size
+    code, stdout, _ = cli(
+        capsys,
+        "wsi",
+        "heatmap",
+        slide,
+        "--scores",
+        scores_h5,
+        "-o",
+        png,
+        "--vis-level",
+        "1",
+        "--patch-size",
+        "64",
+        "--tissue",
+        out / "tissue" / "s7.json",
+        "--tiff",
+        tmp_path / "h.tif",
+    )
+    assert code == 0 and png.is_file() and (tmp_path / "h.tif").is_file()
+    from attnmap.wsi.stage_files import load_tissue
+
+    expected = render_heatmap(
+        open_slide(slide),
+        coords,
+        scores.astype(np.float32).astype(np.float64),
+        patch_size=64,
+        vis_level=1,
+        tissue=load_tissue(out / "tissue" / "s7.json"),
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), expected)
+
+    png2 = tmp_path / "from_model.png"
+    code, _, _ = cli(
+        capsys,
+        "wsi",
+        "heatmap",
+        slide,
+        "--features",
+        features_h5,
+        "--model",
+        checkpoint,
+        "-o",
+        png2,
+        "--vis-level",
+        "1",
+        "--patch-size",
+        "64",
+        "--raw",
+        "--alpha",
+        "1",
+    )
+    assert code == 0
+    assert read_png_text(png2)["method"] == "clam_attention_raw_heatmap"
+    code, _, err = cli(capsys, "wsi", "heatmap", slide, "--features", features_h5, "-o", png2)
+    assert code == 2 and "--model" in err
+
+
+@pytest.mark.slow
+def test_run_records_a_broken_slide_and_finishes_the_others(tmp_path: Path, capsys) -> None:
+    config_path = write_pipeline_setup(tmp_path, n_slides=2)
+    (tmp_path / "slides" / "broken.tif").write_bytes(b"not a tiff at all")
+    with open(tmp_path / "slides.csv", "a") as handle:
+        handle.write("broken,1\n")
+    code, stdout, err = cli(capsys, "wsi", "run", config_path, "--workers", "1", "--quiet")
+    assert code == 1 and "2 done, 0 already done, 1 failed" in stdout and "broken" in err
+    out = tmp_path / "out"
+    report = json.loads((out / "run_report.json").read_text())
+    broken = [item for item in report["items"] if item["status"] == "failed"]
+    assert len(broken) == 1 and broken[0]["item"].endswith("broken.tif") and broken[0]["traceback"]
+    assert report["provenance"]["model_sha256"] and report["summary"]["done"] == 2
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("slide_id,label,prediction") and [r.split(",")[0] for r in rows[1:]] == [
+        "slide_0",
+        "slide_1",
+    ]
+    assert json.loads((out / "predictions.csv.json").read_text())["n_slides"] == "2"
+
+
+def test_run_config_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    config_path = write_pipeline_setup(tmp_path, n_slides=1)
+    raw = yaml.safe_load(config_path.read_text())
+    raw["features"]["batchsize"] = 3
+    config_path.write_text(yaml.safe_dump(raw))
+    code, _, err = cli(capsys, "wsi", "run", config_path)
+    assert code == 2 and "unknown key(s) batchsize in section 'features'" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "wsi", "segment", tmp_path / "missing.svs", "-o", tmp_path)
+    assert code == 2 and "missing.svs" in err

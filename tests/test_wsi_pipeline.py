@@ -1,0 +1,273 @@
+"""The `wsi run` pipeline on one slide: each stage's output, provenance, skipping, resuming, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+
+from attnmap.errors import InputError
+from attnmap.io_utils import TEMP_MARKER, atomic_path, read_png_text
+from attnmap.provenance import model_checksum
+from attnmap.wsi.pipeline import run_slide
+from attnmap.wsi.pipeline_config import load_config, read_slide_list
+from attnmap.wsi.slide_outputs import STAGES, SlideOutputs
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pipeline_setup(tmp_path_factory.mktemp("pipeline"), n_slides=2)
+
+
+def _config(setup: Path, tmp_path: Path, **sections: dict) -> object:
+    raw = yaml.safe_load(setup.read_text())
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    raw["run"]["output_dir"] = str(tmp_path / "out")
+    path = setup.parent / f"config_{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+def _expected_attention(config, slide_path: str) -> dict:
+    """Every stage recomputed directly with the public API, for comparison with the pipeline's files."""
+    from attnmap.mil import infer_bag, load_clam
+    from attnmap.wsi.encoders import load_encoder
+    from attnmap.wsi.features import extract_features
+    from attnmap.wsi.patching import patch_grid
+    from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.tissue import segment_tissue
+
+    slide = open_slide(slide_path)
+    seg = config.segmentation
+    tissue = segment_tissue(
+        slide,
+        level=seg.level,
+        sthresh=seg.sthresh,
+        mthresh=seg.mthresh,
+        close=seg.close,
+        a_t=seg.a_t,
+        a_h=seg.a_h,
+        max_n_holes=seg.max_n_holes,
+    )
+    coords = patch_grid(slide, tissue, patch_size=64, step=64, level=0)
+    encoder = load_encoder(config.features.encoder, input_size=32)
+    features = extract_features(slide, coords, encoder, patch_size=64, batch_size=7, progress=False)
+    bag = infer_bag(load_clam(config.model.checkpoint), features)
+    return {"slide": slide, "tissue": tissue, "coords": coords, "features": features, "bag": bag}
+
+
+def test_run_slide_writes_every_stage_as_the_api_computes_it(setup: Path, tmp_path: Path) -> None:
+    from attnmap.wsi.heatmap import render_heatmap
+
+    config = _config(setup, tmp_path, heatmap={"tiff": True, "save_original": True})
+    entry = read_slide_list(config)[0]
+    result = run_slide(entry, config)
+    assert result["stages"] == dict.fromkeys(STAGES, True)
+    out = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+    expected = _expected_attention(config, entry.path)
+
+    with h5py.File(out.patches, "r") as handle:
+        np.testing.assert_array_equal(handle["coords"][()], expected["coords"])
+        attrs = handle["coords"].attrs
+        assert (attrs["patch_size"], attrs["patch_level"], attrs["name"]) == (64, 0, entry.slide_id)
+        assert list(attrs["level_dim"]) == [1024, 768]
+    with h5py.File(out.features_h5, "r") as handle:
+        np.testing.assert_allclose(handle["features"][()], expected["features"], atol=1e-6)
+        assert handle.attrs["model"] == config.features.encoder and handle.attrs["model_sha256"]
+    assert out.features_pt.is_file()
+    bag = expected["bag"]
+    with h5py.File(out.named("blockmap.h5"), "r") as handle:
+        assert handle["attention_scores"].shape == (len(expected["coords"]), 1)
+        np.testing.assert_allclose(handle["attention_scores"][:, 0], bag.scores("raw"), rtol=1e-5, atol=1e-6)
+        assert handle.attrs["model_sha256"] == model_checksum(config.model.checkpoint)
+        assert int(handle.attrs["prediction"]) == bag.prediction and int(handle.attrs["patch_size"]) == 64
+    assert result["prediction"] == bag.prediction
+    np.testing.assert_allclose(result["probabilities"], np.asarray(bag.probs).reshape(-1), rtol=1e-5)
+    assert result["prediction_name"] == ["normal", "tumour"][bag.prediction]
+
+    heatmap = np.asarray(Image.open(out.named("heatmap.png")))
+    with h5py.File(out.named("blockmap.h5"), "r") as handle:
+        stored_scores = handle["attention_scores"][:, 0].astype(np.float64)
+    drawn = render_heatmap(
+        expected["slide"],
+        expected["coords"],
+        stored_scores,
+        patch_size=64,
+        vis_level=1,
+        tissue=expected["tissue"],
+        alpha=0.5,
+    )
+    np.testing.assert_array_equal(heatmap, drawn)
+    text = read_png_text(out.named("heatmap.png"))
+    assert text["method"] == "clam_heatmap" and json.loads(text["parameters"])["heatmap"]["alpha"] == 0.5
+    assert np.asarray(Image.open(out.named("original.png"))).shape == heatmap.shape
+
+    import openslide
+
+    tiff = openslide.OpenSlide(str(out.named("heatmap.tif")))
+    assert tiff.level_dimensions[0] == (1024, 768) and tiff.level_count >= 2
+    assert tiff.properties["openslide.mpp-x"] == "0.5"
+    top = sorted((out.heatmap_dir / "topk_high_attention").glob("*.png"))
+    bottom = sorted((out.heatmap_dir / "bottomk_low_attention").glob("*.png"))
+    assert (len(top), len(bottom)) == (3, 2)
+    best = int(np.argmax(stored_scores))
+    assert top[0].name.startswith(f"0_{entry.slide_id}_x_{expected['coords'][best][0]}_y_")
+    prediction = json.loads(out.prediction.read_text())
+    assert prediction["provenance"]["attnmap_version"] and prediction["n_patches"] == len(expected["coords"])
+
+
+def test_finished_stages_are_skipped_and_missing_ones_redone(setup: Path, tmp_path: Path) -> None:
+    config = _config(setup, tmp_path)
+    entry = read_slide_list(config)[1]
+    first = run_slide(entry, config)
+    out = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+    heatmap_bytes = np.asarray(Image.open(out.named("heatmap.png")))
+    assert run_slide(entry, config)["stages"] == dict.fromkeys(STAGES, False)
+    # an interrupted run: the heatmap and prediction are missing, a half-written temporary is left
+    out.named("heatmap.png").unlink()
+    out.prediction.unlink()
+    leftover = out.features_h5.with_name(f".{entry.slide_id}{TEMP_MARKER}abc.h5")
+    leftover.write_bytes(b"half")
+    resumed = run_slide(entry, config)
+    assert resumed["stages"] == {**dict.fromkeys(STAGES, False), "heatmap": True}
+    assert not leftover.exists()
+    assert resumed["probabilities"] == first["probabilities"]
+    np.testing.assert_array_equal(np.asarray(Image.open(out.named("heatmap.png"))), heatmap_bytes)
+    out.named("blockmap.h5").write_bytes(b"corrupt")  # unreadable: the attention stage runs again
+    out.prediction.unlink()
+    assert run_slide(entry, config)["stages"]["attention"] is True
+
+
+def test_multi_branch_model_uses_the_predicted_class_branch(setup: Path, tmp_path: Path) -> None:
+    from attnmap.mil import attention_scores, load_clam
+    from attnmap.wsi.features import load_features
+
+    checkpoint = write_clam_checkpoint(tmp_path / "clam_mb.pt", seed=4, multi_branch=True)
+    config = _config(
+        setup, tmp_path, model={"checkpoint": str(checkpoint)}, sampling={"top_k": 0, "bottom_k": 0}
+    )
+    entry = read_slide_list(config)[0]
+    result = run_slide(entry, config)
+    out = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+    features, _ = load_features(out.features_h5)
+    model = load_clam(checkpoint)
+    with h5py.File(out.named("blockmap.h5"), "r") as handle:
+        stored = handle["attention_scores"][:, 0]
+    assert result["attention_branch"] == result["prediction"]
+    np.testing.assert_allclose(
+        stored, attention_scores(model, features, branch=result["prediction"]), rtol=1e-5
+    )
+    other = attention_scores(model, features, branch=1 - result["prediction"])
+    assert not np.allclose(stored, other)
+    assert not (out.heatmap_dir / "topk_high_attention").exists()
+
+
+def test_overlapping_heatmap_uses_blockmap_scores_as_reference(setup: Path, tmp_path: Path) -> None:
+    from attnmap.wsi.heatmap import render_heatmap
+    from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.stage_files import load_blockmap, load_tissue
+
+    config = _config(setup, tmp_path, heatmap={"overlap": 0.5}, sampling={"top_k": 0, "bottom_k": 0})
+    entry = read_slide_list(config)[0]
+    run_slide(entry, config)
+    out = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+    block, dense = load_blockmap(out.named("blockmap.h5")), load_blockmap(out.named("overlap_blockmap.h5"))
+    assert len(dense["coords"]) > 2 * len(block["coords"])
+    assert 32 in set(np.diff(np.unique(dense["coords"][:, 0])).tolist())  # step = 64 × (1 - 0.5)
+    drawn = render_heatmap(
+        open_slide(entry.path),
+        dense["coords"],
+        dense["scores"],
+        patch_size=64,
+        vis_level=1,
+        tissue=load_tissue(out.tissue),
+        alpha=0.5,
+        reference_scores=block["scores"],
+        overlap=0.5,
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(out.named("heatmap.png"))), drawn)
+
+
+def test_a_slide_without_tissue_is_a_clear_error(setup: Path, tmp_path: Path) -> None:
+    import tifffile
+
+    blank = tmp_path / "blank.tif"
+    tifffile.imwrite(blank, np.full((512, 512, 3), 250, np.uint8), tile=(256, 256), photometric="rgb")
+    config = _config(setup, tmp_path, segmentation={"level": 0}, heatmap={"vis_level": 0})
+    with pytest.raises(InputError, match="no tissue patches found"):
+        run_slide(blank, config)
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "file.h5"
+    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
+        temporary.write_bytes(b"partial")
+        raise RuntimeError("interrupted")
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_config_errors_name_the_problem(setup: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load(setup.read_text())
+
+    def load(**changes: dict) -> None:
+        data = json.loads(json.dumps(raw))
+        for section, values in changes.items():
+            if values is None:
+                data.pop(section)
+            else:
+                data.setdefault(section, {}).update(values)
+        path = setup.parent / "bad.yaml"
+        path.write_text(yaml.safe_dump(data))
+        read_slide_list(load_config(path))
+
+    with pytest.raises(InputError, match="unknown configuration section.*heatmaps"):
+        load(heatmaps={"alpha": 1})
+    with pytest.raises(InputError, match="unknown key.*patchsize.*section 'patching'"):
+        load(patching={"patchsize": 1})
+    with pytest.raises(FileNotFoundError, match="model.checkpoint"):
+        load(model={"checkpoint": "missing.pt"})
+    with pytest.raises(InputError, match="model.checkpoint is required"):
+        load(model=None)
+    with pytest.raises(InputError, match="heatmap.overlap"):
+        load(heatmap={"overlap": 1.5})
+    with pytest.raises(InputError, match="run.device"):
+        load(run={"device": "tpu"})
+    with pytest.raises(FileNotFoundError, match="slide"):
+        load(slides={"extension": ".svs"})
+    (setup.parent / "dup.csv").write_text("slide_id\nslide_0\nslide_0\n")
+    with pytest.raises(InputError, match="more than once: slide_0"):
+        load(slides={"csv": "dup.csv"})
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "broken.yaml").write_text("slides: [unclosed")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_documented_example_config_lists_every_key_with_its_default(setup: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from attnmap.wsi.pipeline_config import PipelineConfig, config_from_dict
+
+    example = Path(__file__).parents[1] / "docs" / "wsi_config_example.yaml"
+    raw = yaml.safe_load(example.read_text())
+    defaults = PipelineConfig().to_dict()
+    assert {section: set(values) for section, values in raw.items()} == {
+        section: set(values) for section, values in defaults.items()
+    }
+    required = {("slides", "csv"), ("model", "checkpoint")}
+    for section, values in raw.items():
+        for key, value in values.items():
+            if (section, key) not in required:
+                assert value == defaults[section][key], f"{section}.{key}"
+    raw["slides"]["csv"] = str(setup.parent / "slides.csv")
+    raw["model"]["checkpoint"] = str(setup.parent / "clam.pt")
+    config = config_from_dict(raw, base_dir=tmp_path)
+    assert dataclasses.asdict(config.heatmap) == defaults["heatmap"]

@@ -1,0 +1,122 @@
+"""Tissue segmentation and patch grids: CLAM conformance on the fixtures, real tissue, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnmap.errors import InputError
+from attnmap.wsi import heatmap_center_shift, open_slide, patch_grid, segment_tissue
+from attnmap.wsi.tissue import PRESETS
+
+HERE = Path(__file__).parent
+FIXTURES = HERE / "fixtures" / "heatmap"
+REAL_SLIDE = HERE / "data" / "cmu_small_region.svs"
+CLAM_SEGMENTATION = dict(level=2, sthresh=15, mthresh=11, close=2, a_t=1, a_h=1, max_n_holes=2)
+
+
+@pytest.fixture(scope="module")
+def clam():
+    return dict(np.load(FIXTURES / "clam_heatmap_public_inputs.npz"))
+
+
+@pytest.fixture(scope="module")
+def slide():
+    with open_slide(FIXTURES / "clam_synth_slide.tif") as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def tissue(slide):
+    return segment_tissue(slide, **CLAM_SEGMENTATION)
+
+
+def test_contours_match_clam(tissue, clam):
+    assert len(tissue.contours) == 2
+    np.testing.assert_array_equal(tissue.contours[0].outer, clam["contour_0"].reshape(-1, 2))
+    assert len(tissue.contours[0].holes) == 1
+    np.testing.assert_array_equal(tissue.contours[0].holes[0], clam["contour_0_hole_0"].reshape(-1, 2))
+    np.testing.assert_array_equal(tissue.contours[1].outer, clam["contour_1"].reshape(-1, 2))
+    assert tissue.contours[1].holes == []
+
+
+def test_tissue_mask_matches_clam(tissue, clam):
+    mask, reference = tissue.mask(2), clam["tissue_mask_l2"]
+    assert mask.shape == reference.shape and mask.dtype == bool
+    assert (mask & reference).sum() / (mask | reference).sum() >= 0.999
+    level0 = tissue.mask(0)
+    assert level0.shape == (4096, 4096)
+    assert np.mean(level0[2::4, 2::4] == mask) > 0.995
+    assert tissue.fraction() == pytest.approx(reference.mean(), abs=1e-3)
+
+
+def test_patch_grids_match_clam(slide, tissue, clam):
+    fp = patch_grid(slide, tissue, patch_size=256, step=256, level=0, contour_check="four_pt", padding=True)
+    assert fp.dtype == np.int64
+    np.testing.assert_array_equal(fp, clam["coords_fp"])
+    block = patch_grid(slide, tissue, patch_size=256, step=256, contour_check="four_pt_hard",
+                       center_shift=heatmap_center_shift(0.0))
+    np.testing.assert_array_equal(block, clam["coords_block"])
+
+
+def test_center_shift_rule():
+    assert heatmap_center_shift(0.0) == 0.375
+    assert heatmap_center_shift(0.5) == 0.5
+    assert heatmap_center_shift(0.9) == 0.5
+    assert heatmap_center_shift(0.96) == 0.625
+
+
+def test_grid_options(slide, tissue, clam):
+    dense = patch_grid(slide, tissue, patch_size=256, step=128, contour_check="center")
+    assert len(dense) > 3 * len(clam["coords_fp"])
+    roi = ((1000, 1200), (2600, 2400))
+    inside = patch_grid(slide, tissue, roi=roi)
+    assert len(inside) > 0
+    assert np.all(inside >= roi[0]) and np.all(inside < roi[1])
+    no_pad = patch_grid(slide, tissue, padding=False, contour_check="basic")
+    assert np.all(no_pad + 256 <= 4096)
+    whole = patch_grid(slide, None, patch_size=512, step=512, level=1)
+    assert len(whole) == 16 and whole[1].tolist() == [0, 1024]
+
+
+def test_presets_apply(slide):
+    assert set(PRESETS) == {"tcga", "bwh_biopsy", "bwh_resection"}
+    biopsy = segment_tissue(slide, level=2, preset="bwh_biopsy")
+    assert biopsy.parameters["sthresh"] == 15 and biopsy.parameters["a_t"] == 1
+    assert len(biopsy.contours) == 2
+
+
+def test_real_tissue_is_found_and_patched():
+    with open_slide(REAL_SLIDE) as slide:
+        tissue = segment_tissue(slide, preset="bwh_biopsy")
+        assert 0.25 < tissue.fraction() < 0.6
+        mask = tissue.mask(0)
+        coords = patch_grid(slide, tissue, patch_size=256, step=256)
+        assert len(coords) >= 30
+        for x, y in coords:
+            points = [(x + 128 + dx, y + 128 + dy) for dx in (-64, 64) for dy in (-64, 64)]
+            assert any(mask[py, px] for px, py in points if px < mask.shape[1] and py < mask.shape[0])
+        hard = patch_grid(slide, tissue, patch_size=256, step=256, contour_check="four_pt_hard")
+        assert 0 < len(hard) < len(coords)
+        assert np.mean([mask[y : y + 256, x : x + 256].mean() for x, y in hard]) > 0.8
+        patch = slide.read_region(tuple(coords[0]), 0, (256, 256))
+        assert patch.shape == (256, 256, 3)
+
+
+def test_bad_inputs(slide, tissue):
+    with pytest.raises(InputError, match="level 5 does not exist"):
+        segment_tissue(slide, level=5)
+    with pytest.raises(InputError, match="preset"):
+        segment_tissue(slide, preset="nope")
+    with pytest.raises(InputError, match="odd"):
+        segment_tissue(slide, level=2, mthresh=4)
+    with pytest.raises(InputError, match="level 3 does not exist"):
+        patch_grid(slide, tissue, level=3)
+    with pytest.raises(InputError, match="contour_check"):
+        patch_grid(slide, tissue, contour_check="sideways")
+    with pytest.raises(InputError, match="positive"):
+        patch_grid(slide, tissue, step=0)
+    with pytest.raises(InputError, match="level 9 does not exist"):
+        tissue.mask(9)
