@@ -47,7 +47,7 @@ def seconds(fn: Callable[[], object], device: torch.device, clock: str = "wall")
 
 
 def bench_model(
-    name: str, batch: int, repeats: int, device: torch.device
+    name: str, batch: int, repeats: int, device: torch.device, clock: str = "wall"
 ) -> list[tuple[str, float, str, float]]:
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).to(device).eval()

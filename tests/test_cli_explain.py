@@ -194,3 +194,22 @@ def test_workers_give_the_same_maps_as_in_process(workspace):
         local = np.load(workspace / "local" / f"img{index}_attn_gradcam.npy")
         remote = np.load(workspace / "dask" / f"img{index}_attn_gradcam.npy")
         assert np.allclose(local, remote, atol=1e-5)
+
+
+def test_explain_paths_per_image_targets_across_batches(workspace):
+    import json
+
+    from attnmap.errors import InputError
+    from attnmap.vit.batch import explain_paths
+    from attnmap.vit.models import load_model
+
+    model = load_model("timm:vit_tiny_patch16_224", workspace / "weights.pt", depth=2, img_size=64)
+    paths = sorted((workspace / "images").glob("*.png"))
+    out = workspace / "out_targets"
+    written = explain_paths(paths, model, "attn_gradcam", [3, 1, 2], out, batch_size=2, progress=False)
+    assert len(written) == 6
+    for path, target in zip(paths, [3, 1, 2], strict=True):
+        meta = read_png_text(out / f"{path.stem}_attn_gradcam.png")
+        assert json.loads(meta["parameters"])["target"] == target
+    with pytest.raises(InputError, match="2 targets for 3 images"):
+        explain_paths(paths, model, "attention", [1, 2], out, progress=False)

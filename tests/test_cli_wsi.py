@@ -19,6 +19,7 @@ from synthetic_slide_files import (
 
 from attnmap.cli.main import main
 from attnmap.io_utils import read_png_text
+from attnmap.wsi.slide_outputs import STAGES
 
 SEGMENT = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
 PATCH = ["--patch-size", "64"]
@@ -180,6 +181,7 @@ def test_run_records_a_broken_slide_and_finishes_the_others(tmp_path: Path, caps
     broken = [item for item in report["items"] if item["status"] == "failed"]
     assert len(broken) == 1 and broken[0]["item"].endswith("broken.tif") and broken[0]["traceback"]
     assert report["provenance"]["model_sha256"] and report["summary"]["done"] == 2
+    assert report["summary"]["stage_counts"] == dict.fromkeys(STAGES, 2)  # per-stage progress events
     rows = (out / "predictions.csv").read_text().splitlines()
     assert rows[0].startswith("slide_id,label,prediction") and [r.split(",")[0] for r in rows[1:]] == [
         "slide_0",
@@ -195,5 +197,12 @@ def test_run_config_errors_are_one_line(tmp_path: Path, capsys) -> None:
     config_path.write_text(yaml.safe_dump(raw))
     code, _, err = cli(capsys, "wsi", "run", config_path)
     assert code == 2 and "unknown key(s) batchsize in section 'features'" in err and "Traceback" not in err
+    raw["features"].pop("batchsize")
+    config_path.write_text(yaml.safe_dump(raw))
+    import torch
+
+    if not torch.cuda.is_available():
+        code, _, err = cli(capsys, "wsi", "run", config_path, "--device", "cuda")
+        assert code == 2 and "no CUDA GPU is available" in err
     code, _, err = cli(capsys, "wsi", "segment", tmp_path / "missing.svs", "-o", tmp_path)
     assert code == 2 and "missing.svs" in err

@@ -120,6 +120,7 @@ def test_cohort_with_a_killed_worker_equals_a_one_worker_run(tmp_path: Path) -> 
     serial = load_config(config_path, output_dir=str(tmp_path / "serial"))
     report = run_cohort(serial, workers=1, progress=False)
     assert [entry.status for entry in report.items] == ["done"] * 6
+    assert set(report.stage_counts.values()) == {6} and len(report.stage_counts) == 6
 
     parallel = load_config(config_path, output_dir=str(tmp_path / "parallel"))
     entries = read_slide_list(parallel)

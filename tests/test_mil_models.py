@@ -195,6 +195,7 @@ def test_load_clam_repairs_historical_checkpoints():
     _same_outputs(load_clam(old_layout), reference)
     model = load_clam(state, k_sample=4, subtyping=True, dropout=0.25)
     assert (model.k_sample, model.subtyping, model.dropout) == (4, True, 0.25)
+    assert load_clam(state, dropout=True).dropout == 0.25  # old CLAM's boolean switch
     with pytest.raises(InputError, match="cannot override"):
         load_clam(state, n_classes=3)
     with pytest.raises(UnsupportedModelError, match="attention_net.0.weight"):

@@ -16,7 +16,7 @@ from attnmap.mil import CLAM_SB, load_mil
 from attnmap.mil.bags import write_h5_bag
 from attnmap.mil.metrics import classification_metrics, roc_auc
 from attnmap.mil.splits import make_folds, read_labels
-from attnmap.mil.train import train_mil
+from attnmap.mil.train import TrainConfig, _update_early_stopping, train_mil
 
 
 @pytest.fixture(autouse=True)
@@ -201,3 +201,21 @@ def test_cli_train_and_attention(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["mil", "attention", str(labels), str(tmp_path / "features"), "-o", str(tmp_path / "x")])
     assert done.value.code == 2
+
+
+def test_early_stopping_follows_clam_rule():
+    model = torch.nn.Linear(2, 2)
+    config = TrainConfig(patience=2, stop_epoch=2)
+    state = {"best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0, "best_weights": None}
+    stops = [
+        _update_early_stopping(state, model, loss, epoch, config)
+        for epoch, loss in enumerate([1.0, 0.9, 0.95, 0.97, 0.99])
+    ]
+    assert stops == [False, False, False, True, True] and state["best_epoch"] == 1
+    config = TrainConfig(patience=2, stop_epoch=5)  # not before stop_epoch
+    state = {"best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0, "best_weights": None}
+    stops = [
+        _update_early_stopping(state, model, loss, epoch, config)
+        for epoch, loss in enumerate([1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    ]
+    assert stops == [False] * 6 + [True]

@@ -12,7 +12,7 @@ import openslide
 import pytest
 import tifffile
 
-from attnmap.data.synthetic_slides import load_masks, make_cohort, make_slide, tumour_outline
+from attnmap.data.synthetic_slides import load_mask, load_masks, make_cohort, make_slide, tumour_outline
 from attnmap.errors import InputError
 
 
@@ -54,6 +54,9 @@ def test_masks_agree_with_the_pixels(tumour_slide) -> None:
     lymphoid = tumour_slide.lymphoid_mask
     stroma = eroded & ~tumour & ~cv2.dilate(lymphoid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     assert lymphoid.any() and not (lymphoid & tumour).any() and not (lymphoid & ~tissue).any()
+    np.testing.assert_array_equal(load_mask(tumour_slide.path, "lymphoid"), lymphoid)
+    with pytest.raises(InputError, match="no mask"):
+        load_mask(tumour_slide.path, "stroma")
     assert brightness[lymphoid].mean() < brightness[stroma].mean() - 15
 
 

@@ -89,6 +89,8 @@ def test_encoder_errors_name_the_problem(tmp_path: Path) -> None:
         load_encoder(wrong)
     with pytest.raises(FileNotFoundError):
         load_encoder("resnet50_trunc", tmp_path / "missing.pth")
+    with pytest.raises(UnsupportedModelError, match="fails on a 50×50 patch"):
+        load_encoder("timm:test_vit", input_size=50)  # not a multiple of the ViT's 16-px patches
 
 
 def test_patch_transform_resizes_and_normalises() -> None:
@@ -177,3 +179,13 @@ def test_patching_and_features_end_to_end_on_the_real_slide(tmp_path: Path) -> N
     features = extract_features(slide, coords, encoder, patch_size=256, batch_size=32, progress=False)
     assert features.shape == (len(coords), 8) and np.isfinite(features).all()
     assert np.unique(features.round(5), axis=0).shape[0] > len(coords) // 2  # real, varied tissue
+
+
+def test_registered_encoders_load_by_name() -> None:
+    from attnmap.wsi.encoders import register_encoder
+
+    transform = PatchTransform(2, (0.0,) * 3, (1.0,) * 3, "bilinear")
+    register_encoder("test:flatten", lambda: (torch.nn.Flatten(), transform, 12))
+    encoder = load_encoder("test:flatten")
+    assert encoder.feature_dim == 12 and encoder.transform is transform and not encoder.model.training
+    assert encoder.model(torch.ones(1, 3, 2, 2)).shape == (1, 12)

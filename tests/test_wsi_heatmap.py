@@ -194,5 +194,7 @@ def test_bad_inputs_name_the_problem(slide, clam):
         render_heatmap(slide, coords, scores, patch_size=2, vis_level=2)
     with pytest.raises(InputError, match="unknown colour map"):
         render_heatmap(slide, coords, scores, cmap="no-such-map")
+    with pytest.raises(InputError, match="write_heatmap_tiff"):
+        render_heatmap(slide, coords, scores, vis_level=0, max_pixels=4096 * 4095)
     with pytest.raises(InputError, match="NaN"):
         render_heatmap(slide, coords, np.full(len(coords), np.nan))

@@ -235,6 +235,8 @@ def test_config_errors_name_the_problem(setup: Path, tmp_path: Path) -> None:
         load(model={"checkpoint": "missing.pt"})
     with pytest.raises(InputError, match="model.checkpoint is required"):
         load(model=None)
+    with pytest.raises(InputError, match="features.encoder '.*no_such_encoder.pt' is neither"):
+        load(features={"encoder": "no_such_encoder.pt"})
     with pytest.raises(InputError, match="heatmap.overlap"):
         load(heatmap={"overlap": 1.5})
     with pytest.raises(InputError, match="run.device"):

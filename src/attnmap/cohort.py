@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from attnmap.io_utils import write_json_atomic
 
 # How long to wait for an existing scheduler before giving up with a clear error.
 SCHEDULER_TIMEOUT = "15s"
+# Dask event topic on which tasks announce finished stages (for the per-stage progress bars).
+STAGE_TOPIC = "attnmap-stage"
 
 
 @dataclass
@@ -54,6 +58,7 @@ class RunReport:
     scheduler: str | None = None
     seconds: float = 0.0
     provenance: dict[str, str] = field(default_factory=dict)
+    stage_counts: dict[str, int] = field(default_factory=dict)  # items that reached each stage (this run)
 
     @property
     def done(self) -> list[ItemResult]:
@@ -82,6 +87,7 @@ class RunReport:
                 "workers": self.workers,
                 "scheduler": self.scheduler,
                 "seconds": round(self.seconds, 3),
+                "stage_counts": self.stage_counts,
             },
             "provenance": self.provenance,
             "items": [asdict(entry) for entry in self.items],
@@ -124,7 +130,29 @@ def run_item(fn: Callable[[Any], dict], item: Any) -> dict[str, Any]:
     return {"status": "done", "result": _jsonable(result), "seconds": time.perf_counter() - start}
 
 
+def report_stage(stage: str) -> None:
+    """Announce that the running task finished ``stage`` (drives `run_tasks`' per-stage bars).
+
+    A no-op outside a dask worker, so task functions can call it unconditionally.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    worker.log_event(STAGE_TOPIC, {"stage": stage})
+
+
 def _configure_worker() -> None:
+    """One compute thread per worker (torch, OpenCV), so N workers use N cores and results match."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for libraries the task imports later
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - OpenCV is a dependency
+        pass
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -135,7 +163,7 @@ def _configure_worker() -> None:
             from distributed import get_worker
 
             name = get_worker().name
-            index = int(name) if str(name).isdigit() else abs(hash(str(name)))
+            index = int(name) if str(name).isdigit() else zlib.crc32(str(name).encode())
             torch.cuda.set_device(index % torch.cuda.device_count())
         except (ValueError, ImportError):
             pass
@@ -161,6 +189,7 @@ def run_tasks(
     retries: int = 2,
     progress: bool = True,
     provenance: dict[str, str] | None = None,
+    stages: Sequence[str] | None = None,
 ) -> RunReport:
     """Run ``fn(item)`` for every item on dask.distributed and return (and save) a `RunReport`.
 
@@ -168,7 +197,8 @@ def run_tasks(
     idempotent: it may run twice for one item when a worker dies mid-task. ``workers`` processes
     on a LocalCluster bound to 127.0.0.1, or the existing cluster at ``scheduler``. Items for which
     ``is_complete(item)`` is true are skipped. ``report``: JSON path, rewritten as items finish so
-    an interrupted run still leaves an accurate record.
+    an interrupted run still leaves an accurate record. ``stages``: names ``fn`` announces with
+    `report_stage`; each gets its own progress bar below the items' bar.
     """
     items = list(items)
     if scheduler is None and (not isinstance(workers, int) or workers < 1):
@@ -195,7 +225,9 @@ def run_tasks(
         with _DaskClient(workers, scheduler) as client:
             if scheduler is not None:
                 run_report.workers = len(client.scheduler_info().get("workers", {}))
-            _submit_and_collect(client, fn, items, todo, run_report, retries, desc, progress, save)
+            with _StageBars(client, stages, len(todo), progress) as stage_bars:
+                _submit_and_collect(client, fn, items, todo, run_report, retries, desc, progress, save)
+            run_report.stage_counts = stage_bars.counts
     save()
     return run_report
 
@@ -241,6 +273,54 @@ def _submit_and_collect(
             bar.update(1)
             bar.set_postfix(failed=len(run_report.failed))
             save()
+
+
+class _StageBars:
+    """Counts of finished stages from the `STAGE_TOPIC` events tasks send (`report_stage`), one bar each.
+
+    The counts end up in the run report (``stage_counts``); a stage rerun after a worker died is
+    counted once more than it finished, so counts are capped at the number of items.
+    """
+
+    def __init__(self, client: Any, stages: Sequence[str] | None, total: int, progress: bool) -> None:
+        self.client, self.stages, self.total, self.progress = client, list(stages or []), total, progress
+        self.counts: dict[str, int] = dict.fromkeys(self.stages, 0)
+        self.bars: dict[str, Any] = {}
+
+    def __enter__(self) -> _StageBars:
+        if not self.stages:
+            return self
+        from tqdm.auto import tqdm
+
+        self.bars = {
+            name: tqdm(
+                total=self.total,
+                desc=f"  {name}",
+                unit="item",
+                position=index + 1,
+                leave=False,
+                disable=not self.progress,
+            )
+            for index, name in enumerate(self.stages)
+        }
+        self.client.subscribe_topic(STAGE_TOPIC, self._advance)
+        return self
+
+    def _advance(self, event: tuple[float, Any]) -> None:
+        stage = event[1].get("stage") if isinstance(event[1], dict) else None
+        if stage in self.counts and self.counts[stage] < self.total:
+            self.counts[stage] += 1
+            self.bars[stage].update(1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.stages:
+            return
+        deadline = time.monotonic() + 3.0  # events travel via the scheduler: let the last ones arrive
+        while exc_info[0] is None and min(self.counts.values()) < self.total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.client.unsubscribe_topic(STAGE_TOPIC)
+        for bar in self.bars.values():
+            bar.close()
 
 
 class _DaskClient:

@@ -75,8 +75,6 @@ def evaluate(
     if height != width:
         raise InputError(f"--data shapes makes square images; the model expects {height}x{width}")
     dataset = ShapesDataset(n_images, size=height, seed=seed, mean=config["mean"], std=config["std"])
-    result = evaluate_methods(model, dataset, names, batch_size=batch_size, seed=seed,
-                              pointing_tolerance=pointing_tolerance, progress=not quiet)
     command = _command_line(model_spec, checkpoint, data, n_images, method_list, out_dir, seed, batch_size,
                             pointing_tolerance)
     record = provenance(
@@ -87,6 +85,8 @@ def evaluate(
         model_name=model_spec,
         command=command,
     )
+    result = evaluate_methods(model, dataset, names, batch_size=batch_size, seed=seed,
+                              pointing_tolerance=pointing_tolerance, progress=not quiet)
     csv_path = write_csv(result, out_dir / "evaluation.csv", record)
     plot_path = plot_curves(result, out_dir / "perturbation_curves.png", record)
     click.echo(f"{command}\n{n_images} images, clean accuracy {result.settings['clean_accuracy']:.1f}%; "
@@ -101,21 +101,23 @@ def evaluate(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the bundled recipe's.")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Default: the bundled recipe's.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="CPU threads for torch (1 is faster on a machine busy with other work).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_shapes(
-    out_path: Path | None, seed: int, epochs: int | None, n_train: int | None, quiet: bool
+    out_path: Path | None, seed: int, epochs: int | None, n_train: int | None, threads: int, quiet: bool
 ) -> None:
-    """Train the shapes ViT (2 CPU threads) and save weights plus a JSON record of how they were made."""
+    """Train the shapes ViT on the CPU and save weights plus a JSON record of how they were made."""
     from attnmap.data.shapes_model import WEIGHTS_PATH
     from attnmap.data.train_shapes import RECIPE, train_shapes_vit
 
     epochs = epochs if epochs is not None else RECIPE["epochs"]
     n_train = n_train if n_train is not None else RECIPE["n_train"]
     command = "attnmap train-shapes" + (f" --out {out_path}" if out_path is not None else "")
-    command += f" --seed {seed} --epochs {epochs} --n-train {n_train}"
+    command += f" --seed {seed} --epochs {epochs} --n-train {n_train} --threads {threads}"
     out_path = out_path if out_path is not None else WEIGHTS_PATH
-    record = train_shapes_vit(out_path, seed=seed, epochs=epochs, n_train=n_train, command=command,
-                              progress=not quiet)
+    record = train_shapes_vit(out_path, seed=seed, epochs=epochs, n_train=n_train, threads=threads,
+                              command=command, progress=not quiet)
     click.echo(f"wrote {out_path} and {Path(out_path).with_suffix('.json')}: held-out accuracy "
                f"{record['held_out']['accuracy']:.4f}, {record['train_wall_seconds']:.0f} s")
 

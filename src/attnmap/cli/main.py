@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="attnmap", standalone_mode=False)
+        code = cli.main(args=args, prog_name="attnmap", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.Abort:
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(1)
+    # outside standalone mode click returns ctx.exit(n)'s code instead of raising it
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 def _one_line(error: BaseException) -> str:

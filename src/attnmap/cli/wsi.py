@@ -326,19 +326,15 @@ def heatmap(
     **draw: Any,
 ) -> None:
     """Draw a heatmap of per-patch scores (or of a CLAM model's attention on a features file)."""
-    import numpy as np
-
     from attnmap.errors import InputError
-    from attnmap.io_utils import atomic_path, save_png
     from attnmap.provenance import provenance
-    from attnmap.wsi.heatmap import render_heatmap
-    from attnmap.wsi.slide import open_slide
-    from attnmap.wsi.stage_files import load_tissue
+    from attnmap.wsi.pipeline_drawing import write_heatmap_files
+    from attnmap.wsi.stage_files import load_scores_with_patch_size, load_tissue
 
     if (scores is None) == (features_h5 is None) or (features_h5 is not None) != (model is not None):
         raise click.UsageError("give either --scores, or --features together with --model")
     if scores is not None:
-        coords, values, stored_patch = _read_scores(scores)
+        coords, values, stored_patch = load_scores_with_patch_size(scores)
         record = provenance(method="heatmap", parameters={**draw, "scores": scores.name}, slide=slide.name)
     else:
         from attnmap.mil import attention_scores, load_clam
@@ -358,42 +354,19 @@ def heatmap(
     if patch_size is None:
         raise InputError("the scores file does not record the patch size: give --patch-size (level-0 pixels)")
     tissue = load_tissue(tissue_json) if tissue_json else None
-    with open_slide(slide) as handle:
-        image = render_heatmap(
-            handle, coords, np.asarray(values), patch_size=patch_size, tissue=tissue, **draw
-        )
-        save_png(out_png, image, record)
-        if tiff is not None:
-            from attnmap.wsi.tiff_writer import write_heatmap_tiff
-
-            with atomic_path(tiff) as temporary:
-                write_heatmap_tiff(
-                    temporary,
-                    handle,
-                    coords,
-                    values,
-                    patch_size=patch_size,
-                    level=tiff_level,
-                    tissue=tissue,
-                    cmap=draw["cmap"],
-                    alpha=draw["alpha"],
-                    percentiles=draw["percentiles"],
-                    blur=draw["blur"],
-                    blank_canvas=draw["blank_canvas"],
-                    metadata=record,
-                )
-    click.echo(f"heatmap: {out_png}" + (f" and {tiff}" if tiff else ""))
-
-
-def _read_scores(path: Path) -> tuple[Any, Any, int | None]:
-    import h5py
-
-    from attnmap.wsi.scores_io import load_scores_h5
-
-    coords, values = load_scores_h5(path)
-    with h5py.File(path, "r") as handle:
-        stored = handle.attrs.get("patch_size")
-    return coords, values, int(stored) if stored is not None else None
+    written = write_heatmap_files(
+        slide,
+        coords,
+        values,
+        patch_size,
+        out_png,
+        tissue=tissue,
+        tiff=tiff,
+        tiff_level=tiff_level,
+        metadata=record,
+        **draw,
+    )
+    click.echo("heatmap: " + " and ".join(str(path) for path in written))
 
 
 @wsi.command()

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnmap.data.synthetic_slides import load_masks, make_cohort, make_slide
+from attnmap.data.synthetic_slides import SyntheticSlide, load_mask, load_masks, make_cohort, make_slide
 from attnmap.data.tiny_encoder import WEIGHTS_DIR, load_tiny_encoder
 from attnmap.errors import InputError
 from attnmap.evaluate.mil_localisation import attention_localisation, patch_labels_from_mask, patch_means
+from attnmap.wsi.encoders import Encoder
 
 DEMO_MODEL_NAME = "demo_clam_sb.pt"
 DEMO_RECORD_NAME = "demo_clam_sb.json"
@@ -43,7 +44,9 @@ HELD_OUT_SEED = 90_210
 """Seed of held-out slides: disjoint from the training cohort's per-slide seeds by construction."""
 
 
-def held_out_slide(path: str | Path, index: int = 0, size: tuple[int, int] = SLIDE_SIZE, tumour: bool = True):
+def held_out_slide(
+    path: str | Path, index: int = 0, size: tuple[int, int] = SLIDE_SIZE, tumour: bool = True
+) -> SyntheticSlide:
     """A synthetic slide the demo model never saw (slide ``index`` of the held-out series)."""
     if index < 0:
         raise InputError(f"index must be non-negative, got {index}")
@@ -58,7 +61,10 @@ def read_cohort(cohort_dir: str | Path) -> list[dict[str, str]]:
 
 
 def slide_bag(
-    slide_path: str | Path, encoder=None, patch_size: int = PATCH_SIZE, progress: bool = False
+    slide_path: str | Path,
+    encoder: Encoder | None = None,
+    patch_size: int = PATCH_SIZE,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(coords N×2 level-0 [x, y], features N×D) of a slide: segmentation, grid, tiny-encoder features.
 
@@ -121,7 +127,18 @@ def slide_localisation(
         result.update(attention_localisation(bag.scores("raw"), labels))
         baseline = attention_localisation(darkness_scores(slide_path, coords, patch_size), labels)
         result["darkness_baseline_auc"] = baseline["auc"]
+        lymphoid = patch_labels_from_mask(coords, patch_size, load_mask(slide_path, "lymphoid"), downsample)
+        if lymphoid.any():  # tumour against its look-alike only: is attention more than "dark"?
+            pair = labels | lymphoid
+            result["tumour_vs_lymphoid_auc"] = attention_localisation(bag.scores("raw")[pair], labels[pair])[
+                "auc"
+            ]
     return result
+
+
+def _mean_of(per_slide: dict[str, dict[str, float]], key: str) -> float:
+    values = [result[key] for result in per_slide.values() if key in result]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def evaluate_on_cohort(
@@ -146,24 +163,18 @@ def evaluate_on_cohort(
         "n_slides": len(rows),
         "n_tumour_slides_scored": len(aucs),
         "slide_metrics": classification_metrics(np.array(labels), np.array(probs)),
-        "attention_auc_mean": float(np.mean(aucs)) if aucs else float("nan"),
+        "attention_auc_mean": _mean_of(per_slide, "auc"),
         "attention_auc_min": float(np.min(aucs)) if aucs else float("nan"),
-        "average_precision_mean": float(
-            np.mean([r["average_precision"] for r in per_slide.values() if "auc" in r])
-        )
-        if aucs
-        else float("nan"),
-        "darkness_baseline_auc_mean": float(
-            np.mean([r["darkness_baseline_auc"] for r in per_slide.values() if "auc" in r])
-        )
-        if aucs
-        else float("nan"),
+        "average_precision_mean": _mean_of(per_slide, "average_precision"),
+        "top_k_precision_mean": _mean_of(per_slide, "top_k_precision"),
+        "darkness_baseline_auc_mean": _mean_of(per_slide, "darkness_baseline_auc"),
+        "tumour_vs_lymphoid_auc_mean": _mean_of(per_slide, "tumour_vs_lymphoid_auc"),
         "per_slide": per_slide,
     }
     return summary
 
 
-def _write_bags(cohort_dir: Path, bags_dir: Path, encoder, patch_size: int) -> None:
+def _write_bags(cohort_dir: Path, bags_dir: Path, encoder: Encoder, patch_size: int) -> None:
     """Features of every slide of a cohort as CLAM's ``h5_files/<slide_id>.h5``."""
     from tqdm.auto import tqdm
 
@@ -277,7 +288,7 @@ def build_demo(
     return record
 
 
-def load_demo_clam(weights_dir: str | Path | None = None):
+def load_demo_clam(weights_dir: str | Path | None = None) -> torch.nn.Module:
     """The bundled demo CLAM_SB (eval mode, 64-d tiny-encoder features, 2 classes: normal / tumour)."""
     from attnmap.mil import load_clam
 

@@ -67,6 +67,17 @@ def load_masks(slide_path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         return data["tissue"].astype(bool), data["tumour"].astype(bool), int(data["downsample"])
 
 
+def load_mask(slide_path: str | Path, name: str) -> np.ndarray:
+    """One stored mask of a synthetic slide ("tissue", "tumour" or "lymphoid") as bool."""
+    path = mask_path_for(slide_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ground-truth masks for {slide_path}: expected {path}")
+    with np.load(path) as data:
+        if name not in ("tissue", "tumour", "lymphoid") or name not in data:
+            raise InputError(f"{path} has no mask {name!r}; masks: tissue, tumour, lymphoid")
+        return data[name].astype(bool)
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """White noise blurred to blobs of about ``sigma`` pixels, rescaled to unit standard deviation."""
     noise = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma)
@@ -291,20 +302,6 @@ def make_slide(
             upsample(_region_field(rng, grid, inner, n_lymphoid, (0.045, 0.075), 0.2)) & ~tumour_full
         )
 
-    image = _render(rng, tissue_full, tumour_full, lymphoid_full)
-    record = provenance(
-        method="synthetic_slide",
-        parameters={
-            "seed": seed,
-            "size": [width, height],
-            "tumour": tumour,
-            "mpp": mpp,
-            "n_levels": n_levels,
-        },
-        generator="attnmap.data.synthetic_slides.make_slide",
-    )
-    write_pyramidal_tiff(path, _pyramid(image, n_levels), mpp, json.dumps(record), compression)
-
     def to_mask(full: np.ndarray) -> np.ndarray:
         small = cv2.resize(full.astype(np.uint8) * 255, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
         return small >= 128
@@ -314,6 +311,24 @@ def make_slide(
         to_mask(tumour_full),
         to_mask(lymphoid_full),
     )
+    if tumour and not tumour_mask.any():  # never seen; a positive label without tumour would be a lie
+        raise RuntimeError(f"seed {seed} gave a tumour slide without tumour pixels; use another seed")
+    image = _render(rng, tissue_full, tumour_full, lymphoid_full)
+    record = provenance(
+        method="synthetic_slide",
+        parameters={
+            "seed": seed,
+            "size": [width, height],
+            "tumour": tumour,
+            "mpp": mpp,
+            "n_levels": n_levels,
+            "n_tumour_regions": n_tumour_regions,
+            "n_lymphoid_aggregates": n_lymphoid_aggregates,
+            "compression": compression,
+        },
+        generator="attnmap.data.synthetic_slides.make_slide",
+    )
+    write_pyramidal_tiff(path, _pyramid(image, n_levels), mpp, json.dumps(record), compression)
     mask_path = mask_path_for(path)
     np.savez_compressed(
         mask_path,

@@ -1,6 +1,6 @@
 """Training of the bundled shapes ViT: the routine behind ``attnmap train-shapes``.
 
-Seeded end to end (data, init, shuffling, augmentation) and limited to two CPU threads, so the
+Seeded end to end (data, init, shuffling, augmentation) and on few CPU threads (2 by default), so the
 shipped weights can be remade on a laptop in minutes. Shapes keep their class under flips and
 quarter turns, so those are the augmentation; fresh data would cost more time to draw than it helps.
 """
@@ -102,7 +102,7 @@ def train_shapes_vit(
     accuracy = held_out_accuracy(model, held_out)
     record: dict[str, Any] = {
         "config": SHAPES_VIT_CONFIG,
-        "stem": "ConvPatchEmbed (conv3x3/2-BN-ReLU x2, conv3x3/2 to embed_dim)",
+        "stem": describe_stem(model),
         "classes": list(SHAPE_CLASSES),
         "seed": seed,
         "command": command or " ".join(shlex.quote(arg) for arg in sys.argv),
@@ -136,6 +136,19 @@ def held_out_accuracy(model: torch.nn.Module, dataset: ShapesDataset, batch_size
             logits = model(dataset.images[first : first + batch_size])
             correct += int((logits.argmax(-1) == dataset.labels[first : first + batch_size]).sum())
     return correct / len(dataset)
+
+
+def describe_stem(model: torch.nn.Module) -> str:
+    """The conv stem's layers in one line, e.g. 'Conv2d(3→24, 3x3, stride 2) → BatchNorm2d → ReLU → …'."""
+    parts = []
+    for layer in model.patch_embed.proj:
+        if isinstance(layer, torch.nn.Conv2d):
+            kernel = "x".join(map(str, layer.kernel_size))
+            channels = f"{layer.in_channels}→{layer.out_channels}"
+            parts.append(f"Conv2d({channels}, {kernel}, stride {layer.stride[0]})")
+        else:
+            parts.append(type(layer).__name__)
+    return "ConvPatchEmbed: " + " → ".join(parts)
 
 
 def _warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:

@@ -34,6 +34,8 @@ class ABMIL(AttentionMILBase):
         super().__init__()
         if n_classes < 2:
             raise InputError(f"ABMIL needs at least 2 classes, got n_classes={n_classes}")
+        if isinstance(dropout, bool):  # old CLAM: a switch meaning p = 0.25
+            dropout = 0.25 if dropout else 0.0
         if not 0.0 <= float(dropout) < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {dropout}")
         self.embed_dim, self.hidden_dim, self.n_classes, self.n_branches = embed_dim, hidden_dim, n_classes, 1

@@ -55,6 +55,8 @@ class _CLAMBase(AttentionMILBase):
             raise InputError(f"CLAM needs at least 2 classes, got n_classes={n_classes}")
         if k_sample < 1:
             raise InputError(f"k_sample must be at least 1, got {k_sample}")
+        if isinstance(dropout, bool):  # old CLAM: a switch meaning p = 0.25
+            dropout = 0.25 if dropout else 0.0
         if not 0.0 <= float(dropout) < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {dropout}")
         hidden, attention_hidden = CLAM_SIZES[size]

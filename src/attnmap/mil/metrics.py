@@ -43,12 +43,12 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, f
         raise InputError(f"probs {probs.shape} must be (n, C) with n = {labels.shape[0]} labels")
     n_classes = probs.shape[1]
     predictions = probs.argmax(axis=1)
-    metrics: dict[str, float] = {"n": float(labels.size)}
+    metrics: dict[str, float] = {"n": int(labels.size)}
     metrics["accuracy"] = float((predictions == labels).mean()) if labels.size else math.nan
     per_class_auc, per_class_acc = [], []
     for c in range(n_classes):
         members = labels == c
-        metrics[f"n_class{c}"] = float(members.sum())
+        metrics[f"n_class{c}"] = int(members.sum())
         accuracy = float((predictions[members] == c).mean()) if members.any() else math.nan
         metrics[f"acc_class{c}"] = accuracy
         metrics[f"auc_class{c}"] = roc_auc(members, probs[:, c]) if labels.size else math.nan

@@ -78,6 +78,12 @@ class TrainConfig:
             raise InputError(f"bag_weight must be in [0, 1], got {self.bag_weight}")
         if self.max_epochs < 1:
             raise InputError(f"max_epochs must be at least 1, got {self.max_epochs}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as error:
+            raise InputError(f"unknown torch device {self.device!r}") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device {self.device!r} asked for, but CUDA is not available here")
 
 
 class BagStore:
@@ -216,6 +222,7 @@ def train_fold(
         "bad_epochs": 0,
         "best_weights": None,
         "log": [],
+        "stopped": False,
     }
     resume = fold_dir / "resume.pt"
     if resume.is_file():
@@ -225,7 +232,7 @@ def train_fold(
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
     epochs = tqdm(
-        range(state["epoch"], config.max_epochs),
+        range(state["epoch"], state["epoch"] if state["stopped"] else config.max_epochs),
         desc=f"fold {split.fold}",
         initial=state["epoch"],
         total=config.max_epochs,
@@ -250,7 +257,7 @@ def train_fold(
             "val_accuracy": val_metrics.get("accuracy", math.nan),
         }
         state["log"].append(row)
-        state["epoch"] = epoch + 1
+        state["epoch"], state["stopped"] = epoch + 1, stop
         _save_atomic(
             {
                 "model": model.state_dict(),
@@ -273,7 +280,7 @@ def train_fold(
 
 def _update_early_stopping(state: dict, model, loss: float, epoch: int, config: TrainConfig) -> bool:
     """CLAM's rule: keep the lowest-loss weights; stop after `patience` worse epochs past stop_epoch."""
-    if loss < state["best_loss"]:
+    if loss <= state["best_loss"]:  # CLAM counts a tie as an improvement
         state.update(best_loss=loss, best_epoch=epoch, bad_epochs=0)
         state["best_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return False
@@ -346,13 +353,18 @@ def train_mil(
             {
                 "fold": "mean",
                 "split": "test",
-                **{key: float(np.nanmean([float(r.get(key, math.nan)) for r in tests])) for key in keys},
+                **{key: _nan_mean([float(r.get(key, math.nan)) for r in tests]) for key in keys},
             }
         )
     _write_metrics(out_dir / "metrics.csv", rows)
     if verbose:
         print(format_metrics(rows, cohort.class_names))
     return rows
+
+
+def _nan_mean(values: list[float]) -> float:
+    present = [value for value in values if not math.isnan(value)]
+    return float(np.mean(present)) if present else math.nan
 
 
 def _check_same_config(path: Path, config: TrainConfig) -> None:

@@ -79,6 +79,18 @@ def _output_stems(paths: Sequence[Path]) -> list[str]:
     return stems
 
 
+def _targets_for(target: Target, start: int, stop: int, total: int) -> Target:
+    """The targets of images start..stop: one class for all, or a slice of one class per image."""
+    if target is None or isinstance(target, int):
+        return target
+    values = torch.as_tensor(target).reshape(-1).tolist()
+    if len(values) == 1:
+        return int(values[0])
+    if len(values) != total:
+        raise InputError(f"got {len(values)} targets for {total} images")
+    return values[start:stop]
+
+
 def _save_npy(path: Path, array: np.ndarray) -> Path:
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.save(handle, array)
@@ -119,9 +131,11 @@ def explain_paths(
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         images, views = preprocess(model, chunk)
-        maps = {name: explain(model, images, name, target, **per_method[name]).detach() for name in names}
+        targets = _targets_for(target, start, start + len(chunk), len(paths))
+        maps = {name: explain(model, images, name, targets, **per_method[name]).detach() for name in names}
         for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
             stem = stems[start + offset]
+            image_target = targets[offset] if isinstance(targets, list) else targets
             overlays = []
             for name in names:
                 heat = maps[name][offset].float().cpu().numpy()
@@ -129,7 +143,7 @@ def explain_paths(
                 picture = overlay(view, heat, cmap=cmap, alpha=alpha)
                 meta = provenance(
                     method=name,
-                    parameters={"target": target, **per_method[name]},
+                    parameters={"target": image_target, **per_method[name]},
                     model_name=model_name or type(model).__name__,
                     model_sha256=checksum,
                     image=str(path),
@@ -142,7 +156,7 @@ def explain_paths(
             if grid:
                 meta = provenance(
                     method="all",
-                    parameters={"target": target, "methods": names, "options": per_method},
+                    parameters={"target": image_target, "methods": names, "options": per_method},
                     model_name=model_name or type(model).__name__,
                     model_sha256=checksum,
                     image=str(path),

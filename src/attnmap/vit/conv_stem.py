@@ -1,8 +1,9 @@
 """`ConvPatchEmbed`: a small convolutional stem that keeps the ViT's patch grid.
 
-A plain linear patch embedding learns slowly from few images; three stride-2 convolutions learn
-edges and corners first and still hand the transformer one token per ``patch_size`` square, so
-every patch-level explanation keeps its meaning. The stem is deliberately made of only ``Conv2d``,
+A plain linear patch embedding learns slowly from few images; stride-2 convolutions (with a few
+stride-1 "context" convolutions before the last one, widening each token's view to about 31 px)
+learn edges and corners first and still hand the transformer one token per ``patch_size`` square,
+so every patch-level explanation keeps its meaning. The stem is deliberately made of only ``Conv2d``,
 ``BatchNorm2d`` and ``ReLU`` layers inside ``proj`` (an ``nn.Sequential``): full LRP propagates
 through exactly these kinds (zᴮ at the first convolution, z⁺ after, ReLU as identity, BatchNorm
 folded into the preceding convolution).
@@ -21,8 +22,9 @@ from attnmap.errors import InputError
 class ConvPatchEmbed(PatchEmbed):
     """timm ``PatchEmbed`` whose ``proj`` is conv-BN-ReLU stages of stride 2 ending in a conv to embed_dim.
 
-    ``patch_size`` must be a power of two ≥ 4: log2(patch_size) stride-2 stages (the last one is a
-    plain convolution to ``embed_dim``). Channel widths double from ``stem_width`` up to embed_dim.
+    ``patch_size`` must be a power of two ≥ 4: log2(patch_size) stride-2 stages, with
+    ``context_convs`` stride-1 conv-BN-ReLU layers before the last stage, which is a plain
+    convolution to ``embed_dim``. Channel widths double from ``stem_width`` up to embed_dim.
     Accepts timm's PatchEmbed keyword arguments so ``VisionTransformer(embed_layer=ConvPatchEmbed)``
     can build it.
     """

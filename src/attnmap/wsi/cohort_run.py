@@ -15,7 +15,8 @@ from pathlib import Path
 from attnmap.cohort import RunReport, run_tasks
 from attnmap.io_utils import remove_stale_temporaries, write_csv_atomic
 from attnmap.provenance import model_checksum, provenance
-from attnmap.wsi.pipeline import SlideOutputs, run_slide_item, slide_complete
+from attnmap.wsi.features import resolve_device
+from attnmap.wsi.pipeline import STAGES, SlideOutputs, run_slide_item, slide_complete
 from attnmap.wsi.pipeline_config import PipelineConfig, SlideEntry, read_slide_list
 
 PREDICTION_COLUMNS = ["slide_id", "label", "prediction", "prediction_name", "n_patches", "attention_branch"]
@@ -34,6 +35,9 @@ def run_cohort(
     files of an interrupted earlier run are removed first.
     """
     entries = read_slide_list(config)
+    scheduler = scheduler if scheduler is not None else config.run.scheduler
+    if scheduler is None:  # local workers see this machine's devices: check before starting them
+        resolve_device(config.run.device)
     out_dir = Path(config.run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)  # no task runs yet, so every temporary file is a leftover
@@ -47,12 +51,13 @@ def run_cohort(
         functools.partial(run_slide_item, config=config),
         entries,
         workers=workers if workers is not None else config.run.workers,
-        scheduler=scheduler if scheduler is not None else config.run.scheduler,
+        scheduler=scheduler,
         report=out_dir / "run_report.json",
         desc="slides",
         is_complete=functools.partial(slide_complete, config=config),
         progress=progress,
         provenance=record,
+        stages=STAGES,
     )
     write_predictions(config, entries)
     return report

@@ -258,13 +258,20 @@ def load_weights(model: nn.Module, checkpoint: str | Path) -> None:
 
 
 def _finish(model: nn.Module, transform: PatchTransform, device: str | torch.device) -> Encoder:
+    """Eval mode on ``device``; the feature size is measured on one blank patch, which also checks
+    that the model accepts the transform's input size."""
     model = model.eval().to(device)
     probe = torch.zeros(1, 3, transform.size, transform.size, device=device)
-    with torch.inference_mode():
-        output = model(probe)
-    if output.ndim != 2:
+    try:
+        with torch.inference_mode():
+            output = model(probe)
+    except (RuntimeError, AssertionError, ValueError) as error:
         raise UnsupportedModelError(
-            f"the encoder must return (batch, features), got shape {tuple(output.shape)}: use num_classes=0 "
-            "or a pooled backbone"
+            f"the encoder fails on a {transform.size}×{transform.size} patch ({error}); check input_size"
+        ) from error
+    if not isinstance(output, torch.Tensor) or output.ndim != 2:
+        raise UnsupportedModelError(
+            f"the encoder must return a (batch, features) tensor, got {getattr(output, 'shape', output)!r}"
+            ": use num_classes=0 or a pooled backbone"
         )
     return Encoder(model, transform, int(output.shape[1]))

@@ -20,6 +20,8 @@ from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import ScaledTissue, Tissue
 
 INDEX_CELL = 256
+MAX_CANVAS_PIXELS = 1 << 31
+"""Largest canvas `render_heatmap` builds in memory (6 GB of RGB); beyond it, stream a TIFF."""
 
 
 @dataclass
@@ -251,6 +253,7 @@ def render_heatmap(
     roi: tuple[tuple[int, int], tuple[int, int]] | None = None,
     downscale: float = 1,
     block: int = 2048,
+    max_pixels: int = MAX_CANVAS_PIXELS,
 ) -> np.ndarray:
     """CLAM's heatmap (visHeatmap) of per-patch ``scores`` at ``coords`` as an RGB uint8 array.
 
@@ -260,7 +263,8 @@ def render_heatmap(
     the whole patch, blended with ``alpha`` over the slide (or white with ``blank_canvas``).
     ``binarize`` draws patches at or above ``threshold`` (1/N when None or < 0) in the top colour.
     ``roi`` ((x0, y0), (x1, y1)) at level 0 crops the canvas; ``downscale`` > 1 shrinks the result
-    (bicubic). The canvas is assembled from ``block``-sized windows to bound temporaries.
+    (bicubic). The canvas is assembled from ``block``-sized windows to bound temporaries; canvases
+    over ``max_pixels`` are refused (write those with `write_heatmap_tiff`, which streams).
     """
     if downscale < 1:
         raise InputError(f"downscale must be >= 1, got {downscale}")
@@ -270,6 +274,12 @@ def render_heatmap(
         binarize=binarize, threshold=threshold, blank_canvas=blank_canvas, roi=roi,
     )
     width, height = renderer.size
+    if width * height > max_pixels:
+        raise InputError(
+            f"a {width}×{height} heatmap canvas at vis level {renderer.vis_level} exceeds "
+            f"max_pixels={max_pixels}; pick a coarser vis_level, a roi, or stream it to a pyramidal TIFF "
+            "with write_heatmap_tiff"
+        )
     image = np.empty((height, width, 3), dtype=np.uint8)
     for x0, y0, w, h in renderer.iter_windows(block):
         image[y0 : y0 + h, x0 : x0 + w] = renderer.render_window(x0, y0, w, h)

@@ -20,6 +20,7 @@ train OUT/features labels.csv` reads the features as they are)::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from attnmap.io_utils import write_json_atomic
@@ -43,12 +44,14 @@ def run_slide(
     config: PipelineConfig,
     out_dir: str | Path | None = None,
     progress: bool = False,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict:
     """Run every stage for one slide and return its prediction row (as written to the prediction JSON).
 
     ``entry``: a `SlideEntry` or a slide path (its id is then the file stem). ``out_dir`` overrides
     ``config.run.output_dir``. Stages whose output exists are skipped; the result's ``stages`` says
-    which ran. ``progress``: a bar over the stages (and one over feature batches). Raises for a
+    which ran. ``progress``: a bar over the stages (and one over feature batches); ``on_stage``
+    is called with each stage's name as it finishes (finished or skipped). Raises for a
     slide that cannot be processed (the cohort runner records it).
     """
     from attnmap.wsi.slide import open_slide
@@ -75,6 +78,8 @@ def run_slide(
             stages[stage] = bool(ran)
             bar.set_postfix_str(stage)
             bar.update(1)
+            if on_stage is not None:
+                on_stage(stage)
 
         tissue, ran = tissue_stage(slide, entry, config, outputs)
         done("tissue", ran)
@@ -111,5 +116,7 @@ def run_slide(
 
 
 def run_slide_item(entry: SlideEntry, config: PipelineConfig) -> dict:
-    """`run_slide` with the output folder from the configuration: the picklable task for `run_tasks`."""
-    return run_slide(entry, config)
+    """`run_slide` as a `run_tasks` task: output folder from the config, stages announced to the client."""
+    from attnmap.cohort import report_stage
+
+    return run_slide(entry, config, on_stage=report_stage)

@@ -189,13 +189,18 @@ def _resolve(value: str | None, base_dir: Path) -> str | None:
     return str(path if path.is_absolute() else (base_dir / path))
 
 
+def _is_encoder_name(encoder: str) -> bool:
+    """A preset or registered name ("resnet50_trunc", "timm:...", "attnmap:..."), not a file path."""
+    return encoder == "resnet50_trunc" or ":" in encoder and not Path(encoder).is_file()
+
+
 def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
     config.slides.csv = _resolve(config.slides.csv, base_dir) or ""
     config.slides.data_dir = _resolve(config.slides.data_dir, base_dir)
     config.model.checkpoint = _resolve(config.model.checkpoint, base_dir) or ""
     config.features.checkpoint = _resolve(config.features.checkpoint, base_dir)
     encoder = config.features.encoder
-    if not encoder.startswith(("timm:", "attnmap:")) and encoder != "resnet50_trunc":
+    if not _is_encoder_name(encoder):  # a file: relative to the config like every other path
         config.features.encoder = _resolve(encoder, base_dir) or encoder
     config.run.output_dir = _resolve(config.run.output_dir, base_dir) or config.run.output_dir
 
@@ -210,6 +215,12 @@ def check_config(config: PipelineConfig) -> None:
         raise InputError("model.checkpoint is required: a CLAM checkpoint (.pt state_dict)")
     if not Path(config.model.checkpoint).is_file():
         raise FileNotFoundError(2, "model.checkpoint not found", config.model.checkpoint)
+    encoder = config.features.encoder
+    if not _is_encoder_name(encoder) and not Path(encoder).is_file():
+        raise InputError(
+            f"features.encoder {encoder!r} is neither resnet50_trunc, a 'timm:NAME' or registered name, "
+            "nor an existing encoder file"
+        )
     if config.features.checkpoint and not Path(config.features.checkpoint).is_file():
         raise FileNotFoundError(2, "features.checkpoint not found", config.features.checkpoint)
     patching = config.patching

@@ -52,9 +52,19 @@ def _draw(
 
 
 def _overlap_scores(
-    slide: Any, tissue: Any, entry: SlideEntry, config: PipelineConfig, outputs: SlideOutputs, device: str
+    slide: Any,
+    tissue: Any,
+    entry: SlideEntry,
+    config: PipelineConfig,
+    outputs: SlideOutputs,
+    device: str,
+    branch: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw attention on CLAM's heatmap-time grid (overlapping, four_pt_hard, centre shift)."""
+    """Raw attention on CLAM's heatmap-time grid (overlapping, four_pt_hard, centre shift).
+
+    ``branch``: the blockmap's (the slide prediction's) branch, so that a CLAM_MB heatmap shows the
+    predicted class even if the overlapping patches alone would predict another.
+    """
     from attnmap.mil import infer_bag
     from attnmap.wsi.patching import heatmap_center_shift, patch_grid
 
@@ -90,7 +100,7 @@ def _overlap_scores(
     )
     model, checksum = cached_clam(config.model.checkpoint, device)
     bag = infer_bag(model, features)
-    scores = np.asarray(bag.scores("raw", branch=None), dtype=np.float64)
+    scores = np.asarray(bag.scores("raw", branch=branch), dtype=np.float64)
     record = slide_provenance(
         config,
         entry,
@@ -107,7 +117,7 @@ def _overlap_scores(
             "scores": scores,
             "prediction": int(bag.prediction),
             "probs": np.asarray(bag.probs, dtype=np.float64).reshape(-1),
-            "branch": bag.branch_for(None),
+            "branch": branch,
             "patch_size": level0_patch_size(p, slide),
         },
         record,
@@ -131,7 +141,9 @@ def heatmap_stage(
     png, tiff = outputs.named("heatmap.png"), outputs.named("heatmap.tif")
     if not png.is_file() or (h.tiff and not tiff.is_file()):
         if h.overlap > 0:
-            coords, scores = _overlap_scores(slide, tissue, entry, config, outputs, device)
+            coords, scores = _overlap_scores(
+                slide, tissue, entry, config, outputs, device, attention["branch"]
+            )
             reference = attention["scores"]
         else:
             coords, scores, reference = attention["coords"], attention["scores"], None
@@ -205,3 +217,61 @@ def sampling_stage(
         },
     )
     return True
+
+
+def write_heatmap_files(
+    slide_path: str | Path,
+    coords: np.ndarray,
+    scores: np.ndarray,
+    patch_size: int,
+    out_png: str | Path,
+    *,
+    tissue: Any = None,
+    tiff: str | Path | None = None,
+    tiff_level: int = 0,
+    metadata: dict[str, str] | None = None,
+    **draw: Any,
+) -> list[Path]:
+    """A heatmap PNG (and a pyramidal TIFF overlay if ``tiff``) of per-patch scores, with provenance.
+
+    ``patch_size`` in level-0 pixels; ``draw``: `render_heatmap` options (vis_level, cmap, alpha,
+    percentiles, blur, blank_canvas, ...), the TIFF sharing those it supports. Returns the paths.
+    """
+    from attnmap.wsi.heatmap import render_heatmap
+    from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.tiff_writer import write_heatmap_tiff
+
+    written = [Path(out_png)]
+    with open_slide(slide_path) as slide:
+        image = render_heatmap(
+            slide, coords, np.asarray(scores), patch_size=patch_size, tissue=tissue, **draw
+        )
+        save_png(out_png, image, metadata)
+        if tiff is not None:
+            shared = (
+                "cmap",
+                "alpha",
+                "percentiles",
+                "reference_scores",
+                "overlap",
+                "blur",
+                "binarize",
+                "threshold",
+                "blank_canvas",
+            )
+            options = {key: value for key, value in draw.items() if key in shared}
+            with atomic_path(tiff) as temporary:
+                write_heatmap_tiff(
+                    temporary,
+                    slide,
+                    coords,
+                    scores,
+                    patch_size=patch_size,
+                    level=tiff_level,
+                    tissue=tissue,
+                    metadata=metadata,
+                    progress=False,
+                    **options,
+                )
+            written.append(Path(tiff))
+    return written

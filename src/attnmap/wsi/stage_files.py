@@ -160,3 +160,15 @@ def blockmap_complete(path: str | Path, n_patches: int | None = None) -> bool:
     except (OSError, KeyError, ValueError):
         return False
     return ok and (n_patches is None or rows == n_patches)
+
+
+def load_scores_with_patch_size(path: str | Path) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """(coords, scores, level-0 patch size or None) of a ``_blockmap.h5``; attnmap's record the size."""
+    import h5py
+
+    from attnmap.wsi.scores_io import load_scores_h5
+
+    coords, scores = load_scores_h5(path)
+    with h5py.File(path, "r") as handle:
+        stored = handle.attrs.get("patch_size")
+    return coords, scores, int(stored) if stored is not None else None

@@ -3,7 +3,7 @@
 All run batched on the user's timm ViT/DeiT through an automatically built, verified LRP twin
 (`attnmap.vit.lrp.twin`), on the model's device and dtype. Relevance is per sample. Numerics: float64
 uses the reference stabiliser (reproduces the reference implementation); other dtypes use the
-sign-following ε = 1e-6 (see `attnmap.vit.lrp.rules`).
+sign-following ε = 1e-7 (see `attnmap.vit.lrp.rules`).
 
 Maps are read at the tokens the classifier reads: the class token row (DeiT distilled: mean of the
 class and distillation rows; ``global_pool="avg"``: mean of the pooled token rows), at the patch
@@ -22,7 +22,7 @@ from attnmap.vit.lrp.rules import stabiliser_for
 from attnmap.vit.lrp.twin import Trace, ViTTwin
 from attnmap.vit.registry import method, resolve_target
 
-_STABILISER_NOTE = "float64: reference ε=1e-9; float32: sign-following ε=1e-6"
+_STABILISER_NOTE = "float64: reference ε=1e-9; float32: sign-following ε=1e-7"
 
 
 def _block_index(value: object, depth: int, name: str, allow_negative: bool) -> int:

@@ -9,8 +9,8 @@ Stabiliser (the ε of every division R ⊘ Z):
 - ``REFERENCE_STABILISER`` (used for float64): ``a / (b + 1e-9)``, and 0 where b = 0. This is what
   the reference implementation does; it does not follow b's sign, and 1e-9 is below float32
   resolution, so it is only used where it is exact enough (float64) and for conformance.
-- ``SIGN_STABILISER`` (used for float32/16/bfloat16): ``a / (b + 1e-6·sign(b))`` with sign(0) = +1,
-  the classic LRP-ε. It never divides by a value smaller than 1e-6 in magnitude and never flips a
+- ``SIGN_STABILISER`` (used for float32/16/bfloat16): ``a / (b + 1e-7·sign(b))`` with sign(0) = +1,
+  the classic LRP-ε. It never divides by a value smaller than 1e-7 in magnitude and never flips a
   denominator's sign, which keeps the float32 maps close to the float64 ones (correlation ≥ 0.99).
 
 Linear and convolution z⁺ rules (α=1, β=0, signed inputs) use the identities
@@ -53,7 +53,7 @@ class Stabiliser:
 
 
 REFERENCE_STABILISER = Stabiliser(eps=1e-9, follow_sign=False)
-SIGN_STABILISER = Stabiliser(eps=1e-6, follow_sign=True)
+SIGN_STABILISER = Stabiliser(eps=1e-7, follow_sign=True)
 
 
 def stabiliser_for(dtype: torch.dtype) -> Stabiliser:
@@ -122,22 +122,19 @@ def conv_zbox(
     """zᴮ rule of the first convolution: inputs bounded by each image's global min L and max H.
 
     Za = conv(X, W) − conv(L, W⁺) − conv(H, W⁻) + 1e-9 (plain division, as the reference);
-    R = X⊙convᵀ(S, W) − L⊙convᵀ(S, W⁺) − H⊙convᵀ(S, W⁻).
+    R = X⊙convᵀ(S, W) − L⊙convᵀ(S, W⁺) − H⊙convᵀ(S, W⁻). Computed in the equal, cancellation-free
+    form Za = conv(X−L, W⁺) + conv(X−H, W⁻) + 1e-9, R = (X−L)⊙convᵀ(S, W⁺) + (X−H)⊙convᵀ(S, W⁻).
     """
     flat = image.flatten(1)
-    low = torch.ones_like(image) * flat.min(dim=1).values.view(-1, 1, 1, 1)
-    high = torch.ones_like(image) * flat.max(dim=1).values.view(-1, 1, 1, 1)
+    above_low = image - flat.min(dim=1).values.view(-1, 1, 1, 1)  # X − L ≥ 0
+    below_high = image - flat.max(dim=1).values.view(-1, 1, 1, 1)  # X − H ≤ 0
     w_pos = weight.clamp(min=0)
     w_neg = weight.clamp(max=0)
-    z = F.conv2d(image, weight, None, **conv) - F.conv2d(low, w_pos, None, **conv)
-    z = z - F.conv2d(high, w_neg, None, **conv) + 1e-9
+    # Za as a sum of non-negative terms: no cancellation in float32.
+    z = F.conv2d(above_low, w_pos, None, **conv) + F.conv2d(below_high, w_neg, None, **conv) + 1e-9
     s = relevance / z
     shape = image.shape
-    return (
-        image * _conv_transpose(s, weight, shape, conv)
-        - low * _conv_transpose(s, w_pos, shape, conv)
-        - high * _conv_transpose(s, w_neg, shape, conv)
-    )
+    return above_low * _conv_transpose(s, w_pos, shape, conv) + below_high * _conv_transpose(s, w_neg, shape, conv)
 
 
 def attention_value_rule(

@@ -1,0 +1,268 @@
+"""Behaviour of the LRP methods beyond conformance: batching, float32, timm options, errors, safety."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from timm.layers import SwiGLU
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import ResPostBlock, VisionTransformer
+from torch import nn
+
+import attnmap
+from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.vit.lrp import check
+from attnmap.vit.registry import get_method
+
+FIXTURES = Path(__file__).parent / "fixtures" / "vit"
+LRP_SOURCES = Path(attnmap.__file__).parent / "vit" / "lrp"
+
+ALL_METHODS = [
+    ("transformer_attribution", {}),
+    ("transformer_attribution", {"start_layer": 1}),
+    ("lrp", {}),
+    ("lrp_rollout", {}),
+    ("lrp_attention", {}),
+    ("lrp_attention", {"layer": 0, "grad": True}),
+]
+
+
+def _perturb(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Seeded weights with 0.1·randn noise (as the fixture), so attention is far from uniform."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+    return model.eval()
+
+
+def tiny_vit(cls: type[VisionTransformer] = VisionTransformer, **overrides: object) -> nn.Module:
+    torch.manual_seed(0)
+    config = dict(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, num_classes=5)
+    config.update(overrides)
+    return _perturb(cls(**config))
+
+
+def conv_stem_vit(**overrides: object) -> nn.Module:
+    from attnmap.vit.conv_stem import ConvPatchEmbed
+
+    return tiny_vit(embed_layer=ConvPatchEmbed, **overrides)
+
+
+def images_for(model: nn.Module, batch: int, size: tuple[int, int] = (32, 32), seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    return torch.randn(batch, 3, *size, generator=generator, dtype=dtype)
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.double().flatten().numpy(), b.double().flatten().numpy())[0, 1])
+
+
+@pytest.mark.parametrize(("method", "options"), ALL_METHODS)
+def test_relevance_is_per_sample(method: str, options: dict) -> None:
+    model = tiny_vit(reg_tokens=1).double()
+    images = images_for(model, 8)
+    batched = attnmap.explain(model, images, method, **options)
+    for index in (0, 5):
+        alone = attnmap.explain(model, images[index : index + 1], method, **options)
+        torch.testing.assert_close(batched[index : index + 1], alone, rtol=1e-9, atol=1e-12 * alone.abs().max())
+
+
+@pytest.fixture(scope="module")
+def fixture_model() -> nn.Module:
+    vit = timm.create_model("vit_tiny_patch16_224", depth=4, num_classes=10, pretrained=False)
+    vit.load_state_dict(torch.load(FIXTURES / "chefer_vit_weights.pt", weights_only=True))
+    return vit.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "options"), ALL_METHODS)
+def test_float32_correlates_with_float64(fixture_model: nn.Module, method: str, options: dict) -> None:
+    with np.load(FIXTURES / "chefer_vit_public.npz") as data:
+        images = torch.from_numpy(data["input_images"])
+    maps32 = attnmap.explain(fixture_model, images, method, **options)
+    maps64 = attnmap.explain(copy.deepcopy(fixture_model).double(), images.double(), method, **options)
+    assert maps32.dtype == torch.float32
+    for one32, one64 in zip(maps32, maps64, strict=True):
+        assert _correlation(one32, one64) >= 0.99
+
+
+def test_float32_conv_stem_correlates_with_float64() -> None:
+    model = conv_stem_vit()
+    images = images_for(model, 2)
+    for method, options in ALL_METHODS:
+        maps32 = attnmap.explain(model, images, method, **options)
+        maps64 = attnmap.explain(copy.deepcopy(model).double(), images.double(), method, **options)
+        for one32, one64 in zip(maps32, maps64, strict=True):
+            assert _correlation(one32, one64) >= 0.99, method
+
+
+VARIANTS = {
+    "registers": lambda: tiny_vit(reg_tokens=2),
+    "avg_pool": lambda: tiny_vit(class_token=False, global_pool="avg"),
+    "avg_pool_with_prefix": lambda: tiny_vit(global_pool="avg", reg_tokens=1, fc_norm=False),
+    "no_embed_class": lambda: tiny_vit(no_embed_class=True, reg_tokens=1),
+    "layer_scale": lambda: tiny_vit(init_values=0.5),
+    "no_qkv_bias": lambda: tiny_vit(qkv_bias=False),
+    "pre_norm": lambda: tiny_vit(pre_norm=True),
+    "deit_distilled": lambda: tiny_vit(VisionTransformerDistilled),
+    "conv_stem": conv_stem_vit,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_timm_options_run_and_match_their_model(variant: str) -> None:
+    model = VARIANTS[variant]().double()
+    images = images_for(model, 2)
+    for method, options in ALL_METHODS:
+        maps = attnmap.explain(model, images, method, **options)  # the twin check ran inside
+        expected = (2, 32, 32) if method == "lrp" else (2, 4, 4)
+        assert maps.shape == expected, (method, maps.shape)
+        assert torch.isfinite(maps).all()
+        assert maps.abs().sum() > 0
+
+
+def test_dynamic_image_size_and_padding() -> None:
+    model = tiny_vit(dynamic_img_size=True, dynamic_img_pad=True).double()
+    images = images_for(model, 2, size=(44, 52))
+    assert attnmap.explain(model, images, "lrp").shape == (2, 44, 52)
+    assert attnmap.explain(model, images, "transformer_attribution").shape == (2, 6, 7)
+
+
+def test_wrong_image_size_is_an_input_error() -> None:
+    model = tiny_vit()
+    with pytest.raises(InputError, match="img_size"):
+        attnmap.explain(model, torch.randn(1, 3, 40, 40), "lrp_rollout")
+
+
+def test_full_lrp_conserves_relevance_through_a_conv_stem() -> None:
+    """No bias or pos_embed shares: all relevance of the target logit (1) must reach the pixels."""
+    model = conv_stem_vit(class_token=False, global_pool="avg", pos_embed="none").double()
+    pixels = attnmap.explain(model, images_for(model, 3), "lrp")
+    torch.testing.assert_close(pixels.sum(dim=(1, 2)), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+def test_full_lrp_conserves_relevance_plain_stem() -> None:
+    model = tiny_vit(class_token=False, global_pool="avg", pos_embed="none").double()
+    pixels = attnmap.explain(model, images_for(model, 2), "lrp")
+    torch.testing.assert_close(pixels.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+class _MaxPoolStemEmbed(timm.layers.PatchEmbed):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.proj = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.MaxPool2d(2), nn.Conv2d(16, self.proj.out_channels, 2, 2))
+
+
+class _ScaledHeadViT(VisionTransformer):
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return 2 * super().forward_head(x, pre_logits)
+
+
+UNSUPPORTED = {
+    "blocks.0.attn.q_norm": lambda: tiny_vit(qk_norm=True),
+    "attn_pool": lambda: tiny_vit(global_pool="map"),
+    "global_pool='max'": lambda: tiny_vit(global_pool="max"),
+    "blocks.0 (ResPostBlock)": lambda: tiny_vit(block_fn=ResPostBlock),
+    "blocks.0.mlp (SwiGLU)": lambda: tiny_vit(mlp_layer=SwiGLU),
+    "patch_embed.proj.1 (MaxPool2d)": lambda: tiny_vit(embed_layer=_MaxPoolStemEmbed),
+    "head (Identity)": lambda: tiny_vit(num_classes=0),
+    "differ from the model's own forward": lambda: tiny_vit(_ScaledHeadViT),
+    "got Linear": lambda: nn.Linear(3, 3),
+}
+
+
+@pytest.mark.parametrize("message", sorted(UNSUPPORTED))
+def test_unsupported_layers_are_named(message: str) -> None:
+    model = UNSUPPORTED[message]()
+    with pytest.raises(UnsupportedModelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        attnmap.explain(model, torch.randn(1, 3, 32, 32), "lrp")
+
+
+def test_model_is_left_untouched() -> None:
+    model = tiny_vit(drop_rate=0.1, attn_drop_rate=0.1)
+    model.train()
+    model.blocks[1].requires_grad_(False)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    images = images_for(model, 2)
+    first = attnmap.explain(model, images, "transformer_attribution")
+    second = attnmap.explain(model, images, "transformer_attribution")
+    torch.testing.assert_close(first, second, rtol=0, atol=0)  # eval semantics although training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert not images.requires_grad
+
+
+def test_twin_check_reruns_when_weights_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = check._model_forward
+    monkeypatch.setattr(check, "_model_forward", lambda m, x: calls.append(1) or original(m, x))
+    model = tiny_vit()
+    images = images_for(model, 1)
+    attnmap.explain(model, images, "lrp_attention")
+    attnmap.explain(model, images, "lrp_attention")
+    assert len(calls) == 1
+    with torch.no_grad():
+        model.head.weight.mul_(1.5)
+    attnmap.explain(model, images, "lrp_attention")
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("transformer_attribution", {"start_layer": 3}, "start_layer=3 is out of range"),
+        ("lrp_rollout", {"start_layer": -1}, "start_layer=-1 is out of range"),
+        ("lrp_attention", {"layer": 1.5}, "layer must be an integer"),
+        ("lrp_attention", {"grad": "yes"}, "grad must be True or False"),
+        ("lrp", {"target": 7}, "out of range"),
+    ],
+)
+def test_bad_options_are_input_errors(method: str, options: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        attnmap.explain(tiny_vit(), torch.randn(1, 3, 32, 32), method, **options)
+
+
+def test_negative_layer_counts_from_the_end() -> None:
+    model = tiny_vit().double()
+    images = images_for(model, 1)
+    torch.testing.assert_close(
+        attnmap.explain(model, images, "lrp_attention", layer=-1),
+        attnmap.explain(model, images, "lrp_attention", layer=2),
+    )
+
+
+def test_methods_are_registered() -> None:
+    listed = attnmap.methods()
+    for name in ("transformer_attribution", "lrp", "lrp_rollout", "lrp_attention"):
+        assert name in listed
+    assert get_method("lrp").output == "pixels"
+    assert get_method("transformer_attribution").needs_grad
+    assert get_method("lrp_attention").options() == {"layer": -1, "grad": False}
+
+
+def test_no_hard_coded_device() -> None:
+    for source in LRP_SOURCES.glob("*.py"):
+        assert ".cuda(" not in source.read_text(), source.name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_runs_on_the_models_device() -> None:
+    model = tiny_vit().cuda()
+    maps = attnmap.explain(model, images_for(model, 2).cuda(), "transformer_attribution")
+    assert maps.device.type == "cuda"
