@@ -1,11 +1,15 @@
 """Benchmark of the LRP methods against the model's own forward+backward (issue 4, point 4).
 
-vit_base_patch16_224, random weights, float32, 2 threads. Every measurement runs in a fresh
-subprocess so its peak memory (ru_maxrss above the RSS after building the model) is its own.
-Prints, per method: seconds at batch 1, ratio to forward+backward at batch 1, seconds per image at
-batch 16 (vs batch 1), and peak memory ratio to forward+backward at the same batch size.
+vit_base_patch16_224, random weights, float32, 2 threads. Timing runs in this one process, with
+the baseline and every method interleaved round by round (min over rounds), so load from other
+processes hits all of them alike. Peak memory is measured in a fresh subprocess per measurement
+(ru_maxrss above the RSS after building the model) so each peak is its own.
 
-    .venv/bin/python bench/vit_lrp.py [--repeats 3] [--big-batch 16] [--methods a,b]
+Prints per method: seconds at batch 1, ratio to forward+backward at batch 1 (targets:
+transformer_attribution ≤ 2.0, lrp ≤ 2.2), seconds per image at the big batch (must be below
+batch 1), and peak memory ratio to forward+backward at the same batch size (target ≤ 2).
+
+    .venv/bin/python bench/vit_lrp.py [--rounds 3] [--big-batch 16] [--methods a,b] [--no-memory]
 """
 
 from __future__ import annotations
@@ -16,83 +20,106 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-METHODS = {
+OPTIONS = {
     "transformer_attribution": {},
     "lrp": {},
     "lrp_rollout": {},
     "lrp_attention": {},
     "lrp_attention(grad)": {"grad": True},
 }
+BASELINE = "forward+backward"
 
 
-def _worker(name: str, batch: int, repeats: int) -> dict:
-    import psutil
+def _setup(batch: int) -> tuple:
     import timm
     import torch
-
-    import attnmap
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
-    images = torch.randn(batch, 3, 224, 224)
-    base_rss = psutil.Process().memory_info().rss
+    return model, torch.randn(batch, 3, 224, 224)
 
-    if name == "forward+backward":
+
+def _runner(name: str, model: object, images: object) -> Callable[[], None]:
+    import attnmap
+
+    if name == BASELINE:
 
         def run() -> None:
             model.zero_grad(set_to_none=True)
             logits = model(images)
             logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
-    else:
-        method = name.split("(")[0]
 
-        def run() -> None:
-            attnmap.explain(model, images, method, **METHODS[name])
-
-    run()  # first call: peak memory, twin check
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "peak_bytes": peak}
+        return run
+    method = name.split("(")[0]
+    return lambda: attnmap.explain(model, images, method, **OPTIONS[name])
 
 
-def _measure(name: str, batch: int, repeats: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", name, "--batch", str(batch), "--repeats", str(repeats)],
-        check=True, capture_output=True, text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _peak_worker(name: str, batch: int) -> None:
+    import psutil
+
+    model, images = _setup(batch)
+    run = _runner(name, model, images)
+    base = psutil.Process().memory_info().rss
+    run()
+    print(json.dumps({"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base}))
+
+
+def _peak(name: str, batch: int) -> float:
+    command = [sys.executable, __file__, "--peak-worker", name, "--batch", str(batch)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def _time(names: list[str], batch: int, rounds: int) -> dict[str, float]:
+    model, images = _setup(batch)
+    runs = {name: _runner(name, model, images) for name in names}
+    for run in runs.values():
+        run()  # warm-up (and the LRP twin's one-off check against the model)
+    best = dict.fromkeys(names, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker")
+    parser.add_argument("--peak-worker")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--big-batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(OPTIONS))
+    parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(_worker(args.worker, args.batch, args.repeats)))
+    if args.peak_worker:
+        _peak_worker(args.peak_worker, args.batch)
         return
-    base1 = _measure("forward+backward", 1, args.repeats)
-    base_big = _measure("forward+backward", args.big_batch, max(1, args.repeats - 1))
-    print(f"forward+backward: batch 1 {base1['seconds']:.3f} s, peak +{base1['peak_bytes'] / 2**20:.0f} MiB; "
-          f"batch {args.big_batch} {base_big['seconds'] / args.big_batch:.3f} s/image, "
-          f"peak +{base_big['peak_bytes'] / 2**20:.0f} MiB")
-    print(f"{'method':26s} {'b1 s':>7s} {'ratio':>6s} {'b' + str(args.big_batch) + ' s/img':>10s} "
-          f"{'mem b1':>7s} {'mem b' + str(args.big_batch):>8s}")
-    for name in args.methods.split(","):
-        one = _measure(name, 1, args.repeats)
-        big = _measure(name, args.big_batch, max(1, args.repeats - 1))
-        print(f"{name:26s} {one['seconds']:7.3f} {one['seconds'] / base1['seconds']:6.2f} "
-              f"{big['seconds'] / args.big_batch:10.3f} {one['peak_bytes'] / base1['peak_bytes']:7.2f} "
-              f"{big['peak_bytes'] / base_big['peak_bytes']:8.2f}", flush=True)
+    names = [BASELINE, *args.methods.split(",")]
+    small = _time(names, 1, args.rounds)
+    big = _time(names, args.big_batch, max(1, args.rounds - 1))
+    peaks = {}
+    if not args.no_memory:
+        peaks = {(name, batch): _peak(name, batch) for name in names for batch in (1, args.big_batch)}
+    b = args.big_batch
+    print(f"{'':26s} {'b1 s':>7s} {'ratio':>6s} {f'b{b} s/img':>10s} {'mem b1':>7s} {f'mem b{b}':>8s}")
+    for name in names:
+        memory = ""
+        if peaks:
+            one = peaks[(name, 1)] / peaks[(BASELINE, 1)]
+            many = peaks[(name, b)] / peaks[(BASELINE, b)]
+            memory = f" {one:7.2f} {many:8.2f}"
+        ratio = small[name] / small[BASELINE]
+        print(f"{name:26s} {small[name]:7.3f} {ratio:6.2f} {big[name] / b:10.3f}{memory}")
+    if peaks:
+        print(
+            f"forward+backward peak memory: batch 1 +{peaks[(BASELINE, 1)] / 2**20:.0f} MiB, "
+            f"batch {b} +{peaks[(BASELINE, b)] / 2**20:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

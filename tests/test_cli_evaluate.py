@@ -20,8 +20,8 @@ def run_cli(args: list[str]) -> int:
 
 def test_evaluate_prints_a_table_and_writes_csv_sidecar_and_plot(tmp_path, capsys):
     out = tmp_path / "eval"
-    code = run_cli(["evaluate", "--model", "attnmap:shapes-vit", "--data", "shapes", "--n", "12",
-                    "--methods", "attention,rollout", "--out", str(out), "--batch-size", "6", "--quiet"])
+    code = run_cli(["evaluate", "--model", "attnmap:shapes-vit", "--data", "shapes", "--n", "6",
+                    "--methods", "attention,rollout", "--out", str(out), "--batch-size", "3", "--quiet"])
     printed = capsys.readouterr().out
     assert code == 0
     expected = ("attention", "rollout", "random", "pos AUC pred", "evaluate --model attnmap:shapes-vit")
@@ -31,7 +31,7 @@ def test_evaluate_prints_a_table_and_writes_csv_sidecar_and_plot(tmp_path, capsy
     assert [row["method"] for row in rows] == ["attention", "rollout", "random"]
     sidecar = json.loads((out / "evaluation.json").read_text())
     assert sidecar["provenance"]["model"] == "attnmap:shapes-vit"
-    assert "model_sha256" in sidecar["provenance"] and sidecar["settings"]["n_images"] == 12
+    assert "model_sha256" in sidecar["provenance"] and sidecar["settings"]["n_images"] == 6
     assert (out / "perturbation_curves.png").stat().st_size > 0
 
 

@@ -203,3 +203,14 @@ def test_report_writes_table_csv_sidecar_and_plot(oracle_result, tmp_path):
     png = plot_curves(result, tmp_path / "curves.png", record)
     with Image.open(png) as image:
         assert image.text["method"] == "oracle"
+
+
+@pytest.mark.slow
+def test_chefer_methods_beat_the_random_baseline_on_every_metric_on_the_bundled_model():
+    from attnmap.data.shapes_model import load_shapes_vit
+
+    torch.manual_seed(0)
+    model, dataset = load_shapes_vit(), ShapesDataset(24, seed=1)
+    result = evaluate_methods(model, dataset, ["transformer_attribution", "grad_rollout"], progress=False)
+    for method in ("transformer_attribution", "grad_rollout"):
+        assert all(result.beats_random(method).values()), (method, result.rows)

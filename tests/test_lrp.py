@@ -75,7 +75,9 @@ def test_relevance_is_per_sample(method: str, options: dict) -> None:
     batched = attnmap.explain(model, images, method, **options)
     for index in (0, 5):
         alone = attnmap.explain(model, images[index : index + 1], method, **options)
-        torch.testing.assert_close(batched[index : index + 1], alone, rtol=1e-9, atol=1e-12 * alone.abs().max())
+        torch.testing.assert_close(
+            batched[index : index + 1], alone, rtol=1e-9, atol=1e-12 * alone.abs().max()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +147,11 @@ def test_wrong_image_size_is_an_input_error() -> None:
         attnmap.explain(model, torch.randn(1, 3, 40, 40), "lrp_rollout")
 
 
+def test_wrong_channel_count_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="channels"):
+        attnmap.explain(tiny_vit(), torch.randn(1, 1, 32, 32), "lrp")
+
+
 def test_full_lrp_conserves_relevance_through_a_conv_stem() -> None:
     """No bias or pos_embed shares: all relevance of the target logit (1) must reach the pixels."""
     model = conv_stem_vit(class_token=False, global_pool="avg", pos_embed="none").double()
@@ -161,7 +168,9 @@ def test_full_lrp_conserves_relevance_plain_stem() -> None:
 class _MaxPoolStemEmbed(timm.layers.PatchEmbed):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.proj = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.MaxPool2d(2), nn.Conv2d(16, self.proj.out_channels, 2, 2))
+        self.proj = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1), nn.MaxPool2d(2), nn.Conv2d(16, self.proj.out_channels, 2, 2)
+        )
 
 
 class _ScaledHeadViT(VisionTransformer):
@@ -266,3 +275,52 @@ def test_runs_on_the_models_device() -> None:
     model = tiny_vit().cuda()
     maps = attnmap.explain(model, images_for(model, 2).cuda(), "transformer_attribution")
     assert maps.device.type == "cuda"
+
+
+def test_fast_zplus_rules_equal_the_four_term_definition() -> None:
+    """(xWᵀ + |x||W|ᵀ)/2 forms equal the textbook x⁺W⁺ᵀ + x⁻W⁻ᵀ rule, for Linear and Conv2d."""
+    from attnmap.vit.lrp.rules import REFERENCE_STABILISER, conv_zplus, linear_zplus
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 7, generator=generator, dtype=torch.float64)
+    weight = torch.randn(4, 7, generator=generator, dtype=torch.float64)
+    relevance = torch.randn(2, 5, 4, generator=generator, dtype=torch.float64)
+    xp, xn, wp, wn = x.clamp(min=0), x.clamp(max=0), weight.clamp(min=0), weight.clamp(max=0)
+    s = relevance / (xp @ wp.T + xn @ wn.T + 1e-9)
+    expected = xp * (s @ wp) + xn * (s @ wn)
+    ours = linear_zplus(relevance, x, x @ weight.T, weight, REFERENCE_STABILISER)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+
+    image = torch.randn(2, 3, 9, 9, generator=generator, dtype=torch.float64)
+    kernel = torch.randn(6, 3, 3, 3, generator=generator, dtype=torch.float64)
+    conv = {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
+    out_relevance = torch.randn(2, 6, 5, 5, generator=generator, dtype=torch.float64)
+    ip, in_ = image.clamp(min=0).requires_grad_(), image.clamp(max=0).requires_grad_()
+    z = nn.functional.conv2d(ip, kernel.clamp(min=0), **conv) + nn.functional.conv2d(
+        in_, kernel.clamp(max=0), **conv
+    )
+    grads = torch.autograd.grad(z, [ip, in_], out_relevance / (z.detach() + 1e-9))
+    expected = ip.detach() * grads[0] + in_.detach() * grads[1]
+    pre_bias = nn.functional.conv2d(image, kernel, **conv)
+    ours = conv_zplus(out_relevance, image, pre_bias, kernel, conv, REFERENCE_STABILISER)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_zbox_and_add_rules_conserve_per_sample() -> None:
+    from attnmap.vit.lrp.rules import REFERENCE_STABILISER, add_rule, conv_zbox
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 3, 16, 16, generator=generator, dtype=torch.float64)
+    kernel = torch.randn(8, 3, 4, 4, generator=generator, dtype=torch.float64)
+    conv = {"stride": (4, 4), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
+    relevance = torch.rand(3, 8, 4, 4, generator=generator, dtype=torch.float64)
+    pixels = conv_zbox(relevance, image, kernel, conv)
+    torch.testing.assert_close(pixels.sum(dim=(1, 2, 3)), relevance.sum(dim=(1, 2, 3)))
+
+    x0 = torch.randn(3, 5, 4, generator=generator, dtype=torch.float64)
+    x1 = torch.randn(1, 5, 4, generator=generator, dtype=torch.float64)
+    incoming = torch.randn(3, 5, 4, generator=generator, dtype=torch.float64)
+    share0, share1 = add_rule(incoming, x0, x1, REFERENCE_STABILISER)
+    torch.testing.assert_close((share0 + share1).sum(dim=(1, 2)), incoming.sum(dim=(1, 2)))
+    alone0, _ = add_rule(incoming[:1], x0[:1], x1, REFERENCE_STABILISER)
+    torch.testing.assert_close(alone0, share0[:1])

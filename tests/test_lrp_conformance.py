@@ -57,7 +57,9 @@ def test_matches_reference(model, images, reference, method, options, key, toler
 def test_targets_are_the_reference_argmax(model, images, reference) -> None:
     with torch.no_grad():
         logits = model(images)
-    np.testing.assert_allclose(logits.numpy(), reference["logits__timm_vit_tiny_depth4"], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        logits.numpy(), reference["logits__timm_vit_tiny_depth4"], rtol=1e-10, atol=1e-10
+    )
     assert logits.argmax(1).tolist() == reference["argmax_class"].tolist()
 
 

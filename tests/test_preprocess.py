@@ -150,7 +150,8 @@ def test_hugging_face_local_directory(tmp_path):
     assert data_config(original)["mean"] == (0.5, 0.5, 0.5)  # ViTImageProcessor's default
     model = load_model(f"hf:{tmp_path}")
     assert not model.training
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), original.state_dict().values()))
+    expected = original.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
     assert data_config(model)["mean"] == (0.1, 0.2, 0.3)
     tensor, views = preprocess(model, picture())
     assert tensor.shape == (1, 3, 32, 32) and views[0].shape == (32, 32, 3)

@@ -25,7 +25,7 @@ HELD_OUT_SHAPES_SEED = 20_261_125
 """Seed of the demo's shape images: a different stream from the training seed, so never seen."""
 
 
-def run_demo(out_dir: str | Path = "attnmap-demo", n_eval: int = 100, progress: bool = True) -> Path:
+def run_demo(out_dir: str | Path = "attnmap-demo", n_eval: int = 60, progress: bool = True) -> Path:
     """Run the demo and return the path of its ``index.html``."""
     started = time.time()
     out = Path(out_dir)
@@ -59,7 +59,8 @@ def _shapes_section(out: Path) -> str:
     for row in range(len(data)):
         image = cv2.resize(data.images_uint8[row], (192, 192), interpolation=cv2.INTER_NEAREST)
         outlined = image.copy()
-        mask = cv2.resize(data.masks[row].numpy().astype(np.uint8), (192, 192), interpolation=cv2.INTER_NEAREST)
+        mask = data.masks[row].numpy().astype(np.uint8)
+        mask = cv2.resize(mask, (192, 192), interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(outlined, contours, -1, (255, 255, 255), 2)
         label, guess = SHAPE_CLASSES[int(data.labels[row])], SHAPE_CLASSES[int(predicted[row])]
@@ -110,13 +111,13 @@ def _evaluation_section(out: Path, n_eval: int, progress: bool) -> str:
 
 def _slide_section(out: Path, progress: bool) -> str:
     import cv2
-    from PIL import Image
 
     from attnmap.data.mil_demo import PATCH_SIZE, TISSUE_PRESET, held_out_slide, load_demo_clam, slide_bag
     from attnmap.data.synthetic_slides import tumour_outline
     from attnmap.io_utils import save_png
     from attnmap.mil import attention_scores
     from attnmap.provenance import provenance
+    from attnmap.render import normalize
     from attnmap.wsi import open_slide, render_heatmap, save_scores_h5, segment_tissue, write_heatmap_tiff
 
     synthetic = held_out_slide(out / "slide.tif", index=0)
@@ -128,24 +129,26 @@ def _slide_section(out: Path, progress: bool) -> str:
     record = provenance(method="clam_attention", parameters={"patch_size": PATCH_SIZE, "kind": "raw"},
                         model=model, model_name="attnmap demo CLAM_SB")
     save_scores_h5(out / "slide_blockmap.h5", coords, scores, metadata=record)
+    # CLAM's percentile colouring spreads the arbitrary ranking of normal tissue over the whole colour
+    # scale; min-max scaled attention (the renderer reads raw values as percent) keeps normal tissue cold.
+    display = 100.0 * normalize(scores, "minmax")
+    drawing = {"patch_size": PATCH_SIZE, "percentiles": False, "alpha": 0.5}
     with open_slide(synthetic.path) as slide:
         tissue = segment_tissue(slide, preset=TISSUE_PRESET)
         vis_level = slide.get_best_level_for_downsample(4)
-        canvas = render_heatmap(slide, coords, scores, patch_size=PATCH_SIZE, vis_level=vis_level,
-                                tissue=tissue, alpha=0.5)
+        canvas = render_heatmap(slide, coords, display, vis_level=vis_level, tissue=tissue, **drawing)
         downsample = float(slide.level_downsamples[vis_level])
-        write_heatmap_tiff(out / "slide_heatmap.tif", slide, coords, scores, patch_size=PATCH_SIZE, level=0,
-                           tissue=tissue, alpha=0.5, metadata=record, progress=progress)
+        write_heatmap_tiff(out / "slide_heatmap.tif", slide, coords, display, level=0, tissue=tissue,
+                           metadata=record, progress=progress, **drawing)
     outline = [np.round(c / downsample).astype(np.int32)
                for c in tumour_outline(synthetic.tumour_mask, synthetic.mask_downsample)]
     canvas = np.ascontiguousarray(canvas)
     cv2.drawContours(canvas, outline, -1, (255, 255, 255), 3)
     cv2.drawContours(canvas, outline, -1, (0, 0, 0), 1)
     save_png(out / "slide_heatmap.png", canvas, metadata=record)
-    Image.fromarray(canvas).resize((canvas.shape[1] // 4, canvas.shape[0] // 4)).save(out / "slide_thumb.png")
     return (
         "<h2>Attention-MIL heatmap of a held-out synthetic slide</h2>"
-        f"<p>CLAM_SB attention (percentiles, jet) of the demo model over {len(coords)} patches of "
+        f"<p>CLAM_SB attention (raw, min–max scaled, jet) of the demo model over {len(coords)} patches of "
         f"{PATCH_SIZE} px; predicted tumour probability {prob:.3f}. The true tumour boundary is drawn in "
         "white. <a href='slide_heatmap.tif'>slide_heatmap.tif</a> is the full-resolution overlay as a "
         "pyramidal TIFF (open it in QuPath or with OpenSlide); <a href='slide_blockmap.h5'>"
@@ -163,6 +166,7 @@ def _page(sections: list[str], seconds: float) -> str:
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style></head><body>"
         f"<h1>attnmap {html.escape(__version__)} demo</h1>"
-        f"<p>Made in {seconds:.0f} s on this machine, with no network, from models bundled in the package.</p>"
+        f"<p>Made in {seconds:.0f} s on this machine, with no network, from models bundled in the "
+        "package.</p>"
         f"{body}</body></html>\n"
     )

@@ -58,10 +58,14 @@ def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:
     if key in seen:
         return
     logits, tokens = _model_forward(model, images)
-    for name, ours, theirs in (("final-norm tokens", trace.final_tokens, tokens), ("logits", trace.logits, logits)):
+    for name, ours, theirs in (
+        ("final-norm tokens", trace.final_tokens, tokens),
+        ("logits", trace.logits, logits),
+    ):
         if ours.shape != theirs.shape:
             raise UnsupportedModelError(
-                f"the LRP twin's {name} have shape {tuple(ours.shape)} but the model's are {tuple(theirs.shape)}: "
+                f"the LRP twin's {name} have shape {tuple(ours.shape)} but the model's are "
+                f"{tuple(theirs.shape)}: "
                 f"{type(model).__name__} does something the LRP rules do not cover"
             )
         error = (ours.detach() - theirs).abs().max().item()

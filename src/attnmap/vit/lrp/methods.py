@@ -47,8 +47,9 @@ def _compute(
     twin = ViTTwin(model)
     reference = twin.head_w
     images = images.detach().to(device=reference.device, dtype=reference.dtype)
-    trace = twin.forward(images, record_from=0 if to_pixels else stop_block, grad_from=grad_from,
-                         record_stem=to_pixels)
+    trace = twin.forward(
+        images, record_from=0 if to_pixels else stop_block, grad_from=grad_from, record_stem=to_pixels
+    )
     verify_twin(model, images, trace)
     target_index = resolve_target(target, trace.logits.detach())
     gradients: dict[int, torch.Tensor] = {}
@@ -77,7 +78,7 @@ def _readout_rows(twin: ViTTwin, like: torch.Tensor) -> torch.Tensor:
 
 def _patch_map(twin: ViTTwin, row: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(B, N) token row → (B, gh, gw) at the patch tokens."""
-    return row[:, twin.num_prefix:].reshape(-1, *grid)
+    return row[:, twin.num_prefix :].reshape(-1, *grid)
 
 
 def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
@@ -121,11 +122,14 @@ def lrp(model: nn.Module, images: torch.Tensor, target: object) -> torch.Tensor:
 
 @method(
     "lrp_rollout",
-    "Chefer et al. 2021 LRP rollout: rollout (no row normalisation) of head-mean clamp(LRP relevance of A, 0) "
+    "Chefer et al. 2021 LRP rollout: rollout (no row normalisation) of "
+    "head-mean clamp(LRP relevance of A, 0) "
     f"from block start_layer ({_STABILISER_NOTE})",
     needs_grad=False,
 )
-def lrp_rollout(model: nn.Module, images: torch.Tensor, target: object, *, start_layer: int = 0) -> torch.Tensor:
+def lrp_rollout(
+    model: nn.Module, images: torch.Tensor, target: object, *, start_layer: int = 0
+) -> torch.Tensor:
     """Like transformer_attribution without the gradient weighting."""
     depth = ViTTwin(model).depth
     start = _block_index(start_layer, depth, "start_layer", allow_negative=False)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from attnmap.vit.lrp.block import BlockTrace, BlockTwin
 from attnmap.vit.lrp.rules import (
     Stabiliser,
     add_rule,
@@ -31,7 +32,7 @@ from attnmap.vit.lrp.rules import (
     query_key_rule,
 )
 from attnmap.vit.lrp.stem import stem_relevance
-from attnmap.vit.lrp.twin import BlockTrace, BlockTwin, Trace, ViTTwin
+from attnmap.vit.lrp.twin import Trace, ViTTwin
 
 
 @dataclass
@@ -65,27 +66,31 @@ def block_relevance(
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2."""
     wt = block.weights
-    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out, stab)
+    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab)
     hidden = linear_zplus(mlp_share, bt.hidden, bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
     normed2 = linear_zplus(hidden, bt.n2, bt.z_fc1, wt["fc1_w"], stab, block.abs_weight("fc1"))
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
-    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out, stab)
+    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab)
     merged = linear_zplus(attn_share, bt.o, bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"))
     batch, tokens, _ = merged.shape
     per_head = merged.reshape(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
-    r_attn, r_value = attention_value_rule(per_head, bt.attn, bt.v, bt.o_heads, stab)
+    query, key, value = bt.heads(block)
+    r_attn, r_value = attention_value_rule(per_head, bt.attn, value, bt.o_heads(block), stab)
     r_attn = r_attn * 0.5
     if attention_only:
         return None, r_attn
     r_value = r_value * 0.5
-    r_query, r_key = query_key_rule(r_attn, bt.q, bt.k, bt.scores, stab)
+    scores = query @ key.transpose(-1, -2)  # recomputed, unscaled
+    r_query, r_key = query_key_rule(r_attn, query, key, scores, stab)
     r_qkv = torch.stack([r_query * 0.5, r_key * 0.5, r_value])  # (3, B, H, N, d)
     r_qkv = r_qkv.permute(1, 3, 0, 2, 4).reshape(batch, tokens, -1)  # channel = s·D + h·d + j
-    normed1 = linear_zplus(r_qkv, bt.n1, bt.z_qkv, wt["qkv_w"], stab, block.abs_weight("qkv"))
+    normed1 = linear_zplus(r_qkv, bt.n1, bt.z_qkv(block), wt["qkv_w"], stab, block.abs_weight("qkv"))
     return clone_rule(x_residual, normed1, bt.x, stab), r_attn
 
 
-def embedding_relevance(twin: ViTTwin, trace: Trace, relevance: torch.Tensor, stab: Stabiliser) -> torch.Tensor:
+def embedding_relevance(
+    twin: ViTTwin, trace: Trace, relevance: torch.Tensor, stab: Stabiliser
+) -> torch.Tensor:
     """Relevance of the first block's input → input pixels (B, H, W), summed over colour channels."""
     prefix = twin.num_prefix
     if trace.pos_embed is None:

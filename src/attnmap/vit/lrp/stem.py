@@ -35,12 +35,19 @@ def _conv_args(layer: nn.Conv2d, name: str) -> dict:
             f"{name} (Conv2d with padding={layer.padding!r}, padding_mode={layer.padding_mode!r}) has no "
             "LRP rule here: only numeric zero padding is supported"
         )
-    return {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+    return {
+        "stride": layer.stride,
+        "padding": layer.padding,
+        "dilation": layer.dilation,
+        "groups": layer.groups,
+    }
 
 
 def _fold_batchnorm(conv: StemConv, bn: nn.BatchNorm2d, name: str) -> StemConv:
     if bn.running_mean is None or bn.running_var is None:
-        raise UnsupportedModelError(f"{name} (BatchNorm2d without running statistics) cannot be folded for LRP")
+        raise UnsupportedModelError(
+            f"{name} (BatchNorm2d without running statistics) cannot be folded for LRP"
+        )
     scale = (bn.running_var.detach() + bn.eps).rsqrt()
     if bn.weight is not None:
         scale = scale * bn.weight.detach()
@@ -74,7 +81,8 @@ def read_stem(proj: nn.Module, name: str = "patch_embed.proj") -> list[StemConv]
             continue
         else:
             raise UnsupportedModelError(
-                f"{layer_name} ({type(layer).__name__}) has no LRP rule in the patch embedding: supported are "
+                f"{layer_name} ({type(layer).__name__}) has no LRP rule in the patch embedding: "
+                "supported are "
                 "Conv2d, BatchNorm2d directly after a Conv2d, and ReLU"
             )
     if not convs or convs[-1].relu:
