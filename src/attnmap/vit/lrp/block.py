@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timm.layers import activations as timm_act
 from timm.layers.layer_scale import LayerScale
 from timm.models.vision_transformer import Attention, Block, Mlp
 from torch import nn
 
 from attnmap.errors import UnsupportedModelError
 
-_ACTIVATIONS = (nn.GELU, nn.ReLU)
+# Elementwise activations without parameters: relevance passes through them unchanged.
+_ACTIVATIONS = (nn.GELU, nn.ReLU, nn.SiLU, timm_act.GELU, timm_act.GELUTanh, timm_act.QuickGELU)
 
 # |W| of every Linear the z⁺ rule went through, per weight tensor. Computing |W| costs about as much
 # as the forward matmul at batch 1 (it reads and writes all weights), so it is kept while the model
@@ -156,7 +158,7 @@ class BlockTrace:
     z_proj: torch.Tensor  # proj pre-bias
     h: torch.Tensor  # x + attention branch
     n2: torch.Tensor
-    z_fc1: torch.Tensor  # fc1 pre-bias
+    pre_act: torch.Tensor  # fc1 output with bias (B, N, hidden)
     hidden: torch.Tensor  # activation output
     z_fc2: torch.Tensor  # fc2 pre-bias
 
@@ -169,6 +171,10 @@ class BlockTrace:
     def z_qkv(self, block: BlockTwin) -> torch.Tensor:
         bias = block.weights["qkv_b"]
         return self.qkv if bias is None else self.qkv - bias
+
+    def z_fc1(self, block: BlockTwin) -> torch.Tensor:
+        bias = block.weights["fc1_b"]
+        return self.pre_act if bias is None else self.pre_act - bias
 
     def o_heads(self, block: BlockTwin) -> torch.Tensor:
         batch, tokens, _ = self.o.shape
@@ -215,8 +221,8 @@ def block_forward(
     z_proj, _ = linear(o, wt["proj_w"], None)
     h = x + _branch(z_proj, wt["proj_b"], wt["ls1"])
     n2 = apply_norm(block.norm2, h)
-    z_fc1, pre_act = linear(n2, wt["fc1_w"], wt["fc1_b"])
+    _, pre_act = linear(n2, wt["fc1_w"], wt["fc1_b"])
     hidden = block.act(pre_act)
     z_fc2, _ = linear(hidden, wt["fc2_w"], None)
     out = h + _branch(z_fc2, wt["fc2_b"], wt["ls2"])
-    return out, BlockTrace(x, n1, qkv, attn, o, z_proj, h, n2, z_fc1, hidden, z_fc2), attn
+    return out, BlockTrace(x, n1, qkv, attn, o, z_proj, h, n2, pre_act, hidden, z_fc2), attn

@@ -68,7 +68,7 @@ def block_relevance(
     wt = block.weights
     h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab)
     hidden = linear_zplus(mlp_share, bt.hidden, bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
-    normed2 = linear_zplus(hidden, bt.n2, bt.z_fc1, wt["fc1_w"], stab, block.abs_weight("fc1"))
+    normed2 = linear_zplus(hidden, bt.n2, bt.z_fc1(block), wt["fc1_w"], stab, block.abs_weight("fc1"))
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
     x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab)
     merged = linear_zplus(attn_share, bt.o, bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"))
