@@ -20,6 +20,26 @@ from attnmap.wsi.slide_outputs import SlideOutputs
 from attnmap.wsi.stage_files import blockmap_complete, load_blockmap, save_blockmap
 
 
+def _drawing_options(
+    slide: Any, tissue: Any, config: PipelineConfig, reference: np.ndarray | None
+) -> dict[str, Any]:
+    """The config's heatmap options as keyword arguments shared by the PNG and the TIFF renderer."""
+    h = config.heatmap
+    return {
+        "patch_size": level0_patch_size(config.patching, slide),
+        "tissue": tissue if h.use_tissue_mask else None,
+        "cmap": h.cmap,
+        "alpha": h.alpha,
+        "percentiles": h.percentiles,
+        "reference_scores": reference,
+        "overlap": h.overlap,
+        "blur": h.blur,
+        "binarize": h.binarize,
+        "threshold": h.threshold,
+        "blank_canvas": h.blank_canvas,
+    }
+
+
 def _draw(
     slide: Any,
     tissue: Any,
@@ -30,24 +50,13 @@ def _draw(
 ) -> np.ndarray:
     from attnmap.wsi.heatmap import render_heatmap
 
-    h = config.heatmap
     return render_heatmap(
         slide,
         coords,
         scores,
-        patch_size=level0_patch_size(config.patching, slide),
-        vis_level=h.vis_level,
-        tissue=tissue if h.use_tissue_mask else None,
-        cmap=h.cmap,
-        alpha=h.alpha,
-        percentiles=h.percentiles,
-        reference_scores=reference,
-        overlap=h.overlap,
-        blur=h.blur,
-        binarize=h.binarize,
-        threshold=h.threshold,
-        blank_canvas=h.blank_canvas,
-        downscale=h.downscale,
+        vis_level=config.heatmap.vis_level,
+        downscale=config.heatmap.downscale,
+        **_drawing_options(slide, tissue, config, reference),
     )
 
 
@@ -156,20 +165,10 @@ def heatmap_stage(
                     slide,
                     coords,
                     scores,
-                    patch_size=level0_patch_size(config.patching, slide),
                     level=h.tiff_level,
-                    tissue=tissue if h.use_tissue_mask else None,
-                    cmap=h.cmap,
-                    alpha=h.alpha,
-                    percentiles=h.percentiles,
-                    reference_scores=reference,
-                    overlap=h.overlap,
-                    blur=h.blur,
-                    binarize=h.binarize,
-                    threshold=h.threshold,
-                    blank_canvas=h.blank_canvas,
                     metadata=record,
                     progress=False,
+                    **_drawing_options(slide, tissue, config, reference),
                 )
             written.append(tiff.name)
         if not png.is_file():
