@@ -1,7 +1,7 @@
 """Benchmark of the LRP methods against the model's own forward+backward (issue 4, point 4).
 
-vit_base_patch16_224, random weights, float32, 2 threads. Timing runs in this one process, with
-the baseline and every method interleaved round by round (min over rounds), so load from other
+vit_base_patch16_224, random weights, float32, 2 threads (``--threads``). Timing runs in this one
+process, with the baseline and every method interleaved round by round (min over rounds), so load from other
 processes hits all of them alike. Peak memory is measured in a fresh subprocess per measurement
 (ru_maxrss above the RSS after building the model) so each peak is its own.
 
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 OPTIONS = {
     "transformer_attribution": {},
@@ -32,11 +33,11 @@ OPTIONS = {
 BASELINE = "forward+backward"
 
 
-def _setup(batch: int) -> tuple:
+def _setup(batch: int, threads: int) -> tuple:
     import timm
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
     return model, torch.randn(batch, 3, 224, 224)
@@ -57,24 +58,41 @@ def _runner(name: str, model: object, images: object) -> Callable[[], None]:
     return lambda: attnmap.explain(model, images, method, **OPTIONS[name])
 
 
-def _peak_worker(name: str, batch: int) -> None:
+def _high_water_mark() -> int:
+    """Peak RSS of this process in bytes (VmHWM: per address space, so not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: best effort
+
+
+def _peak_worker(name: str, batch: int, threads: int) -> None:
     import psutil
 
-    model, images = _setup(batch)
+    model, images = _setup(batch, threads)
     run = _runner(name, model, images)
     base = psutil.Process().memory_info().rss
     run()
-    print(json.dumps({"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base}))
+    print(json.dumps({"peak_bytes": _high_water_mark() - base}))
 
 
-def _peak(name: str, batch: int) -> float:
-    command = [sys.executable, __file__, "--peak-worker", name, "--batch", str(batch)]
+def _peak(name: str, batch: int, threads: int) -> float:
+    command = [
+        sys.executable,
+        __file__,
+        "--peak-worker",
+        name,
+        "--batch",
+        str(batch),
+        "--threads",
+        str(threads),
+    ]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-def _time(names: list[str], batch: int, rounds: int) -> dict[str, float]:
-    model, images = _setup(batch)
+def _time(names: list[str], batch: int, rounds: int, threads: int) -> dict[str, float]:
+    model, images = _setup(batch, threads)
     runs = {name: _runner(name, model, images) for name in names}
     for run in runs.values():
         run()  # warm-up (and the LRP twin's one-off check against the model)
@@ -94,17 +112,20 @@ def main() -> None:
     parser.add_argument("--big-batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--methods", default=",".join(OPTIONS))
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
     if args.peak_worker:
-        _peak_worker(args.peak_worker, args.batch)
+        _peak_worker(args.peak_worker, args.batch, args.threads)
         return
     names = [BASELINE, *args.methods.split(",")]
-    small = _time(names, 1, args.rounds)
-    big = _time(names, args.big_batch, max(1, args.rounds - 1))
     peaks = {}
     if not args.no_memory:
-        peaks = {(name, batch): _peak(name, batch) for name in names for batch in (1, args.big_batch)}
+        batches = (1, args.big_batch)
+        peaks = {(name, batch): _peak(name, batch, args.threads) for name in names for batch in batches}
+    small = _time(names, 1, args.rounds, args.threads)
+    big = _time(names, args.big_batch, max(1, args.rounds - 1), args.threads)
+    print(f"vit_base_patch16_224, float32, {args.threads} thread(s)")
     b = args.big_batch
     print(f"{'':26s} {'b1 s':>7s} {'ratio':>6s} {f'b{b} s/img':>10s} {'mem b1':>7s} {f'mem b{b}':>8s}")
     for name in names:

@@ -214,3 +214,20 @@ def test_chefer_methods_beat_the_random_baseline_on_every_metric_on_the_bundled_
     result = evaluate_methods(model, dataset, ["transformer_attribution", "grad_rollout"], progress=False)
     for method in ("transformer_attribution", "grad_rollout"):
         assert all(result.beats_random(method).values()), (method, result.rows)
+
+
+def test_target_class_columns_use_the_labels_where_the_model_is_wrong(shapes_model_and_data):
+    from types import SimpleNamespace
+
+    model, dataset = shapes_model_and_data
+    few = ShapesDataset(8, seed=21)
+    wrong_labels = few.labels.clone()
+    wrong_labels[:2] = (wrong_labels[:2] + 1) % 5  # pretend two images are labelled otherwise
+    relabelled = SimpleNamespace(images=few.images, labels=wrong_labels, masks=few.masks)
+    result = evaluate_methods(model, relabelled, [], custom_maps={"oracle": oracle_maps}, progress=False)
+    curves = result.curves["oracle"]
+    assert result.settings["clean_accuracy"] == pytest.approx(75.0)
+    assert curves["neg_pred"][0] == 1.0 and curves["neg_target"][0] == pytest.approx(0.75)
+    expected = perturbation_curve(model, few.images, maps_to_pixels(few.masks.double(), (64, 64)),
+                                  wrong_labels, positive=True)
+    np.testing.assert_allclose(curves["pos_target"], expected)

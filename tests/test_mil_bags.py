@@ -23,14 +23,7 @@ from attnmap.mil import (
 )
 from attnmap.render import normalize
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small tensors on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _features(n=30, d=16, seed=0):

@@ -14,13 +14,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "clam"
 TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-9, atol=1e-12)}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small tensors on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ from attnmap.mil import ABMIL, CLAM_MB, CLAM_SB, attention_scores, infer_bag, lo
 FIXTURES = Path(__file__).parent / "fixtures" / "clam"
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small tensors on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _seeded(cls, seed=0, **kwargs):

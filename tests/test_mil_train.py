@@ -18,14 +18,7 @@ from attnmap.mil.metrics import classification_metrics, roc_auc
 from attnmap.mil.splits import make_folds, read_labels
 from attnmap.mil.train import TrainConfig, _update_early_stopping, train_mil
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 FAST = dict(folds=2, max_epochs=4, lr=1e-3, seed=3, k_sample=4, val_fraction=0.2)

@@ -149,9 +149,17 @@ def _score(
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     row: dict[str, float] = {}
     method_curves: dict[str, np.ndarray] = {}
-    for class_mode, maps, classes in (("pred", pred_maps, predicted), ("target", target_maps, labels)):
-        for test, positive in (("neg", False), ("pos", True)):
-            hits = perturbation_hits(model, images, maps, classes, positive, steps, batch_size)
+    # Where the prediction is right, the target-class map and class are the predicted ones, so
+    # their hits are the same: only the misclassified images are perturbed again.
+    wrong = torch.nonzero(predicted != labels).flatten()
+    for test, positive in (("neg", False), ("pos", True)):
+        pred_hits = perturbation_hits(model, images, pred_maps, predicted, positive, steps, batch_size)
+        target_hits = pred_hits.copy()
+        if len(wrong):
+            target_hits[wrong.numpy()] = perturbation_hits(
+                model, images[wrong], target_maps[wrong], labels[wrong], positive, steps, batch_size
+            )
+        for class_mode, hits in (("pred", pred_hits), ("target", target_hits)):
             curve = hits.mean(axis=0)
             method_curves[f"{test}_{class_mode}"] = curve
             row[f"{test}_{class_mode}_auc"] = perturbation_auc(curve, steps)

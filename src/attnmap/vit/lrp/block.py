@@ -168,14 +168,6 @@ class BlockTrace:
         qkv = self.qkv.reshape(batch, tokens, 3, block.num_heads, block.head_dim).permute(2, 0, 3, 1, 4)
         return qkv.unbind(0)
 
-    def z_qkv(self, block: BlockTwin) -> torch.Tensor:
-        bias = block.weights["qkv_b"]
-        return self.qkv if bias is None else self.qkv - bias
-
-    def z_fc1(self, block: BlockTwin) -> torch.Tensor:
-        bias = block.weights["fc1_b"]
-        return self.pre_act if bias is None else self.pre_act - bias
-
     def o_heads(self, block: BlockTwin) -> torch.Tensor:
         batch, tokens, _ = self.o.shape
         return self.o.view(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)

@@ -68,23 +68,34 @@ def block_relevance(
     wt = block.weights
     h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab)
     hidden = linear_zplus(mlp_share, bt.hidden, bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
-    normed2 = linear_zplus(hidden, bt.n2, bt.z_fc1(block), wt["fc1_w"], stab, block.abs_weight("fc1"))
+    normed2 = linear_zplus(
+        hidden, bt.n2, bt.pre_act, wt["fc1_w"], stab, block.abs_weight("fc1"), bias=wt["fc1_b"]
+    )
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
     x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab)
-    merged = linear_zplus(attn_share, bt.o, bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"))
+    # Halved here once, so R_A/2 and R_V/2 come out of the A·V rule directly (it is linear in R).
+    merged = linear_zplus(
+        attn_share, bt.o, bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"), scale=0.5
+    )
     batch, tokens, _ = merged.shape
     per_head = merged.reshape(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
     query, key, value = bt.heads(block)
     r_attn, r_value = attention_value_rule(per_head, bt.attn, value, bt.o_heads(block), stab)
-    r_attn = r_attn * 0.5
     if attention_only:
         return None, r_attn
-    r_value = r_value * 0.5
     scores = query @ key.transpose(-1, -2)  # recomputed, unscaled
-    r_query, r_key = query_key_rule(r_attn, query, key, scores, stab)
-    r_qkv = torch.stack([r_query * 0.5, r_key * 0.5, r_value])  # (3, B, H, N, d)
-    r_qkv = r_qkv.permute(1, 3, 0, 2, 4).reshape(batch, tokens, -1)  # channel = s·D + h·d + j
-    normed1 = linear_zplus(r_qkv, bt.n1, bt.z_qkv(block), wt["qkv_w"], stab, block.abs_weight("qkv"))
+    r_query, r_key = query_key_rule(r_attn, query, key, scores, stab, scale=0.5)
+    # (B, N, 3, H, d) in one copy: channel = s·D + h·d + j, the qkv layout.
+    r_qkv = torch.stack([r_query.transpose(1, 2), r_key.transpose(1, 2), r_value.transpose(1, 2)], dim=2)
+    normed1 = linear_zplus(
+        r_qkv.reshape(batch, tokens, -1),
+        bt.n1,
+        bt.qkv,
+        wt["qkv_w"],
+        stab,
+        block.abs_weight("qkv"),
+        bias=wt["qkv_b"],
+    )
     return clone_rule(x_residual, normed1, bt.x, stab), r_attn
 
 

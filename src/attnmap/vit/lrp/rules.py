@@ -38,23 +38,32 @@ class Stabiliser:
     eps: float
     follow_sign: bool
 
-    def divide(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.follow_sign:  # b + eps·sign(b), sign(+0) = +1, in one buffer
-            return a / b.abs().add_(self.eps).copysign_(b)
+    def divide(self, a: torch.Tensor, b: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+        """a ⊘ b, divided by ``factor`` (folded into the denominator pass)."""
+        if self.follow_sign:  # factor·(b + eps·sign(b)), sign(+0) = +1
+            eps = torch.tensor(factor * self.eps, dtype=b.dtype, device=b.device)
+            return a / torch.copysign(eps, b).add_(b, alpha=factor)
+        if factor != 1.0:
+            a = a / factor
         denominator = b + self.eps
         denominator = torch.where(denominator == 0, self.eps, denominator)
         return torch.where(b != 0, a / denominator, torch.zeros((), dtype=a.dtype, device=a.device))
 
-    def divide_doubled_nonnegative(self, a: torch.Tensor, doubled: torch.Tensor) -> torch.Tensor:
-        """``a ⊘ (doubled / 2)`` halved, i.e. a / (doubled + 2ε), for a denominator ≥ 0 by construction.
+    def divide_scaled_nonnegative(
+        self, a: torch.Tensor, scaled: torch.Tensor, factor: float, offset: torch.Tensor | None
+    ) -> torch.Tensor:
+        """a ⊘ b for b = (scaled − offset) / factor ≥ 0 by construction, returned divided by ``factor``.
 
-        Overwrites ``doubled`` (a temporary of the caller): one pass fewer than `divide`.
+        i.e. a / (scaled − offset + factor·ε). Overwrites ``scaled`` (a temporary of the caller); the
+        offset and ε go in one pass, which matters on CPUs where every elementwise op is a sync point.
         """
         if self.follow_sign:
-            return a / doubled.add_(2 * self.eps)
-        return torch.where(
-            doubled != 0, a / (doubled + 2 * self.eps), torch.zeros((), dtype=a.dtype, device=a.device)
-        )
+            shift = factor * self.eps if offset is None else factor * self.eps - offset
+            return a / scaled.add_(shift)
+        if offset is not None:
+            scaled = scaled.sub_(offset)
+        zero = torch.zeros((), dtype=a.dtype, device=a.device)
+        return torch.where(scaled != 0, a / (scaled + factor * self.eps), zero)
 
 
 REFERENCE_STABILISER = Stabiliser(eps=1e-9, follow_sign=False)
@@ -74,24 +83,31 @@ def per_sample_sum(t: torch.Tensor) -> torch.Tensor:
 def linear_zplus(
     relevance: torch.Tensor,
     x: torch.Tensor,
-    z_pre_bias: torch.Tensor,
+    output: torch.Tensor,
     weight: torch.Tensor,
     stab: Stabiliser,
     abs_weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """z⁺ (α1β0) rule of ``y = x Wᵀ + b`` for signed x; ``z_pre_bias`` = x Wᵀ from the forward.
+    """z⁺ (α1β0) rule of ``y = x Wᵀ + b`` for signed x, times ``scale``.
 
-    The bias takes no relevance; each output's relevance is split over the inputs in proportion
-    to their positive contributions x⁺W⁺ and x⁻W⁻. With Z₂ = xWᵀ + |x||W|ᵀ = 2Z and S₂ = R ⊘₂ Z₂:
+    ``output`` is x Wᵀ from the forward, or x Wᵀ + b when ``bias`` is given (it is subtracted). The
+    bias takes no relevance; each output's relevance is split over the inputs in proportion to
+    their positive contributions x⁺W⁺ and x⁻W⁻. With Z₂ = xWᵀ + |x||W|ᵀ = 2Z and S₂ = R ⊘₂ Z₂:
     R_x = x ⊙ (S₂W) + |x| ⊙ (S₂|W|). ``abs_weight`` = |W| if the caller has it cached.
     """
     if abs_weight is None:
         abs_weight = weight.abs()
-    in_features, out_features = x.shape[-1], z_pre_bias.shape[-1]
+    in_features, out_features = x.shape[-1], output.shape[-1]
     flat_x = x.reshape(-1, in_features)
     abs_x = flat_x.abs()
-    doubled = torch.addmm(z_pre_bias.reshape(-1, out_features), abs_x, abs_weight.T)
-    s = stab.divide_doubled_nonnegative(relevance.reshape(-1, out_features), doubled)
+    factor = 2.0 / scale  # Z₂·factor/2 in one addmm: the scale costs no extra pass
+    scaled = torch.addmm(
+        output.reshape(-1, out_features), abs_x, abs_weight.T, beta=factor / 2, alpha=factor / 2
+    )
+    offset = None if bias is None else bias * (factor / 2)
+    s = stab.divide_scaled_nonnegative(relevance.reshape(-1, out_features), scaled, factor, offset)
     result = (s @ weight).mul_(flat_x).addcmul_(s @ abs_weight, abs_x)
     return result.reshape(x.shape)
 
@@ -164,9 +180,10 @@ def query_key_rule(
     key: torch.Tensor,
     scores: torch.Tensor,
     stab: Stabiliser,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """LRP-0 of the unscaled scores Q·Kᵀ (per head): returns (R_Q, R_K)."""
-    s = stab.divide(relevance, scores)
+    """LRP-0 of the unscaled scores Q·Kᵀ (per head): returns (R_Q, R_K), each times ``scale``."""
+    s = stab.divide(relevance, scores, factor=1.0 / scale)
     return query * (s @ key), key * (s.transpose(-1, -2) @ query)
 
 
@@ -197,10 +214,13 @@ def add_rule(
 def clone_rule(
     branch0: torch.Tensor, branch1: torch.Tensor, x: torch.Tensor, stab: Stabiliser
 ) -> torch.Tensor:
-    """Relevance of a tensor used twice (the residual fork): LRP-0 of the copy, x ⊙ ((R₁+R₂) ⊘ x).
+    """Relevance of a tensor used twice (the residual fork): R₁ + R₂, 0 where x = 0.
 
-    That is R₁ + R₂ up to the stabiliser (exactly what the reference computes), 0 where x = 0.
+    The reference computes LRP-0 of the copy, x ⊙ ((R₁+R₂) ⊘ x), which differs from R₁ + R₂ by the
+    factor x/(x+ε); with the reference stabiliser that form is used, so float64 conforms exactly.
     """
+    if stab.follow_sign:
+        return torch.where(x != 0, branch0 + branch1, torch.zeros((), dtype=x.dtype, device=x.device))
     return passthrough_rule(branch0 + branch1, x, stab)
 
 

@@ -74,12 +74,12 @@ class ViTTwin:
             if not isinstance(head, nn.Linear):
                 raise UnsupportedModelError(
                     f"{head_name} ({type(head).__name__}) has no LRP rule: the model needs a Linear "
-                    "classifier "
-                    "(num_classes > 0)"
+                    "classifier (num_classes > 0)"
                 )
         if self.distilled:  # logits = (head(x_cls) + head_dist(x_dist)) / 2: one Linear on [x_cls, x_dist]
             self.head_w = torch.cat([model.head.weight.detach(), model.head_dist.weight.detach()], dim=1) / 2
-            self.head_b = (model.head.bias.detach() + model.head_dist.bias.detach()) / 2
+            biases = [b.detach() for b in (model.head.bias, model.head_dist.bias) if b is not None]
+            self.head_b = sum(biases) / 2 if biases else None
         else:
             self.head_w = model.head.weight.detach()
             self.head_b = None if model.head.bias is None else model.head.bias.detach()
