@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
 from attnmap.errors import InputError
@@ -149,3 +152,21 @@ def test_save_grid_writes_one_figure_with_metadata(tmp_path):
         assert saved.text.get("method") == "all"
     with pytest.raises(InputError, match="titles"):
         save_grid(images, ["a"], tmp_path / "bad.png")
+
+
+finite_maps = arrays(
+    np.float64,
+    array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6),
+    elements=st.floats(-1e6, 1e6, allow_nan=False),
+)
+
+
+@given(finite_maps, st.sampled_from(["minmax", "percentile"]))
+@settings(max_examples=200, deadline=None)
+def test_normalised_maps_lie_in_unit_interval_and_keep_order(values, mode):
+    out = normalize(values, mode)
+    assert out.shape == values.shape and np.isfinite(out).all()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    flat, normed = values.ravel(), out.ravel()
+    order = np.argsort(flat, kind="stable")
+    assert np.all(np.diff(normed[order]) >= -1e-12)  # monotone: a higher score never maps lower
