@@ -10,7 +10,7 @@ import click
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("attnmap-demo"), show_default=True, help="Folder for the demo's outputs.")
-@click.option("--n-eval", type=click.IntRange(min=10), default=60, show_default=True,
+@click.option("--n-eval", type=click.IntRange(min=10), default=200, show_default=True,
               help="Held-out shape images in the evaluation table.")
 def demo(out_dir: Path, n_eval: int) -> None:
     """Method grid, evaluation table and a slide heatmap from the bundled models, with an index.html."""
