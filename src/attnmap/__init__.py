@@ -1,7 +1,9 @@
 """attnmap: attention maps people can read and trust.
 
 ViTs: ``attnmap.explain(model, images, method)`` for raw attention, rollout, attention Grad-CAM,
-gradient rollout and Chefer et al.'s LRP methods on timm / Hugging Face models as they are.
+gradient rollout and Chefer et al.'s LRP methods on timm / Hugging Face models as they are;
+``attnmap.load_model("timm:NAME" | "hf:DIR" | "attnmap:shapes-vit")`` and
+``attnmap.preprocess(model, paths)`` (the model's own data config) to get there.
 Attention MIL: `attnmap.mil`. Whole slides: `attnmap.wsi`. Pictures: `attnmap.render`.
 """
 
@@ -9,6 +11,8 @@ from attnmap._version import __version__
 from attnmap.errors import AttnmapError, InputError, UnsupportedModelError
 from attnmap.render import normalize, overlay, save_grid, upsample
 from attnmap.vit.explain import explain
+from attnmap.vit.models import load_model
+from attnmap.vit.preprocess import load_image, preprocess
 from attnmap.vit.registry import methods
 
 __all__ = [
@@ -17,9 +21,12 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "explain",
+    "load_image",
+    "load_model",
     "methods",
     "normalize",
     "overlay",
+    "preprocess",
     "save_grid",
     "upsample",
 ]
