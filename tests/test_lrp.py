@@ -80,6 +80,24 @@ def test_relevance_is_per_sample(method: str, options: dict) -> None:
         )
 
 
+def test_batches_larger_than_a_chunk_keep_each_images_target() -> None:
+    from attnmap.vit.lrp.methods import CHUNK_SIZE
+
+    model = tiny_vit().double()
+    batch = CHUNK_SIZE + 3
+    images = images_for(model, batch, seed=4)
+    targets = [index % 5 for index in range(batch)]
+    batched = attnmap.explain(model, images, "transformer_attribution", target=targets)
+    for index in (0, CHUNK_SIZE - 1, CHUNK_SIZE, batch - 1):
+        one = images[index : index + 1]
+        alone = attnmap.explain(model, one, "transformer_attribution", target=targets[index])
+        torch.testing.assert_close(
+            batched[index : index + 1], alone, rtol=1e-9, atol=1e-12 * alone.abs().max()
+        )
+    with pytest.raises(InputError, match="targets for a batch"):
+        attnmap.explain(model, images, "lrp", target=[0, 1])
+
+
 @pytest.fixture(scope="module")
 def fixture_model() -> nn.Module:
     vit = timm.create_model("vit_tiny_patch16_224", depth=4, num_classes=10, pretrained=False)

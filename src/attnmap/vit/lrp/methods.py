@@ -12,6 +12,9 @@ columns (class, distillation and register tokens excluded).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -23,6 +26,37 @@ from attnmap.vit.lrp.twin import Trace, ViTTwin
 from attnmap.vit.registry import method, resolve_target
 
 _STABILISER_NOTE = "float64: reference ε=1e-9; float32: sign-following ε=1e-7"
+
+CHUNK_SIZE = 8
+"""Images per relevance pass. The trace of activations, attention maps and their gradients grows
+with the batch; past about 8 ViT-B/16 images it outgrows the caches and per-image time rises
+(measured on a 2-core CPU: 1.05 s/img at batch 1, 0.96 at 4 and 8, 1.2–1.4 at 16). Chunking keeps
+the per-image cost at its minimum and bounds peak memory; relevance is per sample, so the maps are
+the same as in one pass."""
+
+
+def _in_chunks(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run ``fn(model, images, target, **options)`` on chunks of `CHUNK_SIZE` images."""
+
+    @functools.wraps(fn)
+    def chunked(model: nn.Module, images: torch.Tensor, target: object, **options: object) -> torch.Tensor:
+        batch = images.shape[0]
+        if batch <= CHUNK_SIZE:
+            return fn(model, images, target, **options)
+        per_image = None
+        if target is not None and not isinstance(target, int):
+            per_image = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+            if per_image.numel() not in (1, batch):
+                raise InputError(f"got {per_image.numel()} targets for a batch of {batch} images")
+            if per_image.numel() == 1:
+                per_image = per_image.expand(batch)
+        maps = []
+        for start in range(0, batch, CHUNK_SIZE):
+            part = slice(start, start + CHUNK_SIZE)
+            maps.append(fn(model, images[part], target if per_image is None else per_image[part], **options))
+        return torch.cat(maps)
+
+    return chunked
 
 
 def _block_index(value: object, depth: int, name: str, allow_negative: bool) -> int:
@@ -95,6 +129,7 @@ def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], grid: tuple[int,
     f"from block start_layer; batched, on the model's device ({_STABILISER_NOTE})",
     needs_grad=True,
 )
+@_in_chunks
 def transformer_attribution(
     model: nn.Module, images: torch.Tensor, target: object, *, start_layer: int = 0
 ) -> torch.Tensor:
@@ -113,6 +148,7 @@ def transformer_attribution(
     needs_grad=False,
     output="pixels",
 )
+@_in_chunks
 def lrp(model: nn.Module, images: torch.Tensor, target: object) -> torch.Tensor:
     """Conservative LRP of the target logit onto the input pixels, summed over colour channels."""
     _, _, relevance, _ = _compute(model, images, target, stop_block=0, grad_from=None, to_pixels=True)
@@ -127,6 +163,7 @@ def lrp(model: nn.Module, images: torch.Tensor, target: object) -> torch.Tensor:
     f"from block start_layer ({_STABILISER_NOTE})",
     needs_grad=False,
 )
+@_in_chunks
 def lrp_rollout(
     model: nn.Module, images: torch.Tensor, target: object, *, start_layer: int = 0
 ) -> torch.Tensor:
@@ -144,6 +181,7 @@ def lrp_rollout(
     f"class-token row ({_STABILISER_NOTE})",
     needs_grad=False,
 )
+@_in_chunks
 def lrp_attention(
     model: nn.Module, images: torch.Tensor, target: object, *, layer: int = -1, grad: bool = False
 ) -> torch.Tensor:
