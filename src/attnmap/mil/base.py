@@ -95,8 +95,8 @@ class AttentionMILBase(nn.Module):
         return output, h, weights
 
 
-def check_bag_features(features: torch.Tensor, embed_dim: int | None = None) -> torch.Tensor:
-    """The checks of `AttentionMILBase.check_features`, usable without a model (returns (N, D))."""
+def check_bag_shape(features: torch.Tensor) -> torch.Tensor:
+    """A non-empty (N, D) tensor (a leading batch axis of 1 is dropped); values are not read."""
     if not isinstance(features, torch.Tensor):
         raise InputError(f"bag features must be a torch.Tensor, got {type(features).__name__}")
     if features.ndim == 3 and features.shape[0] == 1:
@@ -105,6 +105,12 @@ def check_bag_features(features: torch.Tensor, embed_dim: int | None = None) -> 
         raise InputError(f"bag features must have shape (N, D), got {tuple(features.shape)}")
     if features.shape[0] == 0:
         raise InputError("the bag is empty: it has no patches (0 feature rows)")
+    return features
+
+
+def check_bag_features(features: torch.Tensor, embed_dim: int | None = None) -> torch.Tensor:
+    """The checks of `AttentionMILBase.check_features`, usable without a model (returns (N, D))."""
+    features = check_bag_shape(features)
     if embed_dim is not None and features.shape[1] != embed_dim:
         raise InputError(
             f"features have {features.shape[1]} columns but the model expects {embed_dim} "

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
-from attnmap.mil.base import AttentionMILBase
+from attnmap.mil.base import AttentionMILBase, check_bag_shape
 from attnmap.render import normalize
 
 ScoreKind = Literal["raw", "softmax", "percentile"]
@@ -87,15 +87,8 @@ def infer_bag(
         raise InputError(f"chunk_size must be positive, got {chunk_size}")
     if isinstance(features, np.ndarray):
         features = torch.from_numpy(features)
-    if not isinstance(features, torch.Tensor):
-        raise InputError(f"bag features must be a tensor or array, got {type(features).__name__}")
-    if features.ndim == 3 and features.shape[0] == 1:
-        features = features[0]
-    if features.ndim != 2:
-        raise InputError(f"bag features must have shape (N, D), got {tuple(features.shape)}")
-    n_patches = features.shape[0]
-    if n_patches == 0:
-        raise InputError("the bag is empty: it has no patches (0 feature rows)")
+    # values are checked chunk by chunk (model.check_features), so only the shape here
+    features = check_bag_shape(features)
     was_training = model.training
     model.eval()
     try:
