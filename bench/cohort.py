@@ -58,8 +58,8 @@ def time_run(config_path: Path, workers: int, out_dir: Path) -> tuple[float, flo
 
     from distributed import Client, LocalCluster
 
-    from attnmap.wsi.cohort_run import run_cohort
-    from attnmap.wsi.pipeline_config import load_config
+    from attnmap.wsi.pipeline.cohort import run_cohort
+    from attnmap.wsi.pipeline.config import load_config
 
     config = load_config(config_path, output_dir=str(out_dir))
     start = time.perf_counter()

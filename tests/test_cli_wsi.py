@@ -19,7 +19,7 @@ from synthetic_slide_files import (
 
 from attnmap.cli.main import main
 from attnmap.io_utils import read_png_text
-from attnmap.wsi.slide_outputs import STAGES
+from attnmap.wsi.pipeline.outputs import STAGES
 
 SEGMENT = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
 PATCH = ["--patch-size", "64"]
@@ -130,7 +130,7 @@ def test_heatmap_from_scores_or_from_features_and_model(slide: Path, tmp_path: P
         tmp_path / "h.tif",
     )
     assert code == 0 and png.is_file() and (tmp_path / "h.tif").is_file()
-    from attnmap.wsi.stage_files import load_tissue
+    from attnmap.wsi.pipeline.stage_files import load_tissue
 
     expected = render_heatmap(
         open_slide(slide),

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from synthetic_slide_files import write_pipeline_setup
 
-from attnmap.cohort import run_tasks
 from attnmap.errors import InputError
 from attnmap.io_utils import TEMP_MARKER, read_png_text
+from attnmap.parallel import run_tasks
 
 
 def square_or_fail(item: tuple[int, str]) -> dict:
@@ -65,7 +65,7 @@ def test_failures_are_recorded_and_reruns_skip_finished_items(tmp_path: Path) ->
 
 
 def test_bad_arguments_are_input_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("attnmap.cohort.SCHEDULER_TIMEOUT", "1s")
+    monkeypatch.setattr("attnmap.parallel.SCHEDULER_TIMEOUT", "1s")
     with pytest.raises(InputError, match="workers must be a positive integer"):
         run_tasks(square_or_fail, [], workers=0)
     with pytest.raises(InputError, match="cannot reach the Dask scheduler"):
@@ -113,8 +113,8 @@ def test_cohort_with_a_killed_worker_equals_a_one_worker_run(tmp_path: Path) -> 
 
     from distributed import Client, LocalCluster
 
-    from attnmap.wsi.cohort_run import run_cohort, write_predictions
-    from attnmap.wsi.pipeline_config import load_config, read_slide_list
+    from attnmap.wsi.pipeline.cohort import run_cohort, write_predictions
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
 
     config_path = write_pipeline_setup(tmp_path / "cohort", n_slides=6)
     serial = load_config(config_path, output_dir=str(tmp_path / "serial"))

@@ -18,7 +18,7 @@ from scipy.stats import percentileofscore, rankdata
 
 from attnmap.errors import InputError
 from attnmap.wsi import HeatmapRenderer, open_slide, percentiles_against, render_heatmap, segment_tissue
-from attnmap.wsi.heatmap_scores import ColorTable
+from attnmap.wsi.heatmap.scores import ColorTable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "heatmap"
 

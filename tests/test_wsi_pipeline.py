@@ -16,8 +16,8 @@ from attnmap.errors import InputError
 from attnmap.io_utils import TEMP_MARKER, atomic_path, read_png_text
 from attnmap.provenance import model_checksum
 from attnmap.wsi.pipeline import run_slide
-from attnmap.wsi.pipeline_config import load_config, read_slide_list
-from attnmap.wsi.slide_outputs import STAGES, SlideOutputs
+from attnmap.wsi.pipeline.config import load_config, read_slide_list
+from attnmap.wsi.pipeline.outputs import STAGES, SlideOutputs
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +171,8 @@ def test_multi_branch_model_uses_the_predicted_class_branch(setup: Path, tmp_pat
 
 def test_overlapping_heatmap_uses_blockmap_scores_as_reference(setup: Path, tmp_path: Path) -> None:
     from attnmap.wsi.heatmap import render_heatmap
+    from attnmap.wsi.pipeline.stage_files import load_blockmap, load_tissue
     from attnmap.wsi.slide import open_slide
-    from attnmap.wsi.stage_files import load_blockmap, load_tissue
 
     config = _config(setup, tmp_path, heatmap={"overlap": 0.5}, sampling={"top_k": 0, "bottom_k": 0})
     entry = read_slide_list(config)[0]
@@ -256,7 +256,7 @@ def test_config_errors_name_the_problem(setup: Path, tmp_path: Path) -> None:
 def test_documented_example_config_lists_every_key_with_its_default(setup: Path, tmp_path: Path) -> None:
     import dataclasses
 
-    from attnmap.wsi.pipeline_config import PipelineConfig, config_from_dict
+    from attnmap.wsi.pipeline.config import PipelineConfig, config_from_dict
 
     example = Path(__file__).parents[1] / "docs" / "wsi_config_example.yaml"
     raw = yaml.safe_load(example.read_text())

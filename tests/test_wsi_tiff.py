@@ -25,7 +25,7 @@ from attnmap.wsi import (
     segment_tissue,
     write_heatmap_tiff,
 )
-from attnmap.wsi.heatmap_stream import iter_tiles, plan_pyramid
+from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
 
 FIXTURES = Path(__file__).parent / "fixtures" / "heatmap"
 

@@ -1,7 +1,7 @@
 """``attnmap explain`` and ``attnmap methods``: heatmaps for image files from the command line.
 
 Thin: parsing and messages only; the work is `attnmap.vit.batch.explain_paths` (in process) or
-`attnmap.vit.batch.explain_chunk` on dask workers via `attnmap.cohort.run_tasks`.
+`attnmap.vit.batch.explain_chunk` on dask workers via `attnmap.parallel.run_tasks`.
 """
 
 from __future__ import annotations
@@ -126,10 +126,10 @@ def _run_distributed(
     import functools
 
     try:
-        from attnmap.cohort import run_tasks
+        from attnmap.parallel import run_tasks
     except ImportError as error:
         raise InputError(
-            f"--workers/--scheduler need attnmap.cohort, which is not available: {error}"
+            f"--workers/--scheduler need attnmap.parallel, which is not available: {error}"
         ) from None
     from attnmap.vit.batch import explain_chunk
 

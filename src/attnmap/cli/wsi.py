@@ -99,7 +99,7 @@ _out_dir_option = click.option(
 
 def _config(options: dict[str, Any], out_dir: Path) -> Any:
     """A `PipelineConfig` from command-line options (no slide list or model needed for single stages)."""
-    from attnmap.wsi.pipeline_config import (
+    from attnmap.wsi.pipeline.config import (
         FeaturesConfig,
         PatchingConfig,
         PipelineConfig,
@@ -143,9 +143,9 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
     """Run ``work(slide, entry, config, outputs)`` for each slide with a progress bar; echo its summary."""
     from tqdm.auto import tqdm
 
-    from attnmap.wsi.pipeline_config import SlideEntry
+    from attnmap.wsi.pipeline.config import SlideEntry
+    from attnmap.wsi.pipeline.outputs import SlideOutputs
     from attnmap.wsi.slide import open_slide
-    from attnmap.wsi.slide_outputs import SlideOutputs
 
     ids = [path.stem for path in slides]
     if len(set(ids)) != len(ids):
@@ -173,7 +173,7 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     """Tissue segmentation: tissue/<slide>.json (level-0 contours) and tissue/<slide>_mask.png."""
     from attnmap.io_utils import save_png
     from attnmap.provenance import provenance
-    from attnmap.wsi.pipeline_stages import tissue_stage
+    from attnmap.wsi.pipeline.stages import tissue_stage
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         tissue, ran = tissue_stage(slide, entry, config, outputs)
@@ -201,7 +201,7 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
 @_patching_options
 def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     """Patch grid on the tissue: patches/<slide>.h5 (`coords` with CLAM's attributes)."""
-    from attnmap.wsi.pipeline_stages import patch_stage, tissue_stage
+    from attnmap.wsi.pipeline.stages import patch_stage, tissue_stage
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         tissue, _ = tissue_stage(slide, entry, config, outputs)
@@ -242,7 +242,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
 
     Reuses tissue/ and patches/ from --out-dir when present; skips slides whose features exist."""
     from attnmap.wsi.features import resolve_device
-    from attnmap.wsi.pipeline_stages import features_stage, patch_stage, tissue_stage
+    from attnmap.wsi.pipeline.stages import features_stage, patch_stage, tissue_stage
 
     device = str(resolve_device(options["device"]))
 
@@ -328,8 +328,8 @@ def heatmap(
     """Draw a heatmap of per-patch scores (or of a CLAM model's attention on a features file)."""
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
-    from attnmap.wsi.pipeline_drawing import write_heatmap_files
-    from attnmap.wsi.stage_files import load_scores_with_patch_size, load_tissue
+    from attnmap.wsi.pipeline.drawing import write_heatmap_files
+    from attnmap.wsi.pipeline.stage_files import load_scores_with_patch_size, load_tissue
 
     if (scores is None) == (features_h5 is None) or (features_h5 is not None) != (model is not None):
         raise click.UsageError("give either --scores, or --features together with --model")
@@ -387,8 +387,8 @@ def run(
 
     Resumable: rerun the same command after an interruption; finished stages and slides are skipped.
     A failing slide is recorded in run_report.json and does not stop the others (exit status 1)."""
-    from attnmap.wsi.cohort_run import run_cohort
-    from attnmap.wsi.pipeline_config import load_config
+    from attnmap.wsi.pipeline.cohort import run_cohort
+    from attnmap.wsi.pipeline.config import load_config
 
     config = load_config(config_yaml, device=device, workers=workers, scheduler=scheduler)
     report = run_cohort(config, progress=not quiet)

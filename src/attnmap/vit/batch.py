@@ -192,7 +192,7 @@ def explain_chunk(
     out_dir: str,
     **settings: Any,
 ) -> dict[str, Any]:
-    """Worker entry point for `attnmap.cohort.run_tasks`: load the model (cached), explain ``paths``."""
+    """Worker entry point for `attnmap.parallel.run_tasks`: load the model (cached), explain ``paths``."""
     torch.manual_seed(0)
     model = _cached_model(model_spec, checkpoint, model_kwargs)
     outputs = explain_paths(

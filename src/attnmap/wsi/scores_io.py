@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.wsi.heatmap_scores import to_percentiles
+from attnmap.wsi.heatmap.scores import to_percentiles
 from attnmap.wsi.slide import Slide
 
 

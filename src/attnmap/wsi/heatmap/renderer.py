@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.wsi.heatmap_scores import ColorTable, draw_threshold, prepare_values
+from attnmap.wsi.heatmap.scores import ColorTable, draw_threshold, prepare_values
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import ScaledTissue, Tissue
 

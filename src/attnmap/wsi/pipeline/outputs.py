@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnmap.io_utils import TEMP_MARKER, remove_stale_temporaries
-from attnmap.wsi.pipeline_config import PipelineConfig, SlideEntry
+from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 
 STAGES = ("tissue", "patches", "features", "attention", "heatmap", "sampling")
 

@@ -17,9 +17,9 @@ import numpy as np
 from attnmap.errors import InputError
 from attnmap.provenance import model_checksum, provenance
 from attnmap.wsi.features import extract_features, features_complete, load_features, save_features
-from attnmap.wsi.pipeline_config import PipelineConfig, SlideEntry
-from attnmap.wsi.slide_outputs import SlideOutputs
-from attnmap.wsi.stage_files import (
+from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+from attnmap.wsi.pipeline.outputs import SlideOutputs
+from attnmap.wsi.pipeline.stage_files import (
     blockmap_complete,
     load_blockmap,
     load_coords,

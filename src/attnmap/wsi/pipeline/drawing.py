@@ -1,6 +1,6 @@
 """The drawing stages of `attnmap wsi run`: heatmap PNG / pyramidal TIFF / original, and patch samples.
 
-Split from `attnmap.wsi.pipeline_stages` (which computes tissue, patches, features, attention)
+Split from `attnmap.wsi.pipeline.stages` (which computes tissue, patches, features, attention)
 because drawing has its own options (overlap grids with reference scores, TIFF) and its own skip
 rules: each file is drawn only when it is missing.
 """
@@ -14,10 +14,10 @@ import numpy as np
 
 from attnmap.io_utils import atomic_path, save_png, write_json_atomic
 from attnmap.wsi.features import extract_features
-from attnmap.wsi.pipeline_config import PipelineConfig, SlideEntry
-from attnmap.wsi.pipeline_stages import cached_clam, cached_encoder, level0_patch_size, slide_provenance
-from attnmap.wsi.slide_outputs import SlideOutputs
-from attnmap.wsi.stage_files import blockmap_complete, load_blockmap, save_blockmap
+from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+from attnmap.wsi.pipeline.outputs import SlideOutputs
+from attnmap.wsi.pipeline.stage_files import blockmap_complete, load_blockmap, save_blockmap
+from attnmap.wsi.pipeline.stages import cached_clam, cached_encoder, level0_patch_size, slide_provenance
 
 
 def _drawing_options(
@@ -48,7 +48,7 @@ def _draw(
     config: PipelineConfig,
     reference: np.ndarray | None,
 ) -> np.ndarray:
-    from attnmap.wsi.heatmap import render_heatmap
+    from attnmap.wsi.heatmap.renderer import render_heatmap
 
     return render_heatmap(
         slide,
@@ -157,7 +157,7 @@ def heatmap_stage(
         else:
             coords, scores, reference = attention["coords"], attention["scores"], None
         if h.tiff and not tiff.is_file():
-            from attnmap.wsi.tiff_writer import write_heatmap_tiff
+            from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
 
             with atomic_path(tiff) as temporary:
                 write_heatmap_tiff(
@@ -175,7 +175,7 @@ def heatmap_stage(
             save_png(png, _draw(slide, tissue, coords, scores, config, reference), record)
             written.append(png.name)
     if h.save_original and not outputs.named("original.png").is_file():
-        from attnmap.wsi.heatmap import resolve_vis_level
+        from attnmap.wsi.heatmap.renderer import resolve_vis_level
 
         level = resolve_vis_level(slide, h.vis_level)
         save_png(
@@ -236,9 +236,9 @@ def write_heatmap_files(
     ``patch_size`` in level-0 pixels; ``draw``: `render_heatmap` options (vis_level, cmap, alpha,
     percentiles, blur, blank_canvas, ...), the TIFF sharing those it supports. Returns the paths.
     """
-    from attnmap.wsi.heatmap import render_heatmap
+    from attnmap.wsi.heatmap.renderer import render_heatmap
+    from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
     from attnmap.wsi.slide import open_slide
-    from attnmap.wsi.tiff_writer import write_heatmap_tiff
 
     written = [Path(out_png)]
     with open_slide(slide_path) as slide:

@@ -25,16 +25,16 @@ from pathlib import Path
 
 from attnmap.io_utils import write_json_atomic
 from attnmap.wsi.features import resolve_device
-from attnmap.wsi.pipeline_config import PipelineConfig, SlideEntry
-from attnmap.wsi.pipeline_drawing import heatmap_stage, sampling_stage
-from attnmap.wsi.pipeline_stages import (
+from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+from attnmap.wsi.pipeline.drawing import heatmap_stage, sampling_stage
+from attnmap.wsi.pipeline.outputs import STAGES, SlideOutputs, slide_complete
+from attnmap.wsi.pipeline.stages import (
     attention_stage,
     features_stage,
     patch_stage,
     slide_provenance,
     tissue_stage,
 )
-from attnmap.wsi.slide_outputs import STAGES, SlideOutputs, slide_complete
 
 __all__ = ["STAGES", "SlideOutputs", "run_slide", "run_slide_item", "slide_complete"]
 
@@ -117,6 +117,6 @@ def run_slide(
 
 def run_slide_item(entry: SlideEntry, config: PipelineConfig) -> dict:
     """`run_slide` as a `run_tasks` task: output folder from the config, stages announced to the client."""
-    from attnmap.cohort import report_stage
+    from attnmap.parallel import report_stage
 
     return run_slide(entry, config, on_stage=report_stage)

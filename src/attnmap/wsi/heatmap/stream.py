@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from attnmap.errors import InputError
-from attnmap.wsi.heatmap import HeatmapRenderer
+from attnmap.wsi.heatmap.renderer import HeatmapRenderer
 from attnmap.wsi.slide import Slide
 
 WINDOW_WIDTH = 4096

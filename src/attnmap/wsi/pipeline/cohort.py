@@ -1,6 +1,6 @@
 """`attnmap wsi run CONFIG`: every listed slide through `run_slide` in parallel, then a predictions CSV.
 
-The slides go through `attnmap.cohort.run_tasks` (dask.distributed, 1 or N workers, or an existing
+The slides go through `attnmap.parallel.run_tasks` (dask.distributed, 1 or N workers, or an existing
 cluster); a slide that fails is recorded in ``run_report.json`` and the others go on. The
 predictions CSV is rebuilt from the per-slide prediction JSONs after every run, in slide-list
 order, so it is the same whatever the worker count or the order slides finished in.
@@ -12,12 +12,12 @@ import functools
 import json
 from pathlib import Path
 
-from attnmap.cohort import RunReport, run_tasks
 from attnmap.io_utils import remove_stale_temporaries, write_csv_atomic
+from attnmap.parallel import RunReport, run_tasks
 from attnmap.provenance import model_checksum, provenance
 from attnmap.wsi.features import resolve_device
-from attnmap.wsi.pipeline import STAGES, SlideOutputs, run_slide_item, slide_complete
-from attnmap.wsi.pipeline_config import PipelineConfig, SlideEntry, read_slide_list
+from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry, read_slide_list
+from attnmap.wsi.pipeline.run import STAGES, SlideOutputs, run_slide_item, slide_complete
 
 PREDICTION_COLUMNS = ["slide_id", "label", "prediction", "prediction_name", "n_patches", "attention_branch"]
 

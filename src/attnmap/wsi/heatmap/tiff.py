@@ -16,8 +16,8 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.provenance import provenance
-from attnmap.wsi.heatmap import HeatmapRenderer
-from attnmap.wsi.heatmap_stream import iter_tiles, plan_pyramid
+from attnmap.wsi.heatmap.renderer import HeatmapRenderer
+from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import Tissue
 
