@@ -86,18 +86,19 @@ def make_inputs(size: int, n_patches: int, patch: int = 256) -> tuple[np.ndarray
 
 
 def _task(task: str, size: int, n_patches: int, out: str) -> dict:
-    from attnmap.wsi import render_heatmap, segment_tissue, write_heatmap_tiff
+    from attnmap.wsi import HeatmapStyle, render_heatmap, segment_tissue, write_heatmap_tiff
 
     slide = ProceduralSlide(size)
     coords, scores = make_inputs(size, n_patches)
     tissue = segment_tissue(slide, level=slide.level_count - 1, sthresh=15, mthresh=11, close=2, a_t=1, a_h=1)
+    style = HeatmapStyle(vis_level=-1)
     start = time.perf_counter()
     result: dict = {}
     if task == "canvas":
-        image = render_heatmap(slide, coords, scores, patch_size=256, vis_level=-1, tissue=tissue)
+        image = render_heatmap(slide, coords, scores, style, patch_size=256, tissue=tissue)
         result["canvas"] = list(image.shape)
     elif task == "canvas_whole":
-        image = render_heatmap(slide, coords, scores, patch_size=256, vis_level=-1, tissue=tissue,
+        image = render_heatmap(slide, coords, scores, style, patch_size=256, tissue=tissue,
                                block=1 << 30)
         result["canvas"] = list(image.shape)
     elif task == "tiff":

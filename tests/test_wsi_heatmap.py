@@ -17,7 +17,14 @@ from PIL import Image
 from scipy.stats import percentileofscore, rankdata
 
 from attnmap.errors import InputError
-from attnmap.wsi import HeatmapRenderer, open_slide, percentiles_against, render_heatmap, segment_tissue
+from attnmap.wsi import (
+    HeatmapRenderer,
+    HeatmapStyle,
+    open_slide,
+    percentiles_against,
+    render_heatmap,
+    segment_tissue,
+)
 from attnmap.wsi.heatmap.scores import ColorTable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "heatmap"
@@ -100,7 +107,8 @@ def oracle(slide, coords, scores, patch_size, vis_level, tissue, cmap="jet", alp
 
 
 def test_renderer_stages_match_clam(slide, tissue, clam):
-    renderer = HeatmapRenderer(slide, clam["coords_block"], clam["scores_block"], vis_level=2, tissue=tissue)
+    renderer = HeatmapRenderer(slide, clam["coords_block"], clam["scores_block"], HeatmapStyle(vis_level=2),
+                               tissue=tissue)
     layers = renderer.layers(0, 0, 1024, 1024)
     np.testing.assert_array_equal(layers.overlay.astype(np.float32), clam["blockmap_overlay_avg"])
     np.testing.assert_array_equal(layers.overlay.astype(np.float32), clam["blockmap_overlay_final"])
@@ -110,8 +118,9 @@ def test_renderer_stages_match_clam(slide, tissue, clam):
 
 def test_render_heatmap_reproduces_clam_png(slide, tissue, clam):
     reference = np.asarray(Image.open(FIXTURES / "clam_heatmap_blockmap.png").convert("RGB")).astype(int)
-    image = render_heatmap(slide, clam["coords_block"], clam["scores_block"], patch_size=256, vis_level=2,
-                           tissue=tissue, cmap="jet", alpha=0.4, block=300)
+    image = render_heatmap(slide, clam["coords_block"], clam["scores_block"],
+                           HeatmapStyle(vis_level=2, cmap="jet", alpha=0.4), patch_size=256, tissue=tissue,
+                           block=300)
     assert image.shape == reference.shape and image.dtype == np.uint8
     within = np.all(np.abs(image.astype(int) - reference) <= 1, axis=2).mean()
     assert within >= 0.999
@@ -143,8 +152,8 @@ def test_options_match_spec_oracle(slide, tissue, clam, name):
     if name == "raw_scores":
         scores = rng.uniform(-20, 100, size=len(coords))
     block = 400 if options.get("blur") else 200  # blur windows carry a 2-radius halo: keep them fewer
-    image = render_heatmap(slide, coords, scores, patch_size=256, vis_level=2, tissue=use_tissue, block=block,
-                           **options)
+    image = render_heatmap(slide, coords, scores, HeatmapStyle(vis_level=2, **options), patch_size=256,
+                           tissue=use_tissue, block=block)
     expected = oracle(slide, coords, scores, 256, 2, use_tissue, cmap=options.get("cmap", "jet"),
                       alpha=options.get("alpha", 0.4), percentiles=options.get("percentiles", True),
                       overlap=options.get("overlap", 0.0), blur=options.get("blur", False),
@@ -161,8 +170,8 @@ def test_overlapping_grid_with_reference_percentiles(slide, tissue, clam):
                         center_shift=0.5)
     rng = np.random.default_rng(5)
     scores, reference = rng.normal(size=len(coords)), rng.normal(size=len(clam["scores_block"]))
-    image = render_heatmap(slide, coords, scores, vis_level=2, tissue=tissue, overlap=0.5, blur=True,
-                           reference_scores=reference, block=400)
+    image = render_heatmap(slide, coords, scores, HeatmapStyle(vis_level=2, overlap=0.5, blur=True),
+                           tissue=tissue, reference_scores=reference, block=400)
     expected = oracle(slide, coords, scores, 256, 2, tissue, overlap=0.5, blur=True, reference=reference)
     np.testing.assert_array_equal(image, expected)
 
@@ -189,12 +198,12 @@ def test_bad_inputs_name_the_problem(slide, clam):
     with pytest.raises(InputError, match="outside the slide"):
         render_heatmap(slide, np.vstack([coords, [[5000, 10]]]), np.append(scores, 0.1))
     with pytest.raises(InputError, match="level 7 does not exist"):
-        render_heatmap(slide, coords, scores, vis_level=7)
+        render_heatmap(slide, coords, scores, HeatmapStyle(vis_level=7))
     with pytest.raises(InputError, match="smaller than one pixel"):
-        render_heatmap(slide, coords, scores, patch_size=2, vis_level=2)
+        render_heatmap(slide, coords, scores, HeatmapStyle(vis_level=2), patch_size=2)
     with pytest.raises(InputError, match="unknown colour map"):
-        render_heatmap(slide, coords, scores, cmap="no-such-map")
+        render_heatmap(slide, coords, scores, HeatmapStyle(cmap="no-such-map"))
     with pytest.raises(InputError, match="write_heatmap_tiff"):
-        render_heatmap(slide, coords, scores, vis_level=0, max_pixels=4096 * 4095)
+        render_heatmap(slide, coords, scores, HeatmapStyle(vis_level=0), max_pixels=4096 * 4095)
     with pytest.raises(InputError, match="NaN"):
         render_heatmap(slide, coords, np.full(len(coords), np.nan))

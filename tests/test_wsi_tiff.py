@@ -15,6 +15,7 @@ from PIL import Image
 from attnmap.errors import InputError
 from attnmap.wsi import (
     HeatmapRenderer,
+    HeatmapStyle,
     load_scores_h5,
     open_slide,
     patch_grid,
@@ -60,13 +61,12 @@ def synthetic(tmp_path_factory):
 
 def test_tile_stream_equals_render(synthetic):
     slide, tissue, coords, scores = synthetic
-    renderer = HeatmapRenderer(slide, coords, scores, patch_size=128, vis_level=1, tissue=tissue, blur=True,
-                               overlap=0.5)
+    style = HeatmapStyle(vis_level=1, blur=True, overlap=0.5)
+    renderer = HeatmapRenderer(slide, coords, scores, style, patch_size=128, tissue=tissue)
     tiles = list(iter_tiles(renderer, tile=256))
     assert len(tiles) == 16
     stitched = np.vstack([np.hstack(tiles[row * 4 : row * 4 + 4]) for row in range(4)])
-    expected = render_heatmap(slide, coords, scores, patch_size=128, vis_level=1, tissue=tissue, blur=True,
-                              overlap=0.5)
+    expected = render_heatmap(slide, coords, scores, style, patch_size=128, tissue=tissue)
     np.testing.assert_array_equal(stitched, expected)
 
 
@@ -80,8 +80,10 @@ def test_heatmap_tiff_opens_in_openslide_with_all_levels(synthetic, tmp_path):
         assert float(viewer.properties["openslide.mpp-x"]) == pytest.approx(0.5, rel=1e-4)
         page0 = np.asarray(viewer.read_region((0, 0), 0, (2048, 2048)))[:, :, :3].astype(int)
         page2 = np.asarray(viewer.read_region((0, 0), 2, (512, 512)))[:, :, :3].astype(int)
-    expected0 = render_heatmap(slide, coords, scores, patch_size=128, vis_level=0, tissue=tissue)
-    expected2 = render_heatmap(slide, coords, scores, patch_size=128, vis_level=2, tissue=tissue)
+    expected0, expected2 = (
+        render_heatmap(slide, coords, scores, HeatmapStyle(vis_level=level), patch_size=128, tissue=tissue)
+        for level in (0, 2)
+    )
     assert np.abs(page0 - expected0).mean() < 2.0
     assert np.abs(page2 - expected2).mean() < 3.0
     with tifffile.TiffFile(path) as tif:

@@ -120,7 +120,14 @@ def _slide_section(out: Path, progress: bool) -> str:
     from attnmap.mil import attention_scores
     from attnmap.provenance import provenance
     from attnmap.render import normalize
-    from attnmap.wsi import open_slide, render_heatmap, save_scores_h5, segment_tissue, write_heatmap_tiff
+    from attnmap.wsi import (
+        HeatmapStyle,
+        open_slide,
+        render_heatmap,
+        save_scores_h5,
+        segment_tissue,
+        write_heatmap_tiff,
+    )
 
     synthetic = held_out_slide(out / "slide.tif", index=0)
     coords, features = slide_bag(synthetic.path, progress=progress)
@@ -134,14 +141,14 @@ def _slide_section(out: Path, progress: bool) -> str:
     # CLAM's percentile colouring spreads the arbitrary ranking of normal tissue over the whole colour
     # scale; min-max scaled attention (the renderer reads raw values as percent) keeps normal tissue cold.
     display = 100.0 * normalize(scores, "minmax")
-    drawing = {"patch_size": PATCH_SIZE, "percentiles": False, "alpha": 0.5}
     with open_slide(synthetic.path) as slide:
         tissue = segment_tissue(slide, preset=TISSUE_PRESET)
         vis_level = slide.get_best_level_for_downsample(4)
-        canvas = render_heatmap(slide, coords, display, vis_level=vis_level, tissue=tissue, **drawing)
+        style = HeatmapStyle(vis_level=vis_level, percentiles=False, alpha=0.5)
+        canvas = render_heatmap(slide, coords, display, style, patch_size=PATCH_SIZE, tissue=tissue)
         downsample = float(slide.level_downsamples[vis_level])
-        write_heatmap_tiff(out / "slide_heatmap.tif", slide, coords, display, level=0, tissue=tissue,
-                           metadata=record, progress=progress, **drawing)
+        write_heatmap_tiff(out / "slide_heatmap.tif", slide, coords, display, style, patch_size=PATCH_SIZE,
+                           level=0, tissue=tissue, metadata=record, progress=progress)
     outline = [np.round(c / downsample).astype(np.int32)
                for c in tumour_outline(synthetic.tumour_mask, synthetic.mask_downsample)]
     canvas = np.ascontiguousarray(canvas)

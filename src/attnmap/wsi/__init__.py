@@ -12,6 +12,7 @@ from attnmap.wsi.encoders import Encoder, load_encoder, register_encoder
 from attnmap.wsi.features import extract_features, load_features, save_features
 from attnmap.wsi.heatmap import (
     HeatmapRenderer,
+    HeatmapStyle,
     percentiles_against,
     render_heatmap,
     resolve_vis_level,
@@ -41,6 +42,7 @@ __all__ = [
     "ArraySlide",
     "Encoder",
     "HeatmapRenderer",
+    "HeatmapStyle",
     "PipelineConfig",
     "Slide",
     "Tissue",

@@ -19,6 +19,11 @@ from attnmap.wsi.slide import Slide
 REFERENCE_PATCH_SIZE = 512
 CLIP_MARGIN = 4
 
+DEFAULTS: dict[str, float | int | bool] = {
+    "sthresh": 8, "mthresh": 7, "close": 4, "use_otsu": False, "a_t": 100, "a_h": 16, "max_n_holes": 8,
+}
+"""CLAM's segmentation parameters, used for any a preset or the caller leaves unset."""
+
 PRESETS: dict[str, dict[str, float | int | bool]] = {
     "tcga": {"sthresh": 8, "mthresh": 7, "close": 4, "a_t": 16, "a_h": 4, "max_n_holes": 8},
     "bwh_biopsy": {"sthresh": 15, "mthresh": 11, "close": 2, "a_t": 1, "a_h": 1, "max_n_holes": 2},
@@ -124,12 +129,23 @@ def rasterize_tissue(
     return ScaledTissue(contours, scale).window(origin, size, bounds)
 
 
-def _resolve_parameters(preset: str | None, given: dict[str, float | int | bool]) -> dict:
+def resolve_parameters(preset: str | None, given: dict[str, float | int | bool | None]) -> dict:
+    """The segmentation parameters: ``given`` (None: unset) over the preset's over `DEFAULTS`.
+
+    A value given explicitly that disagrees with the preset is an `InputError`: a silent win for
+    either would segment differently from what the user wrote.
+    """
+    chosen = {key: value for key, value in given.items() if value is not None}
     if preset is None:
-        return given
+        return {**DEFAULTS, **chosen}
     if preset not in PRESETS:
         raise InputError(f"unknown segmentation preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return {**given, **PRESETS[preset]}
+    conflicts = [f"{key}={value!r} (preset: {PRESETS[preset][key]!r})" for key, value in chosen.items()
+                 if key in PRESETS[preset] and value != PRESETS[preset][key]]
+    if conflicts:
+        raise InputError(f"segmentation preset {preset!r} disagrees with the value(s) given: "
+                         f"{', '.join(conflicts)}; drop the preset or those values")
+    return {**DEFAULTS, **PRESETS[preset], **chosen}
 
 
 def threshold_saturation(
@@ -173,22 +189,23 @@ def filter_contours(
 def segment_tissue(
     slide: Slide,
     level: int | None = None,
-    sthresh: int = 8,
-    mthresh: int = 7,
-    close: int = 4,
-    use_otsu: bool = False,
-    a_t: float = 100,
-    a_h: float = 16,
-    max_n_holes: int = 8,
+    sthresh: int | None = None,
+    mthresh: int | None = None,
+    close: int | None = None,
+    use_otsu: bool | None = None,
+    a_t: float | None = None,
+    a_h: float | None = None,
+    max_n_holes: int | None = None,
     preset: str | None = None,
 ) -> Tissue:
     """Find tissue on ``slide`` at ``level`` (default: best level for downsample 64, as CLAM).
 
     ``a_t`` / ``a_h`` are minimum tissue / hole areas in units of a 512×512 level-0 patch;
-    ``preset`` ("tcga", "bwh_biopsy", "bwh_resection") overrides the thresholds with CLAM's presets.
+    Unset parameters (None) come from ``preset`` ("tcga", "bwh_biopsy", "bwh_resection": CLAM's
+    presets) or else `DEFAULTS`; a given value that disagrees with the preset is an `InputError`.
     Returns level-0 polygons; the whole segmentation level is read once (it is small by choice).
     """
-    params = _resolve_parameters(
+    params = resolve_parameters(
         preset,
         {"sthresh": sthresh, "mthresh": mthresh, "close": close, "use_otsu": use_otsu,
          "a_t": a_t, "a_h": a_h, "max_n_holes": max_n_holes},

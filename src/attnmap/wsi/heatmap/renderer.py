@@ -16,6 +16,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.heatmap.scores import ColorTable, draw_threshold, prepare_values
+from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import ScaledTissue, Tissue
 
@@ -75,28 +76,18 @@ class HeatmapRenderer:
         slide: Slide,
         coords: np.ndarray,
         scores: np.ndarray,
+        style: HeatmapStyle | None = None,
+        *,
         patch_size: int = 256,
-        vis_level: int = -1,
         tissue: Tissue | None = None,
-        cmap: str = "jet",
-        alpha: float = 0.4,
-        percentiles: bool = True,
         reference_scores: np.ndarray | None = None,
-        overlap: float = 0.0,
-        blur: bool = False,
-        binarize: bool = False,
-        threshold: float | None = None,
-        blank_canvas: bool = False,
-        roi: tuple[tuple[int, int], tuple[int, int]] | None = None,
         downsample: float | None = None,
     ) -> None:
+        style = HeatmapStyle() if style is None else style
         coords, scores = validate_inputs(slide, coords, scores)
-        if not 0.0 <= alpha <= 1.0:
-            raise InputError(f"alpha must lie in [0, 1], got {alpha}")
-        if not 0.0 <= overlap < 1.0:
-            raise InputError(f"overlap must lie in [0, 1), got {overlap}")
+        self.style = style
         self.slide = slide
-        self.vis_level = resolve_vis_level(slide, vis_level)
+        self.vis_level = resolve_vis_level(slide, style.vis_level)
         if downsample is None:
             self.scale_xy = slide.level_scale_xy(self.vis_level)
             self.read_level, self.resize = self.vis_level, False
@@ -110,11 +101,10 @@ class HeatmapRenderer:
                 f"patch_size {patch_size} (level 0) is smaller than one pixel at vis level {self.vis_level} "
                 f"(downsample {max(self.scale_xy):g}); choose a finer vis level or larger patches"
             )
-        self.threshold = draw_threshold(len(scores), binarize, threshold)
-        if roi is not None:
-            top_left, bottom_right = np.asarray(roi[0], dtype=np.int64), np.asarray(roi[1], dtype=np.int64)
-            if np.any(bottom_right <= top_left):
-                raise InputError(f"roi must be ((x0, y0), (x1, y1)) with x1 > x0 and y1 > y0, got {roi}")
+        self.threshold = draw_threshold(len(scores), style.binarize, style.threshold)
+        if style.roi is not None:
+            top_left = np.asarray(style.roi[0], dtype=np.int64)
+            bottom_right = np.asarray(style.roi[1], dtype=np.int64)
             inside = np.all(coords >= top_left, axis=1) & np.all(coords <= bottom_right, axis=1)
             coords, scores = coords[inside] - top_left, scores[inside]
             corner_scaled = (bottom_right * scale).astype(int) - (top_left * scale).astype(int)
@@ -125,19 +115,18 @@ class HeatmapRenderer:
                 if downsample is not None else slide.level_dimensions[self.vis_level]
         self.origin0 = top_left
         self.mask_origin = tuple(int(v) for v in (top_left * scale).astype(np.int32))
-        self.values = prepare_values(scores, percentiles, reference_scores)
+        self.values = prepare_values(scores, style.percentiles, reference_scores)
         self.drawn = self.values >= self.threshold
-        self.binarize = binarize
+        self.binarize = style.binarize
         self.patch = np.ceil(np.array([patch_size, patch_size]) * scale).astype(np.int64)
         self.corners = np.ceil(coords * scale).astype(np.int64)
-        self.tissue = tissue
-        if tissue is not None:
+        self.tissue = tissue if style.use_tissue_mask else None
+        if self.tissue is not None:
             self.tissue_canvas = ScaledTissue(tissue.contours, (float(scale[0]), float(scale[1])))
-        self.colors = ColorTable(cmap)
-        self.alpha = float(alpha)
-        self.blank_canvas = blank_canvas
-        kernel = (self.patch * (1 - overlap)).astype(int) * 2 + 1
-        self.blur_kernel = tuple(int(k) for k in kernel) if blur else None
+        self.colors = ColorTable(style.cmap)
+        self.alpha = float(style.alpha)
+        kernel = (self.patch * (1 - style.overlap)).astype(int) * 2 + 1
+        self.blur_kernel = tuple(int(k) for k in kernel) if style.blur else None
         self._build_index()
 
     # ----------------------------------------------------------------------------- patch index
@@ -171,9 +160,9 @@ class HeatmapRenderer:
 
     # ----------------------------------------------------------------------------- rendering
     def read_canvas(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
-        """The slide (or white) under canvas window [x0, x0+width) × [y0, y0+height)."""
-        if self.blank_canvas:
-            return np.full((height, width, 3), 255, dtype=np.uint8)
+        """The slide (or the blank canvas colour) under canvas window [x0, x0+width) × [y0, y0+height)."""
+        if self.style.blank_canvas:
+            return np.full((height, width, 3), self.style.canvas_color, dtype=np.uint8)
         sx, sy = self.scale_xy
         location = (int(round(self.origin0[0] + x0 * sx)), int(round(self.origin0[1] + y0 * sy)))
         if not self.resize:
@@ -238,40 +227,25 @@ def render_heatmap(
     slide: Slide,
     coords: np.ndarray,
     scores: np.ndarray,
+    style: HeatmapStyle | None = None,
+    *,
     patch_size: int = 256,
-    vis_level: int = -1,
     tissue: Tissue | None = None,
-    cmap: str = "jet",
-    alpha: float = 0.4,
-    percentiles: bool = True,
     reference_scores: np.ndarray | None = None,
-    overlap: float = 0.0,
-    blur: bool = False,
-    binarize: bool = False,
-    threshold: float | None = None,
-    blank_canvas: bool = False,
-    roi: tuple[tuple[int, int], tuple[int, int]] | None = None,
-    downscale: float = 1,
     block: int = 2048,
     max_pixels: int = MAX_CANVAS_PIXELS,
 ) -> np.ndarray:
     """CLAM's heatmap (visHeatmap) of per-patch ``scores`` at ``coords`` as an RGB uint8 array.
 
-    vis_level −1 picks the best level for downsample 32; ``patch_size`` is in level-0 pixels.
-    Values are percentiles / 100 (or percentiles against ``reference_scores``, or raw / 100);
-    patches averaged where they overlap, coloured with ``cmap`` on tissue (``tissue`` given) or
-    the whole patch, blended with ``alpha`` over the slide (or white with ``blank_canvas``).
-    ``binarize`` draws patches at or above ``threshold`` (1/N when None or < 0) in the top colour.
-    ``roi`` ((x0, y0), (x1, y1)) at level 0 crops the canvas; ``downscale`` > 1 shrinks the result
-    (bicubic). The canvas is assembled from ``block``-sized windows to bound temporaries; canvases
-    over ``max_pixels`` are refused (write those with `write_heatmap_tiff`, which streams).
+    ``style`` says how (`HeatmapStyle`: level, colour map, alpha, blur, binarize, roi, downscale,
+    ...); ``patch_size`` is in level-0 pixels; ``tissue`` limits colour to tissue pixels.
+    Values are percentiles / 100 (or percentiles against ``reference_scores``, or raw / 100).
+    The canvas is assembled from ``block``-sized windows to bound temporaries; canvases over
+    ``max_pixels`` are refused (write those with `write_heatmap_tiff`, which streams).
     """
-    if downscale < 1:
-        raise InputError(f"downscale must be >= 1, got {downscale}")
+    style = HeatmapStyle() if style is None else style
     renderer = HeatmapRenderer(
-        slide, coords, scores, patch_size=patch_size, vis_level=vis_level, tissue=tissue, cmap=cmap,
-        alpha=alpha, percentiles=percentiles, reference_scores=reference_scores, overlap=overlap, blur=blur,
-        binarize=binarize, threshold=threshold, blank_canvas=blank_canvas, roi=roi,
+        slide, coords, scores, style, patch_size=patch_size, tissue=tissue, reference_scores=reference_scores
     )
     width, height = renderer.size
     if width * height > max_pixels:
@@ -283,10 +257,10 @@ def render_heatmap(
     image = np.empty((height, width, 3), dtype=np.uint8)
     for x0, y0, w, h in renderer.iter_windows(block):
         image[y0 : y0 + h, x0 : x0 + w] = renderer.render_window(x0, y0, w, h)
-    if downscale > 1:
+    if style.downscale > 1:
         from PIL import Image
 
-        target = (int(width / downscale), int(height / downscale))
+        target = (int(width / style.downscale), int(height / style.downscale))
         shrunk = Image.fromarray(image).resize(target, Image.BICUBIC)
         image = np.asarray(shrunk)
     return image

@@ -71,30 +71,38 @@ def draw_threshold(n_scores: int, binarize: bool, threshold: float | None) -> fl
 
 
 class ColorTable:
-    """A matplotlib colour map as a uint8 lookup table indexed exactly as ``cmap(values)`` is.
+    """A colour map as a uint8 lookup table indexed exactly as ``apply_colormap(values, cmap)`` is.
 
     ``truncate(cmap(v) × 255)`` per pixel via matplotlib is slow on gigapixel canvases; the table
     gives the same bytes: index = trunc(v × N) (v = 1 → N − 1), under/over colours outside [0, 1].
+    An OpenCV map (``opencv:NAME``) is indexed as OpenCV is, by uint8(255 v) of v clipped to [0, 1].
     """
 
     def __init__(self, cmap: str) -> None:
+        if cmap.startswith("opencv:"):
+            from attnmap.render.colormap import apply_colormap
+
+            ramp = apply_colormap(np.arange(256) / 255.0 + 1e-9, cmap)  # + 1e-9: exact uint8(255 v)
+            self.size, self.scale = 256, 255.0
+            self.table = np.concatenate([ramp, ramp[-1:], ramp[:1]], axis=0)
+            return
         colormap = get_cmap(cmap)
         self.size = int(colormap.N)
+        self.scale = float(self.size)
         rows = np.concatenate(
             [colormap(np.arange(self.size)), [colormap.get_over()], [colormap.get_under()]], axis=0
         )
         self.table = (rows * 255)[:, :3].astype(np.uint8)
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
-        scaled = np.asarray(values, dtype=np.float64) * self.size
-        if scaled.size and scaled.min() >= 0 and scaled.max() <= self.size:  # the usual case, fast
+        scaled = np.asarray(values, dtype=np.float64) * self.scale
+        if scaled.size and scaled.min() >= 0 and scaled.max() <= self.scale:  # the usual case, fast
             np.minimum(scaled, self.size - 1, out=scaled)
             if self.size == 256 and scaled.ndim == 2:  # OpenCV's lookup is much faster than a gather
                 index = scaled.astype(np.uint8)
                 return cv2.LUT(cv2.merge([index, index, index]), self.table[:256].reshape(1, 256, 3))
             return self.table[scaled.astype(np.intp)]
-        scaled[scaled == self.size] = self.size - 1
-        under, over = scaled < 0, scaled >= self.size
+        under, over = scaled < 0, scaled > self.scale
         index = np.clip(scaled, 0, self.size - 1).astype(np.int64)
         index[over] = self.size
         index[under] = self.size + 1

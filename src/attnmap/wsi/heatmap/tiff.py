@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from attnmap.errors import InputError
 from attnmap.provenance import provenance
 from attnmap.wsi.heatmap.renderer import HeatmapRenderer
 from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
+from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import Tissue
 
@@ -77,18 +79,12 @@ def write_heatmap_tiff(
     slide: Slide,
     coords: np.ndarray,
     scores: np.ndarray,
+    style: HeatmapStyle | None = None,
+    *,
     patch_size: int = 256,
     level: int = 0,
     tissue: Tissue | None = None,
-    cmap: str = "jet",
-    alpha: float = 0.4,
-    percentiles: bool = True,
     reference_scores: np.ndarray | None = None,
-    overlap: float = 0.0,
-    blur: bool = False,
-    binarize: bool = False,
-    threshold: float | None = None,
-    blank_canvas: bool = False,
     tile: int = 256,
     quality: int = 90,
     max_pages: int | None = None,
@@ -97,21 +93,24 @@ def write_heatmap_tiff(
 ) -> Path:
     """Full-resolution heatmap overlay at slide ``level`` as a pyramidal TIFF, streamed tile by tile.
 
-    Page 0 is exactly `render_heatmap(..., vis_level=level)` (before JPEG); reduced pages are the
-    same heatmap rendered at 2×, 4×, ... the downsample. The slide's mpp is kept. Peak memory is a
-    few tile strips, independent of the slide size.
+    Page 0 is exactly `render_heatmap` with ``style`` at vis level ``level`` (before JPEG); reduced
+    pages are the same heatmap rendered at 2×, 4×, ... the downsample. ``style.vis_level`` and
+    ``style.downscale`` do not apply (the pyramid is the downscaled copies); a ``style.roi`` is
+    refused. The slide's mpp is kept. Peak memory is a few tile strips, independent of slide size.
     """
-    options = dict(
-        slide=slide, coords=coords, scores=scores, patch_size=patch_size, tissue=tissue, cmap=cmap,
-        alpha=alpha, percentiles=percentiles, reference_scores=reference_scores, overlap=overlap, blur=blur,
-        binarize=binarize, threshold=threshold, blank_canvas=blank_canvas,
-    )
-    base = HeatmapRenderer(vis_level=level, **options)
+    style = HeatmapStyle() if style is None else style
+    if style.roi is not None:
+        raise InputError("a heatmap TIFF covers the whole slide: drop the roi (or render a PNG of the roi)")
+    style = replace(style, vis_level=level, downscale=1.0)
+    options = dict(patch_size=patch_size, tissue=tissue, reference_scores=reference_scores)
+    base = HeatmapRenderer(slide, coords, scores, style, **options)
     plan = plan_pyramid(slide, base.vis_level, tile, max_pages)
 
     def factory(index: int) -> Callable[[], Iterator[np.ndarray]]:
         def make_tiles() -> Iterator[np.ndarray]:
-            renderer = base if index == 0 else HeatmapRenderer(downsample=plan[index].downsample, **options)
+            renderer = base if index == 0 else HeatmapRenderer(
+                slide, coords, scores, style, downsample=plan[index].downsample, **options
+            )
             return iter_tiles(renderer, tile, progress=progress, description=f"heatmap TIFF page {index}")
 
         return make_tiles
@@ -119,9 +118,7 @@ def write_heatmap_tiff(
     pages = [(page.size, factory(i)) for i, page in enumerate(plan)]
     record = dict(metadata) if metadata is not None else provenance(
         method="clam_heatmap",
-        parameters={"patch_size": patch_size, "level": level, "cmap": cmap, "alpha": alpha,
-                    "percentiles": percentiles, "overlap": overlap, "blur": blur, "binarize": binarize,
-                    "threshold": threshold, "blank_canvas": blank_canvas},
+        parameters={"patch_size": patch_size, "level": level, **asdict(style)},
         slide=slide.path,
     )
     return write_pyramid_tiff(path, pages, mpp=slide.mpp, page_downsamples=[p.downsample for p in plan],

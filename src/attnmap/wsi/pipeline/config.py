@@ -10,17 +10,42 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from annotated_types import Ge
 
 from attnmap.errors import InputError
+from attnmap.validation import STRICT, Check, validate_mapping
+from attnmap.wsi.heatmap.style import HeatmapStyle
+from attnmap.wsi.patching import CONTOUR_CHECKS
+from attnmap.wsi.tissue import PRESETS, resolve_parameters
+
+Positive = Annotated[int, Ge(1)]
+NonNegative = Annotated[int, Ge(0)]
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+ContourCheck = Literal[CONTOUR_CHECKS]  # type: ignore[valid-type]
+
+
+def check_device(device: str) -> str:
+    """``device`` if it is auto, cpu, cuda or cuda:N; else `InputError`."""
+    if device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device):
+        return device
+    raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+
+Device = Annotated[str, Check(check_device)]
 
 
 @dataclass
 class SlidesConfig:
     """Which slides: a CSV with a ``slide_path`` or ``slide_id`` column (+ optional ``label``)."""
+
+    __pydantic_config__: ClassVar[dict] = STRICT
 
     csv: str = ""
     data_dir: str | None = None  # slide paths / ids are relative to this (default: the CSV's folder)
@@ -29,92 +54,137 @@ class SlidesConfig:
 
 @dataclass
 class SegmentationConfig:
-    """Tissue segmentation (CLAM's parameters; ``preset`` tcga | bwh_biopsy | bwh_resection wins)."""
+    """Tissue segmentation (CLAM's parameters). Unset values come from ``preset``, else CLAM's
+    defaults (`attnmap.wsi.tissue.DEFAULTS`); a value that disagrees with the preset is an error."""
 
-    preset: str | None = None
-    level: int | None = None
-    sthresh: int = 8
-    mthresh: int = 7
-    close: int = 4
-    use_otsu: bool = False
-    a_t: int = 100
-    a_h: int = 16
-    max_n_holes: int = 8
+    __pydantic_config__: ClassVar[dict] = STRICT
+
+    preset: PresetName | None = field(
+        default=None, metadata={"help": "CLAM's parameter preset (sets the values below)."}
+    )
+    level: NonNegative | None = field(
+        default=None, metadata={"help": "Level to segment at (default: best for downsample 64)."}
+    )
+    sthresh: NonNegative | None = field(default=None, metadata={"help": "Saturation threshold."})
+    mthresh: Positive | None = field(default=None, metadata={"help": "Median blur kernel (odd)."})
+    close: NonNegative | None = field(
+        default=None, metadata={"help": "Morphological closing kernel (0: none)."}
+    )
+    use_otsu: bool | None = field(default=None, metadata={"help": "Otsu threshold instead of sthresh."})
+    a_t: Annotated[float, Ge(0)] | None = field(
+        default=None, metadata={"help": "Minimum tissue area, in 512×512 level-0 patches."}
+    )
+    a_h: Annotated[float, Ge(0)] | None = field(
+        default=None, metadata={"help": "Minimum hole area, in 512×512 level-0 patches."}
+    )
+    max_n_holes: NonNegative | None = field(
+        default=None, metadata={"help": "Holes kept per tissue region."}
+    )
+
+    def resolved(self) -> dict[str, Any]:
+        """The parameters segmentation will use (preset and defaults applied, conflicts refused)."""
+        given = dataclasses.asdict(self)
+        del given["preset"], given["level"]
+        return resolve_parameters(self.preset, given)
 
 
 @dataclass
 class PatchingConfig:
     """The non-overlapping patch grid used for features and the blockmap."""
 
-    patch_size: int = 256
-    step: int | None = None  # default: patch_size
-    level: int = 0
-    contour_check: str = "four_pt"
-    padding: bool = True
+    __pydantic_config__: ClassVar[dict] = STRICT
+
+    patch_size: Positive = field(default=256, metadata={"help": "Patch size in pixels of the patch level."})
+    step: Positive | None = field(default=None, metadata={"help": "Grid step (default: patch size)."})
+    level: NonNegative = field(default=0, metadata={"help": "Slide level the patches are read at."})
+    contour_check: ContourCheck = field(
+        default="four_pt", metadata={"help": "Which points of a patch must lie in tissue."}
+    )
+    padding: bool = field(default=True, metadata={"help": "Keep patches that reach past the slide edge."})
 
 
 @dataclass
 class FeaturesConfig:
     """The patch encoder: "resnet50_trunc", "timm:NAME", a registered name or an encoder file."""
 
-    encoder: str = "resnet50_trunc"
-    checkpoint: str | None = None
-    input_size: int | None = None
-    batch_size: int = 64
-    num_workers: int = 0
-    seed: int = 0
-    save_pt: bool = True
+    __pydantic_config__: ClassVar[dict] = STRICT
+
+    encoder: str = field(
+        default="resnet50_trunc",
+        metadata={"help": "resnet50_trunc, timm:MODEL_NAME, a registered name, or an encoder file."},
+    )
+    checkpoint: str | None = field(
+        default=None, metadata={"help": "Encoder weights (without: seeded random weights, for tests)."}
+    )
+    input_size: Annotated[int, Ge(8)] | None = field(
+        default=None, metadata={"help": "Resize patches to this size (default: the encoder's)."}
+    )
+    batch_size: Positive = field(default=64, metadata={"help": "Patches per forward pass."})
+    num_workers: NonNegative = field(default=0, metadata={"help": "Patch-reading processes."})
+    seed: int = field(default=0, metadata={"help": "Seed of random encoder weights."})
+    save_pt: bool = field(default=True, metadata={"help": "Also write pt_files/<slide>.pt."})
 
 
 @dataclass
 class ModelConfig:
     """The CLAM (SB or MB) checkpoint giving predictions and attention."""
 
+    __pydantic_config__: ClassVar[dict] = STRICT
+
     checkpoint: str = ""
     class_names: list[str] = field(default_factory=list)
 
 
-@dataclass
-class HeatmapConfig:
-    """How the heatmap is drawn (CLAM's visHeatmap arguments) and which files are written."""
+@dataclass(frozen=True)
+class HeatmapConfig(HeatmapStyle):
+    """How the heatmap is drawn (`HeatmapStyle`, CLAM's visHeatmap arguments) and which files are
+    written. ``overlap`` > 0 also recomputes attention on an overlapping grid (percentiles against
+    the blockmap), as CLAM's heatmap script does."""
 
-    vis_level: int = -1
-    cmap: str = "jet"
-    alpha: float = 0.4
-    percentiles: bool = True
-    blur: bool = False
-    binarize: bool = False
-    threshold: float | None = None
-    blank_canvas: bool = False
-    use_tissue_mask: bool = True
-    downscale: int = 1
-    overlap: float = 0.0  # > 0: recompute attention on an overlapping grid, percentiles vs the blockmap
-    save_original: bool = False  # also save the slide itself at the heatmap's level
-    tiff: bool = False  # also write a pyramidal TIFF overlay
-    tiff_level: int = 0
+    save_original: bool = field(
+        default=False, metadata={"help": "Also save the slide at the heatmap's level."}
+    )
+    tiff: bool = field(default=False, metadata={"help": "Also write a pyramidal TIFF overlay."})
+    tiff_level: NonNegative = field(
+        default=0, metadata={"help": "Slide level of the TIFF's full resolution."}
+    )
+
+    @property
+    def style(self) -> HeatmapStyle:
+        """The drawing options alone."""
+        names = [item.name for item in dataclasses.fields(HeatmapStyle)]
+        return HeatmapStyle(**{name: getattr(self, name) for name in names})
 
 
 @dataclass
 class SamplingConfig:
     """Top-k / bottom-k patches by attention, saved as PNG crops."""
 
-    top_k: int = 15
-    bottom_k: int = 15
+    __pydantic_config__: ClassVar[dict] = STRICT
+
+    top_k: NonNegative = 15
+    bottom_k: NonNegative = 15
 
 
 @dataclass
 class RunConfig:
     """Where and how: output folder, device (auto | cpu | cuda), workers, an existing Dask scheduler."""
 
+    __pydantic_config__: ClassVar[dict] = STRICT
+
     output_dir: str = "attnmap_results"
-    device: str = "auto"
-    workers: int = 1
-    scheduler: str | None = None
+    device: Device = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    workers: Positive = field(default=1, metadata={"help": "Parallel worker processes."})
+    scheduler: str | None = field(
+        default=None, metadata={"help": "Address of an existing Dask scheduler (tcp://host:port)."}
+    )
 
 
 @dataclass
 class PipelineConfig:
     """The whole `attnmap wsi run` configuration (one section per stage)."""
+
+    __pydantic_config__: ClassVar[dict] = STRICT
 
     slides: SlidesConfig = field(default_factory=SlidesConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
@@ -134,30 +204,22 @@ class PipelineConfig:
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> PipelineConfig:
-    """Build and check a `PipelineConfig`; relative paths are resolved against ``base_dir``."""
+    """Build and check a `PipelineConfig`; relative paths are resolved against ``base_dir``.
+
+    Every key is validated (types strictly, ranges, choices) before any work, and a wrong one is
+    an `InputError` naming its dotted key, e.g. ``patching.patch_size``.
+    """
     if not isinstance(raw, dict):
         raise InputError("the configuration must be a mapping of sections (slides, model, ...)")
-    sections = {item.name: item.type for item in dataclasses.fields(PipelineConfig)}
-    unknown = sorted(set(raw) - set(sections))
+    sections = [item.name for item in dataclasses.fields(PipelineConfig)]
+    unknown = sorted(str(name) for name in set(raw) - set(sections))
     if unknown:
         raise InputError(
             f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(sections)}"
         )
-    built: dict[str, Any] = {}
-    for item in dataclasses.fields(PipelineConfig):
-        section_class = item.default_factory()  # type: ignore[misc]
-        values = raw.get(item.name) or {}
-        if not isinstance(values, dict):
-            raise InputError(f"configuration section '{item.name}' must be a mapping of keys to values")
-        known = {f.name for f in dataclasses.fields(section_class)}
-        wrong = sorted(set(values) - known)
-        if wrong:
-            raise InputError(
-                f"unknown key(s) {', '.join(wrong)} in section '{item.name}'; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        built[item.name] = dataclasses.replace(section_class, **values)
-    config = PipelineConfig(**built)
+    cleaned = {name: {} if values is None else values for name, values in raw.items()}  # empty section
+    config = validate_mapping(PipelineConfig, cleaned)
+    config.segmentation.resolved()  # a preset that disagrees with a given value fails now
     _resolve_paths(config, base_dir or Path.cwd())
     check_config(config)
     return config
@@ -173,13 +235,11 @@ def load_config(path: str | Path, **run_overrides: Any) -> PipelineConfig:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise InputError(f"{path} is not valid YAML: {error}") from error
-    config = config_from_dict(raw, base_dir=path.parent)
+        raise InputError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
     overrides = {key: value for key, value in run_overrides.items() if value is not None}
-    if overrides:
-        config.run = dataclasses.replace(config.run, **overrides)
-        check_config(config)
-    return config
+    if overrides and isinstance(raw, dict):
+        raw = {**raw, "run": {**(raw.get("run") or {}), **overrides}}
+    return config_from_dict(raw, base_dir=path.parent)
 
 
 def _resolve(value: str | None, base_dir: Path) -> str | None:
@@ -206,7 +266,8 @@ def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
 
 
 def check_config(config: PipelineConfig) -> None:
-    """Raise `InputError` / `FileNotFoundError` for values that would fail later (files, ranges)."""
+    """Raise `InputError` / `FileNotFoundError` for files that are missing (types and ranges are
+    checked by the annotations when the configuration is built)."""
     if not config.slides.csv:
         raise InputError("slides.csv is required: a CSV listing the slides (column slide_path or slide_id)")
     if not Path(config.slides.csv).is_file():
@@ -223,21 +284,6 @@ def check_config(config: PipelineConfig) -> None:
         )
     if config.features.checkpoint and not Path(config.features.checkpoint).is_file():
         raise FileNotFoundError(2, "features.checkpoint not found", config.features.checkpoint)
-    patching = config.patching
-    if patching.patch_size < 1 or (patching.step is not None and patching.step < 1) or patching.level < 0:
-        raise InputError("patching.patch_size and patching.step must be >= 1 and patching.level >= 0")
-    if config.features.batch_size < 1 or config.features.num_workers < 0:
-        raise InputError("features.batch_size must be >= 1 and features.num_workers >= 0")
-    if not 0.0 <= config.heatmap.overlap < 1.0:
-        raise InputError(f"heatmap.overlap must be in [0, 1), got {config.heatmap.overlap}")
-    if not 0.0 <= config.heatmap.alpha <= 1.0:
-        raise InputError(f"heatmap.alpha must be in [0, 1], got {config.heatmap.alpha}")
-    if config.sampling.top_k < 0 or config.sampling.bottom_k < 0:
-        raise InputError("sampling.top_k and sampling.bottom_k must be >= 0")
-    if config.run.device not in ("auto", "cpu", "cuda") and not config.run.device.startswith("cuda:"):
-        raise InputError(f"run.device must be auto, cpu, cuda or cuda:N, got {config.run.device!r}")
-    if config.run.scheduler is None and (not isinstance(config.run.workers, int) or config.run.workers < 1):
-        raise InputError(f"run.workers must be a positive integer, got {config.run.workers!r}")
 
 
 @dataclass(frozen=True)
@@ -282,4 +328,34 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
     duplicates = sorted(slide_id for slide_id, count in counts.items() if count > 1)
     if duplicates:
         raise InputError(f"{csv_path} lists slide id(s) more than once: {', '.join(duplicates)}")
+    check_slide_levels(config, entries)
     return entries
+
+
+def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> None:
+    """`InputError` naming the key if a level the configuration asks for is missing from a slide.
+
+    Run before any work, so a wrong ``heatmap.vis_level`` does not surface only after the features
+    were computed. A slide that does not open is left to its own task (recorded as failed there).
+    """
+    from attnmap.wsi.slide import open_slide
+
+    levels = {
+        "segmentation.level": config.segmentation.level,
+        "patching.level": config.patching.level,
+        "heatmap.vis_level": config.heatmap.vis_level if config.heatmap.vis_level >= 0 else None,
+        "heatmap.tiff_level": config.heatmap.tiff_level if config.heatmap.tiff else None,
+    }
+    wanted = {key: level for key, level in levels.items() if level is not None}
+    for entry in entries:
+        try:
+            with open_slide(entry.path) as slide:
+                count = slide.level_count
+        except Exception:  # noqa: BLE001 - reported by the slide's own task
+            continue
+        for key, level in wanted.items():
+            if level >= count:
+                raise InputError(
+                    f"{key}: level {level} does not exist in slide {entry.slide_id} "
+                    f"(levels 0 to {count - 1})"
+                )

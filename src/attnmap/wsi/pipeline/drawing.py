@@ -7,6 +7,7 @@ rules: each file is drawn only when it is missing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +15,11 @@ import numpy as np
 
 from attnmap.io_utils import atomic_path, save_png, write_json_atomic
 from attnmap.wsi.features import extract_features
+from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.outputs import SlideOutputs
 from attnmap.wsi.pipeline.stage_files import blockmap_complete, load_blockmap, save_blockmap
 from attnmap.wsi.pipeline.stages import cached_clam, cached_encoder, level0_patch_size, slide_provenance
-
-
-def _drawing_options(
-    slide: Any, tissue: Any, config: PipelineConfig, reference: np.ndarray | None
-) -> dict[str, Any]:
-    """The config's heatmap options as keyword arguments shared by the PNG and the TIFF renderer."""
-    h = config.heatmap
-    return {
-        "patch_size": level0_patch_size(config.patching, slide),
-        "tissue": tissue if h.use_tissue_mask else None,
-        "cmap": h.cmap,
-        "alpha": h.alpha,
-        "percentiles": h.percentiles,
-        "reference_scores": reference,
-        "overlap": h.overlap,
-        "blur": h.blur,
-        "binarize": h.binarize,
-        "threshold": h.threshold,
-        "blank_canvas": h.blank_canvas,
-    }
 
 
 def _draw(
@@ -54,9 +36,10 @@ def _draw(
         slide,
         coords,
         scores,
-        vis_level=config.heatmap.vis_level,
-        downscale=config.heatmap.downscale,
-        **_drawing_options(slide, tissue, config, reference),
+        config.heatmap.style,
+        patch_size=level0_patch_size(config.patching, slide),
+        tissue=tissue,
+        reference_scores=reference,
     )
 
 
@@ -165,10 +148,13 @@ def heatmap_stage(
                     slide,
                     coords,
                     scores,
+                    replace(h.style, roi=None),
+                    patch_size=level0_patch_size(config.patching, slide),
                     level=h.tiff_level,
+                    tissue=tissue,
+                    reference_scores=reference,
                     metadata=record,
                     progress=False,
-                    **_drawing_options(slide, tissue, config, reference),
                 )
             written.append(tiff.name)
         if not png.is_file():
@@ -224,53 +210,40 @@ def write_heatmap_files(
     scores: np.ndarray,
     patch_size: int,
     out_png: str | Path,
+    style: HeatmapStyle | None = None,
     *,
     tissue: Any = None,
     tiff: str | Path | None = None,
     tiff_level: int = 0,
     metadata: dict[str, str] | None = None,
-    **draw: Any,
 ) -> list[Path]:
-    """A heatmap PNG (and a pyramidal TIFF overlay if ``tiff``) of per-patch scores, with provenance.
+    """A heatmap PNG drawn with ``style`` (and a pyramidal TIFF overlay if ``tiff``), with provenance.
 
-    ``patch_size`` in level-0 pixels; ``draw``: `render_heatmap` options (vis_level, cmap, alpha,
-    percentiles, blur, blank_canvas, ...), the TIFF sharing those it supports. Returns the paths.
+    ``patch_size`` in level-0 pixels. The TIFF covers the whole slide at ``tiff_level`` (the style's
+    roi, vis_level and downscale are for the PNG). Returns the paths written.
     """
     from attnmap.wsi.heatmap.renderer import render_heatmap
     from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
     from attnmap.wsi.slide import open_slide
 
+    style = HeatmapStyle() if style is None else style
     written = [Path(out_png)]
     with open_slide(slide_path) as slide:
-        image = render_heatmap(
-            slide, coords, np.asarray(scores), patch_size=patch_size, tissue=tissue, **draw
-        )
+        image = render_heatmap(slide, coords, np.asarray(scores), style, patch_size=patch_size, tissue=tissue)
         save_png(out_png, image, metadata)
         if tiff is not None:
-            shared = (
-                "cmap",
-                "alpha",
-                "percentiles",
-                "reference_scores",
-                "overlap",
-                "blur",
-                "binarize",
-                "threshold",
-                "blank_canvas",
-            )
-            options = {key: value for key, value in draw.items() if key in shared}
             with atomic_path(tiff) as temporary:
                 write_heatmap_tiff(
                     temporary,
                     slide,
                     coords,
                     scores,
+                    replace(style, roi=None),
                     patch_size=patch_size,
                     level=tiff_level,
                     tissue=tissue,
                     metadata=metadata,
                     progress=False,
-                    **options,
                 )
             written.append(Path(tiff))
     return written

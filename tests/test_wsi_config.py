@@ -1,0 +1,100 @@
+"""`wsi run` configuration checks: every bad value is one `InputError` naming its dotted key,
+raised while loading, before any slide is touched; segmentation presets never silently win."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from synthetic_slide_files import write_pipeline_setup
+
+from attnmap.errors import InputError
+from attnmap.wsi.heatmap import HeatmapStyle
+from attnmap.wsi.pipeline.config import PipelineConfig, load_config, read_slide_list
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pipeline_setup(tmp_path_factory.mktemp("config"), n_slides=1)
+
+
+def _load(setup: Path, **changes: dict):
+    data = yaml.safe_load(setup.read_text())
+    for section, values in changes.items():
+        data.setdefault(section, {}).update(values)
+    path = setup.parent / "changed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return read_slide_list(load_config(path)), load_config(path)
+
+
+BAD_VALUES = [
+    ("patching", "patch_size", "256", "valid integer"),
+    ("patching", "patch_size", True, "valid integer"),
+    ("patching", "patch_size", 128.5, "valid integer"),
+    ("patching", "patch_size", 0, "greater than or equal to 1"),
+    ("patching", "contour_check", "corner", "four_pt"),
+    ("model", "class_names", "normal", "valid array"),
+    ("heatmap", "cmap", "no_such_map", "unknown colour map"),
+    ("heatmap", "cmap", "opencv:nope", "unknown OpenCV colour map"),
+    ("heatmap", "alpha", 1.5, "less than or equal to 1"),
+    ("heatmap", "vis_level", -2, "greater than or equal to -1"),
+    ("heatmap", "vis_level", 7, "level 7 does not exist in slide slide_0"),
+    ("heatmap", "canvas_color", [0, 0, 256], "less than or equal to 255"),
+    ("segmentation", "preset", "tcgaa", "'tcga', 'bwh_biopsy' or 'bwh_resection'"),
+    ("segmentation", "a_t", "1", "valid number"),
+    ("features", "batch_size", 0, "greater than or equal to 1"),
+    ("sampling", "top_k", -1, "greater than or equal to 0"),
+    ("run", "device", "tpu", "auto, cpu, cuda or cuda:N"),
+    ("run", "workers", "2", "valid integer"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "problem"), BAD_VALUES)
+def test_bad_values_name_the_dotted_key(setup: Path, section: str, key: str, value, problem: str) -> None:
+    with pytest.raises(InputError) as caught:
+        _load(setup, **{section: {key: value}})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{section}.{key}"), message
+    assert problem in message
+
+
+def test_good_values_are_kept_exactly(setup: Path) -> None:
+    _, config = _load(
+        setup,
+        heatmap={"cmap": "opencv:turbo", "alpha": 1, "canvas_color": [10, 20, 30], "roi": [[0, 0], [64, 64]]},
+        segmentation={"preset": "bwh_biopsy", "sthresh": None, "mthresh": None, "close": None, "a_t": 1,
+                      "a_h": None},
+        run={"device": "cuda:1"},
+    )
+    assert config.heatmap.alpha == 1.0 and isinstance(config.heatmap.alpha, float)
+    assert config.heatmap.style == HeatmapStyle(
+        vis_level=1, cmap="opencv:turbo", alpha=1.0, canvas_color=(10, 20, 30), roi=((0, 0), (64, 64))
+    )
+    assert config.segmentation.resolved()["sthresh"] == 15  # the preset's
+    assert config.run.device == "cuda:1"
+
+
+def test_a_preset_that_disagrees_with_a_given_value_is_an_error(setup: Path) -> None:
+    with pytest.raises(InputError, match=r"preset 'tcga' disagrees.*a_t=0.05 \(preset: 16\)"):
+        _load(setup, segmentation={"preset": "tcga"})  # the setup gives a_t: 0.05
+    _, config = _load(setup, segmentation={"preset": "tcga", "sthresh": None, "mthresh": None, "close": None,
+                                           "a_t": 16, "a_h": None})
+    assert config.segmentation.resolved() == {"sthresh": 8, "mthresh": 7, "close": 4, "use_otsu": False,
+                                              "a_t": 16, "a_h": 4, "max_n_holes": 8}
+
+
+def test_defaults_are_the_style_defaults() -> None:
+    defaults = json.loads(json.dumps(PipelineConfig().to_dict()))
+    style = json.loads(json.dumps(HeatmapStyle().__dict__))
+    assert {key: defaults["heatmap"][key] for key in style} == style
+
+
+def test_style_checks_api_values() -> None:
+    with pytest.raises(InputError, match="alpha: Input should be less than or equal to 1"):
+        HeatmapStyle(alpha=2)
+    with pytest.raises(InputError, match="roi must be"):
+        HeatmapStyle(roi=((5, 5), (0, 0)))
+    assert HeatmapStyle(roi=[[0, 0], [5, 5]]).roi == ((0, 0), (5, 5))
