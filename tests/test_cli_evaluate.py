@@ -51,11 +51,11 @@ def test_evaluate_rejects_a_missing_checkpoint(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_shapes_records_the_command_that_made_the_weights(tmp_path, capsys):
-    out = tmp_path / "w.safetensors"
+    out = tmp_path / "weights"
     code = run_cli(["train-shapes", "--out", str(out), "--seed", "3", "--epochs", "1", "--n-train", "64",
                     "--threads", "1", "--quiet"])
     assert code == 0
-    record = json.loads(out.with_suffix(".json").read_text())
+    record = json.loads((out / "shapes_vit.json").read_text())
     expected = f"attnmap train-shapes --out {out} --seed 3 --epochs 1 --n-train 64 --threads 1"
     assert record["command"] == expected
     assert record["seed"] == 3 and "held-out accuracy" in capsys.readouterr().out

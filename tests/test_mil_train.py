@@ -155,6 +155,7 @@ def test_cli_train_and_attention(tmp_path, capsys):
             "train",
             str(tmp_path / "features"),
             str(labels),
+            "--out",
             str(tmp_path / "run"),
             "--folds",
             "2",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from attnmap.cli.options import out_option, quiet
 from attnmap.errors import InputError
 
 DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is a different stream
@@ -23,15 +24,13 @@ DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is
               help="Number of images.")
 @click.option("--methods", "method_list", default="all", show_default=True,
               help="'all' or a comma-separated list of method names (see `attnmap methods`).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("attnmap_evaluation"), show_default=True, help="Folder for the CSV and plot.")
+@out_option("Folder for the CSV and plot.", default=Path("attnmap_evaluation"))
 @click.option("--seed", type=int, default=DEFAULT_EVAL_SEED, show_default=True,
               help="Seed of the images and of the random baseline.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--pointing-tolerance", type=click.IntRange(min=0), default=4, show_default=True,
               help="Pixels by which the mask is grown for the pointing game.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate(
     model_spec: str,
     checkpoint: Path | None,
@@ -43,7 +42,6 @@ def evaluate(
     batch_size: int,
     pointing_tolerance: int,
     markdown: bool,
-    quiet: bool,
 ) -> None:
     """Score relevance maps against ground truth: perturbation AUCs, segmentation and pointing game.
 
@@ -86,7 +84,7 @@ def evaluate(
         command=command,
     )
     result = evaluate_methods(model, dataset, names, batch_size=batch_size, seed=seed,
-                              pointing_tolerance=pointing_tolerance, progress=not quiet)
+                              pointing_tolerance=pointing_tolerance, progress=not quiet())
     csv_path = write_csv(result, out_dir / "evaluation.csv", record)
     plot_path = plot_curves(result, out_dir / "perturbation_curves.png", record)
     click.echo(f"{command}\n{n_images} images, clean accuracy {result.settings['clean_accuracy']:.1f}%; "
@@ -96,28 +94,28 @@ def evaluate(
 
 
 @click.command("train-shapes")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Output .safetensors (default: the bundled weights inside the package).")
+@out_option("Folder for shapes_vit.safetensors and its JSON record (never the installed package).",
+            default=Path("shapes-vit"))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the bundled recipe's.")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Default: the bundled recipe's.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="CPU threads for torch (1 is faster on a machine busy with other work).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_shapes(
-    out_path: Path | None, seed: int, epochs: int | None, n_train: int | None, threads: int, quiet: bool
-) -> None:
+def train_shapes(out_dir: Path, seed: int, epochs: int | None, n_train: int | None, threads: int) -> None:
     """Train the shapes ViT on the CPU and save weights plus a JSON record of how they were made."""
     from attnmap.data.shapes_model import WEIGHTS_PATH
     from attnmap.data.train_shapes import RECIPE, train_shapes_vit
 
     epochs = epochs if epochs is not None else RECIPE["epochs"]
     n_train = n_train if n_train is not None else RECIPE["n_train"]
-    command = "attnmap train-shapes" + (f" --out {out_path}" if out_path is not None else "")
-    command += f" --seed {seed} --epochs {epochs} --n-train {n_train} --threads {threads}"
-    out_path = out_path if out_path is not None else WEIGHTS_PATH
+    command = f"attnmap train-shapes --out {out_dir} --seed {seed} --epochs {epochs} --n-train {n_train}"
+    command += f" --threads {threads}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is an existing file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / WEIGHTS_PATH.name
     record = train_shapes_vit(out_path, seed=seed, epochs=epochs, n_train=n_train, threads=threads,
-                              command=command, progress=not quiet)
+                              command=command, progress=not quiet())
     click.echo(f"wrote {out_path} and {Path(out_path).with_suffix('.json')}: held-out accuracy "
                f"{record['held_out']['accuracy']:.4f}, {record['train_wall_seconds']:.0f} s")
 

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import click
 
+from attnmap.cli.options import device_option, out_option, resolved_device
 from attnmap.errors import InputError
+
+
+def default_method() -> str:
+    """The method `attnmap.explain` uses when none is named: the CLI's default is the API's."""
+    import inspect
+
+    from attnmap.vit.explain import explain as explain_api
+
+    return inspect.signature(explain_api).parameters["method"].default
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -42,12 +52,13 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
 )
 @click.option(
     "--method",
-    default="attention",
-    show_default=True,
-    help="A method name, several comma-separated, or 'all' (one comparison grid per image).",
+    default=None,
+    help="A method name, several comma-separated, or 'all' (one comparison grid per image); "
+    "default: attnmap.explain's.",
 )
 @click.option("--target", type=int, default=None, help="Class index (default: each image's prediction).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@out_option("Output folder.")
+@device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--cmap", default="jet", show_default=True, help="Matplotlib colour map for overlays.")
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
@@ -71,9 +82,10 @@ def explain(
     model_spec: str,
     checkpoint: Path | None,
     model_args: tuple[str, ...],
-    method: str,
+    method: str | None,
     target: int | None,
     out_dir: Path,
+    device: str,
     batch_size: int,
     cmap: str,
     alpha: float,
@@ -85,6 +97,7 @@ def explain(
     from attnmap.render.colormap import get_cmap
     from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
 
+    method = method or default_method()
     paths = expand_image_paths(images)
     names, _ = resolve_methods(method)
     options = parse_options(option_pairs)
@@ -106,7 +119,7 @@ def explain(
     from attnmap.vit.batch import explain_paths
     from attnmap.vit.models import load_model
 
-    model = load_model(model_spec, checkpoint, **model_kwargs)
+    model = load_model(model_spec, checkpoint, **model_kwargs).to(resolved_device(device))
     written = explain_paths(paths, model, method, target, out_dir, model_name=model_spec, **settings)
     click.echo(f"wrote {len(written)} files to {out_dir}")
 

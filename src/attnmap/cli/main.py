@@ -49,36 +49,63 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="attnmap")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
-def cli(debug: bool) -> None:
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors (anywhere on the line).")
+@click.option("--quiet", is_flag=True, help="No progress bars (anywhere on the line).")
+def cli(debug: bool, quiet: bool) -> None:
     """attnmap: attention maps from Vision Transformers and attention-MIL slide models."""
+
+
+GLOBAL_FLAGS = ("--debug", "--quiet")
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move ``--debug`` / ``--quiet`` given after a subcommand in front of it, where the root group
+    reads them: they work anywhere on the command line (not after a ``--``)."""
+    end = args.index("--") if "--" in args else len(args)
+    found = [flag for flag in GLOBAL_FLAGS if flag in args[:end]]
+    rest = [arg for arg in args[:end] if arg not in GLOBAL_FLAGS] + args[end:]
+    return found + rest
+
+
+def close_progress_bars() -> None:
+    """Close live tqdm bars so that an error message starts on its own line, not inside a bar."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is None:
+        return
+    for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+        bar.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn errors into one-line messages."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     try:
         code = cli.main(args=args, prog_name="attnmap", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.Abort:
+        close_progress_bars()
         click.echo("attnmap: aborted", err=True)
         sys.exit(130)
     except click.ClickException as error:
+        close_progress_bars()
         if debug:
             raise
         click.echo(f"attnmap: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
     except USER_ERRORS as error:
+        close_progress_bars()
         if debug:
             raise
         click.echo(f"attnmap: error: {_one_line(error)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
+        close_progress_bars()
         click.echo("attnmap: interrupted", err=True)
         sys.exit(130)
     except Exception as error:  # noqa: BLE001 - the last line of defence of a CLI
+        close_progress_bars()
         if debug:
             raise
         click.echo(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from attnmap.cli.options import device_option, out_option, quiet, resolved_device
+
 
 @click.group()
 def mil() -> None:
@@ -18,7 +20,7 @@ def mil() -> None:
 @mil.command()
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@out_option("Folder for the fold models, metrics and splits.")
 @click.option(
     "--model", type=click.Choice(["clam_sb", "clam_mb", "abmil"]), default="clam_sb", show_default=True
 )
@@ -57,21 +59,21 @@ def mil() -> None:
 @click.option("--weighted-sample", is_flag=True, help="Draw bags with class-balancing weights.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(features_dir: Path, labels_csv: Path, out_dir: Path, quiet: bool, **options: object) -> None:
+@device_option()
+def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **options: object) -> None:
     """Cross-validated training on CLAM-layout features (h5_files/ or pt_files/) and a labels CSV
     (slide_id,label[,case_id]). Re-run the same command to resume an interrupted run."""
     from attnmap.mil.train import train_mil
 
-    train_mil(features_dir, labels_csv, out_dir, progress=not quiet, verbose=True, **options)
+    train_mil(features_dir, labels_csv, out_dir, device=resolved_device(device), progress=not quiet(),
+              verbose=True, **options)
     click.echo(f"metrics: {out_dir / 'metrics.csv'}")
 
 
 @mil.command()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("bags", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out-dir", "-o", type=click.Path(file_okay=False, path_type=Path), required=True)
+@out_option("Folder for <bag>_attention.h5 / .csv and predictions.csv.")
 @click.option(
     "--branch",
     type=click.IntRange(min=0),
@@ -80,8 +82,7 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, quiet: bool, **op
 )
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True)
 @click.option("--no-csv", is_flag=True, help="Only write the h5 files.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@device_option()
 def attention(
     checkpoint: Path,
     bags: tuple[Path, ...],
@@ -90,7 +91,6 @@ def attention(
     chunk_size: int,
     no_csv: bool,
     device: str,
-    quiet: bool,
 ) -> None:
     """Per-patch attention of one or many bags (h5 / .pt files or feature folders) to h5 and CSV,
     plus predictions.csv with every bag's prediction and probabilities."""
@@ -101,14 +101,14 @@ def attention(
     from attnmap.mil.export import export_attention, write_predictions_csv
     from attnmap.provenance import provenance
 
-    model = load_mil(checkpoint).to(device)
+    model = load_mil(checkpoint).to(resolved_device(device))
     paths: list[Path] = []
     for item in bags:
         paths.extend(list_bags(item) if item.is_dir() else [item])
     if not paths:
         raise click.BadParameter("no .h5 or .pt bags found", param_hint="BAGS")
     exports = []
-    for path in tqdm(paths, desc="bags", disable=quiet or len(paths) < 2):
+    for path in tqdm(paths, desc="bags", disable=quiet() or len(paths) < 2):
         exports.append(
             export_attention(
                 model,

@@ -54,7 +54,8 @@ class HeatmapStyle:
         default=0.4, metadata={"help": "Opacity of the colours over the slide."}
     )
     percentiles: bool = field(
-        default=True, metadata={"help": "Colour by percentile rank of the scores (else raw score / 100)."}
+        default=True,
+        metadata={"help": "Colour by percentile rank of the scores (else raw score / 100).", "off": "raw"},
     )
     blur: bool = field(default=False, metadata={"help": "Gaussian blur of the overlay (kernel: 2 patches)."})
     binarize: bool = field(
