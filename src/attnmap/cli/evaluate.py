@@ -110,8 +110,6 @@ def train_shapes(out_dir: Path, seed: int, epochs: int | None, n_train: int | No
     n_train = n_train if n_train is not None else RECIPE["n_train"]
     command = f"attnmap train-shapes --out {out_dir} --seed {seed} --epochs {epochs} --n-train {n_train}"
     command += f" --threads {threads}"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} is an existing file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / WEIGHTS_PATH.name
     record = train_shapes_vit(out_path, seed=seed, epochs=epochs, n_train=n_train, threads=threads,

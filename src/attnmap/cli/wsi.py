@@ -47,8 +47,6 @@ _out_option = out_option("Output folder (the `wsi run` layout).")
 
 def _config(options: dict[str, Any], out_dir: Path) -> PipelineConfig:
     """A `PipelineConfig` from command-line options (no slide list or model needed for single stages)."""
-    from attnmap.errors import InputError
-
     config = PipelineConfig()
     config.segmentation = SegmentationConfig(**from_options(SegmentationConfig, "segmentation", options))
     config.segmentation.resolved()  # a preset that disagrees with a given value is an error now
@@ -58,8 +56,6 @@ def _config(options: dict[str, Any], out_dir: Path) -> PipelineConfig:
         values = from_options(FeaturesConfig, "features", options)
         values["checkpoint"] = str(values["checkpoint"]) if values["checkpoint"] else None
         config.features = FeaturesConfig(**values)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} is an existing file, not a folder")
     config.run = RunConfig(output_dir=str(out_dir), device=options.get("device") or "auto")
     return config
 
@@ -247,8 +243,6 @@ def heatmap(
     patch_size = patch_size or stored_patch
     if patch_size is None:
         raise InputError("the scores file does not record the patch size: give --patch-size (level-0 pixels)")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} is an existing file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_heatmap_files(
         slide,
