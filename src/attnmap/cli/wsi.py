@@ -9,6 +9,7 @@ inside the commands. Nothing ever prompts.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from attnmap.cli.options import (
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.pipeline.config import (
     FeaturesConfig,
+    HeatmapConfig,
     PatchingConfig,
     PipelineConfig,
     RunConfig,
@@ -34,6 +36,7 @@ from attnmap.wsi.pipeline.config import (
 )
 from attnmap.wsi.tissue import DEFAULTS as TISSUE_DEFAULTS
 
+STYLE_FIELDS = tuple(item.name for item in dataclasses.fields(HeatmapStyle))
 _segmentation_options = dataclass_options(
     SegmentationConfig, "segmentation", flags={"level": "seg-level"}, shown_defaults=TISSUE_DEFAULTS
 )
@@ -193,9 +196,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     help="tissue/<slide>.json from `wsi segment`: colour tissue pixels only.",
 )
 @dataclass_options(HeatmapStyle, "style")
-@click.option("--tiff", is_flag=True, help="Also write <slide>_heatmap.tif, a pyramidal TIFF overlay.")
-@click.option("--tiff-level", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Slide level of the TIFF's full resolution.")
+@dataclass_options(HeatmapConfig, "files", skip=(*STYLE_FIELDS, "save_original"))
 @device_option()
 def heatmap(
     slide: Path,
@@ -205,8 +206,6 @@ def heatmap(
     out_dir: Path,
     patch_size: int | None,
     tissue_json: Path | None,
-    tiff: bool,
-    tiff_level: int,
     device: str,
     **options: Any,
 ) -> None:
@@ -219,6 +218,7 @@ def heatmap(
     from attnmap.wsi.pipeline.stage_files import load_scores_with_patch_size, load_tissue
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
+    files = from_options(HeatmapConfig, "files", options)  # tiff, tiff_level: the config's keys
     if (scores is None) == (features_h5 is None) or (features_h5 is not None) != (model is not None):
         raise click.UsageError("give either --scores, or --features together with --model")
     drawn = {**asdict(style), "patch_size": patch_size}
@@ -252,8 +252,8 @@ def heatmap(
         out_dir / f"{slide.stem}_heatmap.png",
         style,
         tissue=load_tissue(tissue_json) if tissue_json else None,
-        tiff=out_dir / f"{slide.stem}_heatmap.tif" if tiff else None,
-        tiff_level=tiff_level,
+        tiff=out_dir / f"{slide.stem}_heatmap.tif" if files["tiff"] else None,
+        tiff_level=files["tiff_level"],
         metadata=record,
     )
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
