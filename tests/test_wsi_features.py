@@ -83,11 +83,11 @@ def test_encoder_errors_name_the_problem(tmp_path: Path) -> None:
         load_encoder("timm:definitely_not_a_model")
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv1.weight": torch.zeros(3)}, wrong)
-    with pytest.raises(UnsupportedModelError, match="lacks"):
+    with pytest.raises(InputError, match=r"does not fit TruncatedResNet50: missing: .*wrong shape: conv1"):
         load_encoder("resnet50_trunc", wrong)
     with pytest.raises(InputError, match="cannot tell which architecture"):
         load_encoder(wrong)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="checkpoint not found: .*missing.pth"):
         load_encoder("resnet50_trunc", tmp_path / "missing.pth")
     with pytest.raises(UnsupportedModelError, match="fails on a 50×50 patch"):
         load_encoder("timm:test_vit", input_size=50)  # not a multiple of the ViT's 16-px patches

@@ -7,7 +7,6 @@ provenance text chunks (attnmap version, model checksum, method, parameters, sou
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from attnmap.checkpoint import cached_vit
 from attnmap.errors import InputError
 from attnmap.io_utils import atomic_path, save_png
 from attnmap.provenance import model_checksum, provenance
@@ -174,13 +174,6 @@ def explain_paths(
     return written
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_model(spec: str, checkpoint: str | None, model_kwargs: tuple[tuple[str, Any], ...]) -> nn.Module:
-    from attnmap.vit.models import load_model
-
-    return load_model(spec, checkpoint, **dict(model_kwargs))
-
-
 def explain_chunk(
     paths: Sequence[str],
     *,
@@ -194,7 +187,7 @@ def explain_chunk(
 ) -> dict[str, Any]:
     """Worker entry point for `attnmap.parallel.run_tasks`: load the model (cached), explain ``paths``."""
     torch.manual_seed(0)
-    model = _cached_model(model_spec, checkpoint, model_kwargs)
+    model = cached_vit(model_spec, checkpoint, model_kwargs)
     outputs = explain_paths(
         paths, model, method, target, out_dir, model_name=model_spec, progress=False, **settings
     )
