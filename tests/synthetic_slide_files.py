@@ -50,8 +50,11 @@ def write_test_slide(path: Path, seed: int, size: tuple[int, int] = (1024, 768),
     return path
 
 
-def write_tiny_encoder(path: Path, seed: int = 0) -> Path:
-    """A seeded 2-layer CNN (3 → 4 → 8 channels, pooled: 8-d features) saved as a TorchScript encoder file."""
+def write_tiny_encoder(path: Path, seed: int = 0) -> str:
+    """A seeded 2-layer CNN (3 → 4 → 8 channels, pooled: 8-d features) saved as a TorchScript file.
+
+    Returns the encoder name that loads it, ``torchscript:PATH`` (TorchScript is never tried
+    implicitly on a file)."""
     import warnings
 
     import torch
@@ -69,7 +72,7 @@ def write_tiny_encoder(path: Path, seed: int = 0) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript
         torch.jit.script(TinyCNN().eval()).save(str(path))
-    return path
+    return f"torchscript:{path}"
 
 
 def write_clam_checkpoint(path: Path, embed_dim: int = 8, seed: int = 0, multi_branch: bool = False) -> Path:
@@ -108,7 +111,7 @@ def write_pipeline_setup(root: Path, n_slides: int = 2, overrides: dict | None =
         "slides": {"csv": "slides.csv", "data_dir": "slides", "extension": ".tif"},
         "segmentation": {"level": 1, "sthresh": 8, "mthresh": 7, "close": 4, "a_t": 0.05, "a_h": 0.01},
         "patching": {"patch_size": 64, "level": 0},
-        "features": {"encoder": "encoder.pt", "input_size": 32, "batch_size": 32},
+        "features": {"encoder": "torchscript:encoder.pt", "input_size": 32, "batch_size": 32},
         "model": {"checkpoint": "clam.pt", "class_names": ["normal", "tumour"]},
         "heatmap": {"vis_level": 1, "alpha": 0.5},
         "sampling": {"top_k": 3, "bottom_k": 2},

@@ -12,7 +12,7 @@ from PIL import Image
 
 from attnmap.cli.main import main
 from attnmap.io_utils import read_png_text
-from attnmap.provenance import model_checksum
+from attnmap.provenance import model_checksum, read_sidecar
 
 MODEL = ["--model", "timm:vit_tiny_patch16_224", "--model-arg", "depth=2", "--model-arg", "img_size=64"]
 
@@ -68,6 +68,9 @@ def test_single_method_writes_overlay_and_raw_map(workspace, capsys):
     meta = read_png_text(out / "img0_grad_rollout.png")
     assert meta["method"] == "grad_rollout" and meta["image"] == str(image)
     assert '"target": 2' in meta["parameters"]
+    record = read_sidecar(out / "img0_grad_rollout.npy")  # the raw map's provenance
+    assert record["method"] == "grad_rollout" and record["image"] == str(image)
+    assert record["map_shape"] == "(4, 4)" and record["model_sha256"] == meta["model_sha256"]
     state = torch.load(workspace / "weights.pt", weights_only=True)["state_dict"]
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64, num_classes=4)
     model.load_state_dict(state)

@@ -226,8 +226,8 @@ def test_load_mil_reads_abmil_and_clam(tmp_path):
     assert isinstance(loaded, ABMIL) and loaded.gate is False
     _same_outputs(loaded, model, 32)
     assert isinstance(load_mil(_reference_state()), CLAM_SB)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="checkpoint not found: .*missing.pt"):
         load_mil(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(InputError, match="not a readable"):
+    with pytest.raises(InputError, match="cannot read checkpoint .*junk.pt: not a weights-only"):
         load_mil(tmp_path / "junk.pt")

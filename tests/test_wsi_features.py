@@ -83,11 +83,11 @@ def test_encoder_errors_name_the_problem(tmp_path: Path) -> None:
         load_encoder("timm:definitely_not_a_model")
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv1.weight": torch.zeros(3)}, wrong)
-    with pytest.raises(UnsupportedModelError, match="lacks"):
+    with pytest.raises(InputError, match=r"does not fit TruncatedResNet50: missing: .*wrong shape: conv1"):
         load_encoder("resnet50_trunc", wrong)
     with pytest.raises(InputError, match="cannot tell which architecture"):
         load_encoder(wrong)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="checkpoint not found: .*missing.pth"):
         load_encoder("resnet50_trunc", tmp_path / "missing.pth")
     with pytest.raises(UnsupportedModelError, match="fails on a 50×50 patch"):
         load_encoder("timm:test_vit", input_size=50)  # not a multiple of the ViT's 16-px patches
@@ -142,7 +142,7 @@ def test_extract_features_rejects_bad_inputs(slide_path: Path, tmp_path: Path) -
 
 
 def test_save_features_writes_clam_h5_and_pt_with_provenance(tmp_path: Path) -> None:
-    from attnmap.provenance import provenance
+    from attnmap.provenance import provenance, read_sidecar
 
     features = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     coords = np.arange(12, dtype=np.int64).reshape(6, 2) * 256
@@ -163,7 +163,10 @@ def test_save_features_writes_clam_h5_and_pt_with_provenance(tmp_path: Path) -> 
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(h5_path.read_bytes()[:200])
     assert not features_complete(truncated)
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["s1.h5", "s1.pt", "truncated.h5"]
+    sidecar = read_sidecar(pt_path)  # the .pt holds CLAM's bare tensor; its record sits beside it
+    assert sidecar["model"] == "tiny" and sidecar["attnmap_version"]
+    names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert names == ["s1.h5", "s1.pt", "s1.pt.json", "truncated.h5"]
 
 
 def test_patching_and_features_end_to_end_on_the_real_slide(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 ViTs: ``attnmap.explain(model, images, method)`` for raw attention, rollout, attention Grad-CAM,
 gradient rollout and Chefer et al.'s LRP methods on timm / Hugging Face models as they are;
 ``attnmap.load_model("timm:NAME" | "hf:DIR" | "attnmap:shapes-vit")`` and
-``attnmap.preprocess(model, paths)`` (the model's own data config) to get there.
+``attnmap.preprocess(model, paths)`` (the model's own data config) to get there;
+``attnmap.register_method(name, fn)`` adds a method to all of these, the CLI and `attnmap.evaluate`.
 Attention MIL: `attnmap.mil`. Whole slides: `attnmap.wsi`. Pictures: `attnmap.render`.
 """
 
@@ -13,7 +14,7 @@ from attnmap.render import normalize, overlay, save_grid, upsample
 from attnmap.vit.explain import explain
 from attnmap.vit.models import load_model
 from attnmap.vit.preprocess import load_image, preprocess
-from attnmap.vit.registry import methods
+from attnmap.vit.registry import methods, register_method, resolve_target, unregister_method
 
 __all__ = [
     "AttnmapError",
@@ -27,6 +28,9 @@ __all__ = [
     "normalize",
     "overlay",
     "preprocess",
+    "register_method",
+    "resolve_target",
     "save_grid",
+    "unregister_method",
     "upsample",
 ]

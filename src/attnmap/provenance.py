@@ -1,7 +1,10 @@
 """Provenance recorded in every output: attnmap version, model checksum, method and parameters.
 
 Writers take the flat ``dict[str, str]`` from `provenance` and store it where their format allows:
-h5 attributes, TIFF ImageDescription / PNG text chunks, a CSV's sidecar ``.json``.
+h5 attributes, TIFF ImageDescription / PNG text chunks. Formats with no room for it (CSV, ``.npy``
+maps, feature ``.pt`` files, which CLAM and numpy read as they are) get a sidecar ``<file>.json``
+(`write_sidecar` / `read_sidecar`), written before the file itself so that a complete output
+always has its record.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 import torch
 
 from attnmap._version import __version__
+from attnmap.errors import InputError
+from attnmap.io_utils import write_json_atomic
 
 
 def model_checksum(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | Path) -> str:
@@ -58,3 +63,27 @@ def provenance(
         record["model"] = model_name
     record.update({key: str(value) for key, value in extra.items()})
     return record
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """Where the provenance of ``path`` goes: ``<path>.json`` (``map.npy`` → ``map.npy.json``)."""
+    return Path(str(path) + ".json")
+
+
+def write_sidecar(path: str | Path, record: Mapping[str, object]) -> Path:
+    """Write ``record`` (from `provenance`) as the sidecar of ``path``, atomically."""
+    return write_json_atomic(sidecar_path(path), {key: str(value) for key, value in record.items()})
+
+
+def read_sidecar(path: str | Path) -> dict[str, str]:
+    """The provenance record of ``path`` from its sidecar; `InputError` when there is none."""
+    sidecar = sidecar_path(path)
+    try:
+        record = json.loads(sidecar.read_text())
+    except FileNotFoundError:
+        raise InputError(f"no provenance record for {path}: {sidecar} is missing") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"provenance record {sidecar} is not valid JSON: {error}") from None
+    if not isinstance(record, dict):
+        raise InputError(f"provenance record {sidecar} is not a JSON object")
+    return {str(key): str(value) for key, value in record.items()}

@@ -63,7 +63,7 @@ def build_shapes_vit() -> VisionTransformer:
 
 def load_shapes_vit(weights: str | Path | None = None) -> VisionTransformer:
     """The bundled (or given) trained weights in an eval-mode shapes ViT."""
-    from safetensors.torch import load_file
+    from attnmap.checkpoint import apply_state_dict, load_state_dict
 
     path = Path(weights) if weights is not None else WEIGHTS_PATH
     if not path.is_file():
@@ -71,7 +71,7 @@ def load_shapes_vit(weights: str | Path | None = None) -> VisionTransformer:
             f"shapes ViT weights not found: {path} (make them with `attnmap train-shapes --out {path}`)"
         )
     model = build_shapes_vit()
-    model.load_state_dict(load_file(str(path)), strict=True)
+    apply_state_dict(model, load_state_dict(path), path)
     return model.eval()
 
 

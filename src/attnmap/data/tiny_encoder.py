@@ -143,7 +143,7 @@ def build_tiny_encoder(
     from safetensors.torch import save_file
 
     from attnmap.data.synthetic_slides import make_slide
-    from attnmap.provenance import provenance
+    from attnmap.provenance import model_checksum, provenance
 
     if n_slides < 1 or patches_per_slide < 2:
         raise InputError("need at least one slide and two patches per slide to measure the standardisation")
@@ -183,6 +183,7 @@ def build_tiny_encoder(
         "(make_slide seeds 10000 + 100*seed + i, 2048x2048, tumour on even i); no labels used",
         "command": "python -m attnmap.data.tiny_encoder --out src/attnmap/data/weights --seed " + str(seed),
     }
+    recipe["weights_sha256"] = model_checksum(weights_path)  # the file's own checksum, beside it
     (out_dir / RECORD_NAME).write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
     return weights_path
 

@@ -168,9 +168,19 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _save(model: torch.nn.Module, out_path: Path, record: dict[str, Any]) -> None:
+    """Weights with the record in their metadata, and the same record beside them as JSON.
+
+    The record carries ``state_sha256`` (the tensors' checksum, `attnmap.provenance.model_checksum`);
+    the JSON adds ``weights_sha256``, the checksum of the written file, which the file itself
+    cannot hold. Everything else is the same in both places (tests/test_bundled_weights.py).
+    """
     from safetensors.torch import save_file
+
+    from attnmap.provenance import model_checksum
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    record = {**record, "state_sha256": model_checksum(state)}
     save_file(state, str(out_path), metadata={"attnmap_record": json.dumps(record, sort_keys=True)})
-    out_path.with_suffix(".json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    sidecar = {**record, "weights_sha256": model_checksum(out_path)}
+    out_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")

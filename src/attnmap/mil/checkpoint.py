@@ -14,7 +14,9 @@ few more:
 - the short-lived (2024) CLAM_MB with a single Linear(H -> C) bag classifier: row c of it is class
   c's Linear(H -> 1), which is what the per-class classifiers compute.
 
-The result is loaded strictly: a key that still does not fit raises `UnsupportedModelError` naming it.
+Files are read by `attnmap.checkpoint` (weights only, wrappers and whole-model ``module.`` prefixes
+removed there); the result is loaded strictly by its `apply_state_dict`: a key that still does not
+fit raises the same one-line `InputError` as any other checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from attnmap.checkpoint import apply_state_dict, load_state_dict
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.mil.abmil import ABMIL
 from attnmap.mil.clam import CLAM_MB, CLAM_SB, CLAM_SIZES
@@ -33,26 +36,8 @@ StateDict = Mapping[str, torch.Tensor]
 
 
 def read_state_dict(source: str | Path | StateDict) -> dict[str, torch.Tensor]:
-    """A state_dict from a path or a mapping; unwraps ``{"model_state_dict"|"state_dict"|"model": ...}``."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(2, "No such checkpoint file", str(path))
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-            raise InputError(f"{path} is not a readable torch checkpoint: {error}") from error
-    if not isinstance(source, Mapping):
-        raise InputError(f"a checkpoint must be a state_dict (a mapping), got {type(source).__name__}")
-    for wrapper in ("model_state_dict", "state_dict", "model"):
-        inner = source.get(wrapper)
-        if isinstance(inner, Mapping):
-            source = inner
-            break
-    state = {str(key): value for key, value in source.items() if isinstance(value, torch.Tensor)}
-    if not state:
-        raise InputError("the checkpoint holds no tensors")
-    return state
+    """A state_dict from a path or a mapping, read and unwrapped by `attnmap.checkpoint`."""
+    return load_state_dict(source)
 
 
 def _strip_data_parallel(key: str) -> str:
@@ -147,21 +132,8 @@ def _fit_to_model(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dic
     return state
 
 
-def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise UnsupportedModelError(
-            f"{what} checkpoint does not fit: missing {missing}, unexpected {unexpected}"
-        )
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise UnsupportedModelError(
-                f"{what} checkpoint: {key} has shape {tuple(value.shape)}, "
-                f"expected {tuple(expected[key].shape)}"
-            )
-    model.load_state_dict(state, strict=True)
+def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: object) -> None:
+    apply_state_dict(model, state, source if isinstance(source, (str, Path)) else "given as a mapping")
 
 
 def load_clam(source: str | Path | StateDict, **overrides: object) -> CLAM_SB | CLAM_MB:
@@ -181,7 +153,7 @@ def load_clam(source: str | Path | StateDict, **overrides: object) -> CLAM_SB | 
     model = (CLAM_MB if kind == "clam_mb" else CLAM_SB)(**config)
     model.to(state["attention_net.0.weight"].dtype)  # before loading, so no precision is lost
     state = _fit_to_model(state, model)
-    _load_strict(model, state, kind.upper())
+    _load_strict(model, state, source)
     return model.eval()
 
 
@@ -218,6 +190,7 @@ def load_mil(source: str | Path | StateDict, **overrides: object) -> CLAM_SB | C
         config.update(overrides)
         model = ABMIL(**config).to(state["feature.0.weight"].dtype)
         state = _fit_to_model(state, model)
-        _load_strict(model, state, "ABMIL")
+        _load_strict(model, state, source)
         return model.eval()
-    return load_clam(state, **overrides)
+    # a path again rather than the dict: a small second read buys error messages naming the file
+    return load_clam(source if isinstance(source, (str, Path)) else state, **overrides)

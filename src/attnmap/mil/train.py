@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from attnmap.checkpoint import read_checkpoint
 from attnmap.errors import InputError
 from attnmap.mil.abmil import ABMIL
 from attnmap.mil.bags import find_bag, read_bag
@@ -226,7 +227,7 @@ def train_fold(
     }
     resume = fold_dir / "resume.pt"
     if resume.is_file():
-        saved = torch.load(resume, map_location="cpu", weights_only=True)
+        saved = read_checkpoint(resume)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])

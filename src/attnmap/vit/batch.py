@@ -7,7 +7,6 @@ provenance text chunks (attnmap version, model checksum, method, parameters, sou
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from attnmap.checkpoint import cached_vit
 from attnmap.errors import InputError
 from attnmap.io_utils import atomic_path, save_png
-from attnmap.provenance import model_checksum, provenance
+from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
 from attnmap.vit.explain import explain
 from attnmap.vit.preprocess import IMAGE_SUFFIXES, preprocess
@@ -114,8 +114,9 @@ def explain_paths(
     """Explain each image in ``paths`` with ``method`` and write the results into ``out_dir``.
 
     Per image and method: ``{stem}_{method}.npy`` (the raw map: (gh, gw) patches or (H, W) pixels)
-    and, unless ``method == "all"``, ``{stem}_{method}.png`` (overlay on the image as the model sees
-    it). ``method="all"`` writes ``{stem}_all_methods.png``: one grid comparing every method.
+    with its provenance in ``{stem}_{method}.npy.json``, and, unless ``method == "all"``,
+    ``{stem}_{method}.png`` (overlay on the image as the model sees it). ``method="all"`` writes
+    ``{stem}_all_methods.png``: one grid comparing every method.
     Images are preprocessed for the model and run ``batch_size`` at a time. Returns written paths.
     """
     if batch_size < 1:
@@ -139,8 +140,6 @@ def explain_paths(
             overlays = []
             for name in names:
                 heat = maps[name][offset].float().cpu().numpy()
-                written.append(_save_npy(out_dir / f"{stem}_{name}.npy", heat))
-                picture = overlay(view, heat, cmap=cmap, alpha=alpha)
                 meta = provenance(
                     method=name,
                     parameters={"target": image_target, **per_method[name]},
@@ -149,6 +148,9 @@ def explain_paths(
                     image=str(path),
                     map_shape=tuple(heat.shape),
                 )
+                write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
+                written.append(_save_npy(out_dir / f"{stem}_{name}.npy", heat))
+                picture = overlay(view, heat, cmap=cmap, alpha=alpha)
                 if grid:
                     overlays.append(picture)
                 else:
@@ -174,13 +176,6 @@ def explain_paths(
     return written
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_model(spec: str, checkpoint: str | None, model_kwargs: tuple[tuple[str, Any], ...]) -> nn.Module:
-    from attnmap.vit.models import load_model
-
-    return load_model(spec, checkpoint, **dict(model_kwargs))
-
-
 def explain_chunk(
     paths: Sequence[str],
     *,
@@ -194,7 +189,7 @@ def explain_chunk(
 ) -> dict[str, Any]:
     """Worker entry point for `attnmap.parallel.run_tasks`: load the model (cached), explain ``paths``."""
     torch.manual_seed(0)
-    model = _cached_model(model_spec, checkpoint, model_kwargs)
+    model = cached_vit(model_spec, checkpoint, model_kwargs)
     outputs = explain_paths(
         paths, model, method, target, out_dir, model_name=model_spec, progress=False, **settings
     )

@@ -3,9 +3,9 @@
 Specs: ``timm:NAME`` (architecture from timm, random weights unless a checkpoint is given),
 ``hf:LOCAL_DIR`` (a Hugging Face ``ViTForImageClassification`` saved with ``save_pretrained``), and
 ``attnmap:NAME`` (models shipped with attnmap, see `BUNDLED_MODELS`). Checkpoints may be a raw
-state_dict, ``{"state_dict": ...}``, ``{"model": ...}`` or a ``.safetensors`` file; DataParallel's
-``module.`` prefixes are stripped. Key mismatches are errors, because a silently half-loaded model
-would explain nothing.
+state_dict, ``{"state_dict": ...}``, ``{"model": ...}`` or a ``.safetensors`` file, read by
+`attnmap.checkpoint` (weights only; ``module.`` / ``model.`` prefixes stripped). Key mismatches are
+errors, because a silently half-loaded model would explain nothing.
 """
 
 from __future__ import annotations
@@ -19,69 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnmap.checkpoint import apply_state_dict, load_state_dict
 from attnmap.errors import InputError
+
+__all__ = ["BUNDLED_MODELS", "apply_state_dict", "load_model", "load_state_dict"]
 
 # name -> "module:function"; the function takes no arguments and returns an eval-mode model
 BUNDLED_MODELS: dict[str, str] = {"shapes-vit": "attnmap.data.shapes_model:load_shapes_vit"}
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into a plain ``{name: tensor}`` dict (see module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state: Any = load_file(str(path))
-        except Exception as error:  # noqa: BLE001 - any parse failure is a bad user file
-            raise InputError(f"cannot read safetensors checkpoint {path}: {error}") from None
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - pickle/zip errors all mean "not a checkpoint"
-            raise InputError(f"cannot read checkpoint {path}: {error}") from None
-    while isinstance(state, Mapping) and not _is_tensor_dict(state):
-        wrapped = next((key for key in _WRAPPER_KEYS if isinstance(state.get(key), Mapping)), None)
-        if wrapped is None:
-            keys = ", ".join(map(str, list(state)[:8]))
-            raise InputError(f"checkpoint {path} holds no state_dict (top-level keys: {keys})")
-        state = state[wrapped]
-    if not isinstance(state, Mapping):
-        raise InputError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict")
-    return {_strip_module_prefix(key): value for key, value in state.items()}
-
-
-def _is_tensor_dict(state: Mapping) -> bool:
-    return bool(state) and all(isinstance(value, torch.Tensor) for value in state.values())
-
-
-def _strip_module_prefix(key: str) -> str:
-    while key.startswith("module."):
-        key = key[len("module.") :]
-    return key
-
-
-def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` strictly, turning missing/unexpected/mis-shaped keys into an `InputError`."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mis_shaped = sorted(
-        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
-        for key in set(own) & set(state)
-        if tuple(state[key].shape) != tuple(own[key].shape)
-    )
-    if missing or unexpected or mis_shaped:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
-            if keys:
-                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
-                parts.append(f"{label}: {shown}")
-        raise InputError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
 
 
 def load_model(

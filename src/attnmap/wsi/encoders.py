@@ -10,14 +10,15 @@ Names accepted by `load_encoder`:
   input resized to 224, ImageNet normalisation (CLAM's default recipe).
 - ``"timm:NAME"``: ``timm.create_model(NAME, num_classes=0)``; input size, mean, std and
   interpolation from the model's data config.
-- a path to a file: TorchScript, a timm training checkpoint (``{"arch": ..., "state_dict": ...}``)
-  or a torchvision ResNet50 state_dict.
+- a path to a weights file (read by `attnmap.checkpoint`, weights only): a timm training checkpoint
+  (``{"arch": ..., "state_dict": ...}``) or a torchvision ResNet50 state_dict;
+- ``"torchscript:PATH"``: a TorchScript archive, loaded only when named so (it runs its own code);
+  input resized to 224 (or ``input_size``) with ImageNet normalisation.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -26,6 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from attnmap.checkpoint import (
+    TORCHSCRIPT_PREFIX,
+    apply_state_dict,
+    load_state_dict,
+    load_torchscript,
+    read_checkpoint,
+    unwrap_state_dict,
+)
 from attnmap.errors import InputError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
@@ -149,6 +158,11 @@ def load_encoder(
             transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
         elif name.startswith("timm:"):
             model, transform = _timm_encoder(name[len("timm:") :], input_size)
+        elif name.startswith(TORCHSCRIPT_PREFIX):
+            if checkpoint is not None:
+                raise InputError("a TorchScript encoder carries its weights: give no checkpoint with it")
+            transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
+            return _finish(load_torchscript(name), transform, device)
         elif Path(name).is_file():
             if checkpoint is not None:
                 raise InputError("give either an encoder file or a checkpoint for a named encoder, not both")
@@ -187,19 +201,11 @@ def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, P
 def _encoder_from_file(
     path: Path, *, device: str | torch.device, seed: int, input_size: int | None
 ) -> Encoder:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still the format
-            scripted = torch.jit.load(str(path), map_location="cpu")  # that carries its architecture
-    except (RuntimeError, ValueError):
-        scripted = None
-    if scripted is not None:
-        transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
-        return _finish(scripted, transform, device)
-    payload = _torch_load(path)
+    """A weights file whose architecture can be told from its content (timm ``arch``, ResNet50 keys)."""
+    payload = read_checkpoint(path)
     if isinstance(payload, Mapping) and isinstance(payload.get("arch"), str):
         return load_encoder(f"timm:{payload['arch']}", path, device=device, seed=seed, input_size=input_size)
-    state = _state_dict_of(payload, path)
+    state = unwrap_state_dict(payload, str(path))
     if "layer3.0.conv1.weight" in state and "conv1.weight" in state:
         return load_encoder("resnet50_trunc", path, device=device, seed=seed, input_size=input_size)
     raise InputError(
@@ -208,53 +214,9 @@ def _encoder_from_file(
     )
 
 
-def _torch_load(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # noqa: BLE001 - pickle / zip errors of every kind
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        raise InputError(f"cannot read {path} as a torch checkpoint: {error}") from error
-
-
-def _state_dict_of(payload: object, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(payload, Mapping):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(payload.get(key), Mapping):
-                payload = payload[key]
-                break
-    if not isinstance(payload, Mapping) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise InputError(f"{path} does not hold a state_dict of tensors")
-    return {key.removeprefix("module."): value for key, value in payload.items()}
-
-
 def load_weights(model: nn.Module, checkpoint: str | Path) -> None:
     """Load ``checkpoint`` into ``model``; extra keys of layers the encoder drops (head, layer4) are ok."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(2, "encoder checkpoint not found", str(path))
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = _state_dict_of(_torch_load(path), path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    if missing:
-        raise UnsupportedModelError(
-            f"checkpoint {path} lacks {len(missing)} weights of the encoder, e.g. {', '.join(missing[:3])}"
-        )
-    wrong = [key for key in own if tuple(state[key].shape) != tuple(own[key].shape)]
-    if wrong:
-        raise UnsupportedModelError(
-            f"checkpoint {path} has other shapes for {', '.join(wrong[:3])}: is it the same architecture?"
-        )
-    model.load_state_dict({key: state[key] for key in own}, strict=True)
+    apply_state_dict(model, load_state_dict(checkpoint), checkpoint, ignore_unexpected=True)
 
 
 def _finish(model: nn.Module, transform: PatchTransform, device: str | torch.device) -> Encoder:

@@ -19,6 +19,7 @@ import torch
 
 from attnmap.errors import InputError
 from attnmap.io_utils import atomic_path
+from attnmap.provenance import write_sidecar
 from attnmap.wsi.encoders import Encoder
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ def save_features(
 ) -> Path:
     """Write CLAM's ``features``/``coords`` h5 (and the features as a ``.pt`` if ``pt_path``), atomically.
 
-    The ``.pt`` is written first: the h5 is the marker of completion checked by `features_complete`.
+    The ``.pt`` (with its provenance sidecar ``<name>.pt.json``) is written first: the h5 is the
+    marker of completion checked by `features_complete`.
     """
     import h5py
 
@@ -164,6 +166,8 @@ def save_features(
     if coords.size and (np.abs(coords).max() >= 2**31):
         raise InputError("coordinates beyond the int32 range cannot be stored in a CLAM features file")
     if pt_path is not None:
+        if provenance:
+            write_sidecar(pt_path, provenance)  # the .pt itself holds the bare tensor CLAM expects
         with atomic_path(pt_path) as temporary:
             torch.save(torch.from_numpy(features.copy()), temporary)
     with atomic_path(path_h5) as temporary, h5py.File(temporary, "w") as handle:

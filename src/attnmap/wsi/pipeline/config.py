@@ -260,7 +260,9 @@ def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
     config.model.checkpoint = _resolve(config.model.checkpoint, base_dir) or ""
     config.features.checkpoint = _resolve(config.features.checkpoint, base_dir)
     encoder = config.features.encoder
-    if not _is_encoder_name(encoder):  # a file: relative to the config like every other path
+    if encoder.startswith("torchscript:"):  # an explicitly trusted TorchScript file
+        config.features.encoder = "torchscript:" + (_resolve(encoder[len("torchscript:") :], base_dir) or "")
+    elif not _is_encoder_name(encoder):  # a file: relative to the config like every other path
         config.features.encoder = _resolve(encoder, base_dir) or encoder
     config.run.output_dir = _resolve(config.run.output_dir, base_dir) or config.run.output_dir
 
@@ -277,6 +279,8 @@ def check_config(config: PipelineConfig) -> None:
     if not Path(config.model.checkpoint).is_file():
         raise FileNotFoundError(2, "model.checkpoint not found", config.model.checkpoint)
     encoder = config.features.encoder
+    if encoder.startswith("torchscript:") and not Path(encoder[len("torchscript:") :]).is_file():
+        raise FileNotFoundError(2, "features.encoder TorchScript file not found", encoder)
     if not _is_encoder_name(encoder) and not Path(encoder).is_file():
         raise InputError(
             f"features.encoder {encoder!r} is neither resnet50_trunc, a 'timm:NAME' or registered name, "

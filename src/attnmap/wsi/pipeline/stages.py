@@ -3,19 +3,20 @@
 Each stage takes the open slide, the slide's `SlideEntry`, the `PipelineConfig` and its
 `SlideOutputs`, returns its result and whether it ran. A stage reads its own output back when the
 file is already there and readable (atomic writes make "there" mean "complete"), so a resumed run
-redoes only what was missing. Models are loaded once per process (`functools.lru_cache`).
+redoes only what was missing. Models are loaded once per process (`attnmap.checkpoint.cached_model`,
+keyed on the model files' path, size and mtime).
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from attnmap.checkpoint import cached_clam, cached_encoder
 from attnmap.errors import InputError
-from attnmap.provenance import model_checksum, provenance
+from attnmap.provenance import provenance
 from attnmap.wsi.features import extract_features, features_complete, load_features, save_features
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.outputs import SlideOutputs
@@ -28,44 +29,6 @@ from attnmap.wsi.pipeline.stage_files import (
     save_coords,
     save_tissue,
 )
-
-
-# ----------------------------------------------------------------------------------- cached models
-def _file_stamp(path: str | None) -> tuple[int, int] | None:
-    """(mtime, size) of a model file, so that a file replaced on disk is not served from the cache."""
-    if path is None or not Path(path).is_file():
-        return None
-    status = Path(path).stat()
-    return status.st_mtime_ns, status.st_size
-
-
-def cached_encoder(name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str) -> Any:
-    """(encoder, sha256 of its weights), loaded once per process and configuration."""
-    return _cached_encoder(
-        name, checkpoint, input_size, seed, device, _file_stamp(name), _file_stamp(checkpoint)
-    )
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_encoder(
-    name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str, *stamps: object
-) -> Any:
-    from attnmap.wsi.encoders import load_encoder
-
-    encoder = load_encoder(name, checkpoint, device=device, seed=seed, input_size=input_size)
-    return encoder, model_checksum(checkpoint) if checkpoint else model_checksum(encoder.model)
-
-
-def cached_clam(checkpoint: str, device: str) -> Any:
-    """(CLAM model in eval mode, sha256 of the checkpoint file), loaded once per process."""
-    return _cached_clam(checkpoint, device, _file_stamp(checkpoint))
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_clam(checkpoint: str, device: str, stamp: object) -> Any:
-    from attnmap.mil import load_clam
-
-    return load_clam(checkpoint).to(device).eval(), model_checksum(checkpoint)
 
 
 def slide_provenance(

@@ -1,0 +1,255 @@
+"""Every model file a user hands to attnmap is read here, the same safe way, with the same errors.
+
+Why one module: a checkpoint is untrusted input. ``torch.load`` runs pickled code unless
+``weights_only=True``; TorchScript archives run their own code by design. So files are read with
+``weights_only=True`` (or as ``.safetensors``, which holds tensors only), TorchScript is loaded only
+when the user asks for it by name (``torchscript:PATH``), and every failure is one `InputError` line
+naming the file and the problem, never torch's advice to switch ``weights_only`` off.
+
+- `read_checkpoint`: the file's content (a ``.safetensors`` dict, or what a weights-only
+  ``torch.load`` returns).
+- `load_state_dict`: a flat ``{name: tensor}`` dict, unwrapping ``{"state_dict"|"model"|
+  "model_state_dict"|"module": ...}`` and whole-model ``module.`` (DataParallel) / ``model.``
+  (Lightning-style wrapper) key prefixes, all in one place.
+- `apply_state_dict`: strict loading with missing / unexpected / wrong-shape keys in one message.
+- `load_torchscript`: the explicit TorchScript path.
+- `cached_model`: one per-process cache of loaded models keyed on the files' (path, size, mtime),
+  shared by ``attnmap explain`` workers and the slide pipeline, so a file replaced on disk is
+  reloaded and an unchanged one is not.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from attnmap.errors import InputError
+
+TORCHSCRIPT_PREFIX = "torchscript:"
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
+WRAPPER_PREFIXES = ("module.", "model.")
+T = TypeVar("T")
+
+
+def _existing_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    return path
+
+
+def _torch_reason(error: BaseException) -> str:
+    """The useful part of a torch.load error: its own reason, without the weights_only advice."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    return first.split(" Please use ", 1)[0].rstrip(".")
+
+
+def is_torchscript(path: str | Path) -> bool:
+    """True for a TorchScript archive (a zip holding ``code/`` and ``constants.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(name.endswith("/constants.pkl") for name in names) and any("/code/" in n for n in names)
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """The content of a ``.safetensors`` file or of a torch file loaded with ``weights_only=True``."""
+    path = _existing_file(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - every parse failure is a bad user file
+            raise InputError(
+                f"cannot read checkpoint {path}: not a valid safetensors file ({error})"
+            ) from None
+    if is_torchscript(path):
+        raise InputError(
+            f"cannot read checkpoint {path}: it is a TorchScript archive, which runs its own code; "
+            f"pass it as '{TORCHSCRIPT_PREFIX}{path}' if you trust it"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
+        raise InputError(
+            f"cannot read checkpoint {path}: not a weights-only torch or safetensors file "
+            f"({_torch_reason(error)})"
+        ) from None
+
+
+def _is_tensor_dict(state: Mapping) -> bool:
+    return bool(state) and all(isinstance(value, torch.Tensor) for value in state.values())
+
+
+def unwrap_state_dict(payload: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` dict from a checkpoint's content (see the module docstring).
+
+    Non-tensor entries beside the tensors (``num_batches_tracked`` is a tensor; epoch counters in a
+    raw dict are not) are dropped only inside a wrapper; a top-level dict must be all tensors.
+    """
+    state = payload
+    while isinstance(state, Mapping) and not _is_tensor_dict(state):
+        wrapped = next((key for key in WRAPPER_KEYS if isinstance(state.get(key), Mapping)), None)
+        if wrapped is None:
+            keys = ", ".join(map(str, list(state)[:8])) or "none"
+            raise InputError(f"checkpoint {source} holds no state_dict (top-level keys: {keys})")
+        state = state[wrapped]
+    if not isinstance(state, Mapping):
+        raise InputError(f"checkpoint {source} holds a {type(state).__name__}, not a state_dict")
+    flat = {str(key): value for key, value in state.items()}
+    for prefix in WRAPPER_PREFIXES * 2:  # e.g. "model.module." from a wrapped DataParallel model
+        if all(key.startswith(prefix) for key in flat):
+            flat = {key[len(prefix) :]: value for key, value in flat.items()}
+    return flat
+
+
+def load_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A flat state_dict from a checkpoint path (any supported format) or an in-memory mapping."""
+    if isinstance(source, Mapping):
+        return unwrap_state_dict(source, "given as a mapping")
+    return unwrap_state_dict(read_checkpoint(source), str(source))
+
+
+def apply_state_dict(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str | Path,
+    *,
+    ignore_unexpected: bool = False,
+) -> None:
+    """Load ``state`` strictly, turning missing / unexpected / mis-shaped keys into one `InputError`.
+
+    ``ignore_unexpected``: keys the model lacks are dropped (an encoder cut from a classifier keeps
+    its trunk only); missing and mis-shaped keys are still errors.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = [] if ignore_unexpected else sorted(set(state) - set(own))
+    mis_shaped = sorted(
+        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
+        for key in set(own) & set(state)
+        if tuple(state[key].shape) != tuple(own[key].shape)
+    )
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+                parts.append(f"{label}: {shown}")
+        raise InputError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict({key: state[key] for key in own}, strict=True)
+
+
+def load_torchscript(path: str | Path) -> nn.Module:
+    """A TorchScript module; only for files the user named as ``torchscript:PATH``."""
+    path = _existing_file(str(path).removeprefix(TORCHSCRIPT_PREFIX))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still in use
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as error:  # noqa: BLE001 - any failure means "not a TorchScript archive"
+        raise InputError(
+            f"cannot read checkpoint {path}: not a TorchScript archive ({_torch_reason(error)})"
+        ) from None
+
+
+# ------------------------------------------------------------------------------------ model cache
+def file_stamp(path: str | Path | None) -> tuple[str, int, int] | None:
+    """(resolved path, size, mtime in ns) of a file; None for None or a name that is not a file."""
+    if path is None:
+        return None
+    candidate = Path(str(path).removeprefix(TORCHSCRIPT_PREFIX))
+    if not candidate.is_file():
+        return None
+    status = candidate.stat()
+    return str(candidate.resolve()), status.st_size, status.st_mtime_ns
+
+
+class ModelCache:
+    """Least-recently-used cache of loaded models; a key includes the stamps of the files used."""
+
+    def __init__(self, maxsize: int = 4):
+        self.maxsize = maxsize
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, files: Iterable[str | Path | None], load: Callable[[], T]) -> T:
+        full_key = (key, tuple(file_stamp(f) for f in files))
+        with self._lock:
+            if full_key in self._items:
+                self._items.move_to_end(full_key)
+                return self._items[full_key]
+        value = load()
+        with self._lock:
+            self._items[full_key] = value
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+MODEL_CACHE = ModelCache()
+
+
+def cached_model(
+    loader: Callable[..., T], *args: Any, files: Iterable[str | Path | None] = (), **kwargs: Any
+) -> T:
+    """``loader(*args, **kwargs)``, loaded once per process while ``files`` stay unchanged."""
+    key = (f"{loader.__module__}.{loader.__qualname__}", args, tuple(sorted(kwargs.items())))
+    return MODEL_CACHE.get(key, files, lambda: loader(*args, **kwargs))
+
+
+def cached_vit(
+    spec: str, checkpoint: str | None, model_kwargs: tuple[tuple[str, Any], ...] = ()
+) -> nn.Module:
+    """`attnmap.load_model` through the cache (``attnmap explain`` workers)."""
+    from attnmap.vit.models import load_model
+
+    return cached_model(load_model, spec, checkpoint, files=(checkpoint,), **dict(model_kwargs))
+
+
+def _encoder_with_checksum(
+    name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str
+) -> tuple[Any, str]:
+    from attnmap.provenance import model_checksum
+    from attnmap.wsi.encoders import load_encoder
+
+    encoder = load_encoder(name, checkpoint, device=device, seed=seed, input_size=input_size)
+    return encoder, model_checksum(checkpoint) if checkpoint else model_checksum(encoder.model)
+
+
+def cached_encoder(name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str) -> Any:
+    """(patch encoder, sha256 of its weights) through the cache (the slide pipeline)."""
+    return cached_model(
+        _encoder_with_checksum, name, checkpoint, input_size, seed, device, files=(name, checkpoint)
+    )
+
+
+def _clam_with_checksum(checkpoint: str, device: str) -> tuple[Any, str]:
+    from attnmap.mil.checkpoint import load_clam
+    from attnmap.provenance import model_checksum
+
+    return load_clam(checkpoint).to(device).eval(), model_checksum(checkpoint)
+
+
+def cached_clam(checkpoint: str, device: str) -> Any:
+    """(CLAM model in eval mode, sha256 of the checkpoint file) through the cache."""
+    return cached_model(_clam_with_checksum, checkpoint, device, files=(checkpoint,))
