@@ -143,6 +143,7 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
     """Run ``work(slide, entry, config, outputs)`` for each slide with a progress bar; echo its summary."""
     from tqdm.auto import tqdm
 
+    from attnmap.lock import folder_lock
     from attnmap.wsi.pipeline.config import SlideEntry
     from attnmap.wsi.pipeline.outputs import SlideOutputs
     from attnmap.wsi.slide import open_slide
@@ -152,12 +153,13 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
         raise click.BadParameter(
             "two slides share a file name (stem); outputs would collide", param_hint="SLIDES"
         )
-    for path in tqdm(slides, desc="slides", unit="slide", disable=len(slides) < 2):
-        entry = SlideEntry(str(path), path.stem)
-        outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
-        outputs.remove_temporaries()
-        with open_slide(path) as slide:
-            click.echo(f"{entry.slide_id}: {work(slide, entry, config, outputs)}")
+    with folder_lock(config.run.output_dir, "attnmap wsi"):
+        for path in tqdm(slides, desc="slides", unit="slide", disable=len(slides) < 2):
+            entry = SlideEntry(str(path), path.stem)
+            outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+            outputs.remove_temporaries()
+            with open_slide(path) as slide:
+                click.echo(f"{entry.slide_id}: {work(slide, entry, config, outputs)}")
 
 
 @click.group()
@@ -189,7 +191,7 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
             )
         state = "segmented" if ran else "already segmented"
         found = f"{len(tissue.contours)} tissue region(s), {tissue.fraction():.1%} tissue"
-        return f"{state}, {found} -> {outputs.tissue}"
+        return f"{state}, {found} -> {outputs.tissue}" + (f" ({ran})" if ran else "")
 
     _each_slide(slides, _config(options, out_dir), work)
 
@@ -206,7 +208,8 @@ def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         tissue, _ = tissue_stage(slide, entry, config, outputs)
         coords, ran = patch_stage(slide, tissue, entry, config, outputs)
-        return f"{'patched' if ran else 'already patched'}: {len(coords)} patches -> {outputs.patches}"
+        state = "patched" if ran else "already patched"
+        return f"{state}: {len(coords)} patches -> {outputs.patches}" + (f" ({ran})" if ran else "")
 
     _each_slide(slides, _config(options, out_dir), work)
 
@@ -251,7 +254,8 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
         coords, _ = patch_stage(slide, tissue, entry, config, outputs)
         values, ran = features_stage(coords, entry, config, outputs, device, progress=True)
         state = "extracted" if ran else "already extracted"
-        return f"{state}: {values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
+        found = f"{values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
+        return f"{state}: {found}" + (f" ({ran})" if ran else "")
 
     _each_slide(slides, _config(options, out_dir), work)
 
@@ -380,19 +384,29 @@ def heatmap(
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:port).")
 @click.option("--device", type=str, default=None, help="auto, cpu, cuda or cuda:N (default: run.device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--force", is_flag=True, help="Recompute every stage of every slide.")
 def run(
-    config_yaml: Path, workers: int | None, scheduler: str | None, device: str | None, quiet: bool
+    config_yaml: Path,
+    workers: int | None,
+    scheduler: str | None,
+    device: str | None,
+    quiet: bool,
+    force: bool,
 ) -> None:
     """Slide → tissue → patches → features → CLAM attention → heatmaps for every slide of a YAML config.
 
-    Resumable: rerun the same command after an interruption; finished stages and slides are skipped.
-    A failing slide is recorded in run_report.json and does not stop the others (exit status 1)."""
-    from attnmap.wsi.pipeline.cohort import run_cohort
-    from attnmap.wsi.pipeline.config import load_config
+    Resumable: rerun the same command after an interruption or a change; each stage output records
+    a fingerprint of what made it, and exactly the stages whose fingerprint changed (and those
+    after them) are recomputed, one line per slide saying which and why. A failing slide is
+    recorded in run_report.json and does not stop the others (exit status 1)."""
+    from attnmap.wsi.pipeline.cohort import run_cohort, slide_summaries
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
 
     config = load_config(config_yaml, device=device, workers=workers, scheduler=scheduler)
-    report = run_cohort(config, progress=not quiet)
+    report = run_cohort(config, progress=not quiet, force=force)
     out_dir = Path(config.run.output_dir)
+    for line in slide_summaries(report, read_slide_list(config)):
+        click.echo(line)
     click.echo(
         f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed; "
         f"predictions: {out_dir / 'predictions.csv'}; report: {out_dir / 'run_report.json'}"
