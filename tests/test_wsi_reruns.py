@@ -271,3 +271,74 @@ def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+def _cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    from attnmap.cli.main import main
+
+    try:
+        main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_single_stage_commands_do_not_reuse_other_parameters(tmp_path: Path, capsys) -> None:
+    slide = write_test_slide(tmp_path / "s.tif", seed=3)
+    out = tmp_path / "out"
+    segment = ["--seg-level", "1", "--a-h", "0.01"]
+    code, stdout, _ = _cli(
+        capsys, "wsi", "patch", slide, "-o", out, *segment, "--a-t", "0.05", "--patch-size", "128"
+    )
+    assert code == 0 and "patched:" in stdout
+    code, stdout, _ = _cli(
+        capsys, "wsi", "patch", slide, "-o", out, *segment, "--a-t", "0.05", "--patch-size", "128"
+    )
+    assert "already patched" in stdout
+    code, stdout, _ = _cli(
+        capsys, "wsi", "patch", slide, "-o", out, *segment, "--a-t", "0.05", "--patch-size", "64"
+    )
+    assert "s: patched:" in stdout and "patch_size changed" in stdout
+    with h5py.File(out / "patches" / "s.h5", "r") as handle:
+        assert handle["coords"].attrs["patch_size"] == 64
+    code, stdout, _ = _cli(capsys, "wsi", "segment", slide, "-o", out, *segment, "--a-t", "100")
+    assert "s: segmented" in stdout and "a_t changed" in stdout
+
+
+def test_bad_inputs_are_one_line_exit_2(setup: Path, tmp_path: Path, capsys) -> None:
+    import subprocess
+    import sys
+
+    config = _config(setup, tmp_path / "out")
+    config_path = setup.parent / "config_out.yaml"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Path(config.run.output_dir).mkdir()
+        (Path(config.run.output_dir) / LOCK_NAME).write_text(
+            json.dumps({"pid": sleeper.pid, "host": os.uname().nodename, "since": 0})
+        )
+        code, _, err = _cli(capsys, "wsi", "run", config_path, "--quiet")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "in use by another run" in err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    shutil.rmtree(config.run.output_dir)
+    Path(config.run.output_dir).write_text("a file")
+    code, _, err = _cli(capsys, "wsi", "run", config_path, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "existing file" in err
+
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    empty = tmp_path / "empty_blockmap.h5"
+    with h5py.File(empty, "w") as handle:
+        handle.create_dataset("attention_scores", shape=(0, 1), dtype="f4")
+        handle.create_dataset("coords", shape=(0, 2), dtype="i8")
+    slide = setup.parent / "slides" / "slide_0.tif"
+    code, _, err = _cli(
+        capsys, "wsi", "heatmap", slide, "--scores", empty, "--patch-size", "64", "-o", tmp_path / "h.png"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no patches" in err
+    with pytest.raises(InputError, match="empty"):
+        save_scores_h5(tmp_path / "e.h5", np.zeros((0, 2)), np.zeros(0))
