@@ -46,7 +46,7 @@ from attnmap.mil.bags import find_bag, read_bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
 from attnmap.mil.fold_files import finished_fold, fold_fingerprint, load_resume, save_atomic
-from attnmap.mil.metrics import classification_metrics
+from attnmap.mil.metrics import classification_metrics, format_metrics, nan_mean, write_metrics_csv
 from attnmap.mil.splits import Cohort, Split, make_folds, read_labels, write_splits
 
 MODELS = ("clam_sb", "clam_mb", "abmil")
@@ -379,18 +379,13 @@ def _train_locked(
             {
                 "fold": "mean",
                 "split": "test",
-                **{key: _nan_mean([float(r.get(key, math.nan)) for r in tests]) for key in keys},
+                **{key: nan_mean([float(r.get(key, math.nan)) for r in tests]) for key in keys},
             }
         )
-    _write_metrics(out_dir / "metrics.csv", rows)
+    write_metrics_csv(out_dir / "metrics.csv", rows)
     if verbose:
         print(format_metrics(rows, cohort.class_names))
     return rows
-
-
-def _nan_mean(values: list[float]) -> float:
-    present = [value for value in values if not math.isnan(value)]
-    return float(np.mean(present)) if present else math.nan
 
 
 def _check_same_config(path: Path, config: TrainConfig) -> None:
@@ -403,25 +398,3 @@ def _check_same_config(path: Path, config: TrainConfig) -> None:
         if changed:
             raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
     path.write_text(json.dumps(current, indent=2) + "\n")
-
-
-def _write_metrics(path: Path, rows: list[dict[str, object]]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(key for key in row if key not in fields)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def format_metrics(rows: list[dict[str, object]], class_names: list[str]) -> str:
-    """A small text table of per-fold AUC / accuracy / per-class accuracy."""
-    header = ["fold", "split", "n", "auc", "accuracy"] + [f"acc[{name}]" for name in class_names]
-    lines = ["  ".join(f"{h:>10}" for h in header)]
-    for row in rows:
-        cells = [str(row["fold"]), str(row["split"])]
-        cells += [f"{float(row.get(k, math.nan)):.3f}" for k in ["n", "auc", "accuracy"]]
-        cells += [f"{float(row.get(f'acc_class{c}', math.nan)):.3f}" for c in range(len(class_names))]
-        lines.append("  ".join(f"{cell:>10}" for cell in cells))
-    return "\n".join(lines)
