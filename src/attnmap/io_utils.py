@@ -19,8 +19,38 @@ import numpy as np
 
 from attnmap.errors import InputError
 
-# Temporary files carry this marker so that a cleanup can tell them from real outputs.
+# Temporary files carry this marker so that a cleanup can tell them from real outputs, then the
+# writer's host and pid, so that a cleanup deletes only what a process that is gone left behind.
 TEMP_MARKER = ".attnmap-tmp-"
+
+
+def _host_tag() -> str:
+    import socket
+    import zlib
+
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def temporary_name(path: Path) -> Path:
+    """``x.h5`` → ``.x.attnmap-tmp-<host>-<pid>-<id>.h5`` next to it."""
+    tag = f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return path.with_name(f".{path.stem}{TEMP_MARKER}{tag}{path.suffix}")
+
+
+def is_stale_temporary(path: Path) -> bool:
+    """Whether a temporary file's writer is gone: a dead pid on this host, or an old unnamed writer.
+
+    A live run's temporaries (any process still running, or another host's) are never stale.
+    """
+    from attnmap.lock import process_alive
+
+    tag = path.name.split(TEMP_MARKER, 1)[-1].split(".", 1)[0]
+    parts = tag.split("-")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return True  # written before temporaries named their writer
+    if parts[0] != _host_tag():
+        return False
+    return not process_alive(int(parts[1]))
 
 
 @contextlib.contextmanager
@@ -32,7 +62,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}{TEMP_MARKER}{uuid.uuid4().hex[:12]}{path.suffix}")
+    temporary = temporary_name(path)
     try:
         yield temporary
         os.replace(temporary, path)
@@ -102,14 +132,38 @@ def write_csv_atomic(
     return write_bytes_atomic(path, buffer.getvalue().encode())
 
 
-def remove_stale_temporaries(directory: str | Path) -> int:
-    """Delete temporary files that an interrupted run left behind in ``directory`` (recursively)."""
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` made distinct (``s``, ``s_2``, ``s_3``, ...), also on case-insensitive disks.
+
+    Why: two inputs with one file stem (``a/s.h5``, ``b/s.h5``) must not write one output file.
+    A suffixed name never takes a name that another input has as it is.
+    """
+    taken = {name.casefold() for name in names}
+    used: set[str] = set()
+    result = []
+    for name in names:
+        candidate, count = name, 1
+        while candidate.casefold() in used or (candidate != name and candidate.casefold() in taken):
+            count += 1
+            candidate = f"{name}_{count}"
+        used.add(candidate.casefold())
+        result.append(candidate)
+    return result
+
+
+def remove_stale_temporaries(directory: str | Path, pattern: str = "*", recursive: bool = True) -> int:
+    """Delete temporary files that an interrupted run left behind in ``directory`` (recursively).
+
+    ``pattern``: the start of the temporaries' names (e.g. ``.slide_1``). Only files whose writer
+    is gone (`is_stale_temporary`) are deleted, so a concurrent live run keeps its own.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return 0
     removed = 0
-    for candidate in directory.rglob(f"*{TEMP_MARKER}*"):
-        if candidate.is_file():
+    found = directory.rglob if recursive else directory.glob
+    for candidate in found(f"{pattern}{TEMP_MARKER}*"):
+        if candidate.is_file() and is_stale_temporary(candidate):
             candidate.unlink(missing_ok=True)
             removed += 1
     return removed

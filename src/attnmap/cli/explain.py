@@ -98,6 +98,8 @@ def explain(
     from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
 
     method = method or default_method()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is an existing file; give a folder")
     paths = expand_image_paths(images)
     names, _ = resolve_methods(method)
     options = parse_options(option_pairs)
@@ -144,10 +146,11 @@ def _run_distributed(
         raise InputError(
             f"--workers/--scheduler need attnmap.parallel, which is not available: {error}"
         ) from None
-    from attnmap.vit.batch import explain_chunk
+    from attnmap.vit.batch import _output_stems, explain_chunk
 
     batch_size = int(settings["batch_size"])
-    chunks = [[str(p) for p in paths[i : i + batch_size]] for i in range(0, len(paths), batch_size)]
+    named = [(str(path), stem) for path, stem in zip(paths, _output_stems(paths), strict=True)]
+    chunks = [named[i : i + batch_size] for i in range(0, len(named), batch_size)]  # names unique overall
     task = functools.partial(
         explain_chunk,
         model_spec=model_spec,

@@ -96,6 +96,8 @@ def attention(
     plus predictions.csv with every bag's prediction and probabilities."""
     from tqdm.auto import tqdm
 
+    from attnmap.errors import InputError
+    from attnmap.io_utils import unique_names
     from attnmap.mil.bags import list_bags, read_bag
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.export import export_attention, write_predictions_csv
@@ -107,20 +109,30 @@ def attention(
         paths.extend(list_bags(item) if item.is_dir() else [item])
     if not paths:
         raise click.BadParameter("no .h5 or .pt bags found", param_hint="BAGS")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is an existing file; give a folder")
+    names = unique_names([path.stem for path in paths])  # a/s.h5 and b/s.h5: s and s_2
     exports = []
-    for path in tqdm(paths, desc="bags", disable=quiet() or len(paths) < 2):
-        exports.append(
-            export_attention(
-                model,
-                read_bag(path),
-                out_dir,
-                branch=branch,
-                write_csv=not no_csv,
-                chunk_size=chunk_size,
-                model_name=checkpoint.name,
-                extra_provenance={"checkpoint": str(checkpoint)},
+    for path, name in tqdm(
+        list(zip(paths, names, strict=True)), desc="bags", disable=quiet() or len(paths) < 2
+    ):
+        bag = read_bag(path)
+        try:
+            exports.append(
+                export_attention(
+                    model,
+                    bag,
+                    out_dir,
+                    slide_id=name,
+                    branch=branch,
+                    write_csv=not no_csv,
+                    chunk_size=chunk_size,
+                    model_name=checkpoint.name,
+                    extra_provenance={"checkpoint": str(checkpoint), "bag": str(path)},
+                )
             )
-        )
+        except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
+            raise InputError(f"{path}: {error}") from error
     record = provenance(method="mil-attention", model=checkpoint, model_name=checkpoint.name)
     summary = write_predictions_csv(exports, Path(out_dir) / "predictions.csv", record)
     for item in exports:

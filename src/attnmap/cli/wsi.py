@@ -67,6 +67,7 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
     """Run ``work(slide, entry, config, outputs)`` for each slide with a progress bar; echo its summary."""
     from tqdm.auto import tqdm
 
+    from attnmap.lock import folder_lock
     from attnmap.wsi.pipeline.config import SlideEntry
     from attnmap.wsi.pipeline.outputs import SlideOutputs
     from attnmap.wsi.slide import open_slide
@@ -76,12 +77,13 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
         raise click.BadParameter(
             "two slides share a file name (stem); outputs would collide", param_hint="SLIDES"
         )
-    for path in tqdm(slides, desc="slides", unit="slide", disable=quiet() or len(slides) < 2):
-        entry = SlideEntry(str(path), path.stem)
-        outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
-        outputs.remove_temporaries()
-        with open_slide(path) as slide:
-            tqdm.write(f"{entry.slide_id}: {work(slide, entry, config, outputs)}")  # not inside the bar
+    with folder_lock(config.run.output_dir, "attnmap wsi"):
+        for path in tqdm(slides, desc="slides", unit="slide", disable=quiet() or len(slides) < 2):
+            entry = SlideEntry(str(path), path.stem)
+            outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+            outputs.remove_temporaries()
+            with open_slide(path) as slide:
+                tqdm.write(f"{entry.slide_id}: {work(slide, entry, config, outputs)}")  # not inside the bar
 
 
 @click.group()
@@ -113,7 +115,7 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
             )
         state = "segmented" if ran else "already segmented"
         found = f"{len(tissue.contours)} tissue region(s), {tissue.fraction():.1%} tissue"
-        return f"{state}, {found} -> {outputs.tissue}"
+        return f"{state}, {found} -> {outputs.tissue}" + (f" ({ran})" if ran else "")
 
     _each_slide(slides, _config(options, out_dir), work)
 
@@ -130,7 +132,8 @@ def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         tissue, _ = tissue_stage(slide, entry, config, outputs)
         coords, ran = patch_stage(slide, tissue, entry, config, outputs)
-        return f"{'patched' if ran else 'already patched'}: {len(coords)} patches -> {outputs.patches}"
+        state = "patched" if ran else "already patched"
+        return f"{state}: {len(coords)} patches -> {outputs.patches}" + (f" ({ran})" if ran else "")
 
     _each_slide(slides, _config(options, out_dir), work)
 
@@ -155,7 +158,8 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
         coords, _ = patch_stage(slide, tissue, entry, config, outputs)
         values, ran = features_stage(coords, entry, config, outputs, device, progress=not quiet())
         state = "extracted" if ran else "already extracted"
-        return f"{state}: {values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
+        found = f"{values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
+        return f"{state}: {found}" + (f" ({ran})" if ran else "")
 
     _each_slide(slides, _config(options, out_dir), work)
 
@@ -265,24 +269,29 @@ def heatmap(
     "--out", "-o", "--out-dir", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Output folder (default: run.output_dir of the config).",
 )
+@click.option("--force", is_flag=True, help="Recompute every stage of every slide.")
 @dataclass_options(RunConfig, "run", skip=("output_dir",), unset=True)
-def run(config_yaml: Path, out_dir: Path | None, **options: Any) -> None:
+def run(config_yaml: Path, out_dir: Path | None, force: bool, **options: Any) -> None:
     """Slide → tissue → patches → features → CLAM attention → heatmaps for every slide of a YAML config.
 
     Options given here replace the config's ``run`` keys. Resumable: rerun the same command after
-    an interruption; finished stages and slides are skipped. A failing slide is recorded in
-    run_report.json and does not stop the others (exit status 1)."""
+    an interruption or a change; each stage output records a fingerprint of what made it, and
+    exactly the stages whose fingerprint changed (and those after them) are recomputed, one line
+    per slide saying which and why. A failing slide is recorded in run_report.json and does not
+    stop the others (exit status 1)."""
     from tqdm.auto import tqdm
 
-    from attnmap.wsi.pipeline.cohort import run_cohort
-    from attnmap.wsi.pipeline.config import load_config
+    from attnmap.wsi.pipeline.cohort import run_cohort, slide_summaries
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
 
     overrides = from_options(RunConfig, "run", options, drop_unset=True)
     if out_dir is not None:
         overrides["output_dir"] = str(out_dir.resolve())
     config = load_config(config_yaml, **overrides)
-    report = run_cohort(config, progress=not quiet())
+    report = run_cohort(config, progress=not quiet(), force=force)
     out = Path(config.run.output_dir)
+    for line in slide_summaries(report, read_slide_list(config)):
+        click.echo(line)
     click.echo(
         f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed; "
         f"predictions: {out / 'predictions.csv'}; report: {out / 'run_report.json'}"

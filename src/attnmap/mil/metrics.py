@@ -9,7 +9,9 @@ a misleading number.
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import rankdata
@@ -62,3 +64,32 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, f
     present_acc = [value for value in per_class_acc if not math.isnan(value)]
     metrics["balanced_accuracy"] = float(np.mean(present_acc)) if present_acc else math.nan
     return metrics
+
+
+def nan_mean(values: list[float]) -> float:
+    """Mean of the values that are not NaN (NaN when none is)."""
+    present = [value for value in values if not math.isnan(value)]
+    return float(np.mean(present)) if present else math.nan
+
+
+def write_metrics_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    """Rows (dicts) as a CSV whose columns are every key in first-seen order."""
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(key for key in row if key not in fields)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def format_metrics(rows: list[dict[str, object]], class_names: list[str]) -> str:
+    """A small text table of per-fold AUC / accuracy / per-class accuracy."""
+    header = ["fold", "split", "n", "auc", "accuracy"] + [f"acc[{name}]" for name in class_names]
+    lines = ["  ".join(f"{h:>10}" for h in header)]
+    for row in rows:
+        cells = [str(row["fold"]), str(row["split"])]
+        cells += [f"{float(row.get(k, math.nan)):.3f}" for k in ["n", "auc", "accuracy"]]
+        cells += [f"{float(row.get(f'acc_class{c}', math.nan)):.3f}" for c in range(len(class_names))]
+        lines.append("  ".join(f"{cell:>10}" for cell in cells))
+    return "\n".join(lines)

@@ -53,12 +53,15 @@ def read_labels(path: str | Path) -> Cohort:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "No such labels file", str(path))
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [name.strip() for name in (reader.fieldnames or [])]
-        if "slide_id" not in columns or "label" not in columns:
-            raise InputError(f"{path}: needs columns slide_id,label[,case_id]; found {columns}")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [name.strip() for name in (reader.fieldnames or [])]
+            if "slide_id" not in columns or "label" not in columns:
+                raise InputError(f"{path}: needs columns slide_id,label[,case_id]; found {columns}")
+            rows = [{(k or "").strip(): _cell(v) for k, v in row.items()} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{path} is not a text CSV (slide_id,label[,case_id]): {error}") from error
     rows = [row for row in rows if row.get("slide_id")]
     if not rows:
         raise InputError(f"{path}: no slides listed")
@@ -82,6 +85,11 @@ def read_labels(path: str | Path) -> Cohort:
         raise InputError(f"{path}: all slides have the same label; a classifier needs at least two classes")
     case_ids = [row.get("case_id") or row["slide_id"] for row in rows]
     return Cohort(slide_ids, labels, case_ids, class_names)
+
+
+def _cell(value: object) -> str:
+    """A CSV cell as text; a row longer than the header puts a list under the None key."""
+    return ",".join(value) if isinstance(value, list) else str(value or "").strip()
 
 
 def make_folds(cohort: Cohort, folds: int, seed: int = 1, val_fraction: float = 0.1) -> list[Split]:

@@ -14,8 +14,13 @@ plus the test mean: AUC, accuracy, per-class accuracy and AUC) and per fold ``fo
 
 Resuming: after every epoch the fold's complete state (weights, optimizer, epoch, early-stopping
 counters, best weights, RNG state) goes to ``fold_<i>/resume.pt`` (written atomically). Running the
-same command again continues from there, and a fold with ``metrics.json`` is skipped. The bag order
-of an epoch is drawn from (seed, fold, epoch), so a resumed run equals an uninterrupted one.
+same command again continues from there, and a finished fold is skipped. The bag order of an
+epoch is drawn from (seed, fold, epoch), so a resumed run equals an uninterrupted one.
+
+A fold counts as finished only when its ``metrics.json`` parses and records the fold's fingerprint
+(options, the fold's slides with their labels and cases, each bag file's identity) and its
+``checkpoint.pt`` loads: a rerun with another labels CSV or changed features retrains the folds
+concerned, a truncated file is redone. One run at a time holds ``out_dir`` (`attnmap.lock`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,13 +37,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from attnmap.checkpoint import read_checkpoint
 from attnmap.errors import InputError
+from attnmap.fingerprint import Fingerprint
+from attnmap.io_utils import write_json_atomic
+from attnmap.lock import folder_lock
 from attnmap.mil.abmil import ABMIL
 from attnmap.mil.bags import find_bag, read_bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
-from attnmap.mil.metrics import classification_metrics
+from attnmap.mil.fold_files import finished_fold, fold_fingerprint, load_resume, save_atomic
+from attnmap.mil.metrics import classification_metrics, format_metrics, nan_mean, write_metrics_csv
 from attnmap.mil.splits import Cohort, Split, make_folds, read_labels, write_splits
 
 MODELS = ("clam_sb", "clam_mb", "abmil")
@@ -174,12 +181,6 @@ def evaluate(
     return float(np.mean(losses)), classification_metrics(np.array(labels), np.stack(probs))
 
 
-def _save_atomic(obj: object, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
 def _write_log(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
@@ -201,11 +202,19 @@ def train_fold(
     embed_dim: int,
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
+    fingerprint: Fingerprint | None = None,
+    verbose: bool = False,
 ) -> dict[str, dict]:
-    """Train one fold (resuming from ``resume.pt`` if present); returns val / test metrics."""
-    done = fold_dir / "metrics.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    """Train one fold (resuming from ``resume.pt`` if present); returns val / test metrics.
+
+    A fold already finished with ``fingerprint`` (default: `fold_fingerprint`) is not retrained.
+    """
+    fingerprint = fingerprint or fold_fingerprint(asdict(config), cohort, split, store.paths)
+    metrics, reason = finished_fold(fold_dir, fingerprint)
+    if metrics is not None:
+        return metrics
+    if verbose and reason != "missing":
+        print(f"fold {split.fold}: training again ({reason})")
     fold_dir.mkdir(parents=True, exist_ok=True)
     label_of = dict(zip(cohort.slide_ids, cohort.labels, strict=True))
     train_labels = [label_of[s] for s in split.train]
@@ -226,8 +235,8 @@ def train_fold(
         "stopped": False,
     }
     resume = fold_dir / "resume.pt"
-    if resume.is_file():
-        saved = read_checkpoint(resume)
+    saved = load_resume(resume, fingerprint)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
@@ -259,12 +268,13 @@ def train_fold(
         }
         state["log"].append(row)
         state["epoch"], state["stopped"] = epoch + 1, stop
-        _save_atomic(
+        save_atomic(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "state": state,
+                "fingerprint": fingerprint.value,
             },
             resume,
         )
@@ -276,7 +286,7 @@ def train_fold(
             break
     if config.early_stopping and state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
-    return _finish_fold(model, store, split, label_of, fold_dir, state, config)
+    return _finish_fold(model, store, split, label_of, fold_dir, state, fingerprint)
 
 
 def _update_early_stopping(state: dict, model, loss: float, epoch: int, config: TrainConfig) -> bool:
@@ -289,16 +299,18 @@ def _update_early_stopping(state: dict, model, loss: float, epoch: int, config: 
     return config.early_stopping and state["bad_epochs"] >= config.patience and epoch > config.stop_epoch
 
 
-def _finish_fold(model, store, split, label_of, fold_dir: Path, state: dict, config: TrainConfig) -> dict:
+def _finish_fold(
+    model, store, split, label_of, fold_dir: Path, state: dict, fingerprint: Fingerprint
+) -> dict:
     results: dict[str, dict] = {}
     for name in ("val", "test"):
         slides = getattr(split, name)
         loss, metrics = evaluate(model, store, slides, [label_of[s] for s in slides])
         results[name] = {"loss": loss, **metrics}
     results["best_epoch"] = {"epoch": state["best_epoch"], "epochs_run": state["epoch"]}
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, fold_dir / "checkpoint.pt")
-    (fold_dir / "model.json").write_text(json.dumps(model.config(), indent=2) + "\n")
-    (fold_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, fold_dir / "checkpoint.pt")
+    write_json_atomic(fold_dir / "model.json", model.config())
+    write_json_atomic(fold_dir / "metrics.json", {**results, "provenance": fingerprint.record()})  # last
     (fold_dir / "resume.pt").unlink(missing_ok=True)
     return results
 
@@ -326,7 +338,19 @@ def train_mil(
     config.check()
     cohort = read_labels(labels_csv)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, "attnmap mil train"):
+        return _train_locked(Path(features_dir), cohort, out_dir, config, progress, verbose, on_epoch)
+
+
+def _train_locked(
+    features_dir: Path,
+    cohort: Cohort,
+    out_dir: Path,
+    config: TrainConfig,
+    progress: bool,
+    verbose: bool,
+    on_epoch: EpochCallback | None,
+) -> list[dict[str, object]]:
     _check_same_config(out_dir / "config.json", config)
     store = BagStore(Path(features_dir), cohort.slide_ids, config.cache_gb * 1e9)
     embed_dim = int(store.features(cohort.slide_ids[0]).shape[1])
@@ -343,6 +367,7 @@ def train_mil(
             embed_dim,
             progress=progress,
             on_epoch=on_epoch,
+            verbose=verbose,
         )
         for name in ("val", "test"):
             if results[name].get("n"):
@@ -354,18 +379,13 @@ def train_mil(
             {
                 "fold": "mean",
                 "split": "test",
-                **{key: _nan_mean([float(r.get(key, math.nan)) for r in tests]) for key in keys},
+                **{key: nan_mean([float(r.get(key, math.nan)) for r in tests]) for key in keys},
             }
         )
-    _write_metrics(out_dir / "metrics.csv", rows)
+    write_metrics_csv(out_dir / "metrics.csv", rows)
     if verbose:
         print(format_metrics(rows, cohort.class_names))
     return rows
-
-
-def _nan_mean(values: list[float]) -> float:
-    present = [value for value in values if not math.isnan(value)]
-    return float(np.mean(present)) if present else math.nan
 
 
 def _check_same_config(path: Path, config: TrainConfig) -> None:
@@ -378,25 +398,3 @@ def _check_same_config(path: Path, config: TrainConfig) -> None:
         if changed:
             raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
     path.write_text(json.dumps(current, indent=2) + "\n")
-
-
-def _write_metrics(path: Path, rows: list[dict[str, object]]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(key for key in row if key not in fields)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def format_metrics(rows: list[dict[str, object]], class_names: list[str]) -> str:
-    """A small text table of per-fold AUC / accuracy / per-class accuracy."""
-    header = ["fold", "split", "n", "auc", "accuracy"] + [f"acc[{name}]" for name in class_names]
-    lines = ["  ".join(f"{h:>10}" for h in header)]
-    for row in rows:
-        cells = [str(row["fold"]), str(row["split"])]
-        cells += [f"{float(row.get(k, math.nan)):.3f}" for k in ["n", "auc", "accuracy"]]
-        cells += [f"{float(row.get(f'acc_class{c}', math.nan)):.3f}" for c in range(len(class_names))]
-        lines.append("  ".join(f"{cell:>10}" for cell in cells))
-    return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 A plain function of paths so it can run in process or be shipped to dask workers (`explain_chunk`
 loads the model itself from its spec, so only small picklable arguments travel). Every PNG carries
-provenance text chunks (attnmap version, model checksum, method, parameters, source image).
+provenance text chunks (attnmap version, model checksum, method, parameters, source image) and a
+fingerprint of them (`attnmap.fingerprint`): a rerun skips the images whose outputs are intact
+and have the same fingerprint, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from tqdm.auto import tqdm
 
 from attnmap.checkpoint import cached_vit
 from attnmap.errors import InputError
-from attnmap.io_utils import atomic_path, save_png
+from attnmap.fingerprint import Fingerprint, file_identity
+from attnmap.io_utils import atomic_path, save_png, unique_names
 from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
 from attnmap.vit.explain import explain
@@ -70,13 +73,49 @@ def split_options(names: Sequence[str], options: Mapping[str, Any]) -> dict[str,
 
 def _output_stems(paths: Sequence[Path]) -> list[str]:
     """File stems, made unique (name_2, name_3, ...) when two inputs share one."""
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        count = seen.get(path.stem, 0) + 1
-        seen[path.stem] = count
-        stems.append(path.stem if count == 1 else f"{path.stem}_{count}")
-    return stems
+    return unique_names([path.stem for path in paths])
+
+
+EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns redo them
+
+
+def _image_fingerprint(
+    path: Path,
+    checksum: str,
+    name: str,
+    target: object,
+    options: Mapping[str, Any],
+    drawing: Mapping[str, Any],
+) -> Fingerprint:
+    return Fingerprint(
+        {
+            "stage": "explain",
+            "version": EXPLAIN_VERSION,
+            "image": file_identity(path),
+            "model_sha256": checksum,
+            "method": name,
+            "target": target,
+            "options": dict(options),
+            "drawing": dict(drawing),
+        }
+    )
+
+
+def _image_done(
+    out_dir: Path, stem: str, names: Sequence[str], grid: bool, prints: list[Fingerprint]
+) -> bool:
+    """Whether every output of one image is intact and made with these fingerprints."""
+    for name, fingerprint in zip(names, prints, strict=True):
+        try:
+            np.load(out_dir / f"{stem}_{name}.npy", mmap_mode="r")  # header and size checked
+        except (OSError, ValueError):
+            return False
+        if not grid and fingerprint.check(out_dir / f"{stem}_{name}.png") is not None:
+            return False
+    if grid:
+        joint = Fingerprint({"methods": [fingerprint.value for fingerprint in prints]})
+        return joint.check(out_dir / f"{stem}_all_methods.png") is None
+    return True
 
 
 def _targets_for(target: Target, start: int, stop: int, total: int) -> Target:
@@ -109,6 +148,7 @@ def explain_paths(
     alpha: float = 0.5,
     model_name: str | None = None,
     progress: bool = True,
+    names: Sequence[str] | None = None,
     **options: Any,
 ) -> list[Path]:
     """Explain each image in ``paths`` with ``method`` and write the results into ``out_dir``.
@@ -117,28 +157,62 @@ def explain_paths(
     with its provenance in ``{stem}_{method}.npy.json``, and, unless ``method == "all"``,
     ``{stem}_{method}.png`` (overlay on the image as the model sees it). ``method="all"`` writes
     ``{stem}_all_methods.png``: one grid comparing every method.
-    Images are preprocessed for the model and run ``batch_size`` at a time. Returns written paths.
+    Images are preprocessed for the model and run ``batch_size`` at a time. ``names``: the output
+    stem of each image (default: file stems, made unique). Images whose outputs are intact and
+    were made with the same model, method, options, target and drawing are skipped. Returns the
+    paths written (or kept).
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    names, grid = resolve_methods(method)
-    per_method = split_options(names, options)
+    methods_, grid = resolve_methods(method)
+    per_method = split_options(methods_, options)
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir)
-    stems = _output_stems(paths)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} is an existing file")
+    stems = list(names) if names is not None else _output_stems(paths)
+    if len(stems) != len(paths):
+        raise InputError(f"got {len(stems)} output names for {len(paths)} images")
     checksum = model_checksum(model)
-    written: list[Path] = []
-    bar = tqdm(total=len(paths), desc="explain", unit="image", disable=not progress)
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
+    all_targets = _targets_for(target, 0, len(paths), len(paths))
+    drawing = {"cmap": cmap, "alpha": alpha}
+    prints = [
+        [
+            _image_fingerprint(
+                path,
+                checksum,
+                name,
+                all_targets[index] if isinstance(all_targets, list) else all_targets,
+                per_method[name],
+                drawing,
+            )
+            for name in methods_
+        ]
+        for index, path in enumerate(paths)
+    ]
+    todo = [
+        i for i, path in enumerate(paths) if not _image_done(out_dir, stems[i], methods_, grid, prints[i])
+    ]
+    written: list[Path] = [
+        out_dir / f"{stems[i]}_{name}.{kind}"
+        for i in sorted(set(range(len(paths))) - set(todo))
+        for name, kind in _output_files(methods_, grid)
+    ]
+    bar = tqdm(
+        total=len(paths), initial=len(paths) - len(todo), desc="explain", unit="image", disable=not progress
+    )
+    for start in range(0, len(todo), batch_size):
+        indices = todo[start : start + batch_size]
+        chunk = [paths[i] for i in indices]
         images, views = preprocess(model, chunk)
-        targets = _targets_for(target, start, start + len(chunk), len(paths))
-        maps = {name: explain(model, images, name, targets, **per_method[name]).detach() for name in names}
+        targets = [all_targets[i] for i in indices] if isinstance(all_targets, list) else all_targets
+        maps = {name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_}
         for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
-            stem = stems[start + offset]
+            stem = stems[indices[offset]]
+            image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
             image_target = targets[offset] if isinstance(targets, list) else targets
             overlays = []
-            for name in names:
+            for name in methods_:
                 heat = maps[name][offset].float().cpu().numpy()
                 meta = provenance(
                     method=name,
@@ -147,6 +221,7 @@ def explain_paths(
                     model_sha256=checksum,
                     image=str(path),
                     map_shape=tuple(heat.shape),
+                    **image_prints[name].record(),
                 )
                 write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
                 written.append(_save_npy(out_dir / f"{stem}_{name}.npy", heat))
@@ -156,17 +231,19 @@ def explain_paths(
                 else:
                     written.append(save_png(out_dir / f"{stem}_{name}.png", picture, meta))
             if grid:
+                joint = Fingerprint({"methods": [image_prints[name].value for name in methods_]})
                 meta = provenance(
                     method="all",
-                    parameters={"target": image_target, "methods": names, "options": per_method},
+                    parameters={"target": image_target, "methods": methods_, "options": per_method},
                     model_name=model_name or type(model).__name__,
                     model_sha256=checksum,
                     image=str(path),
+                    **joint.record(),
                 )
                 written.append(
                     save_grid(
                         [view, *overlays],
-                        ["image", *names],
+                        ["image", *methods_],
                         out_dir / f"{stem}_all_methods.png",
                         metadata=meta,
                     )
@@ -174,6 +251,12 @@ def explain_paths(
             bar.update(1)
     bar.close()
     return written
+
+
+def _output_files(methods_: Sequence[str], grid: bool) -> list[tuple[str, str]]:
+    """(name, suffix) of one image's outputs: each method's .npy, and its .png or one grid PNG."""
+    files = [(name, "npy") for name in methods_]
+    return files + ([("all_methods", "png")] if grid else [(name, "png") for name in methods_])
 
 
 def explain_chunk(
@@ -185,12 +268,18 @@ def explain_chunk(
     method: str,
     target: Target,
     out_dir: str,
+    names: Sequence[str] | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
-    """Worker entry point for `attnmap.parallel.run_tasks`: load the model (cached), explain ``paths``."""
+    """Worker entry point for `attnmap.parallel.run_tasks`: load the model (cached), explain ``paths``.
+
+    ``paths``: file paths, or (path, output name) pairs so that names stay unique across chunks.
+    """
     torch.manual_seed(0)
     model = cached_vit(model_spec, checkpoint, model_kwargs)
+    if paths and not isinstance(paths[0], (str, Path)):
+        paths, names = [str(item[0]) for item in paths], [str(item[1]) for item in paths]
     outputs = explain_paths(
-        paths, model, method, target, out_dir, model_name=model_spec, progress=False, **settings
+        paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names, **settings
     )
     return {"outputs": [str(p) for p in outputs]}

@@ -22,6 +22,8 @@ def _checked(coords: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nda
     scores = np.asarray(scores)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise InputError(f"coords must have shape (N, 2), got {coords.shape}")
+    if scores.size == 0 or len(coords) == 0:
+        raise InputError("the scores are empty: no patches to show")
     scores = scores.reshape(len(scores), -1) if scores.ndim else scores.reshape(1, 1)
     if scores.shape[1] != 1:
         raise InputError(f"scores must have shape (N,) or (N, 1), got {np.asarray(scores).shape}")
@@ -72,6 +74,8 @@ def load_scores_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             scores = np.asarray(handle["attention_scores"], dtype=np.float64).reshape(-1)
     except OSError as exc:
         raise InputError(f"cannot read scores file {path}: {exc}") from None
+    if len(scores) == 0:
+        raise InputError(f"{path} holds no patches (empty attention_scores)")
     _checked(coords, scores)
     return coords, scores
 

@@ -3,7 +3,9 @@
 The slides go through `attnmap.parallel.run_tasks` (dask.distributed, 1 or N workers, or an existing
 cluster); a slide that fails is recorded in ``run_report.json`` and the others go on. The
 predictions CSV is rebuilt from the per-slide prediction JSONs after every run, in slide-list
-order, so it is the same whatever the worker count or the order slides finished in.
+order, so it is the same whatever the worker count or the order slides finished in; it lists only
+predictions made with this configuration's fingerprint, and its provenance names the model
+checksums those files record. One run at a time holds the output folder (`attnmap.lock`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import functools
 import json
 from pathlib import Path
 
+from attnmap.errors import InputError
 from attnmap.io_utils import remove_stale_temporaries, write_csv_atomic
+from attnmap.lock import folder_lock
 from attnmap.parallel import RunReport, run_tasks
-from attnmap.provenance import model_checksum, provenance
+from attnmap.provenance import provenance
+from attnmap.stored import DamagedOutputError, stored_record
 from attnmap.wsi.features import resolve_device
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry, read_slide_list
+from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 from attnmap.wsi.pipeline.run import STAGES, SlideOutputs, run_slide_item, slide_complete
 
 PREDICTION_COLUMNS = ["slide_id", "label", "prediction", "prediction_name", "n_patches", "attention_branch"]
@@ -28,19 +34,35 @@ def run_cohort(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> RunReport:
     """Run the pipeline on every slide of ``config.slides.csv``; returns the run report.
 
-    ``workers`` / ``scheduler`` override ``config.run``. Finished slides are skipped; half-written
-    files of an interrupted earlier run are removed first.
+    ``workers`` / ``scheduler`` override ``config.run``. Slides whose outputs all have this
+    configuration's fingerprints are skipped (``force``: none is); half-written files of an
+    interrupted earlier run are removed first. Raises `InputError` when another run holds the
+    output folder. Each item's result has a one-line ``summary`` (see `slide_summaries`).
     """
     entries = read_slide_list(config)
+    check_distinct_outputs(entries)
     scheduler = scheduler if scheduler is not None else config.run.scheduler
     if scheduler is None:  # local workers see this machine's devices: check before starting them
         resolve_device(config.run.device)
     out_dir = Path(config.run.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)  # no task runs yet, so every temporary file is a leftover
+    with folder_lock(out_dir, "attnmap wsi run"):
+        remove_stale_temporaries(out_dir)  # only those whose writer is gone
+        return _run_locked(config, entries, workers, scheduler, progress, force)
+
+
+def _run_locked(
+    config: PipelineConfig,
+    entries: list[SlideEntry],
+    workers: int | None,
+    scheduler: str | None,
+    progress: bool,
+    force: bool,
+) -> RunReport:
+    out_dir = Path(config.run.output_dir)
     record = provenance(
         method="attnmap wsi run",
         parameters=config.to_dict(),
@@ -48,13 +70,13 @@ def run_cohort(
         model_name=Path(config.model.checkpoint).name,
     )
     report = run_tasks(
-        functools.partial(run_slide_item, config=config),
+        functools.partial(run_slide_item, config=config, force=force),
         entries,
         workers=workers if workers is not None else config.run.workers,
         scheduler=scheduler,
         report=out_dir / "run_report.json",
         desc="slides",
-        is_complete=functools.partial(slide_complete, config=config),
+        is_complete=None if force else functools.partial(slide_complete, config=config),
         progress=progress,
         provenance=record,
         stages=STAGES,
@@ -63,24 +85,58 @@ def run_cohort(
     return report
 
 
+def check_distinct_outputs(entries: list[SlideEntry]) -> None:
+    """Refuse, before any work, slide ids that would share output files (e.g. ``A`` and ``a`` on a
+    case-insensitive disk, where the slide list's own duplicate check does not see them)."""
+    seen: dict[str, str] = {}
+    for entry in entries:
+        key = entry.slide_id.casefold()
+        if key in seen:
+            raise InputError(
+                f"slides {seen[key]!r} and {entry.slide_id!r} would write the same output files; "
+                "give them distinct slide_id values"
+            )
+        seen[key] = entry.slide_id
+
+
+def slide_summaries(report: RunReport, entries: list[SlideEntry]) -> list[str]:
+    """One line per slide: what was reused and what recomputed (and why), or why it failed."""
+    lines = []
+    for entry, item in zip(entries, report.items, strict=True):
+        if item.status == "skipped":
+            lines.append(f"{entry.slide_id}: reused all stages")
+        elif item.status == "done" and item.result is not None:
+            lines.append(str(item.result.get("summary", f"{entry.slide_id}: done")))
+        elif item.status == "failed":
+            lines.append(f"{entry.slide_id}: failed: {item.error_type}: {item.message}")
+    return lines
+
+
 def write_predictions(config: PipelineConfig, entries: list[SlideEntry]) -> Path:
     """``predictions.csv`` (one row per finished slide, slide-list order) + ``predictions.csv.json``."""
     out_dir = Path(config.run.output_dir)
     n_classes = 0
     rows_json = []
+    models: dict[str, list[str]] = {}
     for entry in entries:
         path = SlideOutputs(out_dir, entry.slide_id).prediction
-        if path.is_file():
-            row = json.loads(path.read_text())
-            rows_json.append(row)
-            n_classes = max(n_classes, len(row["probabilities"]))
+        try:
+            stored = stored_record(path)
+        except DamagedOutputError:
+            continue
+        if stored is None or StageFingerprints(entry, config).prediction.changes(stored) is not None:
+            continue  # not made by this configuration (e.g. the slide failed this time): not listed
+        row = json.loads(path.read_text())
+        rows_json.append(row)
+        n_classes = max(n_classes, len(row["probabilities"]))
+        models.setdefault(str(row["provenance"].get("model_sha256", "")), []).append(entry.slide_id)
     header = PREDICTION_COLUMNS + [f"p_{index}" for index in range(n_classes)]
     rows = [[row[column] for column in PREDICTION_COLUMNS] + list(row["probabilities"]) for row in rows_json]
     record = provenance(
         method="clam_prediction",
         parameters=config.stage_parameters("model", "features"),
         model_name=Path(config.model.checkpoint).name,
-        model_sha256=model_checksum(config.model.checkpoint),
+        model_sha256=",".join(sorted(models)),  # what the listed files record: one checksum normally
         n_slides=len(rows),
     )
     return write_csv_atomic(out_dir / "predictions.csv", header, rows, provenance=record)

@@ -2,7 +2,7 @@
 
 Split from `attnmap.wsi.pipeline.stages` (which computes tissue, patches, features, attention)
 because drawing has its own options (overlap grids with reference scores, TIFF) and its own skip
-rules: each file is drawn only when it is missing.
+rules: each file is drawn again when it is missing, damaged or made with another fingerprint.
 """
 
 from __future__ import annotations
@@ -17,9 +17,16 @@ from attnmap.io_utils import atomic_path, save_png, write_json_atomic
 from attnmap.wsi.features import extract_features
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
-from attnmap.wsi.pipeline.outputs import SlideOutputs
-from attnmap.wsi.pipeline.stage_files import blockmap_complete, load_blockmap, save_blockmap
-from attnmap.wsi.pipeline.stages import cached_clam, cached_encoder, level0_patch_size, slide_provenance
+from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+from attnmap.wsi.pipeline.outputs import SlideOutputs, heatmap_reason, sampling_reason
+from attnmap.wsi.pipeline.stage_files import load_blockmap, save_blockmap
+from attnmap.wsi.pipeline.stages import (
+    cached_clam,
+    cached_encoder,
+    fingerprints,
+    level0_patch_size,
+    slide_provenance,
+)
 
 
 def _draw(
@@ -51,6 +58,7 @@ def _overlap_scores(
     outputs: SlideOutputs,
     device: str,
     branch: int,
+    prints: StageFingerprints | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw attention on CLAM's heatmap-time grid (overlapping, four_pt_hard, centre shift).
 
@@ -73,7 +81,8 @@ def _overlap_scores(
         padding=p.padding,
         center_shift=heatmap_center_shift(h.overlap),
     )
-    if blockmap_complete(path, len(coords)):
+    fingerprint = fingerprints(entry, config, prints).overlap
+    if fingerprint.check(path, datasets=("attention_scores", "coords"), rows=len(coords)) is None:
         stored = load_blockmap(path)
         if np.array_equal(stored["coords"], coords):
             return coords, stored["scores"]
@@ -102,6 +111,7 @@ def _overlap_scores(
         encoder_sha256=encoder_checksum,
         overlap=h.overlap,
     )
+    record.update(fingerprint.record())
     save_blockmap(
         path,
         {
@@ -125,21 +135,33 @@ def heatmap_stage(
     config: PipelineConfig,
     outputs: SlideOutputs,
     device: str,
-) -> list[str]:
-    """The heatmap PNG (and the original and the pyramidal TIFF overlay if asked); returns what it wrote."""
-    written: list[str] = []
+    prints: StageFingerprints | None = None,
+) -> str | None:
+    """The heatmap PNG (and the original and the pyramidal TIFF overlay if asked).
+
+    Returns why they were drawn, or None when every one was reused.
+    """
+    prints = fingerprints(entry, config, prints)
+    reason = heatmap_reason(outputs, prints, config)
+    if reason is None:
+        return None
     h = config.heatmap
-    record = slide_provenance(config, entry, "clam_heatmap", ("patching", "features", "model", "heatmap"))
+    record = {
+        **slide_provenance(config, entry, "clam_heatmap", ("patching", "features", "model", "heatmap")),
+        **prints.heatmap.record(),
+    }
     png, tiff = outputs.named("heatmap.png"), outputs.named("heatmap.tif")
-    if not png.is_file() or (h.tiff and not tiff.is_file()):
+    png_ok = prints.heatmap.check(png) is None
+    tiff_ok = not h.tiff or prints.heatmap.check(tiff) is None
+    if not png_ok or not tiff_ok:
         if h.overlap > 0:
             coords, scores = _overlap_scores(
-                slide, tissue, entry, config, outputs, device, attention["branch"]
+                slide, tissue, entry, config, outputs, device, attention["branch"], prints
             )
             reference = attention["scores"]
         else:
             coords, scores, reference = attention["coords"], attention["scores"], None
-        if h.tiff and not tiff.is_file():
+        if not tiff_ok:
             from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
 
             with atomic_path(tiff) as temporary:
@@ -156,11 +178,9 @@ def heatmap_stage(
                     metadata=record,
                     progress=False,
                 )
-            written.append(tiff.name)
-        if not png.is_file():
+        if not png_ok:
             save_png(png, _draw(slide, tissue, coords, scores, config, reference), record)
-            written.append(png.name)
-    if h.save_original and not outputs.named("original.png").is_file():
+    if h.save_original and prints.heatmap.check(outputs.named("original.png")) is not None:
         from attnmap.wsi.heatmap.renderer import resolve_vis_level
 
         level = resolve_vis_level(slide, h.vis_level)
@@ -169,20 +189,42 @@ def heatmap_stage(
             slide.read_region((0, 0), level, slide.level_dimensions[level]),
             record,
         )
-        written.append(outputs.named("original.png").name)
-    return written
+    return reason
+
+
+def _remove_samples(outputs: SlideOutputs) -> None:
+    """Delete earlier top-k / bottom-k crops (another k or other scores must not leave stale ones)."""
+    import shutil
+
+    outputs.named("samples.json").unlink(missing_ok=True)
+    for folder in ("topk_high_attention", "bottomk_low_attention"):
+        if (outputs.heatmap_dir / folder).is_dir():
+            shutil.rmtree(outputs.heatmap_dir / folder)
 
 
 def sampling_stage(
-    slide: Any, attention: dict[str, Any], entry: SlideEntry, config: PipelineConfig, outputs: SlideOutputs
-) -> bool:
+    slide: Any,
+    attention: dict[str, Any],
+    entry: SlideEntry,
+    config: PipelineConfig,
+    outputs: SlideOutputs,
+    prints: StageFingerprints | None = None,
+) -> str | None:
+    """Top-k / bottom-k crops and their list (``samples.json``); returns why they were made, or None."""
+    prints = fingerprints(entry, config, prints)
+    reason = sampling_reason(outputs, prints, config)
+    if reason is None:
+        return None
+    _remove_samples(outputs)
     s = config.sampling
-    marker = outputs.named("samples.json")
-    if (s.top_k == 0 and s.bottom_k == 0) or marker.is_file():
-        return False
+    if s.top_k == 0 and s.bottom_k == 0:
+        return reason
     from attnmap.wsi.scores_io import save_patch_samples
 
-    record = slide_provenance(config, entry, "clam_attention_samples", ("patching", "model", "sampling"))
+    record = {
+        **slide_provenance(config, entry, "clam_attention_samples", ("patching", "model", "sampling")),
+        **prints.sampling.record(),
+    }
     written = save_patch_samples(
         slide,
         attention["coords"],
@@ -195,13 +237,13 @@ def sampling_stage(
         metadata=record,
     )
     write_json_atomic(
-        marker,
+        outputs.named("samples.json"),
         {
             "provenance": record,
             "files": sorted(str(Path(p).relative_to(outputs.heatmap_dir)) for p in written),
         },
     )
-    return True
+    return reason
 
 
 def write_heatmap_files(

@@ -1,12 +1,20 @@
-"""Where `attnmap wsi run` puts each slide's files, and whether a slide is finished."""
+"""Where `attnmap wsi run` puts each slide's files, and which of them can be reused as they are.
+
+A stage's output is reused only when it is intact (`attnmap.stored`) and was made with the
+fingerprint this configuration gives it (`attnmap.wsi.pipeline.fingerprint`); otherwise the
+reason (missing, damaged, which inputs changed) is what the run reports for that stage.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnmap.io_utils import TEMP_MARKER, remove_stale_temporaries
+from attnmap.io_utils import remove_stale_temporaries
+from attnmap.stored import DamagedOutputError, stored_record
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 
 STAGES = ("tissue", "patches", "features", "attention", "heatmap", "sampling")
 
@@ -46,7 +54,8 @@ class SlideOutputs:
         return self.named("prediction.json")
 
     def remove_temporaries(self) -> None:
-        """Delete what an interrupted run of this slide left half-written (only this slide's files)."""
+        """Delete what an interrupted run of this slide left half-written (only this slide's files,
+        only those whose writing process is gone)."""
         remove_stale_temporaries(self.heatmap_dir)
         for folder in (
             self.tissue.parent,
@@ -54,12 +63,100 @@ class SlideOutputs:
             self.features_h5.parent,
             self.features_pt.parent,
         ):
-            if folder.is_dir():
-                for leftover in folder.glob(f".{self.slide_id}{TEMP_MARKER}*"):
-                    leftover.unlink(missing_ok=True)
+            remove_stale_temporaries(folder, pattern=f".{self.slide_id}", recursive=False)
+
+
+# ----------------------------------------------------------------------------------- reuse checks
+def stored_rows(path: Path, dataset: str) -> int | None:
+    """Rows of an h5 dataset, or None when the file is missing or unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return int(handle[dataset].shape[0])
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def features_reason(
+    outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig, n: int
+) -> str | None:
+    reason = prints.features.check(outputs.features_h5, datasets=("features", "coords"), rows=n)
+    if reason is None and config.features.save_pt:
+        try:
+            if stored_record(outputs.features_pt) is None:
+                return "missing .pt"
+        except DamagedOutputError as error:
+            return f"damaged: {error}"
+    return reason
+
+
+def attention_reason(outputs: SlideOutputs, prints: StageFingerprints, n: int) -> str | None:
+    return prints.attention.check(
+        outputs.named("blockmap.h5"), datasets=("attention_scores", "coords"), rows=n
+    )
+
+
+def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
+    """Why the heatmap files must be drawn again (the PNG, and the TIFF and original when asked)."""
+    names = ["heatmap.png"]
+    names += ["heatmap.tif"] if config.heatmap.tiff else []
+    names += ["original.png"] if config.heatmap.save_original else []
+    for name in names:
+        reason = prints.heatmap.check(outputs.named(name))
+        if reason is not None:
+            return f"{name} {reason}" if len(names) > 1 else reason
+    return None
+
+
+def sampling_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
+    """Why the top-k / bottom-k crops must be saved again (or, with none asked, removed)."""
+    marker = outputs.named("samples.json")
+    if config.sampling.top_k == 0 and config.sampling.bottom_k == 0:
+        return "no samples asked: old ones removed" if marker.exists() else None
+    reason = prints.sampling.check(marker)
+    if reason is None:
+        files = json.loads(marker.read_text()).get("files", [])
+        if not all((outputs.heatmap_dir / name).is_file() for name in files):
+            return "damaged: a sample crop is missing"
+    return reason
+
+
+def stage_reasons(
+    entry: SlideEntry, config: PipelineConfig, out_dir: str | Path | None = None
+) -> dict[str, str | None]:
+    """For each stage (and ``prediction``), why it must run, or None when its outputs are reusable."""
+    outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
+    prints = StageFingerprints(entry, config)
+    reasons: dict[str, str | None] = {
+        "tissue": prints.tissue.check(outputs.tissue),
+        "patches": prints.patches.check(outputs.patches, datasets=("coords",)),
+    }
+    n = stored_rows(outputs.patches, "coords") if reasons["patches"] is None else None
+    if n is None:
+        reasons.update(
+            dict.fromkeys(("features", "attention", "heatmap", "sampling", "prediction"), "upstream")
+        )
+        return reasons
+    reasons["features"] = features_reason(outputs, prints, config, n)
+    reasons["attention"] = attention_reason(outputs, prints, n)
+    reasons["heatmap"] = heatmap_reason(outputs, prints, config)
+    reasons["sampling"] = sampling_reason(outputs, prints, config)
+    reasons["prediction"] = prints.prediction.check(outputs.prediction)
+    return reasons
 
 
 def slide_complete(entry: SlideEntry, config: PipelineConfig, out_dir: str | Path | None = None) -> bool:
-    """Whether every stage of ``entry`` is done (its prediction JSON, written last, exists)."""
-    outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
-    return outputs.prediction.is_file() and outputs.named("heatmap.png").is_file()
+    """Whether every output of ``entry`` is intact and made with this configuration's fingerprints."""
+    return all(reason is None for reason in stage_reasons(entry, config, out_dir).values())
+
+
+def describe_reasons(slide_id: str, reasons: dict[str, str | None]) -> str:
+    """One line: which stages were reused and which recomputed, and why."""
+    names = STAGES + ("prediction",)
+    reused = [stage for stage in STAGES if reasons.get(stage) is None]
+    redone = [f"{stage} ({reasons[stage]})" for stage in names if reasons.get(stage) is not None]
+    if not redone:
+        return f"{slide_id}: reused all stages"
+    parts = [f"recomputed {', '.join(redone)}"] + ([f"reused {', '.join(reused)}"] if reused else [])
+    return f"{slide_id}: " + "; ".join(parts)

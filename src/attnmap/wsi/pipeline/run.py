@@ -1,9 +1,10 @@
 """`attnmap wsi run`: slide → tissue → patches → features → CLAM attention → heatmaps, one slide at a time.
 
-Each stage writes one file (atomically, with provenance) and is skipped when that file is already
-there and readable, so an interrupted cohort resumes at the stage it stopped in, and rerunning a
-finished cohort is free. The per-slide prediction JSON is written last: its presence means the
-whole slide is done (`slide_complete`). Models are loaded once per process and reused.
+Each stage writes one file (atomically, with provenance and a fingerprint of what made it) and is
+skipped when that file is intact and has this configuration's fingerprint, so an interrupted
+cohort resumes at the stage it stopped in, a changed input or parameter recomputes exactly the
+stages it affects, and rerunning a finished cohort is free. The per-slide prediction JSON is
+written last. Models are loaded once per process and reused.
 
 Output layout under ``run.output_dir`` (CLAM's folder names where CLAM has them, so `attnmap mil
 train OUT/features labels.csv` reads the features as they are)::
@@ -27,7 +28,8 @@ from attnmap.io_utils import write_json_atomic
 from attnmap.wsi.features import resolve_device
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.drawing import heatmap_stage, sampling_stage
-from attnmap.wsi.pipeline.outputs import STAGES, SlideOutputs, slide_complete
+from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+from attnmap.wsi.pipeline.outputs import STAGES, SlideOutputs, describe_reasons, slide_complete, stage_reasons
 from attnmap.wsi.pipeline.stages import (
     attention_stage,
     features_stage,
@@ -45,14 +47,17 @@ def run_slide(
     out_dir: str | Path | None = None,
     progress: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> dict:
     """Run every stage for one slide and return its prediction row (as written to the prediction JSON).
 
     ``entry``: a `SlideEntry` or a slide path (its id is then the file stem). ``out_dir`` overrides
-    ``config.run.output_dir``. Stages whose output exists are skipped; the result's ``stages`` says
-    which ran. ``progress``: a bar over the stages (and one over feature batches); ``on_stage``
-    is called with each stage's name as it finishes (finished or skipped). Raises for a
-    slide that cannot be processed (the cohort runner records it).
+    ``config.run.output_dir``. Stages whose output is intact and has this configuration's
+    fingerprint are reused; the result's ``stages`` says which ran, ``reasons`` why, ``summary``
+    both in one line. ``force``: recompute every stage. ``progress``: a bar over the stages (and
+    one over feature batches); ``on_stage`` is called with each stage's name as it finishes
+    (finished or skipped). Raises for a slide that cannot be processed (the cohort runner
+    records it).
     """
     from attnmap.wsi.slide import open_slide
 
@@ -60,37 +65,49 @@ def run_slide(
         entry = SlideEntry(str(entry), Path(entry).stem)
     root = Path(out_dir if out_dir is not None else config.run.output_dir)
     outputs = SlideOutputs(root, entry.slide_id)
-    if slide_complete(entry, config, root):
+    if not force and slide_complete(entry, config, root):
         row = json.loads(outputs.prediction.read_text())
         row.pop("provenance", None)
-        return {**row, "stages": dict.fromkeys(STAGES, False)}
+        reasons = dict.fromkeys(STAGES)
+        return {
+            **row,
+            "stages": dict.fromkeys(STAGES, False),
+            "reasons": reasons,
+            "summary": describe_reasons(entry.slide_id, reasons),
+        }
     outputs.remove_temporaries()
+    prints = StageFingerprints(entry, config)
+    if force:
+        _remove_outputs(outputs)
     from tqdm.auto import tqdm
 
     device = str(resolve_device(config.run.device))
     stages: dict[str, bool] = {}
+    reasons: dict[str, str | None] = {}
     with (
         open_slide(entry.path) as slide,
         tqdm(total=len(STAGES), desc=entry.slide_id, unit="stage", disable=not progress, leave=False) as bar,
     ):
 
-        def done(stage: str, ran: bool) -> None:
-            stages[stage] = bool(ran)
+        def done(stage: str, reason: str | None) -> None:
+            stages[stage] = reason is not None
+            reasons[stage] = "forced" if force and reason is not None else reason
             bar.set_postfix_str(stage)
             bar.update(1)
             if on_stage is not None:
                 on_stage(stage)
 
-        tissue, ran = tissue_stage(slide, entry, config, outputs)
-        done("tissue", ran)
-        coords, ran = patch_stage(slide, tissue, entry, config, outputs)
-        done("patches", ran)
-        features, ran = features_stage(coords, entry, config, outputs, device, progress)
-        done("features", ran)
-        attention, ran = attention_stage(slide, features, coords, entry, config, outputs, device)
-        done("attention", ran)
-        done("heatmap", bool(heatmap_stage(slide, tissue, attention, entry, config, outputs, device)))
-        done("sampling", sampling_stage(slide, attention, entry, config, outputs))
+        tissue, reason = tissue_stage(slide, entry, config, outputs, prints)
+        done("tissue", reason)
+        coords, reason = patch_stage(slide, tissue, entry, config, outputs, prints)
+        done("patches", reason)
+        features, reason = features_stage(coords, entry, config, outputs, device, progress, prints)
+        done("features", reason)
+        attention, reason = attention_stage(slide, features, coords, entry, config, outputs, device, prints)
+        done("attention", reason)
+        done("heatmap", heatmap_stage(slide, tissue, attention, entry, config, outputs, device, prints))
+        done("sampling", sampling_stage(slide, attention, entry, config, outputs, prints))
+    reasons["prediction"] = "forced" if force else prints.prediction.check(outputs.prediction)
     names = config.model.class_names
     prediction = attention["prediction"]
     row = {
@@ -107,16 +124,39 @@ def run_slide(
         outputs.prediction,
         {
             **row,
-            "provenance": slide_provenance(
-                config, entry, "clam_prediction", ("model",), model_name=Path(config.model.checkpoint).name
-            ),
+            "provenance": {
+                **slide_provenance(
+                    config,
+                    entry,
+                    "clam_prediction",
+                    ("model",),
+                    model_name=Path(config.model.checkpoint).name,
+                    model_sha256=attention["model_sha256"],
+                ),
+                **prints.prediction.record(),
+            },
         },
     )
-    return {**row, "stages": stages}
+    return {**row, "stages": stages, "reasons": reasons, "summary": describe_reasons(entry.slide_id, reasons)}
 
 
-def run_slide_item(entry: SlideEntry, config: PipelineConfig) -> dict:
+def _remove_outputs(outputs: SlideOutputs) -> None:
+    """``--force``: delete the slide's finished outputs, so that every stage is made again."""
+    import shutil
+
+    for path in (outputs.tissue, outputs.patches, outputs.features_h5, outputs.features_pt):
+        path.unlink(missing_ok=True)
+    if outputs.heatmap_dir.is_dir():
+        shutil.rmtree(outputs.heatmap_dir)
+
+
+def slide_plan(entry: SlideEntry, config: PipelineConfig, out_dir: str | Path | None = None) -> str:
+    """The one-line summary of what `run_slide` would reuse and recompute for ``entry``."""
+    return describe_reasons(entry.slide_id, stage_reasons(entry, config, out_dir))
+
+
+def run_slide_item(entry: SlideEntry, config: PipelineConfig, force: bool = False) -> dict:
     """`run_slide` as a `run_tasks` task: output folder from the config, stages announced to the client."""
     from attnmap.parallel import report_stage
 
-    return run_slide(entry, config, on_stage=report_stage)
+    return run_slide(entry, config, on_stage=report_stage, force=force)

@@ -1,9 +1,11 @@
-"""The stages of `attnmap wsi run` for one slide, each writing one file and skipped when it exists.
+"""The stages of `attnmap wsi run` for one slide, each writing one file and reusing it when it fits.
 
 Each stage takes the open slide, the slide's `SlideEntry`, the `PipelineConfig` and its
-`SlideOutputs`, returns its result and whether it ran. A stage reads its own output back when the
-file is already there and readable (atomic writes make "there" mean "complete"), so a resumed run
-redoes only what was missing. Models are loaded once per process (`attnmap.checkpoint.cached_model`,
+`SlideOutputs`, returns its result and why it ran (None: its output was reused). An output is
+reused when it is intact and records the fingerprint this configuration gives it
+(`attnmap.wsi.pipeline.outputs`), so a resumed run redoes only what was missing, and a run with
+changed inputs redoes exactly what they affect. Models are loaded once per process
+(`attnmap.checkpoint.cached_model`,
 keyed on the model files' path, size and mtime).
 """
 
@@ -17,11 +19,11 @@ import numpy as np
 from attnmap.checkpoint import cached_clam, cached_encoder
 from attnmap.errors import InputError
 from attnmap.provenance import provenance
-from attnmap.wsi.features import extract_features, features_complete, load_features, save_features
+from attnmap.wsi.features import extract_features, load_features, save_features
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
-from attnmap.wsi.pipeline.outputs import SlideOutputs
+from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+from attnmap.wsi.pipeline.outputs import SlideOutputs, attention_reason, features_reason
 from attnmap.wsi.pipeline.stage_files import (
-    blockmap_complete,
     load_blockmap,
     load_coords,
     load_tissue,
@@ -43,6 +45,13 @@ def slide_provenance(
     )
 
 
+def fingerprints(
+    entry: SlideEntry, config: PipelineConfig, prints: StageFingerprints | None
+) -> StageFingerprints:
+    """``prints`` if given (one per slide run), else this slide's fingerprints under ``config``."""
+    return prints if prints is not None else StageFingerprints(entry, config)
+
+
 def level0_patch_size(patching: Any, slide: Any) -> int:
     """The patch size in level-0 pixels (what the renderer and CLAM's heatmap code expect)."""
     return int(round(patching.patch_size * slide.level_downsamples[patching.level]))
@@ -50,15 +59,21 @@ def level0_patch_size(patching: Any, slide: Any) -> int:
 
 # ----------------------------------------------------------------------------------- stages
 def tissue_stage(
-    slide: Any, entry: SlideEntry, config: PipelineConfig, outputs: SlideOutputs
-) -> tuple[Any, bool]:
+    slide: Any,
+    entry: SlideEntry,
+    config: PipelineConfig,
+    outputs: SlideOutputs,
+    prints: StageFingerprints | None = None,
+) -> tuple[Any, str | None]:
     from attnmap.wsi.tissue import segment_tissue
 
-    if outputs.tissue.is_file():
+    fingerprint = fingerprints(entry, config, prints).tissue
+    reason = fingerprint.check(outputs.tissue)
+    if reason is None:
         try:
-            return load_tissue(outputs.tissue), False
-        except (InputError, ValueError, KeyError):
-            pass  # unreadable: segment again
+            return load_tissue(outputs.tissue), None
+        except InputError:
+            reason = "damaged: not a tissue file"
     seg = config.segmentation
     tissue = segment_tissue(
         slide,
@@ -72,18 +87,28 @@ def tissue_stage(
         max_n_holes=seg.max_n_holes,
         preset=seg.preset,
     )
-    save_tissue(outputs.tissue, tissue, slide_provenance(config, entry, "segment_tissue", ("segmentation",)))
-    return tissue, True
+    record = {**slide_provenance(config, entry, "segment_tissue", ("segmentation",)), **fingerprint.record()}
+    save_tissue(outputs.tissue, tissue, record)
+    return tissue, reason
 
 
 def patch_stage(
-    slide: Any, tissue: Any, entry: SlideEntry, config: PipelineConfig, outputs: SlideOutputs
-) -> tuple[np.ndarray, bool]:
+    slide: Any,
+    tissue: Any,
+    entry: SlideEntry,
+    config: PipelineConfig,
+    outputs: SlideOutputs,
+    prints: StageFingerprints | None = None,
+) -> tuple[np.ndarray, str | None]:
     from attnmap.wsi.patching import patch_grid
 
-    coords = load_coords(outputs.patches)
-    if coords is not None:
-        return coords, False
+    fingerprint = fingerprints(entry, config, prints).patches
+    reason = fingerprint.check(outputs.patches, datasets=("coords",))
+    if reason is None:
+        coords = load_coords(outputs.patches)
+        if coords is not None:
+            return coords, None
+        reason = "damaged: no N×2 coords"
     p = config.patching
     coords = patch_grid(
         slide,
@@ -103,18 +128,12 @@ def patch_stage(
         p.patch_size,
         p.level,
         entry.slide_id,
-        slide_provenance(config, entry, "patch_grid", ("segmentation", "patching")),
+        {
+            **slide_provenance(config, entry, "patch_grid", ("segmentation", "patching")),
+            **fingerprint.record(),
+        },
     )
-    return coords, True
-
-
-def _same_encoder(path: Path, features_config: Any) -> bool:
-    """A features file made by another encoder is not reused (one without a record, e.g. CLAM's, is)."""
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        made_by = handle.attrs.get("model")
-    return made_by is None or str(made_by) == features_config.encoder
+    return coords, reason
 
 
 def features_stage(
@@ -124,14 +143,16 @@ def features_stage(
     outputs: SlideOutputs,
     device: str,
     progress: bool = False,
-) -> tuple[np.ndarray, bool]:
+    prints: StageFingerprints | None = None,
+) -> tuple[np.ndarray, str | None]:
     f = config.features
-    if features_complete(outputs.features_h5, n_patches=len(coords)) and _same_encoder(
-        outputs.features_h5, f
-    ):
+    fingerprint = fingerprints(entry, config, prints).features
+    reason = features_reason(outputs, fingerprints(entry, config, prints), config, len(coords))
+    if reason is None:
         features, stored = load_features(outputs.features_h5)
         if np.array_equal(stored, coords):
-            return features, False
+            return features, None
+        reason = "damaged: other coordinates"
     encoder, checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
     features = extract_features(
         entry.path,
@@ -152,8 +173,14 @@ def features_stage(
         model_sha256=checksum,
         model_name=f.encoder,
     )
-    save_features(outputs.features_h5, features, coords, record, outputs.features_pt if f.save_pt else None)
-    return features, True
+    save_features(
+        outputs.features_h5,
+        features,
+        coords,
+        {**record, **fingerprint.record()},
+        outputs.features_pt if f.save_pt else None,
+    )
+    return features, reason
 
 
 def attention_stage(
@@ -164,17 +191,31 @@ def attention_stage(
     config: PipelineConfig,
     outputs: SlideOutputs,
     device: str,
-) -> tuple[dict[str, Any], bool]:
-    """Prediction and raw attention of the predicted class's branch (CLAM's heatmap choice)."""
+    prints: StageFingerprints | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """Prediction and raw attention of the predicted class's branch (CLAM's heatmap choice).
+
+    The result's ``model_sha256`` is the checksum recorded with the scores: the model that made them.
+    """
+    import h5py
+
     path = outputs.named("blockmap.h5")
-    if blockmap_complete(path, len(coords)):
+    fingerprint = fingerprints(entry, config, prints).attention
+    reason = attention_reason(outputs, fingerprints(entry, config, prints), len(coords))
+    if reason is None:
         stored = load_blockmap(path)
         if np.array_equal(stored["coords"], coords):
-            return stored, False
+            with h5py.File(path, "r") as handle:
+                stored["model_sha256"] = str(handle.attrs.get("model_sha256", ""))
+            return stored, None
+        reason = "damaged: other coordinates"
     from attnmap.mil import infer_bag
 
     model, checksum = cached_clam(config.model.checkpoint, device)
-    bag = infer_bag(model, features)
+    try:
+        bag = infer_bag(model, features)
+    except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
+        raise InputError(f"{outputs.features_h5}: {error}") from error
     result = {
         "coords": coords,
         "scores": np.asarray(bag.scores("raw"), dtype=np.float64),
@@ -192,5 +233,5 @@ def attention_stage(
         model_name=Path(config.model.checkpoint).name,
         branch=result["branch"],
     )
-    save_blockmap(path, result, record)
-    return result, True
+    save_blockmap(path, result, {**record, **fingerprint.record()})
+    return {**result, "model_sha256": checksum}, reason

@@ -1,0 +1,95 @@
+"""Fingerprints: a digest of what made an output, stored in it, compared before reusing it.
+
+Why: "the file exists" is not "the file is what this run would write". An output records the
+identity of its inputs (path, size, mtime; a content hash for models and labels, whose edits keep
+the size), the parameters that affect it, the version of the code that made it, and its upstream
+outputs' fingerprints. A rerun recomputes an output exactly when the fingerprint differs, and can
+say why: the stored inputs are kept next to the digest, so the changed keys can be named.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnmap.stored import DamagedOutputError, stored_record
+
+FINGERPRINT_KEY = "attnmap_fingerprint"
+INPUTS_KEY = "attnmap_fingerprint_inputs"
+
+
+@functools.lru_cache(maxsize=256)
+def _content_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_identity(path: str | Path, content: bool = False) -> dict[str, Any]:
+    """Path, size and mtime of a file (+ sha256 of its bytes if ``content``), hashed once per version."""
+    resolved = Path(path).expanduser().resolve()
+    status = resolved.stat()
+    identity: dict[str, Any] = {"path": str(resolved), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+    if content:
+        identity["sha256"] = _content_sha256(str(resolved), status.st_size, status.st_mtime_ns)
+    return identity
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The inputs of one output (a JSON-able mapping) and their digest."""
+
+    inputs: Mapping[str, Any]
+    value: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        text = json.dumps(self.inputs, sort_keys=True, default=str)
+        object.__setattr__(self, "value", hashlib.sha256(text.encode()).hexdigest()[:32])
+
+    def record(self) -> dict[str, str]:
+        """What a writer stores with the output (h5 attributes, PNG text, JSON provenance)."""
+        return {FINGERPRINT_KEY: self.value, INPUTS_KEY: json.dumps(self.inputs, sort_keys=True, default=str)}
+
+    def changes(self, stored: Mapping[str, str]) -> str | None:
+        """None when ``stored`` (an output's record) was made with this fingerprint, else why not."""
+        if stored.get(FINGERPRINT_KEY) == self.value:
+            return None
+        try:
+            before = _flatten(json.loads(stored[INPUTS_KEY]))
+        except (KeyError, TypeError, ValueError):
+            return "made without a fingerprint"
+        now = _flatten(json.loads(json.dumps(self.inputs, default=str)))
+        changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
+        if not changed:
+            return "made by another fingerprint"
+        shown = ", ".join(changed[:3]) + (f" +{len(changed) - 3}" if len(changed) > 3 else "")
+        return f"{shown} changed"
+
+    def check(self, path: str | Path, **verify: Any) -> str | None:
+        """None when ``path`` is intact and was made with this fingerprint, else the reason to remake it.
+
+        ``verify``: `stored_record` options (h5 ``datasets`` and ``rows``).
+        """
+        try:
+            record = stored_record(path, **verify)
+        except DamagedOutputError as error:
+            return f"damaged: {error}"
+        if record is None:
+            return "missing"
+        return self.changes(record)

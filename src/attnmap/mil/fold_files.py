@@ -1,0 +1,84 @@
+"""The files of one `attnmap mil train` fold that decide whether it is finished or resumable.
+
+Why a fingerprint per fold: a fold's model depends on the labels and the bag files as much as on
+the options, so a rerun with another labels CSV (or re-extracted features) must retrain it rather
+than keep a model of other data next to a ``splits.csv`` that describes the new one. A fold is
+finished when ``metrics.json`` (written last) parses and records the fingerprint and
+``checkpoint.pt`` loads; ``resume.pt`` is used only when it loads and has the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from attnmap.checkpoint import read_checkpoint
+from attnmap.errors import InputError
+from attnmap.fingerprint import Fingerprint, file_identity
+from attnmap.io_utils import atomic_path
+from attnmap.mil.splits import Cohort, Split
+from attnmap.stored import DamagedOutputError, stored_record
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        torch.save(obj, temporary)
+
+
+FOLD_VERSION = 1  # raise when training changes so that finished folds are retrained
+
+
+def fold_fingerprint(
+    config: Mapping[str, object], cohort: Cohort, split: Split, bag_paths: Mapping[str, Path]
+) -> Fingerprint:
+    """What a fold's model depends on: options (``config``: the `TrainConfig` as a dict, where
+    device and cache size do not count), its slides' labels and cases, the bag files."""
+    options = {key: value for key, value in config.items() if key not in ("device", "cache_gb")}
+    label_of = dict(zip(cohort.slide_ids, cohort.labels, strict=True))
+    case_of = dict(zip(cohort.slide_ids, cohort.case_ids, strict=True))
+    slides = sorted(split.train + split.val + split.test)
+    return Fingerprint(
+        {
+            "stage": "mil_fold",
+            "version": FOLD_VERSION,
+            "options": options,
+            "split": asdict(split),
+            "class_names": cohort.class_names,
+            "labels": {slide: [cohort.class_names[label_of[slide]], case_of[slide]] for slide in slides},
+            "bags": {slide: file_identity(bag_paths[slide]) for slide in slides},
+        }
+    )
+
+
+def finished_fold(fold_dir: Path, fingerprint: Fingerprint) -> tuple[dict | None, str | None]:
+    """(the fold's metrics, None) when it is finished with this fingerprint, else (None, why not)."""
+    reason = fingerprint.check(fold_dir / "metrics.json")
+    if reason is None:
+        try:
+            if stored_record(fold_dir / "checkpoint.pt") is None:
+                reason = "checkpoint.pt missing"
+            json.loads((fold_dir / "model.json").read_text())
+        except DamagedOutputError as error:
+            reason = f"damaged: {error}"
+        except (OSError, ValueError):
+            reason = "damaged: model.json unreadable"
+    if reason is not None:
+        return None, reason
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    metrics.pop("provenance", None)
+    return metrics, None
+
+
+def load_resume(resume: Path, fingerprint: Fingerprint) -> dict | None:
+    """The saved state of an interrupted fold, if it is intact and of this fingerprint."""
+    if not resume.is_file():
+        return None
+    try:
+        saved = read_checkpoint(resume)
+    except InputError:  # a truncated or foreign file: start the fold again
+        return None
+    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint.value else None

@@ -1,0 +1,124 @@
+"""The fingerprint of each `wsi run` stage output for one slide, chained from the slide file down.
+
+Each stage's fingerprint holds its own parameters, its stage version and its upstream stages'
+fingerprints, so a change anywhere reaches exactly the outputs below it: a new ``a_t`` remakes the
+tissue and everything after; a new model checkpoint (content hash) remakes attention, heatmap,
+samples and prediction but keeps tissue, patches and features; a heatmap colour map remakes the
+heatmap only. Parameters that cannot change a result (batch size, workers, device, output folder)
+are left out, so changing them reuses everything.
+
+``STAGE_VERSIONS`` is the attnmap version that matters: raise a stage's number when its
+algorithm or file layout changes, and only that stage and what follows are recomputed.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from attnmap.checkpoint import TORCHSCRIPT_PREFIX
+from attnmap.fingerprint import Fingerprint, file_identity
+from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+
+STAGE_VERSIONS = {
+    "tissue": 1,
+    "patches": 1,
+    "features": 1,
+    "attention": 1,
+    "overlap": 1,
+    "heatmap": 1,
+    "sampling": 1,
+    "prediction": 1,
+}
+
+
+def encoder_identity(features: Any) -> dict[str, Any]:
+    """What determines the encoder's weights: a file's content, or a name + its checkpoint + seed."""
+    encoder = features.encoder
+    file = encoder.removeprefix(TORCHSCRIPT_PREFIX)  # `torchscript:PATH` names a file too
+    named_file = {"name": encoder, **file_identity(file, content=True)} if Path(file).is_file() else None
+    identity: dict[str, Any] = {
+        "encoder": named_file or encoder,
+        "checkpoint": file_identity(features.checkpoint, content=True) if features.checkpoint else None,
+        "input_size": features.input_size,
+        "seed": features.seed,
+    }
+    return identity
+
+
+class StageFingerprints:
+    """Fingerprints of one slide's stage outputs under one configuration (computed on first use).
+
+    Lazy, so that `attnmap wsi segment` (no model, no encoder in its configuration) only computes
+    what it needs.
+    """
+
+    def __init__(self, entry: SlideEntry, config: PipelineConfig) -> None:
+        self.entry = entry
+        self.config = config
+
+    def _params(self, section: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+        values = dict(self.config.stage_parameters(section)[section])
+        return {key: value for key, value in values.items() if key not in drop}
+
+    def _make(self, stage: str, **inputs: Any) -> Fingerprint:
+        return Fingerprint({"stage": stage, "version": STAGE_VERSIONS[stage], **inputs})
+
+    @functools.cached_property
+    def tissue(self) -> Fingerprint:
+        return self._make(
+            "tissue", slide=file_identity(self.entry.path), segmentation=self._params("segmentation")
+        )
+
+    @functools.cached_property
+    def patches(self) -> Fingerprint:
+        return self._make("patches", tissue=self.tissue.value, patching=self._params("patching"))
+
+    @functools.cached_property
+    def features(self) -> Fingerprint:
+        return self._make(
+            "features",
+            patches=self.patches.value,
+            encoder=encoder_identity(self.config.features),
+            save_pt=self.config.features.save_pt,
+        )
+
+    @functools.cached_property
+    def model(self) -> dict[str, Any]:
+        return file_identity(self.config.model.checkpoint, content=True)
+
+    @functools.cached_property
+    def attention(self) -> Fingerprint:
+        return self._make("attention", features=self.features.value, model=self.model)
+
+    @functools.cached_property
+    def overlap(self) -> Fingerprint:
+        """The overlapping-grid attention a heatmap with ``overlap > 0`` draws (encoder + model)."""
+        return self._make("overlap", attention=self.attention.value, overlap=self.config.heatmap.overlap)
+
+    @functools.cached_property
+    def heatmap(self) -> Fingerprint:
+        heatmap = self._params("heatmap", drop=("tiff", "save_original"))  # which files: not how drawn
+        return self._make(
+            "heatmap",
+            attention=self.attention.value,
+            overlap=self.overlap.value if self.config.heatmap.overlap > 0 else None,
+            tissue=self.tissue.value if self.config.heatmap.use_tissue_mask else None,
+            heatmap=heatmap,
+        )
+
+    @functools.cached_property
+    def sampling(self) -> Fingerprint:
+        return self._make("sampling", attention=self.attention.value, sampling=self._params("sampling"))
+
+    @functools.cached_property
+    def prediction(self) -> Fingerprint:
+        return self._make(
+            "prediction",
+            attention=self.attention.value,
+            class_names=list(self.config.model.class_names),
+            slide_id=self.entry.slide_id,
+            slide_path=self.entry.path,
+            label=self.entry.label,
+        )

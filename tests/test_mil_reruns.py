@@ -1,0 +1,123 @@
+"""`mil train` folds keyed on labels and features, damaged fold files redone; `mil attention` names."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_mil_train import make_cohort
+
+from attnmap.cli.main import main
+from attnmap.errors import InputError
+from attnmap.mil.bags import write_h5_bag
+from attnmap.mil.splits import read_labels
+from attnmap.mil.train import train_mil
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+OPTIONS = dict(folds=2, max_epochs=2, lr=1e-3, seed=3, k_sample=4, val_fraction=0.2, progress=False)
+
+
+def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    try:
+        main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _trained(run: Path) -> dict[int, dict]:
+    return {fold: torch.load(run / f"fold_{fold}" / "checkpoint.pt", weights_only=True) for fold in range(2)}
+
+
+def test_folds_follow_the_labels_and_features_and_damaged_files_are_redone(tmp_path: Path, capsys) -> None:
+    features = tmp_path / "features"
+    labels = make_cohort(features, n_slides=12, n_patches=12, dim=8)
+    run = tmp_path / "run"
+    seen: list[tuple[int, int]] = []
+    train_mil(features, labels, run, verbose=False, on_epoch=lambda f, e, r: seen.append((f, e)), **OPTIONS)
+    first = _trained(run)
+    seen.clear()
+    train_mil(features, labels, run, verbose=False, on_epoch=lambda f, e, r: seen.append((f, e)), **OPTIONS)
+    assert seen == []  # nothing changed: both folds reused
+
+    # another labels CSV (two slides swap labels with their case): every fold is retrained
+    rows = list(csv.reader(labels.open()))
+    swapped = {"normal": "tumor", "tumor": "normal"}
+    for row in rows[1:5]:
+        row[1] = swapped[row[1]]
+    relabelled = tmp_path / "labels_2.csv"
+    with relabelled.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    train_mil(
+        features, relabelled, run, verbose=False, on_epoch=lambda f, e, r: seen.append((f, e)), **OPTIONS
+    )
+    assert {fold for fold, _ in seen} == {0, 1}
+    fresh = tmp_path / "fresh"
+    train_mil(features, relabelled, fresh, verbose=False, **OPTIONS)
+    assert (run / "splits.csv").read_text() == (fresh / "splits.csv").read_text()
+    for fold, state in _trained(fresh).items():
+        for key, value in state.items():
+            torch.testing.assert_close(_trained(run)[fold][key], value, rtol=0, atol=0)
+    assert any(not torch.equal(first[0][key], value) for key, value in _trained(run)[0].items())
+
+    # a bag re-extracted (new file): retrained; truncated checkpoint / metrics: that fold redone
+    bag = features / "h5_files" / "slide_00.h5"
+    data = np.random.default_rng(5).normal(size=(12, 8)).astype(np.float32)
+    write_h5_bag(bag, data, np.stack([np.arange(12) * 256, np.zeros(12)], axis=1))
+    seen.clear()
+    train_mil(
+        features, relabelled, run, verbose=False, on_epoch=lambda f, e, r: seen.append((f, e)), **OPTIONS
+    )
+    assert {fold for fold, _ in seen} == {0, 1}
+    for name, fold in (("checkpoint.pt", 0), ("metrics.json", 1)):
+        path = run / f"fold_{fold}" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        seen.clear()
+        train_mil(
+            features, relabelled, run, verbose=True, on_epoch=lambda f, e, r: seen.append((f, e)), **OPTIONS
+        )
+        assert {f for f, _ in seen} == {fold}
+        assert f"fold {fold}: training again (damaged" in capsys.readouterr().out
+        json.loads((run / f"fold_{fold}" / "metrics.json").read_text())
+
+
+def test_binary_labels_csv_is_an_input_error(tmp_path: Path) -> None:
+    binary = tmp_path / "labels.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InputError, match="not a text CSV"):
+        read_labels(binary)
+
+
+def test_same_stem_bags_get_distinct_outputs_and_errors_name_the_bag(tmp_path: Path, capsys) -> None:
+    from synthetic_slide_files import write_clam_checkpoint
+
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt", embed_dim=8)
+    rng = np.random.default_rng(0)
+    bags = []
+    for folder in ("a", "b"):
+        bags.append(tmp_path / folder / "s.h5")
+        write_h5_bag(bags[-1], rng.normal(size=(6, 8)).astype(np.float32), np.zeros((6, 2)))
+    code, out, _ = cli(capsys, "mil", "attention", checkpoint, *bags, "-o", tmp_path / "out", "--quiet")
+    assert code == 0
+    import h5py
+
+    for name, bag in (("s", bags[0]), ("s_2", bags[1])):
+        with h5py.File(tmp_path / "out" / f"{name}_attention.h5") as handle:
+            assert handle.attrs["bag"] == str(bag)
+    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
+    assert [row["slide_id"] for row in rows] == ["s", "s_2"]
+
+    wide = tmp_path / "c" / "wide.h5"
+    write_h5_bag(wide, rng.normal(size=(6, 16)).astype(np.float32), np.zeros((6, 2)))
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, wide, "-o", tmp_path / "out2")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(wide) in err
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bags[0], "-o", tmp_path / "file")
+    assert code == 2 and len(err.strip().splitlines()) == 1

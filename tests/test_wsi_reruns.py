@@ -1,0 +1,345 @@
+"""Reruns of the `wsi run` pipeline: exactly the stages a change affects rerun, damaged outputs are
+remade, a run killed at random moments resumes to the same outputs, one run per folder."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from synthetic_slide_files import (
+    write_clam_checkpoint,
+    write_pipeline_setup,
+    write_test_slide,
+    write_tiny_encoder,
+)
+
+from attnmap.errors import InputError
+from attnmap.io_utils import TEMP_MARKER, remove_stale_temporaries, write_csv_atomic
+from attnmap.lock import LOCK_NAME, folder_lock
+from attnmap.wsi.pipeline import run_slide
+from attnmap.wsi.pipeline.cohort import write_predictions
+from attnmap.wsi.pipeline.config import load_config, read_slide_list
+from attnmap.wsi.pipeline.outputs import STAGES, SlideOutputs, slide_complete
+
+ALL = set(STAGES)
+
+
+def _config(setup: Path, out: Path, **sections: dict) -> object:
+    raw = yaml.safe_load(setup.read_text())
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    raw["run"]["output_dir"] = str(out)
+    path = setup.parent / f"config_{out.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+def run_all(config) -> dict[str, dict]:
+    """What `wsi run` does for each slide, in this process (no Dask): lock, clean, run, predictions."""
+    entries = read_slide_list(config)
+    with folder_lock(config.run.output_dir):
+        remove_stale_temporaries(config.run.output_dir)
+        results = {entry.slide_id: run_slide(entry, config) for entry in entries}
+        write_predictions(config, entries)
+    return results
+
+
+def ran(results: dict[str, dict]) -> dict[str, set[str]]:
+    return {
+        slide: {stage for stage, done in result["stages"].items() if done}
+        for slide, result in results.items()
+    }
+
+
+def snapshot(out: Path) -> dict[str, object]:
+    """Every output's content without its creation time: h5 datasets, image pixels, JSON without
+    provenance, CSV text."""
+    import tifffile
+
+    content: dict[str, object] = {}
+    for path in sorted(out.rglob("*")):
+        name = str(path.relative_to(out))
+        if not path.is_file() or path.name in (LOCK_NAME, "run_report.json") or name.endswith(".csv.json"):
+            continue
+        assert TEMP_MARKER not in path.name, f"temporary file left: {name}"
+        if path.suffix == ".h5":
+            with h5py.File(path, "r") as handle:
+                content[name] = {key: handle[key][()].tobytes() for key in handle}
+        elif path.suffix == ".png":
+            content[name] = np.asarray(Image.open(path)).tobytes()
+        elif path.suffix == ".tif":
+            content[name] = [page.asarray().tobytes() for page in tifffile.TiffFile(path).pages]
+        elif path.suffix == ".pt":  # torch names the archive's folder after the (temporary) file
+            import torch
+
+            content[name] = torch.load(path, weights_only=True).numpy().tobytes()
+        elif path.suffix == ".json":
+            payload = json.loads(path.read_text())
+            payload.pop("provenance", None)
+            payload.pop("created", None)  # sidecar records (e.g. features .pt.json) carry their creation time
+            content[name] = payload
+        else:
+            content[name] = path.read_bytes()
+    return content
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("reruns")
+    path = write_pipeline_setup(root, n_slides=1)
+    (root / "slides.csv").write_text("slide_id,label\nslide_0,0\n")
+    return path
+
+
+def test_each_class_of_change_reruns_exactly_its_stages(
+    setup: Path, tmp_path: Path, single_thread: None
+) -> None:
+    work = tmp_path / "work"
+    config = _config(setup, work)
+    assert ran(run_all(config)) == {"slide_0": ALL}
+    assert ran(run_all(config)) == {"slide_0": set()}
+    assert ran(run_all(_config(setup, work, features={"batch_size": 5}))) == {"slide_0": set()}
+
+    def change(expected: set[str], files: dict[str, str] | None = None, **sections: dict) -> None:
+        for name, source in (files or {}).items():  # replace an input file in place
+            shutil.copyfile(setup.parent / source, setup.parent / name)
+        changed = _config(setup, work, **sections)
+        results = run_all(changed)
+        assert ran(results) == {"slide_0": expected}, results["slide_0"]["summary"]
+        fresh = tmp_path / f"fresh_{len(list(tmp_path.iterdir()))}"
+        assert ran(run_all(_config(setup, fresh, **sections))) == {"slide_0": ALL}
+        assert snapshot(work) == snapshot(fresh)
+
+    segmentation = {"sthresh": 20}
+    change(ALL, segmentation=segmentation)
+    patching = {"patch_size": 48}
+    change(ALL - {"tissue"}, segmentation=segmentation, patching=patching)
+    write_tiny_encoder(setup.parent / "encoder_1.pt", seed=1)
+    shutil.copyfile(setup.parent / "encoder.pt", setup.parent / "encoder_0.pt")
+    change(
+        ALL - {"tissue", "patches"},
+        {"encoder.pt": "encoder_1.pt"},
+        segmentation=segmentation,
+        patching=patching,
+    )
+    write_clam_checkpoint(setup.parent / "clam_1.pt", seed=1)
+    shutil.copyfile(setup.parent / "clam.pt", setup.parent / "clam_0.pt")
+    expected = {"attention", "heatmap", "sampling"}
+    change(expected, {"clam.pt": "clam_1.pt"}, segmentation=segmentation, patching=patching)
+    prediction = json.loads((work / "heatmaps/slide_0/slide_0_prediction.json").read_text())
+    from attnmap.provenance import model_checksum
+
+    assert prediction["provenance"]["model_sha256"] == model_checksum(setup.parent / "clam.pt")
+    sidecar = json.loads((work / "predictions.csv.json").read_text())
+    assert sidecar["model_sha256"] == model_checksum(setup.parent / "clam.pt")
+    change({"heatmap"}, segmentation=segmentation, patching=patching, heatmap={"cmap": "viridis"})
+    # restore the original inputs for the other tests of this module
+    for name in ("encoder", "clam"):
+        shutil.copyfile(setup.parent / f"{name}_0.pt", setup.parent / f"{name}.pt")
+
+
+def test_slide_list_changes_touch_only_the_slides_concerned(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _config(setup, out)
+    run_all(config)
+    write_test_slide(setup.parent / "slides" / "slide_9.tif", seed=9)
+    listing = setup.parent / "slides_two.csv"
+    listing.write_text("slide_id,label\nslide_0,1\nslide_9,0\n")
+    results = run_all(_config(setup, out, slides={"csv": str(listing)}))
+    assert ran(results) == {"slide_0": set(), "slide_9": ALL}
+    assert "prediction (label changed)" in results["slide_0"]["summary"]
+    assert json.loads((out / "heatmaps/slide_0/slide_0_prediction.json").read_text())["label"] == "1"
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in rows[1:]] == [["slide_0", "1"], ["slide_9", "0"]]
+    fresh = tmp_path / "fresh"
+    run_all(_config(setup, fresh, slides={"csv": str(listing)}))
+    assert snapshot(out) == snapshot(fresh)
+
+
+def test_damaged_outputs_are_remade_and_force_remakes_all(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _config(setup, out, heatmap={"tiff": True})
+    entry = read_slide_list(config)[0]
+    run_all(config)
+    reference = snapshot(out)
+    outputs = SlideOutputs(out, entry.slide_id)
+    damaged = {
+        "features": outputs.features_h5,
+        "heatmap": outputs.named("heatmap.tif"),
+        "attention": outputs.named("blockmap.h5"),
+        "tissue": outputs.tissue,
+    }
+    for stage, path in damaged.items():
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # cut short
+        assert not slide_complete(entry, config)
+        result = run_slide(entry, config)
+        assert result["stages"][stage] and "damaged" in result["reasons"][stage], result["summary"]
+        assert snapshot(out) == reference
+    png = outputs.named("heatmap.png")
+    png.write_bytes(png.read_bytes()[:-20])
+    assert "damaged" in run_slide(entry, config)["reasons"]["heatmap"]
+    forced = run_slide(entry, config, force=True)
+    assert set(forced["stages"]) == ALL and all(forced["stages"].values())
+    assert snapshot(out) == reference
+
+
+def _killable_run(config_path: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    run_all(load_config(config_path))
+
+
+def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_outputs(
+    setup: Path, tmp_path: Path, single_thread: None
+) -> None:
+    reference_out = tmp_path / "reference"
+    run_all(_config(setup, tmp_path / "warm_up", heatmap={"tiff": True}))  # imports and model caches
+    start = time.perf_counter()
+    run_all(_config(setup, reference_out, heatmap={"tiff": True}))
+    seconds = time.perf_counter() - start
+    out = tmp_path / "killed"
+    config = _config(setup, out, heatmap={"tiff": True})
+    config_path = setup.parent / f"config_{out.name}.yaml"
+    context = multiprocessing.get_context("fork")  # no re-import: each try costs only its own work
+    entry = read_slide_list(config)[0]
+    rng = np.random.default_rng(13)
+    interrupted = 0
+    for _ in range(10):
+        child = context.Process(target=_killable_run, args=(str(config_path),))
+        child.start()
+        time.sleep(float(rng.uniform(0.0, seconds)))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        interrupted += not slide_complete(entry, config)
+    assert interrupted >= 1  # some kills landed mid-work (the others while checking or rewriting)
+    run_all(config)  # takes over the dead runs' lock, drops their temporaries, finishes
+    assert snapshot(out) == snapshot(reference_out)
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_one_run_per_folder_and_live_temporaries_are_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(
+            json.dumps({"pid": sleeper.pid, "host": os.uname().nodename, "since": 0, "command": "x"})
+        )
+        with (
+            pytest.raises(InputError, match=f"in use by another run .*pid {sleeper.pid}"),
+            folder_lock(tmp_path),
+        ):
+            pass
+        live = tmp_path / f".a{TEMP_MARKER}{_tag()}-{sleeper.pid}-0123456789ab.h5"
+        dead = tmp_path / f".b{TEMP_MARKER}{_tag()}-{_dead_pid()}-0123456789ab.h5"
+        live.write_bytes(b"x")
+        dead.write_bytes(b"x")
+        assert remove_stale_temporaries(tmp_path) == 1 and live.exists() and not dead.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with folder_lock(tmp_path) as lock:  # its holder is gone: taken over
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+    write_csv_atomic(tmp_path / "x.csv", ["a"], [[1]])
+    with pytest.raises(InputError, match="is an existing file"), folder_lock(tmp_path / "x.csv"):
+        pass
+
+
+def _tag() -> str:
+    from attnmap.io_utils import _host_tag
+
+    return _host_tag()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def _cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    from attnmap.cli.main import main
+
+    try:
+        main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_single_stage_commands_do_not_reuse_other_parameters(tmp_path: Path, capsys) -> None:
+    slide = write_test_slide(tmp_path / "s.tif", seed=3)
+    out = tmp_path / "out"
+    segment = ["--seg-level", "1", "--a-h", "0.01"]
+    code, stdout, _ = _cli(
+        capsys, "wsi", "patch", slide, "-o", out, *segment, "--a-t", "0.05", "--patch-size", "128"
+    )
+    assert code == 0 and "patched:" in stdout
+    code, stdout, _ = _cli(
+        capsys, "wsi", "patch", slide, "-o", out, *segment, "--a-t", "0.05", "--patch-size", "128"
+    )
+    assert "already patched" in stdout
+    code, stdout, _ = _cli(
+        capsys, "wsi", "patch", slide, "-o", out, *segment, "--a-t", "0.05", "--patch-size", "64"
+    )
+    assert "s: patched:" in stdout and "patch_size changed" in stdout
+    with h5py.File(out / "patches" / "s.h5", "r") as handle:
+        assert handle["coords"].attrs["patch_size"] == 64
+    code, stdout, _ = _cli(capsys, "wsi", "segment", slide, "-o", out, *segment, "--a-t", "100")
+    assert "s: segmented" in stdout and "a_t changed" in stdout
+
+
+def test_bad_inputs_are_one_line_exit_2(setup: Path, tmp_path: Path, capsys) -> None:
+    import subprocess
+    import sys
+
+    config = _config(setup, tmp_path / "out")
+    config_path = setup.parent / "config_out.yaml"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Path(config.run.output_dir).mkdir()
+        (Path(config.run.output_dir) / LOCK_NAME).write_text(
+            json.dumps({"pid": sleeper.pid, "host": os.uname().nodename, "since": 0})
+        )
+        code, _, err = _cli(capsys, "wsi", "run", config_path, "--quiet")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "in use by another run" in err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    shutil.rmtree(config.run.output_dir)
+    Path(config.run.output_dir).write_text("a file")
+    code, _, err = _cli(capsys, "wsi", "run", config_path, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "existing file" in err
+
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    empty = tmp_path / "empty_blockmap.h5"
+    with h5py.File(empty, "w") as handle:
+        handle.create_dataset("attention_scores", shape=(0, 1), dtype="f4")
+        handle.create_dataset("coords", shape=(0, 2), dtype="i8")
+    slide = setup.parent / "slides" / "slide_0.tif"
+    code, _, err = _cli(
+        capsys, "wsi", "heatmap", slide, "--scores", empty, "--patch-size", "64", "-o", tmp_path / "h.png"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no patches" in err
+    with pytest.raises(InputError, match="empty"):
+        save_scores_h5(tmp_path / "e.h5", np.zeros((0, 2)), np.zeros(0))
