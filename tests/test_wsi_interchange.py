@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,31 @@ def test_heatmap_tiff_opens_in_tiffslide_with_the_slide_mpp(tmp_path):
         assert opened.level_dimensions[0] == (1024, 768) and opened.level_count >= 2
         assert float(opened.properties["tiffslide.mpp-x"]) == pytest.approx(0.5, rel=1e-4)
         assert np.asarray(opened.read_region((0, 0), opened.level_count - 1, (32, 32))).shape[:2] == (32, 32)
+
+
+def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, single_thread):
+    from synthetic_slide_files import write_pipeline_setup
+
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+
+    roi = tmp_path / "roi"
+    roi.mkdir()
+    (roi / "slide_0.geojson").write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon", "coordinates": [[[0, 0], [512, 0], [512, 768], [0, 768], [0, 0]]]}}))
+    config_path = write_pipeline_setup(tmp_path / "setup", n_slides=1, overrides={
+        "patching": {"roi_annotations": str(roi)}, "export": {"geojson": True}})
+    config = load_config(config_path)
+    entry = read_slide_list(config)[0]
+    run_slide(entry, config)
+    folder = Path(config.run.output_dir) / "heatmaps" / "slide_0"
+    payload = json.loads((folder / "slide_0_scores.geojson").read_text())
+    patches = [f for f in payload["features"] if f["properties"]["objectType"] == "detection"]
+    corners = np.array([f["geometry"]["coordinates"][0][0] for f in patches])
+    assert len(patches) > 0 and (corners[:, 0] + 32 <= 512).all()
+    assert any(f["properties"].get("classification", {}).get("name") == "Tissue" for f in payload["features"])
+    assert patches[0]["properties"]["classification"]["name"] in ("normal", "tumour")
+    from attnmap.wsi.annotations import roi_filter
+
+    with pytest.raises(InputError, match="no annotations for slide slide_0"):
+        roi_filter(corners, 64, tmp_path, "slide_0")

@@ -42,7 +42,7 @@ def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | 
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
     from attnmap.view.sources import discover
-    from attnmap.wsi.annotations import load_annotations
+    from attnmap.wsi.annotations import annotation_file, load_annotations
 
     if not annotations.is_dir():
         raise InputError(f"--annotations must be a folder of <slide id>.geojson|.xml files: {annotations}")
@@ -52,10 +52,8 @@ def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | 
             raise InputError(
                 f"slide {slide.slide_id} has no '{method}' scores; it has {list(slide.score_sets)}"
             )
-        found = [
-            p for s in (".geojson", ".json", ".xml") if (p := annotations / f"{slide.slide_id}{s}").is_file()
-        ]
-        regions = load_annotations(found[0]) if found else []
+        found = annotation_file(annotations, slide.slide_id)
+        regions = load_annotations(found) if found is not None else []
         score_set = slide.score_sets[method]
         item = SlideScores(score_set.coords, score_set.scores, score_set.patch_size, regions)
         slides.append(item)

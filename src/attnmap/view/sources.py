@@ -140,13 +140,10 @@ def _run_slides(root: Path, annotations_dir: Path | None) -> list[ViewSlide]:
 def _find_annotations(folder: Path | None, slide_id: str) -> list[np.ndarray]:
     if folder is None:
         return []
-    from attnmap.wsi.annotations import load_annotations
+    from attnmap.wsi.annotations import annotation_file, load_annotations
 
-    for suffix in (".geojson", ".json", ".xml"):
-        candidate = folder / f"{slide_id}{suffix}"
-        if candidate.is_file():
-            return [ring for region in load_annotations(candidate) for ring in region.rings()]
-    return []
+    path = annotation_file(folder, slide_id)
+    return [] if path is None else [ring for region in load_annotations(path) for ring in region.rings()]
 
 
 def discover(

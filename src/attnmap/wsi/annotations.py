@@ -160,3 +160,24 @@ def regions_mask(regions: list[Region], dimensions: tuple[int, int], downsample:
         if region.exclusion:
             fill([region.outer], 0)
     return mask.astype(bool)
+
+
+def annotation_file(folder: str | Path, slide_id: str) -> Path | None:
+    """``<folder>/<slide_id>.geojson`` (or ``.json``, ``.xml``) if one exists."""
+    for suffix in (".geojson", ".json", ".xml"):
+        candidate = Path(folder) / f"{slide_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def roi_filter(coords: np.ndarray, patch_size: float, folder: str | Path, slide_id: str) -> np.ndarray:
+    """The patches of ``coords`` centred inside the slide's annotations in ``folder`` (a run's ROI).
+
+    Raises `InputError` when the folder has no annotation file for the slide: a missing ROI must not
+    silently widen the run to the whole slide.
+    """
+    path = annotation_file(folder, slide_id)
+    if path is None:
+        raise InputError(f"no annotations for slide {slide_id} in {folder} ({slide_id}.geojson or .xml)")
+    return np.asarray(coords)[patches_in_regions(coords, patch_size, load_annotations(path))]

@@ -88,12 +88,13 @@ def write_scores_geojson(
 
 
 def export_blockmap_geojson(
-    scores_file: str | Path, out: str | Path, tissue: bool | str | Path = False
+    scores_file: str | Path, out: str | Path, tissue: bool | str | Path = False, class_name: str | None = None
 ) -> Path:
     """GeoJSON of a ``_blockmap.h5`` (every score set); the class and tissue come from its run folder.
 
     ``tissue``: True takes ``tissue/<id>.json`` of the `wsi run` layout the file sits in, a path takes
-    that tissue file, False writes patches only.
+    that tissue file, False writes patches only. ``class_name`` (default: the prediction JSON's) classes
+    every patch.
     """
     import json
 
@@ -105,8 +106,7 @@ def export_blockmap_geojson(
     first = next(iter(sets.values()))
     slide_id = scores_file.name.removesuffix("_blockmap.h5")
     prediction = scores_file.with_name(f"{slide_id}_prediction.json")
-    class_name = None
-    if prediction.is_file():
+    if class_name is None and prediction.is_file():
         class_name = json.loads(prediction.read_text()).get("prediction_name")
     polygons = None
     if tissue:

@@ -51,6 +51,7 @@ class PatchingConfig:
     level: int = 0
     contour_check: str = "four_pt"
     padding: bool = True
+    roi_annotations: str | None = None  # folder of <slide id>.geojson|.xml: keep patches centred inside
 
 
 @dataclass
@@ -103,6 +104,14 @@ class SamplingConfig:
 
 
 @dataclass
+class ExportConfig:
+    """Interchange files per slide: QuPath GeoJSON of the patch scores (+ tissue contours)."""
+
+    geojson: bool = False
+    geojson_tissue: bool = True
+
+
+@dataclass
 class RunConfig:
     """Where and how: output folder, device (auto | cpu | cuda), workers, an existing Dask scheduler."""
 
@@ -123,6 +132,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,6 +209,7 @@ def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
     config.slides.data_dir = _resolve(config.slides.data_dir, base_dir)
     config.model.checkpoint = _resolve(config.model.checkpoint, base_dir) or ""
     config.features.checkpoint = _resolve(config.features.checkpoint, base_dir)
+    config.patching.roi_annotations = _resolve(config.patching.roi_annotations, base_dir)
     encoder = config.features.encoder
     if not _is_encoder_name(encoder):  # a file: relative to the config like every other path
         config.features.encoder = _resolve(encoder, base_dir) or encoder
