@@ -25,6 +25,7 @@ def test_scale_choice_and_units():
     ranks = choose_scale(np.array([3.0, 1.0, 2.0]), kind="percentile")
     np.testing.assert_allclose(ranks.unit(np.array([1.0, 2.0, 3.0])), [1 / 3, 2 / 3, 1.0])
     assert not is_signed(np.array([-0.001, 1.0]))  # a rounding-level negative tail is not a sign
+    assert not is_signed(signed, "attention")  # raw MIL attention logits: zero means nothing
     with pytest.raises(InputError, match="unknown score scale"):
         choose_scale(signed, kind="rainbow")
     with pytest.raises(InputError, match="NaN"):

@@ -17,13 +17,26 @@ from attnmap.wsi.annotations import load_annotations, patches_in_regions, region
 QUPATH = {
     "type": "FeatureCollection",
     "features": [
-        {"type": "Feature", "id": "a", "geometry": {"type": "Polygon", "coordinates": [
-            [[384, 128], [768, 128], [768, 512], [384, 512], [384, 128]],
-            [[512, 256], [640, 256], [640, 384], [512, 384], [512, 256]]]},
-         "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}}},
-        {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [
-            [[[0, 640], [128, 640], [128, 768], [0, 768], [0, 640]]]]},
-         "properties": {"objectType": "annotation", "classification": {"name": "Exclusion"}}},
+        {
+            "type": "Feature",
+            "id": "a",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [
+                    [[384, 128], [768, 128], [768, 512], [384, 512], [384, 128]],
+                    [[512, 256], [640, 256], [640, 384], [512, 384], [512, 256]],
+                ],
+            },
+            "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}},
+        },
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "MultiPolygon",
+                "coordinates": [[[[0, 640], [128, 640], [128, 768], [0, 768], [0, 640]]]],
+            },
+            "properties": {"objectType": "annotation", "classification": {"name": "Exclusion"}},
+        },
     ],
 }
 ASAP = """<?xml version="1.0"?>
@@ -111,9 +124,13 @@ def test_wsi_evaluate_reads_annotations_folder(tmp_path, capsys):
     run = write_run_folder(tmp_path, hot=(512, 256))
     folder = tmp_path / "annotations"
     folder.mkdir()
-    (folder / "slide_a.xml").write_text(ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"')
-                                        .replace('Y="100"', 'Y="192"').replace('Y="300"', 'Y="448"')
-                                        .replace('PartOfGroup="_2"', 'PartOfGroup="_1"'))
+    (folder / "slide_a.xml").write_text(
+        ASAP.replace('X="100"', 'X="448"')
+        .replace('X="300"', 'X="704"')
+        .replace('Y="100"', 'Y="192"')
+        .replace('Y="300"', 'Y="448"')
+        .replace('PartOfGroup="_2"', 'PartOfGroup="_1"')
+    )
     main(["wsi", "evaluate", str(run), "--annotations", str(folder), "-o", str(tmp_path / "eval.json")])
     report = json.loads((tmp_path / "eval.json").read_text())
     # two lesions: the first around the attention peak, the second (150..250 square) where attention is low
@@ -133,8 +150,15 @@ def test_heatmap_tiff_opens_in_tiffslide_with_the_slide_mpp(tmp_path):
     (slide,) = discover(run)
     scores = slide.score_sets["attention"]
     with open_slide(slide.slide_path) as source:
-        path = write_heatmap_tiff(tmp_path / "heat.tif", source, scores.coords, scores.scores,
-                                  patch_size=PATCH, level=0, progress=False)
+        path = write_heatmap_tiff(
+            tmp_path / "heat.tif",
+            source,
+            scores.coords,
+            scores.scores,
+            patch_size=PATCH,
+            level=0,
+            progress=False,
+        )
     with tiffslide.TiffSlide(str(path)) as opened:
         assert opened.level_dimensions[0] == (1024, 768) and opened.level_count >= 2
         assert float(opened.properties["tiffslide.mpp-x"]) == pytest.approx(0.5, rel=1e-4)
@@ -149,10 +173,27 @@ def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, singl
 
     roi = tmp_path / "roi"
     roi.mkdir()
-    (roi / "slide_0.geojson").write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
-        "type": "Polygon", "coordinates": [[[0, 0], [512, 0], [512, 768], [0, 768], [0, 0]]]}}))
-    config_path = write_pipeline_setup(tmp_path / "setup", n_slides=1, overrides={
-        "patching": {"roi_annotations": str(roi)}, "export": {"geojson": True}})
+    (roi / "slide_0.geojson").write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[0, 0], [512, 0], [512, 768], [0, 768], [0, 0]]],
+                },
+            }
+        )
+    )
+    config_path = write_pipeline_setup(
+        tmp_path / "setup",
+        n_slides=1,
+        overrides={
+            "patching": {"roi_annotations": str(roi)},
+            "export": {"geojson": True},
+            "heatmap": {"scale": "robust", "legend": True},
+        },
+    )  # the defaults
     config = load_config(config_path)
     entry = read_slide_list(config)[0]
     run_slide(entry, config)
@@ -167,3 +208,31 @@ def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, singl
 
     with pytest.raises(InputError, match="no annotations for slide slide_0"):
         roi_filter(corners, 64, tmp_path, "slide_0")
+    # default drawing: robust linear scale, the canvas unchanged inside a title and colour bar
+    from PIL import Image
+
+    from attnmap.render.scale import choose_scale
+    from attnmap.wsi import open_slide, render_heatmap
+    from attnmap.wsi.pipeline.stage_files import load_blockmap, load_tissue
+
+    block = load_blockmap(folder / "slide_0_blockmap.h5")
+    with open_slide(entry.path) as slide:
+        canvas = render_heatmap(
+            slide,
+            block["coords"],
+            100 * choose_scale(block["scores"]).unit(block["scores"]),
+            patch_size=64,
+            vis_level=1,
+            alpha=0.5,
+            percentiles=False,
+            tissue=load_tissue(Path(config.run.output_dir) / "tissue" / "slide_0.json"),
+        )
+    picture = np.asarray(Image.open(folder / "slide_0_heatmap.png").convert("RGB"))
+    assert picture.shape[0] > canvas.shape[0] and picture.shape[1] >= canvas.shape[1]
+    left = (picture.shape[1] - canvas.shape[1]) // 2
+    matches = [
+        top
+        for top in range(picture.shape[0] - canvas.shape[0] + 1)
+        if np.array_equal(picture[top : top + canvas.shape[0], left : left + canvas.shape[1]], canvas)
+    ]
+    assert len(matches) == 1

@@ -28,6 +28,8 @@ SCALE_KINDS: tuple[str, ...] = ("robust", "minmax", "percentile", "diverging")
 SIGNED_METHODS = frozenset(
     {"lrp", "gradient_input", "gradient×input", "gradxinput", "occlusion", "lrp_signed"}
 )
+UNSIGNED_METHODS = frozenset({"attention", "attention_scores", "rollout", "attn_gradcam", "grad_rollout"})
+"""Scores whose zero means nothing (raw MIL attention logits, rollout): never drawn as signed."""
 SIGNED_FRACTION = 0.05
 DEFAULT_CMAPS = {"diverging": "RdBu_r", "robust": "jet", "minmax": "jet", "percentile": "jet"}
 ROBUST_PERCENTILES = (1.0, 99.0)
@@ -95,6 +97,8 @@ def is_signed(scores: np.ndarray, method: str | None = None) -> bool:
     """Whether scores carry sign information (a known signed method, or a real negative tail)."""
     if method is not None and method.lower() in SIGNED_METHODS:
         return True
+    if method is not None and method.lower() in UNSIGNED_METHODS:
+        return False
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         return False

@@ -82,7 +82,9 @@ class HeatmapConfig:
     vis_level: int = -1
     cmap: str = "jet"
     alpha: float = 0.4
-    percentiles: bool = True
+    percentiles: bool = True  # used by scale "clam" only
+    scale: str = "robust"  # robust (1st-99th pct, linear) | minmax | clam (CLAM's percentiles / raw)
+    legend: bool = True  # title and colour bar around the heatmap PNG
     blur: bool = False
     binarize: bool = False
     threshold: float | None = None

@@ -15,13 +15,18 @@ import numpy as np
 from attnmap.io_utils import atomic_path, save_png, write_json_atomic
 from attnmap.wsi.features import extract_features
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+from attnmap.wsi.pipeline.legend import display_scores, titled_heatmap
 from attnmap.wsi.pipeline.outputs import SlideOutputs
 from attnmap.wsi.pipeline.stage_files import blockmap_complete, load_blockmap, save_blockmap
 from attnmap.wsi.pipeline.stages import cached_clam, cached_encoder, level0_patch_size, slide_provenance
 
 
 def _drawing_options(
-    slide: Any, tissue: Any, config: PipelineConfig, reference: np.ndarray | None
+    slide: Any,
+    tissue: Any,
+    config: PipelineConfig,
+    reference: np.ndarray | None,
+    percentiles: bool | None = None,
 ) -> dict[str, Any]:
     """The config's heatmap options as keyword arguments shared by the PNG and the TIFF renderer."""
     h = config.heatmap
@@ -30,7 +35,7 @@ def _drawing_options(
         "tissue": tissue if h.use_tissue_mask else None,
         "cmap": h.cmap,
         "alpha": h.alpha,
-        "percentiles": h.percentiles,
+        "percentiles": h.percentiles if percentiles is None else percentiles,
         "reference_scores": reference,
         "overlap": h.overlap,
         "blur": h.blur,
@@ -47,6 +52,7 @@ def _draw(
     scores: np.ndarray,
     config: PipelineConfig,
     reference: np.ndarray | None,
+    percentiles: bool | None = None,
 ) -> np.ndarray:
     from attnmap.wsi.heatmap.renderer import render_heatmap
 
@@ -56,7 +62,7 @@ def _draw(
         scores,
         vis_level=config.heatmap.vis_level,
         downscale=config.heatmap.downscale,
-        **_drawing_options(slide, tissue, config, reference),
+        **_drawing_options(slide, tissue, config, reference, percentiles),
     )
 
 
@@ -156,6 +162,9 @@ def heatmap_stage(
             reference = attention["scores"]
         else:
             coords, scores, reference = attention["coords"], attention["scores"], None
+        scores, reference, percentiles, scale = display_scores(
+            scores, reference, h.scale, h.percentiles, h.cmap
+        )
         if h.tiff and not tiff.is_file():
             from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
 
@@ -168,11 +177,15 @@ def heatmap_stage(
                     level=h.tiff_level,
                     metadata=record,
                     progress=False,
-                    **_drawing_options(slide, tissue, config, reference),
+                    **_drawing_options(slide, tissue, config, reference, percentiles),
                 )
             written.append(tiff.name)
         if not png.is_file():
-            save_png(png, _draw(slide, tissue, coords, scores, config, reference), record)
+            canvas = _draw(slide, tissue, coords, scores, config, reference, percentiles)
+            if h.legend:
+                names = list(config.model.class_names)
+                canvas = titled_heatmap(canvas, scale, entry.slide_id, attention, names)
+            save_png(png, canvas, record)
             written.append(png.name)
     if h.save_original and not outputs.named("original.png").is_file():
         from attnmap.wsi.heatmap.renderer import resolve_vis_level
