@@ -45,6 +45,46 @@ def run_folder(tmp_path_factory) -> Path:
     return write_run_folder(tmp_path_factory.mktemp("viewer"), hot=(512, 256))
 
 
+def test_cohort_slide_list_and_annotations(browser, tmp_path):
+    root = tmp_path / "cohort"
+    write_run_folder(root, "slide_a", seed=0)
+    run = write_run_folder(root, "slide_b", seed=1, hot=(128, 128))
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    (annotations / "slide_b.geojson").write_text(
+        '{"type": "Feature", "properties": {"classification": {"name": "Tumor"}}, '
+        '"geometry": {"type": "Polygon", '
+        '"coordinates": [[[600, 300], [900, 300], [900, 600], [600, 600], [600, 300]]]}}'
+    )
+    content = ViewerContent(discover(run, annotations=annotations))
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/")
+        rows = page.locator("#slides li").all_inner_texts()
+        assert len(rows) == 2 and all("tumor 0.80" in row for row in rows)
+        assert page.locator("#show-annotations").is_disabled()  # slide_a has none
+        page.locator("#slides li").nth(1).click()
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 1")
+        assert page.evaluate("window.attnmap.state.info.methods[0].top[0].x") == 128
+        assert not page.locator("#show-annotations").is_disabled()
+        page.locator("#opacity").fill("0")
+        page.wait_for_timeout(300)
+        edge = page.evaluate("window.attnmap.imageToPage(750, 300)")
+        blue = _pixel(page, edge["x"], edge["y"])
+        assert blue[2] > 150 and blue[2] > blue[0] + 60, blue  # the annotation outline is drawn
+        page.locator("#show-annotations").uncheck()
+        page.wait_for_timeout(300)
+        bare = _pixel(page, edge["x"], edge["y"])
+        assert not (bare[2] > bare[0] + 60), bare
+        page.screenshot(path=str(tmp_path / "cohort.png"))
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
 def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1100, "height": 760})
     errors: list[str] = []
