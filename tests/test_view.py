@@ -157,3 +157,17 @@ def test_missing_path_is_an_input_error(tmp_path):
         discover(tmp_path)
     with pytest.raises(NotFoundError):
         ViewerContent([]).get("data/0/info.js")
+
+
+def test_tiffslide_slides_tile_like_openslide(run_folder):
+    import tiffslide
+
+    from attnmap.wsi.slide import TiffSlideSlide
+
+    (slide,) = discover(run_folder)
+    with open_slide(slide.slide_path) as reference:
+        expected = np.asarray(SlideTiles(reference).image(9, 1, 1), dtype=int)
+    other = TiffSlideSlide(str(slide.slide_path), tiffslide.TiffSlide(str(slide.slide_path)))
+    tiles = SlideTiles(other)
+    assert np.abs(np.asarray(tiles.image(9, 1, 1), dtype=int) - expected).mean() < 2.0
+    other.close()

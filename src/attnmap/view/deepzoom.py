@@ -3,8 +3,8 @@
 Why one geometry for all layers: the browser stacks the heatmap, tissue and annotation layers over
 the slide, so each must cut the plane exactly as the slide's tiles do. `DeepZoomGrid` is OpenSlide's
 Deep Zoom geometry (levels halve with ceil; interior tile edges overlap). Slide tiles come from
-OpenSlide's `DeepZoomGenerator` where the slide has an OpenSlide-compatible handle (OpenSlide or
-tiffslide); other `Slide`s (plain images) go through `SlideTiles`, the same computation over
+OpenSlide's `DeepZoomGenerator` where the slide is opened by OpenSlide; other `Slide`s (tiffslide's
+SubIFD pyramids, plain images) go through `SlideTiles`, the same computation over
 `Slide.read_region`. Nothing reads more than one tile's region of the best pyramid level.
 """
 
@@ -104,7 +104,7 @@ class SlideTiles:
         self.grid = DeepZoomGrid(slide.dimensions)
         self.quality = quality
         self._generator = None
-        if isinstance(slide, OpenSlideSlide):
+        if type(slide) is OpenSlideSlide:  # tiffslide's regions are RGB, which the generator cannot composite
             from openslide.deepzoom import DeepZoomGenerator
 
             self._generator = DeepZoomGenerator(slide._handle, TILE_SIZE, OVERLAP, limit_bounds=False)
