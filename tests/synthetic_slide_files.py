@@ -113,7 +113,7 @@ def write_pipeline_setup(root: Path, n_slides: int = 2, overrides: dict | None =
         "patching": {"patch_size": 64, "level": 0},
         "features": {"encoder": "torchscript:encoder.pt", "input_size": 32, "batch_size": 32},
         "model": {"checkpoint": "clam.pt", "class_names": ["normal", "tumour"]},
-        "heatmap": {"vis_level": 1, "alpha": 0.5},
+        "heatmap": {"vis_level": 1, "alpha": 0.5, "scale": "clam", "legend": False},  # CLAM-exact pixels
         "sampling": {"top_k": 3, "bottom_k": 2},
         "run": {"output_dir": "out", "device": "cpu"},
     }

@@ -119,7 +119,8 @@ def _slide_section(out: Path, progress: bool) -> str:
     from attnmap.io_utils import save_png
     from attnmap.mil import attention_scores
     from attnmap.provenance import provenance
-    from attnmap.render import normalize
+    from attnmap.render.legend import add_legend
+    from attnmap.render.scale import choose_scale
     from attnmap.wsi import (
         HeatmapStyle,
         open_slide,
@@ -139,8 +140,10 @@ def _slide_section(out: Path, progress: bool) -> str:
                         model=model, model_name="attnmap demo CLAM_SB")
     save_scores_h5(out / "slide_blockmap.h5", coords, scores, metadata=record)
     # CLAM's percentile colouring spreads the arbitrary ranking of normal tissue over the whole colour
-    # scale; min-max scaled attention (the renderer reads raw values as percent) keeps normal tissue cold.
-    display = 100.0 * normalize(scores, "minmax")
+    # scale; a linear scale between the 1st and 99th percentile (the renderer reads raw values as
+    # percent) keeps normal tissue cold (bench/heatmap_normalisation.py): `wsi run`'s default.
+    scale = choose_scale(scores, kind="robust")
+    display = 100.0 * scale.unit(scores)
     with open_slide(synthetic.path) as slide:
         tissue = segment_tissue(slide, preset=TISSUE_PRESET)
         vis_level = slide.get_best_level_for_downsample(4)
@@ -154,10 +157,12 @@ def _slide_section(out: Path, progress: bool) -> str:
     canvas = np.ascontiguousarray(canvas)
     cv2.drawContours(canvas, outline, -1, (255, 255, 255), 3)
     cv2.drawContours(canvas, outline, -1, (0, 0, 0), 1)
-    save_png(out / "slide_heatmap.png", canvas, metadata=record)
+    title = f"held-out synthetic slide · CLAM_SB attention · predicted tumour probability {prob:.3f}"
+    save_png(out / "slide_heatmap.png", add_legend(canvas, scale, title, label="attention"), metadata=record)
     return (
         "<h2>Attention-MIL heatmap of a held-out synthetic slide</h2>"
-        f"<p>CLAM_SB attention (raw, min–max scaled, jet) of the demo model over {len(coords)} patches of "
+        "<p>CLAM_SB attention (raw, linear between its 1st and 99th percentile, jet) of the demo model "
+        f"over {len(coords)} patches of "
         f"{PATCH_SIZE} px; predicted tumour probability {prob:.3f}. The true tumour boundary is drawn in "
         "white. <a href='slide_heatmap.tif'>slide_heatmap.tif</a> is the full-resolution overlay as a "
         "pyramidal TIFF (open it in QuPath or with OpenSlide); <a href='slide_blockmap.h5'>"

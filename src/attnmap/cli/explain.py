@@ -60,7 +60,9 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
 @out_option("Output folder.")
 @device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--cmap", default="jet", show_default=True, help="Matplotlib colour map for overlays.")
+@click.option("--cmap", default=None, help="Colour map (default: jet; signed maps RdBu_r centred on 0).")
+@click.option("--on", "on", type=click.Choice(["crop", "original"]), default="crop", show_default=True,
+              help="Draw on the model's crop or on the original image (crop framed).")
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
 @click.option(
     "--option",
@@ -87,7 +89,8 @@ def explain(
     out_dir: Path,
     device: str,
     batch_size: int,
-    cmap: str,
+    cmap: str | None,
+    on: str,
     alpha: float,
     option_pairs: tuple[str, ...],
     workers: int,
@@ -104,7 +107,8 @@ def explain(
     names, _ = resolve_methods(method)
     options = parse_options(option_pairs)
     split_options(names, options)  # fail on a misspelt option before loading anything
-    get_cmap(cmap)
+    if cmap is not None:
+        get_cmap(cmap)
     model_kwargs = parse_options(model_args)
     if checkpoint is None and model_spec.startswith("timm:"):
         click.echo(
@@ -112,7 +116,7 @@ def explain(
             "its maps show an untrained network",
             err=True,
         )
-    settings = {"batch_size": batch_size, "cmap": cmap, "alpha": alpha, **options}
+    settings = {"batch_size": batch_size, "cmap": cmap, "alpha": alpha, "on": on, **options}
     if workers or scheduler:
         _run_distributed(
             paths, model_spec, checkpoint, model_kwargs, method, target, out_dir, workers, scheduler, settings

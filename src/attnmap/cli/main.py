@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "wsi": "attnmap.cli.wsi:wsi",
     "evaluate": "attnmap.cli.evaluate:evaluate",
     "train-shapes": "attnmap.cli.evaluate:train_shapes",
+    "view": "attnmap.cli.view:view",
 }
 
 # Errors that mean "the user gave us something wrong": one line, exit status 2.

@@ -300,3 +300,14 @@ def run(config_yaml: Path, out_dir: Path | None, force: bool, **options: Any) ->
         tqdm.write(f"  failed: {entry.item}: {entry.error_type}: {entry.message}", file=sys.stderr)
     if report.failed:
         raise SystemExit(1)  # click returns (not raises) ctx.exit codes when not standalone
+
+
+def _add_interchange_commands() -> None:
+    """QuPath GeoJSON out, annotations in (kept in their own module)."""
+    from attnmap.cli.wsi_interchange import evaluate_command, geojson_command
+
+    wsi.add_command(geojson_command)
+    wsi.add_command(evaluate_command)
+
+
+_add_interchange_commands()

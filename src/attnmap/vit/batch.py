@@ -24,8 +24,11 @@ from attnmap.fingerprint import Fingerprint, file_identity
 from attnmap.io_utils import atomic_path, save_png, unique_names
 from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
+from attnmap.render.legend import describe_prediction
+from attnmap.render.scale import ScoreScale, choose_scale, is_signed
 from attnmap.vit.explain import explain
-from attnmap.vit.preprocess import IMAGE_SUFFIXES, preprocess
+from attnmap.vit.original import class_name, crop_box, predict
+from attnmap.vit.preprocess import IMAGE_SUFFIXES, load_image, preprocess
 from attnmap.vit.registry import Target, get_method, methods
 
 
@@ -144,24 +147,29 @@ def explain_paths(
     out_dir: str | Path,
     *,
     batch_size: int = 8,
-    cmap: str = "jet",
+    cmap: str | None = None,
     alpha: float = 0.5,
     model_name: str | None = None,
     progress: bool = True,
     names: Sequence[str] | None = None,
+    on: str = "crop",
     **options: Any,
 ) -> list[Path]:
     """Explain each image in ``paths`` with ``method`` and write the results into ``out_dir``.
 
     Per image and method: ``{stem}_{method}.npy`` (the raw map: (gh, gw) patches or (H, W) pixels)
     with its provenance in ``{stem}_{method}.npy.json``, and, unless ``method == "all"``,
-    ``{stem}_{method}.png`` (overlay on the image as the model sees it). ``method="all"`` writes
-    ``{stem}_all_methods.png``: one grid comparing every method.
-    Images are preprocessed for the model and run ``batch_size`` at a time. ``names``: the output
-    stem of each image (default: file stems, made unique). Images whose outputs are intact and
-    were made with the same model, method, options, target and drawing are skipped. Returns the
-    paths written (or kept).
+    ``{stem}_{method}.png`` (overlay on the image as the model sees it, or with ``on="original"`` on
+    the original image, the model's crop framed). ``method="all"`` writes
+    ``{stem}_all_methods.png``: one grid comparing every method, with colour bars and the predicted
+    class and probability. ``cmap`` None: jet, or for signed maps (`is_signed`) a diverging map
+    centred on zero. Images are preprocessed for the model and run ``batch_size`` at a time.
+    ``names``: the output stem of each image (default: file stems, made unique). Images whose
+    outputs are intact and were made with the same model, method, options, target and drawing are
+    skipped. Returns the paths written (or kept).
     """
+    if on not in ("crop", "original"):
+        raise InputError(f"on must be 'crop' or 'original', got {on!r}")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     methods_, grid = resolve_methods(method)
@@ -175,7 +183,7 @@ def explain_paths(
         raise InputError(f"got {len(stems)} output names for {len(paths)} images")
     checksum = model_checksum(model)
     all_targets = _targets_for(target, 0, len(paths), len(paths))
-    drawing = {"cmap": cmap, "alpha": alpha}
+    drawing = {"cmap": cmap, "alpha": alpha, "on": on}
     prints = [
         [
             _image_fingerprint(
@@ -207,11 +215,13 @@ def explain_paths(
         images, views = preprocess(model, chunk)
         targets = [all_targets[i] for i in indices] if isinstance(all_targets, list) else all_targets
         maps = {name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_}
+        predicted, probability = predict(model, images)
         for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
             stem = stems[indices[offset]]
             image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
             image_target = targets[offset] if isinstance(targets, list) else targets
-            overlays = []
+            overlays, scales = [], []
+            original = np.asarray(load_image(path)) if on == "original" else None
             for name in methods_:
                 heat = maps[name][offset].float().cpu().numpy()
                 meta = provenance(
@@ -225,7 +235,8 @@ def explain_paths(
                 )
                 write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
                 written.append(_save_npy(out_dir / f"{stem}_{name}.npy", heat))
-                picture = overlay(view, heat, cmap=cmap, alpha=alpha)
+                picture, scale = draw_map(model, view, original, heat, name, cmap, alpha)
+                scales.append(scale)
                 if grid:
                     overlays.append(picture)
                 else:
@@ -240,12 +251,18 @@ def explain_paths(
                     image=str(path),
                     **joint.record(),
                 )
+                guess = describe_prediction(
+                    class_name(model, int(predicted[offset])), float(probability[offset])
+                )
+                shown = int(predicted[offset]) if image_target is None else image_target
                 written.append(
                     save_grid(
-                        [view, *overlays],
+                        [view if original is None else original, *overlays],
                         ["image", *methods_],
                         out_dir / f"{stem}_all_methods.png",
                         metadata=meta,
+                        scales=[None, *scales],
+                        suptitle=f"{path.name}: {guess}; maps for {class_name(model, int(shown))}",
                     )
                 )
             bar.update(1)
@@ -283,3 +300,23 @@ def explain_chunk(
         paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names, **settings
     )
     return {"outputs": [str(p) for p in outputs]}
+
+
+def draw_map(
+    model: nn.Module, view: np.ndarray, original: np.ndarray | None, heat: np.ndarray, method: str,
+    cmap: str | None, alpha: float,
+) -> tuple[np.ndarray, ScoreScale]:
+    """The overlay of one map (on the model's view, or on ``original`` within the crop) and its scale.
+
+    Unsigned maps: min-max over the map (as before), jet unless ``cmap``. Signed maps: diverging
+    colour map centred on zero, clipped at the 99th percentile of |score|.
+    """
+    from attnmap.render.placement import overlay_in_box
+
+    kind = "diverging" if is_signed(heat, method) else "minmax"
+    scale = choose_scale(heat, method, kind, cmap)
+    values, mode = (scale.unit(heat), "none") if kind == "diverging" else (heat, "minmax")
+    if original is None:
+        return overlay(view, values, cmap=scale.cmap, alpha=alpha, normalize_mode=mode), scale
+    box = crop_box(model, (original.shape[1], original.shape[0]))
+    return overlay_in_box(original, values, box, cmap=scale.cmap, alpha=alpha, normalize_mode=mode), scale

@@ -101,6 +101,10 @@ class PatchingConfig:
         default="four_pt", metadata={"help": "Which points of a patch must lie in tissue."}
     )
     padding: bool = field(default=True, metadata={"help": "Keep patches that reach past the slide edge."})
+    roi_annotations: str | None = field(
+        default=None,
+        metadata={"help": "Folder of <slide id>.geojson|.xml annotations: keep patches centred inside."},
+    )
 
 
 @dataclass
@@ -149,6 +153,13 @@ class HeatmapConfig(HeatmapStyle):
         default=0, metadata={"help": "Slide level of the TIFF's full resolution."}
     )
 
+    scale: Literal["robust", "minmax", "clam"] = field(
+        default="robust",
+        metadata={"help": "robust: linear between the 1st and 99th percentile; minmax; clam: CLAM's "
+                  "colours exactly (percentile ranks, or raw / 100 with percentiles off)."},
+    )
+    legend: bool = field(default=True, metadata={"help": "Title and colour bar around the heatmap PNG."})
+
     @property
     def style(self) -> HeatmapStyle:
         """The drawing options alone."""
@@ -164,6 +175,16 @@ class SamplingConfig:
 
     top_k: NonNegative = 15
     bottom_k: NonNegative = 15
+
+
+@dataclass
+class ExportConfig:
+    """Interchange files per slide: QuPath GeoJSON of the patch scores (+ tissue contours)."""
+
+    __pydantic_config__: ClassVar[dict] = STRICT
+
+    geojson: bool = False
+    geojson_tissue: bool = True
 
 
 @dataclass
@@ -193,6 +214,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,6 +281,7 @@ def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
     config.slides.data_dir = _resolve(config.slides.data_dir, base_dir)
     config.model.checkpoint = _resolve(config.model.checkpoint, base_dir) or ""
     config.features.checkpoint = _resolve(config.features.checkpoint, base_dir)
+    config.patching.roi_annotations = _resolve(config.patching.roi_annotations, base_dir)
     encoder = config.features.encoder
     if encoder.startswith("torchscript:"):  # an explicitly trusted TorchScript file
         config.features.encoder = "torchscript:" + (_resolve(encoder[len("torchscript:") :], base_dir) or "")

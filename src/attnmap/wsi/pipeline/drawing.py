@@ -18,6 +18,7 @@ from attnmap.wsi.features import extract_features
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+from attnmap.wsi.pipeline.legend import display_scores, titled_heatmap
 from attnmap.wsi.pipeline.outputs import SlideOutputs, heatmap_reason, sampling_reason
 from attnmap.wsi.pipeline.stage_files import load_blockmap, save_blockmap
 from attnmap.wsi.pipeline.stages import (
@@ -34,6 +35,7 @@ def _draw(
     tissue: Any,
     coords: np.ndarray,
     scores: np.ndarray,
+    style: HeatmapStyle,
     config: PipelineConfig,
     reference: np.ndarray | None,
 ) -> np.ndarray:
@@ -43,7 +45,7 @@ def _draw(
         slide,
         coords,
         scores,
-        config.heatmap.style,
+        style,
         patch_size=level0_patch_size(config.patching, slide),
         tissue=tissue,
         reference_scores=reference,
@@ -161,6 +163,10 @@ def heatmap_stage(
             reference = attention["scores"]
         else:
             coords, scores, reference = attention["coords"], attention["scores"], None
+        scores, reference, percentiles, scale = display_scores(
+            scores, reference, h.scale, h.percentiles, h.cmap
+        )
+        style = replace(h.style, percentiles=percentiles)
         if not tiff_ok:
             from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
 
@@ -170,7 +176,7 @@ def heatmap_stage(
                     slide,
                     coords,
                     scores,
-                    replace(h.style, roi=None),
+                    replace(style, roi=None),
                     patch_size=level0_patch_size(config.patching, slide),
                     level=h.tiff_level,
                     tissue=tissue,
@@ -179,7 +185,11 @@ def heatmap_stage(
                     progress=False,
                 )
         if not png_ok:
-            save_png(png, _draw(slide, tissue, coords, scores, config, reference), record)
+            canvas = _draw(slide, tissue, coords, scores, style, config, reference)
+            if h.legend:
+                names = list(config.model.class_names)
+                canvas = titled_heatmap(canvas, scale, entry.slide_id, attention, names)
+            save_png(png, canvas, record)
     if h.save_original and prints.heatmap.check(outputs.named("original.png")) is not None:
         from attnmap.wsi.heatmap.renderer import resolve_vis_level
 

@@ -15,6 +15,7 @@ train OUT/features labels.csv` reads the features as they are)::
     heatmaps/<id>/<id>_blockmap.h5   `attention_scores` (N×1 raw) + `coords`
     heatmaps/<id>/<id>_heatmap.png   (+ _heatmap.tif, _original.png, topk/, bottomk/ if asked)
     heatmaps/<id>/<id>_prediction.json
+    heatmaps/<id>/<id>_scores.geojson  QuPath detections per patch, if ``export: geojson: true``
     predictions.csv (+ .json provenance), run_report.json
 """
 
@@ -120,6 +121,12 @@ def run_slide(
         "probabilities": [float(p) for p in attention["probs"]],
         "attention_branch": int(attention["branch"]),
     }
+    if config.export.geojson and not outputs.named("scores.geojson").is_file():
+        from attnmap.wsi.qupath import export_blockmap_geojson
+
+        tissue_file = outputs.tissue if config.export.geojson_tissue else False
+        export_blockmap_geojson(outputs.named("blockmap.h5"), outputs.named("scores.geojson"),
+                                tissue_file, class_name=row["prediction_name"])
     write_json_atomic(
         outputs.prediction,
         {

@@ -119,6 +119,10 @@ def patch_stage(
         contour_check=p.contour_check,
         padding=p.padding,
     )
+    if p.roi_annotations:
+        from attnmap.wsi.annotations import roi_filter
+
+        coords = roi_filter(coords, level0_patch_size(p, slide), p.roi_annotations, entry.slide_id)
     if len(coords) == 0:
         raise InputError(f"no tissue patches found on {entry.path}: check the segmentation parameters")
     save_coords(

@@ -1,0 +1,77 @@
+"""``attnmap view``: open slides and their heatmaps in the browser, or export them as a static folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--scores",
+    "scores",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Scores file(s) (_blockmap.h5 layout) when PATH is a slide; repeat for several.",
+)
+@click.option(
+    "--annotations",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Annotations (QuPath GeoJSON or ASAP XML), or a folder of <slide id>.geojson|.xml.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port on 127.0.0.1 (0: any free port).",
+)
+@click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a static folder (page + Deep Zoom tiles) instead of serving.",
+)
+@click.option(
+    "--cache-mb",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Bound of the server's tile cache.",
+)
+def view(
+    path: Path,
+    scores: tuple[Path, ...],
+    annotations: Path | None,
+    port: int,
+    no_browser: bool,
+    export_dir: Path | None,
+    cache_mb: int,
+) -> None:
+    """Show PATH (a `wsi run` output folder, a folder of them, or a slide with --scores) in the browser."""
+    from attnmap.view import ViewerContent, discover, export_static, make_server
+
+    content = ViewerContent(discover(path, list(scores), annotations), cache_bytes=cache_mb << 20)
+    if export_dir is not None:
+        page = export_static(content, export_dir, progress=True)
+        click.echo(f"wrote {page} (open it in a browser, or serve the folder)")
+        return
+    server = make_server(content, port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    click.echo(f"attnmap view: {len(content.slides)} slide(s) at {url} (Ctrl+C to stop)")
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
+        content.close()

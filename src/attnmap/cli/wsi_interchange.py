@@ -1,0 +1,74 @@
+"""``attnmap wsi geojson`` and ``wsi evaluate``: scores out to QuPath, annotations in as ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("geojson")
+@click.argument("scores", type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--out", "out", type=click.Path(path_type=Path), required=True, help="GeoJSON file to write."
+)
+@click.option("--tissue", "tissue", is_flag=True, help="Add the run's tissue contours (tissue/<id>.json).")
+@click.option(
+    "--tissue-file", type=click.Path(path_type=Path), default=None, help="Tissue contours JSON to add."
+)
+def geojson_command(scores: Path, out: Path, tissue: bool, tissue_file: Path | None) -> None:
+    """Write SCORES (a _blockmap.h5) as QuPath detections: one polygon per patch, level-0 pixels."""
+    from attnmap.wsi.qupath import export_blockmap_geojson
+
+    path = export_blockmap_geojson(scores, out, tissue_file if tissue_file is not None else tissue)
+    click.echo(f"wrote {path}")
+
+
+@click.command("evaluate")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--annotations",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder of <slide id>.geojson|.xml (QuPath GeoJSON or ASAP XML); a slide without one is negative.",
+)
+@click.option("--method", default="attention", show_default=True, help="Score set to evaluate.")
+@click.option(
+    "-o", "--out", "out", type=click.Path(path_type=Path), default=None, help="JSON report to write."
+)
+def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | None) -> None:
+    """Patch AUC per annotated slide and FROC lesion detection over the run's slides."""
+    from attnmap.errors import InputError
+    from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
+    from attnmap.view.sources import discover
+    from attnmap.wsi.annotations import annotation_file, load_annotations
+
+    if not annotations.is_dir():
+        raise InputError(f"--annotations must be a folder of <slide id>.geojson|.xml files: {annotations}")
+    rows, slides = [], []
+    for slide in discover(run_dir):
+        if method not in slide.score_sets:
+            raise InputError(
+                f"slide {slide.slide_id} has no '{method}' scores; it has {list(slide.score_sets)}"
+            )
+        found = annotation_file(annotations, slide.slide_id)
+        regions = load_annotations(found) if found is not None else []
+        score_set = slide.score_sets[method]
+        item = SlideScores(score_set.coords, score_set.scores, score_set.patch_size, regions)
+        slides.append(item)
+        row = {"slide_id": slide.slide_id, "n_regions": len(regions)}
+        try:
+            row.update(patch_auc(item))
+        except InputError as exc:  # all-positive or all-negative slide: no AUC
+            row["note"] = str(exc)
+        rows.append(row)
+        auc = f"{row['auc']:.3f}" if "auc" in row else "n/a"
+        click.echo(f"{slide.slide_id}: {len(regions)} region(s), patch AUC {auc}")
+    result = {"method": method, "slides": rows, "froc": froc(slides)}
+    rates = ", ".join(f"{k:g} FP: {v:.2f}" for k, v in result["froc"]["sensitivity_at"].items())
+    click.echo(f"FROC score {result['froc']['froc_score']:.3f} ({rates})")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        click.echo(f"wrote {out}")

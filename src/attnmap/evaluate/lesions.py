@@ -1,0 +1,106 @@
+"""Slide heatmaps against annotated lesions: patch-level AUC and FROC-style lesion detection.
+
+Why both: patch AUC says whether the scores rank lesion patches above the rest (threshold-free, per
+slide); FROC says what a pathologist scanning the top of the heatmap would find: how many lesions
+are hit at a given number of false alarms per slide (CAMELYON16's measure, with detections taken
+as the local maxima of the patch scores). Ground truth comes from `attnmap.wsi.annotations`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from attnmap.errors import InputError
+from attnmap.evaluate.mil_localisation import attention_localisation, patch_labels_from_mask
+from attnmap.wsi.annotations import Region, regions_mask
+
+FROC_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass
+class SlideScores:
+    """One slide's per-patch scores with its annotated regions (empty for a negative slide)."""
+
+    coords: np.ndarray
+    scores: np.ndarray
+    patch_size: float
+    regions: list[Region]
+
+
+def patch_auc(slide: SlideScores, min_fraction: float = 0.5, mask_downsample: float | None = None) -> dict:
+    """`attention_localisation` with patch labels from the annotations (footprint ≥ ``min_fraction``)."""
+    coords = np.asarray(slide.coords, dtype=np.float64)
+    downsample = mask_downsample or max(1.0, slide.patch_size / 8.0)
+    extent = (int(coords[:, 0].max() + slide.patch_size) + 1, int(coords[:, 1].max() + slide.patch_size) + 1)
+    mask = regions_mask(slide.regions, extent, downsample)
+    labels = patch_labels_from_mask(coords, slide.patch_size, mask, downsample, min_fraction)
+    return attention_localisation(slide.scores, labels)
+
+
+def detections(slide: SlideScores, radius: float | None = None, max_detections: int = 100) -> np.ndarray:
+    """(K, 3) [x, y, score] local maxima: greedy non-maximum suppression over patch centres.
+
+    ``radius`` (level 0, default two patch sizes) is the distance within which a higher-scored
+    patch suppresses a lower one.
+    """
+    scores = np.asarray(slide.scores, dtype=np.float64).reshape(-1)
+    centres = np.asarray(slide.coords, dtype=np.float64) + slide.patch_size / 2.0
+    radius = 2.0 * slide.patch_size if radius is None else float(radius)
+    kept: list[int] = []
+    for index in np.argsort(-scores, kind="stable"):
+        if len(kept) >= max_detections:
+            break
+        if kept and np.min(np.hypot(*(centres[kept] - centres[index]).T)) < radius:
+            continue
+        kept.append(int(index))
+    return np.column_stack([centres[kept], scores[kept]]) if kept else np.zeros((0, 3))
+
+
+def froc(
+    slides: list[SlideScores], rates: tuple[float, ...] = FROC_RATES, radius: float | None = None
+) -> dict:
+    """Lesion sensitivity at each average number of false positives per slide, and their mean.
+
+    A detection inside a lesion (a non-exclusion region) hits it (each lesion counts once, at its
+    highest detection); one inside an exclusion region is ignored; any other is a false positive.
+    """
+    if not slides:
+        raise InputError("FROC needs at least one slide")
+    hits: list[tuple[float, int, int]] = []  # (score, slide, lesion) first hit per lesion
+    false_scores: list[float] = []
+    n_lesions = 0
+    for s, slide in enumerate(slides):
+        lesions = [r for r in slide.regions if not r.exclusion]
+        exclusions = [r for r in slide.regions if r.exclusion]
+        found = detections(slide, radius)
+        best: dict[int, float] = {}
+        for x, y, score in found:
+            point = np.array([[x, y]])
+            inside = [i for i, lesion in enumerate(lesions) if lesion.contains(point)[0]]
+            if inside:
+                for i in inside:
+                    best[i] = max(best.get(i, -np.inf), score)
+            elif not any(e.contains(point)[0] for e in exclusions):
+                false_scores.append(float(score))
+        hits += [(score, s, i) for i, score in best.items()]
+        n_lesions += len(lesions)
+    if n_lesions == 0:
+        raise InputError("FROC needs at least one annotated lesion")
+    thresholds = np.unique(np.r_[[h[0] for h in hits], false_scores])[::-1]
+    false_sorted = np.sort(false_scores)
+    hit_sorted = np.sort([h[0] for h in hits])
+    sensitivity = np.array([(hit_sorted >= t).sum() / n_lesions for t in thresholds])
+    mean_fp = np.array([(false_sorted >= t).sum() / len(slides) for t in thresholds])
+    at_rates = {}
+    for rate in rates:
+        allowed = mean_fp <= rate
+        at_rates[rate] = float(sensitivity[allowed].max()) if allowed.any() else 0.0
+    return {
+        "sensitivity_at": at_rates,
+        "froc_score": float(np.mean(list(at_rates.values()))),
+        "n_lesions": n_lesions,
+        "n_slides": len(slides),
+        "curve": {"mean_false_positives": mean_fp.tolist(), "sensitivity": sensitivity.tolist()},
+    }

@@ -1,0 +1,145 @@
+"""The score → colour scale of a picture: which normalisation, which colour map, which tick labels.
+
+Why one object: a heatmap is only readable with its colour bar, and the bar must state the very
+mapping the pixels used. `ScoreScale` is that mapping; renderers call `unit` on scores, colour bars
+call `ticks`, and both carry `describe()` as the legend's caption.
+
+Defaults (`choose_scale`):
+- signed maps (LRP, gradient×input, occlusion; or any scores of both signs with the negative tail
+  more than `SIGNED_FRACTION` of the positive one) use a diverging map centred on zero, so "no
+  evidence" is white-ish and the sign reads as hue;
+- unsigned maps use a linear scale between the 1st and 99th percentile of the scores ("robust"):
+  unlike a percentile (rank) scale it keeps the gaps between scores, so a few patches far above the
+  rest stand out instead of being spread into a uniform rainbow; unlike plain min-max a single
+  outlier patch cannot wash the rest out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from attnmap.errors import InputError
+
+ScaleKind = Literal["robust", "minmax", "percentile", "diverging"]
+SCALE_KINDS: tuple[str, ...] = ("robust", "minmax", "percentile", "diverging")
+SIGNED_METHODS = frozenset(
+    {"lrp", "gradient_input", "gradient×input", "gradxinput", "occlusion", "lrp_signed"}
+)
+UNSIGNED_METHODS = frozenset({"attention", "attention_scores", "rollout", "attn_gradcam", "grad_rollout"})
+"""Scores whose zero means nothing (raw MIL attention logits, rollout): never drawn as signed."""
+SIGNED_FRACTION = 0.05
+DEFAULT_CMAPS = {"diverging": "RdBu_r", "robust": "jet", "minmax": "jet", "percentile": "jet"}
+ROBUST_PERCENTILES = (1.0, 99.0)
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """Maps scores to [0, 1] for colouring: ``kind`` with bounds ``low``..``high`` in score units.
+
+    ``percentile`` keeps the sorted ``reference`` scores it ranks against (ticks are then ranks).
+    """
+
+    kind: str
+    low: float
+    high: float
+    cmap: str
+    reference: np.ndarray | None = None
+
+    def unit(self, scores: np.ndarray) -> np.ndarray:
+        """Scores → [0, 1] (clipped), float64."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.kind == "percentile":
+            reference = self.reference if self.reference is not None else np.sort(scores.ravel())
+            right = np.searchsorted(reference, scores, side="right")
+            return right / max(len(reference), 1)
+        span = self.high - self.low
+        if span <= 0:
+            return np.full(scores.shape, 0.5 if self.kind == "diverging" else 1.0)
+        return np.clip((scores - self.low) / span, 0.0, 1.0)
+
+    def ticks(self, count: int = 5) -> list[tuple[float, str]]:
+        """(position in [0, 1], label) pairs for a colour bar."""
+        positions = np.linspace(0.0, 1.0, count)
+        if self.kind == "percentile":
+            return [(float(p), f"{100 * p:.0f}%") for p in positions]
+        values = self.low + positions * (self.high - self.low)
+        return [(float(p), _format(v)) for p, v in zip(positions, values, strict=True)]
+
+    def describe(self) -> str:
+        """One line saying how scores became colours (for captions and the viewer's legend)."""
+        if self.kind == "percentile":
+            return "percentile rank of the score within the slide"
+        if self.kind == "diverging":
+            return f"signed, centred on 0, clipped at ±{_format(self.high)} (99th pct of |score|)"
+        if self.kind == "robust":
+            return f"linear, {_format(self.low)} (1st pct) to {_format(self.high)} (99th pct)"
+        return f"linear, min {_format(self.low)} to max {_format(self.high)}"
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "low": self.low,
+            "high": self.high,
+            "cmap": self.cmap,
+            "caption": self.describe(),
+            "ticks": [[p, label] for p, label in self.ticks()],
+        }
+
+
+def _format(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def is_signed(scores: np.ndarray, method: str | None = None) -> bool:
+    """Whether scores carry sign information (a known signed method, or a real negative tail)."""
+    if method is not None and method.lower() in SIGNED_METHODS:
+        return True
+    if method is not None and method.lower() in UNSIGNED_METHODS:
+        return False
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        return False
+    negative, positive = -float(scores.min()), float(scores.max())
+    return (
+        negative > 0 and positive > 0 and min(negative, positive) > SIGNED_FRACTION * max(negative, positive)
+    )
+
+
+def choose_scale(
+    scores: np.ndarray, method: str | None = None, kind: str | None = None, cmap: str | None = None
+) -> ScoreScale:
+    """The scale for ``scores``: ``kind`` if given, else diverging for signed maps and robust otherwise.
+
+    Raises `InputError` for an unknown kind or scores with NaN / infinity.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if not np.isfinite(scores).all():
+        raise InputError("cannot scale scores that contain NaN or infinite values")
+    if kind is None:
+        kind = "diverging" if is_signed(scores, method) else "robust"
+    if kind not in SCALE_KINDS:
+        raise InputError(f"unknown score scale {kind!r}; choose one of {', '.join(SCALE_KINDS)}")
+    cmap = cmap or DEFAULT_CMAPS[kind]
+    if scores.size == 0:
+        return ScoreScale(kind, 0.0, 1.0, cmap)
+    if kind == "percentile":
+        return ScoreScale(kind, float(scores.min()), float(scores.max()), cmap, np.sort(scores))
+    if kind == "diverging":
+        bound = float(np.percentile(np.abs(scores), 99.0)) or float(np.abs(scores).max())
+        return ScoreScale(kind, -bound, bound, cmap)
+    if kind == "robust":
+        low, high = (float(v) for v in np.percentile(scores, ROBUST_PERCENTILES))
+        if high <= low:
+            low, high = float(scores.min()), float(scores.max())
+        return ScoreScale(kind, low, high, cmap)
+    return ScoreScale(kind, float(scores.min()), float(scores.max()), cmap)
+
+
+def colour_table(cmap: str, size: int = 256) -> np.ndarray:
+    """(size, 3) uint8 colours of ``cmap`` sampled evenly over [0, 1]."""
+    from attnmap.render.colormap import apply_colormap
+
+    return apply_colormap(np.linspace(0.0, 1.0, size), cmap)

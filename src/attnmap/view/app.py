@@ -1,0 +1,277 @@
+"""The viewer's content: every URL it serves, as bytes, for the live server and the static export alike.
+
+Why one resolver: the page must open both from `attnmap view`'s server and from an exported folder
+on disk, so URLs are plain relative file paths and data comes as small ``.js`` files (a browser
+loads scripts and images from ``file://`` but refuses ``fetch``). URLs name slides and methods by
+index, never by user-given names or paths, so nothing outside the package's static folder and the
+slides' own tiles can be addressed; anything else is `NotFoundError`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+from importlib import resources
+from pathlib import PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from attnmap.view.cache import ByteLRU
+from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles, encode_png
+from attnmap.view.layers import HeatmapLayer, OutlineLayer
+from attnmap.view.sources import ViewSlide
+
+TOP_K = 12
+THUMB_PIXELS = 160
+TISSUE_COLOUR = (0, 170, 60)
+ANNOTATION_COLOUR = (20, 40, 230)
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".jpeg": "image/jpeg",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+    ".dzi": "application/xml",
+}
+TILE_URL = re.compile(
+    r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))_files/(\d+)/(\d+)_(\d+)\.(jpeg|png)$"
+)
+DZI_URL = re.compile(r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))\.dzi$")
+DATA_URL = re.compile(r"^data/(\d+)/(info|patches-(\d+))\.js$")
+THUMB_URL = re.compile(r"^thumbs/(\d+)/(\d+)/(\d+)\.jpeg$")
+
+
+class NotFoundError(Exception):
+    """The URL names nothing the viewer serves."""
+
+
+def _static_root():
+    return resources.files("attnmap.view") / "static"
+
+
+def _js(name: str, payload: object) -> bytes:
+    return f"attnmapData({json.dumps(name)}, {json.dumps(payload, separators=(',', ':'))});\n".encode()
+
+
+class ViewerContent:
+    """Resolves relative URLs to (bytes, content type); tiles are rendered on demand and cached."""
+
+    def __init__(self, slides: list[ViewSlide], cache_bytes: int = 128 << 20) -> None:
+        self.slides = slides
+        self.cache = ByteLRU(cache_bytes)
+        self._lock = threading.Lock()
+        self._tiles: dict[int, SlideTiles] = {}
+        self._layers: dict[tuple[int, str], object] = {}
+        self.empty_png = encode_png(np.zeros((1, 1, 4), dtype=np.uint8))
+
+    # ------------------------------------------------------------------------------ resources
+    def slide_tiles(self, index: int) -> SlideTiles:
+        with self._lock:
+            if index not in self._tiles:
+                from attnmap.wsi.slide import open_slide
+
+                self._tiles[index] = SlideTiles(open_slide(self.slides[index].slide_path))
+            return self._tiles[index]
+
+    def layer(self, index: int, name: str):
+        with self._lock:
+            key = (index, name)
+            if key not in self._layers:
+                slide = self.slides[index]
+                if name == "tissue":
+                    self._layers[key] = OutlineLayer(slide.tissue, TISSUE_COLOUR)
+                elif name == "annotations":
+                    self._layers[key] = OutlineLayer(slide.annotations, ANNOTATION_COLOUR, thickness=3)
+                else:
+                    method = self.method_names(index)[int(name.split("-")[1])]
+                    self._layers[key] = HeatmapLayer(slide.score_sets[method])
+            return self._layers[key]
+
+    def method_names(self, index: int) -> list[str]:
+        return list(self.slides[index].score_sets)
+
+    def close(self) -> None:
+        for tiles in self._tiles.values():
+            tiles.slide.close()
+
+    # ------------------------------------------------------------------------------ payloads
+    def slide_list(self) -> dict:
+        rows = []
+        for index, slide in enumerate(self.slides):
+            prediction = slide.prediction
+            probabilities = prediction.get("probabilities") or []
+            predicted = prediction.get("prediction")
+            rows.append(
+                {
+                    "index": index,
+                    "id": slide.slide_id,
+                    "label": prediction.get("label"),
+                    "prediction": prediction.get("prediction_name", predicted),
+                    "probability": float(probabilities[predicted])
+                    if isinstance(predicted, int) and 0 <= predicted < len(probabilities)
+                    else None,
+                }
+            )
+        return {"slides": rows}
+
+    def info(self, index: int) -> dict:
+        slide = self.slides[index]
+        grid = DeepZoomGrid(self._dimensions(index))
+        methods = []
+        for m, (name, score_set) in enumerate(slide.score_sets.items()):
+            order = np.argsort(-score_set.scores, kind="stable")[:TOP_K]
+            from attnmap.render.scale import colour_table
+
+            colours = colour_table(score_set.scale.cmap, 64)
+            methods.append(
+                {
+                    "index": m,
+                    "name": name,
+                    "scale": score_set.scale.to_json(),
+                    "colours": ["#{:02x}{:02x}{:02x}".format(*(int(c) for c in row)) for row in colours],
+                    "tiles": grid.tile_source(f"tiles/{index}/heat-{m}_files/", "png"),
+                    "patchSize": score_set.patch_size,
+                    "count": len(score_set.scores),
+                    "top": [
+                        {
+                            "rank": r + 1,
+                            "x": int(score_set.coords[i, 0]),
+                            "y": int(score_set.coords[i, 1]),
+                            "score": float(score_set.scores[i]),
+                            "thumb": f"thumbs/{index}/{m}/{r + 1}.jpeg",
+                        }
+                        for r, i in enumerate(order)
+                    ],
+                }
+            )
+        tiles = self.slide_tiles(index)
+        return {
+            "index": index,
+            "id": slide.slide_id,
+            "width": grid.dimensions[0],
+            "height": grid.dimensions[1],
+            "mpp": tiles.slide.mpp,
+            "prediction": self.slide_list()["slides"][index],
+            "slide": grid.tile_source(f"tiles/{index}/slide_files/", "jpeg"),
+            "tissue": grid.tile_source(f"tiles/{index}/tissue_files/", "png") if slide.tissue else None,
+            "annotations": grid.tile_source(f"tiles/{index}/annotations_files/", "png")
+            if slide.annotations
+            else None,
+            "methods": methods,
+        }
+
+    def patches(self, index: int, method: int) -> dict:
+        score_set = self.slides[index].score_sets[self.method_names(index)[method]]
+        return {
+            "coords": score_set.coords.reshape(-1).tolist(),
+            "scores": [float(f"{v:.6g}") for v in score_set.scores.tolist()],
+            "ranks": score_set.ranks.tolist(),
+            "patchSize": score_set.patch_size,
+        }
+
+    def _dimensions(self, index: int) -> tuple[int, int]:
+        return self.slide_tiles(index).slide.dimensions
+
+    def thumb(self, index: int, method: int, rank: int) -> bytes:
+        score_set = self.slides[index].score_sets[self.method_names(index)[method]]
+        if not 1 <= rank <= min(TOP_K, len(score_set.scores)):
+            raise NotFoundError(f"no top-{rank} patch")
+        i = int(np.argsort(-score_set.scores, kind="stable")[rank - 1])
+        slide = self.slide_tiles(index).slide
+        level = slide.get_best_level_for_downsample(score_set.patch_size / THUMB_PIXELS)
+        size = max(1, int(round(score_set.patch_size / slide.level_downsamples[level])))
+        pixels = slide.read_region(tuple(int(v) for v in score_set.coords[i]), level, (size, size))
+        image = Image.fromarray(pixels).resize((THUMB_PIXELS, THUMB_PIXELS), Image.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        return buffer.getvalue()
+
+    def tile(self, index: int, layer: str, level: int, col: int, row: int) -> bytes:
+        tiles = self.slide_tiles(index)
+        try:
+            region = tiles.grid.region(level, col, row)
+        except Exception as exc:  # noqa: BLE001 - any bad address is a missing tile
+            raise NotFoundError(str(exc)) from None
+        if layer == "slide":
+            return self.cache.get_or_make(
+                (index, layer, level, col, row), lambda: tiles.tile(level, col, row)
+            )
+
+        def make() -> bytes:
+            rgba = self.layer(index, layer).rgba(region)
+            return self.empty_png if rgba is None else encode_png(rgba)
+
+        return self.cache.get_or_make((index, layer, level, col, row), make)
+
+    # ------------------------------------------------------------------------------ routing
+    def get(self, url: str) -> tuple[bytes, str]:
+        """(body, content type) for a URL path relative to the viewer root; `NotFoundError` otherwise."""
+        path = url.split("?", 1)[0].split("#", 1)[0].lstrip("/") or "index.html"
+        suffix = PurePosixPath(path).suffix
+        if path == "data/slides.js":
+            return _js("slides", self.slide_list()), CONTENT_TYPES[".js"]
+        for pattern, handler in (
+            (TILE_URL, self._tile_url),
+            (DZI_URL, self._dzi_url),
+            (DATA_URL, self._data_url),
+            (THUMB_URL, self._thumb_url),
+        ):
+            match = pattern.match(path)
+            if match:
+                return handler(match), CONTENT_TYPES[suffix]
+        return self._static(path), CONTENT_TYPES.get(suffix, "application/octet-stream")
+
+    def _checked(self, index: str, method: str | None = None) -> tuple[int, int | None]:
+        slide = int(index)
+        if slide >= len(self.slides):
+            raise NotFoundError(f"no slide {slide}")
+        if method is not None and int(method) >= len(self.slides[slide].score_sets):
+            raise NotFoundError(f"no method {method}")
+        return slide, None if method is None else int(method)
+
+    def _tile_url(self, match: re.Match) -> bytes:
+        slide, _ = self._checked(match.group(1), match.group(3))
+        layer, fmt = match.group(2), match.group(7)
+        if (fmt == "jpeg") != (layer == "slide"):
+            raise NotFoundError("wrong tile format")
+        if layer in ("tissue", "annotations") and not getattr(self.slides[slide], layer):
+            raise NotFoundError(f"slide has no {layer}")
+        return self.tile(slide, layer, int(match.group(4)), int(match.group(5)), int(match.group(6)))
+
+    def _dzi_url(self, match: re.Match) -> bytes:
+        slide, _ = self._checked(match.group(1), match.group(3))
+        return (
+            DeepZoomGrid(self._dimensions(slide)).dzi("jpeg" if match.group(2) == "slide" else "png").encode()
+        )
+
+    def _data_url(self, match: re.Match) -> bytes:
+        slide, method = self._checked(match.group(1), match.group(3))
+        if method is None:
+            return _js(f"info-{slide}", self.info(slide))
+        return _js(f"patches-{slide}-{method}", self.patches(slide, method))
+
+    def _thumb_url(self, match: re.Match) -> bytes:
+        slide, method = self._checked(match.group(1), match.group(2))
+        return self.thumb(slide, method, int(match.group(3)))
+
+    def _static(self, path: str) -> bytes:
+        parts = PurePosixPath(path).parts
+        if not parts or any(part in ("..", ".", "") or "\\" in part or ":" in part for part in parts):
+            raise NotFoundError(path)
+        if parts == ("index.html",):
+            parts = ("index.html",)
+        elif parts[0] != "static":
+            raise NotFoundError(path)
+        else:
+            parts = parts[1:]
+        node = _static_root()
+        for part in parts:
+            node = node / part
+        if not node.is_file():
+            raise NotFoundError(path)
+        return node.read_bytes()

@@ -1,0 +1,135 @@
+"""Deep Zoom tiles of a slide and of the layers drawn over it, one tile at a time.
+
+Why one geometry for all layers: the browser stacks the heatmap, tissue and annotation layers over
+the slide, so each must cut the plane exactly as the slide's tiles do. `DeepZoomGrid` is OpenSlide's
+Deep Zoom geometry (levels halve with ceil; interior tile edges overlap). Slide tiles come from
+OpenSlide's `DeepZoomGenerator` where the slide is opened by OpenSlide; other `Slide`s (tiffslide's
+SubIFD pyramids, plain images) go through `SlideTiles`, the same computation over
+`Slide.read_region`. Nothing reads more than one tile's region of the best pyramid level.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from attnmap.errors import InputError
+from attnmap.wsi.slide import OpenSlideSlide, Slide
+
+TILE_SIZE = 254
+OVERLAP = 1
+
+
+@dataclass(frozen=True)
+class TileRegion:
+    """Where a tile lies: level-0 origin, level-0 size, output pixel size and downsample."""
+
+    origin: tuple[int, int]
+    size0: tuple[int, int]
+    pixels: tuple[int, int]
+    downsample: float
+
+
+class DeepZoomGrid:
+    """OpenSlide's Deep Zoom geometry for a level-0 (width, height) (``limit_bounds=False``)."""
+
+    def __init__(
+        self, dimensions: tuple[int, int], tile_size: int = TILE_SIZE, overlap: int = OVERLAP
+    ) -> None:
+        self.dimensions = (int(dimensions[0]), int(dimensions[1]))
+        self.tile_size, self.overlap = tile_size, overlap
+        size = self.dimensions
+        levels = [size]
+        while size[0] > 1 or size[1] > 1:
+            size = (max(1, math.ceil(size[0] / 2)), max(1, math.ceil(size[1] / 2)))
+            levels.append(size)
+        self.level_dimensions = tuple(reversed(levels))
+        self.level_count = len(self.level_dimensions)
+        self.level_tiles = tuple(
+            (math.ceil(w / tile_size), math.ceil(h / tile_size)) for w, h in self.level_dimensions
+        )
+
+    def region(self, level: int, col: int, row: int) -> TileRegion:
+        """The tile's region; `InputError` if the address does not exist."""
+        if not 0 <= level < self.level_count:
+            raise InputError(f"Deep Zoom level {level} does not exist (0..{self.level_count - 1})")
+        cols, rows = self.level_tiles[level]
+        if not (0 <= col < cols and 0 <= row < rows):
+            raise InputError(f"tile ({col}, {row}) does not exist at Deep Zoom level {level}")
+        downsample = 2 ** (self.level_count - level - 1)
+        width, height = self.level_dimensions[level]
+        x0 = col * self.tile_size - (self.overlap if col else 0)
+        y0 = row * self.tile_size - (self.overlap if row else 0)
+        x1 = min(width, (col + 1) * self.tile_size + (self.overlap if col < cols - 1 else 0))
+        y1 = min(height, (row + 1) * self.tile_size + (self.overlap if row < rows - 1 else 0))
+        origin = (x0 * downsample, y0 * downsample)
+        end = (min(self.dimensions[0], x1 * downsample), min(self.dimensions[1], y1 * downsample))
+        return TileRegion(
+            origin, (end[0] - origin[0], end[1] - origin[1]), (x1 - x0, y1 - y0), float(downsample)
+        )
+
+    def tile_source(self, url: str, fmt: str) -> dict:
+        """OpenSeadragon's inline Deep Zoom descriptor (what a .dzi file says), tiles under ``url``."""
+        return {
+            "Image": {
+                "xmlns": "http://schemas.microsoft.com/deepzoom/2008",
+                "Url": url,
+                "Format": fmt,
+                "Overlap": str(self.overlap),
+                "TileSize": str(self.tile_size),
+                "Size": {"Width": str(self.dimensions[0]), "Height": str(self.dimensions[1])},
+            }
+        }
+
+    def dzi(self, fmt: str) -> str:
+        """The .dzi XML for this geometry."""
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" '
+            f'Format="{fmt}" Overlap="{self.overlap}" TileSize="{self.tile_size}">'
+            f'<Size Width="{self.dimensions[0]}" Height="{self.dimensions[1]}"/></Image>\n'
+        )
+
+
+class SlideTiles:
+    """JPEG tiles of a slide: OpenSlide's DeepZoomGenerator when it can, else `Slide.read_region`."""
+
+    def __init__(self, slide: Slide, quality: int = 85) -> None:
+        self.slide = slide
+        self.grid = DeepZoomGrid(slide.dimensions)
+        self.quality = quality
+        self._generator = None
+        if type(slide) is OpenSlideSlide:  # tiffslide's regions are RGB, which the generator cannot composite
+            from openslide.deepzoom import DeepZoomGenerator
+
+            self._generator = DeepZoomGenerator(slide._handle, TILE_SIZE, OVERLAP, limit_bounds=False)
+            if self._generator.level_dimensions != self.grid.level_dimensions:
+                self._generator = None
+
+    def image(self, level: int, col: int, row: int) -> Image.Image:
+        region = self.grid.region(level, col, row)
+        if self._generator is not None:
+            return self._generator.get_tile(level, (col, row)).convert("RGB")
+        read_level = self.slide.get_best_level_for_downsample(region.downsample)
+        read_ds = float(self.slide.level_downsamples[read_level])
+        size = (max(1, math.ceil(region.size0[0] / read_ds)), max(1, math.ceil(region.size0[1] / read_ds)))
+        pixels = self.slide.read_region(region.origin, read_level, size)
+        if size != region.pixels:
+            pixels = cv2.resize(pixels, region.pixels, interpolation=cv2.INTER_AREA)
+        return Image.fromarray(pixels)
+
+    def tile(self, level: int, col: int, row: int) -> bytes:
+        buffer = io.BytesIO()
+        self.image(level, col, row).save(buffer, "JPEG", quality=self.quality)
+        return buffer.getvalue()
+
+
+def encode_png(rgba: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG", optimize=False, compress_level=3)
+    return buffer.getvalue()

@@ -1,0 +1,61 @@
+"""`attnmap view`'s local web server: 127.0.0.1 only, standard library, one thread per request.
+
+Why the standard library: the viewer serves a handful of small files and tiles to one local browser;
+`http.server.ThreadingHTTPServer` does that without a dependency. Each request is answered from
+`ViewerContent`; anything it does not know is a 404, errors inside are a 500 with one line.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+from attnmap.errors import InputError
+from attnmap.view.app import NotFoundError, ViewerContent
+
+HOST = "127.0.0.1"
+
+
+def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "attnmap-view"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            path = unquote(urlsplit(self.path).path)
+            try:
+                body, content_type = content.get(path)
+                status = 200
+            except NotFoundError:
+                body, content_type, status = b"not found\n", "text/plain; charset=utf-8", 404
+            except Exception as exc:  # noqa: BLE001 - one failed tile must not stop the server
+                body, content_type, status = f"{type(exc).__name__}: {exc}\n".encode(), "text/plain", 500
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header(
+                "Cache-Control", "no-cache" if path.endswith((".html", ".js")) else "max-age=3600"
+            )
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
+            if getattr(self.server, "verbose", False):
+                sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+    return Handler
+
+
+def make_server(content: ViewerContent, port: int = 8000) -> ThreadingHTTPServer:
+    """A server bound to 127.0.0.1:``port`` (0 picks a free port); `InputError` if the port is taken."""
+    try:
+        server = ThreadingHTTPServer((HOST, port), _handler(content))
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise InputError(
+                f"port {port} on {HOST} is in use or not allowed; choose another with --port"
+            ) from None
+        raise
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,196 @@
+"""What `attnmap view` shows: slides with their score sets, found from a path the user gives.
+
+Three kinds of path (see `discover`): a `wsi run` output folder (``heatmaps/<id>/<id>_blockmap.h5``
+with the prediction JSON naming the slide), a folder holding several run folders (a cohort), or one
+slide file with ``--scores`` files. Every score set of a blockmap is offered: ``attention_scores``
+and any ``scores_<method>`` dataset of the same length.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from attnmap.errors import InputError
+from attnmap.render.scale import ScoreScale, choose_scale
+
+
+@dataclass
+class ScoreSet:
+    """One method's per-patch scores on one slide, with the scale used to colour them."""
+
+    method: str
+    coords: np.ndarray
+    scores: np.ndarray
+    patch_size: int
+    scale: ScoreScale
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """1 for the highest score, N for the lowest (ties by position)."""
+        order = np.argsort(-self.scores, kind="stable")
+        ranks = np.empty(len(order), dtype=np.int64)
+        ranks[order] = np.arange(1, len(order) + 1)
+        return ranks
+
+
+@dataclass
+class ViewSlide:
+    """A slide and everything drawn over it."""
+
+    slide_id: str
+    slide_path: Path
+    score_sets: dict[str, ScoreSet]
+    prediction: dict = field(default_factory=dict)
+    tissue: list[np.ndarray] = field(default_factory=list)
+    annotations: list[np.ndarray] = field(default_factory=list)
+
+
+def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, ScoreSet]:
+    """Every score set in a blockmap-style h5 file (``attention_scores``, ``scores_<method>``)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            if "coords" not in handle:
+                raise InputError(f"{path} has no 'coords' dataset; expected CLAM's _blockmap.h5 layout")
+            coords = np.asarray(handle["coords"], dtype=np.int64)
+            stored = handle.attrs.get("patch_size", handle["coords"].attrs.get("patch_size"))
+            size = patch_size or (int(stored) if stored is not None else None)
+            raw: dict[str, np.ndarray] = {}
+            for name, dataset in handle.items():
+                if not isinstance(dataset, h5py.Dataset) or len(dataset.shape) == 0:
+                    continue
+                method = (
+                    "attention"
+                    if name == "attention_scores"
+                    else (name[len("scores_") :] if name.startswith("scores_") else None)
+                )
+                if method and dataset.shape[0] == len(coords) and int(np.prod(dataset.shape[1:])) == 1:
+                    raw[method] = np.asarray(dataset, dtype=np.float64).reshape(-1)
+    except OSError as exc:
+        raise InputError(f"cannot read scores file {path}: {exc}") from None
+    if not raw:
+        raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>')")
+    if size is None:
+        size = _grid_step(coords)
+    return {
+        method: ScoreSet(method, coords, values, int(size), choose_scale(values, method))
+        for method, values in raw.items()
+    }
+
+
+def _grid_step(coords: np.ndarray) -> int:
+    """Patch size guessed as the smallest step between distinct x (or y) coordinates."""
+    for axis in (0, 1):
+        steps = np.diff(np.unique(coords[:, axis]))
+        if len(steps):
+            return int(steps.min())
+    raise InputError("cannot tell the patch size from a single patch; store a 'patch_size' attribute")
+
+
+def _tissue_polygons(path: Path) -> list[np.ndarray]:
+    if not path.is_file():
+        return []
+    try:
+        payload = json.loads(path.read_text())
+        return [
+            np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+            for item in payload["contours"]
+            for ring in (item["outer"], *item["holes"])
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _run_slides(root: Path, annotations_dir: Path | None) -> list[ViewSlide]:
+    slides = []
+    for blockmap in sorted((root / "heatmaps").glob("*/*_blockmap.h5")):
+        slide_id = blockmap.parent.name
+        if blockmap.name != f"{slide_id}_blockmap.h5":
+            continue
+        prediction_file = blockmap.parent / f"{slide_id}_prediction.json"
+        if not prediction_file.is_file():
+            continue
+        prediction = json.loads(prediction_file.read_text())
+        prediction.pop("provenance", None)
+        slide_path = Path(prediction.get("slide_path", ""))
+        if not slide_path.is_absolute():
+            slide_path = (root / slide_path) if (root / slide_path).is_file() else slide_path.resolve()
+        if not slide_path.is_file():
+            raise InputError(
+                f"slide {slide_id}: its file {slide_path} (from {prediction_file.name}) is missing"
+            )
+        slides.append(
+            ViewSlide(
+                slide_id,
+                slide_path,
+                read_score_sets(blockmap),
+                prediction,
+                _tissue_polygons(root / "tissue" / f"{slide_id}.json"),
+                _find_annotations(annotations_dir, slide_id),
+            )
+        )
+    return slides
+
+
+def _find_annotations(folder: Path | None, slide_id: str) -> list[np.ndarray]:
+    if folder is None:
+        return []
+    from attnmap.wsi.annotations import annotation_file, load_annotations
+
+    path = annotation_file(folder, slide_id)
+    return [] if path is None else [ring for region in load_annotations(path) for ring in region.rings()]
+
+
+def discover(
+    path: str | Path, scores: list[str | Path] | None = None, annotations: str | Path | None = None
+) -> list[ViewSlide]:
+    """The slides to show for ``path`` (run folder, cohort folder, or slide file with ``scores``).
+
+    ``annotations``: an annotation file (single slide) or a folder of ``<slide id>.geojson|.xml``.
+    Raises `InputError` when ``path`` holds nothing to show.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"nothing to view: {path} does not exist")
+    annotations = Path(annotations) if annotations is not None else None
+    annotation_dir = annotations if annotations is not None and annotations.is_dir() else None
+    if path.is_file():
+        if not scores:
+            raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
+        sets: dict[str, ScoreSet] = {}
+        for score_file in scores:
+            for method, score_set in read_score_sets(Path(score_file)).items():
+                name = method if method not in sets else f"{Path(score_file).stem}:{method}"
+                sets[name] = score_set
+        slide = ViewSlide(path.stem, path.resolve(), sets)
+        if annotations is not None and annotations.is_file():
+            from attnmap.wsi.annotations import load_annotations
+
+            slide.annotations = [ring for region in load_annotations(annotations) for ring in region.rings()]
+        else:
+            slide.annotations = _find_annotations(annotation_dir, slide.slide_id)
+        return [slide]
+    if scores:
+        raise InputError("--scores goes with a slide file, not with a folder")
+    slides = _run_slides(path, annotation_dir) if (path / "heatmaps").is_dir() else []
+    if not slides:
+        for child in sorted(p for p in path.iterdir() if (p / "heatmaps").is_dir()):
+            for slide in _run_slides(child, annotation_dir):
+                slide.slide_id = f"{child.name}-{slide.slide_id}" if _clash(slides, slide) else slide.slide_id
+                slides.append(slide)
+    if not slides:
+        raise InputError(
+            f"nothing to view in {path}: expected a `wsi run` output folder "
+            "(heatmaps/<id>/<id>_blockmap.h5), "
+            "a folder of such folders, or a slide file with --scores"
+        )
+    return slides
+
+
+def _clash(slides: list[ViewSlide], slide: ViewSlide) -> bool:
+    return any(other.slide_id == slide.slide_id for other in slides)

@@ -1,0 +1,232 @@
+/* attnmap viewer: the slide in OpenSeadragon with heatmap, tissue and annotation layers over it.
+   Data arrive as small scripts calling attnmapData(name, payload), so the page works from a local
+   server and from a folder opened on disk alike. */
+"use strict";
+
+const store = {};
+const waiting = {};
+function attnmapData(name, payload) {
+  store[name] = payload;
+  if (waiting[name]) { waiting[name](payload); delete waiting[name]; }
+}
+window.attnmapData = attnmapData;
+
+function load(name, url) {
+  if (store[name]) return Promise.resolve(store[name]);
+  return new Promise((resolve, reject) => {
+    waiting[name] = resolve;
+    const script = document.createElement("script");
+    script.src = url;
+    script.onerror = () => reject(new Error("cannot load " + url));
+    document.head.appendChild(script);
+  });
+}
+
+const state = {
+  slide: null, info: null, method: 0, opacity: 0.5, heat: null, tissue: null, annotations: null,
+  patches: null, cells: null, loaded: false,
+};
+window.attnmap = { state: state };
+
+const viewer = OpenSeadragon({
+  id: "viewer", prefixUrl: "static/openseadragon/images/", showNavigationControl: false,
+  drawer: "canvas", crossOriginPolicy: false, animationTime: 0.4, maxZoomPixelRatio: 2,
+  showNavigator: true, navigatorPosition: "BOTTOM_RIGHT", timeout: 60000,
+});
+window.attnmap.viewer = viewer;
+
+const $ = (id) => document.getElementById(id);
+
+function fmt(value) {
+  if (value === null || value === undefined) return "–";
+  return Math.abs(value) >= 1000 || (Math.abs(value) < 0.01 && value !== 0) ? value.toExponential(2) : value.toPrecision(3);
+}
+
+function addLayer(source, opacity, index) {
+  return new Promise((resolve, reject) => {
+    viewer.addTiledImage({
+      tileSource: source, opacity: opacity, index: index,
+      success: (event) => resolve(event.item), error: (event) => reject(new Error(event.message)),
+    });
+  });
+}
+
+function slideItem() { return viewer.world.getItemAt(0); }
+
+async function showSlide(index) {
+  state.loaded = false;
+  const info = await load("info-" + index, "data/" + index + "/info.js");
+  state.slide = index; state.info = info;
+  viewer.world.removeAll();
+  state.heat = state.tissue = state.annotations = null;
+  await addLayer(info.slide, 1, 0);
+  document.querySelectorAll("#slides li").forEach((li) => li.classList.toggle("active", Number(li.dataset.index) === index));
+  const select = $("method");
+  select.innerHTML = "";
+  info.methods.forEach((method) => {
+    const option = document.createElement("option");
+    option.value = method.index; option.textContent = method.name;
+    select.appendChild(option);
+  });
+  $("show-tissue").disabled = !info.tissue;
+  $("show-annotations").disabled = !info.annotations;
+  const prediction = info.prediction;
+  let title = info.id;
+  if (prediction.prediction !== null && prediction.prediction !== undefined) {
+    title += " — predicted " + prediction.prediction + (prediction.probability !== null ? " (p = " + prediction.probability.toFixed(3) + ")" : "");
+  }
+  if (prediction.label !== null && prediction.label !== undefined) title += " — label " + prediction.label;
+  $("title").textContent = title;
+  await showMethod(info.methods.length ? 0 : -1);
+  await toggleOutline("tissue");
+  await toggleOutline("annotations");
+}
+
+async function showMethod(m) {
+  state.loaded = false;
+  if (state.heat) { viewer.world.removeItem(state.heat); state.heat = null; }
+  state.patches = null; state.cells = null;
+  if (m < 0) return;
+  const info = state.info, method = info.methods[m];
+  state.method = m;
+  $("method").value = String(m);
+  state.heat = await addLayer(method.tiles, state.opacity, 1);
+  drawColorbar(method);
+  drawGallery(method);
+  const patches = await load("patches-" + info.index + "-" + m, "data/" + info.index + "/patches-" + m + ".js");
+  if (state.info === info && state.method === m) { indexPatches(patches); checkLoaded(); }
+}
+
+async function toggleOutline(name) {
+  const box = $("show-" + name), source = state.info && state.info[name];
+  if (state[name]) { viewer.world.removeItem(state[name]); state[name] = null; }
+  if (source && box.checked) state[name] = await addLayer(source, 1, viewer.world.getItemCount());
+}
+
+function drawColorbar(method) {
+  const stops = method.colours.map((c, i) => c + " " + (100 * i / (method.colours.length - 1)).toFixed(1) + "%");
+  $("colorbar-gradient").style.background = "linear-gradient(to right, " + stops.join(", ") + ")";
+  const ticks = $("colorbar-ticks");
+  ticks.innerHTML = "";
+  method.scale.ticks.forEach(([position, label]) => {
+    const span = document.createElement("span");
+    span.style.left = (100 * position) + "%";
+    span.textContent = label;
+    ticks.appendChild(span);
+  });
+  $("scale-caption").textContent = method.name + " score: " + method.scale.caption + "; colour map " + method.scale.cmap + ".";
+}
+
+function drawGallery(method) {
+  const gallery = $("gallery");
+  gallery.innerHTML = "";
+  method.top.forEach((patch) => {
+    const figure = document.createElement("figure");
+    figure.title = "rank " + patch.rank + " at (" + patch.x + ", " + patch.y + ")";
+    const img = document.createElement("img");
+    img.src = patch.thumb; img.alt = "patch of rank " + patch.rank;
+    const caption = document.createElement("figcaption");
+    caption.textContent = "#" + patch.rank + " " + fmt(patch.score);
+    figure.append(img, caption);
+    figure.addEventListener("click", () => jumpTo(patch.x, patch.y, method.patchSize));
+    gallery.appendChild(figure);
+  });
+}
+
+function jumpTo(x, y, size) {
+  const margin = size * 2;
+  const rect = slideItem().imageToViewportRectangle(x - margin, y - margin, size + 2 * margin, size + 2 * margin);
+  viewer.viewport.fitBounds(rect);
+}
+
+function indexPatches(patches) {
+  const size = patches.patchSize, cells = new Map();
+  for (let i = 0; i < patches.scores.length; i++) {
+    const x = patches.coords[2 * i], y = patches.coords[2 * i + 1];
+    for (let cx = Math.floor(x / size); cx <= Math.floor((x + size - 1) / size); cx++) {
+      for (let cy = Math.floor(y / size); cy <= Math.floor((y + size - 1) / size); cy++) {
+        const key = cx + "," + cy;
+        if (!cells.has(key)) cells.set(key, []);
+        cells.get(key).push(i);
+      }
+    }
+  }
+  state.patches = patches; state.cells = cells;
+}
+
+function patchAt(x, y) {
+  const patches = state.patches;
+  if (!patches) return -1;
+  const size = patches.patchSize;
+  const candidates = state.cells.get(Math.floor(x / size) + "," + Math.floor(y / size)) || [];
+  let best = -1;
+  for (const i of candidates) {
+    const px = patches.coords[2 * i], py = patches.coords[2 * i + 1];
+    if (x >= px && x < px + size && y >= py && y < py + size && (best < 0 || patches.ranks[i] < patches.ranks[best])) best = i;
+  }
+  return best;
+}
+
+function imageToPage(x, y) {
+  const point = slideItem().imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y));
+  const box = viewer.element.getBoundingClientRect();
+  return { x: box.left + point.x, y: box.top + point.y };
+}
+window.attnmap.imageToPage = imageToPage;
+window.attnmap.jumpTo = jumpTo;
+
+new OpenSeadragon.MouseTracker({
+  element: viewer.canvas,
+  moveHandler: (event) => {
+    const item = slideItem();
+    if (!item) return;
+    const image = item.viewerElementToImageCoordinates(event.position);
+    const i = patchAt(image.x, image.y);
+    const patches = state.patches, name = state.info ? state.info.methods[state.method].name : "";
+    $("cursor").textContent = i < 0
+      ? "(" + Math.round(image.x) + ", " + Math.round(image.y) + "): no patch"
+      : name + " score " + fmt(patches.scores[i]) + ", rank " + patches.ranks[i] + " of " + patches.scores.length
+        + " — patch at (" + patches.coords[2 * i] + ", " + patches.coords[2 * i + 1] + ")";
+  },
+});
+
+function setOpacity(percent) {
+  state.opacity = percent / 100;
+  $("opacity-value").textContent = percent + "%";
+  if (state.heat) state.heat.setOpacity(state.opacity);
+}
+
+$("opacity").addEventListener("input", (event) => setOpacity(Number(event.target.value)));
+$("method").addEventListener("change", (event) => showMethod(Number(event.target.value)));
+$("show-tissue").addEventListener("change", () => toggleOutline("tissue"));
+$("show-annotations").addEventListener("change", () => toggleOutline("annotations"));
+
+function checkLoaded() {
+  const count = viewer.world.getItemCount();
+  let done = count > 0;
+  for (let i = 0; i < count; i++) {
+    const item = viewer.world.getItemAt(i);  // an invisible layer loads no tiles: nothing to wait for
+    done = done && (item.getOpacity() === 0 || item.getFullyLoaded());
+  }
+  state.loaded = done && state.patches !== null;
+}
+viewer.addHandler("update-viewport", checkLoaded);
+viewer.world.addHandler("add-item", (event) => event.item.addHandler("fully-loaded-change", checkLoaded));
+
+load("slides", "data/slides.js").then((data) => {
+  const list = $("slides");
+  data.slides.forEach((slide) => {
+    const li = document.createElement("li");
+    li.dataset.index = slide.index;
+    li.textContent = slide.id;
+    const note = document.createElement("span");
+    note.textContent = slide.prediction === null || slide.prediction === undefined ? ""
+      : slide.prediction + (slide.probability !== null ? " " + slide.probability.toFixed(2) : "");
+    li.appendChild(note);
+    li.addEventListener("click", () => showSlide(slide.index));
+    list.appendChild(li);
+  });
+  $("slides-section").style.display = data.slides.length > 1 ? "" : "none";
+  setOpacity(Number($("opacity").value));
+  if (data.slides.length) return showSlide(0);
+}).catch((error) => { $("title").textContent = String(error); });

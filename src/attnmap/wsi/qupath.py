@@ -1,0 +1,126 @@
+"""Per-patch scores as QuPath detections: GeoJSON polygons in level-0 pixels with ``measurements``.
+
+Why GeoJSON detections: QuPath imports them by drag-and-drop, colours them by any measurement and
+lists them in its measurement table, so a pathologist can inspect attention next to their own
+annotations. Each patch is one square ``Polygon`` feature (``objectType: detection``) carrying every
+score set of the file (``<method>`` and ``<method> rank``), classified as the slide's predicted
+class; tissue contours are optional ``annotation`` features classified ``Tissue``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import geojson
+import numpy as np
+
+from attnmap.io_utils import atomic_path
+
+PATCH_NAMESPACE = uuid.UUID("6f1c7c1e-9a57-4c8e-8a7d-2c2a3c5b0a11")
+
+
+def _square(x: int, y: int, size: int) -> geojson.Polygon:
+    return geojson.Polygon([[(x, y), (x + size, y), (x + size, y + size), (x, y + size), (x, y)]])
+
+
+def patch_features(
+    coords: np.ndarray, patch_size: int, scores: dict[str, np.ndarray], class_name: str | None = None
+) -> list[geojson.Feature]:
+    """One detection feature per patch with a measurement per score set (and its rank, 1 = highest)."""
+    coords = np.asarray(coords, dtype=np.int64)
+    ranks = {}
+    for method, values in scores.items():
+        order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")
+        ranks[method] = np.empty(len(order), dtype=np.int64)
+        ranks[method][order] = np.arange(1, len(order) + 1)
+    features = []
+    for index, (x, y) in enumerate(coords.tolist()):
+        measurements = {}
+        for method, values in scores.items():
+            measurements[method] = float(values[index])
+            measurements[f"{method} rank"] = int(ranks[method][index])
+        properties = {"objectType": "detection", "measurements": measurements, "isLocked": True}
+        if class_name:
+            properties["classification"] = {"name": class_name}
+        identifier = str(uuid.uuid5(PATCH_NAMESPACE, f"{x},{y},{patch_size}"))
+        features.append(
+            geojson.Feature(id=identifier, geometry=_square(x, y, patch_size), properties=properties)
+        )
+    return features
+
+
+def tissue_features(polygons: list[tuple[np.ndarray, list[np.ndarray]]]) -> list[geojson.Feature]:
+    """Tissue contours ((outer ring, holes) in level 0) as locked QuPath annotations classed ``Tissue``."""
+    features = []
+    for outer, holes in polygons:
+        rings = [np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in (outer, *holes)]
+        closed = [[*map(tuple, r.tolist()), tuple(r[0].tolist())] for r in rings if len(r) >= 3]
+        if closed:
+            features.append(
+                geojson.Feature(
+                    geometry=geojson.Polygon(closed),
+                    properties={
+                        "objectType": "annotation",
+                        "classification": {"name": "Tissue"},
+                        "isLocked": True,
+                    },
+                )
+            )
+    return features
+
+
+def write_scores_geojson(
+    path: str | Path,
+    coords: np.ndarray,
+    patch_size: int,
+    scores: dict[str, np.ndarray],
+    class_name: str | None = None,
+    tissue: list[tuple[np.ndarray, list[np.ndarray]]] | None = None,
+) -> Path:
+    """Write a FeatureCollection of patch detections (+ tissue annotations) atomically; returns the path."""
+    collection = geojson.FeatureCollection(
+        patch_features(coords, patch_size, scores, class_name) + tissue_features(tissue or [])
+    )
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(geojson.dumps(collection))
+    return Path(path)
+
+
+def export_blockmap_geojson(
+    scores_file: str | Path, out: str | Path, tissue: bool | str | Path = False, class_name: str | None = None
+) -> Path:
+    """GeoJSON of a ``_blockmap.h5`` (every score set); the class and tissue come from its run folder.
+
+    ``tissue``: True takes ``tissue/<id>.json`` of the `wsi run` layout the file sits in, a path takes
+    that tissue file, False writes patches only. ``class_name`` (default: the prediction JSON's) classes
+    every patch.
+    """
+    import json
+
+    from attnmap.errors import InputError
+    from attnmap.view.sources import read_score_sets
+
+    scores_file = Path(scores_file)
+    sets = read_score_sets(scores_file)
+    first = next(iter(sets.values()))
+    slide_id = scores_file.name.removesuffix("_blockmap.h5")
+    prediction = scores_file.with_name(f"{slide_id}_prediction.json")
+    if class_name is None and prediction.is_file():
+        class_name = json.loads(prediction.read_text()).get("prediction_name")
+    polygons = None
+    if tissue:
+        tissue_file = (
+            Path(tissue)
+            if not isinstance(tissue, bool)
+            else scores_file.parent.parent.parent / "tissue" / f"{slide_id}.json"
+        )
+        if not tissue_file.is_file():
+            raise InputError(f"tissue contours not found: {tissue_file}")
+        try:
+            contours = json.loads(tissue_file.read_text())["contours"]
+            polygons = [(np.asarray(c["outer"]), [np.asarray(h) for h in c["holes"]]) for c in contours]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{tissue_file} is not a tissue file written by attnmap: {exc}") from None
+    scores = {method: s.scores for method, s in sets.items()}
+    return write_scores_geojson(out, first.coords, first.patch_size, scores, class_name, polygons)

@@ -1,0 +1,155 @@
+"""Readable pictures: score scales, colour bars with titles, diverging signed maps, maps on the original."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from attnmap.errors import InputError
+from attnmap.render.legend import add_legend
+from attnmap.render.placement import overlay_in_box
+from attnmap.render.scale import choose_scale, colour_table, is_signed
+
+
+def test_scale_choice_and_units():
+    signed = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
+    scale = choose_scale(signed)
+    assert scale.kind == "diverging" and scale.low == -scale.high
+    assert scale.unit(np.array([0.0]))[0] == 0.5  # zero sits in the middle of the colour map
+    assert choose_scale(np.array([0.1, 0.2, 5.0]), "lrp").kind == "diverging"  # known signed method
+    robust = choose_scale(np.r_[np.zeros(98), 1.0, 1000.0])
+    assert robust.kind == "robust" and robust.high < 1000  # one outlier cannot wash the map out
+    ranks = choose_scale(np.array([3.0, 1.0, 2.0]), kind="percentile")
+    np.testing.assert_allclose(ranks.unit(np.array([1.0, 2.0, 3.0])), [1 / 3, 2 / 3, 1.0])
+    assert not is_signed(np.array([-0.001, 1.0]))  # a rounding-level negative tail is not a sign
+    assert not is_signed(signed, "attention")  # raw MIL attention logits: zero means nothing
+    with pytest.raises(InputError, match="unknown score scale"):
+        choose_scale(signed, kind="rainbow")
+    with pytest.raises(InputError, match="NaN"):
+        choose_scale(np.array([np.nan]))
+
+
+def test_legend_adds_title_and_colour_bar_below_untouched_pixels():
+    image = np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8)
+    scale = choose_scale(np.linspace(-1, 1, 50))
+    out = add_legend(image, scale, "slide_1 · attention · predicted tumour (p = 0.910)")
+    top = out.shape[0] - image.shape[0]
+    assert out.shape[1] == 600 and top > 0
+    rows = [r for r in range(out.shape[0]) if np.array_equal(out[r], image[0])]
+    assert rows, "the picture is pasted unchanged"
+    start = rows[0]
+    np.testing.assert_array_equal(out[start : start + 300], image)
+    below = out[start + 300 :]
+    table = colour_table(scale.cmap)
+    for colour in (table[0], table[-1]):  # both ends of the diverging map appear in the bar
+        assert (np.abs(below.astype(int) - colour.astype(int)).max(axis=2) <= 3).any()
+    assert (out[:start] < 100).any()  # the title's dark text
+
+
+def test_overlay_in_box_touches_only_the_box():
+    image = np.full((50, 80, 3), 200, dtype=np.uint8)
+    heat = np.arange(16, dtype=float).reshape(4, 4)
+    out = overlay_in_box(image, heat, (20.0, 5.0, 60.0, 45.0), alpha=1.0)
+    assert out.shape == image.shape
+    np.testing.assert_array_equal(out[:, :19], image[:, :19])
+    np.testing.assert_array_equal(out[:, 61:], image[:, 61:])
+    assert not np.array_equal(out[10:40, 25:55], image[10:40, 25:55])
+    with pytest.raises(InputError, match="outside"):
+        overlay_in_box(image, heat, (100, 100, 120, 120))
+
+
+def test_crop_box_traces_resize_and_centre_crop():
+    from attnmap.vit.original import crop_box
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1)
+    x0, y0, x1, y1 = crop_box(model, (640, 480))  # crop_pct 0.9: shorter side → 248, centre 224
+    side = 224 / (248 / 480)
+    assert (y1 - y0) == pytest.approx(side, abs=1.5) and (x1 - x0) == pytest.approx(side, abs=1.5)
+    assert (x0 + x1) / 2 == pytest.approx(320, abs=1) and (y0 + y1) / 2 == pytest.approx(240, abs=1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pictures")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64, num_classes=4)
+    torch.save({"state_dict": model.state_dict()}, root / "weights.pt")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (90, 150, 3), dtype=np.uint8)).save(
+        root / "wide.png"
+    )
+    return root
+
+
+def test_explain_on_original_and_grid_titles(checkpoint, single_thread):
+    from attnmap.cli.main import main
+
+    out = checkpoint / "out"
+    model = [
+        "--model",
+        "timm:vit_tiny_patch16_224",
+        "--model-arg",
+        "depth=2",
+        "--model-arg",
+        "img_size=64",
+        "--checkpoint",
+        str(checkpoint / "weights.pt"),
+    ]
+    main(
+        [
+            "explain",
+            str(checkpoint / "wide.png"),
+            *model,
+            "--method",
+            "attention",
+            "--on",
+            "original",
+            "--out",
+            str(out),
+        ]
+    )
+    drawn = np.asarray(Image.open(out / "wide_attention.png"))
+    assert drawn.shape == (90, 150, 3)
+    original = np.asarray(Image.open(checkpoint / "wide.png"))
+    np.testing.assert_array_equal(drawn[:, :25], original[:, :25])  # outside the centre crop: untouched
+    assert not np.array_equal(drawn[:, 40:110], original[:, 40:110])
+
+
+def test_explain_grid_has_prediction_title_and_colour_bars(checkpoint, single_thread, monkeypatch):
+    import attnmap.vit.batch as batch
+    from attnmap.vit.models import load_model
+
+    seen = {}
+    real = batch.save_grid
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "save_grid", spy)
+    model = load_model(
+        "timm:vit_tiny_patch16_224", checkpoint / "weights.pt", depth=2, img_size=64, num_classes=4
+    )
+    written = batch.explain_paths(
+        [checkpoint / "wide.png"], model, "all", None, checkpoint / "grid", progress=False
+    )
+    grid = [p for p in written if p.name.endswith("_all_methods.png")][0]
+    assert "predicted class" in seen["suptitle"] and "(p = 0." in seen["suptitle"]
+    assert seen["scales"][0] is None and all(scale is not None for scale in seen["scales"][1:])
+    with Image.open(grid) as picture:
+        assert picture.size[0] > picture.size[1]
+
+
+def test_signed_map_is_diverging_and_centred_on_zero():
+    from attnmap.vit.batch import draw_map
+
+    view = np.full((32, 32, 3), 128, dtype=np.uint8)
+    heat = np.zeros((4, 4))
+    heat[0, 0], heat[3, 3] = 1.0, -1.0
+    picture, scale = draw_map(None, view, None, heat, "occlusion", None, 1.0)
+    assert scale.kind == "diverging" and scale.cmap == "RdBu_r"
+    middle = colour_table("RdBu_r")[128].astype(int)
+    assert np.abs(picture[16, 16].astype(int) - middle).max() <= 8  # zero is the neutral middle colour
+    assert picture[2, 2, 0] > picture[2, 2, 2] and picture[29, 29, 2] > picture[29, 29, 0]  # red +, blue -

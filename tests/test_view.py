@@ -1,0 +1,173 @@
+"""`attnmap view` without a browser: discovery, tile geometry, overlay pixels, 404s, port errors, export."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from view_fixtures import PATCH, write_run_folder
+
+from attnmap.cli.main import main
+from attnmap.errors import InputError
+from attnmap.render.scale import colour_table
+from attnmap.view import NotFoundError, ViewerContent, discover, make_server
+from attnmap.view.cache import ByteLRU
+from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles
+from attnmap.wsi.slide import ArraySlide, open_slide
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    return write_run_folder(tmp_path_factory.mktemp("view"))
+
+
+def test_discovery_offers_every_score_set_and_the_prediction(run_folder):
+    (slide,) = discover(run_folder)
+    assert list(slide.score_sets) == ["attention", "lrp"]
+    assert slide.score_sets["attention"].patch_size == PATCH
+    assert slide.score_sets["lrp"].scale.kind == "diverging"
+    assert slide.score_sets["attention"].scale.kind == "robust"
+    assert slide.prediction["prediction_name"] == "tumor" and slide.tissue
+    cohort = discover(run_folder.parent)  # a folder holding run folders
+    assert [s.slide_id for s in cohort] == ["slide_a"]
+    with pytest.raises(InputError, match="--scores"):
+        discover(slide.slide_path)
+
+
+def test_grid_matches_openslide_deepzoom(run_folder):
+    from openslide import OpenSlide
+    from openslide.deepzoom import DeepZoomGenerator
+
+    (slide,) = discover(run_folder)
+    reference = DeepZoomGenerator(OpenSlide(str(slide.slide_path)), 254, 1)
+    grid = DeepZoomGrid((1024, 768))
+    assert grid.level_dimensions == reference.level_dimensions and grid.level_tiles == reference.level_tiles
+    for level in (3, grid.level_count - 2, grid.level_count - 1):
+        cols, rows = grid.level_tiles[level]
+        for col, row in ((0, 0), (cols - 1, rows - 1)):
+            (location, _, size), pixels = reference._get_tile_info(level, (col, row))
+            assert grid.region(level, col, row).pixels == pixels
+            assert grid.region(level, col, row).origin == location
+
+
+def test_plain_image_tiles_equal_openslide_tiles(run_folder):
+    (slide,) = discover(run_folder)
+    with open_slide(slide.slide_path) as real:
+        pixels = real.read_region((0, 0), 0, real.dimensions)
+        reference = SlideTiles(real)
+        plain = SlideTiles(ArraySlide(pixels))
+        assert reference._generator is not None and plain._generator is None
+        for address in ((10, 2, 1), (9, 0, 0), (7, 0, 0)):
+            a = np.asarray(reference.image(*address), dtype=int)
+            b = np.asarray(plain.image(*address), dtype=int)
+            assert a.shape == b.shape and np.abs(a - b).mean() < 2.0
+
+
+def test_heatmap_tile_colours_the_top_patch_with_the_top_colour(run_folder):
+    content = ViewerContent(discover(run_folder))
+    layer = content.layer(0, "heat-0")
+    grid = DeepZoomGrid((1024, 768))
+    top = grid.level_count - 1
+    region = grid.region(top, 2, 1)  # level-0 x 508.., y 253.. holds the hot patch at (512, 256)
+    rgba = layer.rgba(region)
+    inside = rgba[256 - region.origin[1] + 10, 512 - region.origin[0] + 10]
+    assert inside[3] == 255 and tuple(inside[:3]) == tuple(colour_table("jet")[-1])
+    empty = layer.rgba(grid.region(top, 3, 2))  # x 762.., y 508..: inside the patch grid too
+    assert empty is not None
+    whole = layer.rgba(grid.region(0, 0, 0))  # one pixel for the whole slide: still drawn
+    assert whole.shape == (1, 1, 4) and whole[0, 0, 3] == 255
+    content.close()
+
+
+def test_cache_is_bounded_in_bytes():
+    cache = ByteLRU(100)
+    for key in range(10):
+        cache.get_or_make(key, lambda: b"x" * 30)
+    assert cache.size <= 100 and len(cache) == 3
+    assert cache.get_or_make(9, lambda: b"new") == b"x" * 30  # recent entries stay
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_server_answers_404_and_never_leaves_its_files(run_folder):
+    content = ViewerContent(discover(run_folder))
+    server = make_server(content, port=0)
+    assert server.server_address[0] == "127.0.0.1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert _get(f"{base}/") == 200
+        assert _get(f"{base}/tiles/0/slide_files/10/0_0.jpeg") == 200
+        assert _get(f"{base}/static/openseadragon/LICENSE.txt") == 200
+        for bad in ("/../../etc/passwd", "/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
+                    "/static/..%2f..%2fapp.py", "/tiles/0/slide_files/99/0_0.jpeg", "/tiles/7/slide.dzi",
+                    "/data/0/patches-9.js", "/thumbs/0/0/99.jpeg", "/static/", "/etc/passwd",
+                    "/tiles/0/../../../slides/slide_a.tif", "/static/C:\\windows"):
+            assert _get(base + bad) == 404, bad
+        with socket.create_connection(("127.0.0.1", server.server_address[1])) as raw:  # unnormalised path
+            raw.sendall(b"GET /static/../../view/app.py HTTP/1.0\r\n\r\n")
+            assert b" 404 " in raw.recv(64)
+        with pytest.raises(InputError, match="in use"):
+            make_server(content, port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def test_cli_port_in_use_is_one_line(run_folder, capsys):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["view", str(run_folder), "--no-browser", "--port", str(blocker.getsockname()[1])])
+    finally:
+        blocker.close()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "in use" in err and len(err.splitlines()) == 1
+
+
+def test_cli_export_writes_a_static_folder(run_folder, tmp_path):
+    main(["view", str(run_folder), "--export", str(tmp_path / "site")])
+    site = tmp_path / "site"
+    assert (site / "index.html").is_file() and (site / "data" / "0" / "patches-1.js").is_file()
+    assert (site / "static" / "openseadragon" / "openseadragon.min.js").is_file()
+    assert (site / "tiles" / "0" / "slide_files" / "10" / "4_3.jpeg").is_file()
+    assert (site / "tiles" / "0" / "heat-0_files" / "10" / "2_1.png").is_file()
+    assert "not found" not in (site / "index.html").read_text()
+
+
+def test_missing_path_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        discover(tmp_path / "nope")
+    with pytest.raises(InputError, match="nothing to view"):
+        discover(tmp_path)
+    with pytest.raises(NotFoundError):
+        ViewerContent([]).get("data/0/info.js")
+
+
+def test_tiffslide_slides_tile_like_openslide(run_folder):
+    import tiffslide
+
+    from attnmap.wsi.slide import TiffSlideSlide
+
+    (slide,) = discover(run_folder)
+    with open_slide(slide.slide_path) as reference:
+        expected = np.asarray(SlideTiles(reference).image(9, 1, 1), dtype=int)
+    other = TiffSlideSlide(str(slide.slide_path), tiffslide.TiffSlide(str(slide.slide_path)))
+    tiles = SlideTiles(other)
+    assert np.abs(np.asarray(tiles.image(9, 1, 1), dtype=int) - expected).mean() < 2.0
+    other.close()

@@ -1,0 +1,157 @@
+"""The viewer in a real browser: Debian's headless Chromium driven by Playwright (never a downloaded browser).
+
+Skipped only off CI when Chromium or Playwright is missing; with CI=true a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from view_fixtures import PATCH, write_run_folder
+
+from attnmap.render.scale import colour_table
+from attnmap.view import ViewerContent, discover, export_static, make_server
+
+CHROMIUM = os.environ.get("ATTNMAP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed (pip install -e .[view]) and CI is set")
+        pytest.skip("playwright is not installed")
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install chromium) and CI is set")
+        pytest.skip("chromium is not installed")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    return write_run_folder(tmp_path_factory.mktemp("viewer"), hot=(512, 256))
+
+
+def test_cohort_slide_list_and_annotations(browser, tmp_path):
+    root = tmp_path / "cohort"
+    write_run_folder(root, "slide_a", seed=0)
+    run = write_run_folder(root, "slide_b", seed=1, hot=(128, 128))
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    (annotations / "slide_b.geojson").write_text(
+        '{"type": "Feature", "properties": {"classification": {"name": "Tumor"}}, '
+        '"geometry": {"type": "Polygon", '
+        '"coordinates": [[[600, 300], [900, 300], [900, 600], [600, 600], [600, 300]]]}}'
+    )
+    content = ViewerContent(discover(run, annotations=annotations))
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/")
+        rows = page.locator("#slides li").all_inner_texts()
+        assert len(rows) == 2 and all("tumor 0.80" in row for row in rows)
+        assert page.locator("#show-annotations").is_disabled()  # slide_a has none
+        page.locator("#slides li").nth(1).click()
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 1")
+        assert page.evaluate("window.attnmap.state.info.methods[0].top[0].x") == 128
+        assert not page.locator("#show-annotations").is_disabled()
+        page.locator("#opacity").fill("0")
+        page.wait_for_timeout(300)
+        edge = page.evaluate("window.attnmap.imageToPage(750, 300)")
+        blue = _pixel(page, edge["x"], edge["y"])
+        assert blue[2] > 150 and blue[2] > blue[0] + 60, blue  # the annotation outline is drawn
+        page.locator("#show-annotations").uncheck()
+        page.wait_for_timeout(300)
+        bare = _pixel(page, edge["x"], edge["y"])
+        assert not (bare[2] > bare[0] + 60), bare
+        page.screenshot(path=str(tmp_path / "cohort.png"))
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def _open(browser, url: str):
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_function("window.attnmap && window.attnmap.state.loaded === true", timeout=30000)
+    return page, errors
+
+
+def _pixel(page, x: float, y: float) -> np.ndarray:
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+    return shot[int(round(y)), int(round(x))].astype(int)
+
+
+def _check_overlay(page, tmp_path: Path, name: str) -> None:
+    """Top patch drawn in the top colour at full opacity, the slide shows through at zero."""
+    info = page.evaluate("window.attnmap.state.info")
+    top = info["methods"][0]["top"][0]
+    assert (top["x"], top["y"]) == (512, 256)
+    page.evaluate(f"window.attnmap.jumpTo({top['x']}, {top['y']}, {PATCH})")
+    page.wait_for_timeout(800)
+    page.wait_for_function("window.attnmap.state.loaded === true", timeout=30000)
+    centre = page.evaluate(f"window.attnmap.imageToPage({top['x'] + PATCH / 2}, {top['y'] + PATCH / 2})")
+    hottest = colour_table(info["methods"][0]["scale"]["cmap"])[-1].astype(int)
+    slider = page.locator("#opacity")
+    slider.fill("100")
+    page.wait_for_timeout(300)
+    full = _pixel(page, centre["x"], centre["y"])
+    assert np.abs(full - hottest).max() <= 12, (full, hottest)
+    page.screenshot(path=str(tmp_path / f"{name}_opacity100.png"))
+    slider.fill("0")
+    page.wait_for_timeout(300)
+    bare = _pixel(page, centre["x"], centre["y"])
+    assert np.abs(bare - hottest).max() > 40, (bare, hottest)
+    assert page.locator("#opacity-value").inner_text() == "0%"
+    page.screenshot(path=str(tmp_path / f"{name}_opacity0.png"))
+
+
+def test_served_page_draws_the_overlay(browser, run_folder, tmp_path):
+    content = ViewerContent(discover(run_folder))
+    server = make_server(content, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/")
+        assert "tumor" in page.locator("#title").inner_text()
+        assert page.locator("#method option").all_inner_texts() == ["attention", "lrp"]
+        assert page.locator("#gallery img").count() == 12
+        assert "1st pct" in page.locator("#scale-caption").inner_text()
+        _check_overlay(page, tmp_path, "served")
+        centre = page.evaluate(f"window.attnmap.imageToPage({512 + PATCH / 2}, {256 + PATCH / 2})")
+        page.mouse.move(centre["x"], centre["y"])
+        assert "rank 1 of 48" in page.locator("#cursor").inner_text()
+        page.select_option("#method", "1")
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 1")
+        assert "centred on 0" in page.locator("#scale-caption").inner_text()
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def test_exported_folder_opens_from_disk(browser, run_folder, tmp_path):
+    content = ViewerContent(discover(run_folder))
+    page_path = export_static(content, tmp_path / "export")
+    content.close()
+    page, errors = _open(browser, page_path.as_uri())
+    _check_overlay(page, tmp_path, "exported")
+    assert not errors, errors

@@ -1,0 +1,238 @@
+"""QuPath GeoJSON out, QuPath GeoJSON / ASAP XML annotations in, lesion evaluation, TIFF in tiffslide."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from view_fixtures import PATCH, write_run_folder
+
+from attnmap.cli.main import main
+from attnmap.errors import InputError
+from attnmap.evaluate.lesions import SlideScores, detections, froc, patch_auc
+from attnmap.wsi.annotations import load_annotations, patches_in_regions, regions_mask
+
+QUPATH = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "id": "a",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [
+                    [[384, 128], [768, 128], [768, 512], [384, 512], [384, 128]],
+                    [[512, 256], [640, 256], [640, 384], [512, 384], [512, 256]],
+                ],
+            },
+            "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}},
+        },
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "MultiPolygon",
+                "coordinates": [[[[0, 640], [128, 640], [128, 768], [0, 768], [0, 640]]]],
+            },
+            "properties": {"objectType": "annotation", "classification": {"name": "Exclusion"}},
+        },
+    ],
+}
+ASAP = """<?xml version="1.0"?>
+<ASAP_Annotations><Annotations>
+<Annotation Name="Annotation 0" Type="Polygon" PartOfGroup="_0" Color="#F4FA58"><Coordinates>
+<Coordinate Order="1" X="300" Y="100"/><Coordinate Order="0" X="100" Y="100"/>
+<Coordinate Order="2" X="300" Y="300"/><Coordinate Order="3" X="100" Y="300"/>
+</Coordinates></Annotation>
+<Annotation Name="Annotation 1" Type="Polygon" PartOfGroup="_2" Color="#64FE2E"><Coordinates>
+<Coordinate Order="0" X="150" Y="150"/><Coordinate Order="1" X="250" Y="150"/>
+<Coordinate Order="2" X="250" Y="250"/><Coordinate Order="3" X="150" Y="250"/>
+</Coordinates></Annotation>
+</Annotations><AnnotationGroups/></ASAP_Annotations>
+"""
+
+
+def test_qupath_geojson_annotations_with_holes_and_exclusions(tmp_path):
+    path = tmp_path / "slide.geojson"
+    path.write_text(json.dumps(QUPATH))
+    regions = load_annotations(path)
+    assert [r.label for r in regions] == ["Tumor", "Exclusion"] and len(regions[0].holes) == 1
+    points = np.array([[400, 150], [576, 320], [64, 700], [900, 700]])
+    np.testing.assert_array_equal(patches_in_regions(points - 0.5, 1.0, regions), [True, False, False, False])
+    mask = regions_mask(regions, (1024, 768), 4.0)
+    assert mask[150 // 4, 400 // 4] and not mask[320 // 4, 576 // 4]
+    assert mask.sum() == pytest.approx((384 * 384 - 128 * 128) / 16, rel=0.03)
+
+
+def test_asap_xml_orders_points_and_cuts_out_group_2(tmp_path):
+    path = tmp_path / "tumor_001.xml"
+    path.write_text(ASAP)
+    lesion, excluded = load_annotations(path)
+    assert lesion.outer.tolist() == [[100, 100], [300, 100], [300, 300], [100, 300]]
+    assert excluded.exclusion and not lesion.exclusion
+    inside = patches_in_regions(np.array([[110, 110], [190, 190]]), 20, [lesion, excluded])
+    assert inside.tolist() == [True, False]
+    with pytest.raises(InputError, match="annotations must be"):
+        (tmp_path / "x.txt").write_text("")
+        load_annotations(tmp_path / "x.txt")
+
+
+def test_patch_auc_and_froc_reward_scores_on_the_lesion():
+    xs, ys = np.meshgrid(np.arange(0, 1024, PATCH), np.arange(0, 768, PATCH))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    regions = load_regions_square(384, 128, 768, 512)
+    inside = patches_in_regions(coords, PATCH, regions)
+    good = SlideScores(coords, inside + np.linspace(0, 0.1, len(coords)), PATCH, regions)
+    bad = SlideScores(coords, -good.scores, PATCH, regions)
+    assert patch_auc(good)["auc"] == 1.0 and patch_auc(bad)["auc"] == 0.0
+    assert froc([good])["froc_score"] == 1.0
+    assert froc([bad])["sensitivity_at"][0.25] == 0.0
+    negative = SlideScores(coords, np.linspace(0, 1, len(coords)), PATCH, [])
+    result = froc([good, negative])
+    assert result["n_lesions"] == 1 and result["n_slides"] == 2 and 0 < result["froc_score"] <= 1
+    peaks = detections(good)
+    assert len(peaks) > 1 and np.all(np.diff(peaks[:, 2]) <= 0)
+
+
+def load_regions_square(x0, y0, x1, y1):
+    from attnmap.wsi.annotations import Region
+
+    return [Region(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=float), [], "Tumor")]
+
+
+def test_geojson_export_has_a_polygon_and_measurements_per_patch(tmp_path):
+    run = write_run_folder(tmp_path)
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    main(["wsi", "geojson", str(blockmap), "-o", str(tmp_path / "scores.geojson"), "--tissue"])
+    payload = json.loads((tmp_path / "scores.geojson").read_text())
+    detections_ = [f for f in payload["features"] if f["properties"]["objectType"] == "detection"]
+    tissue = [f for f in payload["features"] if f["properties"]["objectType"] == "annotation"]
+    assert len(detections_) == 48 and len(tissue) == 1
+    first = detections_[0]
+    ring = np.array(first["geometry"]["coordinates"][0])
+    assert ring.tolist()[0] == ring.tolist()[-1] and np.ptp(ring, axis=0).tolist() == [PATCH, PATCH]
+    assert set(first["properties"]["measurements"]) == {"attention", "attention rank", "lrp", "lrp rank"}
+    assert first["properties"]["classification"]["name"] == "tumor"
+    top = min(detections_, key=lambda f: f["properties"]["measurements"]["attention rank"])
+    assert np.array(top["geometry"]["coordinates"][0]).min(axis=0).tolist() == [512, 256]
+    regions = load_annotations(tmp_path / "scores.geojson")  # what we write, we read back
+    assert len(regions) == 49
+
+
+def test_wsi_evaluate_reads_annotations_folder(tmp_path, capsys):
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(
+        ASAP.replace('X="100"', 'X="448"')
+        .replace('X="300"', 'X="704"')
+        .replace('Y="100"', 'Y="192"')
+        .replace('Y="300"', 'Y="448"')
+        .replace('PartOfGroup="_2"', 'PartOfGroup="_1"')
+    )
+    main(["wsi", "evaluate", str(run), "--annotations", str(folder), "-o", str(tmp_path / "eval.json")])
+    report = json.loads((tmp_path / "eval.json").read_text())
+    # two lesions: the first around the attention peak, the second (150..250 square) where attention is low
+    assert report["froc"]["n_lesions"] == 2 and report["froc"]["sensitivity_at"]["0.25"] == 0.5
+    assert report["slides"][0]["auc"] > 0.8
+    assert "FROC score" in capsys.readouterr().out
+
+
+def test_heatmap_tiff_opens_in_tiffslide_with_the_slide_mpp(tmp_path):
+    import tiffslide
+
+    from attnmap.wsi import open_slide, write_heatmap_tiff
+
+    run = write_run_folder(tmp_path)
+    from attnmap.view.sources import discover
+
+    (slide,) = discover(run)
+    scores = slide.score_sets["attention"]
+    with open_slide(slide.slide_path) as source:
+        path = write_heatmap_tiff(
+            tmp_path / "heat.tif",
+            source,
+            scores.coords,
+            scores.scores,
+            patch_size=PATCH,
+            level=0,
+            progress=False,
+        )
+    with tiffslide.TiffSlide(str(path)) as opened:
+        assert opened.level_dimensions[0] == (1024, 768) and opened.level_count >= 2
+        assert float(opened.properties["tiffslide.mpp-x"]) == pytest.approx(0.5, rel=1e-4)
+        assert np.asarray(opened.read_region((0, 0), opened.level_count - 1, (32, 32))).shape[:2] == (32, 32)
+
+
+def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, single_thread):
+    from synthetic_slide_files import write_pipeline_setup
+
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+
+    roi = tmp_path / "roi"
+    roi.mkdir()
+    (roi / "slide_0.geojson").write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[0, 0], [512, 0], [512, 768], [0, 768], [0, 0]]],
+                },
+            }
+        )
+    )
+    config_path = write_pipeline_setup(
+        tmp_path / "setup",
+        n_slides=1,
+        overrides={
+            "patching": {"roi_annotations": str(roi)},
+            "export": {"geojson": True},
+            "heatmap": {"scale": "robust", "legend": True},
+        },
+    )  # the defaults
+    config = load_config(config_path)
+    entry = read_slide_list(config)[0]
+    run_slide(entry, config)
+    folder = Path(config.run.output_dir) / "heatmaps" / "slide_0"
+    payload = json.loads((folder / "slide_0_scores.geojson").read_text())
+    patches = [f for f in payload["features"] if f["properties"]["objectType"] == "detection"]
+    corners = np.array([f["geometry"]["coordinates"][0][0] for f in patches])
+    assert len(patches) > 0 and (corners[:, 0] + 32 <= 512).all()
+    assert any(f["properties"].get("classification", {}).get("name") == "Tissue" for f in payload["features"])
+    assert patches[0]["properties"]["classification"]["name"] in ("normal", "tumour")
+    from attnmap.wsi.annotations import roi_filter
+
+    with pytest.raises(InputError, match="no annotations for slide slide_0"):
+        roi_filter(corners, 64, tmp_path, "slide_0")
+    # default drawing: robust linear scale, the canvas unchanged inside a title and colour bar
+    from PIL import Image
+
+    from attnmap.render.scale import choose_scale
+    from attnmap.wsi import open_slide, render_heatmap
+    from attnmap.wsi.pipeline.stage_files import load_blockmap, load_tissue
+
+    block = load_blockmap(folder / "slide_0_blockmap.h5")
+    with open_slide(entry.path) as slide:
+        canvas = render_heatmap(
+            slide,
+            block["coords"],
+            100 * choose_scale(block["scores"]).unit(block["scores"]),
+            patch_size=64,
+            vis_level=1,
+            alpha=0.5,
+            percentiles=False,
+            tissue=load_tissue(Path(config.run.output_dir) / "tissue" / "slide_0.json"),
+        )
+    picture = np.asarray(Image.open(folder / "slide_0_heatmap.png").convert("RGB"))
+    assert picture.shape[0] > canvas.shape[0] and picture.shape[1] >= canvas.shape[1]
+    left = (picture.shape[1] - canvas.shape[1]) // 2
+    matches = [
+        top
+        for top in range(picture.shape[0] - canvas.shape[0] + 1)
+        if np.array_equal(picture[top : top + canvas.shape[0], left : left + canvas.shape[1]], canvas)
+    ]
+    assert len(matches) == 1

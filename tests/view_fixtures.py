@@ -1,0 +1,52 @@
+"""A tiny `wsi run` output folder (slide, blockmap with two score sets, prediction, tissue) for tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+from synthetic_slide_files import write_test_slide
+
+PATCH = 128
+
+
+def write_run_folder(
+    root: Path, slide_id: str = "slide_a", seed: int = 0, hot: tuple[int, int] = (512, 256)
+) -> Path:
+    """A run folder whose attention peaks at patch ``hot`` (level-0 top-left), falling off with distance."""
+    slide = write_test_slide(root / "slides" / f"{slide_id}.tif", seed=seed)
+    xs, ys = np.meshgrid(np.arange(0, 1024, PATCH), np.arange(0, 768, PATCH))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.int64)
+    distance = np.hypot(coords[:, 0] - hot[0], coords[:, 1] - hot[1]) / PATCH
+    attention = (-distance + np.random.default_rng(seed).normal(0, 0.05, len(coords))).astype(np.float32)
+    signed = np.cos(coords[:, 0] / 200.0).astype(np.float32)
+    folder = root / "run" / "heatmaps" / slide_id
+    folder.mkdir(parents=True)
+    with h5py.File(folder / f"{slide_id}_blockmap.h5", "w") as handle:
+        handle.create_dataset("attention_scores", data=attention.reshape(-1, 1))
+        handle.create_dataset("coords", data=coords)
+        handle.create_dataset("scores_lrp", data=signed.reshape(-1, 1))
+        handle.attrs["patch_size"] = PATCH
+        handle.attrs["prediction"] = 1
+        handle.attrs["probabilities"] = np.array([0.2, 0.8])
+    (folder / f"{slide_id}_prediction.json").write_text(
+        json.dumps(
+            {
+                "slide_id": slide_id,
+                "slide_path": str(slide),
+                "label": "tumor",
+                "n_patches": len(coords),
+                "prediction": 1,
+                "prediction_name": "tumor",
+                "probabilities": [0.2, 0.8],
+                "attention_branch": 1,
+            }
+        )
+    )
+    (root / "run" / "tissue").mkdir(exist_ok=True)
+    (root / "run" / "tissue" / f"{slide_id}.json").write_text(
+        json.dumps({"contours": [{"outer": [[100, 100], [900, 100], [900, 650], [100, 650]], "holes": []}]})
+    )
+    return root / "run"
