@@ -109,12 +109,15 @@ def test_each_class_of_change_reruns_exactly_its_stages(
     assert ran(run_all(config)) == {"slide_0": set()}
     assert ran(run_all(_config(setup, work, features={"batch_size": 5}))) == {"slide_0": set()}
 
+    summaries: list[str] = []
+
     def change(expected: set[str], files: dict[str, str] | None = None, **sections: dict) -> None:
         for name, source in (files or {}).items():  # replace an input file in place
             shutil.copyfile(setup.parent / source, setup.parent / name)
         changed = _config(setup, work, **sections)
         results = run_all(changed)
         assert ran(results) == {"slide_0": expected}, results["slide_0"]["summary"]
+        summaries.append(results["slide_0"]["summary"])
         fresh = tmp_path / f"fresh_{len(list(tmp_path.iterdir()))}"
         assert ran(run_all(_config(setup, fresh, **sections))) == {"slide_0": ALL}
         assert snapshot(work) == snapshot(fresh)
@@ -123,6 +126,8 @@ def test_each_class_of_change_reruns_exactly_its_stages(
     change(ALL, segmentation=segmentation)
     patching = {"patch_size": 48}
     change(ALL - {"tissue"}, segmentation=segmentation, patching=patching)
+    assert "patches (patching.patch_size changed), features (patches changed)" in summaries[-1]
+    assert summaries[-1].endswith("; reused tissue")
     write_tiny_encoder(setup.parent / "encoder_1.pt", seed=1)
     shutil.copyfile(setup.parent / "encoder.pt", setup.parent / "encoder_0.pt")
     change(

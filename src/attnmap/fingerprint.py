@@ -89,7 +89,11 @@ class Fingerprint:
         try:
             record = stored_record(path, **verify)
         except DamagedOutputError as error:
-            return f"damaged: {error}"
+            try:  # made from other inputs (e.g. another patch count)? say that rather than "damaged"
+                changed = self.changes(stored_record(path) or {}) if verify else None
+            except DamagedOutputError:
+                changed = None
+            return changed if changed not in (None, "made without a fingerprint") else f"damaged: {error}"
         if record is None:
             return "missing"
         return self.changes(record)
