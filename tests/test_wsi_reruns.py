@@ -347,3 +347,17 @@ def test_bad_inputs_are_one_line_exit_2(setup: Path, tmp_path: Path, capsys) -> 
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no patches" in err
     with pytest.raises(InputError, match="empty"):
         save_scores_h5(tmp_path / "e.h5", np.zeros((0, 2)), np.zeros(0))
+
+
+def test_patch_file_brought_from_clam_is_used_as_it_is(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _config(setup, out, sampling={"top_k": 0, "bottom_k": 0})
+    entry = read_slide_list(config)[0]
+    coords = np.array([[256, 256], [320, 256], [256, 320]], dtype=np.int64)
+    (out / "patches").mkdir(parents=True)
+    with h5py.File(out / "patches" / "slide_0.h5", "w") as handle:  # CLAM's layout, no attnmap record
+        handle.create_dataset("coords", data=coords).attrs["patch_size"] = 64
+    result = run_slide(entry, config)
+    assert not result["stages"]["patches"] and result["stages"]["features"]
+    assert result["n_patches"] == 3
+    assert ran({"s": run_slide(entry, config)}) == {"s": set()}
