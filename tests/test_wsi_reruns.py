@@ -196,6 +196,8 @@ def test_damaged_outputs_are_remade_and_force_remakes_all(setup: Path, tmp_path:
     forced = run_slide(entry, config, force=True)
     assert set(forced["stages"]) == ALL and all(forced["stages"].values())
     assert snapshot(out) == reference
+    no_tiff = _config(setup, out, heatmap={"tiff": False, "cmap": "viridis"})
+    assert run_slide(entry, no_tiff)["stages"]["heatmap"] and not outputs.named("heatmap.tif").exists()
 
 
 def _killable_run(config_path: str) -> None:
