@@ -363,3 +363,5 @@ def test_patch_file_brought_from_clam_is_used_as_it_is(setup: Path, tmp_path: Pa
     assert not result["stages"]["patches"] and result["stages"]["features"]
     assert result["n_patches"] == 3
     assert ran({"s": run_slide(entry, config)}) == {"s": set()}
+    forced = run_slide(entry, config, force=True)  # the user's patch file is an input: kept
+    assert forced["n_patches"] == 3 and not forced["stages"]["patches"] and forced["stages"]["features"]
