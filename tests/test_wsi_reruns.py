@@ -365,3 +365,25 @@ def test_patch_file_brought_from_clam_is_used_as_it_is(setup: Path, tmp_path: Pa
     assert ran({"s": run_slide(entry, config)}) == {"s": set()}
     forced = run_slide(entry, config, force=True)  # the user's patch file is an input: kept
     assert forced["n_patches"] == 3 and not forced["stages"]["patches"] and forced["stages"]["features"]
+
+
+def test_a_feature_size_the_model_does_not_take_names_the_bag(setup: Path, tmp_path: Path, capsys) -> None:
+    wide = write_clam_checkpoint(tmp_path / "clam_16.pt", embed_dim=16)
+    config = _config(setup, tmp_path / "out", model={"checkpoint": str(wide)})
+    entry = read_slide_list(config)[0]
+    features = SlideOutputs(tmp_path / "out", entry.slide_id).features_h5
+    with pytest.raises(InputError, match=f"{features}: .*8 columns .* expects 16"):
+        run_slide(entry, config)
+    code, _, err = _cli(
+        capsys,
+        "wsi",
+        "heatmap",
+        entry.path,
+        "--features",
+        features,
+        "--model",
+        wide,
+        "-o",
+        tmp_path / "h.png",
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(features) in err

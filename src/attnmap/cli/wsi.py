@@ -345,7 +345,10 @@ def heatmap(
         from attnmap.wsi.features import load_features
 
         bag, coords = load_features(features_h5)
-        values = attention_scores(load_clam(model).eval(), bag, kind="raw")
+        try:
+            values = attention_scores(load_clam(model).eval(), bag, kind="raw")
+        except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
+            raise InputError(f"{features_h5}: {error}") from error
         stored_patch = None
         record = provenance(
             method="clam_attention_raw_heatmap",
