@@ -108,7 +108,10 @@ def test_each_class_of_change_reruns_exactly_its_stages(
     config = _config(setup, work)
     assert ran(run_all(config)) == {"slide_0": ALL}
     assert ran(run_all(config)) == {"slide_0": set()}
-    assert ran(run_all(_config(setup, work, features={"batch_size": 5}))) == {"slide_0": set()}
+    unaffected = {"batch_size": 5, "save_pt": False}  # neither changes a result
+    assert ran(run_all(_config(setup, work, features=unaffected))) == {"slide_0": set()}
+
+    summaries: list[str] = []
 
     def change(expected: set[str], files: dict[str, str] | None = None, **sections: dict) -> None:
         for name, source in (files or {}).items():  # replace an input file in place
@@ -116,6 +119,7 @@ def test_each_class_of_change_reruns_exactly_its_stages(
         changed = _config(setup, work, **sections)
         results = run_all(changed)
         assert ran(results) == {"slide_0": expected}, results["slide_0"]["summary"]
+        summaries.append(results["slide_0"]["summary"])
         fresh = tmp_path / f"fresh_{len(list(tmp_path.iterdir()))}"
         assert ran(run_all(_config(setup, fresh, **sections))) == {"slide_0": ALL}
         assert snapshot(work) == snapshot(fresh)
@@ -124,6 +128,8 @@ def test_each_class_of_change_reruns_exactly_its_stages(
     change(ALL, segmentation=segmentation)
     patching = {"patch_size": 48}
     change(ALL - {"tissue"}, segmentation=segmentation, patching=patching)
+    assert "patches (patching.patch_size changed), features (patches changed)" in summaries[-1]
+    assert summaries[-1].endswith("; reused tissue")
     write_tiny_encoder(setup.parent / "encoder_1.pt", seed=1)
     shutil.copyfile(setup.parent / "encoder.pt", setup.parent / "encoder_0.pt")
     change(
@@ -192,6 +198,8 @@ def test_damaged_outputs_are_remade_and_force_remakes_all(setup: Path, tmp_path:
     forced = run_slide(entry, config, force=True)
     assert set(forced["stages"]) == ALL and all(forced["stages"].values())
     assert snapshot(out) == reference
+    no_tiff = _config(setup, out, heatmap={"tiff": False, "cmap": "viridis"})
+    assert run_slide(entry, no_tiff)["stages"]["heatmap"] and not outputs.named("heatmap.tif").exists()
 
 
 def _killable_run(config_path: str) -> None:
@@ -343,3 +351,41 @@ def test_bad_inputs_are_one_line_exit_2(setup: Path, tmp_path: Path, capsys) -> 
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no patches" in err
     with pytest.raises(InputError, match="empty"):
         save_scores_h5(tmp_path / "e.h5", np.zeros((0, 2)), np.zeros(0))
+
+
+def test_patch_file_brought_from_clam_is_used_as_it_is(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _config(setup, out, sampling={"top_k": 0, "bottom_k": 0})
+    entry = read_slide_list(config)[0]
+    coords = np.array([[256, 256], [320, 256], [256, 320]], dtype=np.int64)
+    (out / "patches").mkdir(parents=True)
+    with h5py.File(out / "patches" / "slide_0.h5", "w") as handle:  # CLAM's layout, no attnmap record
+        handle.create_dataset("coords", data=coords).attrs["patch_size"] = 64
+    result = run_slide(entry, config)
+    assert not result["stages"]["patches"] and result["stages"]["features"]
+    assert result["n_patches"] == 3
+    assert ran({"s": run_slide(entry, config)}) == {"s": set()}
+    forced = run_slide(entry, config, force=True)  # the user's patch file is an input: kept
+    assert forced["n_patches"] == 3 and not forced["stages"]["patches"] and forced["stages"]["features"]
+
+
+def test_a_feature_size_the_model_does_not_take_names_the_bag(setup: Path, tmp_path: Path, capsys) -> None:
+    wide = write_clam_checkpoint(tmp_path / "clam_16.pt", embed_dim=16)
+    config = _config(setup, tmp_path / "out", model={"checkpoint": str(wide)})
+    entry = read_slide_list(config)[0]
+    features = SlideOutputs(tmp_path / "out", entry.slide_id).features_h5
+    with pytest.raises(InputError, match=f"{features}: .*8 columns .* expects 16"):
+        run_slide(entry, config)
+    code, _, err = _cli(
+        capsys,
+        "wsi",
+        "heatmap",
+        entry.path,
+        "--features",
+        features,
+        "--model",
+        wide,
+        "-o",
+        tmp_path / "h.png",
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(features) in err

@@ -81,15 +81,23 @@ class Fingerprint:
         shown = ", ".join(changed[:3]) + (f" +{len(changed) - 3}" if len(changed) > 3 else "")
         return f"{shown} changed"
 
-    def check(self, path: str | Path, **verify: Any) -> str | None:
+    def check(self, path: str | Path, accept_foreign: bool = False, **verify: Any) -> str | None:
         """None when ``path`` is intact and was made with this fingerprint, else the reason to remake it.
 
-        ``verify``: `stored_record` options (h5 ``datasets`` and ``rows``).
+        ``verify``: `stored_record` options (h5 ``datasets`` and ``rows``). ``accept_foreign``: an
+        intact file that attnmap did not write (no attnmap provenance at all, e.g. CLAM's own
+        patches or features brought by the user) is used as it is.
         """
         try:
             record = stored_record(path, **verify)
         except DamagedOutputError as error:
-            return f"damaged: {error}"
+            try:  # made from other inputs (e.g. another patch count)? say that rather than "damaged"
+                changed = self.changes(stored_record(path) or {}) if verify else None
+            except DamagedOutputError:
+                changed = None
+            return changed if changed not in (None, "made without a fingerprint") else f"damaged: {error}"
         if record is None:
             return "missing"
+        if accept_foreign and FINGERPRINT_KEY not in record and "attnmap_version" not in record:
+            return None
         return self.changes(record)

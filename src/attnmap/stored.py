@@ -4,7 +4,8 @@ Why verify at all when every writer is atomic: a file can still be cut short aft
 (a full disk during a copy, a synced folder, a user's editor), and a truncated h5 or PNG that is
 trusted as "done" silently poisons everything downstream. Each check is cheap next to recomputing:
 h5 files open with their datasets and expected lengths, PNGs decode up to their end chunk, TIFFs
-have every page's data inside the file, JSON parses, checkpoints load.
+have every page's data inside the file, JSON parses, checkpoints load (large ``.pt`` files: their
+archive directory and member extents are checked instead).
 """
 
 from __future__ import annotations
@@ -112,9 +113,24 @@ def _tiff_record(path: Path) -> dict[str, str]:
     return _flat(record) if isinstance(record, dict) else {}
 
 
+# Larger .pt files (a big slide's features) get the archive check only: reading them whole on every
+# rerun would cost more than the check is worth, and a cut-off file already fails the archive check.
+FULL_LOAD_BYTES = 64 << 20
+
+
 def _checkpoint_record(path: Path) -> dict[str, str]:
+    import zipfile
+
     import torch
 
+    size = path.stat().st_size
+    if zipfile.is_zipfile(path):  # torch's format: a truncated file has no central directory
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.header_offset + member.compress_size > size:
+                    raise DamagedOutputError(f"{path.name} is cut short")
+        if size > FULL_LOAD_BYTES:
+            return {}
     state = torch.load(path, map_location="cpu", weights_only=True)
     record = state.get("provenance", {}) if isinstance(state, dict) else {}
     return _flat(record) if isinstance(record, dict) else {}

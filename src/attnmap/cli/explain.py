@@ -122,11 +122,13 @@ def explain(
             paths, model_spec, checkpoint, model_kwargs, method, target, out_dir, workers, scheduler, settings
         )
         return
+    from attnmap.lock import folder_lock
     from attnmap.vit.batch import explain_paths
     from attnmap.vit.models import load_model
 
     model = load_model(model_spec, checkpoint, **model_kwargs).to(resolved_device(device))
-    written = explain_paths(paths, model, method, target, out_dir, model_name=model_spec, **settings)
+    with folder_lock(out_dir, "attnmap explain"):  # one run per folder; a rerun skips finished images
+        written = explain_paths(paths, model, method, target, out_dir, model_name=model_spec, **settings)
     click.echo(f"wrote {len(written)} files to {out_dir}")
 
 
@@ -165,15 +167,17 @@ def _run_distributed(
         out_dir=str(out_dir),
         **settings,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = run_tasks(
-        task,
-        chunks,
-        workers=max(workers, 1),
-        scheduler=scheduler,
-        report=out_dir / "run_report.json",
-        desc="image batches",
-    )
+    from attnmap.lock import folder_lock
+
+    with folder_lock(out_dir, "attnmap explain"):
+        report = run_tasks(
+            task,
+            chunks,
+            workers=max(workers, 1),
+            scheduler=scheduler,
+            report=out_dir / "run_report.json",
+            desc="image batches",
+        )
     click.echo(
         f"{len(report.done)} batches done, {len(report.failed)} failed; report: {out_dir / 'run_report.json'}"
     )

@@ -238,7 +238,10 @@ def heatmap(
         bag, coords = load_features(features_h5)
         target = resolved_device(device)
         clam = load_clam(model).eval().to(target)
-        values = attention_scores(clam, torch.from_numpy(bag).to(target), kind="raw")
+        try:
+            values = attention_scores(clam, torch.from_numpy(bag).to(target), kind="raw")
+        except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
+            raise InputError(f"{features_h5}: {error}") from error
         stored_patch = None
         record = provenance(
             method="clam_attention_raw_heatmap", parameters=drawn, model=model, model_name=model.name,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.io_utils import write_csv_atomic
 
 
 @dataclass
@@ -154,9 +155,9 @@ def write_splits(path: str | Path, cohort: Cohort, splits: Sequence[Split]) -> P
         {slide: name for name in ("train", "val", "test") for slide in getattr(split, name)}
         for split in splits
     ]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["slide_id", "case_id", "label"] + [f"fold_{s.fold}" for s in splits])
-        for slide, label, case in zip(cohort.slide_ids, cohort.labels, cohort.case_ids, strict=True):
-            writer.writerow([slide, case, cohort.class_names[label]] + [m[slide] for m in membership])
-    return path
+    header = ["slide_id", "case_id", "label"] + [f"fold_{s.fold}" for s in splits]
+    rows = [
+        [slide, case, cohort.class_names[label]] + [m[slide] for m in membership]
+        for slide, label, case in zip(cohort.slide_ids, cohort.labels, cohort.case_ids, strict=True)
+    ]
+    return write_csv_atomic(path, header, rows)  # never half old, half new

@@ -199,6 +199,11 @@ def heatmap_stage(
             slide.read_region((0, 0), level, slide.level_dimensions[level]),
             record,
         )
+    unasked = [] if h.tiff else ["heatmap.tif"]
+    unasked += [] if h.save_original else ["original.png"]
+    unasked += [] if h.overlap > 0 else ["overlap_blockmap.h5"]
+    for name in unasked:  # made for an earlier configuration: it would no longer describe this run
+        outputs.named(name).unlink(missing_ok=True)
     return reason
 
 

@@ -81,8 +81,7 @@ class StageFingerprints:
             "features",
             patches=self.patches.value,
             encoder=encoder_identity(self.config.features),
-            save_pt=self.config.features.save_pt,
-        )
+        )  # save_pt is not a cause: a missing .pt when asked for is a reason of its own
 
     @functools.cached_property
     def model(self) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 A stage's output is reused only when it is intact (`attnmap.stored`) and was made with the
 fingerprint this configuration gives it (`attnmap.wsi.pipeline.fingerprint`); otherwise the
-reason (missing, damaged, which inputs changed) is what the run reports for that stage.
+reason (missing, damaged, which inputs changed) is what the run reports for that stage. Patch and
+feature files that attnmap did not write (CLAM's own, no attnmap provenance at all) are the
+user's inputs: used as they are once they pass the checks.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ def stored_rows(path: Path, dataset: str) -> int | None:
 def features_reason(
     outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig, n: int
 ) -> str | None:
-    reason = prints.features.check(outputs.features_h5, datasets=("features", "coords"), rows=n)
+    reason = prints.features.check(
+        outputs.features_h5, accept_foreign=True, datasets=("features", "coords"), rows=n
+    )
     if reason is None and config.features.save_pt:
         try:
             if stored_record(outputs.features_pt) is None:
@@ -130,7 +134,7 @@ def stage_reasons(
     prints = StageFingerprints(entry, config)
     reasons: dict[str, str | None] = {
         "tissue": prints.tissue.check(outputs.tissue),
-        "patches": prints.patches.check(outputs.patches, datasets=("coords",)),
+        "patches": prints.patches.check(outputs.patches, accept_foreign=True, datasets=("coords",)),
     }
     n = stored_rows(outputs.patches, "coords") if reasons["patches"] is None else None
     if n is None:

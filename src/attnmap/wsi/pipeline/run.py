@@ -148,11 +148,23 @@ def run_slide(
 
 
 def _remove_outputs(outputs: SlideOutputs) -> None:
-    """``--force``: delete the slide's finished outputs, so that every stage is made again."""
+    """``--force``: delete the slide's finished outputs, so that every stage is made again.
+
+    Patch and feature files attnmap did not write (CLAM's, brought by the user) are inputs: kept.
+    """
     import shutil
 
+    from attnmap.stored import DamagedOutputError, stored_record
+
     for path in (outputs.tissue, outputs.patches, outputs.features_h5, outputs.features_pt):
-        path.unlink(missing_ok=True)
+        if not path.is_file():
+            continue
+        try:
+            record = stored_record(path) if path.suffix == ".h5" else {"attnmap_version": ""}
+        except DamagedOutputError:
+            record = {"attnmap_version": ""}
+        if record is not None and "attnmap_version" in record:
+            path.unlink()
     if outputs.heatmap_dir.is_dir():
         shutil.rmtree(outputs.heatmap_dir)
 

@@ -103,7 +103,7 @@ def patch_stage(
     from attnmap.wsi.patching import patch_grid
 
     fingerprint = fingerprints(entry, config, prints).patches
-    reason = fingerprint.check(outputs.patches, datasets=("coords",))
+    reason = fingerprint.check(outputs.patches, accept_foreign=True, datasets=("coords",))
     if reason is None:
         coords = load_coords(outputs.patches)
         if coords is not None:
