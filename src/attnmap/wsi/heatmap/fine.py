@@ -72,13 +72,18 @@ class FineConfig:
 
 @dataclass
 class FineMaps:
-    """Fine maps of the patches ``indices`` (into the bag): ``maps`` (k, H, W) at encoder input size."""
+    """Fine maps of the patches ``indices`` (into the bag): ``maps`` (k, H, W) at encoder input size.
+
+    ``patch_scores`` are the MIL scores of those patches, ``all_scores`` (N,) of every patch (the
+    coarse map that goes with the fine maps).
+    """
 
     indices: np.ndarray
     maps: np.ndarray
     patch_scores: np.ndarray
     bias_share: np.ndarray
     target: int
+    all_scores: np.ndarray
 
 
 def mil_directions(
@@ -191,4 +196,5 @@ def bag_fine_maps(
     maps, bias, _ = fine_maps(
         encoder, chosen.to(dtype), directions[torch.as_tensor(indices)].to(dtype), config.method
     )
-    return FineMaps(indices, maps, patch_scores.detach().cpu().double().numpy()[indices], bias, target)
+    scores = patch_scores.detach().cpu().double().numpy()
+    return FineMaps(indices, maps, scores[indices], bias, target, scores)

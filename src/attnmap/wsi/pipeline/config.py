@@ -92,6 +92,7 @@ class HeatmapConfig:
     save_original: bool = False  # also save the slide itself at the heatmap's level
     tiff: bool = False  # also write a pyramidal TIFF overlay
     tiff_level: int = 0
+    fine: dict | None = None  # {method, top_k: 64 | all, mil_method}: attnmap.wsi.heatmap.fine.FineConfig
 
 
 @dataclass
@@ -230,6 +231,10 @@ def check_config(config: PipelineConfig) -> None:
         raise InputError("features.batch_size must be >= 1 and features.num_workers >= 0")
     if not 0.0 <= config.heatmap.overlap < 1.0:
         raise InputError(f"heatmap.overlap must be in [0, 1), got {config.heatmap.overlap}")
+    if config.heatmap.fine is not None:
+        from attnmap.wsi.heatmap.fine import FineConfig
+
+        FineConfig.from_mapping(config.heatmap.fine)
     if not 0.0 <= config.heatmap.alpha <= 1.0:
         raise InputError(f"heatmap.alpha must be in [0, 1], got {config.heatmap.alpha}")
     if config.sampling.top_k < 0 or config.sampling.bottom_k < 0:

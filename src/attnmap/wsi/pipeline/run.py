@@ -89,7 +89,12 @@ def run_slide(
         done("features", ran)
         attention, ran = attention_stage(slide, features, coords, entry, config, outputs, device)
         done("attention", ran)
-        done("heatmap", bool(heatmap_stage(slide, tissue, attention, entry, config, outputs, device)))
+        drawn = bool(heatmap_stage(slide, tissue, attention, entry, config, outputs, device))
+        if config.heatmap.fine is not None:
+            from attnmap.wsi.pipeline.fine_stage import fine_stage
+
+            drawn |= bool(fine_stage(slide, tissue, features, attention, entry, config, outputs, device))
+        done("heatmap", drawn)
         done("sampling", sampling_stage(slide, attention, entry, config, outputs))
     names = config.model.class_names
     prediction = attention["prediction"]
