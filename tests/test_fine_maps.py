@@ -147,3 +147,31 @@ def test_fine_tiff_opens_in_openslide_with_fine_pages(tmp_path):
         tmp_path / "gallery.png", crop(np.zeros((512, 512, 3), np.uint8), coords[:3]), fine, scores[:3]
     )
     assert gallery.is_file()
+
+
+def test_pipeline_writes_fine_gallery_and_tiff(tmp_path, single_thread):
+    import openslide
+    import yaml
+
+    from attnmap.data.hard_mil import MODEL_NAME
+    from attnmap.data.patch_vit import WEIGHTS_DIR
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config
+
+    made = make_hard_slide(tmp_path / "hard.tif", seed=7, size=(1024, 1024))
+    (tmp_path / "slides.csv").write_text(f"slide_path,label\n{made.path},1\n")
+    raw = {
+        "slides": {"csv": str(tmp_path / "slides.csv")},
+        "segmentation": {"preset": "bwh_biopsy"},
+        "patching": {"patch_size": 64},
+        "features": {"encoder": "attnmap:patch-vit", "batch_size": 128},
+        "model": {"checkpoint": str(WEIGHTS_DIR / MODEL_NAME), "class_names": ["normal", "tumour"]},
+        "heatmap": {"tiff": True, "fine": {"method": "lrp", "top_k": 5}},
+        "run": {"output_dir": str(tmp_path / "out"), "device": "cpu"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    run_slide(made.path, load_config(tmp_path / "config.yaml"))
+    files = {p.name: p for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert "fine_gallery.png" in files and "heatmap_fine.tif" in files
+    with openslide.OpenSlide(str(files["heatmap_fine.tif"])) as viewer:
+        assert viewer.dimensions == (1024, 1024) and viewer.level_count >= 3

@@ -91,9 +91,14 @@ def flipping_auc(
         from attnmap.evaluate import patch_flipping
     except ImportError:
         patch_flipping = None
-    if patch_flipping is not None:
-        result = patch_flipping(model, features, scores, target=target, fractions=FLIP_FRACTIONS, seed=seed)
-        return float(result["auc"]), float(result["random_auc"])
+    if patch_flipping is not None:  # the library's implementation, when this build has it
+        try:
+            result = patch_flipping(
+                model, features, scores, target=target, fractions=FLIP_FRACTIONS, seed=seed
+            )
+            return float(result["auc"]), float(result["random_auc"])
+        except (TypeError, KeyError):  # a different signature: the same procedure below
+            pass
 
     def curve(order: np.ndarray) -> float:
         probs = []
