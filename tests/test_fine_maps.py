@@ -172,6 +172,6 @@ def test_pipeline_writes_fine_gallery_and_tiff(tmp_path, single_thread):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
     run_slide(made.path, load_config(tmp_path / "config.yaml"))
     files = {p.name: p for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    assert "fine_gallery.png" in files and "heatmap_fine.tif" in files
-    with openslide.OpenSlide(str(files["heatmap_fine.tif"])) as viewer:
+    assert "hard_fine_gallery.png" in files and "hard_heatmap_fine.tif" in files
+    with openslide.OpenSlide(str(files["hard_heatmap_fine.tif"])) as viewer:
         assert viewer.dimensions == (1024, 1024) and viewer.level_count >= 3
