@@ -137,7 +137,9 @@ def evaluate_slide(seed: int, encoder, model, fine_method: str = "lrp") -> dict[
         h = model.embed(features)
         weights = torch.softmax(model.attention_logits(h).transpose(0, 1), dim=1)
         result["prob_tumour"] = float(torch.softmax(model.classify(weights @ h), dim=1)[0, TUMOUR])
-    for name, values in naive_scores(patches).items():
+    naive = naive_scores(patches)
+    result["_pooled"] = (labels, naive)  # for the AUC over all slides' patches together
+    for name, values in naive.items():
         if name in ("darkness", "purple"):
             result[f"patch_auc/{name}"] = _auc(labels, values)
     for method in PATCH_METHODS:
@@ -185,8 +187,12 @@ def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[st
     per_slide = [
         evaluate_slide(hard_seed(HELD_OUT_SERIES, i), encoder, model, fine_method) for i in range(n_slides)
     ]
+    pooled = [r.pop("_pooled") for r in per_slide]
+    labels = np.concatenate([p[0] for p in pooled])
     keys = [key for key in per_slide[0] if "/" in key or key == "prob_tumour"]
     means = {key: float(np.nanmean([float(r.get(key, np.nan)) for r in per_slide])) for key in keys}
+    for name in pooled[0][1]:  # trivial scores over all patches at once (more tumour patches per AUC)
+        means[f"pooled_patch_auc/{name}"] = _auc(labels, np.concatenate([p[1][name] for p in pooled]))
     return {"n_slides": n_slides, "means": means, "per_slide": per_slide}
 
 
@@ -202,6 +208,10 @@ def format_table(report: dict[str, object]) -> str:
     lines.append(f"| random order | – | {m['flip_auc/random']:.3f} |")
     lines.append(f"| mean darkness (baseline) | {m['patch_auc/darkness']:.3f} | – |")
     lines.append(f"| mean purple B−G (baseline) | {m['patch_auc/purple']:.3f} | – |")
+    pooled = ", ".join(
+        f"{k.split('/')[1]} {v:.3f}" for k, v in m.items() if k.startswith("pooled_patch_auc/")
+    )
+    lines += ["", f"Trivial patch scores over all slides' patches pooled (AUC): {pooled}."]
     lines += [
         "",
         "| pixel scores inside tumour patches | pixel AUC vs ring pixels "
