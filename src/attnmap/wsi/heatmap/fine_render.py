@@ -158,15 +158,21 @@ def fine_gallery(
     cell: int = 128,
     alpha: float = 0.6,
     cmap: str = FINE_CMAP,
+    shared_scale: bool = False,
 ) -> np.ndarray:
-    """RGB image: for each patch (best first) the patch above its fine map overlay, with its score."""
+    """RGB image: for each patch (best first) the patch above its fine map overlay, with its score.
+
+    Each map is scaled by its own robust maximum unless ``shared_scale`` (then one scale for all, as
+    in the TIFF): the gallery asks *where inside each patch*, the score under it says how much.
+    """
     if len(patches) != len(maps) or len(maps) != len(scores):
         raise InputError(
             f"gallery needs as many patches, maps and scores: {len(patches)}, {len(maps)}, {len(scores)}"
         )
     if len(patches) == 0:
         raise InputError("no patches to draw in the fine-map gallery")
-    values, _ = signed_unit(maps)
+    maps = np.asarray(maps, dtype=np.float64)
+    values = signed_unit(maps)[0] if shared_scale else np.stack([signed_unit(m)[0] for m in maps])
     colors = ColorTable(cmap)
     columns = max(1, min(columns, len(patches)))
     rows = -(-len(patches) // columns)
