@@ -75,9 +75,9 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def train_patch_vit(
     out_dir: str | Path = WEIGHTS_DIR,
     seed: int = 0,
-    n_slides: int = 80,
+    n_slides: int = 48,
     n_held_out_slides: int = 20,
-    steps: int = 1500,
+    steps: int = 1200,
     batch_size: int = 64,
     lr: float = 1e-3,
     threads: int = 1,
@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--slides", type=int, default=80)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--slides", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     record = train_patch_vit(
