@@ -175,3 +175,15 @@ def test_pipeline_writes_fine_gallery_and_tiff(tmp_path, single_thread):
     assert "hard_fine_gallery.png" in files and "hard_heatmap_fine.tif" in files
     with openslide.OpenSlide(str(files["hard_heatmap_fine.tif"])) as viewer:
         assert viewer.dimensions == (1024, 1024) and viewer.level_count >= 3
+
+
+def test_slide_evidence_reports_every_method_and_baseline(single_thread):
+    from attnmap.evaluate.slides import PATCH_METHODS, evaluate_hard_slides, format_table
+
+    report = evaluate_hard_slides(n_slides=1)
+    means = report["means"]
+    for method in PATCH_METHODS:
+        assert 0.0 <= means[f"patch_auc/{method}"] <= 1.0 and 0.0 <= means[f"flip_auc/{method}"] <= 1.0
+    for key in ("fine", "upsampled_patch_map", "darkness"):
+        assert 0.0 <= means[f"pixel_auc/{key}"] <= 1.0
+    assert "random order" in format_table(report) and "pooled" in format_table(report)

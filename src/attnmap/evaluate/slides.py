@@ -56,6 +56,7 @@ def mil_scores(model: torch.nn.Module, features: torch.Tensor, method: str, targ
         explain = None
     if explain is not None:
         return np.asarray(explain(model, features, method=method, target=target), dtype=np.float64)
+    dtype = model.parameter_dtype
     x = model.check_features(features).double()
     model = model.double()
     try:
@@ -84,7 +85,7 @@ def mil_scores(model: torch.nn.Module, features: torch.Tensor, method: str, targ
                     keep[i] = True
                 return out
     finally:
-        model.float()
+        model.to(dtype)
     raise InputError(f"unknown MIL method {method!r}; choose from {', '.join(PATCH_METHODS)}")
 
 

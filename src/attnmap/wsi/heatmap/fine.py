@@ -141,7 +141,7 @@ def fine_maps(
             bias = torch.zeros_like(bias)
         elif spread_bias:
             pixels = pixels + (bias / pixels[0].numel())[:, None, None]
-        maps.append(pixels.detach().cpu().double().numpy())
+        maps.append(pixels.detach().cpu().numpy())  # the encoder's dtype: float32 halves "top_k: all"
         biases.append(bias.cpu().double().numpy())
         scores.append(result.score.cpu().double().numpy())
     if not maps:
