@@ -187,3 +187,11 @@ def test_slide_evidence_reports_every_method_and_baseline(single_thread):
     for key in ("fine", "upsampled_patch_map", "darkness"):
         assert 0.0 <= means[f"pixel_auc/{key}"] <= 1.0
     assert "random order" in format_table(report) and "pooled" in format_table(report)
+
+
+def test_demo_hard_slide_section_writes_its_pictures(tmp_path, single_thread):
+    from attnmap.demo_slides import hard_slide_section
+
+    page = hard_slide_section(tmp_path)
+    for name in ("hard_methods.png", "hard_fine_gallery.png", "hard_slide_fine.tif"):
+        assert (tmp_path / name).stat().st_size > 1000 and name in page
