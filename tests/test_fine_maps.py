@@ -21,7 +21,7 @@ from attnmap.data.hard_slides import (
 from attnmap.data.patch_vit import build_patch_vit
 from attnmap.errors import InputError
 from attnmap.mil.clam import CLAM_SB
-from attnmap.wsi.heatmap.encoder_relevance import check_encoder_forward, encoder_relevance
+from attnmap.wsi.heatmap.encoder_relevance import check_encoder_forward, encoder_relevance, input_bounds
 from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, fine_maps, mil_directions
 
 
@@ -80,6 +80,12 @@ def test_encoder_relevance_is_exactly_conservative(single_thread):
         result.pixels.sum(dim=(1, 2)) + result.bias_share, expected, rtol=0, atol=1e-10
     )
     assert result.bias_share.abs().min() > 1e-6  # the biases do take a share
+    bounded = torch.rand(3, 3, 64, 64, dtype=torch.float64) * 4 - 2  # within the transform's [-2, 2]
+    zb = encoder_relevance(encoder, bounded, direction, bounds=input_bounds((0.5,) * 3, (0.25,) * 3))
+    lrp0 = encoder_relevance(encoder, bounded, direction)
+    torch.testing.assert_close(zb.pixels.sum(dim=(1, 2)), lrp0.pixels.sum(dim=(1, 2)), rtol=0, atol=1e-10)
+    torch.testing.assert_close(zb.pixels.sum(dim=(1, 2)) + zb.bias_share, zb.score, rtol=0, atol=1e-10)
+    assert not torch.allclose(zb.pixels, lrp0.pixels)  # a different rule at the pixel layer
     with pytest.raises(InputError):
         encoder_relevance(encoder, images, torch.randn(3, 5, dtype=torch.float64))
 

@@ -30,7 +30,7 @@ def hard_slide_section(out: Path, progress: bool = False) -> str:
     from attnmap.provenance import provenance
     from attnmap.render import normalize, save_grid
     from attnmap.wsi import open_slide, render_heatmap
-    from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps
+    from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, transform_bounds
     from attnmap.wsi.heatmap.fine_render import write_fine_gallery, write_fine_heatmap_tiff
 
     seed = hard_seed(HELD_OUT_SERIES, HELD_OUT_INDEX)
@@ -55,7 +55,10 @@ def hard_slide_section(out: Path, progress: bool = False) -> str:
             cv2.drawContours(canvas, scaled, -1, (0, 0, 0), 2)
             tiles.append(canvas)
             titles.append(method)
-        fine = bag_fine_maps(encoder.model, images, model, features, FineConfig(top_k=FINE_TOP_K), TUMOUR)
+        bounds = transform_bounds(encoder.transform)
+        fine = bag_fine_maps(
+            encoder.model, images, model, features, FineConfig(top_k=FINE_TOP_K), TUMOUR, bounds
+        )
         record = provenance(method="fine_heatmap", parameters={"top_k": FINE_TOP_K, "mil_method": "lrp"})
         display = 100.0 * normalize(fine.all_scores, "minmax")
         write_fine_heatmap_tiff(

@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 
 from attnmap.data.hard_slides import crop, naive_scores, patch_fraction, render_hard_image
 from attnmap.errors import InputError
-from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps
+from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, transform_bounds
 
 PATCH_METHODS = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
 FLIP_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -154,7 +154,13 @@ def evaluate_slide(seed: int, encoder, model, fine_method: str = "lrp") -> dict[
         config = FineConfig(method=fine_method, top_k=None, mil_method="lrp")
         # directions come from the whole bag; fine maps only for its tumour patches (top_k = all)
         fine = bag_fine_maps(
-            encoder.model, lambda idx: images[torch.as_tensor(idx)], model, features, config, TUMOUR
+            encoder.model,
+            lambda idx: images[torch.as_tensor(idx)],
+            model,
+            features,
+            config,
+            TUMOUR,
+            bounds=transform_bounds(encoder.transform),
         )
         chosen = np.isin(fine.indices, tumour_patches)
         maps, indices, patch_scores = fine.maps[chosen], fine.indices[chosen], fine.patch_scores[chosen]

@@ -65,6 +65,7 @@ class _Frozen:
         self.gates: list[torch.Tensor] = []
         self.replay = False
         self.index = 0
+        self.stem_out: torch.Tensor | None = None  # the patch-embedding convolution's output
 
     def gate(self, value: torch.Tensor) -> torch.Tensor:
         if self.replay:
@@ -98,6 +99,7 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
     """The encoder's features with every nonlinearity a recorded/replayed constant factor."""
     embed = model.patch_embed
     tokens = embed.proj(images)
+    frozen.stem_out = tokens
     if getattr(embed, "flatten", True):
         tokens = tokens.flatten(2).transpose(1, 2)
     tokens = _norm(frozen, embed.norm, tokens)
@@ -119,10 +121,49 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
     return model.head(_norm(frozen, model.fc_norm, pooled))
 
 
-def encoder_relevance(model: nn.Module, images: torch.Tensor, direction: torch.Tensor) -> EncoderRelevance:
+def _zb_pixels(
+    conv: nn.Conv2d,
+    images: torch.Tensor,
+    token_relevance: torch.Tensor,
+    bounds: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """zB rule through the patch-embedding convolution: token relevance (B, C, gh, gw) → pixels (B, H, W).
+
+    z_ij = w⁺_ij (x_i − l_i) + w⁻_ij (x_i − h_i) ≥ 0 for inputs within [l, h]; each token's relevance
+    is shared in proportion to z_ij, exactly (a token whose z are all zero shares it evenly).
+    """
+    if conv.kernel_size != conv.stride or conv.padding not in (0, (0, 0)) or conv.groups != 1:
+        raise UnsupportedModelError("the zB pixel rule needs a non-overlapping patch-embedding convolution")
+    stride = conv.stride
+    weight = conv.weight.to(images.dtype)
+    positive, negative = weight.clamp(min=0), weight.clamp(max=0)
+    low = bounds[0].to(images).view(1, -1, 1, 1).expand_as(images)
+    high = bounds[1].to(images).view(1, -1, 1, 1).expand_as(images)
+    total = F.conv2d(images - low, positive, stride=stride) + F.conv2d(images - high, negative, stride=stride)
+    usable = total > torch.finfo(images.dtype).tiny ** 0.5
+    share = torch.where(usable, token_relevance / torch.where(usable, total, torch.ones_like(total)), 0.0)
+    pixels = (images - low) * F.conv_transpose2d(share, positive, stride=stride)
+    pixels = pixels + (images - high) * F.conv_transpose2d(share, negative, stride=stride)
+    flat = torch.where(usable, 0.0, token_relevance) / weight[0].numel()
+    pixels = pixels + F.conv_transpose2d(flat, torch.ones_like(weight), stride=stride)
+    height, width = images.shape[-2:]
+    out = torch.zeros_like(images[:, 0])
+    out[:, : pixels.shape[-2], : pixels.shape[-1]] = pixels.sum(dim=1)[:, :height, :width]
+    return out
+
+
+def encoder_relevance(
+    model: nn.Module,
+    images: torch.Tensor,
+    direction: torch.Tensor,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> EncoderRelevance:
     """Pixel relevance of ``direction · model(images)`` for a headless timm ViT (see module docstring).
 
     ``images`` (B, 3, H, W) are the encoder's normalised inputs, ``direction`` (B, D) or (D,).
+    ``bounds`` (per-channel lowest and highest input values, e.g. `input_bounds`) switch the pixel
+    layer from LRP-0 (gradient × input) to the zB rule, the usual LRP rule for bounded pixel inputs
+    (fewer sign flips inside a patch); the pixel total, and so conservation, is the same.
     Runs in the dtype of ``images`` (float64 for exact checks). The model is not modified.
     """
     model = _check(model)
@@ -140,12 +181,25 @@ def encoder_relevance(model: nn.Module, images: torch.Tensor, direction: torch.T
                 f"direction must be {tuple(features.shape)} (one per image), got {tuple(direction.shape)}"
             )
         score = (features * direction).sum(dim=1)
-        (gradient,) = torch.autograd.grad(score.sum(), inputs)
-    pixels = (gradient * inputs.detach()).sum(dim=1)
+        stem_out = frozen.stem_out
+        gradient, stem_gradient = torch.autograd.grad(score.sum(), [inputs, stem_out])
+    if bounds is None:
+        pixels = (gradient * inputs.detach()).sum(dim=1)
+    else:
+        conv = model.patch_embed.proj
+        bias = 0.0 if conv.bias is None else conv.bias.view(1, -1, 1, 1)
+        token_relevance = ((stem_out.detach() - bias) * stem_gradient).detach()
+        pixels = _zb_pixels(conv, images.detach(), token_relevance, bounds)
     frozen.replay = True
     with torch.no_grad():
         bias_share = (_forward(model, frozen, torch.zeros_like(images)) * direction).sum(dim=1)
-    return EncoderRelevance(pixels, bias_share, score.detach())
+    return EncoderRelevance(pixels.detach(), bias_share, score.detach())
+
+
+def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (lowest, highest) normalised input of pixels in [0, 1]: ((0 − m)/s, (1 − m)/s)."""
+    mean_t, std_t = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
 
 
 def check_encoder_forward(model: nn.Module, images: torch.Tensor, atol: float = 1e-4) -> None:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
-from attnmap.wsi.heatmap.encoder_relevance import encoder_relevance
+from attnmap.wsi.heatmap.encoder_relevance import encoder_relevance, input_bounds
 
 FINE_METHODS = ("lrp", "transformer_attribution")
 MIL_METHODS = ("lrp", "gradient_x_input")
@@ -120,12 +120,14 @@ def fine_maps(
     method: str = "lrp",
     spread_bias: bool = True,
     batch_size: int = 32,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(maps (k, H, W), bias shares (k,), scores d·f(p) (k,)) for encoder input ``images`` (k, 3, H, W).
 
     ``lrp``: conservative LRP of the encoder (exact, see the module docstring). Other methods go
     through ``attnmap.explain(encoder, images, method, target=directions)`` (direction targets);
     their token maps are upsampled and scaled to sum to the patch score (conservation by construction).
+    ``bounds`` (`transform_bounds`) use the zB rule at the pixel layer instead of LRP-0 (same totals).
     """
     if method not in FINE_METHODS:
         raise InputError(f"fine method must be one of {', '.join(FINE_METHODS)}, got {method!r}")
@@ -134,7 +136,7 @@ def fine_maps(
     maps, biases, scores = [], [], []
     for start in range(0, len(images), batch_size):
         part = slice(start, start + batch_size)
-        result = encoder_relevance(encoder, images[part], directions[part].to(images.dtype))
+        result = encoder_relevance(encoder, images[part], directions[part].to(images.dtype), bounds)
         pixels, bias = result.pixels, result.bias_share
         if method != "lrp":
             pixels = _explained(encoder, images[part], directions[part], method, result.score)
@@ -170,6 +172,12 @@ def _explained(
     return pixels * scale[:, None, None]
 
 
+def transform_bounds(transform: object) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Input bounds of an encoder transform with ``mean``/``std`` (pixels in [0, 1]); None otherwise."""
+    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
+    return None if mean is None or std is None else input_bounds(tuple(mean), tuple(std))
+
+
 def select_patches(scores: np.ndarray, top_k: int | None) -> np.ndarray:
     """Indices of the ``top_k`` highest patch scores, best first (all patches when None)."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
@@ -183,6 +191,7 @@ def bag_fine_maps(
     features: torch.Tensor,
     config: FineConfig,
     target: int | None = None,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> FineMaps:
     """Fine maps of a bag's top patches: MIL directions → encoder relevance.
 
@@ -194,7 +203,11 @@ def bag_fine_maps(
     chosen = images(indices) if callable(images) else images[torch.as_tensor(indices)]
     dtype = next(encoder.parameters()).dtype
     maps, bias, _ = fine_maps(
-        encoder, chosen.to(dtype), directions[torch.as_tensor(indices)].to(dtype), config.method
+        encoder,
+        chosen.to(dtype),
+        directions[torch.as_tensor(indices)].to(dtype),
+        config.method,
+        bounds=bounds,
     )
     scores = patch_scores.detach().cpu().double().numpy()
     return FineMaps(indices, maps, scores[indices], bias, target, scores)

@@ -35,7 +35,7 @@ def fine_stage(
     device: str,
 ) -> list[str]:
     """Write the fine-map gallery (and fine TIFF); returns the names written (empty when all exist)."""
-    from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps
+    from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, transform_bounds
     from attnmap.wsi.heatmap.fine_render import write_fine_gallery, write_fine_heatmap_tiff
     from attnmap.wsi.pipeline.drawing import _drawing_options
 
@@ -62,6 +62,7 @@ def fine_stage(
         torch.as_tensor(np.asarray(features)),
         fine,
         int(attention["prediction"]),
+        bounds=transform_bounds(encoder.transform),
     )
     record = slide_provenance(config, entry, "fine_heatmap", ("patching", "features", "model", "heatmap"))
     written: list[str] = []
