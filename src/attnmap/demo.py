@@ -9,7 +9,9 @@ writes, under one folder:
    table of every method against a random baseline;
 3. ``slide_heatmap.png`` (tumour outline drawn), ``slide_heatmap.tif`` (pyramidal, opens in QuPath /
    OpenSlide), ``slide_blockmap.h5`` (per-patch scores) for a held-out synthetic slide;
-4. ``index.html`` showing them all.
+4. ``hard_methods.png``, ``hard_fine_gallery.png``, ``hard_slide_fine.tif``: a hard synthetic slide's
+   heatmap per MIL method and fine maps of its top patches (`attnmap.demo_slides`);
+5. ``index.html`` showing them all.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def run_demo(out_dir: str | Path = "attnmap-demo", n_eval: int = 200, progress: 
         _shapes_section(out),
         _evaluation_section(out, n_eval, progress),
         _slide_section(out, progress),
+        _hard_slide_section(out, progress),
     ]
     index = out / "index.html"
     index.write_text(_page(sections, time.time() - started))
@@ -169,6 +172,12 @@ def _slide_section(out: Path, progress: bool) -> str:
         "slide_blockmap.h5</a> holds the per-patch scores in CLAM's layout.</p>"
         "<img src='slide_heatmap.png' style='max-width:100%'>"
     )
+
+
+def _hard_slide_section(out: Path, progress: bool) -> str:
+    from attnmap.demo_slides import hard_slide_section
+
+    return hard_slide_section(out, progress)
 
 
 def _page(sections: list[str], seconds: float) -> str:

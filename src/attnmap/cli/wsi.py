@@ -200,7 +200,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     help="tissue/<slide>.json from `wsi segment`: colour tissue pixels only.",
 )
 @dataclass_options(HeatmapStyle, "style")
-@dataclass_options(HeatmapConfig, "files", skip=(*STYLE_FIELDS, "save_original"))
+@dataclass_options(HeatmapConfig, "files", skip=(*STYLE_FIELDS, "save_original", "scale", "legend", "fine"))
 @device_option()
 def heatmap(
     slide: Path,

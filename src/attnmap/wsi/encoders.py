@@ -47,7 +47,7 @@ PRESETS = ("resnet50_trunc",)
 # name -> factory() returning (model, transform, feature_dim) with its weights already loaded.
 _REGISTRY: dict[str, Callable[[], tuple[nn.Module, Callable[[np.ndarray], torch.Tensor], int]]] = {}
 # Modules imported on first use of an "attnmap:" name, so that their registrations run.
-_PROVIDER_MODULES = ("attnmap.data.tiny_encoder",)
+_PROVIDER_MODULES = ("attnmap.data.tiny_encoder", "attnmap.data.patch_vit")
 
 
 def register_encoder(

@@ -159,6 +159,11 @@ class HeatmapConfig(HeatmapStyle):
                   "colours exactly (percentile ranks, or raw / 100 with percentiles off)."},
     )
     legend: bool = field(default=True, metadata={"help": "Title and colour bar around the heatmap PNG."})
+    fine: dict | None = field(
+        default=None,
+        metadata={"help": "Fine maps inside patches: {method, top_k: 64 | all, mil_method} "
+                  "(attnmap.wsi.heatmap.fine.FineConfig)."},
+    )
 
     @property
     def style(self) -> HeatmapStyle:
@@ -311,6 +316,10 @@ def check_config(config: PipelineConfig) -> None:
         )
     if config.features.checkpoint and not Path(config.features.checkpoint).is_file():
         raise FileNotFoundError(2, "features.checkpoint not found", config.features.checkpoint)
+    if config.heatmap.fine is not None:
+        from attnmap.wsi.heatmap.fine import FineConfig
+
+        FineConfig.from_mapping(config.heatmap.fine)
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,12 @@ def attention_reason(outputs: SlideOutputs, prints: StageFingerprints, n: int) -
 
 
 def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
-    """Why the heatmap files must be drawn again (the PNG, and the TIFF and original when asked)."""
+    """Why the heatmap files must be drawn again (PNG; TIFF, original and fine maps when asked)."""
     names = ["heatmap.png"]
     names += ["heatmap.tif"] if config.heatmap.tiff else []
     names += ["original.png"] if config.heatmap.save_original else []
+    if config.heatmap.fine is not None:  # drawn by `attnmap.wsi.pipeline.fine_stage`
+        names += ["fine_gallery.png"] + (["heatmap_fine.tif"] if config.heatmap.tiff else [])
     for name in names:
         reason = prints.heatmap.check(outputs.named(name))
         if reason is not None:

@@ -106,7 +106,13 @@ def run_slide(
         done("features", reason)
         attention, reason = attention_stage(slide, features, coords, entry, config, outputs, device, prints)
         done("attention", reason)
-        done("heatmap", heatmap_stage(slide, tissue, attention, entry, config, outputs, device, prints))
+        drawn = heatmap_stage(slide, tissue, attention, entry, config, outputs, device, prints)
+        if config.heatmap.fine is not None:
+            from attnmap.wsi.pipeline.fine_stage import fine_stage
+
+            fine = fine_stage(slide, tissue, features, attention, entry, config, outputs, device, prints)
+            drawn = drawn or (f"fine maps: {', '.join(fine)}" if fine else None)
+        done("heatmap", drawn)
         done("sampling", sampling_stage(slide, attention, entry, config, outputs, prints))
     reasons["prediction"] = "forced" if force else prints.prediction.check(outputs.prediction)
     names = config.model.class_names

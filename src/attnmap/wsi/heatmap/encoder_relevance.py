@@ -1,0 +1,215 @@
+"""Conservative pixel relevance of a headless timm ViT encoder for a direction in its feature space.
+
+A fine heatmap needs, for each patch, how the pixels contribute to ``d · f(p)``, where ``f`` is the
+patch encoder and ``d`` a direction the MIL model chose (``∂y_c/∂x_i``). This module computes the
+conservative LRP of transformers of Ali et al. (ICML 2022, "XAI for Transformers: better
+explanations through conservative propagation"): the attention matrices, the LayerNorm scales and
+the GELU gates are held constant at their values for ``p``; with those frozen the encoder is an
+affine map ``f̃(p) = J p + f̃(0)`` that agrees with ``f`` at ``p``, and LRP-0 on it equals
+gradient × input, ``R = p ⊙ Jᵀ d``. Conservation is then exact, not approximate::
+
+    Σ_pixels R  +  d · f̃(0)  =  d · f(p)
+
+``d · f̃(0)`` is the share the biases, the class token and the position embeddings absorb
+(`EncoderRelevance.bias_share`, measured by a second forward of the frozen network at ``p = 0``).
+
+This is an adaptor of the project's ViT LRP for direction targets: when
+``attnmap.explain(vit, images, method, target=directions)`` accepts a (B, D) direction, the fine
+maps can use its methods too (see `attnmap.wsi.heatmap.fine`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from attnmap.errors import InputError, UnsupportedModelError
+
+
+@dataclass
+class EncoderRelevance:
+    """Pixel relevance (B, H, W) summed over colour, the bias share (B,) and ``d · f(p)`` (B,)."""
+
+    pixels: torch.Tensor
+    bias_share: torch.Tensor
+    score: torch.Tensor
+
+
+def _check(model: nn.Module) -> VisionTransformer:
+    if not isinstance(model, VisionTransformer):
+        raise UnsupportedModelError(
+            f"fine maps need a timm VisionTransformer encoder, got {type(model).__name__}"
+        )
+    if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
+        raise UnsupportedModelError(f"global_pool={model.global_pool!r} has no conservative rule here")
+    for block in model.blocks:
+        for name in ("q_norm", "k_norm"):
+            if not isinstance(getattr(block.attn, name, nn.Identity()), nn.Identity):
+                raise UnsupportedModelError(f"attention {name} has no conservative rule here")
+        if not isinstance(block.mlp.act, nn.GELU):
+            raise UnsupportedModelError(f"MLP activation {type(block.mlp.act).__name__} has no rule here")
+    if not isinstance(model.head, (nn.Identity, nn.Linear)):
+        raise UnsupportedModelError(f"head {type(model.head).__name__} has no conservative rule here")
+    return model
+
+
+class _Frozen:
+    """One forward that records (first call) or replays (later calls) the nonlinear gates."""
+
+    def __init__(self) -> None:
+        self.gates: list[torch.Tensor] = []
+        self.replay = False
+        self.index = 0
+        self.stem_out: torch.Tensor | None = None  # the patch-embedding convolution's output
+
+    def gate(self, value: torch.Tensor) -> torch.Tensor:
+        if self.replay:
+            gate = self.gates[self.index]
+            self.index += 1
+            return gate
+        self.gates.append(value.detach())
+        return self.gates[-1]
+
+
+def _norm(frozen: _Frozen, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, nn.Identity):
+        return x
+    if not isinstance(module, nn.LayerNorm):
+        raise UnsupportedModelError(f"norm {type(module).__name__} has no conservative rule here")
+    centred = x - x.mean(dim=-1, keepdim=True)
+    scale = frozen.gate(torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + module.eps))
+    out = centred * scale
+    return out * module.weight + module.bias if module.elementwise_affine else out
+
+
+def _gelu(frozen: _Frozen, act: nn.GELU, z: torch.Tensor) -> torch.Tensor:
+    if act.approximate == "none":
+        gate = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+    else:
+        gate = torch.where(z == 0, torch.full_like(z, 0.5), F.gelu(z, approximate=act.approximate) / z)
+    return z * frozen.gate(gate)
+
+
+def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) -> torch.Tensor:
+    """The encoder's features with every nonlinearity a recorded/replayed constant factor."""
+    embed = model.patch_embed
+    tokens = embed.proj(images)
+    frozen.stem_out = tokens
+    if getattr(embed, "flatten", True):
+        tokens = tokens.flatten(2).transpose(1, 2)
+    tokens = _norm(frozen, embed.norm, tokens)
+    x = model._pos_embed(tokens)
+    x = _norm(frozen, model.norm_pre, x)
+    for block in model.blocks:
+        attn = block.attn
+        batch, n, dim = x.shape
+        qkv = attn.qkv(_norm(frozen, block.norm1, x)).reshape(batch, n, 3, attn.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
+        out = (weights @ v).transpose(1, 2).reshape(batch, n, dim)
+        x = x + block.ls1(attn.proj(_norm(frozen, getattr(attn, "norm", nn.Identity()), out)))
+        mlp = block.mlp
+        hidden = _gelu(frozen, mlp.act, mlp.fc1(_norm(frozen, block.norm2, x)))
+        x = x + block.ls2(mlp.fc2(_norm(frozen, getattr(mlp, "norm", nn.Identity()), hidden)))
+    x = _norm(frozen, model.norm, x)
+    pooled = x[:, 0] if model.global_pool == "token" else x[:, model.num_prefix_tokens :].mean(dim=1)
+    return model.head(_norm(frozen, model.fc_norm, pooled))
+
+
+def _zb_pixels(
+    conv: nn.Conv2d,
+    images: torch.Tensor,
+    token_relevance: torch.Tensor,
+    bounds: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """zB rule through the patch-embedding convolution: token relevance (B, C, gh, gw) → pixels (B, H, W).
+
+    z_ij = w⁺_ij (x_i − l_i) + w⁻_ij (x_i − h_i) ≥ 0 for inputs within [l, h]; each token's relevance
+    is shared in proportion to z_ij, exactly (a token whose z are all zero shares it evenly).
+    """
+    if conv.kernel_size != conv.stride or conv.padding not in (0, (0, 0)) or conv.groups != 1:
+        raise UnsupportedModelError("the zB pixel rule needs a non-overlapping patch-embedding convolution")
+    stride = conv.stride
+    weight = conv.weight.to(images.dtype)
+    positive, negative = weight.clamp(min=0), weight.clamp(max=0)
+    low = bounds[0].to(images).view(1, -1, 1, 1).expand_as(images)
+    high = bounds[1].to(images).view(1, -1, 1, 1).expand_as(images)
+    total = F.conv2d(images - low, positive, stride=stride) + F.conv2d(images - high, negative, stride=stride)
+    usable = total > torch.finfo(images.dtype).tiny ** 0.5
+    share = torch.where(usable, token_relevance / torch.where(usable, total, torch.ones_like(total)), 0.0)
+    pixels = (images - low) * F.conv_transpose2d(share, positive, stride=stride)
+    pixels = pixels + (images - high) * F.conv_transpose2d(share, negative, stride=stride)
+    flat = torch.where(usable, 0.0, token_relevance) / weight[0].numel()
+    pixels = pixels + F.conv_transpose2d(flat, torch.ones_like(weight), stride=stride)
+    height, width = images.shape[-2:]
+    out = torch.zeros_like(images[:, 0])
+    out[:, : pixels.shape[-2], : pixels.shape[-1]] = pixels.sum(dim=1)[:, :height, :width]
+    return out
+
+
+def encoder_relevance(
+    model: nn.Module,
+    images: torch.Tensor,
+    direction: torch.Tensor,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> EncoderRelevance:
+    """Pixel relevance of ``direction · model(images)`` for a headless timm ViT (see module docstring).
+
+    ``images`` (B, 3, H, W) are the encoder's normalised inputs, ``direction`` (B, D) or (D,).
+    ``bounds`` (per-channel lowest and highest input values, e.g. `input_bounds`) switch the pixel
+    layer from LRP-0 (gradient × input) to the zB rule, the usual LRP rule for bounded pixel inputs
+    (fewer sign flips inside a patch); the pixel total, and so conservation, is the same.
+    Runs in the dtype of ``images`` (float64 for exact checks). The model is not modified.
+    """
+    model = _check(model)
+    if images.ndim != 4:
+        raise InputError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device)
+    if direction.ndim == 1:
+        direction = direction.expand(images.shape[0], -1)
+    frozen = _Frozen()
+    inputs = images.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        features = _forward(model, frozen, inputs)
+        if direction.shape != features.shape:
+            raise InputError(
+                f"direction must be {tuple(features.shape)} (one per image), got {tuple(direction.shape)}"
+            )
+        score = (features * direction).sum(dim=1)
+        stem_out = frozen.stem_out
+        gradient, stem_gradient = torch.autograd.grad(score.sum(), [inputs, stem_out])
+    if bounds is None:
+        pixels = (gradient * inputs.detach()).sum(dim=1)
+    else:
+        conv = model.patch_embed.proj
+        bias = 0.0 if conv.bias is None else conv.bias.view(1, -1, 1, 1)
+        token_relevance = ((stem_out.detach() - bias) * stem_gradient).detach()
+        pixels = _zb_pixels(conv, images.detach(), token_relevance, bounds)
+    frozen.replay = True
+    with torch.no_grad():
+        bias_share = (_forward(model, frozen, torch.zeros_like(images)) * direction).sum(dim=1)
+    return EncoderRelevance(pixels.detach(), bias_share, score.detach())
+
+
+def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (lowest, highest) normalised input of pixels in [0, 1]: ((0 − m)/s, (1 − m)/s)."""
+    mean_t, std_t = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
+
+
+def check_encoder_forward(model: nn.Module, images: torch.Tensor, atol: float = 1e-4) -> None:
+    """Raise `UnsupportedModelError` when the frozen-gate forward does not reproduce ``model(images)``.
+
+    Guards against encoder variants whose forward this module does not mirror (fused layers,
+    register tokens handled differently, ...): a silently different function would give wrong maps.
+    """
+    with torch.no_grad():
+        ours = _forward(_check(model), _Frozen(), images)
+        theirs = model(images)
+    if ours.shape != theirs.shape or not torch.allclose(ours, theirs, atol=atol, rtol=1e-4):
+        raise UnsupportedModelError("the encoder's forward differs from the conservative twin: no fine maps")

@@ -1,0 +1,213 @@
+"""Fine heatmaps: a slide decision traced through the MIL model into the pixels of each patch.
+
+For class c the MIL model's relevance of patch i is ``r_i = x_i ⊙ d_i`` with ``d_i = ∂y_c/∂x_i``
+(xMIL-LRP: the attention weights held constant, which at ε → 0, γ = 0 equals this detached
+gradient × input; or plain gradient × input). Its patch score is ``s_i = Σ_d r_id = d_i · f(p_i)``,
+where ``f`` is the patch encoder and ``p_i`` the patch. Explaining ``f`` with the direction target
+``d_i`` (`attnmap.wsi.heatmap.encoder_relevance`) gives every pixel of ``p_i`` its part of
+``s_i``: conservation holds exactly,
+
+    Σ_pixels R_i + b_i = s_i,
+
+with ``b_i`` the share of the encoder's biases, class token and position embeddings. With
+``spread_bias=True`` (the default for display) ``b_i`` is spread evenly over the patch's pixels, so
+each fine map sums to its patch score and the coarse and fine levels of a heatmap tell one story.
+See ``docs/fine-heatmaps.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnmap.errors import InputError
+from attnmap.wsi.heatmap.encoder_relevance import encoder_relevance, input_bounds
+
+FINE_METHODS = ("lrp", "transformer_attribution")
+MIL_METHODS = ("lrp", "gradient_x_input")
+
+
+@dataclass(frozen=True)
+class FineConfig:
+    """The heatmap's ``fine`` section: encoder method, MIL method, how many patches get fine maps.
+
+    ``top_k`` = None means every patch ("all" in YAML).
+    """
+
+    method: str = "lrp"
+    top_k: int | None = 64
+    mil_method: str = "lrp"
+
+    def __post_init__(self) -> None:
+        if self.method not in FINE_METHODS:
+            raise InputError(f"fine.method must be one of {', '.join(FINE_METHODS)}, got {self.method!r}")
+        if self.mil_method not in MIL_METHODS:
+            raise InputError(
+                f"fine.mil_method must be one of {', '.join(MIL_METHODS)}, got {self.mil_method!r}"
+            )
+        if self.top_k is not None and (isinstance(self.top_k, bool) or int(self.top_k) < 1):
+            raise InputError(f"fine.top_k must be a positive integer or 'all', got {self.top_k!r}")
+
+    @classmethod
+    def from_mapping(cls, values: dict | None) -> FineConfig | None:
+        """Parse the YAML mapping (``top_k: 64 | all``); None stays None (no fine maps)."""
+        if values is None:
+            return None
+        if not isinstance(values, dict):
+            raise InputError(f"heatmap.fine must be a mapping, got {type(values).__name__}")
+        unknown = set(values) - {"method", "top_k", "mil_method"}
+        if unknown:
+            raise InputError(f"unknown keys in heatmap.fine: {', '.join(sorted(unknown))}")
+        top_k = values.get("top_k", 64)
+        if isinstance(top_k, str):
+            if top_k.lower() != "all":
+                raise InputError(f"fine.top_k must be a positive integer or 'all', got {top_k!r}")
+            top_k = None
+        return cls(values.get("method", "lrp"), top_k, values.get("mil_method", "lrp"))
+
+
+@dataclass
+class FineMaps:
+    """Fine maps of the patches ``indices`` (into the bag): ``maps`` (k, H, W) at encoder input size.
+
+    ``patch_scores`` are the MIL scores of those patches, ``all_scores`` (N,) of every patch (the
+    coarse map that goes with the fine maps).
+    """
+
+    indices: np.ndarray
+    maps: np.ndarray
+    patch_scores: np.ndarray
+    bias_share: np.ndarray
+    target: int
+    all_scores: np.ndarray
+
+
+def mil_directions(
+    model: nn.Module, features: torch.Tensor, target: int | None = None, method: str = "lrp"
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(d (N, D), patch scores x_i · d_i (N,), target): the gradient of logit ``target`` per patch.
+
+    ``method="lrp"`` holds the attention weights constant (xMIL-LRP at ε → 0); ``"gradient_x_input"``
+    differentiates through them. Works for ABMIL, CLAM_SB and CLAM_MB (their embed / attention /
+    classify steps). Equals ``attnmap.mil.explain(model, features, method, target, per_feature=True)``
+    divided by the features where that API is present.
+    """
+    if method not in MIL_METHODS:
+        raise InputError(f"MIL method for fine maps must be one of {', '.join(MIL_METHODS)}, got {method!r}")
+    x = model.check_features(torch.as_tensor(features)).detach().requires_grad_(True)
+    with torch.enable_grad():
+        h = model.embed(x)
+        weights = torch.softmax(model.attention_logits(h).transpose(0, 1), dim=1)
+        if method == "lrp":
+            weights = weights.detach()
+        logits = model.classify(weights @ h)
+        if target is None:
+            target = int(logits.detach().argmax(dim=1)[0])
+        if not 0 <= int(target) < logits.shape[1]:
+            raise InputError(f"target {target} is out of range for {logits.shape[1]} classes")
+        (gradient,) = torch.autograd.grad(logits[0, int(target)], x)
+    return gradient, (gradient * x.detach()).sum(dim=1), int(target)
+
+
+def fine_maps(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    directions: torch.Tensor,
+    method: str = "lrp",
+    spread_bias: bool = True,
+    batch_size: int = 32,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(maps (k, H, W), bias shares (k,), scores d·f(p) (k,)) for encoder input ``images`` (k, 3, H, W).
+
+    ``lrp``: conservative LRP of the encoder (exact, see the module docstring). Other methods go
+    through ``attnmap.explain(encoder, images, method, target=directions)`` (direction targets);
+    their token maps are upsampled and scaled to sum to the patch score (conservation by construction).
+    ``bounds`` (`transform_bounds`) use the zB rule at the pixel layer instead of LRP-0 (same totals).
+    """
+    if method not in FINE_METHODS:
+        raise InputError(f"fine method must be one of {', '.join(FINE_METHODS)}, got {method!r}")
+    if len(images) != len(directions):
+        raise InputError(f"{len(images)} patches but {len(directions)} directions")
+    maps, biases, scores = [], [], []
+    for start in range(0, len(images), batch_size):
+        part = slice(start, start + batch_size)
+        result = encoder_relevance(encoder, images[part], directions[part].to(images.dtype), bounds)
+        pixels, bias = result.pixels, result.bias_share
+        if method != "lrp":
+            pixels = _explained(encoder, images[part], directions[part], method, result.score)
+            bias = torch.zeros_like(bias)
+        elif spread_bias:
+            pixels = pixels + (bias / pixels[0].numel())[:, None, None]
+        maps.append(pixels.detach().cpu().numpy())  # the encoder's dtype: float32 halves "top_k: all"
+        biases.append(bias.cpu().double().numpy())
+        scores.append(result.score.cpu().double().numpy())
+    if not maps:
+        return np.zeros((0, *images.shape[-2:])), np.zeros(0), np.zeros(0)
+    return np.concatenate(maps), np.concatenate(biases), np.concatenate(scores)
+
+
+def _explained(
+    encoder: nn.Module, images: torch.Tensor, directions: torch.Tensor, method: str, score: torch.Tensor
+) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    from attnmap import explain
+
+    try:
+        tokens = explain(encoder, images, method=method, target=directions)
+    except (TypeError, ValueError, InputError) as error:
+        raise InputError(
+            f"fine method {method!r} needs direction targets in attnmap.explain, which failed ({error}); "
+            "use fine method 'lrp'"
+        ) from None
+    tokens = torch.as_tensor(np.asarray(tokens), dtype=images.dtype)
+    pixels = F.interpolate(tokens[:, None], size=images.shape[-2:], mode="nearest")[:, 0]
+    total = pixels.sum(dim=(1, 2))
+    scale = torch.where(total.abs() > 1e-12, score / total, torch.zeros_like(total))
+    return pixels * scale[:, None, None]
+
+
+def transform_bounds(transform: object) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Input bounds of an encoder transform with ``mean``/``std`` (pixels in [0, 1]); None otherwise."""
+    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
+    return None if mean is None or std is None else input_bounds(tuple(mean), tuple(std))
+
+
+def select_patches(scores: np.ndarray, top_k: int | None) -> np.ndarray:
+    """Indices of the ``top_k`` highest patch scores, best first (all patches when None)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    return order if top_k is None else order[: int(top_k)]
+
+
+def bag_fine_maps(
+    encoder: nn.Module,
+    images: torch.Tensor | Callable[[np.ndarray], torch.Tensor],
+    mil_model: nn.Module,
+    features: torch.Tensor,
+    config: FineConfig,
+    target: int | None = None,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> FineMaps:
+    """Fine maps of a bag's top patches: MIL directions → encoder relevance.
+
+    ``images`` is either all patches' encoder inputs (N, 3, H, W) or a function ``indices →
+    (k, 3, H, W)`` that reads only the selected patches (what a slide needs).
+    """
+    directions, patch_scores, target = mil_directions(mil_model, features, target, config.mil_method)
+    indices = select_patches(patch_scores.detach().cpu().numpy(), config.top_k)
+    chosen = images(indices) if callable(images) else images[torch.as_tensor(indices)]
+    dtype = next(encoder.parameters()).dtype
+    maps, bias, _ = fine_maps(
+        encoder,
+        chosen.to(dtype),
+        directions[torch.as_tensor(indices)].to(dtype),
+        config.method,
+        bounds=bounds,
+    )
+    scores = patch_scores.detach().cpu().double().numpy()
+    return FineMaps(indices, maps, scores[indices], bias, target, scores)

@@ -1,0 +1,203 @@
+"""Fine heatmaps: hard synthetic slides, the conservative encoder relevance, the fine TIFF."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from attnmap.data.hard_slides import (
+    crop,
+    make_hard_slide,
+    naive_scores,
+    patch_fraction,
+    render_hard_image,
+    tissue_grid,
+)
+from attnmap.data.patch_vit import build_patch_vit
+from attnmap.errors import InputError
+from attnmap.mil.clam import CLAM_SB
+from attnmap.wsi.heatmap.encoder_relevance import check_encoder_forward, encoder_relevance, input_bounds
+from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, fine_maps, mil_directions
+
+
+def test_hard_slides_are_deterministic_and_seeded():
+    first, again, other = (render_hard_image(s, (256, 256)) for s in (3, 3, 4))
+    assert np.array_equal(first.image, again.image) and np.array_equal(first.structures, again.structures)
+    assert not np.array_equal(first.image, other.image)
+    assert not render_hard_image(5, (256, 256), tumour=False).structures.any()
+
+
+def test_darkness_and_colour_do_not_find_tumour():
+    patches, labels = [], []
+    for seed in range(500, 506):  # not the seeds the generator was tuned on
+        slide = render_hard_image(seed, (1024, 1024))
+        coords = tissue_grid(slide.tissue)
+        patches.append(crop(slide.image, coords))
+        labels.append(patch_fraction(slide.tumour, coords) >= 0.5)
+    labels = np.concatenate(labels)
+    scores = naive_scores(np.concatenate(patches))
+    assert 10 < labels.sum() < len(labels)
+    for name in ("darkness", "purple", "red", "green", "blue"):
+        auc = roc_auc_score(labels, scores[name])
+        assert abs(auc - 0.5) <= 0.15, (name, auc)
+
+
+@pytest.mark.parametrize("stem", ["patch_vit", "demo_clam_hard"])
+def test_bundled_weights_match_their_record(stem):
+    from attnmap.data.patch_vit import WEIGHTS_DIR
+
+    record = json.loads((WEIGHTS_DIR / f"{stem}.json").read_text())
+    suffix = ".safetensors" if stem == "patch_vit" else ".pt"
+    data = (WEIGHTS_DIR / f"{stem}{suffix}").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == record["weights_sha256"]
+    assert len(data) < 2 << 20 and "command" in record and "seed" in record
+
+
+def _tiny_models():
+    torch.manual_seed(0)
+    encoder = build_patch_vit().double().eval()
+    for module in encoder.modules():  # non-trivial biases and norms, so the bias share is not zero
+        if isinstance(module, (torch.nn.LayerNorm, torch.nn.Linear)) and module.bias is not None:
+            torch.nn.init.normal_(module.bias, std=0.1)
+    mil = CLAM_SB(embed_dim=64, n_classes=2, size="small", dropout=0.0).double().eval()
+    return encoder, mil
+
+
+def test_encoder_relevance_is_exactly_conservative(single_thread):
+    encoder, _ = _tiny_models()
+    images = torch.randn(3, 3, 64, 64, dtype=torch.float64)
+    check_encoder_forward(encoder, images)
+    direction = torch.randn(3, 64, dtype=torch.float64)
+    result = encoder_relevance(encoder, images, direction)
+    expected = (encoder(images) * direction).sum(dim=1)
+    torch.testing.assert_close(result.score, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        result.pixels.sum(dim=(1, 2)) + result.bias_share, expected, rtol=0, atol=1e-10
+    )
+    assert result.bias_share.abs().min() > 1e-6  # the biases do take a share
+    bounded = torch.rand(3, 3, 64, 64, dtype=torch.float64) * 4 - 2  # within the transform's [-2, 2]
+    zb = encoder_relevance(encoder, bounded, direction, bounds=input_bounds((0.5,) * 3, (0.25,) * 3))
+    lrp0 = encoder_relevance(encoder, bounded, direction)
+    torch.testing.assert_close(zb.pixels.sum(dim=(1, 2)), lrp0.pixels.sum(dim=(1, 2)), rtol=0, atol=1e-10)
+    torch.testing.assert_close(zb.pixels.sum(dim=(1, 2)) + zb.bias_share, zb.score, rtol=0, atol=1e-10)
+    assert not torch.allclose(zb.pixels, lrp0.pixels)  # a different rule at the pixel layer
+    with pytest.raises(InputError):
+        encoder_relevance(encoder, images, torch.randn(3, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("mil_method", ["lrp", "gradient_x_input"])
+def test_fine_maps_sum_to_the_patch_scores(single_thread, mil_method):
+    encoder, mil = _tiny_models()
+    images = torch.randn(6, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = encoder(images)
+    directions, scores, target = mil_directions(mil, features, None, mil_method)
+    # the MIL patch score is x_i · ∂y/∂x_i, checked against autograd of the logit
+    x = features.clone().requires_grad_(True)
+    h = mil.embed(x)
+    weights = torch.softmax(mil.attention_logits(h).transpose(0, 1), dim=1)
+    weights = weights.detach() if mil_method == "lrp" else weights
+    (grad,) = torch.autograd.grad(mil.classify(weights @ h)[0, target], x)
+    torch.testing.assert_close(scores, (grad * features).sum(dim=1), rtol=0, atol=1e-12)
+    maps, bias, totals = fine_maps(encoder, images, directions)
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), scores.numpy(), rtol=0, atol=1e-9)
+    unspread, _, _ = fine_maps(encoder, images, directions, spread_bias=False)
+    np.testing.assert_allclose(unspread.sum(axis=(1, 2)) + bias, totals, rtol=0, atol=1e-9)
+    chosen = bag_fine_maps(encoder, images, mil, features, FineConfig(top_k=2, mil_method=mil_method))
+    assert list(chosen.indices) == list(np.argsort(-scores.numpy())[:2])
+    np.testing.assert_allclose(chosen.maps.sum(axis=(1, 2)), chosen.patch_scores, rtol=0, atol=1e-9)
+
+
+def test_fine_config_parsing():
+    assert FineConfig.from_mapping({"method": "lrp", "top_k": "all"}).top_k is None
+    assert FineConfig.from_mapping(None) is None
+    for bad in ({"top_k": 0}, {"method": "saliency"}, {"colour": 1}, {"top_k": "most"}):
+        with pytest.raises(InputError):
+            FineConfig.from_mapping(bad)
+
+
+def test_fine_tiff_opens_in_openslide_with_fine_pages(tmp_path):
+    import openslide
+    import tifffile
+
+    from attnmap.wsi import open_slide
+    from attnmap.wsi.heatmap.fine_render import write_fine_gallery, write_fine_heatmap_tiff
+    from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
+
+    made = make_hard_slide(tmp_path / "hard.tif", seed=2, size=(512, 512))
+    coords = tissue_grid(made.structures | True)[:20]
+    scores = np.linspace(-1, 1, len(coords))
+    fine = np.random.default_rng(0).normal(size=(3, 64, 64))
+    with open_slide(made.path) as slide:
+        write_fine_heatmap_tiff(tmp_path / "fine.tif", slide, coords, scores, coords[:3], fine, patch_size=64)
+        write_heatmap_tiff(tmp_path / "plain.tif", slide, coords, scores, patch_size=64, progress=False)
+    with openslide.OpenSlide(str(tmp_path / "fine.tif")) as viewer:
+        assert viewer.level_count == 2 and viewer.dimensions == (512, 512)
+        assert viewer.level_dimensions[1] == (256, 256)
+    fine_pages, plain_pages = (tifffile.TiffFile(tmp_path / n).pages for n in ("fine.tif", "plain.tif"))
+    full_fine, full_plain = fine_pages[0].asarray(), plain_pages[0].asarray()
+    x, y = coords[0]
+    inside = np.abs(full_fine[y : y + 64, x : x + 64].astype(int) - full_plain[y : y + 64, x : x + 64]).mean()
+    assert inside > 10  # the fine map is drawn inside the patch at full resolution
+    x, y = coords[10]
+    outside = np.abs(
+        full_fine[y : y + 64, x : x + 64].astype(int) - full_plain[y : y + 64, x : x + 64]
+    ).mean()
+    assert outside < 1
+    gallery = write_fine_gallery(
+        tmp_path / "gallery.png", crop(np.zeros((512, 512, 3), np.uint8), coords[:3]), fine, scores[:3]
+    )
+    assert gallery.is_file()
+
+
+def test_pipeline_writes_fine_gallery_and_tiff(tmp_path, single_thread):
+    import openslide
+    import yaml
+
+    from attnmap.data.hard_mil import MODEL_NAME
+    from attnmap.data.patch_vit import WEIGHTS_DIR
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config
+
+    made = make_hard_slide(tmp_path / "hard.tif", seed=7, size=(1024, 1024))
+    (tmp_path / "slides.csv").write_text(f"slide_path,label\n{made.path},1\n")
+    raw = {
+        "slides": {"csv": str(tmp_path / "slides.csv")},
+        "segmentation": {"preset": "bwh_biopsy"},
+        "patching": {"patch_size": 64},
+        "features": {"encoder": "attnmap:patch-vit", "batch_size": 128},
+        "model": {"checkpoint": str(WEIGHTS_DIR / MODEL_NAME), "class_names": ["normal", "tumour"]},
+        "heatmap": {"tiff": True, "fine": {"method": "lrp", "top_k": 5}},
+        "run": {"output_dir": str(tmp_path / "out"), "device": "cpu"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    run_slide(made.path, load_config(tmp_path / "config.yaml"))
+    files = {p.name: p for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert "hard_fine_gallery.png" in files and "hard_heatmap_fine.tif" in files
+    with openslide.OpenSlide(str(files["hard_heatmap_fine.tif"])) as viewer:
+        assert viewer.dimensions == (1024, 1024) and viewer.level_count >= 3
+
+
+def test_slide_evidence_reports_every_method_and_baseline(single_thread):
+    from attnmap.evaluate.slides import PATCH_METHODS, evaluate_hard_slides, format_table
+
+    report = evaluate_hard_slides(n_slides=1)
+    means = report["means"]
+    for method in PATCH_METHODS:
+        assert 0.0 <= means[f"patch_auc/{method}"] <= 1.0 and 0.0 <= means[f"flip_auc/{method}"] <= 1.0
+    for key in ("fine", "upsampled_patch_map", "darkness"):
+        assert 0.0 <= means[f"pixel_auc/{key}"] <= 1.0
+    assert "random order" in format_table(report) and "pooled" in format_table(report)
+
+
+def test_demo_hard_slide_section_writes_its_pictures(tmp_path, single_thread):
+    from attnmap.demo_slides import hard_slide_section
+
+    page = hard_slide_section(tmp_path)
+    for name in ("hard_methods.png", "hard_fine_gallery.png", "hard_slide_fine.tif"):
+        assert (tmp_path / name).stat().st_size > 1000 and name in page
