@@ -212,7 +212,7 @@ def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, singl
     from PIL import Image
 
     from attnmap.render.scale import choose_scale
-    from attnmap.wsi import open_slide, render_heatmap
+    from attnmap.wsi import HeatmapStyle, open_slide, render_heatmap
     from attnmap.wsi.pipeline.stage_files import load_blockmap, load_tissue
 
     block = load_blockmap(folder / "slide_0_blockmap.h5")
@@ -221,10 +221,8 @@ def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, singl
             slide,
             block["coords"],
             100 * choose_scale(block["scores"]).unit(block["scores"]),
+            HeatmapStyle(vis_level=1, alpha=0.5, percentiles=False),
             patch_size=64,
-            vis_level=1,
-            alpha=0.5,
-            percentiles=False,
             tissue=load_tissue(Path(config.run.output_dir) / "tissue" / "slide_0.json"),
         )
     picture = np.asarray(Image.open(folder / "slide_0_heatmap.png").convert("RGB"))
