@@ -125,7 +125,7 @@ def _occlusion(bag: BagPass, branch: int, target: int) -> torch.Tensor:
     With e_j = exp(s_j − max s), Z = Σ e_j and ȳ the bag's softmax-weighted mean of v: removing
     patch i changes the pooled value from T/Z to (T − e_i v_i)/(Z − e_i), whose difference is the
     formula above. Z − e_i cancels only for the patch holding the maximum (every other e_i ≤ Z/2),
-    so that one patch's Z − e_i is summed directly over the other patches.
+    so that one patch's leave-one-out value is summed directly over the other patches.
     """
     logits = bag.raw[branch].double()
     values = bag.values[:, target].double()
@@ -136,10 +136,13 @@ def _occlusion(bag: BagPass, branch: int, target: int) -> torch.Tensor:
     exp = torch.exp(logits - logits[top])
     total = exp.sum()
     pooled_value = (exp @ values) / total
-    rest = total - exp
+    scores = exp * (values - pooled_value) / (total - exp)
+    # the top patch: v_top − ȳ cancels too when it holds nearly all the weight, so its score is
+    # the difference of the two pooled values, the second summed over the other patches directly
     others = torch.cat([exp[:top], exp[top + 1 :]])
-    rest[top] = others.sum()
-    return exp * (values - pooled_value) / rest
+    other_values = torch.cat([values[:top], values[top + 1 :]])
+    scores[top] = pooled_value - (others @ other_values) / others.sum()
+    return scores.to(bag.values.dtype)
 
 
 def _check_inputs(
