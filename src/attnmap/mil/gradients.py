@@ -37,25 +37,21 @@ def attention_jacobian(
 
 
 def embedding_gradients(
-    model: AttentionMILBase,
+    jacobian: torch.Tensor | None,
     h: torch.Tensor,
     weights: torch.Tensor,
-    values: torch.Tensor,
-    pooled_value: torch.Tensor,
-    branch: int,
+    coefficients: torch.Tensor,
     w: torch.Tensor,
-    detach_attention: bool,
 ) -> torch.Tensor:
-    """∂y/∂z (n, H) for a chunk: z the embedding pre-activations, h = ReLU(z) their embeddings.
+    """∂y/∂z (n, H) = [h > 0] ⊙ (a_i w + c_i J_i), c_i = a_i (v_i − ȳ); overwrites ``jacobian``.
 
-    ``weights`` (n,) are the chunk's softmax attention over the whole bag, ``values`` (n,) its
-    v_i = w · h_i and ``pooled_value`` the bag's ȳ = Σ a_j v_j.
+    ``jacobian`` None means the attention is detached (only the a_i w term).
     """
-    grad = weights[:, None] * w
-    if not detach_attention:
-        _, jacobian = attention_jacobian(model, h, branch)
-        grad = grad + (weights * (values - pooled_value))[:, None] * jacobian
-    return grad * (h > 0)
+    if jacobian is None:
+        grad = torch.outer(weights, w)
+    else:
+        grad = jacobian.mul_(coefficients[:, None]).addr_(weights, w)
+    return grad.masked_fill_(h <= 0, 0.0)
 
 
 def gradient_passes(
@@ -71,15 +67,16 @@ def gradient_passes(
 ) -> torch.Tensor:
     """Gradient × input per patch (N,) or per feature (N, D), or the bare gradient (N, D).
 
-    Per patch, Σ_d x_id ∂y/∂x_id = (W x_i) · ∂y/∂z_i = (h_i − b) · ∂y/∂z_i on the active units,
-    so the (N, H) @ (H, D) product is only paid when per-feature values are asked for.
+    Per patch, Σ_d x_id ∂y/∂x_id = (W x_i) · ∂y/∂z_i = a_i u_i + c_i q_i with P_i = [h_i > 0] ⊙
+    (h_i − b) (that is W x_i on the active units), u_i = P_i · w and q_i = P_i · J_i: no (N, H)
+    gradient is formed, and the (N, H) @ (H, D) product is only paid for per-feature values.
     """
     branch, w, _ = readout.target(target)
     embedding = readout.embedding
     h_all = bag.embeddings
     weights_all = bag.weights(branch)
     values_all = bag.values[:, target]
-    pooled_value = weights_all @ values_all
+    coefficients_all = weights_all * (values_all - weights_all @ values_all)
     n_patches = h_all.shape[0]
     if per_feature:
         out = torch.empty(n_patches, embedding.in_features, dtype=h_all.dtype, device=features.device)
@@ -89,15 +86,18 @@ def gradient_passes(
         weight, bias = embedding.weight.detach(), embedding.bias.detach()
         for rows in chunk_slices(n_patches, chunk_size):
             h = h_all[rows]
-            grad_z = embedding_gradients(
-                model, h, weights_all[rows], values_all[rows], pooled_value, branch, w, detach_attention
-            )
+            jacobian = None if detach_attention else attention_jacobian(model, h, branch)[1]
             if not per_feature:
-                out[rows] = ((h - bias) * grad_z).sum(dim=1)
+                active = (h - bias).masked_fill_(h <= 0, 0.0)  # W x on the active units
+                scores = weights_all[rows] * (active @ w)
+                if jacobian is not None:
+                    scores += coefficients_all[rows] * torch.einsum("nh,nh->n", active, jacobian)
+                out[rows] = scores
                 continue
+            grad_z = embedding_gradients(jacobian, h, weights_all[rows], coefficients_all[rows], w)
             grad_x = grad_z @ weight
             if times_input:
-                grad_x = grad_x * model.check_features(features[rows])
+                grad_x.mul_(model.check_features(features[rows]))
             out[rows] = grad_x.to(out.device)
     return out
 
@@ -114,8 +114,9 @@ def integrated_gradients(
     """Integrated gradients from the zero bag, midpoint rule with ``steps`` points on the path.
 
     Steps are batched: as many scaled copies of the bag as fit in ``chunk_size`` rows go through
-    the attention layer together (a small bag runs all its steps at once; a huge bag one by one,
-    in row chunks).
+    the attention layer together, in one pass per batch. A bag larger than ``chunk_size`` takes
+    each step in two passes over row chunks: attention logits and read-outs first (for the
+    step's softmax), then the attention gradients, accumulated without an (N, H) buffer per step.
     """
     branch, w, _ = readout.target(target)
     embedding = readout.embedding
@@ -125,33 +126,57 @@ def integrated_gradients(
     with torch.no_grad():
         projected = torch.empty(n_patches, model.hidden_dim, dtype=dtype, device=device)  # W x
         for rows in chunk_slices(n_patches, chunk_size):
-            projected[rows] = model.check_features(features[rows]) @ weight.t()
-        mean_grad = torch.zeros_like(projected)  # mean over steps of ∂y/∂z at α x
+            torch.mm(model.check_features(features[rows]), weight.t(), out=projected[rows])
+        grad_sum = torch.zeros_like(projected)  # Σ over steps of ∂y/∂z at α x
         alphas = (torch.arange(steps, dtype=dtype, device=device) + 0.5) / steps
         block = max(1, min(steps, chunk_size // n_patches))
-        rows_per_chunk = max(1, chunk_size // block)
-        logits = torch.empty(block, n_patches, dtype=dtype, device=device)
-        values = torch.empty_like(logits)
-        jacobian = torch.empty(block, n_patches, model.hidden_dim, dtype=dtype, device=device)
         for first in range(0, steps, block):
             alpha = alphas[first : first + block]
-            n_alpha = len(alpha)
-            for rows in chunk_slices(n_patches, rows_per_chunk):
-                h = (alpha[:, None, None] * projected[rows] + bias).clamp_(min=0)  # (B, n, H)
-                s, jac = attention_jacobian(model, h.reshape(-1, h.shape[-1]), branch)
-                logits[:n_alpha, rows] = s.reshape(n_alpha, -1)
-                jacobian[:n_alpha, rows] = jac.reshape(h.shape)
-                values[:n_alpha, rows] = h @ w
-            weights = torch.softmax(logits[:n_alpha], dim=1)
-            pooled_value = (weights * values[:n_alpha]).sum(dim=1, keepdim=True)
-            coefficient = weights * (values[:n_alpha] - pooled_value)  # (B, N)
-            for rows in chunk_slices(n_patches, rows_per_chunk):
-                active = (alpha[:, None, None] * projected[rows] + bias) > 0
-                grad = weights[:, rows, None] * w + coefficient[:, rows, None] * jacobian[:n_alpha, rows]
-                mean_grad[rows] += (grad * active).sum(dim=0) / steps
+            if n_patches * len(alpha) <= chunk_size:
+                _steps_in_one_pass(model, projected, bias, alpha, branch, w, grad_sum)
+            else:
+                for step_alpha in alpha:
+                    _step_in_two_passes(model, projected, bias, step_alpha, branch, w, chunk_size, grad_sum)
+        grad_sum /= steps
         if not per_feature:
-            return (projected * mean_grad).sum(dim=1)
+            return torch.einsum("nh,nh->n", projected, grad_sum)
         out = torch.empty(n_patches, embedding.in_features, dtype=dtype, device=features.device)
         for rows in chunk_slices(n_patches, chunk_size):
-            out[rows] = ((mean_grad[rows] @ weight) * model.check_features(features[rows])).to(out.device)
+            out[rows] = ((grad_sum[rows] @ weight).mul_(model.check_features(features[rows]))).to(out.device)
         return out
+
+
+def _scaled_embeddings(projected: torch.Tensor, bias: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """h = ReLU(α W x + b) for one α (n, H) or several (B, n, H)."""
+    if alpha.ndim == 0:
+        return torch.add(bias, projected, alpha=float(alpha)).relu_()
+    return (alpha[:, None, None] * projected).add_(bias).relu_()
+
+
+def _steps_in_one_pass(model, projected, bias, alpha, branch, w, grad_sum) -> None:
+    """Several steps of a bag small enough to go through the attention layer all at once."""
+    n_alpha, (n_patches, hidden) = len(alpha), projected.shape
+    h = _scaled_embeddings(projected, bias, alpha).reshape(-1, hidden)
+    logits, jacobian = attention_jacobian(model, h, branch)
+    values = (h @ w).reshape(n_alpha, n_patches)
+    weights = torch.softmax(logits.reshape(n_alpha, n_patches), dim=1)
+    coefficients = weights * (values - (weights * values).sum(dim=1, keepdim=True))
+    grad = embedding_gradients(jacobian, h, weights.reshape(-1), coefficients.reshape(-1), w)
+    grad_sum.add_(grad.reshape(n_alpha, n_patches, hidden).sum(dim=0))
+
+
+def _step_in_two_passes(model, projected, bias, alpha, branch, w, chunk_size, grad_sum) -> None:
+    """One step of a large bag: logits and read-outs first, then gradients, chunk by chunk."""
+    n_patches = projected.shape[0]
+    logits = torch.empty(n_patches, dtype=projected.dtype, device=projected.device)
+    values = torch.empty_like(logits)
+    for rows in chunk_slices(n_patches, chunk_size):
+        h = _scaled_embeddings(projected[rows], bias, alpha)
+        logits[rows] = model.attention_logits(h)[:, branch]
+        values[rows] = h @ w
+    weights = torch.softmax(logits, dim=0)
+    coefficients = weights * (values - weights @ values)
+    for rows in chunk_slices(n_patches, chunk_size):
+        h = _scaled_embeddings(projected[rows], bias, alpha)
+        _, jacobian = attention_jacobian(model, h, branch)
+        grad_sum[rows].add_(embedding_gradients(jacobian, h, weights[rows], coefficients[rows], w))

@@ -77,13 +77,17 @@ def lrp_relevance(
             out = torch.empty(n_patches, dtype=h_all.dtype, device=h_all.device)
         for rows in chunk_slices(n_patches, chunk_size):
             h = h_all[rows]
-            x = model.check_features(features[rows]) if (gamma or per_feature) else None
-            # z' = W' x + b'; with γ = 0 it is z itself, which equals h wherever h carries relevance
-            pre = torch.addmm(bias, x, weight.t()) if gamma else h
-            relevance_h = weights[rows, None] * h * per_unit
-            ratio = relevance_h / stabilise(pre, eps)
+            if not (gamma or per_feature):
+                # z' = z, which equals h wherever h carries relevance: R_i = a_i Σ_k u_k h(h − b)/(h + ε)
+                share = (h - bias)  # times h / (h + ε), which is 1 on the active units when ε = 0
+                share = share.mul_(h).div_(h + eps) if eps else share.masked_fill_(h <= 0, 0.0)
+                out[rows] = weights[rows] * (share @ per_unit)
+                continue
+            x = model.check_features(features[rows])
+            pre = torch.addmm(bias, x, weight.t()) if gamma else h  # z' = W' x + b'
+            ratio = (h * per_unit).mul_(weights[rows, None]).div_(stabilise(pre, eps))  # R_h / (z' ± ε)
             if per_feature:
-                out[rows] = ((ratio @ weight) * x).to(out.device)
+                out[rows] = ((ratio @ weight).mul_(x)).to(out.device)
             else:
-                out[rows] = (ratio * (pre - bias)).sum(dim=1)
+                out[rows] = torch.einsum("nh,nh->n", ratio, pre - bias)
     return out

@@ -111,14 +111,15 @@ def bag_pass(
     embeddings = (
         torch.empty(n_patches, model.hidden_dim, dtype=dtype, device=device) if keep_embeddings else None
     )
+    weight, bias = readout.embedding.weight.detach(), readout.embedding.bias.detach()
     with torch.no_grad():
-        for start in range(0, n_patches, chunk_size):
-            rows = slice(start, min(start + chunk_size, n_patches))
-            h = model.embed(model.check_features(features[rows]))
+        for rows in chunk_slices(n_patches, chunk_size):
+            x = model.check_features(features[rows])
+            # h = ReLU(W x + b), written straight into the kept buffer when there is one
+            h = torch.addmm(bias, x, weight.t(), out=embeddings[rows] if embeddings is not None else None)
+            h.relu_()
             raw[:, rows] = model.attention_logits(h).t()
             values[rows] = h @ readout.weight.t()
-            if embeddings is not None:
-                embeddings[rows] = h
         logits = torch.stack(
             [
                 torch.softmax(raw[readout.branch[c]].double(), dim=0) @ values[:, c].double()
