@@ -243,3 +243,32 @@ def test_errors():
         explain(model, torch.full((3, D), float("nan"), dtype=torch.float64), "lrp")
     with pytest.raises(InputError, match="attnmap.mil model"):
         explain(torch.nn.Linear(D, 2), bag, "lrp")
+
+
+def test_cli_attention_writes_every_method(tmp_path):
+    import csv
+
+    import h5py
+
+    from attnmap.cli.main import main
+    from attnmap.mil import write_h5_bag
+
+    model = _seeded(CLAM_MB, gate=True, n_classes=3).float()
+    torch.save(model.state_dict(), tmp_path / "clam_mb.pt")
+    bag = _bag(30, dtype=torch.float32)
+    write_h5_bag(tmp_path / "bags" / "s1.h5", bag.numpy(), np.arange(60).reshape(30, 2))
+    main(["mil", "attention", str(tmp_path / "clam_mb.pt"), str(tmp_path / "bags"),
+          "-o", str(tmp_path / "out"), "--method", "all", "--target", "1", "--quiet"])
+    with h5py.File(tmp_path / "out" / "s1_attention.h5") as handle:
+        assert int(handle.attrs["target"]) == 1
+        for method in RELEVANCE_METHODS:
+            np.testing.assert_allclose(handle[f"scores_{method}"][()], explain(model, bag, method, target=1),
+                                       rtol=1e-5, atol=1e-6)
+        assert handle["attention_raw"].shape == (30, 3)  # the existing datasets stay
+    with open(tmp_path / "out" / "s1_attention.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert {"x", "y", "attention_raw", "score_lrp", "score_occlusion"} <= set(row)
+    with pytest.raises(SystemExit) as done:
+        main(["mil", "attention", str(tmp_path / "clam_mb.pt"), str(tmp_path / "bags"), "-o",
+              str(tmp_path / "bad"), "--method", "lrp", "--target", "7", "--quiet"])
+    assert done.value.code == 2
