@@ -98,3 +98,37 @@ def test_inputs_are_checked():
     tiny = patch_flipping(model, bag[:2], np.array([1.0, 0.0]), fractions=(0.0, 0.9))
     np.testing.assert_array_equal(tiny.removed, [0, 1])  # one patch always stays
     assert tiny.to_dict()["removed"] == [0, 1]
+
+
+def test_cli_evaluate_slides(tmp_path, capsys):
+    import csv
+    import json
+
+    from attnmap.cli.main import main
+    from attnmap.mil import write_h5_bag
+
+    model, bag = _planted()
+    torch.save(model.state_dict(), tmp_path / "abmil.pt")
+    for slide in range(2):
+        shuffled = bag[torch.randperm(len(bag), generator=torch.Generator().manual_seed(slide))]
+        write_h5_bag(tmp_path / "bags" / f"slide_{slide}.h5", shuffled.numpy(), np.zeros((len(bag), 2)))
+    main(["evaluate", "--mil-checkpoint", str(tmp_path / "abmil.pt"), "--bags", str(tmp_path / "bags"),
+          "--methods", "lrp,attention", "--out", str(tmp_path / "out"), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "lrp" in printed and "random order" in printed
+    with open(tmp_path / "out" / "patch_flipping.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["slide_id"], row["method"]) for row in rows] == [
+        ("slide_0", "lrp"), ("slide_0", "attention"), ("slide_1", "lrp"), ("slide_1", "attention")
+    ]
+    for row in rows:
+        if row["method"] == "lrp":
+            assert float(row["auc_most_relevant_first"]) < float(row["auc_random"]) - 0.1
+    sidecar = json.loads((tmp_path / "out" / "patch_flipping.json").read_text())
+    assert sidecar["provenance"]["method"] == "lrp,attention"
+    assert len(sidecar["curves"]["slide_1"]["lrp"]["most_relevant_first"]) == len(FRACTIONS)
+    for bad in (["--methods", "saliency"], []):
+        with pytest.raises(SystemExit) as done:
+            main(["evaluate", "--mil-checkpoint", str(tmp_path / "abmil.pt"), *bad,
+                  "--out", str(tmp_path / "bad")] + (["--bags", str(tmp_path / "bags")] if bad else []))
+        assert done.value.code == 2
