@@ -272,3 +272,16 @@ def test_cli_attention_writes_every_method(tmp_path):
         main(["mil", "attention", str(tmp_path / "clam_mb.pt"), str(tmp_path / "bags"), "-o",
               str(tmp_path / "bad"), "--method", "lrp", "--target", "7", "--quiet"])
     assert done.value.code == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_model_with_features_on_the_cpu():
+    model = MODELS["clam_mb_gated"]()
+    bag = _bag()
+    on_gpu = MODELS["clam_mb_gated"]().cuda()
+    for method in RELEVANCE_METHODS:
+        expected = explain(model, bag, method)
+        np.testing.assert_allclose(explain(on_gpu, bag, method), expected, rtol=1e-8, atol=1e-9)
+    expected = explain(model, bag, "lrp", per_feature=True)
+    np.testing.assert_allclose(explain(on_gpu, bag, "lrp", per_feature=True), expected, rtol=1e-8, atol=1e-9)
+    assert feature_gradients(on_gpu, bag).device.type == "cpu"
