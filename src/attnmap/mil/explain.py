@@ -35,7 +35,12 @@ import torch
 
 from attnmap.errors import InputError
 from attnmap.mil.base import AttentionMILBase, check_bag_shape
-from attnmap.mil.gradients import gradient_passes, integrated_gradients
+from attnmap.mil.gradients import (
+    gradient_passes,
+    gradient_x_input_one_pass,
+    gradient_x_input_scores,
+    integrated_gradients,
+)
 from attnmap.mil.lrp import lrp_relevance
 from attnmap.mil.readout import BagPass, bag_pass, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK
@@ -75,9 +80,13 @@ def explain(
         raise InputError(f"method {method!r} has no option(s) {', '.join(unknown)} (options: {allowed})")
     settings = {**OPTIONS[method], **options}
     model, features = _check_inputs(model, features, chunk_size)
-    keep = method in ("gradient_x_input", "lrp")
+    keep = method == "lrp" or (method == "gradient_x_input" and per_feature)
     with _eval_mode(model):
         readout = readout_for(model)
+        if method == "gradient_x_input" and not per_feature:
+            bag, local, directional = gradient_x_input_one_pass(model, features, readout, chunk_size)
+            target = resolve_target(model, target, bag.prediction)
+            return gradient_x_input_scores(bag, local, directional, readout, target).cpu().numpy()
         bag = bag_pass(model, features, readout, chunk_size, keep_embeddings=keep)
         target = resolve_target(model, target, bag.prediction)
         if method == "attention":

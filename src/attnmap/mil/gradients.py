@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from attnmap.mil.base import AttentionMILBase
-from attnmap.mil.readout import BagPass, Readout, chunk_slices
+from attnmap.mil.readout import BagPass, Readout, chunk_slices, logits_from_pass
 
 
 def attention_jacobian(
@@ -52,6 +52,50 @@ def embedding_gradients(
     else:
         grad = jacobian.mul_(coefficients[:, None]).addr_(weights, w)
     return grad.masked_fill_(h <= 0, 0.0)
+
+
+def gradient_x_input_one_pass(
+    model: AttentionMILBase, features: torch.Tensor, readout: Readout, chunk_size: int
+) -> tuple[BagPass, torch.Tensor, torch.Tensor]:
+    """Per-patch gradient × input in one pass, for any class: (bag pass, U (N, C), Q (N, K)).
+
+    Per patch, x_i · ∂y_c/∂x_i = a_i U_ic + a_i (v_ic − ȳ_c) Q_ik with P_i = [h_i > 0] ⊙ (h_i − b)
+    (W x_i on the active units), U_ic = P_i · w_c and Q_ik = P_i · ∂s_ik/∂h_i: everything but the
+    softmax is local to a patch, so the chunks need no second pass and no stored embeddings.
+    """
+    n_patches, n_branches = features.shape[0], model.n_branches
+    device, dtype = model.device, model.parameter_dtype
+    raw = torch.empty(n_branches, n_patches, dtype=dtype, device=device)
+    values = torch.empty(n_patches, model.n_classes, dtype=dtype, device=device)
+    local = torch.empty_like(values)
+    directional = torch.empty(n_patches, n_branches, dtype=dtype, device=device)
+    weight, bias = readout.embedding.weight.detach(), readout.embedding.bias.detach()
+    for rows in chunk_slices(n_patches, chunk_size):
+        with torch.no_grad():
+            h = torch.addmm(bias, model.check_features(features[rows]), weight.t()).relu_()
+            active = (h - bias).masked_fill_(h <= 0, 0.0)
+            values[rows] = h @ readout.weight.t()
+            local[rows] = active @ readout.weight.t()
+        with torch.enable_grad():
+            leaf = h.requires_grad_(True)
+            logits = model.attention_logits(leaf)
+            for k in range(n_branches):
+                (jacobian,) = torch.autograd.grad(logits[:, k].sum(), leaf, retain_graph=k + 1 < n_branches)
+                directional[rows, k] = jacobian.mul_(active).sum(dim=1)
+        raw[:, rows] = logits.detach().t()
+    bag = logits_from_pass(raw, values, readout, None)
+    return bag, local, directional
+
+
+def gradient_x_input_scores(
+    bag: BagPass, local: torch.Tensor, directional: torch.Tensor, readout: Readout, target: int
+) -> torch.Tensor:
+    """Combine `gradient_x_input_one_pass`'s per-patch terms for one class (N,)."""
+    branch = readout.branch[target]
+    weights = bag.weights(branch)
+    values = bag.values[:, target]
+    coefficients = weights * (values - weights @ values)
+    return weights * local[:, target] + coefficients * directional[:, branch]
 
 
 def gradient_passes(
@@ -91,7 +135,7 @@ def gradient_passes(
                 active = (h - bias).masked_fill_(h <= 0, 0.0)  # W x on the active units
                 scores = weights_all[rows] * (active @ w)
                 if jacobian is not None:
-                    scores += coefficients_all[rows] * torch.einsum("nh,nh->n", active, jacobian)
+                    scores += coefficients_all[rows] * jacobian.mul_(active).sum(dim=1)
                 out[rows] = scores
                 continue
             grad_z = embedding_gradients(jacobian, h, weights_all[rows], coefficients_all[rows], w)
@@ -139,7 +183,7 @@ def integrated_gradients(
                     _step_in_two_passes(model, projected, bias, step_alpha, branch, w, chunk_size, grad_sum)
         grad_sum /= steps
         if not per_feature:
-            return torch.einsum("nh,nh->n", projected, grad_sum)
+            return grad_sum.mul_(projected).sum(dim=1)
         out = torch.empty(n_patches, embedding.in_features, dtype=dtype, device=features.device)
         for rows in chunk_slices(n_patches, chunk_size):
             out[rows] = ((grad_sum[rows] @ weight).mul_(model.check_features(features[rows]))).to(out.device)

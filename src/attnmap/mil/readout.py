@@ -120,10 +120,18 @@ def bag_pass(
             h.relu_()
             raw[:, rows] = model.attention_logits(h).t()
             values[rows] = h @ readout.weight.t()
+    return logits_from_pass(raw, values, readout, embeddings)
+
+
+def logits_from_pass(
+    raw: torch.Tensor, values: torch.Tensor, readout: Readout, embeddings: torch.Tensor | None
+) -> BagPass:
+    """The bag logits (float64) from attention logits (K, N) and per-patch read-outs (N, C)."""
+    with torch.no_grad():
         logits = torch.stack(
             [
                 torch.softmax(raw[readout.branch[c]].double(), dim=0) @ values[:, c].double()
-                for c in range(model.n_classes)
+                for c in range(values.shape[1])
             ]
         ) + readout.bias.double()
     return BagPass(raw, values, logits, int(logits.argmax()), embeddings)
