@@ -41,7 +41,7 @@ from attnmap.mil.gradients import (
     gradient_x_input_scores,
     integrated_gradients,
 )
-from attnmap.mil.lrp import lrp_relevance
+from attnmap.mil.lrp import check_lrp_options, lrp_relevance
 from attnmap.mil.readout import BagPass, bag_pass, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK
 
@@ -79,6 +79,11 @@ def explain(
         allowed = ", ".join(OPTIONS[method]) or "none"
         raise InputError(f"method {method!r} has no option(s) {', '.join(unknown)} (options: {allowed})")
     settings = {**OPTIONS[method], **options}
+    if method == "lrp":
+        check_lrp_options(settings["eps"], settings["gamma"])
+    steps = settings.get("steps", 1)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"integrated_gradients needs an integer steps >= 1, got {steps!r}")
     model, features = _check_inputs(model, features, chunk_size)
     keep = method == "lrp" or (method == "gradient_x_input" and per_feature)
     with _eval_mode(model):
@@ -87,6 +92,12 @@ def explain(
             bag, local, directional = gradient_x_input_one_pass(model, features, readout, chunk_size)
             target = resolve_target(model, target, bag.prediction)
             return gradient_x_input_scores(bag, local, directional, readout, target).cpu().numpy()
+        if method == "integrated_gradients":  # a forward only when the predicted class is needed
+            if target is None:
+                target = bag_pass(model, features, readout, chunk_size).prediction
+            target = resolve_target(model, target, 0)
+            result = integrated_gradients(model, features, readout, target, chunk_size, per_feature, steps)
+            return result.cpu().numpy()
         bag = bag_pass(model, features, readout, chunk_size, keep_embeddings=keep)
         target = resolve_target(model, target, bag.prediction)
         if method == "attention":
@@ -95,14 +106,9 @@ def explain(
             result = _occlusion(bag, readout.branch[target], target)
         elif method == "gradient_x_input":
             result = gradient_passes(model, features, readout, bag, target, chunk_size, per_feature)
-        elif method == "lrp":
+        else:
             result = lrp_relevance(model, features, readout, bag, target, chunk_size, per_feature,
                                    eps=settings["eps"], gamma=settings["gamma"])
-        else:
-            steps = settings["steps"]
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-                raise InputError(f"integrated_gradients needs an integer steps >= 1, got {steps!r}")
-            result = integrated_gradients(model, features, readout, target, chunk_size, per_feature, steps)
     return result.detach().cpu().numpy()
 
 
