@@ -184,7 +184,7 @@ def test_pipeline_writes_fine_gallery_and_tiff(tmp_path, single_thread):
 
 
 def test_slide_evidence_reports_every_method_and_baseline(single_thread):
-    from attnmap.evaluate.slides import PATCH_METHODS, evaluate_hard_slides, format_table
+    from attnmap.evaluate.slide_evidence import PATCH_METHODS, evaluate_hard_slides, format_table
 
     report = evaluate_hard_slides(n_slides=1)
     means = report["means"]

@@ -26,7 +26,7 @@ def hard_slide_section(out: Path, progress: bool = False) -> str:
     from attnmap.data.hard_slides import HARD_PATCH_SIZE, crop, make_hard_slide, render_hard_image
     from attnmap.data.patch_vit import load_patch_vit
     from attnmap.data.synthetic_slides import tumour_outline
-    from attnmap.evaluate.slides import PATCH_METHODS, TUMOUR, mil_scores
+    from attnmap.evaluate.slide_evidence import PATCH_METHODS, TUMOUR, mil_scores
     from attnmap.provenance import provenance
     from attnmap.render import normalize, save_grid
     from attnmap.wsi import HeatmapStyle, open_slide, render_heatmap

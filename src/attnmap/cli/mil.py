@@ -80,6 +80,19 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **op
     default=None,
     help="Attention branch to report (CLAM_MB; default: the predicted class).",
 )
+@click.option(
+    "--method",
+    type=click.Choice(["attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion", "all"]),
+    default="attention",
+    show_default=True,
+    help="Relevance scores to add as scores_<method> (h5) and score_<method> (CSV); 'all' adds every one.",
+)
+@click.option(
+    "--target",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Class whose logit the relevance scores explain (default: the predicted class).",
+)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True)
 @click.option("--no-csv", is_flag=True, help="Only write the h5 files.")
 @device_option()
@@ -88,18 +101,22 @@ def attention(
     bags: tuple[Path, ...],
     out_dir: Path,
     branch: int | None,
+    method: str,
+    target: int | None,
     chunk_size: int,
     no_csv: bool,
     device: str,
 ) -> None:
     """Per-patch attention of one or many bags (h5 / .pt files or feature folders) to h5 and CSV,
-    plus predictions.csv with every bag's prediction and probabilities."""
+    plus predictions.csv with every bag's prediction and probabilities. ``--method`` adds relevance
+    scores beyond attention (attnmap.mil.explain; docs/mil-relevance.md)."""
     from tqdm.auto import tqdm
 
     from attnmap.errors import InputError
     from attnmap.io_utils import unique_names
     from attnmap.mil.bags import list_bags, read_bag
     from attnmap.mil.checkpoint import load_mil
+    from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, write_predictions_csv
     from attnmap.provenance import provenance
 
@@ -129,6 +146,8 @@ def attention(
                     chunk_size=chunk_size,
                     model_name=checkpoint.name,
                     extra_provenance={"checkpoint": str(checkpoint), "bag": str(path)},
+                    methods=METHODS if method == "all" else (method,),
+                    target=target,
                 )
             )
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag

@@ -1,6 +1,6 @@
 """The bundled demo CLAM_SB on the patch ViT's features of hard synthetic slides.
 
-Fine heatmaps and the slide evidence (`attnmap.evaluate.slides`) need a slide model whose decision
+Fine heatmaps and the slide evidence (`attnmap.evaluate.slide_evidence`) need a slide model whose decision
 rests on the small tumour structures of `attnmap.data.hard_slides`, seen through the headless patch
 ViT (`attnmap.data.patch_vit`). `build_hard_demo` renders a seeded cohort in memory (no TIFFs are
 needed to train), encodes every tissue patch, writes CLAM's ``h5_files`` bags and trains with

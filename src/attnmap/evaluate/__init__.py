@@ -5,3 +5,11 @@ from attnmap.evaluate.mil_localisation import (  # noqa: F401
     patch_mask_fractions,
     patch_means,
 )
+
+# Faithfulness of MIL heatmaps without labels (attnmap.evaluate.patch_flipping)
+from attnmap.evaluate.patch_flipping import (  # noqa: F401
+    FRACTIONS,
+    PatchFlippingResult,
+    flipping_auc,
+    patch_flipping,
+)

@@ -1,258 +1,105 @@
-"""Evidence on slides with a known answer at both scales: patch maps, patch flipping, fine maps.
+"""Patch flipping over a set of slides for several MIL relevance methods (``attnmap evaluate
+--mil-checkpoint``): one row per slide and method, a mean per method, a CSV and a JSON of curves.
 
-On held-out hard synthetic slides (`attnmap.data.hard_slides`) with the bundled patch ViT and its
-CLAM_SB (`attnmap.data.hard_mil`), per MIL explanation method:
-
-- **patch AUC**: ROC AUC of the patch scores against the tumour regions (a patch is tumour when at
-  least half of it is), mean over tumour slides; next to it the same AUC of the trivial scores
-  (mean darkness, mean purple = B − G) that colour and darkness alone would give;
-- **patch flipping**: remove the highest-scoring patches first, in steps, track the tumour
-  probability; the area under that curve (lower = more faithful) for the method, and for a seeded
-  random order as the floor (`attnmap.evaluate.patch_flipping` when present, else the same
-  procedure here);
-- **pixel AUC** of the fine maps (`attnmap.wsi.heatmap.fine`) inside tumour patches against the ring
-  pixels, pooled over the patches of each slide, against the upsampled patch map (each pixel takes
-  its patch's score) and against pixel darkness.
-
-Run: ``python -m attnmap.evaluate.slides --slides 8`` (prints the table of docs/slide-evidence.md).
+The random order is the same for every method of a slide (seeded per slide), so the methods are
+compared against one floor.
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
 import json
-import sys
-import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
-from sklearn.metrics import roc_auc_score
 
-from attnmap.data.hard_slides import crop, naive_scores, patch_fraction, render_hard_image
-from attnmap.errors import InputError
-from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, transform_bounds
+from attnmap.evaluate.patch_flipping import FRACTIONS, PatchFlippingResult, patch_flipping
+from attnmap.mil.bags import Bag
+from attnmap.mil.base import AttentionMILBase
+from attnmap.mil.explain import explain
 
-PATCH_METHODS = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
-FLIP_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-TUMOUR = 1
-SMOOTH_SIGMA = 2.0
-"""Gaussian σ (pixels) of the smoothed fine map reported next to the raw one."""
-STAINED_DARKNESS = 100.0
-"""Pixels darker than this (255 − mean RGB) are stained: ring or nucleus ink, not cytoplasm."""
+COLUMNS = ("auc_most_relevant_first", "auc_least_relevant_first", "auc_random")
 
 
-def _logit(model: torch.nn.Module, features: torch.Tensor, target: int) -> torch.Tensor:
-    h = model.embed(features)
-    weights = torch.softmax(model.attention_logits(h).transpose(0, 1), dim=1)
-    return model.classify(weights @ h)[0, target]
+@dataclass
+class SlideFlipping:
+    """Per slide and method: the patch-flipping result."""
+
+    results: dict[str, dict[str, PatchFlippingResult]] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, object]]:
+        """One row per slide and method (the AUCs, target and number of patches)."""
+        return [
+            {"slide_id": slide, "method": method, "target": result.target, "n_patches": result.n_patches,
+             **{column: getattr(result, column) for column in COLUMNS}}
+            for slide, methods in self.results.items()
+            for method, result in methods.items()
+        ]
+
+    def summary(self) -> list[dict[str, object]]:
+        """Mean AUCs over slides, one row per method."""
+        methods = list(dict.fromkeys(method for slide in self.results.values() for method in slide))
+        out = []
+        for method in methods:
+            found = [slide[method] for slide in self.results.values() if method in slide]
+            means = {column: float(np.mean([getattr(r, column) for r in found])) for column in COLUMNS}
+            out.append({"method": method, "n_slides": len(found), **means})
+        return out
 
 
-def mil_scores(model: torch.nn.Module, features: torch.Tensor, method: str, target: int) -> np.ndarray:
-    """Patch scores (N,) of one MIL method: ``attnmap.mil.explain`` when present, else computed here."""
-    try:
-        from attnmap.mil import explain
-    except ImportError:
-        explain = None
-    if explain is not None:
-        return np.asarray(explain(model, features, method=method, target=target), dtype=np.float64)
-    dtype = model.parameter_dtype
-    x = model.check_features(features).double()
-    model = model.double()
-    try:
-        if method == "attention":
-            with torch.no_grad():
-                branch = target if model.attention_logits(model.embed(x)).shape[1] > 1 else 0
-                return model.attention_logits(model.embed(x))[:, branch].numpy()
-        if method in ("gradient_x_input", "lrp"):
-            from attnmap.wsi.heatmap.fine import mil_directions
-
-            return mil_directions(model, x, target, method)[1].detach().numpy()
-        if method == "integrated_gradients":
-            total = torch.zeros_like(x)
-            for alpha in (np.arange(32) + 0.5) / 32:  # midpoint rule, zero baseline
-                point = (alpha * x).requires_grad_(True)
-                total += torch.autograd.grad(_logit(model, point, target), point)[0]
-            return (x * total / 32).sum(dim=1).numpy()
-        if method == "occlusion":
-            with torch.no_grad():
-                full = _logit(model, x, target)
-                keep = torch.ones(len(x), dtype=torch.bool)
-                out = np.empty(len(x))
-                for i in range(len(x)):
-                    keep[i] = False
-                    out[i] = float(full - _logit(model, x[keep], target))
-                    keep[i] = True
-                return out
-    finally:
-        model.to(dtype)
-    raise InputError(f"unknown MIL method {method!r}; choose from {', '.join(PATCH_METHODS)}")
+def evaluate_bags(
+    model: AttentionMILBase,
+    bags: Iterable[Bag],
+    methods: Sequence[str],
+    fractions: Sequence[float] = FRACTIONS,
+    seed: int = 0,
+    target: int | None = None,
+) -> SlideFlipping:
+    """Patch flipping of every method's scores on every bag (the same random floor per slide)."""
+    evaluation = SlideFlipping()
+    for index, bag in enumerate(bags):
+        per_method = {}
+        for method in methods:
+            scores = explain(model, bag.features, method, target=target)
+            per_method[method] = patch_flipping(model, bag.features, scores, target=target,
+                                                fractions=fractions, seed=seed + index)
+        evaluation.results[bag.slide_id] = per_method
+    return evaluation
 
 
-def flipping_auc(
-    model: torch.nn.Module, features: torch.Tensor, scores: np.ndarray, target: int, seed: int = 0
-) -> tuple[float, float]:
-    """(AUC of the most-relevant-first removal curve, AUC of a seeded random order) of p(target)."""
-    try:
-        from attnmap.evaluate import patch_flipping
-    except ImportError:
-        patch_flipping = None
-    if patch_flipping is not None:  # the library's implementation, when this build has it
-        try:
-            result = patch_flipping(
-                model, features, scores, target=target, fractions=FLIP_FRACTIONS, seed=seed
-            )
-            return float(result["auc"]), float(result["random_auc"])
-        except (TypeError, KeyError):  # a different signature: the same procedure below
-            pass
-
-    def curve(order: np.ndarray) -> float:
-        probs = []
-        with torch.no_grad():
-            for fraction in FLIP_FRACTIONS:
-                kept = order[int(round(fraction * len(order))) :]
-                x = features[torch.as_tensor(np.sort(kept))]
-                h = model.embed(x)
-                weights = torch.softmax(model.attention_logits(h).transpose(0, 1), dim=1)
-                probs.append(float(torch.softmax(model.classify(weights @ h), dim=1)[0, target]))
-        return float(np.trapezoid(probs, FLIP_FRACTIONS) / FLIP_FRACTIONS[-1])
-
-    rng = np.random.default_rng(seed)
-    return curve(np.argsort(-scores, kind="stable")), curve(rng.permutation(len(scores)))
-
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
-
-
-def evaluate_slide(seed: int, encoder, model, fine_method: str = "lrp") -> dict[str, object]:
-    """All numbers of one held-out tumour slide (see the module docstring)."""
-    from attnmap.data.hard_mil import SLIDE_SIZE, hard_bag
-
-    rendered = render_hard_image(seed, SLIDE_SIZE, tumour=True)
-    coords, images, features = hard_bag(rendered, encoder)
-    labels = patch_fraction(rendered.tumour, coords) >= 0.5
-    patches = crop(rendered.image, coords)
-    result: dict[str, object] = {"seed": seed, "n_patches": len(coords), "n_tumour": int(labels.sum())}
-    with torch.no_grad():
-        h = model.embed(features)
-        weights = torch.softmax(model.attention_logits(h).transpose(0, 1), dim=1)
-        result["prob_tumour"] = float(torch.softmax(model.classify(weights @ h), dim=1)[0, TUMOUR])
-    naive = naive_scores(patches)
-    result["_pooled"] = (labels, naive)  # for the AUC over all slides' patches together
-    for name, values in naive.items():
-        if name in ("darkness", "purple"):
-            result[f"patch_auc/{name}"] = _auc(labels, values)
-    for method in PATCH_METHODS:
-        scores = mil_scores(model, features, method, TUMOUR)
-        result[f"patch_auc/{method}"] = _auc(labels, scores)
-        flip, random_flip = flipping_auc(model, features, scores, TUMOUR)
-        result[f"flip_auc/{method}"], result["flip_auc/random"] = flip, random_flip
-
-    tumour_patches = np.flatnonzero(labels)
-    if len(tumour_patches):
-        config = FineConfig(method=fine_method, top_k=None, mil_method="lrp")
-        # directions come from the whole bag; fine maps only for its tumour patches (top_k = all)
-        fine = bag_fine_maps(
-            encoder.model,
-            lambda idx: images[torch.as_tensor(idx)],
-            model,
-            features,
-            config,
-            TUMOUR,
-            bounds=transform_bounds(encoder.transform),
-        )
-        chosen = np.isin(fine.indices, tumour_patches)
-        maps, indices, patch_scores = fine.maps[chosen], fine.indices[chosen], fine.patch_scores[chosen]
-        rings = crop(rendered.structures, coords[indices]).astype(bool)
-        darkness = 255.0 - crop(rendered.image, coords[indices]).astype(np.float64).mean(axis=3)
-        smooth = np.stack([cv2.GaussianBlur(m, (0, 0), SMOOTH_SIGMA) for m in maps])
-        upsampled = np.broadcast_to(patch_scores[:, None, None], maps.shape)
-        stained = darkness > STAINED_DARKNESS  # rings and nuclei: is it the rings, not just any ink?
-        for name, values in (
-            ("fine", maps),
-            ("fine_smoothed", smooth),
-            ("upsampled_patch_map", upsampled),
-            ("darkness", darkness),
-        ):
-            result[f"pixel_auc/{name}"] = _auc(rings.reshape(-1), values.reshape(-1))
-            result[f"stained_auc/{name}"] = _auc(rings[stained], values[stained])
-        per_patch = [_auc(r.reshape(-1), m.reshape(-1)) for r, m in zip(rings, maps, strict=True) if r.any()]
-        result["pixel_auc/fine_per_patch_mean"] = float(np.nanmean(per_patch)) if per_patch else float("nan")
-        result["fine/n_patches"] = int(len(indices))
-    return result
-
-
-def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[str, object]:
-    """Per-slide results and their means over ``n_slides`` held-out hard tumour slides."""
-    from attnmap.data.hard_mil import HELD_OUT_SERIES, hard_seed, load_hard_demo_clam
-    from attnmap.data.patch_vit import load_patch_vit
-
-    if n_slides < 1:
-        raise InputError(f"need at least one slide, got {n_slides}")
-    encoder, model = load_patch_vit(), load_hard_demo_clam().eval()
-    per_slide = [
-        evaluate_slide(hard_seed(HELD_OUT_SERIES, i), encoder, model, fine_method) for i in range(n_slides)
-    ]
-    pooled = [r.pop("_pooled") for r in per_slide]
-    labels = np.concatenate([p[0] for p in pooled])
-    keys = [key for key in per_slide[0] if "/" in key or key == "prob_tumour"]
-    means = {key: float(np.nanmean([float(r.get(key, np.nan)) for r in per_slide])) for key in keys}
-    for name in pooled[0][1]:  # trivial scores over all patches at once (more tumour patches per AUC)
-        means[f"pooled_patch_auc/{name}"] = _auc(labels, np.concatenate([p[1][name] for p in pooled]))
-    return {"n_slides": n_slides, "means": means, "per_slide": per_slide}
-
-
-def format_table(report: dict[str, object]) -> str:
-    """Markdown tables: per method patch AUC and flipping AUC; pixel AUC of fine maps and baselines."""
-    m = report["means"]
-    lines = [
-        "| patch scores | patch AUC vs tumour regions | patch-flipping AUC (lower = more faithful) |",
-        "|---|---|---|",
-    ]
-    for method in PATCH_METHODS:
-        lines.append(f"| {method} | {m[f'patch_auc/{method}']:.3f} | {m[f'flip_auc/{method}']:.3f} |")
-    lines.append(f"| random order | – | {m['flip_auc/random']:.3f} |")
-    lines.append(f"| mean darkness (baseline) | {m['patch_auc/darkness']:.3f} | – |")
-    lines.append(f"| mean purple B−G (baseline) | {m['patch_auc/purple']:.3f} | – |")
-    pooled = ", ".join(
-        f"{k.split('/')[1]} {v:.3f}" for k, v in m.items() if k.startswith("pooled_patch_auc/")
-    )
-    lines += ["", f"Trivial patch scores over all slides' patches pooled (AUC): {pooled}."]
-    lines += [
-        "",
-        "| pixel scores inside tumour patches | pixel AUC vs ring pixels "
-        "| among stained pixels (ring vs nucleus ink) |",
-        "|---|---|---|",
-    ]
-    names = {
-        "fine": "fine map (xMIL-LRP → encoder LRP)",
-        "fine_smoothed": f"fine map, Gaussian σ = {SMOOTH_SIGMA:g} px",
-        "upsampled_patch_map": "upsampled patch map (baseline)",
-        "darkness": "pixel darkness (baseline)",
+def write_flipping(evaluation: SlideFlipping, path: str | Path, record: Mapping[str, str]) -> Path:
+    """``path`` (CSV, one row per slide and method) and a ``.json`` sidecar with provenance, the
+    per-method means and every curve."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = evaluation.rows()
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["slide_id", "method", "target", "n_patches", *COLUMNS])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: f"{value:.6f}" if isinstance(value, float) else value
+                             for key, value in row.items()})
+    sidecar = {
+        "provenance": dict(record),
+        "summary": evaluation.summary(),
+        "curves": {slide: {method: result.to_dict() for method, result in methods.items()}
+                   for slide, methods in evaluation.results.items()},
     }
-    for key, label in names.items():
-        lines.append(f"| {label} | {m[f'pixel_auc/{key}']:.3f} | {m[f'stained_auc/{key}']:.3f} |")
-    lines.append(f"| fine map, mean of per-patch AUCs | {m['pixel_auc/fine_per_patch_mean']:.3f} | – |")
-    return "\n".join(lines)
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evidence table on held-out hard synthetic slides.")
-    parser.add_argument("--slides", type=int, default=8)
-    parser.add_argument("--fine-method", default="lrp")
-    parser.add_argument("--json", default=None, help="also write the full report here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    started = time.time()
-    report = evaluate_hard_slides(args.slides, args.fine_method)
-    print(format_table(report))
-    print(f"\n{args.slides} held-out slides, {time.time() - started:.0f} s")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2, default=float)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def format_flipping_table(evaluation: SlideFlipping, markdown: bool = False) -> str:
+    """The per-method means: most relevant first (lower is better), least first, random floor."""
+    header = ["method", "slides", "AUC most relevant first (lower better)", "least relevant first",
+              "random order"]
+    body = [[row["method"], str(row["n_slides"]), *(f"{row[column]:.3f}" for column in COLUMNS)]
+            for row in evaluation.summary()]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+                     for line in [header, *body])

@@ -11,6 +11,11 @@ pooled (K, 512) and, for CLAM with ``instance_eval=True``, the instance clusteri
 Bags: `read_bag(path)` reads CLAM's ``h5_files/<slide>.h5`` (``features`` + ``coords``) or
 ``pt_files/<slide>.pt``; `find_bag(features_dir, slide_id)` locates one.
 
+Relevance beyond attention (`explain`, `feature_gradients`; see docs/mil-relevance.md)::
+
+    scores = explain(model, features, method="lrp")   # attention, gradient_x_input,
+                                                      # integrated_gradients, lrp, occlusion
+
 Attention export: `export_attention(model, bag, out_dir)` writes ``<slide>_attention.h5`` (coords,
 raw / softmax / percentile scores per branch, prediction, probabilities, provenance) and a CSV.
 
@@ -34,6 +39,8 @@ from attnmap.mil.bags import Bag, find_bag, list_bags, read_bag, write_h5_bag
 from attnmap.mil.base import AttentionMILBase, MILOutput
 from attnmap.mil.checkpoint import load_clam, load_mil, read_state_dict
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
+from attnmap.mil.explain import METHODS as RELEVANCE_METHODS
+from attnmap.mil.explain import explain, feature_gradients
 from attnmap.mil.export import AttentionExport, export_attention, write_predictions_csv
 from attnmap.mil.metrics import classification_metrics, roc_auc
 from attnmap.mil.scores import BagAttention, attention_scores, infer_bag
@@ -51,10 +58,13 @@ __all__ = [
     "BagAttention",
     "GatedAttentionNet",
     "MILOutput",
+    "RELEVANCE_METHODS",
     "TrainConfig",
     "attention_scores",
     "classification_metrics",
+    "explain",
     "export_attention",
+    "feature_gradients",
     "find_bag",
     "infer_bag",
     "list_bags",

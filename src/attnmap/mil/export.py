@@ -5,12 +5,15 @@
   - ``attention_raw`` / ``attention_softmax`` / ``attention_percentile`` (N, K): every branch;
   - ``attention_scores`` (N, 1): raw scores of the reported branch (the predicted class's for
     CLAM_MB), the dataset name and shape of CLAM's ``_blockmap.h5`` so its tools can read it;
+  - ``scores_<method>`` (N,): one per relevance method asked for (`attnmap.mil.explain`: attention,
+    gradient_x_input, integrated_gradients, lrp, occlusion), for the class in attribute ``target``;
   - ``logits``, ``probabilities`` (C,); attributes ``prediction``, ``branch``, ``slide_id``,
     ``score_branch_kind`` and the provenance record (`attnmap.provenance.provenance`).
 
 ``<slide>_attention.csv``: one row per patch: ``x, y`` (or ``patch_index``), raw / softmax /
-percentile of the reported branch and, for several branches, ``raw_branch<k>`` columns; the
-provenance goes to the sidecar ``<slide>_attention.json``.
+percentile of the reported branch, for several branches ``raw_branch<k>`` columns, then one
+``score_<method>`` column per relevance method; the provenance goes to the sidecar
+``<slide>_attention.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from attnmap.errors import InputError
 from attnmap.mil.bags import Bag
 from attnmap.mil.base import AttentionMILBase
+from attnmap.mil.explain import METHODS, explain
 from attnmap.mil.scores import DEFAULT_CHUNK, BagAttention, convert_scores, infer_bag
 from attnmap.provenance import provenance
 
@@ -40,6 +44,8 @@ class AttentionExport:
     branch: int
     h5_path: Path
     csv_path: Path | None
+    target: int | None = None
+    relevance: dict[str, np.ndarray] | None = None
 
 
 def _scores_all_branches(result: BagAttention, kind: str) -> np.ndarray:
@@ -58,9 +64,21 @@ def export_attention(
     chunk_size: int = DEFAULT_CHUNK,
     model_name: str | None = None,
     extra_provenance: Mapping[str, object] | None = None,
+    methods: Sequence[str] = (),
+    target: int | None = None,
 ) -> AttentionExport:
-    """Compute one bag's attention (chunked) and write ``<slide>_attention.h5`` (+ ``.csv``)."""
+    """Compute one bag's attention (chunked) and write ``<slide>_attention.h5`` (+ ``.csv``).
+
+    ``methods`` adds per-patch relevance scores (`attnmap.mil.explain`) for class ``target``
+    (default: the predicted class) as ``scores_<method>`` datasets and ``score_<method>`` columns.
+    """
     import h5py
+
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown:
+        raise InputError(
+            f"unknown relevance method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
+        )
 
     if isinstance(bag, Bag):
         features, coords, slide_id = (
@@ -77,11 +95,15 @@ def export_attention(
     if coords is not None and np.asarray(coords).shape != (n_patches, 2):
         raise InputError(f"coords have shape {np.asarray(coords).shape}, expected ({n_patches}, 2)")
     chosen = result.branch_for(branch)
+    explained = result.prediction if target is None else target
+    relevance = {name: explain(model, features, name, target=explained, chunk_size=chunk_size)
+                 for name in dict.fromkeys(methods)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = provenance(
         method="mil-attention",
-        parameters={"branch": chosen, "chunk_size": chunk_size},
+        parameters={"branch": chosen, "chunk_size": chunk_size,
+                    **({"methods": ",".join(relevance), "target": explained} if relevance else {})},
         model=model,
         model_name=model_name or type(model).__name__,
         slide_id=slide_id,
@@ -99,17 +121,22 @@ def export_attention(
         handle.create_dataset("attention_softmax", data=softmax)
         handle.create_dataset("attention_percentile", data=percentile)
         handle.create_dataset("attention_scores", data=all_raw[:, chosen : chosen + 1])
+        for name, values in relevance.items():
+            handle.create_dataset(f"scores_{name}", data=values.astype(np.float32))
         handle.create_dataset("logits", data=result.logits.astype(np.float32))
         handle.create_dataset("probabilities", data=result.probs.astype(np.float32))
         for key, value in record.items():
             handle.attrs[key] = str(value)  # plain str: h5py rejects str subclasses such as TorchVersion
         handle.attrs.update({"prediction": result.prediction, "branch": chosen, "n_patches": n_patches})
+        if relevance:
+            handle.attrs["target"] = explained
     csv_path = None
     if write_csv:
         csv_path = out_dir / f"{slide_id}_attention.csv"
-        _write_patch_csv(csv_path, coords, all_raw, softmax, percentile, chosen)
+        _write_patch_csv(csv_path, coords, all_raw, softmax, percentile, chosen, relevance)
         _write_sidecar(csv_path, {**record, "prediction": str(result.prediction), "branch": str(chosen)})
-    return AttentionExport(slide_id, result, chosen, h5_path, csv_path)
+    return AttentionExport(slide_id, result, chosen, h5_path, csv_path,
+                           explained if relevance else None, relevance or None)
 
 
 def _write_patch_csv(
@@ -119,12 +146,15 @@ def _write_patch_csv(
     softmax: np.ndarray,
     percentile: np.ndarray,
     branch: int,
+    relevance: Mapping[str, np.ndarray],
 ) -> None:
     n_patches, n_branches = raw.shape
     header = ["x", "y"] if coords is not None else ["patch_index"]
     header += ["attention_raw", "attention_softmax", "attention_percentile"]
     if n_branches > 1:
         header += [f"raw_branch{k}" for k in range(n_branches)]
+    header += [f"score_{name}" for name in relevance]
+    columns = list(relevance.values())
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -133,6 +163,7 @@ def _write_patch_csv(
             row += [f"{raw[i, branch]:.8g}", f"{softmax[i, branch]:.8g}", f"{percentile[i, branch]:.8g}"]
             if n_branches > 1:
                 row += [f"{value:.8g}" for value in raw[i]]
+            row += [f"{column[i]:.8g}" for column in columns]
             writer.writerow(row)
 
 

@@ -93,24 +93,19 @@ def mil_directions(
 
     ``method="lrp"`` holds the attention weights constant (xMIL-LRP at ε → 0); ``"gradient_x_input"``
     differentiates through them. Works for ABMIL, CLAM_SB and CLAM_MB (their embed / attention /
-    classify steps). Equals ``attnmap.mil.explain(model, features, method, target, per_feature=True)``
-    divided by the features where that API is present.
+    classify steps): `attnmap.mil.feature_gradients`, and the patch scores equal
+    ``attnmap.mil.explain(model, features, method, target)``.
     """
     if method not in MIL_METHODS:
         raise InputError(f"MIL method for fine maps must be one of {', '.join(MIL_METHODS)}, got {method!r}")
-    x = model.check_features(torch.as_tensor(features)).detach().requires_grad_(True)
-    with torch.enable_grad():
-        h = model.embed(x)
-        weights = torch.softmax(model.attention_logits(h).transpose(0, 1), dim=1)
-        if method == "lrp":
-            weights = weights.detach()
-        logits = model.classify(weights @ h)
-        if target is None:
-            target = int(logits.detach().argmax(dim=1)[0])
-        if not 0 <= int(target) < logits.shape[1]:
-            raise InputError(f"target {target} is out of range for {logits.shape[1]} classes")
-        (gradient,) = torch.autograd.grad(logits[0, int(target)], x)
-    return gradient, (gradient * x.detach()).sum(dim=1), int(target)
+    from attnmap.mil.explain import feature_gradients
+
+    x = model.check_features(torch.as_tensor(features)).detach()
+    if target is None:
+        with torch.no_grad():
+            target = int(model(x).logits.argmax(dim=1)[0])
+    gradient = feature_gradients(model, x, int(target), detach_attention=method == "lrp")
+    return gradient, (gradient * x).sum(dim=1), int(target)
 
 
 def fine_maps(
