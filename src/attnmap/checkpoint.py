@@ -190,6 +190,10 @@ class ModelCache:
 
     def get(self, key: tuple, files: Iterable[str | Path | None], load: Callable[[], T]) -> T:
         full_key = (key, tuple(file_stamp(f) for f in files))
+        try:
+            hash(full_key)
+        except TypeError:  # an unhashable argument (a list option): load, do not cache
+            return load()
         with self._lock:
             if full_key in self._items:
                 self._items.move_to_end(full_key)

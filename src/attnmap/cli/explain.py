@@ -103,10 +103,11 @@ def explain(
             paths, model_spec, checkpoint, model_kwargs, method, target, out_dir, workers, scheduler, settings
         )
         return
+    from attnmap.checkpoint import cached_vit
     from attnmap.vit.batch import explain_paths
-    from attnmap.vit.models import load_model
 
-    model = load_model(model_spec, checkpoint, **model_kwargs)
+    weights = None if checkpoint is None else str(checkpoint)
+    model = cached_vit(model_spec, weights, tuple(sorted(model_kwargs.items())))
     written = explain_paths(paths, model, method, target, out_dir, model_name=model_spec, **settings)
     click.echo(f"wrote {len(written)} files to {out_dir}")
 
