@@ -218,7 +218,7 @@ def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     "--encoder",
     default="resnet50_trunc",
     show_default=True,
-    help="resnet50_trunc, timm:MODEL_NAME, a registered name, or an encoder file.",
+    help="resnet50_trunc, timm:MODEL_NAME, a registered name, torchscript:PATH, or a weights file.",
 )
 @click.option(
     "--checkpoint",
