@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test evidence lint setup clean
 
 demo: $(VENV)/.installed
 	$(BIN)/attnmap demo
@@ -12,6 +12,10 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+
+# The README's evaluation table, regenerated in full with its printed command and compared (±0.05).
+evidence: $(VENV)/.installed
+	ATTNMAP_EVIDENCE_FULL=1 $(BIN)/python -m pytest -q tests/test_readme.py -k evaluation_table
 
 setup: $(VENV)/.installed
 

@@ -99,8 +99,9 @@ def _is_tensor_dict(state: Mapping) -> bool:
 def unwrap_state_dict(payload: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` dict from a checkpoint's content (see the module docstring).
 
-    Non-tensor entries beside the tensors (``num_batches_tracked`` is a tensor; epoch counters in a
-    raw dict are not) are dropped only inside a wrapper; a top-level dict must be all tensors.
+    Wrapper keys are followed until a dict of tensors is reached (so epoch counters or optimizer
+    state beside it are ignored); a key prefix is stripped only when every key carries it, so a
+    model's own ``module`` / ``model`` submodules inside the dict are left alone.
     """
     state = payload
     while isinstance(state, Mapping) and not _is_tensor_dict(state):
@@ -190,6 +191,10 @@ class ModelCache:
 
     def get(self, key: tuple, files: Iterable[str | Path | None], load: Callable[[], T]) -> T:
         full_key = (key, tuple(file_stamp(f) for f in files))
+        try:
+            hash(full_key)
+        except TypeError:  # an unhashable argument (a list option): load, do not cache
+            return load()
         with self._lock:
             if full_key in self._items:
                 self._items.move_to_end(full_key)

@@ -11,7 +11,7 @@ writes, under one folder:
    OpenSlide), ``slide_blockmap.h5`` (per-patch scores) for a held-out synthetic slide;
 4. ``hard_methods.png``, ``hard_fine_gallery.png``, ``hard_slide_fine.tif``: a hard synthetic slide's
    heatmap per MIL method and fine maps of its top patches (`attnmap.demo_slides`);
-5. ``index.html`` showing them all.
+5. ``index.html`` showing them all, and ``demo_run.json`` (wall time, CPU count, load average).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from attnmap.io_utils import write_json_atomic
 
 HELD_OUT_SHAPES_SEED = 1
 """Seed of the demo's shape images: the bundled model trained on the seed-0 stream, so never seen.
@@ -40,9 +42,28 @@ def run_demo(out_dir: str | Path = "attnmap-demo", n_eval: int = 200, progress: 
         _slide_section(out, progress),
         _hard_slide_section(out, progress),
     ]
+    seconds = time.time() - started
     index = out / "index.html"
-    index.write_text(_page(sections, time.time() - started))
+    index.write_text(_page(sections, seconds))
+    write_json_atomic(out / "demo_run.json", _run_record(seconds, n_eval))
     return index
+
+
+def _run_record(seconds: float, n_eval: int) -> dict[str, object]:
+    """How long this run took and on what: the README's demo time is read from such a record."""
+    import os
+    import platform
+
+    from attnmap.provenance import provenance
+
+    return {
+        **provenance(method="demo", parameters={"n_eval": n_eval}),
+        "wall_seconds": round(seconds, 1),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+    }
 
 
 def _shapes_section(out: Path) -> str:
@@ -117,7 +138,14 @@ def _evaluation_section(out: Path, n_eval: int, progress: bool) -> str:
 def _slide_section(out: Path, progress: bool) -> str:
     import cv2
 
-    from attnmap.data.mil_demo import PATCH_SIZE, TISSUE_PRESET, held_out_slide, load_demo_clam, slide_bag
+    from attnmap.data.mil_demo import (
+        PATCH_SIZE,
+        TISSUE_PRESET,
+        held_out_slide,
+        load_demo_clam,
+        slide_bag,
+        slide_localisation,
+    )
     from attnmap.data.synthetic_slides import tumour_outline
     from attnmap.io_utils import save_png
     from attnmap.mil import attention_scores
@@ -137,8 +165,8 @@ def _slide_section(out: Path, progress: bool) -> str:
     coords, features = slide_bag(synthetic.path, progress=progress)
     model = load_demo_clam()
     scores = attention_scores(model, torch.from_numpy(features), kind="raw")
-    with torch.no_grad():
-        prob = float(model(torch.from_numpy(features)).probs.reshape(-1)[1])
+    here = slide_localisation(model, synthetic.path, coords, features)
+    prob = here["prob_tumour"]
     record = provenance(method="clam_attention", parameters={"patch_size": PATCH_SIZE, "kind": "raw"},
                         model=model, model_name="attnmap demo CLAM_SB")
     save_scores_h5(out / "slide_blockmap.h5", coords, scores, metadata=record)
@@ -171,6 +199,7 @@ def _slide_section(out: Path, progress: bool) -> str:
         "pyramidal TIFF (open it in QuPath or with OpenSlide); <a href='slide_blockmap.h5'>"
         "slide_blockmap.h5</a> holds the per-patch scores in CLAM's layout.</p>"
         "<img src='slide_heatmap.png' style='max-width:100%'>"
+        + _localisation_paragraph(here)
     )
 
 
@@ -178,6 +207,28 @@ def _hard_slide_section(out: Path, progress: bool) -> str:
     from attnmap.demo_slides import hard_slide_section
 
     return hard_slide_section(out, progress)
+
+
+def _localisation_paragraph(here: dict[str, float]) -> str:
+    """Attention AUC against the true tumour patches, always beside the naive darkness baseline: on
+    this slide (computed now) and on the held-out slides recorded with the model."""
+    from attnmap.data.mil_demo import demo_record
+
+    held_out = demo_record()["held_out"]
+    parts = []
+    if "auc" in here:
+        parts.append(
+            f"On this slide, attention ranks tumour patches above the others with AUC {here['auc']:.3f}; "
+            f"the darkness baseline (each patch's mean darkness) reaches {here['darkness_baseline_auc']:.3f}."
+        )
+    parts.append(
+        f"On the {held_out['n_tumour_slides_scored']} held-out tumour slides recorded with the model "
+        f"(<code>demo_clam_sb.json</code>): attention AUC {held_out['attention_auc_mean']:.3f} "
+        f"(min {held_out['attention_auc_min']:.3f}) against the darkness baseline's "
+        f"{held_out['darkness_baseline_auc_mean']:.3f}; tumour against its dark look-alike (lymphoid "
+        f"aggregates) {held_out['tumour_vs_lymphoid_auc_mean']:.3f}."
+    )
+    return "<p>" + " ".join(parts) + "</p>"
 
 
 def _page(sections: list[str], seconds: float) -> str:

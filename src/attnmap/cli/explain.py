@@ -122,11 +122,12 @@ def explain(
             paths, model_spec, checkpoint, model_kwargs, method, target, out_dir, workers, scheduler, settings
         )
         return
+    from attnmap.checkpoint import cached_vit
     from attnmap.lock import folder_lock
     from attnmap.vit.batch import explain_paths
-    from attnmap.vit.models import load_model
 
-    model = load_model(model_spec, checkpoint, **model_kwargs).to(resolved_device(device))
+    weights = None if checkpoint is None else str(checkpoint)
+    model = cached_vit(model_spec, weights, tuple(sorted(model_kwargs.items()))).to(resolved_device(device))
     with folder_lock(out_dir, "attnmap explain"):  # one run per folder; a rerun skips finished images
         written = explain_paths(paths, model, method, target, out_dir, model_name=model_spec, **settings)
     click.echo(f"wrote {len(written)} files to {out_dir}")
