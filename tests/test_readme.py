@@ -123,6 +123,11 @@ USER_FILES: dict[str, Callable[[Path], list[str]]] = {
     "slide.svs": lambda tmp: [str(_slide(tmp / "slide.tif"))],
     "resnet50_trunc": lambda tmp: ["attnmap:tiny"],  # the bundled encoder, 64-d like the demo CLAM
     "config.yaml": lambda tmp: [str(_pipeline_config(tmp / "wsi"))],
+    # the `wsi run` output folder of config.yaml (its run.output_dir) and one of its slides' scores
+    "attnmap_results/": lambda tmp: [str(tmp / "wsi" / "out")],
+    "attnmap_results/heatmaps/slide/slide_blockmap.h5": lambda tmp: [
+        str(tmp / "wsi" / "out" / "heatmaps" / "slide_0" / "slide_0_blockmap.h5")
+    ],
 }
 SHRINK: dict[str, dict[str, str]] = {
     # command -> {option: smaller value}; options the README line lacks are appended
@@ -173,7 +178,7 @@ def test_every_readme_command_runs(tmp_path: Path, monkeypatch, single_thread) -
             failures.append(f"exit {code}: {line}")
     assert not failures, "\n".join(failures)
     assert (WEIGHTS / "shapes_vit.safetensors").stat().st_size > 0  # train-shapes wrote elsewhere
-    assert (tmp_path / "shapes_vit.safetensors").is_file()
+    assert (tmp_path / "shapes-vit" / "shapes_vit.safetensors").is_file()
     page = (tmp_path / "attnmap-demo" / "index.html").read_text()
     assert "darkness baseline" in page  # the demo's MIL AUC is shown with its baseline
     assert json.loads((tmp_path / "attnmap-demo" / "demo_run.json").read_text())["wall_seconds"] > 0
