@@ -24,6 +24,7 @@ from attnmap.render import overlay, save_grid
 from attnmap.vit.explain import explain
 from attnmap.vit.preprocess import IMAGE_SUFFIXES, preprocess
 from attnmap.vit.registry import Target, get_method, methods
+from attnmap.vit.targets import slice_target
 
 
 def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
@@ -80,15 +81,17 @@ def _output_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def _targets_for(target: Target, start: int, stop: int, total: int) -> Target:
-    """The targets of images start..stop: one class for all, or a slice of one class per image."""
-    if target is None or isinstance(target, int):
-        return target
-    values = torch.as_tensor(target).reshape(-1).tolist()
-    if len(values) == 1:
-        return int(values[0])
-    if len(values) != total:
-        raise InputError(f"got {len(values)} targets for {total} images")
-    return values[start:stop]
+    """The targets of images start..stop (see `attnmap.vit.targets.slice_target`)."""
+    return slice_target(target, start, stop, total)
+
+
+def _describe_target(target: Target) -> object:
+    """What the provenance records: a class index as is, a direction or callable by its kind."""
+    if isinstance(target, torch.Tensor):
+        return f"direction {tuple(target.shape)}"
+    if callable(target):
+        return f"callable {getattr(target, '__name__', type(target).__name__)}"
+    return target
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:
@@ -135,7 +138,7 @@ def explain_paths(
         maps = {name: explain(model, images, name, targets, **per_method[name]).detach() for name in names}
         for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
             stem = stems[start + offset]
-            image_target = targets[offset] if isinstance(targets, list) else targets
+            image_target = _describe_target(targets[offset] if isinstance(targets, list) else targets)
             overlays = []
             for name in names:
                 heat = maps[name][offset].float().cpu().numpy()

@@ -1,23 +1,24 @@
 """The method registry behind `attnmap.explain`.
 
 A method is a plain function ``fn(model, images, target, **options) -> Tensor`` registered with
-`@method(...)`. ``target`` is already resolved: None (the method picks each image's argmax after
-its own forward pass, via `resolve_target`) or a LongTensor of B class indices. The function
+`@method(...)`. ``target`` is passed as the user gave it (see `attnmap.vit.targets`); the method resolves it
+against the model's output after its own forward pass (`Captured.objective`). The function
 returns (B, gh, gw) patch maps, or (B, H, W) pixel maps when registered with ``output="pixels"``.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from attnmap.errors import InputError
+from attnmap.vit.targets import Target
 
-Target = int | Sequence[int] | torch.Tensor | None
+__all__ = ["Method", "Target", "get_method", "method", "methods"]
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,7 @@ def get_method(name: str) -> Method:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise InputError(
-            f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def methods() -> dict[str, str]:
@@ -74,20 +73,3 @@ def _load_builtin_methods() -> None:
     # Importing the method modules runs their @method decorators.
     import attnmap.vit.lrp  # noqa: F401
     import attnmap.vit.methods  # noqa: F401
-
-
-def resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """Class indices (B,) for ``target``: None → each row's argmax; int → the same for all rows."""
-    batch, n_classes = logits.shape
-    if target is None:
-        return logits.argmax(dim=-1)
-    indices = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
-    if indices.numel() == 1:
-        indices = indices.expand(batch)
-    if indices.numel() != batch:
-        raise InputError(f"got {indices.numel()} targets for a batch of {batch} images")
-    if (indices < 0).any() or (indices >= n_classes).any():
-        raise InputError(
-            f"target {indices.tolist()} out of range: the model has {n_classes} classes (0..{n_classes - 1})"
-        )
-    return indices

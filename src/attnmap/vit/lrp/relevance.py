@@ -1,6 +1,7 @@
 """The backward relevance pass through a recorded twin forward (Chefer et al., CVPR 2021).
 
-Order, from the logits down: one-hot seed (value 1) → head (z⁺) → fc_norm (identity) → pooling
+Order, from the output down: the target's seed (one-hot of value 1 for a class, output ⊙ d for
+a direction) → head (z⁺, when the model has one) → fc_norm (identity) → pooling
 (class/distillation token, or LRP-0 of the token mean) → final norm (identity) → every block in
 reverse → (full LRP only) pos_embed add rule → patch embedding convolutions → pixels.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from attnmap.vit.lrp.block import BlockTrace, BlockTwin
 from attnmap.vit.lrp.rules import (
@@ -43,11 +43,15 @@ class Relevance:
     pixels: torch.Tensor | None = None
 
 
-def head_relevance(twin: ViTTwin, trace: Trace, target: torch.Tensor, stab: Stabiliser) -> torch.Tensor:
-    """Relevance of the final-norm tokens (B, N, D), seeded with a one-hot of ``target``."""
-    seed = F.one_hot(target, trace.logits.shape[1]).to(trace.pooled.dtype)
-    pooled = linear_zplus(seed, trace.pooled.detach(), trace.z_head.detach(), twin.head_w, stab)
+def head_relevance(twin: ViTTwin, trace: Trace, seed: torch.Tensor, stab: Stabiliser) -> torch.Tensor:
+    """Relevance of the final-norm tokens (B, N, D), from the relevance ``seed`` at the model's output."""
+    if twin.head_w is None:
+        pooled = seed.to(trace.pooled.dtype)
+    else:
+        pooled = linear_zplus(seed, trace.pooled.detach(), trace.z_head.detach(), twin.head_w, stab)
     tokens = trace.final_tokens.detach()
+    if twin.global_pool == "" and not twin.distilled:
+        return passthrough_rule(pooled, tokens, stab)
     relevance = torch.zeros_like(tokens)
     dim = tokens.shape[-1]
     if twin.distilled:
@@ -120,15 +124,16 @@ def embedding_relevance(
 def relevance_pass(
     twin: ViTTwin,
     trace: Trace,
-    target: torch.Tensor,
+    seed: torch.Tensor,
     stab: Stabiliser,
     stop_block: int,
     to_pixels: bool = False,
 ) -> Relevance:
-    """Propagate from the target logit down to block ``stop_block``'s attention (or to the pixels)."""
+    """Propagate ``seed`` (relevance at the model's output) down to block ``stop_block``'s attention
+    (or to the pixels)."""
     result = Relevance(attention={})
     with torch.no_grad():
-        relevance = head_relevance(twin, trace, target, stab)
+        relevance = head_relevance(twin, trace, seed, stab)
         for block in reversed(twin.blocks[stop_block:]):
             attention_only = block.index == stop_block and not to_pixels
             relevance, result.attention[block.index] = block_relevance(

@@ -27,10 +27,10 @@ from attnmap.vit.lrp.stem import StemConv, StemTrace, read_stem, stem_forward
 class Trace:
     """Everything one twin forward recorded."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor  # the model's output: logits, or the embedding / tokens of a headless model
     final_tokens: torch.Tensor  # output of the final norm (B, N, D), what model.norm returns
-    pooled: torch.Tensor  # head input (B, D) or (B, 2D) for distilled models
-    z_head: torch.Tensor  # head pre-bias output
+    pooled: torch.Tensor  # head input (B, D), (B, 2D) for distilled models, (B, N, D) for global_pool=''
+    z_head: torch.Tensor | None  # head pre-bias output (None without a head)
     grid: tuple[int, int]
     blocks: dict[int, BlockTrace] = field(default_factory=dict)
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -52,9 +52,9 @@ class ViTTwin:
         if getattr(model, "attn_pool", None) is not None:
             raise UnsupportedModelError(f"attn_pool ({type(model.attn_pool).__name__}) has no LRP rule")
         self.global_pool = model.global_pool
-        if self.global_pool not in ("token", "avg"):
+        if self.global_pool not in ("token", "avg", ""):
             raise UnsupportedModelError(
-                f"global_pool={self.global_pool!r} has no LRP rule: supported are 'token' and 'avg'"
+                f"global_pool={self.global_pool!r} has no LRP rule: supported are 'token', 'avg' and ''"
             )
         self.pool_include_prefix = bool(getattr(model, "pool_include_prefix", False))
         patch_embed = model.patch_embed
@@ -70,19 +70,26 @@ class ViTTwin:
         self.num_prefix = model.num_prefix_tokens
         self.distilled = hasattr(model, "head_dist")
         heads = [model.head] + ([model.head_dist] if self.distilled else [])
-        for head_name, head in zip(("head", "head_dist"), heads, strict=False):
-            if not isinstance(head, nn.Linear):
-                raise UnsupportedModelError(
-                    f"{head_name} ({type(head).__name__}) has no LRP rule: the model needs a Linear "
-                    "classifier (num_classes > 0)"
-                )
-        if self.distilled:  # logits = (head(x_cls) + head_dist(x_dist)) / 2: one Linear on [x_cls, x_dist]
+        self.head_w: torch.Tensor | None = None
+        self.head_b: torch.Tensor | None = None
+        if all(isinstance(head, nn.Identity) for head in heads):
+            pass  # headless (num_classes=0): the output is the pooled embedding or the tokens
+        elif not all(isinstance(head, nn.Linear) for head in heads):
+            bad = next(head for head in heads if not isinstance(head, nn.Linear))
+            raise UnsupportedModelError(
+                f"head ({type(bad).__name__}) has no LRP rule: expected Linear or Identity"
+            )
+        elif self.distilled:  # logits = (head(x_cls) + head_dist(x_dist)) / 2: one Linear on [x_cls, x_dist]
             self.head_w = torch.cat([model.head.weight.detach(), model.head_dist.weight.detach()], dim=1) / 2
             biases = [b.detach() for b in (model.head.bias, model.head_dist.bias) if b is not None]
             self.head_b = sum(biases) / 2 if biases else None
         else:
             self.head_w = model.head.weight.detach()
             self.head_b = None if model.head.bias is None else model.head.bias.detach()
+        self.classifier = self.head_w is not None and self.global_pool != ""
+        self.has_class_token = getattr(model, "cls_token", None) is not None
+        reference = next(model.parameters())
+        self.dtype, self.device = reference.dtype, reference.device
         self.blocks = [BlockTwin.read(block, i) for i, block in enumerate(model.blocks)]
         if not self.blocks:
             raise UnsupportedModelError("the model has no transformer blocks")
@@ -176,11 +183,16 @@ class ViTTwin:
                 pooled = torch.cat([final_tokens[:, 0], final_tokens[:, 1]], dim=1)
             elif self.global_pool == "token":
                 pooled = final_tokens[:, 0]
+            elif self.global_pool == "":
+                pooled = final_tokens
             else:
                 start = 0 if self.pool_include_prefix else self.num_prefix
                 pooled = final_tokens[:, start:].mean(dim=1)
             pooled = apply_norm(self.fc_norm, pooled)
-            z_head, logits = linear(pooled, self.head_w, self.head_b)
+            if self.head_w is None:
+                z_head, logits = None, pooled
+            else:
+                z_head, logits = linear(pooled, self.head_w, self.head_b)
         return Trace(
             logits=logits,
             final_tokens=final_tokens,
