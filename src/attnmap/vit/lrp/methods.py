@@ -92,11 +92,14 @@ def _compute(
     return twin, trace, relevance, gradients
 
 
-def _readout_rows(twin: ViTTwin, like: torch.Tensor) -> torch.Tensor:
+def _readout_rows(twin: ViTTwin, like: torch.Tensor, trace: Trace) -> torch.Tensor:
     """(B, N) weights of the token rows the classifier reads (see the module docstring)."""
     batch, tokens = like.shape[0], like.shape[-1]
     rows = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
-    if twin.distilled:
+    if twin.global_pool == "map":
+        pool_row = trace.pool.row().to(like.dtype)
+        rows[:, tokens - pool_row.shape[-1] :] = pool_row
+    elif twin.distilled:
         rows[:, :2] = 0.5
     elif twin.global_pool == "token" or (twin.global_pool == "" and twin.has_class_token):
         rows[:, 0] = 1.0
@@ -111,18 +114,20 @@ def _patch_map(twin: ViTTwin, row: torch.Tensor, grid: tuple[int, int]) -> torch
     return row[:, twin.num_prefix :].reshape(-1, *grid)
 
 
-def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], trace: Trace) -> torch.Tensor:
     """Readout row of (Ā_{L−1}+I)⋯(Ā_s+I) − I without row normalisation, as row-vector products (no N³).
 
     Subtracting I (the read-out row itself) changes nothing at the patch columns of a CLS read-out;
     for an average-pooled read-out it removes the uniform 1/P that would drown the signal
     (docs/average_pooling.md).
     """
-    query = _readout_rows(twin, per_block[max(per_block)]).unsqueeze(1)
+    query = _readout_rows(twin, per_block[max(per_block)], trace).unsqueeze(1)
     row = query
     for index in sorted(per_block, reverse=True):
         row = row + row @ per_block[index]
-    return _patch_map(twin, (row - query).squeeze(1), grid)
+    if twin.global_pool != "map":  # an attention-pool row is signal, not the residual's identity
+        row = row - query
+    return _patch_map(twin, row.squeeze(1), trace.grid)
 
 
 @method(
@@ -142,7 +147,7 @@ def transformer_attribution(
         model, images, target, stop_block=start, grad_from=start, method="transformer_attribution"
     )
     per_block = {i: (gradients[i] * cam).clamp(min=0).mean(dim=1) for i, cam in relevance.attention.items()}
-    return _rollout(twin, per_block, trace.grid)
+    return _rollout(twin, per_block, trace)
 
 
 @method(
@@ -180,7 +185,7 @@ def lrp_rollout(
         model, images, target, stop_block=start, grad_from=None, method="lrp_rollout"
     )
     per_block = {i: cam.clamp(min=0).mean(dim=1) for i, cam in relevance.attention.items()}
-    return _rollout(twin, per_block, trace.grid)
+    return _rollout(twin, per_block, trace)
 
 
 @method(
@@ -205,5 +210,5 @@ def lrp_attention(
     if grad:
         cam = gradients[index] * cam
     head_mean = cam.clamp(min=0).mean(dim=1)
-    row = (_readout_rows(twin, head_mean).unsqueeze(1) @ head_mean).squeeze(1)
+    row = (_readout_rows(twin, head_mean, trace).unsqueeze(1) @ head_mean).squeeze(1)
     return _patch_map(twin, row, trace.grid)

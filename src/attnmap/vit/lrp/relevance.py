@@ -9,6 +9,8 @@ Through one block (reverse): add rule of the MLP residual; fc2 and fc1 (z⁺), G
 identity; clone; add rule of the attention residual; proj (z⁺); heads split; A·V rule → R_A/2,
 R_V/2 (R_A/2 is the block's "attention relevance"); softmax as identity; Q·Kᵀ rule → R_Q/2, R_K/2;
 qkv (z⁺); norm1 identity; clone. Layer scale is an elementwise product: LRP-0 makes it identity.
+Gated MLPs: the product value ⊙ act(gate) gives each factor half (AttnLRP's uniform rule); norms
+inside the attention or MLP, qk_norm and RoPE are identity (docs/lrp-rules.md).
 
 The pass stops as soon as the caller has what it asked for: a method that reads block s's
 attention relevance never runs block s's Q·Kᵀ and qkv rules nor anything below it.
@@ -59,6 +61,9 @@ def head_relevance(twin: ViTTwin, trace: Trace, seed: torch.Tensor, stab: Stabil
         relevance[:, 1] = passthrough_rule(pooled[:, dim:], tokens[:, 1], stab)
     elif twin.global_pool == "token":
         relevance[:, 0] = passthrough_rule(pooled, tokens[:, 0], stab)
+    elif twin.global_pool == "map":
+        start = 0 if twin.pool_include_prefix else twin.num_prefix
+        relevance[:, start:] = twin.attn_pool.relevance(trace.pool, pooled, stab)
     else:
         start = 0 if twin.pool_include_prefix else twin.num_prefix
         relevance[:, start:] = mean_rule(pooled, tokens[:, start:], stab)
@@ -71,7 +76,9 @@ def block_relevance(
     """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2."""
     wt = block.weights
     h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab)
-    hidden = linear_zplus(mlp_share, bt.hidden, bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
+    hidden = linear_zplus(mlp_share, bt.fc2_input(), bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
+    if block.glu:  # value ⊙ act(gate): uniform rule, half to each factor; act is identity
+        hidden = torch.cat([hidden * 0.5, hidden * 0.5], dim=-1)
     normed2 = linear_zplus(
         hidden, bt.n2, bt.pre_act, wt["fc1_w"], stab, block.abs_weight("fc1"), bias=wt["fc1_b"]
     )
@@ -79,7 +86,7 @@ def block_relevance(
     x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab)
     # Halved here once, so R_A/2 and R_V/2 come out of the A·V rule directly (it is linear in R).
     merged = linear_zplus(
-        attn_share, bt.o, bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"), scale=0.5
+        attn_share, bt.proj_input(), bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"), scale=0.5
     )
     batch, tokens, _ = merged.shape
     per_head = merged.reshape(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
@@ -108,7 +115,13 @@ def embedding_relevance(
 ) -> torch.Tensor:
     """Relevance of the first block's input → input pixels (B, H, W), summed over colour channels."""
     prefix = twin.num_prefix
-    if trace.pos_embed is None:
+    if not twin.exact_embedding:
+        # generic embedding: at each patch token, (patch embedding) + (everything else the model added:
+        # position embedding, ...), the latter found as the difference; prefix tokens hold no pixels
+        patch_tokens = trace.patch_tokens
+        others = trace.first_tokens[:, prefix:] - patch_tokens
+        patches, _ = add_rule(relevance[:, prefix:], patch_tokens, others, stab)
+    elif trace.pos_embed is None:
         patches = relevance[:, prefix:]
     elif twin.model.no_embed_class:
         patches, _ = add_rule(relevance[:, prefix:], trace.patch_tokens, trace.pos_embed, stab)
