@@ -119,7 +119,7 @@ def layer_scale(module: nn.Module | torch.Tensor | None, name: str) -> torch.Ten
         return None
     if isinstance(module, torch.Tensor):
         return module.detach()
-    if isinstance(module, LayerScale) or type(module).__name__ in ("LayerScale", "Dinov2LayerScale"):
+    if isinstance(module, LayerScale) or type(module).__name__.endswith("LayerScale"):
         gamma = getattr(module, "gamma", None)
         gamma = getattr(module, "lambda1", None) if gamma is None else gamma
         if isinstance(gamma, torch.Tensor):

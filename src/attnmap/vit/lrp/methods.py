@@ -20,6 +20,7 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.lrp.check import verify_twin
+from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
 from attnmap.vit.lrp.rules import stabiliser_for
 from attnmap.vit.lrp.twin import Trace, ViTTwin
@@ -73,7 +74,7 @@ def _compute(
     to_pixels: bool = False,
 ) -> tuple[ViTTwin, Trace, Relevance, dict[int, torch.Tensor]]:
     """Twin forward, check, ∇A (only for blocks ≥ ``grad_from``), relevance down to ``stop_block``."""
-    twin = ViTTwin(model)
+    twin = build_twin(model)
     images = images.detach().to(device=twin.device, dtype=twin.dtype)
     trace = twin.forward(
         images, record_from=0 if to_pixels else stop_block, grad_from=grad_from, record_stem=to_pixels
@@ -101,6 +102,9 @@ def _readout_rows(twin: ViTTwin, like: torch.Tensor, trace: Trace) -> torch.Tens
         rows[:, tokens - pool_row.shape[-1] :] = pool_row
     elif twin.distilled:
         rows[:, :2] = 0.5
+    elif twin.global_pool == "cls_mean":
+        rows[:, 0] = 0.5
+        rows[:, twin.pool_start :] = 0.5 / (tokens - twin.pool_start)
     elif twin.global_pool == "token" or (twin.global_pool == "" and twin.has_class_token):
         rows[:, 0] = 1.0
     else:
@@ -141,7 +145,7 @@ def transformer_attribution(
     model: nn.Module, images: torch.Tensor, target: object, *, start_layer: int = 0
 ) -> torch.Tensor:
     """The paper's method: gradient-weighted attention relevance rolled out over blocks ≥ start_layer."""
-    depth = ViTTwin(model).depth
+    depth = build_twin(model).depth
     start = _block_index(start_layer, depth, "start_layer", allow_negative=False)
     twin, trace, relevance, gradients = _compute(
         model, images, target, stop_block=start, grad_from=start, method="transformer_attribution"
@@ -179,7 +183,7 @@ def lrp_rollout(
     model: nn.Module, images: torch.Tensor, target: object, *, start_layer: int = 0
 ) -> torch.Tensor:
     """Like transformer_attribution without the gradient weighting."""
-    depth = ViTTwin(model).depth
+    depth = build_twin(model).depth
     start = _block_index(start_layer, depth, "start_layer", allow_negative=False)
     twin, trace, relevance, _ = _compute(
         model, images, target, stop_block=start, grad_from=None, method="lrp_rollout"
@@ -201,7 +205,7 @@ def lrp_attention(
     """Relevance of block ``layer``'s attention matrix; the propagation stops at that block."""
     if not isinstance(grad, bool):
         raise InputError(f"grad must be True or False, got {grad!r}")
-    depth = ViTTwin(model).depth
+    depth = build_twin(model).depth
     index = _block_index(layer, depth, "layer", allow_negative=True)
     twin, trace, relevance, gradients = _compute(
         model, images, target, stop_block=index, grad_from=index if grad else None, method="lrp_attention"

@@ -51,6 +51,8 @@ def head_relevance(twin: ViTTwin, trace: Trace, seed: torch.Tensor, stab: Stabil
         pooled = seed.to(trace.pooled.dtype)
     else:
         pooled = linear_zplus(seed, trace.pooled.detach(), trace.z_head.detach(), twin.head_w, stab)
+    if twin.pooler is not None:  # activation identity, dense z⁺
+        pooled = linear_zplus(pooled, trace.pool_out.detach(), trace.z_pooler.detach(), twin.pooler[0], stab)
     tokens = trace.final_tokens.detach()
     if twin.global_pool == "" and not twin.distilled:
         return passthrough_rule(pooled, tokens, stab)
@@ -61,6 +63,9 @@ def head_relevance(twin: ViTTwin, trace: Trace, seed: torch.Tensor, stab: Stabil
         relevance[:, 1] = passthrough_rule(pooled[:, dim:], tokens[:, 1], stab)
     elif twin.global_pool == "token":
         relevance[:, 0] = passthrough_rule(pooled, tokens[:, 0], stab)
+    elif twin.global_pool == "cls_mean":
+        relevance[:, 0] = passthrough_rule(pooled[:, :dim], tokens[:, 0], stab)
+        relevance[:, twin.pool_start :] = mean_rule(pooled[:, dim:], tokens[:, twin.pool_start :], stab)
     elif twin.global_pool == "map":
         start = 0 if twin.pool_include_prefix else twin.num_prefix
         relevance[:, start:] = twin.attn_pool.relevance(trace.pool, pooled, stab)

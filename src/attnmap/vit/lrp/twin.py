@@ -42,6 +42,8 @@ class Trace:
     pos_embed: torch.Tensor | None = None  # summand 1 (1, N', D)
     first_tokens: torch.Tensor | None = None  # first block's input before norm_pre (generic embeddings)
     pool: PoolTrace | None = None  # attention-pool head (global_pool='map', SigLIP)
+    pool_out: torch.Tensor | None = None  # pooled tokens after fc_norm (the pooler's input)
+    z_pooler: torch.Tensor | None = None  # pooler dense pre-bias output
 
 
 class ViTTwin:
@@ -61,6 +63,8 @@ class ViTTwin:
                 f"global_pool={self.global_pool!r} has no LRP rule: supported are token, avg, map and ''"
             )
         self.exact_embedding = True  # timm ViT: pos_embed add rule as the reference (else: generic)
+        self.pooler: tuple[torch.Tensor, torch.Tensor | None, nn.Module] | None = None
+        self.pool_start = model.num_prefix_tokens
         self.pool_include_prefix = bool(getattr(model, "pool_include_prefix", False))
         patch_embed = model.patch_embed
         if not isinstance(patch_embed, PatchEmbed) or type(patch_embed).forward is not PatchEmbed.forward:
@@ -196,6 +200,10 @@ class ViTTwin:
                 pooled = final_tokens[:, 0]
             elif self.global_pool == "":
                 pooled = final_tokens
+            elif self.global_pool == "cls_mean":  # concat(CLS, mean of the patch tokens)
+                pooled = torch.cat(
+                    [final_tokens[:, 0], final_tokens[:, self.pool_start :].mean(dim=1)], dim=1
+                )
             elif self.global_pool == "map":
                 start = 0 if self.pool_include_prefix else self.num_prefix
                 pooled, pool_trace = self.attn_pool.forward(final_tokens[:, start:])
@@ -203,6 +211,10 @@ class ViTTwin:
                 start = 0 if self.pool_include_prefix else self.num_prefix
                 pooled = final_tokens[:, start:].mean(dim=1)
             pooled = apply_norm(self.fc_norm, pooled)
+            pool_out, z_pooler = pooled, None
+            if self.pooler is not None:  # dense + activation (Hugging Face ViT/DeiT pooler)
+                z_pooler, pooled = linear(pooled, self.pooler[0], self.pooler[1])
+                pooled = self.pooler[2](pooled)
             if self.head_w is None:
                 z_head, logits = None, pooled
             else:
@@ -222,6 +234,8 @@ class ViTTwin:
             pos_embed=emb.pos_embed if record_stem else None,
             first_tokens=emb.tokens if record_stem else None,
             pool=pool_trace,
+            pool_out=pool_out,
+            z_pooler=z_pooler,
         )
 
 
