@@ -1,7 +1,8 @@
 """Hugging Face vision transformers: ViT, DeiT, DINOv2 (with registers), CLIP and SigLIP vision, BEiT.
 
-Attention is read the documented way: ``output_attentions=True`` under the "eager" attention
-implementation returns each layer's post-softmax attention (the tensor multiplied with V). The
+Attention is read the documented way: ``output_attentions=True`` under an eager attention
+implementation (HF's own, with the softmax kept in the model's dtype: `_exact_attention`) returns
+each layer's post-softmax attention (the tensor multiplied with V). The
 implementation setting of every config object in the model is switched for the call and restored
 exactly afterwards. The token layout comes from the config (``model_type``), not from module names,
 which transformers renames between major versions:
@@ -111,10 +112,11 @@ class HFAdapter(ViTAdapter):
         configs = {
             id(c): c for c in (getattr(m, "config", None) for m in self.model.modules()) if c is not None
         }
+        implementation = _exact_attention()
         for config in configs.values():
             saved = dict(config.__dict__)
             stack.callback(_restore_attn_implementation, config, saved)
-            config._attn_implementation = "eager"
+            config._attn_implementation = implementation
         for head in self.pool_heads:
             handle = head.register_forward_hook(self._pool_hook)
             stack.callback(handle.remove)
@@ -146,6 +148,46 @@ class HFAdapter(ViTAdapter):
         for index in self._layers:
             sink[index] = attentions[index]
         return output
+
+
+_EXACT = "attnmap_eager"
+
+
+def _exact_attention() -> str:
+    """Name of an attention function like HF's "eager" but with the softmax in the input's dtype.
+
+    HF's eager attention computes the softmax in float32 even for float64 models, which limits
+    float64 maps to float32 accuracy (and breaks agreement with timm and the LRP twin at ~1e-6).
+    Registered once with transformers' AttentionInterface; "eager" where that does not exist.
+    """
+    try:
+        from transformers import AttentionInterface
+    except ImportError:  # pragma: no cover - old transformers
+        return "eager"
+    if _EXACT not in AttentionInterface._global_mapping:
+        AttentionInterface.register(_EXACT, _attention_forward)
+    return _EXACT
+
+
+def _attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = nn.functional.softmax(weights, dim=-1)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
 
 
 def _restore_attn_implementation(config: object, saved: dict[str, object]) -> None:

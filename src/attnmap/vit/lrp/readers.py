@@ -94,6 +94,16 @@ class GenericTwin(ViTTwin):
             raise UnsupportedModelError("the model has no transformer blocks")
 
     projection = False
+    prefix_params: tuple[torch.Tensor | None, ...] = ()  # raw prefix token values before positions
+
+    def raw_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, prefix, D): the prefix tokens' own values (class/distillation token parameters where
+        known, else the token as it enters, i.e. nothing added)."""
+        rows = tokens[:, : self.num_prefix].clone()
+        for index, param in enumerate(self.prefix_params[: self.num_prefix]):
+            if param is not None:
+                rows[:, index] = param.detach().reshape(-1).to(rows.dtype)
+        return rows
 
     def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
         raise NotImplementedError
@@ -117,6 +127,7 @@ class EvaTwin(GenericTwin):
         if getattr(model, "rope_mixed", False):
             raise UnsupportedModelError("Eva with rope_type='mixed' has no LRP twin here")
         self.has_class_token = model.cls_token is not None
+        self.prefix_params = (model.cls_token,)
         self.norm_pre = read_norm(model.norm_pre, "norm_pre")
         self.final_norm = read_norm(model.norm, "norm")
         self.fc_norm = read_norm(model.fc_norm, "fc_norm")
@@ -190,6 +201,7 @@ class BeitTwin(GenericTwin):
         self._setup(model, model.patch_embed.proj, 1)
         read_norm(model.patch_embed.norm, "patch_embed.norm") and _refuse("patch_embed.norm")
         self.has_class_token = True
+        self.prefix_params = (model.cls_token,)
         self.final_norm = read_norm(model.norm, "norm")
         self.fc_norm = read_norm(model.fc_norm, "fc_norm")
         self.global_pool = model.global_pool

@@ -134,6 +134,9 @@ class HFTwin(GenericTwin):
         self._setup(model, conv, prefix)
         self.trunk = trunk
         self.has_class_token = prefix > 0
+        embeddings = trunk.embeddings
+        cls_param = getattr(embeddings, "cls_token", getattr(embeddings, "class_embedding", None))
+        self.prefix_params = (cls_param, getattr(embeddings, "distillation_token", None)) if prefix else ()
         children = dict(trunk.named_children())
         if kind == "beit" and (config.use_relative_position_bias or config.use_shared_relative_position_bias):
             raise UnsupportedModelError(f"{name}: the relative position bias of HF BEiT has no LRP twin here")

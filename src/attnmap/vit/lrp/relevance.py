@@ -121,11 +121,12 @@ def embedding_relevance(
     """Relevance of the first block's input → input pixels (B, H, W), summed over colour channels."""
     prefix = twin.num_prefix
     if not twin.exact_embedding:
-        # generic embedding: at each patch token, (patch embedding) + (everything else the model added:
-        # position embedding, ...), the latter found as the difference; prefix tokens hold no pixels
-        patch_tokens = trace.patch_tokens
-        others = trace.first_tokens[:, prefix:] - patch_tokens
-        patches, _ = add_rule(relevance[:, prefix:], patch_tokens, others, stab)
+        # generic embedding: each token = its own value (the patch embedding; the class/distillation
+        # token parameter) + everything the model added (positions), found as the difference; the
+        # add rule over all tokens, as for timm ViTs; prefix tokens hold no pixels
+        own = torch.cat([twin.raw_prefix(trace.first_tokens), trace.patch_tokens], dim=1)
+        tokens, _ = add_rule(relevance, own, trace.first_tokens - own, stab)
+        patches = passthrough_rule(tokens[:, prefix:], trace.patch_tokens, stab)
     elif trace.pos_embed is None:
         patches = relevance[:, prefix:]
     elif twin.model.no_embed_class:
