@@ -127,3 +127,59 @@ def test_flat_maps_are_reported_with_image_and_method(single_thread: None) -> No
     with warnings.catch_warnings():
         warnings.simplefilter("error", FlatMapWarning)
         attnmap.explain(model, images(), "rollout")
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_hugging_face_model_left_exactly_as_found(single_thread: None, mode: str) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    model = transformers.ViTModel(config).double()
+    model.train()
+    before = dict(model.config.__dict__)
+    flags = [p.requires_grad for p in model.parameters()]
+    direction = torch.randn(32, dtype=torch.float64)
+    context = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    for method in ALL:
+        with context:
+            maps = quiet(model, images(), method, target=direction)
+        assert torch.isfinite(maps).all() and not maps.is_inference()
+    assert (
+        model.config.__dict__ == before
+        and model.config._attn_implementation == before["_attn_implementation_internal"]
+    )
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_average_pooled_rollout_removes_the_identity_path() -> None:
+    """q J − q ⊙ Π 1/rowsum(M + I) with q the patch mean, against the explicit matrix product."""
+    from attnmap.vit.methods import attention_rollout
+
+    generator = torch.Generator().manual_seed(4)
+    attentions = [
+        torch.softmax(torch.randn(2, 3, 6, 6, generator=generator, dtype=torch.float64), -1) for _ in range(3)
+    ]
+    query = torch.full((6,), 1 / 5, dtype=torch.float64)
+    query[0] = 0
+    eye = torch.eye(6, dtype=torch.float64)
+    joint, identity = eye.expand(2, 6, 6), query.expand(2, 6)
+    for attention in attentions:
+        fused = attention.mean(1) + eye
+        sums = fused.sum(-1)
+        joint = (fused / sums.unsqueeze(-1)) @ joint
+        identity = identity / sums
+    expected = torch.einsum("n,bnm->bm", query, joint) - identity
+    ours = attention_rollout(attentions, query, num_prefix_tokens=1)
+    assert torch.allclose(ours, expected[:, 1:], atol=1e-14)
+    spread = ours.amax(1) - ours.amin(1)
+    drowned = attention_rollout(attentions, query, num_prefix_tokens=1, remove_identity=False)
+    assert torch.allclose(drowned - ours, identity[:, 1:], atol=1e-14) and (spread > 0).all()

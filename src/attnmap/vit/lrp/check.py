@@ -13,6 +13,7 @@ device. Anything else triggers a new check.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 
 import torch
@@ -47,7 +48,18 @@ def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor
     try:
         model.eval()
         with torch.no_grad():
-            output = model(pixel_values=images) if hf else model(images)
+            if hf:
+                size = model.config.image_size
+                size = (size, size) if isinstance(size, int) else tuple(size)
+                kwargs = {}
+                if (
+                    tuple(images.shape[-2:]) != size
+                    and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+                ):
+                    kwargs["interpolate_pos_encoding"] = True
+                output = model(pixel_values=images, **kwargs)
+            else:
+                output = model(images)
     finally:
         if hook is not None:
             hook.remove()
