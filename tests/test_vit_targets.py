@@ -102,17 +102,19 @@ def test_shared_direction_and_wrong_shapes(single_thread: None) -> None:
         attnmap.explain(model, x, "lrp", target=lambda out: out.sum())
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", [*ALL, "lrp_attention(grad)"])
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_every_method_under_no_grad_and_inference_mode(single_thread: None, method: str, mode: str) -> None:
     model = tiny_vit()
     model.blocks[1].attn.qkv.weight.requires_grad_(False)
     flags = [p.requires_grad for p in model.parameters()]
-    reference = quiet(model, images(), method, target=[1, 2])
+    options = {"grad": True} if method.endswith("(grad)") else {}
+    method = method.split("(")[0]
+    reference = quiet(model, images(), method, target=[1, 2], **options)
     context = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
     with context:
         x = images()
-        maps = quiet(model, x, method, target=[1, 2])
+        maps = quiet(model, x, method, target=[1, 2], **options)
     assert torch.allclose(maps, reference, rtol=1e-12, atol=1e-15)
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())

@@ -175,5 +175,5 @@ def slice_target(target: Target, start: int, stop: int, batch: int) -> Target:
     if values.numel() == 1:
         return int(values[0])
     if values.numel() != batch:
-        raise InputError(f"got {values.numel()} targets for a batch of {batch} images")
+        raise InputError(f"got {values.numel()} targets for {batch} images")
     return values[start:stop].tolist()
