@@ -231,7 +231,7 @@ class TimmViTAdapter(ViTAdapter):
             stack.callback(handle.remove)
         if self.attn_pool is not None:
             pool = self.attn_pool
-            stack.callback(_drop_instance_forward, pool)
+            stack.callback(_restore_instance_forward, pool, pool.__dict__.get("forward"))
             pool.forward = _latent_pool_forward(pool, self)
 
     def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> Any:
@@ -242,8 +242,10 @@ class TimmViTAdapter(ViTAdapter):
         return output
 
 
-def _drop_instance_forward(module: nn.Module) -> None:
+def _restore_instance_forward(module: nn.Module, previous: Callable[..., Any] | None) -> None:
     module.__dict__.pop("forward", None)
+    if previous is not None:
+        module.__dict__["forward"] = previous
 
 
 def _latent_pool_forward(pool: nn.Module, adapter: TimmViTAdapter) -> Callable[..., torch.Tensor]:
