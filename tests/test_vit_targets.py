@@ -185,3 +185,22 @@ def test_average_pooled_rollout_removes_the_identity_path() -> None:
     spread = ours.amax(1) - ours.amin(1)
     drowned = attention_rollout(attentions, query, num_prefix_tokens=1, remove_identity=False)
     assert torch.allclose(drowned - ours, identity[:, 1:], atol=1e-14) and (spread > 0).all()
+
+
+def test_attention_pool_model_left_as_found_and_its_row_is_the_query(single_thread: None) -> None:
+    model = tiny_vit(global_pool="map", class_token=False)
+    flags = [block.attn.fused_attn for block in model.blocks] + [model.attn_pool.fused_attn]
+    for method in ALL:
+        quiet(model, images(), method)
+    assert "forward" not in model.attn_pool.__dict__
+    assert [block.attn.fused_attn for block in model.blocks] + [model.attn_pool.fused_attn] == flags
+    from attnmap.vit.capture import capture
+
+    captured = capture(model, images(), layers=[1])
+    with torch.no_grad():
+        x = model.norm(model.blocks(model._pos_embed(model.patch_embed(images()))))
+        pool = model.attn_pool
+        q = pool.q(pool.latent).reshape(1, 1, pool.num_heads, pool.head_dim).transpose(1, 2)
+        k = pool.kv(x).reshape(2, 16, 2, pool.num_heads, pool.head_dim).permute(2, 0, 3, 1, 4)[0]
+        row = ((q * pool.scale) @ k.transpose(-2, -1)).softmax(-1).mean(1)[:, 0]
+    assert torch.allclose(captured.query, row, atol=1e-12)
