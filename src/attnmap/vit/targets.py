@@ -160,7 +160,7 @@ def _describe(target: object) -> str:
     return text if len(text) < 40 else text[:37] + "..."
 
 
-def slice_target(target: Target, start: int, stop: int, batch: int) -> Target:
+def slice_target(target: Target, start: int, stop: int, batch: int, what: str = "") -> Target:
     """The part of ``target`` that belongs to images start..stop of a batch of ``batch``.
 
     One class, a (D,) direction and callables apply to every image and are passed on as they are.
@@ -175,5 +175,5 @@ def slice_target(target: Target, start: int, stop: int, batch: int) -> Target:
     if values.numel() == 1:
         return int(values[0])
     if values.numel() != batch:
-        raise InputError(f"got {values.numel()} targets for {batch} images")
+        raise InputError(f"got {values.numel()} targets for {what}{batch} images")
     return values[start:stop].tolist()

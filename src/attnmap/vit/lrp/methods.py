@@ -48,7 +48,14 @@ def _in_chunks(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         maps = []
         for start in range(0, batch, CHUNK_SIZE):
             stop = min(start + CHUNK_SIZE, batch)
-            maps.append(fn(model, images[start:stop], slice_target(target, start, stop, batch), **options))
+            maps.append(
+                fn(
+                    model,
+                    images[start:stop],
+                    slice_target(target, start, stop, batch, what="a batch of "),
+                    **options,
+                )
+            )
         return torch.cat(maps)
 
     return chunked
