@@ -46,6 +46,8 @@ def build_twin(model: nn.Module) -> ViTTwin:
     from attnmap.vit.adapters_hf import is_hf_vision_model
 
     if is_hf_vision_model(model):
+        from attnmap.vit.lrp.readers_hf import HFTwin  # imports this module: import here
+
         return HFTwin(model)
     raise UnsupportedModelError(
         f"LRP methods need a timm VisionTransformer/Eva/Beit or a Hugging Face ViT-family model, "
@@ -123,7 +125,7 @@ class EvaTwin(GenericTwin):
         from timm.models.eva import EvaAttention, EvaBlock
 
         self._setup(model, model.patch_embed.proj, model.num_prefix_tokens)
-        read_norm(model.patch_embed.norm, "patch_embed.norm") and _refuse("patch_embed.norm")
+        _require_plain_patch_embed(model.patch_embed)
         if getattr(model, "rope_mixed", False):
             raise UnsupportedModelError("Eva with rope_type='mixed' has no LRP twin here")
         self.has_class_token = model.cls_token is not None
@@ -199,7 +201,7 @@ class BeitTwin(GenericTwin):
         from timm.models.beit import Attention, Block
 
         self._setup(model, model.patch_embed.proj, 1)
-        read_norm(model.patch_embed.norm, "patch_embed.norm") and _refuse("patch_embed.norm")
+        _require_plain_patch_embed(model.patch_embed)
         self.has_class_token = True
         self.prefix_params = (model.cls_token,)
         self.final_norm = read_norm(model.norm, "norm")
@@ -266,11 +268,7 @@ def _beit_bias(attn: nn.Module, shared: nn.Module | None) -> Callable[[], torch.
     return bias
 
 
-def _refuse(name: str) -> None:
-    raise UnsupportedModelError(f"{name}: a norm inside the patch embedding has no LRP rule here")
-
-
-def HFTwin(model: nn.Module) -> ViTTwin:  # noqa: N802 - a factory standing for the class
-    from attnmap.vit.lrp.readers_hf import HFTwin as _HFTwin
-
-    return _HFTwin(model)
+def _require_plain_patch_embed(patch_embed: nn.Module) -> None:
+    """The generic embedding rule splits tokens into conv output + additions: no norm in between."""
+    if read_norm(getattr(patch_embed, "norm", None), "patch_embed.norm") is not None:
+        raise UnsupportedModelError("patch_embed.norm: a norm inside the patch embedding has no LRP rule")
