@@ -1,6 +1,9 @@
 """Benchmark of the LRP methods against the model's own forward+backward (issue 4, point 4).
 
-vit_base_patch16_224, random weights, float32, 2 threads (``--threads``). Timing runs in this one
+vit_base_patch16_224 (or any timm architecture: ``--model``, e.g. vit_small_patch14_reg4_dinov2,
+eva02_small_patch14_224, beit_base_patch16_224, vit_medium_patch16_gap_256), random weights, float32,
+2 threads (``--threads``). Headless models (num_classes=0) are explained along a fixed direction,
+and the baseline backpropagates the same score ⟨output, d⟩. Timing runs in this one
 process, with the baseline and every method interleaved round by round (min over rounds), so load from other
 processes hits all of them alike. Peak memory is measured in a fresh subprocess per measurement
 (ru_maxrss above the RSS after building the model) so each peak is its own.
@@ -9,7 +12,8 @@ Prints per method: seconds at batch 1, ratio to forward+backward at batch 1 (tar
 transformer_attribution ≤ 2.0, lrp ≤ 2.2), seconds per image at the big batch (must be below
 batch 1), and peak memory ratio to forward+backward at the same batch size (target ≤ 2).
 
-    .venv/bin/python bench/vit_lrp.py [--rounds 3] [--big-batch 16] [--methods a,b] [--no-memory]
+    .venv/bin/python bench/vit_lrp.py [--model NAME] [--batch 1] [--rounds 3] [--big-batch 16]
+        [--methods a,b] [--no-memory] [--headless]
 """
 
 from __future__ import annotations
@@ -33,29 +37,46 @@ OPTIONS = {
 BASELINE = "forward+backward"
 
 
+MODEL = {"name": "vit_base_patch16_224", "headless": False}
+
+
 def _setup(batch: int, threads: int) -> tuple:
     import timm
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
-    return model, torch.randn(batch, 3, 224, 224)
+    options = {"num_classes": 0} if MODEL["headless"] else {}
+    model = timm.create_model(MODEL["name"], pretrained=False, **options).eval()
+    size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-2:]
+    return model, torch.randn(batch, 3, *size)
+
+
+def _direction(model: object) -> object:
+    import torch
+
+    if not MODEL["headless"]:
+        return None
+    return torch.randn(model.num_features, generator=torch.Generator().manual_seed(1))
 
 
 def _runner(name: str, model: object, images: object) -> Callable[[], None]:
     import attnmap
 
+    direction = _direction(model)
     if name == BASELINE:
 
         def run() -> None:
             model.zero_grad(set_to_none=True)
-            logits = model(images)
-            logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+            output = model(images)
+            if direction is None:
+                output.gather(1, output.argmax(1, keepdim=True)).sum().backward()
+            else:
+                (output * direction).sum().backward()
 
         return run
     method = name.split("(")[0]
-    return lambda: attnmap.explain(model, images, method, **OPTIONS[name])
+    return lambda: attnmap.explain(model, images, method, target=direction, **OPTIONS[name])
 
 
 def _high_water_mark() -> int:
@@ -80,6 +101,9 @@ def _peak(name: str, batch: int, threads: int) -> float:
     command = [
         sys.executable,
         __file__,
+        "--model",
+        MODEL["name"],
+        *(["--headless"] if MODEL["headless"] else []),
         "--peak-worker",
         name,
         "--batch",
@@ -114,7 +138,10 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(OPTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--model", default=MODEL["name"])
+    parser.add_argument("--headless", action="store_true", help="build with num_classes=0")
     args = parser.parse_args()
+    MODEL.update(name=args.model, headless=args.headless)
     if args.peak_worker:
         _peak_worker(args.peak_worker, args.batch, args.threads)
         return
@@ -123,11 +150,13 @@ def main() -> None:
     if not args.no_memory:
         batches = (1, args.big_batch)
         peaks = {(name, batch): _peak(name, batch, args.threads) for name in names for batch in batches}
-    small = _time(names, 1, args.rounds, args.threads)
+    small = _time(names, args.batch, args.rounds, args.threads)
     big = _time(names, args.big_batch, max(1, args.rounds - 1), args.threads)
-    print(f"vit_base_patch16_224, float32, {args.threads} thread(s)")
+    head = "headless, direction target" if MODEL["headless"] else "classifier"
+    print(f"{MODEL['name']} ({head}), float32, {args.threads} thread(s), timing batch {args.batch}")
     b = args.big_batch
-    print(f"{'':26s} {'b1 s':>7s} {'ratio':>6s} {f'b{b} s/img':>10s} {'mem b1':>7s} {f'mem b{b}':>8s}")
+    s1 = f"b{args.batch} s"
+    print(f"{'':26s} {s1:>7s} {'ratio':>6s} {f'b{b} s/img':>10s} {'mem b1':>7s} {f'mem b{b}':>8s}")
     for name in names:
         memory = ""
         if peaks:

@@ -54,9 +54,13 @@ def shapes_pretrained_cfg() -> dict[str, Any]:
     }
 
 
-def build_shapes_vit() -> VisionTransformer:
-    """A freshly initialised shapes ViT (img 64, patch 8 via a conv stem, embed 96, depth 4, 3 heads)."""
-    model = VisionTransformer(embed_layer=ConvPatchEmbed, **SHAPES_VIT_CONFIG)
+def build_shapes_vit(**overrides: Any) -> VisionTransformer:
+    """A freshly initialised shapes ViT (img 64, patch 8 via a conv stem, embed 96, depth 4, 3 heads).
+
+    ``overrides`` change timm options of `SHAPES_VIT_CONFIG`, e.g. ``global_pool="avg",
+    class_token=False`` for the average-pooled variant the backbone checks compare against.
+    """
+    model = VisionTransformer(embed_layer=ConvPatchEmbed, **{**SHAPES_VIT_CONFIG, **overrides})
     model.pretrained_cfg = shapes_pretrained_cfg()
     return model
 

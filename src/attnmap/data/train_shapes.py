@@ -50,6 +50,7 @@ def train_shapes_vit(
     threads: int = 2,
     command: str | None = None,
     progress: bool = True,
+    model_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the shapes ViT and save ``out_path`` (safetensors) plus a ``.json`` record beside it.
 
@@ -71,7 +72,7 @@ def train_shapes_vit(
 
     train = ShapesDataset(n_train, seed=seed)
     held_out = ShapesDataset(n_val, seed=seed, start=n_train)
-    model = build_shapes_vit()
+    model = build_shapes_vit(**(model_options or {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = n_train // batch_size
     total_steps = epochs * steps_per_epoch
@@ -101,7 +102,7 @@ def train_shapes_vit(
 
     accuracy = held_out_accuracy(model, held_out)
     record: dict[str, Any] = {
-        "config": SHAPES_VIT_CONFIG,
+        "config": {**SHAPES_VIT_CONFIG, **(model_options or {})},
         "stem": describe_stem(model),
         "classes": list(SHAPE_CLASSES),
         "seed": seed,

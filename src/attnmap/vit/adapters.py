@@ -3,34 +3,38 @@
 An adapter knows, for one model family, how to
 - check that an image batch fits the model (channels, size, dtype, device) *before* running it,
 - find the token layout: how many prefix tokens (CLS, distillation, registers) precede the patches,
-  the patch grid (gh, gw) for the actual input size, and which token row the classifier reads,
+  the patch grid (gh, gw) for the actual input size, and which token row stands for what the
+  model's read-out looks at (its "query row", see `ViTAdapter.query_weights`),
 - switch the model to a path that materialises each block's post-softmax attention, record it, and
   put everything back exactly as it was (see `attnmap.vit.capture`).
 
-timm: `timm.layers.Attention` computes attention with ``scaled_dot_product_attention`` when its
-``fused_attn`` flag is on, and then the attention matrix never exists. We switch that flag off on the
-blocks we record (only those) and read the matrix at the output of ``attn.attn_drop`` with a forward
-hook: that is the tensor multiplied with V, so its gradient is exactly d(logit)/dA.
-Hugging Face: ``output_attentions=True`` under the "eager" attention implementation returns the
-same tensors; the implementation is switched for the call and restored.
+timm (``VisionTransformer``, ``Eva``, ``Beit``): their attention modules compute attention with
+``scaled_dot_product_attention`` when the ``fused_attn`` flag is on, and then the attention matrix
+never exists. We switch that flag off on the blocks we record (only those) and read the matrix at the
+output of ``attn.attn_drop`` with a forward hook: that is the tensor multiplied with V, so its
+gradient is exactly d(score)/dA. RoPE, qk_norm and relative position bias act before the softmax and
+need nothing. The attention-pool head (``global_pool='map'``) is read as one more attention block:
+its latent query's attention row (head mean) is the query row of every method.
+Hugging Face: see `attnmap.vit.adapters_hf`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
 
-QueryRow = Literal["cls", "patch_mean"]
+QueryRow = Literal["cls", "patch_mean", "distilled", "latent", "cls_and_patch_mean"]
 
 SUPPORTED_MODELS = (
-    "timm VisionTransformer models whose blocks use timm.layers.Attention (ViT, DeiT incl. distilled, "
-    "register-token models, dynamic_img_size) and Hugging Face ViTForImageClassification"
+    "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, global_pool ''/token/avg/map), "
+    "Eva and Beit; Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), "
+    "CLIP vision, SigLIP vision and BEiT models"
 )
 
 
@@ -41,14 +45,42 @@ class ViTAdapter:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.latent_rows: torch.Tensor | None = None
 
     # -- token layout -------------------------------------------------------------------------
     num_blocks: int
     num_prefix_tokens: int
     query_row: QueryRow
+    classifier: bool
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         raise NotImplementedError
+
+    def query_weights(self, batch: int, tokens: int, like: torch.Tensor) -> torch.Tensor:
+        """(B, N) weights of the token rows the read-out looks at.
+
+        ``cls``: one-hot token 0; ``distilled``: ½ on the class and distillation tokens;
+        ``patch_mean``: uniform over the patch tokens; ``cls_and_patch_mean``: ½ on token 0, ½ spread
+        over the patches (a read-out of concat(CLS, mean of patches)); ``latent``: the attention-pool
+        head's attention row (head mean) recorded in the last forward pass.
+        """
+        prefix = self.num_prefix_tokens
+        weights = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
+        if self.query_row == "latent":
+            if self.latent_rows is None:
+                raise RuntimeError("the attention-pool head's attention was not recorded")
+            rows = self.latent_rows.to(like.dtype)
+            weights[:, tokens - rows.shape[-1] :] = rows
+        elif self.query_row == "cls":
+            weights[:, 0] = 1.0
+        elif self.query_row == "distilled":
+            weights[:, :2] = 0.5
+        elif self.query_row == "cls_and_patch_mean":
+            weights[:, 0] = 0.5
+            weights[:, prefix:] = 0.5 / (tokens - prefix)
+        else:
+            weights[:, prefix:] = 1.0 / (tokens - prefix)
+        return weights
 
     # -- input checks -------------------------------------------------------------------------
     def check_images(self, images: torch.Tensor) -> None:
@@ -75,8 +107,8 @@ class ViTAdapter:
         """Prepare the model so that the next `run` fills ``sink[block] = A``; undo on stack close."""
         raise NotImplementedError
 
-    def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> torch.Tensor:
-        """One forward pass; returns the logits (B, classes)."""
+    def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> Any:
+        """One forward pass; returns the model's raw output."""
         raise NotImplementedError
 
     def eval_mode(self, stack: ExitStack) -> None:
@@ -91,31 +123,67 @@ def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:
         module.training = training
 
 
+def _timm_attention_classes() -> tuple[type, ...]:
+    """timm attention modules whose non-fused path applies ``attn_drop`` to the post-softmax A."""
+    from timm.layers import Attention
+
+    classes: list[type] = [Attention]
+    for module_name, class_name in (("timm.models.eva", "EvaAttention"), ("timm.models.beit", "Attention")):
+        try:
+            module = __import__(module_name, fromlist=[class_name])
+            classes.append(getattr(module, class_name))
+        except (ImportError, AttributeError):  # pragma: no cover - older timm
+            continue
+    return tuple(classes)
+
+
+def _is_timm_vit(model: nn.Module) -> bool:
+    if type(model).__module__.startswith("timm.models.") and hasattr(model, "blocks"):
+        return hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
+    return False
+
+
 class TimmViTAdapter(ViTAdapter):
-    """timm ``VisionTransformer`` and subclasses (DeiT distilled, register tokens, avg pooling)."""
+    """timm ``VisionTransformer`` (and subclasses), ``Eva`` and ``Beit``."""
 
     family = "timm"
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        from timm.layers import Attention
-
+        classes = _timm_attention_classes()
         self.attentions: list[nn.Module] = []
         for index, block in enumerate(model.blocks):
             attn = getattr(block, "attn", None)
-            if not isinstance(attn, Attention) or type(attn).forward is not Attention.forward:
+            known = any(type(attn) is cls or type(attn).forward is cls.forward for cls in classes)
+            if not known or not hasattr(attn, "fused_attn") or not isinstance(attn.attn_drop, nn.Module):
                 raise UnsupportedModelError(
-                    f"block {index} of {type(model).__name__} uses {type(attn).__name__}, which attnmap "
-                    f"cannot read attention from; supported: {SUPPORTED_MODELS}"
+                    f"blocks.{index}.attn ({type(attn).__name__}) of {type(model).__name__}: attnmap "
+                    f"cannot read its attention; supported: {SUPPORTED_MODELS}"
                 )
             self.attentions.append(attn)
         if not self.attentions:
             raise UnsupportedModelError(f"{type(model).__name__} has no attention blocks")
         self.num_blocks = len(self.attentions)
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 1))
-        has_cls = bool(getattr(model, "has_class_token", self.num_prefix_tokens > 0))
-        token_pool = getattr(model, "global_pool", "token") == "token"
-        self.query_row = "cls" if has_cls and token_pool else "patch_mean"
+        self.attn_pool = getattr(model, "attn_pool", None)
+        if self.attn_pool is not None:
+            from timm.layers.attention_pool import AttentionPoolLatent
+
+            if type(self.attn_pool) is not AttentionPoolLatent or self.attn_pool.latent_len != 1:
+                raise UnsupportedModelError(
+                    f"attn_pool ({type(self.attn_pool).__name__}): only AttentionPoolLatent with one latent "
+                    "query is supported"
+                )
+        has_cls = getattr(model, "cls_token", None) is not None
+        pool = getattr(model, "global_pool", "token")
+        if self.attn_pool is not None:
+            self.query_row = "latent"
+        elif has_cls and pool in ("token", ""):
+            self.query_row = "cls"
+        else:
+            self.query_row = "patch_mean"
+        head = getattr(model, "head", None)
+        self.classifier = isinstance(head, nn.Linear) and pool != ""
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         patch_embed = self.model.patch_embed
@@ -161,12 +229,57 @@ class TimmViTAdapter(ViTAdapter):
             attn.fused_attn = False
             handle = attn.attn_drop.register_forward_hook(_recorder(index, sink, with_grad))
             stack.callback(handle.remove)
+        if self.attn_pool is not None:
+            pool = self.attn_pool
+            stack.callback(_restore_instance_forward, pool, pool.__dict__.get("forward"))
+            pool.forward = _latent_pool_forward(pool, self)
 
-    def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> torch.Tensor:
-        logits = self.model(images)
-        if isinstance(logits, (tuple, list)):  # distilled DeiT in training mode; not reached in eval
-            logits = (logits[0] + logits[1]) / 2
-        return logits
+    def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> Any:
+        self.latent_rows = None
+        output = self.model(images)
+        if isinstance(output, (tuple, list)):  # distilled DeiT in training mode; not reached in eval
+            output = (output[0] + output[1]) / 2
+        return output
+
+
+def _restore_instance_forward(module: nn.Module, previous: Callable[..., Any] | None) -> None:
+    module.__dict__.pop("forward", None)
+    if previous is not None:
+        module.__dict__["forward"] = previous
+
+
+def _latent_pool_forward(pool: nn.Module, adapter: TimmViTAdapter) -> Callable[..., torch.Tensor]:
+    """timm ``AttentionPoolLatent.forward`` on its explicit (non-fused) path, recording the latent row."""
+
+    def forward(x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch, tokens, channels = x.shape
+        if pool.pos_embed is not None:
+            x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
+        q = pool.q(pool.latent.expand(batch, -1, -1))
+        q = q.reshape(batch, pool.latent_len, pool.num_heads, pool.head_dim).transpose(1, 2)
+        k, v = (
+            pool.kv(x)
+            .reshape(batch, tokens, 2, pool.num_heads, pool.head_dim)
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )
+        q, k = pool.q_norm(q), pool.k_norm(k)
+        logits = (q * pool.scale) @ k.transpose(-2, -1)
+        if attn_mask is not None:
+            logits = logits + attn_mask
+        attn = logits.softmax(dim=-1)
+        adapter.latent_rows = attn.detach().mean(dim=1)[:, 0]  # (B, tokens)
+        x = (attn @ v).transpose(1, 2).reshape(batch, pool.latent_len, channels)
+        x = pool.proj_drop(pool.proj(x))
+        if pool.mlp is not None:
+            x = x + pool.mlp(pool.norm(x))
+        if pool.pool == "token":
+            x = x[:, 0]
+        elif pool.pool == "avg":
+            x = x.mean(1)
+        return x
+
+    return forward
 
 
 def _recorder(
@@ -174,7 +287,7 @@ def _recorder(
 ) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]:
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], attention: torch.Tensor) -> torch.Tensor:
         if with_grad and torch.is_grad_enabled() and not attention.requires_grad:
-            # frozen weights and a plain input: make A a leaf so d(logit)/dA exists, without
+            # frozen weights and a plain input: make A a leaf so d(score)/dA exists, without
             # touching the user's requires_grad flags or building a graph below this block
             attention = attention.detach().requires_grad_(True)
         sink[index] = attention
@@ -183,83 +296,16 @@ def _recorder(
     return hook
 
 
-class HFViTAdapter(ViTAdapter):
-    """Hugging Face ``ViTForImageClassification`` (CLS token, patch grid from the config)."""
-
-    family = "hf"
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        config = model.config
-        self.num_blocks = int(config.num_hidden_layers)
-        self.num_prefix_tokens = 1
-        self.query_row = "cls"
-        patch = config.patch_size
-        self.patch_size = (patch, patch) if isinstance(patch, int) else tuple(patch)
-        size = config.image_size
-        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
-
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        return height // self.patch_size[0], width // self.patch_size[1]
-
-    def check_images(self, images: torch.Tensor) -> None:
-        super().check_images(images)
-        channels = int(self.model.config.num_channels)
-        if images.shape[1] != channels:
-            raise InputError(f"the model takes {channels}-channel images, got {images.shape[1]} channels")
-        height, width = images.shape[-2:]
-        patch_h, patch_w = self.patch_size
-        if height < patch_h or width < patch_w:
-            raise InputError(f"image size {height}x{width} is smaller than one patch ({patch_h}x{patch_w})")
-
-    def record(
-        self, stack: ExitStack, layers: Sequence[int], with_grad: bool, sink: dict[int, torch.Tensor]
-    ) -> None:
-        config = self.model.config
-        saved = dict(config.__dict__)
-        stack.callback(_restore_attn_implementation, config, saved)
-        config._attn_implementation = "eager"
-        self._layers = list(layers)
-        self._with_grad = with_grad
-
-    def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> torch.Tensor:
-        if self._with_grad and torch.is_grad_enabled() and not images.requires_grad:
-            # makes the attention tensors part of a graph even when every weight is frozen
-            images = images.detach().requires_grad_(True)
-        resize = tuple(images.shape[-2:]) != self.image_size
-        output = self.model(pixel_values=images, output_attentions=True, interpolate_pos_encoding=resize)
-        attentions = output.attentions
-        if attentions is None or len(attentions) != self.num_blocks:
-            raise UnsupportedModelError(
-                f"{type(self.model).__name__} returned no attention maps with output_attentions=True"
-            )
-        for index in self._layers:
-            sink[index] = attentions[index]
-        return output.logits
-
-
-def _restore_attn_implementation(config: object, saved: dict[str, object]) -> None:
-    for key in [key for key in config.__dict__ if "attn_implementation" in key]:
-        if key not in saved:
-            delattr(config, key)
-    for key, value in saved.items():
-        if "attn_implementation" in key:
-            config.__dict__[key] = value
-
-
 def adapter_for(model: nn.Module) -> ViTAdapter:
     """The adapter for ``model``, or `UnsupportedModelError` saying what is supported."""
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    try:
-        from timm.models.vision_transformer import VisionTransformer
-    except ImportError:  # pragma: no cover - timm is a dependency
-        VisionTransformer = ()  # type: ignore[assignment]
-    if VisionTransformer and isinstance(model, VisionTransformer):
+    if _is_timm_vit(model):
         return TimmViTAdapter(model)
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) == "vit" and type(model).__name__ == "ViTForImageClassification":
-        return HFViTAdapter(model)
+    from attnmap.vit.adapters_hf import HFAdapter, is_hf_vision_model
+
+    if is_hf_vision_model(model):
+        return HFAdapter(model)
     raise UnsupportedModelError(
         f"{type(model).__name__} is not a supported Vision Transformer (no attention blocks attnmap can "
         f"read); supported: {SUPPORTED_MODELS}"

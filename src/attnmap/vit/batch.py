@@ -9,6 +9,7 @@ and have the same fingerprint, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from attnmap.vit.explain import explain
 from attnmap.vit.original import class_name, crop_box, predict
 from attnmap.vit.preprocess import IMAGE_SUFFIXES, load_image, preprocess
 from attnmap.vit.registry import Target, get_method, methods
+from attnmap.vit.targets import slice_target
 
 
 def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
@@ -121,16 +123,37 @@ def _image_done(
     return True
 
 
-def _targets_for(target: Target, start: int, stop: int, total: int) -> Target:
-    """The targets of images start..stop: one class for all, or a slice of one class per image."""
-    if target is None or isinstance(target, int):
-        return target
-    values = torch.as_tensor(target).reshape(-1).tolist()
-    if len(values) == 1:
-        return int(values[0])
-    if len(values) != total:
-        raise InputError(f"got {len(values)} targets for {total} images")
-    return values[start:stop]
+def _image_target(target: Target, index: int, total: int) -> Target:
+    """The target of image ``index`` of ``total`` (see `attnmap.vit.targets.slice_target`)."""
+    part = slice_target(target, index, index + 1, total)
+    return part[0] if isinstance(part, list) else part
+
+
+def _chunk_targets(target: Target, indices: Sequence[int], total: int) -> Target:
+    """The targets of images ``indices`` (not contiguous when finished images are skipped)."""
+    parts = [slice_target(target, i, i + 1, total) for i in indices]
+    if isinstance(parts[0], list):
+        return [part[0] for part in parts]
+    if isinstance(parts[0], torch.Tensor) and parts[0] is not target:  # one direction per image
+        return torch.cat(parts)
+    return parts[0]
+
+
+def _target_identity(target: Target) -> object:
+    """What an image's fingerprint records of its target: a direction by the digest of its values."""
+    if isinstance(target, torch.Tensor):
+        values = target.detach().cpu().double().contiguous().numpy().tobytes()
+        return {"direction": hashlib.sha256(values).hexdigest(), "shape": list(target.shape)}
+    return _describe_target(target)
+
+
+def _describe_target(target: Target) -> object:
+    """What the provenance records: a class index as is, a direction or callable by its kind."""
+    if isinstance(target, torch.Tensor):
+        return f"direction {tuple(target.shape)}"
+    if callable(target):
+        return f"callable {getattr(target, '__name__', type(target).__name__)}"
+    return target
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:
@@ -182,7 +205,7 @@ def explain_paths(
     if len(stems) != len(paths):
         raise InputError(f"got {len(stems)} output names for {len(paths)} images")
     checksum = model_checksum(model)
-    all_targets = _targets_for(target, 0, len(paths), len(paths))
+    per_image = [_image_target(target, index, len(paths)) for index in range(len(paths))]
     drawing = {"cmap": cmap, "alpha": alpha, "on": on}
     prints = [
         [
@@ -190,7 +213,7 @@ def explain_paths(
                 path,
                 checksum,
                 name,
-                all_targets[index] if isinstance(all_targets, list) else all_targets,
+                _target_identity(per_image[index]),
                 per_method[name],
                 drawing,
             )
@@ -213,13 +236,13 @@ def explain_paths(
         indices = todo[start : start + batch_size]
         chunk = [paths[i] for i in indices]
         images, views = preprocess(model, chunk)
-        targets = [all_targets[i] for i in indices] if isinstance(all_targets, list) else all_targets
+        targets = _chunk_targets(target, indices, len(paths))
         maps = {name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_}
         predicted, probability = predict(model, images)
         for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
             stem = stems[indices[offset]]
             image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
-            image_target = targets[offset] if isinstance(targets, list) else targets
+            image_target = _describe_target(per_image[indices[offset]])
             overlays, scales = [], []
             original = np.asarray(load_image(path)) if on == "original" else None
             for name in methods_:
@@ -251,10 +274,14 @@ def explain_paths(
                     image=str(path),
                     **joint.record(),
                 )
-                guess = describe_prediction(
-                    class_name(model, int(predicted[offset])), float(probability[offset])
-                )
-                shown = int(predicted[offset]) if image_target is None else image_target
+                if image_target is None or isinstance(image_target, int):  # a class: say the prediction
+                    guess = describe_prediction(
+                        class_name(model, int(predicted[offset])), float(probability[offset])
+                    )
+                    shown = int(predicted[offset]) if image_target is None else image_target
+                    title = f"{path.name}: {guess}; maps for {class_name(model, shown)}"
+                else:  # a direction or a callable on a (possibly headless) model's output
+                    title = f"{path.name}: maps for the target {image_target}"
                 written.append(
                     save_grid(
                         [view if original is None else original, *overlays],
@@ -262,7 +289,7 @@ def explain_paths(
                         out_dir / f"{stem}_all_methods.png",
                         metadata=meta,
                         scales=[None, *scales],
-                        suptitle=f"{path.name}: {guess}; maps for {class_name(model, int(shown))}",
+                        suptitle=title,
                     )
                 )
             bar.update(1)

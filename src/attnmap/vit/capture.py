@@ -1,7 +1,7 @@
 """Recording each block's post-softmax attention from a ViT as the user built it.
 
 ``with AttentionCapture(model, layers=..., with_grad=...) as cap: captured = cap.forward(images)``
-runs one forward pass with the model in eval mode and returns the logits plus the attention
+runs one forward pass with the model in eval mode and returns its output plus the attention
 A (B, H, N, N) of the requested blocks, together with the token layout the methods need (prefix
 token count, patch grid for this input size, which row the classifier reads). On exit — also when
 anything raises — the model is exactly as it was: fused-attention flags, hooks, training flags of
@@ -19,31 +19,39 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import QueryRow, ViTAdapter, adapter_for
+from attnmap.vit.targets import Objective, Target, output_tensor, resolve
 
 
 @dataclass
 class Captured:
     """What one forward pass recorded.
 
+    ``output`` is the model's raw output (a tensor or a Hugging Face ``ModelOutput``); ``logits`` its
+    output tensor (see `attnmap.vit.targets.output_tensor`): logits, an embedding or tokens.
     ``attentions[l]`` is block l's attention (B, H, N, N) with N = num_prefix_tokens + gh·gw (or
     what the capture's ``reduce`` made of it).
-    ``query_row`` says which row of A stands for "what the classifier looks at": ``"cls"`` (token 0,
-    for models that classify from the class token) or ``"patch_mean"`` (the mean of the patch rows,
-    for models pooling the patch tokens, e.g. timm ``global_pool="avg"``/``class_token=False``).
+    ``query_row`` says which row of A stands for "what the read-out looks at": ``"cls"`` (token 0),
+    ``"patch_mean"`` (the mean of the patch rows, for models pooling the patch tokens, e.g. timm
+    ``global_pool="avg"``), ``"distilled"``, ``"cls_and_patch_mean"`` or ``"latent"`` (an
+    attention-pool head's row); ``query`` holds those (B, N) weights.
     """
 
+    output: Any
     logits: torch.Tensor
     attentions: dict[int, torch.Tensor]
     num_blocks: int
     num_prefix_tokens: int
     grid_size: tuple[int, int]
     query_row: QueryRow
+    query: torch.Tensor
+    classifier: bool
 
     @property
     def num_tokens(self) -> int:
@@ -57,13 +65,14 @@ class Captured:
         return [self.attentions[index] for index in self.layers()]
 
     def query_weights(self, like: torch.Tensor) -> torch.Tensor:
-        """(N,) weights selecting the query row: one-hot CLS, or uniform over patch tokens."""
-        weights = torch.zeros(self.num_tokens, dtype=like.dtype, device=like.device)
-        if self.query_row == "cls":
-            weights[0] = 1.0
-        else:
-            weights[self.num_prefix_tokens :] = 1.0 / (self.num_tokens - self.num_prefix_tokens)
-        return weights
+        """(B, N) weights selecting the query row (see the class docstring), in ``like``'s dtype."""
+        return self.query.to(dtype=like.dtype, device=like.device)
+
+    def objective(self, target: Target, method: str, needs_target: bool) -> Objective:
+        """``target`` checked against this output (see `attnmap.vit.targets.resolve`)."""
+        return resolve(
+            target, self.output, classifier=self.classifier, needs_target=needs_target, method=method
+        )
 
     def to_grid(self, scores: torch.Tensor) -> torch.Tensor:
         """(B, N) scores over all tokens, or (B, gh·gw) over the patches → (B, gh, gw) patch map."""
@@ -145,17 +154,22 @@ class AttentionCapture:
         self.adapter.check_images(images)
         self._sink.clear()
         with torch.set_grad_enabled(self.with_grad):
-            logits = self.adapter.run(images, self._sink)
+            output = self.adapter.run(images, self._sink)
         missing = [index for index in self.layers if index not in self._sink]
         if missing:
             raise RuntimeError(f"no attention was recorded for blocks {missing}")
+        grid = self.adapter.grid_size(*images.shape[-2:])
+        tokens = self.adapter.num_prefix_tokens + grid[0] * grid[1]
         captured = Captured(
-            logits=logits,
+            output=output,
+            logits=output_tensor(output),
             attentions=dict(self._sink),
             num_blocks=self.adapter.num_blocks,
             num_prefix_tokens=self.adapter.num_prefix_tokens,
-            grid_size=self.adapter.grid_size(*images.shape[-2:]),
+            grid_size=grid,
             query_row=self.adapter.query_row,
+            query=self.adapter.query_weights(images.shape[0], tokens, images),
+            classifier=self.adapter.classifier,
         )
         self._sink.clear()
         tokens = captured.attentions[self.layers[0]].shape[-1]

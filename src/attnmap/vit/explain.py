@@ -1,12 +1,49 @@
-"""`explain`: the one call users make to get a map from a ViT."""
+"""`explain`: the one call users make to get a map from a ViT.
+
+It runs the same under ``torch.no_grad()``, ``torch.inference_mode()`` or neither: inference mode
+is left for the call (an inference-mode image or direction is cloned into a normal tensor), the
+methods enable gradients where they need them, and the parameters' ``requires_grad`` flags are
+switched off for the pass (an explanation needs d(score)/dA, never weight gradients: this skips
+every weight-gradient computation) and restored afterwards. A map that comes out all zero or
+constant carries no information; it is returned (the batch keeps its shape) but reported with a
+`FlatMapWarning` naming the image and the method.
+"""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from attnmap.errors import InputError
-from attnmap.vit.registry import Target, get_method
+from attnmap.vit.registry import get_method
+from attnmap.vit.targets import Target
+
+
+class FlatMapWarning(UserWarning):
+    """A map came out all zero or constant: it shows nothing about the image."""
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """``requires_grad=False`` on every parameter for the block; each flag restored exactly after."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
+def _normal_tensor(value: object) -> object:
+    if isinstance(value, torch.Tensor) and value.is_inference():
+        return value.clone()
+    return value
 
 
 def explain(
@@ -19,7 +56,10 @@ def explain(
     """Compute ``method``'s map for each image of the batch.
 
     ``images`` is (B, 3, H, W), preprocessed for the model (see `attnmap.vit.preprocess`).
-    ``target`` is None (each image's predicted class), an int, or B ints.
+    ``target`` (see `attnmap.vit.targets`): None (each image's predicted class; a headless model
+    needs a target for gradient and LRP methods), an int or B ints (classes), a float tensor (D,)
+    or (B, D) (a direction in the output space: score ⟨output, d⟩), or a callable
+    ``f(output) -> (B,)`` scores.
     Returns (B, gh, gw) on the model's patch grid (prefix tokens excluded), or (B, H, W) for
     pixel-level methods such as "lrp". See `attnmap.methods()` for the list.
     """
@@ -34,4 +74,28 @@ def explain(
         raise InputError(f"images must be a (B, C, H, W) tensor, got {shape}")
     if not images.is_floating_point():
         raise InputError(f"images must be floating point, got {images.dtype}")
-    return spec.fn(model, images, target, **options)
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    with torch.inference_mode(False), frozen_parameters(model):
+        images = _normal_tensor(images)
+        target = _normal_tensor(target)
+        maps = spec.fn(model, images, target, **options)
+    warn_flat_maps(maps, method)
+    return maps
+
+
+def warn_flat_maps(maps: torch.Tensor, method: str) -> None:
+    """`FlatMapWarning` for each image whose map is all zero or constant (up to round-off)."""
+    flat = maps.detach().reshape(maps.shape[0], -1)
+    if not flat.is_floating_point():
+        return
+    high, low = flat.amax(dim=1), flat.amin(dim=1)
+    scale = torch.maximum(high.abs(), low.abs())
+    eps = torch.finfo(flat.dtype).eps
+    for index in torch.nonzero((high - low) <= 8 * eps * scale, as_tuple=False).flatten().tolist():
+        what = "all zero" if scale[index] == 0 else "constant"
+        warnings.warn(
+            f"attnmap: the {method} map of image {index} is {what}: it shows nothing about the image",
+            FlatMapWarning,
+            stacklevel=3,
+        )

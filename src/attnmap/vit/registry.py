@@ -6,24 +6,27 @@ as ``attnmap.register_method``). Installed packages can add methods to command-l
 the ``attnmap.methods`` entry-point group.
 
 A method is a plain function ``fn(model, images, target, **options) -> Tensor``. ``target`` is
-what the caller gave (None, an int or B ints); `resolve_target(target, logits)` turns it into B
-class indices after the method's own forward pass (None: each image's argmax). The function returns
-(B, gh, gw) patch maps, or (B, H, W) pixel maps when registered with ``output="pixels"``.
+what the caller gave (see `attnmap.vit.targets`: None, class indices, a direction or a callable);
+the built-in methods resolve it against the model's output after their own forward pass, and a
+user's class-index method can use `resolve_target(target, logits)` (None: each image's argmax).
+The function returns (B, gh, gw) patch maps, or (B, H, W) pixel maps when registered with
+``output="pixels"``.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from attnmap.errors import InputError
+from attnmap.vit.targets import Target
 
-Target = int | Sequence[int] | torch.Tensor | None
+__all__ = ["Method", "Target", "get_method", "method", "methods"]
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,7 @@ def get_method(name: str) -> Method:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise InputError(
-            f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def methods() -> dict[str, str]:

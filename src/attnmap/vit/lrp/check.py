@@ -13,6 +13,7 @@ device. Anything else triggers a new check.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from attnmap.errors import UnsupportedModelError
 from attnmap.vit.lrp.twin import Trace
+from attnmap.vit.targets import output_tensor
 
 _VERIFIED: weakref.WeakKeyDictionary[nn.Module, set[tuple]] = weakref.WeakKeyDictionary()
 _MAX_REMEMBERED = 16
@@ -36,19 +38,34 @@ def _tolerance(dtype: torch.dtype, reference: torch.Tensor) -> float:
     return 10 * torch.finfo(dtype).eps ** 0.5 * (1.0 + reference.abs().max().item())
 
 
-def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's own output tensor and, for timm models, its final-norm tokens."""
     captured: list[torch.Tensor] = []
-    hook = model.norm.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    hf = hasattr(getattr(model, "config", None), "model_type")
+    norm = None if hf else getattr(model, "norm", None)
+    hook = norm.register_forward_hook(lambda _m, _i, out: captured.append(out)) if norm is not None else None
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
         with torch.no_grad():
-            logits = model(images)
+            if hf:
+                size = model.config.image_size
+                size = (size, size) if isinstance(size, int) else tuple(size)
+                kwargs = {}
+                if (
+                    tuple(images.shape[-2:]) != size
+                    and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+                ):
+                    kwargs["interpolate_pos_encoding"] = True
+                output = model(pixel_values=images, **kwargs)
+            else:
+                output = model(images)
     finally:
-        hook.remove()
+        if hook is not None:
+            hook.remove()
         for module, mode in modes.items():
             module.training = mode
-    return logits, captured[-1]
+    return output_tensor(output), (captured[-1] if captured else None)
 
 
 def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:
@@ -58,10 +75,10 @@ def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:
     if key in seen:
         return
     logits, tokens = _model_forward(model, images)
-    for name, ours, theirs in (
-        ("final-norm tokens", trace.final_tokens, tokens),
-        ("logits", trace.logits, logits),
-    ):
+    pairs = [("logits", trace.logits, logits)]
+    if tokens is not None:
+        pairs.insert(0, ("final-norm tokens", trace.final_tokens, tokens))
+    for name, ours, theirs in pairs:
         if ours.shape != theirs.shape:
             raise UnsupportedModelError(
                 f"the LRP twin's {name} have shape {tuple(ours.shape)} but the model's are "

@@ -20,10 +20,12 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.lrp.check import verify_twin
+from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
 from attnmap.vit.lrp.rules import stabiliser_for
 from attnmap.vit.lrp.twin import Trace, ViTTwin
-from attnmap.vit.registry import method, resolve_target
+from attnmap.vit.registry import method
+from attnmap.vit.targets import resolve, slice_target
 
 _STABILISER_NOTE = "float64: reference ε=1e-9; float32: sign-following ε=1e-7"
 
@@ -43,17 +45,17 @@ def _in_chunks(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         batch = images.shape[0]
         if batch <= CHUNK_SIZE:
             return fn(model, images, target, **options)
-        per_image = None
-        if target is not None and not isinstance(target, int):
-            per_image = torch.as_tensor(target, dtype=torch.long).reshape(-1)
-            if per_image.numel() not in (1, batch):
-                raise InputError(f"got {per_image.numel()} targets for a batch of {batch} images")
-            if per_image.numel() == 1:
-                per_image = per_image.expand(batch)
         maps = []
         for start in range(0, batch, CHUNK_SIZE):
-            part = slice(start, start + CHUNK_SIZE)
-            maps.append(fn(model, images[part], target if per_image is None else per_image[part], **options))
+            stop = min(start + CHUNK_SIZE, batch)
+            maps.append(
+                fn(
+                    model,
+                    images[start:stop],
+                    slice_target(target, start, stop, batch, what="a batch of "),
+                    **options,
+                )
+            )
         return torch.cat(maps)
 
     return chunked
@@ -75,34 +77,42 @@ def _compute(
     target: object,
     stop_block: int,
     grad_from: int | None,
+    method: str,
     to_pixels: bool = False,
 ) -> tuple[ViTTwin, Trace, Relevance, dict[int, torch.Tensor]]:
     """Twin forward, check, ∇A (only for blocks ≥ ``grad_from``), relevance down to ``stop_block``."""
-    twin = ViTTwin(model)
-    reference = twin.head_w
-    images = images.detach().to(device=reference.device, dtype=reference.dtype)
+    twin = build_twin(model)
+    images = images.detach().to(device=twin.device, dtype=twin.dtype)
     trace = twin.forward(
         images, record_from=0 if to_pixels else stop_block, grad_from=grad_from, record_stem=to_pixels
     )
     verify_twin(model, images, trace)
-    target_index = resolve_target(target, trace.logits.detach())
+    objective = resolve(target, trace.logits, classifier=twin.classifier, needs_target=True, method=method)
     gradients: dict[int, torch.Tensor] = {}
     if grad_from is not None:
         blocks = sorted(trace.attentions)
-        score = trace.logits.gather(1, target_index[:, None]).sum()
-        grads = torch.autograd.grad(score, [trace.attentions[i] for i in blocks])
+        with torch.enable_grad():
+            score = objective.score(trace.logits).sum()
+            grads = torch.autograd.grad(score, [trace.attentions[i] for i in blocks])
         gradients = dict(zip(blocks, grads, strict=True))
-    relevance = relevance_pass(twin, trace, target_index, stabiliser_for(images.dtype), stop_block, to_pixels)
+    seed = objective.seed(trace.logits.detach())
+    relevance = relevance_pass(twin, trace, seed, stabiliser_for(images.dtype), stop_block, to_pixels)
     return twin, trace, relevance, gradients
 
 
-def _readout_rows(twin: ViTTwin, like: torch.Tensor) -> torch.Tensor:
+def _readout_rows(twin: ViTTwin, like: torch.Tensor, trace: Trace) -> torch.Tensor:
     """(B, N) weights of the token rows the classifier reads (see the module docstring)."""
     batch, tokens = like.shape[0], like.shape[-1]
     rows = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
-    if twin.distilled:
+    if twin.global_pool == "map":
+        pool_row = trace.pool.row().to(like.dtype)
+        rows[:, tokens - pool_row.shape[-1] :] = pool_row
+    elif twin.distilled:
         rows[:, :2] = 0.5
-    elif twin.global_pool == "token":
+    elif twin.global_pool == "cls_mean":
+        rows[:, 0] = 0.5
+        rows[:, twin.pool_start :] = 0.5 / (tokens - twin.pool_start)
+    elif twin.global_pool == "token" or (twin.global_pool == "" and twin.has_class_token):
         rows[:, 0] = 1.0
     else:
         start = 0 if twin.pool_include_prefix else twin.num_prefix
@@ -115,12 +125,20 @@ def _patch_map(twin: ViTTwin, row: torch.Tensor, grid: tuple[int, int]) -> torch
     return row[:, twin.num_prefix :].reshape(-1, *grid)
 
 
-def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
-    """Readout row of (Ā_{L−1}+I)⋯(Ā_s+I) without row normalisation, as row-vector products (no N³)."""
-    row = _readout_rows(twin, per_block[max(per_block)]).unsqueeze(1)
+def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], trace: Trace) -> torch.Tensor:
+    """Readout row of (Ā_{L−1}+I)⋯(Ā_s+I) − I without row normalisation, as row-vector products (no N³).
+
+    Subtracting I (the read-out row itself) changes nothing at the patch columns of a CLS read-out;
+    for an average-pooled read-out it removes the uniform 1/P that would drown the signal
+    (docs/average_pooling.md).
+    """
+    query = _readout_rows(twin, per_block[max(per_block)], trace).unsqueeze(1)
+    row = query
     for index in sorted(per_block, reverse=True):
         row = row + row @ per_block[index]
-    return _patch_map(twin, row.squeeze(1), grid)
+    if twin.global_pool != "map":  # an attention-pool row is signal, not the residual's identity
+        row = row - query
+    return _patch_map(twin, row.squeeze(1), trace.grid)
 
 
 @method(
@@ -134,11 +152,13 @@ def transformer_attribution(
     model: nn.Module, images: torch.Tensor, target: object, *, start_layer: int = 0
 ) -> torch.Tensor:
     """The paper's method: gradient-weighted attention relevance rolled out over blocks ≥ start_layer."""
-    depth = ViTTwin(model).depth
+    depth = build_twin(model).depth
     start = _block_index(start_layer, depth, "start_layer", allow_negative=False)
-    twin, trace, relevance, gradients = _compute(model, images, target, stop_block=start, grad_from=start)
+    twin, trace, relevance, gradients = _compute(
+        model, images, target, stop_block=start, grad_from=start, method="transformer_attribution"
+    )
     per_block = {i: (gradients[i] * cam).clamp(min=0).mean(dim=1) for i, cam in relevance.attention.items()}
-    return _rollout(twin, per_block, trace.grid)
+    return _rollout(twin, per_block, trace)
 
 
 @method(
@@ -151,7 +171,9 @@ def transformer_attribution(
 @_in_chunks
 def lrp(model: nn.Module, images: torch.Tensor, target: object) -> torch.Tensor:
     """Conservative LRP of the target logit onto the input pixels, summed over colour channels."""
-    _, _, relevance, _ = _compute(model, images, target, stop_block=0, grad_from=None, to_pixels=True)
+    _, _, relevance, _ = _compute(
+        model, images, target, stop_block=0, grad_from=None, method="lrp", to_pixels=True
+    )
     height, width = images.shape[-2:]
     return relevance.pixels[:, :height, :width]
 
@@ -168,11 +190,13 @@ def lrp_rollout(
     model: nn.Module, images: torch.Tensor, target: object, *, start_layer: int = 0
 ) -> torch.Tensor:
     """Like transformer_attribution without the gradient weighting."""
-    depth = ViTTwin(model).depth
+    depth = build_twin(model).depth
     start = _block_index(start_layer, depth, "start_layer", allow_negative=False)
-    twin, trace, relevance, _ = _compute(model, images, target, stop_block=start, grad_from=None)
+    twin, trace, relevance, _ = _compute(
+        model, images, target, stop_block=start, grad_from=None, method="lrp_rollout"
+    )
     per_block = {i: cam.clamp(min=0).mean(dim=1) for i, cam in relevance.attention.items()}
-    return _rollout(twin, per_block, trace.grid)
+    return _rollout(twin, per_block, trace)
 
 
 @method(
@@ -188,14 +212,14 @@ def lrp_attention(
     """Relevance of block ``layer``'s attention matrix; the propagation stops at that block."""
     if not isinstance(grad, bool):
         raise InputError(f"grad must be True or False, got {grad!r}")
-    depth = ViTTwin(model).depth
+    depth = build_twin(model).depth
     index = _block_index(layer, depth, "layer", allow_negative=True)
     twin, trace, relevance, gradients = _compute(
-        model, images, target, stop_block=index, grad_from=index if grad else None
+        model, images, target, stop_block=index, grad_from=index if grad else None, method="lrp_attention"
     )
     cam = relevance.attention[index]
     if grad:
         cam = gradients[index] * cam
     head_mean = cam.clamp(min=0).mean(dim=1)
-    row = (_readout_rows(twin, head_mean).unsqueeze(1) @ head_mean).squeeze(1)
+    row = (_readout_rows(twin, head_mean, trace).unsqueeze(1) @ head_mean).squeeze(1)
     return _patch_map(twin, row, trace.grid)

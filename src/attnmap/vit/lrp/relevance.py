@@ -1,6 +1,7 @@
 """The backward relevance pass through a recorded twin forward (Chefer et al., CVPR 2021).
 
-Order, from the logits down: one-hot seed (value 1) → head (z⁺) → fc_norm (identity) → pooling
+Order, from the output down: the target's seed (one-hot of value 1 for a class, output ⊙ d for
+a direction) → head (z⁺, when the model has one) → fc_norm (identity) → pooling
 (class/distillation token, or LRP-0 of the token mean) → final norm (identity) → every block in
 reverse → (full LRP only) pos_embed add rule → patch embedding convolutions → pixels.
 
@@ -8,6 +9,8 @@ Through one block (reverse): add rule of the MLP residual; fc2 and fc1 (z⁺), G
 identity; clone; add rule of the attention residual; proj (z⁺); heads split; A·V rule → R_A/2,
 R_V/2 (R_A/2 is the block's "attention relevance"); softmax as identity; Q·Kᵀ rule → R_Q/2, R_K/2;
 qkv (z⁺); norm1 identity; clone. Layer scale is an elementwise product: LRP-0 makes it identity.
+Gated MLPs: the product value ⊙ act(gate) gives each factor half (AttnLRP's uniform rule); norms
+inside the attention or MLP, qk_norm and RoPE are identity (docs/lrp-rules.md).
 
 The pass stops as soon as the caller has what it asked for: a method that reads block s's
 attention relevance never runs block s's Q·Kᵀ and qkv rules nor anything below it.
@@ -18,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from attnmap.vit.lrp.block import BlockTrace, BlockTwin
 from attnmap.vit.lrp.rules import (
@@ -43,11 +45,17 @@ class Relevance:
     pixels: torch.Tensor | None = None
 
 
-def head_relevance(twin: ViTTwin, trace: Trace, target: torch.Tensor, stab: Stabiliser) -> torch.Tensor:
-    """Relevance of the final-norm tokens (B, N, D), seeded with a one-hot of ``target``."""
-    seed = F.one_hot(target, trace.logits.shape[1]).to(trace.pooled.dtype)
-    pooled = linear_zplus(seed, trace.pooled.detach(), trace.z_head.detach(), twin.head_w, stab)
+def head_relevance(twin: ViTTwin, trace: Trace, seed: torch.Tensor, stab: Stabiliser) -> torch.Tensor:
+    """Relevance of the final-norm tokens (B, N, D), from the relevance ``seed`` at the model's output."""
+    if twin.head_w is None:
+        pooled = seed.to(trace.pooled.dtype)
+    else:
+        pooled = linear_zplus(seed, trace.pooled.detach(), trace.z_head.detach(), twin.head_w, stab)
+    if twin.pooler is not None:  # activation identity, dense z⁺
+        pooled = linear_zplus(pooled, trace.pool_out.detach(), trace.z_pooler.detach(), twin.pooler[0], stab)
     tokens = trace.final_tokens.detach()
+    if twin.global_pool == "" and not twin.distilled:
+        return passthrough_rule(pooled, tokens, stab)
     relevance = torch.zeros_like(tokens)
     dim = tokens.shape[-1]
     if twin.distilled:
@@ -55,6 +63,12 @@ def head_relevance(twin: ViTTwin, trace: Trace, target: torch.Tensor, stab: Stab
         relevance[:, 1] = passthrough_rule(pooled[:, dim:], tokens[:, 1], stab)
     elif twin.global_pool == "token":
         relevance[:, 0] = passthrough_rule(pooled, tokens[:, 0], stab)
+    elif twin.global_pool == "cls_mean":
+        relevance[:, 0] = passthrough_rule(pooled[:, :dim], tokens[:, 0], stab)
+        relevance[:, twin.pool_start :] = mean_rule(pooled[:, dim:], tokens[:, twin.pool_start :], stab)
+    elif twin.global_pool == "map":
+        start = 0 if twin.pool_include_prefix else twin.num_prefix
+        relevance[:, start:] = twin.attn_pool.relevance(trace.pool, pooled, stab)
     else:
         start = 0 if twin.pool_include_prefix else twin.num_prefix
         relevance[:, start:] = mean_rule(pooled, tokens[:, start:], stab)
@@ -67,7 +81,9 @@ def block_relevance(
     """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2."""
     wt = block.weights
     h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab)
-    hidden = linear_zplus(mlp_share, bt.hidden, bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
+    hidden = linear_zplus(mlp_share, bt.fc2_input(), bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
+    if block.glu:  # value ⊙ act(gate): uniform rule, half to each factor; act is identity
+        hidden = torch.cat([hidden * 0.5, hidden * 0.5], dim=-1)
     normed2 = linear_zplus(
         hidden, bt.n2, bt.pre_act, wt["fc1_w"], stab, block.abs_weight("fc1"), bias=wt["fc1_b"]
     )
@@ -75,7 +91,7 @@ def block_relevance(
     x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab)
     # Halved here once, so R_A/2 and R_V/2 come out of the A·V rule directly (it is linear in R).
     merged = linear_zplus(
-        attn_share, bt.o, bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"), scale=0.5
+        attn_share, bt.proj_input(), bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"), scale=0.5
     )
     batch, tokens, _ = merged.shape
     per_head = merged.reshape(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
@@ -104,7 +120,14 @@ def embedding_relevance(
 ) -> torch.Tensor:
     """Relevance of the first block's input → input pixels (B, H, W), summed over colour channels."""
     prefix = twin.num_prefix
-    if trace.pos_embed is None:
+    if not twin.exact_embedding:
+        # generic embedding: each token = its own value (the patch embedding; the class/distillation
+        # token parameter) + everything the model added (positions), found as the difference; the
+        # add rule over all tokens, as for timm ViTs; prefix tokens hold no pixels
+        own = torch.cat([twin.raw_prefix(trace.first_tokens), trace.patch_tokens], dim=1)
+        tokens, _ = add_rule(relevance, own, trace.first_tokens - own, stab)
+        patches = passthrough_rule(tokens[:, prefix:], trace.patch_tokens, stab)
+    elif trace.pos_embed is None:
         patches = relevance[:, prefix:]
     elif twin.model.no_embed_class:
         patches, _ = add_rule(relevance[:, prefix:], trace.patch_tokens, trace.pos_embed, stab)
@@ -120,15 +143,16 @@ def embedding_relevance(
 def relevance_pass(
     twin: ViTTwin,
     trace: Trace,
-    target: torch.Tensor,
+    seed: torch.Tensor,
     stab: Stabiliser,
     stop_block: int,
     to_pixels: bool = False,
 ) -> Relevance:
-    """Propagate from the target logit down to block ``stop_block``'s attention (or to the pixels)."""
+    """Propagate ``seed`` (relevance at the model's output) down to block ``stop_block``'s attention
+    (or to the pixels)."""
     result = Relevance(attention={})
     with torch.no_grad():
-        relevance = head_relevance(twin, trace, target, stab)
+        relevance = head_relevance(twin, trace, seed, stab)
         for block in reversed(twin.blocks[stop_block:]):
             attention_only = block.index == stop_block and not to_pixels
             relevance, result.attention[block.index] = block_relevance(

@@ -30,6 +30,8 @@ class StemConv:
 
 
 def _conv_args(layer: nn.Conv2d, name: str) -> dict:
+    if layer.padding == "valid":  # no padding, as Hugging Face writes it
+        return {"stride": layer.stride, "padding": 0, "dilation": layer.dilation, "groups": layer.groups}
     if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
         raise UnsupportedModelError(
             f"{name} (Conv2d with padding={layer.padding!r}, padding_mode={layer.padding_mode!r}) has no "

@@ -19,7 +19,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.vit.lrp.block import BlockTrace, BlockTwin, apply_norm, block_forward, linear, read_norm
+from attnmap.vit.lrp.block import BlockTrace, BlockTwin, Rope, apply_norm, block_forward, linear, read_norm
+from attnmap.vit.lrp.pool import PoolTrace, PoolTwin
 from attnmap.vit.lrp.stem import StemConv, StemTrace, read_stem, stem_forward
 
 
@@ -27,10 +28,10 @@ from attnmap.vit.lrp.stem import StemConv, StemTrace, read_stem, stem_forward
 class Trace:
     """Everything one twin forward recorded."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor  # the model's output: logits, or the embedding / tokens of a headless model
     final_tokens: torch.Tensor  # output of the final norm (B, N, D), what model.norm returns
-    pooled: torch.Tensor  # head input (B, D) or (B, 2D) for distilled models
-    z_head: torch.Tensor  # head pre-bias output
+    pooled: torch.Tensor  # head input (B, D), (B, 2D) for distilled models, (B, N, D) for global_pool=''
+    z_head: torch.Tensor | None  # head pre-bias output (None without a head)
     grid: tuple[int, int]
     blocks: dict[int, BlockTrace] = field(default_factory=dict)
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -39,6 +40,10 @@ class Trace:
     patch_tokens: torch.Tensor | None = None  # (B, P, D) before prefix tokens / pos_embed
     prefixed_tokens: torch.Tensor | None = None  # summand 0 of the pos_embed add
     pos_embed: torch.Tensor | None = None  # summand 1 (1, N', D)
+    first_tokens: torch.Tensor | None = None  # first block's input before norm_pre (generic embeddings)
+    pool: PoolTrace | None = None  # attention-pool head (global_pool='map', SigLIP)
+    pool_out: torch.Tensor | None = None  # pooled tokens after fc_norm (the pooler's input)
+    z_pooler: torch.Tensor | None = None  # pooler dense pre-bias output
 
 
 class ViTTwin:
@@ -49,13 +54,17 @@ class ViTTwin:
             raise UnsupportedModelError(
                 f"LRP methods need a timm VisionTransformer (or DeiT), got {type(model).__name__}"
             )
-        if getattr(model, "attn_pool", None) is not None:
-            raise UnsupportedModelError(f"attn_pool ({type(model.attn_pool).__name__}) has no LRP rule")
-        self.global_pool = model.global_pool
-        if self.global_pool not in ("token", "avg"):
+        self.attn_pool = (
+            None if getattr(model, "attn_pool", None) is None else PoolTwin.read_timm(model.attn_pool)
+        )
+        self.global_pool = "map" if self.attn_pool is not None else model.global_pool
+        if self.global_pool not in ("token", "avg", "", "map"):
             raise UnsupportedModelError(
-                f"global_pool={self.global_pool!r} has no LRP rule: supported are 'token' and 'avg'"
+                f"global_pool={self.global_pool!r} has no LRP rule: supported are token, avg, map and ''"
             )
+        self.exact_embedding = True  # timm ViT: pos_embed add rule as the reference (else: generic)
+        self.pooler: tuple[torch.Tensor, torch.Tensor | None, nn.Module] | None = None
+        self.pool_start = model.num_prefix_tokens
         self.pool_include_prefix = bool(getattr(model, "pool_include_prefix", False))
         patch_embed = model.patch_embed
         if not isinstance(patch_embed, PatchEmbed) or type(patch_embed).forward is not PatchEmbed.forward:
@@ -70,19 +79,26 @@ class ViTTwin:
         self.num_prefix = model.num_prefix_tokens
         self.distilled = hasattr(model, "head_dist")
         heads = [model.head] + ([model.head_dist] if self.distilled else [])
-        for head_name, head in zip(("head", "head_dist"), heads, strict=False):
-            if not isinstance(head, nn.Linear):
-                raise UnsupportedModelError(
-                    f"{head_name} ({type(head).__name__}) has no LRP rule: the model needs a Linear "
-                    "classifier (num_classes > 0)"
-                )
-        if self.distilled:  # logits = (head(x_cls) + head_dist(x_dist)) / 2: one Linear on [x_cls, x_dist]
+        self.head_w: torch.Tensor | None = None
+        self.head_b: torch.Tensor | None = None
+        if all(isinstance(head, nn.Identity) for head in heads):
+            pass  # headless (num_classes=0): the output is the pooled embedding or the tokens
+        elif not all(isinstance(head, nn.Linear) for head in heads):
+            bad = next(head for head in heads if not isinstance(head, nn.Linear))
+            raise UnsupportedModelError(
+                f"head ({type(bad).__name__}) has no LRP rule: expected Linear or Identity"
+            )
+        elif self.distilled:  # logits = (head(x_cls) + head_dist(x_dist)) / 2: one Linear on [x_cls, x_dist]
             self.head_w = torch.cat([model.head.weight.detach(), model.head_dist.weight.detach()], dim=1) / 2
             biases = [b.detach() for b in (model.head.bias, model.head_dist.bias) if b is not None]
             self.head_b = sum(biases) / 2 if biases else None
         else:
             self.head_w = model.head.weight.detach()
             self.head_b = None if model.head.bias is None else model.head.bias.detach()
+        self.classifier = self.head_w is not None and self.global_pool != ""
+        self.has_class_token = getattr(model, "cls_token", None) is not None
+        reference = next(model.parameters())
+        self.dtype, self.device = reference.dtype, reference.device
         self.blocks = [BlockTwin.read(block, i) for i, block in enumerate(model.blocks)]
         if not self.blocks:
             raise UnsupportedModelError("the model has no transformer blocks")
@@ -128,6 +144,31 @@ class ViTTwin:
             )
         return pos
 
+    def embed(self, images: torch.Tensor, record_stem: bool) -> Embedded:
+        """Patch embedding, prefix tokens and positions (no grad): the first block's input."""
+        model = self.model
+        padded = self._patch_grid(images)
+        embedded, stem_trace = stem_forward(self.stem, padded, record=record_stem)
+        grid = (embedded.shape[-2], embedded.shape[-1])
+        patches = apply_norm(self.embed_norm, embedded.flatten(2).transpose(1, 2))
+        prefix = [model.cls_token] if model.cls_token is not None else []
+        if self.distilled:
+            prefix.append(model.dist_token)
+        if getattr(model, "reg_token", None) is not None:
+            prefix.append(model.reg_token)
+        prefix = [p.detach().expand(patches.shape[0], -1, -1) for p in prefix]
+        pos = self._positions(patches, grid)
+        if pos is None:
+            summand0 = torch.cat(prefix + [patches], dim=1)
+            x = summand0
+        elif model.no_embed_class:
+            summand0 = patches
+            x = torch.cat(prefix + [patches + pos], dim=1)
+        else:
+            summand0 = torch.cat(prefix + [patches], dim=1)
+            x = summand0 + pos
+        return Embedded(x, grid, padded, stem_trace, patches, summand0, pos)
+
     def forward(
         self, images: torch.Tensor, record_from: int | None, grad_from: int | None, record_stem: bool = False
     ) -> Trace:
@@ -137,61 +178,76 @@ class ViTTwin:
         attention becomes a grad leaf; from there on an autograd graph is built (None: no graph at all),
         so `torch.autograd.grad` can reach every later attention without any parameter gradient.
         """
-        model = self.model
         with torch.no_grad():
-            padded = self._patch_grid(images)
-            embedded, stem_trace = stem_forward(self.stem, padded, record=record_stem)
-            grid = (embedded.shape[-2], embedded.shape[-1])
-            patches = apply_norm(self.embed_norm, embedded.flatten(2).transpose(1, 2))
-            prefix = [model.cls_token] if model.cls_token is not None else []
-            if self.distilled:
-                prefix.append(model.dist_token)
-            if getattr(model, "reg_token", None) is not None:
-                prefix.append(model.reg_token)
-            prefix = [p.detach().expand(patches.shape[0], -1, -1) for p in prefix]
-            pos = self._positions(patches, grid)
-            if pos is None:
-                summand0 = torch.cat(prefix + [patches], dim=1)
-                x = summand0
-            elif model.no_embed_class:
-                summand0 = patches
-                x = torch.cat(prefix + [patches + pos], dim=1)
-            else:
-                summand0 = torch.cat(prefix + [patches], dim=1)
-                x = summand0 + pos
-            x = apply_norm(self.norm_pre, x)
+            emb = self.embed(images, record_stem)
+            x = apply_norm(self.norm_pre, emb.tokens)
         trace_blocks: dict[int, BlockTrace] = {}
         attentions: dict[int, torch.Tensor] = {}
         for block in self.blocks:
             tracked = grad_from is not None and block.index >= grad_from
             with torch.set_grad_enabled(tracked):
-                x, block_trace, attn = block_forward(block, x, track_attention=tracked)
+                x, block_trace, attn = block_forward(block, x, track_attention=tracked, rope=emb.rope)
             if record_from is not None and block.index >= record_from:
                 trace_blocks[block.index] = block_trace
             if tracked:
                 attentions[block.index] = attn
+        pool_trace = None
         with torch.set_grad_enabled(grad_from is not None):
             final_tokens = apply_norm(self.final_norm, x)
             if self.distilled:
                 pooled = torch.cat([final_tokens[:, 0], final_tokens[:, 1]], dim=1)
             elif self.global_pool == "token":
                 pooled = final_tokens[:, 0]
+            elif self.global_pool == "":
+                pooled = final_tokens
+            elif self.global_pool == "cls_mean":  # concat(CLS, mean of the patch tokens)
+                pooled = torch.cat(
+                    [final_tokens[:, 0], final_tokens[:, self.pool_start :].mean(dim=1)], dim=1
+                )
+            elif self.global_pool == "map":
+                start = 0 if self.pool_include_prefix else self.num_prefix
+                pooled, pool_trace = self.attn_pool.forward(final_tokens[:, start:])
             else:
                 start = 0 if self.pool_include_prefix else self.num_prefix
                 pooled = final_tokens[:, start:].mean(dim=1)
             pooled = apply_norm(self.fc_norm, pooled)
-            z_head, logits = linear(pooled, self.head_w, self.head_b)
+            pool_out, z_pooler = pooled, None
+            if self.pooler is not None:  # dense + activation (Hugging Face ViT/DeiT pooler)
+                z_pooler, pooled = linear(pooled, self.pooler[0], self.pooler[1])
+                pooled = self.pooler[2](pooled)
+            if self.head_w is None:
+                z_head, logits = None, pooled
+            else:
+                z_head, logits = linear(pooled, self.head_w, self.head_b)
         return Trace(
             logits=logits,
             final_tokens=final_tokens,
             pooled=pooled,
             z_head=z_head,
-            grid=grid,
+            grid=emb.grid,
             blocks=trace_blocks,
             attentions=attentions,
-            embed_input=padded if record_stem else None,
-            stem=stem_trace if record_stem else None,
-            patch_tokens=patches if record_stem else None,
-            prefixed_tokens=summand0 if record_stem else None,
-            pos_embed=pos if record_stem else None,
+            embed_input=emb.padded if record_stem else None,
+            stem=emb.stem if record_stem else None,
+            patch_tokens=emb.patch_tokens if record_stem else None,
+            prefixed_tokens=emb.prefixed_tokens if record_stem else None,
+            pos_embed=emb.pos_embed if record_stem else None,
+            first_tokens=emb.tokens if record_stem else None,
+            pool=pool_trace,
+            pool_out=pool_out,
+            z_pooler=z_pooler,
         )
+
+
+@dataclass
+class Embedded:
+    """The first block's input (before ``norm_pre``) and what full LRP needs from the embedding."""
+
+    tokens: torch.Tensor
+    grid: tuple[int, int]
+    padded: torch.Tensor | None = None
+    stem: StemTrace | None = None
+    patch_tokens: torch.Tensor | None = None
+    prefixed_tokens: torch.Tensor | None = None
+    pos_embed: torch.Tensor | None = None
+    rope: Rope | None = None

@@ -17,7 +17,7 @@ from attnmap.errors import InputError
 from attnmap.render import normalize
 from attnmap.vit.adapters import adapter_for
 from attnmap.vit.capture import Captured, attention_gradients, capture, resolve_layers
-from attnmap.vit.registry import Target, method, resolve_target
+from attnmap.vit.registry import Target, method
 
 
 def attention_gradcam(
@@ -29,9 +29,9 @@ def attention_gradcam(
     (clamped after the head mean); then (cam − min) / (max − min) (a constant map gives zeros).
     ``attention``/``gradient`` (B, H, N, N) → (B, N − num_prefix_tokens).
     """
-    query = query.to(attention.dtype)
-    rows = torch.einsum("n,bhnm->bhm", query, attention)[..., num_prefix_tokens:]
-    grad_rows = torch.einsum("n,bhnm->bhm", query, gradient)[..., num_prefix_tokens:]
+    query = query.to(attention.dtype).expand(attention.shape[0], attention.shape[-1])
+    rows = torch.einsum("bn,bhnm->bhm", query, attention)[..., num_prefix_tokens:]
+    grad_rows = torch.einsum("bn,bhnm->bhm", query, gradient)[..., num_prefix_tokens:]
     weights = grad_rows.mean(dim=-1, keepdim=True)
     cam = (weights * rows).mean(dim=1).clamp(min=0)
     return torch.stack([normalize(image, "minmax") for image in cam])
@@ -42,31 +42,37 @@ def gradient_rollout(
     gradients: Sequence[torch.Tensor],
     query: torch.Tensor,
     num_prefix_tokens: int,
+    remove_identity: bool = True,
 ) -> torch.Tensor:
     """Chefer et al. (ICCV 2021) rule: R ← I; per block R ← R + Ē R, Ē = head mean of clamp(∇A ⊙ A, 0).
 
     ``attentions``/``gradients``: blocks s..L−1 in order, each (B, H, N, N). Returns the query row of
     R = (I + Ē_{L−1})⋯(I + Ē_s) at the patch columns, (B, N − num_prefix_tokens), computed as a row
-    vector so each block costs O(N²).
+    vector so each block costs O(N²). With ``remove_identity`` the query row itself (R's identity
+    term) is subtracted: nothing for a CLS query at patch columns, the uniform 1/P of a patch-mean
+    query otherwise (see docs/average_pooling.md).
     """
     if not attentions or len(attentions) != len(gradients):
         raise InputError("gradient rollout needs one gradient per attention map (at least one block)")
     batch, _, tokens, _ = attentions[0].shape
-    row = query.to(attentions[0].dtype).expand(batch, tokens)
+    query = query.to(attentions[0].dtype).expand(batch, tokens)
+    row = query
     for attention, gradient in zip(reversed(attentions), reversed(gradients), strict=True):
         weighted = (gradient * attention).clamp(min=0).mean(dim=1)
         row = row + torch.bmm(row.unsqueeze(1), weighted).squeeze(1)
+    if remove_identity:
+        row = row - query
     return row[:, num_prefix_tokens:]
 
 
 def capture_with_gradients(
-    model: nn.Module, images: torch.Tensor, target: Target, layers: Sequence[int]
+    model: nn.Module, images: torch.Tensor, target: Target, layers: Sequence[int], method: str = "gradients"
 ) -> tuple[Captured, dict[int, torch.Tensor]]:
-    """One forward recording ``layers`` and one backward of the target logits to their attention."""
+    """One forward recording ``layers`` and one backward of the target scores to their attention."""
     captured = capture(model, images, layers=layers, with_grad=True)
-    indices = resolve_target(target, captured.logits.detach())
+    objective = captured.objective(target, method, needs_target=True)
     with torch.enable_grad():  # the caller may be inside torch.no_grad()
-        score = captured.logits.gather(1, indices[:, None]).sum()
+        score = objective.score(captured.output).sum()
         gradients = attention_gradients(score, captured)
     return captured, gradients
 
@@ -80,7 +86,7 @@ def capture_with_gradients(
 def attn_gradcam(model: nn.Module, images: torch.Tensor, target: Target, *, layer: int = -1) -> torch.Tensor:
     """Registered wrapper: gradients of block ``layer`` only."""
     block = resolve_layers(layer, adapter_for(model).num_blocks)[0]
-    captured, gradients = capture_with_gradients(model, images, target, [block])
+    captured, gradients = capture_with_gradients(model, images, target, [block], "attn_gradcam")
     attention = captured.attentions[block].detach()
     scores = attention_gradcam(
         attention, gradients[block], captured.query_weights(attention), captured.num_prefix_tokens
@@ -99,7 +105,9 @@ def grad_rollout(
     """Registered wrapper: gradients of blocks start_layer..L−1 only."""
     num_blocks = adapter_for(model).num_blocks
     start = resolve_layers(start_layer, num_blocks)[0]
-    captured, gradients = capture_with_gradients(model, images, target, list(range(start, num_blocks)))
+    captured, gradients = capture_with_gradients(
+        model, images, target, list(range(start, num_blocks)), "grad_rollout"
+    )
     layers = captured.layers()
     attentions = [captured.attentions[index].detach() for index in layers]
     scores = gradient_rollout(
@@ -107,5 +115,6 @@ def grad_rollout(
         [gradients[index] for index in layers],
         captured.query_weights(attentions[0]),
         captured.num_prefix_tokens,
+        remove_identity=captured.query_row != "latent",
     )
     return captured.to_grid(scores)

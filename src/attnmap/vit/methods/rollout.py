@@ -17,7 +17,7 @@ from torch import nn
 from attnmap.errors import InputError
 from attnmap.vit.adapters import adapter_for
 from attnmap.vit.capture import capture, resolve_layers
-from attnmap.vit.registry import Target, method, resolve_target
+from attnmap.vit.registry import Target, method
 
 HEAD_FUSIONS = ("mean", "max", "min")
 
@@ -57,22 +57,32 @@ def attention_rollout(
     num_prefix_tokens: int,
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
+    remove_identity: bool = True,
 ) -> torch.Tensor:
-    """Rollout of ``attentions`` (blocks s..L−1 in order) at the ``query`` row.
+    """Rollout of ``attentions`` (blocks s..L−1 in order) at the ``query`` row(s), (N,) or (B, N).
 
     Each attention is (B, H, N, N), fused here with ``head_fusion``, or (B, N, N) already fused.
-    Returns (B, N − num_prefix_tokens): the query row of M̂_{L−1}⋯M̂_s at the patch columns.
+    Returns (B, N − num_prefix_tokens): the query row of M̂_{L−1}⋯M̂_s at the patch columns, minus
+    (``remove_identity``) the share of the path that never leaves the residual stream,
+    q ⊙ Π 1/rowsum(M_l + I). For a CLS query that share sits on the CLS column only, so patch maps
+    are unchanged; for a patch-mean query (average-pooled models) it is a uniform ≈ 1/P offset that
+    would drown the signal (see docs/average_pooling.md).
     """
     if not attentions:
         raise InputError("rollout needs at least one block's attention")
     batch, tokens = attentions[0].shape[0], attentions[0].shape[-1]
     row = query.to(attentions[0].dtype).expand(batch, tokens)
+    identity_path = row
     for attention in reversed(attentions):
         fused = attention if attention.ndim == 3 else fuse_heads(attention, head_fusion)
         fused = discard_weakest(fused, discard_ratio, num_prefix_tokens)
         fused = fused + torch.eye(tokens, dtype=fused.dtype, device=fused.device)
-        fused = fused / fused.sum(dim=-1, keepdim=True)
+        row_sums = fused.sum(dim=-1)
+        fused = fused / row_sums.unsqueeze(-1)
         row = torch.bmm(row.unsqueeze(1), fused).squeeze(1)
+        identity_path = identity_path / row_sums
+    if remove_identity:
+        row = row - identity_path
     return row[:, num_prefix_tokens:]
 
 
@@ -101,8 +111,15 @@ def rollout(
     # fuse heads inside the forward: keeps L × (B, N, N) in memory instead of L × (B, H, N, N)
     fuse = functools.partial(fuse_heads, head_fusion=head_fusion)
     captured = capture(model, images, layers=range(start, num_blocks), reduce=fuse)
-    resolve_target(target, captured.logits)
+    captured.objective(target, "rollout", needs_target=False)  # class independent; checked
     attentions = captured.attention_list()
     query = captured.query_weights(attentions[0])
-    scores = attention_rollout(attentions, query, captured.num_prefix_tokens, head_fusion, discard_ratio)
+    scores = attention_rollout(
+        attentions,
+        query,
+        captured.num_prefix_tokens,
+        head_fusion,
+        discard_ratio,
+        remove_identity=captured.query_row != "latent",
+    )
     return captured.to_grid(scores)

@@ -1,0 +1,199 @@
+"""Hugging Face vision transformers: ViT, DeiT, DINOv2 (with registers), CLIP and SigLIP vision, BEiT.
+
+Attention is read the documented way: ``output_attentions=True`` under an eager attention
+implementation (HF's own, with the softmax kept in the model's dtype: `_exact_attention`) returns
+each layer's post-softmax attention (the tensor multiplied with V). The
+implementation setting of every config object in the model is switched for the call and restored
+exactly afterwards. The token layout comes from the config (``model_type``), not from module names,
+which transformers renames between major versions:
+
+| model_type | prefix tokens | query row |
+|---|---|---|
+| vit, clip_vision_model | CLS | CLS |
+| deit | CLS + distillation | CLS (as for timm's distilled DeiT) |
+| dinov2(_with_registers) | CLS (+ registers) | CLS; classifier: ½ CLS + ½ patch mean (concat read-out) |
+| beit | CLS | patch mean when ``use_mean_pooling`` else CLS |
+| siglip_vision_model | none | the attention-pool head's attention row (its ``nn.MultiheadAttention``) |
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.vit.adapters import QueryRow, ViTAdapter
+
+HF_MODEL_TYPES = (
+    "vit",
+    "deit",
+    "dinov2",
+    "dinov2_with_registers",
+    "clip_vision_model",
+    "siglip_vision_model",
+    "beit",
+)
+
+
+def is_hf_vision_model(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) in HF_MODEL_TYPES and hasattr(config, "num_hidden_layers")
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class HFAdapter(ViTAdapter):
+    """Any model of `HF_MODEL_TYPES` (base model, classifier, or with projection)."""
+
+    family = "hf"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        config = model.config
+        kind = config.model_type
+        name = type(model).__name__
+        self.num_blocks = int(config.num_hidden_layers)
+        self.classifier = "ForImageClassification" in name
+        self.patch_size = _pair(config.patch_size)
+        self.image_size = _pair(config.image_size)
+        self.pool_heads = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+        prefix = 1
+        query: QueryRow = "cls"
+        if kind == "deit":
+            prefix = 2
+        elif kind.startswith("dinov2"):
+            prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+            query = "cls_and_patch_mean" if self.classifier else "cls"
+        elif kind == "beit":
+            query = "patch_mean" if getattr(config, "use_mean_pooling", False) else "cls"
+        elif kind == "siglip_vision_model":
+            prefix = 0
+            query = "latent" if self.pool_heads else "patch_mean"
+        if self.pool_heads and kind != "siglip_vision_model":
+            raise UnsupportedModelError(f"{name}: an attention-pool head is only supported for SigLIP")
+        self.num_prefix_tokens = prefix
+        self.query_row = query
+        self._layers: list[int] = []
+        self._with_grad = False
+        self._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.patch_size[0], width // self.patch_size[1]
+
+    def check_images(self, images: torch.Tensor) -> None:
+        super().check_images(images)
+        channels = int(getattr(self.model.config, "num_channels", 3))
+        if images.shape[1] != channels:
+            raise InputError(f"the model takes {channels}-channel images, got {images.shape[1]} channels")
+        height, width = images.shape[-2:]
+        patch_h, patch_w = self.patch_size
+        if height < patch_h or width < patch_w:
+            raise InputError(f"image size {height}x{width} is smaller than one patch ({patch_h}x{patch_w})")
+        if (
+            (height, width) != self.image_size
+            and not self._takes_interpolate
+            and "dinov2" not in str(self.model.config.model_type)
+        ):
+            raise InputError(
+                f"image size {height}x{width} does not fit the model, which takes "
+                f"{self.image_size[0]}x{self.image_size[1]}"
+            )
+
+    def record(
+        self, stack: ExitStack, layers: Sequence[int], with_grad: bool, sink: dict[int, torch.Tensor]
+    ) -> None:
+        configs = {
+            id(c): c for c in (getattr(m, "config", None) for m in self.model.modules()) if c is not None
+        }
+        implementation = _exact_attention()
+        for config in configs.values():
+            saved = dict(config.__dict__)
+            stack.callback(_restore_attn_implementation, config, saved)
+            config._attn_implementation = implementation
+        for head in self.pool_heads:
+            handle = head.register_forward_hook(self._pool_hook)
+            stack.callback(handle.remove)
+        self._layers = list(layers)
+        self._with_grad = with_grad
+
+    def _pool_hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None or weights.ndim != 3 or weights.shape[1] != 1:
+            raise UnsupportedModelError(
+                f"the attention-pool head ({type(module).__name__}) returned no (B, 1, N) attention weights"
+            )
+        self.latent_rows = weights.detach()[:, 0]
+
+    def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> Any:
+        self.latent_rows = None
+        if self._with_grad and torch.is_grad_enabled() and not images.requires_grad:
+            # makes the attention tensors part of a graph even when every weight is frozen
+            images = images.detach().requires_grad_(True)
+        kwargs: dict[str, Any] = {"pixel_values": images, "output_attentions": True}
+        if self._takes_interpolate and tuple(images.shape[-2:]) != self.image_size:
+            kwargs["interpolate_pos_encoding"] = True
+        output = self.model(**kwargs)
+        attentions = getattr(output, "attentions", None)
+        if attentions is None or len(attentions) != self.num_blocks:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} returned no attention maps with output_attentions=True"
+            )
+        for index in self._layers:
+            sink[index] = attentions[index]
+        return output
+
+
+_EXACT = "attnmap_eager"
+
+
+def _exact_attention() -> str:
+    """Name of an attention function like HF's "eager" but with the softmax in the input's dtype.
+
+    HF's eager attention computes the softmax in float32 even for float64 models, which limits
+    float64 maps to float32 accuracy (and breaks agreement with timm and the LRP twin at ~1e-6).
+    Registered once with transformers' AttentionInterface; "eager" where that does not exist.
+    """
+    try:
+        from transformers import AttentionInterface
+    except ImportError:  # pragma: no cover - old transformers
+        return "eager"
+    if _EXACT not in AttentionInterface._global_mapping:
+        AttentionInterface.register(_EXACT, _attention_forward)
+    return _EXACT
+
+
+def _attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = nn.functional.softmax(weights, dim=-1)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+def _restore_attn_implementation(config: object, saved: dict[str, object]) -> None:
+    for key in [key for key in config.__dict__ if "attn_implementation" in key]:
+        if key not in saved:
+            delattr(config, key)
+    for key, value in saved.items():
+        if "attn_implementation" in key:
+            config.__dict__[key] = value

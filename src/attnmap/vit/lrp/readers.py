@@ -1,0 +1,274 @@
+"""LRP twins of the other families: timm Eva (RoPE) and Beit (relative position bias), Hugging Face
+ViT, DeiT, DINOv2 (with registers), CLIP vision, SigLIP vision and BEiT.
+
+Modules are read by role, not by name (transformers renames them between versions): the trunk is
+the module holding ``embeddings`` and the ModuleList of ``num_hidden_layers`` layers; inside a layer
+the Linear layers are told apart by their name's last part (q/k/v projections, attention output,
+MLP in/out, GLU gate/up/down), the first norm is the pre-attention norm, the second the pre-MLP
+norm. The embedding runs the model's own module (positions, interpolation, tokens); full LRP
+splits each patch token into its patch-embedding part (from the patch convolution, zᴮ/z⁺ to the
+pixels) and everything else the model added (positions), by the add rule. Whatever the reader gets
+wrong, `attnmap.vit.lrp.check` catches: the twin's output must equal the model's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from attnmap.errors import UnsupportedModelError
+from attnmap.vit.lrp.block import (
+    BlockTwin,
+    Rope,
+    layer_scale,
+    read_mlp,
+    read_norm,
+    weight_and_bias,
+)
+from attnmap.vit.lrp.pool import PoolTwin
+from attnmap.vit.lrp.stem import read_stem, stem_forward
+from attnmap.vit.lrp.twin import Embedded, ViTTwin
+
+
+def build_twin(model: nn.Module) -> ViTTwin:
+    """The LRP twin of any supported model, or `UnsupportedModelError` naming what is not covered."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if isinstance(model, VisionTransformer):
+        return ViTTwin(model)
+    module = type(model).__module__
+    if module.startswith("timm.models.eva") and type(model).__name__ == "Eva":
+        return EvaTwin(model)
+    if module.startswith("timm.models.beit") and type(model).__name__ == "Beit":
+        return BeitTwin(model)
+    from attnmap.vit.adapters_hf import is_hf_vision_model
+
+    if is_hf_vision_model(model):
+        from attnmap.vit.lrp.readers_hf import HFTwin  # imports this module: import here
+
+        return HFTwin(model)
+    raise UnsupportedModelError(
+        f"LRP methods need a timm VisionTransformer/Eva/Beit or a Hugging Face ViT-family model, "
+        f"got {type(model).__name__}"
+    )
+
+
+def _concat_qkv(
+    parts: list[tuple[torch.Tensor, torch.Tensor | None]],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    weight = torch.cat([w for w, _ in parts])
+    if all(b is None for _, b in parts):
+        return weight, None
+    return weight, torch.cat([b if b is not None else torch.zeros_like(w[:, 0]) for w, b in parts])
+
+
+class GenericTwin(ViTTwin):
+    """Shared set-up of the non-timm-ViT twins (generic embedding relevance)."""
+
+    def _setup(self, model: nn.Module, patch_conv: nn.Module, num_prefix: int) -> None:
+        self.model = model
+        self.exact_embedding = False
+        self.attn_pool = None
+        self.pooler = None
+        self.pool_include_prefix = False
+        self.num_prefix = num_prefix
+        self.pool_start = num_prefix
+        self.distilled = False
+        self.head_w = None
+        self.head_b = None
+        self.norm_pre = None
+        self.fc_norm = None
+        self.final_norm = None
+        self.stem = read_stem(patch_conv, "patch embedding")
+        reference = next(model.parameters())
+        self.dtype, self.device = reference.dtype, reference.device
+
+    def _set_head(self, head: nn.Module | None, name: str) -> None:
+        if head is None or isinstance(head, nn.Identity):
+            return
+        self.head_w, self.head_b = weight_and_bias(head, name)
+
+    def _finish(self) -> None:
+        self.classifier = self.head_w is not None and self.global_pool != "" and not self.projection
+        if not self.blocks:
+            raise UnsupportedModelError("the model has no transformer blocks")
+
+    projection = False
+    prefix_params: tuple[torch.Tensor | None, ...] = ()  # raw prefix token values before positions
+
+    def raw_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, prefix, D): the prefix tokens' own values (class/distillation token parameters where
+        known, else the token as it enters, i.e. nothing added)."""
+        rows = tokens[:, : self.num_prefix].clone()
+        for index, param in enumerate(self.prefix_params[: self.num_prefix]):
+            if param is not None:
+                rows[:, index] = param.detach().reshape(-1).to(rows.dtype)
+        return rows
+
+    def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
+        raise NotImplementedError
+
+    def embed(self, images: torch.Tensor, record_stem: bool) -> Embedded:
+        tokens, rope = self.embed_tokens(images)
+        conv_out, stem_trace = stem_forward(self.stem, images, record=record_stem)
+        grid = (conv_out.shape[-2], conv_out.shape[-1])
+        patches = conv_out.flatten(2).transpose(1, 2)
+        return Embedded(tokens, grid, images, stem_trace if record_stem else None, patches, rope=rope)
+
+
+class EvaTwin(GenericTwin):
+    """timm ``Eva``: RoPE on q/k (no relevance rule needed), SwiGLU, LayerScale γ, optional inner norms."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from timm.models.eva import EvaAttention, EvaBlock
+
+        self._setup(model, model.patch_embed.proj, model.num_prefix_tokens)
+        _require_plain_patch_embed(model.patch_embed)
+        if getattr(model, "rope_mixed", False):
+            raise UnsupportedModelError("Eva with rope_type='mixed' has no LRP twin here")
+        self.has_class_token = model.cls_token is not None
+        self.prefix_params = (model.cls_token,)
+        self.norm_pre = read_norm(model.norm_pre, "norm_pre")
+        self.final_norm = read_norm(model.norm, "norm")
+        self.fc_norm = read_norm(model.fc_norm, "fc_norm")
+        if getattr(model, "attn_pool", None) is not None:
+            self.attn_pool = PoolTwin.read_timm(model.attn_pool)
+            self.global_pool = "map"
+        else:
+            self.global_pool = model.global_pool
+        if self.global_pool not in ("token", "avg", "", "map"):
+            raise UnsupportedModelError(f"global_pool={self.global_pool!r} has no LRP rule")
+        self._set_head(model.head, "head")
+        self.blocks = []
+        for index, block in enumerate(model.blocks):
+            name = f"blocks.{index}"
+            attn = block.attn
+            if type(block) is not EvaBlock or type(attn) is not EvaAttention:
+                raise UnsupportedModelError(f"{name} ({type(block).__name__}) has no LRP rule")
+            if attn.gate is not None:
+                raise UnsupportedModelError(f"{name}.attn.gate: gated attention has no LRP rule")
+            if attn.qkv is not None:
+                weight, bias = weight_and_bias(attn.qkv, f"{name}.attn.qkv")
+                if attn.q_bias is not None:
+                    extra = torch.cat([attn.q_bias, attn.k_bias, attn.v_bias]).detach()
+                    bias = extra if bias is None else bias + extra
+            else:
+                weight, bias = _concat_qkv(
+                    [weight_and_bias(getattr(attn, f"{p}_proj"), f"{name}.attn.{p}_proj") for p in "qkv"]
+                )
+            proj_w, proj_b = weight_and_bias(attn.proj, f"{name}.attn.proj")
+            twin = BlockTwin(
+                index=index,
+                num_heads=attn.num_heads,
+                head_dim=weight.shape[0] // 3 // attn.num_heads,
+                scale=attn.scale,
+                norm1=read_norm(block.norm1, f"{name}.norm1"),
+                norm2=read_norm(block.norm2, f"{name}.norm2"),
+                act=nn.Identity(),
+                weights={
+                    "qkv_w": weight,
+                    "qkv_b": bias,
+                    "proj_w": proj_w,
+                    "proj_b": proj_b,
+                    "ls1": layer_scale(block.gamma_1, f"{name}.gamma_1"),
+                    "ls2": layer_scale(block.gamma_2, f"{name}.gamma_2"),
+                },
+                linears={"proj": attn.proj.weight},
+                q_norm=read_norm(attn.q_norm, f"{name}.attn.q_norm"),
+                k_norm=read_norm(attn.k_norm, f"{name}.attn.k_norm"),
+                attn_norm=read_norm(attn.norm, f"{name}.attn.norm"),
+                rope=True,
+            )
+            read_mlp(twin, block.mlp, f"{name}.mlp")
+            self.blocks.append(twin)
+        self._rope_prefix = self.model.blocks[0].attn.num_prefix_tokens if self.blocks else 0
+        self._rope_half = (
+            bool(getattr(self.model.blocks[0].attn, "rotate_half", False)) if self.blocks else False
+        )
+        self._finish()
+
+    def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
+        x, rope = self.model._pos_embed(self.model.patch_embed(images))
+        return x, None if rope is None else Rope(rope, self._rope_prefix, self._rope_half)
+
+
+class BeitTwin(GenericTwin):
+    """timm ``Beit``: relative position bias added to the attention logits (no relevance), LayerScale γ."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from timm.models.beit import Attention, Block
+
+        self._setup(model, model.patch_embed.proj, 1)
+        _require_plain_patch_embed(model.patch_embed)
+        self.has_class_token = True
+        self.prefix_params = (model.cls_token,)
+        self.final_norm = read_norm(model.norm, "norm")
+        self.fc_norm = read_norm(model.fc_norm, "fc_norm")
+        self.global_pool = model.global_pool
+        if self.global_pool not in ("token", "avg", ""):
+            raise UnsupportedModelError(f"global_pool={self.global_pool!r} has no LRP rule")
+        self._set_head(model.head, "head")
+        shared = model.rel_pos_bias
+        self.blocks = []
+        for index, block in enumerate(model.blocks):
+            name = f"blocks.{index}"
+            attn = block.attn
+            if type(block) is not Block or type(attn) is not Attention:
+                raise UnsupportedModelError(f"{name} ({type(block).__name__}) has no LRP rule")
+            weight = attn.qkv.weight.detach()
+            bias = None
+            if attn.q_bias is not None:
+                bias = torch.cat([attn.q_bias, attn.k_bias, attn.v_bias]).detach()
+            proj_w, proj_b = weight_and_bias(attn.proj, f"{name}.attn.proj")
+            twin = BlockTwin(
+                index=index,
+                num_heads=attn.num_heads,
+                head_dim=weight.shape[0] // 3 // attn.num_heads,
+                scale=attn.scale,
+                norm1=read_norm(block.norm1, f"{name}.norm1"),
+                norm2=read_norm(block.norm2, f"{name}.norm2"),
+                act=nn.Identity(),
+                weights={
+                    "qkv_w": weight,
+                    "qkv_b": bias,
+                    "proj_w": proj_w,
+                    "proj_b": proj_b,
+                    "ls1": layer_scale(block.gamma_1, f"{name}.gamma_1"),
+                    "ls2": layer_scale(block.gamma_2, f"{name}.gamma_2"),
+                },
+                linears={"qkv": attn.qkv.weight, "proj": attn.proj.weight},
+                attn_bias=_beit_bias(attn, shared),
+            )
+            read_mlp(twin, block.mlp, f"{name}.mlp")
+            self.blocks.append(twin)
+        self._finish()
+
+    def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
+        model = self.model
+        x = model.patch_embed(images)
+        x = torch.cat((model.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        if model.pos_embed is not None:
+            x = x + model.pos_embed
+        return x, None
+
+
+def _beit_bias(attn: nn.Module, shared: nn.Module | None) -> Callable[[], torch.Tensor] | None:
+    if attn.relative_position_bias_table is None and shared is None:
+        return None
+
+    def bias() -> torch.Tensor:
+        with torch.no_grad():
+            total = attn._get_rel_pos_bias() if attn.relative_position_bias_table is not None else 0
+            if shared is not None:
+                total = total + shared()
+        return total
+
+    return bias
+
+
+def _require_plain_patch_embed(patch_embed: nn.Module) -> None:
+    """The generic embedding rule splits tokens into conv output + additions: no norm in between."""
+    if read_norm(getattr(patch_embed, "norm", None), "patch_embed.norm") is not None:
+        raise UnsupportedModelError("patch_embed.norm: a norm inside the patch embedding has no LRP rule")

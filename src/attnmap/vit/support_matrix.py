@@ -1,0 +1,269 @@
+"""Which model families every method runs on, measured: ``python -m attnmap.vit.support_matrix``.
+
+Builds a tiny seeded model of each family (random weights, no download: depth 2, width 32, 32×32
+images), runs all methods on a batch of two images and writes the markdown table that
+docs/support_matrix.md holds (the test suite checks the file equals a fresh generation). A cell is
+"✓" when the maps are finite, on the right grid and not constant; otherwise it names what happened.
+Configurations attnmap refuses are listed with the one-line message the user sees.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attnmap.errors import UnsupportedModelError
+from attnmap.vit.explain import FlatMapWarning, explain
+from attnmap.vit.registry import methods
+from attnmap.vit.targets import output_tensor
+
+SIZE, PATCH, WIDTH, HEADS = 32, 8, 32, 4
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    build: Callable[[], nn.Module]
+    headless: bool = False
+
+
+def _timm_vit(**options: object) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    kwargs = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS, num_classes=5)
+    kwargs.update(options)
+    return VisionTransformer(**kwargs)
+
+
+def _timm_deit_distilled() -> nn.Module:
+    from timm.models.deit import VisionTransformerDistilled
+
+    return VisionTransformerDistilled(
+        img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS, num_classes=5
+    )
+
+
+def _hf(config_name: str, model_name: str, **options: object) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import transformers
+
+        sizes = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2)
+        sizes.update(num_attention_heads=HEADS, image_size=SIZE, patch_size=PATCH)
+        config = getattr(transformers, config_name)(**sizes, **options)
+        return getattr(transformers, model_name)(config)
+
+    return build
+
+
+def families() -> list[Family]:
+    """Every family the README lists, as tiny seeded models."""
+    from timm.layers import GluMlp, SwiGLU, SwiGLUPacked
+    from timm.models.beit import Beit
+    from timm.models.eva import Eva
+
+    silu = nn.SiLU
+    tiny = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS, num_classes=5)
+    result = [
+        Family("timm ViT (CLS token)", lambda: _timm_vit()),
+        Family("timm DeiT distilled", _timm_deit_distilled),
+        Family(
+            "timm ViT LayerScale + 4 registers, headless (DINOv2/UNI-like)",
+            lambda: _timm_vit(init_values=0.1, reg_tokens=4, num_classes=0),
+            headless=True,
+        ),
+        Family("timm ViT SwiGLU", lambda: _timm_vit(mlp_layer=SwiGLU, act_layer=silu)),
+        Family("timm ViT GluMlp", lambda: _timm_vit(mlp_layer=GluMlp, act_layer=silu)),
+        Family(
+            "timm ViT SwiGLUPacked, registers, global_pool='' (Virchow2-like)",
+            lambda: _timm_vit(
+                mlp_layer=SwiGLUPacked,
+                act_layer=silu,
+                reg_tokens=4,
+                global_pool="",
+                num_classes=0,
+                init_values=0.1,
+            ),
+            headless=True,
+        ),
+        Family("timm ViT qk_norm", lambda: _timm_vit(qk_norm=True)),
+        Family(
+            "timm ViT global_pool='avg' + fc_norm, no CLS",
+            lambda: _timm_vit(global_pool="avg", class_token=False, fc_norm=True),
+        ),
+        Family(
+            "timm ViT global_pool='map' (SigLIP-like)",
+            lambda: _timm_vit(global_pool="map", class_token=False),
+        ),
+        Family("timm Eva (RoPE, SwiGLU)", lambda: Eva(**tiny, use_rot_pos_emb=True, swiglu_mlp=True)),
+        Family(
+            "timm Beit (relative position bias, LayerScale)",
+            lambda: Beit(**tiny, use_rel_pos_bias=True, init_values=0.1),
+        ),
+    ]
+    try:
+        import transformers  # noqa: F401
+    except ImportError:  # pragma: no cover - the hf extra is not installed
+        return result
+    result += [
+        Family("HF ViTForImageClassification", _hf("ViTConfig", "ViTForImageClassification", num_labels=5)),
+        Family("HF ViTModel (pooler)", _hf("ViTConfig", "ViTModel"), headless=True),
+        Family(
+            "HF DeiTForImageClassificationWithTeacher",
+            _hf("DeiTConfig", "DeiTForImageClassificationWithTeacher", num_labels=5),
+        ),
+        Family("HF Dinov2Model", _hf("Dinov2Config", "Dinov2Model"), headless=True),
+        Family(
+            "HF Dinov2ForImageClassification",
+            _hf("Dinov2Config", "Dinov2ForImageClassification", num_labels=5),
+        ),
+        Family(
+            "HF Dinov2WithRegistersModel (SwiGLU)",
+            _hf(
+                "Dinov2WithRegistersConfig",
+                "Dinov2WithRegistersModel",
+                num_register_tokens=4,
+                use_swiglu_ffn=True,
+            ),
+            headless=True,
+        ),
+        Family(
+            "HF CLIPVisionModelWithProjection",
+            _hf("CLIPVisionConfig", "CLIPVisionModelWithProjection", projection_dim=16),
+            headless=True,
+        ),
+        Family(
+            "HF SiglipVisionModel (attention-pool head)",
+            _hf("SiglipVisionConfig", "SiglipVisionModel"),
+            headless=True,
+        ),
+        Family(
+            "HF BeitForImageClassification (mean pooling)",
+            _hf("BeitConfig", "BeitForImageClassification", num_labels=5, use_mean_pooling=True),
+        ),
+    ]
+    return result
+
+
+def refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
+    """Configurations with no rule (model, method): the user gets a one-line UnsupportedModelError."""
+    from timm.models.vision_transformer import ResPostBlock
+
+    return [
+        ("timm ViT with post-norm blocks (ResPostBlock)", lambda: _timm_vit(block_fn=ResPostBlock), "lrp"),
+        ("timm ViT global_pool='max'", lambda: _timm_vit(global_pool="max"), "lrp"),
+        ("a CNN (no attention blocks)", lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), "attention"),
+    ]
+
+
+def images(batch: int = 2, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(batch, 3, SIZE, SIZE, dtype=dtype, generator=torch.Generator().manual_seed(7))
+
+
+def build(family: Family, dtype: torch.dtype = torch.float64) -> nn.Module:
+    torch.manual_seed(0)
+    return family.build().to(dtype).eval()
+
+
+def default_target(family: Family, model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """None for classifiers; a seeded direction in the output space for headless models."""
+    if not family.headless:
+        return None
+    with torch.no_grad():
+        out = model(pixel_values=x) if hasattr(getattr(model, "config", None), "model_type") else model(x)
+    shape = output_tensor(out).shape[1:]
+    return torch.randn(shape, dtype=x.dtype, generator=torch.Generator().manual_seed(11))
+
+
+@dataclass
+class Result:
+    status: str  # "✓", "✓ flat¹", or what went wrong
+    maps: torch.Tensor | None
+    target: torch.Tensor | None
+
+
+def check(family: Family, method: str, model: nn.Module, x: torch.Tensor) -> Result:
+    """Run ``method`` on the batch: finite, right grid, not constant (or constant and warned)."""
+    target = default_target(family, model, x)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            maps = explain(model, x, method, target=target)
+    except UnsupportedModelError as error:
+        return Result(f"refused: {error}", None, target)
+    grid = (SIZE, SIZE) if method == "lrp" else (SIZE // PATCH, SIZE // PATCH)
+    if tuple(maps.shape) != (x.shape[0], *grid):
+        return Result(f"wrong shape {tuple(maps.shape)}", maps, target)
+    if not torch.isfinite(maps).all():
+        return Result("not finite", maps, target)
+    flat = maps.reshape(maps.shape[0], -1)
+    flat_images = int(((flat.amax(1) - flat.amin(1)) <= 0).sum())
+    if flat_images:
+        warned = sum(issubclass(w.category, FlatMapWarning) for w in caught)
+        status = "✓ flat¹" if warned >= flat_images else "constant map, not reported"
+        return Result(status, maps, target)
+    return Result("✓", maps, target)
+
+
+def results() -> dict[str, dict[str, Result]]:
+    """Every family × method on the same two images."""
+    x = images()
+    out: dict[str, dict[str, Result]] = {}
+    for family in families():
+        model = build(family)
+        out[family.name] = {name: check(family, name, model, x) for name in sorted(methods())}
+    return out
+
+
+def table(measured: dict[str, dict[str, Result]] | None = None) -> str:
+    measured = results() if measured is None else measured
+    names = sorted(methods())
+    lines = [
+        "# Support matrix",
+        "",
+        "Generated by `python -m attnmap.vit.support_matrix` (tiny seeded models of each family, random",
+        "weights, two 32×32 images, float64; headless models explained along a seeded direction).",
+        "✓: finite maps on the right grid, not constant. Do not edit by hand: a test regenerates it.",
+        "",
+        "| family | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for family, row in measured.items():
+        lines.append(f"| {family} | " + " | ".join(row[name].status for name in names) + " |")
+    lines += [
+        "",
+        "¹ At least one of the two maps is all zero, and attnmap said so (`FlatMapWarning`). Attention",
+        "Grad-CAM clamps the head mean at 0: on random weights the attention is near uniform, and the map",
+        "is zero whenever the heads' mean gradient is negative (trained models show it too, on some images).",
+        "",
+        "## Refused, with the message the user sees",
+        "",
+    ]
+    for label, make, method in refused():
+        torch.manual_seed(0)
+        try:
+            explain(make().double().eval(), images(1), method)
+            message = "(not refused)"
+        except UnsupportedModelError as error:
+            message = str(error).replace("|", "\\|")
+        lines.append(f"- {label} (`{method}`): {message}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    text = table()
+    if argv:
+        Path(argv[0]).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""What an explanation explains: one scalar score per image, from the ``target`` the user gave.
+
+A classifier has classes; a headless encoder (timm ``num_classes=0``, ``global_pool=''``, Hugging
+Face ``ViTModel``/``Dinov2Model``/``CLIPVisionModel``...) has only an embedding or tokens. So
+``target`` may be
+
+- ``None``: each image's predicted class (classifiers only; on a headless model the gradient and
+  LRP methods raise `InputError`: there is nothing to explain until a score is named);
+- an int, or B ints (a list or an integer tensor): class indices;
+- a floating tensor of shape ``output.shape[1:]`` (e.g. (D,)) or ``output.shape`` (e.g. (B, D)):
+  a direction in the output space; the score is ⟨output, d⟩ per image, and the LRP initial relevance
+  is ``output ⊙ d`` (the LRP-0 relevance of that linear read-out). With d = ∂y/∂f of a model on top
+  (an MIL head, a linear probe) the encoder's explanation chains onto the head's;
+- a callable ``f(output) -> (B,)`` scores, given the model's raw output (a tensor, or a Hugging
+  Face ``ModelOutput``); LRP seeds with ``output ⊙ ∂f/∂output`` (gradient × input at the output,
+  which equals the direction rule when f is linear).
+
+"The output" is the model's output tensor: a tensor as returned, or from a ``ModelOutput`` the first
+present of ``logits``, ``image_embeds``, ``pooler_output``, ``last_hidden_state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from attnmap.errors import InputError
+
+Target = int | Sequence[int] | torch.Tensor | Callable[[Any], torch.Tensor] | None
+
+_OUTPUT_FIELDS = ("logits", "image_embeds", "pooler_output", "last_hidden_state")
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The tensor targets read from a model's raw ``output`` (see the module docstring)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for name in _OUTPUT_FIELDS:
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise InputError(f"cannot find an output tensor in the model's output ({type(output).__name__})")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A resolved target: how to score each image and how to seed LRP at the output tensor."""
+
+    kind: Literal["class", "direction", "callable", "none"]
+    indices: torch.Tensor | None = None
+    direction: torch.Tensor | None = None
+    fn: Callable[[Any], torch.Tensor] | None = None
+
+    def score(self, output: Any) -> torch.Tensor:
+        """(B,) differentiable scores of the raw model ``output``."""
+        if self.kind == "callable":
+            assert self.fn is not None
+            return _call(self.fn, output, output_tensor(output).shape[0])
+        tensor = output_tensor(output)
+        if self.kind == "class":
+            return tensor.gather(1, self.indices[:, None].to(tensor.device))[:, 0]
+        if self.kind == "direction":
+            return (tensor * self.direction.to(tensor)).flatten(1).sum(dim=1)
+        raise InputError("this explanation has no target score")
+
+    def seed(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The initial LRP relevance at the output tensor (same shape as ``tensor``)."""
+        if self.kind == "class":
+            return F.one_hot(self.indices.to(tensor.device), tensor.shape[-1]).to(tensor.dtype)
+        if self.kind == "direction":
+            return tensor.detach() * self.direction.to(tensor)
+        if self.kind == "callable":
+            assert self.fn is not None
+            with torch.enable_grad():
+                leaf = tensor.detach().requires_grad_(True)
+                (gradient,) = torch.autograd.grad(_call(self.fn, leaf, leaf.shape[0]).sum(), leaf)
+            return leaf.detach() * gradient
+        raise InputError("this explanation has no target score")
+
+
+def _call(fn: Callable[[Any], torch.Tensor], output: Any, batch: int) -> torch.Tensor:
+    scores = fn(output)
+    if not isinstance(scores, torch.Tensor) or scores.shape != (batch,):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise InputError(f"the target callable must return ({batch},) scores, one per image, got {shape}")
+    if not scores.is_floating_point():
+        raise InputError(f"the target callable must return floating-point scores, got {scores.dtype}")
+    return scores
+
+
+def _is_direction(target: object) -> bool:
+    return isinstance(target, torch.Tensor) and target.is_floating_point()
+
+
+def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool, method: str) -> Objective:
+    """Check ``target`` against the model's raw ``output`` and turn it into an `Objective`.
+
+    ``classifier``: the model has classes (its output tensor is logits). ``needs_target``: the
+    method explains a score (gradient and LRP methods); others only validate a given target.
+    """
+    tensor = output_tensor(output).detach()
+    batch = tensor.shape[0]
+    if target is None:
+        if classifier and tensor.ndim == 2:
+            return Objective("class", indices=tensor.argmax(dim=-1))
+        if needs_target:
+            raise InputError(
+                f"method {method!r} needs a target: the model is headless (its output is "
+                f"{tuple(tensor.shape[1:])} per image, not class logits); pass target= a direction tensor "
+                f"of shape {tuple(tensor.shape[1:])} or a callable output -> (B,) scores"
+            )
+        return Objective("none")
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return Objective("callable", fn=target)
+    if _is_direction(target):
+        direction = target.detach().to(device=tensor.device, dtype=tensor.dtype)
+        if tuple(direction.shape) == tuple(tensor.shape[1:]):
+            direction = direction.unsqueeze(0)
+        elif tuple(direction.shape) != tuple(tensor.shape):
+            raise InputError(
+                f"direction target has shape {tuple(target.shape)} but the model's output is "
+                f"{tuple(tensor.shape)}: give {tuple(tensor.shape[1:])} or {tuple(tensor.shape)}"
+                + ("; for token outputs a callable target may be simpler" if tensor.ndim > 2 else "")
+            )
+        if not torch.isfinite(direction).all():
+            raise InputError("direction target contains NaN or infinite values")
+        return Objective("direction", direction=direction)
+    if not classifier or tensor.ndim != 2:
+        raise InputError(
+            f"class index target {_describe(target)} given, but the model has no classes (its output is "
+            f"{tuple(tensor.shape[1:])} per image); pass a direction tensor (e.g. a one-hot vector) "
+            "or a callable"
+        )
+    try:
+        indices = torch.as_tensor(target, dtype=torch.long, device=tensor.device).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(
+            f"target must be an int, B ints, a direction tensor or a callable, got {target!r}"
+        ) from None
+    if indices.numel() == 1:
+        indices = indices.expand(batch)
+    if indices.numel() != batch:
+        raise InputError(f"got {indices.numel()} targets for a batch of {batch} images")
+    n_classes = tensor.shape[1]
+    if (indices < 0).any() or (indices >= n_classes).any():
+        raise InputError(
+            f"target {indices.tolist()} out of range: the model has {n_classes} classes (0..{n_classes - 1})"
+        )
+    return Objective("class", indices=indices)
+
+
+def _describe(target: object) -> str:
+    text = repr(target.tolist() if isinstance(target, torch.Tensor) else target)
+    return text if len(text) < 40 else text[:37] + "..."
+
+
+def slice_target(target: Target, start: int, stop: int, batch: int, what: str = "") -> Target:
+    """The part of ``target`` that belongs to images start..stop of a batch of ``batch``.
+
+    One class, a (D,) direction and callables apply to every image and are passed on as they are.
+    """
+    if target is None or isinstance(target, int) or callable(target) and not isinstance(target, torch.Tensor):
+        return target
+    if _is_direction(target):
+        if target.ndim >= 1 and target.shape[0] == batch and target.ndim > 1:
+            return target[start:stop]
+        return target
+    values = torch.as_tensor(target).reshape(-1)
+    if values.numel() == 1:
+        return int(values[0])
+    if values.numel() != batch:
+        raise InputError(f"got {values.numel()} targets for {what}{batch} images")
+    return values[start:stop].tolist()
