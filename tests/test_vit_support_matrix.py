@@ -54,3 +54,11 @@ def test_batch_equals_single_images_for_every_family(single_thread: None, measur
             scale = float(alone_maps.abs().max()) or 1.0
             error = float((result.maps - alone_maps).abs().max())
             assert error <= 1e-9 * scale, (family.name, method, error / scale)
+
+
+def test_readme_shows_the_generated_table():
+    """README's architecture table is the generated one (no sentence or row claims more)."""
+    readme = (DOC.parents[1] / "README.md").read_text(encoding="utf-8")
+    doc = DOC.read_text(encoding="utf-8")
+    table = doc[doc.index("| family |") : doc.index("## Refused")].strip()
+    assert table in readme
