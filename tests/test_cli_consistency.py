@@ -29,7 +29,14 @@ WRITERS = [
     ("wsi", "heatmap"),
     ("wsi", "run"),
 ]
-COMPUTERS = [("explain",), ("mil", "train"), ("mil", "attention"), ("wsi", "features"), ("wsi", "heatmap")]
+COMPUTERS = [
+    ("explain",),
+    ("evaluate",),
+    ("mil", "train"),
+    ("mil", "attention"),
+    ("wsi", "features"),
+    ("wsi", "heatmap"),
+]
 
 
 def _command(path: tuple[str, ...]) -> click.Command:
@@ -66,6 +73,12 @@ def test_every_writing_command_takes_out_and_o(path: tuple[str, ...]) -> None:
 def test_every_computing_command_takes_device_auto(path: tuple[str, ...]) -> None:
     option = _option(_command(path), "--device")
     assert option is not None and option.default == "auto"
+
+
+def test_train_shapes_takes_a_device_defaulting_to_the_bundled_weights_cpu() -> None:
+    # the bundled weights were made on the CPU: the recipe's default reproduces them there
+    option = _option(_command(("train-shapes",)), "--device")
+    assert option is not None and option.default == "cpu"
 
 
 def test_run_device_overrides_the_configs_which_defaults_to_auto() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from attnmap.cli.options import out_option, quiet
+from attnmap.cli.options import device_option, out_option, quiet, resolved_device
 from attnmap.errors import InputError
 
 DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is a different stream
@@ -35,6 +35,7 @@ DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is
               help="Slides: a CLAM / ABMIL checkpoint; runs patch flipping on --bags instead of images.")
 @click.option("--bags", "bag_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Slides: feature bags (h5 / .pt files or folders); repeat for several.")
+@device_option()
 def evaluate(
     model_spec: str,
     checkpoint: Path | None,
@@ -48,6 +49,7 @@ def evaluate(
     markdown: bool,
     mil_checkpoint: Path | None,
     bag_paths: tuple[Path, ...],
+    device: str,
 ) -> None:
     """Score relevance maps against ground truth: perturbation AUCs, segmentation and pointing game.
 
@@ -58,7 +60,7 @@ def evaluate(
     needed), against a seeded random order; writes OUT/patch_flipping.csv (+ .json with curves).
     """
     if mil_checkpoint is not None or bag_paths:
-        _evaluate_slides(mil_checkpoint, bag_paths, method_list, out_dir, seed, markdown, quiet())
+        _evaluate_slides(mil_checkpoint, bag_paths, method_list, out_dir, seed, markdown, quiet(), device)
         return
     import torch
     from timm.data import resolve_data_config
@@ -79,7 +81,7 @@ def evaluate(
             f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(available)}"
         )
     torch.manual_seed(seed)
-    model = load_model(model_spec, checkpoint=checkpoint)
+    model = load_model(model_spec, checkpoint=checkpoint).to(resolved_device(device))
     config = resolve_data_config({}, model=model)
     _, height, width = config["input_size"]
     if height != width:
@@ -113,7 +115,10 @@ def evaluate(
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Default: the bundled recipe's.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="CPU threads for torch (1 is faster on a machine busy with other work).")
-def train_shapes(out_dir: Path, seed: int, epochs: int | None, n_train: int | None, threads: int) -> None:
+@device_option(default="cpu", help_text="cpu (the bundled weights' device), auto, cuda or cuda:N.")
+def train_shapes(
+    out_dir: Path, seed: int, epochs: int | None, n_train: int | None, threads: int, device: str
+) -> None:
     """Train the shapes ViT on the CPU and save weights plus a JSON record of how they were made."""
     from attnmap.data.shapes_model import WEIGHTS_PATH
     from attnmap.data.train_shapes import RECIPE, train_shapes_vit
@@ -121,17 +126,17 @@ def train_shapes(out_dir: Path, seed: int, epochs: int | None, n_train: int | No
     epochs = epochs if epochs is not None else RECIPE["epochs"]
     n_train = n_train if n_train is not None else RECIPE["n_train"]
     command = f"attnmap train-shapes --out {out_dir} --seed {seed} --epochs {epochs} --n-train {n_train}"
-    command += f" --threads {threads}"
+    command += f" --threads {threads}" + (f" --device {device}" if device != "cpu" else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / WEIGHTS_PATH.name
     record = train_shapes_vit(out_path, seed=seed, epochs=epochs, n_train=n_train, threads=threads,
-                              command=command, progress=not quiet())
+                              command=command, progress=not quiet(), device=resolved_device(device))
     click.echo(f"wrote {out_path} and {Path(out_path).with_suffix('.json')}: held-out accuracy "
                f"{record['held_out']['accuracy']:.4f}, {record['train_wall_seconds']:.0f} s")
 
 
 def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], method_list: str, out_dir: Path,
-                     seed: int, markdown: bool, quiet: bool) -> None:
+                     seed: int, markdown: bool, quiet: bool, device: str = "cpu") -> None:
     """Patch flipping of MIL relevance methods on feature bags (attnmap.evaluate.slides)."""
     from tqdm.auto import tqdm
 
@@ -154,7 +159,7 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
         paths.extend(list_bags(item) if item.is_dir() else [item])
     if not paths:
         raise InputError("no .h5 or .pt bags found in --bags")
-    model = load_mil(checkpoint)
+    model = load_mil(checkpoint).to(resolved_device(device))
     command = " ".join(["attnmap evaluate", f"--mil-checkpoint {checkpoint}",
                         *(f"--bags {path}" for path in bag_paths), f"--methods {method_list}",
                         f"--out {out_dir}", f"--seed {seed}"])

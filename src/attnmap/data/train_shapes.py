@@ -51,8 +51,12 @@ def train_shapes_vit(
     command: str | None = None,
     progress: bool = True,
     model_options: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train the shapes ViT and save ``out_path`` (safetensors) plus a ``.json`` record beside it.
+
+    ``device``: where the model trains (the data are made on the CPU, batches move to it). The
+    bundled weights were made on the CPU; other devices train the same recipe with other kernels.
 
     Training images are samples 0..n_train-1 of ``make_shapes(seed=seed)``; held-out images are
     the next ``n_val`` samples of the same stream, so the two never overlap. Returns the record:
@@ -72,7 +76,7 @@ def train_shapes_vit(
 
     train = ShapesDataset(n_train, seed=seed)
     held_out = ShapesDataset(n_val, seed=seed, start=n_train)
-    model = build_shapes_vit(**(model_options or {}))
+    model = build_shapes_vit(**(model_options or {})).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = n_train // batch_size
     total_steps = epochs * steps_per_epoch
@@ -88,8 +92,8 @@ def train_shapes_vit(
         order = torch.randperm(n_train, generator=generator)
         for step in range(steps_per_epoch):
             batch = order[step * batch_size : (step + 1) * batch_size]
-            images = _augment(train.images[batch], generator)
-            loss = F.cross_entropy(model(images), train.labels[batch])
+            images = _augment(train.images[batch], generator).to(device)
+            loss = F.cross_entropy(model(images), train.labels[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -115,6 +119,7 @@ def train_shapes_vit(
             "schedule": f"linear warmup {warmup_steps} steps, cosine to 0",
             "augmentation": "per batch: a random quarter turn and a random horizontal flip",
             "threads": threads,
+            "device": str(device),
         },
         "held_out": {"samples": f"make_shapes(seed={seed}) indices {n_train}..{n_train + n_val - 1}",
                      "accuracy": accuracy},
@@ -132,9 +137,10 @@ def held_out_accuracy(model: torch.nn.Module, dataset: ShapesDataset, batch_size
     """Top-1 accuracy of ``model`` (put in eval mode) on every image of ``dataset``."""
     model.eval()
     correct = 0
+    device = next(model.parameters()).device
     with torch.no_grad():
         for first in range(0, len(dataset), batch_size):
-            logits = model(dataset.images[first : first + batch_size])
+            logits = model(dataset.images[first : first + batch_size].to(device)).cpu()
             correct += int((logits.argmax(-1) == dataset.labels[first : first + batch_size]).sum())
     return correct / len(dataset)
 

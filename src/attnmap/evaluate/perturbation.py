@@ -47,6 +47,12 @@ def perturbation_curve(
     return correct.mean(axis=0)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for a model without parameters)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def perturbation_hits(
     model: nn.Module,
     images: torch.Tensor,
@@ -61,10 +67,11 @@ def perturbation_hits(
     n_images, _, height, width = images.shape
     n_pixels = height * width
     hits = np.zeros((n_images, 1 + len(steps)), dtype=np.float64)
+    device = model_device(model)  # images may stay on the CPU: each batch goes to the model
     with torch.no_grad():
         for first in range(0, n_images, batch_size):
             batch = slice(first, first + batch_size)
-            clean = images[batch]
+            clean = images[batch].to(device)
             scores = pixel_maps[batch].reshape(len(clean), -1).to(clean.device)
             order = torch.sort(scores, dim=1, descending=positive, stable=True).indices
             # rank[b, p] = position of pixel p in the removal order

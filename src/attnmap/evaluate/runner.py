@@ -20,7 +20,13 @@ from tqdm import tqdm
 
 from attnmap.errors import AttnmapError, InputError
 from attnmap.evaluate.maps import maps_to_pixels
-from attnmap.evaluate.perturbation import STEPS, perturbation_auc, perturbation_hits, perturbation_x
+from attnmap.evaluate.perturbation import (
+    STEPS,
+    model_device,
+    perturbation_auc,
+    perturbation_hits,
+    perturbation_x,
+)
 from attnmap.evaluate.pointing import pointing_hits
 from attnmap.evaluate.random_baseline import random_patch_maps
 from attnmap.evaluate.segmentation import segmentation_scores
@@ -211,7 +217,8 @@ def _explain_source(model: nn.Module, method: str) -> MapFunction:
     from attnmap.vit.explain import explain
 
     def source(images: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return explain(model, images, method, target=classes).detach()
+        device = model_device(model)  # maps come back to the CPU, where the data and metrics live
+        return explain(model, images.to(device), method, target=classes.to(device)).detach().cpu()
 
     return source
 
@@ -219,7 +226,10 @@ def _explain_source(model: nn.Module, method: str) -> MapFunction:
 def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat(
-            [model(images[i : i + batch_size]).argmax(-1) for i in range(0, len(images), batch_size)]
+            [
+                model(images[i : i + batch_size].to(model_device(model))).argmax(-1).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
         )
 
 
