@@ -226,3 +226,29 @@ def test_docs_evaluation_table_is_the_readmes() -> None:
     docs = (ROOT / "docs" / "evaluation.md").read_text()
     assert command.split("#")[0].strip() in docs
     assert _table_rows(docs) == _table_rows(section)
+
+
+@pytest.mark.slow
+def test_readme_slide_evidence_table(capsys, single_thread) -> None:
+    """The hard-slide evidence tables in README are what their printed command prints now."""
+    from attnmap.evaluate.slide_evidence import main as slide_evidence
+
+    text = README.read_text()
+    section = text.split("### From slide decision to pixels", 1)[1].split("\n## ", 1)[0]
+    command = re.search(r"python -m attnmap.evaluate.slide_evidence (.*)", section).group(1).split()
+    slide_evidence(command)
+    printed = capsys.readouterr().out
+
+    def numbers(markdown: str) -> dict[str, list[float]]:
+        rows = {}
+        for line in markdown.splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            header = cells[1].startswith(("---", "patch", "pixel"))
+            if line.startswith("|") and len(cells) == 3 and not header:
+                rows[cells[0]] = [float(c) if c != "–" else float("nan") for c in cells[1:]]
+        return rows
+
+    expected, measured = numbers(section), numbers(printed)
+    assert expected and set(expected) == set(measured)
+    for name, values in expected.items():
+        np.testing.assert_allclose(measured[name], values, atol=0.005, err_msg=name)
