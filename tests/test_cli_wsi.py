@@ -128,6 +128,9 @@ def test_heatmap_from_scores_or_from_features_and_model(slide: Path, tmp_path: P
         "--tissue",
         out / "tissue" / "s7.json",
         "--tiff",
+        "--scale",  # CLAM's exact colours, without the title and colour bar: compared pixel by pixel
+        "clam",
+        "--no-legend",
     )
     assert code == 0 and png.is_file() and png.with_suffix(".tif").is_file()
     from attnmap.wsi.pipeline.stage_files import load_tissue
@@ -164,6 +167,10 @@ def test_heatmap_from_scores_or_from_features_and_model(slide: Path, tmp_path: P
     )
     assert code == 0
     assert read_png_text(png2)["method"] == "clam_attention_raw_heatmap"
+    # by default the picture carries a title band and a colour bar around the drawn canvas
+    canvas = render_heatmap(open_slide(slide), coords, scores, HeatmapStyle(vis_level=1), patch_size=64)
+    framed = np.asarray(Image.open(png2))
+    assert framed.shape[0] > canvas.shape[0] and framed.shape[1] >= canvas.shape[1]
     code, _, err = cli(capsys, "wsi", "heatmap", slide, "--features", features_h5, "-o", png2.parent)
     assert code == 2 and "--model" in err
 

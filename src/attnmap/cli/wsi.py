@@ -200,7 +200,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     help="tissue/<slide>.json from `wsi segment`: colour tissue pixels only.",
 )
 @dataclass_options(HeatmapStyle, "style")
-@dataclass_options(HeatmapConfig, "files", skip=(*STYLE_FIELDS, "save_original", "scale", "legend", "fine"))
+@dataclass_options(HeatmapConfig, "files", skip=(*STYLE_FIELDS, "save_original", "fine"))
 @device_option()
 def heatmap(
     slide: Path,
@@ -222,13 +222,14 @@ def heatmap(
     from attnmap.wsi.pipeline.stage_files import load_scores_with_patch_size, load_tissue
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
-    files = from_options(HeatmapConfig, "files", options)  # tiff, tiff_level: the config's keys
+    files = from_options(HeatmapConfig, "files", options)  # tiff, tiff_level, scale, legend: the config's
     if (scores is None) == (features_h5 is None) or (features_h5 is not None) != (model is not None):
         raise click.UsageError("give either --scores, or --features together with --model")
-    drawn = {**asdict(style), "patch_size": patch_size}
+    drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
     if scores is not None:
         coords, values, stored_patch = load_scores_with_patch_size(scores)
         record = provenance(method="heatmap", parameters={**drawn, "scores": scores.name}, slide=slide.name)
+        title, label = f"{slide.stem} · {scores.name}", "score"
     else:
         import torch
 
@@ -243,6 +244,7 @@ def heatmap(
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
             raise InputError(f"{features_h5}: {error}") from error
         stored_patch = None
+        title, label = f"{slide.stem} · CLAM attention ({model.name})", "attention"
         record = provenance(
             method="clam_attention_raw_heatmap", parameters=drawn, model=model, model_name=model.name,
             slide=slide.name,
@@ -262,6 +264,9 @@ def heatmap(
         tiff=out_dir / f"{slide.stem}_heatmap.tif" if files["tiff"] else None,
         tiff_level=files["tiff_level"],
         metadata=record,
+        scale=files["scale"],
+        title=title if files["legend"] else None,
+        label=label,
     )
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
 

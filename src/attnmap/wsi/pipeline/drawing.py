@@ -273,20 +273,30 @@ def write_heatmap_files(
     tiff: str | Path | None = None,
     tiff_level: int = 0,
     metadata: dict[str, str] | None = None,
+    scale: str = "clam",
+    title: str | None = None,
+    label: str = "score",
 ) -> list[Path]:
     """A heatmap PNG drawn with ``style`` (and a pyramidal TIFF overlay if ``tiff``), with provenance.
 
-    ``patch_size`` in level-0 pixels. The TIFF covers the whole slide at ``tiff_level`` (the style's
-    roi, vis_level and downscale are for the PNG). Returns the paths written.
+    ``patch_size`` in level-0 pixels. ``scale``: how scores become colours (`display_scores`:
+    robust | minmax | clam). ``title``: put a title band and a colour bar of the scale (``label``)
+    around the PNG. The TIFF covers the whole slide at ``tiff_level`` (the style's roi, vis_level
+    and downscale are for the PNG). Returns the paths written.
     """
+    from attnmap.render.legend import add_legend
     from attnmap.wsi.heatmap.renderer import render_heatmap
     from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
     from attnmap.wsi.slide import open_slide
 
     style = HeatmapStyle() if style is None else style
+    values, _, percentiles, drawn_scale = display_scores(scores, None, scale, style.percentiles, style.cmap)
+    style = replace(style, percentiles=percentiles)
     written = [Path(out_png)]
     with open_slide(slide_path) as slide:
-        image = render_heatmap(slide, coords, np.asarray(scores), style, patch_size=patch_size, tissue=tissue)
+        image = render_heatmap(slide, coords, values, style, patch_size=patch_size, tissue=tissue)
+        if title is not None:
+            image = add_legend(image, drawn_scale, title, label=label)
         save_png(out_png, image, metadata)
         if tiff is not None:
             with atomic_path(tiff) as temporary:
@@ -294,7 +304,7 @@ def write_heatmap_files(
                     temporary,
                     slide,
                     coords,
-                    scores,
+                    values,
                     replace(style, roi=None),
                     patch_size=patch_size,
                     level=tiff_level,
