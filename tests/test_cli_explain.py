@@ -55,6 +55,7 @@ def test_single_method_writes_overlay_and_raw_map(workspace, capsys):
             "grad_rollout",
             "--target",
             "2",
+            "--no-legend",  # the bare overlay: the model's input size
             "--out",
             str(out),
         ]
@@ -105,6 +106,9 @@ def test_directory_and_several_methods_with_options(workspace):
             assert np.load(out / f"img{index}_{name}.npy").shape == (4, 4)
     assert '"start_layer": 1' in read_png_text(out / "img0_rollout.png")["parameters"]
     assert "start_layer" not in read_png_text(out / "img0_attention.png")["parameters"]
+    # by default each overlay carries a title band and a colour bar around the 64-px picture
+    framed = np.asarray(Image.open(out / "img0_rollout.png"))
+    assert framed.shape[0] > 64 and framed.shape[1] > 64
 
 
 def test_all_methods_grid_with_random_weights_warning(workspace, capsys):

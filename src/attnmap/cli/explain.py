@@ -64,6 +64,8 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
 @click.option("--on", "on", type=click.Choice(["crop", "original"]), default="crop", show_default=True,
               help="Draw on the model's crop or on the original image (crop framed).")
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
+@click.option("--legend/--no-legend", default=True, show_default=True,
+              help="Title (image, prediction, method) and colour bar around each overlay PNG.")
 @click.option(
     "--option",
     "option_pairs",
@@ -92,6 +94,7 @@ def explain(
     cmap: str | None,
     on: str,
     alpha: float,
+    legend: bool,
     option_pairs: tuple[str, ...],
     workers: int,
     scheduler: str | None,
@@ -116,7 +119,7 @@ def explain(
             "its maps show an untrained network",
             err=True,
         )
-    settings = {"batch_size": batch_size, "cmap": cmap, "alpha": alpha, "on": on, **options}
+    settings = {"batch_size": batch_size, "cmap": cmap, "alpha": alpha, "on": on, "legend": legend, **options}
     if workers or scheduler:
         _run_distributed(
             paths, model_spec, checkpoint, model_kwargs, method, target, out_dir, workers, scheduler, settings

@@ -25,7 +25,7 @@ from attnmap.fingerprint import Fingerprint, file_identity
 from attnmap.io_utils import atomic_path, save_png, unique_names
 from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
-from attnmap.render.legend import describe_prediction
+from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
 from attnmap.vit.explain import explain
 from attnmap.vit.original import class_name, crop_box, predict
@@ -176,6 +176,7 @@ def explain_paths(
     progress: bool = True,
     names: Sequence[str] | None = None,
     on: str = "crop",
+    legend: bool = True,
     **options: Any,
 ) -> list[Path]:
     """Explain each image in ``paths`` with ``method`` and write the results into ``out_dir``.
@@ -183,7 +184,8 @@ def explain_paths(
     Per image and method: ``{stem}_{method}.npy`` (the raw map: (gh, gw) patches or (H, W) pixels)
     with its provenance in ``{stem}_{method}.npy.json``, and, unless ``method == "all"``,
     ``{stem}_{method}.png`` (overlay on the image as the model sees it, or with ``on="original"`` on
-    the original image, the model's crop framed). ``method="all"`` writes
+    the original image, the model's crop framed; with ``legend`` a title band and a colour bar around
+    it). ``method="all"`` writes
     ``{stem}_all_methods.png``: one grid comparing every method, with colour bars and the predicted
     class and probability. ``cmap`` None: jet, or for signed maps (`is_signed`) a diverging map
     centred on zero. Images are preprocessed for the model and run ``batch_size`` at a time.
@@ -206,7 +208,7 @@ def explain_paths(
         raise InputError(f"got {len(stems)} output names for {len(paths)} images")
     checksum = model_checksum(model)
     per_image = [_image_target(target, index, len(paths)) for index in range(len(paths))]
-    drawing = {"cmap": cmap, "alpha": alpha, "on": on}
+    drawing = {"cmap": cmap, "alpha": alpha, "on": on, "legend": legend}
     prints = [
         [
             _image_fingerprint(
@@ -245,6 +247,13 @@ def explain_paths(
             image_target = _describe_target(per_image[indices[offset]])
             overlays, scales = [], []
             original = np.asarray(load_image(path)) if on == "original" else None
+            if image_target is None or isinstance(image_target, int):  # a class: say the prediction
+                best = int(predicted[offset])
+                guess = describe_prediction(class_name(model, best), float(probability[offset]))
+                shown = best if image_target is None else image_target
+                title = f"{path.name}: {guess}; maps for {class_name(model, shown)}"
+            else:  # a direction or a callable on a (possibly headless) model's output
+                title = f"{path.name}: maps for the target {image_target}"
             for name in methods_:
                 heat = maps[name][offset].float().cpu().numpy()
                 meta = provenance(
@@ -263,6 +272,8 @@ def explain_paths(
                 if grid:
                     overlays.append(picture)
                 else:
+                    if legend:
+                        picture = add_legend(picture, scale, f"{name} · {title}", label=name)
                     written.append(save_png(out_dir / f"{stem}_{name}.png", picture, meta))
             if grid:
                 joint = Fingerprint({"methods": [image_prints[name].value for name in methods_]})
@@ -274,14 +285,6 @@ def explain_paths(
                     image=str(path),
                     **joint.record(),
                 )
-                if image_target is None or isinstance(image_target, int):  # a class: say the prediction
-                    guess = describe_prediction(
-                        class_name(model, int(predicted[offset])), float(probability[offset])
-                    )
-                    shown = int(predicted[offset]) if image_target is None else image_target
-                    title = f"{path.name}: {guess}; maps for {class_name(model, shown)}"
-                else:  # a direction or a callable on a (possibly headless) model's output
-                    title = f"{path.name}: maps for the target {image_target}"
                 written.append(
                     save_grid(
                         [view if original is None else original, *overlays],
