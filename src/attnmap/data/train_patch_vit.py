@@ -85,7 +85,8 @@ def train_patch_vit(
 ) -> dict[str, Any]:
     """Train, measure held-out accuracy, save headless weights (safetensors) and the JSON record."""
     from safetensors.torch import save_file
-    from sklearn.metrics import roc_auc_score
+
+    from attnmap.mil.metrics import roc_auc
 
     if n_slides < 1 or n_held_out_slides < 1 or steps < 1:
         raise InputError("need at least one training slide, one held-out slide and one step")
@@ -177,7 +178,7 @@ def train_patch_vit(
             "n_tumour": int(held_labels.sum()),
             "accuracy": accuracy,
             "balanced_accuracy": balanced,
-            "auc": float(roc_auc_score(held_labels, probs)),
+            "auc": roc_auc(np.asarray(held_labels), np.asarray(probs)),
         },
         "train_wall_seconds": round(train_seconds, 1),
         "train_cpu_seconds": round(cpu_seconds, 1),

@@ -26,12 +26,12 @@ import time
 import cv2
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from attnmap.data.hard_slides import crop, naive_scores, patch_fraction, render_hard_image
 from attnmap.errors import InputError
 from attnmap.evaluate.patch_flipping import patch_flipping
 from attnmap.mil.explain import explain
+from attnmap.mil.metrics import roc_auc
 from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, transform_bounds
 
 PATCH_METHODS = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
@@ -56,10 +56,6 @@ def flipping_auc(
     return result.auc_most_relevant_first, result.auc_random
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
-
-
 def evaluate_slide(seed: int, encoder, model, fine_method: str = "lrp") -> dict[str, object]:
     """All numbers of one held-out tumour slide (see the module docstring)."""
     from attnmap.data.hard_mil import SLIDE_SIZE, hard_bag
@@ -77,10 +73,10 @@ def evaluate_slide(seed: int, encoder, model, fine_method: str = "lrp") -> dict[
     result["_pooled"] = (labels, naive)  # for the AUC over all slides' patches together
     for name, values in naive.items():
         if name in ("darkness", "purple"):
-            result[f"patch_auc/{name}"] = _auc(labels, values)
+            result[f"patch_auc/{name}"] = roc_auc(labels, values)
     for method in PATCH_METHODS:
         scores = mil_scores(model, features, method, TUMOUR)
-        result[f"patch_auc/{method}"] = _auc(labels, scores)
+        result[f"patch_auc/{method}"] = roc_auc(labels, scores)
         flip, random_flip = flipping_auc(model, features, scores, TUMOUR)
         result[f"flip_auc/{method}"], result["flip_auc/random"] = flip, random_flip
 
@@ -110,9 +106,10 @@ def evaluate_slide(seed: int, encoder, model, fine_method: str = "lrp") -> dict[
             ("upsampled_patch_map", upsampled),
             ("darkness", darkness),
         ):
-            result[f"pixel_auc/{name}"] = _auc(rings.reshape(-1), values.reshape(-1))
-            result[f"stained_auc/{name}"] = _auc(rings[stained], values[stained])
-        per_patch = [_auc(r.reshape(-1), m.reshape(-1)) for r, m in zip(rings, maps, strict=True) if r.any()]
+            result[f"pixel_auc/{name}"] = roc_auc(rings.reshape(-1), values.reshape(-1))
+            result[f"stained_auc/{name}"] = roc_auc(rings[stained], values[stained])
+        pairs = zip(rings, maps, strict=True)
+        per_patch = [roc_auc(r.reshape(-1), m.reshape(-1)) for r, m in pairs if r.any()]
         result["pixel_auc/fine_per_patch_mean"] = float(np.nanmean(per_patch)) if per_patch else float("nan")
         result["fine/n_patches"] = int(len(indices))
     return result
@@ -134,7 +131,7 @@ def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[st
     keys = [key for key in per_slide[0] if "/" in key or key == "prob_tumour"]
     means = {key: float(np.nanmean([float(r.get(key, np.nan)) for r in per_slide])) for key in keys}
     for name in pooled[0][1]:  # trivial scores over all patches at once (more tumour patches per AUC)
-        means[f"pooled_patch_auc/{name}"] = _auc(labels, np.concatenate([p[1][name] for p in pooled]))
+        means[f"pooled_patch_auc/{name}"] = roc_auc(labels, np.concatenate([p[1][name] for p in pooled]))
     return {"n_slides": n_slides, "means": means, "per_slide": per_slide}
 
 
