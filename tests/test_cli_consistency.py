@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+from cli_runner import run_cli
 from synthetic_slide_files import write_pipeline_setup
 from tqdm import tqdm
 
@@ -52,14 +53,6 @@ def _option(command: click.Command, flag: str) -> click.Option | None:
     return next((p for p in command.params if isinstance(p, click.Option) and flag in p.opts), None)
 
 
-def run_cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("path", WRITERS, ids=" ".join)

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from cli_runner import run_cli as cli
 from PIL import Image
 from synthetic_slide_files import (
     write_clam_checkpoint,
@@ -17,7 +18,6 @@ from synthetic_slide_files import (
     write_tiny_encoder,
 )
 
-from attnmap.cli.main import main
 from attnmap.io_utils import read_png_text
 from attnmap.wsi.pipeline.outputs import STAGES
 
@@ -25,14 +25,6 @@ SEGMENT = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
 PATCH = ["--patch-size", "64"]
 
 
-def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

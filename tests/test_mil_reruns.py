@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli as cli
 from test_mil_train import make_cohort
 
-from attnmap.cli.main import main
 from attnmap.errors import InputError
 from attnmap.mil.bags import write_h5_bag
 from attnmap.mil.splits import read_labels
@@ -22,14 +22,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 OPTIONS = dict(folds=2, max_epochs=2, lr=1e-3, seed=3, k_sample=4, val_fraction=0.2, progress=False)
 
 
-def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _trained(run: Path) -> dict[int, dict]:

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from cli_runner import run_cli as _cli
 from PIL import Image
 from synthetic_slide_files import (
     write_clam_checkpoint,
@@ -282,16 +283,6 @@ def _dead_pid() -> int:
     return process.pid
 
 
-def _cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    from attnmap.cli.main import main
-
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_single_stage_commands_do_not_reuse_other_parameters(tmp_path: Path, capsys) -> None:
