@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from attnmap.errors import InputError
+from attnmap.vit.tiff_image import read_tiff_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor")
@@ -34,8 +35,9 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
     ``min_side``: the image may come back smaller, its shorter side still at least ``min_side``
     pixels, so a photo far larger than the model's input never sits in memory at full size: JPEGs
     are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), a pyramidal TIFF is read from its
-    smallest sufficient level, other images are box-reduced right after decoding. Images over
-    PIL's decompression-bomb limit (2 × ``Image.MAX_IMAGE_PIXELS``) are refused, TIFFs included.
+    smallest sufficient level and decoded a band at a time, other images are box-reduced right
+    after decoding. Images over PIL's decompression-bomb limit (2 × ``Image.MAX_IMAGE_PIXELS``)
+    are refused, TIFFs included.
     """
     path = Path(path)
     if not path.exists():
@@ -45,11 +47,9 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
     if min_side is not None and min_side < 1:
         raise InputError(f"min_side must be >= 1, got {min_side}")
     if path.suffix.lower() in (".tif", ".tiff"):
-        array = _read_tiff(path, min_side)
-        if array is not None:
-            rgb = _to_rgb_uint8(array, path)
-            del array  # the full-size 16-bit pixels go before PIL copies the 8-bit ones
-            return _reduce(Image.fromarray(rgb), min_side)
+        rgb = read_tiff_rgb(path, min_side, _to_rgb_uint8)
+        if rgb is not None:
+            return Image.fromarray(rgb)
     try:
         with Image.open(path) as image:
             if min_side is not None:
@@ -63,37 +63,6 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot read image {path}: {error}") from None
-
-
-def _pixel_limit() -> int | None:
-    """PIL's threshold for refusing an image as a decompression bomb (None: the check is off)."""
-    limit = Image.MAX_IMAGE_PIXELS
-    return None if limit is None else 2 * int(limit)
-
-
-def _read_tiff(path: Path, min_side: int | None) -> np.ndarray | None:
-    """The first image of a TIFF (its smallest level with shorter side >= ``min_side``), or None
-    when tifffile cannot read the file (PIL then tries and reports). Refuses bombs before decoding."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            levels = list(tif.series[0].levels) if tif.series else []
-            pages = [level.pages[0] for level in levels if level.pages] or [tif.pages[0]]
-            page = pages[0]
-            for candidate in pages[1:]:
-                if min_side is not None and min(candidate.imagelength, candidate.imagewidth) >= min_side:
-                    page = candidate
-            pixels = int(page.imagelength) * int(page.imagewidth)
-            limit = _pixel_limit()
-            if limit is not None and pixels > limit:
-                raise InputError(
-                    f"cannot read image {path}: {page.imagewidth}×{page.imagelength} = {pixels} pixels "
-                    f"exceeds the limit of {limit} (a decompression bomb?)"
-                )
-            return page.asarray()
-    except (ValueError, OSError, TypeError, IndexError, AttributeError, tifffile.TiffFileError):
-        return None
 
 
 def _reduce(image: Image.Image, min_side: int | None) -> Image.Image:
