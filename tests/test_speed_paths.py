@@ -11,7 +11,7 @@ import torch
 from synthetic_slide_files import write_test_slide, write_tiny_encoder
 
 from attnmap.parallel import report_stage, run_tasks
-from attnmap.threads import available_cores, compute_threads, threads_per_task
+from attnmap.threads import available_cores, compute_threads, idle_cores, threads_per_task
 from attnmap.wsi.encoders import load_encoder
 from attnmap.wsi.features import extract_features, save_features
 from attnmap.wsi.prefetch import prefetch
@@ -61,6 +61,13 @@ def test_thread_counts_follow_the_affinity_mask() -> None:
     with compute_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_idle_cores_leave_busy_cores_to_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    assert idle_cores() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only this process
+    assert idle_cores() == available_cores()
 
 
 def test_matching_rows_finds_exact_coordinates_only() -> None:

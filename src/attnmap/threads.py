@@ -28,6 +28,21 @@ def threads_per_task(concurrent_tasks: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, int(concurrent_tasks)))
 
 
+def idle_cores(own_load: float = 1.0) -> int:
+    """Available cores that other processes are not already using, at least 1.
+
+    From the 1-minute load average less ``own_load`` (this process's own share of it). Why: OpenMP
+    threads wait for each other at every parallel region, so on a busy machine one descheduled
+    thread stalls the rest, and fewer threads than cores finish sooner.
+    """
+    cores = available_cores()
+    try:
+        others = max(0.0, os.getloadavg()[0] - own_load)
+    except (AttributeError, OSError):  # no load average on this platform
+        return cores
+    return max(1, min(cores, int(cores - others + 0.5)))
+
+
 def default_torch_threads() -> int:
     """torch's thread count, capped at the available cores (torch counts the machine's cores)."""
     import torch

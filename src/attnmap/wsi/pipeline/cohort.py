@@ -28,10 +28,12 @@ def run_cohort(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> RunReport:
     """Run the pipeline on every slide of ``config.slides.csv``; returns the run report.
 
-    ``workers`` / ``scheduler`` override ``config.run``. Finished slides are skipped; half-written
+    ``workers`` / ``scheduler`` override ``config.run``; ``threads``: torch threads per slide task
+    (default: a machine's cores ÷ the slides it runs at once). Finished slides are skipped; half-written
     files of an interrupted earlier run are removed first.
     """
     entries = read_slide_list(config)
@@ -58,6 +60,7 @@ def run_cohort(
         progress=progress,
         provenance=record,
         stages=STAGES,
+        threads=threads,
     )
     write_predictions(config, entries)
     return report
