@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from attnmap.io_utils import write_json_atomic
+from attnmap.threads import compute_threads, idle_cores
 
 HELD_OUT_SHAPES_SEED = 1
 """Seed of the demo's shape images: the bundled model trained on the seed-0 stream, so never seen.
@@ -36,12 +37,14 @@ def run_demo(out_dir: str | Path = "attnmap-demo", n_eval: int = 200, progress: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    sections = [
-        _shapes_section(out),
-        _evaluation_section(out, n_eval, progress),
-        _slide_section(out, progress),
-        _hard_slide_section(out, progress),
-    ]
+    # small models and tensors: no more threads than idle cores (a busy machine stalls OpenMP teams)
+    with compute_threads(idle_cores()):
+        sections = [
+            _shapes_section(out),
+            _evaluation_section(out, n_eval, progress),
+            _slide_section(out, progress),
+            _hard_slide_section(out, progress),
+        ]
     seconds = time.time() - started
     index = out / "index.html"
     index.write_text(_page(sections, seconds))

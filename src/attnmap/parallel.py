@@ -1,8 +1,11 @@
 """Running one function over many inputs (slides, image folders) in parallel on dask.distributed.
 
 Why one code path for 1 and N workers: a cohort run that works with ``--workers 1`` must behave the
-same with 16 or on a cluster, so both go through the same scheduler, the same worker setup
-(one thread, seeded, ``torch.set_num_threads(1)``) and therefore give bitwise-identical outputs.
+same with 16 or on a cluster, so every item goes through the same `run_item` (errors recorded,
+results made JSON-safe). One local worker runs in this process: a Dask cluster's start-up (process
+spawn, imports, a scheduler) costs seconds a one-slide run never earns back. Each task's torch and
+OpenCV use ``cores ÷ concurrent tasks`` threads (`attnmap.threads`), so one worker gets the whole
+machine and N workers share it without oversubscribing it.
 
 Robustness comes from three rules:
 - a task whose worker dies is rescheduled by dask on another worker (``retries`` + the scheduler's
@@ -17,18 +20,19 @@ Robustness comes from three rules:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from attnmap.errors import InputError
 from attnmap.io_utils import write_json_atomic
+from attnmap.threads import compute_threads, set_compute_threads, threads_per_task
 
 # How long to wait for an existing scheduler before giving up with a clear error.
 SCHEDULER_TIMEOUT = "15s"
@@ -109,13 +113,17 @@ def describe_item(item: object) -> str:
     return str(item)
 
 
-def run_item(fn: Callable[[Any], dict], item: Any) -> dict[str, Any]:
-    """Run ``fn(item)`` on a worker, turning an exception into a record instead of a task failure.
+def run_item(
+    fn: Callable[[Any], dict], item: Any, threads: int | Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Run ``fn(item)``, turning an exception into a record instead of a task failure.
 
-    Top level (not a closure) so dask pickles it by reference. Pins torch to one thread for
-    reproducible numbers whatever the worker count, and spreads workers over the visible GPUs.
+    Top level (not a closure) so dask pickles it by reference. ``threads``: torch/OpenCV threads for
+    the task, or {host: concurrent tasks on that host} so that a dask worker takes its share of its
+    own machine's cores; None leaves the thread counts as they are. Spreads workers over the GPUs.
     """
-    _configure_worker()
+    if threads is not None:
+        _configure_worker(threads)
     start = time.perf_counter()
     try:
         result = fn(item)
@@ -130,11 +138,18 @@ def run_item(fn: Callable[[Any], dict], item: Any) -> dict[str, Any]:
     return {"status": "done", "result": _jsonable(result), "seconds": time.perf_counter() - start}
 
 
+# Set while items run in this process: `report_stage` calls it instead of sending a dask event.
+_STAGE_LISTENER: Callable[[str], None] | None = None
+
+
 def report_stage(stage: str) -> None:
     """Announce that the running task finished ``stage`` (drives `run_tasks`' per-stage bars).
 
-    A no-op outside a dask worker, so task functions can call it unconditionally.
+    A no-op outside `run_tasks`, so task functions can call it unconditionally.
     """
+    if _STAGE_LISTENER is not None:
+        _STAGE_LISTENER(stage)
+        return
     try:
         from distributed import get_worker
 
@@ -144,20 +159,25 @@ def report_stage(stage: str) -> None:
     worker.log_event(STAGE_TOPIC, {"stage": stage})
 
 
-def _configure_worker() -> None:
-    """One compute thread per worker (torch, OpenCV), so N workers use N cores and results match."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for libraries the task imports later
+def _worker_host() -> str | None:
     try:
-        import cv2
+        from distributed import get_worker
 
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - OpenCV is a dependency
-        pass
+        return urlsplit(get_worker().address).hostname
+    except (ImportError, ValueError):
+        return None
+
+
+def _configure_worker(threads: int | Mapping[str, int]) -> None:
+    """Give this task its share of the cores (torch, OpenCV) and, with several GPUs, one of them."""
+    if isinstance(threads, Mapping):  # a dask worker: share its host's cores among the host's tasks
+        threads = threads_per_task(threads.get(_worker_host() or "", 1))
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for libraries the task imports later
+    set_compute_threads(threads)
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
         return
-    torch.set_num_threads(1)
     if torch.cuda.is_available() and torch.cuda.device_count() > 1:
         try:
             from distributed import get_worker
@@ -190,12 +210,15 @@ def run_tasks(
     progress: bool = True,
     provenance: dict[str, str] | None = None,
     stages: Sequence[str] | None = None,
+    threads: int | None = None,
 ) -> RunReport:
-    """Run ``fn(item)`` for every item on dask.distributed and return (and save) a `RunReport`.
+    """Run ``fn(item)`` for every item and return (and save) a `RunReport`.
 
     ``fn`` must be picklable (a top-level function, or ``functools.partial`` of one) and should be
     idempotent: it may run twice for one item when a worker dies mid-task. ``workers`` processes
-    on a LocalCluster bound to 127.0.0.1, or the existing cluster at ``scheduler``. Items for which
+    on a LocalCluster bound to 127.0.0.1, or the existing cluster at ``scheduler``; one local worker
+    runs the items in this process (no cluster). ``threads``: torch/OpenCV threads per task
+    (default: a host's cores ÷ the tasks it runs at once). Items for which
     ``is_complete(item)`` is true are skipped. ``report``: JSON path, rewritten as items finish so
     an interrupted run still leaves an accurate record. ``stages``: names ``fn`` announces with
     `report_stage`; each gets its own progress bar below the items' bar.
@@ -205,6 +228,8 @@ def run_tasks(
         raise InputError(f"workers must be a positive integer, got {workers!r}")
     if retries < 0:
         raise InputError(f"retries must be >= 0, got {retries}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
     start = time.perf_counter()
     run_report = RunReport(workers=workers, scheduler=scheduler, provenance=dict(provenance or {}))
     run_report.items = [ItemResult(item=describe_item(item), status="pending") for item in items]
@@ -221,141 +246,86 @@ def run_tasks(
             run_report.save(report)
 
     save()
-    if todo:
-        with _DaskClient(workers, scheduler) as client:
+    if todo and scheduler is None and workers == 1:
+        run_report.stage_counts = _run_in_process(
+            fn, items, todo, run_report, threads, stages, desc, progress, save
+        )
+    elif todo:
+        from attnmap.parallel_dask import DaskClient, StageBars, submit_and_collect, tasks_per_host
+
+        with DaskClient(workers, scheduler) as client:
             if scheduler is not None:
                 run_report.workers = len(client.scheduler_info().get("workers", {}))
-            with _StageBars(client, stages, len(todo), progress) as stage_bars:
-                _submit_and_collect(client, fn, items, todo, run_report, retries, desc, progress, save)
+            task_threads: int | dict[str, int] = threads if threads is not None else tasks_per_host(client)
+            with StageBars(client, stages, len(todo), progress) as stage_bars:
+                submit_and_collect(
+                    client, fn, items, todo, run_report, retries, desc, progress, save, task_threads
+                )
             run_report.stage_counts = stage_bars.counts
     save()
     return run_report
 
 
-def _submit_and_collect(
-    client: Any,
+def record_outcome(entry: ItemResult, outcome: dict[str, Any]) -> None:
+    """Copy a `run_item` outcome (or a failure built from a lost task) into the report's entry."""
+    entry.status = outcome["status"]
+    entry.result = outcome.get("result")
+    entry.error_type = outcome.get("error_type")
+    entry.message = outcome.get("message")
+    entry.traceback = outcome.get("traceback")
+    entry.seconds = outcome.get("seconds")
+
+
+def _run_in_process(
     fn: Callable[[Any], dict],
     items: list[Any],
     todo: list[int],
     run_report: RunReport,
-    retries: int,
+    threads: int | None,
+    stages: Sequence[str] | None,
     desc: str,
     progress: bool,
     save: Callable[[], None],
-) -> None:
-    from distributed import as_completed
+) -> dict[str, int]:
+    """One worker: the items one after another in this process, with every core; returns stage counts.
+
+    The thread counts in force before are restored afterwards (this is a library call, not a worker).
+    """
+    global _STAGE_LISTENER
     from tqdm.auto import tqdm
 
-    futures = {}
-    for index in todo:
-        future = client.submit(
-            run_item, fn, items[index], retries=retries, pure=False, key=f"attnmap-{index}-{time.time_ns()}"
+    counts: dict[str, int] = dict.fromkeys(stages or [], 0)
+    bars = {
+        name: tqdm(
+            total=len(todo),
+            desc=f"  {name}",
+            unit="item",
+            position=index + 1,
+            leave=False,
+            disable=not progress,
         )
-        futures[future] = index
-    with tqdm(total=len(todo), desc=desc, unit=desc.rstrip("s") or "item", disable=not progress) as bar:
-        for future in as_completed(futures):
-            entry = run_report.items[futures[future]]
-            try:
-                outcome = future.result()
-            except Exception as error:  # noqa: BLE001 - e.g. a worker killed more than `retries` times
-                outcome = {
-                    "status": "failed",
-                    "error_type": type(error).__name__,
-                    "message": str(error),
-                    "traceback": "".join(traceback.format_exception(error)),
-                }
-            entry.status = outcome["status"]
-            entry.result = outcome.get("result")
-            entry.error_type = outcome.get("error_type")
-            entry.message = outcome.get("message")
-            entry.traceback = outcome.get("traceback")
-            entry.seconds = outcome.get("seconds")
-            bar.update(1)
-            bar.set_postfix(failed=len(run_report.failed))
-            save()
+        for index, name in enumerate(counts)
+    }
 
+    def advance(stage: str) -> None:
+        if stage in counts and counts[stage] < len(todo):
+            counts[stage] += 1
+            bars[stage].update(1)
 
-class _StageBars:
-    """Counts of finished stages from the `STAGE_TOPIC` events tasks send (`report_stage`), one bar each.
-
-    The counts end up in the run report (``stage_counts``); a stage rerun after a worker died is
-    counted once more than it finished, so counts are capped at the number of items.
-    """
-
-    def __init__(self, client: Any, stages: Sequence[str] | None, total: int, progress: bool) -> None:
-        self.client, self.stages, self.total, self.progress = client, list(stages or []), total, progress
-        self.counts: dict[str, int] = dict.fromkeys(self.stages, 0)
-        self.bars: dict[str, Any] = {}
-
-    def __enter__(self) -> _StageBars:
-        if not self.stages:
-            return self
-        from tqdm.auto import tqdm
-
-        self.bars = {
-            name: tqdm(
-                total=self.total,
-                desc=f"  {name}",
-                unit="item",
-                position=index + 1,
-                leave=False,
-                disable=not self.progress,
-            )
-            for index, name in enumerate(self.stages)
-        }
-        self.client.subscribe_topic(STAGE_TOPIC, self._advance)
-        return self
-
-    def _advance(self, event: tuple[float, Any]) -> None:
-        stage = event[1].get("stage") if isinstance(event[1], dict) else None
-        if stage in self.counts and self.counts[stage] < self.total:
-            self.counts[stage] += 1
-            self.bars[stage].update(1)
-
-    def __exit__(self, *exc_info: object) -> None:
-        if not self.stages:
-            return
-        deadline = time.monotonic() + 3.0  # events travel via the scheduler: let the last ones arrive
-        while exc_info[0] is None and min(self.counts.values()) < self.total and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.client.unsubscribe_topic(STAGE_TOPIC)
-        for bar in self.bars.values():
-            bar.close()
-
-
-class _DaskClient:
-    """A dask Client for a fresh loopback LocalCluster or an existing scheduler; closed on exit."""
-
-    def __init__(self, workers: int, scheduler: str | None) -> None:
-        self.workers = workers
-        self.scheduler = scheduler
-        self.cluster: Any = None
-        self.client: Any = None
-
-    def __enter__(self) -> Any:
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError as error:  # pragma: no cover - dask is in the [dist] extra
-            raise InputError("parallel runs need dask.distributed: pip install 'attnmap[dist]'") from error
-        if self.scheduler is not None:
-            try:
-                self.client = Client(self.scheduler, timeout=SCHEDULER_TIMEOUT)
-            except OSError as error:
-                raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from error
-            return self.client
-        self.cluster = LocalCluster(
-            n_workers=self.workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-        self.client = Client(self.cluster)
-        return self.client
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+    previous = _STAGE_LISTENER
+    _STAGE_LISTENER = advance
+    try:
+        with (
+            compute_threads(threads if threads is not None else threads_per_task(1)),
+            tqdm(total=len(todo), desc=desc, unit=desc.rstrip("s") or "item", disable=not progress) as bar,
+        ):
+            for index in todo:
+                record_outcome(run_report.items[index], run_item(fn, items[index]))
+                bar.update(1)
+                bar.set_postfix(failed=len(run_report.failed))
+                save()
+    finally:
+        _STAGE_LISTENER = previous
+        for stage_bar in bars.values():
+            stage_bar.close()
+    return counts

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from attnmap.errors import InputError
+from attnmap.vit.tiff_image import read_tiff_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor")
@@ -28,32 +29,55 @@ _HF_DEFAULT_STD = (0.5, 0.5, 0.5)
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Read a PNG/JPEG/TIFF file as an RGB PIL image (16-bit and float TIFFs are rescaled to 8 bits)."""
+def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
+    """Read a PNG/JPEG/TIFF file as an RGB PIL image (16-bit and float TIFFs are rescaled to 8 bits).
+
+    ``min_side``: the image may come back smaller, its shorter side still at least ``min_side``
+    pixels, so a photo far larger than the model's input never sits in memory at full size: JPEGs
+    are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), a pyramidal TIFF is read from its
+    smallest sufficient level and decoded a band at a time, other images are box-reduced right
+    after decoding. Images over PIL's decompression-bomb limit (2 × ``Image.MAX_IMAGE_PIXELS``)
+    are refused, TIFFs included.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"image file not found: {path}")
     if path.is_dir():
         raise InputError(f"expected an image file, got a directory: {path}")
+    if min_side is not None and min_side < 1:
+        raise InputError(f"min_side must be >= 1, got {min_side}")
     if path.suffix.lower() in (".tif", ".tiff"):
-        try:
-            import tifffile
-
-            return Image.fromarray(_to_rgb_uint8(tifffile.imread(path, key=0), path))
-        except (ValueError, OSError, TypeError, IndexError, tifffile.TiffFileError):
-            pass  # not a TIFF tifffile can read: let PIL try and report
+        rgb = read_tiff_rgb(path, min_side, _to_rgb_uint8)
+        if rgb is not None:
+            return Image.fromarray(rgb)
     try:
         with Image.open(path) as image:
+            if min_side is not None:
+                width, height = image.size
+                scale = min_side / max(1, min(width, height))
+                image.draft("RGB", (int(np.ceil(width * scale)), int(np.ceil(height * scale))))
             image.load()
-            if image.mode in ("I;16", "I;16B", "I", "F"):
-                return Image.fromarray(_to_rgb_uint8(np.asarray(image), path))
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                return _reduce(Image.fromarray(_to_rgb_uint8(np.asarray(image), path)), min_side)
+            image = _reduce(image, min_side)
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot read image {path}: {error}") from None
 
 
+def _reduce(image: Image.Image, min_side: int | None) -> Image.Image:
+    """``image`` box-reduced by the largest whole factor that keeps its shorter side >= ``min_side``."""
+    if min_side is None:
+        return image
+    factor = min(image.size) // min_side
+    return image.reduce(factor) if factor >= 2 else image
+
+
 def _to_rgb_uint8(array: np.ndarray, path: Path) -> np.ndarray:
-    """(H, W), (H, W, 1|3|4) or (3, H, W) of any numeric dtype → (H, W, 3) uint8."""
+    """(H, W), (H, W, 1|3|4) or (3, H, W) of any numeric dtype → (H, W, 3) uint8.
+
+    Converted a band of rows at a time, so a large 16-bit or float image needs no full-size
+    float64 copy (what dominated the memory of reading one)."""
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)
@@ -61,18 +85,31 @@ def _to_rgb_uint8(array: np.ndarray, path: Path) -> np.ndarray:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise InputError(f"cannot read image {path}: unsupported array shape {array.shape}")
-    array = np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array[..., :3]
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.integer):
-        top = np.iinfo(array.dtype).max
-        return (array.astype(np.float64) / top * 255.0 + 0.5).astype(np.uint8)
-    values = np.nan_to_num(array.astype(np.float64))
-    if values.max(initial=0.0) > 1.0:  # float image stored on 0..255
-        values = values / 255.0
-    return (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    array = array[..., :3]
+    output = np.empty(array.shape[:2] + (3,), dtype=np.uint8)
+    band = max(1, (1 << 22) // max(1, array.shape[1] * array.shape[2]))  # ~4 M values per band
+    divisor = 1.0
+    if array.dtype != bool and not np.issubdtype(array.dtype, np.integer):
+        top = max(
+            (float(np.nan_to_num(array[i : i + band].astype(np.float64)).max(initial=0.0))
+             for i in range(0, array.shape[0], band)),
+            default=0.0,
+        )
+        divisor = 255.0 if top > 1.0 else 1.0  # float image stored on 0..255
+    for start in range(0, array.shape[0], band):
+        rows = array[start : start + band]
+        if rows.dtype == np.uint8:
+            converted = rows
+        elif rows.dtype == bool:
+            converted = rows.astype(np.uint8) * 255
+        elif np.issubdtype(rows.dtype, np.integer):
+            top = np.iinfo(rows.dtype).max
+            converted = (rows.astype(np.float64) / top * 255.0 + 0.5).astype(np.uint8)
+        else:
+            values = np.nan_to_num(rows.astype(np.float64)) / divisor
+            converted = (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        output[start : start + band] = converted  # one channel is broadcast to three
+    return output
 
 
 def data_config(model: nn.Module) -> dict[str, Any]:
@@ -108,9 +145,17 @@ def _split_transform(transform: Any) -> tuple[list[Any], list[Any]]:
     raise InputError(f"cannot find the to-tensor step in the model's transform {transform!r}")
 
 
-def _as_pil(item: ImageInput) -> Image.Image:
+def _decode_side(config: Mapping[str, Any]) -> int:
+    """Shorter side worth decoding for a model resizing to ``input_size / crop_pct`` (timm's eval
+    transform): twice that, so the final resize still averages several source pixels per pixel."""
+    height, width = (int(value) for value in tuple(config.get("input_size", (3, 224, 224)))[-2:])
+    crop_pct = float(config.get("crop_pct") or 1.0)
+    return 2 * int(np.ceil(max(height, width) / crop_pct))
+
+
+def _as_pil(item: ImageInput, min_side: int | None = None) -> Image.Image:
     if isinstance(item, (str, Path)):
-        return load_image(item)
+        return load_image(item, min_side)
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     if isinstance(item, np.ndarray):
@@ -141,7 +186,7 @@ def preprocess(
     device = parameter.device if parameter is not None else torch.device("cpu")
     tensors, views = [], []
     for item in items:
-        picture = _as_pil(item)
+        picture = _as_pil(item, _decode_side(resolved))
         for step in to_pixels:
             picture = step(picture)
         views.append(np.asarray(picture.convert("RGB"), dtype=np.uint8).copy())

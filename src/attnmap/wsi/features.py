@@ -21,6 +21,7 @@ from attnmap.errors import InputError
 from attnmap.io_utils import atomic_path
 from attnmap.provenance import write_sidecar
 from attnmap.wsi.encoders import Encoder
+from attnmap.wsi.prefetch import prefetch
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ def extract_features(
 
     ``slide``: a path or a slide object with a ``.path`` (reopened by each loader worker).
     ``num_workers`` loader processes read and transform patches while the encoder runs; inside a
-    daemonic process (a dask worker) that cannot fork children, so it falls back to 0.
+    daemonic process (a dask worker) that cannot fork children, so it falls back to 0. With 0, one
+    background thread reads and transforms the next batches while the encoder runs.
     """
     from tqdm.auto import tqdm
 
@@ -135,10 +137,13 @@ def extract_features(
         num_workers=num_workers,
         pin_memory=target.type == "cuda",
     )
+    # without loader processes a background thread reads and transforms the next batches
+    batches = loader if num_workers > 0 else prefetch(loader, depth=2)
     output = np.empty((len(coords), feature_dim), dtype=np.float32)
     filled = 0
     with torch.inference_mode():
-        for batch in tqdm(loader, desc="features", unit="batch", disable=not progress, leave=False):
+        bar = tqdm(batches, "features", len(loader), leave=False, disable=not progress, unit="batch")
+        for batch in bar:
             features = model(batch.to(target, non_blocking=True)).float().cpu().numpy()
             output[filled : filled + len(features)] = features
             filled += len(features)

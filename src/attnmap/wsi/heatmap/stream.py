@@ -8,7 +8,7 @@ Reduced pages are re-rendered directly at their own scale (each costs a quarter 
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from attnmap.errors import InputError
+from attnmap.threads import available_cores
 from attnmap.wsi.heatmap.renderer import HeatmapRenderer
 from attnmap.wsi.slide import Slide
 
@@ -65,11 +66,11 @@ def iter_tiles(renderer: HeatmapRenderer, tile: int = 256, progress: bool = Fals
     """
     if tile < 16 or tile % 16:
         raise InputError(f"TIFF tile size must be a positive multiple of 16, got {tile}")
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or min(4, available_cores())
     windows = strip_windows(renderer.size, tile)
     bar = tqdm(total=len(windows), desc=description, unit="window", disable=not progress)
     pending: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with _opencv_single_threaded(workers > 1), ThreadPoolExecutor(max_workers=workers) as pool:
         upcoming = iter(windows)
         for window in upcoming:
             pending.append(pool.submit(renderer.render_window, *window))
@@ -85,3 +86,17 @@ def iter_tiles(renderer: HeatmapRenderer, tile: int = 256, progress: bool = Fals
                 yield np.ascontiguousarray(pixels[:, x0 : x0 + tile])
     bar.close()
 
+
+
+@contextlib.contextmanager
+def _opencv_single_threaded(active: bool) -> Iterator[None]:
+    """OpenCV's own thread pool off while our threads render windows: no pool nested in a pool."""
+    import cv2
+
+    previous = cv2.getNumThreads()
+    if active:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)

@@ -8,7 +8,6 @@ give viewers the mpp. Tiles come from an iterator, so a page is never held whole
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.provenance import provenance
+from attnmap.threads import available_cores
 from attnmap.wsi.heatmap.renderer import HeatmapRenderer
 from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
 from attnmap.wsi.heatmap.style import HeatmapStyle
@@ -66,7 +66,7 @@ def write_pyramid_tiff(
                 subfiletype=0 if index == 0 else 1,
                 description=description if index == 0 else None,
                 software="attnmap",
-                maxworkers=min(4, os.cpu_count() or 1),
+                maxworkers=min(4, available_cores()),
                 buffersize=ENCODE_BUFFER_BYTES,
                 metadata=None,
                 **options,

@@ -35,10 +35,12 @@ def run_cohort(
     scheduler: str | None = None,
     progress: bool = True,
     force: bool = False,
+    threads: int | None = None,
 ) -> RunReport:
     """Run the pipeline on every slide of ``config.slides.csv``; returns the run report.
 
-    ``workers`` / ``scheduler`` override ``config.run``. Slides whose outputs all have this
+    ``workers`` / ``scheduler`` override ``config.run``; ``threads``: torch threads per slide task
+    (default: a machine's cores ÷ the slides it runs at once). Slides whose outputs all have this
     configuration's fingerprints are skipped (``force``: none is); half-written files of an
     interrupted earlier run are removed first. Raises `InputError` when another run holds the
     output folder. Each item's result has a one-line ``summary`` (see `slide_summaries`).
@@ -51,7 +53,7 @@ def run_cohort(
     out_dir = Path(config.run.output_dir)
     with folder_lock(out_dir, "attnmap wsi run"):
         remove_stale_temporaries(out_dir)  # only those whose writer is gone
-        return _run_locked(config, entries, workers, scheduler, progress, force)
+        return _run_locked(config, entries, workers, scheduler, progress, force, threads)
 
 
 def _run_locked(
@@ -61,6 +63,7 @@ def _run_locked(
     scheduler: str | None,
     progress: bool,
     force: bool,
+    threads: int | None,
 ) -> RunReport:
     out_dir = Path(config.run.output_dir)
     record = provenance(
@@ -80,6 +83,7 @@ def _run_locked(
         progress=progress,
         provenance=record,
         stages=STAGES,
+        threads=threads,
     )
     write_predictions(config, entries)
     return report

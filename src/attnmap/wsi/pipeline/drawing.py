@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from attnmap.io_utils import atomic_path, save_png, write_json_atomic
-from attnmap.wsi.features import extract_features
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
@@ -28,6 +27,7 @@ from attnmap.wsi.pipeline.stages import (
     level0_patch_size,
     slide_provenance,
 )
+from attnmap.wsi.shared_features import extract_features_reusing, stored_features
 
 
 def _draw(
@@ -90,10 +90,11 @@ def _overlap_scores(
             return coords, stored["scores"]
     f = config.features
     encoder, encoder_checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
-    features = extract_features(
+    features, _ = extract_features_reusing(  # block-grid patches are not encoded again
         entry.path,
         coords,
         encoder,
+        stored_features(outputs.features_h5, f.encoder),
         patch_size=p.patch_size,
         level=p.level,
         batch_size=f.batch_size,

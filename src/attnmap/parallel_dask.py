@@ -1,0 +1,158 @@
+"""The Dask side of `attnmap.parallel.run_tasks`: a client for a local or remote cluster, tasks
+submitted and collected, per-stage progress bars from the tasks' events, threads per host.
+
+Split from `attnmap.parallel` so that a one-worker run (in-process) never imports dask.distributed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from attnmap import parallel
+from attnmap.errors import InputError
+from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
+
+
+def submit_and_collect(
+    client: Any,
+    fn: Callable[[Any], dict],
+    items: list[Any],
+    todo: list[int],
+    run_report: RunReport,
+    retries: int,
+    desc: str,
+    progress: bool,
+    save: Callable[[], None],
+    threads: int | Mapping[str, int],
+) -> None:
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    futures = {}
+    for index in todo:
+        future = client.submit(
+            run_item,
+            fn,
+            items[index],
+            threads,
+            retries=retries,
+            pure=False,
+            key=f"attnmap-{index}-{time.time_ns()}",
+        )
+        futures[future] = index
+    with tqdm(total=len(todo), desc=desc, unit=desc.rstrip("s") or "item", disable=not progress) as bar:
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except Exception as error:  # noqa: BLE001 - e.g. a worker killed more than `retries` times
+                outcome = {
+                    "status": "failed",
+                    "error_type": type(error).__name__,
+                    "message": str(error),
+                    "traceback": "".join(traceback.format_exception(error)),
+                }
+            record_outcome(run_report.items[futures[future]], outcome)
+            bar.update(1)
+            bar.set_postfix(failed=len(run_report.failed))
+            save()
+
+
+def tasks_per_host(client: Any) -> dict[str, int]:
+    """{host: dask threads on that host}: how many tasks each machine runs at once."""
+    counts: dict[str, int] = {}
+    for info in client.scheduler_info().get("workers", {}).values():
+        host = str(info.get("host") or urlsplit(str(info.get("id", ""))).hostname or "")
+        counts[host] = counts.get(host, 0) + int(info.get("nthreads", 1) or 1)
+    return counts
+
+
+class StageBars:
+    """Counts of finished stages from the `STAGE_TOPIC` events tasks send (`report_stage`), one bar each.
+
+    The counts end up in the run report (``stage_counts``); a stage rerun after a worker died is
+    counted once more than it finished, so counts are capped at the number of items.
+    """
+
+    def __init__(self, client: Any, stages: Sequence[str] | None, total: int, progress: bool) -> None:
+        self.client, self.stages, self.total, self.progress = client, list(stages or []), total, progress
+        self.counts: dict[str, int] = dict.fromkeys(self.stages, 0)
+        self.bars: dict[str, Any] = {}
+
+    def __enter__(self) -> StageBars:
+        if not self.stages:
+            return self
+        from tqdm.auto import tqdm
+
+        self.bars = {
+            name: tqdm(
+                total=self.total,
+                desc=f"  {name}",
+                unit="item",
+                position=index + 1,
+                leave=False,
+                disable=not self.progress,
+            )
+            for index, name in enumerate(self.stages)
+        }
+        self.client.subscribe_topic(STAGE_TOPIC, self._advance)
+        return self
+
+    def _advance(self, event: tuple[float, Any]) -> None:
+        stage = event[1].get("stage") if isinstance(event[1], dict) else None
+        if stage in self.counts and self.counts[stage] < self.total:
+            self.counts[stage] += 1
+            self.bars[stage].update(1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.stages:
+            return
+        deadline = time.monotonic() + 3.0  # events travel via the scheduler: let the last ones arrive
+        while exc_info[0] is None and min(self.counts.values()) < self.total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.client.unsubscribe_topic(STAGE_TOPIC)
+        for bar in self.bars.values():
+            bar.close()
+
+
+class DaskClient:
+    """A dask Client for a fresh loopback LocalCluster or an existing scheduler; closed on exit."""
+
+    def __init__(self, workers: int, scheduler: str | None) -> None:
+        self.workers = workers
+        self.scheduler = scheduler
+        self.cluster: Any = None
+        self.client: Any = None
+
+    def __enter__(self) -> Any:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as error:  # pragma: no cover - dask is in the [dist] extra
+            raise InputError("parallel runs need dask.distributed: pip install 'attnmap[dist]'") from error
+        if self.scheduler is not None:
+            try:
+                self.client = Client(self.scheduler, timeout=parallel.SCHEDULER_TIMEOUT)
+            except OSError as error:
+                raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from error
+            return self.client
+        self.cluster = LocalCluster(
+            n_workers=self.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        self.client = Client(self.cluster)
+        self.client.wait_for_workers(self.workers)  # every worker counted when sharing the cores
+        return self.client
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()

@@ -1,0 +1,111 @@
+"""Reading a TIFF photo for a model: the smallest sufficient level, a band of rows at a time, bombs refused.
+
+Why not ``tifffile.imread``: a model sees a few hundred pixels a side, while a microscope or
+scanner TIFF can be 8000² at 16 bits (384 MB) — decoded whole and converted, that alone is
+gigabytes. Here the pyramid level closest above the needed size is chosen, and a strip/tile image
+is decoded in bands that are converted to 8 bits and box-reduced (PIL ``reduce``, bands cut at
+multiples of the factor so the result equals reducing the whole image) before the next band is
+read. The pixel count is checked against PIL's decompression-bomb limit before anything is decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from attnmap.errors import InputError
+
+_BAND_VALUES = 1 << 23  # ~8 M samples (16 MB at 16 bits) decoded at a time
+
+
+def pixel_limit() -> int | None:
+    """PIL's threshold for refusing an image as a decompression bomb (None: the check is off)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def read_tiff_rgb(
+    path: Path, min_side: int | None, to_rgb: Callable[[np.ndarray, Path], np.ndarray]
+) -> np.ndarray | None:
+    """(H, W, 3) uint8 of the TIFF's first image, reduced while its shorter side stays >= ``min_side``;
+    None when tifffile cannot read the file (PIL then tries and reports). ``to_rgb`` converts a band
+    of samples to uint8 RGB."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = _choose_page(tif, min_side)
+            height, width = int(page.imagelength), int(page.imagewidth)
+            limit = pixel_limit()
+            if limit is not None and height * width > limit:
+                raise InputError(
+                    f"cannot read image {path}: {width}×{height} = {height * width} pixels exceeds "
+                    f"the limit of {limit} (a decompression bomb?)"
+                )
+            factor = max(1, min(height, width) // min_side) if min_side else 1
+            if not _bandable(page):
+                return _reduce_rgb(to_rgb(page.asarray(), path), factor)
+            parts = [_reduce_rgb(to_rgb(band, path), factor) for band in _bands(page, factor)]
+            return np.concatenate(parts, axis=0)
+    except InputError:
+        raise
+    except (ValueError, OSError, TypeError, IndexError, AttributeError, tifffile.TiffFileError):
+        return None
+
+
+def _choose_page(tif: Any, min_side: int | None) -> Any:
+    """The first page of the smallest pyramid level whose shorter side is still >= ``min_side``."""
+    levels = list(tif.series[0].levels) if tif.series else []
+    pages = [level.pages[0] for level in levels if level.pages and level.pages[0] is not None]
+    page = pages[0] if pages else tif.pages[0]
+    for candidate in pages[1:]:
+        if min_side is not None and min(candidate.imagelength, candidate.imagewidth) >= min_side:
+            page = candidate
+    return page
+
+
+def _bandable(page: Any) -> bool:
+    """Integer samples, one plane, no depth: decodable strip by strip (floats need the global max)."""
+    dtype = np.dtype(page.dtype)
+    return (
+        (np.issubdtype(dtype, np.integer) or dtype == np.dtype(bool))
+        and int(page.planarconfig) == 1
+        and int(getattr(page, "imagedepth", 1)) == 1
+    )
+
+
+def _bands(page: Any, factor: int) -> Iterator[np.ndarray]:
+    """(rows, W, samples) bands of the page, each a multiple of ``factor`` rows except the last."""
+    height, width, samples = int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel)
+    segment_rows = max(
+        1, min(height, int(page.tilelength) if page.is_tiled else int(page.rowsperstrip or height))
+    )
+    unit = int(np.lcm(factor, segment_rows))  # bands cut between segments and between reduced rows
+    rows = min(height, unit * max(1, _BAND_VALUES // max(1, unit * width * samples)))
+    buffer = np.zeros((rows, width, samples), dtype=page.dtype)
+    band_start = 0
+    for segment, indices, _ in page.segments(sort=True, maxworkers=1, buffersize=_BAND_VALUES):
+        if segment is None:  # a missing strip or tile: TIFF says zeros
+            continue
+        y, x = int(indices[-3]), int(indices[-2])
+        while y >= band_start + rows:
+            yield buffer[: min(rows, height - band_start)]
+            band_start += rows
+            buffer = np.zeros_like(buffer)
+        tile = np.asarray(segment).reshape(-1, segment.shape[-2], segment.shape[-1])
+        tile = tile[: min(tile.shape[0], height - y), : min(tile.shape[1], width - x)]
+        buffer[y - band_start : y - band_start + tile.shape[0], x : x + tile.shape[1]] = tile
+    while band_start < height:
+        yield buffer[: min(rows, height - band_start)]
+        band_start += rows
+        buffer = np.zeros_like(buffer)
+
+
+def _reduce_rgb(rgb: np.ndarray, factor: int) -> np.ndarray:
+    if factor < 2:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).reduce(factor))
