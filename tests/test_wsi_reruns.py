@@ -204,10 +204,13 @@ def test_damaged_outputs_are_remade_and_force_remakes_all(setup: Path, tmp_path:
 
 
 def _killable_run(config_path: str) -> None:
+    """`attnmap wsi run CONFIG --workers 1` as the command line runs it (one worker: in process)."""
     import torch
 
+    from attnmap.cli.main import main
+
     torch.set_num_threads(1)
-    run_all(load_config(config_path))
+    main(["wsi", "run", config_path, "--workers", "1"])
 
 
 def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_outputs(
@@ -221,7 +224,7 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_outputs(
     out = tmp_path / "killed"
     config = _config(setup, out, heatmap={"tiff": True})
     config_path = setup.parent / f"config_{out.name}.yaml"
-    context = multiprocessing.get_context("fork")  # no re-import: each try costs only its own work
+    context = multiprocessing.get_context("fork")  # the real command, without paying the imports again
     entry = read_slide_list(config)[0]
     rng = np.random.default_rng(13)
     interrupted = 0
