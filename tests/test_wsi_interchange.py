@@ -137,6 +137,10 @@ def test_wsi_evaluate_reads_annotations_folder(tmp_path, capsys):
     assert report["froc"]["n_lesions"] == 2 and report["froc"]["sensitivity_at"]["0.25"] == 0.5
     assert report["slides"][0]["auc"] > 0.8
     assert "FROC score" in capsys.readouterr().out
+    # the same evaluation through `attnmap evaluate`, for every score set of the run
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval")])
+    same = json.loads((tmp_path / "eval" / "lesions_attention.json").read_text())
+    assert same == report
 
 
 def test_heatmap_tiff_opens_in_tiffslide_with_the_slide_mpp(tmp_path):

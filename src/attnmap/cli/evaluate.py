@@ -35,6 +35,10 @@ DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is
               help="Slides: a CLAM / ABMIL checkpoint; runs patch flipping on --bags instead of images.")
 @click.option("--bags", "bag_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Slides: feature bags (h5 / .pt files or folders); repeat for several.")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Slides: a `wsi run` output folder scored against --annotations (patch AUC, FROC).")
+@click.option("--annotations", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Slides: folder of <slide id>.geojson|.xml (QuPath GeoJSON / ASAP XML) ground truth.")
 @device_option()
 def evaluate(
     model_spec: str,
@@ -49,6 +53,8 @@ def evaluate(
     markdown: bool,
     mil_checkpoint: Path | None,
     bag_paths: tuple[Path, ...],
+    run_dir: Path | None,
+    annotations: Path | None,
     device: str,
 ) -> None:
     """Score relevance maps against ground truth: perturbation AUCs, segmentation and pointing game.
@@ -58,7 +64,13 @@ def evaluate(
 
     With --mil-checkpoint and --bags: patch flipping of MIL relevance methods on slides (no labels
     needed), against a seeded random order; writes OUT/patch_flipping.csv (+ .json with curves).
+
+    With --run and --annotations: each score set of a `wsi run` folder against annotated lesions
+    (patch AUC per slide, FROC); writes OUT/lesions_<method>.json.
     """
+    if run_dir is not None or annotations is not None:
+        _evaluate_annotated(run_dir, annotations, method_list, out_dir)
+        return
     if mil_checkpoint is not None or bag_paths:
         _evaluate_slides(mil_checkpoint, bag_paths, method_list, out_dir, seed, markdown, quiet(), device)
         return
@@ -182,3 +194,24 @@ def _command_line(model_spec: str, checkpoint: Path | None, data: str, n_images:
     parts += [f"--data {data}", f"--n {n_images}", f"--methods {method_list}", f"--out {out_dir}",
               f"--seed {seed}", f"--batch-size {batch_size}", f"--pointing-tolerance {pointing_tolerance}"]
     return " ".join(parts)
+
+
+def _evaluate_annotated(
+    run_dir: Path | None, annotations: Path | None, method_list: str, out_dir: Path
+) -> None:
+    """Score sets of a `wsi run` folder against annotated lesions (attnmap.evaluate.lesions)."""
+    from attnmap.cli.wsi_interchange import evaluate_annotated_run, run_score_sets
+
+    if run_dir is None or annotations is None:
+        raise InputError("lesion evaluation needs both --run and --annotations")
+    available = run_score_sets(run_dir)
+    if not available:
+        raise InputError(f"{run_dir} holds no slide with scores (a `wsi run` output folder)")
+    requested = [name.strip() for name in method_list.split(",") if name.strip()]
+    names = available if method_list.strip() == "all" else requested
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        raise InputError(f"score set(s) {', '.join(unknown) or '(none given)'} not in the run; "
+                         f"it has: {', '.join(available)}")
+    for name in names:
+        evaluate_annotated_run(run_dir, annotations, name, out_dir / f"lesions_{name}.json")

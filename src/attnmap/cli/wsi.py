@@ -233,18 +233,22 @@ def heatmap(
     else:
         import torch
 
-        from attnmap.mil import attention_scores, load_clam
+        from attnmap.mil import infer_bag, load_clam
         from attnmap.wsi.features import load_features
 
         bag, coords = load_features(features_h5)
         target = resolved_device(device)
         clam = load_clam(model).eval().to(target)
         try:
-            values = attention_scores(clam, torch.from_numpy(bag).to(target), kind="raw")
+            bag_result = infer_bag(clam, torch.from_numpy(bag).to(target))
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
             raise InputError(f"{features_h5}: {error}") from error
+        values = bag_result.scores("raw")
         stored_patch = None
-        title, label = f"{slide.stem} · CLAM attention ({model.name})", "attention"
+        probability = float(bag_result.probs.reshape(-1)[bag_result.prediction])
+        title = (f"{slide.stem} · CLAM attention ({model.name}) · predicted class {bag_result.prediction} "
+                 f"(p = {probability:.3f})")
+        label = "attention"
         record = provenance(
             method="clam_attention_raw_heatmap", parameters=drawn, model=model, model_name=model.name,
             slide=slide.name,

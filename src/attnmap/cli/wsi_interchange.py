@@ -39,6 +39,21 @@ def geojson_command(scores: Path, out: Path, tissue: bool, tissue_file: Path | N
 )
 def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | None) -> None:
     """Patch AUC per annotated slide and FROC lesion detection over the run's slides."""
+    evaluate_annotated_run(run_dir, annotations, method, out)
+
+
+def run_score_sets(run_dir: Path) -> list[str]:
+    """The score sets (attention, relevance methods) every slide of a run has."""
+    from attnmap.view.sources import discover
+
+    sets = [set(slide.score_sets) for slide in discover(run_dir)]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: Path | None) -> dict:
+    """Patch AUC per annotated slide and FROC lesion detection of one score set; echoes and returns
+    the report (and writes it as JSON to ``out``). Shared by `attnmap wsi evaluate` and
+    `attnmap evaluate --run`."""
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
     from attnmap.view.sources import discover
@@ -72,3 +87,4 @@ def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | 
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         click.echo(f"wrote {out}")
+    return result
