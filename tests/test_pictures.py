@@ -106,6 +106,7 @@ def test_explain_on_original_and_grid_titles(checkpoint, single_thread):
             "attention",
             "--on",
             "original",
+            "--no-legend",  # the bare overlay, pixel for pixel the original's size
             "--out",
             str(out),
         ]

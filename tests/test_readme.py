@@ -198,7 +198,7 @@ def _table_rows(markdown: str) -> dict[str, list[float]]:
 
 
 def _evidence_section(text: str) -> tuple[str, str]:
-    section = text.split("## Evidence", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## Evidence", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]  # its first part
     command = next(line for line in readme_commands(section) if "--markdown" in line)
     return command, section
 
@@ -243,9 +243,9 @@ def test_readme_slide_evidence_table(capsys, single_thread) -> None:
         rows = {}
         for line in markdown.splitlines():
             cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            header = cells[1].startswith(("---", "patch", "pixel"))
-            if line.startswith("|") and len(cells) == 3 and not header:
-                rows[cells[0]] = [float(c) if c != "–" else float("nan") for c in cells[1:]]
+            if not line.startswith("|") or len(cells) != 3 or cells[1].startswith(("---", "patch", "pixel")):
+                continue
+            rows[cells[0]] = [float(c) if c != "–" else float("nan") for c in cells[1:]]
         return rows
 
     expected, measured = numbers(section), numbers(printed)
