@@ -204,7 +204,8 @@ def _evidence_section(text: str) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_readme_evaluation_table(capsys, single_thread) -> None:
+def test_readme_evaluation_table(capsys, single_thread, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the command writes its CSV and plot into ./attnmap_evaluation
     command, section = _evidence_section(README.read_text())
     expected = _table_rows(section)
     assert "random" in expected and len(expected) >= 3
