@@ -113,6 +113,27 @@ def test_fine_maps_sum_to_the_patch_scores(single_thread, mil_method):
     np.testing.assert_allclose(chosen.maps.sum(axis=(1, 2)), chosen.patch_scores, rtol=0, atol=1e-9)
 
 
+def test_transformer_attribution_fine_maps_follow_the_direction_target(single_thread):
+    """Other encoder methods go through `attnmap.explain` with the MIL directions as targets; their
+    token maps are upsampled and scaled so that each sums to its patch's score."""
+    import torch.nn.functional as F
+
+    from attnmap import explain
+
+    encoder, mil = _tiny_models()
+    images = torch.randn(4, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = encoder(images)
+    directions, scores, _ = mil_directions(mil, features, None, "lrp")
+    maps, bias, _ = fine_maps(encoder, images, directions, method="transformer_attribution")
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), scores.numpy(), rtol=0, atol=1e-9)
+    assert not bias.any()
+    tokens = explain(encoder, images, "transformer_attribution", target=directions)
+    expected = F.interpolate(tokens[:, None], size=(64, 64), mode="nearest")[:, 0].numpy()
+    for drawn, token_map in zip(maps, expected, strict=True):  # the same map, up to its scale
+        np.testing.assert_allclose(drawn * token_map.sum(), token_map * drawn.sum(), rtol=1e-9, atol=1e-12)
+
+
 def test_fine_config_parsing():
     assert FineConfig.from_mapping({"method": "lrp", "top_k": "all"}).top_k is None
     assert FineConfig.from_mapping(None) is None

@@ -153,14 +153,7 @@ def _explained(
 
     from attnmap import explain
 
-    try:
-        tokens = explain(encoder, images, method=method, target=directions)
-    except (TypeError, ValueError, InputError) as error:
-        raise InputError(
-            f"fine method {method!r} needs direction targets in attnmap.explain, which failed ({error}); "
-            "use fine method 'lrp'"
-        ) from None
-    tokens = torch.as_tensor(np.asarray(tokens), dtype=images.dtype)
+    tokens = explain(encoder, images, method, target=directions).detach().to(images.dtype)
     pixels = F.interpolate(tokens[:, None], size=images.shape[-2:], mode="nearest")[:, 0]
     total = pixels.sum(dim=(1, 2))
     scale = torch.where(total.abs() > 1e-12, score / total, torch.zeros_like(total))
