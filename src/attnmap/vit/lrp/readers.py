@@ -14,6 +14,7 @@ wrong, `attnmap.vit.lrp.check` catches: the twin's output must equal the model's
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -158,23 +159,12 @@ class EvaTwin(GenericTwin):
                 weight, bias = _concat_qkv(
                     [weight_and_bias(getattr(attn, f"{p}_proj"), f"{name}.attn.{p}_proj") for p in "qkv"]
                 )
-            proj_w, proj_b = weight_and_bias(attn.proj, f"{name}.attn.proj")
-            twin = BlockTwin(
-                index=index,
-                num_heads=attn.num_heads,
-                head_dim=weight.shape[0] // 3 // attn.num_heads,
-                scale=attn.scale,
-                norm1=read_norm(block.norm1, f"{name}.norm1"),
-                norm2=read_norm(block.norm2, f"{name}.norm2"),
-                act=nn.Identity(),
-                weights={
-                    "qkv_w": weight,
-                    "qkv_b": bias,
-                    "proj_w": proj_w,
-                    "proj_b": proj_b,
-                    "ls1": layer_scale(block.gamma_1, f"{name}.gamma_1"),
-                    "ls2": layer_scale(block.gamma_2, f"{name}.gamma_2"),
-                },
+            twin = _gamma_block(
+                index,
+                block,
+                name,
+                weight,
+                bias,
                 linears={"proj": attn.proj.weight},
                 q_norm=read_norm(attn.q_norm, f"{name}.attn.q_norm"),
                 k_norm=read_norm(attn.k_norm, f"{name}.attn.k_norm"),
@@ -221,23 +211,12 @@ class BeitTwin(GenericTwin):
             bias = None
             if attn.q_bias is not None:
                 bias = torch.cat([attn.q_bias, attn.k_bias, attn.v_bias]).detach()
-            proj_w, proj_b = weight_and_bias(attn.proj, f"{name}.attn.proj")
-            twin = BlockTwin(
-                index=index,
-                num_heads=attn.num_heads,
-                head_dim=weight.shape[0] // 3 // attn.num_heads,
-                scale=attn.scale,
-                norm1=read_norm(block.norm1, f"{name}.norm1"),
-                norm2=read_norm(block.norm2, f"{name}.norm2"),
-                act=nn.Identity(),
-                weights={
-                    "qkv_w": weight,
-                    "qkv_b": bias,
-                    "proj_w": proj_w,
-                    "proj_b": proj_b,
-                    "ls1": layer_scale(block.gamma_1, f"{name}.gamma_1"),
-                    "ls2": layer_scale(block.gamma_2, f"{name}.gamma_2"),
-                },
+            twin = _gamma_block(
+                index,
+                block,
+                name,
+                weight,
+                bias,
                 linears={"qkv": attn.qkv.weight, "proj": attn.proj.weight},
                 attn_bias=_beit_bias(attn, shared),
             )
@@ -272,3 +251,30 @@ def _require_plain_patch_embed(patch_embed: nn.Module) -> None:
     """The generic embedding rule splits tokens into conv output + additions: no norm in between."""
     if read_norm(getattr(patch_embed, "norm", None), "patch_embed.norm") is not None:
         raise UnsupportedModelError("patch_embed.norm: a norm inside the patch embedding has no LRP rule")
+
+
+def _gamma_block(
+    index: int, block: nn.Module, name: str, weight: torch.Tensor, bias: torch.Tensor | None, **extra: Any
+) -> BlockTwin:
+    """The twin of a timm Eva / Beit block: fused q/k/v ``weight``/``bias`` as read, LayerScale as
+    ``gamma_1`` / ``gamma_2``, and ``extra`` for what differs (q/k norms, RoPE, relative bias)."""
+    attn = block.attn
+    proj_w, proj_b = weight_and_bias(attn.proj, f"{name}.attn.proj")
+    return BlockTwin(
+        index=index,
+        num_heads=attn.num_heads,
+        head_dim=weight.shape[0] // 3 // attn.num_heads,
+        scale=attn.scale,
+        norm1=read_norm(block.norm1, f"{name}.norm1"),
+        norm2=read_norm(block.norm2, f"{name}.norm2"),
+        act=nn.Identity(),
+        weights={
+            "qkv_w": weight,
+            "qkv_b": bias,
+            "proj_w": proj_w,
+            "proj_b": proj_b,
+            "ls1": layer_scale(block.gamma_1, f"{name}.gamma_1"),
+            "ls2": layer_scale(block.gamma_2, f"{name}.gamma_2"),
+        },
+        **extra,
+    )
