@@ -23,31 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import yaml
-
-
-def build_inputs(root: Path, n_slides: int, size: int, encoder: str) -> Path:
-    from attnmap.data.synthetic_slides import make_cohort
-    from attnmap.mil import CLAM_SB
-    from attnmap.wsi.encoders import load_encoder
-
-    csv_path = make_cohort(root / "slides", n_slides=n_slides, seed=0, size=(size, size))
-    feature_dim = load_encoder(encoder).feature_dim
-    torch.manual_seed(0)
-    torch.save(CLAM_SB(embed_dim=feature_dim, n_classes=2).state_dict(), root / "clam.pt")
-    config = {
-        "slides": {"csv": str(csv_path), "data_dir": str(csv_path.parent), "extension": ".tif"},
-        "segmentation": {"a_t": 1, "a_h": 1},
-        "patching": {"patch_size": 256, "level": 0},
-        "features": {"encoder": encoder, "batch_size": 64},
-        "model": {"checkpoint": str(root / "clam.pt")},
-        "sampling": {"top_k": 5, "bottom_k": 5},
-        "run": {"output_dir": str(root / "out"), "device": "cpu"},
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from common import write_run_config
 
 
 def _warm_up(config_path: str) -> None:
@@ -132,7 +108,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="attnmap_bench_cohort_") as folder:
         root = Path(folder)
-        config_path = build_inputs(root, args.slides, args.size, args.encoder)
+        config_path = write_run_config(
+            root, args.encoder, n_slides=args.slides, size=args.size, batch_size=64,
+            sections={"sampling": {"top_k": 5, "bottom_k": 5}},
+        )
         rates: dict[int, float] = {}
         for workers in args.workers:
             startup, seconds, done, per_slide = time_run(

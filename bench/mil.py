@@ -18,6 +18,7 @@ import sys
 import time
 
 import torch
+from common import best_time
 
 from attnmap.mil import CLAM_SB, attention_scores
 
@@ -28,15 +29,6 @@ def bare_matmuls(features: torch.Tensor, weights: list[torch.Tensor]) -> tuple[t
     a = h @ weights[1]
     b = h @ weights[2]
     return a @ weights[3], b
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def throughput(n_patches: int, repeats: int) -> None:

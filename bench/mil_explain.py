@@ -15,20 +15,11 @@ Run: ``nice .venv/bin/python bench/mil_explain.py [--patches 100000] [--repeats 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from common import best_time
 
 from attnmap.mil import CLAM_SB, explain
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

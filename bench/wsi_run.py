@@ -32,31 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
-
-
-def build_inputs(root: Path, size: int, encoder_name: str, batch_size: int) -> Path:
-    from attnmap.data.synthetic_slides import make_cohort
-    from attnmap.mil import CLAM_SB
-    from attnmap.wsi.encoders import load_encoder
-
-    csv_path = make_cohort(root / "slides", n_slides=1, seed=0, size=(size, size), tumour_fraction=1.0)
-    feature_dim = load_encoder(encoder_name).feature_dim
-    torch.manual_seed(0)
-    torch.save(CLAM_SB(embed_dim=feature_dim, n_classes=2).state_dict(), root / "clam.pt")
-    config = {
-        "slides": {"csv": str(csv_path), "data_dir": str(csv_path.parent), "extension": ".tif"},
-        "segmentation": {"a_t": 1, "a_h": 1},
-        "patching": {"patch_size": 256, "level": 0},
-        "features": {"encoder": encoder_name, "batch_size": batch_size},
-        "model": {"checkpoint": str(root / "clam.pt")},
-        "heatmap": {"overlap": 0.5},
-        "sampling": {"top_k": 0, "bottom_k": 0},
-        "run": {"output_dir": str(root / "out"), "device": "cpu"},
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from common import write_run_config
 
 
 class Counter:
@@ -134,8 +110,7 @@ def clam_like(config: Any, slide_path: str, encoder: Any, model: Any, out_png: P
         )  # fmt: skip
         scores = np.asarray(infer_bag(model, feature_pass(overlap)).scores("raw", branch=branch), np.float64)
         image = render_heatmap(
-            slide, overlap, scores, patch_size=p.patch_size, vis_level=h.vis_level, tissue=tissue,
-            cmap=h.cmap, alpha=h.alpha, percentiles=h.percentiles, overlap=h.overlap,
+            slide, overlap, scores, h.style, patch_size=p.patch_size, tissue=tissue,
             reference_scores=np.asarray(bag.scores("raw"), np.float64),
         )  # fmt: skip
         save_png(out_png, image)
@@ -161,7 +136,10 @@ def main() -> None:
     cores = available_cores()
     with tempfile.TemporaryDirectory(prefix="attnmap_bench_wsi_run_") as folder:
         root = Path(folder)
-        config_path = build_inputs(root, args.size, args.encoder, args.batch_size)
+        config_path = write_run_config(
+            root, args.encoder, n_slides=1, size=args.size, batch_size=args.batch_size, tumour_fraction=1.0,
+            sections={"heatmap": {"overlap": 0.5}, "sampling": {"top_k": 0, "bottom_k": 0}},
+        )
         config = load_config(config_path)
         slide_path = read_slide_list(config)[0].path
         f = config.features
