@@ -256,10 +256,14 @@ def table(measured: dict[str, dict[str, Result]] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run every family x method and print the support table.")
+    parser.add_argument("out", nargs="?", type=Path, help="write the table here (default: print it)")
+    args = parser.parse_args(argv)
     text = table()
-    if argv:
-        Path(argv[0]).write_text(text, encoding="utf-8")
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
