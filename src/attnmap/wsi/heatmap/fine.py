@@ -17,7 +17,7 @@ See ``docs/fine-heatmaps.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +108,44 @@ def mil_directions(
     return gradient, (gradient * x).sum(dim=1), int(target)
 
 
+def iter_fine_maps(
+    encoder: nn.Module,
+    images: torch.Tensor | Callable[[np.ndarray], torch.Tensor],
+    directions: torch.Tensor,
+    method: str = "lrp",
+    spread_bias: bool = True,
+    batch_size: int = 32,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`fine_maps` one batch at a time: (maps, bias shares, scores) of ``batch_size`` patches each.
+
+    ``images`` is the encoder inputs (k, 3, H, W) or a function ``positions → inputs`` (positions
+    into ``directions``), so a caller can read patches batch by batch and keep nothing but the batch.
+    """
+    if method not in FINE_METHODS:
+        raise InputError(f"fine method must be one of {', '.join(FINE_METHODS)}, got {method!r}")
+    if not callable(images) and len(images) != len(directions):
+        raise InputError(f"{len(images)} patches but {len(directions)} directions")
+    dtype = next(encoder.parameters()).dtype
+    for start in range(0, len(directions), batch_size):
+        part = np.arange(start, min(start + batch_size, len(directions)))
+        batch = (images(part) if callable(images) else images[start : part[-1] + 1]).to(dtype)
+        direction = directions[start : part[-1] + 1].to(batch.device, dtype)
+        result = encoder_relevance(encoder, batch, direction, bounds)
+        pixels, bias = result.pixels, result.bias_share
+        if method != "lrp":
+            pixels = _explained(encoder, batch, direction, method, result.score)
+            bias = torch.zeros_like(bias)
+        elif spread_bias:
+            pixels = pixels + (bias / pixels[0].numel())[:, None, None]
+        # the encoder's dtype: float32 halves "top_k: all"
+        yield (
+            pixels.detach().cpu().numpy(),
+            bias.cpu().double().numpy(),
+            result.score.cpu().double().numpy(),
+        )
+
+
 def fine_maps(
     encoder: nn.Module,
     images: torch.Tensor,
@@ -124,25 +162,10 @@ def fine_maps(
     their token maps are upsampled and scaled to sum to the patch score (conservation by construction).
     ``bounds`` (`transform_bounds`) use the zB rule at the pixel layer instead of LRP-0 (same totals).
     """
-    if method not in FINE_METHODS:
-        raise InputError(f"fine method must be one of {', '.join(FINE_METHODS)}, got {method!r}")
-    if len(images) != len(directions):
-        raise InputError(f"{len(images)} patches but {len(directions)} directions")
-    maps, biases, scores = [], [], []
-    for start in range(0, len(images), batch_size):
-        part = slice(start, start + batch_size)
-        result = encoder_relevance(encoder, images[part], directions[part].to(images.dtype), bounds)
-        pixels, bias = result.pixels, result.bias_share
-        if method != "lrp":
-            pixels = _explained(encoder, images[part], directions[part], method, result.score)
-            bias = torch.zeros_like(bias)
-        elif spread_bias:
-            pixels = pixels + (bias / pixels[0].numel())[:, None, None]
-        maps.append(pixels.detach().cpu().numpy())  # the encoder's dtype: float32 halves "top_k: all"
-        biases.append(bias.cpu().double().numpy())
-        scores.append(result.score.cpu().double().numpy())
-    if not maps:
+    parts = list(iter_fine_maps(encoder, images, directions, method, spread_bias, batch_size, bounds))
+    if not parts:
         return np.zeros((0, *images.shape[-2:])), np.zeros(0), np.zeros(0)
+    maps, biases, scores = zip(*parts, strict=True)
     return np.concatenate(maps), np.concatenate(biases), np.concatenate(scores)
 
 
@@ -172,6 +195,48 @@ def select_patches(scores: np.ndarray, top_k: int | None) -> np.ndarray:
     return order if top_k is None else order[: int(top_k)]
 
 
+@dataclass
+class FineSelection:
+    """Which patches of a bag get fine maps (``indices``, best first) and the directions to explain.
+
+    ``directions`` (N, D) and ``scores`` (N,) cover the whole bag; ``target`` is the class explained.
+    """
+
+    directions: torch.Tensor
+    scores: np.ndarray
+    indices: np.ndarray
+    target: int
+
+
+def select_fine_patches(
+    mil_model: nn.Module, features: torch.Tensor, config: FineConfig, target: int | None = None
+) -> FineSelection:
+    """MIL directions and patch scores of the bag, and the ``config.top_k`` patches to explain."""
+    directions, patch_scores, target = mil_directions(mil_model, features, target, config.mil_method)
+    scores = patch_scores.detach().cpu().double().numpy()
+    return FineSelection(directions, scores, select_patches(scores, config.top_k), target)
+
+
+def iter_selected_fine_maps(
+    encoder: nn.Module,
+    images: Callable[[np.ndarray], torch.Tensor],
+    selection: FineSelection,
+    config: FineConfig,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    batch_size: int = 32,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(maps, bias shares) of the selected patches, batch by batch in ``selection.indices`` order.
+
+    ``images`` reads bag indices → encoder inputs; only one batch of patches is read at a time.
+    """
+    indices = selection.indices
+    directions = selection.directions[torch.as_tensor(indices)]
+    for maps, bias, _ in iter_fine_maps(
+        encoder, lambda part: images(indices[part]), directions, config.method, True, batch_size, bounds
+    ):
+        yield maps, bias
+
+
 def bag_fine_maps(
     encoder: nn.Module,
     images: torch.Tensor | Callable[[np.ndarray], torch.Tensor],
@@ -181,21 +246,23 @@ def bag_fine_maps(
     target: int | None = None,
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> FineMaps:
-    """Fine maps of a bag's top patches: MIL directions → encoder relevance.
+    """Fine maps of a bag's top patches: MIL directions → encoder relevance, all in memory.
 
     ``images`` is either all patches' encoder inputs (N, 3, H, W) or a function ``indices →
-    (k, 3, H, W)`` that reads only the selected patches (what a slide needs).
+    (k, 3, H, W)`` that reads only the selected patches. A slide with ``top_k: all`` should stream
+    the maps to disk instead (`iter_selected_fine_maps`, `attnmap.wsi.heatmap.fine_store`).
     """
-    directions, patch_scores, target = mil_directions(mil_model, features, target, config.mil_method)
-    indices = select_patches(patch_scores.detach().cpu().numpy(), config.top_k)
-    chosen = images(indices) if callable(images) else images[torch.as_tensor(indices)]
-    dtype = next(encoder.parameters()).dtype
-    maps, bias, _ = fine_maps(
-        encoder,
-        chosen.to(dtype),
-        directions[torch.as_tensor(indices)].to(dtype),
-        config.method,
-        bounds=bounds,
-    )
-    scores = patch_scores.detach().cpu().double().numpy()
-    return FineMaps(indices, maps, scores[indices], bias, target, scores)
+    selection = select_fine_patches(mil_model, features, config, target)
+
+    def read(indices: np.ndarray) -> torch.Tensor:
+        return images(indices) if callable(images) else images[torch.as_tensor(indices)]
+
+    parts = list(iter_selected_fine_maps(encoder, read, selection, config, bounds))
+    indices = selection.indices
+    if parts:
+        maps, bias = (np.concatenate(values) for values in zip(*parts, strict=True))
+    else:
+        size = read(indices[:1]).shape[-2:] if len(selection.scores) else (0, 0)
+        maps, bias = np.zeros((0, *size)), np.zeros(0)
+    scores = selection.scores
+    return FineMaps(indices, maps, scores[indices], bias, selection.target, scores)

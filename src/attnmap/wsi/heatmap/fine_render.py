@@ -2,8 +2,9 @@
 
 The coarse pages of a fine heatmap TIFF are today's patch-level heatmap (one colour per patch); the
 pages on which a patch spans at least ``min_fine_pixels`` pixels show, inside each patch that has a
-fine map, the slide blended with that map instead. Fine maps stay at the encoder's input size in
-memory (k × H × W floats) and are resized per window, so the TIFF still streams strip by strip.
+fine map, the slide blended with that map instead. Each window reads only the fine maps of the
+patches it touches (from the fine-map file, `attnmap.wsi.heatmap.fine_store`), at the encoder's
+input size, and resizes them, so the TIFF streams strip by strip whatever the number of maps.
 
 Colours: fine maps are signed (relevance for and against the class); they are drawn with a
 diverging map centred on zero, scaled by one robust maximum (99th percentile of |R|) shared by all
@@ -31,15 +32,99 @@ from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import Tissue
 
 FINE_CMAP = "RdBu_r"
+MIN_FINE_PIXELS = 32
+"""Fine maps are drawn where a patch spans at least this many pixels (coarser: the patch-level map)."""
+MAP_BATCH = 256
+"""Fine maps read at once by a window (4 MB of 64 × 64 float32 maps)."""
+
+
+def robust_scale(maps: np.ndarray) -> float:
+    """The shared colour scale of fine maps: the 99th percentile of |R| (1 when that is 0 or empty).
+
+    `attnmap.wsi.heatmap.fine_store.abs_percentile` gives the same number without the maps in memory.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    scale = float(np.percentile(np.abs(maps), 99)) if maps.size else 1.0
+    return scale if scale > 0 else 1.0
 
 
 def signed_unit(maps: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
     """Maps in [0, 1] with 0.5 at zero relevance, by a shared ``scale`` (99th percentile of |R|)."""
     maps = np.asarray(maps, dtype=np.float64)
-    if scale is None:
-        scale = float(np.percentile(np.abs(maps), 99)) if maps.size else 1.0
+    scale = robust_scale(maps) if scale is None else scale
     scale = scale if scale > 0 else 1.0
     return np.clip(0.5 + 0.5 * maps / scale, 0.0, 1.0), scale
+
+
+class ArrayMaps:
+    """Fine maps held in memory, read like a `FineMapFile` (``read(rows)``, ``scale``)."""
+
+    def __init__(self, maps: np.ndarray, scale: float | None = None) -> None:
+        self.maps = np.asarray(maps)
+        self.scale = robust_scale(self.maps) if scale is None else (scale if scale > 0 else 1.0)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self.maps[np.asarray(rows, dtype=np.int64)]
+
+
+class FinePainter:
+    """Fine maps drawn on one canvas scale: which patches a window touches, and their colours there.
+
+    The one drawing of fine maps: the fine TIFF blends it over the slide (`FineRenderer`), the viewer
+    draws it as an overlay tile (`attnmap.view.layers.FineLayer`). ``maps`` is a `FineMapFile` or
+    `ArrayMaps`; only the maps of the patches a window touches are read, `MAP_BATCH` at a time, so
+    memory does not grow with the number of maps. ``canvas_scale`` is canvas pixels per level-0
+    pixel (x, y), ``origin`` the canvas's level-0 origin. Patches are painted in their stored order
+    (where patches overlap, the later one is on top).
+    """
+
+    def __init__(
+        self,
+        coords: np.ndarray,
+        patch_size: int,
+        maps: Any,
+        canvas_scale: tuple[float, float],
+        origin: tuple[float, float] = (0.0, 0.0),
+        cmap: str = FINE_CMAP,
+    ) -> None:
+        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        if len(coords) != len(maps):
+            raise InputError(f"{len(coords)} fine-map coordinates for {len(maps)} maps")
+        scale_xy = np.asarray(canvas_scale, dtype=np.float64)
+        self.corners = np.ceil((coords - np.asarray(origin, dtype=np.float64)) * scale_xy).astype(np.int64)
+        self.extent = np.maximum(1, np.ceil(patch_size * scale_xy).astype(np.int64))
+        self.maps, self.scale = maps, float(maps.scale)
+        self.colors = ColorTable(cmap)
+
+    def touching(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+        """Positions (ascending) of the patches that overlap the window."""
+        (pw, ph), corners = self.extent, self.corners
+        return np.flatnonzero(
+            (corners[:, 0] < x0 + width)
+            & (corners[:, 0] + pw > x0)
+            & (corners[:, 1] < y0 + height)
+            & (corners[:, 1] + ph > y0)
+        )
+
+    def paint(
+        self, x0: int, y0: int, width: int, height: int
+    ) -> Iterator[tuple[tuple[slice, slice], np.ndarray]]:
+        """For each patch touching the window: (rows, columns) of the window it covers, its RGB there."""
+        (pw, ph), hit = self.extent, self.touching(x0, y0, width, height)
+        for start in range(0, len(hit), MAP_BATCH):
+            group = hit[start : start + MAP_BATCH]
+            for index, fine in zip(group, self.maps.read(group), strict=True):
+                cx, cy = int(self.corners[index, 0]), int(self.corners[index, 1])
+                values = signed_unit(fine, self.scale)[0].astype(np.float32)
+                values = cv2.resize(values, (int(pw), int(ph)), interpolation=cv2.INTER_NEAREST)
+                ax0, ay0 = max(cx, x0), max(cy, y0)
+                ax1, ay1 = min(cx + pw, x0 + width), min(cy + ph, y0 + height)
+                part = values[ay0 - cy : ay1 - cy, ax0 - cx : ax1 - cx]
+                window = (slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0))
+                yield window, self.colors(part.astype(np.float64))
 
 
 class FineRenderer:
@@ -50,47 +135,23 @@ class FineRenderer:
         base: HeatmapRenderer,
         coords: np.ndarray,
         patch_size: int,
-        maps: np.ndarray,
+        maps: Any,
         alpha: float = 0.5,
         cmap: str = FINE_CMAP,
-        scale: float | None = None,
     ) -> None:
-        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-        if len(coords) != len(maps):
-            raise InputError(f"{len(coords)} fine-map coordinates for {len(maps)} maps")
         self.base, self.size = base, base.size
         canvas_scale = 1.0 / np.asarray(base.scale_xy, dtype=np.float64)
-        origin = np.asarray(getattr(base, "origin0", (0, 0)), dtype=np.float64)
-        self.corners = np.ceil((coords - origin) * canvas_scale).astype(np.int64)
-        self.extent = np.maximum(1, np.ceil(patch_size * canvas_scale).astype(np.int64))
-        self.values, self.scale = signed_unit(maps, scale)
-        self.values = self.values.astype(np.float32)
-        self.colors = ColorTable(cmap)
+        origin = getattr(base, "origin0", (0, 0))
+        self.painter = FinePainter(coords, patch_size, maps, tuple(canvas_scale), origin, cmap)
         self.alpha = float(alpha)
 
     def render_window(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
         pixels = self.base.render_window(x0, y0, width, height).copy()
-        (pw, ph), corners = self.extent, self.corners
-        hit = np.flatnonzero(
-            (corners[:, 0] < x0 + width)
-            & (corners[:, 0] + pw > x0)
-            & (corners[:, 1] < y0 + height)
-            & (corners[:, 1] + ph > y0)
-        )
-        if not len(hit):
-            return pixels
-        slide = self.base.read_canvas(x0, y0, width, height)
-        for index in hit:
-            cx, cy = int(corners[index, 0]), int(corners[index, 1])
-            values = cv2.resize(self.values[index], (int(pw), int(ph)), interpolation=cv2.INTER_NEAREST)
-            ax0, ay0 = max(cx, x0), max(cy, y0)
-            ax1, ay1 = min(cx + pw, x0 + width), min(cy + ph, y0 + height)
-            part = values[ay0 - cy : ay1 - cy, ax0 - cx : ax1 - cx]
-            under = slide[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0]
-            colour = self.colors(part.astype(np.float64))
-            pixels[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = cv2.addWeighted(
-                colour, self.alpha, under, 1 - self.alpha, 0
-            )
+        slide = None
+        for window, colour in self.painter.paint(x0, y0, width, height):
+            if slide is None:
+                slide = self.base.read_canvas(x0, y0, width, height)
+            pixels[window] = cv2.addWeighted(colour, self.alpha, slide[window], 1 - self.alpha, 0)
         return pixels
 
 
@@ -100,12 +161,12 @@ def write_fine_heatmap_tiff(
     coords: np.ndarray,
     scores: np.ndarray,
     fine_coords: np.ndarray,
-    fine_maps: np.ndarray,
+    fine_maps: Any,
     patch_size: int,
     style: HeatmapStyle | None = None,
     *,
     tissue: Tissue | None = None,
-    min_fine_pixels: int = 32,
+    min_fine_pixels: int = MIN_FINE_PIXELS,
     tile: int = 256,
     quality: int = 90,
     metadata: Mapping[str, str] | None = None,
@@ -114,8 +175,9 @@ def write_fine_heatmap_tiff(
     """Pyramidal TIFF: the patch heatmap on coarse pages, fine maps where a patch spans ≥ min_fine_pixels.
 
     ``coords``/``scores`` are the patch-level heatmap drawn with ``style`` (as `write_heatmap_tiff`),
-    ``fine_coords`` (k, 2) and ``fine_maps`` (k, H, W) the patches with fine maps. Streams like
-    `write_heatmap_tiff`.
+    ``fine_coords`` (k, 2) and ``fine_maps`` the patches with fine maps: an array (k, H, W) or a
+    `attnmap.wsi.heatmap.fine_store.FineMapFile`, from which each window reads only the maps of
+    the patches it touches. Streams like `write_heatmap_tiff`; memory does not grow with k.
     """
     style = replace(HeatmapStyle() if style is None else style, vis_level=0, roi=None)
 
@@ -126,13 +188,13 @@ def write_fine_heatmap_tiff(
 
     base = renderer()
     plan = plan_pyramid(slide, base.vis_level, tile)
-    _, scale = signed_unit(fine_maps)
+    maps = fine_maps if hasattr(fine_maps, "read") else ArrayMaps(fine_maps)
 
     def factory(index: int) -> Callable[[], Iterator[np.ndarray]]:
         def make_tiles() -> Iterator[np.ndarray]:
             layer = base if index == 0 else renderer(plan[index].downsample)
-            if patch_size / plan[index].downsample >= min_fine_pixels and len(fine_maps):
-                layer = FineRenderer(layer, fine_coords, patch_size, fine_maps, scale=scale)
+            if patch_size / plan[index].downsample >= min_fine_pixels and len(maps):
+                layer = FineRenderer(layer, fine_coords, patch_size, maps)
             return iter_tiles(layer, tile, progress=progress, description=f"fine TIFF page {index}")
 
         return make_tiles
@@ -145,7 +207,7 @@ def write_fine_heatmap_tiff(
             method="fine_heatmap",
             parameters={
                 "patch_size": patch_size,
-                "n_fine": int(len(fine_maps)),
+                "n_fine": int(len(maps)),
                 "min_fine_pixels": min_fine_pixels,
             },
             slide=slide.path,

@@ -1,10 +1,14 @@
 """The fine-map step of `attnmap wsi run` (heatmap section ``fine: {method, top_k, mil_method}``).
 
-Runs after the heatmap: MIL directions for the predicted class from the slide's features, the
-encoder's conservative relevance inside the top-k patches (`attnmap.wsi.heatmap.fine`), then
-``fine_gallery.png`` (the top patches above their fine maps) and, when ``heatmap.tiff`` is on,
-``heatmap_fine.tif``: the MIL method's patch scores on coarse pages and the fine maps at full
-resolution (`attnmap.wsi.heatmap.fine_render`). Only the selected patches are read again.
+Runs after the heatmap: MIL directions for the predicted class from the slide's features, then the
+encoder's conservative relevance inside the top-k patches (`attnmap.wsi.heatmap.fine`), written
+batch by batch to ``fine_maps.h5`` (`attnmap.wsi.heatmap.fine_store`) as they are computed. From
+that file: ``fine_gallery.png`` (the top patches above their fine maps) and, when ``heatmap.tiff``
+is on, ``heatmap_fine.tif``: the MIL method's patch scores on coarse pages and the fine maps at full
+resolution (`attnmap.wsi.heatmap.fine_render`), each window reading only the maps it shows. Only
+the selected patches are read again, one batch at a time, so ``top_k: all`` keeps the memory of
+``top_k: 64``. The map file has its own fingerprint (`StageFingerprints.fine`): a new colour map
+redraws the pictures from the stored maps.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from attnmap.io_utils import atomic_path
 from attnmap.wsi.features import read_patch_rgb
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
-from attnmap.wsi.pipeline.outputs import SlideOutputs
+from attnmap.wsi.pipeline.outputs import SlideOutputs, fine_maps_reason
 from attnmap.wsi.pipeline.stages import (
     cached_clam,
     cached_encoder,
@@ -42,63 +46,110 @@ def fine_stage(
     device: str,
     prints: StageFingerprints | None = None,
 ) -> list[str]:
-    """Write the fine-map gallery (and fine TIFF); returns the names written (empty when all exist)."""
-    from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, transform_bounds
+    """Write the fine maps, their gallery (and fine TIFF); returns the names written (empty: all reused)."""
+    from attnmap.wsi.heatmap.fine import FineConfig
     from attnmap.wsi.heatmap.fine_render import write_fine_gallery, write_fine_heatmap_tiff
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
 
     fine = FineConfig.from_mapping(config.heatmap.fine)
-    gallery, tiff = outputs.named("fine_gallery.png"), outputs.named("heatmap_fine.tif")
-    want_tiff = bool(config.heatmap.tiff)
-    prints = fingerprints(entry, config, prints)
-    gallery_ok = prints.heatmap.check(gallery) is None
-    tiff_ok = not want_tiff or prints.heatmap.check(tiff) is None
-    if fine is None or (gallery_ok and tiff_ok):
+    if fine is None:
         return []
-    f, p = config.features, config.patching
-    encoder, _ = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
-    model, _ = cached_clam(config.model.checkpoint, device)
+    prints = fingerprints(entry, config, prints)
+    maps_path = outputs.named("fine_maps.h5")
+    gallery, tiff = outputs.named("fine_gallery.png"), outputs.named("heatmap_fine.tif")
+    p = config.patching
     coords = np.asarray(attention["coords"])
 
     def read(indices: np.ndarray) -> np.ndarray:
         return np.stack([read_patch_rgb(slide, x, y, p.level, p.patch_size) for x, y in coords[indices]])
 
-    def inputs(indices: np.ndarray) -> torch.Tensor:
-        return torch.stack([encoder.transform(patch) for patch in read(indices)]).to(device)
-
-    maps = bag_fine_maps(
-        encoder.model,
-        inputs,
-        model,
-        torch.as_tensor(np.asarray(features)),
-        fine,
-        int(attention["prediction"]),
-        bounds=transform_bounds(encoder.transform),
-    )
+    written: list[str] = []
+    if fine_maps_reason(outputs, prints) is not None:
+        _write_fine_maps(slide, read, features, attention, entry, config, outputs, device, prints, fine)
+        written.append(maps_path.name)
+    gallery_ok = not written and prints.heatmap.check(gallery) is None
+    tiff_ok = not config.heatmap.tiff or (not written and prints.heatmap.check(tiff) is None)
+    if gallery_ok and tiff_ok:
+        return written
     record = {
         **slide_provenance(config, entry, "fine_heatmap", ("patching", "features", "model", "heatmap")),
         **prints.heatmap.record(),
     }
-    written: list[str] = []
-    if not gallery_ok:
-        shown = slice(0, GALLERY_MAX)
-        write_fine_gallery(
-            gallery, read(maps.indices[shown]), maps.maps[shown], maps.patch_scores[shown], record
-        )
-        written.append(gallery.name)
-    if not tiff_ok:
-        h = config.heatmap
-        with atomic_path(tiff) as temporary:
-            write_fine_heatmap_tiff(
-                temporary,
-                slide,
-                coords,
-                maps.all_scores,
-                coords[maps.indices],
-                maps.maps,
-                level0_patch_size(p, slide),
-                h.style,
-                tissue=tissue,
-                metadata=record,
+    with FineMapFile(maps_path) as store:
+        if not gallery_ok:
+            shown = np.arange(min(GALLERY_MAX, len(store)))
+            write_fine_gallery(
+                gallery,
+                read(store.fine_index[shown]),
+                store.read(shown),
+                store.scores[store.fine_index[shown]],
+                record,
             )
-        written.append(tiff.name)
+            written.append(gallery.name)
+        if not tiff_ok:
+            with atomic_path(tiff) as temporary:
+                write_fine_heatmap_tiff(
+                    temporary,
+                    slide,
+                    store.coords,
+                    store.scores,
+                    store.fine_coords,
+                    store,
+                    store.patch_size,
+                    config.heatmap.style,
+                    tissue=tissue,
+                    metadata=record,
+                )
+            written.append(tiff.name)
     return written
+
+
+def _write_fine_maps(
+    slide: Any,
+    read: Any,
+    features: np.ndarray,
+    attention: dict[str, Any],
+    entry: SlideEntry,
+    config: PipelineConfig,
+    outputs: SlideOutputs,
+    device: str,
+    prints: StageFingerprints,
+    fine: Any,
+) -> None:
+    """Compute the fine maps of the selected patches and append them to the map file batch by batch."""
+    from attnmap.wsi.heatmap.fine import iter_selected_fine_maps, select_fine_patches, transform_bounds
+    from attnmap.wsi.heatmap.fine_store import FineMapWriter
+
+    f = config.features
+    encoder, _ = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    model, _ = cached_clam(config.model.checkpoint, device)
+    selection = select_fine_patches(
+        model, torch.as_tensor(np.asarray(features)), fine, int(attention["prediction"])
+    )
+
+    def inputs(indices: np.ndarray) -> torch.Tensor:
+        return torch.stack([encoder.transform(patch) for patch in read(indices)]).to(device)
+
+    map_shape = tuple(inputs(selection.indices[:1]).shape[-2:])
+    record = {
+        **slide_provenance(config, entry, "fine_maps", ("patching", "features", "model")),
+        **prints.fine.record(),
+    }
+    with FineMapWriter(
+        outputs.named("fine_maps.h5"),
+        attention["coords"],
+        selection.scores,
+        selection.indices,
+        map_shape,
+        patch_size=level0_patch_size(config.patching, slide),
+        method=fine.method,
+        mil_method=fine.mil_method,
+        target=selection.target,
+        top_k=fine.top_k,
+        metadata=record,
+    ) as writer:
+        batches = iter_selected_fine_maps(
+            encoder.model, inputs, selection, fine, bounds=transform_bounds(encoder.transform)
+        )
+        for maps, bias in batches:
+            writer.append(maps, bias)

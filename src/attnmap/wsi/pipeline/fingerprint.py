@@ -28,6 +28,7 @@ STAGE_VERSIONS = {
     "attention": 1,
     "overlap": 1,
     "heatmap": 1,
+    "fine": 1,
     "sampling": 1,
     "prediction": 1,
 }
@@ -106,6 +107,14 @@ class StageFingerprints:
             tissue=self.tissue.value if self.config.heatmap.use_tissue_mask else None,
             heatmap=heatmap,
         )
+
+    @functools.cached_property
+    def fine(self) -> Fingerprint:
+        """The fine-map file: what the attention depends on (patches, encoder, model) and ``heatmap.fine``.
+
+        Not the drawing options: a new colour map redraws the fine TIFF from the same maps.
+        """
+        return self._make("fine", attention=self.attention.value, fine=self.config.heatmap.fine)
 
     @functools.cached_property
     def sampling(self) -> Fingerprint:

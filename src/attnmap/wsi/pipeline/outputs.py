@@ -106,13 +106,23 @@ def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pip
     names = ["heatmap.png"]
     names += ["heatmap.tif"] if config.heatmap.tiff else []
     names += ["original.png"] if config.heatmap.save_original else []
-    if config.heatmap.fine is not None:  # drawn by `attnmap.wsi.pipeline.fine_stage`
+    if config.heatmap.fine is not None:  # made by `attnmap.wsi.pipeline.fine_stage`
+        reason = fine_maps_reason(outputs, prints)
+        if reason is not None:
+            return f"fine_maps.h5 {reason}"
         names += ["fine_gallery.png"] + (["heatmap_fine.tif"] if config.heatmap.tiff else [])
     for name in names:
         reason = prints.heatmap.check(outputs.named(name))
         if reason is not None:
             return f"{name} {reason}" if len(names) > 1 else reason
     return None
+
+
+def fine_maps_reason(outputs: SlideOutputs, prints: StageFingerprints) -> str | None:
+    """Why the fine-map file must be computed again (None: reuse it)."""
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
+
+    return prints.fine.check(outputs.named("fine_maps.h5"), datasets=FineMapFile.DATASETS)
 
 
 def sampling_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
