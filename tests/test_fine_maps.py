@@ -199,9 +199,31 @@ def test_pipeline_writes_fine_gallery_and_tiff(tmp_path, single_thread):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
     run_slide(made.path, load_config(tmp_path / "config.yaml"))
     files = {p.name: p for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    assert "hard_fine_gallery.png" in files and "hard_heatmap_fine.tif" in files
+    assert {"hard_fine_gallery.png", "hard_heatmap_fine.tif", "hard_fine_maps.h5"} <= set(files)
     with openslide.OpenSlide(str(files["hard_heatmap_fine.tif"])) as viewer:
         assert viewer.dimensions == (1024, 1024) and viewer.level_count >= 3
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
+
+    with FineMapFile(files["hard_fine_maps.h5"]) as store:  # the file holds what the gallery shows
+        assert len(store) == 5 and store.method == "lrp" and store.map_shape == (64, 64)
+        assert np.all(np.diff(store.scores[store.fine_index]) <= 0)
+        totals = store.read(np.arange(5)).sum(axis=(1, 2))
+        assert np.allclose(totals, store.scores[store.fine_index], atol=1e-4)
+    again = run_slide(made.path, load_config(tmp_path / "config.yaml"))
+    assert not any(again["stages"].values()), again["summary"]
+    stamp = files["hard_fine_maps.h5"].stat().st_mtime_ns, files["hard_heatmap_fine.tif"].stat().st_mtime_ns
+    raw["heatmap"]["cmap"] = "viridis"  # drawing only: pictures redrawn from the stored maps
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    redrawn = run_slide(made.path, load_config(tmp_path / "config.yaml"))
+    assert redrawn["stages"]["heatmap"] and "fine_maps" not in redrawn["reasons"]["heatmap"]
+    assert files["hard_fine_maps.h5"].stat().st_mtime_ns == stamp[0]
+    assert files["hard_heatmap_fine.tif"].stat().st_mtime_ns != stamp[1]
+    raw["heatmap"]["fine"]["top_k"] = 3  # the selection: the maps are computed again
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    recomputed = run_slide(made.path, load_config(tmp_path / "config.yaml"))
+    assert recomputed["reasons"]["heatmap"].startswith("fine_maps.h5 fine.top_k changed")
+    with FineMapFile(files["hard_fine_maps.h5"]) as store:
+        assert len(store) == 3
 
 
 def test_slide_evidence_reports_every_method_and_baseline(single_thread):

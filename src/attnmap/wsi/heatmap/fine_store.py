@@ -12,7 +12,7 @@ Layout (``<id>_fine_maps.h5``)::
     fine_index  (k,)   int64    bag index of each fine map, highest score first
     maps        (k, H, W) float32, one chunk per map
     bias_share  (k,)   float64  the encoder bias share b_i of each map
-    attrs: patch_size (level 0), method, mil_method, target, top_k, map_scale, provenance
+    attrs: patch_size (level 0), fine_method, mil_method, target, top_k, map_scale, provenance
 
 ``map_scale`` is the 99th percentile of |R| over all maps (the colour scale every drawing shares),
 computed exactly from the file by a two-pass radix selection, so no drawing needs every map at once.
@@ -115,13 +115,13 @@ class FineMapWriter:
             raise InputError("fine-map patch indices lie outside the bag")
         self.count = len(fine_index)
         self.written = 0
-        self.attrs: dict[str, Any] = {
+        self.attrs: dict[str, Any] = {  # after the provenance, whose "method" names the step
+            **{str(key): str(value) for key, value in (metadata or {}).items()},
             "patch_size": int(patch_size),
-            "method": str(method),
+            "fine_method": str(method),
             "mil_method": str(mil_method),
             "target": int(target),
             "top_k": "all" if top_k is None else int(top_k),
-            **{str(key): str(value) for key, value in (metadata or {}).items()},
         }
         self.arrays = {"coords": coords, "scores": scores, "fine_index": fine_index}
         self.map_shape = (int(map_shape[0]), int(map_shape[1]))
@@ -212,7 +212,7 @@ class FineMapFile:
             attrs = self.handle.attrs
             self.patch_size = int(attrs["patch_size"])
             self.scale = float(attrs["map_scale"])
-            self.method, self.mil_method = str(attrs["method"]), str(attrs["mil_method"])
+            self.method, self.mil_method = str(attrs["fine_method"]), str(attrs["mil_method"])
             self.target = int(attrs["target"])
         except (KeyError, ValueError) as error:
             self.handle.close()
