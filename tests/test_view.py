@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from view_fixtures import PATCH, write_run_folder
+from view_fixtures import FINE_TOP, PATCH, write_run_folder
 
 from attnmap.cli.main import main
 from attnmap.errors import InputError
@@ -28,8 +28,11 @@ def run_folder(tmp_path_factory) -> Path:
 
 def test_discovery_offers_every_score_set_and_the_prediction(run_folder):
     (slide,) = discover(run_folder)
-    assert list(slide.score_sets) == ["attention", "lrp"]
+    assert list(slide.score_sets) == ["attention", "lrp", "fine maps (lrp)"]
     assert slide.score_sets["attention"].patch_size == PATCH
+    fine = slide.score_sets["fine maps (lrp)"]
+    assert fine.fine.count == FINE_TOP and fine.fine.scale.high == 1.0 and fine.patch_size == PATCH
+    assert np.array_equal(fine.scores, slide.score_sets["attention"].scores)
     assert slide.score_sets["lrp"].scale.kind == "diverging"
     assert slide.score_sets["attention"].scale.kind == "robust"
     assert slide.prediction["prediction_name"] == "tumor" and slide.tissue
@@ -82,6 +85,44 @@ def test_heatmap_tile_colours_the_top_patch_with_the_top_colour(run_folder):
     whole = layer.rgba(grid.region(0, 0, 0))  # one pixel for the whole slide: still drawn
     assert whole.shape == (1, 1, 4) and whole[0, 0, 3] == 255
     content.close()
+
+
+def test_fine_layer_draws_maps_inside_patches_when_zoomed_in_and_reads_only_those(run_folder):
+    content = ViewerContent(discover(run_folder))
+    fine, plain = content.layer(0, "heat-2"), content.layer(0, "heat-0")
+    reads: list[list[int]] = []
+    read = fine.store.read
+    fine.store.read = lambda rows: (reads.append(list(rows)), read(rows))[1]
+    grid = DeepZoomGrid((1024, 768))
+    full = grid.level_count - 1
+    red, blue = (tuple(int(c) for c in colour_table("RdBu_r")[i]) for i in (-1, 0))
+    region = grid.region(full, 2, 1)  # level-0 x 508.., y 253..: the top patch at (512, 256), full size
+    rgba = fine.rgba(region)
+    left = rgba[256 - region.origin[1] + 60, 512 - region.origin[0] + 20]
+    right = rgba[256 - region.origin[1] + 60, 512 - region.origin[0] + 100]
+    assert tuple(left[:3]) == red and tuple(right[:3]) == blue and left[3] == right[3] == 255
+    assert reads and all(len(rows) <= FINE_TOP for rows in reads)
+    reads.clear()
+    corner = grid.region(full, 0, 0)  # far from the fine-mapped patches: the patch colours, no map read
+    assert np.array_equal(fine.rgba(corner)[..., 3], plain.rgba(corner)[..., 3]) and not reads
+    for level in range(full - 1, full - 3, -1):  # 128-px patches span ≥ 32 px at downsample 2 and 4
+        region = grid.region(level, 0, 0)
+        assert not np.array_equal(fine.rgba(region), fine.coarse.rgba(region))
+    coarse = grid.region(full - 3, 0, 0)  # downsample 8: 16-px patches, the patch-level map only
+    assert np.array_equal(fine.rgba(coarse), fine.coarse.rgba(coarse))
+    info = content.info(0)["methods"][2]
+    assert info["fine"]["scale"]["cmap"] == "RdBu_r" and "99th pct of |R|" in info["fine"]["scale"]["caption"]
+    assert content.info(0)["methods"][0]["fine"] is None
+    content.close()
+
+
+def test_fine_map_file_as_scores_of_a_slide(run_folder):
+    (slide,) = discover(run_folder)
+    fine = run_folder / "heatmaps" / "slide_a" / "slide_a_fine_maps.h5"
+    blockmap = run_folder / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    (alone,) = discover(slide.slide_path, scores=[blockmap, fine])
+    assert list(alone.score_sets) == ["attention", "lrp", "fine maps (lrp)"]
+    assert alone.score_sets["fine maps (lrp)"].fine.path == fine
 
 
 def test_cache_is_bounded_in_bytes():
@@ -147,6 +188,7 @@ def test_cli_export_writes_a_static_folder(run_folder, tmp_path):
     assert (site / "static" / "openseadragon" / "openseadragon.min.js").is_file()
     assert (site / "tiles" / "0" / "slide_files" / "10" / "4_3.jpeg").is_file()
     assert (site / "tiles" / "0" / "heat-0_files" / "10" / "2_1.png").is_file()
+    assert (site / "tiles" / "0" / "heat-2_files" / "10" / "2_1.png").is_file()  # the fine maps
     assert "not found" not in (site / "index.html").read_text()
 
 

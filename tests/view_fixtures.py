@@ -1,4 +1,4 @@
-"""A tiny `wsi run` output folder (slide, blockmap with two score sets, prediction, tissue) for tests."""
+"""A tiny `wsi run` output folder (slide, blockmap with two score sets, fine maps, prediction, tissue)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ import numpy as np
 from synthetic_slide_files import write_test_slide
 
 PATCH = 128
+FINE_TOP = 4
+"""Patches with fine maps: the first (the top patch) is +1 on its left half and −1 on its right."""
 
 
 def write_run_folder(
-    root: Path, slide_id: str = "slide_a", seed: int = 0, hot: tuple[int, int] = (512, 256)
+    root: Path, slide_id: str = "slide_a", seed: int = 0, hot: tuple[int, int] = (512, 256), fine: bool = True
 ) -> Path:
-    """A run folder whose attention peaks at patch ``hot`` (level-0 top-left), falling off with distance."""
+    """A run folder whose attention peaks at patch ``hot`` (level-0 top-left), falling off with distance.
+
+    ``fine``: also a fine-map file whose patch scores are the attention and whose `FINE_TOP` best
+    patches have 16 × 16 maps of ±1 (left/right halves for the top patch, top/bottom for the rest).
+    """
     slide = write_test_slide(root / "slides" / f"{slide_id}.tif", seed=seed)
     xs, ys = np.meshgrid(np.arange(0, 1024, PATCH), np.arange(0, 768, PATCH))
     coords = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.int64)
@@ -31,6 +37,25 @@ def write_run_folder(
         handle.attrs["patch_size"] = PATCH
         handle.attrs["prediction"] = 1
         handle.attrs["probabilities"] = np.array([0.2, 0.8])
+    if fine:
+        from attnmap.wsi.heatmap.fine_store import FineMapWriter
+
+        maps = np.ones((FINE_TOP, 16, 16), dtype=np.float32)
+        maps[0, :, 8:] = -1.0
+        maps[1:, 8:, :] = -1.0
+        with FineMapWriter(
+            folder / f"{slide_id}_fine_maps.h5",
+            coords,
+            attention,
+            np.argsort(-attention, kind="stable")[:FINE_TOP],
+            (16, 16),
+            patch_size=PATCH,
+            method="lrp",
+            mil_method="lrp",
+            target=1,
+            top_k=FINE_TOP,
+        ) as writer:
+            writer.append(maps, np.zeros(FINE_TOP))
     (folder / f"{slide_id}_prediction.json").write_text(
         json.dumps(
             {

@@ -21,7 +21,7 @@ from PIL import Image
 
 from attnmap.view.cache import ByteLRU
 from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles, encode_png
-from attnmap.view.layers import HeatmapLayer, OutlineLayer
+from attnmap.view.layers import FineLayer, HeatmapLayer, OutlineLayer
 from attnmap.view.sources import ViewSlide
 
 TOP_K = 12
@@ -58,6 +58,28 @@ def _js(name: str, payload: object) -> bytes:
     return f"attnmapData({json.dumps(name)}, {json.dumps(payload, separators=(',', ':'))});\n".encode()
 
 
+def _hex_colours(cmap: str) -> list[str]:
+    from attnmap.render.scale import colour_table
+
+    return ["#{:02x}{:02x}{:02x}".format(*(int(c) for c in row)) for row in colour_table(cmap, 64)]
+
+
+def _fine_legend(score_set) -> dict | None:
+    """The second colour bar of a fine-map score set: the maps' own scale, shown when zoomed in."""
+    fine = score_set.fine
+    if fine is None:
+        return None
+    from attnmap.wsi.heatmap.fine_render import MIN_FINE_PIXELS
+
+    scale = fine.scale.to_json()
+    scale["caption"] = (
+        f"{fine.method} relevance per pixel inside the {fine.count} patches with a fine map, drawn "
+        f"where a patch spans at least {MIN_FINE_PIXELS} screen pixels: centred on 0, clipped at "
+        f"±{fine.scale.high:.3g} (99th pct of |R| over all maps)"
+    )
+    return {"scale": scale, "colours": _hex_colours(fine.scale.cmap), "minPixels": MIN_FINE_PIXELS}
+
+
 class ViewerContent:
     """Resolves relative URLs to (bytes, content type); tiles are rendered on demand and cached."""
 
@@ -88,8 +110,9 @@ class ViewerContent:
                 elif name == "annotations":
                     self._layers[key] = OutlineLayer(slide.annotations, ANNOTATION_COLOUR, thickness=3)
                 else:
-                    method = self.method_names(index)[int(name.split("-")[1])]
-                    self._layers[key] = HeatmapLayer(slide.score_sets[method])
+                    score_set = slide.score_sets[self.method_names(index)[int(name.split("-")[1])]]
+                    layer = FineLayer if score_set.fine is not None else HeatmapLayer
+                    self._layers[key] = layer(score_set)
             return self._layers[key]
 
     def method_names(self, index: int) -> list[str]:
@@ -98,6 +121,9 @@ class ViewerContent:
     def close(self) -> None:
         for tiles in self._tiles.values():
             tiles.slide.close()
+        for layer in self._layers.values():
+            if hasattr(layer, "close"):
+                layer.close()
 
     # ------------------------------------------------------------------------------ payloads
     def slide_list(self) -> dict:
@@ -125,15 +151,13 @@ class ViewerContent:
         methods = []
         for m, (name, score_set) in enumerate(slide.score_sets.items()):
             order = np.argsort(-score_set.scores, kind="stable")[:TOP_K]
-            from attnmap.render.scale import colour_table
-
-            colours = colour_table(score_set.scale.cmap, 64)
             methods.append(
                 {
                     "index": m,
                     "name": name,
                     "scale": score_set.scale.to_json(),
-                    "colours": ["#{:02x}{:02x}{:02x}".format(*(int(c) for c in row)) for row in colours],
+                    "colours": _hex_colours(score_set.scale.cmap),
+                    "fine": _fine_legend(score_set),
                     "tiles": grid.tile_source(f"tiles/{index}/heat-{m}_files/", "png"),
                     "patchSize": score_set.patch_size,
                     "count": len(score_set.scores),

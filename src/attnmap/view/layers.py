@@ -1,4 +1,4 @@
-"""Transparent RGBA tiles drawn over the slide: a method's heatmap, tissue contours, annotations.
+"""Transparent RGBA tiles drawn over the slide: a method's heatmap, fine maps, tissue contours, annotations.
 
 Why rasterise per tile with summed-area tables: a tile at low zoom can cover every patch of the slide;
 adding each patch's rectangle to a difference image (four corner updates, `np.add.at`) and
@@ -7,6 +7,8 @@ patches are averaged, as CLAM's heatmaps average them. Only the tile's own pixel
 """
 
 from __future__ import annotations
+
+import threading
 
 import cv2
 import numpy as np
@@ -48,6 +50,54 @@ class HeatmapLayer:
         out[..., :3] = self.table[index]
         out[..., 3] = np.where(covered, 255, 0)
         return out
+
+
+class FineLayer:
+    """A fine-map file: its patch scores where patches are small on screen, the maps inside them above.
+
+    As in the fine TIFF (and drawn by the same `FinePainter`): tiles on which a patch spans at least
+    `MIN_FINE_PIXELS` pixels show each fine-mapped patch's map (``RdBu_r``, one scale for all maps);
+    coarser tiles, and patches without a map, show the patch-level colours of `HeatmapLayer`. A
+    tile reads only the maps of the patches it touches.
+    """
+
+    def __init__(self, score_set: ScoreSet) -> None:
+        from attnmap.wsi.heatmap.fine_store import FineMapFile
+
+        if score_set.fine is None:
+            raise ValueError(f"score set {score_set.method!r} has no fine maps")
+        self.coarse = HeatmapLayer(score_set)
+        self.patch = score_set.patch_size
+        self.store = FineMapFile(score_set.fine.path)
+        self._painters: dict[float, object] = {}
+        self._lock = threading.Lock()
+
+    def painter(self, downsample: float):
+        """The `FinePainter` of one Deep Zoom level (canvas pixel = ``downsample`` level-0 pixels)."""
+        from attnmap.wsi.heatmap.fine_render import FinePainter
+
+        with self._lock:
+            if downsample not in self._painters:
+                scale = (1.0 / downsample, 1.0 / downsample)
+                coords = self.store.fine_coords
+                self._painters[downsample] = FinePainter(coords, self.patch, self.store, scale)
+            return self._painters[downsample]
+
+    def rgba(self, region: TileRegion) -> np.ndarray | None:
+        from attnmap.wsi.heatmap.fine_render import MIN_FINE_PIXELS
+
+        out = self.coarse.rgba(region)
+        if out is None or self.patch / region.downsample < MIN_FINE_PIXELS or not len(self.store):
+            return out
+        downsample = region.downsample
+        x0, y0 = (int(round(v / downsample)) for v in region.origin)
+        for window, colour in self.painter(downsample).paint(x0, y0, *region.pixels):
+            out[window + (slice(0, 3),)] = colour
+            out[window + (3,)] = 255
+        return out
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def _box_sum(y0, y1, x0, x1, weights, shape) -> np.ndarray:

@@ -3,7 +3,9 @@
 Three kinds of path (see `discover`): a `wsi run` output folder (``heatmaps/<id>/<id>_blockmap.h5``
 with the prediction JSON naming the slide), a folder holding several run folders (a cohort), or one
 slide file with ``--scores`` files. Every score set of a blockmap is offered: ``attention_scores``
-and any ``scores_<method>`` dataset of the same length.
+and any ``scores_<method>`` dataset of the same length; and the fine maps of a run
+(``<id>_fine_maps.h5``, `attnmap.wsi.heatmap.fine_store`, also accepted as a ``--scores`` file), whose
+patch scores are drawn at coarse zoom and whose maps inside the patches when zoomed in.
 """
 
 from __future__ import annotations
@@ -18,15 +20,29 @@ from attnmap.errors import InputError
 from attnmap.render.scale import ScoreScale, choose_scale
 
 
+@dataclass(frozen=True)
+class FineMapInfo:
+    """A fine-map file behind a score set: its encoder method and the shared scale of its maps."""
+
+    path: Path
+    method: str
+    scale: ScoreScale
+    count: int
+
+
 @dataclass
 class ScoreSet:
-    """One method's per-patch scores on one slide, with the scale used to colour them."""
+    """One method's per-patch scores on one slide, with the scale used to colour them.
+
+    ``fine``: the set is a fine-map file's patch scores; its maps are drawn inside the patches.
+    """
 
     method: str
     coords: np.ndarray
     scores: np.ndarray
     patch_size: int
     scale: ScoreScale
+    fine: FineMapInfo | None = None
 
     @property
     def ranks(self) -> np.ndarray:
@@ -83,6 +99,25 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
     }
 
 
+def read_fine_score_set(path: Path) -> ScoreSet:
+    """The score set of a fine-map file: the MIL method's patch scores, with the maps behind them."""
+    from attnmap.wsi.heatmap.fine_render import FINE_CMAP
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
+
+    with FineMapFile(path) as store:
+        name = f"fine maps ({store.method})"
+        scale = ScoreScale("diverging", -store.scale, store.scale, FINE_CMAP)
+        info = FineMapInfo(Path(path), store.method, scale, len(store))
+        return ScoreSet(
+            name,
+            store.coords,
+            store.scores,
+            store.patch_size,
+            choose_scale(store.scores, store.mil_method),
+            info,
+        )
+
+
 def _grid_step(coords: np.ndarray) -> int:
     """Patch size guessed as the smallest step between distinct x (or y) coordinates."""
     for axis in (0, 1):
@@ -124,11 +159,16 @@ def _run_slides(root: Path, annotations_dir: Path | None) -> list[ViewSlide]:
             raise InputError(
                 f"slide {slide_id}: its file {slide_path} (from {prediction_file.name}) is missing"
             )
+        score_sets = read_score_sets(blockmap)
+        fine = blockmap.parent / f"{slide_id}_fine_maps.h5"
+        if fine.is_file():
+            fine_set = read_fine_score_set(fine)
+            score_sets[fine_set.method] = fine_set
         slides.append(
             ViewSlide(
                 slide_id,
                 slide_path,
-                read_score_sets(blockmap),
+                score_sets,
                 prediction,
                 _tissue_polygons(root / "tissue" / f"{slide_id}.json"),
                 _find_annotations(annotations_dir, slide_id),
@@ -163,8 +203,15 @@ def discover(
         if not scores:
             raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
         sets: dict[str, ScoreSet] = {}
+        from attnmap.wsi.heatmap.fine_store import is_fine_map_file
+
         for score_file in scores:
-            for method, score_set in read_score_sets(Path(score_file)).items():
+            found = (
+                {(fine := read_fine_score_set(Path(score_file))).method: fine}
+                if is_fine_map_file(score_file)
+                else read_score_sets(Path(score_file))
+            )
+            for method, score_set in found.items():
                 name = method if method not in sets else f"{Path(score_file).stem}:{method}"
                 sets[name] = score_set
         slide = ViewSlide(path.stem, path.resolve(), sets)

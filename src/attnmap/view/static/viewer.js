@@ -103,18 +103,28 @@ async function toggleOutline(name) {
   if (source && box.checked) state[name] = await addLayer(source, 1, viewer.world.getItemCount());
 }
 
-function drawColorbar(method) {
-  const stops = method.colours.map((c, i) => c + " " + (100 * i / (method.colours.length - 1)).toFixed(1) + "%");
-  $("colorbar-gradient").style.background = "linear-gradient(to right, " + stops.join(", ") + ")";
-  const ticks = $("colorbar-ticks");
+function drawBar(prefix, scale, colours) {
+  const stops = colours.map((c, i) => c + " " + (100 * i / (colours.length - 1)).toFixed(1) + "%");
+  $(prefix + "-gradient").style.background = "linear-gradient(to right, " + stops.join(", ") + ")";
+  const ticks = $(prefix + "-ticks");
   ticks.innerHTML = "";
-  method.scale.ticks.forEach(([position, label]) => {
+  scale.ticks.forEach(([position, label]) => {
     const span = document.createElement("span");
     span.style.left = (100 * position) + "%";
     span.textContent = label;
     ticks.appendChild(span);
   });
+}
+
+function drawColorbar(method) {
+  drawBar("colorbar", method.scale, method.colours);
   $("scale-caption").textContent = method.name + " score: " + method.scale.caption + "; colour map " + method.scale.cmap + ".";
+  const fine = method.fine;  // fine maps: a second bar for the maps drawn inside patches when zoomed in
+  $("fine-legend").hidden = !fine;
+  if (fine) {
+    drawBar("fine-colorbar", fine.scale, fine.colours);
+    $("fine-caption").textContent = "Inside patches: " + fine.scale.caption + "; colour map " + fine.scale.cmap + ".";
+  }
 }
 
 function drawGallery(method) {
