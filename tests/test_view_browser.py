@@ -131,7 +131,7 @@ def test_served_page_draws_the_overlay(browser, run_folder, tmp_path):
     try:
         page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/")
         assert "tumor" in page.locator("#title").inner_text()
-        assert page.locator("#method option").all_inner_texts() == ["attention", "lrp"]
+        assert page.locator("#method option").all_inner_texts() == ["attention", "lrp", "fine maps (lrp)"]
         assert page.locator("#gallery img").count() == 12
         assert "1st pct" in page.locator("#scale-caption").inner_text()
         _check_overlay(page, tmp_path, "served")
@@ -141,11 +141,36 @@ def test_served_page_draws_the_overlay(browser, run_folder, tmp_path):
         page.select_option("#method", "1")
         page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 1")
         assert "centred on 0" in page.locator("#scale-caption").inner_text()
+        assert not page.locator("#fine-legend").is_visible()
+        _check_fine_layer(page, tmp_path)
         assert not errors, errors
     finally:
         server.shutdown()
         server.server_close()
         content.close()
+
+
+def _check_fine_layer(page, tmp_path: Path) -> None:
+    """The fine maps inside the top patch when zoomed in: red (+) on its left half, blue (−) on its right."""
+    page.select_option("#method", "2")
+    page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 2")
+    assert page.locator("#fine-legend").is_visible()
+    assert "99th pct of |R|" in page.locator("#fine-caption").inner_text()
+    page.evaluate(f"window.attnmap.jumpTo(512, 256, {PATCH})")
+    page.wait_for_timeout(800)
+    page.wait_for_function("window.attnmap.state.loaded === true", timeout=30000)
+    page.locator("#opacity").fill("100")
+    page.wait_for_timeout(300)
+    table = colour_table("RdBu_r")
+    red, blue = table[-1].astype(int), table[0].astype(int)
+    for x, expected in ((512 + PATCH * 0.25, red), (512 + PATCH * 0.75, blue)):
+        point = page.evaluate(f"window.attnmap.imageToPage({x}, {256 + PATCH / 2})")
+        pixel = _pixel(page, point["x"], point["y"])
+        assert np.abs(pixel - expected).max() <= 12, (x, pixel, expected)
+    point = page.evaluate(f"window.attnmap.imageToPage({512 + PATCH / 2}, {256 + PATCH / 2})")
+    page.mouse.move(point["x"], point["y"])
+    assert "fine maps (lrp) score" in page.locator("#cursor").inner_text()
+    page.screenshot(path=str(tmp_path / "fine_maps.png"))
 
 
 def test_exported_folder_opens_from_disk(browser, run_folder, tmp_path):
