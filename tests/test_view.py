@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import urllib.error
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from view_fixtures import FINE_TOP, PATCH, write_run_folder
 
 from attnmap.cli.main import main
@@ -110,6 +112,12 @@ def test_fine_layer_draws_maps_inside_patches_when_zoomed_in_and_reads_only_thos
         assert not np.array_equal(fine.rgba(region), fine.coarse.rgba(region))
     coarse = grid.region(full - 3, 0, 0)  # downsample 8: 16-px patches, the patch-level map only
     assert np.array_equal(fine.rgba(coarse), fine.coarse.rgba(coarse))
+    thumb = np.asarray(Image.open(io.BytesIO(content.get("thumbs/0/2/1.jpeg")[0])), dtype=int)
+    plain_thumb = np.asarray(Image.open(io.BytesIO(content.get("thumbs/0/0/1.jpeg")[0])), dtype=int)
+    half = thumb.shape[1] // 2  # the top patch's gallery picture: its map blended over it, red | blue
+    blended = (np.array(red) + plain_thumb[:, :half]) / 2, (np.array(blue) + plain_thumb[:, half:]) / 2
+    assert np.abs(thumb[:, :half] - blended[0]).mean() < 6 and np.abs(thumb[:, half:] - blended[1]).mean() < 6
+    assert np.abs(thumb - plain_thumb).mean() > 40
     info = content.info(0)["methods"][2]
     assert info["fine"]["scale"]["cmap"] == "RdBu_r" and "99th pct of |R|" in info["fine"]["scale"]["caption"]
     assert content.info(0)["methods"][0]["fine"] is None

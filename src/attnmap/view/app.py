@@ -209,8 +209,12 @@ class ViewerContent:
         slide = self.slide_tiles(index).slide
         level = slide.get_best_level_for_downsample(score_set.patch_size / THUMB_PIXELS)
         size = max(1, int(round(score_set.patch_size / slide.level_downsamples[level])))
-        pixels = slide.read_region(tuple(int(v) for v in score_set.coords[i]), level, (size, size))
+        origin = tuple(int(v) for v in score_set.coords[i])
+        pixels = slide.read_region(origin, level, (size, size))
         image = Image.fromarray(pixels).resize((THUMB_PIXELS, THUMB_PIXELS), Image.BILINEAR)
+        if score_set.fine is not None:  # the patch with its fine map, as in the fine-map gallery
+            layer = self.layer(index, f"heat-{method}")
+            image = Image.fromarray(layer.blend_patch(np.asarray(image), origin))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=85)
         return buffer.getvalue()

@@ -96,6 +96,16 @@ class FineLayer:
             out[window + (3,)] = 255
         return out
 
+    def blend_patch(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        """A gallery picture: ``rgb`` (the slide over one patch at level-0 ``origin``, any size) with
+        the fine maps there blended over it, as the fine TIFF blends them."""
+        from attnmap.wsi.heatmap.fine_render import FinePainter
+
+        height, width = rgb.shape[:2]
+        scale = (width / self.patch, height / self.patch)
+        painter = FinePainter(self.store.fine_coords, self.patch, self.store, scale, origin)
+        return painter.blend(rgb.copy(), lambda: rgb, 0, 0)
+
     def close(self) -> None:
         self.store.close()
 

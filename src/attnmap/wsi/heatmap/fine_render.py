@@ -126,6 +126,24 @@ class FinePainter:
                 window = (slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0))
                 yield window, self.colors(part.astype(np.float64))
 
+    def blend(
+        self,
+        pixels: np.ndarray,
+        under: Callable[[], np.ndarray],
+        x0: int,
+        y0: int,
+        alpha: float = 0.5,
+    ) -> np.ndarray:
+        """``pixels`` (the window at x0, y0) with each touching map blended over the slide ``under()``.
+
+        ``under`` is called once, and only when a fine-mapped patch touches the window.
+        """
+        slide = None
+        for window, colour in self.paint(x0, y0, pixels.shape[1], pixels.shape[0]):
+            slide = under() if slide is None else slide
+            pixels[window] = cv2.addWeighted(colour, alpha, slide[window], 1 - alpha, 0)
+        return pixels
+
 
 class FineRenderer:
     """A `HeatmapRenderer`'s canvas with fine maps drawn inside their patches (same size, same windows)."""
@@ -147,12 +165,11 @@ class FineRenderer:
 
     def render_window(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
         pixels = self.base.render_window(x0, y0, width, height).copy()
-        slide = None
-        for window, colour in self.painter.paint(x0, y0, width, height):
-            if slide is None:
-                slide = self.base.read_canvas(x0, y0, width, height)
-            pixels[window] = cv2.addWeighted(colour, self.alpha, slide[window], 1 - self.alpha, 0)
-        return pixels
+
+        def under() -> np.ndarray:
+            return self.base.read_canvas(x0, y0, width, height)
+
+        return self.painter.blend(pixels, under, x0, y0, self.alpha)
 
 
 def write_fine_heatmap_tiff(

@@ -161,22 +161,25 @@ class FineMapWriter:
 
         assert self.temporary is not None
         try:
-            if kind is None:
-                if self.written != self.count:
-                    raise InputError(f"{self.written} of {self.count} fine maps written")
-                maps = self.handle["maps"]
-                scale = (
-                    abs_percentile(lambda: _row_chunks(maps), maps.size) if maps.size else 1.0
-                )
-                self.handle.attrs["map_scale"] = scale if scale > 0 else 1.0
-                for key, value in self.attrs.items():
-                    self.handle.attrs[key] = value
-            self.handle.close()
+            try:
+                if kind is None:
+                    self._finish()
+            finally:
+                self.handle.close()
             if kind is None:
                 os.replace(self.temporary, self.path)
         finally:
             if self.temporary.exists():
                 self.temporary.unlink()
+
+    def _finish(self) -> None:
+        if self.written != self.count:
+            raise InputError(f"{self.written} of {self.count} fine maps written")
+        maps = self.handle["maps"]
+        scale = abs_percentile(lambda: _row_chunks(maps), maps.size) if maps.size else 1.0
+        self.handle.attrs["map_scale"] = scale if scale > 0 else 1.0
+        for key, value in self.attrs.items():
+            self.handle.attrs[key] = value
 
 
 def _row_chunks(dataset: Any, rows: int = READ_ROWS) -> Iterator[np.ndarray]:
