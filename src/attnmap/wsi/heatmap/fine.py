@@ -184,16 +184,17 @@ def bag_fine_maps(
     """Fine maps of a bag's top patches: MIL directions → encoder relevance.
 
     ``images`` is either all patches' encoder inputs (N, 3, H, W) or a function ``indices →
-    (k, 3, H, W)`` that reads only the selected patches (what a slide needs).
+    (k, 3, H, W)`` that reads only the selected patches (what a slide needs). They may sit on any
+    device: the selected ones are moved to the encoder's.
     """
     directions, patch_scores, target = mil_directions(mil_model, features, target, config.mil_method)
     indices = select_patches(patch_scores.detach().cpu().numpy(), config.top_k)
     chosen = images(indices) if callable(images) else images[torch.as_tensor(indices)]
-    dtype = next(encoder.parameters()).dtype
+    weight = next(encoder.parameters())  # images and directions go to the encoder's device and dtype
     maps, bias, _ = fine_maps(
         encoder,
-        chosen.to(dtype),
-        directions[torch.as_tensor(indices)].to(dtype),
+        chosen.to(device=weight.device, dtype=weight.dtype),
+        directions[torch.as_tensor(indices, device=directions.device)].to(weight),
         config.method,
         bounds=bounds,
     )
