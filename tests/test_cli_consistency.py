@@ -33,6 +33,7 @@ WRITERS = [
 COMPUTERS = [
     ("explain",),
     ("evaluate",),
+    ("demo",),
     ("mil", "train"),
     ("mil", "attention"),
     ("wsi", "features"),

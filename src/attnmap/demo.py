@@ -11,7 +11,11 @@ writes, under one folder:
    OpenSlide), ``slide_blockmap.h5`` (per-patch scores) for a held-out synthetic slide;
 4. ``hard_methods.png``, ``hard_fine_gallery.png``, ``hard_slide_fine.tif``: a hard synthetic slide's
    heatmap per MIL method and fine maps of its top patches (`attnmap.demo_slides`);
-5. ``index.html`` showing them all, and ``demo_run.json`` (wall time, CPU count, load average).
+5. ``index.html`` showing them all, and ``demo_run.json`` (wall time, device, CPU count, load average).
+
+Every model runs on one device (``device``: auto, cpu, cuda or cuda:N; auto is CUDA when available);
+data are made, and pictures drawn, on the CPU. The recorded figures (README, the bundled models'
+JSON records) were made on the CPU, which is what auto means on a machine without CUDA.
 """
 
 from __future__ import annotations
@@ -31,8 +35,19 @@ HELD_OUT_SHAPES_SEED = 1
 The evaluation therefore equals ``attnmap evaluate --data shapes --n N --seed 1`` (the README's)."""
 
 
-def run_demo(out_dir: str | Path = "attnmap-demo", n_eval: int = 200, progress: bool = True) -> Path:
-    """Run the demo and return the path of its ``index.html``."""
+def run_demo(
+    out_dir: str | Path = "attnmap-demo",
+    n_eval: int = 200,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+) -> Path:
+    """Run the demo on ``device`` and return the path of its ``index.html``.
+
+    An unknown device, or CUDA asked for where there is none, is an `InputError` before any work.
+    """
+    from attnmap.wsi.features import resolve_device
+
+    target = resolve_device(device)
     started = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,19 +55,19 @@ def run_demo(out_dir: str | Path = "attnmap-demo", n_eval: int = 200, progress: 
     # small models and tensors: no more threads than idle cores (a busy machine stalls OpenMP teams)
     with compute_threads(idle_cores()):
         sections = [
-            _shapes_section(out),
-            _evaluation_section(out, n_eval, progress),
-            _slide_section(out, progress),
-            _hard_slide_section(out, progress),
+            _shapes_section(out, target),
+            _evaluation_section(out, n_eval, progress, target),
+            _slide_section(out, progress, target),
+            _hard_slide_section(out, progress, target),
         ]
     seconds = time.time() - started
     index = out / "index.html"
-    index.write_text(_page(sections, seconds))
-    write_json_atomic(out / "demo_run.json", _run_record(seconds, n_eval))
+    index.write_text(_page(sections, seconds, target))
+    write_json_atomic(out / "demo_run.json", _run_record(seconds, n_eval, target))
     return index
 
 
-def _run_record(seconds: float, n_eval: int) -> dict[str, object]:
+def _run_record(seconds: float, n_eval: int, device: torch.device) -> dict[str, object]:
     """How long this run took and on what: the README's demo time is read from such a record."""
     import os
     import platform
@@ -60,8 +75,9 @@ def _run_record(seconds: float, n_eval: int) -> dict[str, object]:
     from attnmap.provenance import provenance
 
     return {
-        **provenance(method="demo", parameters={"n_eval": n_eval}),
+        **provenance(method="demo", parameters={"n_eval": n_eval, "device": str(device)}),
         "wall_seconds": round(seconds, 1),
+        "device": str(device),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
@@ -69,7 +85,7 @@ def _run_record(seconds: float, n_eval: int) -> dict[str, object]:
     }
 
 
-def _shapes_section(out: Path) -> str:
+def _shapes_section(out: Path, device: torch.device) -> str:
     import cv2
 
     import attnmap
@@ -78,10 +94,11 @@ def _shapes_section(out: Path) -> str:
     from attnmap.provenance import provenance
     from attnmap.render import overlay, save_grid
 
-    model = load_shapes_vit()
+    model = load_shapes_vit().to(device)
     data = ShapesDataset(4, seed=HELD_OUT_SHAPES_SEED)
+    images = data.images.to(device)
     with torch.no_grad():
-        predicted = model(data.images).argmax(-1)
+        predicted = model(images).argmax(-1).cpu()
     names = list(attnmap.methods())
     tiles, titles = [], []
     for row in range(len(data)):
@@ -95,8 +112,8 @@ def _shapes_section(out: Path) -> str:
         tiles.append(outlined)
         titles.append(f"{label} (predicted {guess})")
         for name in names:
-            maps = attnmap.explain(model, data.images[row : row + 1], name)
-            tiles.append(overlay(image, maps[0], cmap="jet", alpha=0.5))
+            maps = attnmap.explain(model, images[row : row + 1], name)
+            tiles.append(overlay(image, maps[0].cpu(), cmap="jet", alpha=0.5))
             titles.append(name)
     save_grid(tiles, titles, out / "shapes_methods.png", ncols=len(names) + 1,
               metadata=provenance(method="all", model=model, model_name="attnmap:shapes-vit"))
@@ -108,7 +125,7 @@ def _shapes_section(out: Path) -> str:
     )
 
 
-def _evaluation_section(out: Path, n_eval: int, progress: bool) -> str:
+def _evaluation_section(out: Path, n_eval: int, progress: bool, device: torch.device) -> str:
     import attnmap
     from attnmap.data.shapes import ShapesDataset
     from attnmap.data.shapes_model import load_shapes_vit
@@ -116,7 +133,7 @@ def _evaluation_section(out: Path, n_eval: int, progress: bool) -> str:
     from attnmap.evaluate.runner import evaluate_methods
     from attnmap.provenance import provenance
 
-    model = load_shapes_vit()
+    model = load_shapes_vit().to(device)  # each batch goes to the model; maps and metrics on the CPU
     data = ShapesDataset(n_eval, seed=HELD_OUT_SHAPES_SEED)
     result = evaluate_methods(model, data, list(attnmap.methods()), batch_size=50, seed=HELD_OUT_SHAPES_SEED,
                               progress=progress)
@@ -138,7 +155,7 @@ def _evaluation_section(out: Path, n_eval: int, progress: bool) -> str:
     )
 
 
-def _slide_section(out: Path, progress: bool) -> str:
+def _slide_section(out: Path, progress: bool, device: torch.device) -> str:
     import cv2
 
     from attnmap.data.mil_demo import (
@@ -150,6 +167,7 @@ def _slide_section(out: Path, progress: bool) -> str:
         slide_localisation,
     )
     from attnmap.data.synthetic_slides import tumour_outline
+    from attnmap.data.tiny_encoder import load_tiny_encoder
     from attnmap.io_utils import save_png
     from attnmap.mil import attention_scores
     from attnmap.provenance import provenance
@@ -165,8 +183,8 @@ def _slide_section(out: Path, progress: bool) -> str:
     )
 
     synthetic = held_out_slide(out / "slide.tif", index=0)
-    coords, features = slide_bag(synthetic.path, progress=progress)
-    model = load_demo_clam()
+    coords, features = slide_bag(synthetic.path, load_tiny_encoder(device), progress=progress, device=device)
+    model = load_demo_clam().to(device)  # features stay on the CPU: each chunk goes to the model
     scores = attention_scores(model, torch.from_numpy(features), kind="raw")
     here = slide_localisation(model, synthetic.path, coords, features)
     prob = here["prob_tumour"]
@@ -206,10 +224,10 @@ def _slide_section(out: Path, progress: bool) -> str:
     )
 
 
-def _hard_slide_section(out: Path, progress: bool) -> str:
+def _hard_slide_section(out: Path, progress: bool, device: torch.device) -> str:
     from attnmap.demo_slides import hard_slide_section
 
-    return hard_slide_section(out, progress)
+    return hard_slide_section(out, progress, device)
 
 
 def _localisation_paragraph(here: dict[str, float]) -> str:
@@ -234,7 +252,7 @@ def _localisation_paragraph(here: dict[str, float]) -> str:
     return "<p>" + " ".join(parts) + "</p>"
 
 
-def _page(sections: list[str], seconds: float) -> str:
+def _page(sections: list[str], seconds: float, device: torch.device) -> str:
     from attnmap import __version__
 
     body = "\n".join(sections)
@@ -243,7 +261,7 @@ def _page(sections: list[str], seconds: float) -> str:
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style></head><body>"
         f"<h1>attnmap {html.escape(__version__)} demo</h1>"
-        f"<p>Made in {seconds:.0f} s on this machine, with no network, from models bundled in the "
-        "package.</p>"
+        f"<p>Made in {seconds:.0f} s on this machine (device {html.escape(str(device))}), with no network, "
+        "from models bundled in the package.</p>"
         f"{body}</body></html>\n"
     )

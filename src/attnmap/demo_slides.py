@@ -18,8 +18,11 @@ HELD_OUT_INDEX = 0
 FINE_TOP_K = 16
 
 
-def hard_slide_section(out: Path, progress: bool = False) -> str:
-    """Write ``hard_methods.png``, ``hard_fine_gallery.png``, ``hard_slide_fine.tif``; return HTML."""
+def hard_slide_section(out: Path, progress: bool = False, device: str | torch.device = "cpu") -> str:
+    """Write ``hard_methods.png``, ``hard_fine_gallery.png``, ``hard_slide_fine.tif``; return HTML.
+
+    The patch ViT and the CLAM run on ``device``; patches are cut and drawn on the CPU.
+    """
     import cv2
 
     from attnmap.data.hard_mil import HELD_OUT_SERIES, hard_bag, hard_seed, load_hard_demo_clam
@@ -36,7 +39,7 @@ def hard_slide_section(out: Path, progress: bool = False) -> str:
     seed = hard_seed(HELD_OUT_SERIES, HELD_OUT_INDEX)
     made = make_hard_slide(out / "hard_slide.tif", seed=seed)
     rendered = render_hard_image(seed)  # the same pixels as the (lossless) TIFF
-    encoder, model = load_patch_vit(), load_hard_demo_clam().eval()
+    encoder, model = load_patch_vit(device), load_hard_demo_clam().to(device).eval()
     coords, images, features = hard_bag(rendered, encoder)
     with torch.no_grad():
         prob = float(model(features).probs.reshape(-1)[TUMOUR])

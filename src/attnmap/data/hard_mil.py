@@ -52,16 +52,23 @@ def encoder_inputs(patches: np.ndarray, encoder: Encoder) -> torch.Tensor:
 def hard_bag(
     rendered: HardImage, encoder: Encoder, patch_size: int = HARD_PATCH_SIZE, batch_size: int = 256
 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """(coords (N, 2), encoder inputs (N, 3, H, W), features (N, D)) of a rendered slide's tissue."""
+    """(coords (N, 2), encoder inputs (N, 3, H, W), features (N, D)) of a rendered slide's tissue.
+
+    The encoder runs where its weights are (each batch is moved there); inputs and features are
+    returned on the CPU, whatever that device.
+    """
+    from attnmap.evaluate.perturbation import model_device
+
     coords = tissue_grid(rendered.tissue, patch_size)
     if len(coords) == 0:
         raise InputError("the slide has no tissue patches")
     images = encoder_inputs(crop(rendered.image, coords, patch_size), encoder)
+    device = model_device(encoder.model)
     with torch.inference_mode():
         features = torch.cat(
-            [encoder.model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+            [encoder.model(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
         )
-    return coords, images, features.clone()
+    return coords, images, features.clone().cpu()
 
 
 def _write_cohort(folder: Path, n_slides: int, series: int, encoder: Encoder) -> Path:

@@ -65,24 +65,30 @@ def slide_bag(
     encoder: Encoder | None = None,
     patch_size: int = PATCH_SIZE,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(coords N×2 level-0 [x, y], features N×D) of a slide: segmentation, grid, tiny-encoder features.
 
     The same chain as ``attnmap wsi``: CLAM's "bwh_biopsy" segmentation preset, a non-overlapping
     level-0 grid of ``patch_size`` patches (``four_pt`` check), features from ``encoder`` (default:
-    the bundled tiny encoder).
+    the bundled tiny encoder). The encoder runs on ``device`` (auto, cpu, cuda, ...); None keeps it
+    where it is (the default encoder: on the CPU). Features come back on the CPU either way.
     """
+    from attnmap.evaluate.perturbation import model_device
     from attnmap.wsi import open_slide, patch_grid, segment_tissue
-    from attnmap.wsi.features import extract_features
+    from attnmap.wsi.features import extract_features, resolve_device
 
-    encoder = encoder or load_tiny_encoder()
+    target = resolve_device(device) if device is not None else None  # "auto" allowed, CUDA checked
+    encoder = encoder or load_tiny_encoder(target or "cpu")
+    target = target or model_device(encoder.model)
     with open_slide(slide_path) as slide:
         tissue = segment_tissue(slide, preset=TISSUE_PRESET)
         coords = patch_grid(slide, tissue, patch_size=patch_size, step=patch_size, level=0)
     if len(coords) == 0:
         raise InputError(f"no tissue patches found on {slide_path}")
     features = extract_features(
-        slide_path, coords, encoder, patch_size=patch_size, level=0, batch_size=128, progress=progress
+        slide_path, coords, encoder, patch_size=patch_size, level=0, batch_size=128, device=target,
+        progress=progress,
     )
     return coords, features
 

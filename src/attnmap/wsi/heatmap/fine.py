@@ -126,11 +126,12 @@ def iter_fine_maps(
         raise InputError(f"fine method must be one of {', '.join(FINE_METHODS)}, got {method!r}")
     if not callable(images) and len(images) != len(directions):
         raise InputError(f"{len(images)} patches but {len(directions)} directions")
-    dtype = next(encoder.parameters()).dtype
+    weight = next(encoder.parameters())  # inputs may sit anywhere: they go to the encoder's device
     for start in range(0, len(directions), batch_size):
         part = np.arange(start, min(start + batch_size, len(directions)))
-        batch = (images(part) if callable(images) else images[start : part[-1] + 1]).to(dtype)
-        direction = directions[start : part[-1] + 1].to(batch.device, dtype)
+        batch = images(part) if callable(images) else images[start : part[-1] + 1]
+        batch = batch.to(device=weight.device, dtype=weight.dtype)
+        direction = directions[start : part[-1] + 1].to(batch)
         result = encoder_relevance(encoder, batch, direction, bounds)
         pixels, bias = result.pixels, result.bias_share
         if method != "lrp":
@@ -230,7 +231,7 @@ def iter_selected_fine_maps(
     ``images`` reads bag indices → encoder inputs; only one batch of patches is read at a time.
     """
     indices = selection.indices
-    directions = selection.directions[torch.as_tensor(indices)]
+    directions = selection.directions[torch.as_tensor(indices, device=selection.directions.device)]
     for maps, bias, _ in iter_fine_maps(
         encoder, lambda part: images(indices[part]), directions, config.method, True, batch_size, bounds
     ):
