@@ -43,11 +43,21 @@ def _warm_up(config_path: str) -> None:
     cached_clam(config.model.checkpoint, "cpu")
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def time_run(
     config_path: Path, workers: int, out_dir: Path, threads: int | None, dask_defaults: bool = False
-) -> tuple[float, float, int, float]:
-    """(start seconds, processing seconds, slides done, mean seconds per slide in its worker) for one
-    cohort run on ``workers`` workers.
+) -> tuple[float, float, int, float, float]:
+    """(start seconds, processing seconds, slides done, mean seconds per slide in its worker, CPU
+    seconds per slide in the processes that ran slides) for one cohort run on ``workers`` workers.
+    CPU seconds hardly depend on what else runs on the machine, so they compare the work a slide
+    costs in process and in a worker even where the wall clock is noisy.
 
     More than one worker: the cluster `run_tasks` starts (`attnmap.parallel_dask.local_cluster`),
     started here to separate its fixed cost (process spawn, imports) from the per-slide throughput.
@@ -79,13 +89,18 @@ def time_run(
             scheduler = cluster.scheduler_address
         else:
             _warm_up(str(config_path))
-        started = time.perf_counter()
+        def cpu() -> float:
+            return sum(client.run(_cpu_seconds).values()) if scheduler is not None else _cpu_seconds()
+
+        cpu_before, started = cpu(), time.perf_counter()
         report = run_cohort(config, workers=1, scheduler=scheduler, progress=False, threads=threads)
         finished = time.perf_counter()
+        cpu_used = cpu() - cpu_before
     if report.failed:
         raise SystemExit(f"{len(report.failed)} slide(s) failed: {report.failed[0].message}")
-    per_slide = sum(entry.seconds or 0.0 for entry in report.done) / max(1, len(report.done))
-    return started - start, finished - started, len(report.done), per_slide
+    done = max(1, len(report.done))
+    per_slide = sum(entry.seconds or 0.0 for entry in report.done) / done
+    return started - start, finished - started, len(report.done), per_slide, cpu_used / done
 
 
 def main() -> None:
@@ -124,7 +139,7 @@ def main() -> None:
         rates: dict[tuple[int, bool], float] = {}
         for repeat in range(args.repeats):  # alternating, so that a change in load hits every run alike
             for workers, defaults in runs:
-                startup, seconds, done, per_slide = time_run(
+                startup, seconds, done, per_slide, cpu = time_run(
                     config_path, workers, root / f"out_{workers}_{defaults}_{repeat}", args.threads, defaults
                 )
                 rate = done / seconds * 60.0
@@ -133,7 +148,7 @@ def main() -> None:
                 print(
                     f"{workers} worker(s){label}: start {startup:.1f} s, "
                     f"then {done} slides in {seconds:.1f} s = {rate:.1f} slides/min "
-                    f"({per_slide:.2f} s per slide inside a worker), "
+                    f"({per_slide:.2f} s per slide inside a worker, CPU {cpu:.3f} s per slide), "
                     f"load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
