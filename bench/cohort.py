@@ -43,20 +43,34 @@ def _warm_up(config_path: str) -> None:
     cached_clam(config.model.checkpoint, "cpu")
 
 
-def time_run(
-    config_path: Path, workers: int, out_dir: Path, threads: int | None
-) -> tuple[float, float, int, float]:
-    """(start seconds, processing seconds, slides done, mean seconds per slide in its worker) for one
-    cohort run on ``workers`` workers.
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    import resource
 
-    More than one worker: the cluster `run_tasks` would start (loopback, processes, one task each),
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_run(
+    config_path: Path, workers: int, out_dir: Path, threads: int | None, dask_defaults: bool = False
+) -> tuple[float, float, int, float, float]:
+    """(start seconds, processing seconds, slides done, mean seconds per slide in its worker, CPU
+    seconds per slide in the processes that ran slides) for one cohort run on ``workers`` workers.
+    CPU seconds hardly depend on what else runs on the machine, so they compare the work a slide
+    costs in process and in a worker even where the wall clock is noisy.
+
+    More than one worker: the cluster `run_tasks` starts (`attnmap.parallel_dask.local_cluster`),
     started here to separate its fixed cost (process spawn, imports) from the per-slide throughput.
+    ``dask_defaults``: start it with Dask's default worker settings instead of attnmap's
+    (`attnmap.parallel_dask.LOCAL_WORKER_CONFIG`), to show what those settings change.
     """
     import contextlib
-    import logging
+    import os
+    from unittest import mock
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    from attnmap import parallel_dask
     from attnmap.wsi.pipeline.cohort import run_cohort
     from attnmap.wsi.pipeline.config import load_config
 
@@ -65,28 +79,28 @@ def time_run(
     with contextlib.ExitStack() as stack:
         scheduler = None
         if workers > 1:
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
-            )
+            if dask_defaults:
+                stack.enter_context(mock.patch.object(parallel_dask, "LOCAL_WORKER_CONFIG", {}))
+                # Dask's nanny leaves its worker environment in os.environ, which later workers inherit
+                stack.enter_context(mock.patch.dict(os.environ))
+            cluster = stack.enter_context(parallel_dask.local_cluster(workers))
             client = stack.enter_context(Client(cluster))
             client.run(_warm_up, str(config_path))
             scheduler = cluster.scheduler_address
         else:
             _warm_up(str(config_path))
-        started = time.perf_counter()
+        def cpu() -> float:
+            return sum(client.run(_cpu_seconds).values()) if scheduler is not None else _cpu_seconds()
+
+        cpu_before, started = cpu(), time.perf_counter()
         report = run_cohort(config, workers=1, scheduler=scheduler, progress=False, threads=threads)
         finished = time.perf_counter()
+        cpu_used = cpu() - cpu_before
     if report.failed:
         raise SystemExit(f"{len(report.failed)} slide(s) failed: {report.failed[0].message}")
-    per_slide = sum(entry.seconds or 0.0 for entry in report.done) / max(1, len(report.done))
-    return started - start, finished - started, len(report.done), per_slide
+    done = max(1, len(report.done))
+    per_slide = sum(entry.seconds or 0.0 for entry in report.done) / done
+    return started - start, finished - started, len(report.done), per_slide, cpu_used / done
 
 
 def main() -> None:
@@ -98,7 +112,14 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per worker (default: cores ÷ workers)"
     )
+    parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")
+    parser.add_argument(
+        "--compare-dask-defaults", action="store_true",
+        help="also time each multi-worker run with Dask's default worker settings",
+    )
     args = parser.parse_args()
+    import os
+
     from attnmap.threads import available_cores
 
     per_worker = "cores ÷ workers" if args.threads is None else str(args.threads)
@@ -112,23 +133,33 @@ def main() -> None:
             root, args.encoder, n_slides=args.slides, size=args.size, batch_size=64,
             sections={"sampling": {"top_k": 5, "bottom_k": 5}},
         )
-        rates: dict[int, float] = {}
-        for workers in args.workers:
-            startup, seconds, done, per_slide = time_run(
-                config_path, workers, root / f"out_{workers}", args.threads
-            )
-            rates[workers] = done / seconds * 60.0
+        runs = [(workers, False) for workers in args.workers]
+        if args.compare_dask_defaults:
+            runs += [(workers, True) for workers in args.workers if workers > 1]
+        rates: dict[tuple[int, bool], float] = {}
+        for repeat in range(args.repeats):  # alternating, so that a change in load hits every run alike
+            for workers, defaults in runs:
+                startup, seconds, done, per_slide, cpu = time_run(
+                    config_path, workers, root / f"out_{workers}_{defaults}_{repeat}", args.threads, defaults
+                )
+                rate = done / seconds * 60.0
+                rates[workers, defaults] = max(rate, rates.get((workers, defaults), 0.0))
+                label = " (Dask's default worker settings)" if defaults else ""
+                print(
+                    f"{workers} worker(s){label}: start {startup:.1f} s, "
+                    f"then {done} slides in {seconds:.1f} s = {rate:.1f} slides/min "
+                    f"({per_slide:.2f} s per slide inside a worker, CPU {cpu:.3f} s per slide), "
+                    f"load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+        baseline = rates[args.workers[0], False]
+        for workers, defaults in runs[1:]:
+            label = " with Dask's default worker settings" if defaults else ""
             print(
-                f"{workers} worker(s): start {startup:.1f} s, then {done} slides in {seconds:.1f} s "
-                f"= {rates[workers]:.1f} slides/min ({per_slide:.2f} s per slide inside a worker)"
+                f"ratio {workers} vs {args.workers[0]} worker(s){label}: "
+                f"{rates[workers, defaults] / baseline:.2f}x (ideal {workers / args.workers[0]:.0f}x), "
+                f"best of {args.repeats}"
             )
-        baseline = rates[args.workers[0]]
-        for workers in args.workers[1:]:
-            print(
-                f"ratio {workers} vs {args.workers[0]} worker(s): {rates[workers] / baseline:.2f}x "
-                f"(ideal {workers / args.workers[0]:.0f}x)"
-            )
-
 
 if __name__ == "__main__":
     main()

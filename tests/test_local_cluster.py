@@ -1,0 +1,32 @@
+"""The workers `run_tasks` starts on this machine: glibc's memory reuse left on, Dask's profiler off."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from attnmap.parallel import run_tasks
+
+
+def worker_settings(item: int) -> dict:
+    """A task: what the worker process it runs in was started with."""
+    import dask
+
+    return {
+        "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        "profile": bool(dask.config.get("distributed.worker.profile.enabled")),
+        "pid": os.getpid(),
+    }
+
+
+@pytest.mark.slow
+def test_local_workers_keep_glibc_memory_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an earlier Dask cluster in this process leaves its setting in os.environ, which children inherit
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    report = run_tasks(worker_settings, range(4), workers=2, progress=False)
+    results = [entry.result for entry in report.items]
+    assert all(entry.status == "done" for entry in report.items)
+    assert {result["trim"] for result in results} == {None}
+    assert {result["profile"] for result in results} == {False}
+    assert os.getpid() not in {result["pid"] for result in results}
