@@ -22,16 +22,15 @@ from dataclasses import dataclass
 
 import torch
 
+from attnmap.vit.lrp.attention import attention_relevance
 from attnmap.vit.lrp.block import BlockTrace, BlockTwin
 from attnmap.vit.lrp.rules import (
     Stabiliser,
     add_rule,
-    attention_value_rule,
     clone_rule,
     linear_zplus,
     mean_rule,
     passthrough_rule,
-    query_key_rule,
 )
 from attnmap.vit.lrp.stem import stem_relevance
 from attnmap.vit.lrp.twin import Trace, ViTTwin
@@ -80,38 +79,32 @@ def block_relevance(
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2."""
     wt = block.weights
-    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab)
-    hidden = linear_zplus(mlp_share, bt.fc2_input(), bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
+    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab, total_input=bt.out)
+    hidden = linear_zplus(
+        mlp_share, bt.fc2_input(), bt.y_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"), bias=wt["fc2_b"]
+    )
     if block.glu:  # value ⊙ act(gate): uniform rule, half to each factor; act is identity
         hidden = torch.cat([hidden * 0.5, hidden * 0.5], dim=-1)
     normed2 = linear_zplus(
         hidden, bt.n2, bt.pre_act, wt["fc1_w"], stab, block.abs_weight("fc1"), bias=wt["fc1_b"]
     )
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
-    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab)
+    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab, total_input=bt.h)
     # Halved here once, so R_A/2 and R_V/2 come out of the A·V rule directly (it is linear in R).
     merged = linear_zplus(
-        attn_share, bt.proj_input(), bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"), scale=0.5
-    )
-    batch, tokens, _ = merged.shape
-    per_head = merged.reshape(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
-    query, key, value = bt.heads(block)
-    r_attn, r_value = attention_value_rule(per_head, bt.attn, value, bt.o_heads(block), stab)
-    if attention_only:
-        return None, r_attn
-    scores = query @ key.transpose(-1, -2)  # recomputed, unscaled
-    r_query, r_key = query_key_rule(r_attn, query, key, scores, stab, scale=0.5)
-    # (B, N, 3, H, d) in one copy: channel = s·D + h·d + j, the qkv layout.
-    r_qkv = torch.stack([r_query.transpose(1, 2), r_key.transpose(1, 2), r_value.transpose(1, 2)], dim=2)
-    normed1 = linear_zplus(
-        r_qkv.reshape(batch, tokens, -1),
-        bt.n1,
-        bt.qkv,
-        wt["qkv_w"],
+        attn_share,
+        bt.proj_input(),
+        bt.y_proj,
+        wt["proj_w"],
         stab,
-        block.abs_weight("qkv"),
-        bias=wt["qkv_b"],
+        block.abs_weight("proj"),
+        bias=wt["proj_b"],
+        scale=0.5,
     )
+    r_attn, r_qkv = attention_relevance(merged, bt.o, bt.attn, bt.heads(block), stab, attention_only)
+    if r_qkv is None:
+        return None, r_attn
+    normed1 = linear_zplus(r_qkv, bt.n1, bt.qkv, wt["qkv_w"], stab, block.abs_weight("qkv"), bias=wt["qkv_b"])
     return clone_rule(x_residual, normed1, bt.x, stab), r_attn
 
 

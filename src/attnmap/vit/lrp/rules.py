@@ -136,6 +136,46 @@ def conv_zplus(
     ) * 0.5
 
 
+def _is_patchify(weight: torch.Tensor, conv: dict, image: torch.Tensor) -> bool:
+    """A convolution that cuts the image into non-overlapping patches: a matmul on the patch matrix."""
+
+    def pair(value: object) -> tuple:
+        return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+    kernel = tuple(weight.shape[-2:])
+    return (
+        pair(conv["stride"]) == kernel
+        and pair(conv["padding"]) == (0, 0)
+        and pair(conv["dilation"]) == (1, 1)
+        and conv["groups"] == 1
+        and image.shape[-2] % kernel[0] == 0
+        and image.shape[-1] % kernel[1] == 0
+    )
+
+
+def _zbox_patches(relevance: torch.Tensor, image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`conv_zbox` for a patchify convolution: the same sums as matmuls on the (B·P, C·kh·kw) patches
+    (the transposed convolution of a stride = kernel convolution is a matmul and a reshape)."""
+    batch, channels, height, width = image.shape
+    kh, kw = weight.shape[-2:]
+    gh, gw = height // kh, width // kw
+    flat = image.flatten(1)
+    low = flat.min(dim=1).values.view(-1, 1, 1, 1)
+    high = flat.max(dim=1).values.view(-1, 1, 1, 1)
+    patches = image.view(batch, channels, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5)
+    size = channels * kh * kw
+    bounded = image.new_empty(batch, gh, gw, 2, channels, kh, kw)  # [X − L, X − H] per patch
+    torch.sub(patches, low.view(-1, 1, 1, 1, 1, 1), out=bounded[:, :, :, 0])
+    torch.sub(patches, high.view(-1, 1, 1, 1, 1, 1), out=bounded[:, :, :, 1])
+    bounded = bounded.view(-1, 2 * size)
+    w_flat = weight.reshape(weight.shape[0], size)
+    w_split = torch.cat([w_flat.clamp(min=0), w_flat.clamp(max=0)], dim=1)  # (D, 2·size)
+    z = torch.addmm(torch.full((), 1e-9, dtype=image.dtype, device=image.device), bounded, w_split.T)
+    s = relevance.permute(0, 2, 3, 1).reshape(-1, weight.shape[0]) / z
+    shares = (s @ w_split).mul_(bounded).view(batch, gh, gw, 2, channels, kh, kw).sum(dim=3)
+    return shares.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, height, width)
+
+
 def conv_zbox(
     relevance: torch.Tensor,
     image: torch.Tensor,
@@ -148,6 +188,8 @@ def conv_zbox(
     R = X⊙convᵀ(S, W) − L⊙convᵀ(S, W⁺) − H⊙convᵀ(S, W⁻). Computed in the equal, cancellation-free
     form Za = conv(X−L, W⁺) + conv(X−H, W⁻) + 1e-9, R = (X−L)⊙convᵀ(S, W⁺) + (X−H)⊙convᵀ(S, W⁻).
     """
+    if _is_patchify(weight, conv, image):
+        return _zbox_patches(relevance, image, weight)
     flat = image.flatten(1)
     above_low = image - flat.min(dim=1).values.view(-1, 1, 1, 1)  # X − L ≥ 0
     below_high = image - flat.max(dim=1).values.view(-1, 1, 1, 1)  # X − H ≤ 0
@@ -187,28 +229,40 @@ def query_key_rule(
     return query * (s @ key), key * (s.transpose(-1, -2) @ query)
 
 
+def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ a ⊙ b per sample, (B, 1, ..., 1), without materialising the product when shapes agree."""
+    if a.shape != b.shape or a.ndim < 2:
+        return per_sample_sum(a * b)
+    batch = a.shape[0]
+    dot = torch.bmm(a.reshape(batch, 1, -1), b.reshape(batch, -1, 1))
+    return dot.view(batch, *([1] * (a.ndim - 1)))
+
+
 def add_rule(
     relevance: torch.Tensor,
     x0: torch.Tensor,
     x1: torch.Tensor,
     stab: Stabiliser,
+    total_input: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split the relevance of ``x0 + x1`` between the two summands, conserving it per sample.
 
     The LRP-0 shares are rescaled so that each branch's total is its |share| of the sample's total
     (a branch whose raw share summed negative is sign-flipped). ``x1`` may broadcast (pos_embed).
+    ``total_input`` is x0 + x1 when the forward already computed it (the same operation, so the same
+    value). The raw shares' totals are dot products: only the two rescaled shares are materialised.
     """
-    s = stab.divide(relevance, x0 + x1)
-    share0 = x0 * s
-    share1 = x1 * s
-    total0 = per_sample_sum(share0)
-    total1 = per_sample_sum(share1)
+    s = stab.divide(relevance, x0 + x1 if total_input is None else total_input)
+    total0 = _per_sample_dot(x0, s)
+    total1 = _per_sample_dot(x1, s) if x1.shape == s.shape else per_sample_sum(x1 * s)
     total = per_sample_sum(relevance)
     abs0 = total0.abs()
     abs1 = total1.abs()
     scale0 = stab.divide(stab.divide(abs0, abs0 + abs1) * total, total0)
     scale1 = stab.divide(stab.divide(abs1, abs0 + abs1) * total, total1)
-    return share0 * scale0, share1 * scale1
+    share0 = torch.mul(x0, s).mul_(scale0)
+    share1 = s.mul_(x1).mul_(scale1)  # s is this function's own temporary
+    return share0, share1
 
 
 def clone_rule(
@@ -218,9 +272,10 @@ def clone_rule(
 
     The reference computes LRP-0 of the copy, x ⊙ ((R₁+R₂) ⊘ x), which differs from R₁ + R₂ by the
     factor x/(x+ε); with the reference stabiliser that form is used, so float64 conforms exactly.
+    ``branch0`` must be a temporary of the caller: it is overwritten with the result.
     """
     if stab.follow_sign:
-        return torch.where(x != 0, branch0 + branch1, torch.zeros((), dtype=x.dtype, device=x.device))
+        return branch0.add_(branch1).masked_fill_(x == 0, 0)
     return passthrough_rule(branch0 + branch1, x, stab)
 
 
