@@ -157,7 +157,9 @@ def transformer_attribution(
     twin, trace, relevance, gradients = _compute(
         model, images, target, stop_block=start, grad_from=start, method="transformer_attribution"
     )
-    per_block = {i: (gradients[i] * cam).clamp(min=0).mean(dim=1) for i, cam in relevance.attention.items()}
+    # R_A is this call's own temporary: weighted and clamped in place
+    attention = relevance.attention
+    per_block = {i: cam.mul_(gradients[i]).clamp_(min=0).mean(dim=1) for i, cam in attention.items()}
     return _rollout(twin, per_block, trace)
 
 

@@ -42,7 +42,10 @@ class Stabiliser:
         """a ⊘ b, divided by ``factor`` (folded into the denominator pass)."""
         if self.follow_sign:  # factor·(b + eps·sign(b)), sign(+0) = +1
             eps = torch.tensor(factor * self.eps, dtype=b.dtype, device=b.device)
-            return a / torch.copysign(eps, b).add_(b, alpha=factor)
+            denominator = torch.copysign(eps, b).add_(b, alpha=factor)
+            if a.dtype == b.dtype and denominator.shape == torch.broadcast_shapes(a.shape, b.shape):
+                return torch.div(a, denominator, out=denominator)  # reuse the temporary
+            return a / denominator
         if factor != 1.0:
             a = a / factor
         denominator = b + self.eps
@@ -59,7 +62,7 @@ class Stabiliser:
         """
         if self.follow_sign:
             shift = factor * self.eps if offset is None else factor * self.eps - offset
-            return a / scaled.add_(shift)
+            return torch.div(a, scaled.add_(shift), out=scaled)
         if offset is not None:
             scaled = scaled.sub_(offset)
         zero = torch.zeros((), dtype=a.dtype, device=a.device)
@@ -230,12 +233,14 @@ def query_key_rule(
 
 
 def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ a ⊙ b per sample, (B, 1, ..., 1), without materialising the product when shapes agree."""
+    """Σ a ⊙ b per sample, (B, 1, ..., 1), without materialising the product when shapes agree.
+
+    One BLAS dot per sample: a batched (1×K)·(K×1) matmul takes several times as long on CPU."""
     if a.shape != b.shape or a.ndim < 2:
         return per_sample_sum(a * b)
-    batch = a.shape[0]
-    dot = torch.bmm(a.reshape(batch, 1, -1), b.reshape(batch, -1, 1))
-    return dot.view(batch, *([1] * (a.ndim - 1)))
+    flat_a, flat_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    dots = torch.stack([torch.dot(flat_a[i], flat_b[i]) for i in range(a.shape[0])])
+    return dots.view(a.shape[0], *([1] * (a.ndim - 1)))
 
 
 def add_rule(
