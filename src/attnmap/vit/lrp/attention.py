@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from attnmap.vit.lrp.rules import Stabiliser
+from attnmap.vit.lrp.rules import Stabiliser, Workspace
 
 
 def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -32,16 +32,23 @@ def attention_relevance(
     qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     stab: Stabiliser,
     attention_only: bool,
+    work: Workspace | None = None,
+    keep_attention: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """R_A (B, H, N, N) and, unless ``attention_only``, the (B, N, 3D) relevance of q, k, v.
 
     ``merged``: relevance of O = A·V with heads merged (B, N, D), already halved; ``o`` the forward's
-    O (B, N, D); ``qkv``: q, k, v as (B, H, N, d), q and k as they entered the scores.
+    O (B, N, D); ``qkv``: q, k, v as (B, H, N, d), q and k as they entered the scores. Without
+    ``keep_attention`` R_A lives in ``work`` (valid until the next block's call).
     """
     query, key, value = qkv
     batch, heads, tokens, head_dim = value.shape
-    s = _heads(stab.divide(merged, o), heads)
-    r_attn = torch.empty_like(attn)
+
+    def buffer(role: str, like: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(like) if work is None else work.get(role, like.shape, like)
+
+    s = _heads(stab.divide(merged, o, out=None if work is None else work.get("s_o", o.shape, o)), heads)
+    r_attn = torch.empty_like(attn) if keep_attention else buffer("r_attn", attn)
     for b in range(batch):
         torch.bmm(s[b], value[b].transpose(-1, -2), out=r_attn[b])
     r_attn.mul_(attn)
@@ -49,11 +56,11 @@ def attention_relevance(
         return r_attn, None
     r_qkv = merged.new_empty(batch, tokens, 3, heads, head_dim)
     r_q, r_k, r_v = (r_qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, H, N, d) views
-    scores = torch.empty_like(attn)
+    scores = buffer("scores", attn)
     for b in range(batch):
         torch.mul(value[b], torch.bmm(attn[b].transpose(-1, -2), s[b]), out=r_v[b])
         torch.bmm(query[b], key[b].transpose(-1, -2), out=scores[b])  # recomputed, unscaled
-    s_scores = stab.divide(r_attn, scores, factor=2.0)
+    s_scores = stab.divide(r_attn, scores, factor=2.0, out=buffer("scores_denominator", attn))
     for b in range(batch):
         torch.mul(query[b], torch.bmm(s_scores[b], key[b]), out=r_q[b])
         torch.mul(key[b], torch.bmm(s_scores[b].transpose(-1, -2), query[b]), out=r_k[b])

@@ -26,6 +26,7 @@ from attnmap.vit.lrp.attention import attention_relevance
 from attnmap.vit.lrp.block import BlockTrace, BlockTwin
 from attnmap.vit.lrp.rules import (
     Stabiliser,
+    Workspace,
     add_rule,
     clone_rule,
     linear_zplus,
@@ -38,7 +39,8 @@ from attnmap.vit.lrp.twin import Trace, ViTTwin
 
 @dataclass
 class Relevance:
-    """Per-block attention relevance R_A/2 (B, H, N, N) and, for full LRP, the pixel map (B, H, W)."""
+    """Per-block attention relevance R_A/2 (B, H, N, N) (for the maps read from attention) or, for full
+    LRP, the pixel map (B, H, W)."""
 
     attention: dict[int, torch.Tensor]
     pixels: torch.Tensor | None = None
@@ -75,21 +77,35 @@ def head_relevance(twin: ViTTwin, trace: Trace, seed: torch.Tensor, stab: Stabil
 
 
 def block_relevance(
-    block: BlockTwin, bt: BlockTrace, relevance: torch.Tensor, stab: Stabiliser, attention_only: bool
+    block: BlockTwin,
+    bt: BlockTrace,
+    relevance: torch.Tensor,
+    stab: Stabiliser,
+    attention_only: bool,
+    work: Workspace | None = None,
+    keep_attention: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2."""
+    """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2
+    (held in ``work`` without ``keep_attention``)."""
     wt = block.weights
-    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab, total_input=bt.out)
+    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab, total_input=bt.out, work=work)
     hidden = linear_zplus(
-        mlp_share, bt.fc2_input(), bt.y_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"), bias=wt["fc2_b"]
+        mlp_share,
+        bt.fc2_input(),
+        bt.y_fc2,
+        wt["fc2_w"],
+        stab,
+        block.abs_weight("fc2"),
+        bias=wt["fc2_b"],
+        work=work,
     )
     if block.glu:  # value ⊙ act(gate): uniform rule, half to each factor; act is identity
         hidden = torch.cat([hidden * 0.5, hidden * 0.5], dim=-1)
     normed2 = linear_zplus(
-        hidden, bt.n2, bt.pre_act, wt["fc1_w"], stab, block.abs_weight("fc1"), bias=wt["fc1_b"]
+        hidden, bt.n2, bt.pre_act, wt["fc1_w"], stab, block.abs_weight("fc1"), bias=wt["fc1_b"], work=work
     )
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
-    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab, total_input=bt.h)
+    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab, total_input=bt.h, work=work)
     # Halved here once, so R_A/2 and R_V/2 come out of the A·V rule directly (it is linear in R).
     merged = linear_zplus(
         attn_share,
@@ -100,11 +116,16 @@ def block_relevance(
         block.abs_weight("proj"),
         bias=wt["proj_b"],
         scale=0.5,
+        work=work,
     )
-    r_attn, r_qkv = attention_relevance(merged, bt.o, bt.attn, bt.heads(block), stab, attention_only)
+    r_attn, r_qkv = attention_relevance(
+        merged, bt.o, bt.attn, bt.heads(block), stab, attention_only, work, keep_attention
+    )
     if r_qkv is None:
         return None, r_attn
-    normed1 = linear_zplus(r_qkv, bt.n1, bt.qkv, wt["qkv_w"], stab, block.abs_weight("qkv"), bias=wt["qkv_b"])
+    normed1 = linear_zplus(
+        r_qkv, bt.n1, bt.qkv, wt["qkv_w"], stab, block.abs_weight("qkv"), bias=wt["qkv_b"], work=work
+    )
     return clone_rule(x_residual, normed1, bt.x, stab), r_attn
 
 
@@ -144,13 +165,16 @@ def relevance_pass(
     """Propagate ``seed`` (relevance at the model's output) down to block ``stop_block``'s attention
     (or to the pixels)."""
     result = Relevance(attention={})
+    work = Workspace()
     with torch.no_grad():
         relevance = head_relevance(twin, trace, seed, stab)
         for block in reversed(twin.blocks[stop_block:]):
             attention_only = block.index == stop_block and not to_pixels
-            relevance, result.attention[block.index] = block_relevance(
-                block, trace.blocks[block.index], relevance, stab, attention_only
+            relevance, attention = block_relevance(
+                block, trace.blocks[block.index], relevance, stab, attention_only, work, not to_pixels
             )
+            if not to_pixels:
+                result.attention[block.index] = attention
         if to_pixels:
             result.pixels = embedding_relevance(twin, trace, relevance, stab)
     return result

@@ -38,11 +38,15 @@ class Stabiliser:
     eps: float
     follow_sign: bool
 
-    def divide(self, a: torch.Tensor, b: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
-        """a ⊘ b, divided by ``factor`` (folded into the denominator pass)."""
+    def divide(
+        self, a: torch.Tensor, b: torch.Tensor, factor: float = 1.0, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """a ⊘ b, divided by ``factor`` (folded into the denominator pass). ``out``: a buffer of the
+        result's shape the sign-following form may compute in (see `Workspace`)."""
         if self.follow_sign:  # factor·(b + eps·sign(b)), sign(+0) = +1
             eps = torch.tensor(factor * self.eps, dtype=b.dtype, device=b.device)
-            denominator = torch.copysign(eps, b).add_(b, alpha=factor)
+            denominator = torch.copysign(eps, b) if out is None else torch.copysign(eps, b, out=out)
+            denominator.add_(b, alpha=factor)
             if a.dtype == b.dtype and denominator.shape == torch.broadcast_shapes(a.shape, b.shape):
                 return torch.div(a, denominator, out=denominator)  # reuse the temporary
             return a / denominator
@@ -69,6 +73,31 @@ class Stabiliser:
         return torch.where(scaled != 0, a / (scaled + factor * self.eps), zero)
 
 
+class Workspace:
+    """Temporaries of one relevance pass, reused block after block.
+
+    Every block asks for temporaries of the same shapes. Fresh CPU tensors of a few MB each come
+    from the system allocator, which maps and zero-fills new pages for most of them; reusing one
+    buffer per (role, shape) removes that cost. A buffer is only ever a temporary *inside* one rule
+    (or one that the next rule of the same block consumes), never a returned relevance that
+    outlives the block.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def get(self, role: str, shape: tuple[int, ...] | torch.Size, like: torch.Tensor) -> torch.Tensor:
+        key = (role, tuple(shape), like.dtype, like.device)
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = torch.empty(key[1], dtype=like.dtype, device=like.device)
+        return buffer
+
+
+def _buffer(work: Workspace | None, role: str, shape: tuple[int, ...] | torch.Size, like: torch.Tensor):
+    return None if work is None else work.get(role, shape, like)
+
+
 REFERENCE_STABILISER = Stabiliser(eps=1e-9, follow_sign=False)
 SIGN_STABILISER = Stabiliser(eps=1e-7, follow_sign=True)
 
@@ -92,26 +121,35 @@ def linear_zplus(
     abs_weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     scale: float = 1.0,
+    work: Workspace | None = None,
 ) -> torch.Tensor:
     """z⁺ (α1β0) rule of ``y = x Wᵀ + b`` for signed x, times ``scale``.
 
     ``output`` is x Wᵀ from the forward, or x Wᵀ + b when ``bias`` is given (it is subtracted). The
     bias takes no relevance; each output's relevance is split over the inputs in proportion to
     their positive contributions x⁺W⁺ and x⁻W⁻. With Z₂ = xWᵀ + |x||W|ᵀ = 2Z and S₂ = R ⊘₂ Z₂:
-    R_x = x ⊙ (S₂W) + |x| ⊙ (S₂|W|). ``abs_weight`` = |W| if the caller has it cached.
+    R_x = x ⊙ (S₂W) + |x| ⊙ (S₂|W|). ``abs_weight`` = |W| if the caller has it cached; ``work``
+    holds the temporaries (the result is always a new tensor).
     """
     if abs_weight is None:
         abs_weight = weight.abs()
     in_features, out_features = x.shape[-1], output.shape[-1]
     flat_x = x.reshape(-1, in_features)
-    abs_x = flat_x.abs()
+    rows = flat_x.shape[0]
+    abs_x = torch.abs(flat_x, out=_buffer(work, "abs_x", flat_x.shape, flat_x))
     factor = 2.0 / scale  # Z₂·factor/2 in one addmm: the scale costs no extra pass
     scaled = torch.addmm(
-        output.reshape(-1, out_features), abs_x, abs_weight.T, beta=factor / 2, alpha=factor / 2
+        output.reshape(-1, out_features),
+        abs_x,
+        abs_weight.T,
+        beta=factor / 2,
+        alpha=factor / 2,
+        out=_buffer(work, "z", (rows, out_features), flat_x),
     )
     offset = None if bias is None else bias * (factor / 2)
     s = stab.divide_scaled_nonnegative(relevance.reshape(-1, out_features), scaled, factor, offset)
-    result = (s @ weight).mul_(flat_x).addcmul_(s @ abs_weight, abs_x)
+    positive = torch.mm(s, abs_weight, out=_buffer(work, "s_abs_w", flat_x.shape, flat_x))
+    result = (s @ weight).mul_(flat_x).addcmul_(positive, abs_x)
     return result.reshape(x.shape)
 
 
@@ -249,6 +287,7 @@ def add_rule(
     x1: torch.Tensor,
     stab: Stabiliser,
     total_input: torch.Tensor | None = None,
+    work: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split the relevance of ``x0 + x1`` between the two summands, conserving it per sample.
 
@@ -256,8 +295,10 @@ def add_rule(
     (a branch whose raw share summed negative is sign-flipped). ``x1`` may broadcast (pos_embed).
     ``total_input`` is x0 + x1 when the forward already computed it (the same operation, so the same
     value). The raw shares' totals are dot products: only the two rescaled shares are materialised.
+    With ``work`` the second share lives there (valid until the next add rule of the same pass).
     """
-    s = stab.divide(relevance, x0 + x1 if total_input is None else total_input)
+    z = x0 + x1 if total_input is None else total_input
+    s = stab.divide(relevance, z, out=_buffer(work, "add_share1", z.shape, z))
     total0 = _per_sample_dot(x0, s)
     total1 = _per_sample_dot(x1, s) if x1.shape == s.shape else per_sample_sum(x1 * s)
     total = per_sample_sum(relevance)
