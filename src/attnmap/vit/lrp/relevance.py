@@ -18,6 +18,7 @@ attention relevance never runs block s's Q·Kᵀ and qkv rules nor anything belo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +40,8 @@ from attnmap.vit.lrp.twin import Trace, ViTTwin
 
 @dataclass
 class Relevance:
-    """Per-block attention relevance R_A/2 (B, H, N, N) (for the maps read from attention) or, for full
-    LRP, the pixel map (B, H, W)."""
+    """Per-block attention relevance R_A/2 (B, H, N, N), or what the pass's ``reduce`` made of it (for
+    the maps read from attention); for full LRP, the pixel map (B, H, W)."""
 
     attention: dict[int, torch.Tensor]
     pixels: torch.Tensor | None = None
@@ -161,19 +162,28 @@ def relevance_pass(
     stab: Stabiliser,
     stop_block: int,
     to_pixels: bool = False,
+    reduce: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> Relevance:
     """Propagate ``seed`` (relevance at the model's output) down to block ``stop_block``'s attention
-    (or to the pixels)."""
+    (or to the pixels).
+
+    ``reduce(index, R_A)``, when given, turns each block's R_A/2 into what the method keeps (e.g. a
+    head mean) as soon as it exists; R_A itself then lives in one reused buffer instead of one new
+    (B, H, N, N) tensor per block. Full LRP keeps no attention relevance at all.
+    """
     result = Relevance(attention={})
     work = Workspace()
+    keep = reduce is None and not to_pixels
     with torch.no_grad():
         relevance = head_relevance(twin, trace, seed, stab)
         for block in reversed(twin.blocks[stop_block:]):
             attention_only = block.index == stop_block and not to_pixels
             relevance, attention = block_relevance(
-                block, trace.blocks[block.index], relevance, stab, attention_only, work, not to_pixels
+                block, trace.blocks[block.index], relevance, stab, attention_only, work, keep
             )
-            if not to_pixels:
+            if reduce is not None:
+                result.attention[block.index] = reduce(block.index, attention)
+            elif keep:
                 result.attention[block.index] = attention
         if to_pixels:
             result.pixels = embedding_relevance(twin, trace, relevance, stab)
