@@ -39,7 +39,8 @@ def attention_relevance(
 
     ``merged``: relevance of O = A·V with heads merged (B, N, D), already halved; ``o`` the forward's
     O (B, N, D); ``qkv``: q, k, v as (B, H, N, d), q and k as they entered the scores. Without
-    ``keep_attention`` R_A lives in ``work`` (valid until the next block's call).
+    ``keep_attention`` R_A lives in ``work`` (valid until the next block's call), as does the q, k, v
+    relevance (consumed by the caller's qkv rule).
     """
     query, key, value = qkv
     batch, heads, tokens, head_dim = value.shape
@@ -54,7 +55,8 @@ def attention_relevance(
     r_attn.mul_(attn)
     if attention_only:
         return r_attn, None
-    r_qkv = merged.new_empty(batch, tokens, 3, heads, head_dim)
+    shape = (batch, tokens, 3, heads, head_dim)
+    r_qkv = merged.new_empty(shape) if work is None else work.get("r_qkv", shape, merged)
     r_q, r_k, r_v = (r_qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, H, N, d) views
     scores = buffer("scores", attn)
     for b in range(batch):

@@ -353,7 +353,7 @@ def block_forward(
         if block.rope and rope is not None:
             q, k = rope.apply(q), rope.apply(k)
         qk = (q, k)
-    logits = (q @ k.transpose(-1, -2)).mul_(block.scale)
+    logits = (q * block.scale) @ k.transpose(-1, -2)  # the scaled q is also the contiguous operand
     if block.attn_bias is not None:
         logits = logits + block.attn_bias()
     attn = logits.softmax(dim=-1)

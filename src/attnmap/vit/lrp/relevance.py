@@ -89,7 +89,11 @@ def block_relevance(
     """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2
     (held in ``work`` without ``keep_attention``)."""
     wt = block.weights
-    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab, total_input=bt.out, work=work)
+    # Temporaries and relevances that die inside the block live in ``work``; the block's output
+    # relevance too (role "x_residual": the next block reads it before writing that role again).
+    h_residual, mlp_share = add_rule(
+        relevance, bt.h, bt.mlp_out(block), stab, total_input=bt.out, work=work, role="h_residual"
+    )
     hidden = linear_zplus(
         mlp_share,
         bt.fc2_input(),
@@ -99,14 +103,25 @@ def block_relevance(
         block.abs_weight("fc2"),
         bias=wt["fc2_b"],
         work=work,
+        result_role="r_hidden",
     )
     if block.glu:  # value ⊙ act(gate): uniform rule, half to each factor; act is identity
         hidden = torch.cat([hidden * 0.5, hidden * 0.5], dim=-1)
     normed2 = linear_zplus(
-        hidden, bt.n2, bt.pre_act, wt["fc1_w"], stab, block.abs_weight("fc1"), bias=wt["fc1_b"], work=work
+        hidden,
+        bt.n2,
+        bt.pre_act,
+        wt["fc1_w"],
+        stab,
+        block.abs_weight("fc1"),
+        bias=wt["fc1_b"],
+        work=work,
+        result_role="r_normed",
     )
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
-    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab, total_input=bt.h, work=work)
+    x_residual, attn_share = add_rule(
+        h_total, bt.x, bt.attn_out(block), stab, total_input=bt.h, work=work, role="x_residual"
+    )
     # Halved here once, so R_A/2 and R_V/2 come out of the A·V rule directly (it is linear in R).
     merged = linear_zplus(
         attn_share,
@@ -118,6 +133,7 @@ def block_relevance(
         bias=wt["proj_b"],
         scale=0.5,
         work=work,
+        result_role="r_merged",
     )
     r_attn, r_qkv = attention_relevance(
         merged, bt.o, bt.attn, bt.heads(block), stab, attention_only, work, keep_attention
@@ -125,7 +141,15 @@ def block_relevance(
     if r_qkv is None:
         return None, r_attn
     normed1 = linear_zplus(
-        r_qkv, bt.n1, bt.qkv, wt["qkv_w"], stab, block.abs_weight("qkv"), bias=wt["qkv_b"], work=work
+        r_qkv,
+        bt.n1,
+        bt.qkv,
+        wt["qkv_w"],
+        stab,
+        block.abs_weight("qkv"),
+        bias=wt["qkv_b"],
+        work=work,
+        result_role="r_normed",
     )
     return clone_rule(x_residual, normed1, bt.x, stab), r_attn
 

@@ -122,6 +122,7 @@ def linear_zplus(
     bias: torch.Tensor | None = None,
     scale: float = 1.0,
     work: Workspace | None = None,
+    result_role: str | None = None,
 ) -> torch.Tensor:
     """z⁺ (α1β0) rule of ``y = x Wᵀ + b`` for signed x, times ``scale``.
 
@@ -129,7 +130,8 @@ def linear_zplus(
     bias takes no relevance; each output's relevance is split over the inputs in proportion to
     their positive contributions x⁺W⁺ and x⁻W⁻. With Z₂ = xWᵀ + |x||W|ᵀ = 2Z and S₂ = R ⊘₂ Z₂:
     R_x = x ⊙ (S₂W) + |x| ⊙ (S₂|W|). ``abs_weight`` = |W| if the caller has it cached; ``work``
-    holds the temporaries (the result is always a new tensor).
+    holds the temporaries, and the result too when ``result_role`` names its buffer (for a result
+    the caller consumes before the next rule with that role).
     """
     if abs_weight is None:
         abs_weight = weight.abs()
@@ -149,7 +151,9 @@ def linear_zplus(
     offset = None if bias is None else bias * (factor / 2)
     s = stab.divide_scaled_nonnegative(relevance.reshape(-1, out_features), scaled, factor, offset)
     positive = torch.mm(s, abs_weight, out=_buffer(work, "s_abs_w", flat_x.shape, flat_x))
-    result = (s @ weight).mul_(flat_x).addcmul_(positive, abs_x)
+    into = None if result_role is None else _buffer(work, result_role, flat_x.shape, flat_x)
+    result = torch.mm(s, weight, out=into)
+    result.mul_(flat_x).addcmul_(positive, abs_x)
     return result.reshape(x.shape)
 
 
@@ -288,6 +292,7 @@ def add_rule(
     stab: Stabiliser,
     total_input: torch.Tensor | None = None,
     work: Workspace | None = None,
+    role: str = "add",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split the relevance of ``x0 + x1`` between the two summands, conserving it per sample.
 
@@ -295,7 +300,8 @@ def add_rule(
     (a branch whose raw share summed negative is sign-flipped). ``x1`` may broadcast (pos_embed).
     ``total_input`` is x0 + x1 when the forward already computed it (the same operation, so the same
     value). The raw shares' totals are dot products: only the two rescaled shares are materialised.
-    With ``work`` the second share lives there (valid until the next add rule of the same pass).
+    With ``work`` both shares live there, the first in the buffer named ``role`` (valid until the
+    next add rule with that role), the second in one shared by all add rules.
     """
     z = x0 + x1 if total_input is None else total_input
     s = stab.divide(relevance, z, out=_buffer(work, "add_share1", z.shape, z))
@@ -306,7 +312,7 @@ def add_rule(
     abs1 = total1.abs()
     scale0 = stab.divide(stab.divide(abs0, abs0 + abs1) * total, total0)
     scale1 = stab.divide(stab.divide(abs1, abs0 + abs1) * total, total1)
-    share0 = torch.mul(x0, s).mul_(scale0)
+    share0 = torch.mul(x0, s, out=_buffer(work, role, s.shape, s)).mul_(scale0)
     share1 = s.mul_(x1).mul_(scale1)  # s is this function's own temporary
     return share0, share1
 
