@@ -343,3 +343,49 @@ def test_zbox_and_add_rules_conserve_per_sample() -> None:
     torch.testing.assert_close((share0 + share1).sum(dim=(1, 2)), incoming.sum(dim=(1, 2)))
     alone0, _ = add_rule(incoming[:1], x0[:1], x1, REFERENCE_STABILISER)
     torch.testing.assert_close(alone0, share0[:1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reused_buffers_change_no_map(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    """The relevance pass's workspace only saves allocations: with a fresh tensor for every request
+    the maps are the same (a buffer overwritten while still in use would show here)."""
+    from attnmap.vit.lrp.rules import Workspace
+
+    models = [tiny_vit().to(dtype), tiny_vit(init_values=0.5, depth=2).to(dtype)]
+    methods = [m for m in ALL_METHODS if m[0] != "lrp_attention"] + [("lrp_attention", {"grad": True})]
+    reused = [attnmap.explain(m, images_for(m, 3), name, **opts) for m in models for name, opts in methods]
+    def fresh_buffer(self: Workspace, role: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    monkeypatch.setattr(Workspace, "get", fresh_buffer)
+    fresh = [attnmap.explain(m, images_for(m, 3), name, **opts) for m in models for name, opts in methods]
+    for a, b in zip(reused, fresh, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * float(b.abs().max()))
+
+
+def test_attention_rules_in_the_qkv_layout_equal_the_per_head_rules() -> None:
+    from attnmap.vit.lrp.attention import attention_relevance
+    from attnmap.vit.lrp.rules import (
+        REFERENCE_STABILISER,
+        SIGN_STABILISER,
+        attention_value_rule,
+        query_key_rule,
+    )
+
+    generator = torch.Generator().manual_seed(0)
+    batch, tokens, heads, head_dim = 2, 7, 3, 4
+    width = heads * head_dim
+    qkv = torch.randn(batch, tokens, 3 * width, generator=generator, dtype=torch.float64)
+    q, k, v = qkv.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    attn = (q @ k.transpose(-1, -2)).softmax(dim=-1)
+    o = (attn @ v).transpose(1, 2).reshape(batch, tokens, width)
+    merged = torch.randn(batch, tokens, width, generator=generator, dtype=torch.float64)
+    for stab in (REFERENCE_STABILISER, SIGN_STABILISER):
+        r_attn, r_qkv = attention_relevance(merged, o, attn, (q, k, v), stab, attention_only=False)
+        per_head = merged.view(batch, tokens, heads, head_dim).transpose(1, 2)
+        o_heads = o.view(batch, tokens, heads, head_dim).transpose(1, 2)
+        expected_attn, r_value = attention_value_rule(per_head, attn, v, o_heads, stab)
+        r_query, r_key = query_key_rule(expected_attn, q, k, q @ k.transpose(-1, -2), stab, scale=0.5)
+        expected = torch.stack([r.transpose(1, 2) for r in (r_query, r_key, r_value)], dim=2)
+        torch.testing.assert_close(r_attn, expected_attn, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(r_qkv, expected.reshape(batch, tokens, -1), rtol=1e-12, atol=1e-14)

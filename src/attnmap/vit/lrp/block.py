@@ -274,7 +274,10 @@ class BlockTrace:
     """Tensors kept from one block's forward (B batch, N tokens, D width, H heads, d head width).
 
     Only what cannot be recomputed cheaply is kept; the rest is derived on demand by the methods
-    below, so a relevance pass holds about as much memory as an ordinary backward pass.
+    below, so a relevance pass holds about as much memory as an ordinary backward pass. Linear
+    outputs are kept with their bias (the z⁺ rule subtracts it inside its own pass), and the block's
+    two sums ``h`` and ``out`` are the forward's own tensors (``out`` is the next block's input), so
+    the add rules divide by them without recomputing them.
     """
 
     x: torch.Tensor  # block input (B, N, D)
@@ -282,12 +285,13 @@ class BlockTrace:
     qkv: torch.Tensor  # qkv output with bias (B, N, 3D)
     attn: torch.Tensor  # softmax output A (B, H, N, N)
     o: torch.Tensor  # A·V with heads merged (B, N, D)
-    z_proj: torch.Tensor  # proj pre-bias
+    y_proj: torch.Tensor  # proj output with bias
     h: torch.Tensor  # x + attention branch
     n2: torch.Tensor
     pre_act: torch.Tensor  # fc1 output with bias (B, N, hidden) ([value; gate] for GLU)
     hidden: torch.Tensor  # activation output (GLU: value ⊙ act(gate))
-    z_fc2: torch.Tensor  # fc2 pre-bias
+    y_fc2: torch.Tensor  # fc2 output with bias
+    out: torch.Tensor  # h + MLP branch: the block's output
     qk: tuple[torch.Tensor, torch.Tensor] | None = None  # q, k after qk_norm / RoPE, when present
     o_in: torch.Tensor | None = None  # proj input when an attention norm sits between
     hidden_in: torch.Tensor | None = None  # fc2 input when an MLP norm sits between
@@ -295,15 +299,11 @@ class BlockTrace:
     def heads(self, block: BlockTwin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v as (B, H, N, d) views (q, k as they enter the scores)."""
         batch, tokens, _ = self.qkv.shape
-        qkv = self.qkv.reshape(batch, tokens, 3, block.num_heads, block.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv.view(batch, tokens, 3, block.num_heads, block.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.qk is not None:
             q, k = self.qk
         return q, k, v
-
-    def o_heads(self, block: BlockTwin) -> torch.Tensor:
-        batch, tokens, _ = self.o.shape
-        return self.o.view(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
 
     def proj_input(self) -> torch.Tensor:
         return self.o if self.o_in is None else self.o_in
@@ -313,15 +313,12 @@ class BlockTrace:
 
     def attn_out(self, block: BlockTwin) -> torch.Tensor:
         """The attention branch as added to the residual (bias and layer scale included)."""
-        return _branch(self.z_proj, block.weights["proj_b"], block.weights["ls1"])
+        gamma = block.weights["ls1"]
+        return self.y_proj if gamma is None else self.y_proj * gamma
 
     def mlp_out(self, block: BlockTwin) -> torch.Tensor:
-        return _branch(self.z_fc2, block.weights["fc2_b"], block.weights["ls2"])
-
-
-def _branch(z: torch.Tensor, bias: torch.Tensor | None, gamma: torch.Tensor | None) -> torch.Tensor:
-    out = z if bias is None else z + bias
-    return out if gamma is None else out * gamma
+        gamma = block.weights["ls2"]
+        return self.y_fc2 if gamma is None else self.y_fc2 * gamma
 
 
 def linear(
@@ -332,26 +329,31 @@ def linear(
     return z, (z if bias is None else z + bias)
 
 
+def _scaled(y: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
+    return y if gamma is None else y * gamma
+
+
 def block_forward(
     block: BlockTwin, x: torch.Tensor, track_attention: bool, rope: Rope | None = None
 ) -> tuple[torch.Tensor, BlockTrace, torch.Tensor]:
     """One block; with ``track_attention`` the attention becomes a grad leaf (when no graph exists yet).
 
     Returns (output, trace, attention). Grad mode is the caller's. Same operations, in the same
-    order, as the derived quantities of `BlockTrace`, so recomputing them is exact.
+    order, as the derived quantities of `BlockTrace`, so recomputing them is exact. Every Linear
+    runs with its bias in one call (as the model's own ``nn.Linear`` does).
     """
     wt = block.weights
     batch, tokens, _ = x.shape
     n1 = apply_norm(block.norm1, x)
-    _, qkv = linear(n1, wt["qkv_w"], wt["qkv_b"])
-    q, k, v = qkv.reshape(batch, tokens, 3, block.num_heads, block.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    qkv = F.linear(n1, wt["qkv_w"], wt["qkv_b"])
+    q, k, v = qkv.view(batch, tokens, 3, block.num_heads, block.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     qk = None
     if block.transforms_qk:
         q, k = apply_norm(block.q_norm, q), apply_norm(block.k_norm, k)
         if block.rope and rope is not None:
             q, k = rope.apply(q), rope.apply(k)
         qk = (q, k)
-    logits = (q @ k.transpose(-1, -2)) * block.scale
+    logits = (q * block.scale) @ k.transpose(-1, -2)  # the scaled q is also the contiguous operand
     if block.attn_bias is not None:
         logits = logits + block.attn_bias()
     attn = logits.softmax(dim=-1)
@@ -359,17 +361,17 @@ def block_forward(
         attn = attn.detach().requires_grad_(True)
     o = (attn @ v).transpose(1, 2).reshape(batch, tokens, -1)
     o_in = None if block.attn_norm is None else apply_norm(block.attn_norm, o)
-    z_proj, _ = linear(o if o_in is None else o_in, wt["proj_w"], None)
-    h = x + _branch(z_proj, wt["proj_b"], wt["ls1"])
+    y_proj = F.linear(o if o_in is None else o_in, wt["proj_w"], wt["proj_b"])
+    h = x + _scaled(y_proj, wt["ls1"])
     n2 = apply_norm(block.norm2, h)
-    _, pre_act = linear(n2, wt["fc1_w"], wt["fc1_b"])
+    pre_act = F.linear(n2, wt["fc1_w"], wt["fc1_b"])
     if block.glu:
         value, gate = pre_act.chunk(2, dim=-1)
         hidden = value * block.act(gate)
     else:
         hidden = block.act(pre_act)
     hidden_in = None if block.mlp_norm is None else apply_norm(block.mlp_norm, hidden)
-    z_fc2, _ = linear(hidden if hidden_in is None else hidden_in, wt["fc2_w"], None)
-    out = h + _branch(z_fc2, wt["fc2_b"], wt["ls2"])
-    trace = BlockTrace(x, n1, qkv, attn, o, z_proj, h, n2, pre_act, hidden, z_fc2, qk, o_in, hidden_in)
+    y_fc2 = F.linear(hidden if hidden_in is None else hidden_in, wt["fc2_w"], wt["fc2_b"])
+    out = h + _scaled(y_fc2, wt["ls2"])
+    trace = BlockTrace(x, n1, qkv, attn, o, y_proj, h, n2, pre_act, hidden, y_fc2, out, qk, o_in, hidden_in)
     return out, trace, attn

@@ -79,8 +79,12 @@ def _compute(
     grad_from: int | None,
     method: str,
     to_pixels: bool = False,
+    reduce: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
 ) -> tuple[ViTTwin, Trace, Relevance, dict[int, torch.Tensor]]:
-    """Twin forward, check, ∇A (only for blocks ≥ ``grad_from``), relevance down to ``stop_block``."""
+    """Twin forward, check, ∇A (only for blocks ≥ ``grad_from``), relevance down to ``stop_block``.
+
+    ``reduce(R_A, ∇A or None)`` turns each block's attention relevance into what the method keeps,
+    block by block (it may overwrite R_A; see `relevance_pass`)."""
     twin = build_twin(model)
     images = images.detach().to(device=twin.device, dtype=twin.dtype)
     trace = twin.forward(
@@ -96,7 +100,15 @@ def _compute(
             grads = torch.autograd.grad(score, [trace.attentions[i] for i in blocks])
         gradients = dict(zip(blocks, grads, strict=True))
     seed = objective.seed(trace.logits.detach())
-    relevance = relevance_pass(twin, trace, seed, stabiliser_for(images.dtype), stop_block, to_pixels)
+    per_block = None
+    if reduce is not None:
+
+        def per_block(index: int, cam: torch.Tensor) -> torch.Tensor:
+            return reduce(cam, gradients.pop(index, None))
+
+    relevance = relevance_pass(
+        twin, trace, seed, stabiliser_for(images.dtype), stop_block, to_pixels, reduce=per_block
+    )
     return twin, trace, relevance, gradients
 
 
@@ -154,11 +166,16 @@ def transformer_attribution(
     """The paper's method: gradient-weighted attention relevance rolled out over blocks ≥ start_layer."""
     depth = build_twin(model).depth
     start = _block_index(start_layer, depth, "start_layer", allow_negative=False)
-    twin, trace, relevance, gradients = _compute(
-        model, images, target, stop_block=start, grad_from=start, method="transformer_attribution"
+    twin, trace, relevance, _ = _compute(
+        model,
+        images,
+        target,
+        stop_block=start,
+        grad_from=start,
+        method="transformer_attribution",
+        reduce=lambda cam, grad: cam.mul_(grad).clamp_(min=0).mean(dim=1),  # R_A: a reused buffer
     )
-    per_block = {i: (gradients[i] * cam).clamp(min=0).mean(dim=1) for i, cam in relevance.attention.items()}
-    return _rollout(twin, per_block, trace)
+    return _rollout(twin, relevance.attention, trace)
 
 
 @method(
@@ -193,10 +210,15 @@ def lrp_rollout(
     depth = build_twin(model).depth
     start = _block_index(start_layer, depth, "start_layer", allow_negative=False)
     twin, trace, relevance, _ = _compute(
-        model, images, target, stop_block=start, grad_from=None, method="lrp_rollout"
+        model,
+        images,
+        target,
+        stop_block=start,
+        grad_from=None,
+        method="lrp_rollout",
+        reduce=lambda cam, _: cam.clamp_(min=0).mean(dim=1),
     )
-    per_block = {i: cam.clamp(min=0).mean(dim=1) for i, cam in relevance.attention.items()}
-    return _rollout(twin, per_block, trace)
+    return _rollout(twin, relevance.attention, trace)
 
 
 @method(

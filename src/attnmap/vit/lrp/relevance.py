@@ -18,20 +18,21 @@ attention relevance never runs block s's Q·Kᵀ and qkv rules nor anything belo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from attnmap.vit.lrp.attention import attention_relevance
 from attnmap.vit.lrp.block import BlockTrace, BlockTwin
 from attnmap.vit.lrp.rules import (
     Stabiliser,
+    Workspace,
     add_rule,
-    attention_value_rule,
     clone_rule,
     linear_zplus,
     mean_rule,
     passthrough_rule,
-    query_key_rule,
 )
 from attnmap.vit.lrp.stem import stem_relevance
 from attnmap.vit.lrp.twin import Trace, ViTTwin
@@ -39,7 +40,8 @@ from attnmap.vit.lrp.twin import Trace, ViTTwin
 
 @dataclass
 class Relevance:
-    """Per-block attention relevance R_A/2 (B, H, N, N) and, for full LRP, the pixel map (B, H, W)."""
+    """Per-block attention relevance R_A/2 (B, H, N, N), or what the pass's ``reduce`` made of it (for
+    the maps read from attention); for full LRP, the pixel map (B, H, W)."""
 
     attention: dict[int, torch.Tensor]
     pixels: torch.Tensor | None = None
@@ -76,41 +78,78 @@ def head_relevance(twin: ViTTwin, trace: Trace, seed: torch.Tensor, stab: Stabil
 
 
 def block_relevance(
-    block: BlockTwin, bt: BlockTrace, relevance: torch.Tensor, stab: Stabiliser, attention_only: bool
+    block: BlockTwin,
+    bt: BlockTrace,
+    relevance: torch.Tensor,
+    stab: Stabiliser,
+    attention_only: bool,
+    work: Workspace | None = None,
+    keep_attention: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2."""
+    """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2
+    (held in ``work`` without ``keep_attention``)."""
     wt = block.weights
-    h_residual, mlp_share = add_rule(relevance, bt.h, bt.mlp_out(block), stab)
-    hidden = linear_zplus(mlp_share, bt.fc2_input(), bt.z_fc2, wt["fc2_w"], stab, block.abs_weight("fc2"))
+    # Temporaries and relevances that die inside the block live in ``work``; the block's output
+    # relevance too (role "x_residual": the next block reads it before writing that role again).
+    h_residual, mlp_share = add_rule(
+        relevance, bt.h, bt.mlp_out(block), stab, total_input=bt.out, work=work, role="h_residual"
+    )
+    hidden = linear_zplus(
+        mlp_share,
+        bt.fc2_input(),
+        bt.y_fc2,
+        wt["fc2_w"],
+        stab,
+        block.abs_weight("fc2"),
+        bias=wt["fc2_b"],
+        work=work,
+        result_role="r_hidden",
+    )
     if block.glu:  # value ⊙ act(gate): uniform rule, half to each factor; act is identity
         hidden = torch.cat([hidden * 0.5, hidden * 0.5], dim=-1)
     normed2 = linear_zplus(
-        hidden, bt.n2, bt.pre_act, wt["fc1_w"], stab, block.abs_weight("fc1"), bias=wt["fc1_b"]
+        hidden,
+        bt.n2,
+        bt.pre_act,
+        wt["fc1_w"],
+        stab,
+        block.abs_weight("fc1"),
+        bias=wt["fc1_b"],
+        work=work,
+        result_role="r_normed",
     )
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
-    x_residual, attn_share = add_rule(h_total, bt.x, bt.attn_out(block), stab)
+    x_residual, attn_share = add_rule(
+        h_total, bt.x, bt.attn_out(block), stab, total_input=bt.h, work=work, role="x_residual"
+    )
     # Halved here once, so R_A/2 and R_V/2 come out of the A·V rule directly (it is linear in R).
     merged = linear_zplus(
-        attn_share, bt.proj_input(), bt.z_proj, wt["proj_w"], stab, block.abs_weight("proj"), scale=0.5
+        attn_share,
+        bt.proj_input(),
+        bt.y_proj,
+        wt["proj_w"],
+        stab,
+        block.abs_weight("proj"),
+        bias=wt["proj_b"],
+        scale=0.5,
+        work=work,
+        result_role="r_merged",
     )
-    batch, tokens, _ = merged.shape
-    per_head = merged.reshape(batch, tokens, block.num_heads, block.head_dim).transpose(1, 2)
-    query, key, value = bt.heads(block)
-    r_attn, r_value = attention_value_rule(per_head, bt.attn, value, bt.o_heads(block), stab)
-    if attention_only:
+    r_attn, r_qkv = attention_relevance(
+        merged, bt.o, bt.attn, bt.heads(block), stab, attention_only, work, keep_attention
+    )
+    if r_qkv is None:
         return None, r_attn
-    scores = query @ key.transpose(-1, -2)  # recomputed, unscaled
-    r_query, r_key = query_key_rule(r_attn, query, key, scores, stab, scale=0.5)
-    # (B, N, 3, H, d) in one copy: channel = s·D + h·d + j, the qkv layout.
-    r_qkv = torch.stack([r_query.transpose(1, 2), r_key.transpose(1, 2), r_value.transpose(1, 2)], dim=2)
     normed1 = linear_zplus(
-        r_qkv.reshape(batch, tokens, -1),
+        r_qkv,
         bt.n1,
         bt.qkv,
         wt["qkv_w"],
         stab,
         block.abs_weight("qkv"),
         bias=wt["qkv_b"],
+        work=work,
+        result_role="r_normed",
     )
     return clone_rule(x_residual, normed1, bt.x, stab), r_attn
 
@@ -147,17 +186,29 @@ def relevance_pass(
     stab: Stabiliser,
     stop_block: int,
     to_pixels: bool = False,
+    reduce: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> Relevance:
     """Propagate ``seed`` (relevance at the model's output) down to block ``stop_block``'s attention
-    (or to the pixels)."""
+    (or to the pixels).
+
+    ``reduce(index, R_A)``, when given, turns each block's R_A/2 into what the method keeps (e.g. a
+    head mean) as soon as it exists; R_A itself then lives in one reused buffer instead of one new
+    (B, H, N, N) tensor per block. Full LRP keeps no attention relevance at all.
+    """
     result = Relevance(attention={})
+    work = Workspace()
+    keep = reduce is None and not to_pixels
     with torch.no_grad():
         relevance = head_relevance(twin, trace, seed, stab)
         for block in reversed(twin.blocks[stop_block:]):
             attention_only = block.index == stop_block and not to_pixels
-            relevance, result.attention[block.index] = block_relevance(
-                block, trace.blocks[block.index], relevance, stab, attention_only
+            relevance, attention = block_relevance(
+                block, trace.blocks[block.index], relevance, stab, attention_only, work, keep
             )
+            if reduce is not None:
+                result.attention[block.index] = reduce(block.index, attention)
+            elif keep:
+                result.attention[block.index] = attention
         if to_pixels:
             result.pixels = embedding_relevance(twin, trace, relevance, stab)
     return result

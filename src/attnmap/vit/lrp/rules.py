@@ -38,11 +38,18 @@ class Stabiliser:
     eps: float
     follow_sign: bool
 
-    def divide(self, a: torch.Tensor, b: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
-        """a ⊘ b, divided by ``factor`` (folded into the denominator pass)."""
+    def divide(
+        self, a: torch.Tensor, b: torch.Tensor, factor: float = 1.0, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """a ⊘ b, divided by ``factor`` (folded into the denominator pass). ``out``: a buffer of the
+        result's shape the sign-following form may compute in (see `Workspace`)."""
         if self.follow_sign:  # factor·(b + eps·sign(b)), sign(+0) = +1
             eps = torch.tensor(factor * self.eps, dtype=b.dtype, device=b.device)
-            return a / torch.copysign(eps, b).add_(b, alpha=factor)
+            denominator = torch.copysign(eps, b) if out is None else torch.copysign(eps, b, out=out)
+            denominator.add_(b, alpha=factor)
+            if a.dtype == b.dtype and denominator.shape == torch.broadcast_shapes(a.shape, b.shape):
+                return torch.div(a, denominator, out=denominator)  # reuse the temporary
+            return a / denominator
         if factor != 1.0:
             a = a / factor
         denominator = b + self.eps
@@ -59,11 +66,36 @@ class Stabiliser:
         """
         if self.follow_sign:
             shift = factor * self.eps if offset is None else factor * self.eps - offset
-            return a / scaled.add_(shift)
+            return torch.div(a, scaled.add_(shift), out=scaled)
         if offset is not None:
             scaled = scaled.sub_(offset)
         zero = torch.zeros((), dtype=a.dtype, device=a.device)
         return torch.where(scaled != 0, a / (scaled + factor * self.eps), zero)
+
+
+class Workspace:
+    """Temporaries of one relevance pass, reused block after block.
+
+    Every block asks for temporaries of the same shapes. Fresh CPU tensors of a few MB each come
+    from the system allocator, which maps and zero-fills new pages for most of them; reusing one
+    buffer per (role, shape) removes that cost. A buffer is only ever a temporary *inside* one rule
+    (or one that the next rule of the same block consumes), never a returned relevance that
+    outlives the block.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def get(self, role: str, shape: tuple[int, ...] | torch.Size, like: torch.Tensor) -> torch.Tensor:
+        key = (role, tuple(shape), like.dtype, like.device)
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = torch.empty(key[1], dtype=like.dtype, device=like.device)
+        return buffer
+
+
+def _buffer(work: Workspace | None, role: str, shape: tuple[int, ...] | torch.Size, like: torch.Tensor):
+    return None if work is None else work.get(role, shape, like)
 
 
 REFERENCE_STABILISER = Stabiliser(eps=1e-9, follow_sign=False)
@@ -89,26 +121,39 @@ def linear_zplus(
     abs_weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     scale: float = 1.0,
+    work: Workspace | None = None,
+    result_role: str | None = None,
 ) -> torch.Tensor:
     """z⁺ (α1β0) rule of ``y = x Wᵀ + b`` for signed x, times ``scale``.
 
     ``output`` is x Wᵀ from the forward, or x Wᵀ + b when ``bias`` is given (it is subtracted). The
     bias takes no relevance; each output's relevance is split over the inputs in proportion to
     their positive contributions x⁺W⁺ and x⁻W⁻. With Z₂ = xWᵀ + |x||W|ᵀ = 2Z and S₂ = R ⊘₂ Z₂:
-    R_x = x ⊙ (S₂W) + |x| ⊙ (S₂|W|). ``abs_weight`` = |W| if the caller has it cached.
+    R_x = x ⊙ (S₂W) + |x| ⊙ (S₂|W|). ``abs_weight`` = |W| if the caller has it cached; ``work``
+    holds the temporaries, and the result too when ``result_role`` names its buffer (for a result
+    the caller consumes before the next rule with that role).
     """
     if abs_weight is None:
         abs_weight = weight.abs()
     in_features, out_features = x.shape[-1], output.shape[-1]
     flat_x = x.reshape(-1, in_features)
-    abs_x = flat_x.abs()
+    rows = flat_x.shape[0]
+    abs_x = torch.abs(flat_x, out=_buffer(work, "abs_x", flat_x.shape, flat_x))
     factor = 2.0 / scale  # Z₂·factor/2 in one addmm: the scale costs no extra pass
     scaled = torch.addmm(
-        output.reshape(-1, out_features), abs_x, abs_weight.T, beta=factor / 2, alpha=factor / 2
+        output.reshape(-1, out_features),
+        abs_x,
+        abs_weight.T,
+        beta=factor / 2,
+        alpha=factor / 2,
+        out=_buffer(work, "z", (rows, out_features), flat_x),
     )
     offset = None if bias is None else bias * (factor / 2)
     s = stab.divide_scaled_nonnegative(relevance.reshape(-1, out_features), scaled, factor, offset)
-    result = (s @ weight).mul_(flat_x).addcmul_(s @ abs_weight, abs_x)
+    positive = torch.mm(s, abs_weight, out=_buffer(work, "s_abs_w", flat_x.shape, flat_x))
+    into = None if result_role is None else _buffer(work, result_role, flat_x.shape, flat_x)
+    result = torch.mm(s, weight, out=into)
+    result.mul_(flat_x).addcmul_(positive, abs_x)
     return result.reshape(x.shape)
 
 
@@ -136,6 +181,46 @@ def conv_zplus(
     ) * 0.5
 
 
+def _is_patchify(weight: torch.Tensor, conv: dict, image: torch.Tensor) -> bool:
+    """A convolution that cuts the image into non-overlapping patches: a matmul on the patch matrix."""
+
+    def pair(value: object) -> tuple:
+        return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+    kernel = tuple(weight.shape[-2:])
+    return (
+        pair(conv["stride"]) == kernel
+        and pair(conv["padding"]) == (0, 0)
+        and pair(conv["dilation"]) == (1, 1)
+        and conv["groups"] == 1
+        and image.shape[-2] % kernel[0] == 0
+        and image.shape[-1] % kernel[1] == 0
+    )
+
+
+def _zbox_patches(relevance: torch.Tensor, image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`conv_zbox` for a patchify convolution: the same sums as matmuls on the (B·P, C·kh·kw) patches
+    (the transposed convolution of a stride = kernel convolution is a matmul and a reshape)."""
+    batch, channels, height, width = image.shape
+    kh, kw = weight.shape[-2:]
+    gh, gw = height // kh, width // kw
+    flat = image.flatten(1)
+    low = flat.min(dim=1).values.view(-1, 1, 1, 1)
+    high = flat.max(dim=1).values.view(-1, 1, 1, 1)
+    patches = image.view(batch, channels, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5)
+    size = channels * kh * kw
+    bounded = image.new_empty(batch, gh, gw, 2, channels, kh, kw)  # [X − L, X − H] per patch
+    torch.sub(patches, low.view(-1, 1, 1, 1, 1, 1), out=bounded[:, :, :, 0])
+    torch.sub(patches, high.view(-1, 1, 1, 1, 1, 1), out=bounded[:, :, :, 1])
+    bounded = bounded.view(-1, 2 * size)
+    w_flat = weight.reshape(weight.shape[0], size)
+    w_split = torch.cat([w_flat.clamp(min=0), w_flat.clamp(max=0)], dim=1)  # (D, 2·size)
+    z = torch.addmm(torch.full((), 1e-9, dtype=image.dtype, device=image.device), bounded, w_split.T)
+    s = relevance.permute(0, 2, 3, 1).reshape(-1, weight.shape[0]) / z
+    shares = (s @ w_split).mul_(bounded).view(batch, gh, gw, 2, channels, kh, kw).sum(dim=3)
+    return shares.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, height, width)
+
+
 def conv_zbox(
     relevance: torch.Tensor,
     image: torch.Tensor,
@@ -148,6 +233,8 @@ def conv_zbox(
     R = X⊙convᵀ(S, W) − L⊙convᵀ(S, W⁺) − H⊙convᵀ(S, W⁻). Computed in the equal, cancellation-free
     form Za = conv(X−L, W⁺) + conv(X−H, W⁻) + 1e-9, R = (X−L)⊙convᵀ(S, W⁺) + (X−H)⊙convᵀ(S, W⁻).
     """
+    if _is_patchify(weight, conv, image):
+        return _zbox_patches(relevance, image, weight)
     flat = image.flatten(1)
     above_low = image - flat.min(dim=1).values.view(-1, 1, 1, 1)  # X − L ≥ 0
     below_high = image - flat.max(dim=1).values.view(-1, 1, 1, 1)  # X − H ≤ 0
@@ -187,28 +274,47 @@ def query_key_rule(
     return query * (s @ key), key * (s.transpose(-1, -2) @ query)
 
 
+def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ a ⊙ b per sample, (B, 1, ..., 1), without materialising the product when shapes agree.
+
+    One BLAS dot per sample: a batched (1×K)·(K×1) matmul takes several times as long on CPU."""
+    if a.shape != b.shape or a.ndim < 2:
+        return per_sample_sum(a * b)
+    flat_a, flat_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    dots = torch.stack([torch.dot(flat_a[i], flat_b[i]) for i in range(a.shape[0])])
+    return dots.view(a.shape[0], *([1] * (a.ndim - 1)))
+
+
 def add_rule(
     relevance: torch.Tensor,
     x0: torch.Tensor,
     x1: torch.Tensor,
     stab: Stabiliser,
+    total_input: torch.Tensor | None = None,
+    work: Workspace | None = None,
+    role: str = "add",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split the relevance of ``x0 + x1`` between the two summands, conserving it per sample.
 
     The LRP-0 shares are rescaled so that each branch's total is its |share| of the sample's total
     (a branch whose raw share summed negative is sign-flipped). ``x1`` may broadcast (pos_embed).
+    ``total_input`` is x0 + x1 when the forward already computed it (the same operation, so the same
+    value). The raw shares' totals are dot products: only the two rescaled shares are materialised.
+    With ``work`` both shares live there, the first in the buffer named ``role`` (valid until the
+    next add rule with that role), the second in one shared by all add rules.
     """
-    s = stab.divide(relevance, x0 + x1)
-    share0 = x0 * s
-    share1 = x1 * s
-    total0 = per_sample_sum(share0)
-    total1 = per_sample_sum(share1)
+    z = x0 + x1 if total_input is None else total_input
+    s = stab.divide(relevance, z, out=_buffer(work, "add_share1", z.shape, z))
+    total0 = _per_sample_dot(x0, s)
+    total1 = _per_sample_dot(x1, s) if x1.shape == s.shape else per_sample_sum(x1 * s)
     total = per_sample_sum(relevance)
     abs0 = total0.abs()
     abs1 = total1.abs()
     scale0 = stab.divide(stab.divide(abs0, abs0 + abs1) * total, total0)
     scale1 = stab.divide(stab.divide(abs1, abs0 + abs1) * total, total1)
-    return share0 * scale0, share1 * scale1
+    share0 = torch.mul(x0, s, out=_buffer(work, role, s.shape, s)).mul_(scale0)
+    share1 = s.mul_(x1).mul_(scale1)  # s is this function's own temporary
+    return share0, share1
 
 
 def clone_rule(
@@ -218,9 +324,10 @@ def clone_rule(
 
     The reference computes LRP-0 of the copy, x ⊙ ((R₁+R₂) ⊘ x), which differs from R₁ + R₂ by the
     factor x/(x+ε); with the reference stabiliser that form is used, so float64 conforms exactly.
+    ``branch0`` must be a temporary of the caller: it is overwritten with the result.
     """
     if stab.follow_sign:
-        return torch.where(x != 0, branch0 + branch1, torch.zeros((), dtype=x.dtype, device=x.device))
+        return branch0.add_(branch1).masked_fill_(x == 0, 0)
     return passthrough_rule(branch0 + branch1, x, stab)
 
 

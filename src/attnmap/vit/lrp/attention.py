@@ -1,0 +1,69 @@
+"""The A·V and Q·Kᵀ rules of one attention layer, computed in the layout the forward left behind.
+
+Same rules as `attnmap.vit.lrp.rules.attention_value_rule` and `query_key_rule` (LRP-0 per head,
+see Chefer et al. 2021): for O = A·V, S = R_O ⊘ O, R_A = A ⊙ (S·Vᵀ), R_V = V ⊙ (Aᵀ·S); for the
+unscaled scores Q·Kᵀ, S' = (R_A ⊘ Q·Kᵀ)/2, R_Q/2 = Q ⊙ (S'·K), R_K/2 = K ⊙ (S'ᵀ·Q).
+
+Why a separate path: q, k and v are strided views of the fused qkv output (B, N, 3, H, d) and the
+relevance arrives as merged heads (B, N, D). A per-head batched matmul over (B, H) would first copy
+every operand into a contiguous (B·H, N, d) block and the three results back into the qkv layout.
+Within one sample, heads are a plain stride, so one ``bmm`` per sample reads the views in place and
+the products are written straight into the (B, N, 3D) relevance of the qkv output. Relevance is per
+sample, so looping over the (at most `CHUNK_SIZE`) samples changes nothing in the result.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attnmap.vit.lrp.rules import Stabiliser, Workspace
+
+
+def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, H·d) → (B, H, N, d) view."""
+    batch, tokens, width = t.shape
+    return t.view(batch, tokens, heads, width // heads).transpose(1, 2)
+
+
+def attention_relevance(
+    merged: torch.Tensor,
+    o: torch.Tensor,
+    attn: torch.Tensor,
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    stab: Stabiliser,
+    attention_only: bool,
+    work: Workspace | None = None,
+    keep_attention: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """R_A (B, H, N, N) and, unless ``attention_only``, the (B, N, 3D) relevance of q, k, v.
+
+    ``merged``: relevance of O = A·V with heads merged (B, N, D), already halved; ``o`` the forward's
+    O (B, N, D); ``qkv``: q, k, v as (B, H, N, d), q and k as they entered the scores. Without
+    ``keep_attention`` R_A lives in ``work`` (valid until the next block's call), as does the q, k, v
+    relevance (consumed by the caller's qkv rule).
+    """
+    query, key, value = qkv
+    batch, heads, tokens, head_dim = value.shape
+
+    def buffer(role: str, like: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(like) if work is None else work.get(role, like.shape, like)
+
+    s = _heads(stab.divide(merged, o, out=None if work is None else work.get("s_o", o.shape, o)), heads)
+    r_attn = torch.empty_like(attn) if keep_attention else buffer("r_attn", attn)
+    for b in range(batch):
+        torch.bmm(s[b], value[b].transpose(-1, -2), out=r_attn[b])
+    r_attn.mul_(attn)
+    if attention_only:
+        return r_attn, None
+    shape = (batch, tokens, 3, heads, head_dim)
+    r_qkv = merged.new_empty(shape) if work is None else work.get("r_qkv", shape, merged)
+    r_q, r_k, r_v = (r_qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, H, N, d) views
+    scores = buffer("scores", attn)
+    for b in range(batch):
+        torch.mul(value[b], torch.bmm(attn[b].transpose(-1, -2), s[b]), out=r_v[b])
+        torch.bmm(query[b], key[b].transpose(-1, -2), out=scores[b])  # recomputed, unscaled
+    s_scores = stab.divide(r_attn, scores, factor=2.0, out=buffer("scores_denominator", attn))
+    for b in range(batch):
+        torch.mul(query[b], torch.bmm(s_scores[b], key[b]), out=r_q[b])
+        torch.mul(key[b], torch.bmm(s_scores[b].transpose(-1, -2), query[b]), out=r_k[b])
+    return r_attn, r_qkv.view(batch, tokens, -1)
