@@ -200,31 +200,15 @@ def compute_from_patches(
 
 
 # ------------------------------------------------------------------------------------ scripts
-def _segment(slide: Any, seg: Any) -> Any:
-    from attnmap.wsi.tissue import segment_tissue
-
-    return segment_tissue(
-        slide,
-        level=seg.level,
-        sthresh=seg.sthresh,
-        mthresh=seg.mthresh,
-        close=seg.close,
-        use_otsu=seg.use_otsu,
-        a_t=seg.a_t,
-        a_h=seg.a_h,
-        max_n_holes=seg.max_n_holes,
-        preset=seg.preset,
-    )
-
-
 def create_patches_fp(slide: Any, config: Any, out: Path, slide_id: str) -> tuple[Any, Path]:
     """create_patches_fp.py --seg --patch (save_mask on by default, --stitch off): segmentTissue, the
     contour mask drawn at the level nearest downsample 64 (visWSI) and saved as JPEG, then
     process_contours with its defaults (four_pt contour check, padding) written to patches/<id>.h5."""
     from attnmap.wsi.patching import patch_grid
+    from attnmap.wsi.pipeline.stages import segment_slide
 
     p = config.patching
-    tissue = _segment(slide, config.segmentation)
+    tissue = segment_slide(slide, config.segmentation)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     vis_wsi(slide, tissue, slide.get_best_level_for_downsample(64), 250, False).save(
         out / "masks" / f"{slide_id}.jpg"
@@ -257,6 +241,7 @@ def run_clam_scripts(config: Any, slide_path: str, encoder: Any, model: Any, out
     """
     from attnmap.mil import infer_bag
     from attnmap.wsi.patching import heatmap_center_shift, patch_grid
+    from attnmap.wsi.pipeline.stages import segment_slide
     from attnmap.wsi.slide import open_slide
 
     run = ClamRun()
@@ -291,7 +276,7 @@ def run_clam_scripts(config: Any, slide_path: str, encoder: Any, model: Any, out
             raw_dir.mkdir(parents=True, exist_ok=True)
 
             def initialise() -> Any:  # heatmap_utils initialize_wsi + the numbered mask (visWSI)
-                tissue = _segment(slide, config.segmentation)
+                tissue = segment_slide(slide, config.segmentation)
                 contours = {
                     "tissue": [t.outer for t in tissue.contours],
                     "holes": [t.holes for t in tissue.contours],

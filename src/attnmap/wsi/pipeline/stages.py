@@ -58,24 +58,11 @@ def level0_patch_size(patching: Any, slide: Any) -> int:
 
 
 # ----------------------------------------------------------------------------------- stages
-def tissue_stage(
-    slide: Any,
-    entry: SlideEntry,
-    config: PipelineConfig,
-    outputs: SlideOutputs,
-    prints: StageFingerprints | None = None,
-) -> tuple[Any, str | None]:
+def segment_slide(slide: Any, seg: Any) -> Any:
+    """The slide's tissue with the options of a config's ``segmentation`` section."""
     from attnmap.wsi.tissue import segment_tissue
 
-    fingerprint = fingerprints(entry, config, prints).tissue
-    reason = fingerprint.check(outputs.tissue)
-    if reason is None:
-        try:
-            return load_tissue(outputs.tissue), None
-        except InputError:
-            reason = "damaged: not a tissue file"
-    seg = config.segmentation
-    tissue = segment_tissue(
+    return segment_tissue(
         slide,
         level=seg.level,
         sthresh=seg.sthresh,
@@ -87,6 +74,23 @@ def tissue_stage(
         max_n_holes=seg.max_n_holes,
         preset=seg.preset,
     )
+
+
+def tissue_stage(
+    slide: Any,
+    entry: SlideEntry,
+    config: PipelineConfig,
+    outputs: SlideOutputs,
+    prints: StageFingerprints | None = None,
+) -> tuple[Any, str | None]:
+    fingerprint = fingerprints(entry, config, prints).tissue
+    reason = fingerprint.check(outputs.tissue)
+    if reason is None:
+        try:
+            return load_tissue(outputs.tissue), None
+        except InputError:
+            reason = "damaged: not a tissue file"
+    tissue = segment_slide(slide, config.segmentation)
     record = {**slide_provenance(config, entry, "segment_tissue", ("segmentation",)), **fingerprint.record()}
     save_tissue(outputs.tissue, tissue, record)
     return tissue, reason
