@@ -20,8 +20,9 @@ from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
 # Dask settings for the workers of a local cluster. Why: Dask's nanny starts every worker with
 # MALLOC_TRIM_THRESHOLD_=65536 so that idle workers hand memory back to the OS, and setting it
 # also switches off glibc's adaptive mmap threshold, so every array over 128 KiB (patch batches,
-# heatmap canvases, PNG buffers) is mapped afresh and page-faulted in: a small slide then took
-# about 7x the page faults and 12 % more CPU in a worker than without the setting. A slide worker
+# heatmap canvases, PNG buffers) is mapped afresh and page-faulted in: a small slide then costs
+# several times the page faults and more CPU in a worker than without the setting
+# (`bench/cohort.py --compare-dask-defaults` measures it). A slide worker
 # allocates the same sizes slide after slide, so reusing freed memory is what it wants. The
 # workers' sampling profiler (every 10 ms, for Dask's dashboard) has no reader here: off.
 LOCAL_WORKER_CONFIG: dict[str, Any] = {
