@@ -16,6 +16,8 @@ train OUT/features labels.csv` reads the features as they are)::
     heatmaps/<id>/<id>_heatmap.png   (+ _heatmap.tif, _original.png, topk/, bottomk/ if asked)
     heatmaps/<id>/<id>_prediction.json
     heatmaps/<id>/<id>_scores.geojson  QuPath detections per patch, if ``export: geojson: true``
+    heatmaps/<id>/<id>_fine_maps.h5   the fine maps, if ``heatmap.fine`` is set (+ _fine_gallery.png,
+                                       _heatmap_fine.tif with ``heatmap.tiff``)
     predictions.csv (+ .json provenance), run_report.json
 """
 
