@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.io_utils import temporary_name
+from attnmap.io_utils import atomic_path
 
 READ_ROWS = 256
 """Maps read at once when scanning the whole file (4 MB of 64 × 64 float32 maps)."""
@@ -126,14 +126,13 @@ class FineMapWriter:
         self.arrays = {"coords": coords, "scores": scores, "fine_index": fine_index}
         self.map_shape = (int(map_shape[0]), int(map_shape[1]))
         self.handle: Any = None
-        self.temporary: Path | None = None
+        self._atomic: Any = None
 
     def __enter__(self) -> FineMapWriter:
         import h5py
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.temporary = temporary_name(self.path)
-        self.handle = h5py.File(self.temporary, "w")
+        self._atomic = atomic_path(self.path)  # the project's one temporary-then-replace rule
+        self.handle = h5py.File(self._atomic.__enter__(), "w")
         for name, values in self.arrays.items():
             self.handle.create_dataset(name, data=values)
         self.handle.create_dataset(
@@ -157,20 +156,16 @@ class FineMapWriter:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        import os
-
-        assert self.temporary is not None
         try:
             try:
                 if kind is None:
                     self._finish()
             finally:
                 self.handle.close()
-            if kind is None:
-                os.replace(self.temporary, self.path)
-        finally:
-            if self.temporary.exists():
-                self.temporary.unlink()
+        except BaseException as failure:  # an incomplete file: the temporary is deleted, not moved
+            self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._atomic.__exit__(kind, error, trace)
 
     def _finish(self) -> None:
         if self.written != self.count:
