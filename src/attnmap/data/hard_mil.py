@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnmap.data.bundled import require_bundled
 from attnmap.data.hard_slides import HARD_PATCH_SIZE, HardImage, crop, render_hard_image, tissue_grid
 from attnmap.data.patch_vit import WEIGHTS_DIR, load_patch_vit
 from attnmap.errors import InputError
@@ -149,11 +150,7 @@ def load_hard_demo_clam(weights_dir: str | Path | None = None) -> torch.nn.Modul
     from attnmap.mil import load_clam
 
     path = Path(weights_dir or WEIGHTS_DIR) / MODEL_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            2, "hard demo CLAM not found (rebuild: python -m attnmap.data.hard_mil)", str(path)
-        )
-    return load_clam(path)
+    return load_clam(require_bundled(path, "hard demo CLAM", "python -m attnmap.data.hard_mil"))
 
 
 def main(argv: list[str] | None = None) -> int:

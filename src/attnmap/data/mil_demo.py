@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnmap.data.bundled import require_bundled
 from attnmap.data.synthetic_slides import SyntheticSlide, load_mask, load_masks, make_cohort, make_slide
 from attnmap.data.tiny_encoder import WEIGHTS_DIR, load_tiny_encoder
 from attnmap.errors import InputError
@@ -305,11 +306,7 @@ def load_demo_clam(weights_dir: str | Path | None = None) -> torch.nn.Module:
     from attnmap.mil import load_clam
 
     path = Path(weights_dir or WEIGHTS_DIR) / DEMO_MODEL_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            2, "demo CLAM model not found (rebuild: python -m attnmap.data.mil_demo)", str(path)
-        )
-    return load_clam(path)
+    return load_clam(require_bundled(path, "demo CLAM model", "python -m attnmap.data.mil_demo"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from attnmap.data.bundled import require_bundled
 from attnmap.wsi.encoders import Encoder, PatchTransform, register_encoder
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -57,11 +58,11 @@ def load_patch_vit(device: str | torch.device = "cpu", weights: str | Path | Non
     """The shipped (or given) headless patch ViT as ``Encoder(model, transform, 64)``, eval mode."""
     from safetensors.torch import load_file
 
-    path = Path(weights) if weights is not None else WEIGHTS_DIR / WEIGHTS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            2, "patch ViT weights not found (rebuild: python -m attnmap.data.train_patch_vit)", str(path)
-        )
+    path = require_bundled(
+        Path(weights) if weights is not None else WEIGHTS_DIR / WEIGHTS_NAME,
+        "patch ViT weights",
+        "python -m attnmap.data.train_patch_vit",
+    )
     model = build_patch_vit()
     model.load_state_dict(load_file(str(path)), strict=True)
     return Encoder(model.eval().to(device), patch_vit_transform(), FEATURE_DIM)

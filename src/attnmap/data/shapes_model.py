@@ -14,6 +14,7 @@ from typing import Any
 
 from timm.models.vision_transformer import VisionTransformer
 
+from attnmap.data.bundled import require_bundled
 from attnmap.data.shapes import SHAPE_CLASSES, SHAPES_MEAN, SHAPES_STD
 from attnmap.vit.conv_stem import ConvPatchEmbed
 
@@ -70,10 +71,7 @@ def load_shapes_vit(weights: str | Path | None = None) -> VisionTransformer:
     from attnmap.checkpoint import apply_state_dict, load_state_dict
 
     path = Path(weights) if weights is not None else WEIGHTS_PATH
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"shapes ViT weights not found: {path} (make them with `attnmap train-shapes --out {path}`)"
-        )
+    require_bundled(path, "shapes ViT weights", f"attnmap train-shapes --out {path}")
     model = build_shapes_vit()
     apply_state_dict(model, load_state_dict(path), path)
     return model.eval()

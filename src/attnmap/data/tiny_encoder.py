@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from attnmap.data.bundled import require_bundled
 from attnmap.errors import InputError
 from attnmap.wsi.encoders import Encoder, PatchTransform, register_encoder
 
@@ -89,11 +90,11 @@ def load_tiny_encoder(device: str | torch.device = "cpu", weights_dir: str | Pat
     """
     from safetensors.torch import load_file
 
-    path = Path(weights_dir or WEIGHTS_DIR) / WEIGHTS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            2, "tiny encoder weights not found (rebuild: python -m attnmap.data.tiny_encoder)", str(path)
-        )
+    path = require_bundled(
+        Path(weights_dir or WEIGHTS_DIR) / WEIGHTS_NAME,
+        "tiny encoder weights",
+        "python -m attnmap.data.tiny_encoder",
+    )
     model = TinyPatchEncoder()
     model.load_state_dict(load_file(str(path)), strict=True)
     return Encoder(model.eval().to(device), tiny_transform(), TINY_FEATURE_DIM)
