@@ -61,8 +61,8 @@ def time_run(
 
     More than one worker: the cluster `run_tasks` starts (`attnmap.parallel_dask.local_cluster`),
     started here to separate its fixed cost (process spawn, imports) from the per-slide throughput.
-    ``dask_defaults``: start it with Dask's default worker settings instead of attnmap's
-    (`attnmap.parallel_dask.LOCAL_WORKER_CONFIG`), to show what those settings change.
+    ``dask_defaults``: start it with Dask's default cluster settings instead of attnmap's
+    (`attnmap.parallel_dask.LOCAL_CLUSTER_CONFIG`), to show what those settings change.
     """
     import contextlib
     import os
@@ -80,7 +80,7 @@ def time_run(
         scheduler = None
         if workers > 1:
             if dask_defaults:
-                stack.enter_context(mock.patch.object(parallel_dask, "LOCAL_WORKER_CONFIG", {}))
+                stack.enter_context(mock.patch.object(parallel_dask, "LOCAL_CLUSTER_CONFIG", {}))
                 # Dask's nanny leaves its worker environment in os.environ, which later workers inherit
                 stack.enter_context(mock.patch.dict(os.environ))
             cluster = stack.enter_context(parallel_dask.local_cluster(workers))
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")
     parser.add_argument(
         "--compare-dask-defaults", action="store_true",
-        help="also time each multi-worker run with Dask's default worker settings",
+        help="also time each multi-worker run with Dask's default cluster settings",
     )
     args = parser.parse_args()
     import os
@@ -144,7 +144,7 @@ def main() -> None:
                 )
                 rate = done / seconds * 60.0
                 rates[workers, defaults] = max(rate, rates.get((workers, defaults), 0.0))
-                label = " (Dask's default worker settings)" if defaults else ""
+                label = " (Dask's default cluster settings)" if defaults else ""
                 print(
                     f"{workers} worker(s){label}: start {startup:.1f} s, "
                     f"then {done} slides in {seconds:.1f} s = {rate:.1f} slides/min "
@@ -154,7 +154,7 @@ def main() -> None:
                 )
         baseline = rates[args.workers[0], False]
         for workers, defaults in runs[1:]:
-            label = " with Dask's default worker settings" if defaults else ""
+            label = " with Dask's default cluster settings" if defaults else ""
             print(
                 f"ratio {workers} vs {args.workers[0]} worker(s){label}: "
                 f"{rates[workers, defaults] / baseline:.2f}x (ideal {workers / args.workers[0]:.0f}x), "

@@ -1,4 +1,5 @@
-"""The workers `run_tasks` starts on this machine: glibc's memory reuse left on, Dask's profiler off."""
+"""The workers `run_tasks` starts on this machine: glibc's memory reuse left on, Dask's profiler off,
+its periodic housekeeping slowed down."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import pytest
 
 from attnmap.parallel import run_tasks
+from attnmap.parallel_dask import LOCAL_CLUSTER_CONFIG
 
 
 def worker_settings(item: int) -> dict:
@@ -17,6 +19,8 @@ def worker_settings(item: int) -> dict:
         "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         "profile": bool(dask.config.get("distributed.worker.profile.enabled")),
         "pid": os.getpid(),
+        "tick": dask.config.get("distributed.admin.tick.interval"),
+        "memory_monitor": dask.config.get("distributed.worker.memory.monitor-interval"),
     }
 
 
@@ -29,4 +33,7 @@ def test_local_workers_keep_glibc_memory_reuse(monkeypatch: pytest.MonkeyPatch) 
     assert all(entry.status == "done" for entry in report.items)
     assert {result["trim"] for result in results} == {None}
     assert {result["profile"] for result in results} == {False}
+    assert {result["tick"] for result in results} == {LOCAL_CLUSTER_CONFIG["distributed.admin.tick.interval"]}
+    monitor = LOCAL_CLUSTER_CONFIG["distributed.worker.memory.monitor-interval"]
+    assert {result["memory_monitor"] for result in results} == {monitor}
     assert os.getpid() not in {result["pid"] for result in results}

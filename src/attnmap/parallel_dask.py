@@ -17,17 +17,24 @@ from attnmap import parallel
 from attnmap.errors import InputError
 from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
 
-# Dask settings for the workers of a local cluster. Why: Dask's nanny starts every worker with
-# MALLOC_TRIM_THRESHOLD_=65536 so that idle workers hand memory back to the OS, and setting it
-# also switches off glibc's adaptive mmap threshold, so every array over 128 KiB (patch batches,
-# heatmap canvases, PNG buffers) is mapped afresh and page-faulted in: a small slide then costs
-# several times the page faults and more CPU in a worker than without the setting
-# (`bench/cohort.py --compare-dask-defaults` measures it). A slide worker
-# allocates the same sizes slide after slide, so reusing freed memory is what it wants. The
-# workers' sampling profiler (every 10 ms, for Dask's dashboard) has no reader here: off.
-LOCAL_WORKER_CONFIG: dict[str, Any] = {
+# Dask settings for a local cluster (scheduler, nannies and workers share this machine's cores with
+# the slides). Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536 so that idle
+# workers hand memory back to the OS, and setting it also switches off glibc's adaptive mmap
+# threshold, so every array over 128 KiB (patch batches, heatmap canvases, PNG buffers) is mapped
+# afresh and page-faulted in: a small slide then costs several times the page faults and more CPU in
+# a worker than without the setting (`bench/cohort.py --compare-dask-defaults` measures it). A slide
+# worker allocates the same sizes slide after slide, so reusing freed memory is what it wants. The
+# workers' sampling profiler (every 10 ms) and the system monitor (every 500 ms) feed a dashboard
+# that a local run does not start. The event-loop health tick (every 20 ms) and the memory monitor
+# (every 100 ms) run in every process: at the defaults an idle 2-worker cluster keeps several
+# percent of a core busy that the slides could use. The slower memory monitor still stops a worker
+# that outgrows its limit, half a second later at most.
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "500ms",
 }
 
 
@@ -36,7 +43,7 @@ def local_cluster(workers: int) -> Any:
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set(LOCAL_WORKER_CONFIG):
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
         return LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
