@@ -141,6 +141,29 @@ def test_extract_features_rejects_bad_inputs(slide_path: Path, tmp_path: Path) -
     assert extract_features(slide_path, np.zeros((0, 2)), encoder).shape == (0, 8)
 
 
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_half_precision_features_are_close_to_float32_and_stored_as_float32(
+    slide_path: Path, tmp_path: Path, precision: str
+) -> None:
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    coords = np.stack(np.meshgrid(np.arange(0, 1024, 256), np.arange(0, 768, 256)), -1).reshape(-1, 2)
+    options = {"patch_size": 128, "batch_size": 4, "progress": False}
+    reference = extract_features(slide_path, coords, encoder, **options)
+    half = extract_features(slide_path, coords, encoder, precision=precision, **options)
+    assert half.dtype == np.float32 and half.shape == reference.shape
+    assert not np.array_equal(half, reference)  # autocast did run the encoder in half precision
+    # bfloat16 keeps 8 significant bits (float16 11, with a narrower range): each rounding is within
+    # 2^-8 relative and a few layers compound to about 1% of the largest feature; 3% leaves margin
+    # while a wrong row, a missed cast or an overflow is far outside it.
+    np.testing.assert_allclose(half, reference, rtol=0, atol=0.03 * np.abs(reference).max())
+
+
+def test_unknown_precision_is_refused_before_any_patch_is_read(slide_path: Path, tmp_path: Path) -> None:
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    with pytest.raises(InputError, match="precision must be one of float32, bfloat16, float16, got 'half'"):
+        extract_features(slide_path, np.zeros((1, 2)), encoder, precision="half", progress=False)
+
+
 def test_save_features_writes_clam_h5_and_pt_with_provenance(tmp_path: Path) -> None:
     from attnmap.provenance import provenance, read_sidecar
 
