@@ -6,6 +6,7 @@
 # Steps (each under `timeout`, each one's stdout in $OUT/<step>.txt and stderr in
 # $OUT/<step>.stderr.txt; a failing step is recorded in $OUT/summary.txt and the next one runs):
 #   env          nvidia-smi, Python, torch / CUDA / cuDNN versions, date            -> env.txt
+#   imports      every module the steps need (a missing package is named here)
 #   pytest_gpu   the suite's tests marked `gpu` (pytest -m gpu): LRP conformance in float64 on
 #                CUDA against the CPU, features under autocast, a wsi run drawing its heatmap, MIL
 #   vit_lrp_s16  bench/vit_lrp.py, ViT-S/16, batch 4, float32: LRP methods ÷ forward+backward
@@ -16,21 +17,33 @@
 #                bench/wsi_run.py on a 4096² synthetic slide: `wsi run` (features, attention,
 #                overlap heatmap) against CLAM's scripts re-created on the same GPU; features in
 #                float32, then under bfloat16 autocast
-# The sum of the step time limits is 8 minutes (setting up a Python environment comes on top).
+# The step time limits add up to 490 s, about 8 minutes (making a Python environment comes on top).
 #
 # Environment variables:
 #   OUT                 output folder (default ./gpu_out)
 #   GPU_CHECK_DEVICE    cuda (default) or cpu: the same steps on the CPU with the tiniest settings,
 #                       to check the script itself where no GPU is lent (`--dry-run` does the same)
 #   GPU_CHECK_STEPS     comma-separated steps to run (default: all), e.g. to rerun a failed one
-#   GPU_CHECK_PYTHON    the Python to use (default: ./.venv/bin/python, made if missing)
+#   GPU_CHECK_PYTHON    the Python to use (default: see below)
+#   GPU_CHECK_WHEELS    a folder of wheels to add to a system Python (default ./.whl)
+#   GPU_CHECK_PACK=1    at the end, every file but summary.txt and env.txt packed into
+#                       $OUT/gpu_check.tar.gz (the device tool brings back at most 8 files)
 #
-# Assumptions to check on the GPU machine (it gets a copy of the repository without the ignored
-# .venv): without GPU_CHECK_PYTHON or ./.venv, the script makes ./.venv the way `make setup` does
-# (torch==2.14.1 torchvision==0.29.1 first, then -e ".[dev,dist,hf]"), with the system's site
-# packages visible so that a torch already installed there is used. That needs a package registry
-# (or a local wheel cache) to be reachable; nothing else is downloaded (the tests and benches build
-# seeded models, no weights from model hubs).
+# With the device tool, after `bash bench/gpu_wheels.sh` here:
+#     run(command="GPU_CHECK_PACK=1 bash bench/gpu_check.sh", carry=[".whl"], timeout_s=600)
+# The summary and the end of each step's output are printed last, so they are in the reply too.
+#
+# Which Python (the GPU machine gets a copy of the repository without the ignored .venv):
+#   1. GPU_CHECK_PYTHON if set; 2. ./.venv/bin/python if present;
+#   3. `python3` if it imports torch (the lent H200 machines' image has torch 2.11 with CUDA, timm,
+#      h5py, OpenCV, SciPy, pytest, ...): the wheels in ./.whl are installed into a folder under
+#      /tmp put on PYTHONPATH, for what that image lacks (pydantic, OpenSlide, imagecodecs, geojson).
+#      That machine reaches no network, so make the wheels HERE first, `bash bench/gpu_wheels.sh`,
+#      and carry .whl with the call;
+#   4. else ./.venv made as `make setup` does (torch==2.14.1 torchvision==0.29.1, then
+#      -e ".[dev,dist,hf]"), which needs a package registry.
+# Then the modules the steps import are checked (step "imports"; a missing one is named there).
+# Nothing else is downloaded: the tests and benches build seeded models, no weights from hubs.
 set -euo pipefail
 
 if [[ "${1:-}" == "--dry-run" ]]; then
@@ -53,10 +66,22 @@ SUMMARY="$OUT/summary.txt"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this tree's code, whatever is installed
 
 # ------------------------------------------------------------------ Python environment
+WHEELS="${GPU_CHECK_WHEELS:-$ROOT/.whl}"
+SYSTEM_PYTHON="${GPU_CHECK_SYSTEM_PYTHON:-python3}"
 if [[ -n "${GPU_CHECK_PYTHON:-}" ]]; then
     PYTHON="$GPU_CHECK_PYTHON"
 elif [[ -x .venv/bin/python ]]; then
     PYTHON=.venv/bin/python
+elif "$SYSTEM_PYTHON" -c "import torch" >/dev/null 2>&1; then
+    PYTHON="$SYSTEM_PYTHON"
+    if compgen -G "$WHEELS/*.whl" >/dev/null; then
+        SITE="${TMPDIR:-/tmp}/attnmap_gpu_site"
+        if ! "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$SITE" "$WHEELS"/*.whl >"$OUT/setup.txt" 2>&1; then
+            echo "setup 1 (the wheels in $WHEELS did not install: see setup.txt)" >>"$SUMMARY"
+        fi
+        export PYTHONPATH="$ROOT/src:$SITE${PYTHONPATH#"$ROOT/src"}"
+    fi
 else
     echo "no .venv: making one (log in $OUT/setup.txt)"
     if ! {
@@ -140,26 +165,53 @@ if wanted env; then  # a shell function: no `timeout` (nothing in it waits on th
     if environment >"$OUT/env.txt" 2>"$OUT/env.stderr.txt"; then status=0; else status=$?; fi
     echo "env $status" >>"$SUMMARY"
 fi
+# every module the steps import, so that a missing package is named once, before any step fails on it
+step imports 30 "$PYTHON" -c "
+import importlib, sys
+names = ('torch', 'torchvision', 'timm', 'numpy', 'h5py', 'cv2', 'PIL', 'tifffile', 'imagecodecs', 'openslide',
+         'pydantic', 'yaml', 'click', 'scipy', 'matplotlib', 'tqdm', 'safetensors', 'geojson', 'pytest',
+         'attnmap.vit', 'attnmap.mil', 'attnmap.wsi.pipeline.run', 'attnmap.cli.main')
+missing = []
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        missing.append(f'{name} ({type(error).__name__}: {error})')
+print('missing:', '; '.join(missing) if missing else 'none')
+sys.exit(1 if missing else 0)
+"
 if [[ "$DEVICE" == "cuda" ]] && ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
     echo "cuda 1 (torch sees no CUDA device: nothing measured; see env.txt)" >>"$SUMMARY"
     cat "$SUMMARY"
     exit 1
 fi
-step pytest_gpu 120 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider tests
+# only the modules holding `gpu` tests: a package that a CPU-only module needs (dask, playwright)
+# cannot stop the collection
+mapfile -t GPU_TESTS < <(grep -l "pytest.mark.gpu" tests/test_*.py)
+step pytest_gpu 100 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider "${GPU_TESTS[@]}"
 step vit_lrp_s16 60 "$PYTHON" bench/vit_lrp.py --model "$VIT_S" "${VIT_LRP[@]}"
 step vit_lrp_b16 60 "$PYTHON" bench/vit_lrp.py --model "$VIT_B" "${VIT_LRP[@]}"
-step vit_methods 60 "$PYTHON" bench/vit_methods.py "${VIT_METHODS[@]}"
-step mil_explain 60 "$PYTHON" bench/mil_explain.py "${MIL_EXPLAIN[@]}"
-step wsi_run_float32 60 "$PYTHON" bench/wsi_run.py "${WSI_RUN[@]}" --precision float32
-step wsi_run_bfloat16 60 "$PYTHON" bench/wsi_run.py "${WSI_RUN[@]}" --precision bfloat16
+step vit_methods 45 "$PYTHON" bench/vit_methods.py "${VIT_METHODS[@]}"
+step mil_explain 45 "$PYTHON" bench/mil_explain.py "${MIL_EXPLAIN[@]}"
+step wsi_run_float32 75 "$PYTHON" bench/wsi_run.py "${WSI_RUN[@]}" --precision float32
+step wsi_run_bfloat16 75 "$PYTHON" bench/wsi_run.py "${WSI_RUN[@]}" --precision bfloat16
 
-echo
-echo "== summary ($SUMMARY)"
-cat "$SUMMARY"
-for name in pytest_gpu vit_lrp_s16 vit_lrp_b16 vit_methods mil_explain wsi_run_float32 wsi_run_bfloat16; do
+for name in imports pytest_gpu vit_lrp_s16 vit_lrp_b16 vit_methods mil_explain wsi_run_float32 wsi_run_bfloat16; do
     if [[ -f "$OUT/$name.txt" ]] && wanted "$name"; then
         echo
         echo "== $name"
-        tail -n 25 "$OUT/$name.txt"
+        tail -n 14 "$OUT/$name.txt" | cut -c1-160
     fi
 done
+if [[ "${GPU_CHECK_PACK:-}" == "1" ]]; then
+    (
+        cd "$OUT"
+        mapfile -t loose < <(find . -maxdepth 1 -type f ! -name summary.txt ! -name env.txt ! -name gpu_check.tar.gz)
+        if [[ ${#loose[@]} -gt 0 ]]; then
+            tar -czf gpu_check.tar.gz "${loose[@]}" && rm -f "${loose[@]}"
+        fi
+    )
+fi
+echo
+echo "== summary ($SUMMARY)"
+cat "$SUMMARY"

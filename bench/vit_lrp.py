@@ -113,26 +113,29 @@ def _peak_worker(name: str, batch: int, threads: int) -> None:
     print(json.dumps({"peak_bytes": _high_water_mark() - base}))
 
 
-def _gpu_peak(name: str, batch: int, threads: int) -> float:
-    """Peak GPU memory of one run above the model's and images' own (after a warm-up run)."""
+def _gpu_peaks(names: list[str], batch: int, threads: int) -> dict[str, float]:
+    """Peak GPU memory of one run of each method above the model's and images' own (one model for
+    all; each after a warm-up run, with the weight gradients of the previous one freed)."""
     import torch
 
     model, images = _setup(batch, threads)
-    run = _runner(name, model, images)
-    run()
-    model.zero_grad(set_to_none=True)
-    _synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(MODEL["device"])
-    base = torch.cuda.memory_allocated(MODEL["device"])
-    run()
-    _synchronize()
-    return torch.cuda.max_memory_allocated(MODEL["device"]) - base
+    peaks = {}
+    for name in names:
+        run = _runner(name, model, images)
+        run()
+        model.zero_grad(set_to_none=True)
+        _synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(MODEL["device"])
+        base = torch.cuda.memory_allocated(MODEL["device"])
+        run()
+        _synchronize()
+        peaks[name] = torch.cuda.max_memory_allocated(MODEL["device"]) - base
+        model.zero_grad(set_to_none=True)
+    return peaks
 
 
 def _peak(name: str, batch: int, threads: int) -> float:
-    if torch_device_type() == "cuda":
-        return _gpu_peak(name, batch, threads)
     command = [
         sys.executable,
         __file__,
@@ -193,7 +196,12 @@ def main() -> None:
     peaks = {}
     if not args.no_memory:
         batches = (1, args.big_batch)
-        peaks = {(name, batch): _peak(name, batch, args.threads) for name in names for batch in batches}
+        if torch_device_type() == "cuda":
+            for batch in batches:
+                measured = _gpu_peaks(names, batch, args.threads)
+                peaks.update({(name, batch): peak for name, peak in measured.items()})
+        else:
+            peaks = {(name, batch): _peak(name, batch, args.threads) for name in names for batch in batches}
     small = _time(names, args.batch, args.rounds, args.threads)
     big = _time(names, args.big_batch, max(1, args.rounds - 1), args.threads)
     head = "headless, direction target" if MODEL["headless"] else "classifier"

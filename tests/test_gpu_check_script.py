@@ -41,3 +41,6 @@ def test_dry_run_records_the_environment_and_each_step_status(tmp_path: Path) ->
     assert failed.returncode == 0  # a failing step is recorded, the script goes on
     runs = (out / "summary.txt").read_text().split("# step")
     assert [line.split()[:2] for line in runs[-1].splitlines()[1:]] == [["env", "1"], ["mil_explain", "1"]]
+    packed = _run(tmp_path, "--dry-run", GPU_CHECK_STEPS="env", GPU_CHECK_PACK="1")
+    assert packed.returncode == 0, packed.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["env.txt", "gpu_check.tar.gz", "summary.txt"]
