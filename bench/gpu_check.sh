@@ -26,6 +26,7 @@
 #   GPU_CHECK_STEPS     comma-separated steps to run (default: all), e.g. to rerun a failed one
 #   GPU_CHECK_PYTHON    the Python to use (default: see below)
 #   GPU_CHECK_WHEELS    a folder of wheels to add to a system Python (default ./.whl)
+#   GPU_CHECK_SYSTEM_PYTHON  that system Python (default python3)
 #   GPU_CHECK_PACK=1    at the end, every file but summary.txt and env.txt packed into
 #                       $OUT/gpu_check.tar.gz (the device tool brings back at most 8 files)
 #
