@@ -1,14 +1,14 @@
-"""What CLAM's own scripts do on a CPU for one slide, re-created step by step for `wsi_run.py`'s baseline.
+"""What CLAM's own scripts do for one slide, re-created step by step for `wsi_run.py`'s baseline.
 
 `attnmap wsi run` with ``heatmap.overlap`` > 0 makes what a CLAM user gets from three scripts run in
 turn: ``create_patches_fp.py --seg --patch`` (tissue, patch coordinates), ``extract_features_fp.py``
 (features for training and classification) and ``create_heatmaps.py`` (prediction, attention,
-heatmap on an overlapping grid). This module does, in order, what those scripts' code does on a
-CPU (device "cpu": CLAM's loaders then get no worker processes and no pinned memory), so that the
-time it takes stands for theirs. Each step's docstring names the CLAM file whose behaviour it
-reproduces; bench/README.md lists them. It is written from facts read in CLAM's code (loader
-settings, which grids are encoded, how the heatmap is drawn and blended, what is written); none
-of CLAM's code is copied.
+heatmap on an overlapping grid). This module does, in order, what those scripts' code does on a CPU
+(CLAM's loaders then get no worker processes and no pinned memory) or on CUDA (8 loader processes per
+loader, pinned memory for extract_features_fp's), so that the time it takes stands for theirs. Each
+step's docstring names the CLAM file whose behaviour it reproduces; bench/README.md lists them. It is
+written from facts read in CLAM's code (loader settings, which grids are encoded, how the heatmap is
+drawn and blended, what is written); none of CLAM's code is copied.
 
 Where CLAM computes the same thing as an attnmap function (tissue segmentation, the patch grid
 of its contour checks, the encoder network and the CLAM network), the attnmap function is used:
@@ -78,6 +78,23 @@ def eval_transforms(size: int) -> Any:
 
 
 # ------------------------------------------------------------------------------------ features
+def feature_loader_options(device: torch.device) -> dict[str, Any]:
+    """extract_features_fp.py: ``{'num_workers': 8, 'pin_memory': True}`` on CUDA, ``{}`` otherwise."""
+    return _processes({"num_workers": 8, "pin_memory": True}) if device.type == "cuda" else {}
+
+
+def simple_loader_options(device: torch.device) -> dict[str, Any]:
+    """utils/utils.py get_simple_loader as heatmap_utils' compute_from_patches calls it
+    (``num_workers=8``): 8 processes without pinned memory on CUDA, ``{}`` otherwise."""
+    return _processes({"num_workers": 8, "pin_memory": False}) if device.type == "cuda" else {}
+
+
+def _processes(options: dict[str, Any]) -> dict[str, Any]:
+    """Loader processes forked, as on the Linux Pythons CLAM runs on (their datasets hold an open
+    h5 file and slide, which a spawned process could not receive)."""
+    return {**options, "multiprocessing_context": "fork"}
+
+
 class CoordsBag(torch.utils.data.Dataset):
     """dataset_modules/dataset_h5.py Whole_Slide_Bag_FP: the patches file held open, one coordinate
     read from it per item, read_region + convert('RGB') + the eval transforms; a dict per item."""
@@ -129,20 +146,26 @@ def collate_mil(batch: list) -> list:
 
 
 def extract_features_fp(
-    slide: Any, coords_h5: Path, encoder: Any, transforms: Any, batch_size: int, feat_dir: Path
+    slide: Any,
+    coords_h5: Path,
+    encoder: Any,
+    transforms: Any,
+    batch_size: int,
+    feat_dir: Path,
+    device: torch.device = torch.device("cpu"),
 ) -> Path:
     """extract_features_fp.py: a DataLoader over Whole_Slide_Bag_FP with no loader arguments on a CPU
-    (``loader_kwargs = {}`` unless the device is CUDA: patches read in the main thread between
-    batches), each batch encoded under inference_mode and appended to the h5; then the h5 read
-    back and its features saved as the .pt."""
+    (patches read in the main thread between batches; on CUDA `feature_loader_options`), each batch
+    moved to the device (non-blocking), encoded under inference_mode and appended to the h5; then
+    the h5 read back and its features saved as the .pt."""
     dataset = CoordsBag(coords_h5, slide, transforms)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, **feature_loader_options(device))
     out = feat_dir / "h5_files" / coords_h5.name
     out.parent.mkdir(parents=True, exist_ok=True)
     mode = "w"
     for data in loader:
         with torch.inference_mode():
-            features = encoder(data["img"]).cpu().numpy().astype(np.float32)
+            features = encoder(data["img"].to(device, non_blocking=True)).cpu().numpy().astype(np.float32)
             append_h5(out, {"features": features, "coords": data["coord"].numpy().astype(np.int32)}, mode)
             mode = "a"
     dataset.handle.close()
@@ -167,12 +190,14 @@ def compute_from_patches(
     ref_scores: np.ndarray | None = None,
     attn_path: Path | None = None,
     feat_path: Path | None = None,
+    device: torch.device = torch.device("cpu"),
 ) -> np.ndarray | None:
-    """vis_utils/heatmap_utils.py compute_from_patches: get_simple_loader (no workers on a CPU) over
-    Wsi_Region; per batch the encoder, then (attention file asked) the raw attention of the
-    predicted branch, each score turned into its percentile among ``ref_scores`` one by one
-    (scipy percentileofscore), appended to the attention h5; (features file asked) the features
-    appended to theirs. Returns the raw attention (before percentiles), for comparison only."""
+    """vis_utils/heatmap_utils.py compute_from_patches: get_simple_loader (no workers on a CPU, on CUDA
+    `simple_loader_options`) over Wsi_Region; per batch the patches moved to the device, the encoder,
+    then (attention file asked) the raw attention of the predicted branch, each score turned into its
+    percentile among ``ref_scores`` one by one (scipy percentileofscore), appended to the attention h5;
+    (features file asked) the features appended to theirs. Returns the raw attention (before
+    percentiles), for comparison only."""
     from scipy.stats import percentileofscore
 
     loader = torch.utils.data.DataLoader(
@@ -180,14 +205,16 @@ def compute_from_patches(
         batch_size=batch_size,
         sampler=torch.utils.data.SequentialSampler(range(len(coords))),
         collate_fn=collate_mil,
+        **simple_loader_options(device),
     )
     mode, raw = "w", []
     for images, batch_coords in loader:
         batch_coords = batch_coords.numpy()
         with torch.inference_mode():
-            features = encoder(images)
+            features = encoder(images.to(device))
             if attn_path is not None:
-                attention = model.attention_logits(model.embed(features))[:, branch].reshape(-1, 1).numpy()
+                attention = model.attention_logits(model.embed(features))[:, branch].reshape(-1, 1)
+                attention = attention.cpu().numpy()
                 raw.append(attention.copy())
                 if ref_scores is not None:
                     for row in range(len(attention)):
@@ -231,13 +258,20 @@ def create_patches_fp(slide: Any, config: Any, out: Path, slide_id: str) -> tupl
     return tissue, path
 
 
-def run_clam_scripts(config: Any, slide_path: str, encoder: Any, model: Any, out: Path) -> ClamRun:
+def run_clam_scripts(
+    config: Any,
+    slide_path: str,
+    encoder: Any,
+    model: Any,
+    out: Path,
+    device: torch.device = torch.device("cpu"),
+) -> ClamRun:
     """The three scripts on one slide with ``config``'s settings, timed step by step (`ClamRun`).
 
-    ``encoder``: attnmap's `Encoder` (its network; the transforms are CLAM's, built here);
-    ``model``: the CLAM network. Heatmap arguments follow ``config.heatmap``: vis level, colour
-    map, alpha, blur, overlap, with CLAM's ``use_ref_scores`` (attnmap also colours the overlap
-    grid against the block grid's scores) and ``save_ext`` png (what attnmap writes).
+    ``encoder``: attnmap's `Encoder` (its network, on ``device``; the transforms are CLAM's, built
+    here); ``model``: the CLAM network, on ``device``. Heatmap arguments follow ``config.heatmap``: vis
+    level, colour map, alpha, blur, overlap, with CLAM's ``use_ref_scores`` (attnmap also colours the
+    overlap grid against the block grid's scores) and ``save_ext`` png (what attnmap writes).
     """
     from attnmap.mil import infer_bag
     from attnmap.wsi.patching import heatmap_center_shift, patch_grid
@@ -269,6 +303,7 @@ def run_clam_scripts(config: Any, slide_path: str, encoder: Any, model: Any, out
                 transforms,
                 b,
                 out / "features",
+                device,
             )
             encoded("extract_features_fp")
         with open_slide(slide_path) as slide:  # create_heatmaps.py opens the slide again
@@ -311,6 +346,7 @@ def run_clam_scripts(config: Any, slide_path: str, encoder: Any, model: Any, out
                 transforms,
                 b,
                 feat_path=h5_path,
+                device=device,
             )
             encoded("create_heatmaps: block-grid features")
 
@@ -369,6 +405,7 @@ def run_clam_scripts(config: Any, slide_path: str, encoder: Any, model: Any, out
                 branch=branch,
                 ref_scores=block_scores,
                 attn_path=attn_path,
+                device=device,
             )
             encoded("create_heatmaps: overlap-grid features")
 

@@ -8,13 +8,17 @@ process, with the baseline and every method interleaved round by round (min over
 processes hits all of them alike. Peak memory is measured in a fresh subprocess per measurement
 (ru_maxrss above the RSS after building the model) so each peak is its own.
 
+``--device cuda``: the model and images on the GPU, every timing waits for the GPU
+(``torch.cuda.synchronize``) before it starts and before it stops, and peak memory is the GPU's
+(``torch.cuda.max_memory_allocated`` above what the model and images take, in this process).
+
 Prints per method: seconds at the timing batch (``--batch``, default 1), ratio to forward+backward
 at that batch (targets: issue 4 at batch 1, transformer_attribution ≤ 2.0, lrp ≤ 2.2; issue 16 at
 batch 4 on ViT-S/16 and ViT-B/16, ≤ 1.5 and ≤ 1.3), seconds per image at the big batch (must be
 below batch 1), and peak memory ratio to forward+backward at the same batch size (target ≤ 2).
 
     .venv/bin/python bench/vit_lrp.py [--model NAME] [--batch 1] [--rounds 3] [--big-batch 16]
-        [--methods a,b] [--no-memory] [--headless]
+        [--methods a,b] [--no-memory] [--headless] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ OPTIONS = {
 BASELINE = "forward+backward"
 
 
-MODEL = {"name": "vit_base_patch16_224", "headless": False}
+MODEL = {"name": "vit_base_patch16_224", "headless": False, "device": "cpu"}
 
 
 def _setup(batch: int, threads: int) -> tuple:
@@ -50,7 +54,18 @@ def _setup(batch: int, threads: int) -> tuple:
     options = {"num_classes": 0} if MODEL["headless"] else {}
     model = timm.create_model(MODEL["name"], pretrained=False, **options).eval()
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-2:]
-    return model, torch.randn(batch, 3, *size)
+    images = torch.randn(batch, 3, *size)
+    if MODEL["device"] == "cpu":
+        return model, images
+    return model.to(MODEL["device"]), images.to(MODEL["device"])
+
+
+def _synchronize() -> None:
+    """Wait for the GPU's queued work (nothing on a CPU), so that a clock measures the work itself."""
+    import torch
+
+    if torch.device(MODEL["device"]).type == "cuda":
+        torch.cuda.synchronize(MODEL["device"])
 
 
 def _direction(model: object) -> object:
@@ -58,7 +73,7 @@ def _direction(model: object) -> object:
 
     if not MODEL["headless"]:
         return None
-    return torch.randn(model.num_features, generator=torch.Generator().manual_seed(1))
+    return torch.randn(model.num_features, generator=torch.Generator().manual_seed(1)).to(MODEL["device"])
 
 
 def _runner(name: str, model: object, images: object) -> Callable[[], None]:
@@ -98,6 +113,28 @@ def _peak_worker(name: str, batch: int, threads: int) -> None:
     print(json.dumps({"peak_bytes": _high_water_mark() - base}))
 
 
+def _gpu_peaks(names: list[str], batch: int, threads: int) -> dict[str, float]:
+    """Peak GPU memory of one run of each method above the model's and images' own (one model for
+    all; each after a warm-up run, with the weight gradients of the previous one freed)."""
+    import torch
+
+    model, images = _setup(batch, threads)
+    peaks = {}
+    for name in names:
+        run = _runner(name, model, images)
+        run()
+        model.zero_grad(set_to_none=True)
+        _synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(MODEL["device"])
+        base = torch.cuda.memory_allocated(MODEL["device"])
+        run()
+        _synchronize()
+        peaks[name] = torch.cuda.max_memory_allocated(MODEL["device"]) - base
+        model.zero_grad(set_to_none=True)
+    return peaks
+
+
 def _peak(name: str, batch: int, threads: int) -> float:
     command = [
         sys.executable,
@@ -116,6 +153,12 @@ def _peak(name: str, batch: int, threads: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
+def torch_device_type() -> str:
+    import torch
+
+    return torch.device(MODEL["device"]).type
+
+
 def _time(names: list[str], batch: int, rounds: int, threads: int) -> dict[str, float]:
     model, images = _setup(batch, threads)
     runs = {name: _runner(name, model, images) for name in names}
@@ -124,8 +167,10 @@ def _time(names: list[str], batch: int, rounds: int, threads: int) -> dict[str, 
     best = dict.fromkeys(names, float("inf"))
     for _ in range(rounds):
         for name, run in runs.items():
+            _synchronize()
             start = time.perf_counter()
             run()
+            _synchronize()
             best[name] = min(best[name], time.perf_counter() - start)
     return best
 
@@ -141,8 +186,9 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--model", default=MODEL["name"])
     parser.add_argument("--headless", action="store_true", help="build with num_classes=0")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
-    MODEL.update(name=args.model, headless=args.headless)
+    MODEL.update(name=args.model, headless=args.headless, device=args.device)
     if args.peak_worker:
         _peak_worker(args.peak_worker, args.batch, args.threads)
         return
@@ -150,11 +196,21 @@ def main() -> None:
     peaks = {}
     if not args.no_memory:
         batches = (1, args.big_batch)
-        peaks = {(name, batch): _peak(name, batch, args.threads) for name in names for batch in batches}
+        if torch_device_type() == "cuda":
+            for batch in batches:
+                measured = _gpu_peaks(names, batch, args.threads)
+                peaks.update({(name, batch): peak for name, peak in measured.items()})
+        else:
+            peaks = {(name, batch): _peak(name, batch, args.threads) for name in names for batch in batches}
     small = _time(names, args.batch, args.rounds, args.threads)
     big = _time(names, args.big_batch, max(1, args.rounds - 1), args.threads)
     head = "headless, direction target" if MODEL["headless"] else "classifier"
-    print(f"{MODEL['name']} ({head}), float32, {args.threads} thread(s), timing batch {args.batch}")
+    where = f"{args.threads} thread(s)"
+    if torch_device_type() == "cuda":
+        import torch
+
+        where = f"{args.device} ({torch.cuda.get_device_name(args.device)}), peak memory on the GPU"
+    print(f"{MODEL['name']} ({head}), float32, {where}, timing batch {args.batch}")
     b = args.big_batch
     s1 = f"b{args.batch} s"
     print(f"{'':26s} {s1:>7s} {'ratio':>6s} {f'b{b} s/img':>10s} {'mem b1':>7s} {f'mem b{b}':>8s}")

@@ -1,6 +1,7 @@
 """`attnmap wsi run` end to end (heatmap overlap 0.5) against CLAM's three scripts, in one process.
 
-Usage: ``python bench/wsi_run.py [--size 4096] [--encoder resnet50_trunc] [--batch-size 64] [--repeats 1]``
+Usage: ``python bench/wsi_run.py [--size 4096] [--encoder resnet50_trunc] [--batch-size 64] [--repeats 1]
+[--device cpu|cuda] [--precision float32|bfloat16|float16]``
 
 Writes one synthetic slide (`attnmap.data.synthetic_slides`) and a CLAM_SB with seeded random
 weights, then times, with the same torch threads (every available core), the same encoder network
@@ -10,8 +11,13 @@ and the same CLAM network (both loaded before timing starts), alternating when `
   heatmap PNG on the overlapping grid (step = patch / 2), the overlap grid reusing the block grid's
   features;
 - ``CLAM's scripts``: `clam_scripts.run_clam_scripts`, a step-by-step re-creation of what
-  create_patches_fp.py, extract_features_fp.py and create_heatmaps.py do on a CPU for the same
-  outputs (see that module and bench/README.md for which CLAM fact each step reproduces).
+  create_patches_fp.py, extract_features_fp.py and create_heatmaps.py do on the same device for
+  the same outputs (see that module and bench/README.md for which CLAM fact each step reproduces;
+  on CUDA their loaders get 8 processes each, as CLAM's code gives them).
+
+``--device cuda`` puts both encoders and both CLAM networks on the GPU; ``--precision`` is
+attnmap's ``features.precision`` (and the bare encoder's): CLAM's scripts have no such option and
+always run float32, which the output then says.
 
 Printed: CLAM's seconds per step and patches encoded per step; the speed-up of `wsi run` over all
 three scripts, and over them with create_heatmaps' own block-grid feature pass left out (as if its
@@ -57,9 +63,12 @@ class Counter:
         return wrapper
 
 
-def bare_encoder_rate(encoder: Any, slide_path: str, batch_size: int) -> float:
-    """Patches/s of the model alone on two batches of transformed patches already in memory."""
-    from attnmap.wsi.features import read_patch_rgb
+def bare_encoder_rate(
+    encoder: Any, slide_path: str, batch_size: int, device: torch.device, precision: str
+) -> float:
+    """Patches/s of the model alone on two batches of transformed patches already on ``device``, in
+    ``precision`` (the GPU waited for before the clock stops)."""
+    from attnmap.wsi.features import encoder_precision, read_patch_rgb
     from attnmap.wsi.slide import open_slide
 
     with open_slide(slide_path) as slide:
@@ -68,12 +77,15 @@ def bare_encoder_rate(encoder: Any, slide_path: str, batch_size: int) -> float:
         patches = [
             encoder.transform(read_patch_rgb(slide, x, y, 0, 256)) for x, y in corners[: 2 * batch_size]
         ]
-    batch = torch.stack(patches)
-    with torch.inference_mode():
+    batch = torch.stack(patches).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.inference_mode(), encoder_precision(precision, device):
         encoder.model(batch[:batch_size])  # warm-up
+        sync()
         start = time.perf_counter()
         for first in range(0, len(batch), batch_size):
             encoder.model(batch[first : first + batch_size])
+        sync()
     return len(batch) / (time.perf_counter() - start)
 
 
@@ -83,7 +95,15 @@ def main() -> None:
     parser.add_argument("--encoder", default="resnet50_trunc")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the fastest counts")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both pipelines)")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="attnmap's features.precision (CLAM's scripts run float32)",
+    )
     args = parser.parse_args()
+    device = torch.device(args.device)
 
     import attnmap.wsi.pipeline.stages as stages_module
     import attnmap.wsi.shared_features as shared_module
@@ -103,13 +123,21 @@ def main() -> None:
             size=args.size,
             batch_size=args.batch_size,
             tumour_fraction=1.0,
-            sections={"heatmap": {"overlap": 0.5}, "sampling": {"top_k": 0, "bottom_k": 0}},
+            sections={
+                "heatmap": {"overlap": 0.5},
+                "sampling": {"top_k": 0, "bottom_k": 0},
+                "features": {
+                    "encoder": args.encoder,
+                    "batch_size": args.batch_size,
+                    "precision": args.precision,
+                },
+            },
         )
         config = load_config(config_path)
         slide_path = read_slide_list(config)[0].path
         f = config.features
-        encoder, _ = stages_module.cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, "cpu")
-        model, _ = stages_module.cached_clam(config.model.checkpoint, "cpu")
+        encoder, _ = stages_module.cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, str(device))
+        model, _ = stages_module.cached_clam(config.model.checkpoint, str(device))
         counter = Counter()
         encoder.model.register_forward_pre_hook(counter.hook)
         stages_module.extract_features = counter.timed(stages_module.extract_features)
@@ -119,9 +147,9 @@ def main() -> None:
         ours_times, clam_times, bare_rates, inside_rates = [], [], [], []
         clam_runs = []
         for repeat in range(args.repeats):  # alternating, so that a change in load hits both alike
-            bare_rates.append(bare_encoder_rate(encoder, slide_path, args.batch_size))
+            bare_rates.append(bare_encoder_rate(encoder, slide_path, args.batch_size, device, args.precision))
             counter.rows, counter.seconds = 0, 0.0
-            run_config = load_config(config_path, output_dir=str(root / f"out_{repeat}"))
+            run_config = load_config(config_path, output_dir=str(root / f"out_{repeat}"), device=str(device))
             start = time.perf_counter()
             report = run_cohort(run_config, workers=1, progress=False)
             ours_times.append(time.perf_counter() - start)
@@ -131,7 +159,7 @@ def main() -> None:
             inside_rates.append(counter.rows / counter.seconds)
             set_compute_threads(cores)
             start = time.perf_counter()
-            clam = run_clam_scripts(config, slide_path, encoder, model, root / f"clam_{repeat}")
+            clam = run_clam_scripts(config, slide_path, encoder, model, root / f"clam_{repeat}", device)
             clam_times.append(time.perf_counter() - start)
             clam_runs.append(clam)
         entry = read_slide_list(config)[0]
@@ -148,6 +176,12 @@ def main() -> None:
         f"slide {args.size}², encoder {args.encoder}, batch {args.batch_size}, "
         f"{cores} core(s) = torch threads for both"
     )
+    if device.type == "cuda" or args.precision != "float32":
+        name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+        print(
+            f"device {device}{name} for both; attnmap features in {args.precision}, "
+            "CLAM's scripts in float32 (they have no precision option)"
+        )
     print(
         f"patches: block grid {len(ours_block)} (create_heatmaps' own, four_pt_hard: {len(clam.block)}), "
         f"overlap grid {len(stored['coords'])}, needed (union of attnmap's two grids) {needed}"

@@ -289,7 +289,7 @@ def test_no_hard_coded_device() -> None:
         assert ".cuda(" not in source.read_text(), source.name
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_runs_on_the_models_device() -> None:
     model = tiny_vit().cuda()
     maps = attnmap.explain(model, images_for(model, 2).cuda(), "transformer_attribution")

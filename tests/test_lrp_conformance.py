@@ -54,6 +54,24 @@ def test_matches_reference(model, images, reference, method, options, key, toler
     assert error <= tolerance, f"{method} {options}: max error {error:.3g} of max|ref|"
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize(("method", "options", "key", "tolerance"), CASES, ids=[c[2] for c in CASES])
+def test_float64_on_cuda_gives_the_cpu_maps(
+    model, images, reference, method, options, key, tolerance
+) -> None:
+    import copy
+
+    on_cpu = attnmap.explain(model, images, method, **options)
+    maps = attnmap.explain(copy.deepcopy(model).cuda(), images.cuda(), method, **options)
+    assert maps.device.type == "cuda" and maps.dtype == torch.float64
+    maps = maps.cpu()
+    difference = (maps - on_cpu).abs().max() / on_cpu.abs().max()
+    assert difference <= 1e-6, f"{method} {options}: CUDA differs from CPU by {difference:.3g} of max|map|"
+    expected = reference[key].reshape(maps.shape)
+    error = np.abs(maps.numpy() - expected).max() / np.abs(expected).max()
+    assert error <= tolerance, f"{method} {options} on CUDA: max error {error:.3g} of max|ref|"
+
+
 def test_targets_are_the_reference_argmax(model, images, reference) -> None:
     with torch.no_grad():
         logits = model(images)

@@ -274,7 +274,7 @@ def test_cli_attention_writes_every_method(tmp_path):
     assert done.value.code == 2
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_model_with_features_on_the_cpu():
     model = MODELS["clam_mb_gated"]()
     bag = _bag()

@@ -141,6 +141,52 @@ def test_extract_features_rejects_bad_inputs(slide_path: Path, tmp_path: Path) -
     assert extract_features(slide_path, np.zeros((0, 2)), encoder).shape == (0, 8)
 
 
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_half_precision_features_are_close_to_float32_and_stored_as_float32(
+    slide_path: Path, tmp_path: Path, precision: str
+) -> None:
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    coords = np.stack(np.meshgrid(np.arange(0, 1024, 256), np.arange(0, 768, 256)), -1).reshape(-1, 2)
+    options = {"patch_size": 128, "batch_size": 4, "progress": False}
+    reference = extract_features(slide_path, coords, encoder, **options)
+    half = extract_features(slide_path, coords, encoder, precision=precision, **options)
+    assert half.dtype == np.float32 and half.shape == reference.shape
+    assert not np.array_equal(half, reference)  # autocast did run the encoder in half precision
+    # bfloat16 keeps 8 significant bits (float16 11, with a narrower range): each rounding is within
+    # 2^-8 relative and a few layers compound to about 1% of the largest feature; 3% leaves margin
+    # while a wrong row, a missed cast or an overflow is far outside it.
+    np.testing.assert_allclose(half, reference, rtol=0, atol=0.03 * np.abs(reference).max())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_features_on_cuda_are_close_to_the_cpu_float32_ones(
+    slide_path: Path, tmp_path: Path, precision: str
+) -> None:
+    coords = np.stack(np.meshgrid(np.arange(0, 1024, 256), np.arange(0, 768, 256)), -1).reshape(-1, 2)
+    options = {"patch_size": 128, "batch_size": 4, "progress": False}
+    encoders = {
+        "tiny": load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32),
+        "resnet50_trunc": load_encoder("resnet50_trunc", input_size=64),
+    }
+    for name, encoder in encoders.items():
+        reference = extract_features(slide_path, coords, encoder, device="cpu", **options)
+        on_gpu = extract_features(slide_path, coords, encoder, device="cuda", precision=precision, **options)
+        assert on_gpu.dtype == np.float32 and on_gpu.shape == reference.shape
+        # float32 on CUDA: cuDNN may run convolutions in TF32 (10-bit significand) by default, so 1%;
+        # half precision: the 3% of the CPU test above (8 significant bits, a few layers).
+        tolerance = 0.01 if precision == "float32" else 0.03
+        np.testing.assert_allclose(
+            on_gpu, reference, rtol=0, atol=tolerance * np.abs(reference).max(), err_msg=name
+        )
+
+
+def test_unknown_precision_is_refused_before_any_patch_is_read(slide_path: Path, tmp_path: Path) -> None:
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    with pytest.raises(InputError, match="precision must be one of float32, bfloat16, float16, got 'half'"):
+        extract_features(slide_path, np.zeros((1, 2)), encoder, precision="half", progress=False)
+
+
 def test_save_features_writes_clam_h5_and_pt_with_provenance(tmp_path: Path) -> None:
     from attnmap.provenance import provenance, read_sidecar
 

@@ -192,6 +192,34 @@ def test_overlapping_heatmap_uses_blockmap_scores_as_reference(setup: Path, tmp_
     np.testing.assert_array_equal(np.asarray(Image.open(out.named("heatmap.png"))), drawn)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_run_on_cuda_draws_the_heatmap_of_the_cpu_run(setup: Path, tmp_path: Path, precision: str) -> None:
+    runs = {}
+    for device in ("cpu", "cuda"):
+        folder = tmp_path / device
+        folder.mkdir()
+        config = _config(
+            setup,
+            folder,
+            run={"device": device},
+            features={"precision": precision if device == "cuda" else "float32"},
+            heatmap={"overlap": 0.5},
+        )
+        entry = read_slide_list(config)[0]
+        assert all(run_slide(entry, config)["stages"].values())
+        out = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+        with h5py.File(out.named("blockmap.h5"), "r") as handle:
+            scores = handle["attention_scores"][()]
+        runs[device] = (scores, np.asarray(Image.open(out.named("heatmap.png"))))
+    (cpu_scores, cpu_png), (gpu_scores, gpu_png) = runs["cpu"], runs["cuda"]
+    assert gpu_png.shape == cpu_png.shape
+    # attention of the CPU float32 features: TF32 convolutions (cuDNN's default) or bfloat16 features
+    # move the raw scores by a small fraction of their range
+    tolerance = 0.02 if precision == "float32" else 0.05
+    np.testing.assert_allclose(gpu_scores, cpu_scores, rtol=0, atol=tolerance * np.ptp(cpu_scores))
+
+
 def test_a_slide_without_tissue_is_a_clear_error(setup: Path, tmp_path: Path) -> None:
     import tifffile
 

@@ -383,3 +383,32 @@ def test_a_feature_size_the_model_does_not_take_names_the_bag(setup: Path, tmp_p
         tmp_path / "h.png",
     )
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(features) in err
+
+
+def test_a_new_features_precision_remakes_the_features_and_what_follows(
+    setup: Path, tmp_path: Path, capsys, single_thread: None
+) -> None:
+    out = tmp_path / "out"
+    assert ran(run_all(_config(setup, out))) == {"slide_0": ALL}
+    half = _config(setup, out, features={"precision": "bfloat16"})
+    results = run_all(half)
+    assert ran(results) == {"slide_0": ALL - {"tissue", "patches"}}, results["slide_0"]["summary"]
+    assert "features (precision changed)" in results["slide_0"]["summary"]
+    features_h5 = SlideOutputs(out, "slide_0").features_h5
+    with h5py.File(features_h5, "r") as handle:
+        assert handle["features"].dtype == np.float32
+        assert json.loads(handle.attrs["parameters"])["features"]["precision"] == "bfloat16"
+    assert ran(run_all(half)) == {"slide_0": set()}  # the same precision again: all reused
+    assert ran(run_all(_config(setup, out))) == {"slide_0": ALL - {"tissue", "patches"}}  # never stale
+    config_path = setup.parent / "config_out.yaml"
+    code, _, err = _cli(capsys, "wsi", "run", config_path, "--quiet")
+    assert code == 0, err
+    broken = yaml.safe_load(config_path.read_text())
+    broken["features"]["precision"] = "float8"
+    config_path.write_text(yaml.safe_dump(broken))
+    code, _, err = _cli(capsys, "wsi", "run", config_path, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "features.precision" in err and "'float8'" in err
+    slide = setup.parent / "slides" / "slide_0.tif"
+    code, _, err = _cli(capsys, "wsi", "features", slide, "-o", tmp_path / "f", "--precision", "half")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'half'" in err

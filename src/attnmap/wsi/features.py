@@ -8,6 +8,7 @@ file exists and its datasets agree" is a sound test for "this slide is done" (`f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 from collections.abc import Mapping
@@ -24,6 +25,13 @@ from attnmap.wsi.encoders import Encoder
 from attnmap.wsi.prefetch import prefetch
 
 logger = logging.getLogger(__name__)
+
+PRECISIONS: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+"""The encoder's compute precision by name: float32 runs as it is; the others under `torch.autocast`."""
 
 
 def _slide_path(slide: Any) -> str:
@@ -96,6 +104,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def encoder_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context the encoder's forward runs in: nothing for float32, else `torch.autocast`.
+
+    Why autocast rather than casting the model: autocast keeps precision-sensitive operations
+    (reductions, normalisations) in float32, so a half-precision run stays close to float32 while
+    matrix products and convolutions run at the GPU's half-precision rate.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if not torch.amp.is_autocast_available(device.type):
+        raise InputError(f"precision {precision} needs torch.autocast, unavailable on {device.type}")
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
 def extract_features(
     slide: Any,
     coords: np.ndarray,
@@ -106,8 +130,12 @@ def extract_features(
     num_workers: int = 0,
     device: str | torch.device | None = "cpu",
     progress: bool = True,
+    precision: str = "float32",
 ) -> np.ndarray:
     """Encode the patches at ``coords`` (level-0 top-left [x, y]) → (N, feature_dim) float32.
+
+    ``precision``: "float32", or "bfloat16" / "float16" to run the encoder under `torch.autocast`
+    (`encoder_precision`); the features are returned (and stored) as float32 either way.
 
     ``slide``: a path or a slide object with a ``.path`` (reopened by each loader worker).
     ``num_workers`` loader processes read and transform patches while the encoder runs; inside a
@@ -128,6 +156,7 @@ def extract_features(
         logger.info("inside a daemonic worker process: reading patches without loader workers")
         num_workers = 0
     target = resolve_device(device)
+    autocast = encoder_precision(precision, target)  # a bad name fails before any patch is read
     model = model.to(target).eval()
     dataset = PatchDataset(_slide_path(slide), coords, patch_size, level, transform)
     loader = torch.utils.data.DataLoader(
@@ -144,7 +173,9 @@ def extract_features(
     with torch.inference_mode():
         bar = tqdm(batches, "features", len(loader), leave=False, disable=not progress, unit="batch")
         for batch in bar:
-            features = model(batch.to(target, non_blocking=True)).float().cpu().numpy()
+            with autocast:  # the forward only: patches are read and transformed in float32
+                features = model(batch.to(target, non_blocking=True))
+            features = features.float().cpu().numpy()
             output[filled : filled + len(features)] = features
             filled += len(features)
     return output

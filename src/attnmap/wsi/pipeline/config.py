@@ -20,6 +20,7 @@ from annotated_types import Ge
 
 from attnmap.errors import InputError
 from attnmap.validation import STRICT, Check, validate_mapping
+from attnmap.wsi.features import PRECISIONS
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.patching import CONTOUR_CHECKS
 from attnmap.wsi.tissue import PRESETS, resolve_parameters
@@ -28,6 +29,7 @@ Positive = Annotated[int, Ge(1)]
 NonNegative = Annotated[int, Ge(0)]
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 ContourCheck = Literal[CONTOUR_CHECKS]  # type: ignore[valid-type]
+Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
 
 
 def check_device(device: str) -> str:
@@ -126,6 +128,11 @@ class FeaturesConfig:
     batch_size: Positive = field(default=64, metadata={"help": "Patches per forward pass."})
     num_workers: NonNegative = field(default=0, metadata={"help": "Patch-reading processes."})
     seed: int = field(default=0, metadata={"help": "Seed of random encoder weights."})
+    precision: Precision = field(
+        default="float32",
+        metadata={"help": "The encoder's compute precision (bfloat16, float16: torch.autocast); "
+                  "stored features are float32."},
+    )
     save_pt: bool = field(default=True, metadata={"help": "Also write pt_files/<slide>.pt."})
 
 

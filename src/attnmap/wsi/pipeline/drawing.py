@@ -101,6 +101,7 @@ def _overlap_scores(
         num_workers=f.num_workers,
         device=device,
         progress=False,
+        precision=f.precision,
     )
     model, checksum = cached_clam(config.model.checkpoint, device)
     bag = infer_bag(model, features)

@@ -4,8 +4,9 @@ Each stage's fingerprint holds its own parameters, its stage version and its ups
 fingerprints, so a change anywhere reaches exactly the outputs below it: a new ``a_t`` remakes the
 tissue and everything after; a new model checkpoint (content hash) remakes attention, heatmap,
 samples and prediction but keeps tissue, patches and features; a heatmap colour map remakes the
-heatmap only. Parameters that cannot change a result (batch size, workers, device, output folder)
-are left out, so changing them reuses everything.
+heatmap only; a new ``features.precision`` remakes the features and everything after them.
+Parameters that cannot change a result (batch size, workers, device, output folder) are left out,
+so changing them reuses everything.
 
 ``STAGE_VERSIONS`` is the attnmap version that matters: raise a stage's number when its
 algorithm or file layout changes, and only that stage and what follows are recomputed.
@@ -82,6 +83,7 @@ class StageFingerprints:
             "features",
             patches=self.patches.value,
             encoder=encoder_identity(self.config.features),
+            precision=self.config.features.precision,  # half precision gives other (close) numbers
         )  # save_pt is not a cause: a missing .pt when asked for is a reason of its own
 
     @functools.cached_property

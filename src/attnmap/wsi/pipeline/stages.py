@@ -172,6 +172,7 @@ def features_stage(
         num_workers=f.num_workers,
         device=device,
         progress=progress,
+        precision=f.precision,
     )
     record = slide_provenance(
         config,
