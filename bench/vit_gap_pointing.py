@@ -9,6 +9,7 @@ and a 95 % paired-bootstrap interval of the difference (both models see the same
 the images shows how far the difference of a test set of this size can move).
 
     python bench/vit_gap_pointing.py --gap-weights /tmp/shapes_gap.safetensors --n 200
+    python bench/vit_gap_pointing.py --gap-weights /tmp/shapes_gap16.safetensors --epochs 16 --n 1000
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ from attnmap.evaluate.pointing import pointing_hits
 GAP_OPTIONS = {"global_pool": "avg", "class_token": False, "fc_norm": True}
 
 
-def gap_model(weights: Path | None) -> torch.nn.Module:
+def gap_model(weights: Path | None, epochs: int | None = None) -> torch.nn.Module:
+    """The GAP shapes ViT at ``weights``; trained there first (seed 0, 1 thread) if missing, for
+    ``epochs`` (default: the bundled model's recipe)."""
     from safetensors.torch import load_file
 
     if weights is None or not weights.exists():
-        from attnmap.data.train_shapes import train_shapes_vit
+        from attnmap.data.train_shapes import RECIPE, train_shapes_vit
 
         weights = weights or Path("shapes_gap.safetensors")
-        train_shapes_vit(weights, seed=0, threads=1, model_options=GAP_OPTIONS, progress=True)
+        train_shapes_vit(
+            weights, seed=0, epochs=epochs or RECIPE["epochs"], threads=1, model_options=GAP_OPTIONS,
+            progress=True,
+        )
     model = build_shapes_vit(**GAP_OPTIONS)
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
@@ -68,12 +74,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gap-weights", type=Path, default=None,
                         help="trained GAP weights (.safetensors); trained and written there if missing")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs of a GAP model trained here (default: the CLS model's recipe)")
     parser.add_argument("--n", type=int, default=200, help="held-out images (seed-1 stream)")
     parser.add_argument("--methods", default=",".join(sorted(attnmap.methods())), help="comma-separated")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = ShapesDataset(args.n, seed=1)
-    cls_model, avg_model = load_shapes_vit(), gap_model(args.gap_weights)
+    cls_model, avg_model = load_shapes_vit(), gap_model(args.gap_weights, args.epochs)
     print(f"n = {args.n} images of the seed-1 stream")
     print("| method | CLS model % | GAP model % | GAP − CLS | 95 % interval |\n|---|---|---|---|---|")
     for method in args.methods.split(","):

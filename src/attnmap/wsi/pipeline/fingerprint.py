@@ -79,11 +79,14 @@ class StageFingerprints:
 
     @functools.cached_property
     def features(self) -> Fingerprint:
+        # half precision gives other (close) numbers; float32 adds no key, so that features written
+        # before the option existed keep their fingerprint
+        precision = self.config.features.precision
         return self._make(
             "features",
             patches=self.patches.value,
             encoder=encoder_identity(self.config.features),
-            precision=self.config.features.precision,  # half precision gives other (close) numbers
+            **({} if precision == "float32" else {"precision": precision}),
         )  # save_pt is not a cause: a missing .pt when asked for is a reason of its own
 
     @functools.cached_property
