@@ -114,3 +114,30 @@ def test_one_worker_runs_in_this_process_with_every_core() -> None:
     assert torch.get_num_threads() == before  # restored after the run
     pinned = run_tasks(_where_and_threads, [1], workers=1, progress=False, threads=1)
     assert pinned.done[0].result["threads"] == 1
+
+
+def test_run_report_rewrites_are_spaced_and_the_last_one_holds_every_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rewriting the whole report after every item costs time quadratic in the items
+    import json
+
+    from attnmap import parallel
+
+    writes: list[int] = []
+    save = parallel.RunReport.save
+
+    def counted(self: parallel.RunReport, path: str | Path) -> Path:
+        writes.append(sum(entry.status == "done" for entry in self.items))
+        return save(self, path)
+
+    monkeypatch.setattr(parallel.RunReport, "save", counted)
+    path = tmp_path / "run_report.json"
+    run_tasks(_where_and_threads, range(50), workers=1, progress=False, report=path)
+    assert len(writes) < 10  # 50 items in well under REPORT_INTERVAL_S × 8
+    assert writes[-1] == 50
+    assert json.loads(path.read_text())["summary"]["done"] == 50
+    monkeypatch.setattr(parallel, "REPORT_INTERVAL_S", 0.0)
+    writes.clear()
+    run_tasks(_where_and_threads, range(5), workers=1, progress=False, report=path)
+    assert writes == [0, 1, 2, 3, 4, 5, 5]  # the start, each item, the end

@@ -36,6 +36,12 @@ from attnmap.threads import compute_threads, set_compute_threads, threads_per_ta
 
 # How long to wait for an existing scheduler before giving up with a clear error.
 SCHEDULER_TIMEOUT = "15s"
+
+REPORT_INTERVAL_S = 1.0
+"""Least time between two rewrites of the run report while items finish. Each rewrite serialises
+the whole report, so rewriting it after every item costs time quadratic in the number of items
+(and that CPU is taken from the slides); a finished item's outputs are on disk whatever the report
+says, and the last rewrite, at the end of the run, is never skipped."""
 # Dask event topic on which tasks announce finished stages (for the per-stage progress bars).
 STAGE_TOPIC = "attnmap-stage"
 
@@ -219,9 +225,10 @@ def run_tasks(
     on a LocalCluster bound to 127.0.0.1, or the existing cluster at ``scheduler``; one local worker
     runs the items in this process (no cluster). ``threads``: torch/OpenCV threads per task
     (default: a host's cores ÷ the tasks it runs at once). Items for which
-    ``is_complete(item)`` is true are skipped. ``report``: JSON path, rewritten as items finish so
-    an interrupted run still leaves an accurate record. ``stages``: names ``fn`` announces with
-    `report_stage`; each gets its own progress bar below the items' bar.
+    ``is_complete(item)`` is true are skipped. ``report``: JSON path, rewritten as items finish (at
+    most every `REPORT_INTERVAL_S`, and at the end) so an interrupted run still leaves a record.
+    ``stages``: names ``fn`` announces with `report_stage`; each gets its own progress bar below the
+    items' bar.
     """
     items = list(items)
     if scheduler is None and (not isinstance(workers, int) or workers < 1):
@@ -240,10 +247,15 @@ def run_tasks(
         else:
             todo.append(index)
 
-    def save() -> None:
-        run_report.seconds = time.perf_counter() - start
-        if report is not None:
+    last_save = -float("inf")
+
+    def save(final: bool = False) -> None:
+        nonlocal last_save
+        now = time.perf_counter()
+        run_report.seconds = now - start
+        if report is not None and (final or now - last_save >= REPORT_INTERVAL_S):
             run_report.save(report)
+            last_save = now
 
     save()
     if todo and scheduler is None and workers == 1:
@@ -262,7 +274,7 @@ def run_tasks(
                     client, fn, items, todo, run_report, retries, desc, progress, save, task_threads
                 )
             run_report.stage_counts = stage_bars.counts
-    save()
+    save(final=True)
     return run_report
 
 
