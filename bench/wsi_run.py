@@ -1,7 +1,7 @@
 """`attnmap wsi run` end to end (heatmap overlap 0.5) against CLAM's three scripts, in one process.
 
 Usage: ``python bench/wsi_run.py [--size 4096] [--encoder resnet50_trunc] [--batch-size 64] [--repeats 1]
-[--device cpu|cuda] [--precision float32|bfloat16|float16]``
+[--device cpu|cuda] [--precision float32|bfloat16|float16] [--eager]``
 
 Writes one synthetic slide (`attnmap.data.synthetic_slides`) and a CLAM_SB with seeded random
 weights, then times, with the same torch threads (every available core), the same encoder network
@@ -17,7 +17,10 @@ and the same CLAM network (both loaded before timing starts), alternating when `
 
 ``--device cuda`` puts both encoders and both CLAM networks on the GPU; ``--precision`` is
 attnmap's ``features.precision`` (and the bare encoder's): CLAM's scripts have no such option and
-always run float32, which the output then says.
+always run float32, which the output then says. On the CPU in float32 attnmap runs a convolutional
+encoder as a checked oneDNN graph (``features.cpu_graph``, `attnmap.wsi.encoder_graph`), and so does
+its bare encoder; ``--eager`` turns that off, to show how much of the speed-up it makes. CLAM's
+scripts run the eager model, as their code does.
 
 Printed: CLAM's seconds per step and patches encoded per step; the speed-up of `wsi run` over all
 three scripts, and over them with create_heatmaps' own block-grid feature pass left out (as if its
@@ -43,17 +46,16 @@ from common import write_run_config
 
 
 class Counter:
-    """Rows through the encoder (a forward pre-hook) and seconds inside the feature extraction calls."""
+    """Patches encoded (the coordinates given to `extract_features`, whichever network runs them)
+    and seconds inside the feature extraction calls."""
 
     def __init__(self) -> None:
         self.rows = 0
         self.seconds = 0.0
 
-    def hook(self, module: Any, inputs: tuple) -> None:
-        self.rows += int(inputs[0].shape[0])
-
     def timed(self, function: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.rows += len(args[1] if len(args) > 1 else kwargs["coords"])
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
@@ -64,10 +66,11 @@ class Counter:
 
 
 def bare_encoder_rate(
-    encoder: Any, slide_path: str, batch_size: int, device: torch.device, precision: str
+    encoder: Any, slide_path: str, batch_size: int, device: torch.device, precision: str, cpu_graph: bool
 ) -> float:
     """Patches/s of the model alone on two batches of transformed patches already on ``device``, in
-    ``precision`` (the GPU waited for before the clock stops)."""
+    ``precision`` (the GPU waited for before the clock stops), run as `wsi run` runs it."""
+    from attnmap.wsi.encoder_graph import cpu_inference_graph
     from attnmap.wsi.features import encoder_precision, read_patch_rgb
     from attnmap.wsi.slide import open_slide
 
@@ -80,11 +83,14 @@ def bare_encoder_rate(
     batch = torch.stack(patches).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.inference_mode(), encoder_precision(precision, device):
-        encoder.model(batch[:batch_size])  # warm-up
+        network = encoder.model
+        if cpu_graph and device.type == "cpu" and precision == "float32":
+            network = cpu_inference_graph(network, batch[:batch_size])
+        network(batch[:batch_size])  # warm-up
         sync()
         start = time.perf_counter()
         for first in range(0, len(batch), batch_size):
-            encoder.model(batch[first : first + batch_size])
+            network(batch[first : first + batch_size])
         sync()
     return len(batch) / (time.perf_counter() - start)
 
@@ -101,6 +107,9 @@ def main() -> None:
         default="float32",
         choices=["float32", "bfloat16", "float16"],
         help="attnmap's features.precision (CLAM's scripts run float32)",
+    )
+    parser.add_argument(
+        "--eager", action="store_true", help="attnmap without features.cpu_graph (the eager encoder)"
     )
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -130,6 +139,7 @@ def main() -> None:
                     "encoder": args.encoder,
                     "batch_size": args.batch_size,
                     "precision": args.precision,
+                    "cpu_graph": not args.eager,
                 },
             },
         )
@@ -139,15 +149,17 @@ def main() -> None:
         encoder, _ = stages_module.cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, str(device))
         model, _ = stages_module.cached_clam(config.model.checkpoint, str(device))
         counter = Counter()
-        encoder.model.register_forward_pre_hook(counter.hook)
         stages_module.extract_features = counter.timed(stages_module.extract_features)
         shared_module.extract_features = counter.timed(shared_module.extract_features)
 
         set_compute_threads(cores)
         ours_times, clam_times, bare_rates, inside_rates = [], [], [], []
         clam_runs = []
+        graph = not args.eager
         for repeat in range(args.repeats):  # alternating, so that a change in load hits both alike
-            bare_rates.append(bare_encoder_rate(encoder, slide_path, args.batch_size, device, args.precision))
+            bare_rates.append(
+                bare_encoder_rate(encoder, slide_path, args.batch_size, device, args.precision, graph)
+            )
             counter.rows, counter.seconds = 0, 0.0
             run_config = load_config(config_path, output_dir=str(root / f"out_{repeat}"), device=str(device))
             start = time.perf_counter()

@@ -21,6 +21,7 @@ import torch
 from attnmap.errors import InputError
 from attnmap.io_utils import atomic_path
 from attnmap.provenance import write_sidecar
+from attnmap.wsi.encoder_graph import cpu_inference_graph
 from attnmap.wsi.encoders import Encoder
 from attnmap.wsi.prefetch import prefetch
 
@@ -131,11 +132,14 @@ def extract_features(
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     precision: str = "float32",
+    cpu_graph: bool = True,
 ) -> np.ndarray:
     """Encode the patches at ``coords`` (level-0 top-left [x, y]) → (N, feature_dim) float32.
 
     ``precision``: "float32", or "bfloat16" / "float16" to run the encoder under `torch.autocast`
     (`encoder_precision`); the features are returned (and stored) as float32 either way.
+    ``cpu_graph``: on the CPU in float32, run a convolutional encoder as a checked oneDNN inference
+    graph (`attnmap.wsi.encoder_graph`; features equal the eager model's up to round-off).
 
     ``slide``: a path or a slide object with a ``.path`` (reopened by each loader worker).
     ``num_workers`` loader processes read and transform patches while the encoder runs; inside a
@@ -170,11 +174,15 @@ def extract_features(
     batches = loader if num_workers > 0 else prefetch(loader, depth=2)
     output = np.empty((len(coords), feature_dim), dtype=np.float32)
     filled = 0
+    runner, build_graph = model, cpu_graph and target.type == "cpu" and precision == "float32"
     with torch.inference_mode():
         bar = tqdm(batches, "features", len(loader), leave=False, disable=not progress, unit="batch")
         for batch in bar:
+            batch = batch.to(target, non_blocking=True)
+            if build_graph:  # on the first batch: the graph is checked on real patches
+                runner, build_graph = cpu_inference_graph(model, batch), False
             with autocast:  # the forward only: patches are read and transformed in float32
-                features = model(batch.to(target, non_blocking=True))
+                features = runner(batch)
             features = features.float().cpu().numpy()
             output[filled : filled + len(features)] = features
             filled += len(features)

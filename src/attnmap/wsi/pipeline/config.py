@@ -133,6 +133,11 @@ class FeaturesConfig:
         metadata={"help": "The encoder's compute precision (bfloat16, float16: torch.autocast); "
                   "stored features are float32."},
     )
+    cpu_graph: bool = field(
+        default=True,
+        metadata={"help": "On CPU in float32, run a convolutional encoder as a checked oneDNN graph "
+                  "(features equal up to round-off; off: the eager model)."},
+    )
     save_pt: bool = field(default=True, metadata={"help": "Also write pt_files/<slide>.pt."})
 
 

@@ -102,6 +102,7 @@ def _overlap_scores(
         device=device,
         progress=False,
         precision=f.precision,
+        cpu_graph=f.cpu_graph,
     )
     model, checksum = cached_clam(config.model.checkpoint, device)
     bag = infer_bag(model, features)

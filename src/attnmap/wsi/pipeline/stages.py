@@ -173,6 +173,7 @@ def features_stage(
         device=device,
         progress=progress,
         precision=f.precision,
+        cpu_graph=f.cpu_graph,
     )
     record = slide_provenance(
         config,
