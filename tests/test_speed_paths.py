@@ -64,10 +64,24 @@ def test_thread_counts_follow_the_affinity_mask() -> None:
 
 
 def test_idle_cores_leave_busy_cores_to_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
-    assert idle_cores() == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only this process
-    assert idle_cores() == available_cores()
+    import attnmap.threads as threads
+
+    cores = sorted(os.sched_getaffinity(0))
+    samples = iter([{core: (0, 0) for core in cores}, {core: (100, 100) for core in cores}])
+    monkeypatch.setattr(threads, "_core_times", lambda: next(samples))  # every core busy throughout
+    assert idle_cores(0.0) == 1
+    samples = iter([{core: (0, 0) for core in cores}, {core: (0, 100) for core in cores}])
+    assert idle_cores(0.0) == available_cores()  # all idle: whatever the load average still says
+    if len(cores) > 1:  # one core busy, the others idle
+        ends = {core: (100 if core == cores[0] else 0, 100) for core in cores}
+        samples = iter([{core: (0, 0) for core in cores}, ends])
+        assert idle_cores(0.0) == available_cores() - 1
+    monkeypatch.setattr(threads, "_core_times", lambda: None)  # no /proc/stat
+    assert idle_cores(0.0) == available_cores()
+
+
+def test_idle_cores_reads_this_machine() -> None:
+    assert 1 <= idle_cores() <= available_cores()
 
 
 def test_matching_rows_finds_exact_coordinates_only() -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def available_cores() -> int:
@@ -28,19 +30,48 @@ def threads_per_task(concurrent_tasks: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, int(concurrent_tasks)))
 
 
-def idle_cores(own_load: float = 1.0) -> int:
-    """Available cores that other processes are not already using, at least 1.
+def _core_times() -> dict[int, tuple[int, int]] | None:
+    """{core: (busy, total) clock ticks since boot} from /proc/stat, or None where it is unreadable."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    times = {}
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and len(fields) >= 5:
+            ticks = [int(value) for value in fields[:8]]  # guest time is already inside user time
+            idle = ticks[3] + ticks[4]  # idle and waiting for I/O
+            times[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return times or None
 
-    From the 1-minute load average less ``own_load`` (this process's own share of it). Why: OpenMP
-    threads wait for each other at every parallel region, so on a busy machine one descheduled
-    thread stalls the rest, and fewer threads than cores finish sooner.
+
+def idle_cores(sample_seconds: float = 0.2) -> int:
+    """Available cores that other processes are not using now, at least 1.
+
+    Measured over ``sample_seconds`` while this process waits: the busy share of each core it may
+    run on, from /proc/stat (all available cores where that cannot be read). Why: OpenMP threads
+    wait for each other at every parallel region, so on a busy machine one descheduled thread
+    stalls the rest, and fewer threads than cores finish sooner. Why now rather than the load
+    average: the 1-minute load average still counts a job that ended a minute ago, and a run
+    started right after a heavy one would use half the machine for nothing.
     """
     cores = available_cores()
     try:
-        others = max(0.0, os.getloadavg()[0] - own_load)
-    except (AttributeError, OSError):  # no load average on this platform
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):  # not Linux
         return cores
-    return max(1, min(cores, int(cores - others + 0.5)))
+    before = _core_times()
+    if before is None:
+        return cores
+    time.sleep(sample_seconds)
+    after = _core_times() or {}
+    busy = 0.0
+    for core in allowed:
+        if core in before and core in after:
+            elapsed = after[core][1] - before[core][1]
+            busy += (after[core][0] - before[core][0]) / elapsed if elapsed > 0 else 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
 
 
 def default_torch_threads() -> int:
