@@ -37,3 +37,33 @@ def test_local_workers_keep_glibc_memory_reuse(monkeypatch: pytest.MonkeyPatch) 
     monitor = LOCAL_CLUSTER_CONFIG["distributed.worker.memory.monitor-interval"]
     assert {result["memory_monitor"] for result in results} == {monitor}
     assert os.getpid() not in {result["pid"] for result in results}
+
+
+def two_stages(item: int) -> dict:
+    """A task that announces two stages, failing between them for item 3."""
+    from attnmap.parallel import report_stage
+
+    report_stage("first")
+    if item == 3:
+        raise ValueError("broken item")
+    report_stage("second")
+    return {"item": item}
+
+
+@pytest.mark.slow
+def test_stage_counts_come_from_the_tasks_and_events_only_feed_progress_bars() -> None:
+    from distributed import Client
+
+    from attnmap.parallel import STAGE_TOPIC
+    from attnmap.parallel_dask import local_cluster
+
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        for progress, events in ((False, 0), (True, 7)):
+            report = run_tasks(
+                two_stages, range(4), scheduler=cluster.scheduler_address, progress=progress,
+                stages=["first", "second"],
+            )
+            assert [entry.status for entry in report.items] == ["done"] * 3 + ["failed"]
+            assert report.stage_counts == {"first": 4, "second": 3}
+            logged = client.get_events(STAGE_TOPIC)
+            assert len(logged) == events  # each announced stage is an event; none without bars

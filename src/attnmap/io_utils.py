@@ -84,6 +84,13 @@ def write_json_atomic(path: str | Path, payload: object) -> Path:
     return write_bytes_atomic(path, text.encode())
 
 
+PNG_COMPRESS_LEVEL = 3
+"""zlib level of every PNG attnmap writes. PNG is lossless at every level: the level trades encoding
+time for size. PIL's default, 6, takes about twice as long as 3 on heatmaps and nearly three times
+as long on tissue crops, for files within a few percent of the size (level 3 is even smaller on
+crops); on small slides, encoding the top/bottom patch crops at level 6 was most of a slide's time."""
+
+
 def save_png(path: str | Path, image: np.ndarray, metadata: Mapping[str, str] | None = None) -> Path:
     """Save an RGB/RGBA/grey uint8 image as PNG with ``metadata`` as text chunks, atomically."""
     from PIL import Image, PngImagePlugin
@@ -97,7 +104,9 @@ def save_png(path: str | Path, image: np.ndarray, metadata: Mapping[str, str] | 
     for key, value in (metadata or {}).items():
         info.add_text(str(key), str(value))
     with atomic_path(path) as temporary:
-        Image.fromarray(np.ascontiguousarray(array)).save(temporary, format="PNG", pnginfo=info)
+        Image.fromarray(np.ascontiguousarray(array)).save(
+            temporary, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL
+        )
     return Path(path)
 
 

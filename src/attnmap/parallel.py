@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import traceback
 import zlib
@@ -120,16 +121,22 @@ def describe_item(item: object) -> str:
 
 
 def run_item(
-    fn: Callable[[Any], dict], item: Any, threads: int | Mapping[str, int] | None = None
+    fn: Callable[[Any], dict],
+    item: Any,
+    threads: int | Mapping[str, int] | None = None,
+    announce: bool = False,
 ) -> dict[str, Any]:
     """Run ``fn(item)``, turning an exception into a record instead of a task failure.
 
     Top level (not a closure) so dask pickles it by reference. ``threads``: torch/OpenCV threads for
     the task, or {host: concurrent tasks on that host} so that a dask worker takes its share of its
     own machine's cores; None leaves the thread counts as they are. Spreads workers over the GPUs.
+    The record lists the stages ``fn`` finished (`report_stage`); ``announce`` also sends each one
+    to the client as it happens, for live progress bars.
     """
     if threads is not None:
         _configure_worker(threads)
+    _TASK.stages, _TASK.announce = [], announce
     start = time.perf_counter()
     try:
         result = fn(item)
@@ -140,9 +147,18 @@ def run_item(
             "message": str(error),
             "traceback": traceback.format_exc(),
             "seconds": time.perf_counter() - start,
+            "stages": _TASK.stages,
         }
-    return {"status": "done", "result": _jsonable(result), "seconds": time.perf_counter() - start}
+    finally:
+        stages, _TASK.stages = _TASK.stages, None
+    seconds = time.perf_counter() - start
+    return {"status": "done", "result": _jsonable(result), "seconds": seconds, "stages": stages}
 
+
+# The task running in this thread (dask runs a worker's tasks in threads): the stages it finished
+# and whether to announce them. A stage event wakes the worker's event loop and costs the task about
+# a millisecond, so events are sent only when a client shows them.
+_TASK = threading.local()
 
 # Set while items run in this process: `report_stage` calls it instead of sending a dask event.
 _STAGE_LISTENER: Callable[[str], None] | None = None
@@ -155,6 +171,12 @@ def report_stage(stage: str) -> None:
     """
     if _STAGE_LISTENER is not None:
         _STAGE_LISTENER(stage)
+        return
+    stages = getattr(_TASK, "stages", None)
+    if stages is None:  # not inside `run_item`
+        return
+    stages.append(stage)
+    if not _TASK.announce:
         return
     try:
         from distributed import get_worker
@@ -270,10 +292,10 @@ def run_tasks(
                 run_report.workers = len(client.scheduler_info().get("workers", {}))
             task_threads: int | dict[str, int] = threads if threads is not None else tasks_per_host(client)
             with StageBars(client, stages, len(todo), progress) as stage_bars:
-                submit_and_collect(
-                    client, fn, items, todo, run_report, retries, desc, progress, save, task_threads
+                run_report.stage_counts = submit_and_collect(
+                    client, fn, items, todo, run_report, retries, desc, progress, save, task_threads, stages
                 )
-            run_report.stage_counts = stage_bars.counts
+                stage_bars.expected.update(run_report.stage_counts)
     save(final=True)
     return run_report
 

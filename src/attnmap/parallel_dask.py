@@ -65,10 +65,16 @@ def submit_and_collect(
     progress: bool,
     save: Callable[[], None],
     threads: int | Mapping[str, int],
-) -> None:
+    stages: Sequence[str] | None,
+) -> dict[str, int]:
+    """Run the ``todo`` items on the cluster, recording each outcome as it arrives; returns how many
+    items finished each of ``stages`` (from the tasks' own records: a task rerun after its worker
+    died counts once)."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
+    counts: dict[str, int] = dict.fromkeys(stages or [], 0)
+    announce = progress and bool(counts)  # live stage events only where bars show them
     futures = {}
     for index in todo:
         future = client.submit(
@@ -76,6 +82,7 @@ def submit_and_collect(
             fn,
             items[index],
             threads,
+            announce,
             retries=retries,
             pure=False,
             key=f"attnmap-{index}-{time.time_ns()}",
@@ -93,9 +100,13 @@ def submit_and_collect(
                     "traceback": "".join(traceback.format_exception(error)),
                 }
             record_outcome(run_report.items[futures[future]], outcome)
+            for stage in outcome.get("stages") or []:
+                if stage in counts:
+                    counts[stage] += 1
             bar.update(1)
             bar.set_postfix(failed=len(run_report.failed))
             save()
+    return counts
 
 
 def tasks_per_host(client: Any) -> dict[str, int]:
@@ -108,19 +119,19 @@ def tasks_per_host(client: Any) -> dict[str, int]:
 
 
 class StageBars:
-    """Counts of finished stages from the `STAGE_TOPIC` events tasks send (`report_stage`), one bar each.
-
-    The counts end up in the run report (``stage_counts``); a stage rerun after a worker died is
-    counted once more than it finished, so counts are capped at the number of items.
+    """Live progress bars, one per stage, from the `STAGE_TOPIC` events tasks send (`report_stage`)
+    when ``progress`` is on; nothing otherwise. A stage rerun after a worker died sends its event
+    again, so a bar is capped at the number of items (the run report counts from the tasks' records).
     """
 
     def __init__(self, client: Any, stages: Sequence[str] | None, total: int, progress: bool) -> None:
         self.client, self.stages, self.total, self.progress = client, list(stages or []), total, progress
         self.counts: dict[str, int] = dict.fromkeys(self.stages, 0)
+        self.expected: dict[str, int] = dict.fromkeys(self.stages, total)  # set to the records' counts
         self.bars: dict[str, Any] = {}
 
     def __enter__(self) -> StageBars:
-        if not self.stages:
+        if not self.stages or not self.progress:
             return self
         from tqdm.auto import tqdm
 
@@ -131,7 +142,6 @@ class StageBars:
                 unit="item",
                 position=index + 1,
                 leave=False,
-                disable=not self.progress,
             )
             for index, name in enumerate(self.stages)
         }
@@ -145,10 +155,14 @@ class StageBars:
             self.bars[stage].update(1)
 
     def __exit__(self, *exc_info: object) -> None:
-        if not self.stages:
+        if not self.bars:
             return
         deadline = time.monotonic() + 3.0  # events travel via the scheduler: let the last ones arrive
-        while exc_info[0] is None and min(self.counts.values()) < self.total and time.monotonic() < deadline:
+
+        def behind() -> bool:
+            return any(self.counts[name] < min(self.total, self.expected[name]) for name in self.stages)
+
+        while exc_info[0] is None and behind() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.client.unsubscribe_topic(STAGE_TOPIC)
         for bar in self.bars.values():

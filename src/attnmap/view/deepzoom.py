@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from attnmap.errors import InputError
+from attnmap.io_utils import PNG_COMPRESS_LEVEL
 from attnmap.wsi.slide import OpenSlideSlide, Slide
 
 TILE_SIZE = 254
@@ -131,5 +132,5 @@ class SlideTiles:
 
 def encode_png(rgba: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buffer, "PNG", optimize=False, compress_level=3)
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG", optimize=False, compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()

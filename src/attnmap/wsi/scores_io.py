@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.io_utils import save_png
 from attnmap.wsi.heatmap.scores import to_percentiles
 from attnmap.wsi.slide import Slide
 
@@ -126,9 +127,6 @@ def save_patch_samples(
     ``{rank}_{slide}_x_{x}_y_{y}_a_{percentile:.3f}.png`` with level-0 coordinates; each PNG carries
     ``metadata`` as text chunks.
     """
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
     level = slide.check_level(level)
     if top_k < 0 or bottom_k < 0:
         raise InputError(f"top_k and bottom_k must be >= 0, got {top_k} and {bottom_k}")
@@ -143,12 +141,8 @@ def save_patch_samples(
         target.mkdir(parents=True, exist_ok=True)
         picked = zip(picked_coords.tolist(), picked_scores.tolist(), strict=True)
         for rank, ((x, y), score) in enumerate(picked):
-            info = PngInfo()
             texts = {**dict(metadata or {}), "patch_level": str(level), "percentile": f"{score:.6f}"}
-            for key, value in texts.items():
-                info.add_text(str(key), str(value))
             crop = slide.read_region((x, y), level, (patch_size, patch_size))
             path = target / f"{rank}_{slide_name}_x_{x}_y_{y}_a_{score:.3f}.png"
-            Image.fromarray(crop).save(path, pnginfo=info)
-            written.append(path)
+            written.append(save_png(path, crop, texts))
     return written
