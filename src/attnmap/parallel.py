@@ -43,6 +43,7 @@ REPORT_INTERVAL_S = 1.0
 the whole report, so rewriting it after every item costs time quadratic in the number of items
 (and that CPU is taken from the slides); a finished item's outputs are on disk whatever the report
 says, and the last rewrite, at the end of the run, is never skipped."""
+
 # Dask event topic on which tasks announce finished stages (for the per-stage progress bars).
 STAGE_TOPIC = "attnmap-stage"
 
