@@ -13,9 +13,9 @@ about (it turned a tensor into a Python value: a branch on the data or on a size
 fixes) keeps running eagerly, and the graph, built on two patches, is compared with the eager model
 on three (another batch size, so a size baked into the trace shows). A failure to trace, or any
 difference beyond round-off, keeps the eager model and says why in the log; a feature is never
-computed by a graph that disagrees with the model. The
-TorchScript functions used here are deprecated in favour of `torch.compile`, whose CPU compilation
-of a ResNet trunk takes longer than encoding a slide; should they go away, the eager model is used.
+computed by a graph that disagrees with the model. The TorchScript functions used here are
+deprecated in favour of `torch.compile`, whose CPU compilation of a ResNet trunk takes longer than
+encoding a slide; should they go away, the eager model is used.
 """
 
 from __future__ import annotations
