@@ -79,6 +79,10 @@ def test_graph_is_rebuilt_when_the_weights_change() -> None:
         assert after is not before
         assert _relative(after(images), model(images)) < 1e-5
         assert _relative(before(images), model(images)) > 1e-2
+        model.stem[2] = nn.Tanh()  # a swapped submodule without weights changes the model too
+        swapped = cpu_inference_graph(model, images)
+        assert swapped is not after
+        assert _relative(swapped(images), model(images)) < 1e-5
 
 
 def test_models_the_graph_cannot_stand_for_run_eagerly(caplog: pytest.LogCaptureFixture) -> None:

@@ -27,6 +27,8 @@ import weakref
 import torch
 from torch import nn
 
+from attnmap.model_state import model_state
+
 logger = logging.getLogger(__name__)
 
 MIN_CONVOLUTIONS = 2
@@ -37,14 +39,6 @@ TOLERANCE = 1e-4
 about 1e-7; a graph that took another path through the model is off by order one."""
 
 _GRAPHS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module]] = weakref.WeakKeyDictionary()
-
-
-def _state_key(model: nn.Module, example: torch.Tensor) -> tuple:
-    """What a graph was built for: the model's tensors (their in-place versions too: the graph holds
-    the weights as constants, so `load_state_dict` or an optimiser step must rebuild it) and the
-    input's per-sample shape and dtype."""
-    tensors = tuple((id(t), t._version) for t in list(model.parameters()) + list(model.buffers()))
-    return tensors, tuple(example.shape[1:]), example.dtype
 
 
 def _convolutions(model: nn.Module) -> int:
@@ -92,7 +86,8 @@ def cpu_inference_graph(model: nn.Module, example: torch.Tensor) -> nn.Module:
     and input shape. Call it under `torch.inference_mode` with the model in eval mode."""
     if example.device.type != "cpu" or example.shape[0] < 3 or _convolutions(model) < MIN_CONVOLUTIONS:
         return model
-    key = _state_key(model, example)
+    # the graph holds the weights as constants: a changed weight or submodule must rebuild it
+    key = model_state(model), tuple(example.shape[1:]), example.dtype
     built = _GRAPHS.setdefault(model, {})
     if key not in built:
         built.clear()  # a graph of an earlier state of the weights is of no further use

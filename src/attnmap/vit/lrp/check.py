@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import UnsupportedModelError
+from attnmap.model_state import model_state
 from attnmap.vit.lrp.twin import Trace
 from attnmap.vit.targets import output_tensor
 
@@ -28,9 +29,7 @@ _MAX_REMEMBERED = 16
 
 
 def _fingerprint(model: nn.Module, images: torch.Tensor) -> tuple:
-    tensors = tuple((id(t), t._version) for t in list(model.parameters()) + list(model.buffers()))
-    modules = tuple(id(m) for m in model.modules())
-    return tensors, modules, tuple(images.shape[1:]), images.dtype, str(images.device)
+    return model_state(model), tuple(images.shape[1:]), images.dtype, str(images.device)
 
 
 def _tolerance(dtype: torch.dtype, reference: torch.Tensor) -> float:
