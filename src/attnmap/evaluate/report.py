@@ -73,7 +73,6 @@ def plot_curves(result: EvaluationResult, path: str | Path, provenance: Mapping[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image, PngImagePlugin
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,14 +92,8 @@ def plot_curves(result: EvaluationResult, path: str | Path, provenance: Mapping[
     for axis in axes[:, 0]:
         axis.set_ylabel("top-1 accuracy (%)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, metadata=dict(provenance))  # PNG text chunks, as render.grid writes
     plt.close(figure)
-    info = PngImagePlugin.PngInfo()
-    for key, value in provenance.items():
-        info.add_text(key, value)
-    with Image.open(path) as image:
-        image.load()
-        image.save(path, pnginfo=info)
     return path
 
 
