@@ -16,6 +16,9 @@ Prints per method: seconds at the timing batch (``--batch``, default 1), ratio t
 at that batch (targets: issue 4 at batch 1, transformer_attribution ≤ 2.0, lrp ≤ 2.2; issue 16 at
 batch 4 on ViT-S/16 and ViT-B/16, ≤ 1.5 and ≤ 1.3), seconds per image at the big batch (must be
 below batch 1), and peak memory ratio to forward+backward at the same batch size (target ≤ 2).
+The rows "transformer_attribution products only" and "lrp products only" time the matrix
+products those rules need, alone, at the model's shapes: the floor below which no dense
+implementation of the rules goes (`_products_runner`).
 
     .venv/bin/python bench/vit_lrp.py [--model NAME] [--batch 1] [--rounds 3] [--big-batch 16]
         [--methods a,b] [--no-memory] [--headless] [--device cpu|cuda]
@@ -91,6 +94,8 @@ def _runner(name: str, model: object, images: object) -> Callable[[], None]:
                 (output * direction).sum().backward()
 
         return run
+    if name.endswith(FLOOR_SUFFIX):
+        return _products_runner(name.removesuffix(FLOOR_SUFFIX), model, images)
     method = name.split("(")[0]
     return lambda: attnmap.explain(model, images, method, target=direction, **OPTIONS[name])
 
@@ -175,6 +180,59 @@ def _time(names: list[str], batch: int, rounds: int, threads: int) -> dict[str, 
     return best
 
 
+FLOOR_SUFFIX = " products only"
+"""Suffix of the rows that time only the matrix products a method's rules need (`_products_runner`)."""
+
+
+def _products_runner(method: str, model: object, images: object) -> Callable[[], None]:
+    """The matrix products alone that ``method``'s reference rules need, at the model's own shapes.
+
+    Every Linear layer (and the patch embedding, a Linear on flattened patches) is a product of its
+    input rows (B·tokens, in) with Wᵀ, whose shapes forward hooks capture. The twin's forward needs
+    each product once; the z⁺ rule of a Linear three more of the same size (|x|·|W|ᵀ, S·W, S·|W|),
+    and the gradient pass of transformer attribution one more (the input gradient). Below block 0's
+    attention, transformer attribution needs neither (block 0's qkv and the patch embedding). No
+    implementation of these rules with dense products is faster; the elementwise work, softmax
+    and attention products come on top. Timed in the same rounds as the methods, so it is the floor
+    under the same load.
+    """
+    import torch
+    from torch import nn
+
+    layers: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+
+    def record(name: str, module: nn.Module, inputs: tuple) -> None:
+        weight = module.weight.detach()
+        if isinstance(module, nn.Linear):
+            rows = inputs[0].reshape(-1, inputs[0].shape[-1])
+        else:  # the patchify convolution: (B·P, C·kh·kw) patches times the flattened kernels
+            grid = (inputs[0].shape[-2] // weight.shape[-2]) * (inputs[0].shape[-1] // weight.shape[-1])
+            weight = weight.flatten(1)
+            rows = torch.randn(inputs[0].shape[0] * grid, weight.shape[1], device=weight.device)
+        layers.append((name, rows.clone(), weight))
+
+    handles = [
+        module.register_forward_hook(lambda m, i, _o, name=name: record(name, m, i))
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) or name == "patch_embed.proj"
+    ]
+    with torch.no_grad():
+        model(images)
+    for handle in handles:
+        handle.remove()
+    below = ("patch_embed.proj", "blocks.0.attn.qkv")
+    plan = [
+        (rows, weight, 4 if method == "lrp" else (1 if name in below else 5)) for name, rows, weight in layers
+    ]
+
+    def run() -> None:
+        for rows, weight, count in plan:
+            for _ in range(count):
+                torch.mm(rows, weight.T)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peak-worker")
@@ -193,15 +251,21 @@ def main() -> None:
         _peak_worker(args.peak_worker, args.batch, args.threads)
         return
     names = [BASELINE, *args.methods.split(",")]
+    names += [name + FLOOR_SUFFIX for name in ("transformer_attribution", "lrp") if name in names]
     peaks = {}
     if not args.no_memory:
         batches = (1, args.big_batch)
+        measured_names = [name for name in names if not name.endswith(FLOOR_SUFFIX)]
         if torch_device_type() == "cuda":
             for batch in batches:
-                measured = _gpu_peaks(names, batch, args.threads)
+                measured = _gpu_peaks(measured_names, batch, args.threads)
                 peaks.update({(name, batch): peak for name, peak in measured.items()})
         else:
-            peaks = {(name, batch): _peak(name, batch, args.threads) for name in names for batch in batches}
+            peaks = {
+                (name, batch): _peak(name, batch, args.threads)
+                for name in measured_names
+                for batch in batches
+            }
     small = _time(names, args.batch, args.rounds, args.threads)
     big = _time(names, args.big_batch, max(1, args.rounds - 1), args.threads)
     head = "headless, direction target" if MODEL["headless"] else "classifier"
@@ -213,15 +277,15 @@ def main() -> None:
     print(f"{MODEL['name']} ({head}), float32, {where}, timing batch {args.batch}")
     b = args.big_batch
     s1 = f"b{args.batch} s"
-    print(f"{'':26s} {s1:>7s} {'ratio':>6s} {f'b{b} s/img':>10s} {'mem b1':>7s} {f'mem b{b}':>8s}")
+    print(f"{'':37s} {s1:>7s} {'ratio':>6s} {f'b{b} s/img':>10s} {'mem b1':>7s} {f'mem b{b}':>8s}")
     for name in names:
         memory = ""
-        if peaks:
+        if (name, 1) in peaks:
             one = peaks[(name, 1)] / peaks[(BASELINE, 1)]
             many = peaks[(name, b)] / peaks[(BASELINE, b)]
             memory = f" {one:7.2f} {many:8.2f}"
         ratio = small[name] / small[BASELINE]
-        print(f"{name:26s} {small[name]:7.3f} {ratio:6.2f} {big[name] / b:10.3f}{memory}")
+        print(f"{name:37s} {small[name]:7.3f} {ratio:6.2f} {big[name] / b:10.3f}{memory}")
     if peaks:
         print(
             f"forward+backward peak memory: batch 1 +{peaks[(BASELINE, 1)] / 2**20:.0f} MiB, "

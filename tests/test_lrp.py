@@ -363,6 +363,31 @@ def test_reused_buffers_change_no_map(monkeypatch: pytest.MonkeyPatch, dtype: to
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * float(b.abs().max()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_last_block_on_the_readout_rows_equals_the_pass_over_every_row(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    """The last block's rules run on the read-out rows only (class token; class + distillation
+    tokens): leaving out rows whose relevance is zero changes no map of any LRP method."""
+    from attnmap.vit.lrp import relevance
+    from attnmap.vit.lrp.readers import build_twin
+
+    models = [
+        tiny_vit().to(dtype),
+        tiny_vit(VisionTransformerDistilled, init_values=0.5, depth=2).to(dtype),
+        tiny_vit(reg_tokens=2, global_pool="token").to(dtype),
+    ]
+    methods = [*ALL_METHODS, ("lrp_attention", {"grad": True}), ("lrp_rollout", {"start_layer": 1})]
+    assert [relevance.readout_rows(build_twin(m)) for m in models] == [1, 2, 1]
+    pruned = [attnmap.explain(m, images_for(m, 3), name, **opts) for m in models for name, opts in methods]
+    monkeypatch.setattr(relevance, "readout_rows", lambda twin: None)
+    every_row = [attnmap.explain(m, images_for(m, 3), name, **opts) for m in models for name, opts in methods]
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for a, b in zip(pruned, every_row, strict=True):
+        assert bool(b.abs().max() > 0)
+        torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance * float(b.abs().max()))
+
+
 def test_attention_rules_in_the_qkv_layout_equal_the_per_head_rules() -> None:
     from attnmap.vit.lrp.attention import attention_relevance
     from attnmap.vit.lrp.rules import (

@@ -10,6 +10,10 @@ every operand into a contiguous (B·H, N, d) block and the three results back in
 Within one sample, heads are a plain stride, so one ``bmm`` per sample reads the views in place and
 the products are written straight into the (B, N, 3D) relevance of the qkv output. Relevance is per
 sample, so looping over the (at most `CHUNK_SIZE`) samples changes nothing in the result.
+
+When the relevance of O sits on a few leading token rows only (the last block of a class-token
+read-out), the rules run on those rows (`_leading_rows_relevance`): R_A and R_Q are zero on the
+other rows, and R_K, R_V sum over the rows that hold relevance only.
 """
 
 from __future__ import annotations
@@ -34,14 +38,18 @@ def attention_relevance(
     attention_only: bool,
     work: Workspace | None = None,
     keep_attention: bool = True,
+    rows: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """R_A (B, H, N, N) and, unless ``attention_only``, the (B, N, 3D) relevance of q, k, v.
 
     ``merged``: relevance of O = A·V with heads merged (B, N, D), already halved; ``o`` the forward's
     O (B, N, D); ``qkv``: q, k, v as (B, H, N, d), q and k as they entered the scores. Without
     ``keep_attention`` R_A lives in ``work`` (valid until the next block's call), as does the q, k, v
-    relevance (consumed by the caller's qkv rule).
+    relevance (consumed by the caller's qkv rule). ``rows``: ``merged`` holds only the first ``rows``
+    token rows, the relevance of the others being zero (None: every row).
     """
+    if rows is not None:
+        return _leading_rows_relevance(merged, o, attn, qkv, stab, attention_only, work, keep_attention)
     query, key, value = qkv
     batch, heads, tokens, head_dim = value.shape
 
@@ -66,4 +74,42 @@ def attention_relevance(
     for b in range(batch):
         torch.mul(query[b], torch.bmm(s_scores[b], key[b]), out=r_q[b])
         torch.mul(key[b], torch.bmm(s_scores[b].transpose(-1, -2), query[b]), out=r_k[b])
+    return r_attn, r_qkv.view(batch, tokens, -1)
+
+
+def _leading_rows_relevance(
+    merged: torch.Tensor,
+    o: torch.Tensor,
+    attn: torch.Tensor,
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    stab: Stabiliser,
+    attention_only: bool,
+    work: Workspace | None,
+    keep_attention: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`attention_relevance` for relevance on the first k = ``merged.shape[1]`` rows of O only.
+
+    The same rules with the zero rows left out: S = R_O ⊘ O and R_A, the scores and R_Q exist on
+    those k rows, and the products that sum over rows (R_V = V ⊙ (Aᵀ·S), R_K = K ⊙ (S'ᵀ·Q)) sum
+    over those k rows only, which is everything they would add up.
+    """
+    query, key, value = qkv
+    batch, heads, tokens, head_dim = value.shape
+    rows = merged.shape[1]
+    s = _heads(stab.divide(merged, o[:, :rows]), heads)  # (B, H, k, d)
+    if keep_attention or work is None:
+        r_attn = torch.zeros_like(attn)
+    else:
+        r_attn = work.get("r_attn", attn.shape, attn).zero_()
+    top = r_attn[:, :, :rows]
+    torch.mul(s @ value.transpose(-1, -2), attn[:, :, :rows], out=top)
+    if attention_only:
+        return r_attn, None
+    r_qkv = merged.new_zeros(batch, tokens, 3, heads, head_dim)
+    r_qkv[:, :, 2] = (value * (attn[:, :, :rows].transpose(-1, -2) @ s)).transpose(1, 2)
+    queries = query[:, :, :rows]
+    scores = queries @ key.transpose(-1, -2)  # recomputed, unscaled (B, H, k, N)
+    s_scores = stab.divide(top, scores, factor=2.0)
+    r_qkv[:, :rows, 0] = (queries * (s_scores @ key)).transpose(1, 2)
+    r_qkv[:, :, 1] = (key * (s_scores.transpose(-1, -2) @ queries)).transpose(1, 2)
     return r_attn, r_qkv.view(batch, tokens, -1)
