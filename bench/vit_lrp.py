@@ -191,13 +191,17 @@ def _products_runner(method: str, model: object, images: object) -> Callable[[],
     input rows (B·tokens, in) with Wᵀ, whose shapes forward hooks capture. The twin's forward needs
     each product once; the z⁺ rule of a Linear three more of the same size (|x|·|W|ᵀ, S·W, S·|W|),
     and the gradient pass of transformer attribution one more (the input gradient). Below block 0's
-    attention, transformer attribution needs neither (block 0's qkv and the patch embedding). No
+    attention, transformer attribution needs neither (block 0's qkv and the patch embedding), nor
+    above the last block's attention beyond the read-out rows (class-token read-out). No
     implementation of these rules with dense products is faster; the elementwise work, softmax
     and attention products come on top. Timed in the same rounds as the methods, so it is the floor
     under the same load.
     """
     import torch
     from torch import nn
+
+    from attnmap.vit.lrp.readers import build_twin
+    from attnmap.vit.lrp.relevance import readout_rows
 
     layers: list[tuple[str, torch.Tensor, torch.Tensor]] = []
 
@@ -221,9 +225,19 @@ def _products_runner(method: str, model: object, images: object) -> Callable[[],
     for handle in handles:
         handle.remove()
     below = ("patch_embed.proj", "blocks.0.attn.qkv")
-    plan = [
-        (rows, weight, 4 if method == "lrp" else (1 if name in below else 5)) for name, rows, weight in layers
-    ]
+    last = f"blocks.{len(model.blocks) - 1}."
+    # With a class-token read-out, the last block's rules above its attention need the read-out
+    # rows only (`attnmap.vit.lrp.relevance.block_relevance`): a few rows, left out of the floor.
+    read_out_only = readout_rows(build_twin(model)) is not None
+
+    def passes(name: str) -> int:
+        if read_out_only and name.startswith(last) and not name.endswith("attn.qkv"):
+            return 1
+        if method == "lrp":
+            return 4
+        return 1 if name in below else 5
+
+    plan = [(rows, weight, passes(name)) for name, rows, weight in layers]
 
     def run() -> None:
         for rows, weight, count in plan:
