@@ -120,10 +120,21 @@ class GenericTwin(ViTTwin):
 
 
 class EvaTwin(GenericTwin):
-    """timm ``Eva``: RoPE on q/k (no relevance rule needed), SwiGLU, LayerScale γ, optional inner norms."""
+    """timm ``Eva``: RoPE on q/k (no relevance rule needed), SwiGLU, LayerScale γ, optional inner norms.
+
+    Its attention is ``EvaAttention`` (EVA-02) or timm's generic ``AttentionRope`` (the RoPE ViTs,
+    Perception Encoder), which compute the same thing with other parameter names."""
 
     def __init__(self, model: nn.Module) -> None:
         from timm.models.eva import EvaAttention, EvaBlock
+
+        attentions: tuple[type, ...] = (EvaAttention,)
+        try:  # timm's RoPE ViTs (vit_*_rope_*, PE) build Eva with attn_type='rope'
+            from timm.layers.attention import AttentionRope
+
+            attentions += (AttentionRope,)
+        except ImportError:  # pragma: no cover - older timm
+            pass
 
         self._setup(model, model.patch_embed.proj, model.num_prefix_tokens)
         _require_plain_patch_embed(model.patch_embed)
@@ -146,13 +157,17 @@ class EvaTwin(GenericTwin):
         for index, block in enumerate(model.blocks):
             name = f"blocks.{index}"
             attn = block.attn
-            if type(block) is not EvaBlock or type(attn) is not EvaAttention:
+            if type(block) is not EvaBlock:
                 raise UnsupportedModelError(f"{name} ({type(block).__name__}) has no LRP rule")
+            if type(attn) not in attentions:
+                raise UnsupportedModelError(f"{name}.attn ({type(attn).__name__}) has no LRP rule")
+            if getattr(attn, "num_kv_groups", 1) != 1:
+                raise UnsupportedModelError(f"{name}.attn: grouped-query attention has no LRP rule")
             if attn.gate is not None:
                 raise UnsupportedModelError(f"{name}.attn.gate: gated attention has no LRP rule")
             if attn.qkv is not None:
                 weight, bias = weight_and_bias(attn.qkv, f"{name}.attn.qkv")
-                if attn.q_bias is not None:
+                if getattr(attn, "q_bias", None) is not None:
                     extra = torch.cat([attn.q_bias, attn.k_bias, attn.v_bias]).detach()
                     bias = extra if bias is None else bias + extra
             else:
