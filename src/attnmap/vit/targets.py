@@ -113,7 +113,8 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
             raise InputError(
                 f"method {method!r} needs a target: the model is headless (its output is "
                 f"{tuple(tensor.shape[1:])} per image, not class logits); pass target= a direction tensor "
-                f"of shape {tuple(tensor.shape[1:])} or a callable output -> (B,) scores"
+                f"of shape {tuple(tensor.shape[1:])} (attnmap explain: --direction FILE.npy) or a callable "
+                "output -> (B,) scores"
             )
         return Objective("none")
     if callable(target) and not isinstance(target, torch.Tensor):
