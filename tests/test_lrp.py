@@ -455,3 +455,25 @@ def test_img_size_not_a_multiple_of_the_patch() -> None:
     assert pixels[:, 32:].abs().max() == 0 and pixels[:, :, 40:].abs().max() == 0
     torch.testing.assert_close(pixels.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-6)
     assert attnmap.explain(model, images, "transformer_attribution").shape == (2, 4, 5)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"class_token": True, "global_pool": "token", "shared_rel_pos": True}]
+)
+def test_relative_position_vit(options: dict) -> None:
+    """timm VisionTransformerRelPos: the bias on the attention logits takes no relevance (like BEiT's)."""
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+
+    torch.manual_seed(0)
+    config = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5)
+    config["init_values"] = 0.3
+    model = _perturb(VisionTransformerRelPos(**config, **options)).double()
+    images = images_for(model, 2)
+    for method, method_options in ALL_METHODS:
+        maps = attnmap.explain(model, images, method, **method_options)  # the twin check ran inside
+        assert maps.shape == ((2, 32, 32) if method == "lrp" else (2, 4, 4)), method
+        assert torch.isfinite(maps).all() and maps.abs().sum() > 0, method
+    if not options:  # average pooled, no absolute positions: all relevance reaches the pixels
+        pixels = attnmap.explain(model, images, "lrp")
+        ones = torch.ones(2, dtype=torch.float64)
+        torch.testing.assert_close(pixels.sum(dim=(1, 2)), ones, rtol=0, atol=1e-6)

@@ -126,6 +126,7 @@ def families() -> list[Family]:
                 **tiny, attn_type="rope", use_rot_pos_emb=True, use_abs_pos_emb=False, init_values=0.1
             ),
         ),
+        Family("timm VisionTransformerRelPos (relative position MLP, avg pool)", _timm_relpos),
         Family(
             "timm Beit (relative position bias, LayerScale)",
             lambda: Beit(**tiny, use_rel_pos_bias=True, init_values=0.1),
@@ -193,7 +194,6 @@ def refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
             "attention",
         ),
         ("timm hybrid ViT, CNN stem (HybridEmbed; the 4 attention methods run)", _timm_hybrid, "lrp"),
-        ("timm VisionTransformerRelPos (the 4 attention methods run)", _timm_relpos, "lrp"),
         ("a CNN (no attention blocks)", lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), "attention"),
     ]
 
