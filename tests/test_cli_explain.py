@@ -242,3 +242,26 @@ def test_headless_model_explained_along_a_direction_file(workspace, capsys):
     assert run_cli([*args, "--direction", str(workspace / "wrong.npy")]) == 2
     err = capsys.readouterr().err
     assert "(D,) or (N, D)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hugging_face_headless_directory(workspace, capsys):
+    """hf:DIR of a headless encoder: its output object has no logits (the overlay's prediction
+    crashed on it); explained along --direction, or class-independent without one."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Dinov2Config(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    transformers.Dinov2Model(config).save_pretrained(workspace / "dinov2")
+    np.save(workspace / "direction32.npy", np.random.default_rng(1).normal(size=32))
+    image = str(workspace / "images" / "img0.png")
+    model = ["--model", f"hf:{workspace / 'dinov2'}"]
+    out = workspace / "out_hf"
+    direction = ["--direction", str(workspace / "direction32.npy")]
+    methods = ["--method", "lrp,grad_rollout"]
+    assert run_cli(["explain", image, *model, *methods, *direction, "--out", str(out)]) == 0
+    assert np.load(out / "img0_lrp.npy").shape == (32, 32)
+    assert run_cli(["explain", image, *model, "--method", "rollout", "--out", str(out)]) == 0
+    assert np.load(out / "img0_rollout.npy").shape == (4, 4)
+    assert "Traceback" not in capsys.readouterr().err
