@@ -310,3 +310,35 @@ def test_blocks_without_one_attention_module_are_refused_in_one_line():
     with pytest.raises(UnsupportedModelError, match=r"^blocks\.0 \(ParallelThingsBlock") as error:
         attnmap.explain(_parallel_vit("things"), torch.randn(1, 3, 32, 32), "rollout")
     assert "\n" not in str(error.value)
+
+
+def test_hugging_face_dinov3_attention_methods():
+    """HF DINOv3 (RoPE, registers): the attention methods read it as HF's eager attention gives it,
+    at any input size; LRP is refused in one line (no twin for its RoPE)."""
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(transformers, "DINOv3ViTModel"):
+        pytest.skip("transformers without DINOv3")
+    config = transformers.DINOv3ViTConfig(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=3, image_size=32,
+        patch_size=8, num_register_tokens=2,
+    )
+    torch.manual_seed(0)
+    model = transformers.DINOv3ViTModel(config).eval()
+    implementation = model.config._attn_implementation
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    captured = capture(model, images)
+    assert captured.num_prefix_tokens == 3 and captured.query_row == "cls"
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        reference = model(pixel_values=images, output_attentions=True)
+    model.config._attn_implementation = implementation
+    for index in range(2):
+        torch.testing.assert_close(captured.attentions[index], reference.attentions[index], atol=1e-6, rtol=0)
+    torch.testing.assert_close(captured.logits, reference.pooler_output, atol=1e-5, rtol=0)
+    direction = torch.randn(48, generator=torch.Generator().manual_seed(2))
+    for name in METHODS:
+        assert attnmap.explain(model, images, name, target=direction).shape == (2, 4, 4)
+    assert attnmap.explain(model, torch.randn(1, 3, 40, 48), "rollout").shape == (1, 5, 6)
+    with pytest.raises(UnsupportedModelError, match="rotary position embedding of HF DINOv3"):
+        attnmap.explain(model, images, "lrp", target=direction)
+    assert model.config._attn_implementation == implementation

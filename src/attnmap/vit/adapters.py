@@ -34,7 +34,7 @@ QueryRow = Literal["cls", "patch_mean", "distilled", "latent", "cls_and_patch_me
 SUPPORTED_MODELS = (
     "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, global_pool ''/token/avg/map, "
     "hybrid CNN stems, parallel-scaling blocks), VisionTransformerRelPos, Eva (RoPE ViTs) and Beit; "
-    "Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), "
+    "Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), DINOv3, "
     "CLIP vision, SigLIP vision and BEiT models"
 )
 

@@ -35,6 +35,7 @@ _HF_NORMALISATION = {
     "deit": _IMAGENET,
     "dinov2": _IMAGENET,
     "dinov2_with_registers": _IMAGENET,
+    "dinov3_vit": _IMAGENET,
     "clip_vision_model": _OPENAI_CLIP,
 }
 _DINOV2_INPUT = 224  # DINOv2's processor crops 224 although its positions are for image_size=518

@@ -194,8 +194,20 @@ def refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
             "attention",
         ),
         ("timm hybrid ViT, CNN stem (HybridEmbed; the 4 attention methods run)", _timm_hybrid, "lrp"),
+        *_hf_refused(),
         ("a CNN (no attention blocks)", lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), "attention"),
     ]
+
+
+def _hf_refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - the hf extra is not installed
+        return []
+    if not hasattr(transformers, "DINOv3ViTModel"):  # pragma: no cover - older transformers
+        return []
+    label = "HF DINOv3ViTModel (RoPE; the 4 attention methods run)"
+    return [(label, _hf("DINOv3ViTConfig", "DINOv3ViTModel", num_register_tokens=2), "lrp")]
 
 
 def images(batch: int = 2, dtype: torch.dtype = torch.float64) -> torch.Tensor:
