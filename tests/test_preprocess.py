@@ -234,3 +234,21 @@ def test_grayscale_models_get_one_channel_tensors(tmp_path):
     four = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, in_chans=4)
     with pytest.raises(InputError, match="4-channel"):
         preprocess(four, path)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F"])
+def test_wide_pil_images_are_rescaled_like_files(tiny_model, tmp_path, mode):
+    """A 16-bit or float PIL image given as an object (not a path) went through PIL's convert("RGB"),
+    which clips at 255: a white picture. It must give what the same image read from a file gives."""
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, size=(48, 64), dtype=np.uint16))
+    else:
+        image = Image.fromarray(rng.random((48, 64), dtype=np.float32))
+    assert image.mode == mode
+    path = tmp_path / "wide.tif"
+    image.save(path)
+    from_file, _ = preprocess(tiny_model, path)
+    from_object, views = preprocess(tiny_model, image)
+    torch.testing.assert_close(from_object, from_file, rtol=0, atol=0)
+    assert 60 < views[0].mean() < 200  # mid-grey on average, not clipped white

@@ -71,12 +71,20 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
                 scale = min_side / max(1, min(width, height))
                 image.draft("RGB", (int(np.ceil(width * scale)), int(np.ceil(height * scale))))
             image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                return _reduce(Image.fromarray(_to_rgb_uint8(np.asarray(image), path)), min_side)
-            image = _reduce(image, min_side)
-            return image.convert("RGB")
+            return _reduce(_pil_rgb(image, path), min_side)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot read image {path}: {error}") from None
+
+
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _pil_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """An RGB PIL image; 16-bit, 32-bit and float images rescaled as `_to_rgb_uint8` does (PIL's own
+    ``convert("RGB")`` clips them at 255: a 16-bit image comes out white)."""
+    if image.mode in _WIDE_MODES:
+        return Image.fromarray(_to_rgb_uint8(np.asarray(image), path))
+    return image.convert("RGB")
 
 
 def _reduce(image: Image.Image, min_side: int | None) -> Image.Image:
@@ -191,7 +199,7 @@ def _as_pil(item: ImageInput, min_side: int | None = None) -> Image.Image:
     if isinstance(item, (str, Path)):
         return load_image(item, min_side)
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return _pil_rgb(item, Path("<PIL image>"))
     if isinstance(item, np.ndarray):
         return Image.fromarray(_to_rgb_uint8(item, Path("<array>")))
     raise InputError(f"expected an image path, PIL image or array, got {type(item).__name__}")
