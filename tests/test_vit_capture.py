@@ -342,3 +342,18 @@ def test_hugging_face_dinov3_attention_methods():
     with pytest.raises(UnsupportedModelError, match="rotary position embedding of HF DINOv3"):
         attnmap.explain(model, images, "lrp", target=direction)
     assert model.config._attn_implementation == implementation
+
+
+def test_compiled_and_data_parallel_wrappers_are_explained_as_their_model():
+    """torch.compile / nn.DataParallel wrap the ViT: they were refused, and preprocess crashed on the
+    compiled wrapper or fell back to timm's 224 px default for DataParallel."""
+    from attnmap.vit.preprocess import data_config
+
+    model = tiny_vit().eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for wrapped in (torch.compile(model), nn.DataParallel(model)):
+        assert data_config(wrapped)["input_size"] == (3, 32, 32)
+        for name in [*METHODS, "lrp"]:
+            torch.testing.assert_close(
+                attnmap.explain(wrapped, images, name), attnmap.explain(model, images, name), rtol=0, atol=0
+            )

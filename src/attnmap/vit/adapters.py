@@ -343,8 +343,24 @@ def _recorder(
     return hook
 
 
+def unwrap(model: object) -> object:
+    """The model inside ``torch.compile``'s and ``nn.DataParallel``/``DistributedDataParallel``'s
+    wrappers (same parameters): attnmap reads its blocks and runs it eagerly, as written."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    for _ in range(8):  # wrappers of wrappers, never a cycle
+        inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+        if inner is None and isinstance(model, (DataParallel, DistributedDataParallel)):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+    return model
+
+
 def adapter_for(model: nn.Module) -> ViTAdapter:
     """The adapter for ``model``, or `UnsupportedModelError` saying what is supported."""
+    model = unwrap(model)
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if _is_timm_vit(model):

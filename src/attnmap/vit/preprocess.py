@@ -138,6 +138,9 @@ def data_config(model: nn.Module) -> dict[str, Any]:
     """The model's preprocessing: input size, interpolation, mean/std, crop (timm's format)."""
     from timm.data import resolve_data_config
 
+    from attnmap.vit.adapters import unwrap
+
+    model = unwrap(model)
     config = getattr(model, "config", None)
     kind = getattr(config, "model_type", None)
     if kind in _HF_NORMALISATION and not getattr(model, "pretrained_cfg", None):
@@ -220,6 +223,9 @@ def preprocess(
     """
     from timm.data import create_transform
 
+    from attnmap.vit.adapters import unwrap
+
+    model = unwrap(model)
     items = [images] if isinstance(images, (str, Path, Image.Image, np.ndarray)) else list(images)
     if not items:
         raise InputError("no images given")
