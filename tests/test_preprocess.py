@@ -252,3 +252,11 @@ def test_wide_pil_images_are_rescaled_like_files(tiny_model, tmp_path, mode):
     from_object, views = preprocess(tiny_model, image)
     torch.testing.assert_close(from_object, from_file, rtol=0, atol=0)
     assert 60 < views[0].mean() < 200  # mid-grey on average, not clipped white
+
+
+def test_model_arguments_for_non_timm_specs_are_refused(tmp_path):
+    """--model-arg depth=2 with hf:DIR or attnmap:NAME was silently ignored."""
+    with pytest.raises(InputError, match=r"model arguments \(depth\) apply to timm models"):
+        load_model("attnmap:shapes-vit", depth=2)
+    with pytest.raises(InputError, match="apply to timm models, not to 'hf:"):
+        load_model(f"hf:{tmp_path}", img_size=64)

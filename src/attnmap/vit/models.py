@@ -44,6 +44,10 @@ def load_model(
     kind, _, name = spec.partition(":")
     if not name:
         raise InputError(f"model spec {spec!r} must look like timm:NAME, hf:LOCAL_DIR or attnmap:NAME")
+    if model_kwargs and kind != "timm":
+        raise InputError(
+            f"model arguments ({', '.join(sorted(model_kwargs))}) apply to timm models, not to {spec!r}"
+        )
     state = load_state_dict(checkpoint) if checkpoint is not None else None
     if kind == "timm":
         model = _timm_model(name, state, num_classes, model_kwargs)
