@@ -47,18 +47,20 @@ def crop_box(
     return (row[0] - step_x / 2, col[0] - step_y / 2, row[-1] + step_x / 2, col[-1] + step_y / 2)
 
 
-def predict(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
-    """(predicted class indices (B,), their softmax probabilities (B,)) for a preprocessed batch, or
-    None for a headless model (an embedding or tokens out: nothing to predict).
+def class_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
+    """(B, classes) logits of a preprocessed batch, or None for a headless model (an embedding or
+    tokens out: nothing to predict).
 
-    The model runs in eval mode (as the maps are computed; its training flags are restored), and
-    a Hugging Face model gets ``pixel_values`` (interpolating positions for another input size).
+    No grad, the model in eval mode (as the maps are computed; its training flags are restored); a
+    Hugging Face model gets ``pixel_values`` (interpolating positions for another input size); a
+    distilled DeiT's two heads are averaged.
     """
     import inspect
 
-    from attnmap.vit.adapters import adapter_for, eval_mode
+    from attnmap.vit.adapters import adapter_for, eval_mode, unwrap
     from attnmap.vit.targets import output_tensor
 
+    model = unwrap(model)
     adapter = adapter_for(model)
     if not adapter.classifier:
         return None
@@ -72,10 +74,17 @@ def predict(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndar
         else:
             output = model(images)
     if isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[1], torch.Tensor):
-        logits = (output[0] + output[1]) / 2  # distilled DeiT's two heads
+        logits = (output[0] + output[1]) / 2
     else:
         logits = output_tensor(output)
-    if logits.ndim != 2:
+    return logits if logits.ndim == 2 else None
+
+
+def predict(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """(predicted class indices (B,), their softmax probabilities (B,)) for a preprocessed batch, or
+    None for a headless model (see `class_logits`)."""
+    logits = class_logits(model, images)
+    if logits is None:
         return None
     probs = torch.softmax(logits.float(), dim=-1)
     best = probs.argmax(-1)
