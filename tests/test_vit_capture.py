@@ -357,3 +357,23 @@ def test_compiled_and_data_parallel_wrappers_are_explained_as_their_model():
             torch.testing.assert_close(
                 attnmap.explain(wrapped, images, name), attnmap.explain(model, images, name), rtol=0, atol=0
             )
+
+
+def test_image_text_models_point_to_their_vision_tower():
+    """A whole CLIP model is refused in one line that says which part attnmap explains; that part runs."""
+    transformers = pytest.importorskip("transformers")
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = transformers.CLIPConfig(
+        vision_config=dict(sizes, image_size=32, patch_size=8),
+        text_config=dict(sizes, vocab_size=99, max_position_embeddings=16),
+    )
+    torch.manual_seed(0)
+    model = transformers.CLIPModel(config).eval()
+    images = torch.randn(1, 3, 32, 32)
+    for name in ("attention", "lrp"):
+        hint = r"explain its vision tower \(model.vision_model"
+        with pytest.raises(UnsupportedModelError, match=hint) as error:
+            attnmap.explain(model, images, name)
+        assert "\n" not in str(error.value)
+    direction = torch.randn(32)
+    assert attnmap.explain(model.vision_model, images, "lrp", target=direction).shape == (1, 32, 32)

@@ -371,5 +371,15 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
         return HFAdapter(model)
     raise UnsupportedModelError(
         f"{type(model).__name__} is not a supported Vision Transformer (no attention blocks attnmap can "
-        f"read); supported: {SUPPORTED_MODELS}"
+        f"read){vision_tower_hint(model)}; supported: {SUPPORTED_MODELS}"
     )
+
+
+def vision_tower_hint(model: nn.Module) -> str:
+    """For a Hugging Face image-text model (CLIP, SigLIP pairs and their classifiers): where its
+    vision transformer is, which attnmap can explain."""
+    if getattr(getattr(model, "config", None), "vision_config", None) is None:
+        return ""
+    tower = getattr(model, "vision_model", None)
+    inner = f" (model.vision_model, a {type(tower).__name__})" if isinstance(tower, nn.Module) else ""
+    return f"; it is an image-text model: explain its vision tower{inner}"

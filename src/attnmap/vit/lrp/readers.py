@@ -52,10 +52,11 @@ def build_twin(model: nn.Module) -> ViTTwin:
         from attnmap.vit.lrp.readers_hf import HFTwin  # imports this module: import here
 
         return HFTwin(model)
+    from attnmap.vit.adapters import vision_tower_hint
+
     raise UnsupportedModelError(
         f"LRP methods need a timm VisionTransformer/VisionTransformerRelPos/Eva/Beit or a Hugging Face "
-        "ViT-family model, "
-        f"got {type(model).__name__}"
+        f"ViT-family model, got {type(model).__name__}{vision_tower_hint(model)}"
     )
 
 
