@@ -242,12 +242,12 @@ def _explain_source(model: nn.Module, method: str) -> MapFunction:
 
 
 def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    from attnmap.evaluate.perturbation import _logits
+    from attnmap.evaluate.perturbation import model_logits
 
     with torch.no_grad():
         return torch.cat(
             [
-                _logits(model, images[i : i + batch_size].to(model_device(model))).argmax(-1).cpu()
+                model_logits(model, images[i : i + batch_size].to(model_device(model))).argmax(-1).cpu()
                 for i in range(0, len(images), batch_size)
             ]
         )
