@@ -260,3 +260,54 @@ def test_model_arguments_for_non_timm_specs_are_refused(tmp_path):
         load_model("attnmap:shapes-vit", depth=2)
     with pytest.raises(InputError, match="apply to timm models, not to 'hf:"):
         load_model(f"hf:{tmp_path}", img_size=64)
+
+
+@pytest.mark.parametrize(
+    ("processor", "expected"),
+    [
+        (  # DeiT / DINOv2 checkpoints: shorter side to 256, centre crop 224, bicubic
+            {"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "resample": 3},
+            ((3, 224, 224), "center", 224 / 256, "bicubic"),
+        ),
+        (  # CLIP: shorter side 224, centre crop 224
+            {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224},
+             "do_center_crop": True},
+            ((3, 224, 224), "center", 1.0, "bilinear"),
+        ),
+        (  # ViT, SigLIP, BEiT: an exact (h, w) resize, no crop
+            {"size": {"height": 384, "width": 384}, "do_center_crop": False,
+             "crop_size": {"height": 1, "width": 1}},
+            ((3, 384, 384), "squash", 1.0, "bilinear"),
+        ),
+        (  # an old processor: ints, crop on
+            {"size": 256, "crop_size": 224, "do_center_crop": True, "resample": 3},
+            ((3, 224, 224), "center", 224 / 256, "bicubic"),
+        ),
+    ],
+)
+def test_hugging_face_processor_json_gives_the_crop_and_resize_the_model_was_trained_with(
+    processor, expected
+):
+    """A DeiT processor (256 then crop 224) used to make 256 px inputs; ViT's exact resize a crop."""
+    from types import SimpleNamespace
+
+    from attnmap.vit.models import _hf_data_config
+
+    config = _hf_data_config(processor, SimpleNamespace(image_size=224, num_channels=3))
+    assert (config["input_size"], config["crop_mode"], config["interpolation"]) == (
+        expected[0], expected[1], expected[3]
+    )
+    assert config["crop_pct"] == pytest.approx(expected[2])
+
+
+def test_hugging_face_vit_without_processor_sees_the_whole_image_squashed(tmp_path):
+    """ViTImageProcessor resizes to (h, w) without cropping: so does preprocess, and the overlay's
+    crop box is the whole original."""
+    transformers = pytest.importorskip("transformers")
+    from attnmap.vit.original import crop_box
+
+    model = _tiny_hf(transformers, "ViTConfig", "ViTModel")
+    assert data_config(model)["crop_mode"] == "squash"
+    _, views = preprocess(model, picture(60, 90))
+    assert views[0].shape == (32, 32, 3)
+    np.testing.assert_allclose(crop_box(model, (90, 60)), (0, 0, 90, 60), atol=0.5)

@@ -22,21 +22,24 @@ from attnmap.vit.tiff_image import read_tiff_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor")
-# Normalisation of a Hugging Face model without a preprocessor config, per model_type: the values
-# the image processor of the family's released checkpoints uses (ViT, BEiT, SigLIP: 0.5; DeiT,
-# DINOv2: ImageNet; CLIP: OpenAI's). timm's default (ImageNet) would be silently wrong for several.
+# Preprocessing of a Hugging Face model without a preprocessor config, per model_type, as the image
+# processor of the family's released checkpoints does it: normalisation (ViT, BEiT, SigLIP: 0.5;
+# DeiT, DINOv2/3: ImageNet; CLIP: OpenAI's), resampling filter, and resize rule: "squash" resizes
+# to the exact input size (ViT, BEiT, SigLIP, DINOv3), "center" resizes the shorter side to
+# input / crop_pct and centre-crops (CLIP 1.0; DeiT and DINOv2 256 → 224). timm's defaults (ImageNet,
+# its own crop) would be silently wrong for several.
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 _OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-_HF_NORMALISATION = {
-    "vit": _HALF,
-    "beit": _HALF,
-    "siglip_vision_model": _HALF,
-    "deit": _IMAGENET,
-    "dinov2": _IMAGENET,
-    "dinov2_with_registers": _IMAGENET,
-    "dinov3_vit": _IMAGENET,
-    "clip_vision_model": _OPENAI_CLIP,
+_HF_PREPROCESSING: dict[str, tuple[tuple[tuple[float, ...], tuple[float, ...]], str, str, float]] = {
+    "vit": (_HALF, "bilinear", "squash", 1.0),
+    "beit": (_HALF, "bicubic", "squash", 1.0),
+    "siglip_vision_model": (_HALF, "bicubic", "squash", 1.0),
+    "deit": (_IMAGENET, "bicubic", "center", 224 / 256),
+    "dinov2": (_IMAGENET, "bicubic", "center", 224 / 256),
+    "dinov2_with_registers": (_IMAGENET, "bicubic", "center", 224 / 256),
+    "dinov3_vit": (_IMAGENET, "bilinear", "squash", 1.0),
+    "clip_vision_model": (_OPENAI_CLIP, "bicubic", "center", 1.0),
 }
 _DINOV2_INPUT = 224  # DINOv2's processor crops 224 although its positions are for image_size=518
 
@@ -143,20 +146,19 @@ def data_config(model: nn.Module) -> dict[str, Any]:
     model = unwrap(model)
     config = getattr(model, "config", None)
     kind = getattr(config, "model_type", None)
-    if kind in _HF_NORMALISATION and not getattr(model, "pretrained_cfg", None):
+    if kind in _HF_PREPROCESSING and not getattr(model, "pretrained_cfg", None):
         size = config.image_size
         height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if kind.startswith("dinov2"):
             height, width = min(height, _DINOV2_INPUT), min(width, _DINOV2_INPUT)
-        mean, std = _HF_NORMALISATION[kind]
+        (mean, std), interpolation, crop_mode, crop_pct = _HF_PREPROCESSING[kind]
         return {
             "input_size": (int(getattr(config, "num_channels", 3)), height, width),
-            "interpolation": "bicubic" if kind in ("clip_vision_model", "dinov2", "dinov2_with_registers")
-            else "bilinear",
+            "interpolation": interpolation,
             "mean": mean,
             "std": std,
-            "crop_pct": 1.0,
-            "crop_mode": "center",
+            "crop_pct": crop_pct,
+            "crop_mode": crop_mode,
         }
     resolved = dict(resolve_data_config({}, model=model))
     patch_embed = getattr(model, "patch_embed", None)
