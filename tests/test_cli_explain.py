@@ -220,3 +220,48 @@ def test_explain_paths_per_image_targets_across_batches(workspace):
         assert json.loads(meta["parameters"])["target"] == target
     with pytest.raises(InputError, match="2 targets for 3 images"):
         explain_paths(paths, model, "attention", [1, 2], out, progress=False)
+
+
+def test_headless_model_explained_along_a_direction_file(workspace, capsys):
+    """A foundation-model encoder (num_classes=0) outputs an embedding: the CLI takes a direction."""
+    headless = [*MODEL, "--model-arg", "num_classes=0"]
+    image = str(workspace / "images" / "img0.png")
+    np.save(workspace / "direction.npy", np.random.default_rng(3).normal(size=192))
+    out = workspace / "out_direction"
+    args = ["explain", image, *headless, "--method", "grad_rollout,lrp", "--out", str(out)]
+    assert run_cli([*args, "--direction", str(workspace / "direction.npy")]) == 0
+    assert np.load(out / "img0_grad_rollout.npy").shape == (4, 4)
+    pixels = np.load(out / "img0_lrp.npy")
+    assert pixels.shape == (64, 64) and np.isfinite(pixels).all() and np.ptp(pixels) > 0
+    assert "direction (192,)" in read_sidecar(out / "img0_lrp.npy")["parameters"]
+    capsys.readouterr()
+    assert run_cli([*args[:-1], str(workspace / "out_none")]) == 2
+    err = capsys.readouterr().err
+    assert "needs a target" in err and "--direction" in err and "Traceback" not in err
+    np.save(workspace / "wrong.npy", np.zeros((2, 3, 4)))
+    assert run_cli([*args, "--direction", str(workspace / "wrong.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "(D,) or (N, D)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hugging_face_headless_directory(workspace, capsys):
+    """hf:DIR of a headless encoder: its output object has no logits (the overlay's prediction
+    crashed on it); explained along --direction, or class-independent without one."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Dinov2Config(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    transformers.Dinov2Model(config).save_pretrained(workspace / "dinov2")
+    np.save(workspace / "direction32.npy", np.random.default_rng(1).normal(size=32))
+    image = str(workspace / "images" / "img0.png")
+    model = ["--model", f"hf:{workspace / 'dinov2'}"]
+    out = workspace / "out_hf"
+    direction = ["--direction", str(workspace / "direction32.npy")]
+    methods = ["--method", "lrp,grad_rollout"]
+    assert run_cli(["explain", image, *model, *methods, *direction, "--out", str(out)]) == 0
+    assert np.load(out / "img0_lrp.npy").shape == (32, 32)
+    assert run_cli(["explain", image, *model, "--method", "rollout", "--out", str(out)]) == 0
+    assert np.load(out / "img0_rollout.npy").shape == (4, 4)
+    assert "Traceback" not in capsys.readouterr().err

@@ -231,3 +231,21 @@ def test_target_class_columns_use_the_labels_where_the_model_is_wrong(shapes_mod
     expected = perturbation_curve(model, few.images, maps_to_pixels(few.masks.double(), (64, 64)),
                                   wrong_labels, positive=True)
     np.testing.assert_allclose(curves["pos_target"], expected)
+
+
+def test_hugging_face_classifier_in_training_mode_is_evaluated_and_left_as_found():
+    """The harness called model(images).argmax (an HF output object has none), read the patch grid
+    from timm's patch_embed (HF has none: 16 px assumed) and left the model in eval mode."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=64,
+        patch_size=8, num_labels=5, hidden_dropout_prob=0.5,
+    )
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(config).train()
+    result = evaluate_methods(model, ShapesDataset(4, seed=3), ["rollout", "lrp"], progress=False)
+    for name in ("rollout", "lrp"):
+        row = result.row(name)
+        assert not row.get("note"), row
+        assert all(np.isfinite(float(row[metric])) for metric in ("pointing", "pos_pred_auc", "miou"))
+    assert all(module.training for module in model.modules())

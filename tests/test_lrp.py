@@ -414,3 +414,91 @@ def test_attention_rules_in_the_qkv_layout_equal_the_per_head_rules() -> None:
         expected = torch.stack([r.transpose(1, 2) for r in (r_query, r_key, r_value)], dim=2)
         torch.testing.assert_close(r_attn, expected_attn, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(r_qkv, expected.reshape(batch, tokens, -1), rtol=1e-12, atol=1e-14)
+
+
+def test_models_in_training_mode_get_their_eval_maps() -> None:
+    """Dropout in modules the twin runs itself (timm Eva's position dropout, patch dropout, a Hugging
+    Face embedding's dropout) must be off: the maps are those of the model in eval mode."""
+    from timm.models.eva import Eva
+
+    torch.manual_seed(0)
+    eva = Eva(
+        img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5,
+        pos_drop_rate=0.5, patch_drop_rate=0.5, proj_drop_rate=0.5, attn_drop_rate=0.5,
+    )
+    models = [_perturb(eva).double()]
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - the hf extra is not installed
+        transformers = None
+    if transformers is not None:
+        torch.manual_seed(0)
+        config = transformers.ViTConfig(
+            hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=3, image_size=32,
+            patch_size=8, num_labels=5, hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5,
+        )
+        models.append(transformers.ViTForImageClassification(config).double().eval())
+    for model in models:
+        images = images_for(model, 2)
+        expected = {name: attnmap.explain(model, images, name) for name in ("lrp", "transformer_attribution")}
+        model.train()
+        for name, maps in expected.items():
+            torch.testing.assert_close(attnmap.explain(model, images, name), maps, rtol=0, atol=0)
+        assert all(module.training for module in model.modules())
+
+
+def test_timm_rope_vits_with_generic_rope_attention() -> None:
+    """timm's RoPE ViTs (vit_*_rope_*, Perception Encoder) are Eva with AttentionRope blocks."""
+    from timm.models.eva import Eva
+
+    torch.manual_seed(0)
+    model = Eva(
+        img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5, attn_type="rope",
+        use_rot_pos_emb=True, use_abs_pos_emb=False, init_values=0.1, qkv_fused=False,
+    )
+    model = _perturb(model).double()
+    images = images_for(model, 2)
+    for method, options in ALL_METHODS:
+        maps = attnmap.explain(model, images, method, **options)  # the twin check ran inside
+        assert maps.shape == ((2, 32, 32) if method == "lrp" else (2, 4, 4)), method
+        assert torch.isfinite(maps).all() and maps.abs().sum() > 0, method
+    gqa = Eva(
+        img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=4, num_kv_heads=2, attn_type="rope",
+        use_rot_pos_emb=True, qkv_fused=False,
+    )
+    with pytest.raises(UnsupportedModelError, match=r"blocks\.0\.attn: grouped-query attention"):
+        attnmap.explain(gqa.double().eval(), images_for(gqa.double(), 1), "lrp")
+
+
+def test_img_size_not_a_multiple_of_the_patch() -> None:
+    """timm builds it (the convolution drops the last rows and columns): LRP follows the model, and
+    the dropped pixels get no relevance."""
+    model = tiny_vit(img_size=(36, 42), class_token=False, global_pool="avg", pos_embed="none").double()
+    images = images_for(model, 2, size=(36, 42))
+    pixels = attnmap.explain(model, images, "lrp")
+    assert pixels.shape == (2, 36, 42)
+    assert pixels[:, 32:].abs().max() == 0 and pixels[:, :, 40:].abs().max() == 0
+    torch.testing.assert_close(pixels.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-6)
+    assert attnmap.explain(model, images, "transformer_attribution").shape == (2, 4, 5)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"class_token": True, "global_pool": "token", "shared_rel_pos": True}]
+)
+def test_relative_position_vit(options: dict) -> None:
+    """timm VisionTransformerRelPos: the bias on the attention logits takes no relevance (like BEiT's)."""
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+
+    torch.manual_seed(0)
+    config = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5)
+    config["init_values"] = 0.3
+    model = _perturb(VisionTransformerRelPos(**config, **options)).double()
+    images = images_for(model, 2)
+    for method, method_options in ALL_METHODS:
+        maps = attnmap.explain(model, images, method, **method_options)  # the twin check ran inside
+        assert maps.shape == ((2, 32, 32) if method == "lrp" else (2, 4, 4)), method
+        assert torch.isfinite(maps).all() and maps.abs().sum() > 0, method
+    if not options:  # average pooled, no absolute positions: all relevance reaches the pixels
+        pixels = attnmap.explain(model, images, "lrp")
+        ones = torch.ones(2, dtype=torch.float64)
+        torch.testing.assert_close(pixels.sum(dim=(1, 2)), ones, rtol=0, atol=1e-6)

@@ -155,3 +155,159 @@ def test_hugging_face_local_directory(tmp_path):
     assert data_config(model)["mean"] == (0.1, 0.2, 0.3)
     tensor, views = preprocess(model, picture())
     assert tensor.shape == (1, 3, 32, 32) and views[0].shape == (32, 32, 3)
+
+
+def _tiny_hf(transformers, config_name: str, model_name: str, **options) -> torch.nn.Module:
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    torch.manual_seed(0)
+    config = getattr(transformers, config_name)(**sizes, image_size=32, patch_size=8, **options)
+    return getattr(transformers, model_name)(config)
+
+
+@pytest.mark.parametrize(
+    ("config_name", "model_name", "mean"),
+    [
+        ("Dinov2Config", "Dinov2Model", 0.485),  # ImageNet
+        ("CLIPVisionConfig", "CLIPVisionModelWithProjection", 0.48145466),  # OpenAI CLIP
+        ("BeitConfig", "BeitForImageClassification", 0.5),
+        ("DeiTConfig", "DeiTForImageClassificationWithTeacher", 0.485),
+        ("ViTConfig", "ViTModel", 0.5),
+    ],
+)
+def test_hugging_face_directories_load_the_class_they_were_saved_from(
+    tmp_path, config_name, model_name, mean
+):
+    """hf:DIR used to build a ViTForImageClassification whatever was saved: random weights for
+    CLIP, BEiT, DeiT; the data config (size, normalisation) is the family's, not timm's default."""
+    transformers = pytest.importorskip("transformers")
+    original = _tiny_hf(transformers, config_name, model_name)
+    original.save_pretrained(tmp_path)
+    model = load_model(f"hf:{tmp_path}")
+    assert type(model) is type(original) and not model.training
+    expected = original.state_dict()
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
+    config = data_config(model)
+    assert config["input_size"] == (3, 32, 32) and config["mean"][0] == pytest.approx(mean)
+    tensor, _ = preprocess(model, picture())
+    assert tensor.shape == (1, 3, 32, 32)
+
+
+def test_hugging_face_image_text_model_gives_its_vision_tower(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    text = dict(vision, vocab_size=99, max_position_embeddings=16)
+    config = transformers.CLIPConfig(
+        vision_config=dict(vision, image_size=32, patch_size=8), text_config=text, projection_dim=8
+    )
+    torch.manual_seed(0)
+    pair = transformers.CLIPModel(config)
+    pair.save_pretrained(tmp_path)
+    model = load_model(f"hf:{tmp_path}")
+    assert type(model).__name__ == "CLIPVisionModelWithProjection"
+    expected = {f"vision_model.{k}": v for k, v in pair.vision_model.state_dict().items()}
+    expected.update({f"visual_projection.{k}": v for k, v in pair.visual_projection.state_dict().items()})
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
+    with pytest.raises(InputError, match="num_classes applies to image classifiers"):
+        load_model(f"hf:{tmp_path}", num_classes=3)
+    other = tmp_path / "mae"
+    _tiny_hf(transformers, "ViTMAEConfig", "ViTMAEModel").save_pretrained(other)
+    with pytest.raises(InputError, match="holds a vit_mae"):
+        load_model(f"hf:{other}")
+
+
+def test_grayscale_models_get_one_channel_tensors(tmp_path):
+    """A model built with in_chans=1 (X-ray, microscopy) takes luminance, not RGB."""
+    import attnmap
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, in_chans=1)
+    path = tmp_path / "colour.png"
+    Image.fromarray(picture()).save(path)
+    tensor, views = preprocess(model.eval(), path)
+    assert tensor.shape == (1, 1, 32, 32) and views[0].shape == (32, 32, 3)
+    mean, std = np.mean(data_config(model)["mean"]), np.mean(data_config(model)["std"])
+    grey = np.asarray(Image.fromarray(views[0]).convert("L"), dtype=np.float32) / 255
+    np.testing.assert_allclose(tensor[0, 0].numpy(), (grey - mean) / std, atol=0.05)
+    assert attnmap.explain(model, tensor, "lrp").shape == (1, 32, 32)
+    four = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, in_chans=4)
+    with pytest.raises(InputError, match="4-channel"):
+        preprocess(four, path)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F"])
+def test_wide_pil_images_are_rescaled_like_files(tiny_model, tmp_path, mode):
+    """A 16-bit or float PIL image given as an object (not a path) went through PIL's convert("RGB"),
+    which clips at 255: a white picture. It must give what the same image read from a file gives."""
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, size=(48, 64), dtype=np.uint16))
+    else:
+        image = Image.fromarray(rng.random((48, 64), dtype=np.float32))
+    assert image.mode == mode
+    path = tmp_path / "wide.tif"
+    image.save(path)
+    from_file, _ = preprocess(tiny_model, path)
+    from_object, views = preprocess(tiny_model, image)
+    torch.testing.assert_close(from_object, from_file, rtol=0, atol=0)
+    assert 60 < views[0].mean() < 200  # mid-grey on average, not clipped white
+
+
+def test_model_arguments_for_non_timm_specs_are_refused(tmp_path):
+    """--model-arg depth=2 with hf:DIR or attnmap:NAME was silently ignored."""
+    with pytest.raises(InputError, match=r"model arguments \(depth\) apply to timm models"):
+        load_model("attnmap:shapes-vit", depth=2)
+    with pytest.raises(InputError, match="apply to timm models, not to 'hf:"):
+        load_model(f"hf:{tmp_path}", img_size=64)
+
+
+@pytest.mark.parametrize(
+    ("processor", "expected"),
+    [
+        (  # DeiT / DINOv2 checkpoints: shorter side to 256, centre crop 224, bicubic
+            {"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "resample": 3},
+            ((3, 224, 224), "center", 224 / 256, "bicubic"),
+        ),
+        (  # CLIP: shorter side 224, centre crop 224
+            {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224},
+             "do_center_crop": True},
+            ((3, 224, 224), "center", 1.0, "bilinear"),
+        ),
+        (  # ViT, SigLIP, BEiT: an exact (h, w) resize, no crop
+            {"size": {"height": 384, "width": 384}, "do_center_crop": False,
+             "crop_size": {"height": 1, "width": 1}},
+            ((3, 384, 384), "squash", 1.0, "bilinear"),
+        ),
+        (  # an old processor: ints, crop on
+            {"size": 256, "crop_size": 224, "do_center_crop": True, "resample": 3},
+            ((3, 224, 224), "center", 224 / 256, "bicubic"),
+        ),
+    ],
+)
+def test_hugging_face_processor_json_gives_the_crop_and_resize_the_model_was_trained_with(
+    processor, expected
+):
+    """A DeiT processor (256 then crop 224) used to make 256 px inputs; ViT's exact resize a crop."""
+    from types import SimpleNamespace
+
+    from attnmap.vit.models import _hf_data_config
+
+    config = _hf_data_config(processor, SimpleNamespace(image_size=224, num_channels=3))
+    assert (config["input_size"], config["crop_mode"], config["interpolation"]) == (
+        expected[0], expected[1], expected[3]
+    )
+    assert config["crop_pct"] == pytest.approx(expected[2])
+
+
+def test_hugging_face_vit_without_processor_sees_the_whole_image_squashed(tmp_path):
+    """ViTImageProcessor resizes to (h, w) without cropping: so does preprocess, and the overlay's
+    crop box is the whole original."""
+    transformers = pytest.importorskip("transformers")
+    from attnmap.vit.original import crop_box
+
+    model = _tiny_hf(transformers, "ViTConfig", "ViTModel")
+    assert data_config(model)["crop_mode"] == "squash"
+    _, views = preprocess(model, picture(60, 90))
+    assert views[0].shape == (32, 32, 3)
+    np.testing.assert_allclose(crop_box(model, (90, 60)), (0, 0, 90, 60), atol=0.5)

@@ -16,6 +16,7 @@ from PIL import Image
 import attnmap
 from attnmap.cli.main import main
 from attnmap.data.shapes import ShapesDataset
+from attnmap.errors import InputError
 from attnmap.evaluate.runner import METRICS, evaluate_methods
 
 NAME = "input_saliency"
@@ -128,3 +129,18 @@ def test_registry_is_a_leaf_module():
     # the registry's one other import, the target types, is itself a leaf
     assert attnmap_imports(registry) == {"attnmap.errors", "attnmap.vit.targets"}
     assert attnmap_imports(targets) == {"attnmap.errors"}
+
+
+def test_resolve_target_refuses_what_is_not_a_class_of_logits():
+    """A user method's helper: token outputs, directions and float 'indices' are errors, not casts."""
+    logits = torch.randn(2, 5)
+    assert attnmap.resolve_target(None, logits).tolist() == logits.argmax(1).tolist()
+    assert attnmap.resolve_target([1, 4], logits).tolist() == [1, 4]
+    with pytest.raises(InputError, match=r"needs \(B, classes\) logits, got \(2, 17, 5\)"):
+        attnmap.resolve_target(None, torch.randn(2, 17, 5))
+    with pytest.raises(InputError, match="target is a direction"):
+        attnmap.resolve_target(torch.randn(5), logits)
+    with pytest.raises(InputError, match="target must be an int"):
+        attnmap.resolve_target(1.5, logits)
+    with pytest.raises(InputError, match="out of range"):
+        attnmap.resolve_target(5, logits)

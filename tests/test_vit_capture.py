@@ -226,3 +226,154 @@ def test_reduce_keeps_only_the_reduced_maps():
         assert torch.allclose(reduced.attentions[index], full.attentions[index].mean(1))
     with pytest.raises(ValueError, match="reduce cannot be combined with with_grad"):
         AttentionCapture(model, with_grad=True, reduce=lambda attention: attention)
+
+
+def _hybrid_vit() -> nn.Module:
+    """A ViT on a small CNN's features (timm HybridEmbed, as in vit_*_r26_s32 / vit_tiny_r_s16_p8)."""
+    import functools
+
+    from timm.layers import HybridEmbed
+
+    torch.manual_seed(0)
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 24, 2, stride=2)
+    )
+    embed = functools.partial(HybridEmbed, backbone=backbone)
+    return tiny_vit(embed_layer=embed, patch_size=2).eval()  # 32 px → 8x8 features → 4x4 tokens
+
+
+def _relpos_vit(**options) -> nn.Module:
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+
+    torch.manual_seed(0)
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5)
+    kwargs.update(options)
+    return VisionTransformerRelPos(**kwargs).eval()
+
+
+def _rope_eva() -> nn.Module:
+    """timm's RoPE ViTs (vit_*_rope_*, Perception Encoder): Eva built with attn_type='rope'."""
+    from timm.models.eva import Eva
+
+    torch.manual_seed(0)
+    return Eva(
+        img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5,
+        attn_type="rope", use_rot_pos_emb=True, use_abs_pos_emb=False,
+    ).eval()
+
+
+def _parallel_vit(kind: str) -> nn.Module:
+    from timm.models.vision_transformer import ParallelScalingBlock, ParallelThingsBlock
+
+    return tiny_vit(block_fn=ParallelScalingBlock if kind == "scaling" else ParallelThingsBlock).eval()
+
+
+ATTENTION_FAMILIES = {
+    "hybrid CNN stem": _hybrid_vit,
+    "relpos, avg pool": lambda: _relpos_vit(class_token=False, global_pool="avg"),
+    "relpos, CLS, shared bias": lambda: _relpos_vit(
+        class_token=True, global_pool="token", shared_rel_pos=True
+    ),
+    "Eva attn_type='rope'": _rope_eva,
+    "ParallelScalingBlock": lambda: _parallel_vit("scaling"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(ATTENTION_FAMILIES))
+def test_more_timm_families_are_read(single_thread, family):
+    """timm attention modules computing A the same way (RelPosAttention, AttentionRope, ViT-22B
+    parallel blocks, hybrid stems): the captured A is the model's; every attention method runs."""
+    model = ATTENTION_FAMILIES[family]()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    captured = capture(model, images)
+    with torch.no_grad():
+        expected = model(images)
+    torch.testing.assert_close(captured.logits, expected, rtol=1e-5, atol=1e-5)
+    for index in captured.layers():
+        attention = captured.attentions[index]
+        assert attention.shape[-1] == captured.num_tokens
+        torch.testing.assert_close(attention.sum(-1), torch.ones_like(attention.sum(-1)))
+    for name in METHODS:
+        maps = attnmap.explain(model, images, name)
+        assert maps.shape == (2, 4, 4), (family, name)
+        assert torch.isfinite(maps).all()
+
+
+def test_hybrid_vit_checks_the_image_channels_not_the_feature_channels():
+    model = _hybrid_vit()
+    with pytest.raises(InputError, match="3-channel images, got 1"):
+        attnmap.explain(model, torch.randn(1, 1, 32, 32), "attention")
+
+
+def test_blocks_without_one_attention_module_are_refused_in_one_line():
+    """ParallelThingsBlock runs several attention modules side by side: no single A to read."""
+    with pytest.raises(UnsupportedModelError, match=r"^blocks\.0 \(ParallelThingsBlock") as error:
+        attnmap.explain(_parallel_vit("things"), torch.randn(1, 3, 32, 32), "rollout")
+    assert "\n" not in str(error.value)
+
+
+def test_hugging_face_dinov3_attention_methods():
+    """HF DINOv3 (RoPE, registers): the attention methods read it as HF's eager attention gives it,
+    at any input size; LRP is refused in one line (no twin for its RoPE)."""
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(transformers, "DINOv3ViTModel"):
+        pytest.skip("transformers without DINOv3")
+    config = transformers.DINOv3ViTConfig(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=3, image_size=32,
+        patch_size=8, num_register_tokens=2,
+    )
+    torch.manual_seed(0)
+    model = transformers.DINOv3ViTModel(config).eval()
+    implementation = model.config._attn_implementation
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    captured = capture(model, images)
+    assert captured.num_prefix_tokens == 3 and captured.query_row == "cls"
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        reference = model(pixel_values=images, output_attentions=True)
+    model.config._attn_implementation = implementation
+    for index in range(2):
+        torch.testing.assert_close(captured.attentions[index], reference.attentions[index], atol=1e-6, rtol=0)
+    torch.testing.assert_close(captured.logits, reference.pooler_output, atol=1e-5, rtol=0)
+    direction = torch.randn(48, generator=torch.Generator().manual_seed(2))
+    for name in METHODS:
+        assert attnmap.explain(model, images, name, target=direction).shape == (2, 4, 4)
+    assert attnmap.explain(model, torch.randn(1, 3, 40, 48), "rollout").shape == (1, 5, 6)
+    with pytest.raises(UnsupportedModelError, match="rotary position embedding of HF DINOv3"):
+        attnmap.explain(model, images, "lrp", target=direction)
+    assert model.config._attn_implementation == implementation
+
+
+def test_compiled_and_data_parallel_wrappers_are_explained_as_their_model():
+    """torch.compile / nn.DataParallel wrap the ViT: they were refused, and preprocess crashed on the
+    compiled wrapper or fell back to timm's 224 px default for DataParallel."""
+    from attnmap.vit.preprocess import data_config
+
+    model = tiny_vit().eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for wrapped in (torch.compile(model), nn.DataParallel(model)):
+        assert data_config(wrapped)["input_size"] == (3, 32, 32)
+        for name in [*METHODS, "lrp"]:
+            torch.testing.assert_close(
+                attnmap.explain(wrapped, images, name), attnmap.explain(model, images, name), rtol=0, atol=0
+            )
+
+
+def test_image_text_models_point_to_their_vision_tower():
+    """A whole CLIP model is refused in one line that says which part attnmap explains; that part runs."""
+    transformers = pytest.importorskip("transformers")
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = transformers.CLIPConfig(
+        vision_config=dict(sizes, image_size=32, patch_size=8),
+        text_config=dict(sizes, vocab_size=99, max_position_embeddings=16),
+    )
+    torch.manual_seed(0)
+    model = transformers.CLIPModel(config).eval()
+    images = torch.randn(1, 3, 32, 32)
+    for name in ("attention", "lrp"):
+        hint = r"explain its vision tower \(model.vision_model"
+        with pytest.raises(UnsupportedModelError, match=hint) as error:
+            attnmap.explain(model, images, name)
+        assert "\n" not in str(error.value)
+    direction = torch.randn(32)
+    assert attnmap.explain(model.vision_model, images, "lrp", target=direction).shape == (1, 32, 32)

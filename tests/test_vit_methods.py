@@ -82,6 +82,21 @@ def test_gradient_rollout_equals_explicit_recurrence():
     assert torch.allclose(ours, relevance[:, 0, 1:], atol=1e-14)
 
 
+def test_gradient_rollout_keeps_small_gradients_of_a_patch_mean_query_in_float32():
+    """An average-pooled model's query row is ~1/P everywhere; its rollout products may be 1e-8 of
+    that. Carrying q + Δ and subtracting q rounded them to an all-zero map in float32."""
+    attentions = random_attention(3, tokens=17)
+    gradients = [1e-8 * (a - 0.05) for a in random_attention(3, tokens=17)[::-1]]
+    query = torch.full((17,), 1 / 16, dtype=torch.float64)
+    query[0] = 0
+    exact = gradient_rollout(attentions, gradients, query, num_prefix_tokens=1)
+    single = gradient_rollout(
+        [a.float() for a in attentions], [g.float() for g in gradients], query.float(), num_prefix_tokens=1
+    )
+    assert exact.abs().max() > 0
+    torch.testing.assert_close(single.double(), exact, rtol=1e-4, atol=1e-4 * float(exact.abs().max()))
+
+
 def test_attention_gradcam_formula_and_range():
     attention, gradient = random_attention(1)[0], random_attention(1)[0] - 0.2
     rows, grads = attention[:, :, 0, 1:], gradient[:, :, 0, 1:]

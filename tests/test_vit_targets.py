@@ -102,6 +102,16 @@ def test_shared_direction_and_wrong_shapes(single_thread: None) -> None:
         attnmap.explain(model, x, "lrp", target=lambda out: out.sum())
 
 
+@pytest.mark.parametrize("target", [2.5, 2.0, True, [1.0, 2.0], "cat"])
+def test_class_targets_that_are_not_integers_are_refused(single_thread: None, target: object) -> None:
+    """A float or bool class index used to be cast silently (2.5 explained class 2, True class 1)."""
+    model, x = tiny_vit(), images()
+    for method in ("grad_rollout", "lrp"):
+        with pytest.raises(InputError, match="target must be an int, B ints"):
+            attnmap.explain(model, x, method, target=target)
+    assert attnmap.explain(model, x, "grad_rollout", target=torch.tensor([1, 2])).shape == (2, 4, 4)
+
+
 @pytest.mark.parametrize("method", [*ALL, "lrp_attention(grad)"])
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_every_method_under_no_grad_and_inference_mode(single_thread: None, method: str, mode: str) -> None:

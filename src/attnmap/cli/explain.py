@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from attnmap.cli.options import device_option, out_option, resolved_device
 from attnmap.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def default_method() -> str:
@@ -39,6 +43,33 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
     return options
 
 
+def load_direction(path: Path) -> torch.Tensor:
+    """A direction target from a ``.npy`` or ``.pt`` file: a finite float64 tensor, (D,) or (N, D)."""
+    import numpy as np
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"--direction file not found: {path}")
+    try:
+        if path.suffix.lower() == ".npy":
+            value = torch.from_numpy(np.load(path, allow_pickle=False))
+        elif path.suffix.lower() in (".pt", ".pth"):
+            value = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise InputError(f"--direction {path}: expected a .npy or .pt file")
+    except (OSError, ValueError, RuntimeError) as error:
+        raise InputError(f"cannot read --direction {path}: {error}") from None
+    if not isinstance(value, torch.Tensor) or value.ndim not in (1, 2) or not value.numel():
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise InputError(f"--direction {path} must hold a (D,) or (N, D) array, got {shape}")
+    if value.dtype == torch.bool or value.is_complex():
+        raise InputError(f"--direction {path} must hold real numbers, got {value.dtype}")
+    value = value.to(torch.float64)
+    if not torch.isfinite(value).all():
+        raise InputError(f"--direction {path} contains NaN or infinite values")
+    return value
+
+
 @click.command("explain")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_spec", required=True, help="timm:NAME, hf:LOCAL_DIR or attnmap:NAME.")
@@ -57,6 +88,14 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
     "default: attnmap.explain's.",
 )
 @click.option("--target", type=int, default=None, help="Class index (default: each image's prediction).")
+@click.option(
+    "--direction",
+    "direction_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="For headless models (an embedding or tokens out): a .npy or .pt file holding a direction in "
+    "the output space, (D,) or one row per image; the score explained is <output, direction>.",
+)
 @out_option("Output folder.")
 @device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
@@ -88,6 +127,7 @@ def explain(
     model_args: tuple[str, ...],
     method: str | None,
     target: int | None,
+    direction_file: Path | None,
     out_dir: Path,
     device: str,
     batch_size: int,
@@ -104,6 +144,10 @@ def explain(
     from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
 
     method = method or default_method()
+    if direction_file is not None:
+        if target is not None:
+            raise InputError("give either --target (a class) or --direction (a file), not both")
+        target = load_direction(direction_file)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
     paths = expand_image_paths(images)
@@ -142,7 +186,7 @@ def _run_distributed(
     checkpoint: Path | None,
     model_kwargs: dict[str, object],
     method: str,
-    target: int | None,
+    target: int | torch.Tensor | None,
     out_dir: Path,
     workers: int,
     scheduler: str | None,

@@ -53,6 +53,20 @@ def model_device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def model_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The ViT's class logits (timm or Hugging Face, eval mode); other modules are called as they are."""
+    from attnmap.errors import UnsupportedModelError
+    from attnmap.vit.original import class_logits
+
+    try:
+        logits = class_logits(model, images)
+    except UnsupportedModelError:  # not a ViT attnmap reads: a plain classifier module
+        return model(images)
+    if logits is None:
+        raise InputError("perturbation needs a classifier; the model's output is not class logits")
+    return logits
+
+
 def perturbation_hits(
     model: nn.Module,
     images: torch.Tensor,
@@ -78,11 +92,12 @@ def perturbation_hits(
             rank = torch.empty_like(order)
             rank.scatter_(1, order, torch.arange(n_pixels, device=order.device).expand_as(order))
             target = classes[batch].to(clean.device)
-            hits[batch, 0] = (model(clean).argmax(-1) == target).double().cpu().numpy()
+            hits[batch, 0] = (model_logits(model, clean).argmax(-1) == target).double().cpu().numpy()
             for column, fraction in enumerate(steps, start=1):
                 removed = (rank < int(fraction * n_pixels)).reshape(len(clean), 1, height, width)
                 perturbed = clean.masked_fill(removed, 0.0)
-                hits[batch, column] = (model(perturbed).argmax(-1) == target).double().cpu().numpy()
+                still = model_logits(model, perturbed).argmax(-1) == target
+                hits[batch, column] = still.double().cpu().numpy()
     return hits
 
 

@@ -99,10 +99,28 @@ def evaluate_methods(
     functions (e.g. an oracle built from the masks). A method that raises an attnmap error (for
     instance one that does not support this model) gets a row of NaNs with the error as its note.
     """
+    from attnmap.vit.adapters import eval_mode
+
+    with eval_mode(model):  # eval semantics throughout; the model's own flags restored afterwards
+        return _evaluate(
+            model, dataset, methods, custom_maps, batch_size, seed, steps, pointing_tolerance, progress
+        )
+
+
+def _evaluate(
+    model: nn.Module,
+    dataset: LabelledImages,
+    methods: Sequence[str],
+    custom_maps: Mapping[str, MapFunction] | None,
+    batch_size: int,
+    seed: int,
+    steps: Sequence[float],
+    pointing_tolerance: int,
+    progress: bool,
+) -> EvaluationResult:
     images, labels, masks = _check_dataset(dataset)
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
-    model.eval()
     predicted = _predict(model, images, batch_size)
     grid = _patch_grid(model, images)
     sources: dict[str, MapFunction] = {name: _explain_source(model, name) for name in methods}
@@ -224,16 +242,25 @@ def _explain_source(model: nn.Module, method: str) -> MapFunction:
 
 
 def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    from attnmap.evaluate.perturbation import model_logits
+
     with torch.no_grad():
         return torch.cat(
             [
-                model(images[i : i + batch_size].to(model_device(model))).argmax(-1).cpu()
+                model_logits(model, images[i : i + batch_size].to(model_device(model))).argmax(-1).cpu()
                 for i in range(0, len(images), batch_size)
             ]
         )
 
 
 def _patch_grid(model: nn.Module, images: torch.Tensor) -> tuple[int, int]:
+    from attnmap.errors import UnsupportedModelError
+    from attnmap.vit.adapters import adapter_for
+
+    try:  # the ViT's own token grid for this input size (timm, Hugging Face)
+        return tuple(int(side) for side in adapter_for(model).grid_size(*images.shape[-2:]))
+    except UnsupportedModelError:
+        pass
     patch_embed = getattr(model, "patch_embed", None)
     grid = getattr(patch_embed, "grid_size", None)
     if grid is not None and patch_embed.img_size is not None and tuple(patch_embed.img_size) == tuple(

@@ -20,8 +20,8 @@ Hugging Face: see `attnmap.vit.adapters_hf`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 import torch
@@ -32,8 +32,9 @@ from attnmap.errors import InputError, UnsupportedModelError
 QueryRow = Literal["cls", "patch_mean", "distilled", "latent", "cls_and_patch_mean"]
 
 SUPPORTED_MODELS = (
-    "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, global_pool ''/token/avg/map), "
-    "Eva and Beit; Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), "
+    "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, global_pool ''/token/avg/map, "
+    "hybrid CNN stems, parallel-scaling blocks), VisionTransformerRelPos, Eva (RoPE ViTs) and Beit; "
+    "Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), DINOv3, "
     "CLIP vision, SigLIP vision and BEiT models"
 )
 
@@ -113,9 +114,19 @@ class ViTAdapter:
 
     def eval_mode(self, stack: ExitStack) -> None:
         """Switch every submodule to eval mode; restore each module's own flag on exit."""
-        flags = [(module, module.training) for module in self.model.modules()]
-        stack.callback(_restore_training, flags)
-        self.model.eval()
+        stack.enter_context(eval_mode(self.model))
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` for the block (no dropout, patch dropout or batch statistics in a map);
+    each submodule's own training flag restored exactly afterwards, also when the block raises."""
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        _restore_training(flags)
 
 
 def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:
@@ -124,17 +135,50 @@ def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:
 
 
 def _timm_attention_classes() -> tuple[type, ...]:
-    """timm attention modules whose non-fused path applies ``attn_drop`` to the post-softmax A."""
+    """timm modules whose non-fused path applies ``attn_drop`` to the post-softmax A.
+
+    Besides the attention modules this includes ``ParallelScalingBlock`` (ViT-22B style blocks,
+    e.g. ``vit_base_patch16_xp_224``), which computes its attention inline with its own
+    ``fused_attn`` flag and ``attn_drop``: the block itself is then the attention module.
+    """
     from timm.layers import Attention
 
     classes: list[type] = [Attention]
-    for module_name, class_name in (("timm.models.eva", "EvaAttention"), ("timm.models.beit", "Attention")):
+    for module_name, class_name in (
+        ("timm.models.eva", "EvaAttention"),
+        ("timm.models.beit", "Attention"),
+        ("timm.layers.attention", "AttentionRope"),
+        ("timm.models.vision_transformer_relpos", "RelPosAttention"),
+        ("timm.models.vision_transformer", "ParallelScalingBlock"),
+    ):
         try:
             module = __import__(module_name, fromlist=[class_name])
             classes.append(getattr(module, class_name))
         except (ImportError, AttributeError):  # pragma: no cover - older timm
             continue
     return tuple(classes)
+
+
+def _attention_module(block: nn.Module, classes: tuple[type, ...]) -> nn.Module | None:
+    """The module of ``block`` whose ``attn_drop`` sees A: ``block.attn``, or the block itself for
+    blocks computing attention inline; None when there is no single such module."""
+    for candidate in (getattr(block, "attn", None), block):
+        if candidate is None:
+            continue
+        known = any(type(candidate) is cls or type(candidate).forward is cls.forward for cls in classes)
+        if known and hasattr(candidate, "fused_attn") and isinstance(candidate.attn_drop, nn.Module):
+            return candidate
+    return None
+
+
+def _input_channels(patch_embed: nn.Module) -> int | None:
+    """Channels the patch embedding takes: its first convolution's (a hybrid's CNN backbone comes
+    first: its ``proj`` sees the backbone's features, not the image)."""
+    first = next((m for m in patch_embed.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None:
+        return int(first.in_channels)
+    proj = getattr(patch_embed, "proj", None)
+    return int(proj.in_channels) if hasattr(proj, "in_channels") else None
 
 
 def _is_timm_vit(model: nn.Module) -> bool:
@@ -153,12 +197,15 @@ class TimmViTAdapter(ViTAdapter):
         classes = _timm_attention_classes()
         self.attentions: list[nn.Module] = []
         for index, block in enumerate(model.blocks):
-            attn = getattr(block, "attn", None)
-            known = any(type(attn) is cls or type(attn).forward is cls.forward for cls in classes)
-            if not known or not hasattr(attn, "fused_attn") or not isinstance(attn.attn_drop, nn.Module):
+            attn = _attention_module(block, classes)
+            if attn is None:
+                inner = getattr(block, "attn", None)
+                where = f"blocks.{index} ({type(block).__name__}, no single attn module)"
+                if isinstance(inner, nn.Module):
+                    where = f"blocks.{index}.attn ({type(inner).__name__})"
                 raise UnsupportedModelError(
-                    f"blocks.{index}.attn ({type(attn).__name__}) of {type(model).__name__}: attnmap "
-                    f"cannot read its attention; supported: {SUPPORTED_MODELS}"
+                    f"{where} of {type(model).__name__}: attnmap cannot read its attention; "
+                    f"supported: {SUPPORTED_MODELS}"
                 )
             self.attentions.append(attn)
         if not self.attentions:
@@ -194,7 +241,7 @@ class TimmViTAdapter(ViTAdapter):
     def check_images(self, images: torch.Tensor) -> None:
         super().check_images(images)
         patch_embed = self.model.patch_embed
-        channels = patch_embed.proj.in_channels if hasattr(patch_embed.proj, "in_channels") else None
+        channels = _input_channels(patch_embed)
         if channels is not None and images.shape[1] != channels:
             raise InputError(f"the model takes {channels}-channel images, got {images.shape[1]} channels")
         height, width = images.shape[-2:]
@@ -296,8 +343,24 @@ def _recorder(
     return hook
 
 
+def unwrap(model: object) -> object:
+    """The model inside ``torch.compile``'s and ``nn.DataParallel``/``DistributedDataParallel``'s
+    wrappers (same parameters): attnmap reads its blocks and runs it eagerly, as written."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    for _ in range(8):  # wrappers of wrappers, never a cycle
+        inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+        if inner is None and isinstance(model, (DataParallel, DistributedDataParallel)):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+    return model
+
+
 def adapter_for(model: nn.Module) -> ViTAdapter:
     """The adapter for ``model``, or `UnsupportedModelError` saying what is supported."""
+    model = unwrap(model)
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if _is_timm_vit(model):
@@ -308,5 +371,15 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
         return HFAdapter(model)
     raise UnsupportedModelError(
         f"{type(model).__name__} is not a supported Vision Transformer (no attention blocks attnmap can "
-        f"read); supported: {SUPPORTED_MODELS}"
+        f"read){vision_tower_hint(model)}; supported: {SUPPORTED_MODELS}"
     )
+
+
+def vision_tower_hint(model: nn.Module) -> str:
+    """For a Hugging Face image-text model (CLIP, SigLIP pairs and their classifiers): where its
+    vision transformer is, which attnmap can explain."""
+    if getattr(getattr(model, "config", None), "vision_config", None) is None:
+        return ""
+    tower = getattr(model, "vision_model", None)
+    inner = f" (model.vision_model, a {type(tower).__name__})" if isinstance(tower, nn.Module) else ""
+    return f"; it is an image-text model: explain its vision tower{inner}"

@@ -1,4 +1,5 @@
-"""Hugging Face vision transformers: ViT, DeiT, DINOv2 (with registers), CLIP and SigLIP vision, BEiT.
+"""Hugging Face vision transformers: ViT, DeiT, DINOv2 (with registers), DINOv3, CLIP and SigLIP
+vision, BEiT.
 
 Attention is read the documented way: ``output_attentions=True`` under an eager attention
 implementation (HF's own, with the softmax kept in the model's dtype: `_exact_attention`) returns
@@ -12,6 +13,7 @@ which transformers renames between major versions:
 | vit, clip_vision_model | CLS | CLS |
 | deit | CLS + distillation | CLS (as for timm's distilled DeiT) |
 | dinov2(_with_registers) | CLS (+ registers) | CLS; classifier: ½ CLS + ½ patch mean (concat read-out) |
+| dinov3_vit | CLS + registers | CLS (the four attention methods; no LRP twin for its RoPE) |
 | beit | CLS | patch mean when ``use_mean_pooling`` else CLS |
 | siglip_vision_model | none | the attention-pool head's attention row (its ``nn.MultiheadAttention``) |
 """
@@ -37,6 +39,7 @@ HF_MODEL_TYPES = (
     "clip_vision_model",
     "siglip_vision_model",
     "beit",
+    "dinov3_vit",
 )
 
 
@@ -68,7 +71,7 @@ class HFAdapter(ViTAdapter):
         query: QueryRow = "cls"
         if kind == "deit":
             prefix = 2
-        elif kind.startswith("dinov2"):
+        elif kind.startswith("dinov"):  # dinov2, dinov2_with_registers, dinov3_vit (pooler: CLS)
             prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
             query = "cls_and_patch_mean" if self.classifier else "cls"
         elif kind == "beit":
@@ -99,7 +102,7 @@ class HFAdapter(ViTAdapter):
         if (
             (height, width) != self.image_size
             and not self._takes_interpolate
-            and "dinov2" not in str(self.model.config.model_type)
+            and "dinov" not in str(self.model.config.model_type)
         ):
             raise InputError(
                 f"image size {height}x{width} does not fit the model, which takes "

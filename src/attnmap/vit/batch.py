@@ -240,18 +240,20 @@ def explain_paths(
         images, views = preprocess(model, chunk)
         targets = _chunk_targets(target, indices, len(paths))
         maps = {name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_}
-        predicted, probability = predict(model, images)
+        prediction = predict(model, images)  # None for a headless model
         for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
             stem = stems[indices[offset]]
             image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
             image_target = _describe_target(per_image[indices[offset]])
             overlays, scales = [], []
             original = np.asarray(load_image(path)) if on == "original" else None
-            if image_target is None or isinstance(image_target, int):  # a class: say the prediction
-                best = int(predicted[offset])
-                guess = describe_prediction(class_name(model, best), float(probability[offset]))
+            if prediction is not None and (image_target is None or isinstance(image_target, int)):
+                best = int(prediction[0][offset])  # a class: say the prediction
+                guess = describe_prediction(class_name(model, best), float(prediction[1][offset]))
                 shown = best if image_target is None else image_target
                 title = f"{path.name}: {guess}; maps for {class_name(model, shown)}"
+            elif image_target is None:  # a headless model's attention or rollout: no class involved
+                title = f"{path.name}: class-independent maps"
             else:  # a direction or a callable on a (possibly headless) model's output
                 title = f"{path.name}: maps for the target {image_target}"
             for name in methods_:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
+from attnmap.vit.adapters import unwrap
 from attnmap.vit.registry import get_method
 from attnmap.vit.targets import Target
 
@@ -74,6 +75,7 @@ def explain(
         raise InputError(f"images must be a (B, C, H, W) tensor, got {shape}")
     if not images.is_floating_point():
         raise InputError(f"images must be floating point, got {images.dtype}")
+    model = unwrap(model)  # torch.compile / DataParallel: the model inside
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     with torch.inference_mode(False), frozen_parameters(model):

@@ -1,7 +1,8 @@
 """Loading the model to explain from a short spec, never downloading anything.
 
 Specs: ``timm:NAME`` (architecture from timm, random weights unless a checkpoint is given),
-``hf:LOCAL_DIR`` (a Hugging Face ``ViTForImageClassification`` saved with ``save_pretrained``), and
+``hf:LOCAL_DIR`` (a Hugging Face model of a supported family saved with ``save_pretrained``: the class
+named in its config), and
 ``attnmap:NAME`` (models shipped with attnmap, see `BUNDLED_MODELS`). Checkpoints may be a raw
 state_dict, ``{"state_dict": ...}``, ``{"model": ...}`` or a ``.safetensors`` file, read by
 `attnmap.checkpoint` (weights only; ``module.`` / ``model.`` prefixes stripped). Key mismatches are
@@ -43,6 +44,10 @@ def load_model(
     kind, _, name = spec.partition(":")
     if not name:
         raise InputError(f"model spec {spec!r} must look like timm:NAME, hf:LOCAL_DIR or attnmap:NAME")
+    if model_kwargs and kind != "timm":
+        raise InputError(
+            f"model arguments ({', '.join(sorted(model_kwargs))}) apply to timm models, not to {spec!r}"
+        )
     state = load_state_dict(checkpoint) if checkpoint is not None else None
     if kind == "timm":
         model = _timm_model(name, state, num_classes, model_kwargs)
@@ -77,37 +82,108 @@ def _timm_model(
         raise InputError(f"cannot build timm model {name!r} with {kwargs}: {error}") from None
 
 
+# a full image-text model saved in the directory: the vision tower attnmap explains
+_HF_VISION_TOWERS = {"clip": "CLIPVisionModelWithProjection", "siglip": "SiglipVisionModel"}
+
+
 def _hf_model(directory: str, num_classes: int | None) -> nn.Module:
+    """The model class the directory was saved from (its config's ``architectures``), weights checked.
+
+    Any supported family (see `attnmap.vit.adapters_hf.HF_MODEL_TYPES`); a full CLIP/SigLIP model
+    gives its vision tower. Missing or unexpected weights are an error (a silently half-random model
+    would explain nothing), except a classifier head replaced for ``num_classes``.
+    """
     path = Path(directory)
     if not (path / "config.json").is_file():
         raise InputError(f"hf:{directory} is not a local Hugging Face model directory (no config.json)")
     try:
-        from transformers import ViTForImageClassification
+        import transformers
     except ImportError:
         raise InputError("hf: models need the 'transformers' package (pip install attnmap[hf])") from None
-    extra = {"num_labels": num_classes, "ignore_mismatched_sizes": True} if num_classes is not None else {}
-    model = ViTForImageClassification.from_pretrained(str(path), local_files_only=True, **extra)
+    from attnmap.vit.adapters_hf import HF_MODEL_TYPES
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read hf:{directory}/config.json: {error}") from None
+    kind = str(config.get("model_type", ""))
+    names = [str(name) for name in config.get("architectures") or []]
+    name = _HF_VISION_TOWERS.get(kind) or (names[0] if names else None)
+    cls = getattr(transformers, name, None) if name else None
+    if (kind not in HF_MODEL_TYPES and kind not in _HF_VISION_TOWERS) or cls is None:
+        raise InputError(
+            f"hf:{directory} holds a {kind or 'model'} ({', '.join(names) or 'no architectures'}); "
+            f"attnmap explains the model types {', '.join(HF_MODEL_TYPES)}"
+        )
+    extra: dict[str, Any] = {}
+    if num_classes is not None:
+        if "ForImageClassification" not in cls.__name__:
+            raise InputError(f"num_classes applies to image classifiers, not to {cls.__name__}")
+        extra = {"num_labels": num_classes, "ignore_mismatched_sizes": True}
+    try:
+        if kind in _HF_VISION_TOWERS:  # the tower's config, with the projection size of the pair
+            full = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+            extra["config"] = full.vision_config
+            if getattr(full, "projection_dim", None) is not None:
+                extra["config"].projection_dim = full.projection_dim
+        model, info = cls.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True, **extra
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"cannot load hf:{directory} as {cls.__name__}: {first}") from None
+    missing = [key for key in info.get("missing_keys", []) if num_classes is None or "classifier" not in key]
+    if missing or info.get("mismatched_keys") and num_classes is None:
+        keys = missing or [str(item[0]) for item in info["mismatched_keys"]]
+        raise InputError(
+            f"hf:{directory}: {len(keys)} weights of {cls.__name__} are not in the saved files "
+            f"(e.g. {keys[0]}); the model would be partly random"
+        )
     processor = path / "preprocessor_config.json"
     if processor.is_file():
         model.pretrained_cfg = _hf_data_config(json.loads(processor.read_text()), model.config)
     return model
 
 
+_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as HF stores them
+
+
+def _side(value: Any, default: int) -> tuple[int, int] | None:
+    """(height, width) of an HF size entry; None for {"shortest_edge": n} (a shorter-side resize)."""
+    if isinstance(value, Mapping):
+        if "height" in value:
+            return int(value["height"]), int(value.get("width", value["height"]))
+        return None
+    return (int(value), int(value)) if value is not None else (default, default)
+
+
 def _hf_data_config(processor: Mapping[str, Any], config: Any) -> dict[str, Any]:
-    """timm-style data config from a Hugging Face image processor's JSON."""
-    size = processor.get("size", config.image_size)
-    if isinstance(size, Mapping):
-        height = size.get("height", size.get("shortest_edge", config.image_size))
-        width = size.get("width", height)
-    else:
-        height = width = int(size)
+    """timm-style data config from a Hugging Face image processor's JSON: the size the model gets
+    (the crop when the processor centre-crops), the resize rule (an exact (h, w) resize is timm's
+    "squash"; a shorter-side resize then crop is "center" with crop_pct = crop / resize), the
+    resampling filter and the normalisation."""
+    image_size = config.image_size if isinstance(config.image_size, int) else int(config.image_size[0])
+    size = processor.get("size", image_size)
+    resized = _side(size, image_size)
+    shortest = int(size.get("shortest_edge", image_size)) if isinstance(size, Mapping) else None
+    crop = _side(processor.get("crop_size"), image_size) if processor.get("crop_size") is not None else None
+    centre = bool(processor.get("do_center_crop", crop is not None)) and crop is not None
+    if centre:
+        height, width = crop
+        side = shortest if resized is None else min(resized)
+        mode, crop_pct = "center", min(1.0, min(height, width) / max(1, side))
+    elif resized is not None:
+        (height, width), mode, crop_pct = resized, "squash", 1.0
+    else:  # shorter side resized, no crop: the model gets that size's square centre
+        height = width = int(shortest)
+        mode, crop_pct = "center", 1.0
     return {
-        "input_size": (3, int(height), int(width)),
+        "input_size": (int(getattr(config, "num_channels", 3)), int(height), int(width)),
         "mean": tuple(processor.get("image_mean", (0.5, 0.5, 0.5))),
         "std": tuple(processor.get("image_std", (0.5, 0.5, 0.5))),
-        "interpolation": "bilinear",
-        "crop_pct": 1.0,
-        "crop_mode": "center",
+        "interpolation": _RESAMPLE.get(processor.get("resample", 2), "bilinear"),
+        "crop_pct": crop_pct,
+        "crop_mode": mode,
     }
 
 

@@ -47,13 +47,45 @@ def crop_box(
     return (row[0] - step_x / 2, col[0] - step_y / 2, row[-1] + step_x / 2, col[-1] + step_y / 2)
 
 
-def predict(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class indices (B,), their softmax probabilities (B,)) for a preprocessed batch."""
-    with torch.no_grad():
-        output = model(images)
-    logits = getattr(output, "logits", output)
-    if isinstance(logits, (tuple, list)):
-        logits = (logits[0] + logits[1]) / 2
+def class_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
+    """(B, classes) logits of a preprocessed batch, or None for a headless model (an embedding or
+    tokens out: nothing to predict).
+
+    No grad, the model in eval mode (as the maps are computed; its training flags are restored); a
+    Hugging Face model gets ``pixel_values`` (interpolating positions for another input size); a
+    distilled DeiT's two heads are averaged.
+    """
+    import inspect
+
+    from attnmap.vit.adapters import adapter_for, eval_mode, unwrap
+    from attnmap.vit.targets import output_tensor
+
+    model = unwrap(model)
+    adapter = adapter_for(model)
+    if not adapter.classifier:
+        return None
+    with eval_mode(model), torch.no_grad():
+        if hasattr(getattr(model, "config", None), "model_type"):
+            kwargs: dict[str, Any] = {"pixel_values": images}
+            other_size = tuple(images.shape[-2:]) != getattr(adapter, "image_size", None)
+            if other_size and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
+                kwargs["interpolate_pos_encoding"] = True
+            output = model(**kwargs)
+        else:
+            output = model(images)
+    if isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[1], torch.Tensor):
+        logits = (output[0] + output[1]) / 2
+    else:
+        logits = output_tensor(output)
+    return logits if logits.ndim == 2 else None
+
+
+def predict(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """(predicted class indices (B,), their softmax probabilities (B,)) for a preprocessed batch, or
+    None for a headless model (see `class_logits`)."""
+    logits = class_logits(model, images)
+    if logits is None:
+        return None
     probs = torch.softmax(logits.float(), dim=-1)
     best = probs.argmax(-1)
     return best.cpu().numpy(), probs.gather(-1, best[:, None])[:, 0].cpu().numpy()

@@ -22,9 +22,26 @@ from attnmap.vit.tiff_image import read_tiff_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor")
-# ViTImageProcessor's defaults: what a Hugging Face ViT without a preprocessor config expects
-_HF_DEFAULT_MEAN = (0.5, 0.5, 0.5)
-_HF_DEFAULT_STD = (0.5, 0.5, 0.5)
+# Preprocessing of a Hugging Face model without a preprocessor config, per model_type, as the image
+# processor of the family's released checkpoints does it: normalisation (ViT, BEiT, SigLIP: 0.5;
+# DeiT, DINOv2/3: ImageNet; CLIP: OpenAI's), resampling filter, and resize rule: "squash" resizes
+# to the exact input size (ViT, BEiT, SigLIP, DINOv3), "center" resizes the shorter side to
+# input / crop_pct and centre-crops (CLIP 1.0; DeiT and DINOv2 256 → 224). timm's defaults (ImageNet,
+# its own crop) would be silently wrong for several.
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+_OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+_HF_PREPROCESSING: dict[str, tuple[tuple[tuple[float, ...], tuple[float, ...]], str, str, float]] = {
+    "vit": (_HALF, "bilinear", "squash", 1.0),
+    "beit": (_HALF, "bicubic", "squash", 1.0),
+    "siglip_vision_model": (_HALF, "bicubic", "squash", 1.0),
+    "deit": (_IMAGENET, "bicubic", "center", 224 / 256),
+    "dinov2": (_IMAGENET, "bicubic", "center", 224 / 256),
+    "dinov2_with_registers": (_IMAGENET, "bicubic", "center", 224 / 256),
+    "dinov3_vit": (_IMAGENET, "bilinear", "squash", 1.0),
+    "clip_vision_model": (_OPENAI_CLIP, "bicubic", "center", 1.0),
+}
+_DINOV2_INPUT = 224  # DINOv2's processor crops 224 although its positions are for image_size=518
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -57,12 +74,20 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
                 scale = min_side / max(1, min(width, height))
                 image.draft("RGB", (int(np.ceil(width * scale)), int(np.ceil(height * scale))))
             image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                return _reduce(Image.fromarray(_to_rgb_uint8(np.asarray(image), path)), min_side)
-            image = _reduce(image, min_side)
-            return image.convert("RGB")
+            return _reduce(_pil_rgb(image, path), min_side)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot read image {path}: {error}") from None
+
+
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _pil_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """An RGB PIL image; 16-bit, 32-bit and float images rescaled as `_to_rgb_uint8` does (PIL's own
+    ``convert("RGB")`` clips them at 255: a 16-bit image comes out white)."""
+    if image.mode in _WIDE_MODES:
+        return Image.fromarray(_to_rgb_uint8(np.asarray(image), path))
+    return image.convert("RGB")
 
 
 def _reduce(image: Image.Image, min_side: int | None) -> Image.Image:
@@ -116,16 +141,24 @@ def data_config(model: nn.Module) -> dict[str, Any]:
     """The model's preprocessing: input size, interpolation, mean/std, crop (timm's format)."""
     from timm.data import resolve_data_config
 
+    from attnmap.vit.adapters import unwrap
+
+    model = unwrap(model)
     config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) == "vit" and not getattr(model, "pretrained_cfg", None):
-        size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+    kind = getattr(config, "model_type", None)
+    if kind in _HF_PREPROCESSING and not getattr(model, "pretrained_cfg", None):
+        size = config.image_size
+        height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        if kind.startswith("dinov2"):
+            height, width = min(height, _DINOV2_INPUT), min(width, _DINOV2_INPUT)
+        (mean, std), interpolation, crop_mode, crop_pct = _HF_PREPROCESSING[kind]
         return {
-            "input_size": (3, size, size),
-            "interpolation": "bilinear",
-            "mean": _HF_DEFAULT_MEAN,
-            "std": _HF_DEFAULT_STD,
-            "crop_pct": 1.0,
-            "crop_mode": "center",
+            "input_size": (int(getattr(config, "num_channels", 3)), height, width),
+            "interpolation": interpolation,
+            "mean": mean,
+            "std": std,
+            "crop_pct": crop_pct,
+            "crop_mode": crop_mode,
         }
     resolved = dict(resolve_data_config({}, model=model))
     patch_embed = getattr(model, "patch_embed", None)
@@ -134,6 +167,20 @@ def data_config(model: nn.Module) -> dict[str, Any]:
         # a model built with another img_size than its pretrained config's must get that size
         resolved["input_size"] = (resolved["input_size"][0], int(img_size[0]), int(img_size[1]))
     return resolved
+
+
+def _model_channels(model: nn.Module, resolved: Mapping[str, Any]) -> int:
+    """Channels of the model's input: its first patch-embedding convolution (timm), its config's
+    ``num_channels`` (Hugging Face), else the data config's ``input_size``."""
+    patch_embed = getattr(model, "patch_embed", None)
+    if isinstance(patch_embed, nn.Module):
+        first = next((m for m in patch_embed.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is not None:
+            return int(first.in_channels)
+    channels = getattr(getattr(model, "config", None), "num_channels", None)
+    if isinstance(channels, int):
+        return channels
+    return int(tuple(resolved.get("input_size", (3,)))[0])
 
 
 def _split_transform(transform: Any) -> tuple[list[Any], list[Any]]:
@@ -157,7 +204,7 @@ def _as_pil(item: ImageInput, min_side: int | None = None) -> Image.Image:
     if isinstance(item, (str, Path)):
         return load_image(item, min_side)
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return _pil_rgb(item, Path("<PIL image>"))
     if isinstance(item, np.ndarray):
         return Image.fromarray(_to_rgb_uint8(item, Path("<array>")))
     raise InputError(f"expected an image path, PIL image or array, got {type(item).__name__}")
@@ -168,7 +215,9 @@ def preprocess(
     images: ImageInput | Sequence[ImageInput],
     config: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """Images (paths, PIL images or arrays) → ((B, 3, H, W) tensor for ``model``, RGB views).
+    """Images (paths, PIL images or arrays) → ((B, C, H, W) tensor for ``model``, RGB views).
+
+    C is 3 (RGB), or 1 for a model taking one channel (grayscale, e.g. timm ``in_chans=1``).
 
     The tensor has the model's parameter dtype and device. The second value holds, per image, the
     (H, W, 3) uint8 RGB image after resize and crop, before normalisation: what the model sees.
@@ -176,10 +225,24 @@ def preprocess(
     """
     from timm.data import create_transform
 
+    from attnmap.vit.adapters import unwrap
+
+    model = unwrap(model)
     items = [images] if isinstance(images, (str, Path, Image.Image, np.ndarray)) else list(images)
     if not items:
         raise InputError("no images given")
     resolved = dict(config) if config is not None else data_config(model)
+    channels = _model_channels(model, resolved)
+    if channels == 1:  # a grayscale model: luminance, normalised by the mean of per-colour values
+        for key in ("mean", "std"):
+            values = tuple(resolved.get(key) or ())
+            if len(values) > 1:
+                resolved[key] = (float(np.mean(values)),)
+    elif channels != 3:
+        raise InputError(
+            f"the model takes {channels}-channel images; preprocess makes RGB or grayscale tensors, "
+            f"so build the {channels}-channel tensor yourself"
+        )
     to_pixels, to_tensor = _split_transform(create_transform(**resolved, is_training=False))
     parameter = next(model.parameters(), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
@@ -187,6 +250,8 @@ def preprocess(
     tensors, views = [], []
     for item in items:
         picture = _as_pil(item, _decode_side(resolved))
+        if channels == 1:
+            picture = picture.convert("L")
         for step in to_pixels:
             picture = step(picture)
         views.append(np.asarray(picture.convert("RGB"), dtype=np.uint8).copy())

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from attnmap.errors import InputError
-from attnmap.vit.targets import Target
+from attnmap.vit.targets import Target, resolve
 
 __all__ = ["Method", "Target", "get_method", "method", "methods"]
 
@@ -135,17 +135,17 @@ def methods() -> dict[str, str]:
 
 
 def resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """Class indices (B,) for ``target``: None → each row's argmax; int → the same for all rows."""
-    batch, n_classes = logits.shape
-    if target is None:
-        return logits.argmax(dim=-1)
-    indices = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
-    if indices.numel() == 1:
-        indices = indices.expand(batch)
-    if indices.numel() != batch:
-        raise InputError(f"got {indices.numel()} targets for a batch of {batch} images")
-    if (indices < 0).any() or (indices >= n_classes).any():
+    """Class indices (B,) for ``target``: None → each row's argmax; int → the same for all rows.
+
+    For methods that explain a class of (B, classes) logits; anything else (token outputs, a
+    direction or callable target, a float or bool "index") is an `InputError`, never a silent cast.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise InputError(f"resolve_target needs (B, classes) logits, got {shape}")
+    objective = resolve(target, logits, classifier=True, needs_target=True, method="this method")
+    if objective.kind != "class":
         raise InputError(
-            f"target {indices.tolist()} out of range: the model has {n_classes} classes (0..{n_classes - 1})"
+            f"this method explains a class index, but the target is a {objective.kind}; pass an int or B ints"
         )
-    return indices
+    return objective.indices

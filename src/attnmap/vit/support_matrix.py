@@ -61,6 +61,25 @@ def _hf(config_name: str, model_name: str, **options: object) -> Callable[[], nn
     return build
 
 
+def _timm_hybrid() -> nn.Module:
+    import functools
+
+    from timm.layers import HybridEmbed
+
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 2, stride=2)
+    )
+    return _timm_vit(embed_layer=functools.partial(HybridEmbed, backbone=backbone), patch_size=2)
+
+
+def _timm_relpos() -> nn.Module:
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+
+    return VisionTransformerRelPos(
+        img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS, num_classes=5
+    )
+
+
 def families() -> list[Family]:
     """Every family the README lists, as tiny seeded models."""
     from timm.layers import GluMlp, SwiGLU, SwiGLUPacked
@@ -101,6 +120,13 @@ def families() -> list[Family]:
             lambda: _timm_vit(global_pool="map", class_token=False),
         ),
         Family("timm Eva (RoPE, SwiGLU)", lambda: Eva(**tiny, use_rot_pos_emb=True, swiglu_mlp=True)),
+        Family(
+            "timm Eva attn_type='rope' (RoPE ViTs, Perception Encoder)",
+            lambda: Eva(
+                **tiny, attn_type="rope", use_rot_pos_emb=True, use_abs_pos_emb=False, init_values=0.1
+            ),
+        ),
+        Family("timm VisionTransformerRelPos (relative position MLP, avg pool)", _timm_relpos),
         Family(
             "timm Beit (relative position bias, LayerScale)",
             lambda: Beit(**tiny, use_rel_pos_bias=True, init_values=0.1),
@@ -152,13 +178,36 @@ def families() -> list[Family]:
 
 def refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
     """Configurations with no rule (model, method): the user gets a one-line UnsupportedModelError."""
-    from timm.models.vision_transformer import ResPostBlock
+    from timm.models.vision_transformer import ParallelScalingBlock, ParallelThingsBlock, ResPostBlock
 
     return [
         ("timm ViT with post-norm blocks (ResPostBlock)", lambda: _timm_vit(block_fn=ResPostBlock), "lrp"),
         ("timm ViT global_pool='max'", lambda: _timm_vit(global_pool="max"), "lrp"),
+        (
+            "timm ViT-22B parallel blocks (ParallelScalingBlock; the 4 attention methods run)",
+            lambda: _timm_vit(block_fn=ParallelScalingBlock),
+            "lrp",
+        ),
+        (
+            "timm ViT parallel blocks (ParallelThingsBlock)",
+            lambda: _timm_vit(block_fn=ParallelThingsBlock),
+            "attention",
+        ),
+        ("timm hybrid ViT, CNN stem (HybridEmbed; the 4 attention methods run)", _timm_hybrid, "lrp"),
+        *_hf_refused(),
         ("a CNN (no attention blocks)", lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), "attention"),
     ]
+
+
+def _hf_refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - the hf extra is not installed
+        return []
+    if not hasattr(transformers, "DINOv3ViTModel"):  # pragma: no cover - older transformers
+        return []
+    label = "HF DINOv3ViTModel (RoPE; the 4 attention methods run)"
+    return [(label, _hf("DINOv3ViTConfig", "DINOv3ViTModel", num_register_tokens=2), "lrp")]
 
 
 def images(batch: int = 2, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -113,7 +113,8 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
             raise InputError(
                 f"method {method!r} needs a target: the model is headless (its output is "
                 f"{tuple(tensor.shape[1:])} per image, not class logits); pass target= a direction tensor "
-                f"of shape {tuple(tensor.shape[1:])} or a callable output -> (B,) scores"
+                f"of shape {tuple(tensor.shape[1:])} (attnmap explain: --direction FILE.npy) or a callable "
+                "output -> (B,) scores"
             )
         return Objective("none")
     if callable(target) and not isinstance(target, torch.Tensor):
@@ -138,11 +139,15 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
             "or a callable"
         )
     try:
-        indices = torch.as_tensor(target, dtype=torch.long, device=tensor.device).reshape(-1)
+        values = torch.as_tensor(target, device=tensor.device).reshape(-1)
     except (TypeError, ValueError, RuntimeError):
+        values = None
+    if values is None or values.dtype == torch.bool or values.is_floating_point() or values.is_complex():
+        # a float class index (2.5, or 2.0 from arithmetic) or a bool would be cast silently
         raise InputError(
-            f"target must be an int, B ints, a direction tensor or a callable, got {target!r}"
-        ) from None
+            f"target must be an int, B ints, a direction tensor or a callable, got {_describe(target)}"
+        )
+    indices = values.to(torch.long)
     if indices.numel() == 1:
         indices = indices.expand(batch)
     if indices.numel() != batch:

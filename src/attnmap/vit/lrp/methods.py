@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
+from attnmap.vit.adapters import eval_mode
 from attnmap.vit.lrp.check import verify_twin
 from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
@@ -84,7 +85,23 @@ def _compute(
     """Twin forward, check, ∇A (only for blocks ≥ ``grad_from``), relevance down to ``stop_block``.
 
     ``reduce(R_A, ∇A or None)`` turns each block's attention relevance into what the method keeps,
-    block by block (it may overwrite R_A; see `relevance_pass`)."""
+    block by block (it may overwrite R_A; see `relevance_pass`). The model is in eval mode for the
+    call (the twin runs some of the model's own modules, e.g. a Hugging Face embedding with its
+    dropout), and left in the mode it was in."""
+    with eval_mode(model):
+        return _compute_eval(model, images, target, stop_block, grad_from, method, to_pixels, reduce)
+
+
+def _compute_eval(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: object,
+    stop_block: int,
+    grad_from: int | None,
+    method: str,
+    to_pixels: bool,
+    reduce: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None,
+) -> tuple[ViTTwin, Trace, Relevance, dict[int, torch.Tensor]]:
     twin = build_twin(model)
     images = images.detach().to(device=twin.device, dtype=twin.dtype)
     trace = twin.forward(
@@ -145,11 +162,13 @@ def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], trace: Trace) ->
     (docs/average_pooling.md).
     """
     query = _readout_rows(twin, per_block[max(per_block)], trace).unsqueeze(1)
-    row = query
+    # the part beyond the identity, Δ ← Δ + (q + Δ)Ā, carried apart from q so that small products
+    # are not rounded away by adding them to q and subtracting it again
+    delta = torch.zeros_like(query)
     for index in sorted(per_block, reverse=True):
-        row = row + row @ per_block[index]
-    if twin.global_pool != "map":  # an attention-pool row is signal, not the residual's identity
-        row = row - query
+        delta = delta + (query + delta) @ per_block[index]
+    # an attention-pool row is signal, not the residual's identity
+    row = query + delta if twin.global_pool == "map" else delta
     return _patch_map(twin, row.squeeze(1), trace.grid)
 
 

@@ -1,5 +1,5 @@
-"""LRP twins of the other families: timm Eva (RoPE) and Beit (relative position bias), Hugging Face
-ViT, DeiT, DINOv2 (with registers), CLIP vision, SigLIP vision and BEiT.
+"""LRP twins of the other families: timm Eva (RoPE), Beit and VisionTransformerRelPos (relative
+position bias), Hugging Face ViT, DeiT, DINOv2 (with registers), CLIP vision, SigLIP vision and BEiT.
 
 Modules are read by role, not by name (transformers renames them between versions): the trunk is
 the module holding ``embeddings`` and the ModuleList of ``num_hidden_layers`` layers; inside a layer
@@ -44,15 +44,19 @@ def build_twin(model: nn.Module) -> ViTTwin:
         return EvaTwin(model)
     if module.startswith("timm.models.beit") and type(model).__name__ == "Beit":
         return BeitTwin(model)
+    if module.startswith("timm.models.vision_transformer_relpos"):
+        return RelPosTwin(model)
     from attnmap.vit.adapters_hf import is_hf_vision_model
 
     if is_hf_vision_model(model):
         from attnmap.vit.lrp.readers_hf import HFTwin  # imports this module: import here
 
         return HFTwin(model)
+    from attnmap.vit.adapters import vision_tower_hint
+
     raise UnsupportedModelError(
-        f"LRP methods need a timm VisionTransformer/Eva/Beit or a Hugging Face ViT-family model, "
-        f"got {type(model).__name__}"
+        f"LRP methods need a timm VisionTransformer/VisionTransformerRelPos/Eva/Beit or a Hugging Face "
+        f"ViT-family model, got {type(model).__name__}{vision_tower_hint(model)}"
     )
 
 
@@ -120,10 +124,21 @@ class GenericTwin(ViTTwin):
 
 
 class EvaTwin(GenericTwin):
-    """timm ``Eva``: RoPE on q/k (no relevance rule needed), SwiGLU, LayerScale γ, optional inner norms."""
+    """timm ``Eva``: RoPE on q/k (no relevance rule needed), SwiGLU, LayerScale γ, optional inner norms.
+
+    Its attention is ``EvaAttention`` (EVA-02) or timm's generic ``AttentionRope`` (the RoPE ViTs,
+    Perception Encoder), which compute the same thing with other parameter names."""
 
     def __init__(self, model: nn.Module) -> None:
         from timm.models.eva import EvaAttention, EvaBlock
+
+        attentions: tuple[type, ...] = (EvaAttention,)
+        try:  # timm's RoPE ViTs (vit_*_rope_*, PE) build Eva with attn_type='rope'
+            from timm.layers.attention import AttentionRope
+
+            attentions += (AttentionRope,)
+        except ImportError:  # pragma: no cover - older timm
+            pass
 
         self._setup(model, model.patch_embed.proj, model.num_prefix_tokens)
         _require_plain_patch_embed(model.patch_embed)
@@ -146,13 +161,17 @@ class EvaTwin(GenericTwin):
         for index, block in enumerate(model.blocks):
             name = f"blocks.{index}"
             attn = block.attn
-            if type(block) is not EvaBlock or type(attn) is not EvaAttention:
+            if type(block) is not EvaBlock:
                 raise UnsupportedModelError(f"{name} ({type(block).__name__}) has no LRP rule")
+            if type(attn) not in attentions:
+                raise UnsupportedModelError(f"{name}.attn ({type(attn).__name__}) has no LRP rule")
+            if getattr(attn, "num_kv_groups", 1) != 1:
+                raise UnsupportedModelError(f"{name}.attn: grouped-query attention has no LRP rule")
             if attn.gate is not None:
                 raise UnsupportedModelError(f"{name}.attn.gate: gated attention has no LRP rule")
             if attn.qkv is not None:
                 weight, bias = weight_and_bias(attn.qkv, f"{name}.attn.qkv")
-                if attn.q_bias is not None:
+                if getattr(attn, "q_bias", None) is not None:
                     extra = torch.cat([attn.q_bias, attn.k_bias, attn.v_bias]).detach()
                     bias = extra if bias is None else bias + extra
             else:
@@ -231,6 +250,76 @@ class BeitTwin(GenericTwin):
         if model.pos_embed is not None:
             x = x + model.pos_embed
         return x, None
+
+
+class RelPosTwin(GenericTwin):
+    """timm ``VisionTransformerRelPos``: no absolute positions, a relative position bias (table or
+    MLP, per block or shared) added to the attention logits (no relevance), LayerScale ``ls1``/``ls2``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from timm.models.vision_transformer_relpos import RelPosAttention, RelPosBlock
+
+        self._setup(model, model.patch_embed.proj, model.num_prefix_tokens)
+        _require_plain_patch_embed(model.patch_embed)
+        self.has_class_token = model.cls_token is not None
+        self.prefix_params = (model.cls_token,)
+        self.final_norm = read_norm(model.norm, "norm")
+        self.fc_norm = read_norm(model.fc_norm, "fc_norm")
+        self.global_pool = model.global_pool
+        if self.global_pool not in ("token", "avg", ""):
+            raise UnsupportedModelError(f"global_pool={self.global_pool!r} has no LRP rule")
+        self._set_head(model.head, "head")
+        shared = model.shared_rel_pos
+        self.blocks = []
+        for index, block in enumerate(model.blocks):
+            name = f"blocks.{index}"
+            attn = block.attn
+            if type(block) is not RelPosBlock:
+                raise UnsupportedModelError(
+                    f"{name} ({type(block).__name__}) has no LRP rule: only pre-norm blocks are supported"
+                )
+            if type(attn) is not RelPosAttention:
+                raise UnsupportedModelError(f"{name}.attn ({type(attn).__name__}) has no LRP rule")
+            weights: dict[str, torch.Tensor | None] = {}
+            weights["qkv_w"], weights["qkv_b"] = weight_and_bias(attn.qkv, f"{name}.attn.qkv")
+            weights["proj_w"], weights["proj_b"] = weight_and_bias(attn.proj, f"{name}.attn.proj")
+            weights["ls1"] = layer_scale(block.ls1, f"{name}.ls1")
+            weights["ls2"] = layer_scale(block.ls2, f"{name}.ls2")
+            twin = BlockTwin(
+                index=index,
+                num_heads=attn.num_heads,
+                head_dim=attn.head_dim,
+                scale=attn.scale,
+                norm1=read_norm(block.norm1, f"{name}.norm1"),
+                norm2=read_norm(block.norm2, f"{name}.norm2"),
+                act=nn.Identity(),
+                weights=weights,
+                linears={"qkv": attn.qkv.weight, "proj": attn.proj.weight},
+                q_norm=read_norm(attn.q_norm, f"{name}.attn.q_norm"),
+                k_norm=read_norm(attn.k_norm, f"{name}.attn.k_norm"),
+                attn_bias=_relpos_bias(attn.rel_pos if attn.rel_pos is not None else shared),
+            )
+            read_mlp(twin, block.mlp, f"{name}.mlp")
+            self.blocks.append(twin)
+        self._finish()
+
+    def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
+        model = self.model
+        x = model.patch_embed(images)
+        if model.cls_token is not None:
+            x = torch.cat((model.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        return x, None
+
+
+def _relpos_bias(rel_pos: nn.Module | None) -> Callable[[], torch.Tensor] | None:
+    if rel_pos is None:
+        return None
+
+    def bias() -> torch.Tensor:
+        with torch.no_grad():
+            return rel_pos.get_bias()
+
+    return bias
 
 
 def _beit_bias(attn: nn.Module, shared: nn.Module | None) -> Callable[[], torch.Tensor] | None:

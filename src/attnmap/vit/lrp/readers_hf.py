@@ -138,6 +138,10 @@ class HFTwin(GenericTwin):
         cls_param = getattr(embeddings, "cls_token", getattr(embeddings, "class_embedding", None))
         self.prefix_params = (cls_param, getattr(embeddings, "distillation_token", None)) if prefix else ()
         children = dict(trunk.named_children())
+        if kind == "dinov3_vit":
+            raise UnsupportedModelError(
+                f"{name}: the rotary position embedding of HF DINOv3 has no LRP twin here"
+            )
         if kind == "beit" and (config.use_relative_position_bias or config.use_shared_relative_position_bias):
             raise UnsupportedModelError(f"{name}: the relative position bias of HF BEiT has no LRP twin here")
         self.norm_pre = read_norm(children.get("pre_layrnorm"), "pre_layrnorm")

@@ -121,10 +121,12 @@ class ViTTwin:
             )
         if pe.dynamic_img_pad:
             return F.pad(images, (0, (pw - width % pw) % pw, 0, (ph - height % ph) % ph))
-        if height % ph or width % pw:
+        if not pe.strict_img_size and (height % ph or width % pw):
             raise InputError(
                 f"image size {height}x{width} is not a multiple of the patch size {pe.patch_size}"
             )
+        # a model built for an img_size that is not a multiple of the patch (timm allows it): the
+        # convolution drops the last rows/columns, as in the model, and they get no relevance
         return images
 
     def _positions(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:

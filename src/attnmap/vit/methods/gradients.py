@@ -56,12 +56,13 @@ def gradient_rollout(
         raise InputError("gradient rollout needs one gradient per attention map (at least one block)")
     batch, _, tokens, _ = attentions[0].shape
     query = query.to(attentions[0].dtype).expand(batch, tokens)
-    row = query
+    # carried as the part beyond the identity, Δ ← Δ + (q + Δ)Ē: adding tiny products to q and
+    # subtracting q afterwards would round them away (a small-gradient model gave all-zero maps)
+    delta = torch.zeros_like(query)
     for attention, gradient in zip(reversed(attentions), reversed(gradients), strict=True):
         weighted = (gradient * attention).clamp(min=0).mean(dim=1)
-        row = row + torch.bmm(row.unsqueeze(1), weighted).squeeze(1)
-    if remove_identity:
-        row = row - query
+        delta = delta + torch.bmm((query + delta).unsqueeze(1), weighted).squeeze(1)
+    row = delta if remove_identity else query + delta
     return row[:, num_prefix_tokens:]
 
 
