@@ -44,6 +44,7 @@ BAD_VALUES = [
     ("heatmap", "canvas_color", [0, 0, 256], "less than or equal to 255"),
     ("segmentation", "preset", "tcgaa", "'tcga', 'bwh_biopsy' or 'bwh_resection'"),
     ("segmentation", "a_t", "1", "valid number"),
+    ("segmentation", "mthresh", 6, "must be odd"),
     ("features", "batch_size", 0, "greater than or equal to 1"),
     ("sampling", "top_k", -1, "greater than or equal to 0"),
     ("run", "device", "tpu", "auto, cpu, cuda or cuda:N"),
@@ -98,3 +99,11 @@ def test_style_checks_api_values() -> None:
     with pytest.raises(InputError, match="roi must be"):
         HeatmapStyle(roi=((5, 5), (0, 0)))
     assert HeatmapStyle(roi=[[0, 0], [5, 5]]).roi == ((0, 0), (5, 5))
+
+
+def test_a_slide_csv_saved_by_excel_with_a_byte_order_mark_is_read(setup: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM, which must not hide the slide_id column."""
+    bom_csv = setup.parent / "bom.csv"
+    bom_csv.write_text("\ufeffslide_id,label\nslide_0,1\n", encoding="utf-8")
+    entries, _ = _load(setup, slides={"csv": "bom.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]

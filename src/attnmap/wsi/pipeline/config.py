@@ -43,6 +43,16 @@ def check_device(device: str) -> str:
 Device = Annotated[str, Check(check_device)]
 
 
+def check_odd(value: int) -> int:
+    """``value`` if it is odd (a median blur kernel); else `InputError`."""
+    if value % 2 == 1:
+        return value
+    raise InputError(f"must be odd (a median blur kernel size), got {value}")
+
+
+OddPositive = Annotated[int, Ge(1), Check(check_odd)]
+
+
 @dataclass
 class SlidesConfig:
     """Which slides: a CSV with a ``slide_path`` or ``slide_id`` column (+ optional ``label``)."""
@@ -68,7 +78,7 @@ class SegmentationConfig:
         default=None, metadata={"help": "Level to segment at (default: best for downsample 64)."}
     )
     sthresh: NonNegative | None = field(default=None, metadata={"help": "Saturation threshold."})
-    mthresh: Positive | None = field(default=None, metadata={"help": "Median blur kernel (odd)."})
+    mthresh: OddPositive | None = field(default=None, metadata={"help": "Median blur kernel (odd)."})
     close: NonNegative | None = field(
         default=None, metadata={"help": "Morphological closing kernel (0: none)."}
     )
@@ -347,7 +357,7 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
     """The slides named in ``slides.csv``, checked to exist (all missing ones named at once)."""
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
-    with open(csv_path, newline="") as handle:
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
         rows = list(csv.DictReader(handle))
     if not rows:
         raise InputError(f"{csv_path} lists no slides")
