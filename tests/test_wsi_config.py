@@ -107,3 +107,19 @@ def test_a_slide_csv_saved_by_excel_with_a_byte_order_mark_is_read(setup: Path) 
     bom_csv.write_text("\ufeffslide_id,label\nslide_0,1\n", encoding="utf-8")
     entries, _ = _load(setup, slides={"csv": "bom.csv"})
     assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]
+
+
+def test_the_model_checkpoint_is_read_before_any_slide(setup: Path) -> None:
+    """A corrupt or foreign checkpoint, or class names that do not match its classes, stop the run
+    while the config loads (they failed per slide, after tissue, patches and features were made)."""
+    corrupt = setup.parent / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not a zip" * 8)
+    with pytest.raises(InputError, match=r"^model.checkpoint: cannot read checkpoint .*corrupt.pt"):
+        _load(setup, model={"checkpoint": "corrupt.pt"})
+    import torch
+
+    torch.save({"linear.weight": torch.zeros(2, 2)}, setup.parent / "foreign.pt")
+    with pytest.raises(InputError, match=r"^model.checkpoint .*foreign.pt: not a CLAM checkpoint"):
+        _load(setup, model={"checkpoint": "foreign.pt"})
+    with pytest.raises(InputError, match=r"^model.class_names has 3 name\(s\) but .*clam.pt has 2 classes"):
+        _load(setup, model={"class_names": ["a", "b", "c"]})

@@ -230,6 +230,15 @@ def test_a_slide_without_tissue_is_a_clear_error(setup: Path, tmp_path: Path) ->
         run_slide(blank, config)
 
 
+def test_an_encoder_that_does_not_fit_the_model_fails_before_extracting(setup: Path, tmp_path: Path) -> None:
+    """8-d model, 64-d encoder: said before any feature is computed (it came after the slide's
+    features were extracted and stored, for every slide)."""
+    config = _config(setup, tmp_path, features={"encoder": "attnmap:tiny", "input_size": None})
+    with pytest.raises(InputError, match=r"attnmap:tiny gives 64-d features but .* expects 8-d"):
+        run_slide(setup.parent / "slides" / "slide_0.tif", config)
+    assert not SlideOutputs(tmp_path / "out", "slide_0").features_h5.exists()
+
+
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out" / "file.h5"
     with pytest.raises(RuntimeError), atomic_path(target) as temporary:

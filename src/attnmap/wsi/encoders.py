@@ -150,7 +150,12 @@ def load_encoder(
         model, transform, feature_dim = factory()
         if checkpoint is not None:
             load_weights(model, checkpoint)
-        return Encoder(model.eval().to(device), transform, int(feature_dim))
+        if input_size is None or getattr(transform, "size", None) == input_size:
+            return Encoder(model.eval().to(device), transform, int(feature_dim))
+        if not isinstance(transform, PatchTransform):
+            raise InputError(f"encoder {name!r} has a fixed transform: it takes no input_size")
+        resized = PatchTransform(input_size, transform.mean, transform.std, transform.interpolation)
+        return _finish(model, resized, device)  # checks that the model takes the new size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name == "resnet50_trunc":

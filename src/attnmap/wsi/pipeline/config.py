@@ -328,6 +328,7 @@ def check_config(config: PipelineConfig) -> None:
         raise InputError("model.checkpoint is required: a CLAM checkpoint (.pt state_dict)")
     if not Path(config.model.checkpoint).is_file():
         raise FileNotFoundError(2, "model.checkpoint not found", config.model.checkpoint)
+    _check_model(config.model)
     encoder = config.features.encoder
     if encoder.startswith("torchscript:") and not Path(encoder[len("torchscript:") :]).is_file():
         raise FileNotFoundError(2, "features.encoder TorchScript file not found", encoder)
@@ -342,6 +343,23 @@ def check_config(config: PipelineConfig) -> None:
         from attnmap.wsi.heatmap.fine import FineConfig
 
         FineConfig.from_mapping(config.heatmap.fine)
+
+
+def _check_model(model: ModelConfig) -> None:
+    """Read the checkpoint now (cached for the run), so a corrupt or foreign file, or class names
+    that do not match its classes, stop the run before any slide is touched."""
+    from attnmap.checkpoint import cached_clam
+
+    try:
+        clam, _ = cached_clam(model.checkpoint, "cpu")
+    except InputError as error:
+        named = str(model.checkpoint) in str(error)
+        raise InputError(f"model.checkpoint{'' if named else ' ' + model.checkpoint}: {error}") from error
+    if model.class_names and len(model.class_names) != clam.n_classes:
+        raise InputError(
+            f"model.class_names has {len(model.class_names)} name(s) but model.checkpoint "
+            f"{model.checkpoint} has {clam.n_classes} classes"
+        )
 
 
 @dataclass(frozen=True)

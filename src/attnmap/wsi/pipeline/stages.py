@@ -162,6 +162,12 @@ def features_stage(
             return features, None
         reason = "damaged: other coordinates"
     encoder, checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    model = cached_clam(config.model.checkpoint, device)[0] if config.model.checkpoint else None
+    if model is not None and encoder.feature_dim != model.embed_dim:  # now, not after extracting
+        raise InputError(
+            f"features.encoder {f.encoder} gives {encoder.feature_dim}-d features but model.checkpoint "
+            f"{config.model.checkpoint} expects {model.embed_dim}-d features"
+        )
     features = extract_features(
         entry.path,
         coords,
