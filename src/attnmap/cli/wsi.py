@@ -219,7 +219,7 @@ def heatmap(
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
-    from attnmap.wsi.pipeline.stage_files import load_scores_with_patch_size, load_tissue
+    from attnmap.wsi.pipeline.stage_files import features_patch_size, load_scores_with_patch_size, load_tissue
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
     files = from_options(HeatmapConfig, "files", options)  # tiff, tiff_level, scale, legend: the config's
@@ -244,7 +244,10 @@ def heatmap(
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
             raise InputError(f"{features_h5}: {error}") from error
         values = bag_result.scores("raw")
-        stored_patch = None
+        from attnmap.wsi.slide import open_slide
+
+        with open_slide(slide) as opened:
+            stored_patch = features_patch_size(features_h5, opened.level_downsamples)
         probability = float(bag_result.probs.reshape(-1)[bag_result.prediction])
         title = (f"{slide.stem} · CLAM attention ({model.name}) · predicted class {bag_result.prediction} "
                  f"(p = {probability:.3f})")
@@ -252,6 +255,12 @@ def heatmap(
         record = provenance(
             method="clam_attention_raw_heatmap", parameters=drawn, model=model, model_name=model.name,
             slide=slide.name,
+        )
+    source = scores or features_h5
+    if patch_size is not None and stored_patch is not None and patch_size != stored_patch:
+        raise InputError(
+            f"--patch-size {patch_size} disagrees with the {stored_patch}-px (level-0) patches "
+            f"{source.name} was made with: leave --patch-size out"
         )
     patch_size = patch_size or stored_patch
     if patch_size is None:
