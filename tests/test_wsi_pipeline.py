@@ -230,6 +230,19 @@ def test_a_slide_without_tissue_is_a_clear_error(setup: Path, tmp_path: Path) ->
         run_slide(blank, config)
 
 
+def test_no_patches_says_whether_tissue_or_the_patch_size_is_the_cause(setup: Path, tmp_path: Path) -> None:
+    import tifffile
+
+    blank = tmp_path / "blank.tif"
+    tifffile.imwrite(blank, np.full((512, 512, 3), 250, np.uint8), tile=(256, 256), photometric="rgb")
+    config = _config(setup, tmp_path, segmentation={"level": 0}, heatmap={"vis_level": 0})
+    with pytest.raises(InputError, match=r"kept no tissue region .* a_t=0.05 × 512² = 13107 level-0 px"):
+        run_slide(blank, config)
+    config = _config(setup, tmp_path, patching={"patch_size": 4096})
+    with pytest.raises(InputError, match=r"no 4096-px patch at level 0 fits its \d+ tissue region"):
+        run_slide(setup.parent / "slides" / "slide_0.tif", config)
+
+
 def test_an_encoder_that_does_not_fit_the_model_fails_before_extracting(setup: Path, tmp_path: Path) -> None:
     """8-d model, 64-d encoder: said before any feature is computed (it came after the slide's
     features were extracted and stored, for every slide)."""

@@ -123,12 +123,17 @@ def patch_stage(
         contour_check=p.contour_check,
         padding=p.padding,
     )
+    if len(coords) == 0:
+        raise InputError(f"no tissue patches found on {entry.path}: {_why_no_patches(slide, tissue, p)}")
     if p.roi_annotations:
         from attnmap.wsi.annotations import roi_filter
 
         coords = roi_filter(coords, level0_patch_size(p, slide), p.roi_annotations, entry.slide_id)
-    if len(coords) == 0:
-        raise InputError(f"no tissue patches found on {entry.path}: check the segmentation parameters")
+        if len(coords) == 0:
+            raise InputError(
+                f"no tissue patches found on {entry.path}: none lies inside the ROI annotations of "
+                f"{entry.slide_id} in {p.roi_annotations}"
+            )
     save_coords(
         outputs.patches,
         coords,
@@ -142,6 +147,24 @@ def patch_stage(
         },
     )
     return coords, reason
+
+
+def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
+    """The cause, in the user's terms: no tissue region at all, or regions no patch fits."""
+    if not tissue.contours:
+        params = tissue.parameters
+        width, height = slide.dimensions
+        minimum = params["a_t"] * 512 * 512
+        return (
+            f"segmentation kept no tissue region (saturation above sthresh={params['sthresh']}, regions of "
+            f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
+            f"{width}×{height} px): a blank or grey slide has none, else lower a_t or sthresh"
+        )
+    return (
+        f"no {patching.patch_size}-px patch at level {patching.level} fits its {len(tissue.contours)} "
+        f"tissue region(s) (contour_check {patching.contour_check}): use a smaller patch size or "
+        "contour_check center"
+    )
 
 
 def features_stage(
