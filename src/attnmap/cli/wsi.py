@@ -183,7 +183,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     "--model",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A CLAM checkpoint (with --features).",
+    help="A CLAM (SB/MB) or ABMIL checkpoint (with --features).",
 )
 @out_option("Output folder: <slide>_heatmap.png (and .tif).")
 @click.option(
@@ -233,12 +233,12 @@ def heatmap(
     else:
         import torch
 
-        from attnmap.mil import infer_bag, load_clam
+        from attnmap.mil import infer_bag, load_mil
         from attnmap.wsi.features import load_features
 
         bag, coords = load_features(features_h5)
         target = resolved_device(device)
-        clam = load_clam(model).eval().to(target)
+        clam = load_mil(model).eval().to(target)  # CLAM_SB / CLAM_MB or ABMIL
         try:
             bag_result = infer_bag(clam, torch.from_numpy(bag).to(target))
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
