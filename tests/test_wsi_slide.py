@@ -151,3 +151,11 @@ def test_grey_and_16_bit_slides_read_as_rgb8(tmp_path):
         np.testing.assert_array_equal(slide.read_region((0, 0), 1, (128, 96)), image[::2, ::2])
     with pytest.raises(InputError, match="float.tif.*float32"):
         open_slide(paths["float.tif"])
+
+
+def test_a_corrupt_tiff_is_one_error_without_tifffile_warnings(tmp_path, caplog):
+    corrupt = tmp_path / "broken.tif"
+    corrupt.write_bytes(b"II*\x00garbage" * 10)
+    with caplog.at_level("WARNING"), pytest.raises(InputError, match="broken.tif"):
+        open_slide(corrupt)
+    assert [record for record in caplog.records if record.name.startswith("tifffile")] == []

@@ -8,6 +8,8 @@ Nothing is read until asked, except plain images, which are small by nature and 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from pathlib import Path
 
@@ -258,6 +260,18 @@ def _has_subifd_pyramid(path: Path) -> bool:
         return series is not None and len(series.levels) > 1
 
 
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """tifffile logs a warning per bad page it meets; the one-line error below says it all."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def open_slide(path: str | Path) -> Slide:
     """Open a whole-slide image or a plain image as a `Slide`.
 
@@ -265,6 +279,12 @@ def open_slide(path: str | Path) -> Slide:
     SubIFDs (which OpenSlide reports as one level) tiffslide; plain PNG/JPEG and untiled TIFFs are
     loaded into memory. Raises `InputError` naming the file when it is missing or unreadable.
     """
+    with _quiet_tifffile():
+        return _open_slide(path)
+
+
+def _open_slide(path: str | Path) -> Slide:
+    """`open_slide` itself (with tifffile's page warnings silenced)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"slide file not found: {path}")
