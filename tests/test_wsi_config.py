@@ -123,3 +123,21 @@ def test_the_model_checkpoint_is_read_before_any_slide(setup: Path) -> None:
         _load(setup, model={"checkpoint": "foreign.pt"})
     with pytest.raises(InputError, match=r"^model.class_names has 3 name\(s\) but .*clam.pt has 2 classes"):
         _load(setup, model={"class_names": ["a", "b", "c"]})
+
+
+def test_slide_ids_with_dots_get_the_extension(setup: Path) -> None:
+    """TCGA ids hold a dot ("...-DX1.6B8C7E5C-..."): the extension was not appended to them, so
+    every such slide was "not found"; a row naming a file with its own suffix still works."""
+    import shutil
+
+    slides = setup.parent / "slides"
+    shutil.copyfile(slides / "slide_0.tif", slides / "TCGA-AA-0001-01Z-00-DX1.6B8C7E5C.tif")
+    shutil.copyfile(slides / "slide_0.tif", slides / "named.tif")
+    rows = ["slide_id", "TCGA-AA-0001-01Z-00-DX1.6B8C7E5C", "slide_0.tif", "named.tif"]
+    (setup.parent / "dots.csv").write_text("\n".join(rows) + "\n")
+    entries, _ = _load(setup, slides={"csv": "dots.csv", "extension": ".tif"})
+    assert [Path(entry.path).name for entry in entries] == [
+        "TCGA-AA-0001-01Z-00-DX1.6B8C7E5C.tif", "slide_0.tif", "named.tif"]
+    (setup.parent / "other.csv").write_text("slide_id\nslide_0.tif\n")
+    entries, _ = _load(setup, slides={"csv": "other.csv", "extension": ".svs"})  # its own suffix: as is
+    assert Path(entries[0].path).name == "slide_0.tif"

@@ -390,10 +390,7 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
         name = (row.get("slide_path") or row.get("slide_id") or "").strip()
         if not name:
             raise InputError(f"{csv_path} has a row without a slide: {row}")
-        path = Path(name).expanduser()
-        if not path.suffix and config.slides.extension:
-            path = path.with_name(path.name + config.slides.extension)
-        path = path if path.is_absolute() else base / path
+        path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
         slide_id = (row.get("slide_id") or "").strip() or path.stem
         if not path.is_file():
             missing.append(str(path))
@@ -406,6 +403,20 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
         raise InputError(f"{csv_path} lists slide id(s) more than once: {', '.join(duplicates)}")
     check_slide_levels(config, entries)
     return entries
+
+
+def _slide_file(name: Path, base: Path, extension: str) -> Path:
+    """The slide file a CSV row names: ``extension`` appended unless the name already ends with it.
+
+    Not "unless it has a suffix": slide ids hold dots (TCGA's ``...-DX1.6B8C7E5C-...``), and CLAM
+    appends its ``slide_ext`` to them all the same. A row naming an existing file with another
+    suffix (``a.tif`` beside ``extension: .svs``) is taken as it is.
+    """
+    path = name if name.is_absolute() else base / name
+    if not extension or path.name.lower().endswith(extension.lower()):
+        return path
+    extended = path.with_name(path.name + extension)
+    return path if path.suffix and path.is_file() and not extended.is_file() else extended
 
 
 def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> None:
