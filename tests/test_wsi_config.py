@@ -141,3 +141,12 @@ def test_slide_ids_with_dots_get_the_extension(setup: Path) -> None:
     (setup.parent / "other.csv").write_text("slide_id\nslide_0.tif\n")
     entries, _ = _load(setup, slides={"csv": "other.csv", "extension": ".svs"})  # its own suffix: as is
     assert Path(entries[0].path).name == "slide_0.tif"
+
+
+@pytest.mark.parametrize("slide_id", ["sub/slide_0", "../slide_0", "..", "a\\b"])
+def test_slide_ids_that_are_paths_are_refused(setup: Path, slide_id: str) -> None:
+    """An id holding a folder wrote its outputs into other folders ("../x": beside the run's folders,
+    where neither the viewer nor a rerun looks), or outside the output folder altogether."""
+    (setup.parent / "paths.csv").write_text(f"slide_id,slide_path\n{slide_id},slide_0.tif\n")
+    with pytest.raises(InputError, match="cannot hold '/'"):
+        _load(setup, slides={"csv": "paths.csv"})

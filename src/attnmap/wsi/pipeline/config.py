@@ -392,6 +392,11 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
             raise InputError(f"{csv_path} has a row without a slide: {row}")
         path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
         slide_id = (row.get("slide_id") or "").strip() or path.stem
+        if "/" in slide_id or "\\" in slide_id or slide_id in (".", ".."):
+            raise InputError(
+                f"{csv_path}: slide id {slide_id!r} names output files, so it cannot hold '/' or '\\' "
+                "(give the folder in slide_path or slides.data_dir)"
+            )
         if not path.is_file():
             missing.append(str(path))
         entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
