@@ -46,6 +46,8 @@ BAD_VALUES = [
     ("segmentation", "a_t", "1", "valid number"),
     ("segmentation", "mthresh", 6, "must be odd"),
     ("features", "batch_size", 0, "greater than or equal to 1"),
+    ("features", "encoder", "attnmap:tiny_typo", "not an encoder attnmap knows: use one of resnet50_trunc"),
+    ("features", "encoder", "timm:no_such_vit", "is not an encoder attnmap knows"),
     ("sampling", "top_k", -1, "greater than or equal to 0"),
     ("run", "device", "tpu", "auto, cpu, cuda or cuda:N"),
     ("run", "workers", "2", "valid integer"),

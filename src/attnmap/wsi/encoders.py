@@ -69,6 +69,24 @@ def _registered(name: str) -> Callable[[], tuple[nn.Module, Callable, int]] | No
     return _REGISTRY.get(name)
 
 
+def registered_names() -> tuple[str, ...]:
+    """Every registered encoder name (attnmap's own providers imported first)."""
+    _registered("attnmap:")
+    return tuple(_REGISTRY)
+
+
+def known_encoder_name(name: str) -> bool:
+    """Whether `load_encoder` knows ``name`` as a preset, a registered or a timm name, without
+    building anything (so a misspelt name stops a run before any slide is touched)."""
+    if name in PRESETS or _registered(name) is not None:
+        return True
+    if name.startswith("timm:"):
+        import timm
+
+        return bool(name[len("timm:") :]) and bool(timm.is_model(name[len("timm:") :]))
+    return False
+
+
 class Encoder(NamedTuple):
     """A patch encoder: ``model`` maps a transformed batch (B, 3, H, W) to (B, ``feature_dim``)."""
 

@@ -332,6 +332,14 @@ def check_config(config: PipelineConfig) -> None:
     encoder = config.features.encoder
     if encoder.startswith("torchscript:") and not Path(encoder[len("torchscript:") :]).is_file():
         raise FileNotFoundError(2, "features.encoder TorchScript file not found", encoder)
+    if _is_encoder_name(encoder) and not encoder.startswith("torchscript:"):
+        from attnmap.wsi.encoders import PRESETS, known_encoder_name, registered_names
+
+        if not known_encoder_name(encoder):
+            raise InputError(
+                f"features.encoder {encoder!r} is not an encoder attnmap knows: use one of "
+                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME' or an encoder file"
+            )
     if not _is_encoder_name(encoder) and not Path(encoder).is_file():
         raise InputError(
             f"features.encoder {encoder!r} is neither resnet50_trunc, a 'timm:NAME' or registered name, "
