@@ -167,6 +167,29 @@ def test_heatmap_from_scores_or_from_features_and_model(slide: Path, tmp_path: P
     assert code == 2 and "--model" in err
 
 
+def test_heatmap_of_attnmap_features_takes_their_patch_size(slide: Path, tmp_path: Path, capsys) -> None:
+    """A features file written by attnmap records its patching: --patch-size may be left out, and a
+    value that disagrees (which drew every patch at the wrong size) is refused."""
+    out = tmp_path / "out"
+    encoder = write_tiny_encoder(tmp_path / "e.pt")
+    code, _, _ = cli(capsys, "wsi", "features", slide, "-o", out, "--encoder", encoder, "--input-size", "32",
+                     "--device", "cpu", *SEGMENT, "--patch-size", "32", "--patch-level", "1")
+    assert code == 0
+    features_h5 = out / "features" / "h5_files" / "s7.h5"
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt")
+    args = ["wsi", "heatmap", slide, "--features", features_h5, "--model", checkpoint, "--vis-level", "1",
+            "--device", "cpu"]
+    code, _, err = cli(capsys, *args, "-o", tmp_path / "a")
+    assert code == 0, err
+    code, _, given = cli(capsys, *args, "-o", tmp_path / "b", "--patch-size", "64")  # 32 px at level 1
+    assert code == 0, given
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "s7_heatmap.png")),
+                                  np.asarray(Image.open(tmp_path / "b" / "s7_heatmap.png")))
+    code, _, err = cli(capsys, *args, "-o", tmp_path / "c", "--patch-size", "32")
+    assert code == 2 and "--patch-size 32 disagrees with the 64-px (level-0) patches" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_run_records_a_broken_slide_and_finishes_the_others(tmp_path: Path, capsys) -> None:
     config_path = write_pipeline_setup(tmp_path, n_slides=2)

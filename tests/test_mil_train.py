@@ -213,3 +213,20 @@ def test_early_stopping_follows_clam_rule():
         for epoch, loss in enumerate([1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
     ]
     assert stops == [False] * 6 + [True]
+
+
+@pytest.mark.parametrize(("kind", "problem"), [("wide", "16 features per patch; other bags have 32"),
+                                               ("empty", "the bag is empty")])
+def test_a_bag_that_cannot_train_is_named_before_the_first_fold(tmp_path, kind, problem):
+    """An odd-sized or empty bag stopped the run only when a fold reached it, after others trained."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    odd = tmp_path / "features" / "pt_files" / "s_odd.pt"  # a .pt bag: its header read memory-mapped
+    odd.parent.mkdir(exist_ok=True)
+    torch.save(torch.zeros((0, 32)) if kind == "empty" else torch.ones(4, 16), odd)
+    with open(labels, "a") as handle:
+        handle.write("s_odd,tumor,case_odd\n")
+    epochs: list[int] = []
+    with pytest.raises(InputError, match=f"s_odd.pt: {problem}"):
+        train_mil(tmp_path / "features", labels, tmp_path / "run", folds=2, max_epochs=1, device="cpu",
+                  progress=False, verbose=False, on_epoch=lambda *args: epochs.append(1))
+    assert epochs == []

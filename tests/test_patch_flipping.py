@@ -132,3 +132,20 @@ def test_cli_evaluate_slides(tmp_path, capsys):
             main(["evaluate", "--mil-checkpoint", str(tmp_path / "abmil.pt"), *bad,
                   "--out", str(tmp_path / "bad")] + (["--bags", str(tmp_path / "bags")] if bad else []))
         assert done.value.code == 2
+
+
+def test_evaluate_slides_names_the_bag_the_model_does_not_take(tmp_path, capsys):
+    """"features have 16 columns but the model expects ..." did not say which of the bags."""
+    from attnmap.cli.main import main
+    from attnmap.mil import write_h5_bag
+
+    model, bag = _planted()
+    torch.save(model.state_dict(), tmp_path / "abmil.pt")
+    write_h5_bag(tmp_path / "bags" / "fits.h5", bag.numpy(), np.zeros((len(bag), 2)))
+    wide = torch.cat([bag, bag], dim=1).numpy()
+    write_h5_bag(tmp_path / "bags" / "wide.h5", wide, np.zeros((len(bag), 2)))
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--mil-checkpoint", str(tmp_path / "abmil.pt"), "--bags", str(tmp_path / "bags"),
+              "--methods", "attention", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and f"{tmp_path / 'bags' / 'wide.h5'}: features have" in err

@@ -154,3 +154,20 @@ def test_signed_map_is_diverging_and_centred_on_zero():
     middle = colour_table("RdBu_r")[128].astype(int)
     assert np.abs(picture[16, 16].astype(int) - middle).max() <= 8  # zero is the neutral middle colour
     assert picture[2, 2, 0] > picture[2, 2, 2] and picture[29, 29, 2] > picture[29, 29, 0]  # red +, blue -
+
+
+def test_legend_text_wraps_to_a_narrow_picture():
+    """A narrow slide's heatmap cut its title and caption off at the right edge."""
+    from attnmap.render.legend import _font, wrap_text
+
+    title = "slide_with_a_long_name · CLAM attention for class 0 · predicted class 1 (p = 1.000)"
+    image = np.full((200, 250, 3), 128, dtype=np.uint8)
+    scale = choose_scale(np.linspace(-3.48, 3.48, 50))
+    narrow = add_legend(image, scale, title, label="attention")
+    one_line = add_legend(image, scale, "s1", label="a")
+    start = next(r for r in range(narrow.shape[0]) if (narrow[r] == 128).all())
+    assert narrow.shape[1] == 250 and narrow.shape[0] > one_line.shape[0]  # more lines
+    bands = np.concatenate([narrow[:start], narrow[start + 200 :]])  # title; colour bar and caption
+    assert (bands[:, -3:] > 200).all(), "text reaches the right edge"
+    lines = wrap_text(title, _font(11), 240)
+    assert len(lines) > 1 and " ".join(lines).replace(" · ", " ") == title.replace(" · ", " ")

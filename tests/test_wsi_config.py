@@ -44,7 +44,10 @@ BAD_VALUES = [
     ("heatmap", "canvas_color", [0, 0, 256], "less than or equal to 255"),
     ("segmentation", "preset", "tcgaa", "'tcga', 'bwh_biopsy' or 'bwh_resection'"),
     ("segmentation", "a_t", "1", "valid number"),
+    ("segmentation", "mthresh", 6, "must be odd"),
     ("features", "batch_size", 0, "greater than or equal to 1"),
+    ("features", "encoder", "attnmap:tiny_typo", "not an encoder attnmap knows: use one of resnet50_trunc"),
+    ("features", "encoder", "timm:no_such_vit", "is not an encoder attnmap knows"),
     ("sampling", "top_k", -1, "greater than or equal to 0"),
     ("run", "device", "tpu", "auto, cpu, cuda or cuda:N"),
     ("run", "workers", "2", "valid integer"),
@@ -98,3 +101,54 @@ def test_style_checks_api_values() -> None:
     with pytest.raises(InputError, match="roi must be"):
         HeatmapStyle(roi=((5, 5), (0, 0)))
     assert HeatmapStyle(roi=[[0, 0], [5, 5]]).roi == ((0, 0), (5, 5))
+
+
+def test_a_slide_csv_saved_by_excel_with_a_byte_order_mark_is_read(setup: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM, which must not hide the slide_id column."""
+    bom_csv = setup.parent / "bom.csv"
+    bom_csv.write_text("\ufeffslide_id,label\nslide_0,1\n", encoding="utf-8")
+    entries, _ = _load(setup, slides={"csv": "bom.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]
+
+
+def test_the_model_checkpoint_is_read_before_any_slide(setup: Path) -> None:
+    """A corrupt or foreign checkpoint, or class names that do not match its classes, stop the run
+    while the config loads (they failed per slide, after tissue, patches and features were made)."""
+    corrupt = setup.parent / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not a zip" * 8)
+    with pytest.raises(InputError, match=r"^model.checkpoint: cannot read checkpoint .*corrupt.pt"):
+        _load(setup, model={"checkpoint": "corrupt.pt"})
+    import torch
+
+    torch.save({"linear.weight": torch.zeros(2, 2)}, setup.parent / "foreign.pt")
+    with pytest.raises(InputError, match=r"^model.checkpoint .*foreign.pt: not a CLAM checkpoint"):
+        _load(setup, model={"checkpoint": "foreign.pt"})
+    with pytest.raises(InputError, match=r"^model.class_names has 3 name\(s\) but .*clam.pt has 2 classes"):
+        _load(setup, model={"class_names": ["a", "b", "c"]})
+
+
+def test_slide_ids_with_dots_get_the_extension(setup: Path) -> None:
+    """TCGA ids hold a dot ("...-DX1.6B8C7E5C-..."): the extension was not appended to them, so
+    every such slide was "not found"; a row naming a file with its own suffix still works."""
+    import shutil
+
+    slides = setup.parent / "slides"
+    shutil.copyfile(slides / "slide_0.tif", slides / "TCGA-AA-0001-01Z-00-DX1.6B8C7E5C.tif")
+    shutil.copyfile(slides / "slide_0.tif", slides / "named.tif")
+    rows = ["slide_id", "TCGA-AA-0001-01Z-00-DX1.6B8C7E5C", "slide_0.tif", "named.tif"]
+    (setup.parent / "dots.csv").write_text("\n".join(rows) + "\n")
+    entries, _ = _load(setup, slides={"csv": "dots.csv", "extension": ".tif"})
+    assert [Path(entry.path).name for entry in entries] == [
+        "TCGA-AA-0001-01Z-00-DX1.6B8C7E5C.tif", "slide_0.tif", "named.tif"]
+    (setup.parent / "other.csv").write_text("slide_id\nslide_0.tif\n")
+    entries, _ = _load(setup, slides={"csv": "other.csv", "extension": ".svs"})  # its own suffix: as is
+    assert Path(entries[0].path).name == "slide_0.tif"
+
+
+@pytest.mark.parametrize("slide_id", ["sub/slide_0", "../slide_0", "..", "a\\b"])
+def test_slide_ids_that_are_paths_are_refused(setup: Path, slide_id: str) -> None:
+    """An id holding a folder wrote its outputs into other folders ("../x": beside the run's folders,
+    where neither the viewer nor a rerun looks), or outside the output folder altogether."""
+    (setup.parent / "paths.csv").write_text(f"slide_id,slide_path\n{slide_id},slide_0.tif\n")
+    with pytest.raises(InputError, match="cannot hold '/'"):
+        _load(setup, slides={"csv": "paths.csv"})

@@ -238,3 +238,23 @@ def test_registered_encoders_load_by_name() -> None:
     encoder = load_encoder("test:flatten")
     assert encoder.feature_dim == 12 and encoder.transform is transform and not encoder.model.training
     assert encoder.model(torch.ones(1, 3, 2, 2)).shape == (1, 12)
+
+
+def test_input_size_applies_to_registered_encoders_too() -> None:
+    """`input_size` resizes the patches of a registered encoder as it does for the others (it was
+    ignored: a config asking for 128-px inputs silently got the encoder's own 64)."""
+    from attnmap.data.tiny_encoder import TINY_INPUT_SIZE
+
+    native = load_encoder("attnmap:tiny")
+    resized = load_encoder("attnmap:tiny", input_size=2 * TINY_INPUT_SIZE)
+    assert native.transform.size == TINY_INPUT_SIZE and resized.transform.size == 2 * TINY_INPUT_SIZE
+    assert (resized.transform.mean, resized.transform.std) == (native.transform.mean, native.transform.std)
+    patch = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    assert resized.transform(patch).shape == (3, 2 * TINY_INPUT_SIZE, 2 * TINY_INPUT_SIZE)
+    assert resized.feature_dim == native.feature_dim
+    assert load_encoder("attnmap:tiny", input_size=TINY_INPUT_SIZE).transform is not None
+    from attnmap.wsi.encoders import register_encoder
+
+    register_encoder("test:fixed", lambda: (torch.nn.Flatten(), lambda patch: torch.zeros(12), 12))
+    with pytest.raises(InputError, match="test:fixed.*no input_size"):
+        load_encoder("test:fixed", input_size=32)

@@ -207,3 +207,15 @@ def test_bad_inputs_name_the_problem(slide, clam):
         render_heatmap(slide, coords, scores, HeatmapStyle(vis_level=0), max_pixels=4096 * 4095)
     with pytest.raises(InputError, match="NaN"):
         render_heatmap(slide, coords, np.full(len(coords), np.nan))
+
+
+def test_a_roi_outside_the_slide_is_refused() -> None:
+    """It drew a canvas of out-of-slide black the size of the ROI, without a word."""
+    from attnmap.wsi import ArraySlide
+
+    slide = ArraySlide(np.full((100, 120, 3), 200, np.uint8))
+    coords, scores = np.array([[0, 0], [32, 32]]), np.array([0.2, 0.8])
+    with pytest.raises(InputError, match=r"roi \[\[500, 500\], \[600, 600\]\] lies outside the slide"):
+        render_heatmap(slide, coords, scores, HeatmapStyle(roi=((500, 500), (600, 600))), patch_size=32)
+    partly = render_heatmap(slide, coords, scores, HeatmapStyle(roi=((60, 50), (200, 200))), patch_size=32)
+    assert partly.shape[:2] == (150, 140)  # a ROI reaching past the edge is drawn as before

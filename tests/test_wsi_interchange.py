@@ -238,3 +238,14 @@ def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, singl
         if np.array_equal(picture[top : top + canvas.shape[0], left : left + canvas.shape[1]], canvas)
     ]
     assert len(matches) == 1
+
+
+def test_geojson_of_a_missing_scores_file_says_not_found(tmp_path, capsys):
+    """It printed h5py's "Unable to synchronously open file (... errno = 2 ...)" instead."""
+    from cli_runner import run_cli
+
+    missing = tmp_path / "nope_blockmap.h5"
+    code, _, err = run_cli(capsys, "wsi", "geojson", missing, "-o", tmp_path / "x.geojson")
+    err = err.strip()
+    assert code == 2 and err.endswith(f"scores file not found: {tmp_path / 'nope_blockmap.h5'}")
+    assert "\n" not in err

@@ -230,6 +230,51 @@ def test_a_slide_without_tissue_is_a_clear_error(setup: Path, tmp_path: Path) ->
         run_slide(blank, config)
 
 
+def test_no_patches_says_whether_tissue_or_the_patch_size_is_the_cause(setup: Path, tmp_path: Path) -> None:
+    import tifffile
+
+    blank = tmp_path / "blank.tif"
+    tifffile.imwrite(blank, np.full((512, 512, 3), 250, np.uint8), tile=(256, 256), photometric="rgb")
+    config = _config(setup, tmp_path, segmentation={"level": 0}, heatmap={"vis_level": 0})
+    with pytest.raises(InputError, match=r"kept no tissue region .* a_t=0.05 × 512² = 13107 level-0 px"):
+        run_slide(blank, config)
+    config = _config(setup, tmp_path, patching={"patch_size": 4096})
+    with pytest.raises(InputError, match=r"no 4096-px patch at level 0 fits its \d+ tissue region"):
+        run_slide(setup.parent / "slides" / "slide_0.tif", config)
+
+
+def test_an_abmil_checkpoint_from_mil_train_runs_the_slide(setup: Path, tmp_path: Path) -> None:
+    """`mil train --model abmil` writes ABMIL checkpoints; `wsi run` refused them as "not CLAM"."""
+    import torch
+
+    from attnmap.mil import ABMIL, infer_bag
+
+    torch.manual_seed(0)
+    torch.save(ABMIL(embed_dim=8, n_classes=2).state_dict(), tmp_path / "abmil.pt")
+    config = _config(setup, tmp_path, model={"checkpoint": str(tmp_path / "abmil.pt")})
+    result = run_slide(setup.parent / "slides" / "slide_0.tif", config)
+    outputs = SlideOutputs(tmp_path / "out", "slide_0")
+    with h5py.File(outputs.features_h5, "r") as handle:
+        features = handle["features"][()]
+    with h5py.File(outputs.named("blockmap.h5"), "r") as handle:
+        scores = handle["attention_scores"][()].ravel()
+    model = ABMIL(embed_dim=8, n_classes=2)
+    model.load_state_dict(torch.load(tmp_path / "abmil.pt", weights_only=True))
+    expected = infer_bag(model, features)
+    assert result["prediction"] == expected.prediction
+    np.testing.assert_allclose(scores, expected.scores("raw"), rtol=1e-5, atol=1e-6)
+    assert outputs.named("heatmap.png").is_file()
+
+
+def test_an_encoder_that_does_not_fit_the_model_fails_before_extracting(setup: Path, tmp_path: Path) -> None:
+    """8-d model, 64-d encoder: said before any feature is computed (it came after the slide's
+    features were extracted and stored, for every slide)."""
+    config = _config(setup, tmp_path, features={"encoder": "attnmap:tiny", "input_size": None})
+    with pytest.raises(InputError, match=r"attnmap:tiny gives 64-d features but .* expects 8-d"):
+        run_slide(setup.parent / "slides" / "slide_0.tif", config)
+    assert not SlideOutputs(tmp_path / "out", "slide_0").features_h5.exists()
+
+
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out" / "file.h5"
     with pytest.raises(RuntimeError), atomic_path(target) as temporary:

@@ -118,3 +118,44 @@ def test_missing_corrupt_and_bad_level(tmp_path):
         open_slide(bad_png)
     with open_slide(FIXTURE_SLIDE) as slide, pytest.raises(InputError, match="level 3 does not exist"):
         slide.read_region((0, 0), 3, (10, 10))
+
+
+def _write_grey_rgb16_float(tmp_path: Path, image: np.ndarray) -> dict[str, Path]:
+    grey = image[:, :, 0]
+    names = ("grey.tif", "rgb16.tif", "grey16.png", "float.tif", "rgb16_pyr.tif")
+    paths = {name: tmp_path / name for name in names}
+    tifffile.imwrite(paths["grey.tif"], grey)
+    tifffile.imwrite(paths["rgb16.tif"], image.astype(np.uint16) * 257, photometric="rgb")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(paths["grey16.png"])
+    tifffile.imwrite(paths["float.tif"], image.astype(np.float32) / 255, photometric="rgb")
+    with tifffile.TiffWriter(paths["rgb16_pyr.tif"]) as tif:  # a 16-bit SubIFD pyramid
+        tif.write(image.astype(np.uint16) * 257, tile=(64, 64), photometric="rgb", subifds=1, metadata=None)
+        tif.write(image[::2, ::2].astype(np.uint16) * 257, tile=(64, 64), photometric="rgb", subfiletype=1,
+                  metadata=None)
+    return paths
+
+
+def test_grey_and_16_bit_slides_read_as_rgb8(tmp_path):
+    """Grey and 16-bit files (TIFF through tiffslide or the plain reader, PNG through Pillow) give
+    the 8-bit RGB a viewer shows: never a crash, never a white or clipped image."""
+    image = gradient_image(256, 192)
+    paths = _write_grey_rgb16_float(tmp_path, image)
+    grey = np.repeat(image[:, :, :1], 3, axis=2)
+    for name, expected in (("grey.tif", grey), ("rgb16.tif", image), ("grey16.png", grey)):
+        with open_slide(paths[name]) as slide:
+            region = slide.read_region((10, 20), 0, (50, 40))
+            assert region.dtype == np.uint8 and region.shape == (40, 50, 3), name
+            np.testing.assert_array_equal(region, expected[20:60, 10:60], err_msg=name)
+    with open_slide(paths["rgb16_pyr.tif"]) as slide:
+        assert slide.level_count == 2
+        np.testing.assert_array_equal(slide.read_region((0, 0), 1, (128, 96)), image[::2, ::2])
+    with pytest.raises(InputError, match="float.tif.*float32"):
+        open_slide(paths["float.tif"])
+
+
+def test_a_corrupt_tiff_is_one_error_without_tifffile_warnings(tmp_path, caplog):
+    corrupt = tmp_path / "broken.tif"
+    corrupt.write_bytes(b"II*\x00garbage" * 10)
+    with caplog.at_level("WARNING"), pytest.raises(InputError, match="broken.tif"):
+        open_slide(corrupt)
+    assert [record for record in caplog.records if record.name.startswith("tifffile")] == []

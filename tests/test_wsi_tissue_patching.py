@@ -120,3 +120,10 @@ def test_bad_inputs(slide, tissue):
         patch_grid(slide, tissue, step=0)
     with pytest.raises(InputError, match="level 9 does not exist"):
         tissue.mask(9)
+
+
+def test_negative_segmentation_parameters_are_refused(slide):
+    """The API took them (the config and CLI check ranges): a_t=-1 kept every speck as tissue."""
+    for name in ("sthresh", "close", "a_t", "a_h", "max_n_holes"):
+        with pytest.raises(InputError, match=f"must not be negative, got {name}=-1"):
+            segment_tissue(slide, level=2, **{name: -1})

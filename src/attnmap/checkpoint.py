@@ -249,12 +249,14 @@ def cached_encoder(name: str, checkpoint: str | None, input_size: int | None, se
 
 
 def _clam_with_checksum(checkpoint: str, device: str) -> tuple[Any, str]:
-    from attnmap.mil.checkpoint import load_clam
+    from attnmap.mil.checkpoint import load_mil
     from attnmap.provenance import model_checksum
 
-    return load_clam(checkpoint).to(device).eval(), model_checksum(checkpoint)
+    return load_mil(checkpoint).to(device).eval(), model_checksum(checkpoint)
 
 
 def cached_clam(checkpoint: str, device: str) -> Any:
-    """(CLAM model in eval mode, sha256 of the checkpoint file) through the cache."""
+    """(attention-MIL model in eval mode, sha256 of the checkpoint file) through the cache.
+
+    CLAM_SB / CLAM_MB, and ABMIL as `attnmap mil train --model abmil` writes it (`load_mil`)."""
     return cached_model(_clam_with_checksum, checkpoint, device, files=(checkpoint,))

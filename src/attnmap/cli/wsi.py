@@ -183,7 +183,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     "--model",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A CLAM checkpoint (with --features).",
+    help="A CLAM (SB/MB) or ABMIL checkpoint (with --features).",
 )
 @out_option("Output folder: <slide>_heatmap.png (and .tif).")
 @click.option(
@@ -219,7 +219,7 @@ def heatmap(
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
-    from attnmap.wsi.pipeline.stage_files import load_scores_with_patch_size, load_tissue
+    from attnmap.wsi.pipeline.stage_files import features_patch_size, load_scores_with_patch_size, load_tissue
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
     files = from_options(HeatmapConfig, "files", options)  # tiff, tiff_level, scale, legend: the config's
@@ -233,18 +233,21 @@ def heatmap(
     else:
         import torch
 
-        from attnmap.mil import infer_bag, load_clam
+        from attnmap.mil import infer_bag, load_mil
         from attnmap.wsi.features import load_features
 
         bag, coords = load_features(features_h5)
         target = resolved_device(device)
-        clam = load_clam(model).eval().to(target)
+        clam = load_mil(model).eval().to(target)  # CLAM_SB / CLAM_MB or ABMIL
         try:
             bag_result = infer_bag(clam, torch.from_numpy(bag).to(target))
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
             raise InputError(f"{features_h5}: {error}") from error
         values = bag_result.scores("raw")
-        stored_patch = None
+        from attnmap.wsi.slide import open_slide
+
+        with open_slide(slide) as opened:
+            stored_patch = features_patch_size(features_h5, opened.level_downsamples)
         probability = float(bag_result.probs.reshape(-1)[bag_result.prediction])
         title = (f"{slide.stem} · CLAM attention ({model.name}) · predicted class {bag_result.prediction} "
                  f"(p = {probability:.3f})")
@@ -252,6 +255,12 @@ def heatmap(
         record = provenance(
             method="clam_attention_raw_heatmap", parameters=drawn, model=model, model_name=model.name,
             slide=slide.name,
+        )
+    source = scores or features_h5
+    if patch_size is not None and stored_patch is not None and patch_size != stored_patch:
+        raise InputError(
+            f"--patch-size {patch_size} disagrees with the {stored_patch}-px (level-0) patches "
+            f"{source.name} was made with: leave --patch-size out"
         )
     patch_size = patch_size or stored_patch
     if patch_size is None:

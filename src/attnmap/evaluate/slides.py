@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attnmap.errors import InputError
 from attnmap.evaluate.patch_flipping import FRACTIONS, PatchFlippingResult, patch_flipping
 from attnmap.mil.bags import Bag
 from attnmap.mil.base import AttentionMILBase
@@ -61,10 +62,13 @@ def evaluate_bags(
     evaluation = SlideFlipping()
     for index, bag in enumerate(bags):
         per_method = {}
-        for method in methods:
-            scores = explain(model, bag.features, method, target=target)
-            per_method[method] = patch_flipping(model, bag.features, scores, target=target,
-                                                fractions=fractions, seed=seed + index)
+        try:
+            for method in methods:
+                scores = explain(model, bag.features, method, target=target)
+                per_method[method] = patch_flipping(model, bag.features, scores, target=target,
+                                                    fractions=fractions, seed=seed + index)
+        except InputError as error:  # e.g. a feature size the model does not take: say which bag
+            raise InputError(f"{bag.path or bag.slide_id}: {error}") from error
         evaluation.results[bag.slide_id] = per_method
     return evaluation
 

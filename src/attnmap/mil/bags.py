@@ -113,6 +113,45 @@ def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
     return Bag(slide_id=path.stem, features=features, coords=coords, path=path)
 
 
+def common_feature_size(paths: list[Path]) -> int:
+    """The feature size D shared by every bag, read from the files' headers only (h5 dataset
+    shapes, memory-mapped .pt tensors): an empty, malformed or odd-sized bag is named before any
+    training starts rather than in the middle of a fold."""
+    sizes: dict[int, Path] = {}
+    for path in paths:
+        shape = _stored_shape(Path(path))
+        if len(shape) == 3 and shape[0] == 1:
+            shape = shape[1:]
+        if len(shape) != 2:
+            raise InputError(f"{path}: features must be a 2-D (N, D) array, got shape {tuple(shape)}")
+        if shape[0] == 0:
+            raise InputError(f"{path}: the bag is empty (0 patches)")
+        sizes.setdefault(int(shape[1]), Path(path))
+        if len(sizes) > 1:
+            (first, where), (other, _) = sizes.items()
+            raise InputError(f"{path}: {other} features per patch; other bags have {first} (e.g. {where})")
+    return next(iter(sizes))
+
+
+def _stored_shape(path: Path) -> tuple[int, ...]:
+    if path.suffix == ".h5":
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as handle:
+                if "features" not in handle:
+                    raise InputError(f"{path}: no 'features' dataset (found {sorted(handle.keys())})")
+                return tuple(handle["features"].shape)
+        except OSError as error:
+            raise InputError(f"{path}: not a readable h5 file ({error})") from error
+    try:  # .pt: memory-mapped, so only the archive's directory and the tensor's header are read
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        content = content["features"] if isinstance(content, dict) else content
+        return tuple(content.shape)
+    except Exception:  # noqa: BLE001 - old formats, odd payloads: the full reader names the problem
+        return tuple(read_bag(path, check_finite=False).features.shape)
+
+
 def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     import h5py
 

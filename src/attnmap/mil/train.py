@@ -42,7 +42,7 @@ from attnmap.fingerprint import Fingerprint
 from attnmap.io_utils import write_json_atomic
 from attnmap.lock import folder_lock
 from attnmap.mil.abmil import ABMIL
-from attnmap.mil.bags import find_bag, read_bag
+from attnmap.mil.bags import common_feature_size, find_bag, read_bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
 from attnmap.mil.fold_files import finished_fold, fold_fingerprint, load_resume, save_atomic
@@ -353,7 +353,7 @@ def _train_locked(
 ) -> list[dict[str, object]]:
     _check_same_config(out_dir / "config.json", config)
     store = BagStore(Path(features_dir), cohort.slide_ids, config.cache_gb * 1e9)
-    embed_dim = int(store.features(cohort.slide_ids[0]).shape[1])
+    embed_dim = common_feature_size(list(store.paths.values()))
     splits = make_folds(cohort, config.folds, seed=config.seed, val_fraction=config.val_fraction)
     write_splits(out_dir / "splits.csv", cohort, splits)
     rows: list[dict[str, object]] = []

@@ -27,18 +27,48 @@ def legend_height(width: int) -> tuple[int, int]:
     return int(text * 1.9), int(text * 4.4)
 
 
+def wrap_text(text: str, font: ImageFont.ImageFont, width: float) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels, broken at " · " first, then at spaces
+    (a word longer than the line stays whole: cut text would say something else)."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    lines: list[str] = []
+    for part in text.split(" · "):
+        if lines and measure(f"{lines[-1]} · {part}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} · {part}"
+            continue
+        line = ""
+        for word in part.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if line and measure(candidate, font=font) > width:
+                lines.append(line)
+                candidate = word
+            line = candidate
+        lines.append(line)
+    return lines
+
+
 def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "score") -> np.ndarray:
-    """``image`` (H, W, 3 uint8) with a title band above and a colour bar of ``scale`` below."""
+    """``image`` (H, W, 3 uint8) with a title band above and a colour bar of ``scale`` below.
+
+    The title and the caption wrap to the picture's width (a narrow slide's heatmap cut them off).
+    """
     image = np.asarray(image, dtype=np.uint8)
     height, width = image.shape[:2]
     width_out = max(width, 240)
     top, bottom = legend_height(width_out)
     text_size = max(11, min(40, width_out // 45))
+    font, small = _font(text_size), _font(max(10, int(text_size * 0.8)))
+    title_lines = wrap_text(title, font, width_out - text_size)
+    caption_lines = wrap_text(f"{label}: {scale.describe()}", small, width_out - 2 * text_size)
+    line_height = int(text_size * 1.2)
+    top += line_height * (len(title_lines) - 1)
+    bottom += int(text_size * 1.1) * (len(caption_lines) - 1)
     canvas = Image.new("RGB", (width_out, height + top + bottom), (255, 255, 255))
     canvas.paste(Image.fromarray(image[:, :, :3]), ((width_out - width) // 2, top))
     draw = ImageDraw.Draw(canvas)
-    font = _font(text_size)
-    draw.text((text_size // 2, int(text_size * 0.4)), title, fill=(0, 0, 0), font=font)
+    for index, line in enumerate(title_lines):
+        corner = (text_size // 2, int(text_size * 0.4) + index * line_height)
+        draw.text(corner, line, fill=(0, 0, 0), font=font)
     margin = text_size
     bar_left, bar_right = margin, width_out - margin
     bar_top = height + top + int(text_size * 0.4)
@@ -47,15 +77,15 @@ def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "s
     bar = np.repeat(table[None], bar_height, axis=0)
     canvas.paste(Image.fromarray(bar), (bar_left, bar_top))
     draw.rectangle((bar_left - 1, bar_top - 1, bar_right, bar_top + bar_height), outline=(80, 80, 80))
-    small = _font(max(10, int(text_size * 0.8)))
     tick_y = bar_top + bar_height + 2
     for position, text in scale.ticks():
         x = bar_left + position * (bar_right - bar_left - 1)
         draw.line((x, bar_top + bar_height, x, tick_y + 2), fill=(60, 60, 60))
         anchor = "la" if position == 0 else ("ra" if position == 1 else "ma")
         draw.text((x, tick_y + 3), text, fill=(0, 0, 0), font=small, anchor=anchor)
-    draw.text((bar_left, tick_y + 3 + int(text_size * 1.1)), f"{label}: {scale.describe()}",
-              fill=(70, 70, 70), font=small)
+    for index, line in enumerate(caption_lines):
+        draw.text((bar_left, tick_y + 3 + int(text_size * 1.1) * (index + 1)), line, fill=(70, 70, 70),
+                  font=small)
     return np.asarray(canvas)
 
 

@@ -69,6 +69,8 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
     """Every score set in a blockmap-style h5 file (``attention_scores``, ``scores_<method>``)."""
     import h5py
 
+    if not Path(path).is_file():
+        raise InputError(f"scores file not found: {path}")
     try:
         with h5py.File(path, "r") as handle:
             if "coords" not in handle:

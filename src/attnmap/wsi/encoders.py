@@ -69,6 +69,24 @@ def _registered(name: str) -> Callable[[], tuple[nn.Module, Callable, int]] | No
     return _REGISTRY.get(name)
 
 
+def registered_names() -> tuple[str, ...]:
+    """Every registered encoder name (attnmap's own providers imported first)."""
+    _registered("attnmap:")
+    return tuple(_REGISTRY)
+
+
+def known_encoder_name(name: str) -> bool:
+    """Whether `load_encoder` knows ``name`` as a preset, a registered or a timm name, without
+    building anything (so a misspelt name stops a run before any slide is touched)."""
+    if name in PRESETS or _registered(name) is not None:
+        return True
+    if name.startswith("timm:"):
+        import timm
+
+        return bool(name[len("timm:") :]) and bool(timm.is_model(name[len("timm:") :]))
+    return False
+
+
 class Encoder(NamedTuple):
     """A patch encoder: ``model`` maps a transformed batch (B, 3, H, W) to (B, ``feature_dim``)."""
 
@@ -150,7 +168,12 @@ def load_encoder(
         model, transform, feature_dim = factory()
         if checkpoint is not None:
             load_weights(model, checkpoint)
-        return Encoder(model.eval().to(device), transform, int(feature_dim))
+        if input_size is None or getattr(transform, "size", None) == input_size:
+            return Encoder(model.eval().to(device), transform, int(feature_dim))
+        if not isinstance(transform, PatchTransform):
+            raise InputError(f"encoder {name!r} has a fixed transform: it takes no input_size")
+        resized = PatchTransform(input_size, transform.mean, transform.std, transform.interpolation)
+        return _finish(model, resized, device)  # checks that the model takes the new size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name == "resnet50_trunc":

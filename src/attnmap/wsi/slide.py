@@ -8,6 +8,8 @@ Nothing is read until asked, except plain images, which are small by nature and 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from pathlib import Path
 
@@ -124,6 +126,29 @@ def _mpp_from_properties(properties: dict) -> float | None:
         return None
 
 
+def as_rgb8(pixels: np.ndarray, source: str) -> np.ndarray:
+    """(H, W, 3) uint8 from grey, grey+alpha, RGB or RGBA pixels in 8 or 16 bits.
+
+    Why: slides and plain images come as 1, 2, 3 or 4 samples per pixel and in 16 bits too (the
+    high byte is kept, as viewers show them); anything else (floats, 32-bit integers) has no
+    agreed scale, so it is refused by name instead of drawn wrong.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"{source}: expected a grey, RGB or RGBA image, got pixels of shape {pixels.shape}")
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    elif pixels.dtype == np.bool_:
+        pixels = pixels.astype(np.uint8) * 255
+    elif pixels.dtype != np.uint8:
+        raise InputError(f"{source}: unsupported pixel type {pixels.dtype} (8- or 16-bit images only)")
+    if pixels.shape[2] < 3:
+        return np.repeat(pixels[:, :, :1], 3, axis=2)
+    return pixels[:, :, :3]
+
+
 class OpenSlideSlide(Slide):
     """OpenSlide backend (SVS, NDPI, MRXS, generic tiled TIFF with page pyramids, ...)."""
 
@@ -147,7 +172,28 @@ class OpenSlideSlide(Slide):
 
 
 class TiffSlideSlide(OpenSlideSlide):
-    """tiffslide backend: TIFF pyramids stored as SubIFDs, which OpenSlide does not see."""
+    """tiffslide backend: TIFF pyramids stored as SubIFDs, which OpenSlide does not see.
+
+    tiffslide hands pixels over as stored (grey, 16-bit, ...), not as RGBA like OpenSlide, so
+    they go through `as_rgb8`; the pixel type is checked once when the slide is opened.
+    """
+
+    def __init__(self, path: str, handle) -> None:
+        super().__init__(path, handle)
+        last = self.level_count - 1
+        try:
+            self.read_region((0, 0), last, (1, 1))
+        except InputError:
+            handle.close()
+            raise
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        level = self.check_level(level)
+        if size[0] <= 0 or size[1] <= 0:
+            return Slide.read_region(self, location, level, size)
+        corner, extent = (int(location[0]), int(location[1])), (int(size[0]), int(size[1]))
+        pixels = self._handle.read_region(corner, level, extent, as_array=True)
+        return np.ascontiguousarray(as_rgb8(pixels, self.path))
 
 
 class ArraySlide(Slide):
@@ -155,14 +201,11 @@ class ArraySlide(Slide):
 
     def __init__(self, image: np.ndarray, path: str = "<array>", mpp: float | None = None) -> None:
         image = np.asarray(image)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise InputError(f"{path}: expected an RGB image, got an array of shape {image.shape}")
         if image.dtype != np.uint8:
             raise InputError(f"{path}: expected 8-bit pixels, got {image.dtype}")
+        image = as_rgb8(image, path)
         self.path = path
-        self._image = np.ascontiguousarray(image[:, :, :3])
+        self._image = np.ascontiguousarray(image)
         self.level_dimensions = ((int(image.shape[1]), int(image.shape[0])),)
         self.level_downsamples = (1.0,)
         self.mpp = mpp
@@ -198,13 +241,14 @@ def _open_plain(path: Path) -> Slide:
             mpp = _plain_tiff_mpp(page)
         if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
             image = np.moveaxis(image, 0, 2)
-        if image.dtype == np.uint16:
-            image = (image >> 8).astype(np.uint8)
-        return ArraySlide(image, str(path), mpp)
+        return ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
     from PIL import Image
 
     with Image.open(path) as image:
-        rgb = np.asarray(image.convert("RGB"))
+        if image.mode.startswith("I;16"):  # convert("RGB") would clip 16-bit grey to white
+            rgb = as_rgb8(np.asarray(image).astype(np.uint16), str(path))
+        else:
+            rgb = np.asarray(image.convert("RGB"))
     return ArraySlide(rgb, str(path))
 
 
@@ -216,6 +260,18 @@ def _has_subifd_pyramid(path: Path) -> bool:
         return series is not None and len(series.levels) > 1
 
 
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """tifffile logs a warning per bad page it meets; the one-line error below says it all."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def open_slide(path: str | Path) -> Slide:
     """Open a whole-slide image or a plain image as a `Slide`.
 
@@ -223,6 +279,12 @@ def open_slide(path: str | Path) -> Slide:
     SubIFDs (which OpenSlide reports as one level) tiffslide; plain PNG/JPEG and untiled TIFFs are
     loaded into memory. Raises `InputError` naming the file when it is missing or unreadable.
     """
+    with _quiet_tifffile():
+        return _open_slide(path)
+
+
+def _open_slide(path: str | Path) -> Slide:
+    """`open_slide` itself (with tifffile's page warnings silenced)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"slide file not found: {path}")

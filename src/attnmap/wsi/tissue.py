@@ -136,6 +136,10 @@ def resolve_parameters(preset: str | None, given: dict[str, float | int | bool |
     either would segment differently from what the user wrote.
     """
     chosen = {key: value for key, value in given.items() if value is not None}
+    negative = [f"{key}={value!r}" for key, value in chosen.items()
+                if key != "use_otsu" and isinstance(value, (int, float)) and value < 0]
+    if negative:  # a negative area keeps every speck, a negative threshold finds nothing: never meant
+        raise InputError(f"segmentation parameters must not be negative, got {', '.join(negative)}")
     if preset is None:
         return {**DEFAULTS, **chosen}
     if preset not in PRESETS:

@@ -105,6 +105,11 @@ class HeatmapRenderer:
         if style.roi is not None:
             top_left = np.asarray(style.roi[0], dtype=np.int64)
             bottom_right = np.asarray(style.roi[1], dtype=np.int64)
+            if np.any(top_left >= np.asarray(slide.dimensions)) or np.any(bottom_right <= 0):
+                raise InputError(
+                    f"roi {[list(corner) for corner in style.roi]} lies outside the slide "
+                    f"({slide.dimensions[0]}×{slide.dimensions[1]} at level 0)"
+                )
             inside = np.all(coords >= top_left, axis=1) & np.all(coords <= bottom_right, axis=1)
             coords, scores = coords[inside] - top_left, scores[inside]
             corner_scaled = (bottom_right * scale).astype(int) - (top_left * scale).astype(int)

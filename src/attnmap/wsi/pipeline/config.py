@@ -43,6 +43,16 @@ def check_device(device: str) -> str:
 Device = Annotated[str, Check(check_device)]
 
 
+def check_odd(value: int) -> int:
+    """``value`` if it is odd (a median blur kernel); else `InputError`."""
+    if value % 2 == 1:
+        return value
+    raise InputError(f"must be odd (a median blur kernel size), got {value}")
+
+
+OddPositive = Annotated[int, Ge(1), Check(check_odd)]
+
+
 @dataclass
 class SlidesConfig:
     """Which slides: a CSV with a ``slide_path`` or ``slide_id`` column (+ optional ``label``)."""
@@ -68,7 +78,7 @@ class SegmentationConfig:
         default=None, metadata={"help": "Level to segment at (default: best for downsample 64)."}
     )
     sthresh: NonNegative | None = field(default=None, metadata={"help": "Saturation threshold."})
-    mthresh: Positive | None = field(default=None, metadata={"help": "Median blur kernel (odd)."})
+    mthresh: OddPositive | None = field(default=None, metadata={"help": "Median blur kernel (odd)."})
     close: NonNegative | None = field(
         default=None, metadata={"help": "Morphological closing kernel (0: none)."}
     )
@@ -318,9 +328,18 @@ def check_config(config: PipelineConfig) -> None:
         raise InputError("model.checkpoint is required: a CLAM checkpoint (.pt state_dict)")
     if not Path(config.model.checkpoint).is_file():
         raise FileNotFoundError(2, "model.checkpoint not found", config.model.checkpoint)
+    _check_model(config.model)
     encoder = config.features.encoder
     if encoder.startswith("torchscript:") and not Path(encoder[len("torchscript:") :]).is_file():
         raise FileNotFoundError(2, "features.encoder TorchScript file not found", encoder)
+    if _is_encoder_name(encoder) and not encoder.startswith("torchscript:"):
+        from attnmap.wsi.encoders import PRESETS, known_encoder_name, registered_names
+
+        if not known_encoder_name(encoder):
+            raise InputError(
+                f"features.encoder {encoder!r} is not an encoder attnmap knows: use one of "
+                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME' or an encoder file"
+            )
     if not _is_encoder_name(encoder) and not Path(encoder).is_file():
         raise InputError(
             f"features.encoder {encoder!r} is neither resnet50_trunc, a 'timm:NAME' or registered name, "
@@ -332,6 +351,23 @@ def check_config(config: PipelineConfig) -> None:
         from attnmap.wsi.heatmap.fine import FineConfig
 
         FineConfig.from_mapping(config.heatmap.fine)
+
+
+def _check_model(model: ModelConfig) -> None:
+    """Read the checkpoint now (cached for the run), so a corrupt or foreign file, or class names
+    that do not match its classes, stop the run before any slide is touched."""
+    from attnmap.checkpoint import cached_clam
+
+    try:
+        clam, _ = cached_clam(model.checkpoint, "cpu")
+    except InputError as error:
+        named = str(model.checkpoint) in str(error)
+        raise InputError(f"model.checkpoint{'' if named else ' ' + model.checkpoint}: {error}") from error
+    if model.class_names and len(model.class_names) != clam.n_classes:
+        raise InputError(
+            f"model.class_names has {len(model.class_names)} name(s) but model.checkpoint "
+            f"{model.checkpoint} has {clam.n_classes} classes"
+        )
 
 
 @dataclass(frozen=True)
@@ -347,7 +383,7 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
     """The slides named in ``slides.csv``, checked to exist (all missing ones named at once)."""
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
-    with open(csv_path, newline="") as handle:
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
         rows = list(csv.DictReader(handle))
     if not rows:
         raise InputError(f"{csv_path} lists no slides")
@@ -362,11 +398,13 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
         name = (row.get("slide_path") or row.get("slide_id") or "").strip()
         if not name:
             raise InputError(f"{csv_path} has a row without a slide: {row}")
-        path = Path(name).expanduser()
-        if not path.suffix and config.slides.extension:
-            path = path.with_name(path.name + config.slides.extension)
-        path = path if path.is_absolute() else base / path
+        path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
         slide_id = (row.get("slide_id") or "").strip() or path.stem
+        if "/" in slide_id or "\\" in slide_id or slide_id in (".", ".."):
+            raise InputError(
+                f"{csv_path}: slide id {slide_id!r} names output files, so it cannot hold '/' or '\\' "
+                "(give the folder in slide_path or slides.data_dir)"
+            )
         if not path.is_file():
             missing.append(str(path))
         entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
@@ -378,6 +416,20 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
         raise InputError(f"{csv_path} lists slide id(s) more than once: {', '.join(duplicates)}")
     check_slide_levels(config, entries)
     return entries
+
+
+def _slide_file(name: Path, base: Path, extension: str) -> Path:
+    """The slide file a CSV row names: ``extension`` appended unless the name already ends with it.
+
+    Not "unless it has a suffix": slide ids hold dots (TCGA's ``...-DX1.6B8C7E5C-...``), and CLAM
+    appends its ``slide_ext`` to them all the same. A row naming an existing file with another
+    suffix (``a.tif`` beside ``extension: .svs``) is taken as it is.
+    """
+    path = name if name.is_absolute() else base / name
+    if not extension or path.name.lower().endswith(extension.lower()):
+        return path
+    extended = path.with_name(path.name + extension)
+    return path if path.suffix and path.is_file() and not extended.is_file() else extended
 
 
 def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> None:

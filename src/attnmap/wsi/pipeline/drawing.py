@@ -18,7 +18,13 @@ from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 from attnmap.wsi.pipeline.legend import display_scores, titled_heatmap
-from attnmap.wsi.pipeline.outputs import SlideOutputs, heatmap_reason, sampling_reason
+from attnmap.wsi.pipeline.outputs import (
+    SlideOutputs,
+    heatmap_reason,
+    remove_samples,
+    sampling_reason,
+    unasked_files,
+)
 from attnmap.wsi.pipeline.stage_files import load_blockmap, save_blockmap
 from attnmap.wsi.pipeline.stages import (
     cached_clam,
@@ -202,22 +208,9 @@ def heatmap_stage(
             slide.read_region((0, 0), level, slide.level_dimensions[level]),
             record,
         )
-    unasked = [] if h.tiff else ["heatmap.tif"]
-    unasked += [] if h.save_original else ["original.png"]
-    unasked += [] if h.overlap > 0 else ["overlap_blockmap.h5"]
-    for name in unasked:  # made for an earlier configuration: it would no longer describe this run
+    for name in unasked_files(config):  # made for an earlier configuration
         outputs.named(name).unlink(missing_ok=True)
     return reason
-
-
-def _remove_samples(outputs: SlideOutputs) -> None:
-    """Delete earlier top-k / bottom-k crops (another k or other scores must not leave stale ones)."""
-    import shutil
-
-    outputs.named("samples.json").unlink(missing_ok=True)
-    for folder in ("topk_high_attention", "bottomk_low_attention"):
-        if (outputs.heatmap_dir / folder).is_dir():
-            shutil.rmtree(outputs.heatmap_dir / folder)
 
 
 def sampling_stage(
@@ -233,7 +226,7 @@ def sampling_stage(
     reason = sampling_reason(outputs, prints, config)
     if reason is None:
         return None
-    _remove_samples(outputs)
+    remove_samples(outputs)
     s = config.sampling
     if s.top_k == 0 and s.bottom_k == 0:
         return reason

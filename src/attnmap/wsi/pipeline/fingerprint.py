@@ -32,6 +32,7 @@ STAGE_VERSIONS = {
     "fine": 1,
     "sampling": 1,
     "prediction": 1,
+    "export": 1,
 }
 
 
@@ -105,12 +106,15 @@ class StageFingerprints:
     @functools.cached_property
     def heatmap(self) -> Fingerprint:
         heatmap = self._params("heatmap", drop=("tiff", "save_original"))  # which files: not how drawn
+        names = list(self.config.model.class_names)
         return self._make(
             "heatmap",
             attention=self.attention.value,
             overlap=self.overlap.value if self.config.heatmap.overlap > 0 else None,
             tissue=self.tissue.value if self.config.heatmap.use_tissue_mask else None,
             heatmap=heatmap,
+            # the legend's title names the classes; no key without names, so older files keep theirs
+            **({"class_names": names} if names and self.config.heatmap.legend else {}),
         )
 
     @functools.cached_property
@@ -124,6 +128,12 @@ class StageFingerprints:
     @functools.cached_property
     def sampling(self) -> Fingerprint:
         return self._make("sampling", attention=self.attention.value, sampling=self._params("sampling"))
+
+    @functools.cached_property
+    def export(self) -> Fingerprint:
+        """The QuPath GeoJSON: the scores and predicted class it carries, the tissue it may add."""
+        tissue = self.tissue.value if self.config.export.geojson_tissue else None
+        return self._make("export", prediction=self.prediction.value, tissue=tissue)
 
     @functools.cached_property
     def prediction(self) -> Fingerprint:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnmap.fingerprint import FINGERPRINT_KEY
 from attnmap.io_utils import remove_stale_temporaries
 from attnmap.stored import DamagedOutputError, stored_record
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
@@ -101,8 +102,23 @@ def attention_reason(outputs: SlideOutputs, prints: StageFingerprints, n: int) -
     )
 
 
+def unasked_files(config: PipelineConfig) -> list[str]:
+    """Heatmap-folder files this configuration does not ask for: made for an earlier one, they would
+    no longer describe this run (the viewer would show fine maps that were turned off)."""
+    h = config.heatmap
+    names = [] if h.tiff else ["heatmap.tif"]
+    names += [] if h.save_original else ["original.png"]
+    names += [] if h.overlap > 0 else ["overlap_blockmap.h5"]
+    if h.fine is None:
+        names += ["fine_maps.h5", "fine_gallery.png", "heatmap_fine.tif"]
+    elif not h.tiff:
+        names += ["heatmap_fine.tif"]
+    return names
+
+
 def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
-    """Why the heatmap files must be drawn again (PNG; TIFF, original and fine maps when asked)."""
+    """Why the heatmap files must be drawn again (PNG; TIFF, original and fine maps when asked), or
+    removed (files no longer asked for)."""
     names = ["heatmap.png"]
     names += ["heatmap.tif"] if config.heatmap.tiff else []
     names += ["original.png"] if config.heatmap.save_original else []
@@ -115,7 +131,8 @@ def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pip
         reason = prints.heatmap.check(outputs.named(name))
         if reason is not None:
             return f"{name} {reason}" if len(names) > 1 else reason
-    return None
+    present = [name for name in unasked_files(config) if outputs.named(name).exists()]
+    return f"{', '.join(present)} not asked: removed" if present else None
 
 
 def fine_maps_reason(outputs: SlideOutputs, prints: StageFingerprints) -> str | None:
@@ -138,38 +155,114 @@ def sampling_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pi
     return reason
 
 
+def export_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
+    """Why the QuPath GeoJSON must be written again (its fingerprint sits in a sidecar JSON), or
+    removed when it is no longer asked for."""
+    geojson = outputs.named("scores.geojson")
+    if not config.export.geojson:
+        return "not asked: old one removed" if geojson.exists() else None
+    if not geojson.is_file():
+        return "missing"
+    return prints.export.check(outputs.named("scores.geojson.json"))
+
+
+def remove_samples(outputs: SlideOutputs) -> None:
+    """Delete the top-k / bottom-k crops and their list (another k or other scores must not leave
+    stale ones)."""
+    import shutil
+
+    outputs.named("samples.json").unlink(missing_ok=True)
+    for folder in ("topk_high_attention", "bottomk_low_attention"):
+        if (outputs.heatmap_dir / folder).is_dir():
+            shutil.rmtree(outputs.heatmap_dir / folder)
+
+
+def _made_by_attnmap(path: Path) -> bool:
+    """Whether ``path`` is an attnmap output (a damaged file counts as one: it is remade anyway)."""
+    try:
+        record = stored_record(path)
+    except DamagedOutputError:
+        return True
+    return record is not None and ("attnmap_version" in record or FINGERPRINT_KEY in record)
+
+
+def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> None:
+    """Delete, before any stage runs, every output this configuration would not reuse.
+
+    Why up front: a run that then fails or is interrupted (even killed) must not leave the earlier
+    configuration's scores, heatmap or prediction beside the new tissue, where the viewer, the
+    predictions table and the next run would take them for this run's. Each file is judged by its
+    own fingerprint, so reusable ones stay (new patches that come out the same keep the features),
+    and patch and feature files attnmap did not write (the user's inputs) are never deleted.
+    """
+    def stale(path: Path, fingerprint, **verify) -> bool:
+        return path.exists() and fingerprint.check(path, **verify) is not None
+
+    if stale(outputs.tissue, prints.tissue):
+        outputs.tissue.unlink()
+    if stale(outputs.patches, prints.patches, accept_foreign=True) and _made_by_attnmap(outputs.patches):
+        outputs.patches.unlink()
+    h5 = outputs.features_h5
+    if stale(h5, prints.features, accept_foreign=True) and _made_by_attnmap(h5):
+        pt = outputs.features_pt
+        for path in (h5, pt, pt.with_name(pt.name + ".json")):
+            path.unlink(missing_ok=True)
+    drawn = ("heatmap.png", "heatmap.tif", "original.png", "fine_gallery.png", "heatmap_fine.tif")
+    checks = [("blockmap.h5", prints.attention), ("overlap_blockmap.h5", prints.overlap),
+              ("fine_maps.h5", prints.fine), ("prediction.json", prints.prediction),
+              *((name, prints.heatmap) for name in drawn)]
+    for name, fingerprint in checks:
+        if stale(outputs.named(name), fingerprint):
+            outputs.named(name).unlink()
+    for name in unasked_files(config):
+        outputs.named(name).unlink(missing_ok=True)
+    if outputs.heatmap_dir.is_dir() and (
+        not outputs.named("samples.json").exists() or stale(outputs.named("samples.json"), prints.sampling)
+    ):
+        remove_samples(outputs)
+    if export_reason(outputs, prints, config) is not None:
+        outputs.named("scores.geojson").unlink(missing_ok=True)
+        outputs.named("scores.geojson.json").unlink(missing_ok=True)
+
+
 def stage_reasons(
-    entry: SlideEntry, config: PipelineConfig, out_dir: str | Path | None = None
+    entry: SlideEntry,
+    config: PipelineConfig,
+    out_dir: str | Path | None = None,
+    prints: StageFingerprints | None = None,
 ) -> dict[str, str | None]:
-    """For each stage (and ``prediction``), why it must run, or None when its outputs are reusable."""
+    """For each stage (and ``prediction``, ``export``), why it must run, or None when its outputs
+    are reusable."""
     outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
-    prints = StageFingerprints(entry, config)
+    prints = prints or StageFingerprints(entry, config)
     reasons: dict[str, str | None] = {
         "tissue": prints.tissue.check(outputs.tissue),
         "patches": prints.patches.check(outputs.patches, accept_foreign=True, datasets=("coords",)),
     }
     n = stored_rows(outputs.patches, "coords") if reasons["patches"] is None else None
-    if n is None:
-        reasons.update(
-            dict.fromkeys(("features", "attention", "heatmap", "sampling", "prediction"), "upstream")
-        )
-        return reasons
+    # n None (patches to be made): the checks below say what changed without counting rows
     reasons["features"] = features_reason(outputs, prints, config, n)
     reasons["attention"] = attention_reason(outputs, prints, n)
     reasons["heatmap"] = heatmap_reason(outputs, prints, config)
     reasons["sampling"] = sampling_reason(outputs, prints, config)
     reasons["prediction"] = prints.prediction.check(outputs.prediction)
+    reasons["export"] = export_reason(outputs, prints, config)
     return reasons
 
 
-def slide_complete(entry: SlideEntry, config: PipelineConfig, out_dir: str | Path | None = None) -> bool:
+def slide_complete(
+    entry: SlideEntry,
+    config: PipelineConfig,
+    out_dir: str | Path | None = None,
+    prints: StageFingerprints | None = None,
+) -> bool:
     """Whether every output of ``entry`` is intact and made with this configuration's fingerprints."""
-    return all(reason is None for reason in stage_reasons(entry, config, out_dir).values())
+    return all(reason is None for reason in stage_reasons(entry, config, out_dir, prints).values())
 
 
 def describe_reasons(slide_id: str, reasons: dict[str, str | None]) -> str:
     """One line: which stages were reused and which recomputed, and why."""
-    names = STAGES + ("prediction",)
+    names = STAGES + ("prediction", "export")
     reused = [stage for stage in STAGES if reasons.get(stage) is None]
     redone = [f"{stage} ({reasons[stage]})" for stage in names if reasons.get(stage) is not None]
     if not redone:

@@ -32,7 +32,15 @@ from attnmap.wsi.features import resolve_device
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.drawing import heatmap_stage, sampling_stage
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
-from attnmap.wsi.pipeline.outputs import STAGES, SlideOutputs, describe_reasons, slide_complete, stage_reasons
+from attnmap.wsi.pipeline.outputs import (
+    STAGES,
+    SlideOutputs,
+    describe_reasons,
+    export_reason,
+    remove_stale_outputs,
+    slide_complete,
+    stage_reasons,
+)
 from attnmap.wsi.pipeline.stages import (
     attention_stage,
     features_stage,
@@ -68,7 +76,9 @@ def run_slide(
         entry = SlideEntry(str(entry), Path(entry).stem)
     root = Path(out_dir if out_dir is not None else config.run.output_dir)
     outputs = SlideOutputs(root, entry.slide_id)
-    if not force and slide_complete(entry, config, root):
+    prints = StageFingerprints(entry, config)
+    before = stage_reasons(entry, config, root, prints)  # why, said before stale files are removed
+    if not force and all(reason is None for reason in before.values()):
         row = json.loads(outputs.prediction.read_text())
         row.pop("provenance", None)
         reasons = dict.fromkeys(STAGES)
@@ -79,9 +89,10 @@ def run_slide(
             "summary": describe_reasons(entry.slide_id, reasons),
         }
     outputs.remove_temporaries()
-    prints = StageFingerprints(entry, config)
     if force:
         _remove_outputs(outputs)
+    else:  # nothing of an earlier configuration may outlive a failure or an interruption below
+        remove_stale_outputs(outputs, prints, config)
     from tqdm.auto import tqdm
 
     device = str(resolve_device(config.run.device))
@@ -94,7 +105,9 @@ def run_slide(
 
         def done(stage: str, reason: str | None) -> None:
             stages[stage] = reason is not None
-            reasons[stage] = "forced" if force and reason is not None else reason
+            if reason is not None:
+                reason = "forced" if force else (before.get(stage) or reason)
+            reasons[stage] = reason
             bar.set_postfix_str(stage)
             bar.update(1)
             if on_stage is not None:
@@ -116,7 +129,7 @@ def run_slide(
             drawn = drawn or (f"fine maps: {', '.join(fine)}" if fine else None)
         done("heatmap", drawn)
         done("sampling", sampling_stage(slide, attention, entry, config, outputs, prints))
-    reasons["prediction"] = "forced" if force else prints.prediction.check(outputs.prediction)
+    reasons["prediction"] = "forced" if force else before["prediction"]
     names = config.model.class_names
     prediction = attention["prediction"]
     row = {
@@ -129,12 +142,18 @@ def run_slide(
         "probabilities": [float(p) for p in attention["probs"]],
         "attention_branch": int(attention["branch"]),
     }
-    if config.export.geojson and not outputs.named("scores.geojson").is_file():
+    reasons["export"] = "forced" if force and config.export.geojson else before["export"]
+    if config.export.geojson and export_reason(outputs, prints, config) is not None:
         from attnmap.wsi.qupath import export_blockmap_geojson
 
         tissue_file = outputs.tissue if config.export.geojson_tissue else False
         export_blockmap_geojson(outputs.named("blockmap.h5"), outputs.named("scores.geojson"),
                                 tissue_file, class_name=row["prediction_name"])
+        record = slide_provenance(config, entry, "qupath_geojson", ("model", "export"),
+                                  model_name=Path(config.model.checkpoint).name,
+                                  model_sha256=attention["model_sha256"])
+        record.update(prints.export.record())
+        write_json_atomic(outputs.named("scores.geojson.json"), {"provenance": record})
     write_json_atomic(
         outputs.prediction,
         {

@@ -172,3 +172,22 @@ def load_scores_with_patch_size(path: str | Path) -> tuple[np.ndarray, np.ndarra
     with h5py.File(path, "r") as handle:
         stored = handle.attrs.get("patch_size")
     return coords, scores, int(stored) if stored is not None else None
+
+
+def features_patch_size(path: str | Path, level_downsamples: tuple[float, ...]) -> int | None:
+    """The level-0 patch size an attnmap features h5 was made with (from its recorded
+    ``patching`` parameters), or None for a file that does not say (CLAM's own)."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        parameters = handle.attrs.get("parameters")
+    try:
+        patching = json.loads(parameters)["patching"]
+        size, level = int(patching["patch_size"]), int(patching["level"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    if not 0 <= level < len(level_downsamples):
+        return None
+    return int(round(size * level_downsamples[level]))

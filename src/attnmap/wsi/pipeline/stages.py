@@ -123,12 +123,17 @@ def patch_stage(
         contour_check=p.contour_check,
         padding=p.padding,
     )
+    if len(coords) == 0:
+        raise InputError(f"no tissue patches found on {entry.path}: {_why_no_patches(slide, tissue, p)}")
     if p.roi_annotations:
         from attnmap.wsi.annotations import roi_filter
 
         coords = roi_filter(coords, level0_patch_size(p, slide), p.roi_annotations, entry.slide_id)
-    if len(coords) == 0:
-        raise InputError(f"no tissue patches found on {entry.path}: check the segmentation parameters")
+        if len(coords) == 0:
+            raise InputError(
+                f"no tissue patches found on {entry.path}: none lies inside the ROI annotations of "
+                f"{entry.slide_id} in {p.roi_annotations}"
+            )
     save_coords(
         outputs.patches,
         coords,
@@ -142,6 +147,24 @@ def patch_stage(
         },
     )
     return coords, reason
+
+
+def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
+    """The cause, in the user's terms: no tissue region at all, or regions no patch fits."""
+    if not tissue.contours:
+        params = tissue.parameters
+        width, height = slide.dimensions
+        minimum = params["a_t"] * 512 * 512
+        return (
+            f"segmentation kept no tissue region (saturation above sthresh={params['sthresh']}, regions of "
+            f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
+            f"{width}×{height} px): a blank or grey slide has none, else lower a_t or sthresh"
+        )
+    return (
+        f"no {patching.patch_size}-px patch at level {patching.level} fits its {len(tissue.contours)} "
+        f"tissue region(s) (contour_check {patching.contour_check}): use a smaller patch size or "
+        "contour_check center"
+    )
 
 
 def features_stage(
@@ -162,6 +185,12 @@ def features_stage(
             return features, None
         reason = "damaged: other coordinates"
     encoder, checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    model = cached_clam(config.model.checkpoint, device)[0] if config.model.checkpoint else None
+    if model is not None and encoder.feature_dim != model.embed_dim:  # now, not after extracting
+        raise InputError(
+            f"features.encoder {f.encoder} gives {encoder.feature_dim}-d features but model.checkpoint "
+            f"{config.model.checkpoint} expects {model.embed_dim}-d features"
+        )
     features = extract_features(
         entry.path,
         coords,

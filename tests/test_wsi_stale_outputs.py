@@ -1,0 +1,106 @@
+"""`wsi run` never leaves an earlier configuration's results where they would be taken for this
+run's: not after a rerun that fails, not for files a configuration stops or starts asking for,
+not in the legend's class names or the QuPath export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+
+from attnmap.errors import InputError
+from attnmap.view.sources import discover
+from attnmap.wsi.pipeline import run_slide
+from attnmap.wsi.pipeline.config import load_config, read_slide_list
+from attnmap.wsi.pipeline.outputs import SlideOutputs
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pipeline_setup(tmp_path_factory.mktemp("stale"), n_slides=1)
+
+
+def _run(setup: Path, out: Path, **sections: dict) -> dict:
+    raw = yaml.safe_load(setup.read_text())
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    raw["run"]["output_dir"] = str(out)
+    path = setup.parent / f"config_{out.parent.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    return run_slide(read_slide_list(config)[0], config)
+
+
+def test_a_failed_rerun_leaves_no_result_of_the_earlier_configuration(setup: Path, tmp_path: Path) -> None:
+    """A new a_t that finds no tissue: the old scores, heatmap and prediction were kept beside the
+    new tissue file, and the viewer showed them as this run's."""
+    out = tmp_path / "out"
+    _run(setup, out, export={"geojson": True})
+    assert [slide.slide_id for slide in discover(out)] == ["slide_0"]
+    with pytest.raises(InputError, match="no tissue"):
+        _run(setup, out, segmentation={"a_t": 1000.0}, export={"geojson": True})
+    left = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    assert left == ["tissue/slide_0.json"]  # the new segmentation, and nothing made before it
+    with pytest.raises(InputError, match="nothing to view"):
+        discover(out)
+    result = _run(setup, out, export={"geojson": True})  # back to the first configuration: all remade
+    assert all(result["stages"].values()) and "tissue (segmentation.a_t changed)" in result["summary"]
+
+
+def test_reused_outputs_stay_and_the_reasons_name_the_change(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run(setup, out)
+    features = SlideOutputs(out, "slide_0").features_h5
+    made = features.stat().st_mtime_ns
+    result = _run(setup, out, model={"checkpoint": str(write_clam_checkpoint(tmp_path / "other.pt", seed=3))})
+    assert features.stat().st_mtime_ns == made  # reusable: not deleted with the stale ones
+    assert "attention (model.mtime_ns, model.path, model.sha256 +1 changed)" in result["summary"]
+
+
+def test_files_no_longer_asked_for_go_even_when_all_else_is_reused(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    outputs = SlideOutputs(out, "slide_0")
+    _run(setup, out, heatmap={"tiff": True, "save_original": True})
+    assert outputs.named("heatmap.tif").is_file() and outputs.named("original.png").is_file()
+    result = _run(setup, out)
+    assert not outputs.named("heatmap.tif").exists() and not outputs.named("original.png").exists()
+    assert not any(result["stages"].values()), result["summary"]
+    assert _run(setup, out)["summary"] == "slide_0: reused all stages"
+
+
+def test_geojson_export_follows_the_scores_and_the_switch(setup: Path, tmp_path: Path) -> None:
+    """Turned on after a finished run it was never written; a new model left the old scores in it."""
+    out = tmp_path / "out"
+    geojson = SlideOutputs(out, "slide_0").named("scores.geojson")
+
+    def measurements() -> list[float]:
+        features = json.loads(geojson.read_text())["features"]
+        return [f["properties"]["measurements"]["attention"] for f in features
+                if "measurements" in f["properties"]]
+
+    _run(setup, out)
+    result = _run(setup, out, export={"geojson": True})
+    assert geojson.is_file() and result["reasons"]["export"] == "missing"
+    first = measurements()
+    other = write_clam_checkpoint(tmp_path / "other.pt", seed=3)
+    result = _run(setup, out, export={"geojson": True}, model={"checkpoint": str(other)})
+    assert result["reasons"]["export"] and measurements() != first
+    scores = json.loads(SlideOutputs(out, "slide_0").prediction.read_text())
+    assert scores["provenance"]["model_sha256"] == json.loads(
+        SlideOutputs(out, "slide_0").named("scores.geojson.json").read_text()
+    )["provenance"]["model_sha256"]
+    _run(setup, out, model={"checkpoint": str(other)})
+    assert not geojson.exists()
+
+
+def test_new_class_names_redraw_the_legend_that_names_them(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run(setup, out, heatmap={"legend": True})
+    result = _run(setup, out, heatmap={"legend": True}, model={"class_names": ["benign", "malignant"]})
+    assert result["stages"]["heatmap"] and result["reasons"]["heatmap"] == "class_names changed"
+    assert not _run(setup, out, heatmap={"legend": False}, model={"class_names": ["a", "b"]})["stages"][
+        "attention"
+    ]
