@@ -74,7 +74,9 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
                 scale = min_side / max(1, min(width, height))
                 image.draft("RGB", (int(np.ceil(width * scale)), int(np.ceil(height * scale))))
             image.load()
-            return _reduce(_pil_rgb(image, path), min_side)
+            if image.mode in _WIDE_MODES:
+                return _reduce(_pil_rgb(image, path), min_side)
+            return _reduce(image, min_side).convert("RGB")  # reduced first: no full-size RGB copy
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot read image {path}: {error}") from None
 
