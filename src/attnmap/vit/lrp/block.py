@@ -197,12 +197,24 @@ class BlockTwin:
             raise UnsupportedModelError(f"{name}.attn ({type(attn).__name__}) has no LRP rule")
         if getattr(attn, "gate", None) is not None:
             raise UnsupportedModelError(f"{name}.attn.gate: gated attention has no LRP rule")
+        attn_norm = read_norm(getattr(attn, "norm", None), f"{name}.attn.norm")
+        twin = cls.read_parts(block, index, attn_norm=attn_norm)
+        read_mlp(twin, block.mlp, f"{name}.mlp")
+        return twin
+
+    @classmethod
+    def read_parts(cls, block: nn.Module, index: int, **extra: object) -> BlockTwin:
+        """The parts timm's pre-norm blocks share (``norm1``, ``attn.qkv``/``proj``/``q_norm``/
+        ``k_norm``, ``ls1``, ``norm2``, ``ls2``), the MLP left to `read_mlp`; ``extra``: the fields
+        a block kind adds (attention norm, relative position bias)."""
+        name = f"blocks.{index}"
+        attn = block.attn
         weights: dict[str, torch.Tensor | None] = {}
         weights["qkv_w"], weights["qkv_b"] = weight_and_bias(attn.qkv, f"{name}.attn.qkv")
         weights["proj_w"], weights["proj_b"] = weight_and_bias(attn.proj, f"{name}.attn.proj")
         weights["ls1"] = layer_scale(block.ls1, f"{name}.ls1")
         weights["ls2"] = layer_scale(block.ls2, f"{name}.ls2")
-        twin = cls(
+        return cls(
             index=index,
             num_heads=attn.num_heads,
             head_dim=attn.head_dim,
@@ -214,10 +226,8 @@ class BlockTwin:
             linears={"qkv": attn.qkv.weight, "proj": attn.proj.weight},
             q_norm=read_norm(attn.q_norm, f"{name}.attn.q_norm"),
             k_norm=read_norm(attn.k_norm, f"{name}.attn.k_norm"),
-            attn_norm=read_norm(getattr(attn, "norm", None), f"{name}.attn.norm"),
+            **extra,
         )
-        read_mlp(twin, block.mlp, f"{name}.mlp")
-        return twin
 
 
 def read_mlp(twin: BlockTwin, mlp: nn.Module, name: str) -> None:

@@ -89,25 +89,12 @@ def _compute(
     call (the twin runs some of the model's own modules, e.g. a Hugging Face embedding with its
     dropout), and left in the mode it was in."""
     with eval_mode(model):
-        return _compute_eval(model, images, target, stop_block, grad_from, method, to_pixels, reduce)
-
-
-def _compute_eval(
-    model: nn.Module,
-    images: torch.Tensor,
-    target: object,
-    stop_block: int,
-    grad_from: int | None,
-    method: str,
-    to_pixels: bool,
-    reduce: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None,
-) -> tuple[ViTTwin, Trace, Relevance, dict[int, torch.Tensor]]:
-    twin = build_twin(model)
-    images = images.detach().to(device=twin.device, dtype=twin.dtype)
-    trace = twin.forward(
-        images, record_from=0 if to_pixels else stop_block, grad_from=grad_from, record_stem=to_pixels
-    )
-    verify_twin(model, images, trace)
+        twin = build_twin(model)
+        images = images.detach().to(device=twin.device, dtype=twin.dtype)
+        trace = twin.forward(
+            images, record_from=0 if to_pixels else stop_block, grad_from=grad_from, record_stem=to_pixels
+        )
+        verify_twin(model, images, trace)
     objective = resolve(target, trace.logits, classifier=twin.classifier, needs_target=True, method=method)
     gradients: dict[int, torch.Tensor] = {}
     if grad_from is not None:

@@ -90,6 +90,19 @@ class GenericTwin(ViTTwin):
         reference = next(model.parameters())
         self.dtype, self.device = reference.dtype, reference.device
 
+    def _read_timm_output(self, model: nn.Module) -> None:
+        """Final norm, pooling (an attention-pool head as "map") and head of a timm model."""
+        self.final_norm = read_norm(model.norm, "norm")
+        self.fc_norm = read_norm(model.fc_norm, "fc_norm")
+        if getattr(model, "attn_pool", None) is not None:
+            self.attn_pool = PoolTwin.read_timm(model.attn_pool)
+            self.global_pool = "map"
+        else:
+            self.global_pool = model.global_pool
+        if self.global_pool not in ("token", "avg", "", "map"):
+            raise UnsupportedModelError(f"global_pool={self.global_pool!r} has no LRP rule")
+        self._set_head(model.head, "head")
+
     def _set_head(self, head: nn.Module | None, name: str) -> None:
         if head is None or isinstance(head, nn.Identity):
             return
@@ -147,16 +160,7 @@ class EvaTwin(GenericTwin):
         self.has_class_token = model.cls_token is not None
         self.prefix_params = (model.cls_token,)
         self.norm_pre = read_norm(model.norm_pre, "norm_pre")
-        self.final_norm = read_norm(model.norm, "norm")
-        self.fc_norm = read_norm(model.fc_norm, "fc_norm")
-        if getattr(model, "attn_pool", None) is not None:
-            self.attn_pool = PoolTwin.read_timm(model.attn_pool)
-            self.global_pool = "map"
-        else:
-            self.global_pool = model.global_pool
-        if self.global_pool not in ("token", "avg", "", "map"):
-            raise UnsupportedModelError(f"global_pool={self.global_pool!r} has no LRP rule")
-        self._set_head(model.head, "head")
+        self._read_timm_output(model)
         self.blocks = []
         for index, block in enumerate(model.blocks):
             name = f"blocks.{index}"
@@ -213,12 +217,7 @@ class BeitTwin(GenericTwin):
         _require_plain_patch_embed(model.patch_embed)
         self.has_class_token = True
         self.prefix_params = (model.cls_token,)
-        self.final_norm = read_norm(model.norm, "norm")
-        self.fc_norm = read_norm(model.fc_norm, "fc_norm")
-        self.global_pool = model.global_pool
-        if self.global_pool not in ("token", "avg", ""):
-            raise UnsupportedModelError(f"global_pool={self.global_pool!r} has no LRP rule")
-        self._set_head(model.head, "head")
+        self._read_timm_output(model)
         shared = model.rel_pos_bias
         self.blocks = []
         for index, block in enumerate(model.blocks):
@@ -263,12 +262,7 @@ class RelPosTwin(GenericTwin):
         _require_plain_patch_embed(model.patch_embed)
         self.has_class_token = model.cls_token is not None
         self.prefix_params = (model.cls_token,)
-        self.final_norm = read_norm(model.norm, "norm")
-        self.fc_norm = read_norm(model.fc_norm, "fc_norm")
-        self.global_pool = model.global_pool
-        if self.global_pool not in ("token", "avg", ""):
-            raise UnsupportedModelError(f"global_pool={self.global_pool!r} has no LRP rule")
-        self._set_head(model.head, "head")
+        self._read_timm_output(model)
         shared = model.shared_rel_pos
         self.blocks = []
         for index, block in enumerate(model.blocks):
@@ -280,24 +274,8 @@ class RelPosTwin(GenericTwin):
                 )
             if type(attn) is not RelPosAttention:
                 raise UnsupportedModelError(f"{name}.attn ({type(attn).__name__}) has no LRP rule")
-            weights: dict[str, torch.Tensor | None] = {}
-            weights["qkv_w"], weights["qkv_b"] = weight_and_bias(attn.qkv, f"{name}.attn.qkv")
-            weights["proj_w"], weights["proj_b"] = weight_and_bias(attn.proj, f"{name}.attn.proj")
-            weights["ls1"] = layer_scale(block.ls1, f"{name}.ls1")
-            weights["ls2"] = layer_scale(block.ls2, f"{name}.ls2")
-            twin = BlockTwin(
-                index=index,
-                num_heads=attn.num_heads,
-                head_dim=attn.head_dim,
-                scale=attn.scale,
-                norm1=read_norm(block.norm1, f"{name}.norm1"),
-                norm2=read_norm(block.norm2, f"{name}.norm2"),
-                act=nn.Identity(),
-                weights=weights,
-                linears={"qkv": attn.qkv.weight, "proj": attn.proj.weight},
-                q_norm=read_norm(attn.q_norm, f"{name}.attn.q_norm"),
-                k_norm=read_norm(attn.k_norm, f"{name}.attn.k_norm"),
-                attn_bias=_relpos_bias(attn.rel_pos if attn.rel_pos is not None else shared),
+            twin = BlockTwin.read_parts(
+                block, index, attn_bias=_relpos_bias(attn.rel_pos if attn.rel_pos is not None else shared)
             )
             read_mlp(twin, block.mlp, f"{name}.mlp")
             self.blocks.append(twin)
