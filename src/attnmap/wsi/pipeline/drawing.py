@@ -23,7 +23,6 @@ from attnmap.wsi.pipeline.outputs import (
     heatmap_reason,
     remove_samples,
     sampling_reason,
-    unasked_files,
 )
 from attnmap.wsi.pipeline.stage_files import load_blockmap, save_blockmap
 from attnmap.wsi.pipeline.stages import (
@@ -150,7 +149,8 @@ def heatmap_stage(
 ) -> str | None:
     """The heatmap PNG (and the original and the pyramidal TIFF overlay if asked).
 
-    Returns why they were drawn, or None when every one was reused.
+    Returns why they were drawn, or None when every one was reused. Files no longer asked for were
+    removed before any stage ran (`attnmap.wsi.pipeline.outputs.remove_stale_outputs`).
     """
     prints = fingerprints(entry, config, prints)
     reason = heatmap_reason(outputs, prints, config)
@@ -208,8 +208,6 @@ def heatmap_stage(
             slide.read_region((0, 0), level, slide.level_dimensions[level]),
             record,
         )
-    for name in unasked_files(config):  # made for an earlier configuration
-        outputs.named(name).unlink(missing_ok=True)
     return reason
 
 
