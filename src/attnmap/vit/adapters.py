@@ -129,6 +129,26 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         _restore_training(flags)
 
 
+def call_model(model: nn.Module, images: torch.Tensor) -> Any:
+    """The model's own forward on a preprocessed batch, as its library calls it: a timm model takes
+    the tensor; a Hugging Face model takes ``pixel_values``, with its positions interpolated for an
+    input size other than its config's (where its forward offers that)."""
+    import inspect
+
+    config = getattr(model, "config", None)
+    if not hasattr(config, "model_type"):
+        return model(images)
+    size = config.image_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    kwargs: dict[str, Any] = {"pixel_values": images}
+    if (
+        tuple(images.shape[-2:]) != size
+        and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+    ):
+        kwargs["interpolate_pos_encoding"] = True
+    return model(**kwargs)
+
+
 def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:
     for module, training in flags:
         module.training = training

@@ -55,9 +55,7 @@ def class_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
     Hugging Face model gets ``pixel_values`` (interpolating positions for another input size); a
     distilled DeiT's two heads are averaged.
     """
-    import inspect
-
-    from attnmap.vit.adapters import adapter_for, eval_mode, unwrap
+    from attnmap.vit.adapters import adapter_for, call_model, eval_mode, unwrap
     from attnmap.vit.targets import output_tensor
 
     model = unwrap(model)
@@ -65,14 +63,7 @@ def class_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
     if not adapter.classifier:
         return None
     with eval_mode(model), torch.no_grad():
-        if hasattr(getattr(model, "config", None), "model_type"):
-            kwargs: dict[str, Any] = {"pixel_values": images}
-            other_size = tuple(images.shape[-2:]) != getattr(adapter, "image_size", None)
-            if other_size and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
-                kwargs["interpolate_pos_encoding"] = True
-            output = model(**kwargs)
-        else:
-            output = model(images)
+        output = call_model(model, images)
     if isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[1], torch.Tensor):
         logits = (output[0] + output[1]) / 2
     else:

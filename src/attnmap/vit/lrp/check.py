@@ -13,7 +13,6 @@ device. Anything else triggers a new check.
 
 from __future__ import annotations
 
-import inspect
 import weakref
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from attnmap.errors import UnsupportedModelError
 from attnmap.model_state import model_state
+from attnmap.vit.adapters import call_model, eval_mode
 from attnmap.vit.lrp.twin import Trace
 from attnmap.vit.targets import output_tensor
 
@@ -43,27 +43,12 @@ def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor
     hf = hasattr(getattr(model, "config", None), "model_type")
     norm = None if hf else getattr(model, "norm", None)
     hook = norm.register_forward_hook(lambda _m, _i, out: captured.append(out)) if norm is not None else None
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
-            if hf:
-                size = model.config.image_size
-                size = (size, size) if isinstance(size, int) else tuple(size)
-                kwargs = {}
-                if (
-                    tuple(images.shape[-2:]) != size
-                    and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
-                ):
-                    kwargs["interpolate_pos_encoding"] = True
-                output = model(pixel_values=images, **kwargs)
-            else:
-                output = model(images)
+        with eval_mode(model), torch.no_grad():
+            output = call_model(model, images)
     finally:
         if hook is not None:
             hook.remove()
-        for module, mode in modes.items():
-            module.training = mode
     return output_tensor(output), (captured[-1] if captured else None)
 
 
