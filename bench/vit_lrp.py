@@ -191,8 +191,8 @@ def _products_runner(method: str, model: object, images: object) -> Callable[[],
     input rows (B·tokens, in) with Wᵀ, whose shapes forward hooks capture. The twin's forward needs
     each product once; the z⁺ rule of a Linear three more of the same size (|x|·|W|ᵀ, S·W, S·|W|),
     and the gradient pass of transformer attribution one more (the input gradient). Below block 0's
-    attention, transformer attribution needs neither (block 0's qkv and the patch embedding), nor
-    above the last block's attention beyond the read-out rows (class-token read-out). No
+    attention, transformer attribution needs neither (block 0's qkv and the patch embedding); above
+    the last block's attention, no method needs more than the read-out rows (class-token read-out). No
     implementation of these rules with dense products is faster; the elementwise work, softmax
     and attention products come on top. Timed in the same rounds as the methods, so it is the floor
     under the same load.
@@ -201,7 +201,6 @@ def _products_runner(method: str, model: object, images: object) -> Callable[[],
     from torch import nn
 
     from attnmap.vit.lrp.readers import build_twin
-    from attnmap.vit.lrp.relevance import readout_rows
 
     layers: list[tuple[str, torch.Tensor, torch.Tensor]] = []
 
@@ -226,13 +225,13 @@ def _products_runner(method: str, model: object, images: object) -> Callable[[],
         handle.remove()
     below = ("patch_embed.proj", "blocks.0.attn.qkv")
     last = f"blocks.{len(model.blocks) - 1}."
-    # With a class-token read-out, the last block's rules above its attention need the read-out
-    # rows only (`attnmap.vit.lrp.relevance.block_relevance`): a few rows, left out of the floor.
-    read_out_only = readout_rows(build_twin(model)) is not None
+    # With a class-token read-out, the last block above its attention runs on the read-out rows
+    # only, forward and rules (`ViTTwin.readout_rows`): a few rows, left out of the floor.
+    read_out_only = build_twin(model).readout_rows is not None
 
     def passes(name: str) -> int:
         if read_out_only and name.startswith(last) and not name.endswith("attn.qkv"):
-            return 1
+            return 0
         if method == "lrp":
             return 4
         return 1 if name in below else 5

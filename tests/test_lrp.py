@@ -367,10 +367,10 @@ def test_reused_buffers_change_no_map(monkeypatch: pytest.MonkeyPatch, dtype: to
 def test_last_block_on_the_readout_rows_equals_the_pass_over_every_row(
     monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
 ) -> None:
-    """The last block's rules run on the read-out rows only (class token; class + distillation
-    tokens): leaving out rows whose relevance is zero changes no map of any LRP method."""
-    from attnmap.vit.lrp import relevance
+    """The last block runs on the read-out rows only (class token; class + distillation tokens),
+    forward and rules: leaving out rows whose relevance is zero changes no map of any LRP method."""
     from attnmap.vit.lrp.readers import build_twin
+    from attnmap.vit.lrp.twin import ViTTwin
 
     models = [
         tiny_vit().to(dtype),
@@ -378,9 +378,9 @@ def test_last_block_on_the_readout_rows_equals_the_pass_over_every_row(
         tiny_vit(reg_tokens=2, global_pool="token").to(dtype),
     ]
     methods = [*ALL_METHODS, ("lrp_attention", {"grad": True}), ("lrp_rollout", {"start_layer": 1})]
-    assert [relevance.readout_rows(build_twin(m)) for m in models] == [1, 2, 1]
+    assert [build_twin(m).readout_rows for m in models] == [1, 2, 1]
     pruned = [attnmap.explain(m, images_for(m, 3), name, **opts) for m in models for name, opts in methods]
-    monkeypatch.setattr(relevance, "readout_rows", lambda twin: None)
+    monkeypatch.setattr(ViTTwin, "readout_rows", property(lambda twin: None))
     every_row = [attnmap.explain(m, images_for(m, 3), name, **opts) for m in models for name, opts in methods]
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     for a, b in zip(pruned, every_row, strict=True):
@@ -414,6 +414,26 @@ def test_attention_rules_in_the_qkv_layout_equal_the_per_head_rules() -> None:
         expected = torch.stack([r.transpose(1, 2) for r in (r_query, r_key, r_value)], dim=2)
         torch.testing.assert_close(r_attn, expected_attn, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(r_qkv, expected.reshape(batch, tokens, -1), rtol=1e-12, atol=1e-14)
+        for scale in (0.125, 0.3):  # the forward's scaled scores (q·scale)·kᵀ instead of q·kᵀ again
+            scaled = (q * scale) @ k.transpose(-1, -2)
+            for rows in (None, 2):
+                given = merged if rows is None else merged[:, :rows]
+                _, on_scaled = attention_relevance(
+                    given, o, attn, (q, k, v), stab, False, rows=rows, scaled_scores=scaled, scale=scale
+                )
+                _, recomputed = attention_relevance(given, o, attn, (q, k, v), stab, False, rows=rows)
+                torch.testing.assert_close(on_scaled, recomputed, rtol=1e-12, atol=1e-14)
+
+
+def test_clone_rule_is_zero_exactly_where_the_input_is() -> None:
+    from attnmap.vit.lrp.rules import SIGN_STABILISER, clone_rule
+
+    generator = torch.Generator().manual_seed(0)
+    x, branch0, branch1 = torch.randn(3, 2, 5, 4, generator=generator)
+    assert torch.equal(clone_rule(branch0.clone(), branch1, x, SIGN_STABILISER), branch0 + branch1)
+    x[1, 3, 2] = 0.0
+    expected = (branch0 + branch1).masked_fill(x == 0, 0)
+    assert torch.equal(clone_rule(branch0.clone(), branch1, x, SIGN_STABILISER), expected)
 
 
 def test_models_in_training_mode_get_their_eval_maps() -> None:

@@ -23,6 +23,12 @@ import torch
 from attnmap.vit.lrp.rules import Stabiliser, Workspace
 
 
+def _on_scaled_scores(stab: Stabiliser, scale: float) -> tuple[Stabiliser, float]:
+    """The Q·Kᵀ rule's division R_A ⊘ 2·(q·kᵀ), with the same ε, done on the forward's scaled scores
+    (q·scale)·kᵀ: the stabiliser with ε·scale and the factor 2/scale."""
+    return Stabiliser(eps=stab.eps * scale, follow_sign=stab.follow_sign), 2.0 / scale
+
+
 def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, N, H·d) → (B, H, N, d) view."""
     batch, tokens, width = t.shape
@@ -39,6 +45,8 @@ def attention_relevance(
     work: Workspace | None = None,
     keep_attention: bool = True,
     rows: int | None = None,
+    scaled_scores: torch.Tensor | None = None,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """R_A (B, H, N, N) and, unless ``attention_only``, the (B, N, 3D) relevance of q, k, v.
 
@@ -46,10 +54,14 @@ def attention_relevance(
     O (B, N, D); ``qkv``: q, k, v as (B, H, N, d), q and k as they entered the scores. Without
     ``keep_attention`` R_A lives in ``work`` (valid until the next block's call), as does the q, k, v
     relevance (consumed by the caller's qkv rule). ``rows``: ``merged`` holds only the first ``rows``
-    token rows, the relevance of the others being zero (None: every row).
+    token rows, the relevance of the others being zero (None: every row). ``scaled_scores``: the
+    forward's (q·``scale``)·kᵀ, which the Q·Kᵀ rule then divides by instead of multiplying q and k
+    again (None: recomputed).
     """
     if rows is not None:
-        return _leading_rows_relevance(merged, o, attn, qkv, stab, attention_only, work, keep_attention)
+        return _leading_rows_relevance(
+            merged, o, attn, qkv, stab, attention_only, work, keep_attention, scaled_scores, scale
+        )
     query, key, value = qkv
     batch, heads, tokens, head_dim = value.shape
 
@@ -66,11 +78,13 @@ def attention_relevance(
     shape = (batch, tokens, 3, heads, head_dim)
     r_qkv = merged.new_empty(shape) if work is None else work.get("r_qkv", shape, merged)
     r_q, r_k, r_v = (r_qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, H, N, d) views
-    scores = buffer("scores", attn)
+    scores = buffer("scores", attn) if scaled_scores is None else scaled_scores
     for b in range(batch):
         torch.mul(value[b], torch.bmm(attn[b].transpose(-1, -2), s[b]), out=r_v[b])
-        torch.bmm(query[b], key[b].transpose(-1, -2), out=scores[b])  # recomputed, unscaled
-    s_scores = stab.divide(r_attn, scores, factor=2.0, out=buffer("scores_denominator", attn))
+        if scaled_scores is None:
+            torch.bmm(query[b], key[b].transpose(-1, -2), out=scores[b])  # recomputed, unscaled
+    rule, factor = (stab, 2.0) if scaled_scores is None else _on_scaled_scores(stab, scale)
+    s_scores = rule.divide(r_attn, scores, factor=factor, out=buffer("scores_denominator", attn))
     for b in range(batch):
         torch.mul(query[b], torch.bmm(s_scores[b], key[b]), out=r_q[b])
         torch.mul(key[b], torch.bmm(s_scores[b].transpose(-1, -2), query[b]), out=r_k[b])
@@ -86,6 +100,8 @@ def _leading_rows_relevance(
     attention_only: bool,
     work: Workspace | None,
     keep_attention: bool,
+    scaled_scores: torch.Tensor | None,
+    scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`attention_relevance` for relevance on the first k = ``merged.shape[1]`` rows of O only.
 
@@ -108,8 +124,11 @@ def _leading_rows_relevance(
     r_qkv = merged.new_zeros(batch, tokens, 3, heads, head_dim)
     r_qkv[:, :, 2] = (value * (attn[:, :, :rows].transpose(-1, -2) @ s)).transpose(1, 2)
     queries = query[:, :, :rows]
-    scores = queries @ key.transpose(-1, -2)  # recomputed, unscaled (B, H, k, N)
-    s_scores = stab.divide(top, scores, factor=2.0)
+    if scaled_scores is None:
+        scores, rule, factor = queries @ key.transpose(-1, -2), stab, 2.0  # recomputed, unscaled (B, H, k, N)
+    else:
+        scores, (rule, factor) = scaled_scores[:, :, :rows], _on_scaled_scores(stab, scale)
+    s_scores = rule.divide(top, scores, factor=factor)
     r_qkv[:, :rows, 0] = (queries * (s_scores @ key)).transpose(1, 2)
     r_qkv[:, :, 1] = (key * (s_scores.transpose(-1, -2) @ queries)).transpose(1, 2)
     return r_attn, r_qkv.view(batch, tokens, -1)

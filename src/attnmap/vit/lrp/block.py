@@ -294,7 +294,7 @@ class BlockTrace:
     n1: torch.Tensor  # norm1 output
     qkv: torch.Tensor  # qkv output with bias (B, N, 3D)
     attn: torch.Tensor  # softmax output A (B, H, N, N)
-    o: torch.Tensor  # A·V with heads merged (B, N, D)
+    o: torch.Tensor  # A·V with heads merged (B, N, D); from here on (B, rows, ·) for a block run on ``rows``
     y_proj: torch.Tensor  # proj output with bias
     h: torch.Tensor  # x + attention branch
     n2: torch.Tensor
@@ -305,6 +305,7 @@ class BlockTrace:
     qk: tuple[torch.Tensor, torch.Tensor] | None = None  # q, k after qk_norm / RoPE, when present
     o_in: torch.Tensor | None = None  # proj input when an attention norm sits between
     hidden_in: torch.Tensor | None = None  # fc2 input when an MLP norm sits between
+    scaled_scores: torch.Tensor | None = None  # (q·scale)·kᵀ (B, H, N, N) when it is the whole logit
 
     def heads(self, block: BlockTwin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v as (B, H, N, d) views (q, k as they enter the scores)."""
@@ -344,13 +345,22 @@ def _scaled(y: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
 
 
 def block_forward(
-    block: BlockTwin, x: torch.Tensor, track_attention: bool, rope: Rope | None = None
+    block: BlockTwin,
+    x: torch.Tensor,
+    track_attention: bool,
+    rope: Rope | None = None,
+    rows: int | None = None,
 ) -> tuple[torch.Tensor, BlockTrace, torch.Tensor]:
     """One block; with ``track_attention`` the attention becomes a grad leaf (when no graph exists yet).
 
     Returns (output, trace, attention). Grad mode is the caller's. Same operations, in the same
     order, as the derived quantities of `BlockTrace`, so recomputing them is exact. Every Linear
     runs with its bias in one call (as the model's own ``nn.Linear`` does).
+
+    ``rows``: only the first ``rows`` tokens of the output are wanted (the last block before a
+    class-token read-out). q, k, v and the attention matrix still cover every token, since the
+    wanted rows attend to all of them; A·V, proj, the MLP and both sums run on those rows alone,
+    and the trace holds them at that length.
     """
     wt = block.weights
     batch, tokens, _ = x.shape
@@ -364,15 +374,18 @@ def block_forward(
             q, k = rope.apply(q), rope.apply(k)
         qk = (q, k)
     logits = (q * block.scale) @ k.transpose(-1, -2)  # the scaled q is also the contiguous operand
+    # kept for the Q·Kᵀ rule, which would otherwise multiply q and k again
+    scaled_scores = logits.detach() if block.attn_bias is None else None
     if block.attn_bias is not None:
         logits = logits + block.attn_bias()
     attn = logits.softmax(dim=-1)
     if track_attention and not attn.requires_grad:
         attn = attn.detach().requires_grad_(True)
-    o = (attn @ v).transpose(1, 2).reshape(batch, tokens, -1)
+    wanted = attn if rows is None else attn[:, :, :rows]
+    o = (wanted @ v).transpose(1, 2).reshape(batch, wanted.shape[2], -1)
     o_in = None if block.attn_norm is None else apply_norm(block.attn_norm, o)
     y_proj = F.linear(o if o_in is None else o_in, wt["proj_w"], wt["proj_b"])
-    h = x + _scaled(y_proj, wt["ls1"])
+    h = (x if rows is None else x[:, :rows]) + _scaled(y_proj, wt["ls1"])
     n2 = apply_norm(block.norm2, h)
     pre_act = F.linear(n2, wt["fc1_w"], wt["fc1_b"])
     if block.glu:
@@ -383,5 +396,7 @@ def block_forward(
     hidden_in = None if block.mlp_norm is None else apply_norm(block.mlp_norm, hidden)
     y_fc2 = F.linear(hidden if hidden_in is None else hidden_in, wt["fc2_w"], wt["fc2_b"])
     out = h + _scaled(y_fc2, wt["ls2"])
-    trace = BlockTrace(x, n1, qkv, attn, o, y_proj, h, n2, pre_act, hidden, y_fc2, out, qk, o_in, hidden_in)
+    trace = BlockTrace(
+        x, n1, qkv, attn, o, y_proj, h, n2, pre_act, hidden, y_fc2, out, qk, o_in, hidden_in, scaled_scores
+    )
     return out, trace, attn

@@ -1,9 +1,10 @@
 """Proof that the LRP twin computes what the user's model computes.
 
 The twin re-implements the forward pass; if timm or the user's model does something the twin does
-not know about, every relevance map would be silently wrong. So the twin's final-norm tokens and
-logits are compared with the model's own forward (eval mode, captured by a forward hook on
-``model.norm``) and a mismatch raises `UnsupportedModelError`.
+not know about, every relevance map would be silently wrong. So the twin's final-norm tokens (those
+it computes: the read-out rows of a class-token model, `ViTTwin.readout_rows`) and logits are
+compared with the model's own forward (eval mode, captured by a forward hook on ``model.norm``) and
+a mismatch raises `UnsupportedModelError`.
 
 The comparison costs one extra forward pass, so it runs once per model state: a passed check is
 remembered for the same module objects, the same parameter/buffer tensors and their in-place
@@ -61,7 +62,8 @@ def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:
     logits, tokens = _model_forward(model, images)
     pairs = [("logits", trace.logits, logits)]
     if tokens is not None:
-        pairs.insert(0, ("final-norm tokens", trace.final_tokens, tokens))
+        wanted = tokens if trace.rows is None else tokens[:, : trace.rows]  # what the twin computed
+        pairs.insert(0, ("final-norm tokens", trace.final_tokens, wanted))
     for name, ours, theirs in pairs:
         if ours.shape != theirs.shape:
             raise UnsupportedModelError(

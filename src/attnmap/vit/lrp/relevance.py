@@ -90,26 +90,23 @@ def block_relevance(
     """Relevance of the block's input (None when ``attention_only``) and its attention relevance R_A/2
     (held in ``work`` without ``keep_attention``).
 
-    ``rows``: the relevance arriving is zero outside the first ``rows`` tokens (the last block of a
-    class-token read-out, see `readout_rows`). Everything above the attention is then a per-token
-    map of zeros on the other rows, so its rules run on those rows alone (the MLP, both add rules
-    and proj: three quarters of the block's matrix products); the A·V and Q·Kᵀ rules spread the
-    relevance over every token.
+    ``rows``: the block was run on its first ``rows`` output tokens (the last block of a class-token
+    read-out, see `ViTTwin.readout_rows`), and ``relevance`` and the trace above the attention hold
+    those rows only. The other rows would carry zero relevance, so the rules above the attention
+    (the MLP, both add rules and proj: three quarters of the block's matrix products) run on those
+    rows alone; the A·V and Q·Kᵀ rules spread the relevance over every token.
     """
     wt = block.weights
-
-    def cut(t: torch.Tensor) -> torch.Tensor:
-        return t if rows is None else t[:, :rows]
-
+    x = bt.x if rows is None else bt.x[:, :rows]
     # Temporaries and relevances that die inside the block live in ``work``; the block's output
     # relevance too (role "x_residual": the next block reads it before writing that role again).
     h_residual, mlp_share = add_rule(
-        cut(relevance), cut(bt.h), cut(bt.mlp_out(block)), stab, cut(bt.out), work, role="h_residual"
+        relevance, bt.h, bt.mlp_out(block), stab, bt.out, work, role="h_residual"
     )
     hidden = linear_zplus(
         mlp_share,
-        cut(bt.fc2_input()),
-        cut(bt.y_fc2),
+        bt.fc2_input(),
+        bt.y_fc2,
         wt["fc2_w"],
         stab,
         block.abs_weight("fc2"),
@@ -121,8 +118,8 @@ def block_relevance(
         hidden = torch.cat([hidden * 0.5, hidden * 0.5], dim=-1)
     normed2 = linear_zplus(
         hidden,
-        cut(bt.n2),
-        cut(bt.pre_act),
+        bt.n2,
+        bt.pre_act,
         wt["fc1_w"],
         stab,
         block.abs_weight("fc1"),
@@ -130,15 +127,15 @@ def block_relevance(
         work=work,
         result_role="r_normed",
     )
-    h_total = clone_rule(h_residual, normed2, cut(bt.h), stab)
+    h_total = clone_rule(h_residual, normed2, bt.h, stab)
     x_residual, attn_share = add_rule(
-        h_total, cut(bt.x), cut(bt.attn_out(block)), stab, total_input=cut(bt.h), work=work, role="x_residual"
+        h_total, x, bt.attn_out(block), stab, total_input=bt.h, work=work, role="x_residual"
     )
     # Halved here once, so R_A/2 and R_V/2 come out of the A·V rule directly (it is linear in R).
     merged = linear_zplus(
         attn_share,
-        cut(bt.proj_input()),
-        cut(bt.y_proj),
+        bt.proj_input(),
+        bt.y_proj,
         wt["proj_w"],
         stab,
         block.abs_weight("proj"),
@@ -148,7 +145,17 @@ def block_relevance(
         result_role="r_merged",
     )
     r_attn, r_qkv = attention_relevance(
-        merged, bt.o, bt.attn, bt.heads(block), stab, attention_only, work, keep_attention, rows
+        merged,
+        bt.o,
+        bt.attn,
+        bt.heads(block),
+        stab,
+        attention_only,
+        work,
+        keep_attention,
+        rows,
+        bt.scaled_scores,
+        block.scale,
     )
     if r_qkv is None:
         return None, r_attn
@@ -167,17 +174,6 @@ def block_relevance(
         x_residual, leading = torch.zeros_like(normed1), x_residual
         x_residual[:, :rows] = leading
     return clone_rule(x_residual, normed1, bt.x, stab), r_attn
-
-
-def readout_rows(twin: ViTTwin) -> int | None:
-    """How many leading tokens the read-out takes from the last block: 1 for a class token, 2 for
-    class + distillation tokens; None when it reads every token (mean or attention pooling, token
-    outputs). Only those rows of the last block's output hold relevance."""
-    if twin.distilled:
-        return 2
-    if twin.global_pool == "token":
-        return 1
-    return None
 
 
 def embedding_relevance(
@@ -224,7 +220,7 @@ def relevance_pass(
     result = Relevance(attention={})
     work = Workspace()
     keep = reduce is None and not to_pixels
-    rows = readout_rows(twin)
+    rows = trace.rows  # the last block was run on these rows only
     with torch.no_grad():
         relevance = head_relevance(twin, trace, seed, stab)
         for block in reversed(twin.blocks[stop_block:]):

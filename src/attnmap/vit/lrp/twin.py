@@ -29,7 +29,9 @@ class Trace:
     """Everything one twin forward recorded."""
 
     logits: torch.Tensor  # the model's output: logits, or the embedding / tokens of a headless model
-    final_tokens: torch.Tensor  # output of the final norm (B, N, D), what model.norm returns
+    final_tokens: torch.Tensor  # output of the final norm (B, N, D), what model.norm returns, or its first
+    # ``rows`` tokens only
+    rows: int | None  # the read-out rows the last block was run on (`ViTTwin.readout_rows`), None: all
     pooled: torch.Tensor  # head input (B, D), (B, 2D) for distilled models, (B, N, D) for global_pool=''
     z_head: torch.Tensor | None  # head pre-bias output (None without a head)
     grid: tuple[int, int]
@@ -106,6 +108,17 @@ class ViTTwin:
     @property
     def depth(self) -> int:
         return len(self.blocks)
+
+    @property
+    def readout_rows(self) -> int | None:
+        """How many leading tokens the read-out takes from the last block: 1 for a class token, 2 for
+        class + distillation tokens; None when it reads every token (mean or attention pooling,
+        token outputs). Only those rows of the last block's output are computed and hold relevance."""
+        if self.distilled:
+            return 2
+        if self.global_pool == "token":
+            return 1
+        return None
 
     def _patch_grid(self, images: torch.Tensor) -> torch.Tensor:
         """Dynamic padding as timm does it; size checks as the model would (as InputError)."""
@@ -185,10 +198,14 @@ class ViTTwin:
             x = apply_norm(self.norm_pre, emb.tokens)
         trace_blocks: dict[int, BlockTrace] = {}
         attentions: dict[int, torch.Tensor] = {}
+        rows = self.readout_rows
         for block in self.blocks:
             tracked = grad_from is not None and block.index >= grad_from
+            last = block.index == self.depth - 1
             with torch.set_grad_enabled(tracked):
-                x, block_trace, attn = block_forward(block, x, track_attention=tracked, rope=emb.rope)
+                x, block_trace, attn = block_forward(
+                    block, x, track_attention=tracked, rope=emb.rope, rows=rows if last else None
+                )
             if record_from is not None and block.index >= record_from:
                 trace_blocks[block.index] = block_trace
             if tracked:
@@ -224,6 +241,7 @@ class ViTTwin:
         return Trace(
             logits=logits,
             final_tokens=final_tokens,
+            rows=rows,
             pooled=pooled,
             z_head=z_head,
             grid=emb.grid,
