@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from attnmap.errors import InputError
+from attnmap.vit.orientation import exif_orientation, upright
 from attnmap.vit.tiff_image import read_tiff_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -47,7 +48,8 @@ ImageInput = str | Path | Image.Image | np.ndarray
 
 
 def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
-    """Read a PNG/JPEG/TIFF file as an RGB PIL image (16-bit and float TIFFs are rescaled to 8 bits).
+    """Read a PNG/JPEG/TIFF file as an RGB PIL image (16-bit and float TIFFs are rescaled to 8 bits),
+    upright: turned as its EXIF Orientation says, as ``PIL.ImageOps.exif_transpose`` shows it.
 
     ``min_side``: the image may come back smaller, its shorter side still at least ``min_side``
     pixels, so a photo far larger than the model's input never sits in memory at full size: JPEGs
@@ -64,9 +66,9 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
     if min_side is not None and min_side < 1:
         raise InputError(f"min_side must be >= 1, got {min_side}")
     if path.suffix.lower() in (".tif", ".tiff"):
-        rgb = read_tiff_rgb(path, min_side, _to_rgb_uint8)
-        if rgb is not None:
-            return Image.fromarray(rgb)
+        read = read_tiff_rgb(path, min_side, _to_rgb_uint8)
+        if read is not None:
+            return upright(Image.fromarray(read[0]), read[1])
     try:
         with Image.open(path) as image:
             if min_side is not None:
@@ -74,9 +76,11 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
                 scale = min_side / max(1, min(width, height))
                 image.draft("RGB", (int(np.ceil(width * scale)), int(np.ceil(height * scale))))
             image.load()
+            orientation = exif_orientation(image)
             if image.mode in _WIDE_MODES:
-                return _reduce(_pil_rgb(image, path), min_side)
-            return _reduce(image, min_side).convert("RGB")  # reduced first: no full-size RGB copy
+                return upright(_reduce(_pil_rgb(image, path), min_side), orientation)
+            # reduced first: no full-size RGB copy; turned last, on the fewest pixels
+            return upright(_reduce(image, min_side).convert("RGB"), orientation)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot read image {path}: {error}") from None
 
@@ -205,8 +209,8 @@ def _decode_side(config: Mapping[str, Any]) -> int:
 def _as_pil(item: ImageInput, min_side: int | None = None) -> Image.Image:
     if isinstance(item, (str, Path)):
         return load_image(item, min_side)
-    if isinstance(item, Image.Image):
-        return _pil_rgb(item, Path("<PIL image>"))
+    if isinstance(item, Image.Image):  # upright as a file is: exif_transpose's output has no tag left
+        return upright(_pil_rgb(item, Path("<PIL image>")), exif_orientation(item))
     if isinstance(item, np.ndarray):
         return Image.fromarray(_to_rgb_uint8(item, Path("<array>")))
     raise InputError(f"expected an image path, PIL image or array, got {type(item).__name__}")

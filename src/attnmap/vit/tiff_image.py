@@ -30,10 +30,11 @@ def pixel_limit() -> int | None:
 
 def read_tiff_rgb(
     path: Path, min_side: int | None, to_rgb: Callable[[np.ndarray, Path], np.ndarray]
-) -> np.ndarray | None:
-    """(H, W, 3) uint8 of the TIFF's first image, reduced while its shorter side stays >= ``min_side``;
-    None when tifffile cannot read the file (PIL then tries and reports). ``to_rgb`` converts a band
-    of samples to uint8 RGB."""
+) -> tuple[np.ndarray, int] | None:
+    """((H, W, 3) uint8 of the TIFF's first image, reduced while its shorter side stays >= ``min_side``,
+    and its Orientation tag, 1 when absent), stored as is: the caller turns it upright; None when
+    tifffile cannot read the file (PIL then tries and reports). ``to_rgb`` converts a band of
+    samples to uint8 RGB."""
     import tifffile
 
     try:
@@ -47,14 +48,24 @@ def read_tiff_rgb(
                     f"the limit of {limit} (a decompression bomb?)"
                 )
             factor = max(1, min(height, width) // min_side) if min_side else 1
+            orientation = _orientation(tif.pages[0])
             if not _bandable(page):
-                return _reduce_rgb(to_rgb(page.asarray(), path), factor)
+                return _reduce_rgb(to_rgb(page.asarray(), path), factor), orientation
             parts = [_reduce_rgb(to_rgb(band, path), factor) for band in _bands(page, factor)]
-            return np.concatenate(parts, axis=0)
+            return np.concatenate(parts, axis=0), orientation
     except InputError:
         raise
     except (ValueError, OSError, TypeError, IndexError, AttributeError, tifffile.TiffFileError):
         return None
+
+
+def _orientation(page: Any) -> int:
+    """The page's TIFF Orientation (tag 274, the value EXIF copies), 1 when absent or not a number."""
+    tag = page.tags.get(274)
+    try:
+        return 1 if tag is None else int(tag.value)
+    except (TypeError, ValueError):
+        return 1
 
 
 def _choose_page(tif: Any, min_side: int | None) -> Any:
