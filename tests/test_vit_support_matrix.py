@@ -10,6 +10,7 @@ import torch
 
 from attnmap.vit import support_matrix
 from attnmap.vit.explain import explain
+from attnmap.vit.registry import methods
 from attnmap.vit.targets import slice_target
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "support_matrix.md"
@@ -54,6 +55,21 @@ def test_batch_equals_single_images_for_every_family(single_thread: None, measur
             scale = float(alone_maps.abs().max()) or 1.0
             error = float((result.maps - alone_maps).abs().max())
             assert error <= 1e-9 * scale, (family.name, method, error / scale)
+
+
+def test_refused_configurations_refuse_each_method_in_one_line_or_map(single_thread: None) -> None:
+    """Every method on every refused configuration: a good map, or one UnsupportedModelError line
+    (never another exception, a traceback-sized message or a silently wrong map)."""
+    x = support_matrix.images()
+    for refusal in support_matrix.refused():
+        label = refusal.label
+        family = support_matrix.Family(label, refusal.build, headless=refusal.headless)
+        model = support_matrix.build(family)
+        statuses = {method: support_matrix.check(family, method, model, x).status for method in methods()}
+        for method, status in statuses.items():
+            good = status in ("✓", "✓ flat¹") or (status.startswith("refused: ") and "\n" not in status)
+            assert good, (label, method, status)
+        assert any(status.startswith("refused: ") for status in statuses.values()), label
 
 
 def test_readme_shows_the_generated_table():

@@ -72,6 +72,20 @@ def _timm_hybrid() -> nn.Module:
     return _timm_vit(embed_layer=functools.partial(HybridEmbed, backbone=backbone), patch_size=2)
 
 
+def _timm_named(name: str, **options: object) -> Callable[[], nn.Module]:
+    """A timm architecture by its registry name, as a user builds it, shrunk to the table's size
+    (an option given as None drops that size argument, for architectures without it)."""
+
+    def build() -> nn.Module:
+        import timm
+
+        sizes = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS)
+        kwargs = {key: value for key, value in {**sizes, **options}.items() if value is not None}
+        return timm.create_model(name, pretrained=False, num_classes=5, **kwargs)
+
+    return build
+
+
 def _timm_relpos() -> nn.Module:
     from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
@@ -131,6 +145,15 @@ def families() -> list[Family]:
             "timm Beit (relative position bias, LayerScale)",
             lambda: Beit(**tiny, use_rel_pos_bias=True, init_values=0.1),
         ),
+        Family(
+            "timm deit3_* (positions without the CLS token, LayerScale)",
+            _timm_named("deit3_small_patch16_224"),
+        ),
+        Family("timm flexivit_*", _timm_named("flexivit_small")),
+        Family(
+            "timm vit_*_rope_reg1_gap_* (Eva: RoPE, a register, avg pool)",
+            _timm_named("vit_base_patch16_rope_reg1_gap_256"),
+        ),
     ]
     try:
         import transformers  # noqa: F401
@@ -176,30 +199,77 @@ def families() -> list[Family]:
     return result
 
 
-def refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
+@dataclass(frozen=True)
+class Refusal:
+    """A configuration attnmap refuses for ``method``, listed with the message the user sees."""
+
+    label: str
+    build: Callable[[], nn.Module]
+    method: str
+    headless: bool = False
+
+
+def refused() -> list[Refusal]:
     """Configurations with no rule (model, method): the user gets a one-line UnsupportedModelError."""
     from timm.models.vision_transformer import ParallelScalingBlock, ParallelThingsBlock, ResPostBlock
 
     return [
-        ("timm ViT with post-norm blocks (ResPostBlock)", lambda: _timm_vit(block_fn=ResPostBlock), "lrp"),
-        ("timm ViT global_pool='max'", lambda: _timm_vit(global_pool="max"), "lrp"),
-        (
+        Refusal(
+            "timm ViT with post-norm blocks (ResPostBlock)", lambda: _timm_vit(block_fn=ResPostBlock), "lrp"
+        ),
+        Refusal("timm ViT global_pool='max'", lambda: _timm_vit(global_pool="max"), "lrp"),
+        Refusal(
             "timm ViT-22B parallel blocks (ParallelScalingBlock; the 4 attention methods run)",
             lambda: _timm_vit(block_fn=ParallelScalingBlock),
             "lrp",
         ),
-        (
+        Refusal(
             "timm ViT parallel blocks (ParallelThingsBlock)",
             lambda: _timm_vit(block_fn=ParallelThingsBlock),
             "attention",
         ),
-        ("timm hybrid ViT, CNN stem (HybridEmbed; the 4 attention methods run)", _timm_hybrid, "lrp"),
+        Refusal("timm hybrid ViT, CNN stem (HybridEmbed; the 4 attention methods run)", _timm_hybrid, "lrp"),
+        Refusal(
+            "timm vit_*_rope_mixed_* (Eva rope_type='mixed'; the 4 attention methods run)",
+            _timm_named("vit_small_patch16_rope_mixed_224"),
+            "lrp",
+        ),
+        Refusal(
+            "timm ViT attn_layer='diff' (DiffAttention)", lambda: _timm_vit(attn_layer="diff"), "attention"
+        ),
+        Refusal(
+            "timm cait_* (talking-heads and class-attention blocks)",
+            _timm_named("cait_xxs24_224", depth_token_only=1),
+            "attention",
+        ),
+        Refusal(
+            "timm xcit_* (cross-covariance attention)",
+            _timm_named("xcit_nano_12_p16_224", cls_attn_layers=1),
+            "attention",
+        ),
+        Refusal(
+            "timm samvit_* (windowed attention)",
+            _timm_named("samvit_base_patch16", window_size=2, global_attn_indexes=(1,), neck_chans=16),
+            "attention",
+        ),
+        Refusal(
+            "timm swin_* (shifted windows)",
+            _timm_named(
+                "swin_tiny_patch4_window7_224", depths=(1, 1), num_heads=(2, 2), window_size=2, depth=None
+            ),
+            "attention",
+        ),
+        Refusal("timm naflexvit_*", _timm_named("naflexvit_base_patch16_gap"), "attention"),
         *_hf_refused(),
-        ("a CNN (no attention blocks)", lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), "attention"),
+        Refusal(
+            "a CNN (no attention blocks)",
+            lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()),
+            "attention",
+        ),
     ]
 
 
-def _hf_refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
+def _hf_refused() -> list[Refusal]:
     try:
         import transformers
     except ImportError:  # pragma: no cover - the hf extra is not installed
@@ -207,7 +277,9 @@ def _hf_refused() -> list[tuple[str, Callable[[], nn.Module], str]]:
     if not hasattr(transformers, "DINOv3ViTModel"):  # pragma: no cover - older transformers
         return []
     label = "HF DINOv3ViTModel (RoPE; the 4 attention methods run)"
-    return [(label, _hf("DINOv3ViTConfig", "DINOv3ViTModel", num_register_tokens=2), "lrp")]
+    return [
+        Refusal(label, _hf("DINOv3ViTConfig", "DINOv3ViTModel", num_register_tokens=2), "lrp", headless=True)
+    ]
 
 
 def images(batch: int = 2, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -293,10 +365,11 @@ def table(measured: dict[str, dict[str, Result]] | None = None) -> str:
         "## Refused, with the message the user sees",
         "",
     ]
-    for label, make, method in refused():
+    for refusal in refused():
+        label, method = refusal.label, refusal.method
         torch.manual_seed(0)
         try:
-            explain(make().double().eval(), images(1), method)
+            explain(refusal.build().double().eval(), images(1), method)
             message = "(not refused)"
         except UnsupportedModelError as error:
             message = str(error).replace("|", "\\|")
