@@ -87,7 +87,13 @@ def test_model_input_and_maps_are_those_of_the_upright_image(
     for name in ("phone", "upright"):
         explain_paths(
             [tmp_path / ("phone.jpg" if name == "phone" else "upright.png")],
-            tiny_model, "rollout", 0, tmp_path / name, progress=False, on="original", legend=False,
+            tiny_model,
+            "rollout",
+            0,
+            tmp_path / name,
+            progress=False,
+            on="original",
+            legend=False,
         )
     np.testing.assert_array_equal(
         np.load(tmp_path / "phone" / "phone_rollout.npy"),

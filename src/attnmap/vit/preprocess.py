@@ -8,6 +8,7 @@ image returned for overlays, so a heatmap lands on the pixels it describes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,25 @@ _DINOV2_INPUT = 224  # DINOv2's processor crops 224 although its positions are f
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
+class FirstFrameWarning(UserWarning):
+    """An animated image (GIF, WebP, APNG) was given: only its first frame is explained."""
+
+
+def _warn_if_animated(image: Image.Image, name: object) -> None:
+    # MPO (a camera JPEG with a preview or depth picture after it) is one photo: its first frame
+    if getattr(image, "is_animated", False) and image.format != "MPO":
+        frames = getattr(image, "n_frames", "several")
+        warnings.warn(
+            f"attnmap: {name} is animated ({frames} frames); only its first frame is explained",
+            FirstFrameWarning,
+            stacklevel=4,
+        )
+
+
 def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
     """Read a PNG/JPEG/TIFF file as an RGB PIL image (16-bit and float TIFFs are rescaled to 8 bits),
     upright: turned as its EXIF Orientation says, as ``PIL.ImageOps.exif_transpose`` shows it.
+    An animated GIF/WebP/PNG gives its first frame, with a `FirstFrameWarning`.
 
     ``min_side``: the image may come back smaller, its shorter side still at least ``min_side``
     pixels, so a photo far larger than the model's input never sits in memory at full size: JPEGs
@@ -65,12 +82,15 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
         raise InputError(f"expected an image file, got a directory: {path}")
     if min_side is not None and min_side < 1:
         raise InputError(f"min_side must be >= 1, got {min_side}")
+    if path.stat().st_size == 0:
+        raise InputError(f"cannot read image {path}: the file is empty")
     if path.suffix.lower() in (".tif", ".tiff"):
         read = read_tiff_rgb(path, min_side, _to_rgb_uint8)
         if read is not None:
             return upright(Image.fromarray(read[0]), read[1])
     try:
         with Image.open(path) as image:
+            _warn_if_animated(image, path)
             if min_side is not None:
                 width, height = image.size
                 scale = min_side / max(1, min(width, height))
@@ -119,28 +139,39 @@ def _to_rgb_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     array = array[..., :3]
     output = np.empty(array.shape[:2] + (3,), dtype=np.uint8)
     band = max(1, (1 << 22) // max(1, array.shape[1] * array.shape[2]))  # ~4 M values per band
-    divisor = 1.0
-    if array.dtype != bool and not np.issubdtype(array.dtype, np.integer):
-        top = max(
-            (float(np.nan_to_num(array[i : i + band].astype(np.float64)).max(initial=0.0))
-             for i in range(0, array.shape[0], band)),
-            default=0.0,
-        )
-        divisor = 255.0 if top > 1.0 else 1.0  # float image stored on 0..255
+    if array.dtype == np.uint8:
+        output[:] = array  # one channel is broadcast to three
+        return output
+    low, high = _display_range(array, band, path)
+    span = high - low
+    for start in range(0, array.shape[0], band):
+        values = array[start : start + band].astype(np.float64)
+        values = np.clip(np.nan_to_num(values, nan=low, posinf=high, neginf=low) - low, 0.0, span)
+        output[start : start + band] = (values / (span or 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return output
+
+
+def _display_range(array: np.ndarray, band: int, path: Path) -> tuple[float, float]:
+    """The sample values shown as black and white: the type's range for unsigned integers and
+    booleans; 0..1 or 0..255 for float data within them; otherwise (signed integers, floats beyond
+    0..255 or below 0) the data's own finite range, as image viewers show such data: clipping it
+    at 0 turned a signed or negative image black, and a negative int cast to uint8 wrapped round.
+    Read a band at a time (no full-size float64 copy)."""
+    if array.dtype == bool:
+        return 0.0, 1.0
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        return 0.0, float(np.iinfo(array.dtype).max)
+    low, high = np.inf, -np.inf
     for start in range(0, array.shape[0], band):
         rows = array[start : start + band]
-        if rows.dtype == np.uint8:
-            converted = rows
-        elif rows.dtype == bool:
-            converted = rows.astype(np.uint8) * 255
-        elif np.issubdtype(rows.dtype, np.integer):
-            top = np.iinfo(rows.dtype).max
-            converted = (rows.astype(np.float64) / top * 255.0 + 0.5).astype(np.uint8)
-        else:
-            values = np.nan_to_num(rows.astype(np.float64)) / divisor
-            converted = (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        output[start : start + band] = converted  # one channel is broadcast to three
-    return output
+        finite = rows[np.isfinite(rows)] if not np.issubdtype(rows.dtype, np.integer) else rows
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    if low > high:
+        raise InputError(f"cannot read image {path}: it holds no finite pixel values (all NaN or infinite)")
+    if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 255.0:
+        return 0.0, 1.0 if high <= 1.0 else 255.0
+    return low, high
 
 
 def data_config(model: nn.Module) -> dict[str, Any]:
@@ -189,6 +220,20 @@ def _model_channels(model: nn.Module, resolved: Mapping[str, Any]) -> int:
     return int(tuple(resolved.get("input_size", (3,)))[0])
 
 
+def _patch_side(model: nn.Module) -> int | None:
+    """Pixels a side of one patch token at the model's input (timm: input size over grid size, so a
+    CNN stem's stride counts; Hugging Face: the config's ``patch_size``); None when unknown."""
+    patch_embed = getattr(model, "patch_embed", None)
+    img_size, grid = getattr(patch_embed, "img_size", None), getattr(patch_embed, "grid_size", None)
+    try:
+        if img_size is not None and grid is not None:
+            return max(int(img_size[0]) // int(grid[0]), int(img_size[1]) // int(grid[1]))
+        size = getattr(getattr(model, "config", None), "patch_size", None)
+        return int(size if isinstance(size, int) else max(size)) if size is not None else None
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
 def _split_transform(transform: Any) -> tuple[list[Any], list[Any]]:
     """(steps on the PIL image: resize, crop, ...) and (to-tensor, normalise, ...)."""
     steps = list(getattr(transform, "transforms", [transform]))
@@ -210,6 +255,7 @@ def _as_pil(item: ImageInput, min_side: int | None = None) -> Image.Image:
     if isinstance(item, (str, Path)):
         return load_image(item, min_side)
     if isinstance(item, Image.Image):  # upright as a file is: exif_transpose's output has no tag left
+        _warn_if_animated(item, "the PIL image")
         return upright(_pil_rgb(item, Path("<PIL image>")), exif_orientation(item))
     if isinstance(item, np.ndarray):
         return Image.fromarray(_to_rgb_uint8(item, Path("<array>")))
@@ -254,8 +300,15 @@ def preprocess(
     dtype = parameter.dtype if parameter is not None else torch.float32
     device = parameter.device if parameter is not None else torch.device("cpu")
     tensors, views = [], []
-    for item in items:
+    patch = _patch_side(model)
+    for index, item in enumerate(items):
         picture = _as_pil(item, _decode_side(resolved))
+        if patch is not None and min(picture.size) < patch:
+            name = item if isinstance(item, (str, Path)) else f"image {index}"
+            raise InputError(
+                f"{name} is {picture.width}×{picture.height} pixels, smaller than one {patch}×{patch} "
+                "patch of the model: a map of it would only show the upsampling"
+            )
         if channels == 1:
             picture = picture.convert("L")
         for step in to_pixels:

@@ -80,10 +80,11 @@ def _choose_page(tif: Any, min_side: int | None) -> Any:
 
 
 def _bandable(page: Any) -> bool:
-    """Integer samples, one plane, no depth: decodable strip by strip (floats need the global max)."""
+    """Unsigned integer samples, one plane, no depth: decodable strip by strip (their range is the
+    type's; floats and signed integers are shown on the data's range, known only once all is read)."""
     dtype = np.dtype(page.dtype)
     return (
-        (np.issubdtype(dtype, np.integer) or dtype == np.dtype(bool))
+        (np.issubdtype(dtype, np.unsignedinteger) or dtype == np.dtype(bool))
         and int(page.planarconfig) == 1
         and int(getattr(page, "imagedepth", 1)) == 1
     )

@@ -1,0 +1,123 @@
+"""Image modes and containers a user may hand over: each loads sensibly or fails in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import timm
+import torch
+from PIL import Image
+
+from attnmap.cli.main import main
+from attnmap.errors import InputError
+from attnmap.vit.preprocess import FirstFrameWarning, _as_pil, load_image, preprocess
+
+
+def _rgb(height: int = 40, width: int = 60) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "LA", "1", "RGBA", "L"])
+def test_eight_bit_modes_load_as_pil_converts_them(tmp_path: Path, mode: str) -> None:
+    image = Image.fromarray(_rgb()).convert(mode)
+    options = {"transparency": 0} if mode == "P" else {}  # a palette PNG with a transparent colour
+    path = tmp_path / ("photo.jpg" if mode == "CMYK" else "photo.png")
+    image.save(path, **options)
+    with Image.open(path) as stored:
+        assert stored.mode == mode
+        expected = np.asarray(stored.convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(load_image(path)), expected)
+
+
+def test_sixteen_bit_png_uses_the_type_range(tmp_path: Path) -> None:
+    values = np.array([[0, 65535], [32768, 1000]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    loaded = np.asarray(load_image(tmp_path / "grey16.png"))[..., 0]
+    np.testing.assert_array_equal(loaded, np.round(values / 65535 * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [
+        ([[-30000, -10000], [0, 20000]], np.int16),  # signed: a negative value cast to uint8 wrapped round
+        ([[-4.0, -2.5], [-1.0, -0.5]], np.float32),  # all below 0: clipped to a black picture
+        ([[0.0, 300.0], [700.0, 1000.0]], np.float32),  # beyond 255: clipped to white
+    ],
+)
+def test_signed_and_out_of_range_images_are_shown_on_their_data_range(
+    tmp_path: Path, values: list, dtype: type
+) -> None:
+    array = np.array(values, dtype=dtype)
+    tifffile.imwrite(tmp_path / "data.tif", array)
+    loaded = np.asarray(load_image(tmp_path / "data.tif"))[..., 0].astype(int)
+    flat, order = loaded.ravel(), np.argsort(array.ravel(), kind="stable")
+    assert flat.min() == 0 and flat.max() == 255
+    assert np.all(np.diff(flat[order]) > 0)  # the order of the samples is kept: no wrap, no clipping
+    # the same samples as a PIL image object (mode "I" or "F") are shown the same way
+    pil = Image.fromarray(array.astype(np.int32) if dtype == np.int16 else array)
+    np.testing.assert_array_equal(np.asarray(_as_pil(pil)), loaded.astype(np.uint8)[..., None].repeat(3, -1))
+
+
+def test_float_image_without_finite_values_is_refused(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "nan.tif", np.full((8, 8), np.nan, dtype=np.float32))
+    with pytest.raises(InputError, match="no finite pixel values"):
+        load_image(tmp_path / "nan.tif")
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_animated_images_give_their_first_frame_with_a_warning(tmp_path: Path, suffix: str) -> None:
+    frames = [Image.fromarray(np.full((16, 24, 3), value, dtype=np.uint8)) for value in (40, 200)]
+    path = tmp_path / f"anim{suffix}"
+    frames[0].save(path, save_all=True, append_images=frames[1:], lossless=True, duration=100)
+    with pytest.warns(FirstFrameWarning, match="2 frames"):
+        loaded = np.asarray(load_image(path))
+    assert np.all(np.abs(loaded.astype(int) - 40) <= 1)
+    with Image.open(path) as image, pytest.warns(FirstFrameWarning, match="2 frames"):
+        _as_pil(image)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, num_classes=3, img_size=64)
+
+
+def test_image_smaller_than_a_patch_is_refused(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    Image.fromarray(_rgb(12, 60)).save(tmp_path / "strip.png")
+    with pytest.raises(InputError, match="60×12 pixels, smaller than one 16×16 patch"):
+        preprocess(tiny_model, tmp_path / "strip.png")
+    preprocess(tiny_model, Image.fromarray(_rgb(16, 60)))  # one patch high: explained
+
+
+def _cli(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"hello, not a picture", "cannot identify image file"),
+        (None, "smaller than one 16"),
+    ],
+)
+def test_cli_reports_unreadable_files_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "input.png"
+    if content is None:
+        Image.fromarray(_rgb(4, 4)).save(path)
+    else:
+        path.write_bytes(content)
+    model = ["--model", "timm:vit_tiny_patch16_224", "--model-arg", "depth=1", "--model-arg", "img_size=32"]
+    code = _cli(["explain", str(path), *model, "--method", "attention", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("attnmap: error")]
+    assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
