@@ -121,3 +121,15 @@ def test_cli_reports_unreadable_files_in_one_line(
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("attnmap: error")]
     assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+
+
+def test_folders_expand_to_every_readable_image_kind(tmp_path: Path) -> None:
+    from attnmap.vit.batch import expand_image_paths
+
+    for suffix in (".webp", ".bmp", ".gif", ".png"):
+        Image.fromarray(_rgb()).save(tmp_path / f"photo{suffix}")
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = expand_image_paths([tmp_path])
+    assert [path.suffix for path in found] == [".bmp", ".gif", ".png", ".webp"]
+    for path in found:
+        assert load_image(path).size == (60, 40)

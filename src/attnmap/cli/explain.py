@@ -139,7 +139,7 @@ def explain(
     workers: int,
     scheduler: str | None,
 ) -> None:
-    """Explain IMAGES (files or directories of PNG/JPEG/TIFF) with a ViT; write overlays and .npy maps."""
+    """Explain IMAGES (files, or folders of PNG/JPEG/TIFF/WebP/BMP/GIF) with a ViT; write overlays, maps."""
     from attnmap.render.colormap import get_cmap
     from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
 

@@ -35,13 +35,14 @@ from attnmap.vit.targets import slice_target
 
 
 def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, directories expanded to the PNG/JPEG/TIFF files inside (sorted, not recursive)."""
+    """Files as given, directories expanded to the image files inside (``IMAGE_SUFFIXES``; sorted, not
+    recursive)."""
     paths: list[Path] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
             found = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise InputError(f"no PNG/JPEG/TIFF images in directory {entry}")
+                raise InputError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in directory {entry}")
             paths.extend(found)
         elif entry.exists():
             paths.append(entry)

@@ -22,7 +22,7 @@ from attnmap.errors import InputError
 from attnmap.vit.orientation import exif_orientation, upright
 from attnmap.vit.tiff_image import read_tiff_rgb
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif")
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor")
 # Preprocessing of a Hugging Face model without a preprocessor config, per model_type, as the image
 # processor of the family's released checkpoints does it: normalisation (ViT, BEiT, SigLIP: 0.5;
@@ -64,9 +64,10 @@ def _warn_if_animated(image: Image.Image, name: object) -> None:
 
 
 def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
-    """Read a PNG/JPEG/TIFF file as an RGB PIL image (16-bit and float TIFFs are rescaled to 8 bits),
-    upright: turned as its EXIF Orientation says, as ``PIL.ImageOps.exif_transpose`` shows it.
-    An animated GIF/WebP/PNG gives its first frame, with a `FirstFrameWarning`.
+    """Read a PNG/JPEG/TIFF/WebP/BMP/GIF file as an RGB PIL image (16-bit, signed and float images
+    rescaled to 8 bits), upright: turned as its EXIF Orientation says, as
+    ``PIL.ImageOps.exif_transpose`` shows it. An animated GIF/WebP/PNG gives its first frame, with
+    a `FirstFrameWarning`.
 
     ``min_side``: the image may come back smaller, its shorter side still at least ``min_side``
     pixels, so a photo far larger than the model's input never sits in memory at full size: JPEGs
