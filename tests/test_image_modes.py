@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,16 @@ def test_folders_expand_to_every_readable_image_kind(tmp_path: Path) -> None:
     assert [path.suffix for path in found] == [".bmp", ".gif", ".png", ".webp"]
     for path in found:
         assert load_image(path).size == (60, 40)
+
+
+def test_a_camera_mpo_jpeg_is_one_photo_without_a_warning(tmp_path: Path) -> None:
+    """Cameras save a JPEG with a preview or depth picture after it (MPO): its first frame is the photo."""
+    frames = [Image.fromarray(np.full((16, 24, 3), value, dtype=np.uint8)) for value in (40, 200)]
+    frames[0].save(tmp_path / "camera.mpo", save_all=True, append_images=frames[1:])
+    (tmp_path / "camera.mpo").rename(tmp_path / "camera.jpg")
+    with Image.open(tmp_path / "camera.jpg") as image:
+        assert image.format == "MPO" and image.n_frames == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FirstFrameWarning)
+        loaded = np.asarray(load_image(tmp_path / "camera.jpg"))
+    assert np.all(np.abs(loaded.astype(int) - 40) <= 1)
