@@ -33,7 +33,8 @@ QueryRow = Literal["cls", "patch_mean", "distilled", "latent", "cls_and_patch_me
 
 SUPPORTED_MODELS = (
     "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, global_pool ''/token/avg/map, "
-    "hybrid CNN stems, parallel-scaling blocks), VisionTransformerRelPos, Eva (RoPE ViTs) and Beit; "
+    "hybrid CNN stems, parallel-scaling blocks), VisionTransformerRelPos, Eva (RoPE ViTs), Beit and "
+    "NaFlexVit (attention methods); "
     "Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), DINOv3, "
     "CLIP vision, SigLIP vision and BEiT models"
 )
@@ -385,6 +386,10 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if _is_timm_vit(model):
         return TimmViTAdapter(model)
+    from attnmap.vit.adapters_naflex import NaFlexAdapter, is_naflexvit
+
+    if is_naflexvit(model):
+        return NaFlexAdapter(model)
     from attnmap.vit.adapters_hf import HFAdapter, is_hf_vision_model
 
     if is_hf_vision_model(model):

@@ -223,13 +223,16 @@ def _model_channels(model: nn.Module, resolved: Mapping[str, Any]) -> int:
 
 def _patch_side(model: nn.Module) -> int | None:
     """Pixels a side of one patch token at the model's input (timm: input size over grid size, so a
-    CNN stem's stride counts; Hugging Face: the config's ``patch_size``); None when unknown."""
+    CNN stem's stride counts; NaFlexVit: its embedding's patch size; Hugging Face: the config's
+    ``patch_size``); None when unknown."""
     patch_embed = getattr(model, "patch_embed", None)
     img_size, grid = getattr(patch_embed, "img_size", None), getattr(patch_embed, "grid_size", None)
     try:
         if img_size is not None and grid is not None:
             return max(int(img_size[0]) // int(grid[0]), int(img_size[1]) // int(grid[1]))
-        size = getattr(getattr(model, "config", None), "patch_size", None)
+        size = getattr(getattr(model, "embeds", None), "patch_size", None)
+        if size is None:
+            size = getattr(getattr(model, "config", None), "patch_size", None)
         return int(size if isinstance(size, int) else max(size)) if size is not None else None
     except (TypeError, ValueError, IndexError, ZeroDivisionError):
         return None

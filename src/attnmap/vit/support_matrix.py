@@ -259,7 +259,9 @@ def refused() -> list[Refusal]:
             ),
             "attention",
         ),
-        Refusal("timm naflexvit_*", _timm_named("naflexvit_base_patch16_gap"), "attention"),
+        Refusal(
+            "timm naflexvit_* (the 4 attention methods run)", _timm_named("naflexvit_base_patch16_gap"), "lrp"
+        ),
         *_hf_refused(),
         Refusal(
             "a CNN (no attention blocks)",

@@ -1,0 +1,75 @@
+"""timm ``NaFlexVit`` (native-aspect, flexible-size ViTs) given an image batch: the four attention methods.
+
+NaFlexVit runs timm's own ``Block``/``Attention`` modules, so its attention is read exactly as a
+``VisionTransformer``'s (see `attnmap.vit.adapters`); what differs is where its parts live and what
+its read-out looks at. Its patch embedding is ``model.embeds`` (a convolution, or patchify + linear
+projection), its class and register tokens sit in ``embeds``, any image size is accepted (the grid
+is the size over the patch, rounded up with ``dynamic_img_pad``), and pooling may include the prefix
+tokens (``pool_include_prefix``). Pre-patchified (NaFlex mode) input with masks is not an image
+batch and is not taken. LRP has no twin for it (`attnmap.vit.lrp` refuses it by class).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.vit.adapters import TimmViTAdapter, ViTAdapter
+
+
+def is_naflexvit(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("timm.models.naflexvit") and isinstance(
+        getattr(model, "embeds", None), nn.Module
+    )
+
+
+class NaFlexAdapter(TimmViTAdapter):
+    """timm ``NaFlexVit`` on (B, C, H, W) images."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        embeds = model.embeds
+        has_cls = getattr(embeds, "cls_token", None) is not None
+        pool = getattr(model, "global_pool", "token")
+        include_prefix = bool(getattr(model, "pool_include_prefix", False))
+        if self.attn_pool is None and pool == "token" and not has_cls:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} with global_pool='token' and no class token reads out its first "
+                "register token: attnmap has no query row for that"
+            )
+        if self.attn_pool is None and include_prefix and pool in ("avg", "avgmax", "max"):
+            raise UnsupportedModelError(
+                f"{type(model).__name__} with pool_include_prefix=True pools the prefix tokens with the "
+                "patches: attnmap's query rows cover the patches only"
+            )
+        if self.attn_pool is None:
+            self.query_row = "cls" if has_cls and pool in ("token", "") else "patch_mean"
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        patch_h, patch_w = self.model.embeds.patch_size
+        if getattr(self.model.embeds, "dynamic_img_pad", False):
+            return math.ceil(height / patch_h), math.ceil(width / patch_w)
+        return height // patch_h, width // patch_w
+
+    def check_images(self, images: torch.Tensor) -> None:
+        ViTAdapter.check_images(self, images)
+        embeds = self.model.embeds
+        patch_h, patch_w = embeds.patch_size
+        proj = embeds.proj
+        if isinstance(proj, nn.Conv2d):
+            channels = int(proj.in_channels)
+        else:  # patchify + linear: (patch_h * patch_w * C) inputs
+            channels = int(proj.in_features) // (patch_h * patch_w)
+        if images.shape[1] != channels:
+            raise InputError(f"the model takes {channels}-channel images, got {images.shape[1]} channels")
+        height, width = images.shape[-2:]
+        if height < patch_h or width < patch_w:
+            raise InputError(f"image size {height}x{width} is smaller than one patch ({patch_h}x{patch_w})")
+        if not getattr(embeds, "dynamic_img_pad", False) and (height % patch_h or width % patch_w):
+            raise InputError(
+                f"image size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}; "
+                "crop/resize the images or build the model with dynamic_img_pad=True"
+            )
