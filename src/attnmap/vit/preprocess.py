@@ -278,6 +278,10 @@ def preprocess(
     The tensor has the model's parameter dtype and device. The second value holds, per image, the
     (H, W, 3) uint8 RGB image after resize and crop, before normalisation: what the model sees.
     ``config`` overrides the model's data config (timm keys: input_size, mean, std, crop_pct, ...).
+    Files and PIL images are turned upright by their EXIF Orientation, as
+    ``PIL.ImageOps.exif_transpose`` does (its output carries no tag, so it is not turned twice; a PIL
+    image turned by hand still carries the tag PIL copied: drop it or use exif_transpose). Images
+    smaller than one patch of the model are refused.
     """
     from timm.data import create_transform
 
