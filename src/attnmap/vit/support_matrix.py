@@ -151,6 +151,10 @@ def families() -> list[Family]:
         ),
         Family("timm flexivit_*", _timm_named("flexivit_small")),
         Family(
+            "timm vit_pe_core_* (Eva: RoPE, attention pool over all tokens, CLS included)",
+            _timm_named("vit_pe_core_tiny_patch16_384"),
+        ),
+        Family(
             "timm vit_*_rope_reg1_gap_* (Eva: RoPE, a register, avg pool)",
             _timm_named("vit_base_patch16_rope_reg1_gap_256"),
         ),

@@ -161,6 +161,9 @@ class EvaTwin(GenericTwin):
         self.prefix_params = (model.cls_token,)
         self.norm_pre = read_norm(model.norm_pre, "norm_pre")
         self._read_timm_output(model)
+        # Eva's attention pool reads every token, prefix included (a VisionTransformer's only the
+        # patches unless pool_include_prefix); its average pool leaves the prefix out like timm's
+        self.pool_include_prefix = self.attn_pool is not None
         self.blocks = []
         for index, block in enumerate(model.blocks):
             name = f"blocks.{index}"
