@@ -24,7 +24,7 @@ def _naflex(**options: object) -> torch.nn.Module:
     return timm.create_model("naflexvit_base_patch16_gap", pretrained=False, **kwargs).double().eval()
 
 
-def _as_vision_transformer(naflex: torch.nn.Module) -> torch.nn.Module:
+def _as_vision_transformer(naflex: torch.nn.Module, include_prefix: bool) -> torch.nn.Module:
     """The same network as a timm VisionTransformer: registers, no class token, positions added to
     the patches only, average pool + fc_norm; the linear patch projection (patch pixels in
     (row, column, channel) order) as a convolution, the position grid resampled as NaFlexVit does."""
@@ -41,6 +41,7 @@ def _as_vision_transformer(naflex: torch.nn.Module) -> torch.nn.Module:
         global_pool="avg",
         fc_norm=True,
         init_values=1e-5,
+        pool_include_prefix=include_prefix,
     ).double()
     state = {key: value for key, value in naflex.state_dict().items() if not key.startswith("embeds.")}
     grid = SIZE // PATCH
@@ -59,11 +60,12 @@ def _as_vision_transformer(naflex: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.parametrize("include_prefix", [False, True])
 def test_attention_methods_equal_those_of_the_same_network_as_a_vision_transformer(
-    single_thread: None,
+    single_thread: None, include_prefix: bool
 ) -> None:
-    naflex = _naflex()
-    twin = _as_vision_transformer(naflex)
+    naflex = _naflex(pool_include_prefix=include_prefix)
+    twin = _as_vision_transformer(naflex, include_prefix)
     x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(naflex(x), twin(x))  # the port is exact
     for method in ATTENTION_METHODS:
@@ -86,7 +88,10 @@ def test_any_size_gives_its_own_grid_and_bad_sizes_fail_in_one_line(single_threa
         preprocess(naflex.float(), Image.fromarray(np.zeros((4, 40, 3), dtype=np.uint8)))
 
 
-def test_read_outs_without_a_query_row_are_refused() -> None:
-    x = torch.randn(1, 3, SIZE, SIZE, dtype=torch.float64)
-    with pytest.raises(UnsupportedModelError, match="pool_include_prefix"):
-        attnmap.explain(_naflex(pool_include_prefix=True), x, "rollout")
+def test_the_class_token_in_embeds_is_the_query_row_of_a_token_read_out() -> None:
+    from attnmap.vit.adapters import adapter_for
+
+    radio_like = _naflex(class_token=True, reg_tokens=2, global_pool="token")
+    assert adapter_for(radio_like).query_row == "cls"
+    assert adapter_for(_naflex()).query_row == "patch_mean"
+    assert adapter_for(_naflex(pool_include_prefix=True)).query_row == "token_mean"

@@ -29,7 +29,7 @@ from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
 
-QueryRow = Literal["cls", "patch_mean", "distilled", "latent", "cls_and_patch_mean"]
+QueryRow = Literal["cls", "patch_mean", "token_mean", "distilled", "latent", "cls_and_patch_mean"]
 
 SUPPORTED_MODELS = (
     "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, global_pool ''/token/avg/map, "
@@ -62,9 +62,10 @@ class ViTAdapter:
         """(B, N) weights of the token rows the read-out looks at.
 
         ``cls``: one-hot token 0; ``distilled``: ½ on the class and distillation tokens;
-        ``patch_mean``: uniform over the patch tokens; ``cls_and_patch_mean``: ½ on token 0, ½ spread
-        over the patches (a read-out of concat(CLS, mean of patches)); ``latent``: the attention-pool
-        head's attention row (head mean) recorded in the last forward pass.
+        ``patch_mean``: uniform over the patch tokens; ``token_mean``: uniform over every token (a
+        pool including the prefix tokens, timm ``pool_include_prefix``); ``cls_and_patch_mean``: ½ on
+        token 0, ½ spread over the patches (a read-out of concat(CLS, mean of patches)); ``latent``:
+        the attention-pool head's attention row (head mean) recorded in the last forward pass.
         """
         prefix = self.num_prefix_tokens
         weights = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
@@ -77,6 +78,8 @@ class ViTAdapter:
             weights[:, 0] = 1.0
         elif self.query_row == "distilled":
             weights[:, :2] = 0.5
+        elif self.query_row == "token_mean":
+            weights[:] = 1.0 / tokens
         elif self.query_row == "cls_and_patch_mean":
             weights[:, 0] = 0.5
             weights[:, prefix:] = 0.5 / (tokens - prefix)
@@ -248,6 +251,8 @@ class TimmViTAdapter(ViTAdapter):
             self.query_row = "latent"
         elif has_cls and pool in ("token", ""):
             self.query_row = "cls"
+        elif getattr(model, "pool_include_prefix", False):  # timm's avg/max pool over every token
+            self.query_row = "token_mean"
         else:
             self.query_row = "patch_mean"
         head = getattr(model, "head", None)

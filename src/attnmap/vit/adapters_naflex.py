@@ -5,8 +5,9 @@ NaFlexVit runs timm's own ``Block``/``Attention`` modules, so its attention is r
 its read-out looks at. Its patch embedding is ``model.embeds`` (a convolution, or patchify + linear
 projection), its class and register tokens sit in ``embeds``, any image size is accepted (the grid
 is the size over the patch, rounded up with ``dynamic_img_pad``), and pooling may include the prefix
-tokens (``pool_include_prefix``). Pre-patchified (NaFlex mode) input with masks is not an image
-batch and is not taken. LRP has no twin for it (`attnmap.vit.lrp` refuses it by class).
+tokens (``pool_include_prefix``, as for a VisionTransformer). Pre-patchified (NaFlex mode) input
+with masks is not an image batch and is not taken. LRP has no twin for it (`attnmap.vit.lrp`
+refuses it by class).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.errors import InputError
 from attnmap.vit.adapters import TimmViTAdapter, ViTAdapter
 
 
@@ -31,22 +32,9 @@ class NaFlexAdapter(TimmViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        embeds = model.embeds
-        has_cls = getattr(embeds, "cls_token", None) is not None
-        pool = getattr(model, "global_pool", "token")
-        include_prefix = bool(getattr(model, "pool_include_prefix", False))
-        if self.attn_pool is None and pool == "token" and not has_cls:
-            raise UnsupportedModelError(
-                f"{type(model).__name__} with global_pool='token' and no class token reads out its first "
-                "register token: attnmap has no query row for that"
-            )
-        if self.attn_pool is None and include_prefix and pool in ("avg", "avgmax", "max"):
-            raise UnsupportedModelError(
-                f"{type(model).__name__} with pool_include_prefix=True pools the prefix tokens with the "
-                "patches: attnmap's query rows cover the patches only"
-            )
-        if self.attn_pool is None:
-            self.query_row = "cls" if has_cls and pool in ("token", "") else "patch_mean"
+        has_cls = getattr(model.embeds, "cls_token", None) is not None
+        if self.attn_pool is None and has_cls and getattr(model, "global_pool", "token") in ("token", ""):
+            self.query_row = "cls"  # the class token lives in model.embeds, not model.cls_token
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         patch_h, patch_w = self.model.embeds.patch_size
