@@ -147,3 +147,20 @@ def test_a_camera_mpo_jpeg_is_one_photo_without_a_warning(tmp_path: Path) -> Non
         warnings.simplefilter("error", FirstFrameWarning)
         loaded = np.asarray(load_image(tmp_path / "camera.jpg"))
     assert np.all(np.abs(loaded.astype(int) - 40) <= 1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_grey_and_alpha_tiffs_load_their_grey(tmp_path: Path, dtype: type) -> None:
+    grey = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, size=(20, 30), dtype=dtype)
+    alpha = np.full_like(grey, np.iinfo(dtype).max // 3)
+    tifffile.imwrite(
+        tmp_path / "la.tif", np.stack([grey, alpha], -1), photometric="minisblack", extrasamples=[2]
+    )
+    loaded = np.asarray(load_image(tmp_path / "la.tif"))
+    expected = np.asarray(load_image_of(tmp_path, grey))
+    np.testing.assert_array_equal(loaded, expected)
+
+
+def load_image_of(folder: Path, grey: np.ndarray) -> Image.Image:
+    tifffile.imwrite(folder / "grey.tif", grey, photometric="minisblack")
+    return load_image(folder / "grey.tif")

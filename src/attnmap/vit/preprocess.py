@@ -126,18 +126,19 @@ def _reduce(image: Image.Image, min_side: int | None) -> Image.Image:
 
 
 def _to_rgb_uint8(array: np.ndarray, path: Path) -> np.ndarray:
-    """(H, W), (H, W, 1|3|4) or (3, H, W) of any numeric dtype → (H, W, 3) uint8.
+    """(H, W), (H, W, 1|2|3|4) or (3, H, W) of any numeric dtype → (H, W, 3) uint8; 2 samples are
+    grey + alpha (a TIFF's LA), 4 are RGB + alpha: the alpha is dropped, as PIL's convert does.
 
     Converted a band of rows at a time, so a large 16-bit or float image needs no full-size
     float64 copy (what dominated the memory of reading one)."""
     array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 2, 3, 4):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 2:
         array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
         raise InputError(f"cannot read image {path}: unsupported array shape {array.shape}")
-    array = array[..., :3]
+    array = array[..., :1] if array.shape[-1] == 2 else array[..., :3]
     output = np.empty(array.shape[:2] + (3,), dtype=np.uint8)
     band = max(1, (1 << 22) // max(1, array.shape[1] * array.shape[2]))  # ~4 M values per band
     if array.dtype == np.uint8:
