@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.vit.unsupported import attention_hint, vision_tower_hint
 
 QueryRow = Literal["cls", "patch_mean", "token_mean", "distilled", "latent", "cls_and_patch_mean"]
 
@@ -399,17 +400,9 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
 
     if is_hf_vision_model(model):
         return HFAdapter(model)
+    tower = vision_tower_hint(model)  # an image-text model: its tower's attention is readable
+    what = "not as a whole" if tower else attention_hint(model)
     raise UnsupportedModelError(
-        f"{type(model).__name__} is not a supported Vision Transformer (no attention blocks attnmap can "
-        f"read){vision_tower_hint(model)}; supported: {SUPPORTED_MODELS}"
+        f"{type(model).__name__} is not a supported Vision Transformer ({what}){tower}; "
+        f"supported: {SUPPORTED_MODELS}"
     )
-
-
-def vision_tower_hint(model: nn.Module) -> str:
-    """For a Hugging Face image-text model (CLIP, SigLIP pairs and their classifiers): where its
-    vision transformer is, which attnmap can explain."""
-    if getattr(getattr(model, "config", None), "vision_config", None) is None:
-        return ""
-    tower = getattr(model, "vision_model", None)
-    inner = f" (model.vision_model, a {type(tower).__name__})" if isinstance(tower, nn.Module) else ""
-    return f"; it is an image-text model: explain its vision tower{inner}"

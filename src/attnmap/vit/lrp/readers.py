@@ -52,7 +52,7 @@ def build_twin(model: nn.Module) -> ViTTwin:
         from attnmap.vit.lrp.readers_hf import HFTwin  # imports this module: import here
 
         return HFTwin(model)
-    from attnmap.vit.adapters import vision_tower_hint
+    from attnmap.vit.unsupported import vision_tower_hint
 
     raise UnsupportedModelError(
         f"LRP methods need a timm VisionTransformer/VisionTransformerRelPos/Eva/Beit or a Hugging Face "

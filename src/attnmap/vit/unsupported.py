@@ -1,0 +1,33 @@
+"""What to tell a user whose model attnmap cannot explain: where its attention is, or its vision tower.
+
+A refusal that only names the model class leaves the user guessing whether the model has no
+attention at all (a CNN) or attention of a kind attnmap cannot read (windowed, shifted-window,
+cross-covariance, class-attention...): naming the first such module answers that in the same line.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+_ATTENTION_NAME = re.compile(r"Attn|Attention|XCA")  # class names: Attention, WindowAttention, ClassAttn, XCA
+
+
+def attention_hint(model: nn.Module) -> str:
+    """"no attention modules", or the first module whose class reads as attention, with its path."""
+    for name, module in model.named_modules():
+        if name and _ATTENTION_NAME.search(type(module).__name__):
+            kind = type(module).__name__
+            return f"its attention, first at {name} ({kind}), is of a kind attnmap cannot read"
+    return "no attention modules"
+
+
+def vision_tower_hint(model: nn.Module) -> str:
+    """For a Hugging Face image-text model (CLIP, SigLIP pairs and their classifiers): where its
+    vision transformer is, which attnmap can explain."""
+    if getattr(getattr(model, "config", None), "vision_config", None) is None:
+        return ""
+    tower = getattr(model, "vision_model", None)
+    inner = f" (model.vision_model, a {type(tower).__name__})" if isinstance(tower, nn.Module) else ""
+    return f"; it is an image-text model: explain its vision tower{inner}"
