@@ -76,8 +76,13 @@ def test_animated_images_give_their_first_frame_with_a_warning(tmp_path: Path, s
     with pytest.warns(FirstFrameWarning, match="2 frames"):
         loaded = np.asarray(load_image(path))
     assert np.all(np.abs(loaded.astype(int) - 40) <= 1)
-    with Image.open(path) as image, pytest.warns(FirstFrameWarning, match="2 frames"):
-        _as_pil(image)
+    with Image.open(path) as image:
+        with pytest.warns(FirstFrameWarning, match="2 frames.*its first frame"):
+            _as_pil(image)
+        image.seek(1)  # a PIL image is taken at the frame its owner left it on, and the warning says so
+        with pytest.warns(FirstFrameWarning, match=r"only frame 2 \(the current one\)"):
+            second = np.asarray(_as_pil(image))
+    assert np.all(np.abs(second.astype(int) - 200) <= 1)
 
 
 @pytest.fixture(scope="module")

@@ -49,15 +49,17 @@ ImageInput = str | Path | Image.Image | np.ndarray
 
 
 class FirstFrameWarning(UserWarning):
-    """An animated image (GIF, WebP, APNG) was given: only its first frame is explained."""
+    """An animated image (GIF, WebP, APNG) was given: only one frame is explained (a file's first;
+    a PIL image's current one, where the caller's ``seek`` left it)."""
 
 
 def _warn_if_animated(image: Image.Image, name: object) -> None:
     # MPO (a camera JPEG with a preview or depth picture after it) is one photo: its first frame
     if getattr(image, "is_animated", False) and image.format != "MPO":
-        frames = getattr(image, "n_frames", "several")
+        frames, current = getattr(image, "n_frames", "several"), image.tell()
+        which = "its first frame" if current == 0 else f"frame {current + 1} (the current one)"
         warnings.warn(
-            f"attnmap: {name} is animated ({frames} frames); only its first frame is explained",
+            f"attnmap: {name} is animated ({frames} frames); only {which} is explained",
             FirstFrameWarning,
             stacklevel=4,
         )
