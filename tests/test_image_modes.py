@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -169,3 +170,43 @@ def test_grey_and_alpha_tiffs_load_their_grey(tmp_path: Path, dtype: type) -> No
 def load_image_of(folder: Path, grey: np.ndarray) -> Image.Image:
     tifffile.imwrite(folder / "grey.tif", grey, photometric="minisblack")
     return load_image(folder / "grey.tif")
+
+
+def test_cli_prints_warnings_on_one_line_of_their_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings as warnings_module
+
+    from attnmap.cli.main import one_line_warning
+
+    frames = [Image.fromarray(np.full((40, 40, 3), value, dtype=np.uint8)) for value in (40, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    before = warnings_module.formatwarning
+    model = ["--model", "timm:vit_tiny_patch16_224", "--model-arg", "depth=1", "--model-arg", "img_size=32"]
+    with warnings_module.catch_warnings():
+        warnings_module.simplefilter("always")
+        # print through formatwarning as Python does outside pytest (pytest records them instead)
+        warnings_module.showwarning = lambda message, category, filename, lineno, file=None, line=None: (
+            sys.stderr.write(warnings_module.formatwarning(message, category, filename, lineno, line))
+        )
+        code = _cli(
+            [
+                "explain",
+                str(tmp_path / "anim.gif"),
+                *model,
+                "--method",
+                "attention",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+    err = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert code == 0 and warnings_module.formatwarning is before  # the CLI's format is undone on return
+    animated = [line for line in err if "animated" in line]
+    assert animated == [
+        "attnmap: warning: "
+        + f"{tmp_path / 'anim.gif'} is animated (2 frames); only its first frame is explained"
+    ]
+    assert not any("warnings.warn" in line or ".py:" in line for line in err), err
+    other = one_line_warning("a  third-party\nwarning", DeprecationWarning, "lib.py", 3)
+    assert other == "attnmap: warning: DeprecationWarning: a third-party warning\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
@@ -77,10 +78,34 @@ def close_progress_bars() -> None:
         bar.close()
 
 
+def one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """A warning as the CLI prints it: ``attnmap: warning: ...`` on one line of its own (Python's
+    default adds the file, the line number and the source line: two lines, inside a progress bar)."""
+    text = " ".join(str(message).split())
+    text = text.removeprefix("attnmap: ")
+    if not category.__module__.startswith("attnmap."):  # another library's: say what kind it is
+        text = f"{category.__name__}: {text}"
+    tqdm_module = sys.modules.get("tqdm")
+    live_bar = tqdm_module is not None and bool(getattr(tqdm_module.tqdm, "_instances", ()))
+    return ("\n" if live_bar else "") + f"attnmap: warning: {text}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI and turn errors into one-line messages."""
+    """Console entry point: run the CLI and turn errors and warnings into one-line messages."""
     args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
+    previous_format = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = one_line_warning  # recorded warnings (catch_warnings) are unaffected
+    try:
+        _run(args, debug)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _run(args: list[str], debug: bool) -> None:
     try:
         code = cli.main(args=args, prog_name="attnmap", standalone_mode=False)
     except click.exceptions.Exit as done:
