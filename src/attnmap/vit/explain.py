@@ -62,7 +62,9 @@ def explain(
     or (B, D) (a direction in the output space: score ⟨output, d⟩), or a callable
     ``f(output) -> (B,)`` scores.
     Returns (B, gh, gw) on the model's patch grid (prefix tokens excluded), or (B, H, W) for
-    pixel-level methods such as "lrp". See `attnmap.methods()` for the list.
+    pixel-level methods such as "lrp". See `attnmap.methods()` for the list. A model padding its
+    input to whole patches (timm ``dynamic_img_pad``) has ceil(H / patch) × ceil(W / patch) patches:
+    its last row and column reach past the image, so place the grid on the padded size, not (H, W).
     """
     spec = get_method(method)
     allowed = spec.options()
