@@ -152,3 +152,46 @@ def test_slide_ids_that_are_paths_are_refused(setup: Path, slide_id: str) -> Non
     (setup.parent / "paths.csv").write_text(f"slide_id,slide_path\n{slide_id},slide_0.tif\n")
     with pytest.raises(InputError, match="cannot hold '/'"):
         _load(setup, slides={"csv": "paths.csv"})
+
+
+def test_the_roi_folder_is_checked_while_loading(setup: Path) -> None:
+    """A missing ROI folder, a file in its place, or a slide without its annotation file failed each
+    slide after its tissue segmentation; now the configuration (or slide list) is refused at once."""
+    with pytest.raises(InputError, match=r"^patching.roi_annotations: folder not found: .*no_rois$"):
+        _load(setup, patching={"roi_annotations": "no_rois"})
+    with pytest.raises(InputError, match=r"^patching.roi_annotations must be a folder .*clam.pt$"):
+        _load(setup, patching={"roi_annotations": "clam.pt"})
+    rois = setup.parent / "rois"
+    rois.mkdir(exist_ok=True)
+    (rois / "other_slide.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(InputError, match=r"^patching.roi_annotations: 1 slide\(s\) have no .*: slide_0$"):
+        _load(setup, patching={"roi_annotations": "rois"})
+    (rois / "slide_0.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    entries, config = _load(setup, patching={"roi_annotations": "rois"})
+    assert config.patching.roi_annotations == str(rois) and [e.slide_id for e in entries] == ["slide_0"]
+
+
+def test_fine_maps_need_a_vit_encoder_and_features_must_fit_the_model_at_load(setup: Path) -> None:
+    """Fine maps with a CNN encoder failed each slide after its heatmap, and an encoder whose feature
+    size is not the model's after its patches; both are now refused while the configuration loads,
+    without loading encoder weights."""
+    from synthetic_slide_files import write_clam_checkpoint
+
+    write_clam_checkpoint(setup.parent / "clam1024.pt", embed_dim=1024)
+    write_clam_checkpoint(setup.parent / "clam192.pt", embed_dim=192)
+    fine = {"fine": {"top_k": 2}}
+    with pytest.raises(InputError, match=r"^heatmap.fine: fine maps need a timm VisionTransformer encoder, "
+                       r"got TruncatedResNet50 \(features.encoder is resnet50_trunc\)$"):
+        _load(setup, features={"encoder": "resnet50_trunc", "input_size": None},
+              model={"checkpoint": "clam1024.pt"}, heatmap=fine)
+    with pytest.raises(InputError, match=r"^heatmap.fine: .* got RecursiveScriptModule"):
+        _load(setup, heatmap=fine)  # the setup's TorchScript CNN
+    with pytest.raises(InputError, match=r"^features.encoder attnmap:tiny gives 64-d .* expects 8-d"):
+        _load(setup, features={"encoder": "attnmap:tiny", "input_size": None})
+    with pytest.raises(InputError, match=r"^features.encoder timm:vit_tiny_patch16_224: .*32×32 patch"):
+        _load(setup, features={"encoder": "timm:vit_tiny_patch16_224"}, model={"checkpoint": "clam192.pt"})
+    _, config = _load(setup, features={"encoder": "timm:vit_tiny_patch16_224", "input_size": None},
+                      model={"checkpoint": "clam192.pt"}, heatmap=fine)
+    assert config.heatmap.fine == {"top_k": 2}
+    with pytest.raises(InputError, match=r"^features.checkpoint: the encoder file .*encoder.pt carries"):
+        _load(setup, features={"checkpoint": "clam.pt"})

@@ -269,7 +269,10 @@ def test_an_abmil_checkpoint_from_mil_train_runs_the_slide(setup: Path, tmp_path
 def test_an_encoder_that_does_not_fit_the_model_fails_before_extracting(setup: Path, tmp_path: Path) -> None:
     """8-d model, 64-d encoder: said before any feature is computed (it came after the slide's
     features were extracted and stored, for every slide)."""
-    config = _config(setup, tmp_path, features={"encoder": "attnmap:tiny", "input_size": None})
+    with pytest.raises(InputError, match=r"^features.encoder attnmap:tiny gives 64-d features but .* 8-d"):
+        _config(setup, tmp_path, features={"encoder": "attnmap:tiny", "input_size": None})  # at load
+    config = _config(setup, tmp_path)
+    config.features.encoder, config.features.input_size = "attnmap:tiny", None  # the API, unchecked
     with pytest.raises(InputError, match=r"attnmap:tiny gives 64-d features but .* expects 8-d"):
         run_slide(setup.parent / "slides" / "slide_0.tif", config)
     assert not SlideOutputs(tmp_path / "out", "slide_0").features_h5.exists()
@@ -340,6 +343,7 @@ def test_documented_example_config_lists_every_key_with_its_default(setup: Path,
             if (section, key) not in required:
                 assert value == defaults[section][key], f"{section}.{key}"
     raw["slides"]["csv"] = str(setup.parent / "slides.csv")
-    raw["model"]["checkpoint"] = str(setup.parent / "clam.pt")
+    # the example's encoder (resnet50_trunc) gives 1024-d features: a model that takes them
+    raw["model"]["checkpoint"] = str(write_clam_checkpoint(tmp_path / "clam1024.pt", embed_dim=1024))
     config = config_from_dict(raw, base_dir=tmp_path)
     assert json.loads(json.dumps(dataclasses.asdict(config.heatmap))) == defaults["heatmap"]

@@ -367,8 +367,10 @@ def test_a_feature_size_the_model_does_not_take_names_the_bag(setup: Path, tmp_p
     wide = write_clam_checkpoint(tmp_path / "clam_16.pt", embed_dim=16)
     entry = read_slide_list(_config(setup, tmp_path / "out"))[0]
     run_slide(entry, _config(setup, tmp_path / "out"))  # 8-d features made for the 8-d model, then reused:
-    config = _config(setup, tmp_path / "out", model={"checkpoint": str(wide)})  # (a misfit encoder is
-    # refused before extracting: test_wsi_pipeline)
+    with pytest.raises(InputError, match=r"^features.encoder .* gives 8-d features but .* expects 16-d"):
+        _config(setup, tmp_path / "out", model={"checkpoint": str(wide)})  # refused while loading
+    config = _config(setup, tmp_path / "out")
+    config.model.checkpoint = str(wide)  # the API, unchecked: the stored bag is named
     features = SlideOutputs(tmp_path / "out", entry.slide_id).features_h5
     with pytest.raises(InputError, match=f"{features}: .*8 columns .* expects 16"):
         run_slide(entry, config)

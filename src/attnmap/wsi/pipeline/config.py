@@ -347,10 +347,61 @@ def check_config(config: PipelineConfig) -> None:
         )
     if config.features.checkpoint and not Path(config.features.checkpoint).is_file():
         raise FileNotFoundError(2, "features.checkpoint not found", config.features.checkpoint)
+    if config.features.checkpoint and (encoder.startswith("torchscript:") or not _is_encoder_name(encoder)):
+        raise InputError(
+            f"features.checkpoint: the encoder file {encoder} carries its own weights; give "
+            "features.checkpoint only with a named encoder (resnet50_trunc, timm:NAME, ...)"
+        )
     if config.heatmap.fine is not None:
         from attnmap.wsi.heatmap.fine import FineConfig
 
         FineConfig.from_mapping(config.heatmap.fine)
+    check_roi_folder(config.patching.roi_annotations)
+    _check_encoder(config)
+
+
+def check_roi_folder(folder: str | None) -> None:
+    """`InputError` unless ``patching.roi_annotations`` is unset or an existing folder (not a file)."""
+    if folder is None:
+        return
+    if not Path(folder).exists():
+        raise InputError(f"patching.roi_annotations: folder not found: {folder}")
+    if not Path(folder).is_dir():
+        raise InputError(
+            f"patching.roi_annotations must be a folder of <slide id>.geojson|.json|.xml files, "
+            f"got the file {folder}"
+        )
+
+
+def _check_encoder(config: PipelineConfig) -> None:
+    """The encoder's feature size against the model's, and the fine maps against the encoder.
+
+    Why now: both used to fail every slide one by one, after its tissue and patches (the size) or
+    after its heatmap (the fine maps). The encoder is only outlined (`encoder_outline`: no weights
+    are loaded for a preset or timm architecture), so the check is cheap.
+    """
+    from attnmap.checkpoint import cached_clam
+    from attnmap.wsi.encoders import encoder_outline
+
+    f = config.features
+    try:
+        encoder = encoder_outline(f.encoder, f.input_size)
+    except InputError as error:
+        named = f.encoder in str(error)
+        raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
+    model = cached_clam(config.model.checkpoint, "cpu")[0]
+    if encoder.feature_dim != model.embed_dim:
+        raise InputError(
+            f"features.encoder {f.encoder} gives {encoder.feature_dim}-d features but model.checkpoint "
+            f"{config.model.checkpoint} expects {model.embed_dim}-d features"
+        )
+    if config.heatmap.fine is not None:
+        from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder
+
+        try:
+            check_fine_encoder(encoder.model)
+        except InputError as error:
+            raise InputError(f"heatmap.fine: {error} (features.encoder is {f.encoder})") from error
 
 
 def _check_model(model: ModelConfig) -> None:
@@ -414,8 +465,28 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
     duplicates = sorted(slide_id for slide_id, count in counts.items() if count > 1)
     if duplicates:
         raise InputError(f"{csv_path} lists slide id(s) more than once: {', '.join(duplicates)}")
+    check_slide_annotations(config, entries)
     check_slide_levels(config, entries)
     return entries
+
+
+def check_slide_annotations(config: PipelineConfig, entries: list[SlideEntry]) -> None:
+    """`InputError` naming the slides without ROI annotations, when ``patching.roi_annotations`` is set.
+
+    Before any work: each such slide would fail only after its tissue segmentation, one by one.
+    """
+    folder = config.patching.roi_annotations
+    if folder is None:
+        return
+    from attnmap.wsi.annotations import annotation_file
+
+    lacking = [entry.slide_id for entry in entries if annotation_file(folder, entry.slide_id) is None]
+    if lacking:
+        shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+        raise InputError(
+            f"patching.roi_annotations: {len(lacking)} slide(s) have no <slide id>.geojson, .json or .xml "
+            f"in {folder}: {shown}"
+        )
 
 
 def _slide_file(name: Path, base: Path, extension: str) -> Path:
