@@ -241,6 +241,15 @@ def test_no_patches_says_whether_tissue_or_the_patch_size_is_the_cause(setup: Pa
     config = _config(setup, tmp_path, patching={"patch_size": 4096})
     with pytest.raises(InputError, match=r"no 4096-px patch at level 0 fits its \d+ tissue region"):
         run_slide(setup.parent / "slides" / "slide_0.tif", config)
+    tiny = tmp_path / "tiny.png"  # tissue only, 50×40: smaller than a 64-px patch
+    Image.fromarray(tifffile.imread(setup.parent / "slides" / "slide_0.tif")[300:340, 400:450]).save(tiny)
+    segmentation = {"level": 0, "a_t": 0.0, "a_h": 0.0}
+    config = _config(setup, tmp_path, segmentation=segmentation, patching={"padding": False})
+    with pytest.raises(InputError, match=r"the slide is 50×40 px at level 0, smaller than one 64-px patch, "
+                       r"and patching.padding is off"):
+        run_slide(tiny, config)
+    config = _config(setup, tmp_path, segmentation=segmentation, heatmap={"vis_level": 0})
+    assert run_slide(tiny, config)["n_patches"] == 1  # padded: one patch, as CLAM keeps it
 
 
 def test_an_abmil_checkpoint_from_mil_train_runs_the_slide(setup: Path, tmp_path: Path) -> None:

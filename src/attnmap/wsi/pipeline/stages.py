@@ -160,6 +160,13 @@ def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
             f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
             f"{width}×{height} px): a blank or grey slide has none, else lower a_t or sthresh"
         )
+    width, height = slide.level_dimensions[patching.level]
+    if not patching.padding and min(width, height) < patching.patch_size:
+        return (
+            f"the slide is {width}×{height} px at level {patching.level}, smaller than one "
+            f"{patching.patch_size}-px patch, and patching.padding is off: use a smaller patch size "
+            "or padding: true (patches reaching past the edge are padded)"
+        )
     return (
         f"no {patching.patch_size}-px patch at level {patching.level} fits its {len(tissue.contours)} "
         f"tissue region(s) (contour_check {patching.contour_check}): use a smaller patch size or "
