@@ -195,3 +195,50 @@ def test_fine_maps_need_a_vit_encoder_and_features_must_fit_the_model_at_load(se
     assert config.heatmap.fine == {"top_k": 2}
     with pytest.raises(InputError, match=r"^features.checkpoint: the encoder file .*encoder.pt carries"):
         _load(setup, features={"checkpoint": "clam.pt"})
+
+
+def test_slide_list_columns_and_encodings(setup: Path) -> None:
+    """A space after a comma in the header ("slide_id, label") lost the labels without a word; a
+    CSV saved in a legacy encoding was an internal error; extra columns are ignored."""
+    (setup.parent / "spaced.csv").write_text("slide_id, label ,notes\nslide_0, 1,free text\n")
+    entries, _ = _load(setup, slides={"csv": "spaced.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]
+    (setup.parent / "legacy.csv").write_bytes("slide_id,label\nslide_0,bösartig\n".encode("cp1252"))
+    with pytest.raises(InputError, match=r"legacy.csv is not UTF-8 text .*save it as \"CSV UTF-8\"$"):
+        _load(setup, slides={"csv": "legacy.csv"})
+    (setup.parent / "no_rows.csv").write_text("slide_id,label\n")
+    with pytest.raises(InputError, match=r"no_rows.csv lists no slides$"):
+        _load(setup, slides={"csv": "no_rows.csv"})
+    (setup.parent / "wrong_column.csv").write_text("slide,label\nslide_0,1\n")
+    with pytest.raises(InputError, match=r"needs a 'slide_path' or 'slide_id' column, has label, slide$"):
+        _load(setup, slides={"csv": "wrong_column.csv"})
+
+
+def test_slide_paths_are_relative_to_the_csv_folder_or_data_dir(setup: Path) -> None:
+    """Documented rule (docs/wsi_config_example.yaml): slide paths / ids in the CSV are relative to
+    slides.data_dir, else to the CSV's own folder; data_dir and the CSV to the config's folder.
+    Spaces and non-ASCII characters in names are kept; ids from file names must be distinct."""
+    import shutil
+
+    odd = setup.parent / "scans 2024" / "häm éosine"
+    odd.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(setup.parent / "slides" / "slide_0.tif", odd / "biopsie n°1.tif")
+    lists = setup.parent / "lists"
+    lists.mkdir(exist_ok=True)
+    absolute = setup.parent / "slides" / "slide_0.tif"
+    (lists / "rel.csv").write_text(f"slide_path\n../scans 2024/häm éosine/biopsie n°1.tif\n{absolute}\n")
+    entries, _ = _load(setup, slides={"csv": "lists/rel.csv", "data_dir": None, "extension": ""})
+    assert [(entry.path, entry.slide_id) for entry in entries] == [
+        (str(lists / "../scans 2024/häm éosine/biopsie n°1.tif"), "biopsie n°1"), (str(absolute), "slide_0")]
+    (lists / "ids.csv").write_text("slide_id\nbiopsie n°1\n")
+    entries, _ = _load(setup, slides={"csv": "lists/ids.csv", "data_dir": "scans 2024/häm éosine",
+                                      "extension": ".tif"})
+    assert entries[0].path == str(odd / "biopsie n°1.tif")
+    (lists / "same_stem.csv").write_text(f"slide_path\n../scans 2024/häm éosine/biopsie n°1.tif\n{absolute}\n"
+                                         f"{odd / 'biopsie n°1.tif'}\n")
+    with pytest.raises(InputError, match=r"more than once \(ids are the file names without suffix\): "
+                       r"biopsie n°1; give each slide its own slide_id$"):
+        _load(setup, slides={"csv": "lists/same_stem.csv", "data_dir": None, "extension": ""})
+    (lists / "folder.csv").write_text("slide_path\n../scans 2024\n")
+    with pytest.raises(InputError, match=r"folder.csv: .*scans 2024 is a folder, not a slide file$"):
+        _load(setup, slides={"csv": "lists/folder.csv", "data_dir": None, "extension": ""})

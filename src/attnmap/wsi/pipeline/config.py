@@ -434,11 +434,19 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
     """The slides named in ``slides.csv``, checked to exist (all missing ones named at once)."""
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
+            reader = csv.DictReader(handle)
+            # "slide_id, label" (a space after the comma): the label column was lost without a word
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+            rows = list(reader)
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{csv_path} is not UTF-8 text (byte {error.start}): save it as \"CSV UTF-8\""
+        ) from error
     if not rows:
         raise InputError(f"{csv_path} lists no slides")
-    columns = set(rows[0])
+    columns = {name for name in rows[0] if name is not None}
     if not columns & {"slide_path", "slide_id"}:
         raise InputError(
             f"{csv_path} needs a 'slide_path' or 'slide_id' column, has {', '.join(sorted(columns))}"
@@ -456,6 +464,8 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
                 f"{csv_path}: slide id {slide_id!r} names output files, so it cannot hold '/' or '\\' "
                 "(give the folder in slide_path or slides.data_dir)"
             )
+        if path.is_dir():
+            raise InputError(f"{csv_path}: {path} is a folder, not a slide file")
         if not path.is_file():
             missing.append(str(path))
         entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
@@ -464,7 +474,11 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
     counts = Counter(entry.slide_id for entry in entries)
     duplicates = sorted(slide_id for slide_id, count in counts.items() if count > 1)
     if duplicates:
-        raise InputError(f"{csv_path} lists slide id(s) more than once: {', '.join(duplicates)}")
+        origin = "" if "slide_id" in columns else " (ids are the file names without suffix)"
+        raise InputError(
+            f"{csv_path} lists slide id(s) more than once{origin}: {', '.join(duplicates)}; "
+            "give each slide its own slide_id"
+        )
     check_slide_annotations(config, entries)
     check_slide_levels(config, entries)
     return entries
