@@ -178,7 +178,7 @@ def test_fine_maps_need_a_vit_encoder_and_features_must_fit_the_model_at_load(se
     from synthetic_slide_files import write_clam_checkpoint
 
     write_clam_checkpoint(setup.parent / "clam1024.pt", embed_dim=1024)
-    write_clam_checkpoint(setup.parent / "clam192.pt", embed_dim=192)
+    write_clam_checkpoint(setup.parent / "clam64.pt", embed_dim=64)
     fine = {"fine": {"top_k": 2}}
     with pytest.raises(InputError, match=r"^heatmap.fine: fine maps need a timm VisionTransformer encoder, "
                        r"got TruncatedResNet50 \(features.encoder is resnet50_trunc\)$"):
@@ -189,9 +189,9 @@ def test_fine_maps_need_a_vit_encoder_and_features_must_fit_the_model_at_load(se
     with pytest.raises(InputError, match=r"^features.encoder attnmap:tiny gives 64-d .* expects 8-d"):
         _load(setup, features={"encoder": "attnmap:tiny", "input_size": None})
     with pytest.raises(InputError, match=r"^features.encoder timm:vit_tiny_patch16_224: .*32×32 patch"):
-        _load(setup, features={"encoder": "timm:vit_tiny_patch16_224"}, model={"checkpoint": "clam192.pt"})
-    _, config = _load(setup, features={"encoder": "timm:vit_tiny_patch16_224", "input_size": None},
-                      model={"checkpoint": "clam192.pt"}, heatmap=fine)
+        _load(setup, features={"encoder": "timm:vit_tiny_patch16_224"}, model={"checkpoint": "clam64.pt"})
+    _, config = _load(setup, features={"encoder": "timm:test_vit", "input_size": None},
+                      model={"checkpoint": "clam64.pt"}, heatmap=fine)
     assert config.heatmap.fine == {"top_k": 2}
     with pytest.raises(InputError, match=r"^features.checkpoint: the encoder file .*encoder.pt carries"):
         _load(setup, features={"checkpoint": "clam.pt"})
@@ -242,3 +242,20 @@ def test_slide_paths_are_relative_to_the_csv_folder_or_data_dir(setup: Path) -> 
     (lists / "folder.csv").write_text("slide_path\n../scans 2024\n")
     with pytest.raises(InputError, match=r"folder.csv: .*scans 2024 is a folder, not a slide file$"):
         _load(setup, slides={"csv": "lists/folder.csv", "data_dir": None, "extension": ""})
+
+
+def test_encoder_weights_for_another_architecture_fail_at_load(setup: Path) -> None:
+    """features.checkpoint that does not fit features.encoder failed each slide after its patches."""
+    import timm
+    import torch
+    from synthetic_slide_files import write_clam_checkpoint
+
+    write_clam_checkpoint(setup.parent / "clam64.pt", embed_dim=64)
+    torch.save(timm.create_model("test_vit").state_dict(), setup.parent / "test_vit.pt")  # head: ignored
+    torch.save(timm.create_model("test_resnet").state_dict(), setup.parent / "test_resnet.pt")
+    features = {"encoder": "timm:test_vit", "input_size": None, "checkpoint": "test_vit.pt"}
+    _, config = _load(setup, features=features, model={"checkpoint": "clam64.pt"})
+    assert config.features.checkpoint == str(setup.parent / "test_vit.pt")
+    with pytest.raises(InputError, match=r"^features.checkpoint: checkpoint .*test_resnet.pt does not fit "
+                       r"VisionTransformer: missing: "):
+        _load(setup, features={**features, "checkpoint": "test_resnet.pt"}, model={"checkpoint": "clam64.pt"})

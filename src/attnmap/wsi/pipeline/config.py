@@ -374,7 +374,8 @@ def check_roi_folder(folder: str | None) -> None:
 
 
 def _check_encoder(config: PipelineConfig) -> None:
-    """The encoder's feature size against the model's, and the fine maps against the encoder.
+    """The encoder's weights against its architecture, its feature size against the model's, and
+    the fine maps against the encoder.
 
     Why now: both used to fail every slide one by one, after its tissue and patches (the size) or
     after its heatmap (the fine maps). The encoder is only outlined (`encoder_outline`: no weights
@@ -389,6 +390,14 @@ def _check_encoder(config: PipelineConfig) -> None:
     except InputError as error:
         named = f.encoder in str(error)
         raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
+    if f.checkpoint:  # weights for another architecture failed each slide after its patches
+        from attnmap.checkpoint import check_state_dict, load_state_dict
+
+        try:
+            state = load_state_dict(f.checkpoint)
+            check_state_dict(encoder.model, state, f.checkpoint, ignore_unexpected=True)
+        except InputError as error:
+            raise InputError(f"features.checkpoint: {error}") from error
     model = cached_clam(config.model.checkpoint, "cpu")[0]
     if encoder.feature_dim != model.embed_dim:
         raise InputError(
