@@ -76,7 +76,25 @@ class StageFingerprints:
 
     @functools.cached_property
     def patches(self) -> Fingerprint:
-        return self._make("patches", tissue=self.tissue.value, patching=self._params("patching"))
+        # the ROI file's content, not only its folder's name: an edited ROI reused the old patches.
+        # No key without one, so that grids made before keep their fingerprint.
+        roi = self.roi_file
+        return self._make(
+            "patches",
+            tissue=self.tissue.value,
+            patching=self._params("patching"),
+            **({"roi": file_identity(roi, content=True)} if roi is not None else {}),
+        )
+
+    @property
+    def roi_file(self) -> Path | None:
+        """The slide's ROI annotation file when ``patching.roi_annotations`` is set and has one."""
+        folder = self.config.patching.roi_annotations
+        if folder is None:
+            return None
+        from attnmap.wsi.annotations import annotation_file
+
+        return annotation_file(folder, self.entry.slide_id)
 
     @functools.cached_property
     def features(self) -> Fingerprint:
