@@ -160,3 +160,24 @@ def test_a_near_integer_downsample_keeps_clams_grid():
         slide = _Pyramid([(width0, 1024), (10000, 256)])
         coords = patch_grid(slide, None, patch_size=64, step=64, level=1)
         assert set(np.diff(np.unique(coords[:, 0]))) == {256}
+
+
+def test_grids_at_odd_downsamples_get_a_new_fingerprint(tmp_path: Path):
+    """Patches made with CLAM's int() grid on a level at 2.5 must not be reused; patches at whole
+    downsamples keep their fingerprint (no new key: nothing to recompute)."""
+    import tifffile
+
+    from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+    from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+
+    image = np.full((640, 640, 3), 200, np.uint8)
+    keys = {}
+    for name, size in (("whole", 160), ("odd", 256)):  # level 1 at 4 and at 2.5
+        path = tmp_path / f"{name}.tif"
+        with tifffile.TiffWriter(path) as tif:
+            tif.write(image, tile=(128, 128), photometric="rgb", subfiletype=0)
+            tif.write(image[:size, :size], tile=(128, 128), photometric="rgb", subfiletype=1)
+        config = PipelineConfig()
+        config.patching.level = 1
+        keys[name] = StageFingerprints(SlideEntry(str(path), name), config).patches.inputs.get("grid")
+    assert keys == {"whole": None, "odd": "downsample"}

@@ -84,7 +84,26 @@ class StageFingerprints:
             tissue=self.tissue.value,
             patching=self._params("patching"),
             **({"roi": file_identity(roi, content=True)} if roi is not None else {}),
+            **self._grid(),
         )
+
+    def _grid(self) -> dict[str, str]:
+        """``{"grid": "downsample"}`` when the patch level's downsample is not a whole number
+        (`attnmap.wsi.patching.grid_scale`: the grid there is no longer CLAM's overlapping one, so
+        patches made before must not be reused); nothing otherwise, so other grids keep theirs."""
+        level = self.config.patching.level
+        if level == 0:
+            return {}
+        from attnmap.errors import InputError
+        from attnmap.wsi.patching import grid_scale
+        from attnmap.wsi.slide import open_slide
+
+        try:
+            with open_slide(self.entry.path) as slide:
+                scales = slide.level_scale_xy(level)
+        except InputError:  # the slide's own stage reports it
+            return {}
+        return {"grid": "downsample"} if any(grid_scale(s) != int(s) for s in scales) else {}
 
     @property
     def roi_file(self) -> Path | None:
