@@ -206,6 +206,14 @@ def test_slide_list_columns_and_encodings(setup: Path) -> None:
     (setup.parent / "legacy.csv").write_bytes("slide_id,label\nslide_0,bösartig\n".encode("cp1252"))
     with pytest.raises(InputError, match=r"legacy.csv is not UTF-8 text .*save it as \"CSV UTF-8\"$"):
         _load(setup, slides={"csv": "legacy.csv"})
+    (setup.parent / "semicolons.csv").write_text("\ufeffslide_id;label\r\nslide_0;1\r\n")  # Excel, de/fr
+    entries, _ = _load(setup, slides={"csv": "semicolons.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]
+    (setup.parent / "tabs.csv").write_text("slide_id\tlabel\nslide_0\t0\n")
+    entries, _ = _load(setup, slides={"csv": "tabs.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "0")]
+    with pytest.raises(FileNotFoundError, match=r"slides.extension 'tif' is appended as it is: '.tif'\?"):
+        _load(setup, slides={"csv": "tabs.csv", "extension": "tif"})
     (setup.parent / "no_rows.csv").write_text("slide_id,label\n")
     with pytest.raises(InputError, match=r"no_rows.csv lists no slides$"):
         _load(setup, slides={"csv": "no_rows.csv"})

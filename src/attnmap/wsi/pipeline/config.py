@@ -8,10 +8,8 @@ documents them for users.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -23,6 +21,7 @@ from attnmap.validation import STRICT, Check, validate_mapping
 from attnmap.wsi.features import PRECISIONS
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.patching import CONTOUR_CHECKS
+from attnmap.wsi.pipeline.slide_list import SlideEntry, read_slide_list
 from attnmap.wsi.tissue import PRESETS, resolve_parameters
 
 Positive = Annotated[int, Ge(1)]
@@ -30,6 +29,7 @@ NonNegative = Annotated[int, Ge(0)]
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 ContourCheck = Literal[CONTOUR_CHECKS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
+__all__ = ["PipelineConfig", "SlideEntry", "config_from_dict", "load_config", "read_slide_list"]
 
 
 def check_device(device: str) -> str:
@@ -428,128 +428,3 @@ def _check_model(model: ModelConfig) -> None:
             f"model.class_names has {len(model.class_names)} name(s) but model.checkpoint "
             f"{model.checkpoint} has {clam.n_classes} classes"
         )
-
-
-@dataclass(frozen=True)
-class SlideEntry:
-    """One row of the slide list: where the slide is, its id (output names), its label if known."""
-
-    path: str
-    slide_id: str
-    label: str = ""
-
-
-def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
-    """The slides named in ``slides.csv``, checked to exist (all missing ones named at once)."""
-    csv_path = Path(config.slides.csv)
-    base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
-            reader = csv.DictReader(handle)
-            # "slide_id, label" (a space after the comma): the label column was lost without a word
-            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-            rows = list(reader)
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"{csv_path} is not UTF-8 text (byte {error.start}): save it as \"CSV UTF-8\""
-        ) from error
-    if not rows:
-        raise InputError(f"{csv_path} lists no slides")
-    columns = {name for name in rows[0] if name is not None}
-    if not columns & {"slide_path", "slide_id"}:
-        raise InputError(
-            f"{csv_path} needs a 'slide_path' or 'slide_id' column, has {', '.join(sorted(columns))}"
-        )
-    entries: list[SlideEntry] = []
-    missing: list[str] = []
-    for row in rows:
-        name = (row.get("slide_path") or row.get("slide_id") or "").strip()
-        if not name:
-            raise InputError(f"{csv_path} has a row without a slide: {row}")
-        path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
-        slide_id = (row.get("slide_id") or "").strip() or path.stem
-        if "/" in slide_id or "\\" in slide_id or slide_id in (".", ".."):
-            raise InputError(
-                f"{csv_path}: slide id {slide_id!r} names output files, so it cannot hold '/' or '\\' "
-                "(give the folder in slide_path or slides.data_dir)"
-            )
-        if path.is_dir():
-            raise InputError(f"{csv_path}: {path} is a folder, not a slide file")
-        if not path.is_file():
-            missing.append(str(path))
-        entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
-    if missing:
-        raise FileNotFoundError(2, f"{len(missing)} slide(s) in {csv_path} not found, e.g.", missing[0])
-    counts = Counter(entry.slide_id for entry in entries)
-    duplicates = sorted(slide_id for slide_id, count in counts.items() if count > 1)
-    if duplicates:
-        origin = "" if "slide_id" in columns else " (ids are the file names without suffix)"
-        raise InputError(
-            f"{csv_path} lists slide id(s) more than once{origin}: {', '.join(duplicates)}; "
-            "give each slide its own slide_id"
-        )
-    check_slide_annotations(config, entries)
-    check_slide_levels(config, entries)
-    return entries
-
-
-def check_slide_annotations(config: PipelineConfig, entries: list[SlideEntry]) -> None:
-    """`InputError` naming the slides without ROI annotations, when ``patching.roi_annotations`` is set.
-
-    Before any work: each such slide would fail only after its tissue segmentation, one by one.
-    """
-    folder = config.patching.roi_annotations
-    if folder is None:
-        return
-    from attnmap.wsi.annotations import annotation_file
-
-    lacking = [entry.slide_id for entry in entries if annotation_file(folder, entry.slide_id) is None]
-    if lacking:
-        shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
-        raise InputError(
-            f"patching.roi_annotations: {len(lacking)} slide(s) have no <slide id>.geojson, .json or .xml "
-            f"in {folder}: {shown}"
-        )
-
-
-def _slide_file(name: Path, base: Path, extension: str) -> Path:
-    """The slide file a CSV row names: ``extension`` appended unless the name already ends with it.
-
-    Not "unless it has a suffix": slide ids hold dots (TCGA's ``...-DX1.6B8C7E5C-...``), and CLAM
-    appends its ``slide_ext`` to them all the same. A row naming an existing file with another
-    suffix (``a.tif`` beside ``extension: .svs``) is taken as it is.
-    """
-    path = name if name.is_absolute() else base / name
-    if not extension or path.name.lower().endswith(extension.lower()):
-        return path
-    extended = path.with_name(path.name + extension)
-    return path if path.suffix and path.is_file() and not extended.is_file() else extended
-
-
-def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> None:
-    """`InputError` naming the key if a level the configuration asks for is missing from a slide.
-
-    Run before any work, so a wrong ``heatmap.vis_level`` does not surface only after the features
-    were computed. A slide that does not open is left to its own task (recorded as failed there).
-    """
-    from attnmap.wsi.slide import open_slide
-
-    levels = {
-        "segmentation.level": config.segmentation.level,
-        "patching.level": config.patching.level,
-        "heatmap.vis_level": config.heatmap.vis_level if config.heatmap.vis_level >= 0 else None,
-        "heatmap.tiff_level": config.heatmap.tiff_level if config.heatmap.tiff else None,
-    }
-    wanted = {key: level for key, level in levels.items() if level is not None}
-    for entry in entries:
-        try:
-            with open_slide(entry.path) as slide:
-                count = slide.level_count
-        except Exception:  # noqa: BLE001 - reported by the slide's own task
-            continue
-        for key, level in wanted.items():
-            if level >= count:
-                raise InputError(
-                    f"{key}: level {level} does not exist in slide {entry.slide_id} "
-                    f"(levels 0 to {count - 1})"
-                )
