@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attnmap.errors import InputError
+from attnmap.io_utils import csv_delimiter
 
 if TYPE_CHECKING:
     from attnmap.wsi.pipeline.config import PipelineConfig
@@ -35,7 +36,7 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
-            delimiter = _delimiter(handle.readline())
+            delimiter = csv_delimiter(handle.readline())
             handle.seek(0)
             reader = csv.DictReader(handle, delimiter=delimiter)
             # "slide_id, label" (a space after the comma): the label column was lost without a word
@@ -107,14 +108,6 @@ def check_slide_annotations(config: PipelineConfig, entries: list[SlideEntry]) -
             f"patching.roi_annotations: {len(lacking)} slide(s) have no <slide id>.geojson, .json or .xml "
             f"in {folder}: {shown}"
         )
-
-
-def _delimiter(header: str) -> str:
-    """The header's separator: ``,``, or ``;`` / tab when the header has no comma (Excel saves ";"
-    in locales whose decimal mark is a comma; the whole header was then one unknown column)."""
-    if "," in header:
-        return ","
-    return next((mark for mark in (";", "\t") if mark in header), ",")
 
 
 def _slide_file(name: Path, base: Path, extension: str) -> Path:
