@@ -41,6 +41,7 @@ BAD_VALUES = [
     ("heatmap", "alpha", 1.5, "less than or equal to 1"),
     ("heatmap", "vis_level", -2, "greater than or equal to -1"),
     ("heatmap", "vis_level", 7, "level 7 does not exist in slide slide_0"),
+    ("heatmap", "roi", [[5000, 0], [6000, 100]], "lies outside slide slide_0 (1024×768 at level 0)"),
     ("heatmap", "canvas_color", [0, 0, 256], "less than or equal to 255"),
     ("segmentation", "preset", "tcgaa", "'tcga', 'bwh_biopsy' or 'bwh_resection'"),
     ("segmentation", "a_t", "1", "valid number"),
@@ -267,3 +268,10 @@ def test_encoder_weights_for_another_architecture_fail_at_load(setup: Path) -> N
     with pytest.raises(InputError, match=r"^features.checkpoint: checkpoint .*test_resnet.pt does not fit "
                        r"VisionTransformer: missing: "):
         _load(setup, features={**features, "checkpoint": "test_resnet.pt"}, model={"checkpoint": "clam64.pt"})
+
+
+def test_patches_smaller_than_a_heatmap_pixel_fail_at_load(setup: Path) -> None:
+    """Said by the renderer only after the slide's features and attention were computed."""
+    with pytest.raises(InputError, match=r"^heatmap.vis_level: a 1-px patch at level 0 is smaller than one "
+                       r"pixel at level 1 \(downsample 2\) of slide slide_0"):
+        _load(setup, patching={"patch_size": 1})

@@ -12,7 +12,7 @@ import csv
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from attnmap.errors import InputError
 from attnmap.io_utils import csv_delimiter
@@ -141,13 +141,38 @@ def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> Non
     wanted = {key: level for key, level in levels.items() if level is not None}
     for entry in entries:
         try:
-            with open_slide(entry.path) as slide:
-                count = slide.level_count
+            slide = open_slide(entry.path)
         except Exception:  # noqa: BLE001 - reported by the slide's own task
             continue
-        for key, level in wanted.items():
-            if level >= count:
-                raise InputError(
-                    f"{key}: level {level} does not exist in slide {entry.slide_id} "
-                    f"(levels 0 to {count - 1})"
-                )
+        with slide:
+            count = slide.level_count
+            for key, level in wanted.items():
+                if level >= count:
+                    raise InputError(
+                        f"{key}: level {level} does not exist in slide {entry.slide_id} "
+                        f"(levels 0 to {count - 1})"
+                    )
+            _check_heatmap_geometry(config, entry, slide)
+
+
+def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: Any) -> None:
+    """``heatmap.roi`` outside the slide, or patches smaller than a pixel at the heatmap's level:
+    both failed the slide only after its features and attention were computed."""
+    from attnmap.wsi.heatmap.renderer import resolve_vis_level
+
+    roi = config.heatmap.roi
+    width, height = slide.dimensions
+    if roi is not None and (roi[0][0] >= width or roi[0][1] >= height or roi[1][0] <= 0 or roi[1][1] <= 0):
+        raise InputError(
+            f"heatmap.roi {[list(corner) for corner in roi]} lies outside slide {entry.slide_id} "
+            f"({width}×{height} at level 0)"
+        )
+    vis_level = resolve_vis_level(slide, config.heatmap.vis_level)
+    patch = round(config.patching.patch_size * float(slide.level_downsamples[config.patching.level]))
+    vis = max(slide.level_scale_xy(vis_level))
+    if patch < vis:
+        raise InputError(
+            f"heatmap.vis_level: a {config.patching.patch_size}-px patch at level {config.patching.level} "
+            f"is smaller than one pixel at level {vis_level} (downsample {vis:g}) of slide {entry.slide_id}: "
+            "choose a finer vis_level or larger patches"
+        )
