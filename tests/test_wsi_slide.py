@@ -178,3 +178,15 @@ def test_a_corrupt_tiff_is_one_error_without_tifffile_warnings(tmp_path, caplog)
     with caplog.at_level("WARNING"), pytest.raises(InputError, match="broken.tif"):
         open_slide(corrupt)
     assert [record for record in caplog.records if record.name.startswith("tifffile")] == []
+
+
+def test_a_plain_image_too_large_to_load_whole_says_so(tmp_path, monkeypatch):
+    """PIL refuses images above its pixel limit; that read as "not a supported or intact" image."""
+    import PIL.Image
+
+    path = tmp_path / "huge.png"
+    Image.fromarray(gradient_image(64, 64)).save(path)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)  # 64² > 2 × 1000: PIL's error, not warning
+    with pytest.raises(InputError, match=r"huge.png: a plain image is loaded whole and this one is too "
+                       r"large \(.*\); convert it to a tiled pyramidal TIFF$"):
+        open_slide(path)

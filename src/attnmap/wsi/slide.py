@@ -249,7 +249,14 @@ def _open_plain(path: Path) -> Slide:
         return ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
     from PIL import Image
 
-    with Image.open(path) as image:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError as error:  # PIL's limit: ~179 Mpx, loaded whole
+        raise InputError(
+            f"cannot read slide {path}: a plain image is loaded whole and this one is too large "
+            f"({error}); convert it to a tiled pyramidal TIFF"
+        ) from None
+    with opened as image:
         if image.mode.startswith("I;16"):  # convert("RGB") would clip 16-bit grey to white
             rgb = as_rgb8(np.asarray(image).astype(np.uint16), str(path))
         else:
