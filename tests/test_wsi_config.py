@@ -275,3 +275,15 @@ def test_patches_smaller_than_a_heatmap_pixel_fail_at_load(setup: Path) -> None:
     with pytest.raises(InputError, match=r"^heatmap.vis_level: a 1-px patch at level 0 is smaller than one "
                        r"pixel at level 1 \(downsample 2\) of slide slide_0"):
         _load(setup, patching={"patch_size": 1})
+
+
+def test_a_heatmap_too_large_to_draw_fails_at_load(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the renderer only after the slide's features and attention were computed."""
+    from attnmap.wsi.heatmap import renderer
+
+    monkeypatch.setattr(renderer, "MAX_CANVAS_PIXELS", 300_000)  # level 1 of the setup's slide: 512×384
+    with pytest.raises(InputError, match=r"^heatmap.vis_level: the heatmap of slide slide_0 at level 0 would "
+                       r"be 1024×768 px, more than the 300000 drawn in memory"):
+        _load(setup, heatmap={"vis_level": 0})
+    _load(setup, heatmap={"vis_level": 1})
+    _load(setup, heatmap={"vis_level": 0, "roi": [[0, 0], [512, 512]]})  # a roi draws less

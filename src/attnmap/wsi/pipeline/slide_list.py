@@ -156,8 +156,10 @@ def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> Non
 
 
 def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: Any) -> None:
-    """``heatmap.roi`` outside the slide, or patches smaller than a pixel at the heatmap's level:
-    both failed the slide only after its features and attention were computed."""
+    """``heatmap.roi`` outside the slide, patches smaller than a pixel at the heatmap's level, or a
+    heatmap too large to draw in memory: each failed the slide only after its features and
+    attention were computed."""
+    from attnmap.wsi.heatmap import renderer
     from attnmap.wsi.heatmap.renderer import resolve_vis_level
 
     roi = config.heatmap.roi
@@ -175,4 +177,16 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
             f"heatmap.vis_level: a {config.patching.patch_size}-px patch at level {config.patching.level} "
             f"is smaller than one pixel at level {vis_level} (downsample {vis:g}) of slide {entry.slide_id}: "
             "choose a finer vis_level or larger patches"
+        )
+    scale_x, scale_y = slide.level_scale_xy(vis_level)
+    if roi is None:
+        canvas = slide.level_dimensions[vis_level]
+    else:
+        (left, top), (right, bottom) = roi  # the renderer's arithmetic
+        canvas = (int(right / scale_x) - int(left / scale_x), int(bottom / scale_y) - int(top / scale_y))
+    if canvas[0] * canvas[1] > renderer.MAX_CANVAS_PIXELS:
+        raise InputError(
+            f"heatmap.vis_level: the heatmap of slide {entry.slide_id} at level {vis_level} would be "
+            f"{canvas[0]}×{canvas[1]} px, more than the {renderer.MAX_CANVAS_PIXELS} drawn in memory: "
+            "choose a coarser vis_level or a heatmap.roi"
         )
