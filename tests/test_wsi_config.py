@@ -287,3 +287,18 @@ def test_a_heatmap_too_large_to_draw_fails_at_load(setup: Path, monkeypatch: pyt
         _load(setup, heatmap={"vis_level": 0})
     _load(setup, heatmap={"vis_level": 1})
     _load(setup, heatmap={"vis_level": 0, "roi": [[0, 0], [512, 512]]})  # a roi draws less
+
+
+def test_a_key_or_section_given_twice_in_the_yaml_is_an_error(setup: Path) -> None:
+    """PyYAML keeps the last of two equal keys: a second `patching:` section silently replaced the first."""
+    text = setup.read_text()
+    twice = setup.parent / "twice.yaml"
+    twice.write_text(text + "patching:\n  level: 0\n")
+    with pytest.raises(InputError, match=r"twice.yaml is not valid YAML: key 'patching' given twice .*line"):
+        load_config(twice)
+    twice.write_text(text.replace("  patch_size: 64\n", "  patch_size: 64\n  patch_size: 32\n"))
+    with pytest.raises(InputError, match=r"key 'patch_size' given twice"):
+        load_config(twice)
+    twice.write_bytes(text.replace("normal", "bösartig").encode("latin-1"))
+    with pytest.raises(InputError, match=r"twice.yaml is not UTF-8 text"):
+        load_config(twice)

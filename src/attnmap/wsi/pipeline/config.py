@@ -282,13 +282,41 @@ def load_config(path: str | Path, **run_overrides: Any) -> PipelineConfig:
     if not path.is_file():
         raise FileNotFoundError(2, "configuration file not found", str(path))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        with open(path, encoding="utf-8") as handle:  # (a stream: errors name the file)
+            raw = yaml.load(handle, Loader=_unique_key_loader()) or {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as error:
         raise InputError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path} is not UTF-8 text (byte {error.start})") from error
     overrides = {key: value for key, value in run_overrides.items() if value is not None}
     if overrides and isinstance(raw, dict):
         raw = {**raw, "run": {**(raw.get("run") or {}), **overrides}}
     return config_from_dict(raw, base_dir=path.parent)
+
+
+def _unique_key_loader() -> type:
+    """A YAML SafeLoader that refuses a key given twice in one mapping.
+
+    Why: PyYAML keeps the last of two equal keys, so a second ``patching:`` section (or a key
+    repeated in one) silently dropped the first one's values.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool)) or key == "<<":
+                    continue  # merge keys and unhashable keys: PyYAML's own rules
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice in one mapping", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _resolve(value: str | None, base_dir: Path) -> str | None:
