@@ -21,6 +21,7 @@ from attnmap.validation import STRICT, Check, validate_mapping
 from attnmap.wsi.features import PRECISIONS
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.patching import CONTOUR_CHECKS
+from attnmap.wsi.pipeline.config_checks import check_config, check_roi_folder, is_encoder_name
 from attnmap.wsi.pipeline.slide_list import SlideEntry, read_slide_list
 from attnmap.wsi.tissue import PRESETS, resolve_parameters
 
@@ -29,7 +30,10 @@ NonNegative = Annotated[int, Ge(0)]
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 ContourCheck = Literal[CONTOUR_CHECKS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
-__all__ = ["PipelineConfig", "SlideEntry", "config_from_dict", "load_config", "read_slide_list"]
+__all__ = [
+    "PipelineConfig", "SlideEntry", "check_config", "check_roi_folder", "config_from_dict", "load_config",
+    "read_slide_list",
+]
 
 
 def check_device(device: str) -> str:
@@ -326,11 +330,6 @@ def _resolve(value: str | None, base_dir: Path) -> str | None:
     return str(path if path.is_absolute() else (base_dir / path))
 
 
-def _is_encoder_name(encoder: str) -> bool:
-    """A preset or registered name ("resnet50_trunc", "timm:...", "attnmap:..."), not a file path."""
-    return encoder == "resnet50_trunc" or ":" in encoder and not Path(encoder).is_file()
-
-
 def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
     config.slides.csv = _resolve(config.slides.csv, base_dir) or ""
     config.slides.data_dir = _resolve(config.slides.data_dir, base_dir)
@@ -340,119 +339,6 @@ def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
     encoder = config.features.encoder
     if encoder.startswith("torchscript:"):  # an explicitly trusted TorchScript file
         config.features.encoder = "torchscript:" + (_resolve(encoder[len("torchscript:") :], base_dir) or "")
-    elif not _is_encoder_name(encoder):  # a file: relative to the config like every other path
+    elif not is_encoder_name(encoder):  # a file: relative to the config like every other path
         config.features.encoder = _resolve(encoder, base_dir) or encoder
     config.run.output_dir = _resolve(config.run.output_dir, base_dir) or config.run.output_dir
-
-
-def check_config(config: PipelineConfig) -> None:
-    """Raise `InputError` / `FileNotFoundError` for files that are missing (types and ranges are
-    checked by the annotations when the configuration is built)."""
-    if not config.slides.csv:
-        raise InputError("slides.csv is required: a CSV listing the slides (column slide_path or slide_id)")
-    if not Path(config.slides.csv).is_file():
-        raise FileNotFoundError(2, "slides.csv not found", config.slides.csv)
-    if not config.model.checkpoint:
-        raise InputError("model.checkpoint is required: a CLAM checkpoint (.pt state_dict)")
-    if not Path(config.model.checkpoint).is_file():
-        raise FileNotFoundError(2, "model.checkpoint not found", config.model.checkpoint)
-    _check_model(config.model)
-    encoder = config.features.encoder
-    if encoder.startswith("torchscript:") and not Path(encoder[len("torchscript:") :]).is_file():
-        raise FileNotFoundError(2, "features.encoder TorchScript file not found", encoder)
-    if _is_encoder_name(encoder) and not encoder.startswith("torchscript:"):
-        from attnmap.wsi.encoders import PRESETS, known_encoder_name, registered_names
-
-        if not known_encoder_name(encoder):
-            raise InputError(
-                f"features.encoder {encoder!r} is not an encoder attnmap knows: use one of "
-                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME' or an encoder file"
-            )
-    if not _is_encoder_name(encoder) and not Path(encoder).is_file():
-        raise InputError(
-            f"features.encoder {encoder!r} is neither resnet50_trunc, a 'timm:NAME' or registered name, "
-            "nor an existing encoder file"
-        )
-    if config.features.checkpoint and not Path(config.features.checkpoint).is_file():
-        raise FileNotFoundError(2, "features.checkpoint not found", config.features.checkpoint)
-    if config.features.checkpoint and (encoder.startswith("torchscript:") or not _is_encoder_name(encoder)):
-        raise InputError(
-            f"features.checkpoint: the encoder file {encoder} carries its own weights; give "
-            "features.checkpoint only with a named encoder (resnet50_trunc, timm:NAME, ...)"
-        )
-    if config.heatmap.fine is not None:
-        from attnmap.wsi.heatmap.fine import FineConfig
-
-        FineConfig.from_mapping(config.heatmap.fine)
-    check_roi_folder(config.patching.roi_annotations)
-    _check_encoder(config)
-
-
-def check_roi_folder(folder: str | None) -> None:
-    """`InputError` unless ``patching.roi_annotations`` is unset or an existing folder (not a file)."""
-    if folder is None:
-        return
-    if not Path(folder).exists():
-        raise InputError(f"patching.roi_annotations: folder not found: {folder}")
-    if not Path(folder).is_dir():
-        raise InputError(
-            f"patching.roi_annotations must be a folder of <slide id>.geojson|.json|.xml files, "
-            f"got the file {folder}"
-        )
-
-
-def _check_encoder(config: PipelineConfig) -> None:
-    """The encoder's weights against its architecture, its feature size against the model's, and
-    the fine maps against the encoder.
-
-    Why now: both used to fail every slide one by one, after its tissue and patches (the size) or
-    after its heatmap (the fine maps). The encoder is only outlined (`encoder_outline`: no weights
-    are loaded for a preset or timm architecture), so the check is cheap.
-    """
-    from attnmap.checkpoint import cached_clam
-    from attnmap.wsi.encoders import encoder_outline
-
-    f = config.features
-    try:
-        encoder = encoder_outline(f.encoder, f.input_size)
-    except InputError as error:
-        named = f.encoder in str(error)
-        raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
-    if f.checkpoint:  # weights for another architecture failed each slide after its patches
-        from attnmap.checkpoint import check_state_dict, load_state_dict
-
-        try:
-            state = load_state_dict(f.checkpoint)
-            check_state_dict(encoder.model, state, f.checkpoint, ignore_unexpected=True)
-        except InputError as error:
-            raise InputError(f"features.checkpoint: {error}") from error
-    model = cached_clam(config.model.checkpoint, "cpu")[0]
-    if encoder.feature_dim != model.embed_dim:
-        raise InputError(
-            f"features.encoder {f.encoder} gives {encoder.feature_dim}-d features but model.checkpoint "
-            f"{config.model.checkpoint} expects {model.embed_dim}-d features"
-        )
-    if config.heatmap.fine is not None:
-        from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder
-
-        try:
-            check_fine_encoder(encoder.model)
-        except InputError as error:
-            raise InputError(f"heatmap.fine: {error} (features.encoder is {f.encoder})") from error
-
-
-def _check_model(model: ModelConfig) -> None:
-    """Read the checkpoint now (cached for the run), so a corrupt or foreign file, or class names
-    that do not match its classes, stop the run before any slide is touched."""
-    from attnmap.checkpoint import cached_clam
-
-    try:
-        clam, _ = cached_clam(model.checkpoint, "cpu")
-    except InputError as error:
-        named = str(model.checkpoint) in str(error)
-        raise InputError(f"model.checkpoint{'' if named else ' ' + model.checkpoint}: {error}") from error
-    if model.class_names and len(model.class_names) != clam.n_classes:
-        raise InputError(
-            f"model.class_names has {len(model.class_names)} name(s) but model.checkpoint "
-            f"{model.checkpoint} has {clam.n_classes} classes"
-        )
