@@ -360,3 +360,19 @@ def test_documented_example_config_lists_every_key_with_its_default(setup: Path,
     raw["model"]["checkpoint"] = str(write_clam_checkpoint(tmp_path / "clam1024.pt", embed_dim=1024))
     config = config_from_dict(raw, base_dir=tmp_path)
     assert json.loads(json.dumps(dataclasses.asdict(config.heatmap))) == defaults["heatmap"]
+
+
+def test_a_webp_image_runs_like_the_same_png(setup: Path, tmp_path: Path) -> None:
+    """Plain images are slides; WebP was refused as "not a supported or intact slide"."""
+    import tifffile
+
+    pixels = tifffile.imread(setup.parent / "slides" / "slide_0.tif")
+    rows = {}
+    for suffix in (".png", ".webp"):
+        path = tmp_path / f"plain{suffix}"
+        Image.fromarray(pixels).save(path, lossless=True)
+        config = _config(setup, tmp_path / suffix[1:], segmentation={"level": 0}, heatmap={"vis_level": 0})
+        rows[suffix] = run_slide(path, config)
+        assert (tmp_path / suffix[1:] / "out" / "heatmaps" / "plain" / "plain_heatmap.png").is_file()
+    assert rows[".webp"]["n_patches"] == rows[".png"]["n_patches"] > 0
+    assert rows[".webp"]["probabilities"] == rows[".png"]["probabilities"]
