@@ -302,3 +302,16 @@ def test_a_key_or_section_given_twice_in_the_yaml_is_an_error(setup: Path) -> No
     twice.write_bytes(text.replace("normal", "bösartig").encode("latin-1"))
     with pytest.raises(InputError, match=r"twice.yaml is not UTF-8 text"):
         load_config(twice)
+
+
+@pytest.mark.parametrize("name", ["timm:test_vit", "timm:test_convnext", "attnmap:tiny"])
+def test_an_encoder_outline_is_the_encoder_without_its_weights(name: str) -> None:
+    """The load-time checks see the class and feature size `load_encoder` gives, without weights in
+    memory for a timm architecture (meta device)."""
+    from attnmap.wsi.encoders import encoder_outline, load_encoder
+
+    outline, real = encoder_outline(name), load_encoder(name)
+    assert (type(outline.model), outline.feature_dim) == (type(real.model), real.feature_dim)
+    assert outline.transform.size == real.transform.size
+    if name.startswith("timm:"):
+        assert all(parameter.is_meta for parameter in outline.model.parameters())
