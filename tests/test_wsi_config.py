@@ -167,6 +167,9 @@ def test_the_roi_folder_is_checked_while_loading(setup: Path) -> None:
     (rois / "other_slide.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     with pytest.raises(InputError, match=r"^patching.roi_annotations: 1 slide\(s\) have no .*: slide_0$"):
         _load(setup, patching={"roi_annotations": "rois"})
+    (rois / "slide_0.geojson").write_text('{"type": "FeatureCollection", "features": [')  # cut short
+    with pytest.raises(InputError, match=r"^patching.roi_annotations: cannot read annotations .*slide_0"):
+        _load(setup, patching={"roi_annotations": "rois"})
     (rois / "slide_0.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     entries, config = _load(setup, patching={"roi_annotations": "rois"})
     assert config.patching.roi_annotations == str(rois) and [e.slide_id for e in entries] == ["slide_0"]

@@ -92,22 +92,29 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
 
 
 def check_slide_annotations(config: PipelineConfig, entries: list[SlideEntry]) -> None:
-    """`InputError` naming the slides without ROI annotations, when ``patching.roi_annotations`` is set.
+    """`InputError` naming the slides without ROI annotations, or the first file that does not
+    read, when ``patching.roi_annotations`` is set.
 
     Before any work: each such slide would fail only after its tissue segmentation, one by one.
     """
     folder = config.patching.roi_annotations
     if folder is None:
         return
-    from attnmap.wsi.annotations import annotation_file
+    from attnmap.wsi.annotations import annotation_file, load_annotations
 
-    lacking = [entry.slide_id for entry in entries if annotation_file(folder, entry.slide_id) is None]
+    files = {entry.slide_id: annotation_file(folder, entry.slide_id) for entry in entries}
+    lacking = [slide_id for slide_id, path in files.items() if path is None]
     if lacking:
         shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
         raise InputError(
             f"patching.roi_annotations: {len(lacking)} slide(s) have no <slide id>.geojson, .json or .xml "
             f"in {folder}: {shown}"
         )
+    for path in files.values():
+        try:
+            load_annotations(path)
+        except InputError as error:
+            raise InputError(f"patching.roi_annotations: {error}") from error
 
 
 def _slide_file(name: Path, base: Path, extension: str) -> Path:
