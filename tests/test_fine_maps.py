@@ -140,6 +140,12 @@ def test_fine_config_parsing():
     for bad in ({"top_k": 0}, {"method": "saliency"}, {"colour": 1}, {"top_k": "most"}):
         with pytest.raises(InputError):
             FineConfig.from_mapping(bad)
+    # strictly an integer (2.5 was cut to 2 and [1] was a TypeError), each error naming its dotted key
+    for bad, key in (({"top_k": 2.5}, "top_k"), ({"top_k": [1]}, "top_k"), ({"top_k": True}, "top_k"),
+                     ({"mil_method": "occlusion"}, "mil_method"), ({"colour": 1}, "")):
+        with pytest.raises(InputError, match=rf"^heatmap.fine{'.' + key if key else ':'}"):
+            FineConfig.from_mapping(bad)
+    assert FineConfig.from_mapping({"top_k": 3}).top_k == 3
 
 
 def test_fine_tiff_opens_in_openslide_with_fine_pages(tmp_path):

@@ -97,6 +97,17 @@ def test_bad_labels_files(tmp_path):
         make_folds(read_labels(bad), folds=2)
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_labels_separated_by_semicolons_or_tabs_are_read(tmp_path, separator):
+    """Excel in comma-decimal locales saves ";": the header was read as one unknown column."""
+    labels = tmp_path / "labels.csv"
+    rows = [["slide_id", "label", "case_id"], ["a", "tumour", "p1"], ["b", "normal", "p2"]]
+    labels.write_text("\ufeff" + "".join(separator.join(row) + "\r\n" for row in rows))
+    cohort = read_labels(labels)
+    assert (cohort.slide_ids, cohort.labels, cohort.case_ids) == (["a", "b"], [1, 0], ["p1", "p2"])
+    assert cohort.class_names == ["normal", "tumour"]
+
+
 @pytest.mark.parametrize("model", ["clam_sb", "abmil"])
 def test_training_learns_a_decidable_label(tmp_path, model):
     labels = make_cohort(tmp_path / "features")

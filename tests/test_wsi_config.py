@@ -41,6 +41,7 @@ BAD_VALUES = [
     ("heatmap", "alpha", 1.5, "less than or equal to 1"),
     ("heatmap", "vis_level", -2, "greater than or equal to -1"),
     ("heatmap", "vis_level", 7, "level 7 does not exist in slide slide_0"),
+    ("heatmap", "roi", [[5000, 0], [6000, 100]], "lies outside slide slide_0 (1024×768 at level 0)"),
     ("heatmap", "canvas_color", [0, 0, 256], "less than or equal to 255"),
     ("segmentation", "preset", "tcgaa", "'tcga', 'bwh_biopsy' or 'bwh_resection'"),
     ("segmentation", "a_t", "1", "valid number"),
@@ -152,3 +153,168 @@ def test_slide_ids_that_are_paths_are_refused(setup: Path, slide_id: str) -> Non
     (setup.parent / "paths.csv").write_text(f"slide_id,slide_path\n{slide_id},slide_0.tif\n")
     with pytest.raises(InputError, match="cannot hold '/'"):
         _load(setup, slides={"csv": "paths.csv"})
+
+
+def test_the_roi_folder_is_checked_while_loading(setup: Path) -> None:
+    """A missing ROI folder, a file in its place, or a slide without its annotation file failed each
+    slide after its tissue segmentation; now the configuration (or slide list) is refused at once."""
+    with pytest.raises(InputError, match=r"^patching.roi_annotations: folder not found: .*no_rois$"):
+        _load(setup, patching={"roi_annotations": "no_rois"})
+    with pytest.raises(InputError, match=r"^patching.roi_annotations must be a folder .*clam.pt$"):
+        _load(setup, patching={"roi_annotations": "clam.pt"})
+    rois = setup.parent / "rois"
+    rois.mkdir(exist_ok=True)
+    (rois / "other_slide.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(InputError, match=r"^patching.roi_annotations: 1 slide\(s\) have no .*: slide_0$"):
+        _load(setup, patching={"roi_annotations": "rois"})
+    (rois / "slide_0.geojson").write_text('{"type": "FeatureCollection", "features": [')  # cut short
+    with pytest.raises(InputError, match=r"^patching.roi_annotations: cannot read annotations .*slide_0"):
+        _load(setup, patching={"roi_annotations": "rois"})
+    (rois / "slide_0.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    entries, config = _load(setup, patching={"roi_annotations": "rois"})
+    assert config.patching.roi_annotations == str(rois) and [e.slide_id for e in entries] == ["slide_0"]
+
+
+def test_fine_maps_need_a_vit_encoder_and_features_must_fit_the_model_at_load(setup: Path) -> None:
+    """Fine maps with a CNN encoder failed each slide after its heatmap, and an encoder whose feature
+    size is not the model's after its patches; both are now refused while the configuration loads,
+    without loading encoder weights."""
+    from synthetic_slide_files import write_clam_checkpoint
+
+    write_clam_checkpoint(setup.parent / "clam1024.pt", embed_dim=1024)
+    write_clam_checkpoint(setup.parent / "clam64.pt", embed_dim=64)
+    fine = {"fine": {"top_k": 2}}
+    with pytest.raises(InputError, match=r"^heatmap.fine: fine maps need a timm VisionTransformer encoder, "
+                       r"got TruncatedResNet50 \(features.encoder is resnet50_trunc\)$"):
+        _load(setup, features={"encoder": "resnet50_trunc", "input_size": None},
+              model={"checkpoint": "clam1024.pt"}, heatmap=fine)
+    with pytest.raises(InputError, match=r"^heatmap.fine: .* got RecursiveScriptModule"):
+        _load(setup, heatmap=fine)  # the setup's TorchScript CNN
+    with pytest.raises(InputError, match=r"^features.encoder attnmap:tiny gives 64-d .* expects 8-d"):
+        _load(setup, features={"encoder": "attnmap:tiny", "input_size": None})
+    with pytest.raises(InputError, match=r"^features.encoder timm:vit_tiny_patch16_224: .*32×32 patch"):
+        _load(setup, features={"encoder": "timm:vit_tiny_patch16_224"}, model={"checkpoint": "clam64.pt"})
+    _, config = _load(setup, features={"encoder": "timm:test_vit", "input_size": None},
+                      model={"checkpoint": "clam64.pt"}, heatmap=fine)
+    assert config.heatmap.fine == {"top_k": 2}
+    with pytest.raises(InputError, match=r"^features.checkpoint: the encoder file .*encoder.pt carries"):
+        _load(setup, features={"checkpoint": "clam.pt"})
+
+
+def test_slide_list_columns_and_encodings(setup: Path) -> None:
+    """A space after a comma in the header ("slide_id, label") lost the labels without a word; a
+    CSV saved in a legacy encoding was an internal error; extra columns are ignored."""
+    (setup.parent / "spaced.csv").write_text("slide_id, label ,notes\nslide_0, 1,free text\n")
+    entries, _ = _load(setup, slides={"csv": "spaced.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]
+    (setup.parent / "legacy.csv").write_bytes("slide_id,label\nslide_0,bösartig\n".encode("cp1252"))
+    with pytest.raises(InputError, match=r"legacy.csv is not UTF-8 text .*save it as \"CSV UTF-8\"$"):
+        _load(setup, slides={"csv": "legacy.csv"})
+    (setup.parent / "semicolons.csv").write_text("\ufeffslide_id;label\r\nslide_0;1\r\n")  # Excel, de/fr
+    entries, _ = _load(setup, slides={"csv": "semicolons.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]
+    (setup.parent / "tabs.csv").write_text("slide_id\tlabel\nslide_0\t0\n")
+    entries, _ = _load(setup, slides={"csv": "tabs.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "0")]
+    with pytest.raises(FileNotFoundError, match=r"slides.extension 'tif' is appended as it is: '.tif'\?"):
+        _load(setup, slides={"csv": "tabs.csv", "extension": "tif"})
+    (setup.parent / "no_rows.csv").write_text("slide_id,label\n")
+    with pytest.raises(InputError, match=r"no_rows.csv lists no slides$"):
+        _load(setup, slides={"csv": "no_rows.csv"})
+    (setup.parent / "wrong_column.csv").write_text("slide,label\nslide_0,1\n")
+    with pytest.raises(InputError, match=r"needs a 'slide_path' or 'slide_id' column, has label, slide$"):
+        _load(setup, slides={"csv": "wrong_column.csv"})
+
+
+def test_slide_paths_are_relative_to_the_csv_folder_or_data_dir(setup: Path) -> None:
+    """Documented rule (docs/wsi_config_example.yaml): slide paths / ids in the CSV are relative to
+    slides.data_dir, else to the CSV's own folder; data_dir and the CSV to the config's folder.
+    Spaces and non-ASCII characters in names are kept; ids from file names must be distinct."""
+    import shutil
+
+    odd = setup.parent / "scans 2024" / "häm éosine"
+    odd.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(setup.parent / "slides" / "slide_0.tif", odd / "biopsie n°1.tif")
+    lists = setup.parent / "lists"
+    lists.mkdir(exist_ok=True)
+    absolute = setup.parent / "slides" / "slide_0.tif"
+    (lists / "rel.csv").write_text(f"slide_path\n../scans 2024/häm éosine/biopsie n°1.tif\n{absolute}\n")
+    entries, _ = _load(setup, slides={"csv": "lists/rel.csv", "data_dir": None, "extension": ""})
+    assert [(entry.path, entry.slide_id) for entry in entries] == [
+        (str(lists / "../scans 2024/häm éosine/biopsie n°1.tif"), "biopsie n°1"), (str(absolute), "slide_0")]
+    (lists / "ids.csv").write_text("slide_id\nbiopsie n°1\n")
+    entries, _ = _load(setup, slides={"csv": "lists/ids.csv", "data_dir": "scans 2024/häm éosine",
+                                      "extension": ".tif"})
+    assert entries[0].path == str(odd / "biopsie n°1.tif")
+    (lists / "same_stem.csv").write_text(f"slide_path\n../scans 2024/häm éosine/biopsie n°1.tif\n{absolute}\n"
+                                         f"{odd / 'biopsie n°1.tif'}\n")
+    with pytest.raises(InputError, match=r"more than once \(ids are the file names without suffix\): "
+                       r"biopsie n°1; give each slide its own slide_id$"):
+        _load(setup, slides={"csv": "lists/same_stem.csv", "data_dir": None, "extension": ""})
+    (lists / "folder.csv").write_text("slide_path\n../scans 2024\n")
+    with pytest.raises(InputError, match=r"folder.csv: .*scans 2024 is a folder, not a slide file$"):
+        _load(setup, slides={"csv": "lists/folder.csv", "data_dir": None, "extension": ""})
+
+
+def test_encoder_weights_for_another_architecture_fail_at_load(setup: Path) -> None:
+    """features.checkpoint that does not fit features.encoder failed each slide after its patches."""
+    import timm
+    import torch
+    from synthetic_slide_files import write_clam_checkpoint
+
+    write_clam_checkpoint(setup.parent / "clam64.pt", embed_dim=64)
+    torch.save(timm.create_model("test_vit").state_dict(), setup.parent / "test_vit.pt")  # head: ignored
+    torch.save(timm.create_model("test_resnet").state_dict(), setup.parent / "test_resnet.pt")
+    features = {"encoder": "timm:test_vit", "input_size": None, "checkpoint": "test_vit.pt"}
+    _, config = _load(setup, features=features, model={"checkpoint": "clam64.pt"})
+    assert config.features.checkpoint == str(setup.parent / "test_vit.pt")
+    with pytest.raises(InputError, match=r"^features.checkpoint: checkpoint .*test_resnet.pt does not fit "
+                       r"VisionTransformer: missing: "):
+        _load(setup, features={**features, "checkpoint": "test_resnet.pt"}, model={"checkpoint": "clam64.pt"})
+
+
+def test_patches_smaller_than_a_heatmap_pixel_fail_at_load(setup: Path) -> None:
+    """Said by the renderer only after the slide's features and attention were computed."""
+    with pytest.raises(InputError, match=r"^heatmap.vis_level: a 1-px patch at level 0 is smaller than one "
+                       r"pixel at level 1 \(downsample 2\) of slide slide_0"):
+        _load(setup, patching={"patch_size": 1})
+
+
+def test_a_heatmap_too_large_to_draw_fails_at_load(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the renderer only after the slide's features and attention were computed."""
+    from attnmap.wsi.heatmap import renderer
+
+    monkeypatch.setattr(renderer, "MAX_CANVAS_PIXELS", 300_000)  # level 1 of the setup's slide: 512×384
+    with pytest.raises(InputError, match=r"^heatmap.vis_level: the heatmap of slide slide_0 at level 0 would "
+                       r"be 1024×768 px, more than the 300000 drawn in memory"):
+        _load(setup, heatmap={"vis_level": 0})
+    _load(setup, heatmap={"vis_level": 1})
+    _load(setup, heatmap={"vis_level": 0, "roi": [[0, 0], [512, 512]]})  # a roi draws less
+
+
+def test_a_key_or_section_given_twice_in_the_yaml_is_an_error(setup: Path) -> None:
+    """PyYAML keeps the last of two equal keys: a second `patching:` section silently replaced the first."""
+    text = setup.read_text()
+    twice = setup.parent / "twice.yaml"
+    twice.write_text(text + "patching:\n  level: 0\n")
+    with pytest.raises(InputError, match=r"twice.yaml is not valid YAML: key 'patching' given twice .*line"):
+        load_config(twice)
+    twice.write_text(text.replace("  patch_size: 64\n", "  patch_size: 64\n  patch_size: 32\n"))
+    with pytest.raises(InputError, match=r"key 'patch_size' given twice"):
+        load_config(twice)
+    twice.write_bytes(text.replace("normal", "bösartig").encode("latin-1"))
+    with pytest.raises(InputError, match=r"twice.yaml is not UTF-8 text"):
+        load_config(twice)
+
+
+@pytest.mark.parametrize("name", ["timm:test_vit", "timm:test_convnext", "attnmap:tiny"])
+def test_an_encoder_outline_is_the_encoder_without_its_weights(name: str) -> None:
+    """The load-time checks see the class and feature size `load_encoder` gives, without weights in
+    memory for a timm architecture (meta device)."""
+    from attnmap.wsi.encoders import encoder_outline, load_encoder
+
+    outline, real = encoder_outline(name), load_encoder(name)
+    assert (type(outline.model), outline.feature_dim) == (type(real.model), real.feature_dim)
+    assert outline.transform.size == real.transform.size
+    if name.startswith("timm:"):
+        assert all(parameter.is_meta for parameter in outline.model.parameters())

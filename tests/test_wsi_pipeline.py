@@ -241,6 +241,19 @@ def test_no_patches_says_whether_tissue_or_the_patch_size_is_the_cause(setup: Pa
     config = _config(setup, tmp_path, patching={"patch_size": 4096})
     with pytest.raises(InputError, match=r"no 4096-px patch at level 0 fits its \d+ tissue region"):
         run_slide(setup.parent / "slides" / "slide_0.tif", config)
+    tiny = tmp_path / "tiny.png"  # tissue only, 50×40: smaller than a 64-px patch
+    Image.fromarray(tifffile.imread(setup.parent / "slides" / "slide_0.tif")[300:340, 400:450]).save(tiny)
+    config = _config(setup, tmp_path, segmentation={"level": 0, "a_t": 100}, heatmap={"vis_level": 0})
+    with pytest.raises(InputError, match=r"segmentation.a_t=100 asks for tissue regions of at least 26214400 "
+                       r"level-0 px \(a_t × 512²\), more than the whole 50×40 slide: lower a_t$"):
+        run_slide(tiny, config)  # CLAM's default on a plain image
+    segmentation = {"level": 0, "a_t": 0.0, "a_h": 0.0}
+    config = _config(setup, tmp_path, segmentation=segmentation, patching={"padding": False})
+    with pytest.raises(InputError, match=r"the slide is 50×40 px at level 0, smaller than one 64-px patch, "
+                       r"and patching.padding is off"):
+        run_slide(tiny, config)
+    config = _config(setup, tmp_path, segmentation=segmentation, heatmap={"vis_level": 0})
+    assert run_slide(tiny, config)["n_patches"] == 1  # padded: one patch, as CLAM keeps it
 
 
 def test_an_abmil_checkpoint_from_mil_train_runs_the_slide(setup: Path, tmp_path: Path) -> None:
@@ -269,7 +282,10 @@ def test_an_abmil_checkpoint_from_mil_train_runs_the_slide(setup: Path, tmp_path
 def test_an_encoder_that_does_not_fit_the_model_fails_before_extracting(setup: Path, tmp_path: Path) -> None:
     """8-d model, 64-d encoder: said before any feature is computed (it came after the slide's
     features were extracted and stored, for every slide)."""
-    config = _config(setup, tmp_path, features={"encoder": "attnmap:tiny", "input_size": None})
+    with pytest.raises(InputError, match=r"^features.encoder attnmap:tiny gives 64-d features but .* 8-d"):
+        _config(setup, tmp_path, features={"encoder": "attnmap:tiny", "input_size": None})  # at load
+    config = _config(setup, tmp_path)
+    config.features.encoder, config.features.input_size = "attnmap:tiny", None  # the API, unchecked
     with pytest.raises(InputError, match=r"attnmap:tiny gives 64-d features but .* expects 8-d"):
         run_slide(setup.parent / "slides" / "slide_0.tif", config)
     assert not SlideOutputs(tmp_path / "out", "slide_0").features_h5.exists()
@@ -340,6 +356,23 @@ def test_documented_example_config_lists_every_key_with_its_default(setup: Path,
             if (section, key) not in required:
                 assert value == defaults[section][key], f"{section}.{key}"
     raw["slides"]["csv"] = str(setup.parent / "slides.csv")
-    raw["model"]["checkpoint"] = str(setup.parent / "clam.pt")
+    # the example's encoder (resnet50_trunc) gives 1024-d features: a model that takes them
+    raw["model"]["checkpoint"] = str(write_clam_checkpoint(tmp_path / "clam1024.pt", embed_dim=1024))
     config = config_from_dict(raw, base_dir=tmp_path)
     assert json.loads(json.dumps(dataclasses.asdict(config.heatmap))) == defaults["heatmap"]
+
+
+def test_a_webp_image_runs_like_the_same_png(setup: Path, tmp_path: Path) -> None:
+    """Plain images are slides; WebP was refused as "not a supported or intact slide"."""
+    import tifffile
+
+    pixels = tifffile.imread(setup.parent / "slides" / "slide_0.tif")
+    rows = {}
+    for suffix in (".png", ".webp"):
+        path = tmp_path / f"plain{suffix}"
+        Image.fromarray(pixels).save(path, lossless=True)
+        config = _config(setup, tmp_path / suffix[1:], segmentation={"level": 0}, heatmap={"vis_level": 0})
+        rows[suffix] = run_slide(path, config)
+        assert (tmp_path / suffix[1:] / "out" / "heatmaps" / "plain" / "plain_heatmap.png").is_file()
+    assert rows[".webp"]["n_patches"] == rows[".png"]["n_patches"] > 0
+    assert rows[".webp"]["probabilities"] == rows[".png"]["probabilities"]

@@ -367,8 +367,10 @@ def test_a_feature_size_the_model_does_not_take_names_the_bag(setup: Path, tmp_p
     wide = write_clam_checkpoint(tmp_path / "clam_16.pt", embed_dim=16)
     entry = read_slide_list(_config(setup, tmp_path / "out"))[0]
     run_slide(entry, _config(setup, tmp_path / "out"))  # 8-d features made for the 8-d model, then reused:
-    config = _config(setup, tmp_path / "out", model={"checkpoint": str(wide)})  # (a misfit encoder is
-    # refused before extracting: test_wsi_pipeline)
+    with pytest.raises(InputError, match=r"^features.encoder .* gives 8-d features but .* expects 16-d"):
+        _config(setup, tmp_path / "out", model={"checkpoint": str(wide)})  # refused while loading
+    config = _config(setup, tmp_path / "out")
+    config.model.checkpoint = str(wide)  # the API, unchecked: the stored bag is named
     features = SlideOutputs(tmp_path / "out", entry.slide_id).features_h5
     with pytest.raises(InputError, match=f"{features}: .*8 columns .* expects 16"):
         run_slide(entry, config)
@@ -414,3 +416,26 @@ def test_a_new_features_precision_remakes_the_features_and_what_follows(
     slide = setup.parent / "slides" / "slide_0.tif"
     code, _, err = _cli(capsys, "wsi", "features", slide, "-o", tmp_path / "f", "--precision", "half")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "'half'" in err
+
+
+def test_an_edited_roi_annotation_remakes_the_patches(setup: Path, tmp_path: Path) -> None:
+    """The patch grid's fingerprint named the ROI folder only: an edited <slide>.geojson reused the
+    old grid (and features, heatmap) from the first run."""
+    rois = tmp_path / "rois"
+    rois.mkdir()
+
+    def roi(right: int) -> None:
+        ring = [[0, 0], [right, 0], [right, 768], [0, 768], [0, 0]]
+        geometry = {"type": "Polygon", "coordinates": [ring]}
+        feature = {"type": "Feature", "properties": {}, "geometry": geometry}
+        collection = {"type": "FeatureCollection", "features": [feature]}
+        (rois / "slide_0.geojson").write_text(json.dumps(collection))
+
+    roi(512)
+    config = _config(setup, tmp_path / "out", patching={"roi_annotations": str(rois)})
+    first = run_all(config)["slide_0"]
+    roi(1024)
+    second = run_all(config)["slide_0"]
+    assert {"patches", "features", "heatmap"} <= ran({"slide_0": second})["slide_0"]
+    assert second["n_patches"] > first["n_patches"]
+    assert ran(run_all(config)) == {"slide_0": set()}  # unchanged: all reused

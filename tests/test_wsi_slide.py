@@ -73,14 +73,17 @@ def test_subifd_pyramid_uses_tiffslide(tmp_path):
         np.testing.assert_array_equal(slide.read_region((512, 256), 1, (64, 64)), expected)
 
 
-@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif", ".webp", ".WEBP", "_rgba.png", "_rgba.tif"])
 def test_plain_images(tmp_path, suffix):
+    """PNG, JPEG, WebP (it was refused as "not a supported or intact slide"), TIFF; RGBA ones too."""
     image = gradient_image(300, 200)
     path = tmp_path / f"plain{suffix}"
-    if suffix == ".tif":
-        tifffile.imwrite(path, image, photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    stored = np.dstack([image, np.full((200, 300), 255, np.uint8)]) if "rgba" in suffix else image
+    if suffix.endswith(".tif"):
+        tifffile.imwrite(path, stored, photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER",
+                         extrasamples=[2] if "rgba" in suffix else None)
     else:
-        Image.fromarray(image).save(path)
+        Image.fromarray(stored).save(path, lossless=True)  # (WebP: exact pixels; ignored by the others)
     with open_slide(path) as slide:
         assert slide.level_dimensions == ((300, 200),)
         region = slide.read_region((10, 20), 0, (50, 40))
@@ -88,8 +91,24 @@ def test_plain_images(tmp_path, suffix):
             assert np.abs(region.astype(int) - image[20:60, 10:60]).mean() < 8
         else:
             np.testing.assert_array_equal(region, image[20:60, 10:60])
-        if suffix == ".tif":
+        if suffix.endswith(".tif"):
             assert slide.mpp == pytest.approx(0.5)
+        else:
+            assert slide.mpp is None  # no pixel size: nothing in the pipeline needs one (patches are pixels)
+
+
+@pytest.mark.parametrize("name", ["scan.gif", "scan.czi", "scan"])
+def test_a_format_that_is_not_read_is_named_with_the_formats_that_are(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".gif"):
+        Image.fromarray(gradient_image(64, 64)).save(path)
+    else:
+        path.write_bytes(b"\x00vendor data" * 16)
+    with pytest.raises(InputError) as caught:
+        open_slide(path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    assert "is not a format attnmap reads" in message and ".svs" in message and ".webp" in message
 
 
 def test_out_of_bounds_pixels_are_black():
@@ -159,3 +178,15 @@ def test_a_corrupt_tiff_is_one_error_without_tifffile_warnings(tmp_path, caplog)
     with caplog.at_level("WARNING"), pytest.raises(InputError, match="broken.tif"):
         open_slide(corrupt)
     assert [record for record in caplog.records if record.name.startswith("tifffile")] == []
+
+
+def test_a_plain_image_too_large_to_load_whole_says_so(tmp_path, monkeypatch):
+    """PIL refuses images above its pixel limit; that read as "not a supported or intact" image."""
+    import PIL.Image
+
+    path = tmp_path / "huge.png"
+    Image.fromarray(gradient_image(64, 64)).save(path)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)  # 64² > 2 × 1000: PIL's error, not warning
+    with pytest.raises(InputError, match=r"huge.png: a plain image is loaded whole and this one is too "
+                       r"large \(.*\); convert it to a tiled pyramidal TIFF$"):
+        open_slide(path)

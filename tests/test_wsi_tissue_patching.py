@@ -127,3 +127,57 @@ def test_negative_segmentation_parameters_are_refused(slide):
     for name in ("sthresh", "close", "a_t", "a_h", "max_n_holes"):
         with pytest.raises(InputError, match=f"must not be negative, got {name}=-1"):
             segment_tissue(slide, level=2, **{name: -1})
+
+
+class _Pyramid:
+    """Level geometry only (patch_grid with tissue=None reads no pixels)."""
+
+    def __new__(cls, dimensions: list[tuple[int, int]]):
+        from attnmap.wsi.slide import Slide
+
+        slide = Slide()
+        slide.path, slide.mpp = "<pyramid>", None
+        slide.level_dimensions = tuple(dimensions)
+        slide.level_downsamples = tuple(dimensions[0][0] / width for width, _ in dimensions)
+        return slide
+
+
+@pytest.mark.parametrize(("level_width", "downsample"), [(410, 2.5), (683, 1.5), (341, 3)])
+def test_a_level_at_an_odd_downsample_is_tiled_without_overlap(level_width: int, downsample: float):
+    """Level 1 at 2.5 / 1.5: CLAM's int(downsample) stepped 2 / 1 level-0 px per level px, so the
+    32-px patches read there overlapped (by a fifth / a third) and their squares missed the grid."""
+    slide = _Pyramid([(1024, 768), (level_width, round(768 / downsample))])
+    coords = patch_grid(slide, None, patch_size=32, step=32, level=1)
+    span = round(32 * slide.level_downsamples[1])  # a 32-px level-1 patch in level-0 px
+    assert span == round(32 * downsample)
+    assert set(np.diff(np.unique(coords[:, 0]))) == {span}
+
+
+def test_a_near_integer_downsample_keeps_clams_grid():
+    """Level sizes rounded: 4.0001 steps 4 level-0 px per level px as CLAM's int() does; 3.9999
+    steps 4 too (CLAM's int() gives 3, overlapping the patches by a quarter)."""
+    for width0 in (40001, 39999):
+        slide = _Pyramid([(width0, 1024), (10000, 256)])
+        coords = patch_grid(slide, None, patch_size=64, step=64, level=1)
+        assert set(np.diff(np.unique(coords[:, 0]))) == {256}
+
+
+def test_grids_at_odd_downsamples_get_a_new_fingerprint(tmp_path: Path):
+    """Patches made with CLAM's int() grid on a level at 2.5 must not be reused; patches at whole
+    downsamples keep their fingerprint (no new key: nothing to recompute)."""
+    import tifffile
+
+    from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+    from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+
+    image = np.full((640, 640, 3), 200, np.uint8)
+    keys = {}
+    for name, size in (("whole", 160), ("odd", 256)):  # level 1 at 4 and at 2.5
+        path = tmp_path / f"{name}.tif"
+        with tifffile.TiffWriter(path) as tif:
+            tif.write(image, tile=(128, 128), photometric="rgb", subfiletype=0)
+            tif.write(image[:size, :size], tile=(128, 128), photometric="rgb", subfiletype=1)
+        config = PipelineConfig()
+        config.patching.level = 1
+        keys[name] = StageFingerprints(SlideEntry(str(path), name), config).patches.inputs.get("grid")
+    assert keys == {"whole": None, "odd": "downsample"}

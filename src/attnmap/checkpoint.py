@@ -138,6 +138,19 @@ def apply_state_dict(
     ``ignore_unexpected``: keys the model lacks are dropped (an encoder cut from a classifier keeps
     its trunk only); missing and mis-shaped keys are still errors.
     """
+    own = check_state_dict(model, state, source, ignore_unexpected=ignore_unexpected)
+    model.load_state_dict({key: state[key] for key in own}, strict=True)
+
+
+def check_state_dict(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str | Path,
+    *,
+    ignore_unexpected: bool = False,
+) -> dict[str, torch.Tensor]:
+    """`apply_state_dict`'s checks alone (they need only shapes: ``model`` may sit on the meta
+    device); returns the model's own state_dict."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = [] if ignore_unexpected else sorted(set(state) - set(own))
@@ -153,7 +166,7 @@ def apply_state_dict(
                 shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")
         raise InputError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts))
-    model.load_state_dict({key: state[key] for key in own}, strict=True)
+    return own
 
 
 def load_torchscript(path: str | Path) -> nn.Module:

@@ -141,6 +141,15 @@ def write_csv_atomic(
     return write_bytes_atomic(path, buffer.getvalue().encode())
 
 
+def csv_delimiter(header: str) -> str:
+    """A CSV's separator told from its header line: ``,``, else ``;`` or tab when the header has
+    no comma (Excel writes ";" in locales whose decimal mark is a comma; read with "," such a
+    header was one unknown column)."""
+    if "," in header:
+        return ","
+    return next((mark for mark in (";", "\t") if mark in header), ",")
+
+
 def unique_names(names: list[str]) -> list[str]:
     """``names`` made distinct (``s``, ``s_2``, ``s_3``, ...), also on case-insensitive disks.
 

@@ -33,6 +33,7 @@ from attnmap.wsi.pipeline.config import (
     PipelineConfig,
     RunConfig,
     SegmentationConfig,
+    check_roi_folder,
 )
 from attnmap.wsi.tissue import DEFAULTS as TISSUE_DEFAULTS
 
@@ -55,6 +56,7 @@ def _config(options: dict[str, Any], out_dir: Path) -> PipelineConfig:
     config.segmentation.resolved()  # a preset that disagrees with a given value is an error now
     if "patching__patch_size" in options:
         config.patching = PatchingConfig(**from_options(PatchingConfig, "patching", options))
+        check_roi_folder(config.patching.roi_annotations)
     if "features__encoder" in options:
         values = from_options(FeaturesConfig, "features", options)
         values["checkpoint"] = str(values["checkpoint"]) if values["checkpoint"] else None

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.io_utils import write_csv_atomic
+from attnmap.io_utils import csv_delimiter, write_csv_atomic
 
 
 @dataclass
@@ -56,7 +56,9 @@ def read_labels(path: str | Path) -> Cohort:
         raise FileNotFoundError(2, "No such labels file", str(path))
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
+            delimiter = csv_delimiter(handle.readline())
+            handle.seek(0)
+            reader = csv.DictReader(handle, delimiter=delimiter)
             columns = [name.strip() for name in (reader.fieldnames or [])]
             if "slide_id" not in columns or "label" not in columns:
                 raise InputError(f"{path}: needs columns slide_id,label[,case_id]; found {columns}")

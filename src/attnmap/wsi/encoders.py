@@ -176,11 +176,8 @@ def load_encoder(
         return _finish(model, resized, device)  # checks that the model takes the new size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if name == "resnet50_trunc":
-            model: nn.Module = TruncatedResNet50()
-            transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
-        elif name.startswith("timm:"):
-            model, transform = _timm_encoder(name[len("timm:") :], input_size)
+        if name == "resnet50_trunc" or name.startswith("timm:"):
+            model, transform = _architecture(name, input_size)
         elif name.startswith(TORCHSCRIPT_PREFIX):
             if checkpoint is not None:
                 raise InputError("a TorchScript encoder carries its weights: give no checkpoint with it")
@@ -204,6 +201,40 @@ def load_encoder(
     return _finish(model, transform, device)
 
 
+def _architecture(name: str, input_size: int | None) -> tuple[nn.Module, PatchTransform]:
+    """The untrained model and transform of ``resnet50_trunc`` or ``timm:NAME``."""
+    if name == "resnet50_trunc":
+        transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
+        return TruncatedResNet50(), transform
+    return _timm_encoder(name[len("timm:") :], input_size)
+
+
+def encoder_outline(name: str, input_size: int | None = None) -> Encoder:
+    """The encoder ``name`` would be, without its weights: its model class and feature size.
+
+    Why: a configuration is checked before any slide runs (features that fit the MIL model, an
+    encoder the fine maps support), and that must not cost a second load of a large encoder. A
+    preset or timm architecture is built on the meta device (no memory, no initialisation); a
+    weights file is read to learn its architecture; registered and TorchScript encoders are
+    loaded as they are. Raises `InputError` for an encoder that cannot work (e.g. ``input_size``).
+    """
+    factory = _registered(name)
+    if factory is not None or name.startswith(TORCHSCRIPT_PREFIX):
+        return load_encoder(name, input_size=input_size)
+    if Path(name).is_file():
+        name = _file_architecture(Path(name), read_checkpoint(name))
+    if name != "resnet50_trunc" and not name.startswith("timm:"):
+        return load_encoder(name, input_size=input_size)  # the unknown name's own error
+    try:
+        with torch.device("meta"):
+            model, transform = _architecture(name, input_size)
+            return _finish(model, transform, "meta")
+    except Exception:  # noqa: BLE001 - an operation without a meta kernel: the CPU build decides
+        pass
+    model, transform = _architecture(name, input_size)
+    return _finish(model, transform, "cpu")
+
+
 def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, PatchTransform]:
     import timm
 
@@ -225,12 +256,17 @@ def _encoder_from_file(
     path: Path, *, device: str | torch.device, seed: int, input_size: int | None
 ) -> Encoder:
     """A weights file whose architecture can be told from its content (timm ``arch``, ResNet50 keys)."""
-    payload = read_checkpoint(path)
+    name = _file_architecture(path, read_checkpoint(path))
+    return load_encoder(name, path, device=device, seed=seed, input_size=input_size)
+
+
+def _file_architecture(path: Path, payload: object) -> str:
+    """The encoder name a weights file's content stands for (its timm ``arch``, ResNet50 keys)."""
     if isinstance(payload, Mapping) and isinstance(payload.get("arch"), str):
-        return load_encoder(f"timm:{payload['arch']}", path, device=device, seed=seed, input_size=input_size)
+        return f"timm:{payload['arch']}"
     state = unwrap_state_dict(payload, str(path))
     if "layer3.0.conv1.weight" in state and "conv1.weight" in state:
-        return load_encoder("resnet50_trunc", path, device=device, seed=seed, input_size=input_size)
+        return "resnet50_trunc"
     raise InputError(
         f"cannot tell which architecture {path} holds: pass the encoder name with the checkpoint "
         "(e.g. encoder 'timm:vit_small_patch16_224' and checkpoint PATH)"

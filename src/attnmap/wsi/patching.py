@@ -28,6 +28,19 @@ def heatmap_center_shift(overlap: float) -> float:
     return 0.625
 
 
+def grid_scale(downsample: float) -> float:
+    """Level-0 pixels per level pixel for the patch grid.
+
+    A whole number when the downsample is one up to the rounding of the level's size (4.0002,
+    15.998): CLAM's grid where CLAM's ``int(downsample)`` gets it (above the integer; below it,
+    CLAM's 15 would overlap the patches). Else the downsample itself: truncating a level at 2.5
+    or 1.5 stepped 2 or 1 level-0 pixels per level pixel, so the patches read at that level
+    overlapped by a fifth or a third, and the heatmap's squares did not fit the grid.
+    """
+    whole = round(downsample)
+    return float(whole) if whole >= 1 and abs(downsample - whole) <= 0.01 * whole else float(downsample)
+
+
 def _check_points(corner: np.ndarray, patch_size: int, contour_check: str, center_shift: float) -> list:
     """Points that decide whether the patch at ``corner`` is on the contour."""
     if contour_check == "basic":
@@ -89,9 +102,9 @@ def patch_grid(
     ((x0, y0), (x1, y1)) at level 0 clips the grid. With ``tissue=None`` the whole slide is gridded.
     """
     _validate(slide, patch_size, step, level, contour_check, roi)
-    scale_x, scale_y = slide.level_scale_xy(level)
-    ref_w, ref_h = int(patch_size) * int(scale_x), int(patch_size) * int(scale_y)
-    step_x, step_y = int(step) * int(scale_x), int(step) * int(scale_y)
+    scale_x, scale_y = (grid_scale(scale) for scale in slide.level_scale_xy(level))
+    ref_w, ref_h = round(int(patch_size) * scale_x), round(int(patch_size) * scale_y)
+    step_x, step_y = round(int(step) * scale_x), round(int(step) * scale_y)
     width0, height0 = slide.dimensions
     regions: list[tuple[np.ndarray | None, list[np.ndarray]]]
     if tissue is None:

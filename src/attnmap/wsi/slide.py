@@ -2,7 +2,7 @@
 
 Why a wrapper: the segmentation, patching and heatmap code only needs level geometry and
 `read_region`; keeping that surface small lets tests and benchmarks use synthetic slides (any subclass
-of `Slide`) and lets plain PNG/JPEG/TIFF images flow through the same pipeline as gigapixel slides.
+of `Slide`) and lets plain PNG/JPEG/WebP/TIFF images flow through the same pipeline as gigapixel slides.
 Nothing is read until asked, except plain images, which are small by nature and loaded once.
 """
 
@@ -17,8 +17,13 @@ import numpy as np
 
 from attnmap.errors import InputError
 
-PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
+# What OpenSlide reads (it tells formats by content; these are their usual file names): named in
+# the message for a file that nothing here could open.
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"
+)
 
 
 class Slide:
@@ -244,7 +249,14 @@ def _open_plain(path: Path) -> Slide:
         return ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
     from PIL import Image
 
-    with Image.open(path) as image:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError as error:  # PIL's limit: ~179 Mpx, loaded whole
+        raise InputError(
+            f"cannot read slide {path}: a plain image is loaded whole and this one is too large "
+            f"({error}); convert it to a tiled pyramidal TIFF"
+        ) from None
+    with opened as image:
         if image.mode.startswith("I;16"):  # convert("RGB") would clip 16-bit grey to white
             rgb = as_rgb8(np.asarray(image).astype(np.uint16), str(path))
         else:
@@ -276,8 +288,9 @@ def open_slide(path: str | Path) -> Slide:
     """Open a whole-slide image or a plain image as a `Slide`.
 
     OpenSlide first (it knows vendor formats and page pyramids); for TIFFs whose pyramid sits in
-    SubIFDs (which OpenSlide reports as one level) tiffslide; plain PNG/JPEG and untiled TIFFs are
-    loaded into memory. Raises `InputError` naming the file when it is missing or unreadable.
+    SubIFDs (which OpenSlide reports as one level) tiffslide; plain PNG/JPEG/WebP/BMP images and
+    untiled TIFFs are loaded into memory. Raises `InputError` naming the file when it is missing or
+    unreadable, and the formats read when it is none of them.
     """
     with _quiet_tifffile():
         return _open_slide(path)
@@ -323,5 +336,11 @@ def _open_slide(path: str | Path) -> Slide:
             raise
         except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt file
             errors.append(f"image reader: {exc}")
+    if suffix not in PLAIN_IMAGE_SUFFIXES and suffix not in SLIDE_SUFFIXES:
+        raise InputError(
+            f"cannot read slide {path}: {suffix or 'a file without suffix'} is not a format attnmap reads "
+            f"(slides: {', '.join(SLIDE_SUFFIXES)}; plain images: {', '.join(sorted(PLAIN_IMAGE_SUFFIXES))}, "
+            ".tif)"
+        )
     detail = "; ".join(errors) if errors else "unknown format"
     raise InputError(f"cannot read slide {path}: not a supported or intact slide/image ({detail})")

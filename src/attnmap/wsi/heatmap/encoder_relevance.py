@@ -40,7 +40,8 @@ class EncoderRelevance:
     score: torch.Tensor
 
 
-def _check(model: nn.Module) -> VisionTransformer:
+def check_fine_encoder(model: nn.Module) -> VisionTransformer:
+    """``model`` if the conservative rules below cover it (checked before a run); else an error."""
     if not isinstance(model, VisionTransformer):
         raise UnsupportedModelError(
             f"fine maps need a timm VisionTransformer encoder, got {type(model).__name__}"
@@ -166,7 +167,7 @@ def encoder_relevance(
     (fewer sign flips inside a patch); the pixel total, and so conservation, is the same.
     Runs in the dtype of ``images`` (float64 for exact checks). The model is not modified.
     """
-    model = _check(model)
+    model = check_fine_encoder(model)
     if images.ndim != 4:
         raise InputError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
     direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device)
@@ -209,7 +210,7 @@ def check_encoder_forward(model: nn.Module, images: torch.Tensor, atol: float = 
     register tokens handled differently, ...): a silently different function would give wrong maps.
     """
     with torch.no_grad():
-        ours = _forward(_check(model), _Frozen(), images)
+        ours = _forward(check_fine_encoder(model), _Frozen(), images)
         theirs = model(images)
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, atol=atol, rtol=1e-4):
         raise UnsupportedModelError("the encoder's forward differs from the conservative twin: no fine maps")

@@ -44,13 +44,18 @@ class FineConfig:
 
     def __post_init__(self) -> None:
         if self.method not in FINE_METHODS:
-            raise InputError(f"fine.method must be one of {', '.join(FINE_METHODS)}, got {self.method!r}")
+            raise InputError(
+                f"heatmap.fine.method must be one of {', '.join(FINE_METHODS)}, got {self.method!r}"
+            )
         if self.mil_method not in MIL_METHODS:
             raise InputError(
-                f"fine.mil_method must be one of {', '.join(MIL_METHODS)}, got {self.mil_method!r}"
+                f"heatmap.fine.mil_method must be one of {', '.join(MIL_METHODS)}, got {self.mil_method!r}"
             )
-        if self.top_k is not None and (isinstance(self.top_k, bool) or int(self.top_k) < 1):
-            raise InputError(f"fine.top_k must be a positive integer or 'all', got {self.top_k!r}")
+        top_k = self.top_k
+        # an integer, strictly (2.5 was cut to 2 and [1] was a TypeError), as every other key
+        whole = isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool)
+        if top_k is not None and (not whole or top_k < 1):
+            raise InputError(f"heatmap.fine.top_k must be a positive integer or 'all', got {top_k!r}")
 
     @classmethod
     def from_mapping(cls, values: dict | None) -> FineConfig | None:
@@ -61,11 +66,14 @@ class FineConfig:
             raise InputError(f"heatmap.fine must be a mapping, got {type(values).__name__}")
         unknown = set(values) - {"method", "top_k", "mil_method"}
         if unknown:
-            raise InputError(f"unknown keys in heatmap.fine: {', '.join(sorted(unknown))}")
+            raise InputError(
+                f"heatmap.fine: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: method, top_k, "
+                "mil_method"
+            )
         top_k = values.get("top_k", 64)
         if isinstance(top_k, str):
             if top_k.lower() != "all":
-                raise InputError(f"fine.top_k must be a positive integer or 'all', got {top_k!r}")
+                raise InputError(f"heatmap.fine.top_k must be a positive integer or 'all', got {top_k!r}")
             top_k = None
         return cls(values.get("method", "lrp"), top_k, values.get("mil_method", "lrp"))
 

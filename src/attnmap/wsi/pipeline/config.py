@@ -8,10 +8,8 @@ documents them for users.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -23,6 +21,8 @@ from attnmap.validation import STRICT, Check, validate_mapping
 from attnmap.wsi.features import PRECISIONS
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.patching import CONTOUR_CHECKS
+from attnmap.wsi.pipeline.config_checks import check_config, check_roi_folder, is_encoder_name
+from attnmap.wsi.pipeline.slide_list import SlideEntry, read_slide_list
 from attnmap.wsi.tissue import PRESETS, resolve_parameters
 
 Positive = Annotated[int, Ge(1)]
@@ -30,6 +30,10 @@ NonNegative = Annotated[int, Ge(0)]
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 ContourCheck = Literal[CONTOUR_CHECKS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
+__all__ = [
+    "PipelineConfig", "SlideEntry", "check_config", "check_roi_folder", "config_from_dict", "load_config",
+    "read_slide_list",
+]
 
 
 def check_device(device: str) -> str:
@@ -282,13 +286,41 @@ def load_config(path: str | Path, **run_overrides: Any) -> PipelineConfig:
     if not path.is_file():
         raise FileNotFoundError(2, "configuration file not found", str(path))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        with open(path, encoding="utf-8") as handle:  # (a stream: errors name the file)
+            raw = yaml.load(handle, Loader=_unique_key_loader()) or {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as error:
         raise InputError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path} is not UTF-8 text (byte {error.start})") from error
     overrides = {key: value for key, value in run_overrides.items() if value is not None}
     if overrides and isinstance(raw, dict):
         raw = {**raw, "run": {**(raw.get("run") or {}), **overrides}}
     return config_from_dict(raw, base_dir=path.parent)
+
+
+def _unique_key_loader() -> type:
+    """A YAML SafeLoader that refuses a key given twice in one mapping.
+
+    Why: PyYAML keeps the last of two equal keys, so a second ``patching:`` section (or a key
+    repeated in one) silently dropped the first one's values.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool)) or key == "<<":
+                    continue  # merge keys and unhashable keys: PyYAML's own rules
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice in one mapping", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _resolve(value: str | None, base_dir: Path) -> str | None:
@@ -296,11 +328,6 @@ def _resolve(value: str | None, base_dir: Path) -> str | None:
         return value
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else (base_dir / path))
-
-
-def _is_encoder_name(encoder: str) -> bool:
-    """A preset or registered name ("resnet50_trunc", "timm:...", "attnmap:..."), not a file path."""
-    return encoder == "resnet50_trunc" or ":" in encoder and not Path(encoder).is_file()
 
 
 def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
@@ -312,150 +339,6 @@ def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
     encoder = config.features.encoder
     if encoder.startswith("torchscript:"):  # an explicitly trusted TorchScript file
         config.features.encoder = "torchscript:" + (_resolve(encoder[len("torchscript:") :], base_dir) or "")
-    elif not _is_encoder_name(encoder):  # a file: relative to the config like every other path
+    elif not is_encoder_name(encoder):  # a file: relative to the config like every other path
         config.features.encoder = _resolve(encoder, base_dir) or encoder
     config.run.output_dir = _resolve(config.run.output_dir, base_dir) or config.run.output_dir
-
-
-def check_config(config: PipelineConfig) -> None:
-    """Raise `InputError` / `FileNotFoundError` for files that are missing (types and ranges are
-    checked by the annotations when the configuration is built)."""
-    if not config.slides.csv:
-        raise InputError("slides.csv is required: a CSV listing the slides (column slide_path or slide_id)")
-    if not Path(config.slides.csv).is_file():
-        raise FileNotFoundError(2, "slides.csv not found", config.slides.csv)
-    if not config.model.checkpoint:
-        raise InputError("model.checkpoint is required: a CLAM checkpoint (.pt state_dict)")
-    if not Path(config.model.checkpoint).is_file():
-        raise FileNotFoundError(2, "model.checkpoint not found", config.model.checkpoint)
-    _check_model(config.model)
-    encoder = config.features.encoder
-    if encoder.startswith("torchscript:") and not Path(encoder[len("torchscript:") :]).is_file():
-        raise FileNotFoundError(2, "features.encoder TorchScript file not found", encoder)
-    if _is_encoder_name(encoder) and not encoder.startswith("torchscript:"):
-        from attnmap.wsi.encoders import PRESETS, known_encoder_name, registered_names
-
-        if not known_encoder_name(encoder):
-            raise InputError(
-                f"features.encoder {encoder!r} is not an encoder attnmap knows: use one of "
-                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME' or an encoder file"
-            )
-    if not _is_encoder_name(encoder) and not Path(encoder).is_file():
-        raise InputError(
-            f"features.encoder {encoder!r} is neither resnet50_trunc, a 'timm:NAME' or registered name, "
-            "nor an existing encoder file"
-        )
-    if config.features.checkpoint and not Path(config.features.checkpoint).is_file():
-        raise FileNotFoundError(2, "features.checkpoint not found", config.features.checkpoint)
-    if config.heatmap.fine is not None:
-        from attnmap.wsi.heatmap.fine import FineConfig
-
-        FineConfig.from_mapping(config.heatmap.fine)
-
-
-def _check_model(model: ModelConfig) -> None:
-    """Read the checkpoint now (cached for the run), so a corrupt or foreign file, or class names
-    that do not match its classes, stop the run before any slide is touched."""
-    from attnmap.checkpoint import cached_clam
-
-    try:
-        clam, _ = cached_clam(model.checkpoint, "cpu")
-    except InputError as error:
-        named = str(model.checkpoint) in str(error)
-        raise InputError(f"model.checkpoint{'' if named else ' ' + model.checkpoint}: {error}") from error
-    if model.class_names and len(model.class_names) != clam.n_classes:
-        raise InputError(
-            f"model.class_names has {len(model.class_names)} name(s) but model.checkpoint "
-            f"{model.checkpoint} has {clam.n_classes} classes"
-        )
-
-
-@dataclass(frozen=True)
-class SlideEntry:
-    """One row of the slide list: where the slide is, its id (output names), its label if known."""
-
-    path: str
-    slide_id: str
-    label: str = ""
-
-
-def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
-    """The slides named in ``slides.csv``, checked to exist (all missing ones named at once)."""
-    csv_path = Path(config.slides.csv)
-    base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise InputError(f"{csv_path} lists no slides")
-    columns = set(rows[0])
-    if not columns & {"slide_path", "slide_id"}:
-        raise InputError(
-            f"{csv_path} needs a 'slide_path' or 'slide_id' column, has {', '.join(sorted(columns))}"
-        )
-    entries: list[SlideEntry] = []
-    missing: list[str] = []
-    for row in rows:
-        name = (row.get("slide_path") or row.get("slide_id") or "").strip()
-        if not name:
-            raise InputError(f"{csv_path} has a row without a slide: {row}")
-        path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
-        slide_id = (row.get("slide_id") or "").strip() or path.stem
-        if "/" in slide_id or "\\" in slide_id or slide_id in (".", ".."):
-            raise InputError(
-                f"{csv_path}: slide id {slide_id!r} names output files, so it cannot hold '/' or '\\' "
-                "(give the folder in slide_path or slides.data_dir)"
-            )
-        if not path.is_file():
-            missing.append(str(path))
-        entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
-    if missing:
-        raise FileNotFoundError(2, f"{len(missing)} slide(s) in {csv_path} not found, e.g.", missing[0])
-    counts = Counter(entry.slide_id for entry in entries)
-    duplicates = sorted(slide_id for slide_id, count in counts.items() if count > 1)
-    if duplicates:
-        raise InputError(f"{csv_path} lists slide id(s) more than once: {', '.join(duplicates)}")
-    check_slide_levels(config, entries)
-    return entries
-
-
-def _slide_file(name: Path, base: Path, extension: str) -> Path:
-    """The slide file a CSV row names: ``extension`` appended unless the name already ends with it.
-
-    Not "unless it has a suffix": slide ids hold dots (TCGA's ``...-DX1.6B8C7E5C-...``), and CLAM
-    appends its ``slide_ext`` to them all the same. A row naming an existing file with another
-    suffix (``a.tif`` beside ``extension: .svs``) is taken as it is.
-    """
-    path = name if name.is_absolute() else base / name
-    if not extension or path.name.lower().endswith(extension.lower()):
-        return path
-    extended = path.with_name(path.name + extension)
-    return path if path.suffix and path.is_file() and not extended.is_file() else extended
-
-
-def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> None:
-    """`InputError` naming the key if a level the configuration asks for is missing from a slide.
-
-    Run before any work, so a wrong ``heatmap.vis_level`` does not surface only after the features
-    were computed. A slide that does not open is left to its own task (recorded as failed there).
-    """
-    from attnmap.wsi.slide import open_slide
-
-    levels = {
-        "segmentation.level": config.segmentation.level,
-        "patching.level": config.patching.level,
-        "heatmap.vis_level": config.heatmap.vis_level if config.heatmap.vis_level >= 0 else None,
-        "heatmap.tiff_level": config.heatmap.tiff_level if config.heatmap.tiff else None,
-    }
-    wanted = {key: level for key, level in levels.items() if level is not None}
-    for entry in entries:
-        try:
-            with open_slide(entry.path) as slide:
-                count = slide.level_count
-        except Exception:  # noqa: BLE001 - reported by the slide's own task
-            continue
-        for key, level in wanted.items():
-            if level >= count:
-                raise InputError(
-                    f"{key}: level {level} does not exist in slide {entry.slide_id} "
-                    f"(levels 0 to {count - 1})"
-                )

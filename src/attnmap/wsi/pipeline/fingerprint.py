@@ -76,7 +76,44 @@ class StageFingerprints:
 
     @functools.cached_property
     def patches(self) -> Fingerprint:
-        return self._make("patches", tissue=self.tissue.value, patching=self._params("patching"))
+        # the ROI file's content, not only its folder's name: an edited ROI reused the old patches.
+        # No key without one, so that grids made before keep their fingerprint.
+        roi = self.roi_file
+        return self._make(
+            "patches",
+            tissue=self.tissue.value,
+            patching=self._params("patching"),
+            **({"roi": file_identity(roi, content=True)} if roi is not None else {}),
+            **self._grid(),
+        )
+
+    def _grid(self) -> dict[str, str]:
+        """``{"grid": "downsample"}`` when the patch level's downsample is not a whole number
+        (`attnmap.wsi.patching.grid_scale`: the grid there is no longer CLAM's overlapping one, so
+        patches made before must not be reused); nothing otherwise, so other grids keep theirs."""
+        level = self.config.patching.level
+        if level == 0:
+            return {}
+        from attnmap.errors import InputError
+        from attnmap.wsi.patching import grid_scale
+        from attnmap.wsi.slide import open_slide
+
+        try:
+            with open_slide(self.entry.path) as slide:
+                scales = slide.level_scale_xy(level)
+        except InputError:  # the slide's own stage reports it
+            return {}
+        return {"grid": "downsample"} if any(grid_scale(s) != int(s) for s in scales) else {}
+
+    @property
+    def roi_file(self) -> Path | None:
+        """The slide's ROI annotation file when ``patching.roi_annotations`` is set and has one."""
+        folder = self.config.patching.roi_annotations
+        if folder is None:
+            return None
+        from attnmap.wsi.annotations import annotation_file
+
+        return annotation_file(folder, self.entry.slide_id)
 
     @functools.cached_property
     def features(self) -> Fingerprint:

@@ -155,10 +155,22 @@ def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
         params = tissue.parameters
         width, height = slide.dimensions
         minimum = params["a_t"] * 512 * 512
+        if minimum > width * height:  # CLAM's default a_t = 100 is 26 Mpx: more than a plain image
+            return (
+                f"segmentation.a_t={params['a_t']:g} asks for tissue regions of at least {minimum:.0f} "
+                f"level-0 px (a_t × 512²), more than the whole {width}×{height} slide: lower a_t"
+            )
         return (
             f"segmentation kept no tissue region (saturation above sthresh={params['sthresh']}, regions of "
             f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
             f"{width}×{height} px): a blank or grey slide has none, else lower a_t or sthresh"
+        )
+    width, height = slide.level_dimensions[patching.level]
+    if not patching.padding and min(width, height) < patching.patch_size:
+        return (
+            f"the slide is {width}×{height} px at level {patching.level}, smaller than one "
+            f"{patching.patch_size}-px patch, and patching.padding is off: use a smaller patch size "
+            "or padding: true (patches reaching past the edge are padded)"
         )
     return (
         f"no {patching.patch_size}-px patch at level {patching.level} fits its {len(tissue.contours)} "

@@ -1,0 +1,136 @@
+"""The checks of a `wsi run` configuration that need its files: slide CSV, model, encoder, ROI folder.
+
+Why its own module: each check here stops a run while the configuration loads, before any slide is
+touched, for a mistake that used to fail every slide one by one after minutes of work (a model that
+does not take the encoder's features, fine maps with an encoder they cannot explain, weights for
+another architecture, a missing ROI folder). Types and ranges are checked by the annotations of
+`attnmap.wsi.pipeline.config`; these need the files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from attnmap.errors import InputError
+
+if TYPE_CHECKING:
+    from attnmap.wsi.pipeline.config import ModelConfig, PipelineConfig
+
+
+def is_encoder_name(encoder: str) -> bool:
+    """A preset or registered name ("resnet50_trunc", "timm:...", "attnmap:..."), not a file path."""
+    return encoder == "resnet50_trunc" or ":" in encoder and not Path(encoder).is_file()
+
+
+def check_config(config: PipelineConfig) -> None:
+    """Raise `InputError` / `FileNotFoundError` for files that are missing (types and ranges are
+    checked by the annotations when the configuration is built)."""
+    if not config.slides.csv:
+        raise InputError("slides.csv is required: a CSV listing the slides (column slide_path or slide_id)")
+    if not Path(config.slides.csv).is_file():
+        raise FileNotFoundError(2, "slides.csv not found", config.slides.csv)
+    if not config.model.checkpoint:
+        raise InputError("model.checkpoint is required: a CLAM checkpoint (.pt state_dict)")
+    if not Path(config.model.checkpoint).is_file():
+        raise FileNotFoundError(2, "model.checkpoint not found", config.model.checkpoint)
+    _check_model(config.model)
+    encoder = config.features.encoder
+    if encoder.startswith("torchscript:") and not Path(encoder[len("torchscript:") :]).is_file():
+        raise FileNotFoundError(2, "features.encoder TorchScript file not found", encoder)
+    if is_encoder_name(encoder) and not encoder.startswith("torchscript:"):
+        from attnmap.wsi.encoders import PRESETS, known_encoder_name, registered_names
+
+        if not known_encoder_name(encoder):
+            raise InputError(
+                f"features.encoder {encoder!r} is not an encoder attnmap knows: use one of "
+                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME' or an encoder file"
+            )
+    if not is_encoder_name(encoder) and not Path(encoder).is_file():
+        raise InputError(
+            f"features.encoder {encoder!r} is neither resnet50_trunc, a 'timm:NAME' or registered name, "
+            "nor an existing encoder file"
+        )
+    if config.features.checkpoint and not Path(config.features.checkpoint).is_file():
+        raise FileNotFoundError(2, "features.checkpoint not found", config.features.checkpoint)
+    if config.features.checkpoint and (encoder.startswith("torchscript:") or not is_encoder_name(encoder)):
+        raise InputError(
+            f"features.checkpoint: the encoder file {encoder} carries its own weights; give "
+            "features.checkpoint only with a named encoder (resnet50_trunc, timm:NAME, ...)"
+        )
+    if config.heatmap.fine is not None:
+        from attnmap.wsi.heatmap.fine import FineConfig
+
+        FineConfig.from_mapping(config.heatmap.fine)
+    check_roi_folder(config.patching.roi_annotations)
+    _check_encoder(config)
+
+
+def check_roi_folder(folder: str | None) -> None:
+    """`InputError` unless ``patching.roi_annotations`` is unset or an existing folder (not a file)."""
+    if folder is None:
+        return
+    if not Path(folder).exists():
+        raise InputError(f"patching.roi_annotations: folder not found: {folder}")
+    if not Path(folder).is_dir():
+        raise InputError(
+            f"patching.roi_annotations must be a folder of <slide id>.geojson|.json|.xml files, "
+            f"got the file {folder}"
+        )
+
+
+def _check_encoder(config: PipelineConfig) -> None:
+    """The encoder's weights against its architecture, its feature size against the model's, and
+    the fine maps against the encoder.
+
+    Why now: both used to fail every slide one by one, after its tissue and patches (the size) or
+    after its heatmap (the fine maps). The encoder is only outlined (`encoder_outline`: no weights
+    are loaded for a preset or timm architecture), so the check is cheap.
+    """
+    from attnmap.checkpoint import cached_clam
+    from attnmap.wsi.encoders import encoder_outline
+
+    f = config.features
+    try:
+        encoder = encoder_outline(f.encoder, f.input_size)
+    except InputError as error:
+        named = f.encoder in str(error)
+        raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
+    if f.checkpoint:  # weights for another architecture failed each slide after its patches
+        from attnmap.checkpoint import check_state_dict, load_state_dict
+
+        try:
+            state = load_state_dict(f.checkpoint)
+            check_state_dict(encoder.model, state, f.checkpoint, ignore_unexpected=True)
+        except InputError as error:
+            raise InputError(f"features.checkpoint: {error}") from error
+    model = cached_clam(config.model.checkpoint, "cpu")[0]
+    if encoder.feature_dim != model.embed_dim:
+        raise InputError(
+            f"features.encoder {f.encoder} gives {encoder.feature_dim}-d features but model.checkpoint "
+            f"{config.model.checkpoint} expects {model.embed_dim}-d features"
+        )
+    if config.heatmap.fine is not None:
+        from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder
+
+        try:
+            check_fine_encoder(encoder.model)
+        except InputError as error:
+            raise InputError(f"heatmap.fine: {error} (features.encoder is {f.encoder})") from error
+
+
+def _check_model(model: ModelConfig) -> None:
+    """Read the checkpoint now (cached for the run), so a corrupt or foreign file, or class names
+    that do not match its classes, stop the run before any slide is touched."""
+    from attnmap.checkpoint import cached_clam
+
+    try:
+        clam, _ = cached_clam(model.checkpoint, "cpu")
+    except InputError as error:
+        named = str(model.checkpoint) in str(error)
+        raise InputError(f"model.checkpoint{'' if named else ' ' + model.checkpoint}: {error}") from error
+    if model.class_names and len(model.class_names) != clam.n_classes:
+        raise InputError(
+            f"model.class_names has {len(model.class_names)} name(s) but model.checkpoint "
+            f"{model.checkpoint} has {clam.n_classes} classes"
+        )

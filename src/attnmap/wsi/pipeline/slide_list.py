@@ -1,0 +1,199 @@
+"""The slide list of `attnmap wsi run`: ``slides.csv`` read into `SlideEntry` rows, checked before any work.
+
+Why its own module: a slide list is where a new user's first run goes wrong (a column name with a
+space, a legacy encoding, ids that collide, a relative path read from the wrong folder), and each
+of those must be one line naming the file before any slide is touched. Paths in the CSV are
+relative to ``slides.data_dir``, else to the CSV's own folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attnmap.errors import InputError
+from attnmap.io_utils import csv_delimiter
+
+if TYPE_CHECKING:
+    from attnmap.wsi.pipeline.config import PipelineConfig
+
+
+@dataclass(frozen=True)
+class SlideEntry:
+    """One row of the slide list: where the slide is, its id (output names), its label if known."""
+
+    path: str
+    slide_id: str
+    label: str = ""
+
+
+def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
+    """The slides named in ``slides.csv``, checked to exist (all missing ones named at once)."""
+    csv_path = Path(config.slides.csv)
+    base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
+            delimiter = csv_delimiter(handle.readline())
+            handle.seek(0)
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            # "slide_id, label" (a space after the comma): the label column was lost without a word
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+            rows = list(reader)
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{csv_path} is not UTF-8 text (byte {error.start}): save it as \"CSV UTF-8\""
+        ) from error
+    if not rows:
+        raise InputError(f"{csv_path} lists no slides")
+    columns = {name for name in rows[0] if name is not None}
+    if not columns & {"slide_path", "slide_id"}:
+        raise InputError(
+            f"{csv_path} needs a 'slide_path' or 'slide_id' column, has {', '.join(sorted(columns))}"
+        )
+    entries: list[SlideEntry] = []
+    missing: list[str] = []
+    for row in rows:
+        name = (row.get("slide_path") or row.get("slide_id") or "").strip()
+        if not name:
+            raise InputError(f"{csv_path} has a row without a slide: {row}")
+        path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
+        slide_id = (row.get("slide_id") or "").strip() or path.stem
+        if "/" in slide_id or "\\" in slide_id or slide_id in (".", ".."):
+            raise InputError(
+                f"{csv_path}: slide id {slide_id!r} names output files, so it cannot hold '/' or '\\' "
+                "(give the folder in slide_path or slides.data_dir)"
+            )
+        if path.is_dir():
+            raise InputError(f"{csv_path}: {path} is a folder, not a slide file")
+        if not path.is_file():
+            missing.append(str(path))
+        entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
+    if missing:
+        extension = config.slides.extension
+        hint = (
+            f" (slides.extension {extension!r} is appended as it is: '.{extension}'?)"
+            if extension and not extension.startswith(".") else ""
+        )
+        raise FileNotFoundError(2, f"{len(missing)} slide(s) in {csv_path} not found{hint}, e.g.", missing[0])
+    counts = Counter(entry.slide_id for entry in entries)
+    duplicates = sorted(slide_id for slide_id, count in counts.items() if count > 1)
+    if duplicates:
+        origin = "" if "slide_id" in columns else " (ids are the file names without suffix)"
+        raise InputError(
+            f"{csv_path} lists slide id(s) more than once{origin}: {', '.join(duplicates)}; "
+            "give each slide its own slide_id"
+        )
+    check_slide_annotations(config, entries)
+    check_slide_levels(config, entries)
+    return entries
+
+
+def check_slide_annotations(config: PipelineConfig, entries: list[SlideEntry]) -> None:
+    """`InputError` naming the slides without ROI annotations, or the first file that does not
+    read, when ``patching.roi_annotations`` is set.
+
+    Before any work: each such slide would fail only after its tissue segmentation, one by one.
+    """
+    folder = config.patching.roi_annotations
+    if folder is None:
+        return
+    from attnmap.wsi.annotations import annotation_file, load_annotations
+
+    files = {entry.slide_id: annotation_file(folder, entry.slide_id) for entry in entries}
+    lacking = [slide_id for slide_id, path in files.items() if path is None]
+    if lacking:
+        shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+        raise InputError(
+            f"patching.roi_annotations: {len(lacking)} slide(s) have no <slide id>.geojson, .json or .xml "
+            f"in {folder}: {shown}"
+        )
+    for path in files.values():
+        try:
+            load_annotations(path)
+        except InputError as error:
+            raise InputError(f"patching.roi_annotations: {error}") from error
+
+
+def _slide_file(name: Path, base: Path, extension: str) -> Path:
+    """The slide file a CSV row names: ``extension`` appended unless the name already ends with it.
+
+    Not "unless it has a suffix": slide ids hold dots (TCGA's ``...-DX1.6B8C7E5C-...``), and CLAM
+    appends its ``slide_ext`` to them all the same. A row naming an existing file with another
+    suffix (``a.tif`` beside ``extension: .svs``) is taken as it is.
+    """
+    path = name if name.is_absolute() else base / name
+    if not extension or path.name.lower().endswith(extension.lower()):
+        return path
+    extended = path.with_name(path.name + extension)
+    return path if path.suffix and path.is_file() and not extended.is_file() else extended
+
+
+def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> None:
+    """`InputError` naming the key if a level the configuration asks for is missing from a slide.
+
+    Run before any work, so a wrong ``heatmap.vis_level`` does not surface only after the features
+    were computed. A slide that does not open is left to its own task (recorded as failed there).
+    """
+    from attnmap.wsi.slide import open_slide
+
+    levels = {
+        "segmentation.level": config.segmentation.level,
+        "patching.level": config.patching.level,
+        "heatmap.vis_level": config.heatmap.vis_level if config.heatmap.vis_level >= 0 else None,
+        "heatmap.tiff_level": config.heatmap.tiff_level if config.heatmap.tiff else None,
+    }
+    wanted = {key: level for key, level in levels.items() if level is not None}
+    for entry in entries:
+        try:
+            slide = open_slide(entry.path)
+        except Exception:  # noqa: BLE001 - reported by the slide's own task
+            continue
+        with slide:
+            count = slide.level_count
+            for key, level in wanted.items():
+                if level >= count:
+                    raise InputError(
+                        f"{key}: level {level} does not exist in slide {entry.slide_id} "
+                        f"(levels 0 to {count - 1})"
+                    )
+            _check_heatmap_geometry(config, entry, slide)
+
+
+def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: Any) -> None:
+    """``heatmap.roi`` outside the slide, patches smaller than a pixel at the heatmap's level, or a
+    heatmap too large to draw in memory: each failed the slide only after its features and
+    attention were computed."""
+    from attnmap.wsi.heatmap import renderer
+    from attnmap.wsi.heatmap.renderer import resolve_vis_level
+
+    roi = config.heatmap.roi
+    width, height = slide.dimensions
+    if roi is not None and (roi[0][0] >= width or roi[0][1] >= height or roi[1][0] <= 0 or roi[1][1] <= 0):
+        raise InputError(
+            f"heatmap.roi {[list(corner) for corner in roi]} lies outside slide {entry.slide_id} "
+            f"({width}×{height} at level 0)"
+        )
+    vis_level = resolve_vis_level(slide, config.heatmap.vis_level)
+    patch = round(config.patching.patch_size * float(slide.level_downsamples[config.patching.level]))
+    vis = max(slide.level_scale_xy(vis_level))
+    if patch < vis:
+        raise InputError(
+            f"heatmap.vis_level: a {config.patching.patch_size}-px patch at level {config.patching.level} "
+            f"is smaller than one pixel at level {vis_level} (downsample {vis:g}) of slide {entry.slide_id}: "
+            "choose a finer vis_level or larger patches"
+        )
+    scale_x, scale_y = slide.level_scale_xy(vis_level)
+    if roi is None:
+        canvas = slide.level_dimensions[vis_level]
+    else:
+        (left, top), (right, bottom) = roi  # the renderer's arithmetic
+        canvas = (int(right / scale_x) - int(left / scale_x), int(bottom / scale_y) - int(top / scale_y))
+    if canvas[0] * canvas[1] > renderer.MAX_CANVAS_PIXELS:
+        raise InputError(
+            f"heatmap.vis_level: the heatmap of slide {entry.slide_id} at level {vis_level} would be "
+            f"{canvas[0]}×{canvas[1]} px, more than the {renderer.MAX_CANVAS_PIXELS} drawn in memory: "
+            "choose a coarser vis_level or a heatmap.roi"
+        )
