@@ -11,9 +11,9 @@ import pytest
 import tifffile
 import timm
 import torch
+from cli_runner import run_cli
 from PIL import Image
 
-from attnmap.cli.main import main
 from attnmap.errors import InputError
 from attnmap.vit.preprocess import FirstFrameWarning, _as_pil, load_image, preprocess
 
@@ -99,14 +99,6 @@ def test_image_smaller_than_a_patch_is_refused(tmp_path: Path, tiny_model: torch
     preprocess(tiny_model, Image.fromarray(_rgb(16, 60)))  # one patch high: explained
 
 
-def _cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
-
-
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -124,8 +116,8 @@ def test_cli_reports_unreadable_files_in_one_line(
     else:
         path.write_bytes(content)
     model = ["--model", "timm:vit_tiny_patch16_224", "--model-arg", "depth=1", "--model-arg", "img_size=32"]
-    code = _cli(["explain", str(path), *model, "--method", "attention", "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "explain", path, *model, "--method", "attention", "--out", out)
     errors = [line for line in err.splitlines() if line.startswith("attnmap: error")]
     assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
 
@@ -189,18 +181,10 @@ def test_cli_prints_warnings_on_one_line_of_their_own(
         warnings_module.showwarning = lambda message, category, filename, lineno, file=None, line=None: (
             sys.stderr.write(warnings_module.formatwarning(message, category, filename, lineno, line))
         )
-        code = _cli(
-            [
-                "explain",
-                str(tmp_path / "anim.gif"),
-                *model,
-                "--method",
-                "attention",
-                "--out",
-                str(tmp_path / "o"),
-            ]
+        code, _, err = run_cli(
+            capsys, "explain", tmp_path / "anim.gif", *model, "--method", "attention", "--out", tmp_path / "o"
         )
-    err = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    err = err.replace("\r", "\n").splitlines()
     assert code == 0 and warnings_module.formatwarning is before  # the CLI's format is undone on return
     animated = [line for line in err if "animated" in line]
     assert animated == [
