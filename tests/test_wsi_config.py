@@ -318,3 +318,20 @@ def test_an_encoder_outline_is_the_encoder_without_its_weights(name: str) -> Non
     assert outline.transform.size == real.transform.size
     if name.startswith("timm:"):
         assert all(parameter.is_meta for parameter in outline.model.parameters())
+
+
+def test_naming_the_slides_of_a_run_opens_none_of_them(
+    setup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wsi run` checks every slide against the configuration before its run; the summary after it
+    only names the slides, without opening each one again."""
+    from attnmap.wsi import slide
+
+    config = load_config(setup)
+    checked = read_slide_list(config)
+    opened: list[object] = []
+    real = slide.open_slide
+    monkeypatch.setattr(slide, "open_slide", lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
+    assert read_slide_list(config, check_slides=False) == checked and opened == []
+    read_slide_list(config)
+    assert len(opened) == len(checked)  # the check does open them (the test sees the calls)

@@ -313,7 +313,7 @@ def run(config_yaml: Path, out_dir: Path | None, force: bool, **options: Any) ->
     config = load_config(config_yaml, **overrides)
     report = run_cohort(config, progress=not quiet(), force=force)
     out = Path(config.run.output_dir)
-    for line in slide_summaries(report, read_slide_list(config)):
+    for line in slide_summaries(report, read_slide_list(config, check_slides=False)):
         click.echo(line)
     click.echo(
         f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed; "

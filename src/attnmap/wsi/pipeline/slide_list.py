@@ -30,8 +30,13 @@ class SlideEntry:
     label: str = ""
 
 
-def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
-    """The slides named in ``slides.csv``, checked to exist (all missing ones named at once)."""
+def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[SlideEntry]:
+    """The slides named in ``slides.csv``, checked to exist (all missing ones named at once).
+
+    ``check_slides``: also open every slide and ROI annotation to check the configuration against
+    them (levels, heatmap geometry, annotations). False only names the slides, e.g. those of a run
+    that has just checked them, without opening each one again.
+    """
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
     try:
@@ -86,8 +91,9 @@ def read_slide_list(config: PipelineConfig) -> list[SlideEntry]:
             f"{csv_path} lists slide id(s) more than once{origin}: {', '.join(duplicates)}; "
             "give each slide its own slide_id"
         )
-    check_slide_annotations(config, entries)
-    check_slide_levels(config, entries)
+    if check_slides:
+        check_slide_annotations(config, entries)
+        check_slide_levels(config, entries)
     return entries
 
 
