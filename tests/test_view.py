@@ -221,3 +221,17 @@ def test_tiffslide_slides_tile_like_openslide(run_folder):
     tiles = SlideTiles(other)
     assert np.abs(np.asarray(tiles.image(9, 1, 1), dtype=int) - expected).mean() < 2.0
     other.close()
+
+
+def test_broken_prediction_files_are_one_line_errors(tmp_path):
+    run = write_run_folder(tmp_path, fine=False)
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    good = prediction.read_text()
+    for text, message in (
+        (good[:40], "cannot read"),  # a run interrupted while writing it
+        ("[1, 2]", "names no 'slide_path'"),
+        ('{"slide_id": "slide_a"}', "names no 'slide_path'"),
+    ):
+        prediction.write_text(text)
+        with pytest.raises(InputError, match=message):
+            discover(run)

@@ -152,9 +152,8 @@ def _run_slides(root: Path, annotations_dir: Path | None) -> list[ViewSlide]:
         prediction_file = blockmap.parent / f"{slide_id}_prediction.json"
         if not prediction_file.is_file():
             continue
-        prediction = json.loads(prediction_file.read_text())
-        prediction.pop("provenance", None)
-        slide_path = Path(prediction.get("slide_path", ""))
+        prediction = _read_prediction(prediction_file)
+        slide_path = Path(prediction["slide_path"])
         if not slide_path.is_absolute():
             slide_path = (root / slide_path) if (root / slide_path).is_file() else slide_path.resolve()
         if not slide_path.is_file():
@@ -177,6 +176,19 @@ def _run_slides(root: Path, annotations_dir: Path | None) -> list[ViewSlide]:
             )
         )
     return slides
+
+
+def _read_prediction(path: Path) -> dict:
+    """A slide's prediction JSON, without its provenance; `InputError` when it is not one (a run
+    interrupted while writing it, or a hand-edited file)."""
+    try:
+        prediction = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(prediction, dict) or not isinstance(prediction.get("slide_path"), str):
+        raise InputError(f"{path} is not a prediction file of `wsi run`: it names no 'slide_path'")
+    prediction.pop("provenance", None)
+    return prediction
 
 
 def _find_annotations(folder: Path | None, slide_id: str) -> list[np.ndarray]:
