@@ -235,3 +235,49 @@ def test_broken_prediction_files_are_one_line_errors(tmp_path):
         prediction.write_text(text)
         with pytest.raises(InputError, match=message):
             discover(run)
+
+
+def _fetch(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_a_rerun_while_the_server_is_open_is_never_served_stale(tmp_path):
+    import h5py
+
+    run = write_run_folder(tmp_path, fine=False)
+    content = ViewerContent(discover(run), reload=lambda: discover(run), watch=[run], check_interval=0)
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    tile = f"{base}/tiles/0/heat-0_files/10/0_0.png"
+    try:
+        status, headers, before = _fetch(tile)
+        assert status == 200 and headers["Cache-Control"] == "no-cache"
+        etag = headers["ETag"]
+        assert _fetch(tile, {"If-None-Match": etag})[0] == 304
+        with h5py.File(run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", "r+") as handle:
+            handle["attention_scores"][...] = -np.asarray(handle["attention_scores"])  # a new configuration
+        status, headers, after = _fetch(tile, {"If-None-Match": etag})
+        assert status == 200 and headers["ETag"] != etag and after != before
+        fresh = ViewerContent(discover(run))  # what a fresh server draws for the new scores
+        assert fresh.get("tiles/0/heat-0_files/10/0_0.png")[0] == after
+        fresh.close()
+        blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+        saved = blockmap.read_bytes()
+        blockmap.write_bytes(saved[:1000])  # a rerun still writing it
+        status, headers, body = _fetch(f"{base}/data/slides.js")
+        assert status == 503 and headers["Cache-Control"] == "no-store" and len(body.splitlines()) == 1
+        blockmap.write_bytes(saved)
+        assert _fetch(f"{base}/data/slides.js")[0] == 200
+        status, headers, _ = _fetch(f"{base}/tiles/0/slide_files/99/0_0.jpeg")
+        assert status == 404 and headers["Cache-Control"] == "no-store"  # a 404 is not remembered
+        assert _fetch(f"{base}/tiles/0/slide_files/%D9%A3/0_0.jpeg")[0] == 404  # non-ASCII digit
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()

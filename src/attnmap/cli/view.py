@@ -56,11 +56,15 @@ def view(
     """Show PATH (a `wsi run` output folder, a folder of them, or a slide with --scores) in the browser."""
     from attnmap.view import ViewerContent, discover, export_static, make_server
 
-    content = ViewerContent(discover(path, list(scores), annotations), cache_bytes=cache_mb << 20)
+    def load():
+        return discover(path, list(scores), annotations)
+
     if export_dir is not None:
+        content = ViewerContent(load(), cache_bytes=cache_mb << 20)
         page = export_static(content, export_dir, progress=True)
         click.echo(f"wrote {page} (open it in a browser, or serve the folder)")
         return
+    content = ViewerContent(load(), cache_bytes=cache_mb << 20, reload=load, watch=[path])
     server = make_server(content, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     click.echo(f"attnmap view: {len(content.slides)} slide(s) at {url} (Ctrl+C to stop)")

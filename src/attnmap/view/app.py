@@ -12,9 +12,12 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
 import threading
+import time
+from collections.abc import Callable, Sequence
 from importlib import resources
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -22,7 +25,7 @@ from PIL import Image
 from attnmap.view.cache import ByteLRU
 from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles, encode_png
 from attnmap.view.layers import FineLayer, HeatmapLayer, OutlineLayer
-from attnmap.view.sources import ViewSlide
+from attnmap.view.sources import ViewSlide, source_state
 
 TOP_K = 12
 THUMB_PIXELS = 160
@@ -39,15 +42,19 @@ CONTENT_TYPES = {
     ".dzi": "application/xml",
 }
 TILE_URL = re.compile(
-    r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))_files/(\d+)/(\d+)_(\d+)\.(jpeg|png)$"
+    r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))_files/(\d+)/(\d+)_(\d+)\.(jpeg|png)$", re.ASCII
 )
-DZI_URL = re.compile(r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))\.dzi$")
-DATA_URL = re.compile(r"^data/(\d+)/(info|patches-(\d+))\.js$")
-THUMB_URL = re.compile(r"^thumbs/(\d+)/(\d+)/(\d+)\.jpeg$")
+DZI_URL = re.compile(r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))\.dzi$", re.ASCII)
+DATA_URL = re.compile(r"^data/(\d+)/(info|patches-(\d+))\.js$", re.ASCII)
+THUMB_URL = re.compile(r"^thumbs/(\d+)/(\d+)/(\d+)\.jpeg$", re.ASCII)
 
 
 class NotFoundError(Exception):
     """The URL names nothing the viewer serves."""
+
+
+class UnavailableError(Exception):
+    """The files behind the view changed and no longer read (a run still writing them, say)."""
 
 
 def _static_root():
@@ -81,15 +88,64 @@ def _fine_legend(score_set) -> dict | None:
 
 
 class ViewerContent:
-    """Resolves relative URLs to (bytes, content type); tiles are rendered on demand and cached."""
+    """Resolves relative URLs to (bytes, content type); tiles are rendered on demand and cached.
 
-    def __init__(self, slides: list[ViewSlide], cache_bytes: int = 128 << 20) -> None:
+    ``reload`` (with ``watch``, extra paths such as the folder given): a server stays open while the
+    user reruns `wsi run`, so `refresh` re-reads the slides when a file or folder they came from
+    changed, and drops every tile, layer and cached byte of the old ones; `version` (part of the
+    server's ETags) changes with them, so a browser never keeps showing the old picture.
+    """
+
+    def __init__(
+        self,
+        slides: list[ViewSlide],
+        cache_bytes: int = 128 << 20,
+        reload: Callable[[], list[ViewSlide]] | None = None,
+        watch: Sequence[str | Path] = (),
+        check_interval: float = 1.0,
+    ) -> None:
         self.slides = slides
         self.cache = ByteLRU(cache_bytes)
         self._lock = threading.Lock()
         self._tiles: dict[int, SlideTiles] = {}
         self._layers: dict[tuple[int, str], object] = {}
+        self._retired: list[object] = []
         self.empty_png = encode_png(np.zeros((1, 1, 4), dtype=np.uint8))
+        self._reload, self._watch, self.check_interval = reload, tuple(Path(p) for p in watch), check_interval
+        self._state = self._source_state()
+        self._checked_at = time.monotonic()
+        self._token, self._generation = secrets.token_hex(6), 0
+        self.error: str | None = None
+
+    # ------------------------------------------------------------------------------ freshness
+    @property
+    def version(self) -> str:
+        """Names this process's current content: another server, or a reload, gives another."""
+        return f"{self._token}-{self._generation}"
+
+    def _source_state(self) -> tuple:
+        return source_state([*self._watch, *(p for slide in self.slides for p in slide.sources)])
+
+    def refresh(self) -> None:
+        """Re-read the slides if their files changed (checked at most every ``check_interval`` s)."""
+        if self._reload is None or time.monotonic() - self._checked_at < self.check_interval:
+            return
+        with self._lock:
+            self._checked_at = time.monotonic()
+            state = self._source_state()
+            if state == self._state:
+                return
+            try:
+                slides, error = self._reload(), None
+            except Exception as exc:  # noqa: BLE001 - shown as one line until the files read again
+                slides, error = [], f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+            # in-flight requests may still hold the old slides' handles: close them at `close`
+            self._retired += [*self._tiles.values(), *self._layers.values()]
+            self._tiles, self._layers = {}, {}
+            self.cache.clear()
+            self.slides, self.error = slides, error
+            self._state = state if error else self._source_state()
+            self._generation += 1
 
     # ------------------------------------------------------------------------------ resources
     def slide_tiles(self, index: int) -> SlideTiles:
@@ -119,11 +175,10 @@ class ViewerContent:
         return list(self.slides[index].score_sets)
 
     def close(self) -> None:
-        for tiles in self._tiles.values():
-            tiles.slide.close()
-        for layer in self._layers.values():
-            if hasattr(layer, "close"):
-                layer.close()
+        for item in [*self._tiles.values(), *self._layers.values(), *self._retired]:
+            closable = item.slide if isinstance(item, SlideTiles) else item
+            if hasattr(closable, "close"):
+                closable.close()
 
     # ------------------------------------------------------------------------------ payloads
     def slide_list(self) -> dict:
@@ -241,6 +296,8 @@ class ViewerContent:
         """(body, content type) for a URL path relative to the viewer root; `NotFoundError` otherwise."""
         path = url.split("?", 1)[0].split("#", 1)[0].lstrip("/") or "index.html"
         suffix = PurePosixPath(path).suffix
+        if self.error is not None and not path.startswith("static/") and path != "index.html":
+            raise UnavailableError(self.error)
         if path == "data/slides.js":
             return _js("slides", self.slide_list()), CONTENT_TYPES[".js"]
         for pattern, handler in (

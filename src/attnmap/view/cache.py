@@ -23,6 +23,11 @@ class ByteLRU:
     def __len__(self) -> int:
         return len(self._items)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.size = 0
+
     def get_or_make(self, key: Hashable, make: Callable[[], bytes]) -> bytes:
         """The cached value of ``key``, or ``make()``'s result, stored (evicting the least recent)."""
         with self._lock:

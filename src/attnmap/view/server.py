@@ -3,6 +3,11 @@
 Why the standard library: the viewer serves a handful of small files and tiles to one local browser;
 `http.server.ThreadingHTTPServer` does that without a dependency. Each request is answered from
 `ViewerContent`; anything it does not know is a 404, errors inside are a 500 with one line.
+
+Why ETags and ``no-cache`` rather than ``max-age``: the user may rerun `wsi run` into the folder
+being viewed, and a tile URL then names a different picture. The browser revalidates every URL
+(a 304 costs no rendering) and an ETag holds only while the content's `version` does; errors are
+never stored.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 from attnmap.errors import InputError
-from attnmap.view.app import NotFoundError, ViewerContent
+from attnmap.view.app import NotFoundError, UnavailableError, ViewerContent
 
 HOST = "127.0.0.1"
 
@@ -23,22 +28,42 @@ def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
         server_version = "attnmap-view"
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self._answer(send_body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+            self._answer(send_body=False)
+
+        def _answer(self, send_body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
+            content.refresh()
+            etag = f'"{content.version}"'  # read before the body: a reload meanwhile only costs a refetch
+            text = "text/plain; charset=utf-8"
             try:
                 body, content_type = content.get(path)
                 status = 200
             except NotFoundError:
-                body, content_type, status = b"not found\n", "text/plain; charset=utf-8", 404
+                body, content_type, status = b"not found\n", text, 404
+            except UnavailableError as exc:
+                body, content_type, status = f"{exc}\n".encode(), text, 503
             except Exception as exc:  # noqa: BLE001 - one failed tile must not stop the server
-                body, content_type, status = f"{type(exc).__name__}: {exc}\n".encode(), "text/plain", 500
+                body, content_type, status = f"{type(exc).__name__}: {exc}\n".encode(), text, 500
+            if status == 200 and etag in self.headers.get("If-None-Match", ""):
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                return
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header(
-                "Cache-Control", "no-cache" if path.endswith((".html", ".js")) else "max-age=3600"
-            )
+            if status == 200:
+                self.send_header("ETag", etag)
+                self.send_header("Cache-Control", "no-cache")
+            else:
+                self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(body)
+            if send_body:
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
             if getattr(self.server, "verbose", False):

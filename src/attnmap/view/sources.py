@@ -63,6 +63,25 @@ class ViewSlide:
     prediction: dict = field(default_factory=dict)
     tissue: list[np.ndarray] = field(default_factory=list)
     annotations: list[np.ndarray] = field(default_factory=list)
+    sources: tuple[Path, ...] = ()
+    """Files and folders the slide was read from (present or not): a change to any means a rerun."""
+
+
+def source_state(paths) -> tuple:
+    """(inode, mtime, size) of each path, None where it is missing: equal states, same content.
+
+    Why the folders too: a rerun that adds a slide, or writes through a new file and renames it,
+    changes the folder's mtime even where no file we read was touched.
+    """
+    states = []
+    for path in paths:
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            states.append(None)
+        else:
+            states.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return tuple(states)
 
 
 def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, ScoreSet]:
@@ -165,14 +184,17 @@ def _run_slides(root: Path, annotations_dir: Path | None) -> list[ViewSlide]:
         if fine.is_file():
             fine_set = read_fine_score_set(fine)
             score_sets[fine_set.method] = fine_set
+        tissue = root / "tissue" / f"{slide_id}.json"
+        watched = (root / "heatmaps", blockmap.parent, blockmap, prediction_file, fine, tissue, slide_path)
         slides.append(
             ViewSlide(
                 slide_id,
                 slide_path,
                 score_sets,
                 prediction,
-                _tissue_polygons(root / "tissue" / f"{slide_id}.json"),
+                _tissue_polygons(tissue),
                 _find_annotations(annotations_dir, slide_id),
+                watched + _annotation_sources(annotations_dir, slide_id),
             )
         )
     return slides
@@ -189,6 +211,12 @@ def _read_prediction(path: Path) -> dict:
         raise InputError(f"{path} is not a prediction file of `wsi run`: it names no 'slide_path'")
     prediction.pop("provenance", None)
     return prediction
+
+
+def _annotation_sources(folder: Path | None, slide_id: str) -> tuple[Path, ...]:
+    if folder is None:
+        return ()
+    return (folder, *(folder / f"{slide_id}{suffix}" for suffix in (".geojson", ".json", ".xml")))
 
 
 def _find_annotations(folder: Path | None, slide_id: str) -> list[np.ndarray]:
@@ -228,13 +256,15 @@ def discover(
             for method, score_set in found.items():
                 name = method if method not in sets else f"{Path(score_file).stem}:{method}"
                 sets[name] = score_set
-        slide = ViewSlide(path.stem, path.resolve(), sets)
+        slide = ViewSlide(path.stem, path.resolve(), sets, sources=(path, *map(Path, scores)))
         if annotations is not None and annotations.is_file():
             from attnmap.wsi.annotations import load_annotations
 
             slide.annotations = [ring for region in load_annotations(annotations) for ring in region.rings()]
+            slide.sources += (annotations,)
         else:
             slide.annotations = _find_annotations(annotation_dir, slide.slide_id)
+            slide.sources += _annotation_sources(annotation_dir, slide.slide_id)
         return [slide]
     if scores:
         raise InputError("--scores goes with a slide file, not with a folder")
