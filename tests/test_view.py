@@ -260,10 +260,12 @@ def test_a_rerun_while_the_server_is_open_is_never_served_stale(tmp_path):
         assert status == 200 and headers["Cache-Control"] == "no-cache"
         etag = headers["ETag"]
         assert _fetch(tile, {"If-None-Match": etag})[0] == 304
+        version = _fetch(f"{base}/data/version.js")[2]  # what an open page polls
         with h5py.File(run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", "r+") as handle:
             handle["attention_scores"][...] = -np.asarray(handle["attention_scores"])  # a new configuration
         status, headers, after = _fetch(tile, {"If-None-Match": etag})
         assert status == 200 and headers["ETag"] != etag and after != before
+        assert _fetch(f"{base}/data/version.js")[2] != version  # so the page reloads itself
         fresh = ViewerContent(discover(run))  # what a fresh server draws for the new scores
         assert fresh.get("tiles/0/heat-0_files/10/0_0.png")[0] == after
         fresh.close()
@@ -272,6 +274,7 @@ def test_a_rerun_while_the_server_is_open_is_never_served_stale(tmp_path):
         blockmap.write_bytes(saved[:1000])  # a rerun still writing it
         status, headers, body = _fetch(f"{base}/data/slides.js")
         assert status == 503 and headers["Cache-Control"] == "no-store" and len(body.splitlines()) == 1
+        assert _fetch(f"{base}/data/version.js")[0] == 200  # the error page still learns of the fix
         blockmap.write_bytes(saved)
         assert _fetch(f"{base}/data/slides.js")[0] == 200
         status, headers, _ = _fetch(f"{base}/tiles/0/slide_files/99/0_0.jpeg")

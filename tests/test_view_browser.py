@@ -180,3 +180,24 @@ def test_exported_folder_opens_from_disk(browser, run_folder, tmp_path):
     page, errors = _open(browser, page_path.as_uri())
     _check_overlay(page, tmp_path, "exported")
     assert not errors, errors
+
+
+def test_open_page_reloads_itself_after_a_rerun(browser, tmp_path):
+    import json
+
+    run = write_run_folder(tmp_path, fine=False)
+    content = ViewerContent(discover(run), reload=lambda: discover(run), watch=[run], check_interval=0)
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/")
+        assert "tumor" in page.locator("#title").inner_text()
+        prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+        payload = json.loads(prediction.read_text())
+        prediction.write_text(json.dumps({**payload, "prediction_name": "normal"}))  # a rerun
+        page.wait_for_function("document.querySelector('#title').textContent.includes('normal')")
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()

@@ -111,7 +111,9 @@ class ViewerContent:
         self._layers: dict[tuple[int, str], object] = {}
         self._retired: list[object] = []
         self.empty_png = encode_png(np.zeros((1, 1, 4), dtype=np.uint8))
-        self._reload, self._watch, self.check_interval = reload, tuple(Path(p) for p in watch), check_interval
+        self._reload, self.check_interval = reload, check_interval
+        self._watch = tuple(Path(p) for p in watch)
+        self._sources = self._slide_sources(slides)
         self._state = self._source_state()
         self._checked_at = time.monotonic()
         self._token, self._generation = secrets.token_hex(6), 0
@@ -123,8 +125,11 @@ class ViewerContent:
         """Names this process's current content: another server, or a reload, gives another."""
         return f"{self._token}-{self._generation}"
 
+    def _slide_sources(self, slides: list[ViewSlide]) -> tuple[Path, ...]:
+        return tuple(p for slide in slides for p in slide.sources)
+
     def _source_state(self) -> tuple:
-        return source_state([*self._watch, *(p for slide in self.slides for p in slide.sources)])
+        return source_state([*self._watch, *self._sources])
 
     def refresh(self) -> None:
         """Re-read the slides if their files changed (checked at most every ``check_interval`` s)."""
@@ -144,6 +149,8 @@ class ViewerContent:
             self._tiles, self._layers = {}, {}
             self.cache.clear()
             self.slides, self.error = slides, error
+            if error is None:  # after a failed read, keep watching the files of the last good one
+                self._sources = self._slide_sources(slides)
             self._state = state if error else self._source_state()
             self._generation += 1
 
@@ -296,6 +303,8 @@ class ViewerContent:
         """(body, content type) for a URL path relative to the viewer root; `NotFoundError` otherwise."""
         path = url.split("?", 1)[0].split("#", 1)[0].lstrip("/") or "index.html"
         suffix = PurePosixPath(path).suffix
+        if path == "data/version.js":  # polled by an open page, which reloads itself when it changes
+            return _js("version", self.version), CONTENT_TYPES[".js"]
         if self.error is not None and not path.startswith("static/") and path != "index.html":
             raise UnavailableError(self.error)
         if path == "data/slides.js":

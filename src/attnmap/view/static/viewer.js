@@ -5,11 +5,25 @@
 
 const store = {};
 const waiting = {};
+let version = null;
 function attnmapData(name, payload) {
+  if (name === "version") {  // the server re-read a rerun: what this page holds is stale
+    if (version !== null && payload !== version) location.reload();
+    version = payload;
+    return;
+  }
   store[name] = payload;
   if (waiting[name]) { waiting[name](payload); delete waiting[name]; }
 }
 window.attnmapData = attnmapData;
+
+function pollVersion() {  // served pages only: an exported folder never changes
+  const script = document.createElement("script");
+  script.src = "data/version.js?t=" + Date.now();
+  script.onload = script.onerror = () => script.remove();
+  document.head.appendChild(script);
+}
+if (location.protocol.startsWith("http")) { pollVersion(); setInterval(pollVersion, 2000); }
 
 function load(name, url) {
   if (store[name]) return Promise.resolve(store[name]);
