@@ -284,3 +284,14 @@ def test_a_rerun_while_the_server_is_open_is_never_served_stale(tmp_path):
         server.shutdown()
         server.server_close()
         content.close()
+
+
+def test_cli_help_says_what_it_serves(capsys):
+    try:
+        main(["view", "--help"])
+    except SystemExit as exit_info:
+        assert not exit_info.code
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("127.0.0.1", "Deep Zoom", "heatmap layer per score set", "fine maps", "tissue",
+                   "annotations", "rerun", "_fine_maps.h5"):
+        assert phrase in text, phrase

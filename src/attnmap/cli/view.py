@@ -14,7 +14,7 @@ import click
     "scores",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="Scores file(s) (_blockmap.h5 layout) when PATH is a slide; repeat for several.",
+    help="Scores file(s) (_blockmap.h5 layout, or a _fine_maps.h5) when PATH is a slide; repeat for several.",
 )
 @click.option(
     "--annotations",
@@ -53,7 +53,20 @@ def view(
     export_dir: Path | None,
     cache_mb: int,
 ) -> None:
-    """Show PATH (a `wsi run` output folder, a folder of them, or a slide with --scores) in the browser."""
+    """Show PATH (a `wsi run` output folder, a folder of them, or a slide with --scores) in the browser.
+
+    \b
+    What it serves, on 127.0.0.1 only, until Ctrl+C:
+      - the slide as Deep Zoom tiles (OpenSeadragon), with a slide list for a cohort;
+      - one heatmap layer per score set (attention and every scores_<method> of the
+        blockmap), with its colour bar, the score and rank under the cursor, and a
+        gallery of the top patches; fine maps (<id>_fine_maps.h5) drawn inside the
+        patches when zoomed in; tissue contours and annotations as outlines.
+    \b
+    When a run is rerun into PATH while the viewer is open, the slides are read again
+    and an open page reloads itself within seconds, so it never keeps the old run. A run
+    whose files do not read yet is reported in one line until they do.
+    """
     from attnmap.view import ViewerContent, discover, export_static, make_server
 
     def load():
