@@ -295,3 +295,20 @@ def test_cli_help_says_what_it_serves(capsys):
     for phrase in ("127.0.0.1", "Deep Zoom", "heatmap layer per score set", "fine maps", "tissue",
                    "annotations", "rerun", "_fine_maps.h5"):
         assert phrase in text, phrase
+
+
+def test_scores_of_another_slide_or_a_file_that_is_no_slide_are_refused(run_folder, tmp_path):
+    import h5py
+
+    (slide,) = discover(run_folder)
+    scores = tmp_path / "other_blockmap.h5"
+    with h5py.File(scores, "w") as handle:  # patches of a bigger slide: half lie beyond this one
+        handle.create_dataset("coords", data=np.array([[0, 0], [512, 0], [2048, 0], [0, 4096]]))
+        handle.create_dataset("attention_scores", data=np.arange(4.0))
+        handle.attrs["patch_size"] = PATCH
+    with pytest.raises(InputError, match="2 of 4 'attention' patches start outside the slide"):
+        discover(slide.slide_path, [scores])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a slide")
+    with pytest.raises(InputError, match="notes.txt"):
+        discover(notes, [run_folder / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"])

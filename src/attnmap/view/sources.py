@@ -265,6 +265,7 @@ def discover(
         else:
             slide.annotations = _find_annotations(annotation_dir, slide.slide_id)
             slide.sources += _annotation_sources(annotation_dir, slide.slide_id)
+        _check_against_slide(slide)
         return [slide]
     if scores:
         raise InputError("--scores goes with a slide file, not with a folder")
@@ -274,6 +275,8 @@ def discover(
             for slide in _run_slides(child, annotation_dir):
                 slide.slide_id = f"{child.name}-{slide.slide_id}" if _clash(slides, slide) else slide.slide_id
                 slides.append(slide)
+    for slide in slides:
+        _check_against_slide(slide)
     if not slides:
         raise InputError(
             f"nothing to view in {path}: expected a `wsi run` output folder "
@@ -281,6 +284,27 @@ def discover(
             "a folder of such folders, or a slide file with --scores"
         )
     return slides
+
+
+def _check_against_slide(slide: ViewSlide) -> None:
+    """`InputError` unless the slide file opens and every patch of every score set starts inside it.
+
+    Why before serving: a file that is no slide would only fail tile by tile in the browser, and a
+    scores file of another slide (or at another level) would draw a heatmap in the wrong place or
+    none at all, without a word.
+    """
+    from attnmap.wsi.slide import open_slide
+
+    with open_slide(slide.slide_path) as handle:
+        width, height = handle.dimensions
+    for name, score_set in slide.score_sets.items():
+        x, y = score_set.coords[:, 0], score_set.coords[:, 1]
+        outside = int(np.count_nonzero((x < 0) | (y < 0) | (x >= width) | (y >= height)))
+        if outside:
+            raise InputError(
+                f"slide {slide.slide_id}: {outside} of {len(x)} '{name}' patches start outside the slide "
+                f"({width}x{height} px at level 0); are the scores of another slide?"
+            )
 
 
 def _clash(slides: list[ViewSlide], slide: ViewSlide) -> bool:
