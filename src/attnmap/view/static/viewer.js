@@ -253,4 +253,13 @@ load("slides", "data/slides.js").then((data) => {
   $("slides-section").style.display = data.slides.length > 1 ? "" : "none";
   setOpacity(Number($("opacity").value));
   if (data.slides.length) return showSlide(0);
-}).catch((error) => { $("title").textContent = String(error); });
+}).catch(async (error) => {
+  let text = String(error);
+  if (location.protocol.startsWith("http")) {  // the server says why in one line (a run still writing, say)
+    try {
+      const response = await fetch("data/slides.js", { cache: "no-store" });
+      if (!response.ok) text = (await response.text()).trim();
+    } catch (ignored) { /* the server is gone: keep the load error */ }
+  }
+  $("title").textContent = text;
+});
