@@ -312,3 +312,19 @@ def test_scores_of_another_slide_or_a_file_that_is_no_slide_are_refused(run_fold
     notes.write_text("not a slide")
     with pytest.raises(InputError, match="notes.txt"):
         discover(notes, [run_folder / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"])
+
+
+def test_an_interrupted_run_shows_its_finished_slides_and_names_the_others(tmp_path, capsys):
+    run = write_run_folder(tmp_path, fine=False)
+    (run / "heatmaps" / "slide_b").mkdir()  # started, nothing written yet
+    (run / "heatmaps" / "slide_c").mkdir()
+    (run / "heatmaps" / "slide_c" / "slide_c_blockmap.h5").write_bytes(b"")  # prediction not yet written
+    skipped: list[str] = []
+    assert [slide.slide_id for slide in discover(run, skipped=skipped)] == ["slide_a"]
+    assert skipped == ["slide_b", "slide_c"]
+    main(["view", str(run), "--export", str(tmp_path / "site")])
+    err = [line for line in capsys.readouterr().err.splitlines() if "not shown" in line]
+    assert err == ["attnmap view: not shown (no blockmap or prediction file yet): slide_b, slide_c"]
+    (run / "heatmaps" / "slide_a" / "slide_a_prediction.json").unlink()
+    with pytest.raises(InputError, match="interrupted or running"):
+        discover(run)

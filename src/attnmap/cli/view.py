@@ -69,15 +69,21 @@ def view(
     """
     from attnmap.view import ViewerContent, discover, export_static, make_server
 
-    def load():
-        return discover(path, list(scores), annotations)
+    def load(skipped: list[str] | None = None):
+        return discover(path, list(scores), annotations, skipped)
+
+    skipped: list[str] = []
+    slides = load(skipped)
+    if skipped:  # one line: the slides an interrupted (or running) run has not finished
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        click.echo(f"attnmap view: not shown (no blockmap or prediction file yet): {shown}", err=True)
 
     if export_dir is not None:
-        content = ViewerContent(load(), cache_bytes=cache_mb << 20)
+        content = ViewerContent(slides, cache_bytes=cache_mb << 20)
         page = export_static(content, export_dir, progress=True)
         click.echo(f"wrote {page} (open it in a browser, or serve the folder)")
         return
-    content = ViewerContent(load(), cache_bytes=cache_mb << 20, reload=load, watch=[path])
+    content = ViewerContent(slides, cache_bytes=cache_mb << 20, reload=load, watch=[path])
     server = make_server(content, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     click.echo(f"attnmap view: {len(content.slides)} slide(s) at {url} (Ctrl+C to stop)")

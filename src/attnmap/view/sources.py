@@ -162,14 +162,14 @@ def _tissue_polygons(path: Path) -> list[np.ndarray]:
         return []
 
 
-def _run_slides(root: Path, annotations_dir: Path | None) -> list[ViewSlide]:
+def _run_slides(root: Path, annotations_dir: Path | None, skipped: list[str]) -> list[ViewSlide]:
     slides = []
-    for blockmap in sorted((root / "heatmaps").glob("*/*_blockmap.h5")):
-        slide_id = blockmap.parent.name
-        if blockmap.name != f"{slide_id}_blockmap.h5":
-            continue
-        prediction_file = blockmap.parent / f"{slide_id}_prediction.json"
-        if not prediction_file.is_file():
+    for folder in sorted(p for p in (root / "heatmaps").iterdir() if p.is_dir()):
+        slide_id = folder.name
+        blockmap = folder / f"{slide_id}_blockmap.h5"
+        prediction_file = folder / f"{slide_id}_prediction.json"
+        if not (blockmap.is_file() and prediction_file.is_file()):
+            skipped.append(slide_id)
             continue
         prediction = _read_prediction(prediction_file)
         slide_path = Path(prediction["slide_path"])
@@ -229,13 +229,19 @@ def _find_annotations(folder: Path | None, slide_id: str) -> list[np.ndarray]:
 
 
 def discover(
-    path: str | Path, scores: list[str | Path] | None = None, annotations: str | Path | None = None
+    path: str | Path,
+    scores: list[str | Path] | None = None,
+    annotations: str | Path | None = None,
+    skipped: list[str] | None = None,
 ) -> list[ViewSlide]:
     """The slides to show for ``path`` (run folder, cohort folder, or slide file with ``scores``).
 
     ``annotations``: an annotation file (single slide) or a folder of ``<slide id>.geojson|.xml``.
+    ``skipped``: receives the slide folders not shown because their blockmap or prediction file is
+    missing (a run interrupted, or still running), so the caller can say so.
     Raises `InputError` when ``path`` holds nothing to show.
     """
+    skipped = [] if skipped is None else skipped
     path = Path(path)
     if not path.exists():
         raise InputError(f"nothing to view: {path} does not exist")
@@ -269,14 +275,19 @@ def discover(
         return [slide]
     if scores:
         raise InputError("--scores goes with a slide file, not with a folder")
-    slides = _run_slides(path, annotation_dir) if (path / "heatmaps").is_dir() else []
+    slides = _run_slides(path, annotation_dir, skipped) if (path / "heatmaps").is_dir() else []
     if not slides:
         for child in sorted(p for p in path.iterdir() if (p / "heatmaps").is_dir()):
-            for slide in _run_slides(child, annotation_dir):
+            for slide in _run_slides(child, annotation_dir, skipped):
                 slide.slide_id = f"{child.name}-{slide.slide_id}" if _clash(slides, slide) else slide.slide_id
                 slides.append(slide)
     for slide in slides:
         _check_against_slide(slide)
+    if not slides and skipped:
+        raise InputError(
+            f"nothing to view in {path} yet: no slide folder has both its blockmap and its prediction "
+            f"file ({len(skipped)} without: an interrupted or running `wsi run`?)"
+        )
     if not slides:
         raise InputError(
             f"nothing to view in {path}: expected a `wsi run` output folder "
