@@ -328,3 +328,27 @@ def test_an_interrupted_run_shows_its_finished_slides_and_names_the_others(tmp_p
     (run / "heatmaps" / "slide_a" / "slide_a_prediction.json").unlink()
     with pytest.raises(InputError, match="interrupted or running"):
         discover(run)
+
+
+def test_a_tile_drawn_while_a_rerun_is_read_is_not_cached_as_the_new_one(tmp_path):
+    import h5py
+
+    run = write_run_folder(tmp_path, fine=False)
+    content = ViewerContent(discover(run), reload=lambda: discover(run), watch=[run], check_interval=0)
+    url = "tiles/0/heat-0_files/10/0_0.png"
+    layer = content.layer(0, "heat-0")
+    draw = layer.rgba
+
+    def draw_during_a_rerun(region):
+        pixels = draw(region)  # the old scores' tile, finished after the server re-read the run
+        with h5py.File(run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", "r+") as handle:
+            handle["attention_scores"][...] = -np.asarray(handle["attention_scores"])
+        content.refresh()
+        return pixels
+
+    layer.rgba = draw_during_a_rerun
+    old = content.get(url)[0]
+    fresh = ViewerContent(discover(run))
+    assert content.get(url)[0] == fresh.get(url)[0] != old
+    fresh.close()
+    content.close()

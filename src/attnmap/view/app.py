@@ -282,21 +282,23 @@ class ViewerContent:
         return buffer.getvalue()
 
     def tile(self, index: int, layer: str, level: int, col: int, row: int) -> bytes:
+        # the generation first: a tile drawn from a slide that a reload replaces meanwhile is cached
+        # under the old generation, where no later request looks
+        key = (self._generation, index, layer, level, col, row)
         tiles = self.slide_tiles(index)
         try:
             region = tiles.grid.region(level, col, row)
         except Exception as exc:  # noqa: BLE001 - any bad address is a missing tile
             raise NotFoundError(str(exc)) from None
         if layer == "slide":
-            return self.cache.get_or_make(
-                (index, layer, level, col, row), lambda: tiles.tile(level, col, row)
-            )
+            return self.cache.get_or_make(key, lambda: tiles.tile(level, col, row))
+        source = self.layer(index, layer)
 
         def make() -> bytes:
-            rgba = self.layer(index, layer).rgba(region)
+            rgba = source.rgba(region)
             return self.empty_png if rgba is None else encode_png(rgba)
 
-        return self.cache.get_or_make((index, layer, level, col, row), make)
+        return self.cache.get_or_make(key, make)
 
     # ------------------------------------------------------------------------------ routing
     def get(self, url: str) -> tuple[bytes, str]:
