@@ -260,6 +260,9 @@ def test_a_rerun_while_the_server_is_open_is_never_served_stale(tmp_path):
         assert status == 200 and headers["Cache-Control"] == "no-cache"
         etag = headers["ETag"]
         assert _fetch(tile, {"If-None-Match": etag})[0] == 304
+        head = urllib.request.Request(tile, method="HEAD")
+        with urllib.request.urlopen(head) as response:
+            assert response.status == 200 and response.read() == b"" and response.headers["ETag"] == etag
         version = _fetch(f"{base}/data/version.js")[2]  # what an open page polls
         with h5py.File(run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", "r+") as handle:
             handle["attention_scores"][...] = -np.asarray(handle["attention_scores"])  # a new configuration
