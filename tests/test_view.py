@@ -355,3 +355,12 @@ def test_a_tile_drawn_while_a_rerun_is_read_is_not_cached_as_the_new_one(tmp_pat
     assert content.get(url)[0] == fresh.get(url)[0] != old
     fresh.close()
     content.close()
+
+
+def test_annotations_that_cannot_apply_are_refused_not_ignored(run_folder, tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        discover(run_folder, annotations=tmp_path / "typo")
+    single = tmp_path / "slide_a.geojson"
+    single.write_text('{"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]}')
+    with pytest.raises(InputError, match="give a folder"):
+        discover(run_folder, annotations=single)

@@ -246,6 +246,13 @@ def discover(
     if not path.exists():
         raise InputError(f"nothing to view: {path} does not exist")
     annotations = Path(annotations) if annotations is not None else None
+    if annotations is not None and not annotations.exists():
+        raise InputError(f"--annotations {annotations} does not exist")
+    if annotations is not None and annotations.is_file() and not path.is_file():
+        raise InputError(
+            f"--annotations {annotations} is a file; for a run folder give a folder of "
+            "<slide id>.geojson|.xml files"
+        )
     annotation_dir = annotations if annotations is not None and annotations.is_dir() else None
     if path.is_file():
         if not scores:
