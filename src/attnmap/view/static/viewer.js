@@ -17,13 +17,18 @@ function attnmapData(name, payload) {
 }
 window.attnmapData = attnmapData;
 
+let polling = null;
 function pollVersion() {  // served pages only: an exported folder never changes
   const script = document.createElement("script");
   script.src = "data/version.js?t=" + Date.now();
-  script.onload = script.onerror = () => script.remove();
+  script.onload = () => script.remove();
+  script.onerror = () => {  // never answered: an exported folder behind a plain web server
+    script.remove();
+    if (version === null) clearInterval(polling);
+  };
   document.head.appendChild(script);
 }
-if (location.protocol.startsWith("http")) { pollVersion(); setInterval(pollVersion, 2000); }
+if (location.protocol.startsWith("http")) { pollVersion(); polling = setInterval(pollVersion, 2000); }
 
 function load(name, url) {
   if (store[name]) return Promise.resolve(store[name]);
