@@ -364,3 +364,32 @@ def test_annotations_that_cannot_apply_are_refused_not_ignored(run_folder, tmp_p
     single.write_text('{"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]}')
     with pytest.raises(InputError, match="give a folder"):
         discover(run_folder, annotations=single)
+
+
+def test_concurrent_requests_get_the_same_bytes_as_one_at_a_time(run_folder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    grid = DeepZoomGrid((1024, 768))
+    urls = [
+        f"tiles/0/{layer}_files/{level}/{col}_{row}.{'jpeg' if layer == 'slide' else 'png'}"
+        for layer in ("slide", "heat-0", "heat-2", "tissue")
+        for level in (7, 9, 10)
+        for col in range(grid.level_tiles[level][0])
+        for row in range(grid.level_tiles[level][1])
+    ] + [f"thumbs/0/{m}/{rank}.jpeg" for m in (0, 2) for rank in (1, 2, 3)] + ["data/0/info.js"]
+    serial = ViewerContent(discover(run_folder))
+    expected = {url: serial.get(url)[0] for url in urls}
+    serial.close()
+    content = ViewerContent(discover(run_folder))
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda url: _fetch(base + url), urls * 2))
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+    for url, (status, _, body) in zip(urls * 2, answers, strict=True):
+        assert status == 200 and body == expected[url], url
