@@ -393,3 +393,31 @@ def test_concurrent_requests_get_the_same_bytes_as_one_at_a_time(run_folder):
         content.close()
     for url, (status, _, body) in zip(urls * 2, answers, strict=True):
         assert status == 200 and body == expected[url], url
+
+
+@pytest.mark.parametrize("size, suffix", [((1, 1), ".png"), ((3000, 9), ".webp")])
+def test_tiny_and_very_wide_plain_image_slides_serve_every_tile(tmp_path, size, suffix):
+    import h5py
+
+    image = tmp_path / f"slide{suffix}"
+    ramp = np.linspace(0, 255, size[0]).astype(np.uint8)  # smooth, so JPEG keeps it
+    pixels = np.stack([np.tile(ramp, (size[1], 1))] * 3, axis=-1)
+    Image.fromarray(pixels).save(image, **({"lossless": True} if suffix == ".webp" else {}))
+    scores = tmp_path / "scores.h5"
+    with h5py.File(scores, "w") as handle:
+        handle.create_dataset("coords", data=np.array([[0, 0], [size[0] - 1, 0]]))
+        handle.create_dataset("attention_scores", data=np.array([1.0, 2.0]))
+        handle.attrs["patch_size"] = 8
+    content = ViewerContent(discover(image, [scores]))
+    grid = DeepZoomGrid(size)
+    for level, (cols, _) in enumerate(grid.level_tiles):
+        for col in range(cols):
+            tile = Image.open(io.BytesIO(content.get(f"tiles/0/slide_files/{level}/{col}_0.jpeg")[0]))
+            assert tile.size == grid.region(level, col, 0).pixels
+            assert content.get(f"tiles/0/heat-0_files/{level}/{col}_0.png")[1] == "image/png"
+        with pytest.raises(NotFoundError):
+            content.get(f"tiles/0/slide_files/{level}/{cols}_0.jpeg")
+    top = content.get(f"tiles/0/slide_files/{grid.level_count - 1}/0_0.jpeg")[0]
+    top = np.asarray(Image.open(io.BytesIO(top)), dtype=int)
+    assert np.abs(top - pixels[:, : top.shape[1]]).mean() < 4  # the image itself, not a blank
+    content.close()
