@@ -151,7 +151,8 @@ class ViewerContent:
             self.slides, self.error = slides, error
             if error is None:  # after a failed read, keep watching the files of the last good one
                 self._sources = self._slide_sources(slides)
-            self._state = state if error else self._source_state()
+            # the state read before the reload: a file written during it is read again next time
+            self._state = state
             self._generation += 1
 
     # ------------------------------------------------------------------------------ resources
