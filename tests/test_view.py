@@ -421,3 +421,20 @@ def test_tiny_and_very_wide_plain_image_slides_serve_every_tile(tmp_path, size, 
     top = np.asarray(Image.open(io.BytesIO(top)), dtype=int)
     assert np.abs(top - pixels[:, : top.shape[1]]).mean() < 4  # the image itself, not a blank
     content.close()
+
+
+def test_a_slide_moved_while_served_is_reported_not_drawn_from_the_old_handle(tmp_path):
+    from attnmap.view.app import UnavailableError
+
+    run = write_run_folder(tmp_path, fine=False)
+    content = ViewerContent(discover(run), reload=lambda: discover(run), watch=[run], check_interval=0)
+    assert content.get("tiles/0/slide_files/9/0_0.jpeg")[1] == "image/jpeg"  # opens the slide
+    slide = content.slides[0].slide_path
+    slide.rename(slide.with_suffix(".moved"))
+    content.refresh()
+    with pytest.raises(UnavailableError, match=r"slide_a\.tif .* is missing"):
+        content.get("tiles/0/slide_files/9/0_0.jpeg")
+    slide.with_suffix(".moved").rename(slide)
+    content.refresh()
+    assert content.get("tiles/0/slide_files/9/0_0.jpeg")[1] == "image/jpeg"
+    content.close()
