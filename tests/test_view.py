@@ -438,3 +438,32 @@ def test_a_slide_moved_while_served_is_reported_not_drawn_from_the_old_handle(tm
     content.refresh()
     assert content.get("tiles/0/slide_files/9/0_0.jpeg")[1] == "image/jpeg"
     content.close()
+
+
+def test_slide_ids_with_url_characters_are_served_by_index(tmp_path):
+    import json
+
+    slide_id = "case 7#b?x=%41é"
+    run = write_run_folder(tmp_path, slide_id=slide_id, fine=False)
+    content = ViewerContent(discover(run))
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        def payload(url: str) -> dict:  # attnmapData("name", {...});
+            status, _, body = _fetch(base + url)
+            assert status == 200, url
+            return json.loads(body.decode().split(", ", 1)[1].rsplit(");", 1)[0])
+
+        assert payload("data/slides.js")["slides"][0]["id"] == slide_id
+        assert payload("data/0/info.js")["id"] == slide_id
+        assert _fetch(base + "tiles/0/heat-0_files/10/2_1.png")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    site = tmp_path / "site"
+    from attnmap.view import export_static
+
+    export_static(content, site)
+    content.close()
+    assert not [p for p in site.rglob("*") if slide_id in str(p) or "%" in p.name or "?" in p.name]
