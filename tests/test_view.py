@@ -467,3 +467,19 @@ def test_slide_ids_with_url_characters_are_served_by_index(tmp_path):
     export_static(content, site)
     content.close()
     assert not [p for p in site.rglob("*") if slide_id in str(p) or "%" in p.name or "?" in p.name]
+
+
+def test_exporting_again_into_an_export_leaves_nothing_of_the_earlier_one(tmp_path):
+    import shutil
+
+    write_run_folder(tmp_path, "slide_a", fine=False)
+    run = write_run_folder(tmp_path, "slide_b", seed=1, fine=False)  # the same run folder
+    site = tmp_path / "site"
+    main(["view", str(run), "--export", str(site)])
+    assert (site / "tiles" / "1").is_dir() and (site / "tiles" / "0" / "tissue_files").is_dir()
+    shutil.rmtree(run / "heatmaps" / "slide_b")  # the rerun: slide_a only, and without its tissue file
+    (run / "tissue" / "slide_a.json").unlink()
+    main(["view", str(run), "--export", str(site)])
+    assert not (site / "tiles" / "1").exists() and not (site / "data" / "1").exists()
+    assert not (site / "tiles" / "0" / "tissue_files").exists()
+    assert (site / "tiles" / "0" / "slide_files" / "10" / "0_0.jpeg").is_file()

@@ -2,11 +2,13 @@
 
 Every URL the page can ask for is written as a file with the same relative path, from the same
 `ViewerContent` the server uses, so what one shows the other shows. Overlay tiles where nothing is
-drawn are left out (the page shows nothing there either way).
+drawn are left out (the page shows nothing there either way), which is why an earlier export in
+the same folder is cleared first: its tile of a patch, layer or slide that is gone would still show.
 """
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +34,9 @@ def export_static(content: ViewerContent, out_dir: str | Path, progress: bool = 
         raise InputError(f"--export target {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
         raise InputError(f"--export target {out} is a non-empty folder that is not a viewer export")
+    for owned in ("tiles", "data", "thumbs", "static"):  # an earlier export's files (index.html checked)
+        if (out / owned).is_dir():
+            shutil.rmtree(out / owned)
     urls = ["index.html", "data/slides.js"]
     urls += [
         f"static/{name}"
