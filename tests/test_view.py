@@ -483,3 +483,22 @@ def test_exporting_again_into_an_export_leaves_nothing_of_the_earlier_one(tmp_pa
     assert not (site / "tiles" / "1").exists() and not (site / "data" / "1").exists()
     assert not (site / "tiles" / "0" / "tissue_files").exists()
     assert (site / "tiles" / "0" / "slide_files" / "10" / "0_0.jpeg").is_file()
+
+
+def test_a_browser_dropping_a_tile_request_prints_no_traceback(run_folder, capsys):
+    server = make_server(ViewerContent(discover(run_folder)), port=0)
+    try:
+        for error in (ConnectionResetError(104, "reset by peer"), BrokenPipeError(32, "Broken pipe")):
+            try:
+                raise error  # as when writing a tile the browser no longer wants
+            except OSError:
+                server.handle_error(None, ("127.0.0.1", 5000))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("bad request")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 5000))
+        err = capsys.readouterr().err
+        assert err.splitlines() == ["attnmap view: request from 127.0.0.1: ValueError: bad request"]
+    finally:
+        server.server_close()

@@ -72,15 +72,30 @@ def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(content: ViewerContent, port: int = 8000) -> ThreadingHTTPServer:
+class ViewerServer(ThreadingHTTPServer):
+    """`ThreadingHTTPServer` that never prints a traceback.
+
+    Why: OpenSeadragon drops the requests of tiles that scrolled out of view, so a reset connection
+    is routine, and the standard server would print a traceback for each; anything else is one line.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return
+        sys.stderr.write(f"attnmap view: request from {client_address[0]}: {type(error).__name__}: {error}\n")
+
+
+def make_server(content: ViewerContent, port: int = 8000) -> ViewerServer:
     """A server bound to 127.0.0.1:``port`` (0 picks a free port); `InputError` if the port is taken."""
     try:
-        server = ThreadingHTTPServer((HOST, port), _handler(content))
+        server = ViewerServer((HOST, port), _handler(content))
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EACCES):
             raise InputError(
                 f"port {port} on {HOST} is in use or not allowed; choose another with --port"
             ) from None
         raise
-    server.daemon_threads = True
     return server
