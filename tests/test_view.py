@@ -162,7 +162,11 @@ def test_server_answers_404_and_never_leaves_its_files(run_folder):
         for bad in ("/../../etc/passwd", "/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
                     "/static/..%2f..%2fapp.py", "/tiles/0/slide_files/99/0_0.jpeg", "/tiles/7/slide.dzi",
                     "/data/0/patches-9.js", "/thumbs/0/0/99.jpeg", "/static/", "/etc/passwd",
-                    "/tiles/0/../../../slides/slide_a.tif", "/static/C:\\windows"):
+                    "/tiles/0/../../../slides/slide_a.tif", "/static/C:\\windows",
+                    "/tiles/0/slide_files/-1/0_0.jpeg", "/tiles/0/slide_files/x/0_0.jpeg",
+                    "/tiles/0/slide_files/10/0_-1.jpeg", "/tiles/0/slide_files/10/5_0.jpeg",
+                    "/tiles/0/heat-99999999999999999999_files/10/0_0.png", "/thumbs/0/0/0.jpeg",
+                    "/tiles/-1/slide.dzi", "/data/0/patches-x.js"):
             assert _get(base + bad) == 404, bad
         with socket.create_connection(("127.0.0.1", server.server_address[1])) as raw:  # unnormalised path
             raw.sendall(b"GET /static/../../view/app.py HTTP/1.0\r\n\r\n")
