@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from attnmap.errors import InputError
 from attnmap.view.cache import ByteLRU
 from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles, encode_png
 from attnmap.view.layers import FineLayer, HeatmapLayer, OutlineLayer
@@ -138,12 +139,17 @@ class ViewerContent:
         with self._lock:
             self._checked_at = time.monotonic()
             state = self._source_state()
-            if state == self._state:
+            if state == self._state and self.error is None:  # while in error, try again each time
                 return
             try:
                 slides, error = self._reload(), None
             except Exception as exc:  # noqa: BLE001 - shown as one line until the files read again
-                slides, error = [], f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+                message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+                slides, error = [], " ".join(message.split())
+            # the state read before the reload: a file written during it is read again next time
+            self._state = state
+            if error is not None and error == self.error:
+                return  # the same failure again: nothing new to show, no reload for open pages
             # in-flight requests may still hold the old slides' handles: close them at `close`
             self._retired += [*self._tiles.values(), *self._layers.values()]
             self._tiles, self._layers = {}, {}
@@ -151,8 +157,6 @@ class ViewerContent:
             self.slides, self.error = slides, error
             if error is None:  # after a failed read, keep watching the files of the last good one
                 self._sources = self._slide_sources(slides)
-            # the state read before the reload: a file written during it is read again next time
-            self._state = state
             self._generation += 1
 
     # ------------------------------------------------------------------------------ resources
