@@ -273,6 +273,10 @@ def test_a_rerun_while_the_server_is_open_is_never_served_stale(tmp_path):
         status, headers, after = _fetch(tile, {"If-None-Match": etag})
         assert status == 200 and headers["ETag"] != etag and after != before
         assert _fetch(f"{base}/data/version.js")[2] != version  # so the page reloads itself
+        old_version = version.decode().split('"')[3]  # and meanwhile gets no tile of the new run
+        assert _fetch(f"{tile}?v={old_version}")[0] == 404
+        new_version = _fetch(f"{base}/data/version.js")[2].decode().split('"')[3]
+        assert _fetch(f"{tile}?v={new_version}")[2] == after
         fresh = ViewerContent(discover(run))  # what a fresh server draws for the new scores
         assert fresh.get("tiles/0/heat-0_files/10/0_0.png")[0] == after
         fresh.close()
@@ -380,7 +384,7 @@ def test_concurrent_requests_get_the_same_bytes_as_one_at_a_time(run_folder):
         for level in (7, 9, 10)
         for col in range(grid.level_tiles[level][0])
         for row in range(grid.level_tiles[level][1])
-    ] + [f"thumbs/0/{m}/{rank}.jpeg" for m in (0, 2) for rank in (1, 2, 3)] + ["data/0/info.js"]
+    ] + [f"thumbs/0/{m}/{rank}.jpeg" for m in (0, 2) for rank in (1, 2, 3)] + ["data/0/patches-2.js"]
     serial = ViewerContent(discover(run_folder))
     expected = {url: serial.get(url)[0] for url in urls}
     serial.close()

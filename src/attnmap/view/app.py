@@ -244,6 +244,7 @@ class ViewerContent:
         return {
             "index": index,
             "id": slide.slide_id,
+            "version": self.version,
             "width": grid.dimensions[0],
             "height": grid.dimensions[1],
             "mpp": tiles.slide.mpp,

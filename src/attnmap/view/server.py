@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from attnmap.errors import InputError
 from attnmap.view.app import NotFoundError, UnavailableError, ViewerContent
@@ -34,11 +34,15 @@ def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
             self._answer(send_body=False)
 
         def _answer(self, send_body: bool) -> None:
-            path = unquote(urlsplit(self.path).path)
+            url = urlsplit(self.path)
+            path = unquote(url.path)
             content.refresh()
             etag = f'"{content.version}"'  # read before the body: a reload meanwhile only costs a refetch
             text = "text/plain; charset=utf-8"
+            asked = parse_qs(url.query).get("v", [content.version])[0]  # the page's tiles name its version
             try:
+                if asked != content.version:
+                    raise NotFoundError(f"version {asked} was replaced by a rerun")
                 body, content_type = content.get(path)
                 status = 200
             except NotFoundError:

@@ -62,9 +62,18 @@ function fmt(value) {
 }
 
 function addLayer(source, opacity, index) {
+  // served: tile URLs name the version of the content, so a page older than a rerun gets no new tile
+  const image = source.Image;
+  const tileSource = location.protocol.startsWith("http") && state.info && state.info.version
+    ? new OpenSeadragon.DziTileSource({
+      width: Number(image.Size.Width), height: Number(image.Size.Height), tileSize: Number(image.TileSize),
+      tileOverlap: Number(image.Overlap), tilesUrl: image.Url, fileFormat: image.Format,
+      queryParams: "?v=" + encodeURIComponent(state.info.version),
+    })
+    : source;
   return new Promise((resolve, reject) => {
     viewer.addTiledImage({
-      tileSource: source, opacity: opacity, index: index,
+      tileSource: tileSource, opacity: opacity, index: index,
       success: (event) => resolve(event.item), error: (event) => reject(new Error(event.message)),
     });
   });
