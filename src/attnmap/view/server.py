@@ -50,7 +50,8 @@ def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
             except UnavailableError as exc:
                 body, content_type, status = f"{exc}\n".encode(), text, 503
             except Exception as exc:  # noqa: BLE001 - one failed tile must not stop the server
-                body, content_type, status = f"{type(exc).__name__}: {exc}\n".encode(), text, 500
+                line = " ".join(f"{type(exc).__name__}: {exc}".split())
+                body, content_type, status = f"{line}\n".encode(), text, 500
             if status == 200 and etag in self.headers.get("If-None-Match", ""):
                 self.send_response(304)
                 self.send_header("ETag", etag)
