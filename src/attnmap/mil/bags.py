@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,9 +140,7 @@ def _stored_shape(path: Path) -> tuple[int, ...]:
 
         try:
             with h5py.File(path, "r") as handle:
-                if "features" not in handle:
-                    raise InputError(f"{path}: no 'features' dataset (found {sorted(handle.keys())})")
-                return tuple(handle["features"].shape)
+                return tuple(_features_dataset(handle, path).shape)
         except OSError as error:
             raise InputError(f"{path}: not a readable h5 file ({error})") from error
     try:  # .pt: memory-mapped, so only the archive's directory and the tensor's header are read
@@ -157,13 +156,26 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     try:
         with h5py.File(path, "r") as handle:
-            if "features" not in handle:
-                raise InputError(f"{path}: no 'features' dataset (found {sorted(handle.keys())})")
-            features = handle["features"][()]
-            coords = handle["coords"][()] if "coords" in handle else None
+            features = _features_dataset(handle, path)[()]
+            coords = handle.get("coords")
+            if coords is not None and not isinstance(coords, h5py.Dataset):
+                raise InputError(f"{path}: 'coords' is an h5 group, not an (N, 2) dataset")
+            coords = coords[()] if coords is not None else None
     except OSError as error:
         raise InputError(f"{path}: not a readable h5 file ({error})") from error
     return features, coords
+
+
+def _features_dataset(handle: Any, path: Path) -> Any:
+    """The ``features`` dataset of an open h5 file; a missing one or a group is named."""
+    import h5py
+
+    if "features" not in handle:
+        raise InputError(f"{path}: no 'features' dataset (found {sorted(handle.keys())})")
+    dataset = handle["features"]
+    if not isinstance(dataset, h5py.Dataset):
+        raise InputError(f"{path}: 'features' is an h5 group, not an (N, D) dataset")
+    return dataset
 
 
 def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
