@@ -206,7 +206,9 @@ def write_h5_bag(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    features = features.numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    if isinstance(features, torch.Tensor):
+        features = features.detach().float().cpu().numpy()
+    features = np.asarray(features)
     with h5py.File(path, "w") as handle:
         handle.create_dataset("features", data=features.astype(np.float32, copy=False))
         if coords is not None:
