@@ -1,0 +1,47 @@
+"""Labels a cohort really has: rare classes, more folds than cases of a class, gaps in integer labels.
+Each is refused in one line before any training, rather than folds trained or tested without a class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+
+from attnmap.errors import InputError
+from attnmap.mil import write_h5_bag
+from attnmap.mil.splits import make_folds, read_labels
+
+
+def _labels(tmp_path, labels, name="labels.csv"):
+    path = tmp_path / name
+    path.write_text("slide_id,label\n" + "".join(f"s{i},{label}\n" for i, label in enumerate(labels)))
+    return path
+
+
+def test_a_class_rarer_than_the_folds_is_named(tmp_path):
+    cohort = read_labels(_labels(tmp_path, ["tumour", "normal"] * 4))  # 4 cases per class
+    assert len(make_folds(cohort, 4)) == 4
+    for split in make_folds(cohort, 4):  # every test fold holds one case of each class
+        assert sorted(cohort.labels[cohort.slide_ids.index(s)] for s in split.test) == [0, 1]
+    with pytest.raises(InputError, match=r"class .normal. has 4 case\(s\), fewer than the 5 folds") as error:
+        make_folds(cohort, 5)
+    assert "use 4 folds or fewer" in str(error.value)
+    single = read_labels(_labels(tmp_path, ["a"] * 7 + ["b"], "single.csv"))
+    with pytest.raises(InputError, match="class 'b' has 1 case.*label more cases"):
+        make_folds(single, 2)
+
+
+def test_integer_labels_with_a_missing_class_are_refused(tmp_path):
+    with pytest.raises(InputError, match="no slide has label 1; renumber"):
+        read_labels(_labels(tmp_path, [0, 2, 0, 2]))
+
+
+def test_mil_train_stops_before_training_on_a_single_slide_class(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_h5_bag(tmp_path / "feat" / "h5_files" / f"s{i}.h5", rng.normal(size=(3, 4)), np.zeros((3, 2)))
+    labels = _labels(tmp_path, ["a", "a", "a", "b"])
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "feat", labels, "--out", tmp_path / "run",
+                           "--folds", "2", "--max-epochs", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "class 'b' has 1 case" in err
+    assert not list((tmp_path / "run").glob("fold_*"))
