@@ -103,3 +103,26 @@ def test_h5_groups_in_place_of_datasets_are_named(tmp_path):
         handle.create_group("coords")
     with pytest.raises(InputError, match="'coords' is an h5 group"):
         read_bag(tmp_path / "c.h5")
+
+
+def test_float_coords_are_rounded_and_non_finite_ones_refused(tmp_path):
+    features = np.ones((3, 4), np.float32)
+    coords = np.array([[0.0, 0.0], [255.9999, 0.2], [511.6, 256.0]])
+    bag = read_bag(_h5(tmp_path / "f.h5", features, coords))
+    np.testing.assert_array_equal(bag.coords, [[0, 0], [256, 0], [512, 256]])
+    coords[1, 0] = np.nan
+    with pytest.raises(InputError, match="coords contain NaN or infinite"):
+        read_bag(_h5(tmp_path / "n.h5", features, coords))
+
+
+def test_heatmap_of_a_pt_bag_with_coords(tmp_path, capsys, slide_and_model):
+    slide, model = slide_and_model
+    bag = tmp_path / "bag.pt"
+    torch.save({"features": torch.randn(12, 16), "coords": torch.from_numpy(GRID)}, bag)
+    code, _, err = run_cli(capsys, "wsi", "heatmap", slide, "--features", bag, "--model", model,
+                           "--out", tmp_path / "out", "--patch-size", "256")
+    assert code == 0, err
+    assert (tmp_path / "out" / "s_heatmap.png").is_file()
+    code, _, err = run_cli(capsys, "wsi", "heatmap", slide, "--features", bag, "--model", model,
+                           "--out", tmp_path / "out")
+    assert code == 2 and "bag.pt does not record the patch size" in err

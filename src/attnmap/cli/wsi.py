@@ -179,7 +179,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     "features_h5",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A features h5; with --model, attention is computed from it.",
+    help="A features h5 (or a .pt bag with coords); with --model, attention is computed from it.",
 )
 @click.option(
     "--model",

@@ -110,6 +110,12 @@ def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
                 f"{path}: coords have shape {coords.shape}, "
                 f"expected ({features.shape[0]}, 2) to match the features"
             )
+        if not np.issubdtype(coords.dtype, np.number) or np.issubdtype(coords.dtype, np.complexfloating):
+            raise InputError(f"{path}: coords must be numbers, got {coords.dtype}")
+        if np.issubdtype(coords.dtype, np.floating):  # e.g. TRIDENT-style float coords
+            if not np.isfinite(coords).all():
+                raise InputError(f"{path}: coords contain NaN or infinite values")
+            coords = np.rint(coords)  # 255.9999 from a rescaling is pixel 256, not 255
         coords = coords.astype(np.int64, copy=False)
     return Bag(slide_id=path.stem, features=features, coords=coords, path=path)
 

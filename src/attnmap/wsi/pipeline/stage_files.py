@@ -186,6 +186,8 @@ def features_patch_size(path: str | Path, level_downsamples: tuple[float, ...]) 
 
     import h5py
 
+    if not h5py.is_hdf5(path):  # a .pt bag records no patching
+        return None
     with h5py.File(path, "r") as handle:
         parameters = handle.attrs.get("parameters")
         coords = handle.get("coords")
