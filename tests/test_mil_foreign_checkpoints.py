@@ -53,3 +53,16 @@ def test_foreign_and_diverged_checkpoints_are_one_line(tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "nan.pt has NaN or infinite weights" in err and "attention_net.0.weight" in err
     assert "b.h5" not in err  # the checkpoint is to blame, not the bag
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [("--branch", "3", "has 3 attention branch(es)"),
+                                                          ("--target", "5", "has 3 classes")])
+def test_out_of_range_options_name_the_option_not_the_bag(tmp_path, capsys, option, value, message):
+    torch.manual_seed(0)
+    torch.save(CLAM_MB(embed_dim=16, n_classes=3).state_dict(), tmp_path / "mb.pt")
+    write_h5_bag(tmp_path / "b.h5", np.ones((3, 16), np.float32), np.zeros((3, 2)))
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "mb.pt", tmp_path / "b.h5",
+                           "--out", tmp_path / "out", option, value)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert option in err and f"mb.pt {message}" in err and "b.h5" not in err
+    assert not (tmp_path / "out").exists()

@@ -121,6 +121,14 @@ def attention(
     from attnmap.provenance import provenance
 
     model = load_mil(checkpoint).to(resolved_device(device))
+    # the options are checked against the model once, so the error names them, not the first bag
+    for option, value, limit, what in (
+        ("--branch", branch, model.n_branches, "attention branch(es)"),
+        ("--target", target, model.n_classes, "classes"),
+    ):
+        if value is not None and value >= limit:
+            raise click.BadParameter(f"{value} is out of range: {checkpoint.name} has {limit} {what}",
+                                     param_hint=option)
     paths: list[Path] = []
     for item in bags:
         paths.extend(list_bags(item) if item.is_dir() else [item])
