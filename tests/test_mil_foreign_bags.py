@@ -22,6 +22,7 @@ GRID = np.stack(np.meshgrid(np.arange(4) * 256, np.arange(3) * 256), -1).reshape
 
 
 def _h5(path, features, coords=None, coord_attrs=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as handle:
         if features is not None:
             handle["features"] = features
@@ -126,3 +127,13 @@ def test_heatmap_of_a_pt_bag_with_coords(tmp_path, capsys, slide_and_model):
     code, _, err = run_cli(capsys, "wsi", "heatmap", slide, "--features", bag, "--model", model,
                            "--out", tmp_path / "out")
     assert code == 2 and "bag.pt does not record the patch size" in err
+
+
+def test_slide_ids_with_a_slide_extension_find_their_bag(tmp_path):
+    from attnmap.mil import find_bag
+
+    _h5(tmp_path / "h5_files" / "TCGA-01.h5", np.ones((2, 4), np.float32), np.zeros((2, 2)))
+    for slide_id in ("TCGA-01", "TCGA-01.svs", "TCGA-01.NDPI"):
+        assert find_bag(tmp_path, slide_id) == tmp_path / "h5_files" / "TCGA-01.h5"
+    with pytest.raises(InputError, match="no feature bag for slide 'TCGA-01.txt'"):
+        find_bag(tmp_path, "TCGA-01.txt")  # not a slide file name: not guessed at

@@ -50,17 +50,29 @@ def bag_candidates(features_dir: str | Path, slide_id: str) -> list[Path]:
 
 
 def find_bag(features_dir: str | Path, slide_id: str) -> Path:
-    """The bag file of ``slide_id`` under ``features_dir`` (CLAM layout or flat)."""
+    """The bag file of ``slide_id`` under ``features_dir`` (CLAM layout or flat); an id written
+    with its slide file extension (``a.svs``, as many labels CSVs have it) finds ``a.h5``."""
     root = Path(features_dir)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such feature directory", str(root))
-    for candidate in bag_candidates(root, slide_id):
-        if candidate.is_file():
-            return candidate
+    names = [slide_id]
+    stem, dot, suffix = slide_id.rpartition(".")
+    if dot and stem and _is_slide_suffix("." + suffix):  # "a.svs" in a labels CSV: bags are named "a"
+        names.append(stem)
+    for name in names:
+        for candidate in bag_candidates(root, name):
+            if candidate.is_file():
+                return candidate
     raise InputError(
         f"no feature bag for slide {slide_id!r} in {root} (looked for h5_files/{slide_id}.h5, "
         f"pt_files/{slide_id}.pt and {slide_id}.h5/.pt)"
     )
+
+
+def _is_slide_suffix(suffix: str) -> bool:
+    from attnmap.wsi.slide import SLIDE_SUFFIXES
+
+    return suffix.lower() in SLIDE_SUFFIXES
 
 
 def list_bags(features_dir: str | Path) -> list[Path]:
