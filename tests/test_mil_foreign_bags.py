@@ -137,3 +137,23 @@ def test_slide_ids_with_a_slide_extension_find_their_bag(tmp_path):
         assert find_bag(tmp_path, slide_id) == tmp_path / "h5_files" / "TCGA-01.h5"
     with pytest.raises(InputError, match="no feature bag for slide 'TCGA-01.txt'"):
         find_bag(tmp_path, "TCGA-01.txt")  # not a slide file name: not guessed at
+
+
+def test_a_one_patch_bag_gets_every_score_but_occlusion(tmp_path, capsys):
+    import csv
+
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=16, n_classes=2).state_dict(), tmp_path / "m.pt")
+    _h5(tmp_path / "one.h5", np.ones((1, 16), np.float32), np.zeros((1, 2)))
+    code, out, err = run_cli(capsys, "mil", "attention", tmp_path / "m.pt", tmp_path / "one.h5",
+                             "--out", tmp_path / "out", "--method", "all")
+    assert code == 0, err
+    assert "1 patch, so no occlusion scores" in err
+    with open(tmp_path / "out" / "one_attention.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert "score_occlusion" not in row and float(row["attention_softmax"]) == 1.0
+    for method in ("gradient_x_input", "integrated_gradients", "lrp"):
+        assert np.isfinite(float(row[f"score_{method}"]))
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "m.pt", tmp_path / "one.h5",
+                           "--out", tmp_path / "out2", "--method", "occlusion")
+    assert code == 2 and "occlusion needs at least 2 patches" in err  # asked for by name: refused

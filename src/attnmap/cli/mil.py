@@ -142,6 +142,10 @@ def attention(
         list(zip(paths, names, strict=True)), desc="bags", disable=quiet() or len(paths) < 2
     ):
         bag = read_bag(path)
+        methods = METHODS if method == "all" else (method,)
+        if method == "all" and bag.n_patches < 2:  # removing the only patch leaves no bag to score
+            methods = tuple(name for name in methods if name != "occlusion")
+            click.echo(f"{path}: 1 patch, so no occlusion scores for this bag", err=True)
         try:
             exports.append(
                 export_attention(
@@ -154,7 +158,7 @@ def attention(
                     chunk_size=chunk_size,
                     model_name=checkpoint.name,
                     extra_provenance={"checkpoint": str(checkpoint), "bag": str(path)},
-                    methods=METHODS if method == "all" else (method,),
+                    methods=methods,
                     target=target,
                 )
             )
