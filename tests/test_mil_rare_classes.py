@@ -45,3 +45,14 @@ def test_mil_train_stops_before_training_on_a_single_slide_class(tmp_path, capsy
                            "--folds", "2", "--max-epochs", "1")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "class 'b' has 1 case" in err
     assert not list((tmp_path / "run").glob("fold_*"))
+
+
+def test_every_missing_bag_is_named_at_once(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for i in (0, 1, 3, 4):
+        write_h5_bag(tmp_path / "feat" / "h5_files" / f"s{i}.h5", rng.normal(size=(3, 4)), np.zeros((3, 2)))
+    labels = _labels(tmp_path, ["a", "b"] * 4)  # s2, s5, s6, s7 have no bag
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "feat", labels, "--out", tmp_path / "run",
+                           "--folds", "2", "--max-epochs", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "for 4 of 8 listed slides: s2, s5, s6, s7" in err

@@ -69,6 +69,24 @@ def find_bag(features_dir: str | Path, slide_id: str) -> Path:
     )
 
 
+def find_bags(features_dir: str | Path, slide_ids: list[str]) -> dict[str, Path]:
+    """The bag of every slide id; all missing ones are named at once, not one per rerun."""
+    paths: dict[str, Path] = {}
+    missing: list[str] = []
+    for slide in slide_ids:
+        try:
+            paths[slide] = find_bag(features_dir, slide)
+        except InputError:
+            missing.append(slide)
+    if missing:
+        raise InputError(
+            f"no feature bag in {features_dir} for {len(missing)} of {len(slide_ids)} listed slides: "
+            + ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            + " (looked for h5_files/<slide>.h5, pt_files/<slide>.pt and <slide>.h5/.pt)"
+        )
+    return paths
+
+
 def _is_slide_suffix(suffix: str) -> bool:
     from attnmap.wsi.slide import SLIDE_SUFFIXES
 
