@@ -8,6 +8,7 @@ import pytest
 import torch
 from cli_runner import run_cli
 
+from attnmap.errors import InputError
 from attnmap.mil import CLAM_MB, infer_bag, load_mil, write_h5_bag
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -66,3 +67,19 @@ def test_out_of_range_options_name_the_option_not_the_bag(tmp_path, capsys, opti
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert option in err and f"mb.pt {message}" in err and "b.h5" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoints_with_training_metadata_load(tmp_path):
+    """Training scripts save their argparse args and numpy metrics beside the weights."""
+    import argparse
+
+    torch.manual_seed(0)
+    model = CLAM_MB(embed_dim=16, n_classes=3).eval()
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=2e-4, model_type="clam_mb"),
+                "best_auc": np.float64(0.91), "epoch": np.int64(7)}, tmp_path / "run.pt")
+    loaded = load_mil(tmp_path / "run.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    torch.save({"model": model.state_dict(), "sampler": torch.nn.Identity()}, tmp_path / "code.pt")
+    with pytest.raises(InputError, match="not a weights-only torch"):  # other objects stay refused
+        load_mil(tmp_path / "code.pt")
