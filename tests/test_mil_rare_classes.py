@@ -56,3 +56,9 @@ def test_every_missing_bag_is_named_at_once(tmp_path, capsys):
                            "--folds", "2", "--max-epochs", "1")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "for 4 of 8 listed slides: s2, s5, s6, s7" in err
+
+
+def test_labels_differing_only_in_case_are_refused(tmp_path):
+    with pytest.raises(InputError, match="labels 'LUAD' and 'luad' differ only in case"):
+        read_labels(_labels(tmp_path, ["LUAD", "LUSC", "luad", "LUSC"]))
+    assert read_labels(_labels(tmp_path, ["LUAD", "LUSC"] * 2, "ok.csv")).class_names == ["LUAD", "LUSC"]

@@ -89,6 +89,12 @@ def read_labels(path: str | Path) -> Cohort:
             )
     else:
         class_names = sorted(set(raw_labels))
+        folded: dict[str, str] = {}
+        for name in class_names:  # "LUAD" and "luad" would silently train as two classes
+            other = folded.setdefault(" ".join(name.casefold().split()), name)
+            if other != name:
+                raise InputError(f"{path}: labels {other!r} and {name!r} differ only in case or spacing; "
+                                 "write each class one way")
         labels = [class_names.index(label) for label in raw_labels]
     if len(set(labels)) < 2:
         raise InputError(f"{path}: all slides have the same label; a classifier needs at least two classes")
