@@ -62,3 +62,16 @@ def test_labels_differing_only_in_case_are_refused(tmp_path):
     with pytest.raises(InputError, match="labels 'LUAD' and 'luad' differ only in case"):
         read_labels(_labels(tmp_path, ["LUAD", "LUSC", "luad", "LUSC"]))
     assert read_labels(_labels(tmp_path, ["LUAD", "LUSC"] * 2, "ok.csv")).class_names == ["LUAD", "LUSC"]
+
+
+def test_a_non_finite_bag_stops_training_before_the_first_fold(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = ["a", "b"] * 4
+    for i in range(8):
+        features = rng.normal(size=(3, 4))
+        features[0, 0] = np.inf if i == 7 else features[0, 0]
+        write_h5_bag(tmp_path / "feat" / "h5_files" / f"s{i}.h5", features, np.zeros((3, 2)))
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "feat", _labels(tmp_path, labels),
+                           "--out", tmp_path / "run", "--folds", "4", "--max-epochs", "1")
+    assert code == 2 and "s7.h5: features contain NaN or infinite values" in err
+    assert not list((tmp_path / "run").glob("fold_*"))  # no fold trained on the rest first

@@ -356,6 +356,8 @@ def _train_locked(
     embed_dim = common_feature_size(list(store.paths.values()))
     splits = make_folds(cohort, config.folds, seed=config.seed, val_fraction=config.val_fraction)
     write_splits(out_dir / "splits.csv", cohort, splits)
+    for slide in cohort.slide_ids:  # a NaN bag first trained in the last fold would waste the others
+        store.features(slide)  # read, checked and (within the budget) cached for the folds
     rows: list[dict[str, object]] = []
     for split in splits:
         results = train_fold(
