@@ -84,12 +84,28 @@ def read_checkpoint(path: str | Path) -> Any:
             f"pass it as '{TORCHSCRIPT_PREFIX}{path}' if you trust it"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_metadata_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
         raise InputError(
             f"cannot read checkpoint {path}: not a weights-only torch or safetensors file "
             f"({_torch_reason(error)})"
         ) from None
+
+
+def _metadata_globals() -> list[Any]:
+    """Plain-data types training scripts save beside the weights (an argparse ``args``, numpy
+    scalars for the best metric or epoch): allowed so such a file is readable, since building
+    them calls no user code. Anything else stays refused by ``weights_only``."""
+    import argparse
+
+    import numpy as np
+
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed it
+    namespace = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype
+    names = dir(namespace) if namespace is not None else []
+    dtypes = [getattr(namespace, name) for name in names if name.endswith("DType")]
+    return [argparse.Namespace, np.dtype, core.multiarray.scalar, *(d for d in dtypes if isinstance(d, type))]
 
 
 def _is_tensor_dict(state: Mapping) -> bool:

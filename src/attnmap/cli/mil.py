@@ -121,6 +121,14 @@ def attention(
     from attnmap.provenance import provenance
 
     model = load_mil(checkpoint).to(resolved_device(device))
+    # the options are checked against the model once, so the error names them, not the first bag
+    for option, value, limit, what in (
+        ("--branch", branch, model.n_branches, "attention branch(es)"),
+        ("--target", target, model.n_classes, "classes"),
+    ):
+        if value is not None and value >= limit:
+            raise click.BadParameter(f"{value} is out of range: {checkpoint.name} has {limit} {what}",
+                                     param_hint=option)
     paths: list[Path] = []
     for item in bags:
         paths.extend(list_bags(item) if item.is_dir() else [item])
@@ -134,6 +142,10 @@ def attention(
         list(zip(paths, names, strict=True)), desc="bags", disable=quiet() or len(paths) < 2
     ):
         bag = read_bag(path)
+        methods = METHODS if method == "all" else (method,)
+        if method == "all" and bag.n_patches < 2:  # removing the only patch leaves no bag to score
+            methods = tuple(name for name in methods if name != "occlusion")
+            click.echo(f"{path}: 1 patch, so no occlusion scores for this bag", err=True)
         try:
             exports.append(
                 export_attention(
@@ -146,7 +158,7 @@ def attention(
                     chunk_size=chunk_size,
                     model_name=checkpoint.name,
                     extra_provenance={"checkpoint": str(checkpoint), "bag": str(path)},
-                    methods=METHODS if method == "all" else (method,),
+                    methods=methods,
                     target=target,
                 )
             )

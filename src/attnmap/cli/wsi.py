@@ -179,7 +179,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     "features_h5",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A features h5; with --model, attention is computed from it.",
+    help="A features h5 (or a .pt bag with coords); with --model, attention is computed from it.",
 )
 @click.option(
     "--model",
@@ -233,16 +233,18 @@ def heatmap(
         record = provenance(method="heatmap", parameters={**drawn, "scores": scores.name}, slide=slide.name)
         title, label = f"{slide.stem} · {scores.name}", "score"
     else:
-        import torch
+        from attnmap.mil import infer_bag, load_mil, read_bag
 
-        from attnmap.mil import infer_bag, load_mil
-        from attnmap.wsi.features import load_features
-
-        bag, coords = load_features(features_h5)
+        # the MIL reader: CLAM / TRIDENT / attnmap h5 alike, and an empty, non-finite or
+        # mismatched bag is named before the model runs
+        bag = read_bag(features_h5)
+        if bag.coords is None:
+            raise InputError(f"{features_h5}: no 'coords' dataset; a heatmap needs each patch's position")
+        coords = bag.coords
         target = resolved_device(device)
         clam = load_mil(model).eval().to(target)  # CLAM_SB / CLAM_MB or ABMIL
         try:
-            bag_result = infer_bag(clam, torch.from_numpy(bag).to(target))
+            bag_result = infer_bag(clam, bag.features.to(target))
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
             raise InputError(f"{features_h5}: {error}") from error
         values = bag_result.scores("raw")
@@ -266,7 +268,7 @@ def heatmap(
         )
     patch_size = patch_size or stored_patch
     if patch_size is None:
-        raise InputError("the scores file does not record the patch size: give --patch-size (level-0 pixels)")
+        raise InputError(f"{source.name} does not record the patch size: give --patch-size (level-0 pixels)")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_heatmap_files(
         slide,

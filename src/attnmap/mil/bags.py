@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,17 +50,47 @@ def bag_candidates(features_dir: str | Path, slide_id: str) -> list[Path]:
 
 
 def find_bag(features_dir: str | Path, slide_id: str) -> Path:
-    """The bag file of ``slide_id`` under ``features_dir`` (CLAM layout or flat)."""
+    """The bag file of ``slide_id`` under ``features_dir`` (CLAM layout or flat); an id written
+    with its slide file extension (``a.svs``, as many labels CSVs have it) finds ``a.h5``."""
     root = Path(features_dir)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such feature directory", str(root))
-    for candidate in bag_candidates(root, slide_id):
-        if candidate.is_file():
-            return candidate
+    names = [slide_id]
+    stem, dot, suffix = slide_id.rpartition(".")
+    if dot and stem and _is_slide_suffix("." + suffix):  # "a.svs" in a labels CSV: bags are named "a"
+        names.append(stem)
+    for name in names:
+        for candidate in bag_candidates(root, name):
+            if candidate.is_file():
+                return candidate
     raise InputError(
         f"no feature bag for slide {slide_id!r} in {root} (looked for h5_files/{slide_id}.h5, "
         f"pt_files/{slide_id}.pt and {slide_id}.h5/.pt)"
     )
+
+
+def find_bags(features_dir: str | Path, slide_ids: list[str]) -> dict[str, Path]:
+    """The bag of every slide id; all missing ones are named at once, not one per rerun."""
+    paths: dict[str, Path] = {}
+    missing: list[str] = []
+    for slide in slide_ids:
+        try:
+            paths[slide] = find_bag(features_dir, slide)
+        except InputError:
+            missing.append(slide)
+    if missing:
+        raise InputError(
+            f"no feature bag in {features_dir} for {len(missing)} of {len(slide_ids)} listed slides: "
+            + ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            + " (looked for h5_files/<slide>.h5, pt_files/<slide>.pt and <slide>.h5/.pt)"
+        )
+    return paths
+
+
+def _is_slide_suffix(suffix: str) -> bool:
+    from attnmap.wsi.slide import SLIDE_SUFFIXES
+
+    return suffix.lower() in SLIDE_SUFFIXES
 
 
 def list_bags(features_dir: str | Path) -> list[Path]:
@@ -109,6 +140,12 @@ def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
                 f"{path}: coords have shape {coords.shape}, "
                 f"expected ({features.shape[0]}, 2) to match the features"
             )
+        if not np.issubdtype(coords.dtype, np.number) or np.issubdtype(coords.dtype, np.complexfloating):
+            raise InputError(f"{path}: coords must be numbers, got {coords.dtype}")
+        if np.issubdtype(coords.dtype, np.floating):  # e.g. TRIDENT-style float coords
+            if not np.isfinite(coords).all():
+                raise InputError(f"{path}: coords contain NaN or infinite values")
+            coords = np.rint(coords)  # 255.9999 from a rescaling is pixel 256, not 255
         coords = coords.astype(np.int64, copy=False)
     return Bag(slide_id=path.stem, features=features, coords=coords, path=path)
 
@@ -139,9 +176,7 @@ def _stored_shape(path: Path) -> tuple[int, ...]:
 
         try:
             with h5py.File(path, "r") as handle:
-                if "features" not in handle:
-                    raise InputError(f"{path}: no 'features' dataset (found {sorted(handle.keys())})")
-                return tuple(handle["features"].shape)
+                return tuple(_features_dataset(handle, path).shape)
         except OSError as error:
             raise InputError(f"{path}: not a readable h5 file ({error})") from error
     try:  # .pt: memory-mapped, so only the archive's directory and the tensor's header are read
@@ -157,13 +192,26 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     try:
         with h5py.File(path, "r") as handle:
-            if "features" not in handle:
-                raise InputError(f"{path}: no 'features' dataset (found {sorted(handle.keys())})")
-            features = handle["features"][()]
-            coords = handle["coords"][()] if "coords" in handle else None
+            features = _features_dataset(handle, path)[()]
+            coords = handle.get("coords")
+            if coords is not None and not isinstance(coords, h5py.Dataset):
+                raise InputError(f"{path}: 'coords' is an h5 group, not an (N, 2) dataset")
+            coords = coords[()] if coords is not None else None
     except OSError as error:
         raise InputError(f"{path}: not a readable h5 file ({error})") from error
     return features, coords
+
+
+def _features_dataset(handle: Any, path: Path) -> Any:
+    """The ``features`` dataset of an open h5 file; a missing one or a group is named."""
+    import h5py
+
+    if "features" not in handle:
+        raise InputError(f"{path}: no 'features' dataset (found {sorted(handle.keys())})")
+    dataset = handle["features"]
+    if not isinstance(dataset, h5py.Dataset):
+        raise InputError(f"{path}: 'features' is an h5 group, not an (N, D) dataset")
+    return dataset
 
 
 def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -194,7 +242,9 @@ def write_h5_bag(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    features = features.numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    if isinstance(features, torch.Tensor):
+        features = features.detach().float().cpu().numpy()
+    features = np.asarray(features)
     with h5py.File(path, "w") as handle:
         handle.create_dataset("features", data=features.astype(np.float32, copy=False))
         if coords is not None:

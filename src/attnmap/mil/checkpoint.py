@@ -132,8 +132,19 @@ def _fit_to_model(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dic
     return state
 
 
+def _source_name(source: object) -> str:
+    return str(source) if isinstance(source, (str, Path)) else "given as a mapping"
+
+
 def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: object) -> None:
-    apply_state_dict(model, state, source if isinstance(source, (str, Path)) else "given as a mapping")
+    # a diverged training run saves NaN weights; every bag would then be blamed for a NaN map
+    broken = [key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+    if broken:
+        raise InputError(
+            f"checkpoint {_source_name(source)} has NaN or infinite weights in {len(broken)} tensors "
+            f"(e.g. {broken[0]})"
+        )
+    apply_state_dict(model, state, _source_name(source))
 
 
 def load_clam(source: str | Path | StateDict, **overrides: object) -> CLAM_SB | CLAM_MB:
@@ -192,5 +203,12 @@ def load_mil(source: str | Path | StateDict, **overrides: object) -> CLAM_SB | C
         state = _fit_to_model(state, model)
         _load_strict(model, state, source)
         return model.eval()
+    if not any(_strip_data_parallel(key).startswith("attention_net.") for key in state):
+        prefixes = sorted({key.split(".")[0] for key in state})
+        raise UnsupportedModelError(
+            "not a CLAM checkpoint (no attention_net.* keys) nor an attnmap ABMIL one (no feature.* "
+            "keys); its keys start with "
+            + ", ".join(prefixes[:8]) + (", ..." if len(prefixes) > 8 else "")
+        )
     # a path again rather than the dict: a small second read buys error messages naming the file
     return load_clam(source if isinstance(source, (str, Path)) else state, **overrides)

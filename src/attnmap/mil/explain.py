@@ -43,7 +43,7 @@ from attnmap.mil.gradients import (
 )
 from attnmap.mil.lrp import check_lrp_options, lrp_relevance
 from attnmap.mil.readout import BagPass, bag_pass, readout_for, resolve_target
-from attnmap.mil.scores import DEFAULT_CHUNK
+from attnmap.mil.scores import DEFAULT_CHUNK, to_numpy
 
 METHODS: tuple[str, ...] = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
 PER_FEATURE_METHODS: tuple[str, ...] = ("gradient_x_input", "integrated_gradients", "lrp")
@@ -91,13 +91,13 @@ def explain(
         if method == "gradient_x_input" and not per_feature:
             bag, local, directional = gradient_x_input_one_pass(model, features, readout, chunk_size)
             target = resolve_target(model, target, bag.prediction)
-            return gradient_x_input_scores(bag, local, directional, readout, target).cpu().numpy()
+            return to_numpy(gradient_x_input_scores(bag, local, directional, readout, target))
         if method == "integrated_gradients":  # a forward only when the predicted class is needed
             if target is None:
                 target = bag_pass(model, features, readout, chunk_size).prediction
             target = resolve_target(model, target, 0)
             result = integrated_gradients(model, features, readout, target, chunk_size, per_feature, steps)
-            return result.cpu().numpy()
+            return to_numpy(result)
         bag = bag_pass(model, features, readout, chunk_size, keep_embeddings=keep)
         target = resolve_target(model, target, bag.prediction)
         if method == "attention":
@@ -109,7 +109,7 @@ def explain(
         else:
             result = lrp_relevance(model, features, readout, bag, target, chunk_size, per_feature,
                                    eps=settings["eps"], gamma=settings["gamma"])
-    return result.detach().cpu().numpy()
+    return to_numpy(result)
 
 
 def feature_gradients(

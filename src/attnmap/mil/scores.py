@@ -74,6 +74,13 @@ def _check_model(model: torch.nn.Module) -> AttentionMILBase:
     return model
 
 
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A model output as numpy: bfloat16 (a common checkpoint dtype) has no numpy twin, so it is
+    widened to float32; every other dtype is kept."""
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+
+
 def infer_bag(
     model: AttentionMILBase, features: torch.Tensor | np.ndarray, chunk_size: int = DEFAULT_CHUNK
 ) -> BagAttention:
@@ -99,9 +106,9 @@ def infer_bag(
     finally:
         model.train(was_training)
     return BagAttention(
-        raw=raw.cpu().numpy(),
-        logits=logits[0].cpu().numpy(),
-        probs=probs[0].cpu().numpy(),
+        raw=to_numpy(raw),
+        logits=to_numpy(logits[0]),
+        probs=to_numpy(probs[0]),
         prediction=int(logits[0].argmax()),
     )
 

@@ -81,8 +81,20 @@ def read_labels(path: str | Path) -> Cohort:
         if min(labels) < 0:
             raise InputError(f"{path}: integer labels must be 0..C-1, found {min(labels)}")
         class_names = [str(c) for c in range(n_classes)]
+        unused = sorted(set(range(n_classes)) - set(labels))
+        if unused:  # a class without slides: a dead output, undefined metrics
+            raise InputError(
+                f"{path}: integer labels are class indices 0..{n_classes - 1}, but no slide has "
+                f"label {', '.join(map(str, unused[:5]))}; renumber the classes 0..C-1"
+            )
     else:
         class_names = sorted(set(raw_labels))
+        folded: dict[str, str] = {}
+        for name in class_names:  # "LUAD" and "luad" would silently train as two classes
+            other = folded.setdefault(" ".join(name.casefold().split()), name)
+            if other != name:
+                raise InputError(f"{path}: labels {other!r} and {name!r} differ only in case or spacing; "
+                                 "write each class one way")
         labels = [class_names.index(label) for label in raw_labels]
     if len(set(labels)) < 2:
         raise InputError(f"{path}: all slides have the same label; a classifier needs at least two classes")
@@ -108,6 +120,15 @@ def make_folds(cohort: Cohort, folds: int, seed: int = 1, val_fraction: float = 
     if folds > len(case_slides):
         raise InputError(
             f"{folds} folds but only {len(case_slides)} cases: use at most {len(case_slides)} folds"
+        )
+    per_class = [sum(1 for value in case_label.values() if value == c) for c in range(cohort.n_classes)]
+    fewest = min(per_class)
+    if fewest < folds:  # a test fold without the class, and a training set without it when it has 1
+        rare = cohort.class_names[per_class.index(fewest)]
+        advice = f"use {fewest} folds or fewer" if fewest >= 2 else "label more cases of it"
+        raise InputError(
+            f"class {rare!r} has {fewest} case(s), fewer than the {folds} folds: some test folds would "
+            f"hold none of it; {advice}"
         )
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")

@@ -42,7 +42,7 @@ from attnmap.fingerprint import Fingerprint
 from attnmap.io_utils import write_json_atomic
 from attnmap.lock import folder_lock
 from attnmap.mil.abmil import ABMIL
-from attnmap.mil.bags import common_feature_size, find_bag, read_bag
+from attnmap.mil.bags import common_feature_size, find_bags, read_bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
 from attnmap.mil.fold_files import finished_fold, fold_fingerprint, load_resume, save_atomic
@@ -98,7 +98,7 @@ class BagStore:
     """Bags read on demand and kept in memory up to a byte budget (most cohorts fit entirely)."""
 
     def __init__(self, features_dir: Path, slide_ids: list[str], budget_bytes: float):
-        self.paths = {slide: find_bag(features_dir, slide) for slide in slide_ids}
+        self.paths = find_bags(features_dir, slide_ids)
         self.budget, self.used, self.cache = budget_bytes, 0, {}
         self.embed_dim: int | None = None
 
@@ -356,6 +356,8 @@ def _train_locked(
     embed_dim = common_feature_size(list(store.paths.values()))
     splits = make_folds(cohort, config.folds, seed=config.seed, val_fraction=config.val_fraction)
     write_splits(out_dir / "splits.csv", cohort, splits)
+    for slide in cohort.slide_ids:  # a NaN bag first trained in the last fold would waste the others
+        store.features(slide)  # read, checked and (within the budget) cached for the folds
     rows: list[dict[str, object]] = []
     for split in splits:
         results = train_fold(

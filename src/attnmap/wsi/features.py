@@ -230,10 +230,14 @@ def load_features(path_h5: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path_h5)
     if not path.is_file():
         raise FileNotFoundError(2, "features file not found", str(path))
-    with h5py.File(path, "r") as handle:
-        if "features" not in handle or "coords" not in handle:
-            raise InputError(f"{path} has no 'features' and 'coords' datasets")
-        return np.asarray(handle["features"], dtype=np.float32), np.asarray(handle["coords"], dtype=np.int64)
+    try:
+        with h5py.File(path, "r") as handle:
+            if "features" not in handle or "coords" not in handle:
+                raise InputError(f"{path} has no 'features' and 'coords' datasets")
+            features = np.asarray(handle["features"], dtype=np.float32)
+            return features, np.asarray(handle["coords"], dtype=np.int64)
+    except OSError as error:
+        raise InputError(f"{path}: not a readable h5 file ({error})") from error
 
 
 def features_complete(

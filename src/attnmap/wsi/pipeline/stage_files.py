@@ -175,19 +175,45 @@ def load_scores_with_patch_size(path: str | Path) -> tuple[np.ndarray, np.ndarra
 
 
 def features_patch_size(path: str | Path, level_downsamples: tuple[float, ...]) -> int | None:
-    """The level-0 patch size an attnmap features h5 was made with (from its recorded
-    ``patching`` parameters), or None for a file that does not say (CLAM's own)."""
+    """The level-0 patch size a features h5 was made with, or None for a file that does not say.
+
+    Read from, in order: attnmap's recorded ``patching`` parameters; a ``patch_size_level0``
+    attribute of ``coords`` (TRIDENT writes one; its ``patch_size`` is at the target magnification,
+    so it is not used alone); ``patch_size`` with ``patch_level`` on ``coords`` (CLAM's patch
+    files). Guessing from the coordinate spacing would be wrong for overlapping grids.
+    """
     import json
 
     import h5py
 
+    if not h5py.is_hdf5(path):  # a .pt bag records no patching
+        return None
     with h5py.File(path, "r") as handle:
         parameters = handle.attrs.get("parameters")
+        coords = handle.get("coords")
+        coord_attrs = dict(coords.attrs) if isinstance(coords, h5py.Dataset) else {}
     try:
         patching = json.loads(parameters)["patching"]
         size, level = int(patching["patch_size"]), int(patching["level"])
     except (TypeError, ValueError, KeyError):
-        return None
+        if "patch_size_level0" in coord_attrs:
+            return _positive_size(coord_attrs["patch_size_level0"])
+        if "patch_size" not in coord_attrs or "patch_level" not in coord_attrs:
+            return None
+        size, level = _positive_size(coord_attrs["patch_size"]), _positive_size(coord_attrs["patch_level"], 0)
+        if size is None or level is None:
+            return None
     if not 0 <= level < len(level_downsamples):
         return None
     return int(round(size * level_downsamples[level]))
+
+
+def _positive_size(value: object, minimum: int = 1) -> int | None:
+    """An integer attribute (numpy scalar or 1-element array alike), or None if it is not one."""
+    import numpy as np
+
+    try:
+        number = int(np.asarray(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return number if number >= minimum else None

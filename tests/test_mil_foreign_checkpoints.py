@@ -1,0 +1,85 @@
+"""MIL checkpoints as other code saves them: bfloat16 weights, foreign key names, NaN weights."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from cli_runner import run_cli
+
+from attnmap.errors import InputError
+from attnmap.mil import CLAM_MB, infer_bag, load_mil, write_h5_bag
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_bfloat16_checkpoint_gives_every_score_in_float32(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = CLAM_MB(embed_dim=16, n_classes=3).eval()
+    torch.save({k: v.bfloat16() for k, v in model.state_dict().items()}, tmp_path / "bf16.pt")
+    features = np.random.default_rng(0).normal(size=(9, 16)).astype(np.float32)
+    write_h5_bag(tmp_path / "b.h5", features, np.zeros((9, 2)))
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "bf16.pt", tmp_path / "b.h5",
+                           "--out", tmp_path / "out", "--method", "all", "--no-csv")
+    assert code == 0, err
+    reference = infer_bag(load_mil(tmp_path / "bf16.pt").float(), features)
+    with h5py.File(tmp_path / "out" / "b_attention.h5") as handle:
+        assert handle["attention_raw"].dtype == np.float32
+        for method in ("gradient_x_input", "integrated_gradients", "lrp", "occlusion"):
+            name = f"scores_{method}"
+            assert np.isfinite(handle[name][()]).all() and handle[name].shape[0] == 9
+        raw = handle["attention_raw"][()]
+        probabilities = handle["probabilities"][()]
+    # the bfloat16 model's attention, within bfloat16 rounding of the same weights run in float32
+    np.testing.assert_allclose(raw.reshape(reference.raw.T.shape), reference.raw.T, atol=0.05)
+    np.testing.assert_allclose(probabilities.reshape(-1), reference.probs, atol=0.02)
+
+
+def test_foreign_and_diverged_checkpoints_are_one_line(tmp_path, capsys):
+    write_h5_bag(tmp_path / "b.h5", np.ones((3, 16), np.float32), np.zeros((3, 2)))
+    # key names of an ABMIL written by other code: neither layout this package reads
+    torch.save({"feature_extractor_part2.0.weight": torch.zeros(500, 16),
+                "attention.0.weight": torch.zeros(128, 500)}, tmp_path / "foreign.pt")
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "foreign.pt", tmp_path / "b.h5",
+                           "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "not a CLAM checkpoint" in err and "attnmap ABMIL" in err and "feature_extractor_part2" in err
+    torch.manual_seed(0)
+    state = CLAM_MB(embed_dim=16, n_classes=3).state_dict()
+    state["attention_net.0.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "nan.pt", tmp_path / "b.h5",
+                           "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "nan.pt has NaN or infinite weights" in err and "attention_net.0.weight" in err
+    assert "b.h5" not in err  # the checkpoint is to blame, not the bag
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [("--branch", "3", "has 3 attention branch(es)"),
+                                                          ("--target", "5", "has 3 classes")])
+def test_out_of_range_options_name_the_option_not_the_bag(tmp_path, capsys, option, value, message):
+    torch.manual_seed(0)
+    torch.save(CLAM_MB(embed_dim=16, n_classes=3).state_dict(), tmp_path / "mb.pt")
+    write_h5_bag(tmp_path / "b.h5", np.ones((3, 16), np.float32), np.zeros((3, 2)))
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "mb.pt", tmp_path / "b.h5",
+                           "--out", tmp_path / "out", option, value)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert option in err and f"mb.pt {message}" in err and "b.h5" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoints_with_training_metadata_load(tmp_path):
+    """Training scripts save their argparse args and numpy metrics beside the weights."""
+    import argparse
+
+    torch.manual_seed(0)
+    model = CLAM_MB(embed_dim=16, n_classes=3).eval()
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=2e-4, model_type="clam_mb"),
+                "best_auc": np.float64(0.91), "epoch": np.int64(7)}, tmp_path / "run.pt")
+    loaded = load_mil(tmp_path / "run.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    torch.save({"model": model.state_dict(), "sampler": torch.nn.Identity()}, tmp_path / "code.pt")
+    with pytest.raises(InputError, match="not a weights-only torch"):  # other objects stay refused
+        load_mil(tmp_path / "code.pt")
