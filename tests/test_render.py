@@ -170,3 +170,64 @@ def test_normalised_maps_lie_in_unit_interval_and_keep_order(values, mode):
     flat, normed = values.ravel(), out.ravel()
     order = np.argsort(flat, kind="stable")
     assert np.all(np.diff(normed[order]) >= -1e-12)  # monotone: a higher score never maps lower
+
+
+def test_drawing_helpers_refuse_bad_arguments_in_one_line(tmp_path):
+    image, heat = np.random.default_rng(0).random((6, 10, 3)), np.arange(6.0).reshape(2, 3)
+    bad_calls = {
+        "colour map must be a name": lambda: overlay(image, heat, cmap=None),
+        "alpha must be a number": lambda: overlay(image, heat, alpha="0.5"),
+        "heatmap must hold real numbers": lambda: overlay(image, heat * 1j),
+        "heatmap is empty": lambda: overlay(image, np.zeros((0, 3))),
+        "image contains NaN": lambda: overlay(np.full((4, 4, 3), np.nan), heat),
+        "float image must lie in [0, 1]": lambda: overlay(image * 255.0, heat),
+        "image is empty": lambda: overlay(np.zeros((0, 4, 3)), heat),
+        "size must be a positive int": lambda: upsample(heat, (0, 4)),
+        "maps are empty": lambda: upsample(np.zeros((0, 3)), 4),
+        "a map must hold real numbers": lambda: normalize(np.array(["a"])),
+    }
+    for message, call in bad_calls.items():
+        with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            call()
+
+
+def test_opencv_and_colormap_objects_work_everywhere():
+    import matplotlib
+
+    from attnmap.render.colormap import get_cmap
+
+    values = np.linspace(0.0, 1.0, 7)
+    np.testing.assert_array_equal(apply_colormap(values, "OpenCV:jet"), apply_colormap(values, "opencv:jet"))
+    table = (get_cmap("opencv:jet")(np.arange(256) / 256.0)[:, :3] * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(table, apply_colormap(np.arange(256) / 255.0 + 1e-9, "opencv:jet"))
+    viridis = matplotlib.colormaps["viridis"]
+    np.testing.assert_array_equal(apply_colormap(values, viridis), apply_colormap(values, "viridis"))
+    black = overlay(np.zeros((4, 4, 3)), np.zeros((2, 2)), cmap="gray", style="add")
+    np.testing.assert_array_equal(black, 0)  # black over black: no division by zero
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif", ".webp", ".pdf"])
+def test_save_grid_writes_the_format_of_the_suffix(tmp_path, suffix):
+    path = save_grid([np.zeros((4, 6, 3), np.uint8)], ["a"], tmp_path / "new" / f"grid{suffix}", dpi=20)
+    assert path.stat().st_size > 0
+    if suffix != ".pdf":
+        assert Image.open(path).format == {".jpg": "JPEG", ".tif": "TIFF"}.get(suffix, suffix[1:].upper())
+
+
+def test_save_grid_refuses_paths_it_cannot_honour(tmp_path):
+    tile = [np.zeros((4, 6, 3), np.uint8)]
+    (tmp_path / "afile").write_text("x")
+    for path, message in [
+        (tmp_path / "grid.xyz", "cannot tell the picture format"),
+        (tmp_path / "grid", "cannot tell the picture format"),
+        (tmp_path, "is a folder"),
+        (tmp_path / "afile" / "grid.png", "is a file, not a folder"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            save_grid(tile, None, path)
+    with pytest.raises(InputError, match="PNG text chunks"):
+        save_grid(tile, None, tmp_path / "grid.jpg", metadata={"model": "m"})
+    for bad in ({"ncols": 0}, {"ncols": 1.5}, {"dpi": -1}, {"tile_inches": 0}):
+        with pytest.raises(InputError, match="save_grid"):
+            save_grid(tile, None, tmp_path / "grid.png", **bad)
+    assert not list(tmp_path.glob("grid*"))

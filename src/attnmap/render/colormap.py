@@ -7,10 +7,36 @@ import numpy as np
 from attnmap.errors import InputError
 
 
-def get_cmap(name: str):
-    """Return the matplotlib colour map called ``name``, or raise `InputError` naming it."""
-    import matplotlib
+def _opencv_code(name: str) -> int:
+    """OpenCV's ``COLORMAP_*`` constant for ``"opencv:NAME"`` (prefix in any case), or `InputError`."""
+    import cv2
 
+    code = getattr(cv2, f"COLORMAP_{name.split(':', 1)[1].strip().upper()}", None)
+    if not isinstance(code, int) or not name.split(":", 1)[1].strip():
+        raise InputError(f"unknown OpenCV colour map {name!r}; e.g. 'opencv:jet', 'opencv:turbo'")
+    return code
+
+
+def _is_opencv(name: str) -> bool:
+    return name.lower().startswith("opencv:")
+
+
+def get_cmap(name: object):
+    """Return the matplotlib colour map called ``name``, or raise `InputError` naming it.
+
+    ``"opencv:NAME"`` gives OpenCV's 256-colour table as a matplotlib map (for colour bars), and a
+    matplotlib ``Colormap`` object is returned as it is, so every drawing helper takes the same names.
+    """
+    import matplotlib
+    from matplotlib.colors import Colormap, ListedColormap
+
+    if isinstance(name, Colormap):
+        return name
+    if not isinstance(name, str):
+        raise InputError(f"colour map must be a name such as 'jet', got {type(name).__name__}")
+    if _is_opencv(name):
+        table = apply_colormap(np.arange(256) / 255.0 + 1e-9, name)  # + 1e-9: exact uint8(255 v)
+        return ListedColormap(table / 255.0, name=name)
     try:
         return matplotlib.colormaps[name]
     except KeyError:
@@ -20,7 +46,7 @@ def get_cmap(name: str):
         ) from None
 
 
-def apply_colormap(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
+def apply_colormap(values: np.ndarray, cmap: object = "jet") -> np.ndarray:
     """Map values in [0, 1] to (..., 3) RGB uint8.
 
     A matplotlib name gives ``uint8(cmap(v) · 255)`` (truncated), CLAM's heatmap convention.
@@ -28,12 +54,10 @@ def apply_colormap(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
     look of Transformer-Explainability's and pytorch-grad-cam's ``show_cam_on_image``.
     """
     clipped = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    if cmap.startswith("opencv:"):
+    if isinstance(cmap, str) and _is_opencv(cmap):
         import cv2
 
-        code = getattr(cv2, f"COLORMAP_{cmap.split(':', 1)[1].upper()}", None)
-        if code is None:
-            raise InputError(f"unknown OpenCV colour map {cmap!r}; e.g. 'opencv:jet', 'opencv:turbo'")
+        code = _opencv_code(cmap)
         flat = np.uint8(255 * clipped).reshape(-1, 1)
         return cv2.applyColorMap(flat, code)[:, 0, ::-1].reshape(*clipped.shape, 3).copy()
     return (get_cmap(cmap)(clipped)[..., :3] * 255.0).astype(np.uint8)

@@ -27,6 +27,34 @@ def add_colorbar(fig, ax, scale: ScoreScale) -> None:
     bar.ax.tick_params(labelsize=7)
 
 
+FIGURE_FORMATS = ("png", "jpg", "jpeg", "tif", "tiff", "webp", "pdf", "svg", "eps", "ps", "gif")
+
+
+def check_figure_path(path: str | Path, metadata: dict | None = None) -> Path:
+    """``path`` as a Path whose suffix names a format we can write, in a folder that can exist.
+
+    Why: matplotlib appends ".png" to a path without a suffix (the file lands elsewhere than asked)
+    and fails deep inside for an unknown suffix or a parent that is a file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name such as {path / 'grid.png'}")
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in FIGURE_FORMATS:
+        raise InputError(
+            f"cannot tell the picture format of {path.name!r}; end it in one of "
+            + ", ".join(f".{name}" for name in FIGURE_FORMATS)
+        )
+    if metadata and suffix != "png":
+        raise InputError(f"metadata is written as PNG text chunks; save {path.name!r} as .png or drop it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
 def save_grid(
     images: Sequence[np.ndarray],
     titles: Sequence[str] | None,
@@ -43,8 +71,16 @@ def save_grid(
     ``ncols`` defaults to all images in one row up to 6 per row. ``metadata`` is written into the
     file (PNG text chunks) for provenance. ``scales`` (one per image, None for none) adds a colour
     bar in score units under each panel; ``suptitle`` titles the figure (e.g. the prediction).
-    Returns the path written.
+    Returns the path written. The format comes from the suffix; metadata needs PNG (text chunks).
     """
+    images = list(images)
+    path = check_figure_path(path, metadata)
+    for name, value in (("ncols", ncols), ("dpi", dpi), ("tile_inches", tile_inches)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and (not number or value <= 0):
+            raise InputError(f"save_grid {name} must be a positive number, got {value!r}")
+    if ncols is not None and int(ncols) != ncols:
+        raise InputError(f"save_grid ncols must be a whole number, got {ncols!r}")
     if len(images) == 0:
         raise InputError("save_grid needs at least one image")
     if titles is not None and len(titles) != len(images):
@@ -56,7 +92,7 @@ def save_grid(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    ncols = ncols or min(len(images), 6)
+    ncols = int(ncols) if ncols is not None else min(len(images), 6)
     nrows = math.ceil(len(images) / ncols)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(tile_inches * ncols, tile_inches * nrows + 0.3 * nrows), squeeze=False
@@ -72,8 +108,8 @@ def save_grid(
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, metadata=metadata)
+    text = None if metadata is None else {str(key): str(value) for key, value in metadata.items()}
+    fig.savefig(path, dpi=dpi, metadata=text)
     plt.close(fig)
     return path

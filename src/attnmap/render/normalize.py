@@ -30,11 +30,15 @@ def normalize(scores: ArrayT, mode: NormalizeMode = "minmax") -> ArrayT:
     is_tensor = isinstance(scores, torch.Tensor)
     if is_tensor:
         values = scores.detach()
+        if values.dtype == torch.bool or values.is_complex():
+            raise InputError(f"a map must hold real numbers, got {values.dtype}")
         if not torch.isfinite(values).all():
             raise InputError("cannot normalise a map that contains NaN or infinite values")
         values = values if values.is_floating_point() else values.double()
     else:
         values = np.asarray(scores)
+        if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+            raise InputError(f"a map must hold real numbers, got {values.dtype}")
         if not np.isfinite(values).all():
             raise InputError("cannot normalise a map that contains NaN or infinite values")
         values = values if np.issubdtype(values.dtype, np.floating) else values.astype(np.float64)

@@ -24,10 +24,22 @@ def to_uint8_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise InputError(f"expected an RGB image (H, W, 3), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"image is empty, shape {array.shape}")
     array = array[..., :3] if array.shape[-1] != 1 else np.repeat(array, 3, axis=-1)
     if array.dtype == np.uint8:
         return array.copy()
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise InputError(f"image must hold real numbers, got {array.dtype}")
+    if not np.isfinite(array).all():
+        raise InputError("image contains NaN or infinite values")
     if np.issubdtype(array.dtype, np.floating):
+        low, high = float(array.min()), float(array.max())
+        if low < -1e-3 or high > 1.0 + 1e-3:  # 0..255 floats would all be painted white
+            raise InputError(
+                f"a float image must lie in [0, 1], got values {low:.3g} to {high:.3g}; "
+                "divide by 255 or pass uint8"
+            )
         return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return np.clip(array, 0, 255).astype(np.uint8)
 
@@ -51,16 +63,18 @@ def overlay(
     """
     if style not in ("blend", "add"):
         raise InputError(f"unknown overlay style {style!r}; choose 'blend' or 'add'")
-    if not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha must lie in [0, 1], got {alpha}")
+    alpha = _alpha(alpha)
     rgb = to_uint8_rgb(image)
-    heat = heatmap.detach().cpu().double().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(
-        heatmap, dtype=np.float64
-    )
+    heat = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
+    if heat.dtype == np.bool_ or not np.issubdtype(heat.dtype, np.number) or np.iscomplexobj(heat):
+        raise InputError(f"heatmap must hold real numbers, got {heat.dtype}")
+    heat = heat.astype(np.float64)
     if heat.ndim == 3 and heat.shape[0] == 1:
         heat = heat[0]
     if heat.ndim != 2:
         raise InputError(f"heatmap must be 2-D (h, w), got shape {heat.shape}")
+    if heat.size == 0:
+        raise InputError(f"heatmap is empty, shape {heat.shape}")
     if heat.shape != rgb.shape[:2]:
         heat = upsample(heat, rgb.shape[:2])
     heat = normalize(heat, normalize_mode)
@@ -68,7 +82,18 @@ def overlay(
     base = rgb.astype(np.float32) / 255.0
     if style == "add":
         out = colour + base
-        out = out / out.max()
+        out = out / max(float(out.max()), 1e-12)  # a black image under a black colour stays black
     else:
         out = alpha * colour + (1.0 - alpha) * base
     return (np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _alpha(alpha: object) -> float:
+    """``alpha`` as a float in [0, 1] (a number, numpy or 0-d tensor), else `InputError`."""
+    if isinstance(alpha, torch.Tensor) and alpha.numel() == 1:
+        alpha = alpha.item()
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise InputError(f"alpha must be a number in [0, 1], got {type(alpha).__name__}")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise InputError(f"alpha must lie in [0, 1], got {alpha}")
+    return float(alpha)

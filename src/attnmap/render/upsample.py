@@ -31,14 +31,31 @@ def upsample(
     tensor = torch.as_tensor(maps)
     if tensor.ndim not in (2, 3):
         raise InputError(f"maps must be (B, gh, gw) or (gh, gw), got shape {tuple(tensor.shape)}")
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise InputError(f"maps must hold real numbers, got {tensor.dtype}")
+    if tensor.shape[-1] == 0 or tensor.shape[-2] == 0:
+        raise InputError(f"maps are empty, shape {tuple(tensor.shape)}")
     squeeze = tensor.ndim == 2
     if squeeze:
         tensor = tensor[None]
     if not tensor.is_floating_point():
         tensor = tensor.double()
-    out_size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    out_size = _size(size)
     kwargs = {} if mode == "nearest" else {"align_corners": False}
     out = F.interpolate(tensor[:, None], size=out_size, mode=mode, **kwargs)[:, 0]
     if squeeze:
         out = out[0]
     return out.cpu().numpy() if is_array else out
+
+
+def _size(size: object) -> tuple[int, int]:
+    """(H, W) from one positive int or a pair of them, else `InputError` naming what was given."""
+    pair = (size, size) if isinstance(size, (int, np.integer)) else size
+    try:
+        height, width = pair  # type: ignore[misc]
+        valid = all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in pair)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise InputError(f"size must be a positive int or a pair (H, W) of them, got {size!r}")
+    return int(height), int(width)
