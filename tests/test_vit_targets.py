@@ -214,3 +214,27 @@ def test_attention_pool_model_left_as_found_and_its_row_is_the_query(single_thre
         k = pool.kv(x).reshape(2, 16, 2, pool.num_heads, pool.head_dim).permute(2, 0, 3, 1, 4)[0]
         row = ((q * pool.scale) @ k.transpose(-2, -1)).softmax(-1).mean(1)[:, 0]
     assert torch.allclose(captured.query, row, atol=1e-12)
+
+
+def test_wrong_option_types_targets_and_images_are_one_line_errors(single_thread: None) -> None:
+    model, x = tiny_vit(), images()
+    cases = [
+        ("rollout", {"discard_ratio": "a"}, "discard_ratio must be a number.*options: head_fusion"),
+        ("rollout", {"start_layer": 1.5}, "option start_layer must be an integer"),
+        ("rollout", {"head_fusion": 3}, "option head_fusion must be a string"),
+        ("lrp_attention", {"grad": 1}, "option grad must be True or False"),
+        ("attn_gradcam", {"target": [1]}, "got 1 targets for a batch of 2 images"),
+        ("attn_gradcam", {"target": torch.tensor([1])}, "got 1 targets for a batch of 2 images"),
+        ("attn_gradcam", {"target": lambda out: out.detach()[:, 0]}, "do not depend on the model's output"),
+    ]
+    for method, kwargs, message in cases:
+        with pytest.raises(InputError, match=message):
+            quiet(model, x, method, **kwargs)
+    with pytest.raises(InputError, match="images contain NaN"):
+        quiet(model, x * float("nan"), "rollout")
+    # one class for every image still works, as an int or a 0-d tensor, and numpy numbers as options
+    import numpy as np
+
+    reference = quiet(model, x, "attn_gradcam", target=[2, 2])
+    assert torch.equal(quiet(model, x, "attn_gradcam", target=torch.tensor(2)), reference)
+    assert quiet(model, x, "rollout", start_layer=np.int64(1), discard_ratio=0).shape == (2, 4, 4)

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -72,11 +73,15 @@ def explain(
     if unknown:
         known = ", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "none"
         raise InputError(f"method {method!r} has no option {', '.join(unknown)}; its options: {known}")
+    check_option_types(method, allowed, options)
+    options = {k: v.item() if isinstance(v, np.generic) else v for k, v in options.items()}  # np.int64(1)
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InputError(f"images must be a (B, C, H, W) tensor, got {shape}")
     if not images.is_floating_point():
         raise InputError(f"images must be floating point, got {images.dtype}")
+    if not torch.isfinite(images.detach()).all():
+        raise InputError("images contain NaN or infinite values")
     model = unwrap(model)  # torch.compile / DataParallel: the model inside
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -86,6 +91,29 @@ def explain(
         maps = spec.fn(model, images, target, **options)
     warn_flat_maps(maps, method)
     return maps
+
+
+def check_option_types(method: str, allowed: dict[str, object], options: dict[str, object]) -> None:
+    """Refuse an option whose value is not of its default's kind (int, float, str or bool), naming it.
+
+    Why: a string "1" from a config file or 1.5 for a layer failed deep inside with a TypeError.
+    Options whose default is None or another object are left to the method.
+    """
+    kinds = {bool: (bool, np.bool_), int: (int, np.integer), float: (int, float, np.integer, np.floating),
+             str: (str,)}
+    words = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+    for name, value in options.items():
+        default = allowed[name]
+        accepted = kinds.get(type(default))
+        if accepted is None:
+            continue
+        wrong = not isinstance(value, accepted) or (type(default) is not bool and isinstance(value, bool))
+        if wrong:
+            known = ", ".join(f"{k}={v!r}" for k, v in allowed.items())
+            raise InputError(
+                f"method {method!r}: option {name} must be {words[type(default)]} like its default "
+                f"{default!r}, got {value!r}; its options: {known}"
+            )
 
 
 def warn_flat_maps(maps: torch.Tensor, method: str) -> None:

@@ -91,6 +91,11 @@ def _call(fn: Callable[[Any], torch.Tensor], output: Any, batch: int) -> torch.T
         raise InputError(f"the target callable must return ({batch},) scores, one per image, got {shape}")
     if not scores.is_floating_point():
         raise InputError(f"the target callable must return floating-point scores, got {scores.dtype}")
+    if torch.is_grad_enabled() and not scores.requires_grad:
+        raise InputError(
+            "the target callable's scores do not depend on the model's output (detached, or computed "
+            "without gradients); return e.g. output[:, k], not output.detach()[:, k]"
+        )
     return scores
 
 
@@ -148,8 +153,8 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
             f"target must be an int, B ints, a direction tensor or a callable, got {_describe(target)}"
         )
     indices = values.to(torch.long)
-    if indices.numel() == 1:
-        indices = indices.expand(batch)
+    if indices.numel() == 1 and (batch == 1 or torch.as_tensor(target).ndim == 0):
+        indices = indices.expand(batch)  # one class for all; a 1-long list is one image's, not all
     if indices.numel() != batch:
         raise InputError(f"got {indices.numel()} targets for a batch of {batch} images")
     n_classes = tensor.shape[1]
@@ -176,9 +181,10 @@ def slice_target(target: Target, start: int, stop: int, batch: int, what: str = 
         if target.ndim >= 1 and target.shape[0] == batch and target.ndim > 1:
             return target[start:stop]
         return target
-    values = torch.as_tensor(target).reshape(-1)
-    if values.numel() == 1:
-        return int(values[0])
+    values = torch.as_tensor(target)
+    if values.ndim == 0:
+        return int(values)
+    values = values.reshape(-1)
     if values.numel() != batch:
         raise InputError(f"got {values.numel()} targets for {what}{batch} images")
     return values[start:stop].tolist()
