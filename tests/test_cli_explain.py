@@ -135,6 +135,7 @@ def test_all_methods_grid_with_random_weights_warning(workspace, capsys):
         (["--method", "attention", "--option", "oops"], "KEY=VALUE"),
         (["--method", "attention", "--target", "9"], "out of range"),
         (["--method", "attention", "--cmap", "nocolour"], "unknown colour map"),
+        (["--method", "rollout", "--option", "start_layer=x"], "option start_layer must be an integer"),
     ],
 )
 def test_user_errors_are_one_line(workspace, capsys, args, message):
@@ -265,3 +266,15 @@ def test_hugging_face_headless_directory(workspace, capsys):
     assert run_cli(["explain", image, *model, "--method", "rollout", "--out", str(out)]) == 0
     assert np.load(out / "img0_rollout.npy").shape == (4, 4)
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_opencv_and_reversed_colour_maps_on_a_very_wide_image(workspace, tmp_path):
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 300, 3), dtype=np.uint8)).save(wide)
+    for cmap in ("opencv:jet", "viridis_r"):
+        out = tmp_path / cmap.replace(":", "_")
+        args = [str(wide), *MODEL, "--checkpoint", str(workspace / "weights.pt"), "--method", "rollout"]
+        code = run_cli(["explain", *args, "--cmap", cmap, "--on", "original", "--out", str(out)])
+        assert code == 0
+        picture = np.asarray(Image.open(out / "wide_rollout.png"))
+        assert picture.shape[1] >= 300 and picture.shape[2] == 3

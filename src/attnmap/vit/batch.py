@@ -27,7 +27,7 @@ from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
-from attnmap.vit.explain import explain
+from attnmap.vit.explain import check_option_types, explain
 from attnmap.vit.original import class_name, crop_box, predict
 from attnmap.vit.preprocess import IMAGE_SUFFIXES, load_image, preprocess
 from attnmap.vit.registry import Target, get_method, methods
@@ -74,6 +74,8 @@ def split_options(names: Sequence[str], options: Mapping[str, Any]) -> dict[str,
             raise InputError(f"option {key!r} is not accepted by any of: {', '.join(names)}")
         for name in takers:
             per_method[name][key] = value
+    for name in names:  # a value of the wrong kind fails here, before any model is loaded
+        check_option_types(name, get_method(name).options(), per_method[name])
     return per_method
 
 
