@@ -231,3 +231,21 @@ def test_save_grid_refuses_paths_it_cannot_honour(tmp_path):
         with pytest.raises(InputError, match="save_grid"):
             save_grid(tile, None, tmp_path / "grid.png", **bad)
     assert not list(tmp_path.glob("grid*"))
+
+
+def test_legend_box_and_scale_refuse_or_fix_what_used_to_draw_wrong():
+    from attnmap.render.legend import add_legend
+    from attnmap.render.placement import overlay_in_box
+    from attnmap.render.scale import choose_scale
+
+    scale = choose_scale(np.linspace(0.0, 1.0, 10), cmap="opencv:jet")
+    white = add_legend(np.ones((8, 8, 3)), scale, "t")  # floats in [0, 1] were cast to black
+    black = add_legend(np.zeros((8, 8, 3), np.uint8), scale, "t")
+    changed = white != black
+    assert changed.sum() == 8 * 8 * 3 and (white[changed] == 255).all()
+    assert add_legend(np.zeros((4, 4), np.uint8), scale, "t").ndim == 3  # greyscale drawn, not IndexError
+    for box in [(np.nan, 0, 5, 5), (0, 0, np.inf, 5), (0, 0, 5)]:
+        with pytest.raises(InputError, match="four finite numbers"):
+            overlay_in_box(np.zeros((6, 6, 3)), np.ones((2, 2)), box)
+    with pytest.raises(InputError, match="unknown colour map"):
+        choose_scale(np.ones(4), cmap="nosuch")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from attnmap.render.overlay import to_uint8_rgb
 from attnmap.render.scale import ScoreScale, colour_table
 
 
@@ -52,7 +53,7 @@ def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "s
 
     The title and the caption wrap to the picture's width (a narrow slide's heatmap cut them off).
     """
-    image = np.asarray(image, dtype=np.uint8)
+    image = to_uint8_rgb(image)  # floats in [0, 1] cast straight to uint8 would be all black
     height, width = image.shape[:2]
     width_out = max(width, 240)
     top, bottom = legend_height(width_out)

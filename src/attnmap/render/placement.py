@@ -23,7 +23,13 @@ def overlay_in_box(
     """
     rgb = to_uint8_rgb(image)
     height, width = rgb.shape[:2]
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    try:
+        corners = [float(v) for v in box]
+    except (TypeError, ValueError):
+        corners = []
+    if len(corners) != 4 or not np.isfinite(corners).all():
+        raise InputError(f"box must be four finite numbers (x0, y0, x1, y1), got {box!r}")
+    x0, y0, x1, y1 = (int(round(v)) for v in corners)
     if x1 <= x0 or y1 <= y0:
         raise InputError(f"box must have x1 > x0 and y1 > y0, got {box}")
     heat = np.asarray(heatmap, dtype=np.float64)

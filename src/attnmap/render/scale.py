@@ -122,6 +122,10 @@ def choose_scale(
         kind = "diverging" if is_signed(scores, method) else "robust"
     if kind not in SCALE_KINDS:
         raise InputError(f"unknown score scale {kind!r}; choose one of {', '.join(SCALE_KINDS)}")
+    if cmap is not None:
+        from attnmap.render.colormap import get_cmap
+
+        get_cmap(cmap)  # an unknown name fails here, not when the picture is drawn
     cmap = cmap or DEFAULT_CMAPS[kind]
     if scores.size == 0:
         return ScoreScale(kind, 0.0, 1.0, cmap)
