@@ -249,3 +249,26 @@ def test_hugging_face_classifier_in_training_mode_is_evaluated_and_left_as_found
         assert not row.get("note"), row
         assert all(np.isfinite(float(row[metric])) for metric in ("pointing", "pos_pred_auc", "miou"))
     assert all(module.training for module in model.modules())
+
+
+def test_masks_must_be_binary_and_localise_something_and_constant_maps_do_not_point():
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 0, 0] = True  # the object sits on the first pixel, where an argmax of ties lands
+    flat_maps = torch.zeros(2, 8, 8)
+    np.testing.assert_array_equal(pointing_hits(flat_maps, mask, tolerance=0), [False, False])
+    maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
+    for bad in (torch.zeros(2, 8, 8, dtype=torch.bool), torch.ones(2, 8, 8, dtype=torch.bool)):
+        with pytest.raises(InputError, match="empty or full"):
+            pointing_hits(maps, bad)
+    with pytest.raises(InputError, match="at least one mask"):
+        segmentation_scores(maps, torch.zeros(2, 8, 8, dtype=torch.bool))
+    soft = mask.double() * 0.5
+    for metric in (pointing_hits, segmentation_scores):
+        with pytest.raises(InputError, match="binary"):
+            metric(maps, soft)
+    assert segmentation_scores(maps, mask.double()) == segmentation_scores(maps, mask)  # 0/1 floats pass
+    # mAP averages over images with an object and background only: a full mask adds no free 1.0
+    mixed = torch.stack([mask[0], torch.ones(8, 8, dtype=torch.bool)])
+    assert segmentation_scores(maps, mixed)["map"] == segmentation_scores(maps[:1], mask[:1])["map"]
+    with pytest.raises(InputError, match="no relevance maps"):
+        maps_to_pixels(torch.zeros(0, 2, 2), (4, 4))

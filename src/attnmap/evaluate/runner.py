@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from attnmap.errors import AttnmapError, InputError
 from attnmap.evaluate.maps import maps_to_pixels
+from attnmap.evaluate.masks import binary_masks, informative_images
 from attnmap.evaluate.perturbation import (
     STEPS,
     model_device,
@@ -153,6 +154,7 @@ def _evaluate(
         "clean_accuracy": float((predicted == labels).double().mean()) * 100,
         "steps": list(steps),
         "pointing_tolerance_px": pointing_tolerance,
+        "n_localisation_images": int(informative_images(masks).sum()),
         "seed": seed,
         "batch_size": batch_size,
     }
@@ -189,7 +191,9 @@ def _score(
             row[f"{test}_{class_mode}_auc"] = perturbation_auc(curve, steps)
     segmentation = segmentation_scores(target_maps, masks)
     row.update({key: value * 100 for key, value in segmentation.items()})
-    row["pointing"] = float(pointing_hits(target_maps, masks, pointing_tolerance).mean()) * 100
+    scored = informative_images(masks)  # the pointing game is undefined on empty or full masks
+    hits = pointing_hits(target_maps[scored], masks[scored], pointing_tolerance)
+    row["pointing"] = float(hits.mean()) * 100
     return {name: row[name] for name in METRICS}, method_curves
 
 
@@ -283,4 +287,7 @@ def _check_dataset(dataset: LabelledImages) -> tuple[torch.Tensor, torch.Tensor,
         )
     if len(images) == 0:
         raise InputError("the data set is empty")
-    return images, labels.long(), masks.bool()
+    masks = binary_masks(masks)
+    if not informative_images(masks).any():
+        raise InputError("no image's mask has both object and background pixels: nothing to localise")
+    return images, labels.long(), masks
