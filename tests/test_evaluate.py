@@ -272,3 +272,25 @@ def test_masks_must_be_binary_and_localise_something_and_constant_maps_do_not_po
     assert segmentation_scores(maps, mixed)["map"] == segmentation_scores(maps[:1], mask[:1])["map"]
     with pytest.raises(InputError, match="no relevance maps"):
         maps_to_pixels(torch.zeros(0, 2, 2), (4, 4))
+
+
+def test_harness_says_when_a_method_returns_constant_maps(shapes_model_and_data):
+    model, _ = shapes_model_and_data
+    few = ShapesDataset(4, seed=21)
+
+    def all_zero(images, classes, masks):
+        return torch.zeros(len(images), 4, 4)
+
+    def half_zero(images, classes, masks):
+        maps = masks.double()
+        maps[::2] = 0.0
+        return maps
+
+    result = evaluate_methods(model, few, [], custom_maps={"zero": all_zero, "half": half_zero},
+                              progress=False)
+    zero = result.row("zero")
+    assert "every map is constant" in zero["note"] and all(np.isnan(zero[m]) for m in ("miou", "pointing"))
+    half = result.row("half")
+    assert half["note"].startswith("2 of 4 maps constant") and not np.isnan(half["miou"])
+    assert half["pointing"] <= 50.0  # the two flat maps never count as hits
+    assert result.row(RANDOM)["note"] == ""

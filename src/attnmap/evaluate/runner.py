@@ -144,9 +144,16 @@ def _evaluate(
             except (AttnmapError, NotImplementedError) as error:
                 rows.append({"method": name, **dict.fromkeys(METRICS, float("nan")), "note": str(error)})
                 continue
+        flat = _constant_maps(pred_maps) | _constant_maps(target_maps)
+        if flat.all():
+            note = "every map is constant (e.g. all zero): nothing to rank or point at"
+            rows.append({"method": name, **dict.fromkeys(METRICS, float("nan")), "note": note})
+            continue
         row, method_curves = _score(model, images, labels, masks, predicted, pred_maps, target_maps,
                                     steps, batch_size, pointing_tolerance)
-        row = {"method": name, **row, "seconds": round(time.perf_counter() - started, 2), "note": ""}
+        note = (f"{int(flat.sum())} of {len(flat)} maps constant: removed in pixel order, never a "
+                "pointing hit" if flat.any() else "")
+        row = {"method": name, **row, "seconds": round(time.perf_counter() - started, 2), "note": note}
         rows.append(row)
         curves[name] = method_curves
     settings = {
@@ -195,6 +202,12 @@ def _score(
     hits = pointing_hits(target_maps[scored], masks[scored], pointing_tolerance)
     row["pointing"] = float(hits.mean()) * 100
     return {name: row[name] for name in METRICS}, method_curves
+
+
+def _constant_maps(pixel_maps: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: maps with a single value, which rank no pixel above another."""
+    flat = pixel_maps.reshape(len(pixel_maps), -1)
+    return flat.max(dim=1).values == flat.min(dim=1).values
 
 
 def _maps_for(
