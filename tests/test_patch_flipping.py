@@ -149,3 +149,11 @@ def test_evaluate_slides_names_the_bag_the_model_does_not_take(tmp_path, capsys)
               "--methods", "attention", "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and f"{tmp_path / 'bags' / 'wide.h5'}: features have" in err
+
+
+def test_constant_scores_and_one_patch_bags_are_refused_not_scored():
+    model, bag = _planted()
+    with pytest.raises(InputError, match="constant"):
+        patch_flipping(model, bag, np.zeros(len(bag)))  # most and least first would be one order
+    with pytest.raises(InputError, match="at least 2 patches"):
+        patch_flipping(model, bag[:1], np.array([1.0]))
