@@ -294,3 +294,11 @@ def test_harness_says_when_a_method_returns_constant_maps(shapes_model_and_data)
     assert half["note"].startswith("2 of 4 maps constant") and not np.isnan(half["miou"])
     assert half["pointing"] <= 50.0  # the two flat maps never count as hits
     assert result.row(RANDOM)["note"] == ""
+
+
+def test_perturbation_steps_must_strictly_increase():
+    images, mask = corner_images(2)
+    classes = torch.ones(2, dtype=torch.long)
+    for steps in ((0.1, 0.1, 0.5), (0.0, 0.5), (0.5, 1.0), ()):
+        with pytest.raises(InputError, match="strictly increasing"):
+            perturbation_curve(BrightSpotModel(), images, mask.double(), classes, positive=True, steps=steps)
