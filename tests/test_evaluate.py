@@ -258,7 +258,7 @@ def test_masks_must_be_binary_and_localise_something_and_constant_maps_do_not_po
     np.testing.assert_array_equal(pointing_hits(flat_maps, mask, tolerance=0), [False, False])
     maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
     for bad in (torch.zeros(2, 8, 8, dtype=torch.bool), torch.ones(2, 8, 8, dtype=torch.bool)):
-        with pytest.raises(InputError, match="empty or full"):
+        with pytest.raises(InputError, match="cannot be missed or won"):
             pointing_hits(maps, bad)
     with pytest.raises(InputError, match="at least one mask"):
         segmentation_scores(maps, torch.zeros(2, 8, 8, dtype=torch.bool))
@@ -302,3 +302,15 @@ def test_perturbation_steps_must_strictly_increase():
     for steps in ((0.1, 0.1, 0.5), (0.0, 0.5), (0.5, 1.0), ()):
         with pytest.raises(InputError, match="strictly increasing"):
             perturbation_curve(BrightSpotModel(), images, mask.double(), classes, positive=True, steps=steps)
+
+
+def test_a_pointing_tolerance_that_grows_the_mask_over_the_image_is_refused(shapes_model_and_data):
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 3:5, 3:5] = True
+    maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert pointing_hits(maps, mask, tolerance=1).shape == (2,)
+    with pytest.raises(InputError, match="fills the image once grown by the 8 px"):
+        pointing_hits(maps, mask, tolerance=8)  # every peak would count as a hit
+    model, _ = shapes_model_and_data
+    with pytest.raises(InputError, match="every pointing would hit"):
+        evaluate_methods(model, ShapesDataset(2, seed=21), [], pointing_tolerance=200, progress=False)

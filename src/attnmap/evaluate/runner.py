@@ -28,7 +28,7 @@ from attnmap.evaluate.perturbation import (
     perturbation_hits,
     perturbation_x,
 )
-from attnmap.evaluate.pointing import pointing_hits
+from attnmap.evaluate.pointing import pointable_images, pointing_hits
 from attnmap.evaluate.random_baseline import random_patch_maps
 from attnmap.evaluate.segmentation import segmentation_scores
 
@@ -120,6 +120,12 @@ def _evaluate(
     progress: bool,
 ) -> EvaluationResult:
     images, labels, masks = _check_dataset(dataset)
+    if pointing_tolerance < 0:
+        raise InputError(f"pointing tolerance must be >= 0 pixels, got {pointing_tolerance}")
+    pointable = pointable_images(masks, pointing_tolerance)
+    if not pointable.any():
+        raise InputError(f"no image's mask, grown by the {pointing_tolerance} px pointing tolerance, "
+                         "leaves background: every pointing would hit")
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     predicted = _predict(model, images, batch_size)
@@ -150,7 +156,7 @@ def _evaluate(
             rows.append({"method": name, **dict.fromkeys(METRICS, float("nan")), "note": note})
             continue
         row, method_curves = _score(model, images, labels, masks, predicted, pred_maps, target_maps,
-                                    steps, batch_size, pointing_tolerance)
+                                    steps, batch_size, pointing_tolerance, pointable)
         note = (f"{int(flat.sum())} of {len(flat)} maps constant: removed in pixel order, never a "
                 "pointing hit" if flat.any() else "")
         row = {"method": name, **row, "seconds": round(time.perf_counter() - started, 2), "note": note}
@@ -162,6 +168,7 @@ def _evaluate(
         "steps": list(steps),
         "pointing_tolerance_px": pointing_tolerance,
         "n_localisation_images": int(informative_images(masks).sum()),
+        "n_pointing_images": int(pointable.sum()),
         "seed": seed,
         "batch_size": batch_size,
     }
@@ -179,6 +186,7 @@ def _score(
     steps: Sequence[float],
     batch_size: int,
     pointing_tolerance: int,
+    pointable: torch.Tensor,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     row: dict[str, float] = {}
     method_curves: dict[str, np.ndarray] = {}
@@ -198,8 +206,8 @@ def _score(
             row[f"{test}_{class_mode}_auc"] = perturbation_auc(curve, steps)
     segmentation = segmentation_scores(target_maps, masks)
     row.update({key: value * 100 for key, value in segmentation.items()})
-    scored = informative_images(masks)  # the pointing game is undefined on empty or full masks
-    hits = pointing_hits(target_maps[scored], masks[scored], pointing_tolerance)
+    # only images where a map can miss and hit: the game is undecidable on empty or (grown) full masks
+    hits = pointing_hits(target_maps[pointable], masks[pointable], pointing_tolerance)
     row["pointing"] = float(hits.mean()) * 100
     return {name: row[name] for name in METRICS}, method_curves
 
