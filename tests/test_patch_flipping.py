@@ -157,3 +157,20 @@ def test_constant_scores_and_one_patch_bags_are_refused_not_scored():
         patch_flipping(model, bag, np.zeros(len(bag)))  # most and least first would be one order
     with pytest.raises(InputError, match="at least 2 patches"):
         patch_flipping(model, bag[:1], np.array([1.0]))
+
+
+def test_evaluate_bags_refuses_no_bags_repeated_methods_and_a_slide_given_twice():
+    from pathlib import Path
+
+    from attnmap.evaluate.slides import evaluate_bags
+    from attnmap.mil.bags import Bag
+
+    model, features = _planted()
+    bag = Bag("s1", features, None, Path("s1.pt"))
+    assert list(evaluate_bags(model, [bag], ["attention"]).results) == ["s1"]
+    with pytest.raises(InputError, match="no bags"):
+        evaluate_bags(model, [], ["attention"])
+    with pytest.raises(InputError, match="each named once"):
+        evaluate_bags(model, [bag], ["attention", "attention"])
+    with pytest.raises(InputError, match="given twice"):
+        evaluate_bags(model, [bag, Bag("s1", features, None, Path("other/s1.h5"))], ["attention"])
