@@ -314,3 +314,12 @@ def test_a_pointing_tolerance_that_grows_the_mask_over_the_image_is_refused(shap
     model, _ = shapes_model_and_data
     with pytest.raises(InputError, match="every pointing would hit"):
         evaluate_methods(model, ShapesDataset(2, seed=21), [], pointing_tolerance=200, progress=False)
+
+
+def test_harness_refuses_a_method_name_given_twice(shapes_model_and_data):
+    model, _ = shapes_model_and_data
+    few = ShapesDataset(2, seed=21)
+    with pytest.raises(InputError, match="more than once: rollout"):
+        evaluate_methods(model, few, ["rollout", "rollout"], progress=False)
+    with pytest.raises(InputError, match="more than once: rollout"):  # a custom source would replace it
+        evaluate_methods(model, few, ["rollout"], custom_maps={"rollout": oracle_maps}, progress=False)

@@ -130,6 +130,10 @@ def _evaluate(
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     predicted = _predict(model, images, batch_size)
     grid = _patch_grid(model, images)
+    given = [*methods, *(custom_maps or {})]
+    repeated = sorted({name for name in given if given.count(name) > 1})
+    if repeated:  # a second source of one name would silently replace the first's row
+        raise InputError(f"method name(s) given more than once: {', '.join(repeated)}")
     sources: dict[str, MapFunction] = {name: _explain_source(model, name) for name in methods}
     sources.update(custom_maps or {})
     if RANDOM in sources:
