@@ -302,6 +302,10 @@ def test_perturbation_steps_must_strictly_increase():
     for steps in ((0.1, 0.1, 0.5), (0.0, 0.5), (0.5, 1.0), ()):
         with pytest.raises(InputError, match="strictly increasing"):
             perturbation_curve(BrightSpotModel(), images, mask.double(), classes, positive=True, steps=steps)
+    # 256 pixels: a 0.1% step removes no pixel and 0.5% the same one as 0.4% (a flat, fake segment)
+    for steps in ((0.001, 0.5), (0.004, 0.005, 0.5)):
+        with pytest.raises(InputError, match="too small for steps"):
+            perturbation_curve(BrightSpotModel(), images, mask.double(), classes, positive=True, steps=steps)
 
 
 def test_a_pointing_tolerance_that_grows_the_mask_over_the_image_is_refused(shapes_model_and_data):
