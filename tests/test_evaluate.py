@@ -327,3 +327,11 @@ def test_harness_refuses_a_method_name_given_twice(shapes_model_and_data):
         evaluate_methods(model, few, ["rollout", "rollout"], progress=False)
     with pytest.raises(InputError, match="more than once: rollout"):  # a custom source would replace it
         evaluate_methods(model, few, ["rollout"], custom_maps={"rollout": oracle_maps}, progress=False)
+
+
+def test_random_maps_refuse_a_seed_beyond_64_bits_and_keep_negative_seeds():
+    with pytest.raises(InputError, match="too large"):
+        random_patch_maps(2, (2, 2), seed=2**62)
+    negative = random_patch_maps(2, (2, 2), seed=-1)
+    torch.testing.assert_close(negative, random_patch_maps(2, (2, 2), seed=-1))
+    assert not torch.equal(negative, random_patch_maps(2, (2, 2), seed=1))
