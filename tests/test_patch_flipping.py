@@ -157,6 +157,8 @@ def test_constant_scores_and_one_patch_bags_are_refused_not_scored():
         patch_flipping(model, bag, np.zeros(len(bag)))  # most and least first would be one order
     with pytest.raises(InputError, match="at least 2 patches"):
         patch_flipping(model, bag[:1], np.array([1.0]))
+    with pytest.raises(InputError, match="seed must be >= 0"):
+        patch_flipping(model, bag, np.arange(len(bag), dtype=float), seed=-1)
 
 
 def test_evaluate_bags_refuses_no_bags_repeated_methods_and_a_slide_given_twice():

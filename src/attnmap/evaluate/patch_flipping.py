@@ -81,6 +81,8 @@ def patch_flipping(
     be the bag's own order) and one-patch bags (nothing to remove) are refused.
     """
     fractions_array = _check_fractions(fractions)
+    if int(seed) < 0:  # numpy's generators take only non-negative seeds
+        raise InputError(f"the random-order seed must be >= 0, got {seed}")
     if isinstance(features, np.ndarray):
         features = torch.from_numpy(features)
     features = check_bag_shape(features)
