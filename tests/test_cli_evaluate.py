@@ -59,3 +59,16 @@ def test_train_shapes_records_the_command_that_made_the_weights(tmp_path, capsys
     expected = f"attnmap train-shapes --out {out} --seed 3 --epochs 1 --n-train 64 --threads 1"
     assert record["command"] == expected
     assert record["seed"] == 3 and "held-out accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_rejects_a_method_listed_twice_in_every_mode(tmp_path, capsys):
+    code = run_cli(["evaluate", "--methods", "rollout, attention,rollout", "--n", "2",
+                    "--out", str(tmp_path)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "rollout more than once" in error and "Traceback" not in error
+    placeholder = tmp_path / "model.pt"  # names are checked before any file is read
+    placeholder.write_bytes(b"")
+    code = run_cli(["evaluate", "--mil-checkpoint", str(placeholder), "--bags", str(placeholder),
+                    "--methods", "attention,attention", "--out", str(tmp_path / "slides")])
+    assert code == 2 and "attention more than once" in capsys.readouterr().err

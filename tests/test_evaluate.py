@@ -249,3 +249,89 @@ def test_hugging_face_classifier_in_training_mode_is_evaluated_and_left_as_found
         assert not row.get("note"), row
         assert all(np.isfinite(float(row[metric])) for metric in ("pointing", "pos_pred_auc", "miou"))
     assert all(module.training for module in model.modules())
+
+
+def test_masks_must_be_binary_and_localise_something_and_constant_maps_do_not_point():
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 0, 0] = True  # the object sits on the first pixel, where an argmax of ties lands
+    flat_maps = torch.zeros(2, 8, 8)
+    np.testing.assert_array_equal(pointing_hits(flat_maps, mask, tolerance=0), [False, False])
+    maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
+    for bad in (torch.zeros(2, 8, 8, dtype=torch.bool), torch.ones(2, 8, 8, dtype=torch.bool)):
+        with pytest.raises(InputError, match="cannot be missed or won"):
+            pointing_hits(maps, bad)
+    with pytest.raises(InputError, match="at least one mask"):
+        segmentation_scores(maps, torch.zeros(2, 8, 8, dtype=torch.bool))
+    soft = mask.double() * 0.5
+    for metric in (pointing_hits, segmentation_scores):
+        with pytest.raises(InputError, match="binary"):
+            metric(maps, soft)
+    assert segmentation_scores(maps, mask.double()) == segmentation_scores(maps, mask)  # 0/1 floats pass
+    # mAP averages over images with an object and background only: a full mask adds no free 1.0
+    mixed = torch.stack([mask[0], torch.ones(8, 8, dtype=torch.bool)])
+    assert segmentation_scores(maps, mixed)["map"] == segmentation_scores(maps[:1], mask[:1])["map"]
+    with pytest.raises(InputError, match="no relevance maps"):
+        maps_to_pixels(torch.zeros(0, 2, 2), (4, 4))
+
+
+def test_harness_says_when_a_method_returns_constant_maps(shapes_model_and_data):
+    model, _ = shapes_model_and_data
+    few = ShapesDataset(4, seed=21)
+
+    def all_zero(images, classes, masks):
+        return torch.zeros(len(images), 4, 4)
+
+    def half_zero(images, classes, masks):
+        maps = masks.double()
+        maps[::2] = 0.0
+        return maps
+
+    result = evaluate_methods(model, few, [], custom_maps={"zero": all_zero, "half": half_zero},
+                              progress=False)
+    zero = result.row("zero")
+    assert "every map is constant" in zero["note"] and all(np.isnan(zero[m]) for m in ("miou", "pointing"))
+    half = result.row("half")
+    assert half["note"].startswith("2 of 4 maps constant") and not np.isnan(half["miou"])
+    assert half["pointing"] <= 50.0  # the two flat maps never count as hits
+    assert result.row(RANDOM)["note"] == ""
+
+
+def test_perturbation_steps_must_strictly_increase():
+    images, mask = corner_images(2)
+    classes = torch.ones(2, dtype=torch.long)
+    for steps in ((0.1, 0.1, 0.5), (0.0, 0.5), (0.5, 1.0), ()):
+        with pytest.raises(InputError, match="strictly increasing"):
+            perturbation_curve(BrightSpotModel(), images, mask.double(), classes, positive=True, steps=steps)
+    # 256 pixels: a 0.1% step removes no pixel and 0.5% the same one as 0.4% (a flat, fake segment)
+    for steps in ((0.001, 0.5), (0.004, 0.005, 0.5)):
+        with pytest.raises(InputError, match="too small for steps"):
+            perturbation_curve(BrightSpotModel(), images, mask.double(), classes, positive=True, steps=steps)
+
+
+def test_a_pointing_tolerance_that_grows_the_mask_over_the_image_is_refused(shapes_model_and_data):
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 3:5, 3:5] = True
+    maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert pointing_hits(maps, mask, tolerance=1).shape == (2,)
+    with pytest.raises(InputError, match="fills the image once grown by the 8 px"):
+        pointing_hits(maps, mask, tolerance=8)  # every peak would count as a hit
+    model, _ = shapes_model_and_data
+    with pytest.raises(InputError, match="every pointing would hit"):
+        evaluate_methods(model, ShapesDataset(2, seed=21), [], pointing_tolerance=200, progress=False)
+
+
+def test_harness_refuses_a_method_name_given_twice(shapes_model_and_data):
+    model, _ = shapes_model_and_data
+    few = ShapesDataset(2, seed=21)
+    with pytest.raises(InputError, match="more than once: rollout"):
+        evaluate_methods(model, few, ["rollout", "rollout"], progress=False)
+    with pytest.raises(InputError, match="more than once: rollout"):  # a custom source would replace it
+        evaluate_methods(model, few, ["rollout"], custom_maps={"rollout": oracle_maps}, progress=False)
+
+
+def test_random_maps_refuse_a_seed_beyond_64_bits_and_keep_negative_seeds():
+    with pytest.raises(InputError, match="too large"):
+        random_patch_maps(2, (2, 2), seed=2**62)
+    negative = random_patch_maps(2, (2, 2), seed=-1)
+    torch.testing.assert_close(negative, random_patch_maps(2, (2, 2), seed=-1))
+    assert not torch.equal(negative, random_patch_maps(2, (2, 2), seed=1))

@@ -149,3 +149,30 @@ def test_evaluate_slides_names_the_bag_the_model_does_not_take(tmp_path, capsys)
               "--methods", "attention", "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and f"{tmp_path / 'bags' / 'wide.h5'}: features have" in err
+
+
+def test_constant_scores_and_one_patch_bags_are_refused_not_scored():
+    model, bag = _planted()
+    with pytest.raises(InputError, match="constant"):
+        patch_flipping(model, bag, np.zeros(len(bag)))  # most and least first would be one order
+    with pytest.raises(InputError, match="at least 2 patches"):
+        patch_flipping(model, bag[:1], np.array([1.0]))
+    with pytest.raises(InputError, match="seed must be >= 0"):
+        patch_flipping(model, bag, np.arange(len(bag), dtype=float), seed=-1)
+
+
+def test_evaluate_bags_refuses_no_bags_repeated_methods_and_a_slide_given_twice():
+    from pathlib import Path
+
+    from attnmap.evaluate.slides import evaluate_bags
+    from attnmap.mil.bags import Bag
+
+    model, features = _planted()
+    bag = Bag("s1", features, None, Path("s1.pt"))
+    assert list(evaluate_bags(model, [bag], ["attention"]).results) == ["s1"]
+    with pytest.raises(InputError, match="no bags"):
+        evaluate_bags(model, [], ["attention"])
+    with pytest.raises(InputError, match="each named once"):
+        evaluate_bags(model, [bag], ["attention", "attention"])
+    with pytest.raises(InputError, match="given twice"):
+        evaluate_bags(model, [bag, Bag("s1", features, None, Path("other/s1.h5"))], ["attention"])

@@ -249,3 +249,15 @@ def test_geojson_of_a_missing_scores_file_says_not_found(tmp_path, capsys):
     err = err.strip()
     assert code == 2 and err.endswith(f"scores file not found: {tmp_path / 'nope_blockmap.h5'}")
     assert "\n" not in err
+
+
+def test_evaluate_run_with_annotations_named_after_no_slide_says_so(tmp_path, capsys):
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide-a.xml").write_text(ASAP)  # a typo in the slide id: nothing matches
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "e")])
+    assert done.value.code == 2
+    error = capsys.readouterr().err
+    assert "no annotated region for any slide" in error and "slide_a" in error and "Traceback" not in error

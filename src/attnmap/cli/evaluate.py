@@ -84,14 +84,7 @@ def evaluate(
     from attnmap.vit.models import load_model
     from attnmap.vit.registry import methods as registered_methods
 
-    available = list(registered_methods())
-    requested = [name.strip() for name in method_list.split(",") if name.strip()]
-    names = available if method_list.strip() == "all" else requested
-    unknown = [name for name in names if name not in available]
-    if unknown or not names:
-        raise InputError(
-            f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(available)}"
-        )
+    names = _method_names(method_list, list(registered_methods()), "unknown method(s)", "available")
     torch.manual_seed(seed)
     model = load_model(model_spec, checkpoint=checkpoint).to(resolved_device(device))
     config = resolve_data_config({}, model=model)
@@ -160,12 +153,7 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
 
     if checkpoint is None or not bag_paths:
         raise InputError("slide evaluation needs both --mil-checkpoint and --bags")
-    requested = [name.strip() for name in method_list.split(",") if name.strip()]
-    names = list(METHODS) if method_list.strip() == "all" else requested
-    unknown = [name for name in names if name not in METHODS]
-    if unknown or not names:
-        raise InputError(f"unknown MIL method(s) {', '.join(unknown) or '(none given)'}; "
-                         f"available: {', '.join(METHODS)}")
+    names = _method_names(method_list, list(METHODS), "unknown MIL method(s)", "available")
     paths: list[Path] = []
     for item in bag_paths:
         paths.extend(list_bags(item) if item.is_dir() else [item])
@@ -184,6 +172,22 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
                "0-90% of patches removed (AUC)")
     click.echo(format_flipping_table(evaluation, markdown=markdown))
     click.echo(f"wrote {csv_path} (+ {csv_path.with_suffix('.json').name})")
+
+
+def _method_names(
+    method_list: str, available: list[str], unknown_text: str, available_text: str
+) -> list[str]:
+    """The names of ``--methods`` ('all' = every available one); unknown or repeated names are refused."""
+    requested = [name.strip() for name in method_list.split(",") if name.strip()]
+    names = available if method_list.strip() == "all" else requested
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        raise InputError(f"{unknown_text} {', '.join(unknown) or '(none given)'}; "
+                         f"{available_text}: {', '.join(available)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"--methods lists {', '.join(repeated)} more than once")
+    return names
 
 
 def _command_line(model_spec: str, checkpoint: Path | None, data: str, n_images: int, method_list: str,
@@ -207,11 +211,6 @@ def _evaluate_annotated(
     available = run_score_sets(run_dir)
     if not available:
         raise InputError(f"{run_dir} holds no slide with scores (a `wsi run` output folder)")
-    requested = [name.strip() for name in method_list.split(",") if name.strip()]
-    names = available if method_list.strip() == "all" else requested
-    unknown = [name for name in names if name not in available]
-    if unknown or not names:
-        raise InputError(f"score set(s) {', '.join(unknown) or '(none given)'} not in the run; "
-                         f"it has: {', '.join(available)}")
+    names = _method_names(method_list, available, "score set(s) not in the run:", "it has")
     for name in names:
         evaluate_annotated_run(run_dir, annotations, name, out_dir / f"lesions_{name}.json")

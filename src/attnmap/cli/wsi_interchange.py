@@ -80,6 +80,11 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         rows.append(row)
         auc = f"{row['auc']:.3f}" if "auc" in row else "n/a"
         click.echo(f"{slide.slide_id}: {len(regions)} region(s), patch AUC {auc}")
+    if rows and not any(row["n_regions"] for row in rows):  # e.g. files named after another id
+        raise InputError(
+            f"no annotated region for any slide of the run in {annotations} (looked for "
+            f"<slide id>.geojson|.xml with ids {', '.join(str(row['slide_id']) for row in rows[:5])})"
+        )
     result = {"method": method, "slides": rows, "froc": froc(slides)}
     rates = ", ".join(f"{k:g} FP: {v:.2f}" for k, v in result["froc"]["sensitivity_at"].items())
     click.echo(f"FROC score {result['froc']['froc_score']:.3f} ({rates})")

@@ -16,6 +16,8 @@ def maps_to_pixels(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     if maps.ndim != 3:
         raise InputError(f"maps must be (B, gh, gw) or (B, H, W), got shape {tuple(maps.shape)}")
+    if maps.numel() == 0:
+        raise InputError(f"no relevance maps to score: got shape {tuple(maps.shape)}")
     if not torch.isfinite(maps).all():
         raise InputError("relevance maps contain NaN or infinite values")
     maps = maps.detach().double()

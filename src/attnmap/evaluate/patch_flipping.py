@@ -77,9 +77,12 @@ def patch_flipping(
     """Remove the highest-scored patches first and track the target probability (see module doc).
 
     ``target`` None is the class predicted on the whole bag. Ties in ``scores`` keep the bag's
-    patch order (stable sort), so the result is deterministic.
+    patch order (stable sort), so the result is deterministic. Constant scores (both orders would
+    be the bag's own order) and one-patch bags (nothing to remove) are refused.
     """
     fractions_array = _check_fractions(fractions)
+    if int(seed) < 0:  # numpy's generators take only non-negative seeds
+        raise InputError(f"the random-order seed must be >= 0, got {seed}")
     if isinstance(features, np.ndarray):
         features = torch.from_numpy(features)
     features = check_bag_shape(features)
@@ -100,6 +103,10 @@ def patch_flipping(
     finally:
         model.train(was_training)
     target = resolve_target(model, target, bag.prediction)
+    if n_patches < 2:
+        raise InputError(f"patch flipping needs a bag of at least 2 patches, got {n_patches}")
+    if scores_array.min() == scores_array.max():
+        raise InputError("scores are constant: they rank no patch above another, so there is nothing to flip")
     removed = np.minimum(np.round(fractions_array * n_patches).astype(np.int64), n_patches - 1)
     orders = {
         "most": np.argsort(-scores_array, kind="stable"),

@@ -122,5 +122,13 @@ def _check_inputs(
         raise InputError(f"pixel maps must be (B, H, W) = {expected}, got {tuple(pixel_maps.shape)}")
     if tuple(classes.shape) != (images.shape[0],):
         raise InputError(f"classes must be ({images.shape[0]},), got {tuple(classes.shape)}")
-    if not steps or any(not 0 < s < 1 for s in steps) or list(steps) != sorted(steps):
-        raise InputError(f"steps must be increasing fractions in (0, 1), got {list(steps)}")
+    increasing = all(b > a for a, b in zip(steps[:-1], steps[1:], strict=True))
+    if not steps or any(not 0 < s < 1 for s in steps) or not increasing:
+        raise InputError(f"steps must be strictly increasing fractions in (0, 1), got {list(steps)}")
+    n_pixels = images.shape[-2] * images.shape[-1]
+    removed = [int(fraction * n_pixels) for fraction in steps]
+    if removed[0] == 0 or len(set(removed)) != len(removed):
+        raise InputError(
+            f"{images.shape[-2]}x{images.shape[-1]} images are too small for steps {list(steps)}: "
+            f"they remove {removed} pixels, and each step must remove more than the one before"
+        )

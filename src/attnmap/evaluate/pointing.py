@@ -3,6 +3,9 @@
 A hit when the argmax pixel of the upsampled map lies inside the target mask dilated by
 ``tolerance`` pixels (Zhang et al.'s game uses a tolerance so that a peak on the object's edge
 counts). Ties in the map go to the first pixel in row-major order, so results are deterministic.
+A constant map (all zero, say) has no peak and scores a miss, not a hit at its first pixel. An
+image whose mask is empty (nothing to point at) or, grown by the tolerance, fills the image
+(nothing to miss) is refused: its score would not depend on the map.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.evaluate.masks import binary_masks
 
 
 def pointing_hits(pixel_maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 4) -> np.ndarray:
@@ -22,14 +26,35 @@ def pointing_hits(pixel_maps: torch.Tensor, masks: torch.Tensor, tolerance: int 
         )
     if tolerance < 0:
         raise InputError(f"pointing tolerance must be >= 0 pixels, got {tolerance}")
+    masks = binary_masks(masks)
+    grown_masks = [dilate(mask, tolerance) for mask in masks.cpu().numpy()]
+    degenerate = [index for index, (mask, grown) in enumerate(zip(masks, grown_masks, strict=True))
+                  if not mask.any() or grown.all()]
+    if degenerate:
+        raise InputError(
+            f"the pointing game cannot be missed or won on image(s) {_listed(degenerate)}: the mask is "
+            f"empty, or fills the image once grown by the {tolerance} px tolerance"
+        )
     n_images, _, width = pixel_maps.shape
-    peaks = pixel_maps.detach().reshape(n_images, -1).argmax(dim=1).cpu().numpy()
+    flat = pixel_maps.detach().reshape(n_images, -1)
+    peaks = flat.argmax(dim=1).cpu().numpy()
+    constant = (flat.max(dim=1).values == flat.min(dim=1).values).cpu().numpy()
     rows, cols = np.divmod(peaks, width)
     hits = np.zeros(n_images, dtype=bool)
-    for index, mask in enumerate(masks.bool().cpu().numpy()):
-        grown = dilate(mask, tolerance)
-        hits[index] = grown[rows[index], cols[index]]
+    for index, grown in enumerate(grown_masks):
+        hits[index] = grown[rows[index], cols[index]] and not constant[index]
     return hits
+
+
+def pointable_images(masks: torch.Tensor, tolerance: int) -> torch.Tensor:
+    """(B,) bool: images where the pointing game is decidable (mask not empty, not full once grown)."""
+    masks = binary_masks(masks).cpu().numpy()
+    return torch.tensor([bool(mask.any()) and not dilate(mask, tolerance).all() for mask in masks])
+
+
+def _listed(indices: list[int], limit: int = 5) -> str:
+    more = f" (+{len(indices) - limit} more)" if len(indices) > limit else ""
+    return ", ".join(map(str, indices[:limit])) + more
 
 
 def pointing_accuracy(pixel_maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 4) -> float:

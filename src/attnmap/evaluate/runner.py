@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from attnmap.errors import AttnmapError, InputError
 from attnmap.evaluate.maps import maps_to_pixels
+from attnmap.evaluate.masks import binary_masks, informative_images
 from attnmap.evaluate.perturbation import (
     STEPS,
     model_device,
@@ -27,7 +28,7 @@ from attnmap.evaluate.perturbation import (
     perturbation_hits,
     perturbation_x,
 )
-from attnmap.evaluate.pointing import pointing_hits
+from attnmap.evaluate.pointing import pointable_images, pointing_hits
 from attnmap.evaluate.random_baseline import random_patch_maps
 from attnmap.evaluate.segmentation import segmentation_scores
 
@@ -119,10 +120,20 @@ def _evaluate(
     progress: bool,
 ) -> EvaluationResult:
     images, labels, masks = _check_dataset(dataset)
+    if pointing_tolerance < 0:
+        raise InputError(f"pointing tolerance must be >= 0 pixels, got {pointing_tolerance}")
+    pointable = pointable_images(masks, pointing_tolerance)
+    if not pointable.any():
+        raise InputError(f"no image's mask, grown by the {pointing_tolerance} px pointing tolerance, "
+                         "leaves background: every pointing would hit")
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     predicted = _predict(model, images, batch_size)
     grid = _patch_grid(model, images)
+    given = [*methods, *(custom_maps or {})]
+    repeated = sorted({name for name in given if given.count(name) > 1})
+    if repeated:  # a second source of one name would silently replace the first's row
+        raise InputError(f"method name(s) given more than once: {', '.join(repeated)}")
     sources: dict[str, MapFunction] = {name: _explain_source(model, name) for name in methods}
     sources.update(custom_maps or {})
     if RANDOM in sources:
@@ -143,9 +154,16 @@ def _evaluate(
             except (AttnmapError, NotImplementedError) as error:
                 rows.append({"method": name, **dict.fromkeys(METRICS, float("nan")), "note": str(error)})
                 continue
+        flat = _constant_maps(pred_maps) | _constant_maps(target_maps)
+        if flat.all():
+            note = "every map is constant (e.g. all zero): nothing to rank or point at"
+            rows.append({"method": name, **dict.fromkeys(METRICS, float("nan")), "note": note})
+            continue
         row, method_curves = _score(model, images, labels, masks, predicted, pred_maps, target_maps,
-                                    steps, batch_size, pointing_tolerance)
-        row = {"method": name, **row, "seconds": round(time.perf_counter() - started, 2), "note": ""}
+                                    steps, batch_size, pointing_tolerance, pointable)
+        note = (f"{int(flat.sum())} of {len(flat)} maps constant: removed in pixel order, never a "
+                "pointing hit" if flat.any() else "")
+        row = {"method": name, **row, "seconds": round(time.perf_counter() - started, 2), "note": note}
         rows.append(row)
         curves[name] = method_curves
     settings = {
@@ -153,6 +171,8 @@ def _evaluate(
         "clean_accuracy": float((predicted == labels).double().mean()) * 100,
         "steps": list(steps),
         "pointing_tolerance_px": pointing_tolerance,
+        "n_localisation_images": int(informative_images(masks).sum()),
+        "n_pointing_images": int(pointable.sum()),
         "seed": seed,
         "batch_size": batch_size,
     }
@@ -170,6 +190,7 @@ def _score(
     steps: Sequence[float],
     batch_size: int,
     pointing_tolerance: int,
+    pointable: torch.Tensor,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     row: dict[str, float] = {}
     method_curves: dict[str, np.ndarray] = {}
@@ -189,8 +210,16 @@ def _score(
             row[f"{test}_{class_mode}_auc"] = perturbation_auc(curve, steps)
     segmentation = segmentation_scores(target_maps, masks)
     row.update({key: value * 100 for key, value in segmentation.items()})
-    row["pointing"] = float(pointing_hits(target_maps, masks, pointing_tolerance).mean()) * 100
+    # only images where a map can miss and hit: the game is undecidable on empty or (grown) full masks
+    hits = pointing_hits(target_maps[pointable], masks[pointable], pointing_tolerance)
+    row["pointing"] = float(hits.mean()) * 100
     return {name: row[name] for name in METRICS}, method_curves
+
+
+def _constant_maps(pixel_maps: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: maps with a single value, which rank no pixel above another."""
+    flat = pixel_maps.reshape(len(pixel_maps), -1)
+    return flat.max(dim=1).values == flat.min(dim=1).values
 
 
 def _maps_for(
@@ -283,4 +312,7 @@ def _check_dataset(dataset: LabelledImages) -> tuple[torch.Tensor, torch.Tensor,
         )
     if len(images) == 0:
         raise InputError("the data set is empty")
-    return images, labels.long(), masks.bool()
+    masks = binary_masks(masks)
+    if not informative_images(masks).any():
+        raise InputError("no image's mask has both object and background pixels: nothing to localise")
+    return images, labels.long(), masks

@@ -5,7 +5,8 @@ then thresholded at its own mean (foreground = above the mean). Reported:
 - pixel accuracy: correctly labelled pixels / all pixels, pooled over the whole set;
 - mIoU: IoU of background and of foreground, each pooled (summed intersections over summed
   unions) over the set, then averaged over the two classes;
-- mAP: average precision of the continuous map against the mask, per image, averaged over images.
+- mAP: average precision of the continuous map against the mask, per image, averaged over the
+  images whose mask has both object and background (an empty mask has no AP, a full one a trivial 1).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.evaluate.masks import binary_masks, informative_images
 
 
 def segmentation_scores(pixel_maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
@@ -23,7 +25,10 @@ def segmentation_scores(pixel_maps: torch.Tensor, masks: torch.Tensor) -> dict[s
             f"maps and masks must both be (B, H, W); got {tuple(pixel_maps.shape)} and {tuple(masks.shape)}"
         )
     maps = pixel_maps.detach().double().cpu()
-    truth = masks.bool().cpu()
+    truth = binary_masks(masks).cpu()
+    scored = informative_images(truth)
+    if not scored.any():
+        raise InputError("segmentation needs at least one mask with both object and background pixels")
     predicted = maps > maps.mean(dim=(1, 2), keepdim=True)
     pixel_accuracy = float((predicted == truth).double().mean())
     ious = []
@@ -33,13 +38,12 @@ def segmentation_scores(pixel_maps: torch.Tensor, masks: torch.Tensor) -> dict[s
         ious.append(intersection / union if union else 1.0)
     precisions = [
         average_precision(score.numpy().ravel(), label.numpy().ravel())
-        for score, label in zip(maps, truth, strict=True)
-        if label.any()
+        for score, label in zip(maps[scored], truth[scored], strict=True)
     ]
     return {
         "pixel_acc": pixel_accuracy,
         "miou": float(np.mean(ious)),
-        "map": float(np.mean(precisions)) if precisions else float("nan"),
+        "map": float(np.mean(precisions)),
     }
 
 

@@ -59,6 +59,9 @@ def evaluate_bags(
     target: int | None = None,
 ) -> SlideFlipping:
     """Patch flipping of every method's scores on every bag (the same random floor per slide)."""
+    methods = list(methods)
+    if not methods or len(set(methods)) != len(methods):
+        raise InputError(f"need at least one method, each named once; got {methods}")
     evaluation = SlideFlipping()
     for index, bag in enumerate(bags):
         per_method = {}
@@ -69,7 +72,11 @@ def evaluate_bags(
                                                     fractions=fractions, seed=seed + index)
         except InputError as error:  # e.g. a feature size the model does not take: say which bag
             raise InputError(f"{bag.path or bag.slide_id}: {error}") from error
+        if bag.slide_id in evaluation.results:  # a second bag of one slide would overwrite the first
+            raise InputError(f"{bag.path or bag.slide_id}: slide id {bag.slide_id!r} is given twice")
         evaluation.results[bag.slide_id] = per_method
+    if not evaluation.results:
+        raise InputError("no bags to evaluate")
     return evaluation
 
 
