@@ -191,6 +191,16 @@ def test_color_table_matches_matplotlib():
         np.testing.assert_array_equal(ColorTable(name)(values), expected)
 
 
+def test_color_table_of_an_opencv_map_is_opencvs_in_any_case_of_the_prefix():
+    """Every drawing helper reads ``opencv:`` in any case, so the slide heatmap's table does too."""
+    from attnmap.render.colormap import apply_colormap
+
+    values = np.random.default_rng(2).uniform(0.0, 1.0, 5000)
+    expected = apply_colormap(values, "opencv:jet")
+    for name in ("opencv:jet", "OpenCV:jet"):
+        np.testing.assert_array_equal(ColorTable(name)(values), expected)
+
+
 def test_bad_inputs_name_the_problem(slide, clam):
     coords, scores = clam["coords_block"], clam["scores_block"]
     with pytest.raises(InputError, match="56 scores for 55 coords"):

@@ -17,8 +17,9 @@ def _opencv_code(name: str) -> int:
     return code
 
 
-def _is_opencv(name: str) -> bool:
-    return name.lower().startswith("opencv:")
+def is_opencv(name: object) -> bool:
+    """``name`` names an OpenCV colour map (``opencv:NAME``, prefix in any case)."""
+    return isinstance(name, str) and name.lower().startswith("opencv:")
 
 
 def get_cmap(name: object):
@@ -34,7 +35,7 @@ def get_cmap(name: object):
         return name
     if not isinstance(name, str):
         raise InputError(f"colour map must be a name such as 'jet', got {type(name).__name__}")
-    if _is_opencv(name):
+    if is_opencv(name):
         table = apply_colormap(np.arange(256) / 255.0 + 1e-9, name)  # + 1e-9: exact uint8(255 v)
         return ListedColormap(table / 255.0, name=name)
     try:
@@ -54,7 +55,7 @@ def apply_colormap(values: np.ndarray, cmap: object = "jet") -> np.ndarray:
     look of Transformer-Explainability's and pytorch-grad-cam's ``show_cam_on_image``.
     """
     clipped = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    if isinstance(cmap, str) and _is_opencv(cmap):
+    if is_opencv(cmap):
         import cv2
 
         code = _opencv_code(cmap)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.render.colormap import get_cmap
+from attnmap.render.colormap import get_cmap, is_opencv
 
 
 def to_percentiles(scores: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ class ColorTable:
     """
 
     def __init__(self, cmap: str) -> None:
-        if cmap.startswith("opencv:"):
+        if is_opencv(cmap):
             from attnmap.render.colormap import apply_colormap
 
             ramp = apply_colormap(np.arange(256) / 255.0 + 1e-9, cmap)  # + 1e-9: exact uint8(255 v)

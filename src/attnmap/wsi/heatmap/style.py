@@ -21,16 +21,9 @@ Point = tuple[int, int]
 
 def check_colormap(name: str) -> str:
     """``name`` if it is a matplotlib colour map or an OpenCV one (``opencv:jet``); else `InputError`."""
-    from attnmap.errors import InputError
     from attnmap.render.colormap import get_cmap
 
-    if name.startswith("opencv:"):
-        import cv2
-
-        if getattr(cv2, f"COLORMAP_{name.split(':', 1)[1].upper()}", None) is None:
-            raise InputError(f"unknown OpenCV colour map {name!r}; e.g. 'opencv:jet', 'opencv:turbo'")
-        return name
-    get_cmap(name)
+    get_cmap(name)  # raises for a name it does not know, matplotlib or OpenCV
     return name
 
 
