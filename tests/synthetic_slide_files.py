@@ -122,3 +122,23 @@ def write_pipeline_setup(root: Path, n_slides: int = 2, overrides: dict | None =
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def write_changed_config(setup: Path, output_dir: Path, **sections: dict) -> Path:
+    """A copy of the config ``setup`` (from `write_pipeline_setup`) with ``sections`` updated and
+    ``run.output_dir`` set, written beside it so its relative paths still hold; returns its path.
+
+    One file per output folder (named after the folder's path), so the tests sharing one setup
+    never overwrite each other's configuration.
+    """
+    import zlib
+
+    import yaml
+
+    raw = yaml.safe_load(setup.read_text())
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    raw["run"]["output_dir"] = str(output_dir)
+    path = setup.parent / f"config_{zlib.crc32(str(output_dir).encode()):08x}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

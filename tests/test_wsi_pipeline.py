@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+from synthetic_slide_files import write_changed_config, write_clam_checkpoint, write_pipeline_setup
 
 from attnmap.errors import InputError
 from attnmap.io_utils import TEMP_MARKER, atomic_path, read_png_text
@@ -26,13 +26,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(setup: Path, tmp_path: Path, **sections: dict) -> object:
-    raw = yaml.safe_load(setup.read_text())
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    raw["run"]["output_dir"] = str(tmp_path / "out")
-    path = setup.parent / f"config_{tmp_path.name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
+    return load_config(write_changed_config(setup, tmp_path / "out", **sections))
 
 
 def _expected_attention(config, slide_path: str) -> dict:

@@ -18,6 +18,7 @@ import yaml
 from cli_runner import run_cli as _cli
 from PIL import Image
 from synthetic_slide_files import (
+    write_changed_config,
     write_clam_checkpoint,
     write_pipeline_setup,
     write_test_slide,
@@ -36,13 +37,7 @@ ALL = set(STAGES)
 
 
 def _config(setup: Path, out: Path, **sections: dict) -> object:
-    raw = yaml.safe_load(setup.read_text())
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    raw["run"]["output_dir"] = str(out)
-    path = setup.parent / f"config_{out.name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
+    return load_config(write_changed_config(setup, out, **sections))
 
 
 def run_all(config) -> dict[str, dict]:
@@ -222,8 +217,8 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_outputs(
     run_all(_config(setup, reference_out, heatmap={"tiff": True}))
     seconds = time.perf_counter() - start
     out = tmp_path / "killed"
-    config = _config(setup, out, heatmap={"tiff": True})
-    config_path = setup.parent / f"config_{out.name}.yaml"
+    config_path = write_changed_config(setup, out, heatmap={"tiff": True})
+    config = load_config(config_path)
     context = multiprocessing.get_context("fork")  # the real command, without paying the imports again
     entry = read_slide_list(config)[0]
     rng = np.random.default_rng(13)
@@ -314,8 +309,8 @@ def test_bad_inputs_are_one_line_exit_2(setup: Path, tmp_path: Path, capsys) -> 
     import subprocess
     import sys
 
-    config = _config(setup, tmp_path / "out")
-    config_path = setup.parent / "config_out.yaml"
+    config_path = write_changed_config(setup, tmp_path / "out")
+    config = load_config(config_path)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         Path(config.run.output_dir).mkdir()
@@ -403,8 +398,8 @@ def test_a_new_features_precision_remakes_the_features_and_what_follows(
         assert handle["features"].dtype == np.float32
         assert json.loads(handle.attrs["parameters"])["features"]["precision"] == "bfloat16"
     assert ran(run_all(half)) == {"slide_0": set()}  # the same precision again: all reused
-    assert ran(run_all(_config(setup, out))) == {"slide_0": ALL - {"tissue", "patches"}}  # never stale
-    config_path = setup.parent / "config_out.yaml"
+    config_path = write_changed_config(setup, out)
+    assert ran(run_all(load_config(config_path))) == {"slide_0": ALL - {"tissue", "patches"}}  # never stale
     code, _, err = _cli(capsys, "wsi", "run", config_path, "--quiet")
     assert code == 0, err
     broken = yaml.safe_load(config_path.read_text())

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+from synthetic_slide_files import write_changed_config, write_clam_checkpoint, write_pipeline_setup
 
 from attnmap.errors import InputError
 from attnmap.view.sources import discover
@@ -24,13 +23,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(setup: Path, out: Path, **sections: dict) -> dict:
-    raw = yaml.safe_load(setup.read_text())
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    raw["run"]["output_dir"] = str(out)
-    path = setup.parent / f"config_{out.parent.name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path)
+    config = load_config(write_changed_config(setup, out, **sections))
     return run_slide(read_slide_list(config)[0], config)
 
 
