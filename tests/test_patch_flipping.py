@@ -176,3 +176,51 @@ def test_evaluate_bags_refuses_no_bags_repeated_methods_and_a_slide_given_twice(
         evaluate_bags(model, [bag], ["attention", "attention"])
     with pytest.raises(InputError, match="given twice"):
         evaluate_bags(model, [bag, Bag("s1", features, None, Path("other/s1.h5"))], ["attention"])
+
+
+def test_a_one_patch_bag_is_skipped_with_its_reason_not_stopping_the_cohort(tmp_path, capsys):
+    """`evaluate --methods all` stopped a whole cohort at a one-patch bag (occlusion refused it)."""
+    import csv
+    import json
+
+    from attnmap.cli.main import main
+    from attnmap.mil import write_h5_bag
+    from attnmap.mil.explain import METHODS
+
+    model, bag = _planted()
+    torch.save(model.state_dict(), tmp_path / "abmil.pt")
+    write_h5_bag(tmp_path / "bags" / "a_full.h5", bag.numpy(), np.zeros((len(bag), 2)))
+    write_h5_bag(tmp_path / "bags" / "b_one.h5", bag[:1].numpy(), np.zeros((1, 2)))
+    main(["evaluate", "--mil-checkpoint", str(tmp_path / "abmil.pt"), "--bags", str(tmp_path / "bags"),
+          "--methods", "all", "--out", str(tmp_path / "out"), "--quiet"])
+    printed = capsys.readouterr().out
+    assert f"skipped b_one ({', '.join(METHODS)}): one patch: nothing to flip" in printed
+    with open(tmp_path / "out" / "patch_flipping.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["slide_id"] for row in rows} == {"a_full"} and len(rows) == len(METHODS)
+    sidecar = json.loads((tmp_path / "out" / "patch_flipping.json").read_text())
+    assert set(sidecar["skipped"]["b_one"]) == set(METHODS)
+    assert all(row["n_slides"] == 1 for row in sidecar["summary"])
+    # a cohort with nothing to evaluate is an error naming why
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--mil-checkpoint", str(tmp_path / "abmil.pt"), "--bags",
+              str(tmp_path / "bags" / "b_one.h5"), "--out", str(tmp_path / "none"), "--quiet"])
+    assert done.value.code == 2
+    assert "no slide could be evaluated: one patch: nothing to flip" in capsys.readouterr().err
+
+
+def test_constant_scores_of_one_method_skip_that_method_only():
+    """A model whose attention ignores the patches gives constant attention scores: that method has
+    nothing to flip on that slide, while LRP (which follows the evidence) is still evaluated."""
+    from pathlib import Path
+
+    from attnmap.evaluate.slides import evaluate_bags
+    from attnmap.mil.bags import Bag
+
+    model, features = _planted()
+    with torch.no_grad():
+        model.attention.module[2].weight.zero_()  # every patch gets the same attention
+    bags = [Bag("s1", features, None, Path("s1.pt"))]
+    evaluation = evaluate_bags(model, bags, ["attention", "lrp"], target=1)  # class 1 holds the evidence
+    assert list(evaluation.results["s1"]) == ["lrp"]
+    assert evaluation.skipped == {"s1": {"attention": "constant scores: no patch ranks above another"}}

@@ -145,7 +145,7 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
     """Patch flipping of MIL relevance methods on feature bags (attnmap.evaluate.slides)."""
     from tqdm.auto import tqdm
 
-    from attnmap.evaluate.slides import evaluate_bags, format_flipping_table, write_flipping
+    from attnmap.evaluate.slides import evaluate_bags, format_flipping_table, skipped_notes, write_flipping
     from attnmap.mil.bags import list_bags, read_bag
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
@@ -171,6 +171,8 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
     click.echo(f"{command}\n{len(paths)} slide(s); patch flipping: mean target probability over "
                "0-90% of patches removed (AUC)")
     click.echo(format_flipping_table(evaluation, markdown=markdown))
+    for note in skipped_notes(evaluation):
+        click.echo(note)
     click.echo(f"wrote {csv_path} (+ {csv_path.with_suffix('.json').name})")
 
 

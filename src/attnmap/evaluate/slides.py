@@ -2,7 +2,9 @@
 --mil-checkpoint``): one row per slide and method, a mean per method, a CSV and a JSON of curves.
 
 The random order is the same for every method of a slide (seeded per slide), so the methods are
-compared against one floor.
+compared against one floor. A slide and method with nothing to flip (a one-patch bag, or scores
+that rank no patch above another) is skipped with its reason, not allowed to stop the cohort: the
+reasons are written beside the results and the means count only the slides evaluated.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class SlideFlipping:
     """Per slide and method: the patch-flipping result."""
 
     results: dict[str, dict[str, PatchFlippingResult]] = field(default_factory=dict)
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)  # slide → method → why
 
     def rows(self) -> list[dict[str, object]]:
         """One row per slide and method (the AUCs, target and number of patches)."""
@@ -63,21 +66,47 @@ def evaluate_bags(
     if not methods or len(set(methods)) != len(methods):
         raise InputError(f"need at least one method, each named once; got {methods}")
     evaluation = SlideFlipping()
+    seen = 0
     for index, bag in enumerate(bags):
-        per_method = {}
+        seen += 1
+        if bag.slide_id in evaluation.results or bag.slide_id in evaluation.skipped:
+            raise InputError(f"{bag.path or bag.slide_id}: slide id {bag.slide_id!r} is given twice")
+        per_method, skipped = {}, {}
         try:
             for method in methods:
+                if len(bag.features) < 2:
+                    skipped[method] = "one patch: nothing to flip"
+                    continue
                 scores = explain(model, bag.features, method, target=target)
+                values = np.asarray(scores, dtype=np.float64).reshape(-1)
+                if np.isfinite(values).all() and values.min() == values.max():
+                    skipped[method] = "constant scores: no patch ranks above another"
+                    continue
                 per_method[method] = patch_flipping(model, bag.features, scores, target=target,
                                                     fractions=fractions, seed=seed + index)
         except InputError as error:  # e.g. a feature size the model does not take: say which bag
             raise InputError(f"{bag.path or bag.slide_id}: {error}") from error
-        if bag.slide_id in evaluation.results:  # a second bag of one slide would overwrite the first
-            raise InputError(f"{bag.path or bag.slide_id}: slide id {bag.slide_id!r} is given twice")
-        evaluation.results[bag.slide_id] = per_method
-    if not evaluation.results:
+        if per_method:
+            evaluation.results[bag.slide_id] = per_method
+        if skipped:
+            evaluation.skipped[bag.slide_id] = skipped
+    if not seen:
         raise InputError("no bags to evaluate")
+    if not evaluation.results:
+        reasons = sorted({why for slide in evaluation.skipped.values() for why in slide.values()})
+        raise InputError(f"no slide could be evaluated: {'; '.join(reasons)}")
     return evaluation
+
+
+def skipped_notes(evaluation: SlideFlipping) -> list[str]:
+    """One line per skipped slide: its id, the methods skipped and why."""
+    notes = []
+    for slide, methods in evaluation.skipped.items():
+        by_reason: dict[str, list[str]] = {}
+        for method, why in methods.items():
+            by_reason.setdefault(why, []).append(method)
+        notes.extend(f"skipped {slide} ({', '.join(names)}): {why}" for why, names in by_reason.items())
+    return notes
 
 
 def write_flipping(evaluation: SlideFlipping, path: str | Path, record: Mapping[str, str]) -> Path:
@@ -95,6 +124,7 @@ def write_flipping(evaluation: SlideFlipping, path: str | Path, record: Mapping[
     sidecar = {
         "provenance": dict(record),
         "summary": evaluation.summary(),
+        "skipped": evaluation.skipped,
         "curves": {slide: {method: result.to_dict() for method, result in methods.items()}
                    for slide, methods in evaluation.results.items()},
     }

@@ -30,7 +30,10 @@ from torch import nn
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.vit.unsupported import attention_hint, vision_tower_hint
 
-QueryRow = Literal["cls", "patch_mean", "token_mean", "distilled", "latent", "cls_and_patch_mean"]
+QueryRow = Literal[
+    "cls", "patch_mean", "token_mean", "distilled", "latent", "cls_and_patch_mean", "pooled_max",
+    "pooled_avgmax",
+]
 
 SUPPORTED_MODELS = (
     "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, global_pool ''/token/avg/map, "
@@ -49,6 +52,8 @@ class ViTAdapter:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.latent_rows: torch.Tensor | None = None
+        self.pooled_tokens: torch.Tensor | None = None  # what a max pool read, for its query row
+        self.pool_start = 0  # first token a max pool reads
 
     # -- token layout -------------------------------------------------------------------------
     num_blocks: int
@@ -66,7 +71,10 @@ class ViTAdapter:
         ``patch_mean``: uniform over the patch tokens; ``token_mean``: uniform over every token (a
         pool including the prefix tokens, timm ``pool_include_prefix``); ``cls_and_patch_mean``: ½ on
         token 0, ½ spread over the patches (a read-out of concat(CLS, mean of patches)); ``latent``:
-        the attention-pool head's attention row (head mean) recorded in the last forward pass.
+        the attention-pool head's attention row (head mean) recorded in the last forward pass;
+        ``pooled_max``: each pooled token's share of the features whose maximum it holds (the max
+        pool's Jacobian averaged over features, ties split), from the tokens the pool read in the last
+        forward pass; ``pooled_avgmax``: ½ that plus ½ uniform (timm's avgmax).
         """
         prefix = self.num_prefix_tokens
         weights = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
@@ -84,9 +92,29 @@ class ViTAdapter:
         elif self.query_row == "cls_and_patch_mean":
             weights[:, 0] = 0.5
             weights[:, prefix:] = 0.5 / (tokens - prefix)
+        elif self.query_row in ("pooled_max", "pooled_avgmax"):
+            if self.pooled_tokens is None:
+                raise RuntimeError("the tokens the max pool read were not recorded")
+            start = self.pool_start
+            share = max_share(self.pooled_tokens[:, start:]).to(like.dtype)
+            if self.query_row == "pooled_avgmax":
+                share = 0.5 * share + 0.5 / (tokens - start)
+            weights[:, start:] = share
         else:
             weights[:, prefix:] = 1.0 / (tokens - prefix)
         return weights
+
+    def identity_weights(self, query: torch.Tensor) -> torch.Tensor:
+        """The share of ``query`` whose residual identity path the rollouts remove: the part spread
+        evenly over the pooled tokens, which would drown the signal (docs/average_pooling.md). An
+        attention-pool row and a max pool's winners are what the read-out reads: kept."""
+        if self.query_row in ("latent", "pooled_max"):
+            return torch.zeros_like(query)
+        if self.query_row == "pooled_avgmax":
+            uniform = torch.zeros_like(query)
+            uniform[:, self.pool_start :] = 0.5 / (query.shape[-1] - self.pool_start)
+            return uniform
+        return query
 
     # -- input checks -------------------------------------------------------------------------
     def check_images(self, images: torch.Tensor) -> None:
@@ -250,6 +278,13 @@ class TimmViTAdapter(ViTAdapter):
         pool = getattr(model, "global_pool", "token")
         if self.attn_pool is not None:
             self.query_row = "latent"
+        elif pool in ("max", "avgmax"):
+            if not isinstance(getattr(model, "norm", None), nn.Module):
+                raise UnsupportedModelError(
+                    f"global_pool={pool!r} without a final norm module: attnmap cannot read what it pools"
+                )
+            self.query_row = f"pooled_{pool}"
+            self.pool_start = 0 if getattr(model, "pool_include_prefix", False) else self.num_prefix_tokens
         elif has_cls and pool in ("token", ""):
             self.query_row = "cls"
         elif getattr(model, "pool_include_prefix", False):  # timm's avg/max pool over every token
@@ -307,13 +342,25 @@ class TimmViTAdapter(ViTAdapter):
             pool = self.attn_pool
             stack.callback(_restore_instance_forward, pool, pool.__dict__.get("forward"))
             pool.forward = _latent_pool_forward(pool, self)
+        if self.query_row in ("pooled_max", "pooled_avgmax"):  # the pool reads the final norm's tokens
+            handle = model.norm.register_forward_hook(
+                lambda _module, _inputs, tokens: setattr(self, "pooled_tokens", tokens.detach())
+            )
+            stack.callback(handle.remove)
 
     def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> Any:
-        self.latent_rows = None
+        self.latent_rows = self.pooled_tokens = None
         output = self.model(images)
         if isinstance(output, (tuple, list)):  # distilled DeiT in training mode; not reached in eval
             output = (output[0] + output[1]) / 2
         return output
+
+
+def max_share(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) tokens → (B, T): the fraction of the D features whose maximum over the T tokens
+    each token holds (tied maxima share the feature). Sums to 1 per image."""
+    winners = (tokens == tokens.amax(dim=1, keepdim=True)).to(tokens.dtype)
+    return (winners / winners.sum(dim=1, keepdim=True)).mean(dim=-1)
 
 
 def _restore_instance_forward(module: nn.Module, previous: Callable[..., Any] | None) -> None:

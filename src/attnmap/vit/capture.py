@@ -40,7 +40,9 @@ class Captured:
     ``query_row`` says which row of A stands for "what the read-out looks at": ``"cls"`` (token 0),
     ``"patch_mean"`` (the mean of the patch rows, for models pooling the patch tokens, e.g. timm
     ``global_pool="avg"``), ``"distilled"``, ``"cls_and_patch_mean"`` or ``"latent"`` (an
-    attention-pool head's row); ``query`` holds those (B, N) weights.
+    attention-pool head's row), ``"pooled_max"`` / ``"pooled_avgmax"`` (a max pool's winners); ``query``
+    holds those (B, N) weights, ``identity_query`` the share of them whose residual identity path
+    the rollouts remove (`ViTAdapter.identity_weights`).
     """
 
     output: Any
@@ -51,6 +53,7 @@ class Captured:
     grid_size: tuple[int, int]
     query_row: QueryRow
     query: torch.Tensor
+    identity_query: torch.Tensor
     classifier: bool
 
     @property
@@ -160,6 +163,7 @@ class AttentionCapture:
             raise RuntimeError(f"no attention was recorded for blocks {missing}")
         grid = self.adapter.grid_size(*images.shape[-2:])
         tokens = self.adapter.num_prefix_tokens + grid[0] * grid[1]
+        query = self.adapter.query_weights(images.shape[0], tokens, images)
         captured = Captured(
             output=output,
             logits=output_tensor(output),
@@ -168,7 +172,8 @@ class AttentionCapture:
             num_prefix_tokens=self.adapter.num_prefix_tokens,
             grid_size=grid,
             query_row=self.adapter.query_row,
-            query=self.adapter.query_weights(images.shape[0], tokens, images),
+            query=query,
+            identity_query=self.adapter.identity_weights(query),
             classifier=self.adapter.classifier,
         )
         self._sink.clear()

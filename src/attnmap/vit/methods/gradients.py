@@ -17,6 +17,7 @@ from attnmap.errors import InputError
 from attnmap.render import normalize
 from attnmap.vit.adapters import adapter_for
 from attnmap.vit.capture import Captured, attention_gradients, capture, resolve_layers
+from attnmap.vit.methods.rollout import identity_part
 from attnmap.vit.registry import Target, method
 
 
@@ -42,7 +43,7 @@ def gradient_rollout(
     gradients: Sequence[torch.Tensor],
     query: torch.Tensor,
     num_prefix_tokens: int,
-    remove_identity: bool = True,
+    remove_identity: bool | torch.Tensor = True,
 ) -> torch.Tensor:
     """Chefer et al. (ICCV 2021) rule: R ← I; per block R ← R + Ē R, Ē = head mean of clamp(∇A ⊙ A, 0).
 
@@ -50,7 +51,7 @@ def gradient_rollout(
     R = (I + Ē_{L−1})⋯(I + Ē_s) at the patch columns, (B, N − num_prefix_tokens), computed as a row
     vector so each block costs O(N²). With ``remove_identity`` the query row itself (R's identity
     term) is subtracted: nothing for a CLS query at patch columns, the uniform 1/P of a patch-mean
-    query otherwise (see docs/average_pooling.md).
+    query otherwise (see docs/average_pooling.md); a (B, N) tensor is the part of the query removed.
     """
     if not attentions or len(attentions) != len(gradients):
         raise InputError("gradient rollout needs one gradient per attention map (at least one block)")
@@ -62,7 +63,7 @@ def gradient_rollout(
     for attention, gradient in zip(reversed(attentions), reversed(gradients), strict=True):
         weighted = (gradient * attention).clamp(min=0).mean(dim=1)
         delta = delta + torch.bmm((query + delta).unsqueeze(1), weighted).squeeze(1)
-    row = delta if remove_identity else query + delta
+    row = delta + (query - identity_part(query, remove_identity))
     return row[:, num_prefix_tokens:]
 
 
@@ -116,6 +117,6 @@ def grad_rollout(
         [gradients[index] for index in layers],
         captured.query_weights(attentions[0]),
         captured.num_prefix_tokens,
-        remove_identity=captured.query_row != "latent",
+        remove_identity=captured.identity_query,
     )
     return captured.to_grid(scores)

@@ -57,7 +57,7 @@ def attention_rollout(
     num_prefix_tokens: int,
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
-    remove_identity: bool = True,
+    remove_identity: bool | torch.Tensor = True,
 ) -> torch.Tensor:
     """Rollout of ``attentions`` (blocks s..L−1 in order) at the ``query`` row(s), (N,) or (B, N).
 
@@ -66,13 +66,14 @@ def attention_rollout(
     (``remove_identity``) the share of the path that never leaves the residual stream,
     q ⊙ Π 1/rowsum(M_l + I). For a CLS query that share sits on the CLS column only, so patch maps
     are unchanged; for a patch-mean query (average-pooled models) it is a uniform ≈ 1/P offset that
-    would drown the signal (see docs/average_pooling.md).
+    would drown the signal (see docs/average_pooling.md). A tensor (B, N) removes the path of that
+    part of the query only (`attnmap.vit.capture.Captured.identity_query`).
     """
     if not attentions:
         raise InputError("rollout needs at least one block's attention")
     batch, tokens = attentions[0].shape[0], attentions[0].shape[-1]
     row = query.to(attentions[0].dtype).expand(batch, tokens)
-    identity_path = row
+    identity_path = identity_part(row, remove_identity)
     for attention in reversed(attentions):
         fused = attention if attention.ndim == 3 else fuse_heads(attention, head_fusion)
         fused = discard_weakest(fused, discard_ratio, num_prefix_tokens)
@@ -81,9 +82,14 @@ def attention_rollout(
         fused = fused / row_sums.unsqueeze(-1)
         row = torch.bmm(row.unsqueeze(1), fused).squeeze(1)
         identity_path = identity_path / row_sums
-    if remove_identity:
-        row = row - identity_path
-    return row[:, num_prefix_tokens:]
+    return (row - identity_path)[:, num_prefix_tokens:]
+
+
+def identity_part(query: torch.Tensor, remove_identity: bool | torch.Tensor) -> torch.Tensor:
+    """The part of the (B, N) query row whose identity path is removed (see `attention_rollout`)."""
+    if isinstance(remove_identity, torch.Tensor):
+        return remove_identity.to(query.dtype).expand_as(query)
+    return query if remove_identity else torch.zeros_like(query)
 
 
 @method(
@@ -120,6 +126,6 @@ def rollout(
         captured.num_prefix_tokens,
         head_fusion,
         discard_ratio,
-        remove_identity=captured.query_row != "latent",
+        remove_identity=captured.identity_query,
     )
     return captured.to_grid(scores)
