@@ -201,7 +201,7 @@ def _with_head(model: nn.Module, head: nn.Module) -> nn.Module:
 
 
 UNSUPPORTED = {
-    "global_pool='max'": lambda: tiny_vit(global_pool="max"),
+    "attn_pool (AttentionPoolPrr)": lambda: tiny_vit(global_pool="prr"),
     "blocks.0 (ResPostBlock)": lambda: tiny_vit(block_fn=ResPostBlock),
     "patch_embed.proj.1 (MaxPool2d)": lambda: tiny_vit(embed_layer=_MaxPoolStemEmbed),
     "head (AvgPool1d)": lambda: _with_head(tiny_vit(), nn.AvgPool1d(1)),

@@ -97,3 +97,41 @@ def test_batch_equals_singles_on_a_max_pooled_model(single_thread: None) -> None
         batch = attnmap.explain(model, x, method, target=0)
         singles = torch.cat([attnmap.explain(model, x[i : i + 1], method, target=0) for i in range(3)])
         torch.testing.assert_close(batch, singles, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool", ["max", "avgmax"])
+def test_lrp_pool_rule_is_lrp0_of_timms_own_pool(pool: str) -> None:
+    """R_td = x_td ∂pooled_d/∂x_td · R_d / pooled_d, by autograd through timm's own pool (with a tie)."""
+    from timm.layers import global_pool_nlc
+
+    from attnmap.vit.lrp.rules import REFERENCE_STABILISER, max_pool_rule
+
+    generator = torch.Generator().manual_seed(4)
+    tokens = torch.randn(2, 7, 5, dtype=torch.float64, generator=generator)
+    tokens[0, 3, 2] = tokens[0, 5, 2] = tokens[0, :, 2].max() + 1.0  # a tied maximum: shared
+    relevance = torch.randn(2, 5, dtype=torch.float64, generator=generator)
+    x = tokens.clone().requires_grad_(True)
+    pooled = global_pool_nlc(x, pool_type=pool, num_prefix_tokens=0)
+    (grad,) = torch.autograd.grad(pooled, x, grad_outputs=relevance / pooled.detach())
+    ours = max_pool_rule(relevance, tokens, pool, REFERENCE_STABILISER)
+    torch.testing.assert_close(ours, tokens * grad, rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(ours.sum(dim=1), relevance, rtol=1e-7, atol=1e-12)  # conservative
+    if pool == "max":
+        assert ours[0, 3, 2] == ours[0, 5, 2] == relevance[0, 2] / 2
+
+
+@pytest.mark.parametrize("pool", ["max", "avgmax"])
+def test_every_method_on_a_max_pooled_model(single_thread: None, pool: str) -> None:
+    from attnmap.vit.lrp.methods import _readout_rows
+    from attnmap.vit.lrp.readers import build_twin
+
+    model = _model(pool, include_prefix=False)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for method in attnmap.methods():
+        maps = attnmap.explain(model, x, method, target=1)
+        assert torch.isfinite(maps).all() and maps.shape[0] == 2, method
+    # transformer attribution's rollout starts from the same row as the attention methods
+    twin = build_twin(model)
+    trace = twin.forward(x, record_from=0, grad_from=None, record_stem=False)
+    query = capture(model, x).query
+    torch.testing.assert_close(_readout_rows(twin, query, trace), query, rtol=0, atol=1e-15)

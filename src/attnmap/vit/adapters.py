@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.vit.pooling import MAX_POOLS, query_share
 from attnmap.vit.unsupported import attention_hint, vision_tower_hint
 
 QueryRow = Literal[
@@ -36,8 +37,9 @@ QueryRow = Literal[
 ]
 
 SUPPORTED_MODELS = (
-    "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, global_pool ''/token/avg/map, "
-    "hybrid CNN stems, parallel-scaling blocks), VisionTransformerRelPos, Eva (RoPE ViTs), Beit and "
+    "timm VisionTransformer (DeiT, registers, LayerScale, SwiGLU, qk_norm, "
+    "global_pool ''/token/avg/max/avgmax/map, hybrid CNN stems, parallel-scaling blocks), "
+    "VisionTransformerRelPos, Eva (RoPE ViTs), Beit and "
     "NaFlexVit (attention methods); "
     "Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), DINOv3, "
     "CLIP vision, SigLIP vision and BEiT models"
@@ -95,11 +97,8 @@ class ViTAdapter:
         elif self.query_row in ("pooled_max", "pooled_avgmax"):
             if self.pooled_tokens is None:
                 raise RuntimeError("the tokens the max pool read were not recorded")
-            start = self.pool_start
-            share = max_share(self.pooled_tokens[:, start:]).to(like.dtype)
-            if self.query_row == "pooled_avgmax":
-                share = 0.5 * share + 0.5 / (tokens - start)
-            weights[:, start:] = share
+            kind = self.query_row.removeprefix("pooled_")
+            weights[:, self.pool_start :] = query_share(self.pooled_tokens[:, self.pool_start :], kind)
         else:
             weights[:, prefix:] = 1.0 / (tokens - prefix)
         return weights
@@ -278,7 +277,7 @@ class TimmViTAdapter(ViTAdapter):
         pool = getattr(model, "global_pool", "token")
         if self.attn_pool is not None:
             self.query_row = "latent"
-        elif pool in ("max", "avgmax"):
+        elif pool in MAX_POOLS:
             if not isinstance(getattr(model, "norm", None), nn.Module):
                 raise UnsupportedModelError(
                     f"global_pool={pool!r} without a final norm module: attnmap cannot read what it pools"
@@ -354,13 +353,6 @@ class TimmViTAdapter(ViTAdapter):
         if isinstance(output, (tuple, list)):  # distilled DeiT in training mode; not reached in eval
             output = (output[0] + output[1]) / 2
         return output
-
-
-def max_share(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, T, D) tokens → (B, T): the fraction of the D features whose maximum over the T tokens
-    each token holds (tied maxima share the feature). Sums to 1 per image."""
-    winners = (tokens == tokens.amax(dim=1, keepdim=True)).to(tokens.dtype)
-    return (winners / winners.sum(dim=1, keepdim=True)).mean(dim=-1)
 
 
 def _restore_instance_forward(module: nn.Module, previous: Callable[..., Any] | None) -> None:

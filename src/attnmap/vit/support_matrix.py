@@ -129,6 +129,11 @@ def families() -> list[Family]:
             "timm ViT global_pool='avg' + fc_norm, no CLS",
             lambda: _timm_vit(global_pool="avg", class_token=False, fc_norm=True),
         ),
+        Family("timm ViT global_pool='max'", lambda: _timm_vit(global_pool="max")),
+        Family(
+            "timm ViT global_pool='avgmax', registers",
+            lambda: _timm_vit(global_pool="avgmax", reg_tokens=2),
+        ),
         Family(
             "timm ViT global_pool='map' (SigLIP-like)",
             lambda: _timm_vit(global_pool="map", class_token=False),
@@ -221,7 +226,9 @@ def refused() -> list[Refusal]:
         Refusal(
             "timm ViT with post-norm blocks (ResPostBlock)", lambda: _timm_vit(block_fn=ResPostBlock), "lrp"
         ),
-        Refusal("timm ViT global_pool='max'", lambda: _timm_vit(global_pool="max"), "lrp"),
+        Refusal(
+            "timm ViT global_pool='prr' (AttentionPoolPrr)", lambda: _timm_vit(global_pool="prr"), "attention"
+        ),
         Refusal(
             "timm ViT-22B parallel blocks (ParallelScalingBlock; the 4 attention methods run)",
             lambda: _timm_vit(block_fn=ParallelScalingBlock),

@@ -25,6 +25,7 @@ from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
 from attnmap.vit.lrp.rules import stabiliser_for
 from attnmap.vit.lrp.twin import Trace, ViTTwin
+from attnmap.vit.pooling import MAX_POOLS, query_share
 from attnmap.vit.registry import method
 from attnmap.vit.targets import resolve, slice_target
 
@@ -132,7 +133,11 @@ def _readout_rows(twin: ViTTwin, like: torch.Tensor, trace: Trace) -> torch.Tens
         rows[:, 0] = 1.0
     else:
         start = 0 if twin.pool_include_prefix else twin.num_prefix
-        rows[:, start:] = 1.0 / (tokens - start)
+        if twin.global_pool in MAX_POOLS:
+            pooled = trace.final_tokens[:, start:].detach()
+            rows[:, start:] = query_share(pooled, twin.global_pool).to(like.dtype)
+        else:
+            rows[:, start:] = 1.0 / (tokens - start)
     return rows
 
 
@@ -154,8 +159,16 @@ def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], trace: Trace) ->
     delta = torch.zeros_like(query)
     for index in sorted(per_block, reverse=True):
         delta = delta + (query + delta) @ per_block[index]
-    # an attention-pool row is signal, not the residual's identity
-    row = query + delta if twin.global_pool == "map" else delta
+    # an attention-pool row and a max pool's winners are signal, not the residual's identity: only
+    # the share spread evenly over the pooled tokens is removed (avgmax: its mean half)
+    if twin.global_pool in ("map", "max"):
+        row = query + delta
+    elif twin.global_pool == "avgmax":
+        start = 0 if twin.pool_include_prefix else twin.num_prefix
+        row = query + delta
+        row[..., start:] -= 0.5 / (row.shape[-1] - start)
+    else:
+        row = delta
     return _patch_map(twin, row.squeeze(1), trace.grid)
 
 

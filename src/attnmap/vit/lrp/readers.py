@@ -30,7 +30,7 @@ from attnmap.vit.lrp.block import (
 )
 from attnmap.vit.lrp.pool import PoolTwin
 from attnmap.vit.lrp.stem import read_stem, stem_forward
-from attnmap.vit.lrp.twin import Embedded, ViTTwin
+from attnmap.vit.lrp.twin import Embedded, ViTTwin, check_pool
 
 
 def build_twin(model: nn.Module) -> ViTTwin:
@@ -99,8 +99,7 @@ class GenericTwin(ViTTwin):
             self.global_pool = "map"
         else:
             self.global_pool = model.global_pool
-        if self.global_pool not in ("token", "avg", "", "map"):
-            raise UnsupportedModelError(f"global_pool={self.global_pool!r} has no LRP rule")
+        check_pool(self.global_pool)
         self._set_head(model.head, "head")
 
     def _set_head(self, head: nn.Module | None, name: str) -> None:

@@ -31,11 +31,13 @@ from attnmap.vit.lrp.rules import (
     add_rule,
     clone_rule,
     linear_zplus,
+    max_pool_rule,
     mean_rule,
     passthrough_rule,
 )
 from attnmap.vit.lrp.stem import stem_relevance
 from attnmap.vit.lrp.twin import Trace, ViTTwin
+from attnmap.vit.pooling import MAX_POOLS
 
 
 @dataclass
@@ -73,7 +75,10 @@ def head_relevance(twin: ViTTwin, trace: Trace, seed: torch.Tensor, stab: Stabil
         relevance[:, start:] = twin.attn_pool.relevance(trace.pool, pooled, stab)
     else:
         start = 0 if twin.pool_include_prefix else twin.num_prefix
-        relevance[:, start:] = mean_rule(pooled, tokens[:, start:], stab)
+        if twin.global_pool in MAX_POOLS:
+            relevance[:, start:] = max_pool_rule(pooled, tokens[:, start:], twin.global_pool, stab)
+        else:
+            relevance[:, start:] = mean_rule(pooled, tokens[:, start:], stab)
     return relevance
 
 

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input
 
+from attnmap.vit.pooling import pool_tokens, winners
+
 
 @dataclass(frozen=True)
 class Stabiliser:
@@ -349,3 +351,17 @@ def mean_rule(
     """LRP-0 of the token mean (global average pooling): (B, D) relevance onto (B, T, D) tokens."""
     s = stab.divide(relevance, tokens.sum(dim=1))
     return tokens * s.unsqueeze(1)
+
+
+def max_pool_rule(relevance: torch.Tensor, tokens: torch.Tensor, kind: str, stab: Stabiliser) -> torch.Tensor:
+    """LRP of timm's max / avgmax token pool (`attnmap.vit.pooling`): (B, D) relevance onto (B, T, D).
+
+    'max': winner takes all, R_td = w_td · R_d (w: the token holding feature d's maximum; ties
+    share). 'avgmax' = ½ max + ½ mean: LRP-0 of that piecewise-linear pool,
+    R_td = x_td (½ w_td + ½ / T) · R_d ⊘ pooled_d.
+    """
+    weights = winners(tokens)
+    if kind == "max":
+        return weights * relevance.unsqueeze(1)
+    weights = 0.5 * weights + 0.5 / tokens.shape[1]
+    return tokens * weights * stab.divide(relevance, pool_tokens(tokens, kind)).unsqueeze(1)

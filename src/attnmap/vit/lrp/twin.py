@@ -22,6 +22,17 @@ from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.vit.lrp.block import BlockTrace, BlockTwin, Rope, apply_norm, block_forward, linear, read_norm
 from attnmap.vit.lrp.pool import PoolTrace, PoolTwin
 from attnmap.vit.lrp.stem import StemConv, StemTrace, read_stem, stem_forward
+from attnmap.vit.pooling import MAX_POOLS, pool_tokens
+
+POOLS = ("token", "avg", "max", "avgmax", "", "map")
+
+
+def check_pool(global_pool: str) -> None:
+    """Refuse a timm ``global_pool`` the relevance rules do not cover (e.g. 'prr'), in one line."""
+    if global_pool not in POOLS:
+        raise UnsupportedModelError(
+            f"global_pool={global_pool!r} has no LRP rule: supported are {', '.join(map(repr, POOLS))}"
+        )
 
 
 @dataclass
@@ -60,10 +71,7 @@ class ViTTwin:
             None if getattr(model, "attn_pool", None) is None else PoolTwin.read_timm(model.attn_pool)
         )
         self.global_pool = "map" if self.attn_pool is not None else model.global_pool
-        if self.global_pool not in ("token", "avg", "", "map"):
-            raise UnsupportedModelError(
-                f"global_pool={self.global_pool!r} has no LRP rule: supported are token, avg, map and ''"
-            )
+        check_pool(self.global_pool)
         self.exact_embedding = True  # timm ViT: pos_embed add rule as the reference (else: generic)
         self.pooler: tuple[torch.Tensor, torch.Tensor | None, nn.Module] | None = None
         self.pool_start = model.num_prefix_tokens
@@ -228,7 +236,11 @@ class ViTTwin:
                 pooled, pool_trace = self.attn_pool.forward(final_tokens[:, start:])
             else:
                 start = 0 if self.pool_include_prefix else self.num_prefix
-                pooled = final_tokens[:, start:].mean(dim=1)
+                pooled = (
+                    pool_tokens(final_tokens[:, start:], self.global_pool)
+                    if self.global_pool in MAX_POOLS
+                    else final_tokens[:, start:].mean(dim=1)
+                )
             pooled = apply_norm(self.fc_norm, pooled)
             pool_out, z_pooler = pooled, None
             if self.pooler is not None:  # dense + activation (Hugging Face ViT/DeiT pooler)
