@@ -278,3 +278,13 @@ def test_opencv_and_reversed_colour_maps_on_a_very_wide_image(workspace, tmp_pat
         assert code == 0
         picture = np.asarray(Image.open(out / "wide_rollout.png"))
         assert picture.shape[1] >= 300 and picture.shape[2] == 3
+
+
+def test_an_unknown_timm_name_is_one_error_without_a_random_weights_warning(workspace, capsys):
+    code = run_cli(["explain", str(workspace / "images" / "img1.png"), "--model", "timm:vit_tiny_patch16_22",
+                    "--out", str(workspace / "typo")])
+    err = capsys.readouterr().err
+    assert code == 2 and "random weights" not in err
+    assert err.strip().splitlines() == [
+        next(line for line in err.splitlines() if "similar: vit_tiny_patch16_224," in line)
+    ]

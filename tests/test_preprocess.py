@@ -109,6 +109,8 @@ def test_load_model_errors(tmp_path, tiny_model):
         load_model("timm:vit_tiny_patch16_224", tmp_path / "w.pt", depth=1)
     with pytest.raises(InputError, match="timm has no model"):
         load_model("timm:vit_nonexistent_thing")
+    with pytest.raises(InputError, match="'deit_smal_patch16_224'; similar: deit_small_patch16_224, "):
+        load_model("timm:deit_smal_patch16_224")  # a typo: the name meant comes first
     with pytest.raises(InputError, match="unknown model kind"):
         load_model("torchhub:vit")
     with pytest.raises(InputError, match="checkpoint not found"):

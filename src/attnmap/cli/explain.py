@@ -157,7 +157,7 @@ def explain(
     if cmap is not None:
         get_cmap(cmap)
     model_kwargs = parse_options(model_args)
-    if checkpoint is None and model_spec.startswith("timm:"):
+    if checkpoint is None and model_spec.startswith("timm:") and _is_timm_model(model_spec[len("timm:") :]):
         click.echo(
             f"attnmap: warning: {model_spec} has random weights (no --checkpoint given); "
             "its maps show an untrained network",
@@ -243,3 +243,10 @@ def list_methods() -> None:
         options = get_method(name).options()
         shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
         click.echo(f"{name:26s} {description}" + (f" [options: {shown}]" if shown else ""))
+
+
+def _is_timm_model(name: str) -> bool:
+    """Whether timm knows ``name`` (an unknown one is refused when the model loads, with names like it)."""
+    import timm
+
+    return bool(timm.is_model(name))

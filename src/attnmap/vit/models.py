@@ -70,7 +70,9 @@ def _timm_model(
     import timm
 
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        import difflib
+
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
         raise InputError(f"timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
     if num_classes is None and state is not None and "head.weight" in state:
         num_classes = int(state["head.weight"].shape[0])
