@@ -111,6 +111,8 @@ def test_load_model_errors(tmp_path, tiny_model):
         load_model("timm:vit_nonexistent_thing")
     with pytest.raises(InputError, match="'deit_smal_patch16_224'; similar: deit_small_patch16_224, "):
         load_model("timm:deit_smal_patch16_224")  # a typo: the name meant comes first
+    with pytest.raises(InputError, match="Hugging Face hub, which attnmap never does"):
+        load_model("timm:hf-hub:MahmoodLab/UNI")
     with pytest.raises(InputError, match="unknown model kind"):
         load_model("torchhub:vit")
     with pytest.raises(InputError, match="checkpoint not found"):

@@ -142,6 +142,7 @@ def explain(
     """Explain IMAGES (files, or folders of PNG/JPEG/TIFF/WebP/BMP/GIF) with a ViT; write overlays, maps."""
     from attnmap.render.colormap import get_cmap
     from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
+    from attnmap.vit.models import check_timm_name
 
     method = method or default_method()
     if direction_file is not None:
@@ -157,7 +158,8 @@ def explain(
     if cmap is not None:
         get_cmap(cmap)
     model_kwargs = parse_options(model_args)
-    if checkpoint is None and model_spec.startswith("timm:") and _is_timm_model(model_spec[len("timm:") :]):
+    if checkpoint is None and model_spec.startswith("timm:"):
+        check_timm_name(model_spec[len("timm:") :])  # before warning about its weights
         click.echo(
             f"attnmap: warning: {model_spec} has random weights (no --checkpoint given); "
             "its maps show an untrained network",
@@ -244,9 +246,3 @@ def list_methods() -> None:
         shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
         click.echo(f"{name:26s} {description}" + (f" [options: {shown}]" if shown else ""))
 
-
-def _is_timm_model(name: str) -> bool:
-    """Whether timm knows ``name`` (an unknown one is refused when the model loads, with names like it)."""
-    import timm
-
-    return bool(timm.is_model(name))

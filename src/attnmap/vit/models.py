@@ -64,16 +64,28 @@ def load_model(
     return model.to(device).eval()
 
 
+def check_timm_name(name: str) -> None:
+    """`InputError` for a name timm does not know, listing the names closest to it (typos)."""
+    import difflib
+
+    import timm
+
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        raise InputError(
+            f"{name!r} is a download from the Hugging Face hub, which attnmap never does: give the "
+            "architecture's timm name (and its arguments) with the weights you downloaded as the checkpoint"
+        )
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
+        raise InputError(f"timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+
+
 def _timm_model(
     name: str, state: Mapping[str, torch.Tensor] | None, num_classes: int | None, kwargs: dict[str, Any]
 ) -> nn.Module:
     import timm
 
-    if not timm.is_model(name):
-        import difflib
-
-        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
-        raise InputError(f"timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    check_timm_name(name)
     if num_classes is None and state is not None and "head.weight" in state:
         num_classes = int(state["head.weight"].shape[0])
     if num_classes is not None:

@@ -238,12 +238,12 @@ def encoder_outline(name: str, input_size: int | None = None) -> Encoder:
 def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, PatchTransform]:
     import timm
 
+    from attnmap.vit.models import check_timm_name
+
     if not model_name:
         raise InputError("'timm:' must be followed by a timm model name, e.g. timm:resnet18")
-    try:
-        model = timm.create_model(model_name, pretrained=False, num_classes=0)
-    except RuntimeError as error:  # timm's "Unknown model"
-        raise InputError(f"timm has no model named {model_name!r}") from error
+    check_timm_name(model_name)
+    model = timm.create_model(model_name, pretrained=False, num_classes=0)
     config = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(config["input_size"][-1])
     transform = PatchTransform(
