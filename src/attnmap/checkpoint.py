@@ -261,19 +261,37 @@ def cached_vit(
 
 
 def _encoder_with_checksum(
-    name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str
+    name: str,
+    checkpoint: str | None,
+    input_size: int | None,
+    seed: int,
+    device: str,
+    model_args: str = "{}",
 ) -> tuple[Any, str]:
+    import json
+
     from attnmap.provenance import model_checksum
     from attnmap.wsi.encoders import load_encoder
 
-    encoder = load_encoder(name, checkpoint, device=device, seed=seed, input_size=input_size)
+    encoder = load_encoder(
+        name, checkpoint, device=device, seed=seed, input_size=input_size, model_args=json.loads(model_args)
+    )
     return encoder, model_checksum(checkpoint) if checkpoint else model_checksum(encoder.model)
 
 
-def cached_encoder(name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str) -> Any:
-    """(patch encoder, sha256 of its weights) through the cache (the slide pipeline)."""
+def cached_encoder(
+    name: str,
+    checkpoint: str | None,
+    input_size: int | None,
+    seed: int,
+    device: str,
+    model_args: str = "{}",
+) -> Any:
+    """(patch encoder, sha256 of its weights) through the cache (the slide pipeline). ``model_args``:
+    the timm architecture's arguments as JSON (a string: hashable, for the cache key)."""
     return cached_model(
-        _encoder_with_checksum, name, checkpoint, input_size, seed, device, files=(name, checkpoint)
+        _encoder_with_checksum, name, checkpoint, input_size, seed, device, model_args,
+        files=(name, checkpoint),
     )
 
 

@@ -6,13 +6,12 @@ Thin: parsing and messages only; the work is `attnmap.vit.batch.explain_paths` (
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from attnmap.cli.options import device_option, out_option, resolved_device
+from attnmap.cli.options import device_option, out_option, parse_options, resolved_device
 from attnmap.errors import InputError
 
 if TYPE_CHECKING:
@@ -26,21 +25,6 @@ def default_method() -> str:
     from attnmap.vit.explain import explain as explain_api
 
     return inspect.signature(explain_api).parameters["method"].default
-
-
-def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
-    """``key=value`` strings → dict; values parsed as Python literals when possible (1, 0.5, 'max')."""
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--option")
-        try:
-            value: object = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            value = raw.strip()
-        options[key.strip()] = value
-    return options
 
 
 def load_direction(path: Path) -> torch.Tensor:
@@ -142,7 +126,7 @@ def explain(
     """Explain IMAGES (files, or folders of PNG/JPEG/TIFF/WebP/BMP/GIF) with a ViT; write overlays, maps."""
     from attnmap.render.colormap import get_cmap
     from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
-    from attnmap.vit.models import check_timm_name
+    from attnmap.vit.timm_build import check_timm_name
 
     method = method or default_method()
     if direction_file is not None:
@@ -157,7 +141,7 @@ def explain(
     split_options(names, options)  # fail on a misspelt option before loading anything
     if cmap is not None:
         get_cmap(cmap)
-    model_kwargs = parse_options(model_args)
+    model_kwargs = parse_options(model_args, "--model-arg")
     if checkpoint is None and model_spec.startswith("timm:"):
         check_timm_name(model_spec[len("timm:") :])  # before warning about its weights
         click.echo(

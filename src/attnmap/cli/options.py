@@ -7,6 +7,7 @@ Also here: ``--out``/``-o``, ``--device`` and the global ``--quiet`` every comma
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import types
 from collections.abc import Callable, Mapping
@@ -176,3 +177,18 @@ def quiet() -> bool:
     """Whether the global ``--quiet`` was given (before or after the subcommand)."""
     context = click.get_current_context(silent=True)
     return bool(context is not None and context.find_root().params.get("quiet"))
+
+
+def parse_options(pairs: tuple[str, ...], option: str = "--option") -> dict[str, object]:
+    """``key=value`` strings → dict; values parsed as Python literals when possible (1, 0.5, 'max')."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
+        try:
+            value: object = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()
+        options[key.strip()] = value
+    return options

@@ -22,6 +22,7 @@ from attnmap.cli.options import (
     device_option,
     from_options,
     out_option,
+    parse_options,
     quiet,
     resolved_device,
 )
@@ -42,7 +43,17 @@ _segmentation_options = dataclass_options(
     SegmentationConfig, "segmentation", flags={"level": "seg-level"}, shown_defaults=TISSUE_DEFAULTS
 )
 _patching_options = dataclass_options(PatchingConfig, "patching", flags={"level": "patch-level"})
-_features_options = dataclass_options(FeaturesConfig, "features", skip=("seed",), flags={"save_pt": "pt"})
+_features_options = dataclass_options(
+    FeaturesConfig, "features", skip=("seed", "encoder_args"), flags={"save_pt": "pt"}
+)
+_encoder_arg_option = click.option(
+    "--encoder-arg",
+    "encoder_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Argument of a timm encoder architecture (repeatable), e.g. init_values=1e-5, "
+    "mlp_layer=SwiGLUPacked (features.encoder_args).",
+)
 _slides_argument = click.argument(
     "slides", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -60,6 +71,7 @@ def _config(options: dict[str, Any], out_dir: Path) -> PipelineConfig:
     if "features__encoder" in options:
         values = from_options(FeaturesConfig, "features", options)
         values["checkpoint"] = str(values["checkpoint"]) if values["checkpoint"] else None
+        values["encoder_args"] = parse_options(options.pop("encoder_args", ()), "--encoder-arg")
         config.features = FeaturesConfig(**values)
     config.run = RunConfig(output_dir=str(out_dir), device=options.get("device") or "auto")
     return config
@@ -144,6 +156,7 @@ def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
 @_slides_argument
 @_out_option
 @_features_options
+@_encoder_arg_option
 @device_option()
 @_segmentation_options
 @_patching_options

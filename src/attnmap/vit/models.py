@@ -22,6 +22,7 @@ from torch import nn
 
 from attnmap.checkpoint import apply_state_dict, load_state_dict
 from attnmap.errors import InputError
+from attnmap.vit.timm_build import build_timm
 
 __all__ = ["BUNDLED_MODELS", "apply_state_dict", "load_model", "load_state_dict"]
 
@@ -39,7 +40,8 @@ def load_model(
     """An eval-mode model on ``device`` from ``spec`` ("timm:NAME", "hf:LOCAL_DIR", "attnmap:NAME").
 
     For timm, ``num_classes`` defaults to the checkpoint's head size when a checkpoint is given;
-    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=4``, ``img_size=64``).
+    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=4``, ``img_size=64``; layer classes
+    by name: ``mlp_layer="SwiGLUPacked"``, ``act_layer="silu"``, see `attnmap.vit.timm_build`).
     """
     kind, _, name = spec.partition(":")
     if not name:
@@ -64,36 +66,14 @@ def load_model(
     return model.to(device).eval()
 
 
-def check_timm_name(name: str) -> None:
-    """`InputError` for a name timm does not know, listing the names closest to it (typos)."""
-    import difflib
-
-    import timm
-
-    if name.startswith(("hf-hub:", "hf_hub:")):
-        raise InputError(
-            f"{name!r} is a download from the Hugging Face hub, which attnmap never does: give the "
-            "architecture's timm name (and its arguments) with the weights you downloaded as the checkpoint"
-        )
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
-        raise InputError(f"timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
-
-
 def _timm_model(
     name: str, state: Mapping[str, torch.Tensor] | None, num_classes: int | None, kwargs: dict[str, Any]
 ) -> nn.Module:
-    import timm
-
-    check_timm_name(name)
     if num_classes is None and state is not None and "head.weight" in state:
         num_classes = int(state["head.weight"].shape[0])
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
-    try:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError as error:
-        raise InputError(f"cannot build timm model {name!r} with {kwargs}: {error}") from None
+    return build_timm(name, kwargs)
 
 
 # a full image-text model saved in the directory: the vision tower attnmap explains

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -155,14 +155,17 @@ def load_encoder(
     device: str | torch.device = "cpu",
     seed: int = 0,
     input_size: int | None = None,
+    model_args: Mapping[str, Any] | None = None,
 ) -> Encoder:
     """Build a patch encoder (model in eval mode on ``device``, its transform, its output size).
 
     ``checkpoint``: weights for a named architecture (a state_dict, or a dict holding one under
     "state_dict"/"model"); classifier-head keys the encoder lacks are ignored, any other mismatch is
-    an error. ``input_size`` overrides the resize target.
+    an error. ``input_size`` overrides the resize target. ``model_args``: arguments of a timm
+    architecture (``timm.create_model``; layer classes by name, see `attnmap.vit.timm_build`).
     """
     name = str(name_or_path)
+    _check_model_args(name, model_args)
     factory = _registered(name)
     if factory is not None:
         model, transform, feature_dim = factory()
@@ -177,7 +180,7 @@ def load_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name == "resnet50_trunc" or name.startswith("timm:"):
-            model, transform = _architecture(name, input_size)
+            model, transform = _architecture(name, input_size, model_args)
         elif name.startswith(TORCHSCRIPT_PREFIX):
             if checkpoint is not None:
                 raise InputError("a TorchScript encoder carries its weights: give no checkpoint with it")
@@ -186,7 +189,9 @@ def load_encoder(
         elif Path(name).is_file():
             if checkpoint is not None:
                 raise InputError("give either an encoder file or a checkpoint for a named encoder, not both")
-            return _encoder_from_file(Path(name), device=device, seed=seed, input_size=input_size)
+            return _encoder_from_file(
+                Path(name), device=device, seed=seed, input_size=input_size, model_args=model_args
+            )
         else:
             raise InputError(
                 f"unknown encoder {name!r}: use one of {', '.join(PRESETS + tuple(_REGISTRY))}, "
@@ -201,15 +206,29 @@ def load_encoder(
     return _finish(model, transform, device)
 
 
-def _architecture(name: str, input_size: int | None) -> tuple[nn.Module, PatchTransform]:
+def _check_model_args(name: str, model_args: Mapping[str, Any] | None) -> None:
+    """Architecture arguments only where a timm architecture is built (a name or a file's ``arch``)."""
+    if model_args and (name == "resnet50_trunc" or name.startswith(TORCHSCRIPT_PREFIX) or ":" in name
+                       and not name.startswith("timm:")):
+        raise InputError(
+            f"encoder arguments ({', '.join(sorted(model_args))}) apply to timm architectures, "
+            f"not to {name!r}"
+        )
+
+
+def _architecture(
+    name: str, input_size: int | None, model_args: Mapping[str, Any] | None = None
+) -> tuple[nn.Module, PatchTransform]:
     """The untrained model and transform of ``resnet50_trunc`` or ``timm:NAME``."""
     if name == "resnet50_trunc":
         transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
         return TruncatedResNet50(), transform
-    return _timm_encoder(name[len("timm:") :], input_size)
+    return _timm_encoder(name[len("timm:") :], input_size, model_args)
 
 
-def encoder_outline(name: str, input_size: int | None = None) -> Encoder:
+def encoder_outline(
+    name: str, input_size: int | None = None, model_args: Mapping[str, Any] | None = None
+) -> Encoder:
     """The encoder ``name`` would be, without its weights: its model class and feature size.
 
     Why: a configuration is checked before any slide runs (features that fit the MIL model, an
@@ -218,6 +237,7 @@ def encoder_outline(name: str, input_size: int | None = None) -> Encoder:
     weights file is read to learn its architecture; registered and TorchScript encoders are
     loaded as they are. Raises `InputError` for an encoder that cannot work (e.g. ``input_size``).
     """
+    _check_model_args(name, model_args)
     factory = _registered(name)
     if factory is not None or name.startswith(TORCHSCRIPT_PREFIX):
         return load_encoder(name, input_size=input_size)
@@ -227,24 +247,31 @@ def encoder_outline(name: str, input_size: int | None = None) -> Encoder:
         return load_encoder(name, input_size=input_size)  # the unknown name's own error
     try:
         with torch.device("meta"):
-            model, transform = _architecture(name, input_size)
+            model, transform = _architecture(name, input_size, model_args)
             return _finish(model, transform, "meta")
+    except InputError:
+        raise
     except Exception:  # noqa: BLE001 - an operation without a meta kernel: the CPU build decides
         pass
-    model, transform = _architecture(name, input_size)
+    model, transform = _architecture(name, input_size, model_args)
     return _finish(model, transform, "cpu")
 
 
-def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, PatchTransform]:
-    import timm
+def _timm_encoder(
+    model_name: str, input_size: int | None, model_args: Mapping[str, Any] | None = None
+) -> tuple[nn.Module, PatchTransform]:
 
-    from attnmap.vit.models import check_timm_name
+    from attnmap.vit.preprocess import data_config
+    from attnmap.vit.timm_build import build_timm
 
     if not model_name:
         raise InputError("'timm:' must be followed by a timm model name, e.g. timm:resnet18")
-    check_timm_name(model_name)
-    model = timm.create_model(model_name, pretrained=False, num_classes=0)
-    config = timm.data.resolve_data_config({}, model=model)
+    if model_args and "num_classes" in model_args:
+        raise InputError(
+            "encoder arguments: num_classes is set by attnmap (0: the encoder's pooled features)"
+        )
+    model = build_timm(model_name, {**(model_args or {}), "num_classes": 0})
+    config = data_config(model)  # the size the model was built for (img_size), as explain uses
     size = input_size or int(config["input_size"][-1])
     transform = PatchTransform(
         size, config["mean"], config["std"], str(config.get("interpolation", "bilinear"))
@@ -253,11 +280,16 @@ def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, P
 
 
 def _encoder_from_file(
-    path: Path, *, device: str | torch.device, seed: int, input_size: int | None
+    path: Path,
+    *,
+    device: str | torch.device,
+    seed: int,
+    input_size: int | None,
+    model_args: Mapping[str, Any] | None = None,
 ) -> Encoder:
     """A weights file whose architecture can be told from its content (timm ``arch``, ResNet50 keys)."""
     name = _file_architecture(path, read_checkpoint(path))
-    return load_encoder(name, path, device=device, seed=seed, input_size=input_size)
+    return load_encoder(name, path, device=device, seed=seed, input_size=input_size, model_args=model_args)
 
 
 def _file_architecture(path: Path, payload: object) -> str:

@@ -9,6 +9,7 @@ documents them for users.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,11 @@ class FeaturesConfig:
     input_size: Annotated[int, Ge(8)] | None = field(
         default=None, metadata={"help": "Resize patches to this size (default: the encoder's)."}
     )
+    encoder_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Arguments of a timm architecture, e.g. {init_values: 1.0e-5} (UNI), "
+                  "{mlp_layer: SwiGLUPacked, act_layer: silu, reg_tokens: 4} (Virchow2)."},
+    )
     batch_size: Positive = field(default=64, metadata={"help": "Patches per forward pass."})
     num_workers: NonNegative = field(default=0, metadata={"help": "Patch-reading processes."})
     seed: int = field(default=0, metadata={"help": "Seed of random encoder weights."})
@@ -153,6 +159,24 @@ class FeaturesConfig:
                   "(features equal up to round-off; off: the eager model)."},
     )
     save_pt: bool = field(default=True, metadata={"help": "Also write pt_files/<slide>.pt."})
+
+    def encoder_arguments(self) -> str:
+        """``encoder_args`` as canonical JSON (sorted keys): hashable for the model cache, and one
+        spelling for the features' fingerprint. `InputError` for a value that is not plain data."""
+        try:
+            return json.dumps(self.encoder_args, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise InputError(
+                f"features.encoder_args must hold plain values (numbers, strings, lists): {error}"
+            ) from None
+
+    def load_encoder(self, device: str) -> tuple[Any, str]:
+        """(the patch encoder on ``device``, sha256 of its weights), loaded once per process."""
+        from attnmap.checkpoint import cached_encoder
+
+        return cached_encoder(
+            self.encoder, self.checkpoint, self.input_size, self.seed, device, self.encoder_arguments()
+        )
 
 
 @dataclass

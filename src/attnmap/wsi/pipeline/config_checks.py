@@ -91,8 +91,9 @@ def _check_encoder(config: PipelineConfig) -> None:
     from attnmap.wsi.encoders import encoder_outline
 
     f = config.features
+    f.encoder_arguments()  # plain data, or one line now
     try:
-        encoder = encoder_outline(f.encoder, f.input_size)
+        encoder = encoder_outline(f.encoder, f.input_size, f.encoder_args)
     except InputError as error:
         named = f.encoder in str(error)
         raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error

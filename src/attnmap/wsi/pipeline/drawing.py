@@ -27,7 +27,6 @@ from attnmap.wsi.pipeline.outputs import (
 from attnmap.wsi.pipeline.stage_files import load_blockmap, save_blockmap
 from attnmap.wsi.pipeline.stages import (
     cached_clam,
-    cached_encoder,
     fingerprints,
     level0_patch_size,
     slide_provenance,
@@ -94,7 +93,7 @@ def _overlap_scores(
         if np.array_equal(stored["coords"], coords):
             return coords, stored["scores"]
     f = config.features
-    encoder, encoder_checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    encoder, encoder_checksum = f.load_encoder(device)
     features, _ = extract_features_reusing(  # block-grid patches are not encoded again
         entry.path,
         coords,

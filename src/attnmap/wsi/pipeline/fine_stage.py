@@ -25,7 +25,6 @@ from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 from attnmap.wsi.pipeline.outputs import SlideOutputs, fine_maps_reason
 from attnmap.wsi.pipeline.stages import (
     cached_clam,
-    cached_encoder,
     fingerprints,
     level0_patch_size,
     slide_provenance,
@@ -121,7 +120,7 @@ def _write_fine_maps(
     from attnmap.wsi.heatmap.fine_store import FineMapWriter
 
     f = config.features
-    encoder, _ = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    encoder, _ = f.load_encoder(device)
     model, _ = cached_clam(config.model.checkpoint, device)
     selection = select_fine_patches(
         model, torch.as_tensor(np.asarray(features)), fine, int(attention["prediction"])

@@ -15,6 +15,7 @@ algorithm or file layout changes, and only that stage and what follows are recom
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ def encoder_identity(features: Any) -> dict[str, Any]:
         "input_size": features.input_size,
         "seed": features.seed,
     }
+    if features.encoder_args:  # absent when empty: earlier runs keep their fingerprints
+        identity["encoder_args"] = json.loads(features.encoder_arguments())
     return identity
 
 

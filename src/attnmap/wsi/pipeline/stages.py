@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from attnmap.checkpoint import cached_clam, cached_encoder
+from attnmap.checkpoint import cached_clam
 from attnmap.errors import InputError
 from attnmap.provenance import provenance
 from attnmap.wsi.features import extract_features, load_features, save_features
@@ -196,7 +196,7 @@ def features_stage(
         if np.array_equal(stored, coords):
             return features, None
         reason = "damaged: other coordinates"
-    encoder, checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    encoder, checksum = f.load_encoder(device)
     model = cached_clam(config.model.checkpoint, device)[0] if config.model.checkpoint else None
     if model is not None and encoder.feature_dim != model.embed_dim:  # now, not after extracting
         raise InputError(

@@ -1,0 +1,73 @@
+"""Building a timm architecture from its name and plain arguments (YAML, ``--model-arg``), offline.
+
+Why: the foundation models pathologists run are timm architectures with non-default arguments
+(UNI: ``init_values=1e-5``; Virchow2: ``mlp_layer=SwiGLUPacked, act_layer=SiLU, reg_tokens=4``;
+H-optimus: registers and LayerScale). A configuration file or a command line can only hold plain
+values, so the layer arguments timm takes as classes are named by string here (``mlp_layer:
+SwiGLUPacked``, ``act_layer: silu``, ``norm_layer: rmsnorm``) and resolved through timm's own
+registries. One builder serves `attnmap.load_model` and the slide pipeline's encoders, so both read
+the same names and refuse the same mistakes in one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from attnmap.errors import InputError
+
+# timm's MLP blocks a ViT takes as ``mlp_layer`` (by class name)
+MLP_LAYERS = ("Mlp", "GluMlp", "SwiGLU", "SwiGLUPacked", "GatedMlp")
+
+
+def check_timm_name(name: str) -> None:
+    """`InputError` for a name timm does not know, listing the names closest to it (typos)."""
+    import timm
+
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        raise InputError(
+            f"{name!r} is a download from the Hugging Face hub, which attnmap never does: give the "
+            "architecture's timm name (and its arguments) with the weights you downloaded as the checkpoint"
+        )
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
+        raise InputError(f"timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+
+
+def timm_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """``arguments`` with the layer arguments given by name resolved to timm's classes."""
+    from timm import layers
+
+    resolved = dict(arguments)
+    for key, value in arguments.items():
+        if not isinstance(value, str):
+            continue
+        if key == "mlp_layer":
+            if value not in MLP_LAYERS:
+                blocks = ", ".join(MLP_LAYERS)
+                raise InputError(f"mlp_layer {value!r} is not one of timm's MLP blocks: {blocks}")
+            resolved[key] = getattr(layers, value)
+        elif key in ("act_layer", "norm_layer"):
+            lookup = layers.get_act_layer if key == "act_layer" else layers.get_norm_layer
+            examples = "gelu, silu, quick_gelu" if key == "act_layer" else "layernorm, rmsnorm"
+            try:
+                resolved[key] = lookup(value)
+            except (KeyError, ValueError, AssertionError):
+                raise InputError(f"{key} {value!r} is not a name timm knows (e.g. {examples})") from None
+    return resolved
+
+
+def build_timm(name: str, arguments: Mapping[str, Any] | None = None) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, **arguments)`` with one-line errors."""
+    import timm
+
+    check_timm_name(name)
+    arguments = dict(arguments or {})
+    resolved = timm_arguments(arguments)
+    try:
+        return timm.create_model(name, pretrained=False, **resolved)
+    except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as error:
+        raise InputError(f"cannot build timm model {name!r} with {arguments}: {error}") from None

@@ -1,0 +1,135 @@
+"""Architecture arguments of timm encoders (`features.encoder_args`, ``--model-arg``, ``--encoder-arg``).
+
+The foundation models pathologists run are timm architectures with non-default arguments (UNI's
+LayerScale, Virchow2's packed SwiGLU with SiLU and registers). The slide pipeline could only build a
+timm name with its defaults, so such weights could not be used; layer classes are named by string.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+
+from attnmap.errors import InputError
+from attnmap.vit.models import load_model
+from attnmap.vit.timm_build import timm_arguments
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+UNI_LIKE = {"init_values": 1.0e-5}  # test_vit (64-d, 160 px) with LayerScale, as UNI is a ViT-L with it
+VIRCHOW2_LIKE = {"mlp_layer": "SwiGLUPacked", "act_layer": "silu", "reg_tokens": 4, "init_values": 1.0e-5}
+
+
+def test_layer_classes_by_name_build_the_same_model_as_the_classes() -> None:
+    from timm.layers import SwiGLUPacked
+
+    torch.manual_seed(0)
+    direct = timm.create_model(
+        "test_vit", num_classes=0, mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, reg_tokens=4,
+        init_values=1e-5,
+    ).eval()
+    by_name = load_model("timm:test_vit", num_classes=0, **VIRCHOW2_LIKE)
+    by_name.load_state_dict(direct.state_dict(), strict=True)  # the same layers, shapes and names
+    mlp = by_name.blocks[0].mlp
+    assert type(mlp) is type(direct.blocks[0].mlp) and isinstance(mlp.act, torch.nn.SiLU)
+    x = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(by_name(x), direct(x), rtol=0, atol=0)
+    assert timm_arguments({"norm_layer": "rmsnorm"})["norm_layer"] is timm.layers.RmsNorm
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"mlp_layer": "SwiGLUPackd"}, "mlp_layer 'SwiGLUPackd' is not one of timm's MLP blocks: Mlp, "),
+        ({"act_layer": "swish2"}, "act_layer 'swish2' is not a name timm knows"),
+        ({"norm_layer": "batchnorm9"}, "norm_layer 'batchnorm9' is not a name timm knows"),
+        ({"depth": "two"}, "cannot build timm model 'test_vit'"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(arguments: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        load_model("timm:test_vit", **arguments)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("encoder_args")
+    path = write_pipeline_setup(root, n_slides=1)
+    write_clam_checkpoint(root / "clam64.pt", embed_dim=64)
+    torch.manual_seed(3)
+    uni_like = timm.create_model("test_vit", num_classes=0, **UNI_LIKE)
+    torch.save(uni_like.state_dict(), root / "uni_like.pt")
+    return path
+
+
+def _config(setup: Path, **features: object) -> Path:
+    data = yaml.safe_load(setup.read_text())
+    data["features"] = {"encoder": "timm:test_vit", "checkpoint": "uni_like.pt", "batch_size": 8, **features}
+    data["model"]["checkpoint"] = "clam64.pt"
+    path = setup.parent / f"config_{len(features)}_{abs(hash(repr(features)))}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_uni_like_checkpoint_loads_with_its_arguments_and_gives_its_features(setup: Path) -> None:
+    from attnmap.wsi.pipeline.config import load_config
+
+    config = load_config(_config(setup, encoder_args=UNI_LIKE))
+    encoder, _ = config.features.load_encoder("cpu")
+    reference = timm.create_model("test_vit", num_classes=0, **UNI_LIKE).eval()
+    reference.load_state_dict(torch.load(setup.parent / "uni_like.pt"))
+    patches = torch.randn(3, 3, 160, 160, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.model(patches), reference(patches), rtol=0, atol=0)
+    assert encoder.transform.size == 160
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # UNI's normalisation
+    config = load_config(_config(setup, encoder_args={**UNI_LIKE, "pretrained_cfg_overlay": imagenet}))
+    transform = config.features.load_encoder("cpu")[0].transform
+    assert (transform.mean, transform.std) == (tuple(imagenet["mean"]), tuple(imagenet["std"]))
+
+
+def test_without_its_arguments_the_checkpoint_is_refused_at_load(setup: Path) -> None:
+    """Its LayerScale weights have nowhere to go in a model built without init_values."""
+    from attnmap.wsi.pipeline.config import load_config
+
+    with pytest.raises(InputError, match=r"^features.checkpoint: .*ls1.gamma"):
+        load_config(_config(setup))
+    with pytest.raises(InputError, match=r"features.encoder.*mlp_layer 'Nope'"):
+        load_config(_config(setup, encoder_args={"mlp_layer": "Nope"}))
+    with pytest.raises(InputError, match=r"encoder arguments \(depth\) apply to timm architectures"):
+        load_config(_config(setup, encoder="resnet50_trunc", checkpoint=None, encoder_args={"depth": 2}))
+
+
+def test_encoder_arguments_are_part_of_the_features_fingerprint(setup: Path) -> None:
+    """Changing them changes the encoder: features computed with the old ones must not be reused."""
+    from attnmap.wsi.pipeline.config import load_config
+    from attnmap.wsi.pipeline.fingerprint import encoder_identity
+
+    plain = encoder_identity(load_config(_config(setup, encoder_args={}, checkpoint=None)).features)
+    assert "encoder_args" not in plain  # fingerprints of earlier runs unchanged
+    first = encoder_identity(load_config(_config(setup, encoder_args=UNI_LIKE)).features)
+    second = encoder_identity(load_config(_config(setup, encoder_args={"init_values": 1.0e-4})).features)
+    assert first["encoder_args"] == {"init_values": 1e-05} and first != second
+
+
+def test_wsi_features_takes_encoder_arguments(setup: Path, tmp_path: Path) -> None:
+    import h5py
+
+    from attnmap.cli.main import main
+
+    slide = setup.parent / "slides" / "slide_0.tif"
+    out = tmp_path / "out"
+    common = ["wsi", "features", str(slide), "--encoder", "timm:test_vit", "--checkpoint",
+              str(setup.parent / "uni_like.pt"), "--patch-size", "256", "--batch-size", "8",
+              "--device", "cpu", "--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
+    main(["--quiet", *common, "-o", str(out), "--encoder-arg", "init_values=1e-5"])
+    with h5py.File(out / "features" / "h5_files" / "slide_0.h5") as handle:
+        assert handle["features"].shape[1] == 64 and handle["features"].shape[0] > 0
+    with pytest.raises(SystemExit) as done:  # the same checkpoint without its arguments
+        main(["--quiet", *common, "-o", str(tmp_path / "plain")])
+    assert done.value.code == 2
