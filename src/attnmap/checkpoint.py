@@ -34,13 +34,21 @@ from torch import nn
 from attnmap.errors import InputError
 
 TORCHSCRIPT_PREFIX = "torchscript:"
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "teacher")
 WRAPPER_PREFIXES = ("module.", "model.")
 T = TypeVar("T")
+_NOT_SCRIPTED = (
+    "a TorchScript model cannot be explained (its layers are compiled code); "
+    "give the model's state_dict (torch.save(model.state_dict(), PATH))"
+)
 
 
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        hf_folder = (path / "config.json").is_file()
+        hint = ": a Hugging Face model folder is given as the model, hf:FOLDER" if hf_folder else ""
+        raise InputError(f"checkpoint {path} is a folder, not a weights file{hint}")
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
     return path
@@ -53,7 +61,8 @@ def _torch_reason(error: BaseException) -> str:
     if marker in text:
         text = text.split(marker, 1)[1]
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-    return first.split(" Please use ", 1)[0].rstrip(".")
+    first = first.split(" Please use ", 1)[0].split(". This is an internal", 1)[0]  # torch's advice
+    return first.rstrip(".")
 
 
 def is_torchscript(path: str | Path) -> bool:
@@ -66,8 +75,14 @@ def is_torchscript(path: str | Path) -> bool:
     return any(name.endswith("/constants.pkl") for name in names) and any("/code/" in n for n in names)
 
 
-def read_checkpoint(path: str | Path) -> Any:
-    """The content of a ``.safetensors`` file or of a torch file loaded with ``weights_only=True``."""
+def read_checkpoint(path: str | Path, *, scripted_ok: bool = True) -> Any:
+    """The content of a ``.safetensors`` file or of a torch file loaded with ``weights_only=True``.
+
+    ``scripted_ok=False``: the caller cannot use a TorchScript model at all (a ViT to explain needs
+    its Python modules), so the message says to give its state_dict instead of ``torchscript:``.
+    """
+    if not scripted_ok and str(path).startswith(TORCHSCRIPT_PREFIX):
+        raise InputError(f"checkpoint {path}: {_NOT_SCRIPTED}")
     path = _existing_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -79,6 +94,8 @@ def read_checkpoint(path: str | Path) -> Any:
                 f"cannot read checkpoint {path}: not a valid safetensors file ({error})"
             ) from None
     if is_torchscript(path):
+        if not scripted_ok:
+            raise InputError(f"checkpoint {path} is a TorchScript archive: {_NOT_SCRIPTED}")
         raise InputError(
             f"cannot read checkpoint {path}: it is a TorchScript archive, which runs its own code; "
             f"pass it as '{TORCHSCRIPT_PREFIX}{path}' if you trust it"
@@ -135,11 +152,13 @@ def unwrap_state_dict(payload: Any, source: str = "checkpoint") -> dict[str, tor
     return flat
 
 
-def load_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def load_state_dict(
+    source: str | Path | Mapping[str, Any], *, scripted_ok: bool = True
+) -> dict[str, torch.Tensor]:
     """A flat state_dict from a checkpoint path (any supported format) or an in-memory mapping."""
     if isinstance(source, Mapping):
         return unwrap_state_dict(source, "given as a mapping")
-    return unwrap_state_dict(read_checkpoint(source), str(source))
+    return unwrap_state_dict(read_checkpoint(source, scripted_ok=scripted_ok), str(source))
 
 
 def apply_state_dict(
@@ -149,13 +168,16 @@ def apply_state_dict(
     *,
     ignore_unexpected: bool = False,
 ) -> None:
-    """Load ``state`` strictly, turning missing / unexpected / mis-shaped keys into one `InputError`.
+    """Load ``state`` strictly (after `fit_state_dict`), turning missing / unexpected / mis-shaped
+    keys into one `InputError`.
 
-    ``ignore_unexpected``: keys the model lacks are dropped (an encoder cut from a classifier keeps
-    its trunk only); missing and mis-shaped keys are still errors.
+    ``ignore_unexpected``: keys of top-level layers the model lacks, or has without weights (an
+    ``Identity`` head), are dropped, so an encoder cut from a classifier keeps its trunk only; any
+    other unexpected key (a register token, a block the model does not have), missing and
+    mis-shaped keys are still errors.
     """
-    own = check_state_dict(model, state, source, ignore_unexpected=ignore_unexpected)
-    model.load_state_dict({key: state[key] for key in own}, strict=True)
+    fitted = check_state_dict(model, state, source, ignore_unexpected=ignore_unexpected)
+    model.load_state_dict(fitted, strict=True)
 
 
 def check_state_dict(
@@ -166,23 +188,120 @@ def check_state_dict(
     ignore_unexpected: bool = False,
 ) -> dict[str, torch.Tensor]:
     """`apply_state_dict`'s checks alone (they need only shapes: ``model`` may sit on the meta
-    device); returns the model's own state_dict."""
-    own = model.state_dict()
+    device); returns the state to load, keyed exactly as the model's own state_dict."""
+    subtree = _subtree(set(model.state_dict()), dict(state), source)
+    fitted = _timm_filtered(model, subtree)
+    problems = _mismatches(model, fitted, ignore_unexpected)
+    if problems and fitted is not subtree:  # report the file's own names and shapes
+        plain = _mismatches(model, subtree, ignore_unexpected)
+        fitted, problems = subtree, plain
+    if problems:
+        raise InputError(f"checkpoint {source} {problems}")
+    return {key: fitted[key] for key in model.state_dict()}
+
+
+def _mismatches(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_unexpected: bool) -> str:
+    """"does not fit MODEL: missing: ...; unexpected: ...; wrong shape: ..." or "" when it fits."""
+    own = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     missing = sorted(set(own) - set(state))
-    unexpected = [] if ignore_unexpected else sorted(set(state) - set(own))
+    extra = sorted(set(state) - set(own))
+    if ignore_unexpected:
+        extra = [key for key in extra if not _in_absent_layer(model, key)]
+    if own and len(missing) == len(own):
+        shown = ", ".join(sorted(state)[:3])
+        hf = any(".patch_embeddings." in key for key in state)
+        return f"does not fit {type(model).__name__}: none of its weights are there " + (
+            "(it holds a Hugging Face model: give its folder as hf:FOLDER)"
+            if hf
+            else f"(the file has {shown}, ...: another architecture?)"
+        )
     mis_shaped = sorted(
-        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
+        f"{key} {tuple(state[key].shape)} vs {own[key]}"
         for key in set(own) & set(state)
-        if tuple(state[key].shape) != tuple(own[key].shape)
+        if tuple(state[key].shape) != own[key]
     )
-    if missing or unexpected or mis_shaped:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
-            if keys:
-                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
-                parts.append(f"{label}: {shown}")
-        raise InputError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts))
-    return own
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", mis_shaped)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+            parts.append(f"{label}: {shown}")
+    return f"does not fit {type(model).__name__}: " + "; ".join(parts) if parts else ""
+
+
+def _in_absent_layer(model: nn.Module, key: str) -> bool:
+    """Whether ``key`` belongs to a top-level layer ``model`` lacks or holds without weights."""
+    first, dot, _ = key.partition(".")
+    if not dot:
+        return False  # a parameter of the model itself (cls_token, reg_token): never dropped
+    layer = getattr(model, first, None)
+    return not isinstance(layer, nn.Module) or not any(True for _ in layer.state_dict())
+
+
+def fit_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """The part of a checkpoint that is ``model``, keyed and shaped as timm would load it.
+
+    Why: pathology and self-supervised checkpoints hold the network under a prefix beside other
+    networks (``backbone.`` next to a DINO ``head.``, ``student.`` and ``teacher.`` copies, a
+    Lightning ``model.encoder.``). The prefix whose stripped keys name most of the model's own keys
+    is kept and everything outside it dropped; a tie between copies prefers ``teacher`` (DINO's
+    evaluation weights), any other tie is an error. A timm model then gets its module's
+    ``checkpoint_filter_fn``, as timm applies to pretrained weights (position embeddings resampled
+    to the model's patch grid, original DINOv2 key names converted). Nothing is checked here.
+    """
+    own = set(model.state_dict())
+    state = _subtree(own, dict(state), source)
+    return _timm_filtered(model, state)
+
+
+def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
+    direct = sum(key in own for key in state)
+    if direct == len(own):
+        return state
+    hits: dict[str, int] = {}
+    for key in state:
+        parts = key.split(".")
+        for cut in range(1, min(len(parts), 4)):
+            if ".".join(parts[cut:]) in own:
+                prefix = ".".join(parts[:cut]) + "."
+                hits[prefix] = hits.get(prefix, 0) + 1
+    best = max(hits.values(), default=0)
+    if best <= max(direct, len(own) // 2):  # a few names shared by chance do not make a sub-tree
+        return state
+    winners = sorted(prefix for prefix, count in hits.items() if count == best)
+    if len(winners) > 1:
+        teachers = [prefix for prefix in winners if "teacher" in prefix.split(".")]
+        if len(teachers) != 1:
+            raise InputError(
+                f"checkpoint {source} holds the model's weights under each of {', '.join(winners)}: "
+                "save the copy to use on its own"
+            )
+        winners = teachers
+    prefix = winners[0]
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def _timm_filtered(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` through the ``checkpoint_filter_fn`` of a timm model's module (if it has one)."""
+    if getattr(model, "pretrained_cfg", None) is None or not type(model).__module__.startswith("timm."):
+        return state
+    import importlib
+    import logging
+
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is None:
+        return state
+    quiet = logging.getLogger("timm")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its resampling notes are not the user's concern
+    try:
+        filtered = filter_fn(dict(state), model)
+    except Exception:  # noqa: BLE001 - a layout the filter does not know: the strict check decides
+        return state
+    finally:
+        quiet.setLevel(level)
+    return filtered if isinstance(filtered, Mapping) and _is_tensor_dict(filtered) else state
 
 
 def load_torchscript(path: str | Path) -> nn.Module:
