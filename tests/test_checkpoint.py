@@ -106,12 +106,12 @@ def test_wrong_shape_missing_and_unexpected_keys_in_one_message(tmp_path: Path) 
         "checkpoint w.pt does not fit Linear: missing: bias; unexpected: extra; "
         "wrong shape: weight (5, 3) vs (2, 3)"
     )
-    apply_state_dict(  # a layer the model lacks (a classifier head cut off): dropped
-        torch.nn.Linear(3, 2), {**_linear_state(), "head.weight": torch.zeros(1)}, "w", ignore_unexpected=True
-    )
-    with pytest.raises(InputError, match="^checkpoint w does not fit Linear: unexpected: reg_token$"):
-        stray = {**_linear_state(), "reg_token": torch.zeros(1)}  # the model's own parameter: kept
-        apply_state_dict(torch.nn.Linear(3, 2), stray, "w", ignore_unexpected=True)
+    headless = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Identity())  # a cut classifier
+    body = {f"0.{key}": value for key, value in _linear_state().items()}
+    apply_state_dict(headless, {**body, "1.weight": torch.zeros(1)}, "w", ignore_unexpected=True)
+    for stray in ("2.weight", "reg_token"):  # a layer it lacks, a parameter of its own: never left out
+        with pytest.raises(InputError, match=f"^checkpoint w does not fit Sequential: unexpected: {stray}$"):
+            apply_state_dict(headless, {**body, stray: torch.zeros(1)}, "w", ignore_unexpected=True)
 
 
 def test_the_same_wording_from_every_loader(tmp_path: Path) -> None:

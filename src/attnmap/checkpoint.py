@@ -20,6 +20,7 @@ naming the file and the problem, never torch's advice to switch ``weights_only``
 
 from __future__ import annotations
 
+import itertools
 import threading
 import warnings
 import zipfile
@@ -171,10 +172,10 @@ def apply_state_dict(
     """Load ``state`` strictly (after `fit_state_dict`), turning missing / unexpected / mis-shaped
     keys into one `InputError`.
 
-    ``ignore_unexpected``: keys of top-level layers the model lacks, or has without weights (an
-    ``Identity`` head), are dropped, so an encoder cut from a classifier keeps its trunk only; any
-    other unexpected key (a register token, a block the model does not have), missing and
-    mis-shaped keys are still errors.
+    ``ignore_unexpected``: keys of layers the model holds without weights (an ``Identity`` head) or
+    lists in its ``dropped_layers`` attribute are left out, so an encoder cut from a classifier
+    keeps its trunk only; any other unexpected key (a register token, a block or attention pool the
+    model does not have), missing and mis-shaped keys are still errors.
     """
     fitted = check_state_dict(model, state, source, ignore_unexpected=ignore_unexpected)
     model.load_state_dict(fitted, strict=True)
@@ -206,7 +207,7 @@ def _mismatches(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_unex
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if ignore_unexpected:
-        extra = [key for key in extra if not _in_absent_layer(model, key)]
+        extra = [key for key in extra if not _left_out(model, key)]
     if own and len(missing) == len(own):
         shown = ", ".join(sorted(state)[:3])
         hf = any(".patch_embeddings." in key for key in state)
@@ -228,13 +229,23 @@ def _mismatches(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_unex
     return f"does not fit {type(model).__name__}: " + "; ".join(parts) if parts else ""
 
 
-def _in_absent_layer(model: nn.Module, key: str) -> bool:
-    """Whether ``key`` belongs to a top-level layer ``model`` lacks or holds without weights."""
-    first, dot, _ = key.partition(".")
-    if not dot:
-        return False  # a parameter of the model itself (cls_token, reg_token): never dropped
-    layer = getattr(model, first, None)
-    return not isinstance(layer, nn.Module) or not any(True for _ in layer.state_dict())
+def _left_out(model: nn.Module, key: str) -> bool:
+    """Whether ``key`` is a weight of a layer ``model`` holds without weights (the ``Identity``
+    head of a headless timm model) or names in its ``dropped_layers`` (the layers a cut model
+    leaves out, e.g. a truncated ResNet's ``layer4`` and ``fc``). A layer it simply lacks (a
+    block, an attention pool) or a parameter of its own (a register token) is never left out."""
+    parts = key.split(".")[:-1]
+    if parts and parts[0] in getattr(model, "dropped_layers", ()):
+        return True
+    module = model
+    for part in parts:
+        child = module._modules.get(part)
+        if child is None:
+            return False
+        if not any(True for _ in itertools.chain(child.parameters(), child.buffers())):
+            return True
+        module = child
+    return False
 
 
 def fit_state_dict(
