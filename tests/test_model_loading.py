@@ -150,9 +150,14 @@ def test_refusals_are_one_line_naming_the_problem(tmp_path: Path) -> None:
     registers = _vit(0, num_classes=0, reg_tokens=4, no_embed_class=True)
     torch.save(registers.state_dict(), tmp_path / "registers.pth")
     with pytest.raises(InputError, match=r"registers.pth does not fit VisionTransformer: unexpected: "
-                       r"reg_token; wrong shape: pos_embed \(1, 4, 192\) vs \(1, 5, 192\)$") as error:
+                       r"reg_token; wrong shape: pos_embed \(1, 4, 192\) vs \(1, 5, 192\); it has 4 "
+                       r"register tokens: build the model with reg_tokens=4$") as error:
         load_model(SPEC, tmp_path / "registers.pth", num_classes=0, **SMALL)  # never silently dropped
     _one_line(error)
+    torch.save(_vit(0, num_classes=0).state_dict(), tmp_path / "plain.pth")
+    with pytest.raises(InputError, match=r"plain.pth does not fit VisionTransformer: missing: reg_token; "
+                       r"wrong shape: .*; it has no register tokens$"):
+        load_model(SPEC, tmp_path / "plain.pth", reg_tokens=4, **SMALL)
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "resnet.pth")
     with pytest.raises(InputError, match=r"resnet.pth does not fit VisionTransformer: none of its weights "
                        r"are there \(the file has bn1.bias, .*another architecture\?\)$") as error:
@@ -218,13 +223,12 @@ def _hf_tiny(transformers, config_name: str, model_name: str, seed: int, **extra
     return getattr(transformers, model_name)(getattr(transformers, config_name)(**sizes, **extra)).eval()
 
 
-def test_hugging_face_folders_broken_or_mismatched_are_one_line(tmp_path: Path, capfd) -> None:
+def test_hugging_face_folders_broken_or_mismatched_are_one_line(tmp_path: Path) -> None:
     """A cut weights file in an hf: folder was safetensors' own traceback; weights of another shape
     pointed the user at 'the above report', a table transformers printed."""
     transformers = pytest.importorskip("transformers")
     saved = _hf_tiny(transformers, "Dinov2Config", "Dinov2Model", 0)
     saved.save_pretrained(tmp_path / "dinov2")
-    capfd.readouterr()
     cut = tmp_path / "cut"
     saved.save_pretrained(cut)
     (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:400])
@@ -238,7 +242,6 @@ def test_hugging_face_folders_broken_or_mismatched_are_one_line(tmp_path: Path, 
                        r"config builds it: wrong shape: .*mlp.fc1.bias \(256,\) vs \(128,\)") as error:
         load_model(f"hf:{wide}")
     _one_line(error)
-    assert "LOAD REPORT" not in "".join(capfd.readouterr())
 
 
 def test_hugging_face_folder_with_a_checkpoint_in_either_naming(tmp_path: Path) -> None:
@@ -294,5 +297,33 @@ def test_patch_encoders_use_the_same_rule(tmp_path: Path) -> None:
         load_encoder("timm:test_vit", tmp_path / "deeper.pth")  # 6 of its 8 blocks loaded, silently
     torch.save({**trunk, "reg_token": torch.zeros(1, 4, 64)}, tmp_path / "registers.pth")
     with pytest.raises(InputError, match=r"registers.pth does not fit VisionTransformer: unexpected: "
-                       r"reg_token$"):
+                       r"reg_token; it has 4 register tokens: build the model with reg_tokens=4$"):
         load_encoder("timm:test_vit", tmp_path / "registers.pth")
+
+
+def test_full_siglip_folder_gives_its_vision_tower_quietly(tmp_path: Path) -> None:
+    """A whole SigLIP image-text folder where a vision model is expected: its vision tower with
+    exactly the saved weights, without transformers' table of the text tower's unused weights."""
+    import logging
+
+    transformers = pytest.importorskip("transformers")
+    layers = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = transformers.SiglipConfig(
+        vision_config=dict(layers, image_size=32, patch_size=8), text_config=dict(layers, vocab_size=99)
+    )
+    torch.manual_seed(0)
+    pair = transformers.SiglipModel(config).eval()
+    pair.save_pretrained(tmp_path)
+    said: list[str] = []
+    listener = logging.Handler(logging.WARNING)
+    listener.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("transformers").addHandler(listener)
+    try:
+        model = load_model(f"hf:{tmp_path}")
+    finally:
+        logging.getLogger("transformers").removeHandler(listener)
+    assert type(model).__name__ == "SiglipVisionModel"
+    loaded = {key.removeprefix("vision_model."): value for key, value in model.state_dict().items()}
+    tower = pair.vision_model.state_dict()
+    assert loaded.keys() == tower.keys() and all(torch.equal(loaded[k], tower[k]) for k in tower)
+    assert not any("LOAD REPORT" in message for message in said), said

@@ -226,7 +226,15 @@ def _mismatches(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_unex
         if keys:
             shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
             parts.append(f"{label}: {shown}")
-    return f"does not fit {type(model).__name__}: " + "; ".join(parts) if parts else ""
+    if not parts:
+        return ""
+    registers = state.get("reg_token")
+    if "reg_token" in extra and isinstance(registers, torch.Tensor) and registers.ndim == 3:
+        parts.append(f"it has {registers.shape[1]} register tokens: build the model with reg_tokens="
+                     f"{registers.shape[1]}")
+    elif "reg_token" in missing:
+        parts.append("it has no register tokens")
+    return f"does not fit {type(model).__name__}: " + "; ".join(parts)
 
 
 def _left_out(model: nn.Module, key: str) -> bool:
