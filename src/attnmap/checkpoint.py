@@ -9,9 +9,14 @@ naming the file and the problem, never torch's advice to switch ``weights_only``
 - `read_checkpoint`: the file's content (a ``.safetensors`` dict, or what a weights-only
   ``torch.load`` returns).
 - `load_state_dict`: a flat ``{name: tensor}`` dict, unwrapping ``{"state_dict"|"model"|
-  "model_state_dict"|"module": ...}`` and whole-model ``module.`` (DataParallel) / ``model.``
-  (Lightning-style wrapper) key prefixes, all in one place.
-- `apply_state_dict`: strict loading with missing / unexpected / wrong-shape keys in one message.
+  "model_state_dict"|"module"|"teacher": ...}`` and whole-model ``module.`` (DataParallel) /
+  ``model.`` (Lightning-style wrapper) key prefixes, all in one place.
+- `fit_state_dict`: the part that is the model (the prefix such as ``backbone.`` under which its
+  keys are; a DINO teacher before its student), through timm's own checkpoint filter for a timm
+  model (position embeddings resampled to its grid, as timm loads pretrained weights).
+- `apply_state_dict` / `check_state_dict`: strict loading of that part, missing / unexpected /
+  wrong-shape keys in one message; only a layer the model holds without weights (a headless
+  model's ``Identity`` classifier) or declares in ``dropped_layers`` may be left out.
 - `load_torchscript`: the explicit TorchScript path.
 - `cached_model`: one per-process cache of loaded models keyed on the files' (path, size, mtime),
   shared by ``attnmap explain`` workers and the slide pipeline, so a file replaced on disk is
