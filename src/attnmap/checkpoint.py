@@ -18,21 +18,18 @@ naming the file and the problem, never torch's advice to switch ``weights_only``
   wrong-shape keys in one message; only a layer the model holds without weights (a headless
   model's ``Identity`` classifier) or declares in ``dropped_layers`` may be left out.
 - `load_torchscript`: the explicit TorchScript path.
-- `cached_model`: one per-process cache of loaded models keyed on the files' (path, size, mtime),
-  shared by ``attnmap explain`` workers and the slide pipeline, so a file replaced on disk is
-  reloaded and an unchanged one is not.
+- `cached_model` and the ``cached_*`` loaders (in `attnmap.model_cache`, importable from here):
+  the per-process cache of loaded models.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
 import warnings
 import zipfile
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +39,6 @@ from attnmap.errors import InputError
 TORCHSCRIPT_PREFIX = "torchscript:"
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "teacher")
 WRAPPER_PREFIXES = ("module.", "model.")
-T = TypeVar("T")
 _NOT_SCRIPTED = (
     "a TorchScript model cannot be explained (its layers are compiled code); "
     "give the model's state_dict (torch.save(model.state_dict(), PATH))"
@@ -341,94 +337,32 @@ def load_torchscript(path: str | Path) -> nn.Module:
         ) from None
 
 
-# ------------------------------------------------------------------------------------ model cache
-def file_stamp(path: str | Path | None) -> tuple[str, int, int] | None:
-    """(resolved path, size, mtime in ns) of a file; None for None or a name that is not a file."""
-    if path is None:
-        return None
-    candidate = Path(str(path).removeprefix(TORCHSCRIPT_PREFIX))
-    if not candidate.is_file():
-        return None
-    status = candidate.stat()
-    return str(candidate.resolve()), status.st_size, status.st_mtime_ns
+# the per-process model cache lives in attnmap.model_cache; its names stay importable from here
+from attnmap.model_cache import (  # noqa: E402
+    MODEL_CACHE,
+    ModelCache,
+    cached_clam,
+    cached_encoder,
+    cached_model,
+    cached_vit,
+    file_stamp,
+)
 
-
-class ModelCache:
-    """Least-recently-used cache of loaded models; a key includes the stamps of the files used."""
-
-    def __init__(self, maxsize: int = 4):
-        self.maxsize = maxsize
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, files: Iterable[str | Path | None], load: Callable[[], T]) -> T:
-        full_key = (key, tuple(file_stamp(f) for f in files))
-        try:
-            hash(full_key)
-        except TypeError:  # an unhashable argument (a list option): load, do not cache
-            return load()
-        with self._lock:
-            if full_key in self._items:
-                self._items.move_to_end(full_key)
-                return self._items[full_key]
-        value = load()
-        with self._lock:
-            self._items[full_key] = value
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-MODEL_CACHE = ModelCache()
-
-
-def cached_model(
-    loader: Callable[..., T], *args: Any, files: Iterable[str | Path | None] = (), **kwargs: Any
-) -> T:
-    """``loader(*args, **kwargs)``, loaded once per process while ``files`` stay unchanged."""
-    key = (f"{loader.__module__}.{loader.__qualname__}", args, tuple(sorted(kwargs.items())))
-    return MODEL_CACHE.get(key, files, lambda: loader(*args, **kwargs))
-
-
-def cached_vit(
-    spec: str, checkpoint: str | None, model_kwargs: tuple[tuple[str, Any], ...] = ()
-) -> nn.Module:
-    """`attnmap.load_model` through the cache (``attnmap explain`` workers)."""
-    from attnmap.vit.models import load_model
-
-    return cached_model(load_model, spec, checkpoint, files=(checkpoint,), **dict(model_kwargs))
-
-
-def _encoder_with_checksum(
-    name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str
-) -> tuple[Any, str]:
-    from attnmap.provenance import model_checksum
-    from attnmap.wsi.encoders import load_encoder
-
-    encoder = load_encoder(name, checkpoint, device=device, seed=seed, input_size=input_size)
-    return encoder, model_checksum(checkpoint) if checkpoint else model_checksum(encoder.model)
-
-
-def cached_encoder(name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str) -> Any:
-    """(patch encoder, sha256 of its weights) through the cache (the slide pipeline)."""
-    return cached_model(
-        _encoder_with_checksum, name, checkpoint, input_size, seed, device, files=(name, checkpoint)
-    )
-
-
-def _clam_with_checksum(checkpoint: str, device: str) -> tuple[Any, str]:
-    from attnmap.mil.checkpoint import load_mil
-    from attnmap.provenance import model_checksum
-
-    return load_mil(checkpoint).to(device).eval(), model_checksum(checkpoint)
-
-
-def cached_clam(checkpoint: str, device: str) -> Any:
-    """(attention-MIL model in eval mode, sha256 of the checkpoint file) through the cache.
-
-    CLAM_SB / CLAM_MB, and ABMIL as `attnmap mil train --model abmil` writes it (`load_mil`)."""
-    return cached_model(_clam_with_checksum, checkpoint, device, files=(checkpoint,))
+__all__ = [
+    "MODEL_CACHE",
+    "TORCHSCRIPT_PREFIX",
+    "ModelCache",
+    "apply_state_dict",
+    "cached_clam",
+    "cached_encoder",
+    "cached_model",
+    "cached_vit",
+    "check_state_dict",
+    "file_stamp",
+    "fit_state_dict",
+    "is_torchscript",
+    "load_state_dict",
+    "load_torchscript",
+    "read_checkpoint",
+    "unwrap_state_dict",
+]
