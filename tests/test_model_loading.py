@@ -273,8 +273,8 @@ def test_hugging_face_folder_with_a_checkpoint_in_either_naming(tmp_path: Path) 
 
 def test_patch_encoders_use_the_same_rule(tmp_path: Path) -> None:
     """features.checkpoint for a timm encoder: a DINO teacher loads (it failed 'holds no
-    state_dict'); the configuration check accepts what the encoder loads; blocks or register
-    tokens the encoder lacks are an error (they were dropped without a word)."""
+    state_dict'); the configuration check accepts what the encoder loads; LayerScale, blocks or
+    register tokens the encoder lacks are an error (they were dropped without a word)."""
     torch.manual_seed(0)
     trained = timm.create_model("test_vit", pretrained=False)
     trunk = _trunk(trained)
@@ -292,6 +292,13 @@ def test_patch_encoders_use_the_same_rule(tmp_path: Path) -> None:
     with torch.device("meta"):
         outline = timm.create_model("test_vit", pretrained=False, num_classes=0)
     check_state_dict(outline, load_state_dict(tmp_path / "teacher.pth"), "t.pth", ignore_unexpected=True)
+    scaled = timm.create_model("test_vit", pretrained=False, num_classes=0, init_values=1e-5)  # UNI-like
+    torch.save(scaled.state_dict(), tmp_path / "layerscale.pth")
+    with pytest.raises(InputError, match=r"layerscale.pth does not fit VisionTransformer: unexpected: "
+                       r"blocks.0.ls1.gamma, "):
+        load_encoder("timm:test_vit", tmp_path / "layerscale.pth")  # its LayerScale is Identity here
+    with pytest.raises(InputError, match=r"unexpected: blocks.0.ls1.gamma, "):
+        load_model("timm:test_vit", tmp_path / "layerscale.pth")  # a headless ViT to explain: the same
     torch.save(timm.create_model("test_vit", pretrained=False, depth=8).state_dict(), tmp_path / "deeper.pth")
     with pytest.raises(InputError, match=r"deeper.pth does not fit VisionTransformer: unexpected: blocks.6."):
         load_encoder("timm:test_vit", tmp_path / "deeper.pth")  # 6 of its 8 blocks loaded, silently

@@ -15,8 +15,8 @@ naming the file and the problem, never torch's advice to switch ``weights_only``
   keys are; a DINO teacher before its student), through timm's own checkpoint filter for a timm
   model (position embeddings resampled to its grid, as timm loads pretrained weights).
 - `apply_state_dict` / `check_state_dict`: strict loading of that part, missing / unexpected /
-  wrong-shape keys in one message; only a layer the model holds without weights (a headless
-  model's ``Identity`` classifier) or declares in ``dropped_layers`` may be left out.
+  wrong-shape keys in one message; only a headless timm model's classifier or layers a model
+  declares in ``dropped_layers`` may be left out.
 - `load_torchscript`: the explicit TorchScript path.
 - `cached_model` and the ``cached_*`` loaders (in `attnmap.model_cache`, importable from here):
   the per-process cache of loaded models.
@@ -173,10 +173,11 @@ def apply_state_dict(
     """Load ``state`` strictly (after `fit_state_dict`), turning missing / unexpected / mis-shaped
     keys into one `InputError`.
 
-    ``ignore_unexpected``: keys of layers the model holds without weights (an ``Identity`` head) or
-    lists in its ``dropped_layers`` attribute are left out, so an encoder cut from a classifier
-    keeps its trunk only; any other unexpected key (a register token, a block or attention pool the
-    model does not have), missing and mis-shaped keys are still errors.
+    ``ignore_unexpected``: keys of a timm model's classifier that it holds without weights (a
+    headless model's ``Identity`` head) or of layers it lists in a ``dropped_layers`` attribute are
+    left out, so an encoder cut from a classifier keeps its trunk only; any other unexpected key (a
+    register token, LayerScale, a block or attention pool the model does not have), missing and
+    mis-shaped keys are still errors.
     """
     fitted = check_state_dict(model, state, source, ignore_unexpected=ignore_unexpected)
     model.load_state_dict(fitted, strict=True)
@@ -208,7 +209,8 @@ def _mismatches(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_unex
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if ignore_unexpected:
-        extra = [key for key in extra if not _left_out(model, key)]
+        left_out = tuple(f"{name}." for name in _left_out_layers(model))
+        extra = [key for key in extra if not key.startswith(left_out)]
     if own and len(missing) == len(own):
         shown = ", ".join(sorted(state)[:3])
         hf = any(".patch_embeddings." in key for key in state)
@@ -238,23 +240,23 @@ def _mismatches(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_unex
     return f"does not fit {type(model).__name__}: " + "; ".join(parts)
 
 
-def _left_out(model: nn.Module, key: str) -> bool:
-    """Whether ``key`` is a weight of a layer ``model`` holds without weights (the ``Identity``
-    head of a headless timm model) or names in its ``dropped_layers`` (the layers a cut model
-    leaves out, e.g. a truncated ResNet's ``layer4`` and ``fc``). A layer it simply lacks (a
-    block, an attention pool) or a parameter of its own (a register token) is never left out."""
-    parts = key.split(".")[:-1]
-    if parts and parts[0] in getattr(model, "dropped_layers", ()):
-        return True
-    module = model
-    for part in parts:
-        child = module._modules.get(part)
-        if child is None:
-            return False
-        if not any(True for _ in itertools.chain(child.parameters(), child.buffers())):
-            return True
-        module = child
-    return False
+def _left_out_layers(model: nn.Module) -> tuple[str, ...]:
+    """Layers whose weights a checkpoint may carry and ``model`` leaves out: those it declares in
+    ``dropped_layers`` (a truncated ResNet's ``layer4`` and ``fc``) and a timm model's classifier
+    (``pretrained_cfg["classifier"]``) when it holds it without weights (headless: ``Identity``).
+    Nothing else: an ``Identity`` LayerScale, a missing block or attention pool means another
+    architecture, whose weights must not be dropped."""
+    names = [str(name) for name in getattr(model, "dropped_layers", ())]
+    config = getattr(model, "pretrained_cfg", None)
+    classifier = config.get("classifier") if isinstance(config, Mapping) else None
+    for name in [classifier] if isinstance(classifier, str) else list(classifier or ()):
+        try:
+            layer = model.get_submodule(str(name))
+        except AttributeError:
+            layer = None
+        if layer is None or not any(True for _ in itertools.chain(layer.parameters(), layer.buffers())):
+            names.append(str(name))
+    return tuple(names)
 
 
 def fit_state_dict(
