@@ -106,9 +106,23 @@ def test_wrong_shape_missing_and_unexpected_keys_in_one_message(tmp_path: Path) 
         "checkpoint w.pt does not fit Linear: missing: bias; unexpected: extra; "
         "wrong shape: weight (5, 3) vs (2, 3)"
     )
-    apply_state_dict(
-        torch.nn.Linear(3, 2), {**_linear_state(), "head": torch.zeros(1)}, "w", ignore_unexpected=True
-    )
+    headless = CutClassifier()
+    body = {f"body.{key}": value for key, value in _linear_state().items()}
+    apply_state_dict(headless, {**body, "head.weight": torch.zeros(1)}, "w", ignore_unexpected=True)
+    for stray in ("neck.weight", "reg_token"):  # a layer it lacks, a parameter of its own: kept
+        message = f"^checkpoint w does not fit CutClassifier: unexpected: {stray}$"
+        with pytest.raises(InputError, match=message):
+            apply_state_dict(headless, {**body, stray: torch.zeros(1)}, "w", ignore_unexpected=True)
+
+
+class CutClassifier(torch.nn.Module):
+    """A trunk whose checkpoints carry the classifier it was cut from (``dropped_layers``)."""
+
+    dropped_layers = ("head",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(3, 2)
 
 
 def test_the_same_wording_from_every_loader(tmp_path: Path) -> None:

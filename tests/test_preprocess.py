@@ -105,8 +105,10 @@ def test_load_model_errors(tmp_path, tiny_model):
     torch.save(tiny_model.state_dict(), tmp_path / "w.pt")
     with pytest.raises(InputError, match="does not fit.*missing: blocks.1"):
         load_model("timm:vit_tiny_patch16_224", tmp_path / "w.pt", depth=2, img_size=64)
-    with pytest.raises(InputError, match="wrong shape: pos_embed"):
-        load_model("timm:vit_tiny_patch16_224", tmp_path / "w.pt", depth=1)
+    # another input size: position embeddings resampled as timm does (tests/test_model_loading.py)
+    assert load_model("timm:vit_tiny_patch16_224", tmp_path / "w.pt", depth=1).pos_embed.shape[1] == 197
+    with pytest.raises(InputError, match=r"wrong shape: blocks.0.attn.proj.bias \(192,\) vs \(96,\)"):
+        load_model("timm:vit_tiny_patch16_224", tmp_path / "w.pt", depth=1, img_size=64, embed_dim=96)
     with pytest.raises(InputError, match="timm has no model"):
         load_model("timm:vit_nonexistent_thing")
     with pytest.raises(InputError, match="'deit_smal_patch16_224'; similar: deit_small_patch16_224, "):

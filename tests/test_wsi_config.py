@@ -269,8 +269,18 @@ def test_encoder_weights_for_another_architecture_fail_at_load(setup: Path) -> N
     _, config = _load(setup, features=features, model={"checkpoint": "clam64.pt"})
     assert config.features.checkpoint == str(setup.parent / "test_vit.pt")
     with pytest.raises(InputError, match=r"^features.checkpoint: checkpoint .*test_resnet.pt does not fit "
-                       r"VisionTransformer: missing: "):
+                       r"VisionTransformer: none of its weights are there \(the file has bn1.bias, "):
         _load(setup, features={**features, "checkpoint": "test_resnet.pt"}, model={"checkpoint": "clam64.pt"})
+    # the rule of attnmap.checkpoint, as for `attnmap explain`: a DINO teacher's backbone loads, and
+    # blocks the encoder does not have are refused (they were dropped without a word)
+    trunk = {k: v for k, v in timm.create_model("test_vit").state_dict().items() if not k.startswith("head.")}
+    teacher = {f"backbone.{key}": value for key, value in trunk.items()}
+    torch.save({"teacher": teacher, "epoch": 1}, setup.parent / "dino.pt")
+    _load(setup, features={**features, "checkpoint": "dino.pt"}, model={"checkpoint": "clam64.pt"})
+    torch.save(timm.create_model("test_vit", depth=8).state_dict(), setup.parent / "deeper.pt")
+    with pytest.raises(InputError, match=r"^features.checkpoint: checkpoint .*deeper.pt does not fit "
+                       r"VisionTransformer: unexpected: blocks.6.attn.proj.bias, "):
+        _load(setup, features={**features, "checkpoint": "deeper.pt"}, model={"checkpoint": "clam64.pt"})
 
 
 def test_patches_smaller_than_a_heatmap_pixel_fail_at_load(setup: Path) -> None:

@@ -9,24 +9,27 @@ naming the file and the problem, never torch's advice to switch ``weights_only``
 - `read_checkpoint`: the file's content (a ``.safetensors`` dict, or what a weights-only
   ``torch.load`` returns).
 - `load_state_dict`: a flat ``{name: tensor}`` dict, unwrapping ``{"state_dict"|"model"|
-  "model_state_dict"|"module": ...}`` and whole-model ``module.`` (DataParallel) / ``model.``
-  (Lightning-style wrapper) key prefixes, all in one place.
-- `apply_state_dict`: strict loading with missing / unexpected / wrong-shape keys in one message.
+  "model_state_dict"|"module"|"teacher": ...}`` and whole-model ``module.`` (DataParallel) /
+  ``model.`` (Lightning-style wrapper) key prefixes, all in one place.
+- `fit_state_dict`: the part that is the model (the prefix such as ``backbone.`` under which its
+  keys are; a DINO teacher before its student), through timm's own checkpoint filter for a timm
+  model (position embeddings resampled to its grid, as timm loads pretrained weights).
+- `apply_state_dict` / `check_state_dict`: strict loading of that part, missing / unexpected /
+  wrong-shape keys in one message; only a headless timm model's classifier or layers a model
+  declares in ``dropped_layers`` may be left out.
 - `load_torchscript`: the explicit TorchScript path.
-- `cached_model`: one per-process cache of loaded models keyed on the files' (path, size, mtime),
-  shared by ``attnmap explain`` workers and the slide pipeline, so a file replaced on disk is
-  reloaded and an unchanged one is not.
+- `cached_model` and the ``cached_*`` loaders (in `attnmap.model_cache`, importable from here):
+  the per-process cache of loaded models.
 """
 
 from __future__ import annotations
 
-import threading
+import itertools
 import warnings
 import zipfile
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,13 +37,20 @@ from torch import nn
 from attnmap.errors import InputError
 
 TORCHSCRIPT_PREFIX = "torchscript:"
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "teacher")
 WRAPPER_PREFIXES = ("module.", "model.")
-T = TypeVar("T")
+_NOT_SCRIPTED = (
+    "a TorchScript model cannot be explained (its layers are compiled code); "
+    "give the model's state_dict (torch.save(model.state_dict(), PATH))"
+)
 
 
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        hf_folder = (path / "config.json").is_file()
+        hint = ": a Hugging Face model folder is given as the model, hf:FOLDER" if hf_folder else ""
+        raise InputError(f"checkpoint {path} is a folder, not a weights file{hint}")
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
     return path
@@ -53,7 +63,8 @@ def _torch_reason(error: BaseException) -> str:
     if marker in text:
         text = text.split(marker, 1)[1]
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-    return first.split(" Please use ", 1)[0].rstrip(".")
+    first = first.split(" Please use ", 1)[0].split(". This is an internal", 1)[0]  # torch's advice
+    return first.rstrip(".")
 
 
 def is_torchscript(path: str | Path) -> bool:
@@ -66,8 +77,14 @@ def is_torchscript(path: str | Path) -> bool:
     return any(name.endswith("/constants.pkl") for name in names) and any("/code/" in n for n in names)
 
 
-def read_checkpoint(path: str | Path) -> Any:
-    """The content of a ``.safetensors`` file or of a torch file loaded with ``weights_only=True``."""
+def read_checkpoint(path: str | Path, *, scripted_ok: bool = True) -> Any:
+    """The content of a ``.safetensors`` file or of a torch file loaded with ``weights_only=True``.
+
+    ``scripted_ok=False``: the caller cannot use a TorchScript model at all (a ViT to explain needs
+    its Python modules), so the message says to give its state_dict instead of ``torchscript:``.
+    """
+    if not scripted_ok and str(path).startswith(TORCHSCRIPT_PREFIX):
+        raise InputError(f"checkpoint {path}: {_NOT_SCRIPTED}")
     path = _existing_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -79,6 +96,8 @@ def read_checkpoint(path: str | Path) -> Any:
                 f"cannot read checkpoint {path}: not a valid safetensors file ({error})"
             ) from None
     if is_torchscript(path):
+        if not scripted_ok:
+            raise InputError(f"checkpoint {path} is a TorchScript archive: {_NOT_SCRIPTED}")
         raise InputError(
             f"cannot read checkpoint {path}: it is a TorchScript archive, which runs its own code; "
             f"pass it as '{TORCHSCRIPT_PREFIX}{path}' if you trust it"
@@ -135,11 +154,13 @@ def unwrap_state_dict(payload: Any, source: str = "checkpoint") -> dict[str, tor
     return flat
 
 
-def load_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def load_state_dict(
+    source: str | Path | Mapping[str, Any], *, scripted_ok: bool = True
+) -> dict[str, torch.Tensor]:
     """A flat state_dict from a checkpoint path (any supported format) or an in-memory mapping."""
     if isinstance(source, Mapping):
         return unwrap_state_dict(source, "given as a mapping")
-    return unwrap_state_dict(read_checkpoint(source), str(source))
+    return unwrap_state_dict(read_checkpoint(source, scripted_ok=scripted_ok), str(source))
 
 
 def apply_state_dict(
@@ -149,13 +170,17 @@ def apply_state_dict(
     *,
     ignore_unexpected: bool = False,
 ) -> None:
-    """Load ``state`` strictly, turning missing / unexpected / mis-shaped keys into one `InputError`.
+    """Load ``state`` strictly (after `fit_state_dict`), turning missing / unexpected / mis-shaped
+    keys into one `InputError`.
 
-    ``ignore_unexpected``: keys the model lacks are dropped (an encoder cut from a classifier keeps
-    its trunk only); missing and mis-shaped keys are still errors.
+    ``ignore_unexpected``: keys of a timm model's classifier that it holds without weights (a
+    headless model's ``Identity`` head) or of layers it lists in a ``dropped_layers`` attribute are
+    left out, so an encoder cut from a classifier keeps its trunk only; any other unexpected key (a
+    register token, LayerScale, a block or attention pool the model does not have), missing and
+    mis-shaped keys are still errors.
     """
-    own = check_state_dict(model, state, source, ignore_unexpected=ignore_unexpected)
-    model.load_state_dict({key: state[key] for key in own}, strict=True)
+    fitted = check_state_dict(model, state, source, ignore_unexpected=ignore_unexpected)
+    model.load_state_dict(fitted, strict=True)
 
 
 def check_state_dict(
@@ -166,23 +191,139 @@ def check_state_dict(
     ignore_unexpected: bool = False,
 ) -> dict[str, torch.Tensor]:
     """`apply_state_dict`'s checks alone (they need only shapes: ``model`` may sit on the meta
-    device); returns the model's own state_dict."""
-    own = model.state_dict()
+    device); returns the state to load, keyed exactly as the model's own state_dict."""
+    subtree = _subtree(set(model.state_dict()), dict(state), source)
+    fitted = _timm_filtered(model, subtree)
+    problems = _mismatches(model, fitted, ignore_unexpected)
+    if problems and fitted is not subtree:  # report the file's own names and shapes
+        plain = _mismatches(model, subtree, ignore_unexpected)
+        fitted, problems = subtree, plain
+    if problems:
+        raise InputError(f"checkpoint {source} {problems}")
+    return {key: fitted[key] for key in model.state_dict()}
+
+
+def _mismatches(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_unexpected: bool) -> str:
+    """"does not fit MODEL: missing: ...; unexpected: ...; wrong shape: ..." or "" when it fits."""
+    own = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     missing = sorted(set(own) - set(state))
-    unexpected = [] if ignore_unexpected else sorted(set(state) - set(own))
+    extra = sorted(set(state) - set(own))
+    if ignore_unexpected:
+        left_out = tuple(f"{name}." for name in _left_out_layers(model))
+        extra = [key for key in extra if not key.startswith(left_out)]
+    if own and len(missing) == len(own):
+        shown = ", ".join(sorted(state)[:3])
+        hf = any(".patch_embeddings." in key for key in state)
+        return f"does not fit {type(model).__name__}: none of its weights are there " + (
+            "(it holds a Hugging Face model: give its folder as hf:FOLDER)"
+            if hf
+            else f"(the file has {shown}, ...: another architecture?)"
+        )
     mis_shaped = sorted(
-        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
+        f"{key} {tuple(state[key].shape)} vs {own[key]}"
         for key in set(own) & set(state)
-        if tuple(state[key].shape) != tuple(own[key].shape)
+        if tuple(state[key].shape) != own[key]
     )
-    if missing or unexpected or mis_shaped:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
-            if keys:
-                shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
-                parts.append(f"{label}: {shown}")
-        raise InputError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts))
-    return own
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", mis_shaped)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+            parts.append(f"{label}: {shown}")
+    if not parts:
+        return ""
+    registers = state.get("reg_token")
+    if "reg_token" in extra and isinstance(registers, torch.Tensor) and registers.ndim == 3:
+        parts.append(f"it has {registers.shape[1]} register tokens: build the model with reg_tokens="
+                     f"{registers.shape[1]}")
+    elif "reg_token" in missing:
+        parts.append("it has no register tokens")
+    return f"does not fit {type(model).__name__}: " + "; ".join(parts)
+
+
+def _left_out_layers(model: nn.Module) -> tuple[str, ...]:
+    """Layers whose weights a checkpoint may carry and ``model`` leaves out: those it declares in
+    ``dropped_layers`` (a truncated ResNet's ``layer4`` and ``fc``) and a timm model's classifier
+    (``pretrained_cfg["classifier"]``) when it holds it without weights (headless: ``Identity``).
+    Nothing else: an ``Identity`` LayerScale, a missing block or attention pool means another
+    architecture, whose weights must not be dropped."""
+    names = [str(name) for name in getattr(model, "dropped_layers", ())]
+    config = getattr(model, "pretrained_cfg", None)
+    classifier = config.get("classifier") if isinstance(config, Mapping) else None
+    for name in [classifier] if isinstance(classifier, str) else list(classifier or ()):
+        try:
+            layer = model.get_submodule(str(name))
+        except AttributeError:
+            layer = None
+        if layer is None or not any(True for _ in itertools.chain(layer.parameters(), layer.buffers())):
+            names.append(str(name))
+    return tuple(names)
+
+
+def fit_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """The part of a checkpoint that is ``model``, keyed and shaped as timm would load it.
+
+    Why: pathology and self-supervised checkpoints hold the network under a prefix beside other
+    networks (``backbone.`` next to a DINO ``head.``, ``student.`` and ``teacher.`` copies, a
+    Lightning ``model.encoder.``). The prefix whose stripped keys name most of the model's own keys
+    is kept and everything outside it dropped; a tie between copies prefers ``teacher`` (DINO's
+    evaluation weights), any other tie is an error. A timm model then gets its module's
+    ``checkpoint_filter_fn``, as timm applies to pretrained weights (position embeddings resampled
+    to the model's patch grid, original DINOv2 key names converted). Nothing is checked here.
+    """
+    own = set(model.state_dict())
+    state = _subtree(own, dict(state), source)
+    return _timm_filtered(model, state)
+
+
+def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
+    direct = sum(key in own for key in state)
+    if direct == len(own):
+        return state
+    hits: dict[str, int] = {}
+    for key in state:
+        parts = key.split(".")
+        for cut in range(1, min(len(parts), 4)):
+            if ".".join(parts[cut:]) in own:
+                prefix = ".".join(parts[:cut]) + "."
+                hits[prefix] = hits.get(prefix, 0) + 1
+    best = max(hits.values(), default=0)
+    if best <= max(direct, len(own) // 2):  # a few names shared by chance do not make a sub-tree
+        return state
+    winners = sorted(prefix for prefix, count in hits.items() if count == best)
+    if len(winners) > 1:
+        teachers = [prefix for prefix in winners if "teacher" in prefix.split(".")]
+        if len(teachers) != 1:
+            raise InputError(
+                f"checkpoint {source} holds the model's weights under each of {', '.join(winners)}: "
+                "save the copy to use on its own"
+            )
+        winners = teachers
+    prefix = winners[0]
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def _timm_filtered(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` through the ``checkpoint_filter_fn`` of a timm model's module (if it has one)."""
+    if getattr(model, "pretrained_cfg", None) is None or not type(model).__module__.startswith("timm."):
+        return state
+    import importlib
+    import logging
+
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is None:
+        return state
+    quiet = logging.getLogger("timm")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its resampling notes are not the user's concern
+    try:
+        filtered = filter_fn(dict(state), model)
+    except Exception:  # noqa: BLE001 - a layout the filter does not know: the strict check decides
+        return state
+    finally:
+        quiet.setLevel(level)
+    return filtered if isinstance(filtered, Mapping) and _is_tensor_dict(filtered) else state
 
 
 def load_torchscript(path: str | Path) -> nn.Module:
@@ -198,112 +339,32 @@ def load_torchscript(path: str | Path) -> nn.Module:
         ) from None
 
 
-# ------------------------------------------------------------------------------------ model cache
-def file_stamp(path: str | Path | None) -> tuple[str, int, int] | None:
-    """(resolved path, size, mtime in ns) of a file; None for None or a name that is not a file."""
-    if path is None:
-        return None
-    candidate = Path(str(path).removeprefix(TORCHSCRIPT_PREFIX))
-    if not candidate.is_file():
-        return None
-    status = candidate.stat()
-    return str(candidate.resolve()), status.st_size, status.st_mtime_ns
+# the per-process model cache lives in attnmap.model_cache; its names stay importable from here
+from attnmap.model_cache import (  # noqa: E402
+    MODEL_CACHE,
+    ModelCache,
+    cached_clam,
+    cached_encoder,
+    cached_model,
+    cached_vit,
+    file_stamp,
+)
 
-
-class ModelCache:
-    """Least-recently-used cache of loaded models; a key includes the stamps of the files used."""
-
-    def __init__(self, maxsize: int = 4):
-        self.maxsize = maxsize
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, files: Iterable[str | Path | None], load: Callable[[], T]) -> T:
-        full_key = (key, tuple(file_stamp(f) for f in files))
-        try:
-            hash(full_key)
-        except TypeError:  # an unhashable argument (a list option): load, do not cache
-            return load()
-        with self._lock:
-            if full_key in self._items:
-                self._items.move_to_end(full_key)
-                return self._items[full_key]
-        value = load()
-        with self._lock:
-            self._items[full_key] = value
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-MODEL_CACHE = ModelCache()
-
-
-def cached_model(
-    loader: Callable[..., T], *args: Any, files: Iterable[str | Path | None] = (), **kwargs: Any
-) -> T:
-    """``loader(*args, **kwargs)``, loaded once per process while ``files`` stay unchanged."""
-    key = (f"{loader.__module__}.{loader.__qualname__}", args, tuple(sorted(kwargs.items())))
-    return MODEL_CACHE.get(key, files, lambda: loader(*args, **kwargs))
-
-
-def cached_vit(
-    spec: str, checkpoint: str | None, model_kwargs: tuple[tuple[str, Any], ...] = ()
-) -> nn.Module:
-    """`attnmap.load_model` through the cache (``attnmap explain`` workers)."""
-    from attnmap.vit.models import load_model
-
-    return cached_model(load_model, spec, checkpoint, files=(checkpoint,), **dict(model_kwargs))
-
-
-def _encoder_with_checksum(
-    name: str,
-    checkpoint: str | None,
-    input_size: int | None,
-    seed: int,
-    device: str,
-    model_args: str = "{}",
-) -> tuple[Any, str]:
-    import json
-
-    from attnmap.provenance import model_checksum
-    from attnmap.wsi.encoders import load_encoder
-
-    encoder = load_encoder(
-        name, checkpoint, device=device, seed=seed, input_size=input_size, model_args=json.loads(model_args)
-    )
-    return encoder, model_checksum(checkpoint) if checkpoint else model_checksum(encoder.model)
-
-
-def cached_encoder(
-    name: str,
-    checkpoint: str | None,
-    input_size: int | None,
-    seed: int,
-    device: str,
-    model_args: str = "{}",
-) -> Any:
-    """(patch encoder, sha256 of its weights) through the cache (the slide pipeline). ``model_args``:
-    the timm architecture's arguments as JSON (a string: hashable, for the cache key)."""
-    return cached_model(
-        _encoder_with_checksum, name, checkpoint, input_size, seed, device, model_args,
-        files=(name, checkpoint),
-    )
-
-
-def _clam_with_checksum(checkpoint: str, device: str) -> tuple[Any, str]:
-    from attnmap.mil.checkpoint import load_mil
-    from attnmap.provenance import model_checksum
-
-    return load_mil(checkpoint).to(device).eval(), model_checksum(checkpoint)
-
-
-def cached_clam(checkpoint: str, device: str) -> Any:
-    """(attention-MIL model in eval mode, sha256 of the checkpoint file) through the cache.
-
-    CLAM_SB / CLAM_MB, and ABMIL as `attnmap mil train --model abmil` writes it (`load_mil`)."""
-    return cached_model(_clam_with_checksum, checkpoint, device, files=(checkpoint,))
+__all__ = [
+    "MODEL_CACHE",
+    "TORCHSCRIPT_PREFIX",
+    "ModelCache",
+    "apply_state_dict",
+    "cached_clam",
+    "cached_encoder",
+    "cached_model",
+    "cached_vit",
+    "check_state_dict",
+    "file_stamp",
+    "fit_state_dict",
+    "is_torchscript",
+    "load_state_dict",
+    "load_torchscript",
+    "read_checkpoint",
+    "unwrap_state_dict",
+]

@@ -4,23 +4,25 @@ Specs: ``timm:NAME`` (architecture from timm, random weights unless a checkpoint
 ``hf:LOCAL_DIR`` (a Hugging Face model of a supported family saved with ``save_pretrained``: the class
 named in its config), and
 ``attnmap:NAME`` (models shipped with attnmap, see `BUNDLED_MODELS`). Checkpoints may be a raw
-state_dict, ``{"state_dict": ...}``, ``{"model": ...}`` or a ``.safetensors`` file, read by
-`attnmap.checkpoint` (weights only; ``module.`` / ``model.`` prefixes stripped). Key mismatches are
-errors, because a silently half-loaded model would explain nothing.
+state_dict, ``{"state_dict": ...}``, ``{"model": ...}``, a DINO ``{"teacher": ...}`` or a
+``.safetensors`` file, read and fitted by `attnmap.checkpoint` (weights only; the model found under
+a prefix such as ``backbone.``; timm's own conversions, e.g. position embeddings resampled to the
+model's grid). Key mismatches are errors, because a silently half-loaded model would explain nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from attnmap.checkpoint import apply_state_dict, load_state_dict
+from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
 from attnmap.errors import InputError
 from attnmap.vit.timm_build import build_timm
 
@@ -39,9 +41,11 @@ def load_model(
 ) -> nn.Module:
     """An eval-mode model on ``device`` from ``spec`` ("timm:NAME", "hf:LOCAL_DIR", "attnmap:NAME").
 
-    For timm, ``num_classes`` defaults to the checkpoint's head size when a checkpoint is given;
-    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=4``, ``img_size=64``; layer classes
-    by name: ``mlp_layer="SwiGLUPacked"``, ``act_layer="silu"``, see `attnmap.vit.timm_build`).
+    For timm, ``num_classes`` defaults to the checkpoint's head size when a checkpoint is given
+    (0, a headless encoder, when it has no classifier; a headless model leaves a checkpoint's
+    classifier out); ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=4``, ``img_size=64``;
+    layer classes by name: ``mlp_layer="SwiGLUPacked"``, ``act_layer="silu"``, see
+    `attnmap.vit.timm_build`).
     """
     kind, _, name = spec.partition(":")
     if not name:
@@ -50,42 +54,74 @@ def load_model(
         raise InputError(
             f"model arguments ({', '.join(sorted(model_kwargs))}) apply to timm models, not to {spec!r}"
         )
-    state = load_state_dict(checkpoint) if checkpoint is not None else None
+    state = load_state_dict(checkpoint, scripted_ok=False) if checkpoint is not None else None
+    headless = False
     if kind == "timm":
-        model = _timm_model(name, state, num_classes, model_kwargs)
-    elif kind == "hf":
-        model = _hf_model(name, num_classes)
+        model = _timm_model(name, state, num_classes, model_kwargs, str(checkpoint))
+        headless = state is not None and getattr(model, "num_classes", None) == 0
+    elif kind == "hf":  # Hugging Face loads the checkpoint itself: it knows its saved key names
+        model, state = _hf_model(name, num_classes, state, str(checkpoint)), None
     elif kind == "attnmap":
         model = _bundled_model(name)
     else:
         raise InputError(
             f"unknown model kind {kind!r} in {spec!r}; use timm:NAME, hf:LOCAL_DIR or attnmap:NAME"
         )
-    if state is not None:
-        apply_state_dict(model, state, str(checkpoint))
+    if state is not None:  # a headless timm model leaves the checkpoint's classifier out
+        apply_state_dict(model, state, str(checkpoint), ignore_unexpected=headless)
     return model.to(device).eval()
 
 
 def _timm_model(
-    name: str, state: Mapping[str, torch.Tensor] | None, num_classes: int | None, kwargs: dict[str, Any]
+    name: str,
+    state: Mapping[str, torch.Tensor] | None,
+    num_classes: int | None,
+    kwargs: dict[str, Any],
+    source: str,
 ) -> nn.Module:
-    if num_classes is None and state is not None and "head.weight" in state:
-        num_classes = int(state["head.weight"].shape[0])
+    """The timm model; without ``num_classes``, the checkpoint's classifier decides its size, and a
+    checkpoint without one (an SSL or foundation-model encoder) gives a headless model (a random
+    head would make maps of nothing)."""
+    kwargs = dict(kwargs)
+    if num_classes is None:  # also given as a model argument (--model-arg num_classes=0)
+        num_classes = kwargs.pop("num_classes", None)
+    if num_classes is None and state is not None:
+        with torch.device("meta"):  # only its key names and shapes: no memory, no initialisation
+            outline = build_timm(name, kwargs)
+        num_classes = _classifier_size(outline, fit_state_dict(outline, state, source))
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
     return build_timm(name, kwargs)
+
+
+def _classifier_size(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int:
+    """Rows of the checkpoint's classifier weight (timm's ``pretrained_cfg["classifier"]``), 0 when
+    the checkpoint has none."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head"
+    for name in (names,) if isinstance(names, str) else tuple(names):
+        weight = state.get(f"{name}.weight")
+        if isinstance(weight, torch.Tensor) and weight.ndim >= 1:
+            return int(weight.shape[0])
+    return 0
 
 
 # a full image-text model saved in the directory: the vision tower attnmap explains
 _HF_VISION_TOWERS = {"clip": "CLIPVisionModelWithProjection", "siglip": "SiglipVisionModel"}
 
 
-def _hf_model(directory: str, num_classes: int | None) -> nn.Module:
+def _hf_model(
+    directory: str,
+    num_classes: int | None,
+    state: Mapping[str, torch.Tensor] | None = None,
+    source: str = "",
+) -> nn.Module:
     """The model class the directory was saved from (its config's ``architectures``), weights checked.
 
     Any supported family (see `attnmap.vit.adapters_hf.HF_MODEL_TYPES`); a full CLIP/SigLIP model
-    gives its vision tower. Missing or unexpected weights are an error (a silently half-random model
-    would explain nothing), except a classifier head replaced for ``num_classes``.
+    gives its vision tower. ``state`` (a checkpoint given beside the folder) replaces the folder's
+    weights, read by transformers so that both its saved and its in-memory key names load. Missing
+    or mis-shaped weights are an error (a silently half-random model would explain nothing), except
+    a classifier head replaced for ``num_classes``.
     """
     path = Path(directory)
     if not (path / "config.json").is_file():
@@ -113,30 +149,85 @@ def _hf_model(directory: str, num_classes: int | None) -> nn.Module:
     if num_classes is not None:
         if "ForImageClassification" not in cls.__name__:
             raise InputError(f"num_classes applies to image classifiers, not to {cls.__name__}")
-        extra = {"num_labels": num_classes, "ignore_mismatched_sizes": True}
+        extra = {"num_labels": num_classes}
+    where = f"hf:{directory}" + (f" with checkpoint {source}" if state is not None else "")
     try:
-        if kind in _HF_VISION_TOWERS:  # the tower's config, with the projection size of the pair
-            full = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-            extra["config"] = full.vision_config
-            if getattr(full, "projection_dim", None) is not None:
-                extra["config"].projection_dim = full.projection_dim
-        model, info = cls.from_pretrained(
-            str(path), local_files_only=True, output_loading_info=True, **extra
-        )
-    except (OSError, ValueError, RuntimeError) as error:
+        with _quiet_transformers():
+            if kind in _HF_VISION_TOWERS or state is not None:
+                extra["config"] = _hf_config(transformers, path, kind in _HF_VISION_TOWERS)
+            if num_classes is not None and "config" in extra:
+                extra["config"].num_labels = extra.pop("num_labels")
+            model, info = cls.from_pretrained(
+                None if state is not None else str(path),
+                local_files_only=True,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,  # reported below, naming the keys
+                **({"state_dict": dict(state)} if state is not None else {}),
+                **extra,
+            )
+    except Exception as error:  # noqa: BLE001 - any failure to read the saved files is the user's
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"cannot load hf:{directory} as {cls.__name__}: {first}") from None
-    missing = [key for key in info.get("missing_keys", []) if num_classes is None or "classifier" not in key]
-    if missing or info.get("mismatched_keys") and num_classes is None:
-        keys = missing or [str(item[0]) for item in info["mismatched_keys"]]
-        raise InputError(
-            f"hf:{directory}: {len(keys)} weights of {cls.__name__} are not in the saved files "
-            f"(e.g. {keys[0]}); the model would be partly random"
-        )
+        raise InputError(f"cannot load {where} as {cls.__name__}: {first}") from None
+    _check_hf_loading(info, cls.__name__, where, replaced_head=num_classes is not None)
     processor = path / "preprocessor_config.json"
     if processor.is_file():
         model.pretrained_cfg = _hf_data_config(json.loads(processor.read_text()), model.config)
     return model
+
+
+def _hf_config(transformers: Any, path: Path, tower: bool) -> Any:
+    """The folder's config; for a full image-text model its vision tower's, with the pair's
+    projection size."""
+    full = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    if not tower:
+        return full
+    vision = full.vision_config
+    if getattr(full, "projection_dim", None) is not None:
+        vision.projection_dim = full.projection_dim
+    return vision
+
+
+def _check_hf_loading(info: Mapping[str, Any], name: str, where: str, *, replaced_head: bool) -> None:
+    """One line for the weights transformers could not fill: missing ones, and mis-shaped ones
+    (which it re-initialises at random), except the classifier replaced for ``num_classes``."""
+
+    def kept(key: str) -> bool:
+        return not (replaced_head and "classifier" in key)
+
+    missing = sorted(key for key in info.get("missing_keys", []) if kept(key))
+    mis_shaped = sorted(
+        f"{item[0]} {tuple(item[1])} vs {tuple(item[2])}"
+        for item in info.get("mismatched_keys", [])
+        if kept(str(item[0]))
+    )
+    if missing:
+        raise InputError(
+            f"{where}: {len(missing)} weights of {name} are not in the saved files "
+            f"(e.g. {missing[0]}); the model would be partly random"
+        )
+    if mis_shaped:
+        more = f", ... ({len(mis_shaped)} in all)" if len(mis_shaped) > 3 else ""
+        raise InputError(
+            f"{where}: the saved weights do not fit {name} as its config builds it: "
+            f"wrong shape: {', '.join(mis_shaped[:3])}{more}"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' load report and progress bars off: unused weights of a full image-text model
+    (its text tower) are expected, and every real problem is raised as one line."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as HF stores them

@@ -133,6 +133,8 @@ class PatchTransform:
 class TruncatedResNet50(nn.Module):
     """torchvision ResNet50 stem + layer1..layer3, then global average pooling: (B, 1024)."""
 
+    dropped_layers = ("layer4", "fc")  # in every full ResNet50 checkpoint; left out when loading
+
     def __init__(self) -> None:
         super().__init__()
         from torchvision.models import resnet50
@@ -306,7 +308,8 @@ def _file_architecture(path: Path, payload: object) -> str:
 
 
 def load_weights(model: nn.Module, checkpoint: str | Path) -> None:
-    """Load ``checkpoint`` into ``model``; extra keys of layers the encoder drops (head, layer4) are ok."""
+    """Load ``checkpoint`` into ``model``; weights of layers the encoder drops (a classifier head,
+    ``TruncatedResNet50.dropped_layers``) are left out, any other mismatch is an error."""
     apply_state_dict(model, load_state_dict(checkpoint), checkpoint, ignore_unexpected=True)
 
 

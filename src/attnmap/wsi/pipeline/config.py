@@ -172,7 +172,7 @@ class FeaturesConfig:
 
     def load_encoder(self, device: str) -> tuple[Any, str]:
         """(the patch encoder on ``device``, sha256 of its weights), loaded once per process."""
-        from attnmap.checkpoint import cached_encoder
+        from attnmap.model_cache import cached_encoder
 
         return cached_encoder(
             self.encoder, self.checkpoint, self.input_size, self.seed, device, self.encoder_arguments()
