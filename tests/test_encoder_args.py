@@ -133,3 +133,14 @@ def test_wsi_features_takes_encoder_arguments(setup: Path, tmp_path: Path) -> No
     with pytest.raises(SystemExit) as done:  # the same checkpoint without its arguments
         main(["--quiet", *common, "-o", str(tmp_path / "plain")])
     assert done.value.code == 2
+
+
+def test_fine_maps_accept_a_virchow2_like_encoder(setup: Path) -> None:
+    """Packed SwiGLU with SiLU and registers: the fine maps' conservative rules cover it (refused before)."""
+    from attnmap.wsi.pipeline.config import load_config
+
+    path = _config(setup, encoder_args={**VIRCHOW2_LIKE, "global_pool": "token"}, checkpoint=None)
+    data = yaml.safe_load(path.read_text())
+    data["heatmap"]["fine"] = {"top_k": 2}
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(path).heatmap.fine == {"top_k": 2}

@@ -250,3 +250,39 @@ def test_demo_hard_slide_section_writes_its_pictures(tmp_path, single_thread):
     page = hard_slide_section(tmp_path)
     for name in ("hard_methods.png", "hard_fine_gallery.png", "hard_slide_fine.tif"):
         assert (tmp_path / name).stat().st_size > 1000 and name in page
+
+
+def _foundation_like(kind: str) -> torch.nn.Module:
+    """Tiny timm ViTs with the layers of the encoders pathologists run, non-trivial biases."""
+    from timm.layers import QuickGELU, SwiGLU, SwiGLUPacked
+    from timm.models.vision_transformer import VisionTransformer
+
+    tiny = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=0)
+    torch.manual_seed(1)
+    if kind == "virchow2":  # packed SwiGLU with SiLU, 4 registers, LayerScale
+        model = VisionTransformer(**tiny, mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, reg_tokens=4,
+                                  init_values=0.5, mlp_ratio=2.5)
+    elif kind == "swiglu_avg":  # separate gate and value projections, average pooling
+        model = VisionTransformer(**tiny, mlp_layer=SwiGLU, act_layer=torch.nn.SiLU, global_pool="avg",
+                                  class_token=False)
+    else:  # CLIP-style QuickGELU
+        model = VisionTransformer(**tiny, act_layer=QuickGELU)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.LayerNorm, torch.nn.Linear)) and module.bias is not None:
+            torch.nn.init.normal_(module.bias, std=0.1)
+    return model.double().eval()
+
+
+@pytest.mark.parametrize("kind", ["virchow2", "swiglu_avg", "quick_gelu"])
+def test_encoder_relevance_on_gated_and_silu_encoders_is_exactly_conservative(single_thread, kind):
+    """Gated MLPs (the gate held constant, as the attention is) and SiLU / QuickGELU activations."""
+    encoder = _foundation_like(kind)
+    images = torch.randn(3, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    check_encoder_forward(encoder, images, atol=1e-12)  # the frozen-gate forward is the model's
+    direction = torch.randn(3, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    result = encoder_relevance(encoder, images, direction)
+    expected = (encoder(images) * direction).sum(dim=1)
+    torch.testing.assert_close(result.score, expected, rtol=0, atol=1e-10)
+    total = result.pixels.sum(dim=(1, 2)) + result.bias_share
+    torch.testing.assert_close(total, expected, rtol=0, atol=1e-10)
+    assert result.pixels.abs().sum() > 0 and result.bias_share.abs().min() > 1e-6

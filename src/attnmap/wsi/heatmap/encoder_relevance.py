@@ -3,9 +3,11 @@
 A fine heatmap needs, for each patch, how the pixels contribute to ``d · f(p)``, where ``f`` is the
 patch encoder and ``d`` a direction the MIL model chose (``∂y_c/∂x_i``). This module computes the
 conservative LRP of transformers of Ali et al. (ICML 2022, "XAI for Transformers: better
-explanations through conservative propagation"): the attention matrices, the LayerNorm scales and
-the GELU gates are held constant at their values for ``p``; with those frozen the encoder is an
-affine map ``f̃(p) = J p + f̃(0)`` that agrees with ``f`` at ``p``, and LRP-0 on it equals
+explanations through conservative propagation"): the attention matrices, the LayerNorm scales,
+the activation gates (GELU, SiLU, QuickGELU: act(z) = z · g(z)) and the gates of gated MLPs
+(SwiGLU, GluMlp, SwiGLUPacked: value ⊙ act(gate)) are held constant at their values for ``p``;
+with those frozen the encoder is an affine map ``f̃(p) = J p + f̃(0)`` that agrees with ``f`` at
+``p``, and LRP-0 on it equals
 gradient × input, ``R = p ⊙ Jᵀ d``. Conservation is then exact, not approximate::
 
     Σ_pixels R  +  d · f̃(0)  =  d · f(p)
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timm.layers import GluMlp, Mlp, QuickGELU, SwiGLU
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -52,11 +55,17 @@ def check_fine_encoder(model: nn.Module) -> VisionTransformer:
         for name in ("q_norm", "k_norm"):
             if not isinstance(getattr(block.attn, name, nn.Identity()), nn.Identity):
                 raise UnsupportedModelError(f"attention {name} has no conservative rule here")
-        if not isinstance(block.mlp.act, nn.GELU):
+        if type(block.mlp) not in _MLPS:
+            raise UnsupportedModelError(f"MLP {type(block.mlp).__name__} has no conservative rule here")
+        if type(block.mlp) is Mlp and not isinstance(block.mlp.act, _ACTIVATIONS):  # gated: any act
             raise UnsupportedModelError(f"MLP activation {type(block.mlp.act).__name__} has no rule here")
     if not isinstance(model.head, (nn.Identity, nn.Linear)):
         raise UnsupportedModelError(f"head {type(model.head).__name__} has no conservative rule here")
     return model
+
+
+_MLPS = (Mlp, GluMlp, SwiGLU)  # SwiGLUPacked is a GluMlp
+_ACTIVATIONS = (nn.GELU, nn.SiLU, QuickGELU)
 
 
 class _Frozen:
@@ -88,12 +97,29 @@ def _norm(frozen: _Frozen, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out * module.weight + module.bias if module.elementwise_affine else out
 
 
-def _gelu(frozen: _Frozen, act: nn.GELU, z: torch.Tensor) -> torch.Tensor:
-    if act.approximate == "none":
-        gate = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+def _activation_gate(act: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """g(z) with act(z) = z · g(z): the factor the frozen network holds constant."""
+    if isinstance(act, nn.GELU) and act.approximate == "none":
+        return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+    if isinstance(act, (nn.SiLU, QuickGELU)):  # z·σ(z), z·σ(1.702 z)
+        return torch.sigmoid(1.702 * z if isinstance(act, QuickGELU) else z)
+    return torch.where(z == 0, torch.full_like(z, 0.5), act(z) / z)  # tanh-approximated GELU
+
+
+def _mlp(frozen: _Frozen, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm's Mlp with its activation a frozen gate, z · g(z); a gated MLP (GluMlp, SwiGLUPacked,
+    SwiGLU) with its whole gate act(gate) frozen, so the value path carries all the relevance."""
+    if isinstance(mlp, SwiGLU):
+        value, gate = mlp.fc1_x(x), frozen.gate(mlp.act(mlp.fc1_g(x)))
+        hidden = value * gate
+    elif isinstance(mlp, GluMlp):
+        first, second = mlp.fc1(x).chunk(2, dim=-1)
+        value, gate = (first, second) if mlp.gate_last else (second, first)
+        hidden = value * frozen.gate(mlp.act(gate))
     else:
-        gate = torch.where(z == 0, torch.full_like(z, 0.5), F.gelu(z, approximate=act.approximate) / z)
-    return z * frozen.gate(gate)
+        z = mlp.fc1(x)
+        hidden = z * frozen.gate(_activation_gate(mlp.act, z))
+    return mlp.fc2(_norm(frozen, getattr(mlp, "norm", nn.Identity()), hidden))
 
 
 def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) -> torch.Tensor:
@@ -114,9 +140,7 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
         weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
         out = (weights @ v).transpose(1, 2).reshape(batch, n, dim)
         x = x + block.ls1(attn.proj(_norm(frozen, getattr(attn, "norm", nn.Identity()), out)))
-        mlp = block.mlp
-        hidden = _gelu(frozen, mlp.act, mlp.fc1(_norm(frozen, block.norm2, x)))
-        x = x + block.ls2(mlp.fc2(_norm(frozen, getattr(mlp, "norm", nn.Identity()), hidden)))
+        x = x + block.ls2(_mlp(frozen, block.mlp, _norm(frozen, block.norm2, x)))
     x = _norm(frozen, model.norm, x)
     pooled = x[:, 0] if model.global_pool == "token" else x[:, model.num_prefix_tokens :].mean(dim=1)
     return model.head(_norm(frozen, model.fc_norm, pooled))
