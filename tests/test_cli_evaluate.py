@@ -72,3 +72,17 @@ def test_evaluate_rejects_a_method_listed_twice_in_every_mode(tmp_path, capsys):
     code = run_cli(["evaluate", "--mil-checkpoint", str(placeholder), "--bags", str(placeholder),
                     "--methods", "attention,attention", "--out", str(tmp_path / "slides")])
     assert code == 2 and "attention more than once" in capsys.readouterr().err
+
+
+def test_an_evaluation_too_large_for_the_memory_is_refused_before_it_starts(tmp_path, capsys, monkeypatch):
+    """`--n` large enough to exhaust the memory was killed by the system after minutes, without a word."""
+    from attnmap.evaluate import runner
+
+    per_image = 64 * 64 * runner.BYTES_PER_PIXEL  # the bundled shapes model takes 64x64 images
+    monkeypatch.setattr(runner, "available_memory", lambda: 1000 * per_image)
+    code = run_cli(["evaluate", "--n", "5000", "--methods", "attention", "--out", str(tmp_path / "big")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "5000 images of 64x64 and their maps need about" in err and err.endswith("use at most --n 1000")
+    assert not (tmp_path / "big").exists()
+    assert run_cli(["evaluate", "--n", "4", "--methods", "attention", "--out", str(tmp_path / "small")]) == 0

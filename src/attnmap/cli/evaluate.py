@@ -75,22 +75,23 @@ def evaluate(
         _evaluate_slides(mil_checkpoint, bag_paths, method_list, out_dir, seed, markdown, quiet(), device)
         return
     import torch
-    from timm.data import resolve_data_config
 
     from attnmap.data.shapes import ShapesDataset
     from attnmap.evaluate.report import format_table, plot_curves, write_csv
-    from attnmap.evaluate.runner import evaluate_methods
+    from attnmap.evaluate.runner import check_memory, evaluate_methods
     from attnmap.provenance import provenance
     from attnmap.vit.models import load_model
+    from attnmap.vit.preprocess import data_config
     from attnmap.vit.registry import methods as registered_methods
 
     names = _method_names(method_list, list(registered_methods()), "unknown method(s)", "available")
     torch.manual_seed(seed)
     model = load_model(model_spec, checkpoint=checkpoint).to(resolved_device(device))
-    config = resolve_data_config({}, model=model)
+    config = data_config(model)
     _, height, width = config["input_size"]
     if height != width:
         raise InputError(f"--data shapes makes square images; the model expects {height}x{width}")
+    check_memory(n_images, height, width)
     dataset = ShapesDataset(n_images, size=height, seed=seed, mean=config["mean"], std=config["std"])
     command = _command_line(model_spec, checkpoint, data, n_images, method_list, out_dir, seed, batch_size,
                             pointing_tolerance)

@@ -82,6 +82,38 @@ class EvaluationResult:
         }
 
 
+# Bytes a dataset image costs while a method is scored, per pixel: the image as uint8 (3) and as the
+# model's float32 input (12), its mask (1), the method's pixel maps for the predicted and the
+# labelled class (float64, 16), the random baseline's upsampled maps (8), and a perturbed copy of
+# the input per image batch (12, counted for every image to stay on the safe side).
+BYTES_PER_PIXEL = 3 + 12 + 1 + 16 + 8 + 12
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still give this process (Linux ``MemAvailable``); None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(n_images: int, height: int, width: int) -> None:
+    """`InputError` when ``n_images`` images of ``height`` × ``width`` and their maps would not fit
+    in the memory available now: the run would be killed (no message) after minutes of work."""
+    needed = n_images * height * width * BYTES_PER_PIXEL
+    available = available_memory()
+    if available is not None and needed > available:
+        fits = max(1, available // (height * width * BYTES_PER_PIXEL))
+        raise InputError(
+            f"{n_images} images of {height}x{width} and their maps need about {needed / 2**30:.1f} GiB, "
+            f"{available / 2**30:.1f} GiB are available: use at most --n {fits}"
+        )
+
+
 def evaluate_methods(
     model: nn.Module,
     dataset: LabelledImages,
