@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.vit.pooling import MAX_POOLS, query_share
+from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
 from attnmap.vit.unsupported import attention_hint, vision_tower_hint
 
 QueryRow = Literal[
@@ -107,12 +107,13 @@ class ViTAdapter:
         """The share of ``query`` whose residual identity path the rollouts remove: the part spread
         evenly over the pooled tokens, which would drown the signal (docs/average_pooling.md). An
         attention-pool row and a max pool's winners are what the read-out reads: kept."""
-        if self.query_row in ("latent", "pooled_max"):
+        if self.query_row == "latent":
             return torch.zeros_like(query)
-        if self.query_row == "pooled_avgmax":
-            uniform = torch.zeros_like(query)
-            uniform[:, self.pool_start :] = 0.5 / (query.shape[-1] - self.pool_start)
-            return uniform
+        if self.query_row in ("pooled_max", "pooled_avgmax"):
+            identity = torch.zeros_like(query)
+            uniform = UNIFORM_SHARE[self.query_row.removeprefix("pooled_")]
+            identity[:, self.pool_start :] = uniform / (query.shape[-1] - self.pool_start)
+            return identity
         return query
 
     # -- input checks -------------------------------------------------------------------------

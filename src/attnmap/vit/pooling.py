@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 
 MAX_POOLS = ("max", "avgmax")
+# the part of each pool's read-out spread evenly over the pooled tokens (avgmax: its mean half): the
+# rollouts remove its residual identity path, as for a mean pool (docs/average_pooling.md)
+UNIFORM_SHARE = {"max": 0.0, "avgmax": 0.5}
 
 
 def winners(tokens: torch.Tensor) -> torch.Tensor:
@@ -28,8 +31,8 @@ def max_share(tokens: torch.Tensor) -> torch.Tensor:
 
 def query_share(tokens: torch.Tensor, kind: str) -> torch.Tensor:
     """(B, T): the pooled tokens' weights in the read-out's row, for ``kind`` 'max' or 'avgmax'."""
-    share = max_share(tokens)
-    return share if kind == "max" else 0.5 * share + 0.5 / tokens.shape[1]
+    uniform = UNIFORM_SHARE[kind]
+    return (1.0 - uniform) * max_share(tokens) + uniform / tokens.shape[1]
 
 
 def pool_tokens(tokens: torch.Tensor, kind: str) -> torch.Tensor:

@@ -25,7 +25,7 @@ from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
 from attnmap.vit.lrp.rules import stabiliser_for
 from attnmap.vit.lrp.twin import Trace, ViTTwin
-from attnmap.vit.pooling import MAX_POOLS, query_share
+from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
 from attnmap.vit.registry import method
 from attnmap.vit.targets import resolve, slice_target
 
@@ -161,12 +161,12 @@ def _rollout(twin: ViTTwin, per_block: dict[int, torch.Tensor], trace: Trace) ->
         delta = delta + (query + delta) @ per_block[index]
     # an attention-pool row and a max pool's winners are signal, not the residual's identity: only
     # the share spread evenly over the pooled tokens is removed (avgmax: its mean half)
-    if twin.global_pool in ("map", "max"):
+    if twin.global_pool == "map":
         row = query + delta
-    elif twin.global_pool == "avgmax":
+    elif twin.global_pool in MAX_POOLS:
         start = 0 if twin.pool_include_prefix else twin.num_prefix
         row = query + delta
-        row[..., start:] -= 0.5 / (row.shape[-1] - start)
+        row[..., start:] -= UNIFORM_SHARE[twin.global_pool] / (row.shape[-1] - start)
     else:
         row = delta
     return _patch_map(twin, row.squeeze(1), trace.grid)
