@@ -262,6 +262,8 @@ def _foundation_like(kind: str) -> torch.nn.Module:
     if kind == "virchow2":  # packed SwiGLU with SiLU, 4 registers, LayerScale
         model = VisionTransformer(**tiny, mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, reg_tokens=4,
                                   init_values=0.5, mlp_ratio=2.5)
+    elif kind == "uni":  # LayerScale and dynamic_img_size (tokens come out of the stem as NHWC)
+        model = VisionTransformer(**tiny, init_values=0.5, dynamic_img_size=True)
     elif kind == "swiglu_avg":  # separate gate and value projections, average pooling
         model = VisionTransformer(**tiny, mlp_layer=SwiGLU, act_layer=torch.nn.SiLU, global_pool="avg",
                                   class_token=False)
@@ -273,7 +275,7 @@ def _foundation_like(kind: str) -> torch.nn.Module:
     return model.double().eval()
 
 
-@pytest.mark.parametrize("kind", ["virchow2", "swiglu_avg", "quick_gelu"])
+@pytest.mark.parametrize("kind", ["virchow2", "uni", "swiglu_avg", "quick_gelu"])
 def test_encoder_relevance_on_gated_and_silu_encoders_is_exactly_conservative(single_thread, kind):
     """Gated MLPs (the gate held constant, as the attention is) and SiLU / QuickGELU activations."""
     encoder = _foundation_like(kind)

@@ -129,6 +129,8 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
     frozen.stem_out = tokens
     if getattr(embed, "flatten", True):
         tokens = tokens.flatten(2).transpose(1, 2)
+    elif str(getattr(embed, "output_fmt", "NCHW")).endswith("NHWC"):  # dynamic_img_size: (B, H, W, C)
+        tokens = tokens.permute(0, 2, 3, 1)
     tokens = _norm(frozen, embed.norm, tokens)
     x = model._pos_embed(tokens)
     x = _norm(frozen, model.norm_pre, x)
