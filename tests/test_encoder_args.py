@@ -144,3 +144,42 @@ def test_fine_maps_accept_a_virchow2_like_encoder(setup: Path) -> None:
     data["heatmap"]["fine"] = {"top_k": 2}
     path.write_text(yaml.safe_dump(data))
     assert load_config(path).heatmap.fine == {"top_k": 2}
+
+
+VIRCHOW2_EMBEDDING = {**VIRCHOW2_LIKE, "global_pool": "class_and_patch_mean"}
+
+
+def test_class_and_patch_mean_is_virchows_embedding_and_loads_the_plain_architectures_weights() -> None:
+    """Virchow / Virchow2 publish [class token, mean of the patch tokens] (registers left out)."""
+    torch.manual_seed(4)
+    plain = load_model("timm:test_vit", num_classes=0, **{**VIRCHOW2_LIKE, "global_pool": ""})
+    embedding = load_model("timm:test_vit", **VIRCHOW2_EMBEDDING)  # headless without being told
+    embedding.load_state_dict(plain.state_dict(), strict=True)  # the same keys: checkpoints load as they are
+    x = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        tokens = plain(x)  # (B, 1 + 4 + P, D)
+        expected = torch.cat([tokens[:, 0], tokens[:, 5:].mean(dim=1)], dim=-1)
+        torch.testing.assert_close(embedding(x), expected, rtol=0, atol=0)
+    assert embedding(x).shape == (2, 128)
+    with pytest.raises(InputError, match="gives an embedding: build it with num_classes=0"):
+        load_model("timm:test_vit", num_classes=3, global_pool="class_and_patch_mean")
+    with pytest.raises(InputError, match="needs a timm VisionTransformer with a class token; .* is a Eva"):
+        load_model("timm:eva02_tiny_patch14_224", global_pool="class_and_patch_mean", depth=1)
+
+
+def test_a_virchow2_embedding_encoder_in_a_slide_configuration(setup: Path) -> None:
+    """Features of 2 × width for a MIL model trained on them; fine maps accepted for it."""
+    from attnmap.wsi.pipeline.config import load_config
+
+    write_clam_checkpoint(setup.parent / "clam128.pt", embed_dim=128)
+    path = _config(setup, encoder_args=VIRCHOW2_EMBEDDING, checkpoint=None)
+    data = yaml.safe_load(path.read_text())
+    data["model"]["checkpoint"] = "clam128.pt"
+    data["heatmap"]["fine"] = {"top_k": 2}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    assert config.features.load_encoder("cpu")[0].feature_dim == 128
+    data["model"]["checkpoint"] = "clam64.pt"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match="gives 128-d features but model.checkpoint .* expects 64-d"):
+        load_config(path)

@@ -262,6 +262,12 @@ def _foundation_like(kind: str) -> torch.nn.Module:
     if kind == "virchow2":  # packed SwiGLU with SiLU, 4 registers, LayerScale
         model = VisionTransformer(**tiny, mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, reg_tokens=4,
                                   init_values=0.5, mlp_ratio=2.5)
+    elif kind == "virchow2_embedding":  # [class token, patch mean] read-out (attnmap's pooling)
+        from attnmap.vit.timm_build import build_timm
+
+        arguments = dict(mlp_layer="SwiGLUPacked", act_layer="silu", reg_tokens=4, init_values=0.5,
+                         global_pool="class_and_patch_mean", **{**tiny, "num_classes": 0})
+        model = build_timm("vit_huge_patch14_224", arguments)
     elif kind == "uni":  # LayerScale and dynamic_img_size (tokens come out of the stem as NHWC)
         model = VisionTransformer(**tiny, init_values=0.5, dynamic_img_size=True)
     elif kind == "swiglu_avg":  # separate gate and value projections, average pooling
@@ -275,13 +281,14 @@ def _foundation_like(kind: str) -> torch.nn.Module:
     return model.double().eval()
 
 
-@pytest.mark.parametrize("kind", ["virchow2", "uni", "swiglu_avg", "quick_gelu"])
+@pytest.mark.parametrize("kind", ["virchow2", "virchow2_embedding", "uni", "swiglu_avg", "quick_gelu"])
 def test_encoder_relevance_on_gated_and_silu_encoders_is_exactly_conservative(single_thread, kind):
     """Gated MLPs (the gate held constant, as the attention is) and SiLU / QuickGELU activations."""
     encoder = _foundation_like(kind)
     images = torch.randn(3, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     check_encoder_forward(encoder, images, atol=1e-12)  # the frozen-gate forward is the model's
-    direction = torch.randn(3, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    width = encoder(images).shape[1]  # 2 × 32 for the [class, patch mean] embedding
+    direction = torch.randn(3, width, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     result = encoder_relevance(encoder, images, direction)
     expected = (encoder(images) * direction).sum(dim=1)
     torch.testing.assert_close(result.score, expected, rtol=0, atol=1e-10)

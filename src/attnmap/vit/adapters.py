@@ -29,6 +29,7 @@ from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
+from attnmap.vit.timm_build import ClassAndPatchMeanViT
 from attnmap.vit.unsupported import attention_hint, vision_tower_hint
 
 QueryRow = Literal[
@@ -235,7 +236,8 @@ def _input_channels(patch_embed: nn.Module) -> int | None:
 
 
 def _is_timm_vit(model: nn.Module) -> bool:
-    if type(model).__module__.startswith("timm.models.") and hasattr(model, "blocks"):
+    timm_class = type(model).__module__.startswith("timm.models.") or isinstance(model, ClassAndPatchMeanViT)
+    if timm_class and hasattr(model, "blocks"):
         return hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
     return False
 
@@ -278,6 +280,8 @@ class TimmViTAdapter(ViTAdapter):
         pool = getattr(model, "global_pool", "token")
         if self.attn_pool is not None:
             self.query_row = "latent"
+        elif isinstance(model, ClassAndPatchMeanViT):
+            self.query_row = "cls_and_patch_mean"
         elif pool in MAX_POOLS:
             if not isinstance(getattr(model, "norm", None), nn.Module):
                 raise UnsupportedModelError(

@@ -41,6 +41,15 @@ def _timm_vit(**options: object) -> nn.Module:
     return VisionTransformer(**kwargs)
 
 
+def _virchow_embedding() -> nn.Module:
+    from attnmap.vit.timm_build import build_timm
+
+    return build_timm("vit_huge_patch14_224", dict(
+        img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS, reg_tokens=4,
+        mlp_layer="SwiGLUPacked", act_layer="silu", init_values=0.1, global_pool="class_and_patch_mean",
+    ))
+
+
 def _timm_deit_distilled() -> nn.Module:
     from timm.models.deit import VisionTransformerDistilled
 
@@ -112,6 +121,11 @@ def families() -> list[Family]:
         ),
         Family("timm ViT SwiGLU", lambda: _timm_vit(mlp_layer=SwiGLU, act_layer=silu)),
         Family("timm ViT GluMlp", lambda: _timm_vit(mlp_layer=GluMlp, act_layer=silu)),
+        Family(
+            "timm ViT global_pool='class_and_patch_mean' (attnmap: Virchow2's [class, patch mean] embedding)",
+            _virchow_embedding,
+            headless=True,
+        ),
         Family(
             "timm ViT SwiGLUPacked, registers, global_pool='' (Virchow2-like)",
             lambda: _timm_vit(

@@ -7,6 +7,10 @@ values, so the layer arguments timm takes as classes are named by string here (`
 SwiGLUPacked``, ``act_layer: silu``, ``norm_layer: rmsnorm``) and resolved through timm's own
 registries. One builder serves `attnmap.load_model` and the slide pipeline's encoders, so both read
 the same names and refuse the same mistakes in one line.
+
+One pooling is added to timm's: ``global_pool="class_and_patch_mean"``, the class token concatenated
+with the mean of the patch tokens (registers left out), which is the embedding Virchow and Virchow2
+publish (2 × width) and so the feature size of the MIL models trained on them.
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError
+
+CLASS_AND_PATCH_MEAN = "class_and_patch_mean"
 
 # timm's MLP blocks a ViT takes as ``mlp_layer`` (by class name)
 MLP_LAYERS = ("Mlp", "GluMlp", "SwiGLU", "SwiGLUPacked", "GatedMlp")
@@ -61,13 +69,42 @@ def timm_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_timm(name: str, arguments: Mapping[str, Any] | None = None) -> nn.Module:
-    """``timm.create_model(name, pretrained=False, **arguments)`` with one-line errors."""
+    """``timm.create_model(name, pretrained=False, **arguments)`` with one-line errors (and the
+    ``class_and_patch_mean`` pooling, see the module docstring)."""
     import timm
 
     check_timm_name(name)
     arguments = dict(arguments or {})
     resolved = timm_arguments(arguments)
+    concat = resolved.get("global_pool") == CLASS_AND_PATCH_MEAN
+    if concat:
+        if resolved.get("num_classes", 0):
+            raise InputError(
+                f"global_pool={CLASS_AND_PATCH_MEAN!r} gives an embedding: build it with num_classes=0"
+            )
+        resolved.update(global_pool="", num_classes=0)
     try:
-        return timm.create_model(name, pretrained=False, **resolved)
+        model = timm.create_model(name, pretrained=False, **resolved)
     except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as error:
         raise InputError(f"cannot build timm model {name!r} with {arguments}: {error}") from None
+    return _class_and_patch_mean(model, name) if concat else model
+
+
+class ClassAndPatchMeanViT(VisionTransformer):
+    """A timm VisionTransformer whose pooled output is [class token, mean of the patch tokens]."""
+
+    def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
+        return torch.cat([x[:, 0], x[:, self.num_prefix_tokens :].mean(dim=1)], dim=-1)
+
+
+def _class_and_patch_mean(model: nn.Module, name: str) -> nn.Module:
+    """``model`` reading out [class token, patch-token mean]: its class switched, its weights and
+    state_dict keys unchanged (so checkpoints of the architecture load as they are)."""
+    if type(model) is not VisionTransformer or model.cls_token is None:
+        what = type(model).__name__ + (" without one" if type(model) is VisionTransformer else "")
+        raise InputError(
+            f"global_pool={CLASS_AND_PATCH_MEAN!r} needs a timm VisionTransformer with a class token; "
+            f"{name} is a {what}"
+        )
+    model.__class__ = ClassAndPatchMeanViT
+    return model

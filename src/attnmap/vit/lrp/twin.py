@@ -23,6 +23,7 @@ from attnmap.vit.lrp.block import BlockTrace, BlockTwin, Rope, apply_norm, block
 from attnmap.vit.lrp.pool import PoolTrace, PoolTwin
 from attnmap.vit.lrp.stem import StemConv, StemTrace, read_stem, stem_forward
 from attnmap.vit.pooling import MAX_POOLS, pool_tokens
+from attnmap.vit.timm_build import ClassAndPatchMeanViT
 
 POOLS = ("token", "avg", "max", "avgmax", "", "map")
 
@@ -72,6 +73,8 @@ class ViTTwin:
         )
         self.global_pool = "map" if self.attn_pool is not None else model.global_pool
         check_pool(self.global_pool)
+        if isinstance(model, ClassAndPatchMeanViT):  # [class token, mean of the patch tokens]
+            self.global_pool = "cls_mean"
         self.exact_embedding = True  # timm ViT: pos_embed add rule as the reference (else: generic)
         self.pooler: tuple[torch.Tensor, torch.Tensor | None, nn.Module] | None = None
         self.pool_start = model.num_prefix_tokens

@@ -32,6 +32,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.vit.timm_build import ClassAndPatchMeanViT
 
 
 @dataclass
@@ -49,7 +50,8 @@ def check_fine_encoder(model: nn.Module) -> VisionTransformer:
         raise UnsupportedModelError(
             f"fine maps need a timm VisionTransformer encoder, got {type(model).__name__}"
         )
-    if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
+    concat = isinstance(model, ClassAndPatchMeanViT)
+    if getattr(model, "attn_pool", None) is not None or not (concat or model.global_pool in ("token", "avg")):
         raise UnsupportedModelError(f"global_pool={model.global_pool!r} has no conservative rule here")
     for block in model.blocks:
         for name in ("q_norm", "k_norm"):
@@ -144,7 +146,11 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
         x = x + block.ls1(attn.proj(_norm(frozen, getattr(attn, "norm", nn.Identity()), out)))
         x = x + block.ls2(_mlp(frozen, block.mlp, _norm(frozen, block.norm2, x)))
     x = _norm(frozen, model.norm, x)
-    pooled = x[:, 0] if model.global_pool == "token" else x[:, model.num_prefix_tokens :].mean(dim=1)
+    patch_mean = x[:, model.num_prefix_tokens :].mean(dim=1)
+    if isinstance(model, ClassAndPatchMeanViT):
+        pooled = torch.cat([x[:, 0], patch_mean], dim=-1)
+    else:
+        pooled = x[:, 0] if model.global_pool == "token" else patch_mean
     return model.head(_norm(frozen, model.fc_norm, pooled))
 
 
