@@ -8,14 +8,20 @@ Nothing is read until asked, except plain images, which are small by nature and 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.wsi.slide_files import (
+    describe_content,
+    first_line,
+    quiet_tifffile,
+    resolution_mpp,
+    tiff_damage,
+    tiff_mpp,
+)
 
 PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -169,8 +175,24 @@ class OpenSlideSlide(Slide):
         if size[0] <= 0 or size[1] <= 0:
             return super().read_region(location, level, size)
         corner, extent = (int(location[0]), int(location[1])), (int(size[0]), int(size[1]))
-        image = self._handle.read_region(corner, level, extent)
+        try:
+            image = self._handle.read_region(corner, level, extent)
+        except Exception as error:  # noqa: BLE001 - OpenSlide's errors name neither file nor place
+            raise self._damaged(level, corner, extent, error) from error
         return np.asarray(image)[:, :, :3].copy()
+
+    def _damaged(
+        self, level: int, corner: tuple[int, int], extent: tuple[int, int], error: Exception
+    ) -> InputError:
+        """The one-line error for pixels the backend could not decode: a damaged or truncated file.
+
+        Why here: the decoders' own messages ("Bogus Huffman table definition", "corrupted tile")
+        name neither the slide nor the place, and arrive as types no caller expects.
+        """
+        return InputError(
+            f"cannot read slide {self.path}: level {level}, region at level-0 ({corner[0]}, {corner[1]}), "
+            f"{extent[0]}×{extent[1]} px: the file is damaged or truncated ({first_line(error)})"
+        )
 
     def close(self) -> None:
         self._handle.close()
@@ -185,6 +207,8 @@ class TiffSlideSlide(OpenSlideSlide):
 
     def __init__(self, path: str, handle) -> None:
         super().__init__(path, handle)
+        if self.mpp is None:  # tiffslide reads it from Aperio descriptions only; OpenSlide also from tags
+            self.mpp = tiff_mpp(Path(path))
         last = self.level_count - 1
         try:
             self.read_region((0, 0), last, (1, 1))
@@ -197,7 +221,10 @@ class TiffSlideSlide(OpenSlideSlide):
         if size[0] <= 0 or size[1] <= 0:
             return Slide.read_region(self, location, level, size)
         corner, extent = (int(location[0]), int(location[1])), (int(size[0]), int(size[1]))
-        pixels = self._handle.read_region(corner, level, extent, as_array=True)
+        try:
+            pixels = self._handle.read_region(corner, level, extent, as_array=True)
+        except Exception as error:  # noqa: BLE001 - tifffile / imagecodecs errors name no file
+            raise self._damaged(level, corner, extent, error) from error
         return np.ascontiguousarray(as_rgb8(pixels, self.path))
 
 
@@ -219,23 +246,6 @@ class ArraySlide(Slide):
         return self._image[y : y + height, x : x + width]
 
 
-def _plain_tiff_mpp(page) -> float | None:
-    """µm per pixel from a TIFF page's XResolution / ResolutionUnit, if they say something."""
-    tags = page.tags
-    if "XResolution" not in tags or "ResolutionUnit" not in tags:
-        return None
-    numerator, denominator = tags["XResolution"].value
-    unit = int(tags["ResolutionUnit"].value)
-    if numerator == 0 or denominator == 0:
-        return None
-    per_unit = numerator / denominator
-    if unit == 3:  # centimetre
-        return 1e4 / per_unit
-    if unit == 2 and per_unit not in (72.0, 96.0, 300.0):  # inch; screen/print dpi say nothing
-        return 25400.0 / per_unit
-    return None
-
-
 def _open_plain(path: Path) -> Slide:
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
@@ -243,7 +253,7 @@ def _open_plain(path: Path) -> Slide:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             image = page.asarray()
-            mpp = _plain_tiff_mpp(page)
+            mpp = resolution_mpp(page)
         if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
             image = np.moveaxis(image, 0, 2)
         return ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
@@ -272,18 +282,6 @@ def _has_subifd_pyramid(path: Path) -> bool:
         return series is not None and len(series.levels) > 1
 
 
-@contextlib.contextmanager
-def _quiet_tifffile():
-    """tifffile logs a warning per bad page it meets; the one-line error below says it all."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def open_slide(path: str | Path) -> Slide:
     """Open a whole-slide image or a plain image as a `Slide`.
 
@@ -292,7 +290,7 @@ def open_slide(path: str | Path) -> Slide:
     untiled TIFFs are loaded into memory. Raises `InputError` naming the file when it is missing or
     unreadable, and the formats read when it is none of them.
     """
-    with _quiet_tifffile():
+    with quiet_tifffile():
         return _open_slide(path)
 
 
@@ -311,6 +309,9 @@ def _open_slide(path: str | Path) -> Slide:
         try:
             handle = openslide.OpenSlide(str(path))
         except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as exc:
+            damage = tiff_damage(path)  # a cut-short copy would open in tiffslide, then fail mid-run
+            if damage is not None:
+                raise InputError(f"cannot read slide {path}: {damage}") from None
             errors.append(f"OpenSlide: {exc}")
         else:
             slide = OpenSlideSlide(str(path), handle)
@@ -341,6 +342,15 @@ def _open_slide(path: str | Path) -> Slide:
             f"cannot read slide {path}: {suffix or 'a file without suffix'} is not a format attnmap reads "
             f"(slides: {', '.join(SLIDE_SUFFIXES)}; plain images: {', '.join(sorted(PLAIN_IMAGE_SUFFIXES))}, "
             ".tif)"
+        )
+    content = describe_content(path)
+    if content is not None:
+        what, usual = content
+        if what.startswith("empty"):
+            raise InputError(f"cannot read slide {path}: the file is {what}")
+        rename = f"; rename it to {usual} to read it as a plain image" if usual and usual != suffix else ""
+        raise InputError(
+            f"cannot read slide {path}: the file is {what}, not a {suffix or 'slide'} file{rename}"
         )
     detail = "; ".join(errors) if errors else "unknown format"
     raise InputError(f"cannot read slide {path}: not a supported or intact slide/image ({detail})")

@@ -1,0 +1,268 @@
+"""Whole-slide files as scanners and converters write them: each opens with its levels and pixels in
+the right place at level 0, or is refused with one line naming the file and the problem.
+
+The files are small synthetic ones (1024×768, a pink "tissue" rectangle at a known place on white
+glass), written in the layouts that real files use: Aperio SVS pages, OME-TIFF SubIFD pyramids,
+BigTIFF, JPEG YCbCr / LZW tiles, CMYK and palette pages, strips instead of tiles, levels out of
+order or at downsamples that are not powers of 2.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from attnmap.errors import InputError
+from attnmap.wsi import open_slide
+from attnmap.wsi.pipeline.slide_list import MixedResolutionWarning, warn_mixed_resolutions
+from attnmap.wsi.slide import OpenSlideSlide, TiffSlideSlide
+
+WIDTH, HEIGHT = 1024, 768
+RECT = (512, 128, 768, 384)  # tissue at level 0: x0, y0, x1, y1
+WHITE = 240
+
+
+def slide_image() -> np.ndarray:
+    image = np.full((HEIGHT, WIDTH, 3), WHITE, np.uint8)
+    x0, y0, x1, y1 = RECT
+    noise = np.random.default_rng(0).integers(0, 40, size=(y1 - y0, x1 - x0), dtype=np.uint8)
+    image[y0:y1, x0:x1] = np.stack([200 - noise, 100 + noise, 170 - noise // 2], axis=2)
+    return image
+
+
+def shrink(image: np.ndarray, factor: int) -> np.ndarray:
+    """Box-filtered level at ``factor`` (sizes floored, as scanners write them)."""
+    size = (image.shape[1] // factor, image.shape[0] // factor)
+    return np.asarray(Image.fromarray(image).resize(size, Image.BOX))
+
+
+def write_pages(path: Path, levels: list[np.ndarray], mpp: float = 0.5, **options) -> Path:
+    """Each level a tiled page, reduced ones with subfiletype 1 (what OpenSlide's generic TIFF reads)."""
+    bigtiff = options.pop("bigtiff", False)
+    options.setdefault("photometric", "rgb")
+    options.setdefault("compression", "zlib")
+    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
+        for index, level in enumerate(levels):
+            ppcm = 1e4 / mpp * level.shape[1] / WIDTH
+            tif.write(level, tile=(128, 128), subfiletype=int(index > 0), resolution=(ppcm, ppcm),
+                      resolutionunit="CENTIMETER", metadata=None, **options)
+    return path
+
+
+def write_aperio(path: Path, image: np.ndarray, mpp: float = 0.5) -> Path:
+    """An SVS as Aperio writes it: JPEG tiles, level 0, a stripped thumbnail, levels at downsample 4
+    and 16, then label and macro pages (NewSubfileType 1 and 9), each with its ImageDescription."""
+    library = "Aperio Image Library v12.0.15"
+    head = f"{library} \r\n{WIDTH}x{HEIGHT} [0,0 {WIDTH}x{HEIGHT}] (128x128) JPEG/RGB Q=90"
+    jpeg = {"compression": "jpeg", "compressionargs": {"level": 90}, "photometric": "rgb", "metadata": None}
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(128, 128), description=f"{head}|AppMag = 20|MPP = {mpp}", **jpeg)
+        tif.write(shrink(image, 32), description=f"{head} -> 32x24|AppMag = 20|MPP = {mpp}", **jpeg)
+        for factor in (4, 16):
+            level = shrink(image, factor)
+            size = f"{level.shape[1]}x{level.shape[0]}"
+            tif.write(level, tile=(128, 128), description=f"{head} -> {size}", **jpeg)
+        tif.write(np.full((60, 90, 3), 255, np.uint8), subfiletype=1, compression="lzw", photometric="rgb",
+                  description=f"{library}\r\nlabel 90x60", metadata=None)
+        tif.write(shrink(image, 8), subfiletype=9, description=f"{library}\r\nmacro 128x96", **jpeg)
+    return path
+
+
+def to_cmyk(rgb: np.ndarray) -> np.ndarray:
+    scaled = rgb.astype(np.float64) / 255
+    key = 1 - scaled.max(axis=2)
+    ink = (1 - scaled - key[..., None]) / np.maximum(1 - key[..., None], 1e-6)
+    return (np.dstack([ink, key]) * 255).round().astype(np.uint8)
+
+
+def _palette(path: Path, image: np.ndarray) -> Path:
+    quantised = Image.fromarray(image).quantize(16)
+    indices = np.asarray(quantised)
+    colours = np.zeros((256, 3), np.uint16)
+    colours[:16] = np.array(quantised.getpalette()[:48]).reshape(16, 3)
+    return write_pages(path, [indices, indices[::2, ::2].copy(), indices[::4, ::4].copy()],
+                       photometric="palette", colormap=colours.T * 257)
+
+
+def _ome(path: Path, image: np.ndarray) -> Path:
+    """OME-TIFF: the reduced levels as SubIFDs of level 0, the pixel size in OME-XML only."""
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(128, 128), photometric="rgb", compression="zlib", subifds=2,
+                  metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+        for factor in (2, 4):
+            tif.write(shrink(image, factor), tile=(128, 128), photometric="rgb", compression="zlib",
+                      subfiletype=1)
+    return path
+
+
+def _striped(path: Path, image: np.ndarray) -> Path:
+    """An untiled pyramid in strips (OpenSlide refuses it; tiffslide reads strips by rows)."""
+    with tifffile.TiffWriter(path) as tif:
+        for index, factor in enumerate((1, 2, 4)):
+            tif.write(shrink(image, factor), photometric="rgb", compression="zlib", rowsperstrip=32,
+                      subfiletype=int(index > 0), resolution=(2e4 / factor, 2e4 / factor),
+                      resolutionunit="CENTIMETER", metadata=None)
+    return path
+
+
+def _ycbcr(image: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).convert("YCbCr"))
+
+
+WRITERS = {
+    "aperio.svs": lambda p, im: write_aperio(p, im),
+    "ome_subifd.ome.tif": _ome,
+    "bigtiff.tif": lambda p, im: write_pages(p, [im, shrink(im, 2), shrink(im, 4)], bigtiff=True),
+    "jpeg_ycbcr.tif": lambda p, im: write_pages(p, [_ycbcr(im), _ycbcr(shrink(im, 2))], photometric="ycbcr",
+                                                compression="jpeg", subsampling=(2, 2)),
+    "lzw_predictor.tif": lambda p, im: write_pages(p, [im, shrink(im, 2)], compression="lzw", predictor=True),
+    "cmyk.tif": lambda p, im: write_pages(p, [to_cmyk(im), to_cmyk(shrink(im, 2))], photometric="separated"),
+    "palette.tif": _palette,
+    "rgba.tif": lambda p, im: write_pages(p, [np.dstack([lv, np.full(lv.shape[:2], 255, np.uint8)])
+                                              for lv in (im, shrink(im, 2))], extrasamples=[2]),
+    "rgb16.tif": lambda p, im: write_pages(p, [lv.astype(np.uint16) * 257 for lv in (im, shrink(im, 2))]),
+    "striped.tif": _striped,
+    "out_of_order.tif": lambda p, im: write_pages(p, [shrink(im, 4), im, shrink(im, 2)]),
+    "downsample_3.tif": lambda p, im: write_pages(p, [im, shrink(im, 3), shrink(im, 9)]),
+    "single_level.tif": lambda p, im: write_pages(p, [im]),
+    "Schnitt Ä 組織 1.tif": lambda p, im: write_pages(p, [im, shrink(im, 2)]),
+}
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_every_level_shows_the_tissue_where_it_is_at_level_0(tmp_path: Path, name: str) -> None:
+    """Level 0 coordinates land on the tissue at every level, whatever the layout or pixel format."""
+    image = slide_image()
+    path = WRITERS[name](tmp_path / name, image)
+    with open_slide(path) as slide:
+        assert slide.dimensions == (WIDTH, HEIGHT)
+        assert list(slide.level_downsamples) == sorted(slide.level_downsamples)
+        for level in range(slide.level_count):
+            scale_x, scale_y = slide.level_scale_xy(level)
+            width, height = slide.level_dimensions[level]
+            assert (width, height) == (int(WIDTH / scale_x), int(HEIGHT / scale_y)), (name, level)
+            region = slide.read_region((0, 0), level, (width, height)).astype(int)
+            pink = (region[..., 0] - region[..., 1]) > 40
+            ys, xs = np.nonzero(pink)
+            box = (xs.min() * scale_x, ys.min() * scale_y, (xs.max() + 1) * scale_x, (ys.max() + 1) * scale_y)
+            tolerance = 2 * max(scale_x, scale_y) + 8  # JPEG ringing and box-filtered borders
+            np.testing.assert_allclose(box, RECT, atol=tolerance, err_msg=f"{name} level {level}")
+            glass = region[~pink]
+            assert np.abs(np.median(glass, axis=0) - WHITE).max() <= 3, (name, level)
+
+
+def test_aperio_pages_give_levels_mpp_and_no_label_or_macro(tmp_path: Path) -> None:
+    with open_slide(write_aperio(tmp_path / "scan.svs", slide_image(), mpp=0.2527)) as slide:
+        assert isinstance(slide, OpenSlideSlide)
+        assert slide.level_dimensions == ((1024, 768), (256, 192), (64, 48))
+        assert slide.level_downsamples == (1.0, 4.0, 16.0)
+        assert slide.mpp == pytest.approx(0.2527)
+
+
+def test_pixel_size_of_tiffs_that_only_tiffslide_reads(tmp_path: Path) -> None:
+    """OME-XML PhysicalSizeX and resolution tags: OpenSlide reports the tags for the TIFFs it opens,
+    tiffslide reported neither, so a cohort's pixel sizes depended on the backend (None here)."""
+    image = slide_image()
+    with open_slide(_ome(tmp_path / "ome.ome.tif", image)) as slide:
+        assert isinstance(slide, TiffSlideSlide) and slide.level_count == 3
+        assert slide.mpp == pytest.approx(0.25)
+    with open_slide(_striped(tmp_path / "striped.tif", image)) as slide:
+        assert isinstance(slide, TiffSlideSlide) and slide.level_count == 3
+        assert slide.mpp == pytest.approx(0.5)
+
+
+def _one_line_error(path: Path) -> str:
+    with pytest.raises(InputError) as caught:
+        open_slide(path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_files_that_are_not_what_their_name_says(tmp_path: Path) -> None:
+    """An empty copy, a PNG saved as .svs, a web page saved instead of the slide: OpenSlide says
+    "Unsupported or missing image file" for each; the message says what the file is."""
+    empty = tmp_path / "empty.svs"
+    empty.write_bytes(b"")
+    assert "the file is empty (0 bytes)" in _one_line_error(empty)
+    png = tmp_path / "export.svs"
+    Image.fromarray(slide_image()).save(png, format="PNG")
+    assert _one_line_error(png).endswith("the file is a PNG image, not a .svs file; rename it to .png to "
+                                         "read it as a plain image")
+    page = tmp_path / "download.ndpi"
+    page.write_text("<!DOCTYPE html><html>Access denied</html>")
+    assert "a text/HTML/XML file" in _one_line_error(page)
+
+
+@pytest.mark.parametrize("name", ["cut.svs", "cut.tif"])
+def test_a_truncated_copy_says_so(tmp_path: Path, name: str) -> None:
+    """A slide cut short: OpenSlide refused it as unsupported, and tiffslide opened the .tif and
+    failed in the middle of the run with tifffile's "corrupted tile" (a TiffFileError)."""
+    image = slide_image()
+    whole = write_aperio(tmp_path / "whole.svs", image) if name.endswith(".svs") else write_pages(
+        tmp_path / "whole.tif", [image, shrink(image, 2)], compression="lzw")
+    data = whole.read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data[: len(data) // 2])
+    assert "it is truncated" in _one_line_error(path)
+
+
+def _corrupt_tile(path: Path) -> Path:
+    """Overwrite the middle of a level-0 tissue tile with bytes no decoder accepts."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        tile = (RECT[1] // page.tilelength) * (WIDTH // page.tilewidth) + RECT[0] // page.tilewidth
+        offset, count = page.dataoffsets[tile], page.databytecounts[tile]
+    data = bytearray(path.read_bytes())
+    start = offset + count // 4
+    data[start : start + count // 2] = b"\xff\x00" * (count // 4) + b"\x00" * (count // 2 - 2 * (count // 4))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["aperio.svs", "lzw_predictor.tif", "ome_subifd.ome.tif"])
+def test_a_damaged_tile_is_one_error_naming_file_and_region(tmp_path: Path, name: str) -> None:
+    """A tile that does not decode: OpenSlideError "Bogus Huffman table definition" or imagecodecs'
+    DeflateError, naming neither the slide nor the place, failed the slide (or a CLI command with a
+    traceback)."""
+    path = _corrupt_tile(WRITERS[name](tmp_path / name, slide_image()))
+    with open_slide(path) as slide, pytest.raises(InputError) as caught:
+        slide.read_region((RECT[0], RECT[1]), 0, (64, 64))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot read slide {path}: level 0, region at level-0 ({RECT[0]}, {RECT[1]}), "
+                              "64×64 px: the file is damaged or truncated (")
+
+
+def test_a_cohort_of_mixed_resolutions_is_warned_in_one_line() -> None:
+    mpps = {"a": 0.2527, "b": 0.2465, "c": 0.503, "d": None, "e": 0.25, "f": 0.2499}
+    with pytest.warns(MixedResolutionWarning) as caught:
+        warn_mixed_resolutions(mpps, patch_size=256, level=0)
+    message = str(caught[0].message)
+    assert "\n" not in message
+    assert "(0.246–0.253 µm/px: b, f, e and 1 more; 0.503 µm/px: c; not recorded: d)" in message
+    assert "patching.patch_size is 256 px at level 0" in message and "2.04× apart" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_mixed_resolutions({"a": 0.2527, "b": 0.2465, "c": None}, patch_size=256, level=0)  # one 40×
+        warn_mixed_resolutions({"a": 0.5}, patch_size=256, level=0)
+
+
+def test_the_slide_list_check_warns_of_mixed_resolutions(tmp_path: Path) -> None:
+    """`attnmap wsi run` opens every slide before any work; there it reads the pixel sizes."""
+    from synthetic_slide_files import write_pipeline_setup, write_test_slide
+
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+
+    config = load_config(write_pipeline_setup(tmp_path, n_slides=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_slide_list(config)  # every slide at 0.5 µm/px
+    write_test_slide(tmp_path / "slides" / "slide_2.tif", seed=2, mpp=0.25)
+    with pytest.warns(MixedResolutionWarning, match=r"\(0.25 µm/px: slide_2; 0.5 µm/px: slide_0, slide_1\)"):
+        read_slide_list(config)
