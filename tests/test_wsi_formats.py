@@ -266,3 +266,20 @@ def test_the_slide_list_check_warns_of_mixed_resolutions(tmp_path: Path) -> None
     write_test_slide(tmp_path / "slides" / "slide_2.tif", seed=2, mpp=0.25)
     with pytest.warns(MixedResolutionWarning, match=r"\(0.25 µm/px: slide_2; 0.5 µm/px: slide_0, slide_1\)"):
         read_slide_list(config)
+
+
+def test_a_damaged_tile_read_by_a_loader_process_keeps_its_one_line(tmp_path: Path) -> None:
+    """torch re-raised the worker's InputError as "Caught InputError in DataLoader worker process 0."
+    followed by the worker's traceback: that was the slide's line in the run report."""
+    from attnmap.wsi.encoders import load_encoder
+    from attnmap.wsi.features import extract_features
+
+    path = _corrupt_tile(WRITERS["lzw_predictor.tif"](tmp_path / "slide.tif", slide_image()))
+    encoder = load_encoder("attnmap:tiny", input_size=16)
+    coords = np.array([[RECT[0], RECT[1]]])
+    with pytest.raises(InputError) as caught:
+        extract_features(path, coords, encoder, patch_size=64, num_workers=1, progress=False, cpu_graph=False)
+    where = f"level 0, region at level-0 ({RECT[0]}, {RECT[1]}), 64×64 px"
+    message = str(caught.value)
+    assert message.startswith(f"cannot read slide {path}: {where}: the file is damaged or truncated (")
+    assert "\n" not in message
