@@ -9,6 +9,7 @@ order or at downsamples that are not powers of 2.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -283,3 +284,34 @@ def test_a_damaged_tile_read_by_a_loader_process_keeps_its_one_line(tmp_path: Pa
     message = str(caught.value)
     assert message.startswith(f"cannot read slide {path}: {where}: the file is damaged or truncated (")
     assert "\n" not in message
+
+
+def test_a_level_too_large_to_segment_or_draw_is_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    """A single-level gigapixel TIFF: segmentation read its only level whole (OpenSlide's RGBA: 4
+    bytes a pixel), and the process was killed for memory instead of the slide being refused."""
+    from synthetic_slide_files import write_pipeline_setup
+
+    from attnmap.wsi import segment_tissue, tissue
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+
+    monkeypatch.setattr(tissue, "MAX_SEGMENTATION_PIXELS", 300_000)  # the setup's slides: 1024×768, 512×384
+    config = load_config(write_pipeline_setup(tmp_path, n_slides=1))
+    read_slide_list(config)  # segmentation.level 1: 512×384
+    config.segmentation.level = 0
+    expected = (r"^segmentation.level: level 0 of .*slide_0.tif is 1024×768 px, more than the 300000 read "
+                r"whole to find tissue; set segmentation.level to a coarser one \(1\)$")
+    with pytest.raises(InputError, match=expected):
+        read_slide_list(config)
+    single = write_pages(tmp_path / "single.tif", [slide_image()])
+    no_pyramid = r"has no coarser level: convert it to a tiled pyramidal TIFF \(e.g. vips tiffsave"
+    with open_slide(single) as slide, pytest.raises(InputError, match=no_pyramid):
+        segment_tissue(slide)
+    from attnmap.wsi.heatmap import renderer
+
+    monkeypatch.setattr(renderer, "MAX_CANVAS_PIXELS", 300_000)
+    write_pages(tmp_path / "slides" / "slide_0.tif", [slide_image()])  # the same slide without its pyramid
+    config.segmentation.level = None
+    config.heatmap = dataclasses.replace(config.heatmap, vis_level=-1)
+    with pytest.raises(InputError, match=r"drawn in memory: choose a heatmap.roi, or as the slide has no "
+                       r"coarser level, convert it to a tiled pyramidal TIFF"):
+        read_slide_list(config)

@@ -145,6 +145,7 @@ def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> Non
     were computed. A slide that does not open is left to its own task (recorded as failed there).
     """
     from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.tissue import check_segmentation_size
 
     levels = {
         "segmentation.level": config.segmentation.level,
@@ -169,6 +170,10 @@ def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> Non
                         f"(levels 0 to {count - 1})"
                     )
             _check_heatmap_geometry(config, entry, slide)
+            seg_level = config.segmentation.level
+            if seg_level is None:  # segment_tissue's own choice
+                seg_level = slide.get_best_level_for_downsample(64)
+            check_segmentation_size(slide, seg_level)
     warn_mixed_resolutions(mpps, config.patching.patch_size, config.patching.level)
 
 
@@ -232,6 +237,7 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
     attention were computed."""
     from attnmap.wsi.heatmap import renderer
     from attnmap.wsi.heatmap.renderer import resolve_vis_level
+    from attnmap.wsi.tissue import PYRAMID_HINT
 
     roi = config.heatmap.roi
     width, height = slide.dimensions
@@ -256,8 +262,9 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
         (left, top), (right, bottom) = roi  # the renderer's arithmetic
         canvas = (int(right / scale_x) - int(left / scale_x), int(bottom / scale_y) - int(top / scale_y))
     if canvas[0] * canvas[1] > renderer.MAX_CANVAS_PIXELS:
+        hint = ("choose a coarser vis_level or a heatmap.roi" if vis_level < slide.level_count - 1
+                else f"choose a heatmap.roi, or as the slide has no coarser level, {PYRAMID_HINT}")
         raise InputError(
             f"heatmap.vis_level: the heatmap of slide {entry.slide_id} at level {vis_level} would be "
-            f"{canvas[0]}×{canvas[1]} px, more than the {renderer.MAX_CANVAS_PIXELS} drawn in memory: "
-            "choose a coarser vis_level or a heatmap.roi"
+            f"{canvas[0]}×{canvas[1]} px, more than the {renderer.MAX_CANVAS_PIXELS} drawn in memory: {hint}"
         )
