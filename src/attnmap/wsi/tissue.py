@@ -20,8 +20,8 @@ REFERENCE_PATCH_SIZE = 512
 CLIP_MARGIN = 4
 MAX_SEGMENTATION_PIXELS = 1 << 30
 """The largest level read whole for segmentation (about 4 GiB as OpenSlide's RGBA, more while
-thresholding): a single-level gigapixel TIFF has no small level, and reading its level 0 whole ends
-in the kernel killing the process instead of an error."""
+thresholding): a single-level gigapixel TIFF has no small level, and its level 0 of 100k px a side
+would need tens of GiB, which ends in the kernel killing the process rather than in an error."""
 
 PYRAMID_HINT = "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave SLIDE OUT.tif --tile --pyramid)"
 
