@@ -315,3 +315,78 @@ def test_a_level_too_large_to_segment_or_draw_is_refused_before_any_work(tmp_pat
     with pytest.raises(InputError, match=r"drawn in memory: choose a heatmap.roi, or as the slide has no "
                        r"coarser level, convert it to a tiled pyramidal TIFF"):
         read_slide_list(config)
+
+
+def write_dicom_wsi(folder: Path, image: np.ndarray, mpp: float = 0.25, factors: tuple[int, ...] = (1, 4)
+                    ) -> Path:
+    """A DICOM VL Whole Slide Microscopy series as a PACS exports it: a folder with one instance per
+    level, named by number without a suffix, tiled full, uncompressed RGB frames."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    tile = 128
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    for index, factor in enumerate(factors):
+        level = shrink(image, factor)
+        height, width = level.shape[:2]
+        rows, columns = -(-height // tile), -(-width // tile)
+        padded = np.full((rows * tile, columns * tile, 3), 255, np.uint8)
+        padded[:height, :width] = level
+        frames = padded.reshape(rows, tile, columns, tile, 3).swapaxes(1, 2).reshape(-1, tile, tile, 3)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
+        ds.Modality, ds.PatientID, ds.InstanceNumber = "SM", "1", index + 1
+        ds.ImageType = ["ORIGINAL" if index == 0 else "DERIVED", "PRIMARY", "VOLUME",
+                        "NONE" if index == 0 else "RESAMPLED"]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.Rows = ds.Columns = tile
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.NumberOfFrames = len(frames)
+        ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = width, height
+        ds.DimensionOrganizationType = "TILED_FULL"
+        ds.TotalPixelMatrixFocalPlanes = ds.NumberOfOpticalPaths = 1
+        optical_path = Dataset()
+        optical_path.OpticalPathIdentifier = "1"
+        ds.OpticalPathSequence = [optical_path]
+        spacing = Dataset()
+        spacing.PixelSpacing = [mpp * factor / 1000] * 2  # millimetres
+        shared = Dataset()
+        shared.PixelMeasuresSequence = [spacing]
+        ds.SharedFunctionalGroupsSequence = [shared]
+        ds.PixelData = frames.tobytes()
+        ds.save_as(folder / f"IM{index:04d}", enforce_file_format=True)
+    return folder
+
+
+def test_a_dicom_folder_is_a_slide(tmp_path: Path) -> None:
+    """OpenSlide 4 reads DICOM WSI by any instance; the slide list took no folder ("is a folder, not a
+    slide file") and the instances, named without a suffix, were hard to name."""
+    pytest.importorskip("pydicom")
+    from synthetic_slide_files import write_pipeline_setup
+
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+
+    image = slide_image()
+    folder = write_dicom_wsi(tmp_path / "dicom" / "case 7", image)
+    with open_slide(folder) as slide:
+        assert isinstance(slide, OpenSlideSlide)
+        assert slide.level_dimensions == ((WIDTH, HEIGHT), (WIDTH // 4, HEIGHT // 4))
+        assert slide.mpp == pytest.approx(0.25)
+        np.testing.assert_array_equal(slide.read_region((500, 100), 0, (300, 200)), image[100:300, 500:800])
+    config = load_config(write_pipeline_setup(tmp_path / "setup", n_slides=1))
+    (tmp_path / "dicom.csv").write_text("slide_path\ndicom/case 7\n")
+    config.slides.csv, config.slides.data_dir, config.slides.extension = str(tmp_path / "dicom.csv"), None, ""
+    config.segmentation.level = 1
+    (entry,) = read_slide_list(config)
+    assert (entry.slide_id, entry.path) == ("case 7", str(folder / "IM0000"))
+    empty = tmp_path / "empty folder"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"^slide path is a folder without DICOM files, not a slide: .*r$"):
+        open_slide(empty)

@@ -16,6 +16,7 @@ import numpy as np
 from attnmap.errors import InputError
 from attnmap.wsi.slide_files import (
     describe_content,
+    dicom_instance,
     first_line,
     quiet_tifffile,
     resolution_mpp,
@@ -299,6 +300,11 @@ def _open_slide(path: str | Path) -> Slide:
     path = Path(path)
     if not path.exists():
         raise InputError(f"slide file not found: {path}")
+    if path.is_dir():
+        instance = dicom_instance(path)
+        if instance is None:
+            raise InputError(f"slide path is a folder without DICOM files, not a slide: {path}")
+        path = instance
     if not path.is_file():
         raise InputError(f"slide path is not a file: {path}")
     suffix = path.suffix.lower()

@@ -146,3 +146,24 @@ def tiff_damage(path: Path) -> str | None:
     if ends and max(ends) > size:
         return f"it is truncated: {size} bytes, but its image data reaches byte {max(ends)} (copy it again)"
     return None
+
+
+def dicom_instance(folder: Path) -> Path | None:
+    """The file OpenSlide opens a DICOM WSI folder by: its largest DICOM file (the full-resolution
+    instance; OpenSlide finds the series' other levels beside it), or None when it holds none.
+
+    Why: a DICOM slide is a folder of instances, often named by UID without a suffix, and a user
+    naturally lists the folder; DICOM files are told by "DICM" after their 128-byte preamble.
+    """
+    found: list[tuple[int, str, Path]] = []
+    for path in folder.iterdir():
+        try:
+            if not path.is_file():
+                continue
+            with open(path, "rb") as handle:
+                if handle.read(132)[128:] != b"DICM":
+                    continue
+            found.append((-path.stat().st_size, path.name, path))
+        except OSError:
+            continue
+    return min(found)[2] if found else None

@@ -67,13 +67,19 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
             raise InputError(f"{csv_path} has a row without a slide: {row}")
         path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
         slide_id = (row.get("slide_id") or "").strip() or path.stem
+        if path.is_dir():  # a DICOM WSI: a folder of instances, read through its level-0 file
+            from attnmap.wsi.slide_files import dicom_instance
+
+            instance = dicom_instance(path)
+            if instance is None:
+                raise InputError(f"{csv_path}: {path} is a folder, not a slide file")
+            slide_id = (row.get("slide_id") or "").strip() or path.name
+            path = instance
         if "/" in slide_id or "\\" in slide_id or slide_id in (".", ".."):
             raise InputError(
                 f"{csv_path}: slide id {slide_id!r} names output files, so it cannot hold '/' or '\\' "
                 "(give the folder in slide_path or slides.data_dir)"
             )
-        if path.is_dir():
-            raise InputError(f"{csv_path}: {path} is a folder, not a slide file")
         if not path.is_file():
             missing.append(str(path))
         entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
