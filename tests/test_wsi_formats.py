@@ -390,3 +390,28 @@ def test_a_dicom_folder_is_a_slide(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(InputError, match=r"^slide path is a folder without DICOM files, not a slide: .*r$"):
         open_slide(empty)
+
+
+def test_the_tissue_file_says_which_library_read_the_slide(tmp_path: Path) -> None:
+    """The same .tif opens through OpenSlide (page pyramid) or tiffslide (SubIFDs, strips): which
+    one, and the pixel size it reported, were said nowhere."""
+    import json
+
+    from synthetic_slide_files import write_pipeline_setup
+
+    from attnmap.wsi.pipeline.config import SlideEntry, load_config
+    from attnmap.wsi.pipeline.outputs import SlideOutputs
+    from attnmap.wsi.pipeline.stages import tissue_stage
+
+    config = load_config(write_pipeline_setup(tmp_path, n_slides=0))
+    config.segmentation.level = None
+    for name, reader, mpp in (("pages.tif", "OpenSlide", "0.5"), ("ome.ome.tif", "tiffslide", "0.25")):
+        image = slide_image()
+        path = write_pages(tmp_path / name, [image, shrink(image, 2)]) if reader == "OpenSlide" else _ome(
+            tmp_path / name, image)
+        entry = SlideEntry(str(path), Path(name).stem)
+        outputs = SlideOutputs(tmp_path / "out", entry.slide_id)
+        with open_slide(path) as slide:
+            tissue_stage(slide, entry, config, outputs)
+        record = json.loads(outputs.tissue.read_text())["provenance"]
+        assert (record["slide_reader"], record["slide_mpp"]) == (reader, mpp)

@@ -44,6 +44,9 @@ class Slide:
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
     mpp: float | None
+    reader: str = "in memory"
+    """Which library decodes the pixels (OpenSlide, tiffslide, or an image held in memory): recorded
+    with the tissue, since the same TIFF can open through more than one."""
 
     # ----------------------------------------------------------------------------------- geometry
     @property
@@ -164,6 +167,8 @@ def as_rgb8(pixels: np.ndarray, source: str) -> np.ndarray:
 class OpenSlideSlide(Slide):
     """OpenSlide backend (SVS, NDPI, MRXS, generic tiled TIFF with page pyramids, ...)."""
 
+    reader = "OpenSlide"
+
     def __init__(self, path: str, handle) -> None:
         self.path = path
         self._handle = handle
@@ -205,6 +210,8 @@ class TiffSlideSlide(OpenSlideSlide):
     tiffslide hands pixels over as stored (grey, 16-bit, ...), not as RGBA like OpenSlide, so
     they go through `as_rgb8`; the pixel type is checked once when the slide is opened.
     """
+
+    reader = "tiffslide"
 
     def __init__(self, path: str, handle) -> None:
         super().__init__(path, handle)
