@@ -365,7 +365,7 @@ def write_dicom_wsi(folder: Path, image: np.ndarray, mpp: float = 0.25, factors:
     return folder
 
 
-def test_a_dicom_folder_is_a_slide(tmp_path: Path) -> None:
+def test_a_dicom_folder_is_a_slide(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """OpenSlide 4 reads DICOM WSI by any instance; the slide list took no folder ("is a folder, not a
     slide file") and the instances, named without a suffix, were hard to name."""
     pytest.importorskip("pydicom")
@@ -386,6 +386,12 @@ def test_a_dicom_folder_is_a_slide(tmp_path: Path) -> None:
     config.segmentation.level = 1
     (entry,) = read_slide_list(config)
     assert (entry.slide_id, entry.path) == ("case 7", str(folder / "IM0000"))
+    from cli_runner import run_cli
+
+    code, stdout, _ = run_cli(capsys, "wsi", "segment", folder, "-o", tmp_path / "out", "--seg-level", "1",
+                              "--a-t", "0.05", "--a-h", "0.01")
+    assert code == 0 and "case 7: segmented" in stdout
+    assert (tmp_path / "out" / "tissue" / "case 7.json").is_file()
     empty = tmp_path / "empty folder"
     empty.mkdir()
     with pytest.raises(InputError, match=r"^slide path is a folder without DICOM files, not a slide: .*r$"):
