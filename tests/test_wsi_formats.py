@@ -200,6 +200,21 @@ def test_files_that_are_not_what_their_name_says(tmp_path: Path) -> None:
     assert "a text/HTML/XML file" in _one_line_error(page)
 
 
+def test_a_multi_file_slide_copied_without_its_data_says_what_is_missing(tmp_path: Path) -> None:
+    """MIRAX and Hamamatsu VMS slides are a main file plus data beside it; copied alone, OpenSlide
+    called them "Unsupported or missing image file"."""
+    mirax = tmp_path / "case 3.mrxs"
+    mirax.write_text("[GENERAL]\r\nSLIDE_VERSION = 01.02\r\n")
+    expected = ("a MIRAX slide is the .mrxs file and the folder case 3/ (with Slidedat.ini) beside it, "
+                "and that folder is missing or incomplete: copy both")
+    assert _one_line_error(mirax).endswith(expected)
+    vms = tmp_path / "scan.vms"
+    vms.write_text("[Virtual Microscope Specimen]\r\nNoLayers=1\r\nImageFile=scan.jpg\r\n"
+                   "ImageFile(1,0)=scan_1.jpg\r\nMapFile=scan_map.jpg\r\n")
+    (tmp_path / "scan.jpg").write_bytes(b"")
+    assert _one_line_error(vms).endswith("2 of them are missing beside it (e.g. scan_1.jpg): copy them too")
+
+
 @pytest.mark.parametrize("name", ["cut.svs", "cut.tif"])
 def test_a_truncated_copy_says_so(tmp_path: Path, name: str) -> None:
     """A slide cut short: OpenSlide refused it as unsupported, and tiffslide opened the .tif and

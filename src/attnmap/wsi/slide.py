@@ -18,6 +18,7 @@ from attnmap.wsi.slide_files import (
     describe_content,
     dicom_instance,
     first_line,
+    missing_companions,
     quiet_tifffile,
     resolution_mpp,
     tiff_damage,
@@ -322,7 +323,7 @@ def _open_slide(path: str | Path) -> Slide:
         try:
             handle = openslide.OpenSlide(str(path))
         except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as exc:
-            damage = tiff_damage(path)  # a cut-short copy would open in tiffslide, then fail mid-run
+            damage = tiff_damage(path) or missing_companions(path)  # a cut-short or partial copy
             if damage is not None:
                 raise InputError(f"cannot read slide {path}: {damage}") from None
             errors.append(f"OpenSlide: {exc}")

@@ -167,3 +167,34 @@ def dicom_instance(folder: Path) -> Path | None:
         except OSError:
             continue
     return min(found)[2] if found else None
+
+
+def missing_companions(path: Path) -> str | None:
+    """What is missing beside a multi-file slide whose main file was copied alone, else None.
+
+    Why: a MIRAX ``.mrxs`` is read with the folder of the same name beside it, a Hamamatsu ``.vms``
+    / ``.vmu`` with the image files it lists; copied alone, OpenSlide calls them "Unsupported or
+    missing image file", which sends a user looking for a format problem.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".mrxs":
+        folder = path.with_suffix("")
+        if not (folder / "Slidedat.ini").is_file():
+            return (f"a MIRAX slide is the .mrxs file and the folder {folder.name}/ (with Slidedat.ini) "
+                    "beside it, and that folder is missing or incomplete: copy both")
+        return None
+    if suffix in (".vms", ".vmu"):
+        import configparser
+
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read_string(path.read_text(errors="replace"))
+        except (OSError, configparser.Error):
+            return None
+        names = [value.strip() for section in parser.sections() for key, value in parser.items(section)
+                 if key.startswith(("imagefile", "mapfile", "optimisationfile")) and value.strip()]
+        missing = [name for name in names if not (path.parent / name).is_file()]
+        if missing:
+            return (f"a Hamamatsu {suffix} slide is read with the files it lists, and {len(missing)} of "
+                    f"them are missing beside it (e.g. {missing[0]}): copy them too")
+    return None
