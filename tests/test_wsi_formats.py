@@ -436,3 +436,27 @@ def test_the_tissue_file_says_which_library_read_the_slide(tmp_path: Path) -> No
             tissue_stage(slide, entry, config, outputs)
         record = json.loads(outputs.tissue.read_text())["provenance"]
         assert (record["slide_reader"], record["slide_mpp"]) == (reader, mpp)
+
+
+def test_tiffs_no_slide_reader_opens(tmp_path: Path, monkeypatch) -> None:
+    """tiffslide reads no planar (SYX) or channel (CYX) series, so these reached the in-memory reader,
+    which took a fluorescence image's first channel as a grey slide, and would load any size."""
+    import PIL.Image
+
+    image = slide_image()
+    planar = tmp_path / "planar.ome.tif"
+    with tifffile.TiffWriter(planar) as tif:  # brightfield RGB stored plane by plane: read right
+        tif.write(np.moveaxis(image, 2, 0), tile=(128, 128), photometric="rgb", planarconfig="separate",
+                  subifds=1, metadata={"axes": "SYX"})
+        tif.write(np.moveaxis(shrink(image, 2), 2, 0), tile=(128, 128), photometric="rgb",
+                  planarconfig="separate", subfiletype=1)
+    with open_slide(planar) as slide:
+        np.testing.assert_array_equal(slide.read_region((500, 100), 0, (300, 200)), image[100:300, 500:800])
+    fluorescence = tmp_path / "fluo.ome.tif"
+    tifffile.imwrite(fluorescence, np.zeros((5, 96, 128), np.uint16), photometric="minisblack",
+                     metadata={"axes": "CYX"})
+    assert _one_line_error(fluorescence).endswith("it has 5 separate channels (axes CYX: fluorescence or "
+                                                  "multiplex?); attnmap reads brightfield RGB slides")
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100_000)
+    too_large = "which at 1024×768 px is too large; convert it to a tiled pyramidal RGB TIFF"
+    assert too_large in _one_line_error(planar)

@@ -15,6 +15,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.slide_files import (
+    check_plain_tiff,
     describe_content,
     dicom_instance,
     first_line,
@@ -261,6 +262,7 @@ def _open_plain(path: Path) -> Slide:
 
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
+            check_plain_tiff(path, tif.series[0] if tif.series else None, page)
             image = page.asarray()
             mpp = resolution_mpp(page)
         if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):

@@ -1,9 +1,11 @@
-"""What a slide file holds beyond its pixels: its real format (for messages) and its pixel size.
+"""What a slide file holds beyond its pixels: its real format and state (for messages), its pixel
+size, and where a DICOM folder's slide is.
 
 Why its own module: when no reader opens a file, "unsupported or missing image file" (OpenSlide's
-words) does not tell a user that the ``.svs`` they were sent is a PNG export or an empty download;
-and tiffslide reports no µm per pixel for OME-TIFFs or generic TIFFs, which OpenSlide reads from
-the same files' resolution tags, so a cohort's pixel sizes would depend on the backend.
+words) does not tell a user that the ``.svs`` they were sent is a PNG export, an empty or truncated
+download, or a MIRAX file copied without its folder; and tiffslide reports no µm per pixel for
+OME-TIFFs or generic TIFFs, which OpenSlide reads from the same files' resolution tags, so a cohort's
+pixel sizes would depend on the backend.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+
+from attnmap.errors import InputError
 
 # Leading bytes of formats a slide file is often mistaken for (checked only after every reader failed).
 _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
@@ -198,3 +202,28 @@ def missing_companions(path: Path) -> str | None:
             return (f"a Hamamatsu {suffix} slide is read with the files it lists, and {len(missing)} of "
                     f"them are missing beside it (e.g. {missing[0]}): copy them too")
     return None
+
+
+def check_plain_tiff(path: Path, series, page) -> None:
+    """`InputError` for a TIFF the in-memory reader would misread or could not hold.
+
+    Why: it reads the first page whole, which for a fluorescence / multiplex image (channels as
+    separate pages, which no slide reader here opens) is its first channel drawn as grey, and for a
+    large planar or otherwise untiled pyramid is gigabytes.
+    """
+    from PIL import Image
+
+    axes = getattr(series, "axes", "") or ""
+    if "C" in axes and series.shape[axes.index("C")] > 1:
+        channels = series.shape[axes.index("C")]
+        raise InputError(
+            f"cannot read slide {path}: it has {channels} separate channels (axes {axes}: fluorescence or "
+            "multiplex?); attnmap reads brightfield RGB slides"
+        )
+    limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None  # PIL's limit for PNG/JPEG
+    width, height = int(page.imagewidth), int(page.imagelength)
+    if limit is not None and width * height > limit:
+        raise InputError(
+            f"cannot read slide {path}: no slide reader opens this TIFF, and the image reader loads it "
+            f"whole, which at {width}×{height} px is too large; convert it to a tiled pyramidal RGB TIFF"
+        )
