@@ -457,6 +457,14 @@ def test_tiffs_no_slide_reader_opens(tmp_path: Path, monkeypatch) -> None:
                      metadata={"axes": "CYX"})
     assert _one_line_error(fluorescence).endswith("it has 5 separate channels (axes CYX: fluorescence or "
                                                   "multiplex?); attnmap reads brightfield RGB slides")
+    stack = tmp_path / "channels.tif"  # channel pages, tiled: OpenSlide made levels of them
+    channels = np.zeros((4, 384, 512), np.uint16)
+    with tifffile.TiffWriter(stack) as tif:
+        tif.write(channels, tile=(128, 128), photometric="minisblack", metadata={"axes": "CYX"})
+        tif.write(channels[:, ::2, ::2], tile=(128, 128), photometric="minisblack", subfiletype=1,
+                  metadata=None)
+    repeated = "several of its levels are 256×192 px, so its pages are channels or focal planes"
+    assert repeated in _one_line_error(stack)
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100_000)
     too_large = "which at 1024×768 px is too large; convert it to a tiled pyramidal RGB TIFF"
     assert too_large in _one_line_error(planar)

@@ -177,6 +177,15 @@ class OpenSlideSlide(Slide):
         self.level_dimensions = tuple(tuple(int(v) for v in dim) for dim in handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
         self.mpp = _mpp_from_properties(dict(handle.properties))
+        sizes = self.level_dimensions
+        repeated = [size for index, size in enumerate(sizes) if size in sizes[:index]]
+        if repeated:  # OpenSlide's generic TIFF takes a stack of channel pages for levels
+            handle.close()
+            raise InputError(
+                f"cannot read slide {path}: several of its levels are {repeated[0][0]}×{repeated[0][1]} px, "
+                "so its pages are channels or focal planes (fluorescence, multiplex or a z-stack?), not one "
+                "pyramid; attnmap reads brightfield RGB slides"
+            )
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         level = self.check_level(level)
