@@ -468,3 +468,19 @@ def test_tiffs_no_slide_reader_opens(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100_000)
     too_large = "which at 1024×768 px is too large; convert it to a tiled pyramidal RGB TIFF"
     assert too_large in _one_line_error(planar)
+
+
+@pytest.mark.parametrize(("unit", "per_unit", "mpp"), [("INCH", 72, None), ("INCH", 300, None),
+                                                       ("INCH", 50800, 0.5), ("CENTIMETER", 40000, 0.25)])
+def test_a_placeholder_dpi_is_no_pixel_size(tmp_path: Path, unit: str, per_unit: float, mpp: float | None):
+    """Image tools write 72 dpi by default; OpenSlide read it as 352.8 µm per pixel, which the viewer's
+    scale bar and the cohort's resolution warning took as the scan's."""
+    image = slide_image()
+    path = tmp_path / "converted.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for index, factor in enumerate((1, 2)):
+            tif.write(shrink(image, factor), tile=(128, 128), photometric="rgb", subfiletype=int(index > 0),
+                      resolution=(per_unit / factor, per_unit / factor), resolutionunit=unit, metadata=None)
+    with open_slide(path) as slide:
+        assert isinstance(slide, OpenSlideSlide)
+        assert slide.mpp == (None if mpp is None else pytest.approx(mpp))

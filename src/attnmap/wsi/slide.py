@@ -15,6 +15,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.slide_files import (
+    PLACEHOLDER_DPI,
     check_plain_tiff,
     describe_content,
     dicom_instance,
@@ -136,8 +137,14 @@ class Slide:
 
 
 def _mpp_from_properties(properties: dict) -> float | None:
+    """µm per pixel as the backend reports it, except a generic TIFF's screen or print dpi
+    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
+    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size."""
     value = properties.get("openslide.mpp-x") or properties.get("tiffslide.mpp-x")
+    dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
     try:
+        if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
+            return None
         return float(value) if value not in (None, "") else None
     except ValueError:
         return None

@@ -28,6 +28,8 @@ _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
     (b"%PDF", "a PDF document", ""),
     (b"<", "a text/HTML/XML file (an error page saved instead of the slide?)", ""),
 )
+PLACEHOLDER_DPI = (72.0, 96.0, 300.0)
+"""Resolutions per inch that image tools write by default (screen and print): no pixel size."""
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -123,7 +125,7 @@ def resolution_mpp(page) -> float | None:
     per_unit = numerator / denominator
     if unit == 3:  # centimetre
         return 1e4 / per_unit
-    if unit == 2 and per_unit not in (72.0, 96.0, 300.0):  # inch; screen/print dpi say nothing
+    if unit == 2 and per_unit not in PLACEHOLDER_DPI:  # inch
         return 25400.0 / per_unit
     return None
 
