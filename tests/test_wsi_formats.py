@@ -252,7 +252,7 @@ def test_a_damaged_tile_is_one_error_naming_file_and_region(tmp_path: Path, name
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"cannot read slide {path}: level 0, region at level-0 ({RECT[0]}, {RECT[1]}), "
-                              "64×64 px: the file is damaged or truncated (")
+                              "64×64 px: its pixels do not decode, the file is damaged or truncated or ")
 
 
 def test_a_cohort_of_mixed_resolutions_is_warned_in_one_line() -> None:
@@ -297,7 +297,7 @@ def test_a_damaged_tile_read_by_a_loader_process_keeps_its_one_line(tmp_path: Pa
         extract_features(path, coords, encoder, patch_size=64, num_workers=1, progress=False, cpu_graph=False)
     where = f"level 0, region at level-0 ({RECT[0]}, {RECT[1]}), 64×64 px"
     message = str(caught.value)
-    assert message.startswith(f"cannot read slide {path}: {where}: the file is damaged or truncated (")
+    assert message.startswith(f"cannot read slide {path}: {where}: its pixels do not decode")
     assert "\n" not in message
 
 

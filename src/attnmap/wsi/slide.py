@@ -208,14 +208,17 @@ class OpenSlideSlide(Slide):
     def _damaged(
         self, level: int, corner: tuple[int, int], extent: tuple[int, int], error: Exception
     ) -> InputError:
-        """The one-line error for pixels the backend could not decode: a damaged or truncated file.
+        """The one-line error for pixels the backend could not decode: a damaged or truncated file,
+        or one the library mishandles (OpenSlide 4.0.1 fails on uncompressed TIFF levels whose tile
+        sizes differ once another level was read).
 
         Why here: the decoders' own messages ("Bogus Huffman table definition", "corrupted tile")
         name neither the slide nor the place, and arrive as types no caller expects.
         """
         return InputError(
             f"cannot read slide {self.path}: level {level}, region at level-0 ({corner[0]}, {corner[1]}), "
-            f"{extent[0]}×{extent[1]} px: the file is damaged or truncated ({first_line(error)})"
+            f"{extent[0]}×{extent[1]} px: its pixels do not decode, the file is damaged or truncated or "
+            f"a variant {self.reader} does not read ({self.reader}: {first_line(error)})"
         )
 
     def close(self) -> None:
