@@ -484,3 +484,42 @@ def test_a_placeholder_dpi_is_no_pixel_size(tmp_path: Path, unit: str, per_unit:
     with open_slide(path) as slide:
         assert isinstance(slide, OpenSlideSlide)
         assert slide.mpp == (None if mpp is None else pytest.approx(mpp))
+
+
+@pytest.mark.parametrize("name", ["aperio.svs", "ome_subifd.ome.tif", "downsample_3.tif"])
+def test_the_pipeline_puts_patches_and_heat_on_the_tissue(tmp_path: Path, name: str) -> None:
+    """End to end through each reader and level layout (OpenSlide at downsamples 4 and 16, tiffslide
+    on SubIFDs, levels at downsample 3): the patches and the heatmap's colour sit on the tissue."""
+    from synthetic_slide_files import write_pipeline_setup
+
+    from attnmap.wsi.pipeline.config import SlideEntry, load_config
+    from attnmap.wsi.pipeline.run import run_slide
+
+    path = WRITERS[name](tmp_path / name, slide_image())
+    config = load_config(write_pipeline_setup(tmp_path / "setup", n_slides=0))
+    config.segmentation.level = None  # each layout's own choice of level
+    config.heatmap = dataclasses.replace(config.heatmap, vis_level=-1)
+    result = run_slide(SlideEntry(str(path), "s"), config, out_dir=tmp_path / "out")
+    import json
+
+    import h5py
+
+    with h5py.File(tmp_path / "out" / "patches" / "s.h5") as handle:
+        coords = handle["coords"][:]
+        seg_level = json.loads((tmp_path / "out" / "tissue" / "s.json").read_text())["seg_level"]
+    with open_slide(path) as slide:
+        pixel = max(slide.level_scale_xy(seg_level))  # contours are as fine as the segmentation level
+    x0, y0, x1, y1 = RECT
+    assert result["n_patches"] == len(coords) > 0
+    xs, ys = coords[:, 0], coords[:, 1]
+    assert ((xs + 64 > x0 - pixel) & (xs < x1 + pixel) & (ys + 64 > y0 - pixel) & (ys < y1 + pixel)).all()
+    covered = np.zeros((HEIGHT, WIDTH), bool)
+    for x, y in coords:
+        covered[y : y + 64, x : x + 64] = True
+    assert covered[y0:y1, x0:x1].mean() > 0.9
+    heatmap = np.asarray(Image.open(tmp_path / "out" / "heatmaps" / "s" / "s_heatmap.png").convert("RGB"))
+    coloured = (heatmap.max(axis=2).astype(int) - heatmap.min(axis=2)) > 60
+    rows, columns = np.nonzero(coloured)
+    scale = WIDTH / heatmap.shape[1]
+    box = np.array([columns.min(), rows.min(), columns.max() + 1, rows.max() + 1]) * scale
+    np.testing.assert_allclose(box, RECT, atol=64 + 2 * scale)
