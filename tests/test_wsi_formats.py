@@ -440,7 +440,8 @@ def test_the_tissue_file_says_which_library_read_the_slide(tmp_path: Path) -> No
 
 def test_tiffs_no_slide_reader_opens(tmp_path: Path, monkeypatch) -> None:
     """tiffslide reads no planar (SYX) or channel (CYX) series, so these reached the in-memory reader,
-    which took a fluorescence image's first channel as a grey slide, and would load any size."""
+    which loaded a planar pyramid's level 0 whole, took a fluorescence image's first channel as a
+    grey slide, and would load any size."""
     import PIL.Image
 
     image = slide_image()
@@ -450,8 +451,11 @@ def test_tiffs_no_slide_reader_opens(tmp_path: Path, monkeypatch) -> None:
                   subifds=1, metadata={"axes": "SYX"})
         tif.write(np.moveaxis(shrink(image, 2), 2, 0), tile=(128, 128), photometric="rgb",
                   planarconfig="separate", subfiletype=1)
-    with open_slide(planar) as slide:
+    with open_slide(planar) as slide:  # read lazily, pyramid kept (it was loaded whole, level 0 only)
+        assert slide.reader == "tifffile" and slide.level_dimensions == ((1024, 768), (512, 384))
         np.testing.assert_array_equal(slide.read_region((500, 100), 0, (300, 200)), image[100:300, 500:800])
+        np.testing.assert_array_equal(slide.read_region((500, 100), 1, (150, 100)),
+                                      shrink(image, 2)[50:150, 250:400])
     fluorescence = tmp_path / "fluo.ome.tif"
     tifffile.imwrite(fluorescence, np.zeros((5, 96, 128), np.uint16), photometric="minisblack",
                      metadata={"axes": "CYX"})
@@ -465,9 +469,13 @@ def test_tiffs_no_slide_reader_opens(tmp_path: Path, monkeypatch) -> None:
                   metadata=None)
     repeated = "several of its levels are 256×192 px, so its pages are channels or focal planes"
     assert repeated in _one_line_error(stack)
+    stack = tmp_path / "z_stack.tif"  # focal planes: only the in-memory reader takes (its first)
+    tifffile.imwrite(stack, np.stack([image, image]), photometric="rgb", metadata={"axes": "ZYXS"})
+    with open_slide(stack) as slide:
+        assert slide.reader == "in memory"
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100_000)
     too_large = "which at 1024×768 px is too large; convert it to a tiled pyramidal RGB TIFF"
-    assert too_large in _one_line_error(planar)
+    assert too_large in _one_line_error(stack)
 
 
 @pytest.mark.parametrize(("unit", "per_unit", "mpp"), [("INCH", 72, None), ("INCH", 300, None),

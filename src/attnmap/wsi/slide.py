@@ -235,13 +235,12 @@ class TiffSlideSlide(OpenSlideSlide):
     reader = "tiffslide"
 
     def __init__(self, path: str, handle) -> None:
-        super().__init__(path, handle)
-        if self.mpp is None:  # tiffslide reads it from Aperio descriptions only; OpenSlide also from tags
-            self.mpp = tiff_mpp(Path(path))
-        last = self.level_count - 1
-        try:
-            self.read_region((0, 0), last, (1, 1))
-        except InputError:
+        try:  # tiffslide raises for series it does not read (planar, channels) when asked for properties
+            super().__init__(path, handle)
+            if self.mpp is None:  # tiffslide reads it from Aperio descriptions only; OpenSlide also from tags
+                self.mpp = tiff_mpp(Path(path))
+            self.read_region((0, 0), self.level_count - 1, (1, 1))
+        except BaseException:
             handle.close()
             raise
 
@@ -363,8 +362,14 @@ def _open_slide(path: str | Path) -> Slide:
                 import tiffslide
 
                 return TiffSlideSlide(str(path), tiffslide.TiffSlide(str(path)))
-            except Exception as exc:  # noqa: BLE001 - fall through to the plain reader
-                errors.append(f"tiffslide: {exc}")
+            except Exception as exc:  # noqa: BLE001 - fall through to tifffile, then the plain reader
+                errors.append(f"tiffslide: {first_line(exc)}")
+            from attnmap.wsi.tifffile_slide import TifffileSlide
+
+            try:
+                return TifffileSlide(path)
+            except Exception as exc:  # noqa: BLE001 - e.g. channel axes: the plain reader names them
+                errors.append(f"tifffile: {first_line(exc)}")
     if suffix in PLAIN_IMAGE_SUFFIXES | TIFF_SUFFIXES:
         try:
             return _open_plain(path)
