@@ -1,4 +1,5 @@
-"""One `Slide` interface over OpenSlide formats, SubIFD pyramids (tiffslide) and plain images.
+"""One `Slide` interface over OpenSlide formats (DICOM too), SubIFD pyramids (tiffslide, else tifffile)
+and plain images.
 
 Why a wrapper: the segmentation, patching and heatmap code only needs level geometry and
 `read_region`; keeping that surface small lets tests and benchmarks use synthetic slides (any subclass
@@ -314,10 +315,12 @@ def _has_subifd_pyramid(path: Path) -> bool:
 def open_slide(path: str | Path) -> Slide:
     """Open a whole-slide image or a plain image as a `Slide`.
 
-    OpenSlide first (it knows vendor formats and page pyramids); for TIFFs whose pyramid sits in
-    SubIFDs (which OpenSlide reports as one level) tiffslide; plain PNG/JPEG/WebP/BMP images and
-    untiled TIFFs are loaded into memory. Raises `InputError` naming the file when it is missing or
-    unreadable, and the formats read when it is none of them.
+    OpenSlide first (it knows vendor formats, DICOM and page pyramids); for TIFFs whose pyramid sits
+    in SubIFDs (which OpenSlide reports as one level) or that OpenSlide refuses, tiffslide, then
+    tifffile (`attnmap.wsi.tifffile_slide`); plain PNG/JPEG/WebP/BMP images and other TIFFs are
+    loaded into memory. A folder is a DICOM WSI (its largest instance is opened). Raises
+    `InputError` naming the file when it is missing, unreadable, truncated, not what its name says,
+    or a multi-file slide missing its data, and the formats read when it is none of them.
     """
     with quiet_tifffile():
         return _open_slide(path)
