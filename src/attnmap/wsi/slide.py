@@ -16,12 +16,12 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.slide_files import (
-    PLACEHOLDER_DPI,
     check_plain_tiff,
     describe_content,
     dicom_instance,
     first_line,
     missing_companions,
+    properties_mpp,
     quiet_tifffile,
     resolution_mpp,
     tiff_damage,
@@ -137,20 +137,6 @@ class Slide:
         return f"{type(self).__name__}({self.path!r}, levels={list(self.level_dimensions)}, mpp={self.mpp})"
 
 
-def _mpp_from_properties(properties: dict) -> float | None:
-    """µm per pixel as the backend reports it, except a generic TIFF's screen or print dpi
-    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
-    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size."""
-    value = properties.get("openslide.mpp-x") or properties.get("tiffslide.mpp-x")
-    dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
-    try:
-        if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
-            return None
-        return float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-
-
 def as_rgb8(pixels: np.ndarray, source: str) -> np.ndarray:
     """(H, W, 3) uint8 from grey, grey+alpha, RGB or RGBA pixels in 8 or 16 bits.
 
@@ -184,7 +170,7 @@ class OpenSlideSlide(Slide):
         self._handle = handle
         self.level_dimensions = tuple(tuple(int(v) for v in dim) for dim in handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
-        self.mpp = _mpp_from_properties(dict(handle.properties))
+        self.mpp = properties_mpp(dict(handle.properties))
         sizes = self.level_dimensions
         repeated = [size for index, size in enumerate(sizes) if size in sizes[:index]]
         if repeated:  # OpenSlide's generic TIFF takes a stack of channel pages for levels

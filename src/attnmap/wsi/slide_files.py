@@ -75,6 +75,20 @@ def describe_content(path: Path) -> tuple[str, str] | None:
     return None
 
 
+def properties_mpp(properties: dict) -> float | None:
+    """µm per pixel as the backend reports it, except a generic TIFF's screen or print dpi
+    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
+    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size."""
+    value = properties.get("openslide.mpp-x") or properties.get("tiffslide.mpp-x")
+    dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
+    try:
+        if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
+            return None
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
 def tiff_mpp(path: Path) -> float | None:
     """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the first
     page's XResolution / ResolutionUnit (screen and print dpi say nothing and give None)."""
