@@ -55,8 +55,8 @@ _encoder_arg_option = click.option(
     "mlp_layer=SwiGLUPacked (features.encoder_args).",
 )
 _slides_argument = click.argument(
-    "slides", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+    "slides", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)  # a folder: a DICOM WSI
 _out_option = out_option("Output folder (the `wsi run` layout).")
 
 
@@ -85,18 +85,28 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
     from attnmap.wsi.pipeline.config import SlideEntry
     from attnmap.wsi.pipeline.outputs import SlideOutputs
     from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.slide_files import dicom_instance
 
-    ids = [path.stem for path in slides]
+    entries = []
+    for path in slides:
+        if path.is_dir():  # a DICOM WSI: its level-0 instance, named after the folder
+            instance = dicom_instance(path)
+            if instance is None:
+                raise click.BadParameter(f"{path} is a folder without DICOM files, not a slide",
+                                         param_hint="SLIDES")
+            entries.append(SlideEntry(str(instance), path.name))
+        else:
+            entries.append(SlideEntry(str(path), path.stem))
+    ids = [entry.slide_id for entry in entries]
     if len(set(ids)) != len(ids):
         raise click.BadParameter(
             "two slides share a file name (stem); outputs would collide", param_hint="SLIDES"
         )
     with folder_lock(config.run.output_dir, "attnmap wsi"):
-        for path in tqdm(slides, desc="slides", unit="slide", disable=quiet() or len(slides) < 2):
-            entry = SlideEntry(str(path), path.stem)
+        for entry in tqdm(entries, desc="slides", unit="slide", disable=quiet() or len(slides) < 2):
             outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
             outputs.remove_temporaries()
-            with open_slide(path) as slide:
+            with open_slide(entry.path) as slide:
                 tqdm.write(f"{entry.slide_id}: {work(slide, entry, config, outputs)}")  # not inside the bar
 
 

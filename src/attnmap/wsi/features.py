@@ -176,7 +176,8 @@ def extract_features(
     filled = 0
     runner, build_graph = model, cpu_graph and target.type == "cpu" and precision == "float32"
     with torch.inference_mode():
-        bar = tqdm(batches, "features", len(loader), leave=False, disable=not progress, unit="batch")
+        bar = tqdm(_worker_errors_unwrapped(batches), "features", len(loader), leave=False,
+                   disable=not progress, unit="batch")
         for batch in bar:
             batch = batch.to(target, non_blocking=True)
             if build_graph:  # on the first batch: the graph is checked on real patches
@@ -187,6 +188,27 @@ def extract_features(
             output[filled : filled + len(features)] = features
             filled += len(features)
     return output
+
+
+def _worker_errors_unwrapped(batches: Any) -> Any:
+    """``batches``, with an `InputError` raised in a loader process given back its own message.
+
+    Why: torch re-raises a worker's exception as the same type with the message "Caught InputError
+    in DataLoader worker process 0." followed by the worker's traceback, so a damaged slide's one-line
+    error became a traceback in the run report.
+    """
+    try:
+        yield from batches
+    except InputError as error:
+        lines = str(error).splitlines()
+        if not lines or not (lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]):
+            raise
+        prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+        starts = [index for index, line in enumerate(lines) if line.startswith(prefix)]
+        if not starts:
+            raise
+        message = "\n".join(lines[starts[-1] :])[len(prefix) :]
+        raise type(error)(message) from None
 
 
 def save_features(

@@ -1,4 +1,5 @@
-"""One `Slide` interface over OpenSlide formats, SubIFD pyramids (tiffslide) and plain images.
+"""One `Slide` interface over OpenSlide formats (DICOM too), SubIFD pyramids (tiffslide, else tifffile)
+and plain images.
 
 Why a wrapper: the segmentation, patching and heatmap code only needs level geometry and
 `read_region`; keeping that surface small lets tests and benchmarks use synthetic slides (any subclass
@@ -8,14 +9,24 @@ Nothing is read until asked, except plain images, which are small by nature and 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.wsi.slide_files import (
+    check_plain_tiff,
+    describe_content,
+    dicom_instance,
+    first_line,
+    missing_companions,
+    properties_mpp,
+    quiet_tifffile,
+    resolution_mpp,
+    tiff_damage,
+    tiff_mpp,
+)
 
 PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -37,6 +48,9 @@ class Slide:
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
     mpp: float | None
+    reader: str = "in memory"
+    """Which library decodes the pixels (OpenSlide, tiffslide, or an image held in memory): recorded
+    with the tissue, since the same TIFF can open through more than one."""
 
     # ----------------------------------------------------------------------------------- geometry
     @property
@@ -123,14 +137,6 @@ class Slide:
         return f"{type(self).__name__}({self.path!r}, levels={list(self.level_dimensions)}, mpp={self.mpp})"
 
 
-def _mpp_from_properties(properties: dict) -> float | None:
-    value = properties.get("openslide.mpp-x") or properties.get("tiffslide.mpp-x")
-    try:
-        return float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-
-
 def as_rgb8(pixels: np.ndarray, source: str) -> np.ndarray:
     """(H, W, 3) uint8 from grey, grey+alpha, RGB or RGBA pixels in 8 or 16 bits.
 
@@ -157,20 +163,50 @@ def as_rgb8(pixels: np.ndarray, source: str) -> np.ndarray:
 class OpenSlideSlide(Slide):
     """OpenSlide backend (SVS, NDPI, MRXS, generic tiled TIFF with page pyramids, ...)."""
 
+    reader = "OpenSlide"
+
     def __init__(self, path: str, handle) -> None:
         self.path = path
         self._handle = handle
         self.level_dimensions = tuple(tuple(int(v) for v in dim) for dim in handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
-        self.mpp = _mpp_from_properties(dict(handle.properties))
+        self.mpp = properties_mpp(dict(handle.properties))
+        sizes = self.level_dimensions
+        repeated = [size for index, size in enumerate(sizes) if size in sizes[:index]]
+        if repeated:  # OpenSlide's generic TIFF takes a stack of channel pages for levels
+            handle.close()
+            raise InputError(
+                f"cannot read slide {path}: several of its levels are {repeated[0][0]}×{repeated[0][1]} px, "
+                "so its pages are channels or focal planes (fluorescence, multiplex or a z-stack?), not one "
+                "pyramid; attnmap reads brightfield RGB slides"
+            )
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         level = self.check_level(level)
         if size[0] <= 0 or size[1] <= 0:
             return super().read_region(location, level, size)
         corner, extent = (int(location[0]), int(location[1])), (int(size[0]), int(size[1]))
-        image = self._handle.read_region(corner, level, extent)
+        try:
+            image = self._handle.read_region(corner, level, extent)
+        except Exception as error:  # noqa: BLE001 - OpenSlide's errors name neither file nor place
+            raise self._damaged(level, corner, extent, error) from error
         return np.asarray(image)[:, :, :3].copy()
+
+    def _damaged(
+        self, level: int, corner: tuple[int, int], extent: tuple[int, int], error: Exception
+    ) -> InputError:
+        """The one-line error for pixels the backend could not decode: a damaged or truncated file,
+        or one the library mishandles (OpenSlide 4.0.1 fails on uncompressed TIFF levels whose tile
+        sizes differ once another level was read).
+
+        Why here: the decoders' own messages ("Bogus Huffman table definition", "corrupted tile")
+        name neither the slide nor the place, and arrive as types no caller expects.
+        """
+        return InputError(
+            f"cannot read slide {self.path}: level {level}, region at level-0 ({corner[0]}, {corner[1]}), "
+            f"{extent[0]}×{extent[1]} px: its pixels do not decode, the file is damaged or truncated or "
+            f"a variant {self.reader} does not read ({self.reader}: {first_line(error)})"
+        )
 
     def close(self) -> None:
         self._handle.close()
@@ -183,12 +219,15 @@ class TiffSlideSlide(OpenSlideSlide):
     they go through `as_rgb8`; the pixel type is checked once when the slide is opened.
     """
 
+    reader = "tiffslide"
+
     def __init__(self, path: str, handle) -> None:
-        super().__init__(path, handle)
-        last = self.level_count - 1
-        try:
-            self.read_region((0, 0), last, (1, 1))
-        except InputError:
+        try:  # tiffslide raises for series it does not read (planar, channels) when asked for properties
+            super().__init__(path, handle)
+            if self.mpp is None:  # tiffslide reads it from Aperio descriptions only; OpenSlide also from tags
+                self.mpp = tiff_mpp(Path(path))
+            self.read_region((0, 0), self.level_count - 1, (1, 1))
+        except BaseException:
             handle.close()
             raise
 
@@ -197,7 +236,10 @@ class TiffSlideSlide(OpenSlideSlide):
         if size[0] <= 0 or size[1] <= 0:
             return Slide.read_region(self, location, level, size)
         corner, extent = (int(location[0]), int(location[1])), (int(size[0]), int(size[1]))
-        pixels = self._handle.read_region(corner, level, extent, as_array=True)
+        try:
+            pixels = self._handle.read_region(corner, level, extent, as_array=True)
+        except Exception as error:  # noqa: BLE001 - tifffile / imagecodecs errors name no file
+            raise self._damaged(level, corner, extent, error) from error
         return np.ascontiguousarray(as_rgb8(pixels, self.path))
 
 
@@ -219,31 +261,15 @@ class ArraySlide(Slide):
         return self._image[y : y + height, x : x + width]
 
 
-def _plain_tiff_mpp(page) -> float | None:
-    """µm per pixel from a TIFF page's XResolution / ResolutionUnit, if they say something."""
-    tags = page.tags
-    if "XResolution" not in tags or "ResolutionUnit" not in tags:
-        return None
-    numerator, denominator = tags["XResolution"].value
-    unit = int(tags["ResolutionUnit"].value)
-    if numerator == 0 or denominator == 0:
-        return None
-    per_unit = numerator / denominator
-    if unit == 3:  # centimetre
-        return 1e4 / per_unit
-    if unit == 2 and per_unit not in (72.0, 96.0, 300.0):  # inch; screen/print dpi say nothing
-        return 25400.0 / per_unit
-    return None
-
-
 def _open_plain(path: Path) -> Slide:
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
+            check_plain_tiff(path, tif.series[0] if tif.series else None, page)
             image = page.asarray()
-            mpp = _plain_tiff_mpp(page)
+            mpp = resolution_mpp(page)
         if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
             image = np.moveaxis(image, 0, 2)
         return ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
@@ -272,27 +298,17 @@ def _has_subifd_pyramid(path: Path) -> bool:
         return series is not None and len(series.levels) > 1
 
 
-@contextlib.contextmanager
-def _quiet_tifffile():
-    """tifffile logs a warning per bad page it meets; the one-line error below says it all."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def open_slide(path: str | Path) -> Slide:
     """Open a whole-slide image or a plain image as a `Slide`.
 
-    OpenSlide first (it knows vendor formats and page pyramids); for TIFFs whose pyramid sits in
-    SubIFDs (which OpenSlide reports as one level) tiffslide; plain PNG/JPEG/WebP/BMP images and
-    untiled TIFFs are loaded into memory. Raises `InputError` naming the file when it is missing or
-    unreadable, and the formats read when it is none of them.
+    OpenSlide first (it knows vendor formats, DICOM and page pyramids); for TIFFs whose pyramid sits
+    in SubIFDs (which OpenSlide reports as one level) or that OpenSlide refuses, tiffslide, then
+    tifffile (`attnmap.wsi.tifffile_slide`); plain PNG/JPEG/WebP/BMP images and other TIFFs are
+    loaded into memory. A folder is a DICOM WSI (its largest instance is opened). Raises
+    `InputError` naming the file when it is missing, unreadable, truncated, not what its name says,
+    or a multi-file slide missing its data, and the formats read when it is none of them.
     """
-    with _quiet_tifffile():
+    with quiet_tifffile():
         return _open_slide(path)
 
 
@@ -301,6 +317,11 @@ def _open_slide(path: str | Path) -> Slide:
     path = Path(path)
     if not path.exists():
         raise InputError(f"slide file not found: {path}")
+    if path.is_dir():
+        instance = dicom_instance(path)
+        if instance is None:
+            raise InputError(f"slide path is a folder without DICOM files, not a slide: {path}")
+        path = instance
     if not path.is_file():
         raise InputError(f"slide path is not a file: {path}")
     suffix = path.suffix.lower()
@@ -311,6 +332,9 @@ def _open_slide(path: str | Path) -> Slide:
         try:
             handle = openslide.OpenSlide(str(path))
         except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as exc:
+            damage = tiff_damage(path) or missing_companions(path)  # a cut-short or partial copy
+            if damage is not None:
+                raise InputError(f"cannot read slide {path}: {damage}") from None
             errors.append(f"OpenSlide: {exc}")
         else:
             slide = OpenSlideSlide(str(path), handle)
@@ -327,8 +351,14 @@ def _open_slide(path: str | Path) -> Slide:
                 import tiffslide
 
                 return TiffSlideSlide(str(path), tiffslide.TiffSlide(str(path)))
-            except Exception as exc:  # noqa: BLE001 - fall through to the plain reader
-                errors.append(f"tiffslide: {exc}")
+            except Exception as exc:  # noqa: BLE001 - fall through to tifffile, then the plain reader
+                errors.append(f"tiffslide: {first_line(exc)}")
+            from attnmap.wsi.tifffile_slide import TifffileSlide
+
+            try:
+                return TifffileSlide(path)
+            except Exception as exc:  # noqa: BLE001 - e.g. channel axes: the plain reader names them
+                errors.append(f"tifffile: {first_line(exc)}")
     if suffix in PLAIN_IMAGE_SUFFIXES | TIFF_SUFFIXES:
         try:
             return _open_plain(path)
@@ -341,6 +371,15 @@ def _open_slide(path: str | Path) -> Slide:
             f"cannot read slide {path}: {suffix or 'a file without suffix'} is not a format attnmap reads "
             f"(slides: {', '.join(SLIDE_SUFFIXES)}; plain images: {', '.join(sorted(PLAIN_IMAGE_SUFFIXES))}, "
             ".tif)"
+        )
+    content = describe_content(path)
+    if content is not None:
+        what, usual = content
+        if what.startswith("empty"):
+            raise InputError(f"cannot read slide {path}: the file is {what}")
+        rename = f"; rename it to {usual} to read it as a plain image" if usual and usual != suffix else ""
+        raise InputError(
+            f"cannot read slide {path}: the file is {what}, not a {suffix or 'slide'} file{rename}"
         )
     detail = "; ".join(errors) if errors else "unknown format"
     raise InputError(f"cannot read slide {path}: not a supported or intact slide/image ({detail})")

@@ -18,6 +18,12 @@ from attnmap.wsi.slide import Slide
 
 REFERENCE_PATCH_SIZE = 512
 CLIP_MARGIN = 4
+MAX_SEGMENTATION_PIXELS = 1 << 30
+"""The largest level read whole for segmentation (about 4 GiB as OpenSlide's RGBA, more while
+thresholding): a single-level gigapixel TIFF has no small level, and its level 0 of 100k px a side
+would need tens of GiB, which ends in the kernel killing the process rather than in an error."""
+
+PYRAMID_HINT = "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave SLIDE OUT.tif --tile --pyramid)"
 
 DEFAULTS: dict[str, float | int | bool] = {
     "sthresh": 8, "mthresh": 7, "close": 4, "use_otsu": False, "a_t": 100, "a_h": 16, "max_n_holes": 8,
@@ -190,6 +196,21 @@ def filter_contours(
     return kept
 
 
+def check_segmentation_size(slide: Slide, level: int) -> None:
+    """`InputError` when ``level`` is too large to read whole (`MAX_SEGMENTATION_PIXELS`), naming a
+    coarser level of the slide or, when it has none, what to do about a slide without a pyramid."""
+    width, height = slide.level_dimensions[level]
+    if width * height <= MAX_SEGMENTATION_PIXELS:
+        return
+    coarser = list(range(level + 1, slide.level_count))
+    hint = (f"set segmentation.level to a coarser one ({', '.join(map(str, coarser))})" if coarser
+            else f"the slide has no coarser level: {PYRAMID_HINT}")
+    raise InputError(
+        f"segmentation.level: level {level} of {slide.path} is {width}×{height} px, more than the "
+        f"{MAX_SEGMENTATION_PIXELS} read whole to find tissue; {hint}"
+    )
+
+
 def segment_tissue(
     slide: Slide,
     level: int | None = None,
@@ -215,6 +236,7 @@ def segment_tissue(
          "a_t": a_t, "a_h": a_h, "max_n_holes": max_n_holes},
     )
     seg_level = slide.get_best_level_for_downsample(64) if level is None else slide.check_level(level)
+    check_segmentation_size(slide, seg_level)
     scale_x, scale_y = slide.level_scale_xy(seg_level)
     rgb = slide.read_region((0, 0), seg_level, slide.level_dimensions[seg_level])
     binary = threshold_saturation(rgb, int(params["sthresh"]), int(params["mthresh"]), int(params["close"]),

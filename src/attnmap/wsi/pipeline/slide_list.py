@@ -9,6 +9,7 @@ relative to ``slides.data_dir``, else to the CSV's own folder.
 from __future__ import annotations
 
 import csv
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +67,19 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
             raise InputError(f"{csv_path} has a row without a slide: {row}")
         path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
         slide_id = (row.get("slide_id") or "").strip() or path.stem
+        if path.is_dir():  # a DICOM WSI: a folder of instances, read through its level-0 file
+            from attnmap.wsi.slide_files import dicom_instance
+
+            instance = dicom_instance(path)
+            if instance is None:
+                raise InputError(f"{csv_path}: {path} is a folder, not a slide file")
+            slide_id = (row.get("slide_id") or "").strip() or path.name
+            path = instance
         if "/" in slide_id or "\\" in slide_id or slide_id in (".", ".."):
             raise InputError(
                 f"{csv_path}: slide id {slide_id!r} names output files, so it cannot hold '/' or '\\' "
                 "(give the folder in slide_path or slides.data_dir)"
             )
-        if path.is_dir():
-            raise InputError(f"{csv_path}: {path} is a folder, not a slide file")
         if not path.is_file():
             missing.append(str(path))
         entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
@@ -144,6 +151,7 @@ def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> Non
     were computed. A slide that does not open is left to its own task (recorded as failed there).
     """
     from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.tissue import check_segmentation_size
 
     levels = {
         "segmentation.level": config.segmentation.level,
@@ -152,12 +160,14 @@ def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> Non
         "heatmap.tiff_level": config.heatmap.tiff_level if config.heatmap.tiff else None,
     }
     wanted = {key: level for key, level in levels.items() if level is not None}
+    mpps: dict[str, float | None] = {}
     for entry in entries:
         try:
             slide = open_slide(entry.path)
         except Exception:  # noqa: BLE001 - reported by the slide's own task
             continue
         with slide:
+            mpps[entry.slide_id] = slide.mpp
             count = slide.level_count
             for key, level in wanted.items():
                 if level >= count:
@@ -166,6 +176,65 @@ def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> Non
                         f"(levels 0 to {count - 1})"
                     )
             _check_heatmap_geometry(config, entry, slide)
+            seg_level = config.segmentation.level
+            if seg_level is None:  # segment_tissue's own choice
+                seg_level = slide.get_best_level_for_downsample(64)
+            check_segmentation_size(slide, seg_level)
+    warn_mixed_resolutions(mpps, config.patching.patch_size, config.patching.level)
+
+
+class MixedResolutionWarning(UserWarning):
+    """The slides of one run were scanned at different pixel sizes (µm per pixel)."""
+
+
+MPP_TOLERANCE = 1.1
+"""Pixel sizes within this ratio count as one resolution (scanners of one magnification differ by a
+few percent: 0.2465 and 0.2527 µm/px are both "40×")."""
+
+
+def warn_mixed_resolutions(mpps: dict[str, float | None], patch_size: int, level: int) -> None:
+    """`MixedResolutionWarning` (one line) naming the slides of each pixel size, when the sizes the
+    slides record differ by more than `MPP_TOLERANCE`.
+
+    Why a warning and not an error: patches are pixels at a level (no magnification is read), so
+    a 0.25 µm/px slide's patch covers a quarter of the tissue area a 0.5 µm/px slide's does, and
+    both feed one model: a cohort mixing 20× and 40× scans is likely a mistake, but a model may
+    have been trained on such a mix, and slides without a recorded size cannot be compared.
+    """
+    known = sorted((mpp, slide_id) for slide_id, mpp in mpps.items() if mpp is not None and mpp > 0)
+    if len(known) < 2 or known[-1][0] <= known[0][0] * MPP_TOLERANCE:
+        return
+    groups: list[list[tuple[float, str]]] = [[known[0]]]
+    for mpp, slide_id in known[1:]:
+        if mpp <= groups[-1][0][0] * MPP_TOLERANCE:
+            groups[-1].append((mpp, slide_id))
+        else:
+            groups.append([(mpp, slide_id)])
+    unknown = [slide_id for slide_id, mpp in mpps.items() if mpp is None or mpp <= 0]
+    parts = [f"{_span(group[0][0], group[-1][0])} µm/px: {_some([slide_id for _, slide_id in group])}"
+             for group in groups]
+    if unknown:
+        parts.append(f"not recorded: {_some(unknown)}")
+    ratio = known[-1][0] / known[0][0]
+    warnings.warn(
+        f"slides scanned at different resolutions ({'; '.join(parts)}): patching.patch_size is "
+        f"{patch_size} px at level {level}, so their patches cover tissue {ratio:.3g}× apart in width "
+        "and feed one model; run each resolution as its own slide list unless the model was trained "
+        "on such a mix",
+        MixedResolutionWarning,
+        stacklevel=2,
+    )
+
+
+def _span(low: float, high: float) -> str:
+    """``0.25`` or ``0.246–0.253``: the pixel sizes of one group."""
+    low_text, high_text = f"{low:.3g}", f"{high:.3g}"
+    return low_text if low_text == high_text else f"{low_text}–{high_text}"
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: slide ids for a one-line message."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: Any) -> None:
@@ -174,6 +243,7 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
     attention were computed."""
     from attnmap.wsi.heatmap import renderer
     from attnmap.wsi.heatmap.renderer import resolve_vis_level
+    from attnmap.wsi.tissue import PYRAMID_HINT
 
     roi = config.heatmap.roi
     width, height = slide.dimensions
@@ -198,8 +268,9 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
         (left, top), (right, bottom) = roi  # the renderer's arithmetic
         canvas = (int(right / scale_x) - int(left / scale_x), int(bottom / scale_y) - int(top / scale_y))
     if canvas[0] * canvas[1] > renderer.MAX_CANVAS_PIXELS:
+        hint = ("choose a coarser vis_level or a heatmap.roi" if vis_level < slide.level_count - 1
+                else f"choose a heatmap.roi, or as the slide has no coarser level, {PYRAMID_HINT}")
         raise InputError(
             f"heatmap.vis_level: the heatmap of slide {entry.slide_id} at level {vis_level} would be "
-            f"{canvas[0]}×{canvas[1]} px, more than the {renderer.MAX_CANVAS_PIXELS} drawn in memory: "
-            "choose a coarser vis_level or a heatmap.roi"
+            f"{canvas[0]}×{canvas[1]} px, more than the {renderer.MAX_CANVAS_PIXELS} drawn in memory: {hint}"
         )

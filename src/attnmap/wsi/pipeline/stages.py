@@ -91,7 +91,12 @@ def tissue_stage(
         except InputError:
             reason = "damaged: not a tissue file"
     tissue = segment_slide(slide, config.segmentation)
-    record = {**slide_provenance(config, entry, "segment_tissue", ("segmentation",)), **fingerprint.record()}
+    record = {
+        **slide_provenance(config, entry, "segment_tissue", ("segmentation",),
+                           slide_reader=getattr(slide, "reader", type(slide).__name__),
+                           slide_mpp=getattr(slide, "mpp", None) or "not recorded"),
+        **fingerprint.record(),
+    }
     save_tissue(outputs.tissue, tissue, record)
     return tissue, reason
 

@@ -1,0 +1,245 @@
+"""What a slide file holds beyond its pixels: its real format and state (for messages), its pixel
+size, and where a DICOM folder's slide is.
+
+Why its own module: when no reader opens a file, "unsupported or missing image file" (OpenSlide's
+words) does not tell a user that the ``.svs`` they were sent is a PNG export, an empty or truncated
+download, or a MIRAX file copied without its folder; and tiffslide reports no µm per pixel for
+OME-TIFFs or generic TIFFs, which OpenSlide reads from the same files' resolution tags, so a cohort's
+pixel sizes would depend on the backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from attnmap.errors import InputError
+
+# Leading bytes of formats a slide file is often mistaken for (checked only after every reader failed).
+_SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", ".png"),
+    (b"\xff\xd8\xff", "a JPEG image", ".jpg"),
+    (b"BM", "a BMP image", ".bmp"),
+    (b"GIF8", "a GIF image", ""),
+    (b"PK\x03\x04", "a ZIP archive (unpack it first)", ""),
+    (b"\x1f\x8b", "a gzip archive (unpack it first)", ""),
+    (b"%PDF", "a PDF document", ""),
+    (b"<", "a text/HTML/XML file (an error page saved instead of the slide?)", ""),
+)
+PLACEHOLDER_DPI = (72.0, 96.0, 300.0)
+"""Resolutions per inch that image tools write by default (screen and print): no pixel size."""
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+@contextlib.contextmanager
+def quiet_tifffile() -> Iterator[None]:
+    """tifffile logs a warning per bad page it meets; the one-line errors made from them say it all."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def first_line(error: BaseException) -> str:
+    """A decoder's message for a one-line error: its first line, or its type when it says nothing."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def describe_content(path: Path) -> tuple[str, str] | None:
+    """(what the file is, the suffix attnmap reads it under or "") when its first bytes show it is
+    not a slide, else None.
+
+    An empty file, a plain image or archive under a slide's name, a web page saved instead of the
+    download; TIFFs (any slide may be one) and unknown bytes give None.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None
+    if not head:
+        return "empty (0 bytes): the copy or download did not finish", ""
+    if head[:4] in _TIFF_MAGIC:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image", ".webp"
+    for signature, what, suffix in _SIGNATURES:
+        if head.startswith(signature):
+            return what, suffix
+    return None
+
+
+def properties_mpp(properties: dict) -> float | None:
+    """µm per pixel as the backend reports it, except a generic TIFF's screen or print dpi
+    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
+    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size."""
+    value = properties.get("openslide.mpp-x") or properties.get("tiffslide.mpp-x")
+    dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
+    try:
+        if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
+            return None
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def tiff_mpp(path: Path) -> float | None:
+    """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the first
+    page's XResolution / ResolutionUnit (screen and print dpi say nothing and give None)."""
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            if tif.is_ome and tif.ome_metadata:
+                mpp = _ome_mpp(tif.ome_metadata)
+                if mpp is not None:
+                    return mpp
+            return resolution_mpp(tif.pages.first)
+    except Exception:  # noqa: BLE001 - no readable metadata is no pixel size, not an error
+        return None
+
+
+_OME_UNITS_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "nm": 1e-3, "Å": 1e-4}
+
+
+def _ome_mpp(xml: str) -> float | None:
+    """``PhysicalSizeX`` of the first OME image, in µm (OME's default unit)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] == "Pixels" and "PhysicalSizeX" in element.attrib:
+            scale = _OME_UNITS_UM.get(element.attrib.get("PhysicalSizeXUnit", "µm"))
+            try:
+                value = float(element.attrib["PhysicalSizeX"])
+            except ValueError:
+                return None
+            return value * scale if scale is not None and value > 0 else None
+    return None
+
+
+def resolution_mpp(page) -> float | None:
+    """µm per pixel from a TIFF page's XResolution / ResolutionUnit, if they say something."""
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    numerator, denominator = tags["XResolution"].value
+    unit = int(tags["ResolutionUnit"].value)
+    if numerator == 0 or denominator == 0:
+        return None
+    per_unit = numerator / denominator
+    if unit == 3:  # centimetre
+        return 1e4 / per_unit
+    if unit == 2 and per_unit not in PLACEHOLDER_DPI:  # inch
+        return 25400.0 / per_unit
+    return None
+
+
+def tiff_damage(path: Path) -> str | None:
+    """Why a file that starts like a TIFF is unreadable, when tifffile can tell: a truncated copy
+    (image data past its end) or a broken structure; None when it finds nothing wrong.
+
+    Why: OpenSlide answers "Unsupported or missing image file" for a slide cut short by a failed
+    copy, which reads as a format problem, not as "copy it again".
+    """
+    import tifffile
+
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) not in _TIFF_MAGIC:
+                return None
+        size = path.stat().st_size
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            ends = [offset + count for page in tif.pages
+                    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False)]
+    except Exception as error:  # noqa: BLE001 - any parser failure is the damage we report
+        return f"its TIFF structure is damaged ({first_line(error)})"
+    if ends and max(ends) > size:
+        return f"it is truncated: {size} bytes, but its image data reaches byte {max(ends)} (copy it again)"
+    return None
+
+
+def dicom_instance(folder: Path) -> Path | None:
+    """The file OpenSlide opens a DICOM WSI folder by: its largest DICOM file (the full-resolution
+    instance; OpenSlide finds the series' other levels beside it), or None when it holds none.
+
+    Why: a DICOM slide is a folder of instances, often named by UID without a suffix, and a user
+    naturally lists the folder; DICOM files are told by "DICM" after their 128-byte preamble.
+    """
+    found: list[tuple[int, str, Path]] = []
+    for path in folder.iterdir():
+        try:
+            if not path.is_file():
+                continue
+            with open(path, "rb") as handle:
+                if handle.read(132)[128:] != b"DICM":
+                    continue
+            found.append((-path.stat().st_size, path.name, path))
+        except OSError:
+            continue
+    return min(found)[2] if found else None
+
+
+def missing_companions(path: Path) -> str | None:
+    """What is missing beside a multi-file slide whose main file was copied alone, else None.
+
+    Why: a MIRAX ``.mrxs`` is read with the folder of the same name beside it, a Hamamatsu ``.vms``
+    / ``.vmu`` with the image files it lists; copied alone, OpenSlide calls them "Unsupported or
+    missing image file", which sends a user looking for a format problem.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".mrxs":
+        folder = path.with_suffix("")
+        if not (folder / "Slidedat.ini").is_file():
+            return (f"a MIRAX slide is the .mrxs file and the folder {folder.name}/ (with Slidedat.ini) "
+                    "beside it, and that folder is missing or incomplete: copy both")
+        return None
+    if suffix in (".vms", ".vmu"):
+        import configparser
+
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read_string(path.read_text(errors="replace"))
+        except (OSError, configparser.Error):
+            return None
+        names = [value.strip() for section in parser.sections() for key, value in parser.items(section)
+                 if key.startswith(("imagefile", "mapfile", "optimisationfile")) and value.strip()]
+        missing = [name for name in names if not (path.parent / name).is_file()]
+        if missing:
+            return (f"a Hamamatsu {suffix} slide is read with the files it lists, and {len(missing)} of "
+                    f"them are missing beside it (e.g. {missing[0]}): copy them too")
+    return None
+
+
+def check_plain_tiff(path: Path, series, page) -> None:
+    """`InputError` for a TIFF the in-memory reader would misread or could not hold.
+
+    Why: it reads the first page whole, which for a fluorescence / multiplex image (channels as
+    separate pages, which no slide reader here opens) is its first channel drawn as grey, and for a
+    large planar or otherwise untiled pyramid is gigabytes.
+    """
+    from PIL import Image
+
+    axes = getattr(series, "axes", "") or ""
+    if "C" in axes and series.shape[axes.index("C")] > 1:
+        channels = series.shape[axes.index("C")]
+        raise InputError(
+            f"cannot read slide {path}: it has {channels} separate channels (axes {axes}: fluorescence or "
+            "multiplex?); attnmap reads brightfield RGB slides"
+        )
+    limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None  # PIL's limit for PNG/JPEG
+    width, height = int(page.imagewidth), int(page.imagelength)
+    if limit is not None and width * height > limit:
+        raise InputError(
+            f"cannot read slide {path}: no slide reader opens this TIFF, and the image reader loads it "
+            f"whole, which at {width}×{height} px is too large; convert it to a tiled pyramidal RGB TIFF"
+        )
