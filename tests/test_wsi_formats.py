@@ -407,6 +407,14 @@ def test_a_dicom_folder_is_a_slide(tmp_path: Path, capsys: pytest.CaptureFixture
                               "--a-t", "0.05", "--a-h", "0.01")
     assert code == 0 and "case 7: segmented" in stdout
     assert (tmp_path / "out" / "tissue" / "case 7.json").is_file()
+    import h5py  # wsi heatmap takes the folder too (its slide argument refused folders)
+
+    with h5py.File(tmp_path / "scores.h5", "w") as handle:
+        handle["coords"] = np.array([[0, 0], [256, 0], [0, 256]], dtype=np.int64)
+        handle["attention_scores"] = np.array([[0.1], [0.9], [0.5]])
+    code, _, _ = run_cli(capsys, "wsi", "heatmap", folder, "--scores", tmp_path / "scores.h5", "--patch-size",
+                         "256", "-o", tmp_path / "heat")
+    assert code == 0 and (tmp_path / "heat" / "case 7_heatmap.png").is_file()
     empty = tmp_path / "empty folder"
     empty.mkdir()
     with pytest.raises(InputError, match=r"^slide path is a folder without DICOM files, not a slide: .*r$"):

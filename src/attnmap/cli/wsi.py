@@ -190,7 +190,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
 
 
 @wsi.command()
-@click.argument("slide", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("slide", type=click.Path(exists=True, path_type=Path))  # a folder: a DICOM WSI
 @click.option(
     "--scores",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
