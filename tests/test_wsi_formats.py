@@ -283,6 +283,18 @@ def test_the_slide_list_check_warns_of_mixed_resolutions(tmp_path: Path) -> None
     with pytest.warns(MixedResolutionWarning, match=r"\(0.25 µm/px: slide_2; 0.5 µm/px: slide_0, slide_1\)"):
         read_slide_list(config)
 
+    import json
+
+    from attnmap.wsi.pipeline.cohort import run_cohort
+
+    config.slides.csv = str(tmp_path / "two.csv")  # a run keeps the warning in its report
+    (tmp_path / "two.csv").write_text("slide_id\nslide_0\nslide_2\n")
+    with pytest.warns(MixedResolutionWarning):
+        report = run_cohort(config, workers=1, progress=False)
+    assert report.ok
+    saved = json.loads((Path(config.run.output_dir) / "run_report.json").read_text())
+    assert len(saved["warnings"]) == 1 and "0.25 µm/px: slide_2; 0.5 µm/px: slide_0" in saved["warnings"][0]
+
 
 def test_a_damaged_tile_read_by_a_loader_process_keeps_its_one_line(tmp_path: Path) -> None:
     """torch re-raised the worker's InputError as "Caught InputError in DataLoader worker process 0."

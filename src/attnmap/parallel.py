@@ -71,6 +71,7 @@ class RunReport:
     seconds: float = 0.0
     provenance: dict[str, str] = field(default_factory=dict)
     stage_counts: dict[str, int] = field(default_factory=dict)  # items that reached each stage (this run)
+    warnings: list[str] = field(default_factory=list)  # said about the inputs before any item ran
 
     @property
     def done(self) -> list[ItemResult]:
@@ -102,6 +103,7 @@ class RunReport:
                 "stage_counts": self.stage_counts,
             },
             "provenance": self.provenance,
+            "warnings": self.warnings,
             "items": [asdict(entry) for entry in self.items],
         }
 
@@ -240,6 +242,7 @@ def run_tasks(
     provenance: dict[str, str] | None = None,
     stages: Sequence[str] | None = None,
     threads: int | None = None,
+    warnings: Sequence[str] = (),
 ) -> RunReport:
     """Run ``fn(item)`` for every item and return (and save) a `RunReport`.
 
@@ -251,7 +254,7 @@ def run_tasks(
     ``is_complete(item)`` is true are skipped. ``report``: JSON path, rewritten as items finish (at
     most every `REPORT_INTERVAL_S`, and at the end) so an interrupted run still leaves a record.
     ``stages``: names ``fn`` announces with `report_stage`; each gets its own progress bar below the
-    items' bar.
+    items' bar. ``warnings``: what was said about the inputs beforehand, kept in the report.
     """
     items = list(items)
     if scheduler is None and (not isinstance(workers, int) or workers < 1):
@@ -261,7 +264,9 @@ def run_tasks(
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer, got {threads!r}")
     start = time.perf_counter()
-    run_report = RunReport(workers=workers, scheduler=scheduler, provenance=dict(provenance or {}))
+    run_report = RunReport(
+        workers=workers, scheduler=scheduler, provenance=dict(provenance or {}), warnings=list(warnings)
+    )
     run_report.items = [ItemResult(item=describe_item(item), status="pending") for item in items]
     todo: list[int] = []
     for index, item in enumerate(items):

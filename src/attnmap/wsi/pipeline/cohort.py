@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from pathlib import Path
 
 from attnmap.errors import InputError
@@ -45,7 +46,11 @@ def run_cohort(
     interrupted earlier run are removed first. Raises `InputError` when another run holds the
     output folder. Each item's result has a one-line ``summary`` (see `slide_summaries`).
     """
-    entries = read_slide_list(config)
+    with warnings.catch_warnings(record=True) as said:  # e.g. slides at mixed resolutions
+        warnings.simplefilter("always")
+        entries = read_slide_list(config)
+    for warning in said:  # shown as before, and kept in the run report
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     check_distinct_outputs(entries)
     scheduler = scheduler if scheduler is not None else config.run.scheduler
     if scheduler is None:  # local workers see this machine's devices: check before starting them
@@ -53,7 +58,9 @@ def run_cohort(
     out_dir = Path(config.run.output_dir)
     with folder_lock(out_dir, "attnmap wsi run"):
         remove_stale_temporaries(out_dir)  # only those whose writer is gone
-        return _run_locked(config, entries, workers, scheduler, progress, force, threads)
+        return _run_locked(
+            config, entries, workers, scheduler, progress, force, threads, [str(w.message) for w in said]
+        )
 
 
 def _run_locked(
@@ -64,6 +71,7 @@ def _run_locked(
     progress: bool,
     force: bool,
     threads: int | None,
+    said: list[str],
 ) -> RunReport:
     out_dir = Path(config.run.output_dir)
     record = provenance(
@@ -84,6 +92,7 @@ def _run_locked(
         provenance=record,
         stages=STAGES,
         threads=threads,
+        warnings=said,
     )
     write_predictions(config, entries)
     return report
