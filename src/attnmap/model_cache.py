@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,19 +82,35 @@ def cached_vit(
 
 
 def _encoder_with_checksum(
-    name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str
+    name: str,
+    checkpoint: str | None,
+    input_size: int | None,
+    seed: int,
+    device: str,
+    model_args: tuple[tuple[str, Any], ...] = (),
 ) -> tuple[Any, str]:
     from attnmap.provenance import model_checksum
     from attnmap.wsi.encoders import load_encoder
 
-    encoder = load_encoder(name, checkpoint, device=device, seed=seed, input_size=input_size)
+    encoder = load_encoder(
+        name, checkpoint, device=device, seed=seed, input_size=input_size, model_args=dict(model_args)
+    )
     return encoder, model_checksum(checkpoint) if checkpoint else model_checksum(encoder.model)
 
 
-def cached_encoder(name: str, checkpoint: str | None, input_size: int | None, seed: int, device: str) -> Any:
-    """(patch encoder, sha256 of its weights) through the cache (the slide pipeline)."""
+def cached_encoder(
+    name: str,
+    checkpoint: str | None,
+    input_size: int | None,
+    seed: int,
+    device: str,
+    model_args: Mapping[str, Any] | None = None,
+) -> Any:
+    """(patch encoder, sha256 of its weights) through the cache (the slide pipeline); ``model_args``
+    go to ``timm.create_model`` (``features.model_args``)."""
+    args = tuple(sorted((model_args or {}).items()))
     return cached_model(
-        _encoder_with_checksum, name, checkpoint, input_size, seed, device, files=(name, checkpoint)
+        _encoder_with_checksum, name, checkpoint, input_size, seed, device, args, files=(name, checkpoint)
     )
 
 

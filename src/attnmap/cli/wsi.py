@@ -42,7 +42,9 @@ _segmentation_options = dataclass_options(
     SegmentationConfig, "segmentation", flags={"level": "seg-level"}, shown_defaults=TISSUE_DEFAULTS
 )
 _patching_options = dataclass_options(PatchingConfig, "patching", flags={"level": "patch-level"})
-_features_options = dataclass_options(FeaturesConfig, "features", skip=("seed",), flags={"save_pt": "pt"})
+_features_options = dataclass_options(
+    FeaturesConfig, "features", skip=("seed", "model_args"), flags={"save_pt": "pt"}
+)
 _slides_argument = click.argument(
     "slides", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )

@@ -157,14 +157,17 @@ def load_encoder(
     device: str | torch.device = "cpu",
     seed: int = 0,
     input_size: int | None = None,
+    model_args: Mapping[str, object] | None = None,
 ) -> Encoder:
     """Build a patch encoder (model in eval mode on ``device``, its transform, its output size).
 
-    ``checkpoint``: weights for a named architecture (a state_dict, or a dict holding one under
-    "state_dict"/"model"); classifier-head keys the encoder lacks are ignored, any other mismatch is
-    an error. ``input_size`` overrides the resize target.
+    ``checkpoint``: weights for a named architecture, read and fitted by `attnmap.checkpoint` (the
+    rule `attnmap.load_model` follows); the classifier head the encoder lacks is left out, any other
+    mismatch is an error. ``input_size`` overrides the resize target. ``model_args`` go to
+    ``timm.create_model`` for a ``timm:NAME`` encoder (e.g. ``init_values`` for LayerScale).
     """
     name = str(name_or_path)
+    _check_model_args(name, model_args)
     factory = _registered(name)
     if factory is not None:
         model, transform, feature_dim = factory()
@@ -179,7 +182,7 @@ def load_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name == "resnet50_trunc" or name.startswith("timm:"):
-            model, transform = _architecture(name, input_size)
+            model, transform = _architecture(name, input_size, model_args)
         elif name.startswith(TORCHSCRIPT_PREFIX):
             if checkpoint is not None:
                 raise InputError("a TorchScript encoder carries its weights: give no checkpoint with it")
@@ -188,7 +191,9 @@ def load_encoder(
         elif Path(name).is_file():
             if checkpoint is not None:
                 raise InputError("give either an encoder file or a checkpoint for a named encoder, not both")
-            return _encoder_from_file(Path(name), device=device, seed=seed, input_size=input_size)
+            return _encoder_from_file(
+                Path(name), device=device, seed=seed, input_size=input_size, model_args=model_args
+            )
         else:
             raise InputError(
                 f"unknown encoder {name!r}: use one of {', '.join(PRESETS + tuple(_REGISTRY))}, "
@@ -203,15 +208,27 @@ def load_encoder(
     return _finish(model, transform, device)
 
 
-def _architecture(name: str, input_size: int | None) -> tuple[nn.Module, PatchTransform]:
+def _architecture(
+    name: str, input_size: int | None, model_args: Mapping[str, object] | None = None
+) -> tuple[nn.Module, PatchTransform]:
     """The untrained model and transform of ``resnet50_trunc`` or ``timm:NAME``."""
     if name == "resnet50_trunc":
         transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
         return TruncatedResNet50(), transform
-    return _timm_encoder(name[len("timm:") :], input_size)
+    return _timm_encoder(name[len("timm:") :], input_size, model_args or {})
 
 
-def encoder_outline(name: str, input_size: int | None = None) -> Encoder:
+def _check_model_args(name: str, model_args: Mapping[str, object] | None) -> None:
+    """Model arguments build a timm architecture: for any other encoder they would be ignored."""
+    if model_args and not name.startswith("timm:") and not Path(name).is_file():
+        raise InputError(
+            f"model arguments ({', '.join(sorted(model_args))}) apply to timm:NAME encoders, not to {name!r}"
+        )
+
+
+def encoder_outline(
+    name: str, input_size: int | None = None, model_args: Mapping[str, object] | None = None
+) -> Encoder:
     """The encoder ``name`` would be, without its weights: its model class and feature size.
 
     Why: a configuration is checked before any slide runs (features that fit the MIL model, an
@@ -220,6 +237,7 @@ def encoder_outline(name: str, input_size: int | None = None) -> Encoder:
     weights file is read to learn its architecture; registered and TorchScript encoders are
     loaded as they are. Raises `InputError` for an encoder that cannot work (e.g. ``input_size``).
     """
+    _check_model_args(name, model_args)
     factory = _registered(name)
     if factory is not None or name.startswith(TORCHSCRIPT_PREFIX):
         return load_encoder(name, input_size=input_size)
@@ -229,23 +247,31 @@ def encoder_outline(name: str, input_size: int | None = None) -> Encoder:
         return load_encoder(name, input_size=input_size)  # the unknown name's own error
     try:
         with torch.device("meta"):
-            model, transform = _architecture(name, input_size)
+            model, transform = _architecture(name, input_size, model_args)
             return _finish(model, transform, "meta")
+    except InputError:
+        raise
     except Exception:  # noqa: BLE001 - an operation without a meta kernel: the CPU build decides
         pass
-    model, transform = _architecture(name, input_size)
+    model, transform = _architecture(name, input_size, model_args)
     return _finish(model, transform, "cpu")
 
 
-def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, PatchTransform]:
+def _timm_encoder(
+    model_name: str, input_size: int | None, model_args: Mapping[str, object]
+) -> tuple[nn.Module, PatchTransform]:
     import timm
 
     if not model_name:
         raise InputError("'timm:' must be followed by a timm model name, e.g. timm:resnet18")
+    if "num_classes" in model_args:
+        raise InputError("a patch encoder is headless (num_classes=0): give no num_classes model argument")
     try:
-        model = timm.create_model(model_name, pretrained=False, num_classes=0)
+        model = timm.create_model(model_name, pretrained=False, num_classes=0, **model_args)
     except RuntimeError as error:  # timm's "Unknown model"
         raise InputError(f"timm has no model named {model_name!r}") from error
+    except TypeError as error:  # an argument the architecture does not take
+        raise InputError(f"cannot build timm model {model_name!r} with {dict(model_args)}: {error}") from None
     config = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(config["input_size"][-1])
     transform = PatchTransform(
@@ -255,11 +281,16 @@ def _timm_encoder(model_name: str, input_size: int | None) -> tuple[nn.Module, P
 
 
 def _encoder_from_file(
-    path: Path, *, device: str | torch.device, seed: int, input_size: int | None
+    path: Path,
+    *,
+    device: str | torch.device,
+    seed: int,
+    input_size: int | None,
+    model_args: Mapping[str, object] | None = None,
 ) -> Encoder:
     """A weights file whose architecture can be told from its content (timm ``arch``, ResNet50 keys)."""
     name = _file_architecture(path, read_checkpoint(path))
-    return load_encoder(name, path, device=device, seed=seed, input_size=input_size)
+    return load_encoder(name, path, device=device, seed=seed, input_size=input_size, model_args=model_args)
 
 
 def _file_architecture(path: Path, payload: object) -> str:

@@ -139,6 +139,10 @@ class FeaturesConfig:
     input_size: Annotated[int, Ge(8)] | None = field(
         default=None, metadata={"help": "Resize patches to this size (default: the encoder's)."}
     )
+    model_args: dict[str, bool | int | float | str] = field(
+        default_factory=dict,
+        metadata={"help": "Arguments of timm.create_model for a timm:NAME encoder (e.g. init_values)."},
+    )
     batch_size: Positive = field(default=64, metadata={"help": "Patches per forward pass."})
     num_workers: NonNegative = field(default=0, metadata={"help": "Patch-reading processes."})
     seed: int = field(default=0, metadata={"help": "Seed of random encoder weights."})

@@ -92,7 +92,7 @@ def _check_encoder(config: PipelineConfig) -> None:
 
     f = config.features
     try:
-        encoder = encoder_outline(f.encoder, f.input_size)
+        encoder = encoder_outline(f.encoder, f.input_size, f.model_args)
     except InputError as error:
         named = f.encoder in str(error)
         raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error

@@ -94,7 +94,9 @@ def _overlap_scores(
         if np.array_equal(stored["coords"], coords):
             return coords, stored["scores"]
     f = config.features
-    encoder, encoder_checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    encoder, encoder_checksum = cached_encoder(
+        f.encoder, f.checkpoint, f.input_size, f.seed, device, f.model_args
+    )
     features, _ = extract_features_reusing(  # block-grid patches are not encoded again
         entry.path,
         coords,

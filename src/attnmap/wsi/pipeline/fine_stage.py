@@ -121,7 +121,7 @@ def _write_fine_maps(
     from attnmap.wsi.heatmap.fine_store import FineMapWriter
 
     f = config.features
-    encoder, _ = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    encoder, _ = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device, f.model_args)
     model, _ = cached_clam(config.model.checkpoint, device)
     selection = select_fine_patches(
         model, torch.as_tensor(np.asarray(features)), fine, int(attention["prediction"])

@@ -47,6 +47,8 @@ def encoder_identity(features: Any) -> dict[str, Any]:
         "input_size": features.input_size,
         "seed": features.seed,
     }
+    if features.model_args:  # only when given, so that earlier runs' fingerprints stay as they were
+        identity["model_args"] = dict(sorted(features.model_args.items()))
     return identity
 
 

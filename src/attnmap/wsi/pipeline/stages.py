@@ -196,7 +196,7 @@ def features_stage(
         if np.array_equal(stored, coords):
             return features, None
         reason = "damaged: other coordinates"
-    encoder, checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device)
+    encoder, checksum = cached_encoder(f.encoder, f.checkpoint, f.input_size, f.seed, device, f.model_args)
     model = cached_clam(config.model.checkpoint, device)[0] if config.model.checkpoint else None
     if model is not None and encoder.feature_dim != model.embed_dim:  # now, not after extracting
         raise InputError(
