@@ -168,6 +168,11 @@ def test_refusals_are_one_line_naming_the_problem(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"two.ckpt holds the model's weights under each of model., "
                        r"model_ema.: save the copy to use on its own$"):
         load_model(SPEC, tmp_path / "two.ckpt", **SMALL)
+    torch.save({"epoch": 3, "model": _vit(0)}, tmp_path / "whole.pth")  # torch.save(model)
+    with pytest.raises(InputError, match=r"^cannot read checkpoint .*whole.pth: not a weights-only torch "
+                       r"or safetensors file: it holds a pickled timm.models.vision_transformer."
+                       r"VisionTransformer object .*\(torch.save\(model.state_dict\(\), PATH\)\)$"):
+        load_model(SPEC, tmp_path / "whole.pth", **SMALL)
     data = (tmp_path / "resnet.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"^cannot read checkpoint .*cut.pth: .*zip archive[^.]*\)$") as err:
