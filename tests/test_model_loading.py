@@ -168,6 +168,11 @@ def test_refusals_are_one_line_naming_the_problem(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"two.ckpt holds the model's weights under each of model., "
                        r"model_ema.: save the copy to use on its own$"):
         load_model(SPEC, tmp_path / "two.ckpt", **SMALL)
+    torch.save({"epoch": 3, "model": _vit(0)}, tmp_path / "whole.pth")  # torch.save(model)
+    with pytest.raises(InputError, match=r"^cannot read checkpoint .*whole.pth: not a weights-only torch "
+                       r"or safetensors file: it holds a pickled timm.models.vision_transformer."
+                       r"VisionTransformer object .*\(torch.save\(model.state_dict\(\), PATH\)\)$"):
+        load_model(SPEC, tmp_path / "whole.pth", **SMALL)
     data = (tmp_path / "resnet.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"^cannot read checkpoint .*cut.pth: .*zip archive[^.]*\)$") as err:
@@ -299,6 +304,8 @@ def test_patch_encoders_use_the_same_rule(tmp_path: Path) -> None:
         load_encoder("timm:test_vit", tmp_path / "layerscale.pth")  # its LayerScale is Identity here
     with pytest.raises(InputError, match=r"unexpected: blocks.0.ls1.gamma, "):
         load_model("timm:test_vit", tmp_path / "layerscale.pth")  # a headless ViT to explain: the same
+    built = load_encoder("timm:test_vit", tmp_path / "layerscale.pth", model_args={"init_values": 1e-5})
+    _same_weights(built.model, scaled.state_dict())  # features.encoder_args builds the architecture
     torch.save(timm.create_model("test_vit", pretrained=False, depth=8).state_dict(), tmp_path / "deeper.pth")
     with pytest.raises(InputError, match=r"deeper.pth does not fit VisionTransformer: unexpected: blocks.6."):
         load_encoder("timm:test_vit", tmp_path / "deeper.pth")  # 6 of its 8 blocks loaded, silently
@@ -306,6 +313,18 @@ def test_patch_encoders_use_the_same_rule(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"registers.pth does not fit VisionTransformer: unexpected: "
                        r"reg_token; it has 4 register tokens: build the model with reg_tokens=4$"):
         load_encoder("timm:test_vit", tmp_path / "registers.pth")
+
+
+def test_encoder_args_enter_the_features_fingerprint_only_when_given() -> None:
+    """features.encoder_args changes the encoder, so its features; a configuration without them keeps
+    the fingerprint it had before the option existed (no needless recomputation)."""
+    from attnmap.wsi.pipeline.config import FeaturesConfig
+    from attnmap.wsi.pipeline.fingerprint import encoder_identity
+
+    plain = encoder_identity(FeaturesConfig(encoder="timm:test_vit"))
+    assert set(plain) == {"encoder", "checkpoint", "input_size", "seed"}
+    scaled = encoder_identity(FeaturesConfig(encoder="timm:test_vit", encoder_args={"init_values": 1e-5}))
+    assert scaled == {**plain, "encoder_args": {"init_values": 1e-5}}
 
 
 def test_full_siglip_folder_gives_its_vision_tower_quietly(tmp_path: Path) -> None:

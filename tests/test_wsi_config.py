@@ -277,6 +277,23 @@ def test_encoder_weights_for_another_architecture_fail_at_load(setup: Path) -> N
     teacher = {f"backbone.{key}": value for key, value in trunk.items()}
     torch.save({"teacher": teacher, "epoch": 1}, setup.parent / "dino.pt")
     _load(setup, features={**features, "checkpoint": "dino.pt"}, model={"checkpoint": "clam64.pt"})
+    # a UNI-like checkpoint (LayerScale): refused for the plain architecture, loaded with the
+    # features.encoder_args that build it (its LayerScale was dropped without a word before)
+    torch.save(timm.create_model("test_vit", init_values=1e-5).state_dict(), setup.parent / "scaled.pt")
+    scaled = {**features, "checkpoint": "scaled.pt"}
+    with pytest.raises(InputError, match=r"^features.checkpoint: .*scaled.pt does not fit VisionTransformer: "
+                       r"unexpected: blocks.0.ls1.gamma, "):
+        _load(setup, features=scaled, model={"checkpoint": "clam64.pt"})
+    _, config = _load(setup, features={**scaled, "encoder_args": {"init_values": 1e-5}},
+                      model={"checkpoint": "clam64.pt"})
+    assert config.features.encoder_args == {"init_values": 1e-5}
+    with pytest.raises(InputError, match=r"^features.encoder timm:test_vit: cannot build timm model "
+                       r"'test_vit' with \{'no_such_argument': 1"):
+        _load(setup, features={**features, "encoder_args": {"no_such_argument": 1}},
+              model={"checkpoint": "clam64.pt"})
+    with pytest.raises(InputError, match=r"^features.encoder: encoder arguments \(depth\) apply to timm "
+                       r"architectures, not to 'resnet50_trunc'$"):
+        _load(setup, features={"encoder": "resnet50_trunc", "input_size": None, "encoder_args": {"depth": 2}})
     torch.save(timm.create_model("test_vit", depth=8).state_dict(), setup.parent / "deeper.pt")
     with pytest.raises(InputError, match=r"^features.checkpoint: checkpoint .*deeper.pt does not fit "
                        r"VisionTransformer: unexpected: blocks.6.attn.proj.bias, "):

@@ -25,6 +25,7 @@ naming the file and the problem, never torch's advice to switch ``weights_only``
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -106,9 +107,16 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True) -> Any:
         with torch.serialization.safe_globals(_metadata_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
+        reason = _torch_reason(error)
+        pickled = re.search(r"GLOBAL ([\w.]+) was not an allowed global", reason)
+        if pickled:  # torch.save(model): a pickled object, rebuilt only by running its code
+            raise InputError(
+                f"cannot read checkpoint {path}: not a weights-only torch or safetensors file: it holds "
+                f"a pickled {pickled.group(1)} object (unpickling runs code); save its weights "
+                "instead (torch.save(model.state_dict(), PATH))"
+            ) from None
         raise InputError(
-            f"cannot read checkpoint {path}: not a weights-only torch or safetensors file "
-            f"({_torch_reason(error)})"
+            f"cannot read checkpoint {path}: not a weights-only torch or safetensors file ({reason})"
         ) from None
 
 
