@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -183,3 +184,27 @@ def test_a_virchow2_embedding_encoder_in_a_slide_configuration(setup: Path) -> N
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(InputError, match="gives 128-d features but model.checkpoint .* expects 64-d"):
         load_config(path)
+
+
+def test_a_slide_run_end_to_end_with_a_virchow2_embedding_encoder_and_fine_maps(tmp_path: Path) -> None:
+    """Features [class token, patch mean] (2 × width) → CLAM → fine maps that sum to the patch scores."""
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config
+
+    path = write_pipeline_setup(tmp_path, n_slides=1)
+    write_clam_checkpoint(tmp_path / "clam64.pt", embed_dim=64)
+    data = yaml.safe_load(path.read_text())
+    tiny = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    data["features"] = {"encoder": "timm:vit_huge_patch14_224", "batch_size": 16,
+                        "encoder_args": {**VIRCHOW2_EMBEDDING, **tiny}}
+    data["model"]["checkpoint"] = "clam64.pt"
+    data["heatmap"]["fine"] = {"method": "lrp", "top_k": 3}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    run_slide(tmp_path / "slides" / "slide_0.tif", config)
+    fine = next(Path(config.run.output_dir).rglob("slide_0_fine_maps.h5"))
+    with FineMapFile(fine) as store:
+        assert len(store) == 3 and store.map_shape == (32, 32)  # the encoder's input size
+        totals = store.read(np.arange(3)).sum(axis=(1, 2))
+        assert np.allclose(totals, store.scores[store.fine_index], atol=1e-4)
