@@ -180,3 +180,13 @@ def test_model_cache_reloads_a_changed_file_only(tmp_path: Path) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a coarse clock may not tick
     second = cached_model(load, str(path), files=(path,))
     assert len(calls) == 2 and not torch.equal(second["weight"], first["weight"])
+
+
+def test_a_lazy_read_gives_the_same_weights_for_either_torch_format(tmp_path: Path) -> None:
+    """A configuration check maps the file instead of reading it (a ViT-H encoder is 2.5 GB)."""
+    state = _linear_state(0)
+    torch.save(state, tmp_path / "zip.pt")
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # cannot be mapped
+    for name in ("zip.pt", "legacy.pt"):
+        lazy = load_state_dict(tmp_path / name, lazy=True)
+        assert set(lazy) == set(state) and all(torch.equal(lazy[key], state[key]) for key in state)

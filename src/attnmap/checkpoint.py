@@ -78,11 +78,15 @@ def is_torchscript(path: str | Path) -> bool:
     return any(name.endswith("/constants.pkl") for name in names) and any("/code/" in n for n in names)
 
 
-def read_checkpoint(path: str | Path, *, scripted_ok: bool = True) -> Any:
+def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = False) -> Any:
     """The content of a ``.safetensors`` file or of a torch file loaded with ``weights_only=True``.
 
     ``scripted_ok=False``: the caller cannot use a TorchScript model at all (a ViT to explain needs
     its Python modules), so the message says to give its state_dict instead of ``torchscript:``.
+    ``lazy``: a torch file's tensors are memory-mapped, read only when used, so checking a large
+    checkpoint's key names and shapes reads almost nothing. Only for a look that ends at once: a
+    mapped tensor follows the file if it is rewritten in place. (safetensors files are mapped
+    either way.)
     """
     if not scripted_ok and str(path).startswith(TORCHSCRIPT_PREFIX):
         raise InputError(f"checkpoint {path}: {_NOT_SCRIPTED}")
@@ -103,9 +107,10 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True) -> Any:
             f"cannot read checkpoint {path}: it is a TorchScript archive, which runs its own code; "
             f"pass it as '{TORCHSCRIPT_PREFIX}{path}' if you trust it"
         )
+    mmap = lazy and zipfile.is_zipfile(path)  # torch.save's zip format since torch 1.6
     try:
         with torch.serialization.safe_globals(_metadata_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
         reason = _torch_reason(error)
         pickled = re.search(r"GLOBAL ([\w.]+) was not an allowed global", reason)
@@ -163,12 +168,13 @@ def unwrap_state_dict(payload: Any, source: str = "checkpoint") -> dict[str, tor
 
 
 def load_state_dict(
-    source: str | Path | Mapping[str, Any], *, scripted_ok: bool = True
+    source: str | Path | Mapping[str, Any], *, scripted_ok: bool = True, lazy: bool = False
 ) -> dict[str, torch.Tensor]:
-    """A flat state_dict from a checkpoint path (any supported format) or an in-memory mapping."""
+    """A flat state_dict from a checkpoint path (any supported format) or an in-memory mapping
+    (``lazy``: see `read_checkpoint`)."""
     if isinstance(source, Mapping):
         return unwrap_state_dict(source, "given as a mapping")
-    return unwrap_state_dict(read_checkpoint(source, scripted_ok=scripted_ok), str(source))
+    return unwrap_state_dict(read_checkpoint(source, scripted_ok=scripted_ok, lazy=lazy), str(source))
 
 
 def apply_state_dict(

@@ -101,7 +101,7 @@ def _check_encoder(config: PipelineConfig) -> None:
         from attnmap.checkpoint import check_state_dict, load_state_dict
 
         try:
-            state = load_state_dict(f.checkpoint)
+            state = load_state_dict(f.checkpoint, lazy=True)  # names and shapes: nothing read
             check_state_dict(encoder.model, state, f.checkpoint, ignore_unexpected=True)
         except InputError as error:
             raise InputError(f"features.checkpoint: {error}") from error
