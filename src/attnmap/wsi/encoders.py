@@ -210,8 +210,8 @@ def load_encoder(
 
 def _check_model_args(name: str, model_args: Mapping[str, Any] | None) -> None:
     """Architecture arguments only where a timm architecture is built (a name or a file's ``arch``)."""
-    if model_args and (name == "resnet50_trunc" or name.startswith(TORCHSCRIPT_PREFIX) or ":" in name
-                       and not name.startswith("timm:")):
+    fixed = name == "resnet50_trunc" or name.startswith(TORCHSCRIPT_PREFIX) or _registered(name) is not None
+    if model_args and fixed:
         raise InputError(
             f"encoder arguments ({', '.join(sorted(model_args))}) apply to timm architectures, "
             f"not to {name!r}"
@@ -262,7 +262,6 @@ def encoder_outline(
 def _timm_encoder(
     model_name: str, input_size: int | None, model_args: Mapping[str, Any] | None = None
 ) -> tuple[nn.Module, PatchTransform]:
-
     from attnmap.vit.preprocess import data_config
     from attnmap.vit.timm_build import build_timm
 
