@@ -257,7 +257,7 @@ def test_hugging_face_folder_with_a_checkpoint_in_either_naming(tmp_path: Path) 
     _hf_tiny(transformers, "ViTConfig", "ViTModel", 0).save_pretrained(tmp_path / "vit")
     tuned = _hf_tiny(transformers, "ViTConfig", "ViTModel", 1)
     tuned.save_pretrained(tmp_path / "tuned")
-    torch.save({"state_dict": _prefixed("model.", tuned.state_dict())}, tmp_path / "tuned.ckpt")
+    torch.save({"state_dict": _prefixed("model.backbone.", tuned.state_dict())}, tmp_path / "tuned.ckpt")
     images = torch.randn(1, 3, 32, 32)
     for checkpoint in (tmp_path / "tuned" / "model.safetensors", tmp_path / "tuned.ckpt"):
         model = load_model(f"hf:{tmp_path / 'vit'}", checkpoint)

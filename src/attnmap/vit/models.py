@@ -130,7 +130,8 @@ def _hf_model(
 
     Any supported family (see `attnmap.vit.adapters_hf.HF_MODEL_TYPES`); a full CLIP/SigLIP model
     gives its vision tower. ``state`` (a checkpoint given beside the folder) replaces the folder's
-    weights, read by transformers so that both its saved and its in-memory key names load. Missing
+    weights, read by transformers so that both its saved and its in-memory key names load (the
+    latter also from under a prefix, by `attnmap.checkpoint.fit_state_dict`). Missing
     or mis-shaped weights are an error (a silently half-random model would explain nothing), except
     a classifier head replaced for ``num_classes``.
     """
@@ -168,6 +169,10 @@ def _hf_model(
                 extra["config"] = _hf_config(transformers, path, kind in _HF_VISION_TOWERS)
             if num_classes is not None and "config" in extra:
                 extra["config"].num_labels = extra.pop("num_labels")
+            if state is not None:  # the model found under a prefix (a Lightning module's backbone.)
+                with torch.device("meta"):
+                    outline = cls(extra["config"])
+                state = fit_state_dict(outline, state, source)
             model, info = cls.from_pretrained(
                 None if state is not None else str(path),
                 local_files_only=True,
