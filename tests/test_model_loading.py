@@ -173,6 +173,11 @@ def test_refusals_are_one_line_naming_the_problem(tmp_path: Path) -> None:
                        r"or safetensors file: it holds a pickled timm.models.vision_transformer."
                        r"VisionTransformer object .*\(torch.save\(model.state_dict\(\), PATH\)\)$"):
         load_model(SPEC, tmp_path / "whole.pth", **SMALL)
+    for given in ({"num_heads": 5}, {"depth": -1}, {"mlp_ratio": -2.0}):  # timm's assertions, errors
+        with pytest.raises(InputError, match=r"^cannot build timm model 'vit_tiny_patch16_224' with \{"):
+            load_model(SPEC, tmp_path / "resnet.pth", **{**SMALL, **given})
+        with pytest.raises(InputError, match=r"^cannot build timm model 'test_vit' with \{'[a-z_]+': -?\d"):
+            load_encoder("timm:test_vit", model_args=given)
     data = (tmp_path / "resnet.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"^cannot read checkpoint .*cut.pth: .*zip archive[^.]*\)$") as err:

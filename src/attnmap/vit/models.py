@@ -25,7 +25,7 @@ from torch import nn
 from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
 from attnmap.errors import InputError
 
-__all__ = ["BUNDLED_MODELS", "apply_state_dict", "load_model", "load_state_dict"]
+__all__ = ["BUNDLED_MODELS", "apply_state_dict", "create_timm_model", "load_model", "load_state_dict"]
 
 # name -> "module:function"; the function takes no arguments and returns an eval-mode model
 BUNDLED_MODELS: dict[str, str] = {"shapes-vit": "attnmap.data.shapes_model:load_shapes_vit"}
@@ -79,30 +79,37 @@ def _timm_model(
     """The timm model; without ``num_classes``, the checkpoint's classifier decides its size, and a
     checkpoint without one (an SSL or foundation-model encoder) gives a headless model (a random
     head would make maps of nothing)."""
-    import timm
-
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise InputError(f"timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
     kwargs = dict(kwargs)
     if num_classes is None:  # also given as a model argument (--model-arg num_classes=0)
         num_classes = kwargs.pop("num_classes", None)
     if num_classes is None and state is not None:
-        with torch.device("meta"):  # only its key names and shapes: no memory, no initialisation
-            outline = _create_timm(name, kwargs)
+        try:
+            with torch.device("meta"):  # only its key names and shapes: no memory, no initialisation
+                outline = create_timm_model(name, kwargs)
+        except InputError:  # an initialisation step without a meta kernel: the CPU build decides
+            outline = create_timm_model(name, kwargs)
         num_classes = _classifier_size(outline, fit_state_dict(outline, state, source))
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
-    return _create_timm(name, kwargs)
+    return create_timm_model(name, kwargs)
 
 
-def _create_timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
+def create_timm_model(name: str, kwargs: Mapping[str, Any], **fixed: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, **kwargs, **fixed)``, never downloading; an unknown
+    name or arguments the architecture refuses (an unknown keyword, heads that do not divide the
+    width, a negative depth) are one `InputError` line naming the user's ``kwargs``. Shared by
+    `load_model` and the patch encoders (``fixed``: what the caller sets, e.g. ``num_classes=0``)."""
     import timm
 
+    if not name or not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8] if name else []
+        similar = f"; similar: {', '.join(close)}" if close else ""
+        raise InputError(f"timm has no model named {name!r}{similar}")
     try:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError as error:
-        raise InputError(f"cannot build timm model {name!r} with {kwargs}: {error}") from None
+        return timm.create_model(name, pretrained=False, **kwargs, **fixed)
+    except Exception as error:  # noqa: BLE001 - timm asserts, raises TypeError/ValueError/RuntimeError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"cannot build timm model {name!r} with {dict(kwargs)}: {reason}") from None
 
 
 def _classifier_size(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int:

@@ -249,8 +249,6 @@ def encoder_outline(
         with torch.device("meta"):
             model, transform = _architecture(name, input_size, model_args)
             return _finish(model, transform, "meta")
-    except InputError:
-        raise
     except Exception:  # noqa: BLE001 - an operation without a meta kernel: the CPU build decides
         pass
     model, transform = _architecture(name, input_size, model_args)
@@ -262,16 +260,13 @@ def _timm_encoder(
 ) -> tuple[nn.Module, PatchTransform]:
     import timm
 
+    from attnmap.vit.models import create_timm_model
+
     if not model_name:
         raise InputError("'timm:' must be followed by a timm model name, e.g. timm:resnet18")
     if "num_classes" in model_args:
         raise InputError("a patch encoder is headless (num_classes=0): give no num_classes model argument")
-    try:
-        model = timm.create_model(model_name, pretrained=False, num_classes=0, **model_args)
-    except RuntimeError as error:  # timm's "Unknown model"
-        raise InputError(f"timm has no model named {model_name!r}") from error
-    except TypeError as error:  # an argument the architecture does not take
-        raise InputError(f"cannot build timm model {model_name!r} with {dict(model_args)}: {error}") from None
+    model = create_timm_model(model_name, model_args, num_classes=0)
     config = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(config["input_size"][-1])
     transform = PatchTransform(
