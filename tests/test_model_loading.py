@@ -5,7 +5,7 @@ size) load to exactly the weights in the file, or are refused in one line naming
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -61,7 +61,7 @@ def _layouts(classifier: torch.nn.Module, student: torch.nn.Module) -> dict[str,
         "encoder prefix in state_dict": ({"state_dict": _prefixed("encoder.", full)}, True),
         "Lightning module with its own classifier": (
             {"state_dict": {**_prefixed("model.backbone.", trunk), "model.fc.weight": torch.zeros(2, 192)},
-             "epoch": 3}, False),
+             "epoch": 3, "hyper_parameters": {"data_dir": PurePosixPath("/data/tiles"), "lr": 1e-4}}, False),
         "DINO teacher and student": (
             {"teacher": {**_prefixed("backbone.", trunk), **dino_head},
              "student": _prefixed("module.backbone.", other), "epoch": 9}, False),
