@@ -358,3 +358,35 @@ def test_full_siglip_folder_gives_its_vision_tower_quietly(tmp_path: Path) -> No
     tower = pair.vision_model.state_dict()
     assert loaded.keys() == tower.keys() and all(torch.equal(loaded[k], tower[k]) for k in tower)
     assert not any("LOAD REPORT" in message for message in said), said
+
+
+def _uni_like_folder(folder: Path) -> torch.nn.Module:
+    """A folder as UNI-like foundation models ship on the Hub: timm's config.json and weights."""
+    import json
+
+    torch.manual_seed(0)
+    encoder = timm.create_model("test_vit", pretrained=False, num_classes=0, init_values=1e-5).eval()
+    folder.mkdir()
+    config = {"architecture": "test_vit", "num_classes": 0, "model_args": {"init_values": 1e-5}}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(encoder.state_dict(), str(folder / "model.safetensors"))
+    return encoder
+
+
+def test_a_timm_hub_folder_loads_with_its_architecture_arguments_and_weights(tmp_path: Path) -> None:
+    """timm:FOLDER (or hf:FOLDER) of a timm config.json + weights: 'timm has no model' and 'holds a
+    model (no architectures)' before; now the saved architecture with its model_args and weights."""
+    encoder = _uni_like_folder(tmp_path / "uni")
+    for spec in (f"timm:{tmp_path / 'uni'}", f"hf:{tmp_path / 'uni'}"):
+        model = load_model(spec)
+        _same_weights(model, encoder.state_dict())
+    patches = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        assert torch.equal(model(patches), encoder(patches))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"^timm:.*empty is a folder without a timm config.json"):
+        load_model(f"timm:{tmp_path / 'empty'}")
+    (tmp_path / "uni" / "model.safetensors").rename(tmp_path / "uni" / "elsewhere.safetensors")
+    with pytest.raises(InputError, match=r"uni holds a timm config.json but no model.safetensors or "
+                       r"pytorch_model.bin$"):
+        load_model(f"timm:{tmp_path / 'uni'}")

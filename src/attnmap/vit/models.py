@@ -1,6 +1,7 @@
 """Loading the model to explain from a short spec, never downloading anything.
 
-Specs: ``timm:NAME`` (architecture from timm, random weights unless a checkpoint is given),
+Specs: ``timm:NAME`` (architecture from timm, random weights unless a checkpoint is given;
+``timm:FOLDER`` a timm model saved with its ``config.json``, see `timm_folder`),
 ``hf:LOCAL_DIR`` (a Hugging Face model of a supported family saved with ``save_pretrained``: the class
 named in its config), and
 ``attnmap:NAME`` (models shipped with attnmap, see `BUNDLED_MODELS`). Checkpoints may be a raw
@@ -17,7 +18,7 @@ import importlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -25,7 +26,15 @@ from torch import nn
 from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
 from attnmap.errors import InputError
 
-__all__ = ["BUNDLED_MODELS", "apply_state_dict", "create_timm_model", "load_model", "load_state_dict"]
+__all__ = [
+    "BUNDLED_MODELS",
+    "TimmFolder",
+    "apply_state_dict",
+    "create_timm_model",
+    "load_model",
+    "load_state_dict",
+    "timm_folder",
+]
 
 # name -> "module:function"; the function takes no arguments and returns an eval-mode model
 BUNDLED_MODELS: dict[str, str] = {"shapes-vit": "attnmap.data.shapes_model:load_shapes_vit"}
@@ -47,6 +56,13 @@ def load_model(
     kind, _, name = spec.partition(":")
     if not name:
         raise InputError(f"model spec {spec!r} must look like timm:NAME, hf:LOCAL_DIR or attnmap:NAME")
+    folder = timm_folder(name) if kind in ("timm", "hf") else None
+    if folder is not None:  # a timm model saved with its config (foundation models on the Hub)
+        kind, name = "timm", folder.architecture
+        model_kwargs = {**folder.model_args, **model_kwargs}
+        checkpoint = folder.weights if checkpoint is None else checkpoint
+    elif kind == "timm" and Path(name).is_dir():
+        raise InputError(f"timm:{name} is a folder without a timm config.json naming an \"architecture\"")
     if model_kwargs and kind != "timm":
         raise InputError(
             f"model arguments ({', '.join(sorted(model_kwargs))}) apply to timm models, not to {spec!r}"
@@ -92,6 +108,42 @@ def _timm_model(
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
     return create_timm_model(name, kwargs)
+
+
+class TimmFolder(NamedTuple):
+    """A timm model saved with its configuration: what `timm_folder` reads."""
+
+    architecture: str
+    model_args: dict[str, Any]
+    weights: Path
+
+
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def timm_folder(path: str | Path) -> TimmFolder | None:
+    """The architecture, model arguments and weights file of a folder saved the timm way, as
+    pathology foundation models ship on the Hugging Face Hub (UNI, Virchow, H-optimus, GigaPath:
+    ``config.json`` naming a timm ``"architecture"`` and its ``"model_args"``, beside
+    ``model.safetensors`` or ``pytorch_model.bin``); None for anything else (a Hugging Face
+    transformers folder has a ``model_type`` instead). Read here, never through the Hub."""
+    folder = Path(path)
+    config_file = folder / "config.json"
+    if not folder.is_dir() or not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read {config_file}: {error}") from None
+    if not isinstance(config, Mapping) or not isinstance(config.get("architecture"), str):
+        return None
+    model_args = config.get("model_args") or {}
+    if not isinstance(model_args, Mapping):
+        raise InputError(f"{config_file}: model_args must be a mapping, got {type(model_args).__name__}")
+    weights = next((folder / name for name in TIMM_WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        raise InputError(f"{folder} holds a timm config.json but no {' or '.join(TIMM_WEIGHT_FILES)}")
+    return TimmFolder(config["architecture"], dict(model_args), weights)
 
 
 def create_timm_model(name: str, kwargs: Mapping[str, Any], **fixed: Any) -> nn.Module:
