@@ -383,9 +383,18 @@ def test_a_timm_hub_folder_loads_with_its_architecture_arguments_and_weights(tmp
     patches = torch.randn(2, 3, 160, 160)
     with torch.no_grad():
         assert torch.equal(model(patches), encoder(patches))
+    built = load_encoder(f"timm:{tmp_path / 'uni'}")  # features.encoder timm:FOLDER, the same rule
+    _same_weights(built.model, encoder.state_dict())
+    from attnmap.wsi.pipeline.config import FeaturesConfig
+    from attnmap.wsi.pipeline.fingerprint import encoder_identity
+
+    identity = encoder_identity(FeaturesConfig(encoder=f"timm:{tmp_path / 'uni'}"))
+    assert set(identity["folder"]) == {"config", "weights"}  # new weights in the folder: new features
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"^timm:.*empty is a folder without a timm config.json"):
         load_model(f"timm:{tmp_path / 'empty'}")
+    with pytest.raises(InputError, match=r"^timm:.*empty is a folder without a timm config.json"):
+        load_encoder(f"timm:{tmp_path / 'empty'}")
     (tmp_path / "uni" / "model.safetensors").rename(tmp_path / "uni" / "elsewhere.safetensors")
     with pytest.raises(InputError, match=r"uni holds a timm config.json but no model.safetensors or "
                        r"pytorch_model.bin$"):

@@ -108,7 +108,10 @@ def cached_encoder(
 ) -> Any:
     """(patch encoder, sha256 of its weights) through the cache (the slide pipeline); ``model_args``
     go to ``timm.create_model`` (``features.model_args``)."""
-    args = tuple(sorted((model_args or {}).items()))
+    from attnmap.wsi.encoders import resolve_timm_folder
+
+    name, resolved, checkpoint = resolve_timm_folder(name, model_args, checkpoint)  # timm:FOLDER
+    args = tuple(sorted(resolved.items()))
     return cached_model(
         _encoder_with_checksum, name, checkpoint, input_size, seed, device, args, files=(name, checkpoint)
     )

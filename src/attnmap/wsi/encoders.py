@@ -83,8 +83,26 @@ def known_encoder_name(name: str) -> bool:
     if name.startswith("timm:"):
         import timm
 
-        return bool(name[len("timm:") :]) and bool(timm.is_model(name[len("timm:") :]))
+        rest = name[len("timm:") :]
+        return bool(rest) and (bool(timm.is_model(rest)) or Path(rest).is_dir())
     return False
+
+
+def resolve_timm_folder(
+    name: str, model_args: Mapping[str, object] | None, checkpoint: str | Path | None
+) -> tuple[str, dict[str, object], str | Path | None]:
+    """``timm:FOLDER`` (a timm model saved with its config.json, `attnmap.vit.models.timm_folder`)
+    as ``timm:ARCHITECTURE``, its saved model arguments under the given ones, and its weights file
+    unless a checkpoint is given; any other name as it is."""
+    args = dict(model_args or {})
+    if not name.startswith("timm:") or not Path(name[len("timm:") :]).is_dir():
+        return name, args, checkpoint
+    from attnmap.vit.models import timm_folder
+
+    folder = timm_folder(name[len("timm:") :])
+    if folder is None:
+        raise InputError(f"{name} is a folder without a timm config.json naming an \"architecture\"")
+    return f"timm:{folder.architecture}", {**folder.model_args, **args}, checkpoint or folder.weights
 
 
 class Encoder(NamedTuple):
@@ -166,7 +184,7 @@ def load_encoder(
     mismatch is an error. ``input_size`` overrides the resize target. ``model_args`` go to
     ``timm.create_model`` for a ``timm:NAME`` encoder (e.g. ``init_values`` for LayerScale).
     """
-    name = str(name_or_path)
+    name, model_args, checkpoint = resolve_timm_folder(str(name_or_path), model_args, checkpoint)
     _check_model_args(name, model_args)
     factory = _registered(name)
     if factory is not None:
@@ -237,6 +255,7 @@ def encoder_outline(
     weights file is read to learn its architecture; registered and TorchScript encoders are
     loaded as they are. Raises `InputError` for an encoder that cannot work (e.g. ``input_size``).
     """
+    name, model_args, _ = resolve_timm_folder(name, model_args, None)
     _check_model_args(name, model_args)
     factory = _registered(name)
     if factory is not None or name.startswith(TORCHSCRIPT_PREFIX):
