@@ -61,7 +61,7 @@ def load_model(
         kind, name = "timm", folder.architecture
         model_kwargs = {**folder.model_args, **model_kwargs}
         checkpoint = folder.weights if checkpoint is None else checkpoint
-    elif kind == "timm" and Path(name).is_dir():
+    elif kind == "timm" and Path(name).is_dir() and not _is_timm_name(name):
         raise InputError(f"timm:{name} is a folder without a timm config.json naming an \"architecture\"")
     if model_kwargs and kind != "timm":
         raise InputError(
@@ -108,6 +108,12 @@ def _timm_model(
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
     return create_timm_model(name, kwargs)
+
+
+def _is_timm_name(name: str) -> bool:
+    import timm
+
+    return bool(timm.is_model(name))
 
 
 class TimmFolder(NamedTuple):

@@ -101,6 +101,10 @@ def resolve_timm_folder(
 
     folder = timm_folder(name[len("timm:") :])
     if folder is None:
+        import timm
+
+        if timm.is_model(name[len("timm:") :]):  # a folder that happens to bear a timm model's name
+            return name, args, checkpoint
         raise InputError(f"{name} is a folder without a timm config.json naming an \"architecture\"")
     return f"timm:{folder.architecture}", {**folder.model_args, **args}, checkpoint or folder.weights
 

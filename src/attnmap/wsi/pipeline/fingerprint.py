@@ -49,13 +49,13 @@ def encoder_identity(features: Any) -> dict[str, Any]:
     }
     if features.model_args:  # only when given, so that earlier runs' fingerprints stay as they were
         identity["model_args"] = dict(sorted(features.model_args.items()))
-    if encoder.startswith("timm:") and Path(encoder[len("timm:") :]).is_dir():  # timm:FOLDER's files
-        from attnmap.wsi.encoders import resolve_timm_folder
+    from attnmap.vit.models import timm_folder
 
-        folder = Path(encoder[len("timm:") :])
-        weights = resolve_timm_folder(encoder, None, None)[2]
-        identity["folder"] = {"config": file_identity(folder / "config.json", content=True),
-                              "weights": file_identity(weights, content=True)}
+    folder = timm_folder(encoder[len("timm:") :]) if encoder.startswith("timm:") else None
+    if folder is not None:  # timm:FOLDER: its files make the encoder
+        config_file = Path(encoder[len("timm:") :]) / "config.json"
+        identity["folder"] = {"config": file_identity(config_file, content=True),
+                              "weights": file_identity(folder.weights, content=True)}
     return identity
 
 
