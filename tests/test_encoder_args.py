@@ -208,3 +208,24 @@ def test_a_slide_run_end_to_end_with_a_virchow2_embedding_encoder_and_fine_maps(
         assert len(store) == 3 and store.map_shape == (32, 32)  # the encoder's input size
         totals = store.read(np.arange(3)).sum(axis=(1, 2))
         assert np.allclose(totals, store.scores[store.fine_index], atol=1e-4)
+
+
+def test_a_timm_folder_brings_its_normalisation_and_class_paths_resolve(tmp_path: Path) -> None:
+    """A Hub folder's config.json carries the model's own mean / std (UNI: ImageNet's), which the
+    architecture's defaults (0.5) would silently replace; saved configs write layer classes as paths."""
+    import json
+
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "uni"
+    folder.mkdir()
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    config = {"architecture": "test_vit", "model_args": {**UNI_LIKE, "num_classes": 0},
+              "pretrained_cfg": {**imagenet, "interpolation": "bicubic", "hf_hub_id": "somewhere/uni"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    weights = timm.create_model("test_vit", num_classes=0, **UNI_LIKE).state_dict()
+    torch.save(weights, folder / "pytorch_model.bin")
+    transform = load_encoder(f"timm:{folder}").transform
+    assert (transform.mean, transform.std) == (tuple(imagenet["mean"]), tuple(imagenet["std"]))
+    paths = timm_arguments({"mlp_layer": "timm.layers.SwiGLUPacked", "act_layer": "torch.nn.SiLU"})
+    assert paths == timm_arguments({"mlp_layer": "SwiGLUPacked", "act_layer": "silu"})

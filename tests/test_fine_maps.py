@@ -273,6 +273,10 @@ def _foundation_like(kind: str) -> torch.nn.Module:
     elif kind == "swiglu_avg":  # separate gate and value projections, average pooling
         model = VisionTransformer(**tiny, mlp_layer=SwiGLU, act_layer=torch.nn.SiLU, global_pool="avg",
                                   class_token=False)
+    elif kind == "timm_gelu":  # act_layer: gelu in a configuration gives timm's own GELU module
+        from timm.layers import get_act_layer
+
+        model = VisionTransformer(**tiny, act_layer=get_act_layer("gelu"))
     else:  # CLIP-style QuickGELU
         model = VisionTransformer(**tiny, act_layer=QuickGELU)
     for module in model.modules():
@@ -281,7 +285,9 @@ def _foundation_like(kind: str) -> torch.nn.Module:
     return model.double().eval()
 
 
-@pytest.mark.parametrize("kind", ["virchow2", "virchow2_embedding", "uni", "swiglu_avg", "quick_gelu"])
+@pytest.mark.parametrize(
+    "kind", ["virchow2", "virchow2_embedding", "uni", "swiglu_avg", "timm_gelu", "quick_gelu"]
+)
 def test_encoder_relevance_on_gated_and_silu_encoders_is_exactly_conservative(single_thread, kind):
     """Gated MLPs (the gate held constant, as the attention is) and SiLU / QuickGELU activations."""
     encoder = _foundation_like(kind)

@@ -5,7 +5,7 @@ size) load to exactly the weights in the file, or are refused in one line naming
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -61,7 +61,7 @@ def _layouts(classifier: torch.nn.Module, student: torch.nn.Module) -> dict[str,
         "encoder prefix in state_dict": ({"state_dict": _prefixed("encoder.", full)}, True),
         "Lightning module with its own classifier": (
             {"state_dict": {**_prefixed("model.backbone.", trunk), "model.fc.weight": torch.zeros(2, 192)},
-             "epoch": 3}, False),
+             "epoch": 3, "hyper_parameters": {"data_dir": PurePosixPath("/data/tiles"), "lr": 1e-4}}, False),
         "DINO teacher and student": (
             {"teacher": {**_prefixed("backbone.", trunk), **dino_head},
              "student": _prefixed("module.backbone.", other), "epoch": 9}, False),
@@ -173,6 +173,11 @@ def test_refusals_are_one_line_naming_the_problem(tmp_path: Path) -> None:
                        r"or safetensors file: it holds a pickled timm.models.vision_transformer."
                        r"VisionTransformer object .*\(torch.save\(model.state_dict\(\), PATH\)\)$"):
         load_model(SPEC, tmp_path / "whole.pth", **SMALL)
+    for given in ({"num_heads": 5}, {"depth": -1}, {"mlp_ratio": -2.0}):  # timm's assertions, errors
+        with pytest.raises(InputError, match=r"^cannot build timm model 'vit_tiny_patch16_224' with \{"):
+            load_model(SPEC, tmp_path / "resnet.pth", **{**SMALL, **given})
+        with pytest.raises(InputError, match=r"^cannot build timm model 'test_vit' with \{'[a-z_]+': -?\d"):
+            load_encoder("timm:test_vit", model_args=given)
     data = (tmp_path / "resnet.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"^cannot read checkpoint .*cut.pth: .*zip archive[^.]*\)$") as err:
@@ -257,7 +262,7 @@ def test_hugging_face_folder_with_a_checkpoint_in_either_naming(tmp_path: Path) 
     _hf_tiny(transformers, "ViTConfig", "ViTModel", 0).save_pretrained(tmp_path / "vit")
     tuned = _hf_tiny(transformers, "ViTConfig", "ViTModel", 1)
     tuned.save_pretrained(tmp_path / "tuned")
-    torch.save({"state_dict": _prefixed("model.", tuned.state_dict())}, tmp_path / "tuned.ckpt")
+    torch.save({"state_dict": _prefixed("model.backbone.", tuned.state_dict())}, tmp_path / "tuned.ckpt")
     images = torch.randn(1, 3, 32, 32)
     for checkpoint in (tmp_path / "tuned" / "model.safetensors", tmp_path / "tuned.ckpt"):
         model = load_model(f"hf:{tmp_path / 'vit'}", checkpoint)
@@ -353,3 +358,44 @@ def test_full_siglip_folder_gives_its_vision_tower_quietly(tmp_path: Path) -> No
     tower = pair.vision_model.state_dict()
     assert loaded.keys() == tower.keys() and all(torch.equal(loaded[k], tower[k]) for k in tower)
     assert not any("LOAD REPORT" in message for message in said), said
+
+
+def _uni_like_folder(folder: Path) -> torch.nn.Module:
+    """A folder as UNI-like foundation models ship on the Hub: timm's config.json and weights."""
+    import json
+
+    torch.manual_seed(0)
+    encoder = timm.create_model("test_vit", pretrained=False, num_classes=0, init_values=1e-5).eval()
+    folder.mkdir()
+    config = {"architecture": "test_vit", "num_classes": 0, "model_args": {"init_values": 1e-5}}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(encoder.state_dict(), str(folder / "model.safetensors"))
+    return encoder
+
+
+def test_a_timm_hub_folder_loads_with_its_architecture_arguments_and_weights(tmp_path: Path) -> None:
+    """timm:FOLDER (or hf:FOLDER) of a timm config.json + weights: 'timm has no model' and 'holds a
+    model (no architectures)' before; now the saved architecture with its model_args and weights."""
+    encoder = _uni_like_folder(tmp_path / "uni")
+    for spec in (f"timm:{tmp_path / 'uni'}", f"hf:{tmp_path / 'uni'}"):
+        model = load_model(spec)
+        _same_weights(model, encoder.state_dict())
+    patches = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        assert torch.equal(model(patches), encoder(patches))
+    built = load_encoder(f"timm:{tmp_path / 'uni'}")  # features.encoder timm:FOLDER, the same rule
+    _same_weights(built.model, encoder.state_dict())
+    from attnmap.wsi.pipeline.config import FeaturesConfig
+    from attnmap.wsi.pipeline.fingerprint import encoder_identity
+
+    identity = encoder_identity(FeaturesConfig(encoder=f"timm:{tmp_path / 'uni'}"))
+    assert set(identity["folder"]) == {"config", "weights"}  # new weights in the folder: new features
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"^timm:.*empty is a folder without a timm config.json"):
+        load_model(f"timm:{tmp_path / 'empty'}")
+    with pytest.raises(InputError, match=r"^timm:.*empty is a folder without a timm config.json"):
+        load_encoder(f"timm:{tmp_path / 'empty'}")
+    (tmp_path / "uni" / "model.safetensors").rename(tmp_path / "uni" / "elsewhere.safetensors")
+    with pytest.raises(InputError, match=r"uni holds a timm config.json but no model.safetensors or "
+                       r"pytorch_model.bin$"):
+        load_model(f"timm:{tmp_path / 'uni'}")

@@ -294,6 +294,25 @@ def test_encoder_weights_for_another_architecture_fail_at_load(setup: Path) -> N
     with pytest.raises(InputError, match=r"^features.encoder: encoder arguments \(depth\) apply to timm "
                        r"architectures, not to 'resnet50_trunc'$"):
         _load(setup, features={"encoder": "resnet50_trunc", "input_size": None, "encoder_args": {"depth": 2}})
+    # the same model saved the timm way (config.json with its model_args + weights), named as
+    # timm:FOLDER relative to the configuration; its weights are checked at load too
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = setup.parent / "uni"
+    folder.mkdir(exist_ok=True)
+    hub = {"architecture": "test_vit", "num_classes": 0, "model_args": {"init_values": 1e-5}}
+    (folder / "config.json").write_text(json.dumps(hub))
+    save_file(timm.create_model("test_vit", init_values=1e-5, num_classes=0).state_dict(),
+              str(folder / "model.safetensors"))
+    _, config = _load(setup, features={"encoder": "timm:uni", "input_size": None},
+                      model={"checkpoint": "clam64.pt"}, heatmap={"fine": {"top_k": 2}})
+    assert config.features.encoder == f"timm:{folder}"
+    (folder / "config.json").write_text(json.dumps({**hub, "model_args": {}}))
+    with pytest.raises(InputError, match=r"^features.encoder: checkpoint .*uni/model.safetensors does not "
+                       r"fit VisionTransformer: unexpected: blocks.0.ls1.gamma, "):
+        _load(setup, features={"encoder": "timm:uni", "input_size": None}, model={"checkpoint": "clam64.pt"})
     torch.save(timm.create_model("test_vit", depth=8).state_dict(), setup.parent / "deeper.pt")
     with pytest.raises(InputError, match=r"^features.checkpoint: checkpoint .*deeper.pt does not fit "
                        r"VisionTransformer: unexpected: blocks.6.attn.proj.bias, "):

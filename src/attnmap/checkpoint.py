@@ -127,9 +127,11 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
 
 def _metadata_globals() -> list[Any]:
     """Plain-data types training scripts save beside the weights (an argparse ``args``, numpy
-    scalars for the best metric or epoch): allowed so such a file is readable, since building
-    them calls no user code. Anything else stays refused by ``weights_only``."""
+    scalars for the best metric or epoch, a Lightning module's paths in its hyper-parameters):
+    allowed so such a file is readable, since building them calls no user code. Anything else
+    stays refused by ``weights_only``."""
     import argparse
+    import pathlib
 
     import numpy as np
 
@@ -137,7 +139,11 @@ def _metadata_globals() -> list[Any]:
     namespace = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype
     names = dir(namespace) if namespace is not None else []
     dtypes = [getattr(namespace, name) for name in names if name.endswith("DType")]
-    return [argparse.Namespace, np.dtype, core.multiarray.scalar, *(d for d in dtypes if isinstance(d, type))]
+    paths = [pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath]
+    return [
+        argparse.Namespace, np.dtype, core.multiarray.scalar, *paths,
+        *(d for d in dtypes if isinstance(d, type)),
+    ]
 
 
 def _is_tensor_dict(state: Mapping) -> bool:

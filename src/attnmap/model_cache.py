@@ -110,6 +110,12 @@ def cached_encoder(
 ) -> Any:
     """(patch encoder, sha256 of its weights) through the cache (the slide pipeline). ``model_args``:
     the timm architecture's arguments as JSON (a string: hashable, for the cache key)."""
+    import json
+
+    from attnmap.wsi.encoders import resolve_timm_folder
+
+    name, resolved, checkpoint = resolve_timm_folder(name, json.loads(model_args), checkpoint)  # timm:FOLDER
+    model_args = json.dumps(resolved, sort_keys=True)
     return cached_model(
         _encoder_with_checksum, name, checkpoint, input_size, seed, device, model_args,
         files=(name, checkpoint),

@@ -142,7 +142,7 @@ def explain(
     if cmap is not None:
         get_cmap(cmap)
     model_kwargs = parse_options(model_args, "--model-arg")
-    if checkpoint is None and model_spec.startswith("timm:"):
+    if checkpoint is None and model_spec.startswith("timm:") and not Path(model_spec[5:]).is_dir():
         check_timm_name(model_spec[len("timm:") :])  # before warning about its weights
         click.echo(
             f"attnmap: warning: {model_spec} has random weights (no --checkpoint given); "

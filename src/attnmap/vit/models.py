@@ -1,6 +1,7 @@
 """Loading the model to explain from a short spec, never downloading anything.
 
-Specs: ``timm:NAME`` (architecture from timm, random weights unless a checkpoint is given),
+Specs: ``timm:NAME`` (architecture from timm, random weights unless a checkpoint is given;
+``timm:FOLDER`` a timm model saved with its ``config.json``, see `timm_folder`),
 ``hf:LOCAL_DIR`` (a Hugging Face model of a supported family saved with ``save_pretrained``: the class
 named in its config), and
 ``attnmap:NAME`` (models shipped with attnmap, see `BUNDLED_MODELS`). Checkpoints may be a raw
@@ -17,7 +18,7 @@ import importlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -26,7 +27,14 @@ from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
 from attnmap.errors import InputError
 from attnmap.vit.timm_build import build_timm
 
-__all__ = ["BUNDLED_MODELS", "apply_state_dict", "load_model", "load_state_dict"]
+__all__ = [
+    "BUNDLED_MODELS",
+    "TimmFolder",
+    "apply_state_dict",
+    "load_model",
+    "load_state_dict",
+    "timm_folder",
+]
 
 # name -> "module:function"; the function takes no arguments and returns an eval-mode model
 BUNDLED_MODELS: dict[str, str] = {"shapes-vit": "attnmap.data.shapes_model:load_shapes_vit"}
@@ -50,6 +58,13 @@ def load_model(
     kind, _, name = spec.partition(":")
     if not name:
         raise InputError(f"model spec {spec!r} must look like timm:NAME, hf:LOCAL_DIR or attnmap:NAME")
+    folder = timm_folder(name) if kind in ("timm", "hf") else None
+    if folder is not None:  # a timm model saved with its config (foundation models on the Hub)
+        kind, name = "timm", folder.architecture
+        model_kwargs = {**folder.model_args, **model_kwargs}
+        checkpoint = folder.weights if checkpoint is None else checkpoint
+    elif kind == "timm" and Path(name).is_dir() and not _is_timm_name(name):
+        raise InputError(f"timm:{name} is a folder without a timm config.json naming an \"architecture\"")
     if model_kwargs and kind != "timm":
         raise InputError(
             f"model arguments ({', '.join(sorted(model_kwargs))}) apply to timm models, not to {spec!r}"
@@ -86,12 +101,68 @@ def _timm_model(
     if num_classes is None:  # also given as a model argument (--model-arg num_classes=0)
         num_classes = kwargs.pop("num_classes", None)
     if num_classes is None and state is not None:
-        with torch.device("meta"):  # only its key names and shapes: no memory, no initialisation
+        try:
+            with torch.device("meta"):  # only its key names and shapes: no memory, no initialisation
+                outline = build_timm(name, kwargs)
+        except InputError:  # an initialisation step without a meta kernel: the CPU build decides
             outline = build_timm(name, kwargs)
         num_classes = _classifier_size(outline, fit_state_dict(outline, state, source))
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
     return build_timm(name, kwargs)
+
+
+def _is_timm_name(name: str) -> bool:
+    import timm
+
+    return bool(timm.is_model(name))
+
+
+class TimmFolder(NamedTuple):
+    """A timm model saved with its configuration: what `timm_folder` reads."""
+
+    architecture: str
+    model_args: dict[str, Any]
+    weights: Path
+
+
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def timm_folder(path: str | Path) -> TimmFolder | None:
+    """The architecture, model arguments and weights file of a folder saved the timm way, as
+    pathology foundation models ship on the Hugging Face Hub (UNI, Virchow, H-optimus, GigaPath:
+    ``config.json`` naming a timm ``"architecture"`` and its ``"model_args"``, beside
+    ``model.safetensors`` or ``pytorch_model.bin``); None for anything else (a Hugging Face
+    transformers folder has a ``model_type`` instead). Read here, never through the Hub."""
+    folder = Path(path)
+    config_file = folder / "config.json"
+    if not folder.is_dir() or not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read {config_file}: {error}") from None
+    if not isinstance(config, Mapping) or not isinstance(config.get("architecture"), str):
+        return None
+    model_args = config.get("model_args") or {}
+    if not isinstance(model_args, Mapping):
+        raise InputError(f"{config_file}: model_args must be a mapping, got {type(model_args).__name__}")
+    weights = next((folder / name for name in TIMM_WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        raise InputError(f"{folder} holds a timm config.json but no {' or '.join(TIMM_WEIGHT_FILES)}")
+    model_args = dict(model_args)
+    preprocessing = config.get("pretrained_cfg")
+    if isinstance(preprocessing, Mapping) and "pretrained_cfg_overlay" not in model_args:
+        # the folder's own input size and normalisation (UNI: ImageNet's), as timm uses them when it
+        # builds a Hub model: the architecture's defaults may differ
+        overlay = {key: preprocessing[key] for key in _PREPROCESSING_KEYS if key in preprocessing}
+        if overlay:
+            model_args["pretrained_cfg_overlay"] = overlay
+    return TimmFolder(config["architecture"], model_args, weights)
+
+
+_PREPROCESSING_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
 def _classifier_size(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int:
@@ -119,7 +190,8 @@ def _hf_model(
 
     Any supported family (see `attnmap.vit.adapters_hf.HF_MODEL_TYPES`); a full CLIP/SigLIP model
     gives its vision tower. ``state`` (a checkpoint given beside the folder) replaces the folder's
-    weights, read by transformers so that both its saved and its in-memory key names load. Missing
+    weights, read by transformers so that both its saved and its in-memory key names load (the
+    latter also from under a prefix, by `attnmap.checkpoint.fit_state_dict`). Missing
     or mis-shaped weights are an error (a silently half-random model would explain nothing), except
     a classifier head replaced for ``num_classes``.
     """
@@ -157,6 +229,10 @@ def _hf_model(
                 extra["config"] = _hf_config(transformers, path, kind in _HF_VISION_TOWERS)
             if num_classes is not None and "config" in extra:
                 extra["config"].num_labels = extra.pop("num_labels")
+            if state is not None:  # the model found under a prefix (a Lightning module's backbone.)
+                with torch.device("meta"):
+                    outline = cls(extra["config"])
+                state = fit_state_dict(outline, state, source)
             model, info = cls.from_pretrained(
                 None if state is not None else str(path),
                 local_files_only=True,

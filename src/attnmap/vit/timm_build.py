@@ -27,6 +27,7 @@ from attnmap.errors import InputError
 
 CLASS_AND_PATCH_MEAN = "class_and_patch_mean"
 
+LAYER_ARGUMENTS = ("mlp_layer", "act_layer", "norm_layer")
 # timm's MLP blocks a ViT takes as ``mlp_layer`` (by class name)
 MLP_LAYERS = ("Mlp", "GluMlp", "SwiGLU", "SwiGLUPacked", "GatedMlp")
 
@@ -53,6 +54,8 @@ def timm_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in arguments.items():
         if not isinstance(value, str):
             continue
+        if key in LAYER_ARGUMENTS:  # a class path as saved configs write it: timm.layers.SwiGLUPacked
+            value = value.rsplit(".", 1)[-1]
         if key == "mlp_layer":
             if value not in MLP_LAYERS:
                 blocks = ", ".join(MLP_LAYERS)
@@ -62,20 +65,23 @@ def timm_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
             lookup = layers.get_act_layer if key == "act_layer" else layers.get_norm_layer
             examples = "gelu, silu, quick_gelu" if key == "act_layer" else "layernorm, rmsnorm"
             try:
-                resolved[key] = lookup(value)
+                resolved[key] = lookup(value.lower() if key == "act_layer" else value)
             except (KeyError, ValueError, AssertionError):
                 raise InputError(f"{key} {value!r} is not a name timm knows (e.g. {examples})") from None
     return resolved
 
 
-def build_timm(name: str, arguments: Mapping[str, Any] | None = None) -> nn.Module:
-    """``timm.create_model(name, pretrained=False, **arguments)`` with one-line errors (and the
-    ``class_and_patch_mean`` pooling, see the module docstring)."""
+def build_timm(name: str, arguments: Mapping[str, Any] | None = None, **fixed: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, **arguments, **fixed)``, never downloading (and
+    the ``class_and_patch_mean`` pooling, see the module docstring). An unknown name or arguments
+    the architecture refuses (an unknown keyword, heads that do not divide the width, a negative
+    depth) are one `InputError` line naming the user's ``arguments``; ``fixed``: what the caller
+    sets (e.g. ``num_classes=0`` for a patch encoder)."""
     import timm
 
     check_timm_name(name)
     arguments = dict(arguments or {})
-    resolved = timm_arguments(arguments)
+    resolved = {**timm_arguments(arguments), **fixed}
     concat = resolved.get("global_pool") == CLASS_AND_PATCH_MEAN
     if concat:
         if resolved.get("num_classes", 0):
@@ -85,8 +91,9 @@ def build_timm(name: str, arguments: Mapping[str, Any] | None = None) -> nn.Modu
         resolved.update(global_pool="", num_classes=0)
     try:
         model = timm.create_model(name, pretrained=False, **resolved)
-    except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as error:
-        raise InputError(f"cannot build timm model {name!r} with {arguments}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - timm asserts, raises TypeError/ValueError/RuntimeError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"cannot build timm model {name!r} with {arguments}: {reason}") from None
     return _class_and_patch_mean(model, name) if concat else model
 
 

@@ -83,8 +83,30 @@ def known_encoder_name(name: str) -> bool:
     if name.startswith("timm:"):
         import timm
 
-        return bool(name[len("timm:") :]) and bool(timm.is_model(name[len("timm:") :]))
+        rest = name[len("timm:") :]
+        return bool(rest) and (bool(timm.is_model(rest)) or Path(rest).is_dir())
     return False
+
+
+def resolve_timm_folder(
+    name: str, model_args: Mapping[str, object] | None, checkpoint: str | Path | None
+) -> tuple[str, dict[str, object], str | Path | None]:
+    """``timm:FOLDER`` (a timm model saved with its config.json, `attnmap.vit.models.timm_folder`)
+    as ``timm:ARCHITECTURE``, its saved model arguments under the given ones, and its weights file
+    unless a checkpoint is given; any other name as it is."""
+    args = dict(model_args or {})
+    if not name.startswith("timm:") or not Path(name[len("timm:") :]).is_dir():
+        return name, args, checkpoint
+    from attnmap.vit.models import timm_folder
+
+    folder = timm_folder(name[len("timm:") :])
+    if folder is None:
+        import timm
+
+        if timm.is_model(name[len("timm:") :]):  # a folder that happens to bear a timm model's name
+            return name, args, checkpoint
+        raise InputError(f"{name} is a folder without a timm config.json naming an \"architecture\"")
+    return f"timm:{folder.architecture}", {**folder.model_args, **args}, checkpoint or folder.weights
 
 
 class Encoder(NamedTuple):
@@ -161,12 +183,12 @@ def load_encoder(
 ) -> Encoder:
     """Build a patch encoder (model in eval mode on ``device``, its transform, its output size).
 
-    ``checkpoint``: weights for a named architecture (a state_dict, or a dict holding one under
-    "state_dict"/"model"); classifier-head keys the encoder lacks are ignored, any other mismatch is
-    an error. ``input_size`` overrides the resize target. ``model_args``: arguments of a timm
-    architecture (``timm.create_model``; layer classes by name, see `attnmap.vit.timm_build`).
+    ``checkpoint``: weights for a named architecture, read and fitted by `attnmap.checkpoint` (the
+    rule `attnmap.load_model` follows); the classifier head the encoder lacks is left out, any other
+    mismatch is an error. ``input_size`` overrides the resize target. ``model_args``: arguments of
+    a timm architecture (``timm.create_model``; layer classes by name, see `attnmap.vit.timm_build`).
     """
-    name = str(name_or_path)
+    name, model_args, checkpoint = resolve_timm_folder(str(name_or_path), model_args, checkpoint)
     _check_model_args(name, model_args)
     factory = _registered(name)
     if factory is not None:
@@ -239,6 +261,7 @@ def encoder_outline(
     weights file is read to learn its architecture; registered and TorchScript encoders are
     loaded as they are. Raises `InputError` for an encoder that cannot work (e.g. ``input_size``).
     """
+    name, model_args, _ = resolve_timm_folder(name, model_args, None)
     _check_model_args(name, model_args)
     factory = _registered(name)
     if factory is not None or name.startswith(TORCHSCRIPT_PREFIX):
@@ -251,8 +274,6 @@ def encoder_outline(
         with torch.device("meta"):
             model, transform = _architecture(name, input_size, model_args)
             return _finish(model, transform, "meta")
-    except InputError:
-        raise
     except Exception:  # noqa: BLE001 - an operation without a meta kernel: the CPU build decides
         pass
     model, transform = _architecture(name, input_size, model_args)
@@ -267,11 +288,10 @@ def _timm_encoder(
 
     if not model_name:
         raise InputError("'timm:' must be followed by a timm model name, e.g. timm:resnet18")
-    if model_args and "num_classes" in model_args:
-        raise InputError(
-            "encoder arguments: num_classes is set by attnmap (0: the encoder's pooled features)"
-        )
-    model = build_timm(model_name, {**(model_args or {}), "num_classes": 0})
+    model_args = dict(model_args or {})
+    if model_args.pop("num_classes", 0):  # 0, as a saved foundation model's config.json may say
+        raise InputError("a patch encoder is headless (num_classes=0): give no num_classes encoder argument")
+    model = build_timm(model_name, model_args, num_classes=0)
     config = data_config(model)  # the size the model was built for (img_size), as explain uses
     size = input_size or int(config["input_size"][-1])
     transform = PatchTransform(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from timm.layers import GluMlp, Mlp, QuickGELU, SwiGLU
+from timm.layers.activations import GELU, GELUTanh
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -67,7 +68,8 @@ def check_fine_encoder(model: nn.Module) -> VisionTransformer:
 
 
 _MLPS = (Mlp, GluMlp, SwiGLU)  # SwiGLUPacked is a GluMlp
-_ACTIVATIONS = (nn.GELU, nn.SiLU, QuickGELU)
+# act(z) = z · g(z) with g(0) = ½: torch's and timm's GELU (exact or tanh), SiLU, QuickGELU
+_ACTIVATIONS = (nn.GELU, nn.SiLU, QuickGELU, GELU, GELUTanh)
 
 
 class _Frozen:
@@ -105,7 +107,7 @@ def _activation_gate(act: nn.Module, z: torch.Tensor) -> torch.Tensor:
         return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
     if isinstance(act, (nn.SiLU, QuickGELU)):  # z·σ(z), z·σ(1.702 z)
         return torch.sigmoid(1.702 * z if isinstance(act, QuickGELU) else z)
-    return torch.where(z == 0, torch.full_like(z, 0.5), act(z) / z)  # tanh-approximated GELU
+    return torch.where(z == 0, torch.full_like(z, 0.5), act(z) / z)  # timm's GELUs, tanh GELU
 
 
 def _mlp(frozen: _Frozen, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -365,4 +365,6 @@ def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
         config.features.encoder = "torchscript:" + (_resolve(encoder[len("torchscript:") :], base_dir) or "")
     elif not is_encoder_name(encoder):  # a file: relative to the config like every other path
         config.features.encoder = _resolve(encoder, base_dir) or encoder
+    elif encoder.startswith("timm:") and (base_dir / encoder[len("timm:") :] / "config.json").is_file():
+        config.features.encoder = "timm:" + (_resolve(encoder[len("timm:") :], base_dir) or "")  # FOLDER
     config.run.output_dir = _resolve(config.run.output_dir, base_dir) or config.run.output_dir

@@ -97,14 +97,17 @@ def _check_encoder(config: PipelineConfig) -> None:
     except InputError as error:
         named = f.encoder in str(error)
         raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
-    if f.checkpoint:  # weights for another architecture failed each slide after its patches
+    from attnmap.wsi.encoders import resolve_timm_folder
+
+    weights = resolve_timm_folder(f.encoder, f.encoder_args, f.checkpoint)[2]  # a timm:FOLDER's own
+    if weights:  # weights for another architecture failed each slide after its patches
         from attnmap.checkpoint import check_state_dict, load_state_dict
 
         try:
-            state = load_state_dict(f.checkpoint, lazy=True)  # names and shapes: nothing read
-            check_state_dict(encoder.model, state, f.checkpoint, ignore_unexpected=True)
+            state = load_state_dict(weights, lazy=True)  # names and shapes: nothing read
+            check_state_dict(encoder.model, state, weights, ignore_unexpected=True)
         except InputError as error:
-            raise InputError(f"features.checkpoint: {error}") from error
+            raise InputError(f"features.{'checkpoint' if f.checkpoint else 'encoder'}: {error}") from error
     model = cached_clam(config.model.checkpoint, "cpu")[0]
     if encoder.feature_dim != model.embed_dim:
         raise InputError(

@@ -50,6 +50,13 @@ def encoder_identity(features: Any) -> dict[str, Any]:
     }
     if features.encoder_args:  # absent when empty: earlier runs keep their fingerprints
         identity["encoder_args"] = json.loads(features.encoder_arguments())
+    from attnmap.vit.models import timm_folder
+
+    folder = timm_folder(encoder[len("timm:") :]) if encoder.startswith("timm:") else None
+    if folder is not None:  # timm:FOLDER: its files make the encoder
+        config_file = Path(encoder[len("timm:") :]) / "config.json"
+        identity["folder"] = {"config": file_identity(config_file, content=True),
+                              "weights": file_identity(folder.weights, content=True)}
     return identity
 
 
