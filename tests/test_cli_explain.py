@@ -288,3 +288,12 @@ def test_an_unknown_timm_name_is_one_error_without_a_random_weights_warning(work
     assert err.strip().splitlines() == [
         next(line for line in err.splitlines() if "similar: vit_tiny_patch16_224," in line)
     ]
+
+
+def test_quiet_hides_the_progress_bar_anywhere_on_the_line(workspace, capsys):
+    """`--quiet` promises no progress bars; explain showed its per-image bar regardless."""
+    base = ["explain", str(workspace / "images"), *MODEL, "--method", "attention"]
+    for index, args in enumerate(([], ["--quiet"], ["--quiet", "--workers", "1"])):
+        assert run_cli([*base, "--out", str(workspace / f"out_quiet_{index}"), *args]) == 0
+        err = capsys.readouterr().err
+        assert ("%|" in err) == (not args), (args, err)

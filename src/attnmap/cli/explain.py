@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from attnmap.cli.options import device_option, out_option, parse_options, resolved_device
+from attnmap.cli.options import device_option, out_option, parse_options, quiet, resolved_device
 from attnmap.errors import InputError
 
 if TYPE_CHECKING:
@@ -162,7 +162,9 @@ def explain(
     weights = None if checkpoint is None else str(checkpoint)
     model = cached_vit(model_spec, weights, tuple(sorted(model_kwargs.items()))).to(resolved_device(device))
     with folder_lock(out_dir, "attnmap explain"):  # one run per folder; a rerun skips finished images
-        written = explain_paths(paths, model, method, target, out_dir, model_name=model_spec, **settings)
+        written = explain_paths(
+            paths, model, method, target, out_dir, model_name=model_spec, progress=not quiet(), **settings
+        )
     click.echo(f"wrote {len(written)} files to {out_dir}")
 
 
@@ -211,6 +213,7 @@ def _run_distributed(
             scheduler=scheduler,
             report=out_dir / "run_report.json",
             desc="image batches",
+            progress=not quiet(),
         )
     click.echo(
         f"{len(report.done)} batches done, {len(report.failed)} failed; report: {out_dir / 'run_report.json'}"
