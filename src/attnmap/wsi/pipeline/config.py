@@ -77,7 +77,8 @@ class SegmentationConfig:
     __pydantic_config__: ClassVar[dict] = STRICT
 
     preset: PresetName | None = field(
-        default=None, metadata={"help": "CLAM's parameter preset (sets the values below)."}
+        default=None,
+        metadata={"help": "CLAM's parameter preset: sets the values below (one that disagrees is an error)."},
     )
     level: NonNegative | None = field(
         default=None, metadata={"help": "Level to segment at (default: best for downsample 64)."}
