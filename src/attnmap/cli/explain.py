@@ -56,7 +56,12 @@ def load_direction(path: Path) -> torch.Tensor:
 
 @click.command("explain")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_spec", required=True, help="timm:NAME, hf:LOCAL_DIR or attnmap:NAME.")
+@click.option(
+    "--model",
+    "model_spec",
+    required=True,
+    help="timm:NAME, hf:LOCAL_DIR or bundled: attnmap:shapes-vit, attnmap:patch-vit (headless: --direction).",
+)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Weights to load.")
 @click.option(
     "--model-arg",
