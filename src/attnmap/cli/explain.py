@@ -87,7 +87,8 @@ def load_direction(path: Path) -> torch.Tensor:
 )
 @out_option("Output folder.")
 @device_option()
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per forward pass (with --workers: per task).")
 @click.option("--cmap", default=None, help="Colour map (default: jet; signed maps RdBu_r centred on 0).")
 @click.option("--on", "on", type=click.Choice(["crop", "original"]), default="crop", show_default=True,
               help="Draw on the model's crop or on the original image (crop framed).")

@@ -93,7 +93,8 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **op
     default=None,
     help="Class whose logit the relevance scores explain (default: the predicted class).",
 )
-@click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True,
+              help="Patches per pass through the model (bounds memory on large bags).")
 @click.option("--no-csv", is_flag=True, help="Only write the h5 files.")
 @device_option()
 def attention(
