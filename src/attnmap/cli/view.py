@@ -20,7 +20,8 @@ import click
     "--annotations",
     type=click.Path(path_type=Path),
     default=None,
-    help="Annotations (QuPath GeoJSON or ASAP XML), or a folder of <slide id>.geojson|.xml.",
+    help="Annotations (QuPath GeoJSON or ASAP XML) of the slide given as PATH, or a folder of "
+    "<slide id>.geojson|.xml (what a run folder needs).",
 )
 @click.option(
     "--port",
