@@ -180,6 +180,11 @@ def test_every_readme_command_runs(tmp_path: Path, monkeypatch, single_thread) -
     assert not failures, "\n".join(failures)
     assert (WEIGHTS / "shapes_vit.safetensors").stat().st_size > 0  # train-shapes wrote elsewhere
     assert (tmp_path / "shapes-vit" / "shapes_vit.safetensors").is_file()
+    demo = tmp_path / "attnmap-demo"
+    promised = ["evaluation.csv", "evaluation.png", "slide_heatmap.png", "slide_heatmap.tif",
+                "slide_blockmap.h5", "hard_methods.png", "hard_fine_gallery.png", "hard_slide_fine.tif",
+                "shapes_methods.png"]
+    assert [name for name in promised if not (demo / name).is_file()] == []  # what README says demo writes
     page = (tmp_path / "attnmap-demo" / "index.html").read_text()
     assert "darkness baseline" in page  # the demo's MIL AUC is shown with its baseline
     assert json.loads((tmp_path / "attnmap-demo" / "demo_run.json").read_text())["wall_seconds"] > 0
