@@ -133,7 +133,9 @@ class FeaturesConfig:
 
     encoder: str = field(
         default="resnet50_trunc",
-        metadata={"help": "resnet50_trunc, timm:MODEL_NAME, a registered name, or an encoder file."},
+        metadata={"help": "resnet50_trunc, timm:MODEL_NAME, a registered name (attnmap:tiny, "
+                  "attnmap:patch-vit), torchscript:PATH, or a weights file (timm checkpoint, torchvision "
+                  "ResNet50)."},
     )
     checkpoint: str | None = field(
         default=None, metadata={"help": "Encoder weights (without: seeded random weights, for tests)."}
