@@ -92,7 +92,26 @@ def test_cli_defaults_come_from_the_dataclasses() -> None:
     assert _option(heatmap, "--canvas-color").nargs == 3
     assert _option(_command(("wsi", "patch")), "--patch-size").default == PatchingConfig().patch_size
     sthresh = _option(_command(("wsi", "segment")), "--sthresh")
-    assert sthresh.default is None and "[default: 8]" in sthresh.help  # the preset's or CLAM's
+    assert sthresh.default is None and "[default: 8, or the --preset's]" in sthresh.help
+
+
+def test_mil_train_options_show_train_configs_defaults_and_choices() -> None:
+    """`mil train`'s options are written out by hand: each default and choice is `TrainConfig`'s."""
+    import dataclasses
+
+    from attnmap.mil.clam import CLAM_SIZES
+    from attnmap.mil.train import MODELS, TrainConfig
+
+    command = _command(("mil", "train"))
+    fields = {item.name: item.default for item in dataclasses.fields(TrainConfig)}
+    options = [p for p in command.params if isinstance(p, click.Option)
+               and p.name not in ("out_dir", "device")]
+    assert {p.name for p in options} <= set(fields)
+    context = click.Context(command)
+    for option in options:
+        assert option.get_default(context) == fields[option.name], option.name
+    assert list(_option(command, "--model").type.choices) == list(MODELS)
+    assert sorted(_option(command, "--size").type.choices) == sorted(CLAM_SIZES)
 
 
 def test_explain_default_method_is_the_apis() -> None:

@@ -288,3 +288,34 @@ def test_an_unknown_timm_name_is_one_error_without_a_random_weights_warning(work
     assert err.strip().splitlines() == [
         next(line for line in err.splitlines() if "similar: vit_tiny_patch16_224," in line)
     ]
+
+
+def test_quiet_hides_the_progress_bar_anywhere_on_the_line(workspace, capsys):
+    """`--quiet` promises no progress bars; explain showed its per-image bar regardless."""
+    base = ["explain", str(workspace / "images"), *MODEL, "--method", "attention"]
+    for index, args in enumerate(([], ["--quiet"], ["--quiet", "--workers", "1"])):
+        assert run_cli([*base, "--out", str(workspace / f"out_quiet_{index}"), *args]) == 0
+        err = capsys.readouterr().err
+        assert ("%|" in err) == (not args), (args, err)
+
+
+def test_the_bundled_patch_vit_is_explained_along_a_direction_as_the_pipeline_encodes(workspace, capsys):
+    """`--model attnmap:NAME` names the bundled models; the headless patch ViT of the fine maps was
+    refused ("unknown bundled model 'patch-vit'"). Its input is the encoder transform's."""
+    from attnmap.data.patch_vit import load_patch_vit
+    from attnmap.vit.models import load_model
+    from attnmap.vit.preprocess import preprocess
+
+    image = workspace / "images" / "img0.png"  # 90 × 70: squashed to 64 × 64, not cropped
+    tensor, _ = preprocess(load_model("attnmap:patch-vit"), [str(image)])
+    expected = load_patch_vit().transform(np.asarray(Image.open(image).convert("RGB")))
+    assert torch.allclose(tensor[0], expected, atol=1e-6)
+    np.save(workspace / "direction64.npy", np.random.default_rng(0).normal(size=64).astype(np.float32))
+    out = workspace / "out_patch_vit"
+    args = ["explain", str(image), "--model", "attnmap:patch-vit", "--method", "lrp", "--out", str(out)]
+    assert run_cli([*args, "--direction", str(workspace / "direction64.npy")]) == 0
+    heat = np.load(out / "img0_lrp.npy")
+    assert heat.shape == (64, 64) and np.isfinite(heat).all() and np.abs(heat).sum() > 0
+    capsys.readouterr()
+    assert run_cli([*args, "--quiet"]) == 2  # headless: a class is no target
+    assert "needs a target" in capsys.readouterr().err

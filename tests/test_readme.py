@@ -118,6 +118,7 @@ USER_FILES: dict[str, Callable[[Path], list[str]]] = {
     ],
     "features/": lambda tmp: [str(_feature_bags(tmp / "features")[0])],
     "labels.csv": lambda tmp: [str(tmp / "labels.csv")],
+    "features/h5_files": lambda tmp: [str(_feature_bags(tmp / "features")[0] / "h5_files")],
     "features/h5_files/*.h5": lambda tmp: sorted(glob.glob(str(tmp / "features" / "h5_files" / "*.h5"))),
     "s_0_checkpoint.pt": lambda tmp: [str(WEIGHTS / "demo_clam_sb.pt")],  # takes 64-d features
     "slide.svs": lambda tmp: [str(_slide(tmp / "slide.tif"))],
@@ -179,9 +180,54 @@ def test_every_readme_command_runs(tmp_path: Path, monkeypatch, single_thread) -
     assert not failures, "\n".join(failures)
     assert (WEIGHTS / "shapes_vit.safetensors").stat().st_size > 0  # train-shapes wrote elsewhere
     assert (tmp_path / "shapes-vit" / "shapes_vit.safetensors").is_file()
+    demo = tmp_path / "attnmap-demo"
+    promised = ["evaluation.csv", "evaluation.png", "slide_heatmap.png", "slide_heatmap.tif",
+                "slide_blockmap.h5", "hard_methods.png", "hard_fine_gallery.png", "hard_slide_fine.tif",
+                "shapes_methods.png"]
+    assert [name for name in promised if not (demo / name).is_file()] == []  # what README says demo writes
     page = (tmp_path / "attnmap-demo" / "index.html").read_text()
     assert "darkness baseline" in page  # the demo's MIL AUC is shown with its baseline
     assert json.loads((tmp_path / "attnmap-demo" / "demo_run.json").read_text())["wall_seconds"] > 0
+
+
+# --------------------------------------------------------------------- the docs pages' commands
+DOC_PAGES = ("mil-relevance.md", "viewer.md")
+
+
+def runnable_doc_commands(text: str) -> list[list[str]]:
+    """The ``attnmap`` lines of a page's ``bash`` blocks that run as written and end on their own:
+    not those with placeholders (``<id>``, ``[--option]``), not a viewer serving until Ctrl+C."""
+    commands = []
+    for line in readme_commands(text):
+        args = shlex.split(line, comments=True)[1:]
+        if any("<" in arg or arg.startswith("[") for arg in args):
+            continue
+        if args[0] == "view" and "--export" not in args:
+            continue
+        commands.append(args)
+    return commands
+
+
+@pytest.mark.slow
+def test_every_runnable_docs_command_runs(tmp_path: Path, monkeypatch, single_thread) -> None:
+    """docs/*.md command lines (MIL relevance, the viewer's static export) run as printed."""
+    monkeypatch.chdir(tmp_path)
+    made: dict[str, list[str]] = {}
+    assert _run(["--quiet", "wsi", "run", str(_pipeline_config(tmp_path / "wsi"))]) == 0  # attnmap_results/
+    ran = []
+    for page in DOC_PAGES:
+        for args in runnable_doc_commands((ROOT / "docs" / page).read_text()):
+            code = _run(["--quiet", *_substitute(args, tmp_path, made)])
+            assert code == 0, f"exit {code}: docs/{page}: attnmap {' '.join(args)}"
+            ran.append(" ".join(args[:2]))
+    assert ran.count("mil attention") == 1 and ran.count("evaluate --mil-checkpoint") == 1, ran
+    assert "view attnmap_results/" in ran, ran
+    import h5py
+
+    with h5py.File(tmp_path / "out" / "bag_0_attention.h5") as scores:  # --method all
+        assert {"scores_lrp", "scores_occlusion", "scores_integrated_gradients"} <= set(scores)
+    assert (tmp_path / "eval" / "patch_flipping.csv").is_file()
+    assert (tmp_path / "site" / "index.html").is_file()
 
 
 # --------------------------------------------------------------------- the evaluation table

@@ -193,8 +193,9 @@ def test_cli_port_in_use_is_one_line(run_folder, capsys):
     assert "in use" in err and len(err.splitlines()) == 1
 
 
-def test_cli_export_writes_a_static_folder(run_folder, tmp_path):
-    main(["view", str(run_folder), "--export", str(tmp_path / "site")])
+def test_cli_export_writes_a_static_folder(run_folder, tmp_path, capsys):
+    main(["view", str(run_folder), "--export", str(tmp_path / "site"), "--quiet"])
+    assert "%|" not in capsys.readouterr().err  # --quiet: no progress bar
     site = tmp_path / "site"
     assert (site / "index.html").is_file() and (site / "data" / "0" / "patches-1.js").is_file()
     assert (site / "static" / "openseadragon" / "openseadragon.min.js").is_file()

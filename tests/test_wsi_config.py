@@ -63,6 +63,7 @@ def test_bad_values_name_the_dotted_key(setup: Path, section: str, key: str, val
     assert "\n" not in message
     assert message.startswith(f"{section}.{key}"), message
     assert problem in message
+    assert message.count(" got ") + message.count("(got ") <= 1, message  # the value named once
 
 
 def test_good_values_are_kept_exactly(setup: Path) -> None:

@@ -63,9 +63,9 @@ def format_errors(error: Any, prefix: str = "", cls: type | None = None) -> str:
         elif item["type"] == "missing_keyword_argument":
             message = "required key missing"
         given = item.get("input")
-        shown = "" if item["type"] in ("unexpected_keyword_argument", "missing_keyword_argument") else (
-            f" (got {given!r})" if not isinstance(given, Mapping) else ""
-        )
+        said = message.endswith((f"got {given!r}", f"got {given}"))  # a check's own message names it
+        keyless = item["type"] in ("unexpected_keyword_argument", "missing_keyword_argument")
+        shown = "" if keyless or said or isinstance(given, Mapping) else f" (got {given!r})"
         parts.append(f"{key or '(top level)'}: {message}{shown}")
     return "; ".join(parts)
 

@@ -27,7 +27,8 @@ DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is
 @out_option("Folder for the CSV and plot.", default=Path("attnmap_evaluation"))
 @click.option("--seed", type=int, default=DEFAULT_EVAL_SEED, show_default=True,
               help="Seed of the images and of the random baseline.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Images per forward pass (memory, not results).")
 @click.option("--pointing-tolerance", type=click.IntRange(min=0), default=4, show_default=True,
               help="Pixels by which the mask is grown for the pointing game.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown.")

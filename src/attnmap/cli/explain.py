@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from attnmap.cli.options import device_option, out_option, parse_options, resolved_device
+from attnmap.cli.options import device_option, out_option, parse_options, quiet, resolved_device
 from attnmap.errors import InputError
 
 if TYPE_CHECKING:
@@ -56,7 +56,12 @@ def load_direction(path: Path) -> torch.Tensor:
 
 @click.command("explain")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_spec", required=True, help="timm:NAME, hf:LOCAL_DIR or attnmap:NAME.")
+@click.option(
+    "--model",
+    "model_spec",
+    required=True,
+    help="timm:NAME, hf:LOCAL_DIR or bundled: attnmap:shapes-vit, attnmap:patch-vit (headless: --direction).",
+)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Weights to load.")
 @click.option(
     "--model-arg",
@@ -82,7 +87,8 @@ def load_direction(path: Path) -> torch.Tensor:
 )
 @out_option("Output folder.")
 @device_option()
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per forward pass (with --workers: per task).")
 @click.option("--cmap", default=None, help="Colour map (default: jet; signed maps RdBu_r centred on 0).")
 @click.option("--on", "on", type=click.Choice(["crop", "original"]), default="crop", show_default=True,
               help="Draw on the model's crop or on the original image (crop framed).")
@@ -162,7 +168,9 @@ def explain(
     weights = None if checkpoint is None else str(checkpoint)
     model = cached_vit(model_spec, weights, tuple(sorted(model_kwargs.items()))).to(resolved_device(device))
     with folder_lock(out_dir, "attnmap explain"):  # one run per folder; a rerun skips finished images
-        written = explain_paths(paths, model, method, target, out_dir, model_name=model_spec, **settings)
+        written = explain_paths(
+            paths, model, method, target, out_dir, model_name=model_spec, progress=not quiet(), **settings
+        )
     click.echo(f"wrote {len(written)} files to {out_dir}")
 
 
@@ -211,6 +219,7 @@ def _run_distributed(
             scheduler=scheduler,
             report=out_dir / "run_report.json",
             desc="image batches",
+            progress=not quiet(),
         )
     click.echo(
         f"{len(report.done)} batches done, {len(report.failed)} failed; report: {out_dir / 'run_report.json'}"

@@ -22,10 +22,15 @@ def mil() -> None:
 @click.argument("labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @out_option("Folder for the fold models, metrics and splits.")
 @click.option(
-    "--model", type=click.Choice(["clam_sb", "clam_mb", "abmil"]), default="clam_sb", show_default=True
+    "--model",
+    type=click.Choice(["clam_sb", "clam_mb", "abmil"]),
+    default="clam_sb",
+    show_default=True,
+    help="CLAM single- or multi-branch, or plain attention MIL.",
 )
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="k of k-fold CV.")
-@click.option("--max-epochs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--max-epochs", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Most epochs per fold.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-5, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
@@ -44,11 +49,23 @@ def mil() -> None:
     help="Patches per side for CLAM's instance clustering.",
 )
 @click.option("--subtyping", is_flag=True, help="CLAM: out-of-class instance loss too (subtyping tasks).")
-@click.option("--size", type=click.Choice(["small", "big"]), default="small", show_default=True)
+@click.option(
+    "--size",
+    type=click.Choice(["small", "big"]),
+    default="small",
+    show_default=True,
+    help="CLAM: embedding 512 wide, attention 256 (small) or 384 (big).",
+)
 @click.option("--gate/--no-gate", default=True, show_default=True, help="Gated or plain attention.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True)
-@click.option("--early-stopping/--no-early-stopping", default=True, show_default=True)
-@click.option("--patience", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--early-stopping/--no-early-stopping",
+    default=True,
+    show_default=True,
+    help="Keep the weights of the lowest validation loss; stop after --patience worse epochs.",
+)
+@click.option("--patience", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Epochs without a lower validation loss before stopping.")
 @click.option(
     "--stop-epoch",
     type=click.IntRange(min=0),
@@ -57,8 +74,10 @@ def mil() -> None:
     help="Earliest epoch at which early stopping may stop.",
 )
 @click.option("--weighted-sample", is_flag=True, help="Draw bags with class-balancing weights.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Share of each fold's non-test cases (per class) held out for validation.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the folds, weights and sampling.")
 @device_option()
 def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **options: object) -> None:
     """Cross-validated training on CLAM-layout features (h5_files/ or pt_files/) and a labels CSV
@@ -93,7 +112,8 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **op
     default=None,
     help="Class whose logit the relevance scores explain (default: the predicted class).",
 )
-@click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True,
+              help="Patches per pass through the model (bounds memory on large bags).")
 @click.option("--no-csv", is_flag=True, help="Only write the h5 files.")
 @device_option()
 def attention(

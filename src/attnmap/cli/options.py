@@ -110,9 +110,13 @@ def dataclass_options(
             item.default if item.default is not dataclasses.MISSING else item.default_factory()  # type: ignore[misc]
         )
         note = ""
-        if shown_defaults and item.name in shown_defaults:
-            note = f"  [default: {shown_defaults[item.name]}]"
         flag = (flags or {}).get(item.name, item.name.replace("_", "-"))
+        if shown_defaults and item.name in shown_defaults:
+            shown = shown_defaults[item.name]
+            if isinstance(shown, bool):  # as click shows a flag's default: the flag given
+                shown = flag if shown else f"no-{flag}"
+            either = ", or the --preset's" if "preset" in hints else ""
+            note = f"  [default: {shown}{either}]"
         decorators.append(_option(item, hints[item.name], f"{key}__{item.name}", flag, default, note))
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,7 +20,8 @@ import click
     "--annotations",
     type=click.Path(path_type=Path),
     default=None,
-    help="Annotations (QuPath GeoJSON or ASAP XML), or a folder of <slide id>.geojson|.xml.",
+    help="Annotations (QuPath GeoJSON or ASAP XML) of the slide given as PATH, or a folder of "
+    "<slide id>.geojson|.xml (what a run folder needs).",
 )
 @click.option(
     "--port",
@@ -67,6 +68,7 @@ def view(
     and an open page reloads itself within seconds, so it never keeps the old run. A run
     whose files do not read yet is reported in one line until they do.
     """
+    from attnmap.cli.options import quiet
     from attnmap.view import ViewerContent, discover, export_static, make_server
 
     def load(skipped: list[str] | None = None):
@@ -80,7 +82,7 @@ def view(
 
     if export_dir is not None:
         content = ViewerContent(slides, cache_bytes=cache_mb << 20)
-        page = export_static(content, export_dir, progress=True)
+        page = export_static(content, export_dir, progress=not quiet())
         click.echo(f"wrote {page} (open it in a browser, or serve the folder)")
         return
     content = ViewerContent(slides, cache_bytes=cache_mb << 20, reload=load, watch=[path])

@@ -155,7 +155,7 @@ def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         tissue, _ = tissue_stage(slide, entry, config, outputs)
-        coords, ran = patch_stage(slide, tissue, entry, config, outputs)
+        coords, ran = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
         state = "patched" if ran else "already patched"
         return f"{state}: {len(coords)} patches -> {outputs.patches}" + (f" ({ran})" if ran else "")
 
@@ -180,7 +180,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         tissue, _ = tissue_stage(slide, entry, config, outputs)
-        coords, _ = patch_stage(slide, tissue, entry, config, outputs)
+        coords, _ = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
         values, ran = features_stage(coords, entry, config, outputs, device, progress=not quiet())
         state = "extracted" if ran else "already extracted"
         found = f"{values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"

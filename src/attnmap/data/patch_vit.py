@@ -9,6 +9,7 @@ head (``num_classes=0``): its output is the final-norm class token, 64 features.
 
 `load_patch_vit` returns the same ``Encoder(model, transform, feature_dim)`` as
 `attnmap.wsi.encoders.load_encoder`; importing this module registers ``"attnmap:patch-vit"``.
+`patch_vit_model` is the same model for `attnmap explain` (``--model attnmap:patch-vit``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,28 @@ def load_patch_vit(device: str | torch.device = "cpu", weights: str | Path | Non
     model = build_patch_vit()
     model.load_state_dict(load_file(str(path)), strict=True)
     return Encoder(model.eval().to(device), patch_vit_transform(), FEATURE_DIM)
+
+
+def patch_vit_model() -> VisionTransformer:
+    """The shipped patch ViT alone, for ``attnmap explain --model attnmap:patch-vit``.
+
+    It carries the data config `attnmap.vit.preprocess` reads, equal to the encoder's transform
+    (whole image resized to 64 px, no crop, bilinear, (x/255 − 0.5) / 0.25), so an image is
+    explained as the pipeline encodes it. Headless: give a direction (``--direction``).
+    """
+    model = load_patch_vit().model
+    model.pretrained_cfg = {
+        "architecture": "attnmap_patch_vit",
+        "input_size": (3, PATCH_VIT_CONFIG["img_size"], PATCH_VIT_CONFIG["img_size"]),
+        "mean": PATCH_VIT_MEAN,
+        "std": PATCH_VIT_STD,
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "crop_mode": "squash",
+        "num_classes": 0,
+        "first_conv": "patch_embed.proj",
+    }
+    return model
 
 
 def patch_vit_record(weights_dir: str | Path | None = None) -> dict[str, Any]:

@@ -37,7 +37,10 @@ __all__ = [
 ]
 
 # name -> "module:function"; the function takes no arguments and returns an eval-mode model
-BUNDLED_MODELS: dict[str, str] = {"shapes-vit": "attnmap.data.shapes_model:load_shapes_vit"}
+BUNDLED_MODELS: dict[str, str] = {
+    "shapes-vit": "attnmap.data.shapes_model:load_shapes_vit",
+    "patch-vit": "attnmap.data.patch_vit:patch_vit_model",  # headless: explained along a direction
+}
 
 
 def load_model(

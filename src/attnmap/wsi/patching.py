@@ -93,6 +93,7 @@ def patch_grid(
     padding: bool = True,
     center_shift: float = 0.5,
     roi: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    progress: bool = True,
 ) -> np.ndarray:
     """(N, 2) int64 level-0 [x, y] corners of ``patch_size`` patches at ``level`` on the tissue.
 
@@ -100,6 +101,8 @@ def patch_grid(
     slide. ``contour_check``: "four_pt" (any of four points at centre ± center_shift × half patch
     inside), "four_pt_hard" (all four), "center", "basic" (top-left corner). ``roi`` =
     ((x0, y0), (x1, y1)) at level 0 clips the grid. With ``tissue=None`` the whole slide is gridded.
+    ``progress``: a bar over the tissue regions when there are at least 20 (the CLI's ``--quiet``
+    turns it off).
     """
     _validate(slide, patch_size, step, level, contour_check, roi)
     scale_x, scale_y = (grid_scale(scale) for scale in slide.level_scale_xy(level))
@@ -112,7 +115,8 @@ def patch_grid(
     else:
         regions = [(_cv_points(p.outer), [_cv_points(h) for h in p.holes]) for p in tissue.contours]
     found: list[np.ndarray] = []
-    for outer, holes in tqdm(regions, desc="patch grid", unit="region", disable=len(regions) < 20):
+    bar = tqdm(regions, desc="patch grid", unit="region", disable=not progress or len(regions) < 20)
+    for outer, holes in bar:
         if outer is None:
             start_x, start_y, w, h = 0, 0, width0, height0
         else:

@@ -48,7 +48,8 @@ class HeatmapStyle:
     )
     percentiles: bool = field(
         default=True,
-        metadata={"help": "Colour by percentile rank of the scores (else raw score / 100).", "off": "raw"},
+        metadata={"help": "Scale clam: colour by percentile rank of the scores (off: raw score / 100); "
+                  "the robust and minmax scales ignore it.", "off": "raw"},
     )
     blur: bool = field(default=False, metadata={"help": "Gaussian blur of the overlay (kernel: 2 patches)."})
     binarize: bool = field(

@@ -77,7 +77,8 @@ class SegmentationConfig:
     __pydantic_config__: ClassVar[dict] = STRICT
 
     preset: PresetName | None = field(
-        default=None, metadata={"help": "CLAM's parameter preset (sets the values below)."}
+        default=None,
+        metadata={"help": "CLAM's parameter preset: sets the values below (one that disagrees is an error)."},
     )
     level: NonNegative | None = field(
         default=None, metadata={"help": "Level to segment at (default: best for downsample 64)."}
@@ -132,7 +133,9 @@ class FeaturesConfig:
 
     encoder: str = field(
         default="resnet50_trunc",
-        metadata={"help": "resnet50_trunc, timm:MODEL_NAME, a registered name, or an encoder file."},
+        metadata={"help": "resnet50_trunc, timm:MODEL_NAME, a registered name (attnmap:tiny, "
+                  "attnmap:patch-vit), torchscript:PATH, or a weights file (timm checkpoint, torchvision "
+                  "ResNet50)."},
     )
     checkpoint: str | None = field(
         default=None, metadata={"help": "Encoder weights (without: seeded random weights, for tests)."}

@@ -115,7 +115,7 @@ def run_slide(
 
         tissue, reason = tissue_stage(slide, entry, config, outputs, prints)
         done("tissue", reason)
-        coords, reason = patch_stage(slide, tissue, entry, config, outputs, prints)
+        coords, reason = patch_stage(slide, tissue, entry, config, outputs, prints, progress)
         done("patches", reason)
         features, reason = features_stage(coords, entry, config, outputs, device, progress, prints)
         done("features", reason)

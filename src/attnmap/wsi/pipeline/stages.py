@@ -108,6 +108,7 @@ def patch_stage(
     config: PipelineConfig,
     outputs: SlideOutputs,
     prints: StageFingerprints | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, str | None]:
     from attnmap.wsi.patching import patch_grid
 
@@ -127,6 +128,7 @@ def patch_stage(
         level=p.level,
         contour_check=p.contour_check,
         padding=p.padding,
+        progress=progress,
     )
     if len(coords) == 0:
         raise InputError(f"no tissue patches found on {entry.path}: {_why_no_patches(slide, tissue, p)}")
