@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.vit.latent_pool import latent_pool_forward, restore_instance_forward
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
 from attnmap.vit.timm_build import ClassAndPatchMeanViT
 from attnmap.vit.unsupported import attention_hint, vision_tower_hint
@@ -344,8 +345,8 @@ class TimmViTAdapter(ViTAdapter):
             stack.callback(handle.remove)
         if self.attn_pool is not None:
             pool = self.attn_pool
-            stack.callback(_restore_instance_forward, pool, pool.__dict__.get("forward"))
-            pool.forward = _latent_pool_forward(pool, self)
+            stack.callback(restore_instance_forward, pool, pool.__dict__.get("forward"))
+            pool.forward = latent_pool_forward(pool, self)
         if self.query_row in ("pooled_max", "pooled_avgmax"):  # the pool reads the final norm's tokens
             handle = model.norm.register_forward_hook(
                 lambda _module, _inputs, tokens: setattr(self, "pooled_tokens", tokens.detach())
@@ -358,46 +359,6 @@ class TimmViTAdapter(ViTAdapter):
         if isinstance(output, (tuple, list)):  # distilled DeiT in training mode; not reached in eval
             output = (output[0] + output[1]) / 2
         return output
-
-
-def _restore_instance_forward(module: nn.Module, previous: Callable[..., Any] | None) -> None:
-    module.__dict__.pop("forward", None)
-    if previous is not None:
-        module.__dict__["forward"] = previous
-
-
-def _latent_pool_forward(pool: nn.Module, adapter: TimmViTAdapter) -> Callable[..., torch.Tensor]:
-    """timm ``AttentionPoolLatent.forward`` on its explicit (non-fused) path, recording the latent row."""
-
-    def forward(x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        batch, tokens, channels = x.shape
-        if pool.pos_embed is not None:
-            x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
-        q = pool.q(pool.latent.expand(batch, -1, -1))
-        q = q.reshape(batch, pool.latent_len, pool.num_heads, pool.head_dim).transpose(1, 2)
-        k, v = (
-            pool.kv(x)
-            .reshape(batch, tokens, 2, pool.num_heads, pool.head_dim)
-            .permute(2, 0, 3, 1, 4)
-            .unbind(0)
-        )
-        q, k = pool.q_norm(q), pool.k_norm(k)
-        logits = (q * pool.scale) @ k.transpose(-2, -1)
-        if attn_mask is not None:
-            logits = logits + attn_mask
-        attn = logits.softmax(dim=-1)
-        adapter.latent_rows = attn.detach().mean(dim=1)[:, 0]  # (B, tokens)
-        x = (attn @ v).transpose(1, 2).reshape(batch, pool.latent_len, channels)
-        x = pool.proj_drop(pool.proj(x))
-        if pool.mlp is not None:
-            x = x + pool.mlp(pool.norm(x))
-        if pool.pool == "token":
-            x = x[:, 0]
-        elif pool.pool == "avg":
-            x = x.mean(1)
-        return x
-
-    return forward
 
 
 def _recorder(
