@@ -319,3 +319,26 @@ def test_the_bundled_patch_vit_is_explained_along_a_direction_as_the_pipeline_en
     capsys.readouterr()
     assert run_cli([*args, "--quiet"]) == 2  # headless: a class is no target
     assert "needs a target" in capsys.readouterr().err
+
+
+def test_a_direction_per_image_reaches_each_image_with_workers(workspace):
+    """docs/targets.md: --direction holds (D,) or one row per image. With --workers the whole
+    (N, D) array went to every batch of images, which refused it ("(3, 192) but the model's output
+    is (2, 192)"); each batch now explains its own rows, as the in-process run does."""
+    pytest.importorskip("distributed")
+    rows = np.random.default_rng(4).normal(size=(3, 192))
+    np.save(workspace / "directions.npy", rows)
+    model = [*MODEL, "--model-arg", "num_classes=0", "--method", "lrp", "--batch-size", "2"]
+    base = ["explain", str(workspace / "images"), *model, "--direction", str(workspace / "directions.npy")]
+    assert run_cli([*base, "--out", str(workspace / "rows_local")]) == 0
+    assert run_cli([*base, "--workers", "1", "--out", str(workspace / "rows_dask")]) == 0
+    maps = []
+    for index in range(3):
+        local = np.load(workspace / "rows_local" / f"img{index}_lrp.npy")
+        assert np.allclose(local, np.load(workspace / "rows_dask" / f"img{index}_lrp.npy"), atol=1e-6)
+        maps.append(local)
+    np.save(workspace / "one_row.npy", rows[0])  # image 0 alone with its row: the same map
+    image = str(workspace / "images" / "img0.png")
+    alone = ["explain", image, *model, "--direction", str(workspace / "one_row.npy")]
+    assert run_cli([*alone, "--out", str(workspace / "row_0")]) == 0
+    assert np.allclose(np.load(workspace / "row_0" / "img0_lrp.npy"), maps[0], atol=1e-6)

@@ -23,7 +23,9 @@ DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is
 @click.option("--n", "n_images", type=click.IntRange(min=1), default=200, show_default=True,
               help="Number of images.")
 @click.option("--methods", "method_list", default="all", show_default=True,
-              help="'all' or a comma-separated list of method names (see `attnmap methods`).")
+              help="'all' or comma-separated names: for images those of `attnmap methods`; with "
+                   "--mil-checkpoint attention, gradient_x_input, integrated_gradients, lrp, occlusion; "
+                   "with --run the run's score sets.")
 @out_option("Folder for the CSV and plot.", default=Path("attnmap_evaluation"))
 @click.option("--seed", type=int, default=DEFAULT_EVAL_SEED, show_default=True,
               help="Seed of the images and of the random baseline.")

@@ -197,7 +197,9 @@ def _run_distributed(
     from attnmap.vit.batch import _output_stems, explain_chunk
 
     batch_size = int(settings["batch_size"])
-    named = [(str(path), stem) for path, stem in zip(paths, _output_stems(paths), strict=True)]
+    # each image's index travels with it, so that a direction per image reaches its own chunk
+    stems = _output_stems(paths)
+    named = [(str(path), stems[index], index) for index, path in enumerate(paths)]
     chunks = [named[i : i + batch_size] for i in range(0, len(named), batch_size)]  # names unique overall
     task = functools.partial(
         explain_chunk,
@@ -207,6 +209,7 @@ def _run_distributed(
         method=method,
         target=target,
         out_dir=str(out_dir),
+        n_images=len(paths),
         **settings,
     )
     from attnmap.lock import folder_lock

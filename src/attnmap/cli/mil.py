@@ -128,7 +128,7 @@ def attention(
     device: str,
 ) -> None:
     """Per-patch attention of one or many bags (h5 / .pt files or feature folders) to h5 and CSV,
-    plus predictions.csv with every bag's prediction and probabilities. ``--method`` adds relevance
+    plus predictions.csv with every bag's prediction and probabilities. --method adds relevance
     scores beyond attention (attnmap.mil.explain; docs/mil-relevance.md)."""
     from tqdm.auto import tqdm
 

@@ -98,8 +98,9 @@ def dataclass_options(
     """Decorator adding one option per field of dataclass ``cls`` (values collected by `from_options`).
 
     ``flags`` renames options (field → flag name); ``unset``: every default is None (for overrides
-    of a configuration file); ``shown_defaults`` names the effective default of fields whose own
-    default is None (e.g. CLAM's segmentation defaults behind an unset value).
+    of a configuration file, whose value the help names as the default); ``shown_defaults`` names
+    the effective default of fields whose own default is None (e.g. CLAM's segmentation defaults
+    behind an unset value).
     """
     hints = get_type_hints(cls, include_extras=True)
     decorators = []
@@ -117,6 +118,8 @@ def dataclass_options(
                 shown = flag if shown else f"no-{flag}"
             either = ", or the --preset's" if "preset" in hints else ""
             note = f"  [default: {shown}{either}]"
+        elif unset:  # an override of a configuration file: its default is the file's value
+            note = f"  [default: the config's {key}.{item.name}]"
         decorators.append(_option(item, hints[item.name], f"{key}__{item.name}", flag, default, note))
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:

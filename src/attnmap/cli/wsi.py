@@ -322,7 +322,7 @@ def heatmap(
 def run(config_yaml: Path, out_dir: Path | None, force: bool, **options: Any) -> None:
     """Slide → tissue → patches → features → CLAM attention → heatmaps for every slide of a YAML config.
 
-    Options given here replace the config's ``run`` keys. Resumable: rerun the same command after
+    Options given here replace the config's `run` keys. Resumable: rerun the same command after
     an interruption or a change; each stage output records a fingerprint of what made it, and
     exactly the stages whose fingerprint changed (and those after them) are recomputed, one line
     per slide saying which and why. A failing slide is recorded in run_report.json and does not

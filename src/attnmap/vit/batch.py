@@ -321,16 +321,24 @@ def explain_chunk(
     target: Target,
     out_dir: str,
     names: Sequence[str] | None = None,
+    n_images: int | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Worker entry point for `attnmap.parallel.run_tasks`: load the model (cached), explain ``paths``.
 
-    ``paths``: file paths, or (path, output name) pairs so that names stay unique across chunks.
+    ``paths``: file paths, or (path, output name) pairs so that names stay unique across chunks, or
+    (path, output name, index) triples: then ``target`` holds one entry per image of all
+    ``n_images`` (a direction row or class each) and this chunk explains its images' entries.
     """
     torch.manual_seed(0)
     model = cached_vit(model_spec, checkpoint, model_kwargs)
     if paths and not isinstance(paths[0], (str, Path)):
-        paths, names = [str(item[0]) for item in paths], [str(item[1]) for item in paths]
+        items = list(paths)
+        paths, names = [str(item[0]) for item in items], [str(item[1]) for item in items]
+        if len(items[0]) > 2:
+            if n_images is None:
+                raise InputError("explain_chunk: image indices need n_images, the number of all images")
+            target = _chunk_targets(target, [int(item[2]) for item in items], n_images)
     outputs = explain_paths(
         paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names, **settings
     )

@@ -116,7 +116,11 @@ def export_blockmap_geojson(
             else scores_file.parent.parent.parent / "tissue" / f"{slide_id}.json"
         )
         if not tissue_file.is_file():
-            raise InputError(f"tissue contours not found: {tissue_file}")
+            hint = "" if not isinstance(tissue, bool) else (
+                " (the `wsi run` layout: heatmaps/<id>/<id>_blockmap.h5 beside tissue/<id>.json; "
+                "otherwise name the contours file, --tissue-file)"
+            )
+            raise InputError(f"tissue contours not found: {tissue_file}{hint}")
         try:
             contours = json.loads(tissue_file.read_text())["contours"]
             polygons = [(np.asarray(c["outer"]), [np.asarray(h) for h in c["holes"]]) for c in contours]

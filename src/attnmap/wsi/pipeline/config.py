@@ -253,7 +253,9 @@ class RunConfig:
 
     output_dir: str = "attnmap_results"
     device: Device = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
-    workers: Positive = field(default=1, metadata={"help": "Parallel worker processes."})
+    workers: Positive = field(
+        default=1, metadata={"help": "Slides at once (1: in this process; N > 1: a local Dask cluster)."}
+    )
     scheduler: str | None = field(
         default=None, metadata={"help": "Address of an existing Dask scheduler (tcp://host:port)."}
     )
