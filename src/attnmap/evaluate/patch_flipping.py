@@ -65,6 +65,16 @@ def flipping_auc(fractions: Sequence[float], probabilities: Sequence[float]) -> 
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
 
 
+def nothing_to_flip(n_patches: int, scores: np.ndarray | None = None) -> str | None:
+    """Why a bag (and its finite scores, when given) cannot be flipped: one patch, or scores equal
+    on every patch (most and least relevant first would be one order); None when it can."""
+    if n_patches < 2:
+        return "one patch: nothing to flip (patch flipping needs at least 2 patches)"
+    if scores is not None and scores.min() == scores.max():
+        return "constant scores: no patch ranks above another"
+    return None
+
+
 def patch_flipping(
     model: AttentionMILBase,
     features: torch.Tensor | np.ndarray,
@@ -103,10 +113,9 @@ def patch_flipping(
     finally:
         model.train(was_training)
     target = resolve_target(model, target, bag.prediction)
-    if n_patches < 2:
-        raise InputError(f"patch flipping needs a bag of at least 2 patches, got {n_patches}")
-    if scores_array.min() == scores_array.max():
-        raise InputError("scores are constant: they rank no patch above another, so there is nothing to flip")
+    reason = nothing_to_flip(n_patches, scores_array)
+    if reason is not None:
+        raise InputError(reason)
     removed = np.minimum(np.round(fractions_array * n_patches).astype(np.int64), n_patches - 1)
     orders = {
         "most": np.argsort(-scores_array, kind="stable"),

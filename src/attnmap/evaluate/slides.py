@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.evaluate.patch_flipping import FRACTIONS, PatchFlippingResult, patch_flipping
+from attnmap.evaluate.patch_flipping import FRACTIONS, PatchFlippingResult, nothing_to_flip, patch_flipping
 from attnmap.mil.bags import Bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.explain import explain
@@ -74,13 +74,15 @@ def evaluate_bags(
         per_method, skipped = {}, {}
         try:
             for method in methods:
-                if len(bag.features) < 2:
-                    skipped[method] = "one patch: nothing to flip"
+                reason = nothing_to_flip(len(bag.features))  # before scoring: occlusion refuses one patch
+                if reason is not None:
+                    skipped[method] = reason
                     continue
                 scores = explain(model, bag.features, method, target=target)
                 values = np.asarray(scores, dtype=np.float64).reshape(-1)
-                if np.isfinite(values).all() and values.min() == values.max():
-                    skipped[method] = "constant scores: no patch ranks above another"
+                reason = nothing_to_flip(len(values), values) if np.isfinite(values).all() else None
+                if reason is not None:
+                    skipped[method] = reason
                     continue
                 per_method[method] = patch_flipping(model, bag.features, scores, target=target,
                                                     fractions=fractions, seed=seed + index)
