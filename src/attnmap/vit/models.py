@@ -61,13 +61,9 @@ def load_model(
     kind, _, name = spec.partition(":")
     if not name:
         raise InputError(f"model spec {spec!r} must look like timm:NAME, hf:LOCAL_DIR or attnmap:NAME")
-    folder = timm_folder(name) if kind in ("timm", "hf") else None
-    if folder is not None:  # a timm model saved with its config (foundation models on the Hub)
-        kind, name = "timm", folder.architecture
-        model_kwargs = {**folder.model_args, **model_kwargs}
-        checkpoint = folder.weights if checkpoint is None else checkpoint
-    elif kind == "timm" and Path(name).is_dir() and not _is_timm_name(name):
-        raise InputError(f"timm:{name} is a folder without a timm config.json naming an \"architecture\"")
+    # a timm model saved with its config (foundation models on the Hub): its architecture and files
+    spec, model_kwargs, checkpoint = resolve_timm_folder(spec, model_kwargs, checkpoint)
+    kind, _, name = spec.partition(":")
     if model_kwargs and kind != "timm":
         raise InputError(
             f"model arguments ({', '.join(sorted(model_kwargs))}) apply to timm models, not to {spec!r}"
@@ -115,12 +111,6 @@ def _timm_model(
     return build_timm(name, kwargs)
 
 
-def _is_timm_name(name: str) -> bool:
-    import timm
-
-    return bool(timm.is_model(name))
-
-
 class TimmFolder(NamedTuple):
     """A timm model saved with its configuration: what `timm_folder` reads."""
 
@@ -166,6 +156,28 @@ def timm_folder(path: str | Path) -> TimmFolder | None:
 
 
 _PREPROCESSING_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def resolve_timm_folder(
+    spec: str, model_args: Mapping[str, Any] | None, checkpoint: str | Path | None
+) -> tuple[str, dict[str, Any], str | Path | None]:
+    """``timm:FOLDER`` (or ``hf:FOLDER``) holding a timm config.json (`timm_folder`) as
+    ``timm:ARCHITECTURE``, its saved model arguments under the given ones, and its weights file
+    unless a checkpoint is given; any other spec as it is. A ``timm:`` folder without such a config
+    is refused, unless timm has a model of that name (a folder that happens to bear it)."""
+    args = dict(model_args or {})
+    kind, _, name = spec.partition(":")
+    if kind not in ("timm", "hf") or not Path(name).is_dir():
+        return spec, args, checkpoint
+    folder = timm_folder(name)
+    if folder is None:
+        import timm
+
+        if kind == "timm" and not timm.is_model(name):
+            raise InputError(f"timm:{name} is a folder without a timm config.json naming an \"architecture\"")
+        return spec, args, checkpoint
+    weights = folder.weights if checkpoint is None else checkpoint
+    return f"timm:{folder.architecture}", {**folder.model_args, **args}, weights
 
 
 def _classifier_size(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int:

@@ -91,22 +91,13 @@ def known_encoder_name(name: str) -> bool:
 def resolve_timm_folder(
     name: str, model_args: Mapping[str, object] | None, checkpoint: str | Path | None
 ) -> tuple[str, dict[str, object], str | Path | None]:
-    """``timm:FOLDER`` (a timm model saved with its config.json, `attnmap.vit.models.timm_folder`)
-    as ``timm:ARCHITECTURE``, its saved model arguments under the given ones, and its weights file
-    unless a checkpoint is given; any other name as it is."""
-    args = dict(model_args or {})
-    if not name.startswith("timm:") or not Path(name[len("timm:") :]).is_dir():
-        return name, args, checkpoint
-    from attnmap.vit.models import timm_folder
+    """An encoder named ``timm:FOLDER`` as its architecture, arguments and weights
+    (`attnmap.vit.models.resolve_timm_folder`, the rule `load_model` follows); any other name as it is."""
+    if not name.startswith("timm:"):
+        return name, dict(model_args or {}), checkpoint
+    from attnmap.vit.models import resolve_timm_folder as resolve
 
-    folder = timm_folder(name[len("timm:") :])
-    if folder is None:
-        import timm
-
-        if timm.is_model(name[len("timm:") :]):  # a folder that happens to bear a timm model's name
-            return name, args, checkpoint
-        raise InputError(f"{name} is a folder without a timm config.json naming an \"architecture\"")
-    return f"timm:{folder.architecture}", {**folder.model_args, **args}, checkpoint or folder.weights
+    return resolve(name, model_args, checkpoint)
 
 
 class Encoder(NamedTuple):
