@@ -148,11 +148,10 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
         x = x + block.ls1(attn.proj(_norm(frozen, getattr(attn, "norm", nn.Identity()), out)))
         x = x + block.ls2(_mlp(frozen, block.mlp, _norm(frozen, block.norm2, x)))
     x = _norm(frozen, model.norm, x)
-    patch_mean = x[:, model.num_prefix_tokens :].mean(dim=1)
     if isinstance(model, ClassAndPatchMeanViT):
-        pooled = torch.cat([x[:, 0], patch_mean], dim=-1)
+        pooled = model.pool(x)  # its own read-out: linear in the tokens
     else:
-        pooled = x[:, 0] if model.global_pool == "token" else patch_mean
+        pooled = x[:, 0] if model.global_pool == "token" else x[:, model.num_prefix_tokens :].mean(dim=1)
     return model.head(_norm(frozen, model.fc_norm, pooled))
 
 
