@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,7 +87,7 @@ def _encoder_with_checksum(
     input_size: int | None,
     seed: int,
     device: str,
-    model_args: str = "{}",
+    model_args: str = "{}",  # JSON, as cached_encoder keys it
 ) -> tuple[Any, str]:
     import json
 
@@ -106,19 +106,18 @@ def cached_encoder(
     input_size: int | None,
     seed: int,
     device: str,
-    model_args: str = "{}",
+    model_args: Mapping[str, Any] | None = None,
 ) -> Any:
     """(patch encoder, sha256 of its weights) through the cache (the slide pipeline). ``model_args``:
-    the timm architecture's arguments as JSON (a string: hashable, for the cache key)."""
+    the timm architecture's arguments (in the cache key as sorted JSON, so lists and mappings too)."""
     import json
 
     from attnmap.wsi.encoders import resolve_timm_folder
 
-    name, resolved, checkpoint = resolve_timm_folder(name, json.loads(model_args), checkpoint)  # timm:FOLDER
-    model_args = json.dumps(resolved, sort_keys=True)
+    name, resolved, checkpoint = resolve_timm_folder(name, model_args, checkpoint)  # timm:FOLDER
+    key_args = json.dumps(resolved, sort_keys=True)
     return cached_model(
-        _encoder_with_checksum, name, checkpoint, input_size, seed, device, model_args,
-        files=(name, checkpoint),
+        _encoder_with_checksum, name, checkpoint, input_size, seed, device, key_args, files=(name, checkpoint)
     )
 
 

@@ -164,8 +164,8 @@ class FeaturesConfig:
     save_pt: bool = field(default=True, metadata={"help": "Also write pt_files/<slide>.pt."})
 
     def encoder_arguments(self) -> str:
-        """``encoder_args`` as canonical JSON (sorted keys): hashable for the model cache, and one
-        spelling for the features' fingerprint. `InputError` for a value that is not plain data."""
+        """``encoder_args`` as canonical JSON (sorted keys), the spelling the features' fingerprint
+        holds. `InputError` for a value that is not plain data (checked when the config loads)."""
         try:
             return json.dumps(self.encoder_args, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as error:
@@ -178,7 +178,7 @@ class FeaturesConfig:
         from attnmap.model_cache import cached_encoder
 
         return cached_encoder(
-            self.encoder, self.checkpoint, self.input_size, self.seed, device, self.encoder_arguments()
+            self.encoder, self.checkpoint, self.input_size, self.seed, device, self.encoder_args
         )
 
 
