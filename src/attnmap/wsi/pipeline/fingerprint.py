@@ -41,10 +41,10 @@ def encoder_identity(features: Any) -> dict[str, Any]:
     """What determines the encoder's weights: a file's content, or a name + its checkpoint + seed."""
     encoder = features.encoder
     file = encoder.removeprefix(TORCHSCRIPT_PREFIX)  # `torchscript:PATH` names a file too
-    named_file = {"name": encoder, **file_identity(file, content=True)} if Path(file).is_file() else None
+    named_file = {"name": encoder, **file_identity(file)} if Path(file).is_file() else None
     identity: dict[str, Any] = {
         "encoder": named_file or encoder,
-        "checkpoint": file_identity(features.checkpoint, content=True) if features.checkpoint else None,
+        "checkpoint": file_identity(features.checkpoint) if features.checkpoint else None,
         "input_size": features.input_size,
         "seed": features.seed,
     }
@@ -55,8 +55,8 @@ def encoder_identity(features: Any) -> dict[str, Any]:
     folder = timm_folder(encoder[len("timm:") :]) if encoder.startswith("timm:") else None
     if folder is not None:  # timm:FOLDER: its files make the encoder
         config_file = Path(encoder[len("timm:") :]) / "config.json"
-        identity["folder"] = {"config": file_identity(config_file, content=True),
-                              "weights": file_identity(folder.weights, content=True)}
+        identity["folder"] = {"config": file_identity(config_file),
+                              "weights": file_identity(folder.weights)}
     return identity
 
 
@@ -93,7 +93,7 @@ class StageFingerprints:
             "patches",
             tissue=self.tissue.value,
             patching=self._params("patching"),
-            **({"roi": file_identity(roi, content=True)} if roi is not None else {}),
+            **({"roi": file_identity(roi)} if roi is not None else {}),
             **self._grid(),
         )
 
@@ -139,7 +139,7 @@ class StageFingerprints:
 
     @functools.cached_property
     def model(self) -> dict[str, Any]:
-        return file_identity(self.config.model.checkpoint, content=True)
+        return file_identity(self.config.model.checkpoint)
 
     @functools.cached_property
     def attention(self) -> Fingerprint:
