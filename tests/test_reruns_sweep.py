@@ -1,0 +1,204 @@
+"""Reruns after a user changed things between runs give what a fresh run into an empty folder gives.
+
+Each test changes one input the way users do (a file replaced by other bytes with its old size and
+mtime put back, weights updated in place through ``p.data``, a map rewritten by another run) and
+compares the rerun's outputs with a fresh run's, not with the code's own idea of what changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from synthetic_slide_files import write_changed_config, write_clam_checkpoint, write_pipeline_setup
+from test_wsi_reruns import ran, run_all, snapshot
+
+from attnmap.fingerprint import file_identity
+from attnmap.wsi.pipeline.config import load_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def replace_keeping_stamp(path: Path, data: bytes) -> None:
+    """Write ``data`` over ``path`` (same size) and put its old mtime back, as ``cp -p`` would."""
+    status = path.stat()
+    assert len(data) == status.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+
+
+def write_raw_slide(path: Path, seed: int) -> None:
+    """An uncompressed two-level pyramidal TIFF: every seed gives a file of the same size."""
+    import tifffile
+    from synthetic_slide_files import write_test_slide
+
+    compressed = write_test_slide(path.with_name(f"zlib_{seed}.tif"), seed)
+    with tifffile.TiffFile(compressed) as tif:
+        image = tif.pages[0].asarray()
+    compressed.unlink()
+    with tifffile.TiffWriter(path) as tif:
+        for index in range(2):
+            tif.write(image, tile=(256, 256), photometric="rgb", subfiletype=min(index, 1),
+                      resolution=(2e4 / 2**index, 2e4 / 2**index), resolutionunit="CENTIMETER")
+            image = image[::2, ::2]
+
+
+def test_file_identity_follows_the_bytes_not_the_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 1000)
+    before = file_identity(path)
+    replace_keeping_stamp(path, b"b" * 1000)
+    assert file_identity(path)["sha256"] != before["sha256"]
+    copy = tmp_path / "copy.bin"
+    shutil.copyfile(path, copy)
+    os.replace(copy, path)  # same bytes, new inode and mtime: nothing to recompute
+    assert file_identity(path) == {**before, "sha256": file_identity(path)["sha256"]}
+    assert file_identity(path)["sha256"] == __import__("hashlib").sha256(b"b" * 1000).hexdigest()
+
+
+def test_a_slide_replaced_with_its_size_and_mtime_is_recomputed(tmp_path: Path) -> None:
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1)
+    slide = setup.parent / "slides" / "slide_0.tif"
+    write_raw_slide(slide, seed=0)
+    work = tmp_path / "work"
+    config = load_config(write_changed_config(setup, work))
+    run_all(config)
+    other = tmp_path / "other.tif"
+    write_raw_slide(other, seed=5)
+    replace_keeping_stamp(slide, other.read_bytes())
+    results = run_all(config)
+    assert ran(results)["slide_0"] == {"tissue", "patches", "features", "attention", "heatmap", "sampling"}
+    assert "tissue (slide.sha256 changed)" in results["slide_0"]["summary"]
+    fresh = tmp_path / "fresh"
+    run_all(load_config(write_changed_config(setup, fresh)))
+    assert snapshot(work) == snapshot(fresh)
+    assert ran(run_all(config))["slide_0"] == set()  # and now all of it is reused
+
+
+def test_the_model_cache_reloads_a_checkpoint_replaced_in_place(tmp_path: Path) -> None:
+    from attnmap.model_cache import cached_clam
+
+    path = write_clam_checkpoint(tmp_path / "clam.pt", seed=0)
+    first, checksum = cached_clam(str(path), "cpu")
+    other = write_clam_checkpoint(tmp_path / "clam_1.pt", seed=1)
+    renamed = tmp_path / "tmp" / "clam.pt"  # torch names the archive after the file: same name, same size
+    renamed.parent.mkdir()
+    torch.save(torch.load(other, weights_only=True), renamed)
+    replace_keeping_stamp(path, renamed.read_bytes())
+    second, new_checksum = cached_clam(str(path), "cpu")
+    assert new_checksum != checksum and second is not first
+    expected = torch.load(path, weights_only=True)
+    assert all(torch.equal(second.state_dict()[key], value) for key, value in expected.items())
+
+
+def tiny_vit() -> torch.nn.Module:
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=3
+    ).eval()
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution"])
+def test_maps_after_weights_changed_through_data_are_the_new_models(method: str) -> None:
+    import attnmap
+    from attnmap.vit.lrp.block import weight_cache
+
+    model, images = tiny_vit(), torch.randn(2, 3, 32, 32)
+    with weight_cache():  # a caller's block around several calls reuses |W| ...
+        attnmap.explain(model, images, method)
+        attnmap.explain(model, images, method)
+    attnmap.explain(model, images, method)
+    for parameter in model.parameters():  # ... an EMA / DINO-teacher style update, no version bump
+        parameter.data.mul_(0.7)
+    updated = attnmap.explain(model, images, method)
+    fresh = tiny_vit()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(updated, attnmap.explain(fresh, images, method), rtol=0, atol=0)
+
+
+def test_the_cpu_encoder_graph_follows_weights_written_through_data() -> None:
+    from attnmap.wsi.encoder_graph import cpu_inference_graph
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3), torch.nn.Flatten()
+    ).eval()
+    batch = torch.randn(3, 3, 8, 8)
+    with torch.inference_mode():
+        cpu_inference_graph(model, batch)
+        for parameter in model.parameters():
+            parameter.data.copy_(torch.randn_like(parameter))
+        graph = cpu_inference_graph(model, batch)
+        torch.testing.assert_close(graph(batch), model(batch), rtol=1e-4, atol=1e-5)
+
+
+def test_explain_redoes_maps_another_run_rewrote_and_images_edited_in_place(tmp_path: Path) -> None:
+    from PIL import Image
+
+    import attnmap.vit.batch as batch
+
+    model = tiny_vit()
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in "ab":
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)).save(paths[-1])
+
+    def run(out: Path, method: str, **options) -> dict[str, np.ndarray]:
+        batch.explain_paths(paths, model, method, None, out, batch_size=2, progress=False, **options)
+        return {stem: np.load(out / f"{stem}_rollout.npy") for stem in "ab"}
+
+    out = tmp_path / "out"
+    run(out, "rollout", discard_ratio=0.5)
+    run(out, "all")  # rewrites a_rollout.npy with the default options; a_rollout.png stays
+    again = run(out, "rollout", discard_ratio=0.5)
+    fresh = run(tmp_path / "fresh", "rollout", discard_ratio=0.5)
+    assert all(np.array_equal(again[k], v) for k, v in fresh.items())
+    pixels = np.asarray(Image.open(paths[0])).copy()
+    pixels[:16, :16] = 255 - pixels[:16, :16]
+    edited = tmp_path / "edited.png"
+    Image.fromarray(pixels).save(edited)
+    if edited.stat().st_size == paths[0].stat().st_size:
+        replace_keeping_stamp(paths[0], edited.read_bytes())
+    else:  # PNG sizes depend on the pixels: keep at least the old mtime
+        status = paths[0].stat()
+        shutil.copyfile(edited, paths[0])
+        os.utime(paths[0], ns=(status.st_atime_ns, status.st_mtime_ns))
+    again = run(out, "rollout", discard_ratio=0.5)
+    fresh = run(tmp_path / "fresh_2", "rollout", discard_ratio=0.5)
+    assert all(np.array_equal(again[k], v) for k, v in fresh.items())
+
+
+def test_mil_folds_retrain_after_a_bag_replaced_with_its_size_and_mtime(tmp_path: Path) -> None:
+    from test_mil_train import make_cohort
+
+    from attnmap.mil.bags import write_h5_bag
+    from attnmap.mil.train import train_mil
+
+    options = dict(folds=2, max_epochs=1, lr=1e-3, seed=3, k_sample=4, val_fraction=0.2, progress=False)
+    features = tmp_path / "features"
+    labels = make_cohort(features, n_slides=8, n_patches=6, dim=8)
+    run = tmp_path / "run"
+    train_mil(features, labels, run, verbose=False, **options)
+    bag = features / "h5_files" / "slide_00.h5"
+    other = tmp_path / "other.h5"
+    write_h5_bag(other, np.random.default_rng(5).normal(size=(6, 8)).astype(np.float32),
+                 np.stack([np.arange(6) * 256, np.zeros(6)], axis=1))
+    if other.stat().st_size != bag.stat().st_size:
+        pytest.skip("h5 bags of equal shape differ in size here")
+    replace_keeping_stamp(bag, other.read_bytes())
+    seen: list[int] = []
+    train_mil(features, labels, run, verbose=False, on_epoch=lambda f, e, r: seen.append(f), **options)
+    assert set(seen) == {0, 1}
+    fresh = tmp_path / "fresh"
+    train_mil(features, labels, fresh, verbose=False, **options)
+    for fold in range(2):
+        ours = torch.load(run / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
+        theirs = torch.load(fresh / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
