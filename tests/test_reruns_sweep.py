@@ -202,3 +202,32 @@ def test_mil_folds_retrain_after_a_bag_replaced_with_its_size_and_mtime(tmp_path
         ours = torch.load(run / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
         theirs = torch.load(fresh / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_each_drawn_file_is_redrawn_only_for_the_options_it_shows(tmp_path: Path) -> None:
+    """A legend or class names change the PNG only, a tiff_level the TIFF only: a full-resolution
+    TIFF takes minutes on a real slide. Every file still equals a fresh run's."""
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1)
+    work = tmp_path / "work"
+    folder = work / "heatmaps" / "slide_0"
+    sections: dict = {"heatmap": {"tiff": True, "save_original": True}}
+
+    def change(expected: set[str], **changes: dict) -> None:
+        for section, values in changes.items():
+            sections.setdefault(section, {}).update(values)
+        stamps = {name: (folder / f"slide_0_{name}").stat().st_mtime_ns
+                  for name in ("heatmap.png", "heatmap.tif", "original.png")}
+        run_all(load_config(write_changed_config(setup, work, **sections)))
+        redrawn = {name for name, stamp in stamps.items()
+                   if (folder / f"slide_0_{name}").stat().st_mtime_ns != stamp}
+        assert redrawn == expected, changes
+        fresh = tmp_path / f"fresh_{len(list(tmp_path.iterdir()))}"
+        run_all(load_config(write_changed_config(setup, fresh, **sections)))
+        assert snapshot(work) == snapshot(fresh)
+
+    run_all(load_config(write_changed_config(setup, work, **sections)))
+    change({"heatmap.png"}, heatmap={"legend": True})
+    change({"heatmap.png"}, model={"class_names": ["benign", "malignant"]})
+    change({"heatmap.tif"}, heatmap={"tiff_level": 1})
+    change({"heatmap.png", "heatmap.tif"}, heatmap={"cmap": "viridis"})
+    change({"heatmap.png", "original.png"}, heatmap={"vis_level": 0})

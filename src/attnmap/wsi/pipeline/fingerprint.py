@@ -30,7 +30,11 @@ STAGE_VERSIONS = {
     "attention": 1,
     "overlap": 1,
     "heatmap": 1,
+    "heatmap_tiff": 1,
+    "original": 1,
     "fine": 1,
+    "fine_gallery": 1,
+    "fine_tiff": 1,
     "sampling": 1,
     "prediction": 1,
     "export": 1,
@@ -150,19 +154,49 @@ class StageFingerprints:
         """The overlapping-grid attention a heatmap with ``overlap > 0`` draws (encoder + model)."""
         return self._make("overlap", attention=self.attention.value, overlap=self.config.heatmap.overlap)
 
+    # Drawn files, one fingerprint each: a new legend must not redraw a full-resolution TIFF (minutes on
+    # a large slide), nor a new tiff_level or fine-map option the PNG.
+    PNG_ONLY = ("roi", "vis_level", "downscale", "legend")
+    """Heatmap options that only the PNG depends on (the TIFFs draw the whole slide, their own levels)."""
+    FILE_CHOICES = ("tiff", "save_original", "tiff_level", "fine")
+    """Which files are written, not how the heatmap PNG looks."""
+
+    def _scores_drawn(self) -> dict[str, Any]:
+        """What every heatmap picture shows: the scores (blockmap, overlap grid) and the tissue mask."""
+        heatmap = self.config.heatmap
+        return {
+            "attention": self.attention.value,
+            "overlap": self.overlap.value if heatmap.overlap > 0 else None,
+            "tissue": self.tissue.value if heatmap.use_tissue_mask else None,
+        }
+
     @functools.cached_property
     def heatmap(self) -> Fingerprint:
-        heatmap = self._params("heatmap", drop=("tiff", "save_original"))  # which files: not how drawn
+        """The heatmap PNG."""
+        heatmap = self._params("heatmap", drop=self.FILE_CHOICES)
         names = list(self.config.model.class_names)
         return self._make(
             "heatmap",
-            attention=self.attention.value,
-            overlap=self.overlap.value if self.config.heatmap.overlap > 0 else None,
-            tissue=self.tissue.value if self.config.heatmap.use_tissue_mask else None,
+            **self._scores_drawn(),
             heatmap=heatmap,
             # the legend's title names the classes; no key without names, so older files keep theirs
             **({"class_names": names} if names and self.config.heatmap.legend else {}),
         )
+
+    @functools.cached_property
+    def heatmap_tiff(self) -> Fingerprint:
+        """The pyramidal TIFF overlay: the drawing options but the PNG's own, at ``tiff_level``."""
+        return self._make(
+            "heatmap_tiff",
+            **self._scores_drawn(),
+            heatmap=self._params("heatmap", drop=self.PNG_ONLY + ("tiff", "save_original", "fine")),
+        )
+
+    @functools.cached_property
+    def original(self) -> Fingerprint:
+        """The slide drawn at the heatmap's level (``save_original``): the slide and the level only."""
+        vis_level = self.config.heatmap.vis_level
+        return self._make("original", slide=self.tissue.inputs["slide"], vis_level=vis_level)
 
     @functools.cached_property
     def fine(self) -> Fingerprint:
@@ -171,6 +205,31 @@ class StageFingerprints:
         Not the drawing options: a new colour map redraws the fine TIFF from the same maps.
         """
         return self._make("fine", attention=self.attention.value, fine=self.config.heatmap.fine)
+
+    @functools.cached_property
+    def fine_gallery(self) -> Fingerprint:
+        """The gallery of the top patches above their fine maps: drawn from the map file alone."""
+        return self._make("fine_gallery", fine=self.fine.value)
+
+    @functools.cached_property
+    def fine_tiff(self) -> Fingerprint:
+        """The fine TIFF: the map file, the drawing options (at full resolution) and the tissue mask."""
+        return self._make(
+            "fine_tiff",
+            fine=self.fine.value,
+            tissue=self.tissue.value if self.config.heatmap.use_tissue_mask else None,
+            heatmap=self._params("heatmap", drop=self.PNG_ONLY + self.FILE_CHOICES + ("scale",)),
+        )
+
+    def drawn(self, name: str) -> Fingerprint:
+        """The fingerprint of heatmap-folder picture ``name`` (``heatmap.png``, ``heatmap.tif``, ...)."""
+        return {
+            "heatmap.png": self.heatmap,
+            "heatmap.tif": self.heatmap_tiff,
+            "original.png": self.original,
+            "fine_gallery.png": self.fine_gallery,
+            "heatmap_fine.tif": self.fine_tiff,
+        }[name]
 
     @functools.cached_property
     def sampling(self) -> Fingerprint:

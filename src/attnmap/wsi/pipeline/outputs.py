@@ -128,7 +128,7 @@ def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pip
             return f"fine_maps.h5 {reason}"
         names += ["fine_gallery.png"] + (["heatmap_fine.tif"] if config.heatmap.tiff else [])
     for name in names:
-        reason = prints.heatmap.check(outputs.named(name))
+        reason = prints.drawn(name).check(outputs.named(name))
         if reason is not None:
             return f"{name} {reason}" if len(names) > 1 else reason
     present = [name for name in unasked_files(config) if outputs.named(name).exists()]
@@ -210,7 +210,7 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
     drawn = ("heatmap.png", "heatmap.tif", "original.png", "fine_gallery.png", "heatmap_fine.tif")
     checks = [("blockmap.h5", prints.attention), ("overlap_blockmap.h5", prints.overlap),
               ("fine_maps.h5", prints.fine), ("prediction.json", prints.prediction),
-              *((name, prints.heatmap) for name in drawn)]
+              *((name, prints.drawn(name)) for name in drawn)]
     for name, fingerprint in checks:
         if stale(outputs.named(name), fingerprint):
             outputs.named(name).unlink()
