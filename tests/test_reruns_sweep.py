@@ -7,6 +7,7 @@ compares the rerun's outputs with a fresh run's, not with the code's own idea of
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -52,12 +53,16 @@ def test_file_identity_follows_the_bytes_not_the_mtime(tmp_path: Path) -> None:
     path.write_bytes(b"a" * 1000)
     before = file_identity(path)
     replace_keeping_stamp(path, b"b" * 1000)
-    assert file_identity(path)["sha256"] != before["sha256"]
+    after = file_identity(path)
+    assert after["sha256"] != before["sha256"] == hashlib.sha256(b"a" * 1000).hexdigest()
     copy = tmp_path / "copy.bin"
     shutil.copyfile(path, copy)
     os.replace(copy, path)  # same bytes, new inode and mtime: nothing to recompute
-    assert file_identity(path) == {**before, "sha256": file_identity(path)["sha256"]}
-    assert file_identity(path)["sha256"] == __import__("hashlib").sha256(b"b" * 1000).hexdigest()
+    assert file_identity(path) == after
+    moved = tmp_path / "elsewhere" / "weights.bin"  # moved to another folder: the same weights
+    moved.parent.mkdir()
+    shutil.move(path, moved)
+    assert file_identity(moved) == after
 
 
 def test_a_slide_replaced_with_its_size_and_mtime_is_recomputed(tmp_path: Path) -> None:
@@ -231,3 +236,23 @@ def test_each_drawn_file_is_redrawn_only_for_the_options_it_shows(tmp_path: Path
     change({"heatmap.tif"}, heatmap={"tiff_level": 1})
     change({"heatmap.png", "heatmap.tif"}, heatmap={"cmap": "viridis"})
     change({"heatmap.png", "original.png"}, heatmap={"vis_level": 0})
+
+
+def test_a_multi_file_slide_changes_with_any_of_its_files(tmp_path: Path) -> None:
+    from attnmap.wsi.pipeline.fingerprint import slide_identity
+
+    mirax = tmp_path / "slide.mrxs"
+    mirax.write_bytes(b"index")
+    (tmp_path / "slide").mkdir()
+    data = tmp_path / "slide" / "Data0001.dat"
+    data.write_bytes(b"x" * 100)
+    before = slide_identity(mirax)
+    replace_keeping_stamp(data, b"y" * 100)
+    assert slide_identity(mirax) != before
+    dicom = [tmp_path / "dicom" / name for name in ("level0", "level1")]
+    dicom[0].parent.mkdir()
+    for index, path in enumerate(dicom):
+        path.write_bytes(b"\0" * 128 + b"DICM" + bytes([index]) * 50)
+    before = slide_identity(dicom[0])
+    replace_keeping_stamp(dicom[1], b"\0" * 128 + b"DICM" + b"\7" * 50)
+    assert slide_identity(dicom[0]) != before

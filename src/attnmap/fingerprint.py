@@ -1,8 +1,8 @@
 """Fingerprints: a digest of what made an output, stored in it, compared before reusing it.
 
 Why: "the file exists" is not "the file is what this run would write". An output records the
-identity of its inputs (path, size and a content hash: `attnmap.file_hash` hashes each version
-of a file once), the parameters that affect it, the version of the code that made it, and its upstream
+identity of its inputs (size and content hash: `attnmap.file_hash` hashes each version of a
+file once), the parameters that affect it, the version of the code that made it, and its upstream
 outputs' fingerprints. A rerun recomputes an output exactly when the fingerprint differs, and can
 say why: the stored inputs are kept next to the digest, so the changed keys can be named.
 """
@@ -24,14 +24,15 @@ INPUTS_KEY = "attnmap_fingerprint_inputs"
 
 
 def file_identity(path: str | Path) -> dict[str, Any]:
-    """Path, size and sha256 of a file's bytes (`attnmap.file_hash`: hashed once per version).
+    """Size and sha256 of a file's bytes (`attnmap.file_hash`: hashed once per version).
 
-    Not its mtime: a file copied or touched with the same bytes makes the same outputs, and one
-    replaced by other bytes with its old mtime put back is told apart by its content.
+    Not its mtime: a file touched or copied with the same bytes makes the same outputs, and one
+    replaced by other bytes with its old mtime put back is told apart by its content. Not its path
+    either: slides or weights moved to another disk make the same features (an output that names
+    the path, like a slide's prediction, has the path in its own fingerprint).
     """
     resolved = Path(path).expanduser().resolve()
-    status = resolved.stat()
-    return {"path": str(resolved), "size": status.st_size, "sha256": content_sha256(resolved)}
+    return {"size": resolved.stat().st_size, "sha256": content_sha256(resolved)}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -80,7 +80,18 @@ def cached_vit(
     """`attnmap.load_model` through the cache (``attnmap explain`` workers)."""
     from attnmap.vit.models import load_model
 
-    return cached_model(load_model, spec, checkpoint, files=(checkpoint,), **dict(model_kwargs))
+    files = (checkpoint, *folder_files(spec))
+    return cached_model(load_model, spec, checkpoint, files=files, **dict(model_kwargs))
+
+
+def folder_files(spec: str) -> list[Path]:
+    """The files of a model folder named ``timm:FOLDER`` / ``hf:FOLDER`` (config and weights), so
+    that weights saved again into the folder are loaded again; none for another spec."""
+    _, _, name = spec.partition(":")
+    folder = Path(name)
+    if not name or not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.is_file())
 
 
 def _encoder_with_checksum(
