@@ -256,3 +256,25 @@ def test_a_multi_file_slide_changes_with_any_of_its_files(tmp_path: Path) -> Non
     before = slide_identity(dicom[0])
     replace_keeping_stamp(dicom[1], b"\0" * 128 + b"DICM" + b"\7" * 50)
     assert slide_identity(dicom[0]) != before
+
+
+def test_the_tissue_mask_follows_a_tissue_file_another_command_remade(tmp_path: Path, capsys) -> None:
+    from cli_runner import run_cli
+    from PIL import Image
+    from synthetic_slide_files import write_test_slide
+
+    slide = write_test_slide(tmp_path / "s.tif", seed=3)
+    common = ["--seg-level", "1", "--a-h", "0.01", "--a-t", "0.05", "--patch-size", "128"]
+
+    def mask(out: Path, command: str, sthresh: str) -> np.ndarray:
+        options = common if command == "patch" else common[:6]
+        code, _, _ = run_cli(capsys, "wsi", command, slide, "-o", out, *options, "--sthresh", sthresh)
+        assert code == 0
+        return np.asarray(Image.open(out / "tissue" / "s_mask.png"))
+
+    out = tmp_path / "out"
+    first = mask(out, "segment", "8")
+    run_cli(capsys, "wsi", "patch", slide, "-o", out, *common, "--sthresh", "90")  # tissue remade, no mask
+    again = mask(out, "segment", "90")
+    assert np.array_equal(again, mask(tmp_path / "fresh", "segment", "90"))
+    assert not np.array_equal(again, first)

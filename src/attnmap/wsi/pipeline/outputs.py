@@ -256,7 +256,15 @@ def slide_complete(
     out_dir: str | Path | None = None,
     prints: StageFingerprints | None = None,
 ) -> bool:
-    """Whether every output of ``entry`` is intact and made with this configuration's fingerprints."""
+    """Whether every output of ``entry`` is intact and made with this configuration's fingerprints.
+
+    A slide missing a stage file is not complete whatever its fingerprints: said without computing
+    them (they hash the slide's bytes, which the slide's own task does in parallel with others')."""
+    outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
+    needed = (outputs.tissue, outputs.patches, outputs.features_h5, outputs.named("blockmap.h5"),
+              outputs.named("heatmap.png"), outputs.prediction)
+    if not all(path.is_file() for path in needed):
+        return False
     return all(reason is None for reason in stage_reasons(entry, config, out_dir, prints).values())
 
 
