@@ -8,6 +8,7 @@ compares the rerun's outputs with a fresh run's, not with the code's own idea of
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -207,6 +208,11 @@ def test_mil_folds_retrain_after_a_bag_replaced_with_its_size_and_mtime(tmp_path
         ours = torch.load(run / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
         theirs = torch.load(fresh / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    config = run / "config.json"  # cut short by a run killed while writing it: not a traceback
+    config.write_bytes(config.read_bytes()[:10])
+    seen.clear()
+    train_mil(features, labels, run, verbose=False, on_epoch=lambda f, e, r: seen.append(f), **options)
+    assert seen == [] and json.loads(config.read_text())["folds"] == 2
 
 
 def test_each_drawn_file_is_redrawn_only_for_the_options_it_shows(tmp_path: Path) -> None:
@@ -278,3 +284,28 @@ def test_the_tissue_mask_follows_a_tissue_file_another_command_remade(tmp_path: 
     again = mask(out, "segment", "90")
     assert np.array_equal(again, mask(tmp_path / "fresh", "segment", "90"))
     assert not np.array_equal(again, first)
+
+
+def test_a_lock_whose_pid_now_names_another_process_is_taken_over(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from attnmap.errors import InputError
+    from attnmap.lock import LOCK_NAME, folder_lock, process_start
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = {"pid": sleeper.pid, "host": socket.gethostname(), "since": 0, "command": "x"}
+        if process_start(sleeper.pid) is None:
+            pytest.skip("no /proc here: process start times unknown")
+        lock = tmp_path / LOCK_NAME
+        lock.write_text(json.dumps({**holder, "start": process_start(sleeper.pid)}))  # its real holder
+        with pytest.raises(InputError, match="in use by another run"), folder_lock(tmp_path):
+            pass
+        lock.write_text(json.dumps({**holder, "start": "1"}))  # a killed run's pid, given to the sleeper
+        with folder_lock(tmp_path) as taken:
+            assert json.loads(taken.read_text())["pid"] == os.getpid()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
