@@ -309,3 +309,25 @@ def test_a_lock_whose_pid_now_names_another_process_is_taken_over(tmp_path: Path
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_any_output_deleted_or_cut_short_is_made_again_as_a_fresh_run_makes_it(tmp_path: Path) -> None:
+    """Every file of a finished run in turn: deleted, then cut to half its size; the rerun brings
+    back the reference folder (sidecars, sample crops and the GeoJSON included)."""
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1)
+    work = tmp_path / "work"
+    config = load_config(write_changed_config(
+        setup, work, heatmap={"tiff": True, "save_original": True}, export={"geojson": True}
+    ))
+    run_all(config)
+    reference = snapshot(work)
+    files = sorted(path for path in work.rglob("*") if path.is_file() and path.name != "run_report.json")
+    assert len(files) >= 15
+    for path in files:
+        for damage in ("delete", "cut"):
+            if damage == "delete":
+                path.unlink()
+            else:
+                path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+            run_all(config)
+            assert snapshot(work) == reference, f"{damage} {path.relative_to(work)}"

@@ -81,18 +81,36 @@ def stored_rows(path: Path, dataset: str) -> int | None:
         return None
 
 
-def features_reason(
-    outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig, n: int
-) -> str | None:
-    reason = prints.features.check(
+def features_h5_reason(outputs: SlideOutputs, prints: StageFingerprints, n: int | None) -> str | None:
+    """Why the features h5 must be computed again (None: reuse it)."""
+    return prints.features.check(
         outputs.features_h5, accept_foreign=True, datasets=("features", "coords"), rows=n
     )
+
+
+def features_pt_reason(outputs: SlideOutputs, prints: StageFingerprints) -> str | None:
+    """Why ``pt_files/<id>.pt`` (and its record ``.pt.json``) must be written again beside a
+    reusable h5: from the h5's features, without computing them again."""
+    from attnmap.provenance import sidecar_path
+
+    try:
+        if stored_record(outputs.features_pt) is None:
+            return "missing .pt"
+        h5_record = stored_record(outputs.features_h5) or {}
+    except DamagedOutputError as error:
+        return f"damaged: {error}"
+    if FINGERPRINT_KEY not in h5_record:  # features brought by the user: no record to copy
+        return None
+    reason = prints.features.check(sidecar_path(outputs.features_pt))
+    return None if reason is None else f".pt.json {reason}"
+
+
+def features_reason(
+    outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig, n: int | None
+) -> str | None:
+    reason = features_h5_reason(outputs, prints, n)
     if reason is None and config.features.save_pt:
-        try:
-            if stored_record(outputs.features_pt) is None:
-                return "missing .pt"
-        except DamagedOutputError as error:
-            return f"damaged: {error}"
+        return features_pt_reason(outputs, prints)
     return reason
 
 
@@ -149,9 +167,12 @@ def sampling_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pi
         return "no samples asked: old ones removed" if marker.exists() else None
     reason = prints.sampling.check(marker)
     if reason is None:
-        files = json.loads(marker.read_text()).get("files", [])
-        if not all((outputs.heatmap_dir / name).is_file() for name in files):
-            return "damaged: a sample crop is missing"
+        for name in json.loads(marker.read_text()).get("files", []):
+            try:  # each crop decoded to its end: a cut-off PNG is not a sample
+                if stored_record(outputs.heatmap_dir / name) is None:
+                    return "damaged: a sample crop is missing"
+            except DamagedOutputError as error:
+                return f"damaged: {error}"
     return reason
 
 
@@ -163,7 +184,13 @@ def export_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pipe
         return "not asked: old one removed" if geojson.exists() else None
     if not geojson.is_file():
         return "missing"
-    return prints.export.check(outputs.named("scores.geojson.json"))
+    reason = prints.export.check(outputs.named("scores.geojson.json"))
+    if reason is None:
+        try:  # the sidecar says what made it; the file itself must still parse to its end
+            json.loads(geojson.read_bytes())
+        except (OSError, ValueError):
+            return "damaged: scores.geojson is unreadable"
+    return reason
 
 
 def remove_samples(outputs: SlideOutputs) -> None:
