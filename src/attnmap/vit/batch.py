@@ -100,7 +100,7 @@ def _image_fingerprint(
         {
             "stage": "explain",
             "version": EXPLAIN_VERSION,
-            "image": file_identity(path),
+            "image": {**file_identity(path), "name": path.name},  # the name: the picture's title
             "model_sha256": checksum,  # the weights, and below what the model is besides them
             "architecture": architecture,
             "method": name,
