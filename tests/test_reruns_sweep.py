@@ -331,3 +331,38 @@ def test_any_output_deleted_or_cut_short_is_made_again_as_a_fresh_run_makes_it(t
                 path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
             run_all(config)
             assert snapshot(work) == reference, f"{damage} {path.relative_to(work)}"
+
+
+def test_the_users_own_feature_file_replaced_remakes_the_attention(tmp_path: Path) -> None:
+    """CLAM features brought by the user are used as they are: their content, not attnmap's chain of
+    fingerprints, is what the attention depends on."""
+    import h5py
+
+    from attnmap.mil.bags import write_h5_bag
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import read_slide_list
+    from attnmap.wsi.pipeline.outputs import SlideOutputs
+
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1)
+    sections = {"features": {"save_pt": False}, "sampling": {"top_k": 0, "bottom_k": 0}}
+    grid = SlideOutputs(tmp_path / "grid", "slide_0")  # attnmap's patch grid, for CLAM-style features
+    grid_config = load_config(write_changed_config(setup, grid.root, **sections))
+    run_slide(read_slide_list(grid_config)[0], grid_config)
+    with h5py.File(grid.patches, "r") as handle:
+        coords = handle["coords"][()]
+
+    def bring(out: Path, seed: int) -> dict:
+        outputs = SlideOutputs(out, "slide_0")
+        outputs.patches.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(grid.patches, outputs.patches)
+        features = np.random.default_rng(seed).normal(size=(len(coords), 8)).astype(np.float32)
+        write_h5_bag(outputs.features_h5, features, coords)  # no attnmap record: the user's file
+        config = load_config(write_changed_config(setup, out, **sections))
+        return run_slide(read_slide_list(config)[0], config)
+
+    work = tmp_path / "work"
+    assert not bring(work, seed=0)["stages"]["features"]
+    again = bring(work, seed=1)
+    assert again["stages"]["attention"] and not again["stages"]["features"], again["summary"]
+    bring(tmp_path / "fresh", seed=1)
+    assert snapshot(work) == snapshot(tmp_path / "fresh")

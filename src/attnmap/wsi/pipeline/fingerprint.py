@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from attnmap.checkpoint import TORCHSCRIPT_PREFIX
-from attnmap.fingerprint import Fingerprint, file_identity
+from attnmap.fingerprint import FINGERPRINT_KEY, Fingerprint, file_identity
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 
 STAGE_VERSIONS = {
@@ -114,9 +114,28 @@ class StageFingerprints:
     what it needs.
     """
 
-    def __init__(self, entry: SlideEntry, config: PipelineConfig) -> None:
+    def __init__(self, entry: SlideEntry, config: PipelineConfig, root: str | Path | None = None) -> None:
         self.entry = entry
         self.config = config
+        self.root = Path(root if root is not None else config.run.output_dir)  # the run's output folder
+
+    def _brought(self, stage: str) -> dict[str, Any]:
+        """``{"<stage>_file": identity}`` when the slide's patch or feature file is the user's own
+        (CLAM's, no attnmap record: used as it is, so its content is what the next stage reads), so
+        that a replaced one remakes what follows; nothing for attnmap's own files (their fingerprint
+        is chained already) or none at all."""
+        from attnmap.stored import DamagedOutputError, stored_record
+        from attnmap.wsi.pipeline.outputs import SlideOutputs
+
+        outputs = SlideOutputs(self.root, self.entry.slide_id)
+        path = outputs.patches if stage == "patches" else outputs.features_h5
+        try:
+            record = stored_record(path)
+        except DamagedOutputError:
+            return {}
+        if record is None or "attnmap_version" in record or FINGERPRINT_KEY in record:
+            return {}
+        return {f"{stage}_file": file_identity(path)}
 
     def _params(self, section: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
         values = dict(self.config.stage_parameters(section)[section])
@@ -180,6 +199,7 @@ class StageFingerprints:
         return self._make(
             "features",
             patches=self.patches.value,
+            **self._brought("patches"),
             encoder=encoder_identity(self.config.features),
             **({} if precision == "float32" else {"precision": precision}),
         )  # save_pt is not a cause: a missing .pt when asked for is a reason of its own
@@ -190,7 +210,8 @@ class StageFingerprints:
 
     @functools.cached_property
     def attention(self) -> Fingerprint:
-        return self._make("attention", features=self.features.value, model=self.model)
+        brought = self._brought("features")
+        return self._make("attention", features=self.features.value, model=self.model, **brought)
 
     @functools.cached_property
     def overlap(self) -> Fingerprint:

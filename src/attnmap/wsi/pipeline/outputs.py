@@ -261,7 +261,7 @@ def stage_reasons(
     """For each stage (and ``prediction``, ``export``), why it must run, or None when its outputs
     are reusable."""
     outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
-    prints = prints or StageFingerprints(entry, config)
+    prints = prints or StageFingerprints(entry, config, outputs.root)
     reasons: dict[str, str | None] = {
         "tissue": prints.tissue.check(outputs.tissue),
         "patches": prints.patches.check(outputs.patches, accept_foreign=True, datasets=("coords",)),

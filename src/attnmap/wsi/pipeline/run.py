@@ -76,7 +76,7 @@ def run_slide(
         entry = SlideEntry(str(entry), Path(entry).stem)
     root = Path(out_dir if out_dir is not None else config.run.output_dir)
     outputs = SlideOutputs(root, entry.slide_id)
-    prints = StageFingerprints(entry, config)
+    prints = StageFingerprints(entry, config, root)
     before = stage_reasons(entry, config, root, prints)  # why, said before stale files are removed
     if not force and all(reason is None for reason in before.values()):
         row = json.loads(outputs.prediction.read_text())
