@@ -184,12 +184,18 @@ def export_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pipe
         return "not asked: old one removed" if geojson.exists() else None
     if not geojson.is_file():
         return "missing"
-    reason = prints.export.check(outputs.named("scores.geojson.json"))
-    if reason is None:
-        try:  # the sidecar says what made it; the file itself must still parse to its end
-            json.loads(geojson.read_bytes())
+    sidecar = outputs.named("scores.geojson.json")
+    reason = prints.export.check(sidecar)
+    if reason is None:  # the sidecar says what made it; the file itself must still be what was written
+        from attnmap.file_hash import content_sha256
+
+        written = (stored_record(sidecar) or {}).get("geojson_sha256")
+        try:
+            intact = content_sha256(geojson) == written if written else bool(json.loads(geojson.read_bytes()))
         except (OSError, ValueError):
-            return "damaged: scores.geojson is unreadable"
+            intact = False
+        if not intact:
+            return "damaged: scores.geojson is not the file written"
     return reason
 
 

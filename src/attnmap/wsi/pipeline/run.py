@@ -153,6 +153,9 @@ def run_slide(
                                   model_name=Path(config.model.checkpoint).name,
                                   model_sha256=attention["model_sha256"])
         record.update(prints.export.record())
+        from attnmap.file_hash import content_sha256
+
+        record["geojson_sha256"] = content_sha256(outputs.named("scores.geojson"))  # the file checked
         write_json_atomic(outputs.named("scores.geojson.json"), {"provenance": record})
     write_json_atomic(
         outputs.prediction,
