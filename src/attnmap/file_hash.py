@@ -76,6 +76,9 @@ def _remember(entry: Path, value: str) -> None:
 
 
 def _prune(folder: Path) -> None:
+    from attnmap.io_utils import remove_stale_temporaries
+
+    remove_stale_temporaries(folder, recursive=False)  # left by killed processes
     entries = [item for item in os.scandir(folder) if item.is_file() and len(item.name) == 32]
     if len(entries) <= MAX_ENTRIES:
         return
