@@ -88,7 +88,9 @@ def encoder_identity(features: Any) -> dict[str, Any]:
     """What determines the encoder's weights: a file's content, or a name + its checkpoint + seed."""
     encoder = features.encoder
     file = encoder.removeprefix(TORCHSCRIPT_PREFIX)  # `torchscript:PATH` names a file too
-    named_file = {"name": encoder, **file_identity(file)} if Path(file).is_file() else None
+    # how the file is loaded and its bytes, not its path: an encoder moved elsewhere is the same one
+    loader = "torchscript" if encoder.startswith(TORCHSCRIPT_PREFIX) else "file"
+    named_file = {"loader": loader, **file_identity(file)} if Path(file).is_file() else None
     identity: dict[str, Any] = {
         "encoder": named_file or encoder,
         "checkpoint": file_identity(features.checkpoint) if features.checkpoint else None,
