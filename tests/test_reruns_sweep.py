@@ -366,3 +366,22 @@ def test_the_users_own_feature_file_replaced_remakes_the_attention(tmp_path: Pat
     assert again["stages"]["attention"] and not again["stages"]["features"], again["summary"]
     bring(tmp_path / "fresh", seed=1)
     assert snapshot(work) == snapshot(tmp_path / "fresh")
+
+
+def test_slides_and_models_moved_to_another_folder_are_reused(tmp_path: Path) -> None:
+    """Slides, encoder and model copied elsewhere (new paths, inodes and mtimes, same bytes): no
+    stage is recomputed; only the prediction, which records the slide's path, is written again."""
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1)
+    work = tmp_path / "work"
+    run_all(load_config(write_changed_config(setup, work)))
+    moved = tmp_path / "moved"
+    shutil.copytree(setup.parent, moved)
+    results = run_all(load_config(write_changed_config(moved / setup.name, work)))
+    assert ran(results)["slide_0"] == set(), results["slide_0"]["summary"]
+    assert "prediction (slide_path changed)" in results["slide_0"]["summary"]
+    fresh = tmp_path / "fresh"
+    run_all(load_config(write_changed_config(moved / setup.name, fresh)))
+    ours, theirs = snapshot(work), snapshot(fresh)
+    sidecar = "features/pt_files/slide_0.pt.json"  # a flat provenance record: it names the old paths
+    assert ours.pop(sidecar)["attnmap_fingerprint"] == theirs.pop(sidecar)["attnmap_fingerprint"]
+    assert ours == theirs
