@@ -178,6 +178,10 @@ def families() -> list[Family]:
             _timm_named("vit_base_patch16_rope_reg1_gap_256"),
         ),
         Family(
+            "timm vit_*_rope_mixed_* (Eva: RoPE frequencies learned per block and head)",
+            _timm_named("vit_small_patch16_rope_mixed_224", init_values=0.5),
+        ),
+        Family(
             "timm vit_*_dinov3 (Eva: DINOv3 RoPE, 4 registers, LayerScale)",
             _timm_named("vit_small_patch16_dinov3", global_pool="token"),
         ),
@@ -275,11 +279,6 @@ def refused() -> list[Refusal]:
             "attention",
         ),
         Refusal("timm hybrid ViT, CNN stem (HybridEmbed; the 4 attention methods run)", _timm_hybrid, "lrp"),
-        Refusal(
-            "timm vit_*_rope_mixed_* (Eva rope_type='mixed'; the 4 attention methods run)",
-            _timm_named("vit_small_patch16_rope_mixed_224"),
-            "lrp",
-        ),
         Refusal(
             "timm ViT attn_layer='diff' (DiffAttention)", lambda: _timm_vit(attn_layer="diff"), "attention"
         ),
