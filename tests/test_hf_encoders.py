@@ -147,16 +147,59 @@ def test_a_slide_run_with_an_hf_encoder_and_its_features_follow_the_folders_weig
     assert second.shape == first.shape and not np.allclose(second, first)
 
 
-def test_fine_maps_with_an_hf_encoder_are_refused_before_any_slide(
+@pytest.mark.parametrize("kind", ["vit", "dinov2"])
+@pytest.mark.parametrize("readout", ["cls", "cls_and_patch_mean"])
+def test_fine_maps_run_on_the_encoders_timm_twin_and_conserve(
+    folders: dict[str, Path], kind: str, readout: str
+) -> None:
+    """The fine maps' conservative relevance runs on a timm VisionTransformer with the HF weights; at
+    another input size than the saved one (positions resampled by HF itself), the twin computes the
+    encoder's features and the pixels plus the bias share sum to the score, exactly in float64."""
+    from attnmap.wsi.encoders import load_encoder
+    from attnmap.wsi.heatmap.encoder_relevance import check_encoder_forward, encoder_relevance
+
+    encoder = load_encoder(f"hf:{folders[kind]}", model_args={"readout": readout}, input_size=48)
+    model = encoder.model.double()
+    images = torch.randn(2, 3, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    check_encoder_forward(model, images, atol=1e-12)
+    generator = torch.Generator().manual_seed(4)
+    direction = torch.randn(encoder.feature_dim, dtype=torch.float64, generator=generator)
+    result = encoder_relevance(model, images, direction)
+    with torch.no_grad():
+        torch.testing.assert_close(result.score, model(images) @ direction, rtol=1e-12, atol=1e-12)
+    total = result.pixels.sum(dim=(1, 2)) + result.bias_share
+    torch.testing.assert_close(total, result.score, rtol=0, atol=1e-10)
+
+
+def test_fine_maps_in_a_slide_run_with_an_hf_encoder(folders: dict[str, Path], tmp_path: Path) -> None:
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config
+
+    path = _run_config(tmp_path, folders["dinov2"])
+    data = yaml.safe_load(path.read_text())
+    data["heatmap"]["fine"] = {"method": "lrp", "top_k": 3}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    run_slide(tmp_path / "slides" / "slide_0.tif", config)
+    with FineMapFile(next(Path(config.run.output_dir).rglob("slide_0_fine_maps.h5"))) as store:
+        assert len(store) == 3 and store.map_shape == (32, 32)
+        totals = store.read(np.arange(3)).sum(axis=(1, 2))
+        assert np.allclose(totals, store.scores[store.fine_index], atol=1e-4)
+
+
+def test_fine_maps_of_an_encoder_without_a_timm_twin_are_refused_before_any_slide(
     folders: dict[str, Path], tmp_path: Path
 ) -> None:
     from attnmap.wsi.pipeline.config import load_config
 
-    path = _run_config(tmp_path, folders["vit"])
+    write_clam_checkpoint(tmp_path / "clam16.pt", embed_dim=16)
+    path = _run_config(tmp_path, folders["clip"], encoder_args={"readout": "embeds"})
     data = yaml.safe_load(path.read_text())
+    data["model"]["checkpoint"] = "clam16.pt"
     data["heatmap"]["fine"] = {"top_k": 2}
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(InputError, match="^heatmap.fine: .*features.encoder is hf:"):
+    with pytest.raises(InputError, match="^heatmap.fine: fine maps of a Hugging Face clip_vision_model"):
         load_config(path)
 
 

@@ -14,6 +14,8 @@ on another:
 - ``patch_mean``: the mean of the patch tokens (class and register tokens left out);
 - ``cls_and_patch_mean``: both, concatenated (Midnight, Virchow-style 2·D features);
 - ``embeds``: ``image_embeds`` of a model with a projection (CLIPVisionModelWithProjection, PLIP).
+
+Fine maps run on a timm twin of ViT and DINOv2 encoders (`HFPatchEncoder.fine_twin`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,44 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 class HFPatchEncoder(nn.Module):
     """(B, 3, H, W) patches → (B, D) features: ``readout`` of the Hugging Face model's output."""
 
-    def __init__(self, model: nn.Module, readout: str, num_prefix_tokens: int, resample_positions: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        readout: str,
+        num_prefix_tokens: int,
+        input_size: int,
+        resample_positions: bool,
+    ):
         super().__init__()
         self.model = model
         self.readout = readout
         self.num_prefix_tokens = num_prefix_tokens
+        self.input_size = input_size
         # ViT-style models take another input size only when asked to resample their positions
         self.resample_positions = resample_positions
+        self.__dict__["_fine_twin"] = None  # not a submodule: no second copy in state_dict or .to()
+
+    def fine_twin(self) -> nn.Module:
+        """The timm VisionTransformer computing these features (`attnmap.wsi.hf_timm_twin`), which the
+        fine maps' conservative relevance runs on; built once, checked against this forward."""
+        weight = next(self.model.parameters())
+        twin = self._fine_twin
+        if twin is None or (twin.pos_embed.dtype, twin.pos_embed.device) != (weight.dtype, weight.device):
+            from attnmap.errors import UnsupportedModelError
+            from attnmap.wsi.hf_timm_twin import timm_twin
+
+            twin = timm_twin(self.model, self.readout, self.input_size)
+            generator = torch.Generator().manual_seed(0)
+            probe = torch.randn(2, 3, self.input_size, self.input_size, generator=generator)
+            probe = probe.to(device=weight.device, dtype=weight.dtype)
+            with torch.no_grad():
+                ours, theirs = twin(probe), self(probe)
+            if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4):
+                raise UnsupportedModelError(
+                    f"the timm twin of {type(self.model).__name__} differs from its forward: no fine maps"
+                )
+            self.__dict__["_fine_twin"] = twin
+        return self._fine_twin
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         options = {"interpolate_pos_encoding": True} if self.resample_positions else {}
@@ -109,6 +142,6 @@ def hf_encoder(
     config = data_config(model)
     size = input_size or int(config["input_size"][-1])
     resample = adapter._takes_interpolate and (size, size) != adapter.image_size
-    module = HFPatchEncoder(model, readout, adapter.num_prefix_tokens, resample)
+    module = HFPatchEncoder(model, readout, adapter.num_prefix_tokens, size, resample)
     interpolation = str(config.get("interpolation", "bilinear"))
     return module, size, tuple(config["mean"]), tuple(config["std"]), interpolation
