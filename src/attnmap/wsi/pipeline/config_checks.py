@@ -44,7 +44,8 @@ def check_config(config: PipelineConfig) -> None:
         if not known_encoder_name(encoder):
             raise InputError(
                 f"features.encoder {encoder!r} is not an encoder attnmap knows: use one of "
-                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME' or an encoder file"
+                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME', 'hf:FOLDER' (a saved "
+                "Hugging Face model) or an encoder file"
             )
     if not is_encoder_name(encoder) and not Path(encoder).is_file():
         raise InputError(
