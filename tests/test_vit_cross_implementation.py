@@ -108,12 +108,19 @@ def dinov2_pair() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
     timm_model, config = _pair(num_classes=0, init_values=0.5)
     hf_model = transformers.Dinov2Model(transformers.Dinov2Config(**config, mlp_ratio=4)).double().eval()
     copy_timm_to_hf(timm_model, hf_model)
-    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    return _headless_pair(timm_model, hf_model, seed=2)
+
+
+def _headless_pair(
+    timm_model: nn.Module, hf_model: nn.Module, seed: int
+) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    """The pair with images on which their outputs agree, and a direction in the output space."""
+    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         torch.testing.assert_close(
             hf_model(pixel_values=x).pooler_output, timm_model(x), rtol=1e-10, atol=1e-12
         )
-    direction = torch.randn(WIDTH, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    direction = torch.randn(WIDTH, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
     return timm_model, hf_model, x, direction
 
 
@@ -183,13 +190,7 @@ def dinov3_pair() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
     hf_model = transformers.DINOv3ViTModel(config).double().eval()
     copy_timm_dinov3_to_hf(timm_model, hf_model)
     share_rotation_table(timm_model, hf_model)
-    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        torch.testing.assert_close(
-            hf_model(pixel_values=x).pooler_output, timm_model(x), rtol=1e-10, atol=1e-12
-        )
-    direction = torch.randn(WIDTH, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    return timm_model, hf_model, x, direction
+    return _headless_pair(timm_model, hf_model, seed=4)
 
 
 @pytest.mark.parametrize("method", METHODS)
