@@ -124,12 +124,6 @@ def _headless_pair(
     return timm_model, hf_model, x, direction
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_timm_dinov2_and_hf_dinov2_give_the_same_maps_along_a_direction(
-    single_thread: None, dinov2_pair, method: str
-) -> None:
-    timm_model, hf_model, x, direction = dinov2_pair
-    _assert_same(_maps(hf_model, x, method, direction), _maps(timm_model, x, method, direction))
 
 
 @torch.no_grad()
@@ -194,8 +188,9 @@ def dinov3_pair() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_timm_dinov3_and_hf_dinov3_give_the_same_maps_along_a_direction(
-    single_thread: None, dinov3_pair, method: str
+@pytest.mark.parametrize("pair", ["dinov2_pair", "dinov3_pair"])
+def test_timm_and_hf_dinov2_and_dinov3_give_the_same_maps_along_a_direction(
+    single_thread: None, request: pytest.FixtureRequest, pair: str, method: str
 ) -> None:
-    timm_model, hf_model, x, direction = dinov3_pair
+    timm_model, hf_model, x, direction = request.getfixturevalue(pair)
     _assert_same(_maps(hf_model, x, method, direction), _maps(timm_model, x, method, direction))
