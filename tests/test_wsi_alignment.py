@@ -1,0 +1,434 @@
+"""Planted-answer geometry sweep: every slide output must land on the lesion's level-0 pixels.
+
+A tiny pyramidal slide carries a blue lesion at known level-0 coordinates; the answer is planted in
+the model, not in the expectation: a TorchScript patch encoder whose first feature detects the
+lesion colour, and a CLAM head whose attention reads that feature alone. The pipeline then runs
+with the geometry a user may choose (non-square slides, sizes off the patch grid, pyramids ÷2, ÷4,
+÷3, patch level, step, overlap, vis and TIFF levels, ROI, blur, downscale) and each output (heatmap
+PNG, pyramidal TIFF levels, top-patch crops, QuPath GeoJSON, the viewer's Deep Zoom tiles) must put
+its mass and peak within one patch of the lesion.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+LESION_RGB = (40, 50, 190)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One slide geometry and the pipeline options run on it."""
+
+    name: str
+    size: tuple[int, int]  # level-0 width, height
+    factor: int  # downsample between pyramid levels
+    levels: int
+    mpp: float
+    tissue: tuple[tuple[int, int, int, int], ...]  # level-0 x0, y0, x1, y1 of each tissue piece
+    lesion: tuple[int, int, int, int]  # level-0 x0, y0, x1, y1
+    patch_size: int  # at the patch level
+    patch_level: int = 0
+    step: int | None = None
+    vis_level: int = 1
+    tiff_level: int = 0
+    overlap: float = 0.0
+
+    def patch0(self) -> float:
+        """The patch side in level-0 pixels (the tolerance of every check)."""
+        return self.patch_size * self.factor**self.patch_level
+
+
+CASES = [
+    Case("nonsquare_div2", (720, 466), 2, 3, 0.5, ((80, 60, 640, 420),), (400, 230, 470, 290), 48),
+    Case("div4_corner_level1", (650, 410), 4, 3, 0.25, ((300, 150, 650, 410),), (590, 360, 650, 410), 16,
+         patch_level=1, vis_level=1, tiff_level=1),
+    Case("div3_second_piece_step", (700, 515), 3, 3, 0.25,
+         ((40, 40, 400, 470), (520, 300, 640, 420)), (548, 330, 608, 390), 12,
+         patch_level=1, step=6, vis_level=1),
+    Case("div2_overlap_border_left", (610, 390), 2, 3, 0.5, ((0, 40, 380, 360),), (0, 150, 50, 230), 40,
+         overlap=0.5, vis_level=0),
+]
+
+
+def _downscale(image: np.ndarray, factor: int) -> np.ndarray:
+    import cv2
+
+    height, width = image.shape[0] // factor, image.shape[1] // factor
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def write_lesion_slide(path: Path, case: Case) -> np.ndarray:
+    """A pyramidal TIFF (each level a top-level page, reduced ones subfiletype 1); returns level 0."""
+    import tifffile
+
+    width, height = case.size
+    rng = np.random.default_rng(0)
+    image = np.full((height, width, 3), 245, dtype=np.uint8)
+    for x0, y0, x1, y1 in case.tissue:
+        noise = rng.normal(0, 10, size=(y1 - y0, x1 - x0, 1))
+        image[y0:y1, x0:x1] = np.clip(np.array([214, 120, 170]) + noise, 0, 255).astype(np.uint8)
+    x0, y0, x1, y1 = case.lesion
+    image[y0:y1, x0:x1] = LESION_RGB
+    resolution = 1e4 / case.mpp
+    with tifffile.TiffWriter(path) as tif:
+        level = image
+        for index in range(case.levels):
+            scale = case.factor**index
+            tif.write(level, tile=(64, 64), photometric="rgb", compression="zlib",
+                      subfiletype=0 if index == 0 else 1,
+                      resolution=(resolution / scale, resolution / scale), resolutionunit="CENTIMETER")
+            level = _downscale(level, case.factor)
+    return image
+
+
+def write_lesion_encoder(path: Path) -> str:
+    """TorchScript encoder: feature 0 = mean of relu(blue − red − 1.5) on ImageNet-normalised pixels
+    (about 1.8 on the lesion colour, 0 on pink tissue and white glass); the others are colour means."""
+    import warnings
+
+    import torch
+
+    class LesionDetector(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            lesion = torch.relu(images[:, 2] - images[:, 0] - 1.5).mean(dim=(1, 2))
+            means = images.mean(dim=(2, 3))
+            return torch.cat([lesion[:, None], means, torch.zeros_like(means), means[:, :1] * 0], dim=1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(LesionDetector().eval()).save(str(path))
+    return f"torchscript:{path}"
+
+
+def write_lesion_clam(path: Path) -> Path:
+    """A CLAM_SB whose raw attention is 10·tanh(feature 0)·sigmoid(10): it attends to the lesion only."""
+    import torch
+
+    from attnmap.mil import CLAM_SB
+
+    model = CLAM_SB(embed_dim=8, n_classes=2)
+    state = {name: torch.zeros_like(value) for name, value in model.state_dict().items()}
+    state["attention_net.0.weight"][0, 0] = 1.0
+    state["attention_net.3.attention_a.0.weight"][0, 0] = 1.0
+    state["attention_net.3.attention_b.0.bias"][:] = 10.0
+    state["attention_net.3.attention_c.weight"][0, 0] = 10.0
+    state["classifiers.weight"][1, 0] = 1.0
+    torch.save(state, path)
+    return path
+
+
+def lesion_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels of the lesion colour (blue well above red), at any level."""
+    image = image.astype(np.int64)
+    return (image[..., 2] - image[..., 0] > 80) & (image[..., 2] > 120)
+
+
+def assert_on_lesion(weights: np.ndarray, scale: tuple[float, float], origin: tuple[float, float],
+                     case: Case, what: str, slack: float = 0.05) -> None:
+    """``weights`` (H, W) of a picture whose pixel (i, j) lies at level-0 origin + (j, i) × scale:
+    its peak lies within, and all but ``slack`` of its mass within one patch of, the lesion."""
+    weights = np.asarray(weights, dtype=np.float64)
+    assert weights.sum() > 0, f"{what}: nothing drawn"
+    ys, xs = np.indices(weights.shape)
+    cx = origin[0] + (xs + 0.5) * scale[0]
+    cy = origin[1] + (ys + 0.5) * scale[1]
+    margin = case.patch0() + max(scale)
+    x0, y0, x1, y1 = case.lesion
+    near = (cx >= x0 - margin) & (cx <= x1 + margin) & (cy >= y0 - margin) & (cy <= y1 + margin)
+    outside = weights[~near].sum() / weights.sum()
+    assert outside <= slack, f"{what}: {outside:.1%} of the mass lies over one patch away from the lesion"
+    peak = weights >= weights.max() * 0.98
+    px, py = cx[peak].mean(), cy[peak].mean()
+    assert x0 - margin <= px <= x1 + margin and y0 - margin <= py <= y1 + margin, (
+        f"{what}: peak at level-0 ({px:.0f}, {py:.0f}), lesion {case.lesion}, tolerance {margin:.0f}"
+    )
+
+
+def grey_value(rgb: np.ndarray) -> np.ndarray:
+    """The value a ``gray`` colour map drew (0..1); the canvas is black."""
+    return rgb[..., :3].astype(np.float64).mean(axis=-1) / 255.0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Each case's slide and `wsi run` output folder (run once per module)."""
+    import torch
+
+    from attnmap.wsi.pipeline.config import config_from_dict
+    from attnmap.wsi.pipeline.run import run_slide
+    from attnmap.wsi.pipeline.slide_list import read_slide_list
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("align")
+    encoder = write_lesion_encoder(root / "encoder.pt")
+    write_lesion_clam(root / "clam.pt")
+    done = {}
+    try:
+        for case in CASES:
+            folder = root / case.name
+            (folder / "slides").mkdir(parents=True)
+            image = write_lesion_slide(folder / "slides" / f"{case.name}.tif", case)
+            (folder / "slides.csv").write_text(f"slide_id,label\n{case.name},1\n")
+            raw = {
+                "slides": {"csv": str(folder / "slides.csv"), "data_dir": str(folder / "slides"),
+                           "extension": ".tif"},
+                "segmentation": {"level": 0, "sthresh": 8, "mthresh": 7, "close": 0, "a_t": 0.01,
+                                 "a_h": 0.01},
+                "patching": {"patch_size": case.patch_size, "level": case.patch_level, "step": case.step},
+                "features": {"encoder": encoder, "input_size": 16, "batch_size": 256},
+                "model": {"checkpoint": str(root / "clam.pt"), "class_names": ["normal", "tumour"]},
+                "heatmap": {"vis_level": case.vis_level, "alpha": 1.0, "cmap": "gray", "scale": "minmax",
+                            "blank_canvas": True, "canvas_color": [0, 0, 0], "legend": False,
+                            "tiff": True, "tiff_level": case.tiff_level, "overlap": case.overlap},
+                "sampling": {"top_k": 3, "bottom_k": 0},
+                "export": {"geojson": True},
+                "run": {"output_dir": str(folder / "out"), "device": "cpu"},
+            }
+            config = config_from_dict(raw)
+            entry = read_slide_list(config)[0]
+            run_slide(entry, config)
+            done[case.name] = (case, image, folder / "out", config, entry)
+    finally:
+        torch.set_num_threads(threads)
+    return done
+
+
+@pytest.fixture(params=[case.name for case in CASES])
+def run(request, runs):
+    return runs[request.param]
+
+
+def _heat_dir(out: Path, case: Case) -> Path:
+    return out / "heatmaps" / case.name
+
+
+def _blockmap(out: Path, case: Case) -> dict:
+    """The run's blockmap: coords, scores and the level-0 patch size it records."""
+    import h5py
+
+    from attnmap.wsi.pipeline.stage_files import load_blockmap
+
+    path = _heat_dir(out, case) / f"{case.name}_blockmap.h5"
+    with h5py.File(path, "r") as handle:
+        patch_size = int(handle.attrs["patch_size"])
+    return {**load_blockmap(path), "patch_size": patch_size}
+
+
+def test_planted_model_scores_the_lesion_patches_highest(run):
+    case, image, out, _, _ = run
+    blockmap = _blockmap(out, case)
+    coords, scores = blockmap["coords"], blockmap["scores"]
+    assert blockmap["patch_size"] == case.patch0()
+    side = int(case.patch0())
+    lesion = lesion_mask(image)
+    share = np.array([lesion[y : y + side, x : x + side].mean() for x, y in coords.tolist()])
+    assert share.max() > 0.2, "no patch covers the lesion"
+    best = int(np.argmax(scores))
+    assert share[best] > 0, f"top-scoring patch at {coords[best].tolist()} holds no lesion pixel"
+    assert np.all(scores[share == 0] < scores.max() * 0.05)
+
+
+def test_heatmap_png_lies_on_the_lesion(run):
+    from PIL import Image
+
+    from attnmap.wsi.slide import open_slide
+
+    case, _, out, _, _ = run
+    png = np.asarray(Image.open(_heat_dir(out, case) / f"{case.name}_heatmap.png"))
+    with open_slide(out.parent / "slides" / f"{case.name}.tif") as slide:
+        assert png.shape[1::-1] == slide.level_dimensions[case.vis_level]
+        scale = slide.level_scale_xy(case.vis_level)
+    assert_on_lesion(grey_value(png), scale, (0, 0), case, f"{case.name} heatmap PNG")
+
+
+def test_heatmap_tiff_lies_on_the_lesion_at_every_level(run):
+    from attnmap.wsi.slide import open_slide
+
+    case, _, out, _, _ = run
+    with open_slide(out.parent / "slides" / f"{case.name}.tif") as slide:
+        base = slide.level_dimensions[case.tiff_level]
+        size0 = slide.dimensions
+        mpp0 = slide.mpp
+    with open_slide(_heat_dir(out, case) / f"{case.name}_heatmap.tif") as tiff:
+        assert tiff.dimensions == base
+        assert tiff.reader == "OpenSlide"
+        assert tiff.mpp == pytest.approx(mpp0 * size0[0] / base[0], rel=0.02)
+        for level in range(tiff.level_count):
+            width, height = tiff.level_dimensions[level]
+            if min(width, height) * case.factor**case.tiff_level * 1.0 < 8:
+                continue
+            pixels = tiff.read_region((0, 0), level, (width, height))
+            scale = (size0[0] / width, size0[1] / height)
+            if case.patch0() / max(scale) < 2:  # patches under two pixels: nothing to place
+                continue
+            values = grey_value(pixels)
+            values[values < 0.15] = 0  # JPEG ringing on black
+            assert_on_lesion(values, scale, (0, 0), case, f"{case.name} TIFF level {level}")
+
+
+def test_top_patches_are_crops_of_the_lesion(run):
+    from PIL import Image
+
+    from attnmap.wsi.slide import open_slide
+
+    case, _, out, _, _ = run
+    crops = sorted((_heat_dir(out, case) / "topk_high_attention").glob("*.png"))
+    assert len(crops) == 3
+    with open_slide(out.parent / "slides" / f"{case.name}.tif") as slide:
+        for crop in crops:
+            x, y = (int(v) for v in re.search(r"_x_(\d+)_y_(\d+)_", crop.name).groups())
+            pixels = np.asarray(Image.open(crop).convert("RGB"))
+            expected = slide.read_region((x, y), case.patch_level, (case.patch_size, case.patch_size))
+            np.testing.assert_array_equal(pixels, expected)
+            if crop.name.startswith("0_"):  # the top patch (lower ranks may tie at zero)
+                assert lesion_mask(pixels).any(), f"{crop.name} shows no lesion pixel"
+
+
+def test_geojson_detections_map_back_onto_the_lesion(run):
+    case, _, out, _, _ = run
+    collection = json.loads((_heat_dir(out, case) / f"{case.name}_scores.geojson").read_text())
+    detections = [f for f in collection["features"] if f["properties"]["objectType"] == "detection"]
+    ranked = sorted(detections, key=lambda f: f["properties"]["measurements"]["attention rank"]
+                    if "attention rank" in f["properties"]["measurements"] else
+                    min(v for k, v in f["properties"]["measurements"].items() if k.endswith(" rank")))
+    ring = np.asarray(ranked[0]["geometry"]["coordinates"][0], dtype=np.float64)
+    (x0, y0), (x1, y1) = ring.min(axis=0), ring.max(axis=0)
+    assert x1 - x0 == pytest.approx(case.patch0()) and y1 - y0 == pytest.approx(case.patch0())
+    lx0, ly0, lx1, ly1 = case.lesion
+    assert x0 < lx1 and x1 > lx0 and y0 < ly1 and y1 > ly0, (
+        f"top detection {[x0, y0, x1, y1]} misses the lesion {case.lesion}"
+    )
+    tissue = [f for f in collection["features"] if f["properties"]["objectType"] == "annotation"]
+    assert tissue, "tissue contours missing"
+
+
+def test_viewer_tiles_align_with_the_slide_tiles(run):
+    import io
+
+    from PIL import Image
+
+    from attnmap.render.scale import colour_table
+    from attnmap.view.app import ViewerContent
+    from attnmap.view.sources import discover
+
+    case, _, out, _, _ = run
+    content = ViewerContent(discover(out))
+    try:
+        tiles = content.slide_tiles(0)
+        grid = tiles.grid if hasattr(tiles, "grid") else None
+        from attnmap.view.deepzoom import DeepZoomGrid
+
+        grid = grid or DeepZoomGrid(tiles.slide.dimensions)
+        score_set = next(iter(content.slides[0].score_sets.values()))
+        table = colour_table(score_set.scale.cmap).astype(np.float64)
+        for level in range(grid.level_count):
+            downsample = 2 ** (grid.level_count - level - 1)
+            if case.patch0() / downsample < 4 or downsample > 8:
+                continue
+            width, height = grid.level_dimensions[level]
+            lesion = np.zeros((height, width), dtype=bool)
+            heat = np.zeros((height, width), dtype=np.float64)
+            cols, rows = grid.level_tiles[level]
+            for row in range(rows):
+                for col in range(cols):
+                    region = grid.region(level, col, row)
+                    x0 = col * grid.tile_size - (grid.overlap if col else 0)
+                    y0 = row * grid.tile_size - (grid.overlap if row else 0)
+                    body, _ = content.get(f"tiles/0/slide_files/{level}/{col}_{row}.jpeg")
+                    slide_tile = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+                    assert slide_tile.shape[1::-1] == region.pixels
+                    h, w = slide_tile.shape[:2]
+                    lesion[y0 : y0 + h, x0 : x0 + w] |= lesion_mask(slide_tile)
+                    body, _ = content.get(f"tiles/0/heat-0_files/{level}/{col}_{row}.png")
+                    rgba = np.asarray(Image.open(io.BytesIO(body)).convert("RGBA"))
+                    if rgba.shape[:2] == (1, 1):
+                        continue  # the empty tile: no patch there
+                    assert rgba.shape[1::-1] == region.pixels
+                    distance = ((rgba[..., None, :3].astype(np.float64) - table[None, None]) ** 2).sum(-1)
+                    value = distance.argmin(-1) / (len(table) - 1) * (rgba[..., 3] > 0)
+                    heat[y0 : y0 + h, x0 : x0 + w] = np.maximum(heat[y0 : y0 + h, x0 : x0 + w], value)
+            scale = (downsample, downsample)
+            assert_on_lesion(lesion, scale, (0, 0), case, f"{case.name} viewer slide tiles, level {level}",
+                             slack=0.0)
+            assert_on_lesion(heat * (heat > 0.5), scale, (0, 0), case,
+                             f"{case.name} viewer heatmap tiles, level {level}")
+    finally:
+        content.close()
+
+
+# --------------------------------------------------------------------- drawing options, library calls
+STYLES = [
+    {"vis_level": 0},
+    {"vis_level": 2},
+    {"vis_level": 1, "blur": True},
+    {"vis_level": 0, "downscale": 2.5},
+    {"vis_level": 1, "binarize": True, "threshold": 0.5},
+]
+
+
+@pytest.mark.parametrize("options", STYLES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_render_heatmap_options_keep_the_lesion_in_place(runs, options):
+    from attnmap.wsi.heatmap.renderer import render_heatmap
+    from attnmap.wsi.heatmap.style import HeatmapStyle
+    from attnmap.wsi.pipeline.stage_files import load_tissue
+    from attnmap.wsi.slide import open_slide
+
+    for case, _, out, _, _ in runs.values():
+        if options["vis_level"] >= case.levels:
+            continue
+        blockmap = _blockmap(out, case)
+        tissue = load_tissue(out / "tissue" / f"{case.name}.json")
+        style = HeatmapStyle(cmap="gray", alpha=1.0, blank_canvas=True, canvas_color=(0, 0, 0),
+                             percentiles=False, **options)
+        scores = blockmap["scores"] / blockmap["scores"].max() * 100
+        with open_slide(out.parent / "slides" / f"{case.name}.tif") as slide:
+            if case.patch0() < max(slide.level_scale_xy(style.vis_level)):
+                continue
+            image = render_heatmap(slide, blockmap["coords"], scores, style,
+                                   patch_size=blockmap["patch_size"], tissue=tissue)
+            width0, height0 = slide.dimensions
+        scale = (width0 / image.shape[1], height0 / image.shape[0])
+        assert_on_lesion(grey_value(image), scale, (0, 0), case, f"{case.name} {options}")
+
+
+def test_roi_heatmap_is_offset_by_the_roi_corner(runs):
+    from attnmap.wsi.heatmap.renderer import render_heatmap
+    from attnmap.wsi.heatmap.style import HeatmapStyle
+    from attnmap.wsi.slide import open_slide
+
+    for case, _, out, _, _ in runs.values():
+        blockmap = _blockmap(out, case)
+        x0, y0, x1, y1 = case.lesion
+        pad = int(case.patch0() * 2)
+        corner = (max(0, x0 - pad - 7), max(0, y0 - pad - 5))
+        roi = (corner, (min(case.size[0], x1 + pad), min(case.size[1], y1 + pad)))
+        for level in range(2):
+            style = HeatmapStyle(cmap="gray", alpha=1.0, blank_canvas=True, canvas_color=(0, 0, 0),
+                                 percentiles=False, roi=roi, vis_level=level, use_tissue_mask=False)
+            scores = blockmap["scores"] / blockmap["scores"].max() * 100
+            with open_slide(out.parent / "slides" / f"{case.name}.tif") as slide:
+                image = render_heatmap(slide, blockmap["coords"], scores, style,
+                                       patch_size=blockmap["patch_size"])
+                scale = slide.level_scale_xy(level)
+            assert_on_lesion(grey_value(image), scale, corner, case, f"{case.name} roi level {level}")
+
+
+def test_sizes_are_consistent(runs):
+    """Sanity of the fixtures: each case's pyramid is what OpenSlide reads."""
+    from attnmap.wsi.slide import open_slide
+
+    for case, _, out, _, _ in runs.values():
+        with open_slide(out.parent / "slides" / f"{case.name}.tif") as slide:
+            assert slide.reader == "OpenSlide" and slide.level_count == case.levels
+            assert slide.mpp == pytest.approx(case.mpp)
+
+
+_ = replace  # (kept for parametrised variants)
