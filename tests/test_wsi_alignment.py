@@ -39,6 +39,8 @@ class Case:
     vis_level: int = 1
     tiff_level: int = 0
     overlap: float = 0.0
+    seg_level: int = 0
+    padding: bool = True
 
     def patch0(self) -> float:
         """The patch side in level-0 pixels (the tolerance of every check)."""
@@ -54,6 +56,10 @@ CASES = [
          patch_level=1, step=6, vis_level=1),
     Case("div2_overlap_border_left", (610, 390), 2, 3, 0.5, ((0, 40, 380, 360),), (0, 150, 50, 230), 40,
          overlap=0.5, vis_level=0),
+    Case("div3_patch_level2_seg_level2", (1000, 731), 3, 3, 0.5, ((100, 90, 900, 650),), (610, 100, 680, 160),
+         6, patch_level=2, seg_level=2, vis_level=2, tiff_level=1),
+    Case("div4_top_left_no_padding", (530, 470), 4, 2, 0.25, ((0, 0, 300, 260),), (0, 0, 45, 50), 40,
+         seg_level=1, padding=False, tiff_level=1),
 ]
 
 
@@ -180,9 +186,10 @@ def runs(tmp_path_factory):
             raw = {
                 "slides": {"csv": str(folder / "slides.csv"), "data_dir": str(folder / "slides"),
                            "extension": ".tif"},
-                "segmentation": {"level": 0, "sthresh": 8, "mthresh": 7, "close": 0, "a_t": 0.01,
+                "segmentation": {"level": case.seg_level, "sthresh": 8, "mthresh": 7, "close": 0, "a_t": 0.01,
                                  "a_h": 0.01},
-                "patching": {"patch_size": case.patch_size, "level": case.patch_level, "step": case.step},
+                "patching": {"patch_size": case.patch_size, "level": case.patch_level, "step": case.step,
+                             "padding": case.padding},
                 "features": {"encoder": encoder, "input_size": 16, "batch_size": 256},
                 "model": {"checkpoint": str(root / "clam.pt"), "class_names": ["normal", "tumour"]},
                 "heatmap": {"vis_level": case.vis_level, "alpha": 1.0, "cmap": "gray", "scale": "minmax",
@@ -328,7 +335,9 @@ def test_viewer_tiles_align_with_the_slide_tiles(run):
 
         grid = grid or DeepZoomGrid(tiles.slide.dimensions)
         score_set = next(iter(content.slides[0].score_sets.values()))
-        table = colour_table(score_set.scale.cmap).astype(np.float64)
+        table = colour_table(score_set.scale.cmap).astype(np.int64)
+        codes = table @ np.array([65536, 256, 1])
+        order = np.argsort(codes, kind="stable")
         for level in range(grid.level_count):
             downsample = 2 ** (grid.level_count - level - 1)
             if case.patch0() / downsample < 4 or downsample > 8:
@@ -352,8 +361,9 @@ def test_viewer_tiles_align_with_the_slide_tiles(run):
                     if rgba.shape[:2] == (1, 1):
                         continue  # the empty tile: no patch there
                     assert rgba.shape[1::-1] == region.pixels
-                    distance = ((rgba[..., None, :3].astype(np.float64) - table[None, None]) ** 2).sum(-1)
-                    value = distance.argmin(-1) / (len(table) - 1) * (rgba[..., 3] > 0)
+                    found = order[np.searchsorted(codes[order], rgba[..., :3].astype(np.int64) @ [65536, 256, 1])
+                                  .clip(0, len(codes) - 1)]  # the tile's colours are table entries (PNG)
+                    value = found / (len(table) - 1) * (rgba[..., 3] > 0)
                     heat[y0 : y0 + h, x0 : x0 + w] = np.maximum(heat[y0 : y0 + h, x0 : x0 + w], value)
             scale = (downsample, downsample)
             assert_on_lesion(lesion, scale, (0, 0), case, f"{case.name} viewer slide tiles, level {level}",
