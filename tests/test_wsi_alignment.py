@@ -361,8 +361,9 @@ def test_viewer_tiles_align_with_the_slide_tiles(run):
                     if rgba.shape[:2] == (1, 1):
                         continue  # the empty tile: no patch there
                     assert rgba.shape[1::-1] == region.pixels
-                    found = order[np.searchsorted(codes[order], rgba[..., :3].astype(np.int64) @ [65536, 256, 1])
-                                  .clip(0, len(codes) - 1)]  # the tile's colours are table entries (PNG)
+                    colours = rgba[..., :3].astype(np.int64) @ [65536, 256, 1]
+                    found = order[np.searchsorted(codes[order], colours).clip(0, len(codes) - 1)]
+                    assert np.all((codes[found] == colours)[rgba[..., 3] > 0])  # PNG: exact table colours
                     value = found / (len(table) - 1) * (rgba[..., 3] > 0)
                     heat[y0 : y0 + h, x0 : x0 + w] = np.maximum(heat[y0 : y0 + h, x0 : x0 + w], value)
             scale = (downsample, downsample)
