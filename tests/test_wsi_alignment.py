@@ -152,15 +152,16 @@ def lesion_mask(image: np.ndarray) -> np.ndarray:
 
 
 def assert_on_lesion(weights: np.ndarray, scale: tuple[float, float], origin: tuple[float, float],
-                     case: Case, what: str, slack: float = 0.05) -> None:
+                     case: Case, what: str, slack: float = 0.05, margin: float | None = None) -> None:
     """``weights`` (H, W) of a picture whose pixel (i, j) lies at level-0 origin + (j, i) × scale:
-    its peak lies within, and all but ``slack`` of its mass within one patch of, the lesion."""
+    its peak lies within, and all but ``slack`` of its mass within ``margin`` (default: one patch) of,
+    the lesion."""
     weights = np.asarray(weights, dtype=np.float64)
     assert weights.sum() > 0, f"{what}: nothing drawn"
     ys, xs = np.indices(weights.shape)
     cx = origin[0] + (xs + 0.5) * scale[0]
     cy = origin[1] + (ys + 0.5) * scale[1]
-    margin = case.patch0() + max(scale)
+    margin = (case.patch0() if margin is None else margin) + max(scale)
     x0, y0, x1, y1 = case.lesion
     near = (cx >= x0 - margin) & (cx <= x1 + margin) & (cy >= y0 - margin) & (cy <= y1 + margin)
     outside = weights[~near].sum() / weights.sum()
@@ -554,3 +555,37 @@ def test_roi_annotations_keep_the_patches_centred_on_them(runs, tmp_path):
         centres = coords + blockmap["patch_size"] / 2
         inside = (centres[:, 0] > x0) & (centres[:, 0] < x1) & (centres[:, 1] > y0) & (centres[:, 1] < y1)
         assert {tuple(c) for c in kept.tolist()} == {tuple(c) for c in coords[inside].tolist()}
+
+
+def test_the_slide_under_the_heatmap_is_in_place(runs, tmp_path):
+    """With alpha 0 the heatmap is the slide alone: its lesion must sit on the lesion's pixels, in a
+    PNG assembled from small windows and on every page of the TIFF (its reduced pages resize a level)."""
+    from attnmap.wsi.heatmap.renderer import render_heatmap
+    from attnmap.wsi.heatmap.style import HeatmapStyle
+    from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
+    from attnmap.wsi.slide import open_slide
+
+    for case, _, out, _, _ in runs.values():
+        blockmap = _blockmap(out, case)
+        with open_slide(out.parent / "slides" / case.file()) as slide:
+            for level in range(slide.level_count):
+                if case.lesion[2] - case.lesion[0] < 4 * max(slide.level_scale_xy(level)):
+                    continue
+                style = HeatmapStyle(vis_level=level, alpha=0.0)
+                image = render_heatmap(slide, blockmap["coords"], blockmap["scores"], style,
+                                       patch_size=blockmap["patch_size"], block=48)
+                assert_on_lesion(lesion_mask(image), slide.level_scale_xy(level), (0, 0), case,
+                                 f"{case.name} slide under the PNG, level {level}", slack=0.0, margin=0.0)
+            write_heatmap_tiff(tmp_path / f"{case.name}.tif", slide, blockmap["coords"], blockmap["scores"],
+                               HeatmapStyle(alpha=0.0), patch_size=blockmap["patch_size"], tile=64,
+                               progress=False)
+            size0 = slide.dimensions
+        with open_slide(tmp_path / f"{case.name}.tif") as tiff:
+            for level in range(tiff.level_count):
+                width, height = tiff.level_dimensions[level]
+                scale = (size0[0] / width, size0[1] / height)
+                if case.lesion[2] - case.lesion[0] < 4 * max(scale):
+                    continue
+                pixels = tiff.read_region((0, 0), level, (width, height))
+                assert_on_lesion(lesion_mask(pixels), scale, (0, 0), case,
+                                 f"{case.name} slide under the TIFF, page {level}", slack=0.0, margin=0.0)
