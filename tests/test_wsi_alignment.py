@@ -392,6 +392,8 @@ def test_viewer_tiles_align_with_the_slide_tiles(run):
                              slack=0.0)
             assert_on_lesion(heat * (heat > 0.5), scale, (0, 0), case,
                              f"{case.name} viewer heatmap tiles, level {level}")
+        thumb, _ = content.get("thumbs/0/0/1.jpeg")  # the gallery's top patch
+        assert lesion_mask(np.asarray(Image.open(io.BytesIO(thumb)).convert("RGB"))).mean() > 0.02
     finally:
         content.close()
 
