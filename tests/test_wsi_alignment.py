@@ -591,3 +591,28 @@ def test_the_slide_under_the_heatmap_is_in_place(runs, tmp_path):
                 pixels = tiff.read_region((0, 0), level, (width, height))
                 assert_on_lesion(lesion_mask(pixels), scale, (0, 0), case,
                                  f"{case.name} slide under the TIFF, page {level}", slack=0.0, margin=0.0)
+
+
+def test_a_blockmap_without_patch_size_gives_patches_of_the_grid_step(tmp_path):
+    """CLAM's own _blockmap.h5 records no patch size. Two tissue pieces whose grids start at x = 40
+    and 47: the guess was the smallest gap between distinct x over the slide (7 px), so GeoJSON
+    detections and viewer squares were 7 px wide for 48-px patches; now the grid step, with a warning."""
+    from attnmap.wsi.patching import patch_grid
+    from attnmap.wsi.qupath import export_blockmap_geojson
+    from attnmap.wsi.scores_io import save_scores_h5
+    from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.tissue import segment_tissue
+
+    case = Case("two_pieces", (600, 500), 2, 2, 0.5, ((40, 40, 400, 200), (47, 290, 420, 460)),
+                (300, 100, 360, 160), 48)
+    write_lesion_slide(tmp_path / case.file(), case)
+    with open_slide(tmp_path / case.file()) as slide:
+        tissue = segment_tissue(slide, level=0, sthresh=8, mthresh=7, close=0, a_t=0.01, a_h=0.01)
+        coords = patch_grid(slide, tissue, patch_size=48, step=48, progress=False)
+    assert len(tissue.contours) == 2 and {40, 47} <= set(coords[:, 0].tolist())
+    blockmap = save_scores_h5(tmp_path / "two_pieces_blockmap.h5", coords, np.arange(len(coords), dtype=float))
+    with pytest.warns(UserWarning, match="records no patch size: taken as its grid step, 48 level-0 px"):
+        export_blockmap_geojson(blockmap, tmp_path / "two.geojson")
+    features = json.loads((tmp_path / "two.geojson").read_text())["features"]
+    sides = {tuple(np.ptp(np.asarray(f["geometry"]["coordinates"][0]), axis=0).tolist()) for f in features}
+    assert sides == {(48, 48)}
