@@ -610,7 +610,8 @@ def test_a_blockmap_without_patch_size_gives_patches_of_the_grid_step(tmp_path):
         tissue = segment_tissue(slide, level=0, sthresh=8, mthresh=7, close=0, a_t=0.01, a_h=0.01)
         coords = patch_grid(slide, tissue, patch_size=48, step=48, progress=False)
     assert len(tissue.contours) == 2 and {40, 47} <= set(coords[:, 0].tolist())
-    blockmap = save_scores_h5(tmp_path / "two_pieces_blockmap.h5", coords, np.arange(len(coords), dtype=float))
+    scores = np.arange(len(coords), dtype=float)
+    blockmap = save_scores_h5(tmp_path / "two_pieces_blockmap.h5", coords, scores)
     with pytest.warns(UserWarning, match="records no patch size: taken as its grid step, 48 level-0 px"):
         export_blockmap_geojson(blockmap, tmp_path / "two.geojson")
     features = json.loads((tmp_path / "two.geojson").read_text())["features"]
