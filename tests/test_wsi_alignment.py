@@ -335,7 +335,14 @@ def test_geojson_detections_map_back_onto_the_lesion(run):
         f"top detection {[x0, y0, x1, y1]} misses the lesion {case.lesion}"
     )
     tissue = [f for f in collection["features"] if f["properties"]["objectType"] == "annotation"]
-    assert tissue, "tissue contours missing"
+    assert len(tissue) == len(case.tissue), "one tissue annotation per tissue piece"
+    tolerance = 4 * case.factor**case.seg_level + 2  # the median blur and the segmentation level's pixels
+    for feature in tissue:
+        outer = np.asarray(feature["geometry"]["coordinates"][0], dtype=np.float64)
+        box = [*outer.min(axis=0), *outer.max(axis=0)]
+        assert any(np.allclose(box, piece, atol=tolerance) for piece in case.tissue), (
+            f"tissue annotation {box} matches none of the pieces {case.tissue}"
+        )
 
 
 def test_viewer_tiles_align_with_the_slide_tiles(run):
