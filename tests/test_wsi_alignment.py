@@ -42,9 +42,20 @@ class Case:
     seg_level: int = 0
     padding: bool = True
     layout: str = "pages"  # pages: OpenSlide's page pyramid | subifd: tiffslide's | png: a plain image
+    legend: bool = False  # title and colour bar around the heatmap PNG
+    roi_pad: int | None = None  # heatmap.roi: the lesion's box grown by this many level-0 px (7 and 5 more)
+    downscale: float = 1.0
 
     def file(self) -> str:
         return f"{self.name}.png" if self.layout == "png" else f"{self.name}.tif"
+
+    def roi(self) -> list[list[int]] | None:
+        if self.roi_pad is None:
+            return None
+        x0, y0, x1, y1 = self.lesion
+        width, height = self.size
+        pad = self.roi_pad
+        return [[max(0, x0 - pad - 7), max(0, y0 - pad - 5)], [min(width, x1 + pad), min(height, y1 + pad)]]
 
     def patch0(self) -> float:
         """The patch side in level-0 pixels (the tolerance of every check)."""
@@ -52,9 +63,10 @@ class Case:
 
 
 CASES = [
-    Case("nonsquare_div2", (720, 466), 2, 3, 0.5, ((80, 60, 640, 420),), (400, 230, 470, 290), 48),
+    Case("nonsquare_div2", (720, 466), 2, 3, 0.5, ((80, 60, 640, 420),), (400, 230, 470, 290), 48,
+         legend=True, roi_pad=100, downscale=1.5),
     Case("div4_corner_level1", (650, 410), 4, 3, 0.25, ((300, 150, 650, 410),), (590, 360, 650, 410), 16,
-         patch_level=1, vis_level=1, tiff_level=1),
+         patch_level=1, vis_level=1, tiff_level=1, legend=True),
     Case("div3_second_piece_step", (700, 515), 3, 3, 0.25,
          ((40, 40, 400, 470), (520, 300, 640, 420)), (548, 330, 608, 390), 12,
          patch_level=1, step=6, vis_level=1),
@@ -65,7 +77,8 @@ CASES = [
     Case("div4_top_left_no_padding", (530, 470), 4, 2, 0.25, ((0, 0, 300, 260),), (0, 0, 45, 50), 40,
          seg_level=1, padding=False, tiff_level=1),
     Case("subifd_div3_level1", (640, 500), 3, 3, 0.5, ((60, 50, 600, 450),), (300, 260, 370, 330), 16,
-         patch_level=1, seg_level=1, vis_level=1, tiff_level=1, layout="subifd", overlap=0.25),
+         patch_level=1, seg_level=1, vis_level=1, tiff_level=1, layout="subifd", overlap=0.25, legend=True,
+         roi_pad=60),
     Case("plain_png_bottom_edge", (500, 333), 1, 1, 1.0, ((50, 20, 470, 333),), (200, 290, 260, 333), 32,
          vis_level=0, layout="png"),
 ]
@@ -214,8 +227,9 @@ def runs(tmp_path_factory):
                 "features": {"encoder": encoder, "input_size": 16, "batch_size": 256},
                 "model": {"checkpoint": str(root / "clam.pt"), "class_names": ["normal", "tumour"]},
                 "heatmap": {"vis_level": case.vis_level, "alpha": 1.0, "cmap": "gray", "scale": "minmax",
-                            "blank_canvas": True, "canvas_color": [0, 0, 0], "legend": False,
-                            "tiff": True, "tiff_level": case.tiff_level, "overlap": case.overlap},
+                            "blank_canvas": True, "canvas_color": [0, 0, 0], "legend": case.legend,
+                            "tiff": True, "tiff_level": case.tiff_level, "overlap": case.overlap,
+                            "roi": case.roi(), "downscale": case.downscale},
                 "sampling": {"top_k": 3, "bottom_k": 0},
                 "export": {"geojson": True},
                 "run": {"output_dir": str(folder / "out"), "device": "cpu"},
@@ -265,16 +279,33 @@ def test_planted_model_scores_the_lesion_patches_highest(run):
 
 
 def test_heatmap_png_lies_on_the_lesion(run):
+    """The PNG's own record (text chunks heatmap_box, heatmap_level0_box) maps its pixels to the slide,
+    whatever the level, ROI, downscale and legend."""
     from PIL import Image
 
+    from attnmap.io_utils import read_png_text
     from attnmap.wsi.slide import open_slide
 
     case, _, out, _, _ = run
-    png = np.asarray(Image.open(_heat_dir(out, case) / f"{case.name}_heatmap.png"))
+    path = _heat_dir(out, case) / f"{case.name}_heatmap.png"
+    png, text = np.asarray(Image.open(path)), read_png_text(path)
+    bx, by, bw, bh = (int(v) for v in text["heatmap_box"].split())
+    x0, y0, x1, y1 = (float(v) for v in text["heatmap_level0_box"].split())
     with open_slide(out.parent / "slides" / case.file()) as slide:
-        assert png.shape[1::-1] == slide.level_dimensions[case.vis_level]
         scale = slide.level_scale_xy(case.vis_level)
-    assert_on_lesion(grey_value(png), scale, (0, 0), case, f"{case.name} heatmap PNG")
+        if case.roi() is None and case.downscale == 1:
+            assert (bw, bh) == slide.level_dimensions[case.vis_level]
+            assert (x0, y0, x1, y1) == (0, 0, *slide.dimensions)
+    assert (bx, by) != (0, 0) if case.legend else (bx, by, bw, bh) == (0, 0, png.shape[1], png.shape[0])
+    if case.roi() is not None:
+        (rx0, ry0), (rx1, ry1) = case.roi()
+        assert (x0, y0) == (rx0, ry0) and abs(x1 - rx1) <= scale[0] and abs(y1 - ry1) <= scale[1]
+    picture = png[by : by + bh, bx : bx + bw]
+    assert picture.shape[:2] == (bh, bw)
+    values = grey_value(picture)
+    if case.downscale != 1:
+        values[values < 0.15] = 0  # bicubic ringing on black
+    assert_on_lesion(values, ((x1 - x0) / bw, (y1 - y0) / bh), (x0, y0), case, f"{case.name} heatmap PNG")
 
 
 def test_heatmap_tiff_lies_on_the_lesion_at_every_level(run):
@@ -528,15 +559,21 @@ def test_cli_heatmap_of_features_and_model_lies_on_the_lesion(runs, tmp_path, ca
     features = out / "features" / "h5_files" / f"{case.name}.h5"
     code, _, err = run_cli(
         capsys, "wsi", "heatmap", slide_path, "--features", features, "--model", config.model.checkpoint,
-        "-o", tmp_path, "--vis-level", "1", "--tiff", "--tiff-level", "1", "--no-legend", "--cmap", "gray",
+        "-o", tmp_path, "--vis-level", "1", "--tiff", "--tiff-level", "1", "--cmap", "gray",
         "--alpha", "1", "--blank-canvas", "--canvas-color", "0", "0", "0", "--scale", "minmax",
         "--device", "cpu",
     )
     assert code == 0, err
+    from attnmap.io_utils import read_png_text
+
     png = np.asarray(Image.open(tmp_path / f"{case.name}_heatmap.png"))
+    text = read_png_text(tmp_path / f"{case.name}_heatmap.png")
+    bx, by, bw, bh = (int(v) for v in text["heatmap_box"].split())
+    assert by > 0 and text["heatmap_level0_box"] == f"0 0 {case.size[0]} {case.size[1]}"  # title above
     with open_slide(slide_path) as slide:
-        assert png.shape[1::-1] == slide.level_dimensions[1]
-        assert_on_lesion(grey_value(png), slide.level_scale_xy(1), (0, 0), case, "wsi heatmap PNG")
+        assert (bw, bh) == slide.level_dimensions[1]
+        assert_on_lesion(grey_value(png[by : by + bh, bx : bx + bw]), slide.level_scale_xy(1), (0, 0), case,
+                         "wsi heatmap PNG")
         size0 = slide.dimensions
     with open_slide(tmp_path / f"{case.name}_heatmap.tif") as tiff:
         pixels = tiff.read_region((0, 0), 0, tiff.dimensions)
