@@ -661,3 +661,23 @@ def test_a_blockmap_without_patch_size_gives_patches_of_the_grid_step(tmp_path):
     features = json.loads((tmp_path / "two.geojson").read_text())["features"]
     sides = {tuple(np.ptp(np.asarray(f["geometry"]["coordinates"][0]), axis=0).tolist()) for f in features}
     assert sides == {(48, 48)}
+
+
+def test_exported_viewer_tiles_are_the_served_ones(runs, tmp_path):
+    """`attnmap view --export` writes the tiles checked above: same bytes at each level/col/row."""
+    from attnmap.cli.main import main
+    from attnmap.view.app import ViewerContent
+    from attnmap.view.sources import discover
+
+    case, _, out, _, _ = runs["div4_top_left_no_padding"]
+    main(["view", str(out), "--export", str(tmp_path / "site"), "--quiet"])
+    content = ViewerContent(discover(out))
+    try:
+        tiles = sorted((tmp_path / "site" / "tiles" / "0").rglob("*_files/*/*.*"))
+        heat = [t for t in tiles if t.parent.parent.name == "heat-0_files"]
+        assert heat and len(heat) < len(tiles)
+        for tile in tiles:
+            url = tile.relative_to(tmp_path / "site").as_posix()
+            assert content.get(url)[0] == tile.read_bytes(), url
+    finally:
+        content.close()
