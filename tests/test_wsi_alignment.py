@@ -681,3 +681,61 @@ def test_exported_viewer_tiles_are_the_served_ones(runs, tmp_path):
             assert content.get(url)[0] == tile.read_bytes(), url
     finally:
         content.close()
+
+
+def test_fine_tiff_changes_exactly_the_fine_mapped_patches(runs, tmp_path):
+    """End to end (`wsi run`, heatmap.fine with the bundled ViT patch encoder, patches at level 1 of a
+    ÷3 pyramid, 50 % step): the fine TIFF's full-resolution page differs from the patch heatmap of
+    the same scores inside the fine-mapped patches and nowhere else."""
+    from dataclasses import replace as replaced
+
+    import cv2
+    import torch
+    from synthetic_slide_files import write_clam_checkpoint
+
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
+    from attnmap.wsi.heatmap.renderer import render_heatmap
+    from attnmap.wsi.pipeline.config import config_from_dict
+    from attnmap.wsi.pipeline.run import run_slide
+    from attnmap.wsi.pipeline.slide_list import read_slide_list
+    from attnmap.wsi.pipeline.stage_files import load_tissue
+    from attnmap.wsi.slide import open_slide
+
+    case, _, out, config, _ = runs["div3_second_piece_step"]
+    slides = out.parent / "slides"
+    write_clam_checkpoint(tmp_path / "clam64.pt", embed_dim=64)
+    raw = config.to_dict()
+    raw["features"] = {"encoder": "attnmap:patch-vit", "batch_size": 256}
+    raw["model"] = {"checkpoint": str(tmp_path / "clam64.pt")}
+    raw["heatmap"] = {"vis_level": 1, "legend": False, "tiff": True, "tiff_level": 1,
+                      "fine": {"method": "lrp", "top_k": 5}}
+    raw["export"], raw["sampling"] = {"geojson": False}, {"top_k": 0, "bottom_k": 0}
+    raw["run"]["output_dir"] = str(tmp_path / "out")
+    fine_config = config_from_dict(raw)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_slide(read_slide_list(fine_config)[0], fine_config)
+    finally:
+        torch.set_num_threads(threads)
+    folder = tmp_path / "out" / "heatmaps" / case.name
+    tissue = load_tissue(tmp_path / "out" / "tissue" / f"{case.name}.json")
+    maps = folder / f"{case.name}_fine_maps.h5"
+    with FineMapFile(maps) as store, open_slide(slides / case.file()) as slide:
+        assert store.patch_size == case.patch0() and len(store) == 5
+        style = replaced(fine_config.heatmap.style, vis_level=0)
+        patches = render_heatmap(slide, store.coords, store.scores, style, patch_size=store.patch_size,
+                                 tissue=tissue)
+        inside = np.zeros(patches.shape[:2], dtype=bool)
+        for x, y in store.fine_coords.tolist():
+            inside[y : y + store.patch_size, x : x + store.patch_size] = True
+    with open_slide(folder / f"{case.name}_heatmap_fine.tif") as tiff:
+        page = tiff.read_region((0, 0), 0, tiff.dimensions)
+    def smooth(image: np.ndarray) -> np.ndarray:  # JPEG noise averaged out
+        return cv2.blur(image.astype(np.float32), (5, 5))
+
+    changed = np.abs(smooth(page) - smooth(patches)).max(axis=-1) > 20
+    near = cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert changed[inside].mean() > 0.9 and not changed[~near].any(), (
+        f"fine maps drawn off their patches: {int(changed[~near].sum())} px changed beyond 4 px of them"
+    )
