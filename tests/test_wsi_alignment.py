@@ -45,6 +45,7 @@ class Case:
     legend: bool = False  # title and colour bar around the heatmap PNG
     roi_pad: int | None = None  # heatmap.roi: the lesion's box grown by this many level-0 px (7 and 5 more)
     downscale: float = 1.0
+    contour_check: str = "four_pt"
 
     def file(self) -> str:
         return f"{self.name}.png" if self.layout == "png" else f"{self.name}.tif"
@@ -75,12 +76,12 @@ CASES = [
     Case("div3_patch_level2_seg_level2", (1000, 731), 3, 3, 0.5, ((100, 90, 900, 650),), (610, 100, 680, 160),
          6, patch_level=2, seg_level=2, vis_level=2, tiff_level=1),
     Case("div4_top_left_no_padding", (530, 470), 4, 2, 0.25, ((0, 0, 300, 260),), (0, 0, 45, 50), 40,
-         seg_level=1, padding=False, tiff_level=1),
+         seg_level=1, padding=False, tiff_level=1, contour_check="four_pt_hard"),
     Case("subifd_div3_level1", (640, 500), 3, 3, 0.5, ((60, 50, 600, 450),), (300, 260, 370, 330), 16,
          patch_level=1, seg_level=1, vis_level=1, tiff_level=1, layout="subifd", overlap=0.25, legend=True,
-         roi_pad=60),
+         roi_pad=60, contour_check="center"),
     Case("plain_png_bottom_edge", (500, 333), 1, 1, 1.0, ((50, 20, 470, 333),), (200, 290, 260, 333), 32,
-         vis_level=0, layout="png"),
+         vis_level=0, layout="png", contour_check="basic"),
 ]
 
 
@@ -223,7 +224,7 @@ def runs(tmp_path_factory):
                 "segmentation": {"level": case.seg_level, "sthresh": 8, "mthresh": 7, "close": 0, "a_t": 0.01,
                                  "a_h": 0.01},
                 "patching": {"patch_size": case.patch_size, "level": case.patch_level, "step": case.step,
-                             "padding": case.padding},
+                             "padding": case.padding, "contour_check": case.contour_check},
                 "features": {"encoder": encoder, "input_size": 16, "batch_size": 256},
                 "model": {"checkpoint": str(root / "clam.pt"), "class_names": ["normal", "tumour"]},
                 "heatmap": {"vis_level": case.vis_level, "alpha": 1.0, "cmap": "gray", "scale": "minmax",
