@@ -490,6 +490,28 @@ def test_timm_rope_vits_with_generic_rope_attention() -> None:
         attnmap.explain(gqa.double().eval(), images_for(gqa.double(), 1), "lrp")
 
 
+def test_timm_mixed_rope_gives_each_block_its_own_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm's mixed RoPE (vit_*_rope_mixed_*) learns the frequencies per block: the twin applies block
+    i's table in block i, which the twin check proves (a twin reusing block 0's table is refused)."""
+    from attnmap.vit.lrp import block as lrp_block
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        sizes = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=5)
+        model = timm.create_model("vit_small_patch16_rope_mixed_224", init_values=0.5, **sizes)
+        return model.double().eval()
+
+    model = build()
+    images = images_for(model, 2)
+    for method, options in ALL_METHODS:
+        maps = attnmap.explain(model, images, method, **options)  # the twin check ran inside
+        assert torch.isfinite(maps).all() and maps.abs().sum() > 0, method
+    first_table_only = lrp_block.Rope.at
+    monkeypatch.setattr(lrp_block.Rope, "at", lambda rope, index: first_table_only(rope, 0))
+    with pytest.raises(UnsupportedModelError, match="differ from the model's own forward"):
+        attnmap.explain(build(), images, "lrp")
+
+
 def test_img_size_not_a_multiple_of_the_patch() -> None:
     """timm builds it (the convolution drops the last rows and columns): LRP follows the model, and
     the dropped pixels get no relevance."""

@@ -1,4 +1,5 @@
-"""Same weights, two implementations, same maps: timm ViT vs HF ViT, timm DINOv2 vs HF Dinov2Model.
+"""Same weights, two implementations, same maps: timm ViT vs HF ViT, timm DINOv2 vs HF Dinov2Model,
+timm DINOv3 (Eva with DINOv3's RoPE) vs HF DINOv3ViTModel.
 
 The weights are copied by role (q/k/v split of timm's fused qkv), which is what timm's and HF's
 converters do; in float64 every method must agree to 1e-6 relative.
@@ -107,18 +108,89 @@ def dinov2_pair() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
     timm_model, config = _pair(num_classes=0, init_values=0.5)
     hf_model = transformers.Dinov2Model(transformers.Dinov2Config(**config, mlp_ratio=4)).double().eval()
     copy_timm_to_hf(timm_model, hf_model)
-    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    return _headless_pair(timm_model, hf_model, seed=2)
+
+
+def _headless_pair(
+    timm_model: nn.Module, hf_model: nn.Module, seed: int
+) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    """The pair with images on which their outputs agree, and a direction in the output space."""
+    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         torch.testing.assert_close(
             hf_model(pixel_values=x).pooler_output, timm_model(x), rtol=1e-10, atol=1e-12
         )
-    direction = torch.randn(WIDTH, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    direction = torch.randn(WIDTH, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
     return timm_model, hf_model, x, direction
 
 
+
+
+@torch.no_grad()
+def copy_timm_dinov3_to_hf(timm_model: nn.Module, hf_model: nn.Module) -> None:
+    """timm's DINOv3 (Eva: fused qkv without bias, gamma_1/gamma_2) into HF's layout by role."""
+    embeddings = hf_model.embeddings
+    _copy(embeddings.cls_token, timm_model.cls_token)
+    _copy(embeddings.register_tokens, timm_model.reg_token)
+    embeddings.patch_embeddings.load_state_dict(timm_model.patch_embed.proj.state_dict())
+    for block, layer in zip(timm_model.blocks, hf_model.model.layer, strict=True):
+        attention = layer.attention
+        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        for linear, weight in zip(projections, block.attn.qkv.weight.chunk(3), strict=True):
+            _copy(linear.weight, weight)
+        attention.o_proj.load_state_dict(block.attn.proj.state_dict())
+        layer.mlp.up_proj.load_state_dict(block.mlp.fc1.state_dict())
+        layer.mlp.down_proj.load_state_dict(block.mlp.fc2.state_dict())
+        layer.norm1.load_state_dict(block.norm1.state_dict())
+        layer.norm2.load_state_dict(block.norm2.state_dict())
+        _copy(layer.layer_scale1.lambda1, block.gamma_1)
+        _copy(layer.layer_scale2.lambda1, block.gamma_2)
+    hf_model.norm.load_state_dict(timm_model.norm.state_dict())
+
+
+def share_rotation_table(timm_model: nn.Module, hf_model: nn.Module) -> None:
+    """Make HF's DINOv3 use timm's rotation table (sin, cos of the same angles).
+
+    The two libraries compute the angles differently (HF rounds 2π·coordinates to float32 before the
+    float64 product), so their tables differ by ~4e-8 and the forward passes by ~1e-11, which the
+    float64 LRP divisions magnify to 1e-5 of the map: a difference of the libraries' RoPE numerics,
+    not of the maps. Given one table, the models compute the same function and must give the same maps.
+    """
+
+    def timm_table(module: nn.Module, inputs: tuple, _output: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = [size // PATCH for size in inputs[0].shape[-2:]]
+        sin, cos = timm_model.rope.get_embed(shape=grid).chunk(2, dim=-1)
+        return cos.to(inputs[0].dtype), sin.to(inputs[0].dtype)
+
+    hf_model.rope_embeddings.register_forward_hook(timm_table)
+
+
+@pytest.fixture(scope="module")
+def dinov3_pair() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    if not hasattr(transformers, "DINOv3ViTModel"):  # pragma: no cover - older transformers
+        pytest.skip("this transformers has no DINOv3ViTModel")
+    import timm
+
+    torch.manual_seed(0)
+    sizes = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS)
+    options = dict(num_classes=0, global_pool="token", init_values=0.5, **sizes)
+    timm_model = timm.create_model("vit_small_patch16_dinov3", pretrained=False, **options).double().eval()
+    config = transformers.DINOv3ViTConfig(
+        hidden_size=WIDTH, intermediate_size=4 * WIDTH, num_hidden_layers=2, num_attention_heads=HEADS,
+        image_size=SIZE, patch_size=PATCH, num_register_tokens=timm_model.reg_token.shape[1],
+        rope_theta=timm_model.rope.temperature, query_bias=False, key_bias=False, value_bias=False,
+        layer_norm_eps=timm_model.norm.eps,
+    )
+    hf_model = transformers.DINOv3ViTModel(config).double().eval()
+    copy_timm_dinov3_to_hf(timm_model, hf_model)
+    share_rotation_table(timm_model, hf_model)
+    return _headless_pair(timm_model, hf_model, seed=4)
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_timm_dinov2_and_hf_dinov2_give_the_same_maps_along_a_direction(
-    single_thread: None, dinov2_pair, method: str
+@pytest.mark.parametrize("pair", ["dinov2_pair", "dinov3_pair"])
+def test_timm_and_hf_dinov2_and_dinov3_give_the_same_maps_along_a_direction(
+    single_thread: None, request: pytest.FixtureRequest, pair: str, method: str
 ) -> None:
-    timm_model, hf_model, x, direction = dinov2_pair
+    timm_model, hf_model, x, direction = request.getfixturevalue(pair)
     _assert_same(_maps(hf_model, x, method, direction), _maps(timm_model, x, method, direction))

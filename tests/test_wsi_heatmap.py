@@ -229,3 +229,59 @@ def test_a_roi_outside_the_slide_is_refused() -> None:
         render_heatmap(slide, coords, scores, HeatmapStyle(roi=((500, 500), (600, 600))), patch_size=32)
     partly = render_heatmap(slide, coords, scores, HeatmapStyle(roi=((60, 50), (200, 200))), patch_size=32)
     assert partly.shape[:2] == (150, 140)  # a ROI reaching past the edge is drawn as before
+
+
+# ----------------------------------------------------------------------------- binarize threshold
+def test_a_threshold_without_binarize_is_refused_not_ignored() -> None:
+    with pytest.raises(InputError, match=r"threshold 0\.5 acts only with binarize"):
+        HeatmapStyle(threshold=0.5)
+    with pytest.raises(InputError, match=r"threshold 0 acts only with binarize"):
+        HeatmapStyle(threshold=0.0)
+    assert HeatmapStyle(threshold=-1).threshold == -1  # CLAM's default: unset
+    assert HeatmapStyle(binarize=True, threshold=0.5).threshold == 0.5
+    from attnmap.wsi.pipeline.config import config_from_dict
+
+    with pytest.raises(InputError, match=r"^heatmap: threshold 0\.3 acts only with binarize"):
+        config_from_dict({"heatmap": {"threshold": 0.3}})
+
+
+def test_a_binarized_map_reaching_no_patch_is_reported(slide, tissue, clam):
+    from attnmap.wsi.heatmap.scores import BlankHeatmapWarning
+
+    coords, scores = clam["coords_block"], clam["scores_block"]
+    raw = np.linspace(0.0, 2.0, len(scores))  # drawn as raw / 100: 0 .. 0.02
+    style = HeatmapStyle(vis_level=2, binarize=True, threshold=0.5, percentiles=False)
+    with pytest.warns(BlankHeatmapWarning) as caught:
+        render_heatmap(slide, coords, raw, style, tissue=tissue)
+    message = str(caught[0].message)
+    assert "clam_synth_slide.tif" in message and "threshold 0.5" in message and "0..0.02" in message
+    assert "\n" not in message
+    import warnings
+
+    with warnings.catch_warnings():  # a threshold some patch reaches draws them, without a word
+        warnings.simplefilter("error", BlankHeatmapWarning)
+        render_heatmap(slide, coords, raw, HeatmapStyle(vis_level=2, binarize=True, threshold=0.01,
+                                                        percentiles=False), tissue=tissue)
+
+
+def test_cli_threshold_help_states_its_scale_and_refuses_it_without_binarize(slide, clam, tmp_path, capsys):
+    from cli_runner import run_cli
+
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    code, out, _ = run_cli(capsys, "wsi", "heatmap", "--help")
+    assert code == 0 and "raw score / 100" in " ".join(out.split())
+    scores_h5 = save_scores_h5(tmp_path / "s_blockmap.h5", clam["coords_block"], clam["scores_block"])
+    common = ["wsi", "heatmap", slide.path, "--scores", scores_h5, "--patch-size", "256", "--vis-level", "2",
+              "-o", tmp_path / "out"]
+    code, _, err = run_cli(capsys, *common, "--threshold", "0.5")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "acts only with binarize" in err
+    code, _, err = run_cli(capsys, *common, "--threshold", "-1")
+    assert code == 0, err
+    from attnmap.wsi.heatmap.scores import BlankHeatmapWarning
+
+    with pytest.warns(BlankHeatmapWarning, match=r"no patch reaches the binarize threshold 1\.5") as caught:
+        code, _, err = run_cli(capsys, *common, "--binarize", "--threshold", "1.5", "--scale", "clam",
+                               "--raw")
+    assert code == 0, err
+    assert len(caught) == 1  # the PNG's renderer says it, once

@@ -126,11 +126,14 @@ def cached_encoder(
     import json
 
     from attnmap.wsi.encoders import resolve_timm_folder
+    from attnmap.wsi.hf_encoder import folder_files, hf_folder
 
     name, resolved, checkpoint = resolve_timm_folder(name, model_args, checkpoint)  # timm:FOLDER
     key_args = json.dumps(resolved, sort_keys=True)
+    folder = hf_folder(name)  # an hf:FOLDER's weights are files in it
+    files = [name, checkpoint, *(folder_files(folder) if folder is not None and folder.is_dir() else [])]
     return cached_model(
-        _encoder_with_checksum, name, checkpoint, input_size, seed, device, key_args, files=(name, checkpoint)
+        _encoder_with_checksum, name, checkpoint, input_size, seed, device, key_args, files=files
     )
 
 

@@ -52,7 +52,8 @@ _encoder_arg_option = click.option(
     multiple=True,
     metavar="KEY=VALUE",
     help="Argument of a timm encoder architecture (repeatable), e.g. init_values=1e-5, "
-    "mlp_layer=SwiGLUPacked (features.encoder_args).",
+    "mlp_layer=SwiGLUPacked; of an hf:FOLDER encoder, its readout, e.g. readout=cls_and_patch_mean "
+    "(features.encoder_args).",
 )
 _slides_argument = click.argument(
     "slides", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)

@@ -48,6 +48,29 @@ def wrap_text(text: str, font: ImageFont.ImageFont, width: float) -> list[str]:
     return lines
 
 
+def _layout(width: int, scale: ScoreScale, title: str, label: str) -> tuple[int, int, int, int, list, list]:
+    """(picture width, title band, colour bar band, text size, title lines, caption lines) of `add_legend`."""
+    width_out = max(width, 240)
+    top, bottom = legend_height(width_out)
+    text_size = max(11, min(40, width_out // 45))
+    font, small = _font(text_size), _font(max(10, int(text_size * 0.8)))
+    title_lines = wrap_text(title, font, width_out - text_size)
+    caption_lines = wrap_text(f"{label}: {scale.describe()}", small, width_out - 2 * text_size)
+    top += int(text_size * 1.2) * (len(title_lines) - 1)
+    bottom += int(text_size * 1.1) * (len(caption_lines) - 1)
+    return width_out, top, bottom, text_size, title_lines, caption_lines
+
+
+def legend_offset(width: int, scale: ScoreScale, title: str, label: str = "score") -> tuple[int, int]:
+    """Where `add_legend` puts a picture ``width`` wide: the (x, y) of its top-left pixel.
+
+    Why: a heatmap's pixels map to slide pixels only once this offset is known (it is recorded
+    with the heatmap PNG, `attnmap.wsi.heatmap.placement`).
+    """
+    width_out, top, *_ = _layout(width, scale, title, label)
+    return (width_out - width) // 2, top
+
+
 def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "score") -> np.ndarray:
     """``image`` (H, W, 3 uint8) with a title band above and a colour bar of ``scale`` below.
 
@@ -55,17 +78,11 @@ def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "s
     """
     image = to_uint8_rgb(image)  # floats in [0, 1] cast straight to uint8 would be all black
     height, width = image.shape[:2]
-    width_out = max(width, 240)
-    top, bottom = legend_height(width_out)
-    text_size = max(11, min(40, width_out // 45))
+    width_out, top, bottom, text_size, title_lines, caption_lines = _layout(width, scale, title, label)
     font, small = _font(text_size), _font(max(10, int(text_size * 0.8)))
-    title_lines = wrap_text(title, font, width_out - text_size)
-    caption_lines = wrap_text(f"{label}: {scale.describe()}", small, width_out - 2 * text_size)
     line_height = int(text_size * 1.2)
-    top += line_height * (len(title_lines) - 1)
-    bottom += int(text_size * 1.1) * (len(caption_lines) - 1)
     canvas = Image.new("RGB", (width_out, height + top + bottom), (255, 255, 255))
-    canvas.paste(Image.fromarray(image[:, :, :3]), ((width_out - width) // 2, top))
+    canvas.paste(Image.fromarray(image[:, :, :3]), legend_offset(width, scale, title, label))
     draw = ImageDraw.Draw(canvas)
     for index, line in enumerate(title_lines):
         corner = (text_size // 2, int(text_size * 0.4) + index * line_height)

@@ -115,7 +115,10 @@ class SlideTiles:
     def image(self, level: int, col: int, row: int) -> Image.Image:
         region = self.grid.region(level, col, row)
         if self._generator is not None:
-            return self._generator.get_tile(level, (col, row)).convert("RGB")
+            tile = self._generator.get_tile(level, (col, row)).convert("RGB")
+            if tile.size != region.pixels:  # OpenSlide shrinks it keeping the aspect ratio: one pixel short
+                tile = tile.resize(region.pixels, Image.BICUBIC)  # when a level's size is rounded
+            return tile
         read_level = self.slide.get_best_level_for_downsample(region.downsample)
         read_ds = float(self.slide.level_downsamples[read_level])
         size = (max(1, math.ceil(region.size0[0] / read_ds)), max(1, math.ceil(region.size0[1] / read_ds)))

@@ -114,6 +114,13 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
         raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>')")
     if size is None:
         size = _grid_step(coords)
+        import warnings
+
+        warnings.warn(  # an overlapping grid's step is smaller than its patches: say what was assumed
+            f"{path} records no patch size: taken as its grid step, {size} level-0 px (store a patch_size "
+            "attribute if the patches overlap)",
+            stacklevel=2,
+        )
     return {
         method: ScoreSet(method, coords, values, int(size), choose_scale(values, method))
         for method, values in raw.items()
@@ -140,11 +147,20 @@ def read_fine_score_set(path: Path) -> ScoreSet:
 
 
 def _grid_step(coords: np.ndarray) -> int:
-    """Patch size guessed as the smallest step between distinct x (or y) coordinates."""
-    for axis in (0, 1):
-        steps = np.diff(np.unique(coords[:, axis]))
-        if len(steps):
-            return int(steps.min())
+    """Patch size guessed as the grid's step: the commonest gap between neighbours in one column (or row).
+
+    Why within a column: each tissue piece's grid starts at its own corner, so the smallest gap
+    between distinct x over the whole slide was any number (7 px between pieces starting at x = 40
+    and 47 for 48-px patches): the patches were drawn 7 px wide.
+    """
+    coords = np.asarray(coords, dtype=np.int64)
+    for along, across in ((1, 0), (0, 1)):
+        ordered = coords[np.lexsort((coords[:, along], coords[:, across]))]
+        same_line = ordered[1:, across] == ordered[:-1, across]
+        gaps = np.diff(ordered[:, along])[same_line]
+        values, counts = np.unique(gaps[gaps > 0], return_counts=True)
+        if len(values):
+            return int(values[np.argmax(counts)])
     raise InputError("cannot tell the patch size from a single patch; store a 'patch_size' attribute")
 
 

@@ -13,7 +13,7 @@ which transformers renames between major versions:
 | vit, clip_vision_model | CLS | CLS |
 | deit | CLS + distillation | CLS (as for timm's distilled DeiT) |
 | dinov2(_with_registers) | CLS (+ registers) | CLS; classifier: ½ CLS + ½ patch mean (concat read-out) |
-| dinov3_vit | CLS + registers | CLS (the four attention methods; no LRP twin for its RoPE) |
+| dinov3_vit | CLS + registers | CLS (RoPE on the patch tokens' q and k) |
 | beit | CLS | patch mean when ``use_mean_pooling`` else CLS |
 | siglip_vision_model | none | the attention-pool head's attention row (its ``nn.MultiheadAttention``) |
 """

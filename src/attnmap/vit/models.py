@@ -248,14 +248,22 @@ def _hf_model(
                 with torch.device("meta"):
                     outline = cls(extra["config"])
                 state = fit_state_dict(outline, state, source)
-            model, info = cls.from_pretrained(
-                None if state is not None else str(path),
-                local_files_only=True,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,  # reported below, naming the keys
-                **({"state_dict": dict(state)} if state is not None else {}),
-                **extra,
-            )
+            def load(**options: Any) -> tuple[nn.Module, dict]:
+                return cls.from_pretrained(
+                    None if state is not None else str(path),
+                    local_files_only=True,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,  # reported below, naming the keys
+                    **({"state_dict": dict(state)} if state is not None else {}),
+                    **extra,
+                    **options,
+                )
+
+            model, info = load()
+            missing = info.get("missing_keys") or []
+            if missing and all(key.startswith("pooler.") for key in missing) and _takes_pooler_option(cls):
+                # saved without its pooler (Phikon): the model as saved, not a random pooler
+                model, info = load(add_pooling_layer=False)
     except Exception as error:  # noqa: BLE001 - any failure to read the saved files is the user's
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"cannot load {where} as {cls.__name__}: {first}") from None
@@ -264,6 +272,13 @@ def _hf_model(
     if processor.is_file():
         model.pretrained_cfg = _hf_data_config(json.loads(processor.read_text()), model.config)
     return model
+
+
+def _takes_pooler_option(cls: type) -> bool:
+    """Whether the model class can be built without its pooler (ViTModel, DeiTModel, BeitModel)."""
+    import inspect
+
+    return "add_pooling_layer" in inspect.signature(cls.__init__).parameters
 
 
 def _hf_config(transformers: Any, path: Path, tower: bool) -> Any:

@@ -177,6 +177,14 @@ def families() -> list[Family]:
             "timm vit_*_rope_reg1_gap_* (Eva: RoPE, a register, avg pool)",
             _timm_named("vit_base_patch16_rope_reg1_gap_256"),
         ),
+        Family(
+            "timm vit_*_rope_mixed_* (Eva: RoPE frequencies learned per block and head)",
+            _timm_named("vit_small_patch16_rope_mixed_224", init_values=0.5),
+        ),
+        Family(
+            "timm vit_*_dinov3 (Eva: DINOv3 RoPE, 4 registers, LayerScale)",
+            _timm_named("vit_small_patch16_dinov3", global_pool="token"),
+        ),
     ]
     try:
         import transformers  # noqa: F401
@@ -201,6 +209,23 @@ def families() -> list[Family]:
                 "Dinov2WithRegistersModel",
                 num_register_tokens=4,
                 use_swiglu_ffn=True,
+            ),
+            headless=True,
+        ),
+        Family(
+            "HF DINOv3ViTModel (RoPE, registers)",
+            _hf("DINOv3ViTConfig", "DINOv3ViTModel", num_register_tokens=2, layerscale_value=0.5),
+            headless=True,
+        ),
+        Family(
+            "HF DINOv3ViTModel gated MLP (SiLU; the larger DINOv3 models)",
+            _hf(
+                "DINOv3ViTConfig",
+                "DINOv3ViTModel",
+                num_register_tokens=2,
+                layerscale_value=0.5,
+                use_gated_mlp=True,
+                hidden_act="silu",
             ),
             headless=True,
         ),
@@ -255,11 +280,6 @@ def refused() -> list[Refusal]:
         ),
         Refusal("timm hybrid ViT, CNN stem (HybridEmbed; the 4 attention methods run)", _timm_hybrid, "lrp"),
         Refusal(
-            "timm vit_*_rope_mixed_* (Eva rope_type='mixed'; the 4 attention methods run)",
-            _timm_named("vit_small_patch16_rope_mixed_224"),
-            "lrp",
-        ),
-        Refusal(
             "timm ViT attn_layer='diff' (DiffAttention)", lambda: _timm_vit(attn_layer="diff"), "attention"
         ),
         Refusal(
@@ -287,25 +307,11 @@ def refused() -> list[Refusal]:
         Refusal(
             "timm naflexvit_* (the 4 attention methods run)", _timm_named("naflexvit_base_patch16_gap"), "lrp"
         ),
-        *_hf_refused(),
         Refusal(
             "a CNN (no attention blocks)",
             lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()),
             "attention",
         ),
-    ]
-
-
-def _hf_refused() -> list[Refusal]:
-    try:
-        import transformers
-    except ImportError:  # pragma: no cover - the hf extra is not installed
-        return []
-    if not hasattr(transformers, "DINOv3ViTModel"):  # pragma: no cover - older transformers
-        return []
-    label = "HF DINOv3ViTModel (RoPE; the 4 attention methods run)"
-    return [
-        Refusal(label, _hf("DINOv3ViTConfig", "DINOv3ViTModel", num_register_tokens=2), "lrp", headless=True)
     ]
 
 

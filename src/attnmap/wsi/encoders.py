@@ -13,7 +13,10 @@ Names accepted by `load_encoder`:
 - a path to a weights file (read by `attnmap.checkpoint`, weights only): a timm training checkpoint
   (``{"arch": ..., "state_dict": ...}``) or a torchvision ResNet50 state_dict;
 - ``"torchscript:PATH"``: a TorchScript archive, loaded only when named so (it runs its own code);
-  input resized to 224 (or ``input_size``) with ImageNet normalisation.
+  input resized to 224 (or ``input_size``) with ImageNet normalisation;
+- ``"hf:FOLDER"``: a Hugging Face vision model saved with ``save_pretrained`` (Phikon, Phikon-v2,
+  Hibou, DINOv3, PLIP...), its feature read-out named by the ``readout`` argument
+  (`attnmap.wsi.hf_encoder`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from attnmap.checkpoint import (
     unwrap_state_dict,
 )
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.wsi.hf_encoder import check_readout, hf_encoder, hf_folder
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +89,8 @@ def known_encoder_name(name: str) -> bool:
 
         rest = name[len("timm:") :]
         return bool(rest) and (bool(timm.is_model(rest)) or Path(rest).is_dir())
-    return False
+    folder = hf_folder(name)
+    return folder is not None and (folder / "config.json").is_file()
 
 
 def resolve_timm_folder(
@@ -196,6 +201,8 @@ def load_encoder(
         torch.manual_seed(seed)
         if name == "resnet50_trunc" or name.startswith("timm:"):
             model, transform = _architecture(name, input_size, model_args)
+        elif hf_folder(name) is not None:  # Hugging Face loads the folder's weights (or the checkpoint)
+            return _finish(*_hf_architecture(name, input_size, model_args, checkpoint), device)
         elif name.startswith(TORCHSCRIPT_PREFIX):
             if checkpoint is not None:
                 raise InputError("a TorchScript encoder carries its weights: give no checkpoint with it")
@@ -210,7 +217,7 @@ def load_encoder(
         else:
             raise InputError(
                 f"unknown encoder {name!r}: use one of {', '.join(PRESETS + tuple(_REGISTRY))}, "
-                "'timm:MODEL_NAME' or the path of an existing encoder file"
+                "'timm:MODEL_NAME', 'hf:FOLDER' or the path of an existing encoder file"
             )
     if checkpoint is None:
         logger.warning(
@@ -222,7 +229,11 @@ def load_encoder(
 
 
 def _check_model_args(name: str, model_args: Mapping[str, Any] | None) -> None:
-    """Architecture arguments only where a timm architecture is built (a name or a file's ``arch``)."""
+    """Architecture arguments only where a timm architecture is built (a name or a file's ``arch``);
+    an ``hf:`` encoder takes its read-out only."""
+    if hf_folder(name) is not None:
+        check_readout(dict(model_args or {}))
+        return
     fixed = name == "resnet50_trunc" or name.startswith(TORCHSCRIPT_PREFIX) or _registered(name) is not None
     if model_args and fixed:
         raise InputError(
@@ -239,6 +250,13 @@ def _architecture(
         transform = PatchTransform(input_size or 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
         return TruncatedResNet50(), transform
     return _timm_encoder(name[len("timm:") :], input_size, model_args)
+
+
+def _hf_architecture(
+    name: str, input_size: int | None, model_args: Mapping[str, Any] | None, checkpoint: str | Path | None
+) -> tuple[nn.Module, PatchTransform]:
+    model, size, mean, std, interpolation = hf_encoder(name, dict(model_args or {}), checkpoint, input_size)
+    return model, PatchTransform(size, mean, std, interpolation)
 
 
 def encoder_outline(
@@ -259,6 +277,8 @@ def encoder_outline(
         return load_encoder(name, input_size=input_size)
     if Path(name).is_file():
         name = _file_architecture(Path(name), read_checkpoint(name))
+    if hf_folder(name) is not None:  # its outline would be its config; loading it says all at once
+        return load_encoder(name, input_size=input_size, model_args=model_args)
     if name != "resnet50_trunc" and not name.startswith("timm:"):
         return load_encoder(name, input_size=input_size)  # the unknown name's own error
     try:

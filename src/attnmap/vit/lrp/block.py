@@ -158,11 +158,21 @@ def weight_and_bias(linear: nn.Module, name: str) -> tuple[torch.Tensor, torch.T
 
 @dataclass
 class Rope:
-    """Rotary embedding applied to q and k after the prefix tokens (timm Eva's layout)."""
+    """Rotary embedding applied to q and k after the prefix tokens (timm Eva's layout).
+
+    ``per_block``: ``embed`` holds one table per block along its first dimension (timm's mixed RoPE,
+    whose frequencies are learned per block and head); `at` gives a block's own."""
 
     embed: torch.Tensor
     num_prefix_tokens: int
     half: bool
+    per_block: bool = False
+
+    def at(self, index: int) -> Rope:
+        """The embedding block ``index`` applies."""
+        if not self.per_block:
+            return self
+        return Rope(self.embed[index], self.num_prefix_tokens, self.half)
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
         from timm.layers import apply_rot_embed_cat

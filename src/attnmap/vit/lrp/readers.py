@@ -154,8 +154,6 @@ class EvaTwin(GenericTwin):
 
         self._setup(model, model.patch_embed.proj, model.num_prefix_tokens)
         _require_plain_patch_embed(model.patch_embed)
-        if getattr(model, "rope_mixed", False):
-            raise UnsupportedModelError("Eva with rope_type='mixed' has no LRP twin here")
         self.has_class_token = model.cls_token is not None
         self.prefix_params = (model.cls_token,)
         self.norm_pre = read_norm(model.norm_pre, "norm_pre")
@@ -206,7 +204,10 @@ class EvaTwin(GenericTwin):
 
     def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
         x, rope = self.model._pos_embed(self.model.patch_embed(images))
-        return x, None if rope is None else Rope(rope, self._rope_prefix, self._rope_half)
+        if rope is None:
+            return x, None
+        # mixed RoPE: (depth, [B,] heads, N, dim), one table per block (as Eva's forward indexes it)
+        return x, Rope(rope, self._rope_prefix, self._rope_half, per_block=bool(self.model.rope_mixed))
 
 
 class BeitTwin(GenericTwin):

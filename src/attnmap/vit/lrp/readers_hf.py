@@ -2,7 +2,7 @@
 
 What the twin's output is follows `attnmap.vit.targets.output_tensor`: a classifier's logits,
 CLIP's ``image_embeds`` (WithProjection), else ``pooler_output`` when the model has one, else the
-tokens. Pooling per family: CLS (ViT, DeiT, DINOv2, CLIP), ½(CLS head + distillation head) for
+tokens. Pooling per family: CLS (ViT, DeiT, DINOv2, DINOv3, CLIP), ½(CLS head + distillation head) for
 DeiT with teacher, concat(CLS, patch mean) for DINOv2's classifier, patch mean + norm (BEiT with
 mean pooling), the attention-pool head (SigLIP).
 """
@@ -129,7 +129,7 @@ class HFTwin(GenericTwin):
         conv = next((m for m in trunk.embeddings.modules() if isinstance(m, nn.Conv2d)), None)
         if conv is None:
             raise UnsupportedModelError(f"{name}: no patch convolution in the embeddings")
-        registers = int(getattr(config, "num_register_tokens", 0) or 0) if kind.startswith("dinov2") else 0
+        registers = int(getattr(config, "num_register_tokens", 0) or 0) if kind.startswith("dino") else 0
         prefix = {"deit": 2, "siglip_vision_model": 0}.get(kind, 1) + registers
         self._setup(model, conv, prefix)
         self.trunk = trunk
@@ -138,14 +138,12 @@ class HFTwin(GenericTwin):
         cls_param = getattr(embeddings, "cls_token", getattr(embeddings, "class_embedding", None))
         self.prefix_params = (cls_param, getattr(embeddings, "distillation_token", None)) if prefix else ()
         children = dict(trunk.named_children())
-        if kind == "dinov3_vit":
-            raise UnsupportedModelError(
-                f"{name}: the rotary position embedding of HF DINOv3 has no LRP twin here"
-            )
+        # DINOv3: no position embedding added; RoPE on the patch tokens' q and k (prefix left out)
+        self._rope = children.get("rope_embeddings") if kind == "dinov3_vit" else None
         if kind == "beit" and (config.use_relative_position_bias or config.use_shared_relative_position_bias):
             raise UnsupportedModelError(f"{name}: the relative position bias of HF BEiT has no LRP twin here")
         self.norm_pre = read_norm(children.get("pre_layrnorm"), "pre_layrnorm")
-        final = children.get("layernorm")
+        final = children.get("norm" if kind == "dinov3_vit" else "layernorm")
         self.global_pool = "token"
         classifier = "ForImageClassification" in name
         if kind == "clip_vision_model":
@@ -197,6 +195,8 @@ class HFTwin(GenericTwin):
         heads = int(config.num_attention_heads)
         prefix_name = "layers"
         self.blocks = [read_layer(layer, i, heads, prefix_name) for i, layer in enumerate(layers)]
+        for block in self.blocks:
+            block.rope = self._rope is not None
         self._takes_interpolate = (
             "interpolate_pos_encoding" in inspect.signature(trunk.embeddings.forward).parameters
         )
@@ -211,4 +211,7 @@ class HFTwin(GenericTwin):
         tokens = self.trunk.embeddings(images, **kwargs)
         if isinstance(tokens, tuple):
             tokens = tokens[0]
-        return tokens, None
+        if self._rope is None:
+            return tokens, None
+        cos, sin = self._rope(images)  # HF's rotate-half layout: timm's apply_rot_embed_cat, half=True
+        return tokens, Rope(torch.cat([sin, cos], dim=-1), self.num_prefix, half=True)

@@ -117,6 +117,7 @@ def block_relevance(
         block.abs_weight("fc2"),
         bias=wt["fc2_b"],
         work=work,
+        spend_output=True,
         result_role="r_hidden",
     )
     if block.glu:  # value ⊙ act(gate): uniform rule, half to each factor; act is identity
@@ -130,6 +131,7 @@ def block_relevance(
         block.abs_weight("fc1"),
         bias=wt["fc1_b"],
         work=work,
+        spend_output=True,
         result_role="r_normed",
     )
     h_total = clone_rule(h_residual, normed2, bt.h, stab)
@@ -147,6 +149,7 @@ def block_relevance(
         bias=wt["proj_b"],
         scale=0.5,
         work=work,
+        spend_output=True,
         result_role="r_merged",
     )
     r_attn, r_qkv = attention_relevance(
@@ -173,6 +176,7 @@ def block_relevance(
         block.abs_weight("qkv"),
         bias=wt["qkv_b"],
         work=work,
+        spend_output=True,
         result_role="r_normed",
     )
     if rows is not None:  # the residual's relevance back on every token row (zero past ``rows``)
@@ -216,7 +220,8 @@ def relevance_pass(
     reduce: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> Relevance:
     """Propagate ``seed`` (relevance at the model's output) down to block ``stop_block``'s attention
-    (or to the pixels).
+    (or to the pixels). Consumes ``trace``: each block's Linear outputs are overwritten by their
+    rules' temporaries once read.
 
     ``reduce(index, R_A)``, when given, turns each block's R_A/2 into what the method keeps (e.g. a
     head mean) as soon as it exists; R_A itself then lives in one reused buffer instead of one new

@@ -125,6 +125,7 @@ def linear_zplus(
     scale: float = 1.0,
     work: Workspace | None = None,
     result_role: str | None = None,
+    spend_output: bool = False,
 ) -> torch.Tensor:
     """z⁺ (α1β0) rule of ``y = x Wᵀ + b`` for signed x, times ``scale``.
 
@@ -133,7 +134,8 @@ def linear_zplus(
     their positive contributions x⁺W⁺ and x⁻W⁻. With Z₂ = xWᵀ + |x||W|ᵀ = 2Z and S₂ = R ⊘₂ Z₂:
     R_x = x ⊙ (S₂W) + |x| ⊙ (S₂|W|). ``abs_weight`` = |W| if the caller has it cached; ``work``
     holds the temporaries, and the result too when ``result_role`` names its buffer (for a result
-    the caller consumes before the next rule with that role).
+    the caller consumes before the next rule with that role). ``spend_output``: ``output`` is not
+    read after this rule, so it may be overwritten (a relevance pass consuming its trace).
     """
     if abs_weight is None:
         abs_weight = weight.abs()
@@ -142,13 +144,17 @@ def linear_zplus(
     rows = flat_x.shape[0]
     abs_x = torch.abs(flat_x, out=_buffer(work, "abs_x", flat_x.shape, flat_x))
     factor = 2.0 / scale  # Z₂·factor/2 in one addmm: the scale costs no extra pass
+    flat_output = output.detach().reshape(-1, out_features)
+    # Z₂ written over the forward's output when the caller is done with it: addmm into another
+    # buffer first copies its input there, one more pass over the output per rule
+    in_place = spend_output and flat_output.data_ptr() == output.data_ptr()
     scaled = torch.addmm(
-        output.reshape(-1, out_features),
+        flat_output,
         abs_x,
         abs_weight.T,
         beta=factor / 2,
         alpha=factor / 2,
-        out=_buffer(work, "z", (rows, out_features), flat_x),
+        out=flat_output if in_place else _buffer(work, "z", (rows, out_features), flat_x),
     )
     offset = None if bias is None else bias * (factor / 2)
     s = stab.divide_scaled_nonnegative(relevance.reshape(-1, out_features), scaled, factor, offset)

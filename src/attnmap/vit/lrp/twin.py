@@ -215,7 +215,11 @@ class ViTTwin:
             last = block.index == self.depth - 1
             with torch.set_grad_enabled(tracked):
                 x, block_trace, attn = block_forward(
-                    block, x, track_attention=tracked, rope=emb.rope, rows=rows if last else None
+                    block,
+                    x,
+                    track_attention=tracked,
+                    rope=None if emb.rope is None else emb.rope.at(block.index),
+                    rows=rows if last else None,
                 )
             if record_from is not None and block.index >= record_from:
                 trace_blocks[block.index] = block_trace

@@ -46,7 +46,11 @@ class EncoderRelevance:
 
 
 def check_fine_encoder(model: nn.Module) -> VisionTransformer:
-    """``model`` if the conservative rules below cover it (checked before a run); else an error."""
+    """``model`` (or the timm twin of a Hugging Face encoder, its ``fine_twin``) if the conservative
+    rules below cover it (checked before a run); else an error."""
+    twin = getattr(model, "fine_twin", None)
+    if callable(twin):
+        model = twin()
     if not isinstance(model, VisionTransformer):
         raise UnsupportedModelError(
             f"fine maps need a timm VisionTransformer encoder, got {type(model).__name__}"

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
-from attnmap.wsi.heatmap.encoder_relevance import encoder_relevance, input_bounds
+from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder, encoder_relevance, input_bounds
 
 FINE_METHODS = ("lrp", "transformer_attribution")
 MIL_METHODS = ("lrp", "gradient_x_input")
@@ -134,6 +134,7 @@ def iter_fine_maps(
         raise InputError(f"fine method must be one of {', '.join(FINE_METHODS)}, got {method!r}")
     if not callable(images) and len(images) != len(directions):
         raise InputError(f"{len(images)} patches but {len(directions)} directions")
+    encoder = check_fine_encoder(encoder)  # a Hugging Face encoder's timm twin, for every method
     weight = next(encoder.parameters())  # inputs may sit anywhere: they go to the encoder's device
     for start in range(0, len(directions), batch_size):
         part = np.arange(start, min(start + batch_size, len(directions)))

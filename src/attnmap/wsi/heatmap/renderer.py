@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.wsi.heatmap.scores import ColorTable, draw_threshold, prepare_values
+from attnmap.wsi.heatmap.scores import ColorTable, draw_threshold, prepare_values, warn_if_none_drawn
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import ScaledTissue, Tissue
@@ -122,6 +122,8 @@ class HeatmapRenderer:
         self.mask_origin = tuple(int(v) for v in (top_left * scale).astype(np.int32))
         self.values = prepare_values(scores, style.percentiles, reference_scores)
         self.drawn = self.values >= self.threshold
+        if style.binarize and downsample is None:  # (reduced TIFF pages: said once, for the page above)
+            warn_if_none_drawn(self.values, self.threshold, slide.path)
         self.binarize = style.binarize
         self.patch = np.ceil(np.array([patch_size, patch_size]) * scale).astype(np.int64)
         self.corners = np.ceil(coords * scale).astype(np.int64)

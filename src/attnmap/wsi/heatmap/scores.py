@@ -61,13 +61,37 @@ def prepare_values(
     return values / 100
 
 
+class BlankHeatmapWarning(UserWarning):
+    """A binarized heatmap in which no patch reaches the threshold: it shows no patch at all."""
+
+
 def draw_threshold(n_scores: int, binarize: bool, threshold: float | None) -> float:
-    """Minimum value a patch needs to be drawn: 0, or for binarize the threshold (1/N if < 0 or None)."""
+    """Minimum value a patch needs to be drawn: 0, or for binarize the threshold (1/N if < 0 or None).
+
+    The threshold is on the drawn scale (`prepare_values`): percentile / 100, or raw score / 100.
+    """
     if not binarize:
         return 0.0
     if threshold is None or threshold < 0:
         return 1.0 / n_scores if n_scores else 0.0
     return float(threshold)
+
+
+def warn_if_none_drawn(values: np.ndarray, threshold: float, source: str) -> None:
+    """Warn (`BlankHeatmapWarning`) when no value reaches a binarize ``threshold``.
+
+    Why: such a map is drawn without a single patch, which reads as "no evidence anywhere" although
+    it only says the threshold is above every value (e.g. 0.5 on raw scores / 100 that top at 0.01).
+    """
+    if values.size and not (values >= threshold).any():
+        import warnings
+
+        warnings.warn(
+            f"{source}: no patch reaches the binarize threshold {threshold:g} (the drawn values range "
+            f"{values.min():.4g}..{values.max():.4g}), so the heatmap shows no patch",
+            BlankHeatmapWarning,
+            stacklevel=2,  # one place for the PNG and the TIFF: said once per slide
+        )
 
 
 class ColorTable:

@@ -56,7 +56,10 @@ class HeatmapStyle:
         default=False, metadata={"help": "Draw patches at or above --threshold in the top colour only."}
     )
     threshold: float | None = field(
-        default=None, metadata={"help": "Threshold in [0, 1] (unset or < 0: 1 / number of patches)."}
+        default=None,
+        metadata={"help": "With --binarize: the value a patch needs, on the drawn scale: percentile / 100 "
+                  "(0..1) with scale clam and percentiles, raw score / 100 (may exceed 1) with them off, "
+                  "0..1 on the robust and minmax scales (unset or < 0: 1 / number of patches)."},
     )
     blank_canvas: bool = field(
         default=False, metadata={"help": "Draw on the canvas colour instead of the slide."}
@@ -79,9 +82,15 @@ class HeatmapStyle:
     )
 
     def __post_init__(self) -> None:
+        from attnmap.errors import InputError
+
         check_fields(self)
         roi = self.roi
         if roi is not None and (roi[1][0] <= roi[0][0] or roi[1][1] <= roi[0][1]):
-            from attnmap.errors import InputError
-
             raise InputError(f"roi must be ((x0, y0), (x1, y1)) with x1 > x0 and y1 > y0, got {roi}")
+        if not self.binarize and self.threshold is not None and self.threshold >= 0:
+            # CLAM ignores it then; a user who set it expects a cut-off, so never drop it silently
+            raise InputError(
+                f"threshold {self.threshold:g} acts only with binarize (patches at or above it drawn in the "
+                "top colour): turn binarize on, or leave threshold unset"
+            )

@@ -127,15 +127,15 @@ class PatchingConfig:
 
 @dataclass
 class FeaturesConfig:
-    """The patch encoder: "resnet50_trunc", "timm:NAME", a registered name or an encoder file."""
+    """The patch encoder: "resnet50_trunc", "timm:NAME", "hf:FOLDER", a registered name or an encoder file."""
 
     __pydantic_config__: ClassVar[dict] = STRICT
 
     encoder: str = field(
         default="resnet50_trunc",
-        metadata={"help": "resnet50_trunc, timm:MODEL_NAME, a registered name (attnmap:tiny, "
-                  "attnmap:patch-vit), torchscript:PATH, or a weights file (timm checkpoint, torchvision "
-                  "ResNet50)."},
+        metadata={"help": "resnet50_trunc, timm:MODEL_NAME, timm:FOLDER, hf:FOLDER (a Hugging Face model "
+                  "saved with save_pretrained), a registered name (attnmap:tiny, attnmap:patch-vit), "
+                  "torchscript:PATH, or a weights file (timm checkpoint, torchvision ResNet50)."},
     )
     checkpoint: str | None = field(
         default=None, metadata={"help": "Encoder weights (without: seeded random weights, for tests)."}
@@ -146,7 +146,8 @@ class FeaturesConfig:
     encoder_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Arguments of a timm architecture, e.g. {init_values: 1.0e-5} (UNI), "
-                  "{mlp_layer: SwiGLUPacked, act_layer: silu, reg_tokens: 4} (Virchow2)."},
+                  "{mlp_layer: SwiGLUPacked, act_layer: silu, reg_tokens: 4} (Virchow2); for hf:FOLDER "
+                  "only readout: cls (default), pooler, patch_mean, cls_and_patch_mean or embeds."},
     )
     batch_size: Positive = field(default=64, metadata={"help": "Patches per forward pass."})
     num_workers: NonNegative = field(default=0, metadata={"help": "Patch-reading processes."})
@@ -370,6 +371,9 @@ def _resolve_paths(config: PipelineConfig, base_dir: Path) -> None:
         config.features.encoder = "torchscript:" + (_resolve(encoder[len("torchscript:") :], base_dir) or "")
     elif not is_encoder_name(encoder):  # a file: relative to the config like every other path
         config.features.encoder = _resolve(encoder, base_dir) or encoder
-    elif encoder.startswith("timm:") and (base_dir / encoder[len("timm:") :] / "config.json").is_file():
-        config.features.encoder = "timm:" + (_resolve(encoder[len("timm:") :], base_dir) or "")  # FOLDER
+    else:  # timm:FOLDER, hf:FOLDER: relative to the config like every other path
+        for prefix in ("timm:", "hf:"):
+            folder = encoder[len(prefix) :]
+            if encoder.startswith(prefix) and (base_dir / folder / "config.json").is_file():
+                config.features.encoder = prefix + (_resolve(folder, base_dir) or "")
     config.run.output_dir = _resolve(config.run.output_dir, base_dir) or config.run.output_dir

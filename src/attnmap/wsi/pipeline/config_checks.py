@@ -44,7 +44,8 @@ def check_config(config: PipelineConfig) -> None:
         if not known_encoder_name(encoder):
             raise InputError(
                 f"features.encoder {encoder!r} is not an encoder attnmap knows: use one of "
-                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME' or an encoder file"
+                f"{', '.join(PRESETS + registered_names())}, 'timm:MODEL_NAME', 'hf:FOLDER' (a saved "
+                "Hugging Face model) or an encoder file"
             )
     if not is_encoder_name(encoder) and not Path(encoder).is_file():
         raise InputError(
@@ -92,15 +93,18 @@ def _check_encoder(config: PipelineConfig) -> None:
 
     f = config.features
     f.encoder_arguments()  # plain data, or one line now
-    try:
-        encoder = encoder_outline(f.encoder, f.input_size, f.encoder_args)
+    from attnmap.wsi.hf_encoder import hf_folder
+
+    hf = hf_folder(f.encoder) is not None
+    try:  # an hf:FOLDER has no outline without its weights: loaded into the run's cache instead
+        encoder = f.load_encoder("cpu")[0] if hf else encoder_outline(f.encoder, f.input_size, f.encoder_args)
     except InputError as error:
         named = f.encoder in str(error)
         raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
     from attnmap.wsi.encoders import resolve_timm_folder
 
     weights = resolve_timm_folder(f.encoder, f.encoder_args, f.checkpoint)[2]  # a timm:FOLDER's own
-    if weights:  # weights for another architecture failed each slide after its patches
+    if weights and not hf:  # weights for another architecture failed each slide after its patches
         from attnmap.checkpoint import check_state_dict, load_state_dict
 
         try:

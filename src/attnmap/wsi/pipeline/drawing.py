@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from attnmap.io_utils import atomic_path, save_png, write_json_atomic
+from attnmap.wsi.heatmap.placement import placement_text
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
@@ -191,10 +192,12 @@ def heatmap_stage(
                 )
         if not png_ok:
             canvas = _draw(slide, tissue, coords, scores, style, config, reference)
+            size, offset = (canvas.shape[1], canvas.shape[0]), (0, 0)
             if h.legend:
                 names = list(config.model.class_names)
-                canvas = titled_heatmap(canvas, scale, entry.slide_id, attention, names)
-            save_png(png, canvas, {**record, **prints.heatmap.record()})
+                canvas, offset = titled_heatmap(canvas, scale, entry.slide_id, attention, names)
+            placed = placement_text(slide, style, size, offset)
+            save_png(png, canvas, {**record, **prints.heatmap.record(), **placed})
     if h.save_original and prints.original.check(outputs.named("original.png")) is not None:
         from attnmap.wsi.heatmap.renderer import resolve_vis_level
 
@@ -274,7 +277,7 @@ def write_heatmap_files(
     around the PNG. The TIFF covers the whole slide at ``tiff_level`` (the style's roi, vis_level
     and downscale are for the PNG). Returns the paths written.
     """
-    from attnmap.render.legend import add_legend
+    from attnmap.render.legend import add_legend, legend_offset
     from attnmap.wsi.heatmap.renderer import render_heatmap
     from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
     from attnmap.wsi.slide import open_slide
@@ -285,9 +288,11 @@ def write_heatmap_files(
     written = [Path(out_png)]
     with open_slide(slide_path) as slide:
         image = render_heatmap(slide, coords, values, style, patch_size=patch_size, tissue=tissue)
+        size, offset = (image.shape[1], image.shape[0]), (0, 0)
         if title is not None:
+            offset = legend_offset(image.shape[1], drawn_scale, title, label=label)
             image = add_legend(image, drawn_scale, title, label=label)
-        save_png(out_png, image, metadata)
+        save_png(out_png, image, {**dict(metadata or {}), **placement_text(slide, style, size, offset)})
         if tiff is not None:
             with atomic_path(tiff) as temporary:
                 write_heatmap_tiff(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.render.legend import add_legend, describe_prediction
+from attnmap.render.legend import add_legend, describe_prediction, legend_offset
 from attnmap.render.scale import ScoreScale, choose_scale
 
 RUN_SCALES = ("robust", "minmax", "clam")
@@ -42,8 +42,9 @@ def display_scores(
 
 def titled_heatmap(
     canvas: np.ndarray, scale: ScoreScale, slide_id: str, attention: dict, class_names: list[str]
-) -> np.ndarray:
-    """The heatmap with its title (slide, method, class shown, prediction) and colour bar."""
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The heatmap with its title (slide, method, class shown, prediction) and colour bar, and where
+    in that picture the heatmap's top-left pixel lies."""
     prediction = int(attention["prediction"])
     probs = np.asarray(attention.get("probs", []), dtype=np.float64).reshape(-1)
     name = class_names[prediction] if prediction < len(class_names) else f"class {prediction}"
@@ -51,4 +52,5 @@ def titled_heatmap(
     shown = class_names[branch] if branch < len(class_names) else f"class {branch}"
     probability = float(probs[prediction]) if prediction < len(probs) else None
     title = f"{slide_id} · CLAM attention for {shown} · {describe_prediction(name, probability)}"
-    return add_legend(canvas, scale, title, label="attention")
+    offset = legend_offset(canvas.shape[1], scale, title, label="attention")
+    return add_legend(canvas, scale, title, label="attention"), offset

@@ -13,7 +13,8 @@ train OUT/features labels.csv` reads the features as they are)::
     patches/<id>.h5                  `coords` with CLAM's attributes
     features/h5_files/<id>.h5        `features` + `coords`;  features/pt_files/<id>.pt
     heatmaps/<id>/<id>_blockmap.h5   `attention_scores` (N×1 raw) + `coords`
-    heatmaps/<id>/<id>_heatmap.png   (+ _heatmap.tif, _original.png, topk/, bottomk/ if asked)
+    heatmaps/<id>/<id>_heatmap.png   (+ _heatmap.tif, _original.png, topk/, bottomk/ if asked); its text
+                                     chunks heatmap_box / heatmap_level0_box map its pixels to level 0
     heatmaps/<id>/<id>_prediction.json
     heatmaps/<id>/<id>_scores.geojson  QuPath detections per patch, if ``export: geojson: true``
     heatmaps/<id>/<id>_fine_maps.h5   the fine maps, if ``heatmap.fine`` is set (+ _fine_gallery.png,

@@ -1,0 +1,104 @@
+"""The timm VisionTransformer computing what a Hugging Face ViT or DINOv2 patch encoder computes.
+
+Why: the fine maps' conservative relevance (`attnmap.wsi.heatmap.encoder_relevance`) is written for
+timm's VisionTransformer. Phikon (ViTModel) and Phikon-v2 / Midnight / Hibou-style DINOv2 models are
+the same architecture under other names, so their weights are copied by role into a timm model of
+the same shape, at the encoder's input size: the position embeddings resampled by the Hugging Face
+model itself (the very numbers its forward adds), the class token's position folded into the class
+token (timm's ``no_embed_class`` layout, which also places registers as DINOv2 does). The twin is
+checked against the encoder's own forward before any map is made.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from attnmap.errors import UnsupportedModelError
+from attnmap.vit.lrp.block import is_norm, layer_scale
+from attnmap.vit.lrp.readers_hf import _role, find_trunk
+from attnmap.vit.timm_build import ClassAndPatchMeanViT
+
+_POOLS = {"cls": "token", "patch_mean": "avg", "cls_and_patch_mean": "class_and_patch_mean"}
+
+
+def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransformer:
+    """A timm VisionTransformer with ``model``'s weights whose output is the ``readout`` features of
+    ``model`` on ``input_size``² inputs; `UnsupportedModelError` for anything else."""
+    config = model.config
+    kind = config.model_type
+    if kind not in ("vit", "dinov2", "dinov2_with_registers"):
+        raise UnsupportedModelError(
+            f"fine maps of a Hugging Face {kind} encoder are not supported (ViT and DINOv2 are)"
+        )
+    if readout not in _POOLS:
+        raise UnsupportedModelError(f"fine maps of the read-out {readout!r} are not supported")
+    if config.hidden_act != "gelu" or getattr(config, "use_swiglu_ffn", False):
+        raise UnsupportedModelError(f"fine maps of an MLP with {config.hidden_act!r} are not supported here")
+    patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+    embeddings = model.embeddings
+    registers = int(getattr(config, "num_register_tokens", 0) or 0)
+    cls = ClassAndPatchMeanViT if readout == "cls_and_patch_mean" else VisionTransformer
+    options = dict(
+        img_size=input_size,
+        patch_size=patch,
+        in_chans=config.num_channels,
+        embed_dim=config.hidden_size,
+        depth=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        mlp_ratio=config.intermediate_size / config.hidden_size if kind == "vit" else config.mlp_ratio,
+        qkv_bias=bool(getattr(config, "qkv_bias", True)),
+        init_values=1.0 if kind != "vit" else None,  # LayerScale γ copied below
+        class_token=True,
+        reg_tokens=registers,
+        no_embed_class=True,
+        global_pool="token" if cls is ClassAndPatchMeanViT else _POOLS[readout],
+        fc_norm=False,
+        num_classes=0,
+        norm_layer=functools.partial(nn.LayerNorm, eps=config.layer_norm_eps),
+        act_layer=nn.GELU,
+    )
+    reference = next(model.parameters())
+    twin = cls(**options).to(dtype=reference.dtype, device=reference.device).eval()
+    trunk, layers = find_trunk(model)
+    with torch.no_grad():
+        _copy_embeddings(twin, embeddings, input_size)
+        for index, (block, layer) in enumerate(zip(twin.blocks, layers, strict=True)):
+            _copy_layer(block, layer, f"layer {index}")
+        twin.norm.load_state_dict(dict(trunk.named_children())["layernorm"].state_dict())
+    return twin
+
+
+def _copy_embeddings(twin: VisionTransformer, embeddings: nn.Module, input_size: int) -> None:
+    conv = next(m for m in embeddings.modules() if isinstance(m, nn.Conv2d))
+    twin.patch_embed.proj.load_state_dict(conv.state_dict())
+    grid = twin.patch_embed.grid_size[0] * twin.patch_embed.grid_size[1]
+    blank = embeddings.position_embeddings.new_zeros(1, grid + 1, embeddings.position_embeddings.shape[-1])
+    positions = embeddings.interpolate_pos_encoding(blank, input_size, input_size)  # HF's own resampling
+    twin.cls_token.copy_(embeddings.cls_token + positions[:, :1])
+    twin.pos_embed.copy_(positions[:, 1:])
+    if twin.reg_token is not None:
+        twin.reg_token.copy_(embeddings.register_tokens)
+
+
+def _copy_layer(block: nn.Module, layer: nn.Module, name: str) -> None:
+    """One pre-norm layer by role (the names differ between transformers versions, the roles do not)."""
+    linears = {_role(sub): module for sub, module in layer.named_modules() if isinstance(module, nn.Linear)}
+    norms = [module for module in layer.modules() if is_norm(module)]
+    scales = [module for module in layer.modules() if "LayerScale" in type(module).__name__]
+    if not {"q", "k", "v", "out", "fc1", "fc2"} <= set(linears) or len(norms) != 2:
+        raise UnsupportedModelError(f"{name} ({type(layer).__name__}) is not a pre-norm ViT layer")
+    q, k, v = linears["q"], linears["k"], linears["v"]
+    block.attn.qkv.weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
+    if block.attn.qkv.bias is not None:
+        block.attn.qkv.bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
+    block.attn.proj.load_state_dict(linears["out"].state_dict())
+    block.norm1.load_state_dict(norms[0].state_dict())
+    block.norm2.load_state_dict(norms[1].state_dict())
+    block.mlp.fc1.load_state_dict(linears["fc1"].state_dict())
+    block.mlp.fc2.load_state_dict(linears["fc2"].state_dict())
+    for gamma, scale in zip((block.ls1, block.ls2), scales, strict=False):
+        gamma.gamma.copy_(layer_scale(scale, name))

@@ -1,0 +1,218 @@
+"""Hugging Face patch encoders in the slide pipeline (``features.encoder: hf:FOLDER``).
+
+Phikon (ViTModel), Phikon-v2 / Hibou / Midnight (DINOv2) and PLIP (CLIP) are published in the Hugging
+Face layout only. The features must be the read-out their authors use, computed exactly as the model
+computes it, with the folder's normalisation; a folder whose weights change is a new encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+
+from attnmap.errors import InputError
+
+transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+WIDTH = 32
+PHIKON_MEAN, PHIKON_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def _save(model: torch.nn.Module, folder: Path, size: int = 32) -> Path:
+    model.save_pretrained(folder)
+    processor = {"image_mean": PHIKON_MEAN, "image_std": PHIKON_STD, "size": {"height": size, "width": size},
+                 "do_resize": True, "do_normalize": True, "resample": 3}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
+def _sizes(**extra: object) -> dict:
+    return dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2, num_attention_heads=2,
+                image_size=32, patch_size=8, **extra)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf_encoders")
+    torch.manual_seed(0)
+    vit = transformers.ViTModel(transformers.ViTConfig(**_sizes()), add_pooling_layer=False).eval()
+    dinov2 = transformers.Dinov2Model(transformers.Dinov2Config(**_sizes(layerscale_value=0.5))).eval()
+    clip = transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(**_sizes(projection_dim=16))
+    ).eval()
+    return {"vit": _save(vit, root / "phikon_like"), "dinov2": _save(dinov2, root / "phikon_v2_like"),
+            "clip": _save(clip, root / "plip_like")}
+
+
+def _patches(size: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(3, size, size, 3), dtype=np.uint8)
+
+
+def _reference_input(patches: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor(PHIKON_MEAN).view(1, 3, 1, 1), torch.tensor(PHIKON_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@pytest.mark.parametrize(
+    ("kind", "readout", "expected"),
+    [
+        ("vit", {}, lambda out: out.last_hidden_state[:, 0]),  # Phikon's recipe
+        ("dinov2", {}, lambda out: out.last_hidden_state[:, 0]),  # Phikon-v2's
+        ("dinov2", {"readout": "cls_and_patch_mean"},  # Midnight's
+         lambda out: torch.cat([out.last_hidden_state[:, 0], out.last_hidden_state[:, 1:].mean(1)], 1)),
+        ("dinov2", {"readout": "patch_mean"}, lambda out: out.last_hidden_state[:, 1:].mean(1)),
+        ("clip", {"readout": "embeds"}, lambda out: out.image_embeds),  # PLIP's image features
+    ],
+)
+def test_features_are_the_models_read_out_with_the_folders_normalisation(
+    folders: dict[str, Path], kind: str, readout: dict, expected
+) -> None:
+    from attnmap.wsi.encoders import load_encoder
+
+    encoder = load_encoder(f"hf:{folders[kind]}", model_args=readout)
+    patches = _patches()
+    batch = torch.stack([encoder.transform(patch) for patch in patches])
+    torch.testing.assert_close(batch, _reference_input(patches), rtol=0, atol=1e-6)
+    reference = type(encoder.model.model).from_pretrained(folders[kind], local_files_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.model(batch), expected(reference(pixel_values=batch)))
+    assert encoder.feature_dim == expected(reference(pixel_values=batch)).shape[1]
+
+
+def test_bad_read_outs_and_folders_are_one_line_errors(folders: dict[str, Path], tmp_path: Path) -> None:
+    from attnmap.wsi.encoders import known_encoder_name, load_encoder
+
+    with pytest.raises(InputError, match="readout must be one of cls, pooler"):
+        load_encoder(f"hf:{folders['vit']}", model_args={"readout": "mean"})
+    with pytest.raises(InputError, match=r"encoder arguments \(depth\) apply to timm .* only readout"):
+        load_encoder(f"hf:{folders['vit']}", model_args={"depth": 2})
+    with pytest.raises(InputError, match="readout 'embeds' needs a model with a projection"):
+        load_encoder(f"hf:{folders['dinov2']}", model_args={"readout": "embeds"})
+    with pytest.raises(InputError, match="readout 'pooler': ViTModel gives none"):
+        load_encoder(f"hf:{folders['vit']}", model_args={"readout": "pooler"})
+    with pytest.raises(InputError, match="not a local Hugging Face model folder"):
+        load_encoder(f"hf:{tmp_path}")
+    assert known_encoder_name(f"hf:{folders['vit']}") and not known_encoder_name(f"hf:{tmp_path}")
+
+
+def _run_config(root: Path, folder: Path, **features: object) -> Path:
+    path = write_pipeline_setup(root, n_slides=1)
+    write_clam_checkpoint(root / "clam32.pt", embed_dim=WIDTH)
+    data = yaml.safe_load(path.read_text())
+    data["features"] = {"encoder": f"hf:{folder}", "batch_size": 16, **features}
+    data["model"]["checkpoint"] = "clam32.pt"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_slide_run_with_an_hf_encoder_and_its_features_follow_the_folders_weights(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """Features equal the model's class token on the slide's patches; weights replaced in the folder
+    (same names) change the fingerprint, so the features are computed again, not reused."""
+    import shutil
+
+    import h5py
+
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config
+    from attnmap.wsi.pipeline.fingerprint import encoder_identity
+
+    folder = tmp_path / "phikon_v2_like"
+    shutil.copytree(folders["dinov2"], folder)
+    config = load_config(_run_config(tmp_path, folder))
+    run_slide(tmp_path / "slides" / "slide_0.tif", config)
+    features_file = next(Path(config.run.output_dir).rglob("slide_0.h5"))
+    with h5py.File(features_file) as handle:
+        first = handle["features"][:]
+    assert first.shape[1] == WIDTH and np.isfinite(first).all()
+    before = encoder_identity(config.features)
+
+    torch.manual_seed(5)
+    other = transformers.Dinov2Model(transformers.Dinov2Config(**_sizes(layerscale_value=0.5))).eval()
+    other.save_pretrained(folder)  # new weights under the same file names
+    config = load_config(_run_config(tmp_path, folder))
+    assert encoder_identity(config.features) != before
+    run_slide(tmp_path / "slides" / "slide_0.tif", config)
+    with h5py.File(features_file) as handle:
+        second = handle["features"][:]
+    assert second.shape == first.shape and not np.allclose(second, first)
+
+
+@pytest.mark.parametrize("kind", ["vit", "dinov2"])
+@pytest.mark.parametrize("readout", ["cls", "cls_and_patch_mean"])
+def test_fine_maps_run_on_the_encoders_timm_twin_and_conserve(
+    folders: dict[str, Path], kind: str, readout: str
+) -> None:
+    """The fine maps' conservative relevance runs on a timm VisionTransformer with the HF weights; at
+    another input size than the saved one (positions resampled by HF itself), the twin computes the
+    encoder's features and the pixels plus the bias share sum to the score, exactly in float64."""
+    from attnmap.wsi.encoders import load_encoder
+    from attnmap.wsi.heatmap.encoder_relevance import check_encoder_forward, encoder_relevance
+
+    encoder = load_encoder(f"hf:{folders[kind]}", model_args={"readout": readout}, input_size=48)
+    model = encoder.model.double()
+    images = torch.randn(2, 3, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    check_encoder_forward(model, images, atol=1e-12)
+    generator = torch.Generator().manual_seed(4)
+    direction = torch.randn(encoder.feature_dim, dtype=torch.float64, generator=generator)
+    result = encoder_relevance(model, images, direction)
+    with torch.no_grad():
+        torch.testing.assert_close(result.score, model(images) @ direction, rtol=1e-12, atol=1e-12)
+    total = result.pixels.sum(dim=(1, 2)) + result.bias_share
+    torch.testing.assert_close(total, result.score, rtol=0, atol=1e-10)
+
+
+def test_fine_maps_in_a_slide_run_with_an_hf_encoder(folders: dict[str, Path], tmp_path: Path) -> None:
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config
+
+    path = _run_config(tmp_path, folders["dinov2"])
+    data = yaml.safe_load(path.read_text())
+    data["heatmap"]["fine"] = {"method": "lrp", "top_k": 3}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    run_slide(tmp_path / "slides" / "slide_0.tif", config)
+    with FineMapFile(next(Path(config.run.output_dir).rglob("slide_0_fine_maps.h5"))) as store:
+        assert len(store) == 3 and store.map_shape == (32, 32)
+        totals = store.read(np.arange(3)).sum(axis=(1, 2))
+        assert np.allclose(totals, store.scores[store.fine_index], atol=1e-4)
+
+
+def test_fine_maps_of_an_encoder_without_a_timm_twin_are_refused_before_any_slide(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    from attnmap.wsi.pipeline.config import load_config
+
+    write_clam_checkpoint(tmp_path / "clam16.pt", embed_dim=16)
+    path = _run_config(tmp_path, folders["clip"], encoder_args={"readout": "embeds"})
+    data = yaml.safe_load(path.read_text())
+    data["model"]["checkpoint"] = "clam16.pt"
+    data["heatmap"]["fine"] = {"top_k": 2}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match="^heatmap.fine: fine maps of a Hugging Face clip_vision_model"):
+        load_config(path)
+
+
+def test_wsi_features_with_an_hf_encoder_and_its_read_out(folders: dict[str, Path], tmp_path: Path) -> None:
+    import h5py
+
+    from attnmap.cli.main import main
+
+    write_pipeline_setup(tmp_path, n_slides=1)
+    out = tmp_path / "out"
+    main(["--quiet", "wsi", "features", str(tmp_path / "slides" / "slide_0.tif"), "--encoder",
+          f"hf:{folders['dinov2']}", "--encoder-arg", "readout=cls_and_patch_mean", "--patch-size", "64",
+          "--batch-size", "16", "--device", "cpu", "--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01",
+          "-o", str(out)])
+    with h5py.File(out / "features" / "h5_files" / "slide_0.h5") as handle:
+        assert handle["features"].shape[1] == 2 * WIDTH and handle["features"].shape[0] > 0
