@@ -15,6 +15,17 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Remembered file hashes (`attnmap.file_hash`) go to a folder of this session, not the user's cache
+    (subprocesses the tests start inherit it)."""
+    import os
+    import tempfile
+
+    from attnmap.file_hash import CACHE_ENV
+
+    os.environ.setdefault(CACHE_ENV, tempfile.mkdtemp(prefix="attnmap-test-cache-"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the tests marked ``gpu`` when no CUDA GPU is present: the marker is the one statement
     that a test needs CUDA, so ``pytest -m gpu`` selects exactly those (see bench/gpu_check.sh)."""

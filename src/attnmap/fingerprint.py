@@ -1,15 +1,14 @@
 """Fingerprints: a digest of what made an output, stored in it, compared before reusing it.
 
 Why: "the file exists" is not "the file is what this run would write". An output records the
-identity of its inputs (path, size, mtime; a content hash for models and labels, whose edits keep
-the size), the parameters that affect it, the version of the code that made it, and its upstream
+identity of its inputs (size and content hash: `attnmap.file_hash` hashes each version of a
+file once), the parameters that affect it, the version of the code that made it, and its upstream
 outputs' fingerprints. A rerun recomputes an output exactly when the fingerprint differs, and can
 say why: the stored inputs are kept next to the digest, so the changed keys can be named.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,29 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnmap.file_hash import content_sha256
 from attnmap.stored import DamagedOutputError, stored_record
 
 FINGERPRINT_KEY = "attnmap_fingerprint"
 INPUTS_KEY = "attnmap_fingerprint_inputs"
 
 
-@functools.lru_cache(maxsize=256)
-def _content_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def file_identity(path: str | Path) -> dict[str, Any]:
+    """Size and sha256 of a file's bytes (`attnmap.file_hash`: hashed once per version).
 
-
-def file_identity(path: str | Path, content: bool = False) -> dict[str, Any]:
-    """Path, size and mtime of a file (+ sha256 of its bytes if ``content``), hashed once per version."""
+    Not its mtime: a file touched or copied with the same bytes makes the same outputs, and one
+    replaced by other bytes with its old mtime put back is told apart by its content. Not its path
+    either: slides or weights moved to another disk make the same features (an output that names
+    the path, like a slide's prediction, has the path in its own fingerprint).
+    """
     resolved = Path(path).expanduser().resolve()
-    status = resolved.stat()
-    identity: dict[str, Any] = {"path": str(resolved), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
-    if content:
-        identity["sha256"] = _content_sha256(str(resolved), status.st_size, status.st_mtime_ns)
-    return identity
+    return {"size": resolved.stat().st_size, "sha256": content_sha256(resolved)}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

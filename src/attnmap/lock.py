@@ -3,7 +3,8 @@
 Why a lock: two runs into one folder both redo all work, overwrite each other's files and (before
 this) deleted each other's temporaries. The lock is a file created exclusively (``O_EXCL``), so
 exactly one run gets it; the second stops at once with a one-line message naming the holder. A
-lock left by a process that no longer exists on this host (killed, crashed) is taken over; one
+lock left by a process that no longer exists on this host (killed, crashed; or whose pid now names
+another process, told by its start time) is taken over; one
 held from another host cannot be checked, so the message says which file to delete.
 """
 
@@ -35,6 +36,19 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), None where unknown.
+
+    Why: after a killed run, its pid can be given to an unrelated process; a lock recording its
+    holder's start is then known to be stale, where a bare pid would keep the folder locked."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
 def _holder(path: Path) -> dict | None:
     try:
         holder = json.loads(path.read_text())
@@ -51,7 +65,12 @@ def _stale(holder: dict | None) -> bool:
         pid = int(holder.get("pid", -1))
     except (TypeError, ValueError):
         return True
-    return holder.get("host") == socket.gethostname() and not process_alive(pid)
+    if holder.get("host") != socket.gethostname():
+        return False
+    if not process_alive(pid):
+        return True
+    started = holder.get("start")  # absent in locks written before it was recorded
+    return started is not None and process_start(pid) not in (None, started)
 
 
 @contextlib.contextmanager
@@ -65,7 +84,8 @@ def folder_lock(folder: str | Path, command: str = "attnmap") -> Iterator[Path]:
         raise InputError(f"output folder {folder} is an existing file")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "command": command}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "command": command,
+          "start": process_start(os.getpid())}
     for _ in range(3):
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

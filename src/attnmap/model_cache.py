@@ -1,4 +1,4 @@
-"""One per-process cache of loaded models, keyed on the files' (path, size, mtime).
+"""One per-process cache of loaded models, keyed on the files' stamps (`attnmap.file_hash.file_stamp`).
 
 Why: ``attnmap explain`` workers and the slide pipeline load the same model for every batch or
 slide; a file replaced on disk must be reloaded and an unchanged one must not. Loading itself is
@@ -18,17 +18,19 @@ from torch import nn
 T = TypeVar("T")
 
 
-def file_stamp(path: str | Path | None) -> tuple[str, int, int] | None:
-    """(resolved path, size, mtime in ns) of a file; None for None or a name that is not a file."""
+def file_stamp(path: str | Path | None) -> tuple | None:
+    """The stamp of a model file (`attnmap.file_hash.file_stamp`: path, device, inode, size, mtime,
+    ctime, so that a file replaced in place, even with its old size and mtime, is loaded again);
+    None for None or a name that is not a file."""
     if path is None:
         return None
     from attnmap.checkpoint import TORCHSCRIPT_PREFIX
+    from attnmap.file_hash import file_stamp as stamp
 
     candidate = Path(str(path).removeprefix(TORCHSCRIPT_PREFIX))
     if not candidate.is_file():
         return None
-    status = candidate.stat()
-    return str(candidate.resolve()), status.st_size, status.st_mtime_ns
+    return stamp(candidate)
 
 
 class ModelCache:
@@ -78,7 +80,18 @@ def cached_vit(
     """`attnmap.load_model` through the cache (``attnmap explain`` workers)."""
     from attnmap.vit.models import load_model
 
-    return cached_model(load_model, spec, checkpoint, files=(checkpoint,), **dict(model_kwargs))
+    files = (checkpoint, *folder_files(spec))
+    return cached_model(load_model, spec, checkpoint, files=files, **dict(model_kwargs))
+
+
+def folder_files(spec: str) -> list[Path]:
+    """The files of a model folder named ``timm:FOLDER`` / ``hf:FOLDER`` (config and weights), so
+    that weights saved again into the folder are loaded again; none for another spec."""
+    _, _, name = spec.partition(":")
+    folder = Path(name)
+    if not name or not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.is_file())
 
 
 def _encoder_with_checksum(

@@ -26,11 +26,10 @@ from attnmap.io_utils import write_json_atomic
 def model_checksum(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | Path) -> str:
     """sha256 of a checkpoint file, or of a model's state_dict (names, dtypes, shapes, bytes)."""
     digest = hashlib.sha256()
-    if isinstance(model, (str, Path)):
-        with open(model, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+    if isinstance(model, (str, Path)):  # hashed once per version of the file (`attnmap.file_hash`)
+        from attnmap.file_hash import content_sha256
+
+        return content_sha256(model)
     state = model.state_dict() if isinstance(model, torch.nn.Module) else model
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()

@@ -124,20 +124,20 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     """Tissue segmentation: tissue/<slide>.json (level-0 contours) and tissue/<slide>_mask.png."""
     from attnmap.io_utils import save_png
     from attnmap.provenance import provenance
+    from attnmap.wsi.pipeline.fingerprint import StageFingerprints
     from attnmap.wsi.pipeline.stages import tissue_stage
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
-        tissue, ran = tissue_stage(slide, entry, config, outputs)
+        prints = StageFingerprints(entry, config)
+        tissue, ran = tissue_stage(slide, entry, config, outputs, prints)
         mask_png = outputs.tissue.with_name(f"{entry.slide_id}_mask.png")
-        if ran or not mask_png.is_file():
+        # the tissue's fingerprint: `wsi patch` may have remade the tissue file without a mask
+        if ran or prints.tissue.check(mask_png) is not None:
             mask = tissue.mask(tissue.seg_level).astype("uint8") * 255
-            save_png(
-                mask_png,
-                mask,
-                provenance(
-                    method="segment_tissue", parameters=tissue.parameters, slide=Path(entry.path).name
-                ),
+            record = provenance(
+                method="segment_tissue", parameters=tissue.parameters, slide=Path(entry.path).name
             )
+            save_png(mask_png, mask, {**record, **prints.tissue.record()})
         state = "segmented" if ran else "already segmented"
         found = f"{len(tissue.contours)} tissue region(s), {tissue.fraction():.1%} tissue"
         return f"{state}, {found} -> {outputs.tissue}" + (f" ({ran})" if ran else "")

@@ -393,10 +393,13 @@ def _train_locked(
 def _check_same_config(path: Path, config: TrainConfig) -> None:
     """Refuse to resume a run made with different options: mixed folds would be meaningless."""
     current = asdict(config)
-    if path.is_file():
+    try:
         previous = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or cut short by a killed run (each fold's own
+        previous = None  # fingerprint still decides whether it is reused)
+    if isinstance(previous, dict):
         ignore = {"device", "cache_gb"}
         changed = sorted(k for k in current if k not in ignore and previous.get(k) != current[k])
         if changed:
             raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
-    path.write_text(json.dumps(current, indent=2) + "\n")
+    write_json_atomic(path, current)

@@ -23,7 +23,7 @@ from attnmap.checkpoint import cached_vit
 from attnmap.errors import InputError
 from attnmap.fingerprint import Fingerprint, file_identity
 from attnmap.io_utils import atomic_path, save_png, unique_names
-from attnmap.provenance import model_checksum, provenance, write_sidecar
+from attnmap.provenance import model_checksum, provenance, sidecar_path, write_sidecar
 from attnmap.render import overlay, save_grid
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
@@ -90,6 +90,7 @@ EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns re
 def _image_fingerprint(
     path: Path,
     checksum: str,
+    architecture: str,
     name: str,
     target: object,
     options: Mapping[str, Any],
@@ -99,8 +100,9 @@ def _image_fingerprint(
         {
             "stage": "explain",
             "version": EXPLAIN_VERSION,
-            "image": file_identity(path),
-            "model_sha256": checksum,
+            "image": {**file_identity(path), "name": path.name},  # the name: the picture's title
+            "model_sha256": checksum,  # the weights, and below what the model is besides them
+            "architecture": architecture,
             "method": name,
             "target": target,
             "options": dict(options),
@@ -109,14 +111,26 @@ def _image_fingerprint(
     )
 
 
+def model_architecture(model: nn.Module) -> str:
+    """A digest of the model's layers as printed (types, sizes, activations, norms' epsilons): two
+    models with equal weights but another ``act_layer`` or ``qk_norm`` give other maps."""
+    text = f"{type(model).__module__}.{type(model).__qualname__}:{model!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _image_done(
     out_dir: Path, stem: str, names: Sequence[str], grid: bool, prints: list[Fingerprint]
 ) -> bool:
     """Whether every output of one image is intact and made with these fingerprints."""
     for name, fingerprint in zip(names, prints, strict=True):
+        npy = out_dir / f"{stem}_{name}.npy"
         try:
-            np.load(out_dir / f"{stem}_{name}.npy", mmap_mode="r")  # header and size checked
+            np.load(npy, mmap_mode="r")  # header and size checked
         except (OSError, ValueError):
+            return False
+        # the map's own record: another run (another method list, options) may have rewritten the
+        # map after this run's picture was made
+        if fingerprint.check(sidecar_path(npy)) is not None:
             return False
         if not grid and fingerprint.check(out_dir / f"{stem}_{name}.png") is not None:
             return False
@@ -210,6 +224,7 @@ def explain_paths(
     if len(stems) != len(paths):
         raise InputError(f"got {len(stems)} output names for {len(paths)} images")
     checksum = model_checksum(model)
+    architecture = model_architecture(model)
     per_image = [_image_target(target, index, len(paths)) for index in range(len(paths))]
     drawing = {"cmap": cmap, "alpha": alpha, "on": on, "legend": legend}
     prints = [
@@ -217,6 +232,7 @@ def explain_paths(
             _image_fingerprint(
                 path,
                 checksum,
+                architecture,
                 name,
                 _target_identity(per_image[index]),
                 per_method[name],
@@ -237,70 +253,77 @@ def explain_paths(
     bar = tqdm(
         total=len(paths), initial=len(paths) - len(todo), desc="explain", unit="image", disable=not progress
     )
-    for start in range(0, len(todo), batch_size):
-        indices = todo[start : start + batch_size]
-        chunk = [paths[i] for i in indices]
-        images, views = preprocess(model, chunk)
-        targets = _chunk_targets(target, indices, len(paths))
-        maps = {name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_}
-        prediction = predict(model, images)  # None for a headless model
-        for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
-            stem = stems[indices[offset]]
-            image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
-            image_target = _describe_target(per_image[indices[offset]])
-            overlays, scales = [], []
-            original = np.asarray(load_image(path)) if on == "original" else None
-            if prediction is not None and (image_target is None or isinstance(image_target, int)):
-                best = int(prediction[0][offset])  # a class: say the prediction
-                guess = describe_prediction(class_name(model, best), float(prediction[1][offset]))
-                shown = best if image_target is None else image_target
-                title = f"{path.name}: {guess}; maps for {class_name(model, shown)}"
-            elif image_target is None:  # a headless model's attention or rollout: no class involved
-                title = f"{path.name}: class-independent maps"
-            else:  # a direction or a callable on a (possibly headless) model's output
-                title = f"{path.name}: maps for the target {image_target}"
-            for name in methods_:
-                heat = maps[name][offset].float().cpu().numpy()
-                meta = provenance(
-                    method=name,
-                    parameters={"target": image_target, **per_method[name]},
-                    model_name=model_name or type(model).__name__,
-                    model_sha256=checksum,
-                    image=str(path),
-                    map_shape=tuple(heat.shape),
-                    **image_prints[name].record(),
-                )
-                write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
-                written.append(_save_npy(out_dir / f"{stem}_{name}.npy", heat))
-                picture, scale = draw_map(model, view, original, heat, name, cmap, alpha)
-                scales.append(scale)
-                if grid:
-                    overlays.append(picture)
-                else:
-                    if legend:
-                        picture = add_legend(picture, scale, f"{name} · {title}", label=name)
-                    written.append(save_png(out_dir / f"{stem}_{name}.png", picture, meta))
-            if grid:
-                joint = Fingerprint({"methods": [image_prints[name].value for name in methods_]})
-                meta = provenance(
-                    method="all",
-                    parameters={"target": image_target, "methods": methods_, "options": per_method},
-                    model_name=model_name or type(model).__name__,
-                    model_sha256=checksum,
-                    image=str(path),
-                    **joint.record(),
-                )
-                written.append(
-                    save_grid(
-                        [view if original is None else original, *overlays],
-                        ["image", *methods_],
-                        out_dir / f"{stem}_all_methods.png",
-                        metadata=meta,
-                        scales=[None, *scales],
-                        suptitle=title,
+    from attnmap.vit.lrp.block import weight_cache
+
+    with weight_cache():  # |W| of LRP reused across batches: the model does not change meanwhile
+        for start in range(0, len(todo), batch_size):
+            indices = todo[start : start + batch_size]
+            chunk = [paths[i] for i in indices]
+            images, views = preprocess(model, chunk)
+            targets = _chunk_targets(target, indices, len(paths))
+            maps = {
+                name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_
+            }
+            prediction = predict(model, images)  # None for a headless model
+            for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
+                stem = stems[indices[offset]]
+                image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
+                image_target = _describe_target(per_image[indices[offset]])
+                overlays, scales = [], []
+                original = np.asarray(load_image(path)) if on == "original" else None
+                if prediction is not None and (image_target is None or isinstance(image_target, int)):
+                    best = int(prediction[0][offset])  # a class: say the prediction
+                    guess = describe_prediction(class_name(model, best), float(prediction[1][offset]))
+                    shown = best if image_target is None else image_target
+                    title = f"{path.name}: {guess}; maps for {class_name(model, shown)}"
+                elif image_target is None:  # a headless model's attention or rollout: no class involved
+                    title = f"{path.name}: class-independent maps"
+                else:  # a direction or a callable on a (possibly headless) model's output
+                    title = f"{path.name}: maps for the target {image_target}"
+                for name in methods_:
+                    heat = maps[name][offset].float().cpu().numpy()
+                    meta = provenance(
+                        method=name,
+                        parameters={"target": image_target, **per_method[name]},
+                        model_name=model_name or type(model).__name__,
+                        model_sha256=checksum,
+                        image=str(path),
+                        map_shape=tuple(heat.shape),
+                        **image_prints[name].record(),
                     )
-                )
-            bar.update(1)
+                    # the old map goes first: a record of this run never describes an earlier run's map
+                    (out_dir / f"{stem}_{name}.npy").unlink(missing_ok=True)
+                    write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
+                    written.append(_save_npy(out_dir / f"{stem}_{name}.npy", heat))
+                    picture, scale = draw_map(model, view, original, heat, name, cmap, alpha)
+                    scales.append(scale)
+                    if grid:
+                        overlays.append(picture)
+                    else:
+                        if legend:
+                            picture = add_legend(picture, scale, f"{name} · {title}", label=name)
+                        written.append(save_png(out_dir / f"{stem}_{name}.png", picture, meta))
+                if grid:
+                    joint = Fingerprint({"methods": [image_prints[name].value for name in methods_]})
+                    meta = provenance(
+                        method="all",
+                        parameters={"target": image_target, "methods": methods_, "options": per_method},
+                        model_name=model_name or type(model).__name__,
+                        model_sha256=checksum,
+                        image=str(path),
+                        **joint.record(),
+                    )
+                    written.append(
+                        save_grid(
+                            [view if original is None else original, *overlays],
+                            ["image", *methods_],
+                            out_dir / f"{stem}_all_methods.png",
+                            metadata=meta,
+                            scales=[None, *scales],
+                            suptitle=title,
+                        )
+                    )
+                bar.update(1)
     bar.close()
     return written
 

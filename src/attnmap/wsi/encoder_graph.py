@@ -27,7 +27,7 @@ import weakref
 import torch
 from torch import nn
 
-from attnmap.model_state import model_state
+from attnmap.model_state import model_state, weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def cpu_inference_graph(model: nn.Module, example: torch.Tensor) -> nn.Module:
     if example.device.type != "cpu" or example.shape[0] < 3 or _convolutions(model) < MIN_CONVOLUTIONS:
         return model
     # the graph holds the weights as constants: a changed weight or submodule must rebuild it
-    key = model_state(model), tuple(example.shape[1:]), example.dtype
+    # (the bytes too: a `p.data.copy_` update keeps every other part of the state)
+    key = model_state(model), weights_digest(model), tuple(example.shape[1:]), example.dtype
     built = _GRAPHS.setdefault(model, {})
     if key not in built:
         built.clear()  # a graph of an earlier state of the weights is of no further use

@@ -16,8 +16,10 @@ full LRP ever takes; the relative position bias takes no relevance (as a bias in
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -58,25 +60,41 @@ try:  # Hugging Face activations, when transformers is installed
 except ImportError:  # pragma: no cover
     pass
 
-# |W| of every Linear the z⁺ rule went through, per weight tensor. Computing |W| costs about as much
-# as the forward matmul at batch 1 (it reads and writes all weights), so it is kept while the model
-# lives: one extra copy of the block weights. A changed tensor (in-place update, new dtype/device/data)
-# is detected by its version counter and data pointer and recomputed.
-_ABS_WEIGHTS: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}
+# |W| of every Linear the z⁺ rule went through, per weight tensor, kept inside a `weight_cache`
+# block only. Computing |W| costs about as much as the forward matmul at batch 1, so a caller that
+# explains many batches with a model nobody changes meanwhile (`attnmap explain`'s image loop) holds
+# one block around them. Outside a block |W| is computed on each use: between two calls the user may
+# have changed the weights in a way no tensor attribute shows (``p.data.copy_(w)``, an EMA update),
+# and the next maps must be the new model's. Inside, a tensor whose version, data or dtype changed is
+# still recomputed.
+_ABS_WEIGHTS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("abs_weights", default=None)
+
+
+@contextlib.contextmanager
+def weight_cache() -> Iterator[None]:
+    """Reuse |W| across LRP calls inside the block (the weights must not change meanwhile)."""
+    if _ABS_WEIGHTS.get() is not None:  # nested: the outer block's cache
+        yield
+        return
+    token = _ABS_WEIGHTS.set({})
+    try:
+        yield
+    finally:
+        _ABS_WEIGHTS.reset(token)
 
 
 def absolute_weight(weight: torch.Tensor) -> torch.Tensor:
-    """|weight|, cached per tensor state (see ``_ABS_WEIGHTS``); dropped when the tensor dies."""
+    """|weight|, reused inside a `weight_cache` block while the tensor's state is unchanged."""
+    cache = _ABS_WEIGHTS.get()
     state = (weight._version, weight.data_ptr(), weight.dtype, weight.device, tuple(weight.shape))
     key = id(weight)
-    cached = _ABS_WEIGHTS.get(key)
+    cached = cache.get(key) if cache is not None else None
     if cached is not None and cached[0]() is weight and cached[1] == state:
         return cached[2]
     with torch.no_grad():
         result = weight.detach().abs()
-    if cached is None or cached[0]() is not weight:
-        weakref.finalize(weight, _ABS_WEIGHTS.pop, key, None)
-    _ABS_WEIGHTS[key] = (weakref.ref(weight), state, result)
+    if cache is not None:
+        cache[key] = (weakref.ref(weight), state, result)
     return result
 
 
@@ -186,7 +204,7 @@ class BlockTwin:
     attn_bias: Callable[[], torch.Tensor] | None = None  # relative position bias (H, N, N)
 
     def abs_weight(self, key: str) -> torch.Tensor:
-        """|W| of linear ``key`` (qkv, proj, fc1, fc2), cached while the model's tensor lives."""
+        """|W| of linear ``key`` (qkv, proj, fc1, fc2), reused inside a `weight_cache` block."""
         weight = self.linears.get(key)
         return absolute_weight(weight) if weight is not None else self.weights[f"{key}_w"].abs()
 

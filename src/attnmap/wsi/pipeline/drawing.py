@@ -157,13 +157,10 @@ def heatmap_stage(
     if reason is None:
         return None
     h = config.heatmap
-    record = {
-        **slide_provenance(config, entry, "clam_heatmap", ("patching", "features", "model", "heatmap")),
-        **prints.heatmap.record(),
-    }
+    record = slide_provenance(config, entry, "clam_heatmap", ("patching", "features", "model", "heatmap"))
     png, tiff = outputs.named("heatmap.png"), outputs.named("heatmap.tif")
-    png_ok = prints.heatmap.check(png) is None
-    tiff_ok = not h.tiff or prints.heatmap.check(tiff) is None
+    png_ok = prints.heatmap.check(png) is None  # each picture has its own fingerprint
+    tiff_ok = not h.tiff or prints.heatmap_tiff.check(tiff) is None
     if not png_ok or not tiff_ok:
         if h.overlap > 0:
             coords, scores = _overlap_scores(
@@ -190,7 +187,7 @@ def heatmap_stage(
                     level=h.tiff_level,
                     tissue=tissue,
                     reference_scores=reference,
-                    metadata=record,
+                    metadata={**record, **prints.heatmap_tiff.record()},
                     progress=False,
                 )
         if not png_ok:
@@ -199,15 +196,16 @@ def heatmap_stage(
             if h.legend:
                 names = list(config.model.class_names)
                 canvas, offset = titled_heatmap(canvas, scale, entry.slide_id, attention, names)
-            save_png(png, canvas, {**record, **placement_text(slide, style, size, offset)})
-    if h.save_original and prints.heatmap.check(outputs.named("original.png")) is not None:
+            placed = placement_text(slide, style, size, offset)
+            save_png(png, canvas, {**record, **prints.heatmap.record(), **placed})
+    if h.save_original and prints.original.check(outputs.named("original.png")) is not None:
         from attnmap.wsi.heatmap.renderer import resolve_vis_level
 
         level = resolve_vis_level(slide, h.vis_level)
         save_png(
             outputs.named("original.png"),
             slide.read_region((0, 0), level, slide.level_dimensions[level]),
-            record,
+            {**record, **prints.original.record()},
         )
     return reason
 

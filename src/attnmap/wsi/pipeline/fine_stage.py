@@ -66,14 +66,11 @@ def fine_stage(
     if fine_maps_reason(outputs, prints) is not None:
         _write_fine_maps(slide, read, features, attention, entry, config, outputs, device, prints, fine)
         written.append(maps_path.name)
-    gallery_ok = not written and prints.heatmap.check(gallery) is None
-    tiff_ok = not config.heatmap.tiff or (not written and prints.heatmap.check(tiff) is None)
+    gallery_ok = not written and prints.fine_gallery.check(gallery) is None
+    tiff_ok = not config.heatmap.tiff or (not written and prints.fine_tiff.check(tiff) is None)
     if gallery_ok and tiff_ok:
         return written
-    record = {
-        **slide_provenance(config, entry, "fine_heatmap", ("patching", "features", "model", "heatmap")),
-        **prints.heatmap.record(),
-    }
+    record = slide_provenance(config, entry, "fine_heatmap", ("patching", "features", "model", "heatmap"))
     with FineMapFile(maps_path) as store:
         if not gallery_ok:
             shown = np.arange(min(GALLERY_MAX, len(store)))
@@ -82,7 +79,7 @@ def fine_stage(
                 read(store.fine_index[shown]),
                 store.read(shown),
                 store.scores[store.fine_index[shown]],
-                record,
+                {**record, **prints.fine_gallery.record()},
             )
             written.append(gallery.name)
         if not tiff_ok:
@@ -97,7 +94,7 @@ def fine_stage(
                     store.patch_size,
                     config.heatmap.style,
                     tissue=tissue,
-                    metadata=record,
+                    metadata={**record, **prints.fine_tiff.record()},
                 )
             written.append(tiff.name)
     return written

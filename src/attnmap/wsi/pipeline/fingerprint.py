@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from attnmap.checkpoint import TORCHSCRIPT_PREFIX
-from attnmap.fingerprint import Fingerprint, file_identity
+from attnmap.fingerprint import FINGERPRINT_KEY, Fingerprint, file_identity
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 
 STAGE_VERSIONS = {
@@ -30,21 +30,70 @@ STAGE_VERSIONS = {
     "attention": 1,
     "overlap": 1,
     "heatmap": 1,
+    "heatmap_tiff": 1,
+    "original": 1,
     "fine": 1,
+    "fine_gallery": 1,
+    "fine_tiff": 1,
     "sampling": 1,
     "prediction": 1,
     "export": 1,
 }
 
 
+def slide_files(path: str | Path) -> list[Path]:
+    """The other files a slide's pixels are read from: a MIRAX ``.mrxs``'s folder, the images a
+    Hamamatsu ``.vms`` / ``.vmu`` lists, the other instances of a DICOM slide's folder."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".mrxs":
+        folder = path.with_suffix("")
+        return sorted(item for item in folder.iterdir() if item.is_file()) if folder.is_dir() else []
+    if suffix in (".vms", ".vmu"):
+        import configparser
+
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read_string(path.read_text(errors="replace"))
+        except (OSError, configparser.Error):
+            return []
+        names = {value.strip() for section in parser.sections() for key, value in parser.items(section)
+                 if key.startswith(("imagefile", "mapfile", "optimisationfile")) and value.strip()}
+        return sorted(path.parent / name for name in names if (path.parent / name).is_file())
+    if _is_dicom(path):
+        return sorted(item for item in path.parent.iterdir()
+                      if item != path and item.is_file() and _is_dicom(item))
+    return []
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def slide_identity(path: str | Path) -> dict[str, Any]:
+    """The slide file's identity (content included), and its companion files' (`slide_files`)
+    when it has any: pixels replaced in a MIRAX ``.dat`` file change it too."""
+    identity = file_identity(path)
+    companions = slide_files(path)
+    if companions:  # no key for one-file slides: their fingerprints stay as they were
+        identity["files"] = {item.name: file_identity(item)["sha256"] for item in companions}
+    return identity
+
+
 def encoder_identity(features: Any) -> dict[str, Any]:
     """What determines the encoder's weights: a file's content, or a name + its checkpoint + seed."""
     encoder = features.encoder
     file = encoder.removeprefix(TORCHSCRIPT_PREFIX)  # `torchscript:PATH` names a file too
-    named_file = {"name": encoder, **file_identity(file, content=True)} if Path(file).is_file() else None
+    # how the file is loaded and its bytes, not its path: an encoder moved elsewhere is the same one
+    loader = "torchscript" if encoder.startswith(TORCHSCRIPT_PREFIX) else "file"
+    named_file = {"loader": loader, **file_identity(file)} if Path(file).is_file() else None
     identity: dict[str, Any] = {
         "encoder": named_file or encoder,
-        "checkpoint": file_identity(features.checkpoint, content=True) if features.checkpoint else None,
+        "checkpoint": file_identity(features.checkpoint) if features.checkpoint else None,
         "input_size": features.input_size,
         "seed": features.seed,
     }
@@ -55,13 +104,13 @@ def encoder_identity(features: Any) -> dict[str, Any]:
     folder = timm_folder(encoder[len("timm:") :]) if encoder.startswith("timm:") else None
     if folder is not None:  # timm:FOLDER: its files make the encoder
         config_file = Path(encoder[len("timm:") :]) / "config.json"
-        identity["folder"] = {"config": file_identity(config_file, content=True),
-                              "weights": file_identity(folder.weights, content=True)}
+        identity["folder"] = {"config": file_identity(config_file),
+                              "weights": file_identity(folder.weights)}
     from attnmap.wsi.hf_encoder import folder_files, hf_folder
 
     hf = hf_folder(encoder)
     if hf is not None and hf.is_dir():  # hf:FOLDER: its configurations and weights files
-        identity["folder"] = {path.name: file_identity(path, content=True) for path in folder_files(hf)}
+        identity["folder"] = {path.name: file_identity(path) for path in folder_files(hf)}
     return identity
 
 
@@ -72,9 +121,28 @@ class StageFingerprints:
     what it needs.
     """
 
-    def __init__(self, entry: SlideEntry, config: PipelineConfig) -> None:
+    def __init__(self, entry: SlideEntry, config: PipelineConfig, root: str | Path | None = None) -> None:
         self.entry = entry
         self.config = config
+        self.root = Path(root if root is not None else config.run.output_dir)  # the run's output folder
+
+    def _brought(self, stage: str) -> dict[str, Any]:
+        """``{"<stage>_file": identity}`` when the slide's patch or feature file is the user's own
+        (CLAM's, no attnmap record: used as it is, so its content is what the next stage reads), so
+        that a replaced one remakes what follows; nothing for attnmap's own files (their fingerprint
+        is chained already) or none at all."""
+        from attnmap.stored import DamagedOutputError, stored_record
+        from attnmap.wsi.pipeline.outputs import SlideOutputs
+
+        outputs = SlideOutputs(self.root, self.entry.slide_id)
+        path = outputs.patches if stage == "patches" else outputs.features_h5
+        try:
+            record = stored_record(path)
+        except DamagedOutputError:
+            return {}
+        if record is None or "attnmap_version" in record or FINGERPRINT_KEY in record:
+            return {}
+        return {f"{stage}_file": file_identity(path)}
 
     def _params(self, section: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
         values = dict(self.config.stage_parameters(section)[section])
@@ -86,7 +154,7 @@ class StageFingerprints:
     @functools.cached_property
     def tissue(self) -> Fingerprint:
         return self._make(
-            "tissue", slide=file_identity(self.entry.path), segmentation=self._params("segmentation")
+            "tissue", slide=slide_identity(self.entry.path), segmentation=self._params("segmentation")
         )
 
     @functools.cached_property
@@ -98,7 +166,7 @@ class StageFingerprints:
             "patches",
             tissue=self.tissue.value,
             patching=self._params("patching"),
-            **({"roi": file_identity(roi, content=True)} if roi is not None else {}),
+            **({"roi": file_identity(roi)} if roi is not None else {}),
             **self._grid(),
         )
 
@@ -138,36 +206,68 @@ class StageFingerprints:
         return self._make(
             "features",
             patches=self.patches.value,
+            **self._brought("patches"),
             encoder=encoder_identity(self.config.features),
             **({} if precision == "float32" else {"precision": precision}),
         )  # save_pt is not a cause: a missing .pt when asked for is a reason of its own
 
     @functools.cached_property
     def model(self) -> dict[str, Any]:
-        return file_identity(self.config.model.checkpoint, content=True)
+        return file_identity(self.config.model.checkpoint)
 
     @functools.cached_property
     def attention(self) -> Fingerprint:
-        return self._make("attention", features=self.features.value, model=self.model)
+        brought = self._brought("features")
+        return self._make("attention", features=self.features.value, model=self.model, **brought)
 
     @functools.cached_property
     def overlap(self) -> Fingerprint:
         """The overlapping-grid attention a heatmap with ``overlap > 0`` draws (encoder + model)."""
         return self._make("overlap", attention=self.attention.value, overlap=self.config.heatmap.overlap)
 
+    # Drawn files, one fingerprint each: a new legend must not redraw a full-resolution TIFF (minutes on
+    # a large slide), nor a new tiff_level or fine-map option the PNG.
+    PNG_ONLY = ("roi", "vis_level", "downscale", "legend")
+    """Heatmap options that only the PNG depends on (the TIFFs draw the whole slide, their own levels)."""
+    FILE_CHOICES = ("tiff", "save_original", "tiff_level", "fine")
+    """Which files are written, not how the heatmap PNG looks."""
+
+    def _scores_drawn(self) -> dict[str, Any]:
+        """What every heatmap picture shows: the scores (blockmap, overlap grid) and the tissue mask."""
+        heatmap = self.config.heatmap
+        return {
+            "attention": self.attention.value,
+            "overlap": self.overlap.value if heatmap.overlap > 0 else None,
+            "tissue": self.tissue.value if heatmap.use_tissue_mask else None,
+        }
+
     @functools.cached_property
     def heatmap(self) -> Fingerprint:
-        heatmap = self._params("heatmap", drop=("tiff", "save_original"))  # which files: not how drawn
+        """The heatmap PNG."""
+        heatmap = self._params("heatmap", drop=self.FILE_CHOICES)
         names = list(self.config.model.class_names)
         return self._make(
             "heatmap",
-            attention=self.attention.value,
-            overlap=self.overlap.value if self.config.heatmap.overlap > 0 else None,
-            tissue=self.tissue.value if self.config.heatmap.use_tissue_mask else None,
+            **self._scores_drawn(),
             heatmap=heatmap,
             # the legend's title names the classes; no key without names, so older files keep theirs
             **({"class_names": names} if names and self.config.heatmap.legend else {}),
         )
+
+    @functools.cached_property
+    def heatmap_tiff(self) -> Fingerprint:
+        """The pyramidal TIFF overlay: the drawing options but the PNG's own, at ``tiff_level``."""
+        return self._make(
+            "heatmap_tiff",
+            **self._scores_drawn(),
+            heatmap=self._params("heatmap", drop=self.PNG_ONLY + ("tiff", "save_original", "fine")),
+        )
+
+    @functools.cached_property
+    def original(self) -> Fingerprint:
+        """The slide drawn at the heatmap's level (``save_original``): the slide and the level only."""
+        vis_level = self.config.heatmap.vis_level
+        return self._make("original", slide=self.tissue.inputs["slide"], vis_level=vis_level)
 
     @functools.cached_property
     def fine(self) -> Fingerprint:
@@ -176,6 +276,31 @@ class StageFingerprints:
         Not the drawing options: a new colour map redraws the fine TIFF from the same maps.
         """
         return self._make("fine", attention=self.attention.value, fine=self.config.heatmap.fine)
+
+    @functools.cached_property
+    def fine_gallery(self) -> Fingerprint:
+        """The gallery of the top patches above their fine maps: drawn from the map file alone."""
+        return self._make("fine_gallery", fine=self.fine.value)
+
+    @functools.cached_property
+    def fine_tiff(self) -> Fingerprint:
+        """The fine TIFF: the map file, the drawing options (at full resolution) and the tissue mask."""
+        return self._make(
+            "fine_tiff",
+            fine=self.fine.value,
+            tissue=self.tissue.value if self.config.heatmap.use_tissue_mask else None,
+            heatmap=self._params("heatmap", drop=self.PNG_ONLY + self.FILE_CHOICES + ("scale",)),
+        )
+
+    def drawn(self, name: str) -> Fingerprint:
+        """The fingerprint of heatmap-folder picture ``name`` (``heatmap.png``, ``heatmap.tif``, ...)."""
+        return {
+            "heatmap.png": self.heatmap,
+            "heatmap.tif": self.heatmap_tiff,
+            "original.png": self.original,
+            "fine_gallery.png": self.fine_gallery,
+            "heatmap_fine.tif": self.fine_tiff,
+        }[name]
 
     @functools.cached_property
     def sampling(self) -> Fingerprint:

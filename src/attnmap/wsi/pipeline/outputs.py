@@ -81,18 +81,36 @@ def stored_rows(path: Path, dataset: str) -> int | None:
         return None
 
 
-def features_reason(
-    outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig, n: int
-) -> str | None:
-    reason = prints.features.check(
+def features_h5_reason(outputs: SlideOutputs, prints: StageFingerprints, n: int | None) -> str | None:
+    """Why the features h5 must be computed again (None: reuse it)."""
+    return prints.features.check(
         outputs.features_h5, accept_foreign=True, datasets=("features", "coords"), rows=n
     )
+
+
+def features_pt_reason(outputs: SlideOutputs, prints: StageFingerprints) -> str | None:
+    """Why ``pt_files/<id>.pt`` (and its record ``.pt.json``) must be written again beside a
+    reusable h5: from the h5's features, without computing them again."""
+    from attnmap.provenance import sidecar_path
+
+    try:
+        if stored_record(outputs.features_pt) is None:
+            return "missing .pt"
+        h5_record = stored_record(outputs.features_h5) or {}
+    except DamagedOutputError as error:
+        return f"damaged: {error}"
+    if FINGERPRINT_KEY not in h5_record:  # features brought by the user: no record to copy
+        return None
+    reason = prints.features.check(sidecar_path(outputs.features_pt))
+    return None if reason is None else f".pt.json {reason}"
+
+
+def features_reason(
+    outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig, n: int | None
+) -> str | None:
+    reason = features_h5_reason(outputs, prints, n)
     if reason is None and config.features.save_pt:
-        try:
-            if stored_record(outputs.features_pt) is None:
-                return "missing .pt"
-        except DamagedOutputError as error:
-            return f"damaged: {error}"
+        return features_pt_reason(outputs, prints)
     return reason
 
 
@@ -128,7 +146,7 @@ def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pip
             return f"fine_maps.h5 {reason}"
         names += ["fine_gallery.png"] + (["heatmap_fine.tif"] if config.heatmap.tiff else [])
     for name in names:
-        reason = prints.heatmap.check(outputs.named(name))
+        reason = prints.drawn(name).check(outputs.named(name))
         if reason is not None:
             return f"{name} {reason}" if len(names) > 1 else reason
     present = [name for name in unasked_files(config) if outputs.named(name).exists()]
@@ -149,9 +167,12 @@ def sampling_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pi
         return "no samples asked: old ones removed" if marker.exists() else None
     reason = prints.sampling.check(marker)
     if reason is None:
-        files = json.loads(marker.read_text()).get("files", [])
-        if not all((outputs.heatmap_dir / name).is_file() for name in files):
-            return "damaged: a sample crop is missing"
+        for name in json.loads(marker.read_text()).get("files", []):
+            try:  # each crop decoded to its end: a cut-off PNG is not a sample
+                if stored_record(outputs.heatmap_dir / name) is None:
+                    return "damaged: a sample crop is missing"
+            except DamagedOutputError as error:
+                return f"damaged: {error}"
     return reason
 
 
@@ -163,7 +184,19 @@ def export_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pipe
         return "not asked: old one removed" if geojson.exists() else None
     if not geojson.is_file():
         return "missing"
-    return prints.export.check(outputs.named("scores.geojson.json"))
+    sidecar = outputs.named("scores.geojson.json")
+    reason = prints.export.check(sidecar)
+    if reason is None:  # the sidecar says what made it; the file itself must still be what was written
+        from attnmap.file_hash import content_sha256
+
+        written = (stored_record(sidecar) or {}).get("geojson_sha256")
+        try:
+            intact = content_sha256(geojson) == written if written else bool(json.loads(geojson.read_bytes()))
+        except (OSError, ValueError):
+            intact = False
+        if not intact:
+            return "damaged: scores.geojson is not the file written"
+    return reason
 
 
 def remove_samples(outputs: SlideOutputs) -> None:
@@ -210,7 +243,7 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
     drawn = ("heatmap.png", "heatmap.tif", "original.png", "fine_gallery.png", "heatmap_fine.tif")
     checks = [("blockmap.h5", prints.attention), ("overlap_blockmap.h5", prints.overlap),
               ("fine_maps.h5", prints.fine), ("prediction.json", prints.prediction),
-              *((name, prints.heatmap) for name in drawn)]
+              *((name, prints.drawn(name)) for name in drawn)]
     for name, fingerprint in checks:
         if stale(outputs.named(name), fingerprint):
             outputs.named(name).unlink()
@@ -234,7 +267,7 @@ def stage_reasons(
     """For each stage (and ``prediction``, ``export``), why it must run, or None when its outputs
     are reusable."""
     outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
-    prints = prints or StageFingerprints(entry, config)
+    prints = prints or StageFingerprints(entry, config, outputs.root)
     reasons: dict[str, str | None] = {
         "tissue": prints.tissue.check(outputs.tissue),
         "patches": prints.patches.check(outputs.patches, accept_foreign=True, datasets=("coords",)),
@@ -256,7 +289,15 @@ def slide_complete(
     out_dir: str | Path | None = None,
     prints: StageFingerprints | None = None,
 ) -> bool:
-    """Whether every output of ``entry`` is intact and made with this configuration's fingerprints."""
+    """Whether every output of ``entry`` is intact and made with this configuration's fingerprints.
+
+    A slide missing a stage file is not complete whatever its fingerprints: said without computing
+    them (they hash the slide's bytes, which the slide's own task does in parallel with others')."""
+    outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
+    needed = (outputs.tissue, outputs.patches, outputs.features_h5, outputs.named("blockmap.h5"),
+              outputs.named("heatmap.png"), outputs.prediction)
+    if not all(path.is_file() for path in needed):
+        return False
     return all(reason is None for reason in stage_reasons(entry, config, out_dir, prints).values())
 
 

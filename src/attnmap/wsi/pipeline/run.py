@@ -77,7 +77,7 @@ def run_slide(
         entry = SlideEntry(str(entry), Path(entry).stem)
     root = Path(out_dir if out_dir is not None else config.run.output_dir)
     outputs = SlideOutputs(root, entry.slide_id)
-    prints = StageFingerprints(entry, config)
+    prints = StageFingerprints(entry, config, root)
     before = stage_reasons(entry, config, root, prints)  # why, said before stale files are removed
     if not force and all(reason is None for reason in before.values()):
         row = json.loads(outputs.prediction.read_text())
@@ -154,6 +154,9 @@ def run_slide(
                                   model_name=Path(config.model.checkpoint).name,
                                   model_sha256=attention["model_sha256"])
         record.update(prints.export.record())
+        from attnmap.file_hash import content_sha256
+
+        record["geojson_sha256"] = content_sha256(outputs.named("scores.geojson"))  # the file checked
         write_json_atomic(outputs.named("scores.geojson.json"), {"provenance": record})
     write_json_atomic(
         outputs.prediction,

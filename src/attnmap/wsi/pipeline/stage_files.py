@@ -92,6 +92,21 @@ def save_coords(
     return Path(path)
 
 
+def save_features_pt(path: str | Path, features: np.ndarray, record: Mapping[str, str]) -> Path:
+    """``pt_files/<id>.pt`` (the bare float32 tensor CLAM reads) and its record ``<id>.pt.json``,
+    each atomically: what `attnmap.wsi.features.save_features` writes beside the h5."""
+    import torch
+
+    from attnmap.io_utils import atomic_path
+    from attnmap.provenance import write_sidecar
+
+    if record:
+        write_sidecar(path, record)
+    with atomic_path(path) as temporary:
+        torch.save(torch.from_numpy(np.asarray(features, dtype=np.float32).copy()), temporary)
+    return Path(path)
+
+
 def load_coords(path: str | Path) -> np.ndarray | None:
     """``coords`` of a CLAM/attnmap patch file, or None when missing or unreadable."""
     import h5py

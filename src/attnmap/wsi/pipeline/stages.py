@@ -19,16 +19,23 @@ import numpy as np
 from attnmap.checkpoint import cached_clam
 from attnmap.errors import InputError
 from attnmap.provenance import provenance
+from attnmap.stored import stored_record
 from attnmap.wsi.features import extract_features, load_features, save_features
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
-from attnmap.wsi.pipeline.outputs import SlideOutputs, attention_reason, features_reason
+from attnmap.wsi.pipeline.outputs import (
+    SlideOutputs,
+    attention_reason,
+    features_h5_reason,
+    features_pt_reason,
+)
 from attnmap.wsi.pipeline.stage_files import (
     load_blockmap,
     load_coords,
     load_tissue,
     save_blockmap,
     save_coords,
+    save_features_pt,
     save_tissue,
 )
 
@@ -196,11 +203,16 @@ def features_stage(
     prints: StageFingerprints | None = None,
 ) -> tuple[np.ndarray, str | None]:
     f = config.features
-    fingerprint = fingerprints(entry, config, prints).features
-    reason = features_reason(outputs, fingerprints(entry, config, prints), config, len(coords))
+    prints = fingerprints(entry, config, prints)
+    fingerprint = prints.features
+    reason = features_h5_reason(outputs, prints, len(coords))
     if reason is None:
         features, stored = load_features(outputs.features_h5)
         if np.array_equal(stored, coords):
+            if f.save_pt and features_pt_reason(outputs, prints) is not None:  # the h5 holds them
+                record = {key: value for key, value in (stored_record(outputs.features_h5) or {}).items()
+                          if key != "feature_dim"}
+                save_features_pt(outputs.features_pt, features, record)
             return features, None
         reason = "damaged: other coordinates"
     encoder, checksum = f.load_encoder(device)
