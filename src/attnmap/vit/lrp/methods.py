@@ -20,6 +20,7 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import eval_mode
+from attnmap.vit.lrp.block import weight_cache
 from attnmap.vit.lrp.check import verify_twin
 from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
@@ -47,20 +48,22 @@ def _in_chunks(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         batch = images.shape[0]
         if batch <= CHUNK_SIZE:
             return fn(model, images, target, **options)
-        maps = []
-        for start in range(0, batch, CHUNK_SIZE):
-            stop = min(start + CHUNK_SIZE, batch)
-            maps.append(
-                fn(
-                    model,
-                    images[start:stop],
-                    slice_target(target, start, stop, batch, what="a batch of "),
-                    **options,
-                )
-            )
-        return torch.cat(maps)
+        with weight_cache():  # one |W| per Linear for the whole call: its weights cannot change within it
+            return _chunks(fn, model, images, target, **options)
 
     return chunked
+
+
+def _chunks(
+    fn: Callable[..., torch.Tensor], model: nn.Module, images: torch.Tensor, target: object, **options: object
+) -> torch.Tensor:
+    batch = images.shape[0]
+    maps = []
+    for start in range(0, batch, CHUNK_SIZE):
+        stop = min(start + CHUNK_SIZE, batch)
+        part = slice_target(target, start, stop, batch, what="a batch of ")
+        maps.append(fn(model, images[start:stop], part, **options))
+    return torch.cat(maps)
 
 
 def _block_index(value: object, depth: int, name: str, allow_negative: bool) -> int:
