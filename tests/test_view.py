@@ -514,3 +514,74 @@ def test_a_browser_dropping_a_tile_request_prints_no_traceback(run_folder, capsy
         assert err.splitlines() == ["attnmap view: request from 127.0.0.1: ValueError: bad request"]
     finally:
         server.server_close()
+
+
+def _cohort_with_problems(root: Path) -> Path:
+    """A run of five slides: a (fine, its path relative to where the run ran), b (blockmap cut short),
+    c (slide moved away), d (annotations that do not parse), and e (failed in the run)."""
+    import json
+
+    for index, slide_id in enumerate("abcd"):
+        run = write_run_folder(root, f"slide_{slide_id}", seed=index, fine=False)
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    prediction.write_text(
+        json.dumps({**json.loads(prediction.read_text()), "slide_path": "slides/slide_a.tif"})
+    )
+    blockmap = run / "heatmaps" / "slide_b" / "slide_b_blockmap.h5"
+    blockmap.write_bytes(blockmap.read_bytes()[:3000])
+    (root / "slides" / "slide_c.tif").rename(root / "slide_c.moved")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "slide_d.geojson").write_text('{"type": "Polygon", "coordinates": [[[1, 2]]]}')
+    report = {
+        "items": [
+            {
+                "item": "slides/slide_e.svs",
+                "status": "failed",
+                "error_type": "InputError",
+                "message": "cannot read slide slides/slide_e.svs",
+            }
+        ]
+    }
+    (run / "run_report.json").write_text(json.dumps(report))
+    return run
+
+
+def test_a_cohort_shows_the_slides_that_read_and_names_the_others_with_why(tmp_path, monkeypatch, capsys):
+    from attnmap.view import find_slides
+
+    run = _cohort_with_problems(tmp_path / "cohort")
+    monkeypatch.chdir(tmp_path)  # not where the run ran: slide_a's relative path is found beside the run
+    found = find_slides(run, annotations=tmp_path / "cohort" / "annotations")
+    assert [slide.slide_id for slide in found.slides] == ["slide_a"]
+    assert found.slides[0].slide_path == (tmp_path / "cohort" / "slides" / "slide_a.tif").resolve()
+    reasons = {item.slide_id: item.reason for item in found.unshown}
+    assert list(reasons) == ["slide_b", "slide_c", "slide_d", "slide_e"]
+    assert reasons["slide_b"].startswith("cannot read scores file") and "truncated" in reasons["slide_b"]
+    assert reasons["slide_c"].startswith("its file") and "slide_c.tif" in reasons["slide_c"]
+    assert "slide_d.geojson is not GeoJSON" in reasons["slide_d"]
+    assert reasons["slide_e"] == "failed in the run: InputError: cannot read slide slides/slide_e.svs"
+    content = ViewerContent(
+        found,
+        reload=lambda: find_slides(run, annotations=tmp_path / "cohort" / "annotations"),
+        check_interval=0,
+    )
+    listed = content.slide_list()
+    assert [row["id"] for row in listed["slides"]] == ["slide_a"]
+    assert [row["id"] for row in listed["unshown"]] == list(reasons)
+    (tmp_path / "cohort" / "slide_c.moved").rename(tmp_path / "cohort" / "slides" / "slide_c.tif")
+    content.refresh()  # the slide is back where its prediction says: shown, without a restart
+    assert [row["id"] for row in content.slide_list()["slides"]] == ["slide_a", "slide_c"]
+    content.close()
+    annotations = str(tmp_path / "cohort" / "annotations")
+    main(["view", str(run), "--annotations", annotations, "--export", str(tmp_path / "site"), "--quiet"])
+    lines = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("attnmap view: not shown:")
+    ]
+    assert [line.split(":")[2].strip() for line in lines] == ["slide_b", "slide_d", "slide_e"]
+    (run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5").write_bytes(b"")
+    for slide_id in "cd":
+        (run / "heatmaps" / f"slide_{slide_id}" / f"slide_{slide_id}_prediction.json").unlink()
+    with pytest.raises(
+        InputError, match=r"^nothing to view in .*: slide slide_a: cannot read scores file .*\(4 more"
+    ):
+        discover(run)

@@ -26,7 +26,7 @@ from attnmap.errors import InputError
 from attnmap.view.cache import ByteLRU
 from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles, encode_png
 from attnmap.view.layers import FineLayer, HeatmapLayer, OutlineLayer
-from attnmap.view.sources import ViewSlide, source_state
+from attnmap.view.sources import Discovery, UnshownSlide, ViewSlide, source_state
 
 TOP_K = 12
 THUMB_PIXELS = 160
@@ -48,6 +48,13 @@ TILE_URL = re.compile(
 DZI_URL = re.compile(r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))\.dzi$", re.ASCII)
 DATA_URL = re.compile(r"^data/(\d+)/(info|patches-(\d+))\.js$", re.ASCII)
 THUMB_URL = re.compile(r"^thumbs/(\d+)/(\d+)/(\d+)\.jpeg$", re.ASCII)
+
+
+def _split(found: list[ViewSlide] | Discovery) -> tuple[list[ViewSlide], list[UnshownSlide]]:
+    """(slides, unshown) of what `find_slides` or `discover` gave."""
+    if isinstance(found, Discovery):
+        return list(found.slides), list(found.unshown)
+    return list(found), []
 
 
 class NotFoundError(Exception):
@@ -99,13 +106,13 @@ class ViewerContent:
 
     def __init__(
         self,
-        slides: list[ViewSlide],
+        slides: list[ViewSlide] | Discovery,
         cache_bytes: int = 128 << 20,
-        reload: Callable[[], list[ViewSlide]] | None = None,
+        reload: Callable[[], list[ViewSlide] | Discovery] | None = None,
         watch: Sequence[str | Path] = (),
         check_interval: float = 1.0,
     ) -> None:
-        self.slides = slides
+        self.slides, self.unshown = _split(slides)
         self.cache = ByteLRU(cache_bytes)
         self._lock = threading.Lock()
         self._tiles: dict[int, SlideTiles] = {}
@@ -114,7 +121,7 @@ class ViewerContent:
         self.empty_png = encode_png(np.zeros((1, 1, 4), dtype=np.uint8))
         self._reload, self.check_interval = reload, check_interval
         self._watch = tuple(Path(p) for p in watch)
-        self._sources = self._slide_sources(slides)
+        self._sources = self._slide_sources(self.slides, self.unshown)
         self._state = self._source_state()
         self._checked_at = time.monotonic()
         self._token, self._generation = secrets.token_hex(6), 0
@@ -126,8 +133,8 @@ class ViewerContent:
         """Names this process's current content: another server, or a reload, gives another."""
         return f"{self._token}-{self._generation}"
 
-    def _slide_sources(self, slides: list[ViewSlide]) -> tuple[Path, ...]:
-        return tuple(p for slide in slides for p in slide.sources)
+    def _slide_sources(self, slides: list[ViewSlide], unshown: list[UnshownSlide]) -> tuple[Path, ...]:
+        return tuple(p for slide in [*slides, *unshown] for p in slide.sources)
 
     def _source_state(self) -> tuple:
         return source_state([*self._watch, *self._sources])
@@ -142,10 +149,10 @@ class ViewerContent:
             if state == self._state and self.error is None:  # while in error, try again each time
                 return
             try:
-                slides, error = self._reload(), None
+                (slides, unshown), error = _split(self._reload()), None
             except Exception as exc:  # noqa: BLE001 - shown as one line until the files read again
                 message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-                slides, error = [], " ".join(message.split())
+                slides, unshown, error = [], [], " ".join(message.split())
             # the state read before the reload: a file written during it is read again next time
             self._state = state
             if error is not None and error == self.error:
@@ -154,9 +161,9 @@ class ViewerContent:
             self._retired += [*self._tiles.values(), *self._layers.values()]
             self._tiles, self._layers = {}, {}
             self.cache.clear()
-            self.slides, self.error = slides, error
+            self.slides, self.unshown, self.error = slides, unshown, error
             if error is None:  # after a failed read, keep watching the files of the last good one
-                self._sources = self._slide_sources(slides)
+                self._sources = self._slide_sources(slides, unshown)
             self._generation += 1
 
     # ------------------------------------------------------------------------------ resources
@@ -210,7 +217,8 @@ class ViewerContent:
                     else None,
                 }
             )
-        return {"slides": rows}
+        unshown = [{"id": item.slide_id, "reason": item.reason} for item in self.unshown]
+        return {"slides": rows, "unshown": unshown}
 
     def info(self, index: int) -> dict:
         slide = self.slides[index]

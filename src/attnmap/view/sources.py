@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -162,42 +162,160 @@ def _tissue_polygons(path: Path) -> list[np.ndarray]:
         return []
 
 
-def _run_slides(root: Path, annotations_dir: Path | None, skipped: list[str]) -> list[ViewSlide]:
+@dataclass(frozen=True)
+class UnshownSlide:
+    """A slide of a run folder the viewer cannot show, and why (one line, shown on start and in the page)."""
+
+    slide_id: str
+    reason: str
+    unfinished: bool = False
+    """True when the run has not written its blockmap or prediction yet (interrupted or running)."""
+    sources: tuple[Path, ...] = ()
+    """Files and folders whose change may make it showable (watched like `ViewSlide.sources`)."""
+
+
+@dataclass
+class Discovery:
+    """What a path holds: the slides to show, and those of its run folders that cannot be shown."""
+
+    slides: list[ViewSlide]
+    unshown: list[UnshownSlide] = field(default_factory=list)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSlide]) -> list[ViewSlide]:
+    """The slides of one run folder; a slide that does not read is named in ``unshown``, not fatal.
+
+    Why per slide: in a cohort of hundreds, one slide moved away or one damaged blockmap must not
+    hide every other slide; the page and the command line name it with its reason instead.
+    """
     slides = []
     for folder in sorted(p for p in (root / "heatmaps").iterdir() if p.is_dir()):
         slide_id = folder.name
         blockmap = folder / f"{slide_id}_blockmap.h5"
         prediction_file = folder / f"{slide_id}_prediction.json"
+        watched = (
+            root / "heatmaps",
+            root / "run_report.json",
+            folder,
+            blockmap,
+            prediction_file,
+            folder / f"{slide_id}_fine_maps.h5",
+            root / "tissue" / f"{slide_id}.json",
+            *_annotation_sources(annotations_dir, slide_id),
+        )
         if not (blockmap.is_file() and prediction_file.is_file()):
-            skipped.append(slide_id)
+            unshown.append(UnshownSlide(slide_id, "no blockmap or prediction file yet", True, watched))
             continue
-        prediction = _read_prediction(prediction_file)
-        slide_path = Path(prediction["slide_path"])
-        if not slide_path.is_absolute():
-            slide_path = (root / slide_path) if (root / slide_path).is_file() else slide_path.resolve()
-        if not slide_path.is_file():
-            raise InputError(
-                f"slide {slide_id}: its file {slide_path} (from {prediction_file.name}) is missing"
+        try:
+            slide = _run_slide(root, slide_id, blockmap, prediction_file, annotations_dir, watched)
+            _check_against_slide(slide)
+        except (InputError, OSError) as exc:  # OSError: an h5 file cut short by a run writing it
+            message = str(exc)
+            prefix = f"slide {slide_id}: "
+            message = message[len(prefix) :] if message.startswith(prefix) else message
+            unshown.append(
+                UnshownSlide(
+                    slide_id, _one_line(message), False, watched + _slide_candidates(root, prediction_file)
+                )
             )
-        score_sets = read_score_sets(blockmap)
-        fine = blockmap.parent / f"{slide_id}_fine_maps.h5"
-        if fine.is_file():
-            fine_set = read_fine_score_set(fine)
-            score_sets[fine_set.method] = fine_set
-        tissue = root / "tissue" / f"{slide_id}.json"
-        watched = (root / "heatmaps", blockmap.parent, blockmap, prediction_file, fine, tissue, slide_path)
-        slides.append(
-            ViewSlide(
-                slide_id,
-                slide_path,
-                score_sets,
-                prediction,
-                _tissue_polygons(tissue),
-                _find_annotations(annotations_dir, slide_id),
-                watched + _annotation_sources(annotations_dir, slide_id),
+            continue
+        slides.append(slide)
+    shown = {slide.slide_id for slide in slides} | {item.slide_id for item in unshown if not item.unfinished}
+    for slide_id, reason in _failed_in_report(root / "run_report.json"):
+        if slide_id in shown:
+            continue
+        unshown[:] = [item for item in unshown if item.slide_id != slide_id]  # failed, not merely unfinished
+        unshown.append(
+            UnshownSlide(
+                slide_id, _one_line(f"failed in the run: {reason}"), sources=(root / "run_report.json",)
             )
         )
     return slides
+
+
+def _failed_in_report(path: Path) -> list[tuple[str, str]]:
+    """(slide id, error) of the slides `wsi run` recorded as failed in its ``run_report.json``.
+
+    The id is the slide file's stem (the report names slides by their path); a report that does not
+    read (a run writing it) names none: the slides themselves are still shown.
+    """
+    try:
+        items = json.loads(path.read_text()).get("items", [])
+        failed = [item for item in items if isinstance(item, dict) and item.get("status") == "failed"]
+        return [
+            (
+                PurePath(str(item.get("item", ""))).stem,
+                f"{item.get('error_type') or 'error'}: {item.get('message') or 'no message'}",
+            )
+            for item in failed
+        ]
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return []
+
+
+def _slide_file(root: Path, recorded: str, prediction_file: Path) -> Path:
+    """The slide file a prediction names. A relative path is relative to where `wsi run` ran, which
+    the run folder does not record: tried against the run folder, the current folder and the run
+    folder's parents (where a run folder given as ``output_dir: out`` sits)."""
+    path = Path(recorded)
+    for candidate in _candidates(root, path):
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        f"its file {recorded} (from {prediction_file.name}) is missing"
+        + (
+            ""
+            if path.is_absolute()
+            else f" (looked under {root} and its parents, and under the current folder)"
+        )
+    )
+
+
+def _candidates(root: Path, path: Path) -> list[Path]:
+    if path.is_absolute():
+        return [path]
+    base = root.resolve()
+    return [base / path, Path.cwd() / path, *(parent / path for parent in base.parents)]
+
+
+def _slide_candidates(root: Path, prediction_file: Path) -> tuple[Path, ...]:
+    """Where the slide a prediction names may appear (watched while it is missing)."""
+    try:
+        return tuple(_candidates(root, Path(_read_prediction(prediction_file)["slide_path"])))
+    except InputError:
+        return ()
+
+
+def _run_slide(
+    root: Path,
+    slide_id: str,
+    blockmap: Path,
+    prediction_file: Path,
+    annotations_dir: Path | None,
+    watched: tuple[Path, ...],
+) -> ViewSlide:
+    prediction = _read_prediction(prediction_file)
+    slide_path = _slide_file(root, prediction["slide_path"], prediction_file)
+    score_sets = read_score_sets(blockmap)
+    fine = blockmap.parent / f"{slide_id}_fine_maps.h5"
+    if fine.is_file():
+        fine_set = read_fine_score_set(fine)
+        score_sets[fine_set.method] = fine_set
+    tissue = root / "tissue" / f"{slide_id}.json"
+    return ViewSlide(
+        slide_id,
+        slide_path,
+        score_sets,
+        prediction,
+        _tissue_polygons(tissue),
+        _find_annotations(annotations_dir, slide_id),
+        (*watched, slide_path),
+    )
 
 
 def _read_prediction(path: Path) -> dict:
@@ -238,10 +356,22 @@ def discover(
 
     ``annotations``: an annotation file (single slide) or a folder of ``<slide id>.geojson|.xml``.
     ``skipped``: receives the slide folders not shown because their blockmap or prediction file is
-    missing (a run interrupted, or still running), so the caller can say so.
+    missing (a run interrupted, or still running), so the caller can say so; `find_slides` also
+    gives the slides not shown for other reasons.
     Raises `InputError` when ``path`` holds nothing to show.
     """
-    skipped = [] if skipped is None else skipped
+    found = find_slides(path, scores, annotations)
+    if skipped is not None:
+        skipped += [item.slide_id for item in found.unshown if item.unfinished]
+    return found.slides
+
+
+def find_slides(
+    path: str | Path, scores: list[str | Path] | None = None, annotations: str | Path | None = None
+) -> Discovery:
+    """`discover`'s slides with those of the run folders that cannot be shown and why: unfinished,
+    failed in the run (``run_report.json``), or whose files do not read (a slide moved away, a
+    damaged blockmap, annotations that do not parse). `InputError` when no slide can be shown."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"nothing to view: {path} does not exist")
@@ -255,53 +385,69 @@ def discover(
         )
     annotation_dir = annotations if annotations is not None and annotations.is_dir() else None
     if path.is_file():
-        if not scores:
-            raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
-        sets: dict[str, ScoreSet] = {}
-        from attnmap.wsi.heatmap.fine_store import is_fine_map_file
-
-        for score_file in scores:
-            found = (
-                {(fine := read_fine_score_set(Path(score_file))).method: fine}
-                if is_fine_map_file(score_file)
-                else read_score_sets(Path(score_file))
-            )
-            for method, score_set in found.items():
-                name = method if method not in sets else f"{Path(score_file).stem}:{method}"
-                sets[name] = score_set
-        slide = ViewSlide(path.stem, path.resolve(), sets, sources=(path, *map(Path, scores)))
-        if annotations is not None and annotations.is_file():
-            from attnmap.wsi.annotations import load_annotations
-
-            slide.annotations = [ring for region in load_annotations(annotations) for ring in region.rings()]
-            slide.sources += (annotations,)
-        else:
-            slide.annotations = _find_annotations(annotation_dir, slide.slide_id)
-            slide.sources += _annotation_sources(annotation_dir, slide.slide_id)
-        _check_against_slide(slide)
-        return [slide]
+        return Discovery([_single_slide(path, scores, annotations, annotation_dir)])
     if scores:
         raise InputError("--scores goes with a slide file, not with a folder")
-    slides = _run_slides(path, annotation_dir, skipped) if (path / "heatmaps").is_dir() else []
-    if not slides:
+    if not path.is_dir():
+        raise InputError(f"nothing to view: {path} is neither a folder nor a slide file")
+    unshown: list[UnshownSlide] = []
+    slides = _run_slides(path, annotation_dir, unshown) if (path / "heatmaps").is_dir() else []
+    if not slides and not unshown:
         for child in sorted(p for p in path.iterdir() if (p / "heatmaps").is_dir()):
-            for slide in _run_slides(child, annotation_dir, skipped):
+            child_unshown: list[UnshownSlide] = []
+            for slide in _run_slides(child, annotation_dir, child_unshown):
                 slide.slide_id = f"{child.name}-{slide.slide_id}" if _clash(slides, slide) else slide.slide_id
                 slides.append(slide)
-    for slide in slides:
-        _check_against_slide(slide)
-    if not slides and skipped:
+            unshown += [
+                UnshownSlide(f"{child.name}/{item.slide_id}", item.reason, item.unfinished, item.sources)
+                for item in child_unshown
+            ]
+    if slides:
+        return Discovery(slides, unshown)
+    refused = [item for item in unshown if not item.unfinished]
+    if refused:
+        more = f" ({len(unshown) - 1} more slide(s) not shown either)" if len(unshown) > 1 else ""
+        raise InputError(f"nothing to view in {path}: slide {refused[0].slide_id}: {refused[0].reason}{more}")
+    if unshown:
         raise InputError(
             f"nothing to view in {path} yet: no slide folder has both its blockmap and its prediction "
-            f"file ({len(skipped)} without: an interrupted or running `wsi run`?)"
+            f"file ({len(unshown)} without: an interrupted or running `wsi run`?)"
         )
-    if not slides:
-        raise InputError(
-            f"nothing to view in {path}: expected a `wsi run` output folder "
-            "(heatmaps/<id>/<id>_blockmap.h5), "
-            "a folder of such folders, or a slide file with --scores"
+    raise InputError(
+        f"nothing to view in {path}: expected a `wsi run` output folder "
+        "(heatmaps/<id>/<id>_blockmap.h5), "
+        "a folder of such folders, or a slide file with --scores"
+    )
+
+
+def _single_slide(
+    path: Path, scores: list[str | Path] | None, annotations: Path | None, annotation_dir: Path | None
+) -> ViewSlide:
+    if not scores:
+        raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
+    sets: dict[str, ScoreSet] = {}
+    from attnmap.wsi.heatmap.fine_store import is_fine_map_file
+
+    for score_file in scores:
+        found = (
+            {(fine := read_fine_score_set(Path(score_file))).method: fine}
+            if is_fine_map_file(score_file)
+            else read_score_sets(Path(score_file))
         )
-    return slides
+        for method, score_set in found.items():
+            name = method if method not in sets else f"{Path(score_file).stem}:{method}"
+            sets[name] = score_set
+    slide = ViewSlide(path.stem, path.resolve(), sets, sources=(path, *map(Path, scores)))
+    if annotations is not None and annotations.is_file():
+        from attnmap.wsi.annotations import load_annotations
+
+        slide.annotations = [ring for region in load_annotations(annotations) for ring in region.rings()]
+        slide.sources += (annotations,)
+    else:
+        slide.annotations = _find_annotations(annotation_dir, slide.slide_id)
+        slide.sources += _annotation_sources(annotation_dir, slide.slide_id)
+    _check_against_slide(slide)
+    return slide
 
 
 def _check_against_slide(slide: ViewSlide) -> None:

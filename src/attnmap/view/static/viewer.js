@@ -264,7 +264,17 @@ load("slides", "data/slides.js").then((data) => {
     li.addEventListener("click", () => showSlide(slide.index));
     list.appendChild(li);
   });
-  $("slides-section").style.display = data.slides.length > 1 ? "" : "none";
+  (data.unshown || []).forEach((item) => {  // slides of the run the viewer cannot show, and why
+    const li = document.createElement("li");
+    li.className = "unshown";
+    li.textContent = item.id;
+    li.title = item.reason;
+    const note = document.createElement("small");
+    note.textContent = item.reason;
+    li.appendChild(note);
+    list.appendChild(li);
+  });
+  $("slides-section").style.display = data.slides.length > 1 || (data.unshown || []).length ? "" : "none";
   setOpacity(Number($("opacity").value));
   if (data.slides.length) return showSlide(0);
 }).catch(async (error) => {
