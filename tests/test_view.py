@@ -585,3 +585,22 @@ def test_a_cohort_shows_the_slides_that_read_and_names_the_others_with_why(tmp_p
         InputError, match=r"^nothing to view in .*: slide slide_a: cannot read scores file .*\(4 more"
     ):
         discover(run)
+
+
+def test_export_into_a_place_it_cannot_write_fails_at_once_in_one_line(run_folder, tmp_path, capsys):
+    from attnmap.view import export_static
+
+    (tmp_path / "a_file").write_text("x")
+    content = ViewerContent(discover(run_folder))
+    calls = []
+    content.get = lambda url: calls.append(url)  # nothing may be drawn before the target is known good
+    with pytest.raises(InputError, match=r"^--export target .*a_file/site: Not a directory$"):
+        export_static(content, tmp_path / "a_file" / "site")
+    assert not calls
+    content.close()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["view", str(run_folder), "--export", str(tmp_path / "a_file" / "site")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"attnmap: error: --export target {tmp_path / 'a_file' / 'site'}: Not a directory"
+    ]

@@ -87,8 +87,9 @@ def test_cohort_slide_list_and_annotations(browser, tmp_path):
 
 def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1100, "height": 760})
-    errors: list[str] = []
+    errors: list[str] = []  # script errors, and console errors (a failed request is one)
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(f"{message.text} {message.location}") if message.type == "error" else None)
     page.goto(url)
     page.wait_for_function("window.attnmap && window.attnmap.state.loaded === true", timeout=30000)
     return page, errors
@@ -179,7 +180,40 @@ def test_exported_folder_opens_from_disk(browser, run_folder, tmp_path):
     content.close()
     page, errors = _open(browser, page_path.as_uri())
     _check_overlay(page, tmp_path, "exported")
-    assert not errors, errors
+    page.locator("#show-tissue").check()  # an overlay whose tiles are mostly left out of the export
+    page.evaluate("window.attnmap.viewer.viewport.goHome(true)")
+    page.wait_for_timeout(300)
+    page.wait_for_function("window.attnmap.state.loaded === true", timeout=30000)
+    assert not errors, errors  # the page never asks for a tile the export left out
+
+
+def test_exported_folder_opens_from_a_static_web_server(browser, run_folder, tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    content = ViewerContent(discover(run_folder))
+    export_static(content, tmp_path / "export")
+    content.close()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "export")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        page.select_option("#method", "2")  # the fine maps, zoomed in
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 2")
+        page.evaluate(f"window.attnmap.jumpTo(512, 256, {PATCH})")
+        page.wait_for_timeout(800)
+        page.wait_for_function("window.attnmap.state.loaded === true", timeout=30000)
+        page.wait_for_timeout(2200)  # one poll of data/version.js: the export has it, unchanged
+        assert page.evaluate("window.attnmap.state.method") == 2  # not reloaded
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_open_page_reloads_itself_after_a_rerun(browser, tmp_path):
@@ -196,10 +230,13 @@ def test_open_page_reloads_itself_after_a_rerun(browser, tmp_path):
         payload = json.loads(prediction.read_text())
         prediction.write_text(json.dumps({**payload, "prediction_name": "normal"}))  # a rerun
         page.wait_for_function("document.querySelector('#title').textContent.includes('normal')")
+        page.wait_for_function("window.attnmap.state.loaded === true")
+        assert not errors, errors
         blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
         blockmap.write_bytes(blockmap.read_bytes()[:1000])  # a rerun still writing: why, in one line
         page.wait_for_function("document.querySelector('#title').textContent.includes('cannot read scores')")
-        assert not errors, errors
+        # meanwhile its requests fail (404 for the replaced version, 503 while the files do not read)
+        assert not [error for error in errors if "failed to load" not in error.lower()], errors
     finally:
         server.shutdown()
         server.server_close()

@@ -61,16 +61,30 @@ function fmt(value) {
   return Math.abs(value) >= 1000 || (Math.abs(value) < 0.01 && value !== 0) ? value.toExponential(2) : value.toPrecision(3);
 }
 
+function tilePresence(present) {
+  // an exported folder leaves out overlay tiles where nothing is drawn: its info lists, per level, a
+  // bitset (base64, row-major) of the tiles written, so the page never asks for a missing file
+  const levels = present.map((bits) => Uint8Array.from(atob(bits), (c) => c.charCodeAt(0)));
+  return function (level, x, y) {
+    const numTiles = this.getNumTiles(level), bits = levels[level];
+    if (!bits || x < 0 || y < 0 || x >= numTiles.x || y >= numTiles.y) return false;
+    const i = y * numTiles.x + x;
+    return (bits[i >> 3] & (1 << (i & 7))) !== 0;
+  };
+}
+
 function addLayer(source, opacity, index) {
   // served: tile URLs name the version of the content, so a page older than a rerun gets no new tile
   const image = source.Image;
-  const tileSource = location.protocol.startsWith("http") && state.info && state.info.version
-    ? new OpenSeadragon.DziTileSource({
-      width: Number(image.Size.Width), height: Number(image.Size.Height), tileSize: Number(image.TileSize),
-      tileOverlap: Number(image.Overlap), tilesUrl: image.Url, fileFormat: image.Format,
-      queryParams: "?v=" + encodeURIComponent(state.info.version),
-    })
-    : source;
+  const options = {
+    width: Number(image.Size.Width), height: Number(image.Size.Height), tileSize: Number(image.TileSize),
+    tileOverlap: Number(image.Overlap), tilesUrl: image.Url, fileFormat: image.Format,
+  };
+  if (location.protocol.startsWith("http") && state.info && state.info.version) {
+    options.queryParams = "?v=" + encodeURIComponent(state.info.version);
+  }
+  if (source.present) options.tileExists = tilePresence(source.present);
+  const tileSource = new OpenSeadragon.DziTileSource(options);
   return new Promise((resolve, reject) => {
     viewer.addTiledImage({
       tileSource: tileSource, opacity: opacity, index: index,
