@@ -89,7 +89,12 @@ def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1100, "height": 760})
     errors: list[str] = []  # script errors, and console errors (a failed request is one)
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(f"{message.text} {message.location}") if message.type == "error" else None)
+
+    def console(message) -> None:
+        if message.type == "error":
+            errors.append(f"{message.text} {message.location}")
+
+    page.on("console", console)
     page.goto(url)
     page.wait_for_function("window.attnmap && window.attnmap.state.loaded === true", timeout=30000)
     return page, errors
@@ -199,7 +204,8 @@ def test_exported_folder_opens_from_a_static_web_server(browser, run_folder, tmp
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "export")))
+    handler = functools.partial(Quiet, directory=str(tmp_path / "export"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html")
