@@ -247,3 +247,42 @@ def test_open_page_reloads_itself_after_a_rerun(browser, tmp_path):
         server.shutdown()
         server.server_close()
         content.close()
+
+
+def test_the_reload_after_a_rerun_keeps_the_slide_method_and_view(browser, tmp_path):
+    import json
+
+    root = tmp_path / "cohort"
+    write_run_folder(root, "slide_a", seed=0, fine=False)
+    run = write_run_folder(root, "slide_b", seed=1, hot=(128, 128), fine=False)
+    content = ViewerContent(discover(run), reload=lambda: discover(run), watch=[run], check_interval=0)
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/")
+        page.locator("#slides li").nth(1).click()
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 1")
+        page.select_option("#method", "1")
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 1")
+        page.locator("#opacity").fill("80")
+        page.evaluate(f"window.attnmap.jumpTo(640, 384, {PATCH})")
+        page.wait_for_timeout(900)  # the zoom animation ends: the view is in the address
+        view = "(v => [v.getCenter(true).x, v.getCenter(true).y, v.getZoom(true)])(window.attnmap.viewer.viewport)"
+        before = page.evaluate(view)
+        assert "slide=slide_b" in page.url and "method=lrp" in page.url
+        write_run_folder(root, "slide_0", seed=2, fine=False)  # a rerun adds a slide listed first: b is now 2
+        prediction = run / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+        payload = json.loads(prediction.read_text())
+        prediction.write_text(json.dumps({**payload, "prediction_name": "normal"}))
+        page.wait_for_function("document.querySelector('#title').textContent.includes('normal')")
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 2")
+        assert page.evaluate("window.attnmap.state.info.id") == "slide_b"
+        assert page.locator("#method").input_value() == "1"
+        assert page.locator("#opacity-value").inner_text() == "80%"
+        after = page.evaluate(view)
+        assert np.allclose(after, before, rtol=1e-3, atol=1e-4), (before, after)
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()

@@ -95,13 +95,32 @@ function addLayer(source, opacity, index) {
 
 function slideItem() { return viewer.world.getItemAt(0); }
 
-async function showSlide(index) {
+function saveView() {
+  // the slide (by id: a rerun may renumber slides), the method (by name) and the viewport in the
+  // address, which survives the reload after a rerun and can be bookmarked or shared
+  if (!state.info) return;
+  const centre = viewer.viewport.getCenter(true), method = state.info.methods[state.method];
+  const params = new URLSearchParams({
+    slide: state.info.id, method: method ? method.name : "", x: centre.x.toFixed(6), y: centre.y.toFixed(6),
+    zoom: viewer.viewport.getZoom(true).toPrecision(6), opacity: String(Math.round(state.opacity * 100)),
+  });
+  history.replaceState(null, "", "#" + params.toString());
+}
+viewer.addHandler("animation-finish", saveView);
+
+async function showSlide(index, place) {
+  // place: where to look (from the address's #fragment), so a reload after a rerun keeps the view
   state.loaded = false;
   const info = await load("info-" + index, "data/" + index + "/info.js");
   state.slide = index; state.info = info;
   viewer.world.removeAll();
   state.heat = state.tissue = state.annotations = null;
   await addLayer(info.slide, 1, 0);
+  const zoom = place ? Number(place.get("zoom")) : NaN, x = place ? Number(place.get("x")) : NaN, y = place ? Number(place.get("y")) : NaN;
+  if (zoom > 0 && Number.isFinite(x) && Number.isFinite(y)) {
+    viewer.viewport.zoomTo(zoom, null, true);
+    viewer.viewport.panTo(new OpenSeadragon.Point(x, y), true);
+  }
   document.querySelectorAll("#slides li").forEach((li) => li.classList.toggle("active", Number(li.dataset.index) === index));
   const select = $("method");
   select.innerHTML = "";
@@ -119,7 +138,8 @@ async function showSlide(index) {
   }
   if (prediction.label !== null && prediction.label !== undefined) title += " — label " + prediction.label;
   $("title").textContent = title;
-  await showMethod(info.methods.length ? 0 : -1);
+  const wanted = place ? info.methods.findIndex((method) => method.name === place.get("method")) : -1;
+  await showMethod(info.methods.length ? Math.max(0, wanted) : -1);
   await toggleOutline("tissue");
   await toggleOutline("annotations");
 }
@@ -133,6 +153,7 @@ async function showMethod(m) {
   state.method = m;
   $("method").value = String(m);
   state.heat = await addLayer(method.tiles, state.opacity, 1);
+  saveView();
   drawColorbar(method);
   drawGallery(method);
   const patches = await load("patches-" + info.index + "-" + m, "data/" + info.index + "/patches-" + m + ".js");
@@ -246,6 +267,7 @@ function setOpacity(percent) {
   state.opacity = percent / 100;
   $("opacity-value").textContent = percent + "%";
   if (state.heat) state.heat.setOpacity(state.opacity);
+  saveView();
 }
 
 $("opacity").addEventListener("input", (event) => setOpacity(Number(event.target.value)));
@@ -289,8 +311,12 @@ load("slides", "data/slides.js").then((data) => {
     list.appendChild(li);
   });
   $("slides-section").style.display = data.slides.length > 1 || (data.unshown || []).length ? "" : "none";
+  const place = new URLSearchParams(location.hash.slice(1));
+  const opacity = Number(place.get("opacity"));
+  if (place.has("opacity") && opacity >= 0 && opacity <= 100) $("opacity").value = String(opacity);
   setOpacity(Number($("opacity").value));
-  if (data.slides.length) return showSlide(0);
+  const start = data.slides.findIndex((slide) => slide.id === place.get("slide"));
+  if (data.slides.length) return start >= 0 ? showSlide(start, place) : showSlide(0);
 }).catch(async (error) => {
   let text = String(error);
   if (location.protocol.startsWith("http")) {  // the server says why in one line (a run still writing, say)
