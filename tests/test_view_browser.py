@@ -267,7 +267,10 @@ def test_the_reload_after_a_rerun_keeps_the_slide_method_and_view(browser, tmp_p
         page.locator("#opacity").fill("80")
         page.evaluate(f"window.attnmap.jumpTo(640, 384, {PATCH})")
         page.wait_for_timeout(900)  # the zoom animation ends: the view is in the address
-        view = "(v => [v.getCenter(true).x, v.getCenter(true).y, v.getZoom(true)])(window.attnmap.viewer.viewport)"
+        view = (
+            "(v => [v.getCenter(true).x, v.getCenter(true).y, v.getZoom(true)])"
+            "(window.attnmap.viewer.viewport)"
+        )
         before = page.evaluate(view)
         assert "slide=slide_b" in page.url and "method=lrp" in page.url
         write_run_folder(root, "slide_0", seed=2, fine=False)  # a rerun adds a slide listed first: b is now 2
