@@ -604,3 +604,52 @@ def test_export_into_a_place_it_cannot_write_fails_at_once_in_one_line(run_folde
     assert capsys.readouterr().err.strip().splitlines() == [
         f"attnmap: error: --export target {tmp_path / 'a_file' / 'site'}: Not a directory"
     ]
+
+
+def test_annotations_in_both_formats_are_drawn_and_wrong_ones_refused(tmp_path):
+    import h5py
+
+    run = write_run_folder(tmp_path, "slide_a", fine=False)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    square = [[600, 300], [900, 300], [900, 600], [600, 600], [600, 300]]
+    hole = [[700, 400], [800, 400], [800, 500], [700, 500], [700, 400]]
+    (folder / "slide_a.geojson").write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": '
+        f'{{"type": "MultiPolygon", "coordinates": [[{square}, {hole}], '
+        "[[[100, 100], [200, 100], [150, 200], [100, 100]]]]}}]}"
+    )
+    content = ViewerContent(discover(run, annotations=folder))
+    assert len(content.slides[0].annotations) == 3  # outer, hole, and the second polygon
+    grid = DeepZoomGrid((1024, 768))
+
+    def alpha(x: int, y: int) -> int:  # the outline layer at level-0 pixel (x, y), at full resolution
+        col, row = x // grid.tile_size, y // grid.tile_size
+        region = grid.region(grid.level_count - 1, col, row)
+        tile = content.get(f"tiles/0/annotations_files/{grid.level_count - 1}/{col}_{row}.png")[0]
+        return int(np.asarray(Image.open(io.BytesIO(tile)))[y - region.origin[1], x - region.origin[0], 3])
+
+    assert alpha(750, 300) == alpha(800, 450) == alpha(150, 100) == 255  # square, hole, second polygon
+    assert alpha(850, 350) == alpha(750, 450) == 0  # inside the lesion and inside the hole, off the outlines
+    content.close()
+    (folder / "slide_a.geojson").unlink()
+    coordinates = "".join(f'<Coordinate Order="{i}" X="{x}" Y="{y}"/>' for i, (x, y) in enumerate(square[:4]))
+    (folder / "slide_a.xml").write_text(
+        '<?xml version="1.0"?><ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" '
+        f'PartOfGroup="Tumor"><Coordinates>{coordinates}</Coordinates></Annotation></Annotations>'
+        "<AnnotationGroups/></ASAP_Annotations>"
+    )
+    (slide,) = discover(run, annotations=folder)
+    assert len(slide.annotations) == 1 and slide.annotations[0][:, 0].max() == 900
+    shifted = coordinates.replace('X="6', 'X="46').replace('X="9', 'X="49')  # x 4600-4900: another slide
+    (folder / "slide_a.xml").write_text((folder / "slide_a.xml").read_text().replace(coordinates, shifted))
+    with pytest.raises(InputError, match=r"slide_a: 1 of 1 annotation rings lie wholly outside the slide"):
+        discover(run, annotations=folder)
+    (folder / "slide_a.xml").write_text("<ASAP_Annotations><Annotations>")  # cut short
+    with pytest.raises(InputError, match="slide_a.xml"):
+        discover(run, annotations=folder)
+    (folder / "slide_a.xml").unlink()
+    with h5py.File(run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", "r+") as handle:
+        handle["scores_lrp"][3] = np.nan  # a score set a run left unfinished
+    with pytest.raises(InputError, match=r"slide_a_blockmap\.h5: 'lrp' scores: .*NaN"):
+        discover(run)

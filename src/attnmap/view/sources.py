@@ -115,9 +115,17 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
     if size is None:
         size = _grid_step(coords)
     return {
-        method: ScoreSet(method, coords, values, int(size), choose_scale(values, method))
+        method: ScoreSet(method, coords, values, int(size), _scale(path, values, method))
         for method, values in raw.items()
     }
+
+
+def _scale(path: Path, values: np.ndarray, method: str) -> ScoreScale:
+    """`choose_scale`, its refusal naming the file and score set (NaN from a run cut short, say)."""
+    try:
+        return choose_scale(values, method)
+    except InputError as exc:
+        raise InputError(f"{path}: '{method}' scores: {exc}") from None
 
 
 def read_fine_score_set(path: Path) -> ScoreSet:
@@ -134,7 +142,7 @@ def read_fine_score_set(path: Path) -> ScoreSet:
             store.coords,
             store.scores,
             store.patch_size,
-            choose_scale(store.scores, store.mil_method),
+            _scale(Path(path), store.scores, store.mil_method),
             info,
         )
 
@@ -461,6 +469,23 @@ def _check_against_slide(slide: ViewSlide) -> None:
 
     with open_slide(slide.slide_path) as handle:
         width, height = handle.dimensions
+    outside_rings = sum(
+        1
+        for ring in slide.annotations
+        if len(ring)
+        and (
+            ring[:, 0].max() < 0
+            or ring[:, 1].max() < 0
+            or ring[:, 0].min() >= width
+            or ring[:, 1].min() >= height
+        )
+    )
+    if outside_rings:
+        raise InputError(
+            f"slide {slide.slide_id}: {outside_rings} of {len(slide.annotations)} annotation rings lie "
+            f"wholly outside the slide ({width}x{height} px at level 0); of another slide, or not in "
+            "level-0 pixels?"
+        )
     for name, score_set in slide.score_sets.items():
         x, y = score_set.coords[:, 0], score_set.coords[:, 1]
         outside = int(np.count_nonzero((x < 0) | (y < 0) | (x >= width) | (y >= height)))
