@@ -653,3 +653,28 @@ def test_annotations_in_both_formats_are_drawn_and_wrong_ones_refused(tmp_path):
         handle["scores_lrp"][3] = np.nan  # a score set a run left unfinished
     with pytest.raises(InputError, match=r"slide_a_blockmap\.h5: 'lrp' scores: .*NaN"):
         discover(run)
+
+
+def test_coarse_tiles_of_a_one_level_slide_are_read_in_bounded_blocks(run_folder, monkeypatch):
+    import attnmap.view.deepzoom as deepzoom
+
+    (slide,) = discover(run_folder)
+    with open_slide(slide.slide_path) as real:
+        pixels = real.read_region((0, 0), 0, real.dimensions)
+    one_level = ArraySlide(pixels)
+    whole = {address: np.asarray(SlideTiles(one_level).image(*address), dtype=int) for address in ((10, 1, 1),)}
+    monkeypatch.setattr(deepzoom, "MAX_READ_RATIO", 1e9)  # the one-piece read, as the reference
+    for address in ((9, 0, 0), (8, 0, 0), (5, 0, 0), (0, 0, 0)):
+        whole[address] = np.asarray(SlideTiles(one_level).image(*address), dtype=int)
+    monkeypatch.setattr(deepzoom, "MAX_READ_RATIO", 8)
+    monkeypatch.setattr(deepzoom, "CHUNK", 16)
+    reads = []
+    read = one_level.read_region
+    monkeypatch.setattr(one_level, "read_region", lambda *args: reads.append(args[2]) or read(*args))
+    tiles = SlideTiles(one_level)
+    for address, expected in whole.items():
+        reads.clear()
+        image = np.asarray(tiles.image(*address), dtype=int)
+        assert image.shape == expected.shape and np.abs(image - expected).mean() < 1.0, address
+        bound = 2 * 16 * 8 if address[0] <= 6 else 8 * (254 + 2)  # level 7 and finer: one read ≤ 8 × tile
+        assert max(max(size) for size in reads) <= bound, (address, reads)
