@@ -149,6 +149,17 @@ def test_served_page_draws_the_overlay(browser, run_folder, tmp_path):
         assert "centred on 0" in page.locator("#scale-caption").inner_text()
         assert not page.locator("#fine-legend").is_visible()
         _check_fine_layer(page, tmp_path)
+        page.evaluate(  # quicker than the layers load: only the last choice may stay on the slide
+        page.evaluate(  # faster than layers load: only the last choice may stay on the slide
+            "(document.querySelector('#method'))"
+        )
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 2")
+        page.wait_for_timeout(500)
+        urls = page.evaluate(
+            "(w => Array.from({length: w.getItemCount()}, (_, i) => w.getItemAt(i).source.tilesUrl))"
+            "(window.attnmap.viewer.world)"
+        )
+        assert urls == ["tiles/0/slide_files/", "tiles/0/heat-2_files/"], urls
         assert not errors, errors
     finally:
         server.shutdown()

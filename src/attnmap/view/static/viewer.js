@@ -13,7 +13,7 @@ function attnmapData(name, payload) {
     return;
   }
   store[name] = payload;
-  if (waiting[name]) { waiting[name](payload); delete waiting[name]; }
+  if (waiting[name]) { waiting[name].forEach((resolve) => resolve(payload)); delete waiting[name]; }
 }
 window.attnmapData = attnmapData;
 
@@ -33,7 +33,7 @@ if (location.protocol.startsWith("http")) { pollVersion(); polling = setInterval
 function load(name, url) {
   if (store[name]) return Promise.resolve(store[name]);
   return new Promise((resolve, reject) => {
-    waiting[name] = resolve;
+    (waiting[name] = waiting[name] || []).push(resolve);
     const script = document.createElement("script");
     script.src = url;
     script.onerror = () => reject(new Error("cannot load " + url));
@@ -108,14 +108,21 @@ function saveView() {
 }
 viewer.addHandler("animation-finish", saveView);
 
+// Every change of slide, method or outline takes a ticket; a call that a later one overtook while it
+// waited for the network drops what it loaded, so quick clicks never leave a stale layer stacked.
+const tickets = { slide: 0, method: 0, tissue: 0, annotations: 0 };
+
 async function showSlide(index, place) {
   // place: where to look (from the address's #fragment), so a reload after a rerun keeps the view
+  const ticket = ++tickets.slide;
   state.loaded = false;
   const info = await load("info-" + index, "data/" + index + "/info.js");
+  if (ticket !== tickets.slide) return;
   state.slide = index; state.info = info;
   viewer.world.removeAll();
   state.heat = state.tissue = state.annotations = null;
-  await addLayer(info.slide, 1, 0);
+  const item = await addLayer(info.slide, 1, 0);
+  if (ticket !== tickets.slide) { viewer.world.removeItem(item); return; }
   const zoom = place ? Number(place.get("zoom")) : NaN, x = place ? Number(place.get("x")) : NaN, y = place ? Number(place.get("y")) : NaN;
   if (zoom > 0 && Number.isFinite(x) && Number.isFinite(y)) {
     viewer.viewport.zoomTo(zoom, null, true);
@@ -140,11 +147,14 @@ async function showSlide(index, place) {
   $("title").textContent = title;
   const wanted = place ? info.methods.findIndex((method) => method.name === place.get("method")) : -1;
   await showMethod(info.methods.length ? Math.max(0, wanted) : -1);
+  if (ticket !== tickets.slide) return;
   await toggleOutline("tissue");
+  if (ticket !== tickets.slide) return;
   await toggleOutline("annotations");
 }
 
 async function showMethod(m) {
+  const ticket = ++tickets.method;
   state.loaded = false;
   if (state.heat) { viewer.world.removeItem(state.heat); state.heat = null; }
   state.patches = null; state.cells = null;
@@ -152,18 +162,30 @@ async function showMethod(m) {
   const info = state.info, method = info.methods[m];
   state.method = m;
   $("method").value = String(m);
-  state.heat = await addLayer(method.tiles, state.opacity, 1);
+  const item = await addLayer(method.tiles, state.opacity, 1);
+  if (ticket !== tickets.method || state.info !== info) {
+    if (viewer.world.getIndexOfItem(item) >= 0) viewer.world.removeItem(item);
+    return;
+  }
+  state.heat = item;
   saveView();
   drawColorbar(method);
   drawGallery(method);
   const patches = await load("patches-" + info.index + "-" + m, "data/" + info.index + "/patches-" + m + ".js");
-  if (state.info === info && state.method === m) { indexPatches(patches); checkLoaded(); }
+  if (ticket === tickets.method && state.info === info) { indexPatches(patches); checkLoaded(); }
 }
 
 async function toggleOutline(name) {
-  const box = $("show-" + name), source = state.info && state.info[name];
+  const ticket = ++tickets[name], info = state.info;
+  const box = $("show-" + name), source = info && info[name];
   if (state[name]) { viewer.world.removeItem(state[name]); state[name] = null; }
-  if (source && box.checked) state[name] = await addLayer(source, 1, viewer.world.getItemCount());
+  if (!source || !box.checked) return;
+  const item = await addLayer(source, 1, viewer.world.getItemCount());
+  if (ticket !== tickets[name] || state.info !== info) {
+    if (viewer.world.getIndexOfItem(item) >= 0) viewer.world.removeItem(item);
+    return;
+  }
+  state[name] = item;
 }
 
 function drawBar(prefix, scale, colours) {
