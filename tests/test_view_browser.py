@@ -150,7 +150,8 @@ def test_served_page_draws_the_overlay(browser, run_folder, tmp_path):
         assert not page.locator("#fine-legend").is_visible()
         _check_fine_layer(page, tmp_path)
         page.evaluate(  # quicker than the layers load: only the last choice may stay on the slide
-        page.evaluate(  # faster than layers load: only the last choice may stay on the slide
+            "(s => ['0', '2', '1', '0', '2'].forEach(v => {"
+            " s.value = v; s.dispatchEvent(new Event('change')); }))"
             "(document.querySelector('#method'))"
         )
         page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 2")
