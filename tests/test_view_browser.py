@@ -17,7 +17,7 @@ from PIL import Image
 from view_fixtures import PATCH, write_run_folder
 
 from attnmap.render.scale import colour_table
-from attnmap.view import ViewerContent, discover, export_static, make_server
+from attnmap.view import ViewerContent, discover, export_static, find_slides, make_server
 
 CHROMIUM = os.environ.get("ATTNMAP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -267,7 +267,7 @@ def test_the_reload_after_a_rerun_keeps_the_slide_method_and_view(browser, tmp_p
     root = tmp_path / "cohort"
     write_run_folder(root, "slide_a", seed=0, fine=False)
     run = write_run_folder(root, "slide_b", seed=1, hot=(128, 128), fine=False)
-    content = ViewerContent(discover(run), reload=lambda: discover(run), watch=[run], check_interval=0)
+    content = ViewerContent(find_slides(run), reload=lambda: find_slides(run), watch=[run], check_interval=0)
     server = make_server(content, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -296,6 +296,14 @@ def test_the_reload_after_a_rerun_keeps_the_slide_method_and_view(browser, tmp_p
         assert page.locator("#opacity-value").inner_text() == "80%"
         after = page.evaluate(view)
         assert np.allclose(after, before, rtol=1e-3, atol=1e-4), (before, after)
+        assert not errors, errors
+        text = prediction.read_text()
+        prediction.unlink()  # the rerun reaches slide_b: its outputs are deleted first
+        page.wait_for_function("document.querySelector('#title').textContent.includes('b is not shown')")
+        assert "slide=slide_b" in page.url  # the place is kept, not replaced by another slide's
+        prediction.write_text(text)
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 2")
+        assert np.allclose(page.evaluate(view), before, rtol=1e-3, atol=1e-4)
         assert not errors, errors
     finally:
         server.shutdown()

@@ -338,6 +338,11 @@ load("slides", "data/slides.js").then((data) => {
   if (place.has("opacity") && opacity >= 0 && opacity <= 100) $("opacity").value = String(opacity);
   setOpacity(Number($("opacity").value));
   const start = data.slides.findIndex((slide) => slide.id === place.get("slide"));
+  const away = (data.unshown || []).find((item) => item.id === place.get("slide"));
+  if (start < 0 && away) {  // the slide in view is being rerun: say so and keep the place for its return
+    $("title").textContent = away.id + " is not shown: " + away.reason + " (this page reloads when it changes)";
+    return;
+  }
   if (data.slides.length) return start >= 0 ? showSlide(start, place) : showSlide(0);
 }).catch(async (error) => {
   let text = String(error);
