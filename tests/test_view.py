@@ -678,3 +678,27 @@ def test_coarse_tiles_of_a_one_level_slide_are_read_in_bounded_blocks(run_folder
         assert image.shape == expected.shape and np.abs(image - expected).mean() < 1.0, address
         bound = 2 * 16 * 8 if address[0] <= 6 else 8 * (254 + 2)  # level 7 and finer: one read ≤ 8 × tile
         assert max(max(size) for size in reads) <= bound, (address, reads)
+
+
+def test_a_real_run_with_relative_paths_views_from_anywhere_and_a_replaced_slide_is_refused(
+    tmp_path, monkeypatch, capsys
+):
+    import yaml
+    from synthetic_slide_files import write_pipeline_setup, write_test_slide
+
+    config = write_pipeline_setup(tmp_path / "project", n_slides=1)
+    raw = yaml.safe_load(config.read_text())
+    raw["segmentation"]["level"] = 0
+    config.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path / "project")  # as a user runs it: relative paths throughout
+    main(["wsi", "run", "config.yaml", "--quiet"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = tmp_path / "project" / "out"
+    (slide,) = discover(run)
+    assert slide.slide_path == (tmp_path / "project" / "slides" / "slide_0.tif").resolve()
+    assert slide.run_dimensions == (1024, 768)
+    write_test_slide(tmp_path / "project" / "slides" / "slide_0.tif", seed=5, size=(2048, 1536))  # replaced
+    with pytest.raises(InputError, match=r"is 2048x1536 px at level 0 but the run read a 1024x768 slide"):
+        discover(run)

@@ -65,6 +65,8 @@ class ViewSlide:
     annotations: list[np.ndarray] = field(default_factory=list)
     sources: tuple[Path, ...] = ()
     """Files and folders the slide was read from (present or not): a change to any means a rerun."""
+    run_dimensions: tuple[int, int] | None = None
+    """The slide's level-0 size when the run read it, where the run recorded it."""
 
 
 def source_state(paths) -> tuple:
@@ -156,17 +158,40 @@ def _grid_step(coords: np.ndarray) -> int:
     raise InputError("cannot tell the patch size from a single patch; store a 'patch_size' attribute")
 
 
-def _tissue_polygons(path: Path) -> list[np.ndarray]:
-    if not path.is_file():
-        return []
+def _tissue_record(path: Path) -> dict:
+    """A run's ``tissue/<id>.json`` (contours, the slide's level sizes, its fingerprint), or {}."""
     try:
         payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _recorded_slide(record: dict) -> tuple[Path | None, tuple[int, int] | None]:
+    """The slide file the run read (absolute path, from the tissue stage's fingerprint) and its
+    level-0 size then; None where the record does not say."""
+    path = dimensions = None
+    try:
+        inputs = json.loads(record["provenance"]["attnmap_fingerprint_inputs"])
+        path = Path(inputs["slide"]["path"]) if Path(inputs["slide"]["path"]).is_absolute() else None
+    except (KeyError, TypeError, ValueError):
+        pass
+    try:
+        width, height = record["level_dimensions"][0]
+        dimensions = (int(width), int(height))
+    except (KeyError, TypeError, ValueError, IndexError):
+        pass
+    return path, dimensions
+
+
+def _tissue_polygons(payload: dict) -> list[np.ndarray]:
+    try:
         return [
             np.asarray(ring, dtype=np.float64).reshape(-1, 2)
             for item in payload["contours"]
             for ring in (item["outer"], *item["holes"])
         ]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return []
 
 
@@ -266,12 +291,13 @@ def _failed_in_report(path: Path) -> list[tuple[str, str]]:
         return []
 
 
-def _slide_file(root: Path, recorded: str, prediction_file: Path) -> Path:
-    """The slide file a prediction names. A relative path is relative to where `wsi run` ran, which
-    the run folder does not record: tried against the run folder, the current folder and the run
-    folder's parents (where a run folder given as ``output_dir: out`` sits)."""
+def _slide_file(root: Path, recorded: str, prediction_file: Path, read: Path | None = None) -> Path:
+    """The slide file a prediction names. A relative path is relative to where `wsi run` ran: first
+    the absolute path the run read (``read``, from its tissue record), then the run folder, the
+    current folder and the run folder's parents (where a run folder given as ``output_dir: out``
+    sits)."""
     path = Path(recorded)
-    for candidate in _candidates(root, path):
+    for candidate in _candidates(root, path, read):
         if candidate.is_file():
             return candidate
     raise InputError(
@@ -284,17 +310,19 @@ def _slide_file(root: Path, recorded: str, prediction_file: Path) -> Path:
     )
 
 
-def _candidates(root: Path, path: Path) -> list[Path]:
+def _candidates(root: Path, path: Path, read: Path | None = None) -> list[Path]:
     if path.is_absolute():
         return [path]
     base = root.resolve()
-    return [base / path, Path.cwd() / path, *(parent / path for parent in base.parents)]
+    first = [read] if read is not None and read.name == path.name else []
+    return [*first, base / path, Path.cwd() / path, *(parent / path for parent in base.parents)]
 
 
 def _slide_candidates(root: Path, prediction_file: Path) -> tuple[Path, ...]:
     """Where the slide a prediction names may appear (watched while it is missing)."""
     try:
-        return tuple(_candidates(root, Path(_read_prediction(prediction_file)["slide_path"])))
+        read, _ = _recorded_slide(_tissue_record(root / "tissue" / f"{prediction_file.parent.name}.json"))
+        return tuple(_candidates(root, Path(_read_prediction(prediction_file)["slide_path"]), read))
     except InputError:
         return ()
 
@@ -308,21 +336,24 @@ def _run_slide(
     watched: tuple[Path, ...],
 ) -> ViewSlide:
     prediction = _read_prediction(prediction_file)
-    slide_path = _slide_file(root, prediction["slide_path"], prediction_file)
+    tissue = root / "tissue" / f"{slide_id}.json"
+    record = _tissue_record(tissue)
+    read, dimensions = _recorded_slide(record)
+    slide_path = _slide_file(root, prediction["slide_path"], prediction_file, read)
     score_sets = read_score_sets(blockmap)
     fine = blockmap.parent / f"{slide_id}_fine_maps.h5"
     if fine.is_file():
         fine_set = read_fine_score_set(fine)
         score_sets[fine_set.method] = fine_set
-    tissue = root / "tissue" / f"{slide_id}.json"
     return ViewSlide(
         slide_id,
         slide_path,
         score_sets,
         prediction,
-        _tissue_polygons(tissue),
+        _tissue_polygons(record),
         _find_annotations(annotations_dir, slide_id),
         (*watched, slide_path),
+        dimensions,
     )
 
 
@@ -469,6 +500,12 @@ def _check_against_slide(slide: ViewSlide) -> None:
 
     with open_slide(slide.slide_path) as handle:
         width, height = handle.dimensions
+    if slide.run_dimensions is not None and tuple(slide.run_dimensions) != (width, height):
+        ran = "x".join(map(str, slide.run_dimensions))
+        raise InputError(
+            f"slide {slide.slide_id}: {slide.slide_path} is {width}x{height} px at level 0 but the run "
+            f"read a {ran} slide there; was the file replaced? Rerun `wsi run` for it"
+        )
     outside_rings = sum(
         1
         for ring in slide.annotations
