@@ -285,6 +285,12 @@ def test_the_reload_after_a_rerun_keeps_the_slide_method_and_view(browser, tmp_p
         )
         before = page.evaluate(view)
         assert "slide=slide_b" in page.url and "method=lrp" in page.url
+        page.evaluate("window.notReloaded = true")
+        other = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"  # a rerun of another slide only
+        other.write_text(other.read_text().replace('"tumor"', '"normal"'))
+        page.wait_for_function("document.querySelector('#slides li').textContent.includes('normal')")
+        assert page.evaluate("window.notReloaded === true")  # the list is refreshed, the view left alone
+        assert page.evaluate(view) == before and "tumor" in page.locator("#title").inner_text()
         write_run_folder(root, "slide_0", seed=2, fine=False)  # a rerun adds a slide listed first: b is now 2
         prediction = run / "heatmaps" / "slide_b" / "slide_b_prediction.json"
         payload = json.loads(prediction.read_text())

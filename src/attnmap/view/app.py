@@ -26,7 +26,7 @@ from attnmap.errors import InputError
 from attnmap.view.cache import ByteLRU
 from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles, encode_png
 from attnmap.view.layers import FineLayer, HeatmapLayer, OutlineLayer
-from attnmap.view.sources import Discovery, UnshownSlide, ViewSlide, source_state
+from attnmap.view.sources import Discovery, UnshownSlide, ViewSlide, slide_digest, source_state
 
 TOP_K = 12
 THUMB_PIXELS = 160
@@ -48,6 +48,7 @@ TILE_URL = re.compile(
 DZI_URL = re.compile(r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))\.dzi$", re.ASCII)
 DATA_URL = re.compile(r"^data/(\d+)/(info|patches-(\d+))\.js$", re.ASCII)
 THUMB_URL = re.compile(r"^thumbs/(\d+)/(\d+)/(\d+)\.jpeg$", re.ASCII)
+SLIDE_PATH = re.compile(r"^(?:tiles|data|thumbs)/(\d+)/", re.ASCII)
 
 
 def _split(found: list[ViewSlide] | Discovery) -> tuple[list[ViewSlide], list[UnshownSlide]]:
@@ -126,12 +127,34 @@ class ViewerContent:
         self._checked_at = time.monotonic()
         self._token, self._generation = secrets.token_hex(6), 0
         self.error: str | None = None
+        self._slide_versions = self._versions(self.slides)
 
     # ------------------------------------------------------------------------------ freshness
     @property
     def version(self) -> str:
         """Names this process's current content: another server, or a reload, gives another."""
         return f"{self._token}-{self._generation}"
+
+    def _versions(self, slides: list[ViewSlide]) -> list[str]:
+        return [f"{self._token}-{index}-{slide_digest(slide)}" for index, slide in enumerate(slides)]
+
+    def slide_version(self, index: int) -> str:
+        """Names slide ``index``'s picture in this process: it changes only when that slide's data
+        (or its place in the list) does, so a rerun of other slides leaves its open pages alone."""
+        return self._slide_versions[index]
+
+    def versions(self) -> dict[str, str]:
+        """Each shown slide's version by id: what an open page compares with its own slide's."""
+        return {
+            slide.slide_id: version for slide, version in zip(self.slides, self._slide_versions, strict=False)
+        }
+
+    def version_of(self, path: str) -> tuple[str, ...]:
+        """The versions a request for ``path`` may name (``?v=``): its slide's, or the whole content's."""
+        match = SLIDE_PATH.match(path.lstrip("/"))
+        if match and int(match.group(1)) < len(self._slide_versions):
+            return (self._slide_versions[int(match.group(1))], self.version)
+        return (self.version,)
 
     def _slide_sources(self, slides: list[ViewSlide], unshown: list[UnshownSlide]) -> tuple[Path, ...]:
         return tuple(p for slide in [*slides, *unshown] for p in slide.sources)
@@ -161,7 +184,8 @@ class ViewerContent:
             self._retired += [*self._tiles.values(), *self._layers.values()]
             self._tiles, self._layers = {}, {}
             self.cache.clear()
-            self.slides, self.unshown, self.error = slides, unshown, error
+            versions = self._versions(slides)
+            self.slides, self.unshown, self.error, self._slide_versions = slides, unshown, error, versions
             if error is None:  # after a failed read, keep watching the files of the last good one
                 self._sources = self._slide_sources(slides, unshown)
             self._generation += 1
@@ -252,7 +276,7 @@ class ViewerContent:
         return {
             "index": index,
             "id": slide.slide_id,
-            "version": self.version,
+            "version": self.slide_version(index),
             "width": grid.dimensions[0],
             "height": grid.dimensions[1],
             "mpp": tiles.slide.mpp,
@@ -320,7 +344,8 @@ class ViewerContent:
         path = url.split("?", 1)[0].split("#", 1)[0].lstrip("/") or "index.html"
         suffix = PurePosixPath(path).suffix
         if path == "data/version.js":  # polled by an open page, which reloads itself when it changes
-            return _js("version", self.version), CONTENT_TYPES[".js"]
+            body = _js("version", self.version) + _js("slideVersions", self.versions())
+            return body, CONTENT_TYPES[".js"]
         if self.error is not None and not path.startswith("static/") and path != "index.html":
             raise UnavailableError(self.error)
         if path == "data/slides.js":

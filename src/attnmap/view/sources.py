@@ -86,6 +86,32 @@ def source_state(paths) -> tuple:
     return tuple(states)
 
 
+def slide_digest(slide: ViewSlide) -> str:
+    """A digest of what the viewer shows of ``slide``, from the data read (scores, prediction,
+    outlines) and the identity of the files read lazily (the slide, fine maps).
+
+    Why the data and not the files' times: a rerun may write a file while it is read; the digest
+    then names what was read, so an open page reloads exactly when its slide's picture changed.
+    """
+    import hashlib
+
+    digest = hashlib.sha1()
+    digest.update(repr((slide.slide_id, str(slide.slide_path), source_state([slide.slide_path]))).encode())
+    digest.update(json.dumps(slide.prediction, sort_keys=True, default=str).encode())
+    for name, score_set in slide.score_sets.items():
+        fine = score_set.fine
+        digest.update(
+            repr((name, score_set.patch_size, fine and (str(fine.path), source_state([fine.path])))).encode()
+        )
+        digest.update(np.ascontiguousarray(score_set.coords).tobytes())
+        digest.update(np.ascontiguousarray(score_set.scores).tobytes())
+    for rings in (slide.tissue, slide.annotations):
+        digest.update(b"|")
+        for ring in rings:
+            digest.update(np.ascontiguousarray(ring, dtype=np.float64).tobytes() + b";")
+    return digest.hexdigest()[:16]
+
+
 def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, ScoreSet]:
     """Every score set in a blockmap-style h5 file (``attention_scores``, ``scores_<method>``)."""
     import h5py

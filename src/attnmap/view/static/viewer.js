@@ -5,13 +5,10 @@
 
 const store = {};
 const waiting = {};
-let version = null;
+let version = null, polled = null;
 function attnmapData(name, payload) {
-  if (name === "version") {  // the server re-read a rerun: what this page holds is stale
-    if (version !== null && payload !== version) location.reload();
-    version = payload;
-    return;
-  }
+  if (name === "version") { polled = payload; return; }  // the whole content's; slideVersions follow
+  if (name === "slideVersions") { onVersions(polled, payload); return; }
   store[name] = payload;
   if (waiting[name]) { waiting[name].forEach((resolve) => resolve(payload)); delete waiting[name]; }
 }
@@ -29,6 +26,17 @@ function pollVersion() {  // served pages only: an exported folder never changes
   document.head.appendChild(script);
 }
 if (location.protocol.startsWith("http")) { pollVersion(); polling = setInterval(pollVersion, 2000); }
+
+function onVersions(list, slides) {
+  // the server re-read a rerun: reload when the slide in view changed (or moved in the list); when
+  // only others did, refresh the slide list in place and keep looking
+  if (version === null || list === version) { version = list; return; }
+  if (!state.info || slides[state.info.id] !== state.info.version) { location.reload(); return; }
+  version = list;
+  const keep = "info-" + state.info.index, mine = "patches-" + state.info.index + "-";
+  Object.keys(store).forEach((name) => { if (name !== keep && !name.startsWith(mine)) delete store[name]; });
+  load("slides", "data/slides.js?t=" + Date.now()).then(showList).catch(() => location.reload());
+}
 
 function load(name, url) {
   if (store[name]) return Promise.resolve(store[name]);
@@ -309,8 +317,9 @@ function checkLoaded() {
 viewer.addHandler("update-viewport", checkLoaded);
 viewer.world.addHandler("add-item", (event) => event.item.addHandler("fully-loaded-change", checkLoaded));
 
-load("slides", "data/slides.js").then((data) => {
+function showList(data) {
   const list = $("slides");
+  list.innerHTML = "";
   data.slides.forEach((slide) => {
     const li = document.createElement("li");
     li.dataset.index = slide.index;
@@ -333,6 +342,11 @@ load("slides", "data/slides.js").then((data) => {
     list.appendChild(li);
   });
   $("slides-section").style.display = data.slides.length > 1 || (data.unshown || []).length ? "" : "none";
+  if (state.info) list.querySelectorAll("li").forEach((li) => li.classList.toggle("active", Number(li.dataset.index) === state.info.index));
+}
+
+load("slides", "data/slides.js").then((data) => {
+  showList(data);
   const place = new URLSearchParams(location.hash.slice(1));
   const opacity = Number(place.get("opacity"));
   if (place.has("opacity") && opacity >= 0 && opacity <= 100) $("opacity").value = String(opacity);
