@@ -702,3 +702,27 @@ def test_a_real_run_with_relative_paths_views_from_anywhere_and_a_replaced_slide
     write_test_slide(tmp_path / "project" / "slides" / "slide_0.tif", seed=5, size=(2048, 1536))  # replaced
     with pytest.raises(InputError, match=r"is 2048x1536 px at level 0 but the run read a 1024x768 slide"):
         discover(run)
+
+
+def test_a_rerun_of_one_slide_changes_only_that_slides_version(tmp_path):
+    import json
+
+    from attnmap.view import find_slides
+
+    write_run_folder(tmp_path, "slide_a", seed=0, fine=False)
+    run = write_run_folder(tmp_path, "slide_b", seed=1, fine=False)
+    content = ViewerContent(find_slides(run), reload=lambda: find_slides(run), watch=[run], check_interval=0)
+    a, b, whole = content.slide_version(0), content.slide_version(1), content.version
+    prediction = run / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+    prediction.write_text(json.dumps({**json.loads(prediction.read_text()), "prediction_name": "normal"}))
+    content.refresh()
+    assert content.version != whole and content.slide_version(1) != b
+    assert content.slide_version(0) == a and a in content.version_of("tiles/0/heat-0_files/10/0_0.png")
+    assert b not in content.version_of("tiles/1/heat-0_files/10/0_0.png")
+    versions = content.get("data/version.js")[0].decode()
+    assert f'attnmapData("slideVersions", {{"slide_a":"{a}",' in versions
+    changed = content.slide_version(1)
+    prediction.write_text(prediction.read_text() + "\n")  # rewritten with the same data: the same picture
+    content.refresh()
+    assert content.slide_version(1) == changed
+    content.close()
