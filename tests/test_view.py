@@ -726,3 +726,35 @@ def test_a_rerun_of_one_slide_changes_only_that_slides_version(tmp_path):
     content.refresh()
     assert content.slide_version(1) == changed
     content.close()
+
+
+def test_the_old_slides_of_a_rerun_are_closed_once_no_request_uses_them(tmp_path, monkeypatch):
+    import json
+
+    run = write_run_folder(tmp_path, fine=False)
+    content = ViewerContent(discover(run), reload=lambda: discover(run), watch=[run], check_interval=0)
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    payload = json.loads(prediction.read_text())
+    closed = []
+    for step in range(3):  # a server left open through reruns
+        content.get("tiles/0/slide_files/10/0_0.jpeg")
+        handle = content.slide_tiles(0).slide
+        monkeypatch.setattr(handle, "close", lambda handle=handle: closed.append(handle))
+        prediction.write_text(json.dumps({**payload, "n_patches": step}))
+        content.refresh()
+    assert len(closed) == 2 and len(content._retired) == 1  # the third: when the next request is answered
+    tiles = content.slide_tiles(0)
+    draw = tiles.tile
+    seen = []
+
+    def rerun_while_drawing(*address):
+        prediction.write_text(json.dumps({**payload, "n_patches": 99}))
+        content.refresh()  # the rerun is read while this request still draws from the old handle
+        seen.append(list(closed))
+        return draw(*address)
+
+    monkeypatch.setattr(tiles, "tile", rerun_while_drawing)
+    monkeypatch.setattr(tiles.slide, "close", lambda: closed.append(tiles.slide))
+    content.get("tiles/0/slide_files/10/1_1.jpeg")
+    assert tiles.slide not in seen[0] and closed[-1] is tiles.slide  # closed after, not during
+    content.close()

@@ -51,6 +51,12 @@ THUMB_URL = re.compile(r"^thumbs/(\d+)/(\d+)/(\d+)\.jpeg$", re.ASCII)
 SLIDE_PATH = re.compile(r"^(?:tiles|data|thumbs)/(\d+)/", re.ASCII)
 
 
+def _close(item: object) -> None:
+    closable = item.slide if isinstance(item, SlideTiles) else item
+    if hasattr(closable, "close"):
+        closable.close()
+
+
 def _split(found: list[ViewSlide] | Discovery) -> tuple[list[ViewSlide], list[UnshownSlide]]:
     """(slides, unshown) of what `find_slides` or `discover` gave."""
     if isinstance(found, Discovery):
@@ -118,7 +124,8 @@ class ViewerContent:
         self._lock = threading.Lock()
         self._tiles: dict[int, SlideTiles] = {}
         self._layers: dict[tuple[int, str], object] = {}
-        self._retired: list[object] = []
+        self._retired: list[tuple[int, object]] = []  # (last generation that used it, handle)
+        self._in_flight: dict[int, int] = {}  # requests being answered, by the generation they began in
         self.empty_png = encode_png(np.zeros((1, 1, 4), dtype=np.uint8))
         self._reload, self.check_interval = reload, check_interval
         self._watch = tuple(Path(p) for p in watch)
@@ -180,8 +187,9 @@ class ViewerContent:
             self._state = state
             if error is not None and error == self.error:
                 return  # the same failure again: nothing new to show, no reload for open pages
-            # in-flight requests may still hold the old slides' handles: close them at `close`
-            self._retired += [*self._tiles.values(), *self._layers.values()]
+            # requests in flight may still hold the old slides' handles: closed once they are answered
+            generation = self._generation
+            self._retired += [(generation, item) for item in [*self._tiles.values(), *self._layers.values()]]
             self._tiles, self._layers = {}, {}
             self.cache.clear()
             versions = self._versions(slides)
@@ -218,10 +226,20 @@ class ViewerContent:
         return list(self.slides[index].score_sets)
 
     def close(self) -> None:
-        for item in [*self._tiles.values(), *self._layers.values(), *self._retired]:
-            closable = item.slide if isinstance(item, SlideTiles) else item
-            if hasattr(closable, "close"):
-                closable.close()
+        for item in [*self._tiles.values(), *self._layers.values(), *(item for _, item in self._retired)]:
+            _close(item)
+
+    def _close_retired(self) -> None:
+        """Close the handles of replaced slides that no request begun before the replacement uses.
+
+        Why: a server left open through many reruns would otherwise keep every old slide open.
+        """
+        with self._lock:
+            oldest = min((g for g, count in self._in_flight.items() if count), default=self._generation)
+            done = [item for generation, item in self._retired if generation < oldest]
+            self._retired = [(generation, item) for generation, item in self._retired if generation >= oldest]
+        for item in done:
+            _close(item)
 
     # ------------------------------------------------------------------------------ payloads
     def slide_list(self) -> dict:
@@ -341,6 +359,20 @@ class ViewerContent:
     # ------------------------------------------------------------------------------ routing
     def get(self, url: str) -> tuple[bytes, str]:
         """(body, content type) for a URL path relative to the viewer root; `NotFoundError` otherwise."""
+        with self._lock:
+            generation = self._generation
+            self._in_flight[generation] = self._in_flight.get(generation, 0) + 1
+        try:
+            return self._get(url)
+        finally:
+            with self._lock:
+                self._in_flight[generation] -= 1
+                if not self._in_flight[generation]:
+                    del self._in_flight[generation]
+            if self._retired:
+                self._close_retired()
+
+    def _get(self, url: str) -> tuple[bytes, str]:
         path = url.split("?", 1)[0].split("#", 1)[0].lstrip("/") or "index.html"
         suffix = PurePosixPath(path).suffix
         if path == "data/version.js":  # polled by an open page, which reloads itself when it changes
