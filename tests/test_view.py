@@ -758,3 +758,26 @@ def test_the_old_slides_of_a_rerun_are_closed_once_no_request_uses_them(tmp_path
     content.get("tiles/0/slide_files/10/1_1.jpeg")
     assert tiles.slide not in seen[0] and closed[-1] is tiles.slide  # closed after, not during
     content.close()
+
+
+def test_a_tile_that_fails_to_draw_is_a_500_and_one_line_in_the_log(run_folder, capsys, monkeypatch):
+    content = ViewerContent(discover(run_folder))
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tiles = content.slide_tiles(0)
+
+    def unreadable(*address):  # as when the slide file is damaged where this tile lies
+        raise OSError("read error in tile\nat offset 12")
+
+    monkeypatch.setattr(tiles, "tile", unreadable)
+    try:
+        url = "/tiles/0/slide_files/10/0_0.jpeg"
+        status, headers, body = _fetch(f"http://127.0.0.1:{server.server_address[1]}{url}")
+        assert status == 500 and headers["Cache-Control"] == "no-store"
+        assert body.decode() == "OSError: read error in tile at offset 12\n"
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"attnmap view: {url}: OSError: read error in tile at offset 12"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()

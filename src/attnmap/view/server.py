@@ -53,6 +53,7 @@ def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # noqa: BLE001 - one failed tile must not stop the server
                 line = " ".join(f"{type(exc).__name__}: {exc}".split())
                 body, content_type, status = f"{line}\n".encode(), text, 500
+                sys.stderr.write(f"attnmap view: {path}: {line}\n")  # one line in the log, no traceback
             if status == 200 and etag in self.headers.get("If-None-Match", ""):
                 self.send_response(304)
                 self.send_header("ETag", etag)
