@@ -137,6 +137,8 @@ async function showSlide(index, place) {
     viewer.viewport.panTo(new OpenSeadragon.Point(x, y), true);
   }
   document.querySelectorAll("#slides li").forEach((li) => li.classList.toggle("active", Number(li.dataset.index) === index));
+  const active = document.querySelector("#slides li.active");  // a long cohort list shows the slide in view
+  if (active) active.scrollIntoView({ block: "nearest" });
   const select = $("method");
   select.innerHTML = "";
   info.methods.forEach((method) => {
