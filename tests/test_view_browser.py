@@ -144,6 +144,20 @@ def test_served_page_draws_the_overlay(browser, run_folder, tmp_path):
         centre = page.evaluate(f"window.attnmap.imageToPage({512 + PATCH / 2}, {256 + PATCH / 2})")
         page.mouse.move(centre["x"], centre["y"])
         assert "rank 1 of 48" in page.locator("#cursor").inner_text()
+        import h5py
+
+        with h5py.File(run_folder / "heatmaps" / "slide_a" / "slide_a_blockmap.h5") as handle:
+            coords, scores = handle["coords"][:], handle["attention_scores"][:, 0]
+        ranks = np.argsort(np.argsort(-scores, kind="stable"), kind="stable") + 1
+        page.evaluate("window.attnmap.viewer.viewport.goHome(true)")  # every patch on screen
+        for i in (5, 17, 40):  # what the cursor reads is the blockmap's score and rank of that patch
+            x, y = (int(v) for v in coords[i])
+            point = page.evaluate(f"window.attnmap.imageToPage({x + PATCH * 0.3}, {y + PATCH * 0.7})")
+            page.mouse.move(point["x"], point["y"])
+            text = page.locator("#cursor").inner_text()
+            shown = float(text.split(" score ")[1].split(",")[0])
+            assert f"rank {ranks[i]} of 48" in text and f"patch at ({x}, {y})" in text, text
+            assert abs(shown - scores[i]) <= 0.005 * abs(scores[i]) + 1e-6, (text, scores[i])
         page.select_option("#method", "1")
         page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 1")
         assert "centred on 0" in page.locator("#scale-caption").inner_text()
