@@ -585,6 +585,11 @@ def test_a_cohort_shows_the_slides_that_read_and_names_the_others_with_why(tmp_p
         InputError, match=r"^nothing to view in .*: slide slide_a: cannot read scores file .*\(4 more"
     ):
         discover(run)
+    failed = tmp_path / "every_slide_failed"  # a run that wrote no heatmaps folder at all
+    failed.mkdir()
+    (run / "run_report.json").rename(failed / "run_report.json")
+    with pytest.raises(InputError, match=r"^nothing to view in .*: slide slide_e: failed in the run"):
+        discover(failed)
 
 
 def test_export_into_a_place_it_cannot_write_fails_at_once_in_one_line(run_folder, tmp_path, capsys):

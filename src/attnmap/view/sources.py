@@ -253,7 +253,8 @@ def _run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownS
     hide every other slide; the page and the command line name it with its reason instead.
     """
     slides = []
-    for folder in sorted(p for p in (root / "heatmaps").iterdir() if p.is_dir()):
+    heatmaps = root / "heatmaps"
+    for folder in sorted(p for p in heatmaps.iterdir() if p.is_dir()) if heatmaps.is_dir() else ():
         slide_id = folder.name
         blockmap = folder / f"{slide_id}_blockmap.h5"
         prediction_file = folder / f"{slide_id}_prediction.json"
@@ -456,7 +457,8 @@ def find_slides(
     if not path.is_dir():
         raise InputError(f"nothing to view: {path} is neither a folder nor a slide file")
     unshown: list[UnshownSlide] = []
-    slides = _run_slides(path, annotation_dir, unshown) if (path / "heatmaps").is_dir() else []
+    is_run = (path / "heatmaps").is_dir() or (path / "run_report.json").is_file()
+    slides = _run_slides(path, annotation_dir, unshown) if is_run else []
     if not slides and not unshown:
         for child in sorted(p for p in path.iterdir() if (p / "heatmaps").is_dir()):
             child_unshown: list[UnshownSlide] = []
