@@ -592,7 +592,7 @@ def test_a_cohort_shows_the_slides_that_read_and_names_the_others_with_why(tmp_p
         discover(failed)
 
 
-def test_export_into_a_place_it_cannot_write_fails_at_once_in_one_line(run_folder, tmp_path, capsys):
+def test_export_into_a_place_it_cannot_write_fails_at_once(run_folder, tmp_path, capsys, monkeypatch):
     from attnmap.view import export_static
 
     (tmp_path / "a_file").write_text("x")
@@ -609,6 +609,13 @@ def test_export_into_a_place_it_cannot_write_fails_at_once_in_one_line(run_folde
     assert capsys.readouterr().err.strip().splitlines() == [
         f"attnmap: error: --export target {tmp_path / 'a_file' / 'site'}: Not a directory"
     ]
+
+    def refused(self, *args, **kwargs):  # a read-only place (as root, permissions are not enforced)
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(InputError, match=r"^--export target .*read_only: not writable$"):
+        export_static(ViewerContent([]), tmp_path / "read_only")
 
 
 def test_annotations_in_both_formats_are_drawn_and_wrong_ones_refused(tmp_path):
