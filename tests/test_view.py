@@ -793,3 +793,34 @@ def test_a_tile_that_fails_to_draw_is_a_500_and_one_line_in_the_log(run_folder, 
         server.shutdown()
         server.server_close()
         content.close()
+
+
+def test_tiles_are_served_while_a_rerun_is_read(tmp_path):
+    import json
+
+    run = write_run_folder(tmp_path, fine=False)
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_reload():  # a cohort's re-read opens every slide
+        reading.set()
+        release.wait(10)
+        return discover(run)
+
+    content = ViewerContent(discover(run), reload=slow_reload, watch=[run], check_interval=0)
+    content.get("tiles/0/slide_files/10/0_0.jpeg")
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    prediction.write_text(json.dumps({**json.loads(prediction.read_text()), "prediction_name": "normal"}))
+    version = content.version
+    rereading = threading.Thread(target=content.refresh)
+    rereading.start()
+    assert reading.wait(10)
+    answered = []
+    request = threading.Thread(target=lambda: answered.append(content.get("tiles/0/heat-0_files/10/1_1.png")))
+    request.start()
+    request.join(5)
+    assert answered and content.version == version  # the old content, under its own version
+    content.refresh()  # another request does not start a second re-read
+    release.set()
+    rereading.join(10)
+    assert content.version != version and content.slide_list()["slides"][0]["prediction"] == "normal"
+    content.close()

@@ -122,6 +122,7 @@ class ViewerContent:
         self.slides, self.unshown = _split(slides)
         self.cache = ByteLRU(cache_bytes)
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._tiles: dict[int, SlideTiles] = {}
         self._layers: dict[tuple[int, str], object] = {}
         self._retired: list[tuple[int, object]] = []  # (last generation that used it, handle)
@@ -170,10 +171,16 @@ class ViewerContent:
         return source_state([*self._watch, *self._sources])
 
     def refresh(self) -> None:
-        """Re-read the slides if their files changed (checked at most every ``check_interval`` s)."""
+        """Re-read the slides if their files changed (checked at most every ``check_interval`` s).
+
+        One thread re-reads at a time, without holding the lock that tile requests take: a cohort's
+        re-read opens every slide, and meanwhile the old content (and its version) is still served.
+        """
         if self._reload is None or time.monotonic() - self._checked_at < self.check_interval:
             return
-        with self._lock:
+        if not self._reload_lock.acquire(blocking=False):
+            return  # another request is re-reading
+        try:
             self._checked_at = time.monotonic()
             state = self._source_state()
             if state == self._state and self.error is None:  # while in error, try again each time
@@ -187,16 +194,21 @@ class ViewerContent:
             self._state = state
             if error is not None and error == self.error:
                 return  # the same failure again: nothing new to show, no reload for open pages
-            # requests in flight may still hold the old slides' handles: closed once they are answered
-            generation = self._generation
-            self._retired += [(generation, item) for item in [*self._tiles.values(), *self._layers.values()]]
-            self._tiles, self._layers = {}, {}
-            self.cache.clear()
             versions = self._versions(slides)
-            self.slides, self.unshown, self.error, self._slide_versions = slides, unshown, error, versions
-            if error is None:  # after a failed read, keep watching the files of the last good one
-                self._sources = self._slide_sources(slides, unshown)
-            self._generation += 1
+            with self._lock:
+                # requests in flight may still hold the old slides' handles: closed once answered
+                generation = self._generation
+                self._retired += [
+                    (generation, item) for item in [*self._tiles.values(), *self._layers.values()]
+                ]
+                self._tiles, self._layers = {}, {}
+                self.cache.clear()
+                self.slides, self.unshown, self.error, self._slide_versions = slides, unshown, error, versions
+                if error is None:  # after a failed read, keep watching the files of the last good one
+                    self._sources = self._slide_sources(slides, unshown)
+                self._generation += 1
+        finally:
+            self._reload_lock.release()
 
     # ------------------------------------------------------------------------------ resources
     def slide_tiles(self, index: int) -> SlideTiles:
