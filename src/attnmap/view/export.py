@@ -20,8 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 from attnmap.errors import InputError
-from attnmap.view.app import TOP_K, ViewerContent, _js
+from attnmap.view.app import ViewerContent, _js
 from attnmap.view.deepzoom import DeepZoomGrid
+from attnmap.view.payloads import TOP_K
 
 
 def _static_files(node, prefix: str):
