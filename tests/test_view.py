@@ -514,3 +514,313 @@ def test_a_browser_dropping_a_tile_request_prints_no_traceback(run_folder, capsy
         assert err.splitlines() == ["attnmap view: request from 127.0.0.1: ValueError: bad request"]
     finally:
         server.server_close()
+
+
+def _cohort_with_problems(root: Path) -> Path:
+    """A run of five slides: a (fine, its path relative to where the run ran), b (blockmap cut short),
+    c (slide moved away), d (annotations that do not parse), and e (failed in the run)."""
+    import json
+
+    for index, slide_id in enumerate("abcd"):
+        run = write_run_folder(root, f"slide_{slide_id}", seed=index, fine=False)
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    prediction.write_text(
+        json.dumps({**json.loads(prediction.read_text()), "slide_path": "slides/slide_a.tif"})
+    )
+    blockmap = run / "heatmaps" / "slide_b" / "slide_b_blockmap.h5"
+    blockmap.write_bytes(blockmap.read_bytes()[:3000])
+    (root / "slides" / "slide_c.tif").rename(root / "slide_c.moved")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "slide_d.geojson").write_text('{"type": "Polygon", "coordinates": [[[1, 2]]]}')
+    report = {
+        "items": [
+            {
+                "item": "slides/slide_e.svs",
+                "status": "failed",
+                "error_type": "InputError",
+                "message": "cannot read slide slides/slide_e.svs",
+            }
+        ]
+    }
+    (run / "run_report.json").write_text(json.dumps(report))
+    return run
+
+
+def test_a_cohort_shows_the_slides_that_read_and_names_the_others_with_why(tmp_path, monkeypatch, capsys):
+    from attnmap.view import find_slides
+
+    run = _cohort_with_problems(tmp_path / "cohort")
+    monkeypatch.chdir(tmp_path)  # not where the run ran: slide_a's relative path is found beside the run
+    found = find_slides(run, annotations=tmp_path / "cohort" / "annotations")
+    assert [slide.slide_id for slide in found.slides] == ["slide_a"]
+    assert found.slides[0].slide_path == (tmp_path / "cohort" / "slides" / "slide_a.tif").resolve()
+    reasons = {item.slide_id: item.reason for item in found.unshown}
+    assert list(reasons) == ["slide_b", "slide_c", "slide_d", "slide_e"]
+    assert reasons["slide_b"].startswith("cannot read scores file") and "truncated" in reasons["slide_b"]
+    assert reasons["slide_c"].startswith("its file") and "slide_c.tif" in reasons["slide_c"]
+    assert "slide_d.geojson is not GeoJSON" in reasons["slide_d"]
+    assert reasons["slide_e"] == "failed in the run: InputError: cannot read slide slides/slide_e.svs"
+    content = ViewerContent(
+        found,
+        reload=lambda: find_slides(run, annotations=tmp_path / "cohort" / "annotations"),
+        check_interval=0,
+    )
+    listed = content.slide_list()
+    assert [row["id"] for row in listed["slides"]] == ["slide_a"]
+    assert [row["id"] for row in listed["unshown"]] == list(reasons)
+    (tmp_path / "cohort" / "slide_c.moved").rename(tmp_path / "cohort" / "slides" / "slide_c.tif")
+    content.refresh()  # the slide is back where its prediction says: shown, without a restart
+    assert [row["id"] for row in content.slide_list()["slides"]] == ["slide_a", "slide_c"]
+    content.close()
+    annotations = str(tmp_path / "cohort" / "annotations")
+    main(["view", str(run), "--annotations", annotations, "--export", str(tmp_path / "site"), "--quiet"])
+    lines = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("attnmap view: not shown:")
+    ]
+    assert [line.split(":")[2].strip() for line in lines] == ["slide_b", "slide_d", "slide_e"]
+    (run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5").write_bytes(b"")
+    for slide_id in "cd":
+        (run / "heatmaps" / f"slide_{slide_id}" / f"slide_{slide_id}_prediction.json").unlink()
+    with pytest.raises(
+        InputError, match=r"^nothing to view in .*: slide slide_a: cannot read scores file .*\(4 more"
+    ):
+        discover(run)
+    failed = tmp_path / "every_slide_failed"  # a run that wrote no heatmaps folder at all
+    failed.mkdir()
+    (run / "run_report.json").rename(failed / "run_report.json")
+    with pytest.raises(InputError, match=r"^nothing to view in .*: slide slide_e: failed in the run"):
+        discover(failed)
+
+
+def test_export_into_a_place_it_cannot_write_fails_at_once(run_folder, tmp_path, capsys, monkeypatch):
+    from attnmap.view import export_static
+
+    (tmp_path / "a_file").write_text("x")
+    content = ViewerContent(discover(run_folder))
+    calls = []
+    content.get = lambda url: calls.append(url)  # nothing may be drawn before the target is known good
+    with pytest.raises(InputError, match=r"^--export target .*a_file/site: Not a directory$"):
+        export_static(content, tmp_path / "a_file" / "site")
+    assert not calls
+    content.close()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["view", str(run_folder), "--export", str(tmp_path / "a_file" / "site")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"attnmap: error: --export target {tmp_path / 'a_file' / 'site'}: Not a directory"
+    ]
+
+    def refused(self, *args, **kwargs):  # a read-only place (as root, permissions are not enforced)
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(InputError, match=r"^--export target .*read_only: not writable$"):
+        export_static(ViewerContent([]), tmp_path / "read_only")
+
+
+def test_annotations_in_both_formats_are_drawn_and_wrong_ones_refused(tmp_path):
+    import h5py
+
+    run = write_run_folder(tmp_path, "slide_a", fine=False)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    square = [[600, 300], [900, 300], [900, 600], [600, 600], [600, 300]]
+    hole = [[700, 400], [800, 400], [800, 500], [700, 500], [700, 400]]
+    (folder / "slide_a.geojson").write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": '
+        f'{{"type": "MultiPolygon", "coordinates": [[{square}, {hole}], '
+        "[[[100, 100], [200, 100], [150, 200], [100, 100]]]]}}]}"
+    )
+    content = ViewerContent(discover(run, annotations=folder))
+    assert len(content.slides[0].annotations) == 3  # outer, hole, and the second polygon
+    grid = DeepZoomGrid((1024, 768))
+
+    def alpha(x: int, y: int) -> int:  # the outline layer at level-0 pixel (x, y), at full resolution
+        col, row = x // grid.tile_size, y // grid.tile_size
+        region = grid.region(grid.level_count - 1, col, row)
+        tile = content.get(f"tiles/0/annotations_files/{grid.level_count - 1}/{col}_{row}.png")[0]
+        return int(np.asarray(Image.open(io.BytesIO(tile)))[y - region.origin[1], x - region.origin[0], 3])
+
+    assert alpha(750, 300) == alpha(800, 450) == alpha(150, 100) == 255  # square, hole, second polygon
+    assert alpha(850, 350) == alpha(750, 450) == 0  # inside the lesion and inside the hole, off the outlines
+    content.close()
+    (folder / "slide_a.geojson").unlink()
+    coordinates = "".join(f'<Coordinate Order="{i}" X="{x}" Y="{y}"/>' for i, (x, y) in enumerate(square[:4]))
+    (folder / "slide_a.xml").write_text(
+        '<?xml version="1.0"?><ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" '
+        f'PartOfGroup="Tumor"><Coordinates>{coordinates}</Coordinates></Annotation></Annotations>'
+        "<AnnotationGroups/></ASAP_Annotations>"
+    )
+    (slide,) = discover(run, annotations=folder)
+    assert len(slide.annotations) == 1 and slide.annotations[0][:, 0].max() == 900
+    shifted = coordinates.replace('X="6', 'X="46').replace('X="9', 'X="49')  # x 4600-4900: another slide
+    (folder / "slide_a.xml").write_text((folder / "slide_a.xml").read_text().replace(coordinates, shifted))
+    with pytest.raises(InputError, match=r"slide_a: 1 of 1 annotation rings lie wholly outside the slide"):
+        discover(run, annotations=folder)
+    (folder / "slide_a.xml").write_text("<ASAP_Annotations><Annotations>")  # cut short
+    with pytest.raises(InputError, match="slide_a.xml"):
+        discover(run, annotations=folder)
+    (folder / "slide_a.xml").unlink()
+    with h5py.File(run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", "r+") as handle:
+        handle["scores_lrp"][3] = np.nan  # a score set a run left unfinished
+    with pytest.raises(InputError, match=r"slide_a_blockmap\.h5: 'lrp' scores: .*NaN"):
+        discover(run)
+
+
+def test_coarse_tiles_of_a_one_level_slide_are_read_in_bounded_blocks(run_folder, monkeypatch):
+    import attnmap.view.deepzoom as deepzoom
+
+    (slide,) = discover(run_folder)
+    with open_slide(slide.slide_path) as real:
+        pixels = real.read_region((0, 0), 0, real.dimensions)
+    one_level = ArraySlide(pixels)
+    whole = {}
+    monkeypatch.setattr(deepzoom, "MAX_READ_RATIO", 1e9)  # the one-piece read, as the reference
+    for address in ((10, 1, 1), (9, 0, 0), (8, 0, 0), (5, 0, 0), (0, 0, 0)):
+        whole[address] = np.asarray(SlideTiles(one_level).image(*address), dtype=int)
+    monkeypatch.setattr(deepzoom, "MAX_READ_RATIO", 8)
+    monkeypatch.setattr(deepzoom, "CHUNK", 16)
+    reads = []
+    read = one_level.read_region
+    monkeypatch.setattr(one_level, "read_region", lambda *args: reads.append(args[2]) or read(*args))
+    tiles = SlideTiles(one_level)
+    for address, expected in whole.items():
+        reads.clear()
+        image = np.asarray(tiles.image(*address), dtype=int)
+        assert image.shape == expected.shape and np.abs(image - expected).mean() < 1.0, address
+        bound = 2 * 16 * 8 if address[0] <= 6 else 8 * (254 + 2)  # level 7 and finer: one read ≤ 8 × tile
+        assert max(max(size) for size in reads) <= bound, (address, reads)
+
+
+def test_a_real_run_with_relative_paths_views_from_anywhere_and_a_replaced_slide_is_refused(
+    tmp_path, monkeypatch, capsys
+):
+    import yaml
+    from synthetic_slide_files import write_pipeline_setup, write_test_slide
+
+    config = write_pipeline_setup(tmp_path / "project", n_slides=1)
+    raw = yaml.safe_load(config.read_text())
+    raw["segmentation"]["level"] = 0
+    config.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path / "project")  # as a user runs it: relative paths throughout
+    main(["wsi", "run", "config.yaml", "--quiet"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = tmp_path / "project" / "out"
+    (slide,) = discover(run)
+    assert slide.slide_path == (tmp_path / "project" / "slides" / "slide_0.tif").resolve()
+    assert slide.run_dimensions == (1024, 768)
+    write_test_slide(tmp_path / "project" / "slides" / "slide_0.tif", seed=5, size=(2048, 1536))  # replaced
+    with pytest.raises(InputError, match=r"is 2048x1536 px at level 0 but the run read a 1024x768 slide"):
+        discover(run)
+
+
+def test_a_rerun_of_one_slide_changes_only_that_slides_version(tmp_path):
+    import json
+
+    from attnmap.view import find_slides
+
+    write_run_folder(tmp_path, "slide_a", seed=0, fine=False)
+    run = write_run_folder(tmp_path, "slide_b", seed=1, fine=False)
+    content = ViewerContent(find_slides(run), reload=lambda: find_slides(run), watch=[run], check_interval=0)
+    a, b, whole = content.slide_version(0), content.slide_version(1), content.version
+    prediction = run / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+    prediction.write_text(json.dumps({**json.loads(prediction.read_text()), "prediction_name": "normal"}))
+    content.refresh()
+    assert content.version != whole and content.slide_version(1) != b
+    assert content.slide_version(0) == a and a in content.version_of("tiles/0/heat-0_files/10/0_0.png")
+    assert b not in content.version_of("tiles/1/heat-0_files/10/0_0.png")
+    versions = content.get("data/version.js")[0].decode()
+    assert f'attnmapData("slideVersions", {{"slide_a":"{a}",' in versions
+    changed = content.slide_version(1)
+    prediction.write_text(prediction.read_text() + "\n")  # rewritten with the same data: the same picture
+    content.refresh()
+    assert content.slide_version(1) == changed
+    content.close()
+
+
+def test_the_old_slides_of_a_rerun_are_closed_once_no_request_uses_them(tmp_path, monkeypatch):
+    import json
+
+    run = write_run_folder(tmp_path, fine=False)
+    content = ViewerContent(discover(run), reload=lambda: discover(run), watch=[run], check_interval=0)
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    payload = json.loads(prediction.read_text())
+    closed = []
+    for step in range(3):  # a server left open through reruns
+        content.get("tiles/0/slide_files/10/0_0.jpeg")
+        handle = content.slide_tiles(0).slide
+        monkeypatch.setattr(handle, "close", lambda handle=handle: closed.append(handle))
+        prediction.write_text(json.dumps({**payload, "n_patches": step}))
+        content.refresh()
+    assert len(closed) == 2 and len(content._retired) == 1  # the third: when the next request is answered
+    tiles = content.slide_tiles(0)
+    draw = tiles.tile
+    seen = []
+
+    def rerun_while_drawing(*address):
+        prediction.write_text(json.dumps({**payload, "n_patches": 99}))
+        content.refresh()  # the rerun is read while this request still draws from the old handle
+        seen.append(list(closed))
+        return draw(*address)
+
+    monkeypatch.setattr(tiles, "tile", rerun_while_drawing)
+    monkeypatch.setattr(tiles.slide, "close", lambda: closed.append(tiles.slide))
+    content.get("tiles/0/slide_files/10/1_1.jpeg")
+    assert tiles.slide not in seen[0] and closed[-1] is tiles.slide  # closed after, not during
+    content.close()
+
+
+def test_a_tile_that_fails_to_draw_is_a_500_and_one_line_in_the_log(run_folder, capsys, monkeypatch):
+    content = ViewerContent(discover(run_folder))
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tiles = content.slide_tiles(0)
+
+    def unreadable(*address):  # as when the slide file is damaged where this tile lies
+        raise OSError("read error in tile\nat offset 12")
+
+    monkeypatch.setattr(tiles, "tile", unreadable)
+    try:
+        url = "/tiles/0/slide_files/10/0_0.jpeg"
+        status, headers, body = _fetch(f"http://127.0.0.1:{server.server_address[1]}{url}")
+        assert status == 500 and headers["Cache-Control"] == "no-store"
+        assert body.decode() == "OSError: read error in tile at offset 12\n"
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"attnmap view: {url}: OSError: read error in tile at offset 12"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def test_tiles_are_served_while_a_rerun_is_read(tmp_path):
+    import json
+
+    run = write_run_folder(tmp_path, fine=False)
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_reload():  # a cohort's re-read opens every slide
+        reading.set()
+        release.wait(10)
+        return discover(run)
+
+    content = ViewerContent(discover(run), reload=slow_reload, watch=[run], check_interval=0)
+    content.get("tiles/0/slide_files/10/0_0.jpeg")
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    prediction.write_text(json.dumps({**json.loads(prediction.read_text()), "prediction_name": "normal"}))
+    version = content.version
+    rereading = threading.Thread(target=content.refresh)
+    rereading.start()
+    assert reading.wait(10)
+    answered = []
+    request = threading.Thread(target=lambda: answered.append(content.get("tiles/0/heat-0_files/10/1_1.png")))
+    request.start()
+    request.join(5)
+    assert answered and content.version == version  # the old content, under its own version
+    content.refresh()  # another request does not start a second re-read
+    release.set()
+    rereading.join(10)
+    assert content.version != version and content.slide_list()["slides"][0]["prediction"] == "normal"
+    content.close()

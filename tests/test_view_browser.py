@@ -17,7 +17,7 @@ from PIL import Image
 from view_fixtures import PATCH, write_run_folder
 
 from attnmap.render.scale import colour_table
-from attnmap.view import ViewerContent, discover, export_static, make_server
+from attnmap.view import ViewerContent, discover, export_static, find_slides, make_server
 
 CHROMIUM = os.environ.get("ATTNMAP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -87,8 +87,14 @@ def test_cohort_slide_list_and_annotations(browser, tmp_path):
 
 def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1100, "height": 760})
-    errors: list[str] = []
+    errors: list[str] = []  # script errors, and console errors (a failed request is one)
     page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def console(message) -> None:
+        if message.type == "error":
+            errors.append(f"{message.text} {message.location}")
+
+    page.on("console", console)
     page.goto(url)
     page.wait_for_function("window.attnmap && window.attnmap.state.loaded === true", timeout=30000)
     return page, errors
@@ -138,11 +144,37 @@ def test_served_page_draws_the_overlay(browser, run_folder, tmp_path):
         centre = page.evaluate(f"window.attnmap.imageToPage({512 + PATCH / 2}, {256 + PATCH / 2})")
         page.mouse.move(centre["x"], centre["y"])
         assert "rank 1 of 48" in page.locator("#cursor").inner_text()
+        import h5py
+
+        with h5py.File(run_folder / "heatmaps" / "slide_a" / "slide_a_blockmap.h5") as handle:
+            coords, scores = handle["coords"][:], handle["attention_scores"][:, 0]
+        ranks = np.argsort(np.argsort(-scores, kind="stable"), kind="stable") + 1
+        page.evaluate("window.attnmap.viewer.viewport.goHome(true)")  # every patch on screen
+        for i in (5, 17, 40):  # what the cursor reads is the blockmap's score and rank of that patch
+            x, y = (int(v) for v in coords[i])
+            point = page.evaluate(f"window.attnmap.imageToPage({x + PATCH * 0.3}, {y + PATCH * 0.7})")
+            page.mouse.move(point["x"], point["y"])
+            text = page.locator("#cursor").inner_text()
+            shown = float(text.split(" score ")[1].split(",")[0])
+            assert f"rank {ranks[i]} of 48" in text and f"patch at ({x}, {y})" in text, text
+            assert abs(shown - scores[i]) <= 0.005 * abs(scores[i]) + 1e-6, (text, scores[i])
         page.select_option("#method", "1")
         page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 1")
         assert "centred on 0" in page.locator("#scale-caption").inner_text()
         assert not page.locator("#fine-legend").is_visible()
         _check_fine_layer(page, tmp_path)
+        page.evaluate(  # quicker than the layers load: only the last choice may stay on the slide
+            "(s => ['0', '2', '1', '0', '2'].forEach(v => {"
+            " s.value = v; s.dispatchEvent(new Event('change')); }))"
+            "(document.querySelector('#method'))"
+        )
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 2")
+        page.wait_for_timeout(500)
+        urls = page.evaluate(
+            "(w => Array.from({length: w.getItemCount()}, (_, i) => w.getItemAt(i).source.tilesUrl))"
+            "(window.attnmap.viewer.world)"
+        )
+        assert urls == ["tiles/0/slide_files/", "tiles/0/heat-2_files/"], urls
         assert not errors, errors
     finally:
         server.shutdown()
@@ -179,7 +211,41 @@ def test_exported_folder_opens_from_disk(browser, run_folder, tmp_path):
     content.close()
     page, errors = _open(browser, page_path.as_uri())
     _check_overlay(page, tmp_path, "exported")
-    assert not errors, errors
+    page.locator("#show-tissue").check()  # an overlay whose tiles are mostly left out of the export
+    page.evaluate("window.attnmap.viewer.viewport.goHome(true)")
+    page.wait_for_timeout(300)
+    page.wait_for_function("window.attnmap.state.loaded === true", timeout=30000)
+    assert not errors, errors  # the page never asks for a tile the export left out
+
+
+def test_exported_folder_opens_from_a_static_web_server(browser, run_folder, tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    content = ViewerContent(discover(run_folder))
+    export_static(content, tmp_path / "export")
+    content.close()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path / "export"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        page.select_option("#method", "2")  # the fine maps, zoomed in
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 2")
+        page.evaluate(f"window.attnmap.jumpTo(512, 256, {PATCH})")
+        page.wait_for_timeout(800)
+        page.wait_for_function("window.attnmap.state.loaded === true", timeout=30000)
+        page.wait_for_timeout(2200)  # one poll of data/version.js: the export has it, unchanged
+        assert page.evaluate("window.attnmap.state.method") == 2  # not reloaded
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_open_page_reloads_itself_after_a_rerun(browser, tmp_path):
@@ -196,9 +262,68 @@ def test_open_page_reloads_itself_after_a_rerun(browser, tmp_path):
         payload = json.loads(prediction.read_text())
         prediction.write_text(json.dumps({**payload, "prediction_name": "normal"}))  # a rerun
         page.wait_for_function("document.querySelector('#title').textContent.includes('normal')")
+        page.wait_for_function("window.attnmap.state.loaded === true")
+        assert not errors, errors
         blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
         blockmap.write_bytes(blockmap.read_bytes()[:1000])  # a rerun still writing: why, in one line
         page.wait_for_function("document.querySelector('#title').textContent.includes('cannot read scores')")
+        # meanwhile its requests fail (404 for the replaced version, 503 while the files do not read)
+        assert not [error for error in errors if "failed to load" not in error.lower()], errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def test_the_reload_after_a_rerun_keeps_the_slide_method_and_view(browser, tmp_path):
+    import json
+
+    root = tmp_path / "cohort"
+    write_run_folder(root, "slide_a", seed=0, fine=False)
+    run = write_run_folder(root, "slide_b", seed=1, hot=(128, 128), fine=False)
+    content = ViewerContent(find_slides(run), reload=lambda: find_slides(run), watch=[run], check_interval=0)
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page, errors = _open(browser, f"http://127.0.0.1:{server.server_address[1]}/")
+        page.locator("#slides li").nth(1).click()
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 1")
+        page.select_option("#method", "1")
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 1")
+        page.locator("#opacity").fill("80")
+        page.evaluate(f"window.attnmap.jumpTo(640, 384, {PATCH})")
+        page.wait_for_timeout(900)  # the zoom animation ends: the view is in the address
+        view = (
+            "(v => [v.getCenter(true).x, v.getCenter(true).y, v.getZoom(true)])"
+            "(window.attnmap.viewer.viewport)"
+        )
+        before = page.evaluate(view)
+        assert "slide=slide_b" in page.url and "method=lrp" in page.url
+        page.evaluate("window.notReloaded = true")
+        other = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"  # a rerun of another slide only
+        other.write_text(other.read_text().replace('"tumor"', '"normal"'))
+        page.wait_for_function("document.querySelector('#slides li').textContent.includes('normal')")
+        assert page.evaluate("window.notReloaded === true")  # the list is refreshed, the view left alone
+        assert page.evaluate(view) == before and "tumor" in page.locator("#title").inner_text()
+        write_run_folder(root, "slide_0", seed=2, fine=False)  # a rerun adds a slide listed first: b is now 2
+        prediction = run / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+        payload = json.loads(prediction.read_text())
+        prediction.write_text(json.dumps({**payload, "prediction_name": "normal"}))
+        page.wait_for_function("document.querySelector('#title').textContent.includes('normal')")
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 2")
+        assert page.evaluate("window.attnmap.state.info.id") == "slide_b"
+        assert page.locator("#method").input_value() == "1"
+        assert page.locator("#opacity-value").inner_text() == "80%"
+        after = page.evaluate(view)
+        assert np.allclose(after, before, rtol=1e-3, atol=1e-4), (before, after)
+        assert not errors, errors
+        text = prediction.read_text()
+        prediction.unlink()  # the rerun reaches slide_b: its outputs are deleted first
+        page.wait_for_function("document.querySelector('#title').textContent.includes('b is not shown')")
+        assert "slide=slide_b" in page.url  # the place is kept, not replaced by another slide's
+        prediction.write_text(text)
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 2")
+        assert np.allclose(page.evaluate(view), before, rtol=1e-3, atol=1e-4)
         assert not errors, errors
     finally:
         server.shutdown()

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+MAX_LISTED = 10
+"""Slides that cannot be shown named one per line on start; the page lists them all."""
+
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
@@ -69,16 +72,27 @@ def view(
     whose files do not read yet is reported in one line until they do.
     """
     from attnmap.cli.options import quiet
-    from attnmap.view import ViewerContent, discover, export_static, make_server
+    from attnmap.view import ViewerContent, export_static, find_slides, make_server
 
-    def load(skipped: list[str] | None = None):
-        return discover(path, list(scores), annotations, skipped)
+    def load():
+        return find_slides(path, list(scores), annotations)
 
-    skipped: list[str] = []
-    slides = load(skipped)
-    if skipped:  # one line: the slides an interrupted (or running) run has not finished
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    found = load()
+    unfinished = [item.slide_id for item in found.unshown if item.unfinished]
+    if unfinished:  # one line: the slides an interrupted (or running) run has not finished
+        shown = ", ".join(unfinished[:5]) + (
+            f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
+        )
         click.echo(f"attnmap view: not shown (no blockmap or prediction file yet): {shown}", err=True)
+    refused = [item for item in found.unshown if not item.unfinished]
+    for item in refused[:MAX_LISTED]:  # a line each: failed in the run, or files that do not read
+        click.echo(f"attnmap view: not shown: {item.slide_id}: {item.reason}", err=True)
+    if len(refused) > MAX_LISTED:
+        click.echo(
+            f"attnmap view: not shown: {len(refused) - MAX_LISTED} more slide(s), listed in the page",
+            err=True,
+        )
+    slides = found
 
     if export_dir is not None:
         content = ViewerContent(slides, cache_bytes=cache_mb << 20)

@@ -9,7 +9,6 @@ slides' own tiles can be addressed; anything else is `NotFoundError`.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import secrets
@@ -20,16 +19,14 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
 
 from attnmap.errors import InputError
 from attnmap.view.cache import ByteLRU
 from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles, encode_png
 from attnmap.view.layers import FineLayer, HeatmapLayer, OutlineLayer
-from attnmap.view.sources import ViewSlide, source_state
+from attnmap.view.payloads import NotFoundError, Payloads, UnavailableError
+from attnmap.view.sources import Discovery, UnshownSlide, ViewSlide, slide_digest, source_state
 
-TOP_K = 12
-THUMB_PIXELS = 160
 TISSUE_COLOUR = (0, 170, 60)
 ANNOTATION_COLOUR = (20, 40, 230)
 CONTENT_TYPES = {
@@ -48,14 +45,20 @@ TILE_URL = re.compile(
 DZI_URL = re.compile(r"^tiles/(\d+)/(slide|tissue|annotations|heat-(\d+))\.dzi$", re.ASCII)
 DATA_URL = re.compile(r"^data/(\d+)/(info|patches-(\d+))\.js$", re.ASCII)
 THUMB_URL = re.compile(r"^thumbs/(\d+)/(\d+)/(\d+)\.jpeg$", re.ASCII)
+SLIDE_PATH = re.compile(r"^(?:tiles|data|thumbs)/(\d+)/", re.ASCII)
 
 
-class NotFoundError(Exception):
-    """The URL names nothing the viewer serves."""
+def _close(item: object) -> None:
+    closable = item.slide if isinstance(item, SlideTiles) else item
+    if hasattr(closable, "close"):
+        closable.close()
 
 
-class UnavailableError(Exception):
-    """The files behind the view changed and no longer read (a run still writing them, say)."""
+def _split(found: list[ViewSlide] | Discovery) -> tuple[list[ViewSlide], list[UnshownSlide]]:
+    """(slides, unshown) of what `find_slides` or `discover` gave."""
+    if isinstance(found, Discovery):
+        return list(found.slides), list(found.unshown)
+    return list(found), []
 
 
 def _static_root():
@@ -66,29 +69,7 @@ def _js(name: str, payload: object) -> bytes:
     return f"attnmapData({json.dumps(name)}, {json.dumps(payload, separators=(',', ':'))});\n".encode()
 
 
-def _hex_colours(cmap: str) -> list[str]:
-    from attnmap.render.scale import colour_table
-
-    return ["#{:02x}{:02x}{:02x}".format(*(int(c) for c in row)) for row in colour_table(cmap, 64)]
-
-
-def _fine_legend(score_set) -> dict | None:
-    """The second colour bar of a fine-map score set: the maps' own scale, shown when zoomed in."""
-    fine = score_set.fine
-    if fine is None:
-        return None
-    from attnmap.wsi.heatmap.fine_render import MIN_FINE_PIXELS
-
-    scale = fine.scale.to_json()
-    scale["caption"] = (
-        f"{fine.method} relevance per pixel inside the {fine.count} patches with a fine map, drawn "
-        f"where a patch spans at least {MIN_FINE_PIXELS} screen pixels: centred on 0, clipped at "
-        f"±{fine.scale.high:.3g} (99th pct of |R| over all maps)"
-    )
-    return {"scale": scale, "colours": _hex_colours(fine.scale.cmap), "minPixels": MIN_FINE_PIXELS}
-
-
-class ViewerContent:
+class ViewerContent(Payloads):
     """Resolves relative URLs to (bytes, content type); tiles are rendered on demand and cached.
 
     ``reload`` (with ``watch``, extra paths such as the folder given): a server stays open while the
@@ -99,26 +80,29 @@ class ViewerContent:
 
     def __init__(
         self,
-        slides: list[ViewSlide],
+        slides: list[ViewSlide] | Discovery,
         cache_bytes: int = 128 << 20,
-        reload: Callable[[], list[ViewSlide]] | None = None,
+        reload: Callable[[], list[ViewSlide] | Discovery] | None = None,
         watch: Sequence[str | Path] = (),
         check_interval: float = 1.0,
     ) -> None:
-        self.slides = slides
+        self.slides, self.unshown = _split(slides)
         self.cache = ByteLRU(cache_bytes)
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._tiles: dict[int, SlideTiles] = {}
         self._layers: dict[tuple[int, str], object] = {}
-        self._retired: list[object] = []
+        self._retired: list[tuple[int, object]] = []  # (last generation that used it, handle)
+        self._in_flight: dict[int, int] = {}  # requests being answered, by the generation they began in
         self.empty_png = encode_png(np.zeros((1, 1, 4), dtype=np.uint8))
         self._reload, self.check_interval = reload, check_interval
         self._watch = tuple(Path(p) for p in watch)
-        self._sources = self._slide_sources(slides)
+        self._sources = self._slide_sources(self.slides, self.unshown)
         self._state = self._source_state()
         self._checked_at = time.monotonic()
         self._token, self._generation = secrets.token_hex(6), 0
         self.error: str | None = None
+        self._slide_versions = self._versions(self.slides)
 
     # ------------------------------------------------------------------------------ freshness
     @property
@@ -126,38 +110,72 @@ class ViewerContent:
         """Names this process's current content: another server, or a reload, gives another."""
         return f"{self._token}-{self._generation}"
 
-    def _slide_sources(self, slides: list[ViewSlide]) -> tuple[Path, ...]:
-        return tuple(p for slide in slides for p in slide.sources)
+    def _versions(self, slides: list[ViewSlide]) -> list[str]:
+        return [f"{self._token}-{index}-{slide_digest(slide)}" for index, slide in enumerate(slides)]
+
+    def slide_version(self, index: int) -> str:
+        """Names slide ``index``'s picture in this process: it changes only when that slide's data
+        (or its place in the list) does, so a rerun of other slides leaves its open pages alone."""
+        return self._slide_versions[index]
+
+    def versions(self) -> dict[str, str]:
+        """Each shown slide's version by id: what an open page compares with its own slide's."""
+        return {
+            slide.slide_id: version for slide, version in zip(self.slides, self._slide_versions, strict=False)
+        }
+
+    def version_of(self, path: str) -> tuple[str, ...]:
+        """The versions a request for ``path`` may name (``?v=``): its slide's, or the whole content's."""
+        match = SLIDE_PATH.match(path.lstrip("/"))
+        if match and int(match.group(1)) < len(self._slide_versions):
+            return (self._slide_versions[int(match.group(1))], self.version)
+        return (self.version,)
+
+    def _slide_sources(self, slides: list[ViewSlide], unshown: list[UnshownSlide]) -> tuple[Path, ...]:
+        return tuple(p for slide in [*slides, *unshown] for p in slide.sources)
 
     def _source_state(self) -> tuple:
         return source_state([*self._watch, *self._sources])
 
     def refresh(self) -> None:
-        """Re-read the slides if their files changed (checked at most every ``check_interval`` s)."""
+        """Re-read the slides if their files changed (checked at most every ``check_interval`` s).
+
+        One thread re-reads at a time, without holding the lock that tile requests take: a cohort's
+        re-read opens every slide, and meanwhile the old content (and its version) is still served.
+        """
         if self._reload is None or time.monotonic() - self._checked_at < self.check_interval:
             return
-        with self._lock:
+        if not self._reload_lock.acquire(blocking=False):
+            return  # another request is re-reading
+        try:
             self._checked_at = time.monotonic()
             state = self._source_state()
             if state == self._state and self.error is None:  # while in error, try again each time
                 return
             try:
-                slides, error = self._reload(), None
+                (slides, unshown), error = _split(self._reload()), None
             except Exception as exc:  # noqa: BLE001 - shown as one line until the files read again
                 message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-                slides, error = [], " ".join(message.split())
+                slides, unshown, error = [], [], " ".join(message.split())
             # the state read before the reload: a file written during it is read again next time
             self._state = state
             if error is not None and error == self.error:
                 return  # the same failure again: nothing new to show, no reload for open pages
-            # in-flight requests may still hold the old slides' handles: close them at `close`
-            self._retired += [*self._tiles.values(), *self._layers.values()]
-            self._tiles, self._layers = {}, {}
-            self.cache.clear()
-            self.slides, self.error = slides, error
-            if error is None:  # after a failed read, keep watching the files of the last good one
-                self._sources = self._slide_sources(slides)
-            self._generation += 1
+            versions = self._versions(slides)
+            with self._lock:
+                # requests in flight may still hold the old slides' handles: closed once answered
+                generation = self._generation
+                self._retired += [
+                    (generation, item) for item in [*self._tiles.values(), *self._layers.values()]
+                ]
+                self._tiles, self._layers = {}, {}
+                self.cache.clear()
+                self.slides, self.unshown, self.error, self._slide_versions = slides, unshown, error, versions
+                if error is None:  # after a failed read, keep watching the files of the last good one
+                    self._sources = self._slide_sources(slides, unshown)
+                self._generation += 1
+        finally:
+            self._reload_lock.release()
 
     # ------------------------------------------------------------------------------ resources
     def slide_tiles(self, index: int) -> SlideTiles:
@@ -187,105 +205,20 @@ class ViewerContent:
         return list(self.slides[index].score_sets)
 
     def close(self) -> None:
-        for item in [*self._tiles.values(), *self._layers.values(), *self._retired]:
-            closable = item.slide if isinstance(item, SlideTiles) else item
-            if hasattr(closable, "close"):
-                closable.close()
+        for item in [*self._tiles.values(), *self._layers.values(), *(item for _, item in self._retired)]:
+            _close(item)
 
-    # ------------------------------------------------------------------------------ payloads
-    def slide_list(self) -> dict:
-        rows = []
-        for index, slide in enumerate(self.slides):
-            prediction = slide.prediction
-            probabilities = prediction.get("probabilities") or []
-            predicted = prediction.get("prediction")
-            rows.append(
-                {
-                    "index": index,
-                    "id": slide.slide_id,
-                    "label": prediction.get("label"),
-                    "prediction": prediction.get("prediction_name", predicted),
-                    "probability": float(probabilities[predicted])
-                    if isinstance(predicted, int) and 0 <= predicted < len(probabilities)
-                    else None,
-                }
-            )
-        return {"slides": rows}
+    def _close_retired(self) -> None:
+        """Close the handles of replaced slides that no request begun before the replacement uses.
 
-    def info(self, index: int) -> dict:
-        slide = self.slides[index]
-        grid = DeepZoomGrid(self._dimensions(index))
-        methods = []
-        for m, (name, score_set) in enumerate(slide.score_sets.items()):
-            order = np.argsort(-score_set.scores, kind="stable")[:TOP_K]
-            methods.append(
-                {
-                    "index": m,
-                    "name": name,
-                    "scale": score_set.scale.to_json(),
-                    "colours": _hex_colours(score_set.scale.cmap),
-                    "fine": _fine_legend(score_set),
-                    "tiles": grid.tile_source(f"tiles/{index}/heat-{m}_files/", "png"),
-                    "patchSize": score_set.patch_size,
-                    "count": len(score_set.scores),
-                    "top": [
-                        {
-                            "rank": r + 1,
-                            "x": int(score_set.coords[i, 0]),
-                            "y": int(score_set.coords[i, 1]),
-                            "score": float(score_set.scores[i]),
-                            "thumb": f"thumbs/{index}/{m}/{r + 1}.jpeg",
-                        }
-                        for r, i in enumerate(order)
-                    ],
-                }
-            )
-        tiles = self.slide_tiles(index)
-        return {
-            "index": index,
-            "id": slide.slide_id,
-            "version": self.version,
-            "width": grid.dimensions[0],
-            "height": grid.dimensions[1],
-            "mpp": tiles.slide.mpp,
-            "prediction": self.slide_list()["slides"][index],
-            "slide": grid.tile_source(f"tiles/{index}/slide_files/", "jpeg"),
-            "tissue": grid.tile_source(f"tiles/{index}/tissue_files/", "png") if slide.tissue else None,
-            "annotations": grid.tile_source(f"tiles/{index}/annotations_files/", "png")
-            if slide.annotations
-            else None,
-            "methods": methods,
-        }
-
-    def patches(self, index: int, method: int) -> dict:
-        score_set = self.slides[index].score_sets[self.method_names(index)[method]]
-        return {
-            "coords": score_set.coords.reshape(-1).tolist(),
-            "scores": [float(f"{v:.6g}") for v in score_set.scores.tolist()],
-            "ranks": score_set.ranks.tolist(),
-            "patchSize": score_set.patch_size,
-        }
-
-    def _dimensions(self, index: int) -> tuple[int, int]:
-        return self.slide_tiles(index).slide.dimensions
-
-    def thumb(self, index: int, method: int, rank: int) -> bytes:
-        score_set = self.slides[index].score_sets[self.method_names(index)[method]]
-        if not 1 <= rank <= min(TOP_K, len(score_set.scores)):
-            raise NotFoundError(f"no top-{rank} patch")
-        i = int(np.argsort(-score_set.scores, kind="stable")[rank - 1])
-        slide = self.slide_tiles(index).slide
-        level = slide.get_best_level_for_downsample(score_set.patch_size / THUMB_PIXELS)
-        size = max(1, int(round(score_set.patch_size / slide.level_downsamples[level])))
-        origin = tuple(int(v) for v in score_set.coords[i])
-        pixels = slide.read_region(origin, level, (size, size))
-        image = Image.fromarray(pixels).resize((THUMB_PIXELS, THUMB_PIXELS), Image.BILINEAR)
-        if score_set.fine is not None:  # the patch with its fine map, as in the fine-map gallery
-            layer = self.layer(index, f"heat-{method}")
-            image = Image.fromarray(layer.blend_patch(np.asarray(image), origin))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
-        return buffer.getvalue()
+        Why: a server left open through many reruns would otherwise keep every old slide open.
+        """
+        with self._lock:
+            oldest = min((g for g, count in self._in_flight.items() if count), default=self._generation)
+            done = [item for generation, item in self._retired if generation < oldest]
+            self._retired = [(generation, item) for generation, item in self._retired if generation >= oldest]
+        for item in done:
+            _close(item)
 
     def tile(self, index: int, layer: str, level: int, col: int, row: int) -> bytes:
         # the generation first: a tile drawn from a slide that a reload replaces meanwhile is cached
@@ -309,10 +242,25 @@ class ViewerContent:
     # ------------------------------------------------------------------------------ routing
     def get(self, url: str) -> tuple[bytes, str]:
         """(body, content type) for a URL path relative to the viewer root; `NotFoundError` otherwise."""
+        with self._lock:
+            generation = self._generation
+            self._in_flight[generation] = self._in_flight.get(generation, 0) + 1
+        try:
+            return self._get(url)
+        finally:
+            with self._lock:
+                self._in_flight[generation] -= 1
+                if not self._in_flight[generation]:
+                    del self._in_flight[generation]
+            if self._retired:
+                self._close_retired()
+
+    def _get(self, url: str) -> tuple[bytes, str]:
         path = url.split("?", 1)[0].split("#", 1)[0].lstrip("/") or "index.html"
         suffix = PurePosixPath(path).suffix
         if path == "data/version.js":  # polled by an open page, which reloads itself when it changes
-            return _js("version", self.version), CONTENT_TYPES[".js"]
+            body = _js("version", self.version) + _js("slideVersions", self.versions())
+            return body, CONTENT_TYPES[".js"]
         if self.error is not None and not path.startswith("static/") and path != "index.html":
             raise UnavailableError(self.error)
         if path == "data/slides.js":

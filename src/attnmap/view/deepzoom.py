@@ -5,7 +5,9 @@ the slide, so each must cut the plane exactly as the slide's tiles do. `DeepZoom
 Deep Zoom geometry (levels halve with ceil; interior tile edges overlap). Slide tiles come from
 OpenSlide's `DeepZoomGenerator` where the slide is opened by OpenSlide; other `Slide`s (tiffslide's
 SubIFD pyramids, plain images) go through `SlideTiles`, the same computation over
-`Slide.read_region`. Nothing reads more than one tile's region of the best pyramid level.
+`Slide.read_region`. Nothing reads more than one tile's region of the best pyramid level, and where
+that level is much finer than the tile (a slide without coarse levels), the tile is built from the
+finer Deep Zoom level in chunks (`SlideTiles._pixels`), so memory never grows with the slide.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from attnmap.wsi.slide import OpenSlideSlide, Slide
 
 TILE_SIZE = 254
 OVERLAP = 1
+MAX_READ_RATIO = 8
+"""A tile is read from the slide in one piece while the best level is at most this much finer than
+the tile. Beyond (a slide without the coarse levels: one-level TIFFs, big plain images), it is made
+from the next Deep Zoom level's pixels, `CHUNK` pixels at a time, recursively, as a pyramid is built:
+no read is larger than ``2 * CHUNK * MAX_READ_RATIO`` pixels a side, whatever the slide's size."""
+CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -114,18 +122,55 @@ class SlideTiles:
 
     def image(self, level: int, col: int, row: int) -> Image.Image:
         region = self.grid.region(level, col, row)
+        read_level = self.slide.get_best_level_for_downsample(region.downsample)
+        read_ds = float(self.slide.level_downsamples[read_level])
+        if region.downsample / read_ds > MAX_READ_RATIO:  # OpenSlide's generator would read it whole
+            x0, y0 = (int(v // region.downsample) for v in region.origin)
+            return Image.fromarray(self._pixels(level, x0, y0, x0 + region.pixels[0], y0 + region.pixels[1]))
         if self._generator is not None:
             tile = self._generator.get_tile(level, (col, row)).convert("RGB")
             if tile.size != region.pixels:  # OpenSlide shrinks it keeping the aspect ratio: one pixel short
                 tile = tile.resize(region.pixels, Image.BICUBIC)  # when a level's size is rounded
             return tile
-        read_level = self.slide.get_best_level_for_downsample(region.downsample)
+        return Image.fromarray(self._read(region.origin, region.size0, region.pixels, read_level, read_ds))
+
+    def _read(self, origin, size0, pixels, read_level: int, read_ds: float) -> np.ndarray:
+        """Level-0 rectangle (``origin``, ``size0``) read at ``read_level``, shrunk to ``pixels``."""
+        size = (max(1, math.ceil(size0[0] / read_ds)), max(1, math.ceil(size0[1] / read_ds)))
+        image = self.slide.read_region(tuple(int(v) for v in origin), read_level, size)
+        return (
+            image if size == tuple(pixels) else cv2.resize(image, tuple(pixels), interpolation=cv2.INTER_AREA)
+        )
+
+    def _pixels(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Pixels [x0, x1) × [y0, y1) of Deep Zoom ``level``, from the slide's best level when it is
+        at most `MAX_READ_RATIO` finer, else halved from the next Deep Zoom level chunk by chunk.
+
+        Why: a coarse tile of a slide with no coarse level covers the whole slide at its finest
+        level; read at once, a 40,000-pixel-wide one-level slide would need gigabytes for one tile.
+        """
+        downsample = 2 ** (self.grid.level_count - 1 - level)
+        read_level = self.slide.get_best_level_for_downsample(downsample)
         read_ds = float(self.slide.level_downsamples[read_level])
-        size = (max(1, math.ceil(region.size0[0] / read_ds)), max(1, math.ceil(region.size0[1] / read_ds)))
-        pixels = self.slide.read_region(region.origin, read_level, size)
-        if size != region.pixels:
-            pixels = cv2.resize(pixels, region.pixels, interpolation=cv2.INTER_AREA)
-        return Image.fromarray(pixels)
+        if downsample / read_ds <= MAX_READ_RATIO:
+            width0, height0 = self.grid.dimensions
+            origin = (x0 * downsample, y0 * downsample)
+            end = (min(width0, x1 * downsample), min(height0, y1 * downsample))
+            size0 = (end[0] - origin[0], end[1] - origin[1])
+            return self._read(origin, size0, (x1 - x0, y1 - y0), read_level, read_ds)
+        finer_width, finer_height = self.grid.level_dimensions[level + 1]
+        out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+        for top in range(y0, y1, CHUNK):
+            for left in range(x0, x1, CHUNK):
+                right, bottom = min(x1, left + CHUNK), min(y1, top + CHUNK)
+                finer = self._pixels(
+                    level + 1, 2 * left, 2 * top, min(finer_width, 2 * right), min(finer_height, 2 * bottom)
+                )
+                size = (right - left, bottom - top)
+                if finer.shape[1::-1] != size:
+                    finer = cv2.resize(finer, size, interpolation=cv2.INTER_AREA)
+                out[top - y0 : bottom - y0, left - x0 : right - x0] = finer
+        return out
 
     def tile(self, level: int, col: int, row: int) -> bytes:
         buffer = io.BytesIO()

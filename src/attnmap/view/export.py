@@ -2,21 +2,27 @@
 
 Every URL the page can ask for is written as a file with the same relative path, from the same
 `ViewerContent` the server uses, so what one shows the other shows. Overlay tiles where nothing is
-drawn are left out (the page shows nothing there either way), which is why an earlier export in
-the same folder is cleared first: its tile of a patch, layer or slide that is gone would still show.
+drawn are left out (the page shows nothing there either way); each overlay's descriptor in the
+slide's info lists, per level, which tiles were written, so the page never asks a static host or
+the disk for a missing file (each would be a console error). An earlier export in the same folder
+is cleared first: its tile of a patch, layer or slide that is gone would still show.
 """
 
 from __future__ import annotations
 
+import base64
+import errno
 import shutil
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from attnmap.errors import InputError
-from attnmap.view.app import TOP_K, ViewerContent
+from attnmap.view.app import ViewerContent, _js
 from attnmap.view.deepzoom import DeepZoomGrid
+from attnmap.view.payloads import TOP_K
 
 
 def _static_files(node, prefix: str):
@@ -27,44 +33,94 @@ def _static_files(node, prefix: str):
             yield f"{prefix}{child.name}"
 
 
-def export_static(content: ViewerContent, out_dir: str | Path, progress: bool = False) -> Path:
-    """Write the page, its data and every tile under ``out_dir``; returns the page's path."""
-    out = Path(out_dir)
+def _prepare(out: Path) -> None:
+    """Check and create the target before any tile is drawn: a bad target fails in one line, at once."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--export target {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
         raise InputError(f"--export target {out} is a non-empty folder that is not a viewer export")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".attnmap-export-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            reason = "not writable"
+        raise InputError(f"--export target {out}: {reason}") from None
     for owned in ("tiles", "data", "thumbs", "static"):  # an earlier export's files (index.html checked)
         if (out / owned).is_dir():
             shutil.rmtree(out / owned)
-    urls = ["index.html", "data/slides.js"]
+
+
+def _write(out: Path, url: str, body: bytes) -> None:
+    target = out / url
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(body)
+
+
+def export_static(content: ViewerContent, out_dir: str | Path, progress: bool = False) -> Path:
+    """Write the page, its data and every tile under ``out_dir``; returns the page's path."""
+    out = Path(out_dir)
+    _prepare(out)
+    urls = ["index.html", "data/slides.js", "data/version.js"]
     urls += [
         f"static/{name}"
         for name in _static_files(resources.files("attnmap.view") / "static", "")
         if name != "index.html"
     ]
+    layers_of: list[list[str]] = []
+    total = len(urls)
     for index, slide in enumerate(content.slides):
         grid = DeepZoomGrid(content.slide_tiles(index).slide.dimensions)
         layers = ["slide"] + [f"heat-{m}" for m in range(len(slide.score_sets))]
         layers += [name for name in ("tissue", "annotations") if getattr(slide, name)]
-        urls.append(f"data/{index}/info.js")
-        for m, score_set in enumerate(slide.score_sets.values()):
-            urls.append(f"data/{index}/patches-{m}.js")
-            urls += [f"thumbs/{index}/{m}/{r}.jpeg" for r in range(1, min(TOP_K, len(score_set.scores)) + 1)]
-        for layer in layers:
-            urls.append(f"tiles/{index}/{layer}.dzi")
-            fmt = "jpeg" if layer == "slide" else "png"
-            urls += [
-                f"tiles/{index}/{layer}_files/{level}/{col}_{row}.{fmt}"
-                for level, (cols, rows) in enumerate(grid.level_tiles)
-                for row in range(rows)
-                for col in range(cols)
-            ]
-    for url in tqdm(urls, desc="export", unit="file", disable=not progress):
-        body, _ = content.get(url)
-        if url.endswith(".png") and url.startswith("tiles/") and body == content.empty_png:
-            continue
-        target = out / url
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(body)
+        layers_of.append(layers)
+        tiles = sum(cols * rows for cols, rows in grid.level_tiles)
+        total += 1 + len(layers) * (tiles + 1)
+        total += sum(1 + min(TOP_K, len(s.scores)) for s in slide.score_sets.values())
+    with tqdm(total=total, desc="export", unit="file", disable=not progress) as bar:
+        for url in urls:
+            _write(out, url, content.get(url)[0])
+            bar.update()
+        for index, slide in enumerate(content.slides):
+            for m, score_set in enumerate(slide.score_sets.values()):
+                for url in [f"data/{index}/patches-{m}.js"] + [
+                    f"thumbs/{index}/{m}/{r}.jpeg" for r in range(1, min(TOP_K, len(score_set.scores)) + 1)
+                ]:
+                    _write(out, url, content.get(url)[0])
+                    bar.update()
+            present = {layer: _export_layer(content, out, index, layer, bar) for layer in layers_of[index]}
+            info = content.info(index)
+            for m, method in enumerate(info["methods"]):
+                method["tiles"]["present"] = present[f"heat-{m}"]
+            for name in ("tissue", "annotations"):
+                if info[name] is not None:
+                    info[name]["present"] = present[name]
+            _write(out, f"data/{index}/info.js", _js(f"info-{index}", info))
+            bar.update()
     return out / "index.html"
+
+
+def _export_layer(content: ViewerContent, out: Path, index: int, layer: str, bar) -> list[str]:
+    """Write one layer's .dzi and tiles; per level, a base64 bitset (row-major, least significant bit
+    first) of the tiles written (every tile of the slide; overlay tiles where something is drawn)."""
+    grid = DeepZoomGrid(content.slide_tiles(index).slide.dimensions)
+    _write(out, f"tiles/{index}/{layer}.dzi", content.get(f"tiles/{index}/{layer}.dzi")[0])
+    bar.update()
+    fmt = "jpeg" if layer == "slide" else "png"
+    present = []
+    for level, (cols, rows) in enumerate(grid.level_tiles):
+        written = np.zeros(cols * rows, dtype=bool)
+        for row in range(rows):
+            for col in range(cols):
+                url = f"tiles/{index}/{layer}_files/{level}/{col}_{row}.{fmt}"
+                body, _ = content.get(url)
+                bar.update()
+                if layer != "slide" and body == content.empty_png:
+                    continue
+                _write(out, url, body)
+                written[row * cols + col] = True
+        present.append(base64.b64encode(np.packbits(written, bitorder="little").tobytes()).decode("ascii"))
+    return present

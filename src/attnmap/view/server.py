@@ -39,9 +39,10 @@ def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
             content.refresh()
             etag = f'"{content.version}"'  # read before the body: a reload meanwhile only costs a refetch
             text = "text/plain; charset=utf-8"
-            asked = parse_qs(url.query).get("v", [content.version])[0]  # the page's tiles name its version
+            current = content.version_of(path)  # the page's tiles name their slide's version
+            asked = parse_qs(url.query).get("v", [current[0]])[0]
             try:
-                if asked != content.version:
+                if asked not in current:
                     raise NotFoundError(f"version {asked} was replaced by a rerun")
                 body, content_type = content.get(path)
                 status = 200
@@ -52,6 +53,7 @@ def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # noqa: BLE001 - one failed tile must not stop the server
                 line = " ".join(f"{type(exc).__name__}: {exc}".split())
                 body, content_type, status = f"{line}\n".encode(), text, 500
+                sys.stderr.write(f"attnmap view: {path}: {line}\n")  # one line in the log, no traceback
             if status == 200 and etag in self.headers.get("If-None-Match", ""):
                 self.send_response(304)
                 self.send_header("ETag", etag)

@@ -65,6 +65,8 @@ class ViewSlide:
     annotations: list[np.ndarray] = field(default_factory=list)
     sources: tuple[Path, ...] = ()
     """Files and folders the slide was read from (present or not): a change to any means a rerun."""
+    run_dimensions: tuple[int, int] | None = None
+    """The slide's level-0 size when the run read it, where the run recorded it."""
 
 
 def source_state(paths) -> tuple:
@@ -82,6 +84,32 @@ def source_state(paths) -> tuple:
         else:
             states.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
     return tuple(states)
+
+
+def slide_digest(slide: ViewSlide) -> str:
+    """A digest of what the viewer shows of ``slide``, from the data read (scores, prediction,
+    outlines) and the identity of the files read lazily (the slide, fine maps).
+
+    Why the data and not the files' times: a rerun may write a file while it is read; the digest
+    then names what was read, so an open page reloads exactly when its slide's picture changed.
+    """
+    import hashlib
+
+    digest = hashlib.sha1()
+    digest.update(repr((slide.slide_id, str(slide.slide_path), source_state([slide.slide_path]))).encode())
+    digest.update(json.dumps(slide.prediction, sort_keys=True, default=str).encode())
+    for name, score_set in slide.score_sets.items():
+        fine = score_set.fine
+        digest.update(
+            repr((name, score_set.patch_size, fine and (str(fine.path), source_state([fine.path])))).encode()
+        )
+        digest.update(np.ascontiguousarray(score_set.coords).tobytes())
+        digest.update(np.ascontiguousarray(score_set.scores).tobytes())
+    for rings in (slide.tissue, slide.annotations):
+        digest.update(b"|")
+        for ring in rings:
+            digest.update(np.ascontiguousarray(ring, dtype=np.float64).tobytes() + b";")
+    return digest.hexdigest()[:16]
 
 
 def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, ScoreSet]:
@@ -122,9 +150,17 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             stacklevel=2,
         )
     return {
-        method: ScoreSet(method, coords, values, int(size), choose_scale(values, method))
+        method: ScoreSet(method, coords, values, int(size), _scale(path, values, method))
         for method, values in raw.items()
     }
+
+
+def _scale(path: Path, values: np.ndarray, method: str) -> ScoreScale:
+    """`choose_scale`, its refusal naming the file and score set (NaN from a run cut short, say)."""
+    try:
+        return choose_scale(values, method)
+    except InputError as exc:
+        raise InputError(f"{path}: '{method}' scores: {exc}") from None
 
 
 def read_fine_score_set(path: Path) -> ScoreSet:
@@ -141,7 +177,7 @@ def read_fine_score_set(path: Path) -> ScoreSet:
             store.coords,
             store.scores,
             store.patch_size,
-            choose_scale(store.scores, store.mil_method),
+            _scale(Path(path), store.scores, store.mil_method),
             info,
         )
 
@@ -164,69 +200,24 @@ def _grid_step(coords: np.ndarray) -> int:
     raise InputError("cannot tell the patch size from a single patch; store a 'patch_size' attribute")
 
 
-def _tissue_polygons(path: Path) -> list[np.ndarray]:
-    if not path.is_file():
-        return []
-    try:
-        payload = json.loads(path.read_text())
-        return [
-            np.asarray(ring, dtype=np.float64).reshape(-1, 2)
-            for item in payload["contours"]
-            for ring in (item["outer"], *item["holes"])
-        ]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
+@dataclass(frozen=True)
+class UnshownSlide:
+    """A slide of a run folder the viewer cannot show, and why (one line, shown on start and in the page)."""
+
+    slide_id: str
+    reason: str
+    unfinished: bool = False
+    """True when the run has not written its blockmap or prediction yet (interrupted or running)."""
+    sources: tuple[Path, ...] = ()
+    """Files and folders whose change may make it showable (watched like `ViewSlide.sources`)."""
 
 
-def _run_slides(root: Path, annotations_dir: Path | None, skipped: list[str]) -> list[ViewSlide]:
-    slides = []
-    for folder in sorted(p for p in (root / "heatmaps").iterdir() if p.is_dir()):
-        slide_id = folder.name
-        blockmap = folder / f"{slide_id}_blockmap.h5"
-        prediction_file = folder / f"{slide_id}_prediction.json"
-        if not (blockmap.is_file() and prediction_file.is_file()):
-            skipped.append(slide_id)
-            continue
-        prediction = _read_prediction(prediction_file)
-        slide_path = Path(prediction["slide_path"])
-        if not slide_path.is_absolute():
-            slide_path = (root / slide_path) if (root / slide_path).is_file() else slide_path.resolve()
-        if not slide_path.is_file():
-            raise InputError(
-                f"slide {slide_id}: its file {slide_path} (from {prediction_file.name}) is missing"
-            )
-        score_sets = read_score_sets(blockmap)
-        fine = blockmap.parent / f"{slide_id}_fine_maps.h5"
-        if fine.is_file():
-            fine_set = read_fine_score_set(fine)
-            score_sets[fine_set.method] = fine_set
-        tissue = root / "tissue" / f"{slide_id}.json"
-        watched = (root / "heatmaps", blockmap.parent, blockmap, prediction_file, fine, tissue, slide_path)
-        slides.append(
-            ViewSlide(
-                slide_id,
-                slide_path,
-                score_sets,
-                prediction,
-                _tissue_polygons(tissue),
-                _find_annotations(annotations_dir, slide_id),
-                watched + _annotation_sources(annotations_dir, slide_id),
-            )
-        )
-    return slides
+@dataclass
+class Discovery:
+    """What a path holds: the slides to show, and those of its run folders that cannot be shown."""
 
-
-def _read_prediction(path: Path) -> dict:
-    """A slide's prediction JSON, without its provenance; `InputError` when it is not one (a run
-    interrupted while writing it, or a hand-edited file)."""
-    try:
-        prediction = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
-    if not isinstance(prediction, dict) or not isinstance(prediction.get("slide_path"), str):
-        raise InputError(f"{path} is not a prediction file of `wsi run`: it names no 'slide_path'")
-    prediction.pop("provenance", None)
-    return prediction
+    slides: list[ViewSlide]
+    unshown: list[UnshownSlide] = field(default_factory=list)
 
 
 def _annotation_sources(folder: Path | None, slide_id: str) -> tuple[Path, ...]:
@@ -254,10 +245,22 @@ def discover(
 
     ``annotations``: an annotation file (single slide) or a folder of ``<slide id>.geojson|.xml``.
     ``skipped``: receives the slide folders not shown because their blockmap or prediction file is
-    missing (a run interrupted, or still running), so the caller can say so.
+    missing (a run interrupted, or still running), so the caller can say so; `find_slides` also
+    gives the slides not shown for other reasons.
     Raises `InputError` when ``path`` holds nothing to show.
     """
-    skipped = [] if skipped is None else skipped
+    found = find_slides(path, scores, annotations)
+    if skipped is not None:
+        skipped += [item.slide_id for item in found.unshown if item.unfinished]
+    return found.slides
+
+
+def find_slides(
+    path: str | Path, scores: list[str | Path] | None = None, annotations: str | Path | None = None
+) -> Discovery:
+    """`discover`'s slides with those of the run folders that cannot be shown and why: unfinished,
+    failed in the run (``run_report.json``), or whose files do not read (a slide moved away, a
+    damaged blockmap, annotations that do not parse). `InputError` when no slide can be shown."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"nothing to view: {path} does not exist")
@@ -271,53 +274,72 @@ def discover(
         )
     annotation_dir = annotations if annotations is not None and annotations.is_dir() else None
     if path.is_file():
-        if not scores:
-            raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
-        sets: dict[str, ScoreSet] = {}
-        from attnmap.wsi.heatmap.fine_store import is_fine_map_file
-
-        for score_file in scores:
-            found = (
-                {(fine := read_fine_score_set(Path(score_file))).method: fine}
-                if is_fine_map_file(score_file)
-                else read_score_sets(Path(score_file))
-            )
-            for method, score_set in found.items():
-                name = method if method not in sets else f"{Path(score_file).stem}:{method}"
-                sets[name] = score_set
-        slide = ViewSlide(path.stem, path.resolve(), sets, sources=(path, *map(Path, scores)))
-        if annotations is not None and annotations.is_file():
-            from attnmap.wsi.annotations import load_annotations
-
-            slide.annotations = [ring for region in load_annotations(annotations) for ring in region.rings()]
-            slide.sources += (annotations,)
-        else:
-            slide.annotations = _find_annotations(annotation_dir, slide.slide_id)
-            slide.sources += _annotation_sources(annotation_dir, slide.slide_id)
-        _check_against_slide(slide)
-        return [slide]
+        return Discovery([_single_slide(path, scores, annotations, annotation_dir)])
     if scores:
         raise InputError("--scores goes with a slide file, not with a folder")
-    slides = _run_slides(path, annotation_dir, skipped) if (path / "heatmaps").is_dir() else []
-    if not slides:
+    if not path.is_dir():
+        raise InputError(f"nothing to view: {path} is neither a folder nor a slide file")
+    unshown: list[UnshownSlide] = []
+    is_run = (path / "heatmaps").is_dir() or (path / "run_report.json").is_file()
+    from attnmap.view.run_folder import run_slides
+
+    slides = run_slides(path, annotation_dir, unshown) if is_run else []
+    if not slides and not unshown:
         for child in sorted(p for p in path.iterdir() if (p / "heatmaps").is_dir()):
-            for slide in _run_slides(child, annotation_dir, skipped):
+            child_unshown: list[UnshownSlide] = []
+            for slide in run_slides(child, annotation_dir, child_unshown):
                 slide.slide_id = f"{child.name}-{slide.slide_id}" if _clash(slides, slide) else slide.slide_id
                 slides.append(slide)
-    for slide in slides:
-        _check_against_slide(slide)
-    if not slides and skipped:
+            unshown += [
+                UnshownSlide(f"{child.name}/{item.slide_id}", item.reason, item.unfinished, item.sources)
+                for item in child_unshown
+            ]
+    if slides:
+        return Discovery(slides, unshown)
+    refused = [item for item in unshown if not item.unfinished]
+    if refused:
+        more = f" ({len(unshown) - 1} more slide(s) not shown either)" if len(unshown) > 1 else ""
+        raise InputError(f"nothing to view in {path}: slide {refused[0].slide_id}: {refused[0].reason}{more}")
+    if unshown:
         raise InputError(
             f"nothing to view in {path} yet: no slide folder has both its blockmap and its prediction "
-            f"file ({len(skipped)} without: an interrupted or running `wsi run`?)"
+            f"file ({len(unshown)} without: an interrupted or running `wsi run`?)"
         )
-    if not slides:
-        raise InputError(
-            f"nothing to view in {path}: expected a `wsi run` output folder "
-            "(heatmaps/<id>/<id>_blockmap.h5), "
-            "a folder of such folders, or a slide file with --scores"
+    raise InputError(
+        f"nothing to view in {path}: expected a `wsi run` output folder "
+        "(heatmaps/<id>/<id>_blockmap.h5), "
+        "a folder of such folders, or a slide file with --scores"
+    )
+
+
+def _single_slide(
+    path: Path, scores: list[str | Path] | None, annotations: Path | None, annotation_dir: Path | None
+) -> ViewSlide:
+    if not scores:
+        raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
+    sets: dict[str, ScoreSet] = {}
+    from attnmap.wsi.heatmap.fine_store import is_fine_map_file
+
+    for score_file in scores:
+        found = (
+            {(fine := read_fine_score_set(Path(score_file))).method: fine}
+            if is_fine_map_file(score_file)
+            else read_score_sets(Path(score_file))
         )
-    return slides
+        for method, score_set in found.items():
+            name = method if method not in sets else f"{Path(score_file).stem}:{method}"
+            sets[name] = score_set
+    slide = ViewSlide(path.stem, path.resolve(), sets, sources=(path, *map(Path, scores)))
+    if annotations is not None and annotations.is_file():
+        from attnmap.wsi.annotations import load_annotations
+
+        slide.annotations = [ring for region in load_annotations(annotations) for ring in region.rings()]
+        slide.sources += (annotations,)
+    else:
+        slide.annotations = _find_annotations(annotation_dir, slide.slide_id)
+        slide.sources += _annotation_sources(annotation_dir, slide.slide_id)
+    _check_against_slide(slide)
+    return slide
 
 
 def _check_against_slide(slide: ViewSlide) -> None:
@@ -331,6 +353,29 @@ def _check_against_slide(slide: ViewSlide) -> None:
 
     with open_slide(slide.slide_path) as handle:
         width, height = handle.dimensions
+    if slide.run_dimensions is not None and tuple(slide.run_dimensions) != (width, height):
+        ran = "x".join(map(str, slide.run_dimensions))
+        raise InputError(
+            f"slide {slide.slide_id}: {slide.slide_path} is {width}x{height} px at level 0 but the run "
+            f"read a {ran} slide there; was the file replaced? Rerun `wsi run` for it"
+        )
+    outside_rings = sum(
+        1
+        for ring in slide.annotations
+        if len(ring)
+        and (
+            ring[:, 0].max() < 0
+            or ring[:, 1].max() < 0
+            or ring[:, 0].min() >= width
+            or ring[:, 1].min() >= height
+        )
+    )
+    if outside_rings:
+        raise InputError(
+            f"slide {slide.slide_id}: {outside_rings} of {len(slide.annotations)} annotation rings lie "
+            f"wholly outside the slide ({width}x{height} px at level 0); of another slide, or not in "
+            "level-0 pixels?"
+        )
     for name, score_set in slide.score_sets.items():
         x, y = score_set.coords[:, 0], score_set.coords[:, 1]
         outside = int(np.count_nonzero((x < 0) | (y < 0) | (x >= width) | (y >= height)))

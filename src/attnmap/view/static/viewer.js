@@ -5,15 +5,12 @@
 
 const store = {};
 const waiting = {};
-let version = null;
+let version = null, polled = null;
 function attnmapData(name, payload) {
-  if (name === "version") {  // the server re-read a rerun: what this page holds is stale
-    if (version !== null && payload !== version) location.reload();
-    version = payload;
-    return;
-  }
+  if (name === "version") { polled = payload; return; }  // the whole content's; slideVersions follow
+  if (name === "slideVersions") { onVersions(polled, payload); return; }
   store[name] = payload;
-  if (waiting[name]) { waiting[name](payload); delete waiting[name]; }
+  if (waiting[name]) { waiting[name].forEach((resolve) => resolve(payload)); delete waiting[name]; }
 }
 window.attnmapData = attnmapData;
 
@@ -30,10 +27,21 @@ function pollVersion() {  // served pages only: an exported folder never changes
 }
 if (location.protocol.startsWith("http")) { pollVersion(); polling = setInterval(pollVersion, 2000); }
 
+function onVersions(list, slides) {
+  // the server re-read a rerun: reload when the slide in view changed (or moved in the list); when
+  // only others did, refresh the slide list in place and keep looking
+  if (version === null || list === version) { version = list; return; }
+  if (!state.info || slides[state.info.id] !== state.info.version) { location.reload(); return; }
+  version = list;
+  const keep = "info-" + state.info.index, mine = "patches-" + state.info.index + "-";
+  Object.keys(store).forEach((name) => { if (name !== keep && !name.startsWith(mine)) delete store[name]; });
+  load("slides", "data/slides.js?t=" + Date.now()).then(showList).catch(() => location.reload());
+}
+
 function load(name, url) {
   if (store[name]) return Promise.resolve(store[name]);
   return new Promise((resolve, reject) => {
-    waiting[name] = resolve;
+    (waiting[name] = waiting[name] || []).push(resolve);
     const script = document.createElement("script");
     script.src = url;
     script.onerror = () => reject(new Error("cannot load " + url));
@@ -61,16 +69,30 @@ function fmt(value) {
   return Math.abs(value) >= 1000 || (Math.abs(value) < 0.01 && value !== 0) ? value.toExponential(2) : value.toPrecision(3);
 }
 
+function tilePresence(present) {
+  // an exported folder leaves out overlay tiles where nothing is drawn: its info lists, per level, a
+  // bitset (base64, row-major) of the tiles written, so the page never asks for a missing file
+  const levels = present.map((bits) => Uint8Array.from(atob(bits), (c) => c.charCodeAt(0)));
+  return function (level, x, y) {
+    const numTiles = this.getNumTiles(level), bits = levels[level];
+    if (!bits || x < 0 || y < 0 || x >= numTiles.x || y >= numTiles.y) return false;
+    const i = y * numTiles.x + x;
+    return (bits[i >> 3] & (1 << (i & 7))) !== 0;
+  };
+}
+
 function addLayer(source, opacity, index) {
   // served: tile URLs name the version of the content, so a page older than a rerun gets no new tile
   const image = source.Image;
-  const tileSource = location.protocol.startsWith("http") && state.info && state.info.version
-    ? new OpenSeadragon.DziTileSource({
-      width: Number(image.Size.Width), height: Number(image.Size.Height), tileSize: Number(image.TileSize),
-      tileOverlap: Number(image.Overlap), tilesUrl: image.Url, fileFormat: image.Format,
-      queryParams: "?v=" + encodeURIComponent(state.info.version),
-    })
-    : source;
+  const options = {
+    width: Number(image.Size.Width), height: Number(image.Size.Height), tileSize: Number(image.TileSize),
+    tileOverlap: Number(image.Overlap), tilesUrl: image.Url, fileFormat: image.Format,
+  };
+  if (location.protocol.startsWith("http") && state.info && state.info.version) {
+    options.queryParams = "?v=" + encodeURIComponent(state.info.version);
+  }
+  if (source.present) options.tileExists = tilePresence(source.present);
+  const tileSource = new OpenSeadragon.DziTileSource(options);
   return new Promise((resolve, reject) => {
     viewer.addTiledImage({
       tileSource: tileSource, opacity: opacity, index: index,
@@ -81,14 +103,42 @@ function addLayer(source, opacity, index) {
 
 function slideItem() { return viewer.world.getItemAt(0); }
 
-async function showSlide(index) {
+function saveView() {
+  // the slide (by id: a rerun may renumber slides), the method (by name) and the viewport in the
+  // address, which survives the reload after a rerun and can be bookmarked or shared
+  if (!state.info) return;
+  const centre = viewer.viewport.getCenter(true), method = state.info.methods[state.method];
+  const params = new URLSearchParams({
+    slide: state.info.id, method: method ? method.name : "", x: centre.x.toFixed(6), y: centre.y.toFixed(6),
+    zoom: viewer.viewport.getZoom(true).toPrecision(6), opacity: String(Math.round(state.opacity * 100)),
+  });
+  history.replaceState(null, "", "#" + params.toString());
+}
+viewer.addHandler("animation-finish", saveView);
+
+// Every change of slide, method or outline takes a ticket; a call that a later one overtook while it
+// waited for the network drops what it loaded, so quick clicks never leave a stale layer stacked.
+const tickets = { slide: 0, method: 0, tissue: 0, annotations: 0 };
+
+async function showSlide(index, place) {
+  // place: where to look (from the address's #fragment), so a reload after a rerun keeps the view
+  const ticket = ++tickets.slide;
   state.loaded = false;
   const info = await load("info-" + index, "data/" + index + "/info.js");
+  if (ticket !== tickets.slide) return;
   state.slide = index; state.info = info;
   viewer.world.removeAll();
   state.heat = state.tissue = state.annotations = null;
-  await addLayer(info.slide, 1, 0);
+  const item = await addLayer(info.slide, 1, 0);
+  if (ticket !== tickets.slide) { viewer.world.removeItem(item); return; }
+  const zoom = place ? Number(place.get("zoom")) : NaN, x = place ? Number(place.get("x")) : NaN, y = place ? Number(place.get("y")) : NaN;
+  if (zoom > 0 && Number.isFinite(x) && Number.isFinite(y)) {
+    viewer.viewport.zoomTo(zoom, null, true);
+    viewer.viewport.panTo(new OpenSeadragon.Point(x, y), true);
+  }
   document.querySelectorAll("#slides li").forEach((li) => li.classList.toggle("active", Number(li.dataset.index) === index));
+  const active = document.querySelector("#slides li.active");  // a long cohort list shows the slide in view
+  if (active) active.scrollIntoView({ block: "nearest" });
   const select = $("method");
   select.innerHTML = "";
   info.methods.forEach((method) => {
@@ -105,12 +155,16 @@ async function showSlide(index) {
   }
   if (prediction.label !== null && prediction.label !== undefined) title += " — label " + prediction.label;
   $("title").textContent = title;
-  await showMethod(info.methods.length ? 0 : -1);
+  const wanted = place ? info.methods.findIndex((method) => method.name === place.get("method")) : -1;
+  await showMethod(info.methods.length ? Math.max(0, wanted) : -1);
+  if (ticket !== tickets.slide) return;
   await toggleOutline("tissue");
+  if (ticket !== tickets.slide) return;
   await toggleOutline("annotations");
 }
 
 async function showMethod(m) {
+  const ticket = ++tickets.method;
   state.loaded = false;
   if (state.heat) { viewer.world.removeItem(state.heat); state.heat = null; }
   state.patches = null; state.cells = null;
@@ -118,17 +172,30 @@ async function showMethod(m) {
   const info = state.info, method = info.methods[m];
   state.method = m;
   $("method").value = String(m);
-  state.heat = await addLayer(method.tiles, state.opacity, 1);
+  const item = await addLayer(method.tiles, state.opacity, 1);
+  if (ticket !== tickets.method || state.info !== info) {
+    if (viewer.world.getIndexOfItem(item) >= 0) viewer.world.removeItem(item);
+    return;
+  }
+  state.heat = item;
+  saveView();
   drawColorbar(method);
   drawGallery(method);
   const patches = await load("patches-" + info.index + "-" + m, "data/" + info.index + "/patches-" + m + ".js");
-  if (state.info === info && state.method === m) { indexPatches(patches); checkLoaded(); }
+  if (ticket === tickets.method && state.info === info) { indexPatches(patches); checkLoaded(); }
 }
 
 async function toggleOutline(name) {
-  const box = $("show-" + name), source = state.info && state.info[name];
+  const ticket = ++tickets[name], info = state.info;
+  const box = $("show-" + name), source = info && info[name];
   if (state[name]) { viewer.world.removeItem(state[name]); state[name] = null; }
-  if (source && box.checked) state[name] = await addLayer(source, 1, viewer.world.getItemCount());
+  if (!source || !box.checked) return;
+  const item = await addLayer(source, 1, viewer.world.getItemCount());
+  if (ticket !== tickets[name] || state.info !== info) {
+    if (viewer.world.getIndexOfItem(item) >= 0) viewer.world.removeItem(item);
+    return;
+  }
+  state[name] = item;
 }
 
 function drawBar(prefix, scale, colours) {
@@ -232,6 +299,7 @@ function setOpacity(percent) {
   state.opacity = percent / 100;
   $("opacity-value").textContent = percent + "%";
   if (state.heat) state.heat.setOpacity(state.opacity);
+  saveView();
 }
 
 $("opacity").addEventListener("input", (event) => setOpacity(Number(event.target.value)));
@@ -251,8 +319,9 @@ function checkLoaded() {
 viewer.addHandler("update-viewport", checkLoaded);
 viewer.world.addHandler("add-item", (event) => event.item.addHandler("fully-loaded-change", checkLoaded));
 
-load("slides", "data/slides.js").then((data) => {
+function showList(data) {
   const list = $("slides");
+  list.innerHTML = "";
   data.slides.forEach((slide) => {
     const li = document.createElement("li");
     li.dataset.index = slide.index;
@@ -264,9 +333,33 @@ load("slides", "data/slides.js").then((data) => {
     li.addEventListener("click", () => showSlide(slide.index));
     list.appendChild(li);
   });
-  $("slides-section").style.display = data.slides.length > 1 ? "" : "none";
+  (data.unshown || []).forEach((item) => {  // slides of the run the viewer cannot show, and why
+    const li = document.createElement("li");
+    li.className = "unshown";
+    li.textContent = item.id;
+    li.title = item.reason;
+    const note = document.createElement("small");
+    note.textContent = item.reason;
+    li.appendChild(note);
+    list.appendChild(li);
+  });
+  $("slides-section").style.display = data.slides.length > 1 || (data.unshown || []).length ? "" : "none";
+  if (state.info) list.querySelectorAll("li").forEach((li) => li.classList.toggle("active", Number(li.dataset.index) === state.info.index));
+}
+
+load("slides", "data/slides.js").then((data) => {
+  showList(data);
+  const place = new URLSearchParams(location.hash.slice(1));
+  const opacity = Number(place.get("opacity"));
+  if (place.has("opacity") && opacity >= 0 && opacity <= 100) $("opacity").value = String(opacity);
   setOpacity(Number($("opacity").value));
-  if (data.slides.length) return showSlide(0);
+  const start = data.slides.findIndex((slide) => slide.id === place.get("slide"));
+  const away = (data.unshown || []).find((item) => item.id === place.get("slide"));
+  if (start < 0 && away) {  // the slide in view is being rerun: say so and keep the place for its return
+    $("title").textContent = away.id + " is not shown: " + away.reason + " (this page reloads when it changes)";
+    return;
+  }
+  if (data.slides.length) return start >= 0 ? showSlide(start, place) : showSlide(0);
 }).catch(async (error) => {
   let text = String(error);
   if (location.protocol.startsWith("http")) {  // the server says why in one line (a run still writing, say)

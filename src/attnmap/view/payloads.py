@@ -1,0 +1,146 @@
+"""What the page reads about the slides: the slide list, each slide's info, patch scores, the gallery.
+
+A mixin of `ViewerContent` (which holds the slides, their versions and their open tiles): the
+payloads are plain dicts that `ViewerContent` wraps as ``attnmapData(name, payload)`` scripts.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from attnmap.view.deepzoom import DeepZoomGrid
+
+TOP_K = 12
+THUMB_PIXELS = 160
+
+
+class NotFoundError(Exception):
+    """The URL names nothing the viewer serves."""
+
+
+class UnavailableError(Exception):
+    """The files behind the view changed and no longer read (a run still writing them, say)."""
+
+
+def _hex_colours(cmap: str) -> list[str]:
+    from attnmap.render.scale import colour_table
+
+    return ["#{:02x}{:02x}{:02x}".format(*(int(c) for c in row)) for row in colour_table(cmap, 64)]
+
+
+def _fine_legend(score_set) -> dict | None:
+    """The second colour bar of a fine-map score set: the maps' own scale, shown when zoomed in."""
+    fine = score_set.fine
+    if fine is None:
+        return None
+    from attnmap.wsi.heatmap.fine_render import MIN_FINE_PIXELS
+
+    scale = fine.scale.to_json()
+    scale["caption"] = (
+        f"{fine.method} relevance per pixel inside the {fine.count} patches with a fine map, drawn "
+        f"where a patch spans at least {MIN_FINE_PIXELS} screen pixels: centred on 0, clipped at "
+        f"±{fine.scale.high:.3g} (99th pct of |R| over all maps)"
+    )
+    return {"scale": scale, "colours": _hex_colours(fine.scale.cmap), "minPixels": MIN_FINE_PIXELS}
+
+
+class Payloads:
+    """The payloads of `ViewerContent` (see the module's docstring)."""
+
+    def slide_list(self) -> dict:
+        rows = []
+        for index, slide in enumerate(self.slides):
+            prediction = slide.prediction
+            probabilities = prediction.get("probabilities") or []
+            predicted = prediction.get("prediction")
+            rows.append(
+                {
+                    "index": index,
+                    "id": slide.slide_id,
+                    "label": prediction.get("label"),
+                    "prediction": prediction.get("prediction_name", predicted),
+                    "probability": float(probabilities[predicted])
+                    if isinstance(predicted, int) and 0 <= predicted < len(probabilities)
+                    else None,
+                }
+            )
+        unshown = [{"id": item.slide_id, "reason": item.reason} for item in self.unshown]
+        return {"slides": rows, "unshown": unshown}
+
+    def info(self, index: int) -> dict:
+        slide = self.slides[index]
+        grid = DeepZoomGrid(self._dimensions(index))
+        methods = []
+        for m, (name, score_set) in enumerate(slide.score_sets.items()):
+            order = np.argsort(-score_set.scores, kind="stable")[:TOP_K]
+            methods.append(
+                {
+                    "index": m,
+                    "name": name,
+                    "scale": score_set.scale.to_json(),
+                    "colours": _hex_colours(score_set.scale.cmap),
+                    "fine": _fine_legend(score_set),
+                    "tiles": grid.tile_source(f"tiles/{index}/heat-{m}_files/", "png"),
+                    "patchSize": score_set.patch_size,
+                    "count": len(score_set.scores),
+                    "top": [
+                        {
+                            "rank": r + 1,
+                            "x": int(score_set.coords[i, 0]),
+                            "y": int(score_set.coords[i, 1]),
+                            "score": float(score_set.scores[i]),
+                            "thumb": f"thumbs/{index}/{m}/{r + 1}.jpeg",
+                        }
+                        for r, i in enumerate(order)
+                    ],
+                }
+            )
+        tiles = self.slide_tiles(index)
+        return {
+            "index": index,
+            "id": slide.slide_id,
+            "version": self.slide_version(index),
+            "width": grid.dimensions[0],
+            "height": grid.dimensions[1],
+            "mpp": tiles.slide.mpp,
+            "prediction": self.slide_list()["slides"][index],
+            "slide": grid.tile_source(f"tiles/{index}/slide_files/", "jpeg"),
+            "tissue": grid.tile_source(f"tiles/{index}/tissue_files/", "png") if slide.tissue else None,
+            "annotations": grid.tile_source(f"tiles/{index}/annotations_files/", "png")
+            if slide.annotations
+            else None,
+            "methods": methods,
+        }
+
+    def patches(self, index: int, method: int) -> dict:
+        score_set = self.slides[index].score_sets[self.method_names(index)[method]]
+        return {
+            "coords": score_set.coords.reshape(-1).tolist(),
+            "scores": [float(f"{v:.6g}") for v in score_set.scores.tolist()],
+            "ranks": score_set.ranks.tolist(),
+            "patchSize": score_set.patch_size,
+        }
+
+    def _dimensions(self, index: int) -> tuple[int, int]:
+        return self.slide_tiles(index).slide.dimensions
+
+    def thumb(self, index: int, method: int, rank: int) -> bytes:
+        score_set = self.slides[index].score_sets[self.method_names(index)[method]]
+        if not 1 <= rank <= min(TOP_K, len(score_set.scores)):
+            raise NotFoundError(f"no top-{rank} patch")
+        i = int(np.argsort(-score_set.scores, kind="stable")[rank - 1])
+        slide = self.slide_tiles(index).slide
+        level = slide.get_best_level_for_downsample(score_set.patch_size / THUMB_PIXELS)
+        size = max(1, int(round(score_set.patch_size / slide.level_downsamples[level])))
+        origin = tuple(int(v) for v in score_set.coords[i])
+        pixels = slide.read_region(origin, level, (size, size))
+        image = Image.fromarray(pixels).resize((THUMB_PIXELS, THUMB_PIXELS), Image.BILINEAR)
+        if score_set.fine is not None:  # the patch with its fine map, as in the fine-map gallery
+            layer = self.layer(index, f"heat-{method}")
+            image = Image.fromarray(layer.blend_patch(np.asarray(image), origin))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        return buffer.getvalue()

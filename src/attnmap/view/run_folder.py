@@ -1,0 +1,218 @@
+"""The slides of one `wsi run` output folder, each shown or named with why not.
+
+A run folder holds ``heatmaps/<id>/`` (blockmap, prediction, fine maps), ``tissue/<id>.json`` (the
+contours, the slide's level sizes and the fingerprint naming the slide file the run read) and
+``run_report.json`` (the slides that failed). Why per slide: in a cohort of hundreds, one slide
+moved away or one damaged blockmap must not hide every other slide; `run_slides` names it instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePath
+
+import numpy as np
+
+from attnmap.errors import InputError
+from attnmap.view.sources import (
+    UnshownSlide,
+    ViewSlide,
+    _annotation_sources,
+    _check_against_slide,
+    _find_annotations,
+    read_fine_score_set,
+    read_score_sets,
+)
+
+
+def _tissue_record(path: Path) -> dict:
+    """A run's ``tissue/<id>.json`` (contours, the slide's level sizes, its fingerprint), or {}."""
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _recorded_slide(record: dict) -> tuple[Path | None, tuple[int, int] | None]:
+    """The slide file the run read (absolute path, from the tissue stage's fingerprint) and its
+    level-0 size then; None where the record does not say."""
+    path = dimensions = None
+    try:
+        inputs = json.loads(record["provenance"]["attnmap_fingerprint_inputs"])
+        path = Path(inputs["slide"]["path"]) if Path(inputs["slide"]["path"]).is_absolute() else None
+    except (KeyError, TypeError, ValueError):
+        pass
+    try:
+        width, height = record["level_dimensions"][0]
+        dimensions = (int(width), int(height))
+    except (KeyError, TypeError, ValueError, IndexError):
+        pass
+    return path, dimensions
+
+
+def _tissue_polygons(payload: dict) -> list[np.ndarray]:
+    try:
+        return [
+            np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+            for item in payload["contours"]
+            for ring in (item["outer"], *item["holes"])
+        ]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSlide]) -> list[ViewSlide]:
+    """The slides of one run folder; a slide that does not read is named in ``unshown``, not fatal.
+
+    Why per slide: in a cohort of hundreds, one slide moved away or one damaged blockmap must not
+    hide every other slide; the page and the command line name it with its reason instead.
+    """
+    slides = []
+    heatmaps = root / "heatmaps"
+    for folder in sorted(p for p in heatmaps.iterdir() if p.is_dir()) if heatmaps.is_dir() else ():
+        slide_id = folder.name
+        blockmap = folder / f"{slide_id}_blockmap.h5"
+        prediction_file = folder / f"{slide_id}_prediction.json"
+        watched = (
+            root / "heatmaps",
+            root / "run_report.json",
+            folder,
+            blockmap,
+            prediction_file,
+            folder / f"{slide_id}_fine_maps.h5",
+            root / "tissue" / f"{slide_id}.json",
+            *_annotation_sources(annotations_dir, slide_id),
+        )
+        if not (blockmap.is_file() and prediction_file.is_file()):
+            unshown.append(UnshownSlide(slide_id, "no blockmap or prediction file yet", True, watched))
+            continue
+        try:
+            slide = _run_slide(root, slide_id, blockmap, prediction_file, annotations_dir, watched)
+            _check_against_slide(slide)
+        except (InputError, OSError) as exc:  # OSError: an h5 file cut short by a run writing it
+            message = str(exc)
+            prefix = f"slide {slide_id}: "
+            message = message[len(prefix) :] if message.startswith(prefix) else message
+            unshown.append(
+                UnshownSlide(
+                    slide_id, _one_line(message), False, watched + _slide_candidates(root, prediction_file)
+                )
+            )
+            continue
+        slides.append(slide)
+    shown = {slide.slide_id for slide in slides} | {item.slide_id for item in unshown if not item.unfinished}
+    for slide_id, reason in _failed_in_report(root / "run_report.json"):
+        if slide_id in shown:
+            continue
+        unshown[:] = [item for item in unshown if item.slide_id != slide_id]  # failed, not merely unfinished
+        unshown.append(
+            UnshownSlide(
+                slide_id, _one_line(f"failed in the run: {reason}"), sources=(root / "run_report.json",)
+            )
+        )
+    return slides
+
+
+def _failed_in_report(path: Path) -> list[tuple[str, str]]:
+    """(slide id, error) of the slides `wsi run` recorded as failed in its ``run_report.json``.
+
+    The id is the slide file's stem (the report names slides by their path); a report that does not
+    read (a run writing it) names none: the slides themselves are still shown.
+    """
+    try:
+        items = json.loads(path.read_text()).get("items", [])
+        failed = [item for item in items if isinstance(item, dict) and item.get("status") == "failed"]
+        return [
+            (
+                PurePath(str(item.get("item", ""))).stem,
+                f"{item.get('error_type') or 'error'}: {item.get('message') or 'no message'}",
+            )
+            for item in failed
+        ]
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return []
+
+
+def _slide_file(root: Path, recorded: str, prediction_file: Path, read: Path | None = None) -> Path:
+    """The slide file a prediction names. A relative path is relative to where `wsi run` ran: first
+    the absolute path the run read (``read``, from its tissue record), then the run folder, the
+    current folder and the run folder's parents (where a run folder given as ``output_dir: out``
+    sits)."""
+    path = Path(recorded)
+    for candidate in _candidates(root, path, read):
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        f"its file {recorded} (from {prediction_file.name}) is missing"
+        + (
+            ""
+            if path.is_absolute()
+            else f" (looked under {root} and its parents, and under the current folder)"
+        )
+    )
+
+
+def _candidates(root: Path, path: Path, read: Path | None = None) -> list[Path]:
+    if path.is_absolute():
+        return [path]
+    base = root.resolve()
+    first = [read] if read is not None and read.name == path.name else []
+    return [*first, base / path, Path.cwd() / path, *(parent / path for parent in base.parents)]
+
+
+def _slide_candidates(root: Path, prediction_file: Path) -> tuple[Path, ...]:
+    """Where the slide a prediction names may appear (watched while it is missing)."""
+    try:
+        read, _ = _recorded_slide(_tissue_record(root / "tissue" / f"{prediction_file.parent.name}.json"))
+        return tuple(_candidates(root, Path(_read_prediction(prediction_file)["slide_path"]), read))
+    except InputError:
+        return ()
+
+
+def _run_slide(
+    root: Path,
+    slide_id: str,
+    blockmap: Path,
+    prediction_file: Path,
+    annotations_dir: Path | None,
+    watched: tuple[Path, ...],
+) -> ViewSlide:
+    prediction = _read_prediction(prediction_file)
+    tissue = root / "tissue" / f"{slide_id}.json"
+    record = _tissue_record(tissue)
+    read, dimensions = _recorded_slide(record)
+    slide_path = _slide_file(root, prediction["slide_path"], prediction_file, read)
+    score_sets = read_score_sets(blockmap)
+    fine = blockmap.parent / f"{slide_id}_fine_maps.h5"
+    if fine.is_file():
+        fine_set = read_fine_score_set(fine)
+        score_sets[fine_set.method] = fine_set
+    return ViewSlide(
+        slide_id,
+        slide_path,
+        score_sets,
+        prediction,
+        _tissue_polygons(record),
+        _find_annotations(annotations_dir, slide_id),
+        (*watched, slide_path),
+        dimensions,
+    )
+
+
+def _read_prediction(path: Path) -> dict:
+    """A slide's prediction JSON, without its provenance; `InputError` when it is not one (a run
+    interrupted while writing it, or a hand-edited file)."""
+    try:
+        prediction = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(prediction, dict) or not isinstance(prediction.get("slide_path"), str):
+        raise InputError(f"{path} is not a prediction file of `wsi run`: it names no 'slide_path'")
+    prediction.pop("provenance", None)
+    return prediction
