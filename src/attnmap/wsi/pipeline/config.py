@@ -325,7 +325,8 @@ def load_config(path: str | Path, **run_overrides: Any) -> PipelineConfig:
     overrides = {key: value for key, value in run_overrides.items() if value is not None}
     if overrides and isinstance(raw, dict):
         raw = {**raw, "run": {**(raw.get("run") or {}), **overrides}}
-    return config_from_dict(raw, base_dir=path.parent)
+    # absolute: the run's records name its files wherever the run is read later
+    return config_from_dict(raw, base_dir=path.resolve().parent)
 
 
 def _unique_key_loader() -> type:
