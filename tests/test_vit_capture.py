@@ -314,7 +314,7 @@ def test_blocks_without_one_attention_module_are_refused_in_one_line():
 
 def test_hugging_face_dinov3_attention_methods():
     """HF DINOv3 (RoPE, registers): the attention methods read it as HF's eager attention gives it,
-    at any input size; LRP is refused in one line (no twin for its RoPE)."""
+    at any input size; LRP too (its twin applies the rotation)."""
     transformers = pytest.importorskip("transformers")
     if not hasattr(transformers, "DINOv3ViTModel"):
         pytest.skip("transformers without DINOv3")
@@ -339,8 +339,8 @@ def test_hugging_face_dinov3_attention_methods():
     for name in METHODS:
         assert attnmap.explain(model, images, name, target=direction).shape == (2, 4, 4)
     assert attnmap.explain(model, torch.randn(1, 3, 40, 48), "rollout").shape == (1, 5, 6)
-    with pytest.raises(UnsupportedModelError, match="rotary position embedding of HF DINOv3"):
-        attnmap.explain(model, images, "lrp", target=direction)
+    pixels = attnmap.explain(model, torch.randn(1, 3, 40, 48), "lrp", target=direction)  # RoPE at 5×6
+    assert pixels.shape == (1, 40, 48) and torch.isfinite(pixels).all() and pixels.std() > 0
     assert model.config._attn_implementation == implementation
 
 
