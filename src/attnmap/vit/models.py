@@ -25,6 +25,7 @@ from torch import nn
 
 from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
 from attnmap.errors import InputError
+from attnmap.vit.hf_preprocessing import hf_data_config as _hf_data_config
 from attnmap.vit.timm_build import build_timm
 
 __all__ = [
@@ -270,7 +271,13 @@ def _hf_model(
     _check_hf_loading(info, cls.__name__, where, replaced_head=num_classes is not None)
     processor = path / "preprocessor_config.json"
     if processor.is_file():
-        model.pretrained_cfg = _hf_data_config(json.loads(processor.read_text()), model.config)
+        try:
+            saved = json.loads(processor.read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"cannot read {processor}: {error}") from None
+        if not isinstance(saved, Mapping):
+            raise InputError(f"{processor} must hold a JSON object, got {type(saved).__name__}")
+        model.pretrained_cfg = _hf_data_config(saved, model.config)
     return model
 
 
@@ -334,48 +341,6 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as HF stores them
-
-
-def _side(value: Any, default: int) -> tuple[int, int] | None:
-    """(height, width) of an HF size entry; None for {"shortest_edge": n} (a shorter-side resize)."""
-    if isinstance(value, Mapping):
-        if "height" in value:
-            return int(value["height"]), int(value.get("width", value["height"]))
-        return None
-    return (int(value), int(value)) if value is not None else (default, default)
-
-
-def _hf_data_config(processor: Mapping[str, Any], config: Any) -> dict[str, Any]:
-    """timm-style data config from a Hugging Face image processor's JSON: the size the model gets
-    (the crop when the processor centre-crops), the resize rule (an exact (h, w) resize is timm's
-    "squash"; a shorter-side resize then crop is "center" with crop_pct = crop / resize), the
-    resampling filter and the normalisation."""
-    image_size = config.image_size if isinstance(config.image_size, int) else int(config.image_size[0])
-    size = processor.get("size", image_size)
-    resized = _side(size, image_size)
-    shortest = int(size.get("shortest_edge", image_size)) if isinstance(size, Mapping) else None
-    crop = _side(processor.get("crop_size"), image_size) if processor.get("crop_size") is not None else None
-    centre = bool(processor.get("do_center_crop", crop is not None)) and crop is not None
-    if centre:
-        height, width = crop
-        side = shortest if resized is None else min(resized)
-        mode, crop_pct = "center", min(1.0, min(height, width) / max(1, side))
-    elif resized is not None:
-        (height, width), mode, crop_pct = resized, "squash", 1.0
-    else:  # shorter side resized, no crop: the model gets that size's square centre
-        height = width = int(shortest)
-        mode, crop_pct = "center", 1.0
-    return {
-        "input_size": (int(getattr(config, "num_channels", 3)), int(height), int(width)),
-        "mean": tuple(processor.get("image_mean", (0.5, 0.5, 0.5))),
-        "std": tuple(processor.get("image_std", (0.5, 0.5, 0.5))),
-        "interpolation": _RESAMPLE.get(processor.get("resample", 2), "bilinear"),
-        "crop_pct": crop_pct,
-        "crop_mode": mode,
-    }
 
 
 def _bundled_model(name: str) -> nn.Module:

@@ -76,9 +76,14 @@ class HFPatchEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         options = {"interpolate_pos_encoding": True} if self.resample_positions else {}
-        output = self.model(pixel_values=images, **options)
+        model = self.model
+        if self.readout == "pooler" and hasattr(model, "visual_projection"):
+            # a tower with a projection (PLIP's CLIP) returns image_embeds only: its pooled
+            # output is that of the transformer inside it, before the projection
+            model = model.vision_model
+        output = model(pixel_values=images, **options)
         if self.readout in ("pooler", "embeds"):
-            features = output.pooler_output if self.readout == "pooler" else output.image_embeds
+            features = getattr(output, "pooler_output" if self.readout == "pooler" else "image_embeds", None)
             if features is None:
                 raise InputError(f"readout {self.readout!r}: {type(self.model).__name__} gives none")
             return features
@@ -138,6 +143,11 @@ def hf_encoder(
     if readout == "embeds" and not hasattr(model, "visual_projection"):
         kind = type(model).__name__
         raise InputError(f"readout 'embeds' needs a model with a projection; {name} holds a {kind}")
+    if readout == "pooler" and getattr(model, "pooler", True) is None:  # ViTModel saved without one
+        raise InputError(
+            f"readout 'pooler': {type(model).__name__} gives none ({name} has no pooler: Phikon and "
+            "image classifiers are saved without one); use readout cls"
+        )
     adapter = HFAdapter(model)
     config = data_config(model)
     size = input_size or int(config["input_size"][-1])
