@@ -277,7 +277,12 @@ def _hf_model(
             raise InputError(f"cannot read {processor}: {error}") from None
         if not isinstance(saved, Mapping):
             raise InputError(f"{processor} must hold a JSON object, got {type(saved).__name__}")
-        model.pretrained_cfg = _hf_data_config(saved, model.config)
+        try:
+            model.pretrained_cfg = _hf_data_config(saved, model.config)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:
+            if isinstance(error, InputError):
+                raise
+            raise InputError(f"{processor}: unreadable preprocessing ({error})") from None
     return model
 
 

@@ -151,6 +151,14 @@ def hf_encoder(
     adapter = HFAdapter(model)
     config = data_config(model)
     size = input_size or int(config["input_size"][-1])
+    patch = max(adapter.patch_size, key=lambda side: size % side)
+    if size % patch or size < patch:
+        # a Hugging Face ViT takes such inputs and drops the pixels past the last whole patch:
+        # features of part of each patch, silently
+        raise InputError(
+            f"input_size {size} is not a multiple of {name}'s {patch}-px patches: the model would "
+            f"leave the last {size % patch} pixel rows and columns of every patch out"
+        )
     resample = adapter._takes_interpolate and (size, size) != adapter.image_size
     module = HFPatchEncoder(model, readout, adapter.num_prefix_tokens, size, resample)
     interpolation = str(config.get("interpolation", "bilinear"))
