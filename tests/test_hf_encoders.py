@@ -216,3 +216,112 @@ def test_wsi_features_with_an_hf_encoder_and_its_read_out(folders: dict[str, Pat
           "-o", str(out)])
     with h5py.File(out / "features" / "h5_files" / "slide_0.h5") as handle:
         assert handle["features"].shape[1] == 2 * WIDTH and handle["features"].shape[0] > 0
+
+
+@pytest.mark.parametrize(
+    "processor",
+    [
+        {"rescale_factor": 1 / 127.5, "image_mean": [1.0] * 3, "image_std": [1.0] * 3},  # to -1..1
+        {"do_normalize": False},
+        {"image_mean": 0.5, "image_std": 0.25},  # one number for every channel
+        {"do_rescale": False, "image_mean": [127.5, 120.0, 110.0], "image_std": [60.0, 58.0, 57.0]},
+        {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 32},  # Phikon-v2's kind
+         "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "image_mean": PHIKON_MEAN,
+         "image_std": PHIKON_STD},
+    ],
+)
+def test_the_encoder_input_is_what_the_folders_image_processor_gives(
+    folders: dict[str, Path], tmp_path: Path, processor: dict
+) -> None:
+    """Every number the processor applies (rescale factor, whether it rescales or normalises, a mean
+    given once) reaches both the slide encoder's transform and explain's preprocessing."""
+    import shutil
+
+    from attnmap.vit.models import load_model
+    from attnmap.vit.preprocess import preprocess
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["vit"], folder)
+    saved = {"image_processor_type": "ViTImageProcessor", "do_resize": True,
+             "size": {"height": 32, "width": 32}, "resample": 2, **processor}
+    (folder / "preprocessor_config.json").write_text(json.dumps(saved))
+    patches = _patches()
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    expected = image_processor(images=list(patches), return_tensors="pt")
+    encoder = load_encoder(f"hf:{folder}")
+    ours = torch.stack([encoder.transform(patch) for patch in patches])
+    torch.testing.assert_close(ours, expected["pixel_values"], rtol=0, atol=1e-5)
+    explained, _ = preprocess(load_model(f"hf:{folder}"), list(patches))
+    torch.testing.assert_close(explained, expected["pixel_values"], rtol=0, atol=1e-5)
+
+
+def test_a_full_clip_folder_gives_its_vision_towers_pooled_and_projected_features(tmp_path: Path) -> None:
+    """PLIP ships a whole CLIPModel: ``embeds`` is its image features, ``pooler`` the pooled output of
+    its vision transformer (the tower with a projection returns no pooler_output of its own)."""
+    from attnmap.wsi.encoders import load_encoder
+
+    text = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=64, max_position_embeddings=8)
+    torch.manual_seed(2)
+    config = transformers.CLIPConfig(text_config=text, vision_config=_sizes(), projection_dim=16)
+    _save(transformers.CLIPModel(config).eval(), tmp_path / "plip_like")
+    full = transformers.CLIPModel.from_pretrained(tmp_path / "plip_like", local_files_only=True).eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        pooled = full.vision_model(pixel_values=images).pooler_output
+        expected = {"pooler": pooled, "embeds": full.visual_projection(pooled)}  # get_image_features
+        for readout, features in expected.items():
+            encoder = load_encoder(f"hf:{tmp_path / 'plip_like'}", model_args={"readout": readout})
+            torch.testing.assert_close(encoder.model(images), features)
+            assert encoder.feature_dim == features.shape[1]
+
+
+def test_a_classifier_folder_sharded_or_bin_weights_give_the_trunks_features(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A ViTForImageClassification folder encodes with its trunk (no pooler: refused as a read-out);
+    weights saved in shards or as pytorch_model.bin load as they are."""
+    from attnmap.wsi.encoders import load_encoder
+
+    torch.manual_seed(3)
+    classifier = transformers.ViTForImageClassification(transformers.ViTConfig(**_sizes(num_labels=3))).eval()
+    _save(classifier, tmp_path / "classifier")
+    trunk = transformers.ViTModel.from_pretrained(folders["vit"], add_pooling_layer=False).eval()
+    trunk.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text((folders["vit"] / "config.json").read_text())
+    torch.save(trunk.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        encoder = load_encoder(f"hf:{tmp_path / 'classifier'}")
+        expected = classifier.vit(pixel_values=images).last_hidden_state[:, 0]
+        torch.testing.assert_close(encoder.model(images), expected)
+        for name in ("sharded", "bin"):
+            encoder = load_encoder(f"hf:{tmp_path / name}")
+            expected = trunk(pixel_values=images).last_hidden_state[:, 0]
+            torch.testing.assert_close(encoder.model(images), expected)
+    with pytest.raises(InputError, match="^readout 'pooler': ViTModel gives none .*; use readout cls$"):
+        load_encoder(f"hf:{tmp_path / 'classifier'}", model_args={"readout": "pooler"})
+
+
+def test_input_sizes_off_the_patch_grid_and_unreadable_processor_entries_are_one_line_errors(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from attnmap.wsi.encoders import load_encoder
+
+    with pytest.raises(InputError, match="input_size 36 is not a multiple of .*'s 8-px patches"):
+        load_encoder(f"hf:{folders['vit']}", input_size=36)  # HF's ViT would drop 4 px of every side
+    folder = tmp_path / "model"
+    shutil.copytree(folders["vit"], folder)
+    for saved, message in (('{"size": "large"}', "unreadable preprocessing"),
+                           ('{"image_mean": [0.5, 0.5]}', "image_mean must be 3 numbers"),
+                           ('{"image_std": [0.5, 0, 0.5]}', "image_std must be positive"),
+                           ("[1, 2]", "must hold a JSON object"), ("{size", "cannot read")):
+        (folder / "preprocessor_config.json").write_text(saved)
+        with pytest.raises(InputError, match=message) as error:
+            load_encoder(f"hf:{folder}")
+        assert "\n" not in str(error.value)
