@@ -325,3 +325,20 @@ def test_input_sizes_off_the_patch_grid_and_unreadable_processor_entries_are_one
         with pytest.raises(InputError, match=message) as error:
             load_encoder(f"hf:{folder}")
         assert "\n" not in str(error.value)
+
+
+def test_saved_weights_the_folders_class_has_no_place_for_are_refused(tmp_path: Path) -> None:
+    """Hibou-style: DINOv2 with register tokens whose config names the plain Dinov2Model (its own code
+    in auto_map, never run here): transformers would drop the registers and give another model's
+    features; a full CLIP folder's text tower is left out as expected."""
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = _save(transformers.Dinov2WithRegistersModel(
+        transformers.Dinov2WithRegistersConfig(**_sizes(num_register_tokens=4))
+    ), tmp_path / "hibou_like")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="dinov2", architectures=["Dinov2Model"])
+    config["auto_map"] = {"AutoModel": "custom.Dinov2Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"1 saved weights have no place in Dinov2Model .*register_tokens\)"):
+        load_encoder(f"hf:{folder}")

@@ -268,7 +268,9 @@ def _hf_model(
     except Exception as error:  # noqa: BLE001 - any failure to read the saved files is the user's
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"cannot load {where} as {cls.__name__}: {first}") from None
-    _check_hf_loading(info, cls.__name__, where, replaced_head=num_classes is not None)
+    _check_hf_loading(
+        info, cls.__name__, where, replaced_head=num_classes is not None, tower=kind in _HF_VISION_TOWERS
+    )
     processor = path / "preprocessor_config.json"
     if processor.is_file():
         try:
@@ -305,12 +307,22 @@ def _hf_config(transformers: Any, path: Path, tower: bool) -> Any:
     return vision
 
 
-def _check_hf_loading(info: Mapping[str, Any], name: str, where: str, *, replaced_head: bool) -> None:
+def _check_hf_loading(
+    info: Mapping[str, Any], name: str, where: str, *, replaced_head: bool, tower: bool = False
+) -> None:
     """One line for the weights transformers could not fill: missing ones, and mis-shaped ones
-    (which it re-initialises at random), except the classifier replaced for ``num_classes``."""
+    (which it re-initialises at random), except the classifier replaced for ``num_classes``; and for
+    saved weights the model has no place for (transformers drops them): a folder whose weights hold
+    more than its class builds (DINOv2 register tokens under a plain ``Dinov2Model``, custom code
+    the folder's ``auto_map`` names) would give another model's features. A full image-text
+    model's other tower (``tower``) is expected to be left out."""
 
     def kept(key: str) -> bool:
         return not (replaced_head and "classifier" in key)
+
+    def vision(key: str) -> bool:
+        return not tower or key.startswith(("vision_model.", "visual_projection."))
+
 
     missing = sorted(key for key in info.get("missing_keys", []) if kept(key))
     mis_shaped = sorted(
@@ -328,6 +340,12 @@ def _check_hf_loading(info: Mapping[str, Any], name: str, where: str, *, replace
         raise InputError(
             f"{where}: the saved weights do not fit {name} as its config builds it: "
             f"wrong shape: {', '.join(mis_shaped[:3])}{more}"
+        )
+    unused = sorted(key for key in map(str, info.get("unexpected_keys", [])) if kept(key) and vision(key))
+    if unused:
+        raise InputError(
+            f"{where}: {len(unused)} saved weights have no place in {name} as its config builds it "
+            f"(e.g. {unused[0]}); the model would not be the one saved"
         )
 
 
