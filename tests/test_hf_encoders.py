@@ -342,3 +342,27 @@ def test_saved_weights_the_folders_class_has_no_place_for_are_refused(tmp_path: 
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match=r"1 saved weights have no place in Dinov2Model .*register_tokens\)"):
         load_encoder(f"hf:{folder}")
+
+
+@pytest.mark.parametrize("resample", [0, 1, 3, 4, 5])  # PIL's nearest, lanczos, bicubic, box, hamming
+def test_patches_of_another_size_are_resized_with_the_processors_filter(
+    folders: dict[str, Path], tmp_path: Path, resample: int
+) -> None:
+    """48-px patches resized to the model's 32: the very numbers of the folder's PIL image processor
+    (lanczos, nearest, box and hamming fell back to bilinear)."""
+    import shutil
+
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["vit"], folder)
+    saved = {"image_processor_type": "ViTImageProcessor", "do_resize": True,
+             "size": {"height": 32, "width": 32}, "resample": resample, "image_mean": PHIKON_MEAN,
+             "image_std": PHIKON_STD}
+    (folder / "preprocessor_config.json").write_text(json.dumps(saved))
+    patches = np.random.default_rng(1).integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")
+    expected = image_processor(images=list(patches), return_tensors="pt")["pixel_values"]
+    encoder = load_encoder(f"hf:{folder}")
+    ours = torch.stack([encoder.transform(patch) for patch in patches])
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)

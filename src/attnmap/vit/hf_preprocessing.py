@@ -14,7 +14,8 @@ from typing import Any
 
 from attnmap.errors import InputError
 
-_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as HF stores them
+# PIL's codes, as HF stores them
+_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
 def _side(value: Any, default: int) -> tuple[int, int] | None:
