@@ -366,3 +366,24 @@ def test_patches_of_another_size_are_resized_with_the_processors_filter(
     encoder = load_encoder(f"hf:{folder}")
     ours = torch.stack([encoder.transform(patch) for patch in patches])
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+
+
+def test_a_model_without_a_class_token_refuses_the_class_token_read_outs(tmp_path: Path) -> None:
+    """SigLIP's first token is a patch's: ``cls`` would silently be one patch's token; its pooled
+    output (the attention-pool head) and the patch mean are what it offers."""
+    from attnmap.wsi.encoders import load_encoder
+
+    text = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=64, max_position_embeddings=8, eos_token_id=1)
+    torch.manual_seed(4)
+    config = transformers.SiglipConfig(text_config=text, vision_config=_sizes())
+    siglip = transformers.SiglipModel(config).eval()
+    siglip.save_pretrained(tmp_path / "siglip")
+    for readout in ("cls", "cls_and_patch_mean"):
+        with pytest.raises(InputError, match=f"^readout '{readout}': SiglipVisionModel has no class token"):
+            load_encoder(f"hf:{tmp_path / 'siglip'}", model_args={"readout": readout})
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    encoder = load_encoder(f"hf:{tmp_path / 'siglip'}", model_args={"readout": "pooler"})
+    with torch.no_grad():
+        expected = siglip.vision_model(pixel_values=images).pooler_output
+        torch.testing.assert_close(encoder.model(images), expected)

@@ -149,6 +149,11 @@ def hf_encoder(
             "image classifiers are saved without one); use readout cls"
         )
     adapter = HFAdapter(model)
+    if readout in ("cls", "cls_and_patch_mean") and adapter.num_prefix_tokens == 0:
+        # SigLIP: the first token is a patch's, not a summary of the image
+        raise InputError(
+            f"readout {readout!r}: {type(model).__name__} has no class token; use pooler or patch_mean"
+        )
     config = data_config(model)
     size = input_size or int(config["input_size"][-1])
     patch = max(adapter.patch_size, key=lambda side: size % side)
