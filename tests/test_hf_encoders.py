@@ -47,8 +47,11 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     clip = transformers.CLIPVisionModelWithProjection(
         transformers.CLIPVisionConfig(**_sizes(projection_dim=16))
     ).eval()
+    swiglu = transformers.Dinov2Model(  # DINOv2 ViT-g's MLP (Midnight)
+        transformers.Dinov2Config(**_sizes(layerscale_value=0.5, use_swiglu_ffn=True))
+    ).eval()
     return {"vit": _save(vit, root / "phikon_like"), "dinov2": _save(dinov2, root / "phikon_v2_like"),
-            "clip": _save(clip, root / "plip_like")}
+            "clip": _save(clip, root / "plip_like"), "dinov2_swiglu": _save(swiglu, root / "midnight_like")}
 
 
 def _patches(size: int = 32) -> np.ndarray:
@@ -147,8 +150,12 @@ def test_a_slide_run_with_an_hf_encoder_and_its_features_follow_the_folders_weig
     assert second.shape == first.shape and not np.allclose(second, first)
 
 
-@pytest.mark.parametrize("kind", ["vit", "dinov2"])
-@pytest.mark.parametrize("readout", ["cls", "cls_and_patch_mean"])
+@pytest.mark.parametrize(
+    ("kind", "readout"),
+    [(kind, readout) for kind in ("vit", "dinov2", "dinov2_swiglu")
+     for readout in ("cls", "cls_and_patch_mean")]
+    + [("dinov2", "pooler"), ("dinov2_swiglu", "pooler")],  # DINOv2's pooler: its normed class token
+)
 def test_fine_maps_run_on_the_encoders_timm_twin_and_conserve(
     folders: dict[str, Path], kind: str, readout: str
 ) -> None:

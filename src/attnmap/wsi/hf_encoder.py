@@ -10,12 +10,15 @@ because each encoder's authors use a different one and a MIL head trained on one
 on another:
 
 - ``cls`` (default): the class token of ``last_hidden_state`` (Phikon, Phikon-v2, Hibou, DINOv2/v3);
-- ``pooler``: ``pooler_output`` (a CLIP vision tower's normed class token; ViTModel's tanh pooler);
+  refused for a model without one (SigLIP);
+- ``pooler``: ``pooler_output`` (a CLIP vision tower's normed class token, also of a full CLIP folder
+  such as PLIP's; ViTModel's tanh pooler, absent from Phikon; SigLIP's attention-pool head);
 - ``patch_mean``: the mean of the patch tokens (class and register tokens left out);
 - ``cls_and_patch_mean``: both, concatenated (Midnight, Virchow-style 2·D features);
 - ``embeds``: ``image_embeds`` of a model with a projection (CLIPVisionModelWithProjection, PLIP).
 
-Fine maps run on a timm twin of ViT and DINOv2 encoders (`HFPatchEncoder.fine_twin`).
+Fine maps run on a timm twin of ViT and DINOv2 encoders (`HFPatchEncoder.fine_twin`). The input size
+must be a whole number of patches: a Hugging Face ViT given more leaves the remainder out.
 """
 
 from __future__ import annotations
