@@ -394,3 +394,24 @@ def test_a_model_without_a_class_token_refuses_the_class_token_read_outs(tmp_pat
     with torch.no_grad():
         expected = siglip.vision_model(pixel_values=images).pooler_output
         torch.testing.assert_close(encoder.model(images), expected)
+
+
+def test_a_config_without_architectures_loads_as_the_families_base_model(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A config.json written by hand or from AutoConfig names no class: AutoModel's for its
+    model_type (it was refused as an unsupported model type although ViT is one)."""
+    import shutil
+
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["dinov2"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["architectures"]
+    (folder / "config.json").write_text(json.dumps(config))
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    reference = transformers.Dinov2Model.from_pretrained(folders["dinov2"], local_files_only=True).eval()
+    with torch.no_grad():
+        expected = reference(pixel_values=images).last_hidden_state[:, 0]
+        torch.testing.assert_close(load_encoder(f"hf:{folder}").model(images), expected)

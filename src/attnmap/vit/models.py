@@ -226,7 +226,7 @@ def _hf_model(
         raise InputError(f"cannot read hf:{directory}/config.json: {error}") from None
     kind = str(config.get("model_type", ""))
     names = [str(name) for name in config.get("architectures") or []]
-    name = _HF_VISION_TOWERS.get(kind) or (names[0] if names else None)
+    name = _HF_VISION_TOWERS.get(kind) or (names[0] if names else _hf_base_class(kind))
     cls = getattr(transformers, name, None) if name else None
     if (kind not in HF_MODEL_TYPES and kind not in _HF_VISION_TOWERS) or cls is None:
         raise InputError(
@@ -286,6 +286,17 @@ def _hf_model(
                 raise
             raise InputError(f"{processor}: unreadable preprocessing ({error})") from None
     return model
+
+
+def _hf_base_class(kind: str) -> str | None:
+    """The base model class transformers' AutoModel builds for ``kind``: the class of a config
+    written without ``architectures`` (by hand, or from ``AutoConfig``)."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - a transformers without the mapping
+        return None
+    name = MODEL_MAPPING_NAMES.get(kind)
+    return name if isinstance(name, str) else None
 
 
 def _takes_pooler_option(cls: type) -> bool:
