@@ -415,3 +415,22 @@ def test_a_config_without_architectures_loads_as_the_families_base_model(
     with torch.no_grad():
         expected = reference(pixel_values=images).last_hidden_state[:, 0]
         torch.testing.assert_close(load_encoder(f"hf:{folder}").model(images), expected)
+
+
+def test_a_folder_saved_in_half_precision_computes_in_float32(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """Hub folders are often saved in bfloat16 and transformers 5 keeps the saved dtype: the encoder
+    computed in bfloat16 whatever features.precision said (and its fine maps with it)."""
+    from attnmap.wsi.encoders import load_encoder
+
+    saved = transformers.Dinov2Model.from_pretrained(folders["dinov2"], local_files_only=True).eval()
+    _save(saved.to(torch.bfloat16), tmp_path / "bf16")
+    reference = saved.float()  # the bfloat16 weights, exactly, in float32
+    encoder = load_encoder(f"hf:{tmp_path / 'bf16'}")
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = encoder.model(images)
+        assert features.dtype == torch.float32
+        torch.testing.assert_close(features, reference(pixel_values=images).last_hidden_state[:, 0])
+        assert encoder.model.fine_twin()(images).dtype == torch.float32

@@ -271,6 +271,10 @@ def _hf_model(
     _check_hf_loading(
         info, cls.__name__, where, replaced_head=num_classes is not None, tower=kind in _HF_VISION_TOWERS
     )
+    if any(weight.dtype in (torch.float16, torch.bfloat16) for weight in model.parameters()):
+        # saved in half precision (transformers >= 5 keeps the saved dtype): computed in float32, as
+        # a timm model is; half precision is a choice of the run (features.precision), not the file's
+        model = model.float()
     processor = path / "preprocessor_config.json"
     if processor.is_file():
         try:
