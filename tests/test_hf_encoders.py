@@ -349,6 +349,10 @@ def test_saved_weights_the_folders_class_has_no_place_for_are_refused(tmp_path: 
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match=r"1 saved weights have no place in Dinov2Model .*register_tokens\)"):
         load_encoder(f"hf:{folder}")
+    config["architectures"] = ["Dinov2ModelWithRegisters"]  # the custom class itself: not transformers'
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"names Dinov2ModelWithRegisters, a class transformers .* not have"):
+        load_encoder(f"hf:{folder}")
 
 
 @pytest.mark.parametrize("resample", [0, 1, 3, 4, 5])  # PIL's nearest, lanczos, bicubic, box, hamming

@@ -228,6 +228,12 @@ def _hf_model(
     names = [str(name) for name in config.get("architectures") or []]
     name = _HF_VISION_TOWERS.get(kind) or (names[0] if names else _hf_base_class(kind))
     cls = getattr(transformers, name, None) if name else None
+    if cls is None and name and (kind in HF_MODEL_TYPES or kind in _HF_VISION_TOWERS):
+        # the folder's own modelling code (config.json's auto_map): never run here
+        raise InputError(
+            f"hf:{directory}: its config.json names {name}, a class transformers {transformers.__version__} "
+            "does not have (custom code is never run): save the model as a transformers class"
+        )
     if (kind not in HF_MODEL_TYPES and kind not in _HF_VISION_TOWERS) or cls is None:
         raise InputError(
             f"hf:{directory} holds a {kind or 'model'} ({', '.join(names) or 'no architectures'}); "
