@@ -438,3 +438,25 @@ def test_a_folder_saved_in_half_precision_computes_in_float32(
         assert features.dtype == torch.float32
         torch.testing.assert_close(features, reference(pixel_values=images).last_hidden_state[:, 0])
         assert encoder.model.fine_twin()(images).dtype == torch.float32
+
+
+def test_entries_a_processor_json_leaves_out_take_its_classes_defaults(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A BitImageProcessor JSON naming only its sizes resizes bicubic with OpenAI's mean and std, as
+    that processor does (they were read as bilinear and 0.5)."""
+    import shutil
+
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["dinov2"], folder)
+    saved = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 32},
+             "crop_size": {"height": 32, "width": 32}}
+    (folder / "preprocessor_config.json").write_text(json.dumps(saved))
+    patches = np.random.default_rng(1).integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")
+    expected = image_processor(images=list(patches), return_tensors="pt")["pixel_values"]
+    encoder = load_encoder(f"hf:{folder}")
+    ours = torch.stack([encoder.transform(patch) for patch in patches])
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)

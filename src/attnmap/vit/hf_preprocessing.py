@@ -9,7 +9,9 @@ values its own processor would give it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from attnmap.errors import InputError
@@ -91,3 +93,48 @@ def _hf_normalisation(
         raise InputError(f"preprocessor_config.json: image_std must be positive, got {list(std)}")
     unit = 255.0 * rescale  # processor value = (x · unit − mean) / std for x = pixel / 255
     return tuple(m / unit for m in mean), tuple(s / unit for s in std)
+
+
+_PROCESSOR_KEYS = ("size", "crop_size", "do_center_crop", "resample", "rescale_factor", "do_rescale",
+                   "do_normalize", "image_mean", "image_std")
+
+
+def read_preprocessing(folder: Path, config: Any) -> dict[str, Any] | None:
+    """The data config of the folder's ``preprocessor_config.json`` (None without one). Entries the
+    JSON leaves out take the defaults of the image processor class it names, as that processor
+    does when it loads the folder (a BitImageProcessor without ``resample`` is bicubic with
+    OpenAI's mean, not bilinear with 0.5)."""
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read {path}: {error}") from None
+    if not isinstance(saved, Mapping):
+        raise InputError(f"{path} must hold a JSON object, got {type(saved).__name__}")
+    try:
+        return hf_data_config({**_class_defaults(saved), **saved}, config)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"{path}: unreadable preprocessing ({error})") from None
+
+
+def _class_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The preprocessing defaults of the image processor class ``saved`` names; {} when
+    transformers has no such class or it cannot be built without arguments."""
+    name = saved.get("image_processor_type")
+    try:
+        import transformers
+
+        from attnmap.vit.models import _quiet_transformers
+
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        if cls is None:
+            return {}
+        with _quiet_transformers():  # a deprecated "...Fast" name logs a notice
+            defaults = cls().to_dict()
+    except Exception:  # noqa: BLE001 - no defaults: the JSON's own entries and ours decide
+        return {}
+    return {key: defaults[key] for key in _PROCESSOR_KEYS if defaults.get(key) is not None}

@@ -25,7 +25,8 @@ from torch import nn
 
 from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
 from attnmap.errors import InputError
-from attnmap.vit.hf_preprocessing import hf_data_config as _hf_data_config
+from attnmap.vit.hf_preprocessing import hf_data_config as _hf_data_config  # noqa: F401 - its old home
+from attnmap.vit.hf_preprocessing import read_preprocessing
 from attnmap.vit.timm_build import build_timm
 
 __all__ = [
@@ -281,20 +282,9 @@ def _hf_model(
         # saved in half precision (transformers >= 5 keeps the saved dtype): computed in float32, as
         # a timm model is; half precision is a choice of the run (features.precision), not the file's
         model = model.float()
-    processor = path / "preprocessor_config.json"
-    if processor.is_file():
-        try:
-            saved = json.loads(processor.read_text())
-        except (OSError, ValueError) as error:
-            raise InputError(f"cannot read {processor}: {error}") from None
-        if not isinstance(saved, Mapping):
-            raise InputError(f"{processor} must hold a JSON object, got {type(saved).__name__}")
-        try:
-            model.pretrained_cfg = _hf_data_config(saved, model.config)
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:
-            if isinstance(error, InputError):
-                raise
-            raise InputError(f"{processor}: unreadable preprocessing ({error})") from None
+    preprocessing = read_preprocessing(path, model.config)
+    if preprocessing is not None:
+        model.pretrained_cfg = preprocessing
     return model
 
 
