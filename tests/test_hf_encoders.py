@@ -47,8 +47,11 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     clip = transformers.CLIPVisionModelWithProjection(
         transformers.CLIPVisionConfig(**_sizes(projection_dim=16))
     ).eval()
+    swiglu = transformers.Dinov2Model(  # DINOv2 ViT-g's MLP (Midnight)
+        transformers.Dinov2Config(**_sizes(layerscale_value=0.5, use_swiglu_ffn=True))
+    ).eval()
     return {"vit": _save(vit, root / "phikon_like"), "dinov2": _save(dinov2, root / "phikon_v2_like"),
-            "clip": _save(clip, root / "plip_like")}
+            "clip": _save(clip, root / "plip_like"), "dinov2_swiglu": _save(swiglu, root / "midnight_like")}
 
 
 def _patches(size: int = 32) -> np.ndarray:
@@ -147,8 +150,12 @@ def test_a_slide_run_with_an_hf_encoder_and_its_features_follow_the_folders_weig
     assert second.shape == first.shape and not np.allclose(second, first)
 
 
-@pytest.mark.parametrize("kind", ["vit", "dinov2"])
-@pytest.mark.parametrize("readout", ["cls", "cls_and_patch_mean"])
+@pytest.mark.parametrize(
+    ("kind", "readout"),
+    [(kind, readout) for kind in ("vit", "dinov2", "dinov2_swiglu")
+     for readout in ("cls", "cls_and_patch_mean")]
+    + [("dinov2", "pooler"), ("dinov2_swiglu", "pooler")],  # DINOv2's pooler: its normed class token
+)
 def test_fine_maps_run_on_the_encoders_timm_twin_and_conserve(
     folders: dict[str, Path], kind: str, readout: str
 ) -> None:
@@ -216,3 +223,240 @@ def test_wsi_features_with_an_hf_encoder_and_its_read_out(folders: dict[str, Pat
           "-o", str(out)])
     with h5py.File(out / "features" / "h5_files" / "slide_0.h5") as handle:
         assert handle["features"].shape[1] == 2 * WIDTH and handle["features"].shape[0] > 0
+
+
+@pytest.mark.parametrize(
+    "processor",
+    [
+        {"rescale_factor": 1 / 127.5, "image_mean": [1.0] * 3, "image_std": [1.0] * 3},  # to -1..1
+        {"do_normalize": False},
+        {"image_mean": 0.5, "image_std": 0.25},  # one number for every channel
+        {"do_rescale": False, "image_mean": [127.5, 120.0, 110.0], "image_std": [60.0, 58.0, 57.0]},
+        {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 32},  # Phikon-v2's kind
+         "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "image_mean": PHIKON_MEAN,
+         "image_std": PHIKON_STD},
+    ],
+)
+def test_the_encoder_input_is_what_the_folders_image_processor_gives(
+    folders: dict[str, Path], tmp_path: Path, processor: dict
+) -> None:
+    """Every number the processor applies (rescale factor, whether it rescales or normalises, a mean
+    given once) reaches both the slide encoder's transform and explain's preprocessing."""
+    import shutil
+
+    from attnmap.vit.models import load_model
+    from attnmap.vit.preprocess import preprocess
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["vit"], folder)
+    saved = {"image_processor_type": "ViTImageProcessor", "do_resize": True,
+             "size": {"height": 32, "width": 32}, "resample": 2, **processor}
+    (folder / "preprocessor_config.json").write_text(json.dumps(saved))
+    patches = _patches()
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    expected = image_processor(images=list(patches), return_tensors="pt")
+    encoder = load_encoder(f"hf:{folder}")
+    ours = torch.stack([encoder.transform(patch) for patch in patches])
+    torch.testing.assert_close(ours, expected["pixel_values"], rtol=0, atol=1e-5)
+    explained, _ = preprocess(load_model(f"hf:{folder}"), list(patches))
+    torch.testing.assert_close(explained, expected["pixel_values"], rtol=0, atol=1e-5)
+
+
+def test_a_full_clip_folder_gives_its_vision_towers_pooled_and_projected_features(tmp_path: Path) -> None:
+    """PLIP ships a whole CLIPModel: ``embeds`` is its image features, ``pooler`` the pooled output of
+    its vision transformer (the tower with a projection returns no pooler_output of its own)."""
+    from attnmap.wsi.encoders import load_encoder
+
+    text = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=64, max_position_embeddings=8)
+    torch.manual_seed(2)
+    config = transformers.CLIPConfig(text_config=text, vision_config=_sizes(), projection_dim=16)
+    _save(transformers.CLIPModel(config).eval(), tmp_path / "plip_like")
+    full = transformers.CLIPModel.from_pretrained(tmp_path / "plip_like", local_files_only=True).eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        pooled = full.vision_model(pixel_values=images).pooler_output
+        expected = {"pooler": pooled, "embeds": full.visual_projection(pooled)}  # get_image_features
+        for readout, features in expected.items():
+            encoder = load_encoder(f"hf:{tmp_path / 'plip_like'}", model_args={"readout": readout})
+            torch.testing.assert_close(encoder.model(images), features)
+            assert encoder.feature_dim == features.shape[1]
+
+
+def test_a_classifier_folder_sharded_or_bin_weights_give_the_trunks_features(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A ViTForImageClassification folder encodes with its trunk (no pooler: refused as a read-out);
+    weights saved in shards or as pytorch_model.bin load as they are."""
+    from attnmap.wsi.encoders import load_encoder
+
+    torch.manual_seed(3)
+    classifier = transformers.ViTForImageClassification(transformers.ViTConfig(**_sizes(num_labels=3))).eval()
+    _save(classifier, tmp_path / "classifier")
+    trunk = transformers.ViTModel.from_pretrained(folders["vit"], add_pooling_layer=False).eval()
+    trunk.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text((folders["vit"] / "config.json").read_text())
+    torch.save(trunk.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        encoder = load_encoder(f"hf:{tmp_path / 'classifier'}")
+        expected = classifier.vit(pixel_values=images).last_hidden_state[:, 0]
+        torch.testing.assert_close(encoder.model(images), expected)
+        for name in ("sharded", "bin"):
+            encoder = load_encoder(f"hf:{tmp_path / name}")
+            expected = trunk(pixel_values=images).last_hidden_state[:, 0]
+            torch.testing.assert_close(encoder.model(images), expected)
+    with pytest.raises(InputError, match="^readout 'pooler': ViTModel gives none .*; use readout cls$"):
+        load_encoder(f"hf:{tmp_path / 'classifier'}", model_args={"readout": "pooler"})
+
+
+def test_input_sizes_off_the_patch_grid_and_unreadable_processor_entries_are_one_line_errors(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from attnmap.wsi.encoders import load_encoder
+
+    with pytest.raises(InputError, match="input_size 36 is not a multiple of .*'s 8-px patches"):
+        load_encoder(f"hf:{folders['vit']}", input_size=36)  # HF's ViT would drop 4 px of every side
+    folder = tmp_path / "model"
+    shutil.copytree(folders["vit"], folder)
+    for saved, message in (('{"size": "large"}', "unreadable preprocessing"),
+                           ('{"image_mean": [0.5, 0.5]}', "image_mean must be 3 numbers"),
+                           ('{"image_std": [0.5, 0, 0.5]}', "image_std must be positive"),
+                           ("[1, 2]", "must hold a JSON object"), ("{size", "cannot read")):
+        (folder / "preprocessor_config.json").write_text(saved)
+        with pytest.raises(InputError, match=message) as error:
+            load_encoder(f"hf:{folder}")
+        assert "\n" not in str(error.value)
+
+
+def test_saved_weights_the_folders_class_has_no_place_for_are_refused(tmp_path: Path) -> None:
+    """Hibou-style: DINOv2 with register tokens whose config names the plain Dinov2Model (its own code
+    in auto_map, never run here): transformers would drop the registers and give another model's
+    features; a full CLIP folder's text tower is left out as expected."""
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = _save(transformers.Dinov2WithRegistersModel(
+        transformers.Dinov2WithRegistersConfig(**_sizes(num_register_tokens=4))
+    ), tmp_path / "hibou_like")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="dinov2", architectures=["Dinov2Model"])
+    config["auto_map"] = {"AutoModel": "custom.Dinov2Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"1 saved weights have no place in Dinov2Model .*register_tokens\)"):
+        load_encoder(f"hf:{folder}")
+    config["architectures"] = ["Dinov2ModelWithRegisters"]  # the custom class itself: not transformers'
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"names Dinov2ModelWithRegisters, a class transformers .* not have"):
+        load_encoder(f"hf:{folder}")
+
+
+@pytest.mark.parametrize("resample", [0, 1, 3, 4, 5])  # PIL's nearest, lanczos, bicubic, box, hamming
+def test_patches_of_another_size_are_resized_with_the_processors_filter(
+    folders: dict[str, Path], tmp_path: Path, resample: int
+) -> None:
+    """48-px patches resized to the model's 32: the very numbers of the folder's PIL image processor
+    (lanczos, nearest, box and hamming fell back to bilinear)."""
+    import shutil
+
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["vit"], folder)
+    saved = {"image_processor_type": "ViTImageProcessor", "do_resize": True,
+             "size": {"height": 32, "width": 32}, "resample": resample, "image_mean": PHIKON_MEAN,
+             "image_std": PHIKON_STD}
+    (folder / "preprocessor_config.json").write_text(json.dumps(saved))
+    patches = np.random.default_rng(1).integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")
+    expected = image_processor(images=list(patches), return_tensors="pt")["pixel_values"]
+    encoder = load_encoder(f"hf:{folder}")
+    ours = torch.stack([encoder.transform(patch) for patch in patches])
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+
+
+def test_a_model_without_a_class_token_refuses_the_class_token_read_outs(tmp_path: Path) -> None:
+    """SigLIP's first token is a patch's: ``cls`` would silently be one patch's token; its pooled
+    output (the attention-pool head) and the patch mean are what it offers."""
+    from attnmap.wsi.encoders import load_encoder
+
+    text = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=64, max_position_embeddings=8, eos_token_id=1)
+    torch.manual_seed(4)
+    config = transformers.SiglipConfig(text_config=text, vision_config=_sizes())
+    siglip = transformers.SiglipModel(config).eval()
+    siglip.save_pretrained(tmp_path / "siglip")
+    for readout in ("cls", "cls_and_patch_mean"):
+        with pytest.raises(InputError, match=f"^readout '{readout}': SiglipVisionModel has no class token"):
+            load_encoder(f"hf:{tmp_path / 'siglip'}", model_args={"readout": readout})
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    encoder = load_encoder(f"hf:{tmp_path / 'siglip'}", model_args={"readout": "pooler"})
+    with torch.no_grad():
+        expected = siglip.vision_model(pixel_values=images).pooler_output
+        torch.testing.assert_close(encoder.model(images), expected)
+
+
+def test_a_config_without_architectures_loads_as_the_families_base_model(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A config.json written by hand or from AutoConfig names no class: AutoModel's for its
+    model_type (it was refused as an unsupported model type although ViT is one)."""
+    import shutil
+
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["dinov2"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["architectures"]
+    (folder / "config.json").write_text(json.dumps(config))
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    reference = transformers.Dinov2Model.from_pretrained(folders["dinov2"], local_files_only=True).eval()
+    with torch.no_grad():
+        expected = reference(pixel_values=images).last_hidden_state[:, 0]
+        torch.testing.assert_close(load_encoder(f"hf:{folder}").model(images), expected)
+
+
+def test_a_folder_saved_in_half_precision_computes_in_float32(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """Hub folders are often saved in bfloat16 and transformers 5 keeps the saved dtype: the encoder
+    computed in bfloat16 whatever features.precision said (and its fine maps with it)."""
+    from attnmap.wsi.encoders import load_encoder
+
+    saved = transformers.Dinov2Model.from_pretrained(folders["dinov2"], local_files_only=True).eval()
+    _save(saved.to(torch.bfloat16), tmp_path / "bf16")
+    reference = saved.float()  # the bfloat16 weights, exactly, in float32
+    encoder = load_encoder(f"hf:{tmp_path / 'bf16'}")
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = encoder.model(images)
+        assert features.dtype == torch.float32
+        torch.testing.assert_close(features, reference(pixel_values=images).last_hidden_state[:, 0])
+        assert encoder.model.fine_twin()(images).dtype == torch.float32
+
+
+def test_entries_a_processor_json_leaves_out_take_its_classes_defaults(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A BitImageProcessor JSON naming only its sizes resizes bicubic with OpenAI's mean and std, as
+    that processor does (they were read as bilinear and 0.5)."""
+    import shutil
+
+    from attnmap.wsi.encoders import load_encoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["dinov2"], folder)
+    saved = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 32},
+             "crop_size": {"height": 32, "width": 32}}
+    (folder / "preprocessor_config.json").write_text(json.dumps(saved))
+    patches = np.random.default_rng(1).integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")
+    expected = image_processor(images=list(patches), return_tensors="pt")["pixel_values"]
+    encoder = load_encoder(f"hf:{folder}")
+    ours = torch.stack([encoder.transform(patch) for patch in patches])
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)

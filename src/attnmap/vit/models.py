@@ -25,6 +25,8 @@ from torch import nn
 
 from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
 from attnmap.errors import InputError
+from attnmap.vit.hf_preprocessing import hf_data_config as _hf_data_config  # noqa: F401 - its old home
+from attnmap.vit.hf_preprocessing import read_preprocessing
 from attnmap.vit.timm_build import build_timm
 
 __all__ = [
@@ -225,8 +227,14 @@ def _hf_model(
         raise InputError(f"cannot read hf:{directory}/config.json: {error}") from None
     kind = str(config.get("model_type", ""))
     names = [str(name) for name in config.get("architectures") or []]
-    name = _HF_VISION_TOWERS.get(kind) or (names[0] if names else None)
+    name = _HF_VISION_TOWERS.get(kind) or (names[0] if names else _hf_base_class(kind))
     cls = getattr(transformers, name, None) if name else None
+    if cls is None and name and (kind in HF_MODEL_TYPES or kind in _HF_VISION_TOWERS):
+        # the folder's own modelling code (config.json's auto_map): never run here
+        raise InputError(
+            f"hf:{directory}: its config.json names {name}, a class transformers {transformers.__version__} "
+            "does not have (custom code is never run): save the model as a transformers class"
+        )
     if (kind not in HF_MODEL_TYPES and kind not in _HF_VISION_TOWERS) or cls is None:
         raise InputError(
             f"hf:{directory} holds a {kind or 'model'} ({', '.join(names) or 'no architectures'}); "
@@ -267,11 +275,28 @@ def _hf_model(
     except Exception as error:  # noqa: BLE001 - any failure to read the saved files is the user's
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"cannot load {where} as {cls.__name__}: {first}") from None
-    _check_hf_loading(info, cls.__name__, where, replaced_head=num_classes is not None)
-    processor = path / "preprocessor_config.json"
-    if processor.is_file():
-        model.pretrained_cfg = _hf_data_config(json.loads(processor.read_text()), model.config)
+    _check_hf_loading(
+        info, cls.__name__, where, replaced_head=num_classes is not None, tower=kind in _HF_VISION_TOWERS
+    )
+    if any(weight.dtype in (torch.float16, torch.bfloat16) for weight in model.parameters()):
+        # saved in half precision (transformers >= 5 keeps the saved dtype): computed in float32, as
+        # a timm model is; half precision is a choice of the run (features.precision), not the file's
+        model = model.float()
+    preprocessing = read_preprocessing(path, model.config)
+    if preprocessing is not None:
+        model.pretrained_cfg = preprocessing
     return model
+
+
+def _hf_base_class(kind: str) -> str | None:
+    """The base model class transformers' AutoModel builds for ``kind``: the class of a config
+    written without ``architectures`` (by hand, or from ``AutoConfig``)."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - a transformers without the mapping
+        return None
+    name = MODEL_MAPPING_NAMES.get(kind)
+    return name if isinstance(name, str) else None
 
 
 def _takes_pooler_option(cls: type) -> bool:
@@ -293,12 +318,22 @@ def _hf_config(transformers: Any, path: Path, tower: bool) -> Any:
     return vision
 
 
-def _check_hf_loading(info: Mapping[str, Any], name: str, where: str, *, replaced_head: bool) -> None:
+def _check_hf_loading(
+    info: Mapping[str, Any], name: str, where: str, *, replaced_head: bool, tower: bool = False
+) -> None:
     """One line for the weights transformers could not fill: missing ones, and mis-shaped ones
-    (which it re-initialises at random), except the classifier replaced for ``num_classes``."""
+    (which it re-initialises at random), except the classifier replaced for ``num_classes``; and for
+    saved weights the model has no place for (transformers drops them): a folder whose weights hold
+    more than its class builds (DINOv2 register tokens under a plain ``Dinov2Model``, custom code
+    the folder's ``auto_map`` names) would give another model's features. A full image-text
+    model's other tower (``tower``) is expected to be left out."""
 
     def kept(key: str) -> bool:
         return not (replaced_head and "classifier" in key)
+
+    def vision(key: str) -> bool:
+        return not tower or key.startswith(("vision_model.", "visual_projection."))
+
 
     missing = sorted(key for key in info.get("missing_keys", []) if kept(key))
     mis_shaped = sorted(
@@ -317,6 +352,12 @@ def _check_hf_loading(info: Mapping[str, Any], name: str, where: str, *, replace
             f"{where}: the saved weights do not fit {name} as its config builds it: "
             f"wrong shape: {', '.join(mis_shaped[:3])}{more}"
         )
+    unused = sorted(key for key in map(str, info.get("unexpected_keys", [])) if kept(key) and vision(key))
+    if unused:
+        raise InputError(
+            f"{where}: {len(unused)} saved weights have no place in {name} as its config builds it "
+            f"(e.g. {unused[0]}); the model would not be the one saved"
+        )
 
 
 @contextlib.contextmanager
@@ -334,48 +375,6 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as HF stores them
-
-
-def _side(value: Any, default: int) -> tuple[int, int] | None:
-    """(height, width) of an HF size entry; None for {"shortest_edge": n} (a shorter-side resize)."""
-    if isinstance(value, Mapping):
-        if "height" in value:
-            return int(value["height"]), int(value.get("width", value["height"]))
-        return None
-    return (int(value), int(value)) if value is not None else (default, default)
-
-
-def _hf_data_config(processor: Mapping[str, Any], config: Any) -> dict[str, Any]:
-    """timm-style data config from a Hugging Face image processor's JSON: the size the model gets
-    (the crop when the processor centre-crops), the resize rule (an exact (h, w) resize is timm's
-    "squash"; a shorter-side resize then crop is "center" with crop_pct = crop / resize), the
-    resampling filter and the normalisation."""
-    image_size = config.image_size if isinstance(config.image_size, int) else int(config.image_size[0])
-    size = processor.get("size", image_size)
-    resized = _side(size, image_size)
-    shortest = int(size.get("shortest_edge", image_size)) if isinstance(size, Mapping) else None
-    crop = _side(processor.get("crop_size"), image_size) if processor.get("crop_size") is not None else None
-    centre = bool(processor.get("do_center_crop", crop is not None)) and crop is not None
-    if centre:
-        height, width = crop
-        side = shortest if resized is None else min(resized)
-        mode, crop_pct = "center", min(1.0, min(height, width) / max(1, side))
-    elif resized is not None:
-        (height, width), mode, crop_pct = resized, "squash", 1.0
-    else:  # shorter side resized, no crop: the model gets that size's square centre
-        height = width = int(shortest)
-        mode, crop_pct = "center", 1.0
-    return {
-        "input_size": (int(getattr(config, "num_channels", 3)), int(height), int(width)),
-        "mean": tuple(processor.get("image_mean", (0.5, 0.5, 0.5))),
-        "std": tuple(processor.get("image_std", (0.5, 0.5, 0.5))),
-        "interpolation": _RESAMPLE.get(processor.get("resample", 2), "bilinear"),
-        "crop_pct": crop_pct,
-        "crop_mode": mode,
-    }
 
 
 def _bundled_model(name: str) -> nn.Module:

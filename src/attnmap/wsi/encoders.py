@@ -135,9 +135,8 @@ class PatchTransform:
             raise InputError(f"a patch must be H×W×3 RGB, got shape {array.shape}")
         image = Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8, copy=False))
         if image.size != (self.size, self.size):
-            resample = (
-                Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
-            )
+            # the encoder's own filter (a Hugging Face processor may name lanczos, box, ...)
+            resample = getattr(Image.Resampling, self.interpolation.upper(), Image.Resampling.BILINEAR)
             image = image.resize((self.size, self.size), resample)
         tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)

@@ -10,12 +10,15 @@ because each encoder's authors use a different one and a MIL head trained on one
 on another:
 
 - ``cls`` (default): the class token of ``last_hidden_state`` (Phikon, Phikon-v2, Hibou, DINOv2/v3);
-- ``pooler``: ``pooler_output`` (a CLIP vision tower's normed class token; ViTModel's tanh pooler);
+  refused for a model without one (SigLIP);
+- ``pooler``: ``pooler_output`` (a CLIP vision tower's normed class token, also of a full CLIP folder
+  such as PLIP's; ViTModel's tanh pooler, absent from Phikon; SigLIP's attention-pool head);
 - ``patch_mean``: the mean of the patch tokens (class and register tokens left out);
 - ``cls_and_patch_mean``: both, concatenated (Midnight, Virchow-style 2·D features);
 - ``embeds``: ``image_embeds`` of a model with a projection (CLIPVisionModelWithProjection, PLIP).
 
-Fine maps run on a timm twin of ViT and DINOv2 encoders (`HFPatchEncoder.fine_twin`).
+Fine maps run on a timm twin of ViT and DINOv2 encoders (`HFPatchEncoder.fine_twin`). The input size
+must be a whole number of patches: a Hugging Face ViT given more leaves the remainder out.
 """
 
 from __future__ import annotations
@@ -76,9 +79,14 @@ class HFPatchEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         options = {"interpolate_pos_encoding": True} if self.resample_positions else {}
-        output = self.model(pixel_values=images, **options)
+        model = self.model
+        if self.readout == "pooler" and hasattr(model, "visual_projection"):
+            # a tower with a projection (PLIP's CLIP) returns image_embeds only: its pooled
+            # output is that of the transformer inside it, before the projection
+            model = model.vision_model
+        output = model(pixel_values=images, **options)
         if self.readout in ("pooler", "embeds"):
-            features = output.pooler_output if self.readout == "pooler" else output.image_embeds
+            features = getattr(output, "pooler_output" if self.readout == "pooler" else "image_embeds", None)
             if features is None:
                 raise InputError(f"readout {self.readout!r}: {type(self.model).__name__} gives none")
             return features
@@ -138,9 +146,27 @@ def hf_encoder(
     if readout == "embeds" and not hasattr(model, "visual_projection"):
         kind = type(model).__name__
         raise InputError(f"readout 'embeds' needs a model with a projection; {name} holds a {kind}")
+    if readout == "pooler" and getattr(model, "pooler", True) is None:  # ViTModel saved without one
+        raise InputError(
+            f"readout 'pooler': {type(model).__name__} gives none ({name} has no pooler: Phikon and "
+            "image classifiers are saved without one); use readout cls"
+        )
     adapter = HFAdapter(model)
+    if readout in ("cls", "cls_and_patch_mean") and adapter.num_prefix_tokens == 0:
+        # SigLIP: the first token is a patch's, not a summary of the image
+        raise InputError(
+            f"readout {readout!r}: {type(model).__name__} has no class token; use pooler or patch_mean"
+        )
     config = data_config(model)
     size = input_size or int(config["input_size"][-1])
+    patch = max(adapter.patch_size, key=lambda side: size % side)
+    if size % patch or size < patch:
+        # a Hugging Face ViT takes such inputs and drops the pixels past the last whole patch:
+        # features of part of each patch, silently
+        raise InputError(
+            f"input_size {size} is not a multiple of {name}'s {patch}-px patches: the model would "
+            f"leave the last {size % patch} pixel rows and columns of every patch out"
+        )
     resample = adapter._takes_interpolate and (size, size) != adapter.image_size
     module = HFPatchEncoder(model, readout, adapter.num_prefix_tokens, size, resample)
     interpolation = str(config.get("interpolation", "bilinear"))

@@ -5,8 +5,9 @@ timm's VisionTransformer. Phikon (ViTModel) and Phikon-v2 / Midnight / Hibou-sty
 the same architecture under other names, so their weights are copied by role into a timm model of
 the same shape, at the encoder's input size: the position embeddings resampled by the Hugging Face
 model itself (the very numbers its forward adds), the class token's position folded into the class
-token (timm's ``no_embed_class`` layout, which also places registers as DINOv2 does). The twin is
-checked against the encoder's own forward before any map is made.
+token (timm's ``no_embed_class`` layout, which also places registers as DINOv2 does); DINOv2
+ViT-g's SiLU-gated MLP (Midnight) becomes timm's SwiGLU. The twin is checked against the encoder's
+own forward before any map is made.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from timm.layers import Mlp, SwiGLU
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -34,12 +36,18 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
         raise UnsupportedModelError(
             f"fine maps of a Hugging Face {kind} encoder are not supported (ViT and DINOv2 are)"
         )
+    if readout == "pooler" and kind.startswith("dinov2"):
+        readout = "cls"  # DINOv2's pooler output is its normed class token (ViT's: a tanh layer)
     if readout not in _POOLS:
         raise UnsupportedModelError(f"fine maps of the read-out {readout!r} are not supported")
-    if config.hidden_act != "gelu" or getattr(config, "use_swiglu_ffn", False):
+    swiglu = bool(getattr(config, "use_swiglu_ffn", False))  # DINOv2 ViT-g (Midnight): SiLU-gated
+    if config.hidden_act != "gelu" and not swiglu:
         raise UnsupportedModelError(f"fine maps of an MLP with {config.hidden_act!r} are not supported here")
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
     embeddings = model.embeddings
+    trunk, layers = find_trunk(model)
+    # the MLP's hidden width as saved (a SwiGLU's is rounded), so timm's int(dim · ratio) gives it
+    hidden = _linears(layers[0])["fc1"].out_features if len(layers) else config.hidden_size
     registers = int(getattr(config, "num_register_tokens", 0) or 0)
     cls = ClassAndPatchMeanViT if readout == "cls_and_patch_mean" else VisionTransformer
     options = dict(
@@ -49,7 +57,8 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
         embed_dim=config.hidden_size,
         depth=config.num_hidden_layers,
         num_heads=config.num_attention_heads,
-        mlp_ratio=config.intermediate_size / config.hidden_size if kind == "vit" else config.mlp_ratio,
+        mlp_ratio=(hidden + 0.5) / config.hidden_size,
+        mlp_layer=SwiGLU if swiglu else Mlp,
         qkv_bias=bool(getattr(config, "qkv_bias", True)),
         init_values=1.0 if kind != "vit" else None,  # LayerScale γ copied below
         class_token=True,
@@ -59,11 +68,10 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
         fc_norm=False,
         num_classes=0,
         norm_layer=functools.partial(nn.LayerNorm, eps=config.layer_norm_eps),
-        act_layer=nn.GELU,
+        act_layer=nn.SiLU if swiglu else nn.GELU,
     )
     reference = next(model.parameters())
     twin = cls(**options).to(dtype=reference.dtype, device=reference.device).eval()
-    trunk, layers = find_trunk(model)
     with torch.no_grad():
         _copy_embeddings(twin, embeddings, input_size)
         for index, (block, layer) in enumerate(zip(twin.blocks, layers, strict=True)):
@@ -84,12 +92,18 @@ def _copy_embeddings(twin: VisionTransformer, embeddings: nn.Module, input_size:
         twin.reg_token.copy_(embeddings.register_tokens)
 
 
+def _linears(layer: nn.Module) -> dict[str | None, nn.Linear]:
+    return {_role(sub): module for sub, module in layer.named_modules() if isinstance(module, nn.Linear)}
+
+
 def _copy_layer(block: nn.Module, layer: nn.Module, name: str) -> None:
     """One pre-norm layer by role (the names differ between transformers versions, the roles do not)."""
-    linears = {_role(sub): module for sub, module in layer.named_modules() if isinstance(module, nn.Linear)}
+    linears = _linears(layer)
     norms = [module for module in layer.modules() if is_norm(module)]
     scales = [module for module in layer.modules() if "LayerScale" in type(module).__name__]
-    if not {"q", "k", "v", "out", "fc1", "fc2"} <= set(linears) or len(norms) != 2:
+    gated = isinstance(block.mlp, SwiGLU)
+    roles = {"q", "k", "v", "out", "fc1", "fc2"} | ({"gate"} if gated else set())
+    if not roles <= set(linears) or ("gate" in linears) != gated or len(norms) != 2:
         raise UnsupportedModelError(f"{name} ({type(layer).__name__}) is not a pre-norm ViT layer")
     q, k, v = linears["q"], linears["k"], linears["v"]
     block.attn.qkv.weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
@@ -98,7 +112,11 @@ def _copy_layer(block: nn.Module, layer: nn.Module, name: str) -> None:
     block.attn.proj.load_state_dict(linears["out"].state_dict())
     block.norm1.load_state_dict(norms[0].state_dict())
     block.norm2.load_state_dict(norms[1].state_dict())
-    block.mlp.fc1.load_state_dict(linears["fc1"].state_dict())
+    if gated:  # down(silu(gate(x)) · up(x)): timm's SwiGLU, fc1_g the gate
+        block.mlp.fc1_g.load_state_dict(linears["gate"].state_dict())
+        block.mlp.fc1_x.load_state_dict(linears["fc1"].state_dict())
+    else:
+        block.mlp.fc1.load_state_dict(linears["fc1"].state_dict())
     block.mlp.fc2.load_state_dict(linears["fc2"].state_dict())
     for gamma, scale in zip((block.ls1, block.ls2), scales, strict=False):
         gamma.gamma.copy_(layer_scale(scale, name))
