@@ -8,6 +8,7 @@ computes it, with the folder's normalisation; a folder whose weights change is a
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +122,6 @@ def test_a_slide_run_with_an_hf_encoder_and_its_features_follow_the_folders_weig
 ) -> None:
     """Features equal the model's class token on the slide's patches; weights replaced in the folder
     (same names) change the fingerprint, so the features are computed again, not reused."""
-    import shutil
-
     import h5py
 
     from attnmap.wsi.pipeline import run_slide
@@ -242,8 +241,6 @@ def test_the_encoder_input_is_what_the_folders_image_processor_gives(
 ) -> None:
     """Every number the processor applies (rescale factor, whether it rescales or normalises, a mean
     given once) reaches both the slide encoder's transform and explain's preprocessing."""
-    import shutil
-
     from attnmap.vit.models import load_model
     from attnmap.vit.preprocess import preprocess
     from attnmap.wsi.encoders import load_encoder
@@ -316,8 +313,6 @@ def test_a_classifier_folder_sharded_or_bin_weights_give_the_trunks_features(
 def test_input_sizes_off_the_patch_grid_and_unreadable_processor_entries_are_one_line_errors(
     folders: dict[str, Path], tmp_path: Path
 ) -> None:
-    import shutil
-
     from attnmap.wsi.encoders import load_encoder
 
     with pytest.raises(InputError, match="input_size 36 is not a multiple of .*'s 8-px patches"):
@@ -361,15 +356,19 @@ def test_patches_of_another_size_are_resized_with_the_processors_filter(
 ) -> None:
     """48-px patches resized to the model's 32: the very numbers of the folder's PIL image processor
     (lanczos, nearest, box and hamming fell back to bilinear)."""
-    import shutil
 
-    from attnmap.wsi.encoders import load_encoder
 
-    folder = tmp_path / "model"
-    shutil.copytree(folders["vit"], folder)
     saved = {"image_processor_type": "ViTImageProcessor", "do_resize": True,
              "size": {"height": 32, "width": 32}, "resample": resample, "image_mean": PHIKON_MEAN,
              "image_std": PHIKON_STD}
+    _assert_transform_is_the_processors(folders["vit"], tmp_path / "model", saved)
+
+
+def _assert_transform_is_the_processors(source: Path, folder: Path, saved: dict) -> None:
+    """The encoder's patch transform equals the image processor that ``saved`` configures (PIL)."""
+    from attnmap.wsi.encoders import load_encoder
+
+    shutil.copytree(source, folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(saved))
     patches = np.random.default_rng(1).integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
     image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")
@@ -405,8 +404,6 @@ def test_a_config_without_architectures_loads_as_the_families_base_model(
 ) -> None:
     """A config.json written by hand or from AutoConfig names no class: AutoModel's for its
     model_type (it was refused as an unsupported model type although ViT is one)."""
-    import shutil
-
     from attnmap.wsi.encoders import load_encoder
 
     folder = tmp_path / "model"
@@ -445,18 +442,8 @@ def test_entries_a_processor_json_leaves_out_take_its_classes_defaults(
 ) -> None:
     """A BitImageProcessor JSON naming only its sizes resizes bicubic with OpenAI's mean and std, as
     that processor does (they were read as bilinear and 0.5)."""
-    import shutil
 
-    from attnmap.wsi.encoders import load_encoder
 
-    folder = tmp_path / "model"
-    shutil.copytree(folders["dinov2"], folder)
     saved = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 32},
              "crop_size": {"height": 32, "width": 32}}
-    (folder / "preprocessor_config.json").write_text(json.dumps(saved))
-    patches = np.random.default_rng(1).integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
-    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")
-    expected = image_processor(images=list(patches), return_tensors="pt")["pixel_values"]
-    encoder = load_encoder(f"hf:{folder}")
-    ours = torch.stack([encoder.transform(patch) for patch in patches])
-    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+    _assert_transform_is_the_processors(folders["dinov2"], tmp_path / "model", saved)
