@@ -113,7 +113,7 @@ def tiny_vit() -> torch.nn.Module:
 @pytest.mark.parametrize("method", ["lrp", "transformer_attribution"])
 def test_maps_after_weights_changed_through_data_are_the_new_models(method: str) -> None:
     import attnmap
-    from attnmap.vit.lrp.block import weight_cache
+    from attnmap.vit.lrp.weight_cache import weight_cache
 
     model, images = tiny_vit(), torch.randn(2, 3, 32, 32)
     with weight_cache():  # a caller's block around several calls reuses |W| ...

@@ -253,7 +253,7 @@ def explain_paths(
     bar = tqdm(
         total=len(paths), initial=len(paths) - len(todo), desc="explain", unit="image", disable=not progress
     )
-    from attnmap.vit.lrp.block import weight_cache
+    from attnmap.vit.lrp.weight_cache import weight_cache
 
     with weight_cache():  # |W| of LRP reused across batches: the model does not change meanwhile
         for start in range(0, len(todo), batch_size):

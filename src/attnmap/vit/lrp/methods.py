@@ -20,12 +20,12 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import eval_mode
-from attnmap.vit.lrp.block import weight_cache
 from attnmap.vit.lrp.check import verify_twin
 from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
 from attnmap.vit.lrp.rules import stabiliser_for
 from attnmap.vit.lrp.twin import Trace, ViTTwin
+from attnmap.vit.lrp.weight_cache import weight_cache
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
 from attnmap.vit.registry import method
 from attnmap.vit.targets import resolve, slice_target
