@@ -71,7 +71,9 @@ def write_tiny_encoder(path: Path, seed: int = 0) -> str:
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript
-        torch.jit.script(TinyCNN().eval()).save(str(path))
+        # traced, not scripted: the script compiler re-reads torch's module sources, which failed
+        # once in a full run ("builtin cannot be used as a value" in Conv2d._conv_forward)
+        torch.jit.trace(TinyCNN().eval(), torch.zeros(1, 3, 32, 32)).save(str(path))
     return f"torchscript:{path}"
 
 

@@ -144,7 +144,7 @@ def test_the_same_wording_from_every_loader(tmp_path: Path) -> None:
 def _scripted(path: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.script(torch.nn.Linear(3, 2)).save(str(path))
+        torch.jit.trace(torch.nn.Linear(3, 2), torch.zeros(1, 3)).save(str(path))
     return path
 
 
