@@ -297,9 +297,9 @@ def test_hugging_face_processor_json_gives_the_crop_and_resize_the_model_was_tra
     """A DeiT processor (256 then crop 224) used to make 256 px inputs; ViT's exact resize a crop."""
     from types import SimpleNamespace
 
-    from attnmap.vit.models import _hf_data_config
+    from attnmap.vit.hf_preprocessing import hf_data_config
 
-    config = _hf_data_config(processor, SimpleNamespace(image_size=224, num_channels=3))
+    config = hf_data_config(processor, SimpleNamespace(image_size=224, num_channels=3))
     assert (config["input_size"], config["crop_mode"], config["interpolation"]) == (
         expected[0], expected[1], expected[3]
     )

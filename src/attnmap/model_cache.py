@@ -84,14 +84,22 @@ def cached_vit(
     return cached_model(load_model, spec, checkpoint, files=files, **dict(model_kwargs))
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
 def folder_files(spec: str) -> list[Path]:
-    """The files of a model folder named ``timm:FOLDER`` / ``hf:FOLDER`` (config and weights), so
-    that weights saved again into the folder are loaded again; none for another spec."""
+    """The files that make a model folder named ``timm:FOLDER`` / ``hf:FOLDER``: its configurations
+    and every weights file (shards and their index too), so that weights saved again into the folder
+    are a new model for the caches and the fingerprints; none for another spec."""
     _, _, name = spec.partition(":")
     folder = Path(name)
     if not name or not folder.is_dir():
         return []
-    return sorted(path for path in folder.iterdir() if path.is_file())
+    names = ("config.json", "preprocessor_config.json")
+    files = [folder / name for name in names if (folder / name).is_file()]
+    files += sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
+    files += sorted(p for p in folder.glob("*.index.json") if p.is_file())
+    return files
 
 
 def _encoder_with_checksum(
@@ -126,12 +134,10 @@ def cached_encoder(
     import json
 
     from attnmap.wsi.encoders import resolve_timm_folder
-    from attnmap.wsi.hf_encoder import folder_files, hf_folder
 
     name, resolved, checkpoint = resolve_timm_folder(name, model_args, checkpoint)  # timm:FOLDER
     key_args = json.dumps(resolved, sort_keys=True)
-    folder = hf_folder(name)  # an hf:FOLDER's weights are files in it
-    files = [name, checkpoint, *(folder_files(folder) if folder is not None and folder.is_dir() else [])]
+    files = [name, checkpoint, *folder_files(name)]  # an hf:FOLDER's weights are files in it
     return cached_model(
         _encoder_with_checksum, name, checkpoint, input_size, seed, device, key_args, files=files
     )

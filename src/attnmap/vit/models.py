@@ -25,7 +25,6 @@ from torch import nn
 
 from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
 from attnmap.errors import InputError
-from attnmap.vit.hf_preprocessing import hf_data_config as _hf_data_config  # noqa: F401 - its old home
 from attnmap.vit.hf_preprocessing import read_preprocessing
 from attnmap.vit.timm_build import build_timm
 

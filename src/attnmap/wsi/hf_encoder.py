@@ -32,7 +32,6 @@ from attnmap.errors import InputError
 
 HF_PREFIX = "hf:"
 READOUTS = ("cls", "pooler", "patch_mean", "cls_and_patch_mean", "embeds")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class HFPatchEncoder(nn.Module):
@@ -102,16 +101,6 @@ class HFPatchEncoder(nn.Module):
 def hf_folder(name: str) -> Path | None:
     """The folder of an ``hf:FOLDER`` encoder name, None for any other name."""
     return Path(name[len(HF_PREFIX) :]) if name.startswith(HF_PREFIX) else None
-
-
-def folder_files(folder: Path) -> list[Path]:
-    """The files that make the model: its configurations and every weights file (shards too), so that
-    a weights file replaced in the folder is a new encoder for the caches and the fingerprints."""
-    names = ("config.json", "preprocessor_config.json")
-    files = [folder / name for name in names if (folder / name).is_file()]
-    files += sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
-    files += sorted(p for p in folder.glob("*.index.json") if p.is_file())
-    return files
 
 
 def check_readout(arguments: dict[str, object]) -> str:

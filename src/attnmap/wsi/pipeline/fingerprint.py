@@ -106,11 +106,11 @@ def encoder_identity(features: Any) -> dict[str, Any]:
         config_file = Path(encoder[len("timm:") :]) / "config.json"
         identity["folder"] = {"config": file_identity(config_file),
                               "weights": file_identity(folder.weights)}
-    from attnmap.wsi.hf_encoder import folder_files, hf_folder
+    from attnmap.model_cache import folder_files
 
-    hf = hf_folder(encoder)
-    if hf is not None and hf.is_dir():  # hf:FOLDER: its configurations and weights files
-        identity["folder"] = {path.name: file_identity(path) for path in folder_files(hf)}
+    files = folder_files(encoder) if encoder.startswith("hf:") else []  # hf:FOLDER: configs and weights
+    if files:
+        identity["folder"] = {path.name: file_identity(path) for path in files}
     return identity
 
 
