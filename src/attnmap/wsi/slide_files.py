@@ -178,15 +178,50 @@ def dicom_instance(folder: Path) -> Path | None:
     found: list[tuple[int, str, Path]] = []
     for path in folder.iterdir():
         try:
-            if not path.is_file():
-                continue
-            with open(path, "rb") as handle:
-                if handle.read(132)[128:] != b"DICM":
-                    continue
-            found.append((-path.stat().st_size, path.name, path))
+            if path.is_file() and is_dicom(path):
+                found.append((-path.stat().st_size, path.name, path))
         except OSError:
             continue
     return min(found)[2] if found else None
+
+
+def is_dicom(path: Path) -> bool:
+    """A DICOM file: "DICM" after its 128-byte preamble (False for a file that cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _vms_listed(path: Path) -> list[str] | None:
+    """The image, map and optimisation files a Hamamatsu ``.vms`` / ``.vmu`` lists (None when it
+    cannot be read as one)."""
+    import configparser
+
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    try:
+        parser.read_string(path.read_text(errors="replace"))
+    except (OSError, configparser.Error):
+        return None
+    return [value.strip() for section in parser.sections() for key, value in parser.items(section)
+            if key.startswith(("imagefile", "mapfile", "optimisationfile")) and value.strip()]
+
+
+def companion_files(path: Path) -> list[Path]:
+    """The other files a slide's pixels are read from: a MIRAX ``.mrxs``'s folder, the images a
+    Hamamatsu ``.vms`` / ``.vmu`` lists, the other instances of a DICOM slide's folder."""
+    suffix = path.suffix.lower()
+    if suffix == ".mrxs":
+        folder = path.with_suffix("")
+        return sorted(item for item in folder.iterdir() if item.is_file()) if folder.is_dir() else []
+    if suffix in (".vms", ".vmu"):
+        names = set(_vms_listed(path) or [])
+        return sorted(path.parent / name for name in names if (path.parent / name).is_file())
+    if is_dicom(path):
+        others = (item for item in path.parent.iterdir() if item != path and item.is_file())
+        return sorted(item for item in others if is_dicom(item))
+    return []
 
 
 def missing_companions(path: Path) -> str | None:
@@ -204,15 +239,9 @@ def missing_companions(path: Path) -> str | None:
                     "beside it, and that folder is missing or incomplete: copy both")
         return None
     if suffix in (".vms", ".vmu"):
-        import configparser
-
-        parser = configparser.ConfigParser(strict=False, interpolation=None)
-        try:
-            parser.read_string(path.read_text(errors="replace"))
-        except (OSError, configparser.Error):
+        names = _vms_listed(path)
+        if names is None:
             return None
-        names = [value.strip() for section in parser.sections() for key, value in parser.items(section)
-                 if key.startswith(("imagefile", "mapfile", "optimisationfile")) and value.strip()]
         missing = [name for name in names if not (path.parent / name).is_file()]
         if missing:
             return (f"a Hamamatsu {suffix} slide is read with the files it lists, and {len(missing)} of "

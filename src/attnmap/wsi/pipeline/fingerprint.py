@@ -41,44 +41,14 @@ STAGE_VERSIONS = {
 }
 
 
-def slide_files(path: str | Path) -> list[Path]:
-    """The other files a slide's pixels are read from: a MIRAX ``.mrxs``'s folder, the images a
-    Hamamatsu ``.vms`` / ``.vmu`` lists, the other instances of a DICOM slide's folder."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".mrxs":
-        folder = path.with_suffix("")
-        return sorted(item for item in folder.iterdir() if item.is_file()) if folder.is_dir() else []
-    if suffix in (".vms", ".vmu"):
-        import configparser
-
-        parser = configparser.ConfigParser(strict=False, interpolation=None)
-        try:
-            parser.read_string(path.read_text(errors="replace"))
-        except (OSError, configparser.Error):
-            return []
-        names = {value.strip() for section in parser.sections() for key, value in parser.items(section)
-                 if key.startswith(("imagefile", "mapfile", "optimisationfile")) and value.strip()}
-        return sorted(path.parent / name for name in names if (path.parent / name).is_file())
-    if _is_dicom(path):
-        return sorted(item for item in path.parent.iterdir()
-                      if item != path and item.is_file() and _is_dicom(item))
-    return []
-
-
-def _is_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
 def slide_identity(path: str | Path) -> dict[str, Any]:
-    """The slide file's identity (content included), and its companion files' (`slide_files`)
-    when it has any: pixels replaced in a MIRAX ``.dat`` file change it too."""
+    """The slide file's identity (content included), and its companion files'
+    (`attnmap.wsi.slide_files.companion_files`) when it has any: pixels replaced in a MIRAX ``.dat``
+    file change it too."""
+    from attnmap.wsi.slide_files import companion_files
+
     identity = file_identity(path)
-    companions = slide_files(path)
+    companions = companion_files(Path(path))
     if companions:  # no key for one-file slides: their fingerprints stay as they were
         identity["files"] = {item.name: file_identity(item)["sha256"] for item in companions}
     return identity
