@@ -23,6 +23,7 @@ from attnmap.view.sources import (
     read_fine_score_set,
     read_score_sets,
 )
+from attnmap.wsi.pipeline.outputs import SlideOutputs
 
 
 def _tissue_record(path: Path) -> dict:
@@ -77,23 +78,23 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
     heatmaps = root / "heatmaps"
     for folder in sorted(p for p in heatmaps.iterdir() if p.is_dir()) if heatmaps.is_dir() else ():
         slide_id = folder.name
-        blockmap = folder / f"{slide_id}_blockmap.h5"
-        prediction_file = folder / f"{slide_id}_prediction.json"
+        outputs = SlideOutputs(root, slide_id)  # the layout `wsi run` writes
+        blockmap, prediction_file = outputs.named("blockmap.h5"), outputs.prediction
         watched = (
             root / "heatmaps",
             root / "run_report.json",
             folder,
             blockmap,
             prediction_file,
-            folder / f"{slide_id}_fine_maps.h5",
-            root / "tissue" / f"{slide_id}.json",
+            outputs.named("fine_maps.h5"),
+            outputs.tissue,
             *_annotation_sources(annotations_dir, slide_id),
         )
         if not (blockmap.is_file() and prediction_file.is_file()):
             unshown.append(UnshownSlide(slide_id, "no blockmap or prediction file yet", True, watched))
             continue
         try:
-            slide = _run_slide(root, slide_id, blockmap, prediction_file, annotations_dir, watched)
+            slide = _run_slide(outputs, annotations_dir, watched)
             _check_against_slide(slide)
         except (InputError, OSError) as exc:  # OSError: an h5 file cut short by a run writing it
             message = str(exc)
@@ -101,7 +102,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
             message = message[len(prefix) :] if message.startswith(prefix) else message
             unshown.append(
                 UnshownSlide(
-                    slide_id, _one_line(message), False, watched + _slide_candidates(root, prediction_file)
+                    slide_id, _one_line(message), False, watched + _slide_candidates(outputs)
                 )
             )
             continue
@@ -166,30 +167,24 @@ def _candidates(root: Path, path: Path, read: Path | None = None) -> list[Path]:
     return [*first, base / path, Path.cwd() / path, *(parent / path for parent in base.parents)]
 
 
-def _slide_candidates(root: Path, prediction_file: Path) -> tuple[Path, ...]:
+def _slide_candidates(outputs: SlideOutputs) -> tuple[Path, ...]:
     """Where the slide a prediction names may appear (watched while it is missing)."""
     try:
-        read, _ = _recorded_slide(_tissue_record(root / "tissue" / f"{prediction_file.parent.name}.json"))
-        return tuple(_candidates(root, Path(_read_prediction(prediction_file)["slide_path"]), read))
+        read, _ = _recorded_slide(_tissue_record(outputs.tissue))
+        recorded = Path(_read_prediction(outputs.prediction)["slide_path"])
+        return tuple(_candidates(outputs.root, recorded, read))
     except InputError:
         return ()
 
 
-def _run_slide(
-    root: Path,
-    slide_id: str,
-    blockmap: Path,
-    prediction_file: Path,
-    annotations_dir: Path | None,
-    watched: tuple[Path, ...],
-) -> ViewSlide:
+def _run_slide(outputs: SlideOutputs, annotations_dir: Path | None, watched: tuple[Path, ...]) -> ViewSlide:
+    root, slide_id, prediction_file = outputs.root, outputs.slide_id, outputs.prediction
     prediction = _read_prediction(prediction_file)
-    tissue = root / "tissue" / f"{slide_id}.json"
-    record = _tissue_record(tissue)
+    record = _tissue_record(outputs.tissue)
     read, dimensions = _recorded_slide(record)
     slide_path = _slide_file(root, prediction["slide_path"], prediction_file, read)
-    score_sets = read_score_sets(blockmap)
-    fine = blockmap.parent / f"{slide_id}_fine_maps.h5"
+    score_sets = read_score_sets(outputs.named("blockmap.h5"))
+    fine = outputs.named("fine_maps.h5")
     if fine.is_file():
         fine_set = read_fine_score_set(fine)
         score_sets[fine_set.method] = fine_set
