@@ -14,11 +14,13 @@ from attnmap.render import normalize, overlay, save_grid, upsample
 from attnmap.vit.explain import explain
 from attnmap.vit.models import load_model
 from attnmap.vit.preprocess import load_image, preprocess
+from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import methods, register_method, resolve_target, unregister_method
 
 __all__ = [
     "AttnmapError",
     "InputError",
+    "ReadoutDirection",
     "UnsupportedModelError",
     "__version__",
     "explain",

@@ -13,6 +13,7 @@ import click
 
 from attnmap.cli.options import device_option, out_option, parse_options, quiet, resolved_device
 from attnmap.errors import InputError
+from attnmap.vit.readout import TOKEN_READOUTS, ReadoutDirection
 
 if TYPE_CHECKING:
     import torch
@@ -85,6 +86,14 @@ def load_direction(path: Path) -> torch.Tensor:
     help="For headless models (an embedding or tokens out): a .npy or .pt file holding a direction in "
     "the output space, (D,) or one row per image; the score explained is <output, direction>.",
 )
+@click.option(
+    "--readout",
+    type=click.Choice(TOKEN_READOUTS),
+    default=None,
+    help="With --direction, for models whose output is tokens (timm global_pool='', a Hugging Face "
+    "model without a pooler): the embedding the direction lives in (class token, patch-token mean, "
+    "or both concatenated as Virchow's); the score explained is <readout(tokens), direction>.",
+)
 @out_option("Output folder.")
 @device_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
@@ -118,6 +127,7 @@ def explain(
     method: str | None,
     target: int | None,
     direction_file: Path | None,
+    readout: str | None,
     out_dir: Path,
     device: str,
     batch_size: int,
@@ -139,6 +149,10 @@ def explain(
         if target is not None:
             raise InputError("give either --target (a class) or --direction (a file), not both")
         target = load_direction(direction_file)
+        if readout is not None:
+            target = ReadoutDirection(readout, target)
+    elif readout is not None:
+        raise InputError("--readout names the embedding a --direction lives in: give --direction too")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
     paths = expand_image_paths(images)

@@ -395,6 +395,21 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
     model = unwrap(model)
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    adapter = _family_adapter(model)
+    if adapter is None:
+        tower = vision_tower_hint(model)  # an image-text model: its tower's attention is readable
+        what = "not as a whole" if tower else attention_hint(model)
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not a supported Vision Transformer ({what}){tower}; "
+            f"supported: {SUPPORTED_MODELS}"
+        )
+    from attnmap.vit.readout import query_override
+
+    adapter.query_row = query_override() or adapter.query_row  # a token read-out named by the target
+    return adapter
+
+
+def _family_adapter(model: nn.Module) -> ViTAdapter | None:
     if _is_timm_vit(model):
         return TimmViTAdapter(model)
     from attnmap.vit.adapters_naflex import NaFlexAdapter, is_naflexvit
@@ -405,9 +420,4 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
 
     if is_hf_vision_model(model):
         return HFAdapter(model)
-    tower = vision_tower_hint(model)  # an image-text model: its tower's attention is readable
-    what = "not as a whole" if tower else attention_hint(model)
-    raise UnsupportedModelError(
-        f"{type(model).__name__} is not a supported Vision Transformer ({what}){tower}; "
-        f"supported: {SUPPORTED_MODELS}"
-    )
+    return None

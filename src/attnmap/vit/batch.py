@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from attnmap.render.scale import ScoreScale, choose_scale, is_signed
 from attnmap.vit.explain import check_option_types, explain
 from attnmap.vit.original import class_name, crop_box, predict
 from attnmap.vit.preprocess import IMAGE_SUFFIXES, load_image, preprocess
+from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target, get_method, methods
 from attnmap.vit.targets import slice_target
 
@@ -153,6 +155,8 @@ def _chunk_targets(target: Target, indices: Sequence[int], total: int) -> Target
         return [part[0] for part in parts]
     if isinstance(parts[0], torch.Tensor) and parts[0] is not target:  # one direction per image
         return torch.cat(parts)
+    if isinstance(parts[0], ReadoutDirection) and parts[0] is not target:
+        return replace(parts[0], direction=torch.cat([part.direction for part in parts]))
     return parts[0]
 
 
@@ -161,6 +165,8 @@ def _target_identity(target: Target) -> object:
     if isinstance(target, torch.Tensor):
         values = target.detach().cpu().double().contiguous().numpy().tobytes()
         return {"direction": hashlib.sha256(values).hexdigest(), "shape": list(target.shape)}
+    if isinstance(target, ReadoutDirection):
+        return target.identity()
     return _describe_target(target)
 
 
@@ -168,6 +174,8 @@ def _describe_target(target: Target) -> object:
     """What the provenance records: a class index as is, a direction or callable by its kind."""
     if isinstance(target, torch.Tensor):
         return f"direction {tuple(target.shape)}"
+    if isinstance(target, ReadoutDirection):
+        return target.__name__
     if callable(target):
         return f"callable {getattr(target, '__name__', type(target).__name__)}"
     return target

@@ -21,6 +21,7 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import unwrap
+from attnmap.vit.readout import ReadoutDirection, reading_rows_of
 from attnmap.vit.registry import get_method
 from attnmap.vit.targets import Target
 
@@ -88,7 +89,10 @@ def explain(
     with torch.inference_mode(False), frozen_parameters(model):
         images = _normal_tensor(images)
         target = _normal_tensor(target)
-        maps = spec.fn(model, images, target, **options)
+        if isinstance(target, ReadoutDirection):  # needs the model's prefix-token count
+            target = target.bound(model)
+        with reading_rows_of(target):
+            maps = spec.fn(model, images, target, **options)
     warn_flat_maps(maps, method)
     return maps
 

@@ -29,17 +29,18 @@ import torch
 import torch.nn.functional as F
 
 from attnmap.errors import InputError
+from attnmap.vit.readout import ReadoutDirection
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[Any], torch.Tensor] | None
 
-_OUTPUT_FIELDS = ("logits", "image_embeds", "pooler_output", "last_hidden_state")
+OUTPUT_FIELDS = ("logits", "image_embeds", "pooler_output", "last_hidden_state")
 
 
 def output_tensor(output: Any) -> torch.Tensor:
     """The tensor targets read from a model's raw ``output`` (see the module docstring)."""
     if isinstance(output, torch.Tensor):
         return output
-    for name in _OUTPUT_FIELDS:
+    for name in OUTPUT_FIELDS:
         value = getattr(output, name, None)
         if isinstance(value, torch.Tensor):
             return value
@@ -69,8 +70,11 @@ class Objective:
             return (tensor * self.direction.to(tensor)).flatten(1).sum(dim=1)
         raise InputError("this explanation has no target score")
 
-    def seed(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The initial LRP relevance at the output tensor (same shape as ``tensor``)."""
+    def seed(
+        self, tensor: torch.Tensor, as_output: Callable[[torch.Tensor], Any] | None = None
+    ) -> torch.Tensor:
+        """The initial LRP relevance at the output tensor (same shape as ``tensor``); ``as_output``
+        gives a callable target the tensor in the form the model returns it (a ModelOutput)."""
         if self.kind == "class":
             return F.one_hot(self.indices.to(tensor.device), tensor.shape[-1]).to(tensor.dtype)
         if self.kind == "direction":
@@ -79,7 +83,8 @@ class Objective:
             assert self.fn is not None
             with torch.enable_grad():
                 leaf = tensor.detach().requires_grad_(True)
-                (gradient,) = torch.autograd.grad(_call(self.fn, leaf, leaf.shape[0]).sum(), leaf)
+                output = leaf if as_output is None else as_output(leaf)
+                (gradient,) = torch.autograd.grad(_call(self.fn, output, leaf.shape[0]).sum(), leaf)
             return leaf.detach() * gradient
         raise InputError("this explanation has no target score")
 
@@ -175,6 +180,8 @@ def slice_target(target: Target, start: int, stop: int, batch: int, what: str = 
 
     One class, a (D,) direction and callables apply to every image and are passed on as they are.
     """
+    if isinstance(target, ReadoutDirection):
+        return target.part(start, stop, batch)
     if target is None or isinstance(target, int) or callable(target) and not isinstance(target, torch.Tensor):
         return target
     if _is_direction(target):

@@ -101,7 +101,9 @@ class ClassAndPatchMeanViT(VisionTransformer):
     """A timm VisionTransformer whose pooled output is [class token, mean of the patch tokens]."""
 
     def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
-        return torch.cat([x[:, 0], x[:, self.num_prefix_tokens :].mean(dim=1)], dim=-1)
+        from attnmap.vit.readout import read_tokens
+
+        return read_tokens(x, "cls_and_patch_mean", self.num_prefix_tokens)
 
 
 def _class_and_patch_mean(model: nn.Module, name: str) -> nn.Module:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
+from attnmap.vit.readout import read_tokens
 
 HF_PREFIX = "hf:"
 READOUTS = ("cls", "pooler", "patch_mean", "cls_and_patch_mean", "embeds")
@@ -89,13 +90,7 @@ class HFPatchEncoder(nn.Module):
             if features is None:
                 raise InputError(f"readout {self.readout!r}: {type(self.model).__name__} gives none")
             return features
-        tokens = output.last_hidden_state
-        if self.readout == "cls":
-            return tokens[:, 0]
-        patch_mean = tokens[:, self.num_prefix_tokens :].mean(dim=1)
-        if self.readout == "patch_mean":
-            return patch_mean
-        return torch.cat([tokens[:, 0], patch_mean], dim=1)
+        return read_tokens(output.last_hidden_state, self.readout, self.num_prefix_tokens)
 
 
 def hf_folder(name: str) -> Path | None:

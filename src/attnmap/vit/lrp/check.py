@@ -15,6 +15,7 @@ device. Anything else triggers a new check.
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,9 +24,12 @@ from attnmap.errors import UnsupportedModelError
 from attnmap.model_state import model_state
 from attnmap.vit.adapters import call_model, eval_mode
 from attnmap.vit.lrp.twin import Trace
-from attnmap.vit.targets import output_tensor
+from attnmap.vit.targets import OUTPUT_FIELDS, output_tensor
 
 _VERIFIED: weakref.WeakKeyDictionary[nn.Module, set[tuple]] = weakref.WeakKeyDictionary()
+# the class of the model's own output and the field the twin's output tensor stands for (Hugging Face
+# ModelOutputs), seen in the check's forward: a callable target gets what the model returns
+_OUTPUT_KIND: weakref.WeakKeyDictionary[nn.Module, tuple[type, str]] = weakref.WeakKeyDictionary()
 _MAX_REMEMBERED = 16
 
 
@@ -50,7 +54,22 @@ def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor
     finally:
         if hook is not None:
             hook.remove()
-    return output_tensor(output), (captured[-1] if captured else None)
+    tensor = output_tensor(output)
+    field = next((name for name in OUTPUT_FIELDS if getattr(output, name, None) is tensor), None)
+    if field is not None and not isinstance(output, torch.Tensor):
+        _OUTPUT_KIND[model] = (type(output), field)
+    return tensor, (captured[-1] if captured else None)
+
+
+def as_model_output(model: nn.Module, tensor: torch.Tensor) -> Any:
+    """``tensor`` (the twin's output) as the model returns it: in its ModelOutput class, under the
+    same field, for a Hugging Face model (a callable target reads ``out.last_hidden_state``); as it
+    is otherwise."""
+    kind = _OUTPUT_KIND.get(model)
+    if kind is None:
+        return tensor
+    output_class, field = kind
+    return output_class(**{field: tensor})
 
 
 def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:

@@ -20,13 +20,14 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import eval_mode
-from attnmap.vit.lrp.check import verify_twin
+from attnmap.vit.lrp.check import as_model_output, verify_twin
 from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
 from attnmap.vit.lrp.rules import stabiliser_for
 from attnmap.vit.lrp.twin import Trace, ViTTwin
 from attnmap.vit.lrp.weight_cache import weight_cache
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
+from attnmap.vit.readout import query_override
 from attnmap.vit.registry import method
 from attnmap.vit.targets import resolve, slice_target
 
@@ -99,15 +100,16 @@ def _compute(
             images, record_from=0 if to_pixels else stop_block, grad_from=grad_from, record_stem=to_pixels
         )
         verify_twin(model, images, trace)
-    objective = resolve(target, trace.logits, classifier=twin.classifier, needs_target=True, method=method)
+    output = as_model_output(model, trace.logits)  # what a callable target is given: the model's own kind
+    objective = resolve(target, output, classifier=twin.classifier, needs_target=True, method=method)
     gradients: dict[int, torch.Tensor] = {}
     if grad_from is not None:
         blocks = sorted(trace.attentions)
         with torch.enable_grad():
-            score = objective.score(trace.logits).sum()
+            score = objective.score(output).sum()
             grads = torch.autograd.grad(score, [trace.attentions[i] for i in blocks])
         gradients = dict(zip(blocks, grads, strict=True))
-    seed = objective.seed(trace.logits.detach())
+    seed = objective.seed(trace.logits.detach(), functools.partial(as_model_output, model))
     per_block = None
     if reduce is not None:
 
@@ -124,7 +126,14 @@ def _readout_rows(twin: ViTTwin, like: torch.Tensor, trace: Trace) -> torch.Tens
     """(B, N) weights of the token rows the classifier reads (see the module docstring)."""
     batch, tokens = like.shape[0], like.shape[-1]
     rows = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
-    if twin.global_pool == "map":
+    readout = query_override()  # the score reads a token read-out the model's output leaves to the user
+    if readout is not None:
+        prefix = twin.num_prefix
+        if readout != "patch_mean":
+            rows[:, 0] = 1.0 if readout == "cls" else 0.5
+        if readout != "cls":
+            rows[:, prefix:] = (1.0 if readout == "patch_mean" else 0.5) / (tokens - prefix)
+    elif twin.global_pool == "map":
         pool_row = trace.pool.row().to(like.dtype)
         rows[:, tokens - pool_row.shape[-1] :] = pool_row
     elif twin.distilled:
