@@ -8,6 +8,8 @@ saying how scores became colours (`ScoreScale.describe`).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -15,6 +17,7 @@ from attnmap.render.overlay import to_uint8_rgb
 from attnmap.render.scale import ScoreScale, colour_table
 
 
+@functools.lru_cache(maxsize=16)
 def _font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
@@ -48,17 +51,18 @@ def wrap_text(text: str, font: ImageFont.ImageFont, width: float) -> list[str]:
     return lines
 
 
-def _layout(width: int, scale: ScoreScale, title: str, label: str) -> tuple[int, int, int, int, list, list]:
+@functools.lru_cache(maxsize=64)  # a cohort's heatmaps are laid out twice each: offset, then drawing
+def _layout(width: int, title: str, caption: str) -> tuple[int, int, int, int, tuple, tuple]:
     """(picture width, title band, colour bar band, text size, title lines, caption lines) of `add_legend`."""
     width_out = max(width, 240)
     top, bottom = legend_height(width_out)
     text_size = max(11, min(40, width_out // 45))
     font, small = _font(text_size), _font(max(10, int(text_size * 0.8)))
     title_lines = wrap_text(title, font, width_out - text_size)
-    caption_lines = wrap_text(f"{label}: {scale.describe()}", small, width_out - 2 * text_size)
+    caption_lines = wrap_text(caption, small, width_out - 2 * text_size)
     top += int(text_size * 1.2) * (len(title_lines) - 1)
     bottom += int(text_size * 1.1) * (len(caption_lines) - 1)
-    return width_out, top, bottom, text_size, title_lines, caption_lines
+    return width_out, top, bottom, text_size, tuple(title_lines), tuple(caption_lines)
 
 
 def legend_offset(width: int, scale: ScoreScale, title: str, label: str = "score") -> tuple[int, int]:
@@ -67,7 +71,7 @@ def legend_offset(width: int, scale: ScoreScale, title: str, label: str = "score
     Why: a heatmap's pixels map to slide pixels only once this offset is known (it is recorded
     with the heatmap PNG, `attnmap.wsi.heatmap.placement`).
     """
-    width_out, top, *_ = _layout(width, scale, title, label)
+    width_out, top, *_ = _layout(width, title, f"{label}: {scale.describe()}")
     return (width_out - width) // 2, top
 
 
@@ -78,11 +82,12 @@ def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "s
     """
     image = to_uint8_rgb(image)  # floats in [0, 1] cast straight to uint8 would be all black
     height, width = image.shape[:2]
-    width_out, top, bottom, text_size, title_lines, caption_lines = _layout(width, scale, title, label)
+    caption = f"{label}: {scale.describe()}"
+    width_out, top, bottom, text_size, title_lines, caption_lines = _layout(width, title, caption)
     font, small = _font(text_size), _font(max(10, int(text_size * 0.8)))
     line_height = int(text_size * 1.2)
     canvas = Image.new("RGB", (width_out, height + top + bottom), (255, 255, 255))
-    canvas.paste(Image.fromarray(image[:, :, :3]), legend_offset(width, scale, title, label))
+    canvas.paste(Image.fromarray(image[:, :, :3]), ((width_out - width) // 2, top))
     draw = ImageDraw.Draw(canvas)
     for index, line in enumerate(title_lines):
         corner = (text_size // 2, int(text_size * 0.4) + index * line_height)
