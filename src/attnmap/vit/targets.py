@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from attnmap.errors import InputError
-from attnmap.vit.readout import ReadoutDirection
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[Any], torch.Tensor] | None
 
@@ -178,9 +177,11 @@ def _describe(target: object) -> str:
 def slice_target(target: Target, start: int, stop: int, batch: int, what: str = "") -> Target:
     """The part of ``target`` that belongs to images start..stop of a batch of ``batch``.
 
-    One class, a (D,) direction and callables apply to every image and are passed on as they are.
+    One class, a (D,) direction and callables apply to every image and are passed on as they are;
+    a callable with a ``part(start, stop, batch)`` method (`attnmap.vit.readout.ReadoutDirection`) gives
+    its own part.
     """
-    if isinstance(target, ReadoutDirection):
+    if callable(target) and hasattr(target, "part"):  # a callable holding per-image parts (ReadoutDirection)
         return target.part(start, stop, batch)
     if target is None or isinstance(target, int) or callable(target) and not isinstance(target, torch.Tensor):
         return target
