@@ -83,6 +83,7 @@ class Payloads:
                     "scale": score_set.scale.to_json(),
                     "colours": _hex_colours(score_set.scale.cmap),
                     "fine": _fine_legend(score_set),
+                    "note": score_set.note,
                     "tiles": grid.tile_source(f"tiles/{index}/heat-{m}_files/", "png"),
                     "patchSize": score_set.patch_size,
                     "count": len(score_set.scores),

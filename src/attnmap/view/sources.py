@@ -35,6 +35,9 @@ class ScoreSet:
     """One method's per-patch scores on one slide, with the scale used to colour them.
 
     ``fine``: the set is a fine-map file's patch scores; its maps are drawn inside the patches.
+    ``overlapping``: the patches overlap (a run's ``overlap_blockmap.h5``): drawn by the heatmap
+    PNG's own window code, which averages overlapping patches per pixel (`attnmap.view.layers`).
+    ``note``: said under the colour bar, after the scale's caption.
     """
 
     method: str
@@ -43,6 +46,8 @@ class ScoreSet:
     patch_size: int
     scale: ScoreScale
     fine: FineMapInfo | None = None
+    overlapping: bool = False
+    note: str = ""
 
     @property
     def ranks(self) -> np.ndarray:
