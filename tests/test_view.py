@@ -859,3 +859,8 @@ def test_an_overlap_run_offers_its_overlapping_grid_with_each_pixel_the_mean_of_
         assert (cell[..., 3] == 255).all() and (cell[..., :3] == expected).all(), ((x, y), mean)
         drawn[y : y + step, x : x + step] = True
     assert not canvas[~drawn][:, 3].any()  # nothing where no patch lies
+    (given,) = discover(slide.slide_path, scores=[path])  # the file given with --scores: drawn the same way
+    assert given.score_sets["attention"].overlapping
+    assert not discover(slide.slide_path, scores=[path.with_name("slide_0_blockmap.h5")])[0].score_sets[
+        "attention"
+    ].overlapping

@@ -130,6 +130,10 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             coords = np.asarray(handle["coords"], dtype=np.int64)
             stored = handle.attrs.get("patch_size", handle["coords"].attrs.get("patch_size"))
             size = patch_size or (int(stored) if stored is not None else None)
+            try:  # a heatmap's overlapping grid (`wsi run` records its overlap): drawn as the PNG draws it
+                overlapping = float(handle.attrs.get("overlap", 0)) > 0
+            except (TypeError, ValueError):
+                overlapping = False
             raw: dict[str, np.ndarray] = {}
             for name, dataset in handle.items():
                 if not isinstance(dataset, h5py.Dataset) or len(dataset.shape) == 0:
@@ -155,7 +159,7 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             stacklevel=2,
         )
     return {
-        method: ScoreSet(method, coords, values, int(size), _scale(path, values, method))
+        method: ScoreSet(method, coords, values, int(size), _scale(path, values, method), None, overlapping)
         for method, values in raw.items()
     }
 
