@@ -461,6 +461,15 @@ def test_the_overlapping_grid_is_a_layer_averaged_as_the_heatmap_png_averages_it
             pixel = _pixel(page, point["x"], point["y"])
             assert np.abs(pixel - expected).max() <= 12, ((dx, dy), pixel, expected, means[i])
             checked.append(float(means[i]))
+            page.mouse.move(point["x"], point["y"])  # the cursor names the mean the pixel shows
+            text = page.locator("#cursor").inner_text()
+            if counts[i] > 1:
+                assert f"the mean of {counts[i]} overlapping patches, " in text, text
+                said = float(text.split("overlapping patches, ")[1])
+            else:
+                assert "mean" not in text, text
+                said = float(text.split(" score ")[1].split(",")[0])
+            assert said == pytest.approx(low + means[i] * (high - low), rel=0.005), (text, means[i])
         assert checked == pytest.approx([1.0, 0.5, 0.25, 0.0], abs=1e-5), checked  # (float32 scores)
         page.screenshot(path=str(tmp_path / "overlap.png"))
         assert not errors, errors

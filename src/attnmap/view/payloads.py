@@ -123,6 +123,7 @@ class Payloads:
             "scores": [float(f"{v:.6g}") for v in score_set.scores.tolist()],
             "ranks": score_set.ranks.tolist(),
             "patchSize": score_set.patch_size,
+            "overlapping": score_set.overlapping,
         }
 
     def _dimensions(self, index: int) -> tuple[int, int]:

@@ -262,17 +262,15 @@ function indexPatches(patches) {
   state.patches = patches; state.cells = cells;
 }
 
-function patchAt(x, y) {
+function patchesAt(x, y) {  // every patch over a level-0 point, the best-ranked first
   const patches = state.patches;
-  if (!patches) return -1;
+  if (!patches) return [];
   const size = patches.patchSize;
   const candidates = state.cells.get(Math.floor(x / size) + "," + Math.floor(y / size)) || [];
-  let best = -1;
-  for (const i of candidates) {
+  return candidates.filter((i) => {
     const px = patches.coords[2 * i], py = patches.coords[2 * i + 1];
-    if (x >= px && x < px + size && y >= py && y < py + size && (best < 0 || patches.ranks[i] < patches.ranks[best])) best = i;
-  }
-  return best;
+    return x >= px && x < px + size && y >= py && y < py + size;
+  }).sort((a, b) => patches.ranks[a] - patches.ranks[b]);
 }
 
 function imageToPage(x, y) {
@@ -289,12 +287,16 @@ new OpenSeadragon.MouseTracker({
     const item = slideItem();
     if (!item) return;
     const image = item.viewerElementToImageCoordinates(event.position);
-    const i = patchAt(image.x, image.y);
+    const here = patchesAt(image.x, image.y), i = here.length ? here[0] : -1;
     const patches = state.patches, name = state.info ? state.info.methods[state.method].name : "";
+    // an overlapping grid is drawn as the mean of the patches over each pixel: say it beside the best
+    const mean = here.length > 1 && patches.overlapping
+      ? "; here the mean of " + here.length + " overlapping patches, " + fmt(here.reduce((sum, j) => sum + patches.scores[j], 0) / here.length)
+      : "";
     $("cursor").textContent = i < 0
       ? "(" + Math.round(image.x) + ", " + Math.round(image.y) + "): no patch"
       : name + " score " + fmt(patches.scores[i]) + ", rank " + patches.ranks[i] + " of " + patches.scores.length
-        + " — patch at (" + patches.coords[2 * i] + ", " + patches.coords[2 * i + 1] + ")";
+        + " — patch at (" + patches.coords[2 * i] + ", " + patches.coords[2 * i + 1] + ")" + mean;
   },
 });
 
