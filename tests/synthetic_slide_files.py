@@ -7,8 +7,12 @@ from pathlib import Path
 import numpy as np
 
 
-def write_test_slide(path: Path, seed: int, size: tuple[int, int] = (1024, 768), mpp: float = 0.5) -> Path:
+def write_test_slide(
+    path: Path, seed: int, size: tuple[int, int] = (1024, 768), mpp: float | None = 0.5
+) -> Path:
     """A white slide with 2–3 textured pink tissue blobs; levels 1 and 2 (downsample 1, 2) as tiled pages.
+
+    ``mpp``: µm per level-0 pixel, written as the pages' resolution; None writes none (no pixel size).
 
     Levels are separate top-level pages, reduced ones with subfiletype 1, which is what OpenSlide
     needs to see them.
@@ -30,7 +34,7 @@ def write_test_slide(path: Path, seed: int, size: tuple[int, int] = (1024, 768),
     colour = pink + noise
     colour[nuclei] = np.array([90, 40, 120])
     image[tissue] = np.clip(colour[tissue], 0, 255).astype(np.uint8)
-    resolution = (1e4 / mpp, 1e4 / mpp)
+    resolution = (1e4 / mpp, 1e4 / mpp) if mpp is not None else None
     path.parent.mkdir(parents=True, exist_ok=True)
     with tifffile.TiffWriter(path) as tif:
         level = image
@@ -41,8 +45,14 @@ def write_test_slide(path: Path, seed: int, size: tuple[int, int] = (1024, 768),
                 compression="zlib",
                 photometric="rgb",
                 subfiletype=0 if index == 0 else 1,
-                resolution=(resolution[0] / 2**index, resolution[1] / 2**index),
-                resolutionunit="CENTIMETER",
+                **(
+                    {
+                        "resolution": (resolution[0] / 2**index, resolution[1] / 2**index),
+                        "resolutionunit": "CENTIMETER",
+                    }
+                    if resolution is not None
+                    else {}
+                ),
             )
             level = level[: level.shape[0] // 2 * 2, : level.shape[1] // 2 * 2]
             level = level.reshape(level.shape[0] // 2, 2, level.shape[1] // 2, 2, 3).mean(axis=(1, 3))

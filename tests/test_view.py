@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from view_fixtures import FINE_TOP, PATCH, write_run_folder
+from view_fixtures import FINE_TOP, PATCH, overlap_cells, write_overlap_run, write_run_folder
 
 from attnmap.cli.main import main
 from attnmap.errors import InputError
@@ -711,6 +711,7 @@ def test_a_real_run_with_relative_paths_views_from_anywhere_and_a_replaced_slide
     (slide,) = discover(run)
     assert slide.slide_path == (tmp_path / "project" / "slides" / "slide_0.tif").resolve()
     assert slide.run_dimensions == (1024, 768)
+    assert list(slide.score_sets) == ["attention"]  # no overlap asked: no overlapping-grid layer
     write_test_slide(tmp_path / "project" / "slides" / "slide_0.tif", seed=5, size=(2048, 1536))  # replaced
     with pytest.raises(InputError, match=r"is 2048x1536 px at level 0 but the run read a 1024x768 slide"):
         discover(run)
@@ -824,3 +825,42 @@ def test_tiles_are_served_while_a_rerun_is_read(tmp_path):
     rereading.join(10)
     assert content.version != version and content.slide_list()["slides"][0]["prediction"] == "normal"
     content.close()
+
+
+def test_an_overlap_run_offers_its_overlapping_grid_with_each_pixel_the_mean_of_its_patches(tmp_path):
+    run = write_overlap_run(tmp_path)
+    (slide,) = discover(run)
+    assert list(slide.score_sets) == ["attention", "attention (overlapping grid)"]
+    grid_set = slide.score_sets["attention (overlapping grid)"]
+    assert grid_set.overlapping and grid_set.scale == slide.score_sets["attention"].scale
+    content = ViewerContent([slide])
+    info = content.info(0)
+    assert "every 32 px" in info["methods"][1]["note"]
+    grid = DeepZoomGrid((1024, 768))
+    level = grid.level_count - 1  # level 0 pixels
+    canvas = np.zeros((768, 1024, 4), dtype=np.uint8)
+    for row in range(grid.level_tiles[level][1]):
+        for col in range(grid.level_tiles[level][0]):
+            region = grid.region(level, col, row)
+            body, _ = content.get(f"tiles/0/heat-1_files/{level}/{col}_{row}.png")
+            if body == content.empty_png:
+                continue
+            (x, y), (w, h) = region.origin, region.pixels
+            canvas[y : y + h, x : x + w] = np.asarray(Image.open(io.BytesIO(body)))
+    content.close()
+    path = run / "heatmaps" / "slide_0" / "slide_0_overlap_blockmap.h5"
+    corners, means, counts, step = overlap_cells(path, grid_set.scale.unit)
+    assert (counts == 4).any() and len(np.unique(np.round(means, 6))) > 10
+    table = colour_table(grid_set.scale.cmap)
+    drawn = np.zeros((768, 1024), dtype=bool)
+    for (x, y), mean in zip(corners, means, strict=True):  # every pixel: the mean of the patches over it
+        cell = canvas[y : y + step, x : x + step]
+        expected = table[int(np.rint(mean * (len(table) - 1)))]
+        assert (cell[..., 3] == 255).all() and (cell[..., :3] == expected).all(), ((x, y), mean)
+        drawn[y : y + step, x : x + step] = True
+    assert not canvas[~drawn][:, 3].any()  # nothing where no patch lies
+    (given,) = discover(slide.slide_path, scores=[path])  # the file given with --scores: drawn the same way
+    assert given.score_sets["attention"].overlapping
+    assert not discover(slide.slide_path, scores=[path.with_name("slide_0_blockmap.h5")])[0].score_sets[
+        "attention"
+    ].overlapping

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from view_fixtures import PATCH, write_run_folder
+from view_fixtures import PATCH, overlap_cells, write_overlap_run, write_run_folder
 
 from attnmap.render.scale import colour_table
 from attnmap.view import ViewerContent, discover, export_static, find_slides, make_server
@@ -324,6 +324,154 @@ def test_the_reload_after_a_rerun_keeps_the_slide_method_and_view(browser, tmp_p
         prediction.write_text(text)
         page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.slide === 2")
         assert np.allclose(page.evaluate(view), before, rtol=1e-3, atol=1e-4)
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def _serve(content: ViewerContent):
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def _scale_bar(page) -> tuple[float, float, float]:
+    """(the bar's length in µm from its label, its width in screen pixels, level-0 pixels per screen
+    pixel from OpenSeadragon's own zoom of the slide image)."""
+    page.wait_for_timeout(300)  # the viewport's update after the last move
+    label = page.locator("#scalebar-label").inner_text()
+    number, unit = label.split()
+    length = float(number) * {"µm": 1.0, "mm": 1000.0}[unit]
+    pixels = page.evaluate("document.querySelector('#scalebar-bar').getBoundingClientRect().width")
+    per_screen = page.evaluate(
+        "(v => 1 / v.world.getItemAt(0).viewportToImageZoom(v.viewport.getZoom(true)))(window.attnmap.viewer)"
+    )
+    mantissa = length / 10 ** np.floor(np.log10(length))
+    assert any(np.isclose(mantissa, m) for m in (1, 2, 5)), label  # a round length
+    return length, pixels, per_screen
+
+
+def test_the_scale_bar_measures_the_slide_at_every_zoom(browser, run_folder, tmp_path):
+    from attnmap.wsi.slide import open_slide
+
+    (slide,) = discover(run_folder)
+    with open_slide(slide.slide_path) as handle:
+        mpp = handle.mpp
+    assert mpp == pytest.approx(0.5)
+    content = ViewerContent([slide])
+    page_path = export_static(content, tmp_path / "export")
+    server, url = _serve(content)
+    try:
+        for address in (url, page_path.as_uri()):  # served, and the exported folder opened from disk
+            page, errors = _open(browser, address)
+            assert "0.5 µm per pixel" in page.locator("#slide-info").inner_text()
+            seen = []
+            for zoom in (None, 6.0, 40.0):  # the whole slide, then closer
+                viewport = "window.attnmap.viewer.viewport"
+                if zoom is None:
+                    page.evaluate(f"{viewport}.goHome(true)")
+                else:
+                    page.evaluate(f"(v => v.zoomTo(v.getHomeZoom() * {zoom}, null, true))({viewport})")
+                length, pixels, per_screen = _scale_bar(page)
+                ratio = length / pixels  # µm per screen pixel, as the bar says it
+                assert ratio == pytest.approx(mpp * per_screen, rel=0.01), (length, pixels, per_screen)
+                width = page.evaluate("window.attnmap.viewer.container.clientWidth")
+                assert 0.09 * width <= pixels <= 0.25 * width + 0.5, (pixels, width)
+                assert page.locator("#scalebar").is_visible()
+                seen.append(length)
+            assert seen[0] > seen[1] > seen[2], seen  # a shorter length as the view closes in
+            page.close()
+            assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def test_a_slide_without_a_pixel_size_shows_no_scale_bar(browser, tmp_path):
+    content = ViewerContent(discover(write_run_folder(tmp_path, fine=False, mpp=None)))
+    server, url = _serve(content)
+    try:
+        page, errors = _open(browser, url)
+        assert "no scale: the slide records no pixel size" in page.locator("#slide-info").inner_text()
+        page.evaluate("(v => v.zoomTo(v.getHomeZoom() * 4, null, true))(window.attnmap.viewer.viewport)")
+        page.wait_for_timeout(300)
+        assert not page.locator("#scalebar").is_visible()
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+@pytest.fixture(scope="module")
+def overlap_run(tmp_path_factory) -> Path:
+    return write_overlap_run(tmp_path_factory.mktemp("overlap"))
+
+
+def test_the_overlapping_grid_is_a_layer_averaged_as_the_heatmap_png_averages_it(
+    browser, overlap_run, tmp_path
+):
+    import h5py
+
+    run = tmp_path / "run"
+    shutil.copytree(overlap_run, run)  # the run's files, with a high-score region planted in a copy
+    path = run / "heatmaps" / "slide_0" / "slide_0_overlap_blockmap.h5"
+    (slide,) = discover(run)
+    low, high = slide.score_sets["attention"].scale.low, slide.score_sets["attention"].scale.high
+    corners, means, counts, step = overlap_cells(path, lambda s: s)
+    with h5py.File(path, "r") as handle:
+        coords = handle["coords"][:]
+    shared = np.flatnonzero(counts == 4)
+    centre = shared[np.argmin(np.abs(corners[shared] - corners[shared].mean(axis=0)).sum(axis=1))]
+    cx, cy = corners[centre]
+    planted = (
+        (coords[:, 0] > cx - 2 * step)
+        & (coords[:, 0] <= cx)
+        & (coords[:, 1] > cy - 2 * step)
+        & (coords[:, 1] <= cy)
+    )
+    assert planted.sum() == 4  # the four patches sharing the centre cell
+    with h5py.File(path, "r+") as handle:
+        handle["attention_scores"][:, 0] = np.where(planted, high, low).astype(np.float32)
+    corners, means, counts, step = overlap_cells(path, lambda s: np.clip((s - low) / (high - low), 0, 1))
+    content = ViewerContent(discover(run))
+    server, url = _serve(content)
+    try:
+        page, errors = _open(browser, url)
+        names = page.locator("#method option").all_inner_texts()
+        assert names == ["attention", "attention (overlapping grid)"], names
+        page.select_option("#method", "1")
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 1")
+        assert "averaged where they overlap" in page.locator("#scale-caption").inner_text()
+        cmap = page.evaluate("window.attnmap.state.info.methods[1].scale.cmap")
+        table = colour_table(cmap).astype(int)
+        page.locator("#opacity").fill("100")
+        page.evaluate(f"window.attnmap.jumpTo({cx}, {cy}, {step})")
+        page.wait_for_timeout(800)
+        page.wait_for_function("window.attnmap.state.loaded === true", timeout=30000)
+        cell = {tuple(c): i for i, c in enumerate(corners.tolist())}
+        checked = []  # the planted cell, one half of whose patches are hot, a quarter, none
+        for dx, dy in ((0, 0), (step, 0), (step, step), (-2 * step, 0)):
+            i = cell[(cx + dx, cy + dy)]
+            point = page.evaluate(f"window.attnmap.imageToPage({cx + dx + step / 2}, {cy + dy + step / 2})")
+            expected = table[int(np.rint(means[i] * (len(table) - 1)))]
+            pixel = _pixel(page, point["x"], point["y"])
+            assert np.abs(pixel - expected).max() <= 12, ((dx, dy), pixel, expected, means[i])
+            checked.append(float(means[i]))
+            page.mouse.move(point["x"], point["y"])  # the cursor names the mean the pixel shows
+            text = page.locator("#cursor").inner_text()
+            if counts[i] > 1:
+                assert f"the mean of {counts[i]} overlapping patches, " in text, text
+                said = float(text.split("overlapping patches, ")[1])
+            else:
+                assert "mean" not in text, text
+                said = float(text.split(" score ")[1].split(",")[0])
+            assert said == pytest.approx(low + means[i] * (high - low), rel=0.005), (text, means[i])
+        assert checked == pytest.approx([1.0, 0.5, 0.25, 0.0], abs=1e-5), checked  # (float32 scores)
+        page.screenshot(path=str(tmp_path / "overlap.png"))
         assert not errors, errors
     finally:
         server.shutdown()

@@ -23,7 +23,7 @@ import numpy as np
 from attnmap.errors import InputError
 from attnmap.view.cache import ByteLRU
 from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles, encode_png
-from attnmap.view.layers import FineLayer, HeatmapLayer, OutlineLayer
+from attnmap.view.layers import FineLayer, HeatmapLayer, OutlineLayer, OverlapLayer
 from attnmap.view.payloads import NotFoundError, Payloads, UnavailableError
 from attnmap.view.sources import Discovery, UnshownSlide, ViewSlide, slide_digest, source_state
 
@@ -187,6 +187,7 @@ class ViewerContent(Payloads):
             return self._tiles[index]
 
     def layer(self, index: int, name: str):
+        handle = self.slide_tiles(index).slide  # (before the lock, which `slide_tiles` takes too)
         with self._lock:
             key = (index, name)
             if key not in self._layers:
@@ -197,8 +198,11 @@ class ViewerContent(Payloads):
                     self._layers[key] = OutlineLayer(slide.annotations, ANNOTATION_COLOUR, thickness=3)
                 else:
                     score_set = slide.score_sets[self.method_names(index)[int(name.split("-")[1])]]
-                    layer = FineLayer if score_set.fine is not None else HeatmapLayer
-                    self._layers[key] = layer(score_set)
+                    if score_set.overlapping:
+                        self._layers[key] = OverlapLayer(score_set, handle)
+                    else:
+                        layer = FineLayer if score_set.fine is not None else HeatmapLayer
+                        self._layers[key] = layer(score_set)
             return self._layers[key]
 
     def method_names(self, index: int) -> list[str]:

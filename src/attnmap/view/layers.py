@@ -45,10 +45,73 @@ class HeatmapLayer:
         count = _box_sum(py0, py1, px0, px1, np.ones(len(px0)), (height, width))
         covered = count > 0.5
         mean = np.divide(total, count, out=np.zeros_like(total), where=covered)
-        index = np.clip(np.rint(mean * (len(self.table) - 1)), 0, len(self.table) - 1).astype(np.intp)
+        return _coloured(mean, covered, self.table)
+
+
+def _coloured(values: np.ndarray, covered: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """RGBA of unit ``values`` through a colour ``table``, opaque where ``covered``, clear elsewhere."""
+    index = np.clip(np.rint(values * (len(table) - 1)), 0, len(table) - 1).astype(np.intp)
+    out = np.zeros((*values.shape, 4), dtype=np.uint8)
+    out[..., :3] = table[index]
+    out[..., 3] = np.where(covered, 255, 0)
+    return out
+
+
+class OverlapLayer:
+    """Patches on an overlapping grid (a run's ``overlap_blockmap.h5``), drawn by the heatmap PNG's code.
+
+    Why `HeatmapRenderer` and not `HeatmapLayer`'s box sums: where patches overlap, a pixel's colour
+    is the mean of the patches covering it, rounded to canvas pixels as the PNG and the TIFF round
+    them; drawing the tiles with the renderer's own window code (at the tile's downsample, as the
+    TIFF draws its reduced pages, on a blank canvas without blur or tissue mask) keeps that rule
+    spelled once. The values it averages are the score set's scale (`ScoreScale.unit`), so the
+    colours follow the viewer's colour bar.
+    """
+
+    KEPT = 4
+    """Renderers kept (one per Deep Zoom level in use): each holds the patches' corners at its scale."""
+
+    def __init__(self, score_set: ScoreSet, slide) -> None:
+        self.slide = slide
+        self.coords = score_set.coords
+        self.patch = score_set.patch_size
+        # the renderer draws raw scores / 100 (percentiles off): scores × 100 make it draw the unit values
+        self.scores = 100.0 * score_set.scale.unit(score_set.scores)
+        self.table = colour_table(score_set.scale.cmap)
+        self._renderers: dict[float, object] = {}
+        self._lock = threading.Lock()
+
+    def renderer(self, downsample: float):
+        """The `HeatmapRenderer` whose canvas pixel is ``downsample`` level-0 pixels."""
+        from attnmap.wsi.heatmap.renderer import HeatmapRenderer
+        from attnmap.wsi.heatmap.style import HeatmapStyle
+
+        with self._lock:
+            if downsample not in self._renderers:
+                if len(self._renderers) >= self.KEPT:
+                    del self._renderers[next(iter(self._renderers))]
+                style = HeatmapStyle(
+                    alpha=1.0, percentiles=False, blur=False, blank_canvas=True, use_tissue_mask=False
+                )
+                self._renderers[downsample] = HeatmapRenderer(
+                    self.slide, self.coords, self.scores, style, patch_size=self.patch, downsample=downsample
+                )
+            return self._renderers[downsample]
+
+    def rgba(self, region: TileRegion) -> np.ndarray | None:
+        downsample = region.downsample
+        x0, y0 = (int(v // downsample) for v in region.origin)
+        width, height = region.pixels
+        renderer = self.renderer(downsample)
+        # the renderer's canvas is the level's size rounded down; Deep Zoom's is rounded up
+        inside_w, inside_h = min(width, renderer.size[0] - x0), min(height, renderer.size[1] - y0)
+        if inside_w <= 0 or inside_h <= 0:
+            return None
+        layers = renderer.layers(x0, y0, inside_w, inside_h)
+        if not layers.drawn.any():
+            return None
         out = np.zeros((height, width, 4), dtype=np.uint8)
-        out[..., :3] = self.table[index]
-        out[..., 3] = np.where(covered, 255, 0)
+        out[:inside_h, :inside_w] = _coloured(layers.overlay, layers.drawn, self.table)
         return out
 
 

@@ -83,6 +83,7 @@ class Payloads:
                     "scale": score_set.scale.to_json(),
                     "colours": _hex_colours(score_set.scale.cmap),
                     "fine": _fine_legend(score_set),
+                    "note": score_set.note,
                     "tiles": grid.tile_source(f"tiles/{index}/heat-{m}_files/", "png"),
                     "patchSize": score_set.patch_size,
                     "count": len(score_set.scores),
@@ -122,6 +123,7 @@ class Payloads:
             "scores": [float(f"{v:.6g}") for v in score_set.scores.tolist()],
             "ranks": score_set.ranks.tolist(),
             "patchSize": score_set.patch_size,
+            "overlapping": score_set.overlapping,
         }
 
     def _dimensions(self, index: int) -> tuple[int, int]:

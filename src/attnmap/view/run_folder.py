@@ -15,11 +15,13 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.view.sources import (
+    ScoreSet,
     UnshownSlide,
     ViewSlide,
     _annotation_sources,
     _check_against_slide,
     _find_annotations,
+    _grid_step,
     read_fine_score_set,
     read_score_sets,
 )
@@ -87,6 +89,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
             blockmap,
             prediction_file,
             outputs.named("fine_maps.h5"),
+            outputs.named("overlap_blockmap.h5"),
             outputs.tissue,
             *_annotation_sources(annotations_dir, slide_id),
         )
@@ -184,6 +187,10 @@ def _run_slide(outputs: SlideOutputs, annotations_dir: Path | None, watched: tup
     read, dimensions = _recorded_slide(record)
     slide_path = _slide_file(root, prediction["slide_path"], prediction_file, read)
     score_sets = read_score_sets(outputs.named("blockmap.h5"))
+    overlap = outputs.named("overlap_blockmap.h5")
+    if overlap.is_file():
+        overlap_set = read_overlap_score_set(overlap, score_sets.get("attention"))
+        score_sets[overlap_set.method] = overlap_set
     fine = outputs.named("fine_maps.h5")
     if fine.is_file():
         fine_set = read_fine_score_set(fine)
@@ -197,6 +204,38 @@ def _run_slide(outputs: SlideOutputs, annotations_dir: Path | None, watched: tup
         _find_annotations(annotations_dir, slide_id),
         (*watched, slide_path),
         dimensions,
+    )
+
+
+def read_overlap_score_set(path: Path, reference: ScoreSet | None) -> ScoreSet:
+    """The attention of a run's overlapping heatmap grid (``overlap_blockmap.h5``, written when
+    ``heatmap.overlap > 0``), coloured on ``reference``'s scale (the blockmap attention's).
+
+    Why the blockmap's scale: CLAM ranks the overlapping patches' scores against the blockmap's
+    (`attnmap.wsi.heatmap.scores.percentiles_against`), so both pictures of a slide read on one bar;
+    here, as there, the denser grid's colours mean what the blockmap layer's mean.
+    """
+    sets = read_score_sets(path)
+    if "attention" not in sets:
+        raise InputError(f"{path} holds no 'attention_scores' dataset")
+    found = sets["attention"]
+    try:
+        spacing = f" every {_grid_step(found.coords)} px"
+    except InputError:  # a single patch, or patches sharing no row or column
+        spacing = ""
+    scale = reference.scale if reference is not None else found.scale
+    whose = "the blockmap attention's scale" if reference is not None else "its own scale"
+    return ScoreSet(
+        "attention (overlapping grid)",
+        found.coords,
+        found.scores,
+        found.patch_size,
+        scale,
+        overlapping=True,
+        note=(
+            f"Patches of {found.patch_size} px{spacing} (level 0), averaged where they overlap "
+            f"as in the heatmap PNG; coloured on {whose}."
+        ),
     )
 
 

@@ -35,6 +35,9 @@ class ScoreSet:
     """One method's per-patch scores on one slide, with the scale used to colour them.
 
     ``fine``: the set is a fine-map file's patch scores; its maps are drawn inside the patches.
+    ``overlapping``: the patches overlap (a run's ``overlap_blockmap.h5``): drawn by the heatmap
+    PNG's own window code, which averages overlapping patches per pixel (`attnmap.view.layers`).
+    ``note``: said under the colour bar, after the scale's caption.
     """
 
     method: str
@@ -43,6 +46,8 @@ class ScoreSet:
     patch_size: int
     scale: ScoreScale
     fine: FineMapInfo | None = None
+    overlapping: bool = False
+    note: str = ""
 
     @property
     def ranks(self) -> np.ndarray:
@@ -125,6 +130,10 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             coords = np.asarray(handle["coords"], dtype=np.int64)
             stored = handle.attrs.get("patch_size", handle["coords"].attrs.get("patch_size"))
             size = patch_size or (int(stored) if stored is not None else None)
+            try:  # a heatmap's overlapping grid (`wsi run` records its overlap): drawn as the PNG draws it
+                overlapping = float(handle.attrs.get("overlap", 0)) > 0
+            except (TypeError, ValueError):
+                overlapping = False
             raw: dict[str, np.ndarray] = {}
             for name, dataset in handle.items():
                 if not isinstance(dataset, h5py.Dataset) or len(dataset.shape) == 0:
@@ -150,7 +159,7 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             stacklevel=2,
         )
     return {
-        method: ScoreSet(method, coords, values, int(size), _scale(path, values, method))
+        method: ScoreSet(method, coords, values, int(size), _scale(path, values, method), None, overlapping)
         for method, values in raw.items()
     }
 

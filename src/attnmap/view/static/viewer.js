@@ -155,6 +155,8 @@ async function showSlide(index, place) {
   }
   if (prediction.label !== null && prediction.label !== undefined) title += " — label " + prediction.label;
   $("title").textContent = title;
+  describeSlide(info);
+  drawScaleBar();
   const wanted = place ? info.methods.findIndex((method) => method.name === place.get("method")) : -1;
   await showMethod(info.methods.length ? Math.max(0, wanted) : -1);
   if (ticket !== tickets.slide) return;
@@ -213,7 +215,8 @@ function drawBar(prefix, scale, colours) {
 
 function drawColorbar(method) {
   drawBar("colorbar", method.scale, method.colours);
-  $("scale-caption").textContent = method.name + " score: " + method.scale.caption + "; colour map " + method.scale.cmap + ".";
+  $("scale-caption").textContent = method.name + " score: " + method.scale.caption + "; colour map " + method.scale.cmap + "."
+    + (method.note ? " " + method.note : "");
   const fine = method.fine;  // fine maps: a second bar for the maps drawn inside patches when zoomed in
   $("fine-legend").hidden = !fine;
   if (fine) {
@@ -259,17 +262,15 @@ function indexPatches(patches) {
   state.patches = patches; state.cells = cells;
 }
 
-function patchAt(x, y) {
+function patchesAt(x, y) {  // every patch over a level-0 point, the best-ranked first
   const patches = state.patches;
-  if (!patches) return -1;
+  if (!patches) return [];
   const size = patches.patchSize;
   const candidates = state.cells.get(Math.floor(x / size) + "," + Math.floor(y / size)) || [];
-  let best = -1;
-  for (const i of candidates) {
+  return candidates.filter((i) => {
     const px = patches.coords[2 * i], py = patches.coords[2 * i + 1];
-    if (x >= px && x < px + size && y >= py && y < py + size && (best < 0 || patches.ranks[i] < patches.ranks[best])) best = i;
-  }
-  return best;
+    return x >= px && x < px + size && y >= py && y < py + size;
+  }).sort((a, b) => patches.ranks[a] - patches.ranks[b]);
 }
 
 function imageToPage(x, y) {
@@ -286,12 +287,16 @@ new OpenSeadragon.MouseTracker({
     const item = slideItem();
     if (!item) return;
     const image = item.viewerElementToImageCoordinates(event.position);
-    const i = patchAt(image.x, image.y);
+    const here = patchesAt(image.x, image.y), i = here.length ? here[0] : -1;
     const patches = state.patches, name = state.info ? state.info.methods[state.method].name : "";
+    // an overlapping grid is drawn as the mean of the patches over each pixel: say it beside the best
+    const mean = here.length > 1 && patches.overlapping
+      ? "; here the mean of " + here.length + " overlapping patches, " + fmt(here.reduce((sum, j) => sum + patches.scores[j], 0) / here.length)
+      : "";
     $("cursor").textContent = i < 0
       ? "(" + Math.round(image.x) + ", " + Math.round(image.y) + "): no patch"
       : name + " score " + fmt(patches.scores[i]) + ", rank " + patches.ranks[i] + " of " + patches.scores.length
-        + " — patch at (" + patches.coords[2 * i] + ", " + patches.coords[2 * i + 1] + ")";
+        + " — patch at (" + patches.coords[2 * i] + ", " + patches.coords[2 * i + 1] + ")" + mean;
   },
 });
 
@@ -306,6 +311,47 @@ $("opacity").addEventListener("input", (event) => setOpacity(Number(event.target
 $("method").addEventListener("change", (event) => showMethod(Number(event.target.value)));
 $("show-tissue").addEventListener("change", () => toggleOutline("tissue"));
 $("show-annotations").addEventListener("change", () => toggleOutline("annotations"));
+
+// The scale bar: a round length (1, 2 or 5 × 10^k µm) at most a quarter of the view wide, from the
+// slide's µm per level-0 pixel and the viewport's level-0 pixels per screen pixel, redrawn on every
+// viewport change. A slide that records no pixel size gets no bar (a guessed one would mislead).
+const SCALE_FRACTION = 0.25;
+const scalebar = $("scalebar");
+viewer.addControl(scalebar, { anchor: OpenSeadragon.ControlAnchor.BOTTOM_LEFT, autoFade: false });
+
+function roundLength(most) {  // the largest 1, 2 or 5 × 10^k not above ``most`` (> 0)
+  const power = Math.pow(10, Math.floor(Math.log10(most)));
+  const step = [5, 2, 1].find((s) => s * power <= most * (1 + 1e-9)) || 1;
+  return step * power;
+}
+
+function lengthLabel(um) {
+  return um >= 1000 ? Number((um / 1000).toPrecision(6)) + " mm" : Number(um.toPrecision(6)) + " µm";
+}
+
+function drawScaleBar() {
+  const item = slideItem(), mpp = state.info && state.info.mpp;
+  if (!item || !(mpp > 0)) { scalebar.hidden = true; return; }
+  const a = item.imageToViewerElementCoordinates(new OpenSeadragon.Point(0, 0));
+  const b = item.imageToViewerElementCoordinates(new OpenSeadragon.Point(1000, 0));
+  const screenPerLevel0 = (b.x - a.x) / 1000, width = viewer.container.clientWidth;
+  if (!(screenPerLevel0 > 0) || !(width > 0)) { scalebar.hidden = true; return; }
+  const umPerScreen = mpp / screenPerLevel0;
+  const um = roundLength(SCALE_FRACTION * width * umPerScreen);
+  $("scalebar-bar").style.width = (um / umPerScreen) + "px";
+  $("scalebar-label").textContent = lengthLabel(um);
+  scalebar.hidden = false;
+}
+viewer.addHandler("update-viewport", drawScaleBar);
+viewer.addHandler("resize", drawScaleBar);
+window.attnmap.drawScaleBar = drawScaleBar;
+
+function describeSlide(info) {
+  const size = info.width + " × " + info.height + " px at level 0";
+  $("slide-info").textContent = info.mpp > 0
+    ? size + ", " + Number(info.mpp.toPrecision(4)) + " µm per pixel"
+    : size + "; no scale: the slide records no pixel size";
+}
 
 function checkLoaded() {
   const count = viewer.world.getItemCount();

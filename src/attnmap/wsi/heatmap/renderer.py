@@ -27,11 +27,13 @@ MAX_CANVAS_PIXELS = 1 << 31
 
 @dataclass
 class HeatmapLayers:
-    """The stages of one window: averaged (and blurred) values, coloured image, final blend."""
+    """The stages of one window: averaged (and blurred) values, coloured image, final blend, and
+    where colour was drawn (``drawn``: patches at or above the threshold, on tissue)."""
 
     overlay: np.ndarray
     colored: np.ndarray
     blended: np.ndarray
+    drawn: np.ndarray
 
 
 def validate_inputs(slide: Slide, coords: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +219,7 @@ class HeatmapRenderer:
         if self.alpha < 1.0:
             blended = cv2.addWeighted(colored, self.alpha, canvas, 1 - self.alpha, 0)
         crop = (slice(y0 - wy0, y0 - wy0 + height), slice(x0 - wx0, x0 - wx0 + width))
-        return HeatmapLayers(overlay[crop], colored[crop], blended[crop])
+        return HeatmapLayers(overlay[crop], colored[crop], blended[crop], drawn[crop])
 
     def render_window(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
         """Final RGB uint8 pixels of one canvas window."""
