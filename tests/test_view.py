@@ -864,3 +864,36 @@ def test_an_overlap_run_offers_its_overlapping_grid_with_each_pixel_the_mean_of_
     assert not discover(slide.slide_path, scores=[path.with_name("slide_0_blockmap.h5")])[0].score_sets[
         "attention"
     ].overlapping
+
+
+def test_a_cohort_browsed_slide_after_slide_keeps_only_a_few_slides_open(run_folder, monkeypatch):
+    """Each slide viewed used to stay open (its OpenSlide handle, tile cache and layers) until the
+    server stopped; past `MAX_OPEN_SLIDES` the least recently viewed is closed and, viewed again,
+    reopened with the same tiles."""
+    from attnmap.view import app
+
+    opened, closed = [], []
+
+    class CountedTiles(SlideTiles):
+        def __init__(self, slide) -> None:
+            super().__init__(slide)
+            opened.append(self)
+            original_close = slide.close
+            slide.close = lambda: (closed.append(self), original_close())
+
+    monkeypatch.setattr(app, "SlideTiles", CountedTiles)
+    monkeypatch.setattr(app, "MAX_OPEN_SLIDES", 3)
+    (slide,) = discover(run_folder)
+    count = 7
+    content = ViewerContent([slide] * count)
+    first = {index: content.get(f"tiles/{index}/slide_files/10/0_0.jpeg")[0] for index in range(count)}
+    heat = content.get("tiles/0/heat-0_files/10/0_0.png")[0]
+    assert len(opened) == count + 1 and len(opened) - len(closed) == 3  # slide 0 opened again
+    assert content.get("tiles/0/slide_files/9/0_0.jpeg")[0]  # a tile not cached yet: from the open handle
+    assert len({body for body in first.values()}) == 1 and heat
+    content.cache.clear()
+    again = [content.get(f"tiles/{index}/slide_files/10/0_0.jpeg")[0] for index in (1, 2)]
+    assert again == [first[1], first[2]]
+    assert len(opened) - len(closed) == 3 and len(set(map(id, closed))) == len(closed)
+    content.close()
+    assert len(closed) == len(opened)

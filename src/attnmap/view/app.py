@@ -69,6 +69,12 @@ def _js(name: str, payload: object) -> bytes:
     return f"attnmapData({json.dumps(name)}, {json.dumps(payload, separators=(',', ':'))});\n".encode()
 
 
+MAX_OPEN_SLIDES = 8
+"""Slides held open at once (handle, tile generator, layers); the least recently viewed is closed past
+it and opened again when viewed. Why: OpenSlide keeps a tile cache and file handles per open slide,
+and a page browsing a cohort of hundreds of slides would otherwise hold every one it showed."""
+
+
 class ViewerContent(Payloads):
     """Resolves relative URLs to (bytes, content type); tiles are rendered on demand and cached.
 
@@ -93,6 +99,7 @@ class ViewerContent(Payloads):
         self._tiles: dict[int, SlideTiles] = {}
         self._layers: dict[tuple[int, str], object] = {}
         self._retired: list[tuple[int, object]] = []  # (last generation that used it, handle)
+        self._evicted: list[object] = []  # past MAX_OPEN_SLIDES, closed once no request is in flight
         self._in_flight: dict[int, int] = {}  # requests being answered, by the generation they began in
         self.empty_png = encode_png(np.zeros((1, 1, 4), dtype=np.uint8))
         self._reload, self.check_interval = reload, check_interval
@@ -179,37 +186,53 @@ class ViewerContent(Payloads):
 
     # ------------------------------------------------------------------------------ resources
     def slide_tiles(self, index: int) -> SlideTiles:
+        evicted: list[object] = []
         with self._lock:
-            if index not in self._tiles:
+            if index in self._tiles:
+                self._tiles[index] = self._tiles.pop(index)  # the most recently viewed last
+            else:
                 from attnmap.wsi.slide import open_slide
 
                 self._tiles[index] = SlideTiles(open_slide(self.slides[index].slide_path))
-            return self._tiles[index]
+                while len(self._tiles) > MAX_OPEN_SLIDES:
+                    oldest = next(iter(self._tiles))
+                    evicted.append(self._tiles.pop(oldest))
+                    evicted += [self._layers.pop(key) for key in list(self._layers) if key[0] == oldest]
+                if any(self._in_flight.values()):  # a request may still draw from them: closed after it
+                    self._evicted += evicted
+                    evicted = []
+            tiles = self._tiles[index]
+        for item in evicted:  # no request in flight (a direct call, as the export makes): closed now
+            _close(item)
+        return tiles
 
     def layer(self, index: int, name: str):
-        handle = self.slide_tiles(index).slide  # (before the lock, which `slide_tiles` takes too)
+        tiles = self.slide_tiles(index)  # (before the lock, which `slide_tiles` takes too)
         with self._lock:
             key = (index, name)
-            if key not in self._layers:
-                slide = self.slides[index]
-                if name == "tissue":
-                    self._layers[key] = OutlineLayer(slide.tissue, TISSUE_COLOUR)
-                elif name == "annotations":
-                    self._layers[key] = OutlineLayer(slide.annotations, ANNOTATION_COLOUR, thickness=3)
+            if key in self._layers:
+                return self._layers[key]
+            slide = self.slides[index]
+            if name == "tissue":
+                made = OutlineLayer(slide.tissue, TISSUE_COLOUR)
+            elif name == "annotations":
+                made = OutlineLayer(slide.annotations, ANNOTATION_COLOUR, thickness=3)
+            else:
+                score_set = slide.score_sets[self.method_names(index)[int(name.split("-")[1])]]
+                if score_set.overlapping:
+                    made = OverlapLayer(score_set, tiles.slide)
                 else:
-                    score_set = slide.score_sets[self.method_names(index)[int(name.split("-")[1])]]
-                    if score_set.overlapping:
-                        self._layers[key] = OverlapLayer(score_set, handle)
-                    else:
-                        layer = FineLayer if score_set.fine is not None else HeatmapLayer
-                        self._layers[key] = layer(score_set)
-            return self._layers[key]
+                    made = (FineLayer if score_set.fine is not None else HeatmapLayer)(score_set)
+            if self._tiles.get(index) is tiles:  # not if the slide was closed meanwhile (MAX_OPEN_SLIDES)
+                self._layers[key] = made
+            return made
 
     def method_names(self, index: int) -> list[str]:
         return list(self.slides[index].score_sets)
 
     def close(self) -> None:
-        for item in [*self._tiles.values(), *self._layers.values(), *(item for _, item in self._retired)]:
+        retired = [item for _, item in self._retired]
+        for item in [*self._tiles.values(), *self._layers.values(), *retired, *self._evicted]:
             _close(item)
 
     def _close_retired(self) -> None:
@@ -221,6 +244,8 @@ class ViewerContent(Payloads):
             oldest = min((g for g, count in self._in_flight.items() if count), default=self._generation)
             done = [item for generation, item in self._retired if generation < oldest]
             self._retired = [(generation, item) for generation, item in self._retired if generation >= oldest]
+            if not any(self._in_flight.values()):
+                done, self._evicted = done + self._evicted, []
         for item in done:
             _close(item)
 
@@ -256,7 +281,7 @@ class ViewerContent(Payloads):
                 self._in_flight[generation] -= 1
                 if not self._in_flight[generation]:
                     del self._in_flight[generation]
-            if self._retired:
+            if self._retired or self._evicted:
                 self._close_retired()
 
     def _get(self, url: str) -> tuple[bytes, str]:
