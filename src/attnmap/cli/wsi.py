@@ -245,6 +245,7 @@ def heatmap(
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
+    from attnmap.wsi.pipeline.outputs import made_by_attnmap
     from attnmap.wsi.pipeline.stage_files import features_patch_size, load_scores_with_patch_size, load_tissue
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
@@ -294,6 +295,11 @@ def heatmap(
     if patch_size is None:
         raise InputError(f"{source.name} does not record the patch size: give --patch-size (level-0 pixels)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    tiff = out_dir / f"{slide.stem}_heatmap.tif"
+    # an earlier run's TIFF beside this PNG would be taken for this heatmap's: removed (only attnmap's)
+    stale_tiff = not files["tiff"] and tiff.is_file() and made_by_attnmap(tiff)
+    if stale_tiff:
+        tiff.unlink()
     written = write_heatmap_files(
         slide,
         coords,
@@ -302,7 +308,7 @@ def heatmap(
         out_dir / f"{slide.stem}_heatmap.png",
         style,
         tissue=load_tissue(tissue_json) if tissue_json else None,
-        tiff=out_dir / f"{slide.stem}_heatmap.tif" if files["tiff"] else None,
+        tiff=tiff if files["tiff"] else None,
         tiff_level=files["tiff_level"],
         metadata=record,
         scale=files["scale"],
@@ -310,6 +316,8 @@ def heatmap(
         label=label,
     )
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
+    if stale_tiff:
+        click.echo(f"removed {tiff}: an earlier run's TIFF (--tiff not given)")
 
 
 @wsi.command()

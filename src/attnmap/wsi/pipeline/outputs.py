@@ -210,8 +210,11 @@ def remove_samples(outputs: SlideOutputs) -> None:
             shutil.rmtree(outputs.heatmap_dir / folder)
 
 
-def _made_by_attnmap(path: Path) -> bool:
-    """Whether ``path`` is an attnmap output (a damaged file counts as one: it is remade anyway)."""
+def made_by_attnmap(path: Path) -> bool:
+    """Whether ``path`` is an attnmap output (a damaged file counts as one: it is remade anyway).
+
+    Why ask: only attnmap's own files are deleted when stale or no longer asked for; a file a user
+    put at the same name (CLAM's patches or features) is an input."""
     try:
         record = stored_record(path)
     except DamagedOutputError:
@@ -233,10 +236,10 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
 
     if stale(outputs.tissue, prints.tissue):
         outputs.tissue.unlink()
-    if stale(outputs.patches, prints.patches, accept_foreign=True) and _made_by_attnmap(outputs.patches):
+    if stale(outputs.patches, prints.patches, accept_foreign=True) and made_by_attnmap(outputs.patches):
         outputs.patches.unlink()
     h5 = outputs.features_h5
-    if stale(h5, prints.features, accept_foreign=True) and _made_by_attnmap(h5):
+    if stale(h5, prints.features, accept_foreign=True) and made_by_attnmap(h5):
         pt = outputs.features_pt
         for path in (h5, pt, pt.with_name(pt.name + ".json")):
             path.unlink(missing_ok=True)
