@@ -187,7 +187,10 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
         found = f"{values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
         return f"{state}: {found}" + (f" ({ran})" if ran else "")
 
-    _each_slide(slides, _config(options, out_dir), work)
+    from attnmap.architecture_hints import argument_form
+
+    with argument_form("--encoder-arg"):  # a checkpoint that does not fit: the arguments it needs
+        _each_slide(slides, _config(options, out_dir), work)
 
 
 @wsi.command()
