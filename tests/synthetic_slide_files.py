@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 
 
-def write_test_slide(path: Path, seed: int, size: tuple[int, int] = (1024, 768), mpp: float = 0.5) -> Path:
-    """A white slide with 2–3 textured pink tissue blobs; levels 1 and 2 (downsample 1, 2) as tiled pages.
+def write_test_slide(
+    path: Path, seed: int, size: tuple[int, int] = (1024, 768), mpp: float = 0.5, n_levels: int = 2
+) -> Path:
+    """A white slide with 2–3 textured pink tissue blobs; ``n_levels`` levels (downsample 1, 2, 4, ...)
+    as tiled pages.
 
     Levels are separate top-level pages, reduced ones with subfiletype 1, which is what OpenSlide
     needs to see them.
@@ -34,7 +37,7 @@ def write_test_slide(path: Path, seed: int, size: tuple[int, int] = (1024, 768),
     path.parent.mkdir(parents=True, exist_ok=True)
     with tifffile.TiffWriter(path) as tif:
         level = image
-        for index in range(2):
+        for index in range(n_levels):
             tif.write(
                 level,
                 tile=(256, 256),

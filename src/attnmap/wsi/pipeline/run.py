@@ -42,6 +42,7 @@ from attnmap.wsi.pipeline.outputs import (
     slide_complete,
     stage_reasons,
 )
+from attnmap.wsi.pipeline.slide_list import check_slide
 from attnmap.wsi.pipeline.stages import (
     attention_stage,
     features_stage,
@@ -103,6 +104,8 @@ def run_slide(
         open_slide(entry.path) as slide,
         tqdm(total=len(STAGES), desc=entry.slide_id, unit="stage", disable=not progress, leave=False) as bar,
     ):
+        # what the list's check left to this slide (a level only it lacks): its own one-line failure
+        check_slide(config, entry, slide)
 
         def done(stage: str, reason: str | None) -> None:
             stages[stage] = reason is not None
