@@ -134,6 +134,7 @@ def run_slide(
         done("heatmap", drawn)
         done("sampling", sampling_stage(slide, attention, entry, config, outputs, prints))
     reasons["prediction"] = "forced" if force else before["prediction"]
+    reasons["removed"] = before["removed"]
     names = config.model.class_names
     prediction = attention["prediction"]
     row = {
@@ -188,6 +189,7 @@ def _remove_outputs(outputs: SlideOutputs) -> None:
     """
     import shutil
 
+    from attnmap.provenance import sidecar_path
     from attnmap.stored import DamagedOutputError, stored_record
 
     for path in (outputs.tissue, outputs.patches, outputs.features_h5, outputs.features_pt):
@@ -199,6 +201,7 @@ def _remove_outputs(outputs: SlideOutputs) -> None:
             record = {"attnmap_version": ""}
         if record is not None and "attnmap_version" in record:
             path.unlink()
+    sidecar_path(outputs.features_pt).unlink(missing_ok=True)  # the .pt's record goes with it
     if outputs.heatmap_dir.is_dir():
         shutil.rmtree(outputs.heatmap_dir)
 
