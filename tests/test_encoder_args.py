@@ -47,6 +47,7 @@ def test_layer_classes_by_name_build_the_same_model_as_the_classes() -> None:
     ("arguments", "message"),
     [
         ({"mlp_layer": "SwiGLUPackd"}, "mlp_layer 'SwiGLUPackd' is not one of timm's MLP blocks: Mlp, "),
+        ({"mlp_layer": "SwiGLUPacked"}, "mlp_layer SwiGLUPacked needs its act_layer: the activation"),
         ({"act_layer": "swish2"}, "act_layer 'swish2' is not a name timm knows"),
         ({"norm_layer": "batchnorm9"}, "norm_layer 'batchnorm9' is not a name timm knows"),
         ({"depth": "two"}, "cannot build timm model 'test_vit'"),
