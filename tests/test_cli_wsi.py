@@ -69,6 +69,10 @@ def test_segment_patch_features_reuse_each_other(slide: Path, tmp_path: Path, ca
     assert (out / "features" / "pt_files" / "s7.pt").is_file()
     code, stdout, _ = cli(capsys, *args)
     assert code == 0 and "already extracted" in stdout
+    code, stdout, _ = cli(capsys, *args, "--no-pt")  # the earlier .pt is not this run's: removed
+    pt = out / "features" / "pt_files" / "s7.pt"
+    assert code == 0 and f"already extracted: {n_patches} × 8 features" in stdout
+    assert f"removed {pt} (--no-pt)" in stdout and not pt.exists() and not pt.with_suffix(".pt.json").exists()
 
 
 def test_heatmap_from_scores_or_from_features_and_model(slide: Path, tmp_path: Path, capsys) -> None:

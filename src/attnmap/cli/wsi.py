@@ -175,17 +175,22 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     """Patch features: features/h5_files/<slide>.h5 (`features`, `coords`) and pt_files/<slide>.pt.
 
     Reuses tissue/ and patches/ from --out-dir when present; skips slides whose features exist."""
+    from attnmap.wsi.pipeline.outputs import remove_pt, unasked_pt
     from attnmap.wsi.pipeline.stages import features_stage, patch_stage, tissue_stage
 
     device = resolved_device(options["device"])
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
+        stale_pt = unasked_pt(outputs, config)  # --no-pt after a run that wrote one: not this run's
+        if stale_pt:
+            remove_pt(outputs)
         tissue, _ = tissue_stage(slide, entry, config, outputs)
         coords, _ = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
         values, ran = features_stage(coords, entry, config, outputs, device, progress=not quiet())
         state = "extracted" if ran else "already extracted"
         found = f"{values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
-        return f"{state}: {found}" + (f" ({ran})" if ran else "")
+        removed = f"; removed {outputs.features_pt} (--no-pt)" if stale_pt else ""
+        return f"{state}: {found}" + (f" ({ran})" if ran else "") + removed
 
     from attnmap.architecture_hints import argument_form
 

@@ -140,8 +140,6 @@ def unasked_outputs(outputs: SlideOutputs, config: PipelineConfig) -> list[str]:
     the original, fine maps, sample crops, the GeoJSON, the features ``.pt``): made for another
     run, they would pass for this one's. Only attnmap's own ``.pt`` counts (one with its record
     ``.pt.json``): a CLAM ``.pt`` brought beside the user's features is an input."""
-    from attnmap.provenance import sidecar_path
-
     names = [name for name in unasked_files(config) if outputs.named(name).exists()]
     samples = (outputs.named("samples.json"), *(outputs.heatmap_dir / folder for folder in SAMPLE_FOLDERS))
     if config.sampling.top_k == 0 and config.sampling.bottom_k == 0 and any(p.exists() for p in samples):
@@ -149,10 +147,26 @@ def unasked_outputs(outputs: SlideOutputs, config: PipelineConfig) -> list[str]:
     geojson = outputs.named("scores.geojson")
     if not config.export.geojson and (geojson.exists() or outputs.named("scores.geojson.json").exists()):
         names.append(geojson.name.removeprefix(f"{outputs.slide_id}_"))
-    record = sidecar_path(outputs.features_pt)
-    if not config.features.save_pt and record.exists() and made_by_attnmap(record):
+    if unasked_pt(outputs, config):
         names.append(f"pt_files/{outputs.features_pt.name}")
     return names
+
+
+def unasked_pt(outputs: SlideOutputs, config: PipelineConfig) -> bool:
+    """Whether an earlier run left attnmap's ``pt_files/<id>.pt`` (or its record) that this
+    configuration (``features.save_pt`` off) does not ask for."""
+    from attnmap.provenance import sidecar_path
+
+    record = sidecar_path(outputs.features_pt)
+    return not config.features.save_pt and record.exists() and made_by_attnmap(record)
+
+
+def remove_pt(outputs: SlideOutputs) -> None:
+    """Delete ``pt_files/<id>.pt`` and its record."""
+    from attnmap.provenance import sidecar_path
+
+    outputs.features_pt.unlink(missing_ok=True)
+    sidecar_path(outputs.features_pt).unlink(missing_ok=True)
 
 
 def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
@@ -288,10 +302,7 @@ def remove_stale_outputs(
         outputs.named("scores.geojson").unlink(missing_ok=True)
         outputs.named("scores.geojson.json").unlink(missing_ok=True)
     if f"pt_files/{outputs.features_pt.name}" in unasked:
-        from attnmap.provenance import sidecar_path
-
-        outputs.features_pt.unlink(missing_ok=True)
-        sidecar_path(outputs.features_pt).unlink(missing_ok=True)
+        remove_pt(outputs)
     return unasked
 
 
