@@ -257,11 +257,9 @@ def made_by_attnmap(path: Path) -> bool:
     return record is not None and ("attnmap_version" in record or FINGERPRINT_KEY in record)
 
 
-def remove_stale_outputs(
-    outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig
-) -> list[str]:
-    """Delete, before any stage runs, every output this configuration would not reuse; returns the
-    `unasked_outputs` among them (for the slide's summary line: nothing else says they went).
+def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> None:
+    """Delete, before any stage runs, every output this configuration would not reuse, and the
+    files it does not ask for (`unasked_outputs`, named by `stage_reasons` under ``removed``).
 
     Why up front: a run that then fails or is interrupted (even killed) must not leave the earlier
     configuration's scores, heatmap or prediction beside the new tissue, where the viewer, the
@@ -303,7 +301,6 @@ def remove_stale_outputs(
         outputs.named("scores.geojson.json").unlink(missing_ok=True)
     if f"pt_files/{outputs.features_pt.name}" in unasked:
         remove_pt(outputs)
-    return unasked
 
 
 def stage_reasons(
