@@ -298,6 +298,10 @@ def test_the_hint_is_spelt_as_each_caller_gives_arguments(virchow2_folder, setup
                        r"\(features.encoder_args: \{act_layer: silu\} for Virchow2\)$"):
         load_config(_config(setup, encoder=f"timm:{folder}", checkpoint=None,
                             encoder_args={"global_pool": "class_and_patch_mean"}))  # Virchow2's embedding
+    from attnmap.architecture_hints import call_in_argument_form  # what `explain --workers` runs
+
+    with pytest.raises(InputError, match=r"give --model-arg mlp_layer=SwiGLUPacked and"):
+        call_in_argument_form("--model-arg", load_model, f"timm:{folder}")
     torch.manual_seed(0)
     torch.save(timm.create_model("test_vit", num_classes=0).state_dict(), tmp_path / "plain.pt")
     with pytest.raises(InputError, match=r"the checkpoint's MLP is not gated .*: leave mlp_layer out$"):

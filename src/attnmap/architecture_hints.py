@@ -12,8 +12,9 @@ arguments in: ``load_model`` keywords, ``--model-arg`` / ``--encoder-arg`` on th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from typing import Any
 
 import torch
 
@@ -31,6 +32,13 @@ def argument_form(form: str) -> Iterator[None]:
         yield
     finally:
         _FORM.reset(token)
+
+
+def call_in_argument_form(form: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` within `argument_form` ``form``: picklable with
+    `functools.partial`, so a task run by another process spells its hints as its caller would."""
+    with argument_form(form):
+        return function(*args, **kwargs)
 
 
 def spell_model_arguments(arguments: Mapping[str, str]) -> str:

@@ -204,7 +204,11 @@ def _run_distributed(
     stems = _output_stems(paths)
     named = [(str(path), stems[index], index) for index, path in enumerate(paths)]
     chunks = [named[i : i + batch_size] for i in range(0, len(named), batch_size)]  # names unique overall
+    from attnmap.architecture_hints import call_in_argument_form
+
     task = functools.partial(
+        call_in_argument_form,
+        "--model-arg",  # a checkpoint that does not fit, in a worker: the hint as options too
         explain_chunk,
         model_spec=model_spec,
         checkpoint=None if checkpoint is None else str(checkpoint),
