@@ -8,9 +8,10 @@ import numpy as np
 
 
 def write_test_slide(
-    path: Path, seed: int, size: tuple[int, int] = (1024, 768), mpp: float | None = 0.5
+    path: Path, seed: int, size: tuple[int, int] = (1024, 768), mpp: float | None = 0.5, n_levels: int = 2
 ) -> Path:
-    """A white slide with 2–3 textured pink tissue blobs; levels 1 and 2 (downsample 1, 2) as tiled pages.
+    """A white slide with 2–3 textured pink tissue blobs; ``n_levels`` levels (downsample 1, 2, 4, ...)
+    as tiled pages.
 
     ``mpp``: µm per level-0 pixel, written as the pages' resolution; None writes none (no pixel size).
 
@@ -38,7 +39,7 @@ def write_test_slide(
     path.parent.mkdir(parents=True, exist_ok=True)
     with tifffile.TiffWriter(path) as tif:
         level = image
-        for index in range(2):
+        for index in range(n_levels):
             tif.write(
                 level,
                 tile=(256, 256),

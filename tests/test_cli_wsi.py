@@ -69,6 +69,10 @@ def test_segment_patch_features_reuse_each_other(slide: Path, tmp_path: Path, ca
     assert (out / "features" / "pt_files" / "s7.pt").is_file()
     code, stdout, _ = cli(capsys, *args)
     assert code == 0 and "already extracted" in stdout
+    code, stdout, _ = cli(capsys, *args, "--no-pt")  # the earlier .pt is not this run's: removed
+    pt = out / "features" / "pt_files" / "s7.pt"
+    assert code == 0 and f"already extracted: {n_patches} × 8 features" in stdout
+    assert f"removed {pt} (--no-pt)" in stdout and not pt.exists() and not pt.with_suffix(".pt.json").exists()
 
 
 def test_heatmap_from_scores_or_from_features_and_model(slide: Path, tmp_path: Path, capsys) -> None:
@@ -188,6 +192,30 @@ def test_heatmap_of_attnmap_features_takes_their_patch_size(slide: Path, tmp_pat
     code, _, err = cli(capsys, *args, "-o", tmp_path / "c", "--patch-size", "32")
     assert code == 2 and "--patch-size 32 disagrees with the 64-px (level-0) patches" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_heatmap_without_tiff_removes_an_earlier_runs_tiff(slide: Path, tmp_path: Path, capsys) -> None:
+    """A rerun without --tiff left the earlier TIFF beside the new PNG, where it passed for this one."""
+    import tifffile
+
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    rng = np.random.default_rng(0)
+    coords = np.stack(np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64)), -1).reshape(-1, 2)
+    values = rng.random(len(coords)).astype(np.float32)
+    scores_h5 = save_scores_h5(tmp_path / "s7_blockmap.h5", coords, values)
+    out = tmp_path / "out"
+    args = ["wsi", "heatmap", slide, "--scores", scores_h5, "-o", out, "--vis-level", "1",
+            "--patch-size", "64"]
+    tiff = out / "s7_heatmap.tif"
+    code, _, err = cli(capsys, *args, "--tiff", "--tiff-level", "1")
+    assert code == 0 and tiff.is_file(), err
+    code, stdout, err = cli(capsys, *args)
+    assert code == 0 and not tiff.exists() and (out / "s7_heatmap.png").is_file(), err
+    assert f"removed {tiff}: an earlier run's TIFF (--tiff not given)" in stdout.splitlines()
+    tifffile.imwrite(tiff, np.zeros((8, 8), np.uint8))  # not attnmap's: the user's file stays
+    code, stdout, _ = cli(capsys, *args)
+    assert code == 0 and tiff.is_file() and "removed" not in stdout
 
 
 @pytest.mark.slow

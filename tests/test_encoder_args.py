@@ -47,6 +47,7 @@ def test_layer_classes_by_name_build_the_same_model_as_the_classes() -> None:
     ("arguments", "message"),
     [
         ({"mlp_layer": "SwiGLUPackd"}, "mlp_layer 'SwiGLUPackd' is not one of timm's MLP blocks: Mlp, "),
+        ({"mlp_layer": "SwiGLUPacked"}, "mlp_layer SwiGLUPacked needs its act_layer: the activation"),
         ({"act_layer": "swish2"}, "act_layer 'swish2' is not a name timm knows"),
         ({"norm_layer": "batchnorm9"}, "norm_layer 'batchnorm9' is not a name timm knows"),
         ({"depth": "two"}, "cannot build timm model 'test_vit'"),
@@ -229,3 +230,80 @@ def test_a_timm_folder_brings_its_normalisation_and_class_paths_resolve(tmp_path
     assert (transform.mean, transform.std) == (tuple(imagenet["mean"]), tuple(imagenet["std"]))
     paths = timm_arguments({"mlp_layer": "timm.layers.SwiGLUPacked", "act_layer": "torch.nn.SiLU"})
     assert paths == timm_arguments({"mlp_layer": "SwiGLUPacked", "act_layer": "silu"})
+
+
+@pytest.fixture(scope="module")
+def virchow2_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    """A Virchow2-shaped ViT (packed SwiGLU with SiLU, 4 registers, LayerScale) saved as a HF-hub
+    style timm folder whose config.json, like Virchow2's own, does not name the MLP layer."""
+    import json
+
+    from safetensors.torch import save_file
+    from timm.layers import SwiGLUPacked
+
+    folder = tmp_path_factory.mktemp("virchow2_like")
+    torch.manual_seed(6)
+    model = timm.create_model(
+        "vit_small_patch16_224", pretrained=False, num_classes=0, reg_tokens=4, global_pool="",
+        mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, mlp_ratio=5.3125, init_values=1e-5, img_size=64,
+    ).eval()
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()},
+              folder / "model.safetensors")
+    model_args = {"img_size": 64, "init_values": 1e-5, "num_classes": 0, "reg_tokens": 4, "mlp_ratio": 5.3125,
+                  "global_pool": "", "dynamic_img_size": True}
+    (folder / "config.json").write_text(json.dumps(
+        {"architecture": "vit_small_patch16_224", "num_classes": 0, "model_args": model_args}
+    ))
+    return folder, model
+
+
+def test_a_gated_mlp_checkpoint_names_the_arguments_it_needs_and_loads_with_them(virchow2_folder) -> None:
+    """It failed with wrong fc2 shapes only; the fix (mlp_layer and its activation) was left to guess."""
+    import attnmap
+
+    folder, reference = virchow2_folder
+    hint = (r"; the checkpoint's MLP is gated \(fc1 has twice fc2's inputs\): give mlp_layer='SwiGLUPacked' "
+            r"and the activation it was trained with \(act_layer='silu' for Virchow2\)$")
+    with pytest.raises(InputError, match=r"model.safetensors does not fit VisionTransformer: wrong shape: "
+                       r"blocks.0.mlp.fc2.weight \(384, 1020\) vs \(384, 2040\), .*" + hint) as error:
+        attnmap.load_model(f"timm:{folder}")
+    assert "\n" not in str(error.value)
+    model = attnmap.load_model(f"timm:{folder}", mlp_layer="SwiGLUPacked", act_layer="silu")
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference(images), rtol=0, atol=0)
+        direction = torch.randn(model(images).shape, generator=torch.Generator().manual_seed(8))
+    maps = attnmap.explain(model, images, "lrp", target=direction)
+    assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all() and maps.abs().sum() > 0
+
+
+def test_the_hint_is_spelt_as_each_caller_gives_arguments(virchow2_folder, setup: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    from attnmap.cli.main import main
+    from attnmap.wsi.pipeline.config import load_config
+
+    folder, _ = virchow2_folder
+    image = tmp_path / "patch.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
+    with pytest.raises(SystemExit) as done:
+        main(["explain", str(image), "--model", f"timm:{folder}", "-o", str(tmp_path / "maps")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert ("give --model-arg mlp_layer=SwiGLUPacked and the activation it was trained with "
+            "(--model-arg act_layer=silu for Virchow2)") in err
+    with pytest.raises(InputError, match=r"^features.encoder: .*give features.encoder_args: "
+                       r"\{mlp_layer: SwiGLUPacked\} and the activation it was trained with "
+                       r"\(features.encoder_args: \{act_layer: silu\} for Virchow2\)$"):
+        load_config(_config(setup, encoder=f"timm:{folder}", checkpoint=None,
+                            encoder_args={"global_pool": "class_and_patch_mean"}))  # Virchow2's embedding
+    from attnmap.architecture_hints import call_in_argument_form  # what `explain --workers` runs
+
+    with pytest.raises(InputError, match=r"give --model-arg mlp_layer=SwiGLUPacked and"):
+        call_in_argument_form("--model-arg", load_model, f"timm:{folder}")
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_vit", num_classes=0).state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(InputError, match=r"the checkpoint's MLP is not gated .*: leave mlp_layer out$"):
+        load_model("timm:test_vit", tmp_path / "plain.pt", num_classes=0, mlp_layer="SwiGLUPacked",
+                   act_layer="silu")

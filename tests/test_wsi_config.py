@@ -382,3 +382,42 @@ def test_naming_the_slides_of_a_run_opens_none_of_them(
     assert read_slide_list(config, check_slides=False) == checked and opened == []
     read_slide_list(config)
     assert len(opened) == len(checked)  # the check does open them (the test sees the calls)
+
+
+def test_a_level_one_slide_lacks_fails_that_slide_alone(tmp_path: Path) -> None:
+    """segmentation.level 1 in a cohort where one slide was scanned without a pyramid: the whole
+    run stopped before any work, naming that slide; now it fails alone (the project's rule)."""
+    import json
+
+    from synthetic_slide_files import write_changed_config, write_test_slide
+
+    from attnmap.view.sources import find_slides
+    from attnmap.wsi.pipeline.cohort import run_cohort
+    from attnmap.wsi.pipeline.outputs import SlideOutputs
+
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=2)
+    write_test_slide(tmp_path / "setup" / "slides" / "slide_1.tif", seed=1, n_levels=1)
+    small = {"heatmap": {"vis_level": 0}, "sampling": {"top_k": 0, "bottom_k": 0}}
+    first = load_config(write_changed_config(setup, tmp_path / "out", segmentation={"level": 0}, **small))
+    run_cohort(first, workers=1, progress=False)
+    assert SlideOutputs(tmp_path / "out", "slide_1").prediction.is_file()  # level 0: both slides ran
+    config = load_config(write_changed_config(setup, tmp_path / "out", **small))  # level 1
+    assert [entry.slide_id for entry in read_slide_list(config)] == ["slide_0", "slide_1"]  # no stop
+    report = run_cohort(config, workers=1, progress=False)
+    assert [item.status for item in report.items] == ["done", "failed"]
+    failed = report.items[1]
+    assert failed.error_type == "InputError"
+    assert failed.message == (
+        "segmentation.level: level 1 does not exist in slide slide_1 (it has level 0 only)"
+    )
+    saved = json.loads((tmp_path / "out" / "run_report.json").read_text())
+    assert [item["status"] for item in saved["items"]] == ["done", "failed"]
+    assert (tmp_path / "out" / "predictions.csv").read_text().count("\n") == 2  # header and slide_0
+    found = find_slides(tmp_path / "out")  # the viewer: slide_1's earlier heatmap is gone, not shown
+    assert [slide.slide_id for slide in found.slides] == ["slide_0"]
+    assert [(item.slide_id, item.reason.split(":")[0]) for item in found.unshown] == [
+        ("slide_1", "failed in the run")
+    ]
+    (tmp_path / "setup" / "slides.csv").write_text("slide_id,label\nslide_1,0\n")  # no slide has it
+    with pytest.raises(InputError, match=r"^segmentation.level: level 1 does not exist in slide slide_1 "):
+        read_slide_list(config)

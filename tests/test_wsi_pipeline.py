@@ -242,7 +242,8 @@ def test_no_patches_says_whether_tissue_or_the_patch_size_is_the_cause(setup: Pa
                        r"level-0 px \(a_t × 512²\), more than the whole 50×40 slide: lower a_t$"):
         run_slide(tiny, config)  # CLAM's default on a plain image
     segmentation = {"level": 0, "a_t": 0.0, "a_h": 0.0}
-    config = _config(setup, tmp_path, segmentation=segmentation, patching={"padding": False})
+    config = _config(setup, tmp_path, segmentation=segmentation, patching={"padding": False},
+                     heatmap={"vis_level": 0})  # the image has no level 1: refused before patching
     with pytest.raises(InputError, match=r"the slide is 50×40 px at level 0, smaller than one 64-px patch, "
                        r"and patching.padding is off"):
         run_slide(tiny, config)

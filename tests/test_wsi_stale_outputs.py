@@ -97,3 +97,43 @@ def test_new_class_names_redraw_the_legend_that_names_them(setup: Path, tmp_path
     assert not _run(setup, out, heatmap={"legend": False}, model={"class_names": ["a", "b"]})["stages"][
         "attention"
     ]
+
+
+def test_every_optional_output_turned_off_goes_and_the_summary_says_so(setup: Path, tmp_path: Path) -> None:
+    """Each option of a run turned off again (TIFF, original, overlap grid, fine maps, sample crops,
+    GeoJSON, features .pt): their files of the earlier run are removed, named in the slide's line,
+    and the viewer no longer shows the fine maps. The .pt stayed, and removals went unsaid."""
+    import torch
+
+    write_clam_checkpoint(setup.parent / "clam64.pt", embed_dim=64)
+    vit = {"encoder": "timm:test_vit", "input_size": 32, "encoder_args": {"global_pool": "token"}}
+    common = {"model": {"checkpoint": "clam64.pt"}}
+    out = tmp_path / "out"
+    outputs = SlideOutputs(out, "slide_0")
+    _run(setup, out, features=vit, heatmap={"tiff": True, "save_original": True, "overlap": 0.5,
+                                            "fine": {"top_k": 2}}, export={"geojson": True}, **common)
+    optional = ["heatmap.tif", "original.png", "overlap_blockmap.h5", "fine_maps.h5", "fine_gallery.png",
+                "heatmap_fine.tif", "samples.json", "scores.geojson", "scores.geojson.json"]
+    assert all(outputs.named(name).is_file() for name in optional)
+    assert outputs.features_pt.is_file() and (outputs.heatmap_dir / "topk_high_attention").is_dir()
+    assert "fine maps (lrp)" in discover(out)[0].score_sets
+    off = {"features": {**vit, "save_pt": False}, "sampling": {"top_k": 0, "bottom_k": 0}, **common}
+    result = _run(setup, out, **off)
+    assert result["summary"].endswith(
+        "; removed heatmap.tif, original.png, overlap_blockmap.h5, fine_maps.h5, fine_gallery.png, "
+        "heatmap_fine.tif, sample crops, scores.geojson, pt_files/slide_0.pt (not asked)"
+    ), result["summary"]
+    left = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    assert left == ["features/h5_files/slide_0.h5", "heatmaps/slide_0/slide_0_blockmap.h5",
+                    "heatmaps/slide_0/slide_0_heatmap.png", "heatmaps/slide_0/slide_0_prediction.json",
+                    "patches/slide_0.h5", "tissue/slide_0.json"]
+    assert list(discover(out)[0].score_sets) == ["attention"]
+    torch.save(torch.zeros(3, 64), outputs.features_pt)  # a CLAM .pt the user put there: an input, kept
+    again = _run(setup, out, **off)
+    assert again["summary"] == "slide_0: reused all stages" and outputs.features_pt.is_file()
+
+
+def test_a_lone_removal_is_said_in_the_line_of_a_slide_otherwise_reused(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run(setup, out, heatmap={"tiff": True})
+    assert _run(setup, out)["summary"] == "slide_0: reused all stages; removed heatmap.tif (not asked)"

@@ -251,12 +251,9 @@ def _mismatches(model: nn.Module, state: Mapping[str, torch.Tensor], ignore_unex
             parts.append(f"{label}: {shown}")
     if not parts:
         return ""
-    registers = state.get("reg_token")
-    if "reg_token" in extra and isinstance(registers, torch.Tensor) and registers.ndim == 3:
-        parts.append(f"it has {registers.shape[1]} register tokens: build the model with reg_tokens="
-                     f"{registers.shape[1]}")
-    elif "reg_token" in missing:
-        parts.append("it has no register tokens")
+    from attnmap.architecture_hints import architecture_hints
+
+    parts += architecture_hints(own, state, extra=extra, missing=missing)
     return f"does not fit {type(model).__name__}: " + "; ".join(parts)
 
 

@@ -175,12 +175,15 @@ def explain(
             paths, model_spec, checkpoint, model_kwargs, method, target, out_dir, workers, scheduler, settings
         )
         return
+    from attnmap.architecture_hints import argument_form
     from attnmap.checkpoint import cached_vit
     from attnmap.lock import folder_lock
     from attnmap.vit.batch import explain_paths
 
     weights = None if checkpoint is None else str(checkpoint)
-    model = cached_vit(model_spec, weights, tuple(sorted(model_kwargs.items()))).to(resolved_device(device))
+    with argument_form("--model-arg"):  # a checkpoint that does not fit: the arguments it needs, as options
+        model = cached_vit(model_spec, weights, tuple(sorted(model_kwargs.items())))
+    model = model.to(resolved_device(device))
     with folder_lock(out_dir, "attnmap explain"):  # one run per folder; a rerun skips finished images
         written = explain_paths(
             paths, model, method, target, out_dir, model_name=model_spec, progress=not quiet(), **settings
@@ -215,7 +218,11 @@ def _run_distributed(
     stems = _output_stems(paths)
     named = [(str(path), stems[index], index) for index, path in enumerate(paths)]
     chunks = [named[i : i + batch_size] for i in range(0, len(named), batch_size)]  # names unique overall
+    from attnmap.architecture_hints import call_in_argument_form
+
     task = functools.partial(
+        call_in_argument_form,
+        "--model-arg",  # a checkpoint that does not fit, in a worker: the hint as options too
         explain_chunk,
         model_spec=model_spec,
         checkpoint=None if checkpoint is None else str(checkpoint),

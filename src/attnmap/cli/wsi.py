@@ -175,19 +175,27 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     """Patch features: features/h5_files/<slide>.h5 (`features`, `coords`) and pt_files/<slide>.pt.
 
     Reuses tissue/ and patches/ from --out-dir when present; skips slides whose features exist."""
+    from attnmap.wsi.pipeline.outputs import remove_pt, unasked_pt
     from attnmap.wsi.pipeline.stages import features_stage, patch_stage, tissue_stage
 
     device = resolved_device(options["device"])
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
+        stale_pt = unasked_pt(outputs, config)  # --no-pt after a run that wrote one: not this run's
+        if stale_pt:
+            remove_pt(outputs)
         tissue, _ = tissue_stage(slide, entry, config, outputs)
         coords, _ = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
         values, ran = features_stage(coords, entry, config, outputs, device, progress=not quiet())
         state = "extracted" if ran else "already extracted"
         found = f"{values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
-        return f"{state}: {found}" + (f" ({ran})" if ran else "")
+        removed = f"; removed {outputs.features_pt} (--no-pt)" if stale_pt else ""
+        return f"{state}: {found}" + (f" ({ran})" if ran else "") + removed
 
-    _each_slide(slides, _config(options, out_dir), work)
+    from attnmap.architecture_hints import argument_form
+
+    with argument_form("--encoder-arg"):  # a checkpoint that does not fit: the arguments it needs
+        _each_slide(slides, _config(options, out_dir), work)
 
 
 @wsi.command()
@@ -245,6 +253,7 @@ def heatmap(
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
+    from attnmap.wsi.pipeline.outputs import made_by_attnmap
     from attnmap.wsi.pipeline.stage_files import features_patch_size, load_scores_with_patch_size, load_tissue
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
@@ -294,6 +303,11 @@ def heatmap(
     if patch_size is None:
         raise InputError(f"{source.name} does not record the patch size: give --patch-size (level-0 pixels)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    tiff = out_dir / f"{slide.stem}_heatmap.tif"
+    # an earlier run's TIFF beside this PNG would be taken for this heatmap's: removed (only attnmap's)
+    stale_tiff = not files["tiff"] and tiff.is_file() and made_by_attnmap(tiff)
+    if stale_tiff:
+        tiff.unlink()
     written = write_heatmap_files(
         slide,
         coords,
@@ -302,7 +316,7 @@ def heatmap(
         out_dir / f"{slide.stem}_heatmap.png",
         style,
         tissue=load_tissue(tissue_json) if tissue_json else None,
-        tiff=out_dir / f"{slide.stem}_heatmap.tif" if files["tiff"] else None,
+        tiff=tiff if files["tiff"] else None,
         tiff_level=files["tiff_level"],
         metadata=record,
         scale=files["scale"],
@@ -310,6 +324,8 @@ def heatmap(
         label=label,
     )
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
+    if stale_tiff:
+        click.echo(f"removed {tiff}: an earlier run's TIFF (--tiff not given)")
 
 
 @wsi.command()

@@ -30,6 +30,9 @@ CLASS_AND_PATCH_MEAN = "class_and_patch_mean"
 LAYER_ARGUMENTS = ("mlp_layer", "act_layer", "norm_layer")
 # timm's MLP blocks a ViT takes as ``mlp_layer`` (by class name)
 MLP_LAYERS = ("Mlp", "GluMlp", "SwiGLU", "SwiGLUPacked", "GatedMlp")
+# those whose activation gates the values: a ViT hands them its own act_layer (GELU unless given),
+# which replaces the block's default (SwiGLUPacked's SiLU), and no weight shape tells which it was
+GATED_MLP_LAYERS = ("GluMlp", "SwiGLU", "SwiGLUPacked")
 
 
 def check_timm_name(name: str) -> None:
@@ -47,9 +50,19 @@ def check_timm_name(name: str) -> None:
 
 
 def timm_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """``arguments`` with the layer arguments given by name resolved to timm's classes."""
+    """``arguments`` with the layer arguments given by name resolved to timm's classes.
+
+    A gated ``mlp_layer`` named without ``act_layer`` is refused: the model would load the weights
+    and silently gate with GELU (timm's ViT default), not the SiLU SwiGLU models were trained with.
+    """
     from timm import layers
 
+    mlp = str(arguments.get("mlp_layer", "")).rsplit(".", 1)[-1]
+    if mlp in GATED_MLP_LAYERS and "act_layer" not in arguments:
+        raise InputError(
+            f"mlp_layer {mlp} needs its act_layer: the activation its gate was trained with (silu for "
+            "Virchow2 and other SwiGLU models; gelu is what the ViT would use unless told)"
+        )
     resolved = dict(arguments)
     for key, value in arguments.items():
         if not isinstance(value, str):

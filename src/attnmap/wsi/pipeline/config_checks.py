@@ -88,6 +88,13 @@ def _check_encoder(config: PipelineConfig) -> None:
     after its heatmap (the fine maps). The encoder is only outlined (`encoder_outline`: no weights
     are loaded for a preset or timm architecture), so the check is cheap.
     """
+    from attnmap.architecture_hints import argument_form
+
+    with argument_form("features.encoder_args"):  # a checkpoint that does not fit: what to add there
+        _encoder_checks(config)
+
+
+def _encoder_checks(config: PipelineConfig) -> None:
     from attnmap.checkpoint import cached_clam
     from attnmap.wsi.encoders import encoder_outline
 

@@ -20,6 +20,7 @@ from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 
 STAGES = ("tissue", "patches", "features", "attention", "heatmap", "sampling")
+SAMPLE_FOLDERS = ("topk_high_attention", "bottomk_low_attention")  # `save_patch_samples`' folders
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,43 @@ def unasked_files(config: PipelineConfig) -> list[str]:
     return names
 
 
+def unasked_outputs(outputs: SlideOutputs, config: PipelineConfig) -> list[str]:
+    """This slide's files that an earlier configuration asked for and this one does not (a TIFF,
+    the original, fine maps, sample crops, the GeoJSON, the features ``.pt``): made for another
+    run, they would pass for this one's. Only attnmap's own ``.pt`` counts (one with its record
+    ``.pt.json``): a CLAM ``.pt`` brought beside the user's features is an input."""
+    names = [name for name in unasked_files(config) if outputs.named(name).exists()]
+    samples = (outputs.named("samples.json"), *(outputs.heatmap_dir / folder for folder in SAMPLE_FOLDERS))
+    if config.sampling.top_k == 0 and config.sampling.bottom_k == 0 and any(p.exists() for p in samples):
+        names.append("sample crops")
+    geojson = outputs.named("scores.geojson")
+    if not config.export.geojson and (geojson.exists() or outputs.named("scores.geojson.json").exists()):
+        names.append(geojson.name.removeprefix(f"{outputs.slide_id}_"))
+    if unasked_pt(outputs, config):
+        names.append(f"pt_files/{outputs.features_pt.name}")
+    return names
+
+
+def unasked_pt(outputs: SlideOutputs, config: PipelineConfig) -> bool:
+    """Whether an earlier run left attnmap's ``pt_files/<id>.pt`` (or its record) that this
+    configuration (``features.save_pt`` off) does not ask for."""
+    from attnmap.provenance import sidecar_path
+
+    record = sidecar_path(outputs.features_pt)
+    return not config.features.save_pt and record.exists() and made_by_attnmap(record)
+
+
+def remove_pt(outputs: SlideOutputs) -> None:
+    """Delete ``pt_files/<id>.pt`` and its record."""
+    from attnmap.provenance import sidecar_path
+
+    outputs.features_pt.unlink(missing_ok=True)
+    sidecar_path(outputs.features_pt).unlink(missing_ok=True)
+
+
 def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
-    """Why the heatmap files must be drawn again (PNG; TIFF, original and fine maps when asked), or
-    removed (files no longer asked for)."""
+    """Why the heatmap files must be drawn again (PNG; TIFF, original and fine maps when asked);
+    files no longer asked for are `unasked_outputs`."""
     names = ["heatmap.png"]
     names += ["heatmap.tif"] if config.heatmap.tiff else []
     names += ["original.png"] if config.heatmap.save_original else []
@@ -149,8 +184,7 @@ def heatmap_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pip
         reason = prints.drawn(name).check(outputs.named(name))
         if reason is not None:
             return f"{name} {reason}" if len(names) > 1 else reason
-    present = [name for name in unasked_files(config) if outputs.named(name).exists()]
-    return f"{', '.join(present)} not asked: removed" if present else None
+    return None
 
 
 def fine_maps_reason(outputs: SlideOutputs, prints: StageFingerprints) -> str | None:
@@ -161,10 +195,11 @@ def fine_maps_reason(outputs: SlideOutputs, prints: StageFingerprints) -> str | 
 
 
 def sampling_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
-    """Why the top-k / bottom-k crops must be saved again (or, with none asked, removed)."""
+    """Why the top-k / bottom-k crops must be saved again (none asked: earlier ones are
+    `unasked_outputs`)."""
     marker = outputs.named("samples.json")
     if config.sampling.top_k == 0 and config.sampling.bottom_k == 0:
-        return "no samples asked: old ones removed" if marker.exists() else None
+        return None
     reason = prints.sampling.check(marker)
     if reason is None:
         for name in json.loads(marker.read_text()).get("files", []):
@@ -177,11 +212,11 @@ def sampling_reason(outputs: SlideOutputs, prints: StageFingerprints, config: Pi
 
 
 def export_reason(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> str | None:
-    """Why the QuPath GeoJSON must be written again (its fingerprint sits in a sidecar JSON), or
-    removed when it is no longer asked for."""
+    """Why the QuPath GeoJSON must be written again (its fingerprint sits in a sidecar JSON); not
+    asked: None (an earlier one is `unasked_outputs`)."""
     geojson = outputs.named("scores.geojson")
     if not config.export.geojson:
-        return "not asked: old one removed" if geojson.exists() else None
+        return None
     if not geojson.is_file():
         return "missing"
     sidecar = outputs.named("scores.geojson.json")
@@ -205,13 +240,16 @@ def remove_samples(outputs: SlideOutputs) -> None:
     import shutil
 
     outputs.named("samples.json").unlink(missing_ok=True)
-    for folder in ("topk_high_attention", "bottomk_low_attention"):
+    for folder in SAMPLE_FOLDERS:
         if (outputs.heatmap_dir / folder).is_dir():
             shutil.rmtree(outputs.heatmap_dir / folder)
 
 
-def _made_by_attnmap(path: Path) -> bool:
-    """Whether ``path`` is an attnmap output (a damaged file counts as one: it is remade anyway)."""
+def made_by_attnmap(path: Path) -> bool:
+    """Whether ``path`` is an attnmap output (a damaged file counts as one: it is remade anyway).
+
+    Why ask: only attnmap's own files are deleted when stale or no longer asked for; a file a user
+    put at the same name (CLAM's patches or features) is an input."""
     try:
         record = stored_record(path)
     except DamagedOutputError:
@@ -220,7 +258,8 @@ def _made_by_attnmap(path: Path) -> bool:
 
 
 def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, config: PipelineConfig) -> None:
-    """Delete, before any stage runs, every output this configuration would not reuse.
+    """Delete, before any stage runs, every output this configuration would not reuse, and the
+    files it does not ask for (`unasked_outputs`, named by `stage_reasons` under ``removed``).
 
     Why up front: a run that then fails or is interrupted (even killed) must not leave the earlier
     configuration's scores, heatmap or prediction beside the new tissue, where the viewer, the
@@ -231,12 +270,14 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
     def stale(path: Path, fingerprint, **verify) -> bool:
         return path.exists() and fingerprint.check(path, **verify) is not None
 
+    unasked = unasked_outputs(outputs, config)
+
     if stale(outputs.tissue, prints.tissue):
         outputs.tissue.unlink()
-    if stale(outputs.patches, prints.patches, accept_foreign=True) and _made_by_attnmap(outputs.patches):
+    if stale(outputs.patches, prints.patches, accept_foreign=True) and made_by_attnmap(outputs.patches):
         outputs.patches.unlink()
     h5 = outputs.features_h5
-    if stale(h5, prints.features, accept_foreign=True) and _made_by_attnmap(h5):
+    if stale(h5, prints.features, accept_foreign=True) and made_by_attnmap(h5):
         pt = outputs.features_pt
         for path in (h5, pt, pt.with_name(pt.name + ".json")):
             path.unlink(missing_ok=True)
@@ -250,12 +291,16 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
     for name in unasked_files(config):
         outputs.named(name).unlink(missing_ok=True)
     if outputs.heatmap_dir.is_dir() and (
-        not outputs.named("samples.json").exists() or stale(outputs.named("samples.json"), prints.sampling)
+        "sample crops" in unasked
+        or not outputs.named("samples.json").exists()
+        or stale(outputs.named("samples.json"), prints.sampling)
     ):
         remove_samples(outputs)
-    if export_reason(outputs, prints, config) is not None:
+    if not config.export.geojson or export_reason(outputs, prints, config) is not None:
         outputs.named("scores.geojson").unlink(missing_ok=True)
         outputs.named("scores.geojson.json").unlink(missing_ok=True)
+    if f"pt_files/{outputs.features_pt.name}" in unasked:
+        remove_pt(outputs)
 
 
 def stage_reasons(
@@ -265,7 +310,7 @@ def stage_reasons(
     prints: StageFingerprints | None = None,
 ) -> dict[str, str | None]:
     """For each stage (and ``prediction``, ``export``), why it must run, or None when its outputs
-    are reusable."""
+    are reusable; ``removed``: the files no longer asked for (`unasked_outputs`), or None."""
     outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
     prints = prints or StageFingerprints(entry, config, outputs.root)
     reasons: dict[str, str | None] = {
@@ -280,6 +325,8 @@ def stage_reasons(
     reasons["sampling"] = sampling_reason(outputs, prints, config)
     reasons["prediction"] = prints.prediction.check(outputs.prediction)
     reasons["export"] = export_reason(outputs, prints, config)
+    unasked = unasked_outputs(outputs, config)
+    reasons["removed"] = f"{', '.join(unasked)} (not asked)" if unasked else None
     return reasons
 
 
@@ -302,11 +349,13 @@ def slide_complete(
 
 
 def describe_reasons(slide_id: str, reasons: dict[str, str | None]) -> str:
-    """One line: which stages were reused and which recomputed, and why."""
+    """One line: which stages were reused and which recomputed, and why, and which files no
+    longer asked for were removed."""
     names = STAGES + ("prediction", "export")
     reused = [stage for stage in STAGES if reasons.get(stage) is None]
     redone = [f"{stage} ({reasons[stage]})" for stage in names if reasons.get(stage) is not None]
+    removed = [f"removed {reasons['removed']}"] if reasons.get("removed") else []
     if not redone:
-        return f"{slide_id}: reused all stages"
+        return f"{slide_id}: " + "; ".join(["reused all stages", *removed])
     parts = [f"recomputed {', '.join(redone)}"] + ([f"reused {', '.join(reused)}"] if reused else [])
-    return f"{slide_id}: " + "; ".join(parts)
+    return f"{slide_id}: " + "; ".join(parts + removed)

@@ -42,6 +42,7 @@ from attnmap.wsi.pipeline.outputs import (
     slide_complete,
     stage_reasons,
 )
+from attnmap.wsi.pipeline.slide_list import check_slide
 from attnmap.wsi.pipeline.stages import (
     attention_stage,
     features_stage,
@@ -103,6 +104,8 @@ def run_slide(
         open_slide(entry.path) as slide,
         tqdm(total=len(STAGES), desc=entry.slide_id, unit="stage", disable=not progress, leave=False) as bar,
     ):
+        # what the list's check left to this slide (a level only it lacks): its own one-line failure
+        check_slide(config, entry, slide)
 
         def done(stage: str, reason: str | None) -> None:
             stages[stage] = reason is not None
@@ -131,6 +134,7 @@ def run_slide(
         done("heatmap", drawn)
         done("sampling", sampling_stage(slide, attention, entry, config, outputs, prints))
     reasons["prediction"] = "forced" if force else before["prediction"]
+    reasons["removed"] = before["removed"]
     names = config.model.class_names
     prediction = attention["prediction"]
     row = {
@@ -185,6 +189,7 @@ def _remove_outputs(outputs: SlideOutputs) -> None:
     """
     import shutil
 
+    from attnmap.provenance import sidecar_path
     from attnmap.stored import DamagedOutputError, stored_record
 
     for path in (outputs.tissue, outputs.patches, outputs.features_h5, outputs.features_pt):
@@ -196,6 +201,7 @@ def _remove_outputs(outputs: SlideOutputs) -> None:
             record = {"attnmap_version": ""}
         if record is not None and "attnmap_version" in record:
             path.unlink()
+    sidecar_path(outputs.features_pt).unlink(missing_ok=True)  # the .pt's record goes with it
     if outputs.heatmap_dir.is_dir():
         shutil.rmtree(outputs.heatmap_dir)
 

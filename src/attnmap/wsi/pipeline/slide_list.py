@@ -145,12 +145,39 @@ def _slide_file(name: Path, base: Path, extension: str) -> Path:
 
 
 def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> None:
-    """`InputError` naming the key if a level the configuration asks for is missing from a slide.
+    """`InputError` naming the key when no slide of the list can be run with the levels or heatmap
+    geometry the configuration asks for (`check_slide`).
 
     Run before any work, so a wrong ``heatmap.vis_level`` does not surface only after the features
-    were computed. A slide that does not open is left to its own task (recorded as failed there).
+    were computed. A slide that alone fails a check (one scanned without the pyramid level the
+    others have) is left to its own task, which fails it with the same line at its start: one
+    slide must not stop a cohort. A slide that does not open is left to its own task too.
     """
     from attnmap.wsi.slide import open_slide
+
+    mpps: dict[str, float | None] = {}
+    problems: list[str] = []
+    for entry in entries:
+        try:
+            slide = open_slide(entry.path)
+        except Exception:  # noqa: BLE001 - reported by the slide's own task
+            continue
+        with slide:
+            mpps[entry.slide_id] = slide.mpp
+            try:
+                check_slide(config, entry, slide)
+            except InputError as error:
+                problems.append(str(error))
+    if problems and len(problems) == len(mpps):  # the configuration, not a slide
+        others = f"; the other {len(problems) - 1} slide(s) fail too" if len(problems) > 1 else ""
+        raise InputError(problems[0] + others)
+    warn_mixed_resolutions(mpps, config.patching.patch_size, config.patching.level)
+
+
+def check_slide(config: PipelineConfig, entry: SlideEntry, slide: Any) -> None:
+    """`InputError` (one line naming the key and the slide) when ``slide`` lacks a level the
+    configuration asks for, its heatmap cannot be drawn (`_check_heatmap_geometry`) or its
+    segmentation level is too large to read whole."""
     from attnmap.wsi.tissue import check_segmentation_size
 
     levels = {
@@ -159,28 +186,16 @@ def check_slide_levels(config: PipelineConfig, entries: list[SlideEntry]) -> Non
         "heatmap.vis_level": config.heatmap.vis_level if config.heatmap.vis_level >= 0 else None,
         "heatmap.tiff_level": config.heatmap.tiff_level if config.heatmap.tiff else None,
     }
-    wanted = {key: level for key, level in levels.items() if level is not None}
-    mpps: dict[str, float | None] = {}
-    for entry in entries:
-        try:
-            slide = open_slide(entry.path)
-        except Exception:  # noqa: BLE001 - reported by the slide's own task
-            continue
-        with slide:
-            mpps[entry.slide_id] = slide.mpp
-            count = slide.level_count
-            for key, level in wanted.items():
-                if level >= count:
-                    raise InputError(
-                        f"{key}: level {level} does not exist in slide {entry.slide_id} "
-                        f"(levels 0 to {count - 1})"
-                    )
-            _check_heatmap_geometry(config, entry, slide)
-            seg_level = config.segmentation.level
-            if seg_level is None:  # segment_tissue's own choice
-                seg_level = slide.get_best_level_for_downsample(64)
-            check_segmentation_size(slide, seg_level)
-    warn_mixed_resolutions(mpps, config.patching.patch_size, config.patching.level)
+    count = slide.level_count
+    for key, level in levels.items():
+        if level is not None and level >= count:
+            has = "level 0 only" if count == 1 else f"levels 0 to {count - 1}"
+            raise InputError(f"{key}: level {level} does not exist in slide {entry.slide_id} (it has {has})")
+    _check_heatmap_geometry(config, entry, slide)
+    seg_level = config.segmentation.level
+    if seg_level is None:  # segment_tissue's own choice
+        seg_level = slide.get_best_level_for_downsample(64)
+    check_segmentation_size(slide, seg_level)
 
 
 class MixedResolutionWarning(UserWarning):
