@@ -27,7 +27,8 @@ What it prints: one row per (model, method): ``ok`` (finite, on the right grid, 
 `attnmap.errors.AttnmapError` with a one-line message, shown), ``crash`` (any other exception, or an
 attnmap error message spanning lines), ``bad`` (NaN/inf, a grid other than the model's patch grid
 (pixels for pixel methods), constant without the warning, or the same map for two different
-images), and ``skip`` (the model's own forward pass fails at every size tried: not attnmap's
+images), and ``skip`` (the model's own build or forward pass fails at every size tried, or every
+build is over 40M parameters (120M for the other modules, built at their own size): not attnmap's
 doing). Then a count of each class per source (timm ViT, timm other, HF) and in all.
 """
 
@@ -58,6 +59,7 @@ VIT_MODULES = (
     "vision_transformer", "deit", "eva", "beit", "vision_transformer_relpos", "vision_transformer_sam",
     "naflexvit", "vision_transformer_hybrid", "deepseek_vit", "gemma4_vit", "qwen3_vit",
 )
+MAX_PARAMETERS = 40_000_000
 SIZE_WORDS = ("atto", "femto", "pico", "nano", "xxs", "xs", "tiny", "t_", "small", "s_", "mini", "b0", "18")
 
 
@@ -78,7 +80,9 @@ def _timm_attempts(module: str) -> list[dict[str, Any]]:
     tiny = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS)
     attempts = [
         tiny,
+        {k: v for k, v in tiny.items() if k != "depth"},  # per-block settings (kv heads, windows)
         {k: v for k, v in tiny.items() if k != "patch_size"},
+        {k: v for k, v in tiny.items() if k not in ("patch_size", "depth")},
         dict(img_size=SIZE, depth=DEPTH),
         dict(img_size=64, depth=DEPTH),
         dict(depth=DEPTH),
@@ -87,6 +91,16 @@ def _timm_attempts(module: str) -> list[dict[str, Any]]:
     if module == "vision_transformer_hybrid":  # a CNN stem of stride 16-32: a bigger image for a grid
         attempts = [dict(img_size=128, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS), *attempts]
     return attempts
+
+
+def _parameters_on_meta(name: str, kwargs: dict[str, Any]) -> int:
+    """The parameter count of a build, without allocating it (a fallback must not build a 5B model)."""
+    import timm
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    return sum(p.numel() for p in model.parameters())
 
 
 def _patch_of(model: nn.Module) -> tuple[int, int] | None:
@@ -153,17 +167,25 @@ def build_timm(name: str, module: str, shrink: bool) -> Built:
     for kwargs in _timm_attempts(module) if shrink else [{}]:
         torch.manual_seed(0)
         try:
+            count = _parameters_on_meta(name, {**classes, **kwargs})
+            if count > (MAX_PARAMETERS if shrink else 3 * MAX_PARAMETERS):
+                raise ValueError(f"{count / 1e6:.0f}M parameters, over the sweep's limit")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = timm.create_model(name, pretrained=False, **classes, **kwargs).eval()
             x = _images(_input_size(model, kwargs))
             target = _target_for(model, x, headless)  # the model's own forward must work
         except Exception as error:  # noqa: BLE001 - try the next, larger build
-            errors.append(f"{kwargs}: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
+            errors.append(f"{kwargs}: {type(error).__name__}: {_first_line(error, 80)}")
             continue
         note = ("headless " if headless else "") + ",".join(f"{k}={v}" for k, v in kwargs.items())
         return Built(name, source, model, x, target, _patch_of(model), note)
-    return Built(name, source, None, note="; ".join(errors[-2:]))
+    return Built(name, source, None, note="; ".join(errors[:1] + errors[-1:]))
+
+
+def _first_line(error: BaseException, width: int) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:width] if lines else ""
 
 
 def _smallest(names: list[str]) -> str:
@@ -256,7 +278,7 @@ def build_hf(config_name: str, model_name: str, options: dict[str, Any]) -> Buil
         x = _images((size, size) if isinstance(size, int) else tuple(size))
         target = _target_for(model, x, headless=not classifier)
     except Exception as error:  # noqa: BLE001 - report the build failure as a skip
-        return Built(label, "hf", None, note=f"{type(error).__name__}: {str(error).splitlines()[0][:120]}")
+        return Built(label, "hf", None, note=f"{type(error).__name__}: {_first_line(error, 120)}")
     patch = _patch_of(getattr(model, "vision_model", model))
     if config_name == "ViTHybridConfig":  # the BiT backbone's stride times the patch
         patch = (16, 16)
@@ -292,8 +314,7 @@ def classify(built: Built, method: str, seconds: int) -> tuple[str, str]:
     except Exception as error:  # noqa: BLE001 - the point of the sweep
         frame = traceback.extract_tb(error.__traceback__)[-1]
         where = f"{frame.filename.split('site-packages/')[-1].split('src/')[-1]}:{frame.lineno}"
-        first = str(error).splitlines()[0][:160] if str(error) else ""
-        return "crash", f"{type(error).__name__}: {first} ({where})"
+        return "crash", f"{type(error).__name__}: {_first_line(error, 160)} ({where})"
     finally:
         signal.alarm(0)
     return check_maps(built, method, maps, caught)
@@ -336,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
     parser.add_argument("--no-timm", action="store_true", help="skip timm")
     parser.add_argument("--timeout", type=int, default=60, help="seconds per (model, method)")
+    parser.add_argument("--width", type=int, default=200, help="characters of each message shown")
     parser.add_argument("--quiet", action="store_true", help="print only rows that are not ok")
     args = parser.parse_args(argv)
     only = [o for o in args.only.split(",") if o]
@@ -356,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             kind, detail = classify(built, method, args.timeout)
             tally[kind] += 1
             if not args.quiet or kind not in ("ok", "ok-flat"):
-                print(f"| {built.name} | {method} | {kind} | {detail.replace('|', '/')} |", flush=True)
+                detail = detail.replace("|", "/")[: args.width]
+                print(f"| {built.name} | {method} | {kind} | {detail} |", flush=True)
 
     builders: list[Callable[[], Built]] = []
     if not args.no_timm:

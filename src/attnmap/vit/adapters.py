@@ -43,8 +43,8 @@ SUPPORTED_MODELS = (
     "global_pool ''/token/avg/max/avgmax/map, hybrid CNN stems, parallel-scaling blocks), "
     "VisionTransformerRelPos, Eva (RoPE ViTs), Beit and "
     "NaFlexVit (attention methods); "
-    "Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), DINOv3, "
-    "CLIP vision, SigLIP vision and BEiT models"
+    "Hugging Face ViTForImageClassification / ViTModel, ViT-MSN, DeiT, DINOv2 (with registers), DINOv3, "
+    "CLIP vision, SigLIP vision, BEiT, Data2Vec-Vision and I-JEPA models"
 )
 
 

@@ -243,6 +243,19 @@ def families() -> list[Family]:
             "HF BeitForImageClassification (mean pooling)",
             _hf("BeitConfig", "BeitForImageClassification", num_labels=5, use_mean_pooling=True),
         ),
+        Family(
+            "HF ViTMSNForImageClassification",
+            _hf("ViTMSNConfig", "ViTMSNForImageClassification", num_labels=5),
+        ),
+        Family(
+            "HF Data2VecVisionModel (BEiT; tokens, SDPA attention class)",
+            _hf("Data2VecVisionConfig", "Data2VecVisionModel", layer_scale_init_value=0.5),
+            headless=True,
+        ),
+        Family(
+            "HF IJepaForImageClassification (no class token, mean of the tokens)",
+            _hf("IJepaConfig", "IJepaForImageClassification", num_labels=5),
+        ),
     ]
     return result
 

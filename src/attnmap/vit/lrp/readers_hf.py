@@ -2,9 +2,10 @@
 
 What the twin's output is follows `attnmap.vit.targets.output_tensor`: a classifier's logits,
 CLIP's ``image_embeds`` (WithProjection), else ``pooler_output`` when the model has one, else the
-tokens. Pooling per family: CLS (ViT, DeiT, DINOv2, DINOv3, CLIP), ½(CLS head + distillation head) for
-DeiT with teacher, concat(CLS, patch mean) for DINOv2's classifier, patch mean + norm (BEiT with
-mean pooling), the attention-pool head (SigLIP).
+tokens. Pooling per family: CLS (ViT, ViT-MSN, DeiT, DINOv2, DINOv3, CLIP), ½(CLS head + distillation
+head) for DeiT with teacher, concat(CLS, patch mean) for DINOv2's classifier, patch mean + norm (BEiT
+and Data2Vec-Vision with mean pooling), the mean of every token (I-JEPA's classifier: it has no
+prefix tokens), the attention-pool head (SigLIP).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import UnsupportedModelError
+from attnmap.vit.adapters_hf import BEIT_TYPES
 from attnmap.vit.lrp.block import (
     _ACTIVATIONS,
     BlockTwin,
@@ -130,7 +132,7 @@ class HFTwin(GenericTwin):
         if conv is None:
             raise UnsupportedModelError(f"{name}: no patch convolution in the embeddings")
         registers = int(getattr(config, "num_register_tokens", 0) or 0) if kind.startswith("dino") else 0
-        prefix = {"deit": 2, "siglip_vision_model": 0}.get(kind, 1) + registers
+        prefix = {"deit": 2, "siglip_vision_model": 0, "ijepa": 0}.get(kind, 1) + registers
         self._setup(model, conv, prefix)
         self.trunk = trunk
         self.has_class_token = prefix > 0
@@ -140,7 +142,10 @@ class HFTwin(GenericTwin):
         children = dict(trunk.named_children())
         # DINOv3: no position embedding added; RoPE on the patch tokens' q and k (prefix left out)
         self._rope = children.get("rope_embeddings") if kind == "dinov3_vit" else None
-        if kind == "beit" and (config.use_relative_position_bias or config.use_shared_relative_position_bias):
+        relative = getattr(config, "use_relative_position_bias", False) or getattr(
+            config, "use_shared_relative_position_bias", False
+        )
+        if kind in BEIT_TYPES and relative:
             raise UnsupportedModelError(f"{name}: the relative position bias of HF BEiT has no LRP twin here")
         self.norm_pre = read_norm(children.get("pre_layrnorm"), "pre_layrnorm")
         final = children.get("norm" if kind == "dinov3_vit" else "layernorm")
@@ -160,7 +165,7 @@ class HFTwin(GenericTwin):
                 self.global_pool = "map"
             else:
                 self.global_pool = ""
-        elif kind == "beit":
+        elif kind in BEIT_TYPES:
             pooler = children.get("pooler")
             norm = getattr(pooler, "layernorm", None) if pooler is not None else None
             if norm is not None:
@@ -170,7 +175,11 @@ class HFTwin(GenericTwin):
                 self.global_pool = ""
         elif kind.startswith("dinov2") and classifier:
             self.global_pool = "cls_mean"
-        elif kind in ("vit", "deit") and not classifier:
+        elif kind == "ijepa":
+            if children.get("pooler") is not None:
+                raise UnsupportedModelError(f"{name}: I-JEPA's pooler reads a patch token; build it without")
+            self.global_pool = "avg" if classifier else ""
+        elif kind in ("vit", "vit_msn", "deit") and not classifier:
             pooler = children.get("pooler")
             if pooler is None:
                 self.global_pool = ""
