@@ -213,3 +213,35 @@ def test_ijepas_first_token_pooler_is_refused_in_one_line(method: str) -> None:
     with pytest.raises(UnsupportedModelError, match="pooler") as caught:
         attnmap.explain(model, torch.randn(1, 3, SIZE, SIZE), method, target=torch.randn(WIDTH))
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "cls_name, options",
+    [
+        ("BeitForImageClassification", dict(use_relative_position_bias=True, num_labels=5)),
+        ("BeitModel", dict(use_shared_relative_position_bias=True, layer_scale_init_value=0.5)),
+        ("Data2VecVisionForImageClassification", dict(use_relative_position_bias=True, num_labels=5)),
+    ],
+)
+def test_beits_relative_position_bias_runs_in_the_lrp_twin(
+    single_thread: None, cls_name: str, options: dict
+) -> None:
+    """Every released HF BEiT / Data2Vec-Vision checkpoint has a relative position bias: the LRP methods
+    take it (the twin's forward is checked against the model's own, at the config's size and at an
+    interpolated one), instead of refusing."""
+    config_name = "Data2VecVisionConfig" if cls_name.startswith("Data2Vec") else "BeitConfig"
+    torch.manual_seed(0)
+    model = getattr(transformers, cls_name)(getattr(transformers, config_name)(**SIZES, **options))
+    model = model.double().eval()
+    with torch.no_grad():  # a bias of zeros (HF's init) would prove nothing
+        for module in model.modules():
+            if type(module).__name__.endswith("RelativePositionBias"):
+                module.relative_position_bias_table.normal_(0, 1.0)
+    for size in (SIZE, SIZE + PATCH):
+        x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+        target = None if "Classification" in cls_name else _direction(model, x)
+        for method in ("lrp", "lrp_attention", "lrp_rollout", "transformer_attribution"):
+            maps = _maps(model, x, method, target)
+            grid = (size, size) if method == "lrp" else (size // PATCH, size // PATCH)
+            assert tuple(maps.shape) == (2, *grid)
+            assert torch.isfinite(maps).all() and float(maps.amax() - maps.amin()) > 0

@@ -244,6 +244,16 @@ def families() -> list[Family]:
             _hf("BeitConfig", "BeitForImageClassification", num_labels=5, use_mean_pooling=True),
         ),
         Family(
+            "HF BeitForImageClassification (relative position bias per layer, LayerScale)",
+            _hf(
+                "BeitConfig",
+                "BeitForImageClassification",
+                num_labels=5,
+                use_relative_position_bias=True,
+                layer_scale_init_value=0.5,
+            ),
+        ),
+        Family(
             "HF ViTMSNForImageClassification",
             _hf("ViTMSNConfig", "ViTMSNForImageClassification", num_labels=5),
         ),

@@ -11,6 +11,7 @@ prefix tokens), the attention-pool head (SigLIP).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -43,6 +44,14 @@ def find_trunk(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
                 if isinstance(child, nn.ModuleList) and len(child) == depth:
                     return module, child
     raise UnsupportedModelError(f"{type(model).__name__}: no embeddings and {depth} transformer layers found")
+
+
+def _relative_biases(root: nn.Module, exclude: nn.Module | None = None) -> list[nn.Module]:
+    """HF BEiT-family relative position bias modules under ``root`` (not under ``exclude``)."""
+    skip = {id(m) for m in exclude.modules()} if exclude is not None else set()
+    return [
+        m for m in root.modules() if type(m).__name__.endswith("RelativePositionBias") and id(m) not in skip
+    ]
 
 
 def _role(name: str) -> str | None:
@@ -142,11 +151,6 @@ class HFTwin(GenericTwin):
         children = dict(trunk.named_children())
         # DINOv3: no position embedding added; RoPE on the patch tokens' q and k (prefix left out)
         self._rope = children.get("rope_embeddings") if kind == "dinov3_vit" else None
-        relative = getattr(config, "use_relative_position_bias", False) or getattr(
-            config, "use_shared_relative_position_bias", False
-        )
-        if kind in BEIT_TYPES and relative:
-            raise UnsupportedModelError(f"{name}: the relative position bias of HF BEiT has no LRP twin here")
         self.norm_pre = read_norm(children.get("pre_layrnorm"), "pre_layrnorm")
         final = children.get("norm" if kind == "dinov3_vit" else "layernorm")
         self.global_pool = "token"
@@ -206,12 +210,35 @@ class HFTwin(GenericTwin):
         self.blocks = [read_layer(layer, i, heads, prefix_name) for i, layer in enumerate(layers)]
         for block in self.blocks:
             block.rope = self._rope is not None
+        # BEiT / Data2Vec-Vision: a relative position bias on the logits, per layer and/or shared,
+        # sized by the input's patch grid (read in embed_tokens): like timm Beit's, no relevance
+        self._bias_input: tuple[tuple[int, int], bool, int] | None = None
+        shared = _relative_biases(trunk, exclude=layers)
+        for block, layer in zip(self.blocks, layers, strict=True):
+            biases = _relative_biases(layer) + shared
+            if biases:
+                block.attn_bias = self._relative_bias(biases)
         self._takes_interpolate = (
             "interpolate_pos_encoding" in inspect.signature(trunk.embeddings.forward).parameters
         )
         size = config.image_size
         self._image_size = (size, size) if isinstance(size, int) else tuple(size)
+        patch = config.patch_size
+        self._patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
         self._finish()
+
+    def _relative_bias(self, modules: list[nn.Module]) -> Callable[[], torch.Tensor]:
+        """(heads, N, N): the sum of ``modules``' biases for the last embedded input, as HF computes it
+        (its table resampled to the input's grid, interpolated to N tokens when it resizes positions)."""
+
+        def bias() -> torch.Tensor:
+            if self._bias_input is None:
+                raise RuntimeError("the relative position bias is read before the tokens were embedded")
+            grid, interpolate, tokens = self._bias_input
+            with torch.no_grad():
+                return sum(module(grid, interpolate, dim_size=tokens)[0] for module in modules)
+
+        return bias
 
     def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
         kwargs = {}
@@ -220,6 +247,8 @@ class HFTwin(GenericTwin):
         tokens = self.trunk.embeddings(images, **kwargs)
         if isinstance(tokens, tuple):
             tokens = tokens[0]
+        grid = (images.shape[-2] // self._patch[0], images.shape[-1] // self._patch[1])
+        self._bias_input = (grid, bool(kwargs), int(tokens.shape[1]))
         if self._rope is None:
             return tokens, None
         cos, sin = self._rope(images)  # HF's rotate-half layout: timm's apply_rot_embed_cat, half=True
