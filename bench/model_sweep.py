@@ -80,6 +80,8 @@ def _timm_attempts(module: str) -> list[dict[str, Any]]:
     tiny = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS)
     attempts = [
         tiny,
+        dict(tiny, num_kv_heads=(HEADS // 2,) * DEPTH),  # grouped-query attention per block (Sapiens2)
+        dict(tiny, img_size=48),  # a grid the head's pooling kernel divides (Gemma 4: 3 x 3)
         {k: v for k, v in tiny.items() if k != "depth"},  # per-block settings (kv heads, windows)
         {k: v for k, v in tiny.items() if k != "patch_size"},
         {k: v for k, v in tiny.items() if k not in ("patch_size", "depth")},
@@ -141,7 +143,9 @@ def _signature(model: nn.Module) -> str:
         for key, value in vars(module).items():
             if not key.startswith("_") and isinstance(value, (bool, int, float, str, tuple)):
                 scalars.append((module_name, key, repr(value)))
-    return repr((type(model).__name__, repr(model), shapes, tuple(sorted(scalars))))
+    config = getattr(model, "config", None)  # Hugging Face: settings live in the config
+    settings = config.to_json_string() if hasattr(config, "to_json_string") else ""
+    return repr((type(model).__name__, repr(model), shapes, tuple(sorted(scalars)), settings))
 
 
 def _target_for(model: nn.Module, x: torch.Tensor, headless: bool) -> Any:

@@ -1,5 +1,8 @@
 """Hugging Face families that are a supported architecture under another name give that family's maps.
 
+SigLIP's and CLIP's image classifiers are their vision tower with a linear head on the mean of the
+patch tokens (a timm ViT with ``global_pool='avg'``).
+
 ViT-MSN is HF ViT without a pooler, Data2Vec-Vision is HF BEiT (with the older SDPA attention classes,
 which return no weights: attnmap runs their eager parent class for the call), I-JEPA is a ViT
 without a class token whose classifier averages every token (timm: ``class_token=False``,
@@ -28,6 +31,10 @@ SIZE, PATCH, WIDTH, HEADS = 28, 7, 32, 4
 SIZES = dict(
     hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2, num_attention_heads=HEADS,
     image_size=SIZE, patch_size=PATCH, layer_norm_eps=1e-6,
+)
+
+TEXT = dict(  # the text tower of an image-text config, as small as it builds
+    hidden_size=WIDTH, intermediate_size=WIDTH, num_hidden_layers=1, num_attention_heads=HEADS, vocab_size=64
 )
 
 
@@ -158,12 +165,28 @@ def test_a_token_output_beit_is_read_at_its_class_token(single_thread: None, dat
 
 
 @torch.no_grad()
-def _copy_timm_to_ijepa(timm_model: nn.Module, hf_model: nn.Module) -> None:
+def _copy_timm_to_hf(timm_model: nn.Module, hf_model: nn.Module) -> None:
+    """timm ViT weights into an HF model without ViT's own layout: I-JEPA (no class token), the
+    SigLIP / CLIP towers (position table as an nn.Embedding, CLIP's class embedding and pre-norm)."""
     trunk, layers = find_trunk(hf_model)
-    trunk.embeddings.position_embeddings.copy_(timm_model.pos_embed)
-    conv = next(m for m in trunk.embeddings.modules() if isinstance(m, nn.Conv2d))
+    embeddings = trunk.embeddings
+    table = getattr(embeddings, "position_embedding", None)
+    if table is not None:
+        table.weight.copy_(timm_model.pos_embed[0])
+    else:
+        embeddings.position_embeddings.copy_(timm_model.pos_embed)
+    if timm_model.cls_token is not None:
+        embeddings.class_embedding.copy_(timm_model.cls_token.reshape(-1))
+    conv = next(m for m in embeddings.modules() if isinstance(m, nn.Conv2d))
     conv.weight.copy_(timm_model.patch_embed.proj.weight)
-    conv.bias.copy_(timm_model.patch_embed.proj.bias)
+    if conv.bias is not None:
+        conv.bias.copy_(timm_model.patch_embed.proj.bias)
+    else:  # CLIP's patch convolution has no bias; timm's pre-norm ViT has none either
+        assert timm_model.patch_embed.proj.bias is None
+    pre = getattr(trunk, "pre_layrnorm", None)
+    if pre is not None:
+        pre.weight.copy_(timm_model.norm_pre.weight)
+        pre.bias.copy_(timm_model.norm_pre.bias)
     for block, layer in zip(timm_model.blocks, layers, strict=True):
         linears = {_role(name): m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
         qkv = zip("qkv", block.attn.qkv.weight.chunk(3), block.attn.qkv.bias.chunk(3), strict=True)
@@ -177,26 +200,64 @@ def _copy_timm_to_ijepa(timm_model: nn.Module, hf_model: nn.Module) -> None:
         for norm, source in zip(norms, (block.norm1, block.norm2), strict=True):
             norm.weight.copy_(source.weight)
             norm.bias.copy_(source.bias)
-    trunk.layernorm.weight.copy_(timm_model.norm.weight)
-    trunk.layernorm.bias.copy_(timm_model.norm.bias)
+    final = getattr(trunk, "layernorm", None) or getattr(trunk, "post_layernorm", None)
+    if is_norm(timm_model.norm):
+        final.weight.copy_(timm_model.norm.weight)
+        final.bias.copy_(timm_model.norm.bias)
     hf_model.classifier.weight.copy_(timm_model.head.weight)
     hf_model.classifier.bias.copy_(timm_model.head.bias)
+
+
+def _timm_vit(**options: object) -> nn.Module:
+    return VisionTransformer(
+        img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS, mlp_ratio=2,
+        global_pool="avg", fc_norm=False, num_classes=5, **options,
+    ).double().eval()
+
+
+def _checked_pair(timm_model: nn.Module, hf_model: nn.Module) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    _copy_timm_to_hf(timm_model, hf_model.double().eval())
+    x = _images(3)
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(pixel_values=x).logits, timm_model(x), rtol=1e-10, atol=1e-12)
+    return timm_model, hf_model, x
 
 
 @pytest.fixture(scope="module")
 def ijepa_pair() -> tuple[nn.Module, nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    timm_model = VisionTransformer(
-        img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS, mlp_ratio=2,
-        class_token=False, global_pool="avg", fc_norm=False, num_classes=5,
-    ).double().eval()
+    timm_model = _timm_vit(class_token=False)
     config = transformers.IJepaConfig(**SIZES, num_labels=5)
-    hf_model = transformers.IJepaForImageClassification(config).double().eval()
-    _copy_timm_to_ijepa(timm_model, hf_model)
-    x = _images(3)
-    with torch.no_grad():
-        torch.testing.assert_close(hf_model(pixel_values=x).logits, timm_model(x), rtol=1e-10, atol=1e-12)
-    return timm_model, hf_model, x
+    return _checked_pair(timm_model, transformers.IJepaForImageClassification(config))
+
+
+@pytest.fixture(scope="module")
+def siglip_pair() -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """SigLIP's classifier: post-layernorm, mean of every token (no class token), linear head; its
+    tower keeps an attention-pool head the classifier does not use."""
+    torch.manual_seed(0)
+    timm_model = _timm_vit(class_token=False, act_layer="gelu_tanh")
+    config = transformers.SiglipConfig(vision_config=SIZES, text_config=TEXT, num_labels=5)
+    return _checked_pair(timm_model, transformers.SiglipForImageClassification(config))
+
+
+@pytest.fixture(scope="module")
+def clip_pair() -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """CLIP's classifier: pre-norm, mean of the tokens after the class token, no final norm."""
+    torch.manual_seed(0)
+    timm_model = _timm_vit(class_token=True, pre_norm=True, final_norm=False)
+    tower = dict(SIZES, hidden_act="gelu", layer_norm_eps=1e-6)
+    config = transformers.CLIPConfig(vision_config=tower, text_config=TEXT, num_labels=5)
+    return _checked_pair(timm_model, transformers.CLIPForImageClassification(config))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("pair", ["siglip_pair", "clip_pair"])
+def test_siglip_and_clip_image_classifiers_give_the_maps_of_the_timm_vit(
+    single_thread: None, request: pytest.FixtureRequest, pair: str, method: str
+) -> None:
+    timm_model, hf_model, x = request.getfixturevalue(pair)
+    _assert_same(_maps(hf_model, x, method, [1, 2]), _maps(timm_model, x, method, [1, 2]), method)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -245,3 +306,17 @@ def test_beits_relative_position_bias_runs_in_the_lrp_twin(
             grid = (size, size) if method == "lrp" else (size // PATCH, size // PATCH)
             assert tuple(maps.shape) == (2, *grid)
             assert torch.isfinite(maps).all() and float(maps.amax() - maps.amin()) > 0
+
+
+def test_a_saved_siglip_image_classifier_loads_whole_and_explains_its_classes(tmp_path) -> None:
+    """A SiglipForImageClassification folder is the classifier (its tower alone would drop the head
+    and need a target)."""
+    from attnmap.vit.models import load_model
+
+    torch.manual_seed(0)
+    config = transformers.SiglipConfig(vision_config=SIZES, text_config=TEXT, num_labels=3)
+    transformers.SiglipForImageClassification(config).save_pretrained(tmp_path)
+    model = load_model(f"hf:{tmp_path}")
+    assert type(model).__name__ == "SiglipForImageClassification"
+    maps = _maps(model, torch.randn(2, 3, SIZE, SIZE), "transformer_attribution", None)
+    assert maps.shape == (2, SIZE // PATCH, SIZE // PATCH) and torch.isfinite(maps).all()

@@ -44,7 +44,7 @@ SUPPORTED_MODELS = (
     "VisionTransformerRelPos, Eva (RoPE ViTs), Beit and "
     "NaFlexVit (attention methods); "
     "Hugging Face ViTForImageClassification / ViTModel, ViT-MSN, DeiT, DINOv2 (with registers), DINOv3, "
-    "CLIP vision, SigLIP vision, BEiT, Data2Vec-Vision and I-JEPA models"
+    "CLIP vision, SigLIP vision (and their image classifiers), BEiT, Data2Vec-Vision and I-JEPA models"
 )
 
 
@@ -173,11 +173,13 @@ def call_model(model: nn.Module, images: torch.Tensor) -> Any:
     config = getattr(model, "config", None)
     if not hasattr(config, "model_type"):
         return model(images)
-    size = config.image_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = getattr(config, "image_size", None)  # an image-text family's classifier: its tower's
+    size = size if size is not None else getattr(getattr(config, "vision_config", None), "image_size", None)
+    size = (size, size) if isinstance(size, int) else tuple(size or ())
     kwargs: dict[str, Any] = {"pixel_values": images}
     if (
-        tuple(images.shape[-2:]) != size
+        size
+        and tuple(images.shape[-2:]) != size
         and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
     ):
         kwargs["interpolate_pos_encoding"] = True

@@ -48,9 +48,28 @@ HF_MODEL_TYPES = (
 BEIT_TYPES = ("beit", "data2vec-vision")  # Data2Vec-Vision is BEiT's architecture under another name
 
 
+# image-text families whose image classifier is their vision tower + a linear head on the mean of
+# the patch tokens (SigLIP: every token, there is no class token; CLIP: the tokens after its class
+# token, before its post-layernorm): the tower's model type gives the token layout
+IMAGE_TEXT_CLASSIFIERS = {"siglip": "siglip_vision_model", "clip": "clip_vision_model"}
+
+
+def layout(model: nn.Module) -> tuple[str, Any]:
+    """The model type and config that describe ``model``'s transformer: its own, or for an image-text
+    family's image classifier (SiglipForImageClassification, CLIPForImageClassification) its vision
+    tower's."""
+    config = model.config
+    kind = str(config.model_type)
+    if kind in IMAGE_TEXT_CLASSIFIERS and "ForImageClassification" in type(model).__name__:
+        return IMAGE_TEXT_CLASSIFIERS[kind], config.vision_config
+    return kind, config
+
+
 def is_hf_vision_model(model: nn.Module) -> bool:
-    config = getattr(model, "config", None)
-    return getattr(config, "model_type", None) in HF_MODEL_TYPES and hasattr(config, "num_hidden_layers")
+    if not hasattr(getattr(model, "config", None), "model_type"):
+        return False
+    kind, config = layout(model)
+    return kind in HF_MODEL_TYPES and hasattr(config, "num_hidden_layers")
 
 
 def _has_pooler(model: nn.Module) -> bool:
@@ -68,8 +87,8 @@ class HFAdapter(ViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        config = model.config
-        kind = config.model_type
+        kind, config = layout(model)
+        self.config = config
         name = type(model).__name__
         self.num_blocks = int(config.num_hidden_layers)
         self.classifier = "ForImageClassification" in name
@@ -98,6 +117,8 @@ class HFAdapter(ViTAdapter):
         elif kind == "siglip_vision_model":
             prefix = 0
             query = "latent" if self.pool_heads else "patch_mean"
+        if self.classifier and config is not model.config:  # an image-text family's classifier
+            query, self.pool_heads = "patch_mean", []  # the tower's attention-pool head is not used
         if self.pool_heads and kind != "siglip_vision_model":
             raise UnsupportedModelError(f"{name}: an attention-pool head is only supported for SigLIP")
         self.num_prefix_tokens = prefix
@@ -111,7 +132,7 @@ class HFAdapter(ViTAdapter):
 
     def check_images(self, images: torch.Tensor) -> None:
         super().check_images(images)
-        channels = int(getattr(self.model.config, "num_channels", 3))
+        channels = int(getattr(self.config, "num_channels", 3))
         if images.shape[1] != channels:
             raise InputError(f"the model takes {channels}-channel images, got {images.shape[1]} channels")
         height, width = images.shape[-2:]
@@ -121,7 +142,7 @@ class HFAdapter(ViTAdapter):
         if (
             (height, width) != self.image_size
             and not self._takes_interpolate
-            and "dinov" not in str(self.model.config.model_type)
+            and "dinov" not in str(self.config.model_type)
         ):
             raise InputError(
                 f"image size {height}x{width} does not fit the model, which takes "

@@ -70,6 +70,22 @@ def _hf(config_name: str, model_name: str, **options: object) -> Callable[[], nn
     return build
 
 
+def _hf_image_text(config_name: str, model_name: str) -> Callable[[], nn.Module]:
+    """An image-text family's image classifier: the table's vision tower, a one-layer text tower."""
+
+    def build() -> nn.Module:
+        import transformers
+
+        tower = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2)
+        tower.update(num_attention_heads=HEADS, image_size=SIZE, patch_size=PATCH)
+        text = dict(hidden_size=WIDTH, intermediate_size=WIDTH, num_hidden_layers=1)
+        text.update(num_attention_heads=HEADS, vocab_size=64)
+        config = getattr(transformers, config_name)(vision_config=tower, text_config=text, num_labels=5)
+        return getattr(transformers, model_name)(config)
+
+    return build
+
+
 def _timm_hybrid() -> nn.Module:
     import functools
 
@@ -252,6 +268,14 @@ def families() -> list[Family]:
                 use_relative_position_bias=True,
                 layer_scale_init_value=0.5,
             ),
+        ),
+        Family(
+            "HF SiglipForImageClassification (mean of the tokens; the tower's pool head unused)",
+            _hf_image_text("SiglipConfig", "SiglipForImageClassification"),
+        ),
+        Family(
+            "HF CLIPForImageClassification (mean of the patch tokens)",
+            _hf_image_text("CLIPConfig", "CLIPForImageClassification"),
         ),
         Family(
             "HF ViTMSNForImageClassification",

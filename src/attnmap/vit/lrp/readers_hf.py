@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import UnsupportedModelError
-from attnmap.vit.adapters_hf import BEIT_TYPES
+from attnmap.vit.adapters_hf import BEIT_TYPES, layout
 from attnmap.vit.lrp.block import (
     _ACTIVATIONS,
     BlockTwin,
@@ -37,7 +37,7 @@ _FC1, _GATE, _FC2 = ("fc1", "up_proj"), ("gate_proj",), ("fc2", "down_proj")
 
 def find_trunk(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
     """The module holding ``embeddings`` and the list of transformer layers."""
-    depth = int(model.config.num_hidden_layers)
+    depth = int(layout(model)[1].num_hidden_layers)
     for module in model.modules():
         if isinstance(getattr(module, "embeddings", None), nn.Module):
             for child in module.modules():
@@ -133,8 +133,8 @@ def read_layer(layer: nn.Module, index: int, num_heads: int, prefix: str) -> Blo
 
 class HFTwin(GenericTwin):
     def __init__(self, model: nn.Module) -> None:
-        config = model.config
-        kind = config.model_type
+        kind, config = layout(model)
+        tower_classifier = config is not model.config  # SigLIP / CLIP ForImageClassification
         name = type(model).__name__
         trunk, layers = find_trunk(model)
         conv = next((m for m in trunk.embeddings.modules() if isinstance(m, nn.Conv2d)), None)
@@ -155,7 +155,11 @@ class HFTwin(GenericTwin):
         final = children.get("norm" if kind == "dinov3_vit" else "layernorm")
         self.global_pool = "token"
         classifier = "ForImageClassification" in name
-        if kind == "clip_vision_model":
+        if tower_classifier:  # mean of the patch tokens (SigLIP: after its post-layernorm), linear head
+            self.global_pool = "avg"
+            if kind == "siglip_vision_model":
+                final = children.get("post_layernorm")
+        elif kind == "clip_vision_model":
             self.fc_norm = read_norm(children.get("post_layernorm"), "post_layernorm")
             projection = getattr(model, "visual_projection", None)
             if projection is not None:
