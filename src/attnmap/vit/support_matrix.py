@@ -201,6 +201,10 @@ def families() -> list[Family]:
             "timm vit_*_dinov3 (Eva: DINOv3 RoPE, 4 registers, LayerScale)",
             _timm_named("vit_small_patch16_dinov3", global_pool="token"),
         ),
+        Family(
+            "timm vit_*_sapiens2 (Eva: RoPE, grouped-query attention)",
+            _timm_named("vit_base_patch16_sapiens2", num_kv_heads=(2, 1), global_pool="token"),
+        ),
     ]
     try:
         import transformers  # noqa: F401
