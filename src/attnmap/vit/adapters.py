@@ -31,7 +31,7 @@ from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.vit.latent_pool import latent_pool_forward, restore_instance_forward
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
 from attnmap.vit.timm_build import ClassAndPatchMeanViT
-from attnmap.vit.unsupported import attention_hint, vision_tower_hint
+from attnmap.vit.unsupported import attention_hint, part_hint, vision_tower_hint
 
 QueryRow = Literal[
     "cls", "patch_mean", "token_mean", "distilled", "latent", "cls_and_patch_mean", "pooled_max",
@@ -400,15 +400,25 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
     adapter = _family_adapter(model)
     if adapter is None:
         tower = vision_tower_hint(model)  # an image-text model: its tower's attention is readable
-        what = "not as a whole" if tower else attention_hint(model)
+        what = "not as a whole" if tower else ""
+        if not tower:
+            what, tower = part_hint(model, explains)  # a wrapper around a readable transformer
         raise UnsupportedModelError(
-            f"{type(model).__name__} is not a supported Vision Transformer ({what}){tower}; "
-            f"supported: {SUPPORTED_MODELS}"
+            f"{type(model).__name__} is not a supported Vision Transformer ({what or attention_hint(model)})"
+            f"{tower}; supported: {SUPPORTED_MODELS}"
         )
     from attnmap.vit.readout import query_override
 
     adapter.query_row = query_override() or adapter.query_row  # a token read-out named by the target
     return adapter
+
+
+def explains(module: nn.Module) -> bool:
+    """Whether attnmap reads ``module``'s attention (a supported family, as it is configured)."""
+    try:
+        return _family_adapter(module) is not None
+    except UnsupportedModelError:
+        return False
 
 
 def _family_adapter(model: nn.Module) -> ViTAdapter | None:

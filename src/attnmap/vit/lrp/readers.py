@@ -52,11 +52,13 @@ def build_twin(model: nn.Module) -> ViTTwin:
         from attnmap.vit.lrp.readers_hf import HFTwin  # imports this module: import here
 
         return HFTwin(model)
-    from attnmap.vit.unsupported import vision_tower_hint
+    from attnmap.vit.adapters import explains
+    from attnmap.vit.unsupported import part_hint, vision_tower_hint
 
+    hint = vision_tower_hint(model) or part_hint(model, explains)[1]
     raise UnsupportedModelError(
         f"LRP methods need a timm VisionTransformer/VisionTransformerRelPos/Eva/Beit or a Hugging Face "
-        f"ViT-family model, got {type(model).__name__}{vision_tower_hint(model)}"
+        f"ViT-family model, got {type(model).__name__}{hint}"
     )
 
 
