@@ -5,6 +5,7 @@ Run (about 5-10 minutes on a loaded 2-core machine; no download, random weights)
     PYTHONPATH=src nice python bench/model_sweep.py            # everything
     PYTHONPATH=src nice python bench/model_sweep.py --only vit_small,hf:Dinov2   # names containing these
     PYTHONPATH=src nice python bench/model_sweep.py --no-others --no-hf          # the timm ViT families only
+    PYTHONPATH=src nice python bench/model_sweep.py --variants   # also each timm ViT headless, dynamic size
 
 What it builds:
 - every timm registered name whose module builds ViT attention stacks (``vision_transformer``,
@@ -160,15 +161,25 @@ def _images(size: tuple[int, int], channels: int = 3) -> torch.Tensor:
     return torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(7))
 
 
-def build_timm(name: str, module: str, shrink: bool) -> Built:
+VARIANTS: dict[str, dict[str, Any]] = {  # --variants: each ViT architecture again, built another way
+    "headless": dict(num_classes=0),  # an encoder (UNI, Virchow...): explained along a direction
+    "dynamic": dict(dynamic_img_size=True),  # any input size: run on a non-square image
+}
+
+
+def build_timm(name: str, module: str, shrink: bool, variant: str = "") -> Built:
     import timm
 
     source = "timm-vit" if module in VIT_MODULES else "timm-other"
     cfg = timm.models.get_pretrained_cfg(name)
-    headless = cfg is not None and cfg.num_classes == 0
+    extra = VARIANTS.get(variant, {})
+    headless = (cfg is not None and cfg.num_classes == 0) or extra.get("num_classes") == 0
     classes = dict(num_classes=0) if headless else dict(num_classes=5)
+    extra = {k: v for k, v in extra.items() if k != "num_classes"}
+    label = f"{name}[{variant}]" if variant else name
     errors = []
     for kwargs in _timm_attempts(module) if shrink else [{}]:
+        kwargs = {**kwargs, **extra}
         torch.manual_seed(0)
         try:
             count = _parameters_on_meta(name, {**classes, **kwargs})
@@ -177,14 +188,17 @@ def build_timm(name: str, module: str, shrink: bool) -> Built:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = timm.create_model(name, pretrained=False, **classes, **kwargs).eval()
-            x = _images(_input_size(model, kwargs))
+            height, width = _input_size(model, kwargs)
+            if variant == "dynamic":  # one patch column more: not square, still whole patches
+                width += (_patch_of(model) or (16, 16))[1]
+            x = _images((height, width))
             target = _target_for(model, x, headless)  # the model's own forward must work
         except Exception as error:  # noqa: BLE001 - try the next, larger build
             errors.append(f"{kwargs}: {type(error).__name__}: {_first_line(error, 80)}")
             continue
         note = ("headless " if headless else "") + ",".join(f"{k}={v}" for k, v in kwargs.items())
-        return Built(name, source, model, x, target, _patch_of(model), note)
-    return Built(name, source, None, note="; ".join(errors[:1] + errors[-1:]))
+        return Built(label, source, model, x, target, _patch_of(model), note)
+    return Built(label, source, None, note="; ".join(errors[:1] + errors[-1:]))
 
 
 def _first_line(error: BaseException, width: int) -> str:
@@ -200,8 +214,9 @@ def _smallest(names: list[str]) -> str:
     return min(names, key=rank)
 
 
-def timm_models(only: list[str], others: bool) -> list[tuple[str, str, bool]]:
-    """(name, module, shrink): every ViT-module name; one name per other module."""
+def timm_models(only: list[str], others: bool, variants: bool = False) -> list[tuple[str, str, bool, str]]:
+    """(name, module, shrink, variant): every ViT-module name (also as each of `VARIANTS` with
+    ``variants``); one name per other module."""
     import timm
     from timm.models import _registry
 
@@ -211,9 +226,10 @@ def timm_models(only: list[str], others: bool) -> list[tuple[str, str, bool]]:
     chosen = []
     for module, names in sorted(by_module.items()):
         if module in VIT_MODULES:
-            chosen += [(name, module, True) for name in names]
+            kinds = ["", *VARIANTS] if variants else [""]
+            chosen += [(name, module, True, kind) for name in names for kind in kinds]
         elif others:
-            chosen.append((_smallest(names), module, False))
+            chosen.append((_smallest(names), module, False, ""))
     return [c for c in chosen if not only or any(o in c[0] for o in only)]
 
 
@@ -329,8 +345,12 @@ def check_maps(built: Built, method: str, maps: torch.Tensor, caught: list[Any])
     height, width = x.shape[-2:]
     if get_method(method).output == "pixels":
         grid = (height, width)
-    elif built.patch is not None:
-        grid = (-(-height // built.patch[0]), -(-width // built.patch[1]))
+    elif built.patch is not None:  # floor, or ceil for a model padding to whole patches
+        stems = (getattr(built.model, "patch_embed", None), getattr(built.model, "embeds", None))
+        if any(getattr(stem, "dynamic_img_pad", False) for stem in stems):
+            grid = (-(-height // built.patch[0]), -(-width // built.patch[1]))
+        else:
+            grid = (height // built.patch[0], width // built.patch[1])
     else:
         grid = None
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or maps.shape[0] != x.shape[0]:
@@ -360,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-others", action="store_true", help="skip the non-ViT timm modules")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
     parser.add_argument("--no-timm", action="store_true", help="skip timm")
+    parser.add_argument(
+        "--variants", action="store_true", help="also each timm ViT headless and with dynamic_img_size"
+    )
     parser.add_argument("--timeout", type=int, default=60, help="seconds per (model, method)")
     parser.add_argument("--width", type=int, default=200, help="characters of each message shown")
     parser.add_argument("--quiet", action="store_true", help="print only rows that are not ok")
@@ -387,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
 
     builders: list[Callable[[], Built]] = []
     if not args.no_timm:
-        for name, module, shrink in timm_models(only, not args.no_others):
-            builders.append(lambda n=name, m=module, s=shrink: build_timm(n, m, s))
+        for name, module, shrink, kind in timm_models(only, not args.no_others, args.variants):
+            builders.append(lambda n=name, m=module, s=shrink, k=kind: build_timm(n, m, s, k))
     if not args.no_hf:
         for config_name, model_name, options in HF_MODELS:
             if not only or any(o in "hf:" + model_name for o in only):

@@ -328,6 +328,16 @@ class TimmViTAdapter(ViTAdapter):
                 f"image size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}; "
                 "crop/resize the images or build the model with dynamic_img_pad=True"
             )
+        # timm's grid for a CNN stem floors H / reduction; a padded CNN rounds up: only whole
+        # multiples give the grid the tokens have
+        ratio = getattr(patch_embed, "feature_ratio", None)
+        cnn_stem = getattr(patch_embed, "backbone", None) is not None and ratio is not None
+        dynamic = getattr(self.model, "dynamic_img_size", False)
+        if cnn_stem and dynamic and (height % ratio[0] or width % ratio[1]):
+            raise InputError(
+                f"image size {height}x{width} is not a multiple of the CNN stem's reduction "
+                f"{ratio[0]}x{ratio[1]} (patch_embed.backbone): crop/resize the images to a multiple"
+            )
         if height < patch_h or width < patch_w:
             raise InputError(f"image size {height}x{width} is smaller than one patch ({patch_h}x{patch_w})")
 
