@@ -5,7 +5,7 @@ Run (about 5-10 minutes on a loaded 2-core machine; no download, random weights)
     PYTHONPATH=src nice python bench/model_sweep.py            # everything
     PYTHONPATH=src nice python bench/model_sweep.py --only vit_small,hf:Dinov2   # names containing these
     PYTHONPATH=src nice python bench/model_sweep.py --no-others --no-hf          # the timm ViT families only
-    PYTHONPATH=src nice python bench/model_sweep.py --variants   # also each timm ViT headless, dynamic size
+    PYTHONPATH=src nice python bench/model_sweep.py --variants   # also headless, other input sizes
 
 What it builds:
 - every timm registered name whose module builds ViT attention stacks (``vision_transformer``,
@@ -36,6 +36,7 @@ doing). Then a count of each class per source (timm ViT, timm other, HF) and in 
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 import time
@@ -273,11 +274,11 @@ HF_MODELS: list[tuple[str, str, dict[str, Any]]] = [
 _TOWER_CONFIGS = {"SiglipConfig": "SiglipVisionConfig", "CLIPConfig": "CLIPVisionConfig"}
 
 
-def build_hf(config_name: str, model_name: str, options: dict[str, Any]) -> Built:
+def build_hf(config_name: str, model_name: str, options: dict[str, Any], resized: bool = False) -> Built:
     import transformers
 
     settings = ",".join(f"{k}={v}" for k, v in options.items())
-    label = f"hf:{model_name}" + (f"({settings})" if settings else "")
+    label = f"hf:{model_name}" + (f"({settings})" if settings else "") + ("[resized]" if resized else "")
     sizes = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=DEPTH,
                  num_attention_heads=HEADS, image_size=SIZE, patch_size=PATCH)
     classifier = "ForImageClassification" in model_name
@@ -295,7 +296,10 @@ def build_hf(config_name: str, model_name: str, options: dict[str, Any]) -> Buil
             config = getattr(transformers, config_name)(**sizes, **options, **labels)
         model = getattr(transformers, model_name)(config).eval()
         size = getattr(getattr(config, "vision_config", config), "image_size", SIZE)
-        x = _images((size, size) if isinstance(size, int) else tuple(size))
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if resized:  # another input size than the config's: positions interpolated, not square
+            size = (size[0] + PATCH, size[1] + 2 * PATCH)
+        x = _images(size)
         target = _target_for(model, x, headless=not classifier)
     except Exception as error:  # noqa: BLE001 - report the build failure as a skip
         return Built(label, "hf", None, note=f"{type(error).__name__}: {_first_line(error, 120)}")
@@ -381,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
     parser.add_argument("--no-timm", action="store_true", help="skip timm")
     parser.add_argument(
-        "--variants", action="store_true", help="also each timm ViT headless and with dynamic_img_size"
+        "--variants",
+        action="store_true",
+        help="also each timm ViT headless and with dynamic_img_size, each HF model on another input size",
     )
     parser.add_argument("--timeout", type=int, default=60, help="seconds per (model, method)")
     parser.add_argument("--width", type=int, default=200, help="characters of each message shown")
@@ -415,11 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_hf:
         for config_name, model_name, options in HF_MODELS:
             if not only or any(o in "hf:" + model_name for o in only):
-                builders.append(lambda c=config_name, m=model_name, o=options: build_hf(c, m, o))
+                for resized in (False, True) if args.variants else (False,):
+                    build = functools.partial(build_hf, config_name, model_name, options, resized)
+                    builders.append(build)
     for build in builders:
         built = build()
         if built.model is not None:
-            key = built.source + _signature(built.model) + repr(built.target is None)
+            key = built.source + _signature(built.model) + repr((built.target is None, built.images.shape))
             if key in seen:
                 seen[key].aliases.append(built.name)
                 continue

@@ -320,3 +320,15 @@ def test_a_saved_siglip_image_classifier_loads_whole_and_explains_its_classes(tm
     assert type(model).__name__ == "SiglipForImageClassification"
     maps = _maps(model, torch.randn(2, 3, SIZE, SIZE), "transformer_attribution", None)
     assert maps.shape == (2, SIZE // PATCH, SIZE // PATCH) and torch.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_clips_image_classifier_takes_other_input_sizes(single_thread: None, clip_pair, method: str) -> None:
+    """CLIPForImageClassification hands interpolate_pos_encoding to its tower through **kwargs: at
+    another size every method maps (the LRP methods crashed in their check forward, the others
+    refused the size)."""
+    hf_model = clip_pair[1]
+    x = torch.randn(2, 3, SIZE + PATCH, SIZE + 2 * PATCH, dtype=torch.float64)
+    maps = _maps(hf_model, x, method, [0, 2])
+    grid = tuple(x.shape[-2:]) if method == "lrp" else ((SIZE + PATCH) // PATCH, (SIZE + 2 * PATCH) // PATCH)
+    assert tuple(maps.shape) == (2, *grid) and torch.isfinite(maps).all()

@@ -168,7 +168,6 @@ def call_model(model: nn.Module, images: torch.Tensor) -> Any:
     """The model's own forward on a preprocessed batch, as its library calls it: a timm model takes
     the tensor; a Hugging Face model takes ``pixel_values``, with its positions interpolated for an
     input size other than its config's (where its forward offers that)."""
-    import inspect
 
     config = getattr(model, "config", None)
     if not hasattr(config, "model_type"):
@@ -177,13 +176,26 @@ def call_model(model: nn.Module, images: torch.Tensor) -> Any:
     size = size if size is not None else getattr(getattr(config, "vision_config", None), "image_size", None)
     size = (size, size) if isinstance(size, int) else tuple(size or ())
     kwargs: dict[str, Any] = {"pixel_values": images}
-    if (
-        size
-        and tuple(images.shape[-2:]) != size
-        and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
-    ):
+    if size and tuple(images.shape[-2:]) != size and takes_interpolation(model):
         kwargs["interpolate_pos_encoding"] = True
     return model(**kwargs)
+
+
+def takes_interpolation(model: nn.Module) -> bool:
+    """Whether a Hugging Face model's forward takes ``interpolate_pos_encoding``: by name, or through
+    the ``**kwargs`` it hands to its vision tower (CLIPForImageClassification)."""
+    import inspect
+
+    parameters = inspect.signature(model.forward).parameters
+    if "interpolate_pos_encoding" in parameters:
+        return True
+    tower = getattr(model, "vision_model", None)
+    passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return (
+        passes_on
+        and isinstance(tower, nn.Module)
+        and "interpolate_pos_encoding" in inspect.signature(tower.forward).parameters
+    )
 
 
 def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:

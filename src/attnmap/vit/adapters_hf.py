@@ -21,7 +21,6 @@ which transformers renames between major versions:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.vit.adapters import QueryRow, ViTAdapter
+from attnmap.vit.adapters import QueryRow, ViTAdapter, takes_interpolation
 
 HF_MODEL_TYPES = (
     "vit",
@@ -125,7 +124,7 @@ class HFAdapter(ViTAdapter):
         self.query_row = query
         self._layers: list[int] = []
         self._with_grad = False
-        self._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+        self._takes_interpolate = takes_interpolation(model)
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch_size[0], width // self.patch_size[1]
