@@ -27,10 +27,11 @@ What it prints: one row per (model, method): ``ok`` (finite, on the right grid, 
 ``ok-flat`` (all zero or constant and attnmap warned with `FlatMapWarning`), ``refused`` (an
 `attnmap.errors.AttnmapError` with a one-line message, shown), ``crash`` (any other exception, or an
 attnmap error message spanning lines), ``bad`` (NaN/inf, a grid other than the model's patch grid
-(pixels for pixel methods), constant without the warning, or the same map for two different
-images), and ``skip`` (the model's own build or forward pass fails at every size tried, or every
-build is over 40M parameters (120M for the other modules, built at their own size): not attnmap's
-doing). Then a count of each class per source (timm ViT, timm other, HF) and in all.
+(pixels for pixel methods), constant without the warning, the same map for two different
+images, or an image's map in the batch differing from its map alone), and ``skip`` (the model's own
+build or forward pass fails at every size tried, or every build is over 40M parameters (120M for
+the other modules, built at their own size): not attnmap's doing). Then a count of each class per
+source (timm ViT, timm other, HF) and in all.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ VIT_MODULES = (
     "naflexvit", "vision_transformer_hybrid", "deepseek_vit", "gemma4_vit", "qwen3_vit",
 )
 MAX_PARAMETERS = 40_000_000
+BATCH_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-9}  # batched vs single kernels: round-off
 SIZE_WORDS = ("atto", "femto", "pico", "nano", "xxs", "xs", "tiny", "t_", "small", "s_", "mini", "b0", "18")
 
 
@@ -375,6 +377,12 @@ def check_maps(built: Built, method: str, maps: torch.Tensor, caught: list[Any])
         return "bad", "constant map, no FlatMapWarning"
     if torch.allclose(flat[0], flat[1], rtol=1e-6, atol=0):
         return "bad", "the same map for two different images"
+    with warnings.catch_warnings():  # each image's map must not depend on the others in the batch
+        warnings.simplefilter("ignore")
+        alone = explain(built.model, x[1:], method, target=built.target)
+    error = float((alone[0] - maps[1]).abs().max()) / max(float(maps[1].abs().max()), 1e-30)
+    if error > BATCH_TOLERANCE[maps.dtype]:
+        return "bad", f"image 1 alone differs from its map in the batch by {error:.2g} (relative)"
     return "ok", "" if grid is not None else "grid not checked"
 
 

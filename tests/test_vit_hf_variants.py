@@ -332,3 +332,13 @@ def test_clips_image_classifier_takes_other_input_sizes(single_thread: None, cli
     maps = _maps(hf_model, x, method, [0, 2])
     grid = tuple(x.shape[-2:]) if method == "lrp" else ((SIZE + PATCH) // PATCH, (SIZE + 2 * PATCH) // PATCH)
     assert tuple(maps.shape) == (2, *grid) and torch.isfinite(maps).all()
+
+
+def test_an_image_text_classifier_is_preprocessed_as_its_tower(siglip_pair, clip_pair) -> None:
+    """Without a saved processor, SigLIP's / CLIP's classifier gets its family's preprocessing (it got
+    timm's ImageNet defaults)."""
+    from attnmap.vit.preprocess import data_config
+
+    for _, hf_model, _ in (siglip_pair, clip_pair):
+        assert data_config(hf_model) == data_config(hf_model.vision_model)
+        assert data_config(hf_model)["input_size"] == (3, SIZE, SIZE)
