@@ -192,8 +192,8 @@ def build_timm(name: str, module: str, shrink: bool, variant: str = "") -> Built
                 warnings.simplefilter("ignore")
                 model = timm.create_model(name, pretrained=False, **classes, **kwargs).eval()
             height, width = _input_size(model, kwargs)
-            if variant == "dynamic":  # one patch column more: not square, still whole patches
-                width += (_patch_of(model) or (16, 16))[1]
+            if variant == "dynamic":  # 16 px wider, as a user's image is: whole 8 or 16 px patches,
+                width += 16  # not always a whole cell of a CNN stem's reduction (which must refuse)
             x = _images((height, width))
             target = _target_for(model, x, headless)  # the model's own forward must work
         except Exception as error:  # noqa: BLE001 - try the next, larger build
