@@ -37,3 +37,41 @@ def test_windowed_attention_is_named_with_its_path() -> None:
 def test_a_network_without_attention_says_so() -> None:
     cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())  # "Flatten" is no attention
     assert "(no attention modules)" in _refusal(cnn)
+
+
+@pytest.mark.parametrize("method", ["rollout", "lrp"])
+def test_a_classifier_wrapping_a_readable_transformer_points_to_it(method: str) -> None:
+    """timm's Qwen3-VL tower classifier holds its transformer at model.encoder, which attnmap reads."""
+    model = timm.create_model(
+        "qwen3_vit_88m", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4,
+        num_classes=3,
+    ).eval()
+    with pytest.raises(UnsupportedModelError) as refused:
+        attnmap.explain(model, torch.randn(1, 3, 32, 32), method)
+    assert "its transformer is model.encoder (a Qwen3VitEncoder)" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    tokens = model.encoder(torch.randn(1, 3, 32, 32))
+    direction = torch.randn(tokens.shape[1:])
+    maps = attnmap.explain(model.encoder, torch.randn(1, 3, 32, 32), "rollout", target=direction)
+    assert maps.shape == (1, 4, 4)
+
+
+def test_vit_mae_is_refused_with_the_model_its_weights_load_into() -> None:
+    """ViTMAE drops and shuffles patches at random; its weights are a ViTModel's (tested: same output
+    when the MAE keeps every patch in order)."""
+    transformers = pytest.importorskip("transformers")
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    sizes.update(image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    mae = transformers.ViTMAEModel(transformers.ViTMAEConfig(**sizes, mask_ratio=0.0)).eval()
+    message = _refusal(mae)
+    assert "shuffles and drops its patch tokens at random" in message
+    assert "its weights load into a ViTModel (add_pooling_layer=False)" in message
+    vit = transformers.ViTModel(transformers.ViTConfig(**sizes), add_pooling_layer=False).eval()
+    assert not any(vit.load_state_dict(mae.state_dict(), strict=False))
+    x = torch.randn(1, 3, 32, 32)
+    in_order = torch.arange(16.0).unsqueeze(0)  # MAE's noise: keeps the patches in their order
+    with torch.no_grad():
+        ours = mae(pixel_values=x, noise=in_order).last_hidden_state
+        torch.testing.assert_close(ours, vit(pixel_values=x).last_hidden_state)
+    assert attnmap.explain(vit, x, "rollout").shape == (1, 4, 4)

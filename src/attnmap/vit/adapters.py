@@ -31,7 +31,7 @@ from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.vit.latent_pool import latent_pool_forward, restore_instance_forward
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
 from attnmap.vit.timm_build import ClassAndPatchMeanViT
-from attnmap.vit.unsupported import attention_hint, vision_tower_hint
+from attnmap.vit.unsupported import attention_hint, part_hint, vision_tower_hint
 
 QueryRow = Literal[
     "cls", "patch_mean", "token_mean", "distilled", "latent", "cls_and_patch_mean", "pooled_max",
@@ -43,8 +43,8 @@ SUPPORTED_MODELS = (
     "global_pool ''/token/avg/max/avgmax/map, hybrid CNN stems, parallel-scaling blocks), "
     "VisionTransformerRelPos, Eva (RoPE ViTs), Beit and "
     "NaFlexVit (attention methods); "
-    "Hugging Face ViTForImageClassification / ViTModel, DeiT, DINOv2 (with registers), DINOv3, "
-    "CLIP vision, SigLIP vision and BEiT models"
+    "Hugging Face ViTForImageClassification / ViTModel, ViT-MSN, DeiT, DINOv2 (with registers), DINOv3, "
+    "CLIP vision, SigLIP vision (and their image classifiers), BEiT, Data2Vec-Vision and I-JEPA models"
 )
 
 
@@ -168,20 +168,34 @@ def call_model(model: nn.Module, images: torch.Tensor) -> Any:
     """The model's own forward on a preprocessed batch, as its library calls it: a timm model takes
     the tensor; a Hugging Face model takes ``pixel_values``, with its positions interpolated for an
     input size other than its config's (where its forward offers that)."""
-    import inspect
 
     config = getattr(model, "config", None)
     if not hasattr(config, "model_type"):
         return model(images)
-    size = config.image_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = getattr(config, "image_size", None)  # an image-text family's classifier: its tower's
+    size = size if size is not None else getattr(getattr(config, "vision_config", None), "image_size", None)
+    size = (size, size) if isinstance(size, int) else tuple(size or ())
     kwargs: dict[str, Any] = {"pixel_values": images}
-    if (
-        tuple(images.shape[-2:]) != size
-        and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
-    ):
+    if size and tuple(images.shape[-2:]) != size and takes_interpolation(model):
         kwargs["interpolate_pos_encoding"] = True
     return model(**kwargs)
+
+
+def takes_interpolation(model: nn.Module) -> bool:
+    """Whether a Hugging Face model's forward takes ``interpolate_pos_encoding``: by name, or through
+    the ``**kwargs`` it hands to its vision tower (CLIPForImageClassification)."""
+    import inspect
+
+    parameters = inspect.signature(model.forward).parameters
+    if "interpolate_pos_encoding" in parameters:
+        return True
+    tower = getattr(model, "vision_model", None)
+    passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return (
+        passes_on
+        and isinstance(tower, nn.Module)
+        and "interpolate_pos_encoding" in inspect.signature(tower.forward).parameters
+    )
 
 
 def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:
@@ -326,6 +340,16 @@ class TimmViTAdapter(ViTAdapter):
                 f"image size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}; "
                 "crop/resize the images or build the model with dynamic_img_pad=True"
             )
+        # timm's grid for a CNN stem floors H / reduction; a padded CNN rounds up: only whole
+        # multiples give the grid the tokens have
+        ratio = getattr(patch_embed, "feature_ratio", None)
+        cnn_stem = getattr(patch_embed, "backbone", None) is not None and ratio is not None
+        dynamic = getattr(self.model, "dynamic_img_size", False)
+        if cnn_stem and dynamic and (height % ratio[0] or width % ratio[1]):
+            raise InputError(
+                f"image size {height}x{width} is not a multiple of the CNN stem's reduction "
+                f"{ratio[0]}x{ratio[1]} (patch_embed.backbone): crop/resize the images to a multiple"
+            )
         if height < patch_h or width < patch_w:
             raise InputError(f"image size {height}x{width} is smaller than one patch ({patch_h}x{patch_w})")
 
@@ -398,15 +422,25 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
     adapter = _family_adapter(model)
     if adapter is None:
         tower = vision_tower_hint(model)  # an image-text model: its tower's attention is readable
-        what = "not as a whole" if tower else attention_hint(model)
+        what = "not as a whole" if tower else ""
+        if not tower:
+            what, tower = part_hint(model, explains)  # a wrapper around a readable transformer
         raise UnsupportedModelError(
-            f"{type(model).__name__} is not a supported Vision Transformer ({what}){tower}; "
-            f"supported: {SUPPORTED_MODELS}"
+            f"{type(model).__name__} is not a supported Vision Transformer ({what or attention_hint(model)})"
+            f"{tower}; supported: {SUPPORTED_MODELS}"
         )
     from attnmap.vit.readout import query_override
 
     adapter.query_row = query_override() or adapter.query_row  # a token read-out named by the target
     return adapter
+
+
+def explains(module: nn.Module) -> bool:
+    """Whether attnmap reads ``module``'s attention (a supported family, as it is configured)."""
+    try:
+        return _family_adapter(module) is not None
+    except UnsupportedModelError:
+        return False
 
 
 def _family_adapter(model: nn.Module) -> ViTAdapter | None:

@@ -1,5 +1,5 @@
-"""Hugging Face vision transformers: ViT, DeiT, DINOv2 (with registers), DINOv3, CLIP and SigLIP
-vision, BEiT.
+"""Hugging Face vision transformers: ViT (and ViT-MSN), DeiT, DINOv2 (with registers), DINOv3, CLIP
+and SigLIP vision, BEiT (and Data2Vec-Vision), I-JEPA.
 
 Attention is read the documented way: ``output_attentions=True`` under an eager attention
 implementation (HF's own, with the softmax kept in the model's dtype: `_exact_attention`) returns
@@ -10,17 +10,17 @@ which transformers renames between major versions:
 
 | model_type | prefix tokens | query row |
 |---|---|---|
-| vit, clip_vision_model | CLS | CLS |
+| vit, vit_msn, clip_vision_model | CLS | CLS |
 | deit | CLS + distillation | CLS (as for timm's distilled DeiT) |
 | dinov2(_with_registers) | CLS (+ registers) | CLS; classifier: ½ CLS + ½ patch mean (concat read-out) |
 | dinov3_vit | CLS + registers | CLS (RoPE on the patch tokens' q and k) |
-| beit | CLS | patch mean when ``use_mean_pooling`` else CLS |
+| beit, data2vec-vision | CLS | patch mean when the pooler averages (``use_mean_pooling``), else CLS |
+| ijepa | none | patch mean (its classifier averages every token) |
 | siglip_vision_model | none | the attention-pool head's attention row (its ``nn.MultiheadAttention``) |
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.vit.adapters import QueryRow, ViTAdapter
+from attnmap.vit.adapters import QueryRow, ViTAdapter, takes_interpolation
 
 HF_MODEL_TYPES = (
     "vit",
@@ -40,12 +40,39 @@ HF_MODEL_TYPES = (
     "siglip_vision_model",
     "beit",
     "dinov3_vit",
+    "vit_msn",
+    "data2vec-vision",
+    "ijepa",
 )
+BEIT_TYPES = ("beit", "data2vec-vision")  # Data2Vec-Vision is BEiT's architecture under another name
+
+
+# image-text families whose image classifier is their vision tower + a linear head on the mean of
+# the patch tokens (SigLIP: every token, there is no class token; CLIP: the tokens after its class
+# token, before its post-layernorm): the tower's model type gives the token layout
+IMAGE_TEXT_CLASSIFIERS = {"siglip": "siglip_vision_model", "clip": "clip_vision_model"}
+
+
+def layout(model: nn.Module) -> tuple[str, Any]:
+    """The model type and config that describe ``model``'s transformer: its own, or for an image-text
+    family's image classifier (SiglipForImageClassification, CLIPForImageClassification) its vision
+    tower's."""
+    config = model.config
+    kind = str(config.model_type)
+    if kind in IMAGE_TEXT_CLASSIFIERS and "ForImageClassification" in type(model).__name__:
+        return IMAGE_TEXT_CLASSIFIERS[kind], config.vision_config
+    return kind, config
 
 
 def is_hf_vision_model(model: nn.Module) -> bool:
-    config = getattr(model, "config", None)
-    return getattr(config, "model_type", None) in HF_MODEL_TYPES and hasattr(config, "num_hidden_layers")
+    if not hasattr(getattr(model, "config", None), "model_type"):
+        return False
+    kind, config = layout(model)
+    return kind in HF_MODEL_TYPES and hasattr(config, "num_hidden_layers")
+
+
+def _has_pooler(model: nn.Module) -> bool:
+    return any(type(module).__name__.endswith("Pooler") for module in model.modules())
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -59,8 +86,8 @@ class HFAdapter(ViTAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        config = model.config
-        kind = config.model_type
+        kind, config = layout(model)
+        self.config = config
         name = type(model).__name__
         self.num_blocks = int(config.num_hidden_layers)
         self.classifier = "ForImageClassification" in name
@@ -74,25 +101,37 @@ class HFAdapter(ViTAdapter):
         elif kind.startswith("dinov"):  # dinov2, dinov2_with_registers, dinov3_vit (pooler: CLS)
             prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
             query = "cls_and_patch_mean" if self.classifier else "cls"
-        elif kind == "beit":
-            query = "patch_mean" if getattr(config, "use_mean_pooling", False) else "cls"
+        elif kind in BEIT_TYPES:
+            # the pooler averages the patches; without one (Data2VecVisionModel's default, BeitModel
+            # with add_pooling_layer=False) the output is the tokens, read at the class token as for ViT
+            averaged = getattr(config, "use_mean_pooling", False) and _has_pooler(model)
+            query = "patch_mean" if averaged else "cls"
+        elif kind == "ijepa":
+            prefix, query = 0, "patch_mean"
+            if _has_pooler(model):
+                raise UnsupportedModelError(
+                    f"{name}: I-JEPA's pooler (IJepaPooler) reads the first patch token as if it were a "
+                    "class token; build the model without it (add_pooling_layer=False, the default)"
+                )
         elif kind == "siglip_vision_model":
             prefix = 0
             query = "latent" if self.pool_heads else "patch_mean"
+        if self.classifier and config is not model.config:  # an image-text family's classifier
+            query, self.pool_heads = "patch_mean", []  # the tower's attention-pool head is not used
         if self.pool_heads and kind != "siglip_vision_model":
             raise UnsupportedModelError(f"{name}: an attention-pool head is only supported for SigLIP")
         self.num_prefix_tokens = prefix
         self.query_row = query
         self._layers: list[int] = []
         self._with_grad = False
-        self._takes_interpolate = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+        self._takes_interpolate = takes_interpolation(model)
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch_size[0], width // self.patch_size[1]
 
     def check_images(self, images: torch.Tensor) -> None:
         super().check_images(images)
-        channels = int(getattr(self.model.config, "num_channels", 3))
+        channels = int(getattr(self.config, "num_channels", 3))
         if images.shape[1] != channels:
             raise InputError(f"the model takes {channels}-channel images, got {images.shape[1]} channels")
         height, width = images.shape[-2:]
@@ -102,7 +141,7 @@ class HFAdapter(ViTAdapter):
         if (
             (height, width) != self.image_size
             and not self._takes_interpolate
-            and "dinov" not in str(self.model.config.model_type)
+            and "dinov" not in str(self.config.model_type)
         ):
             raise InputError(
                 f"image size {height}x{width} does not fit the model, which takes "
@@ -120,6 +159,11 @@ class HFAdapter(ViTAdapter):
             saved = dict(config.__dict__)
             stack.callback(_restore_attn_implementation, config, saved)
             config._attn_implementation = implementation
+        for module in self.model.modules():
+            eager = _eager_class(module)
+            if eager is not None:
+                stack.callback(setattr, module, "__class__", type(module))
+                module.__class__ = eager
         for head in self.pool_heads:
             handle = head.register_forward_hook(self._pool_hook)
             stack.callback(handle.remove)
@@ -149,8 +193,27 @@ class HFAdapter(ViTAdapter):
                 f"{type(self.model).__name__} returned no attention maps with output_attentions=True"
             )
         for index in self._layers:
+            if attentions[index] is None:  # an attention class that computes no weights
+                layer = next((m for m in self.model.modules() if "SelfAttention" in type(m).__name__), None)
+                raise UnsupportedModelError(
+                    f"{type(self.model).__name__}: its attention ({type(layer).__name__}) returned no "
+                    "weights with output_attentions=True; load the model with attn_implementation='eager'"
+                )
             sink[index] = attentions[index]
         return output
+
+
+def _eager_class(module: nn.Module) -> type | None:
+    """The eager class an SDPA attention module subclasses (BEiT's generation of HF models, e.g.
+    Data2VecVisionSdpaSelfAttention): chosen when the model is built, so the attention setting cannot
+    switch it; the eager class has the same weights and returns the post-softmax weights."""
+    name = type(module).__name__
+    if "Sdpa" not in name:
+        return None
+    for base in type(module).__bases__:
+        if base.__name__ == name.replace("Sdpa", "") and issubclass(base, nn.Module):
+            return base
+    return None
 
 
 _EXACT = "attnmap_eager"

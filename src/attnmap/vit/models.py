@@ -205,9 +205,10 @@ def _hf_model(
     """The model class the directory was saved from (its config's ``architectures``), weights checked.
 
     Any supported family (see `attnmap.vit.adapters_hf.HF_MODEL_TYPES`); a full CLIP/SigLIP model
-    gives its vision tower. ``state`` (a checkpoint given beside the folder) replaces the folder's
-    weights, read by transformers so that both its saved and its in-memory key names load (the
-    latter also from under a prefix, by `attnmap.checkpoint.fit_state_dict`). Missing
+    gives its vision tower, their image classifiers the whole classifier. ``state`` (a checkpoint
+    given beside the folder) replaces the folder's weights, read by transformers so that both its
+    saved and its in-memory key names load (the latter also from under a prefix, by
+    `attnmap.checkpoint.fit_state_dict`). Missing
     or mis-shaped weights are an error (a silently half-random model would explain nothing), except
     a classifier head replaced for ``num_classes``.
     """
@@ -226,7 +227,10 @@ def _hf_model(
         raise InputError(f"cannot read hf:{directory}/config.json: {error}") from None
     kind = str(config.get("model_type", ""))
     names = [str(name) for name in config.get("architectures") or []]
-    name = _HF_VISION_TOWERS.get(kind) or (names[0] if names else _hf_base_class(kind))
+    # a full image-text model gives its vision tower; its image classifier (SiglipForImageClassification,
+    # CLIPForImageClassification: the tower and a head) is explained whole
+    tower = kind in _HF_VISION_TOWERS and not (names and names[0].endswith("ForImageClassification"))
+    name = (_HF_VISION_TOWERS[kind] if tower else None) or (names[0] if names else _hf_base_class(kind))
     cls = getattr(transformers, name, None) if name else None
     if cls is None and name and (kind in HF_MODEL_TYPES or kind in _HF_VISION_TOWERS):
         # the folder's own modelling code (config.json's auto_map): never run here
@@ -247,8 +251,8 @@ def _hf_model(
     where = f"hf:{directory}" + (f" with checkpoint {source}" if state is not None else "")
     try:
         with _quiet_transformers():
-            if kind in _HF_VISION_TOWERS or state is not None:
-                extra["config"] = _hf_config(transformers, path, kind in _HF_VISION_TOWERS)
+            if tower or state is not None:
+                extra["config"] = _hf_config(transformers, path, tower)
             if num_classes is not None and "config" in extra:
                 extra["config"].num_labels = extra.pop("num_labels")
             if state is not None:  # the model found under a prefix (a Lightning module's backbone.)
@@ -275,7 +279,7 @@ def _hf_model(
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"cannot load {where} as {cls.__name__}: {first}") from None
     _check_hf_loading(
-        info, cls.__name__, where, replaced_head=num_classes is not None, tower=kind in _HF_VISION_TOWERS
+        info, cls.__name__, where, replaced_head=num_classes is not None, tower=tower
     )
     if any(weight.dtype in (torch.float16, torch.bfloat16) for weight in model.parameters()):
         # saved in half precision (transformers >= 5 keeps the saved dtype): computed in float32, as

@@ -187,6 +187,10 @@ def data_config(model: nn.Module) -> dict[str, Any]:
     model = unwrap(model)
     config = getattr(model, "config", None)
     kind = getattr(config, "model_type", None)
+    if kind is not None:  # an image-text family's image classifier is preprocessed as its tower
+        from attnmap.vit.adapters_hf import layout
+
+        kind, config = layout(model)
     if kind in _HF_PREPROCESSING and not getattr(model, "pretrained_cfg", None):
         size = config.image_size
         height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

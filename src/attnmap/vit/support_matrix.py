@@ -70,6 +70,22 @@ def _hf(config_name: str, model_name: str, **options: object) -> Callable[[], nn
     return build
 
 
+def _hf_image_text(config_name: str, model_name: str) -> Callable[[], nn.Module]:
+    """An image-text family's image classifier: the table's vision tower, a one-layer text tower."""
+
+    def build() -> nn.Module:
+        import transformers
+
+        tower = dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2)
+        tower.update(num_attention_heads=HEADS, image_size=SIZE, patch_size=PATCH)
+        text = dict(hidden_size=WIDTH, intermediate_size=WIDTH, num_hidden_layers=1)
+        text.update(num_attention_heads=HEADS, vocab_size=64)
+        config = getattr(transformers, config_name)(vision_config=tower, text_config=text, num_labels=5)
+        return getattr(transformers, model_name)(config)
+
+    return build
+
+
 def _timm_hybrid() -> nn.Module:
     import functools
 
@@ -185,6 +201,10 @@ def families() -> list[Family]:
             "timm vit_*_dinov3 (Eva: DINOv3 RoPE, 4 registers, LayerScale)",
             _timm_named("vit_small_patch16_dinov3", global_pool="token"),
         ),
+        Family(
+            "timm vit_*_sapiens2 (Eva: RoPE, grouped-query attention)",
+            _timm_named("vit_base_patch16_sapiens2", num_kv_heads=(2, 1), global_pool="token"),
+        ),
     ]
     try:
         import transformers  # noqa: F401
@@ -242,6 +262,37 @@ def families() -> list[Family]:
         Family(
             "HF BeitForImageClassification (mean pooling)",
             _hf("BeitConfig", "BeitForImageClassification", num_labels=5, use_mean_pooling=True),
+        ),
+        Family(
+            "HF BeitForImageClassification (relative position bias per layer, LayerScale)",
+            _hf(
+                "BeitConfig",
+                "BeitForImageClassification",
+                num_labels=5,
+                use_relative_position_bias=True,
+                layer_scale_init_value=0.5,
+            ),
+        ),
+        Family(
+            "HF SiglipForImageClassification (mean of the tokens; the tower's pool head unused)",
+            _hf_image_text("SiglipConfig", "SiglipForImageClassification"),
+        ),
+        Family(
+            "HF CLIPForImageClassification (mean of the patch tokens)",
+            _hf_image_text("CLIPConfig", "CLIPForImageClassification"),
+        ),
+        Family(
+            "HF ViTMSNForImageClassification",
+            _hf("ViTMSNConfig", "ViTMSNForImageClassification", num_labels=5),
+        ),
+        Family(
+            "HF Data2VecVisionModel (BEiT; tokens, SDPA attention class)",
+            _hf("Data2VecVisionConfig", "Data2VecVisionModel", layer_scale_init_value=0.5),
+            headless=True,
+        ),
+        Family(
+            "HF IJepaForImageClassification (no class token, mean of the tokens)",
+            _hf("IJepaConfig", "IJepaForImageClassification", num_labels=5),
         ),
     ]
     return result

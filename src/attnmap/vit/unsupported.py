@@ -8,6 +8,7 @@ cross-covariance, class-attention...): naming the first such module answers that
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from torch import nn
 
@@ -31,3 +32,23 @@ def vision_tower_hint(model: nn.Module) -> str:
     tower = getattr(model, "vision_model", None)
     inner = f" (model.vision_model, a {type(tower).__name__})" if isinstance(tower, nn.Module) else ""
     return f"; it is an image-text model: explain its vision tower{inner}"
+
+
+def part_hint(model: nn.Module, explains: Callable[[nn.Module], bool]) -> tuple[str, str]:
+    """(what, where) for a model attnmap cannot read as a whole but whose part it can: a classifier
+    wrapping its transformer (timm's Qwen3-VL and DeepSeek towers: ``model.encoder``), or ViTMAE,
+    whose encoder shuffles and drops patch tokens at random but whose weights are a ViT's. ("", "")
+    otherwise. ``explains`` says whether attnmap reads a module (passed in: this module is imported
+    by the adapters)."""
+    if getattr(getattr(model, "config", None), "model_type", None) == "vit_mae":
+        return (
+            "it shuffles and drops its patch tokens at random (mask_ratio)",
+            "; its weights load into a ViTModel (add_pooling_layer=False), which attnmap explains",
+        )
+    for name, child in model.named_children():
+        if explains(child):
+            return "not as a whole", (
+                f"; its transformer is model.{name} (a {type(child).__name__}), which attnmap explains "
+                "with a target on its output"
+            )
+    return "", ""

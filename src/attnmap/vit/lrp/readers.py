@@ -52,12 +52,27 @@ def build_twin(model: nn.Module) -> ViTTwin:
         from attnmap.vit.lrp.readers_hf import HFTwin  # imports this module: import here
 
         return HFTwin(model)
-    from attnmap.vit.unsupported import vision_tower_hint
+    from attnmap.vit.adapters import explains
+    from attnmap.vit.unsupported import part_hint, vision_tower_hint
 
+    hint = vision_tower_hint(model) or part_hint(model, explains)[1]
     raise UnsupportedModelError(
         f"LRP methods need a timm VisionTransformer/VisionTransformerRelPos/Eva/Beit or a Hugging Face "
-        f"ViT-family model, got {type(model).__name__}{vision_tower_hint(model)}"
+        f"ViT-family model, got {type(model).__name__}{hint}"
     )
+
+
+def _repeat_heads(
+    weight: torch.Tensor, bias: torch.Tensor | None, head_dim: int, groups: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A k or v projection of grouped-query attention as one of full multi-head attention: each kv
+    head's rows repeated for the ``groups`` q heads that read it (head h reads kv head h // groups,
+    timm's repeat_interleave). Its outputs are copies, so LRP through the copies sums their relevance
+    at the shared rows, which is the rule of the copy itself (a linear map: LRP-0 passes R back)."""
+    rows = weight.reshape(-1, head_dim, weight.shape[-1]).repeat_interleave(groups, dim=0)
+    if bias is not None:
+        bias = bias.reshape(-1, head_dim).repeat_interleave(groups, dim=0).reshape(-1)
+    return rows.reshape(-1, weight.shape[-1]), bias
 
 
 def _concat_qkv(
@@ -169,8 +184,6 @@ class EvaTwin(GenericTwin):
                 raise UnsupportedModelError(f"{name} ({type(block).__name__}) has no LRP rule")
             if type(attn) not in attentions:
                 raise UnsupportedModelError(f"{name}.attn ({type(attn).__name__}) has no LRP rule")
-            if getattr(attn, "num_kv_groups", 1) != 1:
-                raise UnsupportedModelError(f"{name}.attn: grouped-query attention has no LRP rule")
             if attn.gate is not None:
                 raise UnsupportedModelError(f"{name}.attn.gate: gated attention has no LRP rule")
             if attn.qkv is not None:
@@ -179,9 +192,11 @@ class EvaTwin(GenericTwin):
                     extra = torch.cat([attn.q_bias, attn.k_bias, attn.v_bias]).detach()
                     bias = extra if bias is None else bias + extra
             else:
-                weight, bias = _concat_qkv(
-                    [weight_and_bias(getattr(attn, f"{p}_proj"), f"{name}.attn.{p}_proj") for p in "qkv"]
-                )
+                parts = [weight_and_bias(getattr(attn, f"{p}_proj"), f"{name}.attn.{p}_proj") for p in "qkv"]
+                groups = int(getattr(attn, "num_kv_groups", 1))
+                if groups != 1:  # grouped-query attention (Sapiens2): one k/v head per group of q heads
+                    parts[1:] = [_repeat_heads(w, b, attn.head_dim, groups) for w, b in parts[1:]]
+                weight, bias = _concat_qkv(parts)
             twin = _gamma_block(
                 index,
                 block,

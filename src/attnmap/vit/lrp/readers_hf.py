@@ -2,19 +2,22 @@
 
 What the twin's output is follows `attnmap.vit.targets.output_tensor`: a classifier's logits,
 CLIP's ``image_embeds`` (WithProjection), else ``pooler_output`` when the model has one, else the
-tokens. Pooling per family: CLS (ViT, DeiT, DINOv2, DINOv3, CLIP), ½(CLS head + distillation head) for
-DeiT with teacher, concat(CLS, patch mean) for DINOv2's classifier, patch mean + norm (BEiT with
-mean pooling), the attention-pool head (SigLIP).
+tokens. Pooling per family: CLS (ViT, ViT-MSN, DeiT, DINOv2, DINOv3, CLIP), ½(CLS head + distillation
+head) for DeiT with teacher, concat(CLS, patch mean) for DINOv2's classifier, patch mean + norm (BEiT
+and Data2Vec-Vision with mean pooling), the mean of every token (I-JEPA's classifier: it has no
+prefix tokens), the attention-pool head (SigLIP).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from attnmap.errors import UnsupportedModelError
+from attnmap.vit.adapters_hf import BEIT_TYPES, layout
 from attnmap.vit.lrp.block import (
     _ACTIVATIONS,
     BlockTwin,
@@ -34,13 +37,21 @@ _FC1, _GATE, _FC2 = ("fc1", "up_proj"), ("gate_proj",), ("fc2", "down_proj")
 
 def find_trunk(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
     """The module holding ``embeddings`` and the list of transformer layers."""
-    depth = int(model.config.num_hidden_layers)
+    depth = int(layout(model)[1].num_hidden_layers)
     for module in model.modules():
         if isinstance(getattr(module, "embeddings", None), nn.Module):
             for child in module.modules():
                 if isinstance(child, nn.ModuleList) and len(child) == depth:
                     return module, child
     raise UnsupportedModelError(f"{type(model).__name__}: no embeddings and {depth} transformer layers found")
+
+
+def _relative_biases(root: nn.Module, exclude: nn.Module | None = None) -> list[nn.Module]:
+    """HF BEiT-family relative position bias modules under ``root`` (not under ``exclude``)."""
+    skip = {id(m) for m in exclude.modules()} if exclude is not None else set()
+    return [
+        m for m in root.modules() if type(m).__name__.endswith("RelativePositionBias") and id(m) not in skip
+    ]
 
 
 def _role(name: str) -> str | None:
@@ -122,15 +133,15 @@ def read_layer(layer: nn.Module, index: int, num_heads: int, prefix: str) -> Blo
 
 class HFTwin(GenericTwin):
     def __init__(self, model: nn.Module) -> None:
-        config = model.config
-        kind = config.model_type
+        kind, config = layout(model)
+        tower_classifier = config is not model.config  # SigLIP / CLIP ForImageClassification
         name = type(model).__name__
         trunk, layers = find_trunk(model)
         conv = next((m for m in trunk.embeddings.modules() if isinstance(m, nn.Conv2d)), None)
         if conv is None:
             raise UnsupportedModelError(f"{name}: no patch convolution in the embeddings")
         registers = int(getattr(config, "num_register_tokens", 0) or 0) if kind.startswith("dino") else 0
-        prefix = {"deit": 2, "siglip_vision_model": 0}.get(kind, 1) + registers
+        prefix = {"deit": 2, "siglip_vision_model": 0, "ijepa": 0}.get(kind, 1) + registers
         self._setup(model, conv, prefix)
         self.trunk = trunk
         self.has_class_token = prefix > 0
@@ -140,13 +151,15 @@ class HFTwin(GenericTwin):
         children = dict(trunk.named_children())
         # DINOv3: no position embedding added; RoPE on the patch tokens' q and k (prefix left out)
         self._rope = children.get("rope_embeddings") if kind == "dinov3_vit" else None
-        if kind == "beit" and (config.use_relative_position_bias or config.use_shared_relative_position_bias):
-            raise UnsupportedModelError(f"{name}: the relative position bias of HF BEiT has no LRP twin here")
         self.norm_pre = read_norm(children.get("pre_layrnorm"), "pre_layrnorm")
         final = children.get("norm" if kind == "dinov3_vit" else "layernorm")
         self.global_pool = "token"
         classifier = "ForImageClassification" in name
-        if kind == "clip_vision_model":
+        if tower_classifier:  # mean of the patch tokens (SigLIP: after its post-layernorm), linear head
+            self.global_pool = "avg"
+            if kind == "siglip_vision_model":
+                final = children.get("post_layernorm")
+        elif kind == "clip_vision_model":
             self.fc_norm = read_norm(children.get("post_layernorm"), "post_layernorm")
             projection = getattr(model, "visual_projection", None)
             if projection is not None:
@@ -160,7 +173,7 @@ class HFTwin(GenericTwin):
                 self.global_pool = "map"
             else:
                 self.global_pool = ""
-        elif kind == "beit":
+        elif kind in BEIT_TYPES:
             pooler = children.get("pooler")
             norm = getattr(pooler, "layernorm", None) if pooler is not None else None
             if norm is not None:
@@ -170,7 +183,11 @@ class HFTwin(GenericTwin):
                 self.global_pool = ""
         elif kind.startswith("dinov2") and classifier:
             self.global_pool = "cls_mean"
-        elif kind in ("vit", "deit") and not classifier:
+        elif kind == "ijepa":
+            if children.get("pooler") is not None:
+                raise UnsupportedModelError(f"{name}: I-JEPA's pooler reads a patch token; build it without")
+            self.global_pool = "avg" if classifier else ""
+        elif kind in ("vit", "vit_msn", "deit") and not classifier:
             pooler = children.get("pooler")
             if pooler is None:
                 self.global_pool = ""
@@ -197,12 +214,35 @@ class HFTwin(GenericTwin):
         self.blocks = [read_layer(layer, i, heads, prefix_name) for i, layer in enumerate(layers)]
         for block in self.blocks:
             block.rope = self._rope is not None
+        # BEiT / Data2Vec-Vision: a relative position bias on the logits, per layer and/or shared,
+        # sized by the input's patch grid (read in embed_tokens): like timm Beit's, no relevance
+        self._bias_input: tuple[tuple[int, int], bool, int] | None = None
+        shared = _relative_biases(trunk, exclude=layers)
+        for block, layer in zip(self.blocks, layers, strict=True):
+            biases = _relative_biases(layer) + shared
+            if biases:
+                block.attn_bias = self._relative_bias(biases)
         self._takes_interpolate = (
             "interpolate_pos_encoding" in inspect.signature(trunk.embeddings.forward).parameters
         )
         size = config.image_size
         self._image_size = (size, size) if isinstance(size, int) else tuple(size)
+        patch = config.patch_size
+        self._patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
         self._finish()
+
+    def _relative_bias(self, modules: list[nn.Module]) -> Callable[[], torch.Tensor]:
+        """(heads, N, N): the sum of ``modules``' biases for the last embedded input, as HF computes it
+        (its table resampled to the input's grid, interpolated to N tokens when it resizes positions)."""
+
+        def bias() -> torch.Tensor:
+            if self._bias_input is None:
+                raise RuntimeError("the relative position bias is read before the tokens were embedded")
+            grid, interpolate, tokens = self._bias_input
+            with torch.no_grad():
+                return sum(module(grid, interpolate, dim_size=tokens)[0] for module in modules)
+
+        return bias
 
     def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
         kwargs = {}
@@ -211,6 +251,8 @@ class HFTwin(GenericTwin):
         tokens = self.trunk.embeddings(images, **kwargs)
         if isinstance(tokens, tuple):
             tokens = tokens[0]
+        grid = (images.shape[-2] // self._patch[0], images.shape[-1] // self._patch[1])
+        self._bias_input = (grid, bool(kwargs), int(tokens.shape[1]))
         if self._rope is None:
             return tokens, None
         cos, sin = self._rope(images)  # HF's rotate-half layout: timm's apply_rot_embed_cat, half=True
