@@ -15,12 +15,12 @@ output of ``attn.attn_drop`` with a forward hook: that is the tensor multiplied 
 gradient is exactly d(score)/dA. RoPE, qk_norm and relative position bias act before the softmax and
 need nothing. The attention-pool head (``global_pool='map'``) is read as one more attention block:
 its latent query's attention row (head mean) is the query row of every method.
-Hugging Face: see `attnmap.vit.adapters_hf`.
+The timm adapter is `attnmap.vit.adapters_timm`; Hugging Face: see `attnmap.vit.adapters_hf`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
@@ -28,9 +28,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.vit.latent_pool import latent_pool_forward, restore_instance_forward
-from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
-from attnmap.vit.timm_build import ClassAndPatchMeanViT
+from attnmap.vit.pooling import UNIFORM_SHARE, query_share
 from attnmap.vit.unsupported import attention_hint, part_hint, vision_tower_hint
 
 QueryRow = Literal[
@@ -203,202 +201,6 @@ def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:
         module.training = training
 
 
-def _timm_attention_classes() -> tuple[type, ...]:
-    """timm modules whose non-fused path applies ``attn_drop`` to the post-softmax A.
-
-    Besides the attention modules this includes ``ParallelScalingBlock`` (ViT-22B style blocks,
-    e.g. ``vit_base_patch16_xp_224``), which computes its attention inline with its own
-    ``fused_attn`` flag and ``attn_drop``: the block itself is then the attention module.
-    """
-    from timm.layers import Attention
-
-    classes: list[type] = [Attention]
-    for module_name, class_name in (
-        ("timm.models.eva", "EvaAttention"),
-        ("timm.models.beit", "Attention"),
-        ("timm.layers.attention", "AttentionRope"),
-        ("timm.models.vision_transformer_relpos", "RelPosAttention"),
-        ("timm.models.vision_transformer", "ParallelScalingBlock"),
-    ):
-        try:
-            module = __import__(module_name, fromlist=[class_name])
-            classes.append(getattr(module, class_name))
-        except (ImportError, AttributeError):  # pragma: no cover - older timm
-            continue
-    return tuple(classes)
-
-
-def _attention_module(block: nn.Module, classes: tuple[type, ...]) -> nn.Module | None:
-    """The module of ``block`` whose ``attn_drop`` sees A: ``block.attn``, or the block itself for
-    blocks computing attention inline; None when there is no single such module."""
-    for candidate in (getattr(block, "attn", None), block):
-        if candidate is None:
-            continue
-        known = any(type(candidate) is cls or type(candidate).forward is cls.forward for cls in classes)
-        if known and hasattr(candidate, "fused_attn") and isinstance(candidate.attn_drop, nn.Module):
-            return candidate
-    return None
-
-
-def _input_channels(patch_embed: nn.Module) -> int | None:
-    """Channels the patch embedding takes: its first convolution's (a hybrid's CNN backbone comes
-    first: its ``proj`` sees the backbone's features, not the image)."""
-    first = next((m for m in patch_embed.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is not None:
-        return int(first.in_channels)
-    proj = getattr(patch_embed, "proj", None)
-    return int(proj.in_channels) if hasattr(proj, "in_channels") else None
-
-
-def _is_timm_vit(model: nn.Module) -> bool:
-    timm_class = type(model).__module__.startswith("timm.models.") or isinstance(model, ClassAndPatchMeanViT)
-    if timm_class and hasattr(model, "blocks"):
-        return hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
-    return False
-
-
-class TimmViTAdapter(ViTAdapter):
-    """timm ``VisionTransformer`` (and subclasses), ``Eva`` and ``Beit``."""
-
-    family = "timm"
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        classes = _timm_attention_classes()
-        self.attentions: list[nn.Module] = []
-        for index, block in enumerate(model.blocks):
-            attn = _attention_module(block, classes)
-            if attn is None:
-                inner = getattr(block, "attn", None)
-                where = f"blocks.{index} ({type(block).__name__}, no single attn module)"
-                if isinstance(inner, nn.Module):
-                    where = f"blocks.{index}.attn ({type(inner).__name__})"
-                raise UnsupportedModelError(
-                    f"{where} of {type(model).__name__}: attnmap cannot read its attention; "
-                    f"supported: {SUPPORTED_MODELS}"
-                )
-            self.attentions.append(attn)
-        if not self.attentions:
-            raise UnsupportedModelError(f"{type(model).__name__} has no attention blocks")
-        self.num_blocks = len(self.attentions)
-        self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 1))
-        self.attn_pool = getattr(model, "attn_pool", None)
-        if self.attn_pool is not None:
-            from timm.layers.attention_pool import AttentionPoolLatent
-
-            if type(self.attn_pool) is not AttentionPoolLatent or self.attn_pool.latent_len != 1:
-                raise UnsupportedModelError(
-                    f"attn_pool ({type(self.attn_pool).__name__}): only AttentionPoolLatent with one latent "
-                    "query is supported"
-                )
-        has_cls = getattr(model, "cls_token", None) is not None
-        pool = getattr(model, "global_pool", "token")
-        if self.attn_pool is not None:
-            self.query_row = "latent"
-        elif isinstance(model, ClassAndPatchMeanViT):
-            self.query_row = "cls_and_patch_mean"
-        elif pool in MAX_POOLS:
-            if not isinstance(getattr(model, "norm", None), nn.Module):
-                raise UnsupportedModelError(
-                    f"global_pool={pool!r} without a final norm module: attnmap cannot read what it pools"
-                )
-            self.query_row = f"pooled_{pool}"
-            self.pool_start = 0 if getattr(model, "pool_include_prefix", False) else self.num_prefix_tokens
-        elif has_cls and pool in ("token", ""):
-            self.query_row = "cls"
-        elif getattr(model, "pool_include_prefix", False):  # timm's avg/max pool over every token
-            self.query_row = "token_mean"
-        else:
-            self.query_row = "patch_mean"
-        head = getattr(model, "head", None)
-        self.classifier = isinstance(head, nn.Linear) and pool != ""
-
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        patch_embed = self.model.patch_embed
-        if getattr(self.model, "dynamic_img_size", False):
-            return tuple(int(s) for s in patch_embed.dynamic_feat_size((height, width)))
-        return tuple(int(s) for s in patch_embed.grid_size)
-
-    def check_images(self, images: torch.Tensor) -> None:
-        super().check_images(images)
-        patch_embed = self.model.patch_embed
-        channels = _input_channels(patch_embed)
-        if channels is not None and images.shape[1] != channels:
-            raise InputError(f"the model takes {channels}-channel images, got {images.shape[1]} channels")
-        height, width = images.shape[-2:]
-        patch_h, patch_w = patch_embed.patch_size
-        if not getattr(self.model, "dynamic_img_size", False):
-            expected = tuple(patch_embed.img_size)
-            if (height, width) != expected:
-                raise InputError(
-                    f"image size {height}x{width} does not fit the model, which takes "
-                    f"{expected[0]}x{expected[1]}; resize the images (see attnmap.vit.preprocess) or build "
-                    "the timm model with dynamic_img_size=True"
-                )
-        elif not getattr(patch_embed, "dynamic_img_pad", False) and (height % patch_h or width % patch_w):
-            raise InputError(
-                f"image size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}; "
-                "crop/resize the images or build the model with dynamic_img_pad=True"
-            )
-        # timm's grid for a CNN stem floors H / reduction; a padded CNN rounds up: only whole
-        # multiples give the grid the tokens have
-        ratio = getattr(patch_embed, "feature_ratio", None)
-        cnn_stem = getattr(patch_embed, "backbone", None) is not None and ratio is not None
-        dynamic = getattr(self.model, "dynamic_img_size", False)
-        if cnn_stem and dynamic and (height % ratio[0] or width % ratio[1]):
-            raise InputError(
-                f"image size {height}x{width} is not a multiple of the CNN stem's reduction "
-                f"{ratio[0]}x{ratio[1]} (patch_embed.backbone): crop/resize the images to a multiple"
-            )
-        if height < patch_h or width < patch_w:
-            raise InputError(f"image size {height}x{width} is smaller than one patch ({patch_h}x{patch_w})")
-
-    def record(
-        self, stack: ExitStack, layers: Sequence[int], with_grad: bool, sink: dict[int, torch.Tensor]
-    ) -> None:
-        model = self.model
-        if hasattr(model, "grad_checkpointing"):
-            # checkpointing re-runs blocks in backward, which would fire the hooks twice
-            stack.callback(setattr, model, "grad_checkpointing", model.grad_checkpointing)
-            model.grad_checkpointing = False
-        for index in layers:
-            attn = self.attentions[index]
-            stack.callback(setattr, attn, "fused_attn", attn.fused_attn)
-            attn.fused_attn = False
-            handle = attn.attn_drop.register_forward_hook(_recorder(index, sink, with_grad))
-            stack.callback(handle.remove)
-        if self.attn_pool is not None:
-            pool = self.attn_pool
-            stack.callback(restore_instance_forward, pool, pool.__dict__.get("forward"))
-            pool.forward = latent_pool_forward(pool, self)
-        if self.query_row in ("pooled_max", "pooled_avgmax"):  # the pool reads the final norm's tokens
-            handle = model.norm.register_forward_hook(
-                lambda _module, _inputs, tokens: setattr(self, "pooled_tokens", tokens.detach())
-            )
-            stack.callback(handle.remove)
-
-    def run(self, images: torch.Tensor, sink: dict[int, torch.Tensor]) -> Any:
-        self.latent_rows = self.pooled_tokens = None
-        output = self.model(images)
-        if isinstance(output, (tuple, list)):  # distilled DeiT in training mode; not reached in eval
-            output = (output[0] + output[1]) / 2
-        return output
-
-
-def _recorder(
-    index: int, sink: dict[int, torch.Tensor], with_grad: bool
-) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]:
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], attention: torch.Tensor) -> torch.Tensor:
-        if with_grad and torch.is_grad_enabled() and not attention.requires_grad:
-            # frozen weights and a plain input: make A a leaf so d(score)/dA exists, without
-            # touching the user's requires_grad flags or building a graph below this block
-            attention = attention.detach().requires_grad_(True)
-        sink[index] = attention
-        return attention
-
-    return hook
-
-
 def unwrap(model: object) -> object:
     """The model inside ``torch.compile``'s and ``nn.DataParallel``/``DistributedDataParallel``'s
     wrappers (same parameters): attnmap reads its blocks and runs it eagerly, as written."""
@@ -444,7 +246,9 @@ def explains(module: nn.Module) -> bool:
 
 
 def _family_adapter(model: nn.Module) -> ViTAdapter | None:
-    if _is_timm_vit(model):
+    from attnmap.vit.adapters_timm import TimmViTAdapter, is_timm_vit
+
+    if is_timm_vit(model):
         return TimmViTAdapter(model)
     from attnmap.vit.adapters_naflex import NaFlexAdapter, is_naflexvit
 

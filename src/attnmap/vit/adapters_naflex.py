@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
-from attnmap.vit.adapters import TimmViTAdapter, ViTAdapter
+from attnmap.vit.adapters import ViTAdapter
+from attnmap.vit.adapters_timm import TimmViTAdapter
 
 
 def is_naflexvit(model: nn.Module) -> bool:
