@@ -641,6 +641,66 @@ def sweep_explain(tmp: Path) -> None:
             lambda m=model: explain(m, features[:1], "occlusion"),
             "error",
         )
+    sb = models["CLAM_SB-c2"]
+    x64 = features.astype(np.float64)
+    case(
+        "explain",
+        "float64 numpy features, float32 model",
+        lambda: check(
+            np.allclose(explain(sb, x64, "lrp"), explain(sb, features, "lrp"), atol=1e-5), "differs"
+        ),
+    )
+    case(
+        "explain",
+        "non-contiguous features",
+        lambda: check(
+            np.allclose(explain(sb, np.asfortranarray(features), "lrp"), explain(sb, features, "lrp")),
+            "differs",
+        ),
+    )
+    grad_x = torch.from_numpy(features).requires_grad_(True)
+    case(
+        "explain",
+        "features that require grad",
+        lambda: check(
+            np.allclose(explain(sb, grad_x, "gradient_x_input"), explain(sb, features, "gradient_x_input")),
+            "differs",
+        ),
+    )
+    case("explain", "features as a list", lambda: explain(sb, features.tolist(), "lrp"), "any")
+    case("explain", "features (1, N, D)", lambda: explain(sb, features[None], "lrp"), "any")
+    case(
+        "explain",
+        "feature_gradients shape",
+        lambda: check(tuple(feature_gradients(sb, features).shape) == features.shape, "shape"),
+    )
+    case(
+        "explain",
+        "integer target as numpy int64",
+        lambda: check(
+            np.allclose(explain(sb, features, "lrp", np.int64(1)), explain(sb, features, "lrp", 1)), "differs"
+        ),
+    )
+    from attnmap.mil import attention_scores
+
+    mb = models["CLAM_MB-c3"]
+    for kind in ("raw", "softmax", "percentile"):
+        for branch in (None, 0, 2, 3, -1):
+
+            def scores(kind=kind, branch=branch):
+                values = attention_scores(mb, features, kind=kind, branch=branch)
+                check(values.shape == (13,) and np.isfinite(values).all(), "map")
+                if kind == "softmax":
+                    check(abs(values.sum() - 1) < 1e-5, f"softmax sums to {values.sum()}")
+                if kind == "percentile":
+                    check(values.min() >= 0 and values.max() <= 100, "percentile range")
+
+            case(
+                "explain",
+                f"attention_scores {kind} branch={branch}",
+                scores,
+                "ok" if branch in (None, 0, 2) else "error",
+            )
     case("explain", "a torch Linear as model", lambda: explain(torch.nn.Linear(D, 2), features), "error")
 
 
@@ -813,28 +873,45 @@ def sweep_cli(tmp: Path) -> None:
     )
 
     # rerun after changing one input: must equal a fresh run
-    def rerun_attention(change: Callable[[Path, Path], tuple[Path, Path]], what: str) -> None:
+    def rerun_attention(
+        change: Callable[[Path, Path], tuple[Path, Path]],
+        what: str,
+        first: tuple[str, ...] = ("--method", "lrp"),
+        second: tuple[str, ...] = ("--method", "lrp"),
+    ) -> None:
         def run() -> None:
-            work = tmp / f"rerun_{what}"
+            work = tmp / f"rerun_{what.replace(' ', '_')}"
             shutil.rmtree(work, ignore_errors=True)
             (work / "bags").mkdir(parents=True)
             b = write_h5_bag(work / "bags" / "s.h5", rng_features(9, seed=1), np.zeros((9, 2)))
             c = work / "m.pt"
             torch.save(model.state_dict(), c)
-            for args in ([c, b, "-o", work / "out", "--method", "lrp", "--quiet"],):
-                code, _, err = cli("mil", "attention", *args)
-                check(code == 0, err)
-            c2, b2 = change(c, b)
-            code, _, err = cli("mil", "attention", c2, b2, "-o", work / "out", "--method", "lrp", "--quiet")
+            code, _, err = cli("mil", "attention", c, b, "-o", work / "out", *first, "--quiet")
             check(code == 0, err)
-            code, _, err = cli("mil", "attention", c2, b2, "-o", work / "fresh", "--method", "lrp", "--quiet")
+            c2, b2 = change(c, b)
+            code, _, err = cli("mil", "attention", c2, b2, "-o", work / "out", *second, "--quiet")
+            check(code == 0, err)
+            code, _, err = cli("mil", "attention", c2, b2, "-o", work / "fresh", *second, "--quiet")
             check(code == 0, err)
             if not _same_h5(
                 work / "out" / "s_attention.h5", work / "fresh" / "s_attention.h5", 0, skip_attrs=True
             ):
                 raise StaleError(f"rerun after changing the {what} differs from a fresh run")
+            listing = sorted(p.name for p in (work / "out").iterdir())
+            fresh = sorted(p.name for p in (work / "fresh").iterdir())
+            if listing != fresh:
+                raise StaleError(f"rerun leaves {listing}, a fresh run {fresh}")
+            for name in fresh:
+                if name.endswith(".csv"):
+                    a = (work / "out" / name).read_text().splitlines()
+                    b_ = (work / "fresh" / name).read_text().splitlines()
+                    if [r for r in a if not r.startswith("#")] != [r for r in b_ if not r.startswith("#")]:
+                        raise StaleError(f"{name} differs from a fresh run's")
 
         case("cli", f"attention rerun after changing the {what}", run)
+
+    def unchanged(c: Path, b: Path) -> tuple[Path, Path]:
+        return c, b
 
     def new_bag(c: Path, b: Path) -> tuple[Path, Path]:
         write_h5_bag(b, rng_features(9, seed=2), np.zeros((9, 2)))
@@ -852,6 +929,14 @@ def sweep_cli(tmp: Path) -> None:
     rerun_attention(new_bag, "bag")
     rerun_attention(new_model, "checkpoint")
     rerun_attention(fewer_patches, "bag size")
+    rerun_attention(unchanged, "method (all -> lrp)", ("--method", "all"), ("--method", "lrp"))
+    rerun_attention(
+        unchanged, "target", ("--method", "lrp", "--target", "0"), ("--method", "lrp", "--target", "1")
+    )
+    rerun_attention(
+        unchanged, "csv option (csv -> --no-csv)", ("--method", "lrp"), ("--method", "lrp", "--no-csv")
+    )
+    rerun_attention(unchanged, "branch", ("--branch", "0"), ("--branch", "1"))
 
     # ---- train
     fast = [
@@ -1031,6 +1116,30 @@ def sweep_cli(tmp: Path) -> None:
 
     rerun_train(change_bag, "bag")
     rerun_train(change_label, "labels")
+
+    def drop_slide(data: Path) -> None:
+        lab = data / "labels.csv"
+        rows = list(csv.reader(lab.read_text(encoding="utf-8").splitlines()))
+        write_labels(lab, [tuple(r) for r in rows[1:-2]])
+
+    rerun_train(drop_slide, "slide list (two fewer)")
+
+    def trained_checkpoint() -> None:
+        for fold in sorted((tmp / "tr_ok").glob("fold_*/checkpoint.pt")):
+            code, _, err = cli(
+                "mil", "attention", fold, bag, "-o", tmp / "att_trained", "--method", "all", "--quiet"
+            )
+            check(code == 0, err)
+            loaded = load_mil(fold)
+            check(loaded.embed_dim == D and loaded.n_classes == 2, "trained checkpoint misread")
+
+    case("cli", "attention with a checkpoint `mil train` wrote", trained_checkpoint)
+    cli_case(
+        "cli",
+        "train rerun with another --max-epochs",
+        ["mil", "train", root, labels, "-o", tmp / "tr_ok", *fast[:2], "--max-epochs", "3", *fast[4:]],
+        "any",
+    )
 
 
 def _same_h5(a: Path, b: Path, atol: float, skip_attrs: bool = True) -> bool:
