@@ -285,3 +285,29 @@ def test_cuda_model_with_features_on_the_cpu():
     expected = explain(model, bag, "lrp", per_feature=True)
     np.testing.assert_allclose(explain(on_gpu, bag, "lrp", per_feature=True), expected, rtol=1e-8, atol=1e-9)
     assert feature_gradients(on_gpu, bag).device.type == "cpu"
+
+
+@pytest.mark.parametrize("target", [1.5, True, "1", np.array([0, 1])])
+def test_a_target_that_is_not_one_integer_is_refused(target):
+    model, bag = MODELS["abmil_gated"](), _bag()
+    for method in RELEVANCE_METHODS:  # truncating 1.5 to class 1 would explain a class not asked for
+        with pytest.raises(InputError, match="class index"):
+            explain(model, bag, method, target=target)
+
+
+def test_integer_targets_of_any_kind_are_one_class():
+    model, bag = MODELS["abmil_gated"](), _bag()
+    expected = explain(model, bag, "lrp", target=1)
+    for target in (np.int64(1), torch.tensor(1), torch.tensor([1]), 1.0):
+        np.testing.assert_array_equal(explain(model, bag, "lrp", target=target), expected)
+
+
+def test_half_precision_models_give_float32_scores_for_every_method():
+    torch.manual_seed(0)
+    bag = torch.randn(7, D)
+    for dtype in (torch.float16, torch.bfloat16):
+        model = CLAM_MB(embed_dim=D, n_classes=3).to(dtype).eval()
+        for method in RELEVANCE_METHODS:
+            scores = explain(model, bag, method)
+            assert scores.dtype == np.float32 and scores.shape == (7,) and np.isfinite(scores).all()
+        assert attention_scores(model, bag).dtype == np.float32

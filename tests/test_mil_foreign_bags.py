@@ -157,3 +157,22 @@ def test_a_one_patch_bag_gets_every_score_but_occlusion(tmp_path, capsys):
     code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "m.pt", tmp_path / "one.h5",
                            "--out", tmp_path / "out2", "--method", "occlusion")
     assert code == 2 and "occlusion needs at least 2 patches" in err  # asked for by name: refused
+
+
+def test_unreadable_pt_bags_are_one_line_and_say_why(tmp_path, capsys):
+    torch.save(np.ones((3, 4), np.float32), tmp_path / "numpy.pt")  # torch.save of a numpy array
+    with pytest.raises(InputError, match=r"pickled Python objects \(numpy.*not only tensors") as caught:
+        read_bag(tmp_path / "numpy.pt")
+    assert "\n" not in str(caught.value)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="not a readable torch file") as caught:
+        read_bag(tmp_path / "junk.pt")
+    assert "\n" not in str(caught.value)
+    (tmp_path / "folder.h5").mkdir()
+    with pytest.raises(IsADirectoryError, match="folder"):
+        read_bag(tmp_path / "folder.h5")
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=4).state_dict(), tmp_path / "model.pt")
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "model.pt", tmp_path / "numpy.pt",
+                           "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "numpy.pt" in err

@@ -9,7 +9,7 @@ import torch
 from cli_runner import run_cli
 
 from attnmap.errors import InputError
-from attnmap.mil import CLAM_MB, infer_bag, load_mil, write_h5_bag
+from attnmap.mil import ABMIL, CLAM_MB, CLAM_SB, infer_bag, load_mil, write_h5_bag
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -83,3 +83,27 @@ def test_checkpoints_with_training_metadata_load(tmp_path):
     torch.save({"model": model.state_dict(), "sampler": torch.nn.Identity()}, tmp_path / "code.pt")
     with pytest.raises(InputError, match="not a weights-only torch"):  # other objects stay refused
         load_mil(tmp_path / "code.pt")
+
+
+def test_clam_checkpoint_without_instance_classifiers_loads_for_inference(tmp_path):
+    torch.manual_seed(0)
+    features = torch.randn(6, 16)
+    for cls in (CLAM_SB, CLAM_MB):  # inference-only exports drop the training-only instance heads
+        model = cls(embed_dim=16, n_classes=3).eval()
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith("instance_classifiers")}
+        torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "bag_only.pt")
+        loaded = load_mil(tmp_path / "bag_only.pt")
+        assert type(loaded) is cls and loaded.n_classes == 3
+        np.testing.assert_allclose(infer_bag(loaded, features).raw, infer_bag(model, features).raw, atol=1e-6)
+        torch.testing.assert_close(loaded(features).logits, model(features).logits)
+        with pytest.raises(InputError, match="no instance classifiers"):
+            loaded(features, label=1, instance_eval=True)
+
+
+def test_abmil_checkpoint_with_clam_loss_keys_loads(tmp_path):
+    torch.manual_seed(0)
+    model = ABMIL(embed_dim=16, hidden_dim=32, attention_dim=8, n_classes=3, gate=False, dropout=0.25).eval()
+    state = {**model.state_dict(), "instance_loss_fn.weight": torch.ones(2)}
+    torch.save(state, tmp_path / "abmil.pt")
+    features = torch.randn(5, 16)
+    torch.testing.assert_close(load_mil(tmp_path / "abmil.pt")(features).logits, model(features).logits)

@@ -113,3 +113,19 @@ def test_same_stem_bags_get_distinct_outputs_and_errors_name_the_bag(tmp_path: P
     (tmp_path / "file").write_text("x")
     code, _, err = cli(capsys, "mil", "attention", checkpoint, bags[0], "-o", tmp_path / "file")
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_attention_rerun_with_no_csv_leaves_what_a_fresh_run_leaves(tmp_path: Path, capsys) -> None:
+    from synthetic_slide_files import write_clam_checkpoint
+
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt", embed_dim=8)
+    bag = write_h5_bag(tmp_path / "s.h5", np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32),
+                       np.zeros((5, 2)))
+    for out, runs in ((tmp_path / "rerun", ([], ["--no-csv"])), (tmp_path / "fresh", (["--no-csv"],))):
+        for extra in runs:
+            code, _, err = cli(capsys, "mil", "attention", checkpoint, bag, "-o", out, "--quiet", *extra)
+            assert code == 0, err
+    # the first run's patch CSV and its sidecar described a run that is no longer there
+    assert sorted(p.name for p in (tmp_path / "rerun").iterdir()) == sorted(
+        p.name for p in (tmp_path / "fresh").iterdir())
+    assert not (tmp_path / "rerun" / "s_attention.csv").exists()

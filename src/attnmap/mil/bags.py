@@ -12,6 +12,7 @@ training run would otherwise cost the whole run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,8 @@ def list_bags(features_dir: str | Path) -> list[Path]:
 def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
     """Read one bag (h5 or .pt) with clear errors for anything malformed."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "A feature bag is a file, this is a folder", str(path))
     if not path.is_file():
         raise FileNotFoundError(2, "No such feature bag", str(path))
     if path.suffix == ".h5":
@@ -218,7 +221,14 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a bag"
-        raise InputError(f"{path}: not a readable torch file ({error})") from error
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused:  # weights-only loading met a pickled Python object, e.g. a numpy array
+            raise InputError(
+                f"{path}: holds pickled Python objects ({refused.group(1)}), not only tensors, and "
+                "these are not read for safety; save the features as a torch tensor or a "
+                "{'features': tensor} dict"
+            ) from error
+        raise InputError(f"{path}: not a readable torch file ({_load_error_reason(error)})") from error
     coords = None
     if isinstance(content, dict):
         if "features" not in content:
@@ -232,6 +242,15 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
     if not isinstance(content, torch.Tensor):
         raise InputError(f"{path}: expected a tensor of features, got {type(content).__name__}")
     return content, coords
+
+
+def _load_error_reason(error: Exception) -> str:
+    """What went wrong, in one line: torch's weights-only errors run to a dozen lines of advice
+    with the reason after ``WeightsUnpickler error:``."""
+    text = str(error)
+    _, marker, reason = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (reason if marker else text).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def write_h5_bag(

@@ -10,8 +10,10 @@ small bags) and the chunked inference over huge bags in `attnmap.mil.scores`:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,11 +134,18 @@ def check_bag_features(features: torch.Tensor, embed_dim: int | None = None) -> 
 
 
 def label_index(label: int | torch.Tensor, n_classes: int) -> int:
-    """A bag label as a Python int, checked against the number of classes."""
-    if isinstance(label, torch.Tensor):
-        if label.numel() != 1:
+    """A bag label as a Python int, checked against the number of classes.
+
+    Integers of any kind (Python, numpy, a one-element integer tensor) are accepted; a float such
+    as 1.5 or a bool is refused rather than truncated to a class the caller did not mean.
+    """
+    if isinstance(label, (torch.Tensor, np.ndarray, np.generic)):
+        if int(np.prod(label.shape)) != 1:
             raise InputError(f"a bag label must be one class index, got shape {tuple(label.shape)}")
-        label = int(label.reshape(()).item())
+        label = label.item()  # a Python bool, int or float
+    integral = isinstance(label, numbers.Integral) or (isinstance(label, float) and label.is_integer())
+    if isinstance(label, bool) or not integral:
+        raise InputError(f"a class index must be an integer, got {label!r}")
     label = int(label)
     if not 0 <= label < n_classes:
         raise InputError(f"label {label} is out of range for a model with {n_classes} classes")

@@ -8,6 +8,8 @@ few more:
 
 - ``module.`` segments from ``nn.DataParallel`` (whole model or the attention net);
 - stray ``instance_loss_fn.*`` keys;
+- no ``instance_classifiers.*`` at all (inference-only exports): the model loads without them and
+  refuses ``instance_eval``;
 - old checkpoints trained without dropout, whose Sequential had no Dropout layer, so the attention
   layer sits at ``attention_net.2`` instead of ``attention_net.3``;
 - the plain attention layer's last Linear at ``module.2`` (no dropout) or ``module.3`` (dropout);
@@ -163,6 +165,10 @@ def load_clam(source: str | Path | StateDict, **overrides: object) -> CLAM_SB | 
     config.update(overrides)
     model = (CLAM_MB if kind == "clam_mb" else CLAM_SB)(**config)
     model.to(state["attention_net.0.weight"].dtype)  # before loading, so no precision is lost
+    if not any(key.startswith("instance_classifiers.") for key in state):
+        # an inference-only export: the bag model is whole; instance clustering (training only)
+        # is refused by the model rather than run with untrained classifiers
+        model.instance_classifiers = torch.nn.ModuleList()
     state = _fit_to_model(state, model)
     _load_strict(model, state, source)
     return model.eval()
@@ -193,7 +199,9 @@ def load_mil(source: str | Path | StateDict, **overrides: object) -> CLAM_SB | C
     """Any attention-MIL checkpoint this package reads: CLAM (see `load_clam`) or ABMIL."""
     state = read_state_dict(source)
     if any(_strip_data_parallel(key).startswith("feature.0.") for key in state):
-        state = {_strip_data_parallel(key): value for key, value in state.items()}
+        state = {  # CLAM's training scripts save the loss module's keys with any model
+            _strip_data_parallel(key): value for key, value in state.items() if "instance_loss_fn" not in key
+        }
         config = infer_abmil_config(state)
         unknown = sorted(set(overrides) - {"dropout"})
         if unknown:

@@ -102,6 +102,11 @@ class _CLAMBase(AttentionMILBase):
         if instance_eval:
             if label is None:
                 raise InputError("instance evaluation needs the bag label (label=None was given)")
+            if len(self.instance_classifiers) == 0:
+                raise InputError(
+                    "this CLAM model has no instance classifiers (its checkpoint held none), so "
+                    "instance_eval is unavailable; inference and explanations need none"
+                )
             self._instance_clustering(output, h, weights, label_index(label, self.n_classes))
         return output
 

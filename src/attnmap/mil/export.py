@@ -130,9 +130,12 @@ def export_attention(
         handle.attrs.update({"prediction": result.prediction, "branch": chosen, "n_patches": n_patches})
         if relevance:
             handle.attrs["target"] = explained
-    csv_path = None
-    if write_csv:
-        csv_path = out_dir / f"{slide_id}_attention.csv"
+    csv_path = out_dir / f"{slide_id}_attention.csv"
+    if not write_csv:  # a CSV (and its sidecar) from an earlier run would no longer match the h5
+        csv_path.unlink(missing_ok=True)
+        csv_path.with_suffix(".json").unlink(missing_ok=True)
+        csv_path = None
+    else:
         _write_patch_csv(csv_path, coords, all_raw, softmax, percentile, chosen, relevance)
         _write_sidecar(csv_path, {**record, "prediction": str(result.prediction), "branch": str(chosen)})
     return AttentionExport(slide_id, result, chosen, h5_path, csv_path,

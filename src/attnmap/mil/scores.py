@@ -75,10 +75,12 @@ def _check_model(model: torch.nn.Module) -> AttentionMILBase:
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """A model output as numpy: bfloat16 (a common checkpoint dtype) has no numpy twin, so it is
-    widened to float32; every other dtype is kept."""
+    """A model output as numpy: half precision (bfloat16 and float16 checkpoints) is widened to
+    float32, so every score of a bag has one dtype whichever method made it (bfloat16 has no numpy
+    twin, and percentiles or sums of float16 scores would lose what the map shows); float32 and
+    float64 are kept."""
     tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+    return (tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor).numpy()
 
 
 def infer_bag(
