@@ -319,6 +319,25 @@ def sweep_checkpoints(tmp: Path) -> None:
     case(
         "checkpoints", "sb: classifier of the wrong width", lambda: load_mil(tmp / "sb_bad_shape.pt"), "error"
     )
+    mb_state = models["mb"].state_dict()
+    fewer = {
+        k: v for k, v in mb_state.items() if not k.startswith(("classifiers.3.", "instance_classifiers.3."))
+    }
+    torch.save(fewer, tmp / "mb_fewer_classifiers.pt")
+    case(
+        "checkpoints",
+        "mb: 4 attention branches, 3 classifiers",
+        lambda: load_mil(tmp / "mb_fewer_classifiers.pt"),
+        "error",
+    )
+    fewer_inst = {k: v for k, v in mb_state.items() if not k.startswith("instance_classifiers.3.")}
+    torch.save(fewer_inst, tmp / "mb_fewer_instance.pt")
+    case(
+        "checkpoints",
+        "mb: 4 classes, 3 instance classifiers",
+        lambda: load_mil(tmp / "mb_fewer_instance.pt"),
+        "error",
+    )
     # old CLAM without dropout: attention at attention_net.2
     old = CLAM_SB(n_classes=2, embed_dim=D, dropout=0.0)
     perturbed(old)
@@ -641,6 +660,48 @@ def sweep_explain(tmp: Path) -> None:
             lambda m=model: explain(m, features[:1], "occlusion"),
             "error",
         )
+    odd_bags = {
+        "identical patches": np.repeat(features[:1], 9, axis=0),
+        "all-zero patches": np.zeros((9, D), np.float32),
+        "huge values (1e4)": features[:9] * 1e4,
+        "tiny values (1e-20)": features[:9] * 1e-20,
+        "one dominant patch": np.concatenate([features[:8], features[8:9] * 200]),
+    }
+    for key, model in models.items():
+        for bag_name, bag in odd_bags.items():
+            for method in RELEVANCE_METHODS:
+
+                def odd(model=model, bag=bag, method=method):
+                    scores = explain(model, bag, method)
+                    check(scores.shape == (9,) and np.isfinite(scores).all(), "non-finite or misshapen map")
+                    result = infer_bag(model, bag)
+                    check(np.isfinite(result.probs).all() and abs(result.probs.sum() - 1) < 1e-5, "probs")
+                    for kind in ("softmax", "percentile"):
+                        values = result.scores(kind)
+                        check(np.isfinite(values).all(), f"{kind} not finite")
+                    if method == "occlusion":
+                        cls = result.prediction
+                        brute = [
+                            float(result.logits[cls])
+                            - float(infer_bag(model, np.delete(bag, i, 0)).logits[cls])
+                            for i in range(9)
+                        ]
+                        scale = max(1.0, float(np.abs(brute).max()))
+                        check(
+                            np.allclose(scores, brute, atol=1e-4 * scale, rtol=1e-3),
+                            "occlusion != leave-one-out",
+                        )
+
+                case("explain", f"{key} {bag_name} {method}", odd)
+
+        def local_attention(model=model):
+            # the attention method is a per-patch function: a patch's score does not depend on its bag
+            alone = explain(model, features[:5], "attention", 0)
+            inside = explain(model, features, "attention", 0)[:5]
+            check(np.allclose(alone, inside, atol=1e-6), "attention depends on the other patches")
+
+        case("explain", f"{key} attention is batch-independent", local_attention)
+
     sb = models["CLAM_SB-c2"]
     x64 = features.astype(np.float64)
     case(
@@ -1115,6 +1176,7 @@ def sweep_cli(tmp: Path) -> None:
         write_labels(lab, [tuple(r) for r in rows[1:]])
 
     rerun_train(change_bag, "bag")
+    sweep_train_inputs(tmp, root, labels, fast)
     rerun_train(change_label, "labels")
 
     def drop_slide(data: Path) -> None:
@@ -1140,6 +1202,94 @@ def sweep_cli(tmp: Path) -> None:
         ["mil", "train", root, labels, "-o", tmp / "tr_ok", *fast[:2], "--max-epochs", "3", *fast[4:]],
         "any",
     )
+
+
+def sweep_train_inputs(tmp: Path, root: Path, labels: Path, fast: list[str]) -> None:
+    """`mil train` on labels CSVs and bags written in the ways people write them."""
+    rows = list(csv.reader(labels.read_text(encoding="utf-8").splitlines()))
+
+    def variant(name: str, text: str, expect: str = "ok", extra: tuple[str, ...] = ()) -> None:
+        path = tmp / f"labels_{len(RESULTS)}.csv"
+        path.write_bytes(text.encode("utf-8"))
+        cli_case(
+            "cli",
+            f"train labels {name}",
+            ["mil", "train", root, path, "-o", tmp / f"tv_{len(RESULTS)}", *fast, *extra],
+            expect,
+        )
+
+    body = "\n".join(",".join(r) for r in rows) + "\n"
+    variant("with CRLF line endings", body.replace("\n", "\r\n"))
+    variant("with spaces around cells", "\n".join(", ".join(r) for r in rows) + "\n")
+    variant(
+        "as integers 0/1",
+        "\n".join(
+            ",".join(r) if i == 0 else f"{r[0]},{int(r[1] == 'tumour')},{r[2]}" for i, r in enumerate(rows)
+        )
+        + "\n",
+    )
+    variant(
+        "with an extra column",
+        "\n".join(",".join([*r, "x" if i else "notes"]) for i, r in enumerate(rows)) + "\n",
+    )
+    variant("without case_id", "\n".join(",".join(r[:2]) for r in rows) + "\n")
+    variant(
+        "with empty case ids",
+        "\n".join(",".join(r if i == 0 else [r[0], r[1], ""]) for i, r in enumerate(rows)) + "\n",
+        "any",
+    )
+    variant("with a blank line", body + "\n")
+    variant("with an empty label", body + "s_x,,case_x\n", "error")
+    variant("with columns in another order", "\n".join(",".join([r[1], r[0], r[2]]) for r in rows) + "\n")
+    variant(
+        "with 3 classes, one of 2 cases, 3 folds",
+        body.replace("s07,tumour", "s07,other").replace("s06,normal", "s06,other"),
+        "error",
+        ("--folds", "3"),
+    )
+    # bags people write
+    data = tmp / "odd_bags"
+    shutil.copytree(root, data)
+    write_h5_bag(data / "h5_files" / "s00.h5", rng_features(1, seed=20), np.zeros((1, 2)))
+    with h5py.File(data / "h5_files" / "s01.h5", "w") as handle:
+        handle["features"] = rng_features(12, seed=21).astype(np.float16)
+        handle["coords"] = np.zeros((12, 2))
+    (data / "h5_files" / "s02.h5").unlink()
+    (data / "pt_files").mkdir()
+    torch.save(
+        {"features": torch.from_numpy(rng_features(12, seed=22)), "coords": torch.zeros(12, 2)},
+        data / "pt_files" / "s02.pt",
+    )
+    cli_case(
+        "cli",
+        "train 1-patch, float16 and .pt dict bags",
+        ["mil", "train", data, labels, "-o", tmp / "tr_odd", *fast, "--k-sample", "8"],
+    )
+    nan = tmp / "nan_bags"
+    shutil.copytree(root, nan)
+    bad = rng_features(12, seed=23)
+    bad[3, 3] = np.nan
+    write_h5_bag(nan / "h5_files" / "s04.h5", bad, np.zeros((12, 2)))
+    cli_case(
+        "cli", "train with a NaN bag", ["mil", "train", nan, labels, "-o", tmp / "tr_nan", *fast], "error"
+    )
+    empty = tmp / "empty_bags"
+    shutil.copytree(root, empty)
+    with h5py.File(empty / "h5_files" / "s05.h5", "w") as handle:
+        handle["features"] = np.zeros((0, D), np.float32)
+    cli_case(
+        "cli",
+        "train with an empty bag",
+        ["mil", "train", empty, labels, "-o", tmp / "tr_emptybag", *fast],
+        "error",
+    )
+    cli_case(
+        "cli",
+        "train rerun with another option (--lr)",
+        ["mil", "train", root, labels, "-o", tmp / "tr_ok", *fast, "--lr", "1e-3"],
+        "any",
+    )
+    cli_case("cli", "train --out is a file", ["mil", "train", root, labels, "-o", labels, *fast], "error")
 
 
 def _same_h5(a: Path, b: Path, atol: float, skip_attrs: bool = True) -> bool:
