@@ -176,3 +176,19 @@ def test_unreadable_pt_bags_are_one_line_and_say_why(tmp_path, capsys):
     code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "model.pt", tmp_path / "numpy.pt",
                            "--out", tmp_path / "out")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "numpy.pt" in err
+
+
+def test_a_batch_of_one_is_unwrapped_for_features_and_coords_alike(tmp_path):
+    features = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    coords = np.arange(10).reshape(5, 2) * 256
+    with h5py.File(tmp_path / "batched.h5", "w") as handle:  # as extractors that keep a batch axis write
+        handle["features"] = features[None]
+        handle["coords"] = coords[None]
+    bag = read_bag(tmp_path / "batched.h5")
+    np.testing.assert_array_equal(bag.features.numpy(), features)
+    np.testing.assert_array_equal(bag.coords, coords)
+    with h5py.File(tmp_path / "two.h5", "w") as handle:  # two rows of coords per patch are still refused
+        handle["features"] = features
+        handle["coords"] = np.stack([coords, coords])
+    with pytest.raises(InputError, match="coords have shape"):
+        read_bag(tmp_path / "two.h5")

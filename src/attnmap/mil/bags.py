@@ -138,6 +138,8 @@ def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
         raise InputError(f"{path}: features contain NaN or infinite values")
     if coords is not None:
         coords = np.asarray(coords)
+        if coords.ndim == 3 and coords.shape[0] == 1:  # (1, N, 2), written beside (1, N, D) features
+            coords = coords[0]
         if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] != features.shape[0]:
             raise InputError(
                 f"{path}: coords have shape {coords.shape}, "
