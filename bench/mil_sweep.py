@@ -218,6 +218,45 @@ def sweep_models(tmp: Path) -> None:
             check(np.allclose((soft / soft.sum(1, keepdims=True)).sum(1), 1), "softmax does not sum to 1")
 
         case("models", name, run)
+    torch.manual_seed(0)
+    for model in (CLAM_SB(n_classes=3, embed_dim=D), CLAM_MB(n_classes=3, embed_dim=D, subtyping=True)):
+        name = type(model).__name__
+        for n in (1, 2, 3, 16, 17):
+
+            def forward(model=model, n=n):
+                model.train()
+                out = model(torch.from_numpy(rng_features(n)), label=2, instance_eval=True)
+                check(torch.isfinite(out.instance_loss), "instance loss not finite")
+                out.instance_loss.backward()
+
+            case("models", f"{name} instance_eval on {n} patch(es)", forward)
+        case(
+            "models",
+            f"{name} instance_eval label=3",
+            lambda m=model: m(torch.ones(4, D), label=3, instance_eval=True),
+            "error",
+        )
+        case(
+            "models",
+            f"{name} instance_eval without label",
+            lambda m=model: m(torch.ones(4, D), instance_eval=True),
+            "error",
+        )
+        case("models", f"{name} forward on 0 patches", lambda m=model: m(torch.ones(0, D)), "error")
+        case(
+            "models",
+            f"{name} forward on float64 features",
+            lambda m=model: check(
+                torch.isfinite(m(torch.ones(4, D, dtype=torch.float64)).logits).all(), "nan"
+            ),
+            "any",
+        )
+        case(
+            "models",
+            f"{name} forward on NaN features",
+            lambda m=model: m(torch.full((4, D), float("nan"))),
+            "error",
+        )
     case("models", "CLAM_SB custom size 'huge'", lambda: CLAM_SB(size="huge", embed_dim=D), "error")
     case("models", "CLAM_SB n_classes=1", lambda: CLAM_SB(n_classes=1, embed_dim=D), "error")
     case("models", "CLAM_MB dropout=1.0", lambda: CLAM_MB(dropout=1.0, embed_dim=D), "error")
@@ -701,6 +740,44 @@ def sweep_explain(tmp: Path) -> None:
             check(np.allclose(alone, inside, atol=1e-6), "attention depends on the other patches")
 
         case("explain", f"{key} attention is batch-independent", local_attention)
+
+    from attnmap.mil import export_attention
+
+    exporter = models["CLAM_MB-c3"]
+    out = tmp / "export"
+
+    def export(**kwargs):
+        return lambda: export_attention(
+            exporter, kwargs.pop("bag", features), kwargs.pop("out", out), **kwargs
+        )
+
+    def export_checked():
+        result = export_attention(exporter, features, out, slide_id="s", methods=RELEVANCE_METHODS, target=1)
+        with h5py.File(result.h5_path) as handle:
+            for method in RELEVANCE_METHODS:
+                values = handle[f"scores_{method}"][()]
+                check(
+                    np.allclose(values, explain(exporter, features, method, 1), atol=1e-6),
+                    f"{method} differs",
+                )
+            check(np.allclose(handle["attention_softmax"][()].sum(0), 1, atol=1e-5), "softmax columns")
+
+    case("explain", "export every method", export_checked)
+    case("explain", "export slide_id with a slash", export(slide_id="../escape"), "error")
+    case("explain", "export slide_id non-ASCII", export(slide_id="Schnitt_ä_切片"))
+    case("explain", "export without slide_id", export(), "error")
+    case("explain", "export target out of range", export(slide_id="s", methods=("lrp",), target=3), "error")
+    case("explain", "export coords of another length", export(slide_id="s", coords=np.zeros((3, 2))), "error")
+    case("explain", "export unknown method", export(slide_id="s", methods=("saliency",)), "error")
+    case(
+        "explain",
+        "export occlusion on 1 patch",
+        export(slide_id="s", bag=features[:1], methods=("occlusion",)),
+        "error",
+    )
+    case("explain", "export duplicated methods", export(slide_id="s", methods=("lrp", "lrp")))
+    (tmp / "export_file").write_text("x")
+    case("explain", "export out_dir is a file", export(slide_id="s", out=tmp / "export_file"), "error")
 
     sb = models["CLAM_SB-c2"]
     x64 = features.astype(np.float64)

@@ -114,3 +114,22 @@ def test_attention_scores_accepts_numpy_and_keeps_training_flag():
     features = _features()
     scores = attention_scores(model, features, kind="softmax")
     assert model.training and scores.shape == (30,) and scores.sum() == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("slide_id", ["../escape", "sub/s", ".", ".."])
+def test_export_refuses_a_slide_id_that_is_a_path(tmp_path, slide_id):
+    torch.manual_seed(0)
+    model = CLAM_SB(embed_dim=8).eval()
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="cannot hold a path"):
+        export_attention(model, torch.randn(4, 8), out, slide_id=slide_id)
+    assert not any(tmp_path.rglob("*_attention.*"))  # nothing written, inside out or beside it
+
+
+def test_export_into_a_file_is_an_input_error(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    model, bag = CLAM_SB(embed_dim=8).eval(), torch.randn(4, 8)
+    with pytest.raises(InputError, match="existing file"):
+        export_attention(model, bag, tmp_path / "taken", slide_id="s")
+    exported = export_attention(model, bag, tmp_path / "out", slide_id="schnitt_ä")
+    assert exported.h5_path == tmp_path / "out" / "schnitt_ä_attention.h5" and exported.h5_path.exists()

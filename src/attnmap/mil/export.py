@@ -90,6 +90,12 @@ def export_attention(
         features = bag
     if not slide_id:
         raise InputError("export_attention needs a slide_id for features given without a Bag")
+    if Path(slide_id).name != slide_id or slide_id == "..":
+        # the id names the output files: a path in it would write them outside out_dir
+        raise InputError(f"slide_id {slide_id!r} names output files, so it cannot hold a path")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"out_dir {out_dir} is an existing file; give a folder")
     result = infer_bag(model, features, chunk_size=chunk_size)
     n_patches = result.raw.shape[1]
     if coords is not None and np.asarray(coords).shape != (n_patches, 2):
