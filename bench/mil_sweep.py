@@ -324,6 +324,17 @@ def sweep_checkpoints(tmp: Path) -> None:
         save_load(lambda s: b"not a torch file at all", "text file", "error")
         save_load(lambda s: [s], "a list of state_dicts", "error")
 
+        save_load(lambda s: {"model_state_dict": s, "optimizer": {}}, "wrapped in {'model_state_dict'}")
+
+        def safetensors(model=model, key=key, state=state):
+            from safetensors.torch import save_file
+
+            path = tmp / f"{key}.safetensors"
+            save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+            same_outputs(model, load_mil(path), features)
+
+        case("checkpoints", f"{key}: safetensors file", safetensors)
+
         def full_pickle(model=model, key=key):
             path = tmp / f"{key}_full.pt"
             torch.save(model, path)
@@ -781,6 +792,52 @@ def sweep_explain(tmp: Path) -> None:
     (tmp / "export_file").write_text("x")
     case("explain", "export out_dir is a file", export(slide_id="s", out=tmp / "export_file"), "error")
 
+    from attnmap.evaluate import patch_flipping
+
+    for key, model in models.items():
+        for method in RELEVANCE_METHODS:
+
+            def flipping(model=model, method=method):
+                scores = explain(model, features, method)
+                result = patch_flipping(model, features, scores)
+                again = patch_flipping(model, features, scores)
+                for name in ("auc_most_relevant_first", "auc_random"):
+                    value = getattr(result, name)
+                    check(np.isfinite(value) and 0 <= value <= 1, f"{name} = {value}")
+                    check(value == getattr(again, name), f"{name} not deterministic")
+
+            case("explain", f"{key} patch flipping of {method}", flipping)
+        case(
+            "explain",
+            f"{key} patch flipping, 2 patches",
+            lambda m=model: patch_flipping(m, features[:2], explain(m, features[:2], "lrp")),
+            "any",
+        )
+        case(
+            "explain",
+            f"{key} patch flipping, 1 patch",
+            lambda m=model: patch_flipping(m, features[:1], np.ones(1)),
+            "error",
+        )
+        case(
+            "explain",
+            f"{key} patch flipping, NaN scores",
+            lambda m=model: patch_flipping(m, features, np.full(13, np.nan)),
+            "error",
+        )
+        case(
+            "explain",
+            f"{key} patch flipping, target 1.5",
+            lambda m=model: patch_flipping(m, features, np.arange(13.0), target=1.5),
+            "error",
+        )
+        case(
+            "explain",
+            f"{key} patch flipping, scores of another length",
+            lambda m=model: patch_flipping(m, features, np.arange(12.0)),
+            "error",
+        )
+
     sb = models["CLAM_SB-c2"]
     x64 = features.astype(np.float64)
     case(
@@ -1002,6 +1059,21 @@ def sweep_cli(tmp: Path) -> None:
         "attention float16 checkpoint --method all",
         ["mil", "attention", half, bag, "-o", tmp / "att_half", "--method", "all", "--quiet"],
         then=lambda: attention_checks(tmp / "att_half"),
+    )
+    uni = write_h5_bag(tmp / "schnitt ä 切片.h5", rng_features(5), np.zeros((5, 2)))
+    cli_case(
+        "cli",
+        "attention non-ASCII bag name with spaces",
+        ["mil", "attention", ckpt, uni, "-o", tmp / "att ü", "--method", "all", "--quiet"],
+        then=lambda: check((tmp / "att ü" / "schnitt ä 切片_attention.csv").exists(), "no CSV"),
+    )
+    torch.save(
+        {"features": torch.from_numpy(rng_features(6)), "coords": torch.zeros(6, 2)}, tmp / "dictbag.pt"
+    )
+    cli_case(
+        "cli",
+        "attention a .pt dict bag",
+        ["mil", "attention", ckpt, tmp / "dictbag.pt", "-o", out, "--quiet"],
     )
     same_name = tmp / "other" / "h5_files"
     write_h5_bag(same_name / "s01.h5", rng_features(6, seed=9), np.zeros((6, 2)))
