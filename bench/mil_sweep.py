@@ -1,14 +1,15 @@
 """Robustness sweep of the attention-MIL side: checkpoints, bags, explanations and `attnmap mil`.
 
-Run (a few minutes on a 2-core CPU; one thread)::
+Run (seconds, not minutes, on a 2-core CPU; one thread)::
 
     PYTHONPATH=src nice python bench/mil_sweep.py [--only models,checkpoints,bags,explain,cli] [-v]
 
 Every case is run and classified:
 
 - ``ok``     it worked and every check on its result held;
-- ``error``  a user error reported in one line (an `attnmap.errors.InputError` with a one-line
-             message from the API; exit status 2 and a single stderr line, no Traceback, from the CLI);
+- ``error``  a user error reported in one line (from the API an `attnmap.errors.InputError`, or a
+             missing-file / folder OSError as the CLI's USER_ERRORS treat them, with a one-line
+             message; from the CLI exit status 2 and a single stderr line, no Traceback);
 - ``crash``  any other exception, a multi-line message, a traceback or another exit status;
 - ``wrong``  it ran but a check failed (a map not finite, not one value per patch, attention not
              summing to 1, LRP not conserving the logit at ε = 0 on a bias-free model, a result
