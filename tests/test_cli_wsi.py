@@ -260,7 +260,8 @@ def test_run_config_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 def test_odd_single_slide_options_are_one_line_errors(slide: Path, tmp_path: Path, capsys) -> None:
     """Found by bench/wsi_config_sweep.py: a huge median or closing kernel failed inside OpenCV or
-    numpy, a downscale below one pixel inside PIL, and --tiff-level without --tiff was ignored."""
+    numpy, a downscale below one pixel inside PIL, --tiff-level without --tiff was ignored, and an
+    output that is a folder was named by its temporary file."""
     from attnmap.wsi.scores_io import save_scores_h5
 
     coords = np.stack(np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64)), -1).reshape(-1, 2)
@@ -271,6 +272,7 @@ def test_odd_single_slide_options_are_one_line_errors(slide: Path, tmp_path: Pat
         (["wsi", "segment", slide, "-o", tmp_path / "b", *SEGMENT, "--close", "1000000000"], "0<=x<=255"),
         ([*heatmap, "--downscale", "100000"], "shrinks the 512×384 px heatmap below one pixel"),
         ([*heatmap, "--tiff-level", "1"], "tiff_level 1 acts only with tiff"),
+        (["wsi", "geojson", scores_h5, "--out", tmp_path], f"is a folder, not a file to write: {tmp_path}\n"),
     ]:
         code, _, err = cli(capsys, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and problem in err, err
