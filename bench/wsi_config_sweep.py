@@ -21,7 +21,10 @@ Each case is classified:
 - ``stale``: a rerun into a copy of a complete run, after one key changed, gives other files than a
   fresh run with the new configuration (h5 datasets, PNG/TIFF pixels, JSON minus timestamps and the
   output folder's path).
-- ``ignored``: a valid key change that changed no output and is not documented as such.
+- ``ignored``: a valid key change that changed no output (the three left are documented as such:
+  percentiles with a non-clam scale, threshold < 0 without binarize, canvas_color without
+  blank_canvas).
+- ``wrong``: a run that wrote its outputs into the working folder instead of an output folder.
 
 Prints one line per case (``CLASS  case  detail``) and a table of counts per class at the end.
 ``expect`` in a case is only what the sweep reports beside it (``!`` marks a surprise): a key that
@@ -278,6 +281,13 @@ class Sweep:
                 cls, detail = "ignored", "outputs identical to the base run"
             elif not effect and differ:
                 detail = f"(differs: {', '.join(differ[:3])})"
+        strays = [
+            name for name in ("tissue", "patches", "features", "heatmaps") if (self.root / name).exists()
+        ]
+        if strays:  # the run wrote into the working folder, not an output folder of its own
+            cls, detail = "wrong", f"wrote {', '.join(strays)} into the working folder"
+            for name in strays:
+                shutil.rmtree(self.root / name)
         if self.verbose and cls == "crash":
             print(stderr[-2000:])
         self.record(cls, name, detail, expect)
@@ -895,7 +905,8 @@ def main() -> None:
     print(
         f"\n{len(sweep.results)} cases in {time.perf_counter() - start:.0f} s: "
         + ", ".join(
-            f"{name} {counts[name]}" for name in ("ok", "error", "slide-error", "crash", "stale", "ignored")
+            f"{name} {counts[name]}"
+            for name in ("ok", "error", "slide-error", "crash", "stale", "ignored", "wrong")
         )
     )
     if args.keep is None:

@@ -441,3 +441,12 @@ def test_tiff_level_without_tiff_is_an_error(setup: Path) -> None:
 def test_a_downscale_below_one_pixel_fails_at_load(setup: Path) -> None:
     with pytest.raises(InputError, match=r"downscale 1000 shrinks the 512×384 px heatmap below one pixel"):
         _load(setup, heatmap={"downscale": 1000.0})
+
+
+def test_an_overlap_whose_grid_step_is_under_a_pixel_fails_at_load(setup: Path) -> None:
+    """64-px patches at overlap 0.99: the step (0.64 px) was rounded up to 1 px, another overlap
+    than asked for, on a grid of minutes (found by bench/wsi_config_sweep.py)."""
+    problem = r"heatmap.overlap 0.99 leaves a grid step of 0.64 px .* at most 0.984375"
+    with pytest.raises(InputError, match=problem):
+        _load(setup, heatmap={"overlap": 0.99})
+    assert _load(setup, heatmap={"overlap": 0.984375})[1].heatmap.overlap == 0.984375

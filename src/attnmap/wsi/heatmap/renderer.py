@@ -240,7 +240,7 @@ def downscaled_size(size: tuple[int, int], downscale: float) -> tuple[int, int]:
     target = (int(size[0] / downscale), int(size[1] / downscale))
     if min(target) < 1:
         raise InputError(
-            f"heatmap.downscale {downscale:g} shrinks the {size[0]}×{size[1]} px heatmap below one pixel: "
+            f"downscale {downscale:g} shrinks the {size[0]}×{size[1]} px heatmap below one pixel: "
             f"use at most {min(size):g}"
         )
     return target

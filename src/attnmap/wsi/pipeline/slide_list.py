@@ -292,4 +292,4 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
     try:
         renderer.downscaled_size(canvas, config.heatmap.downscale)
     except InputError as error:
-        raise InputError(f"{error} (slide {entry.slide_id}, level {vis_level})") from None
+        raise InputError(f"heatmap.{error} (slide {entry.slide_id}, level {vis_level})") from None
