@@ -282,12 +282,12 @@ class Sweep:
             elif not effect and differ:
                 detail = f"(differs: {', '.join(differ[:3])})"
         strays = [
-            name for name in ("tissue", "patches", "features", "heatmaps") if (self.root / name).exists()
+            part for part in ("tissue", "patches", "features", "heatmaps") if (self.root / part).exists()
         ]
         if strays:  # the run wrote into the working folder, not an output folder of its own
             cls, detail = "wrong", f"wrote {', '.join(strays)} into the working folder"
-            for name in strays:
-                shutil.rmtree(self.root / name)
+            for part in strays:
+                shutil.rmtree(self.root / part)
         if self.verbose and cls == "crash":
             print(stderr[-2000:])
         self.record(cls, name, detail, expect)
