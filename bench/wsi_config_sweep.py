@@ -26,7 +26,11 @@ Each case is classified:
   blank_canvas).
 - ``wrong``: a run that wrote its outputs into the working folder instead of an output folder.
 
-Prints one line per case (``CLASS  case  detail``) and a table of counts per class at the end.
+``--records`` also compares h5 attributes and PNG text. Off by default: those records say how the
+file was made, and a file kept on a rerun (e.g. features after ``features.save_pt`` changed, a
+heatmap PNG after ``heatmap.tiff`` changed) keeps the record of the run that made it.
+
+Prints one line per case (``CLASS  seconds  case  detail``) and a table of counts per class at the end.
 ``expect`` in a case is only what the sweep reports beside it (``!`` marks a surprise): a key that
 should be refused but ran, or a valid one that was refused.
 """
@@ -144,6 +148,22 @@ def _normalise(value: object, folder: str) -> object:
     return value
 
 
+RECORDS = False  # --records: also compare h5 attributes and PNG text (provenance records)
+
+
+def _records(values: dict) -> dict:
+    """Attribute values as plain data, JSON text decoded (a provenance record's nested keys)."""
+    plain: dict = {}
+    for key, value in values.items():
+        value = value.tolist() if isinstance(value, np.ndarray | np.generic) else value
+        value = value.decode() if isinstance(value, bytes) else value
+        if isinstance(value, str) and value[:1] in "{[":
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        plain[key] = value
+    return plain
+
+
 def _content(path: Path, folder: str) -> object:
     suffix = path.suffix.lower()
     if suffix == ".h5":
@@ -155,14 +175,20 @@ def _content(path: Path, folder: str) -> object:
             def visit(name: str, item: object) -> None:
                 if isinstance(item, h5py.Dataset):
                     found[name] = np.asarray(item[()])
+                if RECORDS:
+                    found[name + "@attrs"] = _normalise(_records(dict(item.attrs)), folder)
 
             handle.visititems(visit)
+            if RECORDS:
+                found["@attrs"] = _normalise(_records(dict(handle.attrs)), folder)
         return found
     if suffix == ".png":
         from PIL import Image
 
         with Image.open(path) as image:
-            return np.asarray(image)
+            pixels = np.asarray(image)
+            text = dict(getattr(image, "text", {}))
+        return [pixels, _normalise(_records(text), folder)] if RECORDS else pixels
     if suffix in (".tif", ".tiff"):
         import tifffile
 
@@ -880,7 +906,12 @@ def main() -> None:
     )
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder (kept)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the stderr of crashes")
+    parser.add_argument(
+        "--records", action="store_true", help="also compare h5 attributes and PNG text (provenance)"
+    )
     args = parser.parse_args()
+    global RECORDS
+    RECORDS = args.records
     import torch
 
     torch.set_num_threads(1)
