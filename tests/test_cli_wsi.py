@@ -256,3 +256,24 @@ def test_run_config_errors_are_one_line(tmp_path: Path, capsys) -> None:
         assert code == 2 and "no CUDA GPU is available" in err
     code, _, err = cli(capsys, "wsi", "segment", tmp_path / "missing.svs", "-o", tmp_path)
     assert code == 2 and "missing.svs" in err
+
+
+def test_odd_single_slide_options_are_one_line_errors(slide: Path, tmp_path: Path, capsys) -> None:
+    """Found by bench/wsi_config_sweep.py: a huge median or closing kernel failed inside OpenCV or
+    numpy, a downscale below one pixel inside PIL, --tiff-level without --tiff was ignored, and an
+    output that is a folder was named by its temporary file."""
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    coords = np.stack(np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64)), -1).reshape(-1, 2)
+    scores_h5 = save_scores_h5(tmp_path / "s7_blockmap.h5", coords, np.linspace(0, 1, len(coords)))
+    heatmap = ["wsi", "heatmap", slide, "--scores", scores_h5, "-o", tmp_path / "hm", "--patch-size", "64"]
+    for args, problem in [
+        (["wsi", "segment", slide, "-o", tmp_path / "a", *SEGMENT, "--mthresh", "9999"], "1<=x<=255"),
+        (["wsi", "segment", slide, "-o", tmp_path / "b", *SEGMENT, "--close", "1000000000"], "0<=x<=255"),
+        ([*heatmap, "--downscale", "100000"], "shrinks the 512×384 px heatmap below one pixel"),
+        ([*heatmap, "--tiff-level", "1"], "tiff_level 1 acts only with tiff"),
+        (["wsi", "geojson", scores_h5, "--out", tmp_path], f"is a folder, not a file to write: {tmp_path}\n"),
+    ]:
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and problem in err, err
+    assert not (tmp_path / "hm" / "s7_heatmap.tif").exists()

@@ -52,6 +52,13 @@ BAD_VALUES = [
     ("sampling", "top_k", -1, "greater than or equal to 0"),
     ("run", "device", "tpu", "auto, cpu, cuda or cuda:N"),
     ("run", "workers", "2", "valid integer"),
+    # found by bench/wsi_config_sweep.py: each failed every slide (OpenCV's assertion, an exabyte
+    # array), reached Dask as a ValueError, wrote the outputs into the working folder, or ran
+    ("segmentation", "mthresh", 9999, "less than or equal to 255"),
+    ("segmentation", "close", 10**9, "less than or equal to 255"),
+    ("run", "scheduler", "not-an-address", "give tcp://HOST:PORT"),
+    ("run", "output_dir", "", "at least 1 character"),
+    ("model", "class_names", ["tumour", "tumour"], "names given more than once: tumour"),
 ]
 
 
@@ -421,3 +428,25 @@ def test_a_level_one_slide_lacks_fails_that_slide_alone(tmp_path: Path) -> None:
     (tmp_path / "setup" / "slides.csv").write_text("slide_id,label\nslide_1,0\n")  # no slide has it
     with pytest.raises(InputError, match=r"^segmentation.level: level 1 does not exist in slide slide_1 "):
         read_slide_list(config)
+
+
+def test_tiff_level_without_tiff_is_an_error(setup: Path) -> None:
+    """Like threshold without binarize: a TIFF level set with the TIFF off was accepted and ignored
+    (even a level no slide has)."""
+    with pytest.raises(InputError, match="tiff_level 1 acts only with tiff"):
+        _load(setup, heatmap={"tiff_level": 1})
+    assert _load(setup, heatmap={"tiff_level": 1, "tiff": True})[1].heatmap.tiff_level == 1
+
+
+def test_a_downscale_below_one_pixel_fails_at_load(setup: Path) -> None:
+    with pytest.raises(InputError, match=r"downscale 1000 shrinks the 512×384 px heatmap below one pixel"):
+        _load(setup, heatmap={"downscale": 1000.0})
+
+
+def test_an_overlap_whose_grid_step_is_under_a_pixel_fails_at_load(setup: Path) -> None:
+    """64-px patches at overlap 0.99: the step (0.64 px) was rounded up to 1 px, another overlap
+    than asked for, on a grid of minutes (found by bench/wsi_config_sweep.py)."""
+    problem = r"heatmap.overlap 0.99 leaves a grid step of 0.64 px .* at most 0.984375"
+    with pytest.raises(InputError, match=problem):
+        _load(setup, heatmap={"overlap": 0.99})
+    assert _load(setup, heatmap={"overlap": 0.984375})[1].heatmap.overlap == 0.984375

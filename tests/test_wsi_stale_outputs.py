@@ -99,6 +99,22 @@ def test_new_class_names_redraw_the_legend_that_names_them(setup: Path, tmp_path
     ]
 
 
+def test_kept_samples_record_only_what_made_them(setup: Path, tmp_path: Path) -> None:
+    """New class names leave the sampled crops as they are: their list recorded the old names, so a
+    rerun's samples.json differed from a fresh run's (found by bench/wsi_config_sweep.py)."""
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    names = {"class_names": ["benign", "malignant"]}
+    _run(setup, out)
+    assert not _run(setup, out, model=names)["stages"]["sampling"]
+    _run(setup, fresh, model=names)
+    kept, made = (json.loads(SlideOutputs(folder, "slide_0").named("samples.json").read_text())
+                  for folder in (out, fresh))
+    assert kept["files"] == made["files"]
+    assert kept["provenance"]["parameters"] == made["provenance"]["parameters"]
+    recorded = json.loads(made["provenance"]["parameters"])["model"]
+    assert recorded == {"checkpoint": str(setup.parent / "clam.pt")}
+
+
 def test_every_optional_output_turned_off_goes_and_the_summary_says_so(setup: Path, tmp_path: Path) -> None:
     """Each option of a run turned off again (TIFF, original, overlap grid, fine maps, sample crops,
     GeoJSON, features .pt): their files of the earlier run are removed, named in the slide's line,

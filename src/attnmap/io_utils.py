@@ -9,6 +9,7 @@ what lets a resumed run trust "the output exists" as "the output is complete".
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import uuid
@@ -61,6 +62,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     writers (PIL, tifffile, torch) choose the format from it.
     """
     path = Path(path)
+    if path.is_dir():  # said before the work, naming the user's path rather than the temporary's
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file to write", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_name(path)
     try:

@@ -258,6 +258,7 @@ def heatmap(
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
     files = from_options(HeatmapConfig, "files", options)  # tiff, tiff_level, scale, legend: the config's
+    HeatmapConfig(**dataclasses.asdict(style), **files)  # the config's rules, e.g. --tiff-level needs --tiff
     if (scores is None) == (features_h5 is None) or (features_h5 is not None) != (model is not None):
         raise click.UsageError("give either --scores, or --features together with --model")
     drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}

@@ -25,6 +25,12 @@ would need tens of GiB, which ends in the kernel killing the process rather than
 
 PYRAMID_HINT = "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave SLIDE OUT.tif --tile --pyramid)"
 
+# The largest median-blur (mthresh) and closing (close) kernel, in pixels of the segmentation level.
+# Why a bound: OpenCV's median blur asserts on some larger kernels, and a closing kernel of 10⁹ px
+# asked for an exabyte array, both after the slide was opened; 255 px at the usual downsample 64
+# already spans 16k level-0 pixels.
+MAX_KERNEL = 255
+
 DEFAULTS: dict[str, float | int | bool] = {
     "sthresh": 8, "mthresh": 7, "close": 4, "use_otsu": False, "a_t": 100, "a_h": 16, "max_n_holes": 8,
 }
@@ -162,8 +168,12 @@ def threshold_saturation(
     rgb: np.ndarray, sthresh: int, mthresh: int, close: int, use_otsu: bool
 ) -> np.ndarray:
     """Binary tissue image (uint8 0/255) from an RGB image: median-blurred saturation, thresholded."""
-    if mthresh < 1 or mthresh % 2 == 0:
-        raise InputError(f"mthresh (median blur kernel) must be an odd positive integer, got {mthresh}")
+    if mthresh < 1 or mthresh % 2 == 0 or mthresh > MAX_KERNEL:
+        raise InputError(
+            f"mthresh (median blur kernel) must be an odd positive integer up to {MAX_KERNEL}, got {mthresh}"
+        )
+    if not 0 <= close <= MAX_KERNEL:
+        raise InputError(f"close (closing kernel) must be between 0 and {MAX_KERNEL}, got {close}")
     saturation = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[:, :, 1]
     blurred = cv2.medianBlur(saturation, int(mthresh))
     flags = cv2.THRESH_BINARY + (cv2.THRESH_OTSU if use_otsu else 0)

@@ -232,6 +232,20 @@ class HeatmapRenderer:
                 yield x0, y0, min(block, self.size[0] - x0), min(block, self.size[1] - y0)
 
 
+def downscaled_size(size: tuple[int, int], downscale: float) -> tuple[int, int]:
+    """(width, height) of a ``size`` heatmap shrunk by ``downscale``; `InputError` below one pixel.
+
+    Why: PIL refused the zero-sized image only after the slide's features and attention were made.
+    """
+    target = (int(size[0] / downscale), int(size[1] / downscale))
+    if min(target) < 1:
+        raise InputError(
+            f"downscale {downscale:g} shrinks the {size[0]}×{size[1]} px heatmap below one pixel: "
+            f"use at most {min(size):g}"
+        )
+    return target
+
+
 def render_heatmap(
     slide: Slide,
     coords: np.ndarray,
@@ -269,7 +283,7 @@ def render_heatmap(
     if style.downscale > 1:
         from PIL import Image
 
-        target = (int(width / style.downscale), int(height / style.downscale))
+        target = downscaled_size((width, height), style.downscale)
         shrunk = Image.fromarray(image).resize(target, Image.BICUBIC)
         image = np.asarray(shrunk)
     return image

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Le, MinLen
 
 from attnmap.errors import InputError
 from attnmap.validation import STRICT, Check, validate_mapping
@@ -24,7 +24,7 @@ from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.patching import CONTOUR_CHECKS
 from attnmap.wsi.pipeline.config_checks import check_config, check_roi_folder, is_encoder_name
 from attnmap.wsi.pipeline.slide_list import SlideEntry, read_slide_list
-from attnmap.wsi.tissue import PRESETS, resolve_parameters
+from attnmap.wsi.tissue import MAX_KERNEL, PRESETS, resolve_parameters
 
 Positive = Annotated[int, Ge(1)]
 NonNegative = Annotated[int, Ge(0)]
@@ -48,6 +48,35 @@ def check_device(device: str) -> str:
 Device = Annotated[str, Check(check_device)]
 
 
+def check_scheduler(address: str) -> str:
+    """``address`` if Dask can parse it as a scheduler address (tcp://host:port, ...); else `InputError`.
+
+    Why now: a malformed address (no port) was a ValueError from dask.distributed, an internal
+    error after the slide list was read."""
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+    except ImportError:  # the [dist] extra is missing: said when the run needs it
+        return address
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except ValueError as error:
+        raise InputError(
+            f"not a Dask scheduler address ({error}): give tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+        ) from None
+    return address
+
+
+def check_distinct(names: list[str]) -> list[str]:
+    """``names`` if no name is given twice; else `InputError` (two classes under one name in the
+    predictions CSV and the heatmap titles)."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"names given more than once: {', '.join(repeated)}")
+    return names
+
+
 def check_odd(value: int) -> int:
     """``value`` if it is odd (a median blur kernel); else `InputError`."""
     if value % 2 == 1:
@@ -55,7 +84,8 @@ def check_odd(value: int) -> int:
     raise InputError(f"must be odd (a median blur kernel size), got {value}")
 
 
-OddPositive = Annotated[int, Ge(1), Check(check_odd)]
+OddPositive = Annotated[int, Ge(1), Le(MAX_KERNEL), Check(check_odd)]
+Kernel = Annotated[int, Ge(0), Le(MAX_KERNEL)]
 
 
 @dataclass
@@ -84,9 +114,12 @@ class SegmentationConfig:
         default=None, metadata={"help": "Level to segment at (default: best for downsample 64)."}
     )
     sthresh: NonNegative | None = field(default=None, metadata={"help": "Saturation threshold."})
-    mthresh: OddPositive | None = field(default=None, metadata={"help": "Median blur kernel (odd)."})
-    close: NonNegative | None = field(
-        default=None, metadata={"help": "Morphological closing kernel (0: none)."}
+    mthresh: OddPositive | None = field(
+        default=None, metadata={"help": f"Median blur kernel (odd, at most {MAX_KERNEL})."}
+    )
+    close: Kernel | None = field(
+        default=None,
+        metadata={"help": f"Morphological closing kernel (0: none; at most {MAX_KERNEL})."},
     )
     use_otsu: bool | None = field(default=None, metadata={"help": "Otsu threshold instead of sthresh."})
     a_t: Annotated[float, Ge(0)] | None = field(
@@ -190,7 +223,7 @@ class ModelConfig:
     __pydantic_config__: ClassVar[dict] = STRICT
 
     checkpoint: str = ""
-    class_names: list[str] = field(default_factory=list)
+    class_names: Annotated[list[str], Check(check_distinct)] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -218,6 +251,14 @@ class HeatmapConfig(HeatmapStyle):
         metadata={"help": "Fine maps inside patches: {method, top_k: 64 | all, mil_method} "
                   "(attnmap.wsi.heatmap.fine.FineConfig)."},
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.tiff and self.tiff_level != 0:  # as threshold without binarize: never dropped silently
+            raise InputError(
+                f"tiff_level {self.tiff_level} acts only with tiff (the level of the TIFF overlay): turn "
+                "tiff on, or leave tiff_level out"
+            )
 
     @property
     def style(self) -> HeatmapStyle:
@@ -252,12 +293,12 @@ class RunConfig:
 
     __pydantic_config__: ClassVar[dict] = STRICT
 
-    output_dir: str = "attnmap_results"
+    output_dir: Annotated[str, MinLen(1)] = "attnmap_results"
     device: Device = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
     workers: Positive = field(
         default=1, metadata={"help": "Slides at once (1: in this process; N > 1: a local Dask cluster)."}
     )
-    scheduler: str | None = field(
+    scheduler: Annotated[str, Check(check_scheduler)] | None = field(
         default=None, metadata={"help": "Address of an existing Dask scheduler (tcp://host:port)."}
     )
 
@@ -282,8 +323,17 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
     def stage_parameters(self, *sections: str) -> dict[str, Any]:
-        """The parameters of some sections, for provenance records."""
-        return {name: dataclasses.asdict(getattr(self, name)) for name in sections}
+        """The parameters of some sections (or single keys, ``model.checkpoint``), for provenance records.
+
+        Why keys: a record should hold only what made its file; a file kept on a rerun that changed
+        another key of the section (e.g. ``model.class_names`` for the sampled crops) would
+        otherwise claim the old value."""
+        record: dict[str, Any] = {}
+        for name in sections:
+            section, _, key = name.partition(".")
+            values = dataclasses.asdict(getattr(self, section))
+            record.setdefault(section, {}).update({key: values[key]} if key else values)
+        return record
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> PipelineConfig:

@@ -59,12 +59,27 @@ def check_config(config: PipelineConfig) -> None:
             f"features.checkpoint: the encoder file {encoder} carries its own weights; give "
             "features.checkpoint only with a named encoder (resnet50_trunc, timm:NAME, ...)"
         )
+    _check_overlap_step(config)
     if config.heatmap.fine is not None:
         from attnmap.wsi.heatmap.fine import FineConfig
 
         FineConfig.from_mapping(config.heatmap.fine)
     check_roi_folder(config.patching.roi_annotations)
     _check_encoder(config)
+
+
+def _check_overlap_step(config: PipelineConfig) -> None:
+    """`InputError` for a ``heatmap.overlap`` whose grid step, ``patch_size × (1 − overlap)``, is
+    under one pixel.
+
+    Why: the step was rounded up to 1 px, a smaller overlap than asked for, silently, on a grid
+    of patch_size² times the blockmap's patches (minutes for a 1024×768 slide)."""
+    size, overlap = config.patching.patch_size, config.heatmap.overlap
+    if overlap > 0 and int(size * (1.0 - overlap)) < 1:
+        raise InputError(
+            f"heatmap.overlap {overlap:g} leaves a grid step of {size * (1.0 - overlap):.2g} px for "
+            f"{size}-px patches (patching.patch_size): use at most {1.0 - 1.0 / size:g}"
+        )
 
 
 def check_roi_folder(folder: str | None) -> None:

@@ -230,7 +230,8 @@ def sampling_stage(
     from attnmap.wsi.scores_io import save_patch_samples
 
     record = {
-        **slide_provenance(config, entry, "clam_attention_samples", ("patching", "model", "sampling")),
+        **slide_provenance(config, entry, "clam_attention_samples",
+                            ("patching", "model.checkpoint", "sampling")),
         **prints.sampling.record(),
     }
     written = save_patch_samples(

@@ -289,3 +289,7 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
             f"heatmap.vis_level: the heatmap of slide {entry.slide_id} at level {vis_level} would be "
             f"{canvas[0]}×{canvas[1]} px, more than the {renderer.MAX_CANVAS_PIXELS} drawn in memory: {hint}"
         )
+    try:
+        renderer.downscaled_size(canvas, config.heatmap.downscale)
+    except InputError as error:
+        raise InputError(f"heatmap.{error} (slide {entry.slide_id}, level {vis_level})") from None
