@@ -645,49 +645,10 @@ def single_cases(s: Sweep) -> None:
         expect="error",
     )
     enc = f"torchscript:{s.root / 'encoder.pt'}"
-    c(
-        "features ok",
-        [
-            "wsi",
-            "features",
-            slide,
-            "--out",
-            out,
-            "--encoder",
-            enc,
-            "--input-size",
-            "32",
-            "--seg-level",
-            "1",
-            "--patch-size",
-            "64",
-            "--device",
-            "cpu",
-        ],
-        expect="ok",
-    )
-    c(
-        "features --no-pt rerun",
-        [
-            "wsi",
-            "features",
-            slide,
-            "--out",
-            out,
-            "--encoder",
-            enc,
-            "--input-size",
-            "32",
-            "--seg-level",
-            "1",
-            "--patch-size",
-            "64",
-            "--device",
-            "cpu",
-            "--no-pt",
-        ],
-        expect="ok",
-    )
+    features = ["wsi", "features", slide, "--out", out, "--encoder", enc, "--input-size", "32",
+                "--seg-level", "1", "--patch-size", "64", "--device", "cpu"]
+    c("features ok", features, expect="ok")
+    c("features --no-pt rerun", [*features, "--no-pt"], expect="ok")
     c(
         "features --encoder nope",
         ["wsi", "features", slide, "--out", out + "7", "--encoder", "nope"],
