@@ -277,3 +277,9 @@ def test_odd_single_slide_options_are_one_line_errors(slide: Path, tmp_path: Pat
         code, _, err = cli(capsys, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and problem in err, err
     assert not (tmp_path / "hm" / "s7_heatmap.tif").exists()
+
+
+def test_evaluate_refuses_a_folder_as_its_report_before_any_work(tmp_path, capsys):
+    """`wsi evaluate --out FOLDER` evaluated the whole run, then failed with "Is a directory"."""
+    code, _, err = cli(capsys, "wsi", "evaluate", tmp_path, "--annotations", tmp_path, "--out", tmp_path)
+    assert code == 2 and "is a directory" in err and "Traceback" not in err

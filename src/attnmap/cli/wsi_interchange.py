@@ -35,7 +35,8 @@ def geojson_command(scores: Path, out: Path, tissue: bool, tissue_file: Path | N
 )
 @click.option("--method", default="attention", show_default=True, help="Score set to evaluate.")
 @click.option(
-    "-o", "--out", "out", type=click.Path(path_type=Path), default=None, help="JSON report to write."
+    "-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help="JSON report to write.",
 )
 def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | None) -> None:
     """Patch AUC per annotated slide and FROC lesion detection over the run's slides."""
