@@ -10,82 +10,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from annotated_types import Ge, Le, MinLen
+from annotated_types import Ge, MinLen
 
 from attnmap.errors import InputError
 from attnmap.validation import STRICT, Check, validate_mapping
-from attnmap.wsi.features import PRECISIONS
 from attnmap.wsi.heatmap.style import HeatmapStyle
-from attnmap.wsi.patching import CONTOUR_CHECKS
 from attnmap.wsi.pipeline.config_checks import check_config, check_roi_folder, is_encoder_name
+from attnmap.wsi.pipeline.config_values import (
+    ContourCheck,
+    Device,
+    Kernel,
+    NonNegative,
+    OddPositive,
+    Positive,
+    Precision,
+    PresetName,
+    SchedulerAddress,
+    check_distinct,
+)
 from attnmap.wsi.pipeline.slide_list import SlideEntry, read_slide_list
-from attnmap.wsi.tissue import MAX_KERNEL, PRESETS, resolve_parameters
+from attnmap.wsi.tissue import MAX_KERNEL, resolve_parameters
 
-Positive = Annotated[int, Ge(1)]
-NonNegative = Annotated[int, Ge(0)]
-PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
-ContourCheck = Literal[CONTOUR_CHECKS]  # type: ignore[valid-type]
-Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
 __all__ = [
     "PipelineConfig", "SlideEntry", "check_config", "check_roi_folder", "config_from_dict", "load_config",
     "read_slide_list",
 ]
-
-
-def check_device(device: str) -> str:
-    """``device`` if it is auto, cpu, cuda or cuda:N; else `InputError`."""
-    if device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device):
-        return device
-    raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-
-
-
-Device = Annotated[str, Check(check_device)]
-
-
-def check_scheduler(address: str) -> str:
-    """``address`` if Dask can parse it as a scheduler address (tcp://host:port, ...); else `InputError`.
-
-    Why now: a malformed address (no port) was a ValueError from dask.distributed, an internal
-    error after the slide list was read."""
-    try:
-        from distributed.comm.addressing import parse_address, parse_host_port
-    except ImportError:  # the [dist] extra is missing: said when the run needs it
-        return address
-    try:
-        scheme, location = parse_address(address)
-        if scheme in ("tcp", "tls"):
-            parse_host_port(location)
-    except ValueError as error:
-        raise InputError(
-            f"not a Dask scheduler address ({error}): give tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
-        ) from None
-    return address
-
-
-def check_distinct(names: list[str]) -> list[str]:
-    """``names`` if no name is given twice; else `InputError` (two classes under one name in the
-    predictions CSV and the heatmap titles)."""
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise InputError(f"names given more than once: {', '.join(repeated)}")
-    return names
-
-
-def check_odd(value: int) -> int:
-    """``value`` if it is odd (a median blur kernel); else `InputError`."""
-    if value % 2 == 1:
-        return value
-    raise InputError(f"must be odd (a median blur kernel size), got {value}")
-
-
-OddPositive = Annotated[int, Ge(1), Le(MAX_KERNEL), Check(check_odd)]
-Kernel = Annotated[int, Ge(0), Le(MAX_KERNEL)]
 
 
 @dataclass
@@ -298,7 +251,7 @@ class RunConfig:
     workers: Positive = field(
         default=1, metadata={"help": "Slides at once (1: in this process; N > 1: a local Dask cluster)."}
     )
-    scheduler: Annotated[str, Check(check_scheduler)] | None = field(
+    scheduler: SchedulerAddress | None = field(
         default=None, metadata={"help": "Address of an existing Dask scheduler (tcp://host:port)."}
     )
 
