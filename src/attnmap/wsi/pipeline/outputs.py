@@ -270,8 +270,6 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
     def stale(path: Path, fingerprint, **verify) -> bool:
         return path.exists() and fingerprint.check(path, **verify) is not None
 
-    unasked = unasked_outputs(outputs, config)
-
     if stale(outputs.tissue, prints.tissue):
         outputs.tissue.unlink()
     if stale(outputs.patches, prints.patches, accept_foreign=True) and made_by_attnmap(outputs.patches):
@@ -291,7 +289,7 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
     for name in unasked_files(config):
         outputs.named(name).unlink(missing_ok=True)
     if outputs.heatmap_dir.is_dir() and (
-        "sample crops" in unasked
+        (config.sampling.top_k == 0 and config.sampling.bottom_k == 0)  # none asked
         or not outputs.named("samples.json").exists()
         or stale(outputs.named("samples.json"), prints.sampling)
     ):
@@ -299,7 +297,7 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
     if not config.export.geojson or export_reason(outputs, prints, config) is not None:
         outputs.named("scores.geojson").unlink(missing_ok=True)
         outputs.named("scores.geojson.json").unlink(missing_ok=True)
-    if f"pt_files/{outputs.features_pt.name}" in unasked:
+    if unasked_pt(outputs, config):
         remove_pt(outputs)
 
 
