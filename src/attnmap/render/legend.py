@@ -87,7 +87,7 @@ def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "s
     font, small = _font(text_size), _font(max(10, int(text_size * 0.8)))
     line_height = int(text_size * 1.2)
     canvas = Image.new("RGB", (width_out, height + top + bottom), (255, 255, 255))
-    canvas.paste(Image.fromarray(image[:, :, :3]), ((width_out - width) // 2, top))
+    canvas.paste(Image.fromarray(image[:, :, :3]), legend_offset(width, scale, title, label))
     draw = ImageDraw.Draw(canvas)
     for index, line in enumerate(title_lines):
         corner = (text_size // 2, int(text_size * 0.4) + index * line_height)
