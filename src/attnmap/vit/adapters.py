@@ -29,6 +29,7 @@ from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.vit.pooling import UNIFORM_SHARE, query_share
+from attnmap.vit.readout import TOKEN_READOUTS, readout_rows
 from attnmap.vit.unsupported import attention_hint, part_hint, vision_tower_hint
 
 QueryRow = Literal[
@@ -79,28 +80,25 @@ class ViTAdapter:
         forward pass; ``pooled_avgmax``: ½ that plus ½ uniform (timm's avgmax).
         """
         prefix = self.num_prefix_tokens
+        if self.query_row in TOKEN_READOUTS:  # cls, patch_mean, cls_and_patch_mean
+            return readout_rows(self.query_row, batch, tokens, prefix, like)
         weights = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
         if self.query_row == "latent":
             if self.latent_rows is None:
                 raise RuntimeError("the attention-pool head's attention was not recorded")
             rows = self.latent_rows.to(like.dtype)
             weights[:, tokens - rows.shape[-1] :] = rows
-        elif self.query_row == "cls":
-            weights[:, 0] = 1.0
         elif self.query_row == "distilled":
             weights[:, :2] = 0.5
         elif self.query_row == "token_mean":
             weights[:] = 1.0 / tokens
-        elif self.query_row == "cls_and_patch_mean":
-            weights[:, 0] = 0.5
-            weights[:, prefix:] = 0.5 / (tokens - prefix)
         elif self.query_row in ("pooled_max", "pooled_avgmax"):
             if self.pooled_tokens is None:
                 raise RuntimeError("the tokens the max pool read were not recorded")
             kind = self.query_row.removeprefix("pooled_")
             weights[:, self.pool_start :] = query_share(self.pooled_tokens[:, self.pool_start :], kind)
         else:
-            weights[:, prefix:] = 1.0 / (tokens - prefix)
+            raise ValueError(f"unknown query row {self.query_row!r}")
         return weights
 
     def identity_weights(self, query: torch.Tensor) -> torch.Tensor:

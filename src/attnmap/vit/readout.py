@@ -45,6 +45,20 @@ def read_tokens(tokens: torch.Tensor, readout: str, num_prefix: int) -> torch.Te
     raise InputError(f"readout must be one of {', '.join(TOKEN_READOUTS)}, got {readout!r}")
 
 
+def readout_rows(readout: str, batch: int, tokens: int, num_prefix: int, like: torch.Tensor) -> torch.Tensor:
+    """(B, N) weights of the token rows ``readout`` reads (`read_tokens`' rows, as the query row of
+    the attention methods): one-hot token 0 (``cls``), uniform over the patch tokens
+    (``patch_mean``), or half of each (``cls_and_patch_mean``)."""
+    if readout not in TOKEN_READOUTS:
+        raise InputError(f"readout must be one of {', '.join(TOKEN_READOUTS)}, got {readout!r}")
+    rows = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
+    if readout != "patch_mean":
+        rows[:, 0] = 1.0 if readout == "cls" else 0.5
+    if readout != "cls":
+        rows[:, num_prefix:] = (1.0 if readout == "patch_mean" else 0.5) / (tokens - num_prefix)
+    return rows
+
+
 @dataclass(frozen=True, eq=False)
 class ReadoutDirection:
     """Target scoring ⟨read-out(tokens), direction⟩ for a model whose output is (B, N, D) tokens.

@@ -27,7 +27,7 @@ from attnmap.vit.lrp.rules import stabiliser_for
 from attnmap.vit.lrp.twin import Trace, ViTTwin
 from attnmap.vit.lrp.weight_cache import weight_cache
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
-from attnmap.vit.readout import query_override
+from attnmap.vit.readout import query_override, readout_rows
 from attnmap.vit.registry import method
 from attnmap.vit.targets import resolve, slice_target
 
@@ -125,15 +125,11 @@ def _compute(
 def _readout_rows(twin: ViTTwin, like: torch.Tensor, trace: Trace) -> torch.Tensor:
     """(B, N) weights of the token rows the classifier reads (see the module docstring)."""
     batch, tokens = like.shape[0], like.shape[-1]
-    rows = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
     readout = query_override()  # the score reads a token read-out the model's output leaves to the user
     if readout is not None:
-        prefix = twin.num_prefix
-        if readout != "patch_mean":
-            rows[:, 0] = 1.0 if readout == "cls" else 0.5
-        if readout != "cls":
-            rows[:, prefix:] = (1.0 if readout == "patch_mean" else 0.5) / (tokens - prefix)
-    elif twin.global_pool == "map":
+        return readout_rows(readout, batch, tokens, twin.num_prefix, like)
+    rows = torch.zeros(batch, tokens, dtype=like.dtype, device=like.device)
+    if twin.global_pool == "map":
         pool_row = trace.pool.row().to(like.dtype)
         rows[:, tokens - pool_row.shape[-1] :] = pool_row
     elif twin.distilled:
