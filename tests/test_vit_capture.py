@@ -109,7 +109,9 @@ def test_restored_when_the_forward_itself_fails():
     assert model_state(model) == before
 
 
-def test_distilled_deit_excludes_both_prefix_tokens():
+def test_distilled_deit_excludes_both_prefix_tokens_and_reads_both_rows():
+    """The model's output is ½ class head + ½ distillation head: the maps read ½ of each token's row,
+    as its LRP read-out does (docs/lrp-rules.md)."""
     torch.manual_seed(0)
     model = timm.create_model(
         "deit_tiny_distilled_patch16_224", pretrained=False, depth=2, num_classes=5, img_size=64
@@ -117,7 +119,10 @@ def test_distilled_deit_excludes_both_prefix_tokens():
     images = torch.randn(2, 3, 64, 64)
     captured = capture(model, images, layers=-1)
     assert captured.num_prefix_tokens == 2 and captured.attentions[1].shape[-1] == 2 + 16
-    expected = manual_attention(model, images)[1].mean(1)[:, 0, 2:].reshape(2, 4, 4)
+    assert captured.query_row == "distilled"
+    assert torch.equal(captured.query[:, :2], torch.full((2, 2), 0.5)) and not captured.query[:, 2:].any()
+    last = manual_attention(model, images)[1].mean(1)
+    expected = (0.5 * (last[:, 0, 2:] + last[:, 1, 2:])).reshape(2, 4, 4)
     assert torch.allclose(attnmap.explain(model, images, "attention"), expected, atol=1e-6)
     for name in METHODS:
         assert attnmap.explain(model, images, name).shape == (2, 4, 4)

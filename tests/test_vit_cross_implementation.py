@@ -1,4 +1,5 @@
-"""Same weights, two implementations, same maps: timm ViT vs HF ViT, timm DINOv2 vs HF Dinov2Model,
+"""Same weights, two implementations, same maps: timm ViT vs HF ViT, timm distilled DeiT vs HF DeiT
+with teacher, timm DINOv2 vs HF Dinov2Model,
 timm DINOv3 (Eva with DINOv3's RoPE) vs HF DINOv3ViTModel.
 
 The weights are copied by role (q/k/v split of timm's fused qkv), which is what timm's and HF's
@@ -11,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -60,9 +62,14 @@ def copy_timm_to_hf(timm_model: nn.Module, hf_model: nn.Module) -> None:
     if hasattr(hf_model, "classifier"):
         _copy(hf_model.classifier.weight, timm_model.head.weight)
         _copy(hf_model.classifier.bias, timm_model.head.bias)
+    if hasattr(hf_model, "distillation_classifier"):  # DeiT with teacher
+        _copy(embeddings.distillation_token, timm_model.dist_token)
+        for hf_head, timm_head in (("cls_classifier", "head"), ("distillation_classifier", "head_dist")):
+            _copy(getattr(hf_model, hf_head).weight, getattr(timm_model, timm_head).weight)
+            _copy(getattr(hf_model, hf_head).bias, getattr(timm_model, timm_head).bias)
 
 
-def _pair(**timm_options: object) -> tuple[nn.Module, dict]:
+def _pair(timm_class: type[nn.Module] = VisionTransformer, **timm_options: object) -> tuple[nn.Module, dict]:
     torch.manual_seed(0)
     options = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=2, num_heads=HEADS)
     options.update(timm_options)
@@ -70,7 +77,7 @@ def _pair(**timm_options: object) -> tuple[nn.Module, dict]:
         hidden_size=WIDTH, intermediate_size=4 * WIDTH, num_hidden_layers=2, num_attention_heads=HEADS
     )
     config.update(image_size=SIZE, patch_size=PATCH, layer_norm_eps=1e-6)
-    return VisionTransformer(**options).double().eval(), config
+    return timm_class(**options).double().eval(), config
 
 
 def _maps(model: nn.Module, x: torch.Tensor, method: str, target: object) -> torch.Tensor:
@@ -101,6 +108,27 @@ def vit_pair() -> tuple[nn.Module, nn.Module, torch.Tensor]:
 def test_timm_vit_and_hf_vit_give_the_same_maps(single_thread: None, vit_pair, method: str) -> None:
     timm_model, hf_model, x = vit_pair
     _assert_same(_maps(hf_model, x, method, [1, 3]), _maps(timm_model, x, method, [1, 3]))
+
+
+@pytest.fixture(scope="module")
+def deit_pair() -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """timm's distilled DeiT and HF's DeiT with teacher: both output ½ class head + ½ distillation head."""
+    timm_model, config = _pair(VisionTransformerDistilled, num_classes=5)
+    hf_config = transformers.DeiTConfig(**config, num_labels=5)
+    hf_model = transformers.DeiTForImageClassificationWithTeacher(hf_config).double().eval()
+    copy_timm_to_hf(timm_model, hf_model)
+    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(pixel_values=x).logits, timm_model(x), rtol=1e-10, atol=1e-12)
+    return timm_model, hf_model, x
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_timm_distilled_deit_and_hf_deit_with_teacher_give_the_same_maps(
+    single_thread: None, deit_pair, method: str
+) -> None:
+    timm_model, hf_model, x = deit_pair
+    _assert_same(_maps(hf_model, x, method, [0, 2]), _maps(timm_model, x, method, [0, 2]))
 
 
 @pytest.fixture(scope="module")

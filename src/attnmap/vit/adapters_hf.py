@@ -98,6 +98,8 @@ class HFAdapter(ViTAdapter):
         query: QueryRow = "cls"
         if kind == "deit":
             prefix = 2
+            if hasattr(model, "distillation_classifier"):  # with teacher: ½ class head + ½ distillation head
+                query = "distilled"
         elif kind.startswith("dinov"):  # dinov2, dinov2_with_registers, dinov3_vit (pooler: CLS)
             prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
             query = "cls_and_patch_mean" if self.classifier else "cls"

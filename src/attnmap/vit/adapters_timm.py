@@ -121,6 +121,8 @@ class TimmViTAdapter(ViTAdapter):
                 )
             self.query_row = f"pooled_{pool}"
             self.pool_start = 0 if getattr(model, "pool_include_prefix", False) else self.num_prefix_tokens
+        elif hasattr(model, "head_dist"):  # DeiT distilled: ½ class head + ½ distillation head, any pool
+            self.query_row = "distilled"
         elif has_cls and pool in ("token", ""):
             self.query_row = "cls"
         elif getattr(model, "pool_include_prefix", False):  # timm's avg/max pool over every token

@@ -39,7 +39,8 @@ class Captured:
     what the capture's ``reduce`` made of it).
     ``query_row`` says which row of A stands for "what the read-out looks at": ``"cls"`` (token 0),
     ``"patch_mean"`` (the mean of the patch rows, for models pooling the patch tokens, e.g. timm
-    ``global_pool="avg"``), ``"distilled"``, ``"cls_and_patch_mean"`` or ``"latent"`` (an
+    ``global_pool="avg"``), ``"distilled"`` (½ on the class and ½ on the distillation token, which
+    DeiT distilled / with teacher read), ``"cls_and_patch_mean"`` or ``"latent"`` (an
     attention-pool head's row), ``"pooled_max"`` / ``"pooled_avgmax"`` (a max pool's winners); ``query``
     holds those (B, N) weights, ``identity_query`` the share of them whose residual identity path
     the rollouts remove (`ViTAdapter.identity_weights`).
