@@ -251,7 +251,7 @@ def lrp_rollout(
 @method(
     "lrp_attention",
     "Chefer et al. 2021: LRP relevance of one block's attention (× ∇A with grad=True), clamp(0), head mean, "
-    f"class-token row ({_STABILISER_NOTE})",
+    f"read-out row ({_STABILISER_NOTE})",
     needs_grad=False,
 )
 @_in_chunks

@@ -23,7 +23,7 @@ def query_attention(attention: torch.Tensor, query: torch.Tensor, num_prefix_tok
 
 @method(
     "attention",
-    "Raw attention of one block (layer=-1): query/CLS row, mean over heads; class independent.",
+    "Raw attention of one block (layer=-1): the read-out's row, mean over heads; class independent.",
     needs_grad=False,
 )
 def attention_map(model: nn.Module, images: torch.Tensor, target: Target, *, layer: int = -1) -> torch.Tensor:
