@@ -129,3 +129,25 @@ def test_attention_rerun_with_no_csv_leaves_what_a_fresh_run_leaves(tmp_path: Pa
     assert sorted(p.name for p in (tmp_path / "rerun").iterdir()) == sorted(
         p.name for p in (tmp_path / "fresh").iterdir())
     assert not (tmp_path / "rerun" / "s_attention.csv").exists()
+
+
+def test_attention_rerun_on_fewer_bags_names_the_earlier_bags_files(tmp_path: Path, capsys) -> None:
+    """The dropped bag's files are another batch's results to the user, so they stay; the run says
+    which they are, since predictions.csv lists only its own bags. A user's own h5 is not named."""
+    from synthetic_slide_files import write_clam_checkpoint
+
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt", embed_dim=8)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    bags = [write_h5_bag(tmp_path / f"{name}.h5", bag, np.zeros((5, 2)))
+            for name, bag in zip("ab", features, strict=True)]
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, *bags, "-o", out, "--quiet")
+    assert code == 0 and "note:" not in err
+    (out / "mine_attention.h5").write_bytes(b"not an h5 file")
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bags[0], "-o", out, "--quiet")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "1 bag(s) not in this run (b)" in notes[0] and "mine" not in notes[0]
+    assert (out / "b_attention.h5").exists()
+    assert [row["slide_id"] for row in csv.DictReader((out / "predictions.csv").open())] == ["a"]

@@ -137,7 +137,7 @@ def attention(
     from attnmap.mil.bags import list_bags, read_bag
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
-    from attnmap.mil.export import export_attention, write_predictions_csv
+    from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
     from attnmap.provenance import provenance
 
     model = load_mil(checkpoint).to(resolved_device(device))
@@ -190,3 +190,8 @@ def attention(
         probs = " ".join(f"{p:.3f}" for p in item.result.probs)
         click.echo(f"{item.slide_id}: prediction {item.result.prediction} (p = {probs}) -> {item.h5_path}")
     click.echo(f"predictions: {summary}")
+    others = outputs_of_other_bags(out_dir, names)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        click.echo(f"note: {out_dir} also holds attention files of {len(others)} bag(s) not in this run "
+                   f"({shown}); {summary.name} lists this run's {len(exports)} only", err=True)

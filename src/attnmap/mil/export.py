@@ -182,6 +182,27 @@ def _write_sidecar(csv_path: Path, record: Mapping[str, str]) -> Path:
     return sidecar
 
 
+def outputs_of_other_bags(out_dir: str | Path, slide_ids: Sequence[str]) -> list[str]:
+    """Slide ids of ``<id>_attention.h5`` files in ``out_dir`` that an earlier ``mil attention`` run
+    wrote for bags not in ``slide_ids``: kept (they may be another batch's results), but named, since
+    ``predictions.csv`` lists this run's bags only."""
+    import h5py
+
+    kept, others = set(slide_ids), []
+    for path in sorted(Path(out_dir).glob("*_attention.h5")):
+        slide_id = path.name.removesuffix("_attention.h5")
+        if slide_id in kept:
+            continue
+        try:
+            with h5py.File(path, "r") as handle:
+                ours = handle.attrs.get("method") == "mil-attention"
+        except OSError:  # not an h5 file: not ours
+            continue
+        if ours:
+            others.append(slide_id)
+    return others
+
+
 def write_predictions_csv(
     exports: Sequence[AttentionExport], path: str | Path, record: Mapping[str, str] | None = None
 ) -> Path:
