@@ -4,6 +4,7 @@ raised while loading, before any slide is touched; segmentation presets never si
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -450,3 +451,16 @@ def test_an_overlap_whose_grid_step_is_under_a_pixel_fails_at_load(setup: Path) 
     with pytest.raises(InputError, match=problem):
         _load(setup, heatmap={"overlap": 0.99})
     assert _load(setup, heatmap={"overlap": 0.984375})[1].heatmap.overlap == 0.984375
+
+
+def test_a_dense_overlap_warns_what_it_costs(setup: Path) -> None:
+    """A valid overlap of 0.99 on 256-px patches (a 2-px step) ran for hours without a word."""
+    from attnmap.wsi.pipeline.config_checks import DenseOverlapWarning
+
+    expected = r"overlap 0.95 is a 3-px step for 64-px patches: about 455 "  # (64 / 3)²
+    with pytest.warns(DenseOverlapWarning, match=expected):
+        _load(setup, heatmap={"overlap": 0.95})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DenseOverlapWarning)
+        for overlap in (0.0, 0.5, 0.75):  # at most 16 per block-grid patch
+            _load(setup, heatmap={"overlap": overlap})

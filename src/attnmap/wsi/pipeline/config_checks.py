@@ -68,17 +68,42 @@ def check_config(config: PipelineConfig) -> None:
     _check_encoder(config)
 
 
+class DenseOverlapWarning(UserWarning):
+    """``heatmap.overlap`` asks for many overlapping patches per patch of the block grid."""
+
+
+# Overlapping patches per block-grid patch above which a run is told what it asked for: 100 is
+# overlap 0.9, where the overlap grid costs a hundred block grids (CLAM's template uses 0.5: 4).
+DENSE_OVERLAP = 100
+
+
 def _check_overlap_step(config: PipelineConfig) -> None:
     """`InputError` for a ``heatmap.overlap`` whose grid step, ``patch_size × (1 − overlap)``, is
-    under one pixel.
+    under one pixel; `DenseOverlapWarning` when the step leaves `DENSE_OVERLAP` or more patches to
+    encode per patch of the block grid.
 
     Why: the step was rounded up to 1 px, a smaller overlap than asked for, silently, on a grid
-    of patch_size² times the blockmap's patches (minutes for a 1024×768 slide)."""
+    of patch_size² times the blockmap's patches (minutes for a 1024×768 slide); and a valid but
+    dense overlap (0.99 with 256-px patches: a 2-px step) ran for hours without a word."""
+    import warnings
+
     size, overlap = config.patching.patch_size, config.heatmap.overlap
-    if overlap > 0 and int(size * (1.0 - overlap)) < 1:
+    if overlap <= 0:
+        return
+    step = int(size * (1.0 - overlap))
+    if step < 1:
         raise InputError(
             f"heatmap.overlap {overlap:g} leaves a grid step of {size * (1.0 - overlap):.2g} px for "
             f"{size}-px patches (patching.patch_size): use at most {1.0 - 1.0 / size:g}"
+        )
+    per_block = (size / step) ** 2
+    if per_block >= DENSE_OVERLAP:
+        warnings.warn(
+            f"heatmap.overlap {overlap:g} is a {step}-px step for {size}-px patches: about "
+            f"{per_block:,.0f} patches to encode per patch of the block grid, so the heatmap stage "
+            f"takes about {per_block:,.0f} times the block grid's time",
+            DenseOverlapWarning,
+            stacklevel=2,
         )
 
 
