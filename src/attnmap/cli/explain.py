@@ -144,7 +144,7 @@ def explain(
     from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
     from attnmap.vit.timm_build import check_timm_name
 
-    method = method or default_method()
+    method = method if method is not None else default_method()  # '' is no method: refused below
     if direction_file is not None:
         if target is not None:
             raise InputError("give either --target (a class) or --direction (a file), not both")
@@ -155,7 +155,7 @@ def explain(
         raise InputError("--readout names the embedding a --direction lives in: give --direction too")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
-    paths = expand_image_paths(images)
+    paths = expand_image_paths(images, out_dir)
     names, _ = resolve_methods(method)
     options = parse_options(option_pairs)
     split_options(names, options)  # fail on a misspelt option before loading anything
@@ -169,6 +169,10 @@ def explain(
             "its maps show an untrained network",
             err=True,
         )
+    if scheduler is not None:
+        from attnmap.wsi.pipeline.config_values import check_scheduler
+
+        check_scheduler(scheduler)
     settings = {"batch_size": batch_size, "cmap": cmap, "alpha": alpha, "on": on, "legend": legend, **options}
     if workers or scheduler:
         _run_distributed(
@@ -211,11 +215,12 @@ def _run_distributed(
         raise InputError(
             f"--workers/--scheduler need attnmap.parallel, which is not available: {error}"
         ) from None
-    from attnmap.vit.batch import _output_stems, explain_chunk
+    from attnmap.vit.batch import explain_chunk
+    from attnmap.vit.explain_outputs import output_stems
 
     batch_size = int(settings["batch_size"])
     # each image's index travels with it, so that a direction per image reaches its own chunk
-    stems = _output_stems(paths)
+    stems = output_stems(paths)
     named = [(str(path), stems[index], index) for index, path in enumerate(paths)]
     chunks = [named[i : i + batch_size] for i in range(0, len(named), batch_size)]  # names unique overall
     from attnmap.architecture_hints import call_in_argument_form

@@ -9,7 +9,9 @@ and have the same fingerprint, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,13 +24,22 @@ from tqdm.auto import tqdm
 
 from attnmap.checkpoint import cached_vit
 from attnmap.errors import InputError
-from attnmap.fingerprint import Fingerprint, file_identity
-from attnmap.io_utils import atomic_path, save_png, unique_names
-from attnmap.provenance import model_checksum, provenance, sidecar_path, write_sidecar
+from attnmap.fingerprint import Fingerprint
+from attnmap.io_utils import remove_stale_temporaries, save_png
+from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
 from attnmap.vit.explain import check_option_types, explain
+from attnmap.vit.explain_outputs import (
+    GRID_SUFFIX,
+    image_done,
+    image_fingerprint,
+    output_files,
+    output_stems,
+    remove_outdated_pictures,
+    save_npy,
+)
 from attnmap.vit.original import class_name, crop_box, predict
 from attnmap.vit.preprocess import IMAGE_SUFFIXES, load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
@@ -36,23 +47,57 @@ from attnmap.vit.registry import Target, get_method, methods
 from attnmap.vit.targets import slice_target
 
 
-def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
+def expand_image_paths(inputs: Sequence[str | Path], out_dir: str | Path | None = None) -> list[Path]:
     """Files as given, directories expanded to the image files inside (``IMAGE_SUFFIXES``; sorted, not
-    recursive)."""
+    recursive, hidden files such as macOS's ``._photo.png`` left out), glob patterns a shell did not
+    expand (``"photos/*.png"``) to the files they match. A file named twice (directly, through its
+    folder, a pattern or a link) is explained once: its outputs would otherwise be written twice
+    under two names.
+
+    ``out_dir``: the output folder; a folder of inputs that is the output folder is refused, as a
+    rerun would read the earlier run's overlays as images.
+    """
     paths: list[Path] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
-            found = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if out_dir is not None and _same_folder(entry, Path(out_dir)):
+                raise InputError(
+                    f"--out {out_dir} is the image folder {entry}: a rerun would read its overlays as "
+                    "images; give another output folder"
+                )
+            found = sorted(
+                p
+                for p in entry.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
             if not found:
                 raise InputError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in directory {entry}")
             paths.extend(found)
         elif entry.exists():
             paths.append(entry)
+        elif any(mark in entry.name for mark in "*?["):  # a pattern no shell expanded
+            matches = sorted(Path(p) for p in glob.glob(str(entry)) if Path(p).is_file())
+            if not matches:
+                raise InputError(f"no file matches {entry}")
+            paths.extend(matches)
         else:
             raise InputError(f"image file not found: {entry}")
     if not paths:
         raise InputError("no images given")
-    return paths
+    seen: set[Path] = set()
+    unique = []
+    for path in paths:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique
+
+
+def _same_folder(one: Path, two: Path) -> bool:
+    try:
+        return two.is_dir() and os.path.samefile(one, two)
+    except OSError:
+        return False
 
 
 def resolve_methods(method: str) -> tuple[list[str], bool]:
@@ -62,6 +107,9 @@ def resolve_methods(method: str) -> tuple[list[str], bool]:
     names = [name.strip() for name in method.split(",") if name.strip()]
     if not names:
         raise InputError("no method given")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"method {', '.join(repeated)} is named more than once")
     for name in names:
         get_method(name)  # raises InputError listing the available ones
     return names, False
@@ -81,65 +129,11 @@ def split_options(names: Sequence[str], options: Mapping[str, Any]) -> dict[str,
     return per_method
 
 
-def _output_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique (name_2, name_3, ...) when two inputs share one."""
-    return unique_names([path.stem for path in paths])
-
-
-EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns redo them
-
-
-def _image_fingerprint(
-    path: Path,
-    checksum: str,
-    architecture: str,
-    name: str,
-    target: object,
-    options: Mapping[str, Any],
-    drawing: Mapping[str, Any],
-) -> Fingerprint:
-    return Fingerprint(
-        {
-            "stage": "explain",
-            "version": EXPLAIN_VERSION,
-            "image": {**file_identity(path), "name": path.name},  # the name: the picture's title
-            "model_sha256": checksum,  # the weights, and below what the model is besides them
-            "architecture": architecture,
-            "method": name,
-            "target": target,
-            "options": dict(options),
-            "drawing": dict(drawing),
-        }
-    )
-
-
 def model_architecture(model: nn.Module) -> str:
     """A digest of the model's layers as printed (types, sizes, activations, norms' epsilons): two
     models with equal weights but another ``act_layer`` or ``qk_norm`` give other maps."""
     text = f"{type(model).__module__}.{type(model).__qualname__}:{model!r}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _image_done(
-    out_dir: Path, stem: str, names: Sequence[str], grid: bool, prints: list[Fingerprint]
-) -> bool:
-    """Whether every output of one image is intact and made with these fingerprints."""
-    for name, fingerprint in zip(names, prints, strict=True):
-        npy = out_dir / f"{stem}_{name}.npy"
-        try:
-            np.load(npy, mmap_mode="r")  # header and size checked
-        except (OSError, ValueError):
-            return False
-        # the map's own record: another run (another method list, options) may have rewritten the
-        # map after this run's picture was made
-        if fingerprint.check(sidecar_path(npy)) is not None:
-            return False
-        if not grid and fingerprint.check(out_dir / f"{stem}_{name}.png") is not None:
-            return False
-    if grid:
-        joint = Fingerprint({"methods": [fingerprint.value for fingerprint in prints]})
-        return joint.check(out_dir / f"{stem}_all_methods.png") is None
-    return True
 
 
 def _image_target(target: Target, index: int, total: int) -> Target:
@@ -179,12 +173,6 @@ def _describe_target(target: Target) -> object:
     if callable(target):
         return f"callable {getattr(target, '__name__', type(target).__name__)}"
     return target
-
-
-def _save_npy(path: Path, array: np.ndarray) -> Path:
-    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        np.save(handle, array)
-    return path
 
 
 def explain_paths(
@@ -228,16 +216,17 @@ def explain_paths(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output folder {out_dir} is an existing file")
-    stems = list(names) if names is not None else _output_stems(paths)
+    stems = list(names) if names is not None else output_stems(paths)
     if len(stems) != len(paths):
         raise InputError(f"got {len(stems)} output names for {len(paths)} images")
+    remove_stale_temporaries(out_dir, recursive=False)  # an interrupted run's partial files
     checksum = model_checksum(model)
     architecture = model_architecture(model)
     per_image = [_image_target(target, index, len(paths)) for index in range(len(paths))]
     drawing = {"cmap": cmap, "alpha": alpha, "on": on, "legend": legend}
     prints = [
         [
-            _image_fingerprint(
+            image_fingerprint(
                 path,
                 checksum,
                 architecture,
@@ -251,12 +240,12 @@ def explain_paths(
         for index, path in enumerate(paths)
     ]
     todo = [
-        i for i, path in enumerate(paths) if not _image_done(out_dir, stems[i], methods_, grid, prints[i])
+        i for i, path in enumerate(paths) if not image_done(out_dir, stems[i], methods_, grid, prints[i])
     ]
     written: list[Path] = [
         out_dir / f"{stems[i]}_{name}.{kind}"
         for i in sorted(set(range(len(paths))) - set(todo))
-        for name, kind in _output_files(methods_, grid)
+        for name, kind in output_files(methods_, grid)
     ]
     bar = tqdm(
         total=len(paths), initial=len(paths) - len(todo), desc="explain", unit="image", disable=not progress
@@ -299,10 +288,12 @@ def explain_paths(
                         map_shape=tuple(heat.shape),
                         **image_prints[name].record(),
                     )
+                    # pictures of the old map this run does not redraw go if they would show another map
+                    remove_outdated_pictures(out_dir, stem, name, image_prints[name], grid)
                     # the old map goes first: a record of this run never describes an earlier run's map
                     (out_dir / f"{stem}_{name}.npy").unlink(missing_ok=True)
                     write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
-                    written.append(_save_npy(out_dir / f"{stem}_{name}.npy", heat))
+                    written.append(save_npy(out_dir / f"{stem}_{name}.npy", heat))
                     picture, scale = draw_map(model, view, original, heat, name, cmap, alpha)
                     scales.append(scale)
                     if grid:
@@ -325,7 +316,7 @@ def explain_paths(
                         save_grid(
                             [view if original is None else original, *overlays],
                             ["image", *methods_],
-                            out_dir / f"{stem}_all_methods.png",
+                            out_dir / f"{stem}_{GRID_SUFFIX}.png",
                             metadata=meta,
                             scales=[None, *scales],
                             suptitle=title,
@@ -334,12 +325,6 @@ def explain_paths(
                 bar.update(1)
     bar.close()
     return written
-
-
-def _output_files(methods_: Sequence[str], grid: bool) -> list[tuple[str, str]]:
-    """(name, suffix) of one image's outputs: each method's .npy, and its .png or one grid PNG."""
-    files = [(name, "npy") for name in methods_]
-    return files + ([("all_methods", "png")] if grid else [(name, "png") for name in methods_])
 
 
 def explain_chunk(

@@ -1,0 +1,140 @@
+"""The files `attnmap explain` writes per image: their names, when a rerun may keep them, and which
+pictures of an earlier run must go when a map is rewritten.
+
+Why a module of its own: an output folder collects several runs (other methods, other images), so
+a rerun must tell what it may reuse (`image_done`: intact, same fingerprint) from what no longer
+describes the map beside it (`remove_outdated_pictures`): a method's overlay PNG drawn for another
+target than the map a later ``--method all`` run wrote, or a comparison grid showing a map a later
+single-method run replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attnmap.errors import InputError
+from attnmap.fingerprint import INPUTS_KEY, Fingerprint, file_identity
+from attnmap.io_utils import atomic_path, read_png_text, unique_names
+from attnmap.provenance import read_sidecar, sidecar_path
+
+EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns redo them
+GRID_SUFFIX = "all_methods"
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique (name_2, name_3, ...) when two inputs share one."""
+    return unique_names([path.stem for path in paths])
+
+
+def output_files(methods: Sequence[str], grid: bool) -> list[tuple[str, str]]:
+    """(name, suffix) of one image's outputs: each method's .npy, and its .png or one grid PNG."""
+    files = [(name, "npy") for name in methods]
+    return files + ([(GRID_SUFFIX, "png")] if grid else [(name, "png") for name in methods])
+
+
+def image_fingerprint(
+    path: Path,
+    checksum: str,
+    architecture: str,
+    name: str,
+    target: object,
+    options: Mapping[str, Any],
+    drawing: Mapping[str, Any],
+) -> Fingerprint:
+    """What made one map and its picture (the drawing options only change the picture)."""
+    return Fingerprint(
+        {
+            "stage": "explain",
+            "version": EXPLAIN_VERSION,
+            "image": {**file_identity(path), "name": path.name},  # the name: the picture's title
+            "model_sha256": checksum,  # the weights, and below what the model is besides them
+            "architecture": architecture,
+            "method": name,
+            "target": target,
+            "options": dict(options),
+            "drawing": dict(drawing),
+        }
+    )
+
+
+def image_done(out_dir: Path, stem: str, names: Sequence[str], grid: bool, prints: list[Fingerprint]) -> bool:
+    """Whether every output of one image is intact and made with these fingerprints."""
+    for name, fingerprint in zip(names, prints, strict=True):
+        npy = out_dir / f"{stem}_{name}.npy"
+        try:
+            np.load(npy, mmap_mode="r")  # header and size checked
+        except (OSError, ValueError):
+            return False
+        # the map's own record: another run (another method list, options) may have rewritten the
+        # map after this run's picture was made
+        if fingerprint.check(sidecar_path(npy)) is not None:
+            return False
+        if not grid and fingerprint.check(out_dir / f"{stem}_{name}.png") is not None:
+            return False
+    if grid:
+        joint = Fingerprint({"methods": [fingerprint.value for fingerprint in prints]})
+        return joint.check(out_dir / f"{stem}_{GRID_SUFFIX}.png") is None
+    return True
+
+
+def map_inputs(record: Mapping[str, str]) -> dict[str, Any] | None:
+    """What a map depends on, from an output's record: its fingerprint inputs without the drawing
+    options (None when the record has none)."""
+    try:
+        inputs = json.loads(record[INPUTS_KEY])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(inputs, dict):
+        return None
+    inputs.pop("drawing", None)
+    return inputs
+
+
+def _inputs_of(fingerprint: Fingerprint) -> dict[str, Any]:
+    """``fingerprint``'s inputs as they read back from a record (JSON), without the drawing."""
+    inputs = json.loads(json.dumps(fingerprint.inputs, sort_keys=True, default=str))
+    inputs.pop("drawing", None)
+    return inputs
+
+
+def _record(path: Path, reader: Any) -> dict[str, str]:
+    try:
+        return reader(path)
+    except (OSError, ValueError, SyntaxError, InputError):  # missing or unreadable: no record
+        return {}
+
+
+def remove_outdated_pictures(
+    out_dir: Path, stem: str, name: str, fingerprint: Fingerprint, grid: bool
+) -> None:
+    """Before ``{stem}_{name}.npy`` is rewritten for ``fingerprint``: delete the pictures of that map
+    this run does not redraw and that would show another map than the new one.
+
+    A ``--method all`` run (``grid``) draws no per-method overlay: an earlier run's
+    ``{stem}_{name}.png`` stays only when its record is of the same map (drawing aside). A
+    single-method run draws no grid: an earlier grid stays only when the map it showed is the one
+    written now (the old map's record equals the new one, drawing aside).
+    """
+    new = _inputs_of(fingerprint)
+    if grid:
+        picture = out_dir / f"{stem}_{name}.png"
+        if picture.is_file() and map_inputs(_record(picture, read_png_text)) != new:
+            picture.unlink(missing_ok=True)
+        return
+    picture = out_dir / f"{stem}_{GRID_SUFFIX}.png"
+    if picture.is_file():
+        old = map_inputs(_record(out_dir / f"{stem}_{name}.npy", read_sidecar))
+        if old != new:
+            picture.unlink(missing_ok=True)
+
+
+def save_npy(path: Path, array: np.ndarray) -> Path:
+    """Write a raw map atomically."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, array)
+    return path
