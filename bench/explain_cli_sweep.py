@@ -6,7 +6,7 @@ Run (a few minutes on 2 shared cores; everything in a temporary folder)::
 
     PYTHONPATH=src nice python bench/explain_cli_sweep.py [--only SECTIONS] [--keep DIR] [-v]
 
-(sections: explain, inputs, reruns, evaluate; all by default)
+(sections: api, explain, inputs, reruns, evaluate; all by default)
 
 Builds tiny seeded models saved as files the CLI loads (a 2-block timm ViT at 32 px with weights
 files of two seeds and a headless one, the same saved as a ``timm:FOLDER``, a Hugging Face ViT
@@ -79,6 +79,7 @@ class Sweep:
         n_methods: int | None = 1,
         effect_vs: Path | None = None,
         record: bool = True,
+        check=None,
     ) -> tuple[str, str, Path]:
         """One `attnmap explain` run; ``expected_inputs``: the image files whose maps it must write
         (default: ``inputs`` when they are all files); ``effect_vs``: a base run's folder that this
@@ -97,6 +98,7 @@ class Sweep:
             if expected_inputs is None and all(Path(p).is_file() for p in inputs):
                 expected_inputs = [Path(p) for p in inputs]
             problems = harness.check_explain_folder(out, expected_inputs, n_methods)
+            problems += check(out) if check is not None else []
             stale = [p for p in problems if p.startswith("stale:")]
             if problems:
                 cls, detail = (
@@ -159,7 +161,9 @@ class Sweep:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="explain,inputs,reruns,evaluate", help="comma-separated sections")
+    parser.add_argument(
+        "--only", default="api,explain,inputs,reruns,evaluate", help="comma-separated sections"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder (kept)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the stderr of crashes")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from explain_sweep_api import api_cases
 from explain_sweep_evaluate import evaluate_cases
 from PIL import Image
 
@@ -317,6 +318,41 @@ def input_cases(s) -> None:
         [*m, "--batch-size", "3"],
         expected_inputs=sorted(im["plain"].iterdir()),
     )
+    for name in ("wide.png", "big.png", "tall.png"):
+        e(
+            f"{name} --on original --no-legend: the original's size",
+            [im["sizes"] / name],
+            [*m, "--on", "original", "--no-legend"],
+            check=_picture_size(im["sizes"] / name),
+        )
+    e(
+        "--no-legend: the model's input size",
+        [im["one"]],
+        [*m, "--no-legend"],
+        check=_picture_size(None, (32, 32)),
+    )
+    e(
+        "EXIF-rotated JPEG --on original --no-legend",
+        [im["exif"]],
+        [*m, "--on", "original", "--no-legend"],
+        check=_picture_size(im["exif"]),
+    )
+    linked = s.root / "linked_dir"
+    os.symlink(im["plain"], linked)
+    e("a symlink to a folder", [linked], m, expected_inputs=sorted(linked.iterdir()))
+    e("a folder and a symlink to it", [im["plain"], linked], m, expected_inputs=sorted(im["plain"].iterdir()))
+    held = s.out()
+    held.mkdir(parents=True)
+    (held / ".attnmap.lock").write_text(
+        json.dumps({"pid": os.getppid(), "host": os.uname().nodename, "command": "attnmap explain"})
+    )
+    e("--out locked by a live run", [im["one"]], m, out=held, expect="error")
+    e(
+        "--workers 1, same file twice",
+        [im["one"], im["one"]],
+        [*m, "--workers", "1"],
+        expected_inputs=[im["one"]],
+    )
     # the output folder among the inputs
     folder = s.root / "selfref"
     shutil.copytree(im["plain"], folder)
@@ -330,6 +366,22 @@ def input_cases(s) -> None:
     shutil.copy(im["one"], own / "img0.png")
     e("--out is the image's own folder (file given)", [own / "img0.png"], m, out=own)
     e("  ... rerun", [own / "img0.png"], m, out=own)
+
+
+def _picture_size(original: Path | None, size: tuple[int, int] | None = None):
+    """A check: every overlay PNG is ``size`` (width, height) or the original image's upright size."""
+
+    def check(out: Path) -> list[str]:
+        from PIL import ImageOps
+
+        want = size if original is None else ImageOps.exif_transpose(Image.open(original)).size
+        return [
+            f"{p.name} is {Image.open(p).size}, expected {want}"
+            for p in sorted(out.glob("*.png"))
+            if Image.open(p).size != tuple(want)
+        ]
+
+    return check
 
 
 def rerun_cases(s) -> None:
@@ -422,6 +474,45 @@ def rerun_cases(s) -> None:
         (folder / "img0_grad_rollout.npy").unlink()  # its picture and record stay
 
     r("leftovers of an interrupted run", files, ga, ga, between=interrupted)
+    rows = np.random.default_rng(5).normal(size=(2, 192))
+    np.save(s.root / "rows_a.npy", rows)
+    rows[1] *= -1
+    np.save(s.root / "rows_b.npy", rows)
+    r(
+        "--direction rows, the second row changed",
+        files,
+        ["--method", "lrp", "--direction", s.root / "rows_a.npy"],
+        ["--method", "lrp", "--direction", s.root / "rows_b.npy"],
+        model="headless",
+    )
+    renamed = s.root / "renames"
+    shutil.copytree(im["plain"], renamed)
+    r(
+        "an input renamed",
+        [renamed],
+        ga,
+        ga,
+        between=lambda f: (renamed / "img0.png").rename(renamed / "zz.png"),
+    )
+    r(
+        "--method all twice, --cmap changed",
+        files,
+        ["--method", "all"],
+        ["--method", "all", "--cmap", "viridis"],
+    )
+    r(
+        "--workers 1: single -> all, --target changed",
+        files,
+        [*ga, "--target", "0"],
+        ["--method", "all", "--target", "1", "--workers", "1"],
+    )
+    r("--workers 1: leftovers of an interrupted run", files, ga, [*ga, "--workers", "1"], between=interrupted)
 
 
-SECTIONS = {"explain": option_cases, "inputs": input_cases, "reruns": rerun_cases, "evaluate": evaluate_cases}
+SECTIONS = {
+    "api": api_cases,
+    "explain": option_cases,
+    "inputs": input_cases,
+    "reruns": rerun_cases,
+    "evaluate": evaluate_cases,
+}

@@ -179,6 +179,11 @@ def build_images(root: Path) -> dict[str, Path]:
     made["modes"] = modes
     made["black"] = modes / "black.png"
 
+    exif = Image.fromarray(np.random.default_rng(63).integers(0, 256, (60, 40, 3), dtype=np.uint8))
+    tags = Image.Exif()
+    tags[0x0112] = 6  # Orientation: turn 90° clockwise to show it upright (40 × 60 stored, 60 × 40 shown)
+    exif.save(modes.parent / "exif.jpg", exif=tags)
+    made["exif"] = modes.parent / "exif.jpg"
     (base / "empty_dir").mkdir()
     made["empty_dir"] = base / "empty_dir"
     only_text = base / "only_text"
