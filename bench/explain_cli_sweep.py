@@ -147,16 +147,14 @@ class Sweep:
         )
         if cls2 != "ok":
             return self.rec.record(cls2, name, f"fresh run: {detail2}")
-        fresh_files = harness.output_files(clean)
-        differ = harness.diff_folders(folder, clean, ignore=lambda f: f not in fresh_files)
+        differ, kept = harness.diff_explain_folders(folder, clean)
         problems = [p for p in harness.check_explain_folder(folder, None, None) if p.startswith("stale:")]
         leftovers = [p.name for p in folder.rglob("*") if "attnmap-tmp-" in p.name]
         if differ or problems or leftovers:
             shown = [f"differs from a fresh run: {', '.join(differ[:3])}"] if differ else []
             shown += problems[:2] + ([f"temporaries left: {', '.join(leftovers[:2])}"] if leftovers else [])
             return self.rec.record("stale", name, "; ".join(shown), "ok")
-        kept = sorted(harness.output_files(folder) - fresh_files)
-        return self.rec.record("ok", name, f"(kept {len(kept)} other files)" if kept else "", "ok")
+        return self.rec.record("ok", name, f"(kept {kept} maps of other runs)" if kept else "", "ok")
 
 
 def main() -> None:

@@ -290,6 +290,16 @@ def input_cases(s) -> None:
     e("same file twice", [im["one"], im["one"]], m, expected_inputs=[im["one"]])
     e("a file and its folder", [im["one"], im["plain"]], m, expected_inputs=sorted(im["plain"].iterdir()))
     e("same stem in two subfolders", [im["stem1"], im["stem2"]], m)
+    shared = s.out()
+    e("same stem, two runs into one folder: first", [im["stem1"]], m, out=shared)
+    e(
+        "same stem, two runs into one folder: second",
+        [im["stem2"]],
+        m,
+        out=shared,
+        expected_inputs=[im["stem1"], im["stem2"]],
+    )
+    e("same stem, two runs into one folder: both again", [im["stem1"], im["stem2"]], m, out=shared)
     e("a.png, a.jpg and a_2.png", [im["two_ext"]], m, expected_inputs=sorted(im["two_ext"].iterdir()))
     e("A.png and a.png", [im["case"]], m, expected_inputs=sorted(im["case"].iterdir()))
     e(

@@ -229,6 +229,48 @@ def diff_folders(one: Path, two: Path, ignore: Callable[[str], bool] = lambda na
     return differ
 
 
+def _by_image(folder: Path) -> dict[tuple[str, str], str]:
+    """(image as recorded, method) -> the output stem holding that map in ``folder``."""
+    index = {}
+    for sidecar in folder.glob("*.npy.json"):
+        if SKIP.search(sidecar.name):
+            continue
+        try:
+            record = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        suffix = f"_{record.get('method')}.npy.json"
+        if sidecar.name.endswith(suffix):
+            index[(record.get("image", "?"), record["method"])] = sidecar.name[: -len(suffix)]
+    return index
+
+
+def diff_explain_folders(rerun: Path, fresh: Path) -> tuple[list[str], int]:
+    """Outputs of ``fresh`` that ``rerun`` lacks or holds otherwise, matched by (image, method): an
+    output's name may differ between the two (a name an earlier run gave to another image is kept
+    by it). Also returns how many outputs ``rerun`` holds beyond ``fresh``'s (other runs')."""
+    mine, theirs = _by_image(rerun), _by_image(fresh)
+    differ = []
+    for (image, method), stem in sorted(theirs.items()):
+        if (image, method) not in mine:
+            differ.append(f"no {method} map of {Path(image).name}")
+            continue
+        own = mine[(image, method)]
+        pairs = [
+            (f"{own}_{method}.npy", f"{stem}_{method}.npy"),
+            (f"{own}_{method}.npy.json", f"{stem}_{method}.npy.json"),
+        ]
+        pairs += [(f"{own}_{tail}.png", f"{stem}_{tail}.png") for tail in (method, "all_methods")]
+        for left, right in pairs:
+            if not (fresh / right).is_file():
+                continue
+            if not (rerun / left).is_file():
+                differ.append(f"{left} missing")
+            elif not _equal(_content(rerun / left, str(rerun)), _content(fresh / right, str(fresh))):
+                differ.append(left)
+    return sorted(set(differ)), len(set(mine) - set(theirs))
+
+
 # --- the record of a sweep ---------------------------------------------------------------------------
 
 

@@ -215,12 +215,12 @@ def _run_distributed(
         raise InputError(
             f"--workers/--scheduler need attnmap.parallel, which is not available: {error}"
         ) from None
-    from attnmap.vit.batch import explain_chunk
-    from attnmap.vit.explain_outputs import output_stems
+    from attnmap.vit.batch import explain_chunk, resolve_methods
+    from attnmap.vit.explain_outputs import claim_stems
 
     batch_size = int(settings["batch_size"])
     # each image's index travels with it, so that a direction per image reaches its own chunk
-    stems = output_stems(paths)
+    stems = claim_stems(out_dir, paths, resolve_methods(method)[0])  # once: the chunks' names
     named = [(str(path), stems[index], index) for index, path in enumerate(paths)]
     chunks = [named[i : i + batch_size] for i in range(0, len(named), batch_size)]  # names unique overall
     from attnmap.architecture_hints import call_in_argument_form

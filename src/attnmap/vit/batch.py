@@ -33,10 +33,10 @@ from attnmap.render.scale import ScoreScale, choose_scale, is_signed
 from attnmap.vit.explain import check_option_types, explain
 from attnmap.vit.explain_outputs import (
     GRID_SUFFIX,
+    claim_stems,
     image_done,
     image_fingerprint,
     output_files,
-    output_stems,
     remove_outdated_pictures,
     save_npy,
 )
@@ -216,7 +216,7 @@ def explain_paths(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output folder {out_dir} is an existing file")
-    stems = list(names) if names is not None else output_stems(paths)
+    stems = list(names) if names is not None else claim_stems(out_dir, paths, methods_)
     if len(stems) != len(paths):
         raise InputError(f"got {len(stems)} output names for {len(paths)} images")
     remove_stale_temporaries(out_dir, recursive=False)  # an interrupted run's partial files

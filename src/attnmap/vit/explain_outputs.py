@@ -10,7 +10,9 @@ single-method run replaced.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,81 @@ GRID_SUFFIX = "all_methods"
 def output_stems(paths: Sequence[Path]) -> list[str]:
     """File stems, made unique (name_2, name_3, ...) when two inputs share one."""
     return unique_names([path.stem for path in paths])
+
+
+def claim_stems(out_dir: Path, paths: Sequence[Path], methods: Sequence[str]) -> list[str]:
+    """Output stems for ``paths`` in a folder that may hold earlier runs' outputs.
+
+    Within a run, inputs sharing a stem get ``name``, ``name_2``, ...; across runs an output whose
+    record names another image that still exists unchanged (``day1/scan.png`` explained earlier,
+    ``day2/scan.png`` now) is that image's, and is not overwritten: the new image takes the next
+    free name. An image keeps the name the folder already holds for it (the same file, or the same
+    name and bytes), so reruns reuse their outputs.
+    """
+    paths = [Path(path) for path in paths]
+    if not out_dir.is_dir():
+        return output_stems(paths)
+    wanted = [path.stem for path in paths]
+    owned: dict[int, str] = {}
+    for index, path in enumerate(paths):  # names the folder holds for these very images
+        for candidate in _recorded_names(out_dir, wanted[index], methods):
+            if candidate.casefold() not in {n.casefold() for n in owned.values()} and (
+                _owner(out_dir, candidate, methods, path) == "this"
+            ):
+                owned[index] = candidate
+                break
+    used = {name.casefold() for name in owned.values()}
+    taken = {name.casefold() for name in wanted}
+    stems = []
+    for index, path in enumerate(paths):
+        if index in owned:
+            stems.append(owned[index])
+            continue
+        name, count, candidate = wanted[index], 1, wanted[index]
+        while (
+            candidate.casefold() in used
+            or (candidate != name and candidate.casefold() in taken)
+            or _owner(out_dir, candidate, methods, path) == "another"
+        ):
+            count += 1
+            candidate = f"{name}_{count}"
+        used.add(candidate.casefold())
+        stems.append(candidate)
+    return stems
+
+
+def _recorded_names(out_dir: Path, name: str, methods: Sequence[str]) -> list[str]:
+    """``name``, ``name_2``, ... as long as the folder holds a map record under them."""
+    found, count, candidate = [], 1, name
+    while any(sidecar_path(out_dir / f"{candidate}_{method}.npy").is_file() for method in methods):
+        found.append(candidate)
+        count += 1
+        candidate = f"{name}_{count}"
+    return found
+
+
+def _owner(out_dir: Path, stem: str, methods: Sequence[str], path: Path) -> str | None:
+    """Whose outputs ``stem`` holds: "this" image's, "another" image's that still exists unchanged,
+    or None (no record, or one of an image that is gone or changed: free to replace)."""
+    for method in methods:
+        record = _record(out_dir / f"{stem}_{method}.npy", read_sidecar)
+        inputs = map_inputs(record)
+        if inputs is None or not isinstance(inputs.get("image"), dict):
+            continue
+        recorded = inputs["image"]
+        with contextlib.suppress(OSError):
+            if recorded == {**file_identity(path), "name": path.name}:
+                return "this"  # the same name and bytes: this image, wherever it lies now
+        other = Path(record.get("image", ""))
+        try:
+            if other.is_file() and not os.path.samefile(other, path):
+                if {**file_identity(other), "name": other.name} == recorded:
+                    return "another"
+            elif other.is_file():
+                return "this"  # this very file, its content changed since
+        except OSError:
+            continue
+    return None
 
 
 def output_files(methods: Sequence[str], grid: bool) -> list[tuple[str, str]]:
