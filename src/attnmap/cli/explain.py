@@ -162,6 +162,10 @@ def explain(
     if cmap is not None:
         get_cmap(cmap)
     model_kwargs = parse_options(model_args, "--model-arg")
+    if scheduler is not None:
+        from attnmap.wsi.pipeline.config_values import check_scheduler
+
+        check_scheduler(scheduler)
     if checkpoint is None and model_spec.startswith("timm:") and not Path(model_spec[5:]).is_dir():
         check_timm_name(model_spec[len("timm:") :])  # before warning about its weights
         click.echo(
@@ -169,10 +173,6 @@ def explain(
             "its maps show an untrained network",
             err=True,
         )
-    if scheduler is not None:
-        from attnmap.wsi.pipeline.config_values import check_scheduler
-
-        check_scheduler(scheduler)
     settings = {"batch_size": batch_size, "cmap": cmap, "alpha": alpha, "on": on, "legend": legend, **options}
     if workers or scheduler:
         _run_distributed(
