@@ -195,6 +195,41 @@ def option_cases(s) -> None:
     ]:
         e(label, [img], ["--method", "rollout", *args], expect=expect, effect_vs=vs)
     e("--cmap viridis on a signed map", [img], ["--method", "lrp", "--cmap", "viridis"], effect_vs=base_lrp)
+    _, _, cls_out = e(
+        "--readout cls (tokens model)",
+        [img],
+        ["--method", "lrp", "--direction", s.root / "dir192.npy", "--readout", "cls"],
+        model="tokens",
+    )
+    e(
+        "--readout patch_mean differs",
+        [img],
+        ["--method", "lrp", "--direction", s.root / "dir192.npy", "--readout", "patch_mean"],
+        model="tokens",
+        effect_vs=cls_out,
+    )
+    e(
+        "tokens model, --direction without --readout",
+        [img],
+        ["--method", "lrp", "--direction", s.root / "dir192.npy"],
+        model="tokens",
+        expect="error",
+    )
+    _, _, base_all = e("base: --method all", [img], ["--method", "all"], n_methods=8)
+    e(
+        "--alpha on the all-methods grid",
+        [img],
+        ["--method", "all", "--alpha", "0.9"],
+        n_methods=8,
+        effect_vs=base_all,
+    )
+    e(
+        "--on original on the all-methods grid",
+        [img],
+        ["--method", "all", "--on", "original"],
+        n_methods=8,
+        effect_vs=base_all,
+    )
     e(
         "--cmap on the all-methods grid",
         [img],
@@ -440,6 +475,21 @@ def rerun_cases(s) -> None:
         ["--method", "lrp", "--direction", s.root / "dir192.npy"],
         ["--method", "lrp", "--direction", s.root / "dir192_b.npy"],
         model="headless",
+    )
+    d = ["--method", "lrp", "--direction", s.root / "dir192.npy"]
+    r(
+        "--readout cls -> patch_mean",
+        files,
+        [*d, "--readout", "cls"],
+        [*d, "--readout", "patch_mean"],
+        model="tokens",
+    )
+    r(
+        "--readout patch_mean -> cls_and_patch_mean (384-d)",
+        files,
+        [*d, "--readout", "patch_mean"],
+        ["--method", "lrp", "--direction", s.root / "dir384.npy", "--readout", "cls_and_patch_mean"],
+        model="tokens",
     )
     r(
         "--direction -> none (attention)",

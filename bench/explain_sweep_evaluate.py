@@ -167,6 +167,21 @@ def mil_cases(s) -> None:
     m = ["--methods", "attention,occlusion"]
     out = ("patch_flipping.csv",)
     _, base = _evaluate(s, "mil: base", [*ck, "--bags", good, *m], files=out)
+    _evaluate(
+        s,
+        "mil: rerun into the base folder, --methods attention",
+        [*ck, "--bags", good, "--methods", "attention"],
+        out=base,
+        files=out,
+    )
+    kept = [line for line in (base / "patch_flipping.csv").read_text().splitlines() if "occlusion" in line]
+    s.rec.record(
+        "stale" if kept else "ok",
+        "mil: the rerun keeps no row of the earlier run",
+        "occlusion row kept" if kept else "",
+        "ok",
+    )
+    _, base = _evaluate(s, "mil: base again", [*ck, "--bags", good, *m], files=out)
     s.mil_base = base
     for label, args, expect in [
         ("--bags only", ["--bags", good], "error"),

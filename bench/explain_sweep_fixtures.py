@@ -74,6 +74,7 @@ def build_models(root: Path) -> dict[str, list[str]]:
     np.save(root / "dir192.npy", np.random.default_rng(0).normal(size=192))
     np.save(root / "dir192_b.npy", np.random.default_rng(1).normal(size=192))
     np.save(root / "dir10.npy", np.random.default_rng(0).normal(size=10))
+    np.save(root / "dir384.npy", np.random.default_rng(3).normal(size=384))
     np.save(root / "dir_nan.npy", np.full(192, np.nan))
     np.save(root / "dir_zero.npy", np.zeros(192))
     np.save(root / "dir_rows5.npy", np.random.default_rng(2).normal(size=(5, 192)))
@@ -83,6 +84,15 @@ def build_models(root: Path) -> dict[str, list[str]]:
         "timm": [*TIMM, "--checkpoint", str(root / "vit.pt")],
         "timm_seed1": [*TIMM, "--checkpoint", str(root / "vit_seed1.pt")],
         "headless": [*TIMM, "--model-arg", "num_classes=0", "--checkpoint", str(root / "vit_headless.pt")],
+        "tokens": [
+            *TIMM,
+            "--model-arg",
+            "num_classes=0",
+            "--model-arg",
+            "global_pool=''",
+            "--checkpoint",
+            str(root / "vit_headless.pt"),
+        ],
         "timm_folder": ["--model", f"timm:{folder}"],
         "hf": ["--model", f"hf:{root / 'hf_vit'}"],
         "shapes": ["--model", "attnmap:shapes-vit"],
