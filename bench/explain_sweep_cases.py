@@ -125,6 +125,12 @@ def option_cases(s) -> None:
         ("--direction NaN", ["--direction", s.root / "dir_nan.npy"], "headless", "error"),
         ("--direction zeros", ["--direction", s.root / "dir_zero.npy"], "headless", None),
         ("--direction 5 rows, 1 image", ["--direction", s.root / "dir_rows5.npy"], "headless", "error"),
+        (
+            "--direction 2 rows, 1 image given twice",
+            ["--direction", s.root / "rows_two.npy", img],
+            "headless",
+            "error",
+        ),
         ("--direction empty", ["--direction", s.root / "dir_empty.npy"], "headless", "error"),
         ("--direction .txt", ["--direction", s.root / "dir.txt"], "headless", "error"),
         ("--direction missing", ["--direction", s.root / "nope.npy"], "headless", "error"),

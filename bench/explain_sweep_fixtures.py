@@ -75,6 +75,7 @@ def build_models(root: Path) -> dict[str, list[str]]:
     np.save(root / "dir192_b.npy", np.random.default_rng(1).normal(size=192))
     np.save(root / "dir10.npy", np.random.default_rng(0).normal(size=10))
     np.save(root / "dir384.npy", np.random.default_rng(3).normal(size=384))
+    np.save(root / "rows_two.npy", np.random.default_rng(4).normal(size=(2, 192)))
     np.save(root / "dir_nan.npy", np.full(192, np.nan))
     np.save(root / "dir_zero.npy", np.zeros(192))
     np.save(root / "dir_rows5.npy", np.random.default_rng(2).normal(size=(5, 192)))

@@ -139,3 +139,15 @@ def test_a_later_run_keeps_another_images_outputs_of_the_same_name(
     _image(first, 2)  # day1's image changed in place: its own name, recomputed
     _run(model, [first], out)
     assert explained == [1] and read_png_text(out / "scan_grad_rollout.png")["image"] == str(first)
+
+
+def test_direction_rows_are_counted_against_the_images_explained(tmp_path: Path, capsys) -> None:
+    """A file named twice is explained once: two rows for it are refused by the option's name, not
+    as a shape the model's output does not fit."""
+    image = _image(tmp_path / "a.png", 0)
+    np.save(tmp_path / "rows.npy", np.random.default_rng(0).normal(size=(2, 192)))
+    args = ["explain", image, image, *MODEL, "--model-arg", "num_classes=0", "--method", "lrp"]
+    code, _, err = run_cli(
+        capsys, *args, "--direction", tmp_path / "rows.npy", "--out", tmp_path / "o", "--quiet"
+    )
+    assert code == 2 and "holds 2 rows for 1 images" in err and len(err.strip().splitlines()) == 1, err

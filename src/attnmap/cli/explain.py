@@ -156,6 +156,12 @@ def explain(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
     paths = expand_image_paths(images, out_dir)
+    rows = getattr(target, "direction", target)  # a ReadoutDirection's direction, or the tensor itself
+    if direction_file is not None and rows.ndim == 2 and rows.shape[0] not in (1, len(paths)):
+        raise InputError(
+            f"--direction {direction_file} holds {rows.shape[0]} rows for {len(paths)} images: give one row, "
+            "or one per image in their order (a file named twice is explained once)"
+        )
     names, _ = resolve_methods(method)
     options = parse_options(option_pairs)
     split_options(names, options)  # fail on a misspelt option before loading anything
