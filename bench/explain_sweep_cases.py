@@ -331,6 +331,31 @@ def input_cases(s) -> None:
     e("same file twice", [im["one"], im["one"]], m, expected_inputs=[im["one"]])
     e("a file and its folder", [im["one"], im["plain"]], m, expected_inputs=sorted(im["plain"].iterdir()))
     e("same stem in two subfolders", [im["stem1"], im["stem2"]], m)
+    e(
+        "names of 200-240 bytes",
+        [im["long"]],
+        ["--method", "transformer_attribution"],
+        expected_inputs=sorted(im["long"].iterdir()),
+    )
+    relative, classes = s.out(), []
+    for done in ([im["stem1"]], [im["stem1"], im["stem2"]]):  # "a.png" relative to two working folders
+        os.chdir(done[-1].parent)
+        try:
+            run = s.explain(
+                "relative", ["a.png"], m, out=relative, record=False, expected_inputs=done, n_methods=None
+            )
+            classes.append(run[:2])
+        finally:
+            os.chdir(s.root)
+    owners = sorted(json.loads(p.read_text())["image"] for p in relative.glob("*.npy.json"))
+    both = [str(im["stem1"]), str(im["stem2"])]
+    failed = [f"{cls}: {detail}" for cls, detail in classes if cls != "ok"]
+    s.rec.record(
+        next((cls for cls, _ in classes if cls != "ok"), "ok" if owners == both else "wrong"),
+        "a.png relative to two working folders, one --out",
+        "; ".join(failed) or ("" if owners == both else f"maps kept: {owners}"),
+        "ok",
+    )
     shared = s.out()
     e("same stem, two runs into one folder: first", [im["stem1"]], m, out=shared)
     e(

@@ -167,6 +167,11 @@ def build_images(root: Path) -> dict[str, Path]:
         _picture(names / name, (40, 40), 40 + index)
     made["names"] = names
 
+    long = base / "long"
+    for name in ("x" * 200, "é" * 120, "y" * 200 + "_b"):  # 200 bytes, 240 bytes (UTF-8), two of one start
+        _picture(long / f"{name}.png", (40, 40), len(name))
+    made["long"] = long
+
     sizes = base / "sizes"
     for name, size in {
         "one_pixel.png": (1, 1),

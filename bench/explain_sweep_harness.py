@@ -141,8 +141,8 @@ def check_explain_folder(out: Path, inputs: Sequence[Path] | None, n_methods: in
             changed = sorted(k for k in set(drawn) | set(mapped) if drawn.get(k) != mapped.get(k))
             problems.append(f"stale: {png.name} drawn for other {'/'.join(changed)} than its map")
     if inputs is not None:
-        given = {str(Path(p)) for p in inputs}
-        recorded = set(images_of_npy.values())
+        given = {os.path.abspath(p) for p in inputs}  # a relative path, from the working folder
+        recorded = {os.path.abspath(p) for p in images_of_npy.values()}
         missing = sorted(given - recorded)
         if missing:
             problems.append(

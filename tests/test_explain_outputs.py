@@ -151,3 +151,21 @@ def test_direction_rows_are_counted_against_the_images_explained(tmp_path: Path,
         capsys, *args, "--direction", tmp_path / "rows.npy", "--out", tmp_path / "o", "--quiet"
     )
     assert code == 2 and "holds 2 rows for 1 images" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_long_names_and_relative_paths(model, tmp_path: Path, monkeypatch) -> None:
+    """A 200-character photo name failed ("File name too long" from a temporary's name); "a.png"
+    given relative to two working folders recorded "a.png" twice, so the second run took the
+    first's outputs for its own."""
+    from attnmap.vit.explain_outputs import MAX_STEM_BYTES
+
+    long = [_image(tmp_path / "long" / f"{'é' * 120}{tail}.png", 0) for tail in ("", "x")]
+    written = _run(model, long, tmp_path / "out")
+    stems = {path.name.split("_grad_rollout")[0] for path in written}
+    assert len(stems) == 2 and all(len(stem.encode()) <= MAX_STEM_BYTES for stem in stems)
+    first, second = _image(tmp_path / "one" / "a.png", 1), _image(tmp_path / "two" / "a.png", 2)
+    for image in (first, second):
+        monkeypatch.chdir(image.parent)
+        _run(model, [Path("a.png")], tmp_path / "shared")
+    records = sorted(json.loads(p.read_text())["image"] for p in (tmp_path / "shared").glob("*.npy.json"))
+    assert records == [str(first), str(second)]

@@ -284,7 +284,7 @@ def explain_paths(
                         parameters={"target": image_target, **per_method[name]},
                         model_name=model_name or type(model).__name__,
                         model_sha256=checksum,
-                        image=str(path),
+                        image=os.path.abspath(path),  # a name a rerun from another folder can check
                         map_shape=tuple(heat.shape),
                         **image_prints[name].record(),
                     )
@@ -309,7 +309,7 @@ def explain_paths(
                         parameters={"target": image_target, "methods": methods_, "options": per_method},
                         model_name=model_name or type(model).__name__,
                         model_sha256=checksum,
-                        image=str(path),
+                        image=os.path.abspath(path),  # a name a rerun from another folder can check
                         **joint.record(),
                     )
                     written.append(

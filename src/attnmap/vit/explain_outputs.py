@@ -11,6 +11,7 @@ single-method run replaced.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -28,9 +29,24 @@ EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns re
 GRID_SUFFIX = "all_methods"
 
 
+MAX_STEM_BYTES = 120
+"""Longest output stem: an output adds ``_<method>.npy.json`` and its temporary name about 50 bytes
+more, within the 255 bytes most file systems allow a name (a 200-character photo name failed)."""
+
+
+def fit_stem(stem: str) -> str:
+    """``stem``, or when longer than `MAX_STEM_BYTES` its start and ``~`` + 8 hex digits of its hash
+    (two long names with one start stay apart)."""
+    data = stem.encode()
+    if len(data) <= MAX_STEM_BYTES:
+        return stem
+    start = data[: MAX_STEM_BYTES - 9].decode(errors="ignore")  # whole characters only
+    return f"{start}~{hashlib.sha256(data).hexdigest()[:8]}"
+
+
 def output_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique (name_2, name_3, ...) when two inputs share one."""
-    return unique_names([path.stem for path in paths])
+    """File stems (shortened by `fit_stem`), made unique (name_2, name_3, ...) when two inputs share one."""
+    return unique_names([fit_stem(path.stem) for path in paths])
 
 
 def claim_stems(out_dir: Path, paths: Sequence[Path], methods: Sequence[str]) -> list[str]:
@@ -45,7 +61,7 @@ def claim_stems(out_dir: Path, paths: Sequence[Path], methods: Sequence[str]) ->
     paths = [Path(path) for path in paths]
     if not out_dir.is_dir():
         return output_stems(paths)
-    wanted = [path.stem for path in paths]
+    wanted = [fit_stem(path.stem) for path in paths]
     owned: dict[int, str] = {}
     for index, path in enumerate(paths):  # names the folder holds for these very images
         for candidate in _recorded_names(out_dir, wanted[index], methods):
