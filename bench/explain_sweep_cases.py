@@ -86,6 +86,55 @@ def option_cases(s) -> None:
         model="",
     )
     e("random weights (no --checkpoint)", [img], [*timm, "--method", "rollout"], model="")
+    e(
+        "--model-arg with an hf: model",
+        [img],
+        ["--model-arg", "depth=1", "--method", "rollout"],
+        model="hf",
+        expect="error",
+    )
+    e(
+        "--model-arg with attnmap:shapes-vit",
+        [img],
+        ["--model-arg", "depth=1", "--method", "rollout"],
+        model="shapes",
+        expect="error",
+    )
+    e(
+        "--model-arg with a timm:FOLDER",
+        [img],
+        ["--model-arg", "depth=1", "--method", "rollout"],
+        model="timm_folder",
+        expect=None,
+    )
+    e(
+        "--checkpoint with attnmap:shapes-vit",
+        [img],
+        ["--checkpoint", s.root / "vit.pt", "--method", "rollout"],
+        model="shapes",
+        expect="error",
+    )
+    e(
+        "--checkpoint (other weights) with hf:",
+        [img],
+        ["--checkpoint", s.root / "vit.pt", "--method", "rollout"],
+        model="hf",
+        expect="error",
+    )
+    e(
+        "--target on a headless model",
+        [img],
+        ["--target", "0", "--method", "lrp"],
+        model="headless",
+        expect="error",
+    )
+    e(
+        "--direction .pt holding a dict",
+        [img],
+        ["--method", "lrp", "--direction", s.root / "dir_dict.pt"],
+        model="headless",
+        expect="error",
+    )
     # --method
     for value, expect in {
         "": "error",

@@ -98,6 +98,8 @@ def shapes_cases(s) -> None:
         ("--model timm:FOLDER (3 classes, 5 labels)", [*base, *s.models["timm_folder"]], "error"),
         ("--model hf:FOLDER (3 classes, 5 labels)", [*base, *s.models["hf"]], "error"),
         ("--model timm:typo", [*base, "--model", "timm:vit_tiny_patch16_22"], "error"),
+        ("--model attnmap:patch-vit (headless)", [*base, "--model", "attnmap:patch-vit"], "error"),
+        ("--checkpoint with hf:", [*base, *s.models["hf"], "--checkpoint", s.root / "vit.pt"], "error"),
         ("--checkpoint missing", [*base, "--checkpoint", "nope.pt"], "error"),
         ("--checkpoint a folder", [*base, "--checkpoint", s.root / "images"], "error"),
         ("--checkpoint not the shapes model's", [*base, "--checkpoint", s.root / "vit.pt"], "error"),

@@ -81,6 +81,7 @@ def build_models(root: Path) -> dict[str, list[str]]:
     np.save(root / "dir_rows5.npy", np.random.default_rng(2).normal(size=(5, 192)))
     np.save(root / "dir_empty.npy", np.zeros(0))
     (root / "dir.txt").write_text("1 2 3")
+    torch.save({"direction": torch.zeros(192)}, root / "dir_dict.pt")
     return {
         "timm": [*TIMM, "--checkpoint", str(root / "vit.pt")],
         "timm_seed1": [*TIMM, "--checkpoint", str(root / "vit_seed1.pt")],
