@@ -346,7 +346,17 @@ def option_cases(s) -> None:
 def input_cases(s) -> None:
     e, im = s.explain, s.images
     m = ["--method", "rollout"]
-    e("mixed folder (broken files among images)", [im["mixed"]], m, expect="error")  # names the file
+    _, _, mixed = e(
+        "mixed folder (broken files among images)", [im["mixed"]], m, expect="error"
+    )  # names them
+    readable = ["good", "photo", "UPPER", "grey", "alpha", "palette"]
+    missing = [name for name in readable if not (mixed / f"{name}_rollout.npy").is_file()]
+    s.rec.record(
+        "wrong" if missing else "ok",
+        "mixed folder: its readable images explained",
+        f"no maps of {', '.join(missing)}" if missing else "",
+        "ok",
+    )
     e(
         "folder with readme, .DS_Store, ._a.png, a subfolder",
         [im["clean_mixed"]],

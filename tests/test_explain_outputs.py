@@ -18,6 +18,7 @@ from PIL import Image
 import attnmap.vit.batch as batch
 from attnmap.errors import InputError
 from attnmap.io_utils import read_png_text, temporary_name
+from attnmap.vit.image_files import expand_image_paths
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 MODEL = ["--model", "timm:vit_tiny_patch16_224", "--model-arg", "depth=1", "--model-arg", "img_size=32"]
@@ -47,15 +48,13 @@ def test_folders_patterns_and_repeats_give_each_file_once(tmp_path: Path) -> Non
     a, b = _image(tmp_path / "in" / "a.png", 0), _image(tmp_path / "in" / "b.png", 1)
     (tmp_path / "in" / "._a.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble, not an image
     os.symlink(a, tmp_path / "link.png")
-    found = batch.expand_image_paths(
-        [a, tmp_path / "in", str(tmp_path / "in" / "*.png"), tmp_path / "link.png"]
-    )
+    found = expand_image_paths([a, tmp_path / "in", str(tmp_path / "in" / "*.png"), tmp_path / "link.png"])
     assert found == [a, b]
     with pytest.raises(InputError, match="no file matches"):
-        batch.expand_image_paths([str(tmp_path / "in" / "*.jpg")])
+        expand_image_paths([str(tmp_path / "in" / "*.jpg")])
     with pytest.raises(InputError, match="is the image folder"):
-        batch.expand_image_paths([tmp_path / "in"], out_dir=tmp_path / "in")
-    assert batch.expand_image_paths([a], out_dir=tmp_path / "in") == [a]  # a file: only it is read
+        expand_image_paths([tmp_path / "in"], out_dir=tmp_path / "in")
+    assert expand_image_paths([a], out_dir=tmp_path / "in") == [a]  # a file: only it is read
 
 
 @pytest.mark.parametrize(
@@ -169,3 +168,19 @@ def test_long_names_and_relative_paths(model, tmp_path: Path, monkeypatch) -> No
         _run(model, [Path("a.png")], tmp_path / "shared")
     records = sorted(json.loads(p.read_text())["image"] for p in (tmp_path / "shared").glob("*.npy.json"))
     assert records == [str(first), str(second)]
+
+
+def test_unreadable_files_do_not_stop_the_others(model, tmp_path: Path) -> None:
+    """One corrupt file in a folder stopped its whole batch: now every readable image is written,
+    then one line names what could not be read."""
+    good = [_image(tmp_path / "in" / f"{name}.png", i) for i, name in enumerate("ace")]
+    (tmp_path / "in" / "b.png").write_bytes(b"<html>not a png</html>")
+    Image.new("RGB", (4, 4)).save(tmp_path / "in" / "d.png")  # smaller than one patch
+    paths = expand_image_paths([tmp_path / "in"])
+    with pytest.raises(InputError, match=r"^2 of 5 images could not be explained.*b\.png.*\(and 1 more\)$"):
+        _run(model, paths, tmp_path / "out", batch_size=8)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == [
+        f"{p.stem}_grad_rollout.npy" for p in good
+    ]
+    with pytest.raises(InputError, match="^cannot read image"):  # the bad one alone: its own message
+        _run(model, [tmp_path / "in" / "b.png"], tmp_path / "out")

@@ -141,7 +141,8 @@ def explain(
 ) -> None:
     """Explain IMAGES (files, or folders of PNG/JPEG/TIFF/WebP/BMP/GIF) with a ViT; write overlays, maps."""
     from attnmap.render.colormap import get_cmap
-    from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
+    from attnmap.vit.batch import resolve_methods, split_options
+    from attnmap.vit.image_files import expand_image_paths
     from attnmap.vit.timm_build import check_timm_name
 
     method = method if method is not None else default_method()  # '' is no method: refused below

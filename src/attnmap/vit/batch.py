@@ -9,7 +9,6 @@ and have the same fingerprint, so an interrupted run resumes.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -40,64 +39,12 @@ from attnmap.vit.explain_outputs import (
     remove_outdated_pictures,
     save_npy,
 )
+from attnmap.vit.image_files import expand_image_paths  # noqa: F401 - its home until it had one
 from attnmap.vit.original import class_name, crop_box, predict
-from attnmap.vit.preprocess import IMAGE_SUFFIXES, load_image, preprocess
+from attnmap.vit.preprocess import load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target, get_method, methods
 from attnmap.vit.targets import slice_target
-
-
-def expand_image_paths(inputs: Sequence[str | Path], out_dir: str | Path | None = None) -> list[Path]:
-    """Files as given, directories expanded to the image files inside (``IMAGE_SUFFIXES``; sorted, not
-    recursive, hidden files such as macOS's ``._photo.png`` left out), glob patterns a shell did not
-    expand (``"photos/*.png"``) to the files they match. A file named twice (directly, through its
-    folder, a pattern or a link) is explained once: its outputs would otherwise be written twice
-    under two names.
-
-    ``out_dir``: the output folder; a folder of inputs that is the output folder is refused, as a
-    rerun would read the earlier run's overlays as images.
-    """
-    paths: list[Path] = []
-    for entry in map(Path, inputs):
-        if entry.is_dir():
-            if out_dir is not None and _same_folder(entry, Path(out_dir)):
-                raise InputError(
-                    f"--out {out_dir} is the image folder {entry}: a rerun would read its overlays as "
-                    "images; give another output folder"
-                )
-            found = sorted(
-                p
-                for p in entry.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            )
-            if not found:
-                raise InputError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in directory {entry}")
-            paths.extend(found)
-        elif entry.exists():
-            paths.append(entry)
-        elif any(mark in entry.name for mark in "*?["):  # a pattern no shell expanded
-            matches = sorted(Path(p) for p in glob.glob(str(entry)) if Path(p).is_file())
-            if not matches:
-                raise InputError(f"no file matches {entry}")
-            paths.extend(matches)
-        else:
-            raise InputError(f"image file not found: {entry}")
-    if not paths:
-        raise InputError("no images given")
-    seen: set[Path] = set()
-    unique = []
-    for path in paths:
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
-            unique.append(path)
-    return unique
-
-
-def _same_folder(one: Path, two: Path) -> bool:
-    try:
-        return two.is_dir() and os.path.samefile(one, two)
-    except OSError:
-        return False
 
 
 def resolve_methods(method: str) -> tuple[list[str], bool]:
@@ -252,11 +199,13 @@ def explain_paths(
     )
     from attnmap.vit.lrp.weight_cache import weight_cache
 
+    unreadable: list[str] = []
     with weight_cache():  # |W| of LRP reused across batches: the model does not change meanwhile
         for start in range(0, len(todo), batch_size):
-            indices = todo[start : start + batch_size]
+            indices, images, views = _readable(model, paths, todo[start : start + batch_size], unreadable)
+            if not indices:
+                continue
             chunk = [paths[i] for i in indices]
-            images, views = preprocess(model, chunk)
             targets = _chunk_targets(target, indices, len(paths))
             maps = {
                 name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_
@@ -324,7 +273,39 @@ def explain_paths(
                     )
                 bar.update(1)
     bar.close()
+    if unreadable:  # said once all the others are written: one bad file does not stop a folder
+        first = unreadable[0]
+        if len(unreadable) == len(todo):
+            raise InputError(first)
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise InputError(
+            f"{len(unreadable)} of {len(paths)} images could not be explained, the others were written: "
+            f"{first}{more}"
+        )
     return written
+
+
+def _readable(
+    model: nn.Module, paths: Sequence[Path], indices: list[int], unreadable: list[str]
+) -> tuple[list[int], torch.Tensor | None, list[np.ndarray]]:
+    """The images of ``indices`` preprocessed; those that cannot be read (not an image, cut short,
+    smaller than a patch) are left out, their messages appended to ``unreadable``."""
+    try:
+        images, views = preprocess(model, [paths[i] for i in indices])
+        return indices, images, views
+    except InputError:
+        pass
+    kept, tensors, views = [], [], []
+    for index in indices:
+        try:
+            image, view = preprocess(model, [paths[index]])
+        except InputError as error:
+            unreadable.append(str(error))
+            continue
+        kept.append(index)
+        tensors.append(image)
+        views.extend(view)
+    return kept, (torch.cat(tensors) if tensors else None), views
 
 
 def explain_chunk(
