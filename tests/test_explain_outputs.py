@@ -104,6 +104,9 @@ def test_pictures_of_a_rewritten_map_go_unless_they_show_the_same_map(model, tmp
     assert not (out / "a_grad_rollout.png").exists()
     record = json.loads((out / "a_grad_rollout.npy.json").read_text())
     assert json.loads(record["parameters"])["target"] == 2
+    Image.new("RGB", (8, 8)).save(out / "a_grad_rollout.png")  # not attnmap's (no record): never deleted
+    _run(model, [image], out, method="all", target=0)
+    assert (out / "a_grad_rollout.png").is_file()
 
 
 def test_an_interrupted_runs_temporaries_are_removed(model, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.fingerprint import INPUTS_KEY, Fingerprint, file_identity
+from attnmap.fingerprint import FINGERPRINT_KEY, INPUTS_KEY, Fingerprint, file_identity
 from attnmap.io_utils import atomic_path, read_png_text, unique_names
 from attnmap.provenance import read_sidecar, sidecar_path
 
@@ -211,19 +211,19 @@ def remove_outdated_pictures(
     A ``--method all`` run (``grid``) draws no per-method overlay: an earlier run's
     ``{stem}_{name}.png`` stays only when its record is of the same map (drawing aside). A
     single-method run draws no grid: an earlier grid stays only when the map it showed is the one
-    written now (the old map's record equals the new one, drawing aside).
+    written now (the old map's record equals the new one, drawing aside). A picture without
+    attnmap's fingerprint (not one of its outputs) is never deleted.
     """
     new = _inputs_of(fingerprint)
-    if grid:
-        picture = out_dir / f"{stem}_{name}.png"
-        if picture.is_file() and map_inputs(_record(picture, read_png_text)) != new:
-            picture.unlink(missing_ok=True)
+    picture = out_dir / f"{stem}_{name if grid else GRID_SUFFIX}.png"
+    if not picture.is_file() or FINGERPRINT_KEY not in _record(picture, read_png_text):
         return
-    picture = out_dir / f"{stem}_{GRID_SUFFIX}.png"
-    if picture.is_file():
-        old = map_inputs(_record(out_dir / f"{stem}_{name}.npy", read_sidecar))
-        if old != new:
-            picture.unlink(missing_ok=True)
+    if grid:
+        shown = map_inputs(_record(picture, read_png_text))
+    else:  # a grid records its maps by digest only: the map it showed is the one the old record names
+        shown = map_inputs(_record(out_dir / f"{stem}_{name}.npy", read_sidecar))
+    if shown != new:
+        picture.unlink(missing_ok=True)
 
 
 def save_npy(path: Path, array: np.ndarray) -> Path:
