@@ -2,17 +2,18 @@
 they call): every option at boundary and wrong values, odd input folders and names, output folders
 in odd places, reruns with one option changed, leftovers of an interrupted run.
 
-Run (a few minutes on 2 shared cores; everything in a temporary folder)::
+Run (about a minute on 2 shared cores; everything in a temporary folder)::
 
     PYTHONPATH=src nice python bench/explain_cli_sweep.py [--only SECTIONS] [--keep DIR] [-v]
 
 (sections: api, explain, inputs, reruns, evaluate; all by default)
 
 Builds tiny seeded models saved as files the CLI loads (a 2-block timm ViT at 32 px with weights
-files of two seeds and a headless one, the same saved as a ``timm:FOLDER``, a Hugging Face ViT
-folder from a tiny config, the bundled shapes ViT) and image folders (`explain_sweep_fixtures`),
-then runs each case through `attnmap.cli.main.main([...])` in this process, in its own output
-folder, and classifies it:
+files of two seeds, a headless one and one with token outputs, the same saved as a
+``timm:FOLDER``, a Hugging Face ViT folder from a tiny config, the bundled shapes ViT) and image
+folders (`explain_sweep_fixtures`), then runs each case (`explain_sweep_api`; `_cases`: the
+options; `_inputs`; `_reruns`; `_evaluate`) through `attnmap.cli.main.main([...])` in this
+process, in its own output folder, and classifies it:
 
 - ``ok``       exit 0, and every check on the output folder held;
 - ``error``    exit 2 with one ``attnmap: error:`` line (no traceback);
@@ -180,13 +181,25 @@ def main() -> None:
     models, images = build_models(root), build_images(root)
     recorder = harness.Recorder(args.verbose)
     sweep = Sweep(root, models, images, recorder)
-    from explain_sweep_cases import SECTIONS
+    from explain_sweep_api import api_cases
+    from explain_sweep_cases import option_cases
+    from explain_sweep_evaluate import evaluate_cases
+    from explain_sweep_inputs import input_cases
+    from explain_sweep_reruns import rerun_cases
+
+    sections_by_name = {
+        "api": api_cases,
+        "explain": option_cases,
+        "inputs": input_cases,
+        "reruns": rerun_cases,
+        "evaluate": evaluate_cases,
+    }
 
     sections = [name.strip() for name in args.only.split(",") if name.strip()]
     for section in sections:
         recorder.section = section
         print(f"--- {section}", flush=True)
-        SECTIONS[section](sweep)
+        sections_by_name[section](sweep)
     counts = Counter((section, cls) for cls, section, _, _ in recorder.results)
     print(f"\n{'section':<10}" + "".join(f"{c:>9}" for c in harness.CLASSES) + f"{'total':>9}")
     for section in sections:
