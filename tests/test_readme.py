@@ -144,9 +144,12 @@ SHRINK: dict[str, dict[str, str]] = {
 def _shrink(args: list[str]) -> list[str]:
     command = " ".join(args[:2]) if args[0] in ("mil", "wsi") else args[0]
     args = list(args)
+    slides = any(flag in args for flag in ("--mil-checkpoint", "--bags", "--run"))
     for option, value in SHRINK.get(command, {}).items():
         if option in args:
             args[args.index(option) + 1] = value
+        elif command == "evaluate" and slides:  # --n is an image evaluation's (refused with bags)
+            continue
         elif command != "explain":  # explain runs in process unless the README asks for workers
             args += [option, value]
     return args

@@ -11,6 +11,7 @@ from attnmap.cli.options import device_option, out_option, quiet, resolved_devic
 from attnmap.errors import InputError
 
 DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is a different stream
+MAX_SEED = 2**43  # 64-bit seeds; the random baseline spaces its maps' seeds 1,000,003 apart
 
 
 @click.command()
@@ -27,7 +28,7 @@ DEFAULT_EVAL_SEED = 1  # the bundled model trained on seed 0's stream; seed 1 is
                    "--mil-checkpoint attention, gradient_x_input, integrated_gradients, lrp, occlusion; "
                    "with --run the run's score sets.")
 @out_option("Folder for the CSV and plot.", default=Path("attnmap_evaluation"))
-@click.option("--seed", type=int, default=DEFAULT_EVAL_SEED, show_default=True,
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=DEFAULT_EVAL_SEED, show_default=True,
               help="Seed of the images and of the random baseline.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True,
               help="Images per forward pass (memory, not results).")
@@ -71,6 +72,8 @@ def evaluate(
     With --run and --annotations: each score set of a `wsi run` folder against annotated lesions
     (patch AUC per slide, FROC); writes OUT/lesions_<method>.json.
     """
+    _refuse_other_modes(run_dir is not None or annotations is not None,
+                        mil_checkpoint is not None or bool(bag_paths))
     if run_dir is not None or annotations is not None:
         _evaluate_annotated(run_dir, annotations, method_list, out_dir)
         return
@@ -178,6 +181,33 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
     for note in skipped_notes(evaluation):
         click.echo(note)
     click.echo(f"wrote {csv_path} (+ {csv_path.with_suffix('.json').name})")
+
+
+# the options each kind of evaluation reads (by parameter name); --methods and --out serve all three
+_MODE_OPTIONS = {
+    "images": ("model_spec", "checkpoint", "data", "n_images", "batch_size", "pointing_tolerance", "seed",
+               "markdown", "device"),
+    "bags": ("mil_checkpoint", "bag_paths", "seed", "markdown", "device"),
+    "run": ("run_dir", "annotations"),
+}
+_MODE_NAMES = {"images": "image evaluation", "bags": "--mil-checkpoint/--bags", "run": "--run/--annotations"}
+
+
+def _refuse_other_modes(annotated: bool, slides: bool) -> None:
+    """An option of another kind of evaluation given on the command line is refused: it would be
+    silently ignored (--n with --bags, --bags with --run)."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    mode = "run" if annotated else "bags" if slides else "images"
+    for parameter in context.command.params:
+        name = parameter.name
+        if context.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        owners = [kind for kind, names in _MODE_OPTIONS.items() if name in names]
+        if owners and mode not in owners:
+            flag = max(parameter.opts, key=len)
+            raise InputError(f"{flag} is an option of {_MODE_NAMES[owners[0]]}, not of {_MODE_NAMES[mode]}")
 
 
 def _method_names(

@@ -141,10 +141,11 @@ def explain(
 ) -> None:
     """Explain IMAGES (files, or folders of PNG/JPEG/TIFF/WebP/BMP/GIF) with a ViT; write overlays, maps."""
     from attnmap.render.colormap import get_cmap
-    from attnmap.vit.batch import expand_image_paths, resolve_methods, split_options
+    from attnmap.vit.batch import resolve_methods, split_options
+    from attnmap.vit.image_files import expand_image_paths
     from attnmap.vit.timm_build import check_timm_name
 
-    method = method or default_method()
+    method = method if method is not None else default_method()  # '' is no method: refused below
     if direction_file is not None:
         if target is not None:
             raise InputError("give either --target (a class) or --direction (a file), not both")
@@ -155,13 +156,23 @@ def explain(
         raise InputError("--readout names the embedding a --direction lives in: give --direction too")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
-    paths = expand_image_paths(images)
+    paths = expand_image_paths(images, out_dir)
+    rows = getattr(target, "direction", target)  # a ReadoutDirection's direction, or the tensor itself
+    if direction_file is not None and rows.ndim == 2 and rows.shape[0] not in (1, len(paths)):
+        raise InputError(
+            f"--direction {direction_file} holds {rows.shape[0]} rows for {len(paths)} images: give one row, "
+            "or one per image in their order (a file named twice is explained once)"
+        )
     names, _ = resolve_methods(method)
     options = parse_options(option_pairs)
     split_options(names, options)  # fail on a misspelt option before loading anything
     if cmap is not None:
         get_cmap(cmap)
     model_kwargs = parse_options(model_args, "--model-arg")
+    if scheduler is not None:
+        from attnmap.wsi.pipeline.config_values import check_scheduler
+
+        check_scheduler(scheduler)
     if checkpoint is None and model_spec.startswith("timm:") and not Path(model_spec[5:]).is_dir():
         check_timm_name(model_spec[len("timm:") :])  # before warning about its weights
         click.echo(
@@ -211,11 +222,12 @@ def _run_distributed(
         raise InputError(
             f"--workers/--scheduler need attnmap.parallel, which is not available: {error}"
         ) from None
-    from attnmap.vit.batch import _output_stems, explain_chunk
+    from attnmap.vit.batch import explain_chunk, resolve_methods
+    from attnmap.vit.explain_outputs import claim_stems
 
     batch_size = int(settings["batch_size"])
     # each image's index travels with it, so that a direction per image reaches its own chunk
-    stems = _output_stems(paths)
+    stems = claim_stems(out_dir, paths, resolve_methods(method)[0])  # once: the chunks' names
     named = [(str(path), stems[index], index) for index, path in enumerate(paths)]
     chunks = [named[i : i + batch_size] for i in range(0, len(named), batch_size)]  # names unique overall
     from attnmap.architecture_hints import call_in_argument_form

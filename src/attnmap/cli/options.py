@@ -141,6 +141,15 @@ def from_options(cls: type, key: str, options: dict[str, Any], *, drop_unset: bo
     return {k: v for k, v in values.items() if v is not None} if drop_unset else values
 
 
+class _FolderPath(click.Path):
+    """A folder path that is not empty: click reads ``--out ""`` as the working folder."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: give a folder", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def out_option(help_text: str = "Output folder.", default: Path | None = None) -> Any:
     """``--out DIR`` / ``-o DIR``: where a command writes (``--out-dir`` kept as an alias)."""
     return click.option(
@@ -148,7 +157,7 @@ def out_option(help_text: str = "Output folder.", default: Path | None = None) -
         "-o",
         "--out-dir",
         "out_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=_FolderPath(file_okay=False, path_type=Path),
         required=default is None,
         default=default,
         show_default=default is not None,

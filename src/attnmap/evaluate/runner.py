@@ -160,7 +160,9 @@ def _evaluate(
                          "leaves background: every pointing would hit")
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
-    predicted = _predict(model, images, batch_size)
+    classes = getattr(dataset, "classes", None)  # the data's classes, not only those drawn
+    n_labels = max(len(classes) if classes is not None else 0, int(labels.max()) + 1)
+    predicted = _predict(model, images, batch_size, n_labels)
     grid = _patch_grid(model, images)
     given = [*methods, *(custom_maps or {})]
     repeated = sorted({name for name in given if given.count(name) > 1})
@@ -302,16 +304,23 @@ def _explain_source(model: nn.Module, method: str) -> MapFunction:
     return source
 
 
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, n_labels: int) -> torch.Tensor:
+    """Each image's predicted class; a model with fewer classes than the data's ``n_labels`` is
+    refused (its target-class maps, accuracy and perturbation hits would be silently meaningless)."""
     from attnmap.evaluate.perturbation import model_logits
 
     with torch.no_grad():
-        return torch.cat(
-            [
-                model_logits(model, images[i : i + batch_size].to(model_device(model))).argmax(-1).cpu()
-                for i in range(0, len(images), batch_size)
-            ]
+        logits = [
+            model_logits(model, images[i : i + batch_size].to(model_device(model))).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    n_classes = int(logits[0].shape[-1])
+    if n_labels > n_classes:
+        raise InputError(
+            f"the model has {n_classes} classes but the data has {n_labels}: evaluate a model trained "
+            "on these classes"
         )
+    return torch.cat([part.argmax(-1) for part in logits])
 
 
 def _patch_grid(model: nn.Module, images: torch.Tensor) -> tuple[int, int]:
@@ -344,6 +353,8 @@ def _check_dataset(dataset: LabelledImages) -> tuple[torch.Tensor, torch.Tensor,
         )
     if len(images) == 0:
         raise InputError("the data set is empty")
+    if int(labels.min()) < 0:
+        raise InputError(f"the data set has a negative label ({int(labels.min())})")
     masks = binary_masks(masks)
     if not informative_images(masks).any():
         raise InputError("no image's mask has both object and background pixels: nothing to localise")

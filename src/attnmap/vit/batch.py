@@ -10,6 +10,7 @@ and have the same fingerprint, so an interrupted run resumes.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,37 +23,28 @@ from tqdm.auto import tqdm
 
 from attnmap.checkpoint import cached_vit
 from attnmap.errors import InputError
-from attnmap.fingerprint import Fingerprint, file_identity
-from attnmap.io_utils import atomic_path, save_png, unique_names
-from attnmap.provenance import model_checksum, provenance, sidecar_path, write_sidecar
+from attnmap.fingerprint import Fingerprint
+from attnmap.io_utils import remove_stale_temporaries, save_png
+from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
 from attnmap.vit.explain import check_option_types, explain
+from attnmap.vit.explain_outputs import (
+    GRID_SUFFIX,
+    claim_stems,
+    image_done,
+    image_fingerprint,
+    output_files,
+    remove_outdated_pictures,
+    save_npy,
+)
+from attnmap.vit.image_files import expand_image_paths  # noqa: F401 - its home until it had one
 from attnmap.vit.original import class_name, crop_box, predict
-from attnmap.vit.preprocess import IMAGE_SUFFIXES, load_image, preprocess
+from attnmap.vit.preprocess import load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target, get_method, methods
 from attnmap.vit.targets import slice_target
-
-
-def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, directories expanded to the image files inside (``IMAGE_SUFFIXES``; sorted, not
-    recursive)."""
-    paths: list[Path] = []
-    for entry in map(Path, inputs):
-        if entry.is_dir():
-            found = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise InputError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in directory {entry}")
-            paths.extend(found)
-        elif entry.exists():
-            paths.append(entry)
-        else:
-            raise InputError(f"image file not found: {entry}")
-    if not paths:
-        raise InputError("no images given")
-    return paths
 
 
 def resolve_methods(method: str) -> tuple[list[str], bool]:
@@ -62,6 +54,9 @@ def resolve_methods(method: str) -> tuple[list[str], bool]:
     names = [name.strip() for name in method.split(",") if name.strip()]
     if not names:
         raise InputError("no method given")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"method {', '.join(repeated)} is named more than once")
     for name in names:
         get_method(name)  # raises InputError listing the available ones
     return names, False
@@ -81,65 +76,11 @@ def split_options(names: Sequence[str], options: Mapping[str, Any]) -> dict[str,
     return per_method
 
 
-def _output_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique (name_2, name_3, ...) when two inputs share one."""
-    return unique_names([path.stem for path in paths])
-
-
-EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns redo them
-
-
-def _image_fingerprint(
-    path: Path,
-    checksum: str,
-    architecture: str,
-    name: str,
-    target: object,
-    options: Mapping[str, Any],
-    drawing: Mapping[str, Any],
-) -> Fingerprint:
-    return Fingerprint(
-        {
-            "stage": "explain",
-            "version": EXPLAIN_VERSION,
-            "image": {**file_identity(path), "name": path.name},  # the name: the picture's title
-            "model_sha256": checksum,  # the weights, and below what the model is besides them
-            "architecture": architecture,
-            "method": name,
-            "target": target,
-            "options": dict(options),
-            "drawing": dict(drawing),
-        }
-    )
-
-
 def model_architecture(model: nn.Module) -> str:
     """A digest of the model's layers as printed (types, sizes, activations, norms' epsilons): two
     models with equal weights but another ``act_layer`` or ``qk_norm`` give other maps."""
     text = f"{type(model).__module__}.{type(model).__qualname__}:{model!r}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _image_done(
-    out_dir: Path, stem: str, names: Sequence[str], grid: bool, prints: list[Fingerprint]
-) -> bool:
-    """Whether every output of one image is intact and made with these fingerprints."""
-    for name, fingerprint in zip(names, prints, strict=True):
-        npy = out_dir / f"{stem}_{name}.npy"
-        try:
-            np.load(npy, mmap_mode="r")  # header and size checked
-        except (OSError, ValueError):
-            return False
-        # the map's own record: another run (another method list, options) may have rewritten the
-        # map after this run's picture was made
-        if fingerprint.check(sidecar_path(npy)) is not None:
-            return False
-        if not grid and fingerprint.check(out_dir / f"{stem}_{name}.png") is not None:
-            return False
-    if grid:
-        joint = Fingerprint({"methods": [fingerprint.value for fingerprint in prints]})
-        return joint.check(out_dir / f"{stem}_all_methods.png") is None
-    return True
 
 
 def _image_target(target: Target, index: int, total: int) -> Target:
@@ -179,12 +120,6 @@ def _describe_target(target: Target) -> object:
     if callable(target):
         return f"callable {getattr(target, '__name__', type(target).__name__)}"
     return target
-
-
-def _save_npy(path: Path, array: np.ndarray) -> Path:
-    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        np.save(handle, array)
-    return path
 
 
 def explain_paths(
@@ -228,16 +163,17 @@ def explain_paths(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output folder {out_dir} is an existing file")
-    stems = list(names) if names is not None else _output_stems(paths)
+    stems = list(names) if names is not None else claim_stems(out_dir, paths, methods_)
     if len(stems) != len(paths):
         raise InputError(f"got {len(stems)} output names for {len(paths)} images")
+    remove_stale_temporaries(out_dir, recursive=False)  # an interrupted run's partial files
     checksum = model_checksum(model)
     architecture = model_architecture(model)
     per_image = [_image_target(target, index, len(paths)) for index in range(len(paths))]
     drawing = {"cmap": cmap, "alpha": alpha, "on": on, "legend": legend}
     prints = [
         [
-            _image_fingerprint(
+            image_fingerprint(
                 path,
                 checksum,
                 architecture,
@@ -251,23 +187,25 @@ def explain_paths(
         for index, path in enumerate(paths)
     ]
     todo = [
-        i for i, path in enumerate(paths) if not _image_done(out_dir, stems[i], methods_, grid, prints[i])
+        i for i, path in enumerate(paths) if not image_done(out_dir, stems[i], methods_, grid, prints[i])
     ]
     written: list[Path] = [
         out_dir / f"{stems[i]}_{name}.{kind}"
         for i in sorted(set(range(len(paths))) - set(todo))
-        for name, kind in _output_files(methods_, grid)
+        for name, kind in output_files(methods_, grid)
     ]
     bar = tqdm(
         total=len(paths), initial=len(paths) - len(todo), desc="explain", unit="image", disable=not progress
     )
     from attnmap.vit.lrp.weight_cache import weight_cache
 
+    unreadable: list[str] = []
     with weight_cache():  # |W| of LRP reused across batches: the model does not change meanwhile
         for start in range(0, len(todo), batch_size):
-            indices = todo[start : start + batch_size]
+            indices, images, views = _readable(model, paths, todo[start : start + batch_size], unreadable)
+            if not indices:
+                continue
             chunk = [paths[i] for i in indices]
-            images, views = preprocess(model, chunk)
             targets = _chunk_targets(target, indices, len(paths))
             maps = {
                 name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_
@@ -295,14 +233,16 @@ def explain_paths(
                         parameters={"target": image_target, **per_method[name]},
                         model_name=model_name or type(model).__name__,
                         model_sha256=checksum,
-                        image=str(path),
+                        image=os.path.abspath(path),  # a name a rerun from another folder can check
                         map_shape=tuple(heat.shape),
                         **image_prints[name].record(),
                     )
+                    # pictures of the old map this run does not redraw go if they would show another map
+                    remove_outdated_pictures(out_dir, stem, name, image_prints[name], grid)
                     # the old map goes first: a record of this run never describes an earlier run's map
                     (out_dir / f"{stem}_{name}.npy").unlink(missing_ok=True)
                     write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
-                    written.append(_save_npy(out_dir / f"{stem}_{name}.npy", heat))
+                    written.append(save_npy(out_dir / f"{stem}_{name}.npy", heat))
                     picture, scale = draw_map(model, view, original, heat, name, cmap, alpha)
                     scales.append(scale)
                     if grid:
@@ -318,14 +258,14 @@ def explain_paths(
                         parameters={"target": image_target, "methods": methods_, "options": per_method},
                         model_name=model_name or type(model).__name__,
                         model_sha256=checksum,
-                        image=str(path),
+                        image=os.path.abspath(path),  # a name a rerun from another folder can check
                         **joint.record(),
                     )
                     written.append(
                         save_grid(
                             [view if original is None else original, *overlays],
                             ["image", *methods_],
-                            out_dir / f"{stem}_all_methods.png",
+                            out_dir / f"{stem}_{GRID_SUFFIX}.png",
                             metadata=meta,
                             scales=[None, *scales],
                             suptitle=title,
@@ -333,13 +273,39 @@ def explain_paths(
                     )
                 bar.update(1)
     bar.close()
+    if unreadable:  # said once all the others are written: one bad file does not stop a folder
+        first = unreadable[0]
+        if len(unreadable) == len(todo):
+            raise InputError(first)
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise InputError(
+            f"{len(unreadable)} of {len(paths)} images could not be explained, the others were written: "
+            f"{first}{more}"
+        )
     return written
 
 
-def _output_files(methods_: Sequence[str], grid: bool) -> list[tuple[str, str]]:
-    """(name, suffix) of one image's outputs: each method's .npy, and its .png or one grid PNG."""
-    files = [(name, "npy") for name in methods_]
-    return files + ([("all_methods", "png")] if grid else [(name, "png") for name in methods_])
+def _readable(
+    model: nn.Module, paths: Sequence[Path], indices: list[int], unreadable: list[str]
+) -> tuple[list[int], torch.Tensor | None, list[np.ndarray]]:
+    """The images of ``indices`` preprocessed; those that cannot be read (not an image, cut short,
+    smaller than a patch) are left out, their messages appended to ``unreadable``."""
+    try:
+        images, views = preprocess(model, [paths[i] for i in indices])
+        return indices, images, views
+    except InputError:
+        pass
+    kept, tensors, views = [], [], []
+    for index in indices:
+        try:
+            image, view = preprocess(model, [paths[index]])
+        except InputError as error:
+            unreadable.append(str(error))
+            continue
+        kept.append(index)
+        tensors.append(image)
+        views.extend(view)
+    return kept, (torch.cat(tensors) if tensors else None), views
 
 
 def explain_chunk(

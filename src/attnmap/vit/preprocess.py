@@ -9,7 +9,7 @@ image returned for overlays, so a heatmap lands on the pixels it describes.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,7 +295,13 @@ def preprocess(
     from attnmap.vit.adapters import unwrap
 
     model = unwrap(model)
-    items = [images] if isinstance(images, (str, Path, Image.Image, np.ndarray)) else list(images)
+    if isinstance(images, (str, Path, Image.Image, np.ndarray)):
+        items = [images]
+    elif isinstance(images, Iterable):
+        items = list(images)
+    else:
+        kind = type(images).__name__
+        raise InputError(f"expected an image (path, PIL image, array) or a list of them, got {kind}")
     if not items:
         raise InputError("no images given")
     resolved = dict(config) if config is not None else data_config(model)

@@ -1,0 +1,69 @@
+"""Which image files a user's arguments name: files, folders, patterns no shell expanded.
+
+Why its own module: what `attnmap explain` reads decides what it writes (a file named twice would
+be written twice, an output folder that is an input folder would be read back), so the rules live
+in one place, apart from the explaining itself.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from attnmap.errors import InputError
+from attnmap.vit.preprocess import IMAGE_SUFFIXES
+
+
+def expand_image_paths(inputs: Sequence[str | Path], out_dir: str | Path | None = None) -> list[Path]:
+    """Files as given, directories expanded to the image files inside (``IMAGE_SUFFIXES``; sorted, not
+    recursive, hidden files such as macOS's ``._photo.png`` left out), glob patterns a shell did not
+    expand (``"photos/*.png"``) to the files they match. A file named twice (directly, through its
+    folder, a pattern or a link) is explained once: its outputs would otherwise be written twice
+    under two names.
+
+    ``out_dir``: the output folder; a folder of inputs that is the output folder is refused, as a
+    rerun would read the earlier run's overlays as images.
+    """
+    paths: list[Path] = []
+    for entry in map(Path, inputs):
+        if entry.is_dir():
+            if out_dir is not None and _same_folder(entry, Path(out_dir)):
+                raise InputError(
+                    f"--out {out_dir} is the image folder {entry}: a rerun would read its overlays as "
+                    "images; give another output folder"
+                )
+            found = sorted(
+                p
+                for p in entry.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+            if not found:
+                raise InputError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in directory {entry}")
+            paths.extend(found)
+        elif entry.exists():
+            paths.append(entry)
+        elif any(mark in entry.name for mark in "*?["):  # a pattern no shell expanded
+            matches = sorted(Path(p) for p in glob.glob(str(entry)) if Path(p).is_file())
+            if not matches:
+                raise InputError(f"no file matches {entry}")
+            paths.extend(matches)
+        else:
+            raise InputError(f"image file not found: {entry}")
+    if not paths:
+        raise InputError("no images given")
+    seen: set[Path] = set()
+    unique = []
+    for path in paths:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique
+
+
+def _same_folder(one: Path, two: Path) -> bool:
+    try:
+        return two.is_dir() and os.path.samefile(one, two)
+    except OSError:
+        return False

@@ -1,0 +1,83 @@
+"""`attnmap evaluate` and the API under it on inputs bench/explain_cli_sweep.py found mishandled:
+seeds out of range, a pointing tolerance larger than the image, a model with fewer classes than the
+data, options of another kind of evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from cli_runner import run_cli
+
+from attnmap.data.shapes import ShapesDataset
+from attnmap.errors import InputError
+from attnmap.evaluate.pointing import dilate
+from attnmap.evaluate.runner import evaluate_methods
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**43 + 1), str(10**30)])
+def test_seeds_out_of_range_are_one_line_errors(tmp_path: Path, capsys, seed: str) -> None:
+    """-1 and 10**30 were internal errors from numpy and torch; the bound (2**43) is one the random
+    baseline takes too (it spaces its maps' seeds 1,000,003 apart in 64 bits)."""
+    code, _, err = run_cli(capsys, "evaluate", "--n", "2", "--seed", seed, "--out", tmp_path, "--quiet")
+    assert code == 2 and "--seed" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_tolerance_beyond_the_image_grows_the_mask_as_the_diagonal_does() -> None:
+    """A 10**9 px tolerance asked OpenCV for a (2·10**9 + 1)² kernel: out of memory."""
+    mask = np.zeros((6, 9), bool)
+    mask[2, 3] = True
+    assert np.array_equal(dilate(mask, 10**9), dilate(mask, 11)) and dilate(mask, 10**9).all()
+    assert dilate(mask, 2).sum() < mask.size  # small radii unchanged
+
+
+def test_a_model_with_fewer_classes_than_the_data_is_refused() -> None:
+    """A 3-class model scored on the 5 shape classes gave a table of meaningless numbers."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=3)
+    data = ShapesDataset(2, size=32, seed=1)
+    with pytest.raises(InputError, match="the model has 3 classes but the data has 5"):
+        evaluate_methods(model.eval(), data, ["attention"], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--mil-checkpoint", "clam.pt", "--bags", "bags", "--n", "5"],
+            "--n is an option of image evaluation",
+        ),
+        (
+            ["--mil-checkpoint", "clam.pt", "--bags", "bags", "--model", "timm:x"],
+            "--model is an option of image",
+        ),
+        (
+            ["--run", "run", "--annotations", "ann", "--bags", "bags"],
+            "--bags is an option of --mil-checkpoint",
+        ),
+        (["--run", "run", "--annotations", "ann", "--seed", "3"], "--seed is an option of image evaluation"),
+    ],
+)
+def test_options_of_another_kind_of_evaluation_are_refused(
+    tmp_path: Path, capsys, monkeypatch, extra: list[str], message: str
+) -> None:
+    """They were silently ignored: --n with --bags, --bags with --run (the run was scored alone)."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("bags", "run", "ann"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "clam.pt").write_bytes(b"")  # never read: refused before
+    code, _, err = run_cli(capsys, "evaluate", *extra, "--out", "out", "--quiet")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_preprocess_refuses_what_is_neither_an_image_nor_a_list_in_one_line() -> None:
+    from attnmap.vit.preprocess import preprocess
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=3)
+    with pytest.raises(InputError, match="got int"):
+        preprocess(model, 3)
