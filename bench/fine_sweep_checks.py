@@ -102,6 +102,7 @@ def _bias_free(model: torch.nn.Module) -> torch.nn.Module:
     names = (
         "bias",
         "cls_token",
+        "dist_token",
         "reg_token",
         "register_tokens",
         "pos_embed",

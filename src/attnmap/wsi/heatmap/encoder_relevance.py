@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.layers import GluMlp, Mlp, QuickGELU, SwiGLU
+from timm.layers import Attention, GluMlp, Mlp, PatchEmbed, QuickGELU, RmsNorm, SwiGLU
 from timm.layers.activations import GELU, GELUTanh
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
@@ -45,33 +46,76 @@ class EncoderRelevance:
     score: torch.Tensor
 
 
-def check_fine_encoder(model: nn.Module) -> VisionTransformer:
+def check_fine_encoder(model: nn.Module, method: str = "lrp") -> nn.Module:
     """``model`` (or the timm twin of a Hugging Face encoder, its ``fine_twin``) if the conservative
-    rules below cover it (checked before a run); else an error."""
+    rules below cover it (checked before a run); else an `UnsupportedModelError` naming the layer.
+
+    A timm VisionTransformer whose every layer this module mirrors, or a piecewise-linear (ReLU)
+    CNN (`attnmap.wsi.heatmap.encoder_relevance_cnn`, method ``lrp`` only).
+    """
+    from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_refusal
+
     twin = getattr(model, "fine_twin", None)
     if callable(twin):
         model = twin()
-    if not isinstance(model, VisionTransformer):
+    if isinstance(model, torch.jit.ScriptModule):
         raise UnsupportedModelError(
-            f"fine maps need a timm VisionTransformer encoder, got {type(model).__name__}"
+            "fine maps need the encoder's Python model, not a TorchScript archive (its code is opaque to "
+            "the LRP rules): load it as a timm or hf: encoder"
         )
+    if not isinstance(model, VisionTransformer):
+        refusal = cnn_refusal(model)
+        if refusal == "":
+            raise UnsupportedModelError(
+                f"fine maps need a timm VisionTransformer or a ReLU CNN encoder, got {type(model).__name__}"
+            )
+        if refusal is not None:
+            raise UnsupportedModelError(f"fine maps of the CNN {type(model).__name__}: {refusal}")
+        if method != "lrp":
+            raise UnsupportedModelError(
+                f"fine method {method!r} needs a ViT encoder; {type(model).__name__} is a CNN: use method lrp"
+            )
+        return model
+    _check_vit(model)
+    if method != "lrp" and isinstance(model, VisionTransformerDistilled):
+        raise UnsupportedModelError(
+            f"fine method {method!r}: the attention methods read one token, a distilled ViT's features "
+            "average two (class and distillation): use method lrp"
+        )
+    return model
+
+
+def _check_vit(model: VisionTransformer) -> None:
+    """Every layer of ``model`` is one `_forward` mirrors (else a one-line error naming it)."""
     concat = isinstance(model, ClassAndPatchMeanViT)
-    if getattr(model, "attn_pool", None) is not None or not (concat or model.global_pool in ("token", "avg")):
+    distilled = isinstance(model, VisionTransformerDistilled)
+    pool_ok = concat or distilled or model.global_pool in ("token", "avg")
+    if getattr(model, "attn_pool", None) is not None or not pool_ok:
         raise UnsupportedModelError(f"global_pool={model.global_pool!r} has no conservative rule here")
-    for block in model.blocks:
-        for name in ("q_norm", "k_norm"):
-            if not isinstance(getattr(block.attn, name, nn.Identity()), nn.Identity):
-                raise UnsupportedModelError(f"attention {name} has no conservative rule here")
+    if type(model.patch_embed) not in (PatchEmbed,) or not isinstance(model.patch_embed.proj, nn.Conv2d):
+        raise UnsupportedModelError(
+            f"patch embedding {type(model.patch_embed).__name__} has no conservative rule here"
+        )
+    norms = [model.patch_embed.norm, model.norm_pre, model.norm, model.fc_norm]
+    for index, block in enumerate(model.blocks):
+        if type(block) is not Block or type(block.attn) is not Attention:
+            kind = type(block).__name__ if type(block) is not Block else type(block.attn).__name__
+            raise UnsupportedModelError(f"block {index} ({kind}) has no conservative rule here")
         if type(block.mlp) not in _MLPS:
             raise UnsupportedModelError(f"MLP {type(block.mlp).__name__} has no conservative rule here")
         if type(block.mlp) is Mlp and not isinstance(block.mlp.act, _ACTIVATIONS):  # gated: any act
             raise UnsupportedModelError(f"MLP activation {type(block.mlp.act).__name__} has no rule here")
-    if not isinstance(model.head, (nn.Identity, nn.Linear)):
+        norms += [block.norm1, block.norm2, block.attn.norm, getattr(block.mlp, "norm", nn.Identity())]
+    for norm in norms:  # q/k norms sit on the attention logits' path, held constant: any is fine
+        if not isinstance(norm, (nn.Identity, *_NORMS)):
+            raise UnsupportedModelError(f"norm {type(norm).__name__} has no conservative rule here")
+    heads = [model.head] + ([model.head_dist] if distilled else [])
+    if not all(isinstance(head, (nn.Identity, nn.Linear)) for head in heads):
         raise UnsupportedModelError(f"head {type(model.head).__name__} has no conservative rule here")
-    return model
 
 
 _MLPS = (Mlp, GluMlp, SwiGLU)  # SwiGLUPacked is a GluMlp
+_NORMS = (nn.LayerNorm, nn.RMSNorm, RmsNorm)  # a frozen scale, then the affine part
 # act(z) = z · g(z) with g(0) = ½: torch's and timm's GELU (exact or tanh), SiLU, QuickGELU
 _ACTIVATIONS = (nn.GELU, nn.SiLU, QuickGELU, GELU, GELUTanh)
 
@@ -95,14 +139,19 @@ class _Frozen:
 
 
 def _norm(frozen: _Frozen, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm / RMSNorm with the scale 1/σ a frozen gate (the identity rule of LRP for norms)."""
     if isinstance(module, nn.Identity):
         return x
-    if not isinstance(module, nn.LayerNorm):
+    if not isinstance(module, _NORMS):
         raise UnsupportedModelError(f"norm {type(module).__name__} has no conservative rule here")
-    centred = x - x.mean(dim=-1, keepdim=True)
-    scale = frozen.gate(torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + module.eps))
+    layer = isinstance(module, nn.LayerNorm)
+    centred = x - x.mean(dim=-1, keepdim=True) if layer else x
+    eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps  # nn.RMSNorm's default
+    scale = frozen.gate(torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps))
     out = centred * scale
-    return out * module.weight + module.bias if module.elementwise_affine else out
+    if module.weight is not None:
+        out = out * module.weight
+    return out + module.bias if getattr(module, "bias", None) is not None else out
 
 
 def _activation_gate(act: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -144,14 +193,20 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
     x = _norm(frozen, model.norm_pre, x)
     for block in model.blocks:
         attn = block.attn
-        batch, n, dim = x.shape
-        qkv = attn.qkv(_norm(frozen, block.norm1, x)).reshape(batch, n, 3, attn.num_heads, -1)
+        batch, n, _ = x.shape
+        normed = _norm(frozen, block.norm1, x)
+        qkv = attn.qkv(normed).reshape(batch, n, 3, attn.num_heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(q), attn.k_norm(k)  # the logits' path: held constant with the weights
         weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
-        out = (weights @ v).transpose(1, 2).reshape(batch, n, dim)
-        x = x + block.ls1(attn.proj(_norm(frozen, getattr(attn, "norm", nn.Identity()), out)))
+        out = _norm(frozen, attn.norm, (weights @ v).transpose(1, 2).reshape(batch, n, -1))
+        if getattr(attn, "gate", None) is not None:  # timm's gated attention: a sigmoid factor
+            out = out * frozen.gate(attn.gate(normed).sigmoid())
+        x = x + block.ls1(attn.proj(out))
         x = x + block.ls2(_mlp(frozen, block.mlp, _norm(frozen, block.norm2, x)))
     x = _norm(frozen, model.norm, x)
+    if isinstance(model, VisionTransformerDistilled):  # the mean of the class and distillation heads
+        return (model.head(x[:, 0]) + model.head_dist(x[:, 1])) / 2
     if isinstance(model, ClassAndPatchMeanViT):
         pooled = model.pool(x)  # its own read-out: linear in the tokens
     else:
@@ -196,7 +251,8 @@ def encoder_relevance(
     direction: torch.Tensor,
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> EncoderRelevance:
-    """Pixel relevance of ``direction · model(images)`` for a headless timm ViT (see module docstring).
+    """Pixel relevance of ``direction · model(images)`` for a headless timm ViT (see module docstring)
+    or a piecewise-linear CNN (`attnmap.wsi.heatmap.encoder_relevance_cnn`: LRP-0 at every layer).
 
     ``images`` (B, 3, H, W) are the encoder's normalised inputs, ``direction`` (B, D) or (D,).
     ``bounds`` (per-channel lowest and highest input values, e.g. `input_bounds`) switch the pixel
@@ -210,6 +266,10 @@ def encoder_relevance(
     direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device)
     if direction.ndim == 1:
         direction = direction.expand(images.shape[0], -1)
+    if not isinstance(model, VisionTransformer):  # a ReLU CNN: LRP-0 is gradient × input
+        from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_relevance
+
+        return EncoderRelevance(*cnn_relevance(model, images, direction))
     frozen = _Frozen()
     inputs = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -246,8 +306,11 @@ def check_encoder_forward(model: nn.Module, images: torch.Tensor, atol: float = 
     Guards against encoder variants whose forward this module does not mirror (fused layers,
     register tokens handled differently, ...): a silently different function would give wrong maps.
     """
+    checked = check_fine_encoder(model)
+    if not isinstance(checked, VisionTransformer):
+        return  # a piecewise-linear CNN is explained through its own forward
     with torch.no_grad():
-        ours = _forward(check_fine_encoder(model), _Frozen(), images)
+        ours = _forward(checked, _Frozen(), images)
         theirs = model(images)
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, atol=atol, rtol=1e-4):
         raise UnsupportedModelError("the encoder's forward differs from the conservative twin: no fine maps")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnmap.errors import InputError
+from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder, encoder_relevance, input_bounds
 
 FINE_METHODS = ("lrp", "transformer_attribution")
@@ -134,7 +134,8 @@ def iter_fine_maps(
         raise InputError(f"fine method must be one of {', '.join(FINE_METHODS)}, got {method!r}")
     if not callable(images) and len(images) != len(directions):
         raise InputError(f"{len(images)} patches but {len(directions)} directions")
-    encoder = check_fine_encoder(encoder)  # a Hugging Face encoder's timm twin, for every method
+    own = encoder
+    encoder = check_fine_encoder(encoder, method)  # a Hugging Face encoder's timm twin, for every method
     weight = next(encoder.parameters())  # inputs may sit anywhere: they go to the encoder's device
     for start in range(0, len(directions), batch_size):
         part = np.arange(start, min(start + batch_size, len(directions)))
@@ -142,6 +143,8 @@ def iter_fine_maps(
         batch = batch.to(device=weight.device, dtype=weight.dtype)
         direction = directions[start : part[-1] + 1].to(batch)
         result = encoder_relevance(encoder, batch, direction, bounds)
+        if start == 0:
+            _check_score(own, batch, direction, result.score)
         pixels, bias = result.pixels, result.bias_share
         if method != "lrp":
             pixels = _explained(encoder, batch, direction, method, result.score)
@@ -153,6 +156,23 @@ def iter_fine_maps(
             pixels.detach().cpu().numpy(),
             bias.cpu().double().numpy(),
             result.score.cpu().double().numpy(),
+        )
+
+
+def _check_score(
+    encoder: nn.Module, images: torch.Tensor, direction: torch.Tensor, score: torch.Tensor
+) -> None:
+    """The explained score d · f(p) is the one of the features the encoder gives (the read-out the MIL
+    model was trained on); a layer the rules mirror wrongly would otherwise give wrong maps silently."""
+    with torch.no_grad():
+        features = encoder(images)
+    products = features * direction if features.shape == direction.shape else None
+    tolerance = 1e-6 if images.dtype == torch.float64 else 1e-3
+    if products is None or not torch.allclose(
+        products.sum(dim=1), score, rtol=0, atol=tolerance * float(products.abs().sum(dim=1).max()) + 1e-6
+    ):
+        raise UnsupportedModelError(
+            f"the relevance rules' forward of {type(encoder).__name__} differs from its own: no fine maps"
         )
 
 
