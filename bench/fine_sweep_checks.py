@@ -14,17 +14,24 @@ TOLERANCE = 1e-7
 """Relative to the largest magnitude compared (float64 arithmetic through a few layers)."""
 
 
-def _close(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> bool:
+READOUT_TOLERANCE = 1e-5
+"""For maps made by two implementations of one network (the encoder's own layers, its timm twin):
+LRP's ε = 1e-9 stabiliser meets different groupings of the same sums (CLIP's class position added
+inside its embeddings, its post-norm on the class token only), ~1e-7 apart; a read-out of other
+tokens or another norm is O(1) apart."""
+
+
+def _close(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, tolerance: float = TOLERANCE) -> bool:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return False
     scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), 1e-12)
-    return bool(np.abs(a - b).max(initial=0.0) <= TOLERANCE * scale)
+    return bool(np.abs(a - b).max(initial=0.0) <= tolerance * scale)
 
 
 def _same_up_to_scale(drawn: np.ndarray, reference: np.ndarray) -> bool:
     """``drawn`` = c · ``reference`` for one c (both maps of one patch), compared cross-multiplied."""
-    return _close(drawn * reference.sum(), reference * drawn.sum())
+    return _close(drawn * reference.sum(), reference * drawn.sum(), READOUT_TOLERANCE)
 
 
 def case_checks(

@@ -65,7 +65,11 @@ def _hf_raw(encoder: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
     readout = encoder.readout
     if getattr(encoder.model, "pooler", None) is not None or not hasattr(encoder.model, "pooler"):
         # `attnmap.explain` scores such a model's pooled output (DINOv2: the normed class token)
-        pooled_cls = encoder.model.config.model_type.startswith("dinov2")
+        # (CLIP: the class token after post_layernorm, the `pooler` read-out)
+        kind = encoder.model.config.model_type
+        if kind == "clip_vision_model":
+            return (encoder.model, "direction") if readout == "pooler" else None
+        pooled_cls = kind.startswith("dinov2")
         return (encoder.model, "direction") if pooled_cls and readout in ("cls", "pooler") else None
     return (encoder.model, readout) if readout in ("cls", "patch_mean", "cls_and_patch_mean") else None
 
