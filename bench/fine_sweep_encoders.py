@@ -52,7 +52,9 @@ def _timm_tokens(model: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
         if isinstance(model, ClassAndPatchMeanViT)
         else {"token": "cls", "avg": "patch_mean"}.get(model.global_pool)
     )
-    if readout is None or not isinstance(model.fc_norm, torch.nn.Identity):
+    if readout is None or getattr(model, "pool_include_prefix", False):
+        return None  # the mean of every token: no read-out `ReadoutDirection` names
+    if not isinstance(model.fc_norm, torch.nn.Identity):
         return None  # a norm after the pooling: not a linear read-out of the tokens
     tokens = copy.deepcopy(model)
     tokens.__class__ = VisionTransformer
@@ -147,6 +149,12 @@ def timm_cases() -> list[EncoderCase]:
             "MAE-style avg pool",
             "timm:vit_base_patch16_224",
             dict(SMALL, img_size=32, global_pool="avg", class_token=False, fc_norm=True),
+            reference=_timm_tokens,
+        ),
+        EncoderCase(
+            "avg pool with registers included",
+            "timm:vit_base_patch16_224",
+            dict(SMALL, img_size=32, global_pool="avg", reg_tokens=4, pool_include_prefix=True),
             reference=_timm_tokens,
         ),
         EncoderCase(

@@ -23,7 +23,7 @@ def _rough(model: torch.nn.Module) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, value in [*model.named_parameters(), *model.named_buffers()]:
-            if name.rsplit(".", 1)[-1] in ("bias", "running_mean", "cls_token", "dist_token"):
+            if name.rsplit(".", 1)[-1] in ("bias", "running_mean", "cls_token", "dist_token", "latent"):
                 value.add_(torch.randn(value.shape, generator=generator) * 0.1)
     return model.double().eval()
 
@@ -33,7 +33,7 @@ def _bias_free(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         for name, value in [*free.named_parameters(), *free.named_buffers()]:
             if name.rsplit(".", 1)[-1] in ("bias", "running_mean", "feature_mean", "cls_token", "dist_token",
-                                           "pos_embed"):
+                                           "pos_embed", "reg_token"):
                 value.zero_()
     return free
 
@@ -98,10 +98,21 @@ def test_cnn_layers_without_a_piecewise_linear_rule_are_refused_by_name():
         check_fine_encoder(scripted)
 
 
-@pytest.mark.parametrize("options", [dict(qk_norm=True), dict(norm_layer="rmsnorm"), dict(distilled=True)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(qk_norm=True),
+        dict(norm_layer="rmsnorm"),
+        dict(distilled=True),
+        dict(global_pool="map", class_token=False),  # SigLIP-style attention-pool head
+        dict(global_pool="avg", reg_tokens=4, pool_include_prefix=True),  # the mean of every token
+    ],
+)
 def test_qk_norm_rmsnorm_and_distilled_vits_are_exactly_conservative(options):
     """q/k norms sit on the attention logits (held constant), RMSNorm's scale is frozen as
-    LayerNorm's is, and a distilled ViT's features average its class and distillation tokens."""
+    LayerNorm's is, a distilled ViT's features average its class and distillation tokens, an
+    attention-pool head is one more attention block with learned queries, and a mean pooling that
+    includes the prefix tokens averages them too (it was read as the patch mean: a wrong score)."""
     from timm.layers import get_norm_layer
     from timm.models.deit import VisionTransformerDistilled
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Attention, GluMlp, Mlp, PatchEmbed, QuickGELU, RmsNorm, SwiGLU
+from timm.layers import Attention, AttentionPoolLatent, GluMlp, Mlp, PatchEmbed, QuickGELU, RmsNorm, SwiGLU
 from timm.layers.activations import GELU, GELUTanh
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import Block, VisionTransformer
@@ -89,14 +89,25 @@ def _check_vit(model: VisionTransformer) -> None:
     """Every layer of ``model`` is one `_forward` mirrors (else a one-line error naming it)."""
     concat = isinstance(model, ClassAndPatchMeanViT)
     distilled = isinstance(model, VisionTransformerDistilled)
+    pool = getattr(model, "attn_pool", None)
     pool_ok = concat or distilled or model.global_pool in ("token", "avg")
-    if getattr(model, "attn_pool", None) is not None or not pool_ok:
-        raise UnsupportedModelError(f"global_pool={model.global_pool!r} has no conservative rule here")
+    if pool is not None:
+        pool_ok = type(pool) is AttentionPoolLatent and pool.pool in ("token", "avg")
+        if pool_ok and pool.mlp is not None and type(pool.mlp) not in _MLPS:
+            kind = type(pool.mlp).__name__
+            raise UnsupportedModelError(f"attention-pool MLP {kind} has no conservative rule here")
+    if not pool_ok:
+        what = type(pool).__name__ if pool is not None else f"global_pool={model.global_pool!r}"
+        raise UnsupportedModelError(f"{what} has no conservative rule here")
     if type(model.patch_embed) not in (PatchEmbed,) or not isinstance(model.patch_embed.proj, nn.Conv2d):
         raise UnsupportedModelError(
             f"patch embedding {type(model.patch_embed).__name__} has no conservative rule here"
         )
     norms = [model.patch_embed.norm, model.norm_pre, model.norm, model.fc_norm]
+    if pool is not None:
+        norms.append(pool.norm)
+        if type(pool.mlp) is Mlp and not isinstance(pool.mlp.act, _ACTIVATIONS):
+            raise UnsupportedModelError(f"MLP activation {type(pool.mlp.act).__name__} has no rule here")
     for index, block in enumerate(model.blocks):
         if type(block) is not Block or type(block.attn) is not Attention:
             kind = type(block).__name__ if type(block) is not Block else type(block.attn).__name__
@@ -207,11 +218,30 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
     x = _norm(frozen, model.norm, x)
     if isinstance(model, VisionTransformerDistilled):  # the mean of the class and distillation heads
         return (model.head(x[:, 0]) + model.head_dist(x[:, 1])) / 2
+    prefix = 0 if getattr(model, "pool_include_prefix", False) else model.num_prefix_tokens
     if isinstance(model, ClassAndPatchMeanViT):
         pooled = model.pool(x)  # its own read-out: linear in the tokens
+    elif getattr(model, "attn_pool", None) is not None:
+        pooled = _attention_pool(frozen, model.attn_pool, x[:, prefix:])
     else:
-        pooled = x[:, 0] if model.global_pool == "token" else x[:, model.num_prefix_tokens :].mean(dim=1)
+        pooled = x[:, 0] if model.global_pool == "token" else x[:, prefix:].mean(dim=1)
     return model.head(_norm(frozen, model.fc_norm, pooled))
+
+
+def _attention_pool(frozen: _Frozen, pool: AttentionPoolLatent, x: torch.Tensor) -> torch.Tensor:
+    """timm's attention-pool head (SigLIP, ``global_pool='map'``): one more attention block whose
+    queries are learned latents; its weights held constant as every block's, values and MLP linear."""
+    batch, n, _ = x.shape
+    if pool.pos_embed is not None:
+        x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
+    q = pool.q(pool.latent.expand(batch, -1, -1)).reshape(batch, pool.latent_len, pool.num_heads, -1)
+    k, v = pool.kv(x).reshape(batch, n, 2, pool.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = pool.q_norm(q.transpose(1, 2)), pool.k_norm(k)
+    weights = frozen.gate(((q * pool.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
+    out = pool.proj((weights @ v).transpose(1, 2).reshape(batch, pool.latent_len, -1))
+    if pool.mlp is not None:
+        out = out + _mlp(frozen, pool.mlp, _norm(frozen, pool.norm, out))
+    return out[:, 0] if pool.pool == "token" else out.mean(dim=1) if pool.pool == "avg" else out
 
 
 def _zb_pixels(
