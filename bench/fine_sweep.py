@@ -25,6 +25,11 @@ class) a bag of 6 patches goes through `bag_fine_maps` and is classified:
   read-out its features are);
 - ``skip``: the encoder does not load (the pipeline itself refuses it: not the fine maps' doing).
 
+``--float32`` runs the same in the pipeline's precision with a relative tolerance of 1e-3 instead of
+1e-7: transformer attribution's clamp and LRP's divisions turn float32 round-off (matrix products
+blocked differently for another batch size, two implementations of one network) into relative
+differences up to ~4e-4; a wrong read-out or a broken identity is O(1).
+
 One row more per encoder, ``identity``: on a bias-free float64 copy (biases, class / register tokens
 and position embeddings zeroed) the ``lrp`` relevance has no bias share and sums to d · f(p); for a
 piecewise-linear (ReLU) encoder it also equals gradient × input.
@@ -45,12 +50,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fine_sweep_checks import TOLERANCE, bias_free_identity, case_checks  # noqa: E402
+import fine_sweep_checks  # noqa: E402
+from fine_sweep_checks import bias_free_identity, case_checks  # noqa: E402
 from fine_sweep_encoders import EncoderCase, hf_cases, timm_cases, torchscript_case  # noqa: E402
 
 from attnmap.errors import AttnmapError  # noqa: E402
 
 N_PATCHES = 6
+
+
+DTYPE = torch.float64
 
 
 def _heads(dim: int) -> dict[str, torch.nn.Module]:
@@ -65,7 +74,7 @@ def _heads(dim: int) -> dict[str, torch.nn.Module]:
     }
     for head in heads.values():
         _roughen(head)
-    return {name: head.double().eval() for name, head in heads.items()}
+    return {name: head.to(DTYPE).eval() for name, head in heads.items()}
 
 
 def _roughen(model: torch.nn.Module) -> None:
@@ -100,13 +109,13 @@ def run_encoder(case: EncoderCase, verbose: bool) -> list[tuple[str, str, str]]:
         return [("load", "skip", _one_line(error)[1])]
     model = encoder.model
     _roughen(model)
-    model = model.double()
+    model = model.to(DTYPE)
     if hasattr(model, "fine_twin"):
         model.__dict__["_fine_twin"] = None  # the twin of the roughened weights
     size = int(encoder.transform.size)
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 256, size=(N_PATCHES, size, size, 3), dtype=np.uint8)
-    inputs = torch.stack([encoder.transform(p) for p in patches]).double()
+    inputs = torch.stack([encoder.transform(p) for p in patches]).to(DTYPE)
     with torch.no_grad():
         features = model(inputs)
     bounds = transform_bounds(encoder.transform)
@@ -150,10 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated parts of encoder labels to run")
     parser.add_argument("--verbose", action="store_true", help="one line per case")
+    parser.add_argument("--float32", action="store_true", help="run in float32 (the pipeline's precision)")
     args = parser.parse_args(argv)
+    global DTYPE
+    if args.float32:  # identities to float32 round-off through a few layers
+        DTYPE, fine_sweep_checks.TOLERANCE = torch.float32, 1e-3
     torch.set_num_threads(1)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(f"fine sweep, torch {torch.__version__}, float64, tolerance {TOLERANCE:g}; uptime: {uptime}")
+    tolerance = fine_sweep_checks.TOLERANCE
+    print(f"fine sweep, torch {torch.__version__}, {DTYPE}, tolerance {tolerance:g}; uptime: {uptime}")
     wanted = [part.strip().lower() for part in args.only.split(",") if part.strip()]
     totals: collections.Counter[str] = collections.Counter()
     notes: dict[tuple[str, str], set[str]] = collections.defaultdict(set)

@@ -21,11 +21,14 @@ inside its embeddings, its post-norm on the class token only), ~1e-7 apart; a re
 tokens or another norm is O(1) apart."""
 
 
-def _close(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, tolerance: float = TOLERANCE) -> bool:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+def _close(
+    a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, tolerance: float | None = None
+) -> bool:  # noqa: E501
+    a, b = (np.asarray(torch.as_tensor(v).detach().cpu().double()) for v in (a, b))
     if a.shape != b.shape:
         return False
     scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), 1e-12)
+    tolerance = TOLERANCE if tolerance is None else max(tolerance, TOLERANCE)
     return bool(np.abs(a - b).max(initial=0.0) <= tolerance * scale)
 
 
@@ -153,7 +156,7 @@ def bias_free_identity(
 
     free = _bias_free(model)
     generator = torch.Generator().manual_seed(5)
-    direction = torch.randn(features.shape, generator=generator, dtype=torch.float64)
+    direction = torch.randn(features.shape, generator=generator, dtype=torch.float64).to(features)
     result = encoder_relevance(free, inputs, direction)
     score = (free(inputs) * direction).sum(dim=1).detach()
     failures = []
