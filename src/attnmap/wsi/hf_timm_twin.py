@@ -1,4 +1,4 @@
-"""The timm VisionTransformer computing what a Hugging Face ViT or DINOv2 patch encoder computes.
+"""The timm VisionTransformer computing what a Hugging Face ViT, DINOv2 or CLIP vision encoder computes.
 
 Why: the fine maps' conservative relevance (`attnmap.wsi.heatmap.encoder_relevance`) is written for
 timm's VisionTransformer. Phikon (ViTModel) and Phikon-v2 / Midnight / Hibou-style DINOv2 models are
@@ -6,8 +6,11 @@ the same architecture under other names, so their weights are copied by role int
 the same shape, at the encoder's input size: the position embeddings resampled by the Hugging Face
 model itself (the very numbers its forward adds), the class token's position folded into the class
 token (timm's ``no_embed_class`` layout, which also places registers as DINOv2 does); DINOv2
-ViT-g's SiLU-gated MLP (Midnight) becomes timm's SwiGLU. The twin is checked against the encoder's
-own forward before any map is made.
+ViT-g's SiLU-gated MLP (Midnight) becomes timm's SwiGLU. A CLIP vision tower (PLIP) is a pre-norm
+ViT with QuickGELU: its ``pre_layrnorm`` is timm's ``norm_pre``, its ``post_layernorm`` (which CLIP
+applies to the pooled class token only) the final norm where the read-out uses it (``pooler``,
+``embeds``), and its projection the twin's head. The twin is checked against the encoder's own
+forward before any map is made.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
     pooled = clip and readout in ("pooler", "embeds")
     if readout == "pooler" and kind.startswith("dinov2") or pooled:
         readout = "cls"
+    if readout == "pooler" and kind == "vit":
+        raise UnsupportedModelError(
+            "fine maps of the read-out 'pooler': a ViTModel's pooler (dense + tanh) has no conservative "
+            "rule here; use readout cls"
+        )
     if readout not in _POOLS:
         raise UnsupportedModelError(f"fine maps of the read-out {readout!r} of a {kind} are not supported")
     swiglu = bool(getattr(config, "use_swiglu_ffn", False))  # DINOv2 ViT-g (Midnight): SiLU-gated
