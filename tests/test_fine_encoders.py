@@ -193,3 +193,40 @@ def test_fine_maps_explain_the_class_and_patch_mean_read_out_the_features_are():
     expected = F.interpolate(expected[:, None].double(), size=(32, 32), mode="nearest")[:, 0]
     for drawn, reference in zip(torch.from_numpy(maps), expected, strict=True):  # equal up to the scale
         torch.testing.assert_close(drawn * reference.sum(), reference * drawn.sum(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_slide_run_draws_fine_maps_with_a_cnn_encoder(tmp_path):
+    """`wsi run` with the shipped CNN encoder: the map file's maps sum to their patch scores (the
+    transform's input bounds, which a ViT uses for zB, leave the CNN at LRP-0: same totals)."""
+    import numpy as np
+    import yaml
+    from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+
+    from attnmap.wsi.heatmap.fine_store import FineMapFile
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config
+
+    path = write_pipeline_setup(tmp_path, n_slides=1)
+    write_clam_checkpoint(tmp_path / "clam64.pt", embed_dim=64)
+    data = yaml.safe_load(path.read_text())
+    data["features"] = {"encoder": "attnmap:tiny", "batch_size": 16}
+    data["model"]["checkpoint"] = "clam64.pt"
+    data["heatmap"]["fine"] = {"method": "lrp", "top_k": 3}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    run_slide(tmp_path / "slides" / "slide_0.tif", config)
+    with FineMapFile(next((tmp_path / "out").rglob("slide_0_fine_maps.h5"))) as store:
+        assert len(store) == 3 and store.map_shape == (64, 64)
+        totals = store.read(np.arange(3)).sum(axis=(1, 2))
+        np.testing.assert_allclose(totals, store.scores[store.fine_index], rtol=1e-4, atol=1e-5)
+
+
+def test_a_class_that_is_not_an_integer_is_refused():
+    from attnmap.errors import InputError
+    from attnmap.mil.abmil import ABMIL
+    from attnmap.wsi.heatmap.fine import mil_directions
+
+    model = ABMIL(embed_dim=8, hidden_dim=8, attention_dim=4, n_classes=3).eval()
+    with pytest.raises(InputError, match=r"must be a class index \(an integer\), got 1.5$"):
+        mil_directions(model, torch.randn(4, 8), 1.5)
+    assert mil_directions(model, torch.randn(4, 8), 2)[2] == 2

@@ -109,6 +109,9 @@ def mil_directions(
     from attnmap.mil.explain import feature_gradients
 
     x = model.check_features(torch.as_tensor(features)).detach()
+    whole = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
+    if target is not None and not whole:  # 1.5 was read as class 1
+        raise InputError(f"the fine maps' target must be a class index (an integer), got {target!r}")
     if target is None:
         with torch.no_grad():
             target = int(model(x).logits.argmax(dim=1)[0])
