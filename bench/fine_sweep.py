@@ -86,7 +86,7 @@ def _roughen(model: torch.nn.Module) -> None:
             leaf = name.rsplit(".", 1)[-1]
             if leaf == "bias" or leaf in ("cls_token", "reg_token", "register_tokens", "class_embedding"):
                 parameter.add_(torch.randn(parameter.shape, generator=generator).to(parameter) * 0.1)
-            elif leaf in ("gamma", "lambda1") or name.endswith("layer_scale.gamma"):
+            elif leaf in ("gamma", "gamma_1", "gamma_2", "lambda1"):
                 parameter.copy_(torch.rand(parameter.shape, generator=generator).to(parameter) * 0.5 + 0.1)
 
 

@@ -208,6 +208,12 @@ def timm_cases() -> list[EncoderCase]:
         ),
         EncoderCase("EVA02 (RoPE)", "timm:eva02_tiny_patch14_224", dict(depth=2, img_size=28)),
         EncoderCase(
+            "DINOv3 ViT-B/16 (timm Eva, RoPE, reg4)", "timm:vit_base_patch16_dinov3", dict(SMALL, img_size=32)
+        ),
+        EncoderCase(
+            "DINOv3 ViT-H+/16 (SwiGLU)", "timm:vit_huge_plus_patch16_dinov3", dict(SMALL, img_size=32)
+        ),
+        EncoderCase(
             "CTransPath-style Swin",
             "timm:swin_tiny_patch4_window7_224",
             dict(embed_dim=24, depths=(1, 1), num_heads=(1, 2), img_size=56),

@@ -33,7 +33,7 @@ def _bias_free(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         for name, value in [*free.named_parameters(), *free.named_buffers()]:
             if name.rsplit(".", 1)[-1] in ("bias", "running_mean", "feature_mean", "cls_token", "dist_token",
-                                           "pos_embed", "reg_token"):
+                                           "pos_embed", "reg_token", "q_bias", "v_bias"):
                 value.zero_()
     return free
 
@@ -88,8 +88,8 @@ def test_cnn_layers_without_a_piecewise_linear_rule_are_refused_by_name():
     training = _cnn("resnet50_trunc").train()
     with pytest.raises(UnsupportedModelError, match=r"layer bn1 \(BatchNorm2d\) is in training mode"):
         check_fine_encoder(training)
-    with pytest.raises(UnsupportedModelError, match="^fine maps need a timm VisionTransformer or a ReLU CNN "
-                       "encoder, got Linear$"):
+    with pytest.raises(UnsupportedModelError, match="^fine maps need a timm VisionTransformer / Eva or a "
+                       "ReLU CNN encoder, got Linear$"):
         check_fine_encoder(torch.nn.Linear(3, 3))
     with warnings.catch_warnings():  # torch.jit's deprecation notice: TorchScript is what users hold
         warnings.simplefilter("ignore")
@@ -134,6 +134,48 @@ def test_qk_norm_rmsnorm_and_distilled_vits_are_exactly_conservative(options):
     if cls is VisionTransformerDistilled:
         with pytest.raises(UnsupportedModelError, match="average two .* use method lrp$"):
             check_fine_encoder(model, "transformer_attribution")
+
+
+@pytest.mark.parametrize(
+    "name", ["eva02_tiny_patch14_224", "vit_base_patch16_dinov3", "vit_huge_plus_patch16_dinov3"]
+)
+def test_rotary_position_vits_are_exactly_conservative(name):
+    """timm's Eva (EVA02, DINOv3: rotary positions on q/k, registers, SwiGLU, LayerScale): the
+    rotation shapes the attention weights only, which are held constant."""
+    from attnmap.vit.timm_build import build_timm
+
+    torch.manual_seed(8)
+    size = 28 if "patch14" in name else 32
+    model = _rough(build_timm(name, dict(depth=2, embed_dim=48, num_heads=4, img_size=size), num_classes=0))
+    with torch.no_grad():  # trained-like LayerScale (timm starts it at 1e-5)
+        for block in model.blocks:
+            for gamma in (block.gamma_1, block.gamma_2):
+                if gamma is not None:
+                    gamma.fill_(0.3)
+    images = _images(2, size)
+    check_encoder_forward(model, images, atol=1e-12)
+    direction = torch.randn(2, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    result = encoder_relevance(model, images, direction)
+    score = (model(images) * direction).sum(dim=1)
+    torch.testing.assert_close(result.pixels.sum(dim=(1, 2)) + result.bias_share, score, rtol=0, atol=1e-10)
+    unbiased = encoder_relevance(_bias_free(model), images, direction)
+    torch.testing.assert_close(unbiased.bias_share, torch.zeros(2, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def test_attention_maps_of_an_untrained_layer_scale_still_sum_to_the_patch_score():
+    """LayerScale at timm's 1e-5 makes transformer attribution's maps ~1e-15: they were zeroed by an
+    absolute threshold, so the fine map no longer summed to its patch's score."""
+    from attnmap.vit.timm_build import build_timm
+
+    torch.manual_seed(10)
+    arguments = dict(depth=2, embed_dim=48, num_heads=4, img_size=32)
+    model = _rough(build_timm("vit_base_patch16_dinov3", arguments, num_classes=0))
+    images = _images(2)
+    direction = torch.randn(2, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    maps, _, scores = fine_maps(model, images, direction, method="transformer_attribution")
+    torch.testing.assert_close(torch.from_numpy(maps).sum(dim=(1, 2)), torch.from_numpy(scores), rtol=1e-9,
+                               atol=0)
+    assert scores.min() != 0
 
 
 @pytest.mark.parametrize(

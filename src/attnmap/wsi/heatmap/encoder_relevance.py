@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from timm.layers import Attention, AttentionPoolLatent, GluMlp, Mlp, PatchEmbed, QuickGELU, RmsNorm, SwiGLU
 from timm.layers.activations import GELU, GELUTanh
 from timm.models.deit import VisionTransformerDistilled
+from timm.models.eva import Eva, EvaAttention, EvaBlock
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -63,11 +64,12 @@ def check_fine_encoder(model: nn.Module, method: str = "lrp") -> nn.Module:
             "fine maps need the encoder's Python model, not a TorchScript archive (its code is opaque to "
             "the LRP rules): load it as a timm or hf: encoder"
         )
-    if not isinstance(model, VisionTransformer):
+    if not isinstance(model, _TRANSFORMERS):
         refusal = cnn_refusal(model)
         if refusal == "":
             raise UnsupportedModelError(
-                f"fine maps need a timm VisionTransformer or a ReLU CNN encoder, got {type(model).__name__}"
+                "fine maps need a timm VisionTransformer / Eva or a ReLU CNN encoder, got "
+                f"{type(model).__name__}"
             )
         if refusal is not None:
             raise UnsupportedModelError(f"fine maps of the CNN {type(model).__name__}: {refusal}")
@@ -85,8 +87,12 @@ def check_fine_encoder(model: nn.Module, method: str = "lrp") -> nn.Module:
     return model
 
 
-def _check_vit(model: VisionTransformer) -> None:
+def _check_vit(model: nn.Module) -> None:
     """Every layer of ``model`` is one `_forward` mirrors (else a one-line error naming it)."""
+    eva = isinstance(model, Eva)
+    if eva and getattr(model, "rope_mixed", False):
+        raise UnsupportedModelError("rope_mixed (per-block rotary embeddings) has no conservative rule here")
+    block_type, attention_type = (EvaBlock, EvaAttention) if eva else (Block, Attention)
     concat = isinstance(model, ClassAndPatchMeanViT)
     distilled = isinstance(model, VisionTransformerDistilled)
     pool = getattr(model, "attn_pool", None)
@@ -109,8 +115,8 @@ def _check_vit(model: VisionTransformer) -> None:
         if type(pool.mlp) is Mlp and not isinstance(pool.mlp.act, _ACTIVATIONS):
             raise UnsupportedModelError(f"MLP activation {type(pool.mlp.act).__name__} has no rule here")
     for index, block in enumerate(model.blocks):
-        if type(block) is not Block or type(block.attn) is not Attention:
-            kind = type(block).__name__ if type(block) is not Block else type(block.attn).__name__
+        if type(block) is not block_type or type(block.attn) is not attention_type:
+            kind = type(block).__name__ if type(block) is not block_type else type(block.attn).__name__
             raise UnsupportedModelError(f"block {index} ({kind}) has no conservative rule here")
         if type(block.mlp) not in _MLPS:
             raise UnsupportedModelError(f"MLP {type(block.mlp).__name__} has no conservative rule here")
@@ -125,6 +131,7 @@ def _check_vit(model: VisionTransformer) -> None:
         raise UnsupportedModelError(f"head {type(model.head).__name__} has no conservative rule here")
 
 
+_TRANSFORMERS = (VisionTransformer, Eva)  # Eva: timm's RoPE ViTs (EVA02, DINOv3)
 _MLPS = (Mlp, GluMlp, SwiGLU)  # SwiGLUPacked is a GluMlp
 _NORMS = (nn.LayerNorm, nn.RMSNorm, RmsNorm)  # a frozen scale, then the affine part
 # act(z) = z · g(z) with g(0) = ½: torch's and timm's GELU (exact or tanh), SiLU, QuickGELU
@@ -190,7 +197,7 @@ def _mlp(frozen: _Frozen, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return mlp.fc2(_norm(frozen, getattr(mlp, "norm", nn.Identity()), hidden))
 
 
-def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) -> torch.Tensor:
+def _forward(model: nn.Module, frozen: _Frozen, images: torch.Tensor) -> torch.Tensor:
     """The encoder's features with every nonlinearity a recorded/replayed constant factor."""
     embed = model.patch_embed
     tokens = embed.proj(images)
@@ -200,29 +207,56 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
     elif str(getattr(embed, "output_fmt", "NCHW")).endswith("NHWC"):  # dynamic_img_size: (B, H, W, C)
         tokens = tokens.permute(0, 2, 3, 1)
     tokens = _norm(frozen, embed.norm, tokens)
-    x = model._pos_embed(tokens)
-    x = _norm(frozen, model.norm_pre, x)
-    for block in model.blocks:
-        attn = block.attn
-        batch, n, _ = x.shape
-        normed = _norm(frozen, block.norm1, x)
-        qkv = attn.qkv(normed).reshape(batch, n, 3, attn.num_heads, -1)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        q, k = attn.q_norm(q), attn.k_norm(k)  # the logits' path: held constant with the weights
-        weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
-        out = _norm(frozen, attn.norm, (weights @ v).transpose(1, 2).reshape(batch, n, -1))
-        if getattr(attn, "gate", None) is not None:  # timm's gated attention: a sigmoid factor
-            out = out * frozen.gate(attn.gate(normed).sigmoid())
-        x = x + block.ls1(attn.proj(out))
-        x = x + block.ls2(_mlp(frozen, block.mlp, _norm(frozen, block.norm2, x)))
-    x = _norm(frozen, model.norm, x)
+    if isinstance(model, Eva):
+        from attnmap.wsi.heatmap.encoder_relevance_eva import eva_tokens
+
+        x = eva_tokens(model, frozen, tokens)
+    else:
+        x = _norm(frozen, model.norm_pre, model._pos_embed(tokens))
+        for block in model.blocks:
+            normed = _norm(frozen, block.norm1, x)
+            out = _attention(frozen, block.attn, normed, *block.attn.qkv(normed).chunk(3, dim=-1))
+            x = x + block.ls1(block.attn.proj(out))
+            x = x + block.ls2(_mlp(frozen, block.mlp, _norm(frozen, block.norm2, x)))
+    return _read_out(model, frozen, _norm(frozen, model.norm, x))
+
+
+def _attention(
+    frozen: _Frozen,
+    attn: nn.Module,
+    normed: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rope: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multi-head attention with its weights (softmax of the q/k logits, whatever shapes them: q/k
+    norms, rotary positions) and its output gate held constant: linear in the values."""
+    batch, n, _ = q.shape
+    q, k, v = (t.reshape(batch, n, attn.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+    q, k = attn.q_norm(q), attn.k_norm(k)  # the logits' path: held constant with the weights
+    if rope is not None:
+        from timm.layers import apply_rot_embed_cat
+
+        start, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
+        q, k = (torch.cat([t[:, :, :start], apply_rot_embed_cat(t[:, :, start:], rope, half=half)], dim=2)
+                for t in (q, k))
+    weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
+    out = _norm(frozen, attn.norm, (weights @ v).transpose(1, 2).reshape(batch, n, -1))
+    if getattr(attn, "gate", None) is not None:  # timm's gated attention: a sigmoid factor
+        out = out * frozen.gate(attn.gate(normed).sigmoid())
+    return out
+
+
+def _read_out(model: nn.Module, frozen: _Frozen, x: torch.Tensor) -> torch.Tensor:
+    """The model's pooling of its (normed) tokens, then fc_norm and head, as its forward_head does."""
     if isinstance(model, VisionTransformerDistilled):  # the mean of the class and distillation heads
         return (model.head(x[:, 0]) + model.head_dist(x[:, 1])) / 2
     prefix = 0 if getattr(model, "pool_include_prefix", False) else model.num_prefix_tokens
     if isinstance(model, ClassAndPatchMeanViT):
         pooled = model.pool(x)  # its own read-out: linear in the tokens
     elif getattr(model, "attn_pool", None) is not None:
-        pooled = _attention_pool(frozen, model.attn_pool, x[:, prefix:])
+        pooled = _attention_pool(frozen, model.attn_pool, x if isinstance(model, Eva) else x[:, prefix:])
     else:
         pooled = x[:, 0] if model.global_pool == "token" else x[:, prefix:].mean(dim=1)
     return model.head(_norm(frozen, model.fc_norm, pooled))
@@ -296,7 +330,7 @@ def encoder_relevance(
     direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device)
     if direction.ndim == 1:
         direction = direction.expand(images.shape[0], -1)
-    if not isinstance(model, VisionTransformer):  # a ReLU CNN: LRP-0 is gradient × input
+    if not isinstance(model, _TRANSFORMERS):  # a ReLU CNN: LRP-0 is gradient × input
         from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_relevance
 
         return EncoderRelevance(*cnn_relevance(model, images, direction))
@@ -337,7 +371,7 @@ def check_encoder_forward(model: nn.Module, images: torch.Tensor, atol: float = 
     register tokens handled differently, ...): a silently different function would give wrong maps.
     """
     checked = check_fine_encoder(model)
-    if not isinstance(checked, VisionTransformer):
+    if not isinstance(checked, _TRANSFORMERS):
         return  # a piecewise-linear CNN is explained through its own forward
     with torch.no_grad():
         ours = _forward(checked, _Frozen(), images)

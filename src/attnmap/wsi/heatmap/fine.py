@@ -212,8 +212,12 @@ def _explained(
     tokens = explain(encoder, images, method, target=directions).detach().to(images.dtype)
     pixels = F.interpolate(tokens[:, None], size=images.shape[-2:], mode="nearest")[:, 0]
     total = pixels.sum(dim=(1, 2))
-    scale = torch.where(total.abs() > 1e-12, score / total, torch.zeros_like(total))
-    return pixels * scale[:, None, None]
+    # any non-zero total scales (an untrained LayerScale of 1e-5 gives maps near 1e-15, which an
+    # absolute threshold zeroed, breaking the sum); a map with no relevance at all is spread evenly
+    usable = total.abs() > torch.finfo(total.dtype).tiny
+    scale = torch.where(usable, score / torch.where(usable, total, torch.ones_like(total)), 0.0)
+    even = torch.where(usable, 0.0, score / pixels[0].numel())
+    return pixels * scale[:, None, None] + even[:, None, None]
 
 
 def transform_bounds(transform: object) -> tuple[torch.Tensor, torch.Tensor] | None:
