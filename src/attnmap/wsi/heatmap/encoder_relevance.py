@@ -1,11 +1,13 @@
-"""Conservative pixel relevance of a headless timm ViT encoder for a direction in its feature space.
+"""Conservative pixel relevance of a headless patch encoder for a direction in its feature space.
 
 A fine heatmap needs, for each patch, how the pixels contribute to ``d · f(p)``, where ``f`` is the
 patch encoder and ``d`` a direction the MIL model chose (``∂y_c/∂x_i``). This module computes the
 conservative LRP of transformers of Ali et al. (ICML 2022, "XAI for Transformers: better
-explanations through conservative propagation"): the attention matrices, the LayerNorm scales,
-the activation gates (GELU, SiLU, QuickGELU: act(z) = z · g(z)) and the gates of gated MLPs
-(SwiGLU, GluMlp, SwiGLUPacked: value ⊙ act(gate)) are held constant at their values for ``p``;
+explanations through conservative propagation"): the attention matrices (of every block and of
+an attention-pool head; whatever shapes their logits, q/k norms or rotary positions, needs no rule),
+the LayerNorm / RMSNorm scales, the activation gates (GELU, SiLU, QuickGELU: act(z) = z · g(z)) and
+the gates of gated MLPs (SwiGLU, GluMlp, SwiGLUPacked: value ⊙ act(gate)) are held constant at their
+values for ``p``;
 with those frozen the encoder is an affine map ``f̃(p) = J p + f̃(0)`` that agrees with ``f`` at
 ``p``, and LRP-0 on it equals
 gradient × input, ``R = p ⊙ Jᵀ d``. Conservation is then exact, not approximate::
@@ -14,6 +16,11 @@ gradient × input, ``R = p ⊙ Jᵀ d``. Conservation is then exact, not approxi
 
 ``d · f̃(0)`` is the share the biases, the class token and the position embeddings absorb
 (`EncoderRelevance.bias_share`, measured by a second forward of the frozen network at ``p = 0``).
+
+Covered: timm's VisionTransformer (token, average, class-and-patch-mean, attention-pool and
+distilled read-outs) and Eva (`encoder_relevance_eva`), Hugging Face encoders through their timm
+twin (`attnmap.wsi.hf_timm_twin`), and piecewise-linear ReLU CNNs, where LRP-0 is gradient × input
+(`encoder_relevance_cnn`). Anything else is refused by `check_fine_encoder`, naming the layer.
 
 This is an adaptor of the project's ViT LRP for direction targets: when
 ``attnmap.explain(vit, images, method, target=directions)`` accepts a (B, D) direction, the fine
