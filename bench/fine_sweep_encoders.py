@@ -211,6 +211,20 @@ def timm_cases() -> list[EncoderCase]:
             "DINOv3 ViT-B/16 (timm Eva, RoPE, reg4)", "timm:vit_base_patch16_dinov3", dict(SMALL, img_size=32)
         ),
         EncoderCase(
+            "RoPE ViT with mixed rotary (Eva)",
+            "timm:vit_base_patch16_rope_mixed_224",
+            dict(SMALL, img_size=32),
+        ),
+        EncoderCase(
+            "RoPE ViT reg1 gap (Eva)", "timm:vit_medium_patch16_rope_reg1_gap_256", dict(SMALL, img_size=32)
+        ),
+        EncoderCase(
+            "Sapiens2 (Eva, grouped-query attention)",
+            "timm:vit_base_patch16_sapiens2",
+            dict(SMALL, img_size=32, num_kv_heads=2),
+            input_size=32,  # its data config says 768 whatever img_size is built
+        ),
+        EncoderCase(
             "DINOv3 ViT-H+/16 (SwiGLU)", "timm:vit_huge_plus_patch16_dinov3", dict(SMALL, img_size=32)
         ),
         EncoderCase(
@@ -305,6 +319,34 @@ def hf_cases(root: Path) -> list[EncoderCase]:
             "CLIP with projection (embeds)",
             "clip_embeds",
             t.CLIPVisionModelWithProjection(t.CLIPVisionConfig(**sizes, projection_dim=16)),
+            {"readout": "embeds"},
+        ),
+    ]
+    built += [
+        (
+            "ViT classifier folder (trunk used)",
+            "vit_classifier",
+            t.ViTForImageClassification(t.ViTConfig(**sizes, num_labels=3)),
+            {},
+        ),
+        (
+            "ViT with tanh GELU, no qkv bias",
+            "vit_gelu_new",
+            t.ViTModel(t.ViTConfig(**sizes, hidden_act="gelu_new", qkv_bias=False), add_pooling_layer=False),
+            {},
+        ),
+        (
+            "whole CLIP folder (embeds)",
+            "clip_whole",
+            t.CLIPModel(
+                t.CLIPConfig(
+                    text_config=dict(
+                        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+                    ),
+                    vision_config=sizes,
+                    projection_dim=16,
+                )
+            ),
             {"readout": "embeds"},
         ),
     ]

@@ -137,16 +137,24 @@ def test_qk_norm_rmsnorm_and_distilled_vits_are_exactly_conservative(options):
 
 
 @pytest.mark.parametrize(
-    "name", ["eva02_tiny_patch14_224", "vit_base_patch16_dinov3", "vit_huge_plus_patch16_dinov3"]
+    ("name", "extra"),
+    [
+        ("eva02_tiny_patch14_224", {}),
+        ("vit_base_patch16_dinov3", {}),
+        ("vit_huge_plus_patch16_dinov3", {}),
+        ("vit_base_patch16_rope_mixed_224", {}),  # one rotation per block
+        ("vit_base_patch16_sapiens2", {"num_kv_heads": 2}),  # grouped-query attention
+    ],
 )
-def test_rotary_position_vits_are_exactly_conservative(name):
-    """timm's Eva (EVA02, DINOv3: rotary positions on q/k, registers, SwiGLU, LayerScale): the
-    rotation shapes the attention weights only, which are held constant."""
+def test_rotary_position_vits_are_exactly_conservative(name, extra):
+    """timm's Eva (EVA02, DINOv3, Sapiens2: rotary positions on q/k, registers, SwiGLU, LayerScale,
+    grouped-query heads): the rotation shapes the attention weights only, which are held constant."""
     from attnmap.vit.timm_build import build_timm
 
     torch.manual_seed(8)
     size = 28 if "patch14" in name else 32
-    model = _rough(build_timm(name, dict(depth=2, embed_dim=48, num_heads=4, img_size=size), num_classes=0))
+    arguments = dict(depth=2, embed_dim=48, num_heads=4, img_size=size, **extra)
+    model = _rough(build_timm(name, arguments, num_classes=0))
     with torch.no_grad():  # trained-like LayerScale (timm starts it at 1e-5)
         for block in model.blocks:
             for gamma in (block.gamma_1, block.gamma_2):

@@ -20,6 +20,7 @@ import functools
 
 import torch
 from timm.layers import Mlp, QuickGELU, SwiGLU
+from timm.layers.activations import GELUTanh
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -55,7 +56,8 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
     if readout not in _POOLS:
         raise UnsupportedModelError(f"fine maps of the read-out {readout!r} of a {kind} are not supported")
     swiglu = bool(getattr(config, "use_swiglu_ffn", False))  # DINOv2 ViT-g (Midnight): SiLU-gated
-    acts = {"gelu": nn.GELU, "quick_gelu": QuickGELU} if clip else {"gelu": nn.GELU}
+    # the activations a twin's Mlp computes as the encoder does (its own forward checks it)
+    acts = {"gelu": nn.GELU, "gelu_new": GELUTanh, "gelu_pytorch_tanh": GELUTanh, "quick_gelu": QuickGELU}
     if config.hidden_act not in acts and not swiglu:
         raise UnsupportedModelError(f"fine maps of an MLP with {config.hidden_act!r} are not supported here")
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]

@@ -34,7 +34,17 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Attention, AttentionPoolLatent, GluMlp, Mlp, PatchEmbed, QuickGELU, RmsNorm, SwiGLU
+from timm.layers import (
+    Attention,
+    AttentionPoolLatent,
+    AttentionRope,
+    GluMlp,
+    Mlp,
+    PatchEmbed,
+    QuickGELU,
+    RmsNorm,
+    SwiGLU,
+)
 from timm.layers.activations import GELU, GELUTanh
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.eva import Eva, EvaAttention, EvaBlock
@@ -97,9 +107,7 @@ def check_fine_encoder(model: nn.Module, method: str = "lrp") -> nn.Module:
 def _check_vit(model: nn.Module) -> None:
     """Every layer of ``model`` is one `_forward` mirrors (else a one-line error naming it)."""
     eva = isinstance(model, Eva)
-    if eva and getattr(model, "rope_mixed", False):
-        raise UnsupportedModelError("rope_mixed (per-block rotary embeddings) has no conservative rule here")
-    block_type, attention_type = (EvaBlock, EvaAttention) if eva else (Block, Attention)
+    block_type, attention_types = (EvaBlock, (EvaAttention, AttentionRope)) if eva else (Block, (Attention,))
     concat = isinstance(model, ClassAndPatchMeanViT)
     distilled = isinstance(model, VisionTransformerDistilled)
     pool = getattr(model, "attn_pool", None)
@@ -122,7 +130,7 @@ def _check_vit(model: nn.Module) -> None:
         if type(pool.mlp) is Mlp and not isinstance(pool.mlp.act, _ACTIVATIONS):
             raise UnsupportedModelError(f"MLP activation {type(pool.mlp.act).__name__} has no rule here")
     for index, block in enumerate(model.blocks):
-        if type(block) is not block_type or type(block.attn) is not attention_type:
+        if type(block) is not block_type or type(block.attn) not in attention_types:
             kind = type(block).__name__ if type(block) is not block_type else type(block.attn).__name__
             raise UnsupportedModelError(f"block {index} ({kind}) has no conservative rule here")
         if type(block.mlp) not in _MLPS:
@@ -240,7 +248,9 @@ def _attention(
     """Multi-head attention with its weights (softmax of the q/k logits, whatever shapes them: q/k
     norms, rotary positions) and its output gate held constant: linear in the values."""
     batch, n, _ = q.shape
-    q, k, v = (t.reshape(batch, n, attn.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+    heads, kv_heads = attn.num_heads, getattr(attn, "num_kv_heads", None) or attn.num_heads
+    q = q.reshape(batch, n, heads, -1).transpose(1, 2)
+    k, v = (t.reshape(batch, n, kv_heads, -1).transpose(1, 2) for t in (k, v))
     q, k = attn.q_norm(q), attn.k_norm(k)  # the logits' path: held constant with the weights
     if rope is not None:
         from timm.layers import apply_rot_embed_cat
@@ -248,6 +258,8 @@ def _attention(
         start, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
         q, k = (torch.cat([t[:, :, :start], apply_rot_embed_cat(t[:, :, start:], rope, half=half)], dim=2)
                 for t in (q, k))
+    if kv_heads != heads:  # grouped-query attention: head h reads key/value head h // group
+        k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
     weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
     out = _norm(frozen, attn.norm, (weights @ v).transpose(1, 2).reshape(batch, n, -1))
     if getattr(attn, "gate", None) is not None:  # timm's gated attention: a sigmoid factor
