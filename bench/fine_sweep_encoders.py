@@ -41,11 +41,12 @@ def _timm_tokens(model: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
     """A copy of a timm ViT that outputs all its tokens (``global_pool=''``), and its read-out."""
     import copy
 
+    from timm.models.eva import Eva
     from timm.models.vision_transformer import VisionTransformer
 
     from attnmap.vit.timm_build import ClassAndPatchMeanViT
 
-    if not isinstance(model, VisionTransformer):
+    if not isinstance(model, (VisionTransformer, Eva)) or getattr(model, "attn_pool", None) is not None:
         return None
     readout = (
         "cls_and_patch_mean"
@@ -57,7 +58,8 @@ def _timm_tokens(model: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
     if not isinstance(model.fc_norm, torch.nn.Identity):
         return None  # a norm after the pooling: not a linear read-out of the tokens
     tokens = copy.deepcopy(model)
-    tokens.__class__ = VisionTransformer
+    if isinstance(model, VisionTransformer):
+        tokens.__class__ = VisionTransformer
     tokens.global_pool = ""
     return tokens, readout
 
@@ -206,26 +208,39 @@ def timm_cases() -> list[EncoderCase]:
         EncoderCase(
             "ViT parallel scaling block (xp)", "timm:vit_base_patch16_xp_224", dict(SMALL, img_size=32)
         ),
-        EncoderCase("EVA02 (RoPE)", "timm:eva02_tiny_patch14_224", dict(depth=2, img_size=28)),
         EncoderCase(
-            "DINOv3 ViT-B/16 (timm Eva, RoPE, reg4)", "timm:vit_base_patch16_dinov3", dict(SMALL, img_size=32)
+            "EVA02 (RoPE)", "timm:eva02_tiny_patch14_224", dict(depth=2, img_size=28), reference=_timm_tokens
+        ),
+        EncoderCase(
+            "DINOv3 ViT-B/16 (timm Eva, RoPE, reg4)",
+            "timm:vit_base_patch16_dinov3",
+            dict(SMALL, img_size=32),
+            reference=_timm_tokens,
         ),
         EncoderCase(
             "RoPE ViT with mixed rotary (Eva)",
             "timm:vit_base_patch16_rope_mixed_224",
             dict(SMALL, img_size=32),
+            reference=_timm_tokens,
         ),
         EncoderCase(
-            "RoPE ViT reg1 gap (Eva)", "timm:vit_medium_patch16_rope_reg1_gap_256", dict(SMALL, img_size=32)
+            "RoPE ViT reg1 gap (Eva)",
+            "timm:vit_medium_patch16_rope_reg1_gap_256",
+            dict(SMALL, img_size=32),
+            reference=_timm_tokens,
         ),
         EncoderCase(
             "Sapiens2 (Eva, grouped-query attention)",
             "timm:vit_base_patch16_sapiens2",
             dict(SMALL, img_size=32, num_kv_heads=2),
             input_size=32,  # its data config says 768 whatever img_size is built
+            reference=_timm_tokens,
         ),
         EncoderCase(
-            "DINOv3 ViT-H+/16 (SwiGLU)", "timm:vit_huge_plus_patch16_dinov3", dict(SMALL, img_size=32)
+            "DINOv3 ViT-H+/16 (SwiGLU)",
+            "timm:vit_huge_plus_patch16_dinov3",
+            dict(SMALL, img_size=32),
+            reference=_timm_tokens,
         ),
         EncoderCase(
             "CTransPath-style Swin",
