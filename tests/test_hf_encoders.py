@@ -153,7 +153,9 @@ def test_a_slide_run_with_an_hf_encoder_and_its_features_follow_the_folders_weig
     ("kind", "readout"),
     [(kind, readout) for kind in ("vit", "dinov2", "dinov2_swiglu")
      for readout in ("cls", "cls_and_patch_mean")]
-    + [("dinov2", "pooler"), ("dinov2_swiglu", "pooler")],  # DINOv2's pooler: its normed class token
+    + [("dinov2", "pooler"), ("dinov2_swiglu", "pooler")]  # DINOv2's pooler: its normed class token
+    # CLIP (PLIP): the class token un-normed, after post_layernorm (pooler), then projected (embeds)
+    + [("clip", readout) for readout in ("cls", "pooler", "embeds", "patch_mean")],
 )
 def test_fine_maps_run_on_the_encoders_timm_twin_and_conserve(
     folders: dict[str, Path], kind: str, readout: str
@@ -199,13 +201,15 @@ def test_fine_maps_of_an_encoder_without_a_timm_twin_are_refused_before_any_slid
 ) -> None:
     from attnmap.wsi.pipeline.config import load_config
 
-    write_clam_checkpoint(tmp_path / "clam16.pt", embed_dim=16)
-    path = _run_config(tmp_path, folders["clip"], encoder_args={"readout": "embeds"})
+    torch.manual_seed(0)
+    siglip = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**_sizes())).eval()
+    write_clam_checkpoint(tmp_path / "clam32.pt", embed_dim=WIDTH)
+    path = _run_config(tmp_path, _save(siglip, tmp_path / "siglip"), encoder_args={"readout": "pooler"})
     data = yaml.safe_load(path.read_text())
-    data["model"]["checkpoint"] = "clam16.pt"
+    data["model"]["checkpoint"] = "clam32.pt"
     data["heatmap"]["fine"] = {"top_k": 2}
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(InputError, match="^heatmap.fine: fine maps of a Hugging Face clip_vision_model"):
+    with pytest.raises(InputError, match="^heatmap.fine: fine maps of a Hugging Face siglip_vision_model"):
         load_config(path)
 
 

@@ -193,11 +193,16 @@ def test_fine_maps_need_a_vit_encoder_and_features_must_fit_the_model_at_load(se
     write_clam_checkpoint(setup.parent / "clam1024.pt", embed_dim=1024)
     write_clam_checkpoint(setup.parent / "clam64.pt", embed_dim=64)
     fine = {"fine": {"top_k": 2}}
-    with pytest.raises(InputError, match=r"^heatmap.fine: fine maps need a timm VisionTransformer encoder, "
-                       r"got TruncatedResNet50 \(features.encoder is resnet50_trunc\)$"):
-        _load(setup, features={"encoder": "resnet50_trunc", "input_size": None},
-              model={"checkpoint": "clam1024.pt"}, heatmap=fine)
-    with pytest.raises(InputError, match=r"^heatmap.fine: .* got RecursiveScriptModule"):
+    # a ReLU CNN has exact fine maps by LRP-0; the attention methods need a ViT
+    cnn = dict(features={"encoder": "resnet50_trunc", "input_size": None},
+               model={"checkpoint": "clam1024.pt"})
+    _load(setup, **cnn, heatmap=fine)
+    with pytest.raises(InputError, match=r"^heatmap.fine: fine method 'transformer_attribution' needs a ViT "
+                       r"encoder; TruncatedResNet50 is a CNN: use method lrp "
+                       r"\(features.encoder is resnet50_trunc\)$"):
+        _load(setup, **cnn, heatmap={"fine": {"top_k": 2, "method": "transformer_attribution"}})
+    with pytest.raises(InputError, match=r"^heatmap.fine: fine maps need the encoder's Python model, not a "
+                       r"TorchScript archive"):
         _load(setup, heatmap=fine)  # the setup's TorchScript CNN
     with pytest.raises(InputError, match=r"^features.encoder attnmap:tiny gives 64-d .* expects 8-d"):
         _load(setup, features={"encoder": "attnmap:tiny", "input_size": None})

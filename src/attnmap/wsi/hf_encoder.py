@@ -17,8 +17,9 @@ on another:
 - ``cls_and_patch_mean``: both, concatenated (Midnight, Virchow-style 2·D features);
 - ``embeds``: ``image_embeds`` of a model with a projection (CLIPVisionModelWithProjection, PLIP).
 
-Fine maps run on a timm twin of ViT and DINOv2 encoders (`HFPatchEncoder.fine_twin`). The input size
-must be a whole number of patches: a Hugging Face ViT given more leaves the remainder out.
+Fine maps run on a timm twin of ViT, DINOv2 and CLIP vision encoders (`HFPatchEncoder.fine_twin`).
+The input size must be a whole number of patches: a Hugging Face ViT given more leaves the remainder
+out.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The timm VisionTransformer computing what a Hugging Face ViT or DINOv2 patch encoder computes.
+"""The timm VisionTransformer computing what a Hugging Face ViT, DINOv2 or CLIP vision encoder computes.
 
 Why: the fine maps' conservative relevance (`attnmap.wsi.heatmap.encoder_relevance`) is written for
 timm's VisionTransformer. Phikon (ViTModel) and Phikon-v2 / Midnight / Hibou-style DINOv2 models are
@@ -6,16 +6,21 @@ the same architecture under other names, so their weights are copied by role int
 the same shape, at the encoder's input size: the position embeddings resampled by the Hugging Face
 model itself (the very numbers its forward adds), the class token's position folded into the class
 token (timm's ``no_embed_class`` layout, which also places registers as DINOv2 does); DINOv2
-ViT-g's SiLU-gated MLP (Midnight) becomes timm's SwiGLU. The twin is checked against the encoder's
-own forward before any map is made.
+ViT-g's SiLU-gated MLP (Midnight) becomes timm's SwiGLU. A CLIP vision tower (PLIP) is a pre-norm
+ViT with QuickGELU: its ``pre_layrnorm`` is timm's ``norm_pre``, its ``post_layernorm`` (which CLIP
+applies to the pooled class token only) the final norm where the read-out uses it (``pooler``,
+``embeds``), and its projection the twin's head. The twin is checked against the encoder's own
+forward before any map is made.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
-from timm.layers import Mlp, SwiGLU
+from timm.layers import Mlp, QuickGELU, SwiGLU
+from timm.layers.activations import GELUTanh
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -32,20 +37,32 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
     ``model`` on ``input_size``² inputs; `UnsupportedModelError` for anything else."""
     config = model.config
     kind = config.model_type
-    if kind not in ("vit", "dinov2", "dinov2_with_registers"):
+    original_readout = readout
+    clip = kind == "clip_vision_model"
+    if kind not in ("vit", "dinov2", "dinov2_with_registers") and not clip:
         raise UnsupportedModelError(
-            f"fine maps of a Hugging Face {kind} encoder are not supported (ViT and DINOv2 are)"
+            f"fine maps of a Hugging Face {kind} encoder are not supported (ViT, DINOv2 and CLIP vision are)"
         )
-    if readout == "pooler" and kind.startswith("dinov2"):
-        readout = "cls"  # DINOv2's pooler output is its normed class token (ViT's: a tanh layer)
+    # DINOv2's pooler output is its normed class token; CLIP's is its class token after
+    # post_layernorm (its last_hidden_state is not normed), projected for image_embeds
+    pooled = clip and readout in ("pooler", "embeds")
+    if readout == "pooler" and kind.startswith("dinov2") or pooled:
+        readout = "cls"
+    if readout == "pooler" and kind == "vit":
+        raise UnsupportedModelError(
+            "fine maps of the read-out 'pooler': a ViTModel's pooler (dense + tanh) has no conservative "
+            "rule here; use readout cls"
+        )
     if readout not in _POOLS:
-        raise UnsupportedModelError(f"fine maps of the read-out {readout!r} are not supported")
+        raise UnsupportedModelError(f"fine maps of the read-out {readout!r} of a {kind} are not supported")
     swiglu = bool(getattr(config, "use_swiglu_ffn", False))  # DINOv2 ViT-g (Midnight): SiLU-gated
-    if config.hidden_act != "gelu" and not swiglu:
+    # the activations a twin's Mlp computes as the encoder does (its own forward checks it)
+    acts = {"gelu": nn.GELU, "gelu_new": GELUTanh, "gelu_pytorch_tanh": GELUTanh, "quick_gelu": QuickGELU}
+    if config.hidden_act not in acts and not swiglu:
         raise UnsupportedModelError(f"fine maps of an MLP with {config.hidden_act!r} are not supported here")
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
-    embeddings = model.embeddings
     trunk, layers = find_trunk(model)
+    embeddings = trunk.embeddings
     # the MLP's hidden width as saved (a SwiGLU's is rounded), so timm's int(dim · ratio) gives it
     hidden = _linears(layers[0])["fc1"].out_features if len(layers) else config.hidden_size
     registers = int(getattr(config, "num_register_tokens", 0) or 0)
@@ -60,7 +77,8 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
         mlp_ratio=(hidden + 0.5) / config.hidden_size,
         mlp_layer=SwiGLU if swiglu else Mlp,
         qkv_bias=bool(getattr(config, "qkv_bias", True)),
-        init_values=1.0 if kind != "vit" else None,  # LayerScale γ copied below
+        init_values=1.0 if kind.startswith("dinov2") else None,  # LayerScale γ copied below
+        pre_norm=clip,  # CLIP's pre_layrnorm (and a patch convolution without bias)
         class_token=True,
         reg_tokens=registers,
         no_embed_class=True,
@@ -68,7 +86,7 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
         fc_norm=False,
         num_classes=0,
         norm_layer=functools.partial(nn.LayerNorm, eps=config.layer_norm_eps),
-        act_layer=nn.SiLU if swiglu else nn.GELU,
+        act_layer=nn.SiLU if swiglu else acts[config.hidden_act],
     )
     reference = next(model.parameters())
     twin = cls(**options).to(dtype=reference.dtype, device=reference.device).eval()
@@ -76,7 +94,16 @@ def timm_twin(model: nn.Module, readout: str, input_size: int) -> VisionTransfor
         _copy_embeddings(twin, embeddings, input_size)
         for index, (block, layer) in enumerate(zip(twin.blocks, layers, strict=True)):
             _copy_layer(block, layer, f"layer {index}")
-        twin.norm.load_state_dict(dict(trunk.named_children())["layernorm"].state_dict())
+        children = dict(trunk.named_children())
+        if clip:
+            twin.norm_pre.load_state_dict(children["pre_layrnorm"].state_dict())
+            twin.norm = children["post_layernorm"] if pooled else nn.Identity()
+            twin.norm = copy.deepcopy(twin.norm)
+        else:
+            twin.norm.load_state_dict(children["layernorm"].state_dict())
+        projection = getattr(model, "visual_projection", None)
+        if pooled and projection is not None and original_readout == "embeds":
+            twin.head = copy.deepcopy(projection)  # image_embeds: a linear map of the pooled token
     return twin
 
 
@@ -84,9 +111,15 @@ def _copy_embeddings(twin: VisionTransformer, embeddings: nn.Module, input_size:
     conv = next(m for m in embeddings.modules() if isinstance(m, nn.Conv2d))
     twin.patch_embed.proj.load_state_dict(conv.state_dict())
     grid = twin.patch_embed.grid_size[0] * twin.patch_embed.grid_size[1]
-    blank = embeddings.position_embeddings.new_zeros(1, grid + 1, embeddings.position_embeddings.shape[-1])
+    table = getattr(embeddings, "position_embeddings", None)  # ViT, DINOv2: a parameter
+    if table is None:
+        table = embeddings.position_embedding.weight[None]  # CLIP: an embedding table
+    blank = table.new_zeros(1, grid + 1, table.shape[-1])
     positions = embeddings.interpolate_pos_encoding(blank, input_size, input_size)  # HF's own resampling
-    twin.cls_token.copy_(embeddings.cls_token + positions[:, :1])
+    cls_token = getattr(embeddings, "cls_token", None)
+    if cls_token is None:
+        cls_token = embeddings.class_embedding.view(1, 1, -1)
+    twin.cls_token.copy_(cls_token + positions[:, :1])
     twin.pos_embed.copy_(positions[:, 1:])
     if twin.reg_token is not None:
         twin.reg_token.copy_(embeddings.register_tokens)

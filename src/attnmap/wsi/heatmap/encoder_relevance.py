@@ -1,11 +1,13 @@
-"""Conservative pixel relevance of a headless timm ViT encoder for a direction in its feature space.
+"""Conservative pixel relevance of a headless patch encoder for a direction in its feature space.
 
 A fine heatmap needs, for each patch, how the pixels contribute to ``d · f(p)``, where ``f`` is the
 patch encoder and ``d`` a direction the MIL model chose (``∂y_c/∂x_i``). This module computes the
 conservative LRP of transformers of Ali et al. (ICML 2022, "XAI for Transformers: better
-explanations through conservative propagation"): the attention matrices, the LayerNorm scales,
-the activation gates (GELU, SiLU, QuickGELU: act(z) = z · g(z)) and the gates of gated MLPs
-(SwiGLU, GluMlp, SwiGLUPacked: value ⊙ act(gate)) are held constant at their values for ``p``;
+explanations through conservative propagation"): the attention matrices (of every block and of
+an attention-pool head; whatever shapes their logits, q/k norms or rotary positions, needs no rule),
+the LayerNorm / RMSNorm scales, the activation gates (GELU, SiLU, QuickGELU: act(z) = z · g(z)) and
+the gates of gated MLPs (SwiGLU, GluMlp, SwiGLUPacked: value ⊙ act(gate)) are held constant at their
+values for ``p``;
 with those frozen the encoder is an affine map ``f̃(p) = J p + f̃(0)`` that agrees with ``f`` at
 ``p``, and LRP-0 on it equals
 gradient × input, ``R = p ⊙ Jᵀ d``. Conservation is then exact, not approximate::
@@ -14,6 +16,11 @@ gradient × input, ``R = p ⊙ Jᵀ d``. Conservation is then exact, not approxi
 
 ``d · f̃(0)`` is the share the biases, the class token and the position embeddings absorb
 (`EncoderRelevance.bias_share`, measured by a second forward of the frozen network at ``p = 0``).
+
+Covered: timm's VisionTransformer (token, average, class-and-patch-mean, attention-pool and
+distilled read-outs) and Eva (`encoder_relevance_eva`), Hugging Face encoders through their timm
+twin (`attnmap.wsi.hf_timm_twin`), and piecewise-linear ReLU CNNs, where LRP-0 is gradient × input
+(`encoder_relevance_cnn`). Anything else is refused by `check_fine_encoder`, naming the layer.
 
 This is an adaptor of the project's ViT LRP for direction targets: when
 ``attnmap.explain(vit, images, method, target=directions)`` accepts a (B, D) direction, the fine
@@ -27,9 +34,21 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.layers import GluMlp, Mlp, QuickGELU, SwiGLU
+from timm.layers import (
+    Attention,
+    AttentionPoolLatent,
+    AttentionRope,
+    GluMlp,
+    Mlp,
+    PatchEmbed,
+    QuickGELU,
+    RmsNorm,
+    SwiGLU,
+)
 from timm.layers.activations import GELU, GELUTanh
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.eva import Eva, EvaAttention, EvaBlock
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
@@ -45,33 +64,91 @@ class EncoderRelevance:
     score: torch.Tensor
 
 
-def check_fine_encoder(model: nn.Module) -> VisionTransformer:
+def check_fine_encoder(model: nn.Module, method: str = "lrp") -> nn.Module:
     """``model`` (or the timm twin of a Hugging Face encoder, its ``fine_twin``) if the conservative
-    rules below cover it (checked before a run); else an error."""
+    rules below cover it (checked before a run); else an `UnsupportedModelError` naming the layer.
+
+    A timm VisionTransformer whose every layer this module mirrors, or a piecewise-linear (ReLU)
+    CNN (`attnmap.wsi.heatmap.encoder_relevance_cnn`, method ``lrp`` only).
+    """
+    from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_refusal
+
     twin = getattr(model, "fine_twin", None)
     if callable(twin):
         model = twin()
-    if not isinstance(model, VisionTransformer):
+    if isinstance(model, torch.jit.ScriptModule):
         raise UnsupportedModelError(
-            f"fine maps need a timm VisionTransformer encoder, got {type(model).__name__}"
+            "fine maps need the encoder's Python model, not a TorchScript archive (its code is opaque to "
+            "the LRP rules): load it as a timm or hf: encoder"
         )
+    if not isinstance(model, _TRANSFORMERS):
+        refusal = cnn_refusal(model)
+        if refusal == "":
+            raise UnsupportedModelError(
+                "fine maps need a timm VisionTransformer / Eva or a ReLU CNN encoder, got "
+                f"{type(model).__name__}"
+            )
+        if refusal is not None:
+            raise UnsupportedModelError(f"fine maps of the CNN {type(model).__name__}: {refusal}")
+        if method != "lrp":
+            raise UnsupportedModelError(
+                f"fine method {method!r} needs a ViT encoder; {type(model).__name__} is a CNN: use method lrp"
+            )
+        return model
+    _check_vit(model)
+    if method != "lrp" and isinstance(model, VisionTransformerDistilled):
+        raise UnsupportedModelError(
+            f"fine method {method!r}: the attention methods read one token, a distilled ViT's features "
+            "average two (class and distillation): use method lrp"
+        )
+    return model
+
+
+def _check_vit(model: nn.Module) -> None:
+    """Every layer of ``model`` is one `_forward` mirrors (else a one-line error naming it)."""
+    eva = isinstance(model, Eva)
+    block_type, attention_types = (EvaBlock, (EvaAttention, AttentionRope)) if eva else (Block, (Attention,))
     concat = isinstance(model, ClassAndPatchMeanViT)
-    if getattr(model, "attn_pool", None) is not None or not (concat or model.global_pool in ("token", "avg")):
-        raise UnsupportedModelError(f"global_pool={model.global_pool!r} has no conservative rule here")
-    for block in model.blocks:
-        for name in ("q_norm", "k_norm"):
-            if not isinstance(getattr(block.attn, name, nn.Identity()), nn.Identity):
-                raise UnsupportedModelError(f"attention {name} has no conservative rule here")
+    distilled = isinstance(model, VisionTransformerDistilled)
+    pool = getattr(model, "attn_pool", None)
+    pool_ok = concat or distilled or model.global_pool in ("token", "avg")
+    if pool is not None:
+        pool_ok = type(pool) is AttentionPoolLatent and pool.pool in ("token", "avg")
+        if pool_ok and pool.mlp is not None and type(pool.mlp) not in _MLPS:
+            kind = type(pool.mlp).__name__
+            raise UnsupportedModelError(f"attention-pool MLP {kind} has no conservative rule here")
+    if not pool_ok:
+        what = type(pool).__name__ if pool is not None else f"global_pool={model.global_pool!r}"
+        raise UnsupportedModelError(f"{what} has no conservative rule here")
+    if type(model.patch_embed) not in (PatchEmbed,) or not isinstance(model.patch_embed.proj, nn.Conv2d):
+        raise UnsupportedModelError(
+            f"patch embedding {type(model.patch_embed).__name__} has no conservative rule here"
+        )
+    norms = [model.patch_embed.norm, model.norm_pre, model.norm, model.fc_norm]
+    if pool is not None:
+        norms.append(pool.norm)
+        if type(pool.mlp) is Mlp and not isinstance(pool.mlp.act, _ACTIVATIONS):
+            raise UnsupportedModelError(f"MLP activation {type(pool.mlp.act).__name__} has no rule here")
+    for index, block in enumerate(model.blocks):
+        if type(block) is not block_type or type(block.attn) not in attention_types:
+            kind = type(block).__name__ if type(block) is not block_type else type(block.attn).__name__
+            raise UnsupportedModelError(f"block {index} ({kind}) has no conservative rule here")
         if type(block.mlp) not in _MLPS:
             raise UnsupportedModelError(f"MLP {type(block.mlp).__name__} has no conservative rule here")
         if type(block.mlp) is Mlp and not isinstance(block.mlp.act, _ACTIVATIONS):  # gated: any act
             raise UnsupportedModelError(f"MLP activation {type(block.mlp.act).__name__} has no rule here")
-    if not isinstance(model.head, (nn.Identity, nn.Linear)):
+        norms += [block.norm1, block.norm2, block.attn.norm, getattr(block.mlp, "norm", nn.Identity())]
+    for norm in norms:  # q/k norms sit on the attention logits' path, held constant: any is fine
+        if not isinstance(norm, (nn.Identity, *_NORMS)):
+            raise UnsupportedModelError(f"norm {type(norm).__name__} has no conservative rule here")
+    heads = [model.head] + ([model.head_dist] if distilled else [])
+    if not all(isinstance(head, (nn.Identity, nn.Linear)) for head in heads):
         raise UnsupportedModelError(f"head {type(model.head).__name__} has no conservative rule here")
-    return model
 
 
+_TRANSFORMERS = (VisionTransformer, Eva)  # Eva: timm's RoPE ViTs (EVA02, DINOv3)
 _MLPS = (Mlp, GluMlp, SwiGLU)  # SwiGLUPacked is a GluMlp
+_NORMS = (nn.LayerNorm, nn.RMSNorm, RmsNorm)  # a frozen scale, then the affine part
 # act(z) = z · g(z) with g(0) = ½: torch's and timm's GELU (exact or tanh), SiLU, QuickGELU
 _ACTIVATIONS = (nn.GELU, nn.SiLU, QuickGELU, GELU, GELUTanh)
 
@@ -95,14 +172,19 @@ class _Frozen:
 
 
 def _norm(frozen: _Frozen, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm / RMSNorm with the scale 1/σ a frozen gate (the identity rule of LRP for norms)."""
     if isinstance(module, nn.Identity):
         return x
-    if not isinstance(module, nn.LayerNorm):
+    if not isinstance(module, _NORMS):
         raise UnsupportedModelError(f"norm {type(module).__name__} has no conservative rule here")
-    centred = x - x.mean(dim=-1, keepdim=True)
-    scale = frozen.gate(torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + module.eps))
+    layer = isinstance(module, nn.LayerNorm)
+    centred = x - x.mean(dim=-1, keepdim=True) if layer else x
+    eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps  # nn.RMSNorm's default
+    scale = frozen.gate(torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps))
     out = centred * scale
-    return out * module.weight + module.bias if module.elementwise_affine else out
+    if module.weight is not None:
+        out = out * module.weight
+    return out + module.bias if getattr(module, "bias", None) is not None else out
 
 
 def _activation_gate(act: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -130,7 +212,7 @@ def _mlp(frozen: _Frozen, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return mlp.fc2(_norm(frozen, getattr(mlp, "norm", nn.Identity()), hidden))
 
 
-def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) -> torch.Tensor:
+def _forward(model: nn.Module, frozen: _Frozen, images: torch.Tensor) -> torch.Tensor:
     """The encoder's features with every nonlinearity a recorded/replayed constant factor."""
     embed = model.patch_embed
     tokens = embed.proj(images)
@@ -140,23 +222,79 @@ def _forward(model: VisionTransformer, frozen: _Frozen, images: torch.Tensor) ->
     elif str(getattr(embed, "output_fmt", "NCHW")).endswith("NHWC"):  # dynamic_img_size: (B, H, W, C)
         tokens = tokens.permute(0, 2, 3, 1)
     tokens = _norm(frozen, embed.norm, tokens)
-    x = model._pos_embed(tokens)
-    x = _norm(frozen, model.norm_pre, x)
-    for block in model.blocks:
-        attn = block.attn
-        batch, n, dim = x.shape
-        qkv = attn.qkv(_norm(frozen, block.norm1, x)).reshape(batch, n, 3, attn.num_heads, -1)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
-        out = (weights @ v).transpose(1, 2).reshape(batch, n, dim)
-        x = x + block.ls1(attn.proj(_norm(frozen, getattr(attn, "norm", nn.Identity()), out)))
-        x = x + block.ls2(_mlp(frozen, block.mlp, _norm(frozen, block.norm2, x)))
-    x = _norm(frozen, model.norm, x)
+    if isinstance(model, Eva):
+        from attnmap.wsi.heatmap.encoder_relevance_eva import eva_tokens
+
+        x = eva_tokens(model, frozen, tokens)
+    else:
+        x = _norm(frozen, model.norm_pre, model._pos_embed(tokens))
+        for block in model.blocks:
+            normed = _norm(frozen, block.norm1, x)
+            out = _attention(frozen, block.attn, normed, *block.attn.qkv(normed).chunk(3, dim=-1))
+            x = x + block.ls1(block.attn.proj(out))
+            x = x + block.ls2(_mlp(frozen, block.mlp, _norm(frozen, block.norm2, x)))
+    return _read_out(model, frozen, _norm(frozen, model.norm, x))
+
+
+def _attention(
+    frozen: _Frozen,
+    attn: nn.Module,
+    normed: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rope: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multi-head attention with its weights (softmax of the q/k logits, whatever shapes them: q/k
+    norms, rotary positions) and its output gate held constant: linear in the values."""
+    batch, n, _ = q.shape
+    heads, kv_heads = attn.num_heads, getattr(attn, "num_kv_heads", None) or attn.num_heads
+    q = q.reshape(batch, n, heads, -1).transpose(1, 2)
+    k, v = (t.reshape(batch, n, kv_heads, -1).transpose(1, 2) for t in (k, v))
+    q, k = attn.q_norm(q), attn.k_norm(k)  # the logits' path: held constant with the weights
+    if rope is not None:
+        from timm.layers import apply_rot_embed_cat
+
+        start, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
+        q, k = (torch.cat([t[:, :, :start], apply_rot_embed_cat(t[:, :, start:], rope, half=half)], dim=2)
+                for t in (q, k))
+    if kv_heads != heads:  # grouped-query attention: head h reads key/value head h // group
+        k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
+    weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
+    out = _norm(frozen, attn.norm, (weights @ v).transpose(1, 2).reshape(batch, n, -1))
+    if getattr(attn, "gate", None) is not None:  # timm's gated attention: a sigmoid factor
+        out = out * frozen.gate(attn.gate(normed).sigmoid())
+    return out
+
+
+def _read_out(model: nn.Module, frozen: _Frozen, x: torch.Tensor) -> torch.Tensor:
+    """The model's pooling of its (normed) tokens, then fc_norm and head, as its forward_head does."""
+    if isinstance(model, VisionTransformerDistilled):  # the mean of the class and distillation heads
+        return (model.head(x[:, 0]) + model.head_dist(x[:, 1])) / 2
+    prefix = 0 if getattr(model, "pool_include_prefix", False) else model.num_prefix_tokens
     if isinstance(model, ClassAndPatchMeanViT):
         pooled = model.pool(x)  # its own read-out: linear in the tokens
+    elif getattr(model, "attn_pool", None) is not None:
+        pooled = _attention_pool(frozen, model.attn_pool, x if isinstance(model, Eva) else x[:, prefix:])
     else:
-        pooled = x[:, 0] if model.global_pool == "token" else x[:, model.num_prefix_tokens :].mean(dim=1)
+        pooled = x[:, 0] if model.global_pool == "token" else x[:, prefix:].mean(dim=1)
     return model.head(_norm(frozen, model.fc_norm, pooled))
+
+
+def _attention_pool(frozen: _Frozen, pool: AttentionPoolLatent, x: torch.Tensor) -> torch.Tensor:
+    """timm's attention-pool head (SigLIP, ``global_pool='map'``): one more attention block whose
+    queries are learned latents; its weights held constant as every block's, values and MLP linear."""
+    batch, n, _ = x.shape
+    if pool.pos_embed is not None:
+        x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
+    q = pool.q(pool.latent.expand(batch, -1, -1)).reshape(batch, pool.latent_len, pool.num_heads, -1)
+    k, v = pool.kv(x).reshape(batch, n, 2, pool.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = pool.q_norm(q.transpose(1, 2)), pool.k_norm(k)
+    weights = frozen.gate(((q * pool.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
+    out = pool.proj((weights @ v).transpose(1, 2).reshape(batch, pool.latent_len, -1))
+    if pool.mlp is not None:
+        out = out + _mlp(frozen, pool.mlp, _norm(frozen, pool.norm, out))
+    return out[:, 0] if pool.pool == "token" else out.mean(dim=1) if pool.pool == "avg" else out
 
 
 def _zb_pixels(
@@ -196,7 +334,8 @@ def encoder_relevance(
     direction: torch.Tensor,
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> EncoderRelevance:
-    """Pixel relevance of ``direction · model(images)`` for a headless timm ViT (see module docstring).
+    """Pixel relevance of ``direction · model(images)`` for a headless timm ViT (see module docstring)
+    or a piecewise-linear CNN (`attnmap.wsi.heatmap.encoder_relevance_cnn`: LRP-0 at every layer).
 
     ``images`` (B, 3, H, W) are the encoder's normalised inputs, ``direction`` (B, D) or (D,).
     ``bounds`` (per-channel lowest and highest input values, e.g. `input_bounds`) switch the pixel
@@ -210,6 +349,10 @@ def encoder_relevance(
     direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device)
     if direction.ndim == 1:
         direction = direction.expand(images.shape[0], -1)
+    if not isinstance(model, _TRANSFORMERS):  # a ReLU CNN: LRP-0 is gradient × input
+        from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_relevance
+
+        return EncoderRelevance(*cnn_relevance(model, images, direction))
     frozen = _Frozen()
     inputs = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -246,8 +389,11 @@ def check_encoder_forward(model: nn.Module, images: torch.Tensor, atol: float = 
     Guards against encoder variants whose forward this module does not mirror (fused layers,
     register tokens handled differently, ...): a silently different function would give wrong maps.
     """
+    checked = check_fine_encoder(model)
+    if not isinstance(checked, _TRANSFORMERS):
+        return  # a piecewise-linear CNN is explained through its own forward
     with torch.no_grad():
-        ours = _forward(check_fine_encoder(model), _Frozen(), images)
+        ours = _forward(checked, _Frozen(), images)
         theirs = model(images)
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, atol=atol, rtol=1e-4):
         raise UnsupportedModelError("the encoder's forward differs from the conservative twin: no fine maps")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnmap.errors import InputError
+from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder, encoder_relevance, input_bounds
 
 FINE_METHODS = ("lrp", "transformer_attribution")
@@ -109,6 +109,9 @@ def mil_directions(
     from attnmap.mil.explain import feature_gradients
 
     x = model.check_features(torch.as_tensor(features)).detach()
+    whole = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
+    if target is not None and not whole:  # 1.5 was read as class 1
+        raise InputError(f"the fine maps' target must be a class index (an integer), got {target!r}")
     if target is None:
         with torch.no_grad():
             target = int(model(x).logits.argmax(dim=1)[0])
@@ -134,7 +137,8 @@ def iter_fine_maps(
         raise InputError(f"fine method must be one of {', '.join(FINE_METHODS)}, got {method!r}")
     if not callable(images) and len(images) != len(directions):
         raise InputError(f"{len(images)} patches but {len(directions)} directions")
-    encoder = check_fine_encoder(encoder)  # a Hugging Face encoder's timm twin, for every method
+    own = encoder
+    encoder = check_fine_encoder(encoder, method)  # a Hugging Face encoder's timm twin, for every method
     weight = next(encoder.parameters())  # inputs may sit anywhere: they go to the encoder's device
     for start in range(0, len(directions), batch_size):
         part = np.arange(start, min(start + batch_size, len(directions)))
@@ -142,6 +146,8 @@ def iter_fine_maps(
         batch = batch.to(device=weight.device, dtype=weight.dtype)
         direction = directions[start : part[-1] + 1].to(batch)
         result = encoder_relevance(encoder, batch, direction, bounds)
+        if start == 0:
+            _check_score(own, batch, direction, result.score)
         pixels, bias = result.pixels, result.bias_share
         if method != "lrp":
             pixels = _explained(encoder, batch, direction, method, result.score)
@@ -153,6 +159,23 @@ def iter_fine_maps(
             pixels.detach().cpu().numpy(),
             bias.cpu().double().numpy(),
             result.score.cpu().double().numpy(),
+        )
+
+
+def _check_score(
+    encoder: nn.Module, images: torch.Tensor, direction: torch.Tensor, score: torch.Tensor
+) -> None:
+    """The explained score d · f(p) is the one of the features the encoder gives (the read-out the MIL
+    model was trained on); a layer the rules mirror wrongly would otherwise give wrong maps silently."""
+    with torch.no_grad():
+        features = encoder(images)
+    products = features * direction if features.shape == direction.shape else None
+    tolerance = 1e-6 if images.dtype == torch.float64 else 1e-3
+    if products is None or not torch.allclose(
+        products.sum(dim=1), score, rtol=0, atol=tolerance * float(products.abs().sum(dim=1).max()) + 1e-6
+    ):
+        raise UnsupportedModelError(
+            f"the relevance rules' forward of {type(encoder).__name__} differs from its own: no fine maps"
         )
 
 
@@ -189,8 +212,12 @@ def _explained(
     tokens = explain(encoder, images, method, target=directions).detach().to(images.dtype)
     pixels = F.interpolate(tokens[:, None], size=images.shape[-2:], mode="nearest")[:, 0]
     total = pixels.sum(dim=(1, 2))
-    scale = torch.where(total.abs() > 1e-12, score / total, torch.zeros_like(total))
-    return pixels * scale[:, None, None]
+    # any non-zero total scales (an untrained LayerScale of 1e-5 gives maps near 1e-15, which an
+    # absolute threshold zeroed, breaking the sum); a map with no relevance at all is spread evenly
+    usable = total.abs() > torch.finfo(total.dtype).tiny
+    scale = torch.where(usable, score / torch.where(usable, total, torch.ones_like(total)), 0.0)
+    even = torch.where(usable, 0.0, score / pixels[0].numel())
+    return pixels * scale[:, None, None] + even[:, None, None]
 
 
 def transform_bounds(transform: object) -> tuple[torch.Tensor, torch.Tensor] | None:

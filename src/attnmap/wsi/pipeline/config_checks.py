@@ -167,9 +167,10 @@ def _encoder_checks(config: PipelineConfig) -> None:
         )
     if config.heatmap.fine is not None:
         from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder
+        from attnmap.wsi.heatmap.fine import FineConfig
 
         try:
-            check_fine_encoder(encoder.model)
+            check_fine_encoder(encoder.model, FineConfig.from_mapping(config.heatmap.fine).method)
         except InputError as error:
             raise InputError(f"heatmap.fine: {error} (features.encoder is {f.encoder})") from error
 
