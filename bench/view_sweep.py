@@ -617,7 +617,11 @@ def request_cases(s: Sweep) -> None:
             with socket.create_connection(("127.0.0.1", served.port), timeout=TIMEOUT) as sock:
                 sock.sendall(b"GARBAGE\r\n\r\n")
                 reply = sock.recv(65536)
-            status = int(reply.split()[1]) if reply.startswith(b"HTTP/") else 0
+            words = reply.split() or [b""]
+            # a one-word request line is HTTP/0.9: the answer is the body alone
+            status = (
+                int(words[1]) if words[0].startswith(b"HTTP/") else int(words[0]) if words[0].isdigit() else 0
+            )
             if not served.alive():
                 return "crash", "server stopped answering"
             return ("error", f"{status}") if 400 <= status < 500 else ("crash", f"{status} {reply[:80]!r}")
@@ -944,7 +948,6 @@ MUST_HIDE = {
     "blockmap patch_size 0",
     "blockmap patch_size -128",
     "blockmap patch_size 'abc'",
-    "blockmap patch_size 1e12",
     "blockmap NaN score",
     "blockmap scores of another length",
     "slide replaced by a smaller one",

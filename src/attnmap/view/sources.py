@@ -75,19 +75,21 @@ class ViewSlide:
 
 
 def source_state(paths) -> tuple:
-    """(inode, mtime, size) of each path, None where it is missing: equal states, same content.
+    """(inode, mtime, ctime, size) of each path, None where it is missing: equal states, same content.
 
     Why the folders too: a rerun that adds a slide, or writes through a new file and renames it,
-    changes the folder's mtime even where no file we read was touched.
+    changes the folder's mtime even where no file we read was touched. Why the ctime: a file
+    rewritten in place to the same size with its mtime put back (a copy keeping times, ``touch -r``)
+    still gets a new ctime, which no program can set.
     """
     states = []
     for path in paths:
         try:
             stat = Path(path).stat()
-        except OSError:
+        except (OSError, ValueError):
             states.append(None)
         else:
-            states.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+            states.append((stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size))
     return tuple(states)
 
 
@@ -127,9 +129,9 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
         with h5py.File(path, "r") as handle:
             if "coords" not in handle:
                 raise InputError(f"{path} has no 'coords' dataset; expected CLAM's _blockmap.h5 layout")
-            coords = np.asarray(handle["coords"], dtype=np.int64)
+            coords = _coords(path, handle["coords"])
             stored = handle.attrs.get("patch_size", handle["coords"].attrs.get("patch_size"))
-            size = patch_size or (int(stored) if stored is not None else None)
+            size = patch_size or _stored_patch_size(path, stored)
             try:  # a heatmap's overlapping grid (`wsi run` records its overlap): drawn as the PNG draws it
                 overlapping = float(handle.attrs.get("overlap", 0)) > 0
             except (TypeError, ValueError):
@@ -162,6 +164,34 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
         method: ScoreSet(method, coords, values, int(size), _scale(path, values, method), None, overlapping)
         for method, values in raw.items()
     }
+
+
+def _coords(path: Path, dataset) -> np.ndarray:
+    """A blockmap's ``coords`` as (N, 2) int64 level-0 corners; `InputError` for any other shape."""
+    try:
+        coords = np.asarray(dataset, dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: 'coords' are not integers: {exc}") from None
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise InputError(f"{path}: 'coords' has shape {coords.shape}; expected (N, 2) level-0 (x, y) corners")
+    return coords
+
+
+def _stored_patch_size(path: Path, stored) -> int | None:
+    """The ``patch_size`` attribute as a positive whole number of level-0 px (None when absent).
+
+    Why refuse the others: a size of 0 or below draws nothing (or everything) without a word, and
+    a text value failed deep inside the reader.
+    """
+    if stored is None:
+        return None
+    try:
+        value = float(np.asarray(stored, dtype=np.float64).item())
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and value.is_integer() and value > 0):
+        raise InputError(f"{path}: patch_size {stored!r} is not a positive whole number of level-0 px")
+    return int(value)
 
 
 def _scale(path: Path, values: np.ndarray, method: str) -> ScoreScale:
