@@ -190,7 +190,9 @@ def _stored_patch_size(path: Path, stored) -> int | None:
     except (TypeError, ValueError):
         value = float("nan")
     if not (np.isfinite(value) and value.is_integer() and value > 0):
-        raise InputError(f"{path}: patch_size {stored!r} is not a positive whole number of level-0 px")
+        raise InputError(
+            f"{path}: patch_size {np.asarray(stored).tolist()!r} is not a positive whole number of level-0 px"
+        )
     return int(value)
 
 
