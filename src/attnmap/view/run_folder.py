@@ -15,16 +15,13 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.view.score_files import ScoreSet, _grid_step, read_fine_score_set, read_score_sets
 from attnmap.view.sources import (
-    ScoreSet,
     UnshownSlide,
     ViewSlide,
     _annotation_sources,
     _check_against_slide,
     _find_annotations,
-    _grid_step,
-    read_fine_score_set,
-    read_score_sets,
 )
 from attnmap.wsi.pipeline.outputs import SlideOutputs
 
