@@ -176,7 +176,7 @@ def _in_cohort(cohort: tuple[set[str], set[str]], slide_id: str, prediction_file
         return True
     try:
         return _read_prediction(prediction_file)["slide_path"] in paths
-    except InputError:  # no prediction yet: named as unfinished if the id is the run's
+    except InputError:  # no prediction that reads, and not the id of any slide of the run
         return False
 
 
