@@ -313,17 +313,23 @@ class ViewerContent(Payloads):
             raise NotFoundError(f"no method {method}")
         return slide, None if method is None else int(method)
 
-    def _tile_url(self, match: re.Match) -> bytes:
-        slide, _ = self._checked(match.group(1), match.group(3))
-        layer, fmt = match.group(2), match.group(7)
-        if (fmt == "jpeg") != (layer == "slide"):
-            raise NotFoundError("wrong tile format")
+    def _checked_layer(self, index: str, layer: str, method: str | None) -> int:
+        """The slide of a tile or descriptor URL; `NotFoundError` unless the slide has that layer
+        (the outlines only where the slide has tissue contours or annotations: as the page lists)."""
+        slide, _ = self._checked(index, method)
         if layer in ("tissue", "annotations") and not getattr(self.slides[slide], layer):
             raise NotFoundError(f"slide has no {layer}")
+        return slide
+
+    def _tile_url(self, match: re.Match) -> bytes:
+        layer, fmt = match.group(2), match.group(7)
+        slide = self._checked_layer(match.group(1), layer, match.group(3))
+        if (fmt == "jpeg") != (layer == "slide"):
+            raise NotFoundError("wrong tile format")
         return self.tile(slide, layer, int(match.group(4)), int(match.group(5)), int(match.group(6)))
 
     def _dzi_url(self, match: re.Match) -> bytes:
-        slide, _ = self._checked(match.group(1), match.group(3))
+        slide = self._checked_layer(match.group(1), match.group(2), match.group(3))
         return (
             DeepZoomGrid(self._dimensions(slide)).dzi("jpeg" if match.group(2) == "slide" else "png").encode()
         )

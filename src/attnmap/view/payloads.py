@@ -135,14 +135,35 @@ class Payloads:
             raise NotFoundError(f"no top-{rank} patch")
         i = int(np.argsort(-score_set.scores, kind="stable")[rank - 1])
         slide = self.slide_tiles(index).slide
-        level = slide.get_best_level_for_downsample(score_set.patch_size / THUMB_PIXELS)
-        size = max(1, int(round(score_set.patch_size / slide.level_downsamples[level])))
         origin = tuple(int(v) for v in score_set.coords[i])
-        pixels = slide.read_region(origin, level, (size, size))
-        image = Image.fromarray(pixels).resize((THUMB_PIXELS, THUMB_PIXELS), Image.BILINEAR)
+        image = _patch_picture(slide, origin, score_set.patch_size)
         if score_set.fine is not None:  # the patch with its fine map, as in the fine-map gallery
             layer = self.layer(index, f"heat-{method}")
             image = Image.fromarray(layer.blend_patch(np.asarray(image), origin))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=85)
         return buffer.getvalue()
+
+
+def _patch_picture(slide, origin: tuple[int, int], patch: int) -> Image.Image:
+    """The slide over one patch as a `THUMB_PIXELS` square, white where the patch passes the slide's edge.
+
+    Why only the part inside: CLAM's padded patches pass the last row and column, and a patch size
+    of another level (or a damaged record) can exceed the whole slide; reading the patch whole would
+    ask the slide for pixels it does not have, or for a region of any size.
+    """
+    width, height = slide.dimensions
+    left, top = max(origin[0], 0), max(origin[1], 0)
+    right, bottom = min(origin[0] + patch, width), min(origin[1] + patch, height)
+    picture = Image.new("RGB", (THUMB_PIXELS, THUMB_PIXELS), (255, 255, 255))
+    if right <= left or bottom <= top:
+        return picture
+    level = slide.get_best_level_for_downsample(patch / THUMB_PIXELS)
+    downsample = float(slide.level_downsamples[level])
+    size = (max(1, round((right - left) / downsample)), max(1, round((bottom - top) / downsample)))
+    scale = THUMB_PIXELS / patch
+    box = (round((left - origin[0]) * scale), round((top - origin[1]) * scale))
+    shown = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
+    pixels = slide.read_region((left, top), level, size)
+    picture.paste(Image.fromarray(pixels).resize(shown, Image.BILINEAR), box)
+    return picture

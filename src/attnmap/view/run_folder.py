@@ -8,22 +8,20 @@ moved away or one damaged blockmap must not hide every other slide; `run_slides`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path, PurePath
 
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.view.score_files import ScoreSet, _grid_step, read_fine_score_set, read_score_sets
 from attnmap.view.sources import (
-    ScoreSet,
     UnshownSlide,
     ViewSlide,
     _annotation_sources,
     _check_against_slide,
     _find_annotations,
-    _grid_step,
-    read_fine_score_set,
-    read_score_sets,
 )
 from attnmap.wsi.pipeline.outputs import SlideOutputs
 
@@ -75,7 +73,13 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
 
     Why per slide: in a cohort of hundreds, one slide moved away or one damaged blockmap must not
     hide every other slide; the page and the command line name it with its reason instead.
+    A slide folder that the last run's slide list (``run_report.json``) does not name is named,
+    not shown: `wsi run` keeps the folders of slides dropped from its CSV, and their pictures are
+    of an earlier run.
     """
+    report = _read_report(root / "run_report.json")
+    cohort = _cohort(report)
+    cmap = _run_cmap(report)
     slides = []
     heatmaps = root / "heatmaps"
     for folder in sorted(p for p in heatmaps.iterdir() if p.is_dir()) if heatmaps.is_dir() else ():
@@ -93,11 +97,14 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
             outputs.tissue,
             *_annotation_sources(annotations_dir, slide_id),
         )
+        if cohort is not None and not _in_cohort(cohort, slide_id, prediction_file):
+            unshown.append(UnshownSlide(slide_id, _one_line(DROPPED), False, watched))
+            continue
         if not (blockmap.is_file() and prediction_file.is_file()):
             unshown.append(UnshownSlide(slide_id, "no blockmap or prediction file yet", True, watched))
             continue
         try:
-            slide = _run_slide(outputs, annotations_dir, watched)
+            slide = _run_slide(outputs, annotations_dir, watched, cmap)
             _check_against_slide(slide)
         except (InputError, OSError) as exc:  # OSError: an h5 file cut short by a run writing it
             message = str(exc)
@@ -111,7 +118,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
             continue
         slides.append(slide)
     shown = {slide.slide_id for slide in slides} | {item.slide_id for item in unshown if not item.unfinished}
-    for slide_id, reason in _failed_in_report(root / "run_report.json"):
+    for slide_id, reason in _failed_in_report(report):
         if slide_id in shown:
             continue
         unshown[:] = [item for item in unshown if item.slide_id != slide_id]  # failed, not merely unfinished
@@ -123,14 +130,76 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
     return slides
 
 
-def _failed_in_report(path: Path) -> list[tuple[str, str]]:
+DROPPED = (
+    "not in the last run's slide list (run_report.json): its folder is left from an earlier run "
+    "whose slide CSV named it"
+)
+
+
+def _read_report(path: Path) -> dict:
+    """A run's ``run_report.json``, or {} when there is none or it does not read (a run writing it)."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _report_items(report: dict) -> list[dict]:
+    items = report.get("items")
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _cohort(report: dict) -> tuple[set[str], set[str]] | None:
+    """(slide ids, slide paths) the last `wsi run` was given, or None where the report names none.
+
+    Why both: the report names each slide by its path from the start of the run (``pending``,
+    ``skipped``), and by its id once done; a prediction file records the same path.
+    """
+    items = _report_items(report)
+    provenance = report.get("provenance")
+    if not items or not isinstance(provenance, dict) or provenance.get("method") != "attnmap wsi run":
+        return None  # only `wsi run` lists its whole slide list, from the start of the run
+    paths = {str(item["item"]) for item in items if item.get("item")}
+    ids = {PurePath(path).stem for path in paths}
+    ids |= {
+        str(item["result"]["slide_id"])
+        for item in items
+        if isinstance(item.get("result"), dict) and item["result"].get("slide_id")
+    }
+    return ids, paths
+
+
+def _in_cohort(cohort: tuple[set[str], set[str]], slide_id: str, prediction_file: Path) -> bool:
+    ids, paths = cohort
+    if slide_id in ids:
+        return True
+    try:
+        return _read_prediction(prediction_file)["slide_path"] in paths
+    except InputError:  # no prediction that reads, and not the id of any slide of the run
+        return False
+
+
+def _run_cmap(report: dict) -> str | None:
+    """The colour map the last run drew its heatmaps with (``heatmap.cmap``), where it reads."""
+    try:
+        cmap = json.loads(report["provenance"]["parameters"])["heatmap"]["cmap"]
+        from attnmap.render.colormap import get_cmap
+
+        get_cmap(cmap)
+    except Exception:  # noqa: BLE001 - no record, or a name this version cannot draw: the default
+        return None
+    return cmap if isinstance(cmap, str) else None
+
+
+def _failed_in_report(report: dict) -> list[tuple[str, str]]:
     """(slide id, error) of the slides `wsi run` recorded as failed in its ``run_report.json``.
 
     The id is the slide file's stem (the report names slides by their path); a report that does not
     read (a run writing it) names none: the slides themselves are still shown.
     """
     try:
-        items = json.loads(path.read_text()).get("items", [])
+        items = _report_items(report)
         failed = [item for item in items if isinstance(item, dict) and item.get("status") == "failed"]
         return [
             (
@@ -180,13 +249,20 @@ def _slide_candidates(outputs: SlideOutputs) -> tuple[Path, ...]:
         return ()
 
 
-def _run_slide(outputs: SlideOutputs, annotations_dir: Path | None, watched: tuple[Path, ...]) -> ViewSlide:
+def _run_slide(
+    outputs: SlideOutputs, annotations_dir: Path | None, watched: tuple[Path, ...], cmap: str | None = None
+) -> ViewSlide:
+    """One slide of a run folder; ``cmap``: the run's heatmap colour map, given to the attention
+    (the score set its heatmap PNG draws), so the viewer's colour bar is the PNG's."""
     root, slide_id, prediction_file = outputs.root, outputs.slide_id, outputs.prediction
     prediction = _read_prediction(prediction_file)
     record = _tissue_record(outputs.tissue)
     read, dimensions = _recorded_slide(record)
     slide_path = _slide_file(root, prediction["slide_path"], prediction_file, read)
     score_sets = read_score_sets(outputs.named("blockmap.h5"))
+    if cmap is not None and "attention" in score_sets:
+        attention = score_sets["attention"]
+        attention.scale = dataclasses.replace(attention.scale, cmap=cmap)
     overlap = outputs.named("overlap_blockmap.h5")
     if overlap.is_file():
         overlap_set = read_overlap_score_set(overlap, score_sets.get("attention"))

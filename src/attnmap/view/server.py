@@ -4,6 +4,11 @@ Why the standard library: the viewer serves a handful of small files and tiles t
 `http.server.ThreadingHTTPServer` does that without a dependency. Each request is answered from
 `ViewerContent`; anything it does not know is a 404, errors inside are a 500 with one line.
 
+Why only ``Host: 127.0.0.1`` / ``localhost`` (403 otherwise): a page of another site whose name
+resolves to 127.0.0.1 (DNS rebinding) would otherwise read the slides and scores through the
+browser as if it were the viewer's own page. Why every error is one plain line, and other methods
+a 405: the log and a user's ``curl`` then say what went wrong, not an HTML page.
+
 Why ETags and ``no-cache`` rather than ``max-age``: the user may rerun `wsi run` into the folder
 being viewed, and a tile URL then names a different picture. The browser revalidates every URL
 (a 304 costs no rendering) and an ETag holds only while the content's `version` does; errors are
@@ -21,11 +26,27 @@ from attnmap.errors import InputError
 from attnmap.view.app import NotFoundError, UnavailableError, ViewerContent
 
 HOST = "127.0.0.1"
+LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
+"""Host header names a request may give: the viewer's own page is opened from these."""
+
+
+def local_host(header: str | None) -> bool:
+    """Whether a request's ``Host`` header names this machine (any port), as the viewer's page does."""
+    if header is None:  # HTTP/1.0 clients may send none; a browser always does
+        return True
+    name = header.strip().lower()
+    if name.startswith("["):
+        name = name[: name.find("]") + 1]
+    else:
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    return name in LOCAL_NAMES
 
 
 def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "attnmap-view"
+        error_message_format = "%(code)d %(message)s\n"  # one plain line (http.server's is an HTML page)
+        error_content_type = "text/plain; charset=utf-8"
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             self._answer(send_body=True)
@@ -33,7 +54,30 @@ def _handler(content: ViewerContent) -> type[BaseHTTPRequestHandler]:
         def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
             self._answer(send_body=False)
 
+        def _refuse_method(self) -> None:
+            body = f"method {self.command} not allowed: the viewer answers GET and HEAD\n".encode()
+            self.send_response(405)
+            self.send_header("Allow", "GET, HEAD")
+            self._send_plain(body)
+
+        def __getattr__(self, name: str):
+            if name.startswith("do_"):  # every other method (POST, PROPFIND, ...): 405, not http.server's 501
+                return self._refuse_method
+            raise AttributeError(name)
+
+        def _send_plain(self, body: bytes, send_body: bool = True) -> None:
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
         def _answer(self, send_body: bool) -> None:
+            if not local_host(self.headers.get("Host")):
+                self.send_response(403)
+                self._send_plain(b"forbidden: open the viewer at 127.0.0.1 or localhost\n", send_body)
+                return
             url = urlsplit(self.path)
             path = unquote(url.path)
             content.refresh()

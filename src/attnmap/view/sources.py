@@ -17,45 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.render.scale import ScoreScale, choose_scale
-
-
-@dataclass(frozen=True)
-class FineMapInfo:
-    """A fine-map file behind a score set: its encoder method and the shared scale of its maps."""
-
-    path: Path
-    method: str
-    scale: ScoreScale
-    count: int
-
-
-@dataclass
-class ScoreSet:
-    """One method's per-patch scores on one slide, with the scale used to colour them.
-
-    ``fine``: the set is a fine-map file's patch scores; its maps are drawn inside the patches.
-    ``overlapping``: the patches overlap (a run's ``overlap_blockmap.h5``): drawn by the heatmap
-    PNG's own window code, which averages overlapping patches per pixel (`attnmap.view.layers`).
-    ``note``: said under the colour bar, after the scale's caption.
-    """
-
-    method: str
-    coords: np.ndarray
-    scores: np.ndarray
-    patch_size: int
-    scale: ScoreScale
-    fine: FineMapInfo | None = None
-    overlapping: bool = False
-    note: str = ""
-
-    @property
-    def ranks(self) -> np.ndarray:
-        """1 for the highest score, N for the lowest (ties by position)."""
-        order = np.argsort(-self.scores, kind="stable")
-        ranks = np.empty(len(order), dtype=np.int64)
-        ranks[order] = np.arange(1, len(order) + 1)
-        return ranks
+from attnmap.view.score_files import (  # noqa: F401 - read_score_sets: imported from here too
+    ScoreSet,
+    read_fine_score_set,
+    read_score_sets,
+)
 
 
 @dataclass
@@ -75,19 +41,21 @@ class ViewSlide:
 
 
 def source_state(paths) -> tuple:
-    """(inode, mtime, size) of each path, None where it is missing: equal states, same content.
+    """(inode, mtime, ctime, size) of each path, None where it is missing: equal states, same content.
 
     Why the folders too: a rerun that adds a slide, or writes through a new file and renames it,
-    changes the folder's mtime even where no file we read was touched.
+    changes the folder's mtime even where no file we read was touched. Why the ctime: a file
+    rewritten in place to the same size with its mtime put back (a copy keeping times, ``touch -r``)
+    still gets a new ctime, which no program can set.
     """
     states = []
     for path in paths:
         try:
             stat = Path(path).stat()
-        except OSError:
+        except (OSError, ValueError):
             states.append(None)
         else:
-            states.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+            states.append((stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size))
     return tuple(states)
 
 
@@ -115,98 +83,6 @@ def slide_digest(slide: ViewSlide) -> str:
         for ring in rings:
             digest.update(np.ascontiguousarray(ring, dtype=np.float64).tobytes() + b";")
     return digest.hexdigest()[:16]
-
-
-def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, ScoreSet]:
-    """Every score set in a blockmap-style h5 file (``attention_scores``, ``scores_<method>``)."""
-    import h5py
-
-    if not Path(path).is_file():
-        raise InputError(f"scores file not found: {path}")
-    try:
-        with h5py.File(path, "r") as handle:
-            if "coords" not in handle:
-                raise InputError(f"{path} has no 'coords' dataset; expected CLAM's _blockmap.h5 layout")
-            coords = np.asarray(handle["coords"], dtype=np.int64)
-            stored = handle.attrs.get("patch_size", handle["coords"].attrs.get("patch_size"))
-            size = patch_size or (int(stored) if stored is not None else None)
-            try:  # a heatmap's overlapping grid (`wsi run` records its overlap): drawn as the PNG draws it
-                overlapping = float(handle.attrs.get("overlap", 0)) > 0
-            except (TypeError, ValueError):
-                overlapping = False
-            raw: dict[str, np.ndarray] = {}
-            for name, dataset in handle.items():
-                if not isinstance(dataset, h5py.Dataset) or len(dataset.shape) == 0:
-                    continue
-                method = (
-                    "attention"
-                    if name == "attention_scores"
-                    else (name[len("scores_") :] if name.startswith("scores_") else None)
-                )
-                if method and dataset.shape[0] == len(coords) and int(np.prod(dataset.shape[1:])) == 1:
-                    raw[method] = np.asarray(dataset, dtype=np.float64).reshape(-1)
-    except OSError as exc:
-        raise InputError(f"cannot read scores file {path}: {exc}") from None
-    if not raw:
-        raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>')")
-    if size is None:
-        size = _grid_step(coords)
-        import warnings
-
-        warnings.warn(  # an overlapping grid's step is smaller than its patches: say what was assumed
-            f"{path} records no patch size: taken as its grid step, {size} level-0 px (store a patch_size "
-            "attribute if the patches overlap)",
-            stacklevel=2,
-        )
-    return {
-        method: ScoreSet(method, coords, values, int(size), _scale(path, values, method), None, overlapping)
-        for method, values in raw.items()
-    }
-
-
-def _scale(path: Path, values: np.ndarray, method: str) -> ScoreScale:
-    """`choose_scale`, its refusal naming the file and score set (NaN from a run cut short, say)."""
-    try:
-        return choose_scale(values, method)
-    except InputError as exc:
-        raise InputError(f"{path}: '{method}' scores: {exc}") from None
-
-
-def read_fine_score_set(path: Path) -> ScoreSet:
-    """The score set of a fine-map file: the MIL method's patch scores, with the maps behind them."""
-    from attnmap.wsi.heatmap.fine_render import FINE_CMAP
-    from attnmap.wsi.heatmap.fine_store import FineMapFile
-
-    with FineMapFile(path) as store:
-        name = f"fine maps ({store.method})"
-        scale = ScoreScale("diverging", -store.scale, store.scale, FINE_CMAP)
-        info = FineMapInfo(Path(path), store.method, scale, len(store))
-        return ScoreSet(
-            name,
-            store.coords,
-            store.scores,
-            store.patch_size,
-            _scale(Path(path), store.scores, store.mil_method),
-            info,
-        )
-
-
-def _grid_step(coords: np.ndarray) -> int:
-    """Patch size guessed as the grid's step: the commonest gap between neighbours in one column (or row).
-
-    Why within a column: each tissue piece's grid starts at its own corner, so the smallest gap
-    between distinct x over the whole slide was any number (7 px between pieces starting at x = 40
-    and 47 for 48-px patches): the patches were drawn 7 px wide.
-    """
-    coords = np.asarray(coords, dtype=np.int64)
-    for along, across in ((1, 0), (0, 1)):
-        ordered = coords[np.lexsort((coords[:, along], coords[:, across]))]
-        same_line = ordered[1:, across] == ordered[:-1, across]
-        gaps = np.diff(ordered[:, along])[same_line]
-        values, counts = np.unique(gaps[gaps > 0], return_counts=True)
-        if len(values):
-            return int(values[np.argmax(counts)])
-    raise InputError("cannot tell the patch size from a single patch; store a 'patch_size' attribute")
 
 
 @dataclass(frozen=True)
