@@ -222,3 +222,48 @@ def test_timm_and_hf_dinov2_and_dinov3_give_the_same_maps_along_a_direction(
 ) -> None:
     timm_model, hf_model, x, direction = request.getfixturevalue(pair)
     _assert_same(_maps(hf_model, x, method, direction), _maps(timm_model, x, method, direction))
+
+
+@pytest.fixture(scope="module")
+def dinov2_tokens_pair(dinov2_pair) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """The DINOv2 pair with the timm model giving its tokens (``global_pool=''``, same weights): HF's
+    Dinov2Model gives them as ``last_hidden_state`` beside its pooled class token."""
+    import copy
+
+    timm_model, hf_model, x, _ = dinov2_pair
+    tokens_model = copy.deepcopy(timm_model)
+    tokens_model.reset_classifier(0, global_pool="")
+    return tokens_model, hf_model, x
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("readout", ["patch_mean", "cls_and_patch_mean"])
+def test_a_token_readout_of_a_pooled_hf_model_equals_the_timm_token_model(
+    single_thread: None, dinov2_tokens_pair, readout: str, method: str
+) -> None:
+    """A read-out of the tokens of a Hugging Face model that also pools (Dinov2Model: Midnight's class
+    token ⊕ patch mean, a patch-mean probe), by `ReadoutDirection` or a callable reading
+    ``out.last_hidden_state``, gives the maps of the same weights returning their tokens. The LRP
+    methods used to hand such a callable a ModelOutput without ``last_hidden_state`` (a TypeError)."""
+    tokens_model, hf_model, x = dinov2_tokens_pair
+    width = WIDTH * (2 if readout == "cls_and_patch_mean" else 1)
+    d = torch.randn(width, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    expected = _maps(tokens_model, x, method, attnmap.ReadoutDirection(readout, d))
+    _assert_same(_maps(hf_model, x, method, attnmap.ReadoutDirection(readout, d)), expected)
+    if readout == "patch_mean" and method == "lrp":  # pixels: no read-out rows involved
+
+        def score(out: object) -> torch.Tensor:
+            return (out.last_hidden_state[:, 1:].mean(dim=1) * d).sum(dim=1)
+
+        _assert_same(_maps(hf_model, x, method, score), expected)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_class_token_readout_of_dinov2_equals_a_direction_on_its_pooled_output(
+    single_thread: None, dinov2_pair, method: str
+) -> None:
+    """Dinov2Model's pooled output is its final class token: ⟨cls(tokens), d⟩ and ⟨pooled, d⟩ are one
+    score, so their maps are equal."""
+    _, hf_model, x, direction = dinov2_pair
+    _assert_same(_maps(hf_model, x, method, attnmap.ReadoutDirection("cls", direction)),
+                 _maps(hf_model, x, method, direction))

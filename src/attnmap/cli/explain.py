@@ -91,7 +91,7 @@ def load_direction(path: Path) -> torch.Tensor:
     type=click.Choice(TOKEN_READOUTS),
     default=None,
     help="With --direction, for models whose output is tokens (timm global_pool='', a Hugging Face "
-    "model without a pooler): the embedding the direction lives in (class token, patch-token mean, "
+    "model's last_hidden_state): the embedding the direction lives in (class token, patch-token mean, "
     "or both concatenated as Virchow's); the score explained is <readout(tokens), direction>.",
 )
 @out_option("Output folder.")

@@ -115,7 +115,9 @@ class ReadoutDirection:
     def __call__(self, output: Any) -> torch.Tensor:
         from attnmap.vit.targets import output_tensor
 
-        tokens = output_tensor(output)
+        # a Hugging Face model with a pooler returns its tokens beside the pooled output
+        hidden = getattr(output, "last_hidden_state", None)
+        tokens = hidden if isinstance(hidden, torch.Tensor) and hidden.ndim == 3 else output_tensor(output)
         if self.num_prefix is None:
             raise InputError("a ReadoutDirection must be bound to its model (attnmap.explain does it)")
         if tokens.ndim != 3:

@@ -70,21 +70,42 @@ class Objective:
         raise InputError("this explanation has no target score")
 
     def seed(
-        self, tensor: torch.Tensor, as_output: Callable[[torch.Tensor], Any] | None = None
+        self, tensor: torch.Tensor, as_output: Callable[..., Any] | None = None
     ) -> torch.Tensor:
         """The initial LRP relevance at the output tensor (same shape as ``tensor``); ``as_output``
         gives a callable target the tensor in the form the model returns it (a ModelOutput)."""
+        return self.seeds(tensor, as_output)[0]
+
+    def seeds(
+        self,
+        tensor: torch.Tensor,
+        as_output: Callable[..., Any] | None = None,
+        tokens: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The initial LRP relevance at the output tensor and, for a callable target also given the
+        model's final ``tokens`` (``as_output(tensor, tokens)``: a ModelOutput holding both), at those
+        tokens: each input of the score's read-out times the score's gradient there (LRP-0 of a linear
+        read-out); None when the score does not read them."""
         if self.kind == "class":
-            return F.one_hot(self.indices.to(tensor.device), tensor.shape[-1]).to(tensor.dtype)
+            return F.one_hot(self.indices.to(tensor.device), tensor.shape[-1]).to(tensor.dtype), None
         if self.kind == "direction":
-            return tensor.detach() * self.direction.to(tensor)
+            return tensor.detach() * self.direction.to(tensor), None
         if self.kind == "callable":
             assert self.fn is not None
             with torch.enable_grad():
                 leaf = tensor.detach().requires_grad_(True)
-                output = leaf if as_output is None else as_output(leaf)
-                (gradient,) = torch.autograd.grad(_call(self.fn, output, leaf.shape[0]).sum(), leaf)
-            return leaf.detach() * gradient
+                leaves = [leaf]
+                if tokens is not None and as_output is not None:
+                    leaves.append(tokens.detach().requires_grad_(True))
+                    output = as_output(leaf, leaves[1])
+                else:
+                    output = leaf if as_output is None else as_output(leaf)
+                score = _call(self.fn, output, leaf.shape[0]).sum()
+                gradients = torch.autograd.grad(score, leaves, allow_unused=True)
+            output_seed = torch.zeros_like(leaf) if gradients[0] is None else leaf.detach() * gradients[0]
+            if len(leaves) == 1 or gradients[1] is None:  # the score does not read the tokens
+                return output_seed, None
+            return output_seed, leaves[1].detach() * gradients[1]
         raise InputError("this explanation has no target score")
 
 

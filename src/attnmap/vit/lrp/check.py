@@ -27,9 +27,12 @@ from attnmap.vit.lrp.twin import Trace
 from attnmap.vit.targets import OUTPUT_FIELDS, output_tensor
 
 _VERIFIED: weakref.WeakKeyDictionary[nn.Module, set[tuple]] = weakref.WeakKeyDictionary()
-# the class of the model's own output and the field the twin's output tensor stands for (Hugging Face
-# ModelOutputs), seen in the check's forward: a callable target gets what the model returns
-_OUTPUT_KIND: weakref.WeakKeyDictionary[nn.Module, tuple[type, str]] = weakref.WeakKeyDictionary()
+# the class of the model's own output, the field the twin's output tensor stands for (Hugging Face
+# ModelOutputs) and whether the twin's final tokens are the output's ``last_hidden_state`` (the
+# pooler's input, not the encoder's output before a post-norm as in CLIP), seen in the check's
+# forward: a callable target gets what the model returns
+_OUTPUT_KIND: weakref.WeakKeyDictionary[nn.Module, tuple[type, str, bool]] = weakref.WeakKeyDictionary()
+TOKENS_FIELD = "last_hidden_state"
 _MAX_REMEMBERED = 16
 
 
@@ -42,8 +45,8 @@ def _tolerance(dtype: torch.dtype, reference: torch.Tensor) -> float:
     return 10 * torch.finfo(dtype).eps ** 0.5 * (1.0 + reference.abs().max().item())
 
 
-def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The model's own output tensor and, for timm models, its final-norm tokens."""
+def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+    """The model's own output and, for timm models, its final-norm tokens."""
     captured: list[torch.Tensor] = []
     hf = hasattr(getattr(model, "config", None), "model_type")
     norm = None if hf else getattr(model, "norm", None)
@@ -54,22 +57,49 @@ def _model_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor
     finally:
         if hook is not None:
             hook.remove()
+    return output, (captured[-1] if captured else None)
+
+
+def _remember_output_kind(model: nn.Module, output: Any, trace: Trace) -> None:
     tensor = output_tensor(output)
     field = next((name for name in OUTPUT_FIELDS if getattr(output, name, None) is tensor), None)
-    if field is not None and not isinstance(output, torch.Tensor):
-        _OUTPUT_KIND[model] = (type(output), field)
-    return tensor, (captured[-1] if captured else None)
+    if field is None or isinstance(output, torch.Tensor):
+        return
+    tokens = getattr(output, TOKENS_FIELD, None)
+    same_tokens = (
+        field != TOKENS_FIELD
+        and isinstance(tokens, torch.Tensor)
+        and tokens.ndim == 3
+        and tokens.shape[0] == trace.final_tokens.shape[0]
+        and tokens.shape[1] >= trace.final_tokens.shape[1]  # the twin may hold the read-out rows only
+    )
+    if same_tokens:
+        theirs = tokens[:, : trace.final_tokens.shape[1]]
+        error = (trace.final_tokens.detach() - theirs).abs().max().item()
+        same_tokens = theirs.shape == trace.final_tokens.shape and error <= _tolerance(theirs.dtype, theirs)
+    _OUTPUT_KIND[model] = (type(output), field, same_tokens)
 
 
-def as_model_output(model: nn.Module, tensor: torch.Tensor) -> Any:
+def gives_tokens(model: nn.Module) -> bool:
+    """Whether `as_model_output` can hand a callable target the model's ``last_hidden_state`` beside
+    its pooled output (a Hugging Face model with a pooler whose input the twin computes)."""
+    kind = _OUTPUT_KIND.get(model)
+    return kind is not None and kind[2]
+
+
+def as_model_output(model: nn.Module, tensor: torch.Tensor, tokens: torch.Tensor | None = None) -> Any:
     """``tensor`` (the twin's output) as the model returns it: in its ModelOutput class, under the
-    same field, for a Hugging Face model (a callable target reads ``out.last_hidden_state``); as it
-    is otherwise."""
+    same field, for a Hugging Face model (a callable target reads ``out.pooler_output``); with the
+    twin's final ``tokens`` as ``last_hidden_state`` when they are the model's (`gives_tokens`) and
+    given; as it is otherwise."""
     kind = _OUTPUT_KIND.get(model)
     if kind is None:
         return tensor
-    output_class, field = kind
-    return output_class(**{field: tensor})
+    output_class, field, same_tokens = kind
+    fields = {field: tensor}
+    if tokens is not None and same_tokens:
+        fields[TOKENS_FIELD] = tokens
+    return output_class(**fields)
 
 
 def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:
@@ -78,7 +108,8 @@ def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:
     seen = _VERIFIED.setdefault(model, set())
     if key in seen:
         return
-    logits, tokens = _model_forward(model, images)
+    output, tokens = _model_forward(model, images)
+    logits = output_tensor(output)
     pairs = [("logits", trace.logits, logits)]
     if tokens is not None:
         wanted = tokens if trace.rows is None else tokens[:, : trace.rows]  # what the twin computed
@@ -96,6 +127,7 @@ def verify_twin(model: nn.Module, images: torch.Tensor, trace: Trace) -> None:
                 f"the LRP twin's {name} differ from the model's own forward by {error:.3g}: "
                 f"{type(model).__name__} does something the LRP rules do not cover"
             )
+    _remember_output_kind(model, output, trace)
     if len(seen) >= _MAX_REMEMBERED:
         seen.clear()
     seen.add(key)

@@ -20,7 +20,7 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import eval_mode
-from attnmap.vit.lrp.check import as_model_output, verify_twin
+from attnmap.vit.lrp.check import as_model_output, gives_tokens, verify_twin
 from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
 from attnmap.vit.lrp.rules import stabiliser_for
@@ -96,11 +96,19 @@ def _compute(
     with eval_mode(model):
         twin = build_twin(model)
         images = images.detach().to(device=twin.device, dtype=twin.dtype)
+        # a callable may read the final tokens themselves (a Hugging Face model's last_hidden_state
+        # beside its pooled output): then the last block runs on every token
+        reads_tokens = callable(target) and not isinstance(target, torch.Tensor)
         trace = twin.forward(
-            images, record_from=0 if to_pixels else stop_block, grad_from=grad_from, record_stem=to_pixels
+            images,
+            record_from=0 if to_pixels else stop_block,
+            grad_from=grad_from,
+            record_stem=to_pixels,
+            all_rows=reads_tokens,
         )
         verify_twin(model, images, trace)
-    output = as_model_output(model, trace.logits)  # what a callable target is given: the model's own kind
+    tokens = trace.final_tokens if reads_tokens and gives_tokens(model) else None
+    output = as_model_output(model, trace.logits, tokens)  # what a callable target is given: the model's kind
     objective = resolve(target, output, classifier=twin.classifier, needs_target=True, method=method)
     gradients: dict[int, torch.Tensor] = {}
     if grad_from is not None:
@@ -109,7 +117,8 @@ def _compute(
             score = objective.score(output).sum()
             grads = torch.autograd.grad(score, [trace.attentions[i] for i in blocks])
         gradients = dict(zip(blocks, grads, strict=True))
-    seed = objective.seed(trace.logits.detach(), functools.partial(as_model_output, model))
+    as_output = functools.partial(as_model_output, model)
+    seed, token_seed = objective.seeds(trace.logits.detach(), as_output, tokens)
     per_block = None
     if reduce is not None:
 
@@ -117,7 +126,8 @@ def _compute(
             return reduce(cam, gradients.pop(index, None))
 
     relevance = relevance_pass(
-        twin, trace, seed, stabiliser_for(images.dtype), stop_block, to_pixels, reduce=per_block
+        twin, trace, seed, stabiliser_for(images.dtype), stop_block, to_pixels, reduce=per_block,
+        token_seed=token_seed,
     )
     return twin, trace, relevance, gradients
 

@@ -218,10 +218,12 @@ def relevance_pass(
     stop_block: int,
     to_pixels: bool = False,
     reduce: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    token_seed: torch.Tensor | None = None,
 ) -> Relevance:
     """Propagate ``seed`` (relevance at the model's output) down to block ``stop_block``'s attention
     (or to the pixels). Consumes ``trace``: each block's Linear outputs are overwritten by their
-    rules' temporaries once read.
+    rules' temporaries once read. ``token_seed``: relevance a score put on the final tokens directly
+    (it read them beside the pooled output), added to what the head and pool rules give them.
 
     ``reduce(index, R_A)``, when given, turns each block's R_A/2 into what the method keeps (e.g. a
     head mean) as soon as it exists; R_A itself then lives in one reused buffer instead of one new
@@ -233,6 +235,8 @@ def relevance_pass(
     rows = trace.rows  # the last block was run on these rows only
     with torch.no_grad():
         relevance = head_relevance(twin, trace, seed, stab)
+        if token_seed is not None:
+            relevance = relevance + token_seed.to(relevance.dtype)
         for block in reversed(twin.blocks[stop_block:]):
             attention_only = block.index == stop_block and not to_pixels
             relevance, attention = block_relevance(

@@ -196,20 +196,27 @@ class ViTTwin:
         return Embedded(x, grid, padded, stem_trace, patches, summand0, pos)
 
     def forward(
-        self, images: torch.Tensor, record_from: int | None, grad_from: int | None, record_stem: bool = False
+        self,
+        images: torch.Tensor,
+        record_from: int | None,
+        grad_from: int | None,
+        record_stem: bool = False,
+        all_rows: bool = False,
     ) -> Trace:
         """Functional forward in eval semantics.
 
         ``record_from``: first block whose tensors are kept (None: none). ``grad_from``: first block whose
         attention becomes a grad leaf; from there on an autograd graph is built (None: no graph at all),
         so `torch.autograd.grad` can reach every later attention without any parameter gradient.
+        ``all_rows``: run the last block on every token, not only the read-out's rows (a callable
+        target may read the final tokens themselves).
         """
         with torch.no_grad():
             emb = self.embed(images, record_stem)
             x = apply_norm(self.norm_pre, emb.tokens)
         trace_blocks: dict[int, BlockTrace] = {}
         attentions: dict[int, torch.Tensor] = {}
-        rows = self.readout_rows
+        rows = None if all_rows else self.readout_rows
         for block in self.blocks:
             tracked = grad_from is not None and block.index >= grad_from
             last = block.index == self.depth - 1
