@@ -20,6 +20,7 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import eval_mode
+from attnmap.vit.adapters_hf import is_hf_vision_model
 from attnmap.vit.lrp.check import as_model_output, gives_tokens, verify_twin
 from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
@@ -98,7 +99,7 @@ def _compute(
         images = images.detach().to(device=twin.device, dtype=twin.dtype)
         # a callable may read the final tokens themselves (a Hugging Face model's last_hidden_state
         # beside its pooled output): then the last block runs on every token
-        reads_tokens = callable(target) and not isinstance(target, torch.Tensor)
+        reads_tokens = callable(target) and not isinstance(target, torch.Tensor) and is_hf_vision_model(model)
         trace = twin.forward(
             images,
             record_from=0 if to_pixels else stop_block,
