@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from sweep_compare import equal, normalise
 
 CLASSES = ("ok", "error", "crash", "stale", "ignored", "wrong", "outside")
-TIME_KEYS = re.compile(r"time|date|created|elapsed|duration|seconds|host|pid|started|finished|version", re.I)
 SKIP = re.compile(r"^\.attnmap\.lock$|attnmap-tmp-")  # the lock and temporaries are not outputs
 
 
@@ -159,16 +159,6 @@ def check_explain_folder(out: Path, inputs: Sequence[Path] | None, n_methods: in
 # --- comparing two output folders --------------------------------------------------------------------
 
 
-def _normalise(value: object, folder: str) -> object:
-    if isinstance(value, dict):
-        return {k: _normalise(v, folder) for k, v in value.items() if not TIME_KEYS.search(str(k))}
-    if isinstance(value, list):
-        return [_normalise(v, folder) for v in value]
-    if isinstance(value, str):
-        return value.replace(folder, "<OUT>")
-    return value
-
-
 def _content(path: Path, folder: str) -> object:
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -184,26 +174,10 @@ def _content(path: Path, folder: str) -> object:
             if isinstance(data, dict) and isinstance(data.get(key), str):
                 with contextlib.suppress(ValueError):
                     data[key] = json.loads(data[key])
-        return _normalise(data, folder)
+        return normalise(data, folder)
     if suffix == ".csv":
         return path.read_text().replace(folder, "<OUT>")
     return path.read_bytes()
-
-
-def _equal(a: object, b: object) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:
-            return False
-        if a.dtype.kind == "f" and b.dtype.kind == "f":  # maps: float round-off of another batching
-            scale = float(np.nanmax(np.abs(a))) if a.size and np.isfinite(a).any() else 1.0
-            return bool(np.allclose(a, b, rtol=1e-5, atol=1e-6 * max(scale, 1e-30), equal_nan=True))
-        return bool(np.array_equal(a, b))
-    return a == b
 
 
 def output_files(folder: Path) -> set[str]:
@@ -222,7 +196,7 @@ def diff_folders(one: Path, two: Path, ignore: Callable[[str], bool] = lambda na
         if ignore(name):
             continue
         try:
-            if not _equal(_content(one / name, str(one)), _content(two / name, str(two))):
+            if not equal(_content(one / name, str(one)), _content(two / name, str(two)), True):
                 differ.append(name)
         except Exception as error:  # noqa: BLE001
             differ.append(f"{name} (unreadable: {error})")
@@ -266,7 +240,7 @@ def diff_explain_folders(rerun: Path, fresh: Path) -> tuple[list[str], int]:
                 continue
             if not (rerun / left).is_file():
                 differ.append(f"{left} missing")
-            elif not _equal(_content(rerun / left, str(rerun)), _content(fresh / right, str(fresh))):
+            elif not equal(_content(rerun / left, str(rerun)), _content(fresh / right, str(fresh)), True):
                 differ.append(left)
     return sorted(set(differ)), len(set(mine) - set(theirs))
 

@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import io
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -56,9 +55,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' slide writers
 
+from sweep_compare import equal, normalise  # noqa: E402
 from synthetic_slide_files import write_clam_checkpoint, write_test_slide, write_tiny_encoder  # noqa: E402
 
-TIME_KEYS = re.compile(r"time|date|created|elapsed|duration|seconds|host|pid|started|finished|version", re.I)
 SKIP_FILES = {"run_report.json", ".attnmap.lock"}
 
 
@@ -138,16 +137,6 @@ def _report_items(report: object) -> list[dict]:
 # --- comparing two output folders ------------------------------------------------------------------
 
 
-def _normalise(value: object, folder: str) -> object:
-    if isinstance(value, dict):
-        return {k: _normalise(v, folder) for k, v in value.items() if not TIME_KEYS.search(str(k))}
-    if isinstance(value, list):
-        return [_normalise(v, folder) for v in value]
-    if isinstance(value, str):
-        return value.replace(folder, "<OUT>")
-    return value
-
-
 RECORDS = False  # --records: also compare h5 attributes and PNG text (provenance records)
 
 
@@ -176,11 +165,11 @@ def _content(path: Path, folder: str) -> object:
                 if isinstance(item, h5py.Dataset):
                     found[name] = np.asarray(item[()])
                 if RECORDS:
-                    found[name + "@attrs"] = _normalise(_records(dict(item.attrs)), folder)
+                    found[name + "@attrs"] = normalise(_records(dict(item.attrs)), folder)
 
             handle.visititems(visit)
             if RECORDS:
-                found["@attrs"] = _normalise(_records(dict(handle.attrs)), folder)
+                found["@attrs"] = normalise(_records(dict(handle.attrs)), folder)
         return found
     if suffix == ".png":
         from PIL import Image
@@ -188,14 +177,14 @@ def _content(path: Path, folder: str) -> object:
         with Image.open(path) as image:
             pixels = np.asarray(image)
             text = dict(getattr(image, "text", {}))
-        return [pixels, _normalise(_records(text), folder)] if RECORDS else pixels
+        return [pixels, normalise(_records(text), folder)] if RECORDS else pixels
     if suffix in (".tif", ".tiff"):
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
             return [page.asarray() for page in tif.pages]
     if suffix in (".json", ".geojson"):
-        return _normalise(json.loads(path.read_text()), folder)
+        return normalise(json.loads(path.read_text()), folder)
     if suffix == ".pt":
         import torch
 
@@ -204,21 +193,6 @@ def _content(path: Path, folder: str) -> object:
     if suffix == ".csv":
         return path.read_text().replace(folder, "<OUT>")
     return path.read_bytes()
-
-
-def _equal(a: object, b: object) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        return (
-            a.shape == b.shape
-            and a.dtype == b.dtype
-            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
-        )
-    return a == b
 
 
 def diff_folders(one: Path, two: Path) -> list[str]:
@@ -235,7 +209,7 @@ def diff_folders(one: Path, two: Path) -> list[str]:
     differ = sorted(left ^ right)
     for name in sorted(left & right):
         try:
-            if not _equal(_content(one / name, str(one)), _content(two / name, str(two))):
+            if not equal(_content(one / name, str(one)), _content(two / name, str(two))):
                 differ.append(name)
         except Exception as error:  # noqa: BLE001
             differ.append(f"{name} (unreadable: {error})")
