@@ -31,7 +31,9 @@ attnmap error message spanning lines), ``bad`` (NaN/inf, a grid other than the m
 images, or an image's map in the batch differing from its map alone), and ``skip`` (the model's own
 build or forward pass fails at every size tried, or every build is over 40M parameters (120M for
 the other modules, built at their own size): not attnmap's doing). Then a count of each class per
-source (timm ViT, timm other, HF) and in all.
+source (timm ViT, timm other, HF) and in all. Per architecture, it also checks that the attention
+methods and the LRP methods start from the same token rows (the read-out; a row ``(read-out rows) |
+bad`` when they differ) and counts same / differ / n/a.
 """
 
 from __future__ import annotations
@@ -386,6 +388,30 @@ def check_maps(built: Built, method: str, maps: torch.Tensor, caught: list[Any])
     return "ok", "" if grid is not None else "grid not checked"
 
 
+def readout_agreement(built: Built) -> str:
+    """Whether the attention methods and the LRP methods start from the same token rows (the capture's
+    query against the LRP read-out), in float64: "same", "differ: ...", or "n/a" (one side refused)."""
+    import copy
+
+    from attnmap.vit.capture import capture
+    from attnmap.vit.lrp.methods import _readout_rows
+    from attnmap.vit.lrp.readers import build_twin
+
+    model, x = copy.deepcopy(built.model).double(), built.images.double()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            twin = build_twin(model)
+            trace = twin.forward(x, record_from=0, grad_from=None, record_stem=False)
+            query = capture(model, x).query
+            rows = _readout_rows(twin, query, trace)
+    except Exception:  # noqa: BLE001 - either side refusing the model is counted by the methods
+        return "n/a"
+    if rows.shape == query.shape and torch.allclose(rows, query, rtol=0, atol=1e-12):
+        return "same"
+    return f"differ: attention rows {query[0, :4].tolist()}..., LRP rows {rows[0, :4].tolist()}..."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated substrings of the names to run")
@@ -406,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     names = sorted(methods())
     counts: dict[str, Counter[str]] = {}
+    readouts: Counter[str] = Counter()
     seen: dict[str, Built] = {}
     print("| model | method | class | detail |\n|---|---|---|---|")
 
@@ -415,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
             tally["skip"] += len(names)
             print(f"| {built.name} | * | skip | the model's own build/forward failed: {built.note} |")
             return
+        agreement = readout_agreement(built)
+        readouts[agreement.split(":")[0]] += 1
+        if agreement.startswith("differ"):
+            print(f"| {built.name} | (read-out rows) | bad | {agreement[: args.width]} |", flush=True)
         for method in names:
             kind, detail = classify(built, method, args.timeout)
             tally[kind] += 1
@@ -454,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         total.update(tally)
         print(f"| {source} | " + " | ".join(str(tally[k]) for k in kinds) + " |")
     print("| all | " + " | ".join(str(total[k]) for k in kinds) + " |")
+    print(
+        f"\nread-out rows of the attention and the LRP methods (per architecture): same {readouts['same']}, "
+        f"differ {readouts['differ']}, n/a (LRP or capture refused) {readouts['n/a']}"
+    )
     return 0
 
 
