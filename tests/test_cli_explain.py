@@ -342,3 +342,50 @@ def test_a_direction_per_image_reaches_each_image_with_workers(workspace):
     alone = ["explain", image, *model, "--direction", str(workspace / "one_row.npy")]
     assert run_cli([*alone, "--out", str(workspace / "row_0")]) == 0
     assert np.allclose(np.load(workspace / "row_0" / "img0_lrp.npy"), maps[0], atol=1e-6)
+
+
+def test_a_class_name_target_is_its_index(workspace, capsys):
+    """`--target star` on the bundled shapes model (label_names) is `--target 4`: the same maps, and a
+    rerun with the index reuses them (the records hold the index). A name the model lacks, or any
+    name for a model without class names, is one line."""
+    image = str(workspace / "images" / "img1.png")
+    out = workspace / "out_named"
+    assert run_cli(["explain", image, "--model", "attnmap:shapes-vit", "--method", "grad_rollout",
+                    "--target", "Star", "--out", str(out)]) == 0
+    by_name = np.load(out / "img1_grad_rollout.npy")
+    assert '"target": 4' in read_png_text(out / "img1_grad_rollout.png")["parameters"]
+    assert run_cli(["explain", image, "--model", "attnmap:shapes-vit", "--method", "grad_rollout",
+                    "--target", "4", "--out", str(workspace / "out_indexed")]) == 0
+    assert np.array_equal(np.load(workspace / "out_indexed" / "img1_grad_rollout.npy"), by_name)
+    capsys.readouterr()
+    timm_model = [*MODEL, "--checkpoint", str(workspace / "weights.pt")]
+    for model, target, message in (
+        (["--model", "attnmap:shapes-vit"], "stra", "not one of the model's 5 class names; similar: 'star'"),
+        (timm_model, "cat", "names no classes"),
+    ):
+        code = run_cli(["explain", image, *model, "--target", target, "--out", str(workspace / "o2")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_class_names_as_targets_in_the_api() -> None:
+    import transformers
+
+    import attnmap
+    from attnmap.errors import InputError
+
+    config = transformers.ViTConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=32,
+        patch_size=8, id2label={0: "tumour", 1: "stroma", 2: "normal"},
+        label2id={"tumour": 0, "stroma": 1, "normal": 2},
+    )
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(config).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for named, indexed in (("Stroma", 1), (["tumour", 2], [0, 2])):
+        for method in ("grad_rollout", "lrp"):
+            assert torch.equal(attnmap.explain(model, x, method, target=named),
+                               attnmap.explain(model, x, method, target=indexed))
+    expected = r"target 'strom' is not one of the model's 3 class names; similar: 'stroma'"
+    with pytest.raises(InputError, match=expected):
+        attnmap.explain(model, x, "grad_rollout", target="strom")

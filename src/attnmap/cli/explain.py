@@ -6,6 +6,7 @@ Thin: parsing and messages only; the work is `attnmap.vit.batch.explain_paths` (
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,12 @@ def load_direction(path: Path) -> torch.Tensor:
     help="A method name, several comma-separated, or 'all' (one comparison grid per image); "
     "default: attnmap.explain's.",
 )
-@click.option("--target", type=int, default=None, help="Class index (default: each image's prediction).")
+@click.option(
+    "--target",
+    default=None,
+    help="Class index, or class name where the model names its classes (timm label_names, Hugging Face "
+    "id2label); default: each image's prediction.",
+)
 @click.option(
     "--direction",
     "direction_file",
@@ -125,7 +131,7 @@ def explain(
     checkpoint: Path | None,
     model_args: tuple[str, ...],
     method: str | None,
-    target: int | None,
+    target: str | None,
     direction_file: Path | None,
     readout: str | None,
     out_dir: Path,
@@ -146,6 +152,8 @@ def explain(
     from attnmap.vit.timm_build import check_timm_name
 
     method = method if method is not None else default_method()  # '' is no method: refused below
+    if target is not None and re.fullmatch(r"[+-]?\d+", target.strip()):
+        target = int(target)  # an index; anything else is a class name, looked up in the model
     if direction_file is not None:
         if target is not None:
             raise InputError("give either --target (a class) or --direction (a file), not both")

@@ -40,7 +40,7 @@ from attnmap.vit.explain_outputs import (
     save_npy,
 )
 from attnmap.vit.image_files import expand_image_paths  # noqa: F401 - its home until it had one
-from attnmap.vit.original import class_name, crop_box, predict
+from attnmap.vit.original import class_name, crop_box, named_classes, predict
 from attnmap.vit.preprocess import load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target, get_method, methods
@@ -169,6 +169,7 @@ def explain_paths(
     remove_stale_temporaries(out_dir, recursive=False)  # an interrupted run's partial files
     checksum = model_checksum(model)
     architecture = model_architecture(model)
+    target = named_classes(model, target)  # records hold the class index a name stands for
     per_image = [_image_target(target, index, len(paths)) for index in range(len(paths))]
     drawing = {"cmap": cmap, "alpha": alpha, "on": on, "legend": legend}
     prints = [

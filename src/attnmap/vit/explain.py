@@ -21,6 +21,7 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import unwrap
+from attnmap.vit.original import named_classes
 from attnmap.vit.readout import ReadoutDirection, reading_rows_of
 from attnmap.vit.registry import get_method
 from attnmap.vit.targets import Target
@@ -60,7 +61,8 @@ def explain(
 
     ``images`` is (B, 3, H, W), preprocessed for the model (see `attnmap.vit.preprocess`).
     ``target`` (see `attnmap.vit.targets`): None (each image's predicted class; a headless model
-    needs a target for gradient and LRP methods), an int or B ints (classes), a float tensor (D,)
+    needs a target for gradient and LRP methods), an int or B ints (classes; a class name, or B,
+    where the model names its classes), a float tensor (D,)
     or (B, D) (a direction in the output space: score ⟨output, d⟩), or a callable
     ``f(output) -> (B,)`` scores.
     Returns (B, gh, gw) on the model's patch grid (prefix tokens excluded), or (B, H, W) for
@@ -86,6 +88,7 @@ def explain(
     model = unwrap(model)  # torch.compile / DataParallel: the model inside
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    target = named_classes(model, target)
     with torch.inference_mode(False), frozen_parameters(model):
         images = _normal_tensor(images)
         target = _normal_tensor(target)

@@ -82,11 +82,51 @@ def predict(model: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndar
     return best.cpu().numpy(), probs.gather(-1, best[:, None])[:, 0].cpu().numpy()
 
 
-def class_name(model: nn.Module, index: int) -> str:
-    """The class's name where the model knows it (timm label_names, HF id2label), else ``class N``."""
+def class_names(model: nn.Module) -> list[str]:
+    """The model's class names by index (timm ``label_names``, HF ``id2label`` unless only
+    ``LABEL_k`` placeholders), or an empty list."""
     names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
-    if names and 0 <= index < len(names):
-        return str(names[index])
+    if names:
+        return [str(name) for name in names]
     id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
-    label = id2label.get(index, id2label.get(str(index)))
-    return str(label) if label and not str(label).startswith("LABEL_") else f"class {index}"
+    labels = {int(key): str(value) for key, value in id2label.items() if not str(value).startswith("LABEL_")}
+    if not labels:  # HF's LABEL_k placeholders name nothing
+        return []
+    return [labels.get(index, f"class {index}") for index in range(max(map(int, id2label)) + 1)]
+
+
+def class_index(model: nn.Module, name: str) -> int:
+    """The index of the class called ``name`` (exactly, else ignoring case); `InputError` naming the
+    closest names, or saying the model names no classes."""
+    import difflib
+
+    names = class_names(model)
+    if not names:
+        raise InputError(
+            f"target {name!r}: {type(model).__name__} names no classes (no label_names / id2label); "
+            "give the class index"
+        )
+    for found in ([i for i, n in enumerate(names) if n == name],
+                  [i for i, n in enumerate(names) if n.casefold() == name.casefold()]):
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise InputError(f"target {name!r} names classes {found}: give the class index")
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    hint = f"; similar: {', '.join(repr(c) for c in close)}" if close else ""
+    raise InputError(f"target {name!r} is not one of the model's {len(names)} class names{hint}")
+
+
+def named_classes(model: nn.Module, target: Any) -> Any:
+    """``target`` with a class name, or each name of a list, as its class index (`class_index`)."""
+    if isinstance(target, str):
+        return class_index(model, target)
+    if isinstance(target, (list, tuple)) and any(isinstance(item, str) for item in target):
+        return [class_index(model, item) if isinstance(item, str) else item for item in target]
+    return target
+
+
+def class_name(model: nn.Module, index: int) -> str:
+    """The class's name where the model knows it (`class_names`), else ``class N``."""
+    names = class_names(model)
+    return names[index] if 0 <= index < len(names) else f"class {index}"

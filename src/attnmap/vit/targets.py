@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from attnmap.errors import InputError
 
-Target = int | Sequence[int] | torch.Tensor | Callable[[Any], torch.Tensor] | None
+Target = int | str | Sequence[int | str] | torch.Tensor | Callable[[Any], torch.Tensor] | None
 
 OUTPUT_FIELDS = ("logits", "image_embeds", "pooler_output", "last_hidden_state")
 
