@@ -82,6 +82,15 @@ def ellipse(cx, cy, rx, ry, n=64) -> list:
 A = rect(96, 96, 480, 480)  # a lesion with a hole
 A_HOLE = rect(224, 224, 352, 352)
 B = rect(600, 200, 920, 600)
+STAR = (
+    (
+        np.c_[np.cos(np.arange(5) * 0.8 * np.pi - np.pi / 2), np.sin(np.arange(5) * 0.8 * np.pi - np.pi / 2)]
+        * 300
+        + [500, 400]
+    )
+    .round(2)
+    .tolist()
+)
 BOWTIE = [[100, 100], [300, 310], [300, 100], [100, 310]]
 
 
@@ -215,6 +224,26 @@ def cases() -> list[Case]:
             },
             truth=[t_b],
             skipped=True,
+        ),
+        Case(
+            "geojson QuPath 0.2 ids (PathDetectionObject)",
+            {
+                g: js(
+                    [
+                        {**feature(poly(B), kind=""), "id": "PathAnnotationObject"},
+                        {**feature(poly(A), kind=""), "id": "PathDetectionObject"},
+                        {**feature(poly(A_HOLE), kind=""), "id": "PathCellObject"},
+                    ]
+                )
+            },
+            truth=[t_b],
+            skipped=True,
+        ),
+        Case(
+            "geojson pentagram (self-intersecting)",
+            {g: collection(feature(poly(STAR)))},
+            truth=[Truth(STAR)],
+            note="even-odd fill (the centre is outside), in the inside-test and the mask alike",
         ),
         Case(
             "geojson properties missing",

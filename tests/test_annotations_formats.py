@@ -167,3 +167,13 @@ def test_slide_lookup_by_case_and_slide_extension_refuses_two_files_and_folders(
     (tmp_path / "slide_4.geojson").mkdir()
     with pytest.raises(InputError, match="slide_4 is a folder"):
         roi_filter(np.zeros((1, 2)), 16, tmp_path, "slide_4")
+
+
+def test_qupath_02_detections_named_by_their_id_are_skipped(tmp_path):
+    polygon = {"type": "Polygon", "coordinates": [OUTER]}
+    features = [
+        feature(polygon) | {"id": "PathAnnotationObject"},
+        feature(polygon) | {"id": "PathCellObject"},
+    ]
+    with pytest.warns(UserWarning, match="skipped 1 cell object"):
+        assert len(load_annotations(write(tmp_path, "s.geojson", features))) == 1

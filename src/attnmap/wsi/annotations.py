@@ -102,6 +102,7 @@ def _label_of(properties: dict) -> str:
     return str(properties.get("name", "") or "")
 
 
+QUPATH_02_KINDS = {"PathDetectionObject": "detection", "PathCellObject": "cell", "PathTileObject": "tile"}
 GEOMETRY_TYPES = (
     "Polygon",
     "MultiPolygon",
@@ -158,7 +159,8 @@ def read_geojson(path: str | Path) -> list[Region]:
         if not isinstance(feature, dict) or not isinstance(feature.get("properties") or {}, dict):
             raise InputError(f"{path}: feature {index} is not a GeoJSON Feature (an object with properties)")
         properties = feature.get("properties") or {}
-        kind = properties.get("objectType", "annotation")
+        # QuPath 0.3+ says objectType; 0.2 put the Java class in the feature's id
+        kind = properties.get("objectType", QUPATH_02_KINDS.get(str(feature.get("id")), "annotation"))
         if kind not in ("annotation", None):
             skipped[f"{kind} object(s)"] += 1
             continue
