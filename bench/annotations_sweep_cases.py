@@ -289,6 +289,12 @@ def cases() -> list[Case]:
             note="drop the ring with a warning, or refuse the file",
         ),
         Case(
+            "geojson only a 1-point ring",
+            {g: js({"type": "Polygon", "coordinates": [[[1, 2]]]})},
+            expect="error",
+            note="damaged: refused, not read as a negative slide",
+        ),
+        Case(
             "geojson partly outside slide",
             {g: collection(feature(poly(rect(800, 600, 1400, 1000))))},
             truth=[Truth(rect(800, 600, 1400, 1000))],

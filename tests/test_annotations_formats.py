@@ -177,3 +177,12 @@ def test_qupath_02_detections_named_by_their_id_are_skipped(tmp_path):
     ]
     with pytest.warns(UserWarning, match="skipped 1 cell object"):
         assert len(load_annotations(write(tmp_path, "s.geojson", features))) == 1
+
+
+def test_a_file_of_only_broken_polygons_is_refused_not_read_as_a_negative_slide(tmp_path):
+    ring = [[0, 0], [5, 5], [0, 0]]
+    with pytest.raises(InputError, match="a.geojson is not GeoJSON areas: every polygon ring has fewer"):
+        load_annotations(write(tmp_path, "a.geojson", {"type": "Polygon", "coordinates": [ring]}))
+    xml = asap('<Coordinate Order="0" X="1" Y="1"/><Coordinate Order="1" X="2" Y="2"/>')
+    with pytest.raises(InputError, match="b.xml: every ASAP polygon has fewer than 3"):
+        load_annotations(write(tmp_path, "b.xml", xml))

@@ -70,6 +70,8 @@ def _asap(root: ET.Element, path: Path) -> list[Region]:
             skipped["ring of fewer than 3 points"] += 1
         else:
             regions.append(Region(ring, [], annotation.get("PartOfGroup") or annotation.get("Name") or ""))
+    if not regions and skipped["ring of fewer than 3 points"]:
+        raise InputError(f"{path}: every ASAP polygon has fewer than 3 distinct points")
     warn_skipped(path, skipped)
     return regions
 

@@ -72,7 +72,10 @@ def polygon_ring(points, source: Path) -> np.ndarray | None:
 
 
 def warn_skipped(source: Path, skipped: Counter) -> None:
-    """One warning naming what a file held that is not an area (so nothing is dropped unsaid)."""
+    """One warning naming what a file held that is not an area (so nothing is dropped unsaid).
+
+    A file whose polygons all have fewer than 3 points is refused by its reader instead: it is
+    damaged, and reading it as no annotations would make its slide a negative one."""
     if skipped:
         listed = ", ".join(f"{n} {what}" for what, n in skipped.items())
         warnings.warn(f"{source}: skipped {listed} (only polygon areas are regions)", stacklevel=3)
@@ -177,6 +180,11 @@ def read_geojson(path: str | Path) -> list[Region]:
             holes = [polygon_ring(r, path) for r in rings[1:]]
             skipped["hole(s) of fewer than 3 points"] += sum(h is None for h in holes)
             regions.append(Region(outer, [h for h in holes if h is not None], label))
+    if not regions and skipped["ring(s) of fewer than 3 points"]:  # broken, not a negative slide
+        raise InputError(
+            f"{path} is not GeoJSON areas: every polygon ring has fewer than 3 distinct points "
+            "(a GeoJSON ring lists at least 4 positions)"
+        )
     warn_skipped(path, +skipped)
     return regions
 
