@@ -13,6 +13,8 @@ the regions planted in them. Each is read by:
 - ``evaluate``: the ground truth of `wsi evaluate` (`annotation_file`, `load_annotations`, then the
   lesion mask of `patch_auc` and the lesion count of `froc`);
 - ``view``: the outlines of the viewer's annotation layer (`attnmap.view.sources._find_annotations`);
+- ``cli``: `attnmap wsi evaluate RUN --annotations FOLDER` as typed (`bench/annotations_sweep_cli.py`),
+  its error and warning lines as the user reads them;
 
 and one more case writes `wsi geojson` output (patch detections + tissue) and reads it back.
 
@@ -41,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from annotations_sweep_cases import SIZE, Case, Truth, cases, rect, truth_inside  # noqa: E402
+from annotations_sweep_cli import build_run, check_cli, expected  # noqa: E402
 
 GRID = np.stack(
     np.meshgrid(np.arange(-61, SIZE[0] + 64, 8.0), np.arange(-59, SIZE[1] + 64, 8.0)), -1
@@ -210,16 +213,21 @@ def main() -> None:
     surprises = 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        run = build_run(root / "run_root")
+        checks = {
+            **CHECKS,
+            "cli": lambda case, folder: check_cli(case, run, folder.with_name(folder.name + "_cli")),
+        }
         for i, case in enumerate(c for c in cases() if args.only in c.name):
             folder = root / f"case{i}"
             materialise(case, folder)
-            for consumer, check in CHECKS.items():
+            for consumer, check in checks.items():
                 start = time.perf_counter()
                 cls, detail = check(case, folder)
                 if cls == "n/a":
                     continue
                 counts[cls] += 1
-                surprise = cls != case.expect
+                surprise = cls != (expected(case) if consumer == "cli" else case.expect)
                 surprises += surprise
                 took = time.perf_counter() - start
                 print(
