@@ -86,6 +86,7 @@ def test_points_lines_detections_and_degenerate_rings_are_skipped_with_a_warning
         (b"", "cannot read annotations"),
         ({"slide": "x"}, "is not GeoJSON"),
         ([1, 2], "feature 0 is not a GeoJSON Feature"),
+        ([feature({"type": "Polygon", "coordinates": 5})], "feature 0's polygon is not a list of rings"),
         ([feature({"type": "Polygon", "coordinates": [OUTER]}) | {"properties": [1]}], "feature 0"),
         (
             [feature({"type": "Polygon", "coordinates": [[["a", "b"], ["c", "d"], ["e", "f"]]]})],

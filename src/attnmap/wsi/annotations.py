@@ -173,6 +173,9 @@ def read_geojson(path: str | Path) -> list[Region]:
             continue
         label = _label_of(properties)
         for rings in _polygons(geometry, skipped):
+            if not isinstance(rings, list):
+                shown = str(rings)[:40]
+                raise InputError(f"{path}: feature {index}'s polygon is not a list of rings: {shown}")
             outer = polygon_ring(rings[0], path) if rings else None
             if outer is None:
                 skipped["ring(s) of fewer than 3 points"] += 1
