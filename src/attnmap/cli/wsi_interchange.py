@@ -62,7 +62,7 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
 
     if not annotations.is_dir():
         raise InputError(f"--annotations must be a folder of <slide id>.geojson|.xml files: {annotations}")
-    rows, slides = [], []
+    rows, slides, files = [], [], 0
     for slide in discover(run_dir):
         if method not in slide.score_sets:
             raise InputError(
@@ -74,6 +74,7 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         item = SlideScores(score_set.coords, score_set.scores, score_set.patch_size, regions)
         slides.append(item)
         row = {"slide_id": slide.slide_id, "n_regions": len(regions)}
+        files += found is not None
         try:
             row.update(patch_auc(item))
         except InputError as exc:  # all-positive or all-negative slide: no AUC
@@ -81,6 +82,11 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         rows.append(row)
         auc = f"{row['auc']:.3f}" if "auc" in row else "n/a"
         click.echo(f"{slide.slide_id}: {len(regions)} region(s), patch AUC {auc}")
+    if rows and files and not any(row["n_regions"] for row in rows):
+        raise InputError(
+            f"no annotated region for any slide of the run: the {files} annotation file(s) found in "
+            f"{annotations} hold no polygon area"
+        )
     if rows and not any(row["n_regions"] for row in rows):  # e.g. files named after another id
         raise InputError(
             f"no annotated region for any slide of the run in {annotations} (looked for "

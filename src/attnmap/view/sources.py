@@ -106,9 +106,18 @@ class Discovery:
 
 
 def _annotation_sources(folder: Path | None, slide_id: str) -> tuple[Path, ...]:
+    """The files whose change redraws the slide: its annotation file as found (any case, QuPath's
+    ``<id>.<ext>.geojson``) beside the exact names; a lookup that fails is reported when read."""
     if folder is None:
         return ()
-    return (folder, *(folder / f"{slide_id}{suffix}" for suffix in (".geojson", ".json", ".xml")))
+    from attnmap.wsi.annotations import annotation_file
+
+    try:
+        found = annotation_file(folder, slide_id)
+    except InputError:
+        found = None
+    exact = tuple(folder / f"{slide_id}{suffix}" for suffix in (".geojson", ".json", ".xml"))
+    return (folder, *exact, *((found,) if found is not None and found not in exact else ()))
 
 
 def _find_annotations(folder: Path | None, slide_id: str) -> list[np.ndarray]:

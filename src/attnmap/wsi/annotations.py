@@ -1,4 +1,5 @@
-"""Slide annotations in: QuPath GeoJSON and ASAP XML (as CAMELYON ships it), as level-0 polygons.
+"""Slide annotations in: QuPath GeoJSON, ASAP XML (as CAMELYON ships it) and Aperio ImageScope XML,
+as level-0 polygons.
 
 Why one `Region` type for both: an annotation is used three ways (drawn in the viewer, as the ROI
 that patches must fall in, as ground truth for `attnmap.evaluate.lesions`), and none of them cares
@@ -10,7 +11,8 @@ marks normal tissue cut out of a lesion (an exclusion); GeoJSON classes named li
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,9 @@ import numpy as np
 from matplotlib.path import Path as MplPath
 
 from attnmap.errors import InputError
+from attnmap.wsi.slide import SLIDE_SUFFIXES
 
+ANNOTATION_SUFFIXES = (".geojson", ".json", ".xml")
 EXCLUSION_LABELS = frozenset({"_2", "exclusion", "ignore", "ignore*", "normal"})
 
 
@@ -47,82 +51,168 @@ class Region:
         return inside
 
 
-def _ring(points, source: Path) -> np.ndarray:
-    ring = np.asarray(points, dtype=np.float64)
-    if ring.ndim != 2 or ring.shape[1] < 2 or len(ring) < 3:
-        raise InputError(f"{source}: a polygon ring needs at least 3 [x, y] points, got shape {ring.shape}")
-    return ring[:, :2]
+def polygon_ring(points, source: Path) -> np.ndarray | None:
+    """An (N, 2) float ring of ``points`` ([x, y] or [x, y, z]); None when it encloses no area
+    (fewer than 3 distinct points, or all on one line). `InputError` if they are not numbers."""
+    try:
+        ring = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        shown = str(points)[:50]
+        raise InputError(f"{source}: polygon coordinates are not [x, y] numbers: {shown}") from None
+    if ring.ndim != 2 or ring.shape[1] < 2:
+        if ring.size == 0:
+            return None
+        raise InputError(f"{source}: a polygon ring must be a list of [x, y] points, got shape {ring.shape}")
+    if not np.isfinite(ring[:, :2]).all():
+        raise InputError(f"{source}: polygon coordinates must be finite numbers")
+    ring = ring[:, :2]
+    if len(np.unique(ring, axis=0)) < 3 or np.linalg.matrix_rank(ring - ring[0]) < 2:
+        return None  # no area: a point, or points on one line
+    return ring
+
+
+def warn_skipped(source: Path, skipped: Counter) -> None:
+    """One warning naming what a file held that is not an area (so nothing is dropped unsaid).
+
+    A file whose polygons all have fewer than 3 points is refused by its reader instead: it is
+    damaged, and reading it as no annotations would make its slide a negative one."""
+    if skipped:
+        listed = ", ".join(f"{n} {what}" for what, n in skipped.items())
+        warnings.warn(f"{source}: skipped {listed} (only polygon areas are regions)", stacklevel=3)
+
+
+def _read_text(path: Path) -> str:
+    """UTF-8 (a byte-order mark allowed); Latin-1, with a warning, for files a Windows tool wrote."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read annotations {path}: {exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        warnings.warn(
+            f"{path}: not UTF-8 (byte {data[exc.start]:#04x} at {exc.start}); read as Latin-1", stacklevel=3
+        )
+        return data.decode("latin-1")
 
 
 def _label_of(properties: dict) -> str:
     classification = properties.get("classification")
     if isinstance(classification, dict):
-        return str(classification.get("name", ""))
+        return str(classification.get("name", "") or "")
     if isinstance(classification, str):
         return classification
     return str(properties.get("name", "") or "")
 
 
+QUPATH_02_KINDS = {"PathDetectionObject": "detection", "PathCellObject": "cell", "PathTileObject": "tile"}
+GEOMETRY_TYPES = (
+    "Polygon",
+    "MultiPolygon",
+    "GeometryCollection",
+    "Point",
+    "MultiPoint",
+    "LineString",
+    "MultiLineString",
+)
+
+
+def _polygons(geometry: dict, skipped: Counter) -> list[list]:
+    """The polygons (lists of rings) of a GeoJSON geometry; what is not an area is counted."""
+    kind = geometry.get("type")
+    if kind == "Polygon":
+        return [geometry.get("coordinates") or []]
+    if kind == "MultiPolygon":
+        return list(geometry.get("coordinates") or [])
+    if kind == "GeometryCollection":
+        parts = [g for g in geometry.get("geometries") or [] if isinstance(g, dict)]
+        return [polygon for part in parts for polygon in _polygons(part, skipped)]
+    skipped[str(kind)] += 1
+    return []
+
+
 def read_geojson(path: str | Path) -> list[Region]:
-    """Polygons and multipolygons of a GeoJSON file as QuPath exports it (collection, list or feature)."""
+    """Polygons and multipolygons of a GeoJSON file as QuPath exports it (a FeatureCollection, a list
+    of Features, one Feature, or a bare geometry).
+
+    QuPath ``detection``/``cell``/``tile`` objects, points and lines, features without geometry and
+    rings of fewer than 3 points are skipped with one warning naming them: only annotated areas are
+    regions (an export with detections would otherwise count every cell as a lesion).
+    """
     path = Path(path)
     try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        payload = json.loads(_read_text(path))
+    except ValueError as exc:
         raise InputError(f"cannot read annotations {path}: {exc}") from None
     if isinstance(payload, dict) and payload.get("type") == "FeatureCollection":
-        features = payload.get("features", [])
+        features = payload.get("features") or []
     elif isinstance(payload, dict) and payload.get("type") == "Feature":
         features = [payload]
+    elif isinstance(payload, dict) and payload.get("type") in GEOMETRY_TYPES:
+        features = [{"type": "Feature", "geometry": payload, "properties": {}}]
     elif isinstance(payload, list):
         features = payload
     else:
-        raise InputError(f"{path} is not GeoJSON features (a FeatureCollection, a Feature or a list of them)")
-    regions: list[Region] = []
-    for feature in features:
-        geometry = (feature or {}).get("geometry") or {}
-        label = _label_of(feature.get("properties") or {})
-        kind = geometry.get("type")
-        polygons = (
-            [geometry.get("coordinates", [])]
-            if kind == "Polygon"
-            else (geometry.get("coordinates", []) if kind == "MultiPolygon" else [])
+        raise InputError(
+            f"{path} is not GeoJSON (a FeatureCollection, a Feature, a list of them or a geometry)"
         )
-        for rings in polygons:
-            if rings:
-                regions.append(Region(_ring(rings[0], path), [_ring(r, path) for r in rings[1:]], label))
+    regions: list[Region] = []
+    skipped: Counter = Counter()
+    for index, feature in enumerate(features):
+        if not isinstance(feature, dict) or not isinstance(feature.get("properties") or {}, dict):
+            raise InputError(f"{path}: feature {index} is not a GeoJSON Feature (an object with properties)")
+        properties = feature.get("properties") or {}
+        # QuPath 0.3+ says objectType; 0.2 put the Java class in the feature's id
+        kind = properties.get("objectType", QUPATH_02_KINDS.get(str(feature.get("id")), "annotation"))
+        if kind not in ("annotation", None):
+            skipped[f"{kind} object(s)"] += 1
+            continue
+        geometry = feature.get("geometry") if feature.get("type", "Feature") == "Feature" else feature
+        if not isinstance(geometry, dict):
+            skipped["feature(s) without geometry"] += 1
+            continue
+        label = _label_of(properties)
+        for rings in _polygons(geometry, skipped):
+            if not isinstance(rings, list):
+                shown = str(rings)[:40]
+                raise InputError(f"{path}: feature {index}'s polygon is not a list of rings: {shown}")
+            outer = polygon_ring(rings[0], path) if rings else None
+            if outer is None:
+                skipped["ring(s) of fewer than 3 points"] += 1
+                continue
+            holes = [polygon_ring(r, path) for r in rings[1:]]
+            skipped["hole(s) of fewer than 3 points"] += sum(h is None for h in holes)
+            regions.append(Region(outer, [h for h in holes if h is not None], label))
+    if not regions and skipped["ring(s) of fewer than 3 points"]:  # broken, not a negative slide
+        raise InputError(
+            f"{path} is not GeoJSON areas: every polygon ring has fewer than 3 distinct points "
+            "(a GeoJSON ring lists at least 4 positions)"
+        )
+    warn_skipped(path, +skipped)
     return regions
 
 
 def read_asap_xml(path: str | Path) -> list[Region]:
-    """Polygons of an ASAP annotation XML (``Annotation`` / ``Coordinates`` / ``Coordinate X Y Order``)."""
-    path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise InputError(f"cannot read annotations {path}: {exc}") from None
-    regions = []
-    for annotation in root.iter("Annotation"):
-        points = sorted(
-            (int(float(c.get("Order", i))), float(c.get("X")), float(c.get("Y")))
-            for i, c in enumerate(annotation.iter("Coordinate"))
-        )
-        if annotation.get("Type", "Polygon") in ("Polygon", "Spline", "Rectangle") and len(points) >= 3:
-            label = annotation.get("PartOfGroup") or annotation.get("Name") or ""
-            regions.append(Region(_ring([(x, y) for _, x, y in points], path), [], label))
-    return regions
+    """Polygons of an ASAP (or Aperio ImageScope) annotation XML; see `attnmap.wsi.annotation_xml`."""
+    from attnmap.wsi.annotation_xml import read_xml_annotations
+
+    return read_xml_annotations(path)
 
 
 def load_annotations(path: str | Path) -> list[Region]:
-    """Regions of a ``.geojson``/``.json`` (QuPath) or ``.xml`` (ASAP) file; `InputError` if neither."""
+    """Regions of a ``.geojson``/``.json`` (QuPath) or ``.xml`` (ASAP, Aperio ImageScope) file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"annotation path is a folder, not a file: {path}")
     if not path.is_file():
         raise InputError(f"annotation file not found: {path}")
     if path.suffix.lower() == ".xml":
         return read_asap_xml(path)
-    if path.suffix.lower() in (".geojson", ".json"):
+    if path.suffix.lower() in ANNOTATION_SUFFIXES:
         return read_geojson(path)
-    raise InputError(f"{path}: annotations must be QuPath GeoJSON (.geojson, .json) or ASAP XML (.xml)")
+    raise InputError(
+        f"{path}: annotations must be QuPath GeoJSON (.geojson, .json) or ASAP / Aperio ImageScope XML (.xml)"
+    )
 
 
 def inside_regions(points: np.ndarray, regions: list[Region]) -> np.ndarray:
@@ -163,11 +253,41 @@ def regions_mask(regions: list[Region], dimensions: tuple[int, int], downsample:
 
 
 def annotation_file(folder: str | Path, slide_id: str) -> Path | None:
-    """``<folder>/<slide_id>.geojson`` (or ``.json``, ``.xml``) if one exists."""
-    for suffix in (".geojson", ".json", ".xml"):
-        candidate = Path(folder) / f"{slide_id}{suffix}"
-        if candidate.is_file():
-            return candidate
+    """The slide's annotation file in ``folder``: ``<slide_id>.geojson`` (or ``.json``, ``.xml``).
+
+    Names that differ only by case, or that keep the slide's extension as QuPath's export does
+    (``<slide_id>.svs.geojson``), are found when no exact name is. `InputError` when two files
+    would do (which one the pathologist meant is not ours to guess) or the name is a folder.
+    """
+    folder = Path(folder)
+    try:
+        names = [entry.name for entry in folder.iterdir()]
+    except OSError:
+        return None
+    wanted = slide_id.lower()
+    tiers: list[list[str]] = [[], [], []]
+    for name in names:
+        stem, suffix = name[: -len(Path(name).suffix) or None], Path(name).suffix.lower()
+        if suffix not in ANNOTATION_SUFFIXES:
+            continue
+        slide_suffix = Path(stem).suffix.lower()
+        if stem == slide_id and suffix in (".geojson", ".json", ".xml") and name == stem + suffix:
+            tiers[0].append(name)
+        elif stem.lower() == wanted:
+            tiers[1].append(name)
+        elif slide_suffix in SLIDE_SUFFIXES and stem[: -len(slide_suffix)].lower() == wanted:
+            tiers[2].append(name)
+    for found in tiers:
+        if len(found) > 1:
+            listed = ", ".join(sorted(found))
+            raise InputError(
+                f"{folder}: {len(found)} annotation files for slide {slide_id}: {listed}; keep one"
+            )
+        if found:
+            path = folder / found[0]
+            if path.is_dir():
+                raise InputError(f"annotation path for slide {slide_id} is a folder, not a file: {path}")
+            return path
     return None
 
 

@@ -115,7 +115,10 @@ def check_slide_annotations(config: PipelineConfig, entries: list[SlideEntry]) -
         return
     from attnmap.wsi.annotations import annotation_file, load_annotations
 
-    files = {entry.slide_id: annotation_file(folder, entry.slide_id) for entry in entries}
+    try:
+        files = {entry.slide_id: annotation_file(folder, entry.slide_id) for entry in entries}
+    except InputError as error:  # two files for one slide, or a folder named like one
+        raise InputError(f"patching.roi_annotations: {error}") from error
     lacking = [slide_id for slide_id, path in files.items() if path is None]
     if lacking:
         shown = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
