@@ -7,7 +7,7 @@ when the user asks for it by name (``torchscript:PATH``), and every failure is o
 naming the file and the problem, never torch's advice to switch ``weights_only`` off.
 
 - `read_checkpoint`: the file's content (a ``.safetensors`` dict, or what a weights-only
-  ``torch.load`` returns).
+  ``torch.load`` returns; a shard index's shards as one dict, see `attnmap.checkpoint_files`).
 - `load_state_dict`: a flat ``{name: tensor}`` dict, unwrapping ``{"state_dict"|"model"|
   "model_state_dict"|"module"|"teacher": ...}`` and whole-model ``module.`` (DataParallel) /
   ``model.`` (Lightning-style wrapper) key prefixes, all in one place.
@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnmap.checkpoint_files import check_not_lfs_pointer, is_shard_index, read_sharded
 from attnmap.errors import InputError
 
 TORCHSCRIPT_PREFIX = "torchscript:"
@@ -63,8 +64,10 @@ def _torch_reason(error: BaseException) -> str:
     marker = "WeightsUnpickler error:"
     if marker in text:
         text = text.split(marker, 1)[1]
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-    first = first.split(" Please use ", 1)[0].split(". This is an internal", 1)[0]  # torch's advice
+    # torch's advice to switch weights_only off (its first paragraph since torch 2.6) is left out
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    first = lines[0] if lines else type(error).__name__
+    first = first.split(" Please use ", 1)[0].split(". This is an internal", 1)[0]
     return first.rstrip(".")
 
 
@@ -91,6 +94,9 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
     if not scripted_ok and str(path).startswith(TORCHSCRIPT_PREFIX):
         raise InputError(f"checkpoint {path}: {_NOT_SCRIPTED}")
     path = _existing_file(path)
+    if is_shard_index(path):  # model.safetensors.index.json: every shard it names, as one dict
+        return read_sharded(path, lambda shard: read_checkpoint(shard, scripted_ok=scripted_ok, lazy=lazy))
+    check_not_lfs_pointer(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -113,7 +119,7 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
         reason = _torch_reason(error)
-        pickled = re.search(r"GLOBAL ([\w.]+) was not an allowed global", reason)
+        pickled = re.search(r"GLOBAL ([\w.]+)", str(error))
         if pickled:  # torch.save(model): a pickled object, rebuilt only by running its code
             raise InputError(
                 f"cannot read checkpoint {path}: not a weights-only torch or safetensors file: it holds "
@@ -215,7 +221,9 @@ def check_state_dict(
     subtree = _subtree(set(model.state_dict()), dict(state), source)
     fitted = _timm_filtered(model, subtree)
     problems = _mismatches(model, fitted, ignore_unexpected)
-    if problems and fitted is not subtree:  # report the file's own names and shapes
+    if (problems or _other_patches(model, subtree)) and fitted is not subtree:
+        # report the file's own names and shapes; patches of another size are another model (timm
+        # resamples the patch embedding it is asked to), positions of another grid are not
         plain = _mismatches(model, subtree, ignore_unexpected)
         fitted, problems = subtree, plain
     if problems:
@@ -294,7 +302,25 @@ def fit_state_dict(
     return _timm_filtered(model, state)
 
 
+def _other_patches(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the checkpoint's patch embedding is for patches of another size than the model's."""
+    weight, own = state.get("patch_embed.proj.weight"), model.state_dict().get("patch_embed.proj.weight")
+    return isinstance(weight, torch.Tensor) and own is not None and weight.shape[-2:] != own.shape[-2:]
+
+
+_CHUNKED_BLOCK = re.compile(r"(^|\.)blocks\.\d+\.(\d+)\.")
+
+
+def _unchunked(own: set[str], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DINOv2's block chunks (``blocks.CHUNK.BLOCK.``, FSDP training checkpoints) as the model's
+    ``blocks.BLOCK.`` when the model has no such nesting (the block index is global in a chunk)."""
+    if any(_CHUNKED_BLOCK.search(key) for key in own) or not any(_CHUNKED_BLOCK.search(k) for k in state):
+        return state
+    return {_CHUNKED_BLOCK.sub(r"\1blocks.\2.", key, count=1): value for key, value in state.items()}
+
+
 def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
+    state = _unchunked(own, state)
     direct = sum(key in own for key in state)
     if direct == len(own):
         return state
