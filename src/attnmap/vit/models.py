@@ -181,7 +181,8 @@ def resolve_timm_folder(
         import timm
 
         if kind == "timm" and not timm.is_model(name):
-            hf = (Path(name) / "config.json").is_file() and '"model_type"' in (Path(name) / "config.json").read_text()
+            config = Path(name) / "config.json"
+            hf = config.is_file() and '"model_type"' in config.read_text(errors="replace")
             raise InputError(
                 f"timm:{name} is a folder without a timm config.json naming an \"architecture\""
                 + (": it holds a Hugging Face transformers model, given as hf:FOLDER" if hf else "")
