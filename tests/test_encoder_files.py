@@ -1,0 +1,134 @@
+"""Weight files as they are published (shards, DINOv2 training checkpoints, LFS pointers, pickles),
+loaded by `attnmap.load_model` and `load_encoder` (bench/encoder_files_sweep.py runs the whole set)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from attnmap import load_model
+from attnmap.errors import InputError
+from attnmap.wsi.encoders import load_encoder
+
+SPEC = "timm:vit_small_patch16_224"
+SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
+
+
+def _vit(seed: int, **args: object) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = timm.create_model(SPEC[5:], pretrained=False, num_classes=0, **{**SMALL, **args}).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    return model
+
+
+def _same_output(model: torch.nn.Module, reference: torch.nn.Module, size: int = 32) -> None:
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference(images), rtol=1e-5, atol=1e-6)
+
+
+def _shard(state: dict[str, torch.Tensor], folder: Path, stem: str = "model") -> Path:
+    keys = sorted(state)
+    index: dict[str, object] = {"metadata": {}, "weight_map": {}}
+    for number, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :]), 1):
+        name = f"{stem}-0000{number}-of-00002.safetensors"
+        save_file({key: state[key].contiguous() for key in part}, str(folder / name))
+        index["weight_map"].update(dict.fromkeys(part, name))  # type: ignore[union-attr]
+    path = folder / f"{stem}.safetensors.index.json"
+    path.write_text(json.dumps(index))
+    return path
+
+
+def test_sharded_safetensors_load_as_one_checkpoint(tmp_path: Path) -> None:
+    reference = _vit(0)
+    index = _shard(reference.state_dict(), tmp_path)
+    _same_output(load_model(SPEC, index, **SMALL), reference)
+    _same_output(load_encoder(SPEC, index, model_args=SMALL).model, reference)
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(InputError, match=r"index .*model.safetensors.index.json names shard "
+                       r"model-00002-of-00002.safetensors, which is not beside it \(2 shards in all\)$"):
+        load_model(SPEC, index, **SMALL)
+
+
+def test_a_timm_hub_folder_with_sharded_weights(tmp_path: Path) -> None:
+    reference = _vit(1)
+    config = {"architecture": "vit_small_patch16_224", "model_args": {**SMALL, "num_classes": 0}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    _shard(reference.state_dict(), tmp_path)
+    _same_output(load_model(f"timm:{tmp_path}"), reference)
+
+
+def test_dinov2_training_checkpoint_with_block_chunks(tmp_path: Path) -> None:
+    """DINOv2's teacher_checkpoint.pth: the teacher's backbone. beside its heads, blocks nested in
+    FSDP chunks (blocks.CHUNK.BLOCK.) and a mask_token timm's filter drops."""
+    reference = _vit(2, init_values=1e-5)
+    teacher = {f"backbone.{key}".replace("blocks.", "blocks.0.", 1): value
+               for key, value in reference.state_dict().items()}
+    teacher |= {"backbone.mask_token": torch.zeros(1, 32), "dino_head.mlp.0.weight": torch.randn(8, 32)}
+    torch.save({"teacher": teacher, "iteration": 5}, tmp_path / "teacher_checkpoint.pth")
+    _same_output(load_model(SPEC, tmp_path / "teacher_checkpoint.pth", init_values=1e-5, **SMALL), reference)
+
+
+def test_patches_of_another_size_are_refused_with_the_argument(tmp_path: Path) -> None:
+    """timm would resample a 16-pixel patch embedding to 8 pixels: another model, never loaded."""
+    torch.save(_vit(3, img_size=64).state_dict(), tmp_path / "p16.bin")
+    with pytest.raises(InputError, match=r"wrong shape: patch_embed.proj.weight \(32, 3, 16, 16\) vs "
+                       r"\(32, 3, 8, 8\); its patches are 16×16 pixels: build the model with patch_size=16$"):
+        load_model(SPEC, tmp_path / "p16.bin", **{**SMALL, "patch_size": 8})
+
+
+def test_layerscale_near_miss_names_init_values(tmp_path: Path) -> None:
+    torch.save(_vit(4, init_values=1e-5).state_dict(), tmp_path / "uni.bin")
+    with pytest.raises(InputError, match=r"it has LayerScale \(ls1/ls2.gamma\): build the model with "
+                       r"init_values=1e-5 \(the file's gammas replace it\)$"):
+        load_model(SPEC, tmp_path / "uni.bin", **SMALL)
+    with pytest.raises(InputError, match=r"it has no LayerScale: leave init_values out$"):
+        load_model(SPEC, _saved(_vit(4), tmp_path / "plain.bin"), init_values=1e-5, **SMALL)
+
+
+def _saved(model: torch.nn.Module, path: Path) -> Path:
+    torch.save(model.state_dict(), path)
+    return path
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_runs_code_is_refused_unrun(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": _vit(5).state_dict(), "hook": _RunsCode(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(InputError) as error:
+        load_model(SPEC, tmp_path / "evil.pth", **SMALL)
+    message = str(error.value)
+    assert "holds a pickled posix.system object (unpickling runs code)" in message
+    assert "weights_only" not in message and "\n" not in message  # torch's advice to turn it off
+    assert not marker.exists()
+
+
+def test_git_lfs_pointer_is_named(tmp_path: Path) -> None:
+    pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n"
+    for name in ("pytorch_model.bin", "model.safetensors"):
+        (tmp_path / name).write_text(pointer)
+        with pytest.raises(InputError, match=rf"{name} is a Git LFS pointer, not the weights: fetch them "
+                           r"\(git lfs pull\)"):
+            load_model(SPEC, tmp_path / name, **SMALL)
+
+
+def test_a_transformers_folder_given_as_timm(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2", "hidden_size": 32}))
+    with pytest.raises(InputError, match=r"without a timm config.json naming an \"architecture\": it holds "
+                       r"a Hugging Face transformers model, given as hf:FOLDER$"):
+        load_model(f"timm:{tmp_path}")
