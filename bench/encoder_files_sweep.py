@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder_files_hf import broken_files, hf_folders  # noqa: E402
 from encoder_files_layouts import HUB_FOLDERS, Case, bare_files, hub_folder  # noqa: E402
+from encoder_files_training import training_files  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -194,7 +195,7 @@ def build_cases(root: Path) -> list[Case]:
     cases.append(
         hub_folder(root / "bf16", "Virchow2", torch.bfloat16) if (root / "bf16").mkdir() is None else None
     )
-    for build in (bare_files, broken_files, _near_misses):
+    for build in (bare_files, training_files, broken_files, _near_misses):
         sub = root / build.__name__
         sub.mkdir()
         cases += build(sub)

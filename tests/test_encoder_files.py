@@ -132,3 +132,27 @@ def test_a_transformers_folder_given_as_timm(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"without a timm config.json naming an \"architecture\": it holds "
                        r"a Hugging Face transformers model, given as hf:FOLDER$"):
         load_model(f"timm:{tmp_path}")
+
+
+def test_an_ema_copy_alone_loads_and_beside_the_model_is_left(tmp_path: Path) -> None:
+    """timm's train checkpoints hold state_dict and state_dict_ema: the first is the model; a file
+    that kept only the EMA copy (DeiT's model_ema) gives that copy."""
+    model, ema = _vit(6), _vit(7)
+    torch.save({"state_dict": model.state_dict(), "state_dict_ema": ema.state_dict()}, tmp_path / "both.pth")
+    _same_output(load_model(SPEC, tmp_path / "both.pth", **SMALL), model)
+    wrapped = {f"module.{key}": value for key, value in ema.state_dict().items()}
+    torch.save({"model_ema": wrapped, "epoch": 3}, tmp_path / "ema.pth")
+    _same_output(load_encoder(SPEC, tmp_path / "ema.pth", model_args=SMALL).model, ema)
+
+
+def test_npz_and_a_folder_given_as_the_checkpoint(tmp_path: Path) -> None:
+    import numpy as np
+
+    np.savez(tmp_path / "ViT-B_16.npz", **{"embedding/kernel": np.zeros((16, 16, 3, 32), np.float32)})
+    with pytest.raises(InputError, match=r"ViT-B_16.npz: a NumPy / JAX .npz archive .*save its state_dict$"):
+        load_model(SPEC, tmp_path / "ViT-B_16.npz", **SMALL)
+    (tmp_path / "download").mkdir()
+    save_file(_vit(8).state_dict(), str(tmp_path / "download" / "model.safetensors"))
+    with pytest.raises(InputError, match=r"download is a folder, not a weights file: give the weights file "
+                       r"inside it, .*download/model.safetensors$"):
+        load_model(SPEC, tmp_path / "download", **SMALL)

@@ -9,8 +9,8 @@ naming the file and the problem, never torch's advice to switch ``weights_only``
 - `read_checkpoint`: the file's content (a ``.safetensors`` dict, or what a weights-only
   ``torch.load`` returns; a shard index's shards as one dict, see `attnmap.checkpoint_files`).
 - `load_state_dict`: a flat ``{name: tensor}`` dict, unwrapping ``{"state_dict"|"model"|
-  "model_state_dict"|"module"|"teacher": ...}`` and whole-model ``module.`` (DataParallel) /
-  ``model.`` (Lightning-style wrapper) key prefixes, all in one place.
+  "model_state_dict"|"module"|"teacher": ...}`` (an EMA copy when alone) and whole-model
+  ``module.`` (DataParallel) / ``model.`` (Lightning-style wrapper) key prefixes, all in one place.
 - `fit_state_dict`: the part that is the model (the prefix such as ``backbone.`` under which its
   keys are; a DINO teacher before its student), through timm's own checkpoint filter for a timm
   model (position embeddings resampled to its grid, as timm loads pretrained weights).
@@ -39,7 +39,8 @@ from attnmap.checkpoint_files import check_not_lfs_pointer, is_shard_index, read
 from attnmap.errors import InputError
 
 TORCHSCRIPT_PREFIX = "torchscript:"
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "teacher")
+# in this order: an EMA copy (timm's state_dict_ema, DeiT's model_ema) only when the file holds no other
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "teacher", "state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("module.", "model.")
 _NOT_SCRIPTED = (
     "a TorchScript model cannot be explained (its layers are compiled code); "
@@ -47,11 +48,17 @@ _NOT_SCRIPTED = (
 )
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".tar", ".json")
+
+
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         hf_folder = (path / "config.json").is_file()
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
         hint = ": a Hugging Face model folder is given as the model, hf:FOLDER" if hf_folder else ""
+        if not hint and len(inside) == 1:
+            hint = f": give the weights file inside it, {path / inside[0]}"
         raise InputError(f"checkpoint {path} is a folder, not a weights file{hint}")
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
@@ -97,6 +104,12 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
     if is_shard_index(path):  # model.safetensors.index.json: every shard it names, as one dict
         return read_sharded(path, lambda shard: read_checkpoint(shard, scripted_ok=scripted_ok, lazy=lazy))
     check_not_lfs_pointer(path)
+    if path.suffix == ".npz":
+        raise InputError(
+            f"cannot read checkpoint {path}: a NumPy / JAX .npz archive (big_vision, augreg); attnmap reads "
+            "torch and safetensors weights: load it into the timm model (model.load_pretrained(PATH)) "
+            "and save its state_dict"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
