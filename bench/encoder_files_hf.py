@@ -149,6 +149,48 @@ def hf_folders(root: Path) -> list[Case]:
             None,
         )
     )
+    cases += _damaged_hf(root, tf, common)
+    return cases
+
+
+def _damaged_hf(root: Path, tf: Any, common: dict[str, Any]) -> list[Case]:
+    """HF folders whose weights do not match their config: partly random, or weights dropped."""
+    import json
+
+    from safetensors.torch import load_file
+
+    cases = []
+    partial = root / "Dinov2_missing_layernorm"
+    _seeded(tf.Dinov2Model, tf.Dinov2Config(**common), 9).save_pretrained(partial)
+    state = load_file(str(partial / "model.safetensors"))
+    save_file(
+        {k: v for k, v in state.items() if not k.startswith("layernorm.")},
+        str(partial / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    cases.append(
+        Case(
+            "HF folder missing weights (partly random)",
+            (f"hf:{partial}", None, {}),
+            (f"hf:{partial}", None, {"readout": "cls"}),
+            None,
+        )
+    )
+    if hasattr(tf, "Dinov2WithRegistersModel"):
+        registers = root / "registers_saved_as_dinov2"
+        reg = tf.Dinov2WithRegistersConfig(**common, num_register_tokens=4)
+        _seeded(tf.Dinov2WithRegistersModel, reg, 10).save_pretrained(registers)
+        config = json.loads((registers / "config.json").read_text())
+        config.update(model_type="dinov2", architectures=["Dinov2Model"])
+        (registers / "config.json").write_text(json.dumps(config))
+        cases.append(
+            Case(
+                "HF registers' weights under a Dinov2Model config",
+                (f"hf:{registers}", None, {}),
+                (f"hf:{registers}", None, {"readout": "cls"}),
+                None,
+            )
+        )
     return cases
 
 

@@ -205,6 +205,7 @@ def hub_folder(root: Path, label: str, dtype: torch.dtype | None = None) -> Case
         size,
         mean_std,
         wsi_reference=_pool_ref(reference, "concat" if concat else "cls"),
+        extra={"interpolation": "bicubic"},
     )
 
 

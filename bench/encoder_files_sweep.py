@@ -111,6 +111,9 @@ def run_wsi(case: Case) -> tuple[str, str]:
     problem = _check_preprocessing(case, t.size, t.mean, t.std)
     if problem:
         return "wrong", problem
+    expected = case.extra.get("interpolation")
+    if expected is not None and t.interpolation != expected:
+        return "wrong", f"resampling {t.interpolation} vs the config's {expected}"
     x = _images(t.size)
     reference = case.wsi_reference or case.reference
     with torch.no_grad():
@@ -205,6 +208,11 @@ def build_cases(root: Path) -> list[Case]:
         cases += hf_folders(sub)
     except ImportError:
         cases.append(Case("HF folders", None, None, None, notes="transformers missing"))
+    virchow = hub_folder(root / "pooled", "Virchow") if (root / "pooled").mkdir() is None else None
+    if virchow is not None:  # Virchow's tokens as a patch encoder without saying how they are pooled
+        virchow.name, virchow.api, virchow.reference = "Virchow as an encoder without global_pool", None, None
+        virchow.wsi = (virchow.wsi[0], None, {})
+        cases.append(virchow)
     return [case for case in cases if case is not None]
 
 
@@ -258,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for way in ways:
                 if (case.api if way != "wsi" else case.wsi) is None:
+                    if not case.notes:
+                        continue  # not a way this file is loaded
                     label, text = "skip", case.notes
                 else:
                     label, text = classify(case, way, root)

@@ -156,3 +156,18 @@ def test_npz_and_a_folder_given_as_the_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"download is a folder, not a weights file: give the weights file "
                        r"inside it, .*download/model.safetensors$"):
         load_model(SPEC, tmp_path / "download", **SMALL)
+
+
+def test_an_encoder_giving_tokens_names_its_pooling(tmp_path: Path) -> None:
+    """Virchow's config builds the ViT with global_pool='': as a patch encoder it needs its pooling."""
+    from attnmap.errors import UnsupportedModelError
+
+    args = {**SMALL, "global_pool": "", "num_classes": 0}
+    config = {"architecture": "vit_small_patch16_224", "model_args": args}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    save_file(_vit(9, global_pool="").state_dict(), str(tmp_path / "model.safetensors"))
+    with pytest.raises(UnsupportedModelError, match=r"gives tokens \(1, 5, 32\), not one feature vector per "
+                       r"patch: name its pooling, e.g. global_pool='class_and_patch_mean'"):
+        load_encoder(f"timm:{tmp_path}")
+    encoder = load_encoder(f"timm:{tmp_path}", model_args={"global_pool": "class_and_patch_mean"})
+    assert encoder.feature_dim == 64

@@ -354,6 +354,14 @@ def _finish(model: nn.Module, transform: PatchTransform, device: str | torch.dev
         raise UnsupportedModelError(
             f"the encoder fails on a {transform.size}×{transform.size} patch ({error}); check input_size"
         ) from error
+    if isinstance(output, torch.Tensor) and output.ndim == 3:  # tokens: global_pool='' (Virchow's config)
+        from attnmap.architecture_hints import spell_model_arguments
+
+        pooled = spell_model_arguments({"global_pool": "class_and_patch_mean"})
+        raise UnsupportedModelError(
+            f"the encoder gives tokens {tuple(output.shape)}, not one feature vector per patch: name its "
+            f"pooling, e.g. {pooled} (Virchow's class token ⊕ patch mean), or global_pool token or avg"
+        )
     if not isinstance(output, torch.Tensor) or output.ndim != 2:
         raise UnsupportedModelError(
             f"the encoder must return a (batch, features) tensor, got {getattr(output, 'shape', output)!r}"
