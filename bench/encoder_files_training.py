@@ -66,6 +66,18 @@ def training_files(root: Path) -> list[Case]:
         {"state_dict": moco, "arch": name, "epoch": 300},
         reference=None,
     )
+    # DINOv2's model_final.pth: student and teacher (backbone + heads) in one "model" dict, block chunks
+    final = {}
+    for who, shift in (("student", 1.0), ("teacher", 0.0)):
+        for key, value in state.items():
+            final[f"{who}.backbone.{key}".replace("blocks.", "blocks.0.", 1)] = value + shift
+        final[f"{who}.backbone.mask_token"] = torch.zeros(1, 32)
+        final[f"{who}.dino_head.mlp.0.weight"] = torch.randn(8, 32)
+    case(
+        "DINOv2 model_final.pth (student+teacher, chunks)",
+        "model_final.pth",
+        {"model": final, "iteration": 1000},
+    )
     # torch.optim.swa_utils.AveragedModel: module.* beside its n_averaged counter
     swa = {f"module.{k}": v for k, v in state.items()} | {"n_averaged": torch.tensor(7)}
     case("SWA AveragedModel (module.* + n_averaged)", "swa.pt", swa)
