@@ -171,3 +171,24 @@ def test_an_encoder_giving_tokens_names_its_pooling(tmp_path: Path) -> None:
         load_encoder(f"timm:{tmp_path}")
     encoder = load_encoder(f"timm:{tmp_path}", model_args={"global_pool": "class_and_patch_mean"})
     assert encoder.feature_dim == 64
+
+
+def test_a_shard_saved_again_is_a_new_model(tmp_path: Path) -> None:
+    """The index alone does not make the weights: the checksum, the fingerprint and the model cache
+    follow each shard."""
+    from attnmap.checkpoint import cached_vit
+    from attnmap.fingerprint import file_identity
+    from attnmap.provenance import model_checksum
+
+    first, second = _vit(10), _vit(11)
+    index = _shard(first.state_dict(), tmp_path)
+    before = (model_checksum(index), file_identity(index))
+    args = tuple(sorted(SMALL.items()))
+    _same_output(cached_vit(SPEC, str(index), args), first)
+    weight_map = json.loads(index.read_text())["weight_map"]
+    state = second.state_dict()
+    for name in set(weight_map.values()):  # the shards saved again, the index left as it is
+        save_file({key: state[key].contiguous() for key, file in weight_map.items() if file == name},
+                  str(tmp_path / name))
+    assert model_checksum(index) != before[0] and file_identity(index) != before[1]
+    _same_output(cached_vit(SPEC, str(index), args), second)

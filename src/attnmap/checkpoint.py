@@ -35,7 +35,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnmap.checkpoint_files import check_not_lfs_pointer, is_shard_index, read_sharded
+from attnmap.checkpoint_files import (
+    check_readable_kind,
+    existing_file,
+    is_shard_index,
+    metadata_globals,
+    read_sharded,
+)
 from attnmap.errors import InputError
 
 TORCHSCRIPT_PREFIX = "torchscript:"
@@ -46,23 +52,6 @@ _NOT_SCRIPTED = (
     "a TorchScript model cannot be explained (its layers are compiled code); "
     "give the model's state_dict (torch.save(model.state_dict(), PATH))"
 )
-
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".tar", ".json")
-
-
-def _existing_file(path: str | Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        hf_folder = (path / "config.json").is_file()
-        inside = sorted(p.name for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
-        hint = ": a Hugging Face model folder is given as the model, hf:FOLDER" if hf_folder else ""
-        if not hint and len(inside) == 1:
-            hint = f": give the weights file inside it, {path / inside[0]}"
-        raise InputError(f"checkpoint {path} is a folder, not a weights file{hint}")
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    return path
 
 
 def _torch_reason(error: BaseException) -> str:
@@ -100,16 +89,10 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
     """
     if not scripted_ok and str(path).startswith(TORCHSCRIPT_PREFIX):
         raise InputError(f"checkpoint {path}: {_NOT_SCRIPTED}")
-    path = _existing_file(path)
+    path = existing_file(path)
     if is_shard_index(path):  # model.safetensors.index.json: every shard it names, as one dict
         return read_sharded(path, lambda shard: read_checkpoint(shard, scripted_ok=scripted_ok, lazy=lazy))
-    check_not_lfs_pointer(path)
-    if path.suffix == ".npz":
-        raise InputError(
-            f"cannot read checkpoint {path}: a NumPy / JAX .npz archive (big_vision, augreg); attnmap reads "
-            "torch and safetensors weights: load it into the timm model (model.load_pretrained(PATH)) "
-            "and save its state_dict"
-        )
+    check_readable_kind(path)  # a Git LFS pointer, a .npz archive: named, not parsed
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -128,7 +111,7 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
         )
     mmap = lazy and zipfile.is_zipfile(path)  # torch.save's zip format since torch 1.6
     try:
-        with torch.serialization.safe_globals(_metadata_globals()):
+        with torch.serialization.safe_globals(metadata_globals()):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
         reason = _torch_reason(error)
@@ -142,27 +125,6 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
         raise InputError(
             f"cannot read checkpoint {path}: not a weights-only torch or safetensors file ({reason})"
         ) from None
-
-
-def _metadata_globals() -> list[Any]:
-    """Plain-data types training scripts save beside the weights (an argparse ``args``, numpy
-    scalars for the best metric or epoch, a Lightning module's paths in its hyper-parameters):
-    allowed so such a file is readable, since building them calls no user code. Anything else
-    stays refused by ``weights_only``."""
-    import argparse
-    import pathlib
-
-    import numpy as np
-
-    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed it
-    namespace = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype
-    names = dir(namespace) if namespace is not None else []
-    dtypes = [getattr(namespace, name) for name in names if name.endswith("DType")]
-    paths = [pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath]
-    return [
-        argparse.Namespace, np.dtype, core.multiarray.scalar, *paths,
-        *(d for d in dtypes if isinstance(d, type)),
-    ]
 
 
 def _is_tensor_dict(state: Mapping) -> bool:
@@ -384,7 +346,7 @@ def _timm_filtered(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str
 
 def load_torchscript(path: str | Path) -> nn.Module:
     """A TorchScript module; only for files the user named as ``torchscript:PATH``."""
-    path = _existing_file(str(path).removeprefix(TORCHSCRIPT_PREFIX))
+    path = existing_file(str(path).removeprefix(TORCHSCRIPT_PREFIX))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still in use
