@@ -5,10 +5,12 @@ tiny seeded model, see `encoder_files_layouts` and `encoder_files_hf`)::
 
     PYTHONPATH=src:bench nice python bench/encoder_files_sweep.py [--only TEXT] [--no-cli]
 
-Every file is loaded three ways: ``api`` (`attnmap.load_model(spec, checkpoint, **model_args)`),
+Every file is loaded three ways and checked once: ``api``
+(`attnmap.load_model(spec, checkpoint, **model_args)`),
 ``cli`` (`attnmap explain --model ... --checkpoint ... --model-arg ...` in process, one image) and
 ``wsi`` (`load_encoder`, what ``features.encoder`` / ``features.checkpoint`` /
-``features.encoder_args`` of `wsi run` build). Each is classified:
+``features.encoder_args`` of `wsi run` build); ``check`` is what `wsi run` checks before any
+slide (the encoder's outline and its weights' names and shapes, read lazily). Each is classified:
 
 - ``ok``: the loaded model's output equals the reference model's (same weights) to float tolerance,
   and its input size and normalisation are the published config's (cli: exit 0 and maps written);
@@ -121,6 +123,30 @@ def run_wsi(case: Case) -> tuple[str, str]:
     return ("wrong", problem) if problem else ("ok", "")
 
 
+def run_check(case: Case) -> tuple[str, str]:
+    """What `wsi run` checks before any slide (`config_checks._encoder_checks`): the encoder's
+    outline (no weights for a timm architecture), then its weights' names and shapes, read lazily."""
+    from attnmap.architecture_hints import argument_form
+    from attnmap.checkpoint import check_state_dict, load_state_dict
+    from attnmap.wsi.encoders import encoder_outline, resolve_timm_folder
+
+    name, checkpoint, args = case.wsi
+    with argument_form("features.encoder_args"):
+        encoder = encoder_outline(name, None, args)
+        weights = resolve_timm_folder(name, args, checkpoint)[2]
+        if weights:
+            state = load_state_dict(weights, lazy=True)
+            check_state_dict(encoder.model, state, weights, ignore_unexpected=True)
+    if case.reference is None:
+        return "wrong", "passed the check with a file that must be refused"
+    x = _images(encoder.transform.size)
+    with torch.no_grad():
+        expected = _output((case.wsi_reference or case.reference)(x)).shape[-1]
+    if encoder.feature_dim != expected:
+        return "wrong", f"outline gives {encoder.feature_dim}-d features, the model {expected}-d"
+    return "ok", ""
+
+
 def run_cli(case: Case, work: Path) -> tuple[str, str]:
     from PIL import Image
 
@@ -174,7 +200,8 @@ def classify(case: Case, way: str, work: Path) -> tuple[str, str]:
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            result = run_cli(case, work) if way == "cli" else run_api(case) if way == "api" else run_wsi(case)
+            runs = {"api": run_api, "wsi": run_wsi, "check": run_check}
+            result = run_cli(case, work) if way == "cli" else runs[way](case)
     except AttnmapError as error:
         text = str(error)
         if "\n" in text:
@@ -256,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
-    ways = ("api", "wsi") if options.no_cli else ("api", "cli", "wsi")
+    ways = ("api", "wsi", "check") if options.no_cli else ("api", "cli", "wsi", "check")
     counts: collections.Counter = collections.Counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -265,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             if options.only and options.only.lower() not in case.name.lower():
                 continue
             for way in ways:
-                if (case.api if way != "wsi" else case.wsi) is None:
+                if way == "check" and case.wsi is not None and case.wsi[0].startswith("hf:"):
+                    continue  # an hf: folder is loaded, not outlined, before the slides: the wsi way
+                if (case.api if way in ("api", "cli") else case.wsi) is None:
                     if not case.notes:
                         continue  # not a way this file is loaded
                     label, text = "skip", case.notes
@@ -273,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                     label, text = classify(case, way, root)
                 counts[label] += 1
                 text = text.replace("\n", " | ").replace(tmp, "TMP")
-                print(f"{label:8s} {way:4s} {case.name}: {text[:400]}")
+                print(f"{label:8s} {way:5s} {case.name}: {text[:400]}")
     print(
         "\ncounts: "
         + ", ".join(f"{key} {counts[key]}" for key in ("ok", "error", "refused", "crash", "wrong", "skip"))
