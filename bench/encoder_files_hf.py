@@ -150,6 +150,23 @@ def hf_folders(root: Path) -> list[Case]:
         )
     )
     cases += _damaged_hf(root, tf, common)
+    # a fine-tuned copy of a Hugging Face encoder saved by Lightning, given beside its folder
+    tuned = _seeded(tf.Dinov2Model, tf.Dinov2Config(**common), 12)
+    state = {f"model.backbone.{k}": v for k, v in tuned.state_dict().items()}
+    state |= {"model.head.weight": torch.randn(2, 32)}
+    torch.save({"state_dict": state, "epoch": 4}, root / "finetuned.ckpt")
+    base = f"hf:{root / 'Phikon-v2_Dinov2Model'}"
+    cases.append(
+        Case(
+            "HF folder + Lightning fine-tuned checkpoint",
+            (base, str(root / "finetuned.ckpt"), {}),
+            (base, str(root / "finetuned.ckpt"), {"readout": "cls"}),
+            tuned,
+            32,
+            (list(IMAGENET[0]), list(IMAGENET[1])),
+            wsi_reference=_hf_run(tuned, "cls"),
+        )
+    )
     return cases
 
 

@@ -57,6 +57,12 @@ def _output(value: Any) -> torch.Tensor:
     raise TypeError(f"no tensor in {type(value).__name__}")
 
 
+def _call(model: Any, images: torch.Tensor) -> Any:
+    """A transformers model takes pixel_values, a timm one the batch."""
+    transformers_model = hasattr(getattr(model, "config", None), "model_type")
+    return model(pixel_values=images) if transformers_model else model(images)
+
+
 def _same(a: torch.Tensor, b: torch.Tensor) -> str:
     if a.shape != b.shape:
         return f"output shape {tuple(a.shape)} vs reference {tuple(b.shape)}"
@@ -95,10 +101,7 @@ def run_api(case: Case) -> tuple[str, str]:
         return "wrong", problem
     x = _images(case.size or int(config["input_size"][-1]))
     with torch.no_grad():
-        problem = _same(
-            _output(model(x) if not spec.startswith("hf:") else model(pixel_values=x)),
-            _output(case.reference(x) if not spec.startswith("hf:") else case.reference(pixel_values=x)),
-        )
+        problem = _same(_output(_call(model, x)), _output(_call(case.reference, x)))
     return ("wrong", problem) if problem else ("ok", "")
 
 
@@ -165,7 +168,7 @@ def run_cli(case: Case, work: Path) -> tuple[str, str]:
     if case.reference is not None:  # headless: a direction in its output space
         x = _images(case.size or 32)
         with torch.no_grad():
-            reference = case.reference(x) if not spec.startswith("hf:") else case.reference(pixel_values=x)
+            reference = _call(case.reference, x)
         out_tensor = _output(reference)
         if out_tensor.ndim == 3:
             args += ["--readout", "cls"]
@@ -235,6 +238,12 @@ def build_cases(root: Path) -> list[Case]:
         cases += hf_folders(sub)
     except ImportError:
         cases.append(Case("HF folders", None, None, None, notes="transformers missing"))
+    uni = hub_folder(root / "as_hf", "UNI") if (root / "as_hf").mkdir() is None else None
+    if uni is not None:  # a timm hub folder named hf:FOLDER, as its Hub page's address suggests
+        uni.name = "hub folder UNI given as hf:FOLDER"
+        uni.api = ("hf:" + uni.api[0][5:], None, {})
+        uni.wsi = ("hf:" + uni.wsi[0][5:], None, {})
+        cases.append(uni)
     virchow = hub_folder(root / "pooled", "Virchow") if (root / "pooled").mkdir() is None else None
     if virchow is not None:  # Virchow's tokens as a patch encoder without saying how they are pooled
         virchow.name, virchow.api, virchow.reference = "Virchow as an encoder without global_pool", None, None

@@ -192,3 +192,15 @@ def test_a_shard_saved_again_is_a_new_model(tmp_path: Path) -> None:
                   str(tmp_path / name))
     assert model_checksum(index) != before[0] and file_identity(index) != before[1]
     _same_output(cached_vit(SPEC, str(index), args), second)
+
+
+def test_a_timm_hub_folder_named_hf_loads_as_an_encoder(tmp_path: Path) -> None:
+    """UNI's Hub address (hf-hub:...) leads users to write hf:FOLDER for its timm folder."""
+    reference = _vit(12)
+    config = {"architecture": "vit_small_patch16_224", "model_args": {**SMALL, "num_classes": 0},
+              "pretrained_cfg": {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6], "input_size": [3, 32, 32]}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    save_file(reference.state_dict(), str(tmp_path / "model.safetensors"))
+    encoder = load_encoder(f"hf:{tmp_path}")
+    _same_output(encoder.model, reference)
+    assert encoder.transform.mean == (0.1, 0.2, 0.3) and encoder.transform.std == (0.4, 0.5, 0.6)

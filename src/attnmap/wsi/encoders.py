@@ -96,9 +96,10 @@ def known_encoder_name(name: str) -> bool:
 def resolve_timm_folder(
     name: str, model_args: Mapping[str, object] | None, checkpoint: str | Path | None
 ) -> tuple[str, dict[str, object], str | Path | None]:
-    """An encoder named ``timm:FOLDER`` as its architecture, arguments and weights
+    """An encoder named ``timm:FOLDER`` (or ``hf:FOLDER`` holding a timm config.json, as a Hub
+    page's address suggests) as its architecture, arguments and weights
     (`attnmap.vit.models.resolve_timm_folder`, the rule `load_model` follows); any other name as it is."""
-    if not name.startswith("timm:"):
+    if not name.startswith(("timm:", "hf:")):
         return name, dict(model_args or {}), checkpoint
     from attnmap.vit.models import resolve_timm_folder as resolve
 
