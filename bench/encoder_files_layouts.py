@@ -327,7 +327,7 @@ def bare_files(root: Path) -> list[Case]:
                 split[f"{stem}.{part}_proj.{kind}"] = chunk
         else:
             split[key] = value
-    case("qkv split into q/k/v", "split_qkv.bin", split, reference=None)
+    case("qkv split into q/k/v", "split_qkv.bin", split)
     return cases
 
 

@@ -204,3 +204,22 @@ def test_a_timm_hub_folder_named_hf_loads_as_an_encoder(tmp_path: Path) -> None:
     encoder = load_encoder(f"hf:{tmp_path}")
     _same_output(encoder.model, reference)
     assert encoder.transform.mean == (0.1, 0.2, 0.3) and encoder.transform.std == (0.4, 0.5, 0.6)
+
+
+def test_separate_q_k_v_projections_are_packed_into_qkv(tmp_path: Path) -> None:
+    reference = _vit(13)
+    split: dict[str, torch.Tensor] = {}
+    for key, value in reference.state_dict().items():
+        stem, dot, kind = key.rpartition(".qkv.")
+        if dot:
+            parts = zip("qkv", value.chunk(3), strict=True)
+            split |= {f"{stem}.{part}_proj.{kind}": chunk for part, chunk in parts}
+        else:
+            split[key] = value
+    torch.save({"model": {f"backbone.{key}": value for key, value in split.items()}}, tmp_path / "split.pth")
+    _same_output(load_model(SPEC, tmp_path / "split.pth", **SMALL), reference)
+    del split["blocks.1.attn.v_proj.weight"]  # a part missing: nothing is packed, the keys are named
+    torch.save(split, tmp_path / "part.pth")
+    with pytest.raises(InputError, match=r"missing: blocks.1.attn.qkv.weight; unexpected: "
+                       r"blocks.1.attn.k_proj.weight, blocks.1.attn.q_proj.weight$"):
+        load_model(SPEC, tmp_path / "part.pth", **SMALL)

@@ -42,6 +42,7 @@ from attnmap.checkpoint_files import (
     metadata_globals,
     read_sharded,
 )
+from attnmap.checkpoint_keys import joined_qkv, unchunked_blocks
 from attnmap.errors import InputError
 
 TORCHSCRIPT_PREFIX = "torchscript:"
@@ -283,19 +284,8 @@ def _other_patches(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
     return isinstance(weight, torch.Tensor) and own is not None and weight.shape[-2:] != own.shape[-2:]
 
 
-_CHUNKED_BLOCK = re.compile(r"(^|\.)blocks\.\d+\.(\d+)\.")
-
-
-def _unchunked(own: set[str], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """DINOv2's block chunks (``blocks.CHUNK.BLOCK.``, FSDP training checkpoints) as the model's
-    ``blocks.BLOCK.`` when the model has no such nesting (the block index is global in a chunk)."""
-    if any(_CHUNKED_BLOCK.search(key) for key in own) or not any(_CHUNKED_BLOCK.search(k) for k in state):
-        return state
-    return {_CHUNKED_BLOCK.sub(r"\1blocks.\2.", key, count=1): value for key, value in state.items()}
-
-
 def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
-    state = _unchunked(own, state)
+    state = joined_qkv(own, unchunked_blocks(own, state))
     direct = sum(key in own for key in state)
     if direct == len(own):
         return state
@@ -319,7 +309,8 @@ def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) 
             )
         winners = teachers
     prefix = winners[0]
-    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    inside = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    return joined_qkv(own, inside)
 
 
 def _timm_filtered(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
