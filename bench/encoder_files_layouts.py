@@ -10,6 +10,7 @@ are shrunk (width 32, depth 2, a 4 x 4 patch grid).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +216,6 @@ def bare_files(root: Path) -> list[Case]:
     name = "vit_large_patch16_224"
     ref = timm_model(name, 7, num_classes=0, **args)
     state = ref.state_dict()
-    cli_args = {key: value for key, value in args.items()}
     cases: list[Case] = []
 
     def case(label: str, filename: str, payload: Any, reference: nn.Module | None = ref, **kw: Any) -> None:
@@ -224,7 +224,7 @@ def bare_files(root: Path) -> list[Case]:
             save_file(payload, str(path))
         else:
             torch.save(payload, path)
-        model_args = kw.pop("model_args", cli_args)
+        model_args = kw.pop("model_args", args)
         cases.append(
             Case(
                 label,
@@ -279,7 +279,7 @@ def bare_files(root: Path) -> list[Case]:
     # DINOv2's own training layout: teacher backbone, FSDP block chunks, mask_token, ls*.gamma
     chunked = {}
     for key, value in state.items():
-        key = key.replace(".ls1.gamma", ".ls1.gamma").replace("blocks.", "blocks.0.", 1)
+        key = re.sub(r"^blocks\.(\d+)\.", r"blocks.\1.\1.", key)  # a chunk per block, global index
         chunked[f"backbone.{key}"] = value
     chunked["backbone.mask_token"] = torch.zeros(1, 32)
     case(

@@ -70,7 +70,7 @@ def training_files(root: Path) -> list[Case]:
     final = {}
     for who, shift in (("student", 1.0), ("teacher", 0.0)):
         for key, value in state.items():
-            final[f"{who}.backbone.{key}".replace("blocks.", "blocks.0.", 1)] = value + shift
+            final[f"{who}.backbone.{key}".replace("blocks.", "blocks.0.", 1)] = value + shift  # one chunk
         final[f"{who}.backbone.mask_token"] = torch.zeros(1, 32)
         final[f"{who}.dino_head.mlp.0.weight"] = torch.randn(8, 32)
     case(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,8 @@ def test_dinov2_training_checkpoint_with_block_chunks(tmp_path: Path) -> None:
     """DINOv2's teacher_checkpoint.pth: the teacher's backbone. beside its heads, blocks nested in
     FSDP chunks (blocks.CHUNK.BLOCK.) and a mask_token timm's filter drops."""
     reference = _vit(2, init_values=1e-5)
-    teacher = {f"backbone.{key}".replace("blocks.", "blocks.0.", 1): value
+    # two chunks of one block each: blocks.0.0. and blocks.1.1. (the block index stays global)
+    teacher = {"backbone." + re.sub(r"^blocks\.(\d+)\.", r"blocks.\1.\1.", key): value
                for key, value in reference.state_dict().items()}
     teacher |= {"backbone.mask_token": torch.zeros(1, 32), "dino_head.mlp.0.weight": torch.randn(8, 32)}
     torch.save({"teacher": teacher, "iteration": 5}, tmp_path / "teacher_checkpoint.pth")
