@@ -18,7 +18,7 @@ from typing import Any
 
 from attnmap.errors import InputError
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".tar", ".json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".tar")
 
 
 def existing_file(path: str | Path) -> Path:
@@ -27,7 +27,9 @@ def existing_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         hf_folder = (path / "config.json").is_file()
-        inside = sorted(p.name for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+        index = sorted(p.name for p in path.glob(f"*{INDEX_SUFFIX}") if p.is_file())
+        files = sorted(p.name for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+        inside = index or files  # a sharded checkpoint is given as its index
         hint = ": a Hugging Face model folder is given as the model, hf:FOLDER" if hf_folder else ""
         if not hint and len(inside) == 1:
             hint = f": give the weights file inside it, {path / inside[0]}"
