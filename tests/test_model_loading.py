@@ -151,7 +151,8 @@ def test_refusals_are_one_line_naming_the_problem(tmp_path: Path) -> None:
     torch.save(registers.state_dict(), tmp_path / "registers.pth")
     with pytest.raises(InputError, match=r"registers.pth does not fit VisionTransformer: unexpected: "
                        r"reg_token; wrong shape: pos_embed \(1, 4, 192\) vs \(1, 5, 192\); it has 4 "
-                       r"register tokens: build the model with reg_tokens=4$") as error:
+                       r"register tokens: build the model with reg_tokens=4; its position embeddings cover "
+                       r"the patches only: build the model with no_embed_class=True$") as error:
         load_model(SPEC, tmp_path / "registers.pth", num_classes=0, **SMALL)  # never silently dropped
     _one_line(error)
     torch.save(_vit(0, num_classes=0).state_dict(), tmp_path / "plain.pth")
@@ -397,5 +398,5 @@ def test_a_timm_hub_folder_loads_with_its_architecture_arguments_and_weights(tmp
         load_encoder(f"timm:{tmp_path / 'empty'}")
     (tmp_path / "uni" / "model.safetensors").rename(tmp_path / "uni" / "elsewhere.safetensors")
     with pytest.raises(InputError, match=r"uni holds a timm config.json but no model.safetensors or "
-                       r"pytorch_model.bin$"):
+                       r"pytorch_model.bin \(whole, or sharded with their .index.json\)$"):
         load_model(f"timm:{tmp_path / 'uni'}")

@@ -11,7 +11,9 @@ arguments in: ``load_model`` keywords, ``--model-arg`` / ``--encoder-arg`` on th
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -45,11 +47,19 @@ def spell_model_arguments(arguments: Mapping[str, str]) -> str:
     """``arguments`` (name → value as the user would type it) as the current caller takes them."""
     form = _FORM.get()
     if form == "keywords":
-        return ", ".join(f"{key}={value!r}" if not value.isdigit() else f"{key}={value}"
-                         for key, value in arguments.items())
+        return ", ".join(f"{key}={_keyword_value(value)}" for key, value in arguments.items())
     if form == "features.encoder_args":
         return "features.encoder_args: {" + ", ".join(f"{k}: {v}" for k, v in arguments.items()) + "}"
     return " ".join(f"{form} {key}={value}" for key, value in arguments.items())
+
+
+def _keyword_value(value: str) -> str:
+    """``value`` as Python source: a number or True/False as it is, anything else quoted."""
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return repr(value)
+    return value if isinstance(parsed, (int, float, bool)) else repr(value)
 
 
 def architecture_hints(
@@ -69,7 +79,34 @@ def architecture_hints(
                      + spell_model_arguments({"reg_tokens": count}))
     elif "reg_token" in missing:
         hints.append("it has no register tokens")
-    return hints + _gated_mlp_hint(own, state)
+    patches, theirs = own.get("patch_embed.proj.weight"), state.get("patch_embed.proj.weight")
+    other_patches = isinstance(theirs, torch.Tensor) and theirs.ndim == 4 and patches is not None
+    if other_patches and tuple(theirs.shape[-2:]) != tuple(patches[-2:]):
+        size = str(theirs.shape[-1])
+        hints.append(f"its patches are {theirs.shape[-2]}×{size} pixels: build the model with "
+                     + spell_model_arguments({"patch_size": size}))
+    if any(key.endswith((".ls1.gamma", ".ls2.gamma")) for key in extra):
+        hints.append("it has LayerScale (ls1/ls2.gamma): build the model with "
+                     + spell_model_arguments({"init_values": "1e-5"}) + " (the file's gammas replace it)")
+    elif any(key.endswith((".ls1.gamma", ".ls2.gamma")) for key in missing):
+        hints.append("it has no LayerScale: leave init_values out")
+    return hints + _position_hint(own, state) + _gated_mlp_hint(own, state)
+
+
+def _position_hint(own: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Position embeddings for the patches only (UNI2-h, DINOv2 with registers in timm) against
+    ones that also cover the class and register tokens, or the reverse: ``no_embed_class``."""
+    mine, theirs = own.get("pos_embed"), state.get("pos_embed")
+    if mine is None or not isinstance(theirs, torch.Tensor) or theirs.ndim != 3 or len(mine) != 3:
+        return []
+    registers = own.get("reg_token")
+    prefix = int("cls_token" in own) + (int(registers[1]) if registers and len(registers) == 3 else 0)
+    if prefix and mine[1] - theirs.shape[1] == prefix and math.isqrt(theirs.shape[1]) ** 2 == theirs.shape[1]:
+        return ["its position embeddings cover the patches only: build the model with "
+                + spell_model_arguments({"no_embed_class": "True"})]
+    if prefix and theirs.shape[1] - mine[1] == prefix and math.isqrt(mine[1]) ** 2 == mine[1]:
+        return ["its position embeddings also cover the class token: leave no_embed_class out"]
+    return []
 
 
 def _gated_mlp_hint(own: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]) -> list[str]:

@@ -7,10 +7,10 @@ when the user asks for it by name (``torchscript:PATH``), and every failure is o
 naming the file and the problem, never torch's advice to switch ``weights_only`` off.
 
 - `read_checkpoint`: the file's content (a ``.safetensors`` dict, or what a weights-only
-  ``torch.load`` returns).
+  ``torch.load`` returns; a shard index's shards as one dict, see `attnmap.checkpoint_files`).
 - `load_state_dict`: a flat ``{name: tensor}`` dict, unwrapping ``{"state_dict"|"model"|
-  "model_state_dict"|"module"|"teacher": ...}`` and whole-model ``module.`` (DataParallel) /
-  ``model.`` (Lightning-style wrapper) key prefixes, all in one place.
+  "model_state_dict"|"module"|"teacher": ...}`` (an EMA copy when alone) and whole-model
+  ``module.`` (DataParallel) / ``model.`` (Lightning-style wrapper) key prefixes, all in one place.
 - `fit_state_dict`: the part that is the model (the prefix such as ``backbone.`` under which its
   keys are; a DINO teacher before its student), through timm's own checkpoint filter for a timm
   model (position embeddings resampled to its grid, as timm loads pretrained weights).
@@ -35,26 +35,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnmap.checkpoint_files import (
+    check_readable_kind,
+    existing_file,
+    is_shard_index,
+    metadata_globals,
+    read_sharded,
+)
+from attnmap.checkpoint_keys import joined_qkv, unchunked_blocks
 from attnmap.errors import InputError
 
 TORCHSCRIPT_PREFIX = "torchscript:"
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "teacher")
+# in this order: an EMA copy (timm's state_dict_ema, DeiT's model_ema) only when the file holds no other
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "teacher", "state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("module.", "model.")
 _NOT_SCRIPTED = (
     "a TorchScript model cannot be explained (its layers are compiled code); "
     "give the model's state_dict (torch.save(model.state_dict(), PATH))"
 )
-
-
-def _existing_file(path: str | Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        hf_folder = (path / "config.json").is_file()
-        hint = ": a Hugging Face model folder is given as the model, hf:FOLDER" if hf_folder else ""
-        raise InputError(f"checkpoint {path} is a folder, not a weights file{hint}")
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    return path
 
 
 def _torch_reason(error: BaseException) -> str:
@@ -63,8 +61,10 @@ def _torch_reason(error: BaseException) -> str:
     marker = "WeightsUnpickler error:"
     if marker in text:
         text = text.split(marker, 1)[1]
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-    first = first.split(" Please use ", 1)[0].split(". This is an internal", 1)[0]  # torch's advice
+    # torch's advice to switch weights_only off (its first paragraph since torch 2.6) is left out
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    first = lines[0] if lines else type(error).__name__
+    first = first.split(" Please use ", 1)[0].split(". This is an internal", 1)[0]
     return first.rstrip(".")
 
 
@@ -90,7 +90,10 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
     """
     if not scripted_ok and str(path).startswith(TORCHSCRIPT_PREFIX):
         raise InputError(f"checkpoint {path}: {_NOT_SCRIPTED}")
-    path = _existing_file(path)
+    path = existing_file(path)
+    if is_shard_index(path):  # model.safetensors.index.json: every shard it names, as one dict
+        return read_sharded(path, lambda shard: read_checkpoint(shard, scripted_ok=scripted_ok, lazy=lazy))
+    check_readable_kind(path)  # a Git LFS pointer, a .npz archive: named, not parsed
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -109,11 +112,11 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
         )
     mmap = lazy and zipfile.is_zipfile(path)  # torch.save's zip format since torch 1.6
     try:
-        with torch.serialization.safe_globals(_metadata_globals()):
+        with torch.serialization.safe_globals(metadata_globals()):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
         reason = _torch_reason(error)
-        pickled = re.search(r"GLOBAL ([\w.]+) was not an allowed global", reason)
+        pickled = re.search(r"GLOBAL ([\w.]+)", str(error))
         if pickled:  # torch.save(model): a pickled object, rebuilt only by running its code
             raise InputError(
                 f"cannot read checkpoint {path}: not a weights-only torch or safetensors file: it holds "
@@ -123,27 +126,6 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
         raise InputError(
             f"cannot read checkpoint {path}: not a weights-only torch or safetensors file ({reason})"
         ) from None
-
-
-def _metadata_globals() -> list[Any]:
-    """Plain-data types training scripts save beside the weights (an argparse ``args``, numpy
-    scalars for the best metric or epoch, a Lightning module's paths in its hyper-parameters):
-    allowed so such a file is readable, since building them calls no user code. Anything else
-    stays refused by ``weights_only``."""
-    import argparse
-    import pathlib
-
-    import numpy as np
-
-    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed it
-    namespace = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype
-    names = dir(namespace) if namespace is not None else []
-    dtypes = [getattr(namespace, name) for name in names if name.endswith("DType")]
-    paths = [pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath]
-    return [
-        argparse.Namespace, np.dtype, core.multiarray.scalar, *paths,
-        *(d for d in dtypes if isinstance(d, type)),
-    ]
 
 
 def _is_tensor_dict(state: Mapping) -> bool:
@@ -215,7 +197,9 @@ def check_state_dict(
     subtree = _subtree(set(model.state_dict()), dict(state), source)
     fitted = _timm_filtered(model, subtree)
     problems = _mismatches(model, fitted, ignore_unexpected)
-    if problems and fitted is not subtree:  # report the file's own names and shapes
+    if (problems or _other_patches(model, subtree)) and fitted is not subtree:
+        # report the file's own names and shapes; patches of another size are another model (timm
+        # resamples the patch embedding it is asked to), positions of another grid are not
         plain = _mismatches(model, subtree, ignore_unexpected)
         fitted, problems = subtree, plain
     if problems:
@@ -294,7 +278,14 @@ def fit_state_dict(
     return _timm_filtered(model, state)
 
 
+def _other_patches(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the checkpoint's patch embedding is for patches of another size than the model's."""
+    weight, own = state.get("patch_embed.proj.weight"), model.state_dict().get("patch_embed.proj.weight")
+    return isinstance(weight, torch.Tensor) and own is not None and weight.shape[-2:] != own.shape[-2:]
+
+
 def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
+    state = joined_qkv(own, unchunked_blocks(own, state))
     direct = sum(key in own for key in state)
     if direct == len(own):
         return state
@@ -318,7 +309,8 @@ def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) 
             )
         winners = teachers
     prefix = winners[0]
-    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    inside = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    return joined_qkv(own, inside)
 
 
 def _timm_filtered(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -345,7 +337,7 @@ def _timm_filtered(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str
 
 def load_torchscript(path: str | Path) -> nn.Module:
     """A TorchScript module; only for files the user named as ``torchscript:PATH``."""
-    path = _existing_file(str(path).removeprefix(TORCHSCRIPT_PREFIX))
+    path = existing_file(str(path).removeprefix(TORCHSCRIPT_PREFIX))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still in use

@@ -31,8 +31,14 @@ def file_identity(path: str | Path) -> dict[str, Any]:
     either: slides or weights moved to another disk make the same features (an output that names
     the path, like a slide's prediction, has the path in its own fingerprint).
     """
+    from attnmap.checkpoint_files import shard_paths
+
     resolved = Path(path).expanduser().resolve()
-    return {"size": resolved.stat().st_size, "sha256": content_sha256(resolved)}
+    identity: dict[str, Any] = {"size": resolved.stat().st_size, "sha256": content_sha256(resolved)}
+    shards = [shard for shard in shard_paths(resolved) if shard.is_file()]
+    if shards:  # a sharded checkpoint's index: the weights are in its shards
+        identity["shards"] = {shard.name: file_identity(shard) for shard in shards}
+    return identity
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

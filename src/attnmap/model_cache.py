@@ -70,7 +70,10 @@ def cached_model(
     loader: Callable[..., T], *args: Any, files: Iterable[str | Path | None] = (), **kwargs: Any
 ) -> T:
     """``loader(*args, **kwargs)``, loaded once per process while ``files`` stay unchanged."""
+    from attnmap.checkpoint_files import shard_paths
+
     key = (f"{loader.__module__}.{loader.__qualname__}", args, tuple(sorted(kwargs.items())))
+    files = [item for file in files for item in (file, *(shard_paths(file) if file else ()))]
     return MODEL_CACHE.get(key, files, lambda: loader(*args, **kwargs))
 
 

@@ -27,9 +27,15 @@ def model_checksum(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | P
     """sha256 of a checkpoint file, or of a model's state_dict (names, dtypes, shapes, bytes)."""
     digest = hashlib.sha256()
     if isinstance(model, (str, Path)):  # hashed once per version of the file (`attnmap.file_hash`)
+        from attnmap.checkpoint_files import shard_paths
         from attnmap.file_hash import content_sha256
 
-        return content_sha256(model)
+        shards = [shard for shard in shard_paths(model) if shard.is_file()]
+        if not shards:
+            return content_sha256(model)
+        for path in (Path(model), *shards):  # a sharded checkpoint: its index and every shard
+            digest.update(f"{path.name}:{content_sha256(path)}".encode())
+        return digest.hexdigest()
     state = model.state_dict() if isinstance(model, torch.nn.Module) else model
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()

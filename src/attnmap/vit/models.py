@@ -120,7 +120,10 @@ class TimmFolder(NamedTuple):
     weights: Path
 
 
-TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# in the order timm's Hub loader prefers them; an index names the shards of a split checkpoint
+TIMM_WEIGHT_FILES = (
+    "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json"
+)
 
 
 def timm_folder(path: str | Path) -> TimmFolder | None:
@@ -144,7 +147,10 @@ def timm_folder(path: str | Path) -> TimmFolder | None:
         raise InputError(f"{config_file}: model_args must be a mapping, got {type(model_args).__name__}")
     weights = next((folder / name for name in TIMM_WEIGHT_FILES if (folder / name).is_file()), None)
     if weights is None:
-        raise InputError(f"{folder} holds a timm config.json but no {' or '.join(TIMM_WEIGHT_FILES)}")
+        raise InputError(
+            f"{folder} holds a timm config.json but no model.safetensors or pytorch_model.bin "
+            "(whole, or sharded with their .index.json)"
+        )
     model_args = dict(model_args)
     preprocessing = config.get("pretrained_cfg")
     if isinstance(preprocessing, Mapping) and "pretrained_cfg_overlay" not in model_args:
@@ -175,7 +181,12 @@ def resolve_timm_folder(
         import timm
 
         if kind == "timm" and not timm.is_model(name):
-            raise InputError(f"timm:{name} is a folder without a timm config.json naming an \"architecture\"")
+            config = Path(name) / "config.json"
+            hf = config.is_file() and '"model_type"' in config.read_text(errors="replace")
+            raise InputError(
+                f"timm:{name} is a folder without a timm config.json naming an \"architecture\""
+                + (": it holds a Hugging Face transformers model, given as hf:FOLDER" if hf else "")
+            )
         return spec, args, checkpoint
     weights = folder.weights if checkpoint is None else checkpoint
     return f"timm:{folder.architecture}", {**folder.model_args, **args}, weights

@@ -96,9 +96,10 @@ def known_encoder_name(name: str) -> bool:
 def resolve_timm_folder(
     name: str, model_args: Mapping[str, object] | None, checkpoint: str | Path | None
 ) -> tuple[str, dict[str, object], str | Path | None]:
-    """An encoder named ``timm:FOLDER`` as its architecture, arguments and weights
+    """An encoder named ``timm:FOLDER`` (or ``hf:FOLDER`` holding a timm config.json, as a Hub
+    page's address suggests) as its architecture, arguments and weights
     (`attnmap.vit.models.resolve_timm_folder`, the rule `load_model` follows); any other name as it is."""
-    if not name.startswith("timm:"):
+    if not name.startswith(("timm:", "hf:")):
         return name, dict(model_args or {}), checkpoint
     from attnmap.vit.models import resolve_timm_folder as resolve
 
@@ -354,6 +355,14 @@ def _finish(model: nn.Module, transform: PatchTransform, device: str | torch.dev
         raise UnsupportedModelError(
             f"the encoder fails on a {transform.size}×{transform.size} patch ({error}); check input_size"
         ) from error
+    if isinstance(output, torch.Tensor) and output.ndim == 3:  # tokens: global_pool='' (Virchow's config)
+        from attnmap.architecture_hints import spell_model_arguments
+
+        pooled = spell_model_arguments({"global_pool": "class_and_patch_mean"})
+        raise UnsupportedModelError(
+            f"the encoder gives tokens {tuple(output.shape)}, not one feature vector per patch: name its "
+            f"pooling, e.g. {pooled} (Virchow's class token ⊕ patch mean), or global_pool token or avg"
+        )
     if not isinstance(output, torch.Tensor) or output.ndim != 2:
         raise UnsupportedModelError(
             f"the encoder must return a (batch, features) tensor, got {getattr(output, 'shape', output)!r}"
