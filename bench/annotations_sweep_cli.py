@@ -10,14 +10,12 @@ command will not score a run with none) in one line.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
-import traceback
 from pathlib import Path
 
 from annotations_sweep_cases import Case
+from sweep_common import ESCAPED, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SLIDE = "slide_a"
@@ -46,27 +44,16 @@ def expected(case: Case) -> str:
 
 
 def check_cli(case: Case, run: Path, folder: Path) -> tuple[str, str]:
-    from attnmap.cli.main import main
 
     folder.mkdir(parents=True)
     for name, data in case.files.items():
         target = folder / _renamed(name.rstrip("/"))
         target.mkdir() if name.endswith("/") else target.write_bytes(data)
     report = folder.parent / f"{folder.name}.json"
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(["--quiet", "wsi", "evaluate", str(run), "--annotations", str(folder), "-o", str(report)])
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        except BaseException:  # noqa: BLE001 - a sweep records whatever escapes
-            err.write(traceback.format_exc())
-            code = 99
-    stderr = err.getvalue()
+    code, _, stderr = run_cli(["wsi", "evaluate", run, "--annotations", folder, "-o", report])
     warned = [line for line in stderr.splitlines() if line.startswith("attnmap: warning:")]
     lines = [line for line in stderr.splitlines() if line.strip() and line not in warned]
-    if "Traceback" in stderr or code == 99:
+    if "Traceback" in stderr or code == ESCAPED:
         return "crash", (lines[-1] if lines else "traceback")[:180]
     if code != 0:
         if len(lines) == 1 and lines[0].startswith("attnmap: error:"):

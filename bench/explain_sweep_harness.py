@@ -4,18 +4,16 @@ the checks on an `attnmap explain` output folder, and the comparison of two outp
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
 import shutil
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from sweep_compare import equal, normalise
+from sweep_common import equal, normalise, run_cli
 
 CLASSES = ("ok", "error", "crash", "stale", "ignored", "wrong", "outside")
 SKIP = re.compile(r"^\.attnmap\.lock$|attnmap-tmp-")  # the lock and temporaries are not outputs
@@ -23,19 +21,7 @@ SKIP = re.compile(r"^\.attnmap\.lock$|attnmap-tmp-")  # the lock and temporaries
 
 def call(argv: Sequence[str]) -> tuple[int, str, str]:
     """Run the CLI in this process: (exit status, stdout, stderr); 99: an exception escaped main."""
-    from attnmap.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(["--quiet", *map(str, argv)])
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        except BaseException:  # noqa: BLE001 - a sweep records whatever escapes
-            err.write(traceback.format_exc())
-            code = 99
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(argv)
 
 
 def classify_exit(code: int, stderr: str) -> tuple[str, str]:

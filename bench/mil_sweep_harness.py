@@ -3,13 +3,13 @@ small builders every section shares."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import traceback
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from sweep_common import run_cli
 
 from attnmap.errors import InputError
 from attnmap.mil import (
@@ -62,19 +62,7 @@ def case(section: str, name: str, fn: Callable[[], object], expect: str = "ok") 
 
 def cli(*args: object) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of ``attnmap ARGS`` in this process."""
-    from attnmap.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(arg) for arg in args])
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        except Exception:  # noqa: BLE001 - an escaped exception is a crash with a traceback
-            traceback.print_exc()
-            code = -1
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(args, quiet=False)
 
 
 def cli_case(

@@ -39,13 +39,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -55,7 +53,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' slide writers
 
-from sweep_compare import equal, normalise  # noqa: E402
+from sweep_common import equal, normalise, run_cli  # noqa: E402
 from synthetic_slide_files import write_clam_checkpoint, write_test_slide, write_tiny_encoder  # noqa: E402
 
 SKIP_FILES = {"run_report.json", ".attnmap.lock"}
@@ -83,19 +81,7 @@ def build_cohort(root: Path) -> dict:
 
 def call(argv: list[str]) -> tuple[int, str, str]:
     """Run the CLI in this process: (exit status, stdout, stderr)."""
-    from attnmap.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(["--quiet", *argv])
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        except BaseException:  # noqa: BLE001 - a sweep records whatever escapes
-            err.write(traceback.format_exc())
-            code = 99
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(argv)
 
 
 def classify(code: int, stdout: str, stderr: str, out_dir: Path | None) -> tuple[str, str]:

@@ -1,15 +1,40 @@
-"""What the sweeps compare when they hold a rerun's output folder against a fresh run's.
+"""What the sweeps share: the command line run in this process, and output folders compared.
 
-Times, dates, hosts and versions differ between any two runs, and each run writes its own folder's
-path into its records; everything else must be equal. One spelling for the sweeps that compare
-folders (`wsi_config_sweep.py`, `explain_sweep_harness.py`).
+`run_cli` gives a case's exit status and output as a user sees them, with an escaped exception
+recorded (a crash) rather than stopping the sweep. When a rerun's output folder is held against a
+fresh run's, times, dates, hosts and versions differ between any two runs and each run writes its
+own folder's path into its records; everything else must be equal (`normalise`, `equal`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import traceback
+from collections.abc import Sequence
 
 import numpy as np
+
+ESCAPED = 99  # run_cli's exit status when an exception escaped the command line
+
+
+def run_cli(argv: Sequence[object], quiet: bool = True) -> tuple[int, str, str]:
+    """``attnmap ARGV`` in this process: (exit status, stdout, stderr); `ESCAPED` with the traceback
+    on stderr when an exception escaped ``main``."""
+    from attnmap.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([*(["--quiet"] if quiet else []), *map(str, argv)])
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        except BaseException:  # noqa: BLE001 - a sweep records whatever escapes
+            err.write(traceback.format_exc())
+            code = ESCAPED
+    return code, out.getvalue(), err.getvalue()
 
 TIME_KEYS = re.compile(r"time|date|created|elapsed|duration|seconds|host|pid|started|finished|version", re.I)
 
