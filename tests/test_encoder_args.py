@@ -7,6 +7,7 @@ timm name with its defaults, so such weights could not be used; layer classes ar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +308,24 @@ def test_the_hint_is_spelt_as_each_caller_gives_arguments(virchow2_folder, setup
     with pytest.raises(InputError, match=r"the checkpoint's MLP is not gated .*: leave mlp_layer out$"):
         load_model("timm:test_vit", tmp_path / "plain.pt", num_classes=0, mlp_layer="SwiGLUPacked",
                    act_layer="silu")
+
+
+def test_a_checkpoint_file_says_which_normalisation_its_patches_get(setup: Path) -> None:
+    """A state_dict file carries no preprocessing: the architecture's default mean and std apply,
+    which for UNI's weights under vit_large_patch16_224 is 0.5 where ImageNet's was trained. The run
+    says so at load, until the normalisation is given (or comes from a timm folder's config)."""
+    import warnings
+
+    from attnmap.wsi.pipeline.config import load_config
+    from attnmap.wsi.pipeline.config_checks import DefaultNormalisationWarning
+
+    default = timm.create_model("test_vit", num_classes=0, **UNI_LIKE).pretrained_cfg
+    spelled = "[" + ", ".join(f"{value:g}" for value in default["mean"]) + "]"
+    expected = rf"mean {re.escape(spelled)}, std .*pretrained_cfg_overlay"
+    with pytest.warns(DefaultNormalisationWarning, match=expected):
+        load_config(_config(setup, encoder_args=UNI_LIKE))
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DefaultNormalisationWarning)
+        load_config(_config(setup, encoder_args={**UNI_LIKE, "pretrained_cfg_overlay": imagenet}))
+        load_config(_config(setup, encoder_args={}, checkpoint=None))  # random weights: nothing to say

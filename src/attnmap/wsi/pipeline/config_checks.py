@@ -68,6 +68,33 @@ def check_config(config: PipelineConfig) -> None:
     _check_encoder(config)
 
 
+class DefaultNormalisationWarning(UserWarning):
+    """A timm architecture's weights come from a bare file, which says nothing of their normalisation."""
+
+
+def _warn_default_normalisation(encoder: str, transform: object) -> None:
+    """Say which mean and std the patches get: a state_dict file carries no preprocessing, so the
+    architecture's timm default applies, which is not always what the weights were trained with
+    (UNI's weights under ``vit_large_patch16_224`` expect ImageNet's, the default is 0.5)."""
+    import warnings
+
+    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
+    if mean is None or std is None:
+        return
+
+    def spelled(values: tuple[float, ...]) -> str:
+        return "[" + ", ".join(f"{value:g}" for value in values) + "]"
+
+    warnings.warn(
+        f"features.encoder {encoder} with a checkpoint file: patches are normalised with the "
+        f"architecture's default, mean {spelled(mean)}, std {spelled(std)}; if the weights were trained "
+        "with others (UNI, Virchow: ImageNet's), give them as features.encoder_args.pretrained_cfg_overlay "
+        "{mean: [...], std: [...]}",
+        DefaultNormalisationWarning,
+        stacklevel=2,
+    )
+
+
 class DenseOverlapWarning(UserWarning):
     """``heatmap.overlap`` asks for many overlapping patches per patch of the block grid."""
 
@@ -150,7 +177,9 @@ def _encoder_checks(config: PipelineConfig) -> None:
         raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
     from attnmap.wsi.encoders import resolve_timm_folder
 
-    weights = resolve_timm_folder(f.encoder, f.encoder_args, f.checkpoint)[2]  # a timm:FOLDER's own
+    _, resolved_args, weights = resolve_timm_folder(f.encoder, f.encoder_args, f.checkpoint)  # a FOLDER's own
+    if weights and f.encoder.startswith("timm:") and "pretrained_cfg_overlay" not in resolved_args:
+        _warn_default_normalisation(f.encoder, encoder.transform)
     if weights and not hf:  # weights for another architecture failed each slide after its patches
         from attnmap.checkpoint import check_state_dict, load_state_dict
 
