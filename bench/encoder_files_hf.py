@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from encoder_files_layouts import IMAGENET, TINY, Case, hub_folder, timm_model
+from encoder_files_layouts import IMAGENET, TINY, Case, hub_folder, timm_file_case, timm_model
 from safetensors.torch import save_file
 
 
@@ -230,17 +230,7 @@ def broken_files(root: Path) -> list[Case]:
     cases: list[Case] = []
 
     def case(label: str, path: Path, reference: Any = None, **kw: Any) -> None:
-        cases.append(
-            Case(
-                label,
-                (f"timm:{name}", str(path), dict(args)),
-                (f"timm:{name}", str(path), dict(args)),
-                reference,
-                64,
-                None,
-                **kw,
-            )
-        )
+        cases.append(timm_file_case(label, name, path, args, reference, **kw))
 
     save_file(dict(state), str(root / "full.safetensors"))
     data = (root / "full.safetensors").read_bytes()

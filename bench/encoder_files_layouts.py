@@ -46,6 +46,24 @@ class Case:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def write_weights(path: Path, payload: Any) -> Path:
+    """``payload`` saved as its file name says: safetensors, else torch.save."""
+    if path.name.endswith(".safetensors"):
+        save_file(payload, str(path))
+    else:
+        torch.save(payload, path)
+    return path
+
+
+def timm_file_case(
+    label: str, name: str, path: Path, args: dict[str, Any], reference: nn.Module | None, **kw: Any
+) -> Case:
+    """A weights file for timm architecture ``name`` with ``args``, loaded both ways at 64 px."""
+    spec, checkpoint = f"timm:{name}", str(path)
+    api, wsi = (spec, checkpoint, dict(args)), (spec, checkpoint, dict(args))
+    return Case(label, api, wsi, reference, 64, None, **kw)
+
+
 def timm_model(name: str, seed: int, **args: Any) -> nn.Module:
     """A seeded timm model with random weights everywhere (LayerScale and registers included)."""
     torch.manual_seed(seed)
@@ -219,23 +237,8 @@ def bare_files(root: Path) -> list[Case]:
     cases: list[Case] = []
 
     def case(label: str, filename: str, payload: Any, reference: nn.Module | None = ref, **kw: Any) -> None:
-        path = root / filename
-        if filename.endswith(".safetensors"):
-            save_file(payload, str(path))
-        else:
-            torch.save(payload, path)
-        model_args = kw.pop("model_args", args)
-        cases.append(
-            Case(
-                label,
-                (f"timm:{name}", str(path), dict(model_args)),
-                (f"timm:{name}", str(path), dict(model_args)),
-                reference,
-                64,
-                None,
-                **kw,
-            )
-        )
+        path = write_weights(root / filename, payload)
+        cases.append(timm_file_case(label, name, path, kw.pop("model_args", args), reference, **kw))
 
     case("bare state_dict .bin", "uni_pytorch_model.bin", dict(state))
     case("bare state_dict .safetensors", "bare.safetensors", dict(state))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from encoder_files_layouts import TINY, Case, timm_model
+from encoder_files_layouts import TINY, Case, timm_file_case, timm_model, write_weights
 from safetensors.torch import save_file
 
 
@@ -25,21 +25,9 @@ def training_files(root: Path) -> list[Case]:
         path = root / filename
         if save is not None:
             save(payload, path)
-        elif filename.endswith(".safetensors"):
-            save_file(payload, str(path))
         else:
-            torch.save(payload, path)
-        cases.append(
-            Case(
-                label,
-                (f"timm:{name}", str(path), dict(args)),
-                (f"timm:{name}", str(path), dict(args)),
-                reference,
-                64,
-                None,
-                **kw,
-            )
-        )
+            write_weights(path, payload)
+        cases.append(timm_file_case(label, name, path, args, reference, **kw))
 
     # a Lightning module holding the encoder as model.backbone beside a head, with its hyper-parameters
     lightning = {f"model.backbone.{k}": v for k, v in state.items()}
