@@ -69,23 +69,17 @@ class Objective:
             return (tensor * self.direction.to(tensor)).flatten(1).sum(dim=1)
         raise InputError("this explanation has no target score")
 
-    def seed(
-        self, tensor: torch.Tensor, as_output: Callable[..., Any] | None = None
-    ) -> torch.Tensor:
-        """The initial LRP relevance at the output tensor (same shape as ``tensor``); ``as_output``
-        gives a callable target the tensor in the form the model returns it (a ModelOutput)."""
-        return self.seeds(tensor, as_output)[0]
-
     def seeds(
         self,
         tensor: torch.Tensor,
         as_output: Callable[..., Any] | None = None,
         tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The initial LRP relevance at the output tensor and, for a callable target also given the
-        model's final ``tokens`` (``as_output(tensor, tokens)``: a ModelOutput holding both), at those
-        tokens: each input of the score's read-out times the score's gradient there (LRP-0 of a linear
-        read-out); None when the score does not read them."""
+        """The initial LRP relevance at the output tensor (same shape as ``tensor``) and at the model's
+        final ``tokens`` when a callable target reads them too (None otherwise). ``as_output(tensor,
+        tokens)`` gives a callable target the output in the form the model returns it (a ModelOutput);
+        the relevance at each input of the score's read-out is that input times the score's gradient
+        there (LRP-0 of a linear read-out)."""
         if self.kind == "class":
             return F.one_hot(self.indices.to(tensor.device), tensor.shape[-1]).to(tensor.dtype), None
         if self.kind == "direction":
@@ -94,18 +88,14 @@ class Objective:
             assert self.fn is not None
             with torch.enable_grad():
                 leaf = tensor.detach().requires_grad_(True)
-                leaves = [leaf]
-                if tokens is not None and as_output is not None:
-                    leaves.append(tokens.detach().requires_grad_(True))
-                    output = as_output(leaf, leaves[1])
-                else:
-                    output = leaf if as_output is None else as_output(leaf)
+                token_leaf = None if tokens is None else tokens.detach().requires_grad_(True)
+                output = leaf if as_output is None else as_output(leaf, token_leaf)
+                leaves = [leaf] if token_leaf is None else [leaf, token_leaf]
                 score = _call(self.fn, output, leaf.shape[0]).sum()
                 gradients = torch.autograd.grad(score, leaves, allow_unused=True)
-            output_seed = torch.zeros_like(leaf) if gradients[0] is None else leaf.detach() * gradients[0]
-            if len(leaves) == 1 or gradients[1] is None:  # the score does not read the tokens
-                return output_seed, None
-            return output_seed, leaves[1].detach() * gradients[1]
+            seeds = [None if g is None else x.detach() * g for x, g in zip(leaves, gradients, strict=True)]
+            output_seed = torch.zeros_like(leaf) if seeds[0] is None else seeds[0]
+            return output_seed, (seeds[1] if len(seeds) > 1 else None)
         raise InputError("this explanation has no target score")
 
 
