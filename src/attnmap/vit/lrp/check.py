@@ -90,14 +90,14 @@ def gives_tokens(model: nn.Module) -> bool:
 def as_model_output(model: nn.Module, tensor: torch.Tensor, tokens: torch.Tensor | None = None) -> Any:
     """``tensor`` (the twin's output) as the model returns it: in its ModelOutput class, under the
     same field, for a Hugging Face model (a callable target reads ``out.pooler_output``); with the
-    twin's final ``tokens`` as ``last_hidden_state`` when they are the model's (`gives_tokens`) and
-    given; as it is otherwise."""
+    twin's final ``tokens`` as ``last_hidden_state`` when given (only where `gives_tokens`); as it is
+    otherwise."""
     kind = _OUTPUT_KIND.get(model)
     if kind is None:
         return tensor
-    output_class, field, same_tokens = kind
+    output_class, field, _ = kind
     fields = {field: tensor}
-    if tokens is not None and same_tokens:
+    if tokens is not None:
         fields[TOKENS_FIELD] = tokens
     return output_class(**fields)
 
