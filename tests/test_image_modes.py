@@ -123,7 +123,7 @@ def test_cli_reports_unreadable_files_in_one_line(
 
 
 def test_folders_expand_to_every_readable_image_kind(tmp_path: Path) -> None:
-    from attnmap.vit.batch import expand_image_paths
+    from attnmap.vit.image_files import expand_image_paths
 
     for suffix in (".webp", ".bmp", ".gif", ".png"):
         Image.fromarray(_rgb()).save(tmp_path / f"photo{suffix}")

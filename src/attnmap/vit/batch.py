@@ -39,7 +39,6 @@ from attnmap.vit.explain_outputs import (
     remove_outdated_pictures,
     save_npy,
 )
-from attnmap.vit.image_files import expand_image_paths  # noqa: F401 - its home until it had one
 from attnmap.vit.original import class_name, crop_box, named_classes, predict
 from attnmap.vit.preprocess import load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
