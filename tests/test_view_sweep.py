@@ -18,7 +18,8 @@ from view_fixtures import write_run_folder
 
 from attnmap.errors import InputError
 from attnmap.view import NotFoundError, ViewerContent, discover, find_slides, make_server
-from attnmap.view.sources import read_score_sets, source_state
+from attnmap.view.score_files import read_score_sets
+from attnmap.view.sources import source_state
 
 
 @pytest.fixture(scope="module")

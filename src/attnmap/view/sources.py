@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.view.score_files import (  # noqa: F401 - read_score_sets: imported from here too
+from attnmap.view.score_files import (
     ScoreSet,
     read_fine_score_set,
     read_score_sets,

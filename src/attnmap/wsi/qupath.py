@@ -99,7 +99,7 @@ def export_blockmap_geojson(
     import json
 
     from attnmap.errors import InputError
-    from attnmap.view.sources import read_score_sets
+    from attnmap.view.score_files import read_score_sets
 
     scores_file = Path(scores_file)
     sets = read_score_sets(scores_file)
