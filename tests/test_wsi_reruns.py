@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -434,3 +435,26 @@ def test_an_edited_roi_annotation_remakes_the_patches(setup: Path, tmp_path: Pat
     assert {"patches", "features", "heatmap"} <= ran({"slide_0": second})["slide_0"]
     assert second["n_patches"] > first["n_patches"]
     assert ran(run_all(config)) == {"slide_0": set()}  # unchanged: all reused
+
+
+def test_what_a_roi_file_skips_is_said_once_per_run(setup: Path, tmp_path: Path) -> None:
+    """The run's check of every ROI file and each slide's patch stage both read the file: its
+    warning (a point it holds, not an area) was shown twice."""
+    from attnmap.wsi.pipeline.cohort import run_cohort
+
+    rois = tmp_path / "rois"
+    rois.mkdir()
+    ring = [[0, 0], [1024, 0], [1024, 768], [0, 768], [0, 0]]
+    features = [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}},
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [10, 10]}},
+    ]
+    (rois / "slide_0.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    (rois / "slide_1.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features[:1]}))
+    config = _config(setup, tmp_path / "out", patching={"roi_annotations": str(rois)})
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        report = run_cohort(config, workers=1, progress=False)
+    assert report.failed == []
+    skipped = [str(w.message) for w in said if "skipped 1 Point" in str(w.message)]
+    assert len(skipped) == 1, skipped

@@ -71,6 +71,14 @@ def polygon_ring(points, source: Path) -> np.ndarray | None:
     return ring
 
 
+class AnnotationFileWarning(UserWarning):
+    """What reading an annotation file left out or guessed (shapes that are not areas, the encoding).
+
+    Its own category so a caller that has already shown a file's warnings can leave them out when it
+    reads the file again (`wsi run` checks every ROI file before it starts, then reads each per slide).
+    """
+
+
 def warn_skipped(source: Path, skipped: Counter) -> None:
     """One warning naming what a file held that is not an area (so nothing is dropped unsaid).
 
@@ -78,7 +86,11 @@ def warn_skipped(source: Path, skipped: Counter) -> None:
     damaged, and reading it as no annotations would make its slide a negative one."""
     if skipped:
         listed = ", ".join(f"{n} {what}" for what, n in skipped.items())
-        warnings.warn(f"{source}: skipped {listed} (only polygon areas are regions)", stacklevel=3)
+        warnings.warn(
+            f"{source}: skipped {listed} (only polygon areas are regions)",
+            AnnotationFileWarning,
+            stacklevel=3,
+        )
 
 
 def _read_text(path: Path) -> str:
@@ -91,7 +103,9 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         warnings.warn(
-            f"{path}: not UTF-8 (byte {data[exc.start]:#04x} at {exc.start}); read as Latin-1", stacklevel=3
+            f"{path}: not UTF-8 (byte {data[exc.start]:#04x} at {exc.start}); read as Latin-1",
+            AnnotationFileWarning,
+            stacklevel=3,
         )
         return data.decode("latin-1")
 

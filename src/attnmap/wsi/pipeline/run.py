@@ -25,6 +25,7 @@ train OUT/features labels.csv` reads the features as they are)::
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -214,5 +215,8 @@ def slide_plan(entry: SlideEntry, config: PipelineConfig, out_dir: str | Path | 
 def run_slide_item(entry: SlideEntry, config: PipelineConfig, force: bool = False) -> dict:
     """`run_slide` as a `run_tasks` task: output folder from the config, stages announced to the client."""
     from attnmap.parallel import report_stage
+    from attnmap.wsi.annotations import AnnotationFileWarning
 
-    return run_slide(entry, config, on_stage=report_stage, force=force)
+    with warnings.catch_warnings():  # the cohort's slide list check has shown each ROI file's warnings
+        warnings.simplefilter("ignore", AnnotationFileWarning)
+        return run_slide(entry, config, on_stage=report_stage, force=force)
