@@ -389,3 +389,20 @@ def test_class_names_as_targets_in_the_api() -> None:
     expected = r"target 'strom' is not one of the model's 3 class names; similar: 'stroma'"
     with pytest.raises(InputError, match=expected):
         attnmap.explain(model, x, "grad_rollout", target="strom")
+
+
+def test_a_checkpoint_under_a_timm_architecture_says_its_normalisation(workspace, capsys):
+    """A weights file carries no preprocessing: the run says which mean and std the images get, and
+    stops saying it once ``pretrained_cfg_overlay`` gives them (and the maps change with them)."""
+    image = workspace / "images" / "img1.png"
+    base = ["explain", str(image), *MODEL, "--checkpoint", str(workspace / "weights.pt"), "--method",
+            "attention", "--no-legend"]
+    assert run_cli([*base, "--out", str(workspace / "norm_default")]) == 0
+    err = capsys.readouterr().err
+    assert "normalised with the architecture's default, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5)" in err
+    overlay = "pretrained_cfg_overlay={'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225)}"
+    out = workspace / "norm_imagenet"
+    assert run_cli([*base, "--model-arg", overlay, "--out", str(out)]) == 0
+    assert "normalised" not in capsys.readouterr().err
+    default = np.load(workspace / "norm_default" / "img1_attention.npy")
+    assert not np.allclose(np.load(out / "img1_attention.npy"), default)
