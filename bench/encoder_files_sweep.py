@@ -131,7 +131,8 @@ def run_check(case: Case) -> tuple[str, str]:
     outline (no weights for a timm architecture), then its weights' names and shapes, read lazily."""
     from attnmap.architecture_hints import argument_form
     from attnmap.checkpoint import check_state_dict, load_state_dict
-    from attnmap.wsi.encoders import encoder_outline, resolve_timm_folder
+    from attnmap.vit.timm_folder import resolve_timm_folder
+    from attnmap.wsi.encoders import encoder_outline
 
     name, checkpoint, args = case.wsi
     with argument_form("features.encoder_args"):

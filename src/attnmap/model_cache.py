@@ -136,7 +136,7 @@ def cached_encoder(
     the timm architecture's arguments (in the cache key as sorted JSON, so lists and mappings too)."""
     import json
 
-    from attnmap.wsi.encoders import resolve_timm_folder
+    from attnmap.vit.timm_folder import resolve_timm_folder
 
     name, resolved, checkpoint = resolve_timm_folder(name, model_args, checkpoint)  # timm:FOLDER
     key_args = json.dumps(resolved, sort_keys=True)

@@ -39,6 +39,7 @@ from attnmap.checkpoint import (
     unwrap_state_dict,
 )
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.vit.timm_folder import resolve_timm_folder
 from attnmap.wsi.hf_encoder import check_readout, hf_encoder, hf_folder
 
 logger = logging.getLogger(__name__)
@@ -91,19 +92,6 @@ def known_encoder_name(name: str) -> bool:
         return bool(rest) and (bool(timm.is_model(rest)) or Path(rest).is_dir())
     folder = hf_folder(name)
     return folder is not None and (folder / "config.json").is_file()
-
-
-def resolve_timm_folder(
-    name: str, model_args: Mapping[str, object] | None, checkpoint: str | Path | None
-) -> tuple[str, dict[str, object], str | Path | None]:
-    """An encoder named ``timm:FOLDER`` (or ``hf:FOLDER`` holding a timm config.json, as a Hub
-    page's address suggests) as its architecture, arguments and weights
-    (`attnmap.vit.models.resolve_timm_folder`, the rule `load_model` follows); any other name as it is."""
-    if not name.startswith(("timm:", "hf:")):
-        return name, dict(model_args or {}), checkpoint
-    from attnmap.vit.models import resolve_timm_folder as resolve
-
-    return resolve(name, model_args, checkpoint)
 
 
 class Encoder(NamedTuple):

@@ -175,7 +175,7 @@ def _encoder_checks(config: PipelineConfig) -> None:
     except InputError as error:
         named = f.encoder in str(error)
         raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
-    from attnmap.wsi.encoders import resolve_timm_folder
+    from attnmap.vit.timm_folder import resolve_timm_folder
 
     _, resolved_args, weights = resolve_timm_folder(f.encoder, f.encoder_args, f.checkpoint)  # a FOLDER's own
     if weights and f.encoder.startswith("timm:") and "pretrained_cfg_overlay" not in resolved_args:

@@ -69,7 +69,7 @@ def encoder_identity(features: Any) -> dict[str, Any]:
     }
     if features.encoder_args:  # absent when empty: earlier runs keep their fingerprints
         identity["encoder_args"] = json.loads(features.encoder_arguments())
-    from attnmap.vit.models import timm_folder
+    from attnmap.vit.timm_folder import timm_folder
 
     folder = timm_folder(encoder[len("timm:") :]) if encoder.startswith("timm:") else None
     if folder is not None:  # timm:FOLDER: its files make the encoder
