@@ -191,6 +191,12 @@ MUST_HIDE = {
 """Damages after which slide_a must not be shown (named among the slides not shown, with why)."""
 MUST_SHOW = {
     "fine maps missing",
+    "fine maps truncated",
+    "fine maps empty file",
+    "fine maps without datasets",
+    "fine maps a blockmap",
+    "overlap blockmap truncated",
+    "overlap blockmap without attention",
     "tissue json missing",
     "tissue json truncated",
     "tissue contours malformed",
@@ -200,7 +206,8 @@ MUST_SHOW = {
     "run_report items odd",
     "stray file in heatmaps/",
 }
-"""Damages that leave slide_a showable (its heatmap reads): hiding it would hide a good slide."""
+"""Damages that leave slide_a showable (its blockmap reads; a damaged fine-map or overlap file is left
+out and named): hiding it would hide a good slide."""
 
 
 def shown_check(folder: Path, name: str) -> str | None:

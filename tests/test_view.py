@@ -17,7 +17,7 @@ from view_fixtures import FINE_TOP, PATCH, overlap_cells, write_overlap_run, wri
 from attnmap.cli.main import main
 from attnmap.errors import InputError
 from attnmap.render.scale import colour_table
-from attnmap.view import NotFoundError, ViewerContent, discover, make_server
+from attnmap.view import NotFoundError, ViewerContent, discover, find_slides, make_server
 from attnmap.view.cache import ByteLRU
 from attnmap.view.deepzoom import DeepZoomGrid, SlideTiles
 from attnmap.wsi.slide import ArraySlide, open_slide
@@ -340,6 +340,32 @@ def test_an_interrupted_run_shows_its_finished_slides_and_names_the_others(tmp_p
     (run / "heatmaps" / "slide_a" / "slide_a_prediction.json").unlink()
     with pytest.raises(InputError, match="interrupted or running"):
         discover(run)
+
+
+def test_a_damaged_extra_layer_is_left_out_and_named_the_slide_is_shown(tmp_path, capsys):
+    """A fine-map file cut short, or an overlapping grid of another slide, hid the whole slide,
+    though its blockmap layers read: now the slide is shown without that layer, which is named."""
+    import h5py
+
+    run = write_run_folder(tmp_path)
+    folder = run / "heatmaps" / "slide_a"
+    fine = folder / "slide_a_fine_maps.h5"
+    fine.write_bytes(fine.read_bytes()[:200])
+    with h5py.File(folder / "slide_a_overlap_blockmap.h5", "w") as handle:  # patches of a bigger slide
+        handle.create_dataset("coords", data=np.array([[0, 0], [4096, 0]]))
+        handle.create_dataset("attention_scores", data=np.array([[0.1], [0.9]]))
+        handle.attrs["patch_size"] = PATCH
+    found = find_slides(run)
+    (slide,) = found.slides
+    assert slide.slide_id == "slide_a" and set(slide.score_sets) == {"attention", "lrp"}
+    named = {item.slide_id: item.reason for item in found.unshown}
+    assert set(named) == {"slide_a (fine maps)", "slide_a (overlapping grid)"}
+    assert "slide_a_fine_maps.h5" in named["slide_a (fine maps)"]
+    off_slide = "1 of 2 'attention (overlapping grid)' patches start outside"
+    assert off_slide in named["slide_a (overlapping grid)"]
+    main(["view", str(run), "--export", str(tmp_path / "site")])
+    err = [line for line in capsys.readouterr().err.splitlines() if "not shown" in line]
+    assert len(err) == 2 and all("this layer is left out" in line for line in err)
 
 
 def test_a_tile_drawn_while_a_rerun_is_read_is_not_cached_as_the_new_one(tmp_path):

@@ -22,6 +22,7 @@ from attnmap.view.sources import (
     _annotation_sources,
     _check_against_slide,
     _find_annotations,
+    check_inside,
 )
 from attnmap.wsi.pipeline.outputs import SlideOutputs
 
@@ -105,7 +106,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
             continue
         try:
             slide = _run_slide(outputs, annotations_dir, watched, cmap)
-            _check_against_slide(slide)
+            size = _check_against_slide(slide)
         except (InputError, OSError) as exc:  # OSError: an h5 file cut short by a run writing it
             message = str(exc)
             prefix = f"slide {slide_id}: "
@@ -116,6 +117,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
                 )
             )
             continue
+        _add_optional_layers(slide, outputs, size, unshown)
         slides.append(slide)
     shown = {slide.slide_id for slide in slides} | {item.slide_id for item in unshown if not item.unfinished}
     for slide_id, reason in _failed_in_report(report):
@@ -263,14 +265,6 @@ def _run_slide(
     if cmap is not None and "attention" in score_sets:
         attention = score_sets["attention"]
         attention.scale = dataclasses.replace(attention.scale, cmap=cmap)
-    overlap = outputs.named("overlap_blockmap.h5")
-    if overlap.is_file():
-        overlap_set = read_overlap_score_set(overlap, score_sets.get("attention"))
-        score_sets[overlap_set.method] = overlap_set
-    fine = outputs.named("fine_maps.h5")
-    if fine.is_file():
-        fine_set = read_fine_score_set(fine)
-        score_sets[fine_set.method] = fine_set
     return ViewSlide(
         slide_id,
         slide_path,
@@ -281,6 +275,34 @@ def _run_slide(
         (*watched, slide_path),
         dimensions,
     )
+
+
+def _add_optional_layers(
+    slide: ViewSlide, outputs: SlideOutputs, size: tuple[int, int], unshown: list[UnshownSlide]
+) -> None:
+    """The overlapping grid's attention and the fine maps, added to ``slide`` where their files exist.
+
+    Each that does not read (a file cut short, of another run's layout) or lies off the slide is
+    left out and named in ``unshown`` as "<slide id> (<layer>)" with why: the slide's blockmap
+    layers read, and a damaged extra layer must not hide them.
+    """
+    layers = (
+        ("overlapping grid", outputs.named("overlap_blockmap.h5"),
+         lambda path: read_overlap_score_set(path, slide.score_sets.get("attention"))),
+        ("fine maps", outputs.named("fine_maps.h5"), read_fine_score_set),
+    )
+    for label, path, read in layers:
+        if not path.is_file():
+            continue
+        try:
+            layer = read(path)
+            check_inside(slide.slide_id, layer.method, layer, size)
+        except (InputError, OSError) as exc:  # OSError: an h5 file cut short
+            message = str(exc).removeprefix(f"slide {slide.slide_id}: ")
+            reason = _one_line(f"this layer is left out, the slide's other layers are shown: {message}")
+            unshown.append(UnshownSlide(f"{slide.slide_id} ({label})", reason, False, slide.sources))
+            continue
+        slide.score_sets[layer.method] = layer
 
 
 def read_overlap_score_set(path: Path, reference: ScoreSet | None) -> ScoreSet:

@@ -236,8 +236,9 @@ def _single_slide(
     return slide
 
 
-def _check_against_slide(slide: ViewSlide) -> None:
-    """`InputError` unless the slide file opens and every patch of every score set starts inside it.
+def _check_against_slide(slide: ViewSlide) -> tuple[int, int]:
+    """The slide's level-0 size; `InputError` unless the slide file opens and every patch of every
+    score set starts inside it.
 
     Why before serving: a file that is no slide would only fail tile by tile in the browser, and a
     scores file of another slide (or at another level) would draw a heatmap in the wrong place or
@@ -271,13 +272,20 @@ def _check_against_slide(slide: ViewSlide) -> None:
             "level-0 pixels?"
         )
     for name, score_set in slide.score_sets.items():
-        x, y = score_set.coords[:, 0], score_set.coords[:, 1]
-        outside = int(np.count_nonzero((x < 0) | (y < 0) | (x >= width) | (y >= height)))
-        if outside:
-            raise InputError(
-                f"slide {slide.slide_id}: {outside} of {len(x)} '{name}' patches start outside the slide "
-                f"({width}x{height} px at level 0); are the scores of another slide?"
-            )
+        check_inside(slide.slide_id, name, score_set, (width, height))
+    return width, height
+
+
+def check_inside(slide_id: str, name: str, score_set: ScoreSet, size: tuple[int, int]) -> None:
+    """`InputError` unless every patch of ``score_set`` starts inside a slide of level-0 ``size``."""
+    width, height = size
+    x, y = score_set.coords[:, 0], score_set.coords[:, 1]
+    outside = int(np.count_nonzero((x < 0) | (y < 0) | (x >= width) | (y >= height)))
+    if outside:
+        raise InputError(
+            f"slide {slide_id}: {outside} of {len(x)} '{name}' patches start outside the slide "
+            f"({width}x{height} px at level 0); are the scores of another slide?"
+        )
 
 
 def _clash(slides: list[ViewSlide], slide: ViewSlide) -> bool:
