@@ -195,7 +195,7 @@ def upsample_cases() -> list[Case]:
     tx = torch.tensor(x)
     other = np.rot90(x, 2).copy()  # hot patch at (2, 3)
     big = np.zeros((64, 64))
-    big[40:44, 8:12] = 1.0  # a small hot spot; shrunk 16×, it must stay in cell (2, 0)
+    big[44:48, 12:16] = 1.0  # a hot spot between the point samples of a 16× shrink: cell (2, 0)
     return [
         Case("upsample", "numpy (H, W) x10", lambda _: upsample(x, (70, 50)), keeps_argmax((7, 5), HOT)),
         Case("upsample", "(1, H, W)", lambda _: upsample(x[None], (70, 50)), keeps_argmax((7, 5), HOT)),
@@ -214,6 +214,7 @@ def upsample_cases() -> list[Case]:
                 if tuple(r.shape) != (2, 1, 70, 50)
                 else keeps_argmax((7, 5), (2, 3), 1)(r)
             ),
+            ("ok", "error"),  # tests/test_render.py pins the refusal
         ),
         Case(
             "upsample",
