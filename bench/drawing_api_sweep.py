@@ -9,7 +9,8 @@ Cases (`bench/drawing_api_cases_render.py`: `attnmap.normalize`, `upsample`,
 `segment_tissue`, `patch_grid`, `heatmap_center_shift`, `to_percentiles`, `percentiles_against`;
 `_wsi.py`: `render_heatmap`, `HeatmapRenderer`, `HeatmapStyle`, `write_heatmap_tiff`,
 `write_pyramid_tiff`; `_files.py`: `save_scores_h5` / `load_scores_h5`, `sample_patches`,
-`save_patch_samples`, `save_features` / `load_features`) feed each function what users pass: maps
+`save_patch_samples`, `save_features` / `load_features`; `_more.py`: a two-level slide, the
+drawing options, reduced TIFF pages, odd sizes) feed each function what users pass: maps
 as numpy and torch in every dtype and layout, NaN and infinities, signed relevance, images as PIL
 modes, tensors and floats, scores and coordinates that do not fit, slides of odd pixels, paths
 that are folders or whose folder is missing.
@@ -87,6 +88,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    from drawing_api_cases_more import more_cases
     from drawing_api_cases_render import render_cases
     from drawing_api_cases_wsi import wsi_cases
 
@@ -100,7 +102,7 @@ def main() -> None:
     start_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cases = [*render_cases(), *wsi_cases(root / "shared")]
+        cases = [*render_cases(), *wsi_cases(root / "shared"), *more_cases()]
         for index, case in enumerate(c for c in cases if args.only in f"{c.api} {c.name}"):
             folder = root / f"case{index}"
             folder.mkdir(parents=True)

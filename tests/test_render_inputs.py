@@ -86,3 +86,18 @@ def test_integer_images_outside_0_255_are_refused_not_clipped():
         overlay(np.full((4, 4, 3), 300, np.int64), np.ones((2, 2)))
     with pytest.raises(InputError, match="0..255"):
         overlay(np.full((4, 4, 3), -1, np.int32), np.ones((2, 2)))
+
+
+def test_percentile_normalisation_of_half_precision_tensors():
+    values = torch.tensor([[3.0, 1.0], [2.0, 2.0]])
+    for dtype in (torch.bfloat16, torch.float16):
+        out = normalize(values.to(dtype), "percentile")
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out.float().numpy(), [[1.0, 0.25], [0.625, 0.625]], atol=1e-2)
+
+
+def test_grey_with_alpha_images_are_drawn_grey():
+    grey = RNG.integers(0, 256, (6, 4), dtype=np.uint8)
+    grey_alpha = np.dstack([grey, np.full_like(grey, 255)])
+    drawn = overlay(grey_alpha, np.ones((2, 2)), alpha=0.0)
+    np.testing.assert_array_equal(drawn, np.repeat(grey[..., None], 3, -1))

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import rankdata
 
 from attnmap.errors import InputError
+from attnmap.render.arrays import as_array
 
 NormalizeMode = Literal["minmax", "percentile", "signed", "none"]
 MODES: tuple[str, ...] = ("minmax", "percentile", "signed", "none")
@@ -65,7 +66,7 @@ def normalize(scores: ArrayT, mode: NormalizeMode = "minmax") -> ArrayT:
         if float(span) <= ROUND_OFF * eps * max(abs(float(low)), abs(float(high))):
             return values * 0
         return (values - low) / span
-    flat = values.flatten().cpu().numpy() if is_tensor else values.ravel()
+    flat = as_array(values).ravel()  # a half-precision tensor is ranked in float32
     ranks = rankdata(flat, method="average").reshape(values.shape) / flat.size
     if is_tensor:
         return torch.as_tensor(ranks, dtype=values.dtype, device=values.device)

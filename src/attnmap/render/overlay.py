@@ -17,7 +17,8 @@ OverlayStyle = Literal["blend", "add"]
 
 
 def to_uint8_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    """An (H, W, 3) uint8 copy of an RGB image given as uint8, or float in [0, 1], or (3, H, W).
+    """An (H, W, 3) uint8 copy of an RGB image given as uint8, or float in [0, 1], or (3, H, W);
+    grey (H, W) or with alpha (H, W, 2) is repeated, RGBA's alpha dropped.
 
     Integers are read on 0..255, 16-bit unsigned ones (and 16-bit PIL grey) on their own range
     0..65535; a PIL image in any mode is shown as PIL shows it (a palette's colours, not its indices).
@@ -27,11 +28,11 @@ def to_uint8_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
         raise InputError(f"expected an RGB image (H, W, 3), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputError(f"image is empty, shape {array.shape}")
-    array = array[..., :3] if array.shape[-1] != 1 else np.repeat(array, 3, axis=-1)
+    array = array[..., :3] if array.shape[-1] > 2 else np.repeat(array[..., :1], 3, axis=-1)  # grey (+ alpha)
     if array.dtype == np.uint8:
         return array.copy()
     if array.dtype == np.uint16:  # 16-bit scans and PNGs: their full range, as viewers show them
