@@ -13,7 +13,7 @@ from attnmap.render.arrays import as_array
 
 NormalizeMode = Literal["minmax", "percentile", "signed", "none"]
 MODES: tuple[str, ...] = ("minmax", "percentile", "signed", "none")
-ROUND_OFF = 16
+ROUND_OFF = 8
 """A map whose range is within this many float steps of its magnitude is constant: an upsampled
 constant map differs from itself by round-off only, and stretching that to [0, 1] paints noise."""
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
