@@ -188,3 +188,35 @@ def remove_stale_temporaries(directory: str | Path, pattern: str = "*", recursiv
             candidate.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def writable_file(path: str | Path) -> Path:
+    """``path`` as a Path to write a file to, its folder made; `InputError` when it is a folder or
+    when a file stands where one of its folders should be.
+
+    Why: writers otherwise fail mid-way with ``IsADirectoryError`` / ``FileNotFoundError`` from
+    h5py or tifffile, naming a temporary file or nothing the user gave.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; give a file name inside it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def writable_folder(path: str | Path) -> Path:
+    """``path`` as a folder that exists (made if missing); `InputError` when it, or a folder above
+    it, is a file."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"cannot write into {path}: {folder} is a file, not a folder")
+            break
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -53,8 +53,19 @@ def apply_colormap(values: np.ndarray, cmap: object = "jet") -> np.ndarray:
     A matplotlib name gives ``uint8(cmap(v) · 255)`` (truncated), CLAM's heatmap convention.
     ``"opencv:NAME"`` gives ``cv2.applyColorMap(uint8(255 · v), COLORMAP_NAME)`` in RGB order: the
     look of Transformer-Explainability's and pytorch-grad-cam's ``show_cam_on_image``.
+    Values outside [0, 1] are clipped; NaN raises `InputError` (matplotlib would draw it in its
+    transparent "bad" colour, OpenCV as whatever its cast gives: neither is a value).
     """
-    clipped = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    from attnmap.render.arrays import as_array
+
+    array = as_array(values)
+    if np.iscomplexobj(array) or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise InputError(f"colour map values must be real numbers, got {array.dtype}")
+    array = array.astype(np.float64)
+    if np.isnan(array).any():
+        count = int(np.isnan(array).sum())
+        raise InputError(f"cannot colour {count} NaN value(s): NaN has no place on a colour map")
+    clipped = np.clip(array, 0.0, 1.0)
     if is_opencv(cmap):
         import cv2
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.render.arrays import as_array, is_pil_image, pil_pixels
 from attnmap.render.colormap import apply_colormap
 from attnmap.render.normalize import normalize
 from attnmap.render.upsample import upsample
@@ -16,19 +17,26 @@ OverlayStyle = Literal["blend", "add"]
 
 
 def to_uint8_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    """An (H, W, 3) uint8 copy of an RGB image given as uint8, or float in [0, 1], or (3, H, W)."""
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    """An (H, W, 3) uint8 copy of an RGB image given as uint8, or float in [0, 1], or (3, H, W);
+    grey (H, W) or with alpha (H, W, 2) is repeated, RGBA's alpha dropped.
+
+    Integers are read on 0..255, 16-bit unsigned ones (and 16-bit PIL grey) on their own range
+    0..65535; a PIL image in any mode is shown as PIL shows it (a palette's colours, not its indices).
+    """
+    array = pil_pixels(image) if is_pil_image(image) else as_array(image)
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
         raise InputError(f"expected an RGB image (H, W, 3), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputError(f"image is empty, shape {array.shape}")
-    array = array[..., :3] if array.shape[-1] != 1 else np.repeat(array, 3, axis=-1)
+    array = array[..., :3] if array.shape[-1] > 2 else np.repeat(array[..., :1], 3, axis=-1)  # grey (+ alpha)
     if array.dtype == np.uint8:
         return array.copy()
+    if array.dtype == np.uint16:  # 16-bit scans and PNGs: their full range, as viewers show them
+        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise InputError(f"image must hold real numbers, got {array.dtype}")
     if not np.isfinite(array).all():
@@ -41,7 +49,12 @@ def to_uint8_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
                 "divide by 255 or pass uint8"
             )
         return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return np.clip(array, 0, 255).astype(np.uint8)
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > 255:  # clipping would paint them black and white
+        raise InputError(
+            f"an integer image must lie in 0..255 (or be uint16), got values {low} to {high}"
+        )
+    return array.astype(np.uint8)
 
 
 def overlay(
@@ -54,8 +67,10 @@ def overlay(
 ) -> np.ndarray:
     """Draw ``heatmap`` over ``image`` and return an (H, W, 3) RGB uint8 array.
 
-    ``heatmap`` may be on the patch grid: it is upsampled (bilinear) to the image size, then
-    normalised with ``normalize_mode`` (use "none" for a map already in [0, 1]).
+    ``heatmap`` ((h, w), (1, h, w) or (1, 1, h, w); array or tensor) may be on the patch grid: it is
+    upsampled (bilinear) to the image size, then normalised with ``normalize_mode`` (use "none" for
+    a map already in [0, 1], "signed" with a diverging ``cmap`` for signed relevance; see
+    `normalize`). ``image``: see `to_uint8_rgb`.
 
     - ``style="blend"``: alpha · colour + (1 − alpha) · image.
     - ``style="add"``: colour + image, divided by the maximum (the ``show_cam_on_image`` look of
@@ -65,11 +80,11 @@ def overlay(
         raise InputError(f"unknown overlay style {style!r}; choose 'blend' or 'add'")
     alpha = _alpha(alpha)
     rgb = to_uint8_rgb(image)
-    heat = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
+    heat = as_array(heatmap)
     if heat.dtype == np.bool_ or not np.issubdtype(heat.dtype, np.number) or np.iscomplexobj(heat):
         raise InputError(f"heatmap must hold real numbers, got {heat.dtype}")
     heat = heat.astype(np.float64)
-    if heat.ndim == 3 and heat.shape[0] == 1:
+    while heat.ndim > 2 and heat.shape[0] == 1:  # (1, h, w) and (1, 1, h, w): one map
         heat = heat[0]
     if heat.ndim != 2:
         raise InputError(f"heatmap must be 2-D (h, w), got shape {heat.shape}")

@@ -20,14 +20,17 @@ def upsample(
 ) -> torch.Tensor | np.ndarray:
     """Resize maps from the patch grid to pixels.
 
-    ``maps`` is (B, gh, gw) or (gh, gw); ``size`` is (H, W) or one int for a square. Bilinear uses
-    ``align_corners=False`` — the convention of the Transformer-Explainability evaluation — so a
-    map upsampled by the patch size keeps each patch's value at the patch centre.
-    Returns the same type (tensor or array) and rank as the input.
+    ``maps`` is (B, gh, gw) or (gh, gw) (a (B, 1, gh, gw) stack is refused: squeeze its channel);
+    ``size`` is (H, W) or one int for a square. Bilinear uses ``align_corners=False`` — the convention of the
+    Transformer-Explainability evaluation — so a map upsampled by the patch size keeps each patch's
+    value at the patch centre. Shrinking (bilinear or bicubic) averages over each output pixel's
+    footprint (``antialias``): point samples would drop a hot spot that falls between them.
+    Returns the same type (tensor or array) and rank as the input; half-precision tensors are
+    resized in float32 and returned in their own dtype.
     """
     if mode not in ("bilinear", "nearest", "bicubic"):
         raise InputError(f"unknown upsampling mode {mode!r}; choose bilinear, nearest or bicubic")
-    is_array = isinstance(maps, np.ndarray)
+    is_array = not isinstance(maps, torch.Tensor)
     tensor = torch.as_tensor(maps)
     if tensor.ndim not in (2, 3):
         raise InputError(f"maps must be (B, gh, gw) or (gh, gw), got shape {tuple(tensor.shape)}")
@@ -38,11 +41,17 @@ def upsample(
     squeeze = tensor.ndim == 2
     if squeeze:
         tensor = tensor[None]
+    dtype = tensor.dtype
     if not tensor.is_floating_point():
         tensor = tensor.double()
+    elif dtype in (torch.bfloat16, torch.float16):  # the CPU kernels lack half precision for some modes
+        tensor = tensor.float()
     out_size = _size(size)
-    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    shrinking = out_size[0] < tensor.shape[-2] or out_size[1] < tensor.shape[-1]
+    kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": shrinking}
     out = F.interpolate(tensor[:, None], size=out_size, mode=mode, **kwargs)[:, 0]
+    if dtype in (torch.bfloat16, torch.float16):
+        out = out.to(dtype)
     if squeeze:
         out = out[0]
     return out.cpu().numpy() if is_array else out

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
-from attnmap.io_utils import atomic_path
+from attnmap.io_utils import atomic_path, writable_file
 from attnmap.provenance import write_sidecar
+from attnmap.render.arrays import as_array
 from attnmap.wsi.encoder_graph import cpu_inference_graph
 from attnmap.wsi.encoders import Encoder
 from attnmap.wsi.prefetch import prefetch
@@ -225,13 +226,15 @@ def save_features(
     """
     import h5py
 
-    features = np.asarray(features, dtype=np.float32)
-    coords = np.asarray(coords)
+    features = as_array(features).astype(np.float32)
+    coords = as_array(coords)
     if features.ndim != 2 or coords.ndim != 2 or coords.shape[1] != 2 or len(features) != len(coords):
         raise InputError(f"features {features.shape} and coords {coords.shape} must be N×D and N×2")
     if coords.size and (np.abs(coords).max() >= 2**31):
         raise InputError("coordinates beyond the int32 range cannot be stored in a CLAM features file")
+    path_h5 = writable_file(path_h5)
     if pt_path is not None:
+        pt_path = writable_file(pt_path)
         if provenance:
             write_sidecar(pt_path, provenance)  # the .pt itself holds the bare tensor CLAM expects
         with atomic_path(pt_path) as temporary:
@@ -246,12 +249,13 @@ def save_features(
 
 
 def load_features(path_h5: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(features float32 N×D, coords int64 N×2) from a CLAM/attnmap features h5."""
+    """(features float32 N×D, coords int64 N×2) from a CLAM/attnmap features h5; `InputError`
+    naming the file when it is missing, a folder or not such a file."""
     import h5py
 
     path = Path(path_h5)
     if not path.is_file():
-        raise FileNotFoundError(2, "features file not found", str(path))
+        raise InputError(f"features file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         with h5py.File(path, "r") as handle:
             if "features" not in handle or "coords" not in handle:

@@ -20,7 +20,14 @@ CONTOUR_CHECKS = ("four_pt", "four_pt_hard", "center", "basic")
 
 
 def heatmap_center_shift(overlap: float) -> float:
-    """CLAM's centre shift for heatmap-time grids: tighter checks for denser (overlapping) grids."""
+    """CLAM's centre shift for heatmap-time grids: tighter checks for denser (overlapping) grids.
+
+    ``overlap`` is the fraction of a patch its neighbours share, in [0, 1) (as `HeatmapStyle`'s);
+    anything else (NaN, 1 or more, negative) is an `InputError`, not the shift of a nearby range.
+    """
+    number = isinstance(overlap, (int, float, np.integer, np.floating)) and not isinstance(overlap, bool)
+    if not number or not 0.0 <= float(overlap) < 1.0:
+        raise InputError(f"overlap must be a number in [0, 1), got {overlap!r}")
     if overlap < 0.25:
         return 0.375
     if overlap < 0.95:
@@ -73,6 +80,11 @@ def _cv_points(points: np.ndarray) -> np.ndarray:
 
 def _validate(slide: Slide, patch_size: int, step: int, level: int, contour_check: str, roi) -> None:
     slide.check_level(level)
+    for name, value in (("patch_size", patch_size), ("step", step)):
+        whole = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating))
+                                                         and float(value).is_integer())
+        if isinstance(value, bool) or not whole:  # int() would cut 31.5 to 31 and grid other patches
+            raise InputError(f"{name} must be a whole number of pixels, got {value!r}")
     if int(patch_size) < 1 or int(step) < 1:
         raise InputError(f"patch_size and step must be positive, got patch_size={patch_size}, step={step}")
     if contour_check not in CONTOUR_CHECKS:

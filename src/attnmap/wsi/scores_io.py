@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.io_utils import save_png
+from attnmap.io_utils import save_png, writable_file, writable_folder
+from attnmap.render.arrays import as_array
 from attnmap.wsi.heatmap.scores import to_percentiles
 from attnmap.wsi.slide import Slide
 
 
 def _checked(coords: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    coords = np.asarray(coords)
-    scores = np.asarray(scores)
+    coords = as_array(coords)
+    scores = as_array(scores)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise InputError(f"coords must have shape (N, 2), got {coords.shape}")
     if scores.size == 0 or len(coords) == 0:
@@ -49,8 +50,7 @@ def save_scores_h5(
     import h5py
 
     coords, scores = _checked(coords, scores)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = writable_file(path)
     with h5py.File(path, "w") as handle:
         handle.create_dataset("attention_scores", data=scores)
         handle.create_dataset("coords", data=coords)
@@ -100,8 +100,11 @@ def sample_patches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(coords, percentiles) of ``k`` patches picked on percentile-ranked scores.
 
-    mode "topk" (highest first) or "bottomk" (lowest first).
+    mode "topk" (highest first) or "bottomk" (lowest first); ``k`` a whole number >= 0 (more than
+    N gives all N). NaN scores raise `InputError` (they have no rank).
     """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise InputError(f"the number of patches to sample must be a whole number >= 0, got {k!r}")
     coords, scores2d = _checked(coords, scores)
     percentiles = to_percentiles(scores2d.reshape(-1))
     if mode not in ("topk", "bottomk"):
@@ -130,6 +133,9 @@ def save_patch_samples(
     level = slide.check_level(level)
     if top_k < 0 or bottom_k < 0:
         raise InputError(f"top_k and bottom_k must be >= 0, got {top_k} and {bottom_k}")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size < 1:
+        raise InputError(f"patch_size must be a whole number of pixels >= 1, got {patch_size!r}")
+    writable_folder(out_dir)
     slide_name = Path(slide.path).stem
     written: list[Path] = []
     groups = (("topk", top_k, "topk_high_attention"), ("bottomk", bottom_k, "bottomk_low_attention"))

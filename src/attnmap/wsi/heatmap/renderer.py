@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.render.arrays import as_array
 from attnmap.wsi.heatmap.scores import ColorTable, draw_threshold, prepare_values, warn_if_none_drawn
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.slide import Slide
@@ -37,9 +38,10 @@ class HeatmapLayers:
 
 
 def validate_inputs(slide: Slide, coords: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2) int64 coords and (N,) float64 scores, or an `InputError` naming what is wrong."""
-    coords = np.asarray(coords)
-    scores = np.asarray(scores, dtype=np.float64)
+    """(N, 2) int64 coords and (N,) float64 scores (arrays, tensors or lists), or an `InputError`
+    naming what is wrong."""
+    coords = as_array(coords)
+    scores = as_array(scores).astype(np.float64)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise InputError(f"coords must have shape (N, 2) of level-0 [x, y], got {coords.shape}")
     if scores.ndim == 2 and scores.shape[1] == 1:

@@ -10,14 +10,30 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.render.arrays import as_array
 from attnmap.render.colormap import get_cmap, is_opencv
 
 
+def finite_or_infinite(scores: object, what: str = "scores") -> np.ndarray:
+    """``scores`` (array, tensor or list) as a flat float64 array; `InputError` for NaN.
+
+    Why: a NaN has no rank; SciPy ranks every score NaN then, and a sorted search puts it above
+    the largest, so it would be drawn and sampled as the hottest patch. Infinities rank fine.
+    """
+    values = as_array(scores)
+    if np.iscomplexobj(values) or not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
+        raise InputError(f"{what} must be real numbers, got {values.dtype}")
+    values = values.astype(np.float64).ravel()
+    if np.isnan(values).any():
+        raise InputError(f"{what} contain {int(np.isnan(values).sum())} NaN value(s)")
+    return values
+
+
 def to_percentiles(scores: np.ndarray) -> np.ndarray:
-    """Rank (ties averaged) / N × 100, in float64."""
+    """Rank (ties averaged) / N × 100, in float64; NaN scores raise `InputError`."""
     from scipy.stats import rankdata
 
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+    scores = finite_or_infinite(scores)
     if scores.size == 0:
         return scores.copy()
     return rankdata(scores, method="average") / len(scores) * 100
@@ -27,13 +43,12 @@ def percentiles_against(scores: np.ndarray, reference: np.ndarray) -> np.ndarray
     """Percentile of each score within ``reference`` (SciPy's percentileofscore, kind "rank").
 
     This is how CLAM puts overlapping-patch scores on the scale of the blockmap scores.
+    NaN (in either) raises `InputError`: a sorted search would rank it above every reference.
     """
-    reference = np.sort(np.asarray(reference, dtype=np.float64).ravel())
+    reference = np.sort(finite_or_infinite(reference, "reference_scores"))
     if reference.size == 0:
         raise InputError("reference_scores is empty: need at least one reference score")
-    if np.isnan(reference).any():
-        raise InputError("reference_scores contain NaN")
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+    scores = finite_or_infinite(scores)
     left = np.searchsorted(reference, scores, side="left")
     right = np.searchsorted(reference, scores, side="right")
     return (left + right + (left < right)) * (50.0 / reference.size)
@@ -49,9 +64,7 @@ def prepare_values(
     CLAM divides by 100 in every case, so raw scores (percentiles=False, no reference) are drawn
     as score / 100; pass percentiles for scores on an arbitrary scale.
     """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if np.isnan(scores).any():
-        raise InputError(f"scores contain {int(np.isnan(scores).sum())} NaN value(s)")
+    scores = finite_or_infinite(scores)
     if reference_scores is not None:
         values = percentiles_against(scores, reference_scores)
     elif percentiles:

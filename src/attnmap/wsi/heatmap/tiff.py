@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.io_utils import writable_file
 from attnmap.provenance import provenance
 from attnmap.threads import available_cores
 from attnmap.wsi.heatmap.renderer import HeatmapRenderer
@@ -25,6 +26,21 @@ from attnmap.wsi.tissue import Tissue
 
 ENCODE_BUFFER_BYTES = 32 << 20
 """Raw tiles tifffile may hold while encoding them in threads (its default is 512 MB)."""
+
+
+def check_tiff_options(tile: object, quality: object, mpp: object) -> None:
+    """`InputError` unless ``tile`` is a multiple of 16 (TIFF's rule for tiles), ``quality`` a JPEG
+    quality 1..100 and ``mpp`` None or a positive number: said before any tile is rendered."""
+    def whole(value: object) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    if not whole(tile) or tile < 16 or tile % 16:
+        raise InputError(f"tile must be a multiple of 16 pixels (16, 256, 512, ...), got {tile!r}")
+    if not whole(quality) or not 1 <= quality <= 100:
+        raise InputError(f"JPEG quality must be a whole number in 1..100, got {quality!r}")
+    number = isinstance(mpp, (int, float, np.integer, np.floating)) and not isinstance(mpp, bool)
+    if mpp is not None and (not number or not np.isfinite(mpp) or mpp <= 0):
+        raise InputError(f"mpp must be a positive number of µm per pixel or None, got {mpp!r}")
 
 
 def write_pyramid_tiff(
@@ -39,15 +55,20 @@ def write_pyramid_tiff(
     """Write pages ((width, height), tile-iterator factory) as a pyramidal tiled JPEG TIFF.
 
     Page i's tiles are requested only when page i is written; ``mpp`` is level 0's (µm per pixel)
-    and ``page_downsamples`` scale it for each page. ``metadata`` (a provenance dict) is stored as
-    JSON in page 0's ImageDescription.
+    and ``page_downsamples`` scale it for each page. The folder of ``path`` is made if missing;
+    ``tile`` must be a multiple of 16 and ``quality`` in 1..100 (`check_tiff_options`).
+    ``metadata`` (a provenance dict) is stored as JSON in page 0's ImageDescription.
     """
     import tifffile
 
     if not pages:
         raise InputError("a pyramid TIFF needs at least one page")
+    for (width, height), _ in pages:
+        if int(width) < 1 or int(height) < 1:
+            raise InputError(f"a pyramid TIFF page must be at least 1×1 px, got {width}×{height}")
+    check_tiff_options(tile, quality, mpp)
     downsamples = page_downsamples or [float(2**i) for i in range(len(pages))]
-    path = Path(path)
+    path = writable_file(path)
     description = json.dumps(dict(metadata or {}), sort_keys=True)
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         for index, ((width, height), make_tiles) in enumerate(pages):
@@ -101,6 +122,8 @@ def write_heatmap_tiff(
     style = HeatmapStyle() if style is None else style
     if style.roi is not None:
         raise InputError("a heatmap TIFF covers the whole slide: drop the roi (or render a PNG of the roi)")
+    check_tiff_options(tile, quality, slide.mpp)
+    path = writable_file(path)
     style = replace(style, vis_level=level, downscale=1.0)
     options = dict(patch_size=patch_size, tissue=tissue, reference_scores=reference_scores)
     base = HeatmapRenderer(slide, coords, scores, style, **options)
