@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 
 from attnmap.errors import InputError
-from attnmap.render import upsample
+from attnmap.render import normalize, upsample
 
 
 def maps_to_pixels(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, gh, gw) patch maps or (B, H, W) pixel maps → (B, H, W) float64, each min–max normalised.
 
     Patch maps are upsampled bilinearly (align_corners=False, the protocol's convention); maps
-    already at pixel size are only normalised. A constant map becomes all zeros.
+    already at pixel size are only normalised. A constant map (up to round-off) becomes all zeros.
     """
     if maps.ndim != 3:
         raise InputError(f"maps must be (B, gh, gw) or (B, H, W), got shape {tuple(maps.shape)}")
@@ -23,8 +23,6 @@ def maps_to_pixels(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     maps = maps.detach().double()
     if tuple(maps.shape[-2:]) != tuple(size):
         maps = upsample(maps, tuple(size), mode="bilinear")
-    flat = maps.reshape(len(maps), -1)
-    low = flat.min(dim=1, keepdim=True).values
-    span = flat.max(dim=1, keepdim=True).values - low
-    normalised = torch.where(span > 0, (flat - low) / span.clamp_min(1e-300), torch.zeros_like(flat))
-    return normalised.reshape(maps.shape)
+    # one map at a time, by the drawing's rule: a constant map upsampled differs from itself by
+    # round-off only, which a bare min-max stretched over [0, 1]
+    return torch.stack([normalize(one, "minmax") for one in maps])
