@@ -49,7 +49,9 @@ class Case:
 
 
 # --------------------------------------------------------------------------------------- pictures
-def picture(size: tuple[int, int] = SIZE, seed: int = 0, tissue: str = "ellipse") -> tuple[np.ndarray, np.ndarray]:
+def picture(
+    size: tuple[int, int] = SIZE, seed: int = 0, tissue: str = "ellipse"
+) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8, tissue bool) at level 0."""
     width, height = size
     rng = np.random.default_rng(seed)
@@ -76,13 +78,19 @@ def halve(image: np.ndarray, n_levels: int) -> list[np.ndarray]:
     levels = [image]
     while len(levels) < n_levels:
         prev = levels[-1]
-        levels.append(cv2.resize(prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA))
+        levels.append(
+            cv2.resize(prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        )
     return levels
 
 
 def resized(image: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-    return [image if (w, h) == (image.shape[1], image.shape[0]) else
-            cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) for w, h in sizes]
+    return [
+        image
+        if (w, h) == (image.shape[1], image.shape[0])
+        else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        for w, h in sizes
+    ]
 
 
 BASE, TISSUE = picture()
@@ -90,7 +98,11 @@ LEVELS = halve(BASE, 3)
 
 
 def width_of(level: np.ndarray) -> int:
-    return level.shape[2] if level.ndim == 3 and level.shape[0] in (3, 4) and level.shape[2] > 4 else level.shape[1]
+    return (
+        level.shape[2]
+        if level.ndim == 3 and level.shape[0] in (3, 4) and level.shape[2] > 4
+        else level.shape[1]
+    )
 
 
 def per_cm(mpp: float, level: np.ndarray, level0: np.ndarray) -> dict:
@@ -99,9 +111,18 @@ def per_cm(mpp: float, level: np.ndarray, level0: np.ndarray) -> dict:
 
 
 # --------------------------------------------------------------------------------------- writers
-def pages(levels: list[np.ndarray] = LEVELS, *, subfiletype: bool = True, mpp: float | None = MPP,
-          order: list[int] | None = None, bigtiff: bool = False, byteorder: str = "<",
-          tile: tuple[int, int] | None = (256, 256), tiles: list | None = None, **kwargs) -> Callable:
+def pages(
+    levels: list[np.ndarray] = LEVELS,
+    *,
+    subfiletype: bool = True,
+    mpp: float | None = MPP,
+    order: list[int] | None = None,
+    bigtiff: bool = False,
+    byteorder: str = "<",
+    tile: tuple[int, int] | None = (256, 256),
+    tiles: list | None = None,
+    **kwargs,
+) -> Callable:
     """Levels as top-level pages (what OpenSlide's generic TIFF reads), reduced ones subfiletype 1."""
     import tifffile
 
@@ -110,10 +131,19 @@ def pages(levels: list[np.ndarray] = LEVELS, *, subfiletype: bool = True, mpp: f
             for index in order or range(len(levels)):
                 level = levels[index]
                 args = dict(kwargs)
-                args.setdefault("photometric", "rgb" if level.ndim == 3 and level.shape[2] in (3, 4) else None)
+                args.setdefault(
+                    "photometric", "rgb" if level.ndim == 3 and level.shape[2] in (3, 4) else None
+                )
                 the_tile = tiles[index] if tiles else tile
-                tif.write(level, tile=the_tile, subfiletype=1 if (index and subfiletype) else 0,
-                          metadata=None, **(per_cm(mpp, level, levels[0]) if mpp else {}), **args)
+                tif.write(
+                    level,
+                    tile=the_tile,
+                    subfiletype=1 if (index and subfiletype) else 0,
+                    metadata=None,
+                    **(per_cm(mpp, level, levels[0]) if mpp else {}),
+                    **args,
+                )
+
     return write
 
 
@@ -124,13 +154,23 @@ def subifds(levels: list[np.ndarray] = LEVELS, mpp: float | None = MPP, **kwargs
     def write(path: Path) -> None:
         with tifffile.TiffWriter(path) as tif:
             for index, level in enumerate(levels):
-                tif.write(level, tile=(256, 256), photometric="rgb", metadata=None,
-                          subifds=len(levels) - 1 if index == 0 else None, subfiletype=1 if index else 0,
-                          **(per_cm(mpp, level, levels[0]) if mpp else {}), **kwargs)
+                tif.write(
+                    level,
+                    tile=(256, 256),
+                    photometric="rgb",
+                    metadata=None,
+                    subifds=len(levels) - 1 if index == 0 else None,
+                    subfiletype=1 if index else 0,
+                    **(per_cm(mpp, level, levels[0]) if mpp else {}),
+                    **kwargs,
+                )
+
     return write
 
 
-def ome(size_x: float | None, unit: str | None, levels: list[np.ndarray] = LEVELS, planar: bool = False) -> Callable:
+def ome(
+    size_x: float | None, unit: str | None, levels: list[np.ndarray] = LEVELS, planar: bool = False
+) -> Callable:
     """An OME-TIFF pyramid (SubIFDs) with its pixel size in the OME-XML only."""
     import tifffile
 
@@ -143,16 +183,25 @@ def ome(size_x: float | None, unit: str | None, levels: list[np.ndarray] = LEVEL
         with tifffile.TiffWriter(path, ome=True) as tif:
             for index, level in enumerate(levels):
                 data = np.moveaxis(level, 2, 0) if planar else level
-                tif.write(data, tile=(256, 256), photometric="rgb", compression="zlib",
-                          planarconfig="separate" if planar else "contig",
-                          subifds=len(levels) - 1 if index == 0 else None, subfiletype=1 if index else 0,
-                          metadata=metadata if index == 0 else None)
+                tif.write(
+                    data,
+                    tile=(256, 256),
+                    photometric="rgb",
+                    compression="zlib",
+                    planarconfig="separate" if planar else "contig",
+                    subifds=len(levels) - 1 if index == 0 else None,
+                    subfiletype=1 if index else 0,
+                    metadata=metadata if index == 0 else None,
+                )
+
     return write
 
 
-APERIO = ("Aperio Image Library v12.0.15\r\n1200x900 [0,0 1200x900] (256x256) {c} Q=90|AppMag = 40|"
-          "StripeWidth = 2040|ScanScope ID = SS1234|Filename = 12345|Date = 11/30/26|Time = 10:00:00|"
-          "MPP = 0.2520|Left = 25.0|Top = 18.0")
+APERIO = (
+    "Aperio Image Library v12.0.15\r\n1200x900 [0,0 1200x900] (256x256) {c} Q=90|AppMag = 40|"
+    "StripeWidth = 2040|ScanScope ID = SS1234|Filename = 12345|Date = 11/30/26|Time = 10:00:00|"
+    "MPP = 0.2520|Left = 25.0|Top = 18.0"
+)
 
 
 def aperio(compression: str = "jpeg") -> Callable:
@@ -166,18 +215,51 @@ def aperio(compression: str = "jpeg") -> Callable:
         macro = np.full((100, 300, 3), 200, np.uint8)
         desc = APERIO.format(c="JPEG/RGB" if compression == "jpeg" else "LZW")
         with tifffile.TiffWriter(path) as tif:
-            tif.write(LEVELS[0], tile=(256, 256), photometric="rgb", compression=compression, description=desc,
-                      metadata=None)
-            tif.write(thumb, photometric="rgb", compression="jpeg", description="Aperio Image Library v12.0.15\r\n"
-                      "1200x900 -> 240x180 - |AppMag = 40|MPP = 0.2520", metadata=None, rowsperstrip=16)
+            tif.write(
+                LEVELS[0],
+                tile=(256, 256),
+                photometric="rgb",
+                compression=compression,
+                description=desc,
+                metadata=None,
+            )
+            tif.write(
+                thumb,
+                photometric="rgb",
+                compression="jpeg",
+                description="Aperio Image Library v12.0.15\r\n"
+                "1200x900 -> 240x180 - |AppMag = 40|MPP = 0.2520",
+                metadata=None,
+                rowsperstrip=16,
+            )
             for level in LEVELS[1:]:
-                tif.write(level, tile=(256, 256), photometric="rgb", compression=compression, subfiletype=0,
-                          description=f"Aperio Image Library v12.0.15\r\n1200x900 -> {level.shape[1]}x{level.shape[0]}"
-                          " - |AppMag = 40|MPP = 0.2520", metadata=None)
-            tif.write(label, photometric="rgb", compression="lzw", subfiletype=1,
-                      description="Aperio Image Library v12.0.15\r\nlabel 100x80", metadata=None)
-            tif.write(macro, photometric="rgb", compression="jpeg", subfiletype=9,
-                      description="Aperio Image Library v12.0.15\r\nmacro 300x100", metadata=None)
+                tif.write(
+                    level,
+                    tile=(256, 256),
+                    photometric="rgb",
+                    compression=compression,
+                    subfiletype=0,
+                    description="Aperio Image Library v12.0.15\r\n1200x900 -> "
+                    f"{level.shape[1]}x{level.shape[0]} - |AppMag = 40|MPP = 0.2520",
+                    metadata=None,
+                )
+            tif.write(
+                label,
+                photometric="rgb",
+                compression="lzw",
+                subfiletype=1,
+                description="Aperio Image Library v12.0.15\r\nlabel 100x80",
+                metadata=None,
+            )
+            tif.write(
+                macro,
+                photometric="rgb",
+                compression="jpeg",
+                subfiletype=9,
+                description="Aperio Image Library v12.0.15\r\nmacro 300x100",
+                metadata=None,
+            )
+
     return write
 
 
@@ -187,6 +269,7 @@ def pil_save(image: np.ndarray, mode: str | None = None, format: str = "PNG", **
     def write(path: Path) -> None:
         picture = Image.fromarray(image)
         (picture.convert(mode) if mode else picture).save(path, format=format, **kwargs)
+
     return write
 
 
@@ -199,6 +282,7 @@ def truncated(writer: Callable, keep: float) -> Callable:
         writer(path)
         data = path.read_bytes()
         path.write_bytes(data[: int(len(data) * keep)])
+
     return write
 
 
@@ -212,6 +296,7 @@ def symlink_to(writer: Callable) -> Callable:
         target = path.with_name("target_" + path.name)
         writer(target)
         os.symlink(target.name, path)
+
     return write
 
 
@@ -219,6 +304,7 @@ def unreadable(writer: Callable) -> Callable:
     def write(path: Path) -> None:
         writer(path)
         path.chmod(0)
+
     return write
 
 
@@ -236,8 +322,12 @@ def rgba(fill: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def planar_pages(levels: list[np.ndarray]) -> Callable:
-    return pages([np.moveaxis(level, 2, 0) for level in levels], planarconfig="separate", photometric="rgb",
-                 compression="zlib")
+    return pages(
+        [np.moveaxis(level, 2, 0) for level in levels],
+        planarconfig="separate",
+        photometric="rgb",
+        compression="zlib",
+    )
 
 
 # --------------------------------------------------------------------------------------- the cases
@@ -249,18 +339,34 @@ def cases() -> list[Case]:
     out: list[Case] = [
         # pyramids as top-level pages (OpenSlide's generic TIFF)
         Case("pages jpeg (rgb)", "pages_jpeg.tif", pages(compression="jpeg"), jpeg),
-        Case("pages jpeg ycbcr 2x2", "pages_ycbcr.tif",
-             pages(compression="jpeg", photometric="ycbcr", subsampling=(2, 2)), jpeg),
+        Case(
+            "pages jpeg ycbcr 2x2",
+            "pages_ycbcr.tif",
+            pages(compression="jpeg", photometric="ycbcr", subsampling=(2, 2)),
+            jpeg,
+        ),
         Case("pages deflate", "pages_zlib.tif", pages(**zlib), exact),
         Case("pages lzw + predictor", "pages_lzw.tif", pages(compression="lzw", predictor=True), exact),
         Case("pages zstd", "pages_zstd.tif", pages(compression="zstd"), exact),
-        Case("pages webp (libvips)", "pages_webp.tif", pages(compression="webp", compressionargs={"lossless": True}),
-             exact),
-        Case("pages jpeg2000", "pages_j2k.tif", pages(compression="jpeg2000", compressionargs={"level": 0}),
-             exact),
+        Case(
+            "pages webp (libvips)",
+            "pages_webp.tif",
+            pages(compression="webp", compressionargs={"lossless": True}),
+            exact,
+        ),
+        Case(
+            "pages jpeg2000",
+            "pages_j2k.tif",
+            pages(compression="jpeg2000", compressionargs={"level": 0}),
+            exact,
+        ),
         Case("pages uncompressed", "pages_raw.tif", pages(), exact),
-        Case("pages uncompressed, tiles 512/256/128", "pages_raw_tiles.tif",
-             pages(tiles=[(512, 512), (256, 256), (128, 128)]), exact),
+        Case(
+            "pages uncompressed, tiles 512/256/128",
+            "pages_raw_tiles.tif",
+            pages(tiles=[(512, 512), (256, 256), (128, 128)]),
+            exact,
+        ),
         Case("pages tiles 128", "pages_t128.tif", pages(tile=(128, 128), **zlib), exact),
         Case("pages tiles 512", "pages_t512.tif", pages(tile=(512, 512), **zlib), exact),
         Case("pages without subfiletype", "pages_nosft.tif", pages(subfiletype=False, **zlib), exact),
@@ -269,18 +375,34 @@ def cases() -> list[Case]:
         Case("pages BigTIFF", "pages_big.tif", pages(bigtiff=True, compression="jpeg"), jpeg),
         Case("pages big-endian", "pages_be.tif", pages(byteorder=">", **zlib), exact),
         Case("pages planar RGB", "pages_planar.tif", planar_pages(LEVELS), exact),
-        Case("non-integer downsamples", "pages_odd_ds.tif", pages(resized(BASE, [(1200, 900), (500, 375), (173, 130)]),
-             **zlib), Expect(resized(BASE, [(1200, 900), (500, 375), (173, 130)]))),
-        Case("odd level sizes (1201x901)", "pages_odd.tif",
-             pages(halve(picture((1201, 901))[0], 3), **zlib),
-             Expect(halve(picture((1201, 901))[0], 3), tissue=picture((1201, 901))[1])),
+        Case(
+            "non-integer downsamples",
+            "pages_odd_ds.tif",
+            pages(resized(BASE, [(1200, 900), (500, 375), (173, 130)]), **zlib),
+            Expect(resized(BASE, [(1200, 900), (500, 375), (173, 130)])),
+        ),
+        Case(
+            "odd level sizes (1201x901)",
+            "pages_odd.tif",
+            pages(halve(picture((1201, 901))[0], 3), **zlib),
+            Expect(halve(picture((1201, 901))[0], 3), tissue=picture((1201, 901))[1]),
+        ),
         # SubIFD pyramids
         Case("subifds deflate", "subifd_zlib.tif", subifds(compression="zlib"), exact),
         Case("subifds jpeg", "subifd_jpeg.tif", subifds(compression="jpeg"), jpeg),
-        Case("subifds without resolution", "subifd_nompp.tif", subifds(mpp=None, compression="zlib"),
-             Expect(LEVELS, mpp=None)),
+        Case(
+            "subifds without resolution",
+            "subifd_nompp.tif",
+            subifds(mpp=None, compression="zlib"),
+            Expect(LEVELS, mpp=None),
+        ),
         # vendor / OME
-        Case("Aperio SVS (thumbnail, label, macro)", "aperio.svs", aperio(), Expect(LEVELS, 0.252, tol=JPEG_TOL)),
+        Case(
+            "Aperio SVS (thumbnail, label, macro)",
+            "aperio.svs",
+            aperio(),
+            Expect(LEVELS, 0.252, tol=JPEG_TOL),
+        ),
         Case("Aperio SVS lzw", "aperio_lzw.svs", aperio("lzw"), Expect(LEVELS, 0.252)),
         Case("Aperio layout named .tif", "aperio.tif", aperio(), Expect(LEVELS, 0.252, tol=JPEG_TOL)),
         Case("OME-TIFF µm", "ome_um.ome.tif", ome(0.25, "µm"), exact),
@@ -291,15 +413,31 @@ def cases() -> list[Case]:
         Case("OME-TIFF planar (CYX)", "ome_planar.ome.tif", ome(0.25, "µm", planar=True), exact),
         Case("OME-TIFF one level", "ome_flat.ome.tif", ome(0.25, "µm", LEVELS[:1]), Expect(LEVELS[:1])),
         # pixel size from resolution tags
-        Case("resolution per inch", "res_inch.tif", pages(mpp=None, resolution=(101600, 101600),
-             resolutionunit="INCH", **zlib), exact),
-        Case("resolution 72 dpi", "res_72dpi.tif", pages(mpp=None, resolution=(72, 72), resolutionunit="INCH",
-             **zlib), Expect(LEVELS, mpp=None)),
-        Case("resolution without unit", "res_nounit.tif", pages(mpp=None, resolution=(40000, 40000),
-             resolutionunit="NONE", **zlib), Expect(LEVELS, mpp=None)),
+        Case(
+            "resolution per inch",
+            "res_inch.tif",
+            pages(mpp=None, resolution=(101600, 101600), resolutionunit="INCH", **zlib),
+            exact,
+        ),
+        Case(
+            "resolution 72 dpi",
+            "res_72dpi.tif",
+            pages(mpp=None, resolution=(72, 72), resolutionunit="INCH", **zlib),
+            Expect(LEVELS, mpp=None),
+        ),
+        Case(
+            "resolution without unit",
+            "res_nounit.tif",
+            pages(mpp=None, resolution=(40000, 40000), resolutionunit="NONE", **zlib),
+            Expect(LEVELS, mpp=None),
+        ),
         Case("no resolution", "res_none.tif", pages(mpp=None, **zlib), Expect(LEVELS, mpp=None)),
-        Case("anisotropic resolution", "res_aniso.tif", pages(mpp=None, resolution=(40000, 20000),
-             resolutionunit="CENTIMETER", **zlib), Expect(LEVELS, note="x")),
+        Case(
+            "anisotropic resolution",
+            "res_aniso.tif",
+            pages(mpp=None, resolution=(40000, 20000), resolutionunit="CENTIMETER", **zlib),
+            Expect(LEVELS, note="x"),
+        ),
     ]
     out += pixel_cases() + odd_files()
     return out
@@ -313,8 +451,11 @@ def pixel_cases() -> list[Case]:
     stored, shown, scanned_tissue = rgba((0, 0, 0))
     stored_fill, _, _ = rgba(ALPHA_FILL)
     palette_rgb = (BASE // 32 * 32 + 16).astype(np.uint8)
-    index = ((palette_rgb[..., 0] // 32).astype(np.uint16) * 64 + palette_rgb[..., 1] // 32 * 8
-             + palette_rgb[..., 2] // 32).astype(np.uint8)
+    index = (
+        (palette_rgb[..., 0] // 32).astype(np.uint16) * 64
+        + palette_rgb[..., 1] // 32 * 8
+        + palette_rgb[..., 2] // 32
+    ).astype(np.uint8)
     colormap = np.zeros((3, 256), np.uint16)
     codes = np.arange(256)
     for channel, shift in enumerate((6, 3, 0)):
@@ -327,35 +468,88 @@ def pixel_cases() -> list[Case]:
     wide, wide_tissue = picture((4000, 150))
     tall, tall_tissue = picture((150, 3000))
     return [
-        Case("RGBA transparent outside scan (black under)", "rgba_black.tif",
-             pages(halve(stored, 3), extrasamples=[2], **zlib), Expect(halve(shown, 3), tissue=scanned_tissue,
-             tol=1.0)),
-        Case("RGBA transparent, colour under alpha 0", "rgba_fill.tif",
-             pages(halve(stored_fill, 3), extrasamples=[2], **zlib), Expect(halve(shown, 3), tissue=scanned_tissue,
-             tol=1.0)),
-        Case("RGBA transparent, subifds", "rgba_subifd.tif", subifds(halve(stored_fill, 3), extrasamples=[2],
-             compression="zlib"), Expect(halve(shown, 3), tissue=scanned_tissue, tol=1.0)),
-        Case("RGBA opaque", "rgba_opaque.tif", pages(halve(np.dstack([BASE, np.full(BASE.shape[:2], 255, np.uint8)]),
-             3), extrasamples=[2], **zlib), Expect(LEVELS, tol=1.0)),
-        Case("grey 8-bit", "grey8.tif", pages(grey_levels, photometric="minisblack", **zlib),
-             Expect([np.dstack([g] * 3) for g in grey_levels], tissue=grey_tissue)),
-        Case("grey 8-bit stripped", "grey8_strips.tif", pages(grey_levels[:1], tile=None, photometric="minisblack",
-             **zlib), Expect([np.dstack([grey] * 3)], tissue=grey_tissue)),
-        Case("RGB 16-bit", "rgb16.tif", pages([level.astype(np.uint16) * 257 for level in LEVELS], **zlib), exact_of()),
-        Case("grey 16-bit", "grey16.tif", pages([g.astype(np.uint16) * 257 for g in grey_levels],
-             photometric="minisblack", **zlib), Expect([np.dstack([g] * 3) for g in grey_levels],
-             tissue=grey_tissue)),
-        Case("palette", "palette.tif", pages([index], photometric="palette", colormap=colormap, **zlib),
-             Expect([palette_rgb], tol=1.0)),
+        Case(
+            "RGBA transparent outside scan (black under)",
+            "rgba_black.tif",
+            pages(halve(stored, 3), extrasamples=[2], **zlib),
+            Expect(halve(shown, 3), tissue=scanned_tissue, tol=1.0),
+        ),
+        Case(
+            "RGBA transparent, colour under alpha 0",
+            "rgba_fill.tif",
+            pages(halve(stored_fill, 3), extrasamples=[2], **zlib),
+            Expect(halve(shown, 3), tissue=scanned_tissue, tol=1.0),
+        ),
+        Case(
+            "RGBA transparent, subifds",
+            "rgba_subifd.tif",
+            subifds(halve(stored_fill, 3), extrasamples=[2], compression="zlib"),
+            Expect(halve(shown, 3), tissue=scanned_tissue, tol=1.0),
+        ),
+        Case(
+            "RGBA opaque",
+            "rgba_opaque.tif",
+            pages(
+                halve(np.dstack([BASE, np.full(BASE.shape[:2], 255, np.uint8)]), 3), extrasamples=[2], **zlib
+            ),
+            Expect(LEVELS, tol=1.0),
+        ),
+        Case(
+            "grey 8-bit",
+            "grey8.tif",
+            pages(grey_levels, photometric="minisblack", **zlib),
+            Expect([np.dstack([g] * 3) for g in grey_levels], tissue=grey_tissue),
+        ),
+        Case(
+            "grey 8-bit stripped",
+            "grey8_strips.tif",
+            pages(grey_levels[:1], tile=None, photometric="minisblack", **zlib),
+            Expect([np.dstack([grey] * 3)], tissue=grey_tissue),
+        ),
+        Case(
+            "RGB 16-bit",
+            "rgb16.tif",
+            pages([level.astype(np.uint16) * 257 for level in LEVELS], **zlib),
+            exact_of(),
+        ),
+        Case(
+            "grey 16-bit",
+            "grey16.tif",
+            pages([g.astype(np.uint16) * 257 for g in grey_levels], photometric="minisblack", **zlib),
+            Expect([np.dstack([g] * 3) for g in grey_levels], tissue=grey_tissue),
+        ),
+        Case(
+            "palette",
+            "palette.tif",
+            pages([index], photometric="palette", colormap=colormap, **zlib),
+            Expect([palette_rgb], tol=1.0),
+        ),
         Case("CMYK", "cmyk.tif", pages([cmyk], photometric="separated", **zlib), Expect([BASE], tol=1.0)),
-        Case("float32 RGB", "float.tif", pages([level.astype(np.float32) / 255 for level in LEVELS], **zlib), None),
+        Case(
+            "float32 RGB",
+            "float.tif",
+            pages([level.astype(np.float32) / 255 for level in LEVELS], **zlib),
+            None,
+        ),
         Case("all white", "white.tif", pages(halve(white, 3), **zlib), Expect(halve(white, 3), tissue=none)),
-        Case("all tissue", "full.tif", pages(halve(full, 3), **zlib), Expect(halve(full, 3), tissue=everywhere)),
-        Case("tiny 48x40", "tiny.tif", pages([tiny], tile=(16, 16), **zlib), Expect([tiny], tissue=tiny_tissue)),
-        Case("very wide 4000x150", "wide.tif", pages(halve(wide, 2), **zlib), Expect(halve(wide, 2),
-             tissue=wide_tissue)),
-        Case("very tall 150x3000", "tall.tif", pages(halve(tall, 2), **zlib), Expect(halve(tall, 2),
-             tissue=tall_tissue)),
+        Case(
+            "all tissue", "full.tif", pages(halve(full, 3), **zlib), Expect(halve(full, 3), tissue=everywhere)
+        ),
+        Case(
+            "tiny 48x40", "tiny.tif", pages([tiny], tile=(16, 16), **zlib), Expect([tiny], tissue=tiny_tissue)
+        ),
+        Case(
+            "very wide 4000x150",
+            "wide.tif",
+            pages(halve(wide, 2), **zlib),
+            Expect(halve(wide, 2), tissue=wide_tissue),
+        ),
+        Case(
+            "very tall 150x3000",
+            "tall.tif",
+            pages(halve(tall, 2), **zlib),
+            Expect(halve(tall, 2), tissue=tall_tissue),
+        ),
     ]
 
 
@@ -369,17 +563,46 @@ def odd_files() -> list[Case]:
     stored, shown, scanned_tissue = rgba((0, 0, 0))
     return [
         Case("PNG as a slide", "slide.png", png, Expect([BASE], mpp=None)),
-        Case("PNG RGBA transparent", "rgba.png", pil_save(stored), Expect([shown], mpp=None, tissue=scanned_tissue)),
-        Case("PNG 16-bit grey", "grey16.png", pil_save((cv2.cvtColor(BASE, cv2.COLOR_RGB2GRAY).astype(np.uint16)
-             * 257)), Expect([np.dstack([cv2.cvtColor(BASE, cv2.COLOR_RGB2GRAY)] * 3)], mpp=None,
-             tissue=np.zeros_like(TISSUE))),
-        Case("PNG palette", "palette.png", pil_save(BASE, "P"), None, cli=False, skip="PIL dithers: no exact truth"),
-        Case("JPEG as a slide", "slide.jpg", pil_save(BASE, format="JPEG", quality=95), Expect([BASE], mpp=None, tol=JPEG_TOL)),
+        Case(
+            "PNG RGBA transparent",
+            "rgba.png",
+            pil_save(stored),
+            Expect([shown], mpp=None, tissue=scanned_tissue),
+        ),
+        Case(
+            "PNG 16-bit grey",
+            "grey16.png",
+            pil_save(cv2.cvtColor(BASE, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257),
+            Expect(
+                [np.dstack([cv2.cvtColor(BASE, cv2.COLOR_RGB2GRAY)] * 3)],
+                mpp=None,
+                tissue=np.zeros_like(TISSUE),
+            ),
+        ),
+        Case(
+            "PNG palette",
+            "palette.png",
+            pil_save(BASE, "P"),
+            None,
+            cli=False,
+            skip="PIL dithers: no exact truth",
+        ),
+        Case(
+            "JPEG as a slide",
+            "slide.jpg",
+            pil_save(BASE, format="JPEG", quality=95),
+            Expect([BASE], mpp=None, tol=JPEG_TOL),
+        ),
         Case("PNG named .svs", "png.svs", png, None),
         Case("TIFF pyramid named .svs", "generic.svs", pages(**zlib), Expect(LEVELS)),
         Case("TIFF pyramid named .ndpi", "generic.ndpi", pages(**zlib), Expect(LEVELS)),
         Case("TIFF pyramid without suffix", "noext", pages(**zlib), Expect(LEVELS)),
-        Case("single-level TIFF, stripped", "flat.tif", pages(LEVELS[:1], tile=None, **zlib), Expect(LEVELS[:1])),
+        Case(
+            "single-level TIFF, stripped",
+            "flat.tif",
+            pages(LEVELS[:1], tile=None, **zlib),
+            Expect(LEVELS[:1]),
+        ),
         Case("truncated pyramid (60 %)", "cut.tif", truncated(pages(compression="jpeg"), 0.6), None),
         Case("truncated Aperio (95 %)", "cut.svs", truncated(aperio(), 0.95), None),
         Case("zero bytes", "empty.svs", raw(b""), None),
@@ -389,8 +612,13 @@ def odd_files() -> list[Case]:
         Case("TIFF header only", "header.tif", raw(b"II*\x00\x08\x00\x00\x00"), None),
         Case("folder named x.tiff", "folder.tiff", folder, None),
         Case("symlink to a pyramid", "link.tif", symlink_to(pages(**zlib)), Expect(LEVELS)),
-        Case("unreadable permissions", "locked.tif", unreadable(pages(**zlib)), None,
-             skip="running as root: every file is readable" if os.geteuid() == 0 else ""),
+        Case(
+            "unreadable permissions",
+            "locked.tif",
+            unreadable(pages(**zlib)),
+            None,
+            skip="running as root: every file is readable" if os.geteuid() == 0 else "",
+        ),
         Case("name with spaces and unicode", "biopsy 1 – Färbung (HE).tif", pages(**zlib), Expect(LEVELS)),
         Case("name with dots", "case.2026.11.30.tif", pages(**zlib), Expect(LEVELS)),
         Case("upper-case suffix .TIF", "UPPER.TIF", pages(**zlib), Expect(LEVELS)),

@@ -131,7 +131,9 @@ def check_open(case: Case, path: Path) -> tuple[str, str, object]:
         return cls, detail, None
     if case.expect is None:
         return "wrong", f"opened, must be refused: {slide!r}"[:200], slide
-    cls, detail, problems = attempt(lambda: check_geometry(slide, case) + check_pixels(slide, case), path.name)
+    cls, detail, problems = attempt(
+        lambda: check_geometry(slide, case) + check_pixels(slide, case), path.name
+    )
     if cls:
         return cls, "reading: " + detail, slide
     if problems:
@@ -155,6 +157,7 @@ def truth_at(case: Case, shape: tuple[int, int]) -> np.ndarray:
     truth = case.expect.tissue
     if truth is None:
         from slide_files_cases import TISSUE
+
         truth = TISSUE
     return cv2.resize(truth.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
@@ -163,7 +166,11 @@ def judge_mask(mask: np.ndarray, case: Case) -> tuple[str, str]:
     truth = truth_at(case, mask.shape)
     if not truth.any():
         share = mask.mean()
-        return ("ok", "no tissue") if share < 0.01 else ("wrong", f"{share:.0%} found as tissue on a blank slide")
+        return (
+            ("ok", "no tissue")
+            if share < 0.01
+            else ("wrong", f"{share:.0%} found as tissue on a blank slide")
+        )
     iou = (mask & truth).sum() / max((mask | truth).sum(), 1)
     outside = (mask & ~truth).sum() / max(mask.sum(), 1)
     if iou < IOU:
@@ -188,8 +195,9 @@ def classify(code: int, stderr: str, out_dir: Path | None = None) -> tuple[str, 
         items = items.get("slides", items.get("items", [])) if isinstance(items, dict) else items
         failed = [item for item in items if isinstance(item, dict) and item.get("status") == "failed"]
         text = "; ".join(f"{item.get('error_type')}: {item.get('message')}" for item in failed)
-        if failed and all(item.get("error_type") == "InputError" and "\n" not in str(item.get("message"))
-                          for item in failed):
+        if failed and all(
+            item.get("error_type") == "InputError" and "\n" not in str(item.get("message")) for item in failed
+        ):
             return "slide-error", text[:220]
         return "crash", text[:220]
     return "crash", f"exit {code}: " + " | ".join(lines)[:200]
@@ -204,7 +212,9 @@ def patch_check(case: Case, out: Path) -> tuple[str, str]:
         return "wrong", "exit 0 but no patches file"
     with h5py.File(files[0], "r") as handle:
         coords = handle["coords"][:]
-        size = int(handle["coords"].attrs.get("patch_size", 64)) * 2 ** int(handle["coords"].attrs.get("patch_level", 0))
+        size = int(handle["coords"].attrs.get("patch_size", 64)) * 2 ** int(
+            handle["coords"].attrs.get("patch_level", 0)
+        )
     width, height = case.expect.levels[0].shape[1], case.expect.levels[0].shape[0]
     truth = truth_at(case, (height, width))
     if not len(coords):
@@ -227,17 +237,37 @@ def check_cli(case: Case, path: Path, tools: Path, work: Path) -> dict[str, tupl
     if cls == "ok" and case.expect is not None:
         cls, detail = patch_check(case, out)
     results["patch"] = (cls, detail)
-    code, _, err = run_cli(["wsi", "features", path, "-o", out, *SEGMENT, "--patch-size", "64", "--encoder",
-                            f"torchscript:{tools / 'encoder.pt'}", "--input-size", "32", "--device", "cpu",
-                            "--no-cpu-graph"])
+    code, _, err = run_cli(
+        [
+            "wsi",
+            "features",
+            path,
+            "-o",
+            out,
+            *SEGMENT,
+            "--patch-size",
+            "64",
+            "--encoder",
+            f"torchscript:{tools / 'encoder.pt'}",
+            "--input-size",
+            "32",
+            "--device",
+            "cpu",
+            "--no-cpu-graph",
+        ]
+    )
     results["features"] = classify(code, err)
-    (work / "slides.csv").write_text(f"slide_path,label\n\"{path}\",0\n")
+    (work / "slides.csv").write_text(f'slide_path,label\n"{path}",0\n')
     config = {
         "slides": {"csv": "slides.csv"},
         "segmentation": {"a_t": 0.05, "a_h": 0.01},
         "patching": {"patch_size": 64, "level": 0},
-        "features": {"encoder": f"torchscript:{tools / 'encoder.pt'}", "input_size": 32, "batch_size": 64,
-                     "cpu_graph": False},
+        "features": {
+            "encoder": f"torchscript:{tools / 'encoder.pt'}",
+            "input_size": 32,
+            "batch_size": 64,
+            "cpu_graph": False,
+        },
         "model": {"checkpoint": str(tools / "clam.pt"), "class_names": ["normal", "tumour"]},
         "heatmap": {"alpha": 0.5, "legend": False},
         "sampling": {"top_k": 2, "bottom_k": 1},
@@ -299,10 +329,14 @@ def main() -> None:
                 counts[cls] += 1
                 surprise = not expected(case, consumer, cls)
                 surprises += surprise
-                print(f"{cls:11s}{'!' if surprise else ' '} {took:5.2f}s {case.name[:42]:42s} {consumer:8s} "
-                      f"{detail if args.verbose else detail[:130]}", flush=True)
+                print(
+                    f"{cls:11s}{'!' if surprise else ' '} {took:5.2f}s {case.name[:42]:42s} {consumer:8s} "
+                    f"{detail if args.verbose else detail[:130]}",
+                    flush=True,
+                )
     print(
-        "\n" + "  ".join(f"{name}: {counts[name]}" for name in ("ok", "error", "slide-error", "crash", "wrong"))
+        "\n"
+        + "  ".join(f"{name}: {counts[name]}" for name in ("ok", "error", "slide-error", "crash", "wrong"))
         + f"  (surprises: {surprises}; {time.perf_counter() - start_all:.0f} s)"
     )
 
