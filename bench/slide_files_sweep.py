@@ -18,7 +18,7 @@ names. Each is read by:
   a slide without tissue must give none);
 - ``segment`` / ``patch`` / ``features`` / ``run``: ``attnmap wsi segment | patch | features`` and a
   one-slide ``attnmap wsi run`` as typed (64-px patches, the tests' seeded 8-d TorchScript encoder and
-  CLAM), the patch centres checked against the planted tissue.
+  CLAM), the patches checked against the planted tissue (90 % must touch it).
 
 Classes, as `bench/wsi_config_sweep.py`: ``ok``, ``error`` (a one-line `InputError` naming the
 file; exit 2 at the command line), ``slide-error`` (exit 1, the slide failed with a one-line user
@@ -204,7 +204,7 @@ def classify(code: int, stderr: str, out_dir: Path | None = None) -> tuple[str, 
 
 
 def patch_check(case: Case, out: Path) -> tuple[str, str]:
-    """Patch centres on the planted tissue (none on a blank slide)."""
+    """Patches on the planted tissue: 90 % of them must touch it (none on a blank slide)."""
     import h5py
 
     files = sorted((out / "patches").glob("*.h5"))
@@ -219,12 +219,14 @@ def patch_check(case: Case, out: Path) -> tuple[str, str]:
     truth = truth_at(case, (height, width))
     if not len(coords):
         return ("ok", "no patches") if not truth.any() else ("wrong", "no patches on a slide with tissue")
-    cx = np.clip(coords[:, 0] + size // 2, 0, width - 1)
-    cy = np.clip(coords[:, 1] + size // 2, 0, height - 1)
-    inside = truth[cy, cx].mean()
-    if inside < 0.7:
-        return "wrong", f"{len(coords)} patches, {inside:.0%} centred on tissue"
-    return "ok", f"{len(coords)} patches, {inside:.0%} on tissue"
+    integral = np.pad(truth.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    x0, y0 = np.clip(coords[:, 0], 0, width), np.clip(coords[:, 1], 0, height)
+    x1, y1 = np.clip(coords[:, 0] + size, 0, width), np.clip(coords[:, 1] + size, 0, height)
+    tissue = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    inside = (tissue > 0).mean()
+    if inside < 0.9:
+        return "wrong", f"{len(coords)} patches, {inside:.0%} touch the tissue"
+    return "ok", f"{len(coords)} patches, {inside:.0%} touch the tissue"
 
 
 def check_cli(case: Case, path: Path, tools: Path, work: Path) -> dict[str, tuple[str, str]]:
@@ -283,10 +285,10 @@ def expected(case: Case, consumer: str, cls: str) -> bool:
     if case.expect is not None:
         blank = case.expect.tissue is not None and not case.expect.tissue.any()
         # a slide without tissue is refused by the commands that need patches
-        if blank and consumer in ("features", "run"):
+        if blank and consumer in ("patch", "features", "run"):
             return cls in ("ok", "error", "slide-error")
         return cls == "ok"
-    return cls == ("slide-error" if consumer == "run" else "error")
+    return cls == "error" or (consumer == "run" and cls == "slide-error")
 
 
 def main() -> None:
