@@ -614,10 +614,6 @@ def odd_files() -> list[Case]:
             ),
         ),
         Case("PNG palette", "palette.png", write_palette_png, Expect([palette()[1]], mpp=None, tol=1.0)),
-            None,
-            cli=False,
-            skip="PIL dithers: no exact truth",
-        ),
         Case(
             "JPEG as a slide",
             "slide.jpg",
