@@ -89,9 +89,10 @@ def properties_mpp(properties: dict) -> float | None:
         return None
 
 
-def tiff_mpp(path: Path) -> float | None:
-    """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the first
-    page's XResolution / ResolutionUnit (screen and print dpi say nothing and give None)."""
+def tiff_mpp(path: Path, page=None) -> float | None:
+    """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the
+    XResolution / ResolutionUnit of ``page`` (default: the largest top-level page, which a pyramid
+    written smallest first does not put first); screen and print dpi say nothing and give None."""
     import tifffile
 
     try:
@@ -100,7 +101,7 @@ def tiff_mpp(path: Path) -> float | None:
                 mpp = _ome_mpp(tif.ome_metadata)
                 if mpp is not None:
                     return mpp
-            return resolution_mpp(tif.pages.first)
+            return resolution_mpp(page if page is not None else _largest([p for p in tif.pages if p.shape]))
     except Exception:  # noqa: BLE001 - no readable metadata is no pixel size, not an error
         return None
 
@@ -272,3 +273,50 @@ def check_plain_tiff(path: Path, series, page) -> None:
             f"cannot read slide {path}: no slide reader opens this TIFF, and the image reader loads it "
             f"whole, which at {width}×{height} px is too large; convert it to a tiled pyramidal RGB TIFF"
         )
+
+
+def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
+    """Why OpenSlide's generic-TIFF view of ``path`` (level 0 ``level0``) would give wrong or no
+    pixels, else None: the file is then read through tiffslide / tifffile instead.
+
+    Why: libtiff's RGBA reader, which OpenSlide decodes generic TIFFs with, scales 16-bit grey
+    wrongly and refuses floats at the first read (not at open); OpenSlide 4.0.1 fails on
+    uncompressed levels whose tile sizes differ; and it takes the first page for level 0, so a
+    pyramid written smallest page first loses its full resolution and reports that page's pixel size.
+    """
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            images = [page for page in tif.pages if page.shape and page.imagewidth and page.imagelength]
+            largest = _largest(images)
+            if largest is None:
+                return None
+            if largest.imagewidth * largest.imagelength > level0[0] * level0[1]:
+                return (f"its largest image ({largest.imagewidth}×{largest.imagelength}) is not its first "
+                        "page, which OpenSlide takes for level 0")
+            if int(largest.bitspersample) != 8 or int(largest.sampleformat) != 1:
+                return f"{largest.dtype} samples, which OpenSlide reads wrongly or not at all"
+            tiled = {(page.tilewidth, page.tilelength) for page in images if page.is_tiled
+                     and int(page.compression) == 1}
+            if len(tiled) > 1:
+                return "uncompressed levels with different tile sizes, which OpenSlide 4.0.1 fails on"
+    except Exception:  # noqa: BLE001 - an unparsable TIFF keeps OpenSlide's view
+        return None
+    return None
+
+
+def _largest(pages: list):
+    return max(pages, key=lambda page: page.imagewidth * page.imagelength, default=None)
+
+
+def largest_image(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a TIFF's largest top-level page (None when it cannot be parsed)."""
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            largest = _largest([page for page in tif.pages if page.shape])
+            return None if largest is None else (int(largest.imagewidth), int(largest.imagelength))
+    except Exception:  # noqa: BLE001 - nothing known, nothing to compare
+        return None
