@@ -5,10 +5,10 @@ Run (a minute or two on 2 shared cores; everything in a temporary folder)::
 
     PYTHONPATH=src:bench nice python bench/slide_files_sweep.py [--only SUBSTRING] [--no-cli] [-v]
 
-Each case (`bench/slide_files_cases.py`) is one file written the way a scanner, converter or user
-writes it: pyramids as pages or SubIFDs, every TIFF compression, Aperio and OME-TIFF, pixel sizes in
-each unit, RGBA / grey / 16-bit / palette / CMYK / float pixels, plain images, damaged files and odd
-names. Each is read by:
+Each case (`bench/slide_files_cases.py`; written by `bench/slide_files_writers.py`) is one file
+written the way a scanner, converter or user writes it: pyramids as pages or SubIFDs, every TIFF
+compression, Aperio and OME-TIFF, pixel sizes in each unit, RGBA / grey / 16-bit / palette / CMYK /
+float pixels, plain images, damaged files and odd names. Each is read by:
 
 - ``open``: `attnmap.wsi.open_slide`: level geometry (sizes and downsamples by OpenSlide's rule),
   µm per pixel, and every level read whole, at a planted square (located in level-0 coordinates)
@@ -16,6 +16,8 @@ names. Each is read by:
   (transparent pixels shown white);
 - ``tissue``: `segment_tissue` (a_t 0.05, a_h 0.01), its mask against the planted tissue (IoU ≥ 0.7;
   a slide without tissue must give none);
+- ``view``: the viewer's Deep Zoom tiles (`attnmap.view.deepzoom.SlideTiles`): the full-resolution
+  tile at the top-left corner and the one-tile overview, against the pixels written;
 - ``segment`` / ``patch`` / ``features`` / ``run``: ``attnmap wsi segment | patch | features`` and a
   one-slide ``attnmap wsi run`` as typed (64-px patches, the tests' seeded 8-d TorchScript encoder and
   CLAM), the patches checked against the planted tissue (90 % must touch it).
@@ -47,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' encoder and CLAM writers
 sys.path.insert(0, str(ROOT / "bench"))
 
-from slide_files_cases import MARK, Case, cases  # noqa: E402
+from slide_files_cases import Case, cases  # noqa: E402
+from slide_files_writers import MARK, TISSUE  # noqa: E402
 from sweep_common import run_cli  # noqa: E402
 from synthetic_slide_files import write_clam_checkpoint, write_tiny_encoder  # noqa: E402
 
@@ -151,13 +154,39 @@ def check_tissue(case: Case, path: Path, slide) -> tuple[str, str]:
     return judge_mask(mask, case)
 
 
+def check_view(case: Case, path: Path, slide) -> tuple[str, str]:
+    """The viewer's Deep Zoom tiles: the full-resolution corner tile and the one-tile overview."""
+    import cv2
+
+    from attnmap.view.deepzoom import SlideTiles
+
+    def tiles():
+        source = SlideTiles(slide)
+        top = source.grid.level_count - 1
+        overview = max(
+            level for level, (cols, rows) in enumerate(source.grid.level_tiles) if cols * rows == 1
+        )
+        return top, np.asarray(source.image(top, 0, 0)), overview, np.asarray(source.image(overview, 0, 0))
+
+    cls, detail, got = attempt(tiles, path.name)
+    if cls:
+        return cls, detail
+    top, corner, overview, small = got
+    want = case.expect.levels[0]
+    problems = []
+    if bad := mismatch(corner, want[: corner.shape[0], : corner.shape[1]], case.expect.tol):
+        problems.append(f"level {top} tile (0, 0): {bad}")
+    shrunk = cv2.resize(want, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+    if bad := mismatch(small, shrunk, case.expect.tol + 6):  # the viewer's own resampling
+        problems.append(f"overview tile (level {overview}): {bad}")
+    return ("wrong", "; ".join(problems)) if problems else ("ok", f"tiles of levels {top} and {overview}")
+
+
 def truth_at(case: Case, shape: tuple[int, int]) -> np.ndarray:
     import cv2
 
     truth = case.expect.tissue
     if truth is None:
-        from slide_files_cases import TISSUE
-
         truth = TISSUE
     return cv2.resize(truth.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
@@ -323,6 +352,7 @@ def main() -> None:
 
                 slide = open_slide(path)
                 results["tissue"] = check_tissue(case, path, slide)
+                results["view"] = check_view(case, path, slide)
                 slide.close()
             if case.cli and not args.no_cli:
                 results.update(check_cli(case, path, tools, work))
