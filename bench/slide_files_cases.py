@@ -175,7 +175,7 @@ def cases() -> list[Case]:
             Expect(LEVELS, note="x"),
         ),
     ]
-    out += pixel_cases() + odd_files()
+    out += pixel_cases() + more_layouts() + odd_files()
     return out
 
 
@@ -302,6 +302,173 @@ def pixel_cases() -> list[Case]:
 
 def exact_of() -> Expect:
     return Expect(LEVELS)
+
+
+def more_layouts() -> list[Case]:
+    """Rarer sample layouts and page orders."""
+    import tifffile
+
+    zlib = {"compression": "zlib"}
+    grey_levels = halve(cv2.cvtColor(BASE, cv2.COLOR_RGB2GRAY), 3)
+    as_grey = [np.dstack([g] * 3) for g in grey_levels]
+    no_tissue = np.zeros_like(TISSUE)
+    extra = [np.dstack([level, np.full(level.shape[:2], 77, np.uint8)]) for level in LEVELS]
+    stored, shown, scanned = rgba((0, 0, 0))
+    premultiplied = stored.copy()  # associated alpha: colour already multiplied (0 where transparent)
+    stored16 = stored.astype(np.uint16) * 257
+
+    def label_first(path: Path) -> None:
+        label = np.full((300, 280, 3), 250, np.uint8)
+        label[100:200, 40:240] = 10
+        with tifffile.TiffWriter(path) as tif:
+            tif.write(
+                label, photometric="rgb", compression="lzw", subfiletype=1, metadata=None, rowsperstrip=64
+            )
+        pages(**zlib)(path.with_suffix(".part"))
+        with (
+            tifffile.TiffFile(path.with_suffix(".part")) as part,
+            tifffile.TiffWriter(path, append=True) as tif,
+        ):
+            for index, page in enumerate(part.pages):
+                tif.write(
+                    page.asarray(),
+                    photometric="rgb",
+                    tile=(256, 256),
+                    subfiletype=int(index > 0),
+                    resolution=(1e4 / (MPP * 2**index),) * 2,
+                    resolutionunit="CENTIMETER",
+                    metadata=None,
+                    **zlib,
+                )
+        path.with_suffix(".part").unlink()
+
+    def channel_pages(path: Path) -> None:
+        with tifffile.TiffWriter(path) as tif:
+            for channel in range(3):
+                tif.write(LEVELS[0][..., channel], photometric="minisblack", tile=(256, 256), metadata=None)
+
+    return [
+        Case(
+            "grey min-is-white",
+            "white_grey.tif",
+            pages([255 - g for g in grey_levels], photometric="miniswhite", **zlib),
+            Expect(as_grey, tissue=no_tissue),
+        ),
+        Case(
+            "grey min-is-white stripped",
+            "white_strips.tif",
+            pages([255 - grey_levels[0]], tile=None, rowsperstrip=32, photometric="miniswhite", **zlib),
+            Expect(as_grey[:1], tissue=no_tissue),
+        ),
+        Case(
+            "RGB + unspecified extra sample",
+            "extra.tif",
+            pages(extra, extrasamples=[0], **zlib),
+            Expect(LEVELS),
+        ),
+        Case(
+            "RGB + extra sample, stripped",
+            "extra_strips.tif",
+            pages(extra[:1], tile=None, rowsperstrip=32, extrasamples=[0], **zlib),
+            Expect(LEVELS[:1]),
+        ),
+        Case(
+            "RGBA associated alpha",
+            "rgba_assoc.tif",
+            pages(halve(premultiplied, 3), extrasamples=[1], **zlib),
+            Expect(halve(shown, 3), tissue=scanned, tol=1.0),
+        ),
+        Case(
+            "RGBA 16-bit",
+            "rgba16.tif",
+            pages(halve(stored16, 3), extrasamples=[2], **zlib),
+            Expect(halve(shown, 3), tissue=scanned, tol=1.0),
+        ),
+        Case(
+            "RGB 16-bit subifds",
+            "rgb16_subifd.tif",
+            subifds([level.astype(np.uint16) * 257 for level in LEVELS], compression="zlib"),
+            Expect(LEVELS),
+        ),
+        Case(
+            "bilevel 1-bit",
+            "bilevel.tif",
+            pages([grey_levels[0] > 128], photometric="minisblack", **zlib),
+            Expect([np.dstack([(grey_levels[0] > 128).astype(np.uint8) * 255] * 3)], tissue=no_tissue),
+        ),
+        Case("label page first (Ventana-like)", "label_first.tif", label_first, Expect(LEVELS)),
+        Case(
+            "thumbnail page after a flat image",
+            "thumb.tif",
+            pages([LEVELS[0], LEVELS[2]], **zlib),
+            Expect([LEVELS[0], LEVELS[2]]),
+        ),
+        Case("level 0 jpeg, levels zlib", "mixed.tif", mixed_compression(), Expect(LEVELS, tol=JPEG_TOL)),
+        Case("BigTIFF subifds", "big_subifd.tif", big_subifds(), Expect(LEVELS)),
+        Case(
+            "JPEG stripped, one level",
+            "jpeg_strips.tif",
+            pages(LEVELS[:1], tile=None, rowsperstrip=64, compression="jpeg"),
+            Expect(LEVELS[:1], tol=JPEG_TOL),
+        ),
+        Case("channels as pages (fluorescence)", "channels.tif", channel_pages, None),
+        Case(
+            "WebP image", "slide.webp", pil_save(BASE, format="WEBP", lossless=True), Expect([BASE], mpp=None)
+        ),
+        Case("BMP image", "slide.bmp", pil_save(BASE, format="BMP"), Expect([BASE], mpp=None)),
+        Case(
+            "PNG grey + alpha",
+            "la.png",
+            pil_save(stored, "LA"),
+            Expect(
+                [np.dstack([cv2.cvtColor(shown, cv2.COLOR_RGB2GRAY)] * 3)],
+                mpp=None,
+                tissue=no_tissue,
+                tol=1.0,
+            ),
+        ),
+    ]
+
+
+def mixed_compression() -> Callable:
+    import tifffile
+
+    def write(path: Path) -> None:
+        with tifffile.TiffWriter(path) as tif:
+            for index, level in enumerate(LEVELS):
+                tif.write(
+                    level,
+                    tile=(256, 256),
+                    photometric="rgb",
+                    subfiletype=int(index > 0),
+                    metadata=None,
+                    compression="jpeg" if index == 0 else "zlib",
+                    resolution=(1e4 / (MPP * 2**index),) * 2,
+                    resolutionunit="CENTIMETER",
+                )
+
+    return write
+
+
+def big_subifds() -> Callable:
+    import tifffile
+
+    def write(path: Path) -> None:
+        with tifffile.TiffWriter(path, bigtiff=True) as tif:
+            for index, level in enumerate(LEVELS):
+                tif.write(
+                    level,
+                    tile=(256, 256),
+                    photometric="rgb",
+                    compression="zlib",
+                    metadata=None,
+                    subifds=2 if index == 0 else None,
+                    subfiletype=int(index > 0),
+                    resolution=(1e4 / (MPP * 2**index),) * 2,
+                    resolutionunit="CENTIMETER",
+                )
+
+    return write
 
 
 def odd_files() -> list[Case]:

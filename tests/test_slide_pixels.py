@@ -178,3 +178,44 @@ def test_a_one_level_ome_tiff_has_its_ome_pixel_size(tmp_path: Path) -> None:
     )
     with open_slide(path) as slide:  # OpenSlide reads it as a generic TIFF and ignores the OME-XML
         assert slide.mpp == pytest.approx(0.25)
+
+
+def test_an_extra_sample_of_unspecified_meaning_is_not_alpha(tmp_path: Path) -> None:
+    image = picture()
+    stored = np.dstack([image, np.full((HEIGHT, WIDTH), 77, np.uint8)])
+    path = write_pages(tmp_path / "extra.tif", [stored], photometric="rgb", extrasamples=[0])
+    with open_slide(path) as slide:  # OpenSlide (libtiff) took it for alpha: colours faded towards white
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (WIDTH, HEIGHT)), image)
+
+
+def test_a_label_written_before_the_pyramid_is_not_taken_for_the_slide(tmp_path: Path) -> None:
+    levels = halves(np.tile(picture(), (2, 2, 1)), 2)
+    path = tmp_path / "label_first.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.full((40, 30, 3), 250, np.uint8), photometric="rgb", subfiletype=1, metadata=None)
+        for index, level in enumerate(levels):
+            per_cm = 2e4 / 2**index
+            tif.write(
+                level,
+                tile=(16, 16),
+                photometric="rgb",
+                subfiletype=int(index > 0),
+                metadata=None,
+                resolution=(per_cm, per_cm),
+                resolutionunit="CENTIMETER",
+            )
+    with open_slide(path) as slide:  # the 30×40 label was read as the whole slide
+        assert slide.level_dimensions == tuple((level.shape[1], level.shape[0]) for level in levels)
+        assert slide.mpp == pytest.approx(0.5)
+        np.testing.assert_array_equal(slide.read_region((0, 0), 1, slide.level_dimensions[1]), levels[1])
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_channels_written_as_pages_are_refused_not_read_as_a_grey_slide(tmp_path: Path, tiled: bool) -> None:
+    path = tmp_path / "channels.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for channel in range(3):
+            layout = {"tile": (16, 16)} if tiled else {"rowsperstrip": 16}
+            tif.write(picture()[..., channel], photometric="minisblack", metadata=None, **layout)
+    with pytest.raises(InputError, match=r"channels\.tif: several of its levels are 96×64 px.*channels"):
+        open_slide(path)  # OpenSlide (tiled) or the image reader (stripped) showed the first channel

@@ -24,9 +24,11 @@ from attnmap.wsi.slide_files import (
     largest_image,
     missing_companions,
     openslide_misreads,
+    planes_error,
     properties_mpp,
     quiet_tifffile,
     resolution_mpp,
+    stacked_planes,
     tiff_damage,
     tiff_mpp,
 )
@@ -158,11 +160,7 @@ class OpenSlideSlide(Slide):
         repeated = [size for index, size in enumerate(sizes) if size in sizes[:index]]
         if repeated:  # OpenSlide's generic TIFF takes a stack of channel pages for levels
             handle.close()
-            raise InputError(
-                f"cannot read slide {path}: several of its levels are {repeated[0][0]}×{repeated[0][1]} px, "
-                "so its pages are channels or focal planes (fluorescence, multiplex or a z-stack?), not one "
-                "pyramid; attnmap reads brightfield RGB slides"
-            )
+            raise planes_error(Path(path), *repeated[0])
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         level = self.check_level(level)
@@ -351,6 +349,10 @@ def _open_slide(path: str | Path) -> Slide:
         else:
             slide = OpenSlideSlide(str(path), handle)
             generic = handle.properties.get("openslide.vendor") == "generic-tiff"
+            planes = stacked_planes(path) if generic else None
+            if planes is not None:  # OpenSlide shows the first of them as one grey level
+                slide.close()
+                raise planes_error(path, *planes)
             misread = openslide_misreads(path, slide.dimensions) if generic else None
             try:
                 single = suffix in TIFF_SUFFIXES and slide.level_count == 1

@@ -266,6 +266,8 @@ def check_plain_tiff(path: Path, series, page) -> None:
             f"cannot read slide {path}: it has {channels} separate channels (axes {axes}: fluorescence or "
             "multiplex?); attnmap reads brightfield RGB slides"
         )
+    if "I" in axes and series.shape[axes.index("I")] > 1 and int(page.samplesperpixel) == 1:
+        raise planes_error(path, int(page.imagewidth), int(page.imagelength))  # grey pages: channels
     limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None  # PIL's limit for PNG/JPEG
     width, height = int(page.imagewidth), int(page.imagelength)
     if limit is not None and width * height > limit:
@@ -280,7 +282,8 @@ def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
     pixels, else None: the file is then read through tiffslide / tifffile instead.
 
     Why: libtiff's RGBA reader, which OpenSlide decodes generic TIFFs with, scales 16-bit grey
-    wrongly and refuses floats at the first read (not at open); OpenSlide 4.0.1 fails on
+    wrongly, refuses floats at the first read (not at open) and takes an extra sample of unspecified
+    meaning for alpha; OpenSlide 4.0.1 fails on
     uncompressed levels whose tile sizes differ; and it takes the first page for level 0, so a
     pyramid written smallest page first loses its full resolution and reports that page's pixel size.
     """
@@ -297,6 +300,8 @@ def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
                         "page, which OpenSlide takes for level 0")
             if int(largest.bitspersample) != 8 or int(largest.sampleformat) != 1:
                 return f"{largest.dtype} samples, which OpenSlide reads wrongly or not at all"
+            if largest.extrasamples and int(largest.extrasamples[0]) == 0:
+                return "an extra sample of unspecified meaning, which OpenSlide takes for alpha"
             tiled = {(page.tilewidth, page.tilelength) for page in images if page.is_tiled
                      and int(page.compression) == 1}
             if len(tiled) > 1:
@@ -320,3 +325,33 @@ def largest_image(path: Path) -> tuple[int, int] | None:
             return None if largest is None else (int(largest.imagewidth), int(largest.imagelength))
     except Exception:  # noqa: BLE001 - nothing known, nothing to compare
         return None
+
+
+def planes_error(path: Path, width: int, height: int) -> InputError:
+    """The one-line refusal of a TIFF whose same-size images are channels or focal planes."""
+    return InputError(
+        f"cannot read slide {path}: several of its levels are {width}×{height} px, so its pages are channels "
+        "or focal planes (fluorescence, multiplex or a z-stack?), not one pyramid; attnmap reads brightfield "
+        "RGB slides"
+    )
+
+
+def stacked_planes(path: Path) -> tuple[int, int] | None:
+    """(width, height) when several grey top-level pages of a TIFF have its largest size, else None.
+
+    Why: OpenSlide reads such a file (channels of a fluorescence scan written one grey page each)
+    as one level, its first channel, and draws it as a grey slide. Same-size RGB pages are focal
+    planes of a brightfield z-stack, whose first plane is read, as the in-memory reader does.
+    """
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            sizes = [(int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel))
+                     for page in tif.pages if page.shape]
+    except Exception:  # noqa: BLE001 - nothing parsed, nothing to refuse
+        return None
+    largest = max(sizes, key=lambda size: size[0] * size[1], default=None)
+    if largest is None or largest[2] != 1 or sizes.count(largest) < 2:
+        return None
+    return largest[0], largest[1]

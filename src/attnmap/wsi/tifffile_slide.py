@@ -79,23 +79,27 @@ class TifffileSlide(Slide):
 
 def _pyramid(tif) -> list[tuple]:
     """(series, level index) of each level of a TIFF's image, largest first: its first series'
-    levels, or, when a larger image sits in a later single-level series (a pyramid written smallest
-    page first), every single-level series of that image's layout and aspect ratio."""
-    series = tif.series[0]
-    levels = [(series, index) for index in range(len(series.levels))]
-    singles = [other for other in tif.series if len(other.levels) == 1]
-    largest = max(singles, key=lambda other: int(np.prod(other.shape)), default=series)
-    if int(np.prod(largest.shape)) > int(np.prod(series.levels[0].shape)):
+    levels, unless a larger image sits in a later series (a label or overview written first, a
+    pyramid written smallest page first); then that series' levels, or, when it is one page, every
+    single-page series of that image's layout and aspect ratio."""
+
+    def area(series, index: int = 0) -> int:
+        return int(np.prod(series.levels[index].shape))
+
+    first = tif.series[0]
+    largest = max(tif.series, key=area)
+    if area(largest) <= area(first):
+        largest = first
+    if len(largest.levels) > 1 or largest is first:
+        levels = [(largest, index) for index in range(len(largest.levels))]
+    else:
         axes, dtype = largest.axes, largest.dtype
         height, width = (largest.shape[axes.index(axis)] for axis in "YX")
 
         def same_image(other) -> bool:
             h, w = (other.shape[axes.index(axis)] for axis in "YX")
-            return (
-                other.axes == axes
-                and other.dtype == dtype
-                and abs(width / w - height / h) <= 2 * width / w / min(w, h)
-            )
+            rounding = 2 * width / w / min(w, h)  # a level's sides are rounded to whole pixels
+            return other.axes == axes and other.dtype == dtype and abs(width / w - height / h) <= rounding
 
-        levels = [(other, 0) for other in singles if same_image(other)]
-    return sorted(levels, key=lambda pair: -int(np.prod(pair[0].levels[pair[1]].shape)))
+        levels = [(other, 0) for other in tif.series if len(other.levels) == 1 and same_image(other)]
+    return sorted(levels, key=lambda pair: -area(*pair))
