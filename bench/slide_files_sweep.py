@@ -307,6 +307,11 @@ def check_cli(case: Case, path: Path, tools: Path, work: Path) -> dict[str, tupl
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     code, _, err = run_cli(["wsi", "run", work / "config.yaml"])
     results["run"] = classify(code, err, work / "run_out")
+    if case.expect is None:  # a file that must be refused, read without a word
+        results = {
+            name: ("wrong", "read, must be refused") if cls == "ok" else (cls, detail)
+            for name, (cls, detail) in results.items()
+        }
     return results
 
 
