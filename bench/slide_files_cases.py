@@ -125,6 +125,12 @@ def cases() -> list[Case]:
         ),
         # SubIFD pyramids
         Case("subifds deflate", "subifd_zlib.tif", subifds(compression="zlib"), exact),
+        Case(
+            "subifds smallest first",
+            "subifd_order.tif",
+            subifds(LEVELS[::-1], compression="zlib"),
+            Expect(LEVELS),
+        ),
         Case("subifds jpeg", "subifd_jpeg.tif", subifds(compression="jpeg"), jpeg),
         Case(
             "subifds without resolution",
@@ -141,7 +147,9 @@ def cases() -> list[Case]:
         ),
         Case("Aperio SVS lzw", "aperio_lzw.svs", aperio("lzw"), Expect(LEVELS, 0.252)),
         Case("Aperio layout named .tif", "aperio.tif", aperio(), Expect(LEVELS, 0.252, tol=JPEG_TOL)),
+        Case("Aperio SVS without MPP", "aperio_nompp.svs", aperio("lzw", mpp=False), Expect(LEVELS, None)),
         Case("OME-TIFF µm", "ome_um.ome.tif", ome(0.25, "µm"), exact),
+        Case("OME-TIFF 'um'", "ome_ascii_um.ome.tif", ome(0.25, "um"), exact),
         Case("OME-TIFF nm", "ome_nm.ome.tif", ome(250.0, "nm"), exact),
         Case("OME-TIFF mm", "ome_mm.ome.tif", ome(0.00025, "mm"), exact),
         Case("OME-TIFF default unit", "ome_nounit.ome.tif", ome(0.25, None), exact),

@@ -116,7 +116,7 @@ def pages(
                     tile=the_tile,
                     subfiletype=1 if (index and subfiletype) else 0,
                     metadata=None,
-                    **(per_cm(mpp, level, levels[0]) if mpp else {}),
+                    **(per_cm(mpp, level, max(levels, key=width_of)) if mpp else {}),
                     **args,
                 )
 
@@ -137,7 +137,7 @@ def subifds(levels: list[np.ndarray] = LEVELS, mpp: float | None = MPP, **kwargs
                     metadata=None,
                     subifds=len(levels) - 1 if index == 0 else None,
                     subfiletype=1 if index else 0,
-                    **(per_cm(mpp, level, levels[0]) if mpp else {}),
+                    **(per_cm(mpp, level, max(levels, key=width_of)) if mpp else {}),
                     **args,
                 )
 
@@ -180,11 +180,28 @@ APERIO = (
 )
 
 
-def aperio(compression: str = "jpeg") -> Callable:
-    """An Aperio SVS: level 0, a stripped thumbnail, the reduced levels, a label and a macro."""
+def aperio(compression: str = "jpeg", mpp: bool = True) -> Callable:
+    """An Aperio SVS: level 0, a stripped thumbnail, the reduced levels, a label and a macro
+    (``mpp`` False: descriptions without MPP, as some exports write them)."""
     import tifffile
 
     def write(path: Path) -> None:
+        if not mpp:  # the same file, written again without MPP in its descriptions
+            aperio(compression)(path)
+            with tifffile.TiffFile(path) as tif:
+                pages = [(page.asarray(), page) for page in tif.pages]
+            with tifffile.TiffWriter(path) as out:
+                for data, page in pages:
+                    out.write(
+                        data,
+                        photometric="rgb",
+                        metadata=None,
+                        subfiletype=int(page.subfiletype),
+                        description=page.description.replace("|MPP = 0.2520", ""),
+                        compression=compression if page.is_tiled else "lzw",
+                        **({"tile": (256, 256)} if page.is_tiled else {"rowsperstrip": 16}),
+                    )
+            return
         thumb = cv2.resize(BASE, (240, 180), interpolation=cv2.INTER_AREA)
         label = np.full((80, 100, 3), 255, np.uint8)
         label[20:60, 10:90] = 0

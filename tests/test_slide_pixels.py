@@ -219,3 +219,25 @@ def test_channels_written_as_pages_are_refused_not_read_as_a_grey_slide(tmp_path
             tif.write(picture()[..., channel], photometric="minisblack", metadata=None, **layout)
     with pytest.raises(InputError, match=r"channels\.tif: several of its levels are 96×64 px.*channels"):
         open_slide(path)  # OpenSlide (tiled) or the image reader (stripped) showed the first channel
+
+
+def test_a_full_resolution_in_a_subifd_under_a_smaller_first_page_is_level_0(tmp_path: Path) -> None:
+    levels = halves(np.tile(picture(), (2, 2, 1)), 3)
+    path = tmp_path / "subifd_order.tif"
+    with tifffile.TiffWriter(path) as tif:  # the smallest level first, the larger ones as its SubIFDs
+        for index, level in enumerate(levels[::-1]):
+            per_cm = 2e4 * level.shape[1] / levels[0].shape[1]
+            tif.write(
+                level,
+                tile=(16, 16),
+                photometric="rgb",
+                subifds=2 if index == 0 else None,
+                metadata=None,
+                subfiletype=int(index > 0),
+                resolution=(per_cm, per_cm),
+                resolutionunit="CENTIMETER",
+            )
+    with open_slide(path) as slide:  # OpenSlide showed the first, smallest page as the whole slide
+        assert slide.level_dimensions == tuple((level.shape[1], level.shape[0]) for level in levels)
+        assert slide.mpp == pytest.approx(0.5)
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, slide.dimensions), levels[0])

@@ -291,7 +291,7 @@ def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
 
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            images = [page for page in tif.pages if page.shape and page.imagewidth and page.imagelength]
+            images = _images(tif)
             largest = _largest(images)
             if largest is None:
                 return None
@@ -315,13 +315,26 @@ def _largest(pages: list):
     return max(pages, key=lambda page: page.imagewidth * page.imagelength, default=None)
 
 
+def _images(tif) -> list:
+    """A TIFF's images: its top-level pages and the SubIFD pages under them."""
+    import tifffile
+
+    images = []
+    for page in tif.pages:
+        if page.shape and page.imagewidth and page.imagelength:
+            images.append(page)
+            if page.subifds:
+                images.extend(sub for sub in tifffile.TiffPages(page) if sub.shape)
+    return images
+
+
 def largest_image(path: Path) -> tuple[int, int] | None:
-    """(width, height) of a TIFF's largest top-level page (None when it cannot be parsed)."""
+    """(width, height) of a TIFF's largest image, SubIFDs included (None when it cannot be parsed)."""
     import tifffile
 
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            largest = _largest([page for page in tif.pages if page.shape])
+            largest = _largest(_images(tif))
             return None if largest is None else (int(largest.imagewidth), int(largest.imagelength))
     except Exception:  # noqa: BLE001 - nothing known, nothing to compare
         return None
