@@ -108,6 +108,12 @@ def cases() -> list[Case]:
         Case("pages without subfiletype", "pages_nosft.tif", pages(subfiletype=False, **zlib), exact),
         Case("pages smallest first", "pages_order.tif", pages(order=[2, 1, 0], **zlib), exact),
         Case("pages stripped", "pages_strips.tif", pages(tile=None, rowsperstrip=64, **zlib), exact),
+        Case(
+            "level 0 stripped, levels tiled",
+            "pages_mixed_layout.tif",
+            pages(tiles=[None, (256, 256), (256, 256)], **zlib),
+            exact,
+        ),
         Case("pages BigTIFF", "pages_big.tif", pages(bigtiff=True, compression="jpeg"), jpeg),
         Case("pages big-endian", "pages_be.tif", pages(byteorder=">", **zlib), exact),
         Case("pages planar RGB", "pages_planar.tif", planar_pages(LEVELS), exact),
