@@ -427,6 +427,34 @@ def more_layouts() -> list[Case]:
         ),
         Case("channels as pages (fluorescence)", "channels.tif", channel_pages, None),
         Case(
+            "CIELab",
+            "lab.tif",
+            pages([cv2.cvtColor(BASE, cv2.COLOR_RGB2LAB)], photometric="cielab", **zlib),
+            None,
+        ),
+        Case(
+            "YCbCr uncompressed",
+            "ycc_raw.tif",
+            pages(
+                [cv2.cvtColor(BASE, cv2.COLOR_RGB2YCrCb)[:, :, [0, 2, 1]]],
+                photometric="ycbcr",
+                subsampling=(1, 1),
+            ),
+            Expect([BASE], tol=1.0),
+        ),
+        Case(
+            "YCbCr uncompressed, stripped",
+            "ycc_raw_strips.tif",
+            pages(
+                [cv2.cvtColor(BASE, cv2.COLOR_RGB2YCrCb)[:, :, [0, 2, 1]]],
+                tile=None,
+                rowsperstrip=32,
+                photometric="ycbcr",
+                subsampling=(1, 1),
+            ),
+            None,  # tifffile hands YCbCr over unconverted: refused by name
+        ),
+        Case(
             "WebP image", "slide.webp", pil_save(BASE, format="WEBP", lossless=True), Expect([BASE], mpp=None)
         ),
         Case("BMP image", "slide.bmp", pil_save(BASE, format="BMP"), Expect([BASE], mpp=None)),

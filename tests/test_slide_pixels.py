@@ -241,3 +241,17 @@ def test_a_full_resolution_in_a_subifd_under_a_smaller_first_page_is_level_0(tmp
         assert slide.level_dimensions == tuple((level.shape[1], level.shape[0]) for level in levels)
         assert slide.mpp == pytest.approx(0.5)
         np.testing.assert_array_equal(slide.read_region((0, 0), 0, slide.dimensions), levels[0])
+
+
+@pytest.mark.parametrize("kind", ["cielab", "ycbcr"])
+def test_pixels_with_no_rgb_reading_here_are_refused_at_open_by_their_interpretation(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / f"{kind}.tif"
+    if kind == "cielab":  # tiled: OpenSlide opened it (then drew it in colours of its own or failed to read)
+        tifffile.imwrite(path, picture(), photometric=kind, tile=(16, 16))
+    else:  # stripped, uncompressed: tiffslide handed YCbCr over as RGB
+        tifffile.imwrite(path, picture(), photometric=kind, subsampling=(1, 1), rowsperstrip=16)
+    said = "CIELAB" if kind == "cielab" else "YCbCr stored without JPEG compression"
+    with pytest.raises(InputError, match=rf"{kind}\.tif: its .*{said}"):
+        open_slide(path)

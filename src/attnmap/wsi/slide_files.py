@@ -282,8 +282,8 @@ def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
     pixels, else None: the file is then read through tiffslide / tifffile instead.
 
     Why: libtiff's RGBA reader, which OpenSlide decodes generic TIFFs with, scales 16-bit grey
-    wrongly, refuses floats at the first read (not at open) and takes an extra sample of unspecified
-    meaning for alpha; OpenSlide 4.0.1 fails on
+    wrongly, refuses floats at the first read (not at open), draws CIELab in colours of its own and
+    takes an extra sample of unspecified meaning for alpha; OpenSlide 4.0.1 fails on
     uncompressed levels whose tile sizes differ; and it takes the first page for level 0, so a
     pyramid written smallest page first loses its full resolution and reports that page's pixel size.
     """
@@ -302,6 +302,8 @@ def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
                 return f"{largest.dtype} samples, which OpenSlide reads wrongly or not at all"
             if largest.extrasamples and int(largest.extrasamples[0]) == 0:
                 return "an extra sample of unspecified meaning, which OpenSlide takes for alpha"
+            if int(largest.photometric) not in (0, 1, 2, 3, 5, 6):  # CIELab, ICCLab, LogLuv, ...
+                return f"{largest.photometric.name} pixels, which OpenSlide draws in colours of its own"
             tiled = {(page.tilewidth, page.tilelength) for page in images if page.is_tiled
                      and int(page.compression) == 1}
             if len(tiled) > 1:
