@@ -20,7 +20,7 @@ from attnmap.errors import InputError
 from attnmap.wsi.slide_files import quiet_tifffile
 
 _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 1, 2, 3, 5, 6
-_UNSPECIFIED, _ASSOCIATED = 0, 1  # ExtraSamples values (2: unassociated alpha)
+_ASSOCIATED, _UNASSOCIATED = 1, 2  # ExtraSamples values that are alpha (0: of unspecified meaning)
 _JPEG = (6, 7, 33003, 33005, 34892)  # compressions whose decoder returns RGB for YCbCr pages
 
 
@@ -53,7 +53,7 @@ def sample_converter(page, source: str) -> Callable[[np.ndarray], np.ndarray]:
     photometric = int(page.photometric)
     extras = tuple(int(value) for value in (page.extrasamples or ()))
     colour_samples = int(page.samplesperpixel) - len(extras)
-    alpha = extras[0] in (_ASSOCIATED, 2) if extras else False
+    alpha = bool(extras) and extras[0] in (_ASSOCIATED, _UNASSOCIATED)
     associated = bool(extras) and extras[0] == _ASSOCIATED
 
     def split(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -78,9 +78,8 @@ def sample_converter(page, source: str) -> Callable[[np.ndarray], np.ndarray]:
         inkset = int(page.tags["InkSet"].value) if "InkSet" in page.tags else 1
         if inkset != 1 or colour_samples != 4:
             raise InputError(
-                f"cannot read slide {source}: its pixels are {colour_samples} printing inks "
-                f"(InkSet {inkset}), "
-                "not CMYK; attnmap reads brightfield RGB slides"
+                f"cannot read slide {source}: its pixels are {colour_samples} printing inks (InkSet "
+                f"{inkset}), not CMYK; attnmap reads brightfield RGB slides"
             )
 
         def cmyk(pixels: np.ndarray) -> np.ndarray:
