@@ -21,6 +21,7 @@ from attnmap.wsi.slide_files import (
     describe_content,
     dicom_instance,
     first_line,
+    has_subifd_pyramid,
     largest_image,
     missing_companions,
     openslide_misreads,
@@ -299,14 +300,6 @@ def _open_plain(path: Path) -> Slide:
     return ArraySlide(rgb, str(path))
 
 
-def _has_subifd_pyramid(path: Path) -> bool:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0] if tif.series else None
-        return series is not None and len(series.levels) > 1
-
-
 def open_slide(path: str | Path) -> Slide:
     """Open a whole-slide image or a plain image as a `Slide`.
 
@@ -356,7 +349,7 @@ def _open_slide(path: str | Path) -> Slide:
             misread = openslide_misreads(path, slide.dimensions) if generic else None
             try:
                 single = suffix in TIFF_SUFFIXES and slide.level_count == 1
-                use_tiffslide = misread is not None or (single and _has_subifd_pyramid(path))
+                use_tiffslide = misread is not None or (single and has_subifd_pyramid(path))
             except Exception:  # noqa: BLE001 - an unparsable TIFF simply keeps the OpenSlide view
                 use_tiffslide = False
             if not use_tiffslide:

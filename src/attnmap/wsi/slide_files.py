@@ -370,3 +370,12 @@ def stacked_planes(path: Path) -> tuple[int, int] | None:
     if largest is None or largest[2] != 1 or sizes.count(largest) < 2:
         return None
     return largest[0], largest[1]
+
+
+def has_subifd_pyramid(path: Path) -> bool:
+    """Whether a TIFF's first series has reduced levels (SubIFDs OpenSlide does not see)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0] if tif.series else None
+        return series is not None and len(series.levels) > 1
