@@ -5,10 +5,11 @@ Run (a minute or two on 2 shared cores; everything in a temporary folder)::
 
     PYTHONPATH=src:bench nice python bench/slide_files_sweep.py [--only SUBSTRING] [--no-cli] [-v]
 
-Each case (`bench/slide_files_cases.py`; written by `bench/slide_files_writers.py`) is one file
-written the way a scanner, converter or user writes it: pyramids as pages or SubIFDs, every TIFF
-compression, Aperio and OME-TIFF, pixel sizes in each unit, RGBA / grey / 16-bit / palette / CMYK /
-float pixels, plain images, damaged files and odd names. Each is read by:
+Each case (`bench/slide_files_cases.py`, `bench/slide_files_pixel_cases.py`; written by
+`bench/slide_files_writers.py`) is one file written the way a scanner, converter or user writes it:
+pyramids as pages or SubIFDs, every TIFF compression, Aperio and OME-TIFF, pixel sizes in each unit,
+RGBA / grey / 16-bit / palette / CMYK / CIELab / float pixels, plain images, damaged files and odd
+names. Each is read by:
 
 - ``open``: `attnmap.wsi.open_slide`: level geometry (sizes and downsamples by OpenSlide's rule),
   µm per pixel, and every level read whole, at a planted square (located in level-0 coordinates)

@@ -339,3 +339,44 @@ def write_palette_png(path: Path) -> None:
     from PIL import Image
 
     Image.fromarray(BASE).quantize(256, dither=Image.Dither.NONE).save(path, format="PNG")
+
+
+def mixed_compression() -> Callable:
+    import tifffile
+
+    def write(path: Path) -> None:
+        with tifffile.TiffWriter(path) as tif:
+            for index, level in enumerate(LEVELS):
+                tif.write(
+                    level,
+                    tile=(256, 256),
+                    photometric="rgb",
+                    subfiletype=int(index > 0),
+                    metadata=None,
+                    compression="jpeg" if index == 0 else "zlib",
+                    resolution=(1e4 / (MPP * 2**index),) * 2,
+                    resolutionunit="CENTIMETER",
+                )
+
+    return write
+
+
+def big_subifds() -> Callable:
+    import tifffile
+
+    def write(path: Path) -> None:
+        with tifffile.TiffWriter(path, bigtiff=True) as tif:
+            for index, level in enumerate(LEVELS):
+                tif.write(
+                    level,
+                    tile=(256, 256),
+                    photometric="rgb",
+                    compression="zlib",
+                    metadata=None,
+                    subifds=2 if index == 0 else None,
+                    subfiletype=int(index > 0),
+                    resolution=(1e4 / (MPP * 2**index),) * 2,
+                    resolutionunit="CENTIMETER",
+                )
+
+    return write
