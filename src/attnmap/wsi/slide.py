@@ -15,15 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.wsi.pixels import as_rgb8, over_white, sample_converter, series_converter
 from attnmap.wsi.slide_files import (
     check_plain_tiff,
     describe_content,
     dicom_instance,
     first_line,
+    has_subifd_pyramid,
+    largest_image,
     missing_companions,
+    openslide_misreads,
+    planes_error,
     properties_mpp,
     quiet_tifffile,
     resolution_mpp,
+    stacked_planes,
     tiff_damage,
     tiff_mpp,
 )
@@ -137,29 +143,6 @@ class Slide:
         return f"{type(self).__name__}({self.path!r}, levels={list(self.level_dimensions)}, mpp={self.mpp})"
 
 
-def as_rgb8(pixels: np.ndarray, source: str) -> np.ndarray:
-    """(H, W, 3) uint8 from grey, grey+alpha, RGB or RGBA pixels in 8 or 16 bits.
-
-    Why: slides and plain images come as 1, 2, 3 or 4 samples per pixel and in 16 bits too (the
-    high byte is kept, as viewers show them); anything else (floats, 32-bit integers) has no
-    agreed scale, so it is refused by name instead of drawn wrong.
-    """
-    pixels = np.asarray(pixels)
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
-        raise InputError(f"{source}: expected a grey, RGB or RGBA image, got pixels of shape {pixels.shape}")
-    if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    elif pixels.dtype == np.bool_:
-        pixels = pixels.astype(np.uint8) * 255
-    elif pixels.dtype != np.uint8:
-        raise InputError(f"{source}: unsupported pixel type {pixels.dtype} (8- or 16-bit images only)")
-    if pixels.shape[2] < 3:
-        return np.repeat(pixels[:, :, :1], 3, axis=2)
-    return pixels[:, :, :3]
-
-
 class OpenSlideSlide(Slide):
     """OpenSlide backend (SVS, NDPI, MRXS, generic tiled TIFF with page pyramids, ...)."""
 
@@ -170,16 +153,15 @@ class OpenSlideSlide(Slide):
         self._handle = handle
         self.level_dimensions = tuple(tuple(int(v) for v in dim) for dim in handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
-        self.mpp = properties_mpp(dict(handle.properties))
+        properties = dict(handle.properties)
+        self.mpp = properties_mpp(properties)
+        if self.mpp is None and properties.get("openslide.vendor") == "generic-tiff":
+            self.mpp = tiff_mpp(Path(path))  # an OME-TIFF says it in its XML, which OpenSlide ignores
         sizes = self.level_dimensions
         repeated = [size for index, size in enumerate(sizes) if size in sizes[:index]]
         if repeated:  # OpenSlide's generic TIFF takes a stack of channel pages for levels
             handle.close()
-            raise InputError(
-                f"cannot read slide {path}: several of its levels are {repeated[0][0]}×{repeated[0][1]} px, "
-                "so its pages are channels or focal planes (fluorescence, multiplex or a z-stack?), not one "
-                "pyramid; attnmap reads brightfield RGB slides"
-            )
+            raise planes_error(Path(path), *repeated[0])
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         level = self.check_level(level)
@@ -190,7 +172,22 @@ class OpenSlideSlide(Slide):
             image = self._handle.read_region(corner, level, extent)
         except Exception as error:  # noqa: BLE001 - OpenSlide's errors name neither file nor place
             raise self._damaged(level, corner, extent, error) from error
-        return np.asarray(image)[:, :, :3].copy()
+        rgba = np.asarray(image)
+        rgb = rgba[:, :, :3].copy()
+        if rgba[:, :, 3].min() < 255:  # transparent inside the level is unscanned glass: white
+            x0, y0, x1, y1 = self._inside(level, corner, extent)
+            if x1 > x0 and y1 > y0:  # outside the level stays black, as OpenSlide's and CLAM's borders
+                rgb[y0:y1, x0:x1] = over_white(rgb[y0:y1, x0:x1], rgba[y0:y1, x0:x1, 3])
+        return rgb
+
+    def _inside(
+        self, level: int, corner: tuple[int, int], extent: tuple[int, int]
+    ) -> tuple[int, int, int, int]:
+        """The window (x0, y0, x1, y1) of a region read at level-0 ``corner`` that lies on the level."""
+        scale_x, scale_y = self._read_scale(level)
+        x, y = math.floor(corner[0] / scale_x), math.floor(corner[1] / scale_y)
+        width, height = self.level_dimensions[level]
+        return max(-x, 0), max(-y, 0), min(width - x, extent[0]), min(height - y, extent[1])
 
     def _damaged(
         self, level: int, corner: tuple[int, int], extent: tuple[int, int], error: Exception
@@ -223,7 +220,11 @@ class TiffSlideSlide(OpenSlideSlide):
 
     def __init__(self, path: str, handle) -> None:
         try:  # tiffslide raises for series it does not read (planar, channels) when asked for properties
+            self._convert = series_converter(Path(path))
             super().__init__(path, handle)
+            largest = largest_image(Path(path))
+            if largest is not None and largest[0] * largest[1] > self.dimensions[0] * self.dimensions[1]:
+                raise InputError(f"{path}: tiffslide reads its first series, not its largest image {largest}")
             if self.mpp is None:  # tiffslide reads it from Aperio descriptions only; OpenSlide also from tags
                 self.mpp = tiff_mpp(Path(path))
             self.read_region((0, 0), self.level_count - 1, (1, 1))
@@ -240,7 +241,13 @@ class TiffSlideSlide(OpenSlideSlide):
             pixels = self._handle.read_region(corner, level, extent, as_array=True)
         except Exception as error:  # noqa: BLE001 - tifffile / imagecodecs errors name no file
             raise self._damaged(level, corner, extent, error) from error
-        return np.ascontiguousarray(as_rgb8(pixels, self.path))
+        rgb = np.ascontiguousarray(as_rgb8(self._convert(pixels), self.path))
+        x0, y0, x1, y1 = self._inside(level, corner, extent)
+        if (x0, y0, x1, y1) != (0, 0, extent[0], extent[1]):  # outside the level: black, as OpenSlide's
+            inside = rgb[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)].copy()
+            rgb[:] = 0
+            rgb[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = inside
+        return rgb
 
 
 class ArraySlide(Slide):
@@ -283,9 +290,10 @@ def _open_plain(path: Path) -> Slide:
             page = tif.pages[0]
             check_plain_tiff(path, tif.series[0] if tif.series else None, page)
             image = page.asarray()
+            if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
+                image = np.moveaxis(image, 0, 2)
+            image = sample_converter(page, str(path))(image)
             mpp = resolution_mpp(page)
-        if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
-            image = np.moveaxis(image, 0, 2)
         return ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
     from PIL import Image
 
@@ -299,17 +307,11 @@ def _open_plain(path: Path) -> Slide:
     with opened as image:
         if image.mode.startswith("I;16"):  # convert("RGB") would clip 16-bit grey to white
             rgb = as_rgb8(np.asarray(image).astype(np.uint16), str(path))
+        elif "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+            rgb = as_rgb8(np.asarray(image.convert("RGBA")), str(path))  # transparent: white, as glass
         else:
             rgb = np.asarray(image.convert("RGB"))
     return ArraySlide(rgb, str(path))
-
-
-def _has_subifd_pyramid(path: Path) -> bool:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0] if tif.series else None
-        return series is not None and len(series.levels) > 1
 
 
 def open_slide(path: str | Path) -> Slide:
@@ -340,6 +342,7 @@ def _open_slide(path: str | Path) -> Slide:
         raise InputError(f"slide path is not a file: {path}")
     suffix = path.suffix.lower()
     errors: list[str] = []
+    misread = None
     if suffix not in PLAIN_IMAGE_SUFFIXES:
         import openslide
 
@@ -352,15 +355,23 @@ def _open_slide(path: str | Path) -> Slide:
             errors.append(f"OpenSlide: {exc}")
         else:
             slide = OpenSlideSlide(str(path), handle)
+            generic = handle.properties.get("openslide.vendor") == "generic-tiff"
+            planes = stacked_planes(path) if generic else None
+            if planes is not None:  # OpenSlide shows the first of them as one grey level
+                slide.close()
+                raise planes_error(path, *planes)
+            misread = openslide_misreads(path, slide.dimensions) if generic else None
             try:
                 single = suffix in TIFF_SUFFIXES and slide.level_count == 1
-                use_tiffslide = single and _has_subifd_pyramid(path)
+                use_tiffslide = misread is not None or (single and has_subifd_pyramid(path))
             except Exception:  # noqa: BLE001 - an unparsable TIFF simply keeps the OpenSlide view
                 use_tiffslide = False
             if not use_tiffslide:
                 return slide
             slide.close()
-        if suffix in TIFF_SUFFIXES:
+            if misread is not None:
+                errors.append(f"OpenSlide: {misread}")
+        if suffix in TIFF_SUFFIXES or misread is not None:
             try:
                 import tiffslide
 

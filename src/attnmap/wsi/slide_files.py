@@ -89,9 +89,10 @@ def properties_mpp(properties: dict) -> float | None:
         return None
 
 
-def tiff_mpp(path: Path) -> float | None:
-    """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the first
-    page's XResolution / ResolutionUnit (screen and print dpi say nothing and give None)."""
+def tiff_mpp(path: Path, page=None) -> float | None:
+    """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the
+    XResolution / ResolutionUnit of ``page`` (default: the largest top-level page, which a pyramid
+    written smallest first does not put first); screen and print dpi say nothing and give None."""
     import tifffile
 
     try:
@@ -100,7 +101,7 @@ def tiff_mpp(path: Path) -> float | None:
                 mpp = _ome_mpp(tif.ome_metadata)
                 if mpp is not None:
                     return mpp
-            return resolution_mpp(tif.pages.first)
+            return resolution_mpp(page if page is not None else _largest([p for p in tif.pages if p.shape]))
     except Exception:  # noqa: BLE001 - no readable metadata is no pixel size, not an error
         return None
 
@@ -265,6 +266,8 @@ def check_plain_tiff(path: Path, series, page) -> None:
             f"cannot read slide {path}: it has {channels} separate channels (axes {axes}: fluorescence or "
             "multiplex?); attnmap reads brightfield RGB slides"
         )
+    if "I" in axes and series.shape[axes.index("I")] > 1 and int(page.samplesperpixel) == 1:
+        raise planes_error(path, int(page.imagewidth), int(page.imagelength))  # grey pages: channels
     limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None  # PIL's limit for PNG/JPEG
     width, height = int(page.imagewidth), int(page.imagelength)
     if limit is not None and width * height > limit:
@@ -272,3 +275,107 @@ def check_plain_tiff(path: Path, series, page) -> None:
             f"cannot read slide {path}: no slide reader opens this TIFF, and the image reader loads it "
             f"whole, which at {width}×{height} px is too large; convert it to a tiled pyramidal RGB TIFF"
         )
+
+
+def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
+    """Why OpenSlide's generic-TIFF view of ``path`` (level 0 ``level0``) would give wrong or no
+    pixels, else None: the file is then read through tiffslide / tifffile instead.
+
+    Why: libtiff's RGBA reader, which OpenSlide decodes generic TIFFs with, scales 16-bit grey
+    wrongly, refuses floats at the first read (not at open), draws CIELab in colours of its own and
+    takes an extra sample of unspecified meaning for alpha; OpenSlide 4.0.1 fails on
+    uncompressed levels whose tile sizes differ; and it takes the first page for level 0, so a
+    pyramid written smallest page first loses its full resolution and reports that page's pixel size.
+    """
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            images = _images(tif)
+            largest = _largest(images)
+            if largest is None:
+                return None
+            if largest.imagewidth * largest.imagelength > level0[0] * level0[1]:
+                return (f"its largest image ({largest.imagewidth}×{largest.imagelength}) is not its first "
+                        "page, which OpenSlide takes for level 0")
+            if int(largest.bitspersample) != 8 or int(largest.sampleformat) != 1:
+                return f"{largest.dtype} samples, which OpenSlide reads wrongly or not at all"
+            if largest.extrasamples and int(largest.extrasamples[0]) == 0:
+                return "an extra sample of unspecified meaning, which OpenSlide takes for alpha"
+            if int(largest.photometric) not in (0, 1, 2, 3, 5, 6):  # CIELab, ICCLab, LogLuv, ...
+                return f"{largest.photometric.name} pixels, which OpenSlide draws in colours of its own"
+            tiled = {(page.tilewidth, page.tilelength) for page in images if page.is_tiled
+                     and int(page.compression) == 1}
+            if len(tiled) > 1:
+                return "uncompressed levels with different tile sizes, which OpenSlide 4.0.1 fails on"
+    except Exception:  # noqa: BLE001 - an unparsable TIFF keeps OpenSlide's view
+        return None
+    return None
+
+
+def _largest(pages: list):
+    return max(pages, key=lambda page: page.imagewidth * page.imagelength, default=None)
+
+
+def _images(tif) -> list:
+    """A TIFF's images: its top-level pages and the SubIFD pages under them."""
+    import tifffile
+
+    images = []
+    for page in tif.pages:
+        if page.shape and page.imagewidth and page.imagelength:
+            images.append(page)
+            if page.subifds:
+                images.extend(sub for sub in tifffile.TiffPages(page) if sub.shape)
+    return images
+
+
+def largest_image(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a TIFF's largest image, SubIFDs included (None when it cannot be parsed)."""
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            largest = _largest(_images(tif))
+            return None if largest is None else (int(largest.imagewidth), int(largest.imagelength))
+    except Exception:  # noqa: BLE001 - nothing known, nothing to compare
+        return None
+
+
+def planes_error(path: Path, width: int, height: int) -> InputError:
+    """The one-line refusal of a TIFF whose same-size images are channels or focal planes."""
+    return InputError(
+        f"cannot read slide {path}: several of its levels are {width}×{height} px, so its pages are channels "
+        "or focal planes (fluorescence, multiplex or a z-stack?), not one pyramid; attnmap reads brightfield "
+        "RGB slides"
+    )
+
+
+def stacked_planes(path: Path) -> tuple[int, int] | None:
+    """(width, height) when several grey top-level pages of a TIFF have its largest size, else None.
+
+    Why: OpenSlide reads such a file (channels of a fluorescence scan written one grey page each)
+    as one level, its first channel, and draws it as a grey slide. Same-size RGB pages are focal
+    planes of a brightfield z-stack, whose first plane is read, as the in-memory reader does.
+    """
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            sizes = [(int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel))
+                     for page in tif.pages if page.shape]
+    except Exception:  # noqa: BLE001 - nothing parsed, nothing to refuse
+        return None
+    largest = max(sizes, key=lambda size: size[0] * size[1], default=None)
+    if largest is None or largest[2] != 1 or sizes.count(largest) < 2:
+        return None
+    return largest[0], largest[1]
+
+
+def has_subifd_pyramid(path: Path) -> bool:
+    """Whether a TIFF's first series has reduced levels (SubIFDs OpenSlide does not see)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0] if tif.series else None
+        return series is not None and len(series.levels) > 1

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.wsi.slide import Slide, as_rgb8
+from attnmap.wsi.pixels import as_rgb8, sample_converter
+from attnmap.wsi.slide import Slide
 from attnmap.wsi.slide_files import first_line, quiet_tifffile, tiff_mpp
 
 _READABLE_AXES = {"YX", "YXS", "SYX"}
@@ -32,13 +33,13 @@ class TifffileSlide(Slide):
         with quiet_tifffile():
             self._tif = tifffile.TiffFile(path)
             try:
-                series = self._tif.series[0]
-                self._axes = series.axes
+                levels = [(owner, owner.levels[index], index) for owner, index in _pyramid(self._tif)]
+                self._axes = levels[0][1].axes
                 if self._axes not in _READABLE_AXES:
                     raise InputError(f"cannot read slide {path}: a TIFF series with axes {self._axes}")
-                sizes = [int(np.prod(level.shape)) for level in series.levels]
-                levels = sorted(range(len(sizes)), key=lambda index: -sizes[index])
-                self._arrays = [zarr.open(series.aszarr(level=index), mode="r") for index in levels]
+                self._convert = sample_converter(levels[0][1].keyframe, self.path)
+                self._arrays = [zarr.open(owner.aszarr(level=index), mode="r") for owner, _, index in levels]
+                self._level0_page = levels[0][1].keyframe
             except BaseException:
                 self._tif.close()
                 raise
@@ -51,7 +52,7 @@ class TifffileSlide(Slide):
         self.level_downsamples = tuple(
             (width0 / width + height0 / height) / 2 for width, height in self.level_dimensions
         )
-        self.mpp = tiff_mpp(Path(path))
+        self.mpp = tiff_mpp(Path(path), self._level0_page)
         try:  # the pixel type, checked once at open as for the other readers (floats are refused)
             self.read_region((0, 0), self.level_count - 1, (1, 1))
         except InputError:
@@ -70,7 +71,35 @@ class TifffileSlide(Slide):
                 ) from error
         if "S" in self._axes:
             pixels = np.moveaxis(pixels, self._axes.index("S"), -1)
-        return as_rgb8(pixels, self.path)
+        return as_rgb8(self._convert(pixels), self.path)
 
     def close(self) -> None:
         self._tif.close()
+
+
+def _pyramid(tif) -> list[tuple]:
+    """(series, level index) of each level of a TIFF's image, largest first: its first series'
+    levels, unless a larger image sits in a later series (a label or overview written first, a
+    pyramid written smallest page first); then that series' levels, or, when it is one page, every
+    single-page series of that image's layout and aspect ratio."""
+
+    def area(series, index: int = 0) -> int:
+        return int(np.prod(series.levels[index].shape))
+
+    first = tif.series[0]
+    largest = max(tif.series, key=area)
+    if area(largest) <= area(first):
+        largest = first
+    if len(largest.levels) > 1 or largest is first:
+        levels = [(largest, index) for index in range(len(largest.levels))]
+    else:
+        axes, dtype = largest.axes, largest.dtype
+        height, width = (largest.shape[axes.index(axis)] for axis in "YX")
+
+        def same_image(other) -> bool:
+            h, w = (other.shape[axes.index(axis)] for axis in "YX")
+            rounding = 2 * width / w / min(w, h)  # a level's sides are rounded to whole pixels
+            return other.axes == axes and other.dtype == dtype and abs(width / w - height / h) <= rounding
+
+        levels = [(other, 0) for other in tif.series if len(other.levels) == 1 and same_image(other)]
+    return sorted(levels, key=lambda pair: -area(*pair))
