@@ -27,6 +27,12 @@ def as_array(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def high_byte(pixels: np.ndarray) -> np.ndarray:
+    """16-bit pixels as 8-bit ones, by their high byte: as slide readers and viewers show them. The
+    one rule for 16-bit scans, PNGs and TIFFs, under a heatmap or read as a slide."""
+    return (np.asarray(pixels, dtype=np.uint16) >> 8).astype(np.uint8)
+
+
 def is_pil_image(value: object) -> bool:
     """Whether ``value`` is a PIL image (without importing PIL for a caller that never used it)."""
     module = type(value).__module__

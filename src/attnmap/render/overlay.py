@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
-from attnmap.render.arrays import as_array, is_pil_image, pil_pixels
+from attnmap.render.arrays import as_array, high_byte, is_pil_image, pil_pixels
 from attnmap.render.colormap import apply_colormap
 from attnmap.render.normalize import normalize
 from attnmap.render.upsample import upsample
@@ -36,7 +36,7 @@ def to_uint8_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
     if array.dtype == np.uint8:
         return array.copy()
     if array.dtype == np.uint16:  # 16-bit scans and PNGs: their full range, as viewers show them
-        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return high_byte(array)
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise InputError(f"image must hold real numbers, got {array.dtype}")
     if not np.isfinite(array).all():

@@ -8,6 +8,7 @@ Sub-packages: `attnmap.wsi.heatmap` (renderer, scores, streaming, TIFF) and
 
 from typing import Any
 
+from attnmap.wsi.array_slide import ArraySlide
 from attnmap.wsi.encoders import Encoder, load_encoder, register_encoder
 from attnmap.wsi.features import extract_features, load_features, save_features
 from attnmap.wsi.heatmap import (
@@ -22,7 +23,7 @@ from attnmap.wsi.heatmap import (
 )
 from attnmap.wsi.patching import heatmap_center_shift, patch_grid
 from attnmap.wsi.scores_io import load_scores_h5, sample_patches, save_patch_samples, save_scores_h5
-from attnmap.wsi.slide import ArraySlide, Slide, open_slide
+from attnmap.wsi.slide import Slide, open_slide
 from attnmap.wsi.tissue import PRESETS, Tissue, TissuePolygon, segment_tissue
 
 # The pipeline (and through it Dask) is imported only when one of its names is asked for.

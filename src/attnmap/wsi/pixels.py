@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.render.arrays import high_byte
 from attnmap.wsi.slide_files import quiet_tifffile
 
 _MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 1, 2, 3, 5, 6
@@ -135,7 +136,7 @@ def as_rgb8(pixels: np.ndarray, source: str) -> np.ndarray:
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
         raise InputError(f"{source}: expected a grey, RGB or RGBA image, got pixels of shape {pixels.shape}")
     if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
+        pixels = high_byte(pixels)
     elif pixels.dtype == np.bool_:
         pixels = pixels.astype(np.uint8) * 255
     elif pixels.dtype != np.uint8:

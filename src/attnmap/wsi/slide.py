@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.wsi.array_slide import ArraySlide
 from attnmap.wsi.pixels import as_rgb8, over_white, sample_converter, series_converter
+from attnmap.wsi.slide_base import Slide
 from attnmap.wsi.slide_files import (
     check_plain_tiff,
     describe_content,
@@ -41,106 +43,6 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 SLIDE_SUFFIXES = (
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"
 )
-
-
-class Slide:
-    """A multi-resolution image: level geometry plus `read_region` returning RGB uint8 arrays.
-
-    Subclasses implement `_read(level, x, y, width, height)` for in-bounds requests at a level
-    (``x``, ``y`` in that level's pixels) and set `level_dimensions`, `level_downsamples` and `mpp`.
-    """
-
-    path: str
-    level_dimensions: tuple[tuple[int, int], ...]
-    level_downsamples: tuple[float, ...]
-    mpp: float | None
-    reader: str = "in memory"
-    """Which library decodes the pixels (OpenSlide, tiffslide, or an image held in memory): recorded
-    with the tissue, since the same TIFF can open through more than one."""
-
-    # ----------------------------------------------------------------------------------- geometry
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """Level-0 (width, height)."""
-        return self.level_dimensions[0]
-
-    @property
-    def level_count(self) -> int:
-        return len(self.level_dimensions)
-
-    def check_level(self, level: int) -> int:
-        """Return ``level`` if it exists, else raise `InputError` naming the file and the levels."""
-        if not isinstance(level, (int, np.integer)) or not 0 <= int(level) < self.level_count:
-            raise InputError(
-                f"level {level!r} does not exist in {self.path}: it has {self.level_count} level(s) "
-                f"(0..{self.level_count - 1}) with dimensions {list(self.level_dimensions)}"
-            )
-        return int(level)
-
-    def level_scale_xy(self, level: int) -> tuple[float, float]:
-        """Per-axis downsample of ``level`` (level-0 size / level size), as CLAM estimates it.
-
-        Equals (d, d) with d = `level_downsamples[level]` unless width and height ratios differ.
-        """
-        level = self.check_level(level)
-        width0, height0 = self.level_dimensions[0]
-        width, height = self.level_dimensions[level]
-        estimated = (width0 / float(width), height0 / float(height))
-        reported = float(self.level_downsamples[level])
-        return (reported, reported) if estimated == (reported, reported) else estimated
-
-    def get_best_level_for_downsample(self, downsample: float) -> int:
-        """OpenSlide's rule: the deepest level whose downsample is still below ``downsample``."""
-        if downsample < self.level_downsamples[0]:
-            return 0
-        for level in range(1, self.level_count):
-            if downsample < self.level_downsamples[level]:
-                return level - 1
-        return self.level_count - 1
-
-    # ----------------------------------------------------------------------------------- reading
-    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """RGB uint8 (height, width, 3) of ``size`` at ``level``; ``location`` is level-0 (x, y).
-
-        Pixels outside the slide are black, as OpenSlide's transparent pixels become after
-        dropping alpha (what CLAM does), so renders stay identical to CLAM's at the borders.
-        """
-        level = self.check_level(level)
-        width, height = int(size[0]), int(size[1])
-        if width < 0 or height < 0:
-            raise InputError(f"read_region size must be non-negative, got {size}")
-        out = np.zeros((height, width, 3), dtype=np.uint8)
-        if width == 0 or height == 0:
-            return out
-        scale_x, scale_y = self._read_scale(level)
-        x = int(math.floor(location[0] / scale_x))
-        y = int(math.floor(location[1] / scale_y))
-        level_width, level_height = self.level_dimensions[level]
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + width, level_width), min(y + height, level_height)
-        if x1 > x0 and y1 > y0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read(level, x0, y0, x1 - x0, y1 - y0)
-        return out
-
-    def _read_scale(self, level: int) -> tuple[float, float]:
-        """How level-0 locations map to ``level`` pixels (OpenSlide divides by the downsample)."""
-        downsample = float(self.level_downsamples[level])
-        return downsample, downsample
-
-    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release file handles (no-op for in-memory slides)."""
-
-    def __enter__(self) -> Slide:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path!r}, levels={list(self.level_dimensions)}, mpp={self.mpp})"
 
 
 class OpenSlideSlide(Slide):
@@ -248,38 +150,6 @@ class TiffSlideSlide(OpenSlideSlide):
             rgb[:] = 0
             rgb[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = inside
         return rgb
-
-
-class ArraySlide(Slide):
-    """A single-level slide held in memory (plain PNG/JPEG/TIFF, or an array you already have).
-
-    ``image``: (H, W), (H, W, 1..4) pixels in 8 or 16 bits (as `as_rgb8` reads a slide's: grey
-    repeated, alpha dropped, the high byte of 16 bits), a tensor of them, or a PIL image in any
-    mode (shown as PIL shows it: a palette's colours, not its indices). Float pixels have no agreed
-    scale and an empty image no place to draw: both are refused, as is an ``mpp`` that is not a
-    positive number (it sizes every physical measure and the TIFF's resolution).
-    """
-
-    def __init__(self, image: np.ndarray, path: str = "<array>", mpp: float | None = None) -> None:
-        from attnmap.render.arrays import as_array, is_pil_image, pil_pixels
-
-        pixels = pil_pixels(image) if is_pil_image(image) else as_array(image)
-        image = as_rgb8(pixels, path)
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise InputError(f"{path}: the image is empty ({image.shape[1]}×{image.shape[0]} px)")
-        if mpp is not None:
-            number = isinstance(mpp, (int, float, np.integer, np.floating)) and not isinstance(mpp, bool)
-            if not number or not math.isfinite(float(mpp)) or float(mpp) <= 0:
-                raise InputError(f"{path}: mpp must be a positive number (µm per pixel) or None, got {mpp!r}")
-            mpp = float(mpp)
-        self.path = path
-        self._image = np.ascontiguousarray(image)
-        self.level_dimensions = ((int(image.shape[1]), int(image.shape[0])),)
-        self.level_downsamples = (1.0,)
-        self.mpp = mpp
-
-    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        return self._image[y : y + height, x : x + width]
 
 
 def _open_plain(path: Path) -> Slide:
