@@ -255,3 +255,23 @@ def test_pixels_with_no_rgb_reading_here_are_refused_at_open_by_their_interpreta
     said = "CIELAB" if kind == "cielab" else "YCbCr stored without JPEG compression"
     with pytest.raises(InputError, match=rf"{kind}\.tif: its .*{said}"):
         open_slide(path)
+
+
+def test_slides_read_by_meaning_carry_the_reading_in_their_fingerprint(tmp_path: Path) -> None:
+    """Outputs of a run made before alpha became white glass (and palettes, 16 bits, ... were read
+    by their meaning) must be made again: the slide's identity names how its pixels are read, for
+    every slide but those OpenSlide reads as stored, whose fingerprints stay as they were."""
+    from attnmap.fingerprint import file_identity
+    from attnmap.wsi.pipeline.fingerprint import PIXEL_READING_VERSION, slide_identity
+
+    plain = write_pages(tmp_path / "plain.tif", halves(picture(), 2), photometric="rgb")
+    assert slide_identity(plain) == file_identity(plain)
+    stored, _ = scanned_rgba((200, 30, 30))
+    rgba = write_pages(tmp_path / "rgba.tif", [stored], photometric="rgb", extrasamples=[2])
+    Image.fromarray(stored).save(tmp_path / "export.png")
+    grey16 = write_pages(tmp_path / "grey16.tif", halves(picture()[..., 0].astype(np.uint16) * 257, 2))
+    expected = {
+        rgba: "OpenSlide, alpha over white", tmp_path / "export.png": "in memory", grey16: "tiffslide"
+    }
+    for path, reading in expected.items():
+        assert slide_identity(path)["reading"] == {"pixels": reading, "version": PIXEL_READING_VERSION}

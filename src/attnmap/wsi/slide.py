@@ -23,6 +23,7 @@ from attnmap.wsi.slide_files import (
     describe_content,
     dicom_instance,
     first_line,
+    has_alpha,
     has_subifd_pyramid,
     largest_image,
     missing_companions,
@@ -82,6 +83,11 @@ class OpenSlideSlide(Slide):
                 rgb[y0:y1, x0:x1] = over_white(rgb[y0:y1, x0:x1], rgba[y0:y1, x0:x1, 3])
         return rgb
 
+    def pixel_reading(self) -> str | None:
+        """None, but for a TIFF whose samples hold alpha: OpenSlide gives its transparent pixels as
+        black, which this reader makes white (see `Slide.pixel_reading`)."""
+        return f"{self.reader}, alpha over white" if has_alpha(Path(self.path)) else None
+
     def _inside(
         self, level: int, corner: tuple[int, int], extent: tuple[int, int]
     ) -> tuple[int, int, int, int]:
@@ -119,6 +125,7 @@ class TiffSlideSlide(OpenSlideSlide):
     """
 
     reader = "tiffslide"
+    pixel_reading = Slide.pixel_reading
 
     def __init__(self, path: str, handle) -> None:
         try:  # tiffslide raises for series it does not read (planar, channels) when asked for properties

@@ -24,6 +24,14 @@ class Slide:
     """Which library decodes the pixels (OpenSlide, tiffslide, or an image held in memory): recorded
     with the tissue, since the same TIFF can open through more than one."""
 
+    def pixel_reading(self) -> str | None:
+        """How this slide's stored samples become RGB, when that is anything but OpenSlide reading
+        plain colour: the reader (tiffslide and tifffile read samples by their meaning, an image in
+        memory composites alpha over white). Part of the stage fingerprints (`slide_identity`), so
+        outputs made before a change in how such files are read are made again; None keeps the
+        fingerprints of the slides OpenSlide reads as stored, which no such change has touched."""
+        return self.reader
+
     # ----------------------------------------------------------------------------------- geometry
     @property
     def dimensions(self) -> tuple[int, int]:

@@ -313,6 +313,21 @@ def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
     return None
 
 
+def has_alpha(path: Path) -> bool:
+    """Whether a TIFF's largest image stores alpha (an associated or unassociated extra sample);
+    False for any other file."""
+    if path.suffix.lower() not in (".tif", ".tiff", ".svs", ".btf", ".tf8", ".tf2"):
+        return False
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            largest = _largest(_images(tif))
+            return largest is not None and any(int(value) in (1, 2) for value in largest.extrasamples or ())
+    except Exception:  # noqa: BLE001 - a file tifffile cannot parse holds nothing it would tell
+        return False
+
+
 def _largest(pages: list):
     return max(pages, key=lambda page: page.imagewidth * page.imagelength, default=None)
 

@@ -51,7 +51,26 @@ def slide_identity(path: str | Path) -> dict[str, Any]:
     companions = companion_files(Path(path))
     if companions:  # no key for one-file slides: their fingerprints stay as they were
         identity["files"] = {item.name: file_identity(item)["sha256"] for item in companions}
+    reading = _pixel_reading(path)
+    if reading is not None:  # no key for slides OpenSlide reads as stored: theirs stay as they were
+        identity["reading"] = {"pixels": reading, "version": PIXEL_READING_VERSION}
     return identity
+
+
+PIXEL_READING_VERSION = 2
+"""Raise it when the way a reader turns stored samples into RGB changes (2: alpha over white,
+palettes, CMYK, min-is-white and 16-bit grey read by their meaning, pyramids by their largest image)."""
+
+
+def _pixel_reading(path: str | Path) -> str | None:
+    from attnmap.errors import InputError
+    from attnmap.wsi.slide import open_slide
+
+    try:
+        with open_slide(path) as slide:
+            return slide.pixel_reading()
+    except InputError:  # the slide's own stage reports it
+        return None
 
 
 def encoder_identity(features: Any) -> dict[str, Any]:
