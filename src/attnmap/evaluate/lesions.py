@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.evaluate.inputs import as_array, check_finite
 from attnmap.evaluate.mil_localisation import attention_localisation, patch_labels_from_mask
 from attnmap.wsi.annotations import Region, regions_mask
 
@@ -31,7 +32,7 @@ class SlideScores:
 
 def patch_auc(slide: SlideScores, min_fraction: float = 0.5, mask_downsample: float | None = None) -> dict:
     """`attention_localisation` with patch labels from the annotations (footprint ≥ ``min_fraction``)."""
-    coords = np.asarray(slide.coords, dtype=np.float64)
+    coords, _ = _checked(slide)
     downsample = mask_downsample or max(1.0, slide.patch_size / 8.0)
     extent = (int(coords[:, 0].max() + slide.patch_size) + 1, int(coords[:, 1].max() + slide.patch_size) + 1)
     mask = regions_mask(slide.regions, extent, downsample)
@@ -43,10 +44,11 @@ def detections(slide: SlideScores, radius: float | None = None, max_detections: 
     """(K, 3) [x, y, score] local maxima: greedy non-maximum suppression over patch centres.
 
     ``radius`` (level 0, default two patch sizes) is the distance within which a higher-scored
-    patch suppresses a lower one.
+    patch suppresses a lower one. Scores must be finite, one per patch (a NaN would be kept as a
+    detection ranked nowhere, and FROC would silently drop it).
     """
-    scores = np.asarray(slide.scores, dtype=np.float64).reshape(-1)
-    centres = np.asarray(slide.coords, dtype=np.float64) + slide.patch_size / 2.0
+    coords, scores = _checked(slide)
+    centres = coords + slide.patch_size / 2.0
     radius = 2.0 * slide.patch_size if radius is None else float(radius)
     kept: list[int] = []
     for index in np.argsort(-scores, kind="stable"):
@@ -56,6 +58,19 @@ def detections(slide: SlideScores, radius: float | None = None, max_detections: 
             continue
         kept.append(int(index))
     return np.column_stack([centres[kept], scores[kept]]) if kept else np.zeros((0, 3))
+
+
+def _checked(slide: SlideScores) -> tuple[np.ndarray, np.ndarray]:
+    """A slide's (N, 2) coordinates and (N,) scores, finite and one score per patch."""
+    coords = as_array(slide.coords)
+    scores = as_array(slide.scores).reshape(-1)
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != scores.size:
+        raise InputError(
+            f"a slide needs (N, 2) coordinates and one score per patch, got {coords.shape} and {scores.size}"
+        )
+    check_finite(coords, "patch coordinates")
+    check_finite(scores, "patch scores")
+    return coords, scores
 
 
 def froc(
