@@ -134,21 +134,23 @@ def point_in_polygon(point, ring) -> bool:
     return inside
 
 
-def froc_ref(slides: list[tuple[np.ndarray, np.ndarray, list[np.ndarray]]], rates) -> dict:
+def froc_ref(slides: list[tuple], rates) -> dict:
     """CAMELYON16's FROC on given detections: slides are (points (K, 2), probabilities (K,),
-    lesion rings). A detection inside a lesion is a true positive for it (each lesion counted
-    once, at its highest detection; further detections in it are neither), any other a false
-    positive. For each rate, the highest sensitivity whose mean false positives per slide are at
-    most the rate; the score is their mean."""
+    lesion rings[, exclusion rings]). A detection inside a lesion is a true positive for it (each
+    lesion counted once, at its highest detection; further detections in it are neither), any
+    other a false positive unless it lies in an exclusion region (ignored). For each rate, the
+    highest sensitivity whose mean false positives per slide are at most the rate; the score is
+    their mean."""
     tp_scores, fp_scores, n_lesions = [], [], 0
-    for points, probs, lesions in slides:
+    for points, probs, lesions, *rest in slides:
+        exclusions = rest[0] if rest else []
         n_lesions += len(lesions)
         best = {}
         for point, prob in zip(points, probs, strict=True):
             inside = [i for i, ring in enumerate(lesions) if point_in_polygon(point, ring)]
             for i in inside:
                 best[i] = max(best.get(i, -np.inf), prob)
-            if not inside:
+            if not inside and not any(point_in_polygon(point, ring) for ring in exclusions):
                 fp_scores.append(prob)
         tp_scores += list(best.values())
     at = {}
@@ -176,3 +178,13 @@ def footprint_fraction(
         values[valid] = mask[rows[valid], cols[valid]] != 0
         out.append(values.mean())
     return np.array(out)
+
+
+def nms_ref(centres: np.ndarray, scores: np.ndarray, radius: float) -> set[tuple[float, float]]:
+    """Local maxima: a patch is kept unless a kept patch with a strictly higher score lies closer
+    than ``radius`` (tied neighbours do not suppress each other); the kept centres."""
+    kept: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
+        if not any(scores[j] > scores[i] and np.hypot(*(centres[j] - centres[i])) < radius for j in kept):
+            kept.append(i)
+    return {(float(centres[i][0]), float(centres[i][1])) for i in kept}

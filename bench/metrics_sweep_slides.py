@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from metrics_sweep_cases import Case, refused, rng
-from metrics_sweep_refs import flipping_ref, footprint_fraction, froc_ref, trapezoid_ref
+from metrics_sweep_refs import auc_ref, flipping_ref, footprint_fraction, froc_ref, nms_ref, trapezoid_ref
 
 DIM = 8
 
@@ -237,6 +237,76 @@ def froc_cases() -> list[Case]:
     return out
 
 
+def more_froc_cases() -> list[Case]:
+    """Exclusion regions, tied neighbours under non-maximum suppression, patch AUC."""
+    from attnmap.evaluate.lesions import FROC_RATES, SlideScores, detections, froc, patch_auc
+    from attnmap.wsi.annotations import Region
+
+    out = []
+    slide, centres, rings = _slide(3, 2)
+    exclusion = _square(centres[:, 0].max() - 44, centres[:, 1].max() - 44, 40)  # no centre on its edge
+    scores = slide.scores.copy()
+    in_exclusion = np.all((centres > exclusion[0]) & (centres < exclusion[2]), axis=1)
+    scores[in_exclusion] = 0.99  # loud, but in a region the pathologist excluded
+    regions = [*slide.regions, Region(outer=exclusion, label="Exclusion")]
+    excluded = SlideScores(slide.coords, scores, slide.patch_size, regions)
+    out.append(
+        Case(
+            "froc/exclusion region ignored",
+            lambda: _froc_numbers(froc([excluded], radius=1e-6)),
+            froc_ref([(centres, scores, rings, [exclusion])], FROC_RATES),
+        )
+    )
+    # two neighbours tied at the top, one in the lesion: which is "the" maximum must not depend on
+    # the order the patches are listed in
+    coords = np.array([[0.0, 0.0], [16.0, 0.0], [160.0, 160.0], [200.0, 0.0]])
+    lesion = Region(outer=_square(14.0, -2.0, 20.0), label="Tumor")
+    tied = np.array([0.9, 0.9, 0.2, 0.1])
+    one = SlideScores(coords, tied, 16.0, [lesion])
+    other = SlideScores(coords[::-1].copy(), tied[::-1].copy(), 16.0, [lesion])
+    out.append(
+        Case(
+            "froc/tied neighbours, patches listed in reverse",
+            lambda: _froc_numbers(froc([other])),
+            lambda: _froc_numbers(froc([one])),
+        )
+    )
+    out.append(
+        Case(
+            "froc/detections are the local maxima",
+            lambda: {tuple(map(float, row[:2])) for row in detections(one)},
+            nms_ref(coords + 8.0, tied, 32.0),
+            check=lambda got, want: None if got == want else f"kept {sorted(got)}, maxima {sorted(want)}",
+        )
+    )
+    g = rng(4)
+    for seed in range(3):
+        slide, centres, rings = _slide(40 + seed, 3)
+        noisy = slide.scores + g.random(len(centres)) * 1e-3  # distinct, so the order is the score's
+        planted = SlideScores(slide.coords, noisy, slide.patch_size, slide.regions)
+        out.append(
+            Case(
+                f"froc/local maxima {seed}",
+                lambda s=planted: {tuple(map(float, row[:2])) for row in detections(s, max_detections=10**6)},
+                nms_ref(centres, noisy, 32.0),
+                check=lambda got, want: None if got == want else f"{len(got ^ want)} detections differ",
+            )
+        )
+
+        from attnmap.wsi.annotations import regions_mask
+
+        mask = regions_mask(slide.regions, (400, 400), 1.0)
+        labels = footprint_fraction(slide.coords, slide.patch_size, mask, 1.0, sub=16) >= 0.5
+        out.append(
+            Case(
+                f"froc/patch AUC {seed}",
+                lambda s=planted: patch_auc(s, mask_downsample=1.0)["auc"],
+                auc_ref(noisy, labels),
+            )
+        )
+    return out
+
+
 def _froc_numbers(result: dict) -> dict:
     return {"sensitivity_at": result["sensitivity_at"], "froc_score": result["froc_score"]}
 
@@ -292,4 +362,4 @@ def random_cases() -> list[Case]:
 
 
 def slide_cases() -> list[Case]:
-    return [*flipping_cases(), *froc_cases(), *footprint_cases(), *random_cases()]
+    return [*flipping_cases(), *froc_cases(), *more_froc_cases(), *footprint_cases(), *random_cases()]

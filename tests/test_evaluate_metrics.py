@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnmap.errors import InputError
-from attnmap.evaluate.lesions import SlideScores, froc
+from attnmap.evaluate.lesions import SlideScores, detections, froc
 from attnmap.evaluate.maps import maps_to_pixels
 from attnmap.evaluate.mil_localisation import attention_localisation, patch_mask_fractions
 from attnmap.evaluate.patch_flipping import flipping_auc, patch_flipping
@@ -125,3 +125,16 @@ def test_froc_and_footprints_refuse_non_finite_or_misaligned_patches() -> None:
         froc([SlideScores(coords, np.array([0.5, 0.2]), 16.0, [lesion])])
     with pytest.raises(InputError, match="NaN"):
         patch_mask_fractions(np.array([[np.nan, 0.0]]), 8.0, np.ones((4, 4)), 4.0)
+
+
+def test_tied_neighbours_are_both_local_maxima_whatever_their_order() -> None:
+    coords = np.array([[0.0, 0.0], [16.0, 0.0], [160.0, 160.0]])
+    lesion = Region(outer=np.array([[14.0, -2.0], [34.0, -2.0], [34.0, 18.0], [14.0, 18.0]]), label="Tumor")
+    scores = np.array([0.9, 0.9, 0.2])
+    found = detections(SlideScores(coords, scores, 16.0, [lesion]))
+    assert sorted(map(tuple, found[:, :2].tolist())) == [(8.0, 8.0), (24.0, 8.0), (168.0, 168.0)]
+    forward = froc([SlideScores(coords, scores, 16.0, [lesion])])["froc_score"]
+    backward = froc([SlideScores(coords[::-1].copy(), scores[::-1].copy(), 16.0, [lesion])])["froc_score"]
+    # the lesion is found at 1 false positive (its tied neighbour) per slide, listed first or last:
+    # sensitivity 1 at rates 1, 2, 4, 8, 0 at 1/4 and 1/2
+    assert forward == backward == pytest.approx(4 / 6)

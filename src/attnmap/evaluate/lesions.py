@@ -44,8 +44,10 @@ def detections(slide: SlideScores, radius: float | None = None, max_detections: 
     """(K, 3) [x, y, score] local maxima: greedy non-maximum suppression over patch centres.
 
     ``radius`` (level 0, default two patch sizes) is the distance within which a higher-scored
-    patch suppresses a lower one. Scores must be finite, one per patch (a NaN would be kept as a
-    detection ranked nowhere, and FROC would silently drop it).
+    patch suppresses a lower one; neighbours tied at a local maximum are all kept (keeping one of
+    them would make the detections depend on the order the patches are listed in). Scores must be
+    finite, one per patch (a NaN would be kept as a detection ranked nowhere, and FROC would
+    silently drop it).
     """
     coords, scores = _checked(slide)
     centres = coords + slide.patch_size / 2.0
@@ -54,8 +56,10 @@ def detections(slide: SlideScores, radius: float | None = None, max_detections: 
     for index in np.argsort(-scores, kind="stable"):
         if len(kept) >= max_detections:
             break
-        if kept and np.min(np.hypot(*(centres[kept] - centres[index]).T)) < radius:
-            continue
+        if kept:
+            near = np.hypot(*(centres[kept] - centres[index]).T) < radius
+            if np.any(near & (scores[kept] > scores[index])):
+                continue
         kept.append(int(index))
     return np.column_stack([centres[kept], scores[kept]]) if kept else np.zeros((0, 3))
 
