@@ -361,5 +361,40 @@ def random_cases() -> list[Case]:
     ]
 
 
+def cohort_cases() -> list[Case]:
+    """`attnmap evaluate --mil-checkpoint` over a cohort: a slide's numbers are its own."""
+    from pathlib import Path
+
+    from attnmap.evaluate.slides import evaluate_bags
+    from attnmap.mil.bags import Bag
+
+    model = _models()["abmil"]
+    bags = [Bag(f"slide-{i}", _bag(60 + i, 12 + i)[0], None, Path(f"slide-{i}.h5")) for i in range(3)]
+
+    def per_slide(order):
+        evaluation = evaluate_bags(model, order, ["attention", "gradient_x_input"])
+        return {
+            f"{slide} {method}": [r.auc_most_relevant_first, r.auc_least_relevant_first, r.auc_random]
+            for slide, methods in evaluation.results.items()
+            for method, r in methods.items()
+        }
+
+    return [
+        Case("cohort/bags in reverse order", lambda: per_slide(bags[::-1]), lambda: per_slide(bags)),
+        Case(
+            "cohort/one slide alone",
+            lambda: per_slide(bags[2:]),
+            lambda: {k: v for k, v in per_slide(bags).items() if k.startswith("slide-2")},
+        ),
+    ]
+
+
 def slide_cases() -> list[Case]:
-    return [*flipping_cases(), *froc_cases(), *more_froc_cases(), *footprint_cases(), *random_cases()]
+    return [
+        *flipping_cases(),
+        *cohort_cases(),
+        *froc_cases(),
+        *more_froc_cases(),
+        *footprint_cases(),
+        *random_cases(),
+    ]

@@ -138,3 +138,18 @@ def test_tied_neighbours_are_both_local_maxima_whatever_their_order() -> None:
     # the lesion is found at 1 false positive (its tied neighbour) per slide, listed first or last:
     # sensitivity 1 at rates 1, 2, 4, 8, 0 at 1/4 and 1/2
     assert forward == backward == pytest.approx(4 / 6)
+
+
+def test_a_slides_random_floor_does_not_depend_on_its_place_in_the_cohort() -> None:
+    from pathlib import Path
+
+    from attnmap.evaluate.slides import evaluate_bags
+    from attnmap.mil import ABMIL
+    from attnmap.mil.bags import Bag
+
+    torch.manual_seed(0)
+    model = ABMIL(embed_dim=4, hidden_dim=4, attention_dim=2).double().eval()
+    bags = [Bag(f"s{i}", torch.randn(12, 4, dtype=torch.float64), None, Path(f"s{i}.h5")) for i in range(2)]
+    cohort = evaluate_bags(model, bags, ["attention"])
+    alone = evaluate_bags(model, bags[1:], ["attention"])
+    assert alone.results["s1"]["attention"].auc_random == cohort.results["s1"]["attention"].auc_random
