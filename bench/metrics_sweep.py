@@ -5,7 +5,7 @@ Run (seconds; nothing written)::
 
     PYTHONPATH=src python bench/metrics_sweep.py [--only SUBSTRING] [-v]
 
-Each case (`bench/metrics_sweep_cases.py`) calls one public function of `attnmap.evaluate` on
+Each case (`bench/metrics_sweep_cases.py`, `_pixels.py`, `_slides.py`, `_froc.py`) calls one public function of `attnmap.evaluate` on
 planted or seeded random inputs, degenerate ones included, and holds the answer against a
 reference written in the bench (`bench/metrics_sweep_refs.py`: scikit-learn's ROC AUC and
 average precision, a brute-force Mann-Whitney AUC, trapezoids, a brute-force pointing game with a

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnmap.errors import InputError
-from attnmap.evaluate.lesions import SlideScores, detections, froc
+from attnmap.evaluate.lesions import SlideScores, detections, froc, patch_auc
 from attnmap.evaluate.maps import maps_to_pixels
 from attnmap.evaluate.mil_localisation import attention_localisation, patch_mask_fractions
 from attnmap.evaluate.patch_flipping import flipping_auc, patch_flipping
@@ -123,6 +123,8 @@ def test_froc_and_footprints_refuse_non_finite_or_misaligned_patches() -> None:
         froc([SlideScores(coords, np.array([np.nan, 0.5, 0.2]), 16.0, [lesion])])
     with pytest.raises(InputError, match="one score per patch"):
         froc([SlideScores(coords, np.array([0.5, 0.2]), 16.0, [lesion])])
+    with pytest.raises(InputError, match="without patches"):
+        patch_auc(SlideScores(np.zeros((0, 2)), np.zeros(0), 16.0, [lesion]))
     with pytest.raises(InputError, match="NaN"):
         patch_mask_fractions(np.array([[np.nan, 0.0]]), 8.0, np.ones((4, 4)), 4.0)
 

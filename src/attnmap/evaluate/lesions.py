@@ -33,6 +33,8 @@ class SlideScores:
 def patch_auc(slide: SlideScores, min_fraction: float = 0.5, mask_downsample: float | None = None) -> dict:
     """`attention_localisation` with patch labels from the annotations (footprint ≥ ``min_fraction``)."""
     coords, _ = _checked(slide)
+    if not len(coords):
+        raise InputError("a slide without patches has no patch AUC")
     downsample = mask_downsample or max(1.0, slide.patch_size / 8.0)
     extent = (int(coords[:, 0].max() + slide.patch_size) + 1, int(coords[:, 1].max() + slide.patch_size) + 1)
     mask = regions_mask(slide.regions, extent, downsample)
