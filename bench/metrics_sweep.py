@@ -5,13 +5,14 @@ Run (seconds; nothing written)::
 
     PYTHONPATH=src python bench/metrics_sweep.py [--only SUBSTRING] [-v]
 
-Each case (`bench/metrics_sweep_cases.py`, `_pixels.py`, `_slides.py`, `_froc.py`) calls one public function of `attnmap.evaluate` on
-planted or seeded random inputs, degenerate ones included, and holds the answer against a
-reference written in the bench (`bench/metrics_sweep_refs.py`: scikit-learn's ROC AUC and
-average precision, a brute-force Mann-Whitney AUC, trapezoids, a brute-force pointing game with a
-Euclidean disc, perturbation curves of a linear model, patch flipping by the MIL model's own
-forward on each reduced bag, FROC by CAMELYON16's definition, footprint fractions by sampling).
-Or against the library itself: batch against single calls, shuffled patches, scaled scores.
+Each case (`bench/metrics_sweep_cases.py`, `_pixels.py`, `_slides.py`, `_froc.py`) calls one public
+function of `attnmap.evaluate` on planted or seeded random inputs, degenerate ones included, and
+holds the answer against a reference written in the bench (`bench/metrics_sweep_refs.py`: scikit-
+learn's ROC AUC and average precision, a brute-force Mann-Whitney AUC, trapezoids, a brute-force
+pointing game with a Euclidean disc, perturbation curves of a linear model, patch flipping by the
+MIL model's own forward on each reduced bag, FROC by CAMELYON16's definition, footprint fractions by
+sampling). Or against the library itself: batch against single calls, shuffled patches, scaled
+scores.
 
 Classes: ``ok`` (matches the reference within the case's tolerance, or a promised refusal),
 ``error`` (a one-line `InputError`), ``crash`` (any other exception, or a multi-line message),
