@@ -14,10 +14,10 @@ MIL model's own forward on each reduced bag, FROC by CAMELYON16's definition, fo
 sampling). Or against the library itself: batch against single calls, shuffled patches, scaled
 scores.
 
-Classes: ``ok`` (matches the reference within the case's tolerance, or a promised refusal),
-``error`` (a one-line `InputError`), ``crash`` (any other exception, or a multi-line message),
-``wrong`` (a number other than the definition's, or a number where a refusal or NaN is promised,
-or the reverse). ``!`` marks a class other than the case's expectation.
+Classes: ``ok`` (matches the reference within the case's tolerance), ``error`` (a one-line
+`InputError`; expected for the inputs that must be refused), ``crash`` (any other exception, or a
+multi-line message), ``wrong`` (a number other than the definition's, or a number where a refusal
+or NaN is promised, or the reverse). ``!`` marks a class other than the case's expectation.
 """
 
 from __future__ import annotations

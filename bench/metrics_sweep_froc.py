@@ -157,6 +157,32 @@ def more_froc_cases() -> list[Case]:
     return out
 
 
+def tied_froc_cases() -> list[Case]:
+    """Detections tied across a lesion and false positives: the curve has slanted steps, where
+    reading it by interpolation and by the best point at or below a rate differ."""
+    from attnmap.evaluate.lesions import FROC_RATES, SlideScores, froc
+    from attnmap.wsi.annotations import Region
+
+    coords = np.array([[0.0, 0.0], [100.0, 0.0], [200.0, 0.0], [300.0, 0.0], [400.0, 0.0], [500.0, 0.0]])
+    centres = coords + 8.0
+    rings = [_square(-2.0, -2.0, 20.0), _square(298.0, -2.0, 20.0)]
+    regions = [Region(outer=ring, label="Tumor") for ring in rings]
+    out = []
+    for label, scores in (
+        ("a lesion tied with false positives", np.array([0.9, 0.8, 0.6, 0.6, 0.6, 0.1])),
+        ("the top tied between a lesion and a false positive", np.array([0.9, 0.9, 0.5, 0.4, 0.3, 0.2])),
+    ):
+        slide = SlideScores(coords, scores, 16.0, regions)
+        out.append(
+            Case(
+                f"froc/{label}",
+                lambda s=slide: _froc_numbers(froc([s], radius=1e-6)),
+                froc_ref([(centres, scores, rings)], FROC_RATES),
+            )
+        )
+    return out
+
+
 def empty_slide_cases() -> list[Case]:
     """A slide without patches: in FROC its lesions are missed; its patch AUC does not exist."""
     from attnmap.evaluate.lesions import FROC_RATES, SlideScores, froc, patch_auc

@@ -138,8 +138,8 @@ def froc_ref(slides: list[tuple], rates) -> dict:
     """CAMELYON16's FROC on given detections: slides are (points (K, 2), probabilities (K,),
     lesion rings[, exclusion rings]). A detection inside a lesion is a true positive for it (each
     lesion counted once, at its highest detection; further detections in it are neither), any
-    other a false positive unless it lies in an exclusion region (ignored). For each rate, the
-    highest sensitivity whose mean false positives per slide are at most the rate; the score is
+    other a false positive unless it lies in an exclusion region (ignored). The sensitivity at each
+    rate is read off the curve by linear interpolation (the last point's beyond it); the score is
     their mean."""
     tp_scores, fp_scores, n_lesions = [], [], 0
     for points, probs, lesions, *rest in slides:
@@ -153,14 +153,21 @@ def froc_ref(slides: list[tuple], rates) -> dict:
             if not inside and not any(point_in_polygon(point, ring) for ring in exclusions):
                 fp_scores.append(prob)
         tp_scores += list(best.values())
+    # the curve, threshold by threshold from above every score: (mean false positives, sensitivity)
+    path = [(0.0, 0.0)]
+    for threshold in sorted(set(tp_scores) | set(fp_scores), reverse=True):
+        path.append(
+            (
+                sum(s >= threshold for s in fp_scores) / len(slides),
+                sum(s >= threshold for s in tp_scores) / n_lesions,
+            )
+        )
     at = {}
-    for rate in rates:
-        best_sensitivity = 0.0
-        for threshold in sorted(set(tp_scores) | set(fp_scores)):
-            fps = sum(s >= threshold for s in fp_scores) / len(slides)
-            if fps <= rate:
-                best_sensitivity = max(best_sensitivity, sum(s >= threshold for s in tp_scores) / n_lesions)
-        at[rate] = best_sensitivity
+    for rate in rates:  # linear along the path (CAMELYON16's script: np.interp over it)
+        at[rate] = path[-1][1]
+        for (x0, y0), (x1, y1) in zip(path, path[1:], strict=False):
+            if x0 <= rate < x1:
+                at[rate] = y0 + (y1 - y0) * (rate - x0) / (x1 - x0)
     return {"sensitivity_at": at, "froc_score": float(np.mean(list(at.values())))}
 
 

@@ -246,7 +246,7 @@ def cohort_cases() -> list[Case]:
 
 
 def slide_cases() -> list[Case]:
-    from metrics_sweep_froc import empty_slide_cases, froc_cases, more_froc_cases
+    from metrics_sweep_froc import empty_slide_cases, froc_cases, more_froc_cases, tied_froc_cases
 
     return [
         *flipping_cases(),
@@ -254,6 +254,7 @@ def slide_cases() -> list[Case]:
         *froc_cases(),
         *more_froc_cases(),
         *empty_slide_cases(),
+        *tied_froc_cases(),
         *footprint_cases(),
         *random_cases(),
     ]

@@ -137,9 +137,9 @@ def test_tied_neighbours_are_both_local_maxima_whatever_their_order() -> None:
     assert sorted(map(tuple, found[:, :2].tolist())) == [(8.0, 8.0), (24.0, 8.0), (168.0, 168.0)]
     forward = froc([SlideScores(coords, scores, 16.0, [lesion])])["froc_score"]
     backward = froc([SlideScores(coords[::-1].copy(), scores[::-1].copy(), 16.0, [lesion])])["froc_score"]
-    # the lesion is found at 1 false positive (its tied neighbour) per slide, listed first or last:
-    # sensitivity 1 at rates 1, 2, 4, 8, 0 at 1/4 and 1/2
-    assert forward == backward == pytest.approx(4 / 6)
+    # the lesion is found together with 1 false positive (its tied neighbour), listed first or last:
+    # the curve rises from (0, 0) to (1, 1), so sensitivity 1/4, 1/2, then 1 at rates 1, 2, 4, 8
+    assert forward == backward == pytest.approx((0.25 + 0.5 + 4) / 6)
 
 
 def test_a_slides_random_floor_does_not_depend_on_its_place_in_the_cohort() -> None:
@@ -155,3 +155,15 @@ def test_a_slides_random_floor_does_not_depend_on_its_place_in_the_cohort() -> N
     cohort = evaluate_bags(model, bags, ["attention"])
     alone = evaluate_bags(model, bags[1:], ["attention"])
     assert alone.results["s1"]["attention"].auc_random == cohort.results["s1"]["attention"].auc_random
+
+
+def test_froc_reads_sensitivity_off_the_curve_by_interpolation() -> None:
+    coords = np.array([[0.0, 0.0], [100.0, 0.0], [200.0, 0.0], [300.0, 0.0], [400.0, 0.0]])
+    square = np.array([[-2.0, -2.0], [18.0, -2.0], [18.0, 18.0], [-2.0, 18.0]])
+    lesions = [Region(outer=square + [x, 0.0], label="Tumor") for x in (0.0, 300.0)]
+    # lesion 1 at 0.9, one false positive at 0.8, then lesion 2 tied with two false positives at 0.6:
+    # the curve runs (0, 0), (0, 1/2), (1, 1/2), (3, 1); at 2 false positives it reads 3/4
+    scores = np.array([0.9, 0.8, 0.6, 0.6, 0.6])
+    result = froc([SlideScores(coords, scores, 16.0, lesions)], radius=1e-6)
+    expected = {0.25: 0.5, 0.5: 0.5, 1.0: 0.5, 2.0: 0.75, 4.0: 1.0, 8.0: 1.0}
+    assert result["sensitivity_at"] == pytest.approx(expected)

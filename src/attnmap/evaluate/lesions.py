@@ -2,8 +2,9 @@
 
 Why both: patch AUC says whether the scores rank lesion patches above the rest (threshold-free, per
 slide); FROC says what a pathologist scanning the top of the heatmap would find: how many lesions
-are hit at a given number of false alarms per slide (CAMELYON16's measure, with detections taken
-as the local maxima of the patch scores). Ground truth comes from `attnmap.wsi.annotations`.
+are hit at a given number of false alarms per slide (CAMELYON16's measure, read off the curve by
+linear interpolation as its evaluation script does, with detections taken as the local maxima of
+the patch scores). Ground truth comes from `attnmap.wsi.annotations`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,16 @@ def detections(slide: SlideScores, radius: float | None = None, max_detections: 
     return np.column_stack([centres[kept], scores[kept]]) if kept else np.zeros((0, 3))
 
 
+def _along(path_fp: np.ndarray, path_sensitivity: np.ndarray, rate: float) -> float:
+    """Sensitivity on the FROC path (false positives non-decreasing, points in threshold order)
+    at ``rate``: linear between the last point at or below it and the next one."""
+    last = int(np.searchsorted(path_fp, rate, side="right")) - 1
+    if last == len(path_fp) - 1:
+        return float(path_sensitivity[-1])
+    (x0, x1), (y0, y1) = path_fp[last:last + 2], path_sensitivity[last:last + 2]
+    return float(y0 + (y1 - y0) * (rate - x0) / (x1 - x0))
+
+
 def _checked(slide: SlideScores) -> tuple[np.ndarray, np.ndarray]:
     """A slide's (N, 2) coordinates and (N,) scores, finite and one score per patch."""
     coords = as_array(slide.coords)
@@ -86,9 +97,16 @@ def froc(
 
     A detection inside a lesion (a non-exclusion region) hits it (each lesion counts once, at its
     highest detection); one inside an exclusion region is ignored; any other is a false positive.
+    Lowering the threshold through every detection score traces the FROC curve from (0, 0); the
+    sensitivity at a rate is read off that curve by linear interpolation between its points, and
+    is the curve's last sensitivity beyond its last point, as CAMELYON16's evaluation script does
+    (``np.interp`` over the curve; that script also drops its lowest threshold's point, which is
+    not followed here). The ``curve`` returned starts at the highest threshold, without (0, 0).
     """
     if not slides:
         raise InputError("FROC needs at least one slide")
+    if not rates or not all(np.isfinite(rate) and rate > 0 for rate in rates):
+        raise InputError(f"FROC rates must be positive numbers of false positives per slide, got {rates}")
     hits: list[tuple[float, int, int]] = []  # (score, slide, lesion) first hit per lesion
     false_scores: list[float] = []
     n_lesions = 0
@@ -114,10 +132,8 @@ def froc(
     hit_sorted = np.sort([h[0] for h in hits])
     sensitivity = np.array([(hit_sorted >= t).sum() / n_lesions for t in thresholds])
     mean_fp = np.array([(false_sorted >= t).sum() / len(slides) for t in thresholds])
-    at_rates = {}
-    for rate in rates:
-        allowed = mean_fp <= rate
-        at_rates[rate] = float(sensitivity[allowed].max()) if allowed.any() else 0.0
+    path_fp, path_sensitivity = np.r_[0.0, mean_fp], np.r_[0.0, sensitivity]
+    at_rates = {rate: _along(path_fp, path_sensitivity, float(rate)) for rate in rates}
     return {
         "sensitivity_at": at_rates,
         "froc_score": float(np.mean(list(at_rates.values()))),
