@@ -31,8 +31,8 @@ def as_array(values: object, dtype: type = np.float64) -> np.ndarray:
     """``values`` (tensor, grad-tracking or on a GPU, or array-like) as a numpy array."""
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu()
-        if dtype is not None and values.dtype in (torch.bfloat16, torch.float16):
-            values = values.double()
+        if values.dtype == torch.bfloat16:  # numpy has no bfloat16
+            values = values.float()
         values = values.numpy()
     return np.asarray(values, dtype=dtype)
 
