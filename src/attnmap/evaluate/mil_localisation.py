@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from attnmap.errors import InputError
+from attnmap.evaluate.inputs import as_array, binary_labels, check_finite, whole_number
 
 
 def _integral_at(integral: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -40,10 +41,11 @@ def patch_means(coords: np.ndarray, patch_size: float, values: np.ndarray, downs
     side in level-0 pixels, ``values`` a map covering the slide at ``downsample``. Parts of a
     footprint beyond the map count as 0.
     """
-    coords = np.asarray(coords, dtype=np.float64)
+    coords = as_array(coords)
     values = np.asarray(values)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise InputError(f"coords must be an N×2 array of level-0 [x, y], got shape {coords.shape}")
+    check_finite(coords, "patch coordinates")
     if values.ndim != 2 or values.size == 0:
         raise InputError(f"the mask / value map must be a non-empty 2-D array, got shape {values.shape}")
     if not patch_size > 0 or not downsample > 0:
@@ -99,20 +101,21 @@ def attention_localisation(
     Returns ``auc`` (ROC AUC, ties counted half), ``average_precision``, ``top_k_precision`` (share of
     positives among the ``top_k`` highest-scored patches; by default k = number of positives, i.e.
     R-precision) and the counts. Raw (pre-softmax) and softmaxed attention give the same result,
-    since every measure depends only on the ranking.
+    since every measure depends only on the ranking. Patches tied with the k-th score share the
+    places left among the top k (the expected precision when ties are broken at random), so no
+    measure depends on the order the patches are listed in. Scores and labels may be arrays or
+    tensors (grad-tracking ones too); NaN or infinite scores, labels other than 0/1, a set
+    without positive or negative patches and a ``top_k`` that is not a whole number in
+    [1, N] are refused.
     """
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(patch_labels).reshape(-1)
+    scores = as_array(scores).reshape(-1)
+    labels = as_array(patch_labels, dtype=None).reshape(-1)
     if scores.shape != labels.shape:
         raise InputError(
             f"scores ({scores.size}) and patch_labels ({labels.size}) must have one value per patch"
         )
-    if not np.all(np.isfinite(scores)):
-        raise InputError("scores contain NaN or infinite values")
-    if labels.dtype != bool:
-        if not np.isin(labels, (0, 1)).all():
-            raise InputError("patch_labels must be boolean or 0/1")
-        labels = labels.astype(bool)
+    check_finite(scores, "scores")
+    labels = binary_labels(labels, "patch_labels")
     n_positive = int(labels.sum())
     n_negative = labels.size - n_positive
     if n_positive == 0 or n_negative == 0:
@@ -120,17 +123,26 @@ def attention_localisation(
             "localisation needs positive and negative patches, "
             f"got {n_positive} positive, {n_negative} negative"
         )
-    k = n_positive if top_k is None else int(top_k)
+    k = n_positive if top_k is None else whole_number(top_k, "top_k")
     if not 1 <= k <= labels.size:
         raise InputError(f"top_k must be between 1 and the number of patches ({labels.size}), got {top_k}")
     ranks = rankdata(scores)
     auc = (ranks[labels].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
-    top = np.argsort(-scores, kind="stable")[:k]
     return {
         "auc": float(auc),
         "average_precision": _average_precision(scores, labels),
-        "top_k_precision": float(labels[top].mean()),
+        "top_k_precision": _top_k_precision(scores, labels, k),
         "top_k": float(k),
         "n_patches": float(labels.size),
         "n_positive": float(n_positive),
     }
+
+
+def _top_k_precision(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Positives among the k highest scores; the patches tied with the k-th score fill the places
+    left in proportion to the positives among them (the mean over every order of the ties)."""
+    cutoff = np.partition(scores, scores.size - k)[scores.size - k]  # the k-th highest score
+    above, tied = scores > cutoff, scores == cutoff
+    places_left = k - int(above.sum())
+    expected = labels[above].sum() + places_left * labels[tied].sum() / tied.sum()
+    return float(expected / k)

@@ -12,7 +12,9 @@ of per-patch read-outs (`attnmap.mil.readout`), every point of every curve costs
 pass over the features; each equals the model's forward on the reduced bag.
 
 AUC = trapezoid area under probability versus removed fraction, divided by the fraction range:
-the curve's mean probability, in [0, 1].
+the curve's mean probability, in [0, 1]. At fraction f of N patches, f × N patches are removed,
+rounded half up with f as written (5% of 10 patches is 1 patch, as 5% of 30 is 2; numpy's
+round-half-to-even made it 0), and at least one patch always stays.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.evaluate.inputs import as_array, check_finite, share_of
 from attnmap.mil.base import AttentionMILBase, check_bag_shape
 from attnmap.mil.readout import BagPass, bag_pass, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK
@@ -59,9 +62,18 @@ class PatchFlippingResult:
 
 
 def flipping_auc(fractions: Sequence[float], probabilities: Sequence[float]) -> float:
-    """Trapezoid area under the curve divided by the fraction range (the curve's mean value)."""
-    x = np.asarray(fractions, dtype=np.float64)
-    y = np.asarray(probabilities, dtype=np.float64)
+    """Trapezoid area under the curve divided by the fraction range (the curve's mean value).
+
+    Needs at least two strictly increasing finite fractions and as many finite probabilities."""
+    x, y = as_array(fractions).reshape(-1), as_array(probabilities).reshape(-1)
+    if x.size < 2 or x.shape != y.shape:
+        raise InputError(
+            f"need at least two fractions and one probability each, got {x.size} and {y.size}"
+        )
+    check_finite(x, "fractions")
+    check_finite(y, "probabilities")
+    if np.any(np.diff(x) <= 0):
+        raise InputError(f"fractions must increase, got {x.tolist()}")
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
 
 
@@ -97,8 +109,7 @@ def patch_flipping(
         features = torch.from_numpy(features)
     features = check_bag_shape(features)
     n_patches = features.shape[0]
-    scores_array = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,
-                              dtype=np.float64).reshape(-1)
+    scores_array = as_array(scores).reshape(-1)
     if scores_array.shape != (n_patches,):
         raise InputError(f"scores must have one value per patch ({n_patches}), got {scores_array.size}")
     if not np.all(np.isfinite(scores_array)):
@@ -116,7 +127,8 @@ def patch_flipping(
     reason = nothing_to_flip(n_patches, scores_array)
     if reason is not None:
         raise InputError(reason)
-    removed = np.minimum(np.round(fractions_array * n_patches).astype(np.int64), n_patches - 1)
+    removed = np.array([min(share_of(f, n_patches, half_up=True), n_patches - 1) for f in fractions_array],
+                       dtype=np.int64)
     orders = {
         "most": np.argsort(-scores_array, kind="stable"),
         "least": np.argsort(scores_array, kind="stable"),

@@ -1,10 +1,11 @@
 """The perturbation test: remove the pixels a map ranks highest (or lowest) and watch accuracy.
 
 Protocol (Chefer et al. 2021, as written in the spec): the map is upsampled to pixels and min–max
-normalised; at each step k = 10%, 20%, …, 90% the top-k% pixels (positive test) or bottom-k%
-pixels (negative test) of the *normalised model input* are set to zero, and the model's top-1
-accuracy is recorded against the predicted class (the clean prediction) or the true label.
-x = 0 is the unperturbed accuracy. AUC = trapezoid(accuracy in [0, 1], x = [0, 0.1, …, 0.9]) × 100,
+normalised; at each step k = 10%, 20%, …, 90% the top-k% pixels (positive test) or bottom-k% pixels
+(negative test) of the *normalised model input* are set to zero, and the model's top-1 accuracy is
+recorded against the predicted class (the clean prediction) or the true label. x = 0 is the
+unperturbed accuracy. Step k removes floor(k × pixels) pixels with k as written (70% of 90 pixels is
+63, not the 62 of binary 0.7 × 90). AUC = trapezoid(accuracy in [0, 1], x = [0, 0.1, …, 0.9]) × 100,
 so a curve that stays at 100% gives 90. Positive test: lower is better; negative: higher is better.
 """
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
+from attnmap.evaluate.inputs import as_array, as_tensor, check_finite, share_of
 
 STEPS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -40,8 +42,10 @@ def perturbation_curve(
     ``images`` (B, C, H, W) are normalised model inputs, ``pixel_maps`` (B, H, W) their relevance,
     ``classes`` (B,) the class each image must keep (predicted or true). ``positive`` removes the
     most relevant pixels first. Ties in a map are broken by pixel index (stable sort), so the
-    result is deterministic. Returns accuracies, one per x of `perturbation_x`.
+    result is deterministic; a map's scale and offset do not matter. Tensors or arrays; maps with
+    NaN or infinite values are refused. Returns accuracies, one per x of `perturbation_x`.
     """
+    images, pixel_maps, classes = _as_tensors(images, pixel_maps, classes)
     _check_inputs(images, pixel_maps, classes, steps)
     correct = perturbation_hits(model, images, pixel_maps, classes, positive, steps, batch_size)
     return correct.mean(axis=0)
@@ -77,6 +81,7 @@ def perturbation_hits(
     batch_size: int = 100,
 ) -> np.ndarray:
     """Per image and x: 1.0 where the perturbed image is still classified as its class, (B, 1+len(steps))."""
+    images, pixel_maps, classes = _as_tensors(images, pixel_maps, classes)
     _check_inputs(images, pixel_maps, classes, steps)
     n_images, _, height, width = images.shape
     n_pixels = height * width
@@ -94,7 +99,7 @@ def perturbation_hits(
             target = classes[batch].to(clean.device)
             hits[batch, 0] = (model_logits(model, clean).argmax(-1) == target).double().cpu().numpy()
             for column, fraction in enumerate(steps, start=1):
-                removed = (rank < int(fraction * n_pixels)).reshape(len(clean), 1, height, width)
+                removed = (rank < share_of(fraction, n_pixels)).reshape(len(clean), 1, height, width)
                 perturbed = clean.masked_fill(removed, 0.0)
                 still = model_logits(model, perturbed).argmax(-1) == target
                 hits[batch, column] = still.double().cpu().numpy()
@@ -102,14 +107,22 @@ def perturbation_hits(
 
 
 def perturbation_auc(accuracies: np.ndarray, steps: Sequence[float] = STEPS) -> float:
-    """Area under the accuracy curve: trapezoid over x = [0, *steps], times 100."""
+    """Area under the accuracy curve: trapezoid over x = [0, *steps], times 100.
+
+    Accuracies outside [0, 1] (a percentage passed by mistake) or NaN are refused."""
     x = perturbation_x(steps)
-    accuracies = np.asarray(accuracies, dtype=np.float64)
+    accuracies = as_array(accuracies)
     if accuracies.shape != x.shape:
         raise InputError(
             f"expected {len(x)} accuracies (x = 0 and {len(steps)} steps), got {accuracies.shape}"
         )
+    if not np.all((accuracies >= 0) & (accuracies <= 1)):
+        raise InputError(f"accuracies must be fractions in [0, 1], got {accuracies.tolist()}")
     return float(np.sum((accuracies[1:] + accuracies[:-1]) * np.diff(x)) / 2 * 100)
+
+
+def _as_tensors(images: object, pixel_maps: object, classes: object) -> tuple[torch.Tensor, ...]:
+    return as_tensor(images, "images"), as_tensor(pixel_maps, "pixel maps"), as_tensor(classes, "classes")
 
 
 def _check_inputs(
@@ -122,11 +135,12 @@ def _check_inputs(
         raise InputError(f"pixel maps must be (B, H, W) = {expected}, got {tuple(pixel_maps.shape)}")
     if tuple(classes.shape) != (images.shape[0],):
         raise InputError(f"classes must be ({images.shape[0]},), got {tuple(classes.shape)}")
+    check_finite(pixel_maps, "pixel maps")
     increasing = all(b > a for a, b in zip(steps[:-1], steps[1:], strict=True))
     if not steps or any(not 0 < s < 1 for s in steps) or not increasing:
         raise InputError(f"steps must be strictly increasing fractions in (0, 1), got {list(steps)}")
     n_pixels = images.shape[-2] * images.shape[-1]
-    removed = [int(fraction * n_pixels) for fraction in steps]
+    removed = [share_of(fraction, n_pixels) for fraction in steps]
     if removed[0] == 0 or len(set(removed)) != len(removed):
         raise InputError(
             f"{images.shape[-2]}x{images.shape[-1]} images are too small for steps {list(steps)}: "

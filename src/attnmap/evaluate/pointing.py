@@ -1,11 +1,13 @@
 """The pointing game: does a map's single most relevant pixel land on the object?
 
-A hit when the argmax pixel of the upsampled map lies inside the target mask dilated by
-``tolerance`` pixels (Zhang et al.'s game uses a tolerance so that a peak on the object's edge
-counts). Ties in the map go to the first pixel in row-major order, so results are deterministic.
-A constant map (all zero, say) has no peak and scores a miss, not a hit at its first pixel. An
-image whose mask is empty (nothing to point at) or, grown by the tolerance, fills the image
-(nothing to miss) is refused: its score would not depend on the map.
+A hit when the argmax pixel of the upsampled map lies within ``tolerance`` pixels (Euclidean
+distance between pixel centres) of a mask pixel, i.e. inside the mask grown by a disc of that radius
+(Zhang et al.'s game uses a tolerance so that a peak on the object's edge counts). Ties in the map
+go to the first pixel in row-major order, so results are deterministic. A constant map (all zero,
+say) has no peak and scores a miss, not a hit at its first pixel. An image whose mask is empty
+(nothing to point at) or, grown by the tolerance, fills the image (nothing to miss) is refused: its
+score would not depend on the map. So are maps with NaN or infinite values (a NaN would be taken as
+the peak) and a tolerance that is not a whole number.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.evaluate.inputs import as_tensor, check_finite, whole_number
 from attnmap.evaluate.masks import binary_masks
 
 
 def pointing_hits(pixel_maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 4) -> np.ndarray:
-    """Per image: True when the map's maximum lies within ``tolerance`` px of the mask."""
+    """Per image: True when the map's maximum lies within ``tolerance`` px of the mask (tensors or arrays)."""
+    pixel_maps, masks = as_tensor(pixel_maps, "maps"), as_tensor(masks, "masks")
     if pixel_maps.shape != masks.shape or pixel_maps.ndim != 3:
         raise InputError(
             f"maps and masks must both be (B, H, W); got {tuple(pixel_maps.shape)} and {tuple(masks.shape)}"
         )
+    tolerance = whole_number(tolerance, "the pointing tolerance")
     if tolerance < 0:
         raise InputError(f"pointing tolerance must be >= 0 pixels, got {tolerance}")
+    check_finite(pixel_maps, "relevance maps")
     masks = binary_masks(masks)
     grown_masks = [dilate(mask, tolerance) for mask in masks.cpu().numpy()]
     degenerate = [index for index, (mask, grown) in enumerate(zip(masks, grown_masks, strict=True))
@@ -48,7 +54,8 @@ def pointing_hits(pixel_maps: torch.Tensor, masks: torch.Tensor, tolerance: int 
 
 def pointable_images(masks: torch.Tensor, tolerance: int) -> torch.Tensor:
     """(B,) bool: images where the pointing game is decidable (mask not empty, not full once grown)."""
-    masks = binary_masks(masks).cpu().numpy()
+    masks = binary_masks(as_tensor(masks, "masks")).cpu().numpy()
+    tolerance = whole_number(tolerance, "the pointing tolerance")
     return torch.tensor([bool(mask.any()) and not dilate(mask, tolerance).all() for mask in masks])
 
 
@@ -63,11 +70,14 @@ def pointing_accuracy(pixel_maps: torch.Tensor, masks: torch.Tensor, tolerance: 
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Grow a bool mask by a disc of ``radius`` pixels."""
+    """Grow a bool mask by a disc of ``radius`` pixels: every pixel whose centre lies within
+    Euclidean distance ``radius`` of a mask pixel's (OpenCV's ellipse kernel reaches further:
+    at radius 2 it takes (1, 2) steps, √5 away)."""
     if radius == 0:
         return mask.copy()
     # beyond the image's diagonal a disc reaches every pixel from any mask pixel: the same result,
     # without a kernel of (2 radius + 1)² cells (a huge tolerance asked for terabytes)
-    radius = min(radius, int(np.ceil(np.hypot(*mask.shape[:2]))))
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    radius = min(int(radius), int(np.ceil(np.hypot(*mask.shape[:2]))))
+    steps = np.arange(-radius, radius + 1)
+    disc = (steps[:, None] ** 2 + steps[None, :] ** 2 <= radius * radius).astype(np.uint8)
     return cv2.dilate(mask.astype(np.uint8), disc).astype(bool)

@@ -15,21 +15,31 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.evaluate.inputs import as_array, as_tensor, binary_labels, check_finite
 from attnmap.evaluate.masks import binary_masks, informative_images
 
 
 def segmentation_scores(pixel_maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
-    """Pixel accuracy, mIoU and mAP (all in [0, 1]) of normalised (B, H, W) maps against bool masks."""
+    """Pixel accuracy, mIoU and mAP (all in [0, 1]) of normalised (B, H, W) maps against bool masks.
+
+    Tensors or arrays. A constant map has no pixel above its mean, so no foreground (its mean,
+    summed in floating point, may fall a step below the value and would have made every pixel
+    foreground). Maps with NaN or infinite values are refused.
+    """
+    pixel_maps, masks = as_tensor(pixel_maps, "maps"), as_tensor(masks, "masks")
     if pixel_maps.shape != masks.shape or pixel_maps.ndim != 3:
         raise InputError(
             f"maps and masks must both be (B, H, W); got {tuple(pixel_maps.shape)} and {tuple(masks.shape)}"
         )
-    maps = pixel_maps.detach().double().cpu()
+    check_finite(pixel_maps, "relevance maps")
+    maps = pixel_maps.double().cpu()
     truth = binary_masks(masks).cpu()
     scored = informative_images(truth)
     if not scored.any():
         raise InputError("segmentation needs at least one mask with both object and background pixels")
-    predicted = maps > maps.mean(dim=(1, 2), keepdim=True)
+    flat = maps.reshape(len(maps), -1)
+    varies = (flat.amax(dim=1) > flat.amin(dim=1)).reshape(-1, 1, 1)
+    predicted = (maps > maps.mean(dim=(1, 2), keepdim=True)) & varies
     pixel_accuracy = float((predicted == truth).double().mean())
     ious = []
     for fg_pred, fg_true in ((predicted, truth), (~predicted, ~truth)):
@@ -51,12 +61,15 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """Average precision of ``scores`` ranking the True ``labels`` first: Σ (Rₙ − Rₙ₋₁) Pₙ.
 
     Thresholds are the distinct score values (tied pixels enter together), the step-wise
-    definition without interpolation. NaN when there is no positive label.
+    definition without interpolation (scikit-learn's). NaN when there is no positive label; 1
+    when every label is positive. Arrays or tensors; NaN or infinite scores and labels other
+    than bool or 0/1 (a 0/255 or soft mask) are refused.
     """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels, dtype=bool).ravel()
+    scores = as_array(scores).ravel()
+    labels = binary_labels(labels).ravel()
     if scores.shape != labels.shape:
         raise InputError(f"scores and labels differ in size: {scores.size} vs {labels.size}")
+    check_finite(scores, "scores")
     positives = int(labels.sum())
     if positives == 0:
         return float("nan")

@@ -1,16 +1,20 @@
-"""Patch flipping over a set of slides for several MIL relevance methods (``attnmap evaluate
---mil-checkpoint``): one row per slide and method, a mean per method, a CSV and a JSON of curves.
+"""Patch flipping over a set of slides for several MIL relevance methods
+(``attnmap evaluate --mil-checkpoint``): one row per slide and method, a mean per method, a CSV and
+a JSON of curves.
 
-The random order is the same for every method of a slide (seeded per slide), so the methods are
-compared against one floor. A slide and method with nothing to flip (a one-patch bag, or scores
-that rank no patch above another) is skipped with its reason, not allowed to stop the cohort: the
-reasons are written beside the results and the means count only the slides evaluated.
+The random order is the same for every method of a slide (seeded by ``seed`` and the slide id, not
+by the slide's place in the cohort, so a slide's floor does not change when the cohort is listed in
+another order or evaluated alone), so the methods are compared against one floor. A slide and method
+with nothing to flip (a one-patch bag, or scores that rank no patch above another) is skipped with
+its reason, not allowed to stop the cohort: the reasons are written beside the results and the means
+count only the slides evaluated.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +71,7 @@ def evaluate_bags(
         raise InputError(f"need at least one method, each named once; got {methods}")
     evaluation = SlideFlipping()
     seen = 0
-    for index, bag in enumerate(bags):
+    for bag in bags:
         seen += 1
         if bag.slide_id in evaluation.results or bag.slide_id in evaluation.skipped:
             raise InputError(f"{bag.path or bag.slide_id}: slide id {bag.slide_id!r} is given twice")
@@ -85,7 +89,7 @@ def evaluate_bags(
                     skipped[method] = reason
                     continue
                 per_method[method] = patch_flipping(model, bag.features, scores, target=target,
-                                                    fractions=fractions, seed=seed + index)
+                                                    fractions=fractions, seed=slide_seed(seed, bag.slide_id))
         except InputError as error:  # e.g. a feature size the model does not take: say which bag
             raise InputError(f"{bag.path or bag.slide_id}: {error}") from error
         if per_method:
@@ -98,6 +102,11 @@ def evaluate_bags(
         reasons = sorted({why for slide in evaluation.skipped.values() for why in slide.values()})
         raise InputError(f"no slide could be evaluated: {'; '.join(reasons)}")
     return evaluation
+
+
+def slide_seed(seed: int, slide_id: str) -> int:
+    """The random order's seed of one slide: ``seed`` plus a stable hash of its id (CRC-32)."""
+    return int(seed) + zlib.crc32(str(slide_id).encode("utf-8"))
 
 
 def skipped_notes(evaluation: SlideFlipping) -> list[str]:
