@@ -200,13 +200,21 @@ def test_damaged_outputs_are_remade_and_force_remakes_all(setup: Path, tmp_path:
 
 
 def _killable_run(config_path: str) -> None:
-    """`attnmap wsi run CONFIG --workers 1` as the command line runs it (one worker: in process)."""
+    """`attnmap wsi run CONFIG --workers 1` as the command line runs it (one worker: in process).
+
+    Forked, the child shares tqdm's write lock with this process (a semaphore tqdm makes for forked
+    bars): killed while drawing a bar, it left the lock held and this process's next bar waited
+    forever. The child draws none, on a lock of its own."""
+    import threading
+
     import torch
+    from tqdm import tqdm
 
     from attnmap.cli.main import main
 
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(1)
-    main(["wsi", "run", config_path, "--workers", "1"])
+    main(["--quiet", "wsi", "run", config_path, "--workers", "1"])
 
 
 def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_outputs(
