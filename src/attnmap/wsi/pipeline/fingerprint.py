@@ -63,11 +63,20 @@ palettes, CMYK, min-is-white and 16-bit grey read by their meaning, pyramids by 
 
 
 def _pixel_reading(path: str | Path) -> str | None:
+    from attnmap.file_hash import file_stamp
+
+    return _pixel_reading_of(file_stamp(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pixel_reading_of(stamp: tuple) -> str | None:
+    """`Slide.pixel_reading` of the file version ``stamp`` names: opening a slide costs a
+    millisecond or two, and a run asks for each slide's fingerprints several times."""
     from attnmap.errors import InputError
     from attnmap.wsi.slide import open_slide
 
     try:
-        with open_slide(path) as slide:
+        with open_slide(stamp[0]) as slide:
             return slide.pixel_reading()
     except InputError:  # the slide's own stage reports it
         return None
