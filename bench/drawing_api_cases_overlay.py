@@ -170,61 +170,6 @@ def overlay_cases() -> list[Case]:
     ]
 
 
-def colormap_cases() -> list[Case]:
-    import matplotlib
-
-    from attnmap.render import apply_colormap
-
-    values = np.linspace(0, 1, 11)
-    want = (matplotlib.colormaps["viridis"](values)[:, :3] * 255).astype(np.uint8)
-    top = (np.asarray(matplotlib.colormaps["jet"](1.0)[:3]) * 255).astype(np.uint8)
-
-    def nan_not_top(result: object) -> str | None:
-        got = np.asarray(result)
-        return "NaN drawn as the maximum colour" if (got[1] == top).all() else None
-
-    def equals(expected: np.ndarray):
-        return lambda r: None if np.array_equal(np.asarray(r), expected) else "colours differ"
-
-    grad = torch.tensor(values, requires_grad=True)
-    return [
-        Case("apply_colormap", "viridis numpy", lambda _: apply_colormap(values, "viridis"), equals(want)),
-        Case(
-            "apply_colormap", "torch requires_grad", lambda _: apply_colormap(grad, "viridis"), equals(want)
-        ),
-        Case(
-            "apply_colormap",
-            "torch bfloat16",
-            lambda _: apply_colormap(torch.tensor([0.0, 1.0]).bfloat16(), "viridis"),
-            equals(want[[0, -1]]),
-        ),
-        Case(
-            "apply_colormap",
-            "outside [0, 1] clipped",
-            lambda _: apply_colormap(np.array([-1.0, 2.0]), "viridis"),
-            equals(want[[0, -1]]),
-        ),
-        Case(
-            "apply_colormap",
-            "NaN",
-            lambda _: apply_colormap(np.array([0.5, np.nan]), "jet"),
-            nan_not_top,
-            ("error", "ok"),
-        ),
-        Case(
-            "apply_colormap",
-            "NaN opencv",
-            lambda _: apply_colormap(np.array([0.5, np.nan]), "opencv:jet"),
-            nan_not_top,
-            ("error", "ok"),
-        ),
-        Case(
-            "apply_colormap", "unknown name", lambda _: apply_colormap(values, "virdis"), refuse, ("error",)
-        ),
-        Case("apply_colormap", "not a name (int)", lambda _: apply_colormap(values, 3), refuse, ("error",)),
-    ]
-
-
 def grid_cases() -> list[Case]:
     from PIL import Image
 

@@ -13,7 +13,7 @@ import errno
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -200,11 +200,7 @@ def writable_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder; give a file name inside it")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"cannot write {path}: {parent} is a file, not a folder")
-            break
+    check_no_file_above(path, path.parents)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -213,10 +209,16 @@ def writable_folder(path: str | Path) -> Path:
     """``path`` as a folder that exists (made if missing); `InputError` when it, or a folder above
     it, is a file."""
     path = Path(path)
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise InputError(f"cannot write into {path}: {folder} is a file, not a folder")
-            break
+    check_no_file_above(path, (path, *path.parents))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_no_file_above(path: Path, folders: Sequence[Path]) -> None:
+    """`InputError` when the nearest of ``folders`` (innermost first) that exists is a file: ``path``
+    could not be written there."""
+    for folder in folders:
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"cannot write {path}: {folder} is a file, not a folder")
+            return

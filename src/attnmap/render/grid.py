@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.io_utils import check_no_file_above
 from attnmap.render.overlay import to_uint8_rgb
 from attnmap.render.scale import ScoreScale
 
@@ -47,11 +48,7 @@ def check_figure_path(path: str | Path, metadata: dict | None = None) -> Path:
         )
     if metadata and suffix != "png":
         raise InputError(f"metadata is written as PNG text chunks; save {path.name!r} as .png or drop it")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"cannot write {path}: {parent} is a file, not a folder")
-            break
+    check_no_file_above(path, path.parents)
     return path
 
 
