@@ -236,6 +236,13 @@ def check_h5(label: str, run: Path, slide_id: str, patch_level: int, patch_size:
         )
         size = handle.attrs.get("patch_size", coords.attrs.get("patch_size"))
         level0 = patch_size * 2**patch_level  # the fixture's levels halve
+        numbers = {k: handle.attrs.get(k) for k in ("patch_size", "prediction", "branch", "attention_branch")}
+        check(
+            f"{label}: blockmap attrs patch_size / prediction / branch / attention_branch are numbers "
+            "(as mil attention's h5 stores branch)",
+            all(isinstance(v, (int, np.integer)) for v in numbers.values()),
+            f"{ {k: repr(v) for k, v in numbers.items()} }",
+        )
         check(
             f"{label}: blockmap patch_size is the level-0 footprint of the coords' patches",
             size is not None and int(size) == level0,
@@ -310,6 +317,9 @@ def check_tiff(
         subfiles = [p.tags["NewSubfileType"].value if "NewSubfileType" in p.tags else 0 for p in pages]
         resolution = [p.tags["XResolution"].value for p in pages if "XResolution" in p.tags]
         unit = [p.tags["ResolutionUnit"].value for p in pages if "ResolutionUnit" in p.tags]
+        descriptions = [
+            p.tags["ImageDescription"].value if "ImageDescription" in p.tags else None for p in pages
+        ]
     check(
         f"{label}: OpenSlide sees every page as a level",
         heat.level_count == n_pages,
@@ -332,18 +342,37 @@ def check_tiff(
     )
     mpp_slide = float(source.properties.get("openslide.mpp-x", "nan"))
     mpp_heat = float(heat.properties.get("openslide.mpp-x", "nan"))
+    if math.isnan(mpp_slide):  # a slide without a pixel size: the heatmap must not invent one
+        check(
+            f"{label}: no slide mpp, no heatmap mpp (OpenSlide) and no physical unit (tifffile)",
+            math.isnan(mpp_heat) and all(u in (1, None) for u in unit),
+            f"heatmap mpp {mpp_heat}, units {unit}",
+        )
+    else:
+        check(
+            f"{label}: OpenSlide mpp of level 0 = slide mpp x {base:g}",
+            abs(mpp_heat - mpp_slide * base) < 1e-6,
+            f"heatmap {mpp_heat}, slide {mpp_slide}",
+        )
+        per_page = [1e4 / (r[0] / r[1]) for r in resolution]
+        check(
+            f"{label}: tifffile: every page's resolution (cm) = its own mpp",
+            len(per_page) == n_pages
+            and all(u == 3 for u in unit)
+            and all(
+                abs(per_page[i] - mpp_slide * base * 2**i) < 1e-3 * mpp_slide * 2**i for i in range(n_pages)
+            ),
+            f"{per_page}",
+        )
+    try:
+        json.loads(descriptions[0] or "")
+        parsed = True
+    except ValueError:
+        parsed = False
     check(
-        f"{label}: OpenSlide mpp of level 0 = slide mpp x {base:g}",
-        abs(mpp_heat - mpp_slide * base) < 1e-6,
-        f"heatmap {mpp_heat}, slide {mpp_slide}",
-    )
-    per_page = [1e4 / (r[0] / r[1]) for r in resolution]
-    check(
-        f"{label}: tifffile: every page's resolution (cm) = its own mpp",
-        len(per_page) == n_pages
-        and all(u == 3 for u in unit)
-        and all(abs(per_page[i] - mpp_slide * base * 2**i) < 1e-3 * mpp_slide * 2**i for i in range(n_pages)),
-        f"{per_page}",
+        f"{label}: page 0's ImageDescription (openslide.comment) is the JSON record, no other page has one",
+        parsed and not any(descriptions[1:]) and heat.properties.get("openslide.comment") == descriptions[0],
+        f"{[None if d is None else d[:30] for d in descriptions]}",
     )
     # the hottest patch: its centre pixel in the TIFF level matching the PNG's downsample vs the PNG
     with h5py.File(blockmap, "r") as handle:
@@ -391,6 +420,7 @@ def build_and_check(work: Path, only: str | None) -> None:
         ("level0", {"patching": {"patch_size": 64, "level": 0}, "heatmap": {"tiff": True}}),
         ("level1", {"patching": {"patch_size": 32, "level": 1}, "heatmap": {"tiff": True, "tiff_level": 1}}),
         ("odd-size CLAM_MB", {"patching": {"patch_size": 64, "level": 0}, "heatmap": {"tiff": True}}),
+        ("no mpp", {"patching": {"patch_size": 64, "level": 0}, "heatmap": {"tiff": True}}),
     ]
     for name, overrides in cases:
         if only and only not in name:
@@ -401,6 +431,9 @@ def build_and_check(work: Path, only: str | None) -> None:
         if name.startswith("odd"):  # a slide whose sides do not halve evenly, and a two-branch model
             write_test_slide(work / name / "slides" / "slide_0.tif", seed=0, size=(1001, 767), n_levels=3)
             write_clam_checkpoint(work / name / "clam.pt", multi_branch=True)
+        if name == "no mpp":  # a slide whose file records no pixel size
+            for index in range(2):
+                write_test_slide(work / name / "slides" / f"slide_{index}.tif", seed=index, mpp=None)
         code, _out, err = run_cli(["wsi", "run", setup])
         if code:
             RESULTS.append((f"{name}: wsi run", "crash", err.strip().splitlines()[-1] if err else str(code)))

@@ -285,3 +285,21 @@ def test_geojson_tissue_annotations_have_unique_ids_and_keep_their_exterior():
         written = json.loads(path.read_text())["features"]
     every = [feature.get("id") for feature in written]
     assert None not in every and len(set(every)) == len(every) == 3
+
+
+def test_blockmap_stores_the_branch_as_a_number(tmp_path):
+    """The run's record gave the blockmap a text ``branch`` attribute ('0') where `mil attention`'s h5
+    stores a number: a script reading both got a string from one."""
+    import h5py
+
+    from attnmap.wsi.pipeline.stage_files import save_blockmap
+
+    attention = {"coords": np.array([[0, 0], [64, 0]]), "scores": np.array([0.5, 1.5]),
+                 "prediction": 1, "probs": np.array([0.25, 0.75]), "branch": 1, "patch_size": 64}
+    record = {"method": "clam_attention_raw", "branch": "1"}
+    path = save_blockmap(tmp_path / "s_blockmap.h5", attention, record)
+    with h5py.File(path, "r") as handle:
+        keys = ("branch", "attention_branch", "prediction", "patch_size")
+        values = {key: handle.attrs[key] for key in keys}
+    assert all(isinstance(value, np.integer) for value in values.values()), values
+    assert values["branch"] == 1
