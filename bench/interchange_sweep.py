@@ -402,7 +402,14 @@ def check_tiff(
         diff <= 12,
         f"max channel difference {diff:.1f}",
     )
-    arr = tifffile.imread(path, level=n_pages - 1) if hasattr(tifffile, "imread") else None
+    with tifffile.TiffFile(path) as tif:
+        levels = len(tif.series[0].levels)
+    check(
+        f"{label}: tifffile sees one series whose levels are the pages",
+        levels == n_pages,
+        f"{levels} levels for {n_pages} pages",
+    )
+    arr = tifffile.imread(path, level=n_pages - 1)
     check(
         f"{label}: tifffile reads the smallest level as RGB uint8",
         arr is not None and arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8,
@@ -510,6 +517,38 @@ def build_and_check(work: Path, only: str | None) -> None:
         guarded(f"{name}: mil predictions csv")(check_csv)(
             f"{name} mil predictions.csv", attention / "predictions.csv", ("slide_id",), 2, ["p_0", "p_1"]
         )
+        if name == "level0":  # a .pt bag has no coordinates: patches are named by index
+            guarded(f"{name}: .pt bag")(check_pt_bag)(name, work / name, run, n)
+
+
+@guarded("a .pt bag through mil attention")
+def check_pt_bag(name: str, root: Path, run: Path, n: int) -> None:
+    import h5py
+
+    out = root / "attention_pt"
+    code, _o, err = run_cli(
+        [
+            "mil",
+            "attention",
+            root / "clam.pt",
+            run / "features" / "pt_files" / "slide_0.pt",
+            "-o",
+            out,
+            "--device",
+            "cpu",
+        ]
+    )
+    if code:
+        RESULTS.append((f"{name}: mil attention on a .pt bag", "crash", err.strip()[-200:]))
+        return
+    with h5py.File(out / "slide_0_attention.h5", "r") as handle:
+        check(
+            f"{name} .pt bag: attention h5 without coords has patch_index 0..N-1",
+            "coords" not in handle and np.array_equal(handle["patch_index"][:], np.arange(n)),
+        )
+    check_csv(
+        f"{name} .pt bag attention csv", out / "slide_0_attention.csv", ("patch_index",), n, ["attention_raw"]
+    )
 
 
 def main() -> None:
@@ -531,6 +570,9 @@ def main() -> None:
     for name, kind, detail in RESULTS:
         if args.verbose or kind != "ok":
             print(f"{kind:6} {name}" + (f"  [{detail}]" if kind != "ok" and detail else ""))
+    import attnmap
+
+    print(f"attnmap from {Path(attnmap.__file__).parent}; bench at commit {commit}")
     print(
         f"commit {commit}: {len(RESULTS)} checks: ok {counts['ok']} / wrong {counts['wrong']} / "
         f"crash {counts['crash']}  ({elapsed:.1f} s)"
