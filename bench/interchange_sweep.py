@@ -65,6 +65,19 @@ def _segments_cross(p1, p2, p3, p4) -> bool:
     return (orient(p1, p2, p3) * orient(p1, p2, p4) < 0) and (orient(p3, p4, p1) * orient(p3, p4, p2) < 0)
 
 
+def _inside(points: np.ndarray, polygon: list) -> np.ndarray:
+    """Even-odd ray casting over every ring of a GeoJSON polygon (holes cut out)."""
+    inside = np.zeros(len(points), dtype=bool)
+    for ring in polygon:
+        ring = np.asarray(ring, dtype=np.float64)
+        for (x1, y1), (x2, y2) in zip(ring[:-1], ring[1:], strict=True):
+            crosses = (y1 > points[:, 1]) != (y2 > points[:, 1])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                at = x1 + (points[:, 1] - y1) * (x2 - x1) / (y2 - y1)
+            inside ^= crosses & (points[:, 0] < at)
+    return inside
+
+
 def _ring_simple(ring: list) -> bool:
     """No two non-adjacent edges of the closed ring cross (the core of OGC validity for one ring)."""
     points = [tuple(p) for p in ring]
@@ -154,6 +167,27 @@ def check_geojson(label: str, path: Path, slide_size: tuple[int, int], tissue_ex
         not bad_props,
         f"features {bad_props[:5]}",
     )
+    tissue = [
+        f["geometry"]["coordinates"]
+        for f in features
+        if (f.get("properties") or {}).get("objectType") == "annotation"
+    ]
+    if tissue:  # tissue contours on the patches' scale: every patch touches the tissue
+        squares = [
+            np.asarray(f["geometry"]["coordinates"][0][:4], dtype=np.float64)
+            for f in features
+            if (f.get("properties") or {}).get("objectType") == "detection"
+        ]
+        covered = np.zeros(len(squares), dtype=bool)
+        for offset in ((0, 0), (-1, -1), (1, -1), (-1, 1), (1, 1)):  # centre and 4 points at ±size/4
+            probes = np.array([q.mean(axis=0) + np.multiply(offset, np.ptp(q, axis=0) / 4) for q in squares])
+            for polygon in tissue:
+                covered |= _inside(probes, polygon)
+        check(
+            f"{label}: every patch touches a tissue annotation (same level-0 scale)",
+            bool(covered.all()),
+            f"{covered.mean():.0%} touch",
+        )
     ids = [f.get("id") for f in features]
     check(
         f"{label}: every feature has an id, ids unique (as QuPath 0.4 exports)",
