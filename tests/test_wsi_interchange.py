@@ -264,7 +264,7 @@ def test_evaluate_run_with_annotations_named_after_no_slide_says_so(tmp_path, ca
     assert "no annotated region for any slide" in error and "slide_a" in error and "Traceback" not in error
 
 
-def test_geojson_tissue_annotations_have_unique_ids_and_keep_their_exterior():
+def test_geojson_tissue_annotations_have_unique_ids_and_keep_their_exterior(tmp_path):
     """QuPath 0.4 exports every object with an id; tissue annotations had none (two of them shared
     the missing id), and a contour with a degenerate outer ring had its hole promoted to exterior."""
     from attnmap.wsi.qupath import tissue_features, write_scores_geojson
@@ -277,12 +277,9 @@ def test_geojson_tissue_annotations_have_unique_ids_and_keep_their_exterior():
     ids = [feature["id"] for feature in features]
     assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == 2
     assert [f["id"] for f in tissue_features([(square, [hole])])] == ids[:1]  # stable across exports
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = write_scores_geojson(Path(folder) / "s.geojson", np.array([[0, 0], [64, 0]]), 64,
-                                    {"attention": np.array([1.0, 2.0])}, tissue=[(square, [hole])])
-        written = json.loads(path.read_text())["features"]
+    path = write_scores_geojson(tmp_path / "s.geojson", np.array([[0, 0], [64, 0]]), 64,
+                                {"attention": np.array([1.0, 2.0])}, tissue=[(square, [hole])])
+    written = json.loads(path.read_text())["features"]
     every = [feature.get("id") for feature in written]
     assert None not in every and len(set(every)) == len(every) == 3
 
