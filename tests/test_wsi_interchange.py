@@ -262,3 +262,41 @@ def test_evaluate_run_with_annotations_named_after_no_slide_says_so(tmp_path, ca
     assert done.value.code == 2
     error = capsys.readouterr().err
     assert "no annotated region for any slide" in error and "slide_a" in error and "Traceback" not in error
+
+
+def test_geojson_tissue_annotations_have_unique_ids_and_keep_their_exterior(tmp_path):
+    """QuPath 0.4 exports every object with an id; tissue annotations had none (two of them shared
+    the missing id), and a contour with a degenerate outer ring had its hole promoted to exterior."""
+    from attnmap.wsi.qupath import tissue_features, write_scores_geojson
+
+    square = np.array([[0, 0], [100, 0], [100, 100], [0, 100]])
+    hole = np.array([[40, 40], [60, 40], [60, 60], [40, 60]])
+    features = tissue_features([(square, [hole]), (square + 200, []), (np.array([[5, 5], [6, 6]]), [hole])])
+    assert len(features) == 2  # the 2-point outer ring is no area: its hole is not made an exterior
+    assert features[0]["geometry"]["coordinates"][0][0] == [0.0, 0.0]
+    ids = [feature["id"] for feature in features]
+    assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == 2
+    assert [f["id"] for f in tissue_features([(square, [hole])])] == ids[:1]  # stable across exports
+    path = write_scores_geojson(tmp_path / "s.geojson", np.array([[0, 0], [64, 0]]), 64,
+                                {"attention": np.array([1.0, 2.0])}, tissue=[(square, [hole])])
+    written = json.loads(path.read_text())["features"]
+    every = [feature.get("id") for feature in written]
+    assert None not in every and len(set(every)) == len(every) == 3
+
+
+def test_blockmap_stores_the_branch_as_a_number(tmp_path):
+    """The run's record gave the blockmap a text ``branch`` attribute ('0') where `mil attention`'s h5
+    stores a number: a script reading both got a string from one."""
+    import h5py
+
+    from attnmap.wsi.pipeline.stage_files import save_blockmap
+
+    attention = {"coords": np.array([[0, 0], [64, 0]]), "scores": np.array([0.5, 1.5]),
+                 "prediction": 1, "probs": np.array([0.25, 0.75]), "branch": 1, "patch_size": 64}
+    record = {"method": "clam_attention_raw", "branch": "1"}
+    path = save_blockmap(tmp_path / "s_blockmap.h5", attention, record)
+    with h5py.File(path, "r") as handle:
+        keys = ("branch", "attention_branch", "prediction", "patch_size")
+        values = {key: handle.attrs[key] for key in keys}
+    assert all(isinstance(value, np.integer) for value in values.values()), values
+    assert values["branch"] == 1

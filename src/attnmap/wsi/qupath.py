@@ -51,22 +51,32 @@ def patch_features(
 
 
 def tissue_features(polygons: list[tuple[np.ndarray, list[np.ndarray]]]) -> list[geojson.Feature]:
-    """Tissue contours ((outer ring, holes) in level 0) as locked QuPath annotations classed ``Tissue``."""
+    """Tissue contours ((outer ring, holes) in level 0) as locked QuPath annotations classed ``Tissue``.
+
+    Each carries an ``id`` like every object QuPath 0.4 exports, derived from its rings, so a
+    re-export names the same contour the same way and no two differ only by a missing id. A contour
+    whose outer ring has fewer than 3 points is no area and is left out whole: keeping its holes
+    would make the first hole the exterior.
+    """
     features = []
     for outer, holes in polygons:
-        rings = [np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in (outer, *holes)]
+        outer = np.asarray(outer, dtype=np.float64).reshape(-1, 2)
+        if len(outer) < 3:
+            continue
+        rings = [outer, *(np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in holes)]
         closed = [[*map(tuple, r.tolist()), tuple(r[0].tolist())] for r in rings if len(r) >= 3]
-        if closed:
-            features.append(
-                geojson.Feature(
-                    geometry=geojson.Polygon(closed),
-                    properties={
-                        "objectType": "annotation",
-                        "classification": {"name": "Tissue"},
-                        "isLocked": True,
-                    },
-                )
+        identifier = str(uuid.uuid5(PATCH_NAMESPACE, "tissue:" + repr(closed)))
+        features.append(
+            geojson.Feature(
+                id=identifier,
+                geometry=geojson.Polygon(closed),
+                properties={
+                    "objectType": "annotation",
+                    "classification": {"name": "Tissue"},
+                    "isLocked": True,
+                },
             )
+        )
     return features
 
 

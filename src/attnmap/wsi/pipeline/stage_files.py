@@ -134,6 +134,7 @@ def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mappin
         "prediction": int(attention["prediction"]),
         "probabilities": np.asarray(attention["probs"], dtype=np.float64),
         "attention_branch": int(attention["branch"]),
+        "branch": int(attention["branch"]),  # a number as in `mil attention`'s h5 (the record has text)
         **({"patch_size": int(attention["patch_size"])} if "patch_size" in attention else {}),
     }
     with atomic_path(path) as temporary:
