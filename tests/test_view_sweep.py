@@ -8,6 +8,7 @@ import io
 import os
 import socket
 import threading
+import warnings
 from pathlib import Path
 
 import h5py
@@ -96,6 +97,31 @@ def test_damaged_blockmaps_are_input_errors_naming_the_file(tmp_path, coords, pa
     path = _blockmap(tmp_path / "s_blockmap.h5", coords, patch_size)
     with pytest.raises(InputError, match=message):
         read_score_sets(path)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ({"patch_size": 64, "patch_level": 0}, 64),  # CLAM's patch file, level 0
+        ({"patch_size": 64, "patch_level": 1, "downsample": np.array([4.0, 4.0])}, 256),  # CLAM, level 1
+        ({"patch_size": 224, "patch_size_level0": 448}, 448),  # TRIDENT: 224 px at 20x of a 40x slide
+        ({"patch_size": 64, "patch_level": 1}, 128),  # another level, no downsample: the grid step
+    ],
+)
+def test_scores_in_a_patch_file_take_its_patch_size_at_level_0(tmp_path, attrs, expected):
+    """Scores written into a CLAM or TRIDENT patch file: the coords' ``patch_size`` is at its
+    ``patch_level`` (or the target magnification) and was drawn as level-0 pixels, a quarter size."""
+    path = tmp_path / "patches.h5"
+    with h5py.File(path, "w") as handle:
+        coords = handle.create_dataset("coords", data=np.array([[0, 0], [128, 0], [0, 128], [128, 128]]))
+        coords.attrs.update(attrs)
+        handle.create_dataset("attention_scores", data=np.arange(4.0))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        (score_set,) = read_score_sets(path).values()
+    assert score_set.patch_size == expected
+    grid_step = bool(attrs.get("patch_level")) and "downsample" not in attrs
+    assert any("records no patch size" in str(w.message) for w in said) == grid_step
 
 
 def test_a_gallery_patch_past_the_slide_edge_is_read_only_where_the_slide_is(run_folder, tmp_path):
