@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.render.arrays import as_array as render_array
 
 
 def as_tensor(values: object, what: str) -> torch.Tensor:
@@ -27,14 +28,10 @@ def as_tensor(values: object, what: str) -> torch.Tensor:
         raise InputError(f"{what} must be a tensor or an array of numbers, got {kind}") from error
 
 
-def as_array(values: object, dtype: type = np.float64) -> np.ndarray:
-    """``values`` (tensor, grad-tracking or on a GPU, or array-like) as a numpy array."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu()
-        if values.dtype == torch.bfloat16:  # numpy has no bfloat16
-            values = values.float()
-        values = values.numpy()
-    return np.asarray(values, dtype=dtype)
+def as_array(values: object, dtype: type | None = np.float64) -> np.ndarray:
+    """``values`` (tensor, grad-tracking or on a GPU, or array-like) as a numpy array of ``dtype``
+    (None: its own), by the drawing code's rule (`attnmap.render.arrays.as_array`)."""
+    return np.asarray(render_array(values), dtype=dtype)
 
 
 def check_finite(values: np.ndarray | torch.Tensor, what: str) -> None:

@@ -79,8 +79,9 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     float32, so every score of a bag has one dtype whichever method made it (bfloat16 has no numpy
     twin, and percentiles or sums of float16 scores would lose what the map shows); float32 and
     float64 are kept."""
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor).numpy()
+    from attnmap.render.arrays import as_array
+
+    return as_array(tensor)
 
 
 def infer_bag(

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from attnmap.errors import InputError
+from attnmap.render.arrays import HALF_DTYPES
 
 UpsampleMode = Literal["bilinear", "nearest", "bicubic"]
 
@@ -44,13 +45,13 @@ def upsample(
     dtype = tensor.dtype
     if not tensor.is_floating_point():
         tensor = tensor.double()
-    elif dtype in (torch.bfloat16, torch.float16):  # the CPU kernels lack half precision for some modes
+    elif dtype in HALF_DTYPES:  # the CPU kernels lack half precision for some modes
         tensor = tensor.float()
     out_size = _size(size)
     shrinking = out_size[0] < tensor.shape[-2] or out_size[1] < tensor.shape[-1]
     kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": shrinking}
     out = F.interpolate(tensor[:, None], size=out_size, mode=mode, **kwargs)[:, 0]
-    if dtype in (torch.bfloat16, torch.float16):
+    if dtype in HALF_DTYPES:
         out = out.to(dtype)
     if squeeze:
         out = out[0]
