@@ -275,3 +275,17 @@ def test_slides_read_by_meaning_carry_the_reading_in_their_fingerprint(tmp_path:
     }
     for path, reading in expected.items():
         assert slide_identity(path)["reading"] == {"pixels": reading, "version": PIXEL_READING_VERSION}
+
+
+def test_a_pil_image_handed_to_array_slide_reads_as_the_same_image_opened_from_a_file(tmp_path: Path) -> None:
+    """One reading of a PIL image: `ArraySlide` dropped a transparent image's alpha (the colour
+    under alpha 0 showed), where opening the same PNG made it white glass."""
+    from attnmap.wsi import ArraySlide
+
+    stored, shown = scanned_rgba((200, 30, 30))
+    Image.fromarray(stored).save(tmp_path / "export.png")
+    with Image.open(tmp_path / "export.png") as image:
+        handed = ArraySlide(image).read_region((0, 0), 0, (WIDTH, HEIGHT))
+    np.testing.assert_array_equal(handed, shown)
+    with open_slide(tmp_path / "export.png") as slide:
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (WIDTH, HEIGHT)), handed)

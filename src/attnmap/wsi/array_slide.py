@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.wsi.pixels import as_rgb8
+from attnmap.wsi.pixels import as_rgb8, pil_rgb8
 from attnmap.wsi.slide_base import Slide
 
 
@@ -22,10 +22,9 @@ class ArraySlide(Slide):
     """
 
     def __init__(self, image: np.ndarray, path: str = "<array>", mpp: float | None = None) -> None:
-        from attnmap.render.arrays import as_array, is_pil_image, pil_pixels
+        from attnmap.render.arrays import as_array, is_pil_image
 
-        pixels = pil_pixels(image) if is_pil_image(image) else as_array(image)
-        image = as_rgb8(pixels, path)
+        image = pil_rgb8(image, path) if is_pil_image(image) else as_rgb8(as_array(image), path)
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise InputError(f"{path}: the image is empty ({image.shape[1]}×{image.shape[0]} px)")
         if mpp is not None:

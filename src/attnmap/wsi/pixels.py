@@ -146,3 +146,14 @@ def as_rgb8(pixels: np.ndarray, source: str) -> np.ndarray:
     if pixels.shape[2] == 1:
         return np.repeat(pixels, 3, axis=2)
     return pixels
+
+
+def pil_rgb8(image, source: str) -> np.ndarray:
+    """A PIL image's pixels as a slide's (`as_rgb8`): transparency composited over white, 16-bit
+    grey by its high byte, palettes and other modes as PIL shows them (`render.arrays.pil_pixels`).
+    The one reading of a PIL image, whether opened from a PNG or JPEG or handed to `ArraySlide`."""
+    from attnmap.render.arrays import pil_pixels
+
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        return as_rgb8(np.asarray(image.convert("RGBA")), source)
+    return as_rgb8(pil_pixels(image), source)

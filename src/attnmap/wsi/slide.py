@@ -16,7 +16,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.array_slide import ArraySlide
-from attnmap.wsi.pixels import as_rgb8, over_white, sample_converter, series_converter
+from attnmap.wsi.pixels import as_rgb8, over_white, pil_rgb8, sample_converter, series_converter
 from attnmap.wsi.slide_base import Slide
 from attnmap.wsi.slide_files import (
     check_plain_tiff,
@@ -182,12 +182,7 @@ def _open_plain(path: Path) -> Slide:
             f"({error}); convert it to a tiled pyramidal TIFF"
         ) from None
     with opened as image:
-        if image.mode.startswith("I;16"):  # convert("RGB") would clip 16-bit grey to white
-            rgb = as_rgb8(np.asarray(image).astype(np.uint16), str(path))
-        elif "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
-            rgb = as_rgb8(np.asarray(image.convert("RGBA")), str(path))  # transparent: white, as glass
-        else:
-            rgb = np.asarray(image.convert("RGB"))
+        rgb = pil_rgb8(image, str(path))
     return ArraySlide(rgb, str(path))
 
 
