@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.pixels import as_rgb8, pil_rgb8
-from attnmap.wsi.slide_base import Slide
+from attnmap.wsi.slide_base import Slide, checked_mpp
 
 
 class ArraySlide(Slide):
@@ -27,11 +25,7 @@ class ArraySlide(Slide):
         image = pil_rgb8(image, path) if is_pil_image(image) else as_rgb8(as_array(image), path)
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise InputError(f"{path}: the image is empty ({image.shape[1]}×{image.shape[0]} px)")
-        if mpp is not None:
-            number = isinstance(mpp, (int, float, np.integer, np.floating)) and not isinstance(mpp, bool)
-            if not number or not math.isfinite(float(mpp)) or float(mpp) <= 0:
-                raise InputError(f"{path}: mpp must be a positive number (µm per pixel) or None, got {mpp!r}")
-            mpp = float(mpp)
+        mpp = checked_mpp(mpp, f"{path}: mpp")
         self.path = path
         self._image = np.ascontiguousarray(image)
         self.level_dimensions = ((int(image.shape[1]), int(image.shape[0])),)

@@ -115,3 +115,14 @@ class Slide:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, levels={list(self.level_dimensions)}, mpp={self.mpp})"
+
+
+def checked_mpp(mpp: object, what: str = "mpp") -> float | None:
+    """``mpp`` as a float, or None; `InputError` unless it is None or a positive finite number of
+    µm per pixel (it sizes every physical measure and the TIFF's resolution)."""
+    if mpp is None:
+        return None
+    number = isinstance(mpp, (int, float, np.integer, np.floating)) and not isinstance(mpp, bool)
+    if not number or not math.isfinite(float(mpp)) or float(mpp) <= 0:
+        raise InputError(f"{what} must be a positive number (µm per pixel) or None, got {mpp!r}")
+    return float(mpp)

@@ -22,6 +22,7 @@ from attnmap.wsi.heatmap.renderer import HeatmapRenderer
 from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.slide import Slide
+from attnmap.wsi.slide_base import checked_mpp
 from attnmap.wsi.tissue import Tissue
 
 ENCODE_BUFFER_BYTES = 32 << 20
@@ -38,9 +39,7 @@ def check_tiff_options(tile: object, quality: object, mpp: object) -> None:
         raise InputError(f"tile must be a multiple of 16 pixels (16, 256, 512, ...), got {tile!r}")
     if not whole(quality) or not 1 <= quality <= 100:
         raise InputError(f"JPEG quality must be a whole number in 1..100, got {quality!r}")
-    number = isinstance(mpp, (int, float, np.integer, np.floating)) and not isinstance(mpp, bool)
-    if mpp is not None and (not number or not np.isfinite(mpp) or mpp <= 0):
-        raise InputError(f"mpp must be a positive number of µm per pixel or None, got {mpp!r}")
+    checked_mpp(mpp)
 
 
 def write_pyramid_tiff(
