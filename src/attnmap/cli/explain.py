@@ -188,12 +188,12 @@ def explain(
             "its maps show an untrained network",
             err=True,
         )
-    note = None if checkpoint is None else normalisation_note(model_spec, model_kwargs)
     settings = {"batch_size": batch_size, "cmap": cmap, "alpha": alpha, "on": on, "legend": legend, **options}
     if workers or scheduler:
         _run_distributed(
             paths, model_spec, checkpoint, model_kwargs, method, target, out_dir, workers, scheduler, settings
         )
+        note = None if checkpoint is None else normalisation_note(model_spec, model_kwargs)
         if note:  # after the work: a run that fails says only why
             click.echo(note, err=True)
         return
@@ -210,32 +210,37 @@ def explain(
         written = explain_paths(
             paths, model, method, target, out_dir, model_name=model_spec, progress=not quiet(), **settings
         )
+    note = None if checkpoint is None else normalisation_note(model_spec, model_kwargs, model)
     if note:
         click.echo(note, err=True)
     click.echo(f"wrote {len(written)} files to {out_dir}")
 
 
-def normalisation_note(model_spec: str, model_kwargs: dict[str, object]) -> str | None:
+def normalisation_note(
+    model_spec: str, model_kwargs: dict[str, object], model: torch.nn.Module | None = None
+) -> str | None:
     """The note for a timm architecture whose weights come from ``--checkpoint``: which mean and std
     the images get. A weights file carries no preprocessing, so the architecture's timm default
     applies, and a network fine-tuned with another (ImageNet's under a 0.5 default) would be explained
     on inputs it never saw. None for a timm folder or Hugging Face model (their configs say), or when
-    ``--model-arg pretrained_cfg_overlay=...`` gives mean and std."""
+    ``--model-arg pretrained_cfg_overlay=...`` gives mean and std. ``model``: the model loaded for
+    the run, when this process holds it (else its configuration is built on the meta device)."""
     overlay = model_kwargs.get("pretrained_cfg_overlay")
     if not model_spec.startswith("timm:") or Path(model_spec[5:]).is_dir():
         return None
     if isinstance(overlay, dict) and {"mean", "std"} <= overlay.keys():
         return None
-    import timm
-    import torch
-
     from attnmap.vit.preprocess import data_config
 
-    try:  # on the meta device: the configuration alone, no memory for the weights
-        with torch.device("meta"):
-            model = timm.create_model(model_spec[5:], pretrained=False, **model_kwargs)
-    except Exception:  # noqa: BLE001 - loading the model says what is wrong with the arguments
-        return None
+    if model is None:
+        import timm
+        import torch
+
+        try:  # on the meta device: the configuration alone, no memory for the weights
+            with torch.device("meta"):
+                model = timm.create_model(model_spec[5:], pretrained=False, **model_kwargs)
+        except Exception:  # noqa: BLE001 - loading the model says what is wrong with the arguments
+            return None
     config = data_config(model)
 
     def spelled(values: object) -> str:
