@@ -1,0 +1,316 @@
+"""The cases of `browser_sweep.py` that use the page: clicks, the address, a rerun while it is open,
+the static export opened from disk, and one real `wsi run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from browser_sweep_cases import ODD_IDS, _deep_and_edges, _rewrite_scores
+from browser_sweep_harness import (
+    VIEW,
+    Page,
+    Served,
+    Sweep,
+    check_heat,
+    check_safe,
+    check_scalebar,
+    check_slide,
+    fail,
+    page_problems,
+)
+from view_fixtures import PATCH, write_overlap_run, write_run_folder
+
+
+def _cohort(s: Sweep, name: str, fine: bool = False) -> Path:
+    root = s.folder(name)
+    write_run_folder(root, "slide_a", seed=0, fine=fine)
+    return write_run_folder(root, "slide_b", seed=1, hot=(128, 128), fine=fine)
+
+
+def _heat_items(p: Page) -> int:
+    return p.js("window.attnmap.viewer.world.getItemCount()")
+
+
+def use_cases(s: Sweep) -> None:
+    run = _cohort(s, "use", fine=True)
+    served = Served(run)
+    try:
+        _use(s, served)
+    finally:
+        served.close()
+
+
+def _use(s: Sweep, served: Served) -> None:
+    p = Page(s.browser, served.url)
+
+    def quick_slides():
+        rows = p.page.locator("#slides li")
+        for i in (1, 0, 1, 0, 1):
+            rows.nth(i).click()
+        p.loaded(extra="window.attnmap.state.slide === 1")
+        p.page.wait_for_timeout(500)
+        if (items := _heat_items(p)) != 2:  # the slide and one heatmap (tissue off)
+            fail("wrong", f"{items} layers stacked after quick slide clicks")
+        if not p.text("#title").startswith("slide_b") or "active" not in rows.nth(1).get_attribute("class"):
+            fail("wrong", "title or list do not name the slide in view")
+        return ("wrong", problem) if (problem := check_heat(p, 0)) else page_problems(p)
+
+    s.case("use: five quick slide clicks", quick_slides)
+
+    def quick_methods():
+        for m in (2, 0, 1, 2, 1):
+            p.page.select_option("#method", str(m))
+        p.loaded(extra="window.attnmap.state.method === 1")
+        p.page.wait_for_timeout(500)
+        if (items := _heat_items(p)) != 2:
+            fail("wrong", f"{items} layers stacked after quick method changes")
+        if not p.text("#scale-caption").startswith("lrp"):
+            fail("wrong", f"colour bar caption {p.text('#scale-caption')[:60]!r} for lrp")
+        if p.page.locator("#fine-legend").is_visible():
+            fail("wrong", "the fine maps' colour bar stays after leaving them")
+        return ("wrong", problem) if (problem := check_heat(p, 1)) else page_problems(p)
+
+    s.case("use: five quick method changes", quick_methods)
+
+    def opacity():
+        p.opacity(30)
+        got = p.js("window.attnmap.state.heat.getOpacity()")
+        if abs(got - 0.3) > 1e-6 or p.text("#opacity-value") != "30%" or "opacity=30" not in p.page.url:
+            fail("wrong", f"opacity 30: layer {got}, label {p.text('#opacity-value')}, address {p.page.url}")
+        return page_problems(p)
+
+    s.case("use: opacity slider", opacity)
+
+    def tissue():
+        p.page.locator("#show-tissue").check()
+        p.settle(300)
+        if _heat_items(p) != 3:
+            fail("wrong", f"{_heat_items(p)} layers with the tissue outline on")
+        p.page.locator("#show-tissue").uncheck()
+        p.settle(300)
+        return None if _heat_items(p) == 2 else ("wrong", "the tissue outline stays after unticking")
+
+    s.case("use: tissue outline on and off", tissue)
+
+    def deep():
+        _deep_and_edges(p)
+        return ("wrong", problem) if (problem := check_scalebar(p)) else page_problems(p)
+
+    s.case("use: deepest zoom, four edges, zoomed out", deep)
+
+    def cursor():
+        p.method(0)
+        top = p.js("window.attnmap.state.info.methods[0].top[0]")
+        p.js(f"window.attnmap.jumpTo({top['x']}, {top['y']}, {PATCH})")
+        p.settle(700)
+        point = p.at(top["x"] + PATCH / 2, top["y"] + PATCH / 2)
+        p.page.mouse.move(point["x"], point["y"])
+        text = p.text("#cursor")
+        if "rank 1 of" not in text or f"({top['x']}, {top['y']})" not in text:
+            fail("wrong", f"cursor over the top patch reads {text!r}")
+        return page_problems(p)
+
+    s.case("use: cursor readout over the top patch", cursor)
+
+    def gallery():
+        p.js("window.attnmap.viewer.viewport.goHome(true)")
+        p.settle(200)
+        top = p.js("window.attnmap.state.info.methods[0].top[2]")
+        p.page.locator("#gallery figure").nth(2).click()
+        p.settle(800)
+        centre = p.js(
+            "(c => window.attnmap.viewer.world.getItemAt(0).viewportToImageCoordinates(c))"
+            "(window.attnmap.viewer.viewport.getCenter(true))"
+        )
+        if abs(centre["x"] - top["x"] - PATCH / 2) > PATCH or abs(centre["y"] - top["y"] - PATCH / 2) > PATCH:
+            fail("wrong", f"the third gallery patch {top} is not in the middle of the view: {centre}")
+        return page_problems(p)
+
+    s.case("use: gallery click zooms to its patch", gallery)
+
+    def resize():
+        p.page.set_viewport_size({"width": 640, "height": 420})
+        p.settle(400)
+        problem = check_scalebar(p) or check_heat(p, 0)
+        p.page.set_viewport_size({"width": 1100, "height": 760})
+        p.settle(400)
+        return ("wrong", problem) if problem else page_problems(p)
+
+    s.case("use: window resized smaller and back", resize)
+
+    def reload():
+        p.page.locator("#slides li").nth(1).click()
+        p.loaded(extra="window.attnmap.state.slide === 1")
+        p.method(1)
+        p.opacity(70)
+        p.js(f"window.attnmap.jumpTo(256, 384, {PATCH})")
+        p.settle(800)
+        before = p.js(VIEW)
+        p.page.reload()
+        p.loaded()
+        state = p.js("[window.attnmap.state.info.id, window.attnmap.state.method]")
+        after = p.js(VIEW)
+        if (
+            state != ["slide_b", 1]
+            or p.text("#opacity-value") != "70%"
+            or not np.allclose(after, before, 1e-3, 1e-4)
+        ):
+            fail("wrong", f"reload opened {state}, {p.text('#opacity-value')}, view {after} (was {before})")
+        return page_problems(p)
+
+    s.case("use: reload keeps slide, method, opacity, view", reload)
+
+    def address():  # a bookmark or shared link opened in the same tab: only the #fragment differs
+        p.page.goto(served.url + "#slide=slide_a&method=lrp&opacity=40")
+        p.page.wait_for_timeout(800)
+        p.loaded()
+        state = p.js("[window.attnmap.state.info.id, window.attnmap.state.method]")
+        if state != ["slide_a", 1] or p.text("#opacity-value") != "40%":
+            fail(
+                "wrong",
+                f"a link to slide_a / lrp / 40% opened in the tab shows {state}, {p.text('#opacity-value')}",
+            )
+        return page_problems(p)
+
+    s.case("use: a link to another slide pasted in the tab", address)
+
+    def back():
+        p.page.go_back()
+        p.page.wait_for_timeout(800)
+        p.loaded()
+        state = p.js("[window.attnmap.state.info.id, window.attnmap.state.method]")
+        if state != ["slide_b", 1]:
+            fail("wrong", f"back after following a link shows {state}, not slide_b / lrp")
+        p.page.go_forward()
+        p.page.wait_for_timeout(800)
+        p.loaded()
+        state = p.js("[window.attnmap.state.info.id, window.attnmap.state.method]")
+        if state != ["slide_a", 1]:
+            fail("wrong", f"forward shows {state}, not slide_a / lrp")
+        return page_problems(p)
+
+    s.case("use: back and forward", back)
+    p.close()
+
+
+# --- changes while open -------------------------------------------------------------------------------
+
+
+def change_cases(s: Sweep) -> None:
+    def rerun_in_view():
+        run = _cohort(s, "rerun")
+        with Served(run) as served:
+            p = Page(s.browser, served.url)
+            p.js("window.notReloaded = true")
+            p.allow_failed = True  # the old page's tile URLs get 404s until it reloads: by design
+            _rewrite_scores(run, "slide_a", (128, 640))
+            p.page.wait_for_function("window.notReloaded === undefined", timeout=15000)
+            p.loaded()
+            p.allow_failed = False
+            top = p.js("window.attnmap.state.info.methods[0].top[0]")
+            if (top["x"], top["y"]) != (128, 640):
+                fail("wrong", f"after the rerun the top patch is {top}, not (128, 640)")
+            if problem := check_heat(p, 0, (128, 640)) or check_heat(p, 0, (512, 256)):
+                fail("wrong", f"stale map after the rerun: {problem}")
+            return page_problems(p)
+
+    s.case("changes: rerun of the slide in view", rerun_in_view)
+
+    def rerun_other():
+        run = _cohort(s, "other")
+        with Served(run) as served:
+            p = Page(s.browser, served.url)
+            p.js("window.notReloaded = true")
+            prediction = run / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+            prediction.write_text(
+                json.dumps({**json.loads(prediction.read_text()), "prediction_name": "normal"})
+            )
+            p.page.wait_for_function(
+                "document.querySelectorAll('#slides li')[1].textContent.includes('normal')", timeout=15000
+            )
+            if not p.js("window.notReloaded === true"):
+                fail("wrong", "the page reloaded for another slide's rerun")
+            p.page.locator("#slides li").nth(1).click()
+            p.loaded(extra="window.attnmap.state.slide === 1")
+            if "normal" not in p.text("#title"):
+                fail("wrong", f"slide_b's title after its rerun: {p.text('#title')!r}")
+            return ("wrong", problem) if (problem := check_heat(p, 0)) else page_problems(p)
+
+    s.case("changes: rerun of another slide", rerun_other)
+
+    def broken():
+        run = write_run_folder(s.folder("broken"), "only", fine=False)
+        with Served(run) as served:
+            blockmap = run / "heatmaps" / "only" / "only_blockmap.h5"
+            blockmap.write_bytes(blockmap.read_bytes()[:1000])
+            p = Page(s.browser, served.url, wait=False)
+            p.loaded(timeout=5000)
+
+    s.case("changes: the only slide's scores unreadable at open", broken)
+
+    def server_gone():
+        run = write_run_folder(s.folder("gone"), "only", fine=False)
+        served = Served(run)
+        p = Page(s.browser, served.url)
+        served.close()
+        p.allow_failed = True
+        p.page.wait_for_timeout(4500)  # two polls of the version
+        title = p.text("#title")
+        if "server" not in title.lower():
+            fail("wrong", f"the server stopped and the page still says {title[:60]!r}")
+        return None if not p.errors else ("crash", p.errors[0][:160])
+
+    s.case("changes: the server stops while the page is open", server_gone)
+
+
+def export_cases(s: Sweep) -> None:
+    from attnmap.view import ViewerContent, discover, export_static
+
+    root = s.folder("export")
+    for i, slide_id in enumerate(("plain",) + ODD_IDS[:10]):
+        run = write_run_folder(root, slide_id, seed=i, fine=(i == 0))
+    content = ViewerContent(discover(run))
+    index = export_static(content, root / "site")
+    content.close()
+    p = Page(s.browser, index.as_uri())
+    ids = p.js("[...document.querySelectorAll('#slides li')].map(li => li.firstChild.textContent)")
+    for n, slide_id in enumerate(("plain",) + ODD_IDS[:10]):
+
+        def one(slide_id=slide_id, n=n):
+            p.page.locator("#slides li").nth(ids.index(slide_id)).click()
+            p.loaded(extra=f"window.attnmap.state.info.id === {json.dumps(slide_id)}")
+            methods = (0, 1, 2) if n == 0 else (0,)
+            for m in methods:
+                if m:
+                    p.method(m)
+                if m < 2 and (problem := check_heat(p, m)):
+                    fail("wrong", problem)
+            if problem := check_safe(p) or (check_slide(p) if n == 0 else None):
+                fail("wrong", problem)
+            p.page.reload()
+            p.loaded()
+            if (shown := p.js("window.attnmap.state.info.id")) != slide_id:
+                fail("wrong", f"reload from disk opened {shown!r}")
+            return page_problems(p)
+
+        s.case(f"export file://: {slide_id[:40]}", one)
+    p.close()
+
+
+def real_run_cases(s: Sweep) -> None:
+    def real():
+        run = write_overlap_run(s.folder("real"))
+        with Served(run) as served:
+            p = Page(s.browser, served.url)
+            names = p.js("window.attnmap.state.info.methods.map(m => m.name)")
+            if names != ["attention", "attention (overlapping grid)"]:
+                fail("wrong", f"methods {names}")
+            if problem := check_heat(p, 0) or check_slide(p) or check_scalebar(p):
+                fail("wrong", problem)
+            p.method(1)
+            _deep_and_edges(p)
+            return page_problems(p)
+
+    s.case("real wsi run (overlap 0.5)", real)
