@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser_sweep_cases import count_cases, geometry_cases, map_cases, name_cases  # noqa: E402
 from browser_sweep_harness import CHROMIUM, CLASSES, Sweep  # noqa: E402
-from browser_sweep_use import change_cases, export_cases, real_run_cases, use_cases  # noqa: E402
+from browser_sweep_use import change_cases, edge_cases, export_cases, real_run_cases, use_cases  # noqa: E402
 
 
 def main() -> None:
@@ -78,6 +78,7 @@ def main() -> None:
                 ("geometry", geometry_cases),
                 ("maps", map_cases),
                 ("use", use_cases),
+                ("edges", edge_cases),
                 ("changes", change_cases),
                 ("export", export_cases),
                 ("real", real_run_cases),

@@ -50,9 +50,12 @@ class Served:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
 
     def close(self) -> None:
+        if self.server is None:
+            return
         self.server.shutdown()
         self.server.server_close()
         self.content.close()
+        self.server = None
 
     def __enter__(self) -> Served:
         return self

@@ -314,3 +314,85 @@ def real_run_cases(s: Sweep) -> None:
             return page_problems(p)
 
     s.case("real wsi run (overlap 0.5)", real)
+
+
+def edge_cases(s: Sweep) -> None:
+    from browser_sweep_cases import _blockmap_run, _grid
+
+    root = s.folder("edges")
+    write_run_folder(root, "slide_a", seed=0, fine=False)
+    size = (4000, 120)
+    run = _blockmap_run(
+        root, "slide_z", size, _grid(size, 60), {"attention_scores": np.ones((67 * 2, 1))}, 60
+    )
+    served = Served(run)
+    try:
+
+        def switch_zoomed():  # zoomed into a corner of one slide, then another slide of another shape
+            p = Page(s.browser, served.url)
+            p.js(
+                "(v => { v.zoomTo(v.getMaxZoom(), null, true); v.panTo(new OpenSeadragon.Point(1, 0.7), true); })"
+                "(window.attnmap.viewer.viewport)"
+            )
+            p.settle(300)
+            p.page.locator("#slides li").nth(1).click()
+            p.loaded(extra="window.attnmap.state.slide === 1")
+            p.page.wait_for_timeout(500)
+            seen = p.js(
+                "(v => { const b = v.getBounds(true), h = v.viewer.world.getHomeBounds(); "
+                "return b.intersection(h) ? b.intersection(h).width * b.intersection(h).height / (h.width * h.height) "
+                ": 0; })(window.attnmap.viewer.viewport)"
+            )
+            if seen < 0.5:
+                fail(
+                    "wrong",
+                    f"the new slide opens with {100 * seen:.0f}% of it in view (the old slide's zoom kept)",
+                )
+            return ("wrong", problem) if (problem := check_slide(p)) else page_problems(p)
+
+        s.case("edges: another slide while zoomed into a corner", switch_zoomed)
+
+        def odd_address():  # a hand-edited or truncated address
+            problems = []
+            for fragment in (
+                "slide=slide_a&zoom=1e308&x=1e308&y=-1e308&opacity=-5&method=none",
+                "slide=nobody&zoom=abc&opacity=250",
+                "slide=slide_a&zoom=0&x=&y=",
+                "%E0%A4%A",
+                "slide=slide_a&opacity=33.3",
+            ):
+                p = Page(s.browser, served.url + "#" + fragment)
+                if problem := check_slide(p):
+                    problems.append(f"#{fragment}: {problem}")
+                if page_problems(p):
+                    problems.append(f"#{fragment}: {page_problems(p)[1]}")
+                p.close()
+            return ("wrong", "; ".join(problems)[:300]) if problems else None
+
+        s.case("edges: hand-edited addresses (huge, NaN, bad %)", odd_address)
+
+        def narrow():
+            p = Page(s.browser, served.url, size=(480, 360))
+            width = p.js("window.attnmap.viewer.container.clientWidth")
+            if width < 100:
+                fail("wrong", f"the slide gets {width} px of a 480 px window")
+            return ("wrong", problem) if (problem := check_heat(p, 0)) else page_problems(p)
+
+        s.case("edges: a 480×360 window", narrow)
+
+        def click_when_gone():
+            p = Page(s.browser, served.url)
+            served.close()
+            p.allow_failed = True
+            p.page.locator("#slides li").nth(1).click()
+            p.page.wait_for_timeout(1500)
+            if p.errors:
+                fail("crash", p.errors[0][:200])
+            title = p.text("#title")
+            if "slide_z" in title or "server" not in title.lower():
+                fail("wrong", f"a click on another slide after the server stopped: title {title[:70]!r}")
+            return None
+
+        s.case("edges: click a slide after the server stopped", click_when_gone)
+    finally:
+        served.close()
