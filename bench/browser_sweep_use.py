@@ -331,7 +331,8 @@ def edge_cases(s: Sweep) -> None:
         def switch_zoomed():  # zoomed into a corner of one slide, then another slide of another shape
             p = Page(s.browser, served.url)
             p.js(
-                "(v => { v.zoomTo(v.getMaxZoom(), null, true); v.panTo(new OpenSeadragon.Point(1, 0.7), true); })"
+                "(v => { v.zoomTo(v.getMaxZoom(), null, true); "
+                "v.panTo(new OpenSeadragon.Point(1, 0.7), true); })"
                 "(window.attnmap.viewer.viewport)"
             )
             p.settle(300)
@@ -339,9 +340,8 @@ def edge_cases(s: Sweep) -> None:
             p.loaded(extra="window.attnmap.state.slide === 1")
             p.page.wait_for_timeout(500)
             seen = p.js(
-                "(v => { const b = v.getBounds(true), h = v.viewer.world.getHomeBounds(); "
-                "return b.intersection(h) ? b.intersection(h).width * b.intersection(h).height / (h.width * h.height) "
-                ": 0; })(window.attnmap.viewer.viewport)"
+                "(v => { const h = v.viewer.world.getHomeBounds(), i = v.getBounds(true).intersection(h); "
+                "return i ? i.width * i.height / (h.width * h.height) : 0; })(window.attnmap.viewer.viewport)"
             )
             if seen < 0.5:
                 fail(
