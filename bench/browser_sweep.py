@@ -45,7 +45,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser_sweep_cases import count_cases, geometry_cases, map_cases, name_cases  # noqa: E402
 from browser_sweep_harness import CHROMIUM, CLASSES, Sweep  # noqa: E402
-from browser_sweep_use import change_cases, edge_cases, export_cases, real_run_cases, use_cases  # noqa: E402
+from browser_sweep_use import (  # noqa: E402
+    change_cases,
+    edge_cases,
+    export_cases,
+    export_odd_cases,
+    real_run_cases,
+    use_cases,
+)
 
 
 def main() -> None:
@@ -81,6 +88,7 @@ def main() -> None:
                 ("edges", edge_cases),
                 ("changes", change_cases),
                 ("export", export_cases),
+                ("export odd", export_odd_cases),
                 ("real", real_run_cases),
             ):
                 if args.only in name:

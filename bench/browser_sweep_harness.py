@@ -245,7 +245,15 @@ def check_scalebar(p: Page) -> str | None:
     return None
 
 
+JUNK = ("NaN", "undefined", "null", "Infinity", "[object")
+
+
 def page_problems(p: Page) -> tuple[str, str] | None:
+    """Script errors, failed requests, and JavaScript's words for a missing value shown as text."""
+    shown = p.js("document.querySelector('#side').innerText + ' ' + document.querySelector('main').innerText")
+    junk = [word for word in JUNK if f" {word}" in f" {shown}"]
+    if junk:
+        return "wrong", f"the page shows {junk} as text: {shown[:160]!r}"
     if p.errors:
         return "crash", p.errors[0][:200]
     if p.failed:

@@ -396,3 +396,39 @@ def edge_cases(s: Sweep) -> None:
         s.case("edges: click a slide after the server stopped", click_when_gone)
     finally:
         served.close()
+
+
+def export_odd_cases(s: Sweep) -> None:
+    """Slides smaller than a tile, one pixel thin, without a pixel size, exported and opened from disk
+    (the export leaves out empty overlay tiles: the page must never ask for one)."""
+    from browser_sweep_cases import _blockmap_run, _grid
+
+    from attnmap.view import ViewerContent, discover, export_static
+
+    root = s.folder("export_odd")
+    sizes = ((1, 300), (300, 1), (5, 5), (4000, 120), (100, 80))
+    for size in sizes:
+        patch = max(1, min(64, *size))
+        coords = _grid(size, patch)
+        scores = np.linspace(0, 1, len(coords)).reshape(-1, 1)
+        run = _blockmap_run(
+            root, f"g{size[0]}x{size[1]}", size, coords, {"attention_scores": scores}, patch, None
+        )
+    content = ViewerContent(discover(run))
+    index = export_static(content, root / "site")
+    content.close()
+    p = Page(s.browser, index.as_uri())
+    ids = p.js("[...document.querySelectorAll('#slides li')].map(li => li.firstChild.textContent)")
+    for size in sizes:
+        slide_id = f"g{size[0]}x{size[1]}"
+
+        def one(slide_id=slide_id):
+            p.page.locator("#slides li").nth(ids.index(slide_id)).click()
+            p.loaded(extra=f"window.attnmap.state.info.id === {json.dumps(slide_id)}")
+            if problem := check_heat(p, 0) or check_slide(p) or check_scalebar(p):
+                fail("wrong", problem)
+            _deep_and_edges(p)
+            return page_problems(p)
+
+        s.case(f"export file://: {slide_id}, no pixel size", one)
+    p.close()
