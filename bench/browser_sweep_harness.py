@@ -64,6 +64,10 @@ class Served:
         self.close()
 
 
+OPEN: list[Page] = []
+"""Pages still open: a case shared by several (a page kept across cases) starts with their records empty."""
+
+
 class Page:
     """A Chromium page that records script errors, console errors and failed requests."""
 
@@ -75,7 +79,8 @@ class Page:
         self.page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
         self.page.on("console", self._console)
         self.page.on("response", self._response)
-        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} {r.failure}"))
+        self.page.on("requestfailed", self._request_failed)
+        OPEN.append(self)
         self.page.goto(url)
         if wait:
             self.loaded()
@@ -83,6 +88,10 @@ class Page:
     def _console(self, message) -> None:
         if message.type == "error" and "Failed to load resource" not in message.text:
             self.errors.append(f"console: {message.text}")
+
+    def _request_failed(self, request) -> None:
+        if "ERR_ABORTED" not in (request.failure or ""):  # cancelled by the page itself (a layer removed)
+            self.failed.append(f"{request.url} {request.failure}")
 
     def _response(self, response) -> None:
         if response.status >= 400 and not self.allow_failed:
@@ -130,6 +139,7 @@ class Page:
 
     def close(self) -> None:
         self.page.close()
+        OPEN.remove(self)
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -276,6 +286,10 @@ class Sweep:
 
     def case(self, name: str, fn: Callable[[], tuple[str, str] | None]) -> None:
         start = time.perf_counter()
+        before = list(OPEN)
+        for page in OPEN:  # what an earlier case on a shared page saw is that case's
+            page.errors.clear()
+            page.failed.clear()
         try:
             result = fn() or ("ok", "")
         except CaseResultError as exc:
@@ -286,6 +300,11 @@ class Sweep:
                 "crash",
                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]} (at line {last.lineno})",
             )
+        for page in [page for page in OPEN if page not in before]:  # the case's own pages
+            try:
+                page.close()
+            except Exception:  # noqa: BLE001 - a page whose browser side is gone
+                OPEN.remove(page)
         cls, detail = result
         self.results.append((cls, name, detail))
         print(f"{cls:<6} {time.perf_counter() - start:5.1f}s  {name:<44} {detail}", flush=True)
