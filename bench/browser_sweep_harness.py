@@ -177,6 +177,8 @@ def check_heat(p: Page, m: int, where: tuple[int, int] | None = None, tolerance:
     x, y = coords[i]
     right, bottom = min(x + size, info["width"]), min(y + size, info["height"])
     cx, cy = (x + right) / 2, (y + bottom) / 2
+    if problem := check_legend(p, method):
+        return problem
     p.js(f"window.attnmap.jumpTo({x}, {y}, {size})")
     p.settle(700)
     p.opacity(100)
@@ -195,6 +197,22 @@ def check_heat(p: Page, m: int, where: tuple[int, int] | None = None, tolerance:
     if np.abs(bare - want).max() <= tolerance and np.abs(want - 245).max() > 30:
         return f"{method['name']}: opacity 0 still shows the heat colour {bare.tolist()}"
     p.opacity(50)
+    return None
+
+
+def check_legend(p: Page, method: dict) -> str | None:
+    """The colour bar in view is the method's: its ticks, its colour map's ends, its caption."""
+    ticks = p.js("[...document.querySelectorAll('#colorbar-ticks span')].map(s => s.textContent)")
+    if ticks != [label for _, label in method["scale"]["ticks"]]:
+        return f"{method['name']}: colour bar ticks {ticks} ≠ its scale's {method['scale']['ticks']}"
+    gradient = p.js("document.querySelector('#colorbar-gradient').style.background")
+    ends = [
+        tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in (method["colours"][0], method["colours"][-1])
+    ]
+    if not all(f"rgb({r}, {g}, {b})" in gradient for r, g, b in ends):
+        return f"{method['name']}: colour bar {gradient[:80]} does not run from {ends[0]} to {ends[1]}"
+    if not p.text("#scale-caption").startswith(method["name"] + " score"):
+        return f"{method['name']}: caption {p.text('#scale-caption')[:60]!r}"
     return None
 
 
