@@ -431,7 +431,8 @@ function openPlace(place) {
     tickets.slide++;
     viewer.world.removeAll();
     state.info = state.heat = state.tissue = state.annotations = state.patches = null;
-    $("title").textContent = away.id + " is not shown: " + away.reason + " (this page reloads when it changes)";
+    state.title = away.id + " is not shown: " + away.reason + " (this page reloads when it changes)";
+    showTitle();
     return Promise.resolve();
   }
   if (!data.slides.length) return Promise.resolve();
