@@ -44,15 +44,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser_sweep_cases import count_cases, geometry_cases, map_cases, name_cases  # noqa: E402
+from browser_sweep_export import export_cases, export_odd_cases, real_run_cases  # noqa: E402
 from browser_sweep_harness import CHROMIUM, CLASSES, Sweep  # noqa: E402
-from browser_sweep_use import (  # noqa: E402
-    change_cases,
-    edge_cases,
-    export_cases,
-    export_odd_cases,
-    real_run_cases,
-    use_cases,
-)
+from browser_sweep_use import change_cases, edge_cases, use_cases  # noqa: E402
 
 
 def main() -> None:
