@@ -14,14 +14,21 @@ function attnmapData(name, payload) {
 }
 window.attnmapData = attnmapData;
 
-let polling = null;
+let polling = null, stopped = false;
+const STOPPED = "The viewer's server stopped answering (was `attnmap view` closed?): start it again and reload this page";
 function pollVersion() {  // served pages only: an exported folder never changes
   const script = document.createElement("script");
   script.src = "data/version.js?t=" + Date.now();
-  script.onload = () => script.remove();
-  script.onerror = () => {  // never answered: an exported folder behind a plain web server
+  script.onload = () => {
     script.remove();
-    if (version === null) clearInterval(polling);
+    if (stopped) { stopped = false; showTitle(); }  // answering again (the same server: no reload)
+  };
+  script.onerror = () => {
+    script.remove();
+    if (version === null) { clearInterval(polling); return; }  // never answered: an export on a plain web server
+    // answered before: the server is gone, and every tile asked from now on fails; say so, not a
+    // still-looking page whose pans and clicks silently show nothing
+    if (!stopped) { stopped = true; $("title").textContent = STOPPED; }
   };
   document.head.appendChild(script);
 }
@@ -51,7 +58,7 @@ function load(name, url) {
 
 const state = {
   slide: null, info: null, method: 0, opacity: 0.5, heat: null, tissue: null, annotations: null,
-  patches: null, cells: null, loaded: false,
+  patches: null, cells: null, loaded: false, title: "",
 };
 window.attnmap = { state: state };
 
@@ -154,7 +161,8 @@ async function showSlide(index, place) {
     title += " — predicted " + prediction.prediction + (prediction.probability !== null ? " (p = " + prediction.probability.toFixed(3) + ")" : "");
   }
   if (prediction.label !== null && prediction.label !== undefined) title += " — label " + prediction.label;
-  $("title").textContent = title;
+  state.title = title;
+  showTitle();
   describeSlide(info);
   drawScaleBar();
   const wanted = place ? info.methods.findIndex((method) => method.name === place.get("method")) : -1;
@@ -300,17 +308,17 @@ new OpenSeadragon.MouseTracker({
   },
 });
 
-function setOpacity(percent) {
+function setOpacity(percent, save = true) {
   state.opacity = percent / 100;
   $("opacity-value").textContent = percent + "%";
   if (state.heat) state.heat.setOpacity(state.opacity);
-  saveView();
+  if (save) saveView();
 }
 
 $("opacity").addEventListener("input", (event) => setOpacity(Number(event.target.value)));
-$("method").addEventListener("change", (event) => showMethod(Number(event.target.value)));
-$("show-tissue").addEventListener("change", () => toggleOutline("tissue"));
-$("show-annotations").addEventListener("change", () => toggleOutline("annotations"));
+$("method").addEventListener("change", (event) => showMethod(Number(event.target.value)).catch(explain));
+$("show-tissue").addEventListener("change", () => toggleOutline("tissue").catch(explain));
+$("show-annotations").addEventListener("change", () => toggleOutline("annotations").catch(explain));
 
 // The scale bar: a round length (1, 2 or 5 × 10^k µm) at most a quarter of the view wide, from the
 // slide's µm per level-0 pixel and the viewport's level-0 pixels per screen pixel, redrawn on every
@@ -353,6 +361,21 @@ function describeSlide(info) {
     : size + "; no scale: the slide records no pixel size";
 }
 
+function showTitle() { $("title").textContent = stopped ? STOPPED : state.title; }
+
+async function explain(error) {
+  // a load that failed, in one line in the title: the server's own reason when it gives one (a
+  // run still writing its files), that it stopped when it does not answer; never an uncaught error
+  let text = String(error && error.message ? error.message : error);
+  if (location.protocol.startsWith("http")) {
+    try {
+      const response = await fetch("data/slides.js", { cache: "no-store" });
+      if (!response.ok) text = (await response.text()).trim();
+    } catch (ignored) { text = STOPPED; }
+  }
+  $("title").textContent = text;
+}
+
 function checkLoaded() {
   const count = viewer.world.getItemCount();
   let done = count > 0;
@@ -366,6 +389,7 @@ viewer.addHandler("update-viewport", checkLoaded);
 viewer.world.addHandler("add-item", (event) => event.item.addHandler("fully-loaded-change", checkLoaded));
 
 function showList(data) {
+  slideList = data;
   const list = $("slides");
   list.innerHTML = "";
   data.slides.forEach((slide) => {
@@ -376,7 +400,7 @@ function showList(data) {
     note.textContent = slide.prediction === null || slide.prediction === undefined ? ""
       : slide.prediction + (slide.probability !== null ? " " + slide.probability.toFixed(2) : "");
     li.appendChild(note);
-    li.addEventListener("click", () => showSlide(slide.index));
+    li.addEventListener("click", () => showSlide(slide.index).catch(explain));
     list.appendChild(li);
   });
   (data.unshown || []).forEach((item) => {  // slides of the run the viewer cannot show, and why
@@ -393,26 +417,42 @@ function showList(data) {
   if (state.info) list.querySelectorAll("li").forEach((li) => li.classList.toggle("active", Number(li.dataset.index) === state.info.index));
 }
 
-load("slides", "data/slides.js").then((data) => {
-  showList(data);
-  const place = new URLSearchParams(location.hash.slice(1));
-  const opacity = Number(place.get("opacity"));
+let slideList = null;  // the latest slide list (showList keeps it)
+
+function openPlace(place) {
+  // the place an address names (slide by id, method by name, view, opacity): on start, and when the
+  // #fragment changes without a reload (a bookmark or shared link opened in this tab, back/forward)
+  const data = slideList, opacity = Number(place.get("opacity"));
   if (place.has("opacity") && opacity >= 0 && opacity <= 100) $("opacity").value = String(opacity);
-  setOpacity(Number($("opacity").value));
+  setOpacity(Number($("opacity").value), false);
   const start = data.slides.findIndex((slide) => slide.id === place.get("slide"));
   const away = (data.unshown || []).find((item) => item.id === place.get("slide"));
   if (start < 0 && away) {  // the slide in view is being rerun: say so and keep the place for its return
-    $("title").textContent = away.id + " is not shown: " + away.reason + " (this page reloads when it changes)";
-    return;
+    tickets.slide++;
+    viewer.world.removeAll();
+    state.info = state.heat = state.tissue = state.annotations = state.patches = null;
+    state.title = away.id + " is not shown: " + away.reason + " (this page reloads when it changes)";
+    showTitle();
+    return Promise.resolve();
   }
-  if (data.slides.length) return start >= 0 ? showSlide(start, place) : showSlide(0);
-}).catch(async (error) => {
-  let text = String(error);
-  if (location.protocol.startsWith("http")) {  // the server says why in one line (a run still writing, say)
-    try {
-      const response = await fetch("data/slides.js", { cache: "no-store" });
-      if (!response.ok) text = (await response.text()).trim();
-    } catch (ignored) { /* the server is gone: keep the load error */ }
+  if (!data.slides.length) return Promise.resolve();
+  if (start >= 0 && state.info && state.info.index === data.slides[start].index) {  // the same slide
+    const wanted = state.info.methods.findIndex((method) => method.name === place.get("method"));
+    const zoom = Number(place.get("zoom")), x = Number(place.get("x")), y = Number(place.get("y"));
+    if (zoom > 0 && Number.isFinite(x) && Number.isFinite(y)) {
+      viewer.viewport.zoomTo(zoom, null, true);
+      viewer.viewport.panTo(new OpenSeadragon.Point(x, y), true);
+    }
+    return wanted >= 0 && wanted !== state.method ? showMethod(wanted) : Promise.resolve(saveView());
   }
-  $("title").textContent = text;
+  return start >= 0 ? showSlide(data.slides[start].index, place) : showSlide(data.slides[0].index);
+}
+
+window.addEventListener("hashchange", () => {  // replaceState (saveView) fires none: only a new address
+  if (slideList) openPlace(new URLSearchParams(location.hash.slice(1))).catch(explain);
 });
+
+load("slides", "data/slides.js").then((data) => {
+  showList(data);
+  return openPlace(new URLSearchParams(location.hash.slice(1)));
+}).catch(explain);
