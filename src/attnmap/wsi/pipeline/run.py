@@ -118,7 +118,7 @@ def run_slide(
             if on_stage is not None:
                 on_stage(stage)
 
-        tissue, reason = tissue_stage(slide, entry, config, outputs, prints)
+        tissue, reason = tissue_stage(slide, entry, config, outputs, prints, progress=progress)
         done("tissue", reason)
         coords, reason = patch_stage(slide, tissue, entry, config, outputs, prints, progress)
         done("patches", reason)

@@ -195,10 +195,7 @@ def check_slide(config: PipelineConfig, entry: SlideEntry, slide: Any) -> None:
             has = "level 0 only" if count == 1 else f"levels 0 to {count - 1}"
             raise InputError(f"{key}: level {level} does not exist in slide {entry.slide_id} (it has {has})")
     _check_heatmap_geometry(config, entry, slide)
-    seg_level = config.segmentation.level
-    if seg_level is None:  # segment_tissue's own choice
-        seg_level = slide.get_best_level_for_downsample(64)
-    check_segmentation_size(slide, seg_level)
+    check_segmentation_size(slide, config.segmentation.level)  # a level it chooses is read shrunk
 
 
 class MixedResolutionWarning(UserWarning):

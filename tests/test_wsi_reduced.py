@@ -1,0 +1,57 @@
+"""A slide without a pyramid, segmented on a copy shrunk block by block (`attnmap.wsi.reduced`).
+
+Why: a single-level export has no small level; its level 0 read whole for segmentation took 7 bytes
+a pixel (the process was killed at 30k², refused from 33k²). Limits are lowered here so that small
+files exercise the rule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_wsi_formats import RECT, shrink, slide_image, write_pages
+
+from attnmap.errors import InputError
+from attnmap.wsi import open_slide, reduced, segment_tissue, tissue
+from attnmap.wsi.array_slide import ArraySlide
+
+
+def test_read_reduced_is_the_box_mean_whatever_the_blocks(monkeypatch) -> None:
+    image = np.random.default_rng(0).integers(0, 256, size=(157, 203, 3), dtype=np.uint8)
+    slide = ArraySlide(image, "random.png")
+    whole = reduced.read_reduced(slide, 0, 4)
+    monkeypatch.setattr(reduced, "BLOCK", 32)  # 5×7 blocks, the last row and column cut short
+    blocks = reduced.read_reduced(slide, 0, 4)
+    assert blocks.shape == (40, 51, 3) and np.array_equal(blocks, whole)
+    padded = np.full((160, 204, 3), np.nan)
+    padded[:157, :203] = image
+    expected = np.nanmean(padded.reshape(40, 4, 51, 4, 3), axis=(1, 3))  # partial boxes: their own pixels
+    assert np.abs(blocks - expected).max() <= 0.5 + 1e-9
+
+
+def test_a_slide_without_a_pyramid_is_segmented_on_a_shrunk_copy(tmp_path: Path, monkeypatch) -> None:
+    """The chosen level over the whole-read limit is read shrunk to about the segmentation
+    downsample: the tissue equals the one found on the same slide's pyramid level there."""
+    monkeypatch.setattr(tissue, "MAX_WHOLE_PIXELS", 100_000)  # the slide: 1024×768
+    monkeypatch.setattr(tissue, "SEGMENTATION_DOWNSAMPLE", 8)  # the tissue (256² px) stays 32² px
+    monkeypatch.setattr(reduced, "BLOCK", 256)
+    image = slide_image()
+    single = write_pages(tmp_path / "single.tif", [image])
+    pyramid = write_pages(tmp_path / "pyramid.tif", [image, shrink(image, 8)])
+    with open_slide(single) as slide:
+        found = segment_tissue(slide, a_t=0.01, a_h=0.01, progress=False)
+        monkeypatch.setattr(tissue, "MAX_SEGMENTATION_PIXELS", 100_000)
+        tissue.check_segmentation_size(slide, None)  # the level segment_tissue chooses: never refused
+        with pytest.raises(InputError, match=r"leave segmentation.level unset: the level is then read"):
+            segment_tissue(slide, level=0)  # a level named is read whole, so refused
+    with open_slide(pyramid) as slide:
+        reference = segment_tissue(slide, level=1, a_t=0.01, a_h=0.01)
+    assert found.parameters["seg_factor"] == 8 and found.seg_level == 0
+    assert found.seg_mask().shape == (96, 128)
+    assert np.array_equal(found.seg_mask(), reference.mask(1))
+    area = sum(cv2.contourArea(p.outer.reshape(-1, 1, 2)) for p in found.contours)
+    x0, y0, x1, y1 = RECT
+    assert abs(area / ((x1 - x0) * (y1 - y0)) - 1) < 0.1
