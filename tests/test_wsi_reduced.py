@@ -55,3 +55,26 @@ def test_a_slide_without_a_pyramid_is_segmented_on_a_shrunk_copy(tmp_path: Path,
     area = sum(cv2.contourArea(p.outer.reshape(-1, 1, 2)) for p in found.contours)
     x0, y0, x1, y1 = RECT
     assert abs(area / ((x1 - x0) * (y1 - y0)) - 1) < 0.1
+
+
+def test_the_overview_tiles_of_a_one_level_slide_read_it_once(monkeypatch) -> None:
+    """Each coarse Deep Zoom tile of a slide without coarse levels was made from the whole slide
+    (minutes a tile at 30k²); they are now cut from one overview read block by block."""
+    import attnmap.view.deepzoom as deepzoom
+    from attnmap.view.deepzoom import SlideTiles
+
+    slide = ArraySlide(slide_image(), "one_level.png")
+    addresses = [(level, 0, 0) for level in range(9)] + [(8, 1, 0)]  # downsample 1024 to 4
+    monkeypatch.setattr(deepzoom, "MAX_READ_RATIO", 1e9)  # the one-piece read, as the reference
+    expected = {address: np.asarray(SlideTiles(slide).image(*address), dtype=int) for address in addresses}
+    monkeypatch.setattr(deepzoom, "MAX_READ_RATIO", 2)
+    monkeypatch.setattr(deepzoom, "OVERVIEW_SIDE", 256)  # the 1024×768 slide: an overview at 1/4
+    reads = []
+    read = slide.read_region
+    monkeypatch.setattr(slide, "read_region", lambda *args: reads.append(args[2]) or read(*args))
+    tiles = SlideTiles(slide)
+    for address in addresses:
+        image = np.asarray(tiles.image(*address), dtype=int)
+        assert image.shape == expected[address].shape
+        assert np.abs(image - expected[address]).mean() < 1.0, address
+    assert sum(width * height for width, height in reads) == 1024 * 768  # the slide, once
