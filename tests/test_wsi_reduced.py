@@ -78,3 +78,35 @@ def test_the_overview_tiles_of_a_one_level_slide_read_it_once(monkeypatch) -> No
         assert image.shape == expected[address].shape
         assert np.abs(image - expected[address]).mean() < 1.0, address
     assert sum(width * height for width, height in reads) == 1024 * 768  # the slide, once
+
+
+def test_a_heatmap_of_a_slide_without_a_pyramid_is_drawn_shrunk_in_bounded_reads(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """An unset vis level on a one-level slide was its level 0: a canvas and a read of the whole
+    slide (heavy at 30k², refused from 2^31 px); it is drawn at about downsample 32 (8 here) from
+    block reads, as on the same slide's pyramid level there."""
+    from attnmap.wsi.heatmap import renderer
+    from attnmap.wsi.heatmap.placement import level0_extent
+    from attnmap.wsi.heatmap.renderer import render_heatmap
+    from attnmap.wsi.heatmap.style import HeatmapStyle
+
+    monkeypatch.setattr(renderer, "MAX_VIS_LEVEL_PIXELS", 100_000)  # the slide: 1024×768
+    monkeypatch.setattr(renderer, "VIS_DOWNSAMPLE", 8)
+    monkeypatch.setattr(reduced, "BLOCK", 256)
+    image = slide_image()
+    pyramid = write_pages(tmp_path / "pyramid.tif", [image, shrink(image, 8)])
+    xs, ys = np.meshgrid(np.arange(0, 1024, 64), np.arange(0, 768, 64), indexing="ij")
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    scores = np.random.default_rng(0).random(len(grid))
+    with open_slide(pyramid) as slide:
+        expected = render_heatmap(slide, grid, scores, HeatmapStyle(vis_level=1), patch_size=64)
+    slide = ArraySlide(image, "one_level.png")
+    reads = []
+    read = slide.read_region
+    monkeypatch.setattr(slide, "read_region", lambda *args: reads.append(args[2]) or read(*args))
+    drawn = render_heatmap(slide, grid, scores, HeatmapStyle(), patch_size=64)
+    assert drawn.shape == expected.shape == (96, 128, 3)
+    assert np.abs(drawn.astype(int) - expected).mean() < 1.0
+    assert max(width * height for width, height in reads) <= 256 * 256
+    assert level0_extent(slide, HeatmapStyle()) == (0.0, 0.0, 1024.0, 768.0)

@@ -26,22 +26,29 @@ def reduced_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
     return max(1, math.ceil(size[0] / factor)), max(1, math.ceil(size[1] / factor))
 
 
-def read_reduced(slide: Slide, level: int, factor: int, progress: bool = False) -> np.ndarray:
-    """RGB uint8 of ``level`` shrunk by the whole ``factor``: each output pixel the mean of a
-    ``factor``² box of the level (OpenCV's area interpolation), a partial box at the right and
-    bottom edge the mean of the pixels it has. ``progress``: a bar over the blocks when there are
-    at least 16 of them."""
+def read_reduced(
+    slide: Slide,
+    level: int,
+    factor: int,
+    progress: bool = False,
+    region: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """RGB uint8 of ``level`` (or of its ``region`` (x, y, width, height), in level pixels) shrunk
+    by the whole ``factor``: each output pixel the mean of a ``factor``² box of the level (OpenCV's
+    area interpolation, as `cv2.resize` of the whole), a partial box at the right and bottom edge
+    the mean of the pixels it has; outside the level is black, as `Slide.read_region` gives it.
+    ``progress``: a bar over the blocks when there are at least 16 of them."""
     factor = int(factor)
-    width, height = slide.level_dimensions[level]
+    left, top, width, height = (0, 0, *slide.level_dimensions[level]) if region is None else region
     scale_x, scale_y = slide.level_scale_xy(level)
     out_width, out_height = reduced_size((width, height), factor)
     out = np.empty((out_height, out_width, 3), dtype=np.uint8)
     step = factor * max(1, BLOCK // factor)  # a whole number of boxes per block
     blocks = [(x, y) for y in range(0, height, step) for x in range(0, width, step)]
-    bar = tqdm(blocks, desc="tissue overview", unit="block", disable=not progress or len(blocks) < 16)
+    bar = tqdm(blocks, desc="slide overview", unit="block", disable=not progress or len(blocks) < 16)
     for x, y in bar:
         w, h = min(step, width - x), min(step, height - y)
-        location = (round(x * scale_x), round(y * scale_y))
+        location = (round((left + x) * scale_x), round((top + y) * scale_y))
         block = slide.read_region(location, level, (w, h))
         size = reduced_size((w, h), factor)
         if (w, h) != (size[0] * factor, size[1] * factor):  # the edge: shrink the whole boxes, then the rest

@@ -62,9 +62,43 @@ def validate_inputs(slide: Slide, coords: np.ndarray, scores: np.ndarray) -> tup
     return coords, scores
 
 
+VIS_DOWNSAMPLE = 32
+"""The downsample a heatmap is drawn at unless the caller names a level (CLAM's choice)."""
+MAX_VIS_LEVEL_PIXELS = 1 << 27
+"""The largest level a heatmap is drawn at when its level is left unset. A larger one (a slide
+without a pyramid: its level 0) is drawn at about `VIS_DOWNSAMPLE` instead, the slide under it read
+block by block and shrunk (`shrunk_vis_downsample`), as CLAM draws a pyramidal copy of the slide:
+its level 0 drawn whole took 3 bytes a pixel for the canvas alone and 7 for the slide read."""
+
+
 def resolve_vis_level(slide: Slide, vis_level: int) -> int:
     """The level a heatmap is drawn at: ``vis_level``, or if negative the best level for downsample 32."""
-    return slide.get_best_level_for_downsample(32) if vis_level < 0 else slide.check_level(vis_level)
+    if vis_level < 0:
+        return slide.get_best_level_for_downsample(VIS_DOWNSAMPLE)
+    return slide.check_level(vis_level)
+
+
+def shrunk_vis_downsample(slide: Slide, vis_level: int) -> float | None:
+    """The downsample a heatmap whose ``vis_level`` is unset (negative) is drawn at when the level
+    chosen has more than `MAX_VIS_LEVEL_PIXELS`: that level's downsample times the whole factor that
+    brings it to about `VIS_DOWNSAMPLE`; None (drawn at the level) otherwise."""
+    if vis_level >= 0:
+        return None
+    level = resolve_vis_level(slide, vis_level)
+    width, height = slide.level_dimensions[level]
+    downsample = float(slide.level_downsamples[level])
+    factor = int(VIS_DOWNSAMPLE // downsample)
+    if width * height <= MAX_VIS_LEVEL_PIXELS or factor < 2:
+        return None
+    return downsample * factor
+
+
+def vis_scale_xy(slide: Slide, vis_level: int) -> tuple[float, float]:
+    """Level-0 pixels per heatmap pixel for ``vis_level`` (`shrunk_vis_downsample`'s, or the level's)."""
+    shrunk = shrunk_vis_downsample(slide, vis_level)
+    if shrunk is not None:
+        return shrunk, shrunk
+    return slide.level_scale_xy(resolve_vis_level(slide, vis_level))
 
 
 class HeatmapRenderer:
@@ -92,6 +126,9 @@ class HeatmapRenderer:
         self.style = style
         self.slide = slide
         self.vis_level = resolve_vis_level(slide, style.vis_level)
+        page = downsample is not None  # a reduced page of a TIFF, drawn for the page above it
+        if downsample is None:
+            downsample = shrunk_vis_downsample(slide, style.vis_level)
         if downsample is None:
             self.scale_xy = slide.level_scale_xy(self.vis_level)
             self.read_level, self.resize = self.vis_level, False
@@ -100,7 +137,7 @@ class HeatmapRenderer:
             self.read_level = slide.get_best_level_for_downsample(downsample)
             self.resize = abs(slide.level_downsamples[self.read_level] - downsample) > 1e-9
         scale = np.array([1.0 / self.scale_xy[0], 1.0 / self.scale_xy[1]])
-        if patch_size < max(self.scale_xy) and downsample is None:
+        if patch_size < max(self.scale_xy) and not page:
             raise InputError(
                 f"patch_size {patch_size} (level 0) is smaller than one pixel at vis level {self.vis_level} "
                 f"(downsample {max(self.scale_xy):g}); choose a finer vis level or larger patches"
@@ -126,7 +163,7 @@ class HeatmapRenderer:
         self.mask_origin = tuple(int(v) for v in (top_left * scale).astype(np.int32))
         self.values = prepare_values(scores, style.percentiles, reference_scores)
         self.drawn = self.values >= self.threshold
-        if style.binarize and downsample is None:  # (reduced TIFF pages: said once, for the page above)
+        if style.binarize and not page:  # (reduced TIFF pages: said once, for the page above)
             warn_if_none_drawn(self.values, self.threshold, slide.path)
         self.binarize = style.binarize
         self.patch = np.ceil(np.array([patch_size, patch_size]) * scale).astype(np.int64)
@@ -179,6 +216,13 @@ class HeatmapRenderer:
         if not self.resize:
             return self.slide.read_region(location, self.read_level, (width, height))
         read_ds = self.slide.level_downsamples[self.read_level]
+        factor = round(sx / read_ds)
+        if factor >= 2 and sx == sy and abs(sx / read_ds - factor) < 1e-9:  # block by block: no huge read
+            from attnmap.wsi.reduced import read_reduced
+
+            corner = (round(location[0] / read_ds), round(location[1] / read_ds))
+            return read_reduced(self.slide, self.read_level, factor,
+                                region=(*corner, width * factor, height * factor))
         read_w = max(1, int(np.ceil(width * sx / read_ds)))
         read_h = max(1, int(np.ceil(height * sy / read_ds)))
         region = self.slide.read_region(location, self.read_level, (read_w, read_h))

@@ -199,14 +199,14 @@ def heatmap_stage(
             placed = placement_text(slide, style, size, offset)
             save_png(png, canvas, {**record, **prints.heatmap.record(), **placed})
     if h.save_original and prints.original.check(outputs.named("original.png")) is not None:
-        from attnmap.wsi.heatmap.renderer import resolve_vis_level
+        from attnmap.wsi.heatmap.renderer import resolve_vis_level, shrunk_vis_downsample
+        from attnmap.wsi.reduced import read_reduced
 
         level = resolve_vis_level(slide, h.vis_level)
-        save_png(
-            outputs.named("original.png"),
-            slide.read_region((0, 0), level, slide.level_dimensions[level]),
-            {**record, **prints.original.record()},
-        )
+        shrunk = shrunk_vis_downsample(slide, h.vis_level)  # a level too large to read whole
+        pixels = (slide.read_region((0, 0), level, slide.level_dimensions[level]) if shrunk is None
+                  else read_reduced(slide, level, round(shrunk / slide.level_downsamples[level])))
+        save_png(outputs.named("original.png"), pixels, {**record, **prints.original.record()})
     return reason
 
 
