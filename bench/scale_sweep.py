@@ -11,8 +11,9 @@ Classes:
          (tissue area within 5 % of the blobs' exact area, patch count within 10 % of area / patch²)
   error  exit 2 with one line naming the problem (a refusal; it is right when the input is too big
          for the operation, and a finding when a reduced read would have served)
-  slow   ok otherwise, but silent for more than `SILENT_S` beyond the time the import baseline
-         takes to start (torch's import alone takes seconds on a loaded machine), or past `LIMIT_S`
+  slow   ok otherwise, but silent for more than `SILENT_S` once attnmap is imported (the case
+         says ``started``: torch's import alone takes seconds on a loaded machine); or killed: silent
+         for `SILENT_LIMIT_S`, or running past `LIMIT_S` (the detail says whether it showed progress)
   heavy  peak above the budget (or killed at `KILL_BYTES`)
   crash  a traceback, any other exit status
   wrong  ran within budget but its counts are off
@@ -40,7 +41,8 @@ HERE = Path(__file__).resolve().parent
 BUDGET_BYTES = 1.5 * 2**30
 KILL_BYTES = 7 * 2**30
 SILENT_S = 10.0
-LIMIT_S = 60.0
+LIMIT_S = 180.0
+SILENT_LIMIT_S = 60.0
 PATCH = 512
 
 
@@ -139,7 +141,7 @@ def run_config(root: Path, slide: Path, out: Path) -> Path:
 
 
 def cases(made: dict, scratch: Path) -> list[Case]:
-    attnmap = [sys.executable, "-m", "attnmap"]
+    attnmap = [sys.executable, str(HERE / "scale_sweep_cases.py"), "cli"]
     api = [sys.executable, str(HERE / "scale_sweep_cases.py")]
     seg = ["--a-t", "1", "--a-h", "1"]
     slides = ["tiled30k", "tiled60k", "tiled100k", "pyramid60k", "gap60k", "npot60k", "stripped40k",
@@ -152,7 +154,8 @@ def cases(made: dict, scratch: Path) -> list[Case]:
             Case(f"{name} open+read_region", [*api, "open", str(path)]),
             Case(f"{name} segment_tissue", [*api, "segment", str(path)], "area", size),
             Case(f"{name} wsi patch", [*attnmap, "wsi", "patch", str(path), "-o", out, *seg,
-                                       "--patch-size", str(PATCH)], "patches", size, {"out": out}),
+                                       "--patch-size", str(PATCH)], "patches", size,
+                 {"out": out, "slide": str(path)}),
             Case(f"{name} viewer tiles", [*api, "tiles", str(path)]),
         ]
     for name in ("tiled30k", "gap60k", "npot60k", "stripped40k"):
@@ -191,7 +194,8 @@ def watch(argv: list[str], env: dict[str, str], limit: float = LIMIT_S) -> dict:
     def pump(stream, key: str) -> None:
         for chunk in iter(lambda: stream.read1(4096), b""):
             now = time.perf_counter()
-            silent[0] = max(silent[0], now - last[0])
+            if chunks["out"] or chunks["err"]:  # the first output is the import's end ("started")
+                silent[0] = max(silent[0], now - last[0])
             last[0] = now
             chunks[key].append(chunk)
 
@@ -208,9 +212,10 @@ def watch(argv: list[str], env: dict[str, str], limit: float = LIMIT_S) -> dict:
             rss = handle.memory_info().rss
         except psutil.Error:
             rss = 0
-        elapsed = time.perf_counter() - start
-        if not killed and (rss > KILL_BYTES or elapsed > limit):
-            killed = "memory" if rss > KILL_BYTES else "time"
+        now = time.perf_counter()
+        quiet = now - last[0] > SILENT_LIMIT_S
+        if not killed and (rss > KILL_BYTES or now - start > limit or quiet):
+            killed = "memory" if rss > KILL_BYTES else "silence" if quiet else "time"
             process.kill()
         time.sleep(0.05)
     end = time.perf_counter()
@@ -241,7 +246,7 @@ def correctness(case: Case, run: dict) -> str | None:
     if case.check == "patches":
         import h5py
 
-        stem = Path(case.argv[4]).stem
+        stem = Path(case.files["slide"]).stem
         with h5py.File(Path(case.files["out"]) / "patches" / f"{stem}.h5") as handle:
             count = len(handle["coords"])
         ratio = count / (expected / PATCH**2)
@@ -249,15 +254,18 @@ def correctness(case: Case, run: dict) -> str | None:
     return None
 
 
-def classify(case: Case, run: dict, baseline: int, start_s: float) -> Outcome:
+def classify(case: Case, run: dict, baseline: int) -> Outcome:
     text = (run["err"] + run["out"]).strip()
     last = text.splitlines()[-1] if text else ""
     peak_mb = run["peak"] / 2**20
     heavy = run["peak"] > baseline + BUDGET_BYTES
     if run["killed"] == "memory" or (heavy and run["code"] in (0, 2)):
         verdict, detail = "heavy", f"killed at {KILL_BYTES / 2**30:.0f} GB" if run["killed"] else last
+    elif run["killed"] == "silence":
+        verdict, detail = "slow", f"killed: silent for {SILENT_LIMIT_S:.0f} s"
     elif run["killed"] == "time":
-        verdict, detail = "slow", f"killed after {LIMIT_S:.0f} s"
+        verdict, detail = "slow", f"killed after {LIMIT_S:.0f} s, progress shown (longest silence " \
+            f"{run['silent']:.0f} s)"
     elif run["code"] == 2:
         refusal = [line for line in text.splitlines() if line.startswith(("Error", "REFUSED"))]
         verdict, detail = "error", (refusal[-1] if refusal else last)
@@ -267,7 +275,7 @@ def classify(case: Case, run: dict, baseline: int, start_s: float) -> Outcome:
         wrong = correctness(case, run)
         if wrong is not None:
             verdict, detail = "wrong", wrong
-        elif run["silent"] > SILENT_S + start_s:
+        elif run["silent"] > SILENT_S:
             verdict, detail = "slow", f"silent {run['silent']:.0f} s"
         else:
             verdict, detail = "ok", (json.dumps(_result(run["out"])) if _result(run["out"]) else "")
@@ -312,13 +320,13 @@ def main() -> None:
     base = watch([sys.executable, "-c", "import torch, attnmap.wsi.slide, attnmap.cli.main"], env)
     baseline, start_s = base["peak"], base["seconds"]
     print(f"{args.label}: import baseline {baseline / 2**20:.0f} MB, {start_s:.1f} s; budget baseline + "
-          f"{BUDGET_BYTES / 2**30:.1f} GB; slow: silent over {SILENT_S:.0f} s + {start_s:.1f} s; "
+          f"{BUDGET_BYTES / 2**30:.1f} GB; slow: silent over {SILENT_S:.0f} s after the import; "
           f"uptime: {os.popen('uptime').read().strip()}", flush=True)
     rows = []
     for case in cases(made, scratch):
         if args.only and args.only not in case.name:
             continue
-        outcome = classify(case, watch(case.argv, env), baseline, start_s)
+        outcome = classify(case, watch(case.argv, env), baseline)
         rows.append(outcome)
         print(table([outcome]).splitlines()[0], flush=True)
     print(table(rows))

@@ -1,6 +1,8 @@
 """The Python-API cases of `scale_sweep.py`, one per process: ``python scale_sweep_cases.py CASE ARGS``.
 
-Each prints one ``RESULT {json}`` line the census checks (counts, sizes); an `InputError` prints
+``started`` goes to stderr once attnmap is imported (the census counts silences after it: the
+import alone takes seconds on a loaded machine). ``cli ARGS`` runs the command line. Each case
+prints one ``RESULT {json}`` line the census checks (counts, sizes); an `InputError` prints
 ``REFUSED <message>`` and exits 2, as the command line does. Only public API is called, so the
 same file runs against the starting code (PYTHONPATH) for the "before" row.
 """
@@ -67,12 +69,21 @@ def viewer_tiles(path: str) -> None:
         _result(overview_tiles=count + 1, levels=grid.level_count)
 
 
-CASES = {"open": open_read, "segment": segment, "tiles": viewer_tiles}
+def command_line(*argv: str) -> None:
+    """``attnmap ARGV`` as the console script runs it."""
+    from attnmap.cli.main import main
+
+    main(list(argv))
+
+
+CASES = {"open": open_read, "segment": segment, "tiles": viewer_tiles, "cli": command_line}
 
 
 if __name__ == "__main__":
+    import attnmap.cli.main  # noqa: F401 - imported before the marker: the import's time is not the case's
     from attnmap.errors import InputError
 
+    print("started", file=sys.stderr, flush=True)
     try:
         CASES[sys.argv[1]](*sys.argv[2:])
     except InputError as error:

@@ -37,6 +37,7 @@ def test_a_slide_without_a_pyramid_is_segmented_on_a_shrunk_copy(tmp_path: Path,
     downsample: the tissue equals the one found on the same slide's pyramid level there."""
     monkeypatch.setattr(tissue, "MAX_WHOLE_PIXELS", 100_000)  # the slide: 1024×768
     monkeypatch.setattr(tissue, "SEGMENTATION_DOWNSAMPLE", 8)  # the tissue (256² px) stays 32² px
+    monkeypatch.setattr(tissue, "MIN_OVERVIEW_SIDE", 64)
     monkeypatch.setattr(reduced, "BLOCK", 256)
     image = slide_image()
     single = write_pages(tmp_path / "single.tif", [image])
@@ -55,6 +56,8 @@ def test_a_slide_without_a_pyramid_is_segmented_on_a_shrunk_copy(tmp_path: Path,
     area = sum(cv2.contourArea(p.outer.reshape(-1, 1, 2)) for p in found.contours)
     x0, y0, x1, y1 = RECT
     assert abs(area / ((x1 - x0) * (y1 - y0)) - 1) < 0.1
+    strip = ArraySlide(np.zeros((256, 4096, 3), np.uint8), "strip.png")  # a 16:1 strip keeps 64 px
+    assert tissue.segmentation_factor(strip, 0) == 4
 
 
 def test_the_overview_tiles_of_a_one_level_slide_read_it_once(monkeypatch) -> None:
@@ -110,3 +113,19 @@ def test_a_heatmap_of_a_slide_without_a_pyramid_is_drawn_shrunk_in_bounded_reads
     assert np.abs(drawn.astype(int) - expected).mean() < 1.0
     assert max(width * height for width, height in reads) <= 256 * 256
     assert level0_extent(slide, HeatmapStyle()) == (0.0, 0.0, 1024.0, 768.0)
+
+
+def test_the_heatmap_tiff_of_a_run_or_the_command_shows_its_progress(tmp_path: Path, capsys) -> None:
+    """The pyramidal TIFF of a big slide is minutes of windows; `wsi heatmap --tiff` and `wsi run`
+    drew it with the bar off, silent all along."""
+    from attnmap.wsi.pipeline.drawing import write_heatmap_files
+
+    image = slide_image()
+    pyramid = write_pages(tmp_path / "pyramid.tif", [image, shrink(image, 4)])
+    xs, ys = np.meshgrid(np.arange(0, 1024, 128), np.arange(0, 768, 128), indexing="ij")
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    scores = np.random.default_rng(0).random(len(grid))
+    written = write_heatmap_files(pyramid, grid, scores, 128, tmp_path / "heat.png",
+                                  tiff=tmp_path / "heat.tif", progress=True)
+    assert [path.name for path in written] == ["heat.png", "heat.tif"]
+    assert "heatmap TIFF page 0" in capsys.readouterr().err

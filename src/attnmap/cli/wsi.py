@@ -323,6 +323,7 @@ def heatmap(
         scale=files["scale"],
         title=title if files["legend"] else None,
         label=label,
+        progress=not quiet(),
     )
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
     if stale_tiff:

@@ -193,7 +193,8 @@ class SlideTiles:
         with self._overview_lock:
             if self._overview is None:
                 last = self.slide.level_count - 1
-                self._overview = read_reduced(self.slide, last, self._overview_factor)
+                # once, minutes for a big one-level slide: a bar in the viewer's terminal
+                self._overview = read_reduced(self.slide, last, self._overview_factor, progress=True)
         ratio = downsample / self._overview_downsample
         height, width = self._overview.shape[:2]
         left, top = min(int(x0 * ratio), width - 1), min(int(y0 * ratio), height - 1)

@@ -30,6 +30,9 @@ factor to about `SEGMENTATION_DOWNSAMPLE` (`segmentation_factor`): the overview 
 pyramidal copy of the same slide, for the memory of that overview and one block."""
 SEGMENTATION_DOWNSAMPLE = 64
 """The downsample tissue is found at unless the caller names a level (CLAM's choice)."""
+MIN_OVERVIEW_SIDE = 512
+"""The shorter side a shrunk overview keeps at least: a 200k × 2k strip at downsample 64 would be
+31 px tall, every piece of tissue on it a few pixels, which the median blur and area filter drop."""
 
 PYRAMID_HINT = "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave SLIDE OUT.tif --tile --pyramid)"
 
@@ -251,12 +254,14 @@ def check_segmentation_size(slide: Slide, level: int | None) -> None:
 
 def segmentation_factor(slide: Slide, level: int) -> int:
     """The whole factor segment_tissue shrinks its chosen ``level`` by: 1 up to `MAX_WHOLE_PIXELS`,
-    else the one that brings the level to about `SEGMENTATION_DOWNSAMPLE` (doubled while the
-    overview would still exceed `MAX_WHOLE_PIXELS`)."""
+    else the one that brings the level to about `SEGMENTATION_DOWNSAMPLE`, but keeping the
+    overview's shorter side at `MIN_OVERVIEW_SIDE` at least (doubled while the overview would
+    still exceed `MAX_WHOLE_PIXELS`)."""
     width, height = slide.level_dimensions[level]
     if width * height <= MAX_WHOLE_PIXELS:
         return 1
-    factor = max(2, int(SEGMENTATION_DOWNSAMPLE // float(slide.level_downsamples[level])))
+    toward = int(SEGMENTATION_DOWNSAMPLE // float(slide.level_downsamples[level]))
+    factor = max(2, min(toward, min(width, height) // MIN_OVERVIEW_SIDE))
     while math.ceil(width / factor) * math.ceil(height / factor) > MAX_WHOLE_PIXELS:
         factor *= 2
     return factor

@@ -146,8 +146,10 @@ def heatmap_stage(
     outputs: SlideOutputs,
     device: str,
     prints: StageFingerprints | None = None,
+    progress: bool = False,
 ) -> str | None:
-    """The heatmap PNG (and the original and the pyramidal TIFF overlay if asked).
+    """The heatmap PNG (and the original and the pyramidal TIFF overlay if asked; ``progress``: a
+    bar over the TIFF's windows, minutes of work on a big slide).
 
     Returns why they were drawn, or None when every one was reused. Files no longer asked for were
     removed before any stage ran (`attnmap.wsi.pipeline.outputs.remove_stale_outputs`).
@@ -188,7 +190,7 @@ def heatmap_stage(
                     tissue=tissue,
                     reference_scores=reference,
                     metadata={**record, **prints.heatmap_tiff.record()},
-                    progress=False,
+                    progress=progress,
                 )
         if not png_ok:
             canvas = _draw(slide, tissue, coords, scores, style, config, reference)
@@ -270,13 +272,15 @@ def write_heatmap_files(
     scale: str = "clam",
     title: str | None = None,
     label: str = "score",
+    progress: bool = False,
 ) -> list[Path]:
     """A heatmap PNG drawn with ``style`` (and a pyramidal TIFF overlay if ``tiff``), with provenance.
 
     ``patch_size`` in level-0 pixels. ``scale``: how scores become colours (`display_scores`:
     robust | minmax | clam). ``title``: put a title band and a colour bar of the scale (``label``)
     around the PNG. The TIFF covers the whole slide at ``tiff_level`` (the style's roi, vis_level
-    and downscale are for the PNG). Returns the paths written.
+    and downscale are for the PNG). ``progress``: a bar over the TIFF's windows. Returns the
+    paths written.
     """
     from attnmap.render.legend import add_legend, legend_offset
     from attnmap.wsi.heatmap.renderer import render_heatmap
@@ -306,7 +310,7 @@ def write_heatmap_files(
                     level=tiff_level,
                     tissue=tissue,
                     metadata=metadata,
-                    progress=False,
+                    progress=progress,
                 )
             written.append(Path(tiff))
     return written

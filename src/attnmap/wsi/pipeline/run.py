@@ -126,7 +126,7 @@ def run_slide(
         done("features", reason)
         attention, reason = attention_stage(slide, features, coords, entry, config, outputs, device, prints)
         done("attention", reason)
-        drawn = heatmap_stage(slide, tissue, attention, entry, config, outputs, device, prints)
+        drawn = heatmap_stage(slide, tissue, attention, entry, config, outputs, device, prints, progress)
         if config.heatmap.fine is not None:
             from attnmap.wsi.pipeline.fine_stage import fine_stage
 
