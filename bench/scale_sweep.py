@@ -258,8 +258,8 @@ def classify(case: Case, run: dict, baseline: int) -> Outcome:
     text = (run["err"] + run["out"]).strip()
     last = text.splitlines()[-1] if text else ""
     peak_mb = run["peak"] / 2**20
-    heavy = run["peak"] > baseline + BUDGET_BYTES
-    if run["killed"] == "memory" or (heavy and run["code"] in (0, 2)):
+    heavy = run["peak"] > baseline + BUDGET_BYTES  # killed for time with such a peak: heavy too
+    if run["killed"] == "memory" or (heavy and (run["code"] in (0, 2) or run["killed"])):
         verdict, detail = "heavy", f"killed at {KILL_BYTES / 2**30:.0f} GB" if run["killed"] else last
     elif run["killed"] == "silence":
         verdict, detail = "slow", f"killed: silent for {SILENT_LIMIT_S:.0f} s"
@@ -303,9 +303,16 @@ def main() -> None:
     parser.add_argument("--inputs", default="/tmp/attnmap-scale-inputs")
     parser.add_argument("--save", default="")
     parser.add_argument("--compare", nargs=2, default=None)
+    parser.add_argument("--baseline-mb", type=float, default=None,
+                        help="with --compare: rows killed for time or silence with a peak above this "
+                             "baseline + the budget are heavy (as `classify` says them now)")
     args = parser.parse_args()
     if args.compare:
         before, after = ([Outcome(**row) for row in json.loads(Path(p).read_text())] for p in args.compare)
+        if args.baseline_mb is not None:
+            for row in (*before, *after):
+                if row.verdict == "slow" and row.peak_mb > args.baseline_mb + BUDGET_BYTES / 2**20:
+                    row.verdict, row.detail = "heavy", f"{row.detail}, peak above the budget"
         print(table(after, {row.name: row for row in before}))
         return
     env = {**os.environ, "PYTHONPATH": f"{args.src}{os.pathsep}{HERE}", "OMP_NUM_THREADS": "1",
