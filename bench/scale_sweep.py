@@ -97,7 +97,11 @@ def build(root: Path) -> dict[str, tuple[Path, tuple[int, int]]]:
     scores = root / "scores2M.h5"
     if not scores.exists():
         inputs.write_scores(scores, 2_000_000, 42, (60000, 60000))
+    scores30 = root / "scores500k_30k.h5"
+    if not scores30.exists():
+        inputs.write_scores(scores30, 500_000, 42, (30000, 30000))
     made["bag1M"], made["scores2M"] = (bag, (100000, 100000)), (scores, (60000, 60000))
+    made["scores500k"] = (scores30, (30000, 30000))
     model = root / "abmil1024.pt"
     if not model.exists():
         import torch
@@ -141,41 +145,37 @@ def run_config(root: Path, slide: Path, out: Path) -> Path:
 
 
 def cases(made: dict, scratch: Path) -> list[Case]:
+    """22 cases: what reads a whole level (opening, segmentation, patching, the viewer's overview,
+    a heatmap) on each big layout, the run on the smallest, a 2M-score heatmap, a 1M-patch bag, and
+    `explain` on images over the decompression-bomb limit."""
     attnmap = [sys.executable, str(HERE / "scale_sweep_cases.py"), "cli"]
     api = [sys.executable, str(HERE / "scale_sweep_cases.py")]
     seg = ["--a-t", "1", "--a-h", "1"]
-    slides = ["tiled30k", "tiled60k", "tiled100k", "pyramid60k", "gap60k", "npot60k", "stripped40k",
-              "strip200k", "png20k", "jpeg12k"]
     found: list[Case] = []
-    for name in slides:
+    for name in ("tiled100k", "strip200k", "png20k"):
+        found.append(Case(f"{name} open+read_region", [*api, "open", str(made[name][0])]))
+    for name in ("tiled30k", "tiled60k", "tiled100k", "gap60k", "npot60k", "stripped40k", "strip200k",
+                 "jpeg12k"):
+        path, size = made[name]
+        found.append(Case(f"{name} segment_tissue", [*api, "segment", str(path)], "area", size))
+    for name in ("tiled30k", "pyramid60k"):
         path, size = made[name]
         out = str(scratch / name)
-        found += [
-            Case(f"{name} open+read_region", [*api, "open", str(path)]),
-            Case(f"{name} segment_tissue", [*api, "segment", str(path)], "area", size),
-            Case(f"{name} wsi patch", [*attnmap, "wsi", "patch", str(path), "-o", out, *seg,
-                                       "--patch-size", str(PATCH)], "patches", size,
-                 {"out": out, "slide": str(path)}),
-            Case(f"{name} viewer tiles", [*api, "tiles", str(path)]),
-        ]
-    for name in ("tiled30k", "gap60k", "npot60k", "stripped40k"):
-        path, size = made[name]
-        config = run_config(Path(made["model"][0]).parent, path, scratch / f"run_{name}")
-        found.append(Case(f"{name} wsi run (tiny, 2048 px)", [*attnmap, "wsi", "run", str(config)]))
-    slide60, _ = made["pyramid60k"]
-    scores, _ = made["scores2M"]
-    found += [
-        Case("pyramid60k wsi heatmap 2M scores", [*attnmap, "wsi", "heatmap", str(slide60), "--scores",
-                                                  str(scores), "-o", str(scratch / "heat")]),
-        Case("pyramid60k wsi heatmap 2M --tiff", [*attnmap, "wsi", "heatmap", str(slide60), "--scores",
-                                                  str(scores), "-o", str(scratch / "heat_tiff"), "--tiff",
-                                                  "--tiff-level", "2"]),
-        Case("tiled30k wsi heatmap 2M scores", [*attnmap, "wsi", "heatmap", str(made["tiled30k"][0]),
-                                                "--scores", str(scores), "-o", str(scratch / "heat30")]),
-        Case("mil attention 1M x 1024", [*attnmap, "mil", "attention", str(made["model"][0]),
-                                         str(made["bag1M"][0]), "-o", str(scratch / "mil"), "--no-csv"]),
-    ]
-    for name in ("jpeg20k", "grey16_12k", "grey16_20k", "png20k"):
+        found.append(Case(f"{name} wsi patch", [*attnmap, "wsi", "patch", str(path), "-o", out, *seg,
+                                                "--patch-size", str(PATCH)], "patches", size,
+                          {"out": out, "slide": str(path)}))
+    for name in ("tiled30k", "tiled60k", "pyramid60k"):
+        found.append(Case(f"{name} viewer tiles", [*api, "tiles", str(made[name][0])]))
+    config = run_config(Path(made["model"][0]).parent, made["tiled30k"][0], scratch / "run_tiled30k")
+    found.append(Case("tiled30k wsi run (tiny, 2048 px)", [*attnmap, "wsi", "run", str(config)]))
+    for name, scores, level in (("pyramid60k", "scores2M", "2"), ("tiled30k", "scores500k", "0")):
+        found.append(Case(f"{name} wsi heatmap {scores[6:]} --tiff", [
+            *attnmap, "wsi", "heatmap", str(made[name][0]), "--scores", str(made[scores][0]), "-o",
+            str(scratch / f"heat_{name}"), "--tiff", "--tiff-level", level]))
+    found.append(Case("mil attention 1M x 1024", [*attnmap, "mil", "attention", str(made["model"][0]),
+                                                  str(made["bag1M"][0]), "-o", str(scratch / "mil"),
+                                                  "--no-csv"]))
+    for name in ("jpeg20k", "grey16_20k"):
         found.append(Case(f"explain {name}", [*attnmap, "explain", str(made[name][0]), "--model",
                                               "attnmap:shapes-vit", "-o", str(scratch / f"explain_{name}")]))
     return found
