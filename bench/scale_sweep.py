@@ -260,7 +260,9 @@ def classify(case: Case, run: dict, baseline: int) -> Outcome:
     peak_mb = run["peak"] / 2**20
     heavy = run["peak"] > baseline + BUDGET_BYTES  # killed for time with such a peak: heavy too
     if run["killed"] == "memory" or (heavy and (run["code"] in (0, 2) or run["killed"])):
-        verdict, detail = "heavy", f"killed at {KILL_BYTES / 2**30:.0f} GB" if run["killed"] else last
+        kills = {"memory": f"killed at {KILL_BYTES / 2**30:.0f} GB", "time": f"killed after {LIMIT_S:.0f} s",
+                 "silence": f"killed: silent for {SILENT_LIMIT_S:.0f} s"}
+        verdict, detail = "heavy", kills.get(run["killed"], last)
     elif run["killed"] == "silence":
         verdict, detail = "slow", f"killed: silent for {SILENT_LIMIT_S:.0f} s"
     elif run["killed"] == "time":
