@@ -157,7 +157,9 @@ def cases(made: dict, scratch: Path) -> list[Case]:
     for name in ("tiled30k", "tiled60k", "tiled100k", "gap60k", "npot60k", "stripped40k", "strip200k",
                  "jpeg12k"):
         path, size = made[name]
-        found.append(Case(f"{name} segment_tissue", [*api, "segment", str(path)], "area", size))
+        # the strip's blobs (2000 px tall: 135k px each) are under a_t = 1 (512² px): 0.1 there
+        a_t = "0.1" if name == "strip200k" else "1"
+        found.append(Case(f"{name} segment_tissue", [*api, "segment", str(path), a_t], "area", size))
     for name in ("tiled30k", "pyramid60k"):
         path, size = made[name]
         out = str(scratch / name)
@@ -171,7 +173,7 @@ def cases(made: dict, scratch: Path) -> list[Case]:
     for name, scores, level in (("pyramid60k", "scores2M", "2"), ("tiled30k", "scores500k", "0")):
         found.append(Case(f"{name} wsi heatmap {scores[6:]} --tiff", [
             *attnmap, "wsi", "heatmap", str(made[name][0]), "--scores", str(made[scores][0]), "-o",
-            str(scratch / f"heat_{name}"), "--tiff", "--tiff-level", level]))
+            str(scratch / f"heat_{name}"), "--patch-size", "42", "--tiff", "--tiff-level", level]))
     found.append(Case("mil attention 1M x 1024", [*attnmap, "mil", "attention", str(made["model"][0]),
                                                   str(made["bag1M"][0]), "-o", str(scratch / "mil"),
                                                   "--no-csv"]))

@@ -30,15 +30,16 @@ def open_read(path: str) -> None:
                 coarse=list(corner.shape))
 
 
-def segment(path: str) -> None:
-    """segment_tissue with small-tissue areas: the tissue's level-0 area."""
+def segment(path: str, a_t: str = "1") -> None:
+    """segment_tissue with small-tissue areas (``a_t``, ``a_h`` = 1 unless given): the tissue's
+    level-0 area."""
     import cv2
 
     from attnmap.wsi.slide import open_slide
     from attnmap.wsi.tissue import segment_tissue
 
     with open_slide(path) as slide:
-        tissue = segment_tissue(slide, a_t=1, a_h=1)
+        tissue = segment_tissue(slide, a_t=float(a_t), a_h=float(a_t))
     area = sum(cv2.contourArea(p.outer.reshape(-1, 1, 2).astype("float32")) for p in tissue.contours)
     _result(regions=len(tissue.contours), area=area, seg_level=tissue.seg_level)
 
