@@ -116,8 +116,8 @@ def test_a_heatmap_of_a_slide_without_a_pyramid_is_drawn_shrunk_in_bounded_reads
 
 
 def test_the_heatmap_tiff_of_a_run_or_the_command_shows_its_progress(tmp_path: Path, capsys) -> None:
-    """The pyramidal TIFF of a big slide is minutes of windows; `wsi heatmap --tiff` and `wsi run`
-    drew it with the bar off, silent all along."""
+    """The pyramidal TIFF of a big slide is minutes of windows, the PNG of 2M patches a minute;
+    `wsi heatmap` and `wsi run` drew them with no bar, silent all along."""
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
 
     image = slide_image()
@@ -128,4 +128,5 @@ def test_the_heatmap_tiff_of_a_run_or_the_command_shows_its_progress(tmp_path: P
     written = write_heatmap_files(pyramid, grid, scores, 128, tmp_path / "heat.png",
                                   tiff=tmp_path / "heat.tif", progress=True)
     assert [path.name for path in written] == ["heat.png", "heat.tif"]
-    assert "heatmap TIFF page 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "heatmap PNG" in err and "heatmap TIFF page 0" in err

@@ -303,6 +303,7 @@ def render_heatmap(
     reference_scores: np.ndarray | None = None,
     block: int = 2048,
     max_pixels: int = MAX_CANVAS_PIXELS,
+    progress: bool = False,
 ) -> np.ndarray:
     """CLAM's heatmap (visHeatmap) of per-patch ``scores`` at ``coords`` as an RGB uint8 array.
 
@@ -311,6 +312,7 @@ def render_heatmap(
     Values are percentiles / 100 (or percentiles against ``reference_scores``, or raw / 100).
     The canvas is assembled from ``block``-sized windows to bound temporaries; canvases over
     ``max_pixels`` are refused (write those with `write_heatmap_tiff`, which streams).
+    ``progress``: a bar over the windows (a million patches take a minute).
     """
     style = HeatmapStyle() if style is None else style
     renderer = HeatmapRenderer(
@@ -324,7 +326,10 @@ def render_heatmap(
             "with write_heatmap_tiff"
         )
     image = np.empty((height, width, 3), dtype=np.uint8)
-    for x0, y0, w, h in renderer.iter_windows(block):
+    from tqdm import tqdm
+
+    for x0, y0, w, h in tqdm(list(renderer.iter_windows(block)), desc="heatmap PNG", unit="window",
+                             disable=not progress):
         image[y0 : y0 + h, x0 : x0 + w] = renderer.render_window(x0, y0, w, h)
     if style.downscale > 1:
         from PIL import Image

@@ -43,6 +43,7 @@ def _draw(
     style: HeatmapStyle,
     config: PipelineConfig,
     reference: np.ndarray | None,
+    progress: bool = False,
 ) -> np.ndarray:
     from attnmap.wsi.heatmap.renderer import render_heatmap
 
@@ -54,6 +55,7 @@ def _draw(
         patch_size=level0_patch_size(config.patching, slide),
         tissue=tissue,
         reference_scores=reference,
+        progress=progress,
     )
 
 
@@ -193,7 +195,7 @@ def heatmap_stage(
                     progress=progress,
                 )
         if not png_ok:
-            canvas = _draw(slide, tissue, coords, scores, style, config, reference)
+            canvas = _draw(slide, tissue, coords, scores, style, config, reference, progress)
             size, offset = (canvas.shape[1], canvas.shape[0]), (0, 0)
             if h.legend:
                 names = list(config.model.class_names)
@@ -279,8 +281,8 @@ def write_heatmap_files(
     ``patch_size`` in level-0 pixels. ``scale``: how scores become colours (`display_scores`:
     robust | minmax | clam). ``title``: put a title band and a colour bar of the scale (``label``)
     around the PNG. The TIFF covers the whole slide at ``tiff_level`` (the style's roi, vis_level
-    and downscale are for the PNG). ``progress``: a bar over the TIFF's windows. Returns the
-    paths written.
+    and downscale are for the PNG). ``progress``: bars over the PNG's and the TIFF's windows.
+    Returns the paths written.
     """
     from attnmap.render.legend import add_legend, legend_offset
     from attnmap.wsi.heatmap.renderer import render_heatmap
@@ -292,7 +294,8 @@ def write_heatmap_files(
     style = replace(style, percentiles=percentiles)
     written = [Path(out_png)]
     with open_slide(slide_path) as slide:
-        image = render_heatmap(slide, coords, values, style, patch_size=patch_size, tissue=tissue)
+        image = render_heatmap(slide, coords, values, style, patch_size=patch_size, tissue=tissue,
+                               progress=progress)
         size, offset = (image.shape[1], image.shape[0]), (0, 0)
         if title is not None:
             offset = legend_offset(image.shape[1], drawn_scale, title, label=label)
