@@ -130,3 +130,25 @@ def test_the_heatmap_tiff_of_a_run_or_the_command_shows_its_progress(tmp_path: P
     assert [path.name for path in written] == ["heat.png", "heat.tif"]
     err = capsys.readouterr().err
     assert "heatmap PNG" in err and "heatmap TIFF page 0" in err
+
+
+def test_wsi_run_in_process_shows_the_slides_own_bars(tmp_path: Path, monkeypatch) -> None:
+    """`wsi run` passed no progress to the slide: a big slide's segmentation, patching and heatmap
+    ran minutes under a bar that moves once per slide. In process (one worker) it now asks for them."""
+    from synthetic_slide_files import write_pipeline_setup
+
+    from attnmap.wsi.pipeline import run as pipeline_run
+    from attnmap.wsi.pipeline.cohort import run_cohort
+    from attnmap.wsi.pipeline.config import load_config
+
+    asked = []
+
+    def fake(entry, config, on_stage=None, force=False, progress=False):
+        asked.append(progress)
+        raise InputError("stopped here")
+
+    monkeypatch.setattr(pipeline_run, "run_slide", fake)
+    config = load_config(write_pipeline_setup(tmp_path, n_slides=1))
+    run_cohort(config, progress=True, workers=1)
+    run_cohort(config, progress=False, workers=1)
+    assert asked == [True, False]
