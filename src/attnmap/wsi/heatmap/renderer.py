@@ -22,6 +22,9 @@ from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import ScaledTissue, Tissue
 
 INDEX_CELL = 256
+SHRUNK_BLOCK = 512
+"""Window side of a canvas drawn shrunk from a finer level: a 2048² window of a one-level slide
+drawn at downsample 32 read 65k² slide pixels as one step (a minute without the bar moving)."""
 MAX_CANVAS_PIXELS = 1 << 31
 """Largest canvas `render_heatmap` builds in memory (6 GB of RGB); beyond it, stream a TIFF."""
 
@@ -328,6 +331,8 @@ def render_heatmap(
     image = np.empty((height, width, 3), dtype=np.uint8)
     from tqdm import tqdm
 
+    if renderer.resize:  # each canvas pixel reads downsample² slide pixels: short steps for the bar
+        block = min(block, SHRUNK_BLOCK)
     for x0, y0, w, h in tqdm(list(renderer.iter_windows(block)), desc="heatmap PNG", unit="window",
                              disable=not progress):
         image[y0 : y0 + h, x0 : x0 + w] = renderer.render_window(x0, y0, w, h)
