@@ -328,18 +328,18 @@ def render_heatmap(
             f"max_pixels={max_pixels}; pick a coarser vis_level, a roi, or stream it to a pyramidal TIFF "
             "with write_heatmap_tiff"
         )
+    target = downscaled_size((width, height), style.downscale) if style.downscale > 1 else None
     image = np.empty((height, width, 3), dtype=np.uint8)
     from tqdm import tqdm
 
     if renderer.resize:  # each canvas pixel reads downsample² slide pixels: short steps for the bar
         block = min(block, SHRUNK_BLOCK)
-    for x0, y0, w, h in tqdm(list(renderer.iter_windows(block)), desc="heatmap PNG", unit="window",
-                             disable=not progress):
+    windows = list(renderer.iter_windows(block))
+    for x0, y0, w, h in tqdm(windows, desc="heatmap PNG", unit="window", disable=not progress):
         image[y0 : y0 + h, x0 : x0 + w] = renderer.render_window(x0, y0, w, h)
-    if style.downscale > 1:
+    if target is not None:  # (a downscale too large was refused before any drawing)
         from PIL import Image
 
-        target = downscaled_size((width, height), style.downscale)
         shrunk = Image.fromarray(image).resize(target, Image.BICUBIC)
         image = np.asarray(shrunk)
     return image
