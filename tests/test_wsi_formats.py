@@ -330,9 +330,9 @@ def test_a_level_too_large_to_segment_or_draw_is_refused_before_any_work(tmp_pat
     with pytest.raises(InputError, match=expected):
         read_slide_list(config)
     single = write_pages(tmp_path / "single.tif", [slide_image()])
-    no_pyramid = r"has no coarser level: convert it to a tiled pyramidal TIFF \(e.g. vips tiffsave"
+    no_pyramid = r"more than the 300000 read whole to find tissue; leave segmentation.level unset"
     with open_slide(single) as slide, pytest.raises(InputError, match=no_pyramid):
-        segment_tissue(slide)
+        segment_tissue(slide, level=0)  # named: read whole, so refused (a chosen one is read shrunk)
     from attnmap.wsi.heatmap import renderer
 
     monkeypatch.setattr(renderer, "MAX_CANVAS_PIXELS", 300_000)

@@ -129,11 +129,11 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         prints = StageFingerprints(entry, config)
-        tissue, ran = tissue_stage(slide, entry, config, outputs, prints)
+        tissue, ran = tissue_stage(slide, entry, config, outputs, prints, progress=not quiet())
         mask_png = outputs.tissue.with_name(f"{entry.slide_id}_mask.png")
         # the tissue's fingerprint: `wsi patch` may have remade the tissue file without a mask
         if ran or prints.tissue.check(mask_png) is not None:
-            mask = tissue.mask(tissue.seg_level).astype("uint8") * 255
+            mask = tissue.seg_mask().astype("uint8") * 255
             record = provenance(
                 method="segment_tissue", parameters=tissue.parameters, slide=Path(entry.path).name
             )
@@ -155,7 +155,7 @@ def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     from attnmap.wsi.pipeline.stages import patch_stage, tissue_stage
 
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
-        tissue, _ = tissue_stage(slide, entry, config, outputs)
+        tissue, _ = tissue_stage(slide, entry, config, outputs, progress=not quiet())
         coords, ran = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
         state = "patched" if ran else "already patched"
         return f"{state}: {len(coords)} patches -> {outputs.patches}" + (f" ({ran})" if ran else "")
@@ -184,7 +184,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
         stale_pt = unasked_pt(outputs, config)  # --no-pt after a run that wrote one: not this run's
         if stale_pt:
             remove_pt(outputs)
-        tissue, _ = tissue_stage(slide, entry, config, outputs)
+        tissue, _ = tissue_stage(slide, entry, config, outputs, progress=not quiet())
         coords, _ = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
         values, ran = features_stage(coords, entry, config, outputs, device, progress=not quiet())
         state = "extracted" if ran else "already extracted"
@@ -323,6 +323,7 @@ def heatmap(
         scale=files["scale"],
         title=title if files["legend"] else None,
         label=label,
+        progress=not quiet(),
     )
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
     if stale_tiff:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -32,6 +33,11 @@ the tile. Beyond (a slide without the coarse levels: one-level TIFFs, big plain 
 from the next Deep Zoom level's pixels, `CHUNK` pixels at a time, recursively, as a pyramid is built:
 no read is larger than ``2 * CHUNK * MAX_READ_RATIO`` pixels a side, whatever the slide's size."""
 CHUNK = 128
+OVERVIEW_SIDE = 4096
+"""A slide whose coarsest level is larger than this a side gets, on the first tile that needs it, an
+overview shrunk by a power of two to at most this a side (48 MB), read block by block
+(`attnmap.wsi.reduced`); the Deep Zoom levels as coarse as it are cut from it. Without it each of
+those tiles was made from the whole slide: a one-level 30k² slide took minutes per overview tile."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,12 @@ class SlideTiles:
         self.grid = DeepZoomGrid(slide.dimensions)
         self.quality = quality
         self._generator = None
+        self._overview: np.ndarray | None = None
+        self._overview_lock = threading.Lock()
+        last = slide.level_count - 1
+        side = max(slide.level_dimensions[last])
+        self._overview_factor = 2 ** math.ceil(math.log2(side / OVERVIEW_SIDE)) if side > OVERVIEW_SIDE else 0
+        self._overview_downsample = float(slide.level_downsamples[last]) * self._overview_factor
         if type(slide) is OpenSlideSlide:  # tiffslide's regions are RGB, which the generator cannot composite
             from openslide.deepzoom import DeepZoomGenerator
 
@@ -150,6 +162,8 @@ class SlideTiles:
         level; read at once, a 40,000-pixel-wide one-level slide would need gigabytes for one tile.
         """
         downsample = 2 ** (self.grid.level_count - 1 - level)
+        if self._overview_factor and downsample >= self._overview_downsample:
+            return self._from_overview(downsample, x0, y0, x1, y1)
         read_level = self.slide.get_best_level_for_downsample(downsample)
         read_ds = float(self.slide.level_downsamples[read_level])
         if downsample / read_ds <= MAX_READ_RATIO:
@@ -171,6 +185,26 @@ class SlideTiles:
                     finer = cv2.resize(finer, size, interpolation=cv2.INTER_AREA)
                 out[top - y0 : bottom - y0, left - x0 : right - x0] = finer
         return out
+
+    def _from_overview(self, downsample: float, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Pixels [x0, x1) × [y0, y1) of the Deep Zoom level of ``downsample``, from the overview."""
+        from attnmap.wsi.reduced import read_reduced
+
+        with self._overview_lock:
+            if self._overview is None:
+                last = self.slide.level_count - 1
+                # once, minutes for a big one-level slide: a bar in the viewer's terminal
+                self._overview = read_reduced(self.slide, last, self._overview_factor, progress=True)
+        ratio = downsample / self._overview_downsample
+        height, width = self._overview.shape[:2]
+        left, top = min(int(x0 * ratio), width - 1), min(int(y0 * ratio), height - 1)
+        right = max(left + 1, min(math.ceil(x1 * ratio), width))
+        bottom = max(top + 1, min(math.ceil(y1 * ratio), height))
+        crop = self._overview[top:bottom, left:right]
+        size = (x1 - x0, y1 - y0)
+        if crop.shape[1::-1] == size:
+            return crop.copy()
+        return cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
 
     def tile(self, level: int, col: int, row: int) -> bytes:
         buffer = io.BytesIO()

@@ -8,6 +8,7 @@ area filters in units of a 512² level-0 patch, holes capped by count and area.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,9 +20,19 @@ from attnmap.wsi.slide import Slide
 REFERENCE_PATCH_SIZE = 512
 CLIP_MARGIN = 4
 MAX_SEGMENTATION_PIXELS = 1 << 30
-"""The largest level read whole for segmentation (about 4 GiB as OpenSlide's RGBA, more while
-thresholding): a single-level gigapixel TIFF has no small level, and its level 0 of 100k px a side
-would need tens of GiB, which ends in the kernel killing the process rather than in an error."""
+"""The largest level segmented when the caller names it (read whole: 7 GiB through OpenSlide's RGBA
+and the RGB copy, more while thresholding); a larger one named is refused, as its level 0 of 100k px
+a side would need tens of GiB, which ends in the kernel killing the process rather than in an error."""
+MAX_WHOLE_PIXELS = 1 << 27
+"""The largest level read whole when segment_tissue chooses it (about 7 bytes a pixel while read:
+under a GiB). A larger one (a slide without a pyramid) is read block by block, shrunk by a whole
+factor to about `SEGMENTATION_DOWNSAMPLE` (`segmentation_factor`): the overview CLAM segments on a
+pyramidal copy of the same slide, for the memory of that overview and one block."""
+SEGMENTATION_DOWNSAMPLE = 64
+"""The downsample tissue is found at unless the caller names a level (CLAM's choice)."""
+MIN_OVERVIEW_SIDE = 512
+"""The shorter side a shrunk overview keeps at least: a 200k × 2k strip at downsample 64 would be
+31 px tall, every piece of tissue on it a few pixels, which the median blur and area filter drop."""
 
 PYRAMID_HINT = "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave SLIDE OUT.tif --tile --pyramid)"
 
@@ -72,9 +83,26 @@ class Tissue:
         return rasterize_tissue(self.contours, (1.0 / scale_x, 1.0 / scale_y), (0, 0), (width, height),
                                 bounds=(0, 0, width, height))
 
+    @property
+    def seg_factor(self) -> int:
+        """The whole factor the segmentation level was shrunk by before thresholding (1: read as is)."""
+        return int(self.parameters.get("seg_factor", 1))
+
+    def seg_mask(self) -> np.ndarray:
+        """Boolean tissue mask the size of the image thresholded: the segmentation level, shrunk by
+        `seg_factor` (a level-sized mask of a slide without a pyramid would be gigabytes)."""
+        if self.seg_factor == 1:
+            return self.mask(self.seg_level)
+        from attnmap.wsi.reduced import reduced_size
+
+        scale_x, scale_y = self.level_scales[self.seg_level]
+        width, height = reduced_size(self.level_dimensions[self.seg_level], self.seg_factor)
+        scale = (1.0 / (scale_x * self.seg_factor), 1.0 / (scale_y * self.seg_factor))
+        return rasterize_tissue(self.contours, scale, (0, 0), (width, height), bounds=(0, 0, width, height))
+
     def fraction(self, level: int | None = None) -> float:
-        """Share of the slide covered by tissue (measured on the segmentation level by default)."""
-        return float(self.mask(self.seg_level if level is None else level).mean())
+        """Share of the slide covered by tissue (measured on the image thresholded by default)."""
+        return float((self.seg_mask() if level is None else self.mask(level)).mean())
 
 
 def scale_points(points: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
@@ -206,19 +234,37 @@ def filter_contours(
     return kept
 
 
-def check_segmentation_size(slide: Slide, level: int) -> None:
-    """`InputError` when ``level`` is too large to read whole (`MAX_SEGMENTATION_PIXELS`), naming a
-    coarser level of the slide or, when it has none, what to do about a slide without a pyramid."""
+def check_segmentation_size(slide: Slide, level: int | None) -> None:
+    """`InputError` when a named ``level`` is too large to read whole (`MAX_SEGMENTATION_PIXELS`),
+    naming a coarser level of the slide or, when it has none, leaving the level to segment_tissue,
+    which shrinks a level it chooses as it reads (``level`` None: never refused)."""
+    if level is None:
+        return
     width, height = slide.level_dimensions[level]
     if width * height <= MAX_SEGMENTATION_PIXELS:
         return
     coarser = list(range(level + 1, slide.level_count))
     hint = (f"set segmentation.level to a coarser one ({', '.join(map(str, coarser))})" if coarser
-            else f"the slide has no coarser level: {PYRAMID_HINT}")
+            else "leave segmentation.level unset: the level is then read shrunk, block by block")
     raise InputError(
         f"segmentation.level: level {level} of {slide.path} is {width}×{height} px, more than the "
         f"{MAX_SEGMENTATION_PIXELS} read whole to find tissue; {hint}"
     )
+
+
+def segmentation_factor(slide: Slide, level: int) -> int:
+    """The whole factor segment_tissue shrinks its chosen ``level`` by: 1 up to `MAX_WHOLE_PIXELS`,
+    else the one that brings the level to about `SEGMENTATION_DOWNSAMPLE`, but keeping the
+    overview's shorter side at `MIN_OVERVIEW_SIDE` at least (doubled while the overview would
+    still exceed `MAX_WHOLE_PIXELS`)."""
+    width, height = slide.level_dimensions[level]
+    if width * height <= MAX_WHOLE_PIXELS:
+        return 1
+    toward = int(SEGMENTATION_DOWNSAMPLE // float(slide.level_downsamples[level]))
+    factor = max(2, min(toward, min(width, height) // MIN_OVERVIEW_SIDE))
+    while math.ceil(width / factor) * math.ceil(height / factor) > MAX_WHOLE_PIXELS:
+        factor *= 2
+    return factor
 
 
 def segment_tissue(
@@ -232,13 +278,16 @@ def segment_tissue(
     a_h: float | None = None,
     max_n_holes: int | None = None,
     preset: str | None = None,
+    progress: bool = True,
 ) -> Tissue:
     """Find tissue on ``slide`` at ``level`` (default: best level for downsample 64, as CLAM).
 
     ``a_t`` / ``a_h`` are minimum tissue / hole areas in units of a 512×512 level-0 patch;
     Unset parameters (None) come from ``preset`` ("tcga", "bwh_biopsy", "bwh_resection": CLAM's
     presets) or else `DEFAULTS`; a given value that disagrees with the preset is an `InputError`.
-    Returns level-0 polygons; the whole segmentation level is read once (it is small by choice).
+    Returns level-0 polygons; the whole segmentation level is read once (it is small by choice),
+    except a chosen level over `MAX_WHOLE_PIXELS` (a slide without a pyramid), read block by block
+    and shrunk to about downsample 64 (`segmentation_factor`; ``progress``: a bar over its blocks).
     """
     params = resolve_parameters(
         preset,
@@ -246,9 +295,15 @@ def segment_tissue(
          "a_t": a_t, "a_h": a_h, "max_n_holes": max_n_holes},
     )
     seg_level = slide.get_best_level_for_downsample(64) if level is None else slide.check_level(level)
-    check_segmentation_size(slide, seg_level)
-    scale_x, scale_y = slide.level_scale_xy(seg_level)
-    rgb = slide.read_region((0, 0), seg_level, slide.level_dimensions[seg_level])
+    check_segmentation_size(slide, level if level is None else seg_level)
+    factor = 1 if level is not None else segmentation_factor(slide, seg_level)
+    scale_x, scale_y = (scale * factor for scale in slide.level_scale_xy(seg_level))
+    if factor == 1:
+        rgb = slide.read_region((0, 0), seg_level, slide.level_dimensions[seg_level])
+    else:
+        from attnmap.wsi.reduced import read_reduced
+
+        rgb = read_reduced(slide, seg_level, factor, progress)
     binary = threshold_saturation(rgb, int(params["sthresh"]), int(params["mthresh"]), int(params["close"]),
                                   bool(params["use_otsu"]))
     unit_area = int(REFERENCE_PATCH_SIZE**2 / (scale_x * scale_y))
@@ -261,5 +316,5 @@ def segment_tissue(
         for outer, holes in found
     ]
     level_scales = tuple(slide.level_scale_xy(i) for i in range(slide.level_count))
-    parameters = {**params, "seg_level": seg_level}
+    parameters = {**params, "seg_level": seg_level, **({"seg_factor": factor} if factor > 1 else {})}
     return Tissue(polygons, slide.level_dimensions, level_scales, seg_level, parameters)

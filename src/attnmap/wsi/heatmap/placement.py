@@ -8,7 +8,7 @@ level-0 x = x0 + (px − box x + ½) × (x1 − x0) / box width (and so for y).
 
 from __future__ import annotations
 
-from attnmap.wsi.heatmap.renderer import resolve_vis_level
+from attnmap.wsi.heatmap.renderer import shrunk_vis_downsample, vis_scale_xy
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.slide import Slide
 
@@ -21,10 +21,14 @@ LEVEL0_BOX_KEY = "heatmap_level0_box"
 def level0_extent(slide: Slide, style: HeatmapStyle) -> tuple[float, float, float, float]:
     """The level-0 (x0, y0, x1, y1) that `render_heatmap` with ``style`` draws: the slide, or its ROI
     as the vis level's whole pixels cover it (the canvas is cut at those pixels)."""
-    if style.roi is None:
+    shrunk = shrunk_vis_downsample(slide, style.vis_level)
+    if style.roi is None and shrunk is None:
         width, height = slide.dimensions
         return 0.0, 0.0, float(width), float(height)
-    scale_x, scale_y = slide.level_scale_xy(resolve_vis_level(slide, style.vis_level))
+    scale_x, scale_y = vis_scale_xy(slide, style.vis_level)
+    if style.roi is None:  # drawn shrunk: whole heatmap pixels, the last row and column cut
+        width, height = (int(size / shrunk) for size in slide.dimensions)
+        return 0.0, 0.0, width * shrunk, height * shrunk
     (left, top), (right, bottom) = style.roi
     width = int(right / scale_x) - int(left / scale_x)
     height = int(bottom / scale_y) - int(top / scale_y)

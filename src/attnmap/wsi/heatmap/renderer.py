@@ -22,6 +22,9 @@ from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import ScaledTissue, Tissue
 
 INDEX_CELL = 256
+SHRUNK_BLOCK = 512
+"""Window side of a canvas drawn shrunk from a finer level: a 2048² window of a one-level slide
+drawn at downsample 32 read 65k² slide pixels as one step (a minute without the bar moving)."""
 MAX_CANVAS_PIXELS = 1 << 31
 """Largest canvas `render_heatmap` builds in memory (6 GB of RGB); beyond it, stream a TIFF."""
 
@@ -62,9 +65,43 @@ def validate_inputs(slide: Slide, coords: np.ndarray, scores: np.ndarray) -> tup
     return coords, scores
 
 
+VIS_DOWNSAMPLE = 32
+"""The downsample a heatmap is drawn at unless the caller names a level (CLAM's choice)."""
+MAX_VIS_LEVEL_PIXELS = 1 << 27
+"""The largest level a heatmap is drawn at when its level is left unset. A larger one (a slide
+without a pyramid: its level 0) is drawn at about `VIS_DOWNSAMPLE` instead, the slide under it read
+block by block and shrunk (`shrunk_vis_downsample`), as CLAM draws a pyramidal copy of the slide:
+its level 0 drawn whole took 3 bytes a pixel for the canvas alone and 7 for the slide read."""
+
+
 def resolve_vis_level(slide: Slide, vis_level: int) -> int:
     """The level a heatmap is drawn at: ``vis_level``, or if negative the best level for downsample 32."""
-    return slide.get_best_level_for_downsample(32) if vis_level < 0 else slide.check_level(vis_level)
+    if vis_level < 0:
+        return slide.get_best_level_for_downsample(VIS_DOWNSAMPLE)
+    return slide.check_level(vis_level)
+
+
+def shrunk_vis_downsample(slide: Slide, vis_level: int) -> float | None:
+    """The downsample a heatmap whose ``vis_level`` is unset (negative) is drawn at when the level
+    chosen has more than `MAX_VIS_LEVEL_PIXELS`: that level's downsample times the whole factor that
+    brings it to about `VIS_DOWNSAMPLE`; None (drawn at the level) otherwise."""
+    if vis_level >= 0:
+        return None
+    level = resolve_vis_level(slide, vis_level)
+    width, height = slide.level_dimensions[level]
+    downsample = float(slide.level_downsamples[level])
+    factor = int(VIS_DOWNSAMPLE // downsample)
+    if width * height <= MAX_VIS_LEVEL_PIXELS or factor < 2:
+        return None
+    return downsample * factor
+
+
+def vis_scale_xy(slide: Slide, vis_level: int) -> tuple[float, float]:
+    """Level-0 pixels per heatmap pixel for ``vis_level`` (`shrunk_vis_downsample`'s, or the level's)."""
+    shrunk = shrunk_vis_downsample(slide, vis_level)
+    if shrunk is not None:
+        return shrunk, shrunk
+    return slide.level_scale_xy(resolve_vis_level(slide, vis_level))
 
 
 class HeatmapRenderer:
@@ -92,6 +129,9 @@ class HeatmapRenderer:
         self.style = style
         self.slide = slide
         self.vis_level = resolve_vis_level(slide, style.vis_level)
+        page = downsample is not None  # a reduced page of a TIFF, drawn for the page above it
+        if downsample is None:
+            downsample = shrunk_vis_downsample(slide, style.vis_level)
         if downsample is None:
             self.scale_xy = slide.level_scale_xy(self.vis_level)
             self.read_level, self.resize = self.vis_level, False
@@ -100,7 +140,7 @@ class HeatmapRenderer:
             self.read_level = slide.get_best_level_for_downsample(downsample)
             self.resize = abs(slide.level_downsamples[self.read_level] - downsample) > 1e-9
         scale = np.array([1.0 / self.scale_xy[0], 1.0 / self.scale_xy[1]])
-        if patch_size < max(self.scale_xy) and downsample is None:
+        if patch_size < max(self.scale_xy) and not page:
             raise InputError(
                 f"patch_size {patch_size} (level 0) is smaller than one pixel at vis level {self.vis_level} "
                 f"(downsample {max(self.scale_xy):g}); choose a finer vis level or larger patches"
@@ -126,7 +166,7 @@ class HeatmapRenderer:
         self.mask_origin = tuple(int(v) for v in (top_left * scale).astype(np.int32))
         self.values = prepare_values(scores, style.percentiles, reference_scores)
         self.drawn = self.values >= self.threshold
-        if style.binarize and downsample is None:  # (reduced TIFF pages: said once, for the page above)
+        if style.binarize and not page:  # (reduced TIFF pages: said once, for the page above)
             warn_if_none_drawn(self.values, self.threshold, slide.path)
         self.binarize = style.binarize
         self.patch = np.ceil(np.array([patch_size, patch_size]) * scale).astype(np.int64)
@@ -179,6 +219,13 @@ class HeatmapRenderer:
         if not self.resize:
             return self.slide.read_region(location, self.read_level, (width, height))
         read_ds = self.slide.level_downsamples[self.read_level]
+        factor = round(sx / read_ds)
+        if factor >= 2 and sx == sy and abs(sx / read_ds - factor) < 1e-9:  # block by block: no huge read
+            from attnmap.wsi.reduced import read_reduced
+
+            corner = (round(location[0] / read_ds), round(location[1] / read_ds))
+            return read_reduced(self.slide, self.read_level, factor,
+                                region=(*corner, width * factor, height * factor))
         read_w = max(1, int(np.ceil(width * sx / read_ds)))
         read_h = max(1, int(np.ceil(height * sy / read_ds)))
         region = self.slide.read_region(location, self.read_level, (read_w, read_h))
@@ -259,6 +306,7 @@ def render_heatmap(
     reference_scores: np.ndarray | None = None,
     block: int = 2048,
     max_pixels: int = MAX_CANVAS_PIXELS,
+    progress: bool = False,
 ) -> np.ndarray:
     """CLAM's heatmap (visHeatmap) of per-patch ``scores`` at ``coords`` as an RGB uint8 array.
 
@@ -267,6 +315,7 @@ def render_heatmap(
     Values are percentiles / 100 (or percentiles against ``reference_scores``, or raw / 100).
     The canvas is assembled from ``block``-sized windows to bound temporaries; canvases over
     ``max_pixels`` are refused (write those with `write_heatmap_tiff`, which streams).
+    ``progress``: a bar over the windows (a million patches take a minute).
     """
     style = HeatmapStyle() if style is None else style
     renderer = HeatmapRenderer(
@@ -279,13 +328,18 @@ def render_heatmap(
             f"max_pixels={max_pixels}; pick a coarser vis_level, a roi, or stream it to a pyramidal TIFF "
             "with write_heatmap_tiff"
         )
+    target = downscaled_size((width, height), style.downscale) if style.downscale > 1 else None
     image = np.empty((height, width, 3), dtype=np.uint8)
-    for x0, y0, w, h in renderer.iter_windows(block):
+    from tqdm import tqdm
+
+    if renderer.resize:  # each canvas pixel reads downsample² slide pixels: short steps for the bar
+        block = min(block, SHRUNK_BLOCK)
+    windows = list(renderer.iter_windows(block))
+    for x0, y0, w, h in tqdm(windows, desc="heatmap PNG", unit="window", disable=not progress):
         image[y0 : y0 + h, x0 : x0 + w] = renderer.render_window(x0, y0, w, h)
-    if style.downscale > 1:
+    if target is not None:  # (a downscale too large was refused before any drawing)
         from PIL import Image
 
-        target = downscaled_size((width, height), style.downscale)
         shrunk = Image.fromarray(image).resize(target, Image.BICUBIC)
         image = np.asarray(shrunk)
     return image

@@ -80,10 +80,12 @@ def _run_locked(
         model=config.model.checkpoint,
         model_name=Path(config.model.checkpoint).name,
     )
+    workers = workers if workers is not None else config.run.workers
+    in_process = scheduler is None and workers == 1  # bars of slides run elsewhere would interleave
     report = run_tasks(
-        functools.partial(run_slide_item, config=config, force=force),
+        functools.partial(run_slide_item, config=config, force=force, progress=progress and in_process),
         entries,
-        workers=workers if workers is not None else config.run.workers,
+        workers=workers,
         scheduler=scheduler,
         report=out_dir / "run_report.json",
         desc="slides",

@@ -43,6 +43,7 @@ def _draw(
     style: HeatmapStyle,
     config: PipelineConfig,
     reference: np.ndarray | None,
+    progress: bool = False,
 ) -> np.ndarray:
     from attnmap.wsi.heatmap.renderer import render_heatmap
 
@@ -54,6 +55,7 @@ def _draw(
         patch_size=level0_patch_size(config.patching, slide),
         tissue=tissue,
         reference_scores=reference,
+        progress=progress,
     )
 
 
@@ -146,8 +148,10 @@ def heatmap_stage(
     outputs: SlideOutputs,
     device: str,
     prints: StageFingerprints | None = None,
+    progress: bool = False,
 ) -> str | None:
-    """The heatmap PNG (and the original and the pyramidal TIFF overlay if asked).
+    """The heatmap PNG (and the original and the pyramidal TIFF overlay if asked; ``progress``: a
+    bar over the TIFF's windows, minutes of work on a big slide).
 
     Returns why they were drawn, or None when every one was reused. Files no longer asked for were
     removed before any stage ran (`attnmap.wsi.pipeline.outputs.remove_stale_outputs`).
@@ -188,10 +192,10 @@ def heatmap_stage(
                     tissue=tissue,
                     reference_scores=reference,
                     metadata={**record, **prints.heatmap_tiff.record()},
-                    progress=False,
+                    progress=progress,
                 )
         if not png_ok:
-            canvas = _draw(slide, tissue, coords, scores, style, config, reference)
+            canvas = _draw(slide, tissue, coords, scores, style, config, reference, progress)
             size, offset = (canvas.shape[1], canvas.shape[0]), (0, 0)
             if h.legend:
                 names = list(config.model.class_names)
@@ -199,14 +203,14 @@ def heatmap_stage(
             placed = placement_text(slide, style, size, offset)
             save_png(png, canvas, {**record, **prints.heatmap.record(), **placed})
     if h.save_original and prints.original.check(outputs.named("original.png")) is not None:
-        from attnmap.wsi.heatmap.renderer import resolve_vis_level
+        from attnmap.wsi.heatmap.renderer import resolve_vis_level, shrunk_vis_downsample
+        from attnmap.wsi.reduced import read_reduced
 
         level = resolve_vis_level(slide, h.vis_level)
-        save_png(
-            outputs.named("original.png"),
-            slide.read_region((0, 0), level, slide.level_dimensions[level]),
-            {**record, **prints.original.record()},
-        )
+        shrunk = shrunk_vis_downsample(slide, h.vis_level)  # a level too large to read whole
+        pixels = (slide.read_region((0, 0), level, slide.level_dimensions[level]) if shrunk is None
+                  else read_reduced(slide, level, round(shrunk / slide.level_downsamples[level])))
+        save_png(outputs.named("original.png"), pixels, {**record, **prints.original.record()})
     return reason
 
 
@@ -270,13 +274,15 @@ def write_heatmap_files(
     scale: str = "clam",
     title: str | None = None,
     label: str = "score",
+    progress: bool = False,
 ) -> list[Path]:
     """A heatmap PNG drawn with ``style`` (and a pyramidal TIFF overlay if ``tiff``), with provenance.
 
     ``patch_size`` in level-0 pixels. ``scale``: how scores become colours (`display_scores`:
     robust | minmax | clam). ``title``: put a title band and a colour bar of the scale (``label``)
     around the PNG. The TIFF covers the whole slide at ``tiff_level`` (the style's roi, vis_level
-    and downscale are for the PNG). Returns the paths written.
+    and downscale are for the PNG). ``progress``: bars over the PNG's and the TIFF's windows.
+    Returns the paths written.
     """
     from attnmap.render.legend import add_legend, legend_offset
     from attnmap.wsi.heatmap.renderer import render_heatmap
@@ -288,7 +294,8 @@ def write_heatmap_files(
     style = replace(style, percentiles=percentiles)
     written = [Path(out_png)]
     with open_slide(slide_path) as slide:
-        image = render_heatmap(slide, coords, values, style, patch_size=patch_size, tissue=tissue)
+        image = render_heatmap(slide, coords, values, style, patch_size=patch_size, tissue=tissue,
+                               progress=progress)
         size, offset = (image.shape[1], image.shape[0]), (0, 0)
         if title is not None:
             offset = legend_offset(image.shape[1], drawn_scale, title, label=label)
@@ -306,7 +313,7 @@ def write_heatmap_files(
                     level=tiff_level,
                     tissue=tissue,
                     metadata=metadata,
-                    progress=False,
+                    progress=progress,
                 )
             written.append(Path(tiff))
     return written

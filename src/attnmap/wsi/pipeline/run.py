@@ -118,7 +118,7 @@ def run_slide(
             if on_stage is not None:
                 on_stage(stage)
 
-        tissue, reason = tissue_stage(slide, entry, config, outputs, prints)
+        tissue, reason = tissue_stage(slide, entry, config, outputs, prints, progress=progress)
         done("tissue", reason)
         coords, reason = patch_stage(slide, tissue, entry, config, outputs, prints, progress)
         done("patches", reason)
@@ -126,7 +126,7 @@ def run_slide(
         done("features", reason)
         attention, reason = attention_stage(slide, features, coords, entry, config, outputs, device, prints)
         done("attention", reason)
-        drawn = heatmap_stage(slide, tissue, attention, entry, config, outputs, device, prints)
+        drawn = heatmap_stage(slide, tissue, attention, entry, config, outputs, device, prints, progress)
         if config.heatmap.fine is not None:
             from attnmap.wsi.pipeline.fine_stage import fine_stage
 
@@ -212,11 +212,14 @@ def slide_plan(entry: SlideEntry, config: PipelineConfig, out_dir: str | Path | 
     return describe_reasons(entry.slide_id, stage_reasons(entry, config, out_dir))
 
 
-def run_slide_item(entry: SlideEntry, config: PipelineConfig, force: bool = False) -> dict:
-    """`run_slide` as a `run_tasks` task: output folder from the config, stages announced to the client."""
+def run_slide_item(
+    entry: SlideEntry, config: PipelineConfig, force: bool = False, progress: bool = False
+) -> dict:
+    """`run_slide` as a `run_tasks` task: output folder from the config, stages announced to the
+    client; ``progress``: the slide's own bars (a big slide's stages take minutes each)."""
     from attnmap.parallel import report_stage
     from attnmap.wsi.annotations import AnnotationFileWarning
 
     with warnings.catch_warnings():  # the cohort's slide list check has shown each ROI file's warnings
         warnings.simplefilter("ignore", AnnotationFileWarning)
-        return run_slide(entry, config, on_stage=report_stage, force=force)
+        return run_slide(entry, config, on_stage=report_stage, force=force, progress=progress)

@@ -195,10 +195,7 @@ def check_slide(config: PipelineConfig, entry: SlideEntry, slide: Any) -> None:
             has = "level 0 only" if count == 1 else f"levels 0 to {count - 1}"
             raise InputError(f"{key}: level {level} does not exist in slide {entry.slide_id} (it has {has})")
     _check_heatmap_geometry(config, entry, slide)
-    seg_level = config.segmentation.level
-    if seg_level is None:  # segment_tissue's own choice
-        seg_level = slide.get_best_level_for_downsample(64)
-    check_segmentation_size(slide, seg_level)
+    check_segmentation_size(slide, config.segmentation.level)  # a level it chooses is read shrunk
 
 
 class MixedResolutionWarning(UserWarning):
@@ -260,7 +257,7 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
     heatmap too large to draw in memory: each failed the slide only after its features and
     attention were computed."""
     from attnmap.wsi.heatmap import renderer
-    from attnmap.wsi.heatmap.renderer import resolve_vis_level
+    from attnmap.wsi.heatmap.renderer import resolve_vis_level, shrunk_vis_downsample, vis_scale_xy
     from attnmap.wsi.tissue import PYRAMID_HINT
 
     roi = config.heatmap.roi
@@ -272,16 +269,17 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
         )
     vis_level = resolve_vis_level(slide, config.heatmap.vis_level)
     patch = round(config.patching.patch_size * float(slide.level_downsamples[config.patching.level]))
-    vis = max(slide.level_scale_xy(vis_level))
+    scale_x, scale_y = vis_scale_xy(slide, config.heatmap.vis_level)  # a level too large: drawn shrunk
+    vis = max(scale_x, scale_y)
     if patch < vis:
         raise InputError(
             f"heatmap.vis_level: a {config.patching.patch_size}-px patch at level {config.patching.level} "
             f"is smaller than one pixel at level {vis_level} (downsample {vis:g}) of slide {entry.slide_id}: "
             "choose a finer vis_level or larger patches"
         )
-    scale_x, scale_y = slide.level_scale_xy(vis_level)
     if roi is None:
-        canvas = slide.level_dimensions[vis_level]
+        canvas = (int(width / scale_x), int(height / scale_y)) if shrunk_vis_downsample(
+            slide, config.heatmap.vis_level) else slide.level_dimensions[vis_level]
     else:
         (left, top), (right, bottom) = roi  # the renderer's arithmetic
         canvas = (int(right / scale_x) - int(left / scale_x), int(bottom / scale_y) - int(top / scale_y))

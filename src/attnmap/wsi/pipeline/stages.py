@@ -65,8 +65,9 @@ def level0_patch_size(patching: Any, slide: Any) -> int:
 
 
 # ----------------------------------------------------------------------------------- stages
-def segment_slide(slide: Any, seg: Any) -> Any:
-    """The slide's tissue with the options of a config's ``segmentation`` section."""
+def segment_slide(slide: Any, seg: Any, progress: bool = False) -> Any:
+    """The slide's tissue with the options of a config's ``segmentation`` section (``progress``: a
+    bar while a slide without a pyramid is read shrunk)."""
     from attnmap.wsi.tissue import segment_tissue
 
     return segment_tissue(
@@ -80,6 +81,7 @@ def segment_slide(slide: Any, seg: Any) -> Any:
         a_h=seg.a_h,
         max_n_holes=seg.max_n_holes,
         preset=seg.preset,
+        progress=progress,
     )
 
 
@@ -89,6 +91,7 @@ def tissue_stage(
     config: PipelineConfig,
     outputs: SlideOutputs,
     prints: StageFingerprints | None = None,
+    progress: bool = False,
 ) -> tuple[Any, str | None]:
     fingerprint = fingerprints(entry, config, prints).tissue
     reason = fingerprint.check(outputs.tissue)
@@ -97,7 +100,7 @@ def tissue_stage(
             return load_tissue(outputs.tissue), None
         except InputError:
             reason = "damaged: not a tissue file"
-    tissue = segment_slide(slide, config.segmentation)
+    tissue = segment_slide(slide, config.segmentation, progress)
     record = {
         **slide_provenance(config, entry, "segment_tissue", ("segmentation",),
                            slide_reader=getattr(slide, "reader", type(slide).__name__),
