@@ -7,6 +7,7 @@ files exercise the rule.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -152,3 +153,33 @@ def test_wsi_run_in_process_shows_the_slides_own_bars(tmp_path: Path, monkeypatc
     run_cohort(config, progress=True, workers=1)
     run_cohort(config, progress=False, workers=1)
     assert asked == [True, False]
+
+
+def test_outputs_drawn_from_a_shrunk_level_get_their_own_fingerprint(tmp_path: Path, monkeypatch) -> None:
+    """Tissue, heatmap and original of a slide whose level is read shrunk were made at full size by
+    earlier versions: their fingerprints name the shrinking, so those outputs are redone, not reused.
+    A slide read as it is, and a level the user names, keep the fingerprints they had."""
+    from attnmap.wsi.heatmap import renderer
+    from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
+    from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+
+    image = slide_image()
+    single = write_pages(tmp_path / "single.tif", [image])
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")  # hashed only: the heatmap's fingerprint chains the model's
+
+    def shrunk(config: PipelineConfig) -> list:
+        config.model.checkpoint = str(checkpoint)
+        prints = StageFingerprints(SlideEntry(str(single), "single"), config)
+        return [fp.inputs.get("shrunk") for fp in (prints.tissue, prints.heatmap, prints.original)]
+
+    assert shrunk(PipelineConfig()) == [None, None, None]  # 1024×768: read whole
+    monkeypatch.setattr(tissue, "MAX_WHOLE_PIXELS", 100_000)
+    monkeypatch.setattr(tissue, "MIN_OVERVIEW_SIDE", 64)
+    monkeypatch.setattr(renderer, "MAX_VIS_LEVEL_PIXELS", 100_000)
+    assert shrunk(PipelineConfig()) == [12, 32.0, 32.0]
+    named = PipelineConfig()
+    named.segmentation.level = 0
+    named.heatmap = dataclasses.replace(named.heatmap, vis_level=0)
+    assert shrunk(named) == [None, None, None]

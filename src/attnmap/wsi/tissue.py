@@ -294,7 +294,10 @@ def segment_tissue(
         {"sthresh": sthresh, "mthresh": mthresh, "close": close, "use_otsu": use_otsu,
          "a_t": a_t, "a_h": a_h, "max_n_holes": max_n_holes},
     )
-    seg_level = slide.get_best_level_for_downsample(64) if level is None else slide.check_level(level)
+    if level is None:
+        seg_level = slide.get_best_level_for_downsample(SEGMENTATION_DOWNSAMPLE)
+    else:
+        seg_level = slide.check_level(level)
     check_segmentation_size(slide, level if level is None else seg_level)
     factor = 1 if level is not None else segmentation_factor(slide, seg_level)
     scale_x, scale_y = (scale * factor for scale in slide.level_scale_xy(seg_level))

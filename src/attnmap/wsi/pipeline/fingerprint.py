@@ -152,8 +152,39 @@ class StageFingerprints:
     @functools.cached_property
     def tissue(self) -> Fingerprint:
         return self._make(
-            "tissue", slide=slide_identity(self.entry.path), segmentation=self._params("segmentation")
+            "tissue",
+            slide=slide_identity(self.entry.path),
+            segmentation=self._params("segmentation"),
+            **self._shrunk("segmentation"),
         )
+
+    def _shrunk(self, drawing: str) -> dict[str, float]:
+        """``{"shrunk": factor}`` when the level that ``drawing`` ("segmentation": the tissue, "heatmap":
+        the PNG and the original) leaves to attnmap is too large to read whole and is read shrunk
+        (a slide without a pyramid: `attnmap.wsi.tissue.segmentation_factor`,
+        `attnmap.wsi.heatmap.renderer.shrunk_vis_downsample`), so that the full-level outputs of
+        earlier versions are not reused; nothing otherwise, so other slides keep their fingerprints."""
+        from attnmap.errors import InputError
+        from attnmap.wsi.slide import open_slide
+
+        level = self.config.segmentation.level if drawing == "segmentation" else self.config.heatmap.vis_level
+        if level is not None and level >= 0:  # a level the user names is read as it is
+            return {}
+        try:
+            with open_slide(self.entry.path) as slide:
+                if drawing == "segmentation":
+                    from attnmap.wsi.tissue import SEGMENTATION_DOWNSAMPLE, segmentation_factor
+
+                    factor = segmentation_factor(
+                        slide, slide.get_best_level_for_downsample(SEGMENTATION_DOWNSAMPLE)
+                    )
+                    return {"shrunk": factor} if factor > 1 else {}
+                from attnmap.wsi.heatmap.renderer import shrunk_vis_downsample
+
+                downsample = shrunk_vis_downsample(slide, level)
+        except InputError:  # the slide's own stage reports it
+            return {}
+        return {} if downsample is None else {"shrunk": downsample}
 
     @functools.cached_property
     def patches(self) -> Fingerprint:
@@ -248,6 +279,7 @@ class StageFingerprints:
             "heatmap",
             **self._scores_drawn(),
             heatmap=heatmap,
+            **self._shrunk("heatmap"),
             # the legend's title names the classes; no key without names, so older files keep theirs
             **({"class_names": names} if names and self.config.heatmap.legend else {}),
         )
@@ -265,7 +297,9 @@ class StageFingerprints:
     def original(self) -> Fingerprint:
         """The slide drawn at the heatmap's level (``save_original``): the slide and the level only."""
         vis_level = self.config.heatmap.vis_level
-        return self._make("original", slide=self.tissue.inputs["slide"], vis_level=vis_level)
+        return self._make(
+            "original", slide=self.tissue.inputs["slide"], vis_level=vis_level, **self._shrunk("heatmap")
+        )
 
     @functools.cached_property
     def fine(self) -> Fingerprint:
