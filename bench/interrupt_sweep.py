@@ -101,7 +101,8 @@ def commands(inputs: dict[str, Path], features: Path) -> list[Command]:
                 started),
         Command("explain", lambda out: ["explain", str(inputs["images"]), "--model", "attnmap:shapes-vit",
                                         "--method", "all", "-o", str(out)], locked),
-        Command("mil attention", lambda out: ["mil", "attention", str(inputs["clam"]), str(features / "h5_files"),
+        Command("mil attention", lambda out: ["mil", "attention", str(inputs["clam"]),
+                                              str(features / "h5_files"),
                                               "--method", "all", "-o", str(out)], started),
         Command("mil train", lambda out: ["mil", "train", str(features), str(labels), "--folds", "2",
                                           "--max-epochs", "30", "--model", "clam_sb", "-o", str(out)],
@@ -119,7 +120,8 @@ def cases(command: Command, rng: np.random.Generator) -> list[tuple[str, str, st
     while writing; for `wsi run` also Ctrl-C while writing and while importing."""
     mid = lambda: float(rng.uniform(0.1, 0.8))  # noqa: E731
     if command.server:
-        return [("SIGINT", "group", "mid", 0.5), ("SIGTERM", "pid", "mid", 0.5), ("SIGHUP", "group", "mid", 0.5)]
+        return [("SIGINT", "group", "mid", 0.5), ("SIGTERM", "pid", "mid", 0.5),
+                ("SIGHUP", "group", "mid", 0.5)]
     chosen = [
         ("SIGINT", "group", "mid", mid()),
         ("SIGTERM", "pid", "mid", mid()),
@@ -135,7 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="Comma-separated command names (prefixes).")
-    parser.add_argument("--keep", type=Path, default=None, help="Work here and keep it (default: a temp folder).")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="Work here and keep it (default: a temp folder).")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="attnmap-interrupt-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,8 @@ def main() -> None:
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
     outcomes: list[Outcome] = []
     for command in all_commands:
-        if wanted and not any(command.name.startswith(name) for name in wanted) and command.name != "wsi run (1 worker)":
+        needed = command.name == "wsi run (1 worker)"  # its reference run makes the others' inputs
+        if wanted and not needed and not any(command.name.startswith(name) for name in wanted):
             continue
         if not command.server:
             try:
@@ -186,14 +190,16 @@ def pipe_commands(inputs: dict[str, Path], root: Path) -> list[tuple[str, list[s
         ("methods", ["methods"], None),
         ("wsi run (1 worker)", ["wsi", "run", str(inputs["config"]), "-o", str(root / "pipe-run")],
          root / "pipe-run"),
-        ("evaluate", ["evaluate", "--n", "16", "--quiet", "-o", str(root / "pipe-evaluate")], root / "pipe-evaluate"),
+        ("evaluate", ["evaluate", "--n", "16", "--quiet", "-o", str(root / "pipe-evaluate")],
+         root / "pipe-evaluate"),
     ]
 
 
 def row(outcome: Outcome) -> str:
     kinds = "+".join(outcome.classes) or "ok"
     return (f"{outcome.command:20s} {outcome.signal:7s} {outcome.target:6s} {outcome.moment:9s} "
-            f"exit {outcome.status!s:>4s} in {outcome.after:4.1f}s  {kinds:15s} {'; '.join(outcome.notes)[:150]}")
+            f"exit {outcome.status!s:>4s} in {outcome.after:4.1f}s  {kinds:15s} "
+            f"{'; '.join(outcome.notes)[:150]}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ What is judged (one or more classes per case; ``ok`` when none):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -79,7 +80,9 @@ def base_command(extra_path: str | None) -> tuple[list[str], dict[str, str]]:
     return ["nice", "-n", "5", sys.executable, "-m", "attnmap"], env
 
 
-def start(argv: Sequence[str], env: dict[str, str], err_path: Path, stdout: int | None = None) -> subprocess.Popen:
+def start(
+    argv: Sequence[str], env: dict[str, str], err_path: Path, stdout: int | None = None
+) -> subprocess.Popen:
     err = err_path.open("wb")
     try:
         return subprocess.Popen(
@@ -178,17 +181,19 @@ def interrupt(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         outcome.status = process.returncode
+        if outcome.status == 0:  # the signal came as it finished (Python ignores it while exiting)
+            outcome.notes.append("finished as the signal came")
         expected = {128 + number, -number}
         if outcome.status not in expected | {0} and "hang" not in outcome.classes:
             outcome.add("crash", f"exit status {outcome.status}")
     judge_children(outcome, seen, process.pid)
-    judge_stderr(outcome, err_path.read_text(errors="replace"), finished="finished before the signal" in outcome.notes)
+    judge_stderr(outcome, err_path.read_text(errors="replace"), finished=outcome.status == 0)
     if command.server:
         return outcome
     leftovers = sorted(p.name for p in out.rglob("*") if TEMP_MARKER in p.name or p.name == LOCK_NAME)
     if leftovers:
         outcome.add("leftover", "left " + ", ".join(leftovers[:3]) + (" ..." if len(leftovers) > 3 else ""))
-    if command.compare and "finished before the signal" not in outcome.notes:
+    if command.compare and outcome.status != 0:
         judge_rerun(outcome, command, argv0, env, out, err_path.with_suffix(".rerun.err"))
     return outcome
 
@@ -200,13 +205,12 @@ def judge_children(outcome: Outcome, seen: dict[int, psutil.Process], pid: int) 
         time.sleep(0.1)
     left = [child for child in seen.values() if alive(child)]
     if left:
-        names = ", ".join(sorted({" ".join(child.cmdline()[-2:])[-40:] for child in left if alive(child)}))
+        names = {" ".join(child.cmdline()[-2:])[-40:] for child in left if alive(child)}
+        names = ", ".join(sorted(names))[:80]
         outcome.add("orphan", f"{len(left)} process(es) alive {SIGNAL_GRACE:.0f} s later: {names}")
         for child in left:
-            try:
+            with contextlib.suppress(psutil.Error):
                 child.kill()
-            except psutil.Error:
-                pass
 
 
 def last_line(text: str) -> str:
@@ -257,7 +261,6 @@ def snapshot(out: Path) -> dict[str, object]:
     import h5py
     import tifffile
     from PIL import Image
-
     from sweep_common import normalise
 
     content: dict[str, object] = {}

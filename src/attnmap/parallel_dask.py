@@ -7,6 +7,7 @@ Split from `attnmap.parallel` so that a one-worker run (in-process) never import
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from attnmap import parallel
 from attnmap.errors import InputError
 from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
+from attnmap.stop_signals import deferred_stop_signals
 
 # Dask settings for a local cluster (scheduler, nannies and workers share this machine's cores with
 # the slides). Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536 so that idle
@@ -28,8 +30,10 @@ from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
 # that a local run does not start. The event-loop health tick (every 20 ms) and the memory monitor
 # (every 100 ms) run in every process: at the defaults an idle 2-worker cluster keeps several
 # percent of a core busy that the slides could use. The slower memory monitor still stops a worker
-# that outgrows its limit, half a second later at most.
+# that outgrows its limit, half a second later at most. Workers ignore Ctrl-C, SIGTERM and SIGHUP
+# sent to the whole process group (`attnmap.stop_signals`): the run stops them.
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.preload": ["attnmap.stop_signals"],
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.interval": "2s",
@@ -189,12 +193,20 @@ class DaskClient:
             except OSError as error:
                 raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from error
             return self.client
-        self.cluster = local_cluster(self.workers)
-        self.client = Client(self.cluster)
-        self.client.wait_for_workers(self.workers)  # every worker counted when sharing the cores
+        try:
+            with deferred_stop_signals():  # a half-started cluster cannot be closed cleanly
+                self.cluster = local_cluster(self.workers)
+                self.client = Client(self.cluster)
+                self.client.wait_for_workers(self.workers)  # every worker counted when sharing the cores
+        except BaseException:  # a signal held back during the start lands here, with the cluster up
+            self.__exit__(*sys.exc_info())
+            raise
         return self.client
 
     def __exit__(self, *exc_info: object) -> None:
+        if isinstance(exc_info[1], KeyboardInterrupt):  # Ctrl-C, SIGTERM, SIGHUP: stop quietly
+            # the cluster's processes log the tasks cut short and the connections closed under them
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:
