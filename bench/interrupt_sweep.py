@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -140,6 +141,11 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None,
                         help="Work here and keep it (default: a temp folder).")
     args = parser.parse_args()
+    # a sweep started in the background (`&`, nohup) ignores SIGINT or SIGHUP, and its commands would
+    # inherit that: give them the dispositions a terminal's foreground command has
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
     root = args.keep or Path(tempfile.mkdtemp(prefix="attnmap-interrupt-"))
     root.mkdir(parents=True, exist_ok=True)
     argv0, env = base_command(None)

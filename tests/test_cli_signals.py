@@ -96,3 +96,16 @@ def test_a_signal_held_back_while_a_cluster_starts_lands_after_and_a_second_is_i
         os.kill(os.getpid(), signal.SIGHUP)  # while the first one unwinds: ignored
         time.sleep(0.05)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before
+
+
+def test_a_signal_ignored_on_purpose_stays_ignored() -> None:
+    from attnmap.stop_signals import signals_raise
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with signals_raise():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

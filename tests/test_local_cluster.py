@@ -4,6 +4,7 @@ its periodic housekeeping slowed down."""
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -21,6 +22,7 @@ def worker_settings(item: int) -> dict:
         "pid": os.getpid(),
         "tick": dask.config.get("distributed.admin.tick.interval"),
         "memory_monitor": dask.config.get("distributed.worker.memory.monitor-interval"),
+        "signals": [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)],
     }
 
 
@@ -37,6 +39,9 @@ def test_local_workers_keep_glibc_memory_reuse(monkeypatch: pytest.MonkeyPatch) 
     monitor = LOCAL_CLUSTER_CONFIG["distributed.worker.memory.monitor-interval"]
     assert {result["memory_monitor"] for result in results} == {monitor}
     assert os.getpid() not in {result["pid"] for result in results}
+    # the terminal's Ctrl-C and a scheduler's SIGTERM reach the whole process group: the run stops
+    # its workers, which would otherwise print tracebacks and be restarted
+    assert all(result["signals"] == [signal.SIG_IGN] * 3 for result in results)
 
 
 def two_stages(item: int) -> dict:

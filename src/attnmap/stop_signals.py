@@ -57,8 +57,8 @@ def stopped_by(error: BaseException | None) -> Terminated | None:
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise `Terminated` in the main thread (once; later ones
-    are ignored while the first unwinds). Previous handlers come back after. Outside the main
-    thread (an embedding application), nothing changes."""
+    are ignored while the first unwinds). Previous handlers come back after. One that was ignored
+    (``nohup``) stays ignored; outside the main thread (an embedding application), nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -70,7 +70,12 @@ def signals_raise() -> Iterator[None]:
         fired.append(signum)
         raise Terminated(signum)
 
-    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
+    # a signal ignored on purpose (nohup, or a shell's background job) stays ignored
+    previous = {
+        number: signal.signal(number, handler)
+        for number in STOP_SIGNALS
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
