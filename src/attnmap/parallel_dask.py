@@ -6,6 +6,7 @@ Split from `attnmap.parallel` so that a one-worker run (in-process) never import
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -173,6 +174,25 @@ class StageBars:
             bar.close()
 
 
+def stop_workers_now(cluster: Any) -> None:
+    """Kill a local cluster's worker processes, their nannies told not to restart them.
+
+    Why: closing the cluster asks each worker to finish and waits 4 s before killing it, and a task
+    in a worker thread does not stop when asked: a stopped run would take that long to exit (more
+    than a scheduler's grace period on a busy machine). Their half-written files are temporaries,
+    which `attnmap.io_utils.remove_stale_temporaries` deletes once their writer is gone."""
+    import os
+    import signal
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(nanny, "pid", None)
+        if not hasattr(nanny, "close_gracefully") or not isinstance(pid, int):
+            continue
+        nanny.close_gracefully(reason="attnmap-stopped")  # a worker that exits now is not restarted
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 class DaskClient:
     """A dask Client for a fresh loopback LocalCluster or an existing scheduler; closed on exit."""
 
@@ -207,6 +227,8 @@ class DaskClient:
         if isinstance(exc_info[1], KeyboardInterrupt):  # Ctrl-C, SIGTERM, SIGHUP: stop quietly
             # the cluster's processes log the tasks cut short and the connections closed under them
             logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            if self.cluster is not None:
+                stop_workers_now(self.cluster)
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:
