@@ -109,3 +109,19 @@ def test_a_signal_ignored_on_purpose_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+class _StoppedWhileCollected:
+    """Where a Ctrl-C can land: in a finaliser, whose exceptions Python prints and drops."""
+
+    def __del__(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_stop_dropped_in_a_finaliser_is_raised_again() -> None:
+    from attnmap.stop_signals import signals_raise
+
+    with signals_raise(), pytest.raises(KeyboardInterrupt):  # noqa: PT012
+        _StoppedWhileCollected()  # collected at once: KeyboardInterrupt in __del__, dropped by Python
+        for _ in range(200):  # the run goes on; the interrupt must reach it
+            time.sleep(0.005)

@@ -19,7 +19,9 @@ preload): their parent stops them, and they end with it if it is killed (Dask's 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -58,7 +60,8 @@ def stopped_by(error: BaseException | None) -> Terminated | None:
 def signals_raise() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise `Terminated` in the main thread (once; later ones
     are ignored while the first unwinds). Previous handlers come back after. One that was ignored
-    (``nohup``) stays ignored; outside the main thread (an embedding application), nothing changes."""
+    (``nohup``) stays ignored; outside the main thread (an embedding application), nothing changes.
+    A stop (Ctrl-C too) that Python dropped in a finaliser is raised again."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -76,9 +79,26 @@ def signals_raise() -> Iterator[None]:
         for number in STOP_SIGNALS
         if signal.getsignal(number) is not signal.SIG_IGN
     }
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        """A stop raised inside a ``__del__`` or a weakref callback (the garbage collector's) is
+        dropped by Python, with an "Exception ignored" traceback, and the run goes on as if never
+        stopped: raise the signal again, to land in the run's own code."""
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            previous_hook(info)
+            return
+        signum = getattr(info.exc_value, "signum", signal.SIGINT)
+        if signum in previous or signal.getsignal(signum) is signal.default_int_handler:
+            fired.clear()
+            # sent from another thread a moment later: raised here, it would be dropped again
+            threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for number, old in previous.items():
             signal.signal(number, old)
 
