@@ -284,8 +284,8 @@ def snapshot(out: Path) -> dict[str, object]:
                     {key: value.numpy() for key, value in loaded.items()} if isinstance(loaded, dict)
                     else loaded.numpy()
                 )
-            elif path.suffix == ".json":
-                content[name] = normalise(json.loads(path.read_text()), str(out))
+            elif path.suffix == ".json":  # NaN (an empty validation set's loss) as text: NaN != NaN
+                content[name] = normalise(json.loads(path.read_text(), parse_constant=str), str(out))
             elif path.suffix in (".npy",):
                 content[name] = np.load(path)
             elif path.suffix in (".csv", ".txt", ".md", ".html", ".yaml"):
