@@ -8,6 +8,7 @@ the lock and started writing (a marker file), not after a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -125,3 +126,24 @@ def test_a_stop_dropped_in_a_finaliser_is_raised_again() -> None:
         _StoppedWhileCollected()  # collected at once: KeyboardInterrupt in __del__, dropped by Python
         for _ in range(200):  # the run goes on; the interrupt must reach it
             time.sleep(0.005)
+
+
+def _run_the_command_line(err_path: Path) -> None:
+    """In the child: ``attnmap methods`` as the console script runs it (``main()`` reading sys.argv);
+    exit status 0 when the stop signals are ignored afterwards."""
+    from attnmap.cli import main as cli_main
+
+    sys.argv = ["attnmap", "--quiet", "methods"]
+    sys.stdout = sys.stderr = open(err_path, "w", buffering=1)  # noqa: SIM115 - the child ends with os._exit
+    with contextlib.suppress(SystemExit):
+        cli_main.main()
+    numbers = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    os._exit(0 if all(signal.getsignal(number) is signal.SIG_IGN for number in numbers) else 1)
+
+
+def test_a_stop_after_the_work_is_written_does_not_make_a_finished_run_a_killed_one(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_run_the_command_line, args=(tmp_path / "out",))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0  # SIGINT, SIGTERM, SIGHUP ignored during Python's teardown

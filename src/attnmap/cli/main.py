@@ -15,7 +15,7 @@ import click
 
 from attnmap._version import __version__
 from attnmap.errors import InputError
-from attnmap.stop_signals import signals_raise, stopped_by
+from attnmap.stop_signals import ignore_stop_signals, signals_raise, stopped_by
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             _run(args, debug)
     finally:
         warnings.formatwarning = previous_format
+        if argv is None:  # the process is the command: its work is written and its line said
+            ignore_stop_signals()  # a stop during Python's own teardown would only change the status
 
 
 def _run(args: list[str], debug: bool) -> None:
