@@ -288,7 +288,15 @@ def snapshot(out: Path) -> dict[str, object]:
                 content[name] = normalise(json.loads(path.read_text(), parse_constant=str), str(out))
             elif path.suffix in (".npy",):
                 content[name] = np.load(path)
-            elif path.suffix in (".csv", ".txt", ".md", ".html", ".yaml"):
+            elif path.suffix == ".csv":  # without timing columns (evaluate's `seconds`)
+                import csv
+
+                from sweep_common import TIME_KEYS
+
+                rows = list(csv.reader(path.read_text().replace(str(out), "<OUT>").splitlines()))
+                keep = [i for i, name in enumerate(rows[0] if rows else []) if not TIME_KEYS.search(name)]
+                content[name] = [[row[i] for i in keep if i < len(row)] for row in rows]
+            elif path.suffix in (".txt", ".md", ".html", ".yaml"):
                 content[name] = path.read_text().replace(str(out), "<OUT>")
             else:
                 content[name] = path.stat().st_size > 0
