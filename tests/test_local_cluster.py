@@ -4,6 +4,7 @@ its periodic housekeeping slowed down."""
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -21,6 +22,7 @@ def worker_settings(item: int) -> dict:
         "pid": os.getpid(),
         "tick": dask.config.get("distributed.admin.tick.interval"),
         "memory_monitor": dask.config.get("distributed.worker.memory.monitor-interval"),
+        "signals": [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)],
     }
 
 
@@ -37,6 +39,9 @@ def test_local_workers_keep_glibc_memory_reuse(monkeypatch: pytest.MonkeyPatch) 
     monitor = LOCAL_CLUSTER_CONFIG["distributed.worker.memory.monitor-interval"]
     assert {result["memory_monitor"] for result in results} == {monitor}
     assert os.getpid() not in {result["pid"] for result in results}
+    # the terminal's Ctrl-C and a scheduler's SIGTERM reach the whole process group: the run stops
+    # its workers, which would otherwise print tracebacks and be restarted
+    assert all(result["signals"] == [signal.SIG_IGN] * 3 for result in results)
 
 
 def two_stages(item: int) -> dict:
@@ -67,3 +72,32 @@ def test_stage_counts_come_from_the_tasks_and_events_only_feed_progress_bars() -
             assert report.stage_counts == {"first": 4, "second": 3}
             logged = client.get_events(STAGE_TOPIC)
             assert len(logged) == events  # each announced stage is an event; none without bars
+
+
+def wait_then_say_pid(seconds: float) -> int:
+    """A task that is still running when the run is stopped."""
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.mark.slow
+def test_a_stopped_run_kills_its_busy_workers_at_once() -> None:
+    import time
+
+    import psutil
+
+    from attnmap.parallel_dask import DaskClient
+
+    with pytest.raises(KeyboardInterrupt), DaskClient(1, None) as client:  # noqa: PT012
+        worker_pids = [client.submit(wait_then_say_pid, 0.0).result()]
+        client.submit(wait_then_say_pid, 60.0)
+        time.sleep(0.5)
+        stopped = time.monotonic()
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) while a task runs
+    # closing asks a worker to finish and waits 4 s before killing it; a stopped run does not wait
+    assert time.monotonic() - stopped < 3.0
+    alive = [pid for pid in worker_pids if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != "zombie"]
+    assert alive == []

@@ -6,7 +6,9 @@ Split from `attnmap.parallel` so that a one-worker run (in-process) never import
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 from attnmap import parallel
 from attnmap.errors import InputError
 from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
+from attnmap.stop_signals import deferred_stop_signals
 
 # Dask settings for a local cluster (scheduler, nannies and workers share this machine's cores with
 # the slides). Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536 so that idle
@@ -28,8 +31,10 @@ from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
 # that a local run does not start. The event-loop health tick (every 20 ms) and the memory monitor
 # (every 100 ms) run in every process: at the defaults an idle 2-worker cluster keeps several
 # percent of a core busy that the slides could use. The slower memory monitor still stops a worker
-# that outgrows its limit, half a second later at most.
+# that outgrows its limit, half a second later at most. Workers ignore Ctrl-C, SIGTERM and SIGHUP
+# sent to the whole process group (`attnmap.stop_signals`): the run stops them.
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.preload": ["attnmap.stop_signals"],
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.interval": "2s",
@@ -169,6 +174,25 @@ class StageBars:
             bar.close()
 
 
+def stop_workers_now(cluster: Any) -> None:
+    """Kill a local cluster's worker processes, their nannies told not to restart them.
+
+    Why: closing the cluster asks each worker to finish and waits 4 s before killing it, and a task
+    in a worker thread does not stop when asked: a stopped run would take that long to exit (more
+    than a scheduler's grace period on a busy machine). Their half-written files are temporaries,
+    which `attnmap.io_utils.remove_stale_temporaries` deletes once their writer is gone."""
+    import os
+    import signal
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(nanny, "pid", None)
+        if not hasattr(nanny, "close_gracefully") or not isinstance(pid, int):
+            continue
+        nanny.close_gracefully(reason="attnmap-stopped")  # a worker that exits now is not restarted
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 class DaskClient:
     """A dask Client for a fresh loopback LocalCluster or an existing scheduler; closed on exit."""
 
@@ -189,12 +213,22 @@ class DaskClient:
             except OSError as error:
                 raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from error
             return self.client
-        self.cluster = local_cluster(self.workers)
-        self.client = Client(self.cluster)
-        self.client.wait_for_workers(self.workers)  # every worker counted when sharing the cores
+        try:
+            with deferred_stop_signals():  # a half-started cluster cannot be closed cleanly
+                self.cluster = local_cluster(self.workers)
+                self.client = Client(self.cluster)
+                self.client.wait_for_workers(self.workers)  # every worker counted when sharing the cores
+        except BaseException:  # a signal held back during the start lands here, with the cluster up
+            self.__exit__(*sys.exc_info())
+            raise
         return self.client
 
     def __exit__(self, *exc_info: object) -> None:
+        if isinstance(exc_info[1], KeyboardInterrupt):  # Ctrl-C, SIGTERM, SIGHUP: stop quietly
+            # the cluster's processes log the tasks cut short and the connections closed under them
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            if self.cluster is not None:
+                stop_workers_now(self.cluster)
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:

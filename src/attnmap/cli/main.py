@@ -6,6 +6,7 @@ torch and friends inside their functions.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import warnings
@@ -14,6 +15,7 @@ import click
 
 from attnmap._version import __version__
 from attnmap.errors import InputError
+from attnmap.stop_signals import ignore_stop_signals, signals_raise, stopped_by
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
@@ -100,9 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     if not debug:
         warnings.formatwarning = one_line_warning  # recorded warnings (catch_warnings) are unaffected
     try:
-        _run(args, debug)
+        with signals_raise():  # SIGTERM, SIGHUP: the same clean stop as Ctrl-C
+            _run(args, debug)
     finally:
         warnings.formatwarning = previous_format
+        if argv is None:  # the process is the command: its work is written and its line said
+            ignore_stop_signals()  # a stop during Python's own teardown would only change the status
 
 
 def _run(args: list[str], debug: bool) -> None:
@@ -110,10 +115,10 @@ def _run(args: list[str], debug: bool) -> None:
         code = cli.main(args=args, prog_name="attnmap", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
-    except click.exceptions.Abort:
-        close_progress_bars()
-        click.echo("attnmap: aborted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as abort:  # click's for a KeyboardInterrupt (Ctrl-C, SIGTERM, SIGHUP)
+        _stop(abort)
+    except KeyboardInterrupt as interrupt:  # one raised outside click's own handling
+        _stop(interrupt)
     except click.ClickException as error:
         close_progress_bars()
         if debug:
@@ -126,10 +131,6 @@ def _run(args: list[str], debug: bool) -> None:
             raise
         click.echo(f"attnmap: error: {_one_line(error)}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        close_progress_bars()
-        click.echo("attnmap: interrupted", err=True)
-        sys.exit(130)
     except Exception as error:  # noqa: BLE001 - the last line of defence of a CLI
         close_progress_bars()
         if debug:
@@ -143,6 +144,35 @@ def _run(args: list[str], debug: bool) -> None:
     # outside standalone mode click returns ctx.exit(n)'s code instead of raising it
     if isinstance(code, int) and code != 0:
         sys.exit(code)
+
+
+def _stop(error: BaseException) -> None:
+    """One line and the exit status a shell gives a process the signal killed (128 + its number);
+    a bare Abort (a prompt answered with Ctrl-D) says "aborted"."""
+    close_progress_bars()
+    terminated = stopped_by(error)
+    if terminated is not None:
+        message, status = f"attnmap: stopped by {terminated}", terminated.exit_status
+    elif isinstance(error, KeyboardInterrupt) or isinstance(error.__cause__, KeyboardInterrupt):
+        message, status = "attnmap: interrupted", 130
+    else:
+        message, status = "attnmap: aborted", 130
+    try:
+        click.echo(message, err=True)
+    except OSError:  # the terminal is gone (SIGHUP) or stderr is a closed pipe
+        _quiet_stdout()
+    sys.exit(status)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout and stderr at /dev/null, so that flushing them at exit raises no second error."""
+    import os
+
+    null = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(null, stream.fileno())
+    os.close(null)
 
 
 def _one_line(error: BaseException) -> str:

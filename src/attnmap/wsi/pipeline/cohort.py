@@ -58,9 +58,12 @@ def run_cohort(
     out_dir = Path(config.run.output_dir)
     with folder_lock(out_dir, "attnmap wsi run"):
         remove_stale_temporaries(out_dir)  # only those whose writer is gone
-        return _run_locked(
-            config, entries, workers, scheduler, progress, force, threads, [str(w.message) for w in said]
-        )
+        try:
+            return _run_locked(
+                config, entries, workers, scheduler, progress, force, threads, [str(w.message) for w in said]
+            )
+        finally:  # a stopped run's Dask workers were killed mid-write: their files go with the lock
+            remove_stale_temporaries(out_dir)
 
 
 def _run_locked(

@@ -1,0 +1,149 @@
+"""A command stopped by Ctrl-C, SIGTERM (a scheduler's time limit) or SIGHUP (a dropped ssh session)
+unwinds: its temporaries are deleted, the folder's lock released, one line said, and it exits with
+128 + the signal's number, as a shell reports it.
+
+The command runs in a forked child (torch already imported) and gets its signal once it has taken
+the lock and started writing (a marker file), not after a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import types
+from pathlib import Path
+
+import click
+import pytest
+
+from attnmap.io_utils import TEMP_MARKER, atomic_path
+from attnmap.lock import LOCK_NAME, folder_lock
+
+
+def _run_slow_command(out: Path, ready: Path, err_path: Path) -> None:
+    """In the child: `attnmap slow`, a command that locks ``out``, starts a file, says it is ready
+    and waits to be stopped."""
+    from attnmap.cli import main as cli_main
+
+    @click.command()
+    def slow() -> None:
+        with folder_lock(out, "attnmap slow"), atomic_path(out / "result.h5") as temporary:
+            temporary.write_bytes(b"half")
+            ready.write_text("ready")
+            time.sleep(60)
+
+    module = types.ModuleType("attnmap_test_slow")
+    module.slow = slow
+    sys.modules[module.__name__] = module
+    cli_main.SUBCOMMANDS["slow"] = f"{module.__name__}:slow"
+    sys.stderr = open(err_path, "w", buffering=1)  # noqa: SIM115 - the child ends with os._exit
+    code = 0
+    try:
+        cli_main.main(["--quiet", "slow"])
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    except BaseException:  # noqa: BLE001 - an escaped exception is what the test looks for
+        code = 99
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@pytest.mark.parametrize(
+    ("signum", "message"),
+    [
+        (signal.SIGTERM, "attnmap: stopped by SIGTERM"),
+        (signal.SIGHUP, "attnmap: stopped by SIGHUP"),
+        (signal.SIGINT, "attnmap: interrupted"),
+    ],
+)
+def test_a_stopped_command_cleans_up_and_says_so_in_one_line(
+    tmp_path: Path, signum: signal.Signals, message: str
+) -> None:
+    out, ready, err_path = tmp_path / "out", tmp_path / "ready", tmp_path / "stderr.txt"
+    child = multiprocessing.get_context("fork").Process(target=_run_slow_command, args=(out, ready, err_path))
+    child.start()
+    deadline = time.monotonic() + 30
+    while not ready.exists() and child.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ready.exists(), err_path.read_text() if err_path.exists() else "the child did not start"
+    os.kill(child.pid, signum)
+    child.join(timeout=10)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("still running 10 s after the signal")
+    assert child.exitcode == 128 + signum
+    assert err_path.read_text().strip().splitlines()[-1] == message
+    assert "Traceback" not in err_path.read_text()
+    left = sorted(path.name for path in out.iterdir())
+    assert LOCK_NAME not in left and not any(TEMP_MARKER in name for name in left) and left == []
+    with folder_lock(out):  # a rerun right after takes the folder at once
+        pass
+
+
+def test_a_signal_held_back_while_a_cluster_starts_lands_after_and_a_second_is_ignored() -> None:
+    from attnmap.stop_signals import Terminated, deferred_stop_signals, signals_raise
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    with signals_raise():
+        with pytest.raises(Terminated) as stopped, deferred_stop_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # held back: nothing raised in here
+            started = True
+        assert started and stopped.value.exit_status == 128 + signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGHUP)  # while the first one unwinds: ignored
+        time.sleep(0.05)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before
+
+
+def test_a_signal_ignored_on_purpose_stays_ignored() -> None:
+    from attnmap.stop_signals import signals_raise
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with signals_raise():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+class _StoppedWhileCollected:
+    """Where a Ctrl-C can land: in a finaliser, whose exceptions Python prints and drops."""
+
+    def __del__(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_stop_dropped_in_a_finaliser_is_raised_again() -> None:
+    from attnmap.stop_signals import signals_raise
+
+    with signals_raise(), pytest.raises(KeyboardInterrupt):  # noqa: PT012
+        _StoppedWhileCollected()  # collected at once: KeyboardInterrupt in __del__, dropped by Python
+        for _ in range(200):  # the run goes on; the interrupt must reach it
+            time.sleep(0.005)
+
+
+def _run_the_command_line(err_path: Path) -> None:
+    """In the child: ``attnmap methods`` as the console script runs it (``main()`` reading sys.argv);
+    exit status 0 when the stop signals are ignored afterwards."""
+    from attnmap.cli import main as cli_main
+
+    sys.argv = ["attnmap", "--quiet", "methods"]
+    sys.stdout = sys.stderr = open(err_path, "w", buffering=1)  # noqa: SIM115 - the child ends with os._exit
+    with contextlib.suppress(SystemExit):
+        cli_main.main()
+    numbers = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    os._exit(0 if all(signal.getsignal(number) is signal.SIG_IGN for number in numbers) else 1)
+
+
+def test_a_stop_after_the_work_is_written_does_not_make_a_finished_run_a_killed_one(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_run_the_command_line, args=(tmp_path / "out",))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0  # SIGINT, SIGTERM, SIGHUP ignored during Python's teardown
