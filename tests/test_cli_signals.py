@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -88,11 +89,16 @@ def test_a_signal_held_back_while_a_cluster_starts_lands_after_and_a_second_is_i
     from attnmap.stop_signals import Terminated, deferred_stop_signals, signals_raise
 
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    other = threading.Event()  # a thread that does not block the signal (torch's, tqdm's): the
+    waiting = threading.Thread(target=other.wait, daemon=True)  # kernel delivers a process's signal there
+    waiting.start()
+    started = False
     with signals_raise():
         with pytest.raises(Terminated) as stopped, deferred_stop_signals():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)  # held back: nothing raised in here
             started = True
+        other.set()
         assert started and stopped.value.exit_status == 128 + signal.SIGTERM
         os.kill(os.getpid(), signal.SIGHUP)  # while the first one unwinds: ignored
         time.sleep(0.05)

@@ -105,21 +105,38 @@ def signals_raise() -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred_stop_signals() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP back in this thread during the block; one that arrived is
-    delivered (raised) when it ends.
+    """Hold Ctrl-C, SIGTERM and SIGHUP back during the block; one that arrived is delivered (to the
+    handler in place before) when it ends.
 
     Why: a local Dask cluster interrupted while it starts is neither up nor closable (Dask then
     prints an error when Python exits), and the worker processes it starts meanwhile would take the
-    terminal's Ctrl-C before they ignore it. Threads and processes started in the block inherit
-    the held-back mask."""
+    terminal's Ctrl-C before they ignore it. Two parts: this thread's signal mask, which threads and
+    processes started in the block inherit; and handlers that only note a signal, because a signal
+    sent to the process is delivered to any thread that does not block it (torch's and the
+    progress bars' threads), and Python then runs its handler in the main thread all the same."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORED)
+    held: list[int] = []
+
+    def hold(signum: int, _frame: FrameType | None) -> None:
+        if not held:
+            held.append(signum)
+
+    handlers = {
+        number: signal.signal(number, hold)
+        for number in WORKER_IGNORED
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORED)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one pending for this thread: noted now
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        if held:  # raised by the handler that was in place, in this thread
+            signal.raise_signal(held[0])
 
 
 def ignore_stop_signals() -> None:
