@@ -160,6 +160,7 @@ def test_outputs_drawn_from_a_shrunk_level_get_their_own_fingerprint(tmp_path: P
     earlier versions: their fingerprints name the shrinking, so those outputs are redone, not reused.
     A slide read as it is, and a level the user names, keep the fingerprints they had."""
     from attnmap.wsi.heatmap import renderer
+    from attnmap.wsi.pipeline import fingerprint
     from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
     from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 
@@ -178,6 +179,7 @@ def test_outputs_drawn_from_a_shrunk_level_get_their_own_fingerprint(tmp_path: P
     monkeypatch.setattr(tissue, "MAX_WHOLE_PIXELS", 100_000)
     monkeypatch.setattr(tissue, "MIN_OVERVIEW_SIDE", 64)
     monkeypatch.setattr(renderer, "MAX_VIS_LEVEL_PIXELS", 100_000)
+    fingerprint._shrink_factors.cache_clear()  # remembered per file version; the limits changed here
     assert shrunk(PipelineConfig()) == [12, 32.0, 32.0]
     named = PipelineConfig()
     named.segmentation.level = 0

@@ -82,6 +82,25 @@ def _pixel_reading_of(stamp: tuple) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _shrink_factors(stamp: tuple, vis_level: int) -> dict[str, float | None]:
+    """What segment_tissue (its own level) and a heatmap at ``vis_level`` shrink the slide of file
+    version ``stamp`` by, None where they read the level as it is: the slide opened once per version,
+    not once per fingerprint (a millisecond or two each)."""
+    from attnmap.errors import InputError
+    from attnmap.wsi.heatmap.renderer import shrunk_vis_downsample
+    from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.tissue import SEGMENTATION_DOWNSAMPLE, segmentation_factor
+
+    try:
+        with open_slide(stamp[0]) as slide:
+            factor = segmentation_factor(slide, slide.get_best_level_for_downsample(SEGMENTATION_DOWNSAMPLE))
+            return {"segmentation": factor if factor > 1 else None,
+                    "heatmap": shrunk_vis_downsample(slide, vis_level) if vis_level < 0 else None}
+    except InputError:  # the slide's own stage reports it
+        return {"segmentation": None, "heatmap": None}
+
+
 def encoder_identity(features: Any) -> dict[str, Any]:
     """What determines the encoder's weights: a file's content, or a name + its checkpoint + seed."""
     encoder = features.encoder
@@ -164,27 +183,17 @@ class StageFingerprints:
         (a slide without a pyramid: `attnmap.wsi.tissue.segmentation_factor`,
         `attnmap.wsi.heatmap.renderer.shrunk_vis_downsample`), so that the full-level outputs of
         earlier versions are not reused; nothing otherwise, so other slides keep their fingerprints."""
-        from attnmap.errors import InputError
-        from attnmap.wsi.slide import open_slide
+        from attnmap.file_hash import file_stamp
 
         level = self.config.segmentation.level if drawing == "segmentation" else self.config.heatmap.vis_level
         if level is not None and level >= 0:  # a level the user names is read as it is
             return {}
         try:
-            with open_slide(self.entry.path) as slide:
-                if drawing == "segmentation":
-                    from attnmap.wsi.tissue import SEGMENTATION_DOWNSAMPLE, segmentation_factor
-
-                    factor = segmentation_factor(
-                        slide, slide.get_best_level_for_downsample(SEGMENTATION_DOWNSAMPLE)
-                    )
-                    return {"shrunk": factor} if factor > 1 else {}
-                from attnmap.wsi.heatmap.renderer import shrunk_vis_downsample
-
-                downsample = shrunk_vis_downsample(slide, level)
-        except InputError:  # the slide's own stage reports it
+            stamp = file_stamp(self.entry.path)
+        except OSError:  # the slide's own stage reports it
             return {}
-        return {} if downsample is None else {"shrunk": downsample}
+        factor = _shrink_factors(stamp, self.config.heatmap.vis_level)[drawing]
+        return {} if factor is None else {"shrunk": factor}
 
     @functools.cached_property
     def patches(self) -> Fingerprint:
