@@ -45,7 +45,8 @@ def read_reduced(
     out = np.empty((out_height, out_width, 3), dtype=np.uint8)
     step = factor * max(1, BLOCK // factor)  # a whole number of boxes per block
     blocks = [(x, y) for y in range(0, height, step) for x in range(0, width, step)]
-    bar = tqdm(blocks, desc="slide overview", unit="block", disable=not progress or len(blocks) < 16)
+    bar = tqdm(blocks, desc="slide overview", unit="block", disable=not progress or len(blocks) < 16,
+               leave=False)
     for x, y in bar:
         w, h = min(step, width - x), min(step, height - y)
         location = (round((left + x) * scale_x), round((top + y) * scale_y))

@@ -335,7 +335,7 @@ def render_heatmap(
     if renderer.resize:  # each canvas pixel reads downsample² slide pixels: short steps for the bar
         block = min(block, SHRUNK_BLOCK)
     windows = list(renderer.iter_windows(block))
-    for x0, y0, w, h in tqdm(windows, desc="heatmap PNG", unit="window", disable=not progress):
+    for x0, y0, w, h in tqdm(windows, desc="heatmap PNG", unit="window", disable=not progress, leave=False):
         image[y0 : y0 + h, x0 : x0 + w] = renderer.render_window(x0, y0, w, h)
     if target is not None:  # (a downscale too large was refused before any drawing)
         from PIL import Image

@@ -68,7 +68,7 @@ def iter_tiles(renderer: HeatmapRenderer, tile: int = 256, progress: bool = Fals
         raise InputError(f"TIFF tile size must be a positive multiple of 16, got {tile}")
     workers = workers or min(4, available_cores())
     windows = strip_windows(renderer.size, tile)
-    bar = tqdm(total=len(windows), desc=description, unit="window", disable=not progress)
+    bar = tqdm(total=len(windows), desc=description, unit="window", disable=not progress, leave=False)
     pending: deque[Future] = deque()
     with _opencv_single_threaded(workers > 1), ThreadPoolExecutor(max_workers=workers) as pool:
         upcoming = iter(windows)
