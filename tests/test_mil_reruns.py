@@ -151,3 +151,23 @@ def test_attention_rerun_on_fewer_bags_names_the_earlier_bags_files(tmp_path: Pa
     assert len(notes) == 1 and "1 bag(s) not in this run (b)" in notes[0] and "mine" not in notes[0]
     assert (out / "b_attention.h5").exists()
     assert [row["slide_id"] for row in csv.DictReader((out / "predictions.csv").open())] == ["a"]
+
+
+def test_metrics_csv_columns_do_not_depend_on_which_folds_were_resumed(tmp_path: Path) -> None:
+    """A fold finished earlier comes back from its metrics.json with sorted keys; one trained now
+    has them in computed order. Whichever comes first, the CSV's columns are the same."""
+    import numpy as np
+
+    from attnmap.mil.metrics import classification_metrics, write_metrics_csv
+
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    computed = {"loss": 0.5, **classification_metrics(np.array([0, 1, 1]), probs)}
+    read_back = dict(sorted(computed.items()))  # json.dumps(sort_keys=True), then json.loads
+    headers = []
+    for first, second in ((computed, read_back), (read_back, computed)):
+        path = tmp_path / "metrics.csv"
+        rows = [{"fold": 0, "split": "test", **first}, {"fold": 1, "split": "test", **second}]
+        write_metrics_csv(path, rows)
+        headers.append(path.read_text().splitlines()[0])
+    assert headers[0] == headers[1]
+    assert headers[0].startswith("fold,split,loss,n,accuracy,n_class0,acc_class0,auc_class0,n_class1")

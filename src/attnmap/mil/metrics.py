@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,31 @@ def nan_mean(values: list[float]) -> float:
     return float(np.mean(present)) if present else math.nan
 
 
+_LEADING_COLUMNS = ("fold", "split", "loss", "n", "accuracy")
+_PER_CLASS_COLUMN = re.compile(r"(n|acc|auc)_class(\d+)")
+_TRAILING_COLUMNS = ("auc", "balanced_accuracy")
+
+
+def _column_order(name: str) -> tuple:
+    """Where column ``name`` stands: fold, split, loss, n, accuracy; per class (in class order) its n,
+    accuracy and AUC; auc, balanced_accuracy; any other key by name."""
+    if name in _LEADING_COLUMNS:
+        return (0, _LEADING_COLUMNS.index(name), 0, "")
+    per_class = _PER_CLASS_COLUMN.fullmatch(name)
+    if per_class is not None:
+        return (1, int(per_class[2]), ("n", "acc", "auc").index(per_class[1]), "")
+    if name in _TRAILING_COLUMNS:
+        return (2, _TRAILING_COLUMNS.index(name), 0, "")
+    return (3, 0, 0, name)
+
+
 def write_metrics_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    """Rows (dicts) as a CSV whose columns are every key in first-seen order."""
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(key for key in row if key not in fields)
+    """Rows (dicts) as a CSV of every key, in one fixed column order (`_column_order`).
+
+    Why fixed: a fold finished by an earlier run comes back from its ``metrics.json`` with its keys
+    sorted, a fold trained now in the order they were computed; the first row's order made a resumed
+    run's CSV differ from a fresh run's (columns read by position were shuffled)."""
+    fields = sorted({key for row in rows for key in row}, key=_column_order)
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
