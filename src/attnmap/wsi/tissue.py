@@ -91,8 +91,6 @@ class Tissue:
     def seg_mask(self) -> np.ndarray:
         """Boolean tissue mask the size of the image thresholded: the segmentation level, shrunk by
         `seg_factor` (a level-sized mask of a slide without a pyramid would be gigabytes)."""
-        if self.seg_factor == 1:
-            return self.mask(self.seg_level)
         from attnmap.wsi.reduced import reduced_size
 
         scale_x, scale_y = self.level_scales[self.seg_level]
@@ -252,6 +250,13 @@ def check_segmentation_size(slide: Slide, level: int | None) -> None:
     )
 
 
+def chosen_segmentation(slide: Slide) -> tuple[int, int]:
+    """(level, whole shrink factor) segment_tissue reads when the caller names no level: the best
+    level for `SEGMENTATION_DOWNSAMPLE`, shrunk by `segmentation_factor` (1: read whole)."""
+    level = slide.get_best_level_for_downsample(SEGMENTATION_DOWNSAMPLE)
+    return level, segmentation_factor(slide, level)
+
+
 def segmentation_factor(slide: Slide, level: int) -> int:
     """The whole factor segment_tissue shrinks its chosen ``level`` by: 1 up to `MAX_WHOLE_PIXELS`,
     else the one that brings the level to about `SEGMENTATION_DOWNSAMPLE`, but keeping the
@@ -295,11 +300,10 @@ def segment_tissue(
          "a_t": a_t, "a_h": a_h, "max_n_holes": max_n_holes},
     )
     if level is None:
-        seg_level = slide.get_best_level_for_downsample(SEGMENTATION_DOWNSAMPLE)
-    else:
-        seg_level = slide.check_level(level)
-    check_segmentation_size(slide, level if level is None else seg_level)
-    factor = 1 if level is not None else segmentation_factor(slide, seg_level)
+        seg_level, factor = chosen_segmentation(slide)
+    else:  # a level named is read whole
+        seg_level, factor = slide.check_level(level), 1
+        check_segmentation_size(slide, seg_level)
     scale_x, scale_y = (scale * factor for scale in slide.level_scale_xy(seg_level))
     if factor == 1:
         rgb = slide.read_region((0, 0), seg_level, slide.level_dimensions[seg_level])

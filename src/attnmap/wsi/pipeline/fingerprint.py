@@ -90,11 +90,11 @@ def _shrink_factors(stamp: tuple, vis_level: int) -> dict[str, float | None]:
     from attnmap.errors import InputError
     from attnmap.wsi.heatmap.renderer import shrunk_vis_downsample
     from attnmap.wsi.slide import open_slide
-    from attnmap.wsi.tissue import SEGMENTATION_DOWNSAMPLE, segmentation_factor
+    from attnmap.wsi.tissue import chosen_segmentation
 
     try:
         with open_slide(stamp[0]) as slide:
-            factor = segmentation_factor(slide, slide.get_best_level_for_downsample(SEGMENTATION_DOWNSAMPLE))
+            _, factor = chosen_segmentation(slide)
             return {"segmentation": factor if factor > 1 else None,
                     "heatmap": shrunk_vis_downsample(slide, vis_level) if vis_level < 0 else None}
     except InputError:  # the slide's own stage reports it
@@ -180,7 +180,7 @@ class StageFingerprints:
     def _shrunk(self, drawing: str) -> dict[str, float]:
         """``{"shrunk": factor}`` when the level that ``drawing`` ("segmentation": the tissue, "heatmap":
         the PNG and the original) leaves to attnmap is too large to read whole and is read shrunk
-        (a slide without a pyramid: `attnmap.wsi.tissue.segmentation_factor`,
+        (a slide without a pyramid: `attnmap.wsi.tissue.chosen_segmentation`,
         `attnmap.wsi.heatmap.renderer.shrunk_vis_downsample`), so that the full-level outputs of
         earlier versions are not reused; nothing otherwise, so other slides keep their fingerprints."""
         from attnmap.file_hash import file_stamp
