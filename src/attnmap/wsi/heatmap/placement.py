@@ -8,7 +8,7 @@ level-0 x = x0 + (px − box x + ½) × (x1 − x0) / box width (and so for y).
 
 from __future__ import annotations
 
-from attnmap.wsi.heatmap.renderer import shrunk_vis_downsample, vis_scale_xy
+from attnmap.wsi.heatmap.renderer import shrunk_vis_downsample, vis_canvas
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.slide import Slide
 
@@ -20,18 +20,13 @@ LEVEL0_BOX_KEY = "heatmap_level0_box"
 
 def level0_extent(slide: Slide, style: HeatmapStyle) -> tuple[float, float, float, float]:
     """The level-0 (x0, y0, x1, y1) that `render_heatmap` with ``style`` draws: the slide, or its ROI
-    as the vis level's whole pixels cover it (the canvas is cut at those pixels)."""
-    shrunk = shrunk_vis_downsample(slide, style.vis_level)
-    if style.roi is None and shrunk is None:
+    or the slide drawn shrunk as the heatmap's whole pixels cover it (the canvas is cut at those
+    pixels)."""
+    if style.roi is None and shrunk_vis_downsample(slide, style.vis_level) is None:
         width, height = slide.dimensions
         return 0.0, 0.0, float(width), float(height)
-    scale_x, scale_y = vis_scale_xy(slide, style.vis_level)
-    if style.roi is None:  # drawn shrunk: whole heatmap pixels, the last row and column cut
-        width, height = (int(size / shrunk) for size in slide.dimensions)
-        return 0.0, 0.0, width * shrunk, height * shrunk
-    (left, top), (right, bottom) = style.roi
-    width = int(right / scale_x) - int(left / scale_x)
-    height = int(bottom / scale_y) - int(top / scale_y)
+    (scale_x, scale_y), (width, height) = vis_canvas(slide, style.vis_level, style.roi)
+    left, top = (0, 0) if style.roi is None else style.roi[0]
     return float(left), float(top), left + width * scale_x, top + height * scale_y
 
 

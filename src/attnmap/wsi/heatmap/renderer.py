@@ -96,12 +96,28 @@ def shrunk_vis_downsample(slide: Slide, vis_level: int) -> float | None:
     return downsample * factor
 
 
-def vis_scale_xy(slide: Slide, vis_level: int) -> tuple[float, float]:
-    """Level-0 pixels per heatmap pixel for ``vis_level`` (`shrunk_vis_downsample`'s, or the level's)."""
-    shrunk = shrunk_vis_downsample(slide, vis_level)
-    if shrunk is not None:
-        return shrunk, shrunk
-    return slide.level_scale_xy(resolve_vis_level(slide, vis_level))
+def vis_canvas(
+    slide: Slide, vis_level: int, roi: object = None, downsample: float | None = None
+) -> tuple[tuple[float, float], tuple[int, int]]:
+    """(level-0 pixels per heatmap pixel (x, y), canvas (width, height)) of a heatmap at ``vis_level``
+    (negative: the level chosen, drawn shrunk when too large: `shrunk_vis_downsample`), or at
+    ``downsample`` when given (a TIFF's reduced page), over ``roi`` ((left, top), (right, bottom) in
+    level-0 pixels, or None: the slide). The one arithmetic of the renderer, the run's pre-flight
+    check and the placement record: the canvas is cut at whole heatmap pixels."""
+    if downsample is None:
+        downsample = shrunk_vis_downsample(slide, vis_level)
+    if downsample is None:
+        level = resolve_vis_level(slide, vis_level)
+        scale_xy, size = slide.level_scale_xy(level), tuple(slide.level_dimensions[level])
+    else:
+        scale_xy = (float(downsample), float(downsample))
+    scale = np.array([1.0 / scale_xy[0], 1.0 / scale_xy[1]])
+    if roi is not None:
+        top_left, bottom_right = (np.asarray(corner, dtype=np.int64) for corner in roi)
+        size = tuple(int(v) for v in (bottom_right * scale).astype(int) - (top_left * scale).astype(int))
+    elif downsample is not None:
+        size = tuple(int(v) for v in (np.array(slide.dimensions) * scale).astype(int))
+    return scale_xy, size
 
 
 class HeatmapRenderer:
@@ -133,12 +149,11 @@ class HeatmapRenderer:
         if downsample is None:
             downsample = shrunk_vis_downsample(slide, style.vis_level)
         if downsample is None:
-            self.scale_xy = slide.level_scale_xy(self.vis_level)
             self.read_level, self.resize = self.vis_level, False
         else:
-            self.scale_xy = (float(downsample), float(downsample))
             self.read_level = slide.get_best_level_for_downsample(downsample)
             self.resize = abs(slide.level_downsamples[self.read_level] - downsample) > 1e-9
+        self.scale_xy, self.size = vis_canvas(slide, style.vis_level, style.roi, downsample)
         scale = np.array([1.0 / self.scale_xy[0], 1.0 / self.scale_xy[1]])
         if patch_size < max(self.scale_xy) and not page:
             raise InputError(
@@ -156,12 +171,8 @@ class HeatmapRenderer:
                 )
             inside = np.all(coords >= top_left, axis=1) & np.all(coords <= bottom_right, axis=1)
             coords, scores = coords[inside] - top_left, scores[inside]
-            corner_scaled = (bottom_right * scale).astype(int) - (top_left * scale).astype(int)
-            self.size = tuple(int(v) for v in corner_scaled)
         else:
             top_left = np.zeros(2, dtype=np.int64)
-            self.size = tuple(int(v) for v in (np.array(slide.dimensions) * scale).astype(int)) \
-                if downsample is not None else slide.level_dimensions[self.vis_level]
         self.origin0 = top_left
         self.mask_origin = tuple(int(v) for v in (top_left * scale).astype(np.int32))
         self.values = prepare_values(scores, style.percentiles, reference_scores)

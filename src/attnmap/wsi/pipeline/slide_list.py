@@ -257,7 +257,7 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
     heatmap too large to draw in memory: each failed the slide only after its features and
     attention were computed."""
     from attnmap.wsi.heatmap import renderer
-    from attnmap.wsi.heatmap.renderer import resolve_vis_level, shrunk_vis_downsample, vis_scale_xy
+    from attnmap.wsi.heatmap.renderer import resolve_vis_level, vis_canvas
     from attnmap.wsi.tissue import PYRAMID_HINT
 
     roi = config.heatmap.roi
@@ -269,7 +269,8 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
         )
     vis_level = resolve_vis_level(slide, config.heatmap.vis_level)
     patch = round(config.patching.patch_size * float(slide.level_downsamples[config.patching.level]))
-    scale_x, scale_y = vis_scale_xy(slide, config.heatmap.vis_level)  # a level too large: drawn shrunk
+    # a level too large is drawn shrunk; the canvas is the renderer's (`vis_canvas`)
+    (scale_x, scale_y), canvas = vis_canvas(slide, config.heatmap.vis_level, roi)
     vis = max(scale_x, scale_y)
     if patch < vis:
         raise InputError(
@@ -277,12 +278,6 @@ def _check_heatmap_geometry(config: PipelineConfig, entry: SlideEntry, slide: An
             f"is smaller than one pixel at level {vis_level} (downsample {vis:g}) of slide {entry.slide_id}: "
             "choose a finer vis_level or larger patches"
         )
-    if roi is None:
-        canvas = (int(width / scale_x), int(height / scale_y)) if shrunk_vis_downsample(
-            slide, config.heatmap.vis_level) else slide.level_dimensions[vis_level]
-    else:
-        (left, top), (right, bottom) = roi  # the renderer's arithmetic
-        canvas = (int(right / scale_x) - int(left / scale_x), int(bottom / scale_y) - int(top / scale_y))
     if canvas[0] * canvas[1] > renderer.MAX_CANVAS_PIXELS:
         hint = ("choose a coarser vis_level or a heatmap.roi" if vis_level < slide.level_count - 1
                 else f"choose a heatmap.roi, or as the slide has no coarser level, {PYRAMID_HINT}")
