@@ -363,29 +363,45 @@ def test_reused_buffers_change_no_map(monkeypatch: pytest.MonkeyPatch, dtype: to
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * float(b.abs().max()))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_last_block_on_the_readout_rows_equals_the_pass_over_every_row(
-    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The last block runs on the read-out rows only (class token; class + distillation tokens),
-    forward and rules: leaving out rows whose relevance is zero changes no map of any LRP method."""
+    forward and rules: leaving out rows whose relevance is zero changes no map of any LRP method.
+
+    In float64 the two passes agree to rounding. In float32 they sum in different orders, and a map's
+    own float32 error (against the float64 map) is up to ~1e-3 of its peak on these models, so there the
+    check is that the pruned pass is as accurate as the pass over every row."""
     from attnmap.vit.lrp.readers import build_twin
     from attnmap.vit.lrp.twin import ViTTwin
 
     models = [
-        tiny_vit().to(dtype),
-        tiny_vit(VisionTransformerDistilled, init_values=0.5, depth=2).to(dtype),
-        tiny_vit(reg_tokens=2, global_pool="token").to(dtype),
+        tiny_vit().double(),
+        tiny_vit(VisionTransformerDistilled, init_values=0.5, depth=2).double(),
+        tiny_vit(reg_tokens=2, global_pool="token").double(),
     ]
     methods = [*ALL_METHODS, ("lrp_attention", {"grad": True}), ("lrp_rollout", {"start_layer": 1})]
     assert [build_twin(m).readout_rows for m in models] == [1, 2, 1]
-    pruned = [attnmap.explain(m, images_for(m, 3), name, **opts) for m in models for name, opts in methods]
+    images = [images_for(m, 3) for m in models]
+
+    def maps(dtype: torch.dtype) -> list[torch.Tensor]:
+        return [
+            attnmap.explain(copy.deepcopy(m).to(dtype), x.to(dtype), name, **opts).double()
+            for m, x in zip(models, images, strict=True)
+            for name, opts in methods
+        ]
+
+    pruned64, pruned32 = maps(torch.float64), maps(torch.float32)
     monkeypatch.setattr(ViTTwin, "readout_rows", property(lambda twin: None))
-    every_row = [attnmap.explain(m, images_for(m, 3), name, **opts) for m in models for name, opts in methods]
-    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
-    for a, b in zip(pruned, every_row, strict=True):
-        assert bool(b.abs().max() > 0)
-        torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance * float(b.abs().max()))
+    every64, every32 = maps(torch.float64), maps(torch.float32)
+    for a64, b64, a32, b32 in zip(pruned64, every64, pruned32, every32, strict=True):
+        peak = float(b64.abs().max())
+        assert peak > 0
+        torch.testing.assert_close(a64, b64, rtol=1e-12, atol=1e-12 * peak)
+        pruned_error = float((a32 - b64).abs().max()) / peak
+        every_row_error = float((b32 - b64).abs().max()) / peak
+        # a float32 rounding margin (~100 ulp of the peak) on top of the unpruned pass's own error
+        assert pruned_error <= 1.5 * every_row_error + 1e-5, (pruned_error, every_row_error)
 
 
 def test_attention_rules_in_the_qkv_layout_equal_the_per_head_rules() -> None:
