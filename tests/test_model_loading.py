@@ -72,14 +72,31 @@ def _layouts(classifier: torch.nn.Module, student: torch.nn.Module) -> dict[str,
             {"model": {**_prefixed("student.backbone.", other), **_prefixed("teacher.backbone.", trunk),
                        "teacher.dino_head.mlp.0.weight": torch.zeros(8, 192)}, "iteration": 5}, False),
         "headless encoder": (trunk, False),
+        "MoCo v3 training state, base and momentum encoders": (
+            {"state_dict": {
+                **_prefixed("module.base_encoder.", trunk), **_prefixed("module.momentum_encoder.", other),
+                "module.base_encoder.head.0.weight": torch.zeros(8, 192),
+                "module.momentum_encoder.head.0.weight": torch.zeros(8, 192),
+                "module.predictor.0.weight": torch.zeros(8, 8)},
+             "epoch": 3, "arch": "vit_small", "optimizer": {"state": {}}}, False),
+        "I-JEPA training state, context and target encoders": (
+            {"encoder": _prefixed("module.", other), "target_encoder": _prefixed("module.", trunk),
+             "predictor": {"module.predictor_embed.weight": torch.zeros(8, 192)}, "epoch": 1}, False),
+        "MAE pre-training, encoder with its pixel decoder": (
+            {"model": {
+                **trunk, "mask_token": torch.zeros(1, 1, 192), "decoder_embed.weight": torch.zeros(8, 192),
+                "decoder_pos_embed": torch.zeros(1, 5, 8), "decoder_blocks.0.norm1.weight": torch.zeros(8),
+                "decoder_norm.weight": torch.zeros(8), "decoder_pred.weight": torch.zeros(768, 8)},
+             "optimizer": {"state": {}}, "epoch": 399}, False),
     }
 
 
 @pytest.mark.parametrize("layout", list(_layouts(_vit(0, num_classes=5), _vit(1))))
 def test_framework_layouts_load_exactly_the_weights_in_the_file(tmp_path: Path, layout: str) -> None:
-    """These were refused ('holds no state_dict', or every key missing and unexpected) or, for a
-    headless encoder, refused for want of a random head; the DINOv2 training state holds two copies
-    of the backbone and the teacher's is DINO's evaluation copy."""
+    """These were refused ('holds no state_dict', or every key missing and unexpected, a MAE's
+    decoder unexpected, MoCo v3's two encoders a tie) or, for a headless encoder, refused for want of
+    a random head; the training states hold two copies of the backbone and the one loaded is the copy
+    the method evaluates (DINO's teacher, MoCo v3's base encoder, I-JEPA's target encoder)."""
     classifier = _vit(0, num_classes=5)
     content, keeps_head = _layouts(classifier, _vit(1))[layout]
     torch.save(content, tmp_path / "weights.pth")

@@ -9,8 +9,9 @@ naming the file and the problem, never torch's advice to switch ``weights_only``
 - `read_checkpoint`: the file's content (a ``.safetensors`` dict, or what a weights-only
   ``torch.load`` returns; a shard index's shards as one dict, see `attnmap.checkpoint_files`).
 - `load_state_dict`: a flat ``{name: tensor}`` dict, unwrapping ``{"state_dict"|"model"|
-  "model_state_dict"|"module"|"teacher": ...}`` (an EMA copy when alone) and whole-model
-  ``module.`` (DataParallel) / ``model.`` (Lightning-style wrapper) key prefixes, all in one place.
+  "model_state_dict"|"module"|"teacher"|"target_encoder": ...}`` (an EMA copy when alone) and
+  whole-model ``module.`` (DataParallel) / ``model.`` (Lightning-style wrapper) key prefixes, all in
+  one place.
 - `fit_state_dict`: the part that is the model (the prefix such as ``backbone.`` under which its
   keys are; a DINO teacher before its student), through timm's own checkpoint filter for a timm
   model (position embeddings resampled to its grid, as timm loads pretrained weights).
@@ -42,12 +43,19 @@ from attnmap.checkpoint_files import (
     metadata_globals,
     read_sharded,
 )
-from attnmap.checkpoint_keys import joined_qkv, unchunked_blocks
+from attnmap.checkpoint_keys import joined_qkv, unchunked_blocks, without_decoder
 from attnmap.errors import InputError
 
 TORCHSCRIPT_PREFIX = "torchscript:"
 # in this order: an EMA copy (timm's state_dict_ema, DeiT's model_ema) only when the file holds no other
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "teacher", "state_dict_ema", "model_ema")
+# I-JEPA's target_encoder beside its encoder: the copy its evaluation uses
+WRAPPER_KEYS = (
+    "state_dict", "model_state_dict", "model", "module", "teacher", "target_encoder", "state_dict_ema",
+    "model_ema",
+)
+# a tie between copies of the network: the one its method evaluates (DINO's teacher, MoCo v3's base
+# encoder, which its linear probe and weight conversion take, I-JEPA's target encoder)
+EVALUATION_COPIES = ("teacher", "base_encoder", "target_encoder")
 WRAPPER_PREFIXES = ("module.", "model.")
 _NOT_SCRIPTED = (
     "a TorchScript model cannot be explained (its layers are compiled code); "
@@ -268,10 +276,11 @@ def fit_state_dict(
     Why: pathology and self-supervised checkpoints hold the network under a prefix beside other
     networks (``backbone.`` next to a DINO ``head.``, ``student.`` and ``teacher.`` copies, a
     Lightning ``model.encoder.``). The prefix whose stripped keys name most of the model's own keys
-    is kept and everything outside it dropped; a tie between copies prefers ``teacher`` (DINO's
-    evaluation weights), any other tie is an error. A timm model then gets its module's
-    ``checkpoint_filter_fn``, as timm applies to pretrained weights (position embeddings resampled
-    to the model's patch grid, original DINOv2 key names converted). Nothing is checked here.
+    is kept and everything outside it dropped; a tie between copies prefers the one the method
+    evaluates (`EVALUATION_COPIES`: DINO's teacher, MoCo v3's base encoder), any other tie is an
+    error. A timm model then gets its module's ``checkpoint_filter_fn``, as timm applies to
+    pretrained weights (position embeddings resampled to the model's patch grid, original DINOv2 key
+    names converted). Nothing is checked here.
     """
     own = set(model.state_dict())
     state = _subtree(own, dict(state), source)
@@ -285,7 +294,7 @@ def _other_patches(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
 
 
 def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
-    state = joined_qkv(own, unchunked_blocks(own, state))
+    state = without_decoder(own, joined_qkv(own, unchunked_blocks(own, state)))
     direct = sum(key in own for key in state)
     if direct == len(own):
         return state
@@ -301,16 +310,16 @@ def _subtree(own: set[str], state: dict[str, torch.Tensor], source: str | Path) 
         return state
     winners = sorted(prefix for prefix, count in hits.items() if count == best)
     if len(winners) > 1:
-        teachers = [prefix for prefix in winners if "teacher" in prefix.split(".")]
-        if len(teachers) != 1:
+        evaluated = [prefix for prefix in winners if set(prefix.split(".")) & set(EVALUATION_COPIES)]
+        if len(evaluated) != 1:
             raise InputError(
                 f"checkpoint {source} holds the model's weights under each of {', '.join(winners)}: "
                 "save the copy to use on its own"
             )
-        winners = teachers
+        winners = evaluated
     prefix = winners[0]
     inside = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-    return joined_qkv(own, inside)
+    return without_decoder(own, joined_qkv(own, inside))
 
 
 def _timm_filtered(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,7 +9,11 @@ layout the file uses, so a model that has it keeps its own names:
   for a model with plain ``blocks.BLOCK.``;
 - attention saved with separate query, key and value projections (``attn.q_proj`` / ``k_proj`` /
   ``v_proj``, or ``attn.q`` / ``k`` / ``v``) for a model with one packed ``attn.qkv`` (timm's
-  layout: the three stacked in that order along the output dimension).
+  layout: the three stacked in that order along the output dimension);
+- a masked autoencoder's pixel decoder (MAE: ``decoder_embed``, ``decoder_blocks``, ``decoder_norm``,
+  ``decoder_pred``, ``decoder_pos_embed``), a part used only in pre-training, left out for a model
+  that has no decoder of its own (the encoder's weights are the rest of the file, as MAE's own
+  fine-tuning loads them).
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ import torch
 
 _CHUNKED_BLOCK = re.compile(r"(^|\.)blocks\.\d+\.(\d+)\.")
 _SPLIT_NAMES = (("q_proj", "k_proj", "v_proj"), ("q", "k", "v"))
+
+
+def _is_decoder(key: str) -> bool:
+    first = key.split(".", 1)[0]
+    return first == "decoder" or first.startswith("decoder_")
+
+
+def without_decoder(own: set[str], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without a pre-training decoder's keys when the model has none (see the module)."""
+    if any(_is_decoder(key) for key in own):
+        return state
+    return {key: value for key, value in state.items() if not _is_decoder(key)}
 
 
 def unchunked_blocks(own: set[str], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
