@@ -176,9 +176,15 @@ def test_explain_redoes_maps_another_run_rewrote_and_images_edited_in_place(tmp_
         status = paths[0].stat()
         shutil.copyfile(edited, paths[0])
         os.utime(paths[0], ns=(status.st_atime_ns, status.st_mtime_ns))
+    before = again
     again = run(out, "rollout", discard_ratio=0.5)
     fresh = run(tmp_path / "fresh_2", "rollout", discard_ratio=0.5)
-    assert all(np.array_equal(again[k], v) for k, v in fresh.items())
+    # the edited image is redone alone (a batch of one) and the fresh run has both: the same map up to
+    # float32 rounding, which can differ with the batch's size; a stale map differs by its whole range
+    peak = float(np.abs(fresh["a"]).max())
+    assert float(np.abs(before["a"] - fresh["a"]).max()) > 0.1 * peak
+    np.testing.assert_allclose(again["a"], fresh["a"], rtol=1e-5, atol=1e-5 * peak)
+    assert np.array_equal(again["b"], fresh["b"])
 
 
 def test_mil_folds_retrain_after_a_bag_replaced_with_its_size_and_mtime(tmp_path: Path) -> None:
