@@ -73,6 +73,7 @@ def segment_slide(slide: Any, seg: Any, progress: bool = False) -> Any:
     return segment_tissue(
         slide,
         level=seg.level,
+        channel=seg.channel,
         sthresh=seg.sthresh,
         mthresh=seg.mthresh,
         close=seg.close,
@@ -97,9 +98,14 @@ def tissue_stage(
     reason = fingerprint.check(outputs.tissue)
     if reason is None:
         try:
-            return load_tissue(outputs.tissue), None
+            tissue = load_tissue(outputs.tissue)
         except InputError:
             reason = "damaged: not a tissue file"
+        else:
+            if tissue.contours or "channel" in tissue.parameters:
+                return tissue, None
+            # found empty before the channel rule: a grey slide's is found by darkness now
+            reason = "empty, made before colourless slides were segmented by darkness"
     tissue = segment_slide(slide, config.segmentation, progress)
     record = {
         **slide_provenance(config, entry, "segment_tissue", ("segmentation",),
@@ -178,9 +184,11 @@ def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
                 f"level-0 px (a_t × 512²), more than the whole {width}×{height} slide: lower a_t"
             )
         return (
-            f"segmentation kept no tissue region (saturation above sthresh={params['sthresh']}, regions of "
+            f"segmentation kept no tissue region ({params.get('channel', 'saturation')} above "
+            f"sthresh={params['sthresh']}, regions of "
             f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
-            f"{width}×{height} px): a blank or grey slide has none, else lower a_t or sthresh"
+            f"{width}×{height} px): a blank slide has none, a grey one none by saturation (set "
+            "segmentation.channel: darkness), else lower a_t or sthresh"
         )
     width, height = slide.level_dimensions[patching.level]
     if not patching.padding and min(width, height) < patching.patch_size:
