@@ -21,6 +21,7 @@ from attnmap.errors import InputError
 from attnmap.provenance import provenance
 from attnmap.stored import stored_record
 from attnmap.wsi.features import extract_features, load_features, save_features
+from attnmap.wsi.patch_geometry import PatchGeometry, check_geometry, file_geometry
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 from attnmap.wsi.pipeline.outputs import (
@@ -219,6 +220,9 @@ def features_stage(
     reason = features_h5_reason(outputs, prints, len(coords))
     if reason is None:
         features, stored = load_features(outputs.features_h5)
+        # features brought by the user (CLAM's) for patches of another size or level: never used
+        check_geometry(outputs.features_h5, file_geometry(outputs.features_h5),
+                       config.patching.patch_size, config.patching.level)
         if np.array_equal(stored, coords):
             if f.save_pt and features_pt_reason(outputs, prints) is not None:  # the h5 holds them
                 record = {key: value for key, value in (stored_record(outputs.features_h5) or {}).items()
@@ -260,8 +264,19 @@ def features_stage(
         coords,
         {**record, **fingerprint.record()},
         outputs.features_pt if f.save_pt else None,
+        features_geometry(config.patching, outputs.patches),
     )
     return features, reason
+
+
+def features_geometry(patching: Any, patches_h5: Path) -> PatchGeometry:
+    """The geometry of the patches features are cut from, with the level's downsample that the
+    patch file records (`save_coords`) when it is for the same size and level."""
+    geometry = PatchGeometry(patching.patch_size, patching.level)
+    recorded = file_geometry(patches_h5)
+    if recorded is not None and (recorded.size, recorded.level) == (geometry.size, geometry.level):
+        return recorded
+    return geometry
 
 
 def attention_stage(
