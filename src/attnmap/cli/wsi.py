@@ -255,6 +255,7 @@ def heatmap(
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
     from attnmap.wsi.pipeline.outputs import made_by_attnmap
     from attnmap.wsi.pipeline.stage_files import features_patch_size, load_scores_with_patch_size, load_tissue
+    from attnmap.wsi.slide import open_slide
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
     files = from_options(HeatmapConfig, "files", options)  # tiff, tiff_level, scale, legend: the config's
@@ -263,7 +264,8 @@ def heatmap(
         raise click.UsageError("give either --scores, or --features together with --model")
     drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
     if scores is not None:
-        coords, values, stored_patch = load_scores_with_patch_size(scores)
+        with open_slide(slide) as opened:  # a patch size recorded at a level: its downsample
+            coords, values, stored_patch = load_scores_with_patch_size(scores, opened.level_downsamples)
         record = provenance(method="heatmap", parameters={**drawn, "scores": scores.name}, slide=slide.name)
         title, label = f"{slide.stem} · {scores.name}", "score"
     else:
@@ -282,8 +284,6 @@ def heatmap(
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
             raise InputError(f"{features_h5}: {error}") from error
         values = bag_result.scores("raw")
-        from attnmap.wsi.slide import open_slide
-
         with open_slide(slide) as opened:
             stored_patch = features_patch_size(features_h5, opened.level_downsamples)
         probability = float(bag_result.probs.reshape(-1)[bag_result.prediction])

@@ -15,24 +15,29 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from attnmap.errors import InputError
 
+if TYPE_CHECKING:
+    from attnmap.wsi.patch_geometry import PatchGeometry
+
 BAG_SUFFIXES = (".h5", ".pt")
 
 
 @dataclass
 class Bag:
-    """One slide's patch features (N, D) float32, coordinates (N, 2) int64 or None, and its id."""
+    """One slide's patch features (N, D) float32, coordinates (N, 2) int64 or None, and its id;
+    ``geometry``: the patches' size and level its h5 ``coords`` record (None: not recorded)."""
 
     slide_id: str
     features: torch.Tensor
     coords: np.ndarray | None
     path: Path
+    geometry: PatchGeometry | None = None
 
     @property
     def n_patches(self) -> int:
@@ -152,7 +157,10 @@ def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
                 raise InputError(f"{path}: coords contain NaN or infinite values")
             coords = np.rint(coords)  # 255.9999 from a rescaling is pixel 256, not 255
         coords = coords.astype(np.int64, copy=False)
-    return Bag(slide_id=path.stem, features=features, coords=coords, path=path)
+    from attnmap.wsi.patch_geometry import file_geometry  # attnmap.wsi's package imports are heavy
+
+    geometry = file_geometry(path) if coords is not None and path.suffix == ".h5" else None
+    return Bag(slide_id=path.stem, features=features, coords=coords, path=path, geometry=geometry)
 
 
 def common_feature_size(paths: list[Path]) -> int:

@@ -74,18 +74,22 @@ def export_attention(
     """
     import h5py
 
+    from attnmap.wsi.patch_geometry import write_geometry
+
     unknown = [name for name in methods if name not in METHODS]
     if unknown:
         raise InputError(
             f"unknown relevance method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
         )
 
+    geometry = None
     if isinstance(bag, Bag):
         features, coords, slide_id = (
             bag.features,
             bag.coords if coords is None else coords,
             slide_id or bag.slide_id,
         )
+        geometry = bag.geometry if coords is bag.coords else None  # other coords: not the bag's patches
     else:
         features = bag
     if not slide_id:
@@ -121,7 +125,7 @@ def export_attention(
     h5_path = out_dir / f"{slide_id}_attention.h5"
     with h5py.File(h5_path, "w") as handle:
         if coords is not None:
-            handle.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
+            write_geometry(handle.create_dataset("coords", data=np.asarray(coords, dtype=np.int64)), geometry)
         handle.create_dataset("patch_index", data=np.arange(n_patches, dtype=np.int64))
         handle.create_dataset("attention_raw", data=all_raw)
         handle.create_dataset("attention_softmax", data=softmax)

@@ -49,15 +49,25 @@ class ScoreScale:
     reference: np.ndarray | None = None
 
     def unit(self, scores: np.ndarray) -> np.ndarray:
-        """Scores → [0, 1] (clipped), float64."""
+        """Scores → [0, 1] (clipped), float64.
+
+        A scale without a span (every score equal) follows the renderer's rule
+        (`attnmap.render.normalize`): a linear scale gives 0, the colour map's bottom colour, as
+        min-max normalisation does (no patch stands out, so none is drawn hot, and none passes a
+        binarising threshold); a diverging one 0.5, its zero. A percentile scale ranks as CLAM's
+        renderer does (`attnmap.wsi.heatmap.scores.to_percentiles`): ties get their average rank,
+        so equal scores sit mid-map rather than at its top."""
         scores = np.asarray(scores, dtype=np.float64)
         if self.kind == "percentile":
             reference = self.reference if self.reference is not None else np.sort(scores.ravel())
+            left = np.searchsorted(reference, scores, side="left")
             right = np.searchsorted(reference, scores, side="right")
-            return right / max(len(reference), 1)
+            # average rank of a tie (CLAM's percentileofscore "rank"); a score between two is ranked at
+            # the one below it, as before
+            return np.where(left < right, (left + right + 1) / 2, right) / max(len(reference), 1)
         span = self.high - self.low
         if span <= 0:
-            return np.full(scores.shape, 0.5 if self.kind == "diverging" else 1.0)
+            return np.full(scores.shape, 0.5 if self.kind == "diverging" else 0.0)
         return np.clip((scores - self.low) / span, 0.0, 1.0)
 
     def ticks(self, count: int = 5) -> list[tuple[float, str]]:

@@ -69,7 +69,16 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             stored = handle.attrs.get("patch_size")
             if stored is None:
                 stored = _coords_patch_size(dict(handle["coords"].attrs))
-            size = patch_size or _stored_patch_size(path, stored)
+            try:
+                recorded = _stored_patch_size(path, stored)
+            except InputError:  # a malformed record: the size given replaces it, none given is refused
+                if patch_size is None:
+                    raise
+                recorded = None
+            if patch_size is not None and recorded is not None and int(patch_size) != recorded:
+                raise InputError(f"patch size {patch_size} contradicts {Path(path).name}, whose patches "
+                                 f"are {recorded} level-0 px: leave it out or give {recorded}")
+            size = patch_size or recorded
             try:  # a heatmap's overlapping grid (`wsi run` records its overlap): drawn as the PNG draws it
                 overlapping = float(handle.attrs.get("overlap", 0)) > 0
             except (TypeError, ValueError):

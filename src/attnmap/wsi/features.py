@@ -24,6 +24,7 @@ from attnmap.provenance import write_sidecar
 from attnmap.render.arrays import as_array
 from attnmap.wsi.encoder_graph import cpu_inference_graph
 from attnmap.wsi.encoders import Encoder
+from attnmap.wsi.patch_geometry import PatchGeometry, write_geometry
 from attnmap.wsi.prefetch import prefetch
 
 logger = logging.getLogger(__name__)
@@ -218,8 +219,12 @@ def save_features(
     coords: np.ndarray,
     provenance: Mapping[str, str] | None = None,
     pt_path: str | Path | None = None,
+    geometry: PatchGeometry | None = None,
 ) -> Path:
     """Write CLAM's ``features``/``coords`` h5 (and the features as a ``.pt`` if ``pt_path``), atomically.
+
+    ``geometry``: the patches' size and level, written as CLAM's ``patch_size`` / ``patch_level``
+    (and ``downsample``) attributes of ``coords`` (`attnmap.wsi.patch_geometry`).
 
     The ``.pt`` (with its provenance sidecar ``<name>.pt.json``) is written first: the h5 is the
     marker of completion checked by `features_complete`.
@@ -241,7 +246,7 @@ def save_features(
             torch.save(torch.from_numpy(features.copy()), temporary)
     with atomic_path(path_h5) as temporary, h5py.File(temporary, "w") as handle:
         handle.create_dataset("features", data=features)
-        handle.create_dataset("coords", data=coords.astype(np.int32))
+        write_geometry(handle.create_dataset("coords", data=coords.astype(np.int32)), geometry)
         for key, value in (provenance or {}).items():
             handle.attrs[key] = str(value)
         handle.attrs["feature_dim"] = features.shape[1]

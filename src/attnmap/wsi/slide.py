@@ -16,6 +16,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.array_slide import ArraySlide
+from attnmap.wsi.pixel_size import properties_mpp, resolution_mpp, tiff_mpp
 from attnmap.wsi.pixels import as_rgb8, over_white, pil_rgb8, sample_converter, series_converter
 from attnmap.wsi.slide_base import Slide
 from attnmap.wsi.slide_files import (
@@ -29,12 +30,9 @@ from attnmap.wsi.slide_files import (
     missing_companions,
     openslide_misreads,
     planes_error,
-    properties_mpp,
     quiet_tifffile,
-    resolution_mpp,
     stacked_planes,
     tiff_damage,
-    tiff_mpp,
 )
 
 PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -57,7 +55,7 @@ class OpenSlideSlide(Slide):
         self.level_dimensions = tuple(tuple(int(v) for v in dim) for dim in handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
         properties = dict(handle.properties)
-        self.mpp = properties_mpp(properties)
+        self.mpp = properties_mpp(properties, path)
         if self.mpp is None and properties.get("openslide.vendor") == "generic-tiff":
             self.mpp = tiff_mpp(Path(path))  # an OME-TIFF says it in its XML, which OpenSlide ignores
         sizes = self.level_dimensions
@@ -170,7 +168,7 @@ def _open_plain(path: Path) -> Slide:
             if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
                 image = np.moveaxis(image, 0, 2)
             image = sample_converter(page, str(path))(image)
-            mpp = resolution_mpp(page)
+            mpp = resolution_mpp(page, str(path))
         return ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
     from PIL import Image
 

@@ -1,11 +1,9 @@
-"""What a slide file holds beyond its pixels: its real format and state (for messages), its pixel
-size, and where a DICOM folder's slide is.
+"""What a slide file holds beyond its pixels: its real format and state (for messages), and where
+a DICOM folder's slide is (its pixel size: `attnmap.wsi.pixel_size`).
 
 Why its own module: when no reader opens a file, "unsupported or missing image file" (OpenSlide's
 words) does not tell a user that the ``.svs`` they were sent is a PNG export, an empty or truncated
-download, or a MIRAX file copied without its folder; and tiffslide reports no µm per pixel for
-OME-TIFFs or generic TIFFs, which OpenSlide reads from the same files' resolution tags, so a cohort's
-pixel sizes would depend on the backend.
+download, or a MIRAX file copied without its folder.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
     (b"%PDF", "a PDF document", ""),
     (b"<", "a text/HTML/XML file (an error page saved instead of the slide?)", ""),
 )
-PLACEHOLDER_DPI = (72.0, 96.0, 300.0)
-"""Resolutions per inch that image tools write by default (screen and print): no pixel size."""
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -72,76 +68,6 @@ def describe_content(path: Path) -> tuple[str, str] | None:
     for signature, what, suffix in _SIGNATURES:
         if head.startswith(signature):
             return what, suffix
-    return None
-
-
-def properties_mpp(properties: dict) -> float | None:
-    """µm per pixel as the backend reports it, except a generic TIFF's screen or print dpi
-    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
-    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size."""
-    value = properties.get("openslide.mpp-x") or properties.get("tiffslide.mpp-x")
-    dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
-    try:
-        if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
-            return None
-        return float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def tiff_mpp(path: Path, page=None) -> float | None:
-    """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the
-    XResolution / ResolutionUnit of ``page`` (default: the largest top-level page, which a pyramid
-    written smallest first does not put first); screen and print dpi say nothing and give None."""
-    import tifffile
-
-    try:
-        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            if tif.is_ome and tif.ome_metadata:
-                mpp = _ome_mpp(tif.ome_metadata)
-                if mpp is not None:
-                    return mpp
-            return resolution_mpp(page if page is not None else _largest([p for p in tif.pages if p.shape]))
-    except Exception:  # noqa: BLE001 - no readable metadata is no pixel size, not an error
-        return None
-
-
-_OME_UNITS_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "nm": 1e-3, "Å": 1e-4}
-
-
-def _ome_mpp(xml: str) -> float | None:
-    """``PhysicalSizeX`` of the first OME image, in µm (OME's default unit)."""
-    import xml.etree.ElementTree as ElementTree
-
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError:
-        return None
-    for element in root.iter():
-        if element.tag.rsplit("}", 1)[-1] == "Pixels" and "PhysicalSizeX" in element.attrib:
-            scale = _OME_UNITS_UM.get(element.attrib.get("PhysicalSizeXUnit", "µm"))
-            try:
-                value = float(element.attrib["PhysicalSizeX"])
-            except ValueError:
-                return None
-            return value * scale if scale is not None and value > 0 else None
-    return None
-
-
-def resolution_mpp(page) -> float | None:
-    """µm per pixel from a TIFF page's XResolution / ResolutionUnit, if they say something."""
-    tags = page.tags
-    if "XResolution" not in tags or "ResolutionUnit" not in tags:
-        return None
-    numerator, denominator = tags["XResolution"].value
-    unit = int(tags["ResolutionUnit"].value)
-    if numerator == 0 or denominator == 0:
-        return None
-    per_unit = numerator / denominator
-    if unit == 3:  # centimetre
-        return 1e4 / per_unit
-    if unit == 2 and per_unit not in PLACEHOLDER_DPI:  # inch
-        return 25400.0 / per_unit
     return None
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.wsi.pixel_size import tiff_mpp
 from attnmap.wsi.pixels import as_rgb8, sample_converter
 from attnmap.wsi.slide import Slide
-from attnmap.wsi.slide_files import first_line, quiet_tifffile, tiff_mpp
+from attnmap.wsi.slide_files import first_line, quiet_tifffile
 
 _READABLE_AXES = {"YX", "YXS", "SYX"}
 

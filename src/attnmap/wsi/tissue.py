@@ -3,7 +3,9 @@
 Why CLAM's rule exactly: users compare our patches and heatmaps with what CLAM gave them, and the
 tissue contours decide which patches exist at all. The steps (spec "Tissue segmentation"): HSV
 saturation, median blur, binary or Otsu threshold, optional closing, two-level contour hierarchy,
-area filters in units of a 512² level-0 patch, holes capped by count and area.
+area filters in units of a 512² level-0 patch, holes capped by count and area. A colourless
+(greyscale) slide, whose saturation is flat, is thresholded on darkness instead
+(`attnmap.wsi.tissue_channel`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.slide import Slide
+from attnmap.wsi.tissue_channel import channel_image, check_channel, resolve_channel
 
 REFERENCE_PATCH_SIZE = 512
 CLIP_MARGIN = 4
@@ -45,7 +48,9 @@ MAX_KERNEL = 255
 DEFAULTS: dict[str, float | int | bool] = {
     "sthresh": 8, "mthresh": 7, "close": 4, "use_otsu": False, "a_t": 100, "a_h": 16, "max_n_holes": 8,
 }
-"""CLAM's segmentation parameters, used for any a preset or the caller leaves unset."""
+"""CLAM's segmentation parameters, used for any a preset or the caller leaves unset. The channel
+is not among them: unset, it depends on the slide (saturation, or darkness on a colourless one:
+`attnmap.wsi.tissue_channel.resolve_channel`)."""
 
 PRESETS: dict[str, dict[str, float | int | bool]] = {
     "tcga": {"sthresh": 8, "mthresh": 7, "close": 4, "a_t": 16, "a_h": 4, "max_n_holes": 8},
@@ -174,6 +179,8 @@ def resolve_parameters(preset: str | None, given: dict[str, float | int | bool |
     either would segment differently from what the user wrote.
     """
     chosen = {key: value for key, value in given.items() if value is not None}
+    if "channel" in chosen:
+        check_channel(chosen["channel"])
     negative = [f"{key}={value!r}" for key, value in chosen.items()
                 if key != "use_otsu" and isinstance(value, (int, float)) and value < 0]
     if negative:  # a negative area keeps every speck, a negative threshold finds nothing: never meant
@@ -190,18 +197,18 @@ def resolve_parameters(preset: str | None, given: dict[str, float | int | bool |
     return {**DEFAULTS, **PRESETS[preset], **chosen}
 
 
-def threshold_saturation(
-    rgb: np.ndarray, sthresh: int, mthresh: int, close: int, use_otsu: bool
+def threshold_channel(
+    rgb: np.ndarray, sthresh: int, mthresh: int, close: int, use_otsu: bool, channel: str = "saturation"
 ) -> np.ndarray:
-    """Binary tissue image (uint8 0/255) from an RGB image: median-blurred saturation, thresholded."""
+    """Binary tissue image (uint8 0/255) from an RGB image: its median-blurred ``channel``
+    (`attnmap.wsi.tissue_channel.channel_image`), thresholded."""
     if mthresh < 1 or mthresh % 2 == 0 or mthresh > MAX_KERNEL:
         raise InputError(
             f"mthresh (median blur kernel) must be an odd positive integer up to {MAX_KERNEL}, got {mthresh}"
         )
     if not 0 <= close <= MAX_KERNEL:
         raise InputError(f"close (closing kernel) must be between 0 and {MAX_KERNEL}, got {close}")
-    saturation = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[:, :, 1]
-    blurred = cv2.medianBlur(saturation, int(mthresh))
+    blurred = channel_image(rgb, channel, int(mthresh))
     flags = cv2.THRESH_BINARY + (cv2.THRESH_OTSU if use_otsu else 0)
     _, binary = cv2.threshold(blurred, 0 if use_otsu else int(sthresh), 255, flags)
     if close > 0:
@@ -284,9 +291,13 @@ def segment_tissue(
     max_n_holes: int | None = None,
     preset: str | None = None,
     progress: bool = True,
+    channel: str | None = None,
 ) -> Tissue:
     """Find tissue on ``slide`` at ``level`` (default: best level for downsample 64, as CLAM).
 
+    ``channel`` is the image thresholded by ``sthresh``: "saturation" (CLAM's) or "darkness" (below
+    the glass, for greyscale scans); unset, saturation, or darkness with a one-line warning on a
+    colourless slide (`attnmap.wsi.tissue_channel`).
     ``a_t`` / ``a_h`` are minimum tissue / hole areas in units of a 512×512 level-0 patch;
     Unset parameters (None) come from ``preset`` ("tcga", "bwh_biopsy", "bwh_resection": CLAM's
     presets) or else `DEFAULTS`; a given value that disagrees with the preset is an `InputError`.
@@ -296,7 +307,7 @@ def segment_tissue(
     """
     params = resolve_parameters(
         preset,
-        {"sthresh": sthresh, "mthresh": mthresh, "close": close, "use_otsu": use_otsu,
+        {"channel": channel, "sthresh": sthresh, "mthresh": mthresh, "close": close, "use_otsu": use_otsu,
          "a_t": a_t, "a_h": a_h, "max_n_holes": max_n_holes},
     )
     if level is None:
@@ -311,8 +322,9 @@ def segment_tissue(
         from attnmap.wsi.reduced import read_reduced
 
         rgb = read_reduced(slide, seg_level, factor, progress)
-    binary = threshold_saturation(rgb, int(params["sthresh"]), int(params["mthresh"]), int(params["close"]),
-                                  bool(params["use_otsu"]))
+    params["channel"] = resolve_channel(rgb, channel, str(getattr(slide, "path", "the slide")))
+    binary = threshold_channel(rgb, int(params["sthresh"]), int(params["mthresh"]), int(params["close"]),
+                               bool(params["use_otsu"]), str(params["channel"]))
     unit_area = int(REFERENCE_PATCH_SIZE**2 / (scale_x * scale_y))
     found = filter_contours(binary, params["a_t"] * unit_area, params["a_h"] * unit_area,
                             int(params["max_n_holes"]))

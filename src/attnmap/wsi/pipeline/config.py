@@ -21,6 +21,7 @@ from attnmap.validation import STRICT, Check, validate_mapping
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.pipeline.config_checks import check_config, check_roi_folder, is_encoder_name
 from attnmap.wsi.pipeline.config_values import (
+    ChannelName,
     ContourCheck,
     Device,
     Kernel,
@@ -66,7 +67,14 @@ class SegmentationConfig:
     level: NonNegative | None = field(
         default=None, metadata={"help": "Level to segment at (default: best for downsample 64)."}
     )
-    sthresh: NonNegative | None = field(default=None, metadata={"help": "Saturation threshold."})
+    channel: ChannelName | None = field(
+        default=None,
+        metadata={"help": "Image thresholded: saturation (CLAM's) or darkness below the glass (greyscale "
+                  "scans); unset: saturation, or darkness with a warning on a slide without colour."},
+    )
+    sthresh: NonNegative | None = field(
+        default=None, metadata={"help": "Threshold on the channel (saturation or darkness, 0-255)."}
+    )
     mthresh: OddPositive | None = field(
         default=None, metadata={"help": f"Median blur kernel (odd, at most {MAX_KERNEL})."}
     )

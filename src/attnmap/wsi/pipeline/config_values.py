@@ -15,10 +15,12 @@ from attnmap.validation import Check
 from attnmap.wsi.features import PRECISIONS
 from attnmap.wsi.patching import CONTOUR_CHECKS
 from attnmap.wsi.tissue import MAX_KERNEL, PRESETS
+from attnmap.wsi.tissue_channel import CHANNELS
 
 Positive = Annotated[int, Ge(1)]
 NonNegative = Annotated[int, Ge(0)]
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+ChannelName = Literal[CHANNELS]  # type: ignore[valid-type]
 ContourCheck = Literal[CONTOUR_CHECKS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
 

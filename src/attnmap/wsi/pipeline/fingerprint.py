@@ -173,7 +173,9 @@ class StageFingerprints:
         return self._make(
             "tissue",
             slide=slide_identity(self.entry.path),
-            segmentation=self._params("segmentation"),
+            # an unset channel adds no key, so the tissue of runs made before the option is reused
+            segmentation=self._params("segmentation", drop=() if self.config.segmentation.channel
+                                      else ("channel",)),
             **self._shrunk("segmentation"),
         )
 

@@ -178,16 +178,25 @@ def blockmap_complete(path: str | Path, n_patches: int | None = None) -> bool:
     return ok and (n_patches is None or rows == n_patches)
 
 
-def load_scores_with_patch_size(path: str | Path) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """(coords, scores, level-0 patch size or None) of a ``_blockmap.h5``; attnmap's record the size."""
+def load_scores_with_patch_size(
+    path: str | Path, level_downsamples: tuple[float, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """(coords, scores, level-0 patch size or None) of a ``_blockmap.h5`` or a `mil attention` h5:
+    the size is the file's ``patch_size`` attribute (level 0, attnmap's blockmap), else the
+    geometry on its ``coords`` (`attnmap.wsi.patch_geometry`), at the level's downsample that
+    it records or, failing that, ``level_downsamples``'s (the slide's)."""
     import h5py
 
+    from attnmap.wsi.patch_geometry import file_geometry
     from attnmap.wsi.scores_io import load_scores_h5
 
     coords, scores = load_scores_h5(path)
     with h5py.File(path, "r") as handle:
         stored = handle.attrs.get("patch_size")
-    return coords, scores, int(stored) if stored is not None else None
+    if stored is not None:
+        return coords, scores, int(stored)
+    geometry = file_geometry(path)
+    return coords, scores, geometry.level0_size(level_downsamples) if geometry is not None else None
 
 
 def features_patch_size(path: str | Path, level_downsamples: tuple[float, ...]) -> int | None:

@@ -21,6 +21,7 @@ from attnmap.errors import InputError
 from attnmap.provenance import provenance
 from attnmap.stored import stored_record
 from attnmap.wsi.features import extract_features, load_features, save_features
+from attnmap.wsi.patch_geometry import PatchGeometry, check_geometry, file_geometry
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 from attnmap.wsi.pipeline.outputs import (
@@ -73,6 +74,7 @@ def segment_slide(slide: Any, seg: Any, progress: bool = False) -> Any:
     return segment_tissue(
         slide,
         level=seg.level,
+        channel=seg.channel,
         sthresh=seg.sthresh,
         mthresh=seg.mthresh,
         close=seg.close,
@@ -97,9 +99,14 @@ def tissue_stage(
     reason = fingerprint.check(outputs.tissue)
     if reason is None:
         try:
-            return load_tissue(outputs.tissue), None
+            tissue = load_tissue(outputs.tissue)
         except InputError:
             reason = "damaged: not a tissue file"
+        else:
+            if tissue.contours or "channel" in tissue.parameters:
+                return tissue, None
+            # found empty before the channel rule: a grey slide's is found by darkness now
+            reason = "empty, made before colourless slides were segmented by darkness"
     tissue = segment_slide(slide, config.segmentation, progress)
     record = {
         **slide_provenance(config, entry, "segment_tissue", ("segmentation",),
@@ -178,9 +185,11 @@ def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
                 f"level-0 px (a_t × 512²), more than the whole {width}×{height} slide: lower a_t"
             )
         return (
-            f"segmentation kept no tissue region (saturation above sthresh={params['sthresh']}, regions of "
+            f"segmentation kept no tissue region ({params.get('channel', 'saturation')} above "
+            f"sthresh={params['sthresh']}, regions of "
             f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
-            f"{width}×{height} px): a blank or grey slide has none, else lower a_t or sthresh"
+            f"{width}×{height} px): a blank slide has none, a grey one none by saturation (set "
+            "segmentation.channel: darkness), else lower a_t or sthresh"
         )
     width, height = slide.level_dimensions[patching.level]
     if not patching.padding and min(width, height) < patching.patch_size:
@@ -211,6 +220,9 @@ def features_stage(
     reason = features_h5_reason(outputs, prints, len(coords))
     if reason is None:
         features, stored = load_features(outputs.features_h5)
+        # features brought by the user (CLAM's) for patches of another size or level: never used
+        check_geometry(outputs.features_h5, file_geometry(outputs.features_h5),
+                       config.patching.patch_size, config.patching.level)
         if np.array_equal(stored, coords):
             if f.save_pt and features_pt_reason(outputs, prints) is not None:  # the h5 holds them
                 record = {key: value for key, value in (stored_record(outputs.features_h5) or {}).items()
@@ -252,8 +264,19 @@ def features_stage(
         coords,
         {**record, **fingerprint.record()},
         outputs.features_pt if f.save_pt else None,
+        features_geometry(config.patching, outputs.patches),
     )
     return features, reason
+
+
+def features_geometry(patching: Any, patches_h5: Path) -> PatchGeometry:
+    """The geometry of the patches features are cut from, with the level's downsample that the
+    patch file records (`save_coords`) when it is for the same size and level."""
+    geometry = PatchGeometry(patching.patch_size, patching.level)
+    recorded = file_geometry(patches_h5)
+    if recorded is not None and (recorded.size, recorded.level) == (geometry.size, geometry.level):
+        return recorded
+    return geometry
 
 
 def attention_stage(

@@ -1,0 +1,132 @@
+"""A slide's pixel size (µm per level-0 pixel) from what its file records, and the check that its
+pixels are square.
+
+Why its own module: tiffslide reports no µm per pixel for OME-TIFFs or generic TIFFs, which
+OpenSlide reads from the same files' resolution tags, so a cohort's pixel sizes would depend on the
+backend; and every reader records x and y apart while attnmap keeps one number (``Slide.mpp``,
+x's): the scale bar, the heatmap TIFF's resolution and the cohort's resolution check all take the
+pixels for square. A slide whose x and y differ by more than `ANISOTROPY_TOLERANCE` gets one
+warning naming both, once per file in a process, rather than x reported without a word. Nothing
+attnmap computes is wrong for it (patches are cut in pixels, as CLAM cuts them), but they cover
+non-square areas of tissue and the y resolution written with a heatmap TIFF is x's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from attnmap.wsi.slide_files import _largest, quiet_tifffile
+
+PLACEHOLDER_DPI = (72.0, 96.0, 300.0)
+"""Resolutions per inch that image tools write by default (screen and print): no pixel size."""
+
+ANISOTROPY_TOLERANCE = 0.01
+"""The relative difference of x's and y's µm per pixel a slide may have and still be called square."""
+
+_warned: set[tuple[str, float, float]] = set()
+
+
+def square_mpp(x: float | None, y: float | None, where: str) -> float | None:
+    """``x`` (µm per pixel), with a one-line warning, once per ``where`` and values, when ``y``
+    differs from it by more than `ANISOTROPY_TOLERANCE`."""
+    if x is None or y is None or abs(x - y) <= ANISOTROPY_TOLERANCE * max(x, y):
+        return x
+    if (where, x, y) not in _warned:
+        _warned.add((where, x, y))
+        warnings.warn(
+            f"{where} has non-square pixels: {x:.6g} µm per pixel in x, {y:.6g} in y; attnmap uses x's "
+            "(scale bar, heatmap TIFF resolution), and each patch covers "
+            f"{x:.4g} × {y:.4g} µm of tissue per pixel",
+            stacklevel=2,
+        )
+    return x
+
+
+def properties_mpp(properties: dict, where: str = "the slide") -> float | None:
+    """µm per pixel as the backend reports it, except a generic TIFF's screen or print dpi
+    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
+    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size.
+    Non-square pixels are warned of (`square_mpp`)."""
+    dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
+    try:
+        if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
+            return None
+        x, y = (_number(properties.get(f"openslide.mpp-{axis}") or properties.get(f"tiffslide.mpp-{axis}"))
+                for axis in "xy")
+    except ValueError:
+        return None
+    return square_mpp(x, y, where)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if value not in (None, "") else None  # type: ignore[arg-type]
+
+
+def tiff_mpp(path: Path, page=None) -> float | None:
+    """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the
+    XResolution / ResolutionUnit of ``page`` (default: the largest top-level page, which a pyramid
+    written smallest first does not put first); screen and print dpi say nothing and give None."""
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            if tif.is_ome and tif.ome_metadata:
+                x, y = _ome_mpp(tif.ome_metadata)
+                if x is not None:
+                    return square_mpp(x, y, str(path))
+            return resolution_mpp(page if page is not None else _largest([p for p in tif.pages if p.shape]),
+                                  str(path))
+    except Exception:  # noqa: BLE001 - no readable metadata is no pixel size, not an error
+        return None
+
+
+_OME_UNITS_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "nm": 1e-3, "Å": 1e-4}
+
+
+def _ome_mpp(xml: str) -> tuple[float | None, float | None]:
+    """(``PhysicalSizeX``, ``PhysicalSizeY``) of the first OME image that has an x size, in µm
+    (OME's default unit); None for a size missing or unreadable."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None, None
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] == "Pixels" and "PhysicalSizeX" in element.attrib:
+            return _ome_size(element.attrib, "X"), _ome_size(element.attrib, "Y")
+    return None, None
+
+
+def _ome_size(attributes: dict, axis: str) -> float | None:
+    scale = _OME_UNITS_UM.get(attributes.get(f"PhysicalSize{axis}Unit", "µm"))
+    try:
+        value = float(attributes[f"PhysicalSize{axis}"])
+    except (KeyError, ValueError):
+        return None
+    return value * scale if scale is not None and value > 0 else None
+
+
+def resolution_mpp(page, where: str = "the slide") -> float | None:
+    """µm per pixel from a TIFF page's XResolution / ResolutionUnit, if they say something
+    (non-square pixels, YResolution apart, are warned of: `square_mpp`)."""
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    unit = int(tags["ResolutionUnit"].value)
+    x = _resolution(tags["XResolution"].value, unit)
+    y = _resolution(tags["YResolution"].value, unit) if "YResolution" in tags else None
+    return square_mpp(x, y, where)
+
+
+def _resolution(value: tuple[int, int], unit: int) -> float | None:
+    numerator, denominator = value
+    if numerator == 0 or denominator == 0:
+        return None
+    per_unit = numerator / denominator
+    if unit == 3:  # centimetre
+        return 1e4 / per_unit
+    if unit == 2 and per_unit not in PLACEHOLDER_DPI:  # inch
+        return 25400.0 / per_unit
+    return None
