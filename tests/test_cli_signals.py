@@ -153,3 +153,52 @@ def test_a_stop_after_the_work_is_written_does_not_make_a_finished_run_a_killed_
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0  # SIGINT, SIGTERM, SIGHUP ignored during Python's teardown
+
+
+# The command line as the console script starts it, with a finder that only notes the moment torch's
+# import begins (the first seconds of every command but `view`), so the signal lands inside it.
+_STARTED_IMPORTING_TORCH = """
+import sys
+marker = sys.argv[1]
+class NoteTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            open(marker, "w").close()
+            sys.meta_path.remove(self)
+        return None
+sys.meta_path.insert(0, NoteTorch())
+sys.argv = ["attnmap", "methods"]
+from attnmap.cli.main import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "message"),
+    [(signal.SIGINT, "attnmap: interrupted"), (signal.SIGTERM, "attnmap: stopped by SIGTERM")],
+)
+def test_a_stop_while_torch_imports_is_one_line_at_once(
+    tmp_path: Path, signum: signal.Signals, message: str
+) -> None:
+    """Before, `import attnmap` imported torch ahead of the command line's handlers: Ctrl-C printed
+    Python's traceback and SIGTERM ended the process silently; a Ctrl-C inside torch's import under
+    the handlers could end as an ImportError or be swallowed."""
+    import subprocess
+
+    marker = tmp_path / "importing-torch"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", _STARTED_IMPORTING_TORCH, str(marker)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert marker.exists(), child.communicate()[1]
+    child.send_signal(signum)
+    try:
+        _, err = child.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        pytest.fail(f"still running 10 s after the signal: {child.communicate()[1]}")
+    assert child.returncode == 128 + signum, err
+    assert err.strip().splitlines() == [message]

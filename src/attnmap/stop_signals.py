@@ -103,6 +103,44 @@ def signals_raise() -> Iterator[None]:
             signal.signal(number, old)
 
 
+def stop_line(signum: int) -> tuple[str, int]:
+    """What the command line says when ``signum`` stops it, and its exit status (128 + the number,
+    as a shell reports a process the signal killed)."""
+    if signum == signal.SIGINT:
+        return "attnmap: interrupted", 128 + signum
+    return f"attnmap: stopped by {signal.Signals(signum).name}", 128 + signum
+
+
+@contextlib.contextmanager
+def stop_signals_exit() -> Iterator[None]:
+    """Within the block, Ctrl-C, SIGTERM and SIGHUP end the process on the spot, saying their line
+    (`stop_line`). For the command line's imports, before its command has done anything: there is
+    nothing to unwind, and an exception raised inside a C extension's import does not unwind
+    cleanly (a Ctrl-C during ``import torch`` was seen to end as ImportError "cannot load module more
+    than once per process", as a RecursionError, or to be swallowed and the command run to the end).
+    Handlers ignored on purpose stay ignored; the previous ones come back after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, _frame: FrameType | None) -> None:
+        line, status = stop_line(signum)
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            os.write(2, f"{line}\n".encode())
+        os._exit(status)
+
+    previous = {
+        number: signal.signal(number, leave)
+        for number in WORKER_IGNORED
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 @contextlib.contextmanager
 def deferred_stop_signals() -> Iterator[None]:
     """Hold Ctrl-C, SIGTERM and SIGHUP back during the block; one that arrived is delivered (to the
