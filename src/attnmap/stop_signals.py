@@ -142,39 +142,17 @@ def stop_signals_exit() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def deferred_stop_signals() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP back during the block; one that arrived is delivered (to the
-    handler in place before) when it ends.
-
-    Why: a local Dask cluster interrupted while it starts is neither up nor closable (Dask then
-    prints an error when Python exits), and the worker processes it starts meanwhile would take the
-    terminal's Ctrl-C before they ignore it. Two parts: this thread's signal mask, which threads and
-    processes started in the block inherit; and handlers that only note a signal, because a signal
-    sent to the process is delivered to any thread that does not block it (torch's and the
-    progress bars' threads), and Python then runs its handler in the main thread all the same."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-
-    def hold(signum: int, _frame: FrameType | None) -> None:
-        if not held:
-            held.append(signum)
-
-    handlers = {
-        number: signal.signal(number, hold)
-        for number in WORKER_IGNORED
-        if signal.getsignal(number) is not signal.SIG_IGN
-    }
+def blocked_stop_signals() -> Iterator[None]:
+    """Block Ctrl-C, SIGTERM and SIGHUP in this thread's signal mask during the block, which the
+    threads and processes started in it inherit (a local Dask cluster's: its worker processes must
+    not take the terminal's Ctrl-C before their preload ignores it). A signal sent to the process
+    meanwhile goes to a thread that does not block it, and Python runs its handler in the main
+    thread all the same."""
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORED)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one pending for this thread: noted now
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
-        if held:  # raised by the handler that was in place, in this thread
-            signal.raise_signal(held[0])
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def ignore_stop_signals() -> None:
