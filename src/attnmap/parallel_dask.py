@@ -33,9 +33,9 @@ from attnmap.stop_signals import blocked_stop_signals
 # (every 100 ms) run in every process: at the defaults an idle 2-worker cluster keeps several
 # percent of a core busy that the slides could use. The slower memory monitor still stops a worker
 # that outgrows its limit, half a second later at most. Workers ignore Ctrl-C, SIGTERM and SIGHUP
-# sent to the whole process group (`attnmap.stop_signals`): the run stops them.
+# sent to the whole process group, and draw their bars under a thread lock (`attnmap.dask_worker`).
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
-    "distributed.worker.preload": ["attnmap.stop_signals"],
+    "distributed.worker.preload": ["attnmap.dask_worker"],
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.interval": "2s",

@@ -12,8 +12,8 @@ will not wait).
 
 Dask workers of a local cluster (`attnmap.parallel_dask`) share the terminal's process group, so a
 Ctrl-C (or SLURM's SIGTERM to the whole job) reaches them too: each would print a traceback and the
-nanny would restart it. They ignore these signals instead (`dask_setup`, loaded as a worker
-preload): their parent stops them, and they end with it if it is killed (Dask's parent-alive pipe).
+nanny would restart it. They ignore these signals instead (`attnmap.dask_worker`, loaded as a
+worker preload): their parent stops them, and they end with it if it is killed (Dask's parent-alive pipe).
 """
 
 from __future__ import annotations
@@ -161,7 +161,3 @@ def ignore_stop_signals() -> None:
         for number in WORKER_IGNORED:
             signal.signal(number, signal.SIG_IGN)
 
-
-def dask_setup(worker: Any) -> None:
-    """Dask worker preload hook (``distributed.worker.preload``): see the module's docstring."""
-    ignore_stop_signals()
