@@ -13,6 +13,7 @@ from attnmap.errors import InputError
 from attnmap.mil import CLAM_MB, explain, read_bag, write_h5_bag
 from attnmap.mil.bag_stream import H5FeatureRows, open_bag
 from attnmap.mil.export import export_attention
+from attnmap.wsi.patch_geometry import PatchGeometry, write_geometry
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -85,6 +86,10 @@ def test_streamed_rows_are_the_rows_read_whole(tmp_path, model_and_bag):
         assert isinstance(streamed_bag.features, H5FeatureRows) and streamed_bag.n_patches == N_PATCHES
         streamed = export_attention(model, streamed_bag, tmp_path / "streamed", chunk_size=CHUNK,
                                     methods=("lrp",))
+    with h5py.File(bag, "a") as handle:  # the patches' size and level, as `wsi features` records them
+        write_geometry(handle["coords"], PatchGeometry(size=256, level=1, downsample=4.0))
+    with open_bag(bag) as streamed_bag:
+        assert streamed_bag.geometry == read_bag(bag).geometry == PatchGeometry(256, 1, 4.0)
     np.testing.assert_array_equal(streamed.result.raw, whole.result.raw)
     np.testing.assert_array_equal(streamed.result.probs, whole.result.probs)
     np.testing.assert_array_equal(streamed.relevance["lrp"], whole.relevance["lrp"])

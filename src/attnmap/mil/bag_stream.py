@@ -5,7 +5,8 @@ An h5 bag's ``features`` dataset stays in its file while `open_bag`'s context is
 nothing else, so scoring a 10^6-patch bag holds one chunk of features at a time instead of all
 of them. The rows come back exactly as `read_bag` would give them (float32, a batch axis of one
 dropped) and are checked as they are read: NaN or infinity in a chunk is named with its rows.
-Coordinates are read whole (two numbers a patch). A ``.pt`` bag is read whole, as `read_bag` does.
+Coordinates are read whole (two numbers a patch), with the patch geometry they record. A ``.pt``
+bag is read whole, as `read_bag` does.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def open_bag(path: str | Path) -> Iterator[Bag]:
         return
     import h5py
 
+    from attnmap.wsi.patch_geometry import read_geometry  # attnmap.wsi's package imports are heavy
+
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
@@ -85,6 +88,8 @@ def open_bag(path: str | Path) -> Iterator[Bag]:
             coords = stored_coords(handle, path)
         except OSError as error:
             raise InputError(f"{path}: not a readable h5 file ({error})") from error
+        geometry = None
         if coords is not None:
             coords = checked_coords(path, coords, rows.shape[0])
-        yield Bag(slide_id=path.stem, features=rows, coords=coords, path=path)
+            geometry = read_geometry(dict(handle["coords"].attrs))  # as read_bag's file_geometry
+        yield Bag(slide_id=path.stem, features=rows, coords=coords, path=path, geometry=geometry)
