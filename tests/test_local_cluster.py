@@ -101,3 +101,51 @@ def test_a_stopped_run_kills_its_busy_workers_at_once() -> None:
     alive = [pid for pid in worker_pids if psutil.pid_exists(pid)
              and psutil.Process(pid).status() != "zombie"]
     assert alive == []
+
+
+_STOPPED_WHILE_BUSY = """
+import sys, time
+from pathlib import Path
+from attnmap.parallel_dask import DaskClient
+
+def busy(folder):
+    from tqdm.auto import tqdm
+    for _ in tqdm(range(3), disable=True):  # any bar: tqdm makes its write lock with the first
+        pass
+    Path(folder, str(time.time_ns())).touch()
+    time.sleep(60)
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    try:
+        with DaskClient(2, None) as client:
+            futures = [client.submit(busy, str(folder), pure=False) for _ in range(2)]
+            deadline = time.monotonic() + 60
+            while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise KeyboardInterrupt  # as Ctrl-C: the busy workers are killed
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_a_two_worker_run_stopped_while_busy_leaks_no_semaphore(tmp_path) -> None:
+    """Killed while busy, a worker's tqdm lock (a multiprocessing semaphore, registered with the
+    resource tracker it shares with the run) was never released, and the tracker warned about leaked
+    semaphores as the run exited. The workers' bars now use a thread lock (`attnmap.dask_worker`)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("distributed")
+    script, folder = tmp_path / "stopped_while_busy.py", tmp_path / "started"
+    script.write_text(_STOPPED_WHILE_BUSY)
+    folder.mkdir()
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script), str(folder)], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0 and len(list(folder.iterdir())) == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "stopped", done.stderr
+    assert "leaked semaphore" not in done.stderr and "resource_tracker" not in done.stderr, done.stderr

@@ -8,14 +8,60 @@ gradient rollout and Chefer et al.'s LRP methods on timm / Hugging Face models a
 Attention MIL: `attnmap.mil`. Whole slides: `attnmap.wsi`. Pictures: `attnmap.render`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from attnmap._version import __version__
 from attnmap.errors import AttnmapError, InputError, UnsupportedModelError
-from attnmap.render import normalize, overlay, save_grid, upsample
-from attnmap.vit.explain import explain
-from attnmap.vit.models import load_model
-from attnmap.vit.preprocess import load_image, preprocess
-from attnmap.vit.readout import ReadoutDirection
-from attnmap.vit.registry import methods, register_method, resolve_target, unregister_method
+
+# The names below import torch (and timm) with their modules, which takes seconds: they are
+# imported on first use, so that ``import attnmap.cli.main`` (the console script's first line) is
+# quick and a Ctrl-C or SIGTERM during the command's own ``import torch`` reaches its handlers.
+_LAZY: dict[str, str] = {
+    "normalize": "attnmap.render",
+    "overlay": "attnmap.render",
+    "save_grid": "attnmap.render",
+    "upsample": "attnmap.render",
+    "explain": "attnmap.vit.explain",
+    "load_model": "attnmap.vit.models",
+    "load_image": "attnmap.vit.preprocess",
+    "preprocess": "attnmap.vit.preprocess",
+    "ReadoutDirection": "attnmap.vit.readout",
+    "methods": "attnmap.vit.registry",
+    "register_method": "attnmap.vit.registry",
+    "resolve_target": "attnmap.vit.registry",
+    "unregister_method": "attnmap.vit.registry",
+}
+
+if TYPE_CHECKING:
+    from attnmap.render import normalize, overlay, save_grid, upsample
+    from attnmap.vit.explain import explain
+    from attnmap.vit.models import load_model
+    from attnmap.vit.preprocess import load_image, preprocess
+    from attnmap.vit.readout import ReadoutDirection
+    from attnmap.vit.registry import methods, register_method, resolve_target, unregister_method
+
+
+def __getattr__(name: str) -> Any:
+    """A public name of `_LAZY` on first use; a subpackage (``attnmap.render``) as an attribute."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # found directly from now on
+        return value
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AttnmapError",

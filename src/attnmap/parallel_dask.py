@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 from attnmap import parallel
 from attnmap.errors import InputError
 from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
-from attnmap.stop_signals import deferred_stop_signals
+from attnmap.stop_signals import blocked_stop_signals
 
 # Dask settings for a local cluster (scheduler, nannies and workers share this machine's cores with
 # the slides). Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536 so that idle
@@ -32,9 +33,9 @@ from attnmap.stop_signals import deferred_stop_signals
 # (every 100 ms) run in every process: at the defaults an idle 2-worker cluster keeps several
 # percent of a core busy that the slides could use. The slower memory monitor still stops a worker
 # that outgrows its limit, half a second later at most. Workers ignore Ctrl-C, SIGTERM and SIGHUP
-# sent to the whole process group (`attnmap.stop_signals`): the run stops them.
+# sent to the whole process group, and draw their bars under a thread lock (`attnmap.dask_worker`).
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
-    "distributed.worker.preload": ["attnmap.stop_signals"],
+    "distributed.worker.preload": ["attnmap.dask_worker"],
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.interval": "2s",
@@ -193,6 +194,66 @@ def stop_workers_now(cluster: Any) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
+    """A started `local_cluster` and its client, every worker up; a stop meanwhile ends it at once.
+
+    Why a thread: Dask cannot close a cluster half-started, and starting one takes seconds (each
+    worker process imports Python afresh; 35 s on a loaded machine), so the start runs in a thread
+    of its own while this one waits, and a Ctrl-C, SIGTERM or SIGHUP kills the processes the start
+    made so far (they hold nothing of the run's) and is raised here at once. The starting thread
+    holds these signals blocked, which the processes it starts inherit: the terminal's Ctrl-C to the
+    process group must not reach a worker before its preload ignores it."""
+    import psutil
+
+    this = psutil.Process()
+    before = {child.pid for child in this.children(recursive=True)}
+    started: dict[str, Any] = {}
+
+    def start() -> None:
+        try:
+            started["cluster"] = local_cluster(workers)
+            started["client"] = client_class(started["cluster"])
+            started["client"].wait_for_workers(workers)  # every worker counted when sharing the cores
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
+            started["error"] = error
+
+    thread = threading.Thread(target=start, name="attnmap-cluster-start", daemon=True)
+    with blocked_stop_signals():  # the thread, and the processes it starts, inherit the mask
+        thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.05)  # a signal's handler runs between these waits
+    except BaseException:
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)  # the start failing under it
+        # the start gives up once its processes are gone; one it spawns meanwhile goes too
+        deadline = time.monotonic() + 3.0
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while this cleans up
+            while thread.is_alive() and time.monotonic() < deadline:
+                _kill_spawned(this, before)
+                thread.join(0.05)
+            _kill_spawned(this, before)
+        raise
+    if "error" in started:
+        for part in ("client", "cluster"):
+            if part in started:
+                with contextlib.suppress(Exception):
+                    started[part].close()
+        raise started["error"]
+    return started["cluster"], started["client"]
+
+
+def _kill_spawned(process: Any, before: set[int]) -> None:
+    """Kill the processes started under ``process`` since ``before`` (Dask's worker processes, also
+    one forked and not yet running its program) but multiprocessing's resource tracker, which the
+    start may have started too and which must outlive them."""
+    import psutil
+
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.pid not in before and not any("resource_tracker" in part for part in child.cmdline()):
+                child.kill()
+
+
 class DaskClient:
     """A dask Client for a fresh loopback LocalCluster or an existing scheduler; closed on exit."""
 
@@ -214,11 +275,8 @@ class DaskClient:
                 raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from error
             return self.client
         try:
-            with deferred_stop_signals():  # a half-started cluster cannot be closed cleanly
-                self.cluster = local_cluster(self.workers)
-                self.client = Client(self.cluster)
-                self.client.wait_for_workers(self.workers)  # every worker counted when sharing the cores
-        except BaseException:  # a signal held back during the start lands here, with the cluster up
+            self.cluster, self.client = start_local_cluster(self.workers, Client)
+        except BaseException:
             self.__exit__(*sys.exc_info())
             raise
         return self.client

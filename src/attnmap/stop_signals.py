@@ -12,8 +12,8 @@ will not wait).
 
 Dask workers of a local cluster (`attnmap.parallel_dask`) share the terminal's process group, so a
 Ctrl-C (or SLURM's SIGTERM to the whole job) reaches them too: each would print a traceback and the
-nanny would restart it. They ignore these signals instead (`dask_setup`, loaded as a worker
-preload): their parent stops them, and they end with it if it is killed (Dask's parent-alive pipe).
+nanny would restart it. They ignore these signals instead (`attnmap.dask_worker`, loaded as a
+worker preload): their parent stops them, and they end with it if it is killed (Dask's parent-alive pipe).
 """
 
 from __future__ import annotations
@@ -103,40 +103,56 @@ def signals_raise() -> Iterator[None]:
             signal.signal(number, old)
 
 
-@contextlib.contextmanager
-def deferred_stop_signals() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP back during the block; one that arrived is delivered (to the
-    handler in place before) when it ends.
+def stop_line(signum: int) -> tuple[str, int]:
+    """What the command line says when ``signum`` stops it, and its exit status (128 + the number,
+    as a shell reports a process the signal killed)."""
+    if signum == signal.SIGINT:
+        return "attnmap: interrupted", 128 + signum
+    return f"attnmap: stopped by {signal.Signals(signum).name}", 128 + signum
 
-    Why: a local Dask cluster interrupted while it starts is neither up nor closable (Dask then
-    prints an error when Python exits), and the worker processes it starts meanwhile would take the
-    terminal's Ctrl-C before they ignore it. Two parts: this thread's signal mask, which threads and
-    processes started in the block inherit; and handlers that only note a signal, because a signal
-    sent to the process is delivered to any thread that does not block it (torch's and the
-    progress bars' threads), and Python then runs its handler in the main thread all the same."""
+
+@contextlib.contextmanager
+def stop_signals_exit() -> Iterator[None]:
+    """Within the block, Ctrl-C, SIGTERM and SIGHUP end the process on the spot, saying their line
+    (`stop_line`). For the command line's imports, before its command has done anything: there is
+    nothing to unwind, and an exception raised inside a C extension's import does not unwind
+    cleanly (a Ctrl-C during ``import torch`` was seen to end as ImportError "cannot load module more
+    than once per process", as a RecursionError, or to be swallowed and the command run to the end).
+    Handlers ignored on purpose stay ignored; the previous ones come back after the block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held: list[int] = []
 
-    def hold(signum: int, _frame: FrameType | None) -> None:
-        if not held:
-            held.append(signum)
+    def leave(signum: int, _frame: FrameType | None) -> None:
+        line, status = stop_line(signum)
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            os.write(2, f"{line}\n".encode())
+        os._exit(status)
 
-    handlers = {
-        number: signal.signal(number, hold)
+    previous = {
+        number: signal.signal(number, leave)
         for number in WORKER_IGNORED
         if signal.getsignal(number) is not signal.SIG_IGN
     }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def blocked_stop_signals() -> Iterator[None]:
+    """Block Ctrl-C, SIGTERM and SIGHUP in this thread's signal mask during the block, which the
+    threads and processes started in it inherit (a local Dask cluster's: its worker processes must
+    not take the terminal's Ctrl-C before their preload ignores it). A signal sent to the process
+    meanwhile goes to a thread that does not block it, and Python runs its handler in the main
+    thread all the same."""
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORED)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one pending for this thread: noted now
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
-        if held:  # raised by the handler that was in place, in this thread
-            signal.raise_signal(held[0])
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def ignore_stop_signals() -> None:
@@ -145,7 +161,3 @@ def ignore_stop_signals() -> None:
         for number in WORKER_IGNORED:
             signal.signal(number, signal.SIG_IGN)
 
-
-def dask_setup(worker: Any) -> None:
-    """Dask worker preload hook (``distributed.worker.preload``): see the module's docstring."""
-    ignore_stop_signals()

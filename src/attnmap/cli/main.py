@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import signal
 import sys
 import warnings
 
@@ -15,7 +16,7 @@ import click
 
 from attnmap._version import __version__
 from attnmap.errors import InputError
-from attnmap.stop_signals import ignore_stop_signals, signals_raise, stopped_by
+from attnmap.stop_signals import ignore_stop_signals, signals_raise, stop_line, stop_signals_exit, stopped_by
 
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
@@ -28,6 +29,9 @@ SUBCOMMANDS: dict[str, str] = {
     "train-shapes": "attnmap.cli.evaluate:train_shapes",
     "view": "attnmap.cli.view:view",
 }
+
+# The commands whose code imports torch (all but the viewer): `import_torch_first` imports it for them.
+TORCH_COMMANDS = frozenset(SUBCOMMANDS) - {"view"}
 
 # Errors that mean "the user gave us something wrong": one line, exit status 2.
 USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -103,11 +107,26 @@ def main(argv: list[str] | None = None) -> None:
         warnings.formatwarning = one_line_warning  # recorded warnings (catch_warnings) are unaffected
     try:
         with signals_raise():  # SIGTERM, SIGHUP: the same clean stop as Ctrl-C
+            import_torch_first(args)
             _run(args, debug)
     finally:
         warnings.formatwarning = previous_format
         if argv is None:  # the process is the command: its work is written and its line said
             ignore_stop_signals()  # a stop during Python's own teardown would only change the status
+
+
+def import_torch_first(args: list[str]) -> None:
+    """Import torch before a command that needs it runs, with a stop during the import ending the
+    process on the spot (one line, 128 + the signal): the import takes seconds (the command line's
+    first ones), the command has written nothing yet, and a KeyboardInterrupt raised inside torch's
+    import does not unwind cleanly (`attnmap.stop_signals.stop_signals_exit`). Not for help or the
+    version, whose answers need no torch."""
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    if command not in TORCH_COMMANDS or any(arg in ("-h", "--help", "--version") for arg in args):
+        return
+    with stop_signals_exit():
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
 
 
 def _run(args: list[str], debug: bool) -> None:
@@ -152,9 +171,9 @@ def _stop(error: BaseException) -> None:
     close_progress_bars()
     terminated = stopped_by(error)
     if terminated is not None:
-        message, status = f"attnmap: stopped by {terminated}", terminated.exit_status
+        message, status = stop_line(terminated.signum)
     elif isinstance(error, KeyboardInterrupt) or isinstance(error.__cause__, KeyboardInterrupt):
-        message, status = "attnmap: interrupted", 130
+        message, status = stop_line(signal.SIGINT)
     else:
         message, status = "attnmap: aborted", 130
     try:

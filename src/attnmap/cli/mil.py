@@ -134,7 +134,8 @@ def attention(
 
     from attnmap.errors import InputError
     from attnmap.io_utils import unique_names
-    from attnmap.mil.bags import list_bags, read_bag
+    from attnmap.mil.bag_stream import open_bag
+    from attnmap.mil.bags import list_bags
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
@@ -161,28 +162,32 @@ def attention(
     for path, name in tqdm(
         list(zip(paths, names, strict=True)), desc="bags", disable=quiet() or len(paths) < 2
     ):
-        bag = read_bag(path)
-        methods = METHODS if method == "all" else (method,)
-        if method == "all" and bag.n_patches < 2:  # removing the only patch leaves no bag to score
-            methods = tuple(name for name in methods if name != "occlusion")
-            click.echo(f"{path}: 1 patch, so no occlusion scores for this bag", err=True)
         try:
-            exports.append(
-                export_attention(
-                    model,
-                    bag,
-                    out_dir,
-                    slide_id=name,
-                    branch=branch,
-                    write_csv=not no_csv,
-                    chunk_size=chunk_size,
-                    model_name=checkpoint.name,
-                    extra_provenance={"checkpoint": str(checkpoint), "bag": str(path)},
-                    methods=methods,
-                    target=target,
+            # h5 features stay in their file and are read chunk by chunk: a bag may exceed memory
+            with open_bag(path) as bag:
+                methods = METHODS if method == "all" else (method,)
+                if method == "all" and bag.n_patches < 2:  # removing the only patch leaves no bag
+                    methods = tuple(name for name in methods if name != "occlusion")
+                    click.echo(f"{path}: 1 patch, so no occlusion scores for this bag", err=True)
+                exports.append(
+                    export_attention(
+                        model,
+                        bag,
+                        out_dir,
+                        slide_id=name,
+                        branch=branch,
+                        write_csv=not no_csv,
+                        chunk_size=chunk_size,
+                        model_name=checkpoint.name,
+                        extra_provenance={"checkpoint": str(checkpoint), "bag": str(path)},
+                        methods=methods,
+                        target=target,
+                        progress=not quiet(),
+                    )
                 )
-            )
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
+            if str(error).startswith(f"{path}: "):  # the bag's reader named it already
+                raise
             raise InputError(f"{path}: {error}") from error
     record = provenance(method="mil-attention", model=checkpoint, model_name=checkpoint.name)
     summary = write_predictions_csv(exports, Path(out_dir) / "predictions.csv", record)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.mil.base import FeatureRows
 
 if TYPE_CHECKING:
     from attnmap.wsi.patch_geometry import PatchGeometry
@@ -31,10 +32,12 @@ BAG_SUFFIXES = (".h5", ".pt")
 @dataclass
 class Bag:
     """One slide's patch features (N, D) float32, coordinates (N, 2) int64 or None, and its id;
-    ``geometry``: the patches' size and level its h5 ``coords`` record (None: not recorded)."""
+    ``geometry``: the patches' size and level its h5 ``coords`` record (None: not recorded).
+
+    ``features`` is a tensor, or rows still in their file for a bag from `open_bag`."""
 
     slide_id: str
-    features: torch.Tensor
+    features: torch.Tensor | FeatureRows
     coords: np.ndarray | None
     path: Path
     geometry: PatchGeometry | None = None
@@ -115,26 +118,12 @@ def list_bags(features_dir: str | Path) -> list[Path]:
 
 def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
     """Read one bag (h5 or .pt) with clear errors for anything malformed."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(21, "A feature bag is a file, this is a folder", str(path))
-    if not path.is_file():
-        raise FileNotFoundError(2, "No such feature bag", str(path))
-    if path.suffix == ".h5":
-        features, coords = _read_h5(path)
-    elif path.suffix == ".pt":
-        features, coords = _read_pt(path)
-    else:
-        raise InputError(f"{path}: unknown bag format {path.suffix!r}; expected .h5 or .pt")
+    path = check_bag_path(path)
+    features, coords = _read_h5(path) if path.suffix == ".h5" else _read_pt(path)
     features = torch.as_tensor(features)
     if features.ndim == 3 and features.shape[0] == 1:
         features = features[0]
-    if features.ndim != 2:
-        raise InputError(f"{path}: features must be a 2-D (N, D) array, got shape {tuple(features.shape)}")
-    if features.shape[0] == 0:
-        raise InputError(f"{path}: the bag is empty (0 patches)")
-    if not features.is_floating_point():
-        raise InputError(f"{path}: features must be floating point, got {features.dtype}")
+    check_feature_layout(path, tuple(features.shape), features.is_floating_point(), features.dtype)
     features = features.float()
     # row sums first: one cheap pass; the full mask only to rule out an overflow of a finite sum
     if check_finite and not (
@@ -142,25 +131,51 @@ def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
     ):
         raise InputError(f"{path}: features contain NaN or infinite values")
     if coords is not None:
-        coords = np.asarray(coords)
-        if coords.ndim == 3 and coords.shape[0] == 1:  # (1, N, 2), written beside (1, N, D) features
-            coords = coords[0]
-        if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] != features.shape[0]:
-            raise InputError(
-                f"{path}: coords have shape {coords.shape}, "
-                f"expected ({features.shape[0]}, 2) to match the features"
-            )
-        if not np.issubdtype(coords.dtype, np.number) or np.issubdtype(coords.dtype, np.complexfloating):
-            raise InputError(f"{path}: coords must be numbers, got {coords.dtype}")
-        if np.issubdtype(coords.dtype, np.floating):  # e.g. TRIDENT-style float coords
-            if not np.isfinite(coords).all():
-                raise InputError(f"{path}: coords contain NaN or infinite values")
-            coords = np.rint(coords)  # 255.9999 from a rescaling is pixel 256, not 255
-        coords = coords.astype(np.int64, copy=False)
+        coords = checked_coords(path, coords, features.shape[0])
     from attnmap.wsi.patch_geometry import file_geometry  # attnmap.wsi's package imports are heavy
 
     geometry = file_geometry(path) if coords is not None and path.suffix == ".h5" else None
     return Bag(slide_id=path.stem, features=features, coords=coords, path=path, geometry=geometry)
+
+
+def check_bag_path(path: str | Path) -> Path:
+    """A bag path that is an existing .h5 or .pt file."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "A feature bag is a file, this is a folder", str(path))
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such feature bag", str(path))
+    if path.suffix not in BAG_SUFFIXES:
+        raise InputError(f"{path}: unknown bag format {path.suffix!r}; expected .h5 or .pt")
+    return path
+
+
+def check_feature_layout(path: Path, shape: tuple[int, ...], floating: bool, dtype: object) -> None:
+    """A bag's features are a non-empty 2-D float array (a batch axis of one already dropped)."""
+    if len(shape) != 2:
+        raise InputError(f"{path}: features must be a 2-D (N, D) array, got shape {tuple(shape)}")
+    if shape[0] == 0:
+        raise InputError(f"{path}: the bag is empty (0 patches)")
+    if not floating:
+        raise InputError(f"{path}: features must be floating point, got {dtype}")
+
+
+def checked_coords(path: Path, coords: Any, n_patches: int) -> np.ndarray:
+    """A bag's coordinates as (N, 2) int64, one row per patch; float ones rounded to the pixel."""
+    coords = np.asarray(coords)
+    if coords.ndim == 3 and coords.shape[0] == 1:  # (1, N, 2), written beside (1, N, D) features
+        coords = coords[0]
+    if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] != n_patches:
+        raise InputError(
+            f"{path}: coords have shape {coords.shape}, expected ({n_patches}, 2) to match the features"
+        )
+    if not np.issubdtype(coords.dtype, np.number) or np.issubdtype(coords.dtype, np.complexfloating):
+        raise InputError(f"{path}: coords must be numbers, got {coords.dtype}")
+    if np.issubdtype(coords.dtype, np.floating):  # e.g. TRIDENT-style float coords
+        if not np.isfinite(coords).all():
+            raise InputError(f"{path}: coords contain NaN or infinite values")
+        coords = np.rint(coords)  # 255.9999 from a rescaling is pixel 256, not 255
+    return coords.astype(np.int64, copy=False)
 
 
 def common_feature_size(paths: list[Path]) -> int:
@@ -189,7 +204,7 @@ def _stored_shape(path: Path) -> tuple[int, ...]:
 
         try:
             with h5py.File(path, "r") as handle:
-                return tuple(_features_dataset(handle, path).shape)
+                return tuple(features_dataset(handle, path).shape)
         except OSError as error:
             raise InputError(f"{path}: not a readable h5 file ({error})") from error
     try:  # .pt: memory-mapped, so only the archive's directory and the tensor's header are read
@@ -205,17 +220,24 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     try:
         with h5py.File(path, "r") as handle:
-            features = _features_dataset(handle, path)[()]
-            coords = handle.get("coords")
-            if coords is not None and not isinstance(coords, h5py.Dataset):
-                raise InputError(f"{path}: 'coords' is an h5 group, not an (N, 2) dataset")
-            coords = coords[()] if coords is not None else None
+            features = features_dataset(handle, path)[()]
+            coords = stored_coords(handle, path)
     except OSError as error:
         raise InputError(f"{path}: not a readable h5 file ({error})") from error
     return features, coords
 
 
-def _features_dataset(handle: Any, path: Path) -> Any:
+def stored_coords(handle: Any, path: Path) -> np.ndarray | None:
+    """The ``coords`` array of an open h5 bag, or None when it has none."""
+    import h5py
+
+    coords = handle.get("coords")
+    if coords is not None and not isinstance(coords, h5py.Dataset):
+        raise InputError(f"{path}: 'coords' is an h5 group, not an (N, 2) dataset")
+    return coords[()] if coords is not None else None
+
+
+def features_dataset(handle: Any, path: Path) -> Any:
     """The ``features`` dataset of an open h5 file; a missing one or a group is named."""
     import h5py
 

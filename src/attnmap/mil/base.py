@@ -97,8 +97,24 @@ class AttentionMILBase(nn.Module):
         return output, h, weights
 
 
-def check_bag_shape(features: torch.Tensor) -> torch.Tensor:
+class FeatureRows:
+    """A bag's (N, D) features that stay in their file: ``rows[a:b]`` reads those rows as a float
+    tensor. Every pass over a bag here goes chunk by chunk (`infer_bag`, `attnmap.mil.explain`), so
+    one of these serves in place of a tensor, and a bag larger than memory is read one chunk at a time.
+    """
+
+    shape: tuple[int, int]
+    ndim = 2
+    device = torch.device("cpu")
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def check_bag_shape(features: torch.Tensor | FeatureRows) -> torch.Tensor | FeatureRows:
     """A non-empty (N, D) tensor (a leading batch axis of 1 is dropped); values are not read."""
+    if isinstance(features, FeatureRows):  # its reader checked the layout; values come per chunk
+        return features
     if not isinstance(features, torch.Tensor):
         raise InputError(f"bag features must be a torch.Tensor, got {type(features).__name__}")
     if features.ndim == 3 and features.shape[0] == 1:

@@ -66,8 +66,12 @@ def export_attention(
     extra_provenance: Mapping[str, object] | None = None,
     methods: Sequence[str] = (),
     target: int | None = None,
+    progress: bool = False,
 ) -> AttentionExport:
     """Compute one bag's attention (chunked) and write ``<slide>_attention.h5`` (+ ``.csv``).
+
+    A bag from `attnmap.mil.bag_stream.open_bag` is read from its file one chunk at a time;
+    ``progress`` shows a bar over the chunks of the attention pass.
 
     ``methods`` adds per-patch relevance scores (`attnmap.mil.explain`) for class ``target``
     (default: the predicted class) as ``scores_<method>`` datasets and ``score_<method>`` columns.
@@ -100,7 +104,7 @@ def export_attention(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"out_dir {out_dir} is an existing file; give a folder")
-    result = infer_bag(model, features, chunk_size=chunk_size)
+    result = infer_bag(model, features, chunk_size=chunk_size, progress=progress)
     n_patches = result.raw.shape[1]
     if coords is not None and np.asarray(coords).shape != (n_patches, 2):
         raise InputError(f"coords have shape {np.asarray(coords).shape}, expected ({n_patches}, 2)")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
-from attnmap.mil.base import AttentionMILBase, check_bag_shape
+from attnmap.mil.base import AttentionMILBase, FeatureRows, check_bag_shape
 from attnmap.render import normalize
 
 ScoreKind = Literal["raw", "softmax", "percentile"]
@@ -85,11 +85,16 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def infer_bag(
-    model: AttentionMILBase, features: torch.Tensor | np.ndarray, chunk_size: int = DEFAULT_CHUNK
+    model: AttentionMILBase,
+    features: torch.Tensor | np.ndarray | FeatureRows,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: bool = False,
 ) -> BagAttention:
     """Raw attention (K, N), logits, probabilities and prediction of one bag, in chunks.
 
     Equals the model's forward (up to float rounding of the chunked softmax) whatever the bag size.
+    ``features`` may be rows still in their file (`attnmap.mil.bag_stream.open_bag`): they are read
+    one chunk at a time. ``progress`` shows a bar over the chunks when there are several.
     The model is used in eval mode; its training flag is restored afterwards.
     """
     model = _check_model(model)
@@ -103,7 +108,7 @@ def infer_bag(
     model.eval()
     try:
         with torch.inference_mode():
-            raw, pooled = _chunked_pool(model, features, chunk_size)
+            raw, pooled = _chunked_pool(model, features, chunk_size, progress)
             logits = model.classify(pooled)
             probs = torch.softmax(logits, dim=1)
     finally:
@@ -117,15 +122,19 @@ def infer_bag(
 
 
 def _chunked_pool(
-    model: AttentionMILBase, features: torch.Tensor, chunk_size: int
+    model: AttentionMILBase, features: torch.Tensor | FeatureRows, chunk_size: int, progress: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    from tqdm.auto import tqdm
+
     device, dtype = model.device, model.parameter_dtype
     n_patches, n_branches = features.shape[0], model.n_branches
     raw = torch.empty(n_branches, n_patches, dtype=dtype, device=device)
     running_max = torch.full((n_branches, 1), -torch.inf, dtype=dtype, device=device)
     running_sum = torch.zeros(n_branches, 1, dtype=dtype, device=device)
     weighted = torch.zeros(n_branches, model.hidden_dim, dtype=dtype, device=device)
-    for start in range(0, n_patches, chunk_size):
+    starts = range(0, n_patches, chunk_size)
+    bar = tqdm(starts, desc="chunks", unit="chunk", leave=False, disable=not progress or len(starts) < 2)
+    for start in bar:
         chunk = model.check_features(features[start : start + chunk_size])
         h = model.embed(chunk)
         logits = model.attention_logits(h).t()  # (K, n)
