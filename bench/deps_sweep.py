@@ -36,8 +36,12 @@ POINTS: list[tuple[str, str | None, str]] = [
     ("transformers", "transformers==4.40.0", "the floor declared before 2026-12-02"),
     ("transformers", "transformers==4.46.3", "last 4.46"),
     ("transformers", "transformers==4.57.6", "last 4.x"),
+    ("transformers", "transformers==5.12.1", "below the floor: fails"),
+    ("transformers", "transformers==5.24.0", "the floor"),
     ("timm", "timm==1.0.3", "first 1.0.x on PyPI (1.0.0-1.0.2 were never published)"),
     ("timm", "timm==1.0.9", "notable 1.0.x"),
+    ("timm", "timm==1.0.30", "below the floor: fails"),
+    ("timm", "timm==1.0.31", "the floor"),
     ("numpy", "numpy==1.26.4", "last 1.x"),
     ("pydantic", "pydantic==2.6.4", "below the floor: fails"),
     ("tifffile", "tifffile==2023.8.30", "below the floor: fails"),
@@ -133,7 +137,7 @@ def one_point(root: Path, base_site: Path, index: int, dep: str, pin: str | None
     constraints = root / "torch-constraints.txt"
     constraints.write_text("\n".join(TORCH) + "\n")
     python = env / "bin" / "python"
-    cmd = [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), "-e", f"{REPO}[dev,hf]"]
+    cmd = [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), "-e", f"{REPO}[dev,dist,hf]"]
     code = run([*cmd, *(pin.split() if pin else [])], log, args.install_timeout)
     row["install_s"] = time.perf_counter() - started
     row["versions"] = versions(python)
