@@ -184,7 +184,7 @@ class EvaTwin(GenericTwin):
                 raise UnsupportedModelError(f"{name} ({type(block).__name__}) has no LRP rule")
             if type(attn) not in attentions:
                 raise UnsupportedModelError(f"{name}.attn ({type(attn).__name__}) has no LRP rule")
-            if attn.gate is not None:
+            if getattr(attn, "gate", None) is not None:  # older timm: no gate attribute
                 raise UnsupportedModelError(f"{name}.attn.gate: gated attention has no LRP rule")
             if attn.qkv is not None:
                 weight, bias = weight_and_bias(attn.qkv, f"{name}.attn.qkv")
