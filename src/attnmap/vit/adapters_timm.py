@@ -27,7 +27,7 @@ def _timm_attention_classes() -> tuple[type, ...]:
     e.g. ``vit_base_patch16_xp_224``), which computes its attention inline with its own
     ``fused_attn`` flag and ``attn_drop``: the block itself is then the attention module.
     """
-    from timm.models.vision_transformer import Attention  # timm.layers has it only from timm 1.0.16
+    from timm.layers import Attention
 
     classes: list[type] = [Attention]
     for module_name, class_name in (

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from timm.layers import activations as timm_act
+from timm.layers.layer_scale import LayerScale
 from timm.models.vision_transformer import Attention, Block, Mlp
 from torch import nn
 
@@ -56,11 +57,6 @@ try:  # Hugging Face activations, when transformers is installed
     )
 except ImportError:  # pragma: no cover
     pass
-try:  # timm.layers.layer_scale from timm 1.0.9; 1.0.3 has it in vision_transformer (other copies: by name)
-    from timm.layers.layer_scale import LayerScale
-except ImportError:  # pragma: no cover - older timm
-    from timm.models.vision_transformer import LayerScale
-
 
 def is_norm(module: nn.Module) -> bool:
     """A normalisation layer (identity rule): LayerNorm, RMSNorm and their timm/HF variants."""

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from timm.layers import (
+    Attention,
     AttentionPoolLatent,
+    AttentionRope,
     GluMlp,
     Mlp,
     PatchEmbed,
@@ -46,7 +48,7 @@ from timm.layers import (
 from timm.layers.activations import GELU, GELUTanh
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.eva import Eva, EvaAttention, EvaBlock
-from timm.models.vision_transformer import Attention, Block, VisionTransformer
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
@@ -105,7 +107,7 @@ def check_fine_encoder(model: nn.Module, method: str = "lrp") -> nn.Module:
 def _check_vit(model: nn.Module) -> None:
     """Every layer of ``model`` is one `_forward` mirrors (else a one-line error naming it)."""
     eva = isinstance(model, Eva)
-    block_type, attention_types = (EvaBlock, _EVA_ATTENTIONS) if eva else (Block, (Attention,))
+    block_type, attention_types = (EvaBlock, (EvaAttention, AttentionRope)) if eva else (Block, (Attention,))
     concat = isinstance(model, ClassAndPatchMeanViT)
     distilled = isinstance(model, VisionTransformerDistilled)
     pool = getattr(model, "attn_pool", None)
@@ -144,12 +146,6 @@ def _check_vit(model: nn.Module) -> None:
         raise UnsupportedModelError(f"head {type(model.head).__name__} has no conservative rule here")
 
 
-try:  # timm >= 1.0.16: the generic RoPE attention its RoPE ViTs build Eva with (attn_type='rope')
-    from timm.layers import AttentionRope
-
-    _EVA_ATTENTIONS: tuple[type, ...] = (EvaAttention, AttentionRope)
-except ImportError:  # pragma: no cover - older timm: Eva has EvaAttention only
-    _EVA_ATTENTIONS = (EvaAttention,)
 _TRANSFORMERS = (VisionTransformer, Eva)  # Eva: timm's RoPE ViTs (EVA02, DINOv3)
 _MLPS = (Mlp, GluMlp, SwiGLU)  # SwiGLUPacked is a GluMlp
 _NORMS = (nn.LayerNorm, nn.RMSNorm, RmsNorm)  # a frozen scale, then the affine part
@@ -260,10 +256,8 @@ def _attention(
         from timm.layers import apply_rot_embed_cat
 
         start, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
-        q, k = (
-            torch.cat([t[:, :, :start], apply_rot_embed_cat(t[:, :, start:], rope, half=half)], dim=2)
-            for t in (q, k)
-        )
+        q, k = (torch.cat([t[:, :, :start], apply_rot_embed_cat(t[:, :, start:], rope, half=half)], dim=2)
+                for t in (q, k))
     if kv_heads != heads:  # grouped-query attention: head h reads key/value head h // group
         k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
     weights = frozen.gate(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
