@@ -19,6 +19,7 @@ import types
 from pathlib import Path
 
 import click
+import psutil
 import pytest
 
 from attnmap.io_utils import TEMP_MARKER, atomic_path
@@ -231,8 +232,9 @@ def test_ctrl_c_while_the_local_cluster_starts_ends_the_run_at_once(tmp_path: Pa
     process, started = psutil.Process(child.pid), []
     while not started and child.poll() is None:
         with contextlib.suppress(psutil.Error):
-            started = [proc for proc in process.children(recursive=True)
-                       if any(mark in " ".join(proc.cmdline()) for mark in ("-fork", "resource_tracker"))]
+            started = [(proc, " ".join(proc.cmdline())) for proc in process.children(recursive=True)]
+            started = [(proc, line) for proc, line in started
+                       if any(mark in line for mark in ("-fork", "resource_tracker"))]
         time.sleep(0.005)
     assert started, child.communicate()[1]
     os.killpg(child.pid, signal.SIGINT)
@@ -251,6 +253,18 @@ def test_ctrl_c_while_the_local_cluster_starts_ends_the_run_at_once(tmp_path: Pa
     assert err.strip().splitlines()[-1] == "attnmap: interrupted", err
     for noise in ("Traceback", "distributed.", "resource_tracker", "leaked semaphore"):
         assert noise not in err, err
-    _, alive = psutil.wait_procs([proc for proc in started if "resource_tracker" not in str(proc.cmdline())],
-                                 timeout=10)
+    # killed workers whose parent has exited may stay zombies (no init reaps them in a container):
+    # dead all the same, so only a running process counts as left behind
+    spawned = [proc for proc, line in started if "resource_tracker" not in line]
+    deadline = time.monotonic() + 10
+    while (alive := [proc for proc in spawned if _running(proc)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert alive == []
+
+
+def _running(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs: neither gone nor a zombie."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone
+        return False
