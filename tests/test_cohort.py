@@ -151,3 +151,49 @@ def test_cohort_with_a_killed_worker_equals_a_one_worker_run(tmp_path: Path) -> 
     # resumable: a second run finds every slide complete and does nothing
     again = run_cohort(serial, workers=1, progress=False)
     assert [entry.status for entry in again.items] == ["skipped"] * 6
+
+
+def test_predictions_csv_takes_this_runs_files_by_the_fingerprint_their_tasks_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV written after the last task lists the slides its tasks finished by the fingerprint each
+    reported, without recomputing fingerprints (opening every slide again while workers idle), and
+    gives the same file as the recomputation; a prediction rewritten under another fingerprint since
+    its task finished is left out, as the recomputation would leave it out."""
+    from attnmap.fingerprint import FINGERPRINT_KEY
+    from attnmap.stored import stored_record
+    from attnmap.wsi.pipeline import cohort
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+    from attnmap.wsi.pipeline.outputs import SlideOutputs
+    from attnmap.wsi.pipeline.run import PREDICTION_FINGERPRINT
+
+    setup = write_pipeline_setup(tmp_path / "cohort", n_slides=2)
+    config = load_config(setup, output_dir=str(tmp_path / "out"))
+    entries = read_slide_list(config)
+    report = cohort.run_cohort(config, workers=1, progress=False)
+    made = {
+        entry.slide_id: item.result[PREDICTION_FINGERPRINT]
+        for entry, item in zip(entries, report.items, strict=True)
+    }
+    for entry in entries:
+        stored = stored_record(SlideOutputs(tmp_path / "out", entry.slide_id).prediction)
+        assert stored[FINGERPRINT_KEY] == made[entry.slide_id]
+    csv = tmp_path / "out" / "predictions.csv"
+    cohort.write_predictions(config, entries)  # every fingerprint recomputed
+    recomputed = csv.read_text()
+    assert len(recomputed.splitlines()) == 3  # header + both slides
+
+    class RecomputedError(Exception):
+        pass
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RecomputedError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cohort, "StageFingerprints", refuse)
+        cohort.write_predictions(config, entries, made)
+        assert csv.read_text() == recomputed
+        cohort.write_predictions(config, entries, {**made, entries[1].slide_id: "0" * 32})
+        assert [line.split(",")[0] for line in csv.read_text().splitlines()[1:]] == [entries[0].slide_id]
+        with pytest.raises(RecomputedError):  # a slide this run did not finish is checked as before
+            cohort.write_predictions(config, entries, {entries[0].slide_id: made[entries[0].slide_id]})

@@ -180,6 +180,26 @@ def test_a_corrupt_tiff_is_one_error_without_tifffile_warnings(tmp_path, caplog)
     assert [record for record in caplog.records if record.name.startswith("tifffile")] == []
 
 
+def test_tifffile_is_silenced_inside_slide_reading_only_and_its_level_is_left_alone(caplog):
+    """The silencing drops tifffile's records without touching logger levels (every setLevel clears
+    the level cache of all the process's loggers): nested entries stay silent until the last exits,
+    and tifffile's warnings outside slide reading still reach the user."""
+    import logging
+
+    from attnmap.wsi.slide_files import quiet_tifffile
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    with caplog.at_level("WARNING"):
+        with quiet_tifffile():
+            with quiet_tifffile():
+                logger.warning("inner")
+                assert logger.level == level
+            logger.warning("outer")
+        logger.warning("after")
+    assert [r.getMessage() for r in caplog.records if r.name == "tifffile"] == ["after"]
+
+
 def test_a_plain_image_too_large_to_load_whole_says_so(tmp_path, monkeypatch):
     """PIL refuses images above its pixel limit; that read as "not a supported or intact" image."""
     import PIL.Image

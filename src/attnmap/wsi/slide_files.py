@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,16 +30,38 @@ _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
+class _Silenced(logging.Filter):
+    """Drops the records of a logger while any thread is inside `quiet_tifffile`.
+
+    Why a filter and not ``setLevel``: every ``setLevel`` clears the level cache of every logger in
+    the process, which costs a few milliseconds once dask, torch and friends have registered their
+    hundreds of loggers, and opening one slide enters `quiet_tifffile` several times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0  # nested and concurrent entries; an int update under the GIL
+        self._lock = threading.Lock()
+
+    def enter(self, step: int) -> None:
+        with self._lock:
+            self.depth += step
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.depth == 0 or record.levelno >= logging.CRITICAL
+
+
+_TIFFFILE_SILENCED = _Silenced()
+logging.getLogger("tifffile").addFilter(_TIFFFILE_SILENCED)
+
+
 @contextlib.contextmanager
 def quiet_tifffile() -> Iterator[None]:
     """tifffile logs a warning per bad page it meets; the one-line errors made from them say it all."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    _TIFFFILE_SILENCED.enter(1)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        _TIFFFILE_SILENCED.enter(-1)
 
 
 def first_line(error: BaseException) -> str:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import functools
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from attnmap.errors import InputError
+from attnmap.fingerprint import FINGERPRINT_KEY
 from attnmap.io_utils import remove_stale_temporaries, write_csv_atomic
 from attnmap.lock import folder_lock
 from attnmap.parallel import RunReport, run_tasks
@@ -24,7 +26,13 @@ from attnmap.stored import DamagedOutputError, stored_record
 from attnmap.wsi.features import resolve_device
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry, read_slide_list
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
-from attnmap.wsi.pipeline.run import STAGES, SlideOutputs, run_slide_item, slide_complete
+from attnmap.wsi.pipeline.run import (
+    PREDICTION_FINGERPRINT,
+    STAGES,
+    SlideOutputs,
+    run_slide_item,
+    slide_complete,
+)
 
 PREDICTION_COLUMNS = ["slide_id", "label", "prediction", "prediction_name", "n_patches", "attention_branch"]
 
@@ -99,7 +107,12 @@ def _run_locked(
         threads=threads,
         warnings=said,
     )
-    write_predictions(config, entries)
+    made = {
+        entry.slide_id: item.result[PREDICTION_FINGERPRINT]
+        for entry, item in zip(entries, report.items, strict=True)
+        if item.status == "done" and isinstance(item.result, dict) and PREDICTION_FINGERPRINT in item.result
+    }
+    write_predictions(config, entries, made)
     return report
 
 
@@ -130,8 +143,17 @@ def slide_summaries(report: RunReport, entries: list[SlideEntry]) -> list[str]:
     return lines
 
 
-def write_predictions(config: PipelineConfig, entries: list[SlideEntry]) -> Path:
-    """``predictions.csv`` (one row per finished slide, slide-list order) + ``predictions.csv.json``."""
+def write_predictions(
+    config: PipelineConfig, entries: list[SlideEntry], made: Mapping[str, str] | None = None
+) -> Path:
+    """``predictions.csv`` (one row per finished slide, slide-list order) + ``predictions.csv.json``.
+
+    ``made``: {slide id: prediction fingerprint} of the slides this run's tasks finished under this
+    configuration (`run_slide`'s `PREDICTION_FINGERPRINT`). Their files are taken when they carry that
+    fingerprint, without recomputing it: here, after the last task, that would open every slide
+    and read its patch and feature files again while the workers sit idle.
+    """
+    made = made or {}
     out_dir = Path(config.run.output_dir)
     n_classes = 0
     rows_json = []
@@ -142,7 +164,12 @@ def write_predictions(config: PipelineConfig, entries: list[SlideEntry]) -> Path
             stored = stored_record(path)
         except DamagedOutputError:
             continue
-        if stored is None or StageFingerprints(entry, config).prediction.changes(stored) is not None:
+        if stored is None:
+            continue
+        if entry.slide_id in made:
+            if stored.get(FINGERPRINT_KEY) != made[entry.slide_id]:
+                continue  # rewritten since its task finished (not by this run)
+        elif StageFingerprints(entry, config).prediction.changes(stored) is not None:
             continue  # not made by this configuration (e.g. the slide failed this time): not listed
         row = json.loads(path.read_text())
         rows_json.append(row)

@@ -54,6 +54,10 @@ from attnmap.wsi.pipeline.stages import (
 
 __all__ = ["STAGES", "SlideOutputs", "run_slide", "run_slide_item", "slide_complete"]
 
+PREDICTION_FINGERPRINT = "prediction_fingerprint"
+"""Key of `run_slide`'s result holding the fingerprint its prediction JSON was written (or checked)
+with: the cohort's predictions CSV takes that file without recomputing the slide's fingerprints."""
+
 
 def run_slide(
     entry: SlideEntry | str | Path,
@@ -68,10 +72,10 @@ def run_slide(
     ``entry``: a `SlideEntry` or a slide path (its id is then the file stem). ``out_dir`` overrides
     ``config.run.output_dir``. Stages whose output is intact and has this configuration's
     fingerprint are reused; the result's ``stages`` says which ran, ``reasons`` why, ``summary``
-    both in one line. ``force``: recompute every stage. ``progress``: a bar over the stages (and
-    one over feature batches); ``on_stage`` is called with each stage's name as it finishes
-    (finished or skipped). Raises for a slide that cannot be processed (the cohort runner
-    records it).
+    both in one line, `PREDICTION_FINGERPRINT` the prediction's fingerprint. ``force``: recompute
+    every stage. ``progress``: a bar over the stages (and one over feature batches); ``on_stage``
+    is called with each stage's name as it finishes (finished or skipped). Raises for a slide that
+    cannot be processed (the cohort runner records it).
     """
     from attnmap.wsi.slide import open_slide
 
@@ -90,6 +94,7 @@ def run_slide(
             "stages": dict.fromkeys(STAGES, False),
             "reasons": reasons,
             "summary": describe_reasons(entry.slide_id, reasons),
+            PREDICTION_FINGERPRINT: prints.prediction.value,
         }
     outputs.remove_temporaries()
     if force:
@@ -180,7 +185,13 @@ def run_slide(
             },
         },
     )
-    return {**row, "stages": stages, "reasons": reasons, "summary": describe_reasons(entry.slide_id, reasons)}
+    return {
+        **row,
+        "stages": stages,
+        "reasons": reasons,
+        "summary": describe_reasons(entry.slide_id, reasons),
+        PREDICTION_FINGERPRINT: prints.prediction.value,
+    }
 
 
 def _remove_outputs(outputs: SlideOutputs) -> None:
