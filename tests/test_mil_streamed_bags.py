@@ -138,3 +138,29 @@ def test_a_bar_over_chunks_unless_quiet(tmp_path, capsys, model_and_bag):
                                tmp_path / "out", "--chunk-size", CHUNK)
         assert code == 0, err
         assert ("chunks" in err) == shown, err
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_default_attention_reads_the_bag_once_and_equals_explain(tmp_path, capsys, monkeypatch, model_and_bag,
+                                                                  dtype):
+    """`mil attention` with its default method: the attention scores come from the attention pass,
+    so an h5 bag is read once (before, `explain` read it again for the same numbers); every branch
+    and explained class gives exactly `explain`'s scores."""
+    model, features, _, bag = model_and_bag
+    model = model.to(dtype)
+    torch.save(model.state_dict(), tmp_path / "mb.pt")
+    reads = _spy_reads(monkeypatch)
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "mb.pt", bag, "-o", tmp_path / "out",
+                           "--chunk-size", CHUNK, "--quiet")
+    assert code == 0, err
+    assert sum(reads) == N_PATCHES and max(reads) <= CHUNK
+    monkeypatch.undo()
+    bag_features = torch.from_numpy(features).to(dtype)
+    for target in range(3):
+        with open_bag(bag) as opened:
+            export = export_attention(model, opened, tmp_path / f"t{target}", methods=("attention",),
+                                      target=target, chunk_size=CHUNK)
+        with h5py.File(export.h5_path) as handle:
+            stored = handle["scores_attention"][:]
+        expected = explain(model, bag_features, "attention", target=target, chunk_size=CHUNK)
+        np.testing.assert_array_equal(stored, expected.astype(np.float32))

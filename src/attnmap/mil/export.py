@@ -31,6 +31,7 @@ from attnmap.errors import InputError
 from attnmap.mil.bags import Bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.explain import METHODS, explain
+from attnmap.mil.readout import readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK, BagAttention, convert_scores, infer_bag
 from attnmap.provenance import provenance
 
@@ -50,6 +51,18 @@ class AttentionExport:
 
 def _scores_all_branches(result: BagAttention, kind: str) -> np.ndarray:
     return np.stack([convert_scores(row, kind) for row in result.raw], axis=1)  # (N, K)
+
+
+def _relevance(
+    model: AttentionMILBase, features: object, method: str, target: int, chunk_size: int, result: BagAttention
+) -> np.ndarray:
+    """`explain`'s scores for ``target``; 'attention' from the attention pass already made (the
+    same chunks through the same layers, so the same numbers): a bag read from its file is then
+    read once, not twice."""
+    if method != "attention":
+        return explain(model, features, method, target=target, chunk_size=chunk_size)
+    target = resolve_target(model, target, result.prediction)
+    return result.raw[readout_for(model).branch[target]]
 
 
 def export_attention(
@@ -110,7 +123,7 @@ def export_attention(
         raise InputError(f"coords have shape {np.asarray(coords).shape}, expected ({n_patches}, 2)")
     chosen = result.branch_for(branch)
     explained = result.prediction if target is None else target
-    relevance = {name: explain(model, features, name, target=explained, chunk_size=chunk_size)
+    relevance = {name: _relevance(model, features, name, explained, chunk_size, result)
                  for name in dict.fromkeys(methods)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
