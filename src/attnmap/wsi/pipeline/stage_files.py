@@ -125,8 +125,11 @@ def load_coords(path: str | Path) -> np.ndarray | None:
 def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mapping[str, str]) -> Path:
     """CLAM's ``_blockmap.h5`` (`attnmap.wsi.scores_io` layout) plus the prediction, written atomically.
 
-    ``attention``: coords, scores (N,), prediction, probs (C,), branch[, patch_size (level 0)]. The
-    scores are stored in float32 as CLAM does (the model computes them in float32: nothing is lost).
+    ``attention``: coords, scores (N,), prediction, probs (C,), branch[, patch_size (level 0)][,
+    geometry]. The scores are stored in float32 as CLAM does (the model computes them in float32:
+    nothing is lost). ``geometry`` (a `PatchGeometry`): the ``patch_size`` / ``patch_level`` /
+    ``downsample`` attributes of ``coords``, as the features h5 and `mil attention`'s h5 carry them,
+    so that a reader of any of the three (CLAM's too) finds them in one place.
     """
     from attnmap.wsi.scores_io import save_scores_h5
 
@@ -144,6 +147,7 @@ def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mappin
             np.asarray(attention["scores"], dtype=np.float32).reshape(-1, 1),
             metadata=record,
             attrs=extra,
+            geometry=attention.get("geometry"),
         )
     return Path(path)
 
