@@ -124,3 +124,35 @@ def test_geometry_attributes_are_read_strictly():
     check_geometry("a.h5", PatchGeometry(256, 1), 256, 1)
     with pytest.raises(InputError, match="patch level 0 contradict"):
         check_geometry("a.h5", PatchGeometry(256, 1), 256, 0)
+
+
+def test_the_runs_blockmaps_record_the_patch_geometry_and_readers_take_it(tmp_path: Path, capsys):
+    """`wsi run`'s ``_blockmap.h5`` and ``overlap_blockmap.h5`` carry ``patch_size`` /
+    ``patch_level`` / ``downsample`` on ``coords`` as the features h5 does; a reader that knows
+    only those (CLAM's, or ours once the file's own level-0 ``patch_size`` is gone) draws the
+    patches at their size."""
+    from synthetic_slide_files import write_changed_config, write_pipeline_setup
+
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+    from attnmap.wsi.pipeline.outputs import SlideOutputs
+    from attnmap.wsi.pipeline.stage_files import scores_file_patch_size
+
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1)
+    changed = write_changed_config(setup, tmp_path / "out", patching={"patch_size": 32, "level": 1},
+                                   heatmap={"overlap": 0.5}, sampling={"top_k": 0, "bottom_k": 0})
+    config = load_config(changed)
+    entry = read_slide_list(config)[0]
+    run_slide(entry, config)
+    out = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+    for name in ("blockmap.h5", "overlap_blockmap.h5"):
+        path = out.named(name)
+        assert file_geometry(path) == file_geometry(out.features_h5) == PatchGeometry(32, 1, 2.0), name
+        with h5py.File(path, "r+") as handle:
+            assert int(handle.attrs["patch_size"]) == 64, name  # the level-0 size, as before
+            del handle.attrs["patch_size"]
+        assert scores_file_patch_size(path) == 64, name  # no slide needed: the downsample is recorded
+        assert {item.patch_size for item in read_score_sets(path).values()} == {64}, name
+    args = ["wsi", "heatmap", entry.path, "--scores", out.named("blockmap.h5"), "--vis-level", "1"]
+    code, _, err = cli(capsys, *args, "-o", tmp_path / "h", "--patch-size", "32")
+    assert code == 2 and "disagrees with the 64-px (level-0) patches" in err

@@ -61,3 +61,45 @@ def test_square_pixels_within_the_tolerance_say_nothing(tmp_path: Path):
             warnings.simplefilter("error")
             with open_slide(path) as slide:
                 assert slide.mpp == pytest.approx(0.25, rel=1e-6)
+
+
+def _resolutions_um(path: Path) -> list[tuple[float, float, int]]:
+    """(x, y) µm per pixel of each page of a TIFF, from its XResolution / YResolution tags (in
+    pixels per centimetre), with the page's width."""
+    pages = []
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:
+            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+            (x_n, x_d), (y_n, y_d) = page.tags["XResolution"].value, page.tags["YResolution"].value
+            pages.append((1e4 * x_d / x_n, 1e4 * y_d / y_n, page.shape[1]))
+    return pages
+
+
+@pytest.mark.parametrize("source", ["tags", "ome"])
+def test_a_heatmap_tiff_records_each_axis_resolution_of_a_non_square_slide(tmp_path: Path, source: str):
+    """The y resolution was x's: a viewer stretched the overlay by mpp-y / mpp-x against the slide."""
+    from attnmap.wsi import HeatmapStyle, write_heatmap_tiff
+
+    suffix = ".ome.tif" if source == "ome" else ".tif"
+    path = write_tiff(tmp_path / f"slide{suffix}", 0.25, 0.275, ome=source == "ome")
+    with pytest.warns(UserWarning, match="non-square pixels") as caught, open_slide(path) as slide:
+        coords = np.array([[0, 0], [128, 0], [0, 128], [128, 128]])
+        out = write_heatmap_tiff(tmp_path / "heat.tif", slide, coords, np.arange(4.0), HeatmapStyle(),
+                                 patch_size=128, tile=128, progress=False)
+    pages = _resolutions_um(out)
+    assert len(pages) >= 2
+    for x, y, width in pages:
+        downsample = image().shape[1] / width  # the slide's level-0 width over the page's
+        assert x == pytest.approx(0.25 * downsample, rel=1e-6)
+        assert y == pytest.approx(0.275 * downsample, rel=1e-6)
+    assert all("heatmap TIFF" not in str(item.message) for item in caught)  # the warning said x for y
+
+
+def test_a_heatmap_tiff_of_a_square_slide_records_one_resolution(tmp_path: Path):
+    from attnmap.wsi import HeatmapStyle, write_heatmap_tiff
+
+    with open_slide(write_tiff(tmp_path / "square.tif", 0.5, 0.5)) as slide:
+        out = write_heatmap_tiff(tmp_path / "heat.tif", slide, np.array([[0, 0]]), np.array([1.0]),
+                                 HeatmapStyle(), patch_size=128, tile=128, progress=False)
+    x, y, _ = _resolutions_um(out)[0]
+    assert x == pytest.approx(0.5, rel=1e-6) and y == pytest.approx(0.5, rel=1e-6)

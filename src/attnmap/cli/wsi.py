@@ -254,7 +254,8 @@ def heatmap(
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
     from attnmap.wsi.pipeline.outputs import made_by_attnmap
-    from attnmap.wsi.pipeline.stage_files import features_patch_size, load_scores_with_patch_size, load_tissue
+    from attnmap.wsi.pipeline.stage_files import features_patch_size, load_tissue, scores_file_patch_size
+    from attnmap.wsi.scores_io import load_scores_h5
     from attnmap.wsi.slide import open_slide
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
@@ -264,8 +265,9 @@ def heatmap(
         raise click.UsageError("give either --scores, or --features together with --model")
     drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
     if scores is not None:
+        coords, values = load_scores_h5(scores)
         with open_slide(slide) as opened:  # a patch size recorded at a level: its downsample
-            coords, values, stored_patch = load_scores_with_patch_size(scores, opened.level_downsamples)
+            stored_patch = _recorded_patch_size(scores_file_patch_size, scores, opened, patch_size)
         record = provenance(method="heatmap", parameters={**drawn, "scores": scores.name}, slide=slide.name)
         title, label = f"{slide.stem} · {scores.name}", "score"
     else:
@@ -285,7 +287,7 @@ def heatmap(
             raise InputError(f"{features_h5}: {error}") from error
         values = bag_result.scores("raw")
         with open_slide(slide) as opened:
-            stored_patch = features_patch_size(features_h5, opened.level_downsamples)
+            stored_patch = _recorded_patch_size(features_patch_size, features_h5, opened, patch_size)
         probability = float(bag_result.probs.reshape(-1)[bag_result.prediction])
         title = (f"{slide.stem} · CLAM attention ({model.name}) · predicted class {bag_result.prediction} "
                  f"(p = {probability:.3f})")
@@ -328,6 +330,20 @@ def heatmap(
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
     if stale_tiff:
         click.echo(f"removed {tiff}: an earlier run's TIFF (--tiff not given)")
+
+
+def _recorded_patch_size(read: Any, path: Path, opened: Any, given: int | None) -> int | None:
+    """``read(path, level_downsamples)``: the level-0 patch size the file records. A record that is
+    no size (`attnmap.wsi.patch_geometry`'s refusal): the ``--patch-size`` given replaces it, as in
+    the viewer; none given, the refusal says to give one."""
+    from attnmap.errors import InputError
+
+    try:
+        return read(path, opened.level_downsamples)
+    except InputError as error:
+        if given is None:
+            raise InputError(f"{error}: give --patch-size (level-0 pixels)") from None
+        return None
 
 
 @wsi.command()

@@ -59,6 +59,8 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
     """Every score set in a blockmap-style h5 file (``attention_scores``, ``scores_<method>``)."""
     import h5py
 
+    from attnmap.wsi.patch_geometry import scores_patch_size  # attnmap.wsi's package imports are heavy
+
     if not Path(path).is_file():
         raise InputError(f"scores file not found: {path}")
     try:
@@ -66,11 +68,8 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             if "coords" not in handle:
                 raise InputError(f"{path} has no 'coords' dataset; expected CLAM's _blockmap.h5 layout")
             coords = _coords(path, handle["coords"])
-            stored = handle.attrs.get("patch_size")
-            if stored is None:
-                stored = _coords_patch_size(dict(handle["coords"].attrs))
-            try:
-                recorded = _stored_patch_size(path, stored)
+            try:  # no slide here: a size at a level whose downsample is not recorded is not known
+                recorded = scores_patch_size(dict(handle.attrs), dict(handle["coords"].attrs), path)
             except InputError:  # a malformed record: the size given replaces it, none given is refused
                 if patch_size is None:
                     raise
@@ -122,49 +121,6 @@ def _coords(path: Path, dataset) -> np.ndarray:
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise InputError(f"{path}: 'coords' has shape {coords.shape}; expected (N, 2) level-0 (x, y) corners")
     return coords
-
-
-def _coords_patch_size(attrs: dict) -> object:
-    """The level-0 patch size that attributes of ``coords`` give, None when they do not say it.
-
-    CLAM's patch files record ``patch_size`` at ``patch_level`` with that level's ``downsample``;
-    TRIDENT's record ``patch_size`` at its target magnification beside ``patch_size_level0``. Taken
-    as level-0 pixels, a level-1 patch of 256 px was drawn a quarter of its size, without a word.
-    A size at another level whose downsample is not recorded is not used (the grid step is, with
-    a warning)."""
-    if "patch_size_level0" in attrs:
-        return attrs["patch_size_level0"]
-    size = attrs.get("patch_size")
-    if size is None:
-        return None
-    try:
-        level = int(np.asarray(attrs.get("patch_level", 0)).reshape(-1)[0])
-        downsample = float(np.asarray(attrs.get("downsample", 1.0), dtype=np.float64).reshape(-1)[0])
-        size = float(np.asarray(size, dtype=np.float64).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError):
-        return size  # refused by name by `_stored_patch_size`
-    if level == 0:
-        return size
-    return round(size * downsample) if "downsample" in attrs else None
-
-
-def _stored_patch_size(path: Path, stored) -> int | None:
-    """The ``patch_size`` attribute as a positive whole number of level-0 px (None when absent).
-
-    Why refuse the others: a size of 0 or below draws nothing (or everything) without a word, and
-    a text value failed deep inside the reader.
-    """
-    if stored is None:
-        return None
-    try:
-        value = float(np.asarray(stored, dtype=np.float64).item())
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not (np.isfinite(value) and value.is_integer() and value > 0):
-        raise InputError(
-            f"{path}: patch_size {np.asarray(stored).tolist()!r} is not a positive whole number of level-0 px"
-        )
-    return int(value)
 
 
 def _scale(path: Path, values: np.ndarray, method: str) -> ScoreScale:

@@ -4,17 +4,19 @@ pixels are square.
 Why its own module: tiffslide reports no µm per pixel for OME-TIFFs or generic TIFFs, which
 OpenSlide reads from the same files' resolution tags, so a cohort's pixel sizes would depend on the
 backend; and every reader records x and y apart while attnmap keeps one number (``Slide.mpp``,
-x's): the scale bar, the heatmap TIFF's resolution and the cohort's resolution check all take the
-pixels for square. A slide whose x and y differ by more than `ANISOTROPY_TOLERANCE` gets one
-warning naming both, once per file in a process, rather than x reported without a word. Nothing
-attnmap computes is wrong for it (patches are cut in pixels, as CLAM cuts them), but they cover
-non-square areas of tissue and the y resolution written with a heatmap TIFF is x's.
+x's): the scale bar and the cohort's resolution check take the pixels for square. A slide whose x
+and y differ by more than `ANISOTROPY_TOLERANCE` gets one warning naming both, once per file in a
+process, rather than x reported without a word. Nothing attnmap computes is wrong for it (patches
+are cut in pixels, as CLAM cuts them), but they cover non-square areas of tissue. A heatmap TIFF
+records each axis's own resolution (`slide_mpp_xy`), so a viewer overlays it on the slide as is.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 from attnmap.wsi.slide_files import _largest, quiet_tifffile
 
@@ -36,7 +38,7 @@ def square_mpp(x: float | None, y: float | None, where: str) -> float | None:
         _warned.add((where, x, y))
         warnings.warn(
             f"{where} has non-square pixels: {x:.6g} µm per pixel in x, {y:.6g} in y; attnmap uses x's "
-            "(scale bar, heatmap TIFF resolution), and each patch covers "
+            "for the scale bar, and each patch covers "
             f"{x:.4g} × {y:.4g} µm of tissue per pixel",
             stacklevel=2,
         )
@@ -48,15 +50,20 @@ def properties_mpp(properties: dict, where: str = "the slide") -> float | None:
     (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
     or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size.
     Non-square pixels are warned of (`square_mpp`)."""
+    return square_mpp(*properties_mpp_xy(properties), where)
+
+
+def properties_mpp_xy(properties: dict) -> tuple[float | None, float | None]:
+    """(x, y) µm per pixel as the backend reports them, as `properties_mpp` reads them (unwarned)."""
     dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
     try:
         if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
-            return None
+            return None, None
         x, y = (_number(properties.get(f"openslide.mpp-{axis}") or properties.get(f"tiffslide.mpp-{axis}"))
                 for axis in "xy")
     except ValueError:
-        return None
-    return square_mpp(x, y, where)
+        return None, None
+    return x, y
 
 
 def _number(value: object) -> float | None:
@@ -67,6 +74,11 @@ def tiff_mpp(path: Path, page=None) -> float | None:
     """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the
     XResolution / ResolutionUnit of ``page`` (default: the largest top-level page, which a pyramid
     written smallest first does not put first); screen and print dpi say nothing and give None."""
+    return square_mpp(*tiff_mpp_xy(path, page), str(path))
+
+
+def tiff_mpp_xy(path: Path, page=None) -> tuple[float | None, float | None]:
+    """(x, y) µm per pixel of a TIFF's full-resolution image, as `tiff_mpp` reads them (unwarned)."""
     import tifffile
 
     try:
@@ -74,11 +86,11 @@ def tiff_mpp(path: Path, page=None) -> float | None:
             if tif.is_ome and tif.ome_metadata:
                 x, y = _ome_mpp(tif.ome_metadata)
                 if x is not None:
-                    return square_mpp(x, y, str(path))
-            return resolution_mpp(page if page is not None else _largest([p for p in tif.pages if p.shape]),
-                                  str(path))
+                    return x, y
+            return resolution_mpp_xy(page if page is not None
+                                     else _largest([p for p in tif.pages if p.shape]))
     except Exception:  # noqa: BLE001 - no readable metadata is no pixel size, not an error
-        return None
+        return None, None
 
 
 _OME_UNITS_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "nm": 1e-3, "Å": 1e-4}
@@ -111,13 +123,18 @@ def _ome_size(attributes: dict, axis: str) -> float | None:
 def resolution_mpp(page, where: str = "the slide") -> float | None:
     """µm per pixel from a TIFF page's XResolution / ResolutionUnit, if they say something
     (non-square pixels, YResolution apart, are warned of: `square_mpp`)."""
+    return square_mpp(*resolution_mpp_xy(page), where)
+
+
+def resolution_mpp_xy(page) -> tuple[float | None, float | None]:
+    """(x, y) µm per pixel from a TIFF page's resolution tags, as `resolution_mpp` reads them."""
     tags = page.tags
     if "XResolution" not in tags or "ResolutionUnit" not in tags:
-        return None
+        return None, None
     unit = int(tags["ResolutionUnit"].value)
     x = _resolution(tags["XResolution"].value, unit)
     y = _resolution(tags["YResolution"].value, unit) if "YResolution" in tags else None
-    return square_mpp(x, y, where)
+    return x, y
 
 
 def _resolution(value: tuple[int, int], unit: int) -> float | None:
@@ -130,3 +147,27 @@ def _resolution(value: tuple[int, int], unit: int) -> float | None:
     if unit == 2 and per_unit not in PLACEHOLDER_DPI:  # inch
         return 25400.0 / per_unit
     return None
+
+
+def slide_mpp_xy(slide: Any) -> tuple[float, float] | None:
+    """(x, y) µm per level-0 pixel of an open slide, None when it has no pixel size: x is
+    ``slide.mpp``; y is read from the record x was read from (the backend's properties, else the
+    file's OME-XML or resolution tags: the one whose x is ``slide.mpp``), and is x's when that
+    record says no other.
+
+    Why apart from `Slide`: the slide keeps one number (see the module's doc); a heatmap TIFF is
+    the one output that records both axes, read here once when it is written.
+    """
+    x = getattr(slide, "mpp", None)
+    if x is None:
+        return None
+    handle = getattr(slide, "_handle", None)  # OpenSlide's or tiffslide's: what Slide.mpp came from
+    records = (
+        lambda: properties_mpp_xy(dict(getattr(handle, "properties", None) or {})),
+        lambda: tiff_mpp_xy(Path(slide.path)) if getattr(slide, "path", None) else (None, None),
+    )
+    for read in records:
+        record_x, record_y = read()
+        if record_x is not None and math.isclose(record_x, x, rel_tol=1e-9):
+            return float(x), float(record_y if record_y is not None else x)
+    return float(x), float(x)

@@ -16,6 +16,7 @@ from attnmap.errors import InputError
 from attnmap.io_utils import save_png, writable_file, writable_folder
 from attnmap.render.arrays import as_array
 from attnmap.wsi.heatmap.scores import to_percentiles
+from attnmap.wsi.patch_geometry import PatchGeometry, write_geometry
 from attnmap.wsi.slide import Slide
 
 
@@ -42,10 +43,12 @@ def save_scores_h5(
     scores: np.ndarray,
     metadata: Mapping[str, str] | None = None,
     attrs: Mapping[str, object] | None = None,
+    geometry: PatchGeometry | None = None,
 ) -> Path:
     """Write ``attention_scores`` (N×1, the scores' own float dtype) and ``coords`` (N×2 int64).
 
-    ``metadata`` (a provenance dict) and ``attrs`` become file attributes.
+    ``metadata`` (a provenance dict) and ``attrs`` become file attributes; ``geometry`` (the
+    patches'), attributes of ``coords`` as on the features h5 (`attnmap.wsi.patch_geometry`).
     """
     import h5py
 
@@ -53,7 +56,7 @@ def save_scores_h5(
     path = writable_file(path)
     with h5py.File(path, "w") as handle:
         handle.create_dataset("attention_scores", data=scores)
-        handle.create_dataset("coords", data=coords)
+        write_geometry(handle.create_dataset("coords", data=coords), geometry)
         for key, value in {**dict(metadata or {}), **dict(attrs or {})}.items():
             handle.attrs[key] = value if isinstance(value, (int, float, np.ndarray)) else str(value)
     return path

@@ -21,6 +21,7 @@ from attnmap.threads import available_cores
 from attnmap.wsi.heatmap.renderer import HeatmapRenderer
 from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
 from attnmap.wsi.heatmap.style import HeatmapStyle
+from attnmap.wsi.pixel_size import slide_mpp_xy
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.slide_base import checked_mpp
 from attnmap.wsi.tissue import Tissue
@@ -31,7 +32,8 @@ ENCODE_BUFFER_BYTES = 32 << 20
 
 def check_tiff_options(tile: object, quality: object, mpp: object) -> None:
     """`InputError` unless ``tile`` is a multiple of 16 (TIFF's rule for tiles), ``quality`` a JPEG
-    quality 1..100 and ``mpp`` None or a positive number: said before any tile is rendered."""
+    quality 1..100 and ``mpp`` None, a positive number or an (x, y) pair of them: said before any
+    tile is rendered."""
     def whole(value: object) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -39,13 +41,14 @@ def check_tiff_options(tile: object, quality: object, mpp: object) -> None:
         raise InputError(f"tile must be a multiple of 16 pixels (16, 256, 512, ...), got {tile!r}")
     if not whole(quality) or not 1 <= quality <= 100:
         raise InputError(f"JPEG quality must be a whole number in 1..100, got {quality!r}")
-    checked_mpp(mpp)
+    for value in mpp if isinstance(mpp, tuple) and len(mpp) == 2 else (mpp,):
+        checked_mpp(value)
 
 
 def write_pyramid_tiff(
     path: str | Path,
     pages: list[tuple[tuple[int, int], Callable[[], Iterator[np.ndarray]]]],
-    mpp: float | None = None,
+    mpp: float | tuple[float, float] | None = None,
     page_downsamples: list[float] | None = None,
     metadata: Mapping[str, str] | None = None,
     tile: int = 256,
@@ -53,8 +56,9 @@ def write_pyramid_tiff(
 ) -> Path:
     """Write pages ((width, height), tile-iterator factory) as a pyramidal tiled JPEG TIFF.
 
-    Page i's tiles are requested only when page i is written; ``mpp`` is level 0's (µm per pixel)
-    and ``page_downsamples`` scale it for each page. The folder of ``path`` is made if missing;
+    Page i's tiles are requested only when page i is written; ``mpp`` is level 0's (µm per pixel;
+    an (x, y) pair for non-square pixels, each written as its axis's resolution tag) and
+    ``page_downsamples`` scale it for each page. The folder of ``path`` is made if missing;
     ``tile`` must be a multiple of 16 and ``quality`` in 1..100 (`check_tiff_options`).
     ``metadata`` (a provenance dict) is stored as JSON in page 0's ImageDescription.
     """
@@ -73,8 +77,9 @@ def write_pyramid_tiff(
         for index, ((width, height), make_tiles) in enumerate(pages):
             options: dict = {}
             if mpp is not None:
-                pixels_per_cm = 1e4 / (mpp * downsamples[index])
-                options = {"resolution": (pixels_per_cm, pixels_per_cm), "resolutionunit": "CENTIMETER"}
+                x, y = mpp if isinstance(mpp, tuple) else (mpp, mpp)
+                per_cm = (1e4 / (x * downsamples[index]), 1e4 / (y * downsamples[index]))
+                options = {"resolution": per_cm, "resolutionunit": "CENTIMETER"}
             tif.write(
                 make_tiles(),
                 shape=(int(height), int(width), 3),
@@ -116,7 +121,9 @@ def write_heatmap_tiff(
     Page 0 is exactly `render_heatmap` with ``style`` at vis level ``level`` (before JPEG); reduced
     pages are the same heatmap rendered at 2×, 4×, ... the downsample. ``style.vis_level`` and
     ``style.downscale`` do not apply (the pyramid is the downscaled copies); a ``style.roi`` is
-    refused. The slide's mpp is kept. Peak memory is a few tile strips, independent of slide size.
+    refused. The slide's µm per pixel is kept, x's and y's (`slide_mpp_xy`: a slide with
+    non-square pixels gets each axis's resolution tag). Peak memory is a few tile strips,
+    independent of slide size.
     """
     style = HeatmapStyle() if style is None else style
     if style.roi is not None:
@@ -143,5 +150,6 @@ def write_heatmap_tiff(
         parameters={"patch_size": patch_size, "level": level, **asdict(style)},
         slide=slide.path,
     )
-    return write_pyramid_tiff(path, pages, mpp=slide.mpp, page_downsamples=[p.downsample for p in plan],
-                              metadata=record, tile=tile, quality=quality)
+    return write_pyramid_tiff(path, pages, mpp=slide_mpp_xy(slide),
+                              page_downsamples=[p.downsample for p in plan], metadata=record, tile=tile,
+                              quality=quality)

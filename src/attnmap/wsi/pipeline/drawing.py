@@ -28,6 +28,7 @@ from attnmap.wsi.pipeline.outputs import (
 from attnmap.wsi.pipeline.stage_files import load_blockmap, save_blockmap
 from attnmap.wsi.pipeline.stages import (
     cached_clam,
+    features_geometry,
     fingerprints,
     level0_patch_size,
     slide_provenance,
@@ -133,6 +134,7 @@ def _overlap_scores(
             "probs": np.asarray(bag.probs, dtype=np.float64).reshape(-1),
             "branch": branch,
             "patch_size": level0_patch_size(p, slide),
+            "geometry": features_geometry(p, outputs.patches),  # the same patches, cut closer together
         },
         record,
     )

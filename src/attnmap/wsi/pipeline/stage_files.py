@@ -125,8 +125,11 @@ def load_coords(path: str | Path) -> np.ndarray | None:
 def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mapping[str, str]) -> Path:
     """CLAM's ``_blockmap.h5`` (`attnmap.wsi.scores_io` layout) plus the prediction, written atomically.
 
-    ``attention``: coords, scores (N,), prediction, probs (C,), branch[, patch_size (level 0)]. The
-    scores are stored in float32 as CLAM does (the model computes them in float32: nothing is lost).
+    ``attention``: coords, scores (N,), prediction, probs (C,), branch[, patch_size (level 0)][,
+    geometry]. The scores are stored in float32 as CLAM does (the model computes them in float32:
+    nothing is lost). ``geometry`` (a `PatchGeometry`): the ``patch_size`` / ``patch_level`` /
+    ``downsample`` attributes of ``coords``, as the features h5 and `mil attention`'s h5 carry them,
+    so that a reader of any of the three (CLAM's too) finds them in one place.
     """
     from attnmap.wsi.scores_io import save_scores_h5
 
@@ -144,6 +147,7 @@ def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mappin
             np.asarray(attention["scores"], dtype=np.float32).reshape(-1, 1),
             metadata=record,
             attrs=extra,
+            geometry=attention.get("geometry"),
         )
     return Path(path)
 
@@ -178,38 +182,37 @@ def blockmap_complete(path: str | Path, n_patches: int | None = None) -> bool:
     return ok and (n_patches is None or rows == n_patches)
 
 
-def load_scores_with_patch_size(
+def scores_file_patch_size(
     path: str | Path, level_downsamples: tuple[float, ...] | None = None
-) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """(coords, scores, level-0 patch size or None) of a ``_blockmap.h5`` or a `mil attention` h5:
-    the size is the file's ``patch_size`` attribute (level 0, attnmap's blockmap), else the
-    geometry on its ``coords`` (`attnmap.wsi.patch_geometry`), at the level's downsample that
-    it records or, failing that, ``level_downsamples``'s (the slide's)."""
+) -> int | None:
+    """The level-0 patch size of a ``_blockmap.h5`` or a `mil attention` h5, None when it does not
+    say: as `attnmap.wsi.patch_geometry.scores_patch_size` reads it, with ``level_downsamples``
+    (the slide's) for a level whose downsample the file does not record. A recorded size that is
+    none: an `InputError` naming the file and attribute."""
     import h5py
 
-    from attnmap.wsi.patch_geometry import file_geometry
-    from attnmap.wsi.scores_io import load_scores_h5
+    from attnmap.wsi.patch_geometry import scores_patch_size
 
-    coords, scores = load_scores_h5(path)
     with h5py.File(path, "r") as handle:
-        stored = handle.attrs.get("patch_size")
-    if stored is not None:
-        return coords, scores, int(stored)
-    geometry = file_geometry(path)
-    return coords, scores, geometry.level0_size(level_downsamples) if geometry is not None else None
+        coords = handle.get("coords")
+        coords_attrs = dict(coords.attrs) if isinstance(coords, h5py.Dataset) else {}
+        file_attrs = dict(handle.attrs)
+    return scores_patch_size(file_attrs, coords_attrs, path, level_downsamples)
 
 
 def features_patch_size(path: str | Path, level_downsamples: tuple[float, ...]) -> int | None:
     """The level-0 patch size a features h5 was made with, or None for a file that does not say.
 
-    Read from, in order: attnmap's recorded ``patching`` parameters; a ``patch_size_level0``
-    attribute of ``coords`` (TRIDENT writes one; its ``patch_size`` is at the target magnification,
-    so it is not used alone); ``patch_size`` with ``patch_level`` on ``coords`` (CLAM's patch
-    files). Guessing from the coordinate spacing would be wrong for overlapping grids.
+    Read from attnmap's recorded ``patching`` parameters, else the attributes of ``coords``
+    (`attnmap.wsi.patch_geometry.level0_patch_size`: TRIDENT's and CLAM's). Guessing from the
+    coordinate spacing would be wrong for overlapping grids. A recorded size that is none: an
+    `InputError` naming the file and attribute.
     """
     import json
 
     import h5py
+
+    from attnmap.wsi.patch_geometry import level0_patch_size
 
     if not h5py.is_hdf5(path):  # a .pt bag records no patching
         return None
@@ -221,24 +224,7 @@ def features_patch_size(path: str | Path, level_downsamples: tuple[float, ...]) 
         patching = json.loads(parameters)["patching"]
         size, level = int(patching["patch_size"]), int(patching["level"])
     except (TypeError, ValueError, KeyError):
-        if "patch_size_level0" in coord_attrs:
-            return _positive_size(coord_attrs["patch_size_level0"])
-        if "patch_size" not in coord_attrs or "patch_level" not in coord_attrs:
-            return None
-        size, level = _positive_size(coord_attrs["patch_size"]), _positive_size(coord_attrs["patch_level"], 0)
-        if size is None or level is None:
-            return None
+        return level0_patch_size(coord_attrs, path, level_downsamples)
     if not 0 <= level < len(level_downsamples):
         return None
     return int(round(size * level_downsamples[level]))
-
-
-def _positive_size(value: object, minimum: int = 1) -> int | None:
-    """An integer attribute (numpy scalar or 1-element array alike), or None if it is not one."""
-    import numpy as np
-
-    try:
-        number = int(np.asarray(value).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError):
-        return None
-    return number if number >= minimum else None

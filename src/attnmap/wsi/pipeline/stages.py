@@ -319,6 +319,7 @@ def attention_stage(
         "probs": np.asarray(bag.probs, dtype=np.float64).reshape(-1),
         "branch": bag.branch_for(None),
         "patch_size": level0_patch_size(config.patching, slide),
+        "geometry": features_geometry(config.patching, outputs.patches),  # as on the features h5
     }
     record = slide_provenance(
         config,
