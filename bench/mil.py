@@ -5,11 +5,12 @@
    measured in this process, interleaved, best of several repeats. Target ratio >= 0.70.
 2. Memory: a 1,000,000 x 1024 float32 bag (4 GB of features) in a fresh subprocess; prints wall time
    and peak RSS (``resource.getrusage``), and the RSS above the features themselves.
-3. Streaming: `export_attention` (what ``attnmap mil attention`` runs, with its default method) on an h5 bag of ``--stream``
-   x 1024 float32 rows (default 200,000: 0.76 GiB; ``--stream-big`` for 1,000,000: 3.8 GiB), read
-   chunk by chunk (`open_bag`) against the same bag read whole (`read_bag`, the baseline), each in a
-   fresh subprocess, one after the other; prints both peaks and the streamed peak as a ratio of the
-   whole-bag one, in total and above the RSS both have before the bag is touched (imports, model).
+3. Streaming: `export_attention` (what ``attnmap mil attention`` runs, with its default method) on
+   an h5 bag of ``--stream`` x 1024 float32 rows (default 200,000: 0.76 GiB; ``--stream-big`` for
+   1,000,000: 3.8 GiB), read chunk by chunk (`open_bag`) against the same bag read whole
+   (`read_bag`, the baseline), each in a fresh subprocess, one after the other; prints both peaks
+   and the streamed peak as a ratio of the whole-bag one, in total and above the RSS both have
+   before the bag is touched (imports, model).
 
 Run: ``.venv/bin/python bench/mil.py [--patches 100000] [--big 1000000] [--repeats 5]
 [--stream 200000 | --stream-big] [--stream-only]``.
