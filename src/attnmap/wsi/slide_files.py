@@ -39,7 +39,7 @@ class _Silenced(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.depth = 0  # nested and concurrent entries; an int update under the GIL
+        self.depth = 0  # entries now open, nested or from several threads (+= is not atomic: the lock)
         self._lock = threading.Lock()
 
     def enter(self, step: int) -> None:
