@@ -19,11 +19,18 @@ def image(width: int = 512, height: int = 384) -> np.ndarray:
     return picture
 
 
-def write_tiff(path: Path, mpp_x: float, mpp_y: float, *, tiled: bool = True, ome: bool = False) -> Path:
+def write_tiff(
+    path: Path, mpp_x: float, mpp_y: float, *, tiled: bool = True, ome: bool = False, subifd: bool = False
+) -> Path:
     """A two-level tiled TIFF (or one untiled page) recording ``mpp_x`` / ``mpp_y`` in its
-    resolution tags, or in OME-XML only (``ome``)."""
+    resolution tags, or in OME-XML only (``ome``); ``subifd``: its reduced level in a SubIFD."""
     level0 = image()
     with tifffile.TiffWriter(path) as tif:
+        if subifd:  # the pyramid OpenSlide reads as one level: tiffslide opens it
+            resolution = {"resolution": (1e4 / mpp_x, 1e4 / mpp_y), "resolutionunit": "CENTIMETER"}
+            tif.write(level0, tile=(128, 128), photometric="rgb", subifds=1, metadata=None, **resolution)
+            tif.write(level0[::2, ::2], tile=(128, 128), photometric="rgb", subfiletype=1, metadata=None)
+            return path
         if ome:
             tif.write(level0, tile=(128, 128), photometric="rgb", compression="zlib",
                       metadata={"axes": "YXS", "PhysicalSizeX": mpp_x, "PhysicalSizeY": mpp_y})
@@ -36,13 +43,16 @@ def write_tiff(path: Path, mpp_x: float, mpp_y: float, *, tiled: bool = True, om
     return path
 
 
-@pytest.mark.parametrize("layout", ["pyramid", "plain", "ome"])
+@pytest.mark.parametrize("layout", ["pyramid", "plain", "ome", "subifd"])
 def test_non_square_pixels_are_warned_of_once_naming_both(tmp_path: Path, layout: str):
     suffix = ".ome.tif" if layout == "ome" else ".tif"  # tifffile writes OME-XML for .ome.tif only
     path = write_tiff(tmp_path / f"{layout}{suffix}", 0.25, 0.275, tiled=layout != "plain",
-                      ome=layout == "ome")
+                      ome=layout == "ome", subifd=layout == "subifd")
     with pytest.warns(UserWarning, match="non-square pixels") as caught, open_slide(path) as slide:
         assert slide.mpp == pytest.approx(0.25, rel=1e-6)
+        assert slide.mpp_xy == pytest.approx((0.25, 0.275), rel=1e-6)  # y's kept for the outputs
+        if layout == "subifd":
+            assert slide.reader == "tiffslide"
     messages = [str(item.message) for item in caught if "non-square" in str(item.message)]
     assert len(messages) == 1 and "\n" not in messages[0], messages
     assert "0.25 µm per pixel in x" in messages[0] and "0.275 in y" in messages[0]
@@ -61,6 +71,14 @@ def test_square_pixels_within_the_tolerance_say_nothing(tmp_path: Path):
             warnings.simplefilter("error")
             with open_slide(path) as slide:
                 assert slide.mpp == pytest.approx(0.25, rel=1e-6)
+                assert slide.mpp_xy == pytest.approx((0.25, y), rel=1e-6)
+
+
+def test_an_image_without_pixel_size_has_neither_axis_and_one_given_has_both():
+    from attnmap.wsi import ArraySlide
+
+    assert ArraySlide(image()).mpp_xy is None
+    assert ArraySlide(image(), mpp=0.5).mpp_xy == (0.5, 0.5)
 
 
 def _resolutions_um(path: Path) -> list[tuple[float, float, int]]:

@@ -7,16 +7,15 @@ backend; and every reader records x and y apart while attnmap keeps one number (
 x's): the scale bar and the cohort's resolution check take the pixels for square. A slide whose x
 and y differ by more than `ANISOTROPY_TOLERANCE` gets one warning naming both, once per file in a
 process, rather than x reported without a word. Nothing attnmap computes is wrong for it (patches
-are cut in pixels, as CLAM cuts them), but they cover non-square areas of tissue. A heatmap TIFF
-records each axis's own resolution (`slide_mpp_xy`), so a viewer overlays it on the slide as is.
+are cut in pixels, as CLAM cuts them), but they cover non-square areas of tissue. Each reader
+keeps y's beside it (``Slide.mpp_xy``), so a heatmap TIFF records each axis's own resolution and a
+viewer overlays it on the slide as is.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
-from typing import Any
 
 from attnmap.wsi.slide_files import _largest, quiet_tifffile
 
@@ -45,16 +44,17 @@ def square_mpp(x: float | None, y: float | None, where: str) -> float | None:
     return x
 
 
-def properties_mpp(properties: dict, where: str = "the slide") -> float | None:
-    """µm per pixel as the backend reports it, except a generic TIFF's screen or print dpi
-    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
-    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size.
-    Non-square pixels are warned of (`square_mpp`)."""
-    return square_mpp(*properties_mpp_xy(properties), where)
+def square_pair(x: float | None, y: float | None, where: str) -> tuple[float | None, float | None]:
+    """(x, y) as a slide keeps them (``Slide.mpp``, ``Slide.mpp_y``): x, warned of as `square_mpp`
+    does, and y beside it; both None when x is unknown (a y alone sizes nothing)."""
+    x = square_mpp(x, y, where)
+    return (x, y) if x is not None else (None, None)
 
 
 def properties_mpp_xy(properties: dict) -> tuple[float | None, float | None]:
-    """(x, y) µm per pixel as the backend reports them, as `properties_mpp` reads them (unwarned)."""
+    """(x, y) µm per pixel as the backend reports them, except a generic TIFF's screen or print dpi
+    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
+    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size."""
     dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
     try:
         if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
@@ -70,15 +70,10 @@ def _number(value: object) -> float | None:
     return float(value) if value not in (None, "") else None  # type: ignore[arg-type]
 
 
-def tiff_mpp(path: Path, page=None) -> float | None:
-    """µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX``, else the
-    XResolution / ResolutionUnit of ``page`` (default: the largest top-level page, which a pyramid
-    written smallest first does not put first); screen and print dpi say nothing and give None."""
-    return square_mpp(*tiff_mpp_xy(path, page), str(path))
-
-
 def tiff_mpp_xy(path: Path, page=None) -> tuple[float | None, float | None]:
-    """(x, y) µm per pixel of a TIFF's full-resolution image, as `tiff_mpp` reads them (unwarned)."""
+    """(x, y) µm per pixel of a TIFF's full-resolution image: OME-XML ``PhysicalSizeX`` / ``Y``, else
+    the X/YResolution and ResolutionUnit of ``page`` (default: the largest top-level page, which a
+    pyramid written smallest first does not put first); screen and print dpi say nothing: None."""
     import tifffile
 
     try:
@@ -120,14 +115,8 @@ def _ome_size(attributes: dict, axis: str) -> float | None:
     return value * scale if scale is not None and value > 0 else None
 
 
-def resolution_mpp(page, where: str = "the slide") -> float | None:
-    """µm per pixel from a TIFF page's XResolution / ResolutionUnit, if they say something
-    (non-square pixels, YResolution apart, are warned of: `square_mpp`)."""
-    return square_mpp(*resolution_mpp_xy(page), where)
-
-
 def resolution_mpp_xy(page) -> tuple[float | None, float | None]:
-    """(x, y) µm per pixel from a TIFF page's resolution tags, as `resolution_mpp` reads them."""
+    """(x, y) µm per pixel from a TIFF page's X/YResolution and ResolutionUnit, if they say something."""
     tags = page.tags
     if "XResolution" not in tags or "ResolutionUnit" not in tags:
         return None, None
@@ -147,27 +136,3 @@ def _resolution(value: tuple[int, int], unit: int) -> float | None:
     if unit == 2 and per_unit not in PLACEHOLDER_DPI:  # inch
         return 25400.0 / per_unit
     return None
-
-
-def slide_mpp_xy(slide: Any) -> tuple[float, float] | None:
-    """(x, y) µm per level-0 pixel of an open slide, None when it has no pixel size: x is
-    ``slide.mpp``; y is read from the record x was read from (the backend's properties, else the
-    file's OME-XML or resolution tags: the one whose x is ``slide.mpp``), and is x's when that
-    record says no other.
-
-    Why apart from `Slide`: the slide keeps one number (see the module's doc); a heatmap TIFF is
-    the one output that records both axes, read here once when it is written.
-    """
-    x = getattr(slide, "mpp", None)
-    if x is None:
-        return None
-    handle = getattr(slide, "_handle", None)  # OpenSlide's or tiffslide's: what Slide.mpp came from
-    records = (
-        lambda: properties_mpp_xy(dict(getattr(handle, "properties", None) or {})),
-        lambda: tiff_mpp_xy(Path(slide.path)) if getattr(slide, "path", None) else (None, None),
-    )
-    for read in records:
-        record_x, record_y = read()
-        if record_x is not None and math.isclose(record_x, x, rel_tol=1e-9):
-            return float(x), float(record_y if record_y is not None else x)
-    return float(x), float(x)

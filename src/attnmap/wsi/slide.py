@@ -16,7 +16,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.array_slide import ArraySlide
-from attnmap.wsi.pixel_size import properties_mpp, resolution_mpp, tiff_mpp
+from attnmap.wsi.pixel_size import properties_mpp_xy, resolution_mpp_xy, square_pair, tiff_mpp_xy
 from attnmap.wsi.pixels import as_rgb8, over_white, pil_rgb8, sample_converter, series_converter
 from attnmap.wsi.slide_base import Slide
 from attnmap.wsi.slide_files import (
@@ -55,9 +55,10 @@ class OpenSlideSlide(Slide):
         self.level_dimensions = tuple(tuple(int(v) for v in dim) for dim in handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
         properties = dict(handle.properties)
-        self.mpp = properties_mpp(properties, path)
+        self.mpp, self.mpp_y = square_pair(*properties_mpp_xy(properties), path)
         if self.mpp is None and properties.get("openslide.vendor") == "generic-tiff":
-            self.mpp = tiff_mpp(Path(path))  # an OME-TIFF says it in its XML, which OpenSlide ignores
+            # an OME-TIFF says it in its XML, which OpenSlide ignores
+            self.mpp, self.mpp_y = square_pair(*tiff_mpp_xy(Path(path)), path)
         sizes = self.level_dimensions
         repeated = [size for index, size in enumerate(sizes) if size in sizes[:index]]
         if repeated:  # OpenSlide's generic TIFF takes a stack of channel pages for levels
@@ -133,7 +134,7 @@ class TiffSlideSlide(OpenSlideSlide):
             if largest is not None and largest[0] * largest[1] > self.dimensions[0] * self.dimensions[1]:
                 raise InputError(f"{path}: tiffslide reads its first series, not its largest image {largest}")
             if self.mpp is None:  # tiffslide reads it from Aperio descriptions only; OpenSlide also from tags
-                self.mpp = tiff_mpp(Path(path))
+                self.mpp, self.mpp_y = square_pair(*tiff_mpp_xy(Path(path)), path)
             self.read_region((0, 0), self.level_count - 1, (1, 1))
         except BaseException:
             handle.close()
@@ -168,8 +169,10 @@ def _open_plain(path: Path) -> Slide:
             if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
                 image = np.moveaxis(image, 0, 2)
             image = sample_converter(page, str(path))(image)
-            mpp = resolution_mpp(page, str(path))
-        return ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
+            mpp, mpp_y = square_pair(*resolution_mpp_xy(page), str(path))
+        slide = ArraySlide(as_rgb8(image, str(path)), str(path), mpp)
+        slide.mpp_y = mpp_y
+        return slide
     from PIL import Image
 
     try:

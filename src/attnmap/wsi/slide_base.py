@@ -13,13 +13,18 @@ class Slide:
     """A multi-resolution image: level geometry plus `read_region` returning RGB uint8 arrays.
 
     Subclasses implement `_read(level, x, y, width, height)` for in-bounds requests at a level
-    (``x``, ``y`` in that level's pixels) and set `level_dimensions`, `level_downsamples` and `mpp`.
+    (``x``, ``y`` in that level's pixels) and set `level_dimensions`, `level_downsamples` and `mpp`
+    (and `mpp_y` when the file records another pixel height).
     """
 
     path: str
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
     mpp: float | None
+    """µm per level-0 pixel, x's: the one number the scale bar and the cohort's checks use."""
+    mpp_y: float | None = None
+    """y's µm per level-0 pixel where the file records one (None: as x's). Kept for the outputs that
+    record both axes (a heatmap TIFF), so one overlaid on a slide with non-square pixels fits it."""
     reader: str = "in memory"
     """Which library decodes the pixels (OpenSlide, tiffslide, or an image held in memory): recorded
     with the tissue, since the same TIFF can open through more than one."""
@@ -31,6 +36,13 @@ class Slide:
         outputs made before a change in how such files are read are made again; None keeps the
         fingerprints of the slides OpenSlide reads as stored, which no such change has touched."""
         return self.reader
+
+    @property
+    def mpp_xy(self) -> tuple[float, float] | None:
+        """(x, y) µm per level-0 pixel, None without a pixel size."""
+        if self.mpp is None:
+            return None
+        return float(self.mpp), float(self.mpp if self.mpp_y is None else self.mpp_y)
 
     # ----------------------------------------------------------------------------------- geometry
     @property

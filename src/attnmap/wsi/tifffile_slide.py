@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.wsi.pixel_size import tiff_mpp
+from attnmap.wsi.pixel_size import square_pair, tiff_mpp_xy
 from attnmap.wsi.pixels import as_rgb8, sample_converter
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.slide_files import first_line, quiet_tifffile
@@ -53,7 +53,7 @@ class TifffileSlide(Slide):
         self.level_downsamples = tuple(
             (width0 / width + height0 / height) / 2 for width, height in self.level_dimensions
         )
-        self.mpp = tiff_mpp(Path(path), self._level0_page)
+        self.mpp, self.mpp_y = square_pair(*tiff_mpp_xy(Path(path), self._level0_page), path)
         try:  # the pixel type, checked once at open as for the other readers (floats are refused)
             self.read_region((0, 0), self.level_count - 1, (1, 1))
         except InputError:

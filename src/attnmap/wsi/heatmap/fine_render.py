@@ -28,7 +28,6 @@ from attnmap.wsi.heatmap.scores import ColorTable
 from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.heatmap.tiff import write_pyramid_tiff
-from attnmap.wsi.pixel_size import slide_mpp_xy
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import Tissue
 
@@ -234,7 +233,7 @@ def write_fine_heatmap_tiff(
     return write_pyramid_tiff(
         path,
         pages,
-        mpp=slide_mpp_xy(slide),  # each axis's, as the heatmap TIFF's
+        mpp=slide.mpp_xy,  # each axis's, as the heatmap TIFF's
         page_downsamples=[p.downsample for p in plan],
         metadata=record,
         tile=tile,

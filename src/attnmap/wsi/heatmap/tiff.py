@@ -21,7 +21,6 @@ from attnmap.threads import available_cores
 from attnmap.wsi.heatmap.renderer import HeatmapRenderer
 from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
 from attnmap.wsi.heatmap.style import HeatmapStyle
-from attnmap.wsi.pixel_size import slide_mpp_xy
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.slide_base import checked_mpp
 from attnmap.wsi.tissue import Tissue
@@ -121,7 +120,7 @@ def write_heatmap_tiff(
     Page 0 is exactly `render_heatmap` with ``style`` at vis level ``level`` (before JPEG); reduced
     pages are the same heatmap rendered at 2×, 4×, ... the downsample. ``style.vis_level`` and
     ``style.downscale`` do not apply (the pyramid is the downscaled copies); a ``style.roi`` is
-    refused. The slide's µm per pixel is kept, x's and y's (`slide_mpp_xy`: a slide with
+    refused. The slide's µm per pixel is kept, x's and y's (`Slide.mpp_xy`: a slide with
     non-square pixels gets each axis's resolution tag). Peak memory is a few tile strips,
     independent of slide size.
     """
@@ -150,6 +149,6 @@ def write_heatmap_tiff(
         parameters={"patch_size": patch_size, "level": level, **asdict(style)},
         slide=slide.path,
     )
-    return write_pyramid_tiff(path, pages, mpp=slide_mpp_xy(slide),
+    return write_pyramid_tiff(path, pages, mpp=slide.mpp_xy,
                               page_downsamples=[p.downsample for p in plan], metadata=record, tile=tile,
                               quality=quality)
