@@ -14,7 +14,7 @@ import click
 
 from attnmap.cli.options import device_option, out_option, parse_options, quiet, resolved_device
 from attnmap.errors import InputError
-from attnmap.readout_names import TOKEN_READOUTS
+from attnmap.readout_names import TOKEN_READOUTS  # not attnmap.vit's: that package imports torch, timm
 
 if TYPE_CHECKING:
     import torch
