@@ -14,7 +14,7 @@ import click
 
 from attnmap.cli.options import device_option, out_option, parse_options, quiet, resolved_device
 from attnmap.errors import InputError
-from attnmap.vit.readout import TOKEN_READOUTS, ReadoutDirection
+from attnmap.readout_names import TOKEN_READOUTS  # not attnmap.vit's: that package imports torch, timm
 
 if TYPE_CHECKING:
     import torch
@@ -149,6 +149,7 @@ def explain(
     from attnmap.render.colormap import get_cmap
     from attnmap.vit.batch import resolve_methods, split_options
     from attnmap.vit.image_files import expand_image_paths
+    from attnmap.vit.readout import ReadoutDirection
     from attnmap.vit.timm_build import check_timm_name
 
     method = method if method is not None else default_method()  # '' is no method: refused below

@@ -1,7 +1,8 @@
 """The ``attnmap`` command: a click group whose subcommands live one module per command group.
 
 Subcommand modules are imported only when used, so ``attnmap --help`` stays quick; they import
-torch and friends inside their functions.
+torch and friends inside their functions, and torch itself is imported once the command line has
+parsed (`TorchContext`): help, the version and a usage error answer without it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 import signal
 import sys
 import warnings
+from typing import Any
 
 import click
 
@@ -30,7 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "view": "attnmap.cli.view:view",
 }
 
-# The commands whose code imports torch (all but the viewer): `import_torch_first` imports it for them.
+# The commands whose code imports torch (all but the viewer): `TorchContext` imports it for them.
 TORCH_COMMANDS = frozenset(SUBCOMMANDS) - {"view"}
 
 # Errors that mean "the user gave us something wrong": one line, exit status 2.
@@ -52,7 +54,30 @@ class LazyGroup(click.Group):
             if error.name == module_name:  # that command group is not part of this build
                 return None
             raise
-        return getattr(module, attribute)
+        command = getattr(module, attribute)
+        if name in TORCH_COMMANDS:
+            _import_torch_on_run(command)
+        return command
+
+
+class TorchContext(click.Context):
+    """The context of a command whose code imports torch: `import_torch_first` runs once the whole
+    command line has parsed, just before the command's own code. Not earlier, because help, the
+    version and a usage error (an unknown option, a missing argument, a bad choice) need no torch
+    and should answer at once; parsing happens in each command's `make_context`, below the root."""
+
+    def invoke(self, callback: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if callback is self.command.callback and not isinstance(self.command, click.Group):
+            import_torch_first()  # a group's own callback runs before its subcommand is parsed
+        return super().invoke(callback, *args, **kwargs)
+
+
+def _import_torch_on_run(command: click.Command) -> None:
+    """Give ``command`` and, for a group, every subcommand a `TorchContext` (click makes each
+    command's context from its ``context_class``)."""
+    command.context_class = TorchContext
+    for subcommand in getattr(command, "commands", {}).values():
+        _import_torch_on_run(subcommand)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,7 +132,6 @@ def main(argv: list[str] | None = None) -> None:
         warnings.formatwarning = one_line_warning  # recorded warnings (catch_warnings) are unaffected
     try:
         with signals_raise():  # SIGTERM, SIGHUP: the same clean stop as Ctrl-C
-            import_torch_first(args)
             _run(args, debug)
     finally:
         warnings.formatwarning = previous_format
@@ -115,15 +139,12 @@ def main(argv: list[str] | None = None) -> None:
             ignore_stop_signals()  # a stop during Python's own teardown would only change the status
 
 
-def import_torch_first(args: list[str]) -> None:
+def import_torch_first() -> None:
     """Import torch before a command that needs it runs, with a stop during the import ending the
     process on the spot (one line, 128 + the signal): the import takes seconds (the command line's
     first ones), the command has written nothing yet, and a KeyboardInterrupt raised inside torch's
-    import does not unwind cleanly (`attnmap.stop_signals.stop_signals_exit`). Not for help or the
-    version, whose answers need no torch."""
-    command = next((arg for arg in args if not arg.startswith("-")), None)
-    if command not in TORCH_COMMANDS or any(arg in ("-h", "--help", "--version") for arg in args):
-        return
+    import does not unwind cleanly (`attnmap.stop_signals.stop_signals_exit`). Called by
+    `TorchContext`, so not for help, the version or a usage error, whose answers need no torch."""
     with stop_signals_exit():
         import numpy  # noqa: F401
         import torch  # noqa: F401

@@ -27,6 +27,7 @@ from attnmap.cli.options import (
     resolved_device,
 )
 from attnmap.wsi.heatmap.style import HeatmapStyle
+from attnmap.wsi.parameters import DEFAULTS as TISSUE_DEFAULTS
 from attnmap.wsi.pipeline.config import (
     FeaturesConfig,
     HeatmapConfig,
@@ -36,7 +37,6 @@ from attnmap.wsi.pipeline.config import (
     SegmentationConfig,
     check_roi_folder,
 )
-from attnmap.wsi.tissue import DEFAULTS as TISSUE_DEFAULTS
 
 STYLE_FIELDS = tuple(item.name for item in dataclasses.fields(HeatmapStyle))
 _segmentation_options = dataclass_options(

@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
-
-TOKEN_READOUTS = ("cls", "patch_mean", "cls_and_patch_mean")
+from attnmap.readout_names import TOKEN_READOUTS
 
 _QUERY: contextvars.ContextVar[str | None] = contextvars.ContextVar("readout_query", default=None)
 

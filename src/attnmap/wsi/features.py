@@ -24,16 +24,13 @@ from attnmap.provenance import write_sidecar
 from attnmap.render.arrays import as_array
 from attnmap.wsi.encoder_graph import cpu_inference_graph
 from attnmap.wsi.encoders import Encoder
+from attnmap.wsi.parameters import PRECISION_NAMES
 from attnmap.wsi.patch_geometry import PatchGeometry, write_geometry
 from attnmap.wsi.prefetch import prefetch
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+PRECISIONS: dict[str, torch.dtype] = {name: getattr(torch, name) for name in PRECISION_NAMES}
 """The encoder's compute precision by name: float32 runs as it is; the others under `torch.autocast`."""
 
 

@@ -13,10 +13,9 @@ import numpy as np
 from tqdm import tqdm
 
 from attnmap.errors import InputError
+from attnmap.wsi.parameters import CONTOUR_CHECKS
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import Tissue
-
-CONTOUR_CHECKS = ("four_pt", "four_pt_hard", "center", "basic")
 
 
 def heatmap_center_shift(overlap: float) -> float:

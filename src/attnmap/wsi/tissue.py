@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
+from attnmap.wsi.parameters import DEFAULTS, MAX_KERNEL, PRESETS
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue_channel import channel_image, check_channel, resolve_channel
 
@@ -38,25 +39,6 @@ MIN_OVERVIEW_SIDE = 512
 31 px tall, every piece of tissue on it a few pixels, which the median blur and area filter drop."""
 
 PYRAMID_HINT = "convert it to a tiled pyramidal TIFF (e.g. vips tiffsave SLIDE OUT.tif --tile --pyramid)"
-
-# The largest median-blur (mthresh) and closing (close) kernel, in pixels of the segmentation level.
-# Why a bound: OpenCV's median blur asserts on some larger kernels, and a closing kernel of 10⁹ px
-# asked for an exabyte array, both after the slide was opened; 255 px at the usual downsample 64
-# already spans 16k level-0 pixels.
-MAX_KERNEL = 255
-
-DEFAULTS: dict[str, float | int | bool] = {
-    "sthresh": 8, "mthresh": 7, "close": 4, "use_otsu": False, "a_t": 100, "a_h": 16, "max_n_holes": 8,
-}
-"""CLAM's segmentation parameters, used for any a preset or the caller leaves unset. The channel
-is not among them: unset, it depends on the slide (saturation, or darkness on a colourless one:
-`attnmap.wsi.tissue_channel.resolve_channel`)."""
-
-PRESETS: dict[str, dict[str, float | int | bool]] = {
-    "tcga": {"sthresh": 8, "mthresh": 7, "close": 4, "a_t": 16, "a_h": 4, "max_n_holes": 8},
-    "bwh_biopsy": {"sthresh": 15, "mthresh": 11, "close": 2, "a_t": 1, "a_h": 1, "max_n_holes": 2},
-    "bwh_resection": {"sthresh": 15, "mthresh": 11, "close": 4, "a_t": 100, "a_h": 16, "max_n_holes": 8},
-}
 
 
 @dataclass

@@ -22,9 +22,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
-
-CHANNELS = ("saturation", "darkness")
-"""The channels ``segment_tissue(channel=...)`` accepts; "saturation" is CLAM's and the default."""
+from attnmap.wsi.parameters import CHANNELS
 
 COLOURLESS_CHROMA = 4
 """The spread max(R, G, B) − min(R, G, B) a pixel of a colourless slide keeps at most: a grey

@@ -19,6 +19,7 @@ from annotated_types import Ge, MinLen
 from attnmap.errors import InputError
 from attnmap.validation import STRICT, Check, validate_mapping
 from attnmap.wsi.heatmap.style import HeatmapStyle
+from attnmap.wsi.parameters import MAX_KERNEL
 from attnmap.wsi.pipeline.config_checks import check_config, check_roi_folder, is_encoder_name
 from attnmap.wsi.pipeline.config_values import (
     ChannelName,
@@ -34,7 +35,6 @@ from attnmap.wsi.pipeline.config_values import (
     check_distinct,
 )
 from attnmap.wsi.pipeline.slide_list import SlideEntry, read_slide_list
-from attnmap.wsi.tissue import MAX_KERNEL, resolve_parameters
 
 __all__ = [
     "PipelineConfig", "SlideEntry", "check_config", "check_roi_folder", "config_from_dict", "load_config",
@@ -56,7 +56,7 @@ class SlidesConfig:
 @dataclass
 class SegmentationConfig:
     """Tissue segmentation (CLAM's parameters). Unset values come from ``preset``, else CLAM's
-    defaults (`attnmap.wsi.tissue.DEFAULTS`); a value that disagrees with the preset is an error."""
+    defaults (`attnmap.wsi.parameters.DEFAULTS`); a value that disagrees with the preset is an error."""
 
     __pydantic_config__: ClassVar[dict] = STRICT
 
@@ -95,6 +95,8 @@ class SegmentationConfig:
 
     def resolved(self) -> dict[str, Any]:
         """The parameters segmentation will use (preset and defaults applied, conflicts refused)."""
+        from attnmap.wsi.tissue import resolve_parameters  # OpenCV: not for `wsi run --help`
+
         given = dataclasses.asdict(self)
         del given["preset"], given["level"]
         return resolve_parameters(self.preset, given)

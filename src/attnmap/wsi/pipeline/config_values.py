@@ -12,17 +12,14 @@ from annotated_types import Ge, Le
 
 from attnmap.errors import InputError
 from attnmap.validation import Check
-from attnmap.wsi.features import PRECISIONS
-from attnmap.wsi.patching import CONTOUR_CHECKS
-from attnmap.wsi.tissue import MAX_KERNEL, PRESETS
-from attnmap.wsi.tissue_channel import CHANNELS
+from attnmap.wsi.parameters import CHANNELS, CONTOUR_CHECKS, MAX_KERNEL, PRECISION_NAMES, PRESETS
 
 Positive = Annotated[int, Ge(1)]
 NonNegative = Annotated[int, Ge(0)]
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 ChannelName = Literal[CHANNELS]  # type: ignore[valid-type]
 ContourCheck = Literal[CONTOUR_CHECKS]  # type: ignore[valid-type]
-Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
+Precision = Literal[PRECISION_NAMES]  # type: ignore[valid-type]
 
 
 def check_device(device: str) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attnmap.errors import InputError
-from attnmap.io_utils import csv_delimiter
 
 if TYPE_CHECKING:
     from attnmap.wsi.pipeline.config import PipelineConfig
@@ -38,6 +37,8 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
     them (levels, heatmap geometry, annotations). False only names the slides, e.g. those of a run
     that has just checked them, without opening each one again.
     """
+    from attnmap.io_utils import csv_delimiter  # NumPy: `wsi run --help` imports this module, needs none
+
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
     try:
