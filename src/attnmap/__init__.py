@@ -10,11 +10,11 @@ Attention MIL: `attnmap.mil`. Whole slides: `attnmap.wsi`. Pictures: `attnmap.re
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from attnmap._version import __version__
 from attnmap.errors import AttnmapError, InputError, UnsupportedModelError
+from attnmap.lazy_exports import lazy_exports
 
 # The names below import torch (and timm) with their modules, which takes seconds: they are
 # imported on first use, so that ``import attnmap.cli.main`` (the console script's first line) is
@@ -44,24 +44,7 @@ if TYPE_CHECKING:
     from attnmap.vit.registry import methods, register_method, resolve_target, unregister_method
 
 
-def __getattr__(name: str) -> Any:
-    """A public name of `_LAZY` on first use; a subpackage (``attnmap.render``) as an attribute."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # found directly from now on
-        return value
-    if not name.startswith("_"):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "AttnmapError",

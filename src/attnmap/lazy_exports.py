@@ -2,7 +2,7 @@
 
 Why: a package ``__init__`` that imports its modules eagerly makes importing any one of them cost
 all of them; ``attnmap.wsi``'s pulled OpenCV, torch and timm into ``attnmap wsi run --help``, which
-only needs the configuration's dataclasses. `attnmap/__init__.py` follows the same pattern.
+only needs the configuration's dataclasses. `attnmap` itself exports its API this way.
 """
 
 from __future__ import annotations
