@@ -6,6 +6,7 @@ Split from `attnmap.parallel` so that a one-worker run (in-process) never import
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import sys
@@ -207,6 +208,8 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
 
     this = psutil.Process()
     before = {child.pid for child in this.children(recursive=True)}
+    clusters_before = set(_cluster_registry())
+    nannies_before = set(_nanny_registry())
     started: dict[str, Any] = {}
 
     def start() -> None:
@@ -229,9 +232,15 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
         deadline = time.monotonic() + 3.0
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while this cleans up
             while thread.is_alive() and time.monotonic() < deadline:
-                _kill_spawned(this, before)
+                _kill_spawned(this, before, nannies_before)
                 thread.join(0.05)
-            _kill_spawned(this, before)
+            _kill_spawned(this, before, nannies_before)
+        _forget_clusters(clusters_before)
+        # at exit, before Dask's own hook (registered earlier, so run later): a cluster registered
+        # since, and a worker process a nanny was still starting, which would print its traceback
+        # when it finds this process gone
+        atexit.register(_forget_clusters, clusters_before)
+        atexit.register(_kill_spawned, this, before, nannies_before)
         raise
     if "error" in started:
         for part in ("client", "cluster"):
@@ -242,12 +251,44 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
     return started["cluster"], started["client"]
 
 
-def _kill_spawned(process: Any, before: set[int]) -> None:
+def _cluster_registry() -> Any:
+    """The clusters Dask closes when the process exits (``SpecCluster._instances``; empty if absent)."""
+    from distributed.deploy.spec import SpecCluster
+
+    return getattr(SpecCluster, "_instances", set())
+
+
+def _forget_clusters(before: set[Any]) -> None:
+    """Take the clusters made since ``before`` out of Dask's exit-time closing.
+
+    Why: a cluster whose start was cut short (its processes killed, its event loop gone) is still
+    registered, and Dask's own exit hook then tries to close it and prints the traceback of its
+    failure after the run's stop line."""
+    registry = _cluster_registry()
+    for cluster in list(registry):
+        if cluster not in before:
+            registry.discard(cluster)
+
+
+def _nanny_registry() -> Any:
+    """Dask's live nannies (``Nanny._instances``; empty if absent)."""
+    from distributed import Nanny
+
+    return getattr(Nanny, "_instances", set())
+
+
+def _kill_spawned(process: Any, before: set[int], nannies_before: set[Any]) -> None:
     """Kill the processes started under ``process`` since ``before`` (Dask's worker processes, also
     one forked and not yet running its program) but multiprocessing's resource tracker, which the
-    start may have started too and which must outlive them."""
+    start may have started too and which must outlive them. The nannies made since
+    ``nannies_before`` are told first not to restart them: a nanny whose worker had come up would
+    start a new one, which finds this process gone and prints its traceback after the stop line."""
     import psutil
 
+    for nanny in list(_nanny_registry()):
+        if nanny not in nannies_before:
+            with contextlib.suppress(Exception):
+                nanny.close_gracefully(reason="attnmap-stopped")
     for child in process.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if child.pid not in before and not any("resource_tracker" in part for part in child.cmdline()):

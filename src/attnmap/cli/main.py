@@ -133,6 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with signals_raise():  # SIGTERM, SIGHUP: the same clean stop as Ctrl-C
             _run(args, debug)
+    except Stopped:
+        if argv is None:  # the process is the command: its stop line is its last
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _quiet_stdout()  # also for a process it started that is still starting (a Dask worker)
+        raise
     finally:
         warnings.formatwarning = previous_format
         if argv is None:  # the process is the command: its work is written and its line said
@@ -186,6 +192,10 @@ def _run(args: list[str], debug: bool) -> None:
         sys.exit(code)
 
 
+class Stopped(SystemExit):
+    """The exit of a command stopped by a signal (or an aborted prompt), its line said."""
+
+
 def _stop(error: BaseException) -> None:
     """One line and the exit status a shell gives a process the signal killed (128 + its number);
     a bare Abort (a prompt answered with Ctrl-D) says "aborted"."""
@@ -201,7 +211,7 @@ def _stop(error: BaseException) -> None:
         click.echo(message, err=True)
     except OSError:  # the terminal is gone (SIGHUP) or stderr is a closed pipe
         _quiet_stdout()
-    sys.exit(status)
+    raise Stopped(status)
 
 
 def _quiet_stdout() -> None:
