@@ -28,12 +28,13 @@ ANISOTROPY_TOLERANCE = 0.01
 _warned: set[tuple[str, float, float]] = set()
 
 
-def square_mpp(x: float | None, y: float | None, where: str) -> float | None:
-    """``x`` (µm per pixel), with a one-line warning, once per ``where`` and values, when ``y``
-    differs from it by more than `ANISOTROPY_TOLERANCE`."""
-    if x is None or y is None or abs(x - y) <= ANISOTROPY_TOLERANCE * max(x, y):
-        return x
-    if (where, x, y) not in _warned:
+def square_pair(x: float | None, y: float | None, where: str) -> tuple[float | None, float | None]:
+    """(x, y) µm per pixel as a slide keeps them (``Slide.mpp``, ``Slide.mpp_y``); both None when x
+    is unknown (a y alone sizes nothing). A one-line warning, once per ``where`` and values, when
+    ``y`` differs from ``x`` by more than `ANISOTROPY_TOLERANCE`."""
+    if x is None:
+        return None, None
+    if y is not None and abs(x - y) > ANISOTROPY_TOLERANCE * max(x, y) and (where, x, y) not in _warned:
         _warned.add((where, x, y))
         warnings.warn(
             f"{where} has non-square pixels: {x:.6g} µm per pixel in x, {y:.6g} in y; attnmap uses x's "
@@ -41,14 +42,7 @@ def square_mpp(x: float | None, y: float | None, where: str) -> float | None:
             f"{x:.4g} × {y:.4g} µm of tissue per pixel",
             stacklevel=2,
         )
-    return x
-
-
-def square_pair(x: float | None, y: float | None, where: str) -> tuple[float | None, float | None]:
-    """(x, y) as a slide keeps them (``Slide.mpp``, ``Slide.mpp_y``): x, warned of as `square_mpp`
-    does, and y beside it; both None when x is unknown (a y alone sizes nothing)."""
-    x = square_mpp(x, y, where)
-    return (x, y) if x is not None else (None, None)
+    return x, y
 
 
 def properties_mpp_xy(properties: dict) -> tuple[float | None, float | None]:
