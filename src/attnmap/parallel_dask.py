@@ -240,7 +240,7 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
         # since, and a worker process a nanny was still starting, which would print its traceback
         # when it finds this process gone
         atexit.register(_forget_clusters, clusters_before)
-        atexit.register(_kill_spawned, this, before, nannies_before)
+        atexit.register(_kill_spawned_at_exit, this, before, nannies_before)
         raise
     if "error" in started:
         for part in ("client", "cluster"):
@@ -293,6 +293,15 @@ def _kill_spawned(process: Any, before: set[int], nannies_before: set[Any]) -> N
         with contextlib.suppress(psutil.Error):
             if child.pid not in before and not any("resource_tracker" in part for part in child.cmdline()):
                 child.kill()
+
+
+def _kill_spawned_at_exit(process: Any, before: set[int], nannies_before: set[Any]) -> None:
+    """`_kill_spawned` at the process's exit, sparing the workers of the clusters Dask still has
+    registered (one started later in the same process: Dask's exit hook closes it)."""
+    clusters = list(_cluster_registry())
+    live = [nanny for cluster in clusters for nanny in getattr(cluster, "workers", {}).values()]
+    pids = {nanny.pid for nanny in live if isinstance(getattr(nanny, "pid", None), int)}
+    _kill_spawned(process, before | pids, nannies_before | set(live))
 
 
 class DaskClient:
