@@ -204,6 +204,8 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
     made so far (they hold nothing of the run's) and is raised here at once. The starting thread
     holds these signals blocked, which the processes it starts inherit: the terminal's Ctrl-C to the
     process group must not reach a worker before its preload ignores it."""
+    from multiprocessing import resource_tracker
+
     import psutil
 
     this = psutil.Process()
@@ -220,10 +222,14 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
         except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
             started["error"] = error
 
+    # multiprocessing's resource tracker, started here rather than by the cluster's start: starting
+    # it unblocks SIGINT and SIGTERM in the thread that does, and the worker processes that thread
+    # started after it would take a Ctrl-C to the process group while Python starts in them
+    resource_tracker.ensure_running()
     thread = threading.Thread(target=start, name="attnmap-cluster-start", daemon=True)
-    with blocked_stop_signals():  # the thread, and the processes it starts, inherit the mask
-        thread.start()
     try:
+        with blocked_stop_signals():  # the thread, and the processes it starts, inherit the mask
+            thread.start()
         while thread.is_alive():
             thread.join(0.05)  # a signal's handler runs between these waits
     except BaseException:
