@@ -126,9 +126,7 @@ class SlideTiles:
         self._overview_factor = 2 ** math.ceil(math.log2(side / OVERVIEW_SIDE)) if side > OVERVIEW_SIDE else 0
         self._overview_downsample = float(slide.level_downsamples[last]) * self._overview_factor
         if type(slide) is OpenSlideSlide:  # tiffslide's regions are RGB, which the generator cannot composite
-            from openslide.deepzoom import DeepZoomGenerator
-
-            self._generator = DeepZoomGenerator(slide._handle, TILE_SIZE, OVERLAP, limit_bounds=False)
+            self._generator = slide.deep_zoom_generator(TILE_SIZE, OVERLAP)
             if self._generator.level_dimensions != self.grid.level_dimensions:
                 self._generator = None
 
