@@ -466,3 +466,31 @@ def test_what_a_roi_file_skips_is_said_once_per_run(setup: Path, tmp_path: Path)
     assert report.failed == []
     skipped = [str(w.message) for w in said if "skipped 1 Point" in str(w.message)]
     assert len(skipped) == 1, skipped
+
+
+def test_a_tissue_mask_of_other_parameters_never_stays_beside_remade_tissue(tmp_path: Path, capsys) -> None:
+    slide = write_test_slide(tmp_path / "s.tif", seed=3)
+    out = tmp_path / "out"
+    segment = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
+    mask = out / "tissue" / "s_mask.png"
+    code, _, _ = _cli(capsys, "wsi", "segment", slide, "-o", out, *segment, "--sthresh", "60")
+    assert code == 0 and mask.is_file()
+    # `wsi patch` with other segmentation options remakes tissue/s.json without a mask: the
+    # earlier mask (sthresh 60) must not stay beside the new contours (sthresh 8)
+    code, _, _ = _cli(capsys, "wsi", "patch", slide, "-o", out, *segment, "--patch-size", "64")
+    assert code == 0 and json.loads((out / "tissue" / "s.json").read_text())["parameters"]["sthresh"] == 8
+    assert not mask.exists()
+    code, stdout, _ = _cli(capsys, "wsi", "segment", slide, "-o", out, *segment)
+    assert code == 0 and "already segmented" in stdout and mask.is_file()  # drawn again from the tissue
+    # a `wsi run` into the folder with other options: the same
+    _cli(capsys, "wsi", "segment", slide, "-o", out, *segment, "--sthresh", "60")
+    assert mask.is_file()
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1)
+    raw = yaml.safe_load(setup.read_text())
+    raw["slides"] = {"csv": str(tmp_path / "one.csv")}
+    (tmp_path / "one.csv").write_text(f"slide_path\n{slide}\n")
+    raw["run"]["output_dir"] = str(out)
+    setup.write_text(yaml.safe_dump(raw))
+    code, _, _ = _cli(capsys, "wsi", "run", setup)
+    assert code == 0 and json.loads((out / "tissue" / "s.json").read_text())["parameters"]["sthresh"] == 8
+    assert not mask.exists()

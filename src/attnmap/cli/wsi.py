@@ -130,7 +130,7 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         prints = StageFingerprints(entry, config)
         tissue, ran = tissue_stage(slide, entry, config, outputs, prints, progress=not quiet())
-        mask_png = outputs.tissue.with_name(f"{entry.slide_id}_mask.png")
+        mask_png = outputs.tissue_mask
         # the tissue's fingerprint: `wsi patch` may have remade the tissue file without a mask
         if ran or prints.tissue.check(mask_png) is not None:
             mask = tissue.seg_mask().astype("uint8") * 255

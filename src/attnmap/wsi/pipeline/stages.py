@@ -115,6 +115,10 @@ def tissue_stage(
         **fingerprint.record(),
     }
     save_tissue(outputs.tissue, tissue, record)
+    mask = outputs.tissue_mask
+    # only `wsi segment` draws the mask; one of other parameters must not stay beside these contours
+    if mask.exists() and fingerprint.check(mask) is not None:
+        mask.unlink()
     return tissue, reason
 
 
