@@ -367,6 +367,47 @@ def test_patch_file_brought_from_clam_is_used_as_it_is(setup: Path, tmp_path: Pa
     assert forced["n_patches"] == 3 and not forced["stages"]["patches"] and forced["stages"]["features"]
 
 
+def test_a_patch_file_brought_for_another_patch_size_is_refused(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _config(setup, out)  # 64-px patches at level 0
+    entry = read_slide_list(config)[0]
+    (out / "patches").mkdir(parents=True)
+    with h5py.File(out / "patches" / "slide_0.h5", "w") as handle:  # CLAM's 256-px grid
+        stored = handle.create_dataset("coords", data=np.array([[256, 256], [512, 256]], dtype=np.int64))
+        stored.attrs["patch_size"], stored.attrs["patch_level"] = 256, 0
+    # 64-px crops at the corners of 256-px patches would be a map of a sixteenth of the tissue
+    refused = r"slide_0.h5 records 256-px patches at level 0, .*patch_size 64 at patching"
+    with pytest.raises(InputError, match=refused):
+        run_slide(entry, config)
+    assert (out / "patches" / "slide_0.h5").is_file()  # the user's file: kept
+    assert not SlideOutputs(out, entry.slide_id).features_h5.exists()
+
+
+@pytest.mark.parametrize("rows", [3, None])  # None: as many rows as the patches, other positions
+def test_features_brought_for_other_patches_are_refused_not_overwritten(
+    setup: Path, tmp_path: Path, rows: int | None
+) -> None:
+    out = tmp_path / "out"
+    config = _config(setup, out, sampling={"top_k": 0, "bottom_k": 0})
+    entry = read_slide_list(config)[0]
+    outputs = SlideOutputs(out, entry.slide_id)
+    run_slide(entry, config)
+    with h5py.File(outputs.patches, "r") as handle:
+        n = len(handle["coords"])
+    for path in (outputs.features_h5, outputs.features_pt):
+        path.unlink()
+    shutil.rmtree(outputs.heatmap_dir)
+    n = rows or n
+    user = np.arange(n * 8, dtype=np.float32).reshape(n, 8)  # e.g. CLAM's features of its own patches
+    with h5py.File(outputs.features_h5, "w") as handle:
+        handle["features"] = user
+        handle.create_dataset("coords", data=np.stack([np.arange(n) * 64, np.zeros(n)], 1).astype(np.int64))
+    with pytest.raises(InputError, match=r"slide_0.h5.*not made by attnmap.*patches/slide_0.h5"):
+        run_slide(entry, config)
+    with h5py.File(outputs.features_h5, "r") as handle:  # the user's features are an input: untouched
+        assert np.array_equal(handle["features"][()], user)
+
+
 def test_a_feature_size_the_model_does_not_take_names_the_bag(setup: Path, tmp_path: Path, capsys) -> None:
     wide = write_clam_checkpoint(tmp_path / "clam_16.pt", embed_dim=16)
     entry = read_slide_list(_config(setup, tmp_path / "out"))[0]
