@@ -198,12 +198,16 @@ def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
                 f"segmentation.a_t={params['a_t']:g} asks for tissue regions of at least {minimum:.0f} "
                 f"level-0 px (a_t × 512²), more than the whole {width}×{height} slide: lower a_t"
             )
+        # under use_otsu, sthresh is not used: naming it would point at the wrong knob
+        otsu = bool(params.get("use_otsu"))
+        threshold = "Otsu's threshold (use_otsu)" if otsu else f"sthresh={params['sthresh']}"
+        knob = "set use_otsu: false" if otsu else "sthresh"
         return (
             f"segmentation kept no tissue region ({params.get('channel', 'saturation')} above "
-            f"sthresh={params['sthresh']}, regions of "
+            f"{threshold}, regions of "
             f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
             f"{width}×{height} px): a blank slide has none, a grey one none by saturation (set "
-            "segmentation.channel: darkness), else lower a_t or sthresh"
+            f"segmentation.channel: darkness), else lower a_t or {knob}"
         )
     width, height = slide.level_dimensions[patching.level]
     if not patching.padding and min(width, height) < patching.patch_size:
