@@ -258,7 +258,10 @@ def test_no_tissue_under_otsu_names_otsus_threshold_not_sthresh(setup: Path, tmp
 
     blank = tmp_path / "blank.tif"
     tifffile.imwrite(blank, np.full((512, 512, 3), 250, np.uint8), tile=(256, 256), photometric="rgb")
-    config = _config(setup, tmp_path, segmentation={"level": 0, "use_otsu": True}, heatmap={"vis_level": 0})
+    with pytest.raises(InputError, match=r"sthresh=8 acts only without use_otsu"):  # given both: not dropped
+        _config(setup, tmp_path, segmentation={"use_otsu": True})
+    segmentation = {"level": 0, "use_otsu": True, "sthresh": None}
+    config = _config(setup, tmp_path, segmentation=segmentation, heatmap={"vis_level": 0})
     with pytest.raises(InputError, match=r"kept no tissue region \(\w+ above Otsu's threshold") as error:
         run_slide(blank, config)
     assert "sthresh" not in str(error.value) and "use_otsu: false" in str(error.value)
