@@ -535,3 +535,7 @@ def test_a_tissue_mask_of_other_parameters_never_stays_beside_remade_tissue(tmp_
     code, _, _ = _cli(capsys, "wsi", "run", setup)
     assert code == 0 and json.loads((out / "tissue" / "s.json").read_text())["parameters"]["sthresh"] == 8
     assert not mask.exists()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(mask)  # not attnmap's: the user's file stays
+    other = [*segment, "--sthresh", "60", "--patch-size", "64"]
+    code, _, _ = _cli(capsys, "wsi", "patch", slide, "-o", out, *other)
+    assert code == 0 and mask.is_file()

@@ -277,8 +277,9 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
 
     if stale(outputs.tissue, prints.tissue):
         outputs.tissue.unlink()
-    if stale(outputs.tissue_mask, prints.tissue):  # an earlier `wsi segment`'s, of other parameters
-        outputs.tissue_mask.unlink()
+    mask = outputs.tissue_mask  # an earlier `wsi segment`'s, of other parameters (only attnmap's)
+    if stale(mask, prints.tissue) and made_by_attnmap(mask):
+        mask.unlink()
     if stale(outputs.patches, prints.patches, accept_foreign=True) and made_by_attnmap(outputs.patches):
         outputs.patches.unlink()
     h5 = outputs.features_h5

@@ -118,7 +118,7 @@ def tissue_stage(
     save_tissue(outputs.tissue, tissue, record)
     mask = outputs.tissue_mask
     # only `wsi segment` draws the mask; one of other parameters must not stay beside these contours
-    if mask.exists() and fingerprint.check(mask) is not None:
+    if mask.exists() and fingerprint.check(mask) is not None and made_by_attnmap(mask):
         mask.unlink()
     return tissue, reason
 
