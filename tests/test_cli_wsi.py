@@ -218,6 +218,55 @@ def test_heatmap_without_tiff_removes_an_earlier_runs_tiff(slide: Path, tmp_path
     assert code == 0 and tiff.is_file() and "removed" not in stdout
 
 
+def test_a_failed_heatmap_tiff_leaves_no_pair_from_two_calls(
+    slide: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PNG was drawn and written before the TIFF's level was found missing (or before its
+    writing failed): a failed command (exit 2) left a new PNG beside the earlier call's TIFF."""
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    coords = np.stack(np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64)), -1).reshape(-1, 2)
+    values = np.random.default_rng(1).random(len(coords)).astype(np.float32)
+    scores_h5 = save_scores_h5(tmp_path / "s7_blockmap.h5", coords, values)
+    out = tmp_path / "out"
+    args = ["wsi", "heatmap", slide, "--scores", scores_h5, "-o", out, "--patch-size", "64", "--tiff"]
+    code, _, err = cli(capsys, *args, "--vis-level", "1")
+    png, tiff = out / "s7_heatmap.png", out / "s7_heatmap.tif"
+    assert code == 0 and png.is_file() and tiff.is_file(), err
+    before = {path: path.read_bytes() for path in (png, tiff)}
+    code, _, err = cli(capsys, *args, "--vis-level", "0", "--tiff-level", "5")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "level 5 does not exist" in err
+    assert {path: path.read_bytes() for path in (png, tiff)} == before  # nothing drawn
+
+    import attnmap.wsi.heatmap.tiff as tiff_module
+    from attnmap.errors import InputError
+
+    def failing(*_args: object, **_kwargs: object) -> None:
+        raise InputError("disk full")
+
+    monkeypatch.setattr(tiff_module, "write_heatmap_tiff", failing)
+    code, _, err = cli(capsys, *args, "--vis-level", "0")
+    assert code == 2 and "disk full" in err
+    assert not tiff.exists()  # the earlier call's TIFF is not left to pass for this PNG's
+
+
+def test_heatmap_refuses_the_tissue_of_another_slide(slide: Path, tmp_path: Path, capsys) -> None:
+    """--tissue of another slide (other size) coloured the heatmap only where that slide's tissue
+    lay: a silently wrong map. The tissue file records the level-0 size it was found on."""
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    other = write_test_slide(tmp_path / "other.tif", seed=2, size=(768, 512))
+    code, _, err = cli(capsys, "wsi", "segment", other, "-o", tmp_path / "seg", *SEGMENT)
+    assert code == 0, err
+    coords = np.stack(np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64)), -1).reshape(-1, 2)
+    scores_h5 = save_scores_h5(tmp_path / "s7_blockmap.h5", coords, np.linspace(0, 1, len(coords)))
+    code, _, err = cli(capsys, "wsi", "heatmap", slide, "--scores", scores_h5, "-o", tmp_path / "out",
+                       "--patch-size", "64", "--tissue", tmp_path / "seg" / "tissue" / "other.json")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "other.json" in err and "768×512" in err and "1024×768" in err
+    assert not (tmp_path / "out" / "s7_heatmap.png").exists()
+
+
 @pytest.mark.slow
 def test_run_records_a_broken_slide_and_finishes_the_others(tmp_path: Path, capsys) -> None:
     config_path = write_pipeline_setup(tmp_path, n_slides=2)

@@ -107,3 +107,18 @@ def test_abmil_checkpoint_with_clam_loss_keys_loads(tmp_path):
     torch.save(state, tmp_path / "abmil.pt")
     features = torch.randn(5, 16)
     torch.testing.assert_close(load_mil(tmp_path / "abmil.pt")(features).logits, model(features).logits)
+
+
+def test_a_torchscript_mil_model_is_refused_with_advice_that_works(tmp_path, capsys):
+    """A scripted CLAM (torch.jit.save) cannot be read as weights; the advice must be one the MIL
+    commands can follow: they take no ``torchscript:`` name, only a state_dict."""
+    torch.manual_seed(0)
+    scripted = tmp_path / "clam_scripted.pt"
+    torch.jit.trace(torch.nn.Linear(16, 2).eval(), torch.zeros(1, 16)).save(str(scripted))
+    write_h5_bag(tmp_path / "b.h5", np.ones((3, 16), np.float32), np.zeros((3, 2)))
+    code, _, err = run_cli(capsys, "mil", "attention", scripted, tmp_path / "b.h5", "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "TorchScript" in err and "torchscript:" not in err and "state_dict()" in err
+    with pytest.raises(InputError, match="TorchScript") as refused:
+        load_mil(scripted)
+    assert "torchscript:" not in str(refused.value)

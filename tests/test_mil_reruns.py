@@ -153,6 +153,26 @@ def test_attention_rerun_on_fewer_bags_names_the_earlier_bags_files(tmp_path: Pa
     assert [row["slide_id"] for row in csv.DictReader((out / "predictions.csv").open())] == ["a"]
 
 
+def test_an_attention_rerun_that_fails_on_a_bag_leaves_no_earlier_predictions(tmp_path: Path, capsys) -> None:
+    """A rerun with another model that stops at a bad bag (here an empty one) had rewritten the
+    bags before it, yet left the earlier model's predictions.csv beside them as this run's table."""
+    from synthetic_slide_files import write_clam_checkpoint
+
+    first = write_clam_checkpoint(tmp_path / "first.pt", embed_dim=8, seed=0)
+    second = write_clam_checkpoint(tmp_path / "second.pt", embed_dim=8, seed=1)
+    rng = np.random.default_rng(0)
+    bags = [write_h5_bag(tmp_path / f"{n}.h5", rng.normal(size=(5, 8)).astype(np.float32), np.zeros((5, 2)))
+            for n in "ab"]
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "mil", "attention", first, *bags, "-o", out, "--quiet")
+    assert code == 0 and (out / "predictions.csv").is_file(), err
+    empty = write_h5_bag(tmp_path / "z.h5", np.zeros((0, 8), np.float32), np.zeros((0, 2)))
+    code, _, err = cli(capsys, "mil", "attention", second, *bags, empty, "-o", out, "--quiet")
+    assert code == 2 and "z.h5" in err and "empty" in err
+    assert not (out / "predictions.csv").exists()
+    assert not (out / "predictions.json").exists()
+
+
 def test_metrics_csv_columns_do_not_depend_on_which_folds_were_resumed(tmp_path: Path) -> None:
     """A fold finished earlier comes back from its metrics.json with sorted keys; one trained now
     has them in computed order. Whichever comes first, the CSV's columns are the same."""

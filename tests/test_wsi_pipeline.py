@@ -251,6 +251,22 @@ def test_no_patches_says_whether_tissue_or_the_patch_size_is_the_cause(setup: Pa
     assert run_slide(tiny, config)["n_patches"] == 1  # padded: one patch, as CLAM keeps it
 
 
+def test_no_tissue_under_otsu_names_otsus_threshold_not_sthresh(setup: Path, tmp_path: Path) -> None:
+    """With use_otsu the threshold is Otsu's: naming sthresh, and advising to lower it, pointed at a
+    value the segmentation never used."""
+    import tifffile
+
+    blank = tmp_path / "blank.tif"
+    tifffile.imwrite(blank, np.full((512, 512, 3), 250, np.uint8), tile=(256, 256), photometric="rgb")
+    with pytest.raises(InputError, match=r"sthresh=8 acts only without use_otsu"):  # given both: not dropped
+        _config(setup, tmp_path, segmentation={"use_otsu": True})
+    segmentation = {"level": 0, "use_otsu": True, "sthresh": None}
+    config = _config(setup, tmp_path, segmentation=segmentation, heatmap={"vis_level": 0})
+    with pytest.raises(InputError, match=r"kept no tissue region \(\w+ above Otsu's threshold") as error:
+        run_slide(blank, config)
+    assert "sthresh" not in str(error.value) and "use_otsu: false" in str(error.value)
+
+
 def test_an_abmil_checkpoint_from_mil_train_runs_the_slide(setup: Path, tmp_path: Path) -> None:
     """`mil train --model abmil` writes ABMIL checkpoints; `wsi run` refused them as "not CLAM"."""
     import torch

@@ -367,6 +367,47 @@ def test_patch_file_brought_from_clam_is_used_as_it_is(setup: Path, tmp_path: Pa
     assert forced["n_patches"] == 3 and not forced["stages"]["patches"] and forced["stages"]["features"]
 
 
+def test_a_patch_file_brought_for_another_patch_size_is_refused(setup: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _config(setup, out)  # 64-px patches at level 0
+    entry = read_slide_list(config)[0]
+    (out / "patches").mkdir(parents=True)
+    with h5py.File(out / "patches" / "slide_0.h5", "w") as handle:  # CLAM's 256-px grid
+        stored = handle.create_dataset("coords", data=np.array([[256, 256], [512, 256]], dtype=np.int64))
+        stored.attrs["patch_size"], stored.attrs["patch_level"] = 256, 0
+    # 64-px crops at the corners of 256-px patches would be a map of a sixteenth of the tissue
+    refused = r"slide_0.h5 records 256-px patches at level 0, .*patch_size 64 at patching"
+    with pytest.raises(InputError, match=refused):
+        run_slide(entry, config)
+    assert (out / "patches" / "slide_0.h5").is_file()  # the user's file: kept
+    assert not SlideOutputs(out, entry.slide_id).features_h5.exists()
+
+
+@pytest.mark.parametrize("rows", [3, None])  # None: as many rows as the patches, other positions
+def test_features_brought_for_other_patches_are_refused_not_overwritten(
+    setup: Path, tmp_path: Path, rows: int | None
+) -> None:
+    out = tmp_path / "out"
+    config = _config(setup, out, sampling={"top_k": 0, "bottom_k": 0})
+    entry = read_slide_list(config)[0]
+    outputs = SlideOutputs(out, entry.slide_id)
+    run_slide(entry, config)
+    with h5py.File(outputs.patches, "r") as handle:
+        n = len(handle["coords"])
+    for path in (outputs.features_h5, outputs.features_pt):
+        path.unlink()
+    shutil.rmtree(outputs.heatmap_dir)
+    n = rows or n
+    user = np.arange(n * 8, dtype=np.float32).reshape(n, 8)  # e.g. CLAM's features of its own patches
+    with h5py.File(outputs.features_h5, "w") as handle:
+        handle["features"] = user
+        handle.create_dataset("coords", data=np.stack([np.arange(n) * 64, np.zeros(n)], 1).astype(np.int64))
+    with pytest.raises(InputError, match=r"slide_0.h5.*not made by attnmap.*patches/slide_0.h5"):
+        run_slide(entry, config)
+    with h5py.File(outputs.features_h5, "r") as handle:  # the user's features are an input: untouched
+        assert np.array_equal(handle["features"][()], user)
+
+
 def test_a_feature_size_the_model_does_not_take_names_the_bag(setup: Path, tmp_path: Path, capsys) -> None:
     wide = write_clam_checkpoint(tmp_path / "clam_16.pt", embed_dim=16)
     entry = read_slide_list(_config(setup, tmp_path / "out"))[0]
@@ -466,3 +507,35 @@ def test_what_a_roi_file_skips_is_said_once_per_run(setup: Path, tmp_path: Path)
     assert report.failed == []
     skipped = [str(w.message) for w in said if "skipped 1 Point" in str(w.message)]
     assert len(skipped) == 1, skipped
+
+
+def test_a_tissue_mask_of_other_parameters_never_stays_beside_remade_tissue(tmp_path: Path, capsys) -> None:
+    slide = write_test_slide(tmp_path / "s.tif", seed=3)
+    out = tmp_path / "out"
+    segment = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
+    mask = out / "tissue" / "s_mask.png"
+    code, _, _ = _cli(capsys, "wsi", "segment", slide, "-o", out, *segment, "--sthresh", "60")
+    assert code == 0 and mask.is_file()
+    # `wsi patch` with other segmentation options remakes tissue/s.json without a mask: the
+    # earlier mask (sthresh 60) must not stay beside the new contours (sthresh 8)
+    code, _, _ = _cli(capsys, "wsi", "patch", slide, "-o", out, *segment, "--patch-size", "64")
+    assert code == 0 and json.loads((out / "tissue" / "s.json").read_text())["parameters"]["sthresh"] == 8
+    assert not mask.exists()
+    code, stdout, _ = _cli(capsys, "wsi", "segment", slide, "-o", out, *segment)
+    assert code == 0 and "already segmented" in stdout and mask.is_file()  # drawn again from the tissue
+    # a `wsi run` into the folder with other options: the same
+    _cli(capsys, "wsi", "segment", slide, "-o", out, *segment, "--sthresh", "60")
+    assert mask.is_file()
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1)
+    raw = yaml.safe_load(setup.read_text())
+    raw["slides"] = {"csv": str(tmp_path / "one.csv")}
+    (tmp_path / "one.csv").write_text(f"slide_path\n{slide}\n")
+    raw["run"]["output_dir"] = str(out)
+    setup.write_text(yaml.safe_dump(raw))
+    code, _, _ = _cli(capsys, "wsi", "run", setup)
+    assert code == 0 and json.loads((out / "tissue" / "s.json").read_text())["parameters"]["sthresh"] == 8
+    assert not mask.exists()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(mask)  # not attnmap's: the user's file stays
+    other = [*segment, "--sthresh", "60", "--patch-size", "64"]
+    code, _, _ = _cli(capsys, "wsi", "patch", slide, "-o", out, *other)
+    assert code == 0 and mask.is_file()

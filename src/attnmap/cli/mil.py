@@ -158,6 +158,11 @@ def attention(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
     names = unique_names([path.stem for path in paths])  # a/s.h5 and b/s.h5: s and s_2
+    table = Path(out_dir) / "predictions.csv"
+    # rewritten at the end: an earlier run's table must not outlive a run that stops at a bad bag
+    # after rewriting the bags before it
+    for earlier in (table, table.with_suffix(".json")):
+        earlier.unlink(missing_ok=True)
     exports = []
     for path, name in tqdm(
         list(zip(paths, names, strict=True)), desc="bags", disable=quiet() or len(paths) < 2
@@ -190,7 +195,7 @@ def attention(
                 raise
             raise InputError(f"{path}: {error}") from error
     record = provenance(method="mil-attention", model=checkpoint, model_name=checkpoint.name)
-    summary = write_predictions_csv(exports, Path(out_dir) / "predictions.csv", record)
+    summary = write_predictions_csv(exports, table, record)
     for item in exports:
         probs = " ".join(f"{p:.3f}" for p in item.result.probs)
         click.echo(f"{item.slide_id}: prediction {item.result.prediction} (p = {probs}) -> {item.h5_path}")

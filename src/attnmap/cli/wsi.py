@@ -130,7 +130,7 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
         prints = StageFingerprints(entry, config)
         tissue, ran = tissue_stage(slide, entry, config, outputs, prints, progress=not quiet())
-        mask_png = outputs.tissue.with_name(f"{entry.slide_id}_mask.png")
+        mask_png = outputs.tissue_mask
         # the tissue's fingerprint: `wsi patch` may have remade the tissue file without a mask
         if ran or prints.tissue.check(mask_png) is not None:
             mask = tissue.seg_mask().astype("uint8") * 255
@@ -264,6 +264,8 @@ def heatmap(
     if (scores is None) == (features_h5 is None) or (features_h5 is not None) != (model is not None):
         raise click.UsageError("give either --scores, or --features together with --model")
     drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
+    with open_slide(slide) as opened:  # before any drawing: another slide's mask colours wrong places
+        tissue = load_tissue(tissue_json, of_slide=opened) if tissue_json else None
     if scores is not None:
         coords, values = load_scores_h5(scores)
         with open_slide(slide) as opened:  # a patch size recorded at a level: its downsample
@@ -318,7 +320,7 @@ def heatmap(
         patch_size,
         out_dir / f"{slide.stem}_heatmap.png",
         style,
-        tissue=load_tissue(tissue_json) if tissue_json else None,
+        tissue=tissue,
         tiff=tiff if files["tiff"] else None,
         tiff_level=files["tiff_level"],
         metadata=record,

@@ -38,8 +38,12 @@ StateDict = Mapping[str, torch.Tensor]
 
 
 def read_state_dict(source: str | Path | StateDict) -> dict[str, torch.Tensor]:
-    """A state_dict from a path or a mapping, read and unwrapped by `attnmap.checkpoint`."""
-    return load_state_dict(source)
+    """A state_dict from a path or a mapping, read and unwrapped by `attnmap.checkpoint`.
+
+    A TorchScript archive is refused with advice to save the state_dict: the MIL readers take no
+    ``torchscript:`` name (attention and relevance need the model's own layers), so the generic
+    advice to pass one would send the user to an option that does not exist."""
+    return load_state_dict(source, scripted_ok=False)
 
 
 def _strip_data_parallel(key: str) -> str:

@@ -167,6 +167,11 @@ def resolve_parameters(preset: str | None, given: dict[str, float | int | bool |
                 if key != "use_otsu" and isinstance(value, (int, float)) and value < 0]
     if negative:  # a negative area keeps every speck, a negative threshold finds nothing: never meant
         raise InputError(f"segmentation parameters must not be negative, got {', '.join(negative)}")
+    if chosen.get("use_otsu") and "sthresh" in chosen:  # as threshold without binarize: never dropped
+        raise InputError(
+            f"segmentation sthresh={chosen['sthresh']!r} acts only without use_otsu (Otsu's threshold "
+            "replaces it): drop sthresh, or turn use_otsu off"
+        )
     if preset is None:
         return {**DEFAULTS, **chosen}
     if preset not in PRESETS:

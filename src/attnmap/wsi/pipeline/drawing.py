@@ -296,6 +296,11 @@ def write_heatmap_files(
     style = replace(style, percentiles=percentiles)
     written = [Path(out_png)]
     with open_slide(slide_path) as slide:
+        if tiff is not None:
+            # before the PNG: a call that fails must not leave its new PNG beside an earlier call's
+            # TIFF, where the pair would pass for one heatmap (the TIFF is rewritten here anyway)
+            slide.check_level(tiff_level)
+            Path(tiff).unlink(missing_ok=True)
         image = render_heatmap(slide, coords, values, style, patch_size=patch_size, tissue=tissue,
                                progress=progress)
         size, offset = (image.shape[1], image.shape[0]), (0, 0)

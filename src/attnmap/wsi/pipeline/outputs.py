@@ -35,6 +35,11 @@ class SlideOutputs:
         return self.root / "tissue" / f"{self.slide_id}.json"
 
     @property
+    def tissue_mask(self) -> Path:
+        """`wsi segment`'s picture of the tissue; no other command writes it."""
+        return self.root / "tissue" / f"{self.slide_id}_mask.png"
+
+    @property
     def patches(self) -> Path:
         return self.root / "patches" / f"{self.slide_id}.h5"
 
@@ -272,6 +277,9 @@ def remove_stale_outputs(outputs: SlideOutputs, prints: StageFingerprints, confi
 
     if stale(outputs.tissue, prints.tissue):
         outputs.tissue.unlink()
+    mask = outputs.tissue_mask  # an earlier `wsi segment`'s, of other parameters (only attnmap's)
+    if stale(mask, prints.tissue) and made_by_attnmap(mask):
+        mask.unlink()
     if stale(outputs.patches, prints.patches, accept_foreign=True) and made_by_attnmap(outputs.patches):
         outputs.patches.unlink()
     h5 = outputs.features_h5

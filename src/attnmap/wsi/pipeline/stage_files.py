@@ -41,8 +41,23 @@ def save_tissue(path: str | Path, tissue: Any, record: Mapping[str, str]) -> Pat
     return write_json_atomic(path, payload)
 
 
-def load_tissue(path: str | Path) -> Any:
-    """The `Tissue` saved by `save_tissue` (InputError if the file is not one)."""
+def load_tissue(path: str | Path, of_slide: Any = None) -> Any:
+    """The `Tissue` saved by `save_tissue` (InputError if the file is not one).
+
+    ``of_slide``: the slide it is to mask; tissue found on a slide of another level-0 size is an
+    `InputError` (its mask would colour a heatmap where another slide's tissue lay, silently)."""
+    tissue = _read_tissue(path)
+    if of_slide is not None and tuple(tissue.level_dimensions[0]) != tuple(of_slide.dimensions):
+        (w, h), (width, height) = tissue.level_dimensions[0], of_slide.dimensions
+        name = Path(str(getattr(of_slide, "path", "the slide"))).name
+        raise InputError(
+            f"tissue file {path} was found on a {w}×{h} slide, not on {name} ({width}×{height} at "
+            "level 0): give that slide's tissue file"
+        )
+    return tissue
+
+
+def _read_tissue(path: str | Path) -> Any:
     from attnmap.wsi.tissue import Tissue, TissuePolygon
 
     try:

@@ -29,6 +29,7 @@ from attnmap.wsi.pipeline.outputs import (
     attention_reason,
     features_h5_reason,
     features_pt_reason,
+    made_by_attnmap,
 )
 from attnmap.wsi.pipeline.stage_files import (
     load_blockmap,
@@ -115,6 +116,10 @@ def tissue_stage(
         **fingerprint.record(),
     }
     save_tissue(outputs.tissue, tissue, record)
+    mask = outputs.tissue_mask
+    # only `wsi segment` draws the mask; one of other parameters must not stay beside these contours
+    if mask.exists() and fingerprint.check(mask) is not None and made_by_attnmap(mask):
+        mask.unlink()
     return tissue, reason
 
 
@@ -131,12 +136,21 @@ def patch_stage(
 
     fingerprint = fingerprints(entry, config, prints).patches
     reason = fingerprint.check(outputs.patches, accept_foreign=True, datasets=("coords",))
+    p = config.patching
     if reason is None:
         coords = load_coords(outputs.patches)
         if coords is not None:
+            # a patch file brought by the user (CLAM's) for patches of another size or level: its
+            # grid cut at this run's size would map a fraction of each patch, silently
+            recorded = file_geometry(outputs.patches)
+            if recorded is not None and (recorded.size, recorded.level) != (p.patch_size, p.level):
+                raise InputError(
+                    f"{outputs.patches} records {recorded.size}-px patches at level {recorded.level}, "
+                    f"this run asks for patching.patch_size {p.patch_size} at patching.level {p.level}: "
+                    "set those to the file's, or move the file away"
+                )
             return coords, None
         reason = "damaged: no N×2 coords"
-    p = config.patching
     coords = patch_grid(
         slide,
         tissue,
@@ -184,12 +198,16 @@ def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
                 f"segmentation.a_t={params['a_t']:g} asks for tissue regions of at least {minimum:.0f} "
                 f"level-0 px (a_t × 512²), more than the whole {width}×{height} slide: lower a_t"
             )
+        # under use_otsu, sthresh is not used: naming it would point at the wrong knob
+        otsu = bool(params.get("use_otsu"))
+        threshold = "Otsu's threshold (use_otsu)" if otsu else f"sthresh={params['sthresh']}"
+        knob = "set use_otsu: false" if otsu else "sthresh"
         return (
             f"segmentation kept no tissue region ({params.get('channel', 'saturation')} above "
-            f"sthresh={params['sthresh']}, regions of "
+            f"{threshold}, regions of "
             f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
             f"{width}×{height} px): a blank slide has none, a grey one none by saturation (set "
-            "segmentation.channel: darkness), else lower a_t or sthresh"
+            f"segmentation.channel: darkness), else lower a_t or {knob}"
         )
     width, height = slide.level_dimensions[patching.level]
     if not patching.padding and min(width, height) < patching.patch_size:
@@ -230,6 +248,15 @@ def features_stage(
                 save_features_pt(outputs.features_pt, features, record)
             return features, None
         reason = "damaged: other coordinates"
+    if outputs.features_h5.exists() and not made_by_attnmap(outputs.features_h5):
+        # the user's input (e.g. CLAM's features of CLAM's patches, perhaps hours of a foundation
+        # model): never overwritten with this run's encoder, as its docs promise
+        what = "other patch coordinates" if reason.endswith("other coordinates") else reason
+        raise InputError(
+            f"{outputs.features_h5} was not made by attnmap (features brought from elsewhere) and does "
+            f"not fit this run's patches {outputs.patches} ({what}): put the patch file they were cut "
+            "from there, or move the features away; they are never overwritten"
+        )
     encoder, checksum = f.load_encoder(device)
     model = cached_clam(config.model.checkpoint, device)[0] if config.model.checkpoint else None
     if model is not None and encoder.feature_dim != model.embed_dim:  # now, not after extracting
