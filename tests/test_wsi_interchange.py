@@ -300,3 +300,21 @@ def test_blockmap_stores_the_branch_as_a_number(tmp_path):
         values = {key: handle.attrs[key] for key in keys}
     assert all(isinstance(value, np.integer) for value in values.values()), values
     assert values["branch"] == 1
+
+
+def test_geojson_of_an_overlap_blockmap_takes_the_class_and_tissue_of_its_slide(tmp_path):
+    """A run with ``heatmap.overlap`` writes ``<id>_overlap_blockmap.h5``: its export took the slide id
+    as ``<id>_overlap``, so its patches had no class and ``--tissue`` looked for
+    ``tissue/<id>_overlap.json``, which no run writes."""
+    import shutil
+
+    run = write_run_folder(tmp_path)
+    folder = run / "heatmaps" / "slide_a"
+    overlap = folder / "slide_a_overlap_blockmap.h5"
+    shutil.copy(folder / "slide_a_blockmap.h5", overlap)
+    main(["wsi", "geojson", str(overlap), "-o", str(tmp_path / "o.geojson"), "--tissue"])
+    features = json.loads((tmp_path / "o.geojson").read_text())["features"]
+    detections_ = [f for f in features if f["properties"]["objectType"] == "detection"]
+    tissue = [f for f in features if f["properties"]["objectType"] == "annotation"]
+    assert len(detections_) == 48 and len(tissue) == 1
+    assert {f["properties"]["classification"]["name"] for f in detections_} == {"tumor"}

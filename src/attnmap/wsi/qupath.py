@@ -97,6 +97,20 @@ def write_scores_geojson(
     return Path(path)
 
 
+def _slide_id(scores_file: Path) -> str:
+    """The slide a scores file belongs to: in a run's ``heatmaps/<id>/`` folder, ``<id>`` for its
+    ``<id>_blockmap.h5`` and its overlapping grid's ``<id>_overlap_blockmap.h5`` alike.
+
+    Why the folder's name first: stripping ``_blockmap.h5`` made the overlapping grid's slide
+    ``<id>_overlap``, whose prediction (the class) and tissue file do not exist; and stripping
+    ``_overlap`` too would misname a slide whose own id ends in it.
+    """
+    folder = scores_file.parent.name
+    if scores_file.name in (f"{folder}_blockmap.h5", f"{folder}_overlap_blockmap.h5"):
+        return folder
+    return scores_file.name.removesuffix("_blockmap.h5")
+
+
 def export_blockmap_geojson(
     scores_file: str | Path, out: str | Path, tissue: bool | str | Path = False, class_name: str | None = None
 ) -> Path:
@@ -114,7 +128,7 @@ def export_blockmap_geojson(
     scores_file = Path(scores_file)
     sets = read_score_sets(scores_file)
     first = next(iter(sets.values()))
-    slide_id = scores_file.name.removesuffix("_blockmap.h5")
+    slide_id = _slide_id(scores_file)
     prediction = scores_file.with_name(f"{slide_id}_prediction.json")
     if class_name is None and prediction.is_file():
         class_name = json.loads(prediction.read_text()).get("prediction_name")
