@@ -207,7 +207,8 @@ def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, singl
     patches = [f for f in payload["features"] if f["properties"]["objectType"] == "detection"]
     corners = np.array([f["geometry"]["coordinates"][0][0] for f in patches])
     assert len(patches) > 0 and (corners[:, 0] + 32 <= 512).all()
-    assert any(f["properties"].get("classification", {}).get("name") == "Tissue" for f in payload["features"])
+    tissue = [f for f in payload["features"] if f["properties"].get("classification") == {"name": "Tissue"}]
+    assert tissue and all(_signed_area(f["geometry"]["coordinates"][0]) > 0 for f in tissue)  # RFC 7946
     assert patches[0]["properties"]["classification"]["name"] in ("normal", "tumour")
     from attnmap.wsi.annotations import roi_filter
 
@@ -318,3 +319,27 @@ def test_geojson_of_an_overlap_blockmap_takes_the_class_and_tissue_of_its_slide(
     tissue = [f for f in features if f["properties"]["objectType"] == "annotation"]
     assert len(detections_) == 48 and len(tissue) == 1
     assert {f["properties"]["classification"]["name"] for f in detections_} == {"tumor"}
+
+
+def _signed_area(ring) -> float:
+    ring = np.asarray(ring, dtype=np.float64)
+    return float(np.sum(ring[:-1, 0] * ring[1:, 1] - ring[1:, 0] * ring[:-1, 1]) / 2)
+
+
+def test_geojson_rings_follow_the_right_hand_rule_whatever_order_the_contours_come_in():
+    """RFC 7946 (3.1.6): exterior rings counterclockwise, holes clockwise. The patch squares were, but
+    tissue rings kept OpenCV's order (exteriors clockwise): one file, two orientations."""
+    from attnmap.wsi.qupath import patch_features, tissue_features
+
+    square = np.array([[0, 0], [100, 0], [100, 100], [0, 100]])  # counterclockwise (positive area)
+    hole = np.array([[40, 40], [60, 40], [60, 60], [40, 60]])
+    contours = [(square, [hole]), (square[::-1] + 200, [hole[::-1] + 200])]
+    for feature in tissue_features(contours) + patch_features(np.array([[0, 0]]), 64, {"a": np.ones(1)}):
+        exterior, *holes = feature["geometry"]["coordinates"]
+        assert _signed_area(exterior) > 0 and all(_signed_area(h) < 0 for h in holes)
+        assert feature["geometry"].is_valid
+    for (outer, inner), feature in zip(contours, tissue_features(contours), strict=True):
+        exterior, hole_ring = (np.array(r[:-1]) for r in feature["geometry"]["coordinates"])
+        assert exterior[0].tolist() == outer[0].tolist()  # the same ring, only its direction changed
+        assert sorted(map(tuple, exterior.tolist())) == sorted(map(tuple, outer.tolist()))
+        assert sorted(map(tuple, hole_ring.tolist())) == sorted(map(tuple, inner[0].tolist()))

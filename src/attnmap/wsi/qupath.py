@@ -50,6 +50,22 @@ def patch_features(
     return features
 
 
+def _oriented(ring: np.ndarray, exterior: bool) -> np.ndarray:
+    """``ring`` (open, (N, 2)) in RFC 7946's direction: an exterior counterclockwise (positive signed
+    area in the coordinates' own axes), a hole clockwise; its first point kept.
+
+    Why: OpenCV's contours come clockwise, so the tissue rings ran against the patch squares of the
+    same file and against the right-hand rule the RFC requires of a writer.
+    """
+    if len(ring) < 3:
+        return ring
+    following = np.roll(ring, -1, axis=0)
+    area = float(np.sum(ring[:, 0] * following[:, 1] - following[:, 0] * ring[:, 1]))
+    if area == 0 or (area > 0) == exterior:
+        return ring
+    return np.concatenate([ring[:1], ring[:0:-1]])
+
+
 def tissue_features(polygons: list[tuple[np.ndarray, list[np.ndarray]]]) -> list[geojson.Feature]:
     """Tissue contours ((outer ring, holes) in level 0) as locked QuPath annotations classed ``Tissue``.
 
@@ -63,7 +79,8 @@ def tissue_features(polygons: list[tuple[np.ndarray, list[np.ndarray]]]) -> list
         outer = np.asarray(outer, dtype=np.float64).reshape(-1, 2)
         if len(outer) < 3:
             continue
-        rings = [outer, *(np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in holes)]
+        rings = [_oriented(outer, exterior=True)]
+        rings += [_oriented(np.asarray(r, dtype=np.float64).reshape(-1, 2), exterior=False) for r in holes]
         closed = [[*map(tuple, r.tolist()), tuple(r[0].tolist())] for r in rings if len(r) >= 3]
         identifier = str(uuid.uuid5(PATCH_NAMESPACE, "tissue:" + repr(closed)))
         features.append(
