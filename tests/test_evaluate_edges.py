@@ -81,3 +81,21 @@ def test_preprocess_refuses_what_is_neither_an_image_nor_a_list_in_one_line() ->
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=3)
     with pytest.raises(InputError, match="got int"):
         preprocess(model, 3)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8), (2, 0, 8), (2, 8, 0)])
+def test_an_empty_set_of_maps_is_a_one_line_error_not_a_reshape_failure_or_nan(shape) -> None:
+    """No images (or images of no pixels): the pointing game and the segmentation test raised torch's
+    "cannot reshape tensor of 0 elements" and the perturbation curve was NaN at every step."""
+    from attnmap.evaluate.perturbation import perturbation_curve
+    from attnmap.evaluate.pointing import pointing_accuracy
+    from attnmap.evaluate.segmentation import segmentation_scores
+
+    maps, masks = torch.rand(shape), torch.zeros(shape, dtype=torch.bool)
+    for score in (pointing_accuracy, segmentation_scores):
+        with pytest.raises(InputError, match="no image|no pixel"):
+            score(maps, masks)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    images = torch.rand(shape[0], 3, *shape[1:])
+    with pytest.raises(InputError, match="no image|no pixel"):
+        perturbation_curve(model, images, maps, torch.zeros(shape[0], dtype=torch.long), positive=True)
