@@ -923,3 +923,31 @@ def test_a_cohort_browsed_slide_after_slide_keeps_only_a_few_slides_open(run_fol
     assert len(opened) - len(closed) == 3 and len(set(map(id, closed))) == len(closed)
     content.close()
     assert len(closed) == len(opened)
+
+
+def test_a_score_set_not_one_per_patch_or_a_file_of_no_patch_is_refused_by_name(run_folder, tmp_path):
+    """A ``scores_<method>`` of another length was dropped without a word (the method missing from the
+    viewer and the GeoJSON), and when it was the only one the file "held no score dataset"; a file of
+    no patch was served as a slide with an empty heatmap."""
+    import h5py
+
+    from attnmap.view.score_files import read_score_sets
+
+    (slide,) = discover(run_folder)
+    coords = np.array([[0, 0], [PATCH, 0]])
+    cases = {
+        "short": ({"attention_scores": np.ones(2), "scores_lrp": np.ones(3)}, coords, "'scores_lrp' has"),
+        "wide": ({"attention_scores": np.ones((2, 2))}, coords, "'attention_scores' has shape"),
+        "none": ({"attention_scores": np.ones(0)}, coords[:0], "no patch"),
+    }
+    for name, (datasets, where, message) in cases.items():
+        path = tmp_path / f"{name}_blockmap.h5"
+        with h5py.File(path, "w") as handle:
+            handle.create_dataset("coords", data=where.reshape(-1, 2))
+            for key, values in datasets.items():
+                handle.create_dataset(key, data=values)
+            handle.attrs["patch_size"] = PATCH
+        with pytest.raises(InputError, match=message):
+            read_score_sets(path)
+        with pytest.raises(InputError, match=message):
+            discover(slide.slide_path, [path])

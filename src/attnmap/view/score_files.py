@@ -91,10 +91,19 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
                     if name == "attention_scores"
                     else (name[len("scores_") :] if name.startswith("scores_") else None)
                 )
-                if method and dataset.shape[0] == len(coords) and int(np.prod(dataset.shape[1:])) == 1:
-                    raw[method] = np.asarray(dataset, dtype=np.float64).reshape(-1)
+                if not method:
+                    continue
+                if dataset.shape[0] != len(coords) or int(np.prod(dataset.shape[1:])) != 1:
+                    # not dropped: the method would be missing from the view without a word
+                    raise InputError(
+                        f"{path}: '{name}' has shape {dataset.shape} for {len(coords)} patches in 'coords'; "
+                        "expected one score per patch, (N,) or (N, 1)"
+                    )
+                raw[method] = np.asarray(dataset, dtype=np.float64).reshape(-1)
     except OSError as exc:
         raise InputError(f"cannot read scores file {path}: {exc}") from None
+    if len(coords) == 0:  # nothing to draw: an empty heatmap would look like scores of nothing but zero
+        raise InputError(f"{path} holds no patch: 'coords' is empty")
     if not raw:
         raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>')")
     if size is None:

@@ -3,7 +3,7 @@
 Three kinds of path (see `discover`): a `wsi run` output folder (``heatmaps/<id>/<id>_blockmap.h5``
 with the prediction JSON naming the slide), a folder holding several run folders (a cohort), or one
 slide file with ``--scores`` files. Every score set of a blockmap is offered: ``attention_scores``
-and any ``scores_<method>`` dataset of the same length; and the fine maps of a run
+and any ``scores_<method>`` dataset (one score per patch, or the file is refused); and the fine maps of a run
 (``<id>_fine_maps.h5``, `attnmap.wsi.heatmap.fine_store`, also accepted as a ``--scores`` file), whose
 patch scores are drawn at coarse zoom and whose maps inside the patches when zoomed in.
 """
