@@ -951,3 +951,15 @@ def test_a_score_set_not_one_per_patch_or_a_file_of_no_patch_is_refused_by_name(
             read_score_sets(path)
         with pytest.raises(InputError, match=message):
             discover(slide.slide_path, [path])
+
+
+def test_a_scores_file_or_one_slides_folder_given_as_the_path_says_what_to_view(run_folder):
+    """``attnmap view run/heatmaps/<id>/<id>_blockmap.h5`` said the blockmap "is a slide file", and
+    ``run/heatmaps/<id>`` only listed what a path may be; both now name the run folder to give."""
+    folder = run_folder / "heatmaps" / "slide_a"
+    with pytest.raises(InputError, match="is a scores file, not a slide") as scores_error:
+        discover(folder / "slide_a_blockmap.h5")
+    with pytest.raises(InputError, match="one slide's folder") as folder_error:
+        discover(folder)
+    for error in (scores_error, folder_error):
+        assert f"attnmap view {run_folder}" in str(error.value) and "\n" not in str(error.value)

@@ -199,6 +199,10 @@ def find_slides(
             f"nothing to view in {path} yet: no slide folder has both its blockmap and its prediction "
             f"file ({len(unshown)} without: an interrupted or running `wsi run`?)"
         )
+    if path.parent.name == "heatmaps":  # run/heatmaps/<id>: the natural thing to try, never a run
+        raise InputError(
+            f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {path.parent.parent}"
+        )
     raise InputError(
         f"nothing to view in {path}: expected a `wsi run` output folder "
         "(heatmaps/<id>/<id>_blockmap.h5), "
@@ -210,6 +214,15 @@ def _single_slide(
     path: Path, scores: list[str | Path] | None, annotations: Path | None, annotation_dir: Path | None
 ) -> ViewSlide:
     if not scores:
+        if path.suffix.lower() in (".h5", ".hdf5"):  # a blockmap is no slide: say what to give instead
+            where = (
+                f"view its run: attnmap view {path.parent.parent.parent}, or "
+                if path.parent.parent.name == "heatmaps"
+                else ""
+            )
+            raise InputError(
+                f"{path} is a scores file, not a slide: {where}give the slide with --scores {path}"
+            )
         raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
     sets: dict[str, ScoreSet] = {}
     from attnmap.wsi.heatmap.fine_store import is_fine_map_file
