@@ -343,3 +343,24 @@ def test_geojson_rings_follow_the_right_hand_rule_whatever_order_the_contours_co
         assert exterior[0].tolist() == outer[0].tolist()  # the same ring, only its direction changed
         assert sorted(map(tuple, exterior.tolist())) == sorted(map(tuple, outer.tolist()))
         assert sorted(map(tuple, hole_ring.tolist())) == sorted(map(tuple, inner[0].tolist()))
+
+
+@pytest.mark.parametrize("command", ["wsi", "evaluate"])
+def test_evaluating_against_annotations_wholly_outside_the_slide_is_refused(tmp_path, capsys, command):
+    """Annotations of another slide, or not in level-0 pixels, lay beyond the slide: every lesion was
+    missed and the run reported FROC 0.000 as a result (the viewer refuses the same files)."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    far = ASAP.replace('X="', 'X="9000').replace('Y="', 'Y="9000')  # beyond the 1024 x 768 slide
+    (folder / "slide_a.xml").write_text(far)
+    args = ["--annotations", folder]
+    if command == "wsi":
+        code, out, err = run_cli(capsys, "wsi", "evaluate", run, *args, "-o", tmp_path / "e.json")
+    else:
+        code, out, err = run_cli(capsys, "evaluate", "--run", run, *args, "--out", tmp_path / "e")
+    assert code == 2 and "FROC score" not in out, out
+    assert "slide_a" in err and "outside the slide" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "e.json").exists() and not (tmp_path / "e").exists()

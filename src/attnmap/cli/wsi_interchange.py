@@ -57,8 +57,9 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     `attnmap evaluate --run`."""
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
-    from attnmap.view.sources import discover
+    from attnmap.view.sources import check_rings_inside, discover
     from attnmap.wsi.annotations import annotation_file, load_annotations
+    from attnmap.wsi.slide import open_slide
 
     if not annotations.is_dir():
         raise InputError(f"--annotations must be a folder of <slide id>.geojson|.xml files: {annotations}")
@@ -70,6 +71,10 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
             )
         found = annotation_file(annotations, slide.slide_id)
         regions = load_annotations(found) if found is not None else []
+        if regions:  # lesions beyond the slide are never found: FROC 0 would read as a result
+            with open_slide(slide.slide_path) as handle:
+                size = handle.dimensions
+            check_rings_inside(slide.slide_id, [ring for region in regions for ring in region.rings()], size)
         score_set = slide.score_sets[method]
         item = SlideScores(score_set.coords, score_set.scores, score_set.patch_size, regions)
         slides.append(item)

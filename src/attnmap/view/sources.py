@@ -267,9 +267,19 @@ def _check_against_slide(slide: ViewSlide) -> tuple[int, int]:
             f"slide {slide.slide_id}: {slide.slide_path} is {width}x{height} px at level 0 but the run "
             f"read a {ran} slide there; was the file replaced? Rerun `wsi run` for it"
         )
+    check_rings_inside(slide.slide_id, slide.annotations, (width, height))
+    for name, score_set in slide.score_sets.items():
+        check_inside(slide.slide_id, name, score_set, (width, height))
+    return width, height
+
+
+def check_rings_inside(slide_id: str, rings: list[np.ndarray], size: tuple[int, int]) -> None:
+    """`InputError` when an annotation ring lies wholly outside a slide of level-0 ``size``: the file
+    is of another slide, or not in level-0 pixels (drawn nowhere; as ground truth, never found)."""
+    width, height = size
     outside_rings = sum(
         1
-        for ring in slide.annotations
+        for ring in rings
         if len(ring)
         and (
             ring[:, 0].max() < 0
@@ -280,13 +290,10 @@ def _check_against_slide(slide: ViewSlide) -> tuple[int, int]:
     )
     if outside_rings:
         raise InputError(
-            f"slide {slide.slide_id}: {outside_rings} of {len(slide.annotations)} annotation rings lie "
+            f"slide {slide_id}: {outside_rings} of {len(rings)} annotation rings lie "
             f"wholly outside the slide ({width}x{height} px at level 0); of another slide, or not in "
             "level-0 pixels?"
         )
-    for name, score_set in slide.score_sets.items():
-        check_inside(slide.slide_id, name, score_set, (width, height))
-    return width, height
 
 
 def check_inside(slide_id: str, name: str, score_set: ScoreSet, size: tuple[int, int]) -> None:
