@@ -364,3 +364,26 @@ def test_evaluating_against_annotations_wholly_outside_the_slide_is_refused(tmp_
     assert code == 2 and "FROC score" not in out, out
     assert "slide_a" in err and "outside the slide" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "e.json").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_slide_of_the_run_that_cannot_be_read_is_named_not_left_out_of_the_evaluation(tmp_path, capsys):
+    """A slide moved away (or failed in the run) was dropped without a word: the FROC, averaged over
+    the slides that remained, was printed as the run's."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, "slide_a")
+    write_run_folder(tmp_path, "slide_b")
+    (tmp_path / "slides" / "slide_b.tif").unlink()
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    for slide_id in ("slide_a", "slide_b"):
+        (folder / f"{slide_id}.geojson").write_text(json.dumps(QUPATH))
+    report_file = tmp_path / "e.json"
+    code, out, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", report_file)
+    assert code == 0 and "slide_a: 2 region(s)" in out
+    named = [line for line in err.splitlines() if "slide_b" in line]
+    assert len(named) == 1 and "not evaluated" in named[0] and "slide_b.tif" in named[0], err
+    assert "over 1 of 2 slides" in out
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert [row["slide_id"] for row in report["slides"]] == ["slide_a"]
+    assert [row["slide_id"] for row in report["not_evaluated"]] == ["slide_b"]

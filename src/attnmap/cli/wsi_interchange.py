@@ -57,14 +57,19 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     `attnmap evaluate --run`."""
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
-    from attnmap.view.sources import check_rings_inside, discover
+    from attnmap.view.sources import check_rings_inside, find_slides
     from attnmap.wsi.annotations import annotation_file, load_annotations
     from attnmap.wsi.slide import open_slide
 
     if not annotations.is_dir():
         raise InputError(f"--annotations must be a folder of <slide id>.geojson|.xml files: {annotations}")
     rows, slides, files = [], [], 0
-    for slide in discover(run_dir):
+    found_slides = find_slides(run_dir)
+    # a slide left out changes the FROC (its lesions and false positives): named, never dropped silently
+    not_evaluated = [{"slide_id": item.slide_id, "reason": item.reason} for item in found_slides.unshown]
+    for item in not_evaluated:
+        click.echo(f"{item['slide_id']}: not evaluated: {item['reason']}", err=True)
+    for slide in found_slides.slides:
         if method not in slide.score_sets:
             raise InputError(
                 f"slide {slide.slide_id} has no '{method}' scores; it has {list(slide.score_sets)}"
@@ -97,9 +102,10 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
             f"no annotated region for any slide of the run in {annotations} (looked for "
             f"<slide id>.geojson|.xml with ids {', '.join(str(row['slide_id']) for row in rows[:5])})"
         )
-    result = {"method": method, "slides": rows, "froc": froc(slides)}
+    result = {"method": method, "slides": rows, "not_evaluated": not_evaluated, "froc": froc(slides)}
     rates = ", ".join(f"{k:g} FP: {v:.2f}" for k, v in result["froc"]["sensitivity_at"].items())
-    click.echo(f"FROC score {result['froc']['froc_score']:.3f} ({rates})")
+    subset = f" over {len(rows)} of {len(rows) + len(not_evaluated)} slides" if not_evaluated else ""
+    click.echo(f"FROC score {result['froc']['froc_score']:.3f}{subset} ({rates})")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
