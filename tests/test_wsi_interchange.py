@@ -387,3 +387,23 @@ def test_a_slide_of_the_run_that_cannot_be_read_is_named_not_left_out_of_the_eva
     report = json.loads((tmp_path / "e.json").read_text())
     assert [row["slide_id"] for row in report["slides"]] == ["slide_a"]
     assert [row["slide_id"] for row in report["not_evaluated"]] == ["slide_b"]
+
+
+def test_annotation_files_that_match_no_slide_of_the_run_are_named(tmp_path, capsys):
+    """``slide-b.xml`` (a typo for slide_b) was ignored without a word: slide_b was scored as a slide
+    without lesions, its lesion's detections counted as false positives."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, "slide_a")
+    write_run_folder(tmp_path, "slide_b")
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.geojson").write_text(json.dumps(QUPATH))
+    (folder / "slide-b.geojson").write_text(json.dumps(QUPATH))
+    (folder / "notes.txt").write_text("not an annotation file")
+    report_file = tmp_path / "e.json"
+    code, _, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", report_file)
+    assert code == 0
+    named = [line for line in err.splitlines() if "slide-b.geojson" in line]
+    assert len(named) == 1 and "no slide of the run" in named[0] and "notes.txt" not in err, err
+    assert json.loads(report_file.read_text())["unmatched_annotations"] == ["slide-b.geojson"]
