@@ -963,3 +963,20 @@ def test_a_scores_file_or_one_slides_folder_given_as_the_path_says_what_to_view(
         discover(folder)
     for error in (scores_error, folder_error):
         assert f"attnmap view {run_folder}" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_export_into_a_folder_with_an_index_html_of_its_own_leaves_it_alone(run_folder, tmp_path, capsys):
+    """Any ``index.html`` made a folder an earlier export: ``--export attnmap-demo/`` (the demo's page)
+    or a web site's folder had its page replaced and its ``data/``, ``static/`` folders deleted."""
+    site = tmp_path / "site"
+    (site / "data").mkdir(parents=True)
+    (site / "static").mkdir()
+    (site / "index.html").write_text("<html>my page</html>")
+    (site / "data" / "results.csv").write_text("a,b\n")
+    (site / "static" / "style.css").write_text("body {}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["view", str(run_folder), "--export", str(site), "--quiet"])
+    assert exit_info.value.code == 2
+    assert "is a non-empty folder that is not a viewer export" in capsys.readouterr().err
+    assert (site / "index.html").read_text() == "<html>my page</html>"
+    assert (site / "data" / "results.csv").is_file() and (site / "static" / "style.css").is_file()
