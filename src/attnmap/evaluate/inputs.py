@@ -57,7 +57,11 @@ def check_not_empty(shape: tuple[int, ...], what: str) -> None:
 
 
 def check_finite(values: np.ndarray | torch.Tensor, what: str) -> None:
-    """`InputError` when ``values`` hold NaN or ±inf (a NaN sorts as the highest or lowest score)."""
+    """`InputError` when ``values`` hold NaN or ±inf (a NaN sorts as the highest or lowest score), or
+    are complex (no order to rank them by: torch's sort and argmax failed on them)."""
+    complex_ = values.is_complex() if isinstance(values, torch.Tensor) else np.iscomplexobj(values)
+    if complex_:
+        raise InputError(f"{what} must be real numbers, got {values.dtype}")
     finite = torch.isfinite(values).all() if isinstance(values, torch.Tensor) else np.isfinite(values).all()
     if not bool(finite):
         raise InputError(f"{what} contain NaN or infinite values")

@@ -29,6 +29,8 @@ def pointing_hits(pixel_maps: torch.Tensor, masks: torch.Tensor, tolerance: int 
     if tolerance < 0:
         raise InputError(f"pointing tolerance must be >= 0 pixels, got {tolerance}")
     check_finite(pixel_maps, "relevance maps")
+    if pixel_maps.dtype == torch.bool:  # a thresholded map: torch has no argmax of bools
+        pixel_maps = pixel_maps.to(torch.uint8)
     masks = binary_masks(masks)
     grown_masks = [dilate(mask, tolerance) for mask in masks.cpu().numpy()]
     degenerate = [index for index, (mask, grown) in enumerate(zip(masks, grown_masks, strict=True))
