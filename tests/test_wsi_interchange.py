@@ -407,3 +407,42 @@ def test_annotation_files_that_match_no_slide_of_the_run_are_named(tmp_path, cap
     named = [line for line in err.splitlines() if "slide-b.geojson" in line]
     assert len(named) == 1 and "no slide of the run" in named[0] and "notes.txt" not in err, err
     assert json.loads(report_file.read_text())["unmatched_annotations"] == ["slide-b.geojson"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("prediction", "{broken", "slide_a_prediction.json is not a prediction file"),
+        ("prediction", "[1, 2]", "slide_a_prediction.json is not a prediction file"),
+        ("tissue", '{"contours": [{"outer": [[1, 2], [3, 4], [5, "x"]], "holes": []}]}', "not a tissue file"),
+        ("tissue", '{"contours": {}}', "not a tissue file"),
+    ],
+)
+def test_geojson_of_a_run_with_a_damaged_prediction_or_tissue_file_is_one_line(
+    tmp_path, capsys, name, text, message
+):
+    """A prediction JSON that does not parse (or is no object) and tissue rings holding text were
+    internal errors (JSONDecodeError, AttributeError, ValueError); contours that are no list were
+    taken as no tissue at all."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path)
+    target = run / "heatmaps" / "slide_a" / "slide_a_prediction.json" if name == "prediction" else (
+        run / "tissue" / "slide_a.json"
+    )
+    target.write_text(text)
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    code, _, err = run_cli(capsys, "wsi", "geojson", blockmap, "-o", tmp_path / "s.geojson", "--tissue")
+    assert code == 2 and message in err and "internal error" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.geojson").exists()
+
+
+def test_geojson_classes_are_names_even_when_the_prediction_records_a_number(tmp_path):
+    """QuPath reads ``classification.name`` as text; a number there came from the prediction JSON as is."""
+    run = write_run_folder(tmp_path)
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    prediction.write_text(json.dumps({**json.loads(prediction.read_text()), "prediction_name": 5}))
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    main(["wsi", "geojson", str(blockmap), "-o", str(tmp_path / "s.json")])
+    features = json.loads((tmp_path / "s.json").read_text())["features"]
+    assert {feature["properties"]["classification"]["name"] for feature in features} == {"5"}

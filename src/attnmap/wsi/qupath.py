@@ -128,6 +128,27 @@ def _slide_id(scores_file: Path) -> str:
     return scores_file.name.removesuffix("_blockmap.h5")
 
 
+def _ring(points: object) -> np.ndarray:
+    return np.asarray(points, dtype=np.float64).reshape(-1, 2)
+
+
+def _predicted_class(prediction: Path) -> str | None:
+    """The class name a run's prediction JSON records, as text (QuPath reads class names as text);
+    `InputError` when the file does not parse or is no object (it was an internal error)."""
+    import json
+
+    from attnmap.errors import InputError
+
+    try:
+        record = json.loads(prediction.read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{prediction} is not a prediction file of `wsi run`: {exc}") from None
+    name = record.get("prediction_name")
+    return None if name is None else str(name)
+
+
 def export_blockmap_geojson(
     scores_file: str | Path, out: str | Path, tissue: bool | str | Path = False, class_name: str | None = None
 ) -> Path:
@@ -148,7 +169,7 @@ def export_blockmap_geojson(
     slide_id = _slide_id(scores_file)
     prediction = scores_file.with_name(f"{slide_id}_prediction.json")
     if class_name is None and prediction.is_file():
-        class_name = json.loads(prediction.read_text()).get("prediction_name")
+        class_name = _predicted_class(prediction)
     polygons = None
     if tissue:
         tissue_file = (
@@ -162,9 +183,11 @@ def export_blockmap_geojson(
                 "otherwise name the contours file, --tissue-file)"
             )
             raise InputError(f"tissue contours not found: {tissue_file}{hint}")
-        try:
+        try:  # rings as numbers here: text in a ring failed later, as an internal error
             contours = json.loads(tissue_file.read_text())["contours"]
-            polygons = [(np.asarray(c["outer"]), [np.asarray(h) for h in c["holes"]]) for c in contours]
+            if not isinstance(contours, list):
+                raise TypeError(f"'contours' is a {type(contours).__name__}, not a list")
+            polygons = [(_ring(c["outer"]), [_ring(h) for h in c["holes"]]) for c in contours]
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{tissue_file} is not a tissue file written by attnmap: {exc}") from None
     scores = {method: s.scores for method, s in sets.items()}
