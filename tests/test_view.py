@@ -980,3 +980,20 @@ def test_export_into_a_folder_with_an_index_html_of_its_own_leaves_it_alone(run_
     assert "is a non-empty folder that is not a viewer export" in capsys.readouterr().err
     assert (site / "index.html").read_text() == "<html>my page</html>"
     assert (site / "data" / "results.csv").is_file() and (site / "static" / "style.css").is_file()
+
+
+@pytest.mark.parametrize(
+    "text", ["{broken", '{"contours": [{"outer": [[1, 2], [3, "x"]], "holes": []}]}', "{}"]
+)
+def test_a_damaged_tissue_file_is_named_as_a_left_out_layer_not_dropped_silently(tmp_path, capsys, text):
+    """A tissue file that does not read was shown as a slide without tissue, without a word."""
+    run = write_run_folder(tmp_path, fine=False)
+    (run / "tissue" / "slide_a.json").write_text(text)
+    found = find_slides(run)
+    (slide,) = found.slides
+    assert slide.tissue == [] and set(slide.score_sets) == {"attention", "lrp"}
+    named = {item.slide_id: item.reason for item in found.unshown}
+    assert list(named) == ["slide_a (tissue)"] and "slide_a.json" in named["slide_a (tissue)"]
+    main(["view", str(run), "--export", str(tmp_path / "site"), "--quiet"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "not shown" in line]
+    assert len(err) == 1 and "slide_a (tissue)" in err[0] and "this layer is left out" in err[0]
