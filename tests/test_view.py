@@ -997,3 +997,16 @@ def test_a_damaged_tissue_file_is_named_as_a_left_out_layer_not_dropped_silently
     main(["view", str(run), "--export", str(tmp_path / "site"), "--quiet"])
     err = [line for line in capsys.readouterr().err.splitlines() if "not shown" in line]
     assert len(err) == 1 and "slide_a (tissue)" in err[0] and "this layer is left out" in err[0]
+
+
+def test_scores_that_are_no_hdf5_file_say_so_not_hdf5_internals(run_folder, tmp_path):
+    """An `attnmap explain` .npy map given with --scores was refused with h5py's "Unable to
+    synchronously open file (file signature not found)"."""
+    (slide,) = discover(run_folder)
+    explained = tmp_path / "cat_attention.npy"
+    np.save(explained, np.zeros((8, 8), dtype=np.float32))
+    with pytest.raises(InputError) as error:
+        discover(slide.slide_path, [explained])
+    message = str(error.value)
+    assert "is not an HDF5 scores file" in message and "signature" not in message
+    assert str(explained) in message and "\n" not in message

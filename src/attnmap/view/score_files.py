@@ -63,6 +63,12 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
 
     if not Path(path).is_file():
         raise InputError(f"scores file not found: {path}")
+    if Path(path).stat().st_size == 0:
+        raise InputError(f"cannot read scores file {path}: it is empty (a run writing it, or cut short?)")
+    if not h5py.is_hdf5(path):  # say what the file is not, rather than h5py's "file signature not found"
+        npy = Path(path).suffix == ".npy"
+        hint = "; an `attnmap explain` .npy map is drawn by explain itself" if npy else ""
+        raise InputError(f"{path} is not an HDF5 scores file (CLAM's _blockmap.h5 layout{hint})")
     try:
         with h5py.File(path, "r") as handle:
             if "coords" not in handle:
