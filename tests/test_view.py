@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
 import threading
 import urllib.error
@@ -1010,3 +1011,20 @@ def test_scores_that_are_no_hdf5_file_say_so_not_hdf5_internals(run_folder, tmp_
     message = str(error.value)
     assert "is not an HDF5 scores file" in message and "signature" not in message
     assert str(explained) in message and "\n" not in message
+
+
+def test_view_names_annotation_files_that_match_no_slide(tmp_path, capsys):
+    """``--annotations`` files named after no slide (``slide-a.geojson`` for slide_a) were ignored
+    without a word: the slide was drawn without its outlines."""
+    run = write_run_folder(tmp_path, fine=False)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    ring = [[200, 200], [400, 200], [400, 400], [200, 400], [200, 200]]
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    (folder / "slide-a.geojson").write_text(json.dumps(feature))
+    main(["view", str(run), "--annotations", str(folder), "--export", str(tmp_path / "site"), "--quiet"])
+    named = [line for line in capsys.readouterr().err.splitlines() if "slide-a.geojson" in line]
+    assert len(named) == 1 and "no slide" in named[0]
+    (folder / "slide-a.geojson").rename(folder / "slide_a.geojson")
+    main(["view", str(run), "--annotations", str(folder), "--export", str(tmp_path / "site"), "--quiet"])
+    assert "no slide" not in capsys.readouterr().err

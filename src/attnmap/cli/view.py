@@ -92,6 +92,15 @@ def view(
             f"attnmap view: not shown: {len(refused) - MAX_LISTED} more slide(s), listed in the page",
             err=True,
         )
+    if annotations is not None and annotations.is_dir():  # a misnamed file: its slide shows no outlines
+        from attnmap.wsi.annotations import unmatched_annotation_files
+
+        ids = [slide.slide_id for slide in [*found.slides, *found.unshown]]
+        unmatched = unmatched_annotation_files(annotations, ids)
+        if unmatched:
+            more = len(unmatched) - 5
+            shown = ", ".join(unmatched[:5]) + (f" and {more} more" if more > 0 else "")
+            click.echo(f"attnmap view: annotation file(s) matching no slide, not shown: {shown}", err=True)
     slides = found
 
     if export_dir is not None:

@@ -58,7 +58,7 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
     from attnmap.view.sources import check_rings_inside, find_slides
-    from attnmap.wsi.annotations import annotation_file, load_annotations
+    from attnmap.wsi.annotations import annotation_file, load_annotations, unmatched_annotation_files
     from attnmap.wsi.slide import open_slide
 
     if not annotations.is_dir():
@@ -102,8 +102,8 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
             f"no annotated region for any slide of the run in {annotations} (looked for "
             f"<slide id>.geojson|.xml with ids {', '.join(str(row['slide_id']) for row in rows[:5])})"
         )
-    ids = [slide.slide_id for slide in found_slides.slides]
-    unmatched = _unmatched_annotations(annotations, ids + [item.slide_id for item in found_slides.unshown])
+    ids = [slide.slide_id for slide in [*found_slides.slides, *found_slides.unshown]]
+    unmatched = unmatched_annotation_files(annotations, ids)
     if unmatched:  # a misnamed file leaves its slide scored as negative: say which files were not read
         shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
         click.echo(f"annotation file(s) matching no slide of the run, not read: {shown}", err=True)
@@ -122,25 +122,3 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         out.write_text(json.dumps(result, indent=2))
         click.echo(f"wrote {out}")
     return result
-
-
-def _unmatched_annotations(folder: Path, slide_ids: list[str]) -> list[str]:
-    """Names of the annotation files in ``folder`` that no slide of ``slide_ids`` reads (by
-    `annotation_file`'s rule; a cohort's unshown slides are named ``<run>/<id>``)."""
-    from attnmap.errors import InputError
-    from attnmap.wsi.annotations import ANNOTATION_SUFFIXES, annotation_file
-
-    used = set()
-    for slide_id in (name.rsplit("/", 1)[-1] for name in slide_ids):
-        try:
-            found = annotation_file(folder, slide_id)
-        except InputError:  # two files for one slide: neither is unmatched
-            found = None
-            used.update(p.name for p in folder.iterdir() if p.name.lower().startswith(slide_id.lower()))
-        if found is not None:
-            used.add(found.name)
-    return sorted(
-        entry.name
-        for entry in folder.iterdir()
-        if entry.is_file() and entry.suffix.lower() in ANNOTATION_SUFFIXES and entry.name not in used
-    )
