@@ -1028,3 +1028,17 @@ def test_view_names_annotation_files_that_match_no_slide(tmp_path, capsys):
     (folder / "slide-a.geojson").rename(folder / "slide_a.geojson")
     main(["view", str(run), "--annotations", str(folder), "--export", str(tmp_path / "site"), "--quiet"])
     assert "no slide" not in capsys.readouterr().err
+
+
+def test_a_folder_of_loose_blockmaps_says_how_to_view_one(run_folder, tmp_path):
+    """A folder holding ``*_blockmap.h5`` files but no run layout (``attnmap demo``'s folder, scores
+    copied out of a run) got only the list of what a path may be; it now names a file and the way."""
+    import shutil
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(run_folder / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", loose / "slide_a_blockmap.h5")
+    with pytest.raises(InputError) as error:
+        discover(loose)
+    message = str(error.value)
+    assert f"--scores {loose / 'slide_a_blockmap.h5'}" in message and "\n" not in message

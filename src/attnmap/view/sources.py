@@ -203,6 +203,13 @@ def find_slides(
         raise InputError(
             f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {path.parent.parent}"
         )
+    loose = sorted(path.glob("*_blockmap.h5"))
+    if loose:  # scores without the run layout (`attnmap demo`'s folder): the slide must be named
+        more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
+        raise InputError(
+            f"{path} holds scores files but no `wsi run` layout: view one with its slide, "
+            f"attnmap view SLIDE --scores {loose[0]}{more}"
+        )
     raise InputError(
         f"nothing to view in {path}: expected a `wsi run` output folder "
         "(heatmaps/<id>/<id>_blockmap.h5), "
