@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
 import threading
 import urllib.error
@@ -1042,3 +1043,27 @@ def test_a_folder_of_loose_blockmaps_says_how_to_view_one(run_folder, tmp_path):
         discover(loose)
     message = str(error.value)
     assert f"--scores {loose / 'slide_a_blockmap.h5'}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("signum", "status", "last"), [
+    (signal.SIGINT, 0, "stopped"),  # Ctrl+C: the way the server is meant to be stopped
+    (signal.SIGTERM, 143, "attnmap: stopped by SIGTERM"),  # `kill`, a scheduler (SIGHUP the same way)
+])
+def test_the_server_stopped_by_a_signal_says_so_as_every_command_does(run_folder, signum, status, last):
+    """SIGTERM and SIGHUP ended `attnmap view` as Ctrl+C does, with "stopped" and exit status 0, where
+    every other command exits with 128 + the signal's number: a script or scheduler read success."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "attnmap", "view", str(run_folder), "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "slide(s) at http://127.0.0.1:" in child.stdout.readline()
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == status, err
+    assert (out + err).strip().splitlines()[-1] == last and "Traceback" not in err
