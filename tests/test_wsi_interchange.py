@@ -446,3 +446,25 @@ def test_geojson_classes_are_names_even_when_the_prediction_records_a_number(tmp
     main(["wsi", "geojson", str(blockmap), "-o", str(tmp_path / "s.json")])
     features = json.loads((tmp_path / "s.json").read_text())["features"]
     assert {feature["properties"]["classification"]["name"] for feature in features} == {"5"}
+
+
+@pytest.mark.parametrize("command", ["geojson", "evaluate"])
+def test_an_output_under_a_file_is_one_line_before_any_work(tmp_path, capsys, command):
+    """``-o report.json`` under a path that is a file was an internal error (FileExistsError) from
+    making its folder; `wsi evaluate` failed so only after scoring every slide."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, fine=False)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.geojson").write_text(json.dumps(QUPATH))
+    if command == "geojson":
+        blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+        code, out, err = run_cli(capsys, "wsi", "geojson", blockmap, "-o", blocker / "s.geojson")
+    else:
+        report = blocker / "e.json"
+        code, out, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", report)
+    assert code == 2 and "internal error" not in err and "a_file is a file" in err, err
+    assert len(err.strip().splitlines()) == 1 and "FROC" not in out

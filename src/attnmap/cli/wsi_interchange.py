@@ -57,12 +57,15 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     `attnmap evaluate --run`."""
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
+    from attnmap.io_utils import check_writable
     from attnmap.view.sources import check_rings_inside, find_slides
     from attnmap.wsi.annotations import annotation_file, load_annotations, unmatched_annotation_files
     from attnmap.wsi.slide import open_slide
 
     if not annotations.is_dir():
         raise InputError(f"--annotations must be a folder of <slide id>.geojson|.xml files: {annotations}")
+    if out is not None:  # before scoring every slide, not after: a file where a folder should be
+        check_writable(out)
     rows, slides, files = [], [], 0
     found_slides = find_slides(run_dir)
     # a slide left out changes the FROC (its lesions and false positives): named, never dropped silently

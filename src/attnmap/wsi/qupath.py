@@ -15,7 +15,7 @@ from pathlib import Path
 import geojson
 import numpy as np
 
-from attnmap.io_utils import atomic_path
+from attnmap.io_utils import atomic_path, check_no_file_above
 
 PATCH_NAMESPACE = uuid.UUID("6f1c7c1e-9a57-4c8e-8a7d-2c2a3c5b0a11")
 
@@ -164,6 +164,8 @@ def export_blockmap_geojson(
     from attnmap.view.score_files import read_score_sets
 
     scores_file = Path(scores_file)
+    # a file where its folder should be: one line, not FileExistsError (a folder: atomic_path says so)
+    check_no_file_above(Path(out), Path(out).parents)
     sets = read_score_sets(scores_file)
     first = next(iter(sets.values()))
     slide_id = _slide_id(scores_file)
