@@ -468,3 +468,18 @@ def test_an_output_under_a_file_is_one_line_before_any_work(tmp_path, capsys, co
         code, out, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", report)
     assert code == 2 and "internal error" not in err and "a_file is a file" in err, err
     assert len(err.strip().splitlines()) == 1 and "FROC" not in out
+
+
+def test_geojson_written_over_its_own_scores_or_tissue_file_is_refused(tmp_path, capsys):
+    """``-o`` naming the blockmap itself (a slip of tab completion) replaced the run's scores with
+    the GeoJSON; the tissue file it reads was replaced the same way."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, fine=False)
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    tissue = run / "tissue" / "slide_a.json"
+    before = blockmap.read_bytes(), tissue.read_bytes()
+    for target in (blockmap, tissue, run / "heatmaps" / "slide_a" / ".." / "slide_a" / blockmap.name):
+        code, _, err = run_cli(capsys, "wsi", "geojson", blockmap, "-o", target, "--tissue")
+        assert code == 2 and "would overwrite" in err and len(err.strip().splitlines()) == 1, err
+    assert (blockmap.read_bytes(), tissue.read_bytes()) == before

@@ -128,6 +128,15 @@ def _slide_id(scores_file: Path) -> str:
     return scores_file.name.removesuffix("_blockmap.h5")
 
 
+def _not_over(out: Path, source: Path) -> None:
+    """`InputError` when ``out`` is ``source`` (by any path): the GeoJSON would replace what it is
+    made from (``-o`` naming the blockmap by a slip of tab completion lost the run's scores)."""
+    from attnmap.errors import InputError
+
+    if Path(out).exists() and Path(source).exists() and Path(out).samefile(source):
+        raise InputError(f"-o {out} would overwrite {source}, which the GeoJSON is made from")
+
+
 def _ring(points: object) -> np.ndarray:
     return np.asarray(points, dtype=np.float64).reshape(-1, 2)
 
@@ -166,6 +175,7 @@ def export_blockmap_geojson(
     scores_file = Path(scores_file)
     # a file where its folder should be: one line, not FileExistsError (a folder: atomic_path says so)
     check_no_file_above(Path(out), Path(out).parents)
+    _not_over(out, scores_file)
     sets = read_score_sets(scores_file)
     first = next(iter(sets.values()))
     slide_id = _slide_id(scores_file)
@@ -185,6 +195,7 @@ def export_blockmap_geojson(
                 "otherwise name the contours file, --tissue-file)"
             )
             raise InputError(f"tissue contours not found: {tissue_file}{hint}")
+        _not_over(out, tissue_file)
         try:  # rings as numbers here: text in a ring failed later, as an internal error
             contours = json.loads(tissue_file.read_text())["contours"]
             if not isinstance(contours, list):
