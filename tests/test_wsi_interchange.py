@@ -483,3 +483,17 @@ def test_geojson_written_over_its_own_scores_or_tissue_file_is_refused(tmp_path,
         code, _, err = run_cli(capsys, "wsi", "geojson", blockmap, "-o", target, "--tissue")
         assert code == 2 and "would overwrite" in err and len(err.strip().splitlines()) == 1, err
     assert (blockmap.read_bytes(), tissue.read_bytes()) == before
+
+
+def test_an_evaluation_report_written_over_an_annotation_file_is_refused(tmp_path, capsys):
+    """``-o annotations/slide_a.geojson`` replaced the ground truth with the report."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, fine=False)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    truth = folder / "slide_a.geojson"
+    truth.write_text(json.dumps(QUPATH))
+    code, _, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", truth)
+    assert code == 2 and "would overwrite" in err and len(err.strip().splitlines()) == 1, err
+    assert json.loads(truth.read_text()) == QUPATH

@@ -78,6 +78,8 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
                 f"slide {slide.slide_id} has no '{method}' scores; it has {list(slide.score_sets)}"
             )
         found = annotation_file(annotations, slide.slide_id)
+        if found is not None and out is not None and out.exists() and out.samefile(found):
+            raise InputError(f"-o {out} would overwrite {found}, the annotations of slide {slide.slide_id}")
         regions = load_annotations(found) if found is not None else []
         if regions:  # lesions beyond the slide are never found: FROC 0 would read as a result
             with open_slide(slide.slide_path) as handle:
