@@ -1067,3 +1067,10 @@ def test_the_server_stopped_by_a_signal_says_so_as_every_command_does(run_folder
         child.kill()
     assert child.returncode == status, err
     assert (out + err).strip().splitlines()[-1] == last and "Traceback" not in err
+
+
+def test_a_run_folder_with_no_slide_written_yet_says_so(tmp_path):
+    """A `wsi run` that has only made its folders (``heatmaps/`` empty) was told it is no run folder."""
+    (tmp_path / "run" / "heatmaps").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"nothing to view in .*run yet: .*heatmaps.* holds no slide folder"):
+        discover(tmp_path / "run")

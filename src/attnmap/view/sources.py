@@ -199,6 +199,11 @@ def find_slides(
             f"nothing to view in {path} yet: no slide folder has both its blockmap and its prediction "
             f"file ({len(unshown)} without: an interrupted or running `wsi run`?)"
         )
+    if is_run:  # a run that has made its folders and written no slide yet: it is a run folder
+        raise InputError(
+            f"nothing to view in {path} yet: {path / 'heatmaps'} holds no slide folder "
+            "(a `wsi run` just started?)"
+        )
     if path.parent.name == "heatmaps":  # run/heatmaps/<id>: the natural thing to try, never a run
         raise InputError(
             f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {path.parent.parent}"
