@@ -81,3 +81,43 @@ def test_preprocess_refuses_what_is_neither_an_image_nor_a_list_in_one_line() ->
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=3)
     with pytest.raises(InputError, match="got int"):
         preprocess(model, 3)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8), (2, 0, 8), (2, 8, 0)])
+def test_an_empty_set_of_maps_is_a_one_line_error_not_a_reshape_failure_or_nan(shape) -> None:
+    """No images (or images of no pixels): the pointing game and the segmentation test raised torch's
+    "cannot reshape tensor of 0 elements" and the perturbation curve was NaN at every step."""
+    from attnmap.evaluate.perturbation import perturbation_curve
+    from attnmap.evaluate.pointing import pointing_accuracy
+    from attnmap.evaluate.segmentation import segmentation_scores
+
+    maps, masks = torch.rand(shape), torch.zeros(shape, dtype=torch.bool)
+    for score in (pointing_accuracy, segmentation_scores):
+        with pytest.raises(InputError, match="no image|no pixel"):
+            score(maps, masks)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    images = torch.rand(shape[0], 3, *shape[1:])
+    with pytest.raises(InputError, match="no image|no pixel"):
+        perturbation_curve(model, images, maps, torch.zeros(shape[0], dtype=torch.long), positive=True)
+
+
+def test_a_binary_map_points_like_its_float_copy_and_complex_maps_are_refused() -> None:
+    """A thresholded (bool) map failed the pointing game in torch's argmax; complex maps failed in
+    argmax and sort instead of being refused."""
+    from attnmap.evaluate.perturbation import perturbation_curve
+    from attnmap.evaluate.pointing import pointing_hits
+    from attnmap.evaluate.segmentation import segmentation_scores
+
+    generator = torch.Generator().manual_seed(0)
+    binary = torch.rand(4, 16, 16, generator=generator) > 0.7
+    masks = torch.zeros(4, 16, 16, dtype=torch.bool)
+    masks[:, 4:8, 4:8] = True
+    masks[1, 10:14, 0:4] = True
+    assert np.array_equal(pointing_hits(binary, masks, 1), pointing_hits(binary.float(), masks, 1))
+    complex_maps = binary.to(torch.complex64)
+    for score in (pointing_hits, segmentation_scores):
+        with pytest.raises(InputError, match="real"):
+            score(complex_maps, masks)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 3))
+    with pytest.raises(InputError, match="real"):
+        perturbation_curve(model, torch.rand(4, 3, 16, 16), complex_maps, torch.zeros(4).long(), True)

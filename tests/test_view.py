@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import signal
 import socket
 import threading
 import urllib.error
@@ -923,3 +925,152 @@ def test_a_cohort_browsed_slide_after_slide_keeps_only_a_few_slides_open(run_fol
     assert len(opened) - len(closed) == 3 and len(set(map(id, closed))) == len(closed)
     content.close()
     assert len(closed) == len(opened)
+
+
+def test_a_score_set_not_one_per_patch_or_a_file_of_no_patch_is_refused_by_name(run_folder, tmp_path):
+    """A ``scores_<method>`` of another length was dropped without a word (the method missing from the
+    viewer and the GeoJSON), and when it was the only one the file "held no score dataset"; a file of
+    no patch was served as a slide with an empty heatmap."""
+    import h5py
+
+    from attnmap.view.score_files import read_score_sets
+
+    (slide,) = discover(run_folder)
+    coords = np.array([[0, 0], [PATCH, 0]])
+    cases = {
+        "short": ({"attention_scores": np.ones(2), "scores_lrp": np.ones(3)}, coords, "'scores_lrp' has"),
+        "wide": ({"attention_scores": np.ones((2, 2))}, coords, "'attention_scores' has shape"),
+        "none": ({"attention_scores": np.ones(0)}, coords[:0], "no patch"),
+    }
+    for name, (datasets, where, message) in cases.items():
+        path = tmp_path / f"{name}_blockmap.h5"
+        with h5py.File(path, "w") as handle:
+            handle.create_dataset("coords", data=where.reshape(-1, 2))
+            for key, values in datasets.items():
+                handle.create_dataset(key, data=values)
+            handle.attrs["patch_size"] = PATCH
+        with pytest.raises(InputError, match=message):
+            read_score_sets(path)
+        with pytest.raises(InputError, match=message):
+            discover(slide.slide_path, [path])
+
+
+def test_a_scores_file_or_one_slides_folder_given_as_the_path_says_what_to_view(run_folder):
+    """``attnmap view run/heatmaps/<id>/<id>_blockmap.h5`` said the blockmap "is a slide file", and
+    ``run/heatmaps/<id>`` only listed what a path may be; both now name the run folder to give."""
+    folder = run_folder / "heatmaps" / "slide_a"
+    with pytest.raises(InputError, match="is a scores file, not a slide") as scores_error:
+        discover(folder / "slide_a_blockmap.h5")
+    with pytest.raises(InputError, match="one slide's folder") as folder_error:
+        discover(folder)
+    for error in (scores_error, folder_error):
+        assert f"attnmap view {run_folder}" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_export_into_a_folder_with_an_index_html_of_its_own_leaves_it_alone(run_folder, tmp_path, capsys):
+    """Any ``index.html`` made a folder an earlier export: ``--export attnmap-demo/`` (the demo's page)
+    or a web site's folder had its page replaced and its ``data/``, ``static/`` folders deleted."""
+    site = tmp_path / "site"
+    (site / "data").mkdir(parents=True)
+    (site / "static").mkdir()
+    (site / "index.html").write_text("<html>my page</html>")
+    (site / "data" / "results.csv").write_text("a,b\n")
+    (site / "static" / "style.css").write_text("body {}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["view", str(run_folder), "--export", str(site), "--quiet"])
+    assert exit_info.value.code == 2
+    assert "is a non-empty folder that is not a viewer export" in capsys.readouterr().err
+    assert (site / "index.html").read_text() == "<html>my page</html>"
+    assert (site / "data" / "results.csv").is_file() and (site / "static" / "style.css").is_file()
+
+
+@pytest.mark.parametrize(
+    "text", ["{broken", '{"contours": [{"outer": [[1, 2], [3, "x"]], "holes": []}]}', "{}"]
+)
+def test_a_damaged_tissue_file_is_named_as_a_left_out_layer_not_dropped_silently(tmp_path, capsys, text):
+    """A tissue file that does not read was shown as a slide without tissue, without a word."""
+    run = write_run_folder(tmp_path, fine=False)
+    (run / "tissue" / "slide_a.json").write_text(text)
+    found = find_slides(run)
+    (slide,) = found.slides
+    assert slide.tissue == [] and set(slide.score_sets) == {"attention", "lrp"}
+    named = {item.slide_id: item.reason for item in found.unshown}
+    assert list(named) == ["slide_a (tissue)"] and "slide_a.json" in named["slide_a (tissue)"]
+    main(["view", str(run), "--export", str(tmp_path / "site"), "--quiet"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "not shown" in line]
+    assert len(err) == 1 and "slide_a (tissue)" in err[0] and "this layer is left out" in err[0]
+
+
+def test_scores_that_are_no_hdf5_file_say_so_not_hdf5_internals(run_folder, tmp_path):
+    """An `attnmap explain` .npy map given with --scores was refused with h5py's "Unable to
+    synchronously open file (file signature not found)"."""
+    (slide,) = discover(run_folder)
+    explained = tmp_path / "cat_attention.npy"
+    np.save(explained, np.zeros((8, 8), dtype=np.float32))
+    with pytest.raises(InputError) as error:
+        discover(slide.slide_path, [explained])
+    message = str(error.value)
+    assert "is not an HDF5 scores file" in message and "signature" not in message
+    assert str(explained) in message and "\n" not in message
+
+
+def test_view_names_annotation_files_that_match_no_slide(tmp_path, capsys):
+    """``--annotations`` files named after no slide (``slide-a.geojson`` for slide_a) were ignored
+    without a word: the slide was drawn without its outlines."""
+    run = write_run_folder(tmp_path, fine=False)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    ring = [[200, 200], [400, 200], [400, 400], [200, 400], [200, 200]]
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    (folder / "slide-a.geojson").write_text(json.dumps(feature))
+    main(["view", str(run), "--annotations", str(folder), "--export", str(tmp_path / "site"), "--quiet"])
+    named = [line for line in capsys.readouterr().err.splitlines() if "slide-a.geojson" in line]
+    assert len(named) == 1 and "no slide" in named[0]
+    (folder / "slide-a.geojson").rename(folder / "slide_a.geojson")
+    main(["view", str(run), "--annotations", str(folder), "--export", str(tmp_path / "site"), "--quiet"])
+    assert "no slide" not in capsys.readouterr().err
+
+
+def test_a_folder_of_loose_blockmaps_says_how_to_view_one(run_folder, tmp_path):
+    """A folder holding ``*_blockmap.h5`` files but no run layout (``attnmap demo``'s folder, scores
+    copied out of a run) got only the list of what a path may be; it now names a file and the way."""
+    import shutil
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(run_folder / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", loose / "slide_a_blockmap.h5")
+    with pytest.raises(InputError) as error:
+        discover(loose)
+    message = str(error.value)
+    assert f"--scores {loose / 'slide_a_blockmap.h5'}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("signum", "status", "last"), [
+    (signal.SIGINT, 0, "stopped"),  # Ctrl+C: the way the server is meant to be stopped
+    (signal.SIGTERM, 143, "attnmap: stopped by SIGTERM"),  # `kill`, a scheduler (SIGHUP the same way)
+])
+def test_the_server_stopped_by_a_signal_says_so_as_every_command_does(run_folder, signum, status, last):
+    """SIGTERM and SIGHUP ended `attnmap view` as Ctrl+C does, with "stopped" and exit status 0, where
+    every other command exits with 128 + the signal's number: a script or scheduler read success."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "attnmap", "view", str(run_folder), "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "slide(s) at http://127.0.0.1:" in child.stdout.readline()
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == status, err
+    assert (out + err).strip().splitlines()[-1] == last and "Traceback" not in err
+
+
+def test_a_run_folder_with_no_slide_written_yet_says_so(tmp_path):
+    """A `wsi run` that has only made its folders (``heatmaps/`` empty) was told it is no run folder."""
+    (tmp_path / "run" / "heatmaps").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"nothing to view in .*run yet: .*heatmaps.* holds no slide folder"):
+        discover(tmp_path / "run")

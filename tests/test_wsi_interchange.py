@@ -207,7 +207,8 @@ def test_wsi_run_writes_geojson_and_keeps_patches_inside_the_roi(tmp_path, singl
     patches = [f for f in payload["features"] if f["properties"]["objectType"] == "detection"]
     corners = np.array([f["geometry"]["coordinates"][0][0] for f in patches])
     assert len(patches) > 0 and (corners[:, 0] + 32 <= 512).all()
-    assert any(f["properties"].get("classification", {}).get("name") == "Tissue" for f in payload["features"])
+    tissue = [f for f in payload["features"] if f["properties"].get("classification") == {"name": "Tissue"}]
+    assert tissue and all(_signed_area(f["geometry"]["coordinates"][0]) > 0 for f in tissue)  # RFC 7946
     assert patches[0]["properties"]["classification"]["name"] in ("normal", "tumour")
     from attnmap.wsi.annotations import roi_filter
 
@@ -300,3 +301,199 @@ def test_blockmap_stores_the_branch_as_a_number(tmp_path):
         values = {key: handle.attrs[key] for key in keys}
     assert all(isinstance(value, np.integer) for value in values.values()), values
     assert values["branch"] == 1
+
+
+def test_geojson_of_an_overlap_blockmap_takes_the_class_and_tissue_of_its_slide(tmp_path):
+    """A run with ``heatmap.overlap`` writes ``<id>_overlap_blockmap.h5``: its export took the slide id
+    as ``<id>_overlap``, so its patches had no class and ``--tissue`` looked for
+    ``tissue/<id>_overlap.json``, which no run writes."""
+    import shutil
+
+    run = write_run_folder(tmp_path)
+    folder = run / "heatmaps" / "slide_a"
+    overlap = folder / "slide_a_overlap_blockmap.h5"
+    shutil.copy(folder / "slide_a_blockmap.h5", overlap)
+    main(["wsi", "geojson", str(overlap), "-o", str(tmp_path / "o.geojson"), "--tissue"])
+    features = json.loads((tmp_path / "o.geojson").read_text())["features"]
+    detections_ = [f for f in features if f["properties"]["objectType"] == "detection"]
+    tissue = [f for f in features if f["properties"]["objectType"] == "annotation"]
+    assert len(detections_) == 48 and len(tissue) == 1
+    assert {f["properties"]["classification"]["name"] for f in detections_} == {"tumor"}
+
+
+def _signed_area(ring) -> float:
+    ring = np.asarray(ring, dtype=np.float64)
+    return float(np.sum(ring[:-1, 0] * ring[1:, 1] - ring[1:, 0] * ring[:-1, 1]) / 2)
+
+
+def test_geojson_rings_follow_the_right_hand_rule_whatever_order_the_contours_come_in():
+    """RFC 7946 (3.1.6): exterior rings counterclockwise, holes clockwise. The patch squares were, but
+    tissue rings kept OpenCV's order (exteriors clockwise): one file, two orientations."""
+    from attnmap.wsi.qupath import patch_features, tissue_features
+
+    square = np.array([[0, 0], [100, 0], [100, 100], [0, 100]])  # counterclockwise (positive area)
+    hole = np.array([[40, 40], [60, 40], [60, 60], [40, 60]])
+    contours = [(square, [hole]), (square[::-1] + 200, [hole[::-1] + 200])]
+    for feature in tissue_features(contours) + patch_features(np.array([[0, 0]]), 64, {"a": np.ones(1)}):
+        exterior, *holes = feature["geometry"]["coordinates"]
+        assert _signed_area(exterior) > 0 and all(_signed_area(h) < 0 for h in holes)
+        assert feature["geometry"].is_valid
+    for (outer, inner), feature in zip(contours, tissue_features(contours), strict=True):
+        exterior, hole_ring = (np.array(r[:-1]) for r in feature["geometry"]["coordinates"])
+        assert exterior[0].tolist() == outer[0].tolist()  # the same ring, only its direction changed
+        assert sorted(map(tuple, exterior.tolist())) == sorted(map(tuple, outer.tolist()))
+        assert sorted(map(tuple, hole_ring.tolist())) == sorted(map(tuple, inner[0].tolist()))
+
+
+@pytest.mark.parametrize("command", ["wsi", "evaluate"])
+def test_evaluating_against_annotations_wholly_outside_the_slide_is_refused(tmp_path, capsys, command):
+    """Annotations of another slide, or not in level-0 pixels, lay beyond the slide: every lesion was
+    missed and the run reported FROC 0.000 as a result (the viewer refuses the same files)."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    far = ASAP.replace('X="', 'X="9000').replace('Y="', 'Y="9000')  # beyond the 1024 x 768 slide
+    (folder / "slide_a.xml").write_text(far)
+    args = ["--annotations", folder]
+    if command == "wsi":
+        code, out, err = run_cli(capsys, "wsi", "evaluate", run, *args, "-o", tmp_path / "e.json")
+    else:
+        code, out, err = run_cli(capsys, "evaluate", "--run", run, *args, "--out", tmp_path / "e")
+    assert code == 2 and "FROC score" not in out, out
+    assert "slide_a" in err and "outside the slide" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "e.json").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_slide_of_the_run_that_cannot_be_read_is_named_not_left_out_of_the_evaluation(tmp_path, capsys):
+    """A slide moved away (or failed in the run) was dropped without a word: the FROC, averaged over
+    the slides that remained, was printed as the run's."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, "slide_a")
+    write_run_folder(tmp_path, "slide_b")
+    (tmp_path / "slides" / "slide_b.tif").unlink()
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    for slide_id in ("slide_a", "slide_b"):
+        (folder / f"{slide_id}.geojson").write_text(json.dumps(QUPATH))
+    report_file = tmp_path / "e.json"
+    code, out, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", report_file)
+    assert code == 0 and "slide_a: 2 region(s)" in out
+    named = [line for line in err.splitlines() if "slide_b" in line]
+    assert len(named) == 1 and "not evaluated" in named[0] and "slide_b.tif" in named[0], err
+    assert "over 1 of 2 slides" in out
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert [row["slide_id"] for row in report["slides"]] == ["slide_a"]
+    assert [row["slide_id"] for row in report["not_evaluated"]] == ["slide_b"]
+
+
+def test_annotation_files_that_match_no_slide_of_the_run_are_named(tmp_path, capsys):
+    """``slide-b.xml`` (a typo for slide_b) was ignored without a word: slide_b was scored as a slide
+    without lesions, its lesion's detections counted as false positives."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, "slide_a")
+    write_run_folder(tmp_path, "slide_b")
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.geojson").write_text(json.dumps(QUPATH))
+    (folder / "slide-b.geojson").write_text(json.dumps(QUPATH))
+    (folder / "notes.txt").write_text("not an annotation file")
+    report_file = tmp_path / "e.json"
+    code, _, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", report_file)
+    assert code == 0
+    named = [line for line in err.splitlines() if "slide-b.geojson" in line]
+    assert len(named) == 1 and "no slide of the run" in named[0] and "notes.txt" not in err, err
+    assert json.loads(report_file.read_text())["unmatched_annotations"] == ["slide-b.geojson"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("prediction", "{broken", "slide_a_prediction.json is not a prediction file"),
+        ("prediction", "[1, 2]", "slide_a_prediction.json is not a prediction file"),
+        ("tissue", '{"contours": [{"outer": [[1, 2], [3, 4], [5, "x"]], "holes": []}]}', "not a tissue file"),
+        ("tissue", '{"contours": {}}', "not a tissue file"),
+    ],
+)
+def test_geojson_of_a_run_with_a_damaged_prediction_or_tissue_file_is_one_line(
+    tmp_path, capsys, name, text, message
+):
+    """A prediction JSON that does not parse (or is no object) and tissue rings holding text were
+    internal errors (JSONDecodeError, AttributeError, ValueError); contours that are no list were
+    taken as no tissue at all."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path)
+    target = run / "heatmaps" / "slide_a" / "slide_a_prediction.json" if name == "prediction" else (
+        run / "tissue" / "slide_a.json"
+    )
+    target.write_text(text)
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    code, _, err = run_cli(capsys, "wsi", "geojson", blockmap, "-o", tmp_path / "s.geojson", "--tissue")
+    assert code == 2 and message in err and "internal error" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.geojson").exists()
+
+
+def test_geojson_classes_are_names_even_when_the_prediction_records_a_number(tmp_path):
+    """QuPath reads ``classification.name`` as text; a number there came from the prediction JSON as is."""
+    run = write_run_folder(tmp_path)
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    prediction.write_text(json.dumps({**json.loads(prediction.read_text()), "prediction_name": 5}))
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    main(["wsi", "geojson", str(blockmap), "-o", str(tmp_path / "s.json")])
+    features = json.loads((tmp_path / "s.json").read_text())["features"]
+    assert {feature["properties"]["classification"]["name"] for feature in features} == {"5"}
+
+
+@pytest.mark.parametrize("command", ["geojson", "evaluate"])
+def test_an_output_under_a_file_is_one_line_before_any_work(tmp_path, capsys, command):
+    """``-o report.json`` under a path that is a file was an internal error (FileExistsError) from
+    making its folder; `wsi evaluate` failed so only after scoring every slide."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, fine=False)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.geojson").write_text(json.dumps(QUPATH))
+    if command == "geojson":
+        blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+        code, out, err = run_cli(capsys, "wsi", "geojson", blockmap, "-o", blocker / "s.geojson")
+    else:
+        report = blocker / "e.json"
+        code, out, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", report)
+    assert code == 2 and "internal error" not in err and "a_file is a file" in err, err
+    assert len(err.strip().splitlines()) == 1 and "FROC" not in out
+
+
+def test_geojson_written_over_its_own_scores_or_tissue_file_is_refused(tmp_path, capsys):
+    """``-o`` naming the blockmap itself (a slip of tab completion) replaced the run's scores with
+    the GeoJSON; the tissue file it reads was replaced the same way."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, fine=False)
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    tissue = run / "tissue" / "slide_a.json"
+    before = blockmap.read_bytes(), tissue.read_bytes()
+    for target in (blockmap, tissue, run / "heatmaps" / "slide_a" / ".." / "slide_a" / blockmap.name):
+        code, _, err = run_cli(capsys, "wsi", "geojson", blockmap, "-o", target, "--tissue")
+        assert code == 2 and "would overwrite" in err and len(err.strip().splitlines()) == 1, err
+    assert (blockmap.read_bytes(), tissue.read_bytes()) == before
+
+
+def test_an_evaluation_report_written_over_an_annotation_file_is_refused(tmp_path, capsys):
+    """``-o annotations/slide_a.geojson`` replaced the ground truth with the report."""
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, fine=False)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    truth = folder / "slide_a.geojson"
+    truth.write_text(json.dumps(QUPATH))
+    code, _, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", truth)
+    assert code == 2 and "would overwrite" in err and len(err.strip().splitlines()) == 1, err
+    assert json.loads(truth.read_text()) == QUPATH

@@ -198,11 +198,18 @@ def writable_file(path: str | Path) -> Path:
     h5py or tifffile, naming a temporary file or nothing the user gave.
     """
     path = Path(path)
+    check_writable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_writable(path: str | Path) -> None:
+    """`writable_file`'s checks without making the folder: for a command that may yet fail before
+    it writes, and should then leave no empty folder behind."""
+    path = Path(path)
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder; give a file name inside it")
     check_no_file_above(path, path.parents)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def writable_folder(path: str | Path) -> Path:

@@ -92,6 +92,15 @@ def view(
             f"attnmap view: not shown: {len(refused) - MAX_LISTED} more slide(s), listed in the page",
             err=True,
         )
+    if annotations is not None and annotations.is_dir():  # a misnamed file: its slide shows no outlines
+        from attnmap.wsi.annotations import unmatched_annotation_files
+
+        ids = [slide.slide_id for slide in [*found.slides, *found.unshown]]
+        unmatched = unmatched_annotation_files(annotations, ids)
+        if unmatched:
+            more = len(unmatched) - 5
+            shown = ", ".join(unmatched[:5]) + (f" and {more} more" if more > 0 else "")
+            click.echo(f"attnmap view: annotation file(s) matching no slide, not shown: {shown}", err=True)
     slides = found
 
     if export_dir is not None:
@@ -102,14 +111,18 @@ def view(
     content = ViewerContent(slides, cache_bytes=cache_mb << 20, reload=load, watch=[path])
     server = make_server(content, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    click.echo(f"attnmap view: {len(content.slides)} slide(s) at {url} (Ctrl+C to stop)")
-    if not no_browser:
-        import webbrowser
+    from attnmap.stop_signals import Terminated
 
-        webbrowser.open(url)
-    try:
+    try:  # from the line saying how to stop it: a Ctrl+C right after it is the same stop
+        click.echo(f"attnmap view: {len(content.slides)} slide(s) at {url} (Ctrl+C to stop)")
+        if not no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
         server.serve_forever()
-    except KeyboardInterrupt:
+    except Terminated:  # SIGTERM, SIGHUP: exits 128 + the signal, as every command (a script reads why)
+        raise
+    except KeyboardInterrupt:  # Ctrl+C: the way the server is meant to be stopped
         click.echo("stopped")
     finally:
         server.server_close()

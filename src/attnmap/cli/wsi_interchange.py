@@ -57,19 +57,34 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     `attnmap evaluate --run`."""
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
-    from attnmap.view.sources import discover
-    from attnmap.wsi.annotations import annotation_file, load_annotations
+    from attnmap.io_utils import check_writable
+    from attnmap.view.sources import check_rings_inside, find_slides
+    from attnmap.wsi.annotations import annotation_file, load_annotations, unmatched_annotation_files
+    from attnmap.wsi.slide import open_slide
 
     if not annotations.is_dir():
         raise InputError(f"--annotations must be a folder of <slide id>.geojson|.xml files: {annotations}")
+    if out is not None:  # before scoring every slide, not after: a file where a folder should be
+        check_writable(out)
     rows, slides, files = [], [], 0
-    for slide in discover(run_dir):
+    found_slides = find_slides(run_dir)
+    # a slide left out changes the FROC (its lesions and false positives): named, never dropped silently
+    not_evaluated = [{"slide_id": item.slide_id, "reason": item.reason} for item in found_slides.unshown]
+    for item in not_evaluated:
+        click.echo(f"{item['slide_id']}: not evaluated: {item['reason']}", err=True)
+    for slide in found_slides.slides:
         if method not in slide.score_sets:
             raise InputError(
                 f"slide {slide.slide_id} has no '{method}' scores; it has {list(slide.score_sets)}"
             )
         found = annotation_file(annotations, slide.slide_id)
+        if found is not None and out is not None and out.exists() and out.samefile(found):
+            raise InputError(f"-o {out} would overwrite {found}, the annotations of slide {slide.slide_id}")
         regions = load_annotations(found) if found is not None else []
+        if regions:  # lesions beyond the slide are never found: FROC 0 would read as a result
+            with open_slide(slide.slide_path) as handle:
+                size = handle.dimensions
+            check_rings_inside(slide.slide_id, [ring for region in regions for ring in region.rings()], size)
         score_set = slide.score_sets[method]
         item = SlideScores(score_set.coords, score_set.scores, score_set.patch_size, regions)
         slides.append(item)
@@ -92,9 +107,21 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
             f"no annotated region for any slide of the run in {annotations} (looked for "
             f"<slide id>.geojson|.xml with ids {', '.join(str(row['slide_id']) for row in rows[:5])})"
         )
-    result = {"method": method, "slides": rows, "froc": froc(slides)}
+    ids = [slide.slide_id for slide in [*found_slides.slides, *found_slides.unshown]]
+    unmatched = unmatched_annotation_files(annotations, ids)
+    if unmatched:  # a misnamed file leaves its slide scored as negative: say which files were not read
+        shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        click.echo(f"annotation file(s) matching no slide of the run, not read: {shown}", err=True)
+    result = {
+        "method": method,
+        "slides": rows,
+        "not_evaluated": not_evaluated,
+        "unmatched_annotations": unmatched,
+        "froc": froc(slides),
+    }
     rates = ", ".join(f"{k:g} FP: {v:.2f}" for k, v in result["froc"]["sensitivity_at"].items())
-    click.echo(f"FROC score {result['froc']['froc_score']:.3f} ({rates})")
+    subset = f" over {len(rows)} of {len(rows) + len(not_evaluated)} slides" if not_evaluated else ""
+    click.echo(f"FROC score {result['froc']['froc_score']:.3f}{subset} ({rates})")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))

@@ -34,8 +34,34 @@ def as_array(values: object, dtype: type | None = np.float64) -> np.ndarray:
     return np.asarray(render_array(values), dtype=dtype)
 
 
+def check_map_shapes(pixel_maps: torch.Tensor, masks: torch.Tensor) -> None:
+    """`InputError` unless maps and masks are both (B, H, W), of one shape, holding a pixel at least.
+
+    Why the emptiness too: with no image (or images of no pixel) a metric has nothing to score;
+    torch's reshape of the empty batch failed with its own message, deep inside the metric.
+    """
+    if pixel_maps.shape != masks.shape or pixel_maps.ndim != 3:
+        raise InputError(
+            f"maps and masks must both be (B, H, W); got {tuple(pixel_maps.shape)} and {tuple(masks.shape)}"
+        )
+    check_not_empty(tuple(pixel_maps.shape), "maps")
+
+
+def check_not_empty(shape: tuple[int, ...], what: str) -> None:
+    """`InputError` when a (B, ..., H, W) batch has no image or its images no pixel: a score of
+    nothing (a mean over no image is NaN, not a number a table should print)."""
+    if shape[0] == 0:
+        raise InputError(f"{what}: no image to score, got shape {shape}")
+    if 0 in shape[-2:]:
+        raise InputError(f"{what}: images of no pixel, got shape {shape}")
+
+
 def check_finite(values: np.ndarray | torch.Tensor, what: str) -> None:
-    """`InputError` when ``values`` hold NaN or ±inf (a NaN sorts as the highest or lowest score)."""
+    """`InputError` when ``values`` hold NaN or ±inf (a NaN sorts as the highest or lowest score), or
+    are complex (no order to rank them by: torch's sort and argmax failed on them)."""
+    complex_ = values.is_complex() if isinstance(values, torch.Tensor) else np.iscomplexobj(values)
+    if complex_:
+        raise InputError(f"{what} must be real numbers, got {values.dtype}")
     finite = torch.isfinite(values).all() if isinstance(values, torch.Tensor) else np.isfinite(values).all()
     if not bool(finite):
         raise InputError(f"{what} contain NaN or infinite values")

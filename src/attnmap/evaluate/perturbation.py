@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
-from attnmap.evaluate.inputs import as_array, as_tensor, check_finite, share_of
+from attnmap.evaluate.inputs import as_array, as_tensor, check_finite, check_not_empty, share_of
 
 STEPS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -135,6 +135,7 @@ def _check_inputs(
         raise InputError(f"pixel maps must be (B, H, W) = {expected}, got {tuple(pixel_maps.shape)}")
     if tuple(classes.shape) != (images.shape[0],):
         raise InputError(f"classes must be ({images.shape[0]},), got {tuple(classes.shape)}")
+    check_not_empty(tuple(images.shape), "images")
     check_finite(pixel_maps, "pixel maps")
     increasing = all(b > a for a, b in zip(steps[:-1], steps[1:], strict=True))
     if not steps or any(not 0 < s < 1 for s in steps) or not increasing:

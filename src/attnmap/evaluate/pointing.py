@@ -17,21 +17,20 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
-from attnmap.evaluate.inputs import as_tensor, check_finite, whole_number
+from attnmap.evaluate.inputs import as_tensor, check_finite, check_map_shapes, whole_number
 from attnmap.evaluate.masks import binary_masks
 
 
 def pointing_hits(pixel_maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 4) -> np.ndarray:
     """Per image: True when the map's maximum lies within ``tolerance`` px of the mask (tensors or arrays)."""
     pixel_maps, masks = as_tensor(pixel_maps, "maps"), as_tensor(masks, "masks")
-    if pixel_maps.shape != masks.shape or pixel_maps.ndim != 3:
-        raise InputError(
-            f"maps and masks must both be (B, H, W); got {tuple(pixel_maps.shape)} and {tuple(masks.shape)}"
-        )
+    check_map_shapes(pixel_maps, masks)
     tolerance = whole_number(tolerance, "the pointing tolerance")
     if tolerance < 0:
         raise InputError(f"pointing tolerance must be >= 0 pixels, got {tolerance}")
     check_finite(pixel_maps, "relevance maps")
+    if pixel_maps.dtype == torch.bool:  # a thresholded map: torch has no argmax of bools
+        pixel_maps = pixel_maps.to(torch.uint8)
     masks = binary_masks(masks)
     grown_masks = [dilate(mask, tolerance) for mask in masks.cpu().numpy()]
     degenerate = [index for index, (mask, grown) in enumerate(zip(masks, grown_masks, strict=True))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
-from attnmap.evaluate.inputs import as_array, as_tensor, binary_labels, check_finite
+from attnmap.evaluate.inputs import as_array, as_tensor, binary_labels, check_finite, check_map_shapes
 from attnmap.evaluate.masks import binary_masks, informative_images
 
 
@@ -27,10 +27,7 @@ def segmentation_scores(pixel_maps: torch.Tensor, masks: torch.Tensor) -> dict[s
     foreground). Maps with NaN or infinite values are refused.
     """
     pixel_maps, masks = as_tensor(pixel_maps, "maps"), as_tensor(masks, "masks")
-    if pixel_maps.shape != masks.shape or pixel_maps.ndim != 3:
-        raise InputError(
-            f"maps and masks must both be (B, H, W); got {tuple(pixel_maps.shape)} and {tuple(masks.shape)}"
-        )
+    check_map_shapes(pixel_maps, masks)
     check_finite(pixel_maps, "relevance maps")
     maps = pixel_maps.double().cpu()
     truth = binary_masks(masks).cpu()

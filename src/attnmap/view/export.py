@@ -33,11 +33,20 @@ def _static_files(node, prefix: str):
             yield f"{prefix}{child.name}"
 
 
+def _is_export(out: Path) -> bool:
+    """Whether ``out`` holds an earlier export: its page and the data files every export writes.
+
+    Why not the page alone: any folder with an ``index.html`` (the demo's, a web site's) passed
+    for one, and exporting into it replaced its page and deleted its ``data/`` and ``static/``.
+    """
+    return all((out / name).is_file() for name in ("index.html", "data/slides.js", "data/version.js"))
+
+
 def _prepare(out: Path) -> None:
     """Check and create the target before any tile is drawn: a bad target fails in one line, at once."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--export target {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
+    if out.is_dir() and any(out.iterdir()) and not _is_export(out):
         raise InputError(f"--export target {out} is a non-empty folder that is not a viewer export")
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -53,15 +53,23 @@ def _recorded_slide(record: dict) -> tuple[Path | None, tuple[int, int] | None]:
     return path, dimensions
 
 
-def _tissue_polygons(payload: dict) -> list[np.ndarray]:
+def _tissue_polygons(path: Path) -> list[np.ndarray]:
+    """The rings of a run's tissue file; `InputError` when it does not read as one.
+
+    Why not an empty list: a damaged file was shown as a slide without tissue, without a word.
+    """
     try:
+        contours = json.loads(path.read_text())["contours"]
+        if not isinstance(contours, list):
+            raise TypeError(f"'contours' is a {type(contours).__name__}, not a list")
         return [
             np.asarray(ring, dtype=np.float64).reshape(-1, 2)
-            for item in payload["contours"]
+            for item in contours
             for ring in (item["outer"], *item["holes"])
         ]
-    except (ValueError, KeyError, TypeError):
-        return []
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise InputError(f"{path} is not a tissue file of `wsi run`: {detail}") from None
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -270,7 +278,7 @@ def _run_slide(
         slide_path,
         score_sets,
         prediction,
-        _tissue_polygons(record),
+        [],  # the tissue: `_add_optional_layers`, which names a file that does not read
         _find_annotations(annotations_dir, slide_id),
         (*watched, slide_path),
         dimensions,
@@ -291,6 +299,12 @@ def _add_optional_layers(
          lambda path: read_overlap_score_set(path, slide.score_sets.get("attention"))),
         ("fine maps", outputs.named("fine_maps.h5"), read_fine_score_set),
     )
+    if outputs.tissue.is_file():
+        try:
+            slide.tissue = _tissue_polygons(outputs.tissue)
+        except InputError as exc:
+            reason = _one_line(f"this layer is left out, the slide's other layers are shown: {exc}")
+            unshown.append(UnshownSlide(f"{slide.slide_id} (tissue)", reason, False, slide.sources))
     for label, path, read in layers:
         if not path.is_file():
             continue

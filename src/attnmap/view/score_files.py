@@ -63,6 +63,12 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
 
     if not Path(path).is_file():
         raise InputError(f"scores file not found: {path}")
+    if Path(path).stat().st_size == 0:
+        raise InputError(f"cannot read scores file {path}: it is empty (a run writing it, or cut short?)")
+    if not h5py.is_hdf5(path):  # say what the file is not, rather than h5py's "file signature not found"
+        npy = Path(path).suffix == ".npy"
+        hint = "; an `attnmap explain` .npy map is drawn by explain itself" if npy else ""
+        raise InputError(f"{path} is not an HDF5 scores file (CLAM's _blockmap.h5 layout{hint})")
     try:
         with h5py.File(path, "r") as handle:
             if "coords" not in handle:
@@ -91,10 +97,19 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
                     if name == "attention_scores"
                     else (name[len("scores_") :] if name.startswith("scores_") else None)
                 )
-                if method and dataset.shape[0] == len(coords) and int(np.prod(dataset.shape[1:])) == 1:
-                    raw[method] = np.asarray(dataset, dtype=np.float64).reshape(-1)
+                if not method:
+                    continue
+                if dataset.shape[0] != len(coords) or int(np.prod(dataset.shape[1:])) != 1:
+                    # not dropped: the method would be missing from the view without a word
+                    raise InputError(
+                        f"{path}: '{name}' has shape {dataset.shape} for {len(coords)} patches in 'coords'; "
+                        "expected one score per patch, (N,) or (N, 1)"
+                    )
+                raw[method] = np.asarray(dataset, dtype=np.float64).reshape(-1)
     except OSError as exc:
         raise InputError(f"cannot read scores file {path}: {exc}") from None
+    if len(coords) == 0:  # nothing to draw: an empty heatmap would look like scores of nothing but zero
+        raise InputError(f"{path} holds no patch: 'coords' is empty")
     if not raw:
         raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>')")
     if size is None:

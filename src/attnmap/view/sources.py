@@ -3,7 +3,7 @@
 Three kinds of path (see `discover`): a `wsi run` output folder (``heatmaps/<id>/<id>_blockmap.h5``
 with the prediction JSON naming the slide), a folder holding several run folders (a cohort), or one
 slide file with ``--scores`` files. Every score set of a blockmap is offered: ``attention_scores``
-and any ``scores_<method>`` dataset of the same length; and the fine maps of a run
+and any ``scores_<method>`` dataset (one score per patch, or the file is refused); and the fine maps of a run
 (``<id>_fine_maps.h5``, `attnmap.wsi.heatmap.fine_store`, also accepted as a ``--scores`` file), whose
 patch scores are drawn at coarse zoom and whose maps inside the patches when zoomed in.
 """
@@ -199,6 +199,22 @@ def find_slides(
             f"nothing to view in {path} yet: no slide folder has both its blockmap and its prediction "
             f"file ({len(unshown)} without: an interrupted or running `wsi run`?)"
         )
+    if is_run:  # a run that has made its folders and written no slide yet: it is a run folder
+        raise InputError(
+            f"nothing to view in {path} yet: {path / 'heatmaps'} holds no slide folder "
+            "(a `wsi run` just started?)"
+        )
+    if path.parent.name == "heatmaps":  # run/heatmaps/<id>: the natural thing to try, never a run
+        raise InputError(
+            f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {path.parent.parent}"
+        )
+    loose = sorted(path.glob("*_blockmap.h5"))
+    if loose:  # scores without the run layout (`attnmap demo`'s folder): the slide must be named
+        more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
+        raise InputError(
+            f"{path} holds scores files but no `wsi run` layout: view one with its slide, "
+            f"attnmap view SLIDE --scores {loose[0]}{more}"
+        )
     raise InputError(
         f"nothing to view in {path}: expected a `wsi run` output folder "
         "(heatmaps/<id>/<id>_blockmap.h5), "
@@ -210,6 +226,15 @@ def _single_slide(
     path: Path, scores: list[str | Path] | None, annotations: Path | None, annotation_dir: Path | None
 ) -> ViewSlide:
     if not scores:
+        if path.suffix.lower() in (".h5", ".hdf5"):  # a blockmap is no slide: say what to give instead
+            where = (
+                f"view its run: attnmap view {path.parent.parent.parent}, or "
+                if path.parent.parent.name == "heatmaps"
+                else ""
+            )
+            raise InputError(
+                f"{path} is a scores file, not a slide: {where}give the slide with --scores {path}"
+            )
         raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
     sets: dict[str, ScoreSet] = {}
     from attnmap.wsi.heatmap.fine_store import is_fine_map_file
@@ -254,9 +279,19 @@ def _check_against_slide(slide: ViewSlide) -> tuple[int, int]:
             f"slide {slide.slide_id}: {slide.slide_path} is {width}x{height} px at level 0 but the run "
             f"read a {ran} slide there; was the file replaced? Rerun `wsi run` for it"
         )
+    check_rings_inside(slide.slide_id, slide.annotations, (width, height))
+    for name, score_set in slide.score_sets.items():
+        check_inside(slide.slide_id, name, score_set, (width, height))
+    return width, height
+
+
+def check_rings_inside(slide_id: str, rings: list[np.ndarray], size: tuple[int, int]) -> None:
+    """`InputError` when an annotation ring lies wholly outside a slide of level-0 ``size``: the file
+    is of another slide, or not in level-0 pixels (drawn nowhere; as ground truth, never found)."""
+    width, height = size
     outside_rings = sum(
         1
-        for ring in slide.annotations
+        for ring in rings
         if len(ring)
         and (
             ring[:, 0].max() < 0
@@ -267,13 +302,10 @@ def _check_against_slide(slide: ViewSlide) -> tuple[int, int]:
     )
     if outside_rings:
         raise InputError(
-            f"slide {slide.slide_id}: {outside_rings} of {len(slide.annotations)} annotation rings lie "
+            f"slide {slide_id}: {outside_rings} of {len(rings)} annotation rings lie "
             f"wholly outside the slide ({width}x{height} px at level 0); of another slide, or not in "
             "level-0 pixels?"
         )
-    for name, score_set in slide.score_sets.items():
-        check_inside(slide.slide_id, name, score_set, (width, height))
-    return width, height
 
 
 def check_inside(slide_id: str, name: str, score_set: ScoreSet, size: tuple[int, int]) -> None:

@@ -305,6 +305,30 @@ def annotation_file(folder: str | Path, slide_id: str) -> Path | None:
     return None
 
 
+def unmatched_annotation_files(folder: str | Path, slide_ids: list[str]) -> list[str]:
+    """Names of the annotation files in ``folder`` that no slide of ``slide_ids`` reads (by
+    `annotation_file`'s rule; a cohort's unshown slides are named ``<run>/<id>``).
+
+    Why: a misspelt file name (``slide-b.xml`` for ``slide_b``) is otherwise ignored without a word,
+    its slide evaluated as negative or drawn without its outlines.
+    """
+    folder = Path(folder)
+    used = set()
+    for slide_id in (name.rsplit("/", 1)[-1] for name in slide_ids):
+        try:
+            found = annotation_file(folder, slide_id)
+        except InputError:  # two files for one slide: neither is unmatched
+            found = None
+            used.update(p.name for p in folder.iterdir() if p.name.lower().startswith(slide_id.lower()))
+        if found is not None:
+            used.add(found.name)
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.is_file() and entry.suffix.lower() in ANNOTATION_SUFFIXES and entry.name not in used
+    )
+
+
 def roi_filter(coords: np.ndarray, patch_size: float, folder: str | Path, slide_id: str) -> np.ndarray:
     """The patches of ``coords`` centred inside the slide's annotations in ``folder`` (a run's ROI).
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import geojson
 import numpy as np
 
-from attnmap.io_utils import atomic_path
+from attnmap.io_utils import atomic_path, check_no_file_above
 
 PATCH_NAMESPACE = uuid.UUID("6f1c7c1e-9a57-4c8e-8a7d-2c2a3c5b0a11")
 
@@ -50,6 +50,22 @@ def patch_features(
     return features
 
 
+def _oriented(ring: np.ndarray, exterior: bool) -> np.ndarray:
+    """``ring`` (open, (N, 2)) in RFC 7946's direction: an exterior counterclockwise (positive signed
+    area in the coordinates' own axes), a hole clockwise; its first point kept.
+
+    Why: OpenCV's contours come clockwise, so the tissue rings ran against the patch squares of the
+    same file and against the right-hand rule the RFC requires of a writer.
+    """
+    if len(ring) < 3:
+        return ring
+    following = np.roll(ring, -1, axis=0)
+    area = float(np.sum(ring[:, 0] * following[:, 1] - following[:, 0] * ring[:, 1]))
+    if area == 0 or (area > 0) == exterior:
+        return ring
+    return np.concatenate([ring[:1], ring[:0:-1]])
+
+
 def tissue_features(polygons: list[tuple[np.ndarray, list[np.ndarray]]]) -> list[geojson.Feature]:
     """Tissue contours ((outer ring, holes) in level 0) as locked QuPath annotations classed ``Tissue``.
 
@@ -63,7 +79,8 @@ def tissue_features(polygons: list[tuple[np.ndarray, list[np.ndarray]]]) -> list
         outer = np.asarray(outer, dtype=np.float64).reshape(-1, 2)
         if len(outer) < 3:
             continue
-        rings = [outer, *(np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in holes)]
+        rings = [_oriented(outer, exterior=True)]
+        rings += [_oriented(np.asarray(r, dtype=np.float64).reshape(-1, 2), exterior=False) for r in holes]
         closed = [[*map(tuple, r.tolist()), tuple(r[0].tolist())] for r in rings if len(r) >= 3]
         identifier = str(uuid.uuid5(PATCH_NAMESPACE, "tissue:" + repr(closed)))
         features.append(
@@ -97,6 +114,50 @@ def write_scores_geojson(
     return Path(path)
 
 
+def _slide_id(scores_file: Path) -> str:
+    """The slide a scores file belongs to: in a run's ``heatmaps/<id>/`` folder, ``<id>`` for its
+    ``<id>_blockmap.h5`` and its overlapping grid's ``<id>_overlap_blockmap.h5`` alike.
+
+    Why the folder's name first: stripping ``_blockmap.h5`` made the overlapping grid's slide
+    ``<id>_overlap``, whose prediction (the class) and tissue file do not exist; and stripping
+    ``_overlap`` too would misname a slide whose own id ends in it.
+    """
+    folder = scores_file.parent.name
+    if scores_file.name in (f"{folder}_blockmap.h5", f"{folder}_overlap_blockmap.h5"):
+        return folder
+    return scores_file.name.removesuffix("_blockmap.h5")
+
+
+def _not_over(out: Path, source: Path) -> None:
+    """`InputError` when ``out`` is ``source`` (by any path): the GeoJSON would replace what it is
+    made from (``-o`` naming the blockmap by a slip of tab completion lost the run's scores)."""
+    from attnmap.errors import InputError
+
+    if Path(out).exists() and Path(source).exists() and Path(out).samefile(source):
+        raise InputError(f"-o {out} would overwrite {source}, which the GeoJSON is made from")
+
+
+def _ring(points: object) -> np.ndarray:
+    return np.asarray(points, dtype=np.float64).reshape(-1, 2)
+
+
+def _predicted_class(prediction: Path) -> str | None:
+    """The class name a run's prediction JSON records, as text (QuPath reads class names as text);
+    `InputError` when the file does not parse or is no object (it was an internal error)."""
+    import json
+
+    from attnmap.errors import InputError
+
+    try:
+        record = json.loads(prediction.read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{prediction} is not a prediction file of `wsi run`: {exc}") from None
+    name = record.get("prediction_name")
+    return None if name is None else str(name)
+
+
 def export_blockmap_geojson(
     scores_file: str | Path, out: str | Path, tissue: bool | str | Path = False, class_name: str | None = None
 ) -> Path:
@@ -112,12 +173,15 @@ def export_blockmap_geojson(
     from attnmap.view.score_files import read_score_sets
 
     scores_file = Path(scores_file)
+    # a file where its folder should be: one line, not FileExistsError (a folder: atomic_path says so)
+    check_no_file_above(Path(out), Path(out).parents)
+    _not_over(out, scores_file)
     sets = read_score_sets(scores_file)
     first = next(iter(sets.values()))
-    slide_id = scores_file.name.removesuffix("_blockmap.h5")
+    slide_id = _slide_id(scores_file)
     prediction = scores_file.with_name(f"{slide_id}_prediction.json")
     if class_name is None and prediction.is_file():
-        class_name = json.loads(prediction.read_text()).get("prediction_name")
+        class_name = _predicted_class(prediction)
     polygons = None
     if tissue:
         tissue_file = (
@@ -131,9 +195,12 @@ def export_blockmap_geojson(
                 "otherwise name the contours file, --tissue-file)"
             )
             raise InputError(f"tissue contours not found: {tissue_file}{hint}")
-        try:
+        _not_over(out, tissue_file)
+        try:  # rings as numbers here: text in a ring failed later, as an internal error
             contours = json.loads(tissue_file.read_text())["contours"]
-            polygons = [(np.asarray(c["outer"]), [np.asarray(h) for h in c["holes"]]) for c in contours]
+            if not isinstance(contours, list):
+                raise TypeError(f"'contours' is a {type(contours).__name__}, not a list")
+            polygons = [(_ring(c["outer"]), [_ring(h) for h in c["holes"]]) for c in contours]
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{tissue_file} is not a tissue file written by attnmap: {exc}") from None
     scores = {method: s.scores for method, s in sets.items()}

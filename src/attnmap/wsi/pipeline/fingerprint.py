@@ -37,7 +37,7 @@ STAGE_VERSIONS = {
     "fine_tiff": 1,
     "sampling": 1,
     "prediction": 1,
-    "export": 1,
+    "export": 2,  # 2: tissue rings oriented by RFC 7946 (exteriors counterclockwise)
 }
 
 
