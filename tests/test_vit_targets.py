@@ -240,3 +240,11 @@ def test_wrong_option_types_targets_and_images_are_one_line_errors(single_thread
     reference = quiet(model, x, "attn_gradcam", target=[2, 2])
     assert torch.equal(quiet(model, x, "attn_gradcam", target=torch.tensor(2)), reference)
     assert quiet(model, x, "rollout", start_layer=np.int64(1), discard_ratio=0).shape == (2, 4, 4)
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_an_empty_batch_is_one_line_error_for_every_method(single_thread: None, method: str) -> None:
+    """The LRP methods used to fail on 0 images with a RuntimeError from a reshape deep inside."""
+    model = tiny_vit()
+    with pytest.raises(InputError, match="empty batch"):
+        attnmap.explain(model, torch.zeros(0, 3, 32, 32, dtype=torch.float64), method)

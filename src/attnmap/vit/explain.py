@@ -81,6 +81,8 @@ def explain(
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InputError(f"images must be a (B, C, H, W) tensor, got {shape}")
+    if images.shape[0] == 0:  # checked here for every method: the LRP twin failed on it in a reshape
+        raise InputError("got an empty batch (0 images)")
     if not images.is_floating_point():
         raise InputError(f"images must be floating point, got {images.dtype}")
     if not torch.isfinite(images.detach()).all():
