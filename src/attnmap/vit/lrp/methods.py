@@ -30,7 +30,7 @@ from attnmap.vit.lrp.weight_cache import weight_cache
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
 from attnmap.vit.readout import query_override, readout_rows
 from attnmap.vit.registry import method
-from attnmap.vit.targets import resolve, slice_target
+from attnmap.vit.targets import parts_of_batch, resolve, slice_target
 
 _STABILISER_NOTE = "float64: reference ε=1e-9; float32: sign-following ε=1e-7"
 
@@ -61,10 +61,11 @@ def _chunks(
 ) -> torch.Tensor:
     batch = images.shape[0]
     maps = []
-    for start in range(0, batch, CHUNK_SIZE):
-        stop = min(start + CHUNK_SIZE, batch)
-        part = slice_target(target, start, stop, batch, what="a batch of ")
-        maps.append(fn(model, images[start:stop], part, **options))
+    with parts_of_batch(batch):  # a target error names the user's batch, not the chunk's
+        for start in range(0, batch, CHUNK_SIZE):
+            stop = min(start + CHUNK_SIZE, batch)
+            part = slice_target(target, start, stop, batch, what="a batch of ")
+            maps.append(fn(model, images[start:stop], part, **options))
     return torch.cat(maps)
 
 
