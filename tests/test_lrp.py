@@ -562,3 +562,29 @@ def test_relative_position_vit(options: dict) -> None:
         pixels = attnmap.explain(model, images, "lrp")
         ones = torch.ones(2, dtype=torch.float64)
         torch.testing.assert_close(pixels.sum(dim=(1, 2)), ones, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution", "lrp_rollout", "lrp_attention"])
+def test_eva_with_dynamic_padding_explains_the_padded_image(method: str) -> None:
+    """An Eva built with dynamic_img_pad pads the image to whole patches in its patch embedding; the
+    LRP twin ran its stem on the unpadded image, so its grid had fewer patches than the tokens:
+    lrp failed with a RuntimeError and the patch-level methods returned (4, 2, 3) maps for 2 images.
+    The maps of an image must be those of the same image zero-padded as the model pads it."""
+    from timm.models.eva import Eva
+
+    torch.manual_seed(0)
+    model = Eva(
+        img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=2, num_classes=4,
+        use_rot_pos_emb=True, dynamic_img_size=True, dynamic_img_pad=True,
+    ).double().eval()
+    images = torch.randn(2, 3, 40, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(images, (0, 6, 0, 2))  # to 42 x 56: 3 x 4 patches of 14
+    maps = attnmap.explain(model, images, method)
+    reference = attnmap.explain(model, padded, method)
+    if method == "lrp":
+        assert maps.shape == (2, 40, 50)
+        reference = reference[:, :40, :50]
+    else:
+        assert maps.shape == (2, 3, 4)
+    assert torch.isfinite(maps).all() and maps.abs().sum() > 0
+    torch.testing.assert_close(maps, reference, rtol=1e-9, atol=1e-12)

@@ -60,6 +60,12 @@ class Trace:
     z_pooler: torch.Tensor | None = None  # pooler dense pre-bias output
 
 
+def pad_to_patches(images: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad the bottom and right of ``images`` to whole patches, as timm's ``dynamic_img_pad`` does."""
+    (ph, pw), (height, width) = patch_size, images.shape[-2:]
+    return F.pad(images, (0, (pw - width % pw) % pw, 0, (ph - height % ph) % ph))
+
+
 class ViTTwin:
     """The user's VisionTransformer read into plain tensors; see the module docstring."""
 
@@ -144,7 +150,7 @@ class ViTTwin:
                 f"image size {height}x{width} does not match the model's img_size {tuple(pe.img_size)}"
             )
         if pe.dynamic_img_pad:
-            return F.pad(images, (0, (pw - width % pw) % pw, 0, (ph - height % ph) % ph))
+            return pad_to_patches(images, (ph, pw))
         if not pe.strict_img_size and (height % ph or width % pw):
             raise InputError(
                 f"image size {height}x{width} is not a multiple of the patch size {pe.patch_size}"
