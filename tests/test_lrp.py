@@ -588,3 +588,45 @@ def test_eva_with_dynamic_padding_explains_the_padded_image(method: str) -> None
         assert maps.shape == (2, 3, 4)
     assert torch.isfinite(maps).all() and maps.abs().sum() > 0
     torch.testing.assert_close(maps, reference, rtol=1e-9, atol=1e-12)
+
+
+def _eva(**kwargs: object) -> nn.Module:
+    from timm.models.eva import Eva
+
+    torch.manual_seed(0)
+    return Eva(img_size=28, patch_size=14, embed_dim=32, depth=1, num_heads=2, num_classes=4, **kwargs).eval()
+
+
+def _beit() -> nn.Module:
+    from timm.models.beit import Beit
+
+    torch.manual_seed(0)
+    return Beit(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, num_classes=4).eval()
+
+
+def _relpos() -> nn.Module:
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+
+    torch.manual_seed(0)
+    return VisionTransformerRelPos(
+        img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, num_classes=4
+    ).eval()
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution"])
+@pytest.mark.parametrize(
+    ("build", "shape", "message"),
+    [
+        (_eva, (1, 3, 42, 42), "42x42 does not fit the model, which takes 28x28"),
+        (lambda: _eva(dynamic_img_size=True), (1, 3, 40, 50), "not a multiple of the patch size"),
+        (_eva, (1, 1, 28, 28), "3-channel images, got 1"),
+        (_beit, (1, 3, 48, 48), "48x48 does not fit the model, which takes 32x32"),
+        (_relpos, (1, 3, 48, 48), "48x48 does not fit the model, which takes 32x32"),
+    ],
+)
+def test_wrong_images_of_the_other_timm_families_are_input_errors(build, shape, message, method) -> None:
+    """The Eva, Beit and RelPos twins run the model's own patch embedding, whose size and channel
+    checks are AssertionErrors and RuntimeErrors: the LRP methods let them through as tracebacks
+    where the attention methods said what is wrong."""
+    with pytest.raises(InputError, match=message):
+        attnmap.explain(build(), torch.randn(*shape), method)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
-from attnmap.vit.adapters import eval_mode
+from attnmap.vit.adapters import adapter_for, eval_mode, explains
 from attnmap.vit.adapters_hf import is_hf_vision_model
 from attnmap.vit.lrp.check import as_model_output, gives_tokens, verify_twin
 from attnmap.vit.lrp.readers import build_twin
@@ -98,6 +98,12 @@ def _compute(
     with eval_mode(model):
         twin = build_twin(model)
         images = images.detach().to(device=twin.device, dtype=twin.dtype)
+        # the attention methods' checks of size and channels: the Eva, Beit and RelPos twins run
+        # the model's own patch embedding, which fails on them with an AssertionError or RuntimeError
+        # (a model the attention methods cannot read, such as a subclass with its own head, is left
+        # to the twin, whose forward is verified against the model's)
+        if explains(model):
+            adapter_for(model).check_images(images)
         # a callable may read the final tokens themselves (a Hugging Face model's last_hidden_state
         # beside its pooled output): then the last block runs on every token
         reads_tokens = callable(target) and not isinstance(target, torch.Tensor) and is_hf_vision_model(model)
