@@ -194,3 +194,20 @@ def test_cli_prints_warnings_on_one_line_of_their_own(
     assert not any("warnings.warn" in line or ".py:" in line for line in err), err
     other = one_line_warning("a  third-party\nwarning", DeprecationWarning, "lib.py", 3)
     assert other == "attnmap: warning: DeprecationWarning: a third-party warning\n"
+
+
+def test_an_animated_image_drawn_on_the_original_is_warned_about_once(
+    tmp_path: Path, tiny_model: torch.nn.Module
+) -> None:
+    """With on="original" the image was read a second time for the drawing, and the user was told
+    twice that only its first frame is explained."""
+    from attnmap.vit.batch import explain_paths
+
+    frames = [Image.fromarray(np.full((64, 80, 3), value, dtype=np.uint8)) for value in (40, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        explain_paths([tmp_path / "anim.gif"], tiny_model.eval(), "attention", None, tmp_path / "out",
+                      on="original", progress=False)
+    assert [str(w.message).count("2 frames") for w in seen if w.category is FirstFrameWarning] == [1]
+    assert (tmp_path / "out" / "anim_attention.png").is_file()
