@@ -280,3 +280,17 @@ def test_read_out_direction_errors_name_the_users_batch(single_thread: None, met
     target = attnmap.ReadoutDirection("cls", torch.randn(3, 48, dtype=torch.float64))
     with pytest.raises(InputError, match=rf"48 wide for {batch} images: give \(48,\) or \({batch}, 48\)$"):
         quiet(model, x, method, target=target)
+
+
+@pytest.mark.parametrize("method", ["attention", "rollout", "attn_gradcam", "grad_rollout"])
+def test_a_fine_tuning_head_of_dropout_and_linear_is_a_classifier(single_thread: None, method: str) -> None:
+    """model.head = Sequential(Dropout, Linear), the usual fine-tuning head, made the model 'headless':
+    a class target was refused ('the model has no classes') and the prediction was not explained."""
+    plain = tiny_vit()
+    wrapped = tiny_vit()
+    wrapped.head = nn.Sequential(nn.Dropout(0.1), plain.head)
+    wrapped.eval()
+    x = images()
+    for target in (None, 3, [1, 4]):
+        expected = quiet(plain, x, method, target=target)
+        torch.testing.assert_close(quiet(wrapped, x, method, target=target), expected, rtol=0, atol=0)
