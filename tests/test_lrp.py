@@ -630,3 +630,21 @@ def test_wrong_images_of_the_other_timm_families_are_input_errors(build, shape, 
     where the attention methods said what is wrong."""
     with pytest.raises(InputError, match=message):
         attnmap.explain(build(), torch.randn(*shape), method)
+
+
+@pytest.mark.parametrize("family", ["vit", "eva"])
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution", "lrp_rollout", "lrp_attention"])
+def test_a_fine_tuning_head_of_dropout_and_linear_gives_its_linears_maps(family: str, method: str) -> None:
+    """head = Sequential(Dropout, Linear), the usual fine-tuning head, was refused ('head (Sequential)
+    has no LRP rule'); dropout is the identity in eval mode, so the maps are those of the Linear."""
+    build = {"vit": lambda: tiny_vit().double(), "eva": lambda: _eva().double()}[family]
+    plain, wrapped = build(), build()
+    wrapped.head = nn.Sequential(nn.Dropout(0.2), nn.Identity(), plain.head)
+    size = 28 if family == "eva" else 32
+    images = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    for target in (None, 1):
+        expected = attnmap.explain(plain, images, method, target=target)
+        torch.testing.assert_close(attnmap.explain(wrapped, images, method, target=target), expected)
+    wrapped.head = nn.Sequential(nn.Linear(plain.head.in_features, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    with pytest.raises(UnsupportedModelError, match=r"head \(Sequential\) has no LRP rule"):
+        attnmap.explain(wrapped, images, method)

@@ -30,7 +30,7 @@ from attnmap.vit.lrp.block import (
 )
 from attnmap.vit.lrp.pool import PoolTwin
 from attnmap.vit.lrp.stem import read_stem, stem_forward
-from attnmap.vit.lrp.twin import Embedded, ViTTwin, check_pool, pad_to_patches
+from attnmap.vit.lrp.twin import Embedded, ViTTwin, check_pool, linear_head, pad_to_patches
 
 
 def build_twin(model: nn.Module) -> ViTTwin:
@@ -118,6 +118,7 @@ class GenericTwin(ViTTwin):
         self._set_head(model.head, "head")
 
     def _set_head(self, head: nn.Module | None, name: str) -> None:
+        head = None if head is None else linear_head(head)
         if head is None or isinstance(head, nn.Identity):
             return
         self.head_w, self.head_b = weight_and_bias(head, name)
