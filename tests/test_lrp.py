@@ -648,3 +648,18 @@ def test_a_fine_tuning_head_of_dropout_and_linear_gives_its_linears_maps(family:
     wrapped.head = nn.Sequential(nn.Linear(plain.head.in_features, 8), nn.ReLU(), nn.Linear(8, 3)).double()
     with pytest.raises(UnsupportedModelError, match=r"head \(Sequential\) has no LRP rule"):
         attnmap.explain(wrapped, images, method)
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution", "lrp_rollout", "lrp_attention"])
+def test_lrp_methods_inside_autocast_compute_in_the_models_dtype(method: str) -> None:
+    """Inside torch.autocast (a mixed-precision inference script) the LRP methods failed with
+    'dot: expected both vectors to have same dtype, but found BFloat16 and Float'. Their rules are
+    written for the model's dtype: autocast is switched off for them, and the maps are the same."""
+    model = tiny_vit()
+    images = images_for(model, 2)
+    expected = attnmap.explain(model, images, method)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = attnmap.explain(model, images, method)
+        assert torch.is_autocast_enabled("cpu")  # the caller's autocast is back on afterwards
+    assert maps.dtype == expected.dtype
+    torch.testing.assert_close(maps, expected, rtol=0, atol=0)

@@ -12,6 +12,7 @@ columns (class, distillation and register tokens excluded).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 
@@ -48,12 +49,22 @@ def _in_chunks(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     @functools.wraps(fn)
     def chunked(model: nn.Module, images: torch.Tensor, target: object, **options: object) -> torch.Tensor:
         batch = images.shape[0]
-        if batch <= CHUNK_SIZE:
-            return fn(model, images, target, **options)
-        with weight_cache():  # one |W| per Linear for the whole call: its weights cannot change within it
-            return _chunks(fn, model, images, target, **options)
+        with _without_autocast(images.device.type):
+            if batch <= CHUNK_SIZE:
+                return fn(model, images, target, **options)
+            with weight_cache():  # one |W| per Linear for the whole call: its weights cannot change within it
+                return _chunks(fn, model, images, target, **options)
 
     return chunked
+
+
+def _without_autocast(device_type: str) -> contextlib.AbstractContextManager[object]:
+    """Autocast off for the call: the rules are written for the model's dtype, and under a caller's
+    ``torch.autocast`` the twin's matrix products came out in bfloat16 beside float32 relevance
+    (a RuntimeError in the first mixed product)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _chunks(
