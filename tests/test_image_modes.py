@@ -211,3 +211,23 @@ def test_an_animated_image_drawn_on_the_original_is_warned_about_once(
                       on="original", progress=False)
     assert [str(w.message).count("2 frames") for w in seen if w.category is FirstFrameWarning] == [1]
     assert (tmp_path / "out" / "anim_attention.png").is_file()
+
+
+def test_a_tiff_stack_gives_its_first_page_with_a_warning(tmp_path: Path) -> None:
+    """A multi-page TIFF (a z-stack, a time series, channels as pages) was explained as its first page
+    without a word, where an animated GIF says so."""
+    # five pages (three or four of one size are written as one planar RGB or RGBA image)
+    stack = np.stack([np.full((16, 24), value, dtype=np.uint8) for value in (40, 80, 120, 160, 200)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    with pytest.warns(FirstFrameWarning, match=r"stack.tif holds 5 images \(pages\); only its first"):
+        loaded = np.asarray(load_image(tmp_path / "stack.tif"))
+    assert loaded.shape == (16, 24, 3) and np.all(loaded == 40)
+    # one image, and a pyramid (the same image at several sizes), are read without a warning
+    tifffile.imwrite(tmp_path / "photo.tif", _rgb())
+    with tifffile.TiffWriter(tmp_path / "pyramid.tif") as writer:
+        writer.write(_rgb(64, 64), subifds=1, tile=(16, 16))
+        writer.write(_rgb(32, 32), subfiletype=1, tile=(16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FirstFrameWarning)
+        load_image(tmp_path / "photo.tif")
+        load_image(tmp_path / "pyramid.tif")
