@@ -194,3 +194,40 @@ def test_cli_prints_warnings_on_one_line_of_their_own(
     assert not any("warnings.warn" in line or ".py:" in line for line in err), err
     other = one_line_warning("a  third-party\nwarning", DeprecationWarning, "lib.py", 3)
     assert other == "attnmap: warning: DeprecationWarning: a third-party warning\n"
+
+
+def test_an_animated_image_drawn_on_the_original_is_warned_about_once(
+    tmp_path: Path, tiny_model: torch.nn.Module
+) -> None:
+    """With on="original" the image was read a second time for the drawing, and the user was told
+    twice that only its first frame is explained."""
+    from attnmap.vit.batch import explain_paths
+
+    frames = [Image.fromarray(np.full((64, 80, 3), value, dtype=np.uint8)) for value in (40, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        explain_paths([tmp_path / "anim.gif"], tiny_model.eval(), "attention", None, tmp_path / "out",
+                      on="original", progress=False)
+    assert [str(w.message).count("2 frames") for w in seen if w.category is FirstFrameWarning] == [1]
+    assert (tmp_path / "out" / "anim_attention.png").is_file()
+
+
+def test_a_tiff_stack_gives_its_first_page_with_a_warning(tmp_path: Path) -> None:
+    """A multi-page TIFF (a z-stack, a time series, channels as pages) was explained as its first page
+    without a word, where an animated GIF says so."""
+    # five pages (three or four of one size are written as one planar RGB or RGBA image)
+    stack = np.stack([np.full((16, 24), value, dtype=np.uint8) for value in (40, 80, 120, 160, 200)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    with pytest.warns(FirstFrameWarning, match=r"stack.tif holds 5 images \(pages\); only its first"):
+        loaded = np.asarray(load_image(tmp_path / "stack.tif"))
+    assert loaded.shape == (16, 24, 3) and np.all(loaded == 40)
+    # one image, and a pyramid (the same image at several sizes), are read without a warning
+    tifffile.imwrite(tmp_path / "photo.tif", _rgb())
+    with tifffile.TiffWriter(tmp_path / "pyramid.tif") as writer:
+        writer.write(_rgb(64, 64), subifds=1, tile=(16, 16))
+        writer.write(_rgb(32, 32), subfiletype=1, tile=(16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FirstFrameWarning)
+        load_image(tmp_path / "photo.tif")
+        load_image(tmp_path / "pyramid.tif")

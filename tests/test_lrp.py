@@ -562,3 +562,104 @@ def test_relative_position_vit(options: dict) -> None:
         pixels = attnmap.explain(model, images, "lrp")
         ones = torch.ones(2, dtype=torch.float64)
         torch.testing.assert_close(pixels.sum(dim=(1, 2)), ones, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution", "lrp_rollout", "lrp_attention"])
+def test_eva_with_dynamic_padding_explains_the_padded_image(method: str) -> None:
+    """An Eva built with dynamic_img_pad pads the image to whole patches in its patch embedding; the
+    LRP twin ran its stem on the unpadded image, so its grid had fewer patches than the tokens:
+    lrp failed with a RuntimeError and the patch-level methods returned (4, 2, 3) maps for 2 images.
+    The maps of an image must be those of the same image zero-padded as the model pads it."""
+    from timm.models.eva import Eva
+
+    torch.manual_seed(0)
+    model = Eva(
+        img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=2, num_classes=4,
+        use_rot_pos_emb=True, dynamic_img_size=True, dynamic_img_pad=True,
+    ).double().eval()
+    images = torch.randn(2, 3, 40, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(images, (0, 6, 0, 2))  # to 42 x 56: 3 x 4 patches of 14
+    maps = attnmap.explain(model, images, method)
+    reference = attnmap.explain(model, padded, method)
+    if method == "lrp":
+        assert maps.shape == (2, 40, 50)
+        reference = reference[:, :40, :50]
+    else:
+        assert maps.shape == (2, 3, 4)
+    assert torch.isfinite(maps).all() and maps.abs().sum() > 0
+    torch.testing.assert_close(maps, reference, rtol=1e-9, atol=1e-12)
+
+
+def _eva(**kwargs: object) -> nn.Module:
+    from timm.models.eva import Eva
+
+    torch.manual_seed(0)
+    return Eva(img_size=28, patch_size=14, embed_dim=32, depth=1, num_heads=2, num_classes=4, **kwargs).eval()
+
+
+def _beit() -> nn.Module:
+    from timm.models.beit import Beit
+
+    torch.manual_seed(0)
+    return Beit(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, num_classes=4).eval()
+
+
+def _relpos() -> nn.Module:
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+
+    torch.manual_seed(0)
+    return VisionTransformerRelPos(
+        img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, num_classes=4
+    ).eval()
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution"])
+@pytest.mark.parametrize(
+    ("build", "shape", "message"),
+    [
+        (_eva, (1, 3, 42, 42), "42x42 does not fit the model, which takes 28x28"),
+        (lambda: _eva(dynamic_img_size=True), (1, 3, 40, 50), "not a multiple of the patch size"),
+        (_eva, (1, 1, 28, 28), "3-channel images, got 1"),
+        (_beit, (1, 3, 48, 48), "48x48 does not fit the model, which takes 32x32"),
+        (_relpos, (1, 3, 48, 48), "48x48 does not fit the model, which takes 32x32"),
+    ],
+)
+def test_wrong_images_of_the_other_timm_families_are_input_errors(build, shape, message, method) -> None:
+    """The Eva, Beit and RelPos twins run the model's own patch embedding, whose size and channel
+    checks are AssertionErrors and RuntimeErrors: the LRP methods let them through as tracebacks
+    where the attention methods said what is wrong."""
+    with pytest.raises(InputError, match=message):
+        attnmap.explain(build(), torch.randn(*shape), method)
+
+
+@pytest.mark.parametrize("family", ["vit", "eva"])
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution", "lrp_rollout", "lrp_attention"])
+def test_a_fine_tuning_head_of_dropout_and_linear_gives_its_linears_maps(family: str, method: str) -> None:
+    """head = Sequential(Dropout, Linear), the usual fine-tuning head, was refused ('head (Sequential)
+    has no LRP rule'); dropout is the identity in eval mode, so the maps are those of the Linear."""
+    build = {"vit": lambda: tiny_vit().double(), "eva": lambda: _eva().double()}[family]
+    plain, wrapped = build(), build()
+    wrapped.head = nn.Sequential(nn.Dropout(0.2), nn.Identity(), plain.head)
+    size = 28 if family == "eva" else 32
+    images = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    for target in (None, 1):
+        expected = attnmap.explain(plain, images, method, target=target)
+        torch.testing.assert_close(attnmap.explain(wrapped, images, method, target=target), expected)
+    wrapped.head = nn.Sequential(nn.Linear(plain.head.in_features, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    with pytest.raises(UnsupportedModelError, match=r"head \(Sequential\) has no LRP rule"):
+        attnmap.explain(wrapped, images, method)
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution", "lrp_rollout", "lrp_attention"])
+def test_lrp_methods_inside_autocast_compute_in_the_models_dtype(method: str) -> None:
+    """Inside torch.autocast (a mixed-precision inference script) the LRP methods failed with
+    'dot: expected both vectors to have same dtype, but found BFloat16 and Float'. Their rules are
+    written for the model's dtype: autocast is switched off for them, and the maps are the same."""
+    model = tiny_vit()
+    images = images_for(model, 2)
+    expected = attnmap.explain(model, images, method)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = attnmap.explain(model, images, method)
+        assert torch.is_autocast_enabled("cpu")  # the caller's autocast is back on afterwards
+    assert maps.dtype == expected.dtype
+    torch.testing.assert_close(maps, expected, rtol=0, atol=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -317,3 +319,19 @@ def test_hugging_face_vit_without_processor_sees_the_whole_image_squashed(tmp_pa
     _, views = preprocess(model, picture(60, 90))
     assert views[0].shape == (32, 32, 3)
     np.testing.assert_allclose(crop_box(model, (90, 60)), (0, 0, 90, 60), atol=0.5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        (Path("models/vit"), "'models/vit'"),
+        (123, "int"),
+        (None, "NoneType"),
+        (torch.nn.Linear(2, 2), "Linear"),
+    ],
+)
+def test_load_model_spec_that_is_not_a_string_is_one_line_error(spec: object, shown: str) -> None:
+    """A Path (a folder of weights), a model or another object failed with AttributeError."""
+    with pytest.raises(InputError, match=r"model spec must be a string like timm:NAME.*got (.*)$") as raised:
+        load_model(spec)
+    assert str(raised.value).endswith(f"got {shown}") and "\n" not in str(raised.value)

@@ -342,3 +342,28 @@ def test_an_image_text_classifier_is_preprocessed_as_its_tower(siglip_pair, clip
     for _, hf_model, _ in (siglip_pair, clip_pair):
         assert data_config(hf_model) == data_config(hf_model.vision_model)
         assert data_config(hf_model)["input_size"] == (3, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("kind", ["ViTModel", "CLIPVisionModel"])
+@pytest.mark.parametrize("method", METHODS)
+def test_models_configured_to_return_tuples_give_the_same_maps(kind: str, method: str) -> None:
+    """A Hugging Face model whose config says return_dict=False (as set for tracing or export) returns
+    tuples: the attention methods found no `.attentions` and refused it as unsupported, and the LRP
+    check compared the pooled output with the tuple's first item, the tokens, and refused it too."""
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 image_size=32, patch_size=8)
+    configs = {"ViTModel": transformers.ViTConfig, "CLIPVisionModel": transformers.CLIPVisionConfig}
+    config_class = configs[kind]
+    model_class = getattr(transformers, kind)
+    torch.manual_seed(0)
+    reference = model_class(config_class(**small)).double().eval()
+    tuples = model_class(config_class(**small, return_dict=False)).double().eval()
+    tuples.load_state_dict(reference.state_dict())
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    direction = torch.randn(32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = attnmap.explain(reference, images, method, target=direction)
+        maps = attnmap.explain(tuples, images, method, target=direction)
+    torch.testing.assert_close(maps, expected, rtol=1e-9, atol=1e-12)
+    assert tuples.config.return_dict is False  # the model is left as it was

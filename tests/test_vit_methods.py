@@ -237,3 +237,11 @@ def test_rollout_options_change_the_map():
     for options in ({"head_fusion": "max"}, {"discard_ratio": 0.9}, {"start_layer": 2}):
         other = attnmap.explain(model, images, "rollout", **options)
         assert other.shape == base.shape and not torch.allclose(other, base)
+
+
+@pytest.mark.parametrize("method", [["lrp", "rollout"], ("rollout",), {"rollout"}, "all"])
+def test_several_methods_in_one_call_are_refused_in_one_line(method):
+    """A list of methods (the command line takes several) failed with TypeError: unhashable type."""
+    model = tiny_vit()
+    with pytest.raises(InputError, match=r"one method name per call.*attnmap\.methods\(\)"):
+        attnmap.explain(model, torch.randn(1, 3, 32, 32, dtype=torch.float64), method)

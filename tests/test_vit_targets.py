@@ -240,3 +240,57 @@ def test_wrong_option_types_targets_and_images_are_one_line_errors(single_thread
     reference = quiet(model, x, "attn_gradcam", target=[2, 2])
     assert torch.equal(quiet(model, x, "attn_gradcam", target=torch.tensor(2)), reference)
     assert quiet(model, x, "rollout", start_layer=np.int64(1), discard_ratio=0).shape == (2, 4, 4)
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_an_empty_batch_is_one_line_error_for_every_method(single_thread: None, method: str) -> None:
+    """The LRP methods used to fail on 0 images with a RuntimeError from a reshape deep inside."""
+    model = tiny_vit()
+    with pytest.raises(InputError, match="empty batch"):
+        attnmap.explain(model, torch.zeros(0, 3, 32, 32, dtype=torch.float64), method)
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_target_errors_name_the_users_batch_not_a_chunks(single_thread: None, method: str) -> None:
+    """The LRP methods run more than CHUNK_SIZE images in chunks; their target errors used to describe
+    the chunk: a (3, 5) direction for 11 images was told 'give (5,) or (8, 5)', class 9 was listed 8
+    times, a callable was told to return (8,) scores."""
+    from attnmap.vit.lrp.methods import CHUNK_SIZE
+
+    batch = CHUNK_SIZE + 3
+    model, x = tiny_vit(), images(batch)
+    with pytest.raises(InputError, match=rf"give \(5,\) or \({batch}, 5\)$"):
+        quiet(model, x, method, target=torch.randn(3, 5, dtype=torch.float64))
+    with pytest.raises(InputError, match=r"^target 9 out of range: the model has 5 classes \(0\.\.4\)$"):
+        quiet(model, x, method, target=9)
+    with pytest.raises(InputError, match=r"^targets \[7, 9\] out of range"):
+        quiet(model, x, method, target=[7, 9] + [0] * (batch - 2))
+    if method in SCORED:  # the others never call it
+        with pytest.raises(InputError, match="callable must return") as raised:
+            quiet(model, x, method, target=lambda out: out)
+        assert f"({CHUNK_SIZE},)" not in str(raised.value)
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution"])
+def test_read_out_direction_errors_name_the_users_batch(single_thread: None, method: str) -> None:
+    from attnmap.vit.lrp.methods import CHUNK_SIZE
+
+    batch = CHUNK_SIZE + 3
+    model, x = tiny_vit(num_classes=0, global_pool=""), images(batch)
+    target = attnmap.ReadoutDirection("cls", torch.randn(3, 48, dtype=torch.float64))
+    with pytest.raises(InputError, match=rf"48 wide for {batch} images: give \(48,\) or \({batch}, 48\)$"):
+        quiet(model, x, method, target=target)
+
+
+@pytest.mark.parametrize("method", ["attention", "rollout", "attn_gradcam", "grad_rollout"])
+def test_a_fine_tuning_head_of_dropout_and_linear_is_a_classifier(single_thread: None, method: str) -> None:
+    """model.head = Sequential(Dropout, Linear), the usual fine-tuning head, made the model 'headless':
+    a class target was refused ('the model has no classes') and the prediction was not explained."""
+    plain = tiny_vit()
+    wrapped = tiny_vit()
+    wrapped.head = nn.Sequential(nn.Dropout(0.1), plain.head)
+    wrapped.eval()
+    x = images()
+    for target in (None, 3, [1, 4]):
+        expected = quiet(plain, x, method, target=target)
+        torch.testing.assert_close(quiet(wrapped, x, method, target=target), expected, rtol=0, atol=0)

@@ -171,10 +171,22 @@ def call_model(model: nn.Module, images: torch.Tensor) -> Any:
     size = getattr(config, "image_size", None)  # an image-text family's classifier: its tower's
     size = size if size is not None else getattr(getattr(config, "vision_config", None), "image_size", None)
     size = (size, size) if isinstance(size, int) else tuple(size or ())
-    kwargs: dict[str, Any] = {"pixel_values": images}
+    kwargs: dict[str, Any] = {"pixel_values": images, **dict_output(model)}
     if size and tuple(images.shape[-2:]) != size and takes_interpolation(model):
         kwargs["interpolate_pos_encoding"] = True
     return model(**kwargs)
+
+
+def dict_output(model: nn.Module) -> dict[str, Any]:
+    """``return_dict=True`` for a Hugging Face forward that takes it: a config saying
+    ``return_dict=False`` (set for tracing or export) makes the model return tuples, which hold no
+    ``attentions`` or ``pooler_output`` by name and whose first item is the tokens, not the output."""
+    import inspect
+
+    parameters = inspect.signature(model.forward).parameters
+    passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    takes = "return_dict" in parameters or passes_on
+    return {"return_dict": True} if takes else {}
 
 
 def takes_interpolation(model: nn.Module) -> bool:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.vit.adapters import QueryRow, ViTAdapter, takes_interpolation
+from attnmap.vit.adapters import QueryRow, ViTAdapter, dict_output, takes_interpolation
 
 HF_MODEL_TYPES = (
     "vit",
@@ -127,6 +127,7 @@ class HFAdapter(ViTAdapter):
         self._layers: list[int] = []
         self._with_grad = False
         self._takes_interpolate = takes_interpolation(model)
+        self._dict_output = dict_output(model)  # named outputs even where the config asks for tuples
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch_size[0], width // self.patch_size[1]
@@ -185,7 +186,7 @@ class HFAdapter(ViTAdapter):
         if self._with_grad and torch.is_grad_enabled() and not images.requires_grad:
             # makes the attention tensors part of a graph even when every weight is frozen
             images = images.detach().requires_grad_(True)
-        kwargs: dict[str, Any] = {"pixel_values": images, "output_attentions": True}
+        kwargs: dict[str, Any] = {"pixel_values": images, "output_attentions": True, **self._dict_output}
         if self._takes_interpolate and tuple(images.shape[-2:]) != self.image_size:
             kwargs["interpolate_pos_encoding"] = True
         output = self.model(**kwargs)

@@ -57,6 +57,13 @@ def _attention_module(block: nn.Module, classes: tuple[type, ...]) -> nn.Module 
     return None
 
 
+def _class_head(head: object) -> bool:
+    """Whether ``head`` gives class logits: a Linear, or a module holding one, such as the usual
+    fine-tuning head Sequential(Dropout, Linear), which was taken for no head at all (headless: class
+    targets refused); a headless timm model's head is an Identity."""
+    return isinstance(head, nn.Module) and any(isinstance(m, nn.Linear) for m in head.modules())
+
+
 def _input_channels(patch_embed: nn.Module) -> int | None:
     """Channels the patch embedding takes: its first convolution's (a hybrid's CNN backbone comes
     first: its ``proj`` sees the backbone's features, not the image)."""
@@ -130,7 +137,7 @@ class TimmViTAdapter(ViTAdapter):
         else:
             self.query_row = "patch_mean"
         head = getattr(model, "head", None)
-        self.classifier = isinstance(head, nn.Linear) and pool != ""
+        self.classifier = _class_head(head) and pool != ""
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         patch_embed = self.model.patch_embed

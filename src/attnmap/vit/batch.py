@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,7 @@ from attnmap.vit.explain_outputs import (
     save_npy,
 )
 from attnmap.vit.original import class_name, crop_box, named_classes, predict
-from attnmap.vit.preprocess import load_image, preprocess
+from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target, get_method, methods
 from attnmap.vit.targets import slice_target
@@ -98,6 +99,13 @@ def _chunk_targets(target: Target, indices: Sequence[int], total: int) -> Target
     if isinstance(parts[0], ReadoutDirection) and parts[0] is not target:
         return replace(parts[0], direction=torch.cat([part.direction for part in parts]))
     return parts[0]
+
+
+def _original_picture(path: Path) -> np.ndarray:
+    """The image file read again to draw on: what reading it warns about was said when it was explained."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FirstFrameWarning)
+        return np.asarray(load_image(path))
 
 
 def _target_identity(target: Target) -> object:
@@ -216,7 +224,7 @@ def explain_paths(
                 image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
                 image_target = _describe_target(per_image[indices[offset]])
                 overlays, scales = [], []
-                original = np.asarray(load_image(path)) if on == "original" else None
+                original = _original_picture(path) if on == "original" else None
                 if prediction is not None and (image_target is None or isinstance(image_target, int)):
                     best = int(prediction[0][offset])  # a class: say the prediction
                     guess = describe_prediction(class_name(model, best), float(prediction[1][offset]))

@@ -70,6 +70,13 @@ def explain(
     input to whole patches (timm ``dynamic_img_pad``) has ceil(H / patch) × ceil(W / patch) patches:
     its last row and column reach past the image, so place the grid on the padded size, not (H, W).
     """
+    if isinstance(method, (list, tuple, set, frozenset)) or method == "all":
+        # the command line takes several names or "all"; here a list failed as an unhashable key
+        shown = method if isinstance(method, str) else sorted(map(str, method))
+        raise InputError(
+            f"explain takes one method name per call, got {shown!r}: call it once per name "
+            "(attnmap.methods() lists them)"
+        )
     spec = get_method(method)
     allowed = spec.options()
     unknown = sorted(set(options) - set(allowed))
@@ -81,6 +88,8 @@ def explain(
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InputError(f"images must be a (B, C, H, W) tensor, got {shape}")
+    if images.shape[0] == 0:  # checked here for every method: the LRP twin failed on it in a reshape
+        raise InputError("got an empty batch (0 images)")
     if not images.is_floating_point():
         raise InputError(f"images must be floating point, got {images.dtype}")
     if not torch.isfinite(images.detach()).all():

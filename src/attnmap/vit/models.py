@@ -60,6 +60,11 @@ def load_model(
     layer classes by name: ``mlp_layer="SwiGLUPacked"``, ``act_layer="silu"``, see
     `attnmap.vit.timm_build`).
     """
+    if not isinstance(spec, str):  # a Path to a weights folder, or a model, failed with AttributeError
+        shown = repr(str(spec)) if isinstance(spec, Path) else type(spec).__name__  # a model's repr is long
+        raise InputError(
+            f"model spec must be a string like timm:NAME, hf:LOCAL_DIR or attnmap:NAME, got {shown}"
+        )
     kind, _, name = spec.partition(":")
     if not name:
         raise InputError(f"model spec {spec!r} must look like timm:NAME, hf:LOCAL_DIR or attnmap:NAME")

@@ -90,6 +90,12 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
     if path.suffix.lower() in (".tif", ".tiff"):
         read = read_tiff_rgb(path, min_side, _to_rgb_uint8)
         if read is not None:
+            if read[2] > 1:  # a z-stack, time series or channels as pages: said, as for an animation
+                warnings.warn(
+                    f"attnmap: {path} holds {read[2]} images (pages); only its first is explained",
+                    FirstFrameWarning,
+                    stacklevel=2,
+                )
             return upright(Image.fromarray(read[0]), read[1])
     try:
         with Image.open(path) as image:

@@ -112,7 +112,7 @@ class ReadoutDirection:
                 "shape": list(self.direction.shape)}
 
     def __call__(self, output: Any) -> torch.Tensor:
-        from attnmap.vit.targets import output_tensor
+        from attnmap.vit.targets import output_tensor, whole_batch
 
         # a Hugging Face model with a pooler returns its tokens beside the pooled output
         hidden = getattr(output, "last_hidden_state", None)
@@ -128,10 +128,11 @@ class ReadoutDirection:
         direction = self.direction.to(device=features.device, dtype=features.dtype)
         wrong_rows = direction.ndim == 2 and len(direction) != len(features)
         if direction.shape[-1] != features.shape[-1] or wrong_rows:
+            images = whole_batch(len(features))  # the user's batch, of which these may be a chunk
             raise InputError(
                 f"the direction has shape {tuple(direction.shape)} but the {self.readout} read-out is "
-                f"{features.shape[-1]} wide for {len(features)} images: give ({features.shape[-1]},) or "
-                f"({len(features)}, {features.shape[-1]})"
+                f"{features.shape[-1]} wide for {images} images: give ({features.shape[-1]},) or "
+                f"({images}, {features.shape[-1]})"
             )
         return (features * direction).sum(dim=-1)
 

@@ -21,7 +21,9 @@ present of ``logits``, ``image_embeds``, ``pooler_output``, ``last_hidden_state`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +35,27 @@ from attnmap.errors import InputError
 Target = int | str | Sequence[int | str] | torch.Tensor | Callable[[Any], torch.Tensor] | None
 
 OUTPUT_FIELDS = ("logits", "image_embeds", "pooler_output", "last_hidden_state")
+
+
+_WHOLE_BATCH: ContextVar[int | None] = ContextVar("attnmap_whole_batch", default=None)
+
+
+@contextmanager
+def parts_of_batch(batch: int) -> Iterator[None]:
+    """Within: targets are resolved on parts of a batch of ``batch`` images (the LRP methods' chunks).
+
+    Why: `resolve` sees only a part's output, and its messages named the part's shapes ("give (8, 5)"
+    for the user's 11 images); with this they name the whole batch the user gave."""
+    token = _WHOLE_BATCH.set(batch)
+    try:
+        yield
+    finally:
+        _WHOLE_BATCH.reset(token)
+
+
+def whole_batch(batch: int) -> int:
+    """The size of the batch the user gave, for messages about a part of ``batch`` images of it."""
+    return _WHOLE_BATCH.get() or batch
 
 
 def output_tensor(output: Any) -> torch.Tensor:
@@ -103,7 +126,11 @@ def _call(fn: Callable[[Any], torch.Tensor], output: Any, batch: int) -> torch.T
     scores = fn(output)
     if not isinstance(scores, torch.Tensor) or scores.shape != (batch,):
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise InputError(f"the target callable must return ({batch},) scores, one per image, got {shape}")
+        # named without a batch size: the callable may be given a part of the user's batch (a chunk)
+        raise InputError(
+            f"the target callable must return one score per image of the output it is given, shape (B,); "
+            f"got {shape} for an output of {batch} images"
+        )
     if not scores.is_floating_point():
         raise InputError(f"the target callable must return floating-point scores, got {scores.dtype}")
     if torch.is_grad_enabled() and not scores.requires_grad:
@@ -144,9 +171,10 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
         if tuple(direction.shape) == tuple(tensor.shape[1:]):
             direction = direction.unsqueeze(0)
         elif tuple(direction.shape) != tuple(tensor.shape):
+            whole = (whole_batch(batch), *tensor.shape[1:])  # the user's batch, not a chunk's
             raise InputError(
                 f"direction target has shape {tuple(target.shape)} but the model's output is "
-                f"{tuple(tensor.shape)}: give {tuple(tensor.shape[1:])} or {tuple(tensor.shape)}"
+                f"{whole}: give {tuple(tensor.shape[1:])} or {whole}"
                 + ("; for token outputs a callable target may be simpler" if tensor.ndim > 2 else "")
             )
         if not torch.isfinite(direction).all():
@@ -173,10 +201,12 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
     if indices.numel() != batch:
         raise InputError(f"got {indices.numel()} targets for a batch of {batch} images")
     n_classes = tensor.shape[1]
-    if (indices < 0).any() or (indices >= n_classes).any():
-        raise InputError(
-            f"target {indices.tolist()} out of range: the model has {n_classes} classes (0..{n_classes - 1})"
-        )
+    wrong = indices[(indices < 0) | (indices >= n_classes)]
+    if wrong.numel():
+        # the wrong values once each: one class for every image was listed B times (or a chunk's times)
+        values = sorted(set(wrong.tolist()))
+        named = f"target {values[0]}" if len(values) == 1 else f"targets {values}"
+        raise InputError(f"{named} out of range: the model has {n_classes} classes (0..{n_classes - 1})")
     return Objective("class", indices=indices)
 
 

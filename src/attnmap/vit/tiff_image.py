@@ -30,9 +30,10 @@ def pixel_limit() -> int | None:
 
 def read_tiff_rgb(
     path: Path, min_side: int | None, to_rgb: Callable[[np.ndarray, Path], np.ndarray]
-) -> tuple[np.ndarray, int] | None:
+) -> tuple[np.ndarray, int, int] | None:
     """((H, W, 3) uint8 of the TIFF's first image, reduced while its shorter side stays >= ``min_side``,
-    and its Orientation tag, 1 when absent), stored as is: the caller turns it upright; None when
+    its Orientation tag, 1 when absent, and how many images (pages, not pyramid levels) the file's
+    first series holds: a stack's others are not read), stored as is: the caller turns it upright; None when
     tifffile cannot read the file (PIL then tries and reports). ``to_rgb`` converts a band of
     samples to uint8 RGB."""
     import tifffile
@@ -49,14 +50,23 @@ def read_tiff_rgb(
                 )
             factor = max(1, min(height, width) // min_side) if min_side else 1
             orientation = _orientation(tif.pages[0])
+            pages = _images_in_first_series(tif)
             if not _bandable(page):
-                return _reduce_rgb(to_rgb(page.asarray(), path), factor), orientation
+                return _reduce_rgb(to_rgb(page.asarray(), path), factor), orientation, pages
             parts = [_reduce_rgb(to_rgb(band, path), factor) for band in _bands(page, factor)]
-            return np.concatenate(parts, axis=0), orientation
+            return np.concatenate(parts, axis=0), orientation, pages
     except InputError:
         raise
     except (ValueError, OSError, TypeError, IndexError, AttributeError, tifffile.TiffFileError):
         return None
+
+
+def _images_in_first_series(tif: Any) -> int:
+    """How many full-resolution images the file's pages hold: a stack's pages (z, time, channels);
+    reduced-resolution pages (NewSubfileType bit 0, pyramid levels) and SubIFD levels not counted."""
+    if tif.series and len(tif.series[0].levels) > 1:
+        return 1  # a pyramid: one image at several sizes (Aperio's levels carry no reduced-page flag)
+    return max(1, sum(1 for page in tif.pages if not int(getattr(page, "subfiletype", 0)) & 1))
 
 
 def _orientation(page: Any) -> int:

@@ -12,6 +12,7 @@ columns (class, distillation and register tokens excluded).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
-from attnmap.vit.adapters import eval_mode
+from attnmap.vit.adapters import adapter_for, eval_mode, explains
 from attnmap.vit.adapters_hf import is_hf_vision_model
 from attnmap.vit.lrp.check import as_model_output, gives_tokens, verify_twin
 from attnmap.vit.lrp.readers import build_twin
@@ -30,7 +31,7 @@ from attnmap.vit.lrp.weight_cache import weight_cache
 from attnmap.vit.pooling import MAX_POOLS, UNIFORM_SHARE, query_share
 from attnmap.vit.readout import query_override, readout_rows
 from attnmap.vit.registry import method
-from attnmap.vit.targets import resolve, slice_target
+from attnmap.vit.targets import parts_of_batch, resolve, slice_target
 
 _STABILISER_NOTE = "float64: reference ε=1e-9; float32: sign-following ε=1e-7"
 
@@ -48,12 +49,22 @@ def _in_chunks(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     @functools.wraps(fn)
     def chunked(model: nn.Module, images: torch.Tensor, target: object, **options: object) -> torch.Tensor:
         batch = images.shape[0]
-        if batch <= CHUNK_SIZE:
-            return fn(model, images, target, **options)
-        with weight_cache():  # one |W| per Linear for the whole call: its weights cannot change within it
-            return _chunks(fn, model, images, target, **options)
+        with _without_autocast(images.device.type):
+            if batch <= CHUNK_SIZE:
+                return fn(model, images, target, **options)
+            with weight_cache():  # one |W| per Linear for the whole call: its weights cannot change within it
+                return _chunks(fn, model, images, target, **options)
 
     return chunked
+
+
+def _without_autocast(device_type: str) -> contextlib.AbstractContextManager[object]:
+    """Autocast off for the call: the rules are written for the model's dtype, and under a caller's
+    ``torch.autocast`` the twin's matrix products came out in bfloat16 beside float32 relevance
+    (a RuntimeError in the first mixed product)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _chunks(
@@ -61,10 +72,11 @@ def _chunks(
 ) -> torch.Tensor:
     batch = images.shape[0]
     maps = []
-    for start in range(0, batch, CHUNK_SIZE):
-        stop = min(start + CHUNK_SIZE, batch)
-        part = slice_target(target, start, stop, batch, what="a batch of ")
-        maps.append(fn(model, images[start:stop], part, **options))
+    with parts_of_batch(batch):  # a target error names the user's batch, not the chunk's
+        for start in range(0, batch, CHUNK_SIZE):
+            stop = min(start + CHUNK_SIZE, batch)
+            part = slice_target(target, start, stop, batch, what="a batch of ")
+            maps.append(fn(model, images[start:stop], part, **options))
     return torch.cat(maps)
 
 
@@ -97,6 +109,12 @@ def _compute(
     with eval_mode(model):
         twin = build_twin(model)
         images = images.detach().to(device=twin.device, dtype=twin.dtype)
+        # the attention methods' checks of size and channels: the Eva, Beit and RelPos twins run
+        # the model's own patch embedding, which fails on them with an AssertionError or RuntimeError
+        # (a model the attention methods cannot read, such as a subclass with its own head, is left
+        # to the twin, whose forward is verified against the model's)
+        if explains(model):
+            adapter_for(model).check_images(images)
         # a callable may read the final tokens themselves (a Hugging Face model's last_hidden_state
         # beside its pooled output): then the last block runs on every token
         reads_tokens = callable(target) and not isinstance(target, torch.Tensor) and is_hf_vision_model(model)

@@ -30,7 +30,7 @@ from attnmap.vit.lrp.block import (
 )
 from attnmap.vit.lrp.pool import PoolTwin
 from attnmap.vit.lrp.stem import read_stem, stem_forward
-from attnmap.vit.lrp.twin import Embedded, ViTTwin, check_pool
+from attnmap.vit.lrp.twin import Embedded, ViTTwin, check_pool, linear_head, pad_to_patches
 
 
 def build_twin(model: nn.Module) -> ViTTwin:
@@ -118,6 +118,7 @@ class GenericTwin(ViTTwin):
         self._set_head(model.head, "head")
 
     def _set_head(self, head: nn.Module | None, name: str) -> None:
+        head = None if head is None else linear_head(head)
         if head is None or isinstance(head, nn.Identity):
             return
         self.head_w, self.head_b = weight_and_bias(head, name)
@@ -144,6 +145,11 @@ class GenericTwin(ViTTwin):
 
     def embed(self, images: torch.Tensor, record_stem: bool) -> Embedded:
         tokens, rope = self.embed_tokens(images)
+        # the model's own embedding (in embed_tokens) pads a timm dynamic_img_pad model's image to
+        # whole patches; the stem must see the same image, or its grid has fewer patches than tokens
+        patch_embed = getattr(self.model, "patch_embed", None)
+        if getattr(patch_embed, "dynamic_img_pad", False):
+            images = pad_to_patches(images, tuple(patch_embed.patch_size))
         conv_out, stem_trace = stem_forward(self.stem, images, record=record_stem)
         grid = (conv_out.shape[-2], conv_out.shape[-1])
         patches = conv_out.flatten(2).transpose(1, 2)

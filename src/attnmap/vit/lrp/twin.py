@@ -19,7 +19,15 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.vit.lrp.block import BlockTrace, BlockTwin, Rope, apply_norm, block_forward, linear, read_norm
+from attnmap.vit.lrp.block import (
+    BlockTrace,
+    BlockTwin,
+    Rope,
+    apply_norm,
+    block_forward,
+    linear,
+    read_norm,
+)
 from attnmap.vit.lrp.pool import PoolTrace, PoolTwin
 from attnmap.vit.lrp.stem import StemConv, StemTrace, read_stem, stem_forward
 from attnmap.vit.pooling import MAX_POOLS, pool_tokens
@@ -60,6 +68,23 @@ class Trace:
     z_pooler: torch.Tensor | None = None  # pooler dense pre-bias output
 
 
+def linear_head(head: nn.Module) -> nn.Module:
+    """The Linear of a classifier head: the head itself, or the one Linear of a Sequential whose other
+    modules are dropouts or identities (the usual fine-tuning head, Sequential(Dropout, Linear)): in
+    eval mode they pass their input on unchanged, and so their relevance."""
+    if isinstance(head, nn.Sequential):
+        rest = [m for m in head if not isinstance(m, (nn.modules.dropout._DropoutNd, nn.Identity))]
+        if len(rest) == 1 and isinstance(rest[0], nn.Linear):
+            return rest[0]
+    return head
+
+
+def pad_to_patches(images: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad the bottom and right of ``images`` to whole patches, as timm's ``dynamic_img_pad`` does."""
+    (ph, pw), (height, width) = patch_size, images.shape[-2:]
+    return F.pad(images, (0, (pw - width % pw) % pw, 0, (ph - height % ph) % ph))
+
+
 class ViTTwin:
     """The user's VisionTransformer read into plain tensors; see the module docstring."""
 
@@ -91,7 +116,7 @@ class ViTTwin:
         self.model = model
         self.num_prefix = model.num_prefix_tokens
         self.distilled = hasattr(model, "head_dist")
-        heads = [model.head] + ([model.head_dist] if self.distilled else [])
+        heads = [linear_head(model.head)] + ([linear_head(model.head_dist)] if self.distilled else [])
         self.head_w: torch.Tensor | None = None
         self.head_b: torch.Tensor | None = None
         if all(isinstance(head, nn.Identity) for head in heads):
@@ -102,12 +127,12 @@ class ViTTwin:
                 f"head ({type(bad).__name__}) has no LRP rule: expected Linear or Identity"
             )
         elif self.distilled:  # logits = (head(x_cls) + head_dist(x_dist)) / 2: one Linear on [x_cls, x_dist]
-            self.head_w = torch.cat([model.head.weight.detach(), model.head_dist.weight.detach()], dim=1) / 2
-            biases = [b.detach() for b in (model.head.bias, model.head_dist.bias) if b is not None]
+            self.head_w = torch.cat([heads[0].weight.detach(), heads[1].weight.detach()], dim=1) / 2
+            biases = [b.detach() for b in (heads[0].bias, heads[1].bias) if b is not None]
             self.head_b = sum(biases) / 2 if biases else None
         else:
-            self.head_w = model.head.weight.detach()
-            self.head_b = None if model.head.bias is None else model.head.bias.detach()
+            self.head_w = heads[0].weight.detach()
+            self.head_b = None if heads[0].bias is None else heads[0].bias.detach()
         self.classifier = self.head_w is not None and self.global_pool != ""
         self.has_class_token = getattr(model, "cls_token", None) is not None
         reference = next(model.parameters())
@@ -144,7 +169,7 @@ class ViTTwin:
                 f"image size {height}x{width} does not match the model's img_size {tuple(pe.img_size)}"
             )
         if pe.dynamic_img_pad:
-            return F.pad(images, (0, (pw - width % pw) % pw, 0, (ph - height % ph) % ph))
+            return pad_to_patches(images, (ph, pw))
         if not pe.strict_img_size and (height % ph or width % pw):
             raise InputError(
                 f"image size {height}x{width} is not a multiple of the patch size {pe.patch_size}"
