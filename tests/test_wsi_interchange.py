@@ -497,3 +497,29 @@ def test_an_evaluation_report_written_over_an_annotation_file_is_refused(tmp_pat
     code, _, err = run_cli(capsys, "wsi", "evaluate", run, "--annotations", folder, "-o", truth)
     assert code == 2 and "would overwrite" in err and len(err.strip().splitlines()) == 1, err
     assert json.loads(truth.read_text()) == QUPATH
+
+
+@pytest.mark.parametrize(
+    ("command", "layout"),
+    [("wsi", "empty"), ("evaluate", "empty"), ("wsi", "started"), ("evaluate", "started"),
+     ("wsi", "missing")],
+)  # `evaluate --run` is click.Path(exists=True): click names a missing folder itself
+def test_evaluating_a_folder_that_is_no_run_says_what_evaluate_needs(tmp_path, capsys, command, layout):
+    """An empty folder was told "nothing to view", the viewer's wording: it must say that the
+    evaluation needs a `wsi run` output folder with heatmaps/blockmaps, and name the folder."""
+    from cli_runner import run_cli
+
+    folder = tmp_path / "not_a_run"
+    if layout != "missing":
+        folder.mkdir()
+    if layout == "started":  # a run that has written no slide yet
+        (folder / "heatmaps").mkdir()
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    if command == "wsi":
+        code, out, err = run_cli(capsys, "wsi", "evaluate", folder, "--annotations", annotations)
+    else:
+        code, out, err = run_cli(capsys, "evaluate", "--run", folder, "--annotations", annotations)
+    err = err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "view" not in err and str(folder) in err and "blockmap" in err, err

@@ -45,10 +45,25 @@ def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | 
 
 def run_score_sets(run_dir: Path) -> list[str]:
     """The score sets (attention, relevance methods) every slide of a run has."""
-    from attnmap.view.sources import discover
-
-    sets = [set(slide.score_sets) for slide in discover(run_dir)]
+    sets = [set(slide.score_sets) for slide in find_run_slides(run_dir).slides]
     return sorted(set.intersection(*sets)) if sets else []
+
+
+def find_run_slides(run_dir: Path):  # -> attnmap.view.sources.Discovery (imported late: startup time)
+    """The slides of a `wsi run` folder (or a folder of runs) to evaluate. A folder without a single
+    blockmap is refused here in the evaluation's own words: the viewer's "nothing to view", or its hint
+    to pass a slide file with --scores, tells the user of `wsi evaluate` nothing they can do."""
+    from attnmap.errors import InputError
+    from attnmap.view.sources import find_slides
+
+    needs = "needs a `wsi run` output folder (heatmaps/<id>/<id>_blockmap.h5) or a folder of such runs"
+    if not run_dir.is_dir():
+        state = "does not exist" if not run_dir.exists() else "is not a folder"
+        raise InputError(f"{run_dir} {state}: the evaluation {needs}")
+    pattern = "heatmaps/*/*_blockmap.h5"
+    if next(run_dir.glob(pattern), None) is None and next(run_dir.glob(f"*/{pattern}"), None) is None:
+        raise InputError(f"{run_dir} holds no slide's blockmap: the evaluation {needs}")
+    return find_slides(run_dir)
 
 
 def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: Path | None) -> dict:
@@ -58,7 +73,7 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
     from attnmap.io_utils import check_writable
-    from attnmap.view.sources import check_rings_inside, find_slides
+    from attnmap.view.sources import check_rings_inside
     from attnmap.wsi.annotations import annotation_file, load_annotations, unmatched_annotation_files
     from attnmap.wsi.slide import open_slide
 
@@ -67,7 +82,7 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     if out is not None:  # before scoring every slide, not after: a file where a folder should be
         check_writable(out)
     rows, slides, files = [], [], 0
-    found_slides = find_slides(run_dir)
+    found_slides = find_run_slides(run_dir)
     # a slide left out changes the FROC (its lesions and false positives): named, never dropped silently
     not_evaluated = [{"slide_id": item.slide_id, "reason": item.reason} for item in found_slides.unshown]
     for item in not_evaluated:
