@@ -332,3 +332,18 @@ def test_evaluate_refuses_a_folder_as_its_report_before_any_work(tmp_path, capsy
     """`wsi evaluate --out FOLDER` evaluated the whole run, then failed with "Is a directory"."""
     code, _, err = cli(capsys, "wsi", "evaluate", tmp_path, "--annotations", tmp_path, "--out", tmp_path)
     assert code == 2 and "is a directory" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_a_device_with_an_index_is_named_as_asked_for(tmp_path: Path, capsys, monkeypatch, gpus: int) -> None:
+    """`--device cuda:3` was reported as 'cuda' when no GPU was there, and passed unchecked on a
+    machine with fewer GPUs than its index: the message must name the device the user asked for."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    config_path = write_pipeline_setup(tmp_path, n_slides=1)
+    code, out, err = cli(capsys, "wsi", "run", config_path, "--device", "cuda:3")
+    err = err.strip()
+    assert code == 2 and "'cuda:3'" in err and "'cuda'" not in err and len(err.splitlines()) == 1, err
+    assert f"{gpus} CUDA GPU" in err if gpus else "no CUDA GPU" in err, err

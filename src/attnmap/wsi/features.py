@@ -97,9 +97,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         resolved = torch.device(device)
     except RuntimeError as error:
         raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from error
+    # messages name the device as asked for (str(device), 'cuda:3'), never just its type
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(
-            "device 'cuda' was asked for but no CUDA GPU is available (use --device cpu or auto)"
+            f"device {str(device)!r} was asked for but no CUDA GPU is available (use --device cpu or auto)"
+        )
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        # checked here, before any slide is read: torch would fail on the first one, mid-run
+        count = torch.cuda.device_count()
+        raise InputError(
+            f"device {str(device)!r} was asked for but this machine has {count} CUDA GPU(s) "
+            f"(cuda:0 to cuda:{count - 1})"
         )
     return resolved
 
