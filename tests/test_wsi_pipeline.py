@@ -387,3 +387,25 @@ def test_a_webp_image_runs_like_the_same_png(setup: Path, tmp_path: Path) -> Non
         assert (tmp_path / suffix[1:] / "out" / "heatmaps" / "plain" / "plain_heatmap.png").is_file()
     assert rows[".webp"]["n_patches"] == rows[".png"]["n_patches"] > 0
     assert rows[".webp"]["probabilities"] == rows[".png"]["probabilities"]
+
+
+@pytest.mark.parametrize("shape", ["row", "column"])
+def test_a_slide_one_pixel_thin_is_refused_as_too_thin_not_for_a_t(
+    setup: Path, tmp_path: Path, shape: str
+) -> None:
+    """A 1-px-tall (or wide) slide found no tissue even with a_t: 0 (an outline one pixel thin has no
+    area), and the error advised lowering a_t, which cannot help: it must say the slide is too thin."""
+    import tifffile
+
+    pixels = tifffile.imread(setup.parent / "slides" / "slide_0.tif")
+    strip = pixels[320:321, 300:500] if shape == "row" else pixels[250:450, 420:421]
+    thin = tmp_path / "thin.png"
+    Image.fromarray(np.ascontiguousarray(strip)).save(thin)
+    height, width = strip.shape[:2]
+    segmentation = {"level": 0, "a_t": 0.0, "a_h": 0.0, "use_otsu": True, "sthresh": None}
+    config = _config(setup, tmp_path, segmentation=segmentation, heatmap={"vis_level": 0})
+    with pytest.raises(InputError) as error:
+        run_slide(thin, config)
+    message = str(error.value)
+    assert "too thin" in message and f"{width}×{height} px" in message and "a_t" not in message, message
+    assert "\n" not in message

@@ -11,6 +11,7 @@ keyed on the model files' path, size and mtime).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +188,32 @@ def patch_stage(
     return coords, reason
 
 
+def _too_thin(slide: Any, params: dict) -> str:
+    """Why a slide 1 px thin at its segmentation level has no tissue ('' when it is not): a region's
+    outline there encloses no area, so no a_t, threshold or kernel can keep it (a kernel larger than
+    the image is not the cause: the blur and closing pad its borders)."""
+    if "seg_level" not in params:  # contours read back from a file made elsewhere: level unknown
+        return ""
+    level, factor = int(params["seg_level"]), int(params.get("seg_factor", 1))
+    level_width, level_height = slide.level_dimensions[level]
+    seg_width, seg_height = math.ceil(level_width / factor), math.ceil(level_height / factor)
+    if min(seg_width, seg_height) >= 2:
+        return ""
+    width, height = slide.dimensions
+    shrunk = f", read shrunk {factor}×" if factor > 1 else ""
+    where = f" ({width}×{height} px at level 0)" if (seg_width, seg_height) != (width, height) else ""
+    return (f"the slide is {seg_width}×{seg_height} px at segmentation level {level}{shrunk}{where}: too "
+            "thin to segment, a tissue outline needs at least 2 px each way to enclose any area")
+
+
 def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
     """The cause, in the user's terms: no tissue region at all, or regions no patch fits."""
     if not tissue.contours:
         params = tissue.parameters
         width, height = slide.dimensions
+        thin = _too_thin(slide, params)
+        if thin:
+            return thin
         minimum = params["a_t"] * 512 * 512
         if minimum > width * height:  # CLAM's default a_t = 100 is 26 Mpx: more than a plain image
             return (
