@@ -347,3 +347,34 @@ def test_a_device_with_an_index_is_named_as_asked_for(tmp_path: Path, capsys, mo
     err = err.strip()
     assert code == 2 and "'cuda:3'" in err and "'cuda'" not in err and len(err.splitlines()) == 1, err
     assert f"{gpus} CUDA GPU" in err if gpus else "no CUDA GPU" in err, err
+
+
+def test_heatmap_draws_the_score_set_method_names(slide: Path, tmp_path: Path, capsys) -> None:
+    """`wsi heatmap --scores` drew only `attention_scores`; a run's relevance sets (`scores_<method>`,
+    named as in the viewer and `wsi evaluate`) could not be drawn. --method picks one."""
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    xs, ys = np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.int64)
+    attention = (coords[:, 0] / 512.0).astype(np.float32)
+    relevance = np.cos(coords[:, 1] / 60.0).astype(np.float32)  # another pattern than the attention's
+    both = save_scores_h5(tmp_path / "both" / "s7_blockmap.h5", coords, attention)
+    with h5py.File(both, "a") as handle:
+        handle.create_dataset("scores_lrp", data=relevance)
+    alone = save_scores_h5(tmp_path / "alone" / "s7_blockmap.h5", coords, relevance)
+    common = ["--patch-size", "64", "--vis-level", "1", "--scale", "clam", "--no-legend"]
+
+    def draw(scores: Path, folder: str, *method: str) -> np.ndarray:
+        code, _, err = cli(capsys, "wsi", "heatmap", slide, "--scores", scores, "-o", tmp_path / folder,
+                           *common, *method)
+        assert code == 0, err
+        return np.asarray(Image.open(tmp_path / folder / "s7_heatmap.png"))
+
+    lrp = draw(both, "lrp", "--method", "lrp")
+    assert np.array_equal(lrp, draw(alone, "alone"))  # the lrp set, drawn as its own file draws it
+    assert not np.array_equal(lrp, draw(both, "attention"))  # the default stays the attention
+    code, _, err = cli(capsys, "wsi", "heatmap", slide, "--scores", both, "-o", tmp_path / "x", *common,
+                       "--method", "gradient")
+    err = err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "'gradient'" in err, err
+    assert "attention, lrp" in err and str(both) in err, err

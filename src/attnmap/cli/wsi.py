@@ -204,8 +204,10 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     "--scores",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Per-patch scores: a _blockmap.h5 (`attention_scores`, `coords`).",
+    help="Per-patch scores: a _blockmap.h5 (`coords` and `attention_scores` or `scores_<method>`).",
 )
+@click.option("--method", default="attention", show_default=True,
+              help="Score set of --scores to draw: attention or a relevance method (its scores_<method>).")
 @click.option(
     "--features",
     "features_h5",
@@ -245,11 +247,13 @@ def heatmap(
     patch_size: int | None,
     tissue_json: Path | None,
     device: str,
+    method: str,
     **options: Any,
 ) -> None:
     """Draw a heatmap of per-patch scores (or of a CLAM model's attention on a features file)."""
     from dataclasses import asdict
 
+    from attnmap.cli.wsi_heatmap_inputs import recorded_patch_size
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
@@ -263,15 +267,19 @@ def heatmap(
     HeatmapConfig(**dataclasses.asdict(style), **files)  # the config's rules, e.g. --tiff-level needs --tiff
     if (scores is None) == (features_h5 is None) or (features_h5 is not None) != (model is not None):
         raise click.UsageError("give either --scores, or --features together with --model")
+    if scores is None and method != "attention":  # never dropped silently: the model's attention is drawn
+        raise InputError("--method picks a score set of --scores; with --features the attention is drawn")
     drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
     with open_slide(slide) as opened:  # before any drawing: another slide's mask colours wrong places
         tissue = load_tissue(tissue_json, of_slide=opened) if tissue_json else None
     if scores is not None:
-        coords, values = load_scores_h5(scores)
+        coords, values = load_scores_h5(scores, method)
         with open_slide(slide) as opened:  # a patch size recorded at a level: its downsample
-            stored_patch = _recorded_patch_size(scores_file_patch_size, scores, opened, patch_size)
-        record = provenance(method="heatmap", parameters={**drawn, "scores": scores.name}, slide=slide.name)
-        title, label = f"{slide.stem} · {scores.name}", "score"
+            stored_patch = recorded_patch_size(scores_file_patch_size, scores, opened, patch_size)
+        parameters = {**drawn, "scores": scores.name, "score_set": method}
+        record = provenance(method="heatmap", parameters=parameters, slide=slide.name)
+        title = f"{slide.stem} · {scores.name}" + (f" · {method}" if method != "attention" else "")
+        label = "score"
     else:
         from attnmap.mil import infer_bag, load_mil, read_bag
 
@@ -289,7 +297,7 @@ def heatmap(
             raise InputError(f"{features_h5}: {error}") from error
         values = bag_result.scores("raw")
         with open_slide(slide) as opened:
-            stored_patch = _recorded_patch_size(features_patch_size, features_h5, opened, patch_size)
+            stored_patch = recorded_patch_size(features_patch_size, features_h5, opened, patch_size)
         probability = float(bag_result.probs.reshape(-1)[bag_result.prediction])
         title = (f"{slide.stem} · CLAM attention ({model.name}) · predicted class {bag_result.prediction} "
                  f"(p = {probability:.3f})")
@@ -332,20 +340,6 @@ def heatmap(
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
     if stale_tiff:
         click.echo(f"removed {tiff}: an earlier run's TIFF (--tiff not given)")
-
-
-def _recorded_patch_size(read: Any, path: Path, opened: Any, given: int | None) -> int | None:
-    """``read(path, level_downsamples)``: the level-0 patch size the file records. A record that is
-    no size (`attnmap.wsi.patch_geometry`'s refusal): the ``--patch-size`` given replaces it, as in
-    the viewer; none given, the refusal says to give one."""
-    from attnmap.errors import InputError
-
-    try:
-        return read(path, opened.level_downsamples)
-    except InputError as error:
-        if given is None:
-            raise InputError(f"{error}: give --patch-size (level-0 pixels)") from None
-        return None
 
 
 @wsi.command()

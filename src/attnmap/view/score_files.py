@@ -55,6 +55,19 @@ class ScoreSet:
         return ranks
 
 
+ATTENTION_DATASET = "attention_scores"
+METHOD_PREFIX = "scores_"
+
+
+def score_set_name(dataset: str) -> str | None:
+    """The score set a blockmap dataset holds: "attention" for ``attention_scores``, ``<method>`` for
+    ``scores_<method>``, None for any other (``coords``). The one rule of the viewer, `wsi geojson`,
+    `wsi evaluate` and `wsi heatmap --method`, so a set has the same name everywhere."""
+    if dataset == ATTENTION_DATASET:
+        return "attention"
+    return (dataset[len(METHOD_PREFIX) :] or None) if dataset.startswith(METHOD_PREFIX) else None
+
+
 def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, ScoreSet]:
     """Every score set in a blockmap-style h5 file (``attention_scores``, ``scores_<method>``)."""
     import h5py
@@ -92,11 +105,7 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             for name, dataset in handle.items():
                 if not isinstance(dataset, h5py.Dataset) or len(dataset.shape) == 0:
                     continue
-                method = (
-                    "attention"
-                    if name == "attention_scores"
-                    else (name[len("scores_") :] if name.startswith("scores_") else None)
-                )
+                method = score_set_name(name)
                 if not method:
                     continue
                 if dataset.shape[0] != len(coords) or int(np.prod(dataset.shape[1:])) != 1:

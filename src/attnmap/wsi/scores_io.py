@@ -62,24 +62,35 @@ def save_scores_h5(
     return path
 
 
-def load_scores_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(coords (N, 2) int64, scores (N,) float64) from a ``_blockmap.h5``-style file."""
+def load_scores_h5(path: str | Path, method: str = "attention") -> tuple[np.ndarray, np.ndarray]:
+    """(coords (N, 2) int64, scores (N,) float64) from a ``_blockmap.h5``-style file.
+
+    ``method``: the score set to read, named as the viewer names it (`score_set_name`): "attention"
+    (``attention_scores``) or a relevance method (``scores_<method>``, e.g. "lrp")."""
     import h5py
+
+    from attnmap.view.score_files import score_set_name  # the viewer's naming rule, not a second one
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"scores file not found: {path}")
     try:
         with h5py.File(path, "r") as handle:
-            missing = [name for name in ("attention_scores", "coords") if name not in handle]
-            if missing:
+            datasets = {score_set_name(name): name for name, item in handle.items()
+                        if isinstance(item, h5py.Dataset) and score_set_name(name)}
+            if "coords" not in handle or not datasets:
+                missing = ["coords"] if "coords" not in handle else []
+                missing += [] if datasets else ["attention_scores"]
                 raise InputError(f"{path} lacks dataset(s) {missing}; expected CLAM's _blockmap.h5 layout")
+            if method not in datasets:
+                raise InputError(f"{path} has no '{method}' scores; it has {', '.join(sorted(datasets))} "
+                                 "(datasets attention_scores and scores_<method>)")
             coords = np.asarray(handle["coords"], dtype=np.int64)
-            scores = np.asarray(handle["attention_scores"], dtype=np.float64).reshape(-1)
+            scores = np.asarray(handle[datasets[method]], dtype=np.float64).reshape(-1)
     except OSError as exc:
         raise InputError(f"cannot read scores file {path}: {exc}") from None
     if len(scores) == 0:
-        raise InputError(f"{path} holds no patches (empty attention_scores)")
+        raise InputError(f"{path} holds no patches (empty {datasets[method]})")
     _checked(coords, scores)
     return coords, scores
 

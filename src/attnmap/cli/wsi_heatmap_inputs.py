@@ -1,0 +1,24 @@
+"""What `attnmap wsi heatmap` reads beside its scores: the patch size its inputs record.
+
+Why apart from `attnmap.cli.wsi`: that module stays under its size limit; this is the heatmap
+command's own input checking, with no other user.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from attnmap.errors import InputError
+
+
+def recorded_patch_size(read: Any, path: Path, opened: Any, given: int | None) -> int | None:
+    """``read(path, level_downsamples)``: the level-0 patch size the file records. A record that is
+    no size (`attnmap.wsi.patch_geometry`'s refusal): the ``--patch-size`` given replaces it, as in
+    the viewer; none given, the refusal says to give one."""
+    try:
+        return read(path, opened.level_downsamples)
+    except InputError as error:
+        if given is None:
+            raise InputError(f"{error}: give --patch-size (level-0 pixels)") from None
+        return None
