@@ -523,3 +523,33 @@ def test_evaluating_a_folder_that_is_no_run_says_what_evaluate_needs(tmp_path, c
     err = err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "view" not in err and str(folder) in err and "blockmap" in err, err
+
+
+def test_a_slide_id_held_by_two_runs_of_a_cohort_is_scored_against_its_own_annotations(tmp_path, capsys):
+    """The second run's slide is shown as `<run>-<id>`; the evaluation looked for annotations under that
+    name, found none and scored the annotated slide as negative. Both copies must read `<id>.xml`."""
+    import shutil
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for name in ("one", "two"):
+        write_run_folder(tmp_path / name, hot=(512, 256))
+        shutil.move(tmp_path / name / "run", cohort / name)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(  # lesions over patches, as in the single-run evaluation above
+        ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"').replace('Y="100"', 'Y="192"')
+        .replace('Y="300"', 'Y="448"').replace('PartOfGroup="_2"', 'PartOfGroup="_1"')
+    )
+    main(["wsi", "evaluate", str(cohort), "--annotations", str(folder), "-o", str(tmp_path / "eval.json")])
+    report = json.loads((tmp_path / "eval.json").read_text())
+    alone = write_run_folder(tmp_path / "alone", hot=(512, 256))
+    main(["wsi", "evaluate", str(alone), "--annotations", str(folder), "-o", str(tmp_path / "alone.json")])
+    single = json.loads((tmp_path / "alone.json").read_text())["slides"][0]
+    rows = report["slides"]
+    assert [row["slide_id"] for row in rows] == ["slide_a", "two-slide_a"]  # still told apart in the report
+    assert all(row["n_regions"] == single["n_regions"] > 0 for row in rows), rows
+    assert rows[1]["auc"] == rows[0]["auc"] == single["auc"]
+    single_froc = json.loads((tmp_path / "alone.json").read_text())["froc"]
+    assert report["froc"]["n_lesions"] == 2 * single_froc["n_lesions"]
+    assert report["unmatched_annotations"] == [] and "matching no slide" not in capsys.readouterr().err

@@ -92,7 +92,9 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
             raise InputError(
                 f"slide {slide.slide_id} has no '{method}' scores; it has {list(slide.score_sets)}"
             )
-        found = annotation_file(annotations, slide.slide_id)
+        # by the id of the run's files: a slide shown as <run>-<id> (its id held by another run of the
+        # folder) has no <run>-<id>.xml, and was scored as negative
+        found = annotation_file(annotations, slide.file_id)
         if found is not None and out is not None and out.exists() and out.samefile(found):
             raise InputError(f"-o {out} would overwrite {found}, the annotations of slide {slide.slide_id}")
         regions = load_annotations(found) if found is not None else []
@@ -122,7 +124,7 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
             f"no annotated region for any slide of the run in {annotations} (looked for "
             f"<slide id>.geojson|.xml with ids {', '.join(str(row['slide_id']) for row in rows[:5])})"
         )
-    ids = [slide.slide_id for slide in [*found_slides.slides, *found_slides.unshown]]
+    ids = [slide.file_id for slide in found_slides.slides] + [item.slide_id for item in found_slides.unshown]
     unmatched = unmatched_annotation_files(annotations, ids)
     if unmatched:  # a misnamed file leaves its slide scored as negative: say which files were not read
         shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")

@@ -38,6 +38,12 @@ class ViewSlide:
     """Files and folders the slide was read from (present or not): a change to any means a rerun."""
     run_dimensions: tuple[int, int] | None = None
     """The slide's level-0 size when the run read it, where the run recorded it."""
+    file_id: str = ""
+    """The id the run's files carry (``heatmaps/<id>/``), by which its annotations are named;
+    ``slide_id`` differs in a folder of runs where two hold the id (``<run>-<id>``). Unset: ``slide_id``."""
+
+    def __post_init__(self) -> None:
+        self.file_id = self.file_id or self.slide_id
 
 
 def source_state(paths) -> tuple:
