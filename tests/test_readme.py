@@ -124,9 +124,9 @@ USER_FILES: dict[str, Callable[[Path], list[str]]] = {
     "slide.svs": lambda tmp: [str(_slide(tmp / "slide.tif"))],
     "resnet50_trunc": lambda tmp: ["attnmap:tiny"],  # the bundled encoder, 64-d like the demo CLAM
     "config.yaml": lambda tmp: [str(_pipeline_config(tmp / "wsi"))],
-    # the `wsi run` output folder of config.yaml (its run.output_dir) and one of its slides' scores
     # what the README's `mil attention` line wrote for one bag (its scores_<method> sets)
     "scores/slide_attention.h5": lambda tmp: [str(tmp / "scores" / "bag_0_attention.h5")],
+    # the `wsi run` output folder of config.yaml (its run.output_dir) and one of its slides' scores
     "attnmap_results/": lambda tmp: [str(tmp / "wsi" / "out")],
     "attnmap_results/heatmaps/slide/slide_blockmap.h5": lambda tmp: [
         str(tmp / "wsi" / "out" / "heatmaps" / "slide_0" / "slide_0_blockmap.h5")
