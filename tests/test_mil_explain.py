@@ -311,3 +311,15 @@ def test_half_precision_models_give_float32_scores_for_every_method():
             scores = explain(model, bag, method)
             assert scores.dtype == np.float32 and scores.shape == (7,) and np.isfinite(scores).all()
         assert attention_scores(model, bag).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"eps": float("inf")}, {"gamma": float("inf")}, {"eps": float("nan")}, {"eps": "a"},
+     {"eps": None}, {"gamma": True}],
+)
+def test_lrp_options_that_are_not_finite_numbers_are_refused(options):
+    # eps = inf zeroed every score and gamma = inf gave NaN: silently wrong maps, not errors
+    model, bag = MODELS["abmil_gated"](), _bag()
+    with pytest.raises(InputError, match="eps|gamma"):
+        explain(model, bag, "lrp", **options)
