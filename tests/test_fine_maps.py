@@ -20,7 +20,7 @@ from attnmap.data.hard_slides import (
 )
 from attnmap.data.patch_vit import build_patch_vit
 from attnmap.errors import InputError
-from attnmap.mil.clam import CLAM_SB
+from attnmap.mil.clam import CLAM_MB, CLAM_SB
 from attnmap.wsi.heatmap.encoder_relevance import check_encoder_forward, encoder_relevance, input_bounds
 from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, fine_maps, mil_directions
 
@@ -301,3 +301,16 @@ def test_encoder_relevance_on_gated_and_silu_encoders_is_exactly_conservative(si
     total = result.pixels.sum(dim=(1, 2)) + result.bias_share
     torch.testing.assert_close(total, expected, rtol=0, atol=1e-10)
     assert result.pixels.abs().sum() > 0 and result.bias_share.abs().min() > 1e-6
+
+
+def test_the_predicted_class_of_a_model_in_train_mode_is_its_eval_prediction(single_thread):
+    # target=None used the model's forward as it was: in train mode dropout picked a random class
+    torch.manual_seed(0)
+    mil = CLAM_MB(embed_dim=16, n_classes=4, dropout=0.5).double()
+    features = torch.randn(20, 16, dtype=torch.float64)
+    predicted = int(mil.eval()(features).prediction)
+    mil.train()
+    for _ in range(20):
+        directions, _, target = mil_directions(mil, features)
+        assert target == predicted and mil.training
+    torch.testing.assert_close(directions, mil_directions(mil.eval(), features, predicted)[0])

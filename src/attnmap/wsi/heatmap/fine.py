@@ -112,9 +112,10 @@ def mil_directions(
     whole = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
     if target is not None and not whole:  # 1.5 was read as class 1
         raise InputError(f"the fine maps' target must be a class index (an integer), got {target!r}")
-    if target is None:
-        with torch.no_grad():
-            target = int(model(x).logits.argmax(dim=1)[0])
+    if target is None:  # the eval-mode prediction: in train mode dropout would pick a random class
+        from attnmap.mil.scores import infer_bag
+
+        target = infer_bag(model, x).prediction
     gradient = feature_gradients(model, x, int(target), detach_attention=method == "lrp")
     return gradient, (gradient * x).sum(dim=1), int(target)
 
