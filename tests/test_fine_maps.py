@@ -314,3 +314,9 @@ def test_the_predicted_class_of_a_model_in_train_mode_is_its_eval_prediction(sin
         directions, _, target = mil_directions(mil, features)
         assert target == predicted and mil.training
     torch.testing.assert_close(directions, mil_directions(mil.eval(), features, predicted)[0])
+
+
+def test_a_mil_head_the_chain_does_not_know_is_refused_in_one_line():
+    # a user's own nn.Module raised AttributeError: 'Linear' object has no attribute 'check_features'
+    with pytest.raises(InputError, match="Linear"):
+        mil_directions(torch.nn.Linear(16, 2), torch.randn(4, 16))

@@ -107,7 +107,9 @@ def mil_directions(
     if method not in MIL_METHODS:
         raise InputError(f"MIL method for fine maps must be one of {', '.join(MIL_METHODS)}, got {method!r}")
     from attnmap.mil.explain import feature_gradients
+    from attnmap.mil.readout import readout_for
 
+    readout_for(model)  # a head the chain does not know: one line naming it, not an AttributeError
     x = model.check_features(torch.as_tensor(features)).detach()
     whole = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
     if target is not None and not whole:  # 1.5 was read as class 1
