@@ -316,6 +316,20 @@ def test_the_predicted_class_of_a_model_in_train_mode_is_its_eval_prediction(sin
     torch.testing.assert_close(directions, mil_directions(mil.eval(), features, predicted)[0])
 
 
+def test_a_one_element_integer_tensor_is_a_class_for_the_fine_maps(single_thread):
+    # a model's own prediction (MILOutput.prediction, a tensor) was refused as "not an integer"
+    torch.manual_seed(0)
+    mil = CLAM_MB(embed_dim=16, n_classes=3).double().eval()
+    features = torch.randn(6, 16, dtype=torch.float64)
+    expected = mil_directions(mil, features, 2)
+    for target in (torch.tensor(2), torch.tensor([2]), np.array([2])):
+        directions, scores, chosen = mil_directions(mil, features, target)
+        assert chosen == 2 and isinstance(chosen, int)
+        torch.testing.assert_close(directions, expected[0])
+    with pytest.raises(InputError, match="class index"):
+        mil_directions(mil, features, torch.tensor(1.5))
+
+
 def test_a_mil_head_the_chain_does_not_know_is_refused_in_one_line():
     # a user's own nn.Module raised AttributeError: 'Linear' object has no attribute 'check_features'
     with pytest.raises(InputError, match="Linear"):

@@ -111,6 +111,7 @@ def mil_directions(
 
     readout_for(model)  # a head the chain does not know: one line naming it, not an AttributeError
     x = model.check_features(torch.as_tensor(features)).detach()
+    target = _one_element(target)
     whole = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
     if target is not None and not whole:  # 1.5 was read as class 1
         raise InputError(f"the fine maps' target must be a class index (an integer), got {target!r}")
@@ -120,6 +121,18 @@ def mil_directions(
         target = infer_bag(model, x).prediction
     gradient = feature_gradients(model, x, int(target), detach_attention=method == "lrp")
     return gradient, (gradient * x).sum(dim=1), int(target)
+
+
+def _one_element(target: object) -> object:
+    """A one-element integer tensor or array (a model's own ``prediction``) as its Python int;
+    anything else unchanged, so a float (1.5) is still refused rather than cut to a class."""
+    if isinstance(target, (torch.Tensor, np.ndarray)) and int(np.prod(target.shape)) == 1:
+        integral = not target.is_floating_point() if isinstance(target, torch.Tensor) else (
+            np.issubdtype(target.dtype, np.integer)
+        )
+        if integral and target.dtype not in (torch.bool, np.bool_):
+            return int(target.reshape(-1)[0])
+    return target
 
 
 def iter_fine_maps(
