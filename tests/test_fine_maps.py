@@ -334,3 +334,15 @@ def test_a_mil_head_the_chain_does_not_know_is_refused_in_one_line():
     # a user's own nn.Module raised AttributeError: 'Linear' object has no attribute 'check_features'
     with pytest.raises(InputError, match="Linear"):
         mil_directions(torch.nn.Linear(16, 2), torch.randn(4, 16))
+
+
+@pytest.mark.parametrize("n_images", [4, 7])
+def test_bag_fine_maps_refuses_images_that_are_not_one_per_feature_row(single_thread, n_images):
+    # fewer images raised a bare IndexError; more were silently cut, pairing maps with other patches
+    encoder, mil = _tiny_models()
+    images = torch.randn(6, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = encoder(images)
+    others = torch.randn(n_images, 3, 64, 64, dtype=torch.float64)
+    with pytest.raises(InputError, match=f"{n_images} patch images but 6 feature rows"):
+        bag_fine_maps(encoder, others, mil, features, FineConfig(top_k=None))

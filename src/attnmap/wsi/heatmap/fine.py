@@ -305,6 +305,13 @@ def bag_fine_maps(
     (k, 3, H, W)`` that reads only the selected patches. A slide with ``top_k: all`` should stream
     the maps to disk instead (`iter_selected_fine_maps`, `attnmap.wsi.heatmap.fine_store`).
     """
+    from attnmap.mil.base import check_bag_shape
+
+    n_rows = len(check_bag_shape(torch.as_tensor(features)))
+    if not callable(images) and len(images) != n_rows:
+        # indexed by bag position: a shorter stack failed deep inside, a longer one paired maps with
+        # patches they do not belong to
+        raise InputError(f"{len(images)} patch images but {n_rows} feature rows: one image per patch")
     selection = select_fine_patches(mil_model, features, config, target)
 
     def read(indices: np.ndarray) -> torch.Tensor:
