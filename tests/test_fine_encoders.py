@@ -280,3 +280,27 @@ def test_a_class_that_is_not_an_integer_is_refused():
     with pytest.raises(InputError, match=r"must be a class index \(an integer\), got 1.5$"):
         mil_directions(model, torch.randn(4, 8), 1.5)
     assert mil_directions(model, torch.randn(4, 8), 2)[2] == 2
+
+
+@pytest.mark.parametrize("shape", [(40, 40), (16, 64), (36, 36)])
+def test_images_of_a_size_the_vit_does_not_take_are_refused_in_one_line(shape):
+    """The rules embed the pixels with the patch convolution itself, skipping timm's size check: 40 × 40
+    on a 32 × 32 ViT failed deep inside (a position-embedding shape error) and 16 × 64, with as many
+    tokens as 32 × 32, went through with every token at another position."""
+    from attnmap.errors import InputError
+
+    torch.manual_seed(0)
+    model = _rough(VisionTransformer(**TINY))
+    images = torch.randn(2, 3, *shape, dtype=torch.float64)
+    with pytest.raises(InputError, match=r"images are \d+ × \d+ .*32 × 32"):
+        encoder_relevance(model, images, torch.ones(2, 32, dtype=torch.float64))
+    dynamic = _rough(VisionTransformer(**TINY, dynamic_img_size=True))  # any multiple of the patch
+    direction = torch.ones(2, 32, dtype=torch.float64)
+    if shape[0] % 8 == 0 and shape[1] % 8 == 0:
+        result = encoder_relevance(dynamic, images, direction)
+        assert result.pixels.shape[-2:] == shape
+        with torch.no_grad():
+            torch.testing.assert_close(result.score, dynamic(images).sum(dim=1), rtol=0, atol=1e-10)
+    else:
+        with pytest.raises(InputError, match="multiple of the patch size 8 × 8"):
+            encoder_relevance(dynamic, images, direction)

@@ -353,6 +353,7 @@ def encoder_relevance(
         from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_relevance
 
         return EncoderRelevance(*cnn_relevance(model, images, direction))
+    _check_image_size(model.patch_embed, images)
     frozen = _Frozen()
     inputs = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -375,6 +376,19 @@ def encoder_relevance(
     with torch.no_grad():
         bias_share = (_forward(model, frozen, torch.zeros_like(images)) * direction).sum(dim=1)
     return EncoderRelevance(pixels.detach(), bias_share, score.detach())
+
+
+def _check_image_size(embed: nn.Module, images: torch.Tensor) -> None:
+    """timm's own PatchEmbed size check: the rules call its convolution directly, which skips it, so
+    a wrong size failed deep inside or, with as many tokens, put every token at another position."""
+    height, width = images.shape[-2:]
+    fixed, patch = getattr(embed, "img_size", None), tuple(embed.patch_size)
+    if fixed is not None and getattr(embed, "strict_img_size", True) and (height, width) != tuple(fixed):
+        raise InputError(f"images are {height} × {width} but the encoder takes {fixed[0]} × {fixed[1]}")
+    if height % patch[0] or width % patch[1]:  # timm pads or refuses these; the rules do neither
+        raise InputError(
+            f"images are {height} × {width}: not a multiple of the patch size {patch[0]} × {patch[1]}"
+        )
 
 
 def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
