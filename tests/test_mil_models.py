@@ -257,3 +257,13 @@ def test_a_half_model_takes_features_whose_half_row_sums_would_overflow():
     model = CLAM_SB(embed_dim=1024).half().eval()
     bag = torch.full((3, 1024), 100.0)  # each value fits float16; a float16 row sum (102400) would not
     assert model.check_features(bag).dtype == torch.float16
+
+
+@pytest.mark.parametrize("chunk_size", [1.5, "64", None])
+def test_infer_bag_refuses_a_chunk_size_that_is_not_a_positive_integer(chunk_size):
+    # 1.5 raised a bare TypeError from range(); explain already refused these in one line
+    model = _seeded(CLAM_SB, embed_dim=32)
+    with pytest.raises(InputError, match="chunk_size"):
+        infer_bag(model, _bag(5), chunk_size=chunk_size)
+    with pytest.raises(InputError, match="chunk_size"):
+        attention_scores(model, _bag(5), chunk_size=chunk_size)

@@ -98,8 +98,9 @@ def infer_bag(
     The model is used in eval mode; its training flag is restored afterwards.
     """
     model = _check_model(model)
-    if chunk_size < 1:
-        raise InputError(f"chunk_size must be positive, got {chunk_size}")
+    # an integer, strictly: 1.5 or "64" failed later with a bare TypeError (as explain refuses them)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if isinstance(features, np.ndarray):
         features = torch.from_numpy(features)
     # values are checked chunk by chunk (model.check_features), so only the shape here
