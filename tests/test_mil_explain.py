@@ -323,3 +323,40 @@ def test_lrp_options_that_are_not_finite_numbers_are_refused(options):
     model, bag = MODELS["abmil_gated"](), _bag()
     with pytest.raises(InputError, match="eps|gamma"):
         explain(model, bag, "lrp", **options)
+
+
+def test_a_subclass_whose_layers_the_methods_do_not_mirror_is_refused_not_explained():
+    # a user's ABMIL with a deeper embedding (or its own classify) was explained as if it were
+    # ReLU(W x + b) and a linear read-out: occlusion differed from the model's own leave-one-out
+    from attnmap.errors import UnsupportedModelError
+    from attnmap.evaluate import patch_flipping
+
+    class Deeper(ABMIL):
+        def embed(self, features):
+            return torch.relu(super().embed(features) - 0.1)
+
+    class Squashed(CLAM_SB):
+        def classify(self, pooled):
+            return torch.tanh(super().classify(pooled))
+
+    bag = _bag(8)
+    for cls, part in ((Deeper, "embed"), (Squashed, "classify")):
+        model = _seeded(cls).train()
+        for method in RELEVANCE_METHODS:
+            with pytest.raises(UnsupportedModelError, match=f"{cls.__name__}.*{part}"):
+                explain(model, bag, method)
+        with pytest.raises(UnsupportedModelError, match=part):
+            feature_gradients(model, bag)
+        with pytest.raises(UnsupportedModelError, match=part):
+            patch_flipping(model, bag, np.arange(8.0))
+        assert model.training
+
+    class OwnAttention(CLAM_SB):  # the attention layer is the model's own call: still explained
+        def attention_logits(self, h):
+            return torch.tanh(super().attention_logits(h))
+
+    model = _seeded(OwnAttention)
+    x = bag.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x).logits[0, 1], x)
+    np.testing.assert_allclose(explain(model, bag, "gradient_x_input", target=1),
+                               (grad * bag).sum(dim=1).numpy(), rtol=1e-9, atol=1e-12)

@@ -28,7 +28,7 @@ import torch
 from attnmap.errors import InputError
 from attnmap.evaluate.inputs import as_array, check_finite, share_of
 from attnmap.mil.base import AttentionMILBase, check_bag_shape
-from attnmap.mil.readout import BagPass, bag_pass, readout_for, resolve_target
+from attnmap.mil.readout import BagPass, bag_pass, check_mirrored, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK
 
 FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -120,6 +120,7 @@ def patch_flipping(
     was_training = model.training
     model.eval()
     try:
+        check_mirrored(model, readout, features)
         bag = bag_pass(model, features, readout, chunk_size)
     finally:
         model.train(was_training)

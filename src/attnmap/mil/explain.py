@@ -42,7 +42,7 @@ from attnmap.mil.gradients import (
     integrated_gradients,
 )
 from attnmap.mil.lrp import check_lrp_options, lrp_relevance
-from attnmap.mil.readout import BagPass, bag_pass, readout_for, resolve_target
+from attnmap.mil.readout import BagPass, bag_pass, check_mirrored, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK, to_numpy
 
 METHODS: tuple[str, ...] = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
@@ -88,6 +88,7 @@ def explain(
     keep = method == "lrp" or (method == "gradient_x_input" and per_feature)
     with _eval_mode(model):
         readout = readout_for(model)
+        check_mirrored(model, readout, features)
         if method == "gradient_x_input" and not per_feature:
             bag, local, directional = gradient_x_input_one_pass(model, features, readout, chunk_size)
             target = resolve_target(model, target, bag.prediction)
@@ -128,6 +129,7 @@ def feature_gradients(
     model, features = _check_inputs(model, features, chunk_size)
     with _eval_mode(model):
         readout = readout_for(model)
+        check_mirrored(model, readout, features)
         bag = bag_pass(model, features, readout, chunk_size, keep_embeddings=True)
         target = resolve_target(model, target, bag.prediction)
         return gradient_passes(model, features, readout, bag, target, chunk_size, per_feature=True,
