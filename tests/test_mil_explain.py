@@ -360,3 +360,15 @@ def test_a_subclass_whose_layers_the_methods_do_not_mirror_is_refused_not_explai
     (grad,) = torch.autograd.grad(model(x).logits[0, 1], x)
     np.testing.assert_allclose(explain(model, bag, "gradient_x_input", target=1),
                                (grad * bag).sum(dim=1).numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_every_method_runs_inside_inference_mode():
+    # a caller's torch.inference_mode() made the gradient methods fail with a bare autograd
+    # RuntimeError ("element 0 of tensors does not require grad"): enable_grad does not lift it
+    model, bag = MODELS["clam_mb_gated"](), _bag()
+    expected = {method: explain(model, bag, method) for method in RELEVANCE_METHODS}
+    direction = feature_gradients(model, bag)
+    with torch.inference_mode():
+        for method in RELEVANCE_METHODS:
+            np.testing.assert_array_equal(explain(model, bag, method), expected[method])
+        torch.testing.assert_close(feature_gradients(model, bag), direction, rtol=0, atol=0)

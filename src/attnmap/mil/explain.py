@@ -179,13 +179,20 @@ def _check_inputs(
 
 
 class _eval_mode:  # noqa: N801 - used as a context manager, reads like one
-    """Dropout off while explaining; the model's training flag is restored afterwards."""
+    """Dropout off while explaining; the model's training flag is restored afterwards.
+
+    Inference mode is lifted too: inside a caller's ``torch.inference_mode()`` the attention
+    gradients (``enable_grad`` cannot override it) failed with a bare autograd RuntimeError.
+    """
 
     def __init__(self, model: torch.nn.Module):
         self.model, self.was_training = model, model.training
+        self.grad_allowed = torch.inference_mode(False)
 
     def __enter__(self) -> None:
+        self.grad_allowed.__enter__()
         self.model.eval()
 
     def __exit__(self, *exc: object) -> None:
         self.model.train(self.was_training)
+        self.grad_allowed.__exit__(*exc)
