@@ -346,3 +346,24 @@ def test_bag_fine_maps_refuses_images_that_are_not_one_per_feature_row(single_th
     others = torch.randn(n_images, 3, 64, 64, dtype=torch.float64)
     with pytest.raises(InputError, match=f"{n_images} patch images but 6 feature rows"):
         bag_fine_maps(encoder, others, mil, features, FineConfig(top_k=None))
+
+
+def test_fine_maps_run_inside_inference_mode(single_thread):
+    # the encoder's relevance (and the MIL directions) failed with a bare autograd RuntimeError
+    # under a caller's torch.inference_mode(), which enable_grad does not lift
+    from attnmap.data.tiny_encoder import TinyPatchEncoder
+
+    encoder, mil = _tiny_models()
+    images = torch.randn(3, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = encoder(images)
+    expected = bag_fine_maps(encoder, images, mil, features, FineConfig(top_k=2))
+    torch.manual_seed(0)
+    cnn = TinyPatchEncoder().double().eval()
+    direction = torch.randn(3, cnn(images).shape[1], dtype=torch.float64)
+    cnn_expected = encoder_relevance(cnn, images, direction).pixels
+    with torch.inference_mode():
+        fine = bag_fine_maps(encoder, images, mil, features, FineConfig(top_k=2))
+        np.testing.assert_array_equal(fine.maps, expected.maps)
+        cnn_pixels = encoder_relevance(cnn, images, direction).pixels
+        torch.testing.assert_close(cnn_pixels, cnn_expected, rtol=0, atol=0)

@@ -328,6 +328,7 @@ def _zb_pixels(
     return out
 
 
+@torch.inference_mode(False)  # a caller's inference mode, which enable_grad does not lift, broke autograd
 def encoder_relevance(
     model: nn.Module,
     images: torch.Tensor,
@@ -346,7 +347,8 @@ def encoder_relevance(
     model = check_fine_encoder(model)
     if images.ndim != 4:
         raise InputError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
-    direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device)
+    # a clone: one made in inference mode cannot enter the autograd graph below
+    direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device).clone()
     if direction.ndim == 1:
         direction = direction.expand(images.shape[0], -1)
     if not isinstance(model, _TRANSFORMERS):  # a ReLU CNN: LRP-0 is gradient × input
