@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -304,3 +305,22 @@ def test_images_of_a_size_the_vit_does_not_take_are_refused_in_one_line(shape):
     else:
         with pytest.raises(InputError, match="multiple of the patch size 8 × 8"):
             encoder_relevance(dynamic, images, direction)
+
+
+def test_a_vit_left_in_train_mode_gets_its_eval_maps_and_keeps_its_mode():
+    """Dropout and drop-path ran in the rules' forward: encoder_relevance gave another random map on
+    every call, and fine_maps refused the encoder as one whose forward the rules do not mirror."""
+    torch.manual_seed(0)
+    drops = dict(proj_drop_rate=0.5, attn_drop_rate=0.5, drop_path_rate=0.5, pos_drop_rate=0.5)
+    model = _rough(VisionTransformer(**TINY, **drops))
+    images, direction = _images(2), torch.randn(2, 32, dtype=torch.float64)
+    expected = encoder_relevance(model, images, direction).pixels
+    maps = fine_maps(model, images, direction)[0]
+    model.train()
+    model.blocks[1].eval()  # a mixed state is given back as it was
+    modes = [module.training for module in model.modules()]
+    for _ in range(2):
+        pixels = encoder_relevance(model, images, direction).pixels
+        torch.testing.assert_close(pixels, expected, rtol=0, atol=0)
+    np.testing.assert_array_equal(fine_maps(model, images, direction)[0], maps)
+    assert [module.training for module in model.modules()] == modes

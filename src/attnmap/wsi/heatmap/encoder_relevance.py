@@ -52,6 +52,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.model_state import evaluated
 from attnmap.vit.timm_build import ClassAndPatchMeanViT
 
 
@@ -345,6 +346,13 @@ def encoder_relevance(
     Runs in the dtype of ``images`` (float64 for exact checks). The model is not modified.
     """
     model = check_fine_encoder(model)
+    with evaluated(model):  # dropout / drop-path off (the rules refuse BatchNorm in training first)
+        return _relevance(model, images, direction, bounds)
+
+
+def _relevance(
+    model: nn.Module, images: torch.Tensor, direction: torch.Tensor, bounds: tuple | None
+) -> EncoderRelevance:
     if images.ndim != 4:
         raise InputError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
     # a clone: one made in inference mode cannot enter the autograd graph below

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.model_state import evaluated
 from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder, encoder_relevance, input_bounds
 
 FINE_METHODS = ("lrp", "transformer_attribution")
@@ -161,15 +162,16 @@ def iter_fine_maps(
         batch = images(part) if callable(images) else images[start : part[-1] + 1]
         batch = batch.to(device=weight.device, dtype=weight.dtype)
         direction = directions[start : part[-1] + 1].to(batch)
-        result = encoder_relevance(encoder, batch, direction, bounds)
-        if start == 0:
-            _check_score(own, batch, direction, result.score)
-        pixels, bias = result.pixels, result.bias_share
-        if method != "lrp":
-            pixels = _explained(encoder, batch, direction, method, result.score)
-            bias = torch.zeros_like(bias)
-        elif spread_bias:
-            pixels = pixels + (bias / pixels[0].numel())[:, None, None]
+        with evaluated(own, encoder):  # the check's forward too: dropout would make it differ
+            result = encoder_relevance(encoder, batch, direction, bounds)
+            if start == 0:
+                _check_score(own, batch, direction, result.score)
+            pixels, bias = result.pixels, result.bias_share
+            if method != "lrp":
+                pixels = _explained(encoder, batch, direction, method, result.score)
+                bias = torch.zeros_like(bias)
+            elif spread_bias:
+                pixels = pixels + (bias / pixels[0].numel())[:, None, None]
         # the encoder's dtype: float32 halves "top_k: all"
         yield (
             pixels.detach().cpu().numpy(),
