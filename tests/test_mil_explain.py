@@ -372,3 +372,20 @@ def test_every_method_runs_inside_inference_mode():
         for method in RELEVANCE_METHODS:
             np.testing.assert_array_equal(explain(model, bag, method), expected[method])
         torch.testing.assert_close(feature_gradients(model, bag), direction, rtol=0, atol=0)
+
+
+def test_a_mixed_train_eval_state_is_given_back_as_it_was():
+    # model.train(was_training) after explaining set every submodule to train mode, undoing a
+    # caller's frozen (eval) part of a model being fine-tuned
+    from attnmap.evaluate import patch_flipping
+    from attnmap.mil import infer_bag
+
+    model, bag = _seeded(CLAM_SB, dropout=0.25).train(), _bag(8)
+    model.attention_net[3].eval()
+    modes = [module.training for module in model.modules()]
+    for method in RELEVANCE_METHODS:
+        explain(model, bag, method)
+        assert [module.training for module in model.modules()] == modes, method
+    for run in (feature_gradients, infer_bag, lambda m, b: patch_flipping(m, b, np.arange(8.0))):
+        run(model, bag)
+        assert [module.training for module in model.modules()] == modes

@@ -44,6 +44,7 @@ from attnmap.mil.gradients import (
 from attnmap.mil.lrp import check_lrp_options, lrp_relevance
 from attnmap.mil.readout import BagPass, bag_pass, check_mirrored, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK, to_numpy
+from attnmap.model_state import evaluated
 
 METHODS: tuple[str, ...] = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
 PER_FEATURE_METHODS: tuple[str, ...] = ("gradient_x_input", "integrated_gradients", "lrp")
@@ -179,20 +180,21 @@ def _check_inputs(
 
 
 class _eval_mode:  # noqa: N801 - used as a context manager, reads like one
-    """Dropout off while explaining; the model's training flag is restored afterwards.
+    """Dropout off while explaining; every module's training flag is restored afterwards (one
+    ``model.train(flag)`` set a caller's frozen submodules back to train mode).
 
     Inference mode is lifted too: inside a caller's ``torch.inference_mode()`` the attention
     gradients (``enable_grad`` cannot override it) failed with a bare autograd RuntimeError.
     """
 
     def __init__(self, model: torch.nn.Module):
-        self.model, self.was_training = model, model.training
+        self.modes = evaluated(model)
         self.grad_allowed = torch.inference_mode(False)
 
     def __enter__(self) -> None:
         self.grad_allowed.__enter__()
-        self.model.eval()
+        self.modes.__enter__()
 
     def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
+        self.modes.__exit__(*exc)
         self.grad_allowed.__exit__(*exc)

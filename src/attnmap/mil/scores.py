@@ -22,6 +22,7 @@ import torch
 
 from attnmap.errors import InputError
 from attnmap.mil.base import AttentionMILBase, FeatureRows, check_bag_shape
+from attnmap.model_state import evaluated
 from attnmap.render import normalize
 
 ScoreKind = Literal["raw", "softmax", "percentile"]
@@ -105,15 +106,10 @@ def infer_bag(
         features = torch.from_numpy(features)
     # values are checked chunk by chunk (model.check_features), so only the shape here
     features = check_bag_shape(features)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            raw, pooled = _chunked_pool(model, features, chunk_size, progress)
-            logits = model.classify(pooled)
-            probs = torch.softmax(logits, dim=1)
-    finally:
-        model.train(was_training)
+    with evaluated(model), torch.inference_mode():  # every module's own flag restored after
+        raw, pooled = _chunked_pool(model, features, chunk_size, progress)
+        logits = model.classify(pooled)
+        probs = torch.softmax(logits, dim=1)
     return BagAttention(
         raw=to_numpy(raw),
         logits=to_numpy(logits[0]),
