@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -280,3 +281,46 @@ def test_a_class_that_is_not_an_integer_is_refused():
     with pytest.raises(InputError, match=r"must be a class index \(an integer\), got 1.5$"):
         mil_directions(model, torch.randn(4, 8), 1.5)
     assert mil_directions(model, torch.randn(4, 8), 2)[2] == 2
+
+
+@pytest.mark.parametrize("shape", [(40, 40), (16, 64), (36, 36)])
+def test_images_of_a_size_the_vit_does_not_take_are_refused_in_one_line(shape):
+    """The rules embed the pixels with the patch convolution itself, skipping timm's size check: 40 × 40
+    on a 32 × 32 ViT failed deep inside (a position-embedding shape error) and 16 × 64, with as many
+    tokens as 32 × 32, went through with every token at another position."""
+    from attnmap.errors import InputError
+
+    torch.manual_seed(0)
+    model = _rough(VisionTransformer(**TINY))
+    images = torch.randn(2, 3, *shape, dtype=torch.float64)
+    with pytest.raises(InputError, match=r"images are \d+ × \d+ .*32 × 32"):
+        encoder_relevance(model, images, torch.ones(2, 32, dtype=torch.float64))
+    dynamic = _rough(VisionTransformer(**TINY, dynamic_img_size=True))  # any multiple of the patch
+    direction = torch.ones(2, 32, dtype=torch.float64)
+    if shape[0] % 8 == 0 and shape[1] % 8 == 0:
+        result = encoder_relevance(dynamic, images, direction)
+        assert result.pixels.shape[-2:] == shape
+        with torch.no_grad():
+            torch.testing.assert_close(result.score, dynamic(images).sum(dim=1), rtol=0, atol=1e-10)
+    else:
+        with pytest.raises(InputError, match="multiple of the patch size 8 × 8"):
+            encoder_relevance(dynamic, images, direction)
+
+
+def test_a_vit_left_in_train_mode_gets_its_eval_maps_and_keeps_its_mode():
+    """Dropout and drop-path ran in the rules' forward: encoder_relevance gave another random map on
+    every call, and fine_maps refused the encoder as one whose forward the rules do not mirror."""
+    torch.manual_seed(0)
+    drops = dict(proj_drop_rate=0.5, attn_drop_rate=0.5, drop_path_rate=0.5, pos_drop_rate=0.5)
+    model = _rough(VisionTransformer(**TINY, **drops))
+    images, direction = _images(2), torch.randn(2, 32, dtype=torch.float64)
+    expected = encoder_relevance(model, images, direction).pixels
+    maps = fine_maps(model, images, direction)[0]
+    model.train()
+    model.blocks[1].eval()  # a mixed state is given back as it was
+    modes = [module.training for module in model.modules()]
+    for _ in range(2):
+        pixels = encoder_relevance(model, images, direction).pixels
+        torch.testing.assert_close(pixels, expected, rtol=0, atol=0)
+    np.testing.assert_array_equal(fine_maps(model, images, direction)[0], maps)
+    assert [module.training for module in model.modules()] == modes

@@ -20,7 +20,7 @@ from attnmap.data.hard_slides import (
 )
 from attnmap.data.patch_vit import build_patch_vit
 from attnmap.errors import InputError
-from attnmap.mil.clam import CLAM_SB
+from attnmap.mil.clam import CLAM_MB, CLAM_SB
 from attnmap.wsi.heatmap.encoder_relevance import check_encoder_forward, encoder_relevance, input_bounds
 from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, fine_maps, mil_directions
 
@@ -301,3 +301,69 @@ def test_encoder_relevance_on_gated_and_silu_encoders_is_exactly_conservative(si
     total = result.pixels.sum(dim=(1, 2)) + result.bias_share
     torch.testing.assert_close(total, expected, rtol=0, atol=1e-10)
     assert result.pixels.abs().sum() > 0 and result.bias_share.abs().min() > 1e-6
+
+
+def test_the_predicted_class_of_a_model_in_train_mode_is_its_eval_prediction(single_thread):
+    # target=None used the model's forward as it was: in train mode dropout picked a random class
+    torch.manual_seed(0)
+    mil = CLAM_MB(embed_dim=16, n_classes=4, dropout=0.5).double()
+    features = torch.randn(20, 16, dtype=torch.float64)
+    predicted = int(mil.eval()(features).prediction)
+    mil.train()
+    for _ in range(20):
+        directions, _, target = mil_directions(mil, features)
+        assert target == predicted and mil.training
+    torch.testing.assert_close(directions, mil_directions(mil.eval(), features, predicted)[0])
+
+
+def test_a_one_element_integer_tensor_is_a_class_for_the_fine_maps(single_thread):
+    # a model's own prediction (MILOutput.prediction, a tensor) was refused as "not an integer"
+    torch.manual_seed(0)
+    mil = CLAM_MB(embed_dim=16, n_classes=3).double().eval()
+    features = torch.randn(6, 16, dtype=torch.float64)
+    expected = mil_directions(mil, features, 2)
+    for target in (torch.tensor(2), torch.tensor([2]), np.array([2])):
+        directions, scores, chosen = mil_directions(mil, features, target)
+        assert chosen == 2 and isinstance(chosen, int)
+        torch.testing.assert_close(directions, expected[0])
+    with pytest.raises(InputError, match="class index"):
+        mil_directions(mil, features, torch.tensor(1.5))
+
+
+def test_a_mil_head_the_chain_does_not_know_is_refused_in_one_line():
+    # a user's own nn.Module raised AttributeError: 'Linear' object has no attribute 'check_features'
+    with pytest.raises(InputError, match="Linear"):
+        mil_directions(torch.nn.Linear(16, 2), torch.randn(4, 16))
+
+
+@pytest.mark.parametrize("n_images", [4, 7])
+def test_bag_fine_maps_refuses_images_that_are_not_one_per_feature_row(single_thread, n_images):
+    # fewer images raised a bare IndexError; more were silently cut, pairing maps with other patches
+    encoder, mil = _tiny_models()
+    images = torch.randn(6, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = encoder(images)
+    others = torch.randn(n_images, 3, 64, 64, dtype=torch.float64)
+    with pytest.raises(InputError, match=f"{n_images} patch images but 6 feature rows"):
+        bag_fine_maps(encoder, others, mil, features, FineConfig(top_k=None))
+
+
+def test_fine_maps_run_inside_inference_mode(single_thread):
+    # the encoder's relevance (and the MIL directions) failed with a bare autograd RuntimeError
+    # under a caller's torch.inference_mode(), which enable_grad does not lift
+    from attnmap.data.tiny_encoder import TinyPatchEncoder
+
+    encoder, mil = _tiny_models()
+    images = torch.randn(3, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = encoder(images)
+    expected = bag_fine_maps(encoder, images, mil, features, FineConfig(top_k=2))
+    torch.manual_seed(0)
+    cnn = TinyPatchEncoder().double().eval()
+    direction = torch.randn(3, cnn(images).shape[1], dtype=torch.float64)
+    cnn_expected = encoder_relevance(cnn, images, direction).pixels
+    with torch.inference_mode():
+        fine = bag_fine_maps(encoder, images, mil, features, FineConfig(top_k=2))
+        np.testing.assert_array_equal(fine.maps, expected.maps)
+        cnn_pixels = encoder_relevance(cnn, images, direction).pixels
+        torch.testing.assert_close(cnn_pixels, cnn_expected, rtol=0, atol=0)

@@ -311,3 +311,81 @@ def test_half_precision_models_give_float32_scores_for_every_method():
             scores = explain(model, bag, method)
             assert scores.dtype == np.float32 and scores.shape == (7,) and np.isfinite(scores).all()
         assert attention_scores(model, bag).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"eps": float("inf")}, {"gamma": float("inf")}, {"eps": float("nan")}, {"eps": "a"},
+     {"eps": None}, {"gamma": True}],
+)
+def test_lrp_options_that_are_not_finite_numbers_are_refused(options):
+    # eps = inf zeroed every score and gamma = inf gave NaN: silently wrong maps, not errors
+    model, bag = MODELS["abmil_gated"](), _bag()
+    with pytest.raises(InputError, match="eps|gamma"):
+        explain(model, bag, "lrp", **options)
+
+
+def test_a_subclass_whose_layers_the_methods_do_not_mirror_is_refused_not_explained():
+    # a user's ABMIL with a deeper embedding (or its own classify) was explained as if it were
+    # ReLU(W x + b) and a linear read-out: occlusion differed from the model's own leave-one-out
+    from attnmap.errors import UnsupportedModelError
+    from attnmap.evaluate import patch_flipping
+
+    class Deeper(ABMIL):
+        def embed(self, features):
+            return torch.relu(super().embed(features) - 0.1)
+
+    class Squashed(CLAM_SB):
+        def classify(self, pooled):
+            return torch.tanh(super().classify(pooled))
+
+    bag = _bag(8)
+    for cls, part in ((Deeper, "embed"), (Squashed, "classify")):
+        model = _seeded(cls).train()
+        for method in RELEVANCE_METHODS:
+            with pytest.raises(UnsupportedModelError, match=f"{cls.__name__}.*{part}"):
+                explain(model, bag, method)
+        with pytest.raises(UnsupportedModelError, match=part):
+            feature_gradients(model, bag)
+        with pytest.raises(UnsupportedModelError, match=part):
+            patch_flipping(model, bag, np.arange(8.0))
+        assert model.training
+
+    class OwnAttention(CLAM_SB):  # the attention layer is the model's own call: still explained
+        def attention_logits(self, h):
+            return torch.tanh(super().attention_logits(h))
+
+    model = _seeded(OwnAttention)
+    x = bag.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x).logits[0, 1], x)
+    np.testing.assert_allclose(explain(model, bag, "gradient_x_input", target=1),
+                               (grad * bag).sum(dim=1).numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_every_method_runs_inside_inference_mode():
+    # a caller's torch.inference_mode() made the gradient methods fail with a bare autograd
+    # RuntimeError ("element 0 of tensors does not require grad"): enable_grad does not lift it
+    model, bag = MODELS["clam_mb_gated"](), _bag()
+    expected = {method: explain(model, bag, method) for method in RELEVANCE_METHODS}
+    direction = feature_gradients(model, bag)
+    with torch.inference_mode():
+        for method in RELEVANCE_METHODS:
+            np.testing.assert_array_equal(explain(model, bag, method), expected[method])
+        torch.testing.assert_close(feature_gradients(model, bag), direction, rtol=0, atol=0)
+
+
+def test_a_mixed_train_eval_state_is_given_back_as_it_was():
+    # model.train(was_training) after explaining set every submodule to train mode, undoing a
+    # caller's frozen (eval) part of a model being fine-tuned
+    from attnmap.evaluate import patch_flipping
+    from attnmap.mil import infer_bag
+
+    model, bag = _seeded(CLAM_SB, dropout=0.25).train(), _bag(8)
+    model.attention_net[3].eval()
+    modes = [module.training for module in model.modules()]
+    for method in RELEVANCE_METHODS:
+        explain(model, bag, method)
+        assert [module.training for module in model.modules()] == modes, method
+    for run in (feature_gradients, infer_bag, lambda m, b: patch_flipping(m, b, np.arange(8.0))):
+        run(model, bag)
+        assert [module.training for module in model.modules()] == modes

@@ -231,3 +231,39 @@ def test_load_mil_reads_abmil_and_clam(tmp_path):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(InputError, match="cannot read checkpoint .*junk.pt: not a weights-only"):
         load_mil(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("cls", [CLAM_SB, CLAM_MB, ABMIL])
+def test_float64_features_beyond_a_float32_models_range_are_refused(cls):
+    # finite in float64, 1e39 became inf in the model's float32: NaN logits and NaN maps, silently
+    from attnmap.mil import explain
+
+    torch.manual_seed(0)
+    model = cls(embed_dim=8).eval()
+    bag = torch.randn(4, 8, dtype=torch.float64)
+    bag[1, 2] = 1e39
+    with pytest.raises(InputError, match="float32"):
+        model(bag)
+    with pytest.raises(InputError, match="float32"):
+        infer_bag(model, bag)
+    for method in ("attention", "lrp", "integrated_gradients", "occlusion", "gradient_x_input"):
+        with pytest.raises(InputError, match="float32"):
+            explain(model, bag, method)
+    bag[1, 2] = 1e30  # within range: the same as the float32 bag
+    torch.testing.assert_close(model(bag).logits, model(bag.float()).logits, rtol=0, atol=0)
+
+
+def test_a_half_model_takes_features_whose_half_row_sums_would_overflow():
+    model = CLAM_SB(embed_dim=1024).half().eval()
+    bag = torch.full((3, 1024), 100.0)  # each value fits float16; a float16 row sum (102400) would not
+    assert model.check_features(bag).dtype == torch.float16
+
+
+@pytest.mark.parametrize("chunk_size", [1.5, "64", None])
+def test_infer_bag_refuses_a_chunk_size_that_is_not_a_positive_integer(chunk_size):
+    # 1.5 raised a bare TypeError from range(); explain already refused these in one line
+    model = _seeded(CLAM_SB, embed_dim=32)
+    with pytest.raises(InputError, match="chunk_size"):
+        infer_bag(model, _bag(5), chunk_size=chunk_size)
+    with pytest.raises(InputError, match="chunk_size"):
+        attention_scores(model, _bag(5), chunk_size=chunk_size)

@@ -13,6 +13,8 @@ would silently keep the old weights (a graph holding them as constants) adds `we
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -39,3 +41,18 @@ def weights_digest(model: nn.Module) -> str:
             if data.numel():
                 digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+@contextmanager
+def evaluated(*models: nn.Module) -> Iterator[None]:
+    """Every module of ``models`` in eval mode for the block, each one's own flag restored after
+    (a mixed train/eval state included): dropout or drop-path must not change an explanation."""
+    modules = [module for model in models for module in model.modules()]
+    flags = [module.training for module in modules]
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for module, flag in zip(modules, flags, strict=True):
+            module.training = flag

@@ -28,8 +28,9 @@ import torch
 from attnmap.errors import InputError
 from attnmap.evaluate.inputs import as_array, check_finite, share_of
 from attnmap.mil.base import AttentionMILBase, check_bag_shape
-from attnmap.mil.readout import BagPass, bag_pass, readout_for, resolve_target
+from attnmap.mil.readout import BagPass, bag_pass, check_mirrored, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK
+from attnmap.model_state import evaluated
 
 FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
@@ -117,12 +118,9 @@ def patch_flipping(
     readout = readout_for(model)
     if features.shape[1] != model.embed_dim:
         raise InputError(f"features have {features.shape[1]} columns but the model expects {model.embed_dim}")
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluated(model):  # every module's own flag restored after
+        check_mirrored(model, readout, features)
         bag = bag_pass(model, features, readout, chunk_size)
-    finally:
-        model.train(was_training)
     target = resolve_target(model, target, bag.prediction)
     reason = nothing_to_flip(n_patches, scores_array)
     if reason is not None:

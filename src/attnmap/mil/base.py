@@ -73,7 +73,18 @@ class AttentionMILBase(nn.Module):
         silent NaN or a shape error deep inside a matmul.
         """
         features = check_bag_features(features, self.embed_dim)
-        return features.to(device=self.device, dtype=self.parameter_dtype)
+        cast = features.to(device=self.device, dtype=self.parameter_dtype)
+        # finite float64 values beyond a float32 (or half) model's range become inf on the cast,
+        # which gave NaN logits and NaN maps without a word
+        # (summed in at least float32: a half row sum may overflow where no value does)
+        wide = torch.promote_types(cast.dtype, torch.float32)
+        if cast.dtype != features.dtype and not bool(torch.isfinite(cast.sum(dim=1, dtype=wide)).all()):
+            largest = float(features.abs().max())
+            raise InputError(
+                f"bag features do not fit the model's {str(cast.dtype).removeprefix('torch.')}: "
+                f"values up to {largest:.3g} are beyond its range (scale them, or use a float64 model)"
+            )
+        return cast
 
     def pool(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attention logits (K, N), their softmax over patches (K, N) and pooled embeddings (K, H)."""

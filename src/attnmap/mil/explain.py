@@ -42,8 +42,9 @@ from attnmap.mil.gradients import (
     integrated_gradients,
 )
 from attnmap.mil.lrp import check_lrp_options, lrp_relevance
-from attnmap.mil.readout import BagPass, bag_pass, readout_for, resolve_target
+from attnmap.mil.readout import BagPass, bag_pass, check_mirrored, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK, to_numpy
+from attnmap.model_state import evaluated
 
 METHODS: tuple[str, ...] = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
 PER_FEATURE_METHODS: tuple[str, ...] = ("gradient_x_input", "integrated_gradients", "lrp")
@@ -88,6 +89,7 @@ def explain(
     keep = method == "lrp" or (method == "gradient_x_input" and per_feature)
     with _eval_mode(model):
         readout = readout_for(model)
+        check_mirrored(model, readout, features)
         if method == "gradient_x_input" and not per_feature:
             bag, local, directional = gradient_x_input_one_pass(model, features, readout, chunk_size)
             target = resolve_target(model, target, bag.prediction)
@@ -128,6 +130,7 @@ def feature_gradients(
     model, features = _check_inputs(model, features, chunk_size)
     with _eval_mode(model):
         readout = readout_for(model)
+        check_mirrored(model, readout, features)
         bag = bag_pass(model, features, readout, chunk_size, keep_embeddings=True)
         target = resolve_target(model, target, bag.prediction)
         return gradient_passes(model, features, readout, bag, target, chunk_size, per_feature=True,
@@ -177,13 +180,21 @@ def _check_inputs(
 
 
 class _eval_mode:  # noqa: N801 - used as a context manager, reads like one
-    """Dropout off while explaining; the model's training flag is restored afterwards."""
+    """Dropout off while explaining; every module's training flag is restored afterwards (one
+    ``model.train(flag)`` set a caller's frozen submodules back to train mode).
+
+    Inference mode is lifted too: inside a caller's ``torch.inference_mode()`` the attention
+    gradients (``enable_grad`` cannot override it) failed with a bare autograd RuntimeError.
+    """
 
     def __init__(self, model: torch.nn.Module):
-        self.model, self.was_training = model, model.training
+        self.modes = evaluated(model)
+        self.grad_allowed = torch.inference_mode(False)
 
     def __enter__(self) -> None:
-        self.model.eval()
+        self.grad_allowed.__enter__()
+        self.modes.__enter__()
 
     def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
+        self.modes.__exit__(*exc)
+        self.grad_allowed.__exit__(*exc)

@@ -18,6 +18,10 @@ biases' share).
 
 from __future__ import annotations
 
+import math
+import numbers
+
+import numpy as np
 import torch
 
 from attnmap.errors import InputError
@@ -37,12 +41,23 @@ def gamma_modified(tensor: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def check_lrp_options(eps: float, gamma: float) -> tuple[float, float]:
-    eps, gamma = float(eps), float(gamma)
-    if not eps >= 0:
-        raise InputError(f"lrp needs eps >= 0, got {eps}")
-    if not gamma >= 0:
-        raise InputError(f"lrp needs gamma >= 0, got {gamma}")
-    return eps, gamma
+    """eps and gamma as floats: finite numbers >= 0 (one-element tensors and numpy scalars too).
+
+    An infinite eps divides every relevance to 0 and an infinite gamma makes every term inf/inf,
+    so both gave an all-zero or all-NaN map without a word; a bool or a string is a mistake too.
+    """
+    return _finite_option("eps", eps), _finite_option("gamma", gamma)
+
+
+def _finite_option(name: str, value: object) -> float:
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)) and int(np.prod(value.shape)) == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"lrp needs a number for {name}, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(f"lrp needs a finite {name} >= 0, got {value}")
+    return value
 
 
 def lrp_relevance(

@@ -68,6 +68,32 @@ def readout_for(model: nn.Module) -> Readout:
     return Readout(embedding=embedding, branch=branch, weight=weight.detach(), bias=bias.detach())
 
 
+def check_mirrored(model: AttentionMILBase, readout: Readout, features: torch.Tensor, rows: int = 8) -> None:
+    """Refuse a model whose ``embed`` or ``classify`` is not what the methods compute themselves.
+
+    The passes here compute h = ReLU(W x + b) and y_c = w_c · M + b_c from the parameters, not by
+    calling the model, so a subclass with a deeper embedding or its own read-out was explained as
+    another function, silently. Its own layers are run on a few rows (in eval mode: the caller's
+    job) and compared; ``attention_logits`` needs no check, being always called as the model's own.
+    """
+    with torch.no_grad():
+        x = model.check_features(features[: min(rows, features.shape[0])])
+        weight, bias = readout.embedding.weight, readout.embedding.bias
+        h = torch.addmm(bias, x, weight.t()).relu_()
+        pooled = h[torch.arange(model.n_branches, device=h.device) % h.shape[0]]  # (K, H), any rows
+        branch_of_class = pooled[torch.as_tensor(readout.branch, device=h.device)]  # (C, H)
+        logits = (readout.weight * branch_of_class).sum(dim=1) + readout.bias
+        checks = (("embed", model.embed(x), h), ("classify", model.classify(pooled)[0], logits))
+        for part, own, ours in checks:
+            # float32: ~3e-4 relative, float64: ~1e-8, half: a few percent
+            tolerance = torch.finfo(ours.dtype).eps ** 0.5 * (1.0 + float(ours.abs().max()))
+            if own.shape != ours.shape or not torch.allclose(own, ours, rtol=0, atol=tolerance):
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}.{part} is not the ReLU(Linear) embedding / affine read-out "
+                    "the relevance methods compute from its parameters: its maps would explain another model"
+                )
+
+
 def resolve_target(model: AttentionMILBase, target: int | None, predicted: int) -> int:
     """The class to explain: the given one (checked), else the predicted class."""
     if target is None:

@@ -22,6 +22,7 @@ import torch
 
 from attnmap.errors import InputError
 from attnmap.mil.base import AttentionMILBase, FeatureRows, check_bag_shape
+from attnmap.model_state import evaluated
 from attnmap.render import normalize
 
 ScoreKind = Literal["raw", "softmax", "percentile"]
@@ -98,21 +99,17 @@ def infer_bag(
     The model is used in eval mode; its training flag is restored afterwards.
     """
     model = _check_model(model)
-    if chunk_size < 1:
-        raise InputError(f"chunk_size must be positive, got {chunk_size}")
+    # an integer, strictly: 1.5 or "64" failed later with a bare TypeError (as explain refuses them)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if isinstance(features, np.ndarray):
         features = torch.from_numpy(features)
     # values are checked chunk by chunk (model.check_features), so only the shape here
     features = check_bag_shape(features)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            raw, pooled = _chunked_pool(model, features, chunk_size, progress)
-            logits = model.classify(pooled)
-            probs = torch.softmax(logits, dim=1)
-    finally:
-        model.train(was_training)
+    with evaluated(model), torch.inference_mode():  # every module's own flag restored after
+        raw, pooled = _chunked_pool(model, features, chunk_size, progress)
+        logits = model.classify(pooled)
+        probs = torch.softmax(logits, dim=1)
     return BagAttention(
         raw=to_numpy(raw),
         logits=to_numpy(logits[0]),

@@ -52,6 +52,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.model_state import evaluated
 from attnmap.vit.timm_build import ClassAndPatchMeanViT
 
 
@@ -328,6 +329,7 @@ def _zb_pixels(
     return out
 
 
+@torch.inference_mode(False)  # a caller's inference mode, which enable_grad does not lift, broke autograd
 def encoder_relevance(
     model: nn.Module,
     images: torch.Tensor,
@@ -344,15 +346,24 @@ def encoder_relevance(
     Runs in the dtype of ``images`` (float64 for exact checks). The model is not modified.
     """
     model = check_fine_encoder(model)
+    with evaluated(model):  # dropout / drop-path off (the rules refuse BatchNorm in training first)
+        return _relevance(model, images, direction, bounds)
+
+
+def _relevance(
+    model: nn.Module, images: torch.Tensor, direction: torch.Tensor, bounds: tuple | None
+) -> EncoderRelevance:
     if images.ndim != 4:
         raise InputError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
-    direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device)
+    # a clone: one made in inference mode cannot enter the autograd graph below
+    direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device).clone()
     if direction.ndim == 1:
         direction = direction.expand(images.shape[0], -1)
     if not isinstance(model, _TRANSFORMERS):  # a ReLU CNN: LRP-0 is gradient × input
         from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_relevance
 
         return EncoderRelevance(*cnn_relevance(model, images, direction))
+    _check_image_size(model.patch_embed, images)
     frozen = _Frozen()
     inputs = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -375,6 +386,19 @@ def encoder_relevance(
     with torch.no_grad():
         bias_share = (_forward(model, frozen, torch.zeros_like(images)) * direction).sum(dim=1)
     return EncoderRelevance(pixels.detach(), bias_share, score.detach())
+
+
+def _check_image_size(embed: nn.Module, images: torch.Tensor) -> None:
+    """timm's own PatchEmbed size check: the rules call its convolution directly, which skips it, so
+    a wrong size failed deep inside or, with as many tokens, put every token at another position."""
+    height, width = images.shape[-2:]
+    fixed, patch = getattr(embed, "img_size", None), tuple(embed.patch_size)
+    if fixed is not None and getattr(embed, "strict_img_size", True) and (height, width) != tuple(fixed):
+        raise InputError(f"images are {height} × {width} but the encoder takes {fixed[0]} × {fixed[1]}")
+    if height % patch[0] or width % patch[1]:  # timm pads or refuses these; the rules do neither
+        raise InputError(
+            f"images are {height} × {width}: not a multiple of the patch size {patch[0]} × {patch[1]}"
+        )
 
 
 def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:

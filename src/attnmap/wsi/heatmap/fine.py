@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.model_state import evaluated
 from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder, encoder_relevance, input_bounds
 
 FINE_METHODS = ("lrp", "transformer_attribution")
@@ -107,16 +108,32 @@ def mil_directions(
     if method not in MIL_METHODS:
         raise InputError(f"MIL method for fine maps must be one of {', '.join(MIL_METHODS)}, got {method!r}")
     from attnmap.mil.explain import feature_gradients
+    from attnmap.mil.readout import readout_for
 
+    readout_for(model)  # a head the chain does not know: one line naming it, not an AttributeError
     x = model.check_features(torch.as_tensor(features)).detach()
+    target = _one_element(target)
     whole = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
     if target is not None and not whole:  # 1.5 was read as class 1
         raise InputError(f"the fine maps' target must be a class index (an integer), got {target!r}")
-    if target is None:
-        with torch.no_grad():
-            target = int(model(x).logits.argmax(dim=1)[0])
+    if target is None:  # the eval-mode prediction: in train mode dropout would pick a random class
+        from attnmap.mil.scores import infer_bag
+
+        target = infer_bag(model, x).prediction
     gradient = feature_gradients(model, x, int(target), detach_attention=method == "lrp")
     return gradient, (gradient * x).sum(dim=1), int(target)
+
+
+def _one_element(target: object) -> object:
+    """A one-element integer tensor or array (a model's own ``prediction``) as its Python int;
+    anything else unchanged, so a float (1.5) is still refused rather than cut to a class."""
+    if isinstance(target, (torch.Tensor, np.ndarray)) and int(np.prod(target.shape)) == 1:
+        integral = not target.is_floating_point() if isinstance(target, torch.Tensor) else (
+            np.issubdtype(target.dtype, np.integer)
+        )
+        if integral and target.dtype not in (torch.bool, np.bool_):
+            return int(target.reshape(-1)[0])
+    return target
 
 
 def iter_fine_maps(
@@ -145,15 +162,16 @@ def iter_fine_maps(
         batch = images(part) if callable(images) else images[start : part[-1] + 1]
         batch = batch.to(device=weight.device, dtype=weight.dtype)
         direction = directions[start : part[-1] + 1].to(batch)
-        result = encoder_relevance(encoder, batch, direction, bounds)
-        if start == 0:
-            _check_score(own, batch, direction, result.score)
-        pixels, bias = result.pixels, result.bias_share
-        if method != "lrp":
-            pixels = _explained(encoder, batch, direction, method, result.score)
-            bias = torch.zeros_like(bias)
-        elif spread_bias:
-            pixels = pixels + (bias / pixels[0].numel())[:, None, None]
+        with evaluated(own, encoder):  # the check's forward too: dropout would make it differ
+            result = encoder_relevance(encoder, batch, direction, bounds)
+            if start == 0:
+                _check_score(own, batch, direction, result.score)
+            pixels, bias = result.pixels, result.bias_share
+            if method != "lrp":
+                pixels = _explained(encoder, batch, direction, method, result.score)
+                bias = torch.zeros_like(bias)
+            elif spread_bias:
+                pixels = pixels + (bias / pixels[0].numel())[:, None, None]
         # the encoder's dtype: float32 halves "top_k: all"
         yield (
             pixels.detach().cpu().numpy(),
@@ -289,6 +307,13 @@ def bag_fine_maps(
     (k, 3, H, W)`` that reads only the selected patches. A slide with ``top_k: all`` should stream
     the maps to disk instead (`iter_selected_fine_maps`, `attnmap.wsi.heatmap.fine_store`).
     """
+    from attnmap.mil.base import check_bag_shape
+
+    n_rows = len(check_bag_shape(torch.as_tensor(features)))
+    if not callable(images) and len(images) != n_rows:
+        # indexed by bag position: a shorter stack failed deep inside, a longer one paired maps with
+        # patches they do not belong to
+        raise InputError(f"{len(images)} patch images but {n_rows} feature rows: one image per patch")
     selection = select_fine_patches(mil_model, features, config, target)
 
     def read(indices: np.ndarray) -> torch.Tensor:
