@@ -100,7 +100,7 @@ def _one_line(error: BaseException) -> tuple[str, str]:
 def run_encoder(case: EncoderCase, verbose: bool) -> list[tuple[str, str, str]]:
     """(case name, class, detail) rows of one encoder."""
     from attnmap.wsi.encoders import load_encoder
-    from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder
+    from attnmap.wsi.heatmap.encoder_support import check_fine_encoder
     from attnmap.wsi.heatmap.fine import FINE_METHODS, MIL_METHODS, transform_bounds
 
     try:

@@ -20,7 +20,8 @@ gradient × input, ``R = p ⊙ Jᵀ d``. Conservation is then exact, not approxi
 Covered: timm's VisionTransformer (token, average, class-and-patch-mean, attention-pool and
 distilled read-outs) and Eva (`encoder_relevance_eva`), Hugging Face encoders through their timm
 twin (`attnmap.wsi.hf_timm_twin`), and piecewise-linear ReLU CNNs, where LRP-0 is gradient × input
-(`encoder_relevance_cnn`). Anything else is refused by `check_fine_encoder`, naming the layer.
+(`encoder_relevance_cnn`). Anything else is refused by `check_fine_encoder` (`encoder_support`),
+naming the layer.
 
 This is an adaptor of the project's ViT LRP for direction targets: when
 ``attnmap.explain(vit, images, method, target=directions)`` accepts a (B, D) direction, the fine
@@ -34,26 +35,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.layers import (
-    Attention,
-    AttentionPoolLatent,
-    AttentionRope,
-    GluMlp,
-    Mlp,
-    PatchEmbed,
-    QuickGELU,
-    RmsNorm,
-    SwiGLU,
-)
-from timm.layers.activations import GELU, GELUTanh
+from timm.layers import AttentionPoolLatent, GluMlp, QuickGELU, SwiGLU
 from timm.models.deit import VisionTransformerDistilled
-from timm.models.eva import Eva, EvaAttention, EvaBlock
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.eva import Eva
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.model_state import evaluated
 from attnmap.vit.timm_build import ClassAndPatchMeanViT
+from attnmap.wsi.heatmap.encoder_support import NORMS, TRANSFORMERS, check_fine_encoder, check_image_size
 
 
 @dataclass
@@ -63,95 +53,6 @@ class EncoderRelevance:
     pixels: torch.Tensor
     bias_share: torch.Tensor
     score: torch.Tensor
-
-
-def check_fine_encoder(model: nn.Module, method: str = "lrp") -> nn.Module:
-    """``model`` (or the timm twin of a Hugging Face encoder, its ``fine_twin``) if the conservative
-    rules below cover it (checked before a run); else an `UnsupportedModelError` naming the layer.
-
-    A timm VisionTransformer whose every layer this module mirrors, or a piecewise-linear (ReLU)
-    CNN (`attnmap.wsi.heatmap.encoder_relevance_cnn`, method ``lrp`` only).
-    """
-    from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_refusal
-
-    twin = getattr(model, "fine_twin", None)
-    if callable(twin):
-        model = twin()
-    if isinstance(model, torch.jit.ScriptModule):
-        raise UnsupportedModelError(
-            "fine maps need the encoder's Python model, not a TorchScript archive (its code is opaque to "
-            "the LRP rules): load it as a timm or hf: encoder"
-        )
-    if not isinstance(model, _TRANSFORMERS):
-        refusal = cnn_refusal(model)
-        if refusal == "":
-            raise UnsupportedModelError(
-                "fine maps need a timm VisionTransformer / Eva or a ReLU CNN encoder, got "
-                f"{type(model).__name__}"
-            )
-        if refusal is not None:
-            raise UnsupportedModelError(f"fine maps of the CNN {type(model).__name__}: {refusal}")
-        if method != "lrp":
-            raise UnsupportedModelError(
-                f"fine method {method!r} needs a ViT encoder; {type(model).__name__} is a CNN: use method lrp"
-            )
-        return model
-    _check_vit(model)
-    if method != "lrp" and isinstance(model, VisionTransformerDistilled):
-        raise UnsupportedModelError(
-            f"fine method {method!r}: the attention methods read one token, a distilled ViT's features "
-            "average two (class and distillation): use method lrp"
-        )
-    return model
-
-
-def _check_vit(model: nn.Module) -> None:
-    """Every layer of ``model`` is one `_forward` mirrors (else a one-line error naming it)."""
-    eva = isinstance(model, Eva)
-    block_type, attention_types = (EvaBlock, (EvaAttention, AttentionRope)) if eva else (Block, (Attention,))
-    concat = isinstance(model, ClassAndPatchMeanViT)
-    distilled = isinstance(model, VisionTransformerDistilled)
-    pool = getattr(model, "attn_pool", None)
-    pool_ok = concat or distilled or model.global_pool in ("token", "avg")
-    if pool is not None:
-        pool_ok = type(pool) is AttentionPoolLatent and pool.pool in ("token", "avg")
-        if pool_ok and pool.mlp is not None and type(pool.mlp) not in _MLPS:
-            kind = type(pool.mlp).__name__
-            raise UnsupportedModelError(f"attention-pool MLP {kind} has no conservative rule here")
-    if not pool_ok:
-        what = type(pool).__name__ if pool is not None else f"global_pool={model.global_pool!r}"
-        raise UnsupportedModelError(f"{what} has no conservative rule here")
-    if type(model.patch_embed) not in (PatchEmbed,) or not isinstance(model.patch_embed.proj, nn.Conv2d):
-        raise UnsupportedModelError(
-            f"patch embedding {type(model.patch_embed).__name__} has no conservative rule here"
-        )
-    norms = [model.patch_embed.norm, model.norm_pre, model.norm, model.fc_norm]
-    if pool is not None:
-        norms.append(pool.norm)
-        if type(pool.mlp) is Mlp and not isinstance(pool.mlp.act, _ACTIVATIONS):
-            raise UnsupportedModelError(f"MLP activation {type(pool.mlp.act).__name__} has no rule here")
-    for index, block in enumerate(model.blocks):
-        if type(block) is not block_type or type(block.attn) not in attention_types:
-            kind = type(block).__name__ if type(block) is not block_type else type(block.attn).__name__
-            raise UnsupportedModelError(f"block {index} ({kind}) has no conservative rule here")
-        if type(block.mlp) not in _MLPS:
-            raise UnsupportedModelError(f"MLP {type(block.mlp).__name__} has no conservative rule here")
-        if type(block.mlp) is Mlp and not isinstance(block.mlp.act, _ACTIVATIONS):  # gated: any act
-            raise UnsupportedModelError(f"MLP activation {type(block.mlp.act).__name__} has no rule here")
-        norms += [block.norm1, block.norm2, block.attn.norm, getattr(block.mlp, "norm", nn.Identity())]
-    for norm in norms:  # q/k norms sit on the attention logits' path, held constant: any is fine
-        if not isinstance(norm, (nn.Identity, *_NORMS)):
-            raise UnsupportedModelError(f"norm {type(norm).__name__} has no conservative rule here")
-    heads = [model.head] + ([model.head_dist] if distilled else [])
-    if not all(isinstance(head, (nn.Identity, nn.Linear)) for head in heads):
-        raise UnsupportedModelError(f"head {type(model.head).__name__} has no conservative rule here")
-
-
-_TRANSFORMERS = (VisionTransformer, Eva)  # Eva: timm's RoPE ViTs (EVA02, DINOv3)
-_MLPS = (Mlp, GluMlp, SwiGLU)  # SwiGLUPacked is a GluMlp
-_NORMS = (nn.LayerNorm, nn.RMSNorm, RmsNorm)  # a frozen scale, then the affine part
-# act(z) = z · g(z) with g(0) = ½: torch's and timm's GELU (exact or tanh), SiLU, QuickGELU
-_ACTIVATIONS = (nn.GELU, nn.SiLU, QuickGELU, GELU, GELUTanh)
 
 
 class _Frozen:
@@ -176,7 +77,7 @@ def _norm(frozen: _Frozen, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """LayerNorm / RMSNorm with the scale 1/σ a frozen gate (the identity rule of LRP for norms)."""
     if isinstance(module, nn.Identity):
         return x
-    if not isinstance(module, _NORMS):
+    if not isinstance(module, NORMS):
         raise UnsupportedModelError(f"norm {type(module).__name__} has no conservative rule here")
     layer = isinstance(module, nn.LayerNorm)
     centred = x - x.mean(dim=-1, keepdim=True) if layer else x
@@ -359,11 +260,11 @@ def _relevance(
     direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device).clone()
     if direction.ndim == 1:
         direction = direction.expand(images.shape[0], -1)
-    if not isinstance(model, _TRANSFORMERS):  # a ReLU CNN: LRP-0 is gradient × input
+    if not isinstance(model, TRANSFORMERS):  # a ReLU CNN: LRP-0 is gradient × input
         from attnmap.wsi.heatmap.encoder_relevance_cnn import cnn_relevance
 
         return EncoderRelevance(*cnn_relevance(model, images, direction))
-    _check_image_size(model.patch_embed, images)
+    check_image_size(model.patch_embed, images)
     frozen = _Frozen()
     inputs = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -388,19 +289,6 @@ def _relevance(
     return EncoderRelevance(pixels.detach(), bias_share, score.detach())
 
 
-def _check_image_size(embed: nn.Module, images: torch.Tensor) -> None:
-    """timm's own PatchEmbed size check: the rules call its convolution directly, which skips it, so
-    a wrong size failed deep inside or, with as many tokens, put every token at another position."""
-    height, width = images.shape[-2:]
-    fixed, patch = getattr(embed, "img_size", None), tuple(embed.patch_size)
-    if fixed is not None and getattr(embed, "strict_img_size", True) and (height, width) != tuple(fixed):
-        raise InputError(f"images are {height} × {width} but the encoder takes {fixed[0]} × {fixed[1]}")
-    if height % patch[0] or width % patch[1]:  # timm pads or refuses these; the rules do neither
-        raise InputError(
-            f"images are {height} × {width}: not a multiple of the patch size {patch[0]} × {patch[1]}"
-        )
-
-
 def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (lowest, highest) normalised input of pixels in [0, 1]: ((0 − m)/s, (1 − m)/s)."""
     mean_t, std_t = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
@@ -414,7 +302,7 @@ def check_encoder_forward(model: nn.Module, images: torch.Tensor, atol: float = 
     register tokens handled differently, ...): a silently different function would give wrong maps.
     """
     checked = check_fine_encoder(model)
-    if not isinstance(checked, _TRANSFORMERS):
+    if not isinstance(checked, TRANSFORMERS):
         return  # a piecewise-linear CNN is explained through its own forward
     with torch.no_grad():
         ours = _forward(checked, _Frozen(), images)

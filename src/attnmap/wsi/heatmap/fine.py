@@ -26,7 +26,8 @@ from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.model_state import evaluated
-from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder, encoder_relevance, input_bounds
+from attnmap.wsi.heatmap.encoder_relevance import encoder_relevance, input_bounds
+from attnmap.wsi.heatmap.encoder_support import check_fine_encoder
 
 FINE_METHODS = ("lrp", "transformer_attribution")
 MIL_METHODS = ("lrp", "gradient_x_input")

@@ -195,7 +195,7 @@ def _encoder_checks(config: PipelineConfig) -> None:
             f"{config.model.checkpoint} expects {model.embed_dim}-d features"
         )
     if config.heatmap.fine is not None:
-        from attnmap.wsi.heatmap.encoder_relevance import check_fine_encoder
+        from attnmap.wsi.heatmap.encoder_support import check_fine_encoder
         from attnmap.wsi.heatmap.fine import FineConfig
 
         try:
