@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import h5py
 import numpy as np
@@ -133,3 +134,17 @@ def test_export_into_a_file_is_an_input_error(tmp_path):
         export_attention(model, bag, tmp_path / "taken", slide_id="s")
     exported = export_attention(model, bag, tmp_path / "out", slide_id="schnitt_ä")
     assert exported.h5_path == tmp_path / "out" / "schnitt_ä_attention.h5" and exported.h5_path.exists()
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_write_refuses_values_beyond_float32(tmp_path, as_tensor):
+    # a finite float64 value beyond float32's range was written as inf (one numpy warning), and the
+    # reader then refused the bag: the bag format stores float32, so the writer refuses it instead
+    features = _features().astype(np.float64)
+    largest = float(np.finfo(np.float32).max) * 4
+    features[1, 2] = -largest
+    data = torch.from_numpy(features) if as_tensor else features
+    with pytest.raises(InputError, match=re.escape(f"{largest:.3g}") + ".*float32") as caught:
+        write_h5_bag(tmp_path / "big.h5", data)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "big.h5").exists()

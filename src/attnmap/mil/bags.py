@@ -292,12 +292,25 @@ def write_h5_bag(
     import h5py
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(features, torch.Tensor):
-        features = features.detach().float().cpu().numpy()
+        features = features.detach().cpu()
+        features = (features if features.dtype == torch.float64 else features.float()).numpy()
     features = np.asarray(features)
+    with np.errstate(over="ignore"):
+        stored = features.astype(np.float32, copy=False)
+    # the format stores float32: a finite value beyond its range became inf (one numpy warning) and
+    # the reader then refused the bag, far from the code that wrote it
+    if stored.size and not np.isfinite(stored).all():
+        beyond = np.isfinite(features) & ~np.isfinite(stored)
+        if beyond.any():
+            largest = float(np.abs(features[beyond]).max())
+            raise InputError(
+                f"{path}: feature values up to {largest:.3g} are beyond the bag format's float32 "
+                "(scale them before writing)"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as handle:
-        handle.create_dataset("features", data=features.astype(np.float32, copy=False))
+        handle.create_dataset("features", data=stored)
         if coords is not None:
             handle.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
     return path
