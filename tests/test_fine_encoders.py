@@ -4,6 +4,7 @@ distilled ViTs, the refusals by layer, and the read-out explained being the enco
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 
 import numpy as np
@@ -305,6 +306,33 @@ def test_images_of_a_size_the_vit_does_not_take_are_refused_in_one_line(shape):
     else:
         with pytest.raises(InputError, match="multiple of the patch size 8 × 8"):
             encoder_relevance(dynamic, images, direction)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+@pytest.mark.parametrize("kind", ["vit", "tiny"])
+def test_images_with_other_channel_counts_than_the_encoder_takes_are_refused_in_one_line(kind, channels):
+    """Grey or RGBA patches failed with a bare convolution RuntimeError (weight of size [...]), in
+    `encoder_relevance`, `fine_maps` and `bag_fine_maps` alike."""
+    from attnmap.errors import InputError
+    from attnmap.mil import ABMIL
+    from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps
+
+    torch.manual_seed(0)
+    model = _rough(VisionTransformer(**TINY)) if kind == "vit" else _cnn("tiny")
+    width = model(_images()).shape[1]
+    takes = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    expected = re.escape(f"{channels} channels") + ".*" + re.escape(f"takes {takes}")
+    images = torch.randn(2, channels, 32, 32, dtype=torch.float64)
+    direction = torch.ones(2, width, dtype=torch.float64)
+    with pytest.raises(InputError, match=expected) as caught:
+        encoder_relevance(model, images, direction)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InputError, match=expected):
+        fine_maps(model, images, direction)
+    mil = ABMIL(embed_dim=width, hidden_dim=8, attention_dim=4, n_classes=2).double().eval()
+    features = torch.randn(2, width, dtype=torch.float64)
+    with pytest.raises(InputError, match=expected):
+        bag_fine_maps(model, images, mil, features, FineConfig(top_k=None))
 
 
 def test_a_vit_left_in_train_mode_gets_its_eval_maps_and_keeps_its_mode():

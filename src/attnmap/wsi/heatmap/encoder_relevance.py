@@ -43,7 +43,13 @@ from torch import nn
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.model_state import evaluated
 from attnmap.vit.timm_build import ClassAndPatchMeanViT
-from attnmap.wsi.heatmap.encoder_support import NORMS, TRANSFORMERS, check_fine_encoder, check_image_size
+from attnmap.wsi.heatmap.encoder_support import (
+    NORMS,
+    TRANSFORMERS,
+    check_fine_encoder,
+    check_image_channels,
+    check_image_size,
+)
 
 
 @dataclass
@@ -256,6 +262,7 @@ def _relevance(
 ) -> EncoderRelevance:
     if images.ndim != 4:
         raise InputError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    check_image_channels(model, images)
     # a clone: one made in inference mode cannot enter the autograd graph below
     direction = torch.as_tensor(direction, dtype=images.dtype, device=images.device).clone()
     if direction.ndim == 1:

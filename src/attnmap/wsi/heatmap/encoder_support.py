@@ -128,3 +128,19 @@ def check_image_size(embed: nn.Module, images: torch.Tensor) -> None:
         raise InputError(
             f"images are {height} × {width}: not a multiple of the patch size {patch[0]} × {patch[1]}"
         )
+
+
+def check_image_channels(model: nn.Module, images: torch.Tensor) -> None:
+    """Grey or RGBA patches on an RGB encoder failed inside its first convolution with a bare
+    RuntimeError: refused in one line naming both counts (the ViT's patch convolution, or a CNN's
+    first convolution, which `cnn_refusal` has checked to be its stem)."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None:
+        first = embed.proj
+    else:
+        first = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+    if first is not None and images.shape[1] != first.in_channels:
+        raise InputError(
+            f"images have {images.shape[1]} channels but the encoder takes {first.in_channels} "
+            "(convert grey or RGBA patches to the encoder's colour mode)"
+        )
