@@ -241,3 +241,14 @@ def test_a_bag_that_cannot_train_is_named_before_the_first_fold(tmp_path, kind, 
         train_mil(tmp_path / "features", labels, tmp_path / "run", folds=2, max_epochs=1, device="cpu",
                   progress=False, verbose=False, on_epoch=lambda *args: epochs.append(1))
     assert epochs == []
+
+
+def test_a_training_run_that_diverges_stops_in_one_line(tmp_path):
+    """A learning rate far too large gave NaN losses, and the folds still finished: NaN weights saved
+    as checkpoints, NaN AUCs in metrics.csv and exit status 0."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    with pytest.raises(InputError, match=r"fold 0, epoch 0: .*diverged.*--lr") as caught:
+        train_mil(tmp_path / "features", labels, tmp_path / "run", **dict(FAST, lr=1e30), device="cpu",
+                  progress=False, verbose=False)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "run" / "fold_0" / "checkpoint.pt").exists()

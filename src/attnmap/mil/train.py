@@ -255,6 +255,8 @@ def train_fold(
         bag_loss, instance_loss = _train_epoch(
             model, optimizer, store, split.train, train_labels, order, config, progress
         )
+        if not math.isfinite(bag_loss):  # else NaN weights were saved as a finished fold, exit 0
+            raise InputError(f"fold {split.fold}, epoch {epoch}: bag loss {bag_loss}, diverged; lower --lr")
         val_loss, val_metrics = evaluate(model, store, split.val, [label_of[s] for s in split.val])
         monitored = val_loss if split.val else bag_loss
         stop = _update_early_stopping(state, model, monitored, epoch, config)
