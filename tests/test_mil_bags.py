@@ -148,3 +148,13 @@ def test_write_refuses_values_beyond_float32(tmp_path, as_tensor):
         write_h5_bag(tmp_path / "big.h5", data)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "big.h5").exists()
+
+
+def test_reading_a_pt_bag_beyond_float32_names_the_value_not_nan(tmp_path):
+    # finite float64 values beyond float32 were reported as "NaN or infinite values" after the cast
+    features = torch.from_numpy(_features().astype(np.float64))
+    largest = float(np.finfo(np.float32).max) * 8
+    features[0, 0] = largest
+    torch.save(features, tmp_path / "big.pt")
+    with pytest.raises(InputError, match=re.escape(f"{largest:.3g}") + ".*float32"):
+        read_bag(tmp_path / "big.pt")

@@ -124,11 +124,14 @@ def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
     if features.ndim == 3 and features.shape[0] == 1:
         features = features[0]
     check_feature_layout(path, tuple(features.shape), features.is_floating_point(), features.dtype)
-    features = features.float()
+    stored, features = features, features.float()
     # row sums first: one cheap pass; the full mask only to rule out an overflow of a finite sum
     if check_finite and not (
         bool(torch.isfinite(features.sum(dim=1)).all()) or bool(torch.isfinite(features).all())
     ):
+        if bool(torch.isfinite(stored).all()):  # finite float64 values that only the cast made inf
+            largest = float(stored.abs().max())
+            raise InputError(f"{path}: feature values up to {largest:.3g} exceed float32, which bags load as")
         raise InputError(f"{path}: features contain NaN or infinite values")
     if coords is not None:
         coords = checked_coords(path, coords, features.shape[0])
