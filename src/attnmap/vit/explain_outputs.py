@@ -242,3 +242,18 @@ def save_npy(path: Path, array: np.ndarray) -> Path:
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.save(handle, array)
     return path
+
+
+def remove_unreadable_images_outputs(
+    out_dir: Path, stem: str, methods: Sequence[str], fingerprints: Sequence[Fingerprint]
+) -> None:
+    """Remove the maps and pictures under ``stem`` made from an earlier content of an image that can
+    no longer be read: a failed rerun would otherwise leave them passing for the file as it is now.
+    Only attnmap's outputs go (a map with its record, pictures with a fingerprint)."""
+    for name, fingerprint in zip(methods, fingerprints, strict=True):
+        for grid in (False, True):  # the overlay and the grid, while the map's record still names its map
+            remove_outdated_pictures(out_dir, stem, name, fingerprint, grid)
+        npy = out_dir / f"{stem}_{name}.npy"
+        if map_inputs(_record(npy, read_sidecar)) not in (None, _inputs_of(fingerprint)):
+            npy.unlink(missing_ok=True)
+            sidecar_path(npy).unlink(missing_ok=True)
