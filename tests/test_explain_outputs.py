@@ -187,3 +187,33 @@ def test_unreadable_files_do_not_stop_the_others(model, tmp_path: Path) -> None:
     ]
     with pytest.raises(InputError, match="^cannot read image"):  # the bad one alone: its own message
         _run(model, [tmp_path / "in" / "b.png"], tmp_path / "out")
+
+
+def test_an_image_that_can_no_longer_be_read_keeps_no_map_of_its_earlier_content(
+    model, tmp_path: Path
+) -> None:
+    """a.png explained, then overwritten by a broken file: the rerun failed on it and left the old
+    content's map and overlay as a.png's; another image's outputs and files not attnmap's stay."""
+    image, other = _image(tmp_path / "in" / "a.png", 0), _image(tmp_path / "in" / "b.png", 1)
+    out = tmp_path / "out"
+    _run(model, [image, other], out)
+    Image.new("RGB", (8, 8)).save(out / "a_all_methods.png")  # not attnmap's (no record): never deleted
+    image.write_bytes(b"not a png")
+    with pytest.raises(InputError, match=r"^cannot read image .*a\.png"):
+        _run(model, [image, other], out)
+    assert sorted(path.name for path in out.iterdir()) == [
+        "a_all_methods.png", "b_grad_rollout.npy", "b_grad_rollout.npy.json", "b_grad_rollout.png"
+    ]
+
+
+def test_an_image_named_like_another_images_output_gets_its_own_files(model, tmp_path: Path) -> None:
+    """x.png's lrp_attention map and x_lrp.png's attention map were both written to
+    x_lrp_attention.npy: one image's map was lost and the file passed for the other's."""
+    plain, suffixed = _image(tmp_path / "in" / "x.png", 0), _image(tmp_path / "in" / "x_lrp.png", 1)
+    out = tmp_path / "out"
+    for _ in range(2):  # a fresh folder, then a rerun into it
+        written = _run(model, [plain, suffixed], out, method="attention,lrp_attention")
+        records = [json.loads(path.read_text()) for path in out.glob("*.npy.json")]
+        pairs = {(record["image"], record["method"]) for record in records}
+        assert pairs == {(str(p), m) for p in (plain, suffixed) for m in ("attention", "lrp_attention")}
+    assert len({path.name for path in written}) == len(written)

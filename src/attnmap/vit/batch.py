@@ -38,6 +38,7 @@ from attnmap.vit.explain_outputs import (
     image_fingerprint,
     output_files,
     remove_outdated_pictures,
+    remove_unreadable_images_outputs,
     save_npy,
 )
 from attnmap.vit.original import class_name, crop_box, named_classes, predict
@@ -211,6 +212,8 @@ def explain_paths(
     with weight_cache():  # |W| of LRP reused across batches: the model does not change meanwhile
         for start in range(0, len(todo), batch_size):
             indices, images, views = _readable(model, paths, todo[start : start + batch_size], unreadable)
+            for index in sorted(set(todo[start : start + batch_size]) - set(indices)):
+                remove_unreadable_images_outputs(out_dir, stems[index], methods_, prints[index])
             if not indices:
                 continue
             chunk = [paths[i] for i in indices]

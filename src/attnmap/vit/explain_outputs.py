@@ -59,16 +59,20 @@ def claim_stems(out_dir: Path, paths: Sequence[Path], methods: Sequence[str]) ->
     name and bytes), so reruns reuse their outputs.
     """
     paths = [Path(path) for path in paths]
-    if not out_dir.is_dir():
-        return output_stems(paths)
     wanted = [fit_stem(path.stem) for path in paths]
+    # Every output file name claimed so far: stems alone are not enough, as x.png's lrp_attention
+    # map and x_lrp.png's attention map would both be x_lrp_attention.npy.
+    files: set[str] = set()
+
+    def clashes(stem: str) -> bool:
+        return any(name in files for name in _file_names(stem, methods))
+
     owned: dict[int, str] = {}
     for index, path in enumerate(paths):  # names the folder holds for these very images
         for candidate in _recorded_names(out_dir, wanted[index], methods):
-            if candidate.casefold() not in {n.casefold() for n in owned.values()} and (
-                _owner(out_dir, candidate, methods, path) == "this"
-            ):
+            if not clashes(candidate) and _owner(out_dir, candidate, methods, path) == "this":
                 owned[index] = candidate
+                files.update(_file_names(candidate, methods))
                 break
     used = {name.casefold() for name in owned.values()}
     taken = {name.casefold() for name in wanted}
@@ -80,14 +84,21 @@ def claim_stems(out_dir: Path, paths: Sequence[Path], methods: Sequence[str]) ->
         name, count, candidate = wanted[index], 1, wanted[index]
         while (
             candidate.casefold() in used
+            or clashes(candidate)
             or (candidate != name and candidate.casefold() in taken)
             or _owner(out_dir, candidate, methods, path) == "another"
         ):
             count += 1
             candidate = f"{name}_{count}"
         used.add(candidate.casefold())
+        files.update(_file_names(candidate, methods))
         stems.append(candidate)
     return stems
+
+
+def _file_names(stem: str, methods: Sequence[str]) -> set[str]:
+    """``stem``'s output names without suffix, case-folded (one file on case-insensitive disks)."""
+    return {f"{stem}_{name}".casefold() for name in [*methods, GRID_SUFFIX]}
 
 
 def _recorded_names(out_dir: Path, name: str, methods: Sequence[str]) -> list[str]:
@@ -231,3 +242,18 @@ def save_npy(path: Path, array: np.ndarray) -> Path:
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.save(handle, array)
     return path
+
+
+def remove_unreadable_images_outputs(
+    out_dir: Path, stem: str, methods: Sequence[str], fingerprints: Sequence[Fingerprint]
+) -> None:
+    """Remove the maps and pictures under ``stem`` made from an earlier content of an image that can
+    no longer be read: a failed rerun would otherwise leave them passing for the file as it is now.
+    Only attnmap's outputs go (a map with its record, pictures with a fingerprint)."""
+    for name, fingerprint in zip(methods, fingerprints, strict=True):
+        for grid in (False, True):  # the overlay and the grid, while the map's record still names its map
+            remove_outdated_pictures(out_dir, stem, name, fingerprint, grid)
+        npy = out_dir / f"{stem}_{name}.npy"
+        if map_inputs(_record(npy, read_sidecar)) not in (None, _inputs_of(fingerprint)):
+            npy.unlink(missing_ok=True)
+            sidecar_path(npy).unlink(missing_ok=True)
