@@ -22,7 +22,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.fingerprint import FINGERPRINT_KEY, INPUTS_KEY, Fingerprint, file_identity
-from attnmap.io_utils import atomic_path, read_png_text, unique_names
+from attnmap.io_utils import atomic_path, read_png_text
 from attnmap.provenance import read_sidecar, sidecar_path
 
 EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns redo them
@@ -42,11 +42,6 @@ def fit_stem(stem: str) -> str:
         return stem
     start = data[: MAX_STEM_BYTES - 9].decode(errors="ignore")  # whole characters only
     return f"{start}~{hashlib.sha256(data).hexdigest()[:8]}"
-
-
-def output_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems (shortened by `fit_stem`), made unique (name_2, name_3, ...) when two inputs share one."""
-    return unique_names([fit_stem(path.stem) for path in paths])
 
 
 def claim_stems(out_dir: Path, paths: Sequence[Path], methods: Sequence[str]) -> list[str]:
