@@ -66,10 +66,7 @@ def test_a_stopped_command_cleans_up_and_says_so_in_one_line(
     tmp_path: Path, signum: signal.Signals, message: str
 ) -> None:
     out, ready, err_path = tmp_path / "out", tmp_path / "ready", tmp_path / "stderr.txt"
-    # a fresh interpreter, as the console script is: a fork of the suite's process (threads of earlier
-    # tests, locks they may hold at the fork) once stayed running after the signal in a full run
-    spawn = multiprocessing.get_context("spawn")
-    child = spawn.Process(target=_run_slow_command, args=(out, ready, err_path))
+    child = multiprocessing.get_context("fork").Process(target=_run_slow_command, args=(out, ready, err_path))
     child.start()
     deadline = time.monotonic() + 30
     while not ready.exists() and child.is_alive() and time.monotonic() < deadline:
