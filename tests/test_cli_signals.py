@@ -31,6 +31,11 @@ def _run_slow_command(out: Path, ready: Path, err_path: Path) -> None:
     and waits to be stopped."""
     from attnmap.cli import main as cli_main
 
+    # the dispositions of a command started from a terminal: a suite run under nohup hands SIGHUP down
+    # ignored, and the command rightly keeps an ignored signal ignored (see the test below)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
+
     @click.command()
     def slow() -> None:
         with folder_lock(out, "attnmap slow"), atomic_path(out / "result.h5") as temporary:
