@@ -44,9 +44,10 @@ def weights_digest(model: nn.Module) -> str:
 
 
 @contextmanager
-def evaluated(*models: nn.Module) -> Iterator[None]:
-    """Every module of ``models`` in eval mode for the block, each one's own flag restored after
-    (a mixed train/eval state included): dropout or drop-path must not change an explanation."""
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Every module of ``models`` in eval mode for the block (no dropout, drop-path, patch dropout
+    or batch statistics in an explanation); each submodule's own training flag restored exactly
+    afterwards, a caller's mixed train/eval state included, also when the block raises."""
     modules = [module for model in models for module in model.modules()]
     flags = [module.training for module in modules]
     try:

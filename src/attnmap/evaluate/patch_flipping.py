@@ -30,7 +30,7 @@ from attnmap.evaluate.inputs import as_array, check_finite, share_of
 from attnmap.mil.base import AttentionMILBase, check_bag_shape
 from attnmap.mil.readout import BagPass, bag_pass, check_mirrored, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK
-from attnmap.model_state import evaluated
+from attnmap.model_state import eval_mode
 
 FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
@@ -118,7 +118,7 @@ def patch_flipping(
     readout = readout_for(model)
     if features.shape[1] != model.embed_dim:
         raise InputError(f"features have {features.shape[1]} columns but the model expects {model.embed_dim}")
-    with evaluated(model):  # every module's own flag restored after
+    with eval_mode(model):  # every module's own flag restored after
         check_mirrored(model, readout, features)
         bag = bag_pass(model, features, readout, chunk_size)
     target = resolve_target(model, target, bag.prediction)

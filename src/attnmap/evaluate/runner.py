@@ -132,7 +132,7 @@ def evaluate_methods(
     functions (e.g. an oracle built from the masks). A method that raises an attnmap error (for
     instance one that does not support this model) gets a row of NaNs with the error as its note.
     """
-    from attnmap.vit.adapters import eval_mode
+    from attnmap.model_state import eval_mode
 
     with eval_mode(model):  # eval semantics throughout; the model's own flags restored afterwards
         return _evaluate(

@@ -44,7 +44,7 @@ from attnmap.mil.gradients import (
 from attnmap.mil.lrp import check_lrp_options, lrp_relevance
 from attnmap.mil.readout import BagPass, bag_pass, check_mirrored, readout_for, resolve_target
 from attnmap.mil.scores import DEFAULT_CHUNK, to_numpy
-from attnmap.model_state import evaluated
+from attnmap.model_state import eval_mode
 
 METHODS: tuple[str, ...] = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
 PER_FEATURE_METHODS: tuple[str, ...] = ("gradient_x_input", "integrated_gradients", "lrp")
@@ -188,7 +188,7 @@ class _eval_mode:  # noqa: N801 - used as a context manager, reads like one
     """
 
     def __init__(self, model: torch.nn.Module):
-        self.modes = evaluated(model)
+        self.modes = eval_mode(model)
         self.grad_allowed = torch.inference_mode(False)
 
     def __enter__(self) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from attnmap.errors import InputError
 from attnmap.mil.base import AttentionMILBase, FeatureRows, check_bag_shape
-from attnmap.model_state import evaluated
+from attnmap.model_state import eval_mode
 from attnmap.render import normalize
 
 ScoreKind = Literal["raw", "softmax", "percentile"]
@@ -106,7 +106,7 @@ def infer_bag(
         features = torch.from_numpy(features)
     # values are checked chunk by chunk (model.check_features), so only the shape here
     features = check_bag_shape(features)
-    with evaluated(model), torch.inference_mode():  # every module's own flag restored after
+    with eval_mode(model), torch.inference_mode():  # every module's own flag restored after
         raw, pooled = _chunked_pool(model, features, chunk_size, progress)
         logits = model.classify(pooled)
         probs = torch.softmax(logits, dim=1)

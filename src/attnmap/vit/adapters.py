@@ -20,14 +20,15 @@ The timm adapter is `attnmap.vit.adapters_timm`; Hugging Face: see `attnmap.vit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
+from attnmap.model_state import eval_mode
 from attnmap.vit.pooling import UNIFORM_SHARE, query_share
 from attnmap.vit.readout import TOKEN_READOUTS, readout_rows
 from attnmap.vit.unsupported import attention_hint, part_hint, vision_tower_hint
@@ -148,18 +149,6 @@ class ViTAdapter:
         stack.enter_context(eval_mode(self.model))
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model.eval()`` for the block (no dropout, patch dropout or batch statistics in a map);
-    each submodule's own training flag restored exactly afterwards, also when the block raises."""
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        _restore_training(flags)
-
-
 def call_model(model: nn.Module, images: torch.Tensor) -> Any:
     """The model's own forward on a preprocessed batch, as its library calls it: a timm model takes
     the tensor; a Hugging Face model takes ``pixel_values``, with its positions interpolated for an
@@ -204,11 +193,6 @@ def takes_interpolation(model: nn.Module) -> bool:
         and isinstance(tower, nn.Module)
         and "interpolate_pos_encoding" in inspect.signature(tower.forward).parameters
     )
-
-
-def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:
-    for module, training in flags:
-        module.training = training
 
 
 def unwrap(model: object) -> object:

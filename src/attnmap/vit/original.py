@@ -55,7 +55,8 @@ def class_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
     Hugging Face model gets ``pixel_values`` (interpolating positions for another input size); a
     distilled DeiT's two heads are averaged.
     """
-    from attnmap.vit.adapters import adapter_for, call_model, eval_mode, unwrap
+    from attnmap.model_state import eval_mode
+    from attnmap.vit.adapters import adapter_for, call_model, unwrap
     from attnmap.vit.targets import output_tensor
 
     model = unwrap(model)

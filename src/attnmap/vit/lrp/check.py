@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from attnmap.errors import UnsupportedModelError
-from attnmap.model_state import model_state
-from attnmap.vit.adapters import call_model, eval_mode
+from attnmap.model_state import eval_mode, model_state
+from attnmap.vit.adapters import call_model
 from attnmap.vit.lrp.twin import Trace
 from attnmap.vit.targets import OUTPUT_FIELDS, output_tensor
 

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError
-from attnmap.vit.adapters import adapter_for, eval_mode, explains
+from attnmap.model_state import eval_mode
+from attnmap.vit.adapters import adapter_for, explains
 from attnmap.vit.adapters_hf import is_hf_vision_model
 from attnmap.vit.lrp.check import as_model_output, gives_tokens, verify_twin
 from attnmap.vit.lrp.readers import build_twin

@@ -41,7 +41,7 @@ from timm.models.eva import Eva
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.model_state import evaluated
+from attnmap.model_state import eval_mode
 from attnmap.vit.timm_build import ClassAndPatchMeanViT
 from attnmap.wsi.heatmap.encoder_support import (
     NORMS,
@@ -253,7 +253,7 @@ def encoder_relevance(
     Runs in the dtype of ``images`` (float64 for exact checks). The model is not modified.
     """
     model = check_fine_encoder(model)
-    with evaluated(model):  # dropout / drop-path off (the rules refuse BatchNorm in training first)
+    with eval_mode(model):  # dropout / drop-path off (the rules refuse BatchNorm in training first)
         return _relevance(model, images, direction, bounds)
 
 

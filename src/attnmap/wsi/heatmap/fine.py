@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from attnmap.errors import InputError, UnsupportedModelError
-from attnmap.model_state import evaluated
+from attnmap.model_state import eval_mode
 from attnmap.wsi.heatmap.encoder_relevance import encoder_relevance, input_bounds
 from attnmap.wsi.heatmap.encoder_support import check_fine_encoder
 
@@ -163,7 +163,7 @@ def iter_fine_maps(
         batch = images(part) if callable(images) else images[start : part[-1] + 1]
         batch = batch.to(device=weight.device, dtype=weight.dtype)
         direction = directions[start : part[-1] + 1].to(batch)
-        with evaluated(own, encoder):  # the check's forward too: dropout would make it differ
+        with eval_mode(own, encoder):  # the check's forward too: dropout would make it differ
             result = encoder_relevance(encoder, batch, direction, bounds)
             if start == 0:
                 _check_score(own, batch, direction, result.score)
