@@ -9,12 +9,13 @@ Stabiliser (the ε of every division R ⊘ Z):
 - ``REFERENCE_STABILISER`` (used for float64): ``a / (b + 1e-9)``, and 0 where b = 0. This is what
   the reference implementation does; it does not follow b's sign, and 1e-9 is below float32
   resolution, so it is only used where it is exact enough (float64) and for conformance.
-- ``SIGN_STABILISER`` (used for float32/16/bfloat16): ``a / (b + 1e-7·sign(b))`` with sign(0) = +1,
-  the classic LRP-ε. It never divides by a value smaller than 1e-7 in magnitude and never flips a
-  denominator's sign, which keeps the float32 maps close to the float64 ones (correlation ≥ 0.99).
-  Why 1e-7: on the reference fixture model, full LRP in float32 correlates 0.9996 with float64 at
-  1e-7, 0.995 at 1e-6 and 0.91 at 1e-5 (a larger ε visibly changes the rule); much below 1e-7 the
-  stabiliser sits under float32 resolution and round-off takes over again.
+- ``SIGN_STABILISER`` (used for float32; the LRP methods refuse float16 and bfloat16 models):
+  ``a / (b + 1e-7·sign(b))`` with sign(0) = +1, the classic LRP-ε. It never divides by a value smaller
+  than 1e-7 in magnitude and never flips a denominator's sign, which keeps the float32 maps close to
+  the float64 ones (correlation ≥ 0.99). Why 1e-7: on the reference fixture model, full LRP in
+  float32 correlates 0.9996 with float64 at 1e-7, 0.995 at 1e-6 and 0.91 at 1e-5 (a larger ε visibly
+  changes the rule); much below 1e-7 the stabiliser sits under float32 resolution and round-off
+  takes over again.
 
 Linear and convolution z⁺ rules (α=1, β=0, signed inputs) use the identities
 ``x⁺W⁺ᵀ + x⁻W⁻ᵀ = (xWᵀ + |x||W|ᵀ)/2`` and ``x⁺⊙(SW⁺) + x⁻⊙(SW⁻) = (x⊙(SW) + |x|⊙(S|W|))/2``:
