@@ -417,3 +417,17 @@ def test_a_timm_hub_folder_loads_with_its_architecture_arguments_and_weights(tmp
     with pytest.raises(InputError, match=r"uni holds a timm config.json but no model.safetensors or "
                        r"pytorch_model.bin \(whole, or sharded with their .index.json\)$"):
         load_model(f"timm:{tmp_path / 'uni'}")
+
+
+def test_load_model_device_and_num_classes_it_cannot_honour_are_one_line() -> None:
+    """``device="gpu"`` was torch's RuntimeError listing every device type, ``device="cuda"`` on a
+    machine without one the driver's RuntimeError; ``num_classes`` for a bundled model, which has
+    its own classes, was silently ignored. Each is now an `InputError` naming the argument."""
+    with pytest.raises(InputError, match=r"^unknown device 'gpu'"):
+        load_model("attnmap:shapes-vit", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match=r"^device 'cuda' was asked for but no CUDA GPU is available"):
+            load_model("attnmap:shapes-vit", device="cuda")
+    assert next(load_model("attnmap:shapes-vit", device="auto").parameters()).device.type in ("cpu", "cuda")
+    with pytest.raises(InputError, match=r"^num_classes applies to timm and hf: models.*attnmap:shapes-vit"):
+        load_model("attnmap:shapes-vit", num_classes=3)

@@ -45,7 +45,7 @@ def run_demo(
 
     An unknown device, or CUDA asked for where there is none, is an `InputError` before any work.
     """
-    from attnmap.wsi.features import resolve_device
+    from attnmap.devices import resolve_device
 
     target = resolve_device(device)
     started = time.time()

@@ -184,7 +184,7 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str | None)
 
 def resolved_device(device: str) -> str:
     """The torch device ``device`` names (auto: CUDA when available), checked to exist."""
-    from attnmap.wsi.features import resolve_device
+    from attnmap.devices import resolve_device
 
     return str(resolve_device(device))
 

@@ -75,9 +75,10 @@ def slide_bag(
     the bundled tiny encoder). The encoder runs on ``device`` (auto, cpu, cuda, ...); None keeps it
     where it is (the default encoder: on the CPU). Features come back on the CPU either way.
     """
+    from attnmap.devices import resolve_device
     from attnmap.evaluate.perturbation import model_device
     from attnmap.wsi import open_slide, patch_grid, segment_tissue
-    from attnmap.wsi.features import extract_features, resolve_device
+    from attnmap.wsi.features import extract_features
 
     target = resolve_device(device) if device is not None else None  # "auto" allowed, CUDA checked
     encoder = encoder or load_tiny_encoder(target or "cpu")

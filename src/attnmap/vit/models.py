@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from attnmap.checkpoint import apply_state_dict, fit_state_dict, load_state_dict
+from attnmap.devices import resolve_device
 from attnmap.errors import InputError
 from attnmap.vit.hf_preprocessing import read_preprocessing
 from attnmap.vit.timm_build import build_timm
@@ -54,11 +55,12 @@ def load_model(
 ) -> nn.Module:
     """An eval-mode model on ``device`` from ``spec`` ("timm:NAME", "hf:LOCAL_DIR", "attnmap:NAME").
 
-    For timm, ``num_classes`` defaults to the checkpoint's head size when a checkpoint is given
-    (0, a headless encoder, when it has no classifier; a headless model leaves a checkpoint's
-    classifier out); ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=4``, ``img_size=64``;
-    layer classes by name: ``mlp_layer="SwiGLUPacked"``, ``act_layer="silu"``, see
-    `attnmap.vit.timm_build`).
+    ``device``: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available); a device this machine
+    lacks is an `InputError`. For timm, ``num_classes`` defaults to the checkpoint's head size when
+    a checkpoint is given (0, a headless encoder, when it has no classifier; a headless model leaves
+    a checkpoint's classifier out); ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=4``,
+    ``img_size=64``; layer classes by name: ``mlp_layer="SwiGLUPacked"``, ``act_layer="silu"``, see
+    `attnmap.vit.timm_build`). ``num_classes`` for a bundled ``attnmap:`` model is refused.
     """
     if not isinstance(spec, str):  # a Path to a weights folder, or a model, failed with AttributeError
         shown = repr(str(spec)) if isinstance(spec, Path) else type(spec).__name__  # a model's repr is long
@@ -71,6 +73,11 @@ def load_model(
     # a timm model saved with its config (foundation models on the Hub): its architecture and files
     spec, model_kwargs, checkpoint = resolve_timm_folder(spec, model_kwargs, checkpoint)
     kind, _, name = spec.partition(":")
+    target_device = resolve_device(device)  # checked before anything is read or built
+    if num_classes is not None and kind == "attnmap":
+        raise InputError(
+            f"num_classes applies to timm and hf: models, not to the bundled {spec!r}, which has its classes"
+        )
     if model_kwargs and kind != "timm":
         raise InputError(
             f"model arguments ({', '.join(sorted(model_kwargs))}) apply to timm models, not to {spec!r}"
@@ -90,7 +97,7 @@ def load_model(
         )
     if state is not None:  # a headless timm model leaves the checkpoint's classifier out
         apply_state_dict(model, state, str(checkpoint), ignore_unexpected=headless)
-    return model.to(device).eval()
+    return model.to(target_device).eval()
 
 
 def _timm_model(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from attnmap.devices import resolve_device
 from attnmap.errors import InputError
 from attnmap.io_utils import atomic_path, writable_file
 from attnmap.provenance import write_sidecar
@@ -87,29 +88,6 @@ class PatchDataset(torch.utils.data.Dataset):
         state = dict(self.__dict__)
         state["_slide"] = None  # never pickle an open slide handle
         return state
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """ "auto"/None → CUDA when available, else CPU; anything else as given (checked)."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from error
-    # messages name the device as asked for (str(device), 'cuda:3'), never just its type
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            f"device {str(device)!r} was asked for but no CUDA GPU is available (use --device cpu or auto)"
-        )
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        # checked here, before any slide is read: torch would fail on the first one, mid-run
-        count = torch.cuda.device_count()
-        raise InputError(
-            f"device {str(device)!r} was asked for but this machine has {count} CUDA GPU(s) "
-            f"(cuda:0 to cuda:{count - 1})"
-        )
-    return resolved
 
 
 def encoder_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from attnmap.devices import resolve_device
 from attnmap.errors import InputError
 from attnmap.fingerprint import FINGERPRINT_KEY
 from attnmap.io_utils import remove_stale_temporaries, write_csv_atomic
@@ -23,7 +24,6 @@ from attnmap.lock import folder_lock
 from attnmap.parallel import RunReport, run_tasks
 from attnmap.provenance import provenance
 from attnmap.stored import DamagedOutputError, stored_record
-from attnmap.wsi.features import resolve_device
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry, read_slide_list
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
 from attnmap.wsi.pipeline.run import (

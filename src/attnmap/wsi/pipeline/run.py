@@ -29,8 +29,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from attnmap.devices import resolve_device
 from attnmap.io_utils import write_json_atomic
-from attnmap.wsi.features import resolve_device
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.drawing import heatmap_stage, sampling_stage
 from attnmap.wsi.pipeline.fingerprint import StageFingerprints
