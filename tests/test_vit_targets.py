@@ -294,3 +294,16 @@ def test_a_fine_tuning_head_of_dropout_and_linear_is_a_classifier(single_thread:
     for target in (None, 3, [1, 4]):
         expected = quiet(plain, x, method, target=target)
         torch.testing.assert_close(quiet(wrapped, x, method, target=target), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_a_model_or_images_on_the_meta_device_are_one_line_errors(single_thread: None, method: str) -> None:
+    """A model built under ``torch.device("meta")`` (weights never loaded) with meta images failed
+    with torch's 'Tensor.item() cannot be called on meta tensors'; with real images the message
+    blamed the images' device. Both now say that the weights or images hold no values."""
+    with torch.device("meta"):
+        model = tiny_vit()
+    with pytest.raises(InputError, match=r"^images are on the meta device"):
+        attnmap.explain(model, torch.zeros(1, 3, 32, 32, device="meta", dtype=torch.float64), method)
+    with pytest.raises(InputError, match=r"^the model's weights are on the meta device"):
+        attnmap.explain(model, images(1), method)

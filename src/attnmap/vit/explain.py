@@ -92,11 +92,18 @@ def explain(
         raise InputError("got an empty batch (0 images)")
     if not images.is_floating_point():
         raise InputError(f"images must be floating point, got {images.dtype}")
+    if images.is_meta:  # torch's own message came from the finiteness check: 'Tensor.item() ...'
+        raise InputError("images are on the meta device: they hold no values; give the image tensors")
     if not torch.isfinite(images.detach()).all():
         raise InputError("images contain NaN or infinite values")
     model = unwrap(model)  # torch.compile / DataParallel: the model inside
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if any(parameter.is_meta for parameter in model.parameters()):
+        raise InputError(
+            "the model's weights are on the meta device: it was built without values (torch.device('meta')); "
+            "load its weights first (model.to_empty(device=...) and load_state_dict, or attnmap.load_model)"
+        )
     target = named_classes(model, target)
     with torch.inference_mode(False), frozen_parameters(model):
         images = _normal_tensor(images)
