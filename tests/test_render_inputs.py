@@ -101,3 +101,13 @@ def test_grey_with_alpha_images_are_drawn_grey():
     grey_alpha = np.dstack([grey, np.full_like(grey, 255)])
     drawn = overlay(grey_alpha, np.ones((2, 2)), alpha=0.0)
     np.testing.assert_array_equal(drawn, np.repeat(grey[..., None], 3, -1))
+
+
+@pytest.mark.parametrize(
+    "maps", [np.array([[None, 1.0]]), "a map", [torch.ones(2, 2), torch.ones(2, 2)], {"map": 1}]
+)
+def test_upsample_refuses_what_is_no_array_of_numbers_in_one_line(maps: object) -> None:
+    """An object array, a string, a list of tensors (maps not stacked) or a dict was torch's
+    TypeError or ValueError from ``torch.as_tensor``; normalize and overlay said it in one line."""
+    with pytest.raises(InputError, match=r"^maps must be a tensor or an array of real numbers, got "):
+        upsample(maps, (8, 8))

@@ -32,7 +32,11 @@ def upsample(
     if mode not in ("bilinear", "nearest", "bicubic"):
         raise InputError(f"unknown upsampling mode {mode!r}; choose bilinear, nearest or bicubic")
     is_array = not isinstance(maps, torch.Tensor)
-    tensor = torch.as_tensor(maps)
+    try:
+        tensor = torch.as_tensor(maps)
+    except (TypeError, ValueError, RuntimeError):  # an object array, a string, a list of tensors
+        kind = f"a {maps.dtype} array" if isinstance(maps, np.ndarray) else type(maps).__name__
+        raise InputError(f"maps must be a tensor or an array of real numbers, got {kind}") from None
     if tensor.ndim not in (2, 3):
         raise InputError(f"maps must be (B, gh, gw) or (gh, gw), got shape {tuple(tensor.shape)}")
     if tensor.dtype == torch.bool or tensor.is_complex():
