@@ -144,3 +144,28 @@ def test_resolve_target_refuses_what_is_not_a_class_of_logits():
         attnmap.resolve_target(1.5, logits)
     with pytest.raises(InputError, match="out of range"):
         attnmap.resolve_target(5, logits)
+
+
+@pytest.mark.parametrize(
+    ("output", "returned", "message"),
+    [
+        ("patches", lambda images: images[:, 0].numpy(), r"returned a ndarray, not a tensor"),
+        ("patches", lambda images: None, r"returned a NoneType, not a tensor"),
+        ("patches", lambda images: images[:1, 0, :4, :4], r"returned \(1, 4, 4\) for 2 images"),
+        ("patches", lambda images: images[:, 0, 0, :4], r"returned \(2, 4\) for 2 images"),
+        ("pixels", lambda images: images[:, 0, :4, :4], r"returned \(2, 4, 4\) for 2 images of 32×32"),
+    ],
+)
+def test_a_user_method_returning_the_wrong_maps_is_named_in_one_line(output, returned, message) -> None:
+    """What a registered method returned was passed on unchecked: a numpy array or None failed
+    with an AttributeError, and maps for another batch size or of another shape came back as if
+    they were the images' maps (the CLI then drew them on the wrong images)."""
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=1, num_classes=3).eval()
+    attnmap.register_method("wrong_maps", lambda model, images, target: returned(images), output=output)
+    try:
+        with pytest.raises(InputError, match=rf"^method 'wrong_maps' \(output={output!r}\) {message}"):
+            attnmap.explain(model, torch.rand(2, 3, 32, 32), "wrong_maps")
+    finally:
+        attnmap.unregister_method("wrong_maps")

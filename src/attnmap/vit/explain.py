@@ -23,7 +23,7 @@ from attnmap.errors import InputError
 from attnmap.vit.adapters import unwrap
 from attnmap.vit.original import named_classes
 from attnmap.vit.readout import ReadoutDirection, reading_rows_of
-from attnmap.vit.registry import get_method
+from attnmap.vit.registry import Method, get_method
 from attnmap.vit.targets import Target
 
 
@@ -112,6 +112,7 @@ def explain(
             target = target.bound(model)
         with reading_rows_of(target):
             maps = spec.fn(model, images, target, **options)
+    check_maps(spec, maps, images)
     warn_flat_maps(maps, method)
     return maps
 
@@ -137,6 +138,26 @@ def check_option_types(method: str, allowed: dict[str, object], options: dict[st
                 f"method {method!r}: option {name} must be {words[type(default)]} like its default "
                 f"{default!r}, got {value!r}; its options: {known}"
             )
+
+
+def check_maps(spec: Method, maps: object, images: torch.Tensor) -> None:
+    """Refuse what a method returned unless it is (B, gh, gw) patch maps, or (B, H, W) for a method
+    registered with ``output="pixels"``.
+
+    Why: a user method's numpy array or None failed with an AttributeError, and maps of another
+    batch size or shape were passed on as the images' maps."""
+    what = f"method {spec.name!r} (output={spec.output!r})"
+    if not isinstance(maps, torch.Tensor):
+        raise InputError(f"{what} returned a {type(maps).__name__}, not a tensor of maps")
+    batch, height, width = images.shape[0], *images.shape[-2:]
+    shape = tuple(maps.shape)
+    if spec.output == "pixels" and shape != (batch, height, width):
+        raise InputError(
+            f"{what} returned {shape} for {batch} images of {height}×{width}: it must return "
+            f"(B, H, W) = {(batch, height, width)}"
+        )
+    if maps.ndim != 3 or shape[0] != batch:
+        raise InputError(f"{what} returned {shape} for {batch} images: it must return (B, gh, gw) maps")
 
 
 def warn_flat_maps(maps: torch.Tensor, method: str) -> None:

@@ -61,7 +61,8 @@ def register_method(
 
     ``fn(model, images, target, *, option=default, ...)`` gets preprocessed images (B, 3, H, W) and
     ``target`` as given by the caller (pass it to `resolve_target` with the logits); it returns
-    (B, gh, gw) patch maps, or (B, H, W) pixel maps with ``output="pixels"``. Its keyword-only
+    (B, gh, gw) patch maps, or (B, H, W) pixel maps with ``output="pixels"`` (`attnmap.explain`
+    refuses anything else in one line naming the method). Its keyword-only
     arguments are the method's options (``--option KEY=VALUE`` on the command line). Use as
     ``register_method("name", fn, ...)`` or as a decorator ``@register_method("name", ...)``.
     A name already taken is an error unless ``replace=True``.
