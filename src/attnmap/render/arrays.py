@@ -8,6 +8,7 @@ palette's array is its indices, 16-bit grey runs to 65535). Each entry point onc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,10 @@ import torch
 from attnmap.errors import InputError
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+ArrayInput = np.ndarray | torch.Tensor | Sequence[Any]
+"""Numbers as users hand them (scores, coordinates): an array, a tensor (any device and dtype,
+``requires_grad`` included) or a (nested) list; read with `as_array`."""
 
 
 def as_array(value: Any) -> np.ndarray:

@@ -6,6 +6,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
 from attnmap.errors import InputError
 from attnmap.render.arrays import as_array, high_byte, is_pil_image, pil_pixels
@@ -16,7 +17,7 @@ from attnmap.render.upsample import upsample
 OverlayStyle = Literal["blend", "add"]
 
 
-def to_uint8_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
+def to_uint8_rgb(image: np.ndarray | torch.Tensor | Image.Image) -> np.ndarray:
     """An (H, W, 3) uint8 copy of an RGB image given as uint8, or float in [0, 1], or (3, H, W);
     grey (H, W) or with alpha (H, W, 2) is repeated, RGBA's alpha dropped.
 
@@ -58,7 +59,7 @@ def to_uint8_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def overlay(
-    image: np.ndarray | torch.Tensor,
+    image: np.ndarray | torch.Tensor | Image.Image,
     heatmap: np.ndarray | torch.Tensor,
     cmap: str = "jet",
     alpha: float = 0.5,

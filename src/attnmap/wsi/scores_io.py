@@ -14,7 +14,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.io_utils import save_png, writable_file, writable_folder
-from attnmap.render.arrays import as_array
+from attnmap.render.arrays import ArrayInput, as_array
 from attnmap.wsi.heatmap.scores import to_percentiles
 from attnmap.wsi.patch_geometry import PatchGeometry, write_geometry
 from attnmap.wsi.slide import Slide
@@ -110,7 +110,7 @@ def range_sample_indices(scores: np.ndarray, start: float, end: float, k: int, s
 
 
 def sample_patches(
-    coords: np.ndarray, scores: np.ndarray, k: int, mode: str = "topk"
+    coords: ArrayInput, scores: ArrayInput, k: int, mode: str = "topk"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(coords, percentiles) of ``k`` patches picked on percentile-ranked scores.
 

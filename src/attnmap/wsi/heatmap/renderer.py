@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.render.arrays import as_array
+from attnmap.render.arrays import ArrayInput, as_array
 from attnmap.wsi.heatmap.scores import ColorTable, draw_threshold, prepare_values, warn_if_none_drawn
 from attnmap.wsi.heatmap.style import HeatmapStyle
 from attnmap.wsi.slide import Slide
@@ -131,13 +131,13 @@ class HeatmapRenderer:
     def __init__(
         self,
         slide: Slide,
-        coords: np.ndarray,
-        scores: np.ndarray,
+        coords: ArrayInput,
+        scores: ArrayInput,
         style: HeatmapStyle | None = None,
         *,
         patch_size: int = 256,
         tissue: Tissue | None = None,
-        reference_scores: np.ndarray | None = None,
+        reference_scores: ArrayInput | None = None,
         downsample: float | None = None,
     ) -> None:
         style = HeatmapStyle() if style is None else style
@@ -308,13 +308,13 @@ def downscaled_size(size: tuple[int, int], downscale: float) -> tuple[int, int]:
 
 def render_heatmap(
     slide: Slide,
-    coords: np.ndarray,
-    scores: np.ndarray,
+    coords: ArrayInput,
+    scores: ArrayInput,
     style: HeatmapStyle | None = None,
     *,
     patch_size: int = 256,
     tissue: Tissue | None = None,
-    reference_scores: np.ndarray | None = None,
+    reference_scores: ArrayInput | None = None,
     block: int = 2048,
     max_pixels: int = MAX_CANVAS_PIXELS,
     progress: bool = False,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.render.arrays import as_array
+from attnmap.render.arrays import ArrayInput, as_array
 from attnmap.render.colormap import get_cmap, is_opencv
 
 
@@ -29,7 +29,7 @@ def finite_or_infinite(scores: object, what: str = "scores") -> np.ndarray:
     return values
 
 
-def to_percentiles(scores: np.ndarray) -> np.ndarray:
+def to_percentiles(scores: ArrayInput) -> np.ndarray:
     """Rank (ties averaged) / N × 100, in float64; NaN scores raise `InputError`."""
     from scipy.stats import rankdata
 
@@ -39,7 +39,7 @@ def to_percentiles(scores: np.ndarray) -> np.ndarray:
     return rankdata(scores, method="average") / len(scores) * 100
 
 
-def percentiles_against(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def percentiles_against(scores: ArrayInput, reference: ArrayInput) -> np.ndarray:
     """Percentile of each score within ``reference`` (SciPy's percentileofscore, kind "rank").
 
     This is how CLAM puts overlapping-patch scores on the scale of the blockmap scores.

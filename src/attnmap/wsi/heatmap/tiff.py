@@ -17,6 +17,7 @@ import numpy as np
 from attnmap.errors import InputError
 from attnmap.io_utils import writable_file
 from attnmap.provenance import provenance
+from attnmap.render.arrays import ArrayInput
 from attnmap.threads import available_cores
 from attnmap.wsi.heatmap.renderer import HeatmapRenderer
 from attnmap.wsi.heatmap.stream import iter_tiles, plan_pyramid
@@ -101,14 +102,14 @@ def write_pyramid_tiff(
 def write_heatmap_tiff(
     path: str | Path,
     slide: Slide,
-    coords: np.ndarray,
-    scores: np.ndarray,
+    coords: ArrayInput,
+    scores: ArrayInput,
     style: HeatmapStyle | None = None,
     *,
     patch_size: int = 256,
     level: int = 0,
     tissue: Tissue | None = None,
-    reference_scores: np.ndarray | None = None,
+    reference_scores: ArrayInput | None = None,
     tile: int = 256,
     quality: int = 90,
     max_pages: int | None = None,

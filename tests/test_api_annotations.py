@@ -1,0 +1,68 @@
+"""The public functions' type hints admit what README says they take.
+
+A user's type checker reads the hints, not README: ``overlay`` said its image was an array or a
+tensor where README (and the code) take a PIL image too, and the slide heatmap functions said
+``np.ndarray`` for scores and coordinates that README says may be lists or tensors (a model's
+output as it is), so mypy refused correct calls.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import attnmap
+from attnmap.wsi import render_heatmap, write_heatmap_tiff
+from attnmap.wsi.heatmap.scores import percentiles_against, to_percentiles
+from attnmap.wsi.scores_io import sample_patches
+
+
+def admits(annotation: object, value: object) -> bool:
+    """Whether ``value`` is of the (resolved) ``annotation``: unions, classes, generic aliases."""
+    if annotation is typing.Any:
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(admits(member, value) for member in typing.get_args(annotation))
+    origin = typing.get_origin(annotation)
+    return isinstance(value, origin if origin is not None else annotation)
+
+
+def hint(function: Callable[..., object], name: str) -> object:
+    """The resolved annotation of parameter ``name`` (a string under postponed annotations)."""
+    annotation = inspect.signature(function).parameters[name].annotation
+    return eval(annotation, function.__globals__) if isinstance(annotation, str) else annotation
+
+
+NUMBERS = [np.zeros(3), torch.zeros(3), [0.0, 1.0, 2.0]]
+
+
+@pytest.mark.parametrize(
+    ("function", "names"),
+    [
+        (render_heatmap, ("coords", "scores", "reference_scores")),
+        (write_heatmap_tiff, ("coords", "scores", "reference_scores")),
+        (to_percentiles, ("scores",)),
+        (percentiles_against, ("scores", "reference")),
+        (sample_patches, ("coords", "scores")),
+    ],
+)
+def test_scores_and_coordinates_are_hinted_as_arrays_lists_or_tensors(function, names) -> None:
+    for name in names:
+        for value in NUMBERS:
+            assert admits(hint(function, name), value), (function.__name__, name, type(value).__name__)
+
+
+def test_overlay_is_hinted_to_take_a_pil_image_and_tensors() -> None:
+    picture = Image.new("RGB", (8, 8))
+    assert admits(hint(attnmap.overlay, "image"), picture)
+    assert attnmap.overlay(picture, np.eye(2)).shape == (8, 8, 3)  # and it does
+    for value in (np.zeros((8, 8, 3), np.uint8), torch.zeros(3, 8, 8)):
+        assert admits(hint(attnmap.overlay, "image"), value)
+        assert admits(hint(attnmap.overlay, "heatmap"), value)
