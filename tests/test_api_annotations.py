@@ -66,3 +66,19 @@ def test_overlay_is_hinted_to_take_a_pil_image_and_tensors() -> None:
     for value in (np.zeros((8, 8, 3), np.uint8), torch.zeros(3, 8, 8)):
         assert admits(hint(attnmap.overlay, "image"), value)
         assert admits(hint(attnmap.overlay, "heatmap"), value)
+
+
+def test_the_package_ships_its_py_typed_marker() -> None:
+    """Without ``py.typed`` (PEP 561) a user's mypy skipped attnmap ('missing library stubs or
+    py.typed marker') and every hint above was invisible; the marker is in the package and in the
+    files a wheel takes."""
+    import re
+    from pathlib import Path
+
+    package = Path(attnmap.__file__).parent
+    assert (package / "py.typed").is_file()
+    pyproject = package.parents[1] / "pyproject.toml"
+    if pyproject.is_file():  # a source checkout (an installed wheel has the file or not, checked above)
+        text = pyproject.read_text()
+        section = re.search(r"\[tool\.setuptools\.package-data\]\s*attnmap = \[(.*?)\]", text)
+        assert section is not None and '"py.typed"' in section.group(1)
