@@ -35,9 +35,13 @@ def admits(annotation: object, value: object) -> bool:
 
 
 def hint(function: Callable[..., object], name: str) -> object:
-    """The resolved annotation of parameter ``name`` (a string under postponed annotations)."""
+    """The resolved annotation of parameter ``name`` (a string under postponed annotations; a name
+    imported for type checkers only, matplotlib's ``Colormap``, given here)."""
+    from matplotlib.colors import Colormap
+
     annotation = inspect.signature(function).parameters[name].annotation
-    return eval(annotation, function.__globals__) if isinstance(annotation, str) else annotation
+    names = {"Colormap": Colormap, **function.__globals__}
+    return eval(annotation, names) if isinstance(annotation, str) else annotation
 
 
 NUMBERS = [np.zeros(3), torch.zeros(3), [0.0, 1.0, 2.0]]
@@ -66,6 +70,15 @@ def test_overlay_is_hinted_to_take_a_pil_image_and_tensors() -> None:
     for value in (np.zeros((8, 8, 3), np.uint8), torch.zeros(3, 8, 8)):
         assert admits(hint(attnmap.overlay, "image"), value)
         assert admits(hint(attnmap.overlay, "heatmap"), value)
+
+
+def test_overlay_is_hinted_to_take_a_colormap_object() -> None:
+    """README: "any matplotlib colour map or Colormap object"; the hint said ``str``."""
+    import matplotlib
+
+    viridis = matplotlib.colormaps["viridis"]
+    assert admits(hint(attnmap.overlay, "cmap"), viridis)
+    assert attnmap.overlay(np.zeros((8, 8, 3), np.uint8), np.eye(2), cmap=viridis).shape == (8, 8, 3)
 
 
 def test_the_package_ships_its_py_typed_marker() -> None:

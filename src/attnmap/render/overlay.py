@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -11,8 +11,11 @@ from PIL import Image
 from attnmap.errors import InputError
 from attnmap.render.arrays import as_array, high_byte, is_pil_image, pil_pixels
 from attnmap.render.colormap import apply_colormap
-from attnmap.render.normalize import normalize
+from attnmap.render.normalize import NormalizeMode, normalize
 from attnmap.render.upsample import upsample
+
+if TYPE_CHECKING:  # matplotlib is imported when a colour map is drawn, not with the package
+    from matplotlib.colors import Colormap
 
 OverlayStyle = Literal["blend", "add"]
 
@@ -61,10 +64,10 @@ def to_uint8_rgb(image: np.ndarray | torch.Tensor | Image.Image) -> np.ndarray:
 def overlay(
     image: np.ndarray | torch.Tensor | Image.Image,
     heatmap: np.ndarray | torch.Tensor,
-    cmap: str = "jet",
+    cmap: str | Colormap = "jet",
     alpha: float = 0.5,
     style: OverlayStyle = "blend",
-    normalize_mode: str = "minmax",
+    normalize_mode: NormalizeMode = "minmax",
 ) -> np.ndarray:
     """Draw ``heatmap`` over ``image`` and return an (H, W, 3) RGB uint8 array.
 
