@@ -190,3 +190,14 @@ def test_a_lazy_read_gives_the_same_weights_for_either_torch_format(tmp_path: Pa
     for name in ("zip.pt", "legacy.pt"):
         lazy = load_state_dict(tmp_path / name, lazy=True)
         assert set(lazy) == set(state) and all(torch.equal(lazy[key], state[key]) for key in state)
+
+
+@pytest.mark.parametrize("name", ["empty.pt", "empty.pth", "empty.safetensors", "empty.ckpt"])
+def test_an_empty_checkpoint_file_says_it_is_empty(tmp_path: Path, name: str) -> None:
+    """A 0-byte file (an interrupted download or save) was 'not a weights-only torch or safetensors
+    file (EOFError)', or for .safetensors the parser's header message: now it says the file is empty."""
+    (tmp_path / name).write_bytes(b"")
+    message = rf"^cannot read checkpoint .*{name}: the file is empty \(0 bytes\)"
+    with pytest.raises(InputError, match=message) as error:
+        read_checkpoint(tmp_path / name)
+    _one_line(error)

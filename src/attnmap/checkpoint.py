@@ -101,7 +101,7 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
     path = existing_file(path)
     if is_shard_index(path):  # model.safetensors.index.json: every shard it names, as one dict
         return read_sharded(path, lambda shard: read_checkpoint(shard, scripted_ok=scripted_ok, lazy=lazy))
-    check_readable_kind(path)  # a Git LFS pointer, a .npz archive: named, not parsed
+    check_readable_kind(path)  # an empty file, a Git LFS pointer, a .npz archive: named, not parsed
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -82,8 +82,8 @@ def shard_paths(path: str | Path) -> list[Path]:
 
 
 def check_readable_kind(path: Path) -> None:
-    """`InputError` for a file that is not weights attnmap reads: a Git LFS pointer (the weights
-    were never fetched), a NumPy / JAX ``.npz`` archive (timm reads those itself)."""
+    """`InputError` for a file that is not weights attnmap reads: an empty file, a Git LFS pointer
+    (the weights were never fetched), a NumPy / JAX ``.npz`` archive (timm reads those itself)."""
     if path.suffix == ".npz":
         raise InputError(
             f"cannot read checkpoint {path}: a NumPy / JAX .npz archive (big_vision, augreg); attnmap reads "
@@ -95,6 +95,10 @@ def check_readable_kind(path: Path) -> None:
             head = handle.read(len(LFS_POINTER))
     except OSError:
         return
+    if not head:  # torch said only 'EOFError', safetensors something about its header
+        raise InputError(
+            f"cannot read checkpoint {path}: the file is empty (0 bytes); an interrupted download or save?"
+        )
     if head == LFS_POINTER:
         raise InputError(
             f"checkpoint {path} is a Git LFS pointer, not the weights: fetch them (git lfs pull) "
