@@ -115,3 +115,23 @@ def test_explain_on_8000_pixel_images_peaks_under_1_5_gb(tmp_path: Path) -> None
         )
         peak = int(done.stdout.split()[-1])
         assert peak <= 1.5e9, f"{name}: explain peaked at {peak / 1e9:.2f} GB"
+
+
+@pytest.mark.parametrize(
+    ("path", "min_side", "message"),
+    [
+        (Image.new("RGB", (8, 8)), None, r"^load_image reads an image file: path must be .* got Image"),
+        (np.zeros((8, 8, 3)), None, r"^load_image reads an image file: path must be .* got ndarray"),
+        (None, 2.5, r"^min_side must be a whole number of pixels >= 1, got 2.5"),
+        (None, "64", r"^min_side must be a whole number of pixels >= 1, got '64'"),
+        (None, True, r"^min_side must be a whole number of pixels >= 1, got True"),
+    ],
+)
+def test_load_image_arguments_of_the_wrong_type_are_one_line(tmp_path, path, min_side, message) -> None:
+    """A PIL image or an array (which preprocess takes) given to load_image, or min_side as a float
+    or a string, were TypeErrors from os.fspath, PIL's draft or a comparison."""
+    saved = tmp_path / "image.png"
+    Image.new("RGB", (16, 16)).save(saved)
+    with pytest.raises(InputError, match=message):
+        load_image(saved if path is None else path, min_side)
+    assert load_image(saved, 16).size == (16, 16)

@@ -8,6 +8,7 @@ image returned for overlays, so a heatmap lands on the pixels it describes.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -78,13 +79,20 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
     after decoding. Images over PIL's decompression-bomb limit (2 × ``Image.MAX_IMAGE_PIXELS``)
     are refused, TIFFs included.
     """
+    if not isinstance(path, (str, os.PathLike)):  # a PIL image or an array: preprocess takes those
+        raise InputError(
+            f"load_image reads an image file: path must be a str or Path, got {type(path).__name__} "
+            "(attnmap.preprocess takes PIL images and arrays)"
+        )
+    if min_side is not None and (
+        isinstance(min_side, bool) or not isinstance(min_side, (int, np.integer)) or min_side < 1
+    ):
+        raise InputError(f"min_side must be a whole number of pixels >= 1, got {min_side!r}")
     path = Path(path)
     if not path.exists():
         raise InputError(f"image file not found: {path}")
     if path.is_dir():
         raise InputError(f"expected an image file, got a directory: {path}")
-    if min_side is not None and min_side < 1:
-        raise InputError(f"min_side must be >= 1, got {min_side}")
     if path.stat().st_size == 0:
         raise InputError(f"cannot read image {path}: the file is empty")
     if path.suffix.lower() in (".tif", ".tiff"):
