@@ -431,3 +431,23 @@ def test_load_model_device_and_num_classes_it_cannot_honour_are_one_line() -> No
     assert next(load_model("attnmap:shapes-vit", device="auto").parameters()).device.type in ("cpu", "cuda")
     with pytest.raises(InputError, match=r"^num_classes applies to timm and hf: models.*attnmap:shapes-vit"):
         load_model("attnmap:shapes-vit", num_classes=3)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"checkpoint": 123}, r"^checkpoint must be a path \(str or Path\) or a state_dict, got int$"),
+        ({"checkpoint": ["vit.pth"]}, r"^checkpoint must be a path .* or a state_dict, got list$"),
+        ({"num_classes": -1}, r"^num_classes must be a whole number >= 0 \(0: headless\), got -1"),
+        ({"num_classes": "5"}, r"^num_classes must be a whole number >= 0 \(0: headless\), got '5'"),
+        ({"num_classes": True}, r"^num_classes must be a whole number >= 0 \(0: headless\), got True"),
+        ({"num_classes": 2.0}, r"^num_classes must be a whole number >= 0 \(0: headless\), got 2.0"),
+    ],
+)
+def test_load_model_arguments_of_the_wrong_kind_are_named(arguments: dict, message: str) -> None:
+    """checkpoint=123 or a list was os.fspath's TypeError; num_classes=-1 built a headless model
+    without a word, and "5", True or 2.0 failed inside timm with a message about '>' or empty()."""
+    with pytest.raises(InputError, match=message):
+        load_model("timm:vit_tiny_patch16_224", depth=1, img_size=32, **arguments)
+    model = load_model("timm:vit_tiny_patch16_224", depth=1, img_size=32, num_classes=np.int64(3))
+    assert model.num_classes == 3

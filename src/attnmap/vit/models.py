@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,7 +50,7 @@ BUNDLED_MODELS: dict[str, str] = {
 
 def load_model(
     spec: str,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | Mapping[str, Any] | None = None,
     num_classes: int | None = None,
     device: str | torch.device = "cpu",
     **model_kwargs: Any,
@@ -56,7 +58,8 @@ def load_model(
     """An eval-mode model on ``device`` from ``spec`` ("timm:NAME", "hf:LOCAL_DIR", "attnmap:NAME").
 
     ``device``: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available); a device this machine
-    lacks is an `InputError`. For timm, ``num_classes`` defaults to the checkpoint's head size when
+    lacks is an `InputError`. ``checkpoint``: a weights file or folder, or a state_dict in memory.
+    For timm, ``num_classes`` defaults to the checkpoint's head size when
     a checkpoint is given (0, a headless encoder, when it has no classifier; a headless model leaves
     a checkpoint's classifier out); ``model_kwargs`` go to ``timm.create_model`` (e.g. ``depth=4``,
     ``img_size=64``; layer classes by name: ``mlp_layer="SwiGLUPacked"``, ``act_layer="silu"``, see
@@ -74,6 +77,17 @@ def load_model(
     spec, model_kwargs, checkpoint = resolve_timm_folder(spec, model_kwargs, checkpoint)
     kind, _, name = spec.partition(":")
     target_device = resolve_device(device)  # checked before anything is read or built
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike, Mapping)):
+        raise InputError(
+            f"checkpoint must be a path (str or Path) or a state_dict, got {type(checkpoint).__name__}"
+        )
+    for given in (num_classes, model_kwargs.get("num_classes")):
+        if given is not None and (
+            isinstance(given, bool) or not isinstance(given, (int, np.integer)) or given < 0
+        ):
+            raise InputError(f"num_classes must be a whole number >= 0 (0: headless), got {given!r}")
+    if num_classes is not None:
+        num_classes = int(num_classes)
     if num_classes is not None and kind == "attnmap":
         raise InputError(
             f"num_classes applies to timm and hf: models, not to the bundled {spec!r}, which has its classes"
