@@ -451,3 +451,12 @@ def test_load_model_arguments_of_the_wrong_kind_are_named(arguments: dict, messa
         load_model("timm:vit_tiny_patch16_224", depth=1, img_size=32, **arguments)
     model = load_model("timm:vit_tiny_patch16_224", depth=1, img_size=32, num_classes=np.int64(3))
     assert model.num_classes == 3
+
+
+def test_a_state_dict_given_in_memory_that_does_not_fit_is_one_short_line() -> None:
+    """load_model takes a state_dict in memory as its checkpoint; when it did not fit, the message
+    named it by its repr: 40 kB of tensors over hundreds of lines."""
+    other = timm.create_model("vit_small_patch16_224", img_size=32, depth=1).state_dict()
+    with pytest.raises(InputError, match=r"^checkpoint \(a state_dict in memory\) does not fit") as error:
+        load_model("timm:vit_tiny_patch16_224", checkpoint=other, img_size=32, depth=1)
+    assert "\n" not in str(error.value) and "tensor(" not in str(error.value)

@@ -97,12 +97,14 @@ def load_model(
             f"model arguments ({', '.join(sorted(model_kwargs))}) apply to timm models, not to {spec!r}"
         )
     state = load_state_dict(checkpoint, scripted_ok=False) if checkpoint is not None else None
+    # what messages call the checkpoint: its path, never a state_dict's repr (kilobytes of tensors)
+    source = "(a state_dict in memory)" if isinstance(checkpoint, Mapping) else str(checkpoint)
     headless = False
     if kind == "timm":
-        model = _timm_model(name, state, num_classes, model_kwargs, str(checkpoint))
+        model = _timm_model(name, state, num_classes, model_kwargs, source)
         headless = state is not None and getattr(model, "num_classes", None) == 0
     elif kind == "hf":  # Hugging Face loads the checkpoint itself: it knows its saved key names
-        model, state = _hf_model(name, num_classes, state, str(checkpoint)), None
+        model, state = _hf_model(name, num_classes, state, source), None
     elif kind == "attnmap":
         model = _bundled_model(name)
     else:
@@ -110,7 +112,7 @@ def load_model(
             f"unknown model kind {kind!r} in {spec!r}; use timm:NAME, hf:LOCAL_DIR or attnmap:NAME"
         )
     if state is not None:  # a headless timm model leaves the checkpoint's classifier out
-        apply_state_dict(model, state, str(checkpoint), ignore_unexpected=headless)
+        apply_state_dict(model, state, source, ignore_unexpected=headless)
     return model.to(target_device).eval()
 
 
