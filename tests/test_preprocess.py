@@ -335,3 +335,29 @@ def test_load_model_spec_that_is_not_a_string_is_one_line_error(spec: object, sh
     with pytest.raises(InputError, match=r"model spec must be a string like timm:NAME.*got (.*)$") as raised:
         load_model(spec)
     assert str(raised.value).endswith(f"got {shown}") and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "config", "message"),
+    [
+        ("timm:vit_tiny_patch16_224", None, r"^model must be a torch\.nn\.Module .*got str"),
+        (None, {"input_size": (3, 32, 32), "resize": 40}, r"^preprocess config .*keyword argument 'resize'"),
+    ],
+)
+def test_preprocess_refuses_a_spec_for_a_model_and_a_config_timm_cannot_use(
+    tiny_model, model, config, message
+):
+    """A model spec string (what load_model takes) was an AttributeError ('str' object has no
+    attribute 'parameters'), and a config key timm's create_transform does not take a TypeError
+    from inside timm."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(InputError, match=message) as error:
+        preprocess(tiny_model if model is None else model, [image], config)
+    assert "\n" not in str(error.value)
+
+
+def test_preprocess_config_takes_one_int_input_size_as_timm_does(tiny_model):
+    """timm's create_transform takes ``input_size=32`` for a square; preprocess failed on it with
+    "'int' object is not iterable" while choosing how large to decode the image."""
+    images, views = preprocess(tiny_model, [picture(60, 90)], {"input_size": 32, "crop_pct": 1.0})
+    assert images.shape == (1, 3, 32, 32) and views[0].shape == (32, 32, 3)

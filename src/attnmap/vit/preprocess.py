@@ -271,7 +271,11 @@ def _split_transform(transform: Any) -> tuple[list[Any], list[Any]]:
 def _decode_side(config: Mapping[str, Any]) -> int:
     """Shorter side worth decoding for a model resizing to ``input_size / crop_pct`` (timm's eval
     transform): twice that, so the final resize still averages several source pixels per pixel."""
-    height, width = (int(value) for value in tuple(config.get("input_size", (3, 224, 224)))[-2:])
+    size = config.get("input_size", (3, 224, 224))
+    if isinstance(size, (int, np.integer)):  # one side, as timm's create_transform takes it
+        height = width = int(size)
+    else:
+        height, width = (int(value) for value in tuple(size)[-2:])
     crop_pct = float(config.get("crop_pct") or 1.0)
     return 2 * int(np.ceil(max(height, width) / crop_pct))
 
@@ -309,6 +313,10 @@ def preprocess(
     from attnmap.vit.adapters import unwrap
 
     model = unwrap(model)
+    if not isinstance(model, nn.Module):  # a spec string: AttributeError on .parameters() below
+        raise InputError(
+            f"model must be a torch.nn.Module (e.g. from attnmap.load_model), got {type(model).__name__}"
+        )
     if isinstance(images, (str, Path, Image.Image, np.ndarray)):
         items = [images]
     elif isinstance(images, Iterable):
@@ -330,7 +338,11 @@ def preprocess(
             f"the model takes {channels}-channel images; preprocess makes RGB or grayscale tensors, "
             f"so build the {channels}-channel tensor yourself"
         )
-    to_pixels, to_tensor = _split_transform(create_transform(**resolved, is_training=False))
+    try:
+        transform = create_transform(**resolved, is_training=False)
+    except (TypeError, ValueError) as error:  # a key timm does not take, an int input_size, ...
+        raise InputError(f"preprocess config {resolved} is not one timm can use: {error}") from None
+    to_pixels, to_tensor = _split_transform(transform)
     parameter = next(model.parameters(), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
     device = parameter.device if parameter is not None else torch.device("cpu")
