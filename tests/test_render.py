@@ -249,3 +249,17 @@ def test_legend_box_and_scale_refuse_or_fix_what_used_to_draw_wrong():
             overlay_in_box(np.zeros((6, 6, 3)), np.ones((2, 2)), box)
     with pytest.raises(InputError, match="unknown colour map"):
         choose_scale(np.ones(4), cmap="nosuch")
+
+
+def test_save_grid_refuses_titles_given_as_one_string(tmp_path):
+    """save_grid([a, b], "ab", path) titled the panels 'a' and 'b', one letter each (a string is a
+    sequence of its characters); one image with "a" passed by the same accident. A string is
+    refused, naming the list it should be; one image and images not in a list likewise."""
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(InputError, match=r"^titles must be a list of strings, one per image, got the str"):
+        save_grid([image, image], "ab", tmp_path / "grid.png")
+    with pytest.raises(InputError, match=r"^images must be a list of images, got one ndarray"):
+        save_grid(image, ["a"], tmp_path / "grid.png")
+    with pytest.raises(InputError, match=r"^images must be a list of images, got one Image"):
+        save_grid(Image.new("RGB", (8, 8)), ["a"], tmp_path / "grid.png")
+    assert save_grid([image, image], ["a", "b"], tmp_path / "grid.png").is_file()

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from attnmap.errors import InputError
 from attnmap.io_utils import check_no_file_above
+from attnmap.render.arrays import is_pil_image
 from attnmap.render.overlay import to_uint8_rgb
 from attnmap.render.scale import ScoreScale
 
@@ -70,6 +72,9 @@ def save_grid(
     bar in score units under each panel; ``suptitle`` titles the figure (e.g. the prediction).
     Returns the path written. The format comes from the suffix; metadata needs PNG (text chunks).
     """
+    if isinstance(images, (np.ndarray, torch.Tensor)) or is_pil_image(images):  # its rows were "images"
+        kind = type(images).__name__
+        raise InputError(f"images must be a list of images, got one {kind}: put it in a list")
     images = list(images)
     path = check_figure_path(path, metadata)
     for name, value in (("ncols", ncols), ("dpi", dpi), ("tile_inches", tile_inches)):
@@ -78,6 +83,8 @@ def save_grid(
             raise InputError(f"save_grid {name} must be a positive number, got {value!r}")
     if ncols is not None and int(ncols) != ncols:
         raise InputError(f"save_grid ncols must be a whole number, got {ncols!r}")
+    if isinstance(titles, str):  # its characters were the titles
+        raise InputError(f"titles must be a list of strings, one per image, got the string {titles!r}")
     if len(images) == 0:
         raise InputError("save_grid needs at least one image")
     if titles is not None and len(titles) != len(images):
