@@ -141,3 +141,18 @@ def test_cli_readout(tmp_path, capsys):
     assert run_cli([*base, *direction, "--readout", "cls_and_patch_mean"]) == 2
     err = capsys.readouterr().err
     assert "read-out is 384 wide" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution"])
+def test_a_token_model_without_a_read_out_is_told_about_readout_direction(method):
+    """On a model whose output is tokens (timm ``global_pool=''``), no target, or a (D,) direction
+    (an embedding's direction, as a probe on the class token gives), was told to pass an (N, D)
+    direction or a callable; the read-out made for this case, `attnmap.ReadoutDirection`, was not
+    named."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=1, num_classes=0, global_pool="")
+    images = torch.randn(2, 3, 32, 32)
+    for target in (None, torch.randn(192)):
+        with pytest.raises(InputError, match=r"attnmap\.ReadoutDirection\('cls', d\)") as error:
+            attnmap.explain(model.eval(), images, method, target=target)
+        assert "--readout" in str(error.value)

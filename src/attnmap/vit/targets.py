@@ -35,6 +35,11 @@ from attnmap.errors import InputError
 Target = int | str | Sequence[int | str] | torch.Tensor | Callable[[Any], torch.Tensor] | None
 
 OUTPUT_FIELDS = ("logits", "image_embeds", "pooler_output", "last_hidden_state")
+# token outputs: a (D,) direction in an embedding of the tokens is what users mostly hold
+_READOUT_HINT = (
+    "; for a (D,) direction in the class token or the patch mean, pass "
+    "attnmap.ReadoutDirection('cls', d) or ('patch_mean', d) (attnmap explain: --readout)"
+)
 
 
 _WHOLE_BATCH: ContextVar[int | None] = ContextVar("attnmap_whole_batch", default=None)
@@ -161,7 +166,7 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
                 f"method {method!r} needs a target: the model is headless (its output is "
                 f"{tuple(tensor.shape[1:])} per image, not class logits); pass target= a direction tensor "
                 f"of shape {tuple(tensor.shape[1:])} (attnmap explain: --direction FILE.npy) or a callable "
-                "output -> (B,) scores"
+                "output -> (B,) scores" + _READOUT_HINT * (tensor.ndim > 2)
             )
         return Objective("none")
     if callable(target) and not isinstance(target, torch.Tensor):
@@ -175,7 +180,7 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
             raise InputError(
                 f"direction target has shape {tuple(target.shape)} but the model's output is "
                 f"{whole}: give {tuple(tensor.shape[1:])} or {whole}"
-                + ("; for token outputs a callable target may be simpler" if tensor.ndim > 2 else "")
+                + (_READOUT_HINT if tensor.ndim > 2 else "")
             )
         if not torch.isfinite(direction).all():
             raise InputError("direction target contains NaN or infinite values")
