@@ -460,3 +460,16 @@ def test_a_state_dict_given_in_memory_that_does_not_fit_is_one_short_line() -> N
     with pytest.raises(InputError, match=r"^checkpoint \(a state_dict in memory\) does not fit") as error:
         load_model("timm:vit_tiny_patch16_224", checkpoint=other, img_size=32, depth=1)
     assert "\n" not in str(error.value) and "tensor(" not in str(error.value)
+
+
+def test_a_classifier_of_another_size_names_num_classes(tmp_path: Path) -> None:
+    """num_classes=3 against a checkpoint with a 5-class head listed the head's shapes only; the
+    argument to change (or leave out: the checkpoint's size is then taken) was not named."""
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=1, num_classes=5)
+    torch.save(model.state_dict(), tmp_path / "five.pth")
+    message = r"head.weight \(5, 192\) vs \(3, 192\).*its classifier has 5 classes: build the model with "
+    with pytest.raises(InputError, match=message + r"num_classes=5 or leave num_classes out$"):
+        load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "five.pth", img_size=32, depth=1,
+                   num_classes=3)
+    assert load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "five.pth", img_size=32,
+                      depth=1).num_classes == 5

@@ -90,7 +90,21 @@ def architecture_hints(
                      + spell_model_arguments({"init_values": "1e-5"}) + " (the file's gammas replace it)")
     elif any(key.endswith((".ls1.gamma", ".ls2.gamma")) for key in missing):
         hints.append("it has no LayerScale: leave init_values out")
-    return hints + _position_hint(own, state) + _gated_mlp_hint(own, state)
+    return hints + _position_hint(own, state) + _gated_mlp_hint(own, state) + _classifier_hint(own, state)
+
+
+def _classifier_hint(own: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """A classifier of another number of classes (timm ``head``, Hugging Face ``classifier``):
+    ``num_classes``, which left out takes the checkpoint's."""
+    for name in ("head.weight", "classifier.weight"):
+        mine, theirs = own.get(name), state.get(name)
+        if mine is None or len(mine) != 2 or not isinstance(theirs, torch.Tensor) or theirs.ndim != 2:
+            continue
+        if mine[0] != theirs.shape[0] and mine[1] == theirs.shape[1]:
+            count = str(theirs.shape[0])
+            return [f"its classifier has {count} classes: build the model with "
+                    + spell_model_arguments({"num_classes": count}) + " or leave num_classes out"]
+    return []
 
 
 def _position_hint(own: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]) -> list[str]:
