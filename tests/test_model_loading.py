@@ -473,3 +473,12 @@ def test_a_classifier_of_another_size_names_num_classes(tmp_path: Path) -> None:
                    num_classes=3)
     assert load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "five.pth", img_size=32,
                       depth=1).num_classes == 5
+
+
+def test_an_unknown_model_kind_is_said_before_model_arguments_are_judged() -> None:
+    """"TIMM:vit_..." with depth=1 was told that model arguments 'apply to timm models, not to
+    'TIMM:vit_...'' (it is one, in capitals); the unknown kind is now said first, with the spelling."""
+    with pytest.raises(InputError, match=r"^unknown model kind 'TIMM' .*kinds are lower case: timm:NAME"):
+        load_model("TIMM:vit_tiny_patch16_224", depth=1)
+    with pytest.raises(InputError, match=r"^unknown model kind 'torchvision' in 'torchvision:vit_b_16'"):
+        load_model("torchvision:vit_b_16", depth=1)

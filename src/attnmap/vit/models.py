@@ -73,6 +73,7 @@ def load_model(
     kind, _, name = spec.partition(":")
     if not name:
         raise InputError(f"model spec {spec!r} must look like timm:NAME, hf:LOCAL_DIR or attnmap:NAME")
+    _check_kind(kind, spec)  # before the arguments are judged by it
     # a timm model saved with its config (foundation models on the Hub): its architecture and files
     spec, model_kwargs, checkpoint = resolve_timm_folder(spec, model_kwargs, checkpoint)
     kind, _, name = spec.partition(":")
@@ -105,15 +106,22 @@ def load_model(
         headless = state is not None and getattr(model, "num_classes", None) == 0
     elif kind == "hf":  # Hugging Face loads the checkpoint itself: it knows its saved key names
         model, state = _hf_model(name, num_classes, state, source), None
-    elif kind == "attnmap":
-        model = _bundled_model(name)
     else:
-        raise InputError(
-            f"unknown model kind {kind!r} in {spec!r}; use timm:NAME, hf:LOCAL_DIR or attnmap:NAME"
-        )
+        model = _bundled_model(name)
     if state is not None:  # a headless timm model leaves the checkpoint's classifier out
         apply_state_dict(model, state, source, ignore_unexpected=headless)
     return model.to(target_device).eval()
+
+
+_KINDS = ("timm", "hf", "attnmap")
+
+
+def _check_kind(kind: str, spec: str) -> None:
+    if kind not in _KINDS:
+        case = f" (kinds are lower case: {kind.lower()}:NAME)" if kind.lower() in _KINDS else ""
+        raise InputError(
+            f"unknown model kind {kind!r} in {spec!r}; use timm:NAME, hf:LOCAL_DIR or attnmap:NAME{case}"
+        )
 
 
 def _timm_model(
