@@ -201,3 +201,16 @@ def test_an_empty_checkpoint_file_says_it_is_empty(tmp_path: Path, name: str) ->
     with pytest.raises(InputError, match=message) as error:
         read_checkpoint(tmp_path / name)
     _one_line(error)
+
+
+@pytest.mark.parametrize("content", [b"hello world", b"<html><body>404 Not Found</body>", b"garbage\x00\x01"])
+def test_a_file_that_is_no_torch_save_file_says_what_it_starts_with(tmp_path: Path, content: bytes) -> None:
+    """A text file (an HTML error page saved as weights, a wrong path) was 'not a weights-only torch
+    or safetensors file (101)': torch's KeyError of the byte 'e', or 'Unsupported operand 103'. The
+    message now says it is no torch.save file and shows how it starts."""
+    (tmp_path / "weights.pth").write_bytes(content)
+    message = r"^cannot read checkpoint .*weights.pth: not a weights-only torch or safetensors file \("
+    with pytest.raises(InputError, match=message + r"no torch\.save file either: it starts with b'") as error:
+        read_checkpoint(tmp_path / "weights.pth")
+    assert repr(content[:8])[:-1] in str(error.value)
+    _one_line(error)

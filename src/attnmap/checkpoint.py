@@ -39,6 +39,7 @@ from torch import nn
 from attnmap.checkpoint_files import (
     check_readable_kind,
     existing_file,
+    foreign_head,
     is_shard_index,
     metadata_globals,
     read_sharded,
@@ -124,6 +125,9 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
         reason = _torch_reason(error)
+        head = foreign_head(path)  # torch's own reason was then a KeyError of one byte: '101'
+        if head is not None:
+            reason = f"no torch.save file either: it starts with {head!r}"
         pickled = re.search(r"GLOBAL ([\w.]+)", str(error))
         if pickled:  # torch.save(model): a pickled object, rebuilt only by running its code
             raise InputError(

@@ -106,6 +106,17 @@ def check_readable_kind(path: Path) -> None:
         )
 
 
+def foreign_head(path: Path, count: int = 16) -> bytes | None:
+    """The first ``count`` bytes of a file that cannot be a torch.save file (neither a zip archive
+    nor a pickle of protocol 2 or later, which starts with 0x80); None when it may be one."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(count)
+    except OSError:
+        return None
+    return None if head.startswith((b"PK", b"\x80")) else head
+
+
 def read_sharded(index: Path, read_one: Callable[[Path], Any]) -> dict[str, Any]:
     """The weights of every shard an index names, as one ``{name: tensor}`` dict; ``read_one``
     reads a shard (the weights-only reader). A missing shard, or a weight the index places in a
