@@ -130,6 +130,15 @@ def _describe_target(target: Target) -> object:
     return target
 
 
+class ExplainedFiles(list):
+    """What `explain_paths` returns: the paths it wrote or kept, a list of Path as ever, and in
+    ``kept`` how many of them were kept (made by an earlier run with the same settings, not rewritten)."""
+
+    def __init__(self, paths: Sequence[Path], kept: int) -> None:
+        super().__init__(paths)
+        self.kept = kept
+
+
 def explain_paths(
     paths: Sequence[str | Path],
     model: nn.Module,
@@ -146,7 +155,7 @@ def explain_paths(
     on: str = "crop",
     legend: bool = True,
     **options: Any,
-) -> list[Path]:
+) -> ExplainedFiles:
     """Explain each image in ``paths`` with ``method`` and write the results into ``out_dir``.
 
     Per image and method: ``{stem}_{method}.npy`` (the raw map: (gh, gw) patches or (H, W) pixels)
@@ -159,7 +168,7 @@ def explain_paths(
     centred on zero. Images are preprocessed for the model and run ``batch_size`` at a time.
     ``names``: the output stem of each image (default: file stems, made unique). Images whose
     outputs are intact and were made with the same model, method, options, target and drawing are
-    skipped. Returns the paths written (or kept).
+    skipped. Returns the paths written or kept (`ExplainedFiles`: its ``kept`` counts the latter).
     """
     if on not in ("crop", "original"):
         raise InputError(f"on must be 'crop' or 'original', got {on!r}")
@@ -203,6 +212,7 @@ def explain_paths(
         for i in sorted(set(range(len(paths))) - set(todo))
         for name, kind in output_files(methods_, grid)
     ]
+    kept = len(written)
     bar = tqdm(
         total=len(paths), initial=len(paths) - len(todo), desc="explain", unit="image", disable=not progress
     )
@@ -293,7 +303,7 @@ def explain_paths(
             f"{len(unreadable)} of {len(paths)} images could not be explained, the others were written: "
             f"{first}{more}"
         )
-    return written
+    return ExplainedFiles(written, kept)
 
 
 def _readable(
