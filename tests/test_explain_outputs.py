@@ -217,3 +217,24 @@ def test_an_image_named_like_another_images_output_gets_its_own_files(model, tmp
         pairs = {(record["image"], record["method"]) for record in records}
         assert pairs == {(str(p), m) for p in (plain, suffixed) for m in ("attention", "lrp_attention")}
     assert len({path.name for path in written}) == len(written)
+
+
+def test_a_flat_map_is_reported_by_its_file_in_every_batch(tmp_path: Path) -> None:
+    """explain_paths let `explain`'s warning through as "the attn_gradcam map of image 1": the
+    position in a batch, not the file, and Python's once-per-message filter then hid the same
+    position in the next batches."""
+    import warnings
+
+    from attnmap.vit.explain import FlatMapWarning
+
+    torch.manual_seed(0)
+    flat = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=3)
+    with torch.no_grad():
+        flat.head.weight.zero_()  # no gradient reaches the attention: every attn_gradcam map is zero
+    paths = [_image(tmp_path / "in" / f"photo{index}.png", index) for index in range(5)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")  # Python's filter outside pytest: each message once
+        _run(flat.eval(), paths, tmp_path / "out", method="attn_gradcam", batch_size=2)
+    messages = sorted(str(w.message) for w in seen if issubclass(w.category, FlatMapWarning))
+    said = "is all zero: it shows nothing about the image"
+    assert messages == [f"attnmap: the attn_gradcam map of {path} {said}" for path in paths]

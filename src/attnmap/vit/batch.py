@@ -30,7 +30,7 @@ from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
-from attnmap.vit.explain import check_option_types, explain
+from attnmap.vit.explain import FlatMapWarning, check_option_types, explain, warn_flat_maps
 from attnmap.vit.explain_outputs import (
     GRID_SUFFIX,
     claim_stems,
@@ -228,9 +228,12 @@ def explain_paths(
                 continue
             chunk = [paths[i] for i in indices]
             targets = _chunk_targets(target, indices, len(paths))
-            maps = {
-                name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_
-            }
+            with warnings.catch_warnings():  # said below, naming the file: "image 1" is a place in a batch
+                warnings.simplefilter("ignore", FlatMapWarning)
+                maps = {name: explain(model, images, name, targets, **per_method[name]) for name in methods_}
+            for name in methods_:
+                maps[name] = maps[name].detach()
+                warn_flat_maps(maps[name], name, [str(path) for path in chunk])
             prediction = predict(model, images)  # None for a headless model
             for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
                 stem = stems[indices[offset]]
