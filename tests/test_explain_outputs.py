@@ -238,3 +238,33 @@ def test_a_flat_map_is_reported_by_its_file_in_every_batch(tmp_path: Path) -> No
     messages = sorted(str(w.message) for w in seen if issubclass(w.category, FlatMapWarning))
     said = "is all zero: it shows nothing about the image"
     assert messages == [f"attnmap: the attn_gradcam map of {path} {said}" for path in paths]
+
+
+def test_a_grid_on_a_large_original_is_drawn_at_the_size_of_its_panels(
+    model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--method all --on original`` on a 12-megapixel photo took a minute with a tiny model: the
+    crop was traced through the preprocessing once per method, and each method's overlay was drawn
+    at full resolution for a panel a few hundred pixels wide."""
+    import attnmap.render.placement as placement
+    from attnmap.render.grid import panel_pixels
+    from attnmap.vit.registry import methods
+
+    traced, drawn = [], []
+    real_crop_box, real_overlay = batch.crop_box, placement.overlay_in_box
+    monkeypatch.setattr(batch, "crop_box", lambda *a, **k: traced.append(a[1]) or real_crop_box(*a, **k))
+    def drawing(image, *args, **kwargs):
+        drawn.append(image.shape)
+        return real_overlay(image, *args, **kwargs)
+
+    monkeypatch.setattr(placement, "overlay_in_box", drawing)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(photo)
+    _run(model, [photo], tmp_path / "grid", method="all", on="original")
+    assert traced == [(2000, 1500)]  # the crop traced once per image, on the photo's own size
+    assert drawn == [(2 * panel_pixels() * 3 // 4, 2 * panel_pixels(), 3)] * len(methods())
+    with Image.open(tmp_path / "grid" / "photo_all_methods.png") as grid:
+        assert grid.size[0] > grid.size[1]
+    traced.clear(), drawn.clear()
+    _run(model, [photo], tmp_path / "one", method="rollout,attention", on="original")
+    assert traced == [(2000, 1500)] and drawn == [(1500, 2000, 3)] * 2  # an overlay PNG: full size

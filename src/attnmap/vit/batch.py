@@ -28,7 +28,9 @@ from attnmap.fingerprint import Fingerprint
 from attnmap.io_utils import remove_stale_temporaries, save_png
 from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
+from attnmap.render.grid import panel_pixels
 from attnmap.render.legend import add_legend, describe_prediction
+from attnmap.render.placement import shrink_with_box
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
 from attnmap.vit.explain import FlatMapWarning, check_option_types, explain, warn_flat_maps
 from attnmap.vit.explain_outputs import (
@@ -240,7 +242,12 @@ def explain_paths(
                 image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
                 image_target = _describe_target(per_image[indices[offset]])
                 overlays, scales = [], []
-                original = _original_picture(path) if on == "original" else None
+                original, box = None, None
+                if on == "original":
+                    original = _original_picture(path)
+                    box = crop_box(model, (original.shape[1], original.shape[0]))  # once for all its maps
+                    if grid:  # a panel is a few hundred pixels wide: a photo's full size only costs time
+                        original, box = shrink_with_box(original, box, 2 * panel_pixels())
                 if prediction is not None and (image_target is None or isinstance(image_target, int)):
                     best = int(prediction[0][offset])  # a class: say the prediction
                     guess = describe_prediction(class_name(model, best), float(prediction[1][offset]))
@@ -267,7 +274,7 @@ def explain_paths(
                     (out_dir / f"{stem}_{name}.npy").unlink(missing_ok=True)
                     write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
                     written.append(save_npy(out_dir / f"{stem}_{name}.npy", heat))
-                    picture, scale = draw_map(model, view, original, heat, name, cmap, alpha)
+                    picture, scale = draw_map(model, view, original, heat, name, cmap, alpha, box)
                     scales.append(scale)
                     if grid:
                         overlays.append(picture)
@@ -368,19 +375,22 @@ def explain_chunk(
 
 def draw_map(
     model: nn.Module, view: np.ndarray, original: np.ndarray | None, heat: np.ndarray, method: str,
-    cmap: str | None, alpha: float,
+    cmap: str | None, alpha: float, box: tuple[float, float, float, float] | None = None,
 ) -> tuple[np.ndarray, ScoreScale]:
-    """The overlay of one map (on the model's view, or on ``original`` within the crop) and its scale.
+    """The overlay of one map (on the model's view, or on ``original`` within the crop: ``box``, by
+    default traced through the model's preprocessing) and its scale.
 
     Unsigned maps: min-max over the map (as before), jet unless ``cmap``. Signed maps: diverging
     colour map centred on zero, clipped at the 99th percentile of |score|.
     """
-    from attnmap.render.placement import overlay_in_box
+    from attnmap.render import placement
 
     kind = "diverging" if is_signed(heat, method) else "minmax"
     scale = choose_scale(heat, method, kind, cmap)
     values, mode = (scale.unit(heat), "none") if kind == "diverging" else (heat, "minmax")
     if original is None:
         return overlay(view, values, cmap=scale.cmap, alpha=alpha, normalize_mode=mode), scale
-    box = crop_box(model, (original.shape[1], original.shape[0]))
-    return overlay_in_box(original, values, box, cmap=scale.cmap, alpha=alpha, normalize_mode=mode), scale
+    if box is None:
+        box = crop_box(model, (original.shape[1], original.shape[0]))
+    drawn = placement.overlay_in_box(original, values, box, cmap=scale.cmap, alpha=alpha, normalize_mode=mode)
+    return drawn, scale
