@@ -43,7 +43,7 @@ from attnmap.vit.explain_outputs import (
     remove_unreadable_images_outputs,
     save_npy,
 )
-from attnmap.vit.original import class_name, crop_box, named_classes, predict
+from attnmap.vit.original import class_name, crop_box, named_classes, on_input_pixels, predict
 from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target, get_method, methods
@@ -385,6 +385,7 @@ def draw_map(
     """
     from attnmap.render import placement
 
+    heat = on_input_pixels(model, heat, view.shape[:2])
     kind = "diverging" if is_signed(heat, method) else "minmax"
     scale = choose_scale(heat, method, kind, cmap)
     values, mode = (scale.unit(heat), "none") if kind == "diverging" else (heat, "minmax")
@@ -394,3 +395,4 @@ def draw_map(
         box = crop_box(model, (original.shape[1], original.shape[0]))
     drawn = placement.overlay_in_box(original, values, box, cmap=scale.cmap, alpha=alpha, normalize_mode=mode)
     return drawn, scale
+
