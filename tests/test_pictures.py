@@ -198,3 +198,32 @@ def test_a_padded_models_grid_is_drawn_where_its_patches_lie():
     square = np.full((32, 32, 3), 128, dtype=np.uint8)
     picture, _ = draw_map(unpadded, square, None, heat[:4, :4], "attention", None, 0.7)
     np.testing.assert_array_equal(picture, overlay(square, heat[:4, :4], alpha=0.7))
+
+
+def test_colour_bar_tick_labels_do_not_run_into_each_other():
+    """Under a small picture (the legend is then 240 pixels wide) five labels such as -0.000855 ran
+    together ("-0.000855-0.000428"); fewer ticks are drawn when their labels do not fit."""
+    from PIL import ImageDraw
+
+    from attnmap.render.legend import _font, _layout, legend_ticks
+    from attnmap.render.scale import ScoreScale
+
+    scale = ScoreScale("diverging", -0.000855, 0.000855, "RdBu_r")
+
+    def extents(width: int) -> list[tuple[float, float]]:
+        _, _, _, text_size, _, _ = _layout(width, "t", "c")
+        bar = max(width, 240) - 2 * text_size
+        font = _font(max(10, int(text_size * 0.8)))
+        measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+        spans = []
+        for position, text in legend_ticks(scale, width):
+            x, size = position * (bar - 1), measure(text, font=font)
+            left = x if position == 0 else x - size if position == 1 else x - size / 2
+            spans.append((left, left + size))
+        return spans
+
+    narrow = extents(30)
+    assert len(narrow) >= 2 and all(a[1] < b[0] for a, b in zip(narrow[:-1], narrow[1:], strict=True))
+    assert len(extents(1200)) == 5  # room for all five under a wide picture
+    picture = add_legend(np.zeros((30, 30, 3), np.uint8), scale, "t")
+    assert picture.shape[1] == 240
