@@ -141,3 +141,20 @@ def test_cli_readout(tmp_path, capsys):
     assert run_cli([*base, *direction, "--readout", "cls_and_patch_mean"]) == 2
     err = capsys.readouterr().err
     assert "read-out is 384 wide" in err and "Traceback" not in err
+
+
+def test_a_models_tokens_with_an_embedding_direction_point_to_the_readout():
+    """A (D,) direction on a model whose output is tokens (Phikon-like: no pooler) was refused with
+    "for token outputs a callable target may be simpler": no use on the command line, and silent
+    about the read-out made for exactly this (--readout, attnmap.ReadoutDirection)."""
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, global_pool="", num_classes=0, depth=1, img_size=32
+    ).eval()
+    images = torch.randn(1, 3, 32, 32)
+    with pytest.raises(InputError, match=r"direction target has shape \(192,\)") as refused:
+        attnmap.explain(model, images, "grad_rollout", target=torch.randn(192))
+    assert "ReadoutDirection" in str(refused.value) and "--readout" in str(refused.value)
+    with pytest.raises(InputError, match="needs a target") as refused:
+        attnmap.explain(model, images, "grad_rollout")
+    assert "ReadoutDirection" in str(refused.value) and "--readout" in str(refused.value)

@@ -145,6 +145,14 @@ def _is_direction(target: object) -> bool:
     return isinstance(target, torch.Tensor) and target.is_floating_point()
 
 
+_READOUT_HINT = (
+    "; for a direction of one embedding ({width},) read from the tokens, name that embedding: "
+    "attnmap.ReadoutDirection('cls' | 'patch_mean' | 'cls_and_patch_mean', direction) "
+    "(attnmap explain: --readout cls)"
+)
+"""What a refused target on a model whose output is tokens says: the read-outs made for that case."""
+
+
 def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool, method: str) -> Objective:
     """Check ``target`` against the model's raw ``output`` and turn it into an `Objective`.
 
@@ -162,6 +170,7 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
                 f"{tuple(tensor.shape[1:])} per image, not class logits); pass target= a direction tensor "
                 f"of shape {tuple(tensor.shape[1:])} (attnmap explain: --direction FILE.npy) or a callable "
                 "output -> (B,) scores"
+                + (_READOUT_HINT.format(width=tensor.shape[-1]) if tensor.ndim == 3 else "")
             )
         return Objective("none")
     if callable(target) and not isinstance(target, torch.Tensor):
@@ -175,7 +184,7 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
             raise InputError(
                 f"direction target has shape {tuple(target.shape)} but the model's output is "
                 f"{whole}: give {tuple(tensor.shape[1:])} or {whole}"
-                + ("; for token outputs a callable target may be simpler" if tensor.ndim > 2 else "")
+                + (_READOUT_HINT.format(width=tensor.shape[-1]) if tensor.ndim == 3 else "")
             )
         if not torch.isfinite(direction).all():
             raise InputError("direction target contains NaN or infinite values")
