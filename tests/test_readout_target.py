@@ -158,3 +158,19 @@ def test_a_models_tokens_with_an_embedding_direction_point_to_the_readout():
     with pytest.raises(InputError, match="needs a target") as refused:
         attnmap.explain(model, images, "grad_rollout")
     assert "ReadoutDirection" in str(refused.value) and "--readout" in str(refused.value)
+
+
+def test_a_readout_on_a_pooled_output_says_what_to_drop_on_the_command_line(tmp_path, capsys):
+    """--readout on a model that already gives one embedding said "pass the direction itself as the
+    target", the API's words: the command line user has to leave --readout out."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=1, img_size=32)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    np.save(tmp_path / "d.npy", np.ones(192))
+    model_args = ["--model-arg", "depth=1", "--model-arg", "img_size=32", "--model-arg", "num_classes=0"]
+    code = run_cli(["explain", str(tmp_path / "a.png"), "--model", "timm:vit_tiny_patch16_224", *model_args,
+                    "--checkpoint", str(tmp_path / "weights.pt"), "--direction", str(tmp_path / "d.npy"),
+                    "--readout", "cls", "--method", "grad_rollout", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pass the direction itself as the target" in err and "leave --readout out" in err
