@@ -406,3 +406,22 @@ def test_a_checkpoint_under_a_timm_architecture_says_its_normalisation(workspace
     assert "normalised" not in capsys.readouterr().err
     default = np.load(workspace / "norm_default" / "img1_attention.npy")
     assert not np.allclose(np.load(out / "img1_attention.npy"), default)
+
+
+def test_a_rerun_says_which_files_it_wrote_and_which_it_kept(workspace, capsys):
+    """A rerun that kept every file said "wrote 6 files", as if it had redone them."""
+    out = workspace / "out_rerun_counts"
+    images = workspace / "images"
+    args = ["explain", str(images / "img0.png"), str(images / "img1.png"), *MODEL,
+            "--checkpoint", str(workspace / "weights.pt"), "--method", "attention", "--out", str(out)]
+    assert run_cli(args) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote 4 files to {out}"
+    assert run_cli(args) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"wrote 0 files to {out}; kept 4 made by an earlier run with the same settings"
+    )
+    (out / "img1_attention.png").unlink()
+    assert run_cli(args) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"wrote 2 files to {out}; kept 2 made by an earlier run with the same settings"
+    )

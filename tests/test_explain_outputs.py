@@ -217,3 +217,54 @@ def test_an_image_named_like_another_images_output_gets_its_own_files(model, tmp
         pairs = {(record["image"], record["method"]) for record in records}
         assert pairs == {(str(p), m) for p in (plain, suffixed) for m in ("attention", "lrp_attention")}
     assert len({path.name for path in written}) == len(written)
+
+
+def test_a_flat_map_is_reported_by_its_file_in_every_batch(tmp_path: Path) -> None:
+    """explain_paths let `explain`'s warning through as "the attn_gradcam map of image 1": the
+    position in a batch, not the file, and Python's once-per-message filter then hid the same
+    position in the next batches."""
+    import warnings
+
+    from attnmap.vit.explain import FlatMapWarning
+
+    torch.manual_seed(0)
+    flat = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=3)
+    with torch.no_grad():
+        flat.head.weight.zero_()  # no gradient reaches the attention: every attn_gradcam map is zero
+    paths = [_image(tmp_path / "in" / f"photo{index}.png", index) for index in range(5)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")  # Python's filter outside pytest: each message once
+        _run(flat.eval(), paths, tmp_path / "out", method="attn_gradcam", batch_size=2)
+    messages = sorted(str(w.message) for w in seen if issubclass(w.category, FlatMapWarning))
+    said = "is all zero: it shows nothing about the image"
+    assert messages == [f"attnmap: the attn_gradcam map of {path} {said}" for path in paths]
+
+
+def test_a_grid_on_a_large_original_is_drawn_at_the_size_of_its_panels(
+    model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--method all --on original`` on a 12-megapixel photo took a minute with a tiny model: the
+    crop was traced through the preprocessing once per method, and each method's overlay was drawn
+    at full resolution for a panel a few hundred pixels wide."""
+    import attnmap.render.placement as placement
+    from attnmap.render.grid import panel_pixels
+    from attnmap.vit.registry import methods
+
+    traced, drawn = [], []
+    real_crop_box, real_overlay = batch.crop_box, placement.overlay_in_box
+    monkeypatch.setattr(batch, "crop_box", lambda *a, **k: traced.append(a[1]) or real_crop_box(*a, **k))
+    def drawing(image, *args, **kwargs):
+        drawn.append(image.shape)
+        return real_overlay(image, *args, **kwargs)
+
+    monkeypatch.setattr(placement, "overlay_in_box", drawing)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(photo)
+    _run(model, [photo], tmp_path / "grid", method="all", on="original")
+    assert traced == [(2000, 1500)]  # the crop traced once per image, on the photo's own size
+    assert drawn == [(2 * panel_pixels() * 3 // 4, 2 * panel_pixels(), 3)] * len(methods())
+    with Image.open(tmp_path / "grid" / "photo_all_methods.png") as grid:
+        assert grid.size[0] > grid.size[1]
+    traced.clear(), drawn.clear()
+    _run(model, [photo], tmp_path / "one", method="rollout,attention", on="original")
+    assert traced == [(2000, 1500)] and drawn == [(1500, 2000, 3)] * 2  # an overlay PNG: full size

@@ -171,3 +171,59 @@ def test_legend_text_wraps_to_a_narrow_picture():
     assert (bands[:, -3:] > 200).all(), "text reaches the right edge"
     lines = wrap_text(title, _font(11), 240)
     assert len(lines) > 1 and " ".join(lines).replace(" · ", " ") == title.replace(" · ", " ")
+
+
+def test_a_padded_models_grid_is_drawn_where_its_patches_lie():
+    """A model padding its input to whole patches (timm dynamic_img_pad) gives a 36×36 image 5×5
+    patches covering 40×40 pixels; the overlay stretched the 5×5 map over the 36 pixels, every cell
+    but the first drawn up to 4 pixels from where its patch lies."""
+    from attnmap.render.overlay import overlay
+    from attnmap.render.upsample import upsample
+    from attnmap.vit.batch import draw_map
+
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=1, img_size=36, patch_size=8, num_classes=3,
+        dynamic_img_size=True, dynamic_img_pad=True,
+    ).eval()
+    view = np.full((36, 36, 3), 128, dtype=np.uint8)
+    heat = np.zeros((5, 5))
+    heat[4, 4], heat[0, 2] = 1.0, 0.5
+    picture, _ = draw_map(model, view, None, heat, "attention", None, 0.7)
+    placed = upsample(heat, (40, 40))[:36, :36]  # the patches' own pixels, the padding cut off
+    np.testing.assert_array_equal(picture, overlay(view, placed, alpha=0.7))
+    unpadded = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, patch_size=8, num_classes=3
+    ).eval()
+    square = np.full((32, 32, 3), 128, dtype=np.uint8)
+    picture, _ = draw_map(unpadded, square, None, heat[:4, :4], "attention", None, 0.7)
+    np.testing.assert_array_equal(picture, overlay(square, heat[:4, :4], alpha=0.7))
+
+
+def test_colour_bar_tick_labels_do_not_run_into_each_other():
+    """Under a small picture (the legend is then 240 pixels wide) five labels such as -0.000855 ran
+    together ("-0.000855-0.000428"); fewer ticks are drawn when their labels do not fit."""
+    from PIL import ImageDraw
+
+    from attnmap.render.legend import _font, _layout, legend_ticks
+    from attnmap.render.scale import ScoreScale
+
+    scale = ScoreScale("diverging", -0.000855, 0.000855, "RdBu_r")
+
+    def extents(width: int) -> list[tuple[float, float]]:
+        _, _, _, text_size, _, _ = _layout(width, "t", "c")
+        bar = max(width, 240) - 2 * text_size
+        font = _font(max(10, int(text_size * 0.8)))
+        measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+        spans = []
+        for position, text in legend_ticks(scale, width):
+            x, size = position * (bar - 1), measure(text, font=font)
+            left = x if position == 0 else x - size if position == 1 else x - size / 2
+            spans.append((left, left + size))
+        return spans
+
+    narrow = extents(30)
+    assert len(narrow) >= 2 and all(a[1] < b[0] for a, b in zip(narrow[:-1], narrow[1:], strict=True))
+    assert len(extents(1200)) == 5  # room for all five under a wide picture
+    picture = add_legend(np.zeros((30, 30, 3), np.uint8), scale, "t")
+    assert picture.shape[1] == 240

@@ -153,6 +153,39 @@ def test_a_token_model_without_a_read_out_is_told_about_readout_direction(method
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=1, num_classes=0, global_pool="")
     images = torch.randn(2, 3, 32, 32)
     for target in (None, torch.randn(192)):
-        with pytest.raises(InputError, match=r"attnmap\.ReadoutDirection\('cls', d\)") as error:
+        with pytest.raises(InputError, match=r"attnmap\.ReadoutDirection\('cls'") as error:
             attnmap.explain(model.eval(), images, method, target=target)
         assert "--readout" in str(error.value)
+
+
+def test_a_models_tokens_with_an_embedding_direction_point_to_the_readout():
+    """A (D,) direction on a model whose output is tokens (Phikon-like: no pooler) was refused with
+    "for token outputs a callable target may be simpler": no use on the command line, and silent
+    about the read-out made for exactly this (--readout, attnmap.ReadoutDirection)."""
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, global_pool="", num_classes=0, depth=1, img_size=32
+    ).eval()
+    images = torch.randn(1, 3, 32, 32)
+    with pytest.raises(InputError, match=r"direction target has shape \(192,\)") as refused:
+        attnmap.explain(model, images, "grad_rollout", target=torch.randn(192))
+    assert "ReadoutDirection" in str(refused.value) and "--readout" in str(refused.value)
+    with pytest.raises(InputError, match="needs a target") as refused:
+        attnmap.explain(model, images, "grad_rollout")
+    assert "ReadoutDirection" in str(refused.value) and "--readout" in str(refused.value)
+
+
+def test_a_readout_on_a_pooled_output_says_what_to_drop_on_the_command_line(tmp_path, capsys):
+    """--readout on a model that already gives one embedding said "pass the direction itself as the
+    target", the API's words: the command line user has to leave --readout out."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=1, img_size=32)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    np.save(tmp_path / "d.npy", np.ones(192))
+    model_args = ["--model-arg", "depth=1", "--model-arg", "img_size=32", "--model-arg", "num_classes=0"]
+    code = run_cli(["explain", str(tmp_path / "a.png"), "--model", "timm:vit_tiny_patch16_224", *model_args,
+                    "--checkpoint", str(tmp_path / "weights.pt"), "--direction", str(tmp_path / "d.npy"),
+                    "--readout", "cls", "--method", "grad_rollout", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pass the direction itself as the target" in err and "leave --readout out" in err

@@ -111,3 +111,20 @@ def test_upsample_refuses_what_is_no_array_of_numbers_in_one_line(maps: object) 
     TypeError or ValueError from ``torch.as_tensor``; normalize and overlay said it in one line."""
     with pytest.raises(InputError, match=r"^maps must be a tensor or an array of real numbers, got "):
         upsample(maps, (8, 8))
+
+
+def test_colour_bar_labels_tell_a_narrow_range_apart():
+    """A near-uniform attention map (scores 0.05876..0.05884) is stretched over the whole colour
+    map, and its bar read "0.0588 0.0588 0.0588", the caption "min 0.0588 to max 0.0588": the reader
+    could not see the range, nor that it is tiny."""
+    from attnmap.render.scale import ScoreScale
+
+    scale = ScoreScale("minmax", 0.05876, 0.05884, "jet")
+    labels = [label for _, label in scale.ticks(5)]
+    assert len(set(labels)) == 5 and [float(label) for label in labels] == sorted(float(x) for x in labels)
+    low, high = (float(label) for label in (labels[0], labels[-1]))
+    assert abs(low - 0.05876) < 5e-7 and abs(high - 0.05884) < 5e-7
+    assert f"min {labels[0]} to max {labels[-1]}" in scale.describe()
+    wide = ScoreScale("minmax", 0.0, 2.0, "jet")  # three significant digits stay the rule
+    assert [label for _, label in wide.ticks(3)] == ["0", "1", "2"]
+    assert [label for _, label in ScoreScale("diverging", -3.2e-6, 3.2e-6, "RdBu_r").ticks(3)][1] == "0"

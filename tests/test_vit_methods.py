@@ -245,3 +245,16 @@ def test_several_methods_in_one_call_are_refused_in_one_line(method):
     model = tiny_vit()
     with pytest.raises(InputError, match=r"one method name per call.*attnmap\.methods\(\)"):
         attnmap.explain(model, torch.randn(1, 3, 32, 32, dtype=torch.float64), method)
+
+
+@pytest.mark.parametrize("name", ["rollout", "grad_rollout", "transformer_attribution", "lrp_rollout"])
+def test_start_layer_is_one_rule_in_every_method_that_takes_it(name):
+    """start_layer counts blocks from the first, 0..L-1, in all four methods: rollout and
+    grad_rollout read -1 as the last block while the LRP rollouts refused it."""
+    model = tiny_vit()
+    images = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    for value in (-1, -3, 3):
+        message = rf"start_layer={value} is out of range: the model has 3 blocks \(0\.\.2"
+        with pytest.raises(InputError, match=message):
+            attnmap.explain(model, images, name, start_layer=value)
+    assert attnmap.explain(model, images, name, start_layer=2).shape == (1, 4, 4)

@@ -214,7 +214,8 @@ def explain(
     note = None if checkpoint is None else normalisation_note(model_spec, model_kwargs, model)
     if note:
         click.echo(note, err=True)
-    click.echo(f"wrote {len(written)} files to {out_dir}")
+    kept = f"; kept {written.kept} made by an earlier run with the same settings" if written.kept else ""
+    click.echo(f"wrote {len(written) - written.kept} files to {out_dir}{kept}")
 
 
 def normalisation_note(

@@ -30,6 +30,15 @@ def add_colorbar(fig, ax, scale: ScoreScale) -> None:
     bar.ax.tick_params(labelsize=7)
 
 
+TILE_INCHES, DPI = 2.4, 120  # save_grid's panel size and resolution
+
+
+def panel_pixels(tile_inches: float = TILE_INCHES, dpi: int = DPI) -> int:
+    """The width in pixels of one `save_grid` panel: a picture much larger than this is shrunk by the
+    figure anyway, so drawing it at full size only costs time."""
+    return round(tile_inches * dpi)
+
+
 FIGURE_FORMATS = ("png", "jpg", "jpeg", "tif", "tiff", "webp", "pdf", "svg", "eps", "ps", "gif")
 
 
@@ -59,8 +68,8 @@ def save_grid(
     titles: Sequence[str] | None,
     path: str | Path,
     ncols: int | None = None,
-    tile_inches: float = 2.4,
-    dpi: int = 120,
+    tile_inches: float = TILE_INCHES,
+    dpi: int = DPI,
     metadata: dict[str, str] | None = None,
     scales: Sequence[ScoreScale | None] | None = None,
     suptitle: str | None = None,

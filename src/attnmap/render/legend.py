@@ -75,6 +75,28 @@ def legend_offset(width: int, scale: ScoreScale, title: str, label: str = "score
     return (width_out - width) // 2, top
 
 
+def legend_ticks(scale: ScoreScale, width: int) -> list[tuple[float, str]]:
+    """The colour bar's ticks under a picture ``width`` wide: five, or three or two when the labels
+    of five would run into each other ("-0.000855-0.000428" under a small picture)."""
+    width_out = max(width, 240)
+    text_size = max(11, min(40, width_out // 45))  # as `_layout`
+    small = _font(max(10, int(text_size * 0.8)))
+    bar = width_out - 2 * text_size - 1
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    for count in (5, 3, 2):
+        ticks = scale.ticks(count)
+        right = -float("inf")
+        for position, text in ticks:
+            size = measure(text, font=small)
+            left = position * bar - (0 if position == 0 else size if position == 1 else size / 2)
+            if left < right + text_size / 2:
+                break
+            right = left + size
+        else:
+            return ticks
+    return ticks
+
+
 def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "score") -> np.ndarray:
     """``image`` (H, W, 3 uint8) with a title band above and a colour bar of ``scale`` below.
 
@@ -101,7 +123,7 @@ def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "s
     canvas.paste(Image.fromarray(bar), (bar_left, bar_top))
     draw.rectangle((bar_left - 1, bar_top - 1, bar_right, bar_top + bar_height), outline=(80, 80, 80))
     tick_y = bar_top + bar_height + 2
-    for position, text in scale.ticks():
+    for position, text in legend_ticks(scale, width):
         x = bar_left + position * (bar_right - bar_left - 1)
         draw.line((x, bar_top + bar_height, x, tick_y + 2), fill=(60, 60, 60))
         anchor = "la" if position == 0 else ("ra" if position == 1 else "ma")

@@ -47,3 +47,21 @@ def overlay_in_box(
     out[cy0:cy1, [cx0, cx1 - 1]] = frame
     out[[cy0, cy1 - 1], cx0:cx1] = frame
     return out
+
+
+def shrink_with_box(
+    image: np.ndarray, box: tuple[float, float, float, float], longest: int
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """``image`` resized (area-averaged) so that its longer side is ``longest`` pixels, and ``box``
+    (x0, y0, x1, y1) moved with it; both as they were when the image is no larger."""
+    height, width = image.shape[:2]
+    factor = longest / max(height, width)
+    if factor >= 1:
+        return image, box
+    from PIL import Image
+
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = np.asarray(Image.fromarray(to_uint8_rgb(image)).resize(size, Image.Resampling.BOX))
+    scale_x, scale_y = size[0] / width, size[1] / height
+    x0, y0, x1, y1 = box
+    return small, (x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y)

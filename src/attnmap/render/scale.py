@@ -76,7 +76,7 @@ class ScoreScale:
         if self.kind == "percentile":
             return [(float(p), f"{100 * p:.0f}%") for p in positions]
         values = self.low + positions * (self.high - self.low)
-        return [(float(p), _format(v)) for p, v in zip(positions, values, strict=True)]
+        return [(float(p), label) for p, label in zip(positions, _labels(values), strict=True)]
 
     def describe(self) -> str:
         """One line saying how scores became colours (for captions and the viewer's legend)."""
@@ -84,9 +84,11 @@ class ScoreScale:
             return "percentile rank of the score within the slide"
         if self.kind == "diverging":
             return f"signed, centred on 0, clipped at ±{_format(self.high)} (99th pct of |score|)"
+        ticks = self.ticks()  # the bounds as the colour bar labels them
+        low, high = ticks[0][1], ticks[-1][1]
         if self.kind == "robust":
-            return f"linear, {_format(self.low)} (1st pct) to {_format(self.high)} (99th pct)"
-        return f"linear, min {_format(self.low)} to max {_format(self.high)}"
+            return f"linear, {low} (1st pct) to {high} (99th pct)"
+        return f"linear, min {low} to max {high}"
 
     def to_json(self) -> dict:
         return {
@@ -101,6 +103,17 @@ class ScoreScale:
 
 def _format(value: float) -> str:
     return f"{value:.3g}"
+
+
+def _labels(values: np.ndarray) -> list[str]:
+    """``values`` with three significant digits, or as many more as it takes to tell different values
+    apart: a narrow range (0.05876..0.05884) read "0.0588" at every tick."""
+    distinct = len(set(values.tolist()))
+    for digits in range(3, 13):
+        labels = [f"{value:.{digits}g}" for value in values]
+        if len(set(labels)) == distinct:
+            break
+    return labels
 
 
 def is_signed(scores: np.ndarray, method: str | None = None) -> bool:

@@ -68,6 +68,11 @@ class ViTAdapter:
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         raise NotImplementedError
 
+    def pixels_covered(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of the pixels the patch grid of an ``height`` × ``width`` input covers: the input
+        itself, unless the model pads it to whole patches (timm ``dynamic_img_pad``): then more."""
+        return height, width
+
     def query_weights(self, batch: int, tokens: int, like: torch.Tensor) -> torch.Tensor:
         """(B, N) weights of the token rows the read-out looks at.
 

@@ -43,6 +43,12 @@ class NaFlexAdapter(TimmViTAdapter):
             return math.ceil(height / patch_h), math.ceil(width / patch_w)
         return height // patch_h, width // patch_w
 
+    def pixels_covered(self, height: int, width: int) -> tuple[int, int]:
+        if not getattr(self.model.embeds, "dynamic_img_pad", False):
+            return height, width
+        grid_h, grid_w = self.grid_size(height, width)
+        return grid_h * self.model.embeds.patch_size[0], grid_w * self.model.embeds.patch_size[1]
+
     def check_images(self, images: torch.Tensor) -> None:
         ViTAdapter.check_images(self, images)
         embeds = self.model.embeds

@@ -145,6 +145,13 @@ class TimmViTAdapter(ViTAdapter):
             return tuple(int(s) for s in patch_embed.dynamic_feat_size((height, width)))
         return tuple(int(s) for s in patch_embed.grid_size)
 
+    def pixels_covered(self, height: int, width: int) -> tuple[int, int]:
+        patch_embed = self.model.patch_embed
+        if not getattr(patch_embed, "dynamic_img_pad", False):
+            return height, width
+        grid_h, grid_w = self.grid_size(height, width)
+        return grid_h * patch_embed.patch_size[0], grid_w * patch_embed.patch_size[1]
+
     def check_images(self, images: torch.Tensor) -> None:
         super().check_images(images)
         patch_embed = self.model.patch_embed

@@ -28,9 +28,11 @@ from attnmap.fingerprint import Fingerprint
 from attnmap.io_utils import remove_stale_temporaries, save_png
 from attnmap.provenance import model_checksum, provenance, write_sidecar
 from attnmap.render import overlay, save_grid
+from attnmap.render.grid import panel_pixels
 from attnmap.render.legend import add_legend, describe_prediction
+from attnmap.render.placement import shrink_with_box
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
-from attnmap.vit.explain import check_option_types, explain
+from attnmap.vit.explain import FlatMapWarning, check_option_types, explain, warn_flat_maps
 from attnmap.vit.explain_outputs import (
     GRID_SUFFIX,
     claim_stems,
@@ -41,7 +43,7 @@ from attnmap.vit.explain_outputs import (
     remove_unreadable_images_outputs,
     save_npy,
 )
-from attnmap.vit.original import class_name, crop_box, named_classes, predict
+from attnmap.vit.original import class_name, crop_box, named_classes, on_input_pixels, predict
 from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target, get_method, methods
@@ -130,6 +132,15 @@ def _describe_target(target: Target) -> object:
     return target
 
 
+class ExplainedFiles(list):
+    """What `explain_paths` returns: the paths it wrote or kept, a list of Path as ever, and in
+    ``kept`` how many of them were kept (made by an earlier run with the same settings, not rewritten)."""
+
+    def __init__(self, paths: Sequence[Path], kept: int) -> None:
+        super().__init__(paths)
+        self.kept = kept
+
+
 def explain_paths(
     paths: Sequence[str | Path],
     model: nn.Module,
@@ -146,7 +157,7 @@ def explain_paths(
     on: str = "crop",
     legend: bool = True,
     **options: Any,
-) -> list[Path]:
+) -> ExplainedFiles:
     """Explain each image in ``paths`` with ``method`` and write the results into ``out_dir``.
 
     Per image and method: ``{stem}_{method}.npy`` (the raw map: (gh, gw) patches or (H, W) pixels)
@@ -159,7 +170,7 @@ def explain_paths(
     centred on zero. Images are preprocessed for the model and run ``batch_size`` at a time.
     ``names``: the output stem of each image (default: file stems, made unique). Images whose
     outputs are intact and were made with the same model, method, options, target and drawing are
-    skipped. Returns the paths written (or kept).
+    skipped. Returns the paths written or kept (`ExplainedFiles`: its ``kept`` counts the latter).
     """
     if on not in ("crop", "original"):
         raise InputError(f"on must be 'crop' or 'original', got {on!r}")
@@ -203,6 +214,7 @@ def explain_paths(
         for i in sorted(set(range(len(paths))) - set(todo))
         for name, kind in output_files(methods_, grid)
     ]
+    kept = len(written)
     bar = tqdm(
         total=len(paths), initial=len(paths) - len(todo), desc="explain", unit="image", disable=not progress
     )
@@ -218,16 +230,24 @@ def explain_paths(
                 continue
             chunk = [paths[i] for i in indices]
             targets = _chunk_targets(target, indices, len(paths))
-            maps = {
-                name: explain(model, images, name, targets, **per_method[name]).detach() for name in methods_
-            }
+            with warnings.catch_warnings():  # said below, naming the file: "image 1" is a place in a batch
+                warnings.simplefilter("ignore", FlatMapWarning)
+                maps = {name: explain(model, images, name, targets, **per_method[name]) for name in methods_}
+            for name in methods_:
+                maps[name] = maps[name].detach()
+                warn_flat_maps(maps[name], name, [str(path) for path in chunk])
             prediction = predict(model, images)  # None for a headless model
             for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
                 stem = stems[indices[offset]]
                 image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
                 image_target = _describe_target(per_image[indices[offset]])
                 overlays, scales = [], []
-                original = _original_picture(path) if on == "original" else None
+                original, box = None, None
+                if on == "original":
+                    original = _original_picture(path)
+                    box = crop_box(model, (original.shape[1], original.shape[0]))  # once for all its maps
+                    if grid:  # a panel is a few hundred pixels wide: a photo's full size only costs time
+                        original, box = shrink_with_box(original, box, 2 * panel_pixels())
                 if prediction is not None and (image_target is None or isinstance(image_target, int)):
                     best = int(prediction[0][offset])  # a class: say the prediction
                     guess = describe_prediction(class_name(model, best), float(prediction[1][offset]))
@@ -254,7 +274,7 @@ def explain_paths(
                     (out_dir / f"{stem}_{name}.npy").unlink(missing_ok=True)
                     write_sidecar(out_dir / f"{stem}_{name}.npy", meta)  # first: a map never lacks its record
                     written.append(save_npy(out_dir / f"{stem}_{name}.npy", heat))
-                    picture, scale = draw_map(model, view, original, heat, name, cmap, alpha)
+                    picture, scale = draw_map(model, view, original, heat, name, cmap, alpha, box)
                     scales.append(scale)
                     if grid:
                         overlays.append(picture)
@@ -293,7 +313,7 @@ def explain_paths(
             f"{len(unreadable)} of {len(paths)} images could not be explained, the others were written: "
             f"{first}{more}"
         )
-    return written
+    return ExplainedFiles(written, kept)
 
 
 def _readable(
@@ -355,19 +375,24 @@ def explain_chunk(
 
 def draw_map(
     model: nn.Module, view: np.ndarray, original: np.ndarray | None, heat: np.ndarray, method: str,
-    cmap: str | None, alpha: float,
+    cmap: str | None, alpha: float, box: tuple[float, float, float, float] | None = None,
 ) -> tuple[np.ndarray, ScoreScale]:
-    """The overlay of one map (on the model's view, or on ``original`` within the crop) and its scale.
+    """The overlay of one map (on the model's view, or on ``original`` within the crop: ``box``, by
+    default traced through the model's preprocessing) and its scale.
 
     Unsigned maps: min-max over the map (as before), jet unless ``cmap``. Signed maps: diverging
     colour map centred on zero, clipped at the 99th percentile of |score|.
     """
-    from attnmap.render.placement import overlay_in_box
+    from attnmap.render import placement
 
+    heat = on_input_pixels(model, heat, view.shape[:2])
     kind = "diverging" if is_signed(heat, method) else "minmax"
     scale = choose_scale(heat, method, kind, cmap)
     values, mode = (scale.unit(heat), "none") if kind == "diverging" else (heat, "minmax")
     if original is None:
         return overlay(view, values, cmap=scale.cmap, alpha=alpha, normalize_mode=mode), scale
-    box = crop_box(model, (original.shape[1], original.shape[0]))
-    return overlay_in_box(original, values, box, cmap=scale.cmap, alpha=alpha, normalize_mode=mode), scale
+    if box is None:
+        box = crop_box(model, (original.shape[1], original.shape[0]))
+    drawn = placement.overlay_in_box(original, values, box, cmap=scale.cmap, alpha=alpha, normalize_mode=mode)
+    return drawn, scale
+

@@ -100,6 +100,21 @@ def resolve_layers(layers: int | Iterable[int] | None, num_blocks: int) -> list[
     return sorted(resolved)
 
 
+def start_block(start_layer: object, num_blocks: int) -> int:
+    """The first block a rollout-type method multiplies from (``start_layer`` of rollout,
+    grad_rollout, transformer_attribution and lrp_rollout): 0..num_blocks−1, counted from the first
+    block. One rule for the four: a negative value is refused, not read from the end (rollout and
+    grad_rollout took -1 as the last block while the LRP rollouts refused it)."""
+    if isinstance(start_layer, bool) or not isinstance(start_layer, int):
+        raise InputError(f"start_layer must be an integer, got {start_layer!r}")
+    if not 0 <= start_layer < num_blocks:
+        raise InputError(
+            f"start_layer={start_layer} is out of range: the model has {num_blocks} blocks "
+            f"(0..{num_blocks - 1}, counted from the first)"
+        )
+    return start_layer
+
+
 class _Sink(dict):
     """The dict the adapters write into; applies ``reduce`` to each attention on the way in."""
 

@@ -12,7 +12,7 @@ constant carries no information; it is returned (the batch keeps its shape) but 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -160,8 +160,9 @@ def check_maps(spec: Method, maps: object, images: torch.Tensor) -> None:
         raise InputError(f"{what} returned {shape} for {batch} images: it must return (B, gh, gw) maps")
 
 
-def warn_flat_maps(maps: torch.Tensor, method: str) -> None:
-    """`FlatMapWarning` for each image whose map is all zero or constant (up to round-off)."""
+def warn_flat_maps(maps: torch.Tensor, method: str, names: Sequence[str] | None = None) -> None:
+    """`FlatMapWarning` for each image whose map is all zero or constant (up to round-off), named
+    by ``names`` (its file, say) or else by its position in the batch."""
     flat = maps.detach().reshape(maps.shape[0], -1)
     if not flat.is_floating_point():
         return
@@ -171,7 +172,8 @@ def warn_flat_maps(maps: torch.Tensor, method: str) -> None:
     for index in torch.nonzero((high - low) <= 8 * eps * scale, as_tuple=False).flatten().tolist():
         what = "all zero" if scale[index] == 0 else "constant"
         warnings.warn(
-            f"attnmap: the {method} map of image {index} is {what}: it shows nothing about the image",
+            f"attnmap: the {method} map of {f'image {index}' if names is None else names[index]} is {what}: "
+            "it shows nothing about the image",
             FlatMapWarning,
             stacklevel=3,
         )

@@ -1,4 +1,5 @@
-"""Where the model's input came from in the original image, and the model's prediction for a batch.
+"""Where the model's input came from in the original image, where a patch map lies on that input,
+and the model's prediction for a batch.
 
 Why trace coordinates through the transform: timm's eval transform (resize, centre crop, maybe
 padding) differs per model; rather than re-deriving each rule, the same pixel steps are applied
@@ -131,3 +132,19 @@ def class_name(model: nn.Module, index: int) -> str:
     """The class's name where the model knows it (`class_names`), else ``class N``."""
     names = class_names(model)
     return names[index] if 0 <= index < len(names) else f"class {index}"
+
+
+def on_input_pixels(model: nn.Module | None, heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A patch map of a model that pads its input to whole patches, on the input's own pixels: its
+    last row and column of patches reach past the image, so it is upsampled to the padded size and
+    cut to the image (stretched over the image, every patch would be drawn off its place). Any other
+    map as it is."""
+    if model is None or heat.shape == tuple(size):
+        return heat
+    from attnmap.render.upsample import upsample
+    from attnmap.vit.adapters import adapter_for
+
+    covered = adapter_for(model).pixels_covered(*size)
+    if covered == tuple(size) or covered[0] < size[0] or covered[1] < size[1]:
+        return heat
+    return upsample(heat, covered)[: size[0], : size[1]]

@@ -122,7 +122,7 @@ class ReadoutDirection:
         if tokens.ndim != 3:
             raise InputError(
                 f"readout {self.readout!r} reads tokens, but the model's output is {tuple(tokens.shape[1:])} "
-                "per image: pass the direction itself as the target"
+                "per image: pass the direction itself as the target (attnmap explain: leave --readout out)"
             )
         features = read_tokens(tokens, self.readout, self.num_prefix)
         direction = self.direction.to(device=features.device, dtype=features.dtype)

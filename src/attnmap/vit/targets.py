@@ -36,12 +36,6 @@ Target = int | str | Sequence[int | str] | torch.Tensor | Callable[[Any], torch.
 
 OUTPUT_FIELDS = ("logits", "image_embeds", "pooler_output", "last_hidden_state")
 # token outputs: a (D,) direction in an embedding of the tokens is what users mostly hold
-_READOUT_HINT = (
-    "; for a (D,) direction in the class token or the patch mean, pass "
-    "attnmap.ReadoutDirection('cls', d) or ('patch_mean', d) (attnmap explain: --readout)"
-)
-
-
 _WHOLE_BATCH: ContextVar[int | None] = ContextVar("attnmap_whole_batch", default=None)
 
 
@@ -150,6 +144,14 @@ def _is_direction(target: object) -> bool:
     return isinstance(target, torch.Tensor) and target.is_floating_point()
 
 
+_READOUT_HINT = (
+    "; for a direction of one embedding ({width},) read from the tokens, name that embedding: "
+    "attnmap.ReadoutDirection('cls' | 'patch_mean' | 'cls_and_patch_mean', direction) "
+    "(attnmap explain: --readout cls)"
+)
+"""What a refused target on a model whose output is tokens says: the read-outs made for that case."""
+
+
 def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool, method: str) -> Objective:
     """Check ``target`` against the model's raw ``output`` and turn it into an `Objective`.
 
@@ -166,7 +168,8 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
                 f"method {method!r} needs a target: the model is headless (its output is "
                 f"{tuple(tensor.shape[1:])} per image, not class logits); pass target= a direction tensor "
                 f"of shape {tuple(tensor.shape[1:])} (attnmap explain: --direction FILE.npy) or a callable "
-                "output -> (B,) scores" + _READOUT_HINT * (tensor.ndim > 2)
+                "output -> (B,) scores"
+                + (_READOUT_HINT.format(width=tensor.shape[-1]) if tensor.ndim == 3 else "")
             )
         return Objective("none")
     if callable(target) and not isinstance(target, torch.Tensor):
@@ -180,7 +183,7 @@ def resolve(target: Target, output: Any, *, classifier: bool, needs_target: bool
             raise InputError(
                 f"direction target has shape {tuple(target.shape)} but the model's output is "
                 f"{whole}: give {tuple(tensor.shape[1:])} or {whole}"
-                + (_READOUT_HINT if tensor.ndim > 2 else "")
+                + (_READOUT_HINT.format(width=tensor.shape[-1]) if tensor.ndim == 3 else "")
             )
         if not torch.isfinite(direction).all():
             raise InputError("direction target contains NaN or infinite values")

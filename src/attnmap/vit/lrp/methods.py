@@ -23,6 +23,7 @@ from attnmap.errors import InputError
 from attnmap.model_state import eval_mode
 from attnmap.vit.adapters import adapter_for, explains
 from attnmap.vit.adapters_hf import is_hf_vision_model
+from attnmap.vit.capture import start_block
 from attnmap.vit.lrp.check import as_model_output, gives_tokens, verify_twin
 from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
@@ -94,13 +95,15 @@ def _chunks(
     return torch.cat(maps)
 
 
-def _block_index(value: object, depth: int, name: str, allow_negative: bool) -> int:
+def _block_index(value: object, depth: int, name: str) -> int:
+    """A block index of ``depth``; negative ones count from the end (``layer=-1``: the last block)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"{name} must be an integer, got {value!r}")
-    index = value + depth if allow_negative and value < 0 else value
+    index = value + depth if value < 0 else value
     if not 0 <= index < depth:
-        low = -depth if allow_negative else 0
-        raise InputError(f"{name}={value} is out of range: the model has {depth} blocks ({low}..{depth - 1})")
+        raise InputError(
+            f"{name}={value} is out of range: the model has {depth} blocks ({-depth}..{depth - 1})"
+        )
     return index
 
 
@@ -235,7 +238,7 @@ def transformer_attribution(
 ) -> torch.Tensor:
     """The paper's method: gradient-weighted attention relevance rolled out over blocks ≥ start_layer."""
     depth = build_twin(model).depth
-    start = _block_index(start_layer, depth, "start_layer", allow_negative=False)
+    start = start_block(start_layer, depth)
     twin, trace, relevance, _ = _compute(
         model,
         images,
@@ -278,7 +281,7 @@ def lrp_rollout(
 ) -> torch.Tensor:
     """Like transformer_attribution without the gradient weighting."""
     depth = build_twin(model).depth
-    start = _block_index(start_layer, depth, "start_layer", allow_negative=False)
+    start = start_block(start_layer, depth)
     twin, trace, relevance, _ = _compute(
         model,
         images,
@@ -305,7 +308,7 @@ def lrp_attention(
     if not isinstance(grad, bool):
         raise InputError(f"grad must be True or False, got {grad!r}")
     depth = build_twin(model).depth
-    index = _block_index(layer, depth, "layer", allow_negative=True)
+    index = _block_index(layer, depth, "layer")
     twin, trace, relevance, gradients = _compute(
         model, images, target, stop_block=index, grad_from=index if grad else None, method="lrp_attention"
     )

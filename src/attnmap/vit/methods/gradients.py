@@ -16,7 +16,7 @@ from torch import nn
 from attnmap.errors import InputError
 from attnmap.render import normalize
 from attnmap.vit.adapters import adapter_for
-from attnmap.vit.capture import Captured, attention_gradients, capture, resolve_layers
+from attnmap.vit.capture import Captured, attention_gradients, capture, resolve_layers, start_block
 from attnmap.vit.methods.rollout import identity_part
 from attnmap.vit.registry import Target, method
 
@@ -106,7 +106,7 @@ def grad_rollout(
 ) -> torch.Tensor:
     """Registered wrapper: gradients of blocks start_layer..L−1 only."""
     num_blocks = adapter_for(model).num_blocks
-    start = resolve_layers(start_layer, num_blocks)[0]
+    start = start_block(start_layer, num_blocks)
     captured, gradients = capture_with_gradients(
         model, images, target, list(range(start, num_blocks)), "grad_rollout"
     )

@@ -16,7 +16,7 @@ from torch import nn
 
 from attnmap.errors import InputError
 from attnmap.vit.adapters import adapter_for
-from attnmap.vit.capture import capture, resolve_layers
+from attnmap.vit.capture import capture, start_block
 from attnmap.vit.registry import Target, method
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -113,7 +113,7 @@ def rollout(
     if not 0.0 <= discard_ratio < 1.0:
         raise InputError(f"discard_ratio must lie in [0, 1), got {discard_ratio}")
     num_blocks = adapter_for(model).num_blocks
-    start = resolve_layers(start_layer, num_blocks)[0]
+    start = start_block(start_layer, num_blocks)
     # fuse heads inside the forward: keeps L × (B, N, N) in memory instead of L × (B, H, N, N)
     fuse = functools.partial(fuse_heads, head_fusion=head_fusion)
     captured = capture(model, images, layers=range(start, num_blocks), reduce=fuse)
