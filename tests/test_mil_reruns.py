@@ -191,3 +191,21 @@ def test_metrics_csv_columns_do_not_depend_on_which_folds_were_resumed(tmp_path:
         headers.append(path.read_text().splitlines()[0])
     assert headers[0] == headers[1]
     assert headers[0].startswith("fold,split,loss,n,accuracy,n_class0,acc_class0,auc_class0,n_class1")
+
+
+def test_a_run_refused_on_its_inputs_holds_no_options_back(tmp_path: Path, capsys) -> None:
+    """A first command that stopped at a missing bag trained nothing; its options must not make the
+    corrected command (here with another --folds) be refused as 'a run with different options'."""
+    features = tmp_path / "features"
+    labels = make_cohort(features, n_slides=12, n_patches=6, dim=4)
+    listed = tmp_path / "listed.csv"
+    listed.write_text(labels.read_text() + "slide_99,tumor,case_99\n")  # no bag for slide_99
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "mil", "train", features, listed, "--out", run, "--folds", "2",
+                       "--max-epochs", "1", "--quiet")
+    assert code == 2 and "slide_99" in err
+    assert not (run / "config.json").exists() and not (run / "splits.csv").exists()
+    code, _, err = cli(capsys, "mil", "train", features, labels, "--out", run, "--folds", "3",
+                       "--max-epochs", "1", "--quiet")
+    assert code == 0, err
+

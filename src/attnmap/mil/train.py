@@ -357,9 +357,11 @@ def _train_locked(
     store = BagStore(Path(features_dir), cohort.slide_ids, config.cache_gb * 1e9)
     embed_dim = common_feature_size(list(store.paths.values()))
     splits = make_folds(cohort, config.folds, seed=config.seed, val_fraction=config.val_fraction)
-    write_splits(out_dir / "splits.csv", cohort, splits)
     for slide in cohort.slide_ids:  # a NaN bag first trained in the last fold would waste the others
         store.features(slide)  # read, checked and (within the budget) cached for the folds
+    # written once the inputs passed: a command refused on them trained nothing and holds no options
+    write_json_atomic(out_dir / "config.json", asdict(config))
+    write_splits(out_dir / "splits.csv", cohort, splits)
     rows: list[dict[str, object]] = []
     for split in splits:
         results = train_fold(
@@ -393,7 +395,8 @@ def _train_locked(
 
 
 def _check_same_config(path: Path, config: TrainConfig) -> None:
-    """Refuse to resume a run made with different options: mixed folds would be meaningless."""
+    """Refuse to resume a run made with different options: mixed folds would be meaningless.
+    (The options are written once the run's inputs are checked, see `_train_locked`.)"""
     current = asdict(config)
     try:
         previous = json.loads(path.read_text())
@@ -404,4 +407,3 @@ def _check_same_config(path: Path, config: TrainConfig) -> None:
         changed = sorted(k for k in current if k not in ignore and previous.get(k) != current[k])
         if changed:
             raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
-    write_json_atomic(path, current)
