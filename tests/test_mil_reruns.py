@@ -209,3 +209,41 @@ def test_a_run_refused_on_its_inputs_holds_no_options_back(tmp_path: Path, capsy
                        "--max-epochs", "1", "--quiet")
     assert code == 0, err
 
+
+def test_an_interrupted_rerun_on_new_labels_leaves_no_earlier_fold_or_metrics(tmp_path: Path) -> None:
+    """A rerun whose labels change every fold, stopped in its first epoch, had left the earlier
+    run's fold models, fold metrics and metrics.csv beside the new splits.csv as if they were its
+    own; `mil attention fold_1/checkpoint.pt` then scored with a model of other labels."""
+    features = tmp_path / "features"
+    labels = make_cohort(features, n_slides=12, n_patches=12, dim=8)
+    run = tmp_path / "run"
+    train_mil(features, labels, run, verbose=False, **OPTIONS)
+    rows = list(csv.reader(labels.open()))
+    swapped = {"normal": "tumor", "tumor": "normal"}
+    for row in rows[1:5]:
+        row[1] = swapped[row[1]]
+    relabelled = tmp_path / "labels_2.csv"
+    with relabelled.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+    class StopError(Exception):
+        pass
+
+    def stop(fold: int, epoch: int, row: dict) -> None:
+        raise StopError
+
+    with pytest.raises(StopError):
+        train_mil(features, relabelled, run, verbose=False, on_epoch=stop, **OPTIONS)
+    assert not (run / "metrics.csv").exists()
+    for fold in range(2):
+        for name in ("checkpoint.pt", "metrics.json", "model.json"):
+            assert not (run / f"fold_{fold}" / name).exists(), (fold, name)
+    assert not (run / "fold_1" / "log.csv").exists()
+    # the stopped fold resumes from its own state; the rerun equals a fresh run on the new labels
+    train_mil(features, relabelled, run, verbose=False, **OPTIONS)
+    fresh = tmp_path / "fresh"
+    train_mil(features, relabelled, fresh, verbose=False, **OPTIONS)
+    assert (run / "metrics.csv").read_text() == (fresh / "metrics.csv").read_text()
+    for fold, state in _trained(fresh).items():
+        for key, value in state.items():
+            torch.testing.assert_close(_trained(run)[fold][key], value, rtol=0, atol=0)

@@ -5,12 +5,14 @@ the options, so a rerun with another labels CSV (or re-extracted features) must 
 than keep a model of other data next to a ``splits.csv`` that describes the new one. A fold is
 finished when ``metrics.json`` (written last) parses and records the fingerprint and
 ``checkpoint.pt`` loads; ``resume.pt`` is used only when it loads and has the same fingerprint.
+The files of a fold that will not be reused are deleted before any fold trains, so a rerun that
+fails or is stopped never leaves an earlier run's fold model beside the new ``splits.csv``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -82,3 +84,29 @@ def load_resume(resume: Path, fingerprint: Fingerprint) -> dict | None:
     except InputError:  # a truncated or foreign file: start the fold again
         return None
     return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint.value else None
+
+
+FOLD_RESULTS = ("checkpoint.pt", "model.json", "metrics.json")
+
+
+def remove_stale_folds(
+    out_dir: Path, fingerprints: Mapping[int, Fingerprint], say: Callable[[str], object] | None = None
+) -> list[int]:
+    """Delete the results of every fold that is not finished with its fingerprint (and its log and
+    ``resume.pt`` unless that resumes it); returns those folds. ``say`` gets one line per fold
+    trained again because something changed or a file is damaged."""
+    stale = []
+    for fold, fingerprint in fingerprints.items():
+        fold_dir = out_dir / f"fold_{fold}"
+        metrics, reason = finished_fold(fold_dir, fingerprint)
+        if metrics is not None:
+            continue
+        stale.append(fold)
+        if say is not None and reason != "missing":
+            say(f"fold {fold}: training again ({reason})")
+        names = FOLD_RESULTS
+        if load_resume(fold_dir / "resume.pt", fingerprint) is None:
+            names += ("log.csv", "resume.pt")
+        for name in names:
+            (fold_dir / name).unlink(missing_ok=True)
+    return stale

@@ -45,7 +45,13 @@ from attnmap.mil.abmil import ABMIL
 from attnmap.mil.bags import common_feature_size, find_bags, read_bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
-from attnmap.mil.fold_files import finished_fold, fold_fingerprint, load_resume, save_atomic
+from attnmap.mil.fold_files import (
+    finished_fold,
+    fold_fingerprint,
+    load_resume,
+    remove_stale_folds,
+    save_atomic,
+)
 from attnmap.mil.metrics import classification_metrics, format_metrics, nan_mean, write_metrics_csv
 from attnmap.mil.splits import Cohort, Split, make_folds, read_labels, write_splits
 
@@ -360,8 +366,12 @@ def _train_locked(
     for slide in cohort.slide_ids:  # a NaN bag first trained in the last fold would waste the others
         store.features(slide)  # read, checked and (within the budget) cached for the folds
     # written once the inputs passed: a command refused on them trained nothing and holds no options
-    write_json_atomic(out_dir / "config.json", asdict(config))
+    options = asdict(config)
+    write_json_atomic(out_dir / "config.json", options)
     write_splits(out_dir / "splits.csv", cohort, splits)
+    fingerprints = {split.fold: fold_fingerprint(options, cohort, split, store.paths) for split in splits}
+    if remove_stale_folds(out_dir, fingerprints, print if verbose else None):
+        (out_dir / "metrics.csv").unlink(missing_ok=True)  # rewritten once every fold is done
     rows: list[dict[str, object]] = []
     for split in splits:
         results = train_fold(
@@ -373,6 +383,7 @@ def _train_locked(
             embed_dim,
             progress=progress,
             on_epoch=on_epoch,
+            fingerprint=fingerprints[split.fold],
             verbose=verbose,
         )
         for name in ("val", "test"):
