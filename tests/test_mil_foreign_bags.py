@@ -3,6 +3,7 @@ and `mil attention`: what they record is used, and what is wrong with them is on
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import h5py
@@ -13,7 +14,7 @@ from cli_runner import run_cli
 from synthetic_slide_files import write_test_slide
 
 from attnmap.errors import InputError
-from attnmap.mil import CLAM_SB, read_bag
+from attnmap.mil import CLAM_SB, load_mil, read_bag
 from attnmap.wsi.pipeline.stage_files import features_patch_size
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -192,3 +193,25 @@ def test_a_batch_of_one_is_unwrapped_for_features_and_coords_alike(tmp_path):
         handle["coords"] = np.stack([coords, coords])
     with pytest.raises(InputError, match="coords have shape"):
         read_bag(tmp_path / "two.h5")
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "the file is empty"),
+        (b"hello\n", "neither torch.save's zip archive nor its legacy format"),
+        (bytes(range(203, 256)) * 40, "neither torch.save's zip archive nor its legacy format"),
+        (pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1], "the file ends early"),
+    ],
+)
+def test_a_file_that_is_no_torch_file_says_so_not_an_unpickler_number(tmp_path, content, why):
+    """A junk .pt bag or checkpoint said 'not a readable torch file (101)': 101 is the unpickler's
+    key for the byte 'e' of 'hello', meaningless to a user."""
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        read_bag(path)
+    assert str(caught.value) == f"{path}: not a readable torch file ({why})"
+    with pytest.raises(InputError) as caught:
+        load_mil(path)
+    assert str(caught.value).endswith(f"not a weights-only torch or safetensors file ({why})")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from attnmap.checkpoint_files import torch_load_reason
 from attnmap.errors import InputError
 from attnmap.mil.base import FeatureRows
 
@@ -263,7 +264,7 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
                 "these are not read for safety; save the features as a torch tensor or a "
                 "{'features': tensor} dict"
             ) from error
-        raise InputError(f"{path}: not a readable torch file ({_load_error_reason(error)})") from error
+        raise InputError(f"{path}: not a readable torch file ({torch_load_reason(error, path)})") from error
     coords = None
     if isinstance(content, dict):
         if "features" not in content:
@@ -277,15 +278,6 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
     if not isinstance(content, torch.Tensor):
         raise InputError(f"{path}: expected a tensor of features, got {type(content).__name__}")
     return content, coords
-
-
-def _load_error_reason(error: Exception) -> str:
-    """What went wrong, in one line: torch's weights-only errors run to a dozen lines of advice
-    with the reason after ``WeightsUnpickler error:``."""
-    text = str(error)
-    _, marker, reason = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (reason if marker else text).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def write_h5_bag(
