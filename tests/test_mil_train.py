@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
 from attnmap.cli.main import main
 from attnmap.errors import InputError
@@ -252,3 +253,17 @@ def test_a_training_run_that_diverges_stops_in_one_line(tmp_path):
                   progress=False, verbose=False)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "run" / "fold_0" / "checkpoint.pt").exists()
+
+
+
+@pytest.mark.parametrize("flag", [["--size", "big"], ["--k-sample", "3"], ["--subtyping"],
+                                  ["--bag-weight", "0.5"]])
+def test_clam_flags_given_with_abmil_are_refused_not_ignored(tmp_path, capsys, flag):
+    """ABMIL has no instance clustering and fixed layer widths: these flags trained nothing
+    different, yet the command ran as if configured by them (as evaluate refuses another mode's)."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "features", labels, "--out", tmp_path / "run",
+                           "--model", "abmil", *flag)
+    assert code == 2 and err.strip() == f"attnmap: error: {flag[0]} is an option of CLAM (--model clam_sb, " \
+        "clam_mb), not of abmil"
+    assert not (tmp_path / "run").exists()

@@ -56,6 +56,7 @@ from attnmap.mil.metrics import classification_metrics, format_metrics, nan_mean
 from attnmap.mil.splits import Cohort, Split, make_folds, read_labels, write_splits
 
 MODELS = ("clam_sb", "clam_mb", "abmil")
+CLAM_ONLY = ("size", "k_sample", "subtyping", "bag_weight")  # options ABMIL has no use for
 
 
 @dataclass
