@@ -54,13 +54,19 @@ def _scores_all_branches(result: BagAttention, kind: str) -> np.ndarray:
 
 
 def _relevance(
-    model: AttentionMILBase, features: object, method: str, target: int, chunk_size: int, result: BagAttention
+    model: AttentionMILBase,
+    features: object,
+    method: str,
+    target: int,
+    chunk_size: int,
+    result: BagAttention,
+    progress: bool,
 ) -> np.ndarray:
     """`explain`'s scores for ``target``; 'attention' from the attention pass already made (the
     same chunks through the same layers, so the same numbers): a bag read from its file is then
     read once, not twice."""
     if method != "attention":
-        return explain(model, features, method, target=target, chunk_size=chunk_size)
+        return explain(model, features, method, target=target, chunk_size=chunk_size, progress=progress)
     target = resolve_target(model, target, result.prediction)
     return result.raw[readout_for(model).branch[target]]
 
@@ -84,7 +90,8 @@ def export_attention(
     """Compute one bag's attention (chunked) and write ``<slide>_attention.h5`` (+ ``.csv``).
 
     A bag from `attnmap.mil.bag_stream.open_bag` is read from its file one chunk at a time;
-    ``progress`` shows a bar over the chunks of the attention pass.
+    ``progress`` shows a bar over the chunks of the attention pass (and over integrated gradients'
+    steps when they take several passes).
 
     ``methods`` adds per-patch relevance scores (`attnmap.mil.explain`) for class ``target``
     (default: the predicted class) as ``scores_<method>`` datasets and ``score_<method>`` columns.
@@ -123,7 +130,7 @@ def export_attention(
         raise InputError(f"coords have shape {np.asarray(coords).shape}, expected ({n_patches}, 2)")
     chosen = result.branch_for(branch)
     explained = result.prediction if target is None else target
-    relevance = {name: _relevance(model, features, name, explained, chunk_size, result)
+    relevance = {name: _relevance(model, features, name, explained, chunk_size, result, progress)
                  for name in dict.fromkeys(methods)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
