@@ -247,3 +247,27 @@ def test_an_interrupted_rerun_on_new_labels_leaves_no_earlier_fold_or_metrics(tm
     for fold, state in _trained(fresh).items():
         for key, value in state.items():
             torch.testing.assert_close(_trained(run)[fold][key], value, rtol=0, atol=0)
+
+
+def test_attention_files_written_into_the_bag_folder_are_not_read_as_bags(tmp_path: Path, capsys) -> None:
+    """`mil attention ... bags/ -o bags/` put s_attention.h5 beside s.h5; the rerun, and evaluate on
+    the folder, then stopped at it: "s_attention.h5: no 'features' dataset"."""
+    from synthetic_slide_files import write_clam_checkpoint
+
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt", embed_dim=8)
+    bags = tmp_path / "bags"
+    rng = np.random.default_rng(0)
+    for name in "ab":
+        write_h5_bag(bags / f"{name}.h5", rng.normal(size=(5, 8)).astype(np.float32), np.zeros((5, 2)))
+    for _ in range(2):
+        code, _, err = cli(capsys, "mil", "attention", checkpoint, bags, "-o", bags, "--quiet")
+        assert code == 0, err
+        assert [row["slide_id"] for row in csv.DictReader((bags / "predictions.csv").open())] == ["a", "b"]
+    code, _, err = cli(capsys, "evaluate", "--mil-checkpoint", checkpoint, "--bags", bags, "--methods",
+                       "attention", "--out", tmp_path / "flipping", "--quiet")
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "flipping" / "patch_flipping.csv").open()))
+    assert sorted({row["slide_id"] for row in rows}) == ["a", "b"]
+    # named as a file, an attention output is still refused as a bag
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bags / "a_attention.h5", "-o", tmp_path / "o")
+    assert code == 2 and "no 'features' dataset" in err

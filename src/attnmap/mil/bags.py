@@ -104,7 +104,8 @@ def _is_slide_suffix(suffix: str) -> bool:
 
 
 def list_bags(features_dir: str | Path) -> list[Path]:
-    """All bag files under a feature directory, one per slide id (h5 preferred), sorted by id."""
+    """All bag files under a feature directory, one per slide id (h5 preferred), sorted by id;
+    ``mil attention``'s own ``<slide>_attention.h5`` outputs written there are not bags."""
     root = Path(features_dir)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such feature directory", str(root))
@@ -112,9 +113,26 @@ def list_bags(features_dir: str | Path) -> list[Path]:
     for folder in (root / "h5_files", root, root / "pt_files"):
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
-                if path.suffix in BAG_SUFFIXES and path.is_file():
+                if path.suffix in BAG_SUFFIXES and path.is_file() and not is_attention_output(path):
                     found.setdefault(path.stem, path)
     return [found[key] for key in sorted(found)]
+
+
+ATTENTION_SUFFIX = "_attention.h5"  # what `attnmap.mil.export` names a bag's scores file
+
+
+def is_attention_output(path: Path) -> bool:
+    """Whether ``path`` is a ``<slide>_attention.h5`` that ``mil attention`` wrote (its provenance
+    says so); a user's own file of that name is not."""
+    if not path.name.endswith(ATTENTION_SUFFIX):
+        return False
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return handle.attrs.get("method") == "mil-attention"
+    except OSError:  # not an h5 file: not ours
+        return False
 
 
 def read_bag(path: str | Path, check_finite: bool = True) -> Bag:

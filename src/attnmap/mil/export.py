@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
-from attnmap.mil.bags import Bag
+from attnmap.mil.bags import ATTENTION_SUFFIX, Bag, is_attention_output
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.explain import METHODS, explain
 from attnmap.mil.readout import readout_for, resolve_target
@@ -146,7 +146,7 @@ def export_attention(
     all_raw = result.raw.T.astype(np.float32)
     softmax = _scores_all_branches(result, "softmax").astype(np.float32)
     percentile = _scores_all_branches(result, "percentile").astype(np.float32)
-    h5_path = out_dir / f"{slide_id}_attention.h5"
+    h5_path = out_dir / f"{slide_id}{ATTENTION_SUFFIX}"
     with h5py.File(h5_path, "w") as handle:
         if coords is not None:
             write_geometry(handle.create_dataset("coords", data=np.asarray(coords, dtype=np.int64)), geometry)
@@ -214,19 +214,10 @@ def outputs_of_other_bags(out_dir: str | Path, slide_ids: Sequence[str]) -> list
     """Slide ids of ``<id>_attention.h5`` files in ``out_dir`` that an earlier ``mil attention`` run
     wrote for bags not in ``slide_ids``: kept (they may be another batch's results), but named, since
     ``predictions.csv`` lists this run's bags only."""
-    import h5py
-
     kept, others = set(slide_ids), []
-    for path in sorted(Path(out_dir).glob("*_attention.h5")):
-        slide_id = path.name.removesuffix("_attention.h5")
-        if slide_id in kept:
-            continue
-        try:
-            with h5py.File(path, "r") as handle:
-                ours = handle.attrs.get("method") == "mil-attention"
-        except OSError:  # not an h5 file: not ours
-            continue
-        if ours:
+    for path in sorted(Path(out_dir).glob(f"*{ATTENTION_SUFFIX}")):
+        slide_id = path.name.removesuffix(ATTENTION_SUFFIX)
+        if slide_id not in kept and is_attention_output(path):
             others.append(slide_id)
     return others
 
