@@ -267,3 +267,14 @@ def test_clam_flags_given_with_abmil_are_refused_not_ignored(tmp_path, capsys, f
     assert code == 2 and err.strip() == f"attnmap: error: {flag[0]} is an option of CLAM (--model clam_sb, " \
         "clam_mb), not of abmil"
     assert not (tmp_path / "run").exists()
+
+
+def test_reading_the_bags_before_the_first_fold_shows_a_bar_unless_quiet(tmp_path, capsys):
+    """Every bag is read and checked before any fold trains: on a cohort of hundreds of 50,000-patch
+    bags that is minutes, and nothing was shown until the first fold's bar."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    for extra, shown in (((), True), (("--quiet",), False)):
+        code, _, err = run_cli(capsys, *extra, "mil", "train", tmp_path / "features", labels, "--out",
+                               tmp_path / f"run{len(extra)}", "--folds", "2", "--max-epochs", "1")
+        assert code == 0, err
+        assert ("reading bags" in err and "8/8" in err) == shown, err

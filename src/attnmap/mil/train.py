@@ -364,7 +364,8 @@ def _train_locked(
     store = BagStore(Path(features_dir), cohort.slide_ids, config.cache_gb * 1e9)
     embed_dim = common_feature_size(list(store.paths.values()))
     splits = make_folds(cohort, config.folds, seed=config.seed, val_fraction=config.val_fraction)
-    for slide in cohort.slide_ids:  # a NaN bag first trained in the last fold would waste the others
+    # a NaN bag first trained in the last fold would waste the others; minutes for a large cohort
+    for slide in tqdm(cohort.slide_ids, desc="reading bags", unit="bag", disable=not progress):
         store.features(slide)  # read, checked and (within the budget) cached for the folds
     # written once the inputs passed: a command refused on them trained nothing and holds no options
     options = asdict(config)
