@@ -278,3 +278,17 @@ def test_reading_the_bags_before_the_first_fold_shows_a_bar_unless_quiet(tmp_pat
                                tmp_path / f"run{len(extra)}", "--folds", "2", "--max-epochs", "1")
         assert code == 0, err
         assert ("reading bags" in err and "8/8" in err) == shown, err
+
+
+def test_each_fold_records_which_class_each_output_is(tmp_path):
+    """Text labels are numbered in sorted order; p_0, p_1 of predictions.csv and a fold's logits
+    follow that numbering, which no file of the fold recorded (splits.csv holds the names only)."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    text = labels.read_text().replace(",tumor,", ",Tumour (LUAD),").replace(",normal,", ",Benign,")
+    labels.write_text(text)
+    train_mil(tmp_path / "features", labels, tmp_path / "run", **dict(FAST, max_epochs=1), progress=False,
+              verbose=False)
+    for fold in range(2):
+        recorded = json.loads((tmp_path / "run" / f"fold_{fold}" / "model.json").read_text())
+        assert recorded["class_names"] == sorted(["Tumour (LUAD)", "Benign"])
+        assert recorded["n_classes"] == 2

@@ -9,7 +9,8 @@ N / n_c). Folds: `attnmap.mil.splits` (stratified, grouped by case).
 
 Output in ``out_dir``: ``splits.csv``, ``config.json``, ``metrics.csv`` (one row per fold and split
 plus the test mean: AUC, accuracy, per-class accuracy and AUC) and per fold ``fold_<i>/``:
-``checkpoint.pt`` (a CLAM-layout state_dict: `load_mil` / `load_clam` read it), ``model.json``,
+``checkpoint.pt`` (a CLAM-layout state_dict: `load_mil` / `load_clam` read it), ``model.json`` (the
+architecture and ``class_names``: the label of class index c, e.g. of ``p_c`` in predictions.csv),
 ``metrics.json``, ``log.csv`` (per epoch losses and validation AUC).
 
 Resuming: after every epoch the fold's complete state (weights, optimizer, epoch, early-stopping
@@ -295,7 +296,7 @@ def train_fold(
             break
     if config.early_stopping and state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
-    return _finish_fold(model, store, split, label_of, fold_dir, state, fingerprint)
+    return _finish_fold(model, store, split, label_of, fold_dir, state, fingerprint, cohort.class_names)
 
 
 def _update_early_stopping(state: dict, model, loss: float, epoch: int, config: TrainConfig) -> bool:
@@ -309,7 +310,8 @@ def _update_early_stopping(state: dict, model, loss: float, epoch: int, config: 
 
 
 def _finish_fold(
-    model, store, split, label_of, fold_dir: Path, state: dict, fingerprint: Fingerprint
+    model, store, split, label_of, fold_dir: Path, state: dict, fingerprint: Fingerprint,
+    class_names: list[str],
 ) -> dict:
     results: dict[str, dict] = {}
     for name in ("val", "test"):
@@ -318,7 +320,7 @@ def _finish_fold(
         results[name] = {"loss": loss, **metrics}
     results["best_epoch"] = {"epoch": state["best_epoch"], "epochs_run": state["epoch"]}
     save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, fold_dir / "checkpoint.pt")
-    write_json_atomic(fold_dir / "model.json", model.config())
+    write_json_atomic(fold_dir / "model.json", {**model.config(), "class_names": class_names})  # class c: [c]
     write_json_atomic(fold_dir / "metrics.json", {**results, "provenance": fingerprint.record()})  # last
     (fold_dir / "resume.pt").unlink(missing_ok=True)
     return results
