@@ -271,3 +271,57 @@ def test_attention_files_written_into_the_bag_folder_are_not_read_as_bags(tmp_pa
     # named as a file, an attention output is still refused as a bag
     code, _, err = cli(capsys, "mil", "attention", checkpoint, bags / "a_attention.h5", "-o", tmp_path / "o")
     assert code == 2 and "no 'features' dataset" in err
+
+
+@pytest.mark.parametrize("stopped_in", ["csv", "h5"])
+def test_a_bag_export_stopped_while_writing_leaves_no_half_file_nor_the_earlier_models(
+    tmp_path: Path, monkeypatch, stopped_in: str
+) -> None:
+    """Writing a 10^6-patch bag's CSV takes tens of seconds; Ctrl-C then left a cut CSV (or h5),
+    or the earlier model's CSV beside the new model's h5."""
+    import h5py
+    from synthetic_slide_files import write_clam_checkpoint
+
+    from attnmap.mil import load_mil, read_bag
+    from attnmap.mil.export import export_attention
+
+    features = np.random.default_rng(0).normal(size=(9, 8)).astype(np.float32)
+    bag = read_bag(write_h5_bag(tmp_path / "s.h5", features, np.zeros((9, 2))))
+    first = load_mil(write_clam_checkpoint(tmp_path / "first.pt", embed_dim=8, seed=0))
+    second = load_mil(write_clam_checkpoint(tmp_path / "second.pt", embed_dim=8, seed=1))
+    out = tmp_path / "out"
+    export_attention(first, bag, out)
+    assert sorted(p.name for p in out.iterdir()) == ["s_attention.csv", "s_attention.h5", "s_attention.json"]
+
+    if stopped_in == "csv":
+        real = csv.writer
+
+        class Cut:
+            def __init__(self, handle):
+                self.writer, self.rows = real(handle), 0
+
+            def writerow(self, row):
+                self.rows += 1
+                if self.rows > 3:
+                    raise KeyboardInterrupt
+                return self.writer.writerow(row)
+
+        monkeypatch.setattr(csv, "writer", Cut)
+    else:
+        real = h5py.Group.create_dataset
+
+        def cut(self, name, *args, **kwargs):
+            if name == "attention_softmax":
+                raise KeyboardInterrupt
+            return real(self, name, *args, **kwargs)
+
+        monkeypatch.setattr(h5py.Group, "create_dataset", cut)
+    with pytest.raises(KeyboardInterrupt):
+        export_attention(second, bag, out)
+    monkeypatch.undo()
+    left = sorted(p.name for p in out.iterdir())
+    assert left in ([], ["s_attention.h5"]), left
+    if left:  # complete, and the second model's
+        with h5py.File(out / "s_attention.h5") as handle:
+            expected = export_attention(second, bag, tmp_path / "fresh").result.probs
+            np.testing.assert_allclose(handle["probabilities"][()], expected, rtol=1e-6)

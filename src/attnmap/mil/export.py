@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
+from attnmap.io_utils import atomic_path, write_bytes_atomic
 from attnmap.mil.bags import ATTENTION_SUFFIX, Bag, is_attention_output
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.explain import METHODS, explain
@@ -147,7 +148,12 @@ def export_attention(
     softmax = _scores_all_branches(result, "softmax").astype(np.float32)
     percentile = _scores_all_branches(result, "percentile").astype(np.float32)
     h5_path = out_dir / f"{slide_id}{ATTENTION_SUFFIX}"
-    with h5py.File(h5_path, "w") as handle:
+    csv_path = out_dir / f"{slide_id}_attention.csv"
+    # an earlier run's files go first and each file is written whole or not at all: a run stopped
+    # while writing (a 10^6-row CSV takes a while) leaves neither a cut file nor another model's CSV
+    for earlier in (h5_path, csv_path, csv_path.with_suffix(".json")):
+        earlier.unlink(missing_ok=True)
+    with atomic_path(h5_path) as temporary, h5py.File(temporary, "w") as handle:
         if coords is not None:
             write_geometry(handle.create_dataset("coords", data=np.asarray(coords, dtype=np.int64)), geometry)
         handle.create_dataset("patch_index", data=np.arange(n_patches, dtype=np.int64))
@@ -164,13 +170,11 @@ def export_attention(
         handle.attrs.update({"prediction": result.prediction, "branch": chosen, "n_patches": n_patches})
         if relevance:
             handle.attrs["target"] = explained
-    csv_path = out_dir / f"{slide_id}_attention.csv"
-    if not write_csv:  # a CSV (and its sidecar) from an earlier run would no longer match the h5
-        csv_path.unlink(missing_ok=True)
-        csv_path.with_suffix(".json").unlink(missing_ok=True)
+    if not write_csv:
         csv_path = None
     else:
-        _write_patch_csv(csv_path, coords, all_raw, softmax, percentile, chosen, relevance)
+        with atomic_path(csv_path) as temporary:
+            _write_patch_csv(temporary, coords, all_raw, softmax, percentile, chosen, relevance)
         _write_sidecar(csv_path, {**record, "prediction": str(result.prediction), "branch": str(chosen)})
     return AttentionExport(slide_id, result, chosen, h5_path, csv_path,
                            explained if relevance else None, relevance or None)
@@ -206,8 +210,7 @@ def _write_patch_csv(
 
 def _write_sidecar(csv_path: Path, record: Mapping[str, str]) -> Path:
     sidecar = csv_path.with_suffix(".json")
-    sidecar.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n")
-    return sidecar
+    return write_bytes_atomic(sidecar, (json.dumps(dict(record), indent=2, sort_keys=True) + "\n").encode())
 
 
 def outputs_of_other_bags(out_dir: str | Path, slide_ids: Sequence[str]) -> list[str]:
@@ -228,7 +231,7 @@ def write_predictions_csv(
     """One row per bag: slide_id, prediction, the reported branch and the class probabilities."""
     path = Path(path)
     n_classes = max((len(item.result.probs) for item in exports), default=0)
-    with open(path, "w", newline="") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["slide_id", "prediction", "branch", "n_patches"] + [f"p_{c}" for c in range(n_classes)]
