@@ -215,3 +215,20 @@ def test_a_file_that_is_no_torch_file_says_so_not_an_unpickler_number(tmp_path, 
     with pytest.raises(InputError) as caught:
         load_mil(path)
     assert str(caught.value).endswith(f"not a weights-only torch or safetensors file ({why})")
+
+
+def test_a_checkpoint_in_the_bag_folder_is_named_as_model_weights_in_one_short_line(tmp_path, capsys):
+    """A checkpoint kept beside h5_files/ is read as a flat-layout bag; the message listed every
+    weight name (hundreds for a real model) and did not say what the file was."""
+    from attnmap.mil import write_h5_bag
+
+    write_h5_bag(tmp_path / "features" / "h5_files" / "a.h5", np.ones((3, 4), np.float32), np.zeros((3, 2)))
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=4).state_dict(), tmp_path / "features" / "s_0_checkpoint.pt")
+    torch.save(CLAM_SB(embed_dim=4).state_dict(), tmp_path / "model.pt")
+    code, _, err = run_cli(capsys, "--quiet", "mil", "attention", tmp_path / "model.pt",
+                           tmp_path / "features", "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "s_0_checkpoint.pt: dict without a 'features' entry" in err
+    assert "a model's weights (a state_dict), not a feature bag" in err
+    assert len(err) < 400, err

@@ -286,7 +286,11 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
     coords = None
     if isinstance(content, dict):
         if "features" not in content:
-            raise InputError(f"{path}: dict without a 'features' entry (keys {sorted(content)})")
+            keys = sorted(map(str, content))
+            shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} keys)" if len(keys) > 5 else "")
+            weights = len(keys) > 1 and all(isinstance(value, torch.Tensor) for value in content.values())
+            what = "; it holds a model's weights (a state_dict), not a feature bag" if weights else ""
+            raise InputError(f"{path}: dict without a 'features' entry (keys {shown}){what}")
         coords = content.get("coords")
         if isinstance(coords, torch.Tensor):
             coords = coords.numpy()
