@@ -1,4 +1,5 @@
-"""The files of one `attnmap mil train` fold that decide whether it is finished or resumable.
+"""The files of an `attnmap mil train` run that decide what a rerun reuses: ``config.json`` (the
+options, which a rerun may not change) and each fold's files (finished, resumable or stale).
 
 Why a fingerprint per fold: a fold's model depends on the labels and the bag files as much as on
 the options, so a rerun with another labels CSV (or re-extracted features) must retrain it rather
@@ -25,6 +26,22 @@ from attnmap.io_utils import atomic_path
 from attnmap.mil.splits import Cohort, Split
 from attnmap.stored import DamagedOutputError, stored_record
 
+IGNORED_OPTIONS = ("device", "cache_gb")  # where and how fast, not what is trained
+
+
+def check_same_options(path: Path, options: Mapping[str, object]) -> None:
+    """Refuse to resume a run made with different options (``options``: the `TrainConfig` as a
+    dict; device and cache size do not count): mixed folds would be meaningless. The run writes
+    its options only once its inputs are checked, so a command refused on them holds none back."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or cut short by a killed run (each fold's own
+        previous = None  # fingerprint still decides whether it is reused)
+    if isinstance(previous, dict):
+        changed = sorted(k for k in options if k not in IGNORED_OPTIONS and previous.get(k) != options[k])
+        if changed:
+            raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
+
 
 def save_atomic(obj: object, path: Path) -> None:
     with atomic_path(path) as temporary:
@@ -39,7 +56,7 @@ def fold_fingerprint(
 ) -> Fingerprint:
     """What a fold's model depends on: options (``config``: the `TrainConfig` as a dict, where
     device and cache size do not count), its slides' labels and cases, the bag files."""
-    options = {key: value for key, value in config.items() if key not in ("device", "cache_gb")}
+    options = {key: value for key, value in config.items() if key not in IGNORED_OPTIONS}
     label_of = dict(zip(cohort.slide_ids, cohort.labels, strict=True))
     case_of = dict(zip(cohort.slide_ids, cohort.case_ids, strict=True))
     slides = sorted(split.train + split.val + split.test)

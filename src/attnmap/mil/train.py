@@ -27,7 +27,6 @@ concerned, a truncated file is redone. One run at a time holds ``out_dir`` (`att
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -47,6 +46,7 @@ from attnmap.mil.bags import common_feature_size, find_bags, read_bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
 from attnmap.mil.fold_files import (
+    check_same_options,
     finished_fold,
     fold_fingerprint,
     load_resume,
@@ -362,14 +362,14 @@ def _train_locked(
     verbose: bool,
     on_epoch: EpochCallback | None,
 ) -> list[dict[str, object]]:
-    _check_same_config(out_dir / "config.json", config)
+    check_same_options(out_dir / "config.json", asdict(config))
     store = BagStore(Path(features_dir), cohort.slide_ids, config.cache_gb * 1e9)
     embed_dim = common_feature_size(list(store.paths.values()))
     splits = make_folds(cohort, config.folds, seed=config.seed, val_fraction=config.val_fraction)
     # a NaN bag first trained in the last fold would waste the others; minutes for a large cohort
     for slide in tqdm(cohort.slide_ids, desc="reading bags", unit="bag", disable=not progress):
         store.features(slide)  # read, checked and (within the budget) cached for the folds
-    # written once the inputs passed: a command refused on them trained nothing and holds no options
+    # written once the inputs passed (see check_same_options)
     options = asdict(config)
     write_json_atomic(out_dir / "config.json", options)
     write_splits(out_dir / "splits.csv", cohort, splits)
@@ -408,17 +408,3 @@ def _train_locked(
         print(format_metrics(rows, cohort.class_names))
     return rows
 
-
-def _check_same_config(path: Path, config: TrainConfig) -> None:
-    """Refuse to resume a run made with different options: mixed folds would be meaningless.
-    (The options are written once the run's inputs are checked, see `_train_locked`.)"""
-    current = asdict(config)
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or cut short by a killed run (each fold's own
-        previous = None  # fingerprint still decides whether it is reused)
-    if isinstance(previous, dict):
-        ignore = {"device", "cache_gb"}
-        changed = sorted(k for k in current if k not in ignore and previous.get(k) != current[k])
-        if changed:
-            raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
