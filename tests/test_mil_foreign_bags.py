@@ -232,3 +232,20 @@ def test_a_checkpoint_in_the_bag_folder_is_named_as_model_weights_in_one_short_l
     assert "s_0_checkpoint.pt: dict without a 'features' entry" in err
     assert "a model's weights (a state_dict), not a feature bag" in err
     assert len(err) < 400, err
+
+
+def test_hidden_files_in_a_bag_folder_are_not_bags(tmp_path, capsys):
+    """A Mac copying features to an exFAT or network drive writes ._<slide>.h5 (AppleDouble) beside
+    every bag; a folder of bags then stopped at "._a.h5: not a readable h5 file"."""
+    from attnmap.mil import list_bags, write_h5_bag
+
+    bags = tmp_path / "features" / "h5_files"
+    write_h5_bag(bags / "a.h5", np.ones((3, 4), np.float32), np.zeros((3, 2)))
+    (bags / "._a.h5").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble header
+    (tmp_path / "features" / ".b.attnmap-tmp-1.pt").write_bytes(b"")  # a temporary left by a kill
+    assert list_bags(tmp_path / "features") == [bags / "a.h5"]
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=4).state_dict(), tmp_path / "model.pt")
+    code, _, err = run_cli(capsys, "--quiet", "mil", "attention", tmp_path / "model.pt",
+                           tmp_path / "features", "--out", tmp_path / "out")
+    assert code == 0, err

@@ -104,8 +104,9 @@ def _is_slide_suffix(suffix: str) -> bool:
 
 
 def list_bags(features_dir: str | Path) -> list[Path]:
-    """All bag files under a feature directory, one per slide id (h5 preferred), sorted by id;
-    ``mil attention``'s own ``<slide>_attention.h5`` outputs written there are not bags."""
+    """All bag files under a feature directory, one per slide id (h5 preferred), sorted by id.
+    Not bags: hidden files (a Mac's ``._<slide>.h5`` beside each file on exFAT or network drives,
+    temporaries) and ``mil attention``'s own ``<slide>_attention.h5`` outputs written there."""
     root = Path(features_dir)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such feature directory", str(root))
@@ -113,7 +114,9 @@ def list_bags(features_dir: str | Path) -> list[Path]:
     for folder in (root / "h5_files", root, root / "pt_files"):
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
-                if path.suffix in BAG_SUFFIXES and path.is_file() and not is_attention_output(path):
+                if path.name.startswith(".") or path.suffix not in BAG_SUFFIXES or not path.is_file():
+                    continue
+                if not is_attention_output(path):
                     found.setdefault(path.stem, path)
     return [found[key] for key in sorted(found)]
 
