@@ -210,7 +210,8 @@ def test_a_file_that_is_no_torch_save_file_says_what_it_starts_with(tmp_path: Pa
     message now says it is no torch.save file and shows how it starts."""
     (tmp_path / "weights.pth").write_bytes(content)
     message = r"^cannot read checkpoint .*weights.pth: not a weights-only torch or safetensors file \("
-    with pytest.raises(InputError, match=message + r"no torch\.save file either: it starts with b'") as error:
+    reason = r"neither torch\.save's zip archive nor its legacy format: it starts with b'"
+    with pytest.raises(InputError, match=message + reason) as error:
         read_checkpoint(tmp_path / "weights.pth")
     assert repr(content[:8])[:-1] in str(error.value)
     _one_line(error)

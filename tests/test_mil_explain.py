@@ -389,3 +389,24 @@ def test_a_mixed_train_eval_state_is_given_back_as_it_was():
     for run in (feature_gradients, infer_bag, lambda m, b: patch_flipping(m, b, np.arange(8.0))):
         run(model, bag)
         assert [module.training for module in model.modules()] == modes
+
+
+def test_integrated_gradients_shows_a_bar_over_its_steps_unless_quiet(tmp_path, capsys):
+    """On a 50,000-patch bag integrated gradients takes about 50 attention passes' time (a bag larger
+    than --chunk-size: two passes per step), and `mil attention` showed nothing after the
+    attention pass's bar."""
+    from cli_runner import run_cli
+
+    from attnmap.mil import write_h5_bag
+
+    torch.save(_seeded(CLAM_SB, gate=True).float().state_dict(), tmp_path / "clam.pt")
+    write_h5_bag(tmp_path / "s1.h5", _bag(30, dtype=torch.float32).numpy(), np.arange(60).reshape(30, 2))
+    for extra, shown in (((), True), (("--quiet",), False)):
+        code, _, err = run_cli(capsys, *extra, "mil", "attention", tmp_path / "clam.pt", tmp_path / "s1.h5",
+                               "-o", tmp_path / "out", "--method", "integrated_gradients",
+                               "--chunk-size", "8")
+        assert code == 0, err
+        assert ("integrated gradients" in err and "/32 [" in err) == shown, err
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "clam.pt", tmp_path / "s1.h5", "-o",
+                           tmp_path / "out", "--method", "integrated_gradients")  # all steps in one pass
+    assert code == 0 and "integrated gradients" not in err, err

@@ -3,6 +3,7 @@ and `mil attention`: what they record is used, and what is wrong with them is on
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import h5py
@@ -13,7 +14,7 @@ from cli_runner import run_cli
 from synthetic_slide_files import write_test_slide
 
 from attnmap.errors import InputError
-from attnmap.mil import CLAM_SB, read_bag
+from attnmap.mil import CLAM_SB, load_mil, read_bag
 from attnmap.wsi.pipeline.stage_files import features_patch_size
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -192,3 +193,59 @@ def test_a_batch_of_one_is_unwrapped_for_features_and_coords_alike(tmp_path):
         handle["coords"] = np.stack([coords, coords])
     with pytest.raises(InputError, match="coords have shape"):
         read_bag(tmp_path / "two.h5")
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "the file is empty"),
+        (b"hello\n", "neither torch.save's zip archive nor its legacy format"),
+        (bytes(range(203, 256)) * 40, "neither torch.save's zip archive nor its legacy format"),
+        (pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1], "the file ends early"),
+    ],
+)
+def test_a_file_that_is_no_torch_file_says_so_not_an_unpickler_number(tmp_path, content, why):
+    """A junk .pt bag or checkpoint said 'not a readable torch file (101)': 101 is the unpickler's
+    key for the byte 'e' of 'hello', meaningless to a user."""
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        read_bag(path)
+    assert str(caught.value).startswith(f"{path}: not a readable torch file ({why}")
+    with pytest.raises(InputError) as caught:
+        load_mil(path)
+    assert f"{path}: " in str(caught.value) and why in str(caught.value)
+
+
+def test_a_checkpoint_in_the_bag_folder_is_named_as_model_weights_in_one_short_line(tmp_path, capsys):
+    """A checkpoint kept beside h5_files/ is read as a flat-layout bag; the message listed every
+    weight name (hundreds for a real model) and did not say what the file was."""
+    from attnmap.mil import write_h5_bag
+
+    write_h5_bag(tmp_path / "features" / "h5_files" / "a.h5", np.ones((3, 4), np.float32), np.zeros((3, 2)))
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=4).state_dict(), tmp_path / "features" / "s_0_checkpoint.pt")
+    torch.save(CLAM_SB(embed_dim=4).state_dict(), tmp_path / "model.pt")
+    code, _, err = run_cli(capsys, "--quiet", "mil", "attention", tmp_path / "model.pt",
+                           tmp_path / "features", "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "s_0_checkpoint.pt: dict without a 'features' entry" in err
+    assert "a model's weights (a state_dict), not a feature bag" in err
+    assert len(err) < 400, err
+
+
+def test_hidden_files_in_a_bag_folder_are_not_bags(tmp_path, capsys):
+    """A Mac copying features to an exFAT or network drive writes ._<slide>.h5 (AppleDouble) beside
+    every bag; a folder of bags then stopped at "._a.h5: not a readable h5 file"."""
+    from attnmap.mil import list_bags, write_h5_bag
+
+    bags = tmp_path / "features" / "h5_files"
+    write_h5_bag(bags / "a.h5", np.ones((3, 4), np.float32), np.zeros((3, 2)))
+    (bags / "._a.h5").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble header
+    (tmp_path / "features" / ".b.attnmap-tmp-1.pt").write_bytes(b"")  # a temporary left by a kill
+    assert list_bags(tmp_path / "features") == [bags / "a.h5"]
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=4).state_dict(), tmp_path / "model.pt")
+    code, _, err = run_cli(capsys, "--quiet", "mil", "attention", tmp_path / "model.pt",
+                           tmp_path / "features", "--out", tmp_path / "out")
+    assert code == 0, err

@@ -191,3 +191,137 @@ def test_metrics_csv_columns_do_not_depend_on_which_folds_were_resumed(tmp_path:
         headers.append(path.read_text().splitlines()[0])
     assert headers[0] == headers[1]
     assert headers[0].startswith("fold,split,loss,n,accuracy,n_class0,acc_class0,auc_class0,n_class1")
+
+
+def test_a_run_refused_on_its_inputs_holds_no_options_back(tmp_path: Path, capsys) -> None:
+    """A first command that stopped at a missing bag trained nothing; its options must not make the
+    corrected command (here with another --folds) be refused as 'a run with different options'."""
+    features = tmp_path / "features"
+    labels = make_cohort(features, n_slides=12, n_patches=6, dim=4)
+    listed = tmp_path / "listed.csv"
+    listed.write_text(labels.read_text() + "slide_99,tumor,case_99\n")  # no bag for slide_99
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "mil", "train", features, listed, "--out", run, "--folds", "2",
+                       "--max-epochs", "1", "--quiet")
+    assert code == 2 and "slide_99" in err
+    assert not (run / "config.json").exists() and not (run / "splits.csv").exists()
+    code, _, err = cli(capsys, "mil", "train", features, labels, "--out", run, "--folds", "3",
+                       "--max-epochs", "1", "--quiet")
+    assert code == 0, err
+
+
+def test_an_interrupted_rerun_on_new_labels_leaves_no_earlier_fold_or_metrics(tmp_path: Path) -> None:
+    """A rerun whose labels change every fold, stopped in its first epoch, had left the earlier
+    run's fold models, fold metrics and metrics.csv beside the new splits.csv as if they were its
+    own; `mil attention fold_1/checkpoint.pt` then scored with a model of other labels."""
+    features = tmp_path / "features"
+    labels = make_cohort(features, n_slides=12, n_patches=12, dim=8)
+    run = tmp_path / "run"
+    train_mil(features, labels, run, verbose=False, **OPTIONS)
+    rows = list(csv.reader(labels.open()))
+    swapped = {"normal": "tumor", "tumor": "normal"}
+    for row in rows[1:5]:
+        row[1] = swapped[row[1]]
+    relabelled = tmp_path / "labels_2.csv"
+    with relabelled.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+    class StopError(Exception):
+        pass
+
+    def stop(fold: int, epoch: int, row: dict) -> None:
+        raise StopError
+
+    with pytest.raises(StopError):
+        train_mil(features, relabelled, run, verbose=False, on_epoch=stop, **OPTIONS)
+    assert not (run / "metrics.csv").exists()
+    for fold in range(2):
+        for name in ("checkpoint.pt", "metrics.json", "model.json"):
+            assert not (run / f"fold_{fold}" / name).exists(), (fold, name)
+    assert not (run / "fold_1" / "log.csv").exists()
+    # the stopped fold resumes from its own state; the rerun equals a fresh run on the new labels
+    train_mil(features, relabelled, run, verbose=False, **OPTIONS)
+    fresh = tmp_path / "fresh"
+    train_mil(features, relabelled, fresh, verbose=False, **OPTIONS)
+    assert (run / "metrics.csv").read_text() == (fresh / "metrics.csv").read_text()
+    for fold, state in _trained(fresh).items():
+        for key, value in state.items():
+            torch.testing.assert_close(_trained(run)[fold][key], value, rtol=0, atol=0)
+
+
+def test_attention_files_written_into_the_bag_folder_are_not_read_as_bags(tmp_path: Path, capsys) -> None:
+    """`mil attention ... bags/ -o bags/` put s_attention.h5 beside s.h5; the rerun, and evaluate on
+    the folder, then stopped at it: "s_attention.h5: no 'features' dataset"."""
+    from synthetic_slide_files import write_clam_checkpoint
+
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt", embed_dim=8)
+    bags = tmp_path / "bags"
+    rng = np.random.default_rng(0)
+    for name in "ab":
+        write_h5_bag(bags / f"{name}.h5", rng.normal(size=(5, 8)).astype(np.float32), np.zeros((5, 2)))
+    for _ in range(2):
+        code, _, err = cli(capsys, "mil", "attention", checkpoint, bags, "-o", bags, "--quiet")
+        assert code == 0, err
+        assert [row["slide_id"] for row in csv.DictReader((bags / "predictions.csv").open())] == ["a", "b"]
+    code, _, err = cli(capsys, "evaluate", "--mil-checkpoint", checkpoint, "--bags", bags, "--methods",
+                       "attention", "--out", tmp_path / "flipping", "--quiet")
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "flipping" / "patch_flipping.csv").open()))
+    assert sorted({row["slide_id"] for row in rows}) == ["a", "b"]
+    # named as a file, an attention output is still refused as a bag
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bags / "a_attention.h5", "-o", tmp_path / "o")
+    assert code == 2 and "no 'features' dataset" in err
+
+
+@pytest.mark.parametrize("stopped_in", ["csv", "h5"])
+def test_a_bag_export_stopped_while_writing_leaves_no_half_file_nor_the_earlier_models(
+    tmp_path: Path, monkeypatch, stopped_in: str
+) -> None:
+    """Writing a 10^6-patch bag's CSV takes tens of seconds; Ctrl-C then left a cut CSV (or h5),
+    or the earlier model's CSV beside the new model's h5."""
+    import h5py
+    from synthetic_slide_files import write_clam_checkpoint
+
+    from attnmap.mil import load_mil, read_bag
+    from attnmap.mil.export import export_attention
+
+    features = np.random.default_rng(0).normal(size=(9, 8)).astype(np.float32)
+    bag = read_bag(write_h5_bag(tmp_path / "s.h5", features, np.zeros((9, 2))))
+    first = load_mil(write_clam_checkpoint(tmp_path / "first.pt", embed_dim=8, seed=0))
+    second = load_mil(write_clam_checkpoint(tmp_path / "second.pt", embed_dim=8, seed=1))
+    out = tmp_path / "out"
+    export_attention(first, bag, out)
+    assert sorted(p.name for p in out.iterdir()) == ["s_attention.csv", "s_attention.h5", "s_attention.json"]
+
+    if stopped_in == "csv":
+        real = csv.writer
+
+        class Cut:
+            def __init__(self, handle):
+                self.writer, self.rows = real(handle), 0
+
+            def writerow(self, row):
+                self.rows += 1
+                if self.rows > 3:
+                    raise KeyboardInterrupt
+                return self.writer.writerow(row)
+
+        monkeypatch.setattr(csv, "writer", Cut)
+    else:
+        real = h5py.Group.create_dataset
+
+        def cut(self, name, *args, **kwargs):
+            if name == "attention_softmax":
+                raise KeyboardInterrupt
+            return real(self, name, *args, **kwargs)
+
+        monkeypatch.setattr(h5py.Group, "create_dataset", cut)
+    with pytest.raises(KeyboardInterrupt):
+        export_attention(second, bag, out)
+    monkeypatch.undo()
+    left = sorted(p.name for p in out.iterdir())
+    assert left in ([], ["s_attention.h5"]), left
+    if left:  # complete, and the second model's
+        with h5py.File(out / "s_attention.h5") as handle:
+            expected = export_attention(second, bag, tmp_path / "fresh").result.probs
+            np.testing.assert_allclose(handle["probabilities"][()], expected, rtol=1e-6)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
 from attnmap.cli.main import main
 from attnmap.errors import InputError
@@ -252,3 +253,42 @@ def test_a_training_run_that_diverges_stops_in_one_line(tmp_path):
                   progress=False, verbose=False)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "run" / "fold_0" / "checkpoint.pt").exists()
+
+
+
+@pytest.mark.parametrize("flag", [["--size", "big"], ["--k-sample", "3"], ["--subtyping"],
+                                  ["--bag-weight", "0.5"]])
+def test_clam_flags_given_with_abmil_are_refused_not_ignored(tmp_path, capsys, flag):
+    """ABMIL has no instance clustering and fixed layer widths: these flags trained nothing
+    different, yet the command ran as if configured by them (as evaluate refuses another mode's)."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "features", labels, "--out", tmp_path / "run",
+                           "--model", "abmil", *flag)
+    assert code == 2 and err.strip() == f"attnmap: error: {flag[0]} is an option of CLAM (--model clam_sb, " \
+        "clam_mb), not of abmil"
+    assert not (tmp_path / "run").exists()
+
+
+def test_reading_the_bags_before_the_first_fold_shows_a_bar_unless_quiet(tmp_path, capsys):
+    """Every bag is read and checked before any fold trains: on a cohort of hundreds of 50,000-patch
+    bags that is minutes, and nothing was shown until the first fold's bar."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    for extra, shown in (((), True), (("--quiet",), False)):
+        code, _, err = run_cli(capsys, *extra, "mil", "train", tmp_path / "features", labels, "--out",
+                               tmp_path / f"run{len(extra)}", "--folds", "2", "--max-epochs", "1")
+        assert code == 0, err
+        assert ("reading bags" in err and "8/8" in err) == shown, err
+
+
+def test_each_fold_records_which_class_each_output_is(tmp_path):
+    """Text labels are numbered in sorted order; p_0, p_1 of predictions.csv and a fold's logits
+    follow that numbering, which no file of the fold recorded (splits.csv holds the names only)."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    text = labels.read_text().replace(",tumor,", ",Tumour (LUAD),").replace(",normal,", ",Benign,")
+    labels.write_text(text)
+    train_mil(tmp_path / "features", labels, tmp_path / "run", **dict(FAST, max_epochs=1), progress=False,
+              verbose=False)
+    for fold in range(2):
+        recorded = json.loads((tmp_path / "run" / f"fold_{fold}" / "model.json").read_text())
+        assert recorded["class_names"] == sorted(["Tumour (LUAD)", "Benign"])
+        assert recorded["n_classes"] == 2

@@ -224,3 +224,22 @@ def test_constant_scores_of_one_method_skip_that_method_only():
     evaluation = evaluate_bags(model, bags, ["attention", "lrp"], target=1)  # class 1 holds the evidence
     assert list(evaluation.results["s1"]) == ["lrp"]
     assert evaluation.skipped == {"s1": {"attention": "constant scores: no patch ranks above another"}}
+
+
+def test_evaluating_one_large_bag_shows_integrated_gradients_steps_unless_quiet(tmp_path, capsys):
+    """One slide shows no slides bar; on a 50,000-patch bag integrated gradients then ran for
+    minutes with nothing on the screen."""
+    from cli_runner import run_cli
+
+    from attnmap.mil import write_h5_bag
+
+    torch.manual_seed(0)
+    torch.save(ABMIL(embed_dim=4).state_dict(), tmp_path / "abmil.pt")
+    features = np.random.default_rng(0).normal(size=(2100, 4)).astype(np.float32)  # > 65536 / 32 rows
+    write_h5_bag(tmp_path / "big.h5", features, np.zeros((2100, 2)))
+    for extra, shown in (((), True), (("--quiet",), False)):
+        code, _, err = run_cli(capsys, *extra, "evaluate", "--mil-checkpoint", tmp_path / "abmil.pt",
+                               "--bags", tmp_path / "big.h5", "--methods", "integrated_gradients",
+                               "--out", tmp_path / "out")
+        assert code == 0, err
+        assert ("integrated gradients" in err) == shown, err

@@ -39,10 +39,10 @@ from torch import nn
 from attnmap.checkpoint_files import (
     check_readable_kind,
     existing_file,
-    foreign_head,
     is_shard_index,
     metadata_globals,
     read_sharded,
+    torch_load_reason,
 )
 from attnmap.checkpoint_keys import joined_qkv, unchunked_blocks, without_decoder
 from attnmap.errors import InputError
@@ -62,19 +62,6 @@ _NOT_SCRIPTED = (
     "a TorchScript model cannot be explained (its layers are compiled code); "
     "give the model's state_dict (torch.save(model.state_dict(), PATH))"
 )
-
-
-def _torch_reason(error: BaseException) -> str:
-    """The useful part of a torch.load error: its own reason, without the weights_only advice."""
-    text = str(error)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1]
-    # torch's advice to switch weights_only off (its first paragraph since torch 2.6) is left out
-    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
-    first = lines[0] if lines else type(error).__name__
-    first = first.split(" Please use ", 1)[0].split(". This is an internal", 1)[0]
-    return first.rstrip(".")
 
 
 def is_torchscript(path: str | Path) -> bool:
@@ -124,10 +111,7 @@ def read_checkpoint(path: str | Path, *, scripted_ok: bool = True, lazy: bool = 
         with torch.serialization.safe_globals(metadata_globals()):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - pickle / zip / EOF errors all mean "not readable"
-        reason = _torch_reason(error)
-        head = foreign_head(path)  # torch's own reason was then a KeyError of one byte: '101'
-        if head is not None:
-            reason = f"no torch.save file either: it starts with {head!r}"
+        reason = torch_load_reason(error, path)
         pickled = re.search(r"GLOBAL ([\w.]+)", str(error))
         if pickled:  # torch.save(model): a pickled object, rebuilt only by running its code
             raise InputError(
@@ -357,7 +341,7 @@ def load_torchscript(path: str | Path) -> nn.Module:
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # noqa: BLE001 - any failure means "not a TorchScript archive"
         raise InputError(
-            f"cannot read checkpoint {path}: not a TorchScript archive ({_torch_reason(error)})"
+            f"cannot read checkpoint {path}: not a TorchScript archive ({torch_load_reason(error, path)})"
         ) from None
 
 

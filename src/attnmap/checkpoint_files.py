@@ -6,12 +6,15 @@ names the shard of each weight), as ``save_pretrained`` and the Hub write them; 
 cloned without ``git lfs`` leaves small text pointers where the weights should be, which torch
 reads as a corrupt pickle. `attnmap.checkpoint.read_checkpoint` hands both here, so the index loads
 as one state_dict and the pointer is named for what it is; also here: a folder given as the file,
-and the plain-data types a weights-only read allows beside the tensors.
+the plain-data types a weights-only read allows beside the tensors, and why torch could not read a
+file, in words (a junk file's unpickler error is a bare byte value such as "101").
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,37 @@ from typing import Any
 from attnmap.errors import InputError
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".tar")
+# what torch.save's legacy (pre-1.6) format begins with: its magic number, pickled
+_LEGACY_TORCH_START = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1]
+
+
+def torch_load_reason(error: BaseException, path: str | Path) -> str:
+    """Why ``torch.load(path)`` failed, in one line: the file's kind when it is not a torch file at
+    all (empty; neither torch.save's zip archive nor its legacy pickle), else torch's own reason
+    without its advice to turn ``weights_only`` off."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            start = handle.read(max(len(_LEGACY_TORCH_START), 16))
+    except OSError:
+        size, start = -1, b""
+    if size == 0:
+        return "the file is empty"
+    if size > 0 and not zipfile.is_zipfile(path):
+        if not start.startswith(_LEGACY_TORCH_START):  # an HTML page or text saved as weights: show it
+            return f"neither torch.save's zip archive nor its legacy format: it starts with {start[:16]!r}"
+        if isinstance(error, EOFError):
+            return "the file ends early"
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    # torch's advice to switch weights_only off (its first paragraph since torch 2.6) is left out
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    first = lines[0] if lines else type(error).__name__
+    first = first.split(" Please use ", 1)[0].split(". This is an internal", 1)[0]
+    return first.rstrip(".")
 
 
 def existing_file(path: str | Path) -> Path:
@@ -104,17 +138,6 @@ def check_readable_kind(path: Path) -> None:
             f"checkpoint {path} is a Git LFS pointer, not the weights: fetch them (git lfs pull) "
             "in the repository it was cloned from"
         )
-
-
-def foreign_head(path: Path, count: int = 16) -> bytes | None:
-    """The first ``count`` bytes of a file that cannot be a torch.save file (neither a zip archive
-    nor a pickle of protocol 2 or later, which starts with 0x80); None when it may be one."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(count)
-    except OSError:
-        return None
-    return None if head.startswith((b"PK", b"\x80")) else head
 
 
 def read_sharded(index: Path, read_one: Callable[[Path], Any]) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
     record = provenance(method=",".join(names), parameters={"seed": seed, "n_slides": len(paths)},
                         model=checkpoint, model_name=checkpoint.name, command=command)
     bags = (read_bag(path) for path in tqdm(paths, desc="slides", disable=quiet or len(paths) < 2))
-    evaluation = evaluate_bags(model, bags, names, seed=seed)
+    evaluation = evaluate_bags(model, bags, names, seed=seed, progress=not quiet)
     csv_path = write_flipping(evaluation, out_dir / "patch_flipping.csv", record)
     click.echo(f"{command}\n{len(paths)} slide(s); patch flipping: mean target probability over "
                "0-90% of patches removed (AUC)")

@@ -82,8 +82,17 @@ def mil() -> None:
 def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **options: object) -> None:
     """Cross-validated training on CLAM-layout features (h5_files/ or pt_files/) and a labels CSV
     (slide_id,label[,case_id]). Re-run the same command to resume an interrupted run."""
-    from attnmap.mil.train import train_mil
+    from click.core import ParameterSource
 
+    from attnmap.errors import InputError
+    from attnmap.mil.train import CLAM_ONLY, train_mil
+
+    context = click.get_current_context()
+    if options["model"] == "abmil":  # no instance clustering, fixed widths: the flag would change nothing
+        for name in CLAM_ONLY:
+            if context.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                flag = "--" + name.replace("_", "-")
+                raise InputError(f"{flag} is an option of CLAM (--model clam_sb, clam_mb), not of abmil")
     train_mil(features_dir, labels_csv, out_dir, device=resolved_device(device), progress=not quiet(),
               verbose=True, **options)
     click.echo(f"metrics: {out_dir / 'metrics.csv'}")

@@ -64,8 +64,10 @@ def evaluate_bags(
     fractions: Sequence[float] = FRACTIONS,
     seed: int = 0,
     target: int | None = None,
+    progress: bool = False,
 ) -> SlideFlipping:
-    """Patch flipping of every method's scores on every bag (the same random floor per slide)."""
+    """Patch flipping of every method's scores on every bag (the same random floor per slide);
+    ``progress``: a bar over integrated gradients' steps on a bag that takes several passes."""
     methods = list(methods)
     if not methods or len(set(methods)) != len(methods):
         raise InputError(f"need at least one method, each named once; got {methods}")
@@ -82,7 +84,7 @@ def evaluate_bags(
                 if reason is not None:
                     skipped[method] = reason
                     continue
-                scores = explain(model, bag.features, method, target=target)
+                scores = explain(model, bag.features, method, target=target, progress=progress)
                 values = np.asarray(scores, dtype=np.float64).reshape(-1)
                 reason = nothing_to_flip(len(values), values) if np.isfinite(values).all() else None
                 if reason is not None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from attnmap.checkpoint_files import torch_load_reason
 from attnmap.errors import InputError
 from attnmap.mil.base import FeatureRows
 
@@ -103,7 +104,9 @@ def _is_slide_suffix(suffix: str) -> bool:
 
 
 def list_bags(features_dir: str | Path) -> list[Path]:
-    """All bag files under a feature directory, one per slide id (h5 preferred), sorted by id."""
+    """All bag files under a feature directory, one per slide id (h5 preferred), sorted by id.
+    Not bags: hidden files (a Mac's ``._<slide>.h5`` beside each file on exFAT or network drives,
+    temporaries) and ``mil attention``'s own ``<slide>_attention.h5`` outputs written there."""
     root = Path(features_dir)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such feature directory", str(root))
@@ -111,9 +114,28 @@ def list_bags(features_dir: str | Path) -> list[Path]:
     for folder in (root / "h5_files", root, root / "pt_files"):
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
-                if path.suffix in BAG_SUFFIXES and path.is_file():
+                if path.name.startswith(".") or path.suffix not in BAG_SUFFIXES or not path.is_file():
+                    continue
+                if not is_attention_output(path):
                     found.setdefault(path.stem, path)
     return [found[key] for key in sorted(found)]
+
+
+ATTENTION_SUFFIX = "_attention.h5"  # what `attnmap.mil.export` names a bag's scores file
+
+
+def is_attention_output(path: Path) -> bool:
+    """Whether ``path`` is a ``<slide>_attention.h5`` that ``mil attention`` wrote (its provenance
+    says so); a user's own file of that name is not."""
+    if not path.name.endswith(ATTENTION_SUFFIX):
+        return False
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return handle.attrs.get("method") == "mil-attention"
+    except OSError:  # not an h5 file: not ours
+        return False
 
 
 def read_bag(path: str | Path, check_finite: bool = True) -> Bag:
@@ -263,11 +285,15 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
                 "these are not read for safety; save the features as a torch tensor or a "
                 "{'features': tensor} dict"
             ) from error
-        raise InputError(f"{path}: not a readable torch file ({_load_error_reason(error)})") from error
+        raise InputError(f"{path}: not a readable torch file ({torch_load_reason(error, path)})") from error
     coords = None
     if isinstance(content, dict):
         if "features" not in content:
-            raise InputError(f"{path}: dict without a 'features' entry (keys {sorted(content)})")
+            keys = sorted(map(str, content))
+            shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} keys)" if len(keys) > 5 else "")
+            weights = len(keys) > 1 and all(isinstance(value, torch.Tensor) for value in content.values())
+            what = "; it holds a model's weights (a state_dict), not a feature bag" if weights else ""
+            raise InputError(f"{path}: dict without a 'features' entry (keys {shown}){what}")
         coords = content.get("coords")
         if isinstance(coords, torch.Tensor):
             coords = coords.numpy()
@@ -277,15 +303,6 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
     if not isinstance(content, torch.Tensor):
         raise InputError(f"{path}: expected a tensor of features, got {type(content).__name__}")
     return content, coords
-
-
-def _load_error_reason(error: Exception) -> str:
-    """What went wrong, in one line: torch's weights-only errors run to a dozen lines of advice
-    with the reason after ``WeightsUnpickler error:``."""
-    text = str(error)
-    _, marker, reason = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (reason if marker else text).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def write_h5_bag(

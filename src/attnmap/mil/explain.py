@@ -65,9 +65,12 @@ def explain(
     *,
     per_feature: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
+    progress: bool = False,
     **options: object,
 ) -> np.ndarray:
-    """Relevance of each patch (N,) — or of each feature (N, D) — for one class's bag logit."""
+    """Relevance of each patch (N,) — or of each feature (N, D) — for one class's bag logit.
+
+    ``progress``: a bar over integrated gradients' steps when they take several passes."""
     if method not in METHODS:
         raise InputError(f"unknown MIL relevance method {method!r}; choose one of {list(METHODS)}")
     if per_feature and method not in PER_FEATURE_METHODS:
@@ -98,7 +101,8 @@ def explain(
             if target is None:
                 target = bag_pass(model, features, readout, chunk_size).prediction
             target = resolve_target(model, target, 0)
-            result = integrated_gradients(model, features, readout, target, chunk_size, per_feature, steps)
+            result = integrated_gradients(model, features, readout, target, chunk_size, per_feature, steps,
+                                          progress=progress)
             return to_numpy(result)
         bag = bag_pass(model, features, readout, chunk_size, keep_embeddings=keep)
         target = resolve_target(model, target, bag.prediction)

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from attnmap.errors import InputError
-from attnmap.mil.bags import Bag
+from attnmap.io_utils import atomic_path, write_bytes_atomic
+from attnmap.mil.bags import ATTENTION_SUFFIX, Bag, is_attention_output
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.explain import METHODS, explain
 from attnmap.mil.readout import readout_for, resolve_target
@@ -54,13 +55,19 @@ def _scores_all_branches(result: BagAttention, kind: str) -> np.ndarray:
 
 
 def _relevance(
-    model: AttentionMILBase, features: object, method: str, target: int, chunk_size: int, result: BagAttention
+    model: AttentionMILBase,
+    features: object,
+    method: str,
+    target: int,
+    chunk_size: int,
+    result: BagAttention,
+    progress: bool,
 ) -> np.ndarray:
     """`explain`'s scores for ``target``; 'attention' from the attention pass already made (the
     same chunks through the same layers, so the same numbers): a bag read from its file is then
     read once, not twice."""
     if method != "attention":
-        return explain(model, features, method, target=target, chunk_size=chunk_size)
+        return explain(model, features, method, target=target, chunk_size=chunk_size, progress=progress)
     target = resolve_target(model, target, result.prediction)
     return result.raw[readout_for(model).branch[target]]
 
@@ -84,7 +91,8 @@ def export_attention(
     """Compute one bag's attention (chunked) and write ``<slide>_attention.h5`` (+ ``.csv``).
 
     A bag from `attnmap.mil.bag_stream.open_bag` is read from its file one chunk at a time;
-    ``progress`` shows a bar over the chunks of the attention pass.
+    ``progress`` shows a bar over the chunks of the attention pass (and over integrated gradients'
+    steps when they take several passes).
 
     ``methods`` adds per-patch relevance scores (`attnmap.mil.explain`) for class ``target``
     (default: the predicted class) as ``scores_<method>`` datasets and ``score_<method>`` columns.
@@ -123,7 +131,7 @@ def export_attention(
         raise InputError(f"coords have shape {np.asarray(coords).shape}, expected ({n_patches}, 2)")
     chosen = result.branch_for(branch)
     explained = result.prediction if target is None else target
-    relevance = {name: _relevance(model, features, name, explained, chunk_size, result)
+    relevance = {name: _relevance(model, features, name, explained, chunk_size, result, progress)
                  for name in dict.fromkeys(methods)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,8 +147,13 @@ def export_attention(
     all_raw = result.raw.T.astype(np.float32)
     softmax = _scores_all_branches(result, "softmax").astype(np.float32)
     percentile = _scores_all_branches(result, "percentile").astype(np.float32)
-    h5_path = out_dir / f"{slide_id}_attention.h5"
-    with h5py.File(h5_path, "w") as handle:
+    h5_path = out_dir / f"{slide_id}{ATTENTION_SUFFIX}"
+    csv_path = out_dir / f"{slide_id}_attention.csv"
+    # an earlier run's files go first and each file is written whole or not at all: a run stopped
+    # while writing (a 10^6-row CSV takes a while) leaves neither a cut file nor another model's CSV
+    for earlier in (h5_path, csv_path, csv_path.with_suffix(".json")):
+        earlier.unlink(missing_ok=True)
+    with atomic_path(h5_path) as temporary, h5py.File(temporary, "w") as handle:
         if coords is not None:
             write_geometry(handle.create_dataset("coords", data=np.asarray(coords, dtype=np.int64)), geometry)
         handle.create_dataset("patch_index", data=np.arange(n_patches, dtype=np.int64))
@@ -157,13 +170,11 @@ def export_attention(
         handle.attrs.update({"prediction": result.prediction, "branch": chosen, "n_patches": n_patches})
         if relevance:
             handle.attrs["target"] = explained
-    csv_path = out_dir / f"{slide_id}_attention.csv"
-    if not write_csv:  # a CSV (and its sidecar) from an earlier run would no longer match the h5
-        csv_path.unlink(missing_ok=True)
-        csv_path.with_suffix(".json").unlink(missing_ok=True)
+    if not write_csv:
         csv_path = None
     else:
-        _write_patch_csv(csv_path, coords, all_raw, softmax, percentile, chosen, relevance)
+        with atomic_path(csv_path) as temporary:
+            _write_patch_csv(temporary, coords, all_raw, softmax, percentile, chosen, relevance)
         _write_sidecar(csv_path, {**record, "prediction": str(result.prediction), "branch": str(chosen)})
     return AttentionExport(slide_id, result, chosen, h5_path, csv_path,
                            explained if relevance else None, relevance or None)
@@ -199,27 +210,17 @@ def _write_patch_csv(
 
 def _write_sidecar(csv_path: Path, record: Mapping[str, str]) -> Path:
     sidecar = csv_path.with_suffix(".json")
-    sidecar.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n")
-    return sidecar
+    return write_bytes_atomic(sidecar, (json.dumps(dict(record), indent=2, sort_keys=True) + "\n").encode())
 
 
 def outputs_of_other_bags(out_dir: str | Path, slide_ids: Sequence[str]) -> list[str]:
     """Slide ids of ``<id>_attention.h5`` files in ``out_dir`` that an earlier ``mil attention`` run
     wrote for bags not in ``slide_ids``: kept (they may be another batch's results), but named, since
     ``predictions.csv`` lists this run's bags only."""
-    import h5py
-
     kept, others = set(slide_ids), []
-    for path in sorted(Path(out_dir).glob("*_attention.h5")):
-        slide_id = path.name.removesuffix("_attention.h5")
-        if slide_id in kept:
-            continue
-        try:
-            with h5py.File(path, "r") as handle:
-                ours = handle.attrs.get("method") == "mil-attention"
-        except OSError:  # not an h5 file: not ours
-            continue
-        if ours:
+    for path in sorted(Path(out_dir).glob(f"*{ATTENTION_SUFFIX}")):
+        slide_id = path.name.removesuffix(ATTENTION_SUFFIX)
+        if slide_id not in kept and is_attention_output(path):
             others.append(slide_id)
     return others
 
@@ -230,7 +231,7 @@ def write_predictions_csv(
     """One row per bag: slide_id, prediction, the reported branch and the class probabilities."""
     path = Path(path)
     n_classes = max((len(item.result.probs) for item in exports), default=0)
-    with open(path, "w", newline="") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["slide_id", "prediction", "branch", "n_patches"] + [f"p_{c}" for c in range(n_classes)]

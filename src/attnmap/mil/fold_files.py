@@ -1,16 +1,19 @@
-"""The files of one `attnmap mil train` fold that decide whether it is finished or resumable.
+"""The files of an `attnmap mil train` run that decide what a rerun reuses: ``config.json`` (the
+options, which a rerun may not change) and each fold's files (finished, resumable or stale).
 
 Why a fingerprint per fold: a fold's model depends on the labels and the bag files as much as on
 the options, so a rerun with another labels CSV (or re-extracted features) must retrain it rather
 than keep a model of other data next to a ``splits.csv`` that describes the new one. A fold is
 finished when ``metrics.json`` (written last) parses and records the fingerprint and
 ``checkpoint.pt`` loads; ``resume.pt`` is used only when it loads and has the same fingerprint.
+The files of a fold that will not be reused are deleted before any fold trains, so a rerun that
+fails or is stopped never leaves an earlier run's fold model beside the new ``splits.csv``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +25,22 @@ from attnmap.fingerprint import Fingerprint, file_identity
 from attnmap.io_utils import atomic_path
 from attnmap.mil.splits import Cohort, Split
 from attnmap.stored import DamagedOutputError, stored_record
+
+IGNORED_OPTIONS = ("device", "cache_gb")  # where and how fast, not what is trained
+
+
+def check_same_options(path: Path, options: Mapping[str, object]) -> None:
+    """Refuse to resume a run made with different options (``options``: the `TrainConfig` as a
+    dict; device and cache size do not count): mixed folds would be meaningless. The run writes
+    its options only once its inputs are checked, so a command refused on them holds none back."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or cut short by a killed run (each fold's own
+        previous = None  # fingerprint still decides whether it is reused)
+    if isinstance(previous, dict):
+        changed = sorted(k for k in options if k not in IGNORED_OPTIONS and previous.get(k) != options[k])
+        if changed:
+            raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
 
 
 def save_atomic(obj: object, path: Path) -> None:
@@ -37,7 +56,7 @@ def fold_fingerprint(
 ) -> Fingerprint:
     """What a fold's model depends on: options (``config``: the `TrainConfig` as a dict, where
     device and cache size do not count), its slides' labels and cases, the bag files."""
-    options = {key: value for key, value in config.items() if key not in ("device", "cache_gb")}
+    options = {key: value for key, value in config.items() if key not in IGNORED_OPTIONS}
     label_of = dict(zip(cohort.slide_ids, cohort.labels, strict=True))
     case_of = dict(zip(cohort.slide_ids, cohort.case_ids, strict=True))
     slides = sorted(split.train + split.val + split.test)
@@ -82,3 +101,29 @@ def load_resume(resume: Path, fingerprint: Fingerprint) -> dict | None:
     except InputError:  # a truncated or foreign file: start the fold again
         return None
     return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint.value else None
+
+
+FOLD_RESULTS = ("checkpoint.pt", "model.json", "metrics.json")
+
+
+def remove_stale_folds(
+    out_dir: Path, fingerprints: Mapping[int, Fingerprint], say: Callable[[str], object] | None = None
+) -> list[int]:
+    """Delete the results of every fold that is not finished with its fingerprint (and its log and
+    ``resume.pt`` unless that resumes it); returns those folds. ``say`` gets one line per fold
+    trained again because something changed or a file is damaged."""
+    stale = []
+    for fold, fingerprint in fingerprints.items():
+        fold_dir = out_dir / f"fold_{fold}"
+        metrics, reason = finished_fold(fold_dir, fingerprint)
+        if metrics is not None:
+            continue
+        stale.append(fold)
+        if say is not None and reason != "missing":
+            say(f"fold {fold}: training again ({reason})")
+        names = FOLD_RESULTS
+        if load_resume(fold_dir / "resume.pt", fingerprint) is None:
+            names += ("log.csv", "resume.pt")
+        for name in names:
+            (fold_dir / name).unlink(missing_ok=True)
+    return stale

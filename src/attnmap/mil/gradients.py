@@ -20,6 +20,7 @@ constant), the gradient that LRP-0 reproduces.
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.readout import BagPass, Readout, chunk_slices, logits_from_pass
@@ -154,6 +155,7 @@ def integrated_gradients(
     chunk_size: int,
     per_feature: bool,
     steps: int,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Integrated gradients from the zero bag, midpoint rule with ``steps`` points on the path.
 
@@ -174,13 +176,18 @@ def integrated_gradients(
         grad_sum = torch.zeros_like(projected)  # Σ over steps of ∂y/∂z at α x
         alphas = (torch.arange(steps, dtype=dtype, device=device) + 0.5) / steps
         block = max(1, min(steps, chunk_size // n_patches))
-        for first in range(0, steps, block):
+        firsts = range(0, steps, block)
+        bar = tqdm(total=steps, desc="integrated gradients", unit="step", leave=False,
+                   disable=not progress or len(firsts) < 2)  # a large bag: minutes on a CPU
+        for first in firsts:
             alpha = alphas[first : first + block]
             if n_patches * len(alpha) <= chunk_size:
                 _steps_in_one_pass(model, projected, bias, alpha, branch, w, grad_sum)
             else:
                 for step_alpha in alpha:
                     _step_in_two_passes(model, projected, bias, step_alpha, branch, w, chunk_size, grad_sum)
+            bar.update(len(alpha))
+        bar.close()
         grad_sum /= steps
         if not per_feature:
             return grad_sum.mul_(projected).sum(dim=1)

@@ -9,7 +9,8 @@ N / n_c). Folds: `attnmap.mil.splits` (stratified, grouped by case).
 
 Output in ``out_dir``: ``splits.csv``, ``config.json``, ``metrics.csv`` (one row per fold and split
 plus the test mean: AUC, accuracy, per-class accuracy and AUC) and per fold ``fold_<i>/``:
-``checkpoint.pt`` (a CLAM-layout state_dict: `load_mil` / `load_clam` read it), ``model.json``,
+``checkpoint.pt`` (a CLAM-layout state_dict: `load_mil` / `load_clam` read it), ``model.json`` (the
+architecture and ``class_names``: the label of class index c, e.g. of ``p_c`` in predictions.csv),
 ``metrics.json``, ``log.csv`` (per epoch losses and validation AUC).
 
 Resuming: after every epoch the fold's complete state (weights, optimizer, epoch, early-stopping
@@ -26,7 +27,6 @@ concerned, a truncated file is redone. One run at a time holds ``out_dir`` (`att
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,11 +45,19 @@ from attnmap.mil.abmil import ABMIL
 from attnmap.mil.bags import common_feature_size, find_bags, read_bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
-from attnmap.mil.fold_files import finished_fold, fold_fingerprint, load_resume, save_atomic
+from attnmap.mil.fold_files import (
+    check_same_options,
+    finished_fold,
+    fold_fingerprint,
+    load_resume,
+    remove_stale_folds,
+    save_atomic,
+)
 from attnmap.mil.metrics import classification_metrics, format_metrics, nan_mean, write_metrics_csv
 from attnmap.mil.splits import Cohort, Split, make_folds, read_labels, write_splits
 
 MODELS = ("clam_sb", "clam_mb", "abmil")
+CLAM_ONLY = ("size", "k_sample", "subtyping", "bag_weight")  # options ABMIL has no use for
 
 
 @dataclass
@@ -288,7 +296,7 @@ def train_fold(
             break
     if config.early_stopping and state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
-    return _finish_fold(model, store, split, label_of, fold_dir, state, fingerprint)
+    return _finish_fold(model, store, split, label_of, fold_dir, state, fingerprint, cohort.class_names)
 
 
 def _update_early_stopping(state: dict, model, loss: float, epoch: int, config: TrainConfig) -> bool:
@@ -302,7 +310,8 @@ def _update_early_stopping(state: dict, model, loss: float, epoch: int, config: 
 
 
 def _finish_fold(
-    model, store, split, label_of, fold_dir: Path, state: dict, fingerprint: Fingerprint
+    model, store, split, label_of, fold_dir: Path, state: dict, fingerprint: Fingerprint,
+    class_names: list[str],
 ) -> dict:
     results: dict[str, dict] = {}
     for name in ("val", "test"):
@@ -311,7 +320,7 @@ def _finish_fold(
         results[name] = {"loss": loss, **metrics}
     results["best_epoch"] = {"epoch": state["best_epoch"], "epochs_run": state["epoch"]}
     save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, fold_dir / "checkpoint.pt")
-    write_json_atomic(fold_dir / "model.json", model.config())
+    write_json_atomic(fold_dir / "model.json", {**model.config(), "class_names": class_names})  # class c: [c]
     write_json_atomic(fold_dir / "metrics.json", {**results, "provenance": fingerprint.record()})  # last
     (fold_dir / "resume.pt").unlink(missing_ok=True)
     return results
@@ -353,13 +362,20 @@ def _train_locked(
     verbose: bool,
     on_epoch: EpochCallback | None,
 ) -> list[dict[str, object]]:
-    _check_same_config(out_dir / "config.json", config)
+    check_same_options(out_dir / "config.json", asdict(config))
     store = BagStore(Path(features_dir), cohort.slide_ids, config.cache_gb * 1e9)
     embed_dim = common_feature_size(list(store.paths.values()))
     splits = make_folds(cohort, config.folds, seed=config.seed, val_fraction=config.val_fraction)
-    write_splits(out_dir / "splits.csv", cohort, splits)
-    for slide in cohort.slide_ids:  # a NaN bag first trained in the last fold would waste the others
+    # a NaN bag first trained in the last fold would waste the others; minutes for a large cohort
+    for slide in tqdm(cohort.slide_ids, desc="reading bags", unit="bag", disable=not progress):
         store.features(slide)  # read, checked and (within the budget) cached for the folds
+    # written once the inputs passed (see check_same_options)
+    options = asdict(config)
+    write_json_atomic(out_dir / "config.json", options)
+    write_splits(out_dir / "splits.csv", cohort, splits)
+    fingerprints = {split.fold: fold_fingerprint(options, cohort, split, store.paths) for split in splits}
+    if remove_stale_folds(out_dir, fingerprints, print if verbose else None):
+        (out_dir / "metrics.csv").unlink(missing_ok=True)  # rewritten once every fold is done
     rows: list[dict[str, object]] = []
     for split in splits:
         results = train_fold(
@@ -371,6 +387,7 @@ def _train_locked(
             embed_dim,
             progress=progress,
             on_epoch=on_epoch,
+            fingerprint=fingerprints[split.fold],
             verbose=verbose,
         )
         for name in ("val", "test"):
@@ -391,17 +408,3 @@ def _train_locked(
         print(format_metrics(rows, cohort.class_names))
     return rows
 
-
-def _check_same_config(path: Path, config: TrainConfig) -> None:
-    """Refuse to resume a run made with different options: mixed folds would be meaningless."""
-    current = asdict(config)
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or cut short by a killed run (each fold's own
-        previous = None  # fingerprint still decides whether it is reused)
-    if isinstance(previous, dict):
-        ignore = {"device", "cache_gb"}
-        changed = sorted(k for k in current if k not in ignore and previous.get(k) != current[k])
-        if changed:
-            raise InputError(f"{path.parent} holds a run with different options {changed}; use a new out_dir")
-    write_json_atomic(path, current)
