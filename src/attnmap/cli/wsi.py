@@ -253,7 +253,7 @@ def heatmap(
     """Draw a heatmap of per-patch scores (or of a CLAM model's attention on a features file)."""
     from dataclasses import asdict
 
-    from attnmap.cli.wsi_heatmap_inputs import recorded_patch_size
+    from attnmap.cli.wsi_heatmap_inputs import check_inputs_made_from, recorded_patch_size
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
@@ -272,6 +272,7 @@ def heatmap(
     drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
     with open_slide(slide) as opened:  # before any drawing: another slide's mask colours wrong places
         tissue = load_tissue(tissue_json, of_slide=opened) if tissue_json else None
+    check_inputs_made_from(slide, scores, features_h5, tissue_json)  # another slide's, even of its size
     if scores is not None:
         coords, values = load_scores_h5(scores, method)
         with open_slide(slide) as opened:  # a patch size recorded at a level: its downsample

@@ -57,6 +57,48 @@ def load_tissue(path: str | Path, of_slide: Any = None) -> Any:
     return tissue
 
 
+def check_made_from(source: str | Path, record: Mapping[str, Any], slide_path: str | Path) -> None:
+    """`InputError` when ``record`` (the provenance of ``source``, a stage output) names a slide
+    whose bytes differ from those of ``slide_path``.
+
+    Why the content, not the name or the size: a slide renamed or moved is still the slide, and two
+    slides of one scanner often share their level-0 size; the features, scores or tissue of one
+    drawn on the other coloured where the first slide's tissue lay, without a word. A record
+    without ``slide_sha256`` (another tool's file, an older attnmap's) is not checked.
+    """
+    recorded = record.get("slide_sha256")
+    if not recorded:
+        return
+    from attnmap.file_hash import content_sha256
+
+    if content_sha256(slide_path) != str(recorded):
+        made = record.get("slide") or "another slide"
+        raise InputError(
+            f"{Path(source).name} was made from slide {made}, not from {Path(slide_path).name} (their "
+            "bytes differ): give the slide it was made from, or that slide's file"
+        )
+
+
+def output_record(path: str | Path) -> dict[str, Any]:
+    """The provenance a stage output carries: an h5 file's attributes, a tissue JSON's
+    ``provenance``, else the sidecar ``<file>.json`` (a features ``.pt``); {} when there is none."""
+    import h5py
+
+    from attnmap.provenance import read_sidecar
+
+    path = Path(path)
+    try:
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as handle:
+                return {key: value for key, value in handle.attrs.items() if isinstance(value, str)}
+        if path.suffix == ".json":
+            record = json.loads(path.read_text()).get("provenance")
+            return dict(record) if isinstance(record, dict) else {}
+        return read_sidecar(path)
+    except (OSError, ValueError, AttributeError, InputError):
+        return {}
+
+
 def _read_tissue(path: str | Path) -> Any:
     from attnmap.wsi.tissue import Tissue, TissuePolygon
 

@@ -46,11 +46,14 @@ from attnmap.wsi.pipeline.stage_files import (
 def slide_provenance(
     config: PipelineConfig, entry: SlideEntry, method: str, sections: tuple[str, ...], **extra: object
 ) -> dict[str, str]:
+    from attnmap.file_hash import content_sha256
+
     return provenance(
         method=method,
         parameters=config.stage_parameters(*sections),
         slide=Path(entry.path).name,
         slide_id=entry.slide_id,
+        slide_sha256=content_sha256(entry.path),  # which slide, renamed or not (`check_made_from`)
         **extra,
     )
 
