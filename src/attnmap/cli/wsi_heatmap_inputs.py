@@ -24,14 +24,12 @@ def recorded_patch_size(read: Any, path: Path, opened: Any, given: int | None) -
         return None
 
 
+
 def check_inputs_made_from(slide: Path, *sources: Path | None) -> None:
     """`InputError` when a scores, features or tissue file records being made from a slide whose
-    bytes differ from ``slide``'s (`attnmap.wsi.pipeline.stage_files.check_made_from`); a DICOM
-    slide given as its folder is its level-0 instance, as `wsi run` records it."""
+    bytes differ from ``slide``'s (`attnmap.wsi.pipeline.stage_files.check_made_from`)."""
     from attnmap.wsi.pipeline.stage_files import check_made_from, output_record
-    from attnmap.wsi.slide_files import dicom_instance
 
-    slide_file = (dicom_instance(slide) or slide) if slide.is_dir() else slide
     for source in sources:
         if source is not None:
-            check_made_from(source, output_record(source), slide_file)
+            check_made_from(source, output_record(source), slide)

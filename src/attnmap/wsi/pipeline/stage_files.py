@@ -59,23 +59,33 @@ def load_tissue(path: str | Path, of_slide: Any = None) -> Any:
 
 def check_made_from(source: str | Path, record: Mapping[str, Any], slide_path: str | Path) -> None:
     """`InputError` when ``record`` (the provenance of ``source``, a stage output) names a slide
-    whose bytes differ from those of ``slide_path``.
+    whose bytes differ from those of ``slide_path`` (`check_same_slide`); a DICOM slide given as
+    its folder is its level-0 instance, the file `wsi run` reads and records."""
+    if record.get("slide_sha256"):
+        from attnmap.file_hash import content_sha256
+        from attnmap.wsi.slide_files import dicom_instance
+
+        slide_path = Path(slide_path)
+        slide_file = (dicom_instance(slide_path) or slide_path) if slide_path.is_dir() else slide_path
+        if slide_file.is_file():  # a slide that does not open is named by its reader
+            check_same_slide(source, record, content_sha256(slide_file), slide_path.name)
+
+
+def check_same_slide(source: str | Path, record: Mapping[str, Any], sha256: Any, name: Any) -> None:
+    """`InputError` when ``record`` (the provenance of ``source``) names a slide other than the one
+    of content hash ``sha256`` (called ``name``).
 
     Why the content, not the name or the size: a slide renamed or moved is still the slide, and two
     slides of one scanner often share their level-0 size; the features, scores or tissue of one
-    drawn on the other coloured where the first slide's tissue lay, without a word. A record
-    without ``slide_sha256`` (another tool's file, an older attnmap's) is not checked.
+    drawn on the other coloured where the first slide's tissue lay, without a word. A hash missing
+    on either side (another tool's file, an older attnmap's) is not checked.
     """
     recorded = record.get("slide_sha256")
-    if not recorded:
-        return
-    from attnmap.file_hash import content_sha256
-
-    if content_sha256(slide_path) != str(recorded):
+    if recorded and sha256 and str(recorded) != str(sha256):
         made = record.get("slide") or "another slide"
         raise InputError(
-            f"{Path(source).name} was made from slide {made}, not from {Path(slide_path).name} (their "
-            "bytes differ): give the slide it was made from, or that slide's file"
+            f"{Path(source).name} was made from slide {made}, not from {name} (their bytes differ): "
+            "give files of one slide"
         )
 
 
