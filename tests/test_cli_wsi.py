@@ -415,3 +415,24 @@ def test_heatmap_refuses_features_scores_or_tissue_of_another_slide_of_the_same_
                        "--tissue", tissue, "-o", tmp_path / "c", *common)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "s7.json was made from slide s7.tif, not from other.tif" in err
+
+
+def test_mil_attention_scores_keep_the_slide_of_their_features(slide: Path, tmp_path: Path, capsys) -> None:
+    """`mil attention` on a `wsi features` file wrote scores that named no slide, so README's
+    `wsi heatmap SLIDE --scores scores/<slide>_attention.h5` drew them on any slide of the size."""
+    out = tmp_path / "out"
+    encoder = write_tiny_encoder(tmp_path / "e.pt")
+    code, _, err = cli(capsys, "wsi", "features", slide, "-o", out, "--encoder", encoder,
+                       "--input-size", "32", "--device", "cpu", *SEGMENT, *PATCH)
+    assert code == 0, err
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt")
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, out / "features" / "h5_files" / "s7.h5",
+                       "-o", tmp_path / "scores", "--device", "cpu")
+    assert code == 0, err
+    scores = tmp_path / "scores" / "s7_attention.h5"
+    other = write_test_slide(tmp_path / "other.tif", seed=8)
+    args = ["wsi", "heatmap", "--scores", scores, "--vis-level", "1", "--device", "cpu"]
+    code, _, err = cli(capsys, *args, other, "-o", tmp_path / "a")
+    assert code == 2 and "s7_attention.h5 was made from slide s7.tif, not from other.tif" in err, err
+    code, _, err = cli(capsys, *args, slide, "-o", tmp_path / "b")
+    assert code == 0, err

@@ -109,6 +109,13 @@ def output_record(path: str | Path) -> dict[str, Any]:
         return {}
 
 
+def slide_record(path: str | Path) -> dict[str, str]:
+    """The slide an output records being made from (``slide``, ``slide_sha256``), for an output
+    made from it in turn to carry on (`mil attention`'s scores of a features file); {} if none."""
+    record = output_record(path)
+    return {key: str(record[key]) for key in ("slide", "slide_sha256") if record.get(key)}
+
+
 def _read_tissue(path: str | Path) -> Any:
     from attnmap.wsi.tissue import Tissue, TissuePolygon
 
