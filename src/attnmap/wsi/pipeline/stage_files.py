@@ -139,6 +139,37 @@ def _read_tissue(path: str | Path) -> Any:
         raise InputError(f"{path} is not a tissue file written by attnmap: {error}") from error
 
 
+def check_brought_patches(path: Path, slide: Any, patch_size: int, level: int, slide_id: str) -> None:
+    """`InputError` when a patch file the run did not write (CLAM's, brought by the user) is for
+    patches of another size or level than ``patch_size`` at ``level``, or records (CLAM's
+    ``level_dim``) a level size other than ``slide``'s: another slide's grid, its corners perhaps
+    all inside this one, or a grid cut at this run's size, would map the wrong tissue, silently."""
+    import h5py
+
+    from attnmap.wsi.patch_geometry import file_geometry
+
+    recorded = file_geometry(path)
+    if recorded is not None and (recorded.size, recorded.level) != (patch_size, level):
+        raise InputError(
+            f"{path} records {recorded.size}-px patches at level {recorded.level}, this run asks for "
+            f"patching.patch_size {patch_size} at patching.level {level}: set those to the file's, or "
+            "move the file away"
+        )
+    with h5py.File(path, "r") as handle:
+        size = handle["coords"].attrs.get("level_dim")
+    try:
+        width, height = (int(value) for value in np.asarray(size).reshape(-1))
+    except (TypeError, ValueError):  # not recorded (or not two numbers): nothing to compare
+        return
+    if level < slide.level_count:  # readers may round a reduced level's size apart by a pixel
+        own_width, own_height = slide.level_dimensions[level]
+        if abs(width - own_width) > 1 or abs(height - own_height) > 1:
+            raise InputError(
+                f"{path} records patches of a {width}×{height} level {level}, slide {slide_id} is "
+                f"{own_width}×{own_height} there: the file is another slide's; move it away"
+            )
+
+
 def save_coords(
     path: str | Path,
     coords: np.ndarray,

@@ -33,6 +33,7 @@ from attnmap.wsi.pipeline.outputs import (
     made_by_attnmap,
 )
 from attnmap.wsi.pipeline.stage_files import (
+    check_brought_patches,
     load_blockmap,
     load_coords,
     load_tissue,
@@ -144,15 +145,7 @@ def patch_stage(
     if reason is None:
         coords = load_coords(outputs.patches)
         if coords is not None:
-            # a patch file brought by the user (CLAM's) for patches of another size or level: its
-            # grid cut at this run's size would map a fraction of each patch, silently
-            recorded = file_geometry(outputs.patches)
-            if recorded is not None and (recorded.size, recorded.level) != (p.patch_size, p.level):
-                raise InputError(
-                    f"{outputs.patches} records {recorded.size}-px patches at level {recorded.level}, "
-                    f"this run asks for patching.patch_size {p.patch_size} at patching.level {p.level}: "
-                    "set those to the file's, or move the file away"
-                )
+            check_brought_patches(outputs.patches, slide, p.patch_size, p.level, entry.slide_id)
             return coords, None
         reason = "damaged: no N×2 coords"
     coords = patch_grid(
