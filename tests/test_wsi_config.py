@@ -482,3 +482,12 @@ def test_a_slide_folder_or_pattern_as_slides_csv_says_what_slides_csv_takes(setu
         _load(setup, slides={"csv": "slides/*.tif"})
     with pytest.raises(FileNotFoundError, match="slides.csv not found"):
         _load(setup, slides={"csv": "missing.csv"})
+
+
+def test_a_missing_slides_data_dir_is_named_not_every_slide(setup: Path) -> None:
+    """A misspelt (or file) ``slides.data_dir`` was reported as "N slide(s) not found" with a path
+    under it, as if the slides were missing; the key itself is named now."""
+    with pytest.raises(InputError, match=r"^slides.data_dir .*slidez does not exist \(the folder the slide "):
+        _load(setup, slides={"data_dir": "slidez"})
+    with pytest.raises(InputError, match=r"^slides.data_dir .*slides.csv is a file, not a folder"):
+        _load(setup, slides={"data_dir": "slides.csv"})
