@@ -378,3 +378,61 @@ def test_heatmap_draws_the_score_set_method_names(slide: Path, tmp_path: Path, c
     err = err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "'gradient'" in err, err
     assert "attention, lrp" in err and str(both) in err, err
+
+
+def test_heatmap_refuses_features_scores_or_tissue_of_another_slide_of_the_same_size(
+    slide: Path, tmp_path: Path, capsys
+) -> None:
+    """Two slides of one scanner often share their level-0 size: the features, blockmap or tissue
+    of one drawn on the other made a map where the first slide's tissue lay, without a word. Every
+    slide output records the slide's content hash; a renamed copy of the slide is still accepted."""
+    out = tmp_path / "out"
+    encoder = write_tiny_encoder(tmp_path / "e.pt")
+    code, _, err = cli(capsys, "wsi", "features", slide, "-o", out, "--encoder", encoder,
+                       "--input-size", "32", "--device", "cpu", *SEGMENT, *PATCH)
+    assert code == 0, err
+    features_h5, tissue = out / "features" / "h5_files" / "s7.h5", out / "tissue" / "s7.json"
+    other = write_test_slide(tmp_path / "other.tif", seed=8)  # 1024×768 like s7
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt")
+    common = ["--vis-level", "1", "--device", "cpu"]
+    code, _, err = cli(capsys, "wsi", "heatmap", other, "--features", features_h5, "--model", checkpoint,
+                       "-o", tmp_path / "a", *common)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "s7.h5 was made from slide s7.tif, not from other.tif" in err
+    assert not (tmp_path / "a").exists()
+
+    renamed = tmp_path / "renamed.tif"
+    renamed.write_bytes(slide.read_bytes())
+    code, _, err = cli(capsys, "wsi", "heatmap", renamed, "--features", features_h5, "--model", checkpoint,
+                       "--tissue", tissue, "-o", tmp_path / "b", *common)
+    assert code == 0, err
+
+    from attnmap.wsi.scores_io import save_scores_h5  # scores of no recorded slide: drawn as before
+
+    coords = np.stack(np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64)), -1).reshape(-1, 2)
+    scores_h5 = save_scores_h5(tmp_path / "other_blockmap.h5", coords, np.linspace(0, 1, len(coords)))
+    code, _, err = cli(capsys, "wsi", "heatmap", other, "--scores", scores_h5, "--patch-size", "64",
+                       "--tissue", tissue, "-o", tmp_path / "c", *common)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "s7.json was made from slide s7.tif, not from other.tif" in err
+
+
+def test_mil_attention_scores_keep_the_slide_of_their_features(slide: Path, tmp_path: Path, capsys) -> None:
+    """`mil attention` on a `wsi features` file wrote scores that named no slide, so README's
+    `wsi heatmap SLIDE --scores scores/<slide>_attention.h5` drew them on any slide of the size."""
+    out = tmp_path / "out"
+    encoder = write_tiny_encoder(tmp_path / "e.pt")
+    code, _, err = cli(capsys, "wsi", "features", slide, "-o", out, "--encoder", encoder,
+                       "--input-size", "32", "--device", "cpu", *SEGMENT, *PATCH)
+    assert code == 0, err
+    checkpoint = write_clam_checkpoint(tmp_path / "clam.pt")
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, out / "features" / "h5_files" / "s7.h5",
+                       "-o", tmp_path / "scores", "--device", "cpu")
+    assert code == 0, err
+    scores = tmp_path / "scores" / "s7_attention.h5"
+    other = write_test_slide(tmp_path / "other.tif", seed=8)
+    args = ["wsi", "heatmap", "--scores", scores, "--vis-level", "1", "--device", "cpu"]
+    code, _, err = cli(capsys, *args, other, "-o", tmp_path / "a")
+    assert code == 2 and "s7_attention.h5 was made from slide s7.tif, not from other.tif" in err, err
+    code, _, err = cli(capsys, *args, slide, "-o", tmp_path / "b")
+    assert code == 0, err

@@ -311,6 +311,28 @@ def test_cli_help_says_what_it_serves(capsys):
         assert phrase in text, phrase
 
 
+def test_scores_made_from_another_slide_of_the_same_size_are_refused(run_folder, tmp_path):
+    """A blockmap of another slide of the same level-0 size had every patch inside this one and was
+    shown over it without a word; a `wsi run` output records its slide's content hash."""
+    import shutil
+
+    import h5py
+
+    from attnmap.file_hash import content_sha256
+
+    (slide,) = discover(run_folder)
+    scores = tmp_path / "other_blockmap.h5"
+    shutil.copy(run_folder / "heatmaps" / "slide_a" / "slide_a_blockmap.h5", scores)
+    with h5py.File(scores, "a") as handle:
+        handle.attrs.update({"slide": "other.tif", "slide_sha256": "0" * 64})
+    with pytest.raises(InputError, match="_blockmap.h5 was made from slide other.tif, not from slide_a.tif"):
+        discover(slide.slide_path, [scores])
+    with h5py.File(scores, "a") as handle:  # the same bytes under another name: the same slide
+        handle.attrs["slide_sha256"] = content_sha256(slide.slide_path)
+    (alone,) = discover(slide.slide_path, [scores])
+    assert "attention" in alone.score_sets
+
+
 def test_scores_of_another_slide_or_a_file_that_is_no_slide_are_refused(run_folder, tmp_path):
     import h5py
 

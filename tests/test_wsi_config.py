@@ -469,3 +469,25 @@ def test_a_dense_overlap_warns_what_it_costs(setup: Path) -> None:
         warnings.simplefilter("error", DenseOverlapWarning)
         for overlap in (0.0, 0.5, 0.75):  # at most 16 per block-grid patch
             _load(setup, heatmap={"overlap": overlap})
+
+
+def test_a_slide_folder_or_pattern_as_slides_csv_says_what_slides_csv_takes(setup: Path) -> None:
+    """``slides.csv: slides/`` (the folder of slides) was "not found", though the folder is there,
+    and a pattern (``slides/*.tif``) the same; slides.csv takes a CSV file listing the slides."""
+    with pytest.raises(InputError, match=r"^slides.csv .*slides is a folder, not a CSV file: list the slides "
+                       r"in a CSV \(column slide_path or slide_id\)"):
+        _load(setup, slides={"csv": "slides"})
+    pattern = r"^slides.csv .*\*.tif names no file \(patterns are not expanded\): list the slides in a CSV"
+    with pytest.raises(InputError, match=pattern):
+        _load(setup, slides={"csv": "slides/*.tif"})
+    with pytest.raises(FileNotFoundError, match="slides.csv not found"):
+        _load(setup, slides={"csv": "missing.csv"})
+
+
+def test_a_missing_slides_data_dir_is_named_not_every_slide(setup: Path) -> None:
+    """A misspelt (or file) ``slides.data_dir`` was reported as "N slide(s) not found" with a path
+    under it, as if the slides were missing; the key itself is named now."""
+    with pytest.raises(InputError, match=r"^slides.data_dir .*slidez does not exist \(the folder the slide "):
+        _load(setup, slides={"data_dir": "slidez"})
+    with pytest.raises(InputError, match=r"^slides.data_dir .*slides.csv is a file, not a folder"):
+        _load(setup, slides={"data_dir": "slides.csv"})

@@ -433,6 +433,29 @@ def test_a_dicom_folder_is_a_slide(tmp_path: Path, capsys: pytest.CaptureFixture
         open_slide(empty)
 
 
+def test_a_dicom_folder_named_by_uid_keeps_its_whole_name(tmp_path: Path, capsys) -> None:
+    """DICOM folders are named by UID: `wsi heatmap` took the folder's name up to
+    its last dot, so ``1.2.826.0.1.7`` wrote ``1.2.826.0.1_heatmap.png``, unlike every other
+    command, and a second series ``1.2.826.0.1.8`` overwrote it. Its tissue file (of the level-0
+    instance the folder is read by) is this slide's, not another's."""
+    pytest.importorskip("pydicom")
+    from cli_runner import run_cli
+
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    image = slide_image()
+    folder = write_dicom_wsi(tmp_path / "1.2.826.0.1.7", image)
+    code, _, err = run_cli(capsys, "wsi", "segment", folder, "-o", tmp_path / "out", "--seg-level", "1",
+                           "--a-t", "0.05", "--a-h", "0.01")
+    assert code == 0, err
+    tissue = tmp_path / "out" / "tissue" / "1.2.826.0.1.7.json"
+    scores = save_scores_h5(tmp_path / "scores.h5", np.array([[0, 0], [256, 0], [0, 256]]), np.arange(3.0))
+    code, _, err = run_cli(capsys, "wsi", "heatmap", folder, "--scores", scores, "--patch-size", "256",
+                           "--tissue", tissue, "-o", tmp_path / "heat")
+    assert code == 0, err
+    assert [path.name for path in (tmp_path / "heat").iterdir()] == ["1.2.826.0.1.7_heatmap.png"]
+
+
 def test_the_tissue_file_says_which_library_read_the_slide(tmp_path: Path) -> None:
     """The same .tif opens through OpenSlide (page pyramid) or tiffslide (SubIFDs, strips): which
     one, and the pixel size it reported, were said nowhere."""

@@ -553,3 +553,29 @@ def test_a_slide_id_held_by_two_runs_of_a_cohort_is_scored_against_its_own_annot
     single_froc = json.loads((tmp_path / "alone.json").read_text())["froc"]
     assert report["froc"]["n_lesions"] == 2 * single_froc["n_lesions"]
     assert report["unmatched_annotations"] == [] and "matching no slide" not in capsys.readouterr().err
+
+
+def test_geojson_refuses_the_tissue_file_of_another_slide(tmp_path, capsys):
+    """``--tissue-file`` of another slide put that slide's contours beside these patches in QuPath,
+    without a word; both files record the slide they were made from (its content hash)."""
+    import h5py
+    from cli_runner import run_cli
+
+    run = write_run_folder(tmp_path, fine=False)
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    with h5py.File(blockmap, "a") as handle:
+        handle.attrs.update({"slide": "slide_a.tif", "slide_sha256": "a" * 64})
+    tissue = run / "tissue" / "slide_a.json"
+    payload = json.loads(tissue.read_text())
+    other = tmp_path / "slide_b.json"
+    record = {"slide": "slide_b.tif", "slide_sha256": "b" * 64}
+    other.write_text(json.dumps({**payload, "provenance": record}))
+    args = ["wsi", "geojson", blockmap, "-o", tmp_path / "s.geojson", "--tissue-file"]
+    code, _, err = run_cli(capsys, *args, other)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "slide_b.json was made from slide slide_b.tif, not from slide_a.tif" in err
+    assert not (tmp_path / "s.geojson").exists()
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps({**payload, "provenance": {**record, "slide_sha256": "a" * 64}}))
+    code, _, err = run_cli(capsys, *args, same)
+    assert code == 0 and (tmp_path / "s.geojson").is_file(), err

@@ -383,6 +383,27 @@ def test_a_patch_file_brought_for_another_patch_size_is_refused(setup: Path, tmp
     assert not SlideOutputs(out, entry.slide_id).features_h5.exists()
 
 
+def test_a_patch_file_brought_from_another_slide_is_refused(setup: Path, tmp_path: Path) -> None:
+    """CLAM's patch file records the size of the slide level it was cut from (``level_dim``): one of
+    another slide (a rescan, a slide of the same name), its corners inside this one, was used as
+    this slide's patches without a word."""
+    out = tmp_path / "out"
+    config = _config(setup, out)  # 64-px patches at level 0 of a 1024×768 slide
+    entry = read_slide_list(config)[0]
+    (out / "patches").mkdir(parents=True)
+    with h5py.File(out / "patches" / "slide_0.h5", "w") as handle:
+        stored = handle.create_dataset("coords", data=np.array([[256, 256], [320, 256]], dtype=np.int64))
+        stored.attrs.update({"patch_size": 64, "patch_level": 0, "level_dim": np.array([40000, 30000])})
+    with pytest.raises(InputError, match=r"slide_0.h5 records patches of a 40000×30000 level 0, "
+                       r"slide slide_0 is 1024×768 there"):
+        run_slide(entry, config)
+    assert (out / "patches" / "slide_0.h5").is_file()  # the user's file: kept
+    assert not SlideOutputs(out, "slide_0").features_h5.exists()
+    with h5py.File(out / "patches" / "slide_0.h5", "a") as handle:  # this slide's: used as it is
+        handle["coords"].attrs["level_dim"] = np.array([1024, 768])
+    assert run_slide(entry, config)["n_patches"] == 2
+
+
 @pytest.mark.parametrize("rows", [3, None])  # None: as many rows as the patches, other positions
 def test_features_brought_for_other_patches_are_refused_not_overwritten(
     setup: Path, tmp_path: Path, rows: int | None

@@ -149,6 +149,7 @@ def attention(
     from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
     from attnmap.provenance import provenance
+    from attnmap.wsi.pipeline.stage_files import slide_record
 
     model = load_mil(checkpoint).to(resolved_device(device))
     # the options are checked against the model once, so the error names them, not the first bag
@@ -193,7 +194,10 @@ def attention(
                         write_csv=not no_csv,
                         chunk_size=chunk_size,
                         model_name=checkpoint.name,
-                        extra_provenance={"checkpoint": str(checkpoint), "bag": str(path)},
+                        # the bag's slide, so `wsi heatmap` refuses these scores on another one
+                        extra_provenance={
+                            "checkpoint": str(checkpoint), "bag": str(path), **slide_record(path)
+                        },
                         methods=methods,
                         target=target,
                         progress=not quiet(),

@@ -86,7 +86,7 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
     from attnmap.wsi.pipeline.config import SlideEntry
     from attnmap.wsi.pipeline.outputs import SlideOutputs
     from attnmap.wsi.slide import open_slide
-    from attnmap.wsi.slide_files import dicom_instance
+    from attnmap.wsi.slide_files import dicom_instance, slide_name
 
     entries = []
     for path in slides:
@@ -95,9 +95,9 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
             if instance is None:
                 raise click.BadParameter(f"{path} is a folder without DICOM files, not a slide",
                                          param_hint="SLIDES")
-            entries.append(SlideEntry(str(instance), path.name))
+            entries.append(SlideEntry(str(instance), slide_name(path)))
         else:
-            entries.append(SlideEntry(str(path), path.stem))
+            entries.append(SlideEntry(str(path), slide_name(path)))
     ids = [entry.slide_id for entry in entries]
     if len(set(ids)) != len(ids):
         raise click.BadParameter(
@@ -253,7 +253,7 @@ def heatmap(
     """Draw a heatmap of per-patch scores (or of a CLAM model's attention on a features file)."""
     from dataclasses import asdict
 
-    from attnmap.cli.wsi_heatmap_inputs import recorded_patch_size
+    from attnmap.cli.wsi_heatmap_inputs import check_inputs_made_from, recorded_patch_size
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
@@ -261,6 +261,7 @@ def heatmap(
     from attnmap.wsi.pipeline.stage_files import features_patch_size, load_tissue, scores_file_patch_size
     from attnmap.wsi.scores_io import load_scores_h5
     from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.slide_files import slide_name
 
     style = HeatmapStyle(**from_options(HeatmapStyle, "style", options))
     files = from_options(HeatmapConfig, "files", options)  # tiff, tiff_level, scale, legend: the config's
@@ -272,13 +273,14 @@ def heatmap(
     drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
     with open_slide(slide) as opened:  # before any drawing: another slide's mask colours wrong places
         tissue = load_tissue(tissue_json, of_slide=opened) if tissue_json else None
+    check_inputs_made_from(slide, scores, features_h5, tissue_json)  # another slide's, even of its size
     if scores is not None:
         coords, values = load_scores_h5(scores, method)
         with open_slide(slide) as opened:  # a patch size recorded at a level: its downsample
             stored_patch = recorded_patch_size(scores_file_patch_size, scores, opened, patch_size)
         parameters = {**drawn, "scores": scores.name, "score_set": method}
         record = provenance(method="heatmap", parameters=parameters, slide=slide.name)
-        title = f"{slide.stem} · {scores.name}" + (f" · {method}" if method != "attention" else "")
+        title = f"{slide_name(slide)} · {scores.name}" + (f" · {method}" if method != "attention" else "")
         label = "score"
     else:
         from attnmap.mil import infer_bag, load_mil, read_bag
@@ -299,8 +301,8 @@ def heatmap(
         with open_slide(slide) as opened:
             stored_patch = recorded_patch_size(features_patch_size, features_h5, opened, patch_size)
         probability = float(bag_result.probs.reshape(-1)[bag_result.prediction])
-        title = (f"{slide.stem} · CLAM attention ({model.name}) · predicted class {bag_result.prediction} "
-                 f"(p = {probability:.3f})")
+        title = (f"{slide_name(slide)} · CLAM attention ({model.name}) · predicted class "
+                 f"{bag_result.prediction} (p = {probability:.3f})")
         label = "attention"
         record = provenance(
             method="clam_attention_raw_heatmap", parameters=drawn, model=model, model_name=model.name,
@@ -316,7 +318,7 @@ def heatmap(
     if patch_size is None:
         raise InputError(f"{source.name} does not record the patch size: give --patch-size (level-0 pixels)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tiff = out_dir / f"{slide.stem}_heatmap.tif"
+    tiff = out_dir / f"{slide_name(slide)}_heatmap.tif"
     # an earlier run's TIFF beside this PNG would be taken for this heatmap's: removed (only attnmap's)
     stale_tiff = not files["tiff"] and tiff.is_file() and made_by_attnmap(tiff)
     if stale_tiff:
@@ -326,7 +328,7 @@ def heatmap(
         coords,
         values,
         patch_size,
-        out_dir / f"{slide.stem}_heatmap.png",
+        out_dir / f"{slide_name(slide)}_heatmap.png",
         style,
         tissue=tissue,
         tiff=tiff if files["tiff"] else None,

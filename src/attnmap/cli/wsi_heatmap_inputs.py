@@ -22,3 +22,14 @@ def recorded_patch_size(read: Any, path: Path, opened: Any, given: int | None) -
         if given is None:
             raise InputError(f"{error}: give --patch-size (level-0 pixels)") from None
         return None
+
+
+
+def check_inputs_made_from(slide: Path, *sources: Path | None) -> None:
+    """`InputError` when a scores, features or tissue file records being made from a slide whose
+    bytes differ from ``slide``'s (`attnmap.wsi.pipeline.stage_files.check_made_from`)."""
+    from attnmap.wsi.pipeline.stage_files import check_made_from, output_record
+
+    for source in sources:
+        if source is not None:
+            check_made_from(source, output_record(source), slide)

@@ -244,8 +244,10 @@ def _single_slide(
         raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
     sets: dict[str, ScoreSet] = {}
     from attnmap.wsi.heatmap.fine_store import is_fine_map_file
+    from attnmap.wsi.pipeline.stage_files import check_made_from, output_record
 
     for score_file in scores:
+        check_made_from(score_file, output_record(Path(score_file)), path)  # another slide's, same size
         found = (
             {(fine := read_fine_score_set(Path(score_file))).method: fine}
             if is_fine_map_file(score_file)

@@ -196,6 +196,10 @@ def export_blockmap_geojson(
             )
             raise InputError(f"tissue contours not found: {tissue_file}{hint}")
         _not_over(out, tissue_file)
+        from attnmap.wsi.pipeline.stage_files import check_same_slide, output_record
+
+        made = output_record(scores_file)  # contours of another slide beside these patches: refused
+        check_same_slide(tissue_file, output_record(tissue_file), made.get("slide_sha256"), made.get("slide"))
         try:  # rings as numbers here: text in a ring failed later, as an internal error
             contours = json.loads(tissue_file.read_text())["contours"]
             if not isinstance(contours, list):

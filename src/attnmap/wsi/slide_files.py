@@ -118,6 +118,12 @@ def tiff_damage(path: Path) -> str | None:
     return None
 
 
+def slide_name(path: Path) -> str:
+    """The name a slide's outputs take: a file's name without its suffix, a DICOM folder's whole
+    name (folders are named by UID, whose dots are no suffix: ``1.2.826.0.1.7``)."""
+    return path.name if path.is_dir() else path.stem
+
+
 def dicom_instance(folder: Path) -> Path | None:
     """The file OpenSlide opens a DICOM WSI folder by: its largest DICOM file (the full-resolution
     instance; OpenSlide finds the series' other levels beside it), or None when it holds none.

@@ -28,8 +28,19 @@ def check_config(config: PipelineConfig) -> None:
     checked by the annotations when the configuration is built)."""
     if not config.slides.csv:
         raise InputError("slides.csv is required: a CSV listing the slides (column slide_path or slide_id)")
-    if not Path(config.slides.csv).is_file():
+    csv_path = Path(config.slides.csv)
+    takes = "list the slides in a CSV (column slide_path or slide_id), docs/wsi_config_example.yaml"
+    if csv_path.is_dir():  # the folder of the slides: "not found" it is not
+        raise InputError(f"slides.csv {csv_path} is a folder, not a CSV file: {takes}")
+    if not csv_path.is_file() and any(mark in csv_path.name for mark in "*?["):
+        raise InputError(f"slides.csv {csv_path} names no file (patterns are not expanded): {takes}")
+    if not csv_path.is_file():
         raise FileNotFoundError(2, "slides.csv not found", config.slides.csv)
+    data_dir = Path(config.slides.data_dir) if config.slides.data_dir else None
+    if data_dir is not None and not data_dir.is_dir():  # else every slide "not found" under it
+        state = "is a file, not a folder" if data_dir.exists() else "does not exist"
+        raise InputError(f"slides.data_dir {data_dir} {state} (the folder the slide paths and ids of "
+                         "slides.csv are relative to)")
     if not config.model.checkpoint:
         raise InputError("model.checkpoint is required: a CLAM checkpoint (.pt state_dict)")
     if not Path(config.model.checkpoint).is_file():

@@ -38,6 +38,7 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
     that has just checked them, without opening each one again.
     """
     from attnmap.io_utils import csv_delimiter  # NumPy: `wsi run --help` imports this module, needs none
+    from attnmap.wsi.slide_files import dicom_instance, slide_name
 
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
@@ -67,14 +68,11 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
         if not name:
             raise InputError(f"{csv_path} has a row without a slide: {row}")
         path = _slide_file(Path(name).expanduser(), base, config.slides.extension)
-        slide_id = (row.get("slide_id") or "").strip() or path.stem
+        slide_id = (row.get("slide_id") or "").strip() or slide_name(path)
         if path.is_dir():  # a DICOM WSI: a folder of instances, read through its level-0 file
-            from attnmap.wsi.slide_files import dicom_instance
-
             instance = dicom_instance(path)
             if instance is None:
                 raise InputError(f"{csv_path}: {path} is a folder, not a slide file")
-            slide_id = (row.get("slide_id") or "").strip() or path.name
             path = instance
         if "/" in slide_id or "\\" in slide_id or slide_id in (".", ".."):
             raise InputError(

@@ -57,6 +57,65 @@ def load_tissue(path: str | Path, of_slide: Any = None) -> Any:
     return tissue
 
 
+def check_made_from(source: str | Path, record: Mapping[str, Any], slide_path: str | Path) -> None:
+    """`InputError` when ``record`` (the provenance of ``source``, a stage output) names a slide
+    whose bytes differ from those of ``slide_path`` (`check_same_slide`); a DICOM slide given as
+    its folder is its level-0 instance, the file `wsi run` reads and records."""
+    if record.get("slide_sha256"):
+        from attnmap.file_hash import content_sha256
+        from attnmap.wsi.slide_files import dicom_instance
+
+        slide_path = Path(slide_path)
+        slide_file = (dicom_instance(slide_path) or slide_path) if slide_path.is_dir() else slide_path
+        if slide_file.is_file():  # a slide that does not open is named by its reader
+            check_same_slide(source, record, content_sha256(slide_file), slide_path.name)
+
+
+def check_same_slide(source: str | Path, record: Mapping[str, Any], sha256: Any, name: Any) -> None:
+    """`InputError` when ``record`` (the provenance of ``source``) names a slide other than the one
+    of content hash ``sha256`` (called ``name``).
+
+    Why the content, not the name or the size: a slide renamed or moved is still the slide, and two
+    slides of one scanner often share their level-0 size; the features, scores or tissue of one
+    drawn on the other coloured where the first slide's tissue lay, without a word. A hash missing
+    on either side (another tool's file, an older attnmap's) is not checked.
+    """
+    recorded = record.get("slide_sha256")
+    if recorded and sha256 and str(recorded) != str(sha256):
+        made = record.get("slide") or "another slide"
+        raise InputError(
+            f"{Path(source).name} was made from slide {made}, not from {name} (their bytes differ): "
+            "give files of one slide"
+        )
+
+
+def output_record(path: str | Path) -> dict[str, Any]:
+    """The provenance a stage output carries: an h5 file's attributes, a tissue JSON's
+    ``provenance``, else the sidecar ``<file>.json`` (a features ``.pt``); {} when there is none."""
+    import h5py
+
+    from attnmap.provenance import read_sidecar
+
+    path = Path(path)
+    try:
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as handle:
+                return {key: value for key, value in handle.attrs.items() if isinstance(value, str)}
+        if path.suffix == ".json":
+            record = json.loads(path.read_text()).get("provenance")
+            return dict(record) if isinstance(record, dict) else {}
+        return read_sidecar(path)
+    except (OSError, ValueError, AttributeError, InputError):
+        return {}
+
+
+def slide_record(path: str | Path) -> dict[str, str]:
+    """The slide an output records being made from (``slide``, ``slide_sha256``), for an output
+    made from it in turn to carry on (`mil attention`'s scores of a features file); {} if none."""
+    record = output_record(path)
+    return {key: str(record[key]) for key in ("slide", "slide_sha256") if record.get(key)}
+
+
 def _read_tissue(path: str | Path) -> Any:
     from attnmap.wsi.tissue import Tissue, TissuePolygon
 
@@ -78,6 +137,37 @@ def _read_tissue(path: str | Path) -> Any:
         )
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise InputError(f"{path} is not a tissue file written by attnmap: {error}") from error
+
+
+def check_brought_patches(path: Path, slide: Any, patch_size: int, level: int, slide_id: str) -> None:
+    """`InputError` when a patch file the run did not write (CLAM's, brought by the user) is for
+    patches of another size or level than ``patch_size`` at ``level``, or records (CLAM's
+    ``level_dim``) a level size other than ``slide``'s: another slide's grid, its corners perhaps
+    all inside this one, or a grid cut at this run's size, would map the wrong tissue, silently."""
+    import h5py
+
+    from attnmap.wsi.patch_geometry import file_geometry
+
+    recorded = file_geometry(path)
+    if recorded is not None and (recorded.size, recorded.level) != (patch_size, level):
+        raise InputError(
+            f"{path} records {recorded.size}-px patches at level {recorded.level}, this run asks for "
+            f"patching.patch_size {patch_size} at patching.level {level}: set those to the file's, or "
+            "move the file away"
+        )
+    with h5py.File(path, "r") as handle:
+        size = handle["coords"].attrs.get("level_dim")
+    try:
+        width, height = (int(value) for value in np.asarray(size).reshape(-1))
+    except (TypeError, ValueError):  # not recorded (or not two numbers): nothing to compare
+        return
+    if level < slide.level_count:  # readers may round a reduced level's size apart by a pixel
+        own_width, own_height = slide.level_dimensions[level]
+        if abs(width - own_width) > 1 or abs(height - own_height) > 1:
+            raise InputError(
+                f"{path} records patches of a {width}×{height} level {level}, slide {slide_id} is "
+                f"{own_width}×{own_height} there: the file is another slide's; move it away"
+            )
 
 
 def save_coords(

@@ -33,6 +33,7 @@ from attnmap.wsi.pipeline.outputs import (
     made_by_attnmap,
 )
 from attnmap.wsi.pipeline.stage_files import (
+    check_brought_patches,
     load_blockmap,
     load_coords,
     load_tissue,
@@ -46,11 +47,14 @@ from attnmap.wsi.pipeline.stage_files import (
 def slide_provenance(
     config: PipelineConfig, entry: SlideEntry, method: str, sections: tuple[str, ...], **extra: object
 ) -> dict[str, str]:
+    from attnmap.file_hash import content_sha256
+
     return provenance(
         method=method,
         parameters=config.stage_parameters(*sections),
         slide=Path(entry.path).name,
         slide_id=entry.slide_id,
+        slide_sha256=content_sha256(entry.path),  # which slide, renamed or not (`check_made_from`)
         **extra,
     )
 
@@ -141,15 +145,7 @@ def patch_stage(
     if reason is None:
         coords = load_coords(outputs.patches)
         if coords is not None:
-            # a patch file brought by the user (CLAM's) for patches of another size or level: its
-            # grid cut at this run's size would map a fraction of each patch, silently
-            recorded = file_geometry(outputs.patches)
-            if recorded is not None and (recorded.size, recorded.level) != (p.patch_size, p.level):
-                raise InputError(
-                    f"{outputs.patches} records {recorded.size}-px patches at level {recorded.level}, "
-                    f"this run asks for patching.patch_size {p.patch_size} at patching.level {p.level}: "
-                    "set those to the file's, or move the file away"
-                )
+            check_brought_patches(outputs.patches, slide, p.patch_size, p.level, entry.slide_id)
             return coords, None
         reason = "damaged: no N×2 coords"
     coords = patch_grid(
