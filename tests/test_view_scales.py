@@ -36,3 +36,35 @@ def test_every_mil_relevance_method_is_drawn_signed_even_when_all_its_scores_are
     assert sets[method].scale.kind == "diverging"
     assert sets[method].scale.low == -sets[method].scale.high
     assert sets["attention"].scale.kind == "robust"  # raw attention: zero means nothing
+
+
+def _report(run: Path, cmap: str) -> None:
+    """A `run_report.json` recording the colour map the run drew its heatmaps with."""
+    import json
+
+    parameters = json.dumps({"heatmap": {"cmap": cmap}})
+    (run / "run_report.json").write_text(json.dumps({"provenance": {"parameters": parameters}}))
+
+
+def test_a_rerun_that_only_changes_the_colour_map_changes_the_slides_version(tmp_path):
+    """A rerun with another `heatmap.cmap` redraws only the pictures: the scores are the same. The
+    slide's version (what an open page compares to know it must reload) was a digest of the scores,
+    so it stayed, and the open page kept its colour bar in the old colour map over tiles drawn in
+    the new one."""
+    from view_fixtures import write_run_folder
+
+    from attnmap.view import ViewerContent, find_slides
+
+    run = write_run_folder(tmp_path, fine=False)
+    _report(run, "jet")
+    content = ViewerContent(find_slides(run), reload=lambda: find_slides(run), watch=[run], check_interval=0)
+    try:
+        before = content.slide_version(0)
+        assert content.info(0)["methods"][0]["scale"]["cmap"] == "jet"
+        _report(run, "viridis")
+        content.refresh()
+        assert content.info(0)["methods"][0]["scale"]["cmap"] == "viridis"
+        assert content.slide_version(0) != before  # the open page reloads: bar and tiles in viridis
+        assert content.info(0)["version"] == content.slide_version(0)
+    finally:
+        content.close()

@@ -66,11 +66,14 @@ def source_state(paths) -> tuple:
 
 
 def slide_digest(slide: ViewSlide) -> str:
-    """A digest of what the viewer shows of ``slide``, from the data read (scores, prediction,
-    outlines) and the identity of the files read lazily (the slide, fine maps).
+    """A digest of what the viewer shows of ``slide``, from the data read (scores, their colour
+    scales and notes, prediction, outlines) and the identity of the files read lazily (the slide,
+    fine maps).
 
     Why the data and not the files' times: a rerun may write a file while it is read; the digest
     then names what was read, so an open page reloads exactly when its slide's picture changed.
+    Why the scales: a rerun with another ``heatmap.cmap`` keeps every score, and an open page kept
+    its colour bar in the old colour map over tiles drawn in the new one.
     """
     import hashlib
 
@@ -82,6 +85,8 @@ def slide_digest(slide: ViewSlide) -> str:
         digest.update(
             repr((name, score_set.patch_size, fine and (str(fine.path), source_state([fine.path])))).encode()
         )
+        scales = [score_set.scale.to_json(), fine and fine.scale.to_json(), score_set.note]
+        digest.update(json.dumps(scales, sort_keys=True).encode())
         digest.update(np.ascontiguousarray(score_set.coords).tobytes())
         digest.update(np.ascontiguousarray(score_set.scores).tobytes())
     for rings in (slide.tissue, slide.annotations):
