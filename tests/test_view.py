@@ -1045,6 +1045,22 @@ def test_a_folder_of_loose_blockmaps_says_how_to_view_one(run_folder, tmp_path):
     assert f"--scores {loose / 'slide_a_blockmap.h5'}" in message and "\n" not in message
 
 
+def test_an_export_given_as_the_path_says_how_to_open_it(run_folder, tmp_path, capsys):
+    """`attnmap view site/` on the folder `--export site/` wrote got only the list of what a path
+    may be; it now says the folder is an export and how to open it."""
+    from attnmap.view import export_static
+
+    content = ViewerContent(discover(run_folder))
+    export_static(content, tmp_path / "site")
+    content.close()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["view", str(tmp_path / "site"), "--no-browser"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "viewer export" in err
+    assert str(tmp_path / "site" / "index.html") in err and "python -m http.server" in err
+
+
 @pytest.mark.parametrize(("signum", "status", "last"), [
     (signal.SIGINT, 0, "stopped"),  # Ctrl+C: the way the server is meant to be stopped
     (signal.SIGTERM, 143, "attnmap: stopped by SIGTERM"),  # `kill`, a scheduler (SIGHUP the same way)

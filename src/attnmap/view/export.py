@@ -33,7 +33,7 @@ def _static_files(node, prefix: str):
             yield f"{prefix}{child.name}"
 
 
-def _is_export(out: Path) -> bool:
+def is_export(out: Path) -> bool:
     """Whether ``out`` holds an earlier export: its page and the data files every export writes.
 
     Why not the page alone: any folder with an ``index.html`` (the demo's, a web site's) passed
@@ -46,7 +46,7 @@ def _prepare(out: Path) -> None:
     """Check and create the target before any tile is drawn: a bad target fails in one line, at once."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--export target {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_export(out):
+    if out.is_dir() and any(out.iterdir()) and not is_export(out):
         raise InputError(f"--export target {out} is a non-empty folder that is not a viewer export")
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -219,6 +219,13 @@ def find_slides(
         raise InputError(
             f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {path.parent.parent}"
         )
+    from attnmap.view.export import is_export
+
+    if is_export(path):  # `attnmap view --export`'s folder: a page, not a run to serve again
+        raise InputError(
+            f"{path} is a viewer export (`attnmap view --export`): open {path / 'index.html'} in a "
+            f"browser, or serve the folder: python -m http.server -d {path}"
+        )
     loose = sorted(path.glob("*_blockmap.h5"))
     if loose:  # scores without the run layout (`attnmap demo`'s folder): the slide must be named
         more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
