@@ -620,6 +620,29 @@ def test_a_cohort_shows_the_slides_that_read_and_names_the_others_with_why(tmp_p
         discover(failed)
 
 
+def test_a_failed_slide_whose_id_is_not_its_file_name_is_named_by_its_id(tmp_path, monkeypatch):
+    """A slide list with a ``slide_id`` column (ids unlike the file names, as TCGA barcodes beside
+    scanner file names): a failed slide was named by its file's stem, and its folder (emptied by the
+    failed rerun) was called "left from an earlier run", as though the slide were not in the list."""
+    from synthetic_slide_files import write_pipeline_setup
+
+    config = write_pipeline_setup(tmp_path / "project", n_slides=1)
+    (config.parent / "slides.csv").write_text("slide_path,slide_id,label\nslide_0.tif,P0,0\n")
+    config.write_text(config.read_text().replace("extension: .tif", "extension: ''"))
+    slide = config.parent / "slides" / "slide_0.tif"
+    slide.write_bytes(slide.read_bytes()[:5000])  # cut short: fails in the run
+    monkeypatch.chdir(config.parent)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["wsi", "run", config.name, "--quiet"])
+    assert exit_info.value.code == 1
+    out = config.parent / "out"
+    (out / "heatmaps" / "P0").mkdir(parents=True, exist_ok=True)  # what a failed rerun leaves of it
+    with pytest.raises(InputError) as error:
+        find_slides(out)
+    assert str(error.value).startswith(f"nothing to view in {out}: slide P0: failed in the run: InputError: ")
+    assert "more slide(s)" not in str(error.value)  # one slide, said once
+
+
 def test_export_into_a_place_it_cannot_write_fails_at_once(run_folder, tmp_path, capsys, monkeypatch):
     from attnmap.view import export_static
 
