@@ -525,6 +525,37 @@ def test_exporting_again_into_an_export_leaves_nothing_of_the_earlier_one(tmp_pa
     assert (site / "tiles" / "0" / "slide_files" / "10" / "0_0.jpeg").is_file()
 
 
+def test_an_interrupted_export_is_no_page_to_open_and_the_next_export_completes_it(tmp_path, monkeypatch):
+    """Ctrl+C during `--export` left the page and the slide list (written first) beside the tiles of
+    only the slides done: it opened as a whole export, each later slide failing in the browser. Over
+    an earlier export, the earlier page was kept beside the new, partial data."""
+    import attnmap.view.export as export
+
+    write_run_folder(tmp_path, "slide_a", fine=False)
+    run = write_run_folder(tmp_path, "slide_b", seed=1, fine=False)
+    site = tmp_path / "site"
+    layer = export._export_layer
+
+    def interrupted(content, out, index, name, bar):
+        if index == 1:
+            raise KeyboardInterrupt
+        return layer(content, out, index, name, bar)
+
+    for earlier in (False, True):  # into a new folder, and over a whole earlier export
+        if earlier:
+            main(["view", str(run), "--export", str(site), "--quiet"])
+            assert (site / "index.html").is_file()
+        monkeypatch.setattr(export, "_export_layer", interrupted)
+        content = ViewerContent(discover(run))
+        with pytest.raises(KeyboardInterrupt):
+            export.export_static(content, site)
+        content.close()
+        assert not (site / "index.html").exists() and not (site / "data" / "slides.js").exists()
+        monkeypatch.setattr(export, "_export_layer", layer)
+        main(["view", str(run), "--export", str(site), "--quiet"])  # an export still: taken over
+        assert (site / "index.html").is_file() and (site / "data" / "1" / "info.js").is_file()
+
+
 def test_a_browser_dropping_a_tile_request_prints_no_traceback(run_folder, capsys):
     server = make_server(ViewerContent(discover(run_folder)), port=0)
     try:
