@@ -527,33 +527,33 @@ def test_exporting_again_into_an_export_leaves_nothing_of_the_earlier_one(tmp_pa
 
 def test_an_interrupted_export_is_no_page_to_open_and_the_next_export_completes_it(tmp_path, monkeypatch):
     """Ctrl+C during `--export` left the page and the slide list (written first) beside the tiles of
-    only the slides done: it opened as a whole export, each later slide failing in the browser. Over
-    an earlier export, the earlier page was kept beside the new, partial data."""
+    only the layers done: it opened as a whole export, the rest failing in the browser. Over an
+    earlier export, the earlier page was kept beside the new, partial data."""
     import attnmap.view.export as export
 
-    write_run_folder(tmp_path, "slide_a", fine=False)
-    run = write_run_folder(tmp_path, "slide_b", seed=1, fine=False)
+    run = write_run_folder(tmp_path, "slide_a", fine=False)
     site = tmp_path / "site"
     layer = export._export_layer
 
     def interrupted(content, out, index, name, bar):
-        if index == 1:
+        if name != "slide":  # the slide's tiles written, its heatmaps not
             raise KeyboardInterrupt
         return layer(content, out, index, name, bar)
 
-    for earlier in (False, True):  # into a new folder, and over a whole earlier export
-        if earlier:
-            main(["view", str(run), "--export", str(site), "--quiet"])
-            assert (site / "index.html").is_file()
+    def stopped_export() -> None:
         monkeypatch.setattr(export, "_export_layer", interrupted)
         content = ViewerContent(discover(run))
         with pytest.raises(KeyboardInterrupt):
             export.export_static(content, site)
         content.close()
-        assert not (site / "index.html").exists() and not (site / "data" / "slides.js").exists()
         monkeypatch.setattr(export, "_export_layer", layer)
-        main(["view", str(run), "--export", str(site), "--quiet"])  # an export still: taken over
-        assert (site / "index.html").is_file() and (site / "data" / "1" / "info.js").is_file()
+        assert (site / "tiles" / "0" / "slide_files").is_dir()
+        assert not (site / "index.html").exists() and not (site / "data" / "slides.js").exists()
+
+    stopped_export()  # into a new folder
+    main(["view", str(run), "--export", str(site), "--quiet"])  # an export still: taken over, finished
+    assert (site / "index.html").is_file() and (site / "data" / "0" / "info.js").is_file()
+    stopped_export()  # over that whole export: its page goes first
 
 
 def test_a_browser_dropping_a_tile_request_prints_no_traceback(run_folder, capsys):
@@ -651,27 +651,28 @@ def test_a_cohort_shows_the_slides_that_read_and_names_the_others_with_why(tmp_p
         discover(failed)
 
 
-def test_a_failed_slide_whose_id_is_not_its_file_name_is_named_by_its_id(tmp_path, monkeypatch):
+def _cannot_read(entry) -> dict:
+    raise InputError(f"cannot read slide {entry.path}")
+
+
+def test_a_failed_slide_whose_id_is_not_its_file_name_is_named_by_its_id(tmp_path):
     """A slide list with a ``slide_id`` column (ids unlike the file names, as TCGA barcodes beside
     scanner file names): a failed slide was named by its file's stem, and its folder (emptied by the
-    failed rerun) was called "left from an earlier run", as though the slide were not in the list."""
-    from synthetic_slide_files import write_pipeline_setup
+    failed rerun) was called "left from an earlier run", as though the slide were not in the list.
+    The report is written as `wsi run` writes it (`run_tasks` over its slide entries)."""
+    from attnmap.parallel import run_tasks
+    from attnmap.wsi.pipeline.config import SlideEntry
 
-    config = write_pipeline_setup(tmp_path / "project", n_slides=1)
-    (config.parent / "slides.csv").write_text("slide_path,slide_id,label\nslide_0.tif,P0,0\n")
-    config.write_text(config.read_text().replace("extension: .tif", "extension: ''"))
-    slide = config.parent / "slides" / "slide_0.tif"
-    slide.write_bytes(slide.read_bytes()[:5000])  # cut short: fails in the run
-    monkeypatch.chdir(config.parent)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["wsi", "run", config.name, "--quiet"])
-    assert exit_info.value.code == 1
-    out = config.parent / "out"
-    (out / "heatmaps" / "P0").mkdir(parents=True, exist_ok=True)  # what a failed rerun leaves of it
+    out = tmp_path / "out"
+    (out / "heatmaps" / "P0").mkdir(parents=True)  # what a failed rerun leaves of its earlier outputs
+    entries = [SlideEntry(str(tmp_path / "slides" / "scan_0001.svs"), "P0")]
+    run_tasks(_cannot_read, entries, report=out / "run_report.json", retries=0, progress=False,
+              provenance={"method": "attnmap wsi run"})
     with pytest.raises(InputError) as error:
         find_slides(out)
-    assert str(error.value).startswith(f"nothing to view in {out}: slide P0: failed in the run: InputError: ")
-    assert "more slide(s)" not in str(error.value)  # one slide, said once
+    assert str(error.value) == f"nothing to view in {out}: slide P0: failed in the run: InputError: " + (
+        f"cannot read slide {entries[0].path}"
+    )  # one slide, said once, by its id
 
 
 def test_export_into_a_place_it_cannot_write_fails_at_once(run_folder, tmp_path, capsys, monkeypatch):
