@@ -1,4 +1,5 @@
-"""The colour scale the viewer gives each score set: the one its legend states and its tiles use."""
+"""What the viewer says of each slide: the colour scale of each score set (the one its legend states and
+its tiles use), the version an open page reloads on, the label."""
 
 from __future__ import annotations
 
@@ -66,5 +67,26 @@ def test_a_rerun_that_only_changes_the_colour_map_changes_the_slides_version(tmp
         assert content.info(0)["methods"][0]["scale"]["cmap"] == "viridis"
         assert content.slide_version(0) != before  # the open page reloads: bar and tiles in viridis
         assert content.info(0)["version"] == content.slide_version(0)
+    finally:
+        content.close()
+
+
+def test_a_slide_list_without_labels_gives_the_page_no_label(tmp_path):
+    """A slide CSV without a label column (allowed: the label is optional) makes `wsi run` record
+    ``"label": ""``; the page titled the slide "... — label" with nothing after it. No label is
+    given as none, as for a prediction without the field."""
+    import json
+
+    from view_fixtures import write_run_folder
+
+    from attnmap.view import ViewerContent, find_slides
+
+    run = write_run_folder(tmp_path, fine=False)
+    prediction = run / "heatmaps" / "slide_a" / "slide_a_prediction.json"
+    prediction.write_text(json.dumps({**json.loads(prediction.read_text()), "label": ""}))
+    content = ViewerContent(find_slides(run))
+    try:
+        assert content.slide_list()["slides"][0]["label"] is None
+        assert content.info(0)["prediction"]["label"] is None
     finally:
         content.close()
