@@ -547,6 +547,37 @@ def test_exporting_again_into_an_export_leaves_nothing_of_the_earlier_one(tmp_pa
     assert (site / "tiles" / "0" / "slide_files" / "10" / "0_0.jpeg").is_file()
 
 
+def test_an_interrupted_export_is_no_page_to_open_and_the_next_export_completes_it(tmp_path, monkeypatch):
+    """Ctrl+C during `--export` left the page and the slide list (written first) beside the tiles of
+    only the layers done: it opened as a whole export, the rest failing in the browser. Over an
+    earlier export, the earlier page was kept beside the new, partial data."""
+    import attnmap.view.export as export
+
+    run = write_run_folder(tmp_path, "slide_a", fine=False)
+    site = tmp_path / "site"
+    layer = export._export_layer
+
+    def interrupted(content, out, index, name, bar):
+        if name != "slide":  # the slide's tiles written, its heatmaps not
+            raise KeyboardInterrupt
+        return layer(content, out, index, name, bar)
+
+    def stopped_export() -> None:
+        monkeypatch.setattr(export, "_export_layer", interrupted)
+        content = ViewerContent(discover(run))
+        with pytest.raises(KeyboardInterrupt):
+            export.export_static(content, site)
+        content.close()
+        monkeypatch.setattr(export, "_export_layer", layer)
+        assert (site / "tiles" / "0" / "slide_files").is_dir()
+        assert not (site / "index.html").exists() and not (site / "data" / "slides.js").exists()
+
+    stopped_export()  # into a new folder
+    main(["view", str(run), "--export", str(site), "--quiet"])  # an export still: taken over, finished
+    assert (site / "index.html").is_file() and (site / "data" / "0" / "info.js").is_file()
+    stopped_export()  # over that whole export: its page goes first
+
+
 def test_a_browser_dropping_a_tile_request_prints_no_traceback(run_folder, capsys):
     server = make_server(ViewerContent(discover(run_folder)), port=0)
     try:
@@ -640,6 +671,30 @@ def test_a_cohort_shows_the_slides_that_read_and_names_the_others_with_why(tmp_p
     (run / "run_report.json").rename(failed / "run_report.json")
     with pytest.raises(InputError, match=r"^nothing to view in .*: slide slide_e: failed in the run"):
         discover(failed)
+
+
+def _cannot_read(entry) -> dict:
+    raise InputError(f"cannot read slide {entry.path}")
+
+
+def test_a_failed_slide_whose_id_is_not_its_file_name_is_named_by_its_id(tmp_path):
+    """A slide list with a ``slide_id`` column (ids unlike the file names, as TCGA barcodes beside
+    scanner file names): a failed slide was named by its file's stem, and its folder (emptied by the
+    failed rerun) was called "left from an earlier run", as though the slide were not in the list.
+    The report is written as `wsi run` writes it (`run_tasks` over its slide entries)."""
+    from attnmap.parallel import run_tasks
+    from attnmap.wsi.pipeline.config import SlideEntry
+
+    out = tmp_path / "out"
+    (out / "heatmaps" / "P0").mkdir(parents=True)  # what a failed rerun leaves of its earlier outputs
+    entries = [SlideEntry(str(tmp_path / "slides" / "scan_0001.svs"), "P0")]
+    run_tasks(_cannot_read, entries, report=out / "run_report.json", retries=0, progress=False,
+              provenance={"method": "attnmap wsi run"})
+    with pytest.raises(InputError) as error:
+        find_slides(out)
+    assert str(error.value) == f"nothing to view in {out}: slide P0: failed in the run: InputError: " + (
+        f"cannot read slide {entries[0].path}"
+    )  # one slide, said once, by its id
 
 
 def test_export_into_a_place_it_cannot_write_fails_at_once(run_folder, tmp_path, capsys, monkeypatch):
@@ -1065,6 +1120,22 @@ def test_a_folder_of_loose_blockmaps_says_how_to_view_one(run_folder, tmp_path):
         discover(loose)
     message = str(error.value)
     assert f"--scores {loose / 'slide_a_blockmap.h5'}" in message and "\n" not in message
+
+
+def test_an_export_given_as_the_path_says_how_to_open_it(run_folder, tmp_path, capsys):
+    """`attnmap view site/` on the folder `--export site/` wrote got only the list of what a path
+    may be; it now says the folder is an export and how to open it."""
+    from attnmap.view import export_static
+
+    content = ViewerContent(discover(run_folder))
+    export_static(content, tmp_path / "site")
+    content.close()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["view", str(tmp_path / "site"), "--no-browser"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "viewer export" in err
+    assert str(tmp_path / "site" / "index.html") in err and "python -m http.server" in err
 
 
 @pytest.mark.parametrize(("signum", "status", "last"), [

@@ -50,10 +50,17 @@ STAGE_TOPIC = "attnmap-stage"
 
 @dataclass
 class ItemResult:
-    """What happened to one input: ``status`` is "done", "skipped" or "failed"."""
+    """What happened to one input: ``status`` is "done", "skipped" or "failed".
+
+    ``item_id``: the name the input goes by besides ``item`` (its path), where it has one: a slide
+    entry's id, which names its outputs and which a slide list may set apart from the file's name.
+    Why recorded: a failed or pending item has no result saying it, and a reader of the report
+    (the viewer, `wsi evaluate`) named such a slide by its file's stem, another name.
+    """
 
     item: str
     status: str
+    item_id: str | None = None
     result: dict[str, Any] | None = None
     error_type: str | None = None
     message: str | None = None
@@ -121,6 +128,13 @@ def describe_item(item: object) -> str:
     if isinstance(path, (str, Path)):
         return str(path)
     return str(item)
+
+
+def describe_item_id(item: object) -> str | None:
+    """The name an item goes by besides its path (`ItemResult.item_id`): a ``slide_id`` attribute
+    (a slide entry's), else None."""
+    value = getattr(item, "slide_id", None)
+    return None if value is None else str(value)
 
 
 def run_item(
@@ -267,7 +281,10 @@ def run_tasks(
     run_report = RunReport(
         workers=workers, scheduler=scheduler, provenance=dict(provenance or {}), warnings=list(warnings)
     )
-    run_report.items = [ItemResult(item=describe_item(item), status="pending") for item in items]
+    run_report.items = [
+        ItemResult(item=describe_item(item), status="pending", item_id=describe_item_id(item))
+        for item in items
+    ]
     todo: list[int] = []
     for index, item in enumerate(items):
         if is_complete is not None and is_complete(item):

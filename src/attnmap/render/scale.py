@@ -5,9 +5,9 @@ mapping the pixels used. `ScoreScale` is that mapping; renderers call `unit` on 
 call `ticks`, and both carry `describe()` as the legend's caption.
 
 Defaults (`choose_scale`):
-- signed maps (LRP, gradient×input, occlusion; or any scores of both signs with the negative tail
-  more than `SIGNED_FRACTION` of the positive one) use a diverging map centred on zero, so "no
-  evidence" is white-ish and the sign reads as hue;
+- signed maps (LRP, gradient×input, integrated gradients, occlusion; or any scores of both signs
+  with the negative tail more than `SIGNED_FRACTION` of the positive one) use a diverging map
+  centred on zero, so "no evidence" is white-ish and the sign reads as hue;
 - unsigned maps use a linear scale between the 1st and 99th percentile of the scores ("robust"):
   unlike a percentile (rank) scale it keeps the gaps between scores, so a few patches far above the
   rest stand out instead of being spread into a uniform rainbow; unlike plain min-max a single
@@ -26,7 +26,16 @@ from attnmap.errors import InputError
 ScaleKind = Literal["robust", "minmax", "percentile", "diverging"]
 SCALE_KINDS: tuple[str, ...] = ("robust", "minmax", "percentile", "diverging")
 SIGNED_METHODS = frozenset(
-    {"lrp", "gradient_input", "gradient×input", "gradxinput", "occlusion", "lrp_signed"}
+    {
+        "lrp",
+        "gradient_x_input",  # the MIL methods' names (`attnmap.mil.explain.METHODS`, `scores_<method>`)
+        "integrated_gradients",
+        "gradient_input",
+        "gradient×input",
+        "gradxinput",
+        "occlusion",
+        "lrp_signed",
+    }
 )
 UNSIGNED_METHODS = frozenset({"attention", "attention_scores", "rollout", "attn_gradcam", "grad_rollout"})
 """Scores whose zero means nothing (raw MIL attention logits, rollout): never drawn as signed."""

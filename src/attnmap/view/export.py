@@ -6,6 +6,11 @@ drawn are left out (the page shows nothing there either way); each overlay's des
 slide's info lists, per level, which tiles were written, so the page never asks a static host or
 the disk for a missing file (each would be a console error). An earlier export in the same folder
 is cleared first: its tile of a patch, layer or slide that is gone would still show.
+
+Why the page and the slide list are written last (and an earlier export's page removed first): an
+export stopped midway (Ctrl+C) had both, and opened as a whole export whose later slides failed one
+by one in the browser. Stopped, it now has no page to open; ``data/version.js``, written first,
+still marks it as an export, so the next export into the folder takes it over.
 """
 
 from __future__ import annotations
@@ -33,20 +38,29 @@ def _static_files(node, prefix: str):
             yield f"{prefix}{child.name}"
 
 
-def _is_export(out: Path) -> bool:
-    """Whether ``out`` holds an earlier export: its page and the data files every export writes.
+VERSION_FILE = "data/version.js"
+"""The file every export writes first: what marks a folder as an export, finished or stopped."""
 
-    Why not the page alone: any folder with an ``index.html`` (the demo's, a web site's) passed
-    for one, and exporting into it replaced its page and deleted its ``data/`` and ``static/``.
+
+def is_export(out: Path) -> bool:
+    """Whether ``out`` holds an earlier export, finished or stopped midway: its `VERSION_FILE`.
+
+    Why not the page: any folder with an ``index.html`` (the demo's, a web site's) passed for one,
+    and exporting into it replaced its page and deleted its ``data/`` and ``static/``; and a stopped
+    export has no page (it is written last).
     """
-    return all((out / name).is_file() for name in ("index.html", "data/slides.js", "data/version.js"))
+    try:
+        with open(out / VERSION_FILE, "rb") as handle:
+            return handle.read(32).startswith(b'attnmapData("version"')
+    except OSError:
+        return False
 
 
 def _prepare(out: Path) -> None:
     """Check and create the target before any tile is drawn: a bad target fails in one line, at once."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--export target {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_export(out):
+    if out.is_dir() and any(out.iterdir()) and not is_export(out):
         raise InputError(f"--export target {out} is a non-empty folder that is not a viewer export")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -58,7 +72,9 @@ def _prepare(out: Path) -> None:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             reason = "not writable"
         raise InputError(f"--export target {out}: {reason}") from None
-    for owned in ("tiles", "data", "thumbs", "static"):  # an earlier export's files (index.html checked)
+    if (out / "index.html").is_file() and is_export(out):  # its page first: stopped, no page is left
+        (out / "index.html").unlink()
+    for owned in ("tiles", "data", "thumbs", "static"):  # an earlier export's files (checked above)
         if (out / owned).is_dir():
             shutil.rmtree(out / owned)
 
@@ -73,14 +89,14 @@ def export_static(content: ViewerContent, out_dir: str | Path, progress: bool = 
     """Write the page, its data and every tile under ``out_dir``; returns the page's path."""
     out = Path(out_dir)
     _prepare(out)
-    urls = ["index.html", "data/slides.js", "data/version.js"]
-    urls += [
+    urls = [VERSION_FILE] + [
         f"static/{name}"
         for name in _static_files(resources.files("attnmap.view") / "static", "")
         if name != "index.html"
     ]
+    last = ["data/slides.js", "index.html"]  # the slide list and the page: once every slide is written
     layers_of: list[list[str]] = []
-    total = len(urls)
+    total = len(urls) + len(last)
     for index, slide in enumerate(content.slides):
         grid = DeepZoomGrid(content.slide_tiles(index).slide.dimensions)
         layers = ["slide"] + [f"heat-{m}" for m in range(len(slide.score_sets))]
@@ -108,6 +124,9 @@ def export_static(content: ViewerContent, out_dir: str | Path, progress: bool = 
                 if info[name] is not None:
                     info[name]["present"] = present[name]
             _write(out, f"data/{index}/info.js", _js(f"info-{index}", info))
+            bar.update()
+        for url in last:
+            _write(out, url, content.get(url)[0])
             bar.update()
     return out / "index.html"
 

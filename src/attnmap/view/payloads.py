@@ -56,11 +56,13 @@ class Payloads:
             prediction = slide.prediction
             probabilities = prediction.get("probabilities") or []
             predicted = prediction.get("prediction")
+            label = prediction.get("label")
             rows.append(
                 {
                     "index": index,
                     "id": slide.slide_id,
-                    "label": prediction.get("label"),
+                    # a slide list without labels: `wsi run` records "", the page then said "label"
+                    "label": None if isinstance(label, str) and not label.strip() else label,
                     "prediction": prediction.get("prediction_name", predicted),
                     "probability": float(probabilities[predicted])
                     if isinstance(predicted, int) and 0 <= predicted < len(probabilities)

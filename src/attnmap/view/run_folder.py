@@ -163,21 +163,31 @@ def _report_items(report: dict) -> list[dict]:
 def _cohort(report: dict) -> tuple[set[str], set[str]] | None:
     """(slide ids, slide paths) the last `wsi run` was given, or None where the report names none.
 
-    Why both: the report names each slide by its path from the start of the run (``pending``,
-    ``skipped``), and by its id once done; a prediction file records the same path.
+    Why both: the report names each slide by its path and its id (``item_id``) from the start of
+    the run (``pending``, ``skipped``; a report of an older version, by its id only once done); a
+    prediction file records the same path.
     """
     items = _report_items(report)
     provenance = report.get("provenance")
     if not items or not isinstance(provenance, dict) or provenance.get("method") != "attnmap wsi run":
         return None  # only `wsi run` lists its whole slide list, from the start of the run
     paths = {str(item["item"]) for item in items if item.get("item")}
-    ids = {PurePath(path).stem for path in paths}
+    ids = {_report_id(item) for item in items if item.get("item")}
     ids |= {
         str(item["result"]["slide_id"])
         for item in items
         if isinstance(item.get("result"), dict) and item["result"].get("slide_id")
     }
     return ids, paths
+
+
+def _report_id(item: dict) -> str:
+    """The slide id of a report item: the one `wsi run` records (``item_id``), else, in a report
+    written before it recorded ids, the slide file's stem (a slide list's default id)."""
+    recorded = item.get("item_id")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    return PurePath(str(item.get("item", ""))).stem
 
 
 def _in_cohort(cohort: tuple[set[str], set[str]], slide_id: str, prediction_file: Path) -> bool:
@@ -205,15 +215,15 @@ def _run_cmap(report: dict) -> str | None:
 def _failed_in_report(report: dict) -> list[tuple[str, str]]:
     """(slide id, error) of the slides `wsi run` recorded as failed in its ``run_report.json``.
 
-    The id is the slide file's stem (the report names slides by their path); a report that does not
-    read (a run writing it) names none: the slides themselves are still shown.
+    The id is the one the report records (`_report_id`); a report that does not read (a run writing
+    it) names none: the slides themselves are still shown.
     """
     try:
         items = _report_items(report)
         failed = [item for item in items if isinstance(item, dict) and item.get("status") == "failed"]
         return [
             (
-                PurePath(str(item.get("item", ""))).stem,
+                _report_id(item),
                 f"{item.get('error_type') or 'error'}: {item.get('message') or 'no message'}",
             )
             for item in failed

@@ -66,11 +66,14 @@ def source_state(paths) -> tuple:
 
 
 def slide_digest(slide: ViewSlide) -> str:
-    """A digest of what the viewer shows of ``slide``, from the data read (scores, prediction,
-    outlines) and the identity of the files read lazily (the slide, fine maps).
+    """A digest of what the viewer shows of ``slide``, from the data read (scores, their colour
+    scales and notes, prediction, outlines) and the identity of the files read lazily (the slide,
+    fine maps).
 
     Why the data and not the files' times: a rerun may write a file while it is read; the digest
     then names what was read, so an open page reloads exactly when its slide's picture changed.
+    Why the scales: a rerun with another ``heatmap.cmap`` keeps every score, and an open page kept
+    its colour bar in the old colour map over tiles drawn in the new one.
     """
     import hashlib
 
@@ -82,6 +85,8 @@ def slide_digest(slide: ViewSlide) -> str:
         digest.update(
             repr((name, score_set.patch_size, fine and (str(fine.path), source_state([fine.path])))).encode()
         )
+        scales = [score_set.scale.to_json(), fine and fine.scale.to_json(), score_set.note]
+        digest.update(json.dumps(scales, sort_keys=True).encode())
         digest.update(np.ascontiguousarray(score_set.coords).tobytes())
         digest.update(np.ascontiguousarray(score_set.scores).tobytes())
     for rings in (slide.tissue, slide.annotations):
@@ -213,6 +218,13 @@ def find_slides(
     if path.parent.name == "heatmaps":  # run/heatmaps/<id>: the natural thing to try, never a run
         raise InputError(
             f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {path.parent.parent}"
+        )
+    from attnmap.view.export import is_export
+
+    if is_export(path):  # `attnmap view --export`'s folder: a page, not a run to serve again
+        raise InputError(
+            f"{path} is a viewer export (`attnmap view --export`): open {path / 'index.html'} in a "
+            f"browser, or serve the folder: python -m http.server -d {path}"
         )
     loose = sorted(path.glob("*_blockmap.h5"))
     if loose:  # scores without the run layout (`attnmap demo`'s folder): the slide must be named
