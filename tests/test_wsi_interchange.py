@@ -144,6 +144,26 @@ def test_wsi_evaluate_reads_annotations_folder(tmp_path, capsys):
     assert same == report
 
 
+def test_evaluate_run_again_with_fewer_methods_leaves_no_report_of_the_others(tmp_path, capsys):
+    """`evaluate --run --out` kept lesions_<method>.json of methods no longer asked for beside the new
+    reports (they read as this evaluation's); attnmap's own reports of other methods are removed, a
+    user's file of the same pattern is kept."""
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"'))
+    out = tmp_path / "eval"
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(out)])
+    written = sorted(path.name for path in out.glob("lesions_*.json"))
+    assert len(written) == 3 and "lesions_lrp.json" in written
+    (out / "lesions_notes.json").write_text(json.dumps({"mine": True}))
+    capsys.readouterr()
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(out), "--methods", "lrp"])
+    kept = sorted(path.name for path in out.glob("lesions_*.json"))
+    assert kept == ["lesions_lrp.json", "lesions_notes.json"]
+    assert "removed" in capsys.readouterr().err
+
+
 def test_heatmap_tiff_opens_in_tiffslide_with_the_slide_mpp(tmp_path):
     import tiffslide
 
