@@ -244,6 +244,33 @@ def test_slide_evidence_reports_every_method_and_baseline(single_thread):
     assert "random order" in format_table(report) and "pooled" in format_table(report)
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--slides", "0"], "--slides"),
+        (["--fine-method", "lrpp"], "--fine-method"),
+        (["--json", "{folder}"], "is a folder"),
+    ],
+)
+def test_slide_evidence_command_refuses_bad_options_in_one_line_before_any_slide(
+    tmp_path, capsys, monkeypatch, argv, message
+):
+    """`python -m attnmap.evaluate.slide_evidence` showed a traceback for --slides 0 and for an unknown
+    --fine-method (the latter after scoring every slide's patches), and failed after the whole run
+    when --json could not be written."""
+    from attnmap.evaluate import slide_evidence
+
+    def never(*args, **kwargs):
+        raise AssertionError("slides evaluated before the options were checked")
+
+    monkeypatch.setattr(slide_evidence, "evaluate_hard_slides", never)
+    with pytest.raises(SystemExit) as stopped:
+        slide_evidence.main([item.format(folder=tmp_path) for item in argv])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "Traceback" not in err
+    assert message in err.strip().splitlines()[-1]
+
+
 def test_demo_hard_slide_section_writes_its_pictures(tmp_path, single_thread):
     from attnmap.demo_slides import hard_slide_section
 
