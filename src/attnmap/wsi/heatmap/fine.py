@@ -79,6 +79,12 @@ class FineConfig:
             top_k = None
         return cls(values.get("method", "lrp"), top_k, values.get("mil_method", "lrp"))
 
+    def as_mapping(self) -> dict:
+        """Every key as `from_mapping` reads it back (``top_k: all`` for None): one spelling per
+        configuration, for a fingerprint that a default written out or left out does not change."""
+        return {"method": self.method, "top_k": "all" if self.top_k is None else int(self.top_k),
+                "mil_method": self.mil_method}
+
 
 @dataclass
 class FineMaps:
