@@ -573,3 +573,21 @@ def test_a_slide_id_held_by_two_runs_of_a_cohort_is_scored_against_its_own_annot
     single_froc = json.loads((tmp_path / "alone.json").read_text())["froc"]
     assert report["froc"]["n_lesions"] == 2 * single_froc["n_lesions"]
     assert report["unmatched_annotations"] == [] and "matching no slide" not in capsys.readouterr().err
+
+
+def test_a_damaged_layer_of_an_evaluated_slide_is_not_counted_as_a_slide_left_out(tmp_path, capsys):
+    """A run whose one slide has a fine-map file cut short: its attention was evaluated, yet the layer
+    the viewer leaves out was listed under not_evaluated as a second slide ("FROC ... over 1 of 2
+    slides")."""
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    fine = run / "heatmaps" / "slide_a" / "slide_a_fine_maps.h5"
+    fine.write_bytes(fine.read_bytes()[:3000])
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"'))
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval"),
+          "--methods", "attention"])
+    printed = capsys.readouterr()
+    report = json.loads((tmp_path / "eval" / "lesions_attention.json").read_text())
+    assert report["not_evaluated"] == [] and report["froc"]["n_slides"] == 1
+    assert "not evaluated" not in printed.err and " of 2 slides" not in printed.out

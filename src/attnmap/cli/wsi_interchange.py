@@ -83,8 +83,10 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         check_writable(out)
     rows, slides, files = [], [], 0
     found_slides = find_run_slides(run_dir)
-    # a slide left out changes the FROC (its lesions and false positives): named, never dropped silently
-    not_evaluated = [{"slide_id": item.slide_id, "reason": item.reason} for item in found_slides.unshown]
+    # a slide left out changes the FROC (its lesions and false positives): named, never dropped silently;
+    # a layer the viewer leaves out of a slide it shows (a damaged fine-map file) is no slide left out
+    left_out = [item for item in found_slides.unshown if not item.layer]
+    not_evaluated = [{"slide_id": item.slide_id, "reason": item.reason} for item in left_out]
     for item in not_evaluated:
         click.echo(f"{item['slide_id']}: not evaluated: {item['reason']}", err=True)
     for slide in found_slides.slides:
@@ -124,7 +126,7 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
             f"no annotated region for any slide of the run in {annotations} (looked for "
             f"<slide id>.geojson|.xml with ids {', '.join(str(row['slide_id']) for row in rows[:5])})"
         )
-    ids = [slide.file_id for slide in found_slides.slides] + [item.slide_id for item in found_slides.unshown]
+    ids = [slide.file_id for slide in found_slides.slides] + [item.slide_id for item in left_out]
     unmatched = unmatched_annotation_files(annotations, ids)
     if unmatched:  # a misnamed file leaves its slide scored as negative: say which files were not read
         shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
