@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -394,3 +395,25 @@ def test_fine_maps_run_inside_inference_mode(single_thread):
         np.testing.assert_array_equal(fine.maps, expected.maps)
         cnn_pixels = encoder_relevance(cnn, images, direction).pixels
         torch.testing.assert_close(cnn_pixels, cnn_expected, rtol=0, atol=0)
+
+
+def test_the_pipeline_shows_progress_over_the_fine_maps_and_their_tiff(tmp_path, single_thread, capfd):
+    """`wsi run` with fine maps showed no bar while computing them (hours through a large encoder with
+    top_k: all) nor while writing the fine TIFF; both now have one when the run shows progress."""
+    from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1, overrides={
+        "features": {"encoder": "attnmap:tiny", "input_size": None},
+        "model": {"checkpoint": "clam_tiny.pt"},
+        "heatmap": {"tiff": True, "fine": {"top_k": 3}},
+    })
+    write_clam_checkpoint(setup.parent / "clam_tiny.pt", embed_dim=64)  # attnmap:tiny's 64-d features
+    config = load_config(setup)
+    (entry,) = read_slide_list(config)
+    capfd.readouterr()
+    run_slide(entry, config, progress=True)
+    err = capfd.readouterr().err
+    assert re.search(r"fine maps: .*\| 0/3 \[", err) and "fine TIFF page 0" in err  # a bar over 3 patches
