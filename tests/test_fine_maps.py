@@ -417,3 +417,15 @@ def test_the_pipeline_shows_progress_over_the_fine_maps_and_their_tiff(tmp_path,
     run_slide(entry, config, progress=True)
     err = capfd.readouterr().err
     assert re.search(r"fine maps: .*\| 0/3 \[", err) and "fine TIFF page 0" in err  # a bar over 3 patches
+
+
+def test_slide_evidence_table_names_the_fine_method_it_ran(single_thread):
+    """With --fine-method transformer_attribution the table still labelled the fine-map row
+    "xMIL-LRP → encoder LRP": a number of one method under the name of another."""
+    from attnmap.evaluate.slide_evidence import evaluate_hard_slides, format_table
+
+    lrp = format_table(evaluate_hard_slides(n_slides=1))
+    attribution = format_table(evaluate_hard_slides(n_slides=1, fine_method="transformer_attribution"))
+    assert "| fine map (xMIL-LRP → encoder LRP) |" in lrp  # the README's row, unchanged
+    assert "encoder LRP" not in attribution
+    assert "| fine map (xMIL-LRP → encoder transformer_attribution) |" in attribution

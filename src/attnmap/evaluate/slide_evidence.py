@@ -132,7 +132,7 @@ def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[st
     means = {key: float(np.nanmean([float(r.get(key, np.nan)) for r in per_slide])) for key in keys}
     for name in pooled[0][1]:  # trivial scores over all patches at once (more tumour patches per AUC)
         means[f"pooled_patch_auc/{name}"] = roc_auc(labels, np.concatenate([p[1][name] for p in pooled]))
-    return {"n_slides": n_slides, "means": means, "per_slide": per_slide}
+    return {"n_slides": n_slides, "fine_method": fine_method, "means": means, "per_slide": per_slide}
 
 
 def format_table(report: dict[str, object]) -> str:
@@ -158,7 +158,7 @@ def format_table(report: dict[str, object]) -> str:
         "|---|---|---|",
     ]
     names = {
-        "fine": "fine map (xMIL-LRP → encoder LRP)",
+        "fine": f"fine map (xMIL-LRP → encoder {_encoder_method(report.get('fine_method', 'lrp'))})",
         "fine_smoothed": f"fine map, Gaussian σ = {SMOOTH_SIGMA:g} px",
         "upsampled_patch_map": "upsampled patch map (baseline)",
         "darkness": "pixel darkness (baseline)",
@@ -167,6 +167,11 @@ def format_table(report: dict[str, object]) -> str:
         lines.append(f"| {label} | {m[f'pixel_auc/{key}']:.3f} | {m[f'stained_auc/{key}']:.3f} |")
     lines.append(f"| fine map, mean of per-patch AUCs | {m['pixel_auc/fine_per_patch_mean']:.3f} | – |")
     return "\n".join(lines)
+
+
+def _encoder_method(fine_method: str) -> str:
+    """The fine method as the table names it (LRP, as the README's table; others by their name)."""
+    return "LRP" if fine_method == "lrp" else fine_method
 
 
 def main(argv: list[str] | None = None) -> int:
