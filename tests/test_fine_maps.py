@@ -429,3 +429,18 @@ def test_slide_evidence_table_names_the_fine_method_it_ran(single_thread):
     assert "| fine map (xMIL-LRP → encoder LRP) |" in lrp  # the README's row, unchanged
     assert "encoder LRP" not in attribution
     assert "| fine map (xMIL-LRP → encoder transformer_attribution) |" in attribution
+
+
+@pytest.mark.parametrize("wrong", ["unnormalised", "other_order"])
+def test_bag_fine_maps_refuses_images_that_do_not_give_the_bags_features(single_thread, wrong):
+    """Patch images other than those the features came from (raw pixels, not the encoder's transform;
+    another order) gave maps that sum to anything but the patch scores they are stored with (the
+    documented identity), silently."""
+    encoder, mil = _tiny_models()
+    images = torch.randn(6, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = encoder(images)
+    others = images * 0.25 + 0.5 if wrong == "unnormalised" else images.flip(0)
+    with pytest.raises(InputError, match="do not give the features") as caught:
+        bag_fine_maps(encoder, others, mil, features, FineConfig(top_k=None))
+    assert "\n" not in str(caught.value)
