@@ -389,3 +389,20 @@ def test_a_mixed_train_eval_state_is_given_back_as_it_was():
     for run in (feature_gradients, infer_bag, lambda m, b: patch_flipping(m, b, np.arange(8.0))):
         run(model, bag)
         assert [module.training for module in model.modules()] == modes
+
+
+def test_non_finite_features_are_counted_over_the_whole_bag():
+    """A NaN among the first rows was reported by the model check that runs on 8 rows: "(1 of 8
+    patches)" for a bag of 20 patches, 2 of them not finite."""
+    from attnmap.evaluate import patch_flipping
+
+    torch.manual_seed(0)
+    model = CLAM_MB(embed_dim=8, n_classes=3).eval()
+    features = torch.randn(20, 8)
+    features[0, 0], features[15, 3] = float("nan"), float("inf")
+    calls = [lambda method=method: explain(model, features, method) for method in RELEVANCE_METHODS]
+    calls += [lambda: feature_gradients(model, features),
+              lambda: patch_flipping(model, features, np.arange(20.0))]
+    for call in calls:
+        with pytest.raises(InputError, match=r"\(2 of 20 patches\)"):
+            call()
