@@ -591,3 +591,22 @@ def test_a_damaged_layer_of_an_evaluated_slide_is_not_counted_as_a_slide_left_ou
     report = json.loads((tmp_path / "eval" / "lesions_attention.json").read_text())
     assert report["not_evaluated"] == [] and report["froc"]["n_slides"] == 1
     assert "not evaluated" not in printed.err and " of 2 slides" not in printed.out
+
+
+def test_lesion_reports_give_the_froc_of_random_scores_beside_the_method(tmp_path, capsys):
+    """The lesion report stated no floor: a FROC score means little without the one seeded random patch
+    scores reach on the same slides and lesions (a lesion covering much of a slide is hit by chance)."""
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    big = ASAP.replace('X="100"', 'X="64"').replace('X="300"', 'X="960"').replace('Y="100"', 'Y="64"')
+    big = big.replace('Y="300"', 'Y="704"').replace('PartOfGroup="_2"', 'PartOfGroup="_1"')
+    (folder / "slide_a.xml").write_text(big)
+    main(["wsi", "evaluate", str(run), "--annotations", str(folder), "-o", str(tmp_path / "a.json")])
+    main(["wsi", "evaluate", str(run), "--annotations", str(folder), "-o", str(tmp_path / "b.json")])
+    printed = capsys.readouterr().out
+    first, again = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
+    assert first["random"] == again["random"]  # seeded: the same floor on every run
+    assert first["random"]["froc"]["n_lesions"] == first["froc"]["n_lesions"]
+    assert first["random"]["froc"]["froc_score"] >= 0.5  # the big lesion (of two) is found by chance
+    assert "random patch scores" in printed and "FROC score" in printed

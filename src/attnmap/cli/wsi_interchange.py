@@ -71,7 +71,8 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     the report (and writes it as JSON to ``out``). Shared by `attnmap wsi evaluate` and
     `attnmap evaluate --run`."""
     from attnmap.errors import InputError
-    from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
+    from attnmap.evaluate.lesions import SlideScores, froc, patch_auc, random_baseline
+    from attnmap.evaluate.slides import slide_seed
     from attnmap.io_utils import check_writable
     from attnmap.view.sources import check_rings_inside
     from attnmap.wsi.annotations import annotation_file, load_annotations, unmatched_annotation_files
@@ -137,10 +138,13 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         "not_evaluated": not_evaluated,
         "unmatched_annotations": unmatched,
         "froc": froc(slides),
+        # the floor, seeded by each slide's id: a slide's random scores do not depend on the others
+        "random": {"froc": random_baseline(slides, [slide_seed(0, row["slide_id"]) for row in rows])},
     }
     rates = ", ".join(f"{k:g} FP: {v:.2f}" for k, v in result["froc"]["sensitivity_at"].items())
     subset = f" over {len(rows)} of {len(rows) + len(not_evaluated)} slides" if not_evaluated else ""
-    click.echo(f"FROC score {result['froc']['froc_score']:.3f}{subset} ({rates})")
+    click.echo(f"FROC score {result['froc']['froc_score']:.3f}{subset} ({rates}); random patch scores: "
+               f"{result['random']['froc']['froc_score']:.3f}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
