@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -244,6 +245,33 @@ def test_slide_evidence_reports_every_method_and_baseline(single_thread):
     assert "random order" in format_table(report) and "pooled" in format_table(report)
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--slides", "0"], "--slides"),
+        (["--fine-method", "lrpp"], "--fine-method"),
+        (["--json", "{folder}"], "is a folder"),
+    ],
+)
+def test_slide_evidence_command_refuses_bad_options_in_one_line_before_any_slide(
+    tmp_path, capsys, monkeypatch, argv, message
+):
+    """`python -m attnmap.evaluate.slide_evidence` showed a traceback for --slides 0 and for an unknown
+    --fine-method (the latter after scoring every slide's patches), and failed after the whole run
+    when --json could not be written."""
+    from attnmap.evaluate import slide_evidence
+
+    def never(*args, **kwargs):
+        raise AssertionError("slides evaluated before the options were checked")
+
+    monkeypatch.setattr(slide_evidence, "evaluate_hard_slides", never)
+    with pytest.raises(SystemExit) as stopped:
+        slide_evidence.main([item.format(folder=tmp_path) for item in argv])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "Traceback" not in err
+    assert message in err.strip().splitlines()[-1]
+
+
 def test_demo_hard_slide_section_writes_its_pictures(tmp_path, single_thread):
     from attnmap.demo_slides import hard_slide_section
 
@@ -367,3 +395,52 @@ def test_fine_maps_run_inside_inference_mode(single_thread):
         np.testing.assert_array_equal(fine.maps, expected.maps)
         cnn_pixels = encoder_relevance(cnn, images, direction).pixels
         torch.testing.assert_close(cnn_pixels, cnn_expected, rtol=0, atol=0)
+
+
+def test_the_pipeline_shows_progress_over_the_fine_maps_and_their_tiff(tmp_path, single_thread, capfd):
+    """`wsi run` with fine maps showed no bar while computing them (hours through a large encoder with
+    top_k: all) nor while writing the fine TIFF; both now have one when the run shows progress."""
+    from synthetic_slide_files import write_clam_checkpoint, write_pipeline_setup
+
+    from attnmap.wsi.pipeline import run_slide
+    from attnmap.wsi.pipeline.config import load_config, read_slide_list
+
+    setup = write_pipeline_setup(tmp_path / "setup", n_slides=1, overrides={
+        "features": {"encoder": "attnmap:tiny", "input_size": None},
+        "model": {"checkpoint": "clam_tiny.pt"},
+        "heatmap": {"tiff": True, "fine": {"top_k": 3}},
+    })
+    write_clam_checkpoint(setup.parent / "clam_tiny.pt", embed_dim=64)  # attnmap:tiny's 64-d features
+    config = load_config(setup)
+    (entry,) = read_slide_list(config)
+    capfd.readouterr()
+    run_slide(entry, config, progress=True)
+    err = capfd.readouterr().err
+    assert re.search(r"fine maps: .*\| 0/3 \[", err) and "fine TIFF page 0" in err  # a bar over 3 patches
+
+
+def test_slide_evidence_table_names_the_fine_method_it_ran(single_thread):
+    """With --fine-method transformer_attribution the table still labelled the fine-map row
+    "xMIL-LRP → encoder LRP": a number of one method under the name of another."""
+    from attnmap.evaluate.slide_evidence import evaluate_hard_slides, format_table
+
+    lrp = format_table(evaluate_hard_slides(n_slides=1))
+    attribution = format_table(evaluate_hard_slides(n_slides=1, fine_method="transformer_attribution"))
+    assert "| fine map (xMIL-LRP → encoder LRP) |" in lrp  # the README's row, unchanged
+    assert "encoder LRP" not in attribution
+    assert "| fine map (xMIL-LRP → encoder transformer_attribution) |" in attribution
+
+
+@pytest.mark.parametrize("wrong", ["unnormalised", "other_order"])
+def test_bag_fine_maps_refuses_images_that_do_not_give_the_bags_features(single_thread, wrong):
+    """Patch images other than those the features came from (raw pixels, not the encoder's transform;
+    another order) gave maps that sum to anything but the patch scores they are stored with (the
+    documented identity), silently."""
+    encoder, mil = _tiny_models()
+    images = torch.randn(6, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = encoder(images)
+    others = images * 0.25 + 0.5 if wrong == "unnormalised" else images.flip(0)
+    with pytest.raises(InputError, match="do not give the features") as caught:
+        bag_fine_maps(encoder, others, mil, features, FineConfig(top_k=None))
+    assert "\n" not in str(caught.value)

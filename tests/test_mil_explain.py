@@ -410,3 +410,20 @@ def test_integrated_gradients_shows_a_bar_over_its_steps_unless_quiet(tmp_path, 
     code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "clam.pt", tmp_path / "s1.h5", "-o",
                            tmp_path / "out", "--method", "integrated_gradients")  # all steps in one pass
     assert code == 0 and "integrated gradients" not in err, err
+
+
+def test_non_finite_features_are_counted_over_the_whole_bag():
+    """A NaN among the first rows was reported by the model check that runs on 8 rows: "(1 of 8
+    patches)" for a bag of 20 patches, 2 of them not finite."""
+    from attnmap.evaluate import patch_flipping
+
+    torch.manual_seed(0)
+    model = CLAM_MB(embed_dim=8, n_classes=3).eval()
+    features = torch.randn(20, 8)
+    features[0, 0], features[15, 3] = float("nan"), float("inf")
+    calls = [lambda method=method: explain(model, features, method) for method in RELEVANCE_METHODS]
+    calls += [lambda: feature_gradients(model, features),
+              lambda: patch_flipping(model, features, np.arange(20.0))]
+    for call in calls:
+        with pytest.raises(InputError, match=r"\(2 of 20 patches\)"):
+            call()

@@ -144,6 +144,26 @@ def test_wsi_evaluate_reads_annotations_folder(tmp_path, capsys):
     assert same == report
 
 
+def test_evaluate_run_again_with_fewer_methods_leaves_no_report_of_the_others(tmp_path, capsys):
+    """`evaluate --run --out` kept lesions_<method>.json of methods no longer asked for beside the new
+    reports (they read as this evaluation's); attnmap's own reports of other methods are removed, a
+    user's file of the same pattern is kept."""
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"'))
+    out = tmp_path / "eval"
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(out)])
+    written = sorted(path.name for path in out.glob("lesions_*.json"))
+    assert len(written) == 3 and "lesions_lrp.json" in written
+    (out / "lesions_notes.json").write_text(json.dumps({"mine": True}))
+    capsys.readouterr()
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(out), "--methods", "lrp"])
+    kept = sorted(path.name for path in out.glob("lesions_*.json"))
+    assert kept == ["lesions_lrp.json", "lesions_notes.json"]
+    assert "removed" in capsys.readouterr().err
+
+
 def test_heatmap_tiff_opens_in_tiffslide_with_the_slide_mpp(tmp_path):
     import tiffslide
 
@@ -579,3 +599,40 @@ def test_geojson_refuses_the_tissue_file_of_another_slide(tmp_path, capsys):
     same.write_text(json.dumps({**payload, "provenance": {**record, "slide_sha256": "a" * 64}}))
     code, _, err = run_cli(capsys, *args, same)
     assert code == 0 and (tmp_path / "s.geojson").is_file(), err
+
+
+def test_a_damaged_layer_of_an_evaluated_slide_is_not_counted_as_a_slide_left_out(tmp_path, capsys):
+    """A run whose one slide has a fine-map file cut short: its attention was evaluated, yet the layer
+    the viewer leaves out was listed under not_evaluated as a second slide ("FROC ... over 1 of 2
+    slides")."""
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    fine = run / "heatmaps" / "slide_a" / "slide_a_fine_maps.h5"
+    fine.write_bytes(fine.read_bytes()[:3000])
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"'))
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval"),
+          "--methods", "attention"])
+    printed = capsys.readouterr()
+    report = json.loads((tmp_path / "eval" / "lesions_attention.json").read_text())
+    assert report["not_evaluated"] == [] and report["froc"]["n_slides"] == 1
+    assert "not evaluated" not in printed.err and " of 2 slides" not in printed.out
+
+
+def test_lesion_reports_give_the_froc_of_random_scores_beside_the_method(tmp_path, capsys):
+    """The lesion report stated no floor: a FROC score means little without the one seeded random patch
+    scores reach on the same slides and lesions (a lesion covering much of a slide is hit by chance)."""
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    big = ASAP.replace('X="100"', 'X="64"').replace('X="300"', 'X="960"').replace('Y="100"', 'Y="64"')
+    big = big.replace('Y="300"', 'Y="704"').replace('PartOfGroup="_2"', 'PartOfGroup="_1"')
+    (folder / "slide_a.xml").write_text(big)
+    main(["wsi", "evaluate", str(run), "--annotations", str(folder), "-o", str(tmp_path / "a.json")])
+    main(["wsi", "evaluate", str(run), "--annotations", str(folder), "-o", str(tmp_path / "b.json")])
+    printed = capsys.readouterr().out
+    first, again = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
+    assert first["random"] == again["random"]  # seeded: the same floor on every run
+    assert first["random"]["froc"]["n_lesions"] == first["froc"]["n_lesions"]
+    assert first["random"]["froc"]["froc_score"] >= 0.5  # the big lesion (of two) is found by chance
+    assert "random patch scores" in printed and "FROC score" in printed

@@ -560,3 +560,26 @@ def test_a_tissue_mask_of_other_parameters_never_stays_beside_remade_tissue(tmp_
     other = [*segment, "--sthresh", "60", "--patch-size", "64"]
     code, _, _ = _cli(capsys, "wsi", "patch", slide, "-o", out, *other)
     assert code == 0 and mask.is_file()
+
+
+def test_the_same_fine_maps_written_another_way_keep_their_fingerprint(setup: Path, tmp_path: Path) -> None:
+    """`heatmap.fine` was fingerprinted as written: {method: lrp, top_k: 5} rewritten as {top_k: 5} (lrp
+    is the default) recomputed every fine map, "fine.method changed". The maps' options as they are
+    read are fingerprinted: only a real change (another top_k, method or MIL method) recomputes."""
+    from attnmap.wsi.pipeline.config import SlideEntry
+    from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+
+    entry = SlideEntry(str(setup.parent / "slides" / "slide_0.tif"), "slide_0")
+    write_clam_checkpoint(setup.parent / "clam_tiny.pt", embed_dim=64)  # attnmap:tiny's 64-d features
+    tiny = {"features": {"encoder": "attnmap:tiny", "input_size": None},
+            "model": {"checkpoint": "clam_tiny.pt"}}
+
+    def fine_print(fine: dict) -> dict:
+        config = _config(setup, tmp_path, heatmap={"fine": fine}, **tiny)
+        return StageFingerprints(entry, config).fine.value
+
+    same = [{"top_k": 5}, {"method": "lrp", "top_k": 5}, {"mil_method": "lrp", "top_k": 5, "method": "lrp"}]
+    assert all(fine_print(fine) == fine_print(same[0]) for fine in same[1:])
+    assert fine_print({"top_k": "all"}) == fine_print({"top_k": "ALL"})
+    for other in ({"top_k": 4}, {"top_k": "all"}, {"top_k": 5, "mil_method": "gradient_x_input"}):
+        assert fine_print(other) != fine_print(same[0])

@@ -70,7 +70,7 @@ def evaluate(
     needed), against a seeded random order; writes OUT/patch_flipping.csv (+ .json with curves).
 
     With --run and --annotations: each score set of a `wsi run` folder against annotated lesions
-    (patch AUC per slide, FROC); writes OUT/lesions_<method>.json.
+    (patch AUC per slide, FROC); writes OUT/lesions_<method>.json (replacing every earlier one in OUT).
     """
     _refuse_other_modes(run_dir is not None or annotations is not None,
                         mil_checkpoint is not None or bool(bag_paths))
@@ -248,5 +248,28 @@ def _evaluate_annotated(
     if not available:
         raise InputError(f"{run_dir} holds no slide with scores (a `wsi run` output folder)")
     names = _method_names(method_list, available, "score set(s) not in the run:", "it has")
+    _remove_lesion_reports(out_dir, names)
     for name in names:
-        evaluate_annotated_run(run_dir, annotations, name, out_dir / f"lesions_{name}.json")
+        evaluate_annotated_run(run_dir, annotations, name, out_dir / f"{LESION_REPORT}{name}.json")
+
+
+LESION_REPORT = "lesions_"  # OUT/lesions_<score set>.json
+
+
+def _remove_lesion_reports(out_dir: Path, names: list[str]) -> None:
+    """Delete an earlier evaluation's lesion reports in ``out_dir`` before scoring: one of a score set
+    no longer asked for would read as this evaluation's, and one that is asked for must not survive a
+    run cut short. Only attnmap's reports go (a JSON object with method, slides and froc); the removal
+    of those not asked for is said."""
+    import json
+
+    for path in sorted(out_dir.glob(f"{LESION_REPORT}*.json")) if out_dir.is_dir() else []:
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if not isinstance(report, dict) or not {"method", "slides", "froc"} <= set(report):
+            continue
+        path.unlink()
+        if path.name[len(LESION_REPORT):-len(".json")] not in names:
+            click.echo(f"removed {path}: an earlier evaluation's, of a score set not asked for", err=True)

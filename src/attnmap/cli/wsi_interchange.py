@@ -71,7 +71,8 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
     the report (and writes it as JSON to ``out``). Shared by `attnmap wsi evaluate` and
     `attnmap evaluate --run`."""
     from attnmap.errors import InputError
-    from attnmap.evaluate.lesions import SlideScores, froc, patch_auc
+    from attnmap.evaluate.lesions import SlideScores, froc, patch_auc, random_baseline
+    from attnmap.evaluate.slides import slide_seed
     from attnmap.io_utils import check_writable
     from attnmap.view.sources import check_rings_inside
     from attnmap.wsi.annotations import annotation_file, load_annotations, unmatched_annotation_files
@@ -83,8 +84,10 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         check_writable(out)
     rows, slides, files = [], [], 0
     found_slides = find_run_slides(run_dir)
-    # a slide left out changes the FROC (its lesions and false positives): named, never dropped silently
-    not_evaluated = [{"slide_id": item.slide_id, "reason": item.reason} for item in found_slides.unshown]
+    # a slide left out changes the FROC (its lesions and false positives): named, never dropped silently;
+    # a layer the viewer leaves out of a slide it shows (a damaged fine-map file) is no slide left out
+    left_out = [item for item in found_slides.unshown if not item.layer]
+    not_evaluated = [{"slide_id": item.slide_id, "reason": item.reason} for item in left_out]
     for item in not_evaluated:
         click.echo(f"{item['slide_id']}: not evaluated: {item['reason']}", err=True)
     for slide in found_slides.slides:
@@ -124,7 +127,7 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
             f"no annotated region for any slide of the run in {annotations} (looked for "
             f"<slide id>.geojson|.xml with ids {', '.join(str(row['slide_id']) for row in rows[:5])})"
         )
-    ids = [slide.file_id for slide in found_slides.slides] + [item.slide_id for item in found_slides.unshown]
+    ids = [slide.file_id for slide in found_slides.slides] + [item.slide_id for item in left_out]
     unmatched = unmatched_annotation_files(annotations, ids)
     if unmatched:  # a misnamed file leaves its slide scored as negative: say which files were not read
         shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
@@ -135,10 +138,13 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         "not_evaluated": not_evaluated,
         "unmatched_annotations": unmatched,
         "froc": froc(slides),
+        # the floor, seeded by each slide's id: a slide's random scores do not depend on the others
+        "random": {"froc": random_baseline(slides, [slide_seed(0, row["slide_id"]) for row in rows])},
     }
     rates = ", ".join(f"{k:g} FP: {v:.2f}" for k, v in result["froc"]["sensitivity_at"].items())
     subset = f" over {len(rows)} of {len(rows) + len(not_evaluated)} slides" if not_evaluated else ""
-    click.echo(f"FROC score {result['froc']['froc_score']:.3f}{subset} ({rates})")
+    click.echo(f"FROC score {result['froc']['froc_score']:.3f}{subset} ({rates}); random patch scores: "
+               f"{result['random']['froc']['froc_score']:.3f}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))

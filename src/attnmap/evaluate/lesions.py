@@ -31,6 +31,22 @@ class SlideScores:
     regions: list[Region]
 
 
+def random_baseline(
+    slides: list[SlideScores], seeds: list[int], rates: tuple[float, ...] = FROC_RATES
+) -> dict:
+    """`froc` of seeded uniform random patch scores on the same slides and lesions (slide i's scores
+    drawn with ``seeds[i]``): the floor a score set must beat, high where lesions cover much of the
+    slides, since any detection there hits one."""
+    if len(seeds) != len(slides):
+        raise InputError(f"one seed per slide: {len(seeds)} seeds for {len(slides)} slides")
+    drawn = [
+        SlideScores(slide.coords, np.random.default_rng(seed).random(len(as_array(slide.scores).reshape(-1))),
+                    slide.patch_size, slide.regions)
+        for slide, seed in zip(slides, seeds, strict=True)
+    ]
+    return froc(drawn, rates)
+
+
 def patch_auc(slide: SlideScores, min_fraction: float = 0.5, mask_downsample: float | None = None) -> dict:
     """`attention_localisation` with patch labels from the annotations (footprint ≥ ``min_fraction``)."""
     coords, _ = _checked(slide)

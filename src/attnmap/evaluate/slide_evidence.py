@@ -32,7 +32,7 @@ from attnmap.errors import InputError
 from attnmap.evaluate.patch_flipping import patch_flipping
 from attnmap.mil.explain import explain
 from attnmap.mil.metrics import roc_auc
-from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, transform_bounds
+from attnmap.wsi.heatmap.fine import FINE_METHODS, FineConfig, bag_fine_maps, transform_bounds
 
 PATCH_METHODS = ("attention", "gradient_x_input", "integrated_gradients", "lrp", "occlusion")
 FLIP_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -132,7 +132,7 @@ def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[st
     means = {key: float(np.nanmean([float(r.get(key, np.nan)) for r in per_slide])) for key in keys}
     for name in pooled[0][1]:  # trivial scores over all patches at once (more tumour patches per AUC)
         means[f"pooled_patch_auc/{name}"] = roc_auc(labels, np.concatenate([p[1][name] for p in pooled]))
-    return {"n_slides": n_slides, "means": means, "per_slide": per_slide}
+    return {"n_slides": n_slides, "fine_method": fine_method, "means": means, "per_slide": per_slide}
 
 
 def format_table(report: dict[str, object]) -> str:
@@ -158,7 +158,7 @@ def format_table(report: dict[str, object]) -> str:
         "|---|---|---|",
     ]
     names = {
-        "fine": "fine map (xMIL-LRP → encoder LRP)",
+        "fine": f"fine map (xMIL-LRP → encoder {_encoder_method(report.get('fine_method', 'lrp'))})",
         "fine_smoothed": f"fine map, Gaussian σ = {SMOOTH_SIGMA:g} px",
         "upsampled_patch_map": "upsampled patch map (baseline)",
         "darkness": "pixel darkness (baseline)",
@@ -169,21 +169,44 @@ def format_table(report: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def _encoder_method(fine_method: str) -> str:
+    """The fine method as the table names it (LRP, as the README's table; others by their name)."""
+    return "LRP" if fine_method == "lrp" else fine_method
+
+
 def main(argv: list[str] | None = None) -> int:
+    from attnmap.io_utils import check_writable, writable_file
+
     parser = argparse.ArgumentParser(description="Evidence table on held-out hard synthetic slides.")
-    parser.add_argument("--slides", type=int, default=8)
-    parser.add_argument("--fine-method", default="lrp")
+    parser.add_argument("--slides", type=_positive, default=8, help="held-out slides (at least 1)")
+    parser.add_argument("--fine-method", default="lrp", choices=FINE_METHODS)
     parser.add_argument("--json", default=None, help="also write the full report here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    started = time.time()
-    report = evaluate_hard_slides(args.slides, args.fine_method)
-    print(format_table(report))
-    print(f"\n{args.slides} held-out slides, {time.time() - started:.0f} s")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2, default=float)
+    try:  # before the slides, not after them: a folder or a file above the path
+        if args.json:
+            check_writable(args.json)
+        torch.set_num_threads(1)
+        started = time.time()
+        report = evaluate_hard_slides(args.slides, args.fine_method)
+        print(format_table(report))
+        print(f"\n{args.slides} held-out slides, {time.time() - started:.0f} s")
+        if args.json:
+            with open(writable_file(args.json), "w") as handle:
+                json.dump(report, handle, indent=2, default=float)
+    except InputError as exc:  # one line, as the attnmap command says it
+        parser.error(str(exc))
     return 0
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs a whole number of at least 1, got {text!r}")
+    return value
 
 
 if __name__ == "__main__":

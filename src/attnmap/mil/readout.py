@@ -76,8 +76,11 @@ def check_mirrored(model: AttentionMILBase, readout: Readout, features: torch.Te
     another function, silently. Its own layers are run on a few rows (in eval mode: the caller's
     job) and compared; ``attention_logits`` needs no check, being always called as the model's own.
     """
+    probe = features[: min(rows, features.shape[0])]
+    if probe.is_floating_point() and not bool(torch.isfinite(probe).all()):
+        return  # a bag the caller's own check refuses, counting its non-finite rows over the whole bag
     with torch.no_grad():
-        x = model.check_features(features[: min(rows, features.shape[0])])
+        x = model.check_features(probe)
         weight, bias = readout.embedding.weight, readout.embedding.bias
         h = torch.addmm(bias, x, weight.t()).relu_()
         pooled = h[torch.arange(model.n_branches, device=h.device) % h.shape[0]]  # (K, H), any rows

@@ -314,7 +314,7 @@ def _add_optional_layers(
             slide.tissue = _tissue_polygons(outputs.tissue)
         except InputError as exc:
             reason = _one_line(f"this layer is left out, the slide's other layers are shown: {exc}")
-            unshown.append(UnshownSlide(f"{slide.slide_id} (tissue)", reason, False, slide.sources))
+            unshown.append(UnshownSlide(f"{slide.slide_id} (tissue)", reason, False, slide.sources, "tissue"))
     for label, path, read in layers:
         if not path.is_file():
             continue
@@ -324,7 +324,7 @@ def _add_optional_layers(
         except (InputError, OSError) as exc:  # OSError: an h5 file cut short
             message = str(exc).removeprefix(f"slide {slide.slide_id}: ")
             reason = _one_line(f"this layer is left out, the slide's other layers are shown: {message}")
-            unshown.append(UnshownSlide(f"{slide.slide_id} ({label})", reason, False, slide.sources))
+            unshown.append(UnshownSlide(f"{slide.slide_id} ({label})", reason, False, slide.sources, label))
             continue
         slide.score_sets[layer.method] = layer
 

@@ -106,6 +106,8 @@ class UnshownSlide:
     """True when the run has not written its blockmap or prediction yet (interrupted or running)."""
     sources: tuple[Path, ...] = ()
     """Files and folders whose change may make it showable (watched like `ViewSlide.sources`)."""
+    layer: str = ""
+    """The layer left out of a slide that is shown (tissue, fine maps, ...); empty: the whole slide."""
 
 
 @dataclass
@@ -196,7 +198,8 @@ def find_slides(
                 slide.slide_id = f"{child.name}-{slide.slide_id}" if _clash(slides, slide) else slide.slide_id
                 slides.append(slide)
             unshown += [
-                UnshownSlide(f"{child.name}/{item.slide_id}", item.reason, item.unfinished, item.sources)
+                UnshownSlide(f"{child.name}/{item.slide_id}", item.reason, item.unfinished, item.sources,
+                             item.layer)
                 for item in child_unshown
             ]
     if slides:

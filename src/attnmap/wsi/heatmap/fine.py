@@ -79,6 +79,12 @@ class FineConfig:
             top_k = None
         return cls(values.get("method", "lrp"), top_k, values.get("mil_method", "lrp"))
 
+    def as_mapping(self) -> dict:
+        """Every key as `from_mapping` reads it back (``top_k: all`` for None): one spelling per
+        configuration, for a fingerprint that a default written out or left out does not change."""
+        return {"method": self.method, "top_k": "all" if self.top_k is None else int(self.top_k),
+                "mil_method": self.mil_method}
+
 
 @dataclass
 class FineMaps:
@@ -287,10 +293,34 @@ def iter_selected_fine_maps(
     """
     indices = selection.indices
     directions = selection.directions[torch.as_tensor(indices, device=selection.directions.device)]
-    for maps, bias, _ in iter_fine_maps(
+    done = 0
+    for maps, bias, explained in iter_fine_maps(
         encoder, lambda part: images(indices[part]), directions, config.method, True, batch_size, bounds
     ):
+        _check_same_features(explained, selection.scores, indices[done : done + len(explained)])
+        done += len(explained)
         yield maps, bias
+
+
+FEATURE_TOLERANCE = 0.1
+"""How far (a share of the bag's largest |patch score|) a patch's explained score d · f(p) may lie from
+its MIL score x · d: features computed in another precision (bfloat16 autocast: ~1e-4 of it) pass;
+pixels not passed through the encoder's transform (raw, unnormalised) or patches in another order
+than the feature rows do not (tens of percent and more)."""
+
+
+def _check_same_features(explained: np.ndarray, scores: np.ndarray, indices: np.ndarray) -> None:
+    """`InputError` when the patch images do not give the features the MIL model scored: their maps
+    would sum to another number than the patch scores stored with them, silently."""
+    tolerance = FEATURE_TOLERANCE * float(np.abs(scores).max(initial=0.0)) + 1e-6
+    gaps = np.abs(explained - scores[indices])
+    if gaps.size and gaps.max() > tolerance:
+        worst = int(np.argmax(gaps))
+        raise InputError(
+            f"the patch images do not give the features the MIL model scored: patch {int(indices[worst])} "
+            f"explains to {explained[worst]:.4g}, its MIL score is {scores[indices[worst]]:.4g}; pass the "
+            "encoder's inputs (its transform applied: resized, normalised, float) in the feature rows' order"
+        )
 
 
 def bag_fine_maps(

@@ -44,8 +44,12 @@ def fine_stage(
     outputs: SlideOutputs,
     device: str,
     prints: StageFingerprints | None = None,
+    progress: bool = False,
 ) -> list[str]:
-    """Write the fine maps, their gallery (and fine TIFF); returns the names written (empty: all reused)."""
+    """Write the fine maps, their gallery (and fine TIFF); returns the names written (empty: all reused).
+
+    ``progress``: a bar over the patches explained and over the fine TIFF's windows (with ``top_k:
+    all`` through a large encoder, hours on a CPU)."""
     from attnmap.wsi.heatmap.fine import FineConfig
     from attnmap.wsi.heatmap.fine_render import write_fine_gallery, write_fine_heatmap_tiff
     from attnmap.wsi.heatmap.fine_store import FineMapFile
@@ -64,7 +68,8 @@ def fine_stage(
 
     written: list[str] = []
     if fine_maps_reason(outputs, prints) is not None:
-        _write_fine_maps(slide, read, features, attention, entry, config, outputs, device, prints, fine)
+        _write_fine_maps(slide, read, features, attention, entry, config, outputs, device, prints, fine,
+                         progress)
         written.append(maps_path.name)
     gallery_ok = not written and prints.fine_gallery.check(gallery) is None
     tiff_ok = not config.heatmap.tiff or (not written and prints.fine_tiff.check(tiff) is None)
@@ -95,6 +100,7 @@ def fine_stage(
                     config.heatmap.style,
                     tissue=tissue,
                     metadata={**record, **prints.fine_tiff.record()},
+                    progress=progress,
                 )
             written.append(tiff.name)
     return written
@@ -111,8 +117,11 @@ def _write_fine_maps(
     device: str,
     prints: StageFingerprints,
     fine: Any,
+    progress: bool = False,
 ) -> None:
     """Compute the fine maps of the selected patches and append them to the map file batch by batch."""
+    from tqdm.auto import tqdm
+
     from attnmap.wsi.heatmap.fine import iter_selected_fine_maps, select_fine_patches, transform_bounds
     from attnmap.wsi.heatmap.fine_store import FineMapWriter
 
@@ -143,9 +152,11 @@ def _write_fine_maps(
         target=selection.target,
         top_k=fine.top_k,
         metadata=record,
-    ) as writer:
+    ) as writer, tqdm(total=len(selection.indices), desc="fine maps", unit="patch", disable=not progress,
+                      leave=False) as bar:
         batches = iter_selected_fine_maps(
             encoder.model, inputs, selection, fine, bounds=transform_bounds(encoder.transform)
         )
         for maps, bias in batches:
             writer.append(maps, bias)
+            bar.update(len(maps))

@@ -316,9 +316,13 @@ class StageFingerprints:
     def fine(self) -> Fingerprint:
         """The fine-map file: what the attention depends on (patches, encoder, model) and ``heatmap.fine``.
 
-        Not the drawing options: a new colour map redraws the fine TIFF from the same maps.
+        Not the drawing options: a new colour map redraws the fine TIFF from the same maps. The section
+        as read (`FineConfig.as_mapping`), not as written: a default left out or spelt out is the same maps.
         """
-        return self._make("fine", attention=self.attention.value, fine=self.config.heatmap.fine)
+        from attnmap.wsi.heatmap.fine import FineConfig
+
+        fine = FineConfig.from_mapping(self.config.heatmap.fine)
+        return self._make("fine", attention=self.attention.value, fine=fine and fine.as_mapping())
 
     @functools.cached_property
     def fine_gallery(self) -> Fingerprint:

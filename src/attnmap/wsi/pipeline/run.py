@@ -135,7 +135,8 @@ def run_slide(
         if config.heatmap.fine is not None:
             from attnmap.wsi.pipeline.fine_stage import fine_stage
 
-            fine = fine_stage(slide, tissue, features, attention, entry, config, outputs, device, prints)
+            fine = fine_stage(slide, tissue, features, attention, entry, config, outputs, device, prints,
+                              progress)
             drawn = drawn or (f"fine maps: {', '.join(fine)}" if fine else None)
         done("heatmap", drawn)
         done("sampling", sampling_stage(slide, attention, entry, config, outputs, prints))
