@@ -636,3 +636,28 @@ def test_lesion_reports_give_the_froc_of_random_scores_beside_the_method(tmp_pat
     assert first["random"]["froc"]["n_lesions"] == first["froc"]["n_lesions"]
     assert first["random"]["froc"]["froc_score"] >= 0.5  # the big lesion (of two) is found by chance
     assert "random patch scores" in printed and "FROC score" in printed
+
+
+def test_a_score_set_of_some_slides_only_is_refused_as_such(tmp_path, capsys):
+    """`--methods lrp` on a folder of runs where one slide has no lrp scores said "score set(s) not in the
+    run: lrp" though the run holds them; the refusal now says they are not on every slide."""
+    import shutil
+
+    import h5py
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for name, slide_id in (("one", "slide_a"), ("two", "slide_b")):
+        write_run_folder(tmp_path / name, slide_id=slide_id)
+        shutil.move(tmp_path / name / "run", cohort / name)
+    with h5py.File(cohort / "two" / "heatmaps" / "slide_b" / "slide_b_blockmap.h5", "a") as handle:
+        del handle["scores_lrp"]
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"'))
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", "--run", str(cohort), "--annotations", str(folder), "--methods", "lrp",
+              "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and "not on every slide of the run: lrp" in err
+    assert "not in the run" not in err

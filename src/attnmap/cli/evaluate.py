@@ -247,7 +247,9 @@ def _evaluate_annotated(
     available = run_score_sets(run_dir)
     if not available:
         raise InputError(f"{run_dir} holds no slide with scores (a `wsi run` output folder)")
-    names = _method_names(method_list, available, "score set(s) not in the run:", "it has")
+    # a set some slides lack is not evaluated (a FROC over part of the run): named as such
+    names = _method_names(method_list, available, "score set(s) not on every slide of the run:",
+                          "every slide has")
     _remove_lesion_reports(out_dir, names)
     for name in names:
         evaluate_annotated_run(run_dir, annotations, name, out_dir / f"{LESION_REPORT}{name}.json")
