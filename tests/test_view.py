@@ -193,6 +193,7 @@ def test_cli_port_in_use_is_one_line(run_folder, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "in use" in err and len(err.splitlines()) == 1
+    assert "--port 0" in err  # the way to a free port, said where it is needed (8000: http.server's too)
 
 
 def test_cli_export_writes_a_static_folder(run_folder, tmp_path, capsys):
