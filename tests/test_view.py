@@ -1087,6 +1087,20 @@ def test_view_names_annotation_files_that_match_no_slide(tmp_path, capsys):
     assert "no slide" not in capsys.readouterr().err
 
 
+def test_a_runs_heatmaps_folder_or_a_slides_folder_given_as_dot_says_which_run_to_view(
+    run_folder, monkeypatch
+):
+    """``attnmap view run/heatmaps`` (the folder of the slide folders), and ``attnmap view .`` from
+    inside a slide's folder, got only the list of what a path may be; both now name the run."""
+    with pytest.raises(InputError, match="holds the slide folders of a `wsi run`") as error:
+        discover(run_folder / "heatmaps")
+    assert str(error.value).endswith(f"attnmap view {run_folder}")
+    monkeypatch.chdir(run_folder / "heatmaps" / "slide_a")
+    with pytest.raises(InputError, match="one slide's folder") as error:
+        discover(".")
+    assert str(error.value).endswith(f"attnmap view {run_folder.resolve()}")
+
+
 def test_a_folder_of_loose_blockmaps_says_how_to_view_one(run_folder, tmp_path):
     """A folder holding ``*_blockmap.h5`` files but no run layout (``attnmap demo``'s folder, scores
     copied out of a run) got only the list of what a path may be; it now names a file and the way."""
