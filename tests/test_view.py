@@ -193,6 +193,7 @@ def test_cli_port_in_use_is_one_line(run_folder, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "in use" in err and len(err.splitlines()) == 1
+    assert "--port 0" in err  # the way to a free port, said where it is needed (8000: http.server's too)
 
 
 def test_cli_export_writes_a_static_folder(run_folder, tmp_path, capsys):
@@ -1106,6 +1107,20 @@ def test_view_names_annotation_files_that_match_no_slide(tmp_path, capsys):
     (folder / "slide-a.geojson").rename(folder / "slide_a.geojson")
     main(["view", str(run), "--annotations", str(folder), "--export", str(tmp_path / "site"), "--quiet"])
     assert "no slide" not in capsys.readouterr().err
+
+
+def test_a_runs_heatmaps_folder_or_a_slides_folder_given_as_dot_says_which_run_to_view(
+    run_folder, monkeypatch
+):
+    """``attnmap view run/heatmaps`` (the folder of the slide folders), and ``attnmap view .`` from
+    inside a slide's folder, got only the list of what a path may be; both now name the run."""
+    with pytest.raises(InputError, match="holds the slide folders of a `wsi run`") as error:
+        discover(run_folder / "heatmaps")
+    assert str(error.value).endswith(f"attnmap view {run_folder}")
+    monkeypatch.chdir(run_folder / "heatmaps" / "slide_a")
+    with pytest.raises(InputError, match="one slide's folder") as error:
+        discover(".")
+    assert str(error.value).endswith(f"attnmap view {run_folder.resolve()}")
 
 
 def test_a_folder_of_loose_blockmaps_says_how_to_view_one(run_folder, tmp_path):

@@ -145,8 +145,9 @@ def make_server(content: ViewerContent, port: int = 8000) -> ViewerServer:
         server = ViewerServer((HOST, port), _handler(content))
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-            raise InputError(
-                f"port {port} on {HOST} is in use or not allowed; choose another with --port"
+            raise InputError(  # 8000, the default, is also `python -m http.server`'s
+                f"port {port} on {HOST} is in use or not allowed; choose another with --port "
+                "(--port 0: any free port)"
             ) from None
         raise
     return server

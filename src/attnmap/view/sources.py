@@ -218,9 +218,17 @@ def find_slides(
             f"nothing to view in {path} yet: {path / 'heatmaps'} holds no slide folder "
             "(a `wsi run` just started?)"
         )
-    if path.parent.name == "heatmaps":  # run/heatmaps/<id>: the natural thing to try, never a run
+    where = path.resolve()  # `attnmap view .` from inside a run's folders
+    if where.parent.name == "heatmaps":  # run/heatmaps/<id>: the natural thing to try, never a run
         raise InputError(
-            f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {path.parent.parent}"
+            f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {where.parent.parent}"
+        )
+    if where.name == "heatmaps" and (
+        (where.parent / "run_report.json").is_file()
+        or any((child / f"{child.name}_blockmap.h5").is_file() for child in where.iterdir())
+    ):
+        raise InputError(
+            f"{path} holds the slide folders of a `wsi run`; view the run: attnmap view {where.parent}"
         )
     from attnmap.view.export import is_export
 
