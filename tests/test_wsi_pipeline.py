@@ -17,7 +17,9 @@ from attnmap.io_utils import TEMP_MARKER, atomic_path, read_png_text
 from attnmap.provenance import model_checksum
 from attnmap.wsi.pipeline import run_slide
 from attnmap.wsi.pipeline.config import load_config, read_slide_list
+from attnmap.wsi.pipeline.legend import heatmap_title
 from attnmap.wsi.pipeline.outputs import STAGES, SlideOutputs
+from attnmap.wsi.pipeline.stage_files import load_blockmap
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +116,12 @@ def test_run_slide_writes_every_stage_as_the_api_computes_it(setup: Path, tmp_pa
     assert top[0].name.startswith(f"0_{entry.slide_id}_x_{expected['coords'][best][0]}_y_")
     prediction = json.loads(out.prediction.read_text())
     assert prediction["provenance"]["attnmap_version"] and prediction["n_patches"] == len(expected["coords"])
+    # CLAM-SB has one attention branch for every class: the PNG's title said "CLAM attention for
+    # normal" (branch 0 read as a class) on a slide predicted tumour
+    block = load_blockmap(out.named("blockmap.h5"))
+    assert block["n_branches"] == 1
+    title = heatmap_title(entry.slide_id, block, ["normal", "tumour"])
+    assert " · CLAM attention · " in title and "attention for" not in title
 
 
 def test_finished_stages_are_skipped_and_missing_ones_redone(setup: Path, tmp_path: Path) -> None:
@@ -159,6 +167,10 @@ def test_multi_branch_model_uses_the_predicted_class_branch(setup: Path, tmp_pat
     )
     other = attention_scores(model, features, branch=1 - result["prediction"])
     assert not np.allclose(stored, other)
+    block = load_blockmap(out.named("blockmap.h5"))
+    assert block["n_branches"] == 2
+    shown = ["normal", "tumour"][result["prediction"]]
+    assert f" · CLAM attention for {shown} · " in heatmap_title(entry.slide_id, block, ["normal", "tumour"])
     assert not (out.heatmap_dir / "topk_high_attention").exists()
 
 

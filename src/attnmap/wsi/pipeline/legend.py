@@ -43,14 +43,24 @@ def display_scores(
 def titled_heatmap(
     canvas: np.ndarray, scale: ScoreScale, slide_id: str, attention: dict, class_names: list[str]
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """The heatmap with its title (slide, method, class shown, prediction) and colour bar, and where
-    in that picture the heatmap's top-left pixel lies."""
+    """The heatmap with its title (`heatmap_title`) and colour bar, and where in that picture the
+    heatmap's top-left pixel lies."""
+    title = heatmap_title(slide_id, attention, class_names)
+    offset = legend_offset(canvas.shape[1], scale, title, label="attention")
+    return add_legend(canvas, scale, title, label="attention"), offset
+
+
+def heatmap_title(slide_id: str, attention: dict, class_names: list[str]) -> str:
+    """Slide, method, the class whose attention branch is shown (models with one per class), prediction."""
     prediction = int(attention["prediction"])
     probs = np.asarray(attention.get("probs", []), dtype=np.float64).reshape(-1)
     name = class_names[prediction] if prediction < len(class_names) else f"class {prediction}"
-    branch = int(attention.get("branch", prediction))
-    shown = class_names[branch] if branch < len(class_names) else f"class {branch}"
     probability = float(probs[prediction]) if prediction < len(probs) else None
-    title = f"{slide_id} · CLAM attention for {shown} · {describe_prediction(name, probability)}"
-    offset = legend_offset(canvas.shape[1], scale, title, label="attention")
-    return add_legend(canvas, scale, title, label="attention"), offset
+    if attention.get("n_branches") == 1:
+        # one attention branch (CLAM-SB, ABMIL) weighs patches for every class alike: naming the
+        # branch's index as a class ("attention for normal" on a slide predicted tumour) misled
+        method = "attention"
+    else:
+        branch = int(attention.get("branch", prediction))
+        method = f"attention for {class_names[branch] if branch < len(class_names) else f'class {branch}'}"
+    return f"{slide_id} · CLAM {method} · {describe_prediction(name, probability)}"

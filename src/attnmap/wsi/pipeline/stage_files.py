@@ -230,8 +230,8 @@ def load_coords(path: str | Path) -> np.ndarray | None:
 def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mapping[str, str]) -> Path:
     """CLAM's ``_blockmap.h5`` (`attnmap.wsi.scores_io` layout) plus the prediction, written atomically.
 
-    ``attention``: coords, scores (N,), prediction, probs (C,), branch[, patch_size (level 0)][,
-    geometry]. The scores are stored in float32 as CLAM does (the model computes them in float32:
+    ``attention``: coords, scores (N,), prediction, probs (C,), branch[, n_branches][, patch_size
+    (level 0)][, geometry]. The scores are stored in float32 as CLAM does (the model computes them in float32:
     nothing is lost). ``geometry`` (a `PatchGeometry`): the ``patch_size`` / ``patch_level`` /
     ``downsample`` attributes of ``coords``, as the features h5 and `mil attention`'s h5 carry them,
     so that a reader of any of the three (CLAM's too) finds them in one place.
@@ -243,6 +243,7 @@ def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mappin
         "probabilities": np.asarray(attention["probs"], dtype=np.float64),
         "attention_branch": int(attention["branch"]),
         "branch": int(attention["branch"]),  # a number as in `mil attention`'s h5 (the record has text)
+        **({"attention_branches": int(attention["n_branches"])} if "n_branches" in attention else {}),
         **({"patch_size": int(attention["patch_size"])} if "patch_size" in attention else {}),
     }
     with atomic_path(path) as temporary:
@@ -258,7 +259,8 @@ def save_blockmap(path: str | Path, attention: Mapping[str, Any], record: Mappin
 
 
 def load_blockmap(path: str | Path) -> dict[str, Any]:
-    """What `save_blockmap` stored: coords (int64), scores (float64, N), prediction, probs, branch."""
+    """What `save_blockmap` stored: coords (int64), scores (float64, N), prediction, probs, branch
+    (and n_branches, when the file records it)."""
     import h5py
 
     with h5py.File(path, "r") as handle:
@@ -268,6 +270,8 @@ def load_blockmap(path: str | Path) -> dict[str, Any]:
             "prediction": int(handle.attrs.get("prediction", -1)),
             "probs": np.asarray(handle.attrs.get("probabilities", []), dtype=np.float64),
             "branch": int(handle.attrs.get("attention_branch", 0)),
+            **({"n_branches": int(handle.attrs["attention_branches"])}
+               if "attention_branches" in handle.attrs else {}),
         }
 
 

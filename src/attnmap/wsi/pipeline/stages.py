@@ -363,6 +363,7 @@ def attention_stage(
         "prediction": int(bag.prediction),
         "probs": np.asarray(bag.probs, dtype=np.float64).reshape(-1),
         "branch": bag.branch_for(None),
+        "n_branches": int(bag.raw.shape[0]),  # 1: class-agnostic attention (CLAM-SB, ABMIL)
         "patch_size": level0_patch_size(config.patching, slide),
         "geometry": features_geometry(config.patching, outputs.patches),  # as on the features h5
     }
