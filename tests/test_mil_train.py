@@ -306,3 +306,14 @@ def test_a_labels_csv_saved_by_excel_in_a_legacy_encoding_says_how_to_save_it(tm
         with pytest.raises(InputError) as caught:
             read_labels(labels)
         assert str(caught.value) == f'{labels} is not a text CSV in UTF-8 (line 602): save it as "CSV UTF-8"'
+
+
+def test_a_case_with_two_labels_names_its_slides_and_labels(tmp_path):
+    """The message named only the case: in a CSV of hundreds of rows the user had to search for
+    which slides disagreed."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("slide_id,label,case_id\na,normal,p1\nb,normal,p2\nc,tumor,p1\nd,tumor,p3\n")
+    with pytest.raises(InputError) as caught:
+        make_folds(read_labels(labels), folds=2)
+    assert str(caught.value) == ("case 'p1' has slides with different labels (a: normal, c: tumor); "
+                                 "cannot group it in one split")

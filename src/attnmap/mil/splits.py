@@ -122,7 +122,11 @@ def make_folds(cohort: Cohort, folds: int, seed: int = 1, val_fraction: float = 
     case_slides: dict[str, list[str]] = {}
     for slide, label, case in zip(cohort.slide_ids, cohort.labels, cohort.case_ids, strict=True):
         if case_label.setdefault(case, label) != label:
-            raise InputError(f"case {case!r} has slides with different labels; cannot group it in one split")
+            first = case_slides[case][0]
+            names = cohort.class_names
+            raise InputError(f"case {case!r} has slides with different labels ({first}: "
+                             f"{names[case_label[case]]}, {slide}: {names[label]}); "
+                             "cannot group it in one split")
         case_slides.setdefault(case, []).append(slide)
     if folds < 2:
         raise InputError(f"k-fold needs at least 2 folds, got {folds}")
