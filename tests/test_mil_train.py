@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from pathlib import Path
@@ -292,3 +293,27 @@ def test_each_fold_records_which_class_each_output_is(tmp_path):
         recorded = json.loads((tmp_path / "run" / f"fold_{fold}" / "model.json").read_text())
         assert recorded["class_names"] == sorted(["Tumour (LUAD)", "Benign"])
         assert recorded["n_classes"] == 2
+
+
+def test_a_labels_csv_saved_by_excel_in_a_legacy_encoding_says_how_to_save_it(tmp_path):
+    """Excel's plain "CSV" is cp1252 on Windows: 'Nécrose' then gave "'utf-8' codec can't decode
+    byte 0xe9 in position 22: invalid continuation byte", which tells a pathologist nothing (and
+    past the first 8 KB the position was not even the file's)."""
+    labels = tmp_path / "labels.csv"
+    rows = [f"s{i},Tumeur" for i in range(600)] + ["a,Nécrose", "b,Tumeur"]
+    for bom in (b"", codecs.BOM_UTF8):
+        labels.write_bytes(bom + "\n".join(["slide_id,label", *rows]).encode("cp1252"))
+        with pytest.raises(InputError) as caught:
+            read_labels(labels)
+        assert str(caught.value) == f'{labels} is not a text CSV in UTF-8 (line 602): save it as "CSV UTF-8"'
+
+
+def test_a_case_with_two_labels_names_its_slides_and_labels(tmp_path):
+    """The message named only the case: in a CSV of hundreds of rows the user had to search for
+    which slides disagreed."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("slide_id,label,case_id\na,normal,p1\nb,normal,p2\nc,tumor,p1\nd,tumor,p3\n")
+    with pytest.raises(InputError) as caught:
+        make_folds(read_labels(labels), folds=2)
+    assert str(caught.value) == ("case 'p1' has slides with different labels (a: normal, c: tumor); "
+                                 "cannot group it in one split")

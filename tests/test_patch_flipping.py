@@ -234,7 +234,7 @@ def test_evaluating_one_large_bag_shows_integrated_gradients_steps_unless_quiet(
     from attnmap.mil import write_h5_bag
 
     torch.manual_seed(0)
-    torch.save(ABMIL(embed_dim=4).state_dict(), tmp_path / "abmil.pt")
+    torch.save(ABMIL(embed_dim=4, hidden_dim=8, attention_dim=4).state_dict(), tmp_path / "abmil.pt")
     features = np.random.default_rng(0).normal(size=(2100, 4)).astype(np.float32)  # > 65536 / 32 rows
     write_h5_bag(tmp_path / "big.h5", features, np.zeros((2100, 2)))
     for extra, shown in (((), True), (("--quiet",), False)):

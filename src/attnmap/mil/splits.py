@@ -14,6 +14,7 @@ Everything else trains. Unlike CLAM's Monte-Carlo splits, every case is tested e
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,16 +55,24 @@ def read_labels(path: str | Path) -> Cohort:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "No such labels file", str(path))
+    data = path.read_bytes()  # decoded whole: a decoding error's position is then the file's
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            delimiter = csv_delimiter(handle.readline())
-            handle.seek(0)
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            columns = [name.strip() for name in (reader.fieldnames or [])]
-            if "slide_id" not in columns or "label" not in columns:
-                raise InputError(f"{path}: needs columns slide_id,label[,case_id]; found {columns}")
-            rows = [{(k or "").strip(): _cell(v) for k, v in row.items()} for row in reader]
-    except (UnicodeDecodeError, csv.Error) as error:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:  # e.g. Excel's plain "CSV", cp1252 on Windows
+        line = error.object[: error.start].count(b"\n") + 1  # the bytes after a BOM
+        raise InputError(
+            f'{path} is not a text CSV in UTF-8 (line {line}): save it as "CSV UTF-8"'
+        ) from error
+    try:
+        handle = io.StringIO(text, newline="")
+        delimiter = csv_delimiter(handle.readline())
+        handle.seek(0)
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        columns = [name.strip() for name in (reader.fieldnames or [])]
+        if "slide_id" not in columns or "label" not in columns:
+            raise InputError(f"{path}: needs columns slide_id,label[,case_id]; found {columns}")
+        rows = [{(k or "").strip(): _cell(v) for k, v in row.items()} for row in reader]
+    except csv.Error as error:
         raise InputError(f"{path} is not a text CSV (slide_id,label[,case_id]): {error}") from error
     rows = [row for row in rows if row.get("slide_id")]
     if not rows:
@@ -113,7 +122,11 @@ def make_folds(cohort: Cohort, folds: int, seed: int = 1, val_fraction: float = 
     case_slides: dict[str, list[str]] = {}
     for slide, label, case in zip(cohort.slide_ids, cohort.labels, cohort.case_ids, strict=True):
         if case_label.setdefault(case, label) != label:
-            raise InputError(f"case {case!r} has slides with different labels; cannot group it in one split")
+            first = case_slides[case][0]
+            names = cohort.class_names
+            raise InputError(f"case {case!r} has slides with different labels ({first}: "
+                             f"{names[case_label[case]]}, {slide}: {names[label]}); "
+                             "cannot group it in one split")
         case_slides.setdefault(case, []).append(slide)
     if folds < 2:
         raise InputError(f"k-fold needs at least 2 folds, got {folds}")
