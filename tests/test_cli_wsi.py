@@ -380,6 +380,37 @@ def test_heatmap_draws_the_score_set_method_names(slide: Path, tmp_path: Path, c
     assert "attention, lrp" in err and str(both) in err, err
 
 
+def test_heatmap_draws_signed_scores_centred_on_zero_as_the_viewer_does(slide: Path, tmp_path: Path, capsys):
+    """`wsi heatmap --method lrp` drew LRP scores on jet between their percentiles, where 0 (no
+    evidence) got whatever colour its rank gave, while the viewer draws the same set centred on 0.
+    Signed sets now get the diverging scale unless --scale or --cmap is given."""
+    import json
+
+    from attnmap.io_utils import read_png_text
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    xs, ys = np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.int64)
+    relevance = np.linspace(-1.0, 3.0, len(coords)).astype(np.float32)  # mostly positive, 0 inside
+    path = save_scores_h5(tmp_path / "s7_blockmap.h5", coords, np.zeros(len(coords), np.float32))
+    with h5py.File(path, "a") as handle:
+        handle.create_dataset("scores_lrp", data=relevance)
+
+    def draw(folder: str, *extra: str) -> dict:
+        code, _, err = cli(capsys, "wsi", "heatmap", slide, "--scores", path, "-o", tmp_path / folder,
+                           "--patch-size", "64", "--vis-level", "1", "--no-legend", "--method", "lrp", *extra)
+        assert code == 0, err
+        return json.loads(read_png_text(tmp_path / folder / "s7_heatmap.png")["parameters"])
+
+    drawn = draw("auto")
+    assert (drawn["scale"], drawn["cmap"]) == ("diverging", "RdBu_r")
+    assert draw("robust", "--scale", "robust")["scale"] == "robust"  # the user's choice is kept
+    pictures = [np.asarray(Image.open(tmp_path / name / "s7_heatmap.png")) for name in ("auto", "robust")]
+    assert not np.array_equal(*pictures)
+    kept = draw("jet", "--cmap", "jet")
+    assert (kept["scale"], kept["cmap"]) == ("diverging", "jet")
+
+
 def test_heatmap_refuses_features_scores_or_tissue_of_another_slide_of_the_same_size(
     slide: Path, tmp_path: Path, capsys
 ) -> None:

@@ -203,10 +203,12 @@ class HeatmapConfig(HeatmapStyle):
         default=0, metadata={"help": "Slide level of the TIFF's full resolution."}
     )
 
-    scale: Literal["robust", "minmax", "clam"] = field(
+    scale: Literal["robust", "minmax", "clam", "diverging"] = field(
         default="robust",
         metadata={"help": "robust: linear between the 1st and 99th percentile; minmax; clam: CLAM's "
-                  "colours exactly (percentile ranks, or raw / 100 with percentiles off)."},
+                  "colours exactly (percentile ranks, or raw / 100 with percentiles off); diverging: "
+                  "signed scores (LRP, gradient x input), 0 in the middle, clipped at the 99th "
+                  "percentile of |score|."},
     )
     legend: bool = field(default=True, metadata={"help": "Title and colour bar around the heatmap PNG."})
     fine: dict | None = field(

@@ -281,7 +281,7 @@ def write_heatmap_files(
     """A heatmap PNG drawn with ``style`` (and a pyramidal TIFF overlay if ``tiff``), with provenance.
 
     ``patch_size`` in level-0 pixels. ``scale``: how scores become colours (`display_scores`:
-    robust | minmax | clam). ``title``: put a title band and a colour bar of the scale (``label``)
+    robust | minmax | clam | diverging). ``title``: put a title band and a colour bar of the scale (``label``)
     around the PNG. The TIFF covers the whole slide at ``tiff_level`` (the style's roi, vis_level
     and downscale are for the PNG). ``progress``: bars over the PNG's and the TIFF's windows.
     Returns the paths written.

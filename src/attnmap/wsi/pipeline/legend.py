@@ -16,7 +16,7 @@ from attnmap.errors import InputError
 from attnmap.render.legend import add_legend, describe_prediction, legend_offset
 from attnmap.render.scale import ScoreScale, choose_scale
 
-RUN_SCALES = ("robust", "minmax", "clam")
+RUN_SCALES = ("robust", "minmax", "clam", "diverging")
 
 
 def display_scores(
@@ -25,8 +25,9 @@ def display_scores(
     """(scores, reference, percentiles) for the renderer under scale ``kind``, and the scale drawn.
 
     ``clam`` hands the scores through (percentile rank, or against ``reference``, or raw / 100);
-    ``robust`` / ``minmax`` become 100 × unit values (the renderer divides by 100) with the bounds
-    taken from ``reference`` (the blockmap, for overlapping grids) when there is one.
+    ``robust`` / ``minmax`` / ``diverging`` (signed scores, 0 in the middle of the colour map) become
+    100 × unit values (the renderer divides by 100) with the bounds taken from ``reference`` (the
+    blockmap, for overlapping grids) when there is one.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if kind not in RUN_SCALES:
