@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -184,7 +185,6 @@ def test_a_stop_while_torch_imports_is_one_line_at_once(
     """Before, `import attnmap` imported torch ahead of the command line's handlers: Ctrl-C printed
     Python's traceback and SIGTERM ended the process silently; a Ctrl-C inside torch's import under
     the handlers could end as an ImportError or be swallowed."""
-    import subprocess
 
     marker = tmp_path / "importing-torch"
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -205,12 +205,28 @@ def test_a_stop_while_torch_imports_is_one_line_at_once(
     assert err.strip().splitlines() == [message]
 
 
+def test_the_resource_tracker_started_for_a_cluster_prints_no_leak_warning_after_a_stop() -> None:
+    """A Ctrl-C while the local cluster started killed its workers before they released a semaphore,
+    and multiprocessing's resource tracker (a process of its own, outliving the command) printed
+    "UserWarning: resource_tracker: There appear to be 1 leaked semaphore objects ..." after the
+    stop line, with its source line: the stop looked like a crash. It unlinks the semaphore itself."""
+    code = (
+        "import multiprocessing, os\n"
+        "from attnmap.parallel_dask import start_resource_tracker\n"
+        "start_resource_tracker()\n"
+        "lock = multiprocessing.get_context('spawn').Lock()  # a semaphore the tracker follows\n"
+        "os._exit(0)  # gone without releasing it, as a killed start leaves it\n"
+    )
+    # stderr is read to its end: the tracker holds it open until it has made its report
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
 def test_ctrl_c_while_the_local_cluster_starts_ends_the_run_at_once(tmp_path: Path) -> None:
     """Ctrl-C to the process group (as a terminal sends it) once the local cluster's start has made
     its first process (multiprocessing's resource tracker, for the nannies' queues, or a worker):
     the run says its line within a second and leaves no process behind. Before, the signal was held
     back until the whole cluster was up (2.2 s on a quiet machine, 35 s on a loaded one)."""
-    import subprocess
 
     import numpy as np
     import psutil

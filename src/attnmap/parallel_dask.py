@@ -204,8 +204,6 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
     made so far (they hold nothing of the run's) and is raised here at once. The starting thread
     holds these signals blocked, which the processes it starts inherit: the terminal's Ctrl-C to the
     process group must not reach a worker before its preload ignores it."""
-    from multiprocessing import resource_tracker
-
     import psutil
 
     this = psutil.Process()
@@ -225,7 +223,7 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
     # multiprocessing's resource tracker, started here rather than by the cluster's start: starting
     # it unblocks SIGINT and SIGTERM in the thread that does, and the worker processes that thread
     # started after it would take a Ctrl-C to the process group while Python starts in them
-    resource_tracker.ensure_running()
+    start_resource_tracker()
     thread = threading.Thread(target=start, name="attnmap-cluster-start", daemon=True)
     try:
         with blocked_stop_signals():  # the thread, and the processes it starts, inherit the mask
@@ -255,6 +253,26 @@ def start_local_cluster(workers: int, client_class: Any) -> tuple[Any, Any]:
                     started[part].close()
         raise started["error"]
     return started["cluster"], started["client"]
+
+
+TRACKER_LEAK_NOTE = "ignore:resource_tracker:UserWarning"
+"""The resource tracker's warning filter (a ``-W`` option): its "There appear to be 1 leaked
+semaphore objects to clean up at shutdown", printed after the run's stop line when a stop killed
+the workers of a cluster still starting. The tracker unlinks the semaphore as it says so: nothing
+is left for the user to do, and the line made the stop look like a crash."""
+
+
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (if not running) with `TRACKER_LEAK_NOTE`.
+
+    The tracker is a process of its own, started with this interpreter's ``-W`` options
+    (``sys.warnoptions``); a filter set later in this process does not reach it."""
+    import sys
+    from multiprocessing import resource_tracker
+
+    if TRACKER_LEAK_NOTE not in sys.warnoptions:
+        sys.warnoptions.append(TRACKER_LEAK_NOTE)
+    resource_tracker.ensure_running()
 
 
 def _cluster_registry() -> Any:
