@@ -680,3 +680,17 @@ def test_lrp_methods_refuse_a_half_precision_model(method: str, dtype: torch.dty
     assert next(model.parameters()).dtype == dtype  # the model is left as it was
     attnmap.explain(model, images, "grad_rollout")  # the gradient and attention methods still run
     attnmap.explain(model.float(), images.float(), method)
+
+
+@pytest.mark.parametrize("method", ["lrp", "transformer_attribution", "lrp_rollout", "lrp_attention"])
+def test_lrp_methods_refuse_images_of_another_dtype_as_the_attention_methods_do(method: str) -> None:
+    """float64 images given to a float32 model were cast to float32 without a word by the LRP
+    methods (the attention methods refuse them): a user asking for README's float64 reference
+    numbers got float32 ones. The LRP methods now refuse them with the same line."""
+    model = tiny_vit()
+    images = images_for(model, 2).double()
+    message = r"^images are torch.float64 but the model's parameters are torch.float32"
+    with pytest.raises(InputError, match=message):
+        attnmap.explain(model, images, method)
+    with pytest.raises(InputError, match=message):
+        attnmap.explain(model, images, "rollout")

@@ -128,3 +128,29 @@ def test_colour_bar_labels_tell_a_narrow_range_apart():
     wide = ScoreScale("minmax", 0.0, 2.0, "jet")  # three significant digits stay the rule
     assert [label for _, label in wide.ticks(3)] == ["0", "1", "2"]
     assert [label for _, label in ScoreScale("diverging", -3.2e-6, 3.2e-6, "RdBu_r").ticks(3)][1] == "0"
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [
+        torch.tensor([[-60000.0, 0.0], [30000.0, 60000.0]], dtype=torch.float16),
+        np.array([[-3e38, 0.0], [1e38, 3e38]], dtype=np.float32),
+        np.array([[-1e308, 0.0], [1e307, 1e308]]),
+    ],
+)
+def test_normalising_a_map_whose_range_exceeds_its_dtype(scores):
+    """max - min beyond the dtype's largest number (±60000 in float16, ±3e38 in float32) made
+    minmax NaN (float16) or an overflow, and signed all 0.5: a map of nothing. Both are computed on
+    the map scaled into [-1, 1] when its range would overflow."""
+    import warnings
+
+    reference = np.asarray(scores, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow
+        minmax = np.asarray(normalize(scores, "minmax"), dtype=np.float64)
+        signed = np.asarray(normalize(scores, "signed"), dtype=np.float64)
+    small = reference / 1e300  # the same ratios without overflow
+    expected_minmax = (small - small.min()) / (small.max() - small.min())
+    np.testing.assert_allclose(minmax, expected_minmax, atol=1e-3)
+    np.testing.assert_allclose(signed, reference / np.abs(reference).max() / 2 + 0.5, atol=1e-3)
+    assert type(normalize(scores, "minmax")) is type(scores)

@@ -56,16 +56,23 @@ def normalize(scores: ArrayT, mode: NormalizeMode = "minmax") -> ArrayT:
     count = values.numel() if is_tensor else values.size
     if mode == "none" or count == 0:
         return values
-    eps = float(torch.finfo(values.dtype).eps if is_tensor else np.finfo(values.dtype).eps)
+    info = torch.finfo(values.dtype) if is_tensor else np.finfo(values.dtype)
+    eps, largest = float(info.eps), float(info.max)
     if mode == "signed":
         peak = float(abs(values).max())
-        return values * 0 + 0.5 if peak == 0 else values / (2 * peak) + 0.5
+        if peak == 0:
+            return values * 0 + 0.5
+        # 2·peak beyond the dtype (a float16 map past 32752) was inf: every value came out 0.5
+        return values / (2 * peak) + 0.5 if 2 * peak <= largest else values / peak / 2 + 0.5
     if mode == "minmax":
-        low, high = values.min(), values.max()
-        span = high - low
-        if float(span) <= ROUND_OFF * eps * max(abs(float(low)), abs(float(high))):
+        low, high = float(values.min()), float(values.max())
+        if high - low <= ROUND_OFF * eps * max(abs(low), abs(high)):
             return values * 0
-        return (values - low) / span
+        if high - low > largest:  # max - min overflows the dtype (NaN in float16): on values / peak
+            peak = max(abs(low), abs(high))
+            return (values / peak - low / peak) / (high / peak - low / peak)
+        low_, high_ = values.min(), values.max()
+        return (values - low_) / (high_ - low_)
     flat = as_array(values).ravel()  # a half-precision tensor is ranked in float32
     ranks = rankdata(flat, method="average").reshape(values.shape) / flat.size
     if is_tensor:

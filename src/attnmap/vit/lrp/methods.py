@@ -125,13 +125,14 @@ def _compute(
     dropout), and left in the mode it was in."""
     with eval_mode(model):
         twin = build_twin(model)
-        images = images.detach().to(device=twin.device, dtype=twin.dtype)
-        # the attention methods' checks of size and channels: the Eva, Beit and RelPos twins run
-        # the model's own patch embedding, which fails on them with an AssertionError or RuntimeError
-        # (a model the attention methods cannot read, such as a subclass with its own head, is left
-        # to the twin, whose forward is verified against the model's)
+        # the attention methods' checks of dtype, device, size and channels, on the images as given:
+        # float64 images were cast to a float32 model's dtype without a word, and the Eva, Beit and
+        # RelPos twins run the model's own patch embedding, which fails on a wrong size with an
+        # AssertionError or RuntimeError (a model the attention methods cannot read, such as a
+        # subclass with its own head, is left to the twin, whose forward is verified against the model's)
         if explains(model):
             adapter_for(model).check_images(images)
+        images = images.detach().to(device=twin.device, dtype=twin.dtype)
         # a callable may read the final tokens themselves (a Hugging Face model's last_hidden_state
         # beside its pooled output): then the last block runs on every token
         reads_tokens = callable(target) and not isinstance(target, torch.Tensor) and is_hf_vision_model(model)
