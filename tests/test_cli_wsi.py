@@ -460,3 +460,21 @@ def test_tissue_files_of_earlier_versions_are_checked_by_their_fingerprint(
     assert code == 2 and "s7.json was made from slide s7.tif, not from other.tif" in err, err
     code, _, err = cli(capsys, *args, slide, "-o", tmp_path / "b")
     assert code == 0, err
+
+
+def test_features_of_a_slide_since_replaced_say_so(slide: Path, tmp_path: Path, capsys) -> None:
+    """A slide rescanned under its old name: the refusal read "made from slide s7.tif, not from
+    s7.tif"; it says the file changed since, and what to do."""
+    out = tmp_path / "out"
+    copy = tmp_path / "scan" / "s7.tif"
+    copy.parent.mkdir()
+    copy.write_bytes(slide.read_bytes())
+    encoder = write_tiny_encoder(tmp_path / "e.pt")
+    code, _, err = cli(capsys, "wsi", "features", copy, "-o", out, "--encoder", encoder,
+                       "--input-size", "32", "--device", "cpu", *SEGMENT, *PATCH)
+    assert code == 0, err
+    write_test_slide(copy, seed=8)  # rescanned
+    code, _, err = cli(capsys, "wsi", "heatmap", copy, "--features", out / "features" / "h5_files" / "s7.h5",
+                       "--model", write_clam_checkpoint(tmp_path / "clam.pt"), "-o", tmp_path / "a")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "s7.h5 was made from slide s7.tif as it was before: its bytes differ now; rerun" in err

@@ -83,6 +83,9 @@ def check_same_slide(source: str | Path, record: Mapping[str, Any], sha256: Any,
     recorded = record.get("slide_sha256")
     if recorded and sha256 and str(recorded) != str(sha256):
         made = record.get("slide") or "another slide"
+        if str(made) == str(name):  # the file was replaced (a rescan under its old name)
+            raise InputError(f"{Path(source).name} was made from slide {made} as it was before: its bytes "
+                             "differ now; rerun the stages that made it for this slide")
         raise InputError(
             f"{Path(source).name} was made from slide {made}, not from {name} (their bytes differ): "
             "give files of one slide"
