@@ -503,3 +503,12 @@ def test_slide_list_columns_are_read_whatever_their_case(setup: Path) -> None:
     (setup.parent / "twice.csv").write_text("slide_id,Label,label\nslide_0,tumour,normal\n")
     with pytest.raises(InputError, match=r"twice.csv has the columns 'Label' and 'label'"):
         _load(setup, slides={"csv": "twice.csv"})
+
+
+def test_an_unused_missing_data_dir_is_no_error(setup: Path) -> None:
+    """A slide list of absolute paths does not use slides.data_dir: one left from a template that
+    does not exist is no reason to refuse the run."""
+    absolute = setup.parent / "slides" / "slide_0.tif"
+    (setup.parent / "absolute.csv").write_text(f"slide_path\n{absolute}\n")
+    entries, _ = _load(setup, slides={"csv": "absolute.csv", "data_dir": "slidez", "extension": ""})
+    assert [entry.path for entry in entries] == [str(absolute)]

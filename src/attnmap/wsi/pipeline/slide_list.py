@@ -83,6 +83,11 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
         if not path.is_file():
             missing.append(str(path))
         entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
+    data_dir = Path(config.slides.data_dir) if config.slides.data_dir else None
+    if missing and data_dir is not None and not data_dir.is_dir():  # not every slide missing: the key
+        state = "is a file, not a folder" if data_dir.exists() else "does not exist"
+        raise InputError(f"slides.data_dir {data_dir} {state} (the folder the slide paths and ids of "
+                         "slides.csv are relative to)")
     if missing:
         extension = config.slides.extension
         hint = (
