@@ -467,3 +467,45 @@ def test_mil_attention_scores_keep_the_slide_of_their_features(slide: Path, tmp_
     assert code == 2 and "s7_attention.h5 was made from slide s7.tif, not from other.tif" in err, err
     code, _, err = cli(capsys, *args, slide, "-o", tmp_path / "b")
     assert code == 0, err
+
+
+def test_tissue_files_of_earlier_versions_are_checked_by_their_fingerprint(
+    slide: Path, tmp_path: Path, capsys
+) -> None:
+    """Tissue files written before outputs recorded ``slide_sha256`` name their slide's content in
+    their fingerprint's inputs: those of another slide are refused too, not taken as unknown."""
+    code, _, err = cli(capsys, "wsi", "segment", slide, "-o", tmp_path / "seg", *SEGMENT)
+    assert code == 0, err
+    tissue = tmp_path / "seg" / "tissue" / "s7.json"
+    payload = json.loads(tissue.read_text())
+    del payload["provenance"]["slide_sha256"]  # as an earlier attnmap wrote it
+    tissue.write_text(json.dumps(payload))
+    other = write_test_slide(tmp_path / "other.tif", seed=8)
+    scores = tmp_path / "scores_blockmap.h5"
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    coords = np.stack(np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64)), -1).reshape(-1, 2)
+    save_scores_h5(scores, coords, np.linspace(0, 1, len(coords)))
+    args = ["wsi", "heatmap", "--scores", scores, "--patch-size", "64", "--tissue", tissue]
+    code, _, err = cli(capsys, *args, other, "-o", tmp_path / "a")
+    assert code == 2 and "s7.json was made from slide s7.tif, not from other.tif" in err, err
+    code, _, err = cli(capsys, *args, slide, "-o", tmp_path / "b")
+    assert code == 0, err
+
+
+def test_features_of_a_slide_since_replaced_say_so(slide: Path, tmp_path: Path, capsys) -> None:
+    """A slide rescanned under its old name: the refusal read "made from slide s7.tif, not from
+    s7.tif"; it says the file changed since, and what to do."""
+    out = tmp_path / "out"
+    copy = tmp_path / "scan" / "s7.tif"
+    copy.parent.mkdir()
+    copy.write_bytes(slide.read_bytes())
+    encoder = write_tiny_encoder(tmp_path / "e.pt")
+    code, _, err = cli(capsys, "wsi", "features", copy, "-o", out, "--encoder", encoder,
+                       "--input-size", "32", "--device", "cpu", *SEGMENT, *PATCH)
+    assert code == 0, err
+    write_test_slide(copy, seed=8)  # rescanned
+    code, _, err = cli(capsys, "wsi", "heatmap", copy, "--features", out / "features" / "h5_files" / "s7.h5",
+                       "--model", write_clam_checkpoint(tmp_path / "clam.pt"), "-o", tmp_path / "a")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "s7.h5 was made from slide s7.tif as it was before: its bytes differ now; rerun" in err

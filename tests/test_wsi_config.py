@@ -491,3 +491,24 @@ def test_a_missing_slides_data_dir_is_named_not_every_slide(setup: Path) -> None
         _load(setup, slides={"data_dir": "slidez"})
     with pytest.raises(InputError, match=r"^slides.data_dir .*slides.csv is a file, not a folder"):
         _load(setup, slides={"data_dir": "slides.csv"})
+
+
+def test_slide_list_columns_are_read_whatever_their_case(setup: Path) -> None:
+    """A spreadsheet's ``Slide_ID,Label`` header: the labels were dropped without a word (and
+    ``Slide_ID`` alone was refused as no slide column); two columns one name apart by case are
+    refused rather than one chosen."""
+    (setup.parent / "cased.csv").write_text("Slide_ID,Label,Notes\nslide_0,tumour,x\n")
+    entries, _ = _load(setup, slides={"csv": "cased.csv"})
+    assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "tumour")]
+    (setup.parent / "twice.csv").write_text("slide_id,Label,label\nslide_0,tumour,normal\n")
+    with pytest.raises(InputError, match=r"twice.csv has the columns 'Label' and 'label'"):
+        _load(setup, slides={"csv": "twice.csv"})
+
+
+def test_an_unused_missing_data_dir_is_no_error(setup: Path) -> None:
+    """A slide list of absolute paths does not use slides.data_dir: one left from a template that
+    does not exist is no reason to refuse the run."""
+    absolute = setup.parent / "slides" / "slide_0.tif"
+    (setup.parent / "absolute.csv").write_text(f"slide_path\n{absolute}\n")
+    entries, _ = _load(setup, slides={"csv": "absolute.csv", "data_dir": "slidez", "extension": ""})
+    assert [entry.path for entry in entries] == [str(absolute)]

@@ -36,11 +36,6 @@ def check_config(config: PipelineConfig) -> None:
         raise InputError(f"slides.csv {csv_path} names no file (patterns are not expanded): {takes}")
     if not csv_path.is_file():
         raise FileNotFoundError(2, "slides.csv not found", config.slides.csv)
-    data_dir = Path(config.slides.data_dir) if config.slides.data_dir else None
-    if data_dir is not None and not data_dir.is_dir():  # else every slide "not found" under it
-        state = "is a file, not a folder" if data_dir.exists() else "does not exist"
-        raise InputError(f"slides.data_dir {data_dir} {state} (the folder the slide paths and ids of "
-                         "slides.csv are relative to)")
     if not config.model.checkpoint:
         raise InputError("model.checkpoint is required: a CLAM checkpoint (.pt state_dict)")
     if not Path(config.model.checkpoint).is_file():

@@ -47,8 +47,9 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
             delimiter = csv_delimiter(handle.readline())
             handle.seek(0)
             reader = csv.DictReader(handle, delimiter=delimiter)
-            # "slide_id, label" (a space after the comma): the label column was lost without a word
-            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+            # "slide_id, label" (a space after the comma) or "Slide_ID,Label" (a spreadsheet's):
+            # the label column was lost without a word
+            reader.fieldnames = _column_names(csv_path, reader.fieldnames or [])
             rows = list(reader)
     except UnicodeDecodeError as error:
         raise InputError(
@@ -82,6 +83,11 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
         if not path.is_file():
             missing.append(str(path))
         entries.append(SlideEntry(str(path), slide_id, (row.get("label") or "").strip()))
+    data_dir = Path(config.slides.data_dir) if config.slides.data_dir else None
+    if missing and data_dir is not None and not data_dir.is_dir():  # not every slide missing: the key
+        state = "is a file, not a folder" if data_dir.exists() else "does not exist"
+        raise InputError(f"slides.data_dir {data_dir} {state} (the folder the slide paths and ids of "
+                         "slides.csv are relative to)")
     if missing:
         extension = config.slides.extension
         hint = (
@@ -101,6 +107,25 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
         check_slide_annotations(config, entries)
         check_slide_levels(config, entries)
     return entries
+
+
+COLUMNS = ("slide_path", "slide_id", "label")
+"""The columns of a slide list that are read (any case; others are ignored)."""
+
+
+def _column_names(csv_path: Path, names: list[str]) -> list[str]:
+    """The header's names stripped, and `COLUMNS` in any case given their own spelling;
+    `InputError` for two columns that would both be one of them."""
+    named: dict[str, str] = {}
+    result = []
+    for name in (name.strip() for name in names):
+        known = name.lower() if name.lower() in COLUMNS else None
+        if known is not None and known in named:
+            raise InputError(f"{csv_path} has the columns {named[known]!r} and {name!r}: keep one")
+        if known is not None:
+            named[known] = name
+        result.append(known or name)
+    return result
 
 
 def check_slide_annotations(config: PipelineConfig, entries: list[SlideEntry]) -> None:

@@ -83,6 +83,9 @@ def check_same_slide(source: str | Path, record: Mapping[str, Any], sha256: Any,
     recorded = record.get("slide_sha256")
     if recorded and sha256 and str(recorded) != str(sha256):
         made = record.get("slide") or "another slide"
+        if str(made) == str(name):  # the file was replaced (a rescan under its old name)
+            raise InputError(f"{Path(source).name} was made from slide {made} as it was before: its bytes "
+                             "differ now; rerun the stages that made it for this slide")
         raise InputError(
             f"{Path(source).name} was made from slide {made}, not from {name} (their bytes differ): "
             "give files of one slide"
@@ -91,7 +94,9 @@ def check_same_slide(source: str | Path, record: Mapping[str, Any], sha256: Any,
 
 def output_record(path: str | Path) -> dict[str, Any]:
     """The provenance a stage output carries: an h5 file's attributes, a tissue JSON's
-    ``provenance``, else the sidecar ``<file>.json`` (a features ``.pt``); {} when there is none."""
+    ``provenance``, else the sidecar ``<file>.json`` (a features ``.pt``); {} when there is none.
+    A record without ``slide_sha256`` whose fingerprint names the slide's content (a tissue file
+    of an attnmap that did not record it) gets it from there."""
     import h5py
 
     from attnmap.provenance import read_sidecar
@@ -100,13 +105,20 @@ def output_record(path: str | Path) -> dict[str, Any]:
     try:
         if h5py.is_hdf5(path):
             with h5py.File(path, "r") as handle:
-                return {key: value for key, value in handle.attrs.items() if isinstance(value, str)}
-        if path.suffix == ".json":
+                record = {key: value for key, value in handle.attrs.items() if isinstance(value, str)}
+        elif path.suffix == ".json":
             record = json.loads(path.read_text()).get("provenance")
-            return dict(record) if isinstance(record, dict) else {}
-        return read_sidecar(path)
+            record = dict(record) if isinstance(record, dict) else {}
+        else:
+            record = read_sidecar(path)
     except (OSError, ValueError, AttributeError, InputError):
         return {}
+    if not record.get("slide_sha256"):
+        try:
+            record["slide_sha256"] = json.loads(record["attnmap_fingerprint_inputs"])["slide"]["sha256"]
+        except (KeyError, TypeError, ValueError):  # no slide in its fingerprint: not known
+            return record
+    return record
 
 
 def slide_record(path: str | Path) -> dict[str, str]:
