@@ -24,6 +24,19 @@ def pytest_configure(config: pytest.Config) -> None:
     from attnmap.file_hash import CACHE_ENV
 
     os.environ.setdefault(CACHE_ENV, tempfile.mkdtemp(prefix="attnmap-test-cache-"))
+    _deliver_ctrl_c()
+
+
+def _deliver_ctrl_c() -> None:
+    """Ctrl-C handled as at a terminal, in this process and the commands the tests start.
+
+    Why: a suite started in the background of a non-interactive shell (``make test &``, a CI
+    runner's job) inherits SIGINT ignored, and so does every command it starts; attnmap keeps a
+    signal ignored on purpose ignored, so the tests of how a command stops on Ctrl-C saw no stop."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
