@@ -141,7 +141,14 @@ def test_wsi_evaluate_reads_annotations_folder(tmp_path, capsys):
     # the same evaluation through `attnmap evaluate`, for every score set of the run
     main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval")])
     same = json.loads((tmp_path / "eval" / "lesions_attention.json").read_text())
+    # the records differ only in the command and its time; the evaluation itself is the same
+    record, same_record = report.pop("provenance"), same.pop("provenance")
     assert same == report
+    for key in ("attnmap_version", "method", "run", "annotations"):
+        assert record[key] == same_record[key], key
+    assert record["method"] == "attention" and record["run"] == str(run)
+    assert record["annotations"] == str(folder)
+    assert record["command"].startswith("attnmap wsi evaluate") and "--run" in same_record["command"]
 
 
 def test_evaluate_run_again_with_fewer_methods_leaves_no_report_of_the_others(tmp_path, capsys):

@@ -270,8 +270,10 @@ def _evaluate_annotated(
     names = _method_names(method_list, available, "score set(s) not on every slide of the run:",
                           "every slide has")
     _remove_lesion_reports(out_dir, names)
+    command = (f"attnmap evaluate --run {run_dir} --annotations {annotations} --methods {method_list} "
+               f"--out {out_dir}")
     for name in names:
-        evaluate_annotated_run(run_dir, annotations, name, out_dir / f"{LESION_REPORT}{name}.json")
+        evaluate_annotated_run(run_dir, annotations, name, out_dir / f"{LESION_REPORT}{name}.json", command)
 
 
 LESION_REPORT = "lesions_"  # OUT/lesions_<score set>.json
