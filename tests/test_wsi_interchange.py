@@ -151,6 +151,27 @@ def test_wsi_evaluate_reads_annotations_folder(tmp_path, capsys):
     assert record["command"].startswith("attnmap wsi evaluate") and "--run" in same_record["command"]
 
 
+def test_evaluate_run_says_which_score_set_each_block_of_lines_is_and_quotes_its_command(tmp_path, capsys):
+    """With several score sets the per-slide AUC and FROC lines came one block after another with
+    nothing naming the set; the recorded command gave `--methods fine maps (lrp)` unquoted."""
+    import shlex
+
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"'))
+    capsys.readouterr()
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval"),
+          "--methods", "attention,fine maps (lrp)"])
+    lines = capsys.readouterr().out.splitlines()
+    headers = [index for index, line in enumerate(lines) if line.startswith("score set ")]
+    assert [lines[index] for index in headers] == ["score set attention:", "score set fine maps (lrp):"]
+    assert headers[0] == 0 and lines[headers[1] - 1].startswith("wrote ")
+    report = json.loads((tmp_path / "eval" / "lesions_fine maps (lrp).json").read_text())
+    assert shlex.split(report["provenance"]["command"])[-3:] == ["attention,fine maps (lrp)", "--out",
+                                                                 str(tmp_path / "eval")]
+
+
 def test_evaluate_run_again_with_fewer_methods_leaves_no_report_of_the_others(tmp_path, capsys):
     """`evaluate --run --out` kept lesions_<method>.json of methods no longer asked for beside the new
     reports (they read as this evaluation's); attnmap's own reports of other methods are removed, a

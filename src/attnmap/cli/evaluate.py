@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -270,9 +271,10 @@ def _evaluate_annotated(
     names = _method_names(method_list, available, "score set(s) not on every slide of the run:",
                           "every slide has")
     _remove_lesion_reports(out_dir, names)
-    command = (f"attnmap evaluate --run {run_dir} --annotations {annotations} --methods {method_list} "
-               f"--out {out_dir}")
-    for name in names:
+    command = shlex.join(["attnmap", "evaluate", "--run", str(run_dir), "--annotations", str(annotations),
+                          "--methods", method_list, "--out", str(out_dir)])
+    for name in names:  # each set's lines (per slide, FROC, file) under its name
+        click.echo(f"score set {name}:")
         evaluate_annotated_run(run_dir, annotations, name, out_dir / f"{LESION_REPORT}{name}.json", command)
 
 

@@ -39,8 +39,12 @@ def geojson_command(scores: Path, out: Path, tissue: bool, tissue_file: Path | N
 )
 def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | None) -> None:
     """Patch AUC per annotated slide and FROC lesion detection over the run's slides."""
-    command = f"attnmap wsi evaluate {run_dir} --annotations {annotations} --method {method}"
-    evaluate_annotated_run(run_dir, annotations, method, out, command + (f" -o {out}" if out else ""))
+    import shlex
+
+    parts = ["attnmap", "wsi", "evaluate", str(run_dir), "--annotations", str(annotations),
+             "--method", method]
+    parts += ["-o", str(out)] if out is not None else []
+    evaluate_annotated_run(run_dir, annotations, method, out, shlex.join(parts))
 
 
 def run_score_sets(run_dir: Path) -> list[str]:
