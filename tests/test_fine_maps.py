@@ -463,3 +463,20 @@ def test_bfloat16_features_are_explained_not_refused_and_sum_to_the_float32_scor
     largest = np.abs(fine.patch_scores).max()
     np.testing.assert_allclose(sums, explained, rtol=0, atol=1e-4 * largest)
     assert np.abs(sums - fine.patch_scores).max() / largest < FEATURE_TOLERANCE  # ~2% on this model
+
+
+def test_slide_evidence_json_carries_its_provenance(tmp_path, capsys, monkeypatch):
+    """--json wrote the report without a record of what made it (attnmap version, slides, fine method),
+    unlike every other output, and in place (a stop mid-write left half a JSON)."""
+    from attnmap.evaluate import slide_evidence
+
+    report = {"n_slides": 1, "fine_method": "lrp", "means": {}, "per_slide": []}
+    monkeypatch.setattr(slide_evidence, "evaluate_hard_slides", lambda n, method: dict(report))
+    monkeypatch.setattr(slide_evidence, "format_table", lambda report: "table")
+    assert slide_evidence.main(["--slides", "1", "--json", str(tmp_path / "evidence.json")]) == 0
+    written = json.loads((tmp_path / "evidence.json").read_text())
+    record = written.pop("provenance")
+    assert written == report and record["method"] == "lrp" and "attnmap_version" in record
+    assert json.loads(record["parameters"]) == {"slides": 1}
+    assert record["command"].endswith(f"--slides 1 --fine-method lrp --json {tmp_path / 'evidence.json'}")
+    assert [path.name for path in tmp_path.iterdir()] == ["evidence.json"]

@@ -175,7 +175,10 @@ def _encoder_method(fine_method: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from attnmap.io_utils import check_writable, writable_file
+    import shlex
+
+    from attnmap.io_utils import check_writable, writable_file, write_bytes_atomic
+    from attnmap.provenance import provenance
 
     parser = argparse.ArgumentParser(description="Evidence table on held-out hard synthetic slides.")
     parser.add_argument("--slides", type=_positive, default=8, help="held-out slides (at least 1)")
@@ -190,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_hard_slides(args.slides, args.fine_method)
         print(format_table(report))
         print(f"\n{args.slides} held-out slides, {time.time() - started:.0f} s")
-        if args.json:
-            with open(writable_file(args.json), "w") as handle:
-                json.dump(report, handle, indent=2, default=float)
+        if args.json:  # whole or not at all, with the record of what made it
+            command = shlex.join(["python", "-m", "attnmap.evaluate.slide_evidence", "--slides",
+                                  str(args.slides), "--fine-method", args.fine_method, "--json", args.json])
+            report["provenance"] = provenance(method=args.fine_method, parameters={"slides": args.slides},
+                                              command=command)
+            text = json.dumps(report, indent=2, default=float) + "\n"
+            write_bytes_atomic(writable_file(args.json), text.encode())
     except InputError as exc:  # one line, as the attnmap command says it
         parser.error(str(exc))
     return 0
