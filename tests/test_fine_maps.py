@@ -471,7 +471,7 @@ def test_slide_evidence_json_carries_its_provenance(tmp_path, capsys, monkeypatc
     from attnmap.evaluate import slide_evidence
 
     report = {"n_slides": 1, "fine_method": "lrp", "means": {}, "per_slide": []}
-    monkeypatch.setattr(slide_evidence, "evaluate_hard_slides", lambda n, method: dict(report))
+    monkeypatch.setattr(slide_evidence, "evaluate_hard_slides", lambda n, method, **kwargs: dict(report))
     monkeypatch.setattr(slide_evidence, "format_table", lambda report: "table")
     assert slide_evidence.main(["--slides", "1", "--json", str(tmp_path / "evidence.json")]) == 0
     written = json.loads((tmp_path / "evidence.json").read_text())
@@ -480,3 +480,17 @@ def test_slide_evidence_json_carries_its_provenance(tmp_path, capsys, monkeypatc
     assert json.loads(record["parameters"]) == {"slides": 1}
     assert record["command"].endswith(f"--slides 1 --fine-method lrp --json {tmp_path / 'evidence.json'}")
     assert [path.name for path in tmp_path.iterdir()] == ["evidence.json"]
+
+
+def test_slide_evidence_shows_progress_over_the_slides(capfd, monkeypatch):
+    """`--slides 100` ran for minutes without a word; the command now shows a bar over the slides."""
+    from attnmap.evaluate import slide_evidence
+
+    def one_slide(seed, encoder, model, fine_method):
+        return {"prob_tumour": 0.5, "_pooled": (np.array([0, 1]), {"darkness": np.array([0.2, 0.1])})}
+
+    monkeypatch.setattr(slide_evidence, "evaluate_slide", one_slide)
+    report = slide_evidence.evaluate_hard_slides(3, progress=True)
+    assert report["n_slides"] == 3 and "3/3" in capfd.readouterr().err
+    slide_evidence.evaluate_hard_slides(3)
+    assert "3/3" not in capfd.readouterr().err

@@ -115,8 +115,13 @@ def evaluate_slide(seed: int, encoder, model, fine_method: str = "lrp") -> dict[
     return result
 
 
-def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[str, object]:
-    """Per-slide results and their means over ``n_slides`` held-out hard tumour slides."""
+def evaluate_hard_slides(
+    n_slides: int = 8, fine_method: str = "lrp", progress: bool = False
+) -> dict[str, object]:
+    """Per-slide results and their means over ``n_slides`` held-out hard tumour slides (``progress``:
+    a bar over the slides)."""
+    from tqdm.auto import tqdm
+
     from attnmap.data.hard_mil import HELD_OUT_SERIES, hard_seed, load_hard_demo_clam
     from attnmap.data.patch_vit import load_patch_vit
 
@@ -124,7 +129,8 @@ def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[st
         raise InputError(f"need at least one slide, got {n_slides}")
     encoder, model = load_patch_vit(), load_hard_demo_clam().eval()
     per_slide = [
-        evaluate_slide(hard_seed(HELD_OUT_SERIES, i), encoder, model, fine_method) for i in range(n_slides)
+        evaluate_slide(hard_seed(HELD_OUT_SERIES, i), encoder, model, fine_method)
+        for i in tqdm(range(n_slides), desc="slides", disable=not progress)
     ]
     pooled = [r.pop("_pooled") for r in per_slide]
     labels = np.concatenate([p[0] for p in pooled])
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(args.json)
         torch.set_num_threads(1)
         started = time.time()
-        report = evaluate_hard_slides(args.slides, args.fine_method)
+        report = evaluate_hard_slides(args.slides, args.fine_method, progress=True)
         print(format_table(report))
         print(f"\n{args.slides} held-out slides, {time.time() - started:.0f} s")
         if args.json:  # whole or not at all, with the record of what made it
