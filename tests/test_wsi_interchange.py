@@ -689,3 +689,18 @@ def test_a_score_set_of_some_slides_only_is_refused_as_such(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert stopped.value.code == 2 and "not on every slide of the run: lrp" in err
     assert "not in the run" not in err
+
+
+def test_evaluating_a_run_whose_slide_moved_says_evaluate_not_view(tmp_path, capsys):
+    """`evaluate --run` on a run whose slide file was moved said "nothing to view in RUN", the viewer's
+    words, to a user who asked for no viewer."""
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    prediction = json.loads((run / "heatmaps" / "slide_a" / "slide_a_prediction.json").read_text())
+    Path(prediction["slide_path"]).unlink()
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and len(err.splitlines()) == 1
+    assert f"nothing to evaluate in {run}" in err and "missing" in err and "view" not in err

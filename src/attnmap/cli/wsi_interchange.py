@@ -67,7 +67,7 @@ def find_run_slides(run_dir: Path):  # -> attnmap.view.sources.Discovery (import
     pattern = "heatmaps/*/*_blockmap.h5"
     if next(run_dir.glob(pattern), None) is None and next(run_dir.glob(f"*/{pattern}"), None) is None:
         raise InputError(f"{run_dir} holds no slide's blockmap: the evaluation {needs}")
-    return find_slides(run_dir)
+    return find_slides(run_dir, purpose="evaluate")
 
 
 def evaluate_annotated_run(
