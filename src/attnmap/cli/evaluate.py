@@ -112,9 +112,9 @@ def evaluate(
         model_name=model_spec,
         command=command,
     )
-    _remove_earlier_outputs(out_dir, IMAGE_OUTPUTS)
     result = evaluate_methods(model, dataset, names, batch_size=batch_size, seed=seed,
-                              pointing_tolerance=pointing_tolerance, progress=not quiet())
+                              pointing_tolerance=pointing_tolerance, progress=not quiet(),
+                              before_work=lambda: _remove_earlier_outputs(out_dir, IMAGE_OUTPUTS))
     csv_path = write_csv(result, out_dir / IMAGE_OUTPUTS[0], record)
     plot_path = plot_curves(result, out_dir / IMAGE_OUTPUTS[2], record)
     click.echo(f"{command}\n{n_images} images, clean accuracy {result.settings['clean_accuracy']:.1f}%; "

@@ -125,18 +125,22 @@ def evaluate_methods(
     steps: Sequence[float] = STEPS,
     pointing_tolerance: int = 4,
     progress: bool = True,
+    before_work: Callable[[], None] | None = None,
 ) -> EvaluationResult:
     """Run the perturbation, segmentation and pointing tests for each method and the random baseline.
 
     ``methods`` are names registered with `attnmap.explain`; ``custom_maps`` adds named map
     functions (e.g. an oracle built from the masks). A method that raises an attnmap error (for
     instance one that does not support this model) gets a row of NaNs with the error as its note.
+    ``before_work`` is called once the inputs are accepted, before the methods run (the command
+    deletes an earlier evaluation's files there, so a refused one leaves them).
     """
     from attnmap.model_state import eval_mode
 
     with eval_mode(model):  # eval semantics throughout; the model's own flags restored afterwards
         return _evaluate(
-            model, dataset, methods, custom_maps, batch_size, seed, steps, pointing_tolerance, progress
+            model, dataset, methods, custom_maps, batch_size, seed, steps, pointing_tolerance, progress,
+            before_work,
         )
 
 
@@ -150,6 +154,7 @@ def _evaluate(
     steps: Sequence[float],
     pointing_tolerance: int,
     progress: bool,
+    before_work: Callable[[], None] | None = None,
 ) -> EvaluationResult:
     images, labels, masks = _check_dataset(dataset)
     if pointing_tolerance < 0:
@@ -173,6 +178,8 @@ def _evaluate(
     if RANDOM in sources:
         raise InputError(f"{RANDOM!r} is reserved for the random baseline row")
     random_maps = random_patch_maps(len(images), grid, seed)
+    if before_work is not None:
+        before_work()
 
     rows: list[dict[str, object]] = []
     curves: dict[str, dict[str, np.ndarray]] = {}
