@@ -86,3 +86,51 @@ def test_an_evaluation_too_large_for_the_memory_is_refused_before_it_starts(tmp_
     assert "5000 images of 64x64 and their maps need about" in err and err.endswith("use at most --n 1000")
     assert not (tmp_path / "big").exists()
     assert run_cli(["evaluate", "--n", "4", "--methods", "attention", "--out", str(tmp_path / "small")]) == 0
+
+
+EARLIER_IMAGE_OUTPUTS = ("evaluation.csv", "evaluation.json", "perturbation_curves.png")
+
+
+@pytest.mark.parametrize("stop_in", ["_maps_for", "plot_curves"])
+def test_an_interrupted_evaluation_leaves_no_earlier_output_beside_its_own(
+    tmp_path, capsys, monkeypatch, stop_in
+):
+    """The CSV, its JSON and the PNG were written one after another over an earlier evaluation's: a stop
+    between them left a new CSV beside the old plot (or the old three beside nothing new)."""
+    from attnmap.evaluate import report, runner
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    for name in EARLIER_IMAGE_OUTPUTS:
+        (out / name).write_text("an earlier evaluation's")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner if stop_in == "_maps_for" else report, stop_in, stop)
+    code = run_cli(["evaluate", "--n", "2", "--methods", "attention", "--out", str(out), "--quiet"])
+    assert code != 0
+    for name in EARLIER_IMAGE_OUTPUTS:
+        path = out / name
+        assert not path.exists() or path.read_text(errors="replace") != "an earlier evaluation's", name
+    assert not (out / "perturbation_curves.png").exists()
+    assert not [path.name for path in out.iterdir() if path.name.startswith(".")]  # no temporary left
+
+
+def test_a_refused_evaluation_keeps_the_earlier_one(tmp_path, capsys, monkeypatch):
+    """Deleting an earlier evaluation's files must wait until the inputs are accepted: a model of other
+    classes, refused in one line, left the folder without the earlier, valid evaluation."""
+    from attnmap.evaluate import runner
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    for name in EARLIER_IMAGE_OUTPUTS:
+        (out / name).write_text("an earlier evaluation's")
+
+    def refuse(*args, **kwargs):
+        raise runner.InputError("the model has 1000 classes but the data has 5")
+
+    monkeypatch.setattr(runner, "_predict", refuse)
+    code = run_cli(["evaluate", "--n", "2", "--methods", "attention", "--out", str(out), "--quiet"])
+    assert code == 2 and "1000 classes" in capsys.readouterr().err
+    assert all((out / name).read_text() == "an earlier evaluation's" for name in EARLIER_IMAGE_OUTPUTS)

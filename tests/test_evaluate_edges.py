@@ -45,6 +45,29 @@ def test_a_model_with_fewer_classes_than_the_data_is_refused() -> None:
         evaluate_methods(model.eval(), data, ["attention"], progress=False)
 
 
+def test_a_model_with_more_classes_than_the_data_declares_is_refused() -> None:
+    """A 1000-class ImageNet model scored on the 5 shape classes ran and reported 0% accuracy."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=8)
+    data = ShapesDataset(2, size=32, seed=1)
+    with pytest.raises(InputError, match="the model has 8 classes but the data has 5"):
+        evaluate_methods(model.eval(), data, ["attention"], progress=False)
+
+
+def test_data_without_declared_classes_may_use_part_of_the_model_classes() -> None:
+    """Images labelled only by index (no ``classes``) may hit some of a larger model's classes."""
+
+    class Labelled:  # images, labels and masks, without the data's class names
+        def __init__(self, data: ShapesDataset) -> None:
+            self.images, self.labels, self.masks = data.images, data.labels, data.masks
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=8)
+    result = evaluate_methods(model.eval(), Labelled(ShapesDataset(2, size=32, seed=1)), ["attention"],
+                              progress=False)
+    assert [row["method"] for row in result.rows] == ["attention", "random"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

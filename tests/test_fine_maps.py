@@ -23,7 +23,7 @@ from attnmap.data.patch_vit import build_patch_vit
 from attnmap.errors import InputError
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
 from attnmap.wsi.heatmap.encoder_relevance import check_encoder_forward, encoder_relevance, input_bounds
-from attnmap.wsi.heatmap.fine import FineConfig, bag_fine_maps, fine_maps, mil_directions
+from attnmap.wsi.heatmap.fine import FEATURE_TOLERANCE, FineConfig, bag_fine_maps, fine_maps, mil_directions
 
 
 def test_hard_slides_are_deterministic_and_seeded():
@@ -444,3 +444,53 @@ def test_bag_fine_maps_refuses_images_that_do_not_give_the_bags_features(single_
     with pytest.raises(InputError, match="do not give the features") as caught:
         bag_fine_maps(encoder, others, mil, features, FineConfig(top_k=None))
     assert "\n" not in str(caught.value)
+
+
+def test_bfloat16_features_are_explained_not_refused_and_sum_to_the_float32_score(single_thread):
+    """`features.precision: bfloat16`: the stored features (and so the MIL patch scores) come from the
+    encoder under autocast, the fine maps from its float32 forward. The maps sum to the float32 score
+    d · f(p), which lies off the stored score by the precision's round-off (the docs called the identity
+    with the stored score exact); the check of the features must not refuse such a run."""
+    encoder, mil = (model.float() for model in _tiny_models())
+    images = torch.randn(8, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        features = encoder(images).float()
+    fine = bag_fine_maps(encoder, images, mil, features, FineConfig(top_k=None))
+    directions, _, _ = mil_directions(mil, features, fine.target, "lrp")
+    with torch.no_grad():
+        explained = (encoder(images) * directions).sum(dim=1).double().numpy()[fine.indices]
+    sums = fine.maps.astype(np.float64).sum(axis=(1, 2))
+    largest = np.abs(fine.patch_scores).max()
+    np.testing.assert_allclose(sums, explained, rtol=0, atol=1e-4 * largest)
+    assert np.abs(sums - fine.patch_scores).max() / largest < FEATURE_TOLERANCE  # ~2% on this model
+
+
+def test_slide_evidence_json_carries_its_provenance(tmp_path, capsys, monkeypatch):
+    """--json wrote the report without a record of what made it (attnmap version, slides, fine method),
+    unlike every other output, and in place (a stop mid-write left half a JSON)."""
+    from attnmap.evaluate import slide_evidence
+
+    report = {"n_slides": 1, "fine_method": "lrp", "means": {}, "per_slide": []}
+    monkeypatch.setattr(slide_evidence, "evaluate_hard_slides", lambda n, method, **kwargs: dict(report))
+    monkeypatch.setattr(slide_evidence, "format_table", lambda report: "table")
+    assert slide_evidence.main(["--slides", "1", "--json", str(tmp_path / "evidence.json")]) == 0
+    written = json.loads((tmp_path / "evidence.json").read_text())
+    record = written.pop("provenance")
+    assert written == report and record["method"] == "lrp" and "attnmap_version" in record
+    assert json.loads(record["parameters"]) == {"slides": 1}
+    assert record["command"].endswith(f"--slides 1 --fine-method lrp --json {tmp_path / 'evidence.json'}")
+    assert [path.name for path in tmp_path.iterdir()] == ["evidence.json"]
+
+
+def test_slide_evidence_shows_progress_over_the_slides(capfd, monkeypatch):
+    """`--slides 100` ran for minutes without a word; the command now shows a bar over the slides."""
+    from attnmap.evaluate import slide_evidence
+
+    def one_slide(seed, encoder, model, fine_method):
+        return {"prob_tumour": 0.5, "_pooled": (np.array([0, 1]), {"darkness": np.array([0.2, 0.1])})}
+
+    monkeypatch.setattr(slide_evidence, "evaluate_slide", one_slide)
+    report = slide_evidence.evaluate_hard_slides(3, progress=True)
+    assert report["n_slides"] == 3 and "3/3" in capfd.readouterr().err
+    slide_evidence.evaluate_hard_slides(3)
+    assert "3/3" not in capfd.readouterr().err

@@ -243,3 +243,28 @@ def test_evaluating_one_large_bag_shows_integrated_gradients_steps_unless_quiet(
                                "--out", tmp_path / "out")
         assert code == 0, err
         assert ("integrated gradients" in err) == shown, err
+
+
+def test_an_interrupted_slide_evaluation_leaves_no_earlier_table(tmp_path, capsys, monkeypatch):
+    """patch_flipping.csv and its JSON were written over an earlier evaluation's one after the other:
+    a stop before or between them left the earlier files (or a new CSV beside the old JSON)."""
+    from attnmap.cli.main import main
+    from attnmap.evaluate import slides
+    from attnmap.mil import write_h5_bag
+
+    model, bag = _planted()
+    torch.save(model.state_dict(), tmp_path / "abmil.pt")
+    write_h5_bag(tmp_path / "bags" / "slide_0.h5", bag.numpy(), np.zeros((len(bag), 2)))
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("patch_flipping.csv", "patch_flipping.json"):
+        (out / name).write_text("an earlier evaluation's")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(slides, "evaluate_bags", stop)
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--mil-checkpoint", str(tmp_path / "abmil.pt"), "--bags", str(tmp_path / "bags"),
+              "--methods", "attention", "--out", str(out), "--quiet"])
+    assert sorted(path.name for path in out.iterdir()) == []

@@ -1182,3 +1182,22 @@ def test_a_run_folder_with_no_slide_written_yet_says_so(tmp_path):
     (tmp_path / "run" / "heatmaps").mkdir(parents=True)
     with pytest.raises(InputError, match=r"nothing to view in .*run yet: .*heatmaps.* holds no slide folder"):
         discover(tmp_path / "run")
+
+
+@pytest.mark.parametrize(("fine_method", "mil_method", "name"), [
+    ("lrp", "lrp", "fine maps (lrp)"),
+    ("lrp", "gradient_x_input", "fine maps (lrp of gradient_x_input scores)"),
+    ("transformer_attribution", "lrp", "fine maps (transformer_attribution of lrp scores)"),
+])
+def test_fine_score_set_is_named_by_both_methods(tmp_path, fine_method, mil_method, name):
+    """The set holds the MIL method's patch scores and the fine method's maps: a name giving only the
+    fine method called gradient x input scores 'lrp' (also in `evaluate --run`'s lesions_<set>.json)."""
+    from attnmap.view.score_files import read_fine_score_set
+    from attnmap.wsi.heatmap.fine_store import FineMapWriter
+
+    coords = np.array([[0, 0], [32, 0]], dtype=np.int64)
+    path = tmp_path / "s_fine_maps.h5"
+    with FineMapWriter(path, coords, np.array([1.0, -1.0]), np.array([0]), (8, 8), patch_size=32,
+                       method=fine_method, mil_method=mil_method, target=1, top_k=1) as writer:
+        writer.append(np.ones((1, 8, 8), dtype=np.float32), np.zeros(1))
+    assert read_fine_score_set(path).method == name

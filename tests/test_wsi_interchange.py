@@ -141,7 +141,35 @@ def test_wsi_evaluate_reads_annotations_folder(tmp_path, capsys):
     # the same evaluation through `attnmap evaluate`, for every score set of the run
     main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval")])
     same = json.loads((tmp_path / "eval" / "lesions_attention.json").read_text())
+    # the records differ only in the command and its time; the evaluation itself is the same
+    record, same_record = report.pop("provenance"), same.pop("provenance")
     assert same == report
+    for key in ("attnmap_version", "method", "run", "annotations"):
+        assert record[key] == same_record[key], key
+    assert record["method"] == "attention" and record["run"] == str(run)
+    assert record["annotations"] == str(folder)
+    assert record["command"].startswith("attnmap wsi evaluate") and "--run" in same_record["command"]
+
+
+def test_evaluate_run_says_which_score_set_each_block_of_lines_is_and_quotes_its_command(tmp_path, capsys):
+    """With several score sets the per-slide AUC and FROC lines came one block after another with
+    nothing naming the set; the recorded command gave `--methods fine maps (lrp)` unquoted."""
+    import shlex
+
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / "slide_a.xml").write_text(ASAP.replace('X="100"', 'X="448"').replace('X="300"', 'X="704"'))
+    capsys.readouterr()
+    main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval"),
+          "--methods", "attention,fine maps (lrp)"])
+    lines = capsys.readouterr().out.splitlines()
+    headers = [index for index, line in enumerate(lines) if line.startswith("score set ")]
+    assert [lines[index] for index in headers] == ["score set attention:", "score set fine maps (lrp):"]
+    assert headers[0] == 0 and lines[headers[1] - 1].startswith("wrote ")
+    report = json.loads((tmp_path / "eval" / "lesions_fine maps (lrp).json").read_text())
+    assert shlex.split(report["provenance"]["command"])[-3:] == ["attention,fine maps (lrp)", "--out",
+                                                                 str(tmp_path / "eval")]
 
 
 def test_evaluate_run_again_with_fewer_methods_leaves_no_report_of_the_others(tmp_path, capsys):
@@ -661,3 +689,18 @@ def test_a_score_set_of_some_slides_only_is_refused_as_such(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert stopped.value.code == 2 and "not on every slide of the run: lrp" in err
     assert "not in the run" not in err
+
+
+def test_evaluating_a_run_whose_slide_moved_says_evaluate_not_view(tmp_path, capsys):
+    """`evaluate --run` on a run whose slide file was moved said "nothing to view in RUN", the viewer's
+    words, to a user who asked for no viewer."""
+    run = write_run_folder(tmp_path, hot=(512, 256))
+    prediction = json.loads((run / "heatmaps" / "slide_a" / "slide_a_prediction.json").read_text())
+    Path(prediction["slide_path"]).unlink()
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", "--run", str(run), "--annotations", str(folder), "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and len(err.splitlines()) == 1
+    assert f"nothing to evaluate in {run}" in err and "missing" in err and "view" not in err

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -64,10 +65,12 @@ def evaluate(
     """Score relevance maps against ground truth: perturbation AUCs, segmentation and pointing game.
 
     Every method gets a row, and a seeded random-map baseline is always reported. Writes
-    OUT/evaluation.csv (+ .json sidecar with provenance and curves) and OUT/perturbation_curves.png.
+    OUT/evaluation.csv (+ .json sidecar with provenance and curves) and OUT/perturbation_curves.png,
+    deleting an earlier evaluation's before it starts.
 
     With --mil-checkpoint and --bags: patch flipping of MIL relevance methods on slides (no labels
-    needed), against a seeded random order; writes OUT/patch_flipping.csv (+ .json with curves).
+    needed), against a seeded random order; writes OUT/patch_flipping.csv (+ .json with curves),
+    deleting an earlier evaluation's before it starts.
 
     With --run and --annotations: each score set of a `wsi run` folder against annotated lesions
     (patch AUC per slide, FROC); writes OUT/lesions_<method>.json (replacing every earlier one in OUT).
@@ -110,9 +113,10 @@ def evaluate(
         command=command,
     )
     result = evaluate_methods(model, dataset, names, batch_size=batch_size, seed=seed,
-                              pointing_tolerance=pointing_tolerance, progress=not quiet())
-    csv_path = write_csv(result, out_dir / "evaluation.csv", record)
-    plot_path = plot_curves(result, out_dir / "perturbation_curves.png", record)
+                              pointing_tolerance=pointing_tolerance, progress=not quiet(),
+                              before_work=lambda: _remove_earlier_outputs(out_dir, IMAGE_OUTPUTS))
+    csv_path = write_csv(result, out_dir / IMAGE_OUTPUTS[0], record)
+    plot_path = plot_curves(result, out_dir / IMAGE_OUTPUTS[2], record)
     click.echo(f"{command}\n{n_images} images, clean accuracy {result.settings['clean_accuracy']:.1f}%; "
                "AUCs over x = 0..90% removed (x 100), other metrics in %")
     click.echo(format_table(result, markdown=markdown))
@@ -172,15 +176,31 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
                         f"--out {out_dir}", f"--seed {seed}"])
     record = provenance(method=",".join(names), parameters={"seed": seed, "n_slides": len(paths)},
                         model=checkpoint, model_name=checkpoint.name, command=command)
+    _remove_earlier_outputs(out_dir, SLIDE_OUTPUTS)
     bags = (read_bag(path) for path in tqdm(paths, desc="slides", disable=quiet or len(paths) < 2))
     evaluation = evaluate_bags(model, bags, names, seed=seed, progress=not quiet)
-    csv_path = write_flipping(evaluation, out_dir / "patch_flipping.csv", record)
+    csv_path = write_flipping(evaluation, out_dir / SLIDE_OUTPUTS[0], record)
     click.echo(f"{command}\n{len(paths)} slide(s); patch flipping: mean target probability over "
                "0-90% of patches removed (AUC)")
     click.echo(format_flipping_table(evaluation, markdown=markdown))
     for note in skipped_notes(evaluation):
         click.echo(note)
     click.echo(f"wrote {csv_path} (+ {csv_path.with_suffix('.json').name})")
+
+
+IMAGE_OUTPUTS = ("evaluation.csv", "evaluation.json", "perturbation_curves.png")
+SLIDE_OUTPUTS = ("patch_flipping.csv", "patch_flipping.json")
+
+
+def _remove_earlier_outputs(out_dir: Path, names: tuple[str, ...]) -> None:
+    """Delete an earlier evaluation's files in ``out_dir`` before this one starts: they are written one
+    after another, so a stop (or error) in between would leave a new table beside an old plot or
+    sidecar, read as one evaluation's."""
+    from attnmap.io_utils import check_writable
+
+    for name in names:
+        check_writable(out_dir / name)
+        (out_dir / name).unlink(missing_ok=True)
 
 
 # the options each kind of evaluation reads (by parameter name); --methods and --out serve all three
@@ -251,8 +271,11 @@ def _evaluate_annotated(
     names = _method_names(method_list, available, "score set(s) not on every slide of the run:",
                           "every slide has")
     _remove_lesion_reports(out_dir, names)
-    for name in names:
-        evaluate_annotated_run(run_dir, annotations, name, out_dir / f"{LESION_REPORT}{name}.json")
+    command = shlex.join(["attnmap", "evaluate", "--run", str(run_dir), "--annotations", str(annotations),
+                          "--methods", method_list, "--out", str(out_dir)])
+    for name in names:  # each set's lines (per slide, FROC, file) under its name
+        click.echo(f"score set {name}:")
+        evaluate_annotated_run(run_dir, annotations, name, out_dir / f"{LESION_REPORT}{name}.json", command)
 
 
 LESION_REPORT = "lesions_"  # OUT/lesions_<score set>.json

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -40,7 +39,12 @@ def geojson_command(scores: Path, out: Path, tissue: bool, tissue_file: Path | N
 )
 def evaluate_command(run_dir: Path, annotations: Path, method: str, out: Path | None) -> None:
     """Patch AUC per annotated slide and FROC lesion detection over the run's slides."""
-    evaluate_annotated_run(run_dir, annotations, method, out)
+    import shlex
+
+    parts = ["attnmap", "wsi", "evaluate", str(run_dir), "--annotations", str(annotations),
+             "--method", method]
+    parts += ["-o", str(out)] if out is not None else []
+    evaluate_annotated_run(run_dir, annotations, method, out, shlex.join(parts))
 
 
 def run_score_sets(run_dir: Path) -> list[str]:
@@ -63,17 +67,20 @@ def find_run_slides(run_dir: Path):  # -> attnmap.view.sources.Discovery (import
     pattern = "heatmaps/*/*_blockmap.h5"
     if next(run_dir.glob(pattern), None) is None and next(run_dir.glob(f"*/{pattern}"), None) is None:
         raise InputError(f"{run_dir} holds no slide's blockmap: the evaluation {needs}")
-    return find_slides(run_dir)
+    return find_slides(run_dir, purpose="evaluate")
 
 
-def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: Path | None) -> dict:
+def evaluate_annotated_run(
+    run_dir: Path, annotations: Path, method: str, out: Path | None, command: str
+) -> dict:
     """Patch AUC per annotated slide and FROC lesion detection of one score set; echoes and returns
-    the report (and writes it as JSON to ``out``). Shared by `attnmap wsi evaluate` and
-    `attnmap evaluate --run`."""
+    the report (and writes it as JSON to ``out``, with its provenance: the run, the annotations, the
+    ``command``). Shared by `attnmap wsi evaluate` and `attnmap evaluate --run`."""
     from attnmap.errors import InputError
     from attnmap.evaluate.lesions import SlideScores, froc, patch_auc, random_baseline
     from attnmap.evaluate.slides import slide_seed
-    from attnmap.io_utils import check_writable
+    from attnmap.io_utils import check_writable, write_json_atomic
+    from attnmap.provenance import provenance
     from attnmap.view.sources import check_rings_inside
     from attnmap.wsi.annotations import annotation_file, load_annotations, unmatched_annotation_files
     from attnmap.wsi.slide import open_slide
@@ -140,13 +147,13 @@ def evaluate_annotated_run(run_dir: Path, annotations: Path, method: str, out: P
         "froc": froc(slides),
         # the floor, seeded by each slide's id: a slide's random scores do not depend on the others
         "random": {"froc": random_baseline(slides, [slide_seed(0, row["slide_id"]) for row in rows])},
+        "provenance": provenance(method=method, run=run_dir, annotations=annotations, command=command),
     }
     rates = ", ".join(f"{k:g} FP: {v:.2f}" for k, v in result["froc"]["sensitivity_at"].items())
     subset = f" over {len(rows)} of {len(rows) + len(not_evaluated)} slides" if not_evaluated else ""
     click.echo(f"FROC score {result['froc']['froc_score']:.3f}{subset} ({rates}); random patch scores: "
                f"{result['random']['froc']['froc_score']:.3f}")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
+        write_json_atomic(out, result)
         click.echo(f"wrote {out}")
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.evaluate.runner import METRICS, EvaluationResult
+from attnmap.io_utils import atomic_path, write_json_atomic
 
 HEADERS: dict[str, str] = {
     "neg_pred_auc": "neg AUC pred ↑",
@@ -49,13 +49,7 @@ def format_table(result: EvaluationResult, markdown: bool = False) -> str:
 def write_csv(result: EvaluationResult, path: str | Path, provenance: Mapping[str, str]) -> Path:
     """Write the rows to ``path`` and a ``.json`` sidecar (provenance, settings, curves); returns path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = ["method", *METRICS, "seconds", "note"]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({key: _csv_value(row.get(key, "")) for key in columns})
     sidecar = {
         "provenance": dict(provenance),
         "settings": result.settings,
@@ -63,7 +57,12 @@ def write_csv(result: EvaluationResult, path: str | Path, provenance: Mapping[st
         "curves": {name: {key: values.tolist() for key, values in curves.items()}
                    for name, curves in result.curves.items()},
     }
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(path.with_suffix(".json"), sidecar)  # the record before the file (`provenance`)
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow({key: _csv_value(row.get(key, "")) for key in columns})
     return path
 
 
@@ -75,7 +74,6 @@ def plot_curves(result: EvaluationResult, path: str | Path, provenance: Mapping[
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True, sharey=True)
     for axis, (key, title) in zip(axes.ravel(), CURVE_TITLES.items(), strict=True):
         for name, curves in result.curves.items():
@@ -92,7 +90,8 @@ def plot_curves(result: EvaluationResult, path: str | Path, provenance: Mapping[
     for axis in axes[:, 0]:
         axis.set_ylabel("top-1 accuracy (%)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100, metadata=dict(provenance))  # PNG text chunks, as render.grid writes
+    with atomic_path(path) as temporary:  # PNG text chunks, as render.grid writes
+        figure.savefig(temporary, dpi=100, metadata=dict(provenance))
     plt.close(figure)
     return path
 

@@ -125,18 +125,22 @@ def evaluate_methods(
     steps: Sequence[float] = STEPS,
     pointing_tolerance: int = 4,
     progress: bool = True,
+    before_work: Callable[[], None] | None = None,
 ) -> EvaluationResult:
     """Run the perturbation, segmentation and pointing tests for each method and the random baseline.
 
     ``methods`` are names registered with `attnmap.explain`; ``custom_maps`` adds named map
     functions (e.g. an oracle built from the masks). A method that raises an attnmap error (for
     instance one that does not support this model) gets a row of NaNs with the error as its note.
+    ``before_work`` is called once the inputs are accepted, before the methods run (the command
+    deletes an earlier evaluation's files there, so a refused one leaves them).
     """
     from attnmap.model_state import eval_mode
 
     with eval_mode(model):  # eval semantics throughout; the model's own flags restored afterwards
         return _evaluate(
-            model, dataset, methods, custom_maps, batch_size, seed, steps, pointing_tolerance, progress
+            model, dataset, methods, custom_maps, batch_size, seed, steps, pointing_tolerance, progress,
+            before_work,
         )
 
 
@@ -150,6 +154,7 @@ def _evaluate(
     steps: Sequence[float],
     pointing_tolerance: int,
     progress: bool,
+    before_work: Callable[[], None] | None = None,
 ) -> EvaluationResult:
     images, labels, masks = _check_dataset(dataset)
     if pointing_tolerance < 0:
@@ -162,7 +167,7 @@ def _evaluate(
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     classes = getattr(dataset, "classes", None)  # the data's classes, not only those drawn
     n_labels = max(len(classes) if classes is not None else 0, int(labels.max()) + 1)
-    predicted = _predict(model, images, batch_size, n_labels)
+    predicted = _predict(model, images, batch_size, n_labels, classes is not None)
     grid = _patch_grid(model, images)
     given = [*methods, *(custom_maps or {})]
     repeated = sorted({name for name in given if given.count(name) > 1})
@@ -173,6 +178,8 @@ def _evaluate(
     if RANDOM in sources:
         raise InputError(f"{RANDOM!r} is reserved for the random baseline row")
     random_maps = random_patch_maps(len(images), grid, seed)
+    if before_work is not None:
+        before_work()
 
     rows: list[dict[str, object]] = []
     curves: dict[str, dict[str, np.ndarray]] = {}
@@ -304,23 +311,27 @@ def _explain_source(model: nn.Module, method: str) -> MapFunction:
     return source
 
 
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, n_labels: int) -> torch.Tensor:
-    """Each image's predicted class; a model with fewer classes than the data's ``n_labels`` is
-    refused (its target-class maps, accuracy and perturbation hits would be silently meaningless)."""
+def _predict(
+    model: nn.Module, images: torch.Tensor, batch_size: int, n_labels: int, declared: bool
+) -> torch.Tensor:
+    """Each image's predicted class. A model with fewer classes than the data's ``n_labels``, or
+    another number than the data declares (``declared``: its ``classes``), is refused after the
+    first batch: its target-class maps, accuracy and perturbation hits would be silently meaningless
+    (a 1000-class ImageNet head on the 5 shapes scored 0% accuracy)."""
     from attnmap.evaluate.perturbation import model_logits
 
+    predicted = []
     with torch.no_grad():
-        logits = [
-            model_logits(model, images[i : i + batch_size].to(model_device(model))).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    n_classes = int(logits[0].shape[-1])
-    if n_labels > n_classes:
-        raise InputError(
-            f"the model has {n_classes} classes but the data has {n_labels}: evaluate a model trained "
-            "on these classes"
-        )
-    return torch.cat([part.argmax(-1) for part in logits])
+        for start in range(0, len(images), batch_size):
+            logits = model_logits(model, images[start : start + batch_size].to(model_device(model))).cpu()
+            n_classes = int(logits.shape[-1])
+            if n_labels > n_classes or (declared and n_labels != n_classes):
+                raise InputError(
+                    f"the model has {n_classes} classes but the data has {n_labels}: evaluate a model "
+                    "trained on these classes"
+                )
+            predicted.append(logits.argmax(-1))
+    return torch.cat(predicted)
 
 
 def _patch_grid(model: nn.Module, images: torch.Tensor) -> tuple[int, int]:

@@ -115,8 +115,13 @@ def evaluate_slide(seed: int, encoder, model, fine_method: str = "lrp") -> dict[
     return result
 
 
-def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[str, object]:
-    """Per-slide results and their means over ``n_slides`` held-out hard tumour slides."""
+def evaluate_hard_slides(
+    n_slides: int = 8, fine_method: str = "lrp", progress: bool = False
+) -> dict[str, object]:
+    """Per-slide results and their means over ``n_slides`` held-out hard tumour slides (``progress``:
+    a bar over the slides)."""
+    from tqdm.auto import tqdm
+
     from attnmap.data.hard_mil import HELD_OUT_SERIES, hard_seed, load_hard_demo_clam
     from attnmap.data.patch_vit import load_patch_vit
 
@@ -124,7 +129,8 @@ def evaluate_hard_slides(n_slides: int = 8, fine_method: str = "lrp") -> dict[st
         raise InputError(f"need at least one slide, got {n_slides}")
     encoder, model = load_patch_vit(), load_hard_demo_clam().eval()
     per_slide = [
-        evaluate_slide(hard_seed(HELD_OUT_SERIES, i), encoder, model, fine_method) for i in range(n_slides)
+        evaluate_slide(hard_seed(HELD_OUT_SERIES, i), encoder, model, fine_method)
+        for i in tqdm(range(n_slides), desc="slides", disable=not progress)
     ]
     pooled = [r.pop("_pooled") for r in per_slide]
     labels = np.concatenate([p[0] for p in pooled])
@@ -175,7 +181,10 @@ def _encoder_method(fine_method: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from attnmap.io_utils import check_writable, writable_file
+    import shlex
+
+    from attnmap.io_utils import check_writable, writable_file, write_bytes_atomic
+    from attnmap.provenance import provenance
 
     parser = argparse.ArgumentParser(description="Evidence table on held-out hard synthetic slides.")
     parser.add_argument("--slides", type=_positive, default=8, help="held-out slides (at least 1)")
@@ -187,12 +196,16 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(args.json)
         torch.set_num_threads(1)
         started = time.time()
-        report = evaluate_hard_slides(args.slides, args.fine_method)
+        report = evaluate_hard_slides(args.slides, args.fine_method, progress=True)
         print(format_table(report))
         print(f"\n{args.slides} held-out slides, {time.time() - started:.0f} s")
-        if args.json:
-            with open(writable_file(args.json), "w") as handle:
-                json.dump(report, handle, indent=2, default=float)
+        if args.json:  # whole or not at all, with the record of what made it
+            command = shlex.join(["python", "-m", "attnmap.evaluate.slide_evidence", "--slides",
+                                  str(args.slides), "--fine-method", args.fine_method, "--json", args.json])
+            report["provenance"] = provenance(method=args.fine_method, parameters={"slides": args.slides},
+                                              command=command)
+            text = json.dumps(report, indent=2, default=float) + "\n"
+            write_bytes_atomic(writable_file(args.json), text.encode())
     except InputError as exc:  # one line, as the attnmap command says it
         parser.error(str(exc))
     return 0

@@ -23,6 +23,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.evaluate.patch_flipping import FRACTIONS, PatchFlippingResult, nothing_to_flip, patch_flipping
+from attnmap.io_utils import atomic_path, write_bytes_atomic
 from attnmap.mil.bags import Bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.explain import explain
@@ -126,14 +127,7 @@ def write_flipping(evaluation: SlideFlipping, path: str | Path, record: Mapping[
     """``path`` (CSV, one row per slide and method) and a ``.json`` sidecar with provenance, the
     per-method means and every curve."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = evaluation.rows()
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["slide_id", "method", "target", "n_patches", *COLUMNS])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: f"{value:.6f}" if isinstance(value, float) else value
-                             for key, value in row.items()})
     sidecar = {
         "provenance": dict(record),
         "summary": evaluation.summary(),
@@ -141,7 +135,14 @@ def write_flipping(evaluation: SlideFlipping, path: str | Path, record: Mapping[
         "curves": {slide: {method: result.to_dict() for method, result in methods.items()}
                    for slide, methods in evaluation.results.items()},
     }
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    # the record before the file (`attnmap.provenance`), each written whole
+    write_bytes_atomic(path.with_suffix(".json"), (json.dumps(sidecar, indent=1) + "\n").encode())
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["slide_id", "method", "target", "n_patches", *COLUMNS])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: f"{value:.6f}" if isinstance(value, float) else value
+                             for key, value in row.items()})
     return path
 
 

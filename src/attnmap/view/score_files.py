@@ -155,13 +155,22 @@ def _scale(path: Path, values: np.ndarray, method: str) -> ScoreScale:
         raise InputError(f"{path}: '{method}' scores: {exc}") from None
 
 
+def fine_set_name(fine_method: str, mil_method: str) -> str:
+    """The name of a fine-map file's score set (viewer method, `evaluate --run`'s lesions_<name>.json):
+    its patch scores are the MIL method's and its maps the fine method's, so both are named unless they
+    are the same method (without a comma: `evaluate --methods` splits on commas)."""
+    if fine_method == mil_method:
+        return f"fine maps ({fine_method})"
+    return f"fine maps ({fine_method} of {mil_method} scores)"
+
+
 def read_fine_score_set(path: Path) -> ScoreSet:
     """The score set of a fine-map file: the MIL method's patch scores, with the maps behind them."""
     from attnmap.wsi.heatmap.fine_render import FINE_CMAP
     from attnmap.wsi.heatmap.fine_store import FineMapFile
 
     with FineMapFile(path) as store:
-        name = f"fine maps ({store.method})"
+        name = fine_set_name(store.method, store.mil_method)
         scale = ScoreScale("diverging", -store.scale, store.scale, FINE_CMAP)
         info = FineMapInfo(Path(path), store.method, scale, len(store))
         return ScoreSet(

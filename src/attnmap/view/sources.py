@@ -163,11 +163,15 @@ def discover(
 
 
 def find_slides(
-    path: str | Path, scores: list[str | Path] | None = None, annotations: str | Path | None = None
+    path: str | Path,
+    scores: list[str | Path] | None = None,
+    annotations: str | Path | None = None,
+    purpose: str = "view",
 ) -> Discovery:
     """`discover`'s slides with those of the run folders that cannot be shown and why: unfinished,
     failed in the run (``run_report.json``), or whose files do not read (a slide moved away, a
-    damaged blockmap, annotations that do not parse). `InputError` when no slide can be shown."""
+    damaged blockmap, annotations that do not parse). `InputError` when no slide can be shown, saying
+    there is "nothing to <purpose>" (the viewer's "view", the evaluation's "evaluate")."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"nothing to view: {path} does not exist")
@@ -207,15 +211,17 @@ def find_slides(
     refused = [item for item in unshown if not item.unfinished]
     if refused:
         more = f" ({len(unshown) - 1} more slide(s) not shown either)" if len(unshown) > 1 else ""
-        raise InputError(f"nothing to view in {path}: slide {refused[0].slide_id}: {refused[0].reason}{more}")
+        raise InputError(
+            f"nothing to {purpose} in {path}: slide {refused[0].slide_id}: {refused[0].reason}{more}"
+        )
     if unshown:
         raise InputError(
-            f"nothing to view in {path} yet: no slide folder has both its blockmap and its prediction "
+            f"nothing to {purpose} in {path} yet: no slide folder has both its blockmap and its prediction "
             f"file ({len(unshown)} without: an interrupted or running `wsi run`?)"
         )
     if is_run:  # a run that has made its folders and written no slide yet: it is a run folder
         raise InputError(
-            f"nothing to view in {path} yet: {path / 'heatmaps'} holds no slide folder "
+            f"nothing to {purpose} in {path} yet: {path / 'heatmaps'} holds no slide folder "
             "(a `wsi run` just started?)"
         )
     where = path.resolve()  # `attnmap view .` from inside a run's folders
