@@ -168,7 +168,9 @@ def test_server_answers_404_and_never_leaves_its_files(run_folder):
                     "/tiles/0/slide_files/-1/0_0.jpeg", "/tiles/0/slide_files/x/0_0.jpeg",
                     "/tiles/0/slide_files/10/0_-1.jpeg", "/tiles/0/slide_files/10/5_0.jpeg",
                     "/tiles/0/heat-99999999999999999999_files/10/0_0.png", "/thumbs/0/0/0.jpeg",
-                    "/tiles/-1/slide.dzi", "/data/0/patches-x.js"):
+                    "/tiles/-1/slide.dzi", "/data/0/patches-x.js",
+                    # the page under another name: its relative links (static/...) would all 404
+                    "/index.html/", "/index.html//", "/static/viewer.js/", "/static//viewer.js"):
             assert _get(base + bad) == 404, bad
         with socket.create_connection(("127.0.0.1", server.server_address[1])) as raw:  # unnormalised path
             raw.sendall(b"GET /static/../../view/app.py HTTP/1.0\r\n\r\n")

@@ -348,6 +348,8 @@ class ViewerContent(Payloads):
         parts = PurePosixPath(path).parts
         if not parts or any(part in ("..", ".", "") or "\\" in part or ":" in part for part in parts):
             raise NotFoundError(path)
+        if "/".join(parts) != path:  # "index.html/": the page would load, its relative links would not
+            raise NotFoundError(path)
         if parts == ("index.html",):
             parts = ("index.html",)
         elif parts[0] != "static":
