@@ -46,6 +46,19 @@ def test_discovery_offers_every_score_set_and_the_prediction(run_folder):
         discover(slide.slide_path)
 
 
+def test_a_slide_id_in_two_runs_of_a_folder_names_every_copy_by_its_run(tmp_path):
+    """Two runs of a folder of runs holding one slide id: each copy is named <run>-<id>; the first
+    kept the plain id, which read as if it were the only one (and the later copy its variant)."""
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for run, seed in (("run10", 0), ("run2", 1)):
+        write_run_folder(tmp_path / run, "slide_a", seed=seed).rename(cohort / run)
+    write_run_folder(tmp_path / "other", "slide_b").rename(cohort / "run3")
+    slides = discover(cohort)
+    assert sorted(s.slide_id for s in slides) == ["run10-slide_a", "run2-slide_a", "slide_b"]
+    assert {s.file_id for s in slides} == {"slide_a", "slide_b"}  # annotations stay named by the run's id
+
+
 def test_grid_matches_openslide_deepzoom(run_folder):
     from openslide import OpenSlide
     from openslide.deepzoom import DeepZoomGenerator
