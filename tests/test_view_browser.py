@@ -408,7 +408,8 @@ def test_a_slide_without_a_pixel_size_shows_no_scale_bar(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def overlap_run(tmp_path_factory) -> Path:
-    return write_overlap_run(tmp_path_factory.mktemp("overlap"))
+    # a linear scale: the planted scores below are its bounds, drawn as the colour map's two ends
+    return write_overlap_run(tmp_path_factory.mktemp("overlap"), scale="robust")
 
 
 def test_the_overlapping_grid_is_a_layer_averaged_as_the_heatmap_png_averages_it(
@@ -477,3 +478,4 @@ def test_the_overlapping_grid_is_a_layer_averaged_as_the_heatmap_png_averages_it
         server.shutdown()
         server.server_close()
         content.close()
+

@@ -8,7 +8,6 @@ moved away or one damaged blockmap must not hide every other slide; `run_slides`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path, PurePath
 
@@ -88,7 +87,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
     """
     report = _read_report(root / "run_report.json")
     cohort = _cohort(report)
-    cmap = _run_cmap(report)
+    drawn = _run_heatmap(report)
     slides = []
     heatmaps = root / "heatmaps"
     for folder in sorted(p for p in heatmaps.iterdir() if p.is_dir()) if heatmaps.is_dir() else ():
@@ -113,7 +112,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
             unshown.append(UnshownSlide(slide_id, "no blockmap or prediction file yet", True, watched))
             continue
         try:
-            slide = _run_slide(outputs, annotations_dir, watched, cmap)
+            slide = _run_slide(outputs, annotations_dir, watched, drawn)
             size = _check_against_slide(slide)
         except (InputError, OSError) as exc:  # OSError: an h5 file cut short by a run writing it
             message = str(exc)
@@ -200,16 +199,36 @@ def _in_cohort(cohort: tuple[set[str], set[str]], slide_id: str, prediction_file
         return False
 
 
-def _run_cmap(report: dict) -> str | None:
-    """The colour map the last run drew its heatmaps with (``heatmap.cmap``), where it reads."""
+def _run_heatmap(report: dict) -> dict:
+    """How the last run drew its heatmap PNGs (``heatmap.scale``, ``percentiles``, ``cmap``), where
+    its report records it and this version can draw it; {} otherwise (the viewer's own default)."""
     try:
-        cmap = json.loads(report["provenance"]["parameters"])["heatmap"]["cmap"]
+        heatmap = json.loads(report["provenance"]["parameters"])["heatmap"]
         from attnmap.render.colormap import get_cmap
+        from attnmap.wsi.pipeline.legend import RUN_SCALES
 
-        get_cmap(cmap)
+        drawn = {
+            "kind": heatmap.get("scale", "robust"),
+            "percentiles": heatmap.get("percentiles", True),
+            "cmap": heatmap.get("cmap", "jet"),
+        }
+        get_cmap(drawn["cmap"])
+        if drawn["kind"] not in RUN_SCALES or not isinstance(drawn["percentiles"], bool):
+            return {}
     except Exception:  # noqa: BLE001 - no record, or a name this version cannot draw: the default
-        return None
-    return cmap if isinstance(cmap, str) else None
+        return {}
+    return drawn if isinstance(drawn["cmap"], str) else {}
+
+
+def _png_scale(attention: ScoreSet, drawn: dict) -> None:
+    """Give the attention the scale of the run's heatmap PNG (`display_scores`, the rule `wsi run`
+    drew it by), so the viewer's tiles and colour bar are the PNG's, whatever ``heatmap.scale``."""
+    from attnmap.wsi.pipeline.legend import display_scores
+
+    *_, attention.scale = display_scores(
+        attention.scores, None, drawn["kind"], drawn["percentiles"], drawn["cmap"]
+    )
+    attention.note = f"Drawn as the run's heatmap PNG (heatmap.scale: {drawn['kind']})."
 
 
 def _failed_in_report(report: dict) -> list[tuple[str, str]]:
@@ -270,19 +289,18 @@ def _slide_candidates(outputs: SlideOutputs) -> tuple[Path, ...]:
 
 
 def _run_slide(
-    outputs: SlideOutputs, annotations_dir: Path | None, watched: tuple[Path, ...], cmap: str | None = None
+    outputs: SlideOutputs, annotations_dir: Path | None, watched: tuple[Path, ...], drawn: dict | None = None
 ) -> ViewSlide:
-    """One slide of a run folder; ``cmap``: the run's heatmap colour map, given to the attention
-    (the score set its heatmap PNG draws), so the viewer's colour bar is the PNG's."""
+    """One slide of a run folder; ``drawn``: how the run drew its heatmap PNG (`_run_heatmap`), given
+    to the attention (the score set the PNG draws), so the viewer's tiles and colour bar are the PNG's."""
     root, slide_id, prediction_file = outputs.root, outputs.slide_id, outputs.prediction
     prediction = _read_prediction(prediction_file)
     record = _tissue_record(outputs.tissue)
     read, dimensions = _recorded_slide(record)
     slide_path = _slide_file(root, prediction["slide_path"], prediction_file, read)
     score_sets = read_score_sets(outputs.named("blockmap.h5"))
-    if cmap is not None and "attention" in score_sets:
-        attention = score_sets["attention"]
-        attention.scale = dataclasses.replace(attention.scale, cmap=cmap)
+    if drawn and "attention" in score_sets:
+        _png_scale(score_sets["attention"], drawn)
     return ViewSlide(
         slide_id,
         slide_path,
