@@ -479,3 +479,40 @@ def test_the_overlapping_grid_is_a_layer_averaged_as_the_heatmap_png_averages_it
         server.server_close()
         content.close()
 
+
+def test_colour_bar_labels_never_overlap_on_a_small_signed_scale(browser, tmp_path):
+    """An occlusion set of ±0.00192: five labels under the 265-px bar ran into each other ("-0.00192"
+    over "-0.000962", whose minus sign was hidden: it read as positive). The page shows the most
+    ticks whose labels fit, as the PNG's legend does, each label whole, the bar's ends named."""
+    import h5py
+
+    run = write_run_folder(tmp_path, fine=False)
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    with h5py.File(blockmap, "r+") as handle:
+        count = len(handle["coords"])
+        handle.create_dataset("scores_occlusion", data=0.001924 * np.cos(np.arange(count) / 3.0))
+    content = ViewerContent(discover(run))
+    server, url = _serve(content)
+    try:
+        page, errors = _open(browser, url)
+        names = page.locator("#method option").all_inner_texts()
+        page.select_option("#method", str(names.index("occlusion")))
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 2")
+        scale = page.evaluate("window.attnmap.state.info.methods[2].scale")
+        assert len(scale["ticks"]) == 5 and scale["ticks"][0][1].startswith("-")
+        boxes = page.evaluate(
+            "[...document.querySelectorAll('#colorbar-ticks span')].map((s) => {"
+            " const b = s.getBoundingClientRect(); return [s.textContent, b.left, b.right]; })"
+        )
+        labels = [label for label, _, _ in boxes]
+        assert labels[0] == scale["ticks"][0][1] and labels[-1] == scale["ticks"][-1][1], labels
+        pairs = zip(boxes[:-1], boxes[1:], strict=True)
+        assert all(left >= right + 1 for (_, _, right), (_, left, _) in pairs), boxes
+        bar = page.evaluate("(b => [b.left, b.right])(document.querySelector('#colorbar-gradient')"
+                            ".getBoundingClientRect())")
+        assert boxes[0][1] >= bar[0] - 1 and boxes[-1][2] <= bar[1] + 1, (boxes, bar)
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()

@@ -211,14 +211,32 @@ async function toggleOutline(name) {
 function drawBar(prefix, scale, colours) {
   const stops = colours.map((c, i) => c + " " + (100 * i / (colours.length - 1)).toFixed(1) + "%");
   $(prefix + "-gradient").style.background = "linear-gradient(to right, " + stops.join(", ") + ")";
-  const ticks = $(prefix + "-ticks");
-  ticks.innerHTML = "";
-  scale.ticks.forEach(([position, label]) => {
-    const span = document.createElement("span");
-    span.style.left = (100 * position) + "%";
-    span.textContent = label;
-    ticks.appendChild(span);
-  });
+  // the most ticks whose labels do not run into each other at the bar's width (the PNG's legend
+  // does the same): "-0.00192" and "-0.000962" overlapped and hid the minus sign of the second
+  const ticks = $(prefix + "-ticks"), sets = scale.tickSets || [scale.ticks];
+  for (const set of sets) {
+    ticks.innerHTML = "";
+    set.forEach(([position, label]) => {
+      const span = document.createElement("span");
+      span.style.left = (100 * position) + "%";
+      span.textContent = label;
+      ticks.appendChild(span);
+    });
+    if (labelsFit(ticks)) return;
+  }
+}
+
+const TICK_GAP = 4;  // px between two labels at least
+function labelsFit(ticks) {
+  const bar = ticks.getBoundingClientRect();
+  if (!(bar.width > 0)) return true;  // not laid out (hidden): nothing to measure
+  let right = -Infinity;
+  for (const span of ticks.children) {
+    const box = span.getBoundingClientRect();
+    if (box.left < right + TICK_GAP) return false;
+    right = box.right;
+  }
+  return true;
 }
 
 function drawColorbar(method) {
