@@ -862,6 +862,54 @@ def test_a_rerun_of_one_slide_changes_only_that_slides_version(tmp_path):
     content.close()
 
 
+def test_slides_added_to_a_served_folder_drop_its_tiles_once_and_a_write_during_the_read_is_seen(tmp_path):
+    """A rerun adding (or removing) a slide made two reloads: the files' state was taken over the old
+    slides' files, then compared with the new slides' (other paths), so the next check re-read the
+    folder and dropped every cached tile again. A re-read that finds what is shown now keeps it
+    (same version, same tiles); a file written while the folder is read is still read next time."""
+    import json
+    import shutil
+
+    from attnmap.view import find_slides
+
+    run = write_run_folder(tmp_path, "slide_a", fine=False)
+    during: list = []
+
+    def reload():
+        found = find_slides(run)
+        while during:  # a run writing while the viewer reads the folder
+            during.pop()()
+        return found
+
+    content = ViewerContent(find_slides(run), reload=reload, watch=[run], check_interval=0)
+    tile = "tiles/0/slide_files/10/0_0.jpeg"
+    prediction = run / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+    try:
+        write_run_folder(tmp_path, "slide_b", seed=1, fine=False)  # the rerun adds a slide
+        during.append(lambda: prediction.write_text(
+            json.dumps({**json.loads(prediction.read_text()), "prediction_name": "normal"})))
+        content.refresh()
+        assert [s.slide_id for s in content.slides] == ["slide_a", "slide_b"]
+        assert content.slide_list()["slides"][1]["prediction"] == "tumor"  # as read
+        content.refresh()  # the write made during the read: read now
+        assert content.slide_list()["slides"][1]["prediction"] == "normal"
+        version = content.version
+        content.get(tile)
+        cached = len(content.cache)
+        content.refresh()  # nothing changed since: nothing dropped
+        assert content.version == version and len(content.cache) == cached and cached
+        shutil.rmtree(run / "heatmaps" / "slide_b")  # a slide removed
+        content.refresh()
+        assert [s.slide_id for s in content.slides] == ["slide_a"] and content.version != version
+        version = content.version
+        content.get(tile)
+        cached = len(content.cache)
+        content.refresh()
+        assert content.version == version and len(content.cache) == cached
+    finally:
+        content.close()
+
+
 def test_the_old_slides_of_a_rerun_are_closed_once_no_request_uses_them(tmp_path, monkeypatch):
     import json
 
