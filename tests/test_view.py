@@ -1035,6 +1035,19 @@ def test_an_overlap_run_offers_its_overlapping_grid_with_each_pixel_the_mean_of_
     ].overlapping
 
 
+def test_an_overlap_run_on_clams_raw_scale_colours_its_grid_as_its_png(tmp_path):
+    """`heatmap.scale: clam` with `percentiles: false` draws the blockmap raw / 100, but the PNG of
+    an overlapping grid ranks its scores against the blockmap's (CLAM's rule); the viewer coloured
+    the grid raw / 100 (the blockmap attention's scale), another picture than the PNG."""
+    from attnmap.wsi.heatmap.scores import percentiles_against
+
+    run = write_overlap_run(tmp_path, scale="clam", percentiles=False)
+    (slide,) = discover(run)
+    blockmap, grid = slide.score_sets["attention"], slide.score_sets["attention (overlapping grid)"]
+    assert grid.scale.kind == "percentile"
+    assert np.allclose(grid.scale.unit(grid.scores), percentiles_against(grid.scores, blockmap.scores) / 100)
+
+
 def test_a_cohort_browsed_slide_after_slide_keeps_only_a_few_slides_open(run_folder, monkeypatch):
     """Each slide viewed used to stay open (its OpenSlide handle, tile cache and layers) until the
     server stopped; past `MAX_OPEN_SLIDES` the least recently viewed is closed and, viewed again,

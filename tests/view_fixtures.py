@@ -83,9 +83,12 @@ def write_run_folder(
     return root / "run"
 
 
-def write_overlap_run(root: Path, overlap: float = 0.5, scale: str = "clam") -> Path:
+def write_overlap_run(
+    root: Path, overlap: float = 0.5, scale: str = "clam", percentiles: bool = True
+) -> Path:
     """A real `wsi run` of one synthetic slide with ``heatmap.overlap`` (an ``overlap_blockmap.h5``
-    beside the blockmap) drawn on ``heatmap.scale`` (the viewer colours its attention the same way);
+    beside the blockmap) drawn on ``heatmap.scale`` and ``percentiles`` (the viewer colours its
+    attention the same way);
     returns its output folder. About a second."""
     import os
 
@@ -96,7 +99,10 @@ def write_overlap_run(root: Path, overlap: float = 0.5, scale: str = "clam") -> 
     config = write_pipeline_setup(
         root / "project",
         n_slides=1,
-        overrides={"heatmap": {"overlap": overlap, "scale": scale}, "segmentation": {"level": 0}},
+        overrides={
+            "heatmap": {"overlap": overlap, "scale": scale, "percentiles": percentiles},
+            "segmentation": {"level": 0},
+        },
     )
     here = Path.cwd()
     os.chdir(config.parent)  # the configuration's paths are relative to it, as a user runs it

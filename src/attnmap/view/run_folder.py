@@ -124,7 +124,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
                 )
             )
             continue
-        _add_optional_layers(slide, outputs, size, unshown)
+        _add_optional_layers(slide, outputs, size, unshown, drawn)
         slides.append(slide)
     shown = {slide.slide_id for slide in slides} | {item.slide_id for item in unshown if not item.unfinished}
     for slide_id, reason in _failed_in_report(report):
@@ -314,7 +314,8 @@ def _run_slide(
 
 
 def _add_optional_layers(
-    slide: ViewSlide, outputs: SlideOutputs, size: tuple[int, int], unshown: list[UnshownSlide]
+    slide: ViewSlide, outputs: SlideOutputs, size: tuple[int, int], unshown: list[UnshownSlide],
+    drawn: dict | None = None,
 ) -> None:
     """The overlapping grid's attention and the fine maps, added to ``slide`` where their files exist.
 
@@ -324,7 +325,7 @@ def _add_optional_layers(
     """
     layers = (
         ("overlapping grid", outputs.named("overlap_blockmap.h5"),
-         lambda path: read_overlap_score_set(path, slide.score_sets.get("attention"))),
+         lambda path: read_overlap_score_set(path, slide.score_sets.get("attention"), drawn)),
         ("fine maps", outputs.named("fine_maps.h5"), read_fine_score_set),
     )
     if outputs.tissue.is_file():
@@ -347,9 +348,10 @@ def _add_optional_layers(
         slide.score_sets[layer.method] = layer
 
 
-def read_overlap_score_set(path: Path, reference: ScoreSet | None) -> ScoreSet:
+def read_overlap_score_set(path: Path, reference: ScoreSet | None, drawn: dict | None = None) -> ScoreSet:
     """The attention of a run's overlapping heatmap grid (``overlap_blockmap.h5``, written when
-    ``heatmap.overlap > 0``), coloured on ``reference``'s scale (the blockmap attention's).
+    ``heatmap.overlap > 0``), coloured on ``reference``'s scale (the blockmap attention's); under
+    ``drawn`` (`_run_heatmap`) ``clam`` with percentiles off, ranked against it as the PNG ranks it.
 
     Why the blockmap's scale: CLAM ranks the overlapping patches' scores against the blockmap's
     (`attnmap.wsi.heatmap.scores.percentiles_against`), so both pictures of a slide read on one bar;
@@ -364,6 +366,10 @@ def read_overlap_score_set(path: Path, reference: ScoreSet | None) -> ScoreSet:
     except InputError:  # a single patch, or patches sharing no row or column
         spacing = ""
     scale = reference.scale if reference is not None else found.scale
+    if drawn and reference is not None and drawn["kind"] == "clam" and not drawn["percentiles"]:
+        from attnmap.wsi.pipeline.legend import display_scores  # (the one case it is not reference's)
+
+        *_, scale = display_scores(found.scores, reference.scores, "clam", False, drawn["cmap"])
     whose = "the blockmap attention's scale" if reference is not None else "its own scale"
     return ScoreSet(
         "attention (overlapping grid)",
