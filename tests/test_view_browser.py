@@ -516,3 +516,33 @@ def test_colour_bar_labels_never_overlap_on_a_small_signed_scale(browser, tmp_pa
         server.shutdown()
         server.server_close()
         content.close()
+
+
+def test_a_slide_of_a_folder_of_runs_being_rerun_keeps_its_place(browser, tmp_path):
+    """In a folder of runs a slide being rerun is listed as "<run>/<id>", while shown it is "<id>"
+    (or "<run>-<id>" where two runs hold the id): the page, not finding its slide by that name among
+    the slides not shown, jumped to another slide instead of saying its own is being rerun."""
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    write_run_folder(tmp_path / "a", "slide_a", fine=False).rename(cohort / "r1")
+    write_run_folder(tmp_path / "b", "slide_b", seed=1, fine=False).rename(cohort / "r2")
+    content = ViewerContent(find_slides(cohort), reload=lambda: find_slides(cohort), watch=[cohort],
+                            check_interval=0)
+    server, url = _serve(content)
+    try:
+        page, errors = _open(browser, url + "#slide=slide_b")
+        page.wait_for_function("window.attnmap.state.info && window.attnmap.state.info.id === 'slide_b'")
+        prediction = cohort / "r2" / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+        text = prediction.read_text()
+        prediction.unlink()  # the rerun reaches slide_b: its outputs are deleted first
+        title = "document.getElementById('title').textContent"
+        page.wait_for_function(f"{title}.includes('slide_b is not shown')")
+        assert "slide=slide_b" in page.url
+        prediction.write_text(text)
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.info"
+                               " && window.attnmap.state.info.id === 'slide_b'")
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()

@@ -437,6 +437,13 @@ function showList(data) {
 
 let slideList = null;  // the latest slide list (showList keeps it)
 
+function unshownNames(id) {
+  // the names a slide not shown has when shown: in a folder of runs it is listed as "<run>/<id>"
+  // and shown as "<id>", or "<run>-<id>" where two runs hold the id
+  const cut = id.indexOf("/");
+  return cut < 0 ? [id] : [id, id.slice(cut + 1), id.slice(0, cut) + "-" + id.slice(cut + 1)];
+}
+
 function openPlace(place) {
   // the place an address names (slide by id, method by name, view, opacity): on start, and when the
   // #fragment changes without a reload (a bookmark or shared link opened in this tab, back/forward)
@@ -444,7 +451,7 @@ function openPlace(place) {
   if (place.has("opacity") && opacity >= 0 && opacity <= 100) $("opacity").value = String(opacity);
   setOpacity(Number($("opacity").value), false);
   const start = data.slides.findIndex((slide) => slide.id === place.get("slide"));
-  const away = (data.unshown || []).find((item) => item.id === place.get("slide"));
+  const away = (data.unshown || []).find((item) => unshownNames(item.id).includes(place.get("slide")));
   if (start < 0 && away) {  // the slide in view is being rerun: say so and keep the place for its return
     tickets.slide++;
     viewer.world.removeAll();
