@@ -46,6 +46,19 @@ def test_discovery_offers_every_score_set_and_the_prediction(run_folder):
         discover(slide.slide_path)
 
 
+def test_a_slide_id_in_two_runs_of_a_folder_names_every_copy_by_its_run(tmp_path):
+    """Two runs of a folder of runs holding one slide id: each copy is named <run>-<id>; the first
+    kept the plain id, which read as if it were the only one (and the later copy its variant)."""
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for run, seed in (("run10", 0), ("run2", 1)):
+        write_run_folder(tmp_path / run, "slide_a", seed=seed).rename(cohort / run)
+    write_run_folder(tmp_path / "other", "slide_b").rename(cohort / "run3")
+    slides = discover(cohort)
+    assert sorted(s.slide_id for s in slides) == ["run10-slide_a", "run2-slide_a", "slide_b"]
+    assert {s.file_id for s in slides} == {"slide_a", "slide_b"}  # annotations stay named by the run's id
+
+
 def test_grid_matches_openslide_deepzoom(run_folder):
     from openslide import OpenSlide
     from openslide.deepzoom import DeepZoomGenerator
@@ -168,7 +181,9 @@ def test_server_answers_404_and_never_leaves_its_files(run_folder):
                     "/tiles/0/slide_files/-1/0_0.jpeg", "/tiles/0/slide_files/x/0_0.jpeg",
                     "/tiles/0/slide_files/10/0_-1.jpeg", "/tiles/0/slide_files/10/5_0.jpeg",
                     "/tiles/0/heat-99999999999999999999_files/10/0_0.png", "/thumbs/0/0/0.jpeg",
-                    "/tiles/-1/slide.dzi", "/data/0/patches-x.js"):
+                    "/tiles/-1/slide.dzi", "/data/0/patches-x.js",
+                    # the page under another name: its relative links (static/...) would all 404
+                    "/index.html/", "/index.html//", "/static/viewer.js/", "/static//viewer.js"):
             assert _get(base + bad) == 404, bad
         with socket.create_connection(("127.0.0.1", server.server_address[1])) as raw:  # unnormalised path
             raw.sendall(b"GET /static/../../view/app.py HTTP/1.0\r\n\r\n")
@@ -847,6 +862,54 @@ def test_a_rerun_of_one_slide_changes_only_that_slides_version(tmp_path):
     content.close()
 
 
+def test_slides_added_to_a_served_folder_drop_its_tiles_once_and_a_write_during_the_read_is_seen(tmp_path):
+    """A rerun adding (or removing) a slide made two reloads: the files' state was taken over the old
+    slides' files, then compared with the new slides' (other paths), so the next check re-read the
+    folder and dropped every cached tile again. A re-read that finds what is shown now keeps it
+    (same version, same tiles); a file written while the folder is read is still read next time."""
+    import json
+    import shutil
+
+    from attnmap.view import find_slides
+
+    run = write_run_folder(tmp_path, "slide_a", fine=False)
+    during: list = []
+
+    def reload():
+        found = find_slides(run)
+        while during:  # a run writing while the viewer reads the folder
+            during.pop()()
+        return found
+
+    content = ViewerContent(find_slides(run), reload=reload, watch=[run], check_interval=0)
+    tile = "tiles/0/slide_files/10/0_0.jpeg"
+    prediction = run / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+    try:
+        write_run_folder(tmp_path, "slide_b", seed=1, fine=False)  # the rerun adds a slide
+        during.append(lambda: prediction.write_text(
+            json.dumps({**json.loads(prediction.read_text()), "prediction_name": "normal"})))
+        content.refresh()
+        assert [s.slide_id for s in content.slides] == ["slide_a", "slide_b"]
+        assert content.slide_list()["slides"][1]["prediction"] == "tumor"  # as read
+        content.refresh()  # the write made during the read: read now
+        assert content.slide_list()["slides"][1]["prediction"] == "normal"
+        version = content.version
+        content.get(tile)
+        cached = len(content.cache)
+        content.refresh()  # nothing changed since: nothing dropped
+        assert content.version == version and len(content.cache) == cached and cached
+        shutil.rmtree(run / "heatmaps" / "slide_b")  # a slide removed
+        content.refresh()
+        assert [s.slide_id for s in content.slides] == ["slide_a"] and content.version != version
+        version = content.version
+        content.get(tile)
+        cached = len(content.cache)
+        content.refresh()
+        assert content.version == version and len(content.cache) == cached
+    finally:
+        content.close()
+
+
 def test_the_old_slides_of_a_rerun_are_closed_once_no_request_uses_them(tmp_path, monkeypatch):
     import json
 
@@ -970,6 +1033,19 @@ def test_an_overlap_run_offers_its_overlapping_grid_with_each_pixel_the_mean_of_
     assert not discover(slide.slide_path, scores=[path.with_name("slide_0_blockmap.h5")])[0].score_sets[
         "attention"
     ].overlapping
+
+
+def test_an_overlap_run_on_clams_raw_scale_colours_its_grid_as_its_png(tmp_path):
+    """`heatmap.scale: clam` with `percentiles: false` draws the blockmap raw / 100, but the PNG of
+    an overlapping grid ranks its scores against the blockmap's (CLAM's rule); the viewer coloured
+    the grid raw / 100 (the blockmap attention's scale), another picture than the PNG."""
+    from attnmap.wsi.heatmap.scores import percentiles_against
+
+    run = write_overlap_run(tmp_path, scale="clam", percentiles=False)
+    (slide,) = discover(run)
+    blockmap, grid = slide.score_sets["attention"], slide.score_sets["attention (overlapping grid)"]
+    assert grid.scale.kind == "percentile"
+    assert np.allclose(grid.scale.unit(grid.scores), percentiles_against(grid.scores, blockmap.scores) / 100)
 
 
 def test_a_cohort_browsed_slide_after_slide_keeps_only_a_few_slides_open(run_folder, monkeypatch):

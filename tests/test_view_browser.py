@@ -408,7 +408,8 @@ def test_a_slide_without_a_pixel_size_shows_no_scale_bar(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def overlap_run(tmp_path_factory) -> Path:
-    return write_overlap_run(tmp_path_factory.mktemp("overlap"))
+    # a linear scale: the planted scores below are its bounds, drawn as the colour map's two ends
+    return write_overlap_run(tmp_path_factory.mktemp("overlap"), scale="robust")
 
 
 def test_the_overlapping_grid_is_a_layer_averaged_as_the_heatmap_png_averages_it(
@@ -472,6 +473,74 @@ def test_the_overlapping_grid_is_a_layer_averaged_as_the_heatmap_png_averages_it
             assert said == pytest.approx(low + means[i] * (high - low), rel=0.005), (text, means[i])
         assert checked == pytest.approx([1.0, 0.5, 0.25, 0.0], abs=1e-5), checked  # (float32 scores)
         page.screenshot(path=str(tmp_path / "overlap.png"))
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def test_colour_bar_labels_never_overlap_on_a_small_signed_scale(browser, tmp_path):
+    """An occlusion set of ±0.00192: five labels under the 265-px bar ran into each other ("-0.00192"
+    over "-0.000962", whose minus sign was hidden: it read as positive). The page shows the most
+    ticks whose labels fit, as the PNG's legend does, each label whole, the bar's ends named."""
+    import h5py
+
+    run = write_run_folder(tmp_path, fine=False)
+    blockmap = run / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    with h5py.File(blockmap, "r+") as handle:
+        count = len(handle["coords"])
+        handle.create_dataset("scores_occlusion", data=0.001924 * np.cos(np.arange(count) / 3.0))
+    content = ViewerContent(discover(run))
+    server, url = _serve(content)
+    try:
+        page, errors = _open(browser, url)
+        names = page.locator("#method option").all_inner_texts()
+        page.select_option("#method", str(names.index("occlusion")))
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.method === 2")
+        scale = page.evaluate("window.attnmap.state.info.methods[2].scale")
+        assert len(scale["ticks"]) == 5 and scale["ticks"][0][1].startswith("-")
+        boxes = page.evaluate(
+            "[...document.querySelectorAll('#colorbar-ticks span')].map((s) => {"
+            " const b = s.getBoundingClientRect(); return [s.textContent, b.left, b.right]; })"
+        )
+        labels = [label for label, _, _ in boxes]
+        assert labels[0] == scale["ticks"][0][1] and labels[-1] == scale["ticks"][-1][1], labels
+        pairs = zip(boxes[:-1], boxes[1:], strict=True)
+        assert all(left >= right + 1 for (_, _, right), (_, left, _) in pairs), boxes
+        bar = page.evaluate("(b => [b.left, b.right])(document.querySelector('#colorbar-gradient')"
+                            ".getBoundingClientRect())")
+        assert boxes[0][1] >= bar[0] - 1 and boxes[-1][2] <= bar[1] + 1, (boxes, bar)
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+
+
+def test_a_slide_of_a_folder_of_runs_being_rerun_keeps_its_place(browser, tmp_path):
+    """In a folder of runs a slide being rerun is listed as "<run>/<id>", while shown it is "<id>"
+    (or "<run>-<id>" where two runs hold the id): the page, not finding its slide by that name among
+    the slides not shown, jumped to another slide instead of saying its own is being rerun."""
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    write_run_folder(tmp_path / "a", "slide_a", fine=False).rename(cohort / "r1")
+    write_run_folder(tmp_path / "b", "slide_b", seed=1, fine=False).rename(cohort / "r2")
+    content = ViewerContent(find_slides(cohort), reload=lambda: find_slides(cohort), watch=[cohort],
+                            check_interval=0)
+    server, url = _serve(content)
+    try:
+        page, errors = _open(browser, url + "#slide=slide_b")
+        page.wait_for_function("window.attnmap.state.info && window.attnmap.state.info.id === 'slide_b'")
+        prediction = cohort / "r2" / "heatmaps" / "slide_b" / "slide_b_prediction.json"
+        text = prediction.read_text()
+        prediction.unlink()  # the rerun reaches slide_b: its outputs are deleted first
+        title = "document.getElementById('title').textContent"
+        page.wait_for_function(f"{title}.includes('slide_b is not shown')")
+        assert "slide=slide_b" in page.url
+        prediction.write_text(text)
+        page.wait_for_function("window.attnmap.state.loaded === true && window.attnmap.state.info"
+                               " && window.attnmap.state.info.id === 'slide_b'")
         assert not errors, errors
     finally:
         server.shutdown()

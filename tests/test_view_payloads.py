@@ -90,3 +90,47 @@ def test_a_slide_list_without_labels_gives_the_page_no_label(tmp_path):
         assert content.info(0)["prediction"]["label"] is None
     finally:
         content.close()
+
+
+@pytest.mark.parametrize(
+    "heatmap",
+    [
+        {"scale": "minmax", "cmap": "viridis"},
+        {"scale": "clam"},
+        {"scale": "clam", "percentiles": False},
+        {"scale": "diverging", "cmap": "RdBu_r"},
+        {"scale": "robust"},
+    ],
+    ids=["minmax", "clam", "clam-raw", "diverging", "robust"],
+)
+def test_the_viewer_colours_a_runs_attention_on_the_scale_its_heatmap_png_used(tmp_path, heatmap):
+    """The viewer drew the attention of every run between its 1st and 99th percentile (following only
+    `heatmap.cmap`): a run with `heatmap.scale: clam`, `minmax` or `diverging` had a PNG coloured
+    otherwise than the viewer's tiles. The tiles now take the PNG's values, and the legend its scale;
+    a relevance set keeps its own rule (signed: diverging)."""
+    import json
+
+    from view_fixtures import write_run_folder
+
+    from attnmap.view import ViewerContent, find_slides
+    from attnmap.wsi.heatmap.scores import prepare_values
+    from attnmap.wsi.pipeline.legend import display_scores
+
+    run = write_run_folder(tmp_path, fine=False)
+    parameters = json.dumps({"heatmap": {"cmap": "jet", "percentiles": True, **heatmap}})
+    (run / "run_report.json").write_text(json.dumps({"provenance": {"parameters": parameters}}))
+    content = ViewerContent(find_slides(run))
+    try:
+        attention = content.slides[0].score_sets["attention"]
+        values, reference, percentiles, png_scale = display_scores(
+            attention.scores, None, heatmap["scale"], heatmap.get("percentiles", True),
+            heatmap.get("cmap", "jet"),
+        )
+        drawn = np.clip(prepare_values(values, percentiles, reference), 0.0, 1.0)  # what the PNG colours
+        assert np.allclose(content.layer(0, "heat-0").values, drawn)
+        shown = content.info(0)["methods"][0]
+        assert {key: shown["scale"][key] for key in png_scale.to_json()} == png_scale.to_json()
+        assert f"heatmap.scale: {heatmap['scale']}" in shown["note"]
+        assert content.info(0)["methods"][1]["scale"]["kind"] == "diverging"  # lrp: its own rule
+    finally:
+        content.close()

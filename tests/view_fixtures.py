@@ -83,9 +83,13 @@ def write_run_folder(
     return root / "run"
 
 
-def write_overlap_run(root: Path, overlap: float = 0.5) -> Path:
+def write_overlap_run(
+    root: Path, overlap: float = 0.5, scale: str = "clam", percentiles: bool = True
+) -> Path:
     """A real `wsi run` of one synthetic slide with ``heatmap.overlap`` (an ``overlap_blockmap.h5``
-    beside the blockmap); returns its output folder. About a second."""
+    beside the blockmap) drawn on ``heatmap.scale`` and ``percentiles`` (the viewer colours its
+    attention the same way);
+    returns its output folder. About a second."""
     import os
 
     from synthetic_slide_files import write_pipeline_setup
@@ -95,7 +99,10 @@ def write_overlap_run(root: Path, overlap: float = 0.5) -> Path:
     config = write_pipeline_setup(
         root / "project",
         n_slides=1,
-        overrides={"heatmap": {"overlap": overlap}, "segmentation": {"level": 0}},
+        overrides={
+            "heatmap": {"overlap": overlap, "scale": scale, "percentiles": percentiles},
+            "segmentation": {"level": 0},
+        },
     )
     here = Path.cwd()
     os.chdir(config.parent)  # the configuration's paths are relative to it, as a user runs it

@@ -75,6 +75,11 @@ def legend_offset(width: int, scale: ScoreScale, title: str, label: str = "score
     return (width_out - width) // 2, top
 
 
+TICK_COUNTS = (5, 3, 2)
+"""Ticks a colour bar tries, most first: fewer where the labels of more would run into each other
+(the PNG's legend here, the viewer's page with the same labels, `attnmap.view.payloads`)."""
+
+
 def legend_ticks(scale: ScoreScale, width: int) -> list[tuple[float, str]]:
     """The colour bar's ticks under a picture ``width`` wide: five, or three or two when the labels
     of five would run into each other ("-0.000855-0.000428" under a small picture)."""
@@ -83,7 +88,7 @@ def legend_ticks(scale: ScoreScale, width: int) -> list[tuple[float, str]]:
     small = _font(max(10, int(text_size * 0.8)))
     bar = width_out - 2 * text_size - 1
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
-    for count in (5, 3, 2):
+    for count in TICK_COUNTS:
         ticks = scale.ticks(count)
         right = -float("inf")
         for position, text in ticks:

@@ -169,6 +169,12 @@ class ViewerContent(Payloads):
             if error is not None and error == self.error:
                 return  # the same failure again: nothing new to show, no reload for open pages
             versions = self._versions(slides)
+            same = versions == self._slide_versions and unshown == self.unshown
+            if error is None and self.error is None and same:
+                # what is shown already (a second look after slides were added or removed: the state
+                # above was taken over the old slides' files): keep it, its tiles and its version
+                self._sources = self._slide_sources(slides, unshown)
+                return
             with self._lock:
                 # requests in flight may still hold the old slides' handles: closed once answered
                 generation = self._generation
@@ -347,6 +353,8 @@ class ViewerContent(Payloads):
     def _static(self, path: str) -> bytes:
         parts = PurePosixPath(path).parts
         if not parts or any(part in ("..", ".", "") or "\\" in part or ":" in part for part in parts):
+            raise NotFoundError(path)
+        if "/".join(parts) != path:  # "index.html/": the page would load, its relative links would not
             raise NotFoundError(path)
         if parts == ("index.html",):
             parts = ("index.html",)

@@ -31,6 +31,16 @@ def _hex_colours(cmap: str) -> list[str]:
     return ["#{:02x}{:02x}{:02x}".format(*(int(c) for c in row)) for row in colour_table(cmap, 64)]
 
 
+def _scale_json(scale) -> dict:
+    """A scale as the page's colour bar takes it: `ScoreScale.to_json`, and under ``tickSets`` the
+    ticks of each count the PNG's legend tries (`TICK_COUNTS`, most first): the page shows the
+    first whose labels do not run into each other at the bar's width on screen."""
+    from attnmap.render.legend import TICK_COUNTS
+
+    tick_sets = [[[p, label] for p, label in scale.ticks(count)] for count in TICK_COUNTS]
+    return {**scale.to_json(), "tickSets": tick_sets}
+
+
 def _fine_legend(score_set) -> dict | None:
     """The second colour bar of a fine-map score set: the maps' own scale, shown when zoomed in."""
     fine = score_set.fine
@@ -38,7 +48,7 @@ def _fine_legend(score_set) -> dict | None:
         return None
     from attnmap.wsi.heatmap.fine_render import MIN_FINE_PIXELS
 
-    scale = fine.scale.to_json()
+    scale = _scale_json(fine.scale)
     scale["caption"] = (
         f"{fine.method} relevance per pixel inside the {fine.count} patches with a fine map, drawn "
         f"where a patch spans at least {MIN_FINE_PIXELS} screen pixels: centred on 0, clipped at "
@@ -82,7 +92,7 @@ class Payloads:
                 {
                     "index": m,
                     "name": name,
-                    "scale": score_set.scale.to_json(),
+                    "scale": _scale_json(score_set.scale),
                     "colours": _hex_colours(score_set.scale.cmap),
                     "fine": _fine_legend(score_set),
                     "note": score_set.note,

@@ -8,7 +8,6 @@ moved away or one damaged blockmap must not hide every other slide; `run_slides`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path, PurePath
 
@@ -88,7 +87,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
     """
     report = _read_report(root / "run_report.json")
     cohort = _cohort(report)
-    cmap = _run_cmap(report)
+    drawn = _run_heatmap(report)
     slides = []
     heatmaps = root / "heatmaps"
     for folder in sorted(p for p in heatmaps.iterdir() if p.is_dir()) if heatmaps.is_dir() else ():
@@ -113,7 +112,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
             unshown.append(UnshownSlide(slide_id, "no blockmap or prediction file yet", True, watched))
             continue
         try:
-            slide = _run_slide(outputs, annotations_dir, watched, cmap)
+            slide = _run_slide(outputs, annotations_dir, watched, drawn)
             size = _check_against_slide(slide)
         except (InputError, OSError) as exc:  # OSError: an h5 file cut short by a run writing it
             message = str(exc)
@@ -125,7 +124,7 @@ def run_slides(root: Path, annotations_dir: Path | None, unshown: list[UnshownSl
                 )
             )
             continue
-        _add_optional_layers(slide, outputs, size, unshown)
+        _add_optional_layers(slide, outputs, size, unshown, drawn)
         slides.append(slide)
     shown = {slide.slide_id for slide in slides} | {item.slide_id for item in unshown if not item.unfinished}
     for slide_id, reason in _failed_in_report(report):
@@ -200,16 +199,36 @@ def _in_cohort(cohort: tuple[set[str], set[str]], slide_id: str, prediction_file
         return False
 
 
-def _run_cmap(report: dict) -> str | None:
-    """The colour map the last run drew its heatmaps with (``heatmap.cmap``), where it reads."""
+def _run_heatmap(report: dict) -> dict:
+    """How the last run drew its heatmap PNGs (``heatmap.scale``, ``percentiles``, ``cmap``), where
+    its report records it and this version can draw it; {} otherwise (the viewer's own default)."""
     try:
-        cmap = json.loads(report["provenance"]["parameters"])["heatmap"]["cmap"]
+        heatmap = json.loads(report["provenance"]["parameters"])["heatmap"]
         from attnmap.render.colormap import get_cmap
+        from attnmap.wsi.pipeline.legend import RUN_SCALES
 
-        get_cmap(cmap)
+        drawn = {
+            "kind": heatmap.get("scale", "robust"),
+            "percentiles": heatmap.get("percentiles", True),
+            "cmap": heatmap.get("cmap", "jet"),
+        }
+        get_cmap(drawn["cmap"])
+        if drawn["kind"] not in RUN_SCALES or not isinstance(drawn["percentiles"], bool):
+            return {}
     except Exception:  # noqa: BLE001 - no record, or a name this version cannot draw: the default
-        return None
-    return cmap if isinstance(cmap, str) else None
+        return {}
+    return drawn if isinstance(drawn["cmap"], str) else {}
+
+
+def _png_scale(attention: ScoreSet, drawn: dict) -> None:
+    """Give the attention the scale of the run's heatmap PNG (`display_scores`, the rule `wsi run`
+    drew it by), so the viewer's tiles and colour bar are the PNG's, whatever ``heatmap.scale``."""
+    from attnmap.wsi.pipeline.legend import display_scores
+
+    *_, attention.scale = display_scores(
+        attention.scores, None, drawn["kind"], drawn["percentiles"], drawn["cmap"]
+    )
+    attention.note = f"Drawn as the run's heatmap PNG (heatmap.scale: {drawn['kind']})."
 
 
 def _failed_in_report(report: dict) -> list[tuple[str, str]]:
@@ -270,19 +289,18 @@ def _slide_candidates(outputs: SlideOutputs) -> tuple[Path, ...]:
 
 
 def _run_slide(
-    outputs: SlideOutputs, annotations_dir: Path | None, watched: tuple[Path, ...], cmap: str | None = None
+    outputs: SlideOutputs, annotations_dir: Path | None, watched: tuple[Path, ...], drawn: dict | None = None
 ) -> ViewSlide:
-    """One slide of a run folder; ``cmap``: the run's heatmap colour map, given to the attention
-    (the score set its heatmap PNG draws), so the viewer's colour bar is the PNG's."""
+    """One slide of a run folder; ``drawn``: how the run drew its heatmap PNG (`_run_heatmap`), given
+    to the attention (the score set the PNG draws), so the viewer's tiles and colour bar are the PNG's."""
     root, slide_id, prediction_file = outputs.root, outputs.slide_id, outputs.prediction
     prediction = _read_prediction(prediction_file)
     record = _tissue_record(outputs.tissue)
     read, dimensions = _recorded_slide(record)
     slide_path = _slide_file(root, prediction["slide_path"], prediction_file, read)
     score_sets = read_score_sets(outputs.named("blockmap.h5"))
-    if cmap is not None and "attention" in score_sets:
-        attention = score_sets["attention"]
-        attention.scale = dataclasses.replace(attention.scale, cmap=cmap)
+    if drawn and "attention" in score_sets:
+        _png_scale(score_sets["attention"], drawn)
     return ViewSlide(
         slide_id,
         slide_path,
@@ -296,7 +314,8 @@ def _run_slide(
 
 
 def _add_optional_layers(
-    slide: ViewSlide, outputs: SlideOutputs, size: tuple[int, int], unshown: list[UnshownSlide]
+    slide: ViewSlide, outputs: SlideOutputs, size: tuple[int, int], unshown: list[UnshownSlide],
+    drawn: dict | None = None,
 ) -> None:
     """The overlapping grid's attention and the fine maps, added to ``slide`` where their files exist.
 
@@ -306,7 +325,7 @@ def _add_optional_layers(
     """
     layers = (
         ("overlapping grid", outputs.named("overlap_blockmap.h5"),
-         lambda path: read_overlap_score_set(path, slide.score_sets.get("attention"))),
+         lambda path: read_overlap_score_set(path, slide.score_sets.get("attention"), drawn)),
         ("fine maps", outputs.named("fine_maps.h5"), read_fine_score_set),
     )
     if outputs.tissue.is_file():
@@ -329,9 +348,10 @@ def _add_optional_layers(
         slide.score_sets[layer.method] = layer
 
 
-def read_overlap_score_set(path: Path, reference: ScoreSet | None) -> ScoreSet:
+def read_overlap_score_set(path: Path, reference: ScoreSet | None, drawn: dict | None = None) -> ScoreSet:
     """The attention of a run's overlapping heatmap grid (``overlap_blockmap.h5``, written when
-    ``heatmap.overlap > 0``), coloured on ``reference``'s scale (the blockmap attention's).
+    ``heatmap.overlap > 0``), coloured on ``reference``'s scale (the blockmap attention's); under
+    ``drawn`` (`_run_heatmap`) ``clam`` with percentiles off, ranked against it as the PNG ranks it.
 
     Why the blockmap's scale: CLAM ranks the overlapping patches' scores against the blockmap's
     (`attnmap.wsi.heatmap.scores.percentiles_against`), so both pictures of a slide read on one bar;
@@ -346,6 +366,10 @@ def read_overlap_score_set(path: Path, reference: ScoreSet | None) -> ScoreSet:
     except InputError:  # a single patch, or patches sharing no row or column
         spacing = ""
     scale = reference.scale if reference is not None else found.scale
+    if drawn and reference is not None and drawn["kind"] == "clam" and not drawn["percentiles"]:
+        from attnmap.wsi.pipeline.legend import display_scores  # (the one case it is not reference's)
+
+        *_, scale = display_scores(found.scores, reference.scores, "clam", False, drawn["cmap"])
     whose = "the blockmap attention's scale" if reference is not None else "its own scale"
     return ScoreSet(
         "attention (overlapping grid)",

@@ -196,16 +196,16 @@ def find_slides(
 
     slides = run_slides(path, annotation_dir, unshown) if is_run else []
     if not slides and not unshown:
+        found: list[tuple[str, ViewSlide]] = []
         for child in sorted(p for p in path.iterdir() if (p / "heatmaps").is_dir()):
             child_unshown: list[UnshownSlide] = []
-            for slide in run_slides(child, annotation_dir, child_unshown):
-                slide.slide_id = f"{child.name}-{slide.slide_id}" if _clash(slides, slide) else slide.slide_id
-                slides.append(slide)
+            found += [(child.name, slide) for slide in run_slides(child, annotation_dir, child_unshown)]
             unshown += [
                 UnshownSlide(f"{child.name}/{item.slide_id}", item.reason, item.unfinished, item.sources,
                              item.layer)
                 for item in child_unshown
             ]
+        slides = _named_by_run(found)
     if slides:
         return Discovery(slides, unshown)
     refused = [item for item in unshown if not item.unfinished]
@@ -357,5 +357,16 @@ def check_inside(slide_id: str, name: str, score_set: ScoreSet, size: tuple[int,
         )
 
 
-def _clash(slides: list[ViewSlide], slide: ViewSlide) -> bool:
-    return any(other.slide_id == slide.slide_id for other in slides)
+def _named_by_run(found: list[tuple[str, ViewSlide]]) -> list[ViewSlide]:
+    """The slides of a folder of runs, each id that two runs hold named ``<run>-<id>`` in every run.
+
+    Why every copy: naming only the later ones left the first with the plain id, as if it were the
+    slide and the others its variants (and which was first hung on the runs' folder names' order).
+    """
+    from collections import Counter
+
+    counts = Counter(slide.slide_id for _, slide in found)
+    for run, slide in found:
+        if counts[slide.slide_id] > 1:
+            slide.slide_id = f"{run}-{slide.slide_id}"
+    return [slide for _, slide in found]

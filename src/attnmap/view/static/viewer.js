@@ -211,14 +211,32 @@ async function toggleOutline(name) {
 function drawBar(prefix, scale, colours) {
   const stops = colours.map((c, i) => c + " " + (100 * i / (colours.length - 1)).toFixed(1) + "%");
   $(prefix + "-gradient").style.background = "linear-gradient(to right, " + stops.join(", ") + ")";
-  const ticks = $(prefix + "-ticks");
-  ticks.innerHTML = "";
-  scale.ticks.forEach(([position, label]) => {
-    const span = document.createElement("span");
-    span.style.left = (100 * position) + "%";
-    span.textContent = label;
-    ticks.appendChild(span);
-  });
+  // the most ticks whose labels do not run into each other at the bar's width (the PNG's legend
+  // does the same): "-0.00192" and "-0.000962" overlapped and hid the minus sign of the second
+  const ticks = $(prefix + "-ticks"), sets = scale.tickSets || [scale.ticks];
+  for (const set of sets) {
+    ticks.innerHTML = "";
+    set.forEach(([position, label]) => {
+      const span = document.createElement("span");
+      span.style.left = (100 * position) + "%";
+      span.textContent = label;
+      ticks.appendChild(span);
+    });
+    if (labelsFit(ticks)) return;
+  }
+}
+
+const TICK_GAP = 4;  // px between two labels at least
+function labelsFit(ticks) {
+  const bar = ticks.getBoundingClientRect();
+  if (!(bar.width > 0)) return true;  // not laid out (hidden): nothing to measure
+  let right = -Infinity;
+  for (const span of ticks.children) {
+    const box = span.getBoundingClientRect();
+    if (box.left < right + TICK_GAP) return false;
+    right = box.right;
+  }
+  return true;
 }
 
 function drawColorbar(method) {
@@ -419,6 +437,13 @@ function showList(data) {
 
 let slideList = null;  // the latest slide list (showList keeps it)
 
+function unshownNames(id) {
+  // the names a slide not shown has when shown: in a folder of runs it is listed as "<run>/<id>"
+  // and shown as "<id>", or "<run>-<id>" where two runs hold the id
+  const cut = id.indexOf("/");
+  return cut < 0 ? [id] : [id, id.slice(cut + 1), id.slice(0, cut) + "-" + id.slice(cut + 1)];
+}
+
 function openPlace(place) {
   // the place an address names (slide by id, method by name, view, opacity): on start, and when the
   // #fragment changes without a reload (a bookmark or shared link opened in this tab, back/forward)
@@ -426,7 +451,7 @@ function openPlace(place) {
   if (place.has("opacity") && opacity >= 0 && opacity <= 100) $("opacity").value = String(opacity);
   setOpacity(Number($("opacity").value), false);
   const start = data.slides.findIndex((slide) => slide.id === place.get("slide"));
-  const away = (data.unshown || []).find((item) => item.id === place.get("slide"));
+  const away = (data.unshown || []).find((item) => unshownNames(item.id).includes(place.get("slide")));
   if (start < 0 && away) {  // the slide in view is being rerun: say so and keep the place for its return
     tickets.slide++;
     viewer.world.removeAll();
