@@ -27,11 +27,11 @@ from attnmap.errors import InputError
 from attnmap.fingerprint import Fingerprint
 from attnmap.io_utils import remove_stale_temporaries, save_png
 from attnmap.provenance import model_checksum, provenance, write_sidecar
-from attnmap.render import overlay, save_grid
+from attnmap.render import save_grid
 from attnmap.render.grid import panel_pixels
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.placement import shrink_with_box
-from attnmap.render.scale import ScoreScale, choose_scale, is_signed
+from attnmap.vit.draw_map import draw_map
 from attnmap.vit.explain import FlatMapWarning, explain, warn_flat_maps
 from attnmap.vit.explain_outputs import (
     GRID_SUFFIX,
@@ -44,7 +44,7 @@ from attnmap.vit.explain_outputs import (
     save_npy,
 )
 from attnmap.vit.method_choice import resolve_methods, runnable_methods, split_options, warn_skipped
-from attnmap.vit.original import class_name, crop_box, named_classes, on_input_pixels, predict
+from attnmap.vit.original import class_name, crop_box, named_classes, predict
 from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target
@@ -369,28 +369,3 @@ def explain_chunk(
         paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names, **settings
     )
     return {"outputs": [str(p) for p in outputs]}
-
-
-def draw_map(
-    model: nn.Module, view: np.ndarray, original: np.ndarray | None, heat: np.ndarray, method: str,
-    cmap: str | None, alpha: float, box: tuple[float, float, float, float] | None = None,
-) -> tuple[np.ndarray, ScoreScale]:
-    """The overlay of one map (on the model's view, or on ``original`` within the crop: ``box``, by
-    default traced through the model's preprocessing) and its scale.
-
-    Unsigned maps: min-max over the map (as before), jet unless ``cmap``. Signed maps: diverging
-    colour map centred on zero, clipped at the 99th percentile of |score|.
-    """
-    from attnmap.render import placement
-
-    heat = on_input_pixels(model, heat, view.shape[:2])
-    kind = "diverging" if is_signed(heat, method) else "minmax"
-    scale = choose_scale(heat, method, kind, cmap)
-    values, mode = (scale.unit(heat), "none") if kind == "diverging" else (heat, "minmax")
-    if original is None:
-        return overlay(view, values, cmap=scale.cmap, alpha=alpha, normalize_mode=mode), scale
-    if box is None:
-        box = crop_box(model, (original.shape[1], original.shape[0]))
-    drawn = placement.overlay_in_box(original, values, box, cmap=scale.cmap, alpha=alpha, normalize_mode=mode)
-    return drawn, scale
-

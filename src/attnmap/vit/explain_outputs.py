@@ -25,7 +25,7 @@ from attnmap.fingerprint import FINGERPRINT_KEY, INPUTS_KEY, Fingerprint, file_i
 from attnmap.io_utils import atomic_path, read_png_text
 from attnmap.provenance import read_sidecar, sidecar_path
 
-EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns redo them
+EXPLAIN_VERSION = 2  # raise when the maps or overlays change, so that reruns redo them
 GRID_SUFFIX = "all_methods"
 
 
