@@ -467,3 +467,35 @@ def test_method_all_with_no_method_able_to_run_stays_an_error(workspace, capsys,
     assert run_cli(args) == 2
     err = capsys.readouterr().err
     assert "needs a target" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_vit_mae_folder_is_refused_with_the_command_that_explains_its_encoder(workspace, capsys):
+    """`--model hf:FOLDER` of a ViT-MAE said only which model types attnmap explains. Now its one line
+    gives the ViT config.json its weights load into and the options that run it; following it works."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    torch.manual_seed(0)
+    config = transformers.ViTMAEConfig(**sizes, image_size=32, patch_size=8, decoder_hidden_size=16,
+                                       decoder_num_hidden_layers=1, decoder_intermediate_size=32)
+    mae_dir = workspace / "mae"
+    transformers.ViTMAEForPreTraining(config).save_pretrained(mae_dir)
+    capsys.readouterr()  # transformers' saving bar
+    image = str(workspace / "images" / "img1.png")
+    out = workspace / "out_mae"
+    assert run_cli(["explain", image, "--model", f"hf:{mae_dir}", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vit_mae" in err
+    assert f"--checkpoint {mae_dir / 'model.safetensors'}" in err
+    vit_config = json.loads(err.split("config.json ")[1].split(" in a new folder")[0])
+    assert vit_config["model_type"] == "vit" and vit_config["hidden_size"] == 32
+    vit_dir = workspace / "mae_as_vit"
+    vit_dir.mkdir()
+    (vit_dir / "config.json").write_text(json.dumps(vit_config))
+    args = ["explain", image, "--model", f"hf:{vit_dir}", "--checkpoint", str(mae_dir / "model.safetensors"),
+            "--method", "rollout", "--out", str(out), "--quiet"]
+    assert run_cli(args) == 0
+    vit = transformers.ViTModel(transformers.ViTConfig(**vit_config), add_pooling_layer=False)
+    assert not any(vit.load_state_dict(transformers.ViTMAEModel(config).state_dict(), strict=False))
+    assert np.load(out / "img1_rollout.npy").shape == (4, 4)
