@@ -17,7 +17,7 @@ def draw_map(
 ) -> tuple[np.ndarray, ScoreScale]:
     """The overlay of one map (on the model's view, or on ``original`` within the crop: ``box``, by
     default traced through the model's preprocessing) and its scale. The map covers the pixels the
-    model saw: a Hugging Face ViT drops those past its last whole patch, and that strip is left
+    model saw: a model that does not pad drops those past its last whole patch, and that strip is left
     uncoloured (on the original, the box is cut to the part seen).
 
     Unsigned maps: min-max over the map (as before), jet unless ``cmap``. Signed maps: diverging
