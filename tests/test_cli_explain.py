@@ -425,3 +425,77 @@ def test_a_rerun_says_which_files_it_wrote_and_which_it_kept(workspace, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
         f"wrote 2 files to {out}; kept 2 made by an earlier run with the same settings"
     )
+
+
+def test_method_all_runs_the_methods_a_headless_model_can_and_says_why_it_skips_the_others(workspace, capsys):
+    """`--method all` on a headless model without --direction wrote nothing: the gradient and LRP
+    methods need a target. Now the others run; each skipped method is said once, on its own line; a
+    rerun keeps everything; a skipped method's maps from an earlier run with a direction go."""
+    image = workspace / "images" / "img1.png"
+    out = workspace / "out_all_headless"
+    args = ["explain", str(image), "--model", "attnmap:patch-vit", "--method", "all", "--out", str(out)]
+    args.append("--quiet")
+    np.save(workspace / "direction_all.npy", np.random.default_rng(1).normal(size=64).astype(np.float32))
+    assert run_cli([*args, "--direction", str(workspace / "direction_all.npy")]) == 0
+    assert (out / "img1_lrp.npy").is_file()
+    from attnmap.vit.method_choice import SkippedMethodWarning
+
+    with pytest.warns(SkippedMethodWarning) as record:
+        assert run_cli(args) == 0
+    skipped = [str(w.message) for w in record if w.category is SkippedMethodWarning]
+    assert skipped and all("needs a target" in line and "\n" not in line for line in skipped)
+    names = {line.split("method ")[1].split(" ")[0] for line in skipped}
+    assert {"lrp", "transformer_attribution"} <= names and "attention" not in names
+    assert len(skipped) == len(names)
+    for name in names:  # the earlier run's maps of another target are gone
+        assert not (out / f"img1_{name}.npy").exists() and not (out / f"img1_{name}.npy.json").exists()
+    for name in ("attention", "rollout"):
+        heat = np.load(out / f"img1_{name}.npy")
+        assert heat.ndim == 2 and np.isfinite(heat).all()
+    assert read_png_text(out / "img1_all_methods.png")["method"] == "all"
+    capsys.readouterr()
+    with pytest.warns(SkippedMethodWarning):
+        assert run_cli(args) == 0
+    assert "wrote 0 files" in capsys.readouterr().out
+
+
+def test_method_all_with_no_method_able_to_run_stays_an_error(workspace, capsys, monkeypatch):
+    monkeypatch.setattr("attnmap.vit.method_choice.methods", lambda: {"lrp": "", "grad_rollout": ""})
+    out = workspace / "out_all_none"
+    image = str(workspace / "images" / "img1.png")
+    args = ["explain", image, "--model", "attnmap:patch-vit", "--method", "all", "--out", str(out), "--quiet"]
+    assert run_cli(args) == 2
+    err = capsys.readouterr().err
+    assert "needs a target" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_vit_mae_folder_is_refused_with_the_command_that_explains_its_encoder(workspace, capsys):
+    """`--model hf:FOLDER` of a ViT-MAE said only which model types attnmap explains. Now its one line
+    gives the ViT config.json its weights load into and the options that run it; following it works."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    torch.manual_seed(0)
+    config = transformers.ViTMAEConfig(**sizes, image_size=32, patch_size=8, decoder_hidden_size=16,
+                                       decoder_num_hidden_layers=1, decoder_intermediate_size=32)
+    mae_dir = workspace / "mae"
+    transformers.ViTMAEForPreTraining(config).save_pretrained(mae_dir)
+    capsys.readouterr()  # transformers' saving bar
+    image = str(workspace / "images" / "img1.png")
+    out = workspace / "out_mae"
+    assert run_cli(["explain", image, "--model", f"hf:{mae_dir}", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vit_mae" in err
+    assert f"--checkpoint {mae_dir / 'model.safetensors'}" in err
+    vit_config = json.loads(err.split("config.json ")[1].split(" in a new folder")[0])
+    assert vit_config["model_type"] == "vit" and vit_config["hidden_size"] == 32
+    vit_dir = workspace / "mae_as_vit"
+    vit_dir.mkdir()
+    (vit_dir / "config.json").write_text(json.dumps(vit_config))
+    args = ["explain", image, "--model", f"hf:{vit_dir}", "--checkpoint", str(mae_dir / "model.safetensors"),
+            "--method", "rollout", "--out", str(out), "--quiet"]
+    assert run_cli(args) == 0
+    vit = transformers.ViTModel(transformers.ViTConfig(**vit_config), add_pooling_layer=False)
+    assert not any(vit.load_state_dict(transformers.ViTMAEModel(config).state_dict(), strict=False))
+    assert np.load(out / "img1_rollout.npy").shape == (4, 4)

@@ -200,6 +200,61 @@ def test_a_padded_models_grid_is_drawn_where_its_patches_lie():
     np.testing.assert_array_equal(picture, overlay(square, heat[:4, :4], alpha=0.7))
 
 
+def test_a_hugging_face_models_grid_is_drawn_over_the_pixels_it_saw():
+    """A Hugging Face ViT fed 36×36 pixels with 8-pixel patches sees 4×4 patches, 32×32 pixels (its
+    convolution drops the rest); the map was stretched over all 36, every patch drawn off its place.
+    Now it covers the 32 pixels seen and the unseen strip keeps the image's own pixels, on the
+    model's view and on the original image alike (its box cut to the part seen)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from attnmap.render.overlay import overlay
+    from attnmap.render.placement import overlay_in_box
+    from attnmap.vit.batch import draw_map
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=36, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=64, num_labels=3)
+    model = ViTForImageClassification(config).eval()
+    view = np.random.default_rng(0).integers(0, 256, size=(36, 36, 3), dtype=np.uint8)
+    heat = np.zeros((4, 4))
+    heat[3, 3], heat[0, 2] = 1.0, 0.5
+    picture, _ = draw_map(model, view, None, heat, "attention", None, 0.7)
+    np.testing.assert_array_equal(picture[:32, :32], overlay(view[:32, :32], heat, alpha=0.7))
+    np.testing.assert_array_equal(picture[32:], view[32:])
+    np.testing.assert_array_equal(picture[:, 32:], view[:, 32:])
+    pixels = np.zeros((36, 36))  # a pixel-level map: the unseen strip is left uncoloured too
+    pixels[5, 5] = 1.0
+    picture, _ = draw_map(model, view, None, pixels, "lrp", None, 0.7)
+    np.testing.assert_array_equal(picture[32:], view[32:])
+    alone, _ = draw_map(None, view[:32, :32], None, pixels[:32, :32], "lrp", None, 0.7)  # its scale: signed
+    np.testing.assert_array_equal(picture[:32, :32], alone)
+    original = np.random.default_rng(1).integers(0, 256, size=(72, 90, 3), dtype=np.uint8)
+    box = (9.0, 0.0, 81.0, 72.0)  # the view's 36 pixels are 72 of the original's
+    picture, _ = draw_map(model, view, original, heat, "attention", None, 0.7, box)
+    np.testing.assert_array_equal(picture, overlay_in_box(original, heat, (9.0, 0.0, 73.0, 64.0), alpha=0.7))
+
+
+def test_a_timm_models_grid_is_drawn_over_the_pixels_it_saw():
+    """timm's patch convolution also drops the pixels past the last whole patch (img_size=36 with
+    8-pixel patches: 4×4 patches, 32×32 pixels seen); its
+    map was stretched over all 36 pixels. Now the unseen strip is left uncoloured, as for Hugging Face."""
+    from attnmap.render.overlay import overlay
+    from attnmap.vit.batch import draw_map
+
+    torch.manual_seed(0)
+    view = np.random.default_rng(0).integers(0, 256, size=(36, 36, 3), dtype=np.uint8)
+    heat = np.zeros((4, 4))
+    heat[3, 3], heat[0, 2] = 1.0, 0.5
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=1, img_size=36, patch_size=8, num_classes=3
+    ).eval()
+    assert model(torch.zeros(1, 3, 36, 36)).shape == (1, 3)  # timm runs it: 16 patches
+    picture, _ = draw_map(model, view, None, heat, "attention", None, 0.7)
+    np.testing.assert_array_equal(picture[:32, :32], overlay(view[:32, :32], heat, alpha=0.7))
+    np.testing.assert_array_equal(picture[32:], view[32:])
+    np.testing.assert_array_equal(picture[:, 32:], view[:, 32:])
+
+
 def test_colour_bar_tick_labels_do_not_run_into_each_other():
     """Under a small picture (the legend is then 240 pixels wide) five labels such as -0.000855 ran
     together ("-0.000855-0.000428"); fewer ticks are drawn when their labels do not fit."""

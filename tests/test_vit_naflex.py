@@ -95,3 +95,23 @@ def test_the_class_token_in_embeds_is_the_query_row_of_a_token_read_out() -> Non
     assert adapter_for(radio_like).query_row == "cls"
     assert adapter_for(_naflex()).query_row == "patch_mean"
     assert adapter_for(_naflex(pool_include_prefix=True)).query_row == "token_mean"
+
+
+def test_method_all_leaves_out_the_lrp_methods_with_their_refusal(tmp_path):
+    """`--method all` on a NaFlexViT wrote nothing: it has no LRP twin. The other methods run; each
+    LRP method is left out with a warning giving its refusal, and the grid shows the others."""
+    from attnmap.vit.batch import explain_paths
+    from attnmap.vit.method_choice import SkippedMethodWarning
+
+    torch.manual_seed(0)
+    model = timm.create_model("naflexvit_base_patch16_gap", pretrained=False, depth=1, embed_dim=32,
+                              num_heads=2, num_classes=3).eval()
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(image)
+    with pytest.warns(SkippedMethodWarning) as record:
+        written = explain_paths([image], model, "all", None, tmp_path / "out", progress=False)
+    skipped = {str(w.message).split()[1] for w in record if w.category is SkippedMethodWarning}
+    assert "lrp" in skipped and "attention" not in skipped
+    assert all("LRP methods need" in str(w.message) for w in record if w.category is SkippedMethodWarning)
+    names = {path.name for path in written}
+    assert "x_all_methods.png" in names and "x_attention.npy" in names and "x_lrp.npy" not in names

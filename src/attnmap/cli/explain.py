@@ -75,7 +75,8 @@ def load_direction(path: Path) -> torch.Tensor:
 @click.option(
     "--method",
     default=None,
-    help="A method name, several comma-separated, or 'all' (one comparison grid per image); "
+    help="A method name, several comma-separated, or 'all' (every method that can run on this model "
+    "and target, one comparison grid per image; each one left out is named with its reason); "
     "default: attnmap.explain's.",
 )
 @click.option(
@@ -147,8 +148,8 @@ def explain(
 ) -> None:
     """Explain IMAGES (files, or folders of PNG/JPEG/TIFF/WebP/BMP/GIF) with a ViT; write overlays, maps."""
     from attnmap.render.colormap import get_cmap
-    from attnmap.vit.batch import resolve_methods, split_options
     from attnmap.vit.image_files import expand_image_paths
+    from attnmap.vit.method_choice import resolve_methods, split_options
     from attnmap.vit.readout import ReadoutDirection
     from attnmap.vit.timm_build import check_timm_name
 
@@ -275,8 +276,9 @@ def _run_distributed(
         raise InputError(
             f"--workers/--scheduler need attnmap.parallel, which is not available: {error}"
         ) from None
-    from attnmap.vit.batch import explain_chunk, resolve_methods
+    from attnmap.vit.batch import explain_chunk
     from attnmap.vit.explain_outputs import claim_stems
+    from attnmap.vit.method_choice import resolve_methods
 
     batch_size = int(settings["batch_size"])
     # each image's index travels with it, so that a direction per image reaches its own chunk

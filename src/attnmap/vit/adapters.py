@@ -70,7 +70,8 @@ class ViTAdapter:
 
     def pixels_covered(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) of the pixels the patch grid of an ``height`` × ``width`` input covers: the input
-        itself, unless the model pads it to whole patches (timm ``dynamic_img_pad``): then more."""
+        itself, unless the model pads it to whole patches (timm ``dynamic_img_pad``): then more, or
+        drops the pixels past the last whole patch (Hugging Face's patch convolution): then less."""
         return height, width
 
     def query_weights(self, batch: int, tokens: int, like: torch.Tensor) -> torch.Tensor:

@@ -132,6 +132,11 @@ class HFAdapter(ViTAdapter):
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch_size[0], width // self.patch_size[1]
 
+    def pixels_covered(self, height: int, width: int) -> tuple[int, int]:
+        """The whole patches only: the patch convolution drops the pixels left past the last one."""
+        grid_h, grid_w = self.grid_size(height, width)
+        return grid_h * self.patch_size[0], grid_w * self.patch_size[1]
+
     def check_images(self, images: torch.Tensor) -> None:
         super().check_images(images)
         channels = int(getattr(self.config, "num_channels", 3))

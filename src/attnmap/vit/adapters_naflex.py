@@ -44,8 +44,6 @@ class NaFlexAdapter(TimmViTAdapter):
         return height // patch_h, width // patch_w
 
     def pixels_covered(self, height: int, width: int) -> tuple[int, int]:
-        if not getattr(self.model.embeds, "dynamic_img_pad", False):
-            return height, width
         grid_h, grid_w = self.grid_size(height, width)
         return grid_h * self.model.embeds.patch_size[0], grid_w * self.model.embeds.patch_size[1]
 

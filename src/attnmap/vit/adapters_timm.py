@@ -146,11 +146,13 @@ class TimmViTAdapter(ViTAdapter):
         return tuple(int(s) for s in patch_embed.grid_size)
 
     def pixels_covered(self, height: int, width: int) -> tuple[int, int]:
+        """Whole patches: past the image when it pads (dynamic_img_pad), else within it (the patch
+        convolution drops the pixels past the last whole patch: img_size 36, patch 8)."""
         patch_embed = self.model.patch_embed
-        if not getattr(patch_embed, "dynamic_img_pad", False):
-            return height, width
         grid_h, grid_w = self.grid_size(height, width)
-        return grid_h * patch_embed.patch_size[0], grid_w * patch_embed.patch_size[1]
+        ratio = getattr(patch_embed, "feat_ratio", None)  # a hybrid stem: its backbone's stride too
+        step_h, step_w = ratio(as_scalar=False) if callable(ratio) else patch_embed.patch_size
+        return grid_h * int(step_h), grid_w * int(step_w)
 
     def check_images(self, images: torch.Tensor) -> None:
         super().check_images(images)

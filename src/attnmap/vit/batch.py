@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,56 +27,28 @@ from attnmap.errors import InputError
 from attnmap.fingerprint import Fingerprint
 from attnmap.io_utils import remove_stale_temporaries, save_png
 from attnmap.provenance import model_checksum, provenance, write_sidecar
-from attnmap.render import overlay, save_grid
+from attnmap.render import save_grid
 from attnmap.render.grid import panel_pixels
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.placement import shrink_with_box
-from attnmap.render.scale import ScoreScale, choose_scale, is_signed
-from attnmap.vit.explain import FlatMapWarning, check_option_types, explain, warn_flat_maps
+from attnmap.vit.draw_map import draw_map
+from attnmap.vit.explain import FlatMapWarning, explain, warn_flat_maps
 from attnmap.vit.explain_outputs import (
     GRID_SUFFIX,
     claim_stems,
     image_done,
     image_fingerprint,
     output_files,
+    remove_other_settings_outputs,
     remove_outdated_pictures,
-    remove_unreadable_images_outputs,
     save_npy,
 )
-from attnmap.vit.original import class_name, crop_box, named_classes, on_input_pixels, predict
+from attnmap.vit.method_choice import resolve_methods, runnable_methods, split_options, warn_skipped
+from attnmap.vit.original import class_name, crop_box, named_classes, predict
 from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
-from attnmap.vit.registry import Target, get_method, methods
+from attnmap.vit.registry import Target
 from attnmap.vit.targets import slice_target
-
-
-def resolve_methods(method: str) -> tuple[list[str], bool]:
-    """ "all" → every registered method (and a comparison grid); "a,b" → those; "a" → one."""
-    if method.strip() == "all":
-        return list(methods()), True
-    names = [name.strip() for name in method.split(",") if name.strip()]
-    if not names:
-        raise InputError("no method given")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise InputError(f"method {', '.join(repeated)} is named more than once")
-    for name in names:
-        get_method(name)  # raises InputError listing the available ones
-    return names, False
-
-
-def split_options(names: Sequence[str], options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Give each method the options it accepts; an option no chosen method accepts is an error."""
-    per_method = {name: {} for name in names}
-    for key, value in options.items():
-        takers = [name for name in names if key in get_method(name).options()]
-        if not takers:
-            raise InputError(f"option {key!r} is not accepted by any of: {', '.join(names)}")
-        for name in takers:
-            per_method[name][key] = value
-    for name in names:  # a value of the wrong kind fails here, before any model is loaded
-        check_option_types(name, get_method(name).options(), per_method[name])
-    return per_method
 
 
 def model_architecture(model: nn.Module) -> str:
@@ -168,6 +140,8 @@ def explain_paths(
     ``{stem}_all_methods.png``: one grid comparing every method, with colour bars and the predicted
     class and probability. ``cmap`` None: jet, or for signed maps (`is_signed`) a diverging map
     centred on zero. Images are preprocessed for the model and run ``batch_size`` at a time.
+    "all" leaves out the methods that refuse this model or target (asked on the first readable image;
+    a `SkippedMethodWarning` each, their earlier outputs removed); none able to run is an error.
     ``names``: the output stem of each image (default: file stems, made unique). Images whose
     outputs are intact and were made with the same model, method, options, target and drawing are
     skipped. Returns the paths written or kept (`ExplainedFiles`: its ``kept`` counts the latter).
@@ -206,6 +180,14 @@ def explain_paths(
         ]
         for index, path in enumerate(paths)
     ]
+    if grid:  # "all": the methods that can run here; the others' maps of earlier runs go
+        kept_methods = _runnable(model, paths, target, methods_, per_method)
+        for index, stem in enumerate(stems):
+            skipped = [(n, p) for n, p in zip(methods_, prints[index], strict=True) if n not in kept_methods]
+            left_out = ([n for n, _ in skipped], [p for _, p in skipped])
+            remove_other_settings_outputs(out_dir, stem, *left_out, grid=False)
+        prints = [[p for n, p in zip(methods_, row, strict=True) if n in kept_methods] for row in prints]
+        methods_ = kept_methods
     todo = [
         i for i, path in enumerate(paths) if not image_done(out_dir, stems[i], methods_, grid, prints[i])
     ]
@@ -225,7 +207,7 @@ def explain_paths(
         for start in range(0, len(todo), batch_size):
             indices, images, views = _readable(model, paths, todo[start : start + batch_size], unreadable)
             for index in sorted(set(todo[start : start + batch_size]) - set(indices)):
-                remove_unreadable_images_outputs(out_dir, stems[index], methods_, prints[index])
+                remove_other_settings_outputs(out_dir, stems[index], methods_, prints[index])
             if not indices:
                 continue
             chunk = [paths[i] for i in indices]
@@ -316,6 +298,22 @@ def explain_paths(
     return ExplainedFiles(written, kept)
 
 
+def _runnable(
+    model: nn.Module, paths: Sequence[Path], target: Target, names: list[str], per_method: dict[str, Any]
+) -> list[str]:
+    """The methods of "all" that run, asked on the first readable image (all of them when none is
+    readable: that error is said per image); each left out is warned about once, with its reason."""
+    for index in range(len(paths)):
+        indices, images, _ = _readable(model, paths, [index], [])
+        if indices:
+            kept, refused = runnable_methods(
+                model, images, names, _chunk_targets(target, indices, len(paths)), per_method
+            )
+            warn_skipped(refused)
+            return kept
+    return names
+
+
 def _readable(
     model: nn.Module, paths: Sequence[Path], indices: list[int], unreadable: list[str]
 ) -> tuple[list[int], torch.Tensor | None, list[np.ndarray]]:
@@ -371,28 +369,3 @@ def explain_chunk(
         paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names, **settings
     )
     return {"outputs": [str(p) for p in outputs]}
-
-
-def draw_map(
-    model: nn.Module, view: np.ndarray, original: np.ndarray | None, heat: np.ndarray, method: str,
-    cmap: str | None, alpha: float, box: tuple[float, float, float, float] | None = None,
-) -> tuple[np.ndarray, ScoreScale]:
-    """The overlay of one map (on the model's view, or on ``original`` within the crop: ``box``, by
-    default traced through the model's preprocessing) and its scale.
-
-    Unsigned maps: min-max over the map (as before), jet unless ``cmap``. Signed maps: diverging
-    colour map centred on zero, clipped at the 99th percentile of |score|.
-    """
-    from attnmap.render import placement
-
-    heat = on_input_pixels(model, heat, view.shape[:2])
-    kind = "diverging" if is_signed(heat, method) else "minmax"
-    scale = choose_scale(heat, method, kind, cmap)
-    values, mode = (scale.unit(heat), "none") if kind == "diverging" else (heat, "minmax")
-    if original is None:
-        return overlay(view, values, cmap=scale.cmap, alpha=alpha, normalize_mode=mode), scale
-    if box is None:
-        box = crop_box(model, (original.shape[1], original.shape[0]))
-    drawn = placement.overlay_in_box(original, values, box, cmap=scale.cmap, alpha=alpha, normalize_mode=mode)
-    return drawn, scale
-

@@ -68,7 +68,10 @@ def explain(
     Returns (B, gh, gw) on the model's patch grid (prefix tokens excluded), or (B, H, W) for
     pixel-level methods such as "lrp". See `attnmap.methods()` for the list. A model padding its
     input to whole patches (timm ``dynamic_img_pad``) has ceil(H / patch) × ceil(W / patch) patches:
-    its last row and column reach past the image, so place the grid on the padded size, not (H, W).
+    its last row and column reach past the image, so place the grid on the padded size, not (H, W);
+    any other drops the pixels past its last whole patch (a Hugging Face ViT at any size, a timm
+    one whose img_size is no multiple of its patch): its grid covers the top-left
+    floor(H / patch) × floor(W / patch) patches.
     """
     if isinstance(method, (list, tuple, set, frozenset)) or method == "all":
         # the command line takes several names or "all"; here a list failed as an unhashable key

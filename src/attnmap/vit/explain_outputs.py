@@ -25,7 +25,7 @@ from attnmap.fingerprint import FINGERPRINT_KEY, INPUTS_KEY, Fingerprint, file_i
 from attnmap.io_utils import atomic_path, read_png_text
 from attnmap.provenance import read_sidecar, sidecar_path
 
-EXPLAIN_VERSION = 1  # raise when the maps or overlays change, so that reruns redo them
+EXPLAIN_VERSION = 2  # raise when the maps or overlays change, so that reruns redo them
 GRID_SUFFIX = "all_methods"
 
 
@@ -239,15 +239,19 @@ def save_npy(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def remove_unreadable_images_outputs(
-    out_dir: Path, stem: str, methods: Sequence[str], fingerprints: Sequence[Fingerprint]
+def remove_other_settings_outputs(
+    out_dir: Path, stem: str, methods: Sequence[str], fingerprints: Sequence[Fingerprint], grid: bool = True
 ) -> None:
-    """Remove the maps and pictures under ``stem`` made from an earlier content of an image that can
-    no longer be read: a failed rerun would otherwise leave them passing for the file as it is now.
-    Only attnmap's outputs go (a map with its record, pictures with a fingerprint)."""
+    """Remove the maps and pictures of ``methods`` under ``stem`` that were not made with
+    ``fingerprints``: those of an earlier content of an image that can no longer be read (a failed
+    rerun would otherwise leave them passing for the file as it is now), or of a method that
+    ``--method all`` leaves out this time (made by an earlier run with other settings). Only
+    attnmap's outputs go (a map with its record, pictures with a fingerprint). ``grid`` False: the
+    comparison grid is left to the run (a grid without a left-out method is no picture of its map)."""
     for name, fingerprint in zip(methods, fingerprints, strict=True):
-        for grid in (False, True):  # the overlay and the grid, while the map's record still names its map
-            remove_outdated_pictures(out_dir, stem, name, fingerprint, grid)
+        # the overlay and the grid, while the map's record still names its map
+        for drawn_in_grid in (False, True) if grid else (True,):
+            remove_outdated_pictures(out_dir, stem, name, fingerprint, drawn_in_grid)
         npy = out_dir / f"{stem}_{name}.npy"
         if map_inputs(_record(npy, read_sidecar)) not in (None, _inputs_of(fingerprint)):
             npy.unlink(missing_ok=True)

@@ -164,6 +164,26 @@ def _classifier_size(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int
 _HF_VISION_TOWERS = {"clip": "CLIPVisionModelWithProjection", "siglip": "SiglipVisionModel"}
 
 
+def _vit_mae_recipe(path: Path, transformers: Any, config: Mapping[str, Any], names: list[str]) -> str:
+    """What to run for a ViT-MAE folder: its encoder's weights are a ViT's (the MAE itself shuffles
+    and drops patch tokens at random), so a ViT config of its sizes with its weights file explains it."""
+    shared = transformers.ViTConfig().to_dict().keys() - {"architectures", "transformers_version"}
+    skip = {"model_type", "_name_or_path"}
+    vit = {"model_type": "vit", **{k: v for k, v in config.items() if k in shared and k not in skip}}
+    files = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+    files += ("pytorch_model.bin.index.json",)
+    checkpoint = next((path / name for name in files if (path / name).is_file()), path / files[0])
+    preprocessor = ""
+    if (path / "preprocessor_config.json").is_file():
+        preprocessor = " (with this folder's preprocessor_config.json)"
+    return (
+        f"hf:{path} holds a vit_mae ({', '.join(names) or 'no architectures'}), which shuffles and drops its "
+        f"patch tokens at random (mask_ratio); its encoder's weights load into a ViT: save as config.json "
+        f"{json.dumps(vit, sort_keys=True)} in a new folder{preprocessor} and give --model hf:NEW_FOLDER "
+        f"--checkpoint {checkpoint} (load_model('hf:NEW_FOLDER', checkpoint=...) in Python)"
+    )
+
+
 def _hf_model(
     directory: str,
     num_classes: int | None,
@@ -206,6 +226,8 @@ def _hf_model(
             f"hf:{directory}: its config.json names {name}, a class transformers {transformers.__version__} "
             "does not have (custom code is never run): save the model as a transformers class"
         )
+    if kind == "vit_mae":
+        raise InputError(_vit_mae_recipe(path, transformers, config, names))
     if (kind not in HF_MODEL_TYPES and kind not in _HF_VISION_TOWERS) or cls is None:
         raise InputError(
             f"hf:{directory} holds a {kind or 'model'} ({', '.join(names) or 'no architectures'}); "

@@ -148,3 +148,14 @@ def on_input_pixels(model: nn.Module | None, heat: np.ndarray, size: tuple[int, 
     if covered == tuple(size) or covered[0] < size[0] or covered[1] < size[1]:
         return heat
     return upsample(heat, covered)[: size[0], : size[1]]
+
+
+def seen_pixels(model: nn.Module | None, size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of the part of an input of ``size`` that the model sees: all of it, unless it drops
+    the pixels past its last whole patch (a Hugging Face ViT): then its top-left whole patches."""
+    if model is None:
+        return tuple(size)
+    from attnmap.vit.adapters import adapter_for
+
+    covered = adapter_for(model).pixels_covered(*size)
+    return min(covered[0], size[0]), min(covered[1], size[1])
