@@ -253,7 +253,7 @@ def heatmap(
     """Draw a heatmap of per-patch scores (or of a CLAM model's attention on a features file)."""
     from dataclasses import asdict
 
-    from attnmap.cli.wsi_heatmap_inputs import check_inputs_made_from, recorded_patch_size
+    from attnmap.cli.wsi_heatmap_inputs import check_inputs_made_from, recorded_patch_size, signed_defaults
     from attnmap.errors import InputError
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.drawing import write_heatmap_files
@@ -276,7 +276,7 @@ def heatmap(
     check_inputs_made_from(slide, scores, features_h5, tissue_json)  # another slide's, even of its size
     if scores is not None:
         coords, values = load_scores_h5(scores, method)
-        style, files = _signed_defaults(style, files, values, method)
+        style, files = signed_defaults(style, files, values, method)
         drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
         with open_slide(slide) as opened:  # a patch size recorded at a level: its downsample
             stored_patch = recorded_patch_size(scores_file_patch_size, scores, opened, patch_size)
@@ -344,24 +344,6 @@ def heatmap(
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
     if stale_tiff:
         click.echo(f"removed {tiff}: an earlier run's TIFF (--tiff not given)")
-
-
-def _signed_defaults(
-    style: HeatmapStyle, files: dict[str, Any], values: Any, method: str
-) -> tuple[HeatmapStyle, dict[str, Any]]:
-    """Signed scores (`is_signed`: LRP, gradient × input, or a real negative tail) drawn as the
-    viewer draws them, centred on 0 in a diverging colour map, unless --scale or --cmap says
-    otherwise: on jet between percentiles their zero was an arbitrary colour."""
-    from attnmap.render.scale import DEFAULT_CMAPS, is_signed
-
-    context = click.get_current_context()
-    given = {name for name in ("files__scale", "style__cmap")
-             if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
-    if "files__scale" in given or not is_signed(values, method):
-        return style, files
-    if "style__cmap" not in given:
-        style = dataclasses.replace(style, cmap=DEFAULT_CMAPS["diverging"])
-    return style, {**files, "scale": "diverging"}
 
 
 @wsi.command()

@@ -1,4 +1,5 @@
-"""What `attnmap wsi heatmap` reads beside its scores: the patch size its inputs record.
+"""What `attnmap wsi heatmap` reads beside its scores: the patch size its inputs record, the slide
+they were made from, and the scale signed scores are drawn on.
 
 Why apart from `attnmap.cli.wsi`: that module stays under its size limit; this is the heatmap
 command's own input checking, with no other user.
@@ -33,3 +34,25 @@ def check_inputs_made_from(slide: Path, *sources: Path | None) -> None:
     for source in sources:
         if source is not None:
             check_made_from(source, output_record(source), slide)
+
+
+def signed_defaults(
+    style: Any, files: dict[str, Any], values: Any, method: str
+) -> tuple[Any, dict[str, Any]]:
+    """Signed scores (`is_signed`: LRP, gradient × input, or a real negative tail) drawn as the
+    viewer draws them, centred on 0 in a diverging colour map, unless --scale or --cmap says
+    otherwise: on jet between percentiles their zero was an arbitrary colour."""
+    import dataclasses
+
+    import click
+
+    from attnmap.render.scale import DEFAULT_CMAPS, is_signed
+
+    context = click.get_current_context()
+    given = {name for name in ("files__scale", "style__cmap")
+             if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if "files__scale" in given or not is_signed(values, method):
+        return style, files
+    if "style__cmap" not in given:
+        style = dataclasses.replace(style, cmap=DEFAULT_CMAPS["diverging"])
+    return style, {**files, "scale": "diverging"}
