@@ -521,8 +521,11 @@ def test_tiffs_no_slide_reader_opens(tmp_path: Path, monkeypatch) -> None:
     assert too_large in _one_line_error(stack)
 
 
-@pytest.mark.parametrize(("unit", "per_unit", "mpp"), [("INCH", 72, None), ("INCH", 300, None),
-                                                       ("INCH", 50800, 0.5), ("CENTIMETER", 40000, 0.25)])
+_RESOLUTIONS = [("INCH", 72, None), ("INCH", 300, None), ("INCH", 50800, 0.5), ("CENTIMETER", 40000, 0.25),
+                ("CENTIMETER", 28.35, None), ("CENTIMETER", 37.8, None), ("CENTIMETER", 72 / 2.54, None)]
+
+
+@pytest.mark.parametrize(("unit", "per_unit", "mpp"), _RESOLUTIONS)
 def test_a_placeholder_dpi_is_no_pixel_size(tmp_path: Path, unit: str, per_unit: float, mpp: float | None):
     """Image tools write 72 dpi by default; OpenSlide read it as 352.8 µm per pixel, which the viewer's
     scale bar and the cohort's resolution warning took as the scan's."""
@@ -535,6 +538,9 @@ def test_a_placeholder_dpi_is_no_pixel_size(tmp_path: Path, unit: str, per_unit:
     with open_slide(path) as slide:
         assert isinstance(slide, OpenSlideSlide)
         assert slide.mpp == (None if mpp is None else pytest.approx(mpp))
+    from attnmap.wsi.pixel_size import tiff_mpp_xy
+
+    assert tiff_mpp_xy(path)[0] == (None if mpp is None else pytest.approx(mpp))  # tiffslide's reading
 
 
 @pytest.mark.parametrize("name", ["aperio.svs", "ome_subifd.ome.tif", "downsample_3.tif"])
