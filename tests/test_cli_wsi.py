@@ -509,3 +509,20 @@ def test_features_of_a_slide_since_replaced_say_so(slide: Path, tmp_path: Path, 
                        "--model", write_clam_checkpoint(tmp_path / "clam.pt"), "-o", tmp_path / "a")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "s7.h5 was made from slide s7.tif as it was before: its bytes differ now; rerun" in err
+
+
+def test_no_patches_names_the_options_as_the_command_takes_them(slide: Path, tmp_path: Path, capsys) -> None:
+    """`wsi patch --no-padding` on a slide smaller than a patch said "patching.padding is off", a
+    `wsi run` configuration key the user never wrote."""
+    import tifffile
+
+    tiny = tmp_path / "tiny.png"  # tissue only, 50×40: smaller than a 64-px patch
+    Image.fromarray(tifffile.imread(slide)[300:340, 400:450]).save(tiny)
+    args = ["wsi", "patch", tiny, "-o", tmp_path / "out", "--seg-level", "0", "--a-t", "0", "--a-h", "0"]
+    code, _, stderr = cli(capsys, *args, *PATCH, "--no-padding")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    hint = "smaller than one 64-px patch, with --no-padding: use a smaller --patch-size or --padding"
+    assert hint in stderr
+    assert "patching." not in stderr
+    code, _, stderr = cli(capsys, *args[:-4], "--seg-level", "0", "--a-t", "100", *PATCH)
+    assert code == 2 and "--a-t 100 asks for tissue regions" in stderr and "segmentation." not in stderr
