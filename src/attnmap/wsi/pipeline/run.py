@@ -160,7 +160,7 @@ def run_slide(
 
         tissue_file = outputs.tissue if config.export.geojson_tissue else False
         export_blockmap_geojson(outputs.named("blockmap.h5"), outputs.named("scores.geojson"),
-                                tissue_file, class_name=row["prediction_name"])
+                                tissue_file, class_name=row["prediction_name"], progress=progress)
         record = slide_provenance(config, entry, "qupath_geojson", ("model", "export"),
                                   model_name=Path(config.model.checkpoint).name,
                                   model_sha256=attention["model_sha256"])
