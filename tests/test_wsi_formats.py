@@ -456,6 +456,23 @@ def test_a_dicom_folder_named_by_uid_keeps_its_whole_name(tmp_path: Path, capsys
     assert [path.name for path in (tmp_path / "heat").iterdir()] == ["1.2.826.0.1.7_heatmap.png"]
 
 
+def test_the_viewer_takes_a_dicom_folder_with_its_scores(tmp_path: Path, capsys) -> None:
+    """`attnmap view FOLDER --scores FILE` said "--scores goes with a slide file, not with a folder"
+    for a DICOM slide, which `wsi heatmap` takes; the slide keeps its folder's whole name."""
+    pytest.importorskip("pydicom")
+    from attnmap.view.sources import discover
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    folder = write_dicom_wsi(tmp_path / "1.2.826.0.1.7", slide_image())
+    scores = save_scores_h5(tmp_path / "scores.h5", np.array([[0, 0], [256, 0], [0, 256]]), np.arange(3.0))
+    (slide,) = discover(folder, scores=[scores])
+    assert slide.slide_id == "1.2.826.0.1.7" and list(slide.score_sets) == ["attention"]
+    with open_slide(slide.slide_path) as opened:
+        assert opened.dimensions == (WIDTH, HEIGHT)
+    with pytest.raises(InputError, match="^--scores goes with a slide file or a DICOM slide's folder, not "):
+        discover(tmp_path, scores=[scores])  # a folder that is no slide
+
+
 def test_the_tissue_file_says_which_library_read_the_slide(tmp_path: Path) -> None:
     """The same .tif opens through OpenSlide (page pyramid) or tiffslide (SubIFDs, strips): which
     one, and the pixel size it reported, were said nowhere."""

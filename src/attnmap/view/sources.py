@@ -22,6 +22,7 @@ from attnmap.view.score_files import (
     read_fine_score_set,
     read_score_sets,
 )
+from attnmap.wsi.slide_files import dicom_instance, slide_name
 
 
 @dataclass
@@ -180,10 +181,10 @@ def find_slides(
             "<slide id>.geojson|.xml files"
         )
     annotation_dir = annotations if annotations is not None and annotations.is_dir() else None
-    if path.is_file():
+    if path.is_file() or (scores and path.is_dir() and dicom_instance(path) is not None):  # DICOM: a folder
         return Discovery([_single_slide(path, scores, annotations, annotation_dir)])
     if scores:
-        raise InputError("--scores goes with a slide file, not with a folder")
+        raise InputError(f"--scores goes with a slide file or a DICOM slide's folder, not with {path}")
     if not path.is_dir():
         raise InputError(f"nothing to view: {path} is neither a folder nor a slide file")
     unshown: list[UnshownSlide] = []
@@ -279,7 +280,7 @@ def _single_slide(
         for method, score_set in found.items():
             name = method if method not in sets else f"{Path(score_file).stem}:{method}"
             sets[name] = score_set
-    slide = ViewSlide(path.stem, path.resolve(), sets, sources=(path, *map(Path, scores)))
+    slide = ViewSlide(slide_name(path), path.resolve(), sets, sources=(path, *map(Path, scores)))
     if annotations is not None and annotations.is_file():
         from attnmap.wsi.annotations import load_annotations
 
