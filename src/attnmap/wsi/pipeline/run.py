@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attnmap.devices import resolve_device
+from attnmap.errors import InputError
 from attnmap.io_utils import write_json_atomic
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.drawing import heatmap_stage, sampling_stage
@@ -82,6 +83,8 @@ def run_slide(
     if not isinstance(entry, SlideEntry):
         entry = SlideEntry(str(entry), Path(entry).stem)
     root = Path(out_dir if out_dir is not None else config.run.output_dir)
+    if not Path(entry.path).exists():  # gone since the slide list was read, or since the last run:
+        raise InputError(f"slide file not found: {entry.path}")  # its earlier outputs are kept
     outputs = SlideOutputs(root, entry.slide_id)
     prints = StageFingerprints(entry, config, root)
     before = stage_reasons(entry, config, root, prints)  # why, said before stale files are removed

@@ -32,7 +32,9 @@ class SlideEntry:
 
 
 def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[SlideEntry]:
-    """The slides named in ``slides.csv``, checked to exist (all missing ones named at once).
+    """The slides named in ``slides.csv``. A slide file that is not there stays in the list (its
+    task fails alone, recorded in the run report, as a slide that does not open); when none of
+    them is there, the configuration is wrong: `FileNotFoundError` naming how many and one.
 
     ``check_slides``: also open every slide and ROI annotation to check the configuration against
     them (levels, heatmap geometry, annotations). False only names the slides, e.g. those of a run
@@ -85,7 +87,7 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
         state = "is a file, not a folder" if data_dir.exists() else "does not exist"
         raise InputError(f"slides.data_dir {data_dir} {state} (the folder the slide paths and ids of "
                          "slides.csv are relative to)")
-    if missing:
+    if missing and len(missing) == len(entries):
         extension = config.slides.extension
         hint = (
             f" (slides.extension {extension!r} is appended as it is: '.{extension}'?)"
@@ -100,9 +102,11 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
             f"{csv_path} lists slide id(s) more than once{origin}: {', '.join(duplicates)}; "
             "give each slide its own slide_id"
         )
-    if check_slides:
-        check_slide_annotations(config, entries)
-        check_slide_levels(config, entries)
+    if check_slides:  # of the slides there: a missing one fails in its own task
+        gone = set(missing)
+        present = [entry for entry in entries if entry.path not in gone]
+        check_slide_annotations(config, present)
+        check_slide_levels(config, present)
     return entries
 
 
