@@ -557,3 +557,24 @@ def test_a_missing_slide_fails_alone_and_the_others_run(tmp_path: Path, capsys) 
     (tmp_path / "slides" / "slide_0.tif").unlink()  # none left: the configuration is wrong
     code, _, err = cli(capsys, "wsi", "run", config_path, "--quiet")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "2 slide(s) in" in err and "not found" in err
+
+
+def test_stage_refusals_name_the_options_of_the_command(slide: Path, tmp_path: Path, capsys,
+                                                         monkeypatch) -> None:
+    """A level too large to segment and a patch file brought for another patch size named wsi run's
+    keys (segmentation.level, patching.patch_size) under `wsi segment` / `wsi patch`."""
+    import attnmap.wsi.tissue
+
+    monkeypatch.setattr(attnmap.wsi.tissue, "MAX_SEGMENTATION_PIXELS", 1000)
+    code, _, err = cli(capsys, "wsi", "segment", slide, "-o", tmp_path / "out", "--seg-level", "0")
+    assert code == 2 and "--seg-level: level 0 of" in err and "set --seg-level to a coarser one (1" in err
+    assert "segmentation." not in err
+    monkeypatch.undo()
+    brought = tmp_path / "out" / "patches" / "s7.h5"
+    brought.parent.mkdir(parents=True)
+    with h5py.File(brought, "w") as handle:  # CLAM's attributes, no fingerprint: the user's file
+        handle["coords"] = np.array([[0, 0], [128, 0]], dtype=np.int64)
+        handle["coords"].attrs.update(patch_size=128, patch_level=0)
+    code, _, err = cli(capsys, "wsi", "patch", slide, "-o", tmp_path / "out", *SEGMENT, *PATCH)
+    assert code == 2 and "this run asks for --patch-size 64 at --patch-level 0: set those" in err
+    assert "patching." not in err

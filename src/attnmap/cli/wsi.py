@@ -93,7 +93,7 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
     from attnmap.lock import folder_lock
     from attnmap.wsi.pipeline.config import SlideEntry
     from attnmap.wsi.pipeline.outputs import SlideOutputs
-    from attnmap.wsi.pipeline.setting_names import option_names
+    from attnmap.wsi.setting_names import option_names
     from attnmap.wsi.slide import open_slide
     from attnmap.wsi.slide_files import dicom_instance, slide_name
 

@@ -205,7 +205,7 @@ def _too_thin(slide: Any, params: dict) -> str:
 def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
     """The cause, in the user's terms (settings named as they give them: `setting`): no tissue
     region at all, or regions no patch fits."""
-    from attnmap.wsi.pipeline.setting_names import setting
+    from attnmap.wsi.setting_names import setting
 
     if not tissue.contours:
         params = tissue.parameters

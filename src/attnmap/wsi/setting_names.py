@@ -2,10 +2,10 @@
 (``patching.padding: false``) or as the option of the single-stage command the user ran
 (``--no-padding``).
 
-Why its own module: the stages run under both `wsi run` (a YAML file) and `wsi segment` / `patch` /
-`features` (options), and a hint is only acted on in the form the user gives settings in. The
-command says which (`option_names`, with its flag renamings); `setting` is the one place that
-spells a setting.
+Why its own module: the stages (and the tissue and patch checks under them) run under both
+`wsi run` (a YAML file) and `wsi segment` / `patch` / `features` (options), and a hint is only
+acted on in the form the user gives settings in. The command says which (`option_names`, with its
+flag renamings); `setting` is the one place that spells a setting.
 """
 
 from __future__ import annotations
