@@ -471,6 +471,8 @@ def test_the_viewer_takes_a_dicom_folder_with_its_scores(tmp_path: Path, capsys)
         assert opened.dimensions == (WIDTH, HEIGHT)
     with pytest.raises(InputError, match="^--scores goes with a slide file or a DICOM slide's folder, not "):
         discover(tmp_path, scores=[scores])  # a folder that is no slide
+    with pytest.raises(InputError, match=r"1.2.826.0.1.7 is a slide \(a DICOM folder\): give its scores"):
+        discover(folder)  # said "expected a `wsi run` output folder", as of a folder of anything
 
 
 def test_the_tissue_file_says_which_library_read_the_slide(tmp_path: Path) -> None:

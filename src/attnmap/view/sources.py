@@ -181,7 +181,7 @@ def find_slides(
             "<slide id>.geojson|.xml files"
         )
     annotation_dir = annotations if annotations is not None and annotations.is_dir() else None
-    if path.is_file() or (scores and path.is_dir() and dicom_instance(path) is not None):  # DICOM: a folder
+    if path.is_file() or (path.is_dir() and dicom_instance(path) is not None):  # DICOM: a folder
         return Discovery([_single_slide(path, scores, annotations, annotation_dir)])
     if scores:
         raise InputError(f"--scores goes with a slide file or a DICOM slide's folder, not with {path}")
@@ -265,7 +265,8 @@ def _single_slide(
             raise InputError(
                 f"{path} is a scores file, not a slide: {where}give the slide with --scores {path}"
             )
-        raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
+        kind = "a slide (a DICOM folder)" if path.is_dir() else "a slide file"
+        raise InputError(f"{path} is {kind}: give its scores with --scores FILE.h5")
     sets: dict[str, ScoreSet] = {}
     from attnmap.wsi.heatmap.fine_store import is_fine_map_file
     from attnmap.wsi.pipeline.stage_files import check_made_from, output_record
