@@ -116,10 +116,10 @@ def write_scores_geojson(
 ) -> Path:
     """Write a FeatureCollection of patch detections (+ tissue annotations) atomically; returns the
     path. ``progress``: a bar over the patches."""
-    collection = geojson.FeatureCollection(
-        patch_features(coords, patch_size, scores, class_name, progress) + tissue_features(tissue or [])
-    )
-    with atomic_path(path) as temporary:
+    with atomic_path(path) as temporary:  # first: a folder at ``path`` is refused before the work
+        collection = geojson.FeatureCollection(
+            patch_features(coords, patch_size, scores, class_name, progress) + tissue_features(tissue or [])
+        )
         Path(temporary).write_text(geojson.dumps(collection))
     return Path(path)
 
