@@ -509,3 +509,72 @@ def test_features_of_a_slide_since_replaced_say_so(slide: Path, tmp_path: Path, 
                        "--model", write_clam_checkpoint(tmp_path / "clam.pt"), "-o", tmp_path / "a")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "s7.h5 was made from slide s7.tif as it was before: its bytes differ now; rerun" in err
+
+
+def test_no_patches_names_the_options_as_the_command_takes_them(slide: Path, tmp_path: Path, capsys) -> None:
+    """`wsi patch --no-padding` on a slide smaller than a patch said "patching.padding is off", a
+    `wsi run` configuration key the user never wrote."""
+    import tifffile
+
+    tiny = tmp_path / "tiny.png"  # tissue only, 50×40: smaller than a 64-px patch
+    Image.fromarray(tifffile.imread(slide)[300:340, 400:450]).save(tiny)
+    args = ["wsi", "patch", tiny, "-o", tmp_path / "out", "--seg-level", "0", "--a-t", "0", "--a-h", "0"]
+    code, _, stderr = cli(capsys, *args, *PATCH, "--no-padding")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    hint = "smaller than one 64-px patch, with --no-padding: use a smaller --patch-size or --padding"
+    assert hint in stderr
+    assert "patching." not in stderr
+    code, _, stderr = cli(capsys, *args[:-4], "--seg-level", "0", "--a-t", "100", *PATCH)
+    assert code == 2 and "--a-t 100 asks for tissue regions" in stderr and "segmentation." not in stderr
+
+
+@pytest.mark.slow
+def test_a_missing_slide_fails_alone_and_the_others_run(tmp_path: Path, capsys) -> None:
+    """A listed slide gone (moved, renamed, or deleted since the last run) stopped the whole run up
+    front ("1 slide(s) ... not found"), although a failing slide is recorded in run_report.json and
+    the others go on; only when no listed slide exists is it a configuration error."""
+    from attnmap.wsi.pipeline.outputs import SlideOutputs
+
+    config_path = write_pipeline_setup(tmp_path, n_slides=1)
+    with open(tmp_path / "slides.csv", "a") as handle:
+        handle.write("gone,1\n")
+    gone = tmp_path / "slides" / "gone.tif"
+    earlier = SlideOutputs(tmp_path / "out", "gone")  # files of a run made before it went
+    for path in (earlier.tissue, earlier.patches, earlier.features_h5, earlier.named("blockmap.h5"),
+                 earlier.named("heatmap.png"), earlier.prediction):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"earlier")
+    code, stdout, err = cli(capsys, "wsi", "run", config_path, "--quiet")
+    assert code == 1 and "1 done, 0 already done, 1 failed" in stdout, err
+    assert f"gone: failed: InputError: slide file not found: {gone}" in stdout
+    assert f"failed: {gone}: InputError: slide file not found" in err and "Traceback" not in err
+    report = json.loads((tmp_path / "out" / "run_report.json").read_text())
+    failed = [item for item in report["items"] if item["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["item"].endswith("gone.tif")
+    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["slide_0"]  # a slide not there has no prediction
+    assert earlier.prediction.read_bytes() == b"earlier"  # kept: the slide may come back
+    (tmp_path / "slides" / "slide_0.tif").unlink()  # none left: the configuration is wrong
+    code, _, err = cli(capsys, "wsi", "run", config_path, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "2 slide(s) in" in err and "not found" in err
+
+
+def test_stage_refusals_name_the_options_of_the_command(slide: Path, tmp_path: Path, capsys,
+                                                         monkeypatch) -> None:
+    """A level too large to segment and a patch file brought for another patch size named wsi run's
+    keys (segmentation.level, patching.patch_size) under `wsi segment` / `wsi patch`."""
+    import attnmap.wsi.tissue
+
+    monkeypatch.setattr(attnmap.wsi.tissue, "MAX_SEGMENTATION_PIXELS", 1000)
+    code, _, err = cli(capsys, "wsi", "segment", slide, "-o", tmp_path / "out", "--seg-level", "0")
+    assert code == 2 and "--seg-level: level 0 of" in err and "set --seg-level to a coarser one (1" in err
+    assert "segmentation." not in err
+    monkeypatch.undo()
+    brought = tmp_path / "out" / "patches" / "s7.h5"
+    brought.parent.mkdir(parents=True)
+    with h5py.File(brought, "w") as handle:  # CLAM's attributes, no fingerprint: the user's file
+        handle["coords"] = np.array([[0, 0], [128, 0]], dtype=np.int64)
+        handle["coords"].attrs.update(patch_size=128, patch_level=0)
+    code, _, err = cli(capsys, "wsi", "patch", slide, "-o", tmp_path / "out", *SEGMENT, *PATCH)
+    assert code == 2 and "this run asks for --patch-size 64 at --patch-level 0: set those" in err
+    assert "patching." not in err

@@ -222,8 +222,14 @@ def test_slide_list_columns_and_encodings(setup: Path) -> None:
     entries, _ = _load(setup, slides={"csv": "spaced.csv"})
     assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]
     (setup.parent / "legacy.csv").write_bytes("slide_id,label\nslide_0,bösartig\n".encode("cp1252"))
-    with pytest.raises(InputError, match=r"legacy.csv is not UTF-8 text .*save it as \"CSV UTF-8\"$"):
+    legacy = r"legacy.csv is not a text CSV in UTF-8 \(line 2\): save it as \"CSV UTF-8\"$"
+    with pytest.raises(InputError, match=legacy):
         _load(setup, slides={"csv": "legacy.csv"})
+    # past the first 8 KB the position given was that in the decoder's buffer, not the file's
+    rows = [f"slide_{i},gutartig" for i in range(600)] + ["slide_a,bösartig"]
+    (setup.parent / "long.csv").write_bytes("\n".join(["slide_id,label", *rows]).encode("cp1252"))
+    with pytest.raises(InputError, match=r"long.csv is not a text CSV in UTF-8 \(line 602\)"):
+        _load(setup, slides={"csv": "long.csv"})
     (setup.parent / "semicolons.csv").write_text("\ufeffslide_id;label\r\nslide_0;1\r\n")  # Excel, de/fr
     entries, _ = _load(setup, slides={"csv": "semicolons.csv"})
     assert [(entry.slide_id, entry.label) for entry in entries] == [("slide_0", "1")]

@@ -456,6 +456,25 @@ def test_a_dicom_folder_named_by_uid_keeps_its_whole_name(tmp_path: Path, capsys
     assert [path.name for path in (tmp_path / "heat").iterdir()] == ["1.2.826.0.1.7_heatmap.png"]
 
 
+def test_the_viewer_takes_a_dicom_folder_with_its_scores(tmp_path: Path, capsys) -> None:
+    """`attnmap view FOLDER --scores FILE` said "--scores goes with a slide file, not with a folder"
+    for a DICOM slide, which `wsi heatmap` takes; the slide keeps its folder's whole name."""
+    pytest.importorskip("pydicom")
+    from attnmap.view.sources import discover
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    folder = write_dicom_wsi(tmp_path / "1.2.826.0.1.7", slide_image())
+    scores = save_scores_h5(tmp_path / "scores.h5", np.array([[0, 0], [256, 0], [0, 256]]), np.arange(3.0))
+    (slide,) = discover(folder, scores=[scores])
+    assert slide.slide_id == "1.2.826.0.1.7" and list(slide.score_sets) == ["attention"]
+    with open_slide(slide.slide_path) as opened:
+        assert opened.dimensions == (WIDTH, HEIGHT)
+    with pytest.raises(InputError, match="^--scores goes with a slide file or a DICOM slide's folder, not "):
+        discover(tmp_path, scores=[scores])  # a folder that is no slide
+    with pytest.raises(InputError, match=r"1.2.826.0.1.7 is a slide \(a DICOM folder\): give its scores"):
+        discover(folder)  # said "expected a `wsi run` output folder", as of a folder of anything
+
+
 def test_the_tissue_file_says_which_library_read_the_slide(tmp_path: Path) -> None:
     """The same .tif opens through OpenSlide (page pyramid) or tiffslide (SubIFDs, strips): which
     one, and the pixel size it reported, were said nowhere."""
@@ -521,8 +540,11 @@ def test_tiffs_no_slide_reader_opens(tmp_path: Path, monkeypatch) -> None:
     assert too_large in _one_line_error(stack)
 
 
-@pytest.mark.parametrize(("unit", "per_unit", "mpp"), [("INCH", 72, None), ("INCH", 300, None),
-                                                       ("INCH", 50800, 0.5), ("CENTIMETER", 40000, 0.25)])
+_RESOLUTIONS = [("INCH", 72, None), ("INCH", 300, None), ("INCH", 50800, 0.5), ("CENTIMETER", 40000, 0.25),
+                ("CENTIMETER", 28.35, None), ("CENTIMETER", 37.8, None), ("CENTIMETER", 72 / 2.54, None)]
+
+
+@pytest.mark.parametrize(("unit", "per_unit", "mpp"), _RESOLUTIONS)
 def test_a_placeholder_dpi_is_no_pixel_size(tmp_path: Path, unit: str, per_unit: float, mpp: float | None):
     """Image tools write 72 dpi by default; OpenSlide read it as 352.8 µm per pixel, which the viewer's
     scale bar and the cohort's resolution warning took as the scan's."""
@@ -535,6 +557,9 @@ def test_a_placeholder_dpi_is_no_pixel_size(tmp_path: Path, unit: str, per_unit:
     with open_slide(path) as slide:
         assert isinstance(slide, OpenSlideSlide)
         assert slide.mpp == (None if mpp is None else pytest.approx(mpp))
+    from attnmap.wsi.pixel_size import tiff_mpp_xy
+
+    assert tiff_mpp_xy(path)[0] == (None if mpp is None else pytest.approx(mpp))  # tiffslide's reading
 
 
 @pytest.mark.parametrize("name", ["aperio.svs", "ome_subifd.ome.tif", "downsample_3.tif"])

@@ -704,3 +704,14 @@ def test_evaluating_a_run_whose_slide_moved_says_evaluate_not_view(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert stopped.value.code == 2 and len(err.splitlines()) == 1
     assert f"nothing to evaluate in {run}" in err and "missing" in err and "view" not in err
+
+
+def test_geojson_shows_a_bar_over_the_patches_unless_quiet(tmp_path, capsys):
+    """200,000 patches take seconds (each a GeoJSON feature) with nothing on the screen."""
+    from cli_runner import run_cli
+
+    blockmap = write_run_folder(tmp_path) / "heatmaps" / "slide_a" / "slide_a_blockmap.h5"
+    for extra, shown in (((), True), (("--quiet",), False)):
+        code, _, err = run_cli(capsys, *extra, "wsi", "geojson", blockmap, "-o", tmp_path / "s.geojson")
+        assert code == 0, err
+        assert ("/48 [" in err and "patches/s" in err) == shown, err

@@ -250,14 +250,16 @@ def test_no_patches_says_whether_tissue_or_the_patch_size_is_the_cause(setup: Pa
     tiny = tmp_path / "tiny.png"  # tissue only, 50×40: smaller than a 64-px patch
     Image.fromarray(tifffile.imread(setup.parent / "slides" / "slide_0.tif")[300:340, 400:450]).save(tiny)
     config = _config(setup, tmp_path, segmentation={"level": 0, "a_t": 100}, heatmap={"vis_level": 0})
-    with pytest.raises(InputError, match=r"segmentation.a_t=100 asks for tissue regions of at least 26214400 "
-                       r"level-0 px \(a_t × 512²\), more than the whole 50×40 slide: lower a_t$"):
+    with pytest.raises(InputError, match=r"segmentation.a_t: 100 asks for tissue regions of at least "
+                       r"26214400 level-0 px \(a_t × 512²\), more than the whole 50×40 slide: lower "
+                       r"segmentation.a_t$"):
         run_slide(tiny, config)  # CLAM's default on a plain image
     segmentation = {"level": 0, "a_t": 0.0, "a_h": 0.0}
     config = _config(setup, tmp_path, segmentation=segmentation, patching={"padding": False},
                      heatmap={"vis_level": 0})  # the image has no level 1: refused before patching
     with pytest.raises(InputError, match=r"the slide is 50×40 px at level 0, smaller than one 64-px patch, "
-                       r"and patching.padding is off"):
+                       r"with patching.padding: false: use a smaller patching.patch_size or "
+                       r"patching.padding: true"):
         run_slide(tiny, config)
     config = _config(setup, tmp_path, segmentation=segmentation, heatmap={"vis_level": 0})
     assert run_slide(tiny, config)["n_patches"] == 1  # padded: one patch, as CLAM keeps it

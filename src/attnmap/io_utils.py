@@ -144,6 +144,19 @@ def write_csv_atomic(
     return write_bytes_atomic(path, buffer.getvalue().encode())
 
 
+def read_csv_text(path: str | Path) -> str:
+    """A CSV file's text, decoded whole as UTF-8 with or without a byte order mark (Excel's "CSV
+    UTF-8"); `InputError` naming the line of the first byte that is not UTF-8 (Excel's plain "CSV"
+    is cp1252 on Windows). Decoded whole, not through a buffered reader, so that line is the file's."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1  # the bytes after a BOM: same lines
+        message = f'{path} is not a text CSV in UTF-8 (line {line}): save it as "CSV UTF-8"'
+        raise InputError(message) from error
+
+
 def csv_delimiter(header: str) -> str:
     """A CSV's separator told from its header line: ``,``, else ``;`` or tab when the header has
     no comma (Excel writes ";" in locales whose decimal mark is a comma; read with "," such a

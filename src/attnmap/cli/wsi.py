@@ -39,12 +39,20 @@ from attnmap.wsi.pipeline.config import (
 )
 
 STYLE_FIELDS = tuple(item.name for item in dataclasses.fields(HeatmapStyle))
+FLAGS = {"segmentation.level": "seg-level", "patching.level": "patch-level", "features.save_pt": "pt"}
+"""The options named otherwise than their configuration field (dotted key → option name)."""
+
+
+def _flags(section: str) -> dict[str, str]:
+    return {key.split(".", 1)[1]: flag for key, flag in FLAGS.items() if key.startswith(section + ".")}
+
+
 _segmentation_options = dataclass_options(
-    SegmentationConfig, "segmentation", flags={"level": "seg-level"}, shown_defaults=TISSUE_DEFAULTS
+    SegmentationConfig, "segmentation", flags=_flags("segmentation"), shown_defaults=TISSUE_DEFAULTS
 )
-_patching_options = dataclass_options(PatchingConfig, "patching", flags={"level": "patch-level"})
+_patching_options = dataclass_options(PatchingConfig, "patching", flags=_flags("patching"))
 _features_options = dataclass_options(
-    FeaturesConfig, "features", skip=("seed", "encoder_args"), flags={"save_pt": "pt"}
+    FeaturesConfig, "features", skip=("seed", "encoder_args"), flags=_flags("features")
 )
 _encoder_arg_option = click.option(
     "--encoder-arg",
@@ -85,6 +93,7 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
     from attnmap.lock import folder_lock
     from attnmap.wsi.pipeline.config import SlideEntry
     from attnmap.wsi.pipeline.outputs import SlideOutputs
+    from attnmap.wsi.setting_names import option_names
     from attnmap.wsi.slide import open_slide
     from attnmap.wsi.slide_files import dicom_instance, slide_name
 
@@ -103,7 +112,7 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
         raise click.BadParameter(
             "two slides share a file name (stem); outputs would collide", param_hint="SLIDES"
         )
-    with folder_lock(config.run.output_dir, "attnmap wsi"):
+    with folder_lock(config.run.output_dir, "attnmap wsi"), option_names(FLAGS):  # hints name options
         for entry in tqdm(entries, desc="slides", unit="slide", disable=quiet() or len(slides) < 2):
             outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
             outputs.remove_temporaries()

@@ -18,9 +18,11 @@ import click
 )
 def geojson_command(scores: Path, out: Path, tissue: bool, tissue_file: Path | None) -> None:
     """Write SCORES (a _blockmap.h5) as QuPath detections: one polygon per patch, level-0 pixels."""
+    from attnmap.cli.options import quiet
     from attnmap.wsi.qupath import export_blockmap_geojson
 
-    path = export_blockmap_geojson(scores, out, tissue_file if tissue_file is not None else tissue)
+    tissue_given = tissue_file if tissue_file is not None else tissue
+    path = export_blockmap_geojson(scores, out, tissue_given, progress=not quiet())
     click.echo(f"wrote {path}")
 
 

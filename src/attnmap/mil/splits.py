@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.io_utils import csv_delimiter, write_csv_atomic
+from attnmap.io_utils import csv_delimiter, read_csv_text, write_csv_atomic
 
 
 @dataclass
@@ -55,14 +55,7 @@ def read_labels(path: str | Path) -> Cohort:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "No such labels file", str(path))
-    data = path.read_bytes()  # decoded whole: a decoding error's position is then the file's
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:  # e.g. Excel's plain "CSV", cp1252 on Windows
-        line = error.object[: error.start].count(b"\n") + 1  # the bytes after a BOM
-        raise InputError(
-            f'{path} is not a text CSV in UTF-8 (line {line}): save it as "CSV UTF-8"'
-        ) from error
+    text = read_csv_text(path)
     try:
         handle = io.StringIO(text, newline="")
         delimiter = csv_delimiter(handle.readline())

@@ -22,6 +22,7 @@ from attnmap.view.score_files import (
     read_fine_score_set,
     read_score_sets,
 )
+from attnmap.wsi.slide_files import dicom_instance, slide_name
 
 
 @dataclass
@@ -184,10 +185,10 @@ def find_slides(
             "<slide id>.geojson|.xml files"
         )
     annotation_dir = annotations if annotations is not None and annotations.is_dir() else None
-    if path.is_file():
+    if path.is_file() or (path.is_dir() and dicom_instance(path) is not None):  # DICOM: a folder
         return Discovery([_single_slide(path, scores, annotations, annotation_dir)])
     if scores:
-        raise InputError("--scores goes with a slide file, not with a folder")
+        raise InputError(f"--scores goes with a slide file or a DICOM slide's folder, not with {path}")
     if not path.is_dir():
         raise InputError(f"nothing to view: {path} is neither a folder nor a slide file")
     unshown: list[UnshownSlide] = []
@@ -270,7 +271,8 @@ def _single_slide(
             raise InputError(
                 f"{path} is a scores file, not a slide: {where}give the slide with --scores {path}"
             )
-        raise InputError(f"{path} is a slide file: give its scores with --scores FILE.h5")
+        kind = "a slide (a DICOM folder)" if path.is_dir() else "a slide file"
+        raise InputError(f"{path} is {kind}: give its scores with --scores FILE.h5")
     sets: dict[str, ScoreSet] = {}
     from attnmap.wsi.heatmap.fine_store import is_fine_map_file
     from attnmap.wsi.pipeline.stage_files import check_made_from, output_record
@@ -285,7 +287,7 @@ def _single_slide(
         for method, score_set in found.items():
             name = method if method not in sets else f"{Path(score_file).stem}:{method}"
             sets[name] = score_set
-    slide = ViewSlide(path.stem, path.resolve(), sets, sources=(path, *map(Path, scores)))
+    slide = ViewSlide(slide_name(path), path.resolve(), sets, sources=(path, *map(Path, scores)))
     if annotations is not None and annotations.is_file():
         from attnmap.wsi.annotations import load_annotations
 

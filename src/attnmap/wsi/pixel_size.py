@@ -22,6 +22,15 @@ from attnmap.wsi.slide_files import _largest, quiet_tifffile
 PLACEHOLDER_DPI = (72.0, 96.0, 300.0)
 """Resolutions per inch that image tools write by default (screen and print): no pixel size."""
 
+_CM_PER_INCH = 2.54
+
+
+def is_placeholder(per_unit: float, unit: str) -> bool:
+    """Whether ``per_unit`` pixels per ``unit`` ("inch" or "centimeter") is one of `PLACEHOLDER_DPI`:
+    tools that record centimetres write them rounded (72 dpi as 28.35 px/cm), hence the tolerance."""
+    per_inch = per_unit * _CM_PER_INCH if unit == "centimeter" else per_unit if unit == "inch" else None
+    return per_inch is not None and any(abs(per_inch - dpi) <= 1e-3 * dpi for dpi in PLACEHOLDER_DPI)
+
 ANISOTROPY_TOLERANCE = 0.01
 """The relative difference of x's and y's µm per pixel a slide may have and still be called square."""
 
@@ -47,11 +56,13 @@ def square_pair(x: float | None, y: float | None, where: str) -> tuple[float | N
 
 def properties_mpp_xy(properties: dict) -> tuple[float | None, float | None]:
     """(x, y) µm per pixel as the backend reports them, except a generic TIFF's screen or print dpi
-    (72, 96, 300 per inch), which image tools write by default and OpenSlide turns into 353, 265
-    or 85 µm/px: a scale bar and a cohort's resolution check would take that for a pixel size."""
-    dpi = properties.get("tiff.XResolution") if properties.get("tiff.ResolutionUnit") == "inch" else None
+    (72, 96, 300 per inch, or the same per centimetre), which image tools write by default and
+    OpenSlide turns into 353, 265 or 85 µm/px: a scale bar and a cohort's resolution check would take
+    that for a pixel size."""
+    resolution = properties.get("tiff.XResolution")
     try:
-        if properties.get("openslide.vendor") == "generic-tiff" and dpi and float(dpi) in PLACEHOLDER_DPI:
+        if (properties.get("openslide.vendor") == "generic-tiff" and resolution
+                and is_placeholder(float(resolution), str(properties.get("tiff.ResolutionUnit")))):
             return None, None
         x, y = (_number(properties.get(f"openslide.mpp-{axis}") or properties.get(f"tiffslide.mpp-{axis}"))
                 for axis in "xy")
@@ -125,8 +136,7 @@ def _resolution(value: tuple[int, int], unit: int) -> float | None:
     if numerator == 0 or denominator == 0:
         return None
     per_unit = numerator / denominator
-    if unit == 3:  # centimetre
-        return 1e4 / per_unit
-    if unit == 2 and per_unit not in PLACEHOLDER_DPI:  # inch
-        return 25400.0 / per_unit
-    return None
+    name = {2: "inch", 3: "centimeter"}.get(unit)
+    if name is None or is_placeholder(per_unit, name):
+        return None
+    return (1e4 if unit == 3 else 25400.0) / per_unit

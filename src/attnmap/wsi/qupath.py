@@ -25,9 +25,16 @@ def _square(x: int, y: int, size: int) -> geojson.Polygon:
 
 
 def patch_features(
-    coords: np.ndarray, patch_size: int, scores: dict[str, np.ndarray], class_name: str | None = None
+    coords: np.ndarray,
+    patch_size: int,
+    scores: dict[str, np.ndarray],
+    class_name: str | None = None,
+    progress: bool = False,
 ) -> list[geojson.Feature]:
-    """One detection feature per patch with a measurement per score set (and its rank, 1 = highest)."""
+    """One detection feature per patch with a measurement per score set (and its rank, 1 = highest);
+    ``progress``: a bar over the patches (where the time of a large slide's export goes)."""
+    from tqdm.auto import tqdm
+
     coords = np.asarray(coords, dtype=np.int64)
     ranks = {}
     for method, values in scores.items():
@@ -35,7 +42,8 @@ def patch_features(
         ranks[method] = np.empty(len(order), dtype=np.int64)
         ranks[method][order] = np.arange(1, len(order) + 1)
     features = []
-    for index, (x, y) in enumerate(coords.tolist()):
+    rows = tqdm(coords.tolist(), desc="GeoJSON", unit="patches", disable=not progress, leave=False)
+    for index, (x, y) in enumerate(rows):
         measurements = {}
         for method, values in scores.items():
             measurements[method] = float(values[index])
@@ -104,12 +112,14 @@ def write_scores_geojson(
     scores: dict[str, np.ndarray],
     class_name: str | None = None,
     tissue: list[tuple[np.ndarray, list[np.ndarray]]] | None = None,
+    progress: bool = False,
 ) -> Path:
-    """Write a FeatureCollection of patch detections (+ tissue annotations) atomically; returns the path."""
-    collection = geojson.FeatureCollection(
-        patch_features(coords, patch_size, scores, class_name) + tissue_features(tissue or [])
-    )
-    with atomic_path(path) as temporary:
+    """Write a FeatureCollection of patch detections (+ tissue annotations) atomically; returns the
+    path. ``progress``: a bar over the patches."""
+    with atomic_path(path) as temporary:  # first: a folder at ``path`` is refused before the work
+        collection = geojson.FeatureCollection(
+            patch_features(coords, patch_size, scores, class_name, progress) + tissue_features(tissue or [])
+        )
         Path(temporary).write_text(geojson.dumps(collection))
     return Path(path)
 
@@ -159,13 +169,17 @@ def _predicted_class(prediction: Path) -> str | None:
 
 
 def export_blockmap_geojson(
-    scores_file: str | Path, out: str | Path, tissue: bool | str | Path = False, class_name: str | None = None
+    scores_file: str | Path,
+    out: str | Path,
+    tissue: bool | str | Path = False,
+    class_name: str | None = None,
+    progress: bool = False,
 ) -> Path:
     """GeoJSON of a ``_blockmap.h5`` (every score set); the class and tissue come from its run folder.
 
     ``tissue``: True takes ``tissue/<id>.json`` of the `wsi run` layout the file sits in, a path takes
     that tissue file, False writes patches only. ``class_name`` (default: the prediction JSON's) classes
-    every patch.
+    every patch. ``progress``: a bar over the patches.
     """
     import json
 
@@ -208,4 +222,4 @@ def export_blockmap_geojson(
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{tissue_file} is not a tissue file written by attnmap: {exc}") from None
     scores = {method: s.scores for method, s in sets.items()}
-    return write_scores_geojson(out, first.coords, first.patch_size, scores, class_name, polygons)
+    return write_scores_geojson(out, first.coords, first.patch_size, scores, class_name, polygons, progress)

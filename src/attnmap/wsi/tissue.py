@@ -235,11 +235,14 @@ def check_segmentation_size(slide: Slide, level: int | None) -> None:
     width, height = slide.level_dimensions[level]
     if width * height <= MAX_SEGMENTATION_PIXELS:
         return
+    from attnmap.wsi.setting_names import setting
+
+    key = setting("segmentation.level")
     coarser = list(range(level + 1, slide.level_count))
-    hint = (f"set segmentation.level to a coarser one ({', '.join(map(str, coarser))})" if coarser
-            else "leave segmentation.level unset: the level is then read shrunk, block by block")
+    hint = (f"set {key} to a coarser one ({', '.join(map(str, coarser))})" if coarser
+            else f"leave {key} unset: the level is then read shrunk, block by block")
     raise InputError(
-        f"segmentation.level: level {level} of {slide.path} is {width}×{height} px, more than the "
+        f"{key}: level {level} of {slide.path} is {width}×{height} px, more than the "
         f"{MAX_SEGMENTATION_PIXELS} read whole to find tissue; {hint}"
     )
 

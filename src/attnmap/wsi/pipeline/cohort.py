@@ -159,6 +159,8 @@ def write_predictions(
     rows_json = []
     models: dict[str, list[str]] = {}
     for entry in entries:
+        if entry.slide_id not in made and not Path(entry.path).is_file():
+            continue  # a slide gone: it failed this run, and its earlier prediction is not listed
         path = SlideOutputs(out_dir, entry.slide_id).prediction
         try:
             stored = stored_record(path)

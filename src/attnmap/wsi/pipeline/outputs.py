@@ -346,6 +346,8 @@ def slide_complete(
 
     A slide missing a stage file is not complete whatever its fingerprints: said without computing
     them (they hash the slide's bytes, which the slide's own task does in parallel with others')."""
+    if not Path(entry.path).is_file():  # a slide gone is not done: its task says it is missing
+        return False
     outputs = SlideOutputs(Path(out_dir if out_dir is not None else config.run.output_dir), entry.slide_id)
     needed = (outputs.tissue, outputs.patches, outputs.features_h5, outputs.named("blockmap.h5"),
               outputs.named("heatmap.png"), outputs.prediction)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attnmap.devices import resolve_device
+from attnmap.errors import InputError
 from attnmap.io_utils import write_json_atomic
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry
 from attnmap.wsi.pipeline.drawing import heatmap_stage, sampling_stage
@@ -82,6 +83,8 @@ def run_slide(
     if not isinstance(entry, SlideEntry):
         entry = SlideEntry(str(entry), Path(entry).stem)
     root = Path(out_dir if out_dir is not None else config.run.output_dir)
+    if not Path(entry.path).exists():  # gone since the slide list was read, or since the last run:
+        raise InputError(f"slide file not found: {entry.path}")  # its earlier outputs are kept
     outputs = SlideOutputs(root, entry.slide_id)
     prints = StageFingerprints(entry, config, root)
     before = stage_reasons(entry, config, root, prints)  # why, said before stale files are removed
@@ -160,7 +163,7 @@ def run_slide(
 
         tissue_file = outputs.tissue if config.export.geojson_tissue else False
         export_blockmap_geojson(outputs.named("blockmap.h5"), outputs.named("scores.geojson"),
-                                tissue_file, class_name=row["prediction_name"])
+                                tissue_file, class_name=row["prediction_name"], progress=progress)
         record = slide_provenance(config, entry, "qupath_geojson", ("model", "export"),
                                   model_name=Path(config.model.checkpoint).name,
                                   model_sha256=attention["model_sha256"])

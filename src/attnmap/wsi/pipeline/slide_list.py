@@ -9,6 +9,7 @@ relative to ``slides.data_dir``, else to the CSV's own folder.
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -31,30 +32,28 @@ class SlideEntry:
 
 
 def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[SlideEntry]:
-    """The slides named in ``slides.csv``, checked to exist (all missing ones named at once).
+    """The slides named in ``slides.csv``. A slide file that is not there stays in the list (its
+    task fails alone, recorded in the run report, as a slide that does not open); when none of
+    them is there, the configuration is wrong: `FileNotFoundError` naming how many and one.
 
     ``check_slides``: also open every slide and ROI annotation to check the configuration against
     them (levels, heatmap geometry, annotations). False only names the slides, e.g. those of a run
     that has just checked them, without opening each one again.
     """
-    from attnmap.io_utils import csv_delimiter  # NumPy: `wsi run --help` imports this module, needs none
+    # NumPy: `wsi run --help` imports this module, needs none
+    from attnmap.io_utils import csv_delimiter, read_csv_text
     from attnmap.wsi.slide_files import dicom_instance, slide_name
 
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8"
-            delimiter = csv_delimiter(handle.readline())
-            handle.seek(0)
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            # "slide_id, label" (a space after the comma) or "Slide_ID,Label" (a spreadsheet's):
-            # the label column was lost without a word
-            reader.fieldnames = _column_names(csv_path, reader.fieldnames or [])
-            rows = list(reader)
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"{csv_path} is not UTF-8 text (byte {error.start}): save it as \"CSV UTF-8\""
-        ) from error
+    handle = io.StringIO(read_csv_text(csv_path), newline="")
+    delimiter = csv_delimiter(handle.readline())
+    handle.seek(0)
+    reader = csv.DictReader(handle, delimiter=delimiter)
+    # "slide_id, label" (a space after the comma) or "Slide_ID,Label" (a spreadsheet's):
+    # the label column was lost without a word
+    reader.fieldnames = _column_names(csv_path, reader.fieldnames or [])
+    rows = list(reader)
     if not rows:
         raise InputError(f"{csv_path} lists no slides")
     columns = {name for name in rows[0] if name is not None}
@@ -88,7 +87,7 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
         state = "is a file, not a folder" if data_dir.exists() else "does not exist"
         raise InputError(f"slides.data_dir {data_dir} {state} (the folder the slide paths and ids of "
                          "slides.csv are relative to)")
-    if missing:
+    if missing and len(missing) == len(entries):
         extension = config.slides.extension
         hint = (
             f" (slides.extension {extension!r} is appended as it is: '.{extension}'?)"
@@ -103,9 +102,11 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
             f"{csv_path} lists slide id(s) more than once{origin}: {', '.join(duplicates)}; "
             "give each slide its own slide_id"
         )
-    if check_slides:
-        check_slide_annotations(config, entries)
-        check_slide_levels(config, entries)
+    if check_slides:  # of the slides there: a missing one fails in its own task
+        gone = set(missing)
+        present = [entry for entry in entries if entry.path not in gone]
+        check_slide_annotations(config, present)
+        check_slide_levels(config, present)
     return entries
 
 

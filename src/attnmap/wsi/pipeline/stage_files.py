@@ -159,13 +159,14 @@ def check_brought_patches(path: Path, slide: Any, patch_size: int, level: int, s
     import h5py
 
     from attnmap.wsi.patch_geometry import file_geometry
+    from attnmap.wsi.setting_names import setting
 
     recorded = file_geometry(path)
     if recorded is not None and (recorded.size, recorded.level) != (patch_size, level):
         raise InputError(
             f"{path} records {recorded.size}-px patches at level {recorded.level}, this run asks for "
-            f"patching.patch_size {patch_size} at patching.level {level}: set those to the file's, or "
-            "move the file away"
+            f"{setting('patching.patch_size')} {patch_size} at {setting('patching.level')} {level}: set "
+            "those to the file's, or move the file away"
         )
     with h5py.File(path, "r") as handle:
         size = handle["coords"].attrs.get("level_dim")

@@ -203,7 +203,10 @@ def _too_thin(slide: Any, params: dict) -> str:
 
 
 def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
-    """The cause, in the user's terms: no tissue region at all, or regions no patch fits."""
+    """The cause, in the user's terms (settings named as they give them: `setting`): no tissue
+    region at all, or regions no patch fits."""
+    from attnmap.wsi.setting_names import setting
+
     if not tissue.contours:
         params = tissue.parameters
         width, height = slide.dimensions
@@ -213,31 +216,34 @@ def _why_no_patches(slide: Any, tissue: Any, patching: Any) -> str:
         minimum = params["a_t"] * 512 * 512
         if minimum > width * height:  # CLAM's default a_t = 100 is 26 Mpx: more than a plain image
             return (
-                f"segmentation.a_t={params['a_t']:g} asks for tissue regions of at least {minimum:.0f} "
-                f"level-0 px (a_t × 512²), more than the whole {width}×{height} slide: lower a_t"
+                f"{setting('segmentation.a_t', float(params['a_t']))} asks for tissue regions of at least "
+                f"{minimum:.0f} level-0 px (a_t × 512²), more than the whole {width}×{height} slide: lower "
+                f"{setting('segmentation.a_t')}"
             )
         # under use_otsu, sthresh is not used: naming it would point at the wrong knob
         otsu = bool(params.get("use_otsu"))
         threshold = "Otsu's threshold (use_otsu)" if otsu else f"sthresh={params['sthresh']}"
-        knob = "set use_otsu: false" if otsu else "sthresh"
+        knob = setting("segmentation.use_otsu", False) if otsu else setting("segmentation.sthresh")
         return (
             f"segmentation kept no tissue region ({params.get('channel', 'saturation')} above "
             f"{threshold}, regions of "
             f"at least a_t={params['a_t']:g} × 512² = {minimum:.0f} level-0 px; the slide has "
             f"{width}×{height} px): a blank slide has none, a grey one none by saturation (set "
-            f"segmentation.channel: darkness), else lower a_t or {knob}"
+            f"{setting('segmentation.channel', 'darkness')}), else lower {setting('segmentation.a_t')} "
+            f"or {knob}"
         )
     width, height = slide.level_dimensions[patching.level]
+    patch_size = setting("patching.patch_size")
     if not patching.padding and min(width, height) < patching.patch_size:
         return (
             f"the slide is {width}×{height} px at level {patching.level}, smaller than one "
-            f"{patching.patch_size}-px patch, and patching.padding is off: use a smaller patch size "
-            "or padding: true (patches reaching past the edge are padded)"
+            f"{patching.patch_size}-px patch, with {setting('patching.padding', False)}: use a smaller "
+            f"{patch_size} or {setting('patching.padding', True)} (patches reaching past the edge are padded)"
         )
     return (
         f"no {patching.patch_size}-px patch at level {patching.level} fits its {len(tissue.contours)} "
-        f"tissue region(s) (contour_check {patching.contour_check}): use a smaller patch size or "
-        "contour_check center"
+        f"tissue region(s) (contour_check {patching.contour_check}): use a smaller {patch_size} or "
+        f"{setting('patching.contour_check', 'center')}"
     )
 
 
