@@ -124,6 +124,9 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **op
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True,
               help="Patches per pass through the model (bounds memory on large bags).")
 @click.option("--no-csv", is_flag=True, help="Only write the h5 files.")
+@click.option("--class-names", default=None, metavar="NAME,NAME,...",
+              help="Name of each class index, for the prediction_name column "
+                   "[default: class_names of the model.json that mil train wrote beside the checkpoint].")
 @device_option()
 def attention(
     checkpoint: Path,
@@ -134,6 +137,7 @@ def attention(
     target: int | None,
     chunk_size: int,
     no_csv: bool,
+    class_names: str | None,
     device: str,
 ) -> None:
     """Per-patch attention of one or many bags (h5 / .pt files or feature folders) to h5 and CSV,
@@ -148,6 +152,7 @@ def attention(
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
+    from attnmap.mil.fold_files import class_names_for
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.stage_files import slide_record
 
@@ -160,6 +165,7 @@ def attention(
         if value is not None and value >= limit:
             raise click.BadParameter(f"{value} is out of range: {checkpoint.name} has {limit} {what}",
                                      param_hint=option)
+    names_of_classes = class_names_for(checkpoint, model.n_classes, class_names)
     paths: list[Path] = []
     for item in bags:
         paths.extend(list_bags(item) if item.is_dir() else [item])
@@ -201,6 +207,7 @@ def attention(
                         methods=methods,
                         target=target,
                         progress=not quiet(),
+                        class_names=names_of_classes,
                     )
                 )
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
@@ -211,7 +218,9 @@ def attention(
     summary = write_predictions_csv(exports, table, record)
     for item in exports:
         probs = " ".join(f"{p:.3f}" for p in item.result.probs)
-        click.echo(f"{item.slide_id}: prediction {item.result.prediction} (p = {probs}) -> {item.h5_path}")
+        named = f" ({item.prediction_name})" if item.prediction_name is not None else ""
+        click.echo(f"{item.slide_id}: prediction {item.result.prediction}{named} (p = {probs}) "
+                   f"-> {item.h5_path}")
     click.echo(f"predictions: {summary}")
     others = outputs_of_other_bags(out_dir, names)
     if others:

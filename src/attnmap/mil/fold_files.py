@@ -27,6 +27,7 @@ from attnmap.mil.splits import Cohort, Split
 from attnmap.stored import DamagedOutputError, stored_record
 
 IGNORED_OPTIONS = ("device", "cache_gb")  # where and how fast, not what is trained
+MODEL_RECORD = "model.json"  # a fold's architecture and class_names, beside its checkpoint.pt
 
 
 def check_same_options(path: Path, options: Mapping[str, object]) -> None:
@@ -80,7 +81,7 @@ def finished_fold(fold_dir: Path, fingerprint: Fingerprint) -> tuple[dict | None
         try:
             if stored_record(fold_dir / "checkpoint.pt") is None:
                 reason = "checkpoint.pt missing"
-            json.loads((fold_dir / "model.json").read_text())
+            json.loads((fold_dir / MODEL_RECORD).read_text())
         except DamagedOutputError as error:
             reason = f"damaged: {error}"
         except (OSError, ValueError):
@@ -103,7 +104,7 @@ def load_resume(resume: Path, fingerprint: Fingerprint) -> dict | None:
     return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint.value else None
 
 
-FOLD_RESULTS = ("checkpoint.pt", "model.json", "metrics.json")
+FOLD_RESULTS = ("checkpoint.pt", MODEL_RECORD, "metrics.json")
 
 
 def remove_stale_folds(
@@ -127,3 +128,27 @@ def remove_stale_folds(
         for name in names:
             (fold_dir / name).unlink(missing_ok=True)
     return stale
+
+
+def class_names_for(checkpoint: Path, n_classes: int, given: str | None = None) -> list[str] | None:
+    """The name of each class index of ``checkpoint``'s model: ``given`` (comma-separated, e.g.
+    ``--class-names``), else the ``class_names`` that `mil train` recorded in ``model.json`` beside
+    it, else None. Names that do not fit the model (count, repeats, blanks) are refused: a wrong
+    name on a prediction is worse than none."""
+    if given is not None:
+        names, source = [name.strip() for name in given.split(",")], f"--class-names {given!r}"
+    else:
+        record = Path(checkpoint).parent / MODEL_RECORD
+        try:
+            recorded = json.loads(record.read_text()) if record.is_file() else None
+        except (OSError, ValueError) as error:
+            raise InputError(f"{record} (beside the checkpoint) is unreadable: {error}") from error
+        if not isinstance(recorded, dict) or "class_names" not in recorded:
+            return None  # none, or another tool's model.json
+        names, source = recorded["class_names"], f"{record} (beside the checkpoint)"
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise InputError(f"{source}: class_names must be a list of texts; give --class-names")
+    if len(names) != n_classes or len(set(names)) != len(names) or not all(names):
+        raise InputError(f"{source} names {len(names)} classes ({', '.join(map(repr, names))}), but the "
+                         f"model has {n_classes} classes, each named once and not empty")
+    return names
