@@ -146,9 +146,8 @@ def attention(
     from tqdm.auto import tqdm
 
     from attnmap.errors import InputError
-    from attnmap.io_utils import unique_names
     from attnmap.mil.bag_stream import open_bag
-    from attnmap.mil.bags import list_bags
+    from attnmap.mil.bags import collect_bags
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
@@ -166,14 +165,12 @@ def attention(
             raise click.BadParameter(f"{value} is out of range: {checkpoint.name} has {limit} {what}",
                                      param_hint=option)
     names_of_classes = class_names_for(checkpoint, model.n_classes, class_names)
-    paths: list[Path] = []
-    for item in bags:
-        paths.extend(list_bags(item) if item.is_dir() else [item])
+    paths = collect_bags(bags)  # each slide id once
     if not paths:
         raise click.BadParameter("no .h5 or .pt bags found", param_hint="BAGS")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
-    names = unique_names([path.stem for path in paths])  # a/s.h5 and b/s.h5: s and s_2
+    names = [path.stem for path in paths]
     table = Path(out_dir) / "predictions.csv"
     # rewritten at the end: an earlier run's table must not outlive a run that stops at a bad bag
     # after rewriting the bags before it
