@@ -81,14 +81,22 @@ def find_bag(features_dir: str | Path, slide_id: str) -> Path:
 
 
 def find_bags(features_dir: str | Path, slide_ids: list[str]) -> dict[str, Path]:
-    """The bag of every slide id; all missing ones are named at once, not one per rerun."""
+    """The bag of every slide id; all missing ones are named at once, not one per rerun. Two ids
+    finding one bag (``a`` and ``a.svs``) are refused: one bag would count as two slides."""
     paths: dict[str, Path] = {}
     missing: list[str] = []
+    owner: dict[tuple[int, int], str] = {}  # by file identity: 'A' finds a.h5 on a case-insensitive disk
     for slide in slide_ids:
         try:
             paths[slide] = find_bag(features_dir, slide)
         except InputError:
             missing.append(slide)
+            continue
+        identity = paths[slide].stat()
+        other = owner.setdefault((identity.st_dev, identity.st_ino), slide)
+        if other != slide:
+            raise InputError(f"slides {other!r} and {slide!r} both find the bag {paths[slide]}; "
+                             "list each slide once")
     if missing:
         raise InputError(
             f"no feature bag in {features_dir} for {len(missing)} of {len(slide_ids)} listed slides: "
