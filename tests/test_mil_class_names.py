@@ -97,3 +97,28 @@ def test_a_model_json_without_class_names_is_not_ours_and_ignored(tmp_path, caps
     code, _, err = cli(capsys, "mil", "attention", checkpoint, bags, "-o", tmp_path / "out", "--quiet")
     assert code == 0, err
     assert "prediction_name" not in _predictions(tmp_path / "out")[0]
+
+
+def test_target_may_be_a_class_name(tmp_path: Path, capsys) -> None:
+    """explain takes --target stroma; mil attention took indices only, though it knows the names."""
+    checkpoint, bags = _setup(tmp_path)
+    (checkpoint.parent / "model.json").write_text(json.dumps({"class_names": ["benign", "tumour"]}))
+    runs = {}
+    for target in ("tumour", "1"):
+        code, _, err = cli(capsys, "mil", "attention", checkpoint, bags / "a.h5", "-o", tmp_path / target,
+                           "--quiet", "--method", "gradient_x_input", "--target", target)
+        assert code == 0, err
+        with h5py.File(tmp_path / target / "a_attention.h5") as handle:
+            assert int(handle.attrs["target"]) == 1
+            runs[target] = handle["scores_gradient_x_input"][:]
+    np.testing.assert_array_equal(runs["tumour"], runs["1"])
+    refused = ("mil", "attention", checkpoint, bags, "-o", tmp_path / "x", "--target")
+    code, _, err = cli(capsys, *refused, "Tumor")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'benign', 'tumour'" in err
+    for target in ("2", "-1"):
+        code, _, err = cli(capsys, *refused, target)
+        assert code == 2 and "out of range" in err
+    (checkpoint.parent / "model.json").unlink()
+    code, _, err = cli(capsys, *refused, "tumour")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--class-names" in err
+    assert not (tmp_path / "x").exists()

@@ -117,9 +117,10 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **op
 )
 @click.option(
     "--target",
-    type=click.IntRange(min=0),
     default=None,
-    help="Class whose logit the relevance scores explain (default: the predicted class).",
+    metavar="INDEX|NAME",
+    help="Class whose logit the relevance scores explain: its index or its name (see --class-names) "
+         "[default: the predicted class].",
 )
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True,
               help="Patches per pass through the model (bounds memory on large bags).")
@@ -134,7 +135,7 @@ def attention(
     out_dir: Path,
     branch: int | None,
     method: str,
-    target: int | None,
+    target: str | None,
     chunk_size: int,
     no_csv: bool,
     class_names: str | None,
@@ -156,15 +157,16 @@ def attention(
     from attnmap.wsi.pipeline.stage_files import slide_record
 
     model = load_mil(checkpoint).to(resolved_device(device))
+    names_of_classes = class_names_for(checkpoint, model.n_classes, class_names)
+    target_index = _class_index(target, names_of_classes)
     # the options are checked against the model once, so the error names them, not the first bag
     for option, value, limit, what in (
         ("--branch", branch, model.n_branches, "attention branch(es)"),
-        ("--target", target, model.n_classes, "classes"),
+        ("--target", target_index, model.n_classes, "classes"),
     ):
-        if value is not None and value >= limit:
+        if value is not None and not 0 <= value < limit:
             raise click.BadParameter(f"{value} is out of range: {checkpoint.name} has {limit} {what}",
                                      param_hint=option)
-    names_of_classes = class_names_for(checkpoint, model.n_classes, class_names)
     paths = collect_bags(bags)  # each slide id once
     if not paths:
         raise click.BadParameter("no .h5 or .pt bags found", param_hint="BAGS")
@@ -202,7 +204,7 @@ def attention(
                             "checkpoint": str(checkpoint), "bag": str(path), **slide_record(path)
                         },
                         methods=methods,
-                        target=target,
+                        target=target_index,
                         progress=not quiet(),
                         class_names=names_of_classes,
                     )
@@ -224,3 +226,19 @@ def attention(
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         click.echo(f"note: {out_dir} also holds attention files of {len(others)} bag(s) not in this run "
                    f"({shown}); {summary.name} lists this run's {len(exports)} only", err=True)
+
+
+def _class_index(target: str | None, names: list[str] | None) -> int | None:
+    """``--target`` as a class index: an integer as it is, else a class name looked up in ``names``."""
+    import re
+
+    if target is None or re.fullmatch(r"[+-]?[0-9]+", target.strip()):
+        return None if target is None else int(target)
+    if names is None:
+        raise click.BadParameter(f"{target!r} is no class index, and the model's classes have no names "
+                                 "(no model.json beside the checkpoint): give --class-names",
+                                 param_hint="--target")
+    if target not in names:
+        raise click.BadParameter(f"no class {target!r}; the classes are {', '.join(map(repr, names))}",
+                                 param_hint="--target")
+    return names.index(target)
