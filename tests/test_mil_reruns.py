@@ -332,3 +332,22 @@ def test_a_bag_export_stopped_while_writing_leaves_no_half_file_nor_the_earlier_
         with h5py.File(out / "s_attention.h5") as handle:
             expected = export_attention(second, bag, tmp_path / "fresh").result.probs
             np.testing.assert_allclose(handle["probabilities"][()], expected, rtol=1e-6)
+
+
+def test_a_fold_s_resume_state_is_refused_as_a_model(tmp_path: Path, capsys) -> None:
+    """An interrupted fold holds resume.pt only; mil attention read its mid-training weights as a
+    model (not the best epoch's, not a finished fold) without a word."""
+    features = tmp_path / "features"
+    labels = make_cohort(features, n_slides=8, n_patches=6, dim=8)
+
+    def interrupt(fold, epoch, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_mil(features, labels, tmp_path / "run", verbose=False, on_epoch=interrupt, **OPTIONS)
+    resume = tmp_path / "run" / "fold_0" / "resume.pt"
+    assert resume.is_file()
+    code, _, err = cli(capsys, "mil", "attention", resume, features, "-o", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "resume" in err and "checkpoint.pt" in err
+    assert not (tmp_path / "out").exists()

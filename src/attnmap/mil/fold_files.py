@@ -93,6 +93,14 @@ def finished_fold(fold_dir: Path, fingerprint: Fingerprint) -> tuple[dict | None
     return metrics, None
 
 
+RESUME_KEYS = ("model", "optimizer", "torch_rng", "state", "fingerprint")  # what train_fold saves
+
+
+def is_resume_state(saved: object) -> bool:
+    """Whether ``saved`` is the content of a fold's ``resume.pt`` (an unfinished fold's state)."""
+    return isinstance(saved, dict) and all(key in saved for key in RESUME_KEYS)
+
+
 def load_resume(resume: Path, fingerprint: Fingerprint) -> dict | None:
     """The saved state of an interrupted fold, if it is intact and of this fingerprint."""
     if not resume.is_file():

@@ -280,7 +280,7 @@ def train_fold(
         state["log"].append(row)
         state["epoch"], state["stopped"] = epoch + 1, stop
         save_atomic(
-            {
+            {  # the keys of fold_files.RESUME_KEYS
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
