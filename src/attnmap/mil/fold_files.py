@@ -157,6 +157,7 @@ def class_names_for(checkpoint: Path, n_classes: int, given: str | None = None) 
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise InputError(f"{source}: class_names must be a list of texts; give --class-names")
     if len(names) != n_classes or len(set(names)) != len(names) or not all(names):
+        advice = "" if given is not None else "; give --class-names"
         raise InputError(f"{source} names {len(names)} classes ({', '.join(map(repr, names))}), but the "
-                         f"model has {n_classes} classes, each named once and not empty")
+                         f"model has {n_classes} classes, each named once and not empty{advice}")
     return names
