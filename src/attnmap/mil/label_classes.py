@@ -36,6 +36,10 @@ def class_indices(raw: Sequence[str]) -> tuple[list[int], list[str]]:
     if numbers:
         values = [Decimal(label) for label in raw]
         if all(value == value.to_integral_value() for value in values):
+            for label, value in zip(raw, values, strict=True):
+                if value.adjusted() >= 18:  # int() of 1e99999999 would take minutes
+                    raise InputError(f"label {label} is too large for a class index; whole-number labels "
+                                     "are the class indices 0..C-1")
             return _whole_numbers([int(value) for value in values])
         order = sorted(set(values))
         first = {}
