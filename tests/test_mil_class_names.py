@@ -123,3 +123,17 @@ def test_target_may_be_a_class_name(tmp_path: Path, capsys) -> None:
     code, _, err = cli(capsys, *refused, "tumour")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--class-names" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_model_json_of_another_architecture_is_refused(tmp_path, capsys) -> None:
+    """Two class names fit any two-class model: a model.json left by another fold's model (here an
+    ABMIL on 16-d features beside a CLAM on 8-d) named its classes without a word."""
+    checkpoint, bags = _setup(tmp_path)
+    record = {"model": "abmil", "embed_dim": 16, "n_classes": 2, "gate": True, "class_names": ["x", "y"]}
+    (checkpoint.parent / "model.json").write_text(json.dumps(record))
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bags, "-o", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "another model" in err and "--class-names" in err
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bags, "-o", tmp_path / "out", "--quiet",
+                       "--class-names", "a,b")
+    assert code == 0, err

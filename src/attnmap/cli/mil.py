@@ -157,7 +157,7 @@ def attention(
     from attnmap.wsi.pipeline.stage_files import slide_record
 
     model = load_mil(checkpoint).to(resolved_device(device))
-    names_of_classes = class_names_for(checkpoint, model.n_classes, class_names)
+    names_of_classes = class_names_for(checkpoint, model, class_names)
     target_index = _class_index(target, names_of_classes)
     # the options are checked against the model once, so the error names them, not the first bag
     for option, value, limit, what in (

@@ -23,6 +23,7 @@ from attnmap.checkpoint import read_checkpoint
 from attnmap.errors import InputError
 from attnmap.fingerprint import Fingerprint, file_identity
 from attnmap.io_utils import atomic_path
+from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.splits import Cohort, Split
 from attnmap.stored import DamagedOutputError, stored_record
 
@@ -138,11 +139,17 @@ def remove_stale_folds(
     return stale
 
 
-def class_names_for(checkpoint: Path, n_classes: int, given: str | None = None) -> list[str] | None:
-    """The name of each class index of ``checkpoint``'s model: ``given`` (comma-separated, e.g.
-    ``--class-names``), else the ``class_names`` that `mil train` recorded in ``model.json`` beside
-    it, else None. Names that do not fit the model (count, repeats, blanks) are refused: a wrong
-    name on a prediction is worse than none."""
+# what a checkpoint's weights tell of its model (dropout, k_sample, subtyping they do not)
+INFERRED_KEYS = ("model", "embed_dim", "n_classes", "gate", "size", "hidden_dim", "attention_dim")
+
+
+def class_names_for(checkpoint: Path, model: AttentionMILBase, given: str | None = None) -> list[str] | None:
+    """The name of each class index of ``model``, read from ``checkpoint``: ``given``
+    (comma-separated, e.g. ``--class-names``), else the ``class_names`` that `mil train` recorded
+    in ``model.json`` beside it, else None. Names that do not fit the model (count, repeats,
+    blanks), or a ``model.json`` describing another architecture, are refused: a wrong name on a
+    prediction is worse than none."""
+    n_classes = int(model.n_classes)
     if given is not None:
         names, source = [name.strip() for name in given.split(",")], f"--class-names {given!r}"
     else:
@@ -154,6 +161,13 @@ def class_names_for(checkpoint: Path, n_classes: int, given: str | None = None) 
         if not isinstance(recorded, dict) or "class_names" not in recorded:
             return None  # none, or another tool's model.json
         names, source = recorded["class_names"], f"{record} (beside the checkpoint)"
+        actual = model.config()
+        other = [key for key in INFERRED_KEYS
+                 if key in recorded and key in actual and recorded[key] != actual[key]]
+        if other:
+            differences = ", ".join(f"{key} {recorded[key]} vs {actual[key]}" for key in other)
+            raise InputError(f"{source} describes another model than {Path(checkpoint).name} "
+                             f"({differences}); give --class-names")
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise InputError(f"{source}: class_names must be a list of texts; give --class-names")
     if len(names) != n_classes or len(set(names)) != len(names) or not all(names):
