@@ -141,8 +141,9 @@ def attention(
     class_names: str | None,
     device: str,
 ) -> None:
-    """Per-patch attention of one or many bags (h5 / .pt files or feature folders) to h5 and CSV,
-    plus predictions.csv with every bag's prediction and probabilities. --method adds relevance
+    """Per-patch attention of one or many bags (h5 / .pt files or feature folders; each slide id
+    once) to h5 and CSV, plus predictions.csv with every bag's prediction (and its name where the
+    classes are named) and probabilities. --method adds relevance
     scores beyond attention (attnmap.mil.explain; docs/mil-relevance.md)."""
     from tqdm.auto import tqdm
 
