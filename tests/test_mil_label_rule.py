@@ -67,3 +67,14 @@ def test_a_whole_number_too_large_for_an_index_is_refused_at_once(tmp_path):
     """int() of 1e99999999 built a 10^8-digit number: the command hung."""
     with pytest.raises(InputError, match="1e99999999 is too large for a class index"):
         _read(tmp_path, ["0", "1e99999999", "1"])
+
+
+def test_a_blank_case_id_equal_to_another_slide_s_case_is_refused(tmp_path):
+    """A blank case_id means a case of its own, named by the slide id; slide 'p1' without a case
+    joined patient p1's case unannounced."""
+    path = tmp_path / "labels.csv"
+    path.write_text("slide_id,label,case_id\np1,a,\nx,a,p1\ny,b,p2\nz,b,\n")
+    with pytest.raises(InputError, match="slide 'p1' has no case_id, and 'p1' is the case_id of slide 'x'"):
+        read_labels(path)
+    path.write_text("slide_id,label,case_id\np9,a,\nx,a,p1\ny,b,p2\nz,b,\n")
+    assert read_labels(path).case_ids == ["p9", "p1", "p2", "z"]

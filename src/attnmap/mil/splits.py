@@ -93,6 +93,11 @@ def read_labels(path: str | Path) -> Cohort:
     if len(set(labels)) < 2:
         raise InputError(f"{path}: all slides have the same label; a classifier needs at least two classes")
     case_ids = [row.get("case_id") or row["slide_id"] for row in rows]
+    given = {row["case_id"]: row["slide_id"] for row in rows if row.get("case_id")}
+    for row in rows:  # a blank case_id is a case of its own, named by the slide id
+        if not row.get("case_id") and row["slide_id"] in given:
+            raise InputError(f"{path}: slide {row['slide_id']!r} has no case_id, and {row['slide_id']!r} is "
+                             f"the case_id of slide {given[row['slide_id']]!r}; give its case_id")
     return Cohort(slide_ids, labels, case_ids, class_names)
 
 
