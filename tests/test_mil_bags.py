@@ -158,3 +158,14 @@ def test_reading_a_pt_bag_beyond_float32_names_the_value_not_nan(tmp_path):
     torch.save(features, tmp_path / "big.pt")
     with pytest.raises(InputError, match=re.escape(f"{largest:.3g}") + ".*float32"):
         read_bag(tmp_path / "big.pt")
+
+
+def test_two_listed_slides_finding_one_bag_are_refused(tmp_path):
+    """'a' and 'a.svs' in a labels CSV both found a.h5: one bag trained (and maybe tested) twice."""
+    from attnmap.mil.bags import find_bags
+
+    write_h5_bag(tmp_path / "h5_files" / "a.h5", np.ones((3, 4), np.float32), np.zeros((3, 2)))
+    write_h5_bag(tmp_path / "h5_files" / "b.h5", np.ones((3, 4), np.float32), np.zeros((3, 2)))
+    assert list(find_bags(tmp_path, ["a.svs", "b"])) == ["a.svs", "b"]
+    with pytest.raises(InputError, match=r"slides 'a' and 'a\.svs' both find the bag .*a\.h5"):
+        find_bags(tmp_path, ["a", "b", "a.svs"])

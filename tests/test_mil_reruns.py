@@ -87,7 +87,9 @@ def test_binary_labels_csv_is_an_input_error(tmp_path: Path) -> None:
         read_labels(binary)
 
 
-def test_same_stem_bags_get_distinct_outputs_and_errors_name_the_bag(tmp_path: Path, capsys) -> None:
+def test_same_stem_bags_are_refused_naming_both_and_errors_name_the_bag(tmp_path: Path, capsys) -> None:
+    """a/s.h5 and b/s.h5 were written as s and s_2, an id no slide has (and `evaluate --bags` refused
+    them): both commands now refuse them in one line naming both files, before any output."""
     from synthetic_slide_files import write_clam_checkpoint
 
     checkpoint = write_clam_checkpoint(tmp_path / "clam.pt", embed_dim=8)
@@ -96,15 +98,20 @@ def test_same_stem_bags_get_distinct_outputs_and_errors_name_the_bag(tmp_path: P
     for folder in ("a", "b"):
         bags.append(tmp_path / folder / "s.h5")
         write_h5_bag(bags[-1], rng.normal(size=(6, 8)).astype(np.float32), np.zeros((6, 2)))
-    code, out, _ = cli(capsys, "mil", "attention", checkpoint, *bags, "-o", tmp_path / "out", "--quiet")
-    assert code == 0
-    import h5py
-
-    for name, bag in (("s", bags[0]), ("s_2", bags[1])):
-        with h5py.File(tmp_path / "out" / f"{name}_attention.h5") as handle:
-            assert handle.attrs["bag"] == str(bag)
-    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
-    assert [row["slide_id"] for row in rows] == ["s", "s_2"]
+    bags.append(tmp_path / "c" / "S.pt")  # one output file with s on a case-insensitive disk
+    bags[-1].parent.mkdir()
+    torch.save(torch.randn(6, 8), bags[-1])
+    for pair in ((bags[0], bags[1]), (bags[0], bags[2]), (tmp_path / "a", bags[1])):
+        for command in (("mil", "attention", checkpoint, *pair, "-o", tmp_path / "out"),
+                        ("evaluate", "--mil-checkpoint", checkpoint, "--bags", pair[0], "--bags", pair[1],
+                         "--methods", "attention", "-o", tmp_path / "out")):
+            code, _, err = cli(capsys, *command)
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert str(bags[0]) in err and str(pair[1]) in err and "slide id" in err
+            assert not (tmp_path / "out").exists()
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bags[0], tmp_path / "a", "-o",
+                       tmp_path / "out")
+    assert code == 2 and "given twice" in err and len(err.strip().splitlines()) == 1
 
     wide = tmp_path / "c" / "wide.h5"
     write_h5_bag(wide, rng.normal(size=(6, 16)).astype(np.float32), np.zeros((6, 2)))
@@ -325,3 +332,22 @@ def test_a_bag_export_stopped_while_writing_leaves_no_half_file_nor_the_earlier_
         with h5py.File(out / "s_attention.h5") as handle:
             expected = export_attention(second, bag, tmp_path / "fresh").result.probs
             np.testing.assert_allclose(handle["probabilities"][()], expected, rtol=1e-6)
+
+
+def test_a_fold_s_resume_state_is_refused_as_a_model(tmp_path: Path, capsys) -> None:
+    """An interrupted fold holds resume.pt only; mil attention read its mid-training weights as a
+    model (not the best epoch's, not a finished fold) without a word."""
+    features = tmp_path / "features"
+    labels = make_cohort(features, n_slides=8, n_patches=6, dim=8)
+
+    def interrupt(fold, epoch, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_mil(features, labels, tmp_path / "run", verbose=False, on_epoch=interrupt, **OPTIONS)
+    resume = tmp_path / "run" / "fold_0" / "resume.pt"
+    assert resume.is_file()
+    code, _, err = cli(capsys, "mil", "attention", resume, features, "-o", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "resume" in err and "checkpoint.pt" in err
+    assert not (tmp_path / "out").exists()

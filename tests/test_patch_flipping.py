@@ -174,8 +174,9 @@ def test_evaluate_bags_refuses_no_bags_repeated_methods_and_a_slide_given_twice(
         evaluate_bags(model, [], ["attention"])
     with pytest.raises(InputError, match="each named once"):
         evaluate_bags(model, [bag], ["attention", "attention"])
-    with pytest.raises(InputError, match="given twice"):
+    with pytest.raises(InputError, match="given twice") as error:
         evaluate_bags(model, [bag, Bag("s1", features, None, Path("other/s1.h5"))], ["attention"])
+    assert "s1.pt" in str(error.value) and str(Path("other/s1.h5")) in str(error.value)  # both named
 
 
 def test_a_one_patch_bag_is_skipped_with_its_reason_not_stopping_the_cohort(tmp_path, capsys):

@@ -166,25 +166,6 @@ def csv_delimiter(header: str) -> str:
     return next((mark for mark in (";", "\t") if mark in header), ",")
 
 
-def unique_names(names: list[str]) -> list[str]:
-    """``names`` made distinct (``s``, ``s_2``, ``s_3``, ...), also on case-insensitive disks.
-
-    Why: two inputs with one file stem (``a/s.h5``, ``b/s.h5``) must not write one output file.
-    A suffixed name never takes a name that another input has as it is.
-    """
-    taken = {name.casefold() for name in names}
-    used: set[str] = set()
-    result = []
-    for name in names:
-        candidate, count = name, 1
-        while candidate.casefold() in used or (candidate != name and candidate.casefold() in taken):
-            count += 1
-            candidate = f"{name}_{count}"
-        used.add(candidate.casefold())
-        result.append(candidate)
-    return result
-
-
 def remove_stale_temporaries(directory: str | Path, pattern: str = "*", recursive: bool = True) -> int:
     """Delete temporary files that an interrupted run left behind in ``directory`` (recursively).
 

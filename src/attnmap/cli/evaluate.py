@@ -157,7 +157,7 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
     from tqdm.auto import tqdm
 
     from attnmap.evaluate.slides import evaluate_bags, format_flipping_table, skipped_notes, write_flipping
-    from attnmap.mil.bags import list_bags, read_bag
+    from attnmap.mil.bags import collect_bags, read_bag
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
     from attnmap.provenance import provenance
@@ -165,9 +165,7 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
     if checkpoint is None or not bag_paths:
         raise InputError("slide evaluation needs both --mil-checkpoint and --bags")
     names = _method_names(method_list, list(METHODS), "unknown MIL method(s)", "available")
-    paths: list[Path] = []
-    for item in bag_paths:
-        paths.extend(list_bags(item) if item.is_dir() else [item])
+    paths = collect_bags(bag_paths)  # each slide id once
     if not paths:
         raise InputError("no .h5 or .pt bags found in --bags")
     model = load_mil(checkpoint).to(resolved_device(device))

@@ -117,13 +117,17 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **op
 )
 @click.option(
     "--target",
-    type=click.IntRange(min=0),
     default=None,
-    help="Class whose logit the relevance scores explain (default: the predicted class).",
+    metavar="INDEX|NAME",
+    help="Class whose logit the relevance scores explain: its index or its name (see --class-names) "
+         "[default: the predicted class].",
 )
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65_536, show_default=True,
               help="Patches per pass through the model (bounds memory on large bags).")
 @click.option("--no-csv", is_flag=True, help="Only write the h5 files.")
+@click.option("--class-names", default=None, metavar="NAME,NAME,...",
+              help="Name of each class index, for the prediction_name column "
+                   "[default: class_names of the model.json that mil train wrote beside the checkpoint].")
 @device_option()
 def attention(
     checkpoint: Path,
@@ -131,43 +135,45 @@ def attention(
     out_dir: Path,
     branch: int | None,
     method: str,
-    target: int | None,
+    target: str | None,
     chunk_size: int,
     no_csv: bool,
+    class_names: str | None,
     device: str,
 ) -> None:
-    """Per-patch attention of one or many bags (h5 / .pt files or feature folders) to h5 and CSV,
-    plus predictions.csv with every bag's prediction and probabilities. --method adds relevance
+    """Per-patch attention of one or many bags (h5 / .pt files or feature folders; each slide id
+    once) to h5 and CSV, plus predictions.csv with every bag's prediction (and its name where the
+    classes are named) and probabilities. --method adds relevance
     scores beyond attention (attnmap.mil.explain; docs/mil-relevance.md)."""
     from tqdm.auto import tqdm
 
     from attnmap.errors import InputError
-    from attnmap.io_utils import unique_names
     from attnmap.mil.bag_stream import open_bag
-    from attnmap.mil.bags import list_bags
+    from attnmap.mil.bags import collect_bags
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
+    from attnmap.mil.fold_files import class_names_for
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.stage_files import slide_record
 
     model = load_mil(checkpoint).to(resolved_device(device))
+    names_of_classes = class_names_for(checkpoint, model, class_names)
+    target_index = _class_index(target, names_of_classes)
     # the options are checked against the model once, so the error names them, not the first bag
     for option, value, limit, what in (
         ("--branch", branch, model.n_branches, "attention branch(es)"),
-        ("--target", target, model.n_classes, "classes"),
+        ("--target", target_index, model.n_classes, "classes"),
     ):
-        if value is not None and value >= limit:
+        if value is not None and not 0 <= value < limit:
             raise click.BadParameter(f"{value} is out of range: {checkpoint.name} has {limit} {what}",
                                      param_hint=option)
-    paths: list[Path] = []
-    for item in bags:
-        paths.extend(list_bags(item) if item.is_dir() else [item])
+    paths = collect_bags(bags)  # each slide id once
     if not paths:
         raise click.BadParameter("no .h5 or .pt bags found", param_hint="BAGS")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
-    names = unique_names([path.stem for path in paths])  # a/s.h5 and b/s.h5: s and s_2
+    names = [path.stem for path in paths]
     table = Path(out_dir) / "predictions.csv"
     # rewritten at the end: an earlier run's table must not outlive a run that stops at a bad bag
     # after rewriting the bags before it
@@ -199,8 +205,9 @@ def attention(
                             "checkpoint": str(checkpoint), "bag": str(path), **slide_record(path)
                         },
                         methods=methods,
-                        target=target,
+                        target=target_index,
                         progress=not quiet(),
+                        class_names=names_of_classes,
                     )
                 )
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
@@ -211,10 +218,28 @@ def attention(
     summary = write_predictions_csv(exports, table, record)
     for item in exports:
         probs = " ".join(f"{p:.3f}" for p in item.result.probs)
-        click.echo(f"{item.slide_id}: prediction {item.result.prediction} (p = {probs}) -> {item.h5_path}")
+        named = f" ({item.prediction_name})" if item.prediction_name is not None else ""
+        click.echo(f"{item.slide_id}: prediction {item.result.prediction}{named} (p = {probs}) "
+                   f"-> {item.h5_path}")
     click.echo(f"predictions: {summary}")
     others = outputs_of_other_bags(out_dir, names)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         click.echo(f"note: {out_dir} also holds attention files of {len(others)} bag(s) not in this run "
                    f"({shown}); {summary.name} lists this run's {len(exports)} only", err=True)
+
+
+def _class_index(target: str | None, names: list[str] | None) -> int | None:
+    """``--target`` as a class index: an integer as it is, else a class name looked up in ``names``."""
+    import re
+
+    if target is None or re.fullmatch(r"[+-]?[0-9]+", target.strip()):
+        return None if target is None else int(target)
+    if names is None:
+        raise click.BadParameter(f"{target!r} is no class index, and the model's classes have no names "
+                                 "(no model.json beside the checkpoint): give --class-names",
+                                 param_hint="--target")
+    if target not in names:
+        raise click.BadParameter(f"no class {target!r}; the classes are {', '.join(map(repr, names))}",
+                                 param_hint="--target")
+    return names.index(target)

@@ -73,11 +73,13 @@ def evaluate_bags(
     if not methods or len(set(methods)) != len(methods):
         raise InputError(f"need at least one method, each named once; got {methods}")
     evaluation = SlideFlipping()
-    seen = 0
+    seen, given = 0, {}
     for bag in bags:
         seen += 1
-        if bag.slide_id in evaluation.results or bag.slide_id in evaluation.skipped:
-            raise InputError(f"{bag.path or bag.slide_id}: slide id {bag.slide_id!r} is given twice")
+        if bag.slide_id in given:  # the rule of `attnmap.mil.bags.collect_bags`
+            raise InputError(f"slide id {bag.slide_id!r} is given twice: bags {given[bag.slide_id]} and "
+                             f"{bag.path or bag.slide_id}; give one of them (or rename one)")
+        given[bag.slide_id] = bag.path or bag.slide_id
         per_method, skipped = {}, {}
         try:
             for method in methods:

@@ -13,6 +13,7 @@ training run would otherwise cost the whole run.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,14 +81,22 @@ def find_bag(features_dir: str | Path, slide_id: str) -> Path:
 
 
 def find_bags(features_dir: str | Path, slide_ids: list[str]) -> dict[str, Path]:
-    """The bag of every slide id; all missing ones are named at once, not one per rerun."""
+    """The bag of every slide id; all missing ones are named at once, not one per rerun. Two ids
+    finding one bag (``a`` and ``a.svs``) are refused: one bag would count as two slides."""
     paths: dict[str, Path] = {}
     missing: list[str] = []
+    owner: dict[tuple[int, int], str] = {}  # by file identity: 'A' finds a.h5 on a case-insensitive disk
     for slide in slide_ids:
         try:
             paths[slide] = find_bag(features_dir, slide)
         except InputError:
             missing.append(slide)
+            continue
+        identity = paths[slide].stat()
+        other = owner.setdefault((identity.st_dev, identity.st_ino), slide)
+        if other != slide:
+            raise InputError(f"slides {other!r} and {slide!r} both find the bag {paths[slide]}; "
+                             "list each slide once")
     if missing:
         raise InputError(
             f"no feature bag in {features_dir} for {len(missing)} of {len(slide_ids)} listed slides: "
@@ -119,6 +128,26 @@ def list_bags(features_dir: str | Path) -> list[Path]:
                 if not is_attention_output(path):
                     found.setdefault(path.stem, path)
     return [found[key] for key in sorted(found)]
+
+
+def collect_bags(items: Iterable[str | Path]) -> list[Path]:
+    """The bags of ``items`` in order: a file as it is, a folder's `list_bags`. Each slide id (the
+    file's stem) once: two bags of one id (``a/s.h5`` and ``b/s.h5``; ``s.h5`` and ``S.pt``, one
+    output file on a case-insensitive disk) are refused naming both, since which one is the
+    slide's is not ours to guess and a renamed output (``s_2``) would match no slide."""
+    seen: dict[str, Path] = {}
+    paths = []
+    for item in map(Path, items):
+        for path in list_bags(item) if item.is_dir() else [item]:
+            earlier = seen.setdefault(path.stem.casefold(), path)
+            if earlier is not path:
+                if earlier.resolve() == path.resolve():
+                    raise InputError(f"bag {path} is given twice")
+                same = f"{earlier.stem!r}" + (f" ({path.stem!r})" if path.stem != earlier.stem else "")
+                raise InputError(f"slide id {same} is given twice: bags {earlier} and {path}; give one of "
+                                 "them (or rename one)")
+            paths.append(path)
+    return paths
 
 
 ATTENTION_SUFFIX = "_attention.h5"  # what `attnmap.mil.export` names a bag's scores file

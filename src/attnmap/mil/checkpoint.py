@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from attnmap.checkpoint import apply_state_dict, load_state_dict
+from attnmap.checkpoint import apply_state_dict, load_state_dict, read_checkpoint
 from attnmap.errors import InputError, UnsupportedModelError
 from attnmap.mil.abmil import ABMIL
 from attnmap.mil.clam import CLAM_MB, CLAM_SB, CLAM_SIZES
@@ -42,7 +42,17 @@ def read_state_dict(source: str | Path | StateDict) -> dict[str, torch.Tensor]:
 
     A TorchScript archive is refused with advice to save the state_dict: the MIL readers take no
     ``torchscript:`` name (attention and relevance need the model's own layers), so the generic
-    advice to pass one would send the user to an option that does not exist."""
+    advice to pass one would send the user to an option that does not exist.
+
+    A fold's ``resume.pt`` (`mil train`'s state of an unfinished fold, whose ``model`` entry the
+    generic unwrapping would take) is refused: its weights are a mid-training epoch's."""
+    from attnmap.mil.fold_files import is_resume_state
+
+    if isinstance(source, (str, Path)) and is_resume_state(
+        read_checkpoint(source, scripted_ok=False, lazy=True)
+    ):
+        raise InputError(f"{source} is mil train's resume state of an unfinished fold, not a model: rerun "
+                         "the mil train command to finish the fold, then give its checkpoint.pt")
     return load_state_dict(source, scripted_ok=False)
 
 

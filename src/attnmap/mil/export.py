@@ -48,6 +48,7 @@ class AttentionExport:
     csv_path: Path | None
     target: int | None = None
     relevance: dict[str, np.ndarray] | None = None
+    prediction_name: str | None = None
 
 
 def _scores_all_branches(result: BagAttention, kind: str) -> np.ndarray:
@@ -87,6 +88,7 @@ def export_attention(
     methods: Sequence[str] = (),
     target: int | None = None,
     progress: bool = False,
+    class_names: Sequence[str] | None = None,
 ) -> AttentionExport:
     """Compute one bag's attention (chunked) and write ``<slide>_attention.h5`` (+ ``.csv``).
 
@@ -96,6 +98,8 @@ def export_attention(
 
     ``methods`` adds per-patch relevance scores (`attnmap.mil.explain`) for class ``target``
     (default: the predicted class) as ``scores_<method>`` datasets and ``score_<method>`` columns.
+    ``class_names`` (one per class index, e.g. `fold_files.class_names_for`) adds the attributes
+    ``prediction_name`` and ``class_names`` (JSON) and the sidecar's ``prediction_name``.
     """
     import h5py
 
@@ -107,6 +111,8 @@ def export_attention(
             f"unknown relevance method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
         )
 
+    if class_names is not None and len(class_names) != model.n_classes:
+        raise InputError(f"{len(class_names)} class names for a model of {model.n_classes} classes")
     geometry = None
     if isinstance(bag, Bag):
         features, coords, slide_id = (
@@ -148,6 +154,7 @@ def export_attention(
     softmax = _scores_all_branches(result, "softmax").astype(np.float32)
     percentile = _scores_all_branches(result, "percentile").astype(np.float32)
     h5_path = out_dir / f"{slide_id}{ATTENTION_SUFFIX}"
+    named = None if class_names is None else str(class_names[result.prediction])
     csv_path = out_dir / f"{slide_id}_attention.csv"
     # an earlier run's files go first and each file is written whole or not at all: a run stopped
     # while writing (a 10^6-row CSV takes a while) leaves neither a cut file nor another model's CSV
@@ -170,14 +177,17 @@ def export_attention(
         handle.attrs.update({"prediction": result.prediction, "branch": chosen, "n_patches": n_patches})
         if relevance:
             handle.attrs["target"] = explained
+        if named is not None:
+            handle.attrs.update({"prediction_name": named, "class_names": json.dumps(list(class_names))})
     if not write_csv:
         csv_path = None
     else:
         with atomic_path(csv_path) as temporary:
             _write_patch_csv(temporary, coords, all_raw, softmax, percentile, chosen, relevance)
-        _write_sidecar(csv_path, {**record, "prediction": str(result.prediction), "branch": str(chosen)})
+        _write_sidecar(csv_path, {**record, "prediction": str(result.prediction), "branch": str(chosen),
+                                  **({"prediction_name": named} if named is not None else {})})
     return AttentionExport(slide_id, result, chosen, h5_path, csv_path,
-                           explained if relevance else None, relevance or None)
+                           explained if relevance else None, relevance or None, named)
 
 
 def _write_patch_csv(
@@ -228,18 +238,20 @@ def outputs_of_other_bags(out_dir: str | Path, slide_ids: Sequence[str]) -> list
 def write_predictions_csv(
     exports: Sequence[AttentionExport], path: str | Path, record: Mapping[str, str] | None = None
 ) -> Path:
-    """One row per bag: slide_id, prediction, the reported branch and the class probabilities."""
+    """One row per bag: slide_id, prediction (the class index), prediction_name (when the exports
+    were given class names), the reported branch, n_patches and the probabilities p_<index>."""
     path = Path(path)
     n_classes = max((len(item.result.probs) for item in exports), default=0)
+    named = bool(exports) and all(item.prediction_name is not None for item in exports)
     with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            ["slide_id", "prediction", "branch", "n_patches"] + [f"p_{c}" for c in range(n_classes)]
-        )
+        writer.writerow(["slide_id", "prediction", *(["prediction_name"] if named else []), "branch",
+                         "n_patches"] + [f"p_{c}" for c in range(n_classes)])
         for item in exports:
             probs = [f"{value:.8g}" for value in item.result.probs]
+            name = [item.prediction_name] if named else []
             writer.writerow(
-                [item.slide_id, item.result.prediction, item.branch, item.result.raw.shape[1], *probs]
+                [item.slide_id, item.result.prediction, *name, item.branch, item.result.raw.shape[1], *probs]
             )
     if record is not None:
         _write_sidecar(path, record)

@@ -23,10 +23,12 @@ from attnmap.checkpoint import read_checkpoint
 from attnmap.errors import InputError
 from attnmap.fingerprint import Fingerprint, file_identity
 from attnmap.io_utils import atomic_path
+from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.splits import Cohort, Split
 from attnmap.stored import DamagedOutputError, stored_record
 
 IGNORED_OPTIONS = ("device", "cache_gb")  # where and how fast, not what is trained
+MODEL_RECORD = "model.json"  # a fold's architecture and class_names, beside its checkpoint.pt
 
 
 def check_same_options(path: Path, options: Mapping[str, object]) -> None:
@@ -80,7 +82,7 @@ def finished_fold(fold_dir: Path, fingerprint: Fingerprint) -> tuple[dict | None
         try:
             if stored_record(fold_dir / "checkpoint.pt") is None:
                 reason = "checkpoint.pt missing"
-            json.loads((fold_dir / "model.json").read_text())
+            json.loads((fold_dir / MODEL_RECORD).read_text())
         except DamagedOutputError as error:
             reason = f"damaged: {error}"
         except (OSError, ValueError):
@@ -90,6 +92,14 @@ def finished_fold(fold_dir: Path, fingerprint: Fingerprint) -> tuple[dict | None
     metrics = json.loads((fold_dir / "metrics.json").read_text())
     metrics.pop("provenance", None)
     return metrics, None
+
+
+RESUME_KEYS = ("model", "optimizer", "torch_rng", "state", "fingerprint")  # what train_fold saves
+
+
+def is_resume_state(saved: object) -> bool:
+    """Whether ``saved`` is the content of a fold's ``resume.pt`` (an unfinished fold's state)."""
+    return isinstance(saved, dict) and all(key in saved for key in RESUME_KEYS)
 
 
 def load_resume(resume: Path, fingerprint: Fingerprint) -> dict | None:
@@ -103,7 +113,7 @@ def load_resume(resume: Path, fingerprint: Fingerprint) -> dict | None:
     return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint.value else None
 
 
-FOLD_RESULTS = ("checkpoint.pt", "model.json", "metrics.json")
+FOLD_RESULTS = ("checkpoint.pt", MODEL_RECORD, "metrics.json")
 
 
 def remove_stale_folds(
@@ -127,3 +137,41 @@ def remove_stale_folds(
         for name in names:
             (fold_dir / name).unlink(missing_ok=True)
     return stale
+
+
+# what a checkpoint's weights tell of its model (dropout, k_sample, subtyping they do not)
+INFERRED_KEYS = ("model", "embed_dim", "n_classes", "gate", "size", "hidden_dim", "attention_dim")
+
+
+def class_names_for(checkpoint: Path, model: AttentionMILBase, given: str | None = None) -> list[str] | None:
+    """The name of each class index of ``model``, read from ``checkpoint``: ``given``
+    (comma-separated, e.g. ``--class-names``), else the ``class_names`` that `mil train` recorded
+    in ``model.json`` beside it, else None. Names that do not fit the model (count, repeats,
+    blanks), or a ``model.json`` describing another architecture, are refused: a wrong name on a
+    prediction is worse than none."""
+    n_classes = int(model.n_classes)
+    if given is not None:
+        names, source = [name.strip() for name in given.split(",")], f"--class-names {given!r}"
+    else:
+        record = Path(checkpoint).parent / MODEL_RECORD
+        try:
+            recorded = json.loads(record.read_text()) if record.is_file() else None
+        except (OSError, ValueError) as error:
+            raise InputError(f"{record} (beside the checkpoint) is unreadable: {error}") from error
+        if not isinstance(recorded, dict) or "class_names" not in recorded:
+            return None  # none, or another tool's model.json
+        names, source = recorded["class_names"], f"{record} (beside the checkpoint)"
+        actual = model.config()
+        other = [key for key in INFERRED_KEYS
+                 if key in recorded and key in actual and recorded[key] != actual[key]]
+        if other:
+            differences = ", ".join(f"{key} {recorded[key]} vs {actual[key]}" for key in other)
+            raise InputError(f"{source} describes another model than {Path(checkpoint).name} "
+                             f"({differences}); give --class-names")
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise InputError(f"{source}: class_names must be a list of texts; give --class-names")
+    if len(names) != n_classes or len(set(names)) != len(names) or not all(names):
+        advice = "" if given is not None else "; give --class-names"
+        raise InputError(f"{source} names {len(names)} classes ({', '.join(map(repr, names))}), but the "
+                         f"model has {n_classes} classes, each named once and not empty{advice}")
+    return names

@@ -23,6 +23,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.io_utils import csv_delimiter, read_csv_text, write_csv_atomic
+from attnmap.mil.label_classes import class_indices
 
 
 @dataclass
@@ -50,8 +51,9 @@ class Split:
 
 
 def read_labels(path: str | Path) -> Cohort:
-    """Read ``slide_id,label[,case_id]``. Integer labels are used as class indices (0..C-1);
-    other labels are sorted and numbered. A missing case_id means one case per slide."""
+    """Read ``slide_id,label[,case_id]``. Labels become class indices by
+    `attnmap.mil.label_classes.class_indices` (whole numbers: the indices 0..C-1 themselves; other
+    numbers by value; names in natural order). A missing case_id means one case per slide."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "No such labels file", str(path))
@@ -77,30 +79,18 @@ def read_labels(path: str | Path) -> Cohort:
     raw_labels = [row["label"] for row in rows]
     if any(label == "" for label in raw_labels):
         raise InputError(f"{path}: some slides have an empty label")
-    if all(label.lstrip("-").isdigit() for label in raw_labels):
-        labels = [int(label) for label in raw_labels]
-        n_classes = max(labels) + 1
-        if min(labels) < 0:
-            raise InputError(f"{path}: integer labels must be 0..C-1, found {min(labels)}")
-        class_names = [str(c) for c in range(n_classes)]
-        unused = sorted(set(range(n_classes)) - set(labels))
-        if unused:  # a class without slides: a dead output, undefined metrics
-            raise InputError(
-                f"{path}: integer labels are class indices 0..{n_classes - 1}, but no slide has "
-                f"label {', '.join(map(str, unused[:5]))}; renumber the classes 0..C-1"
-            )
-    else:
-        class_names = sorted(set(raw_labels))
-        folded: dict[str, str] = {}
-        for name in class_names:  # "LUAD" and "luad" would silently train as two classes
-            other = folded.setdefault(" ".join(name.casefold().split()), name)
-            if other != name:
-                raise InputError(f"{path}: labels {other!r} and {name!r} differ only in case or spacing; "
-                                 "write each class one way")
-        labels = [class_names.index(label) for label in raw_labels]
+    try:
+        labels, class_names = class_indices(raw_labels)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from error
     if len(set(labels)) < 2:
         raise InputError(f"{path}: all slides have the same label; a classifier needs at least two classes")
     case_ids = [row.get("case_id") or row["slide_id"] for row in rows]
+    given = {row["case_id"]: row["slide_id"] for row in rows if row.get("case_id")}
+    for row in rows:  # a blank case_id is a case of its own, named by the slide id
+        if not row.get("case_id") and row["slide_id"] in given:
+            raise InputError(f"{path}: slide {row['slide_id']!r} has no case_id, and {row['slide_id']!r} is "
+                             f"the case_id of slide {given[row['slide_id']]!r}; give its case_id")
     return Cohort(slide_ids, labels, case_ids, class_names)
 
 

@@ -46,6 +46,7 @@ from attnmap.mil.bags import common_feature_size, find_bags, read_bag
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.clam import CLAM_MB, CLAM_SB
 from attnmap.mil.fold_files import (
+    MODEL_RECORD,
     check_same_options,
     finished_fold,
     fold_fingerprint,
@@ -279,7 +280,7 @@ def train_fold(
         state["log"].append(row)
         state["epoch"], state["stopped"] = epoch + 1, stop
         save_atomic(
-            {
+            {  # the keys of fold_files.RESUME_KEYS
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
@@ -320,7 +321,7 @@ def _finish_fold(
         results[name] = {"loss": loss, **metrics}
     results["best_epoch"] = {"epoch": state["best_epoch"], "epochs_run": state["epoch"]}
     save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, fold_dir / "checkpoint.pt")
-    write_json_atomic(fold_dir / "model.json", {**model.config(), "class_names": class_names})  # class c: [c]
+    write_json_atomic(fold_dir / MODEL_RECORD, {**model.config(), "class_names": class_names})  # class c: [c]
     write_json_atomic(fold_dir / "metrics.json", {**results, "provenance": fingerprint.record()})  # last
     (fold_dir / "resume.pt").unlink(missing_ok=True)
     return results
