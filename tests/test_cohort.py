@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -197,3 +198,29 @@ def test_predictions_csv_takes_this_runs_files_by_the_fingerprint_their_tasks_re
         assert [line.split(",")[0] for line in csv.read_text().splitlines()[1:]] == [entries[0].slide_id]
         with pytest.raises(RecomputedError):  # a slide this run did not finish is checked as before
             cohort.write_predictions(config, entries, {entries[0].slide_id: made[entries[0].slide_id]})
+
+
+def test_a_local_cluster_beside_another_on_the_default_dashboard_port_says_nothing(tmp_path: Path) -> None:
+    """With port 8787 taken (another run's cluster, a notebook's Dask dashboard), every local
+    cluster's start printed "UserWarning: Port 8787 is already in use. Hosting the HTTP server on
+    port N instead" into the run's output. The cluster's HTTP routes take a free loopback port."""
+    import socket
+    import subprocess
+    import sys
+
+    code = (
+        "from attnmap.parallel_dask import local_cluster\n"
+        "cluster = local_cluster(1)\n"
+        "print(cluster.scheduler.http_server.port if cluster.scheduler.http_server else '')\n"
+        "cluster.close()\n"
+    )
+    holder = socket.socket()
+    try:
+        with contextlib.suppress(OSError):  # taken already: by someone else, as in the case reported
+            holder.bind(("127.0.0.1", 8787))
+            holder.listen()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    assert "already in use" not in done.stderr, done.stderr

@@ -56,7 +56,9 @@ def local_cluster(workers: int) -> Any:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            # its HTTP routes on a free loopback port: on the default 8787, taken by another run or a
+            # notebook's dashboard, the start printed a warning into the run's output
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
         )
 
