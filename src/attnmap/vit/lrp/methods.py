@@ -23,7 +23,7 @@ from attnmap.errors import InputError
 from attnmap.model_state import eval_mode
 from attnmap.vit.adapters import adapter_for, explains
 from attnmap.vit.adapters_hf import is_hf_vision_model
-from attnmap.vit.capture import start_block
+from attnmap.vit.capture import resolve_layers, start_block
 from attnmap.vit.lrp.check import as_model_output, gives_tokens, verify_twin
 from attnmap.vit.lrp.readers import build_twin
 from attnmap.vit.lrp.relevance import Relevance, relevance_pass
@@ -93,18 +93,6 @@ def _chunks(
             part = slice_target(target, start, stop, batch, what="a batch of ")
             maps.append(fn(model, images[start:stop], part, **options))
     return torch.cat(maps)
-
-
-def _block_index(value: object, depth: int, name: str) -> int:
-    """A block index of ``depth``; negative ones count from the end (``layer=-1``: the last block)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{name} must be an integer, got {value!r}")
-    index = value + depth if value < 0 else value
-    if not 0 <= index < depth:
-        raise InputError(
-            f"{name}={value} is out of range: the model has {depth} blocks ({-depth}..{depth - 1})"
-        )
-    return index
 
 
 def _compute(
@@ -308,8 +296,9 @@ def lrp_attention(
     """Relevance of block ``layer``'s attention matrix; the propagation stops at that block."""
     if not isinstance(grad, bool):
         raise InputError(f"grad must be True or False, got {grad!r}")
-    depth = build_twin(model).depth
-    index = _block_index(layer, depth, "layer")
+    if isinstance(layer, bool) or not isinstance(layer, int):  # one block: not a list of them
+        raise InputError(f"layer must be an integer, got {layer!r}")
+    index = resolve_layers(layer, build_twin(model).depth)[0]  # the attention methods' rule
     twin, trace, relevance, gradients = _compute(
         model, images, target, stop_block=index, grad_from=index if grad else None, method="lrp_attention"
     )
