@@ -9,7 +9,9 @@ what lets a resumed run trust "the output exists" as "the output is complete".
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
 import json
 import os
 import uuid
@@ -155,6 +157,13 @@ def read_csv_text(path: str | Path) -> str:
         line = error.object[: error.start].count(b"\n") + 1  # the bytes after a BOM: same lines
         message = f'{path} is not a text CSV in UTF-8 (line {line}): save it as "CSV UTF-8"'
         raise InputError(message) from error
+
+
+def csv_dict_reader(path: str | Path) -> csv.DictReader:
+    """A CSV file's rows as a `csv.DictReader`: the text as `read_csv_text` decodes it, the
+    separator as `csv_delimiter` tells it from the header line (the labels and slide lists alike)."""
+    text = read_csv_text(path)
+    return csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text.partition("\n")[0]))
 
 
 def csv_delimiter(header: str) -> str:

@@ -14,7 +14,6 @@ Everything else trains. Unlike CLAM's Monte-Carlo splits, every case is tested e
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.io_utils import csv_delimiter, read_csv_text, write_csv_atomic
+from attnmap.io_utils import csv_dict_reader, write_csv_atomic
 from attnmap.mil.label_classes import class_indices
 
 
@@ -57,12 +56,8 @@ def read_labels(path: str | Path) -> Cohort:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "No such labels file", str(path))
-    text = read_csv_text(path)
+    reader = csv_dict_reader(path)
     try:
-        handle = io.StringIO(text, newline="")
-        delimiter = csv_delimiter(handle.readline())
-        handle.seek(0)
-        reader = csv.DictReader(handle, delimiter=delimiter)
         columns = [name.strip() for name in (reader.fieldnames or [])]
         if "slide_id" not in columns or "label" not in columns:
             raise InputError(f"{path}: needs columns slide_id,label[,case_id]; found {columns}")

@@ -8,8 +8,6 @@ relative to ``slides.data_dir``, else to the CSV's own folder.
 
 from __future__ import annotations
 
-import csv
-import io
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -41,15 +39,12 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
     that has just checked them, without opening each one again.
     """
     # NumPy: `wsi run --help` imports this module, needs none
-    from attnmap.io_utils import csv_delimiter, read_csv_text
+    from attnmap.io_utils import csv_dict_reader
     from attnmap.wsi.slide_files import dicom_instance, slide_name
 
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
-    handle = io.StringIO(read_csv_text(csv_path), newline="")
-    delimiter = csv_delimiter(handle.readline())
-    handle.seek(0)
-    reader = csv.DictReader(handle, delimiter=delimiter)
+    reader = csv_dict_reader(csv_path)
     # "slide_id, label" (a space after the comma) or "Slide_ID,Label" (a spreadsheet's):
     # the label column was lost without a word
     reader.fieldnames = _column_names(csv_path, reader.fieldnames or [])
