@@ -205,12 +205,14 @@ def _run_heatmap(report: dict) -> dict:
     try:
         heatmap = json.loads(report["provenance"]["parameters"])["heatmap"]
         from attnmap.render.colormap import get_cmap
+        from attnmap.wsi.pipeline.config import HeatmapConfig
         from attnmap.wsi.pipeline.legend import RUN_SCALES
 
+        # a key a report of an older version lacks: that version drew it at the config's default
         drawn = {
-            "kind": heatmap.get("scale", "robust"),
-            "percentiles": heatmap.get("percentiles", True),
-            "cmap": heatmap.get("cmap", "jet"),
+            "kind": heatmap.get("scale", HeatmapConfig.scale),
+            "percentiles": heatmap.get("percentiles", HeatmapConfig.percentiles),
+            "cmap": heatmap.get("cmap", HeatmapConfig.cmap),
         }
         get_cmap(drawn["cmap"])
         if drawn["kind"] not in RUN_SCALES or not isinstance(drawn["percentiles"], bool):
