@@ -27,8 +27,13 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 def legend_height(width: int) -> tuple[int, int]:
     """(title band, colour bar band) heights in pixels for a picture ``width`` wide."""
-    text = max(11, min(40, width // 45))
+    text = _text_size(width)
     return int(text * 1.9), int(text * 4.4)
+
+
+def _text_size(width: int) -> int:
+    """The legend's text size in pixels for a legend ``width`` wide."""
+    return max(11, min(40, width // 45))
 
 
 def wrap_text(text: str, font: ImageFont.ImageFont, width: float) -> list[str]:
@@ -51,13 +56,23 @@ def wrap_text(text: str, font: ImageFont.ImageFont, width: float) -> list[str]:
     return lines
 
 
+def _sizes(width: int) -> tuple[int, int]:
+    """(picture width, text size) of the legend under a picture ``width`` wide."""
+    width_out = max(width, 240)
+    return width_out, _text_size(width_out)
+
+
+def _fonts(text_size: int) -> tuple[ImageFont.ImageFont, ImageFont.ImageFont]:
+    """The title's font and the smaller one of the ticks and the caption."""
+    return _font(text_size), _font(max(10, int(text_size * 0.8)))
+
+
 @functools.lru_cache(maxsize=64)  # a cohort's heatmaps are laid out twice each: offset, then drawing
 def _layout(width: int, title: str, caption: str) -> tuple[int, int, int, int, tuple, tuple]:
     """(picture width, title band, colour bar band, text size, title lines, caption lines) of `add_legend`."""
-    width_out = max(width, 240)
+    width_out, text_size = _sizes(width)
     top, bottom = legend_height(width_out)
-    text_size = max(11, min(40, width_out // 45))
-    font, small = _font(text_size), _font(max(10, int(text_size * 0.8)))
+    font, small = _fonts(text_size)
     title_lines = wrap_text(title, font, width_out - text_size)
     caption_lines = wrap_text(caption, small, width_out - 2 * text_size)
     top += int(text_size * 1.2) * (len(title_lines) - 1)
@@ -83,9 +98,8 @@ TICK_COUNTS = (5, 3, 2)
 def legend_ticks(scale: ScoreScale, width: int) -> list[tuple[float, str]]:
     """The colour bar's ticks under a picture ``width`` wide: five, or three or two when the labels
     of five would run into each other ("-0.000855-0.000428" under a small picture)."""
-    width_out = max(width, 240)
-    text_size = max(11, min(40, width_out // 45))  # as `_layout`
-    small = _font(max(10, int(text_size * 0.8)))
+    width_out, text_size = _sizes(width)
+    _, small = _fonts(text_size)
     bar = width_out - 2 * text_size - 1
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
     for count in TICK_COUNTS:
@@ -111,7 +125,7 @@ def add_legend(image: np.ndarray, scale: ScoreScale, title: str, label: str = "s
     height, width = image.shape[:2]
     caption = f"{label}: {scale.describe()}"
     width_out, top, bottom, text_size, title_lines, caption_lines = _layout(width, title, caption)
-    font, small = _font(text_size), _font(max(10, int(text_size * 0.8)))
+    font, small = _fonts(text_size)
     line_height = int(text_size * 1.2)
     canvas = Image.new("RGB", (width_out, height + top + bottom), (255, 255, 255))
     canvas.paste(Image.fromarray(image[:, :, :3]), legend_offset(width, scale, title, label))
