@@ -58,9 +58,11 @@ def _cpu_seconds() -> float:
 
 def time_run(
     config_path: Path, workers: int, out_dir: Path, threads: int | None, dask_defaults: bool = False
-) -> tuple[float, float, int, float, float]:
+) -> tuple[float, float, int, float, float, float]:
     """(start seconds, processing seconds, slides done, mean seconds per slide in its worker, CPU
-    seconds per slide in the processes that ran slides) for one cohort run on ``workers`` workers.
+    seconds per slide in the processes that ran slides, CPU seconds per slide of this process while
+    the slides ran on other processes: the scheduler and client, 0 with one worker, which runs here)
+    for one cohort run on ``workers`` workers.
     CPU seconds hardly depend on what else runs on the machine, so they compare the work a slide
     costs in process and in a worker even where the wall clock is noisy.
 
@@ -97,15 +99,17 @@ def time_run(
         def cpu() -> float:
             return sum(client.run(_cpu_seconds).values()) if scheduler is not None else _cpu_seconds()
 
-        cpu_before, started = cpu(), time.perf_counter()
+        cpu_before, driver_before, started = cpu(), _cpu_seconds(), time.perf_counter()
         report = run_cohort(config, workers=1, scheduler=scheduler, progress=False, threads=threads)
         finished = time.perf_counter()
         cpu_used = cpu() - cpu_before
+        driver_used = _cpu_seconds() - driver_before if scheduler is not None else 0.0
     if report.failed:
         raise SystemExit(f"{len(report.failed)} slide(s) failed: {report.failed[0].message}")
     done = max(1, len(report.done))
     per_slide = sum(entry.seconds or 0.0 for entry in report.done) / done
-    return started - start, finished - started, len(report.done), per_slide, cpu_used / done
+    seconds = finished - started
+    return started - start, seconds, len(report.done), per_slide, cpu_used / done, driver_used / done
 
 
 def main() -> None:
@@ -144,7 +148,7 @@ def main() -> None:
         rates: dict[tuple[int, bool], float] = {}
         for repeat in range(args.repeats):  # alternating, so that a change in load hits every run alike
             for workers, defaults in runs:
-                startup, seconds, done, per_slide, cpu = time_run(
+                startup, seconds, done, per_slide, cpu, driver = time_run(
                     config_path, workers, root / f"out_{workers}_{defaults}_{repeat}", args.threads, defaults
                 )
                 rate = done / seconds * 60.0
@@ -153,7 +157,9 @@ def main() -> None:
                 print(
                     f"{workers} worker(s){label}: start {startup:.1f} s, "
                     f"then {done} slides in {seconds:.1f} s = {rate:.1f} slides/min "
-                    f"({per_slide:.2f} s per slide inside a worker, CPU {cpu:.3f} s per slide), "
+                    f"({per_slide:.2f} s per slide inside a worker, CPU {cpu:.3f} s per slide"
+                    + (f", scheduler and client {driver:.3f}" if workers > 1 else "")
+                    + "), "
                     f"load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
