@@ -44,7 +44,8 @@ SUPPORTED_MODELS = (
     "VisionTransformerRelPos, Eva (RoPE ViTs), Beit and "
     "NaFlexVit (attention methods); "
     "Hugging Face ViTForImageClassification / ViTModel, ViT-MSN, DeiT, DINOv2 (with registers), DINOv3, "
-    "CLIP vision, SigLIP vision (and their image classifiers), BEiT, Data2Vec-Vision and I-JEPA models"
+    "CLIP vision (MetaCLIP 2, Chinese-CLIP), SigLIP vision (and their image classifiers), BEiT, "
+    "Data2Vec-Vision and I-JEPA models"
 )
 
 

@@ -269,6 +269,16 @@ def families() -> list[Family]:
             _hf_image_text("CLIPConfig", "CLIPForImageClassification"),
         ),
         Family(
+            "HF MetaClip2VisionModelWithProjection (CLIP's layers)",
+            _hf("MetaClip2VisionConfig", "MetaClip2VisionModelWithProjection", projection_dim=16),
+            headless=True,
+        ),
+        Family(
+            "HF ChineseCLIPVisionModel (CLIP's layers)",
+            _hf("ChineseCLIPVisionConfig", "ChineseCLIPVisionModel"),
+            headless=True,
+        ),
+        Family(
             "HF ViTMSNForImageClassification",
             _hf("ViTMSNConfig", "ViTMSNForImageClassification", num_labels=5),
         ),
