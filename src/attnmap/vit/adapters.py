@@ -224,7 +224,7 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
     adapter = _family_adapter(model)
     if adapter is None:
-        tower = vision_tower_hint(model)  # an image-text model: its tower's attention is readable
+        tower = vision_tower_hint(model, explains)  # an image-text model whose tower attnmap reads
         what = "not as a whole" if tower else ""
         if not tower:
             what, tower = part_hint(model, explains)  # a wrapper around a readable transformer

@@ -55,7 +55,7 @@ def build_twin(model: nn.Module) -> ViTTwin:
     from attnmap.vit.adapters import explains
     from attnmap.vit.unsupported import part_hint, vision_tower_hint
 
-    hint = vision_tower_hint(model) or part_hint(model, explains)[1]
+    hint = vision_tower_hint(model, explains) or part_hint(model, explains)[1]
     raise UnsupportedModelError(
         f"LRP methods need a timm VisionTransformer/VisionTransformerRelPos/Eva/Beit or a Hugging Face "
         f"ViT-family model, got {type(model).__name__}{hint}"
