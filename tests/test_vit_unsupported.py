@@ -103,3 +103,33 @@ def test_an_image_text_model_is_sent_to_its_vision_tower_only_where_attnmap_read
     assert "explain its vision tower (model.vision_model, a CLIPVisionModel)" in str(refused.value)
     direction = torch.randn(32)
     assert attnmap.explain(clip.vision_model, x, method, target=direction).shape[0] == 1
+
+
+class _Wrapper(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_an_lrp_refusal_points_to_a_part_only_for_what_runs_there() -> None:
+    """Qwen3-VL's tower classifier: its encoder runs the attention methods but has no LRP rule, and the
+    LRP refusal said so nowhere (it sent the user there). A wrapped timm ViT: LRP runs on the part."""
+    size = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4)
+    qwen = timm.create_model("qwen3_vit_88m", pretrained=False, num_classes=3, **size).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(UnsupportedModelError) as refused:
+        attnmap.explain(qwen, x, "lrp")
+    message = str(refused.value)
+    assert "model.encoder (a Qwen3VitEncoder)" in message and "attention methods only" in message
+    direction = torch.randn(qwen.encoder(x).shape[1:])
+    with pytest.raises(UnsupportedModelError):
+        attnmap.explain(qwen.encoder, x, "lrp", target=direction)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, **size).eval()
+    with pytest.raises(UnsupportedModelError) as refused:
+        attnmap.explain(_Wrapper(vit), x, "lrp")
+    message = str(refused.value)
+    assert "model.inner (a VisionTransformer)" in message and "attention methods only" not in message
+    assert attnmap.explain(vit, x, "lrp").shape == (1, 32, 32)
