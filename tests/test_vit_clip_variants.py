@@ -12,6 +12,8 @@ import torch
 from test_vit_hf_variants import METHODS, SIZES, TEXT, _assert_same, _direction, _images, _maps, _twin
 from torch import nn
 
+import attnmap
+
 transformers = pytest.importorskip("transformers")
 
 CLIP_TOWER = dict(SIZES, hidden_act="quick_gelu")
@@ -62,3 +64,38 @@ def test_clip_architectures_under_other_names_give_clips_maps(
     model, clip, target = clip_like_pairs[name]
     x = _images(4)
     _assert_same(_maps(model, x, method, target), _maps(clip, x, method, target), method)
+
+
+@pytest.mark.parametrize(
+    ("saved", "loads_as"),
+    [
+        ("MetaClip2VisionModel", "MetaClip2VisionModel"),
+        ("MetaClip2Model", "MetaClip2VisionModelWithProjection"),
+        ("MetaClip2ForImageClassification", "MetaClip2ForImageClassification"),
+        ("ChineseCLIPVisionModel", "ChineseCLIPVisionModel"),
+    ],
+)
+def test_saved_clip_like_folders_load_and_explain(tmp_path, saved: str, loads_as: str) -> None:
+    """hf:FOLDER of these families was refused ('holds a metaclip_2_vision_model; attnmap explains the
+    model types ...') although attnmap reads them; a whole image-text folder gives its vision tower, as
+    a CLIP one does, with exactly the saved weights."""
+    from attnmap.vit.models import load_model
+
+    torch.manual_seed(0)
+    config_name = saved.replace("ForImageClassification", "Model").replace("Model", "Config")
+    config = getattr(transformers, config_name)
+    if "Vision" in saved:
+        built = config(**CLIP_TOWER)
+    else:
+        built = config(vision_config=CLIP_TOWER, text_config=TEXT, num_labels=3)
+    model = getattr(transformers, saved)(built).eval()
+    model.save_pretrained(tmp_path)
+    loaded = load_model(f"hf:{tmp_path}")
+    assert type(loaded).__name__ == loads_as
+    ours = {k.removeprefix("vision_model."): v for k, v in loaded.state_dict().items()}
+    theirs = {k.removeprefix("vision_model."): v for k, v in model.state_dict().items()}
+    assert all(torch.equal(value, theirs[key]) for key, value in ours.items() if key in theirs)
+    x = torch.randn(1, 3, CLIP_TOWER["image_size"], CLIP_TOWER["image_size"])
+    target = 1 if "Classification" in saved else torch.randn(_direction(loaded.double(), x.double()).shape)
+    maps = attnmap.explain(loaded.double(), x.double(), "transformer_attribution", target=target)
+    assert maps.shape == (1, 4, 4) and torch.isfinite(maps).all()
