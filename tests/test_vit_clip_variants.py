@@ -99,3 +99,20 @@ def test_saved_clip_like_folders_load_and_explain(tmp_path, saved: str, loads_as
     target = 1 if "Classification" in saved else torch.randn(_direction(loaded.double(), x.double()).shape)
     maps = attnmap.explain(loaded.double(), x.double(), "transformer_attribution", target=target)
     assert maps.shape == (1, 4, 4) and torch.isfinite(maps).all()
+
+
+def test_a_folder_of_another_family_is_refused_naming_every_type_attnmap_reads(tmp_path) -> None:
+    """The refusal listed HF_MODEL_TYPES only, leaving out the types read as another family's
+    (MetaCLIP 2, Chinese-CLIP) and the image-text folders that give their vision tower."""
+    from attnmap.errors import InputError
+    from attnmap.vit.adapters_hf import SAME_LAYERS
+    from attnmap.vit.models import _HF_VISION_TOWERS, load_model
+
+    torch.manual_seed(0)
+    transformers.MLCDVisionModel(transformers.MLCDVisionConfig(**CLIP_TOWER)).save_pretrained(tmp_path)
+    with pytest.raises(InputError) as refused:
+        load_model(f"hf:{tmp_path}")
+    message = str(refused.value)
+    assert "holds a mlcd_vision_model" in message and "\n" not in message
+    for kind in [*SAME_LAYERS, *_HF_VISION_TOWERS]:
+        assert kind in message, kind

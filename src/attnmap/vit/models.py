@@ -236,7 +236,8 @@ def _hf_model(
     if not readable or cls is None:
         raise InputError(
             f"hf:{directory} holds a {kind or 'model'} ({', '.join(names) or 'no architectures'}); "
-            f"attnmap explains the model types {', '.join(HF_MODEL_TYPES)}"
+            f"attnmap explains the model types {', '.join([*HF_MODEL_TYPES, *SAME_LAYERS])} and the "
+            f"image-text folders {', '.join(_HF_VISION_TOWERS)} (their vision tower or image classifier)"
         )
     extra: dict[str, Any] = {}
     if num_classes is not None:
