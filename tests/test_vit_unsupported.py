@@ -75,3 +75,61 @@ def test_vit_mae_is_refused_with_the_model_its_weights_load_into() -> None:
         ours = mae(pixel_values=x, noise=in_order).last_hidden_state
         torch.testing.assert_close(ours, vit(pixel_values=x).last_hidden_state)
     assert attnmap.explain(vit, x, "rollout").shape == (1, 4, 4)
+
+
+@pytest.mark.parametrize("method", ["rollout", "lrp"])
+def test_an_image_text_model_is_sent_to_its_vision_tower_only_where_attnmap_reads_it(method: str) -> None:
+    """SigLIP 2's classifier was told to explain its vision tower (a Siglip2VisionModel), which attnmap
+    refuses in turn; CLIP's is sent to its tower, which runs every method."""
+    transformers = pytest.importorskip("transformers")
+    layers = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+    tower = dict(layers, intermediate_size=64, patch_size=8)
+    text = dict(layers, intermediate_size=32, vocab_size=64)
+    torch.manual_seed(0)
+    siglip2 = transformers.Siglip2ForImageClassification(
+        transformers.Siglip2Config(vision_config=dict(tower, num_patches=16), text_config=text, num_labels=3)
+    ).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(UnsupportedModelError) as refused:
+        attnmap.explain(siglip2, x, method)
+    message = str(refused.value)
+    assert "\n" not in message and "explain its vision tower" not in message
+    assert "Siglip2Attention" in message or "got Siglip2ForImageClassification" in message
+    clip = transformers.CLIPModel(
+        transformers.CLIPConfig(vision_config=dict(tower, image_size=32), text_config=text)
+    ).eval()
+    with pytest.raises(UnsupportedModelError) as refused:
+        attnmap.explain(clip, x, method)
+    assert "explain its vision tower (model.vision_model, a CLIPVisionModel)" in str(refused.value)
+    direction = torch.randn(32)
+    assert attnmap.explain(clip.vision_model, x, method, target=direction).shape[0] == 1
+
+
+class _Wrapper(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_an_lrp_refusal_points_to_a_part_only_for_what_runs_there() -> None:
+    """Qwen3-VL's tower classifier: its encoder runs the attention methods but has no LRP rule, and the
+    LRP refusal said so nowhere (it sent the user there). A wrapped timm ViT: LRP runs on the part."""
+    size = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4)
+    qwen = timm.create_model("qwen3_vit_88m", pretrained=False, num_classes=3, **size).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(UnsupportedModelError) as refused:
+        attnmap.explain(qwen, x, "lrp")
+    message = str(refused.value)
+    assert "model.encoder (a Qwen3VitEncoder)" in message and "attention methods only" in message
+    direction = torch.randn(qwen.encoder(x).shape[1:])
+    with pytest.raises(UnsupportedModelError):
+        attnmap.explain(qwen.encoder, x, "lrp", target=direction)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, **size).eval()
+    with pytest.raises(UnsupportedModelError) as refused:
+        attnmap.explain(_Wrapper(vit), x, "lrp")
+    message = str(refused.value)
+    assert "model.inner (a VisionTransformer)" in message and "attention methods only" not in message
+    assert attnmap.explain(vit, x, "lrp").shape == (1, 32, 32)

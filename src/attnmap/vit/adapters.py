@@ -44,7 +44,8 @@ SUPPORTED_MODELS = (
     "VisionTransformerRelPos, Eva (RoPE ViTs), Beit and "
     "NaFlexVit (attention methods); "
     "Hugging Face ViTForImageClassification / ViTModel, ViT-MSN, DeiT, DINOv2 (with registers), DINOv3, "
-    "CLIP vision, SigLIP vision (and their image classifiers), BEiT, Data2Vec-Vision and I-JEPA models"
+    "CLIP vision (MetaCLIP 2, Chinese-CLIP), SigLIP vision (and their image classifiers), BEiT, "
+    "Data2Vec-Vision and I-JEPA models"
 )
 
 
@@ -223,7 +224,7 @@ def adapter_for(model: nn.Module) -> ViTAdapter:
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
     adapter = _family_adapter(model)
     if adapter is None:
-        tower = vision_tower_hint(model)  # an image-text model: its tower's attention is readable
+        tower = vision_tower_hint(model, explains)  # an image-text model whose tower attnmap reads
         what = "not as a whole" if tower else ""
         if not tower:
             what, tower = part_hint(model, explains)  # a wrapper around a readable transformer

@@ -10,7 +10,7 @@ which transformers renames between major versions:
 
 | model_type | prefix tokens | query row |
 |---|---|---|
-| vit, vit_msn, clip_vision_model | CLS | CLS |
+| vit, vit_msn, clip_vision_model (MetaCLIP 2, Chinese-CLIP) | CLS | CLS |
 | deit | CLS + distillation | CLS (as for timm's distilled DeiT) |
 | dinov2(_with_registers) | CLS (+ registers) | CLS; classifier: ½ CLS + ½ patch mean (concat read-out) |
 | dinov3_vit | CLS + registers | CLS (RoPE on the patch tokens' q and k) |
@@ -47,10 +47,18 @@ HF_MODEL_TYPES = (
 BEIT_TYPES = ("beit", "data2vec-vision")  # Data2Vec-Vision is BEiT's architecture under another name
 
 
+# model types whose vision transformer is another's layer for layer (names, norms, MLP, pooling): read
+# as that one. MetaCLIP 2's and Chinese-CLIP's towers were refused as attention of an unknown kind
+SAME_LAYERS = {
+    "metaclip_2_vision_model": "clip_vision_model", "chinese_clip_vision_model": "clip_vision_model"
+}
+
 # image-text families whose image classifier is their vision tower + a linear head on the mean of
 # the patch tokens (SigLIP: every token, there is no class token; CLIP: the tokens after its class
 # token, before its post-layernorm): the tower's model type gives the token layout
-IMAGE_TEXT_CLASSIFIERS = {"siglip": "siglip_vision_model", "clip": "clip_vision_model"}
+IMAGE_TEXT_CLASSIFIERS = {
+    "siglip": "siglip_vision_model", "clip": "clip_vision_model", "metaclip_2": "clip_vision_model"
+}
 
 
 def layout(model: nn.Module) -> tuple[str, Any]:
@@ -61,7 +69,7 @@ def layout(model: nn.Module) -> tuple[str, Any]:
     kind = str(config.model_type)
     if kind in IMAGE_TEXT_CLASSIFIERS and "ForImageClassification" in type(model).__name__:
         return IMAGE_TEXT_CLASSIFIERS[kind], config.vision_config
-    return kind, config
+    return SAME_LAYERS.get(kind, kind), config
 
 
 def is_hf_vision_model(model: nn.Module) -> bool:

@@ -161,7 +161,11 @@ def _classifier_size(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int
 
 
 # a full image-text model saved in the directory: the vision tower attnmap explains
-_HF_VISION_TOWERS = {"clip": "CLIPVisionModelWithProjection", "siglip": "SiglipVisionModel"}
+_HF_VISION_TOWERS = {
+    "clip": "CLIPVisionModelWithProjection",
+    "siglip": "SiglipVisionModel",
+    "metaclip_2": "MetaClip2VisionModelWithProjection",
+}
 
 
 def _vit_mae_recipe(path: Path, transformers: Any, config: Mapping[str, Any], names: list[str]) -> str:
@@ -192,12 +196,12 @@ def _hf_model(
 ) -> nn.Module:
     """The model class the directory was saved from (its config's ``architectures``), weights checked.
 
-    Any supported family (see `attnmap.vit.adapters_hf.HF_MODEL_TYPES`); a full CLIP/SigLIP model
-    gives its vision tower, their image classifiers the whole classifier. ``state`` (a checkpoint
-    given beside the folder) replaces the folder's weights, read by transformers so that both its
-    saved and its in-memory key names load (the latter also from under a prefix, by
-    `attnmap.checkpoint.fit_state_dict`). Missing
-    or mis-shaped weights are an error (a silently half-random model would explain nothing), except
+    Any supported family (see `attnmap.vit.adapters_hf.HF_MODEL_TYPES`, `SAME_LAYERS`); a full
+    CLIP/SigLIP/MetaCLIP 2 model gives its vision tower, their image classifiers the whole classifier.
+    ``state`` (a checkpoint given beside the folder) replaces the folder's weights, read by
+    transformers so that both its saved and its in-memory key names load (the latter also from under
+    a prefix, by `attnmap.checkpoint.fit_state_dict`). Missing or mis-shaped weights are an error (a
+    silently half-random model would explain nothing), except
     a classifier head replaced for ``num_classes``.
     """
     path = Path(directory)
@@ -207,20 +211,21 @@ def _hf_model(
         import transformers
     except ImportError:
         raise InputError("hf: models need the 'transformers' package (pip install attnmap[hf])") from None
-    from attnmap.vit.adapters_hf import HF_MODEL_TYPES
+    from attnmap.vit.adapters_hf import HF_MODEL_TYPES, SAME_LAYERS
 
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as error:
         raise InputError(f"cannot read hf:{directory}/config.json: {error}") from None
     kind = str(config.get("model_type", ""))
+    readable = SAME_LAYERS.get(kind, kind) in HF_MODEL_TYPES or kind in _HF_VISION_TOWERS
     names = [str(name) for name in config.get("architectures") or []]
     # a full image-text model gives its vision tower; its image classifier (SiglipForImageClassification,
     # CLIPForImageClassification: the tower and a head) is explained whole
     tower = kind in _HF_VISION_TOWERS and not (names and names[0].endswith("ForImageClassification"))
     name = (_HF_VISION_TOWERS[kind] if tower else None) or (names[0] if names else _hf_base_class(kind))
     cls = getattr(transformers, name, None) if name else None
-    if cls is None and name and (kind in HF_MODEL_TYPES or kind in _HF_VISION_TOWERS):
+    if cls is None and name and readable:
         # the folder's own modelling code (config.json's auto_map): never run here
         raise InputError(
             f"hf:{directory}: its config.json names {name}, a class transformers {transformers.__version__} "
@@ -228,10 +233,11 @@ def _hf_model(
         )
     if kind == "vit_mae":
         raise InputError(_vit_mae_recipe(path, transformers, config, names))
-    if (kind not in HF_MODEL_TYPES and kind not in _HF_VISION_TOWERS) or cls is None:
+    if not readable or cls is None:
         raise InputError(
             f"hf:{directory} holds a {kind or 'model'} ({', '.join(names) or 'no architectures'}); "
-            f"attnmap explains the model types {', '.join(HF_MODEL_TYPES)}"
+            f"attnmap explains the model types {', '.join([*HF_MODEL_TYPES, *SAME_LAYERS])} and the "
+            f"image-text folders {', '.join(_HF_VISION_TOWERS)} (their vision tower or image classifier)"
         )
     extra: dict[str, Any] = {}
     if num_classes is not None:

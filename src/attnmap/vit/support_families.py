@@ -269,6 +269,16 @@ def families() -> list[Family]:
             _hf_image_text("CLIPConfig", "CLIPForImageClassification"),
         ),
         Family(
+            "HF MetaClip2VisionModelWithProjection (CLIP's layers)",
+            _hf("MetaClip2VisionConfig", "MetaClip2VisionModelWithProjection", projection_dim=16),
+            headless=True,
+        ),
+        Family(
+            "HF ChineseCLIPVisionModel (CLIP's layers)",
+            _hf("ChineseCLIPVisionConfig", "ChineseCLIPVisionModel"),
+            headless=True,
+        ),
+        Family(
             "HF ViTMSNForImageClassification",
             _hf("ViTMSNConfig", "ViTMSNForImageClassification", num_labels=5),
         ),
@@ -283,71 +293,3 @@ def families() -> list[Family]:
         ),
     ]
     return result
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A configuration attnmap refuses for ``method``, listed with the message the user sees."""
-
-    label: str
-    build: Callable[[], nn.Module]
-    method: str
-    headless: bool = False
-
-
-def refused() -> list[Refusal]:
-    """Configurations with no rule (model, method): the user gets a one-line UnsupportedModelError."""
-    from timm.models.vision_transformer import ParallelScalingBlock, ParallelThingsBlock, ResPostBlock
-
-    return [
-        Refusal(
-            "timm ViT with post-norm blocks (ResPostBlock)", lambda: _timm_vit(block_fn=ResPostBlock), "lrp"
-        ),
-        Refusal(
-            "timm ViT global_pool='prr' (AttentionPoolPrr)", lambda: _timm_vit(global_pool="prr"), "attention"
-        ),
-        Refusal(
-            "timm ViT-22B parallel blocks (ParallelScalingBlock; the 4 attention methods run)",
-            lambda: _timm_vit(block_fn=ParallelScalingBlock),
-            "lrp",
-        ),
-        Refusal(
-            "timm ViT parallel blocks (ParallelThingsBlock)",
-            lambda: _timm_vit(block_fn=ParallelThingsBlock),
-            "attention",
-        ),
-        Refusal("timm hybrid ViT, CNN stem (HybridEmbed; the 4 attention methods run)", _timm_hybrid, "lrp"),
-        Refusal(
-            "timm ViT attn_layer='diff' (DiffAttention)", lambda: _timm_vit(attn_layer="diff"), "attention"
-        ),
-        Refusal(
-            "timm cait_* (talking-heads and class-attention blocks)",
-            _timm_named("cait_xxs24_224", depth_token_only=1),
-            "attention",
-        ),
-        Refusal(
-            "timm xcit_* (cross-covariance attention)",
-            _timm_named("xcit_nano_12_p16_224", cls_attn_layers=1),
-            "attention",
-        ),
-        Refusal(
-            "timm samvit_* (windowed attention)",
-            _timm_named("samvit_base_patch16", window_size=2, global_attn_indexes=(1,), neck_chans=16),
-            "attention",
-        ),
-        Refusal(
-            "timm swin_* (shifted windows)",
-            _timm_named(
-                "swin_tiny_patch4_window7_224", depths=(1, 1), num_heads=(2, 2), window_size=2, depth=None
-            ),
-            "attention",
-        ),
-        Refusal(
-            "timm naflexvit_* (the 4 attention methods run)", _timm_named("naflexvit_base_patch16_gap"), "lrp"
-        ),
-        Refusal(
-            "a CNN (no attention blocks)",
-            lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()),
-            "attention",
-        ),
-    ]

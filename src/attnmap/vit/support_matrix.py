@@ -20,7 +20,8 @@ from torch import nn
 from attnmap.errors import UnsupportedModelError
 from attnmap.vit.explain import FlatMapWarning, explain
 from attnmap.vit.registry import methods
-from attnmap.vit.support_families import PATCH, SIZE, Family, families, refused
+from attnmap.vit.support_families import PATCH, SIZE, Family, families
+from attnmap.vit.support_refused import refused
 from attnmap.vit.targets import output_tensor
 
 __all__ = ["Family", "families", "refused", "images", "build", "check", "results", "table", "main"]

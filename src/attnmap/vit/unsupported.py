@@ -24,14 +24,17 @@ def attention_hint(model: nn.Module) -> str:
     return "no attention modules"
 
 
-def vision_tower_hint(model: nn.Module) -> str:
+def vision_tower_hint(model: nn.Module, explains: Callable[[nn.Module], bool]) -> str:
     """For a Hugging Face image-text model (CLIP, SigLIP pairs and their classifiers): where its
-    vision transformer is, which attnmap can explain."""
+    vision transformer is, when ``explains`` says attnmap reads it. Why the check: SigLIP 2's
+    classifier was sent to its tower, a Siglip2VisionModel, which attnmap refuses in turn."""
     if getattr(getattr(model, "config", None), "vision_config", None) is None:
         return ""
     tower = getattr(model, "vision_model", None)
-    inner = f" (model.vision_model, a {type(tower).__name__})" if isinstance(tower, nn.Module) else ""
-    return f"; it is an image-text model: explain its vision tower{inner}"
+    if not isinstance(tower, nn.Module) or not explains(tower):
+        return ""
+    where = f"model.vision_model, a {type(tower).__name__}"
+    return f"; it is an image-text model: explain its vision tower ({where})"
 
 
 def part_hint(model: nn.Module, explains: Callable[[nn.Module], bool]) -> tuple[str, str]:

@@ -52,14 +52,32 @@ def build_twin(model: nn.Module) -> ViTTwin:
         from attnmap.vit.lrp.readers_hf import HFTwin  # imports this module: import here
 
         return HFTwin(model)
+    raise UnsupportedModelError(
+        f"LRP methods need a timm VisionTransformer/VisionTransformerRelPos/Eva/Beit or a Hugging Face "
+        f"ViT-family model, got {type(model).__name__}{_readable_part(model)}"
+    )
+
+
+def _readable_part(model: nn.Module) -> str:
+    """Where in ``model`` LRP runs (its vision tower, the transformer it wraps); else the part the
+    attention methods read, said to be theirs only. Why: a Qwen3-VL / DeepSeek tower classifier's
+    LRP refusal sent the user to model.encoder, whose LRP is refused in turn."""
     from attnmap.vit.adapters import explains
     from attnmap.vit.unsupported import part_hint, vision_tower_hint
 
-    hint = vision_tower_hint(model) or part_hint(model, explains)[1]
-    raise UnsupportedModelError(
-        f"LRP methods need a timm VisionTransformer/VisionTransformerRelPos/Eva/Beit or a Hugging Face "
-        f"ViT-family model, got {type(model).__name__}{hint}"
-    )
+    hint = vision_tower_hint(model, _has_twin) or part_hint(model, _has_twin)[1]
+    if hint:
+        return hint
+    hint = vision_tower_hint(model, explains) or part_hint(model, explains)[1]
+    return f"{hint} (attention methods only: it has no LRP rule)" if hint else ""
+
+
+def _has_twin(module: nn.Module) -> bool:
+    try:
+        build_twin(module)
+    except UnsupportedModelError:
+        return False
+    return True
 
 
 def _repeat_heads(
