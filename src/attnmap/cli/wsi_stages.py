@@ -1,0 +1,195 @@
+"""``attnmap wsi segment|patch|features``: one pipeline stage at a time over the slides given.
+
+Why apart from `attnmap.cli.wsi`: these three commands share their options (generated from the
+configuration dataclasses, so each default lives once), the configuration they build and the loop
+over slides; ``heatmap``, ``run`` and the interchange commands share none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from attnmap.cli.options import (
+    dataclass_options,
+    device_option,
+    from_options,
+    out_option,
+    parse_options,
+    quiet,
+    resolved_device,
+)
+from attnmap.wsi.parameters import DEFAULTS as TISSUE_DEFAULTS
+from attnmap.wsi.pipeline.config import (
+    FeaturesConfig,
+    PatchingConfig,
+    PipelineConfig,
+    RunConfig,
+    SegmentationConfig,
+    check_roi_folder,
+)
+
+FLAGS = {"segmentation.level": "seg-level", "patching.level": "patch-level", "features.save_pt": "pt"}
+"""The options named otherwise than their configuration field (dotted key → option name)."""
+
+
+def _flags(section: str) -> dict[str, str]:
+    return {key.split(".", 1)[1]: flag for key, flag in FLAGS.items() if key.startswith(section + ".")}
+
+
+_segmentation_options = dataclass_options(
+    SegmentationConfig, "segmentation", flags=_flags("segmentation"), shown_defaults=TISSUE_DEFAULTS
+)
+_patching_options = dataclass_options(PatchingConfig, "patching", flags=_flags("patching"))
+_features_options = dataclass_options(
+    FeaturesConfig, "features", skip=("seed", "encoder_args"), flags=_flags("features")
+)
+_encoder_arg_option = click.option(
+    "--encoder-arg",
+    "encoder_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Argument of a timm encoder architecture (repeatable), e.g. init_values=1e-5, "
+    "mlp_layer=SwiGLUPacked; of an hf:FOLDER encoder, its readout, e.g. readout=cls_and_patch_mean "
+    "(features.encoder_args).",
+)
+_slides_argument = click.argument(
+    "slides", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)  # a folder: a DICOM WSI
+_out_option = out_option("Output folder (the `wsi run` layout).")
+
+
+def _config(options: dict[str, Any], out_dir: Path) -> PipelineConfig:
+    """A `PipelineConfig` from command-line options (no slide list or model needed for single stages)."""
+    config = PipelineConfig()
+    config.segmentation = SegmentationConfig(**from_options(SegmentationConfig, "segmentation", options))
+    config.segmentation.resolved()  # a preset that disagrees with a given value is an error now
+    if "patching__patch_size" in options:
+        config.patching = PatchingConfig(**from_options(PatchingConfig, "patching", options))
+        check_roi_folder(config.patching.roi_annotations)
+    if "features__encoder" in options:
+        values = from_options(FeaturesConfig, "features", options)
+        values["checkpoint"] = str(values["checkpoint"]) if values["checkpoint"] else None
+        values["encoder_args"] = parse_options(options.pop("encoder_args", ()), "--encoder-arg")
+        config.features = FeaturesConfig(**values)
+    config.run = RunConfig(output_dir=str(out_dir), device=options.get("device") or "auto")
+    return config
+
+
+def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any, Any, Any], str]) -> None:
+    """Run ``work(slide, entry, config, outputs)`` for each slide with a progress bar; echo its summary."""
+    from tqdm.auto import tqdm
+
+    from attnmap.lock import folder_lock
+    from attnmap.wsi.pipeline.config import SlideEntry
+    from attnmap.wsi.pipeline.outputs import SlideOutputs
+    from attnmap.wsi.setting_names import option_names
+    from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.slide_files import dicom_instance, slide_name
+
+    entries = []
+    for path in slides:
+        if path.is_dir():  # a DICOM WSI: its level-0 instance, named after the folder
+            instance = dicom_instance(path)
+            if instance is None:
+                raise click.BadParameter(f"{path} is a folder without DICOM files, not a slide",
+                                         param_hint="SLIDES")
+            entries.append(SlideEntry(str(instance), slide_name(path)))
+        else:
+            entries.append(SlideEntry(str(path), slide_name(path)))
+    ids = [entry.slide_id for entry in entries]
+    if len(set(ids)) != len(ids):
+        raise click.BadParameter(
+            "two slides share a file name (stem); outputs would collide", param_hint="SLIDES"
+        )
+    with folder_lock(config.run.output_dir, "attnmap wsi"), option_names(FLAGS):  # hints name options
+        for entry in tqdm(entries, desc="slides", unit="slide", disable=quiet() or len(slides) < 2):
+            outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+            outputs.remove_temporaries()
+            with open_slide(entry.path) as slide:
+                tqdm.write(f"{entry.slide_id}: {work(slide, entry, config, outputs)}")  # not inside the bar
+
+
+@click.command()
+@_slides_argument
+@_out_option
+@_segmentation_options
+def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
+    """Tissue segmentation: tissue/<slide>.json (level-0 contours) and tissue/<slide>_mask.png."""
+    from attnmap.io_utils import save_png
+    from attnmap.provenance import provenance
+    from attnmap.wsi.pipeline.fingerprint import StageFingerprints
+    from attnmap.wsi.pipeline.stages import tissue_stage
+
+    def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
+        prints = StageFingerprints(entry, config)
+        tissue, ran = tissue_stage(slide, entry, config, outputs, prints, progress=not quiet())
+        mask_png = outputs.tissue_mask
+        # the tissue's fingerprint: `wsi patch` may have remade the tissue file without a mask
+        if ran or prints.tissue.check(mask_png) is not None:
+            mask = tissue.seg_mask().astype("uint8") * 255
+            record = provenance(
+                method="segment_tissue", parameters=tissue.parameters, slide=Path(entry.path).name
+            )
+            save_png(mask_png, mask, {**record, **prints.tissue.record()})
+        state = "segmented" if ran else "already segmented"
+        found = f"{len(tissue.contours)} tissue region(s), {tissue.fraction():.1%} tissue"
+        return f"{state}, {found} -> {outputs.tissue}" + (f" ({ran})" if ran else "")
+
+    _each_slide(slides, _config(options, out_dir), work)
+
+
+@click.command()
+@_slides_argument
+@_out_option
+@_segmentation_options
+@_patching_options
+def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
+    """Patch grid on the tissue: patches/<slide>.h5 (`coords` with CLAM's attributes)."""
+    from attnmap.wsi.pipeline.stages import patch_stage, tissue_stage
+
+    def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
+        tissue, _ = tissue_stage(slide, entry, config, outputs, progress=not quiet())
+        coords, ran = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
+        state = "patched" if ran else "already patched"
+        return f"{state}: {len(coords)} patches -> {outputs.patches}" + (f" ({ran})" if ran else "")
+
+    _each_slide(slides, _config(options, out_dir), work)
+
+
+@click.command()
+@_slides_argument
+@_out_option
+@_features_options
+@_encoder_arg_option
+@device_option()
+@_segmentation_options
+@_patching_options
+def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
+    """Patch features: features/h5_files/<slide>.h5 (`features`, `coords`) and pt_files/<slide>.pt.
+
+    Reuses tissue/ and patches/ from --out-dir when present; skips slides whose features exist."""
+    from attnmap.wsi.pipeline.outputs import remove_pt, unasked_pt
+    from attnmap.wsi.pipeline.stages import features_stage, patch_stage, tissue_stage
+
+    device = resolved_device(options["device"])
+
+    def work(slide: Any, entry: Any, config: Any, outputs: Any) -> str:
+        stale_pt = unasked_pt(outputs, config)  # --no-pt after a run that wrote one: not this run's
+        if stale_pt:
+            remove_pt(outputs)
+        tissue, _ = tissue_stage(slide, entry, config, outputs, progress=not quiet())
+        coords, _ = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
+        values, ran = features_stage(coords, entry, config, outputs, device, progress=not quiet())
+        state = "extracted" if ran else "already extracted"
+        found = f"{values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
+        removed = f"; removed {outputs.features_pt} (--no-pt)" if stale_pt else ""
+        return f"{state}: {found}" + (f" ({ran})" if ran else "") + removed
+
+    from attnmap.architecture_hints import argument_form
+
+    with argument_form("--encoder-arg"):  # a checkpoint that does not fit: the arguments it needs
+        _each_slide(slides, _config(options, out_dir), work)
