@@ -42,7 +42,7 @@ def run(config_yaml: Path, out_dir: Path | None, force: bool, **options: Any) ->
     stop the others (exit status 1)."""
     from tqdm.auto import tqdm
 
-    from attnmap.wsi.pipeline.cohort import run_cohort, slide_summaries
+    from attnmap.wsi.pipeline.cohort import failure_lines, run_cohort, slide_summaries
     from attnmap.wsi.pipeline.config import load_config, read_slide_list
 
     overrides = from_options(RunConfig, "run", options, drop_unset=True)
@@ -57,9 +57,9 @@ def run(config_yaml: Path, out_dir: Path | None, force: bool, **options: Any) ->
         f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed; "
         f"predictions: {out / 'predictions.csv'}; report: {out / 'run_report.json'}"
     )
-    for entry in report.failed:
-        tqdm.write(f"  failed: {entry.item}: {entry.error_type}: {entry.message}", file=sys.stderr)
     if report.failed:
+        for line in failure_lines(report):
+            tqdm.write(line, file=sys.stderr)
         raise SystemExit(1)  # click returns (not raises) ctx.exit codes when not standalone
 
 

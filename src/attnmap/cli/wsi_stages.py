@@ -80,14 +80,50 @@ def _config(options: dict[str, Any], out_dir: Path) -> PipelineConfig:
 
 
 def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any, Any, Any], str]) -> None:
-    """Run ``work(slide, entry, config, outputs)`` for each slide with a progress bar; echo its summary."""
+    """Run ``work(slide, entry, config, outputs)`` for each slide with a progress bar; echo its summary.
+
+    A slide that fails (an unreadable file, no tissue, ...) does not stop the slides after it: as in
+    `wsi run`, its failure is recorded (`attnmap.parallel.run_item`) and named in its line, and the
+    command ends with the failures and exit status 1. One slide given: its failure is the
+    command's own error (one line, status 2), as for any other command."""
     from tqdm.auto import tqdm
 
     from attnmap.lock import folder_lock
-    from attnmap.wsi.pipeline.config import SlideEntry
-    from attnmap.wsi.pipeline.outputs import SlideOutputs
+    from attnmap.parallel import ItemResult, RunReport, describe_item, record_outcome, run_item
+    from attnmap.wsi.pipeline.cohort import failure_lines, slide_line
     from attnmap.wsi.setting_names import option_names
-    from attnmap.wsi.slide import open_slide
+
+    entries = _entries(slides)
+
+    def one(entry: Any) -> dict[str, str]:
+        from attnmap.wsi.pipeline.outputs import SlideOutputs
+        from attnmap.wsi.slide import open_slide
+
+        outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
+        outputs.remove_temporaries()
+        with open_slide(entry.path) as slide:
+            return {"summary": f"{entry.slide_id}: {work(slide, entry, config, outputs)}"}
+
+    report = RunReport()
+    with folder_lock(config.run.output_dir, "attnmap wsi"), option_names(FLAGS):  # hints name options
+        if len(entries) == 1:
+            tqdm.write(one(entries[0])["summary"])
+            return
+        for entry in tqdm(entries, desc="slides", unit="slide", disable=quiet()):
+            item = ItemResult(item=describe_item(entry), status="pending", item_id=entry.slide_id)
+            record_outcome(item, run_item(one, entry))
+            report.items.append(item)
+            tqdm.write(slide_line(entry.slide_id, item))  # not inside the bar
+    if report.failed:
+        for line in failure_lines(report):
+            click.echo(line, err=True)
+        raise SystemExit(1)  # click returns (not raises) ctx.exit codes when not standalone
+
+
+def _entries(slides: tuple[Path, ...]) -> list[Any]:
+    """The `SlideEntry` of each slide given (a folder: a DICOM WSI); ids that would share outputs
+    are refused before any work."""
+    from attnmap.wsi.pipeline.config import SlideEntry
     from attnmap.wsi.slide_files import dicom_instance, slide_name
 
     entries = []
@@ -105,12 +141,7 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
         raise click.BadParameter(
             "two slides share a file name (stem); outputs would collide", param_hint="SLIDES"
         )
-    with folder_lock(config.run.output_dir, "attnmap wsi"), option_names(FLAGS):  # hints name options
-        for entry in tqdm(entries, desc="slides", unit="slide", disable=quiet() or len(slides) < 2):
-            outputs = SlideOutputs(Path(config.run.output_dir), entry.slide_id)
-            outputs.remove_temporaries()
-            with open_slide(entry.path) as slide:
-                tqdm.write(f"{entry.slide_id}: {work(slide, entry, config, outputs)}")  # not inside the bar
+    return entries
 
 
 @click.command()

@@ -1,0 +1,51 @@
+"""`attnmap wsi segment|patch|features` over several slides: one slide's failure does not stop the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from cli_runner import run_cli as cli
+from PIL import Image
+from synthetic_slide_files import write_test_slide, write_tiny_encoder
+
+SEGMENT = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
+PATCH = ["--patch-size", "64"]
+
+
+def test_a_failing_slide_is_named_and_the_slides_after_it_are_done(tmp_path: Path, capsys) -> None:
+    """`wsi segment a broken b` stopped at the broken file: b was never segmented."""
+    first = write_test_slide(tmp_path / "a.tif", seed=1)
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff at all")
+    last = write_test_slide(tmp_path / "b.tif", seed=2)
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "wsi", "segment", first, broken, last, "-o", out, *SEGMENT)
+    assert code == 1, err
+    assert (out / "tissue" / "a.json").is_file() and (out / "tissue" / "b.json").is_file()
+    assert "a: segmented" in stdout and "b: segmented" in stdout
+    failed = [line for line in stdout.splitlines() if line.startswith("broken: failed: ")]
+    assert len(failed) == 1
+    assert "1 of 3 slides failed: broken" in err and f"failed: {broken}: " in err and "Traceback" not in err
+
+
+def test_a_slide_without_tissue_fails_alone_in_each_stage(tmp_path: Path, capsys) -> None:
+    """A blank slide among others: `wsi patch` and `wsi features` name it and do the others."""
+    first = write_test_slide(tmp_path / "a.tif", seed=1)
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((384, 512, 3), 245, dtype=np.uint8)).save(blank)
+    last = write_test_slide(tmp_path / "b.tif", seed=2)
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "wsi", "patch", first, blank, last, "-o", out, *SEGMENT, *PATCH)
+    assert code == 1 and "1 of 3 slides failed: blank" in err, err
+    assert "blank: failed: InputError: " in stdout
+    assert (out / "patches" / "a.h5").is_file() and (out / "patches" / "b.h5").is_file()
+    encoder = write_tiny_encoder(tmp_path / "enc.pt")
+    code, stdout, err = cli(capsys, "wsi", "features", blank, first, last, "-o", out, "--encoder", encoder,
+                            "--input-size", "32", "--device", "cpu", *SEGMENT, *PATCH)
+    assert code == 1 and "1 of 3 slides failed: blank" in err, err
+    features = out / "features" / "h5_files"
+    assert (features / "a.h5").is_file() and (features / "b.h5").is_file()
+    # one slide given: its failure is the command's error, one line and status 2, as before
+    code, _, err = cli(capsys, "wsi", "patch", blank, "-o", out, *SEGMENT, *PATCH)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "slides failed" not in err
