@@ -212,7 +212,8 @@ def _encoder_checks(config: PipelineConfig) -> None:
 
 def _check_model(model: ModelConfig) -> None:
     """Read the checkpoint now (cached for the run), so a corrupt or foreign file, or class names
-    that do not match its classes, stop the run before any slide is touched."""
+    that do not match its classes, stop the run before any slide is touched. Without
+    ``class_names``, those of the ``model.json`` `mil train` wrote beside the checkpoint are taken."""
     from attnmap.checkpoint import cached_clam
 
     try:
@@ -225,3 +226,7 @@ def _check_model(model: ModelConfig) -> None:
             f"model.class_names has {len(model.class_names)} name(s) but model.checkpoint "
             f"{model.checkpoint} has {clam.n_classes} classes"
         )
+    if not model.class_names:  # what `mil train` recorded, read as `mil attention` reads it
+        from attnmap.mil.fold_files import class_names_for
+
+        model.class_names = class_names_for(Path(model.checkpoint), clam, setting="model.class_names") or []
