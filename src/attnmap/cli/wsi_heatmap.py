@@ -50,6 +50,9 @@ STYLE_FIELDS = tuple(item.name for item in dataclasses.fields(HeatmapStyle))
     default=None,
     help="A CLAM (SB/MB) or ABMIL checkpoint (with --features).",
 )
+@click.option("--class-names", default=None, metavar="NAME,NAME,...",
+              help="Name of each class index of --model, for the predicted class in the title "
+                   "[default: class_names of the model.json that mil train wrote beside the checkpoint].")
 @out_option("Output folder: <slide>_heatmap.png (and .tif).")
 @click.option(
     "--patch-size",
@@ -72,6 +75,7 @@ def heatmap(
     scores: Path | None,
     features_h5: Path | None,
     model: Path | None,
+    class_names: str | None,
     out_dir: Path,
     patch_size: int | None,
     tissue_json: Path | None,
@@ -99,6 +103,8 @@ def heatmap(
         raise click.UsageError("give either --scores, or --features together with --model")
     if scores is None and method != "attention":  # never dropped silently: the model's attention is drawn
         raise InputError("--method picks a score set of --scores; with --features the attention is drawn")
+    if model is None and class_names is not None:
+        raise InputError("--class-names names the classes of --model; --scores carry no prediction")
     drawn = {**asdict(style), "patch_size": patch_size, "scale": files["scale"]}
     with open_slide(slide) as opened:  # before any drawing: another slide's mask colours wrong places
         tissue = load_tissue(tissue_json, of_slide=opened) if tissue_json else None
@@ -115,6 +121,7 @@ def heatmap(
         label = "score"
     else:
         from attnmap.mil import infer_bag, load_mil, read_bag
+        from attnmap.mil.fold_files import class_names_for
 
         # the MIL reader: CLAM / TRIDENT / attnmap h5 alike, and an empty, non-finite or
         # mismatched bag is named before the model runs
@@ -124,6 +131,7 @@ def heatmap(
         coords = bag.coords
         target = resolved_device(device)
         clam = load_mil(model).eval().to(target)  # CLAM_SB / CLAM_MB or ABMIL
+        names = class_names_for(model, clam, class_names)  # before the model runs: a misfit is refused
         try:
             bag_result = infer_bag(clam, bag.features.to(target))
         except InputError as error:  # e.g. 512-d features for a 1024-d model: say which bag
@@ -132,12 +140,14 @@ def heatmap(
         with open_slide(slide) as opened:
             stored_patch = recorded_patch_size(features_patch_size, features_h5, opened, patch_size)
         probability = float(bag_result.probs.reshape(-1)[bag_result.prediction])
-        title = (f"{slide_name(slide)} · CLAM attention ({model.name}) · predicted class "
-                 f"{bag_result.prediction} (p = {probability:.3f})")
+        predicted = names[bag_result.prediction] if names else f"class {bag_result.prediction}"
+        title = (f"{slide_name(slide)} · CLAM attention ({model.name}) · predicted {predicted} "
+                 f"(p = {probability:.3f})")
         label = "attention"
         record = provenance(
             method="clam_attention_raw_heatmap", parameters=drawn, model=model, model_name=model.name,
-            slide=slide.name,
+            slide=slide.name, prediction=bag_result.prediction,
+            **({"prediction_name": predicted} if names else {}),
         )
     source = scores or features_h5
     if patch_size is not None and stored_patch is not None and patch_size != stored_patch:
