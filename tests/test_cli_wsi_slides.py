@@ -49,3 +49,22 @@ def test_a_slide_without_tissue_fails_alone_in_each_stage(tmp_path: Path, capsys
     # one slide given: its failure is the command's error, one line and status 2, as before
     code, _, err = cli(capsys, "wsi", "patch", blank, "-o", out, *SEGMENT, *PATCH)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "slides failed" not in err
+
+
+def test_an_encoder_that_cannot_work_is_refused_before_any_slide(tmp_path: Path, capsys) -> None:
+    """With each slide's failure recorded, an unknown encoder or weights of another architecture
+    failed every slide alike, each after its tissue and patches: the command's error, before any."""
+    import torch
+
+    slides = [write_test_slide(tmp_path / f"s{index}.tif", seed=index) for index in range(2)]
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, foreign)
+    out = tmp_path / "out"
+    for encoder, problem in [
+        (["--encoder", "no-such-encoder"], "--encoder: unknown encoder 'no-such-encoder'"),
+        (["--encoder", "resnet50_trunc", "--checkpoint", foreign], f"--checkpoint: checkpoint {foreign} "),
+    ]:
+        args = ["wsi", "features", *slides, "-o", out, *encoder, "--device", "cpu", *SEGMENT, *PATCH]
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and problem in err, err
+        assert not (out / "tissue").exists()

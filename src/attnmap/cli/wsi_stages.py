@@ -221,6 +221,11 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
         return f"{state}: {found}" + (f" ({ran})" if ran else "") + removed
 
     from attnmap.architecture_hints import argument_form
+    from attnmap.wsi.pipeline.config_checks import check_features_encoder
+    from attnmap.wsi.setting_names import option_names
 
+    config = _config(options, out_dir)
     with argument_form("--encoder-arg"):  # a checkpoint that does not fit: the arguments it needs
-        _each_slide(slides, _config(options, out_dir), work)
+        with option_names(FLAGS):  # an encoder that cannot work fails every slide alike: refused first
+            check_features_encoder(config.features)
+        _each_slide(slides, config, work)
