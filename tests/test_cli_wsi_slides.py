@@ -68,3 +68,23 @@ def test_an_encoder_that_cannot_work_is_refused_before_any_slide(tmp_path: Path,
         code, _, err = cli(capsys, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and problem in err, err
         assert not (out / "tissue").exists()
+
+
+def test_a_folder_of_slides_stands_for_its_slides(tmp_path: Path, capsys) -> None:
+    """`wsi segment slides/` was refused as "a folder without DICOM files, not a slide"."""
+    folder = tmp_path / "slides"
+    for index in range(2):
+        write_test_slide(folder / f"s{index}.tif", seed=index)
+    (folder / "notes.txt").write_text("not a slide")
+    (folder / "._s0.tif").write_bytes(b"a Mac's resource fork")
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "wsi", "segment", folder, "-o", out, *SEGMENT)
+    assert code == 0, err
+    assert sorted(path.name for path in (out / "tissue").glob("*.json")) == ["s0.json", "s1.json"]
+    assert "s0: segmented" in stdout and "s1: segmented" in stdout
+    write_test_slide(tmp_path / "more" / "S0.tif", seed=3)  # s0's outputs on a case-insensitive disk
+    code, _, err = cli(capsys, "wsi", "segment", folder, tmp_path / "more", "-o", out, *SEGMENT)
+    assert code == 2 and "S0.tif share a name" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(capsys, "wsi", "segment", tmp_path / "empty", "-o", out)
+    assert code == 2 and "is a folder holding no slide" in err

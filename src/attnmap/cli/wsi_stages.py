@@ -58,7 +58,7 @@ _encoder_arg_option = click.option(
 )
 _slides_argument = click.argument(
     "slides", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)  # a folder: a DICOM WSI
+)  # a folder: a DICOM WSI, or else the slides in it (`_entries`)
 _out_option = out_option("Output folder (the `wsi run` layout).")
 
 
@@ -121,26 +121,34 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
 
 
 def _entries(slides: tuple[Path, ...]) -> list[Any]:
-    """The `SlideEntry` of each slide given (a folder: a DICOM WSI); ids that would share outputs
-    are refused before any work."""
+    """The `SlideEntry` of each slide given: a file; a folder of DICOM files (a DICOM WSI); another
+    folder, its slides (files with a slide suffix, DICOM WSI folders), sorted. Ids that would share
+    outputs are refused before any work."""
     from attnmap.wsi.pipeline.config import SlideEntry
+    from attnmap.wsi.slide import SLIDE_SUFFIXES
     from attnmap.wsi.slide_files import dicom_instance, slide_name
 
     entries = []
-    for path in slides:
-        if path.is_dir():  # a DICOM WSI: its level-0 instance, named after the folder
-            instance = dicom_instance(path)
-            if instance is None:
-                raise click.BadParameter(f"{path} is a folder without DICOM files, not a slide",
-                                         param_hint="SLIDES")
-            entries.append(SlideEntry(str(instance), slide_name(path)))
+    for given in slides:
+        if given.is_dir() and dicom_instance(given) is None:  # a folder of slides
+            found = [path for path in sorted(given.iterdir()) if not path.name.startswith(".") and (
+                path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES
+                or path.is_dir() and dicom_instance(path) is not None)]
+            if not found:
+                raise click.BadParameter(f"{given} is a folder holding no slide (no DICOM files, no "
+                                         f"{', '.join(SLIDE_SUFFIXES)} file)", param_hint="SLIDES")
         else:
-            entries.append(SlideEntry(str(path), slide_name(path)))
-    ids = [entry.slide_id for entry in entries]
-    if len(set(ids)) != len(ids):
-        raise click.BadParameter(
-            "two slides share a file name (stem); outputs would collide", param_hint="SLIDES"
-        )
+            found = [given]
+        for path in found:  # a DICOM WSI: its level-0 instance, named after the folder
+            instance = dicom_instance(path) if path.is_dir() else path
+            entries.append(SlideEntry(str(instance), slide_name(path)))
+    seen: dict[str, str] = {}
+    for entry in entries:  # by case too: one output file on a case-insensitive disk
+        earlier = seen.setdefault(entry.slide_id.casefold(), entry.path)
+        if earlier is not entry.path:
+            shared = "is given twice" if earlier == entry.path else f"and {entry.path} share a name"
+            raise click.BadParameter(f"{earlier} {shared}: their outputs would collide",
+                                     param_hint="SLIDES")
     return entries
 
 
