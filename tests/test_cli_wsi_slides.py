@@ -88,3 +88,15 @@ def test_a_folder_of_slides_stands_for_its_slides(tmp_path: Path, capsys) -> Non
     (tmp_path / "empty").mkdir()
     code, _, err = cli(capsys, "wsi", "segment", tmp_path / "empty", "-o", out)
     assert code == 2 and "is a folder holding no slide" in err
+
+
+def test_a_stage_remade_says_why_in_the_options_of_the_command(tmp_path: Path, capsys) -> None:
+    """`wsi patch --patch-size 96` after 64 said "(patching.patch_size changed)", a `wsi run` key."""
+    slide = write_test_slide(tmp_path / "a.tif", seed=1)
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "wsi", "patch", slide, "-o", out, *SEGMENT, *PATCH)
+    assert code == 0, err
+    code, stdout, err = cli(capsys, "wsi", "patch", slide, "-o", out, *SEGMENT, "--patch-size", "96")
+    assert code == 0 and "(--patch-size changed)" in stdout and "patching." not in stdout, stdout + err
+    code, stdout, err = cli(capsys, "wsi", "segment", slide, "-o", out, *SEGMENT[2:], "--seg-level", "0")
+    assert code == 0 and "(--seg-level changed)" in stdout and "segmentation." not in stdout, stdout + err

@@ -31,6 +31,7 @@ from attnmap.wsi.pipeline.config import (
     SegmentationConfig,
     check_roi_folder,
 )
+from attnmap.wsi.setting_names import settings_in
 
 FLAGS = {"segmentation.level": "seg-level", "patching.level": "patch-level", "features.save_pt": "pt"}
 """The options named otherwise than their configuration field (dotted key → option name)."""
@@ -120,6 +121,11 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
         raise SystemExit(1)  # click returns (not raises) ctx.exit codes when not standalone
 
 
+def _why(reason: str | None) -> str:
+    """A stage's reason to have run, as its line ends: the settings in it named as options."""
+    return f" ({settings_in(reason)})" if reason else ""
+
+
 def _entries(slides: tuple[Path, ...]) -> list[Any]:
     """The `SlideEntry` of each slide given: a file; a folder of DICOM files (a DICOM WSI); another
     folder, its slides (files with a slide suffix, DICOM WSI folders), sorted. Ids that would share
@@ -176,7 +182,7 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
             save_png(mask_png, mask, {**record, **prints.tissue.record()})
         state = "segmented" if ran else "already segmented"
         found = f"{len(tissue.contours)} tissue region(s), {tissue.fraction():.1%} tissue"
-        return f"{state}, {found} -> {outputs.tissue}" + (f" ({ran})" if ran else "")
+        return f"{state}, {found} -> {outputs.tissue}" + _why(ran)
 
     _each_slide(slides, _config(options, out_dir), work)
 
@@ -194,7 +200,7 @@ def patch(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
         tissue, _ = tissue_stage(slide, entry, config, outputs, progress=not quiet())
         coords, ran = patch_stage(slide, tissue, entry, config, outputs, progress=not quiet())
         state = "patched" if ran else "already patched"
-        return f"{state}: {len(coords)} patches -> {outputs.patches}" + (f" ({ran})" if ran else "")
+        return f"{state}: {len(coords)} patches -> {outputs.patches}" + _why(ran)
 
     _each_slide(slides, _config(options, out_dir), work)
 
@@ -226,7 +232,7 @@ def features(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
         state = "extracted" if ran else "already extracted"
         found = f"{values.shape[0]} × {values.shape[1]} features -> {outputs.features_h5}"
         removed = f"; removed {outputs.features_pt} (--no-pt)" if stale_pt else ""
-        return f"{state}: {found}" + (f" ({ran})" if ran else "") + removed
+        return f"{state}: {found}" + _why(ran) + removed
 
     from attnmap.architecture_hints import argument_form
     from attnmap.wsi.pipeline.config_checks import check_features_encoder
