@@ -27,6 +27,8 @@ def test_a_failing_slide_is_named_and_the_slides_after_it_are_done(tmp_path: Pat
     failed = [line for line in stdout.splitlines() if line.startswith("broken: failed: ")]
     assert len(failed) == 1
     assert "1 of 3 slides failed: broken" in err and f"failed: {broken}: " in err and "Traceback" not in err
+    code, stdout, err = cli(capsys, "--debug", "wsi", "segment", first, broken, last, "-o", out, *SEGMENT)
+    assert code == 1 and "a: already segmented" in stdout and "Traceback (most recent call last)" in err
 
 
 def test_a_slide_without_tissue_fails_alone_in_each_stage(tmp_path: Path, capsys) -> None:

@@ -118,6 +118,9 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
     if report.failed:
         for line in failure_lines(report):
             click.echo(line, err=True)
+        if click.get_current_context().find_root().params.get("debug"):  # no run report keeps them
+            for item in report.failed:
+                click.echo(f"{item.item}:\n{item.traceback}", err=True)
         raise SystemExit(1)  # click returns (not raises) ctx.exit codes when not standalone
 
 
