@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cli_runner import run_cli as cli
 from PIL import Image
 from synthetic_slide_files import write_test_slide, write_tiny_encoder
@@ -102,3 +104,21 @@ def test_a_stage_remade_says_why_in_the_options_of_the_command(tmp_path: Path, c
     assert code == 0 and "(--patch-size changed)" in stdout and "patching." not in stdout, stdout + err
     code, stdout, err = cli(capsys, "wsi", "segment", slide, "-o", out, *SEGMENT[2:], "--seg-level", "0")
     assert code == 0 and "(--seg-level changed)" in stdout and "segmentation." not in stdout, stdout + err
+
+
+def test_slides_of_different_pixel_sizes_are_warned_of_as_in_wsi_run(tmp_path: Path, capsys) -> None:
+    """`wsi patch` / `wsi features` over a 20× and a 40× scan cut patches of one pixel size from both,
+    covering tissue twice apart, without the warning `wsi run` gives for that slide list."""
+    first = write_test_slide(tmp_path / "a.tif", seed=1, mpp=0.5)
+    other = write_test_slide(tmp_path / "b.tif", seed=2, mpp=0.25)
+    from attnmap.wsi.pipeline.slide_list import MixedResolutionWarning
+
+    with pytest.warns(MixedResolutionWarning) as said:
+        code, stdout, err = cli(capsys, "wsi", "patch", first, other, "-o", tmp_path / "o", *SEGMENT, *PATCH)
+    assert code == 0 and "b: patched" in stdout, err
+    (warning,) = [str(item.message) for item in said if item.category is MixedResolutionWarning]
+    assert "(0.25 µm/px: b; 0.5 µm/px: a): --patch-size is 64 px at level 0" in warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MixedResolutionWarning)  # no patches cut: nothing to compare
+        code, _, err = cli(capsys, "wsi", "segment", first, other, "-o", tmp_path / "o", *SEGMENT)
+    assert code == 0, err

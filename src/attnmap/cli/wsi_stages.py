@@ -80,8 +80,12 @@ def _config(options: dict[str, Any], out_dir: Path) -> PipelineConfig:
     return config
 
 
-def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any, Any, Any], str]) -> None:
+def _each_slide(
+    slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any, Any, Any], str], patches: bool = True
+) -> None:
     """Run ``work(slide, entry, config, outputs)`` for each slide with a progress bar; echo its summary.
+    ``patches``: the work cuts patches, so slides of different pixel sizes are warned of first, as
+    in `wsi run` (`warn_mixed_resolutions`).
 
     A slide that fails (an unreadable file, no tissue, ...) does not stop the slides after it: as in
     `wsi run`, its failure is recorded (`attnmap.parallel.run_item`) and named in its line, and the
@@ -110,6 +114,8 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
         if len(entries) == 1:
             tqdm.write(one(entries[0])["summary"])
             return
+        if patches:
+            _warn_mixed_resolutions(entries, config)
         for entry in tqdm(entries, desc="slides", unit="slide", disable=quiet()):
             item = ItemResult(item=describe_item(entry), status="pending", item_id=entry.slide_id)
             record_outcome(item, run_item(one, entry))
@@ -122,6 +128,22 @@ def _each_slide(slides: tuple[Path, ...], config: Any, work: Callable[[Any, Any,
             for item in report.failed:
                 click.echo(f"{item.item}:\n{item.traceback}", err=True)
         raise SystemExit(1)  # click returns (not raises) ctx.exit codes when not standalone
+
+
+def _warn_mixed_resolutions(entries: list[Any], config: Any) -> None:
+    """`wsi run`'s warning for slides scanned at different pixel sizes; a slide that does not
+    open is left to its own line."""
+    from attnmap.wsi.pipeline.slide_list import warn_mixed_resolutions
+    from attnmap.wsi.slide import open_slide
+
+    mpps = {}
+    for entry in entries:
+        try:
+            with open_slide(entry.path) as slide:
+                mpps[entry.slide_id] = slide.mpp
+        except Exception:  # noqa: BLE001 - its failure is said by its own line
+            continue
+    warn_mixed_resolutions(mpps, config.patching.patch_size, config.patching.level)
 
 
 def _why(reason: str | None) -> str:
@@ -187,7 +209,7 @@ def segment(slides: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
         found = f"{len(tissue.contours)} tissue region(s), {tissue.fraction():.1%} tissue"
         return f"{state}, {found} -> {outputs.tissue}" + _why(ran)
 
-    _each_slide(slides, _config(options, out_dir), work)
+    _each_slide(slides, _config(options, out_dir), work, patches=False)
 
 
 @click.command()
