@@ -89,6 +89,8 @@ def test_a_folder_of_slides_stands_for_its_slides(tmp_path: Path, capsys) -> Non
     write_test_slide(tmp_path / "more" / "S0.tif", seed=3)  # s0's outputs on a case-insensitive disk
     code, _, err = cli(capsys, "wsi", "segment", folder, tmp_path / "more", "-o", out, *SEGMENT)
     assert code == 2 and "S0.tif share a name" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(capsys, "wsi", "segment", folder / "s1.tif", folder / "s1.tif", "-o", out, *SEGMENT)
+    assert code == 2 and f"{folder / 's1.tif'} is given twice" in err
     (tmp_path / "empty").mkdir()
     code, _, err = cli(capsys, "wsi", "segment", tmp_path / "empty", "-o", out)
     assert code == 2 and "is a folder holding no slide" in err

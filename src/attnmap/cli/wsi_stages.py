@@ -173,12 +173,12 @@ def _entries(slides: tuple[Path, ...]) -> list[Any]:
         for path in found:  # a DICOM WSI: its level-0 instance, named after the folder
             instance = dicom_instance(path) if path.is_dir() else path
             entries.append(SlideEntry(str(instance), slide_name(path)))
-    seen: dict[str, str] = {}
+    seen: dict[str, Any] = {}
     for entry in entries:  # by case too: one output file on a case-insensitive disk
-        earlier = seen.setdefault(entry.slide_id.casefold(), entry.path)
-        if earlier is not entry.path:
-            shared = "is given twice" if earlier == entry.path else f"and {entry.path} share a name"
-            raise click.BadParameter(f"{earlier} {shared}: their outputs would collide",
+        earlier = seen.setdefault(entry.slide_id.casefold(), entry)
+        if earlier is not entry:
+            shared = "is given twice" if earlier.path == entry.path else f"and {entry.path} share a name"
+            raise click.BadParameter(f"{earlier.path} {shared}: their outputs would collide",
                                      param_hint="SLIDES")
     return entries
 
