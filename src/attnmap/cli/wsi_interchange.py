@@ -21,6 +21,12 @@ def geojson_command(scores: Path, out: Path, tissue: bool, tissue_file: Path | N
     from attnmap.cli.options import quiet
     from attnmap.wsi.qupath import export_blockmap_geojson
 
+    if scores.is_dir():  # "scores file not found" said of a folder that is there
+        from attnmap.errors import InputError
+
+        found = sorted(scores.glob("*_blockmap.h5")) or sorted(scores.glob("heatmaps/*/*_blockmap.h5"))
+        example = f", e.g. {found[0]}" if found else ""
+        raise InputError(f"{scores} is a folder: give one slide's scores file (a _blockmap.h5{example})")
     tissue_given = tissue_file if tissue_file is not None else tissue
     path = export_blockmap_geojson(scores, out, tissue_given, progress=not quiet())
     click.echo(f"wrote {path}")

@@ -143,15 +143,18 @@ def remove_stale_folds(
 INFERRED_KEYS = ("model", "embed_dim", "n_classes", "gate", "size", "hidden_dim", "attention_dim")
 
 
-def class_names_for(checkpoint: Path, model: AttentionMILBase, given: str | None = None) -> list[str] | None:
+def class_names_for(
+    checkpoint: Path, model: AttentionMILBase, given: str | None = None, setting: str = "--class-names"
+) -> list[str] | None:
     """The name of each class index of ``model``, read from ``checkpoint``: ``given``
     (comma-separated, e.g. ``--class-names``), else the ``class_names`` that `mil train` recorded
     in ``model.json`` beside it, else None. Names that do not fit the model (count, repeats,
     blanks), or a ``model.json`` describing another architecture, are refused: a wrong name on a
-    prediction is worse than none."""
+    prediction is worse than none. ``setting``: how the caller's user gives names, for the advice
+    (``model.class_names`` in a `wsi run` configuration)."""
     n_classes = int(model.n_classes)
     if given is not None:
-        names, source = [name.strip() for name in given.split(",")], f"--class-names {given!r}"
+        names, source = [name.strip() for name in given.split(",")], f"{setting} {given!r}"
     else:
         record = Path(checkpoint).parent / MODEL_RECORD
         try:
@@ -167,11 +170,11 @@ def class_names_for(checkpoint: Path, model: AttentionMILBase, given: str | None
         if other:
             differences = ", ".join(f"{key} {recorded[key]} vs {actual[key]}" for key in other)
             raise InputError(f"{source} describes another model than {Path(checkpoint).name} "
-                             f"({differences}); give --class-names")
+                             f"({differences}); give {setting}")
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise InputError(f"{source}: class_names must be a list of texts; give --class-names")
+            raise InputError(f"{source}: class_names must be a list of texts; give {setting}")
     if len(names) != n_classes or len(set(names)) != len(names) or not all(names):
-        advice = "" if given is not None else "; give --class-names"
+        advice = "" if given is not None else f"; give {setting}"
         raise InputError(f"{source} names {len(names)} classes ({', '.join(map(repr, names))}), but the "
                          f"model has {n_classes} classes, each named once and not empty{advice}")
     return names

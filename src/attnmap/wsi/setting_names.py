@@ -11,6 +11,7 @@ flag renamings); `setting` is the one place that spells a setting.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 
@@ -44,3 +45,13 @@ def setting(key: str, value: object = _UNSET) -> str:
     if value is _UNSET:
         return f"--{flag}"
     return f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}"
+
+
+_KEY = re.compile(r"\b(?:segmentation|patching)\.[a-z_]+\b")
+"""A stage parameter's key as a fingerprint's reason spells it (``patching.patch_size changed``)."""
+
+
+def settings_in(reason: str) -> str:
+    """``reason`` (why a stage's output was remade) with each stage parameter's key named by
+    `setting`: the reason is the fingerprint's, which knows nothing of how the user gave it."""
+    return _KEY.sub(lambda found: setting(found.group(0)), reason)

@@ -21,7 +21,7 @@ from attnmap.errors import InputError
 from attnmap.fingerprint import FINGERPRINT_KEY
 from attnmap.io_utils import remove_stale_temporaries, write_csv_atomic
 from attnmap.lock import folder_lock
-from attnmap.parallel import RunReport, run_tasks
+from attnmap.parallel import ItemResult, RunReport, run_tasks
 from attnmap.provenance import provenance
 from attnmap.stored import DamagedOutputError, stored_record
 from attnmap.wsi.pipeline.config import PipelineConfig, SlideEntry, read_slide_list
@@ -132,15 +132,29 @@ def check_distinct_outputs(entries: list[SlideEntry]) -> None:
 
 def slide_summaries(report: RunReport, entries: list[SlideEntry]) -> list[str]:
     """One line per slide: what was reused and what recomputed (and why), or why it failed."""
-    lines = []
-    for entry, item in zip(entries, report.items, strict=True):
-        if item.status == "skipped":
-            lines.append(f"{entry.slide_id}: reused all stages")
-        elif item.status == "done" and item.result is not None:
-            lines.append(str(item.result.get("summary", f"{entry.slide_id}: done")))
-        elif item.status == "failed":
-            lines.append(f"{entry.slide_id}: failed: {item.error_type}: {item.message}")
-    return lines
+    lines = [slide_line(entry.slide_id, item) for entry, item in zip(entries, report.items, strict=True)]
+    return [line for line in lines if line]
+
+
+def slide_line(slide_id: str, item: ItemResult) -> str:
+    """One slide's line (`slide_summaries`): its result's ``summary``, or why it failed. Shared with
+    the single-stage commands (`attnmap.cli.wsi_stages`), so a failure reads alike in both."""
+    if item.status == "skipped":
+        return f"{slide_id}: reused all stages"
+    if item.status == "done":
+        return str((item.result or {}).get("summary", f"{slide_id}: done"))
+    if item.status == "failed":
+        return f"{slide_id}: failed: {item.error_type}: {item.message}"
+    return ""
+
+
+def failure_lines(report: RunReport) -> list[str]:
+    """What a command says last (on stderr) when some of its slides failed: how many of how many,
+    then each failure with its slide file."""
+    failed = report.failed
+    lines = [f"{len(failed)} of {len(report.items)} slides failed: "
+             + ", ".join(entry.item_id or entry.item for entry in failed)]
+    return lines + [f"  failed: {entry.item}: {entry.error_type}: {entry.message}" for entry in failed]
 
 
 def write_predictions(

@@ -10,12 +10,12 @@ another architecture, a missing ROI folder). Types and ranges are checked by the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from attnmap.errors import InputError
 
 if TYPE_CHECKING:
-    from attnmap.wsi.pipeline.config import ModelConfig, PipelineConfig
+    from attnmap.wsi.pipeline.config import FeaturesConfig, ModelConfig, PipelineConfig
 
 
 def is_encoder_name(encoder: str) -> bool:
@@ -169,31 +169,13 @@ def _check_encoder(config: PipelineConfig) -> None:
 
 def _encoder_checks(config: PipelineConfig) -> None:
     from attnmap.checkpoint import cached_clam
-    from attnmap.wsi.encoders import encoder_outline
-
-    f = config.features
-    f.encoder_arguments()  # plain data, or one line now
-    from attnmap.wsi.hf_encoder import hf_folder
-
-    hf = hf_folder(f.encoder) is not None
-    try:  # an hf:FOLDER has no outline without its weights: loaded into the run's cache instead
-        encoder = f.load_encoder("cpu")[0] if hf else encoder_outline(f.encoder, f.input_size, f.encoder_args)
-    except InputError as error:
-        named = f.encoder in str(error)
-        raise InputError(f"features.encoder{'' if named else ' ' + f.encoder}: {error}") from error
     from attnmap.vit.timm_folder import resolve_timm_folder
 
+    f = config.features
+    encoder = check_features_encoder(f)
     _, resolved_args, weights = resolve_timm_folder(f.encoder, f.encoder_args, f.checkpoint)  # a FOLDER's own
     if weights and f.encoder.startswith("timm:") and "pretrained_cfg_overlay" not in resolved_args:
         _warn_default_normalisation(f.encoder, encoder.transform)
-    if weights and not hf:  # weights for another architecture failed each slide after its patches
-        from attnmap.checkpoint import check_state_dict, load_state_dict
-
-        try:
-            state = load_state_dict(weights, lazy=True)  # names and shapes: nothing read
-            check_state_dict(encoder.model, state, weights, ignore_unexpected=True)
-        except InputError as error:
-            raise InputError(f"features.{'checkpoint' if f.checkpoint else 'encoder'}: {error}") from error
     model = cached_clam(config.model.checkpoint, "cpu")[0]
     if encoder.feature_dim != model.embed_dim:
         raise InputError(
@@ -210,9 +192,40 @@ def _encoder_checks(config: PipelineConfig) -> None:
             raise InputError(f"heatmap.fine: {error} (features.encoder is {f.encoder})") from error
 
 
+def check_features_encoder(f: FeaturesConfig) -> Any:
+    """The encoder ``f`` asks for, outlined (an hf:FOLDER loaded into the run's cache), with its
+    weights' names and shapes checked against it: `InputError` naming the setting (`setting`: a
+    `wsi run` key or the `wsi features` option) for an encoder that cannot work. Why before any
+    slide: such an encoder failed every slide alike, each after its tissue and patches."""
+    from attnmap.vit.timm_folder import resolve_timm_folder
+    from attnmap.wsi.encoders import encoder_outline
+    from attnmap.wsi.hf_encoder import hf_folder
+    from attnmap.wsi.setting_names import setting
+
+    f.encoder_arguments()  # plain data, or one line now
+    hf = hf_folder(f.encoder) is not None
+    try:  # an hf:FOLDER has no outline without its weights: loaded into the run's cache instead
+        encoder = f.load_encoder("cpu")[0] if hf else encoder_outline(f.encoder, f.input_size, f.encoder_args)
+    except InputError as error:
+        named = "" if f.encoder in str(error) else " " + f.encoder
+        raise InputError(f"{setting('features.encoder')}{named}: {error}") from error
+    _, _, weights = resolve_timm_folder(f.encoder, f.encoder_args, f.checkpoint)  # a FOLDER's own
+    if weights and not hf:  # weights for another architecture failed each slide after its patches
+        from attnmap.checkpoint import check_state_dict, load_state_dict
+
+        try:
+            state = load_state_dict(weights, lazy=True)  # names and shapes: nothing read
+            check_state_dict(encoder.model, state, weights, ignore_unexpected=True)
+        except InputError as error:
+            key = "features.checkpoint" if f.checkpoint else "features.encoder"
+            raise InputError(f"{setting(key)}: {error}") from error
+    return encoder
+
+
 def _check_model(model: ModelConfig) -> None:
     """Read the checkpoint now (cached for the run), so a corrupt or foreign file, or class names
-    that do not match its classes, stop the run before any slide is touched."""
+    that do not match its classes, stop the run before any slide is touched. Without
+    ``class_names``, those of the ``model.json`` `mil train` wrote beside the checkpoint are taken."""
     from attnmap.checkpoint import cached_clam
 
     try:
@@ -225,3 +238,7 @@ def _check_model(model: ModelConfig) -> None:
             f"model.class_names has {len(model.class_names)} name(s) but model.checkpoint "
             f"{model.checkpoint} has {clam.n_classes} classes"
         )
+    if not model.class_names:  # what `mil train` recorded, read as `mil attention` reads it
+        from attnmap.mil.fold_files import class_names_for
+
+        model.class_names = class_names_for(Path(model.checkpoint), clam, setting="model.class_names") or []

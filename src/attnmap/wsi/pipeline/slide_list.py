@@ -236,6 +236,8 @@ def warn_mixed_resolutions(mpps: dict[str, float | None], patch_size: int, level
     both feed one model: a cohort mixing 20× and 40× scans is likely a mistake, but a model may
     have been trained on such a mix, and slides without a recorded size cannot be compared.
     """
+    from attnmap.wsi.setting_names import setting
+
     known = sorted((mpp, slide_id) for slide_id, mpp in mpps.items() if mpp is not None and mpp > 0)
     if len(known) < 2 or known[-1][0] <= known[0][0] * MPP_TOLERANCE:
         return
@@ -252,7 +254,7 @@ def warn_mixed_resolutions(mpps: dict[str, float | None], patch_size: int, level
         parts.append(f"not recorded: {_some(unknown)}")
     ratio = known[-1][0] / known[0][0]
     warnings.warn(
-        f"slides scanned at different resolutions ({'; '.join(parts)}): patching.patch_size is "
+        f"slides scanned at different resolutions ({'; '.join(parts)}): {setting('patching.patch_size')} is "
         f"{patch_size} px at level {level}, so their patches cover tissue {ratio:.3g}× apart in width "
         "and feed one model; run each resolution as its own slide list unless the model was trained "
         "on such a mix",
