@@ -16,9 +16,10 @@ from attnmap.cli.main import main
 from attnmap.errors import InputError
 from attnmap.mil import CLAM_SB, load_mil
 from attnmap.mil.bags import write_h5_bag
+from attnmap.mil.fold_training import _update_early_stopping
 from attnmap.mil.metrics import classification_metrics, roc_auc
 from attnmap.mil.splits import make_folds, read_labels
-from attnmap.mil.train import TrainConfig, _update_early_stopping, train_mil
+from attnmap.mil.train import TrainConfig, train_mil
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
