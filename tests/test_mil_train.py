@@ -318,3 +318,18 @@ def test_a_case_with_two_labels_names_its_slides_and_labels(tmp_path):
         make_folds(read_labels(labels), folds=2)
     assert str(caught.value) == ("case 'p1' has slides with different labels (a: normal, c: tumor); "
                                  "cannot group it in one split")
+
+
+def test_a_refused_run_leaves_no_output_folder_it_made(tmp_path, capsys):
+    """Too many folds (or a missing bag) is found once the run holds its output folder's lock:
+    the refused command left that folder, and any parents it made, behind empty."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    out = tmp_path / "runs" / "clam"
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "features", labels, "--out", out,
+                           "--folds", "20")
+    assert code == 2 and "20 folds but only 4 cases" in err
+    assert not (tmp_path / "runs").exists()
+    out.mkdir(parents=True)  # a folder that was there before the command stays
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "features", labels, "--out", out,
+                           "--folds", "20")
+    assert code == 2 and out.is_dir() and not any(out.iterdir())

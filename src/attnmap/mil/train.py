@@ -68,8 +68,34 @@ def train_mil(
     config.check()
     cohort = read_labels(labels_csv)
     out_dir = Path(out_dir)
-    with folder_lock(out_dir, "attnmap mil train"):
-        return _train_locked(Path(features_dir), cohort, out_dir, config, progress, verbose, on_epoch)
+    created = _missing_folders(out_dir)
+    try:
+        with folder_lock(out_dir, "attnmap mil train"):
+            return _train_locked(Path(features_dir), cohort, out_dir, config, progress, verbose, on_epoch)
+    except BaseException:
+        # most refusals (too many folds, a missing or empty bag) come once the lock made out_dir:
+        # a refused command leaves no empty folder behind, and never removes one it did not make
+        _remove_empty(created)
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.absolute().parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: what a run wrote stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _train_locked(
