@@ -230,16 +230,15 @@ def attention(
 
 
 def _class_index(target: str | None, names: list[str] | None) -> int | None:
-    """``--target`` as a class index: an integer as it is, else a class name looked up in ``names``."""
-    import re
+    """``--target`` as a class index: an integer as it is, else a class name looked up in ``names``
+    by `attnmap explain`'s rule (`attnmap.class_lookup`)."""
+    from attnmap.class_lookup import class_index, target_text
+    from attnmap.errors import InputError
 
-    if target is None or re.fullmatch(r"[+-]?[0-9]+", target.strip()):
-        return None if target is None else int(target)
+    wanted = None if target is None else target_text(target)
+    if not isinstance(wanted, str):
+        return wanted
     if names is None:
-        raise click.BadParameter(f"{target!r} is no class index, and the model's classes have no names "
-                                 "(no model.json beside the checkpoint): give --class-names",
-                                 param_hint="--target")
-    if target not in names:
-        raise click.BadParameter(f"no class {target!r}; the classes are {', '.join(map(repr, names))}",
-                                 param_hint="--target")
-    return names.index(target)
+        raise InputError(f"target {wanted!r}: the model's classes have no names (no model.json beside "
+                         "the checkpoint); give the class index, or --class-names")
+    return class_index(wanted, names)
