@@ -166,3 +166,14 @@ def test_a_class_name_target_follows_explains_rule(tmp_path: Path, capsys, targe
         assert explained == 1 and code == 0, err
         with h5py.File(tmp_path / "out" / "a_attention.h5") as handle:
             assert int(handle.attrs["target"]) == 1
+
+
+def test_a_fold_or_run_folder_as_the_checkpoint_says_which_file_to_give(tmp_path: Path, capsys) -> None:
+    """`mil attention runs/clam/fold_0 ...` stopped at click's "File '...' is a directory"; the whole
+    run folder too, where the loader's own folder message would have suggested a Hugging Face one."""
+    checkpoint, bags = _setup(tmp_path)
+    for given in (tmp_path / "fold_0", tmp_path):
+        code, _, err = cli(capsys, "mil", "attention", given, bags, "-o", tmp_path / "out")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert str(checkpoint) in err and "Hugging Face" not in err and "is a directory" not in err
+    assert not (tmp_path / "out").exists()

@@ -99,7 +99,8 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **op
 
 
 @mil.command()
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# a folder gets load_mil's message naming the file to give, not click's bare "is a directory"
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("bags", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @out_option("Folder for <bag>_attention.h5 / .csv and predictions.csv.")
 @click.option(
@@ -153,11 +154,11 @@ def attention(
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
-    from attnmap.mil.fold_files import class_names_for
+    from attnmap.mil.fold_files import class_names_for, refuse_run_folder
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.stage_files import slide_record
 
-    model = load_mil(checkpoint).to(resolved_device(device))
+    model = load_mil(refuse_run_folder(checkpoint)).to(resolved_device(device))
     names_of_classes = class_names_for(checkpoint, model, class_names)
     target_index = _class_index(target, names_of_classes)
     # the options are checked against the model once, so the error names them, not the first bag
