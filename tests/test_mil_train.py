@@ -333,3 +333,18 @@ def test_a_refused_run_leaves_no_output_folder_it_made(tmp_path, capsys):
     code, _, err = run_cli(capsys, "mil", "train", tmp_path / "features", labels, "--out", out,
                            "--folds", "20")
     assert code == 2 and out.is_dir() and not any(out.iterdir())
+
+
+def test_labels_columns_in_a_spreadsheets_spelling_are_read(tmp_path):
+    """"Slide_ID,Label,Case_ID" (a spreadsheet's header) or "slide_id, label" was refused as having
+    no slide_id or label column, where the slide list of `wsi run` reads the same header."""
+    labels = tmp_path / "labels.csv"
+    rows = "a,normal,p1\r\nb,tumor,p2\r\nc,tumor,p1\r\n"
+    labels.write_text(f"slide_id,label,case_id\r\n{rows}")
+    expected = read_labels(labels)
+    for header in ("Slide_ID,Label,Case_ID", "SLIDE_ID , label, case_id"):
+        labels.write_text(f"{header}\r\n{rows}")
+        assert read_labels(labels) == expected
+    labels.write_text(f"slide_id,label,Label\r\n{rows}")
+    with pytest.raises(InputError, match=r"has the columns 'label' and 'Label': keep one"):
+        read_labels(labels)
