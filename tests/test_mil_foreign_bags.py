@@ -140,6 +140,18 @@ def test_slide_ids_with_a_slide_extension_find_their_bag(tmp_path):
         find_bag(tmp_path, "TCGA-01.txt")  # not a slide file name: not guessed at
 
 
+def test_slide_ids_written_as_their_bag_file_find_it(tmp_path):
+    """A labels CSV made from the feature folder's listing ('TCGA-01.h5') found no bag, where
+    'TCGA-01.svs' did."""
+    from attnmap.mil import find_bag
+
+    _h5(tmp_path / "h5_files" / "TCGA-01.h5", np.ones((2, 4), np.float32), np.zeros((2, 2)))
+    torch.save(torch.ones(2, 4), tmp_path / "TCGA-02.pt")
+    for slide_id, bag in (("TCGA-01.h5", "h5_files/TCGA-01.h5"), ("TCGA-01.pt", "h5_files/TCGA-01.h5"),
+                          ("TCGA-02.PT", "TCGA-02.pt")):
+        assert find_bag(tmp_path, slide_id) == tmp_path / bag
+
+
 def test_a_one_patch_bag_gets_every_score_but_occlusion(tmp_path, capsys):
     import csv
 

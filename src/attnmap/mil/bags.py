@@ -62,13 +62,15 @@ def bag_candidates(features_dir: str | Path, slide_id: str) -> list[Path]:
 
 def find_bag(features_dir: str | Path, slide_id: str) -> Path:
     """The bag file of ``slide_id`` under ``features_dir`` (CLAM layout or flat); an id written
-    with its slide file extension (``a.svs``, as many labels CSVs have it) finds ``a.h5``."""
+    with its slide file extension (``a.svs``, as many labels CSVs have it) or its bag's (``a.h5``,
+    ``a.pt``: a list made from the feature folder) finds ``a.h5``."""
     root = Path(features_dir)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such feature directory", str(root))
     names = [slide_id]
     stem, dot, suffix = slide_id.rpartition(".")
-    if dot and stem and _is_slide_suffix("." + suffix):  # "a.svs" in a labels CSV: bags are named "a"
+    # "a.svs" or "a.h5" in a labels CSV: the bags are named "a"
+    if dot and stem and (_is_slide_suffix("." + suffix) or "." + suffix.lower() in BAG_SUFFIXES):
         names.append(stem)
     for name in names:
         for candidate in bag_candidates(root, name):
