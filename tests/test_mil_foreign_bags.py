@@ -261,3 +261,21 @@ def test_hidden_files_in_a_bag_folder_are_not_bags(tmp_path, capsys):
     code, _, err = run_cli(capsys, "--quiet", "mil", "attention", tmp_path / "model.pt",
                            tmp_path / "features", "--out", tmp_path / "out")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("last", ["odd-sized", "empty"])
+def test_a_bag_that_cannot_be_scored_stops_the_run_before_any_bag_is_written(tmp_path, capsys, last):
+    """An empty or odd-sized bag last in a long list stopped `mil attention` only when reached,
+    after every bag before it was computed (hours with --method all) and written beside no
+    predictions.csv."""
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=16, n_classes=2).state_dict(), tmp_path / "m.pt")
+    _h5(tmp_path / "bags" / "a.h5", np.ones((3, 16), np.float32), np.zeros((3, 2)))
+    torch.save(torch.ones(3, 16), tmp_path / "bags" / "b.pt")
+    torch.save(torch.ones(3, 8) if last == "odd-sized" else torch.ones(0, 16), tmp_path / "bags" / "z.pt")
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "m.pt", tmp_path / "bags",
+                           "--out", tmp_path / "out")
+    problem = {"odd-sized": "features have 8 columns but the model expects 16",
+               "empty": "the bag is empty"}[last]
+    assert code == 2 and err.strip().startswith(f"attnmap: error: {tmp_path / 'bags' / 'z.pt'}: {problem}")
+    assert not (tmp_path / "out").exists()

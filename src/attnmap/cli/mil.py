@@ -150,7 +150,8 @@ def attention(
 
     from attnmap.errors import InputError
     from attnmap.mil.bag_stream import open_bag
-    from attnmap.mil.bags import collect_bags
+    from attnmap.mil.bags import collect_bags, stored_feature_size
+    from attnmap.mil.base import check_feature_size
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
@@ -174,6 +175,14 @@ def attention(
         raise click.BadParameter("no .h5 or .pt bags found", param_hint="BAGS")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
+    # from the files' headers, before any bag is computed: an empty or odd-sized bag late in a
+    # long list stopped the run after hours, with the bags before it rewritten and no predictions.csv
+    for path in paths:
+        size = stored_feature_size(path)  # its messages name the bag
+        try:
+            check_feature_size(size, model.embed_dim)
+        except InputError as error:
+            raise InputError(f"{path}: {error}") from error
     names = [path.stem for path in paths]
     table = Path(out_dir) / "predictions.csv"
     # rewritten at the end: an earlier run's table must not outlive a run that stops at a bad bag

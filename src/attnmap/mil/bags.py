@@ -240,18 +240,24 @@ def common_feature_size(paths: list[Path]) -> int:
     training starts rather than in the middle of a fold."""
     sizes: dict[int, Path] = {}
     for path in paths:
-        shape = _stored_shape(Path(path))
-        if len(shape) == 3 and shape[0] == 1:
-            shape = shape[1:]
-        if len(shape) != 2:
-            raise InputError(f"{path}: features must be a 2-D (N, D) array, got shape {tuple(shape)}")
-        if shape[0] == 0:
-            raise InputError(f"{path}: the bag is empty (0 patches)")
-        sizes.setdefault(int(shape[1]), Path(path))
+        sizes.setdefault(stored_feature_size(path), Path(path))
         if len(sizes) > 1:
             (first, where), (other, _) = sizes.items()
             raise InputError(f"{path}: {other} features per patch; other bags have {first} (e.g. {where})")
     return next(iter(sizes))
+
+
+def stored_feature_size(path: str | Path) -> int:
+    """A bag's features per patch, read from the file's header (`common_feature_size`); `InputError`
+    for an empty or malformed bag."""
+    shape = _stored_shape(Path(path))
+    if len(shape) == 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 2:
+        raise InputError(f"{path}: features must be a 2-D (N, D) array, got shape {tuple(shape)}")
+    if shape[0] == 0:
+        raise InputError(f"{path}: the bag is empty (0 patches)")
+    return int(shape[1])
 
 
 def _stored_shape(path: Path) -> tuple[int, ...]:
