@@ -216,7 +216,7 @@ def check_feature_layout(path: Path, shape: tuple[int, ...], floating: bool, dty
         raise InputError(f"{path}: features must be floating point, got {dtype}")
 
 
-def checked_coords(path: Path, coords: Any, n_patches: int) -> np.ndarray:
+def checked_coords(path: str | Path, coords: Any, n_patches: int) -> np.ndarray:
     """A bag's coordinates as (N, 2) int64, one row per patch; float ones rounded to the pixel."""
     coords = np.asarray(coords)
     if coords.ndim == 3 and coords.shape[0] == 1:  # (1, N, 2), written beside (1, N, D) features

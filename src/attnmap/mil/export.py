@@ -29,7 +29,7 @@ import torch
 
 from attnmap.errors import InputError
 from attnmap.io_utils import atomic_path, write_bytes_atomic
-from attnmap.mil.bags import ATTENTION_SUFFIX, Bag, is_attention_output
+from attnmap.mil.bags import ATTENTION_SUFFIX, Bag, checked_coords, is_attention_output
 from attnmap.mil.base import AttentionMILBase
 from attnmap.mil.explain import METHODS, explain
 from attnmap.mil.readout import readout_for, resolve_target
@@ -133,8 +133,9 @@ def export_attention(
         raise InputError(f"out_dir {out_dir} is an existing file; give a folder")
     result = infer_bag(model, features, chunk_size=chunk_size, progress=progress)
     n_patches = result.raw.shape[1]
-    if coords is not None and np.asarray(coords).shape != (n_patches, 2):
-        raise InputError(f"coords have shape {np.asarray(coords).shape}, expected ({n_patches}, 2)")
+    if coords is not None and not (isinstance(bag, Bag) and coords is bag.coords):  # given, not read
+        # the readers' rule: the h5 truncated 255.9999 to pixel 255 while the CSV wrote the floats
+        coords = checked_coords(f"coords of slide {slide_id!r}", coords, n_patches)
     chosen = result.branch_for(branch)
     explained = result.prediction if target is None else target
     relevance = {name: _relevance(model, features, name, explained, chunk_size, result, progress)
