@@ -137,3 +137,43 @@ def test_a_model_json_of_another_architecture_is_refused(tmp_path, capsys) -> No
     code, _, err = cli(capsys, "mil", "attention", checkpoint, bags, "-o", tmp_path / "out", "--quiet",
                        "--class-names", "a,b")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("target", [" tumour ", "TUMOUR", "Tumor", "+1 "])
+def test_a_class_name_target_follows_explains_rule(tmp_path: Path, capsys, target: str) -> None:
+    """mil attention matched a name exactly; explain also ignored case but not spaces around it, and
+    each refused an unknown name in its own words (one listed the names, the other did not)."""
+    from torch import nn
+
+    from attnmap.errors import InputError
+    from attnmap.vit.original import class_index
+
+    checkpoint, bags = _setup(tmp_path)
+    names = ["benign", "tumour"]
+    (checkpoint.parent / "model.json").write_text(json.dumps({"class_names": names}))
+    vit = nn.Module()
+    vit.pretrained_cfg = {"label_names": names}  # how a timm model names its classes
+    try:
+        explained = class_index(vit, target) if target.strip().isalpha() else int(target)
+    except InputError as error:
+        explained = str(error)
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bags / "a.h5", "-o", tmp_path / "out",
+                       "--quiet", "--method", "gradient_x_input", "--target", target)
+    if isinstance(explained, str):  # refused by both, in the same words, naming every class
+        assert "'benign', 'tumour'" in explained and "similar: 'tumour'" in explained
+        assert code == 2 and err.strip() == f"attnmap: error: {explained}"
+    else:
+        assert explained == 1 and code == 0, err
+        with h5py.File(tmp_path / "out" / "a_attention.h5") as handle:
+            assert int(handle.attrs["target"]) == 1
+
+
+def test_a_fold_or_run_folder_as_the_checkpoint_says_which_file_to_give(tmp_path: Path, capsys) -> None:
+    """`mil attention runs/clam/fold_0 ...` stopped at click's "File '...' is a directory"; the whole
+    run folder too, where the loader's own folder message would have suggested a Hugging Face one."""
+    checkpoint, bags = _setup(tmp_path)
+    for given in (tmp_path / "fold_0", tmp_path):
+        code, _, err = cli(capsys, "mil", "attention", given, bags, "-o", tmp_path / "out")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert str(checkpoint) in err and "Hugging Face" not in err and "is a directory" not in err
+    assert not (tmp_path / "out").exists()

@@ -140,6 +140,18 @@ def test_slide_ids_with_a_slide_extension_find_their_bag(tmp_path):
         find_bag(tmp_path, "TCGA-01.txt")  # not a slide file name: not guessed at
 
 
+def test_slide_ids_written_as_their_bag_file_find_it(tmp_path):
+    """A labels CSV made from the feature folder's listing ('TCGA-01.h5') found no bag, where
+    'TCGA-01.svs' did."""
+    from attnmap.mil import find_bag
+
+    _h5(tmp_path / "h5_files" / "TCGA-01.h5", np.ones((2, 4), np.float32), np.zeros((2, 2)))
+    torch.save(torch.ones(2, 4), tmp_path / "TCGA-02.pt")
+    for slide_id, bag in (("TCGA-01.h5", "h5_files/TCGA-01.h5"), ("TCGA-01.pt", "h5_files/TCGA-01.h5"),
+                          ("TCGA-02.PT", "TCGA-02.pt")):
+        assert find_bag(tmp_path, slide_id) == tmp_path / bag
+
+
 def test_a_one_patch_bag_gets_every_score_but_occlusion(tmp_path, capsys):
     import csv
 
@@ -249,3 +261,21 @@ def test_hidden_files_in_a_bag_folder_are_not_bags(tmp_path, capsys):
     code, _, err = run_cli(capsys, "--quiet", "mil", "attention", tmp_path / "model.pt",
                            tmp_path / "features", "--out", tmp_path / "out")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("last", ["odd-sized", "empty"])
+def test_a_bag_that_cannot_be_scored_stops_the_run_before_any_bag_is_written(tmp_path, capsys, last):
+    """An empty or odd-sized bag last in a long list stopped `mil attention` only when reached,
+    after every bag before it was computed (hours with --method all) and written beside no
+    predictions.csv."""
+    torch.manual_seed(0)
+    torch.save(CLAM_SB(embed_dim=16, n_classes=2).state_dict(), tmp_path / "m.pt")
+    _h5(tmp_path / "bags" / "a.h5", np.ones((3, 16), np.float32), np.zeros((3, 2)))
+    torch.save(torch.ones(3, 16), tmp_path / "bags" / "b.pt")
+    torch.save(torch.ones(3, 8) if last == "odd-sized" else torch.ones(0, 16), tmp_path / "bags" / "z.pt")
+    code, _, err = run_cli(capsys, "mil", "attention", tmp_path / "m.pt", tmp_path / "bags",
+                           "--out", tmp_path / "out")
+    problem = {"odd-sized": "features have 8 columns but the model expects 16",
+               "empty": "the bag is empty"}[last]
+    assert code == 2 and err.strip().startswith(f"attnmap: error: {tmp_path / 'bags' / 'z.pt'}: {problem}")
+    assert not (tmp_path / "out").exists()

@@ -161,8 +161,10 @@ def test_attention_rerun_on_fewer_bags_names_the_earlier_bags_files(tmp_path: Pa
 
 
 def test_an_attention_rerun_that_fails_on_a_bag_leaves_no_earlier_predictions(tmp_path: Path, capsys) -> None:
-    """A rerun with another model that stops at a bad bag (here an empty one) had rewritten the
-    bags before it, yet left the earlier model's predictions.csv beside them as this run's table."""
+    """A rerun with another model that stops at a bad bag had rewritten the bags before it, yet left
+    the earlier model's predictions.csv beside them as this run's table. A bag refused from its
+    header (here an empty one) now stops the run before it writes anything, leaving the earlier
+    run whole; one refused only once read (NaN values) still takes the earlier table away."""
     from synthetic_slide_files import write_clam_checkpoint
 
     first = write_clam_checkpoint(tmp_path / "first.pt", embed_dim=8, seed=0)
@@ -173,9 +175,16 @@ def test_an_attention_rerun_that_fails_on_a_bag_leaves_no_earlier_predictions(tm
     out = tmp_path / "out"
     code, _, err = cli(capsys, "mil", "attention", first, *bags, "-o", out, "--quiet")
     assert code == 0 and (out / "predictions.csv").is_file(), err
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
     empty = write_h5_bag(tmp_path / "z.h5", np.zeros((0, 8), np.float32), np.zeros((0, 2)))
     code, _, err = cli(capsys, "mil", "attention", second, *bags, empty, "-o", out, "--quiet")
     assert code == 2 and "z.h5" in err and "empty" in err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    nan = np.ones((5, 8), np.float32)
+    nan[2, 3] = np.nan
+    code, _, err = cli(capsys, "mil", "attention", second, *bags,
+                       write_h5_bag(tmp_path / "z.h5", nan, np.zeros((5, 2))), "-o", out, "--quiet")
+    assert code == 2 and "z.h5" in err and "NaN" in err
     assert not (out / "predictions.csv").exists()
     assert not (out / "predictions.json").exists()
 
@@ -312,6 +321,10 @@ def test_a_bag_export_stopped_while_writing_leaves_no_half_file_nor_the_earlier_
                 if self.rows > 3:
                     raise KeyboardInterrupt
                 return self.writer.writerow(row)
+
+            def writerows(self, rows):  # the patch rows go out in blocks: cut inside one
+                for row in rows:
+                    self.writerow(row)
 
         monkeypatch.setattr(csv, "writer", Cut)
     else:

@@ -16,9 +16,10 @@ from attnmap.cli.main import main
 from attnmap.errors import InputError
 from attnmap.mil import CLAM_SB, load_mil
 from attnmap.mil.bags import write_h5_bag
+from attnmap.mil.fold_training import _update_early_stopping
 from attnmap.mil.metrics import classification_metrics, roc_auc
 from attnmap.mil.splits import make_folds, read_labels
-from attnmap.mil.train import TrainConfig, _update_early_stopping, train_mil
+from attnmap.mil.train import TrainConfig, train_mil
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -317,3 +318,33 @@ def test_a_case_with_two_labels_names_its_slides_and_labels(tmp_path):
         make_folds(read_labels(labels), folds=2)
     assert str(caught.value) == ("case 'p1' has slides with different labels (a: normal, c: tumor); "
                                  "cannot group it in one split")
+
+
+def test_a_refused_run_leaves_no_output_folder_it_made(tmp_path, capsys):
+    """Too many folds (or a missing bag) is found once the run holds its output folder's lock:
+    the refused command left that folder, and any parents it made, behind empty."""
+    labels = make_cohort(tmp_path / "features", n_slides=8, n_patches=6)
+    out = tmp_path / "runs" / "clam"
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "features", labels, "--out", out,
+                           "--folds", "20")
+    assert code == 2 and "20 folds but only 4 cases" in err
+    assert not (tmp_path / "runs").exists()
+    out.mkdir(parents=True)  # a folder that was there before the command stays
+    code, _, err = run_cli(capsys, "mil", "train", tmp_path / "features", labels, "--out", out,
+                           "--folds", "20")
+    assert code == 2 and out.is_dir() and not any(out.iterdir())
+
+
+def test_labels_columns_in_a_spreadsheets_spelling_are_read(tmp_path):
+    """"Slide_ID,Label,Case_ID" (a spreadsheet's header) or "slide_id, label" was refused as having
+    no slide_id or label column, where the slide list of `wsi run` reads the same header."""
+    labels = tmp_path / "labels.csv"
+    rows = "a,normal,p1\r\nb,tumor,p2\r\nc,tumor,p1\r\n"
+    labels.write_text(f"slide_id,label,case_id\r\n{rows}")
+    expected = read_labels(labels)
+    for header in ("Slide_ID,Label,Case_ID", "SLIDE_ID , label, case_id"):
+        labels.write_text(f"{header}\r\n{rows}")
+        assert read_labels(labels) == expected
+    labels.write_text(f"slide_id,label,Label\r\n{rows}")
+    with pytest.raises(InputError, match=r"has the columns 'label' and 'Label': keep one"):
+        read_labels(labels)

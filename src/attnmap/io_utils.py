@@ -159,11 +159,25 @@ def read_csv_text(path: str | Path) -> str:
         raise InputError(message) from error
 
 
-def csv_dict_reader(path: str | Path) -> csv.DictReader:
+def csv_dict_reader(path: str | Path, columns: Sequence[str] = ()) -> csv.DictReader:
     """A CSV file's rows as a `csv.DictReader`: the text as `read_csv_text` decodes it, the
-    separator as `csv_delimiter` tells it from the header line (the labels and slide lists alike)."""
+    separator as `csv_delimiter` tells it from the header line (the labels and slide lists alike),
+    the header's names stripped and the known ``columns`` in any case given their own spelling
+    ("slide_id, label" with a space after the comma, or a spreadsheet's "Slide_ID,Label": such a
+    column was lost without a word). `InputError` for two columns that would both be one of them."""
     text = read_csv_text(path)
-    return csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text.partition("\n")[0]))
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text.partition("\n")[0]))
+    named: dict[str, str] = {}
+    names = []
+    for name in (name.strip() for name in reader.fieldnames or []):
+        known = name.lower() if name.lower() in columns else None
+        if known is not None and known in named:
+            raise InputError(f"{path} has the columns {named[known]!r} and {name!r}: keep one")
+        if known is not None:
+            named[known] = name
+        names.append(known or name)
+    reader.fieldnames = names
+    return reader
 
 
 def csv_delimiter(header: str) -> str:

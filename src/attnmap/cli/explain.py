@@ -6,7 +6,6 @@ Thin: parsing and messages only; the work is `attnmap.vit.batch.explain_paths` (
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,6 +146,7 @@ def explain(
     scheduler: str | None,
 ) -> None:
     """Explain IMAGES (files, or folders of PNG/JPEG/TIFF/WebP/BMP/GIF) with a ViT; write overlays, maps."""
+    from attnmap.class_lookup import target_text
     from attnmap.render.colormap import get_cmap
     from attnmap.vit.image_files import expand_image_paths
     from attnmap.vit.method_choice import resolve_methods, split_options
@@ -154,8 +154,8 @@ def explain(
     from attnmap.vit.timm_build import check_timm_name
 
     method = method if method is not None else default_method()  # '' is no method: refused below
-    if target is not None and re.fullmatch(r"[+-]?\d+", target.strip()):
-        target = int(target)  # an index; anything else is a class name, looked up in the model
+    if target is not None:
+        target = target_text(target)  # an index, or a class name looked up in the model
     if direction_file is not None:
         if target is not None:
             raise InputError("give either --target (a class) or --direction (a file), not both")

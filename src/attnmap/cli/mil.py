@@ -99,7 +99,8 @@ def train(features_dir: Path, labels_csv: Path, out_dir: Path, device: str, **op
 
 
 @mil.command()
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# a folder gets load_mil's message naming the file to give, not click's bare "is a directory"
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("bags", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @out_option("Folder for <bag>_attention.h5 / .csv and predictions.csv.")
 @click.option(
@@ -149,15 +150,16 @@ def attention(
 
     from attnmap.errors import InputError
     from attnmap.mil.bag_stream import open_bag
-    from attnmap.mil.bags import collect_bags
+    from attnmap.mil.bags import collect_bags, stored_feature_size
+    from attnmap.mil.base import check_feature_size
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
     from attnmap.mil.export import export_attention, outputs_of_other_bags, write_predictions_csv
-    from attnmap.mil.fold_files import class_names_for
+    from attnmap.mil.fold_files import class_names_for, refuse_run_folder
     from attnmap.provenance import provenance
     from attnmap.wsi.pipeline.stage_files import slide_record
 
-    model = load_mil(checkpoint).to(resolved_device(device))
+    model = load_mil(refuse_run_folder(checkpoint)).to(resolved_device(device))
     names_of_classes = class_names_for(checkpoint, model, class_names)
     target_index = _class_index(target, names_of_classes)
     # the options are checked against the model once, so the error names them, not the first bag
@@ -173,6 +175,14 @@ def attention(
         raise click.BadParameter("no .h5 or .pt bags found", param_hint="BAGS")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is an existing file; give a folder")
+    # from the files' headers, before any bag is computed: an empty or odd-sized bag late in a
+    # long list stopped the run after hours, with the bags before it rewritten and no predictions.csv
+    for path in paths:
+        size = stored_feature_size(path)  # its messages name the bag
+        try:
+            check_feature_size(size, model.embed_dim)
+        except InputError as error:
+            raise InputError(f"{path}: {error}") from error
     names = [path.stem for path in paths]
     table = Path(out_dir) / "predictions.csv"
     # rewritten at the end: an earlier run's table must not outlive a run that stops at a bad bag
@@ -230,16 +240,15 @@ def attention(
 
 
 def _class_index(target: str | None, names: list[str] | None) -> int | None:
-    """``--target`` as a class index: an integer as it is, else a class name looked up in ``names``."""
-    import re
+    """``--target`` as a class index: an integer as it is, else a class name looked up in ``names``
+    by `attnmap explain`'s rule (`attnmap.class_lookup`)."""
+    from attnmap.class_lookup import class_index, target_text
+    from attnmap.errors import InputError
 
-    if target is None or re.fullmatch(r"[+-]?[0-9]+", target.strip()):
-        return None if target is None else int(target)
+    wanted = None if target is None else target_text(target)
+    if not isinstance(wanted, str):
+        return wanted
     if names is None:
-        raise click.BadParameter(f"{target!r} is no class index, and the model's classes have no names "
-                                 "(no model.json beside the checkpoint): give --class-names",
-                                 param_hint="--target")
-    if target not in names:
-        raise click.BadParameter(f"no class {target!r}; the classes are {', '.join(map(repr, names))}",
-                                 param_hint="--target")
-    return names.index(target)
+        raise InputError(f"target {wanted!r}: the model's classes have no names (no model.json beside "
+                         "the checkpoint); give the class index, or --class-names")
+    return class_index(wanted, names)

@@ -62,13 +62,15 @@ def bag_candidates(features_dir: str | Path, slide_id: str) -> list[Path]:
 
 def find_bag(features_dir: str | Path, slide_id: str) -> Path:
     """The bag file of ``slide_id`` under ``features_dir`` (CLAM layout or flat); an id written
-    with its slide file extension (``a.svs``, as many labels CSVs have it) finds ``a.h5``."""
+    with its slide file extension (``a.svs``, as many labels CSVs have it) or its bag's (``a.h5``,
+    ``a.pt``: a list made from the feature folder) finds ``a.h5``."""
     root = Path(features_dir)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such feature directory", str(root))
     names = [slide_id]
     stem, dot, suffix = slide_id.rpartition(".")
-    if dot and stem and _is_slide_suffix("." + suffix):  # "a.svs" in a labels CSV: bags are named "a"
+    # "a.svs" or "a.h5" in a labels CSV: the bags are named "a"
+    if dot and stem and (_is_slide_suffix("." + suffix) or "." + suffix.lower() in BAG_SUFFIXES):
         names.append(stem)
     for name in names:
         for candidate in bag_candidates(root, name):
@@ -214,7 +216,7 @@ def check_feature_layout(path: Path, shape: tuple[int, ...], floating: bool, dty
         raise InputError(f"{path}: features must be floating point, got {dtype}")
 
 
-def checked_coords(path: Path, coords: Any, n_patches: int) -> np.ndarray:
+def checked_coords(path: str | Path, coords: Any, n_patches: int) -> np.ndarray:
     """A bag's coordinates as (N, 2) int64, one row per patch; float ones rounded to the pixel."""
     coords = np.asarray(coords)
     if coords.ndim == 3 and coords.shape[0] == 1:  # (1, N, 2), written beside (1, N, D) features
@@ -238,18 +240,24 @@ def common_feature_size(paths: list[Path]) -> int:
     training starts rather than in the middle of a fold."""
     sizes: dict[int, Path] = {}
     for path in paths:
-        shape = _stored_shape(Path(path))
-        if len(shape) == 3 and shape[0] == 1:
-            shape = shape[1:]
-        if len(shape) != 2:
-            raise InputError(f"{path}: features must be a 2-D (N, D) array, got shape {tuple(shape)}")
-        if shape[0] == 0:
-            raise InputError(f"{path}: the bag is empty (0 patches)")
-        sizes.setdefault(int(shape[1]), Path(path))
+        sizes.setdefault(stored_feature_size(path), Path(path))
         if len(sizes) > 1:
             (first, where), (other, _) = sizes.items()
             raise InputError(f"{path}: {other} features per patch; other bags have {first} (e.g. {where})")
     return next(iter(sizes))
+
+
+def stored_feature_size(path: str | Path) -> int:
+    """A bag's features per patch, read from the file's header (`common_feature_size`); `InputError`
+    for an empty or malformed bag."""
+    shape = _stored_shape(Path(path))
+    if len(shape) == 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 2:
+        raise InputError(f"{path}: features must be a 2-D (N, D) array, got shape {tuple(shape)}")
+    if shape[0] == 0:
+        raise InputError(f"{path}: the bag is empty (0 patches)")
+    return int(shape[1])
 
 
 def _stored_shape(path: Path) -> tuple[int, ...]:

@@ -137,14 +137,20 @@ def check_bag_shape(features: torch.Tensor | FeatureRows) -> torch.Tensor | Feat
     return features
 
 
+def check_feature_size(size: int, embed_dim: int) -> None:
+    """`InputError` unless a bag's ``size`` features per patch are the model's ``embed_dim``."""
+    if size != embed_dim:
+        raise InputError(
+            f"features have {size} columns but the model expects {embed_dim} "
+            "(the feature size it was built or trained with)"
+        )
+
+
 def check_bag_features(features: torch.Tensor, embed_dim: int | None = None) -> torch.Tensor:
     """The checks of `AttentionMILBase.check_features`, usable without a model (returns (N, D))."""
     features = check_bag_shape(features)
-    if embed_dim is not None and features.shape[1] != embed_dim:
-        raise InputError(
-            f"features have {features.shape[1]} columns but the model expects {embed_dim} "
-            "(the feature size it was built or trained with)"
-        )
+    if embed_dim is not None:
+        check_feature_size(int(features.shape[1]), embed_dim)
     if not features.is_floating_point():
         features = features.float()
     # A row sum is NaN/inf whenever the row holds a NaN/inf: one cheap read instead of an (N, D) mask.

@@ -178,3 +178,13 @@ def class_names_for(
         raise InputError(f"{source} names {len(names)} classes ({', '.join(map(repr, names))}), but the "
                          f"model has {n_classes} classes, each named once and not empty{advice}")
     return names
+
+
+def refuse_run_folder(path: Path) -> Path:
+    """``path`` unless it is a `mil train` output folder, refused naming a fold's checkpoint: each
+    fold is its own model, and the generic folder message would suggest a Hugging Face folder."""
+    folds = sorted(Path(path).glob("fold_*/checkpoint.pt"), key=lambda p: (len(p.parent.name), p.parent.name))
+    if Path(path).is_dir() and folds:
+        raise InputError(f"{path} is a `mil train` run of {len(folds)} fold model(s): give one fold's "
+                         f"checkpoint, e.g. {folds[0]}")
+    return path

@@ -24,6 +24,8 @@ from attnmap.errors import InputError
 from attnmap.io_utils import csv_dict_reader, write_csv_atomic
 from attnmap.mil.label_classes import class_indices
 
+LABEL_COLUMNS = ("slide_id", "label", "case_id")
+
 
 @dataclass
 class Cohort:
@@ -56,9 +58,9 @@ def read_labels(path: str | Path) -> Cohort:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "No such labels file", str(path))
-    reader = csv_dict_reader(path)
+    reader = csv_dict_reader(path, LABEL_COLUMNS)
     try:
-        columns = [name.strip() for name in (reader.fieldnames or [])]
+        columns = list(reader.fieldnames or [])
         if "slide_id" not in columns or "label" not in columns:
             raise InputError(f"{path}: needs columns slide_id,label[,case_id]; found {columns}")
         rows = [{(k or "").strip(): _cell(v) for k, v in row.items()} for row in reader]

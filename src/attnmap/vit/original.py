@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from attnmap.class_lookup import class_index as lookup_class
 from attnmap.errors import InputError
 
 
@@ -98,25 +99,15 @@ def class_names(model: nn.Module) -> list[str]:
 
 
 def class_index(model: nn.Module, name: str) -> int:
-    """The index of the class called ``name`` (exactly, else ignoring case); `InputError` naming the
-    closest names, or saying the model names no classes."""
-    import difflib
-
+    """The index of the class called ``name`` (`attnmap.class_lookup.class_index`: the rule
+    `mil attention` follows too); `InputError` when the model names no classes."""
     names = class_names(model)
     if not names:
         raise InputError(
             f"target {name!r}: {type(model).__name__} names no classes (no label_names / id2label); "
             "give the class index"
         )
-    for found in ([i for i, n in enumerate(names) if n == name],
-                  [i for i, n in enumerate(names) if n.casefold() == name.casefold()]):
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise InputError(f"target {name!r} names classes {found}: give the class index")
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
-    hint = f"; similar: {', '.join(repr(c) for c in close)}" if close else ""
-    raise InputError(f"target {name!r} is not one of the model's {len(names)} class names{hint}")
+    return lookup_class(name, names)
 
 
 def named_classes(model: nn.Module, target: Any) -> Any:

@@ -44,10 +44,7 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
 
     csv_path = Path(config.slides.csv)
     base = Path(config.slides.data_dir) if config.slides.data_dir else csv_path.parent
-    reader = csv_dict_reader(csv_path)
-    # "slide_id, label" (a space after the comma) or "Slide_ID,Label" (a spreadsheet's):
-    # the label column was lost without a word
-    reader.fieldnames = _column_names(csv_path, reader.fieldnames or [])
+    reader = csv_dict_reader(csv_path, COLUMNS)
     rows = list(reader)
     if not rows:
         raise InputError(f"{csv_path} lists no slides")
@@ -107,21 +104,6 @@ def read_slide_list(config: PipelineConfig, check_slides: bool = True) -> list[S
 
 COLUMNS = ("slide_path", "slide_id", "label")
 """The columns of a slide list that are read (any case; others are ignored)."""
-
-
-def _column_names(csv_path: Path, names: list[str]) -> list[str]:
-    """The header's names stripped, and `COLUMNS` in any case given their own spelling;
-    `InputError` for two columns that would both be one of them."""
-    named: dict[str, str] = {}
-    result = []
-    for name in (name.strip() for name in names):
-        known = name.lower() if name.lower() in COLUMNS else None
-        if known is not None and known in named:
-            raise InputError(f"{csv_path} has the columns {named[known]!r} and {name!r}: keep one")
-        if known is not None:
-            named[known] = name
-        result.append(known or name)
-    return result
 
 
 def check_slide_annotations(config: PipelineConfig, entries: list[SlideEntry]) -> None:
