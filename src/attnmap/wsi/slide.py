@@ -240,7 +240,7 @@ def _open_slide(path: str | Path) -> Slide:
             if planes is not None:  # OpenSlide shows the first of them as one grey level
                 slide.close()
                 raise planes_error(path, *planes)
-            misread = openslide_misreads(path, slide.dimensions) if generic else None
+            misread = openslide_misreads(path, slide.level_dimensions) if generic else None
             try:
                 single = suffix in TIFF_SUFFIXES and slide.level_count == 1
                 use_tiffslide = misread is not None or (single and has_subifd_pyramid(path))

@@ -1,0 +1,56 @@
+"""Slides laid out as scanners and converters write them, beyond the layouts of test_wsi_formats:
+each must open with its own pyramid and put patches, tissue and heat where the tissue is, or be
+refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from attnmap.wsi import open_slide, segment_tissue
+
+WIDTH, HEIGHT = 1024, 768
+RECT = (512, 128, 768, 384)  # the tissue at level 0: x0, y0, x1, y1
+
+
+def slide_image() -> np.ndarray:
+    """Near-white glass with one pink rectangle of tissue at `RECT`."""
+    image = np.full((HEIGHT, WIDTH, 3), 240, np.uint8)
+    x0, y0, x1, y1 = RECT
+    noise = np.random.default_rng(0).integers(0, 40, size=(y1 - y0, x1 - x0), dtype=np.uint8)
+    image[y0:y1, x0:x1] = np.stack([200 - noise, 100 + noise, 170 - noise // 2], axis=2)
+    return image
+
+
+def box_shrink(image: np.ndarray, factor: int) -> np.ndarray:
+    height, width = image.shape[0] // factor * factor, image.shape[1] // factor * factor
+    blocks = image[:height, :width].reshape(height // factor, factor, width // factor, factor, -1)
+    return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
+
+
+def test_a_tiled_label_and_macro_among_the_pages_are_no_levels(tmp_path: Path) -> None:
+    """A converter that writes the label and macro as tiled pages (NewSubfileType 1, like the
+    levels): OpenSlide's generic TIFF took every tiled page for a level, so the macro (640×384)
+    sat between levels 1 and 2 and the label became the coarsest level, which segmentation then
+    chose and found no tissue on (the heatmap was drawn on the label)."""
+    image = slide_image()
+    levels = [image, box_shrink(image, 2), box_shrink(image, 4)]
+    label = np.full((300, 300, 3), 60, np.uint8)
+    macro = np.full((384, 640, 3), 200, np.uint8)
+    path = tmp_path / "converted.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for index, page in enumerate([*levels, macro, label]):
+            tif.write(page, tile=(128, 128), photometric="rgb", compression="zlib", metadata=None,
+                      subfiletype=int(index > 0), resolution=(2e4 / 2 ** min(index, 2),) * 2,
+                      resolutionunit="CENTIMETER")
+    with open_slide(path) as slide:
+        assert slide.level_dimensions == ((1024, 768), (512, 384), (256, 192))
+        assert slide.level_downsamples == (1.0, 2.0, 4.0)
+        coarsest = slide.read_region((0, 0), 2, (256, 192))
+        np.testing.assert_array_equal(coarsest, levels[2])
+        tissue = segment_tissue(slide, a_t=0.01, a_h=0.01, progress=False)
+        assert tissue.seg_level == 2
+        xs, ys = np.nonzero(tissue.mask(0).T)
+        np.testing.assert_allclose((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), RECT, atol=8)
