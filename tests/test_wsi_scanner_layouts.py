@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
-from attnmap.wsi import open_slide, segment_tissue
+from attnmap.errors import InputError
+from attnmap.wsi import ArraySlide, open_slide, segment_tissue, write_heatmap_tiff
 
 WIDTH, HEIGHT = 1024, 768
 RECT = (512, 128, 768, 384)  # the tissue at level 0: x0, y0, x1, y1
@@ -54,3 +56,19 @@ def test_a_tiled_label_and_macro_among_the_pages_are_no_levels(tmp_path: Path) -
         assert tissue.seg_level == 2
         xs, ys = np.nonzero(tissue.mask(0).T)
         np.testing.assert_allclose((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), RECT, atol=8)
+
+
+def test_a_heatmap_tiff_at_no_level_of_the_slide_is_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    """``level=-1`` (the PNG's "choose a level") on a slide without a pyramid, whose chosen level is
+    drawn shrunk: page 0 was planned at the level's size and rendered shrunk, and writing it ended
+    in "RuntimeError: generator raised StopIteration"."""
+    import attnmap.wsi.heatmap.renderer as renderer
+
+    monkeypatch.setattr(renderer, "MAX_VIS_LEVEL_PIXELS", 1 << 10)  # this one-level slide counts as huge
+    slide = ArraySlide(slide_image(), "one_level.tif")
+    coords = np.array([[512, 128], [640, 256]])
+    for level in (-1, 1):
+        with pytest.raises(InputError, match=f"level {level} does not exist in one_level.tif"):
+            write_heatmap_tiff(tmp_path / "heat.tif", slide, coords, [0.0, 1.0], patch_size=128,
+                               level=level, progress=False)
+    assert not (tmp_path / "heat.tif").exists()
