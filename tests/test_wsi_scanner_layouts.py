@@ -72,3 +72,21 @@ def test_a_heatmap_tiff_at_no_level_of_the_slide_is_refused_in_one_line(tmp_path
             write_heatmap_tiff(tmp_path / "heat.tif", slide, coords, [0.0, 1.0], patch_size=128,
                                level=level, progress=False)
     assert not (tmp_path / "heat.tif").exists()
+
+
+def test_a_level_the_slide_lacks_names_the_setting_that_asked_for_it() -> None:
+    """Segmentation and patching levels both ended in "level 5 does not exist in ...", which left
+    the user of `wsi patch --seg-level 1 --patch-level 5` guessing which one to change."""
+    from attnmap.cli.wsi import FLAGS
+    from attnmap.wsi import patch_grid
+    from attnmap.wsi.setting_names import option_names
+
+    slide = ArraySlide(slide_image(), "scan.tif")
+    asks = {"segmentation.level": lambda: segment_tissue(slide, level=5, progress=False),
+            "patching.level": lambda: patch_grid(slide, None, 64, 64, level=5, progress=False)}
+    for key, ask in asks.items():
+        with pytest.raises(InputError, match=rf"^{key}: level 5 does not exist in scan.tif: it has 1 level"):
+            ask()
+        option = FLAGS[key]
+        with option_names(FLAGS), pytest.raises(InputError, match=rf"^--{option}: level 5 does not exist"):
+            ask()

@@ -54,11 +54,15 @@ class Slide:
     def level_count(self) -> int:
         return len(self.level_dimensions)
 
-    def check_level(self, level: int) -> int:
-        """Return ``level`` if it exists, else raise `InputError` naming the file and the levels."""
+    def check_level(self, level: int, setting: str | None = None) -> int:
+        """Return ``level`` if it exists, else raise `InputError` naming the file and the levels,
+        and first the ``setting`` that asked for it (`attnmap.wsi.setting_names.setting`) when given:
+        a run's segmentation, patch and drawing levels all end here, and "level 5" alone does not
+        say which of them to change."""
         if not isinstance(level, (int, np.integer)) or not 0 <= int(level) < self.level_count:
+            asked = f"{setting}: " if setting else ""
             raise InputError(
-                f"level {level!r} does not exist in {self.path}: it has {self.level_count} level(s) "
+                f"{asked}level {level!r} does not exist in {self.path}: it has {self.level_count} level(s) "
                 f"(0..{self.level_count - 1}) with dimensions {list(self.level_dimensions)}"
             )
         return int(level)
