@@ -90,3 +90,23 @@ def test_a_level_the_slide_lacks_names_the_setting_that_asked_for_it() -> None:
         option = FLAGS[key]
         with option_names(FLAGS), pytest.raises(InputError, match=rf"^--{option}: level 5 does not exist"):
             ask()
+
+
+def test_libvips_default_resolution_is_no_pixel_size(tmp_path: Path) -> None:
+    """`vips tiffsave IMAGE OUT.tif --tile --pyramid` (the conversion attnmap's own hint suggests)
+    writes libvips' default 1 pixel per mm, as 10 px/cm, on an image that recorded no resolution;
+    OpenSlide read it as 1000 µm per pixel, which the scale bar and the cohort's resolution check
+    took for the scan's."""
+    from attnmap.wsi.pixel_size import tiff_mpp_xy
+
+    image = slide_image()
+    for unit, per_unit, name in (("CENTIMETER", 10.0, "vips_cm.tif"), ("INCH", 25.4, "vips_inch.tif")):
+        path = tmp_path / name
+        with tifffile.TiffWriter(path) as tif:
+            for index, page in enumerate((image, box_shrink(image, 2))):
+                tif.write(page, tile=(128, 128), photometric="rgb", compression="jpeg", metadata=None,
+                          subfiletype=int(index > 0), resolution=(per_unit, per_unit), resolutionunit=unit)
+        with open_slide(path) as slide:
+            assert slide.level_count == 2
+            assert slide.mpp is None and slide.mpp_xy is None, name
+        assert tiff_mpp_xy(path) == (None, None), name  # what tiffslide and tifffile read
