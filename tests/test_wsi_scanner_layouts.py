@@ -110,3 +110,31 @@ def test_libvips_default_resolution_is_no_pixel_size(tmp_path: Path) -> None:
             assert slide.level_count == 2
             assert slide.mpp is None and slide.mpp_xy is None, name
         assert tiff_mpp_xy(path) == (None, None), name  # what tiffslide and tifffile read
+
+
+def test_a_level_read_block_by_block_fits_the_level_read_whole(tmp_path: Path, monkeypatch) -> None:
+    """A level whose sides were rounded (1024×768 at downsample 3: 341×256) has per-axis ratios
+    (3.003, 3.0) other than its downsample (3.0015), which `read_region` divides by. The overview of
+    a level too large to read whole placed each block by the ratios, so block k was read from the
+    wrong place, by more pixels the further it lay: seams in the segmented overview and the heatmap's
+    slide."""
+    import cv2
+
+    from attnmap.wsi import reduced
+
+    image = slide_image()
+    image[::7] = (90, 40, 120)  # stripes: any shift of a block shows
+    levels = [image, cv2.resize(image, (341, 256), interpolation=cv2.INTER_AREA)]
+    path = tmp_path / "ome_like.tif"
+    with tifffile.TiffWriter(path) as tif:  # SubIFDs: read by tiffslide, which floors as Slide does
+        tif.write(levels[0], subifds=1, tile=(128, 128), photometric="rgb", compression="zlib", metadata=None)
+        tif.write(levels[1], subfiletype=1, tile=(128, 128), photometric="rgb", compression="zlib")
+    monkeypatch.setattr(reduced, "BLOCK", 64)  # several blocks on this small level
+    with open_slide(path) as slide:
+        assert slide.level_dimensions[1] == (341, 256)
+        whole = slide.read_region((0, 0), 1, (341, 256))
+        np.testing.assert_array_equal(whole, levels[1])
+        expected = reduced._shrink_partial(whole, 2, reduced.reduced_size((341, 256), 2))
+        np.testing.assert_array_equal(reduced.read_reduced(slide, 1, 2), expected)
+        corner = reduced.read_reduced(slide, 1, 2, region=(130, 66, 140, 130))
+        np.testing.assert_array_equal(corner, reduced._shrink_partial(whole[66:196, 130:270], 2, (70, 65)))

@@ -82,6 +82,12 @@ class OpenSlideSlide(Slide):
                 rgb[y0:y1, x0:x1] = over_white(rgb[y0:y1, x0:x1], rgba[y0:y1, x0:x1, 3])
         return rgb
 
+    def level0_location(self, level: int, x: int, y: int) -> tuple[int, int]:
+        """OpenSlide does not floor location / downsample: it paints the level shifted by the
+        fraction, so the nearest whole location is the one closest to the level's pixel (x, y)."""
+        scale_x, scale_y = self._read_scale(self.check_level(level))
+        return round(int(x) * scale_x), round(int(y) * scale_y)
+
     def pixel_reading(self) -> str | None:
         """None, but for a TIFF whose samples hold alpha: OpenSlide gives its transparent pixels as
         black, which this reader makes white (see `Slide.pixel_reading`)."""
@@ -132,6 +138,7 @@ class TiffSlideSlide(OpenSlideSlide):
 
     reader = "tiffslide"
     pixel_reading = Slide.pixel_reading
+    level0_location = Slide.level0_location  # tiffslide floors location / downsample
 
     def __init__(self, path: str, handle) -> None:
         try:  # tiffslide raises for series it does not read (planar, channels) when asked for properties
