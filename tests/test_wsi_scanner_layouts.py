@@ -112,23 +112,30 @@ def test_libvips_default_resolution_is_no_pixel_size(tmp_path: Path) -> None:
         assert tiff_mpp_xy(path) == (None, None), name  # what tiffslide and tifffile read
 
 
+def write_rounded_level(path: Path) -> tuple[Path, list[np.ndarray]]:
+    """A SubIFD pyramid (read by tiffslide, which floors location / downsample as `Slide` does)
+    whose level 1 is 1024×768 at downsample 3, its sides rounded: 341×256, per-axis ratios (3.003,
+    3.0), downsample 3.0015. Striped, so that any shift of a block read shows."""
+    import cv2
+
+    image = slide_image()
+    image[::7] = (90, 40, 120)
+    levels = [image, cv2.resize(image, (341, 256), interpolation=cv2.INTER_AREA)]
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(levels[0], subifds=1, tile=(128, 128), photometric="rgb", compression="zlib", metadata=None)
+        tif.write(levels[1], subfiletype=1, tile=(128, 128), photometric="rgb", compression="zlib")
+    return path, levels
+
+
 def test_a_level_read_block_by_block_fits_the_level_read_whole(tmp_path: Path, monkeypatch) -> None:
     """A level whose sides were rounded (1024×768 at downsample 3: 341×256) has per-axis ratios
     (3.003, 3.0) other than its downsample (3.0015), which `read_region` divides by. The overview of
     a level too large to read whole placed each block by the ratios, so block k was read from the
     wrong place, by more pixels the further it lay: seams in the segmented overview and the heatmap's
     slide."""
-    import cv2
-
     from attnmap.wsi import reduced
 
-    image = slide_image()
-    image[::7] = (90, 40, 120)  # stripes: any shift of a block shows
-    levels = [image, cv2.resize(image, (341, 256), interpolation=cv2.INTER_AREA)]
-    path = tmp_path / "ome_like.tif"
-    with tifffile.TiffWriter(path) as tif:  # SubIFDs: read by tiffslide, which floors as Slide does
-        tif.write(levels[0], subifds=1, tile=(128, 128), photometric="rgb", compression="zlib", metadata=None)
-        tif.write(levels[1], subfiletype=1, tile=(128, 128), photometric="rgb", compression="zlib")
+    path, levels = write_rounded_level(tmp_path / "ome_like.tif")
     monkeypatch.setattr(reduced, "BLOCK", 64)  # several blocks on this small level
     with open_slide(path) as slide:
         assert slide.level_dimensions[1] == (341, 256)
@@ -138,3 +145,17 @@ def test_a_level_read_block_by_block_fits_the_level_read_whole(tmp_path: Path, m
         np.testing.assert_array_equal(reduced.read_reduced(slide, 1, 2), expected)
         corner = reduced.read_reduced(slide, 1, 2, region=(130, 66, 140, 130))
         np.testing.assert_array_equal(corner, reduced._shrink_partial(whole[66:196, 130:270], 2, (70, 65)))
+
+
+def test_a_heatmap_drawn_window_by_window_lies_on_the_level_it_is_drawn_at(tmp_path: Path) -> None:
+    """The slide under a heatmap PNG was read per window from the window's corner times the level's
+    per-axis ratio, which `read_region` divides by the downsample instead: on a level whose sides
+    were rounded every window after the first showed the slide shifted under the patches."""
+    from attnmap.wsi import HeatmapStyle, render_heatmap
+
+    path, levels = write_rounded_level(tmp_path / "ome_like.tif")
+    with open_slide(path) as slide:
+        style = HeatmapStyle(vis_level=1, alpha=0.0)  # the slide alone
+        for block in (64, 100, 4096):
+            drawn = render_heatmap(slide, [[0, 0]], [1.0], style, patch_size=64, block=block)
+            np.testing.assert_array_equal(drawn, levels[1], err_msg=f"windows of {block} px")

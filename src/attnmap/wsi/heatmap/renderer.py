@@ -228,6 +228,8 @@ class HeatmapRenderer:
         sx, sy = self.scale_xy
         location = (int(round(self.origin0[0] + x0 * sx)), int(round(self.origin0[1] + y0 * sy)))
         if not self.resize:
+            if self.style.roi is None:  # the canvas is the level: its pixel (x0, y0), read where it lies
+                location = self.slide.level0_location(self.read_level, x0, y0)
             return self.slide.read_region(location, self.read_level, (width, height))
         read_ds = self.slide.level_downsamples[self.read_level]
         factor = round(sx / read_ds)
