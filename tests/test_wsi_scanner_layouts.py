@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from attnmap.errors import InputError
-from attnmap.wsi import ArraySlide, open_slide, segment_tissue, write_heatmap_tiff
+from attnmap.wsi import ArraySlide, Slide, open_slide, segment_tissue, write_heatmap_tiff
 
 WIDTH, HEIGHT = 1024, 768
 RECT = (512, 128, 768, 384)  # the tissue at level 0: x0, y0, x1, y1
@@ -112,6 +112,19 @@ def test_libvips_default_resolution_is_no_pixel_size(tmp_path: Path) -> None:
         assert tiff_mpp_xy(path) == (None, None), name  # what tiffslide and tifffile read
 
 
+class LevelsInMemory(Slide):
+    """Levels given as arrays, their downsample OpenSlide's (the mean of the two sides' ratios)."""
+
+    def __init__(self, levels: list[np.ndarray]) -> None:
+        self.path, self.mpp, self._levels = "levels in memory", None, levels
+        self.level_dimensions = tuple((level.shape[1], level.shape[0]) for level in levels)
+        (width, height), sizes = self.level_dimensions[0], self.level_dimensions
+        self.level_downsamples = tuple((width / w + height / h) / 2 for w, h in sizes)
+
+    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self._levels[level][y : y + height, x : x + width]
+
+
 def write_rounded_level(path: Path) -> tuple[Path, list[np.ndarray]]:
     """A SubIFD pyramid (read by tiffslide, which floors location / downsample as `Slide` does)
     whose level 1 is 1024×768 at downsample 3, its sides rounded: 341×256, per-axis ratios (3.003,
@@ -120,6 +133,7 @@ def write_rounded_level(path: Path) -> tuple[Path, list[np.ndarray]]:
 
     image = slide_image()
     image[::7] = (90, 40, 120)
+    image[:, ::5] = (60, 30, 90)
     levels = [image, cv2.resize(image, (341, 256), interpolation=cv2.INTER_AREA)]
     with tifffile.TiffWriter(path) as tif:
         tif.write(levels[0], subifds=1, tile=(128, 128), photometric="rgb", compression="zlib", metadata=None)
@@ -151,6 +165,8 @@ def test_a_heatmap_drawn_window_by_window_lies_on_the_level_it_is_drawn_at(tmp_p
     """The slide under a heatmap PNG was read per window from the window's corner times the level's
     per-axis ratio, which `read_region` divides by the downsample instead: on a level whose sides
     were rounded every window after the first showed the slide shifted under the patches."""
+    import cv2
+
     from attnmap.wsi import HeatmapStyle, render_heatmap
 
     path, levels = write_rounded_level(tmp_path / "ome_like.tif")
@@ -159,3 +175,14 @@ def test_a_heatmap_drawn_window_by_window_lies_on_the_level_it_is_drawn_at(tmp_p
         for block in (64, 100, 4096):
             drawn = render_heatmap(slide, [[0, 0]], [1.0], style, patch_size=64, block=block)
             np.testing.assert_array_equal(drawn, levels[1], err_msg=f"windows of {block} px")
+    # ratios (3.1, 3.0), downsample 3.05 (tifffile keeps no such SubIFD level; a Slide of arrays
+    # floors as tiffslide does): a window 64 px on lay 3 px off when placed by the ratios
+    wide = cv2.resize(levels[0], (330, 256), interpolation=cv2.INTER_AREA)
+    with LevelsInMemory([levels[0], wide]) as slide:
+        roi = ((301, 37), (1000, 700))  # drawn as CLAM reads it: one region from the ROI's corner
+        style = HeatmapStyle(vis_level=1, alpha=0.0, roi=roi)
+        whole = render_heatmap(slide, [[400, 100]], [1.0], style, patch_size=64, block=4096)
+        np.testing.assert_array_equal(whole, slide.read_region(roi[0], 1, whole.shape[1::-1]))
+        for block in (64, 100):
+            drawn = render_heatmap(slide, [[400, 100]], [1.0], style, patch_size=64, block=block)
+            np.testing.assert_array_equal(drawn, whole, err_msg=f"ROI in windows of {block} px")

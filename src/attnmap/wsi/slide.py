@@ -82,11 +82,14 @@ class OpenSlideSlide(Slide):
                 rgb[y0:y1, x0:x1] = over_white(rgb[y0:y1, x0:x1], rgba[y0:y1, x0:x1, 3])
         return rgb
 
-    def level0_location(self, level: int, x: int, y: int) -> tuple[int, int]:
+    def level0_location(
+        self, level: int, x: int, y: int, origin: tuple[int, int] = (0, 0)
+    ) -> tuple[int, int]:
         """OpenSlide does not floor location / downsample: it paints the level shifted by the
-        fraction, so the nearest whole location is the one closest to the level's pixel (x, y)."""
+        fraction, so the nearest whole location is the one closest to the level's pixel (x, y)
+        counted from where ``origin`` is painted."""
         scale_x, scale_y = self._read_scale(self.check_level(level))
-        return round(int(x) * scale_x), round(int(y) * scale_y)
+        return round(int(origin[0]) + int(x) * scale_x), round(int(origin[1]) + int(y) * scale_y)
 
     def pixel_reading(self) -> str | None:
         """None, but for a TIFF whose samples hold alpha: OpenSlide gives its transparent pixels as

@@ -112,18 +112,21 @@ class Slide:
             out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read(level, x0, y0, x1 - x0, y1 - y0)
         return out
 
-    def level0_location(self, level: int, x: int, y: int) -> tuple[int, int]:
-        """The level-0 location `read_region` reads ``level``'s pixel (x, y) from: the inverse of
-        its mapping (location / downsample, floored), not the level's per-axis size ratio
-        (`level_scale_xy`), which differs where a side was rounded and shifted each block read
-        that way by up to a few pixels more the further it lay from the origin."""
+    def level0_location(
+        self, level: int, x: int, y: int, origin: tuple[int, int] = (0, 0)
+    ) -> tuple[int, int]:
+        """The level-0 location `read_region` reads as ``level``'s pixel (x, y) counted from the
+        pixel it reads at level-0 ``origin``: the inverse of its mapping (location / downsample,
+        floored), not the level's per-axis size ratio (`level_scale_xy`), which differs where a
+        side was rounded and shifted each block read that way, more the further it lay."""
         scale_x, scale_y = self._read_scale(self.check_level(level))
 
-        def back(pixel: int, scale: float) -> int:
+        def back(pixel: int, start: int, scale: float) -> int:
+            pixel += math.floor(start / scale)
             location = math.ceil(pixel * scale)  # floor(location / scale) == pixel, as scale >= 1
             return location + 1 if math.floor(location / scale) < pixel else location
 
-        return back(int(x), scale_x), back(int(y), scale_y)
+        return back(int(x), int(origin[0]), scale_x), back(int(y), int(origin[1]), scale_y)
 
     def _read_scale(self, level: int) -> tuple[float, float]:
         """How level-0 locations map to ``level`` pixels (OpenSlide divides by the downsample)."""
