@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from attnmap.errors import InputError
 from attnmap.wsi.parameters import CONTOUR_CHECKS
+from attnmap.wsi.setting_names import setting
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue import Tissue
 
@@ -78,7 +79,7 @@ def _cv_points(points: np.ndarray) -> np.ndarray:
 
 
 def _validate(slide: Slide, patch_size: int, step: int, level: int, contour_check: str, roi) -> None:
-    slide.check_level(level)
+    slide.check_level(level, setting("patching.level"))
     for name, value in (("patch_size", patch_size), ("step", step)):
         whole = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating))
                                                          and float(value).is_integer())

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from attnmap.wsi.slide_files import _largest, quiet_tifffile
 
-PLACEHOLDER_DPI = (72.0, 96.0, 300.0)
-"""Resolutions per inch that image tools write by default (screen and print): no pixel size."""
+PLACEHOLDER_DPI = (72.0, 96.0, 300.0, 25.4)
+"""Resolutions per inch that image tools write by default: no pixel size. Screen and print dpi, and
+libvips' 1 pixel per mm (written as 10 px/cm: 1000 µm per pixel) on an image that recorded none, as
+`vips tiffsave --tile --pyramid` (the conversion `tissue.PYRAMID_HINT` suggests) gives a slide."""
 
 _CM_PER_INCH = 2.54
 
@@ -55,10 +57,10 @@ def square_pair(x: float | None, y: float | None, where: str) -> tuple[float | N
 
 
 def properties_mpp_xy(properties: dict) -> tuple[float | None, float | None]:
-    """(x, y) µm per pixel as the backend reports them, except a generic TIFF's screen or print dpi
-    (72, 96, 300 per inch, or the same per centimetre), which image tools write by default and
-    OpenSlide turns into 353, 265 or 85 µm/px: a scale bar and a cohort's resolution check would take
-    that for a pixel size."""
+    """(x, y) µm per pixel as the backend reports them, except a generic TIFF's `PLACEHOLDER_DPI`
+    (72, 96, 300 per inch, libvips' 10 per centimetre, in either unit), which image tools write by
+    default and OpenSlide turns into 353, 265, 85 or 1000 µm/px: a scale bar and a cohort's
+    resolution check would take that for a pixel size."""
     resolution = properties.get("tiff.XResolution")
     try:
         if (properties.get("openslide.vendor") == "generic-tiff" and resolution

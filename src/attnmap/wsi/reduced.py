@@ -40,7 +40,6 @@ def read_reduced(
     ``progress``: a bar over the blocks when there are at least 16 of them."""
     factor = int(factor)
     left, top, width, height = (0, 0, *slide.level_dimensions[level]) if region is None else region
-    scale_x, scale_y = slide.level_scale_xy(level)
     out_width, out_height = reduced_size((width, height), factor)
     out = np.empty((out_height, out_width, 3), dtype=np.uint8)
     step = factor * max(1, BLOCK // factor)  # a whole number of boxes per block
@@ -49,8 +48,7 @@ def read_reduced(
                leave=False)
     for x, y in bar:
         w, h = min(step, width - x), min(step, height - y)
-        location = (round((left + x) * scale_x), round((top + y) * scale_y))
-        block = slide.read_region(location, level, (w, h))
+        block = slide.read_region(slide.level0_location(level, left + x, top + y), level, (w, h))
         size = reduced_size((w, h), factor)
         if (w, h) != (size[0] * factor, size[1] * factor):  # the edge: shrink the whole boxes, then the rest
             block = _shrink_partial(block, factor, size)

@@ -82,6 +82,15 @@ class OpenSlideSlide(Slide):
                 rgb[y0:y1, x0:x1] = over_white(rgb[y0:y1, x0:x1], rgba[y0:y1, x0:x1, 3])
         return rgb
 
+    def level0_location(
+        self, level: int, x: int, y: int, origin: tuple[int, int] = (0, 0)
+    ) -> tuple[int, int]:
+        """OpenSlide does not floor location / downsample: it paints the level shifted by the
+        fraction, so the nearest whole location is the one closest to the level's pixel (x, y)
+        counted from where ``origin`` is painted."""
+        scale_x, scale_y = self._read_scale(self.check_level(level))
+        return round(int(origin[0]) + int(x) * scale_x), round(int(origin[1]) + int(y) * scale_y)
+
     def pixel_reading(self) -> str | None:
         """None, but for a TIFF whose samples hold alpha: OpenSlide gives its transparent pixels as
         black, which this reader makes white (see `Slide.pixel_reading`)."""
@@ -132,6 +141,7 @@ class TiffSlideSlide(OpenSlideSlide):
 
     reader = "tiffslide"
     pixel_reading = Slide.pixel_reading
+    level0_location = Slide.level0_location  # tiffslide floors location / downsample
 
     def __init__(self, path: str, handle) -> None:
         try:  # tiffslide raises for series it does not read (planar, channels) when asked for properties
@@ -240,7 +250,7 @@ def _open_slide(path: str | Path) -> Slide:
             if planes is not None:  # OpenSlide shows the first of them as one grey level
                 slide.close()
                 raise planes_error(path, *planes)
-            misread = openslide_misreads(path, slide.dimensions) if generic else None
+            misread = openslide_misreads(path, slide.level_dimensions) if generic else None
             try:
                 single = suffix in TIFF_SUFFIXES and slide.level_count == 1
                 use_tiffslide = misread is not None or (single and has_subifd_pyramid(path))

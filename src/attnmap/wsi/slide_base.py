@@ -54,11 +54,15 @@ class Slide:
     def level_count(self) -> int:
         return len(self.level_dimensions)
 
-    def check_level(self, level: int) -> int:
-        """Return ``level`` if it exists, else raise `InputError` naming the file and the levels."""
+    def check_level(self, level: int, setting: str | None = None) -> int:
+        """Return ``level`` if it exists, else raise `InputError` naming the file and the levels,
+        and first the ``setting`` that asked for it (`attnmap.wsi.setting_names.setting`) when given:
+        a run's segmentation, patch and drawing levels all end here, and "level 5" alone does not
+        say which of them to change."""
         if not isinstance(level, (int, np.integer)) or not 0 <= int(level) < self.level_count:
+            asked = f"{setting}: " if setting else ""
             raise InputError(
-                f"level {level!r} does not exist in {self.path}: it has {self.level_count} level(s) "
+                f"{asked}level {level!r} does not exist in {self.path}: it has {self.level_count} level(s) "
                 f"(0..{self.level_count - 1}) with dimensions {list(self.level_dimensions)}"
             )
         return int(level)
@@ -107,6 +111,22 @@ class Slide:
         if x1 > x0 and y1 > y0:
             out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read(level, x0, y0, x1 - x0, y1 - y0)
         return out
+
+    def level0_location(
+        self, level: int, x: int, y: int, origin: tuple[int, int] = (0, 0)
+    ) -> tuple[int, int]:
+        """The level-0 location `read_region` reads as ``level``'s pixel (x, y) counted from the
+        pixel it reads at level-0 ``origin``: the inverse of its mapping (location / downsample,
+        floored), not the level's per-axis size ratio (`level_scale_xy`), which differs where a
+        side was rounded and shifted each block read that way, more the further it lay."""
+        scale_x, scale_y = self._read_scale(self.check_level(level))
+
+        def back(pixel: int, start: int, scale: float) -> int:
+            pixel += math.floor(start / scale)
+            location = math.ceil(pixel * scale)  # floor(location / scale) == pixel, as scale >= 1
+            return location + 1 if math.floor(location / scale) < pixel else location
+
+        return back(int(x), int(origin[0]), scale_x), back(int(y), int(origin[1]), scale_y)
 
     def _read_scale(self, level: int) -> tuple[float, float]:
         """How level-0 locations map to ``level`` pixels (OpenSlide divides by the downsample)."""

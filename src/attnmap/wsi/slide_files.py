@@ -232,18 +232,34 @@ def check_plain_tiff(path: Path, series, page) -> None:
         )
 
 
-def openslide_misreads(path: Path, level0: tuple[int, int]) -> str | None:
-    """Why OpenSlide's generic-TIFF view of ``path`` (level 0 ``level0``) would give wrong or no
-    pixels, else None: the file is then read through tiffslide / tifffile instead.
+def same_image(full: tuple[int, int], reduced: tuple[int, int]) -> bool:
+    """Whether a (width, height) image ``reduced`` can be a level of one ``full``: both sides shrunk
+    by one factor, up to the rounding of each side to whole pixels (a 1×1 top of a pyramid is one)."""
+    (width, height), (w, h) = full, reduced
+    rounding = 2 * width / w / min(w, h)
+    return abs(width / w - height / h) <= rounding
+
+
+def openslide_misreads(path: Path, levels: tuple[tuple[int, int], ...]) -> str | None:
+    """Why OpenSlide's generic-TIFF view of ``path`` (its ``levels``' (width, height), level 0
+    first) would give wrong or no pixels, else None: the file is then read through tiffslide /
+    tifffile instead.
 
     Why: libtiff's RGBA reader, which OpenSlide decodes generic TIFFs with, scales 16-bit grey
     wrongly, refuses floats at the first read (not at open), draws CIELab in colours of its own and
     takes an extra sample of unspecified meaning for alpha; OpenSlide 4.0.1 fails on
-    uncompressed levels whose tile sizes differ; and it takes the first page for level 0, so a
-    pyramid written smallest page first loses its full resolution and reports that page's pixel size.
+    uncompressed levels whose tile sizes differ; it takes the first page for level 0, so a
+    pyramid written smallest page first loses its full resolution and reports that page's pixel size;
+    and it takes every tiled page for a level, so a label or macro image written tiled (other sides'
+    ratio) became a level between the slide's own, drawn and segmented in their place.
     """
     import tifffile
 
+    level0 = levels[0]
+    other = next((size for size in levels[1:] if not same_image(level0, size)), None)
+    if other is not None:
+        return (f"a tiled {other[0]}×{other[1]} image (a label or macro?) is not a level of its "
+                f"{level0[0]}×{level0[1]} image, and OpenSlide takes it for one")
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             images = _images(tif)

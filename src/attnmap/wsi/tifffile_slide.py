@@ -16,7 +16,7 @@ from attnmap.errors import InputError
 from attnmap.wsi.pixel_size import square_pair, tiff_mpp_xy
 from attnmap.wsi.pixels import as_rgb8, sample_converter
 from attnmap.wsi.slide import Slide
-from attnmap.wsi.slide_files import first_line, quiet_tifffile
+from attnmap.wsi.slide_files import first_line, quiet_tifffile, same_image
 
 _READABLE_AXES = {"YX", "YXS", "SYX"}
 
@@ -97,10 +97,9 @@ def _pyramid(tif) -> list[tuple]:
         axes, dtype = largest.axes, largest.dtype
         height, width = (largest.shape[axes.index(axis)] for axis in "YX")
 
-        def same_image(other) -> bool:
+        def level_of_largest(other) -> bool:
             h, w = (other.shape[axes.index(axis)] for axis in "YX")
-            rounding = 2 * width / w / min(w, h)  # a level's sides are rounded to whole pixels
-            return other.axes == axes and other.dtype == dtype and abs(width / w - height / h) <= rounding
+            return other.axes == axes and other.dtype == dtype and same_image((width, height), (w, h))
 
-        levels = [(other, 0) for other in tif.series if len(other.levels) == 1 and same_image(other)]
+        levels = [(other, 0) for other in tif.series if len(other.levels) == 1 and level_of_largest(other)]
     return sorted(levels, key=lambda pair: -area(*pair))

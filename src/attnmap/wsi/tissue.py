@@ -18,6 +18,7 @@ import numpy as np
 
 from attnmap.errors import InputError
 from attnmap.wsi.parameters import DEFAULTS, MAX_KERNEL, PRESETS
+from attnmap.wsi.setting_names import setting
 from attnmap.wsi.slide import Slide
 from attnmap.wsi.tissue_channel import channel_image, check_channel, resolve_channel
 
@@ -235,8 +236,6 @@ def check_segmentation_size(slide: Slide, level: int | None) -> None:
     width, height = slide.level_dimensions[level]
     if width * height <= MAX_SEGMENTATION_PIXELS:
         return
-    from attnmap.wsi.setting_names import setting
-
     key = setting("segmentation.level")
     coarser = list(range(level + 1, slide.level_count))
     hint = (f"set {key} to a coarser one ({', '.join(map(str, coarser))})" if coarser
@@ -303,7 +302,7 @@ def segment_tissue(
     if level is None:
         seg_level, factor = chosen_segmentation(slide)
     else:  # a level named is read whole
-        seg_level, factor = slide.check_level(level), 1
+        seg_level, factor = slide.check_level(level, setting("segmentation.level")), 1
         check_segmentation_size(slide, seg_level)
     scale_x, scale_y = (scale * factor for scale in slide.level_scale_xy(seg_level))
     if factor == 1:

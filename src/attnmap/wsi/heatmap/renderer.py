@@ -225,10 +225,12 @@ class HeatmapRenderer:
         """The slide (or the blank canvas colour) under canvas window [x0, x0+width) × [y0, y0+height)."""
         if self.style.blank_canvas:
             return np.full((height, width, 3), self.style.canvas_color, dtype=np.uint8)
+        if not self.resize:  # the window at (x0, y0) of the level read from origin0, where it lies
+            origin = (int(self.origin0[0]), int(self.origin0[1]))
+            location = self.slide.level0_location(self.read_level, x0, y0, origin)
+            return self.slide.read_region(location, self.read_level, (width, height))
         sx, sy = self.scale_xy
         location = (int(round(self.origin0[0] + x0 * sx)), int(round(self.origin0[1] + y0 * sy)))
-        if not self.resize:
-            return self.slide.read_region(location, self.read_level, (width, height))
         read_ds = self.slide.level_downsamples[self.read_level]
         factor = round(sx / read_ds)
         if factor >= 2 and sx == sy and abs(sx / read_ds - factor) < 1e-9:  # block by block: no huge read

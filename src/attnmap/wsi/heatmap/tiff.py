@@ -129,6 +129,9 @@ def write_heatmap_tiff(
     if style.roi is not None:
         raise InputError("a heatmap TIFF covers the whole slide: drop the roi (or render a PNG of the roi)")
     check_tiff_options(tile, quality, slide.mpp)
+    # a negative level is the renderer's "choose one", which on a slide without a pyramid draws
+    # shrunk from level 0: page 0 then had the level's size and fewer tiles than it (StopIteration)
+    level = slide.check_level(level)
     path = writable_file(path)
     style = replace(style, vis_level=level, downscale=1.0)
     options = dict(patch_size=patch_size, tissue=tissue, reference_scores=reference_scores)
