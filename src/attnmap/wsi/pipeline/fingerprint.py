@@ -29,12 +29,14 @@ STAGE_VERSIONS = {
     "features": 1,
     "attention": 1,
     "overlap": 1,
-    "heatmap": 1,
-    "heatmap_tiff": 1,
-    "original": 1,
+    # 2 (these three and fine_tiff): the slide under a heatmap, and a shrunk level, read block by block
+    # where read_region reads each block (levels with rounded sides had shifted blocks)
+    "heatmap": 2,
+    "heatmap_tiff": 2,
+    "original": 2,
     "fine": 1,
     "fine_gallery": 1,
-    "fine_tiff": 1,
+    "fine_tiff": 2,
     "sampling": 1,
     "prediction": 1,
     "export": 2,  # 2: tissue rings oriented by RFC 7946 (exteriors counterclockwise)
