@@ -43,7 +43,7 @@ from attnmap.vit.explain_outputs import (
     remove_outdated_pictures,
     save_npy,
 )
-from attnmap.vit.method_choice import resolve_methods, runnable_methods, split_options, warn_skipped
+from attnmap.vit.method_choice import Probe, resolve_methods, runnable_methods, split_options, warn_skipped
 from attnmap.vit.original import class_name, crop_box, named_classes, predict
 from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
@@ -180,8 +180,9 @@ def explain_paths(
         ]
         for index, path in enumerate(paths)
     ]
+    probe = None  # "all" asks each method on the first readable image: its maps, kept for it
     if grid:  # "all": the methods that can run here; the others' maps of earlier runs go
-        kept_methods = _runnable(model, paths, target, methods_, per_method)
+        kept_methods, probe = _runnable(model, paths, target, methods_, per_method)
         for index, stem in enumerate(stems):
             skipped = [(n, p) for n, p in zip(methods_, prints[index], strict=True) if n not in kept_methods]
             left_out = ([n for n, _ in skipped], [p for _, p in skipped])
@@ -205,16 +206,22 @@ def explain_paths(
     unreadable: list[str] = []
     with weight_cache():  # |W| of LRP reused across batches: the model does not change meanwhile
         for start in range(0, len(todo), batch_size):
-            indices, images, views = _readable(model, paths, todo[start : start + batch_size], unreadable)
-            for index in sorted(set(todo[start : start + batch_size]) - set(indices)):
+            batch = todo[start : start + batch_size]
+            fresh = [index for index in batch if probe is None or index != probe.index]
+            indices, images, views = _readable(model, paths, fresh, unreadable) if fresh else ([], None, [])
+            for index in sorted(set(batch) - set(indices) - {getattr(probe, "index", None)}):
                 remove_other_settings_outputs(out_dir, stems[index], methods_, prints[index])
+            maps = {}
+            targets = _chunk_targets(target, indices, len(paths)) if indices else None
+            with warnings.catch_warnings():  # said below, naming the file: "image 1" is a place in a batch
+                warnings.simplefilter("ignore", FlatMapWarning)
+                for name in methods_ if indices else ():
+                    maps[name] = explain(model, images, name, targets, **per_method[name])
+            if probe is not None and probe.index in batch:  # read and explained already: not twice
+                indices, images, views, maps = _with_probe(probe, indices, images, views, maps)
             if not indices:
                 continue
             chunk = [paths[i] for i in indices]
-            targets = _chunk_targets(target, indices, len(paths))
-            with warnings.catch_warnings():  # said below, naming the file: "image 1" is a place in a batch
-                warnings.simplefilter("ignore", FlatMapWarning)
-                maps = {name: explain(model, images, name, targets, **per_method[name]) for name in methods_}
             for name in methods_:
                 maps[name] = maps[name].detach()
                 warn_flat_maps(maps[name], name, [str(path) for path in chunk])
@@ -300,18 +307,30 @@ def explain_paths(
 
 def _runnable(
     model: nn.Module, paths: Sequence[Path], target: Target, names: list[str], per_method: dict[str, Any]
-) -> list[str]:
+) -> tuple[list[str], Probe | None]:
     """The methods of "all" that run, asked on the first readable image (all of them when none is
-    readable: that error is said per image); each left out is warned about once, with its reason."""
+    readable: that error is said per image), and that image as read and explained; each method
+    left out is warned about once, with its reason."""
     for index in range(len(paths)):
-        indices, images, _ = _readable(model, paths, [index], [])
+        indices, images, views = _readable(model, paths, [index], [])
         if indices:
-            kept, refused = runnable_methods(
+            kept, refused, maps = runnable_methods(
                 model, images, names, _chunk_targets(target, indices, len(paths)), per_method
             )
             warn_skipped(refused)
-            return kept
-    return names
+            return kept, Probe(index, images, views, maps)
+    return names, None
+
+
+def _with_probe(
+    probe: Probe, indices: list[int], images: torch.Tensor | None, views: list[np.ndarray],
+    maps: dict[str, torch.Tensor],
+) -> tuple[list[int], torch.Tensor, list[np.ndarray], dict[str, torch.Tensor]]:
+    """A batch's other images with the probed one in front: every image before it is unreadable (it
+    is the first readable one), so it leads its batch."""
+    images = probe.images if images is None else torch.cat([probe.images, images])
+    maps = {name: torch.cat([probe.maps[name], *([maps[name]] if indices else [])]) for name in probe.maps}
+    return [probe.index, *indices], images, [*probe.views, *views], maps
 
 
 def _readable(
