@@ -116,3 +116,29 @@ def test_an_animated_first_image_is_read_once(tmp_path):
     with pytest.warns(FirstFrameWarning) as record:
         explain_paths([gif], model, "all", None, tmp_path / "out", progress=False)
     assert sum(w.category is FirstFrameWarning for w in record) == 1
+
+
+@pytest.mark.slow
+def test_workers_say_each_warning_once_on_one_line(tmp_path):
+    """With --workers 2 every task (a batch) printed the skipped methods again, and the workers
+    printed them in Python's two-line format. Now the tasks return their warnings and the command
+    says each once, as the one-line warnings of a run in process."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("distributed")
+    paths = _images(tmp_path / "images", 2)
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(2)]
+    frames[0].save(tmp_path / "images" / "moving.gif", save_all=True, append_images=frames[1:])
+    args = [sys.executable, "-m", "attnmap", "explain", tmp_path / "images", "--model", "attnmap:patch-vit",
+            "--method", "all", "--out", tmp_path / "out", "--workers", "2", "--batch-size", "1", "--quiet"]
+    done = subprocess.run([str(arg) for arg in args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    skipped = [line for line in lines if " skipped: " in line]
+    assert len(skipped) == 6 and len(set(skipped)) == len(skipped), lines  # the six that need a target
+    assert sum("moving.gif is animated" in line for line in lines) == 1, lines
+    assert all(line.startswith("attnmap: warning: ") for line in lines), lines
+    for path in [*paths, tmp_path / "images" / "moving.gif"]:
+        assert (tmp_path / "out" / f"{path.stem}_all_methods.png").is_file()

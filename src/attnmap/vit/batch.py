@@ -49,6 +49,7 @@ from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
 from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target
 from attnmap.vit.targets import slice_target
+from attnmap.vit.task_warnings import recorded
 
 
 def model_architecture(model: nn.Module) -> str:
@@ -370,21 +371,24 @@ def explain_chunk(
     **settings: Any,
 ) -> dict[str, Any]:
     """Worker entry point for `attnmap.parallel.run_tasks`: load the model (cached), explain ``paths``.
+    The warnings raised are returned (``warnings``, see `attnmap.vit.task_warnings`), not printed.
 
     ``paths``: file paths, or (path, output name) pairs so that names stay unique across chunks, or
     (path, output name, index) triples: then ``target`` holds one entry per image of all
     ``n_images`` (a direction row or class each) and this chunk explains its images' entries.
     """
     torch.manual_seed(0)
-    model = cached_vit(model_spec, checkpoint, model_kwargs)
-    if paths and not isinstance(paths[0], (str, Path)):
-        items = list(paths)
-        paths, names = [str(item[0]) for item in items], [str(item[1]) for item in items]
-        if len(items[0]) > 2:
-            if n_images is None:
-                raise InputError("explain_chunk: image indices need n_images, the number of all images")
-            target = _chunk_targets(target, [int(item[2]) for item in items], n_images)
-    outputs = explain_paths(
-        paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names, **settings
-    )
-    return {"outputs": [str(p) for p in outputs]}
+    with recorded() as said:  # each task would say them again: the command says each once
+        model = cached_vit(model_spec, checkpoint, model_kwargs)
+        if paths and not isinstance(paths[0], (str, Path)):
+            items = list(paths)
+            paths, names = [str(item[0]) for item in items], [str(item[1]) for item in items]
+            if len(items[0]) > 2:
+                if n_images is None:
+                    raise InputError("explain_chunk: image indices need n_images, the number of all images")
+                target = _chunk_targets(target, [int(item[2]) for item in items], n_images)
+        outputs = explain_paths(
+            paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names,
+            **settings,
+        )
+    return {"outputs": [str(p) for p in outputs], "warnings": said}
