@@ -31,7 +31,7 @@ from attnmap.render import save_grid
 from attnmap.render.grid import panel_pixels
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.placement import shrink_with_box
-from attnmap.vit.draw_map import draw_map
+from attnmap.vit.draw_map import draw_map, enlarge_small
 from attnmap.vit.explain import FlatMapWarning, explain, warn_flat_maps
 from attnmap.vit.explain_outputs import (
     GRID_SUFFIX,
@@ -236,6 +236,7 @@ def explain_paths(
                 if on == "original":
                     original = _original_picture(path)
                     box = crop_box(model, (original.shape[1], original.shape[0]))  # once for all its maps
+                    original, box = enlarge_small(original, box, view.shape)
                     if grid:  # a panel is a few hundred pixels wide: a photo's full size only costs time
                         original, box = shrink_with_box(original, box, 2 * panel_pixels())
                 if prediction is not None and (image_target is None or isinstance(image_target, int)):
