@@ -57,6 +57,20 @@ def test_folders_patterns_and_repeats_give_each_file_once(tmp_path: Path) -> Non
     assert expand_image_paths([a], out_dir=tmp_path / "in") == [a]  # a file: only it is read
 
 
+def test_a_folder_of_subfolders_says_how_to_name_their_images(tmp_path: Path) -> None:
+    """A folder holding its images in subfolders said only 'no images in directory': the user was
+    not told that subfolders are not read, nor how to name them."""
+    _image(tmp_path / "scans" / "day1" / "a.png", 0)
+    _image(tmp_path / "scans" / "day2" / "b.png", 1)
+    with pytest.raises(InputError, match="subfolders \\(day1, day2\\) are not read") as refused:
+        expand_image_paths([tmp_path / "scans"])
+    pattern = str(refused.value).split("such as ")[1].strip("'")
+    assert [p.name for p in expand_image_paths([pattern])] == ["a.png", "b.png"]  # the hint works
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="in directory .*empty$"):
+        expand_image_paths([tmp_path / "empty"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -47,7 +47,8 @@ def expand_image_paths(inputs: Sequence[str | Path], out_dir: str | Path | None 
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
             )
             if not found:
-                raise InputError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in directory {entry}")
+                suffixes = "/".join(IMAGE_SUFFIXES)
+                raise InputError(f"no images ({suffixes}) in directory {entry}{_subfolders(entry)}")
             paths.extend(found)
         elif entry.exists():
             paths.append(entry)
@@ -97,6 +98,16 @@ def _without_earlier_outputs(paths: list[Path], out_dir: Path) -> list[Path]:
         stacklevel=3,
     )
     return [path for path in paths if path not in left_out]
+
+
+def _subfolders(folder: Path) -> str:
+    """What to say of ``folder``'s subfolders when it holds no images itself: they are not read."""
+    inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not inner:
+        return ""
+    shown = ", ".join(inner[:3]) + (f" and {len(inner) - 3} more" if len(inner) > 3 else "")
+    pattern = folder / "*" / "*.png"
+    return f"; its subfolders ({shown}) are not read: name them, or a pattern such as '{pattern}'"
 
 
 def _same_folder(one: Path, two: Path) -> bool:
