@@ -13,7 +13,6 @@ import hashlib
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,11 @@ from attnmap.vit.explain_outputs import (
     remove_outdated_pictures,
     save_npy,
 )
+from attnmap.vit.image_targets import chunk_targets, describe_target, target_identity, target_of_image
 from attnmap.vit.method_choice import Probe, resolve_methods, runnable_methods, split_options, warn_skipped
 from attnmap.vit.original import class_name, crop_box, named_classes, predict
 from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
-from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target
-from attnmap.vit.targets import slice_target
 from attnmap.vit.task_warnings import recorded
 
 
@@ -59,50 +57,11 @@ def model_architecture(model: nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _image_target(target: Target, index: int, total: int) -> Target:
-    """The target of image ``index`` of ``total`` (see `attnmap.vit.targets.slice_target`)."""
-    part = slice_target(target, index, index + 1, total)
-    return part[0] if isinstance(part, list) else part
-
-
-def _chunk_targets(target: Target, indices: Sequence[int], total: int) -> Target:
-    """The targets of images ``indices`` (not contiguous when finished images are skipped)."""
-    parts = [slice_target(target, i, i + 1, total) for i in indices]
-    if isinstance(parts[0], list):
-        return [part[0] for part in parts]
-    if isinstance(parts[0], torch.Tensor) and parts[0] is not target:  # one direction per image
-        return torch.cat(parts)
-    if isinstance(parts[0], ReadoutDirection) and parts[0] is not target:
-        return replace(parts[0], direction=torch.cat([part.direction for part in parts]))
-    return parts[0]
-
-
 def _original_picture(path: Path) -> np.ndarray:
     """The image file read again to draw on: what reading it warns about was said when it was explained."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FirstFrameWarning)
         return np.asarray(load_image(path))
-
-
-def _target_identity(target: Target) -> object:
-    """What an image's fingerprint records of its target: a direction by the digest of its values."""
-    if isinstance(target, torch.Tensor):
-        values = target.detach().cpu().double().contiguous().numpy().tobytes()
-        return {"direction": hashlib.sha256(values).hexdigest(), "shape": list(target.shape)}
-    if isinstance(target, ReadoutDirection):
-        return target.identity()
-    return _describe_target(target)
-
-
-def _describe_target(target: Target) -> object:
-    """What the provenance records: a class index as is, a direction or callable by its kind."""
-    if isinstance(target, torch.Tensor):
-        return f"direction {tuple(target.shape)}"
-    if isinstance(target, ReadoutDirection):
-        return target.__name__
-    if callable(target):
-        return f"callable {getattr(target, '__name__', type(target).__name__)}"
-    return target
 
 
 class ExplainedFiles(list):
@@ -164,7 +123,7 @@ def explain_paths(
     checksum = model_checksum(model)
     architecture = model_architecture(model)
     target = named_classes(model, target)  # records hold the class index a name stands for
-    per_image = [_image_target(target, index, len(paths)) for index in range(len(paths))]
+    per_image = [target_of_image(target, index, len(paths)) for index in range(len(paths))]
     drawing = {"cmap": cmap, "alpha": alpha, "on": on, "legend": legend}
     prints = [
         [
@@ -173,7 +132,7 @@ def explain_paths(
                 checksum,
                 architecture,
                 name,
-                _target_identity(per_image[index]),
+                target_identity(per_image[index]),
                 per_method[name],
                 drawing,
             )
@@ -213,7 +172,7 @@ def explain_paths(
             for index in sorted(set(batch) - set(indices) - {getattr(probe, "index", None)}):
                 remove_other_settings_outputs(out_dir, stems[index], methods_, prints[index])
             maps = {}
-            targets = _chunk_targets(target, indices, len(paths)) if indices else None
+            targets = chunk_targets(target, indices, len(paths)) if indices else None
             with warnings.catch_warnings():  # said below, naming the file: "image 1" is a place in a batch
                 warnings.simplefilter("ignore", FlatMapWarning)
                 for name in methods_ if indices else ():
@@ -230,7 +189,7 @@ def explain_paths(
             for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
                 stem = stems[indices[offset]]
                 image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
-                image_target = _describe_target(per_image[indices[offset]])
+                image_target = describe_target(per_image[indices[offset]])
                 overlays, scales = [], []
                 original, box = None, None
                 if on == "original":
@@ -317,7 +276,7 @@ def _runnable(
         indices, images, views = _readable(model, paths, [index], [])
         if indices:
             kept, refused, maps = runnable_methods(
-                model, images, names, _chunk_targets(target, indices, len(paths)), per_method
+                model, images, names, chunk_targets(target, indices, len(paths)), per_method
             )
             warn_skipped(refused)
             return kept, Probe(index, images, views, maps)
@@ -387,7 +346,7 @@ def explain_chunk(
             if len(items[0]) > 2:
                 if n_images is None:
                     raise InputError("explain_chunk: image indices need n_images, the number of all images")
-                target = _chunk_targets(target, [int(item[2]) for item in items], n_images)
+                target = chunk_targets(target, [int(item[2]) for item in items], n_images)
         outputs = explain_paths(
             paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names,
             **settings,
