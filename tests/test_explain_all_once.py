@@ -142,3 +142,21 @@ def test_workers_say_each_warning_once_on_one_line(tmp_path):
     assert all(line.startswith("attnmap: warning: ") for line in lines), lines
     for path in [*paths, tmp_path / "images" / "moving.gif"]:
         assert (tmp_path / "out" / f"{path.stem}_all_methods.png").is_file()
+
+
+def test_a_failed_task_still_says_its_warnings(tmp_path):
+    """A task's warnings went back with its result; a task that failed (an unreadable image in its
+    batch) has none, and its other images' warnings were lost. They are said where it ran."""
+    from attnmap.errors import InputError
+    from attnmap.vit.batch import explain_chunk
+    from attnmap.vit.preprocess import FirstFrameWarning
+
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(2)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(FirstFrameWarning), pytest.raises(InputError, match="broken.png"):
+        explain_chunk([str(tmp_path / "moving.gif"), str(tmp_path / "broken.png")],
+                      model_spec="attnmap:patch-vit", checkpoint=None, method="rollout", target=None,
+                      out_dir=str(tmp_path / "out"))
+    assert (tmp_path / "out" / "moving_rollout.npy").is_file()

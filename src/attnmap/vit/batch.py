@@ -47,7 +47,7 @@ from attnmap.vit.method_choice import Probe, resolve_methods, runnable_methods, 
 from attnmap.vit.original import class_name, crop_box, named_classes, predict
 from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
 from attnmap.vit.registry import Target
-from attnmap.vit.task_warnings import recorded
+from attnmap.vit.task_warnings import recorded, say_once
 
 
 def model_architecture(model: nn.Module) -> str:
@@ -338,17 +338,21 @@ def explain_chunk(
     ``n_images`` (a direction row or class each) and this chunk explains its images' entries.
     """
     torch.manual_seed(0)
-    with recorded() as said:  # each task would say them again: the command says each once
-        model = cached_vit(model_spec, checkpoint, model_kwargs)
-        if paths and not isinstance(paths[0], (str, Path)):
-            items = list(paths)
-            paths, names = [str(item[0]) for item in items], [str(item[1]) for item in items]
-            if len(items[0]) > 2:
-                if n_images is None:
-                    raise InputError("explain_chunk: image indices need n_images, the number of all images")
-                target = chunk_targets(target, [int(item[2]) for item in items], n_images)
-        outputs = explain_paths(
-            paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names,
-            **settings,
-        )
+    try:
+        with recorded() as said:  # each task would say them again: the command says each once
+            model = cached_vit(model_spec, checkpoint, model_kwargs)
+            if paths and not isinstance(paths[0], (str, Path)):
+                items = list(paths)
+                paths, names = [str(item[0]) for item in items], [str(item[1]) for item in items]
+                if len(items[0]) > 2:
+                    if n_images is None:
+                        raise InputError("explain_chunk: image indices need n_images, the number of images")
+                    target = chunk_targets(target, [int(item[2]) for item in items], n_images)
+            outputs = explain_paths(
+                paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names,
+                **settings,
+            )
+    except Exception:
+        say_once(said)  # a failed task returns no result to carry them: said here, as before
+        raise
     return {"outputs": [str(p) for p in outputs], "warnings": said}
