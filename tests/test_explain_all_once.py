@@ -160,3 +160,23 @@ def test_a_failed_task_still_says_its_warnings(tmp_path):
                       model_spec="attnmap:patch-vit", checkpoint=None, method="rollout", target=None,
                       out_dir=str(tmp_path / "out"))
     assert (tmp_path / "out" / "moving_rollout.npy").is_file()
+
+
+def test_a_class_name_target_reaches_the_tasks(tmp_path, capsys):
+    """`--target circle --workers N` failed every batch with 'TypeError: new(): invalid data type
+    'str'': a task sliced the target per image before the name was looked up in the model. Now
+    the tasks write the maps of a run in process, the name recorded as its index."""
+    import json
+
+    paths = _images(tmp_path / "images", 2)
+    args = ["explain", *paths, "--model", "attnmap:shapes-vit", "--method", "grad_rollout"]
+    args += ["--target", "circle"]
+    assert run_cli(capsys, *args, "--out", tmp_path / "here", "--quiet")[0] == 0
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "tasks", "--workers", "1", "--quiet")
+    assert code == 0 and "0 failed" in out, err
+    for path in paths:
+        here = np.load(tmp_path / "here" / f"{path.stem}_grad_rollout.npy")
+        there = np.load(tmp_path / "tasks" / f"{path.stem}_grad_rollout.npy")
+        np.testing.assert_allclose(there, here, rtol=1e-5)
+        record = json.loads((tmp_path / "tasks" / f"{path.stem}_grad_rollout.npy.json").read_text())
+        assert json.loads(record["parameters"])["target"] == 0

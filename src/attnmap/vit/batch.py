@@ -347,6 +347,7 @@ def explain_chunk(
                 if len(items[0]) > 2:
                     if n_images is None:
                         raise InputError("explain_chunk: image indices need n_images, the number of images")
+                    target = named_classes(model, target)  # a class name: its index, before slicing
                     target = chunk_targets(target, [int(item[2]) for item in items], n_images)
             outputs = explain_paths(
                 paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names,
