@@ -180,3 +180,18 @@ def test_a_class_name_target_reaches_the_tasks(tmp_path, capsys):
         np.testing.assert_allclose(there, here, rtol=1e-5)
         record = json.loads((tmp_path / "tasks" / f"{path.stem}_grad_rollout.npy.json").read_text())
         assert json.loads(record["parameters"])["target"] == 0
+
+
+def test_a_class_name_for_a_headless_model_points_to_a_direction(tmp_path, capsys):
+    """A class name for a headless model said 'give the class index', which a headless model refuses
+    too. Now it says the model is headless and points to --direction; a classifier without class
+    names still gets the index hint."""
+    paths = _images(tmp_path / "images", 1)
+    for model, hint in (("attnmap:patch-vit", "--direction"), ("timm:vit_tiny_patch16_224", "class index")):
+        args = ["explain", *paths, "--model", model, "--model-arg", "depth=1", "--target", "circle"]
+        if model.startswith("attnmap"):
+            args = args[:4] + args[6:]  # the bundled model takes no architecture arguments
+        code, _, err = run_cli(capsys, *args, "--out", tmp_path / "out", "--quiet")
+        said = err.strip().splitlines()[-1]
+        assert code == 2 and "names no classes" in said and hint in said, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.npy"))

@@ -106,7 +106,8 @@ def class_index(model: nn.Module, name: str) -> int:
     if not names:
         raise InputError(
             f"target {name!r}: {type(model).__name__} names no classes (no label_names / id2label); "
-            "give the class index"
+            + ("it is headless (no class scores): give a direction (attnmap explain: --direction FILE.npy)"
+               if _headless(model) else "give the class index")
         )
     for found in ([i for i, n in enumerate(names) if n == name],
                   [i for i, n in enumerate(names) if n.casefold() == name.casefold()]):
@@ -117,6 +118,17 @@ def class_index(model: nn.Module, name: str) -> int:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
     hint = f"; similar: {', '.join(repr(c) for c in close)}" if close else ""
     raise InputError(f"target {name!r} is not one of the model's {len(names)} class names{hint}")
+
+
+def _headless(model: nn.Module) -> bool:
+    """Whether the model outputs no class scores (an embedding or tokens), as `class_logits` says;
+    False when its layout is not one attnmap reads (the explanation then says what is wrong)."""
+    from attnmap.vit.adapters import adapter_for, unwrap
+
+    try:
+        return not adapter_for(unwrap(model)).classifier
+    except InputError:
+        return False
 
 
 def named_classes(model: nn.Module, target: Any) -> Any:
