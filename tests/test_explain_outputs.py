@@ -18,7 +18,7 @@ from PIL import Image
 import attnmap.vit.batch as batch
 from attnmap.errors import InputError
 from attnmap.io_utils import read_png_text, temporary_name
-from attnmap.vit.image_files import expand_image_paths
+from attnmap.vit.image_files import EarlierOutputWarning, expand_image_paths
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 MODEL = ["--model", "timm:vit_tiny_patch16_224", "--model-arg", "depth=1", "--model-arg", "img_size=32"]
@@ -57,6 +57,20 @@ def test_folders_patterns_and_repeats_give_each_file_once(tmp_path: Path) -> Non
     assert expand_image_paths([a], out_dir=tmp_path / "in") == [a]  # a file: only it is read
 
 
+def test_a_folder_of_subfolders_says_how_to_name_their_images(tmp_path: Path) -> None:
+    """A folder holding its images in subfolders said only 'no images in directory': the user was
+    not told that subfolders are not read, nor how to name them."""
+    _image(tmp_path / "scans" / "day1" / "a.png", 0)
+    _image(tmp_path / "scans" / "day2" / "b.png", 1)
+    with pytest.raises(InputError, match="subfolders \\(day1, day2\\) are not read") as refused:
+        expand_image_paths([tmp_path / "scans"])
+    pattern = str(refused.value).split("such as ")[1].strip("'")
+    assert [p.name for p in expand_image_paths([pattern])] == ["a.png", "b.png"]  # the hint works
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="in directory .*empty$"):
+        expand_image_paths([tmp_path / "empty"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -87,6 +101,28 @@ def test_out_as_the_image_folder_is_refused_before_a_rerun_reads_its_overlays(tm
     )
     assert code == 2 and "is the image folder" in err
     assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
+
+
+def test_files_named_in_the_output_folder_leave_out_its_earlier_pictures(tmp_path: Path, capsys) -> None:
+    """`photos/*.png --out photos` was refused only as a folder: named file by file, a rerun
+    explained the first run's overlays and grid as photos (photo_rollout_rollout.png). Now the
+    pictures attnmap wrote there are left out, said in one line; the photos are kept as before."""
+    folder = tmp_path / "photos"
+    photos = [_image(folder / "a.png", 0), _image(folder / "b.png", 1)]
+    args = ["explain", *MODEL, "--method", "rollout,attention", "--out", folder, "--quiet"]
+    assert run_cli(capsys, *args[:1], *photos, *args[1:])[0] == 0
+    names = sorted(p.name for p in folder.iterdir())
+    assert "a_rollout.png" in names and "b_attention.png" in names
+    every_png = sorted(folder.glob("*.png"))  # what the shell gives for photos/*.png
+    with pytest.warns(EarlierOutputWarning, match="and 3 more: pictures an earlier run wrote"):
+        code, out, _ = run_cli(capsys, *args[:1], *every_png, *args[1:])
+    assert code == 0 and "kept 8" in out
+    assert sorted(p.name for p in folder.iterdir()) == names
+    code, _, err = run_cli(capsys, *args[:1], folder / "a_rollout.png", *args[1:])
+    assert code == 2 and "not images to explain" in err and len(err.strip().splitlines()) == 1
+    elsewhere = tmp_path / "copy_of_an_overlay.png"  # outside the output folder: an image as any
+    elsewhere.write_bytes((folder / "a_rollout.png").read_bytes())
+    assert expand_image_paths([elsewhere], out_dir=folder) == [elsewhere]
 
 
 def test_pictures_of_a_rewritten_map_go_unless_they_show_the_same_map(model, tmp_path: Path) -> None:

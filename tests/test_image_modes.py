@@ -231,3 +231,32 @@ def test_a_tiff_stack_gives_its_first_page_with_a_warning(tmp_path: Path) -> Non
         warnings.simplefilter("error", FirstFrameWarning)
         load_image(tmp_path / "photo.tif")
         load_image(tmp_path / "pyramid.tif")
+
+
+@pytest.mark.parametrize("kind", ["palette", "cmyk", "cmyk16", "cmyk_planar", "miniswhite"])
+def test_a_tiff_whose_samples_are_not_rgb_loads_in_its_colours(tmp_path: Path, kind: str) -> None:
+    """A palette TIFF loaded as its indices drawn as grey, a CMYK one as its inks taken for RGB
+    (inverted colours) and a min-is-white one inverted: explained and drawn as another picture.
+    Now each loads as PIL shows it (8 bits) and as its 8-bit twin (16 bits, planes apart)."""
+    rgb = _rgb(64, 96)
+    path = tmp_path / f"{kind}.tif"
+    if kind == "palette":
+        shown = Image.fromarray(rgb).convert("P")
+        shown.save(path)  # PIL writes the colour map; tifffile reads indices and map as stored
+    elif kind == "miniswhite":
+        grey = np.asarray(Image.fromarray(rgb).convert("L"))
+        tifffile.imwrite(path, 255 - grey, photometric="miniswhite")
+        shown = Image.fromarray(grey)
+    else:
+        inks = np.asarray(Image.fromarray(rgb).convert("CMYK"))
+        shown = Image.fromarray(inks, mode="CMYK")
+        if kind == "cmyk16":
+            tifffile.imwrite(path, inks.astype(np.uint16) * 257, photometric="separated")
+        elif kind == "cmyk_planar":
+            tifffile.imwrite(path, np.moveaxis(inks, -1, 0), photometric="separated", planarconfig="separate")
+        else:
+            tifffile.imwrite(path, inks, photometric="separated")
+    expected = np.asarray(shown.convert("RGB")).astype(int)
+    np.testing.assert_allclose(np.asarray(load_image(path)).astype(int), expected, atol=1)
+    reduced = np.asarray(load_image(path, min_side=32)).astype(int)  # read a band at a time, reduced
+    np.testing.assert_allclose(reduced, np.asarray(shown.convert("RGB").reduce(2)).astype(int), atol=2)

@@ -282,3 +282,29 @@ def test_colour_bar_tick_labels_do_not_run_into_each_other():
     assert len(extents(1200)) == 5  # room for all five under a wide picture
     picture = add_legend(np.zeros((30, 30, 3), np.uint8), scale, "t")
     assert picture.shape[1] == 240
+
+
+def test_a_small_original_is_drawn_enlarged_by_whole_pixels(tmp_path):
+    """`--on original` drew a 20×30 image at its own size: the 64-pixel model's patch map squeezed
+    into the ~18 pixels of its crop, whose one-pixel frame covered the edge patches. Now it is
+    enlarged by the largest whole factor that keeps its crop within the model's view, pixels as blocks."""
+    from attnmap.vit.batch import explain_paths
+    from attnmap.vit.original import crop_box
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=64, num_classes=3)
+    original = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(original).save(tmp_path / "icon.png")
+    explain_paths([tmp_path / "icon.png"], model, "attention", None, tmp_path / "out", on="original",
+                  legend=False, progress=False)
+    drawn = np.asarray(Image.open(tmp_path / "out" / "icon_attention.png"))
+    factor = drawn.shape[0] // 20
+    assert drawn.shape == (20 * factor, 30 * factor, 3)
+    x0, y0, x1, y1 = crop_box(model, (30, 20))
+    assert factor * min(x1 - x0, y1 - y0) <= 64 < (factor + 1) * min(x1 - x0, y1 - y0) and factor > 1
+    blocks = original.repeat(factor, axis=0).repeat(factor, axis=1)
+    left = int(np.floor(x0 * factor)) - 1  # outside the crop: the original's pixels, as blocks
+    np.testing.assert_array_equal(drawn[:, :left], blocks[:, :left])
+    rows = slice(int(y0 * factor) + 2, int(y1 * factor) - 2)
+    cols = slice(int(x0 * factor) + 2, int(x1 * factor) - 2)
+    assert (drawn[rows, cols] != blocks[rows, cols]).mean() > 0.5  # the map, over all the crop

@@ -312,6 +312,9 @@ def _run_distributed(
             desc="image batches",
             progress=not quiet(),
         )
+    from attnmap.vit.task_warnings import say_once
+
+    say_once(said for item in report.done for said in (item.result or {}).get("warnings", ()))
     click.echo(
         f"{len(report.done)} batches done, {len(report.failed)} failed; report: {out_dir / 'run_report.json'}"
     )

@@ -13,7 +13,6 @@ import hashlib
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from attnmap.render import save_grid
 from attnmap.render.grid import panel_pixels
 from attnmap.render.legend import add_legend, describe_prediction
 from attnmap.render.placement import shrink_with_box
-from attnmap.vit.draw_map import draw_map
+from attnmap.vit.draw_map import draw_map, enlarge_small
 from attnmap.vit.explain import FlatMapWarning, explain, warn_flat_maps
 from attnmap.vit.explain_outputs import (
     GRID_SUFFIX,
@@ -43,12 +42,12 @@ from attnmap.vit.explain_outputs import (
     remove_outdated_pictures,
     save_npy,
 )
-from attnmap.vit.method_choice import resolve_methods, runnable_methods, split_options, warn_skipped
+from attnmap.vit.image_targets import chunk_targets, describe_target, target_identity, target_of_image
+from attnmap.vit.method_choice import Probe, resolve_methods, runnable_methods, split_options, warn_skipped
 from attnmap.vit.original import class_name, crop_box, named_classes, predict
 from attnmap.vit.preprocess import FirstFrameWarning, load_image, preprocess
-from attnmap.vit.readout import ReadoutDirection
 from attnmap.vit.registry import Target
-from attnmap.vit.targets import slice_target
+from attnmap.vit.task_warnings import recorded, say_once
 
 
 def model_architecture(model: nn.Module) -> str:
@@ -58,50 +57,11 @@ def model_architecture(model: nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _image_target(target: Target, index: int, total: int) -> Target:
-    """The target of image ``index`` of ``total`` (see `attnmap.vit.targets.slice_target`)."""
-    part = slice_target(target, index, index + 1, total)
-    return part[0] if isinstance(part, list) else part
-
-
-def _chunk_targets(target: Target, indices: Sequence[int], total: int) -> Target:
-    """The targets of images ``indices`` (not contiguous when finished images are skipped)."""
-    parts = [slice_target(target, i, i + 1, total) for i in indices]
-    if isinstance(parts[0], list):
-        return [part[0] for part in parts]
-    if isinstance(parts[0], torch.Tensor) and parts[0] is not target:  # one direction per image
-        return torch.cat(parts)
-    if isinstance(parts[0], ReadoutDirection) and parts[0] is not target:
-        return replace(parts[0], direction=torch.cat([part.direction for part in parts]))
-    return parts[0]
-
-
 def _original_picture(path: Path) -> np.ndarray:
     """The image file read again to draw on: what reading it warns about was said when it was explained."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FirstFrameWarning)
         return np.asarray(load_image(path))
-
-
-def _target_identity(target: Target) -> object:
-    """What an image's fingerprint records of its target: a direction by the digest of its values."""
-    if isinstance(target, torch.Tensor):
-        values = target.detach().cpu().double().contiguous().numpy().tobytes()
-        return {"direction": hashlib.sha256(values).hexdigest(), "shape": list(target.shape)}
-    if isinstance(target, ReadoutDirection):
-        return target.identity()
-    return _describe_target(target)
-
-
-def _describe_target(target: Target) -> object:
-    """What the provenance records: a class index as is, a direction or callable by its kind."""
-    if isinstance(target, torch.Tensor):
-        return f"direction {tuple(target.shape)}"
-    if isinstance(target, ReadoutDirection):
-        return target.__name__
-    if callable(target):
-        return f"callable {getattr(target, '__name__', type(target).__name__)}"
-    return target
 
 
 class ExplainedFiles(list):
@@ -163,7 +123,7 @@ def explain_paths(
     checksum = model_checksum(model)
     architecture = model_architecture(model)
     target = named_classes(model, target)  # records hold the class index a name stands for
-    per_image = [_image_target(target, index, len(paths)) for index in range(len(paths))]
+    per_image = [target_of_image(target, index, len(paths)) for index in range(len(paths))]
     drawing = {"cmap": cmap, "alpha": alpha, "on": on, "legend": legend}
     prints = [
         [
@@ -172,7 +132,7 @@ def explain_paths(
                 checksum,
                 architecture,
                 name,
-                _target_identity(per_image[index]),
+                target_identity(per_image[index]),
                 per_method[name],
                 drawing,
             )
@@ -180,8 +140,9 @@ def explain_paths(
         ]
         for index, path in enumerate(paths)
     ]
+    probe = None  # "all" asks each method on the first readable image: its maps, kept for it
     if grid:  # "all": the methods that can run here; the others' maps of earlier runs go
-        kept_methods = _runnable(model, paths, target, methods_, per_method)
+        kept_methods, probe = _runnable(model, paths, target, methods_, per_method)
         for index, stem in enumerate(stems):
             skipped = [(n, p) for n, p in zip(methods_, prints[index], strict=True) if n not in kept_methods]
             left_out = ([n for n, _ in skipped], [p for _, p in skipped])
@@ -205,16 +166,22 @@ def explain_paths(
     unreadable: list[str] = []
     with weight_cache():  # |W| of LRP reused across batches: the model does not change meanwhile
         for start in range(0, len(todo), batch_size):
-            indices, images, views = _readable(model, paths, todo[start : start + batch_size], unreadable)
-            for index in sorted(set(todo[start : start + batch_size]) - set(indices)):
+            batch = todo[start : start + batch_size]
+            fresh = [index for index in batch if probe is None or index != probe.index]
+            indices, images, views = _readable(model, paths, fresh, unreadable) if fresh else ([], None, [])
+            for index in sorted(set(batch) - set(indices) - {getattr(probe, "index", None)}):
                 remove_other_settings_outputs(out_dir, stems[index], methods_, prints[index])
+            maps = {}
+            targets = chunk_targets(target, indices, len(paths)) if indices else None
+            with warnings.catch_warnings():  # said below, naming the file: "image 1" is a place in a batch
+                warnings.simplefilter("ignore", FlatMapWarning)
+                for name in methods_ if indices else ():
+                    maps[name] = explain(model, images, name, targets, **per_method[name])
+            if probe is not None and probe.index in batch:  # read and explained already: not twice
+                indices, images, views, maps = _with_probe(probe, indices, images, views, maps)
             if not indices:
                 continue
             chunk = [paths[i] for i in indices]
-            targets = _chunk_targets(target, indices, len(paths))
-            with warnings.catch_warnings():  # said below, naming the file: "image 1" is a place in a batch
-                warnings.simplefilter("ignore", FlatMapWarning)
-                maps = {name: explain(model, images, name, targets, **per_method[name]) for name in methods_}
             for name in methods_:
                 maps[name] = maps[name].detach()
                 warn_flat_maps(maps[name], name, [str(path) for path in chunk])
@@ -222,12 +189,13 @@ def explain_paths(
             for offset, (path, view) in enumerate(zip(chunk, views, strict=True)):
                 stem = stems[indices[offset]]
                 image_prints = dict(zip(methods_, prints[indices[offset]], strict=True))
-                image_target = _describe_target(per_image[indices[offset]])
+                image_target = describe_target(per_image[indices[offset]])
                 overlays, scales = [], []
                 original, box = None, None
                 if on == "original":
                     original = _original_picture(path)
                     box = crop_box(model, (original.shape[1], original.shape[0]))  # once for all its maps
+                    original, box = enlarge_small(original, box, view.shape)
                     if grid:  # a panel is a few hundred pixels wide: a photo's full size only costs time
                         original, box = shrink_with_box(original, box, 2 * panel_pixels())
                 if prediction is not None and (image_target is None or isinstance(image_target, int)):
@@ -300,18 +268,30 @@ def explain_paths(
 
 def _runnable(
     model: nn.Module, paths: Sequence[Path], target: Target, names: list[str], per_method: dict[str, Any]
-) -> list[str]:
+) -> tuple[list[str], Probe | None]:
     """The methods of "all" that run, asked on the first readable image (all of them when none is
-    readable: that error is said per image); each left out is warned about once, with its reason."""
+    readable: that error is said per image), and that image as read and explained; each method
+    left out is warned about once, with its reason."""
     for index in range(len(paths)):
-        indices, images, _ = _readable(model, paths, [index], [])
+        indices, images, views = _readable(model, paths, [index], [])
         if indices:
-            kept, refused = runnable_methods(
-                model, images, names, _chunk_targets(target, indices, len(paths)), per_method
+            kept, refused, maps = runnable_methods(
+                model, images, names, chunk_targets(target, indices, len(paths)), per_method
             )
             warn_skipped(refused)
-            return kept
-    return names
+            return kept, Probe(index, images, views, maps)
+    return names, None
+
+
+def _with_probe(
+    probe: Probe, indices: list[int], images: torch.Tensor | None, views: list[np.ndarray],
+    maps: dict[str, torch.Tensor],
+) -> tuple[list[int], torch.Tensor, list[np.ndarray], dict[str, torch.Tensor]]:
+    """A batch's other images with the probed one in front: every image before it is unreadable (it
+    is the first readable one), so it leads its batch."""
+    images = probe.images if images is None else torch.cat([probe.images, images])
+    maps = {name: torch.cat([probe.maps[name], *([maps[name]] if indices else [])]) for name in probe.maps}
+    return [probe.index, *indices], images, [*probe.views, *views], maps
 
 
 def _readable(
@@ -351,21 +331,29 @@ def explain_chunk(
     **settings: Any,
 ) -> dict[str, Any]:
     """Worker entry point for `attnmap.parallel.run_tasks`: load the model (cached), explain ``paths``.
+    The warnings raised are returned (``warnings``, see `attnmap.vit.task_warnings`), not printed.
 
     ``paths``: file paths, or (path, output name) pairs so that names stay unique across chunks, or
     (path, output name, index) triples: then ``target`` holds one entry per image of all
     ``n_images`` (a direction row or class each) and this chunk explains its images' entries.
     """
     torch.manual_seed(0)
-    model = cached_vit(model_spec, checkpoint, model_kwargs)
-    if paths and not isinstance(paths[0], (str, Path)):
-        items = list(paths)
-        paths, names = [str(item[0]) for item in items], [str(item[1]) for item in items]
-        if len(items[0]) > 2:
-            if n_images is None:
-                raise InputError("explain_chunk: image indices need n_images, the number of all images")
-            target = _chunk_targets(target, [int(item[2]) for item in items], n_images)
-    outputs = explain_paths(
-        paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names, **settings
-    )
-    return {"outputs": [str(p) for p in outputs]}
+    try:
+        with recorded() as said:  # each task would say them again: the command says each once
+            model = cached_vit(model_spec, checkpoint, model_kwargs)
+            if paths and not isinstance(paths[0], (str, Path)):
+                items = list(paths)
+                paths, names = [str(item[0]) for item in items], [str(item[1]) for item in items]
+                if len(items[0]) > 2:
+                    if n_images is None:
+                        raise InputError("explain_chunk: image indices need n_images, the number of images")
+                    target = named_classes(model, target)  # a class name: its index, before slicing
+                    target = chunk_targets(target, [int(item[2]) for item in items], n_images)
+            outputs = explain_paths(
+                paths, model, method, target, out_dir, model_name=model_spec, progress=False, names=names,
+                **settings,
+            )
+    except Exception:
+        say_once(said)  # a failed task returns no result to carry them: said here, as before
+        raise
+    return {"outputs": [str(p) for p in outputs], "warnings": said}

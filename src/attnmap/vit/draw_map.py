@@ -3,12 +3,33 @@ original image, over the pixels the model's patches cover (see `attnmap.vit.orig
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from torch import nn
 
 from attnmap.render import overlay
 from attnmap.render.scale import ScoreScale, choose_scale, is_signed
 from attnmap.vit.original import crop_box, on_input_pixels, seen_pixels
+
+MAX_ENLARGED_SIDE = 4096
+"""Longest side a small original is enlarged to: a 9×20000-pixel strip is not drawn 64 pixels high."""
+
+
+def enlarge_small(
+    original: np.ndarray, box: tuple[float, float, float, float], view_shape: tuple[int, ...]
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """``original`` enlarged, when its crop ``box`` (x0, y0, x1, y1) is under half the model's view
+    (``view_shape``: a 10-pixel icon under a 64-pixel input), by the largest whole factor that keeps
+    the crop within the view, each pixel a block; ``box`` moved with it. At its own size the patch
+    map was squeezed into a few pixels and the crop's one-pixel frame covered its edge patches."""
+    x0, y0, x1, y1 = box
+    factor = math.floor(min(view_shape[:2]) / max(min(x1 - x0, y1 - y0), 1.0))
+    factor = min(factor, MAX_ENLARGED_SIDE // max(original.shape[:2]))
+    if factor < 2:
+        return original, box
+    original = np.repeat(np.repeat(original, factor, axis=0), factor, axis=1)
+    return original, (x0 * factor, y0 * factor, x1 * factor, y1 * factor)
 
 
 def draw_map(

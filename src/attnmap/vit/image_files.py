@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from attnmap.errors import InputError
 from attnmap.vit.preprocess import IMAGE_SUFFIXES
+
+
+class EarlierOutputWarning(UserWarning):
+    """Files named as images are pictures an earlier run wrote into the output folder: left out."""
 
 
 def expand_image_paths(inputs: Sequence[str | Path], out_dir: str | Path | None = None) -> list[Path]:
@@ -24,7 +29,9 @@ def expand_image_paths(inputs: Sequence[str | Path], out_dir: str | Path | None 
     under two names.
 
     ``out_dir``: the output folder; a folder of inputs that is the output folder is refused, as a
-    rerun would read the earlier run's overlays as images.
+    rerun would read the earlier run's overlays as images. Files named one by one may lie in it
+    (``photos/*.jpg --out photos``), but the pictures attnmap wrote there are left out, with an
+    `EarlierOutputWarning`: ``photos/*.png`` named an earlier run's overlays, explained as photos.
     """
     paths: list[Path] = []
     for entry in map(Path, inputs):
@@ -40,7 +47,8 @@ def expand_image_paths(inputs: Sequence[str | Path], out_dir: str | Path | None 
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
             )
             if not found:
-                raise InputError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in directory {entry}")
+                suffixes = "/".join(IMAGE_SUFFIXES)
+                raise InputError(f"no images ({suffixes}) in directory {entry}{_subfolders(entry)}")
             paths.extend(found)
         elif entry.exists():
             paths.append(entry)
@@ -59,7 +67,47 @@ def expand_image_paths(inputs: Sequence[str | Path], out_dir: str | Path | None 
         if path.resolve() not in seen:
             seen.add(path.resolve())
             unique.append(path)
-    return unique
+    return unique if out_dir is None else _without_earlier_outputs(unique, Path(out_dir))
+
+
+def _without_earlier_outputs(paths: list[Path], out_dir: Path) -> list[Path]:
+    """``paths`` less the PNGs in ``out_dir`` that carry attnmap's fingerprint (its own pictures)."""
+    from attnmap.fingerprint import FINGERPRINT_KEY
+    from attnmap.io_utils import read_png_text
+
+    def earlier_output(path: Path) -> bool:
+        if path.suffix.lower() != ".png" or not _same_folder(path.parent, out_dir):
+            return False
+        try:
+            return FINGERPRINT_KEY in read_png_text(path)
+        except (OSError, ValueError, SyntaxError):  # not a readable PNG: the run says so per image
+            return False
+
+    left_out = [path for path in paths if earlier_output(path)]
+    if not left_out:
+        return paths
+    more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+    if len(left_out) == len(paths):
+        raise InputError(
+            f"{left_out[0]}{more}: pictures attnmap wrote into --out {out_dir}, not images to explain"
+        )
+    warnings.warn(
+        f"attnmap: left out {left_out[0]}{more}: pictures an earlier run wrote into --out {out_dir}, not "
+        "images to explain (an output folder apart from the images keeps them apart)",
+        EarlierOutputWarning,
+        stacklevel=3,
+    )
+    return [path for path in paths if path not in left_out]
+
+
+def _subfolders(folder: Path) -> str:
+    """What to say of ``folder``'s subfolders when it holds no images itself: they are not read."""
+    inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not inner:
+        return ""
+    shown = ", ".join(inner[:3]) + (f" and {len(inner) - 3} more" if len(inner) > 3 else "")
+    pattern = folder / "*" / "*.png"
+    return f"; its subfolders ({shown}) are not read: name them, or a pattern such as '{pattern}'"
 
 
 def _same_folder(one: Path, two: Path) -> bool:

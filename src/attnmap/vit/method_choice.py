@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +26,18 @@ from attnmap.vit.registry import Target, get_method, methods
 
 class SkippedMethodWarning(UserWarning):
     """A method of ``--method all`` cannot run on this model or target and is left out."""
+
+
+@dataclass
+class Probe:
+    """The image "all" asked each method on: its index among the run's images, its preprocessed
+    tensor (1, C, H, W) and view, and the maps of the methods that ran. They are its explanation:
+    the run writes them instead of reading and explaining the image a second time."""
+
+    index: int
+    images: torch.Tensor
+    views: list[np.ndarray]
+    maps: dict[str, torch.Tensor]
 
 
 def resolve_methods(method: str) -> tuple[list[str], bool]:
@@ -61,26 +75,37 @@ def runnable_methods(
     names: Sequence[str],
     target: Target,
     per_method: Mapping[str, Mapping[str, Any]],
-) -> tuple[list[str], dict[str, str]]:
+) -> tuple[list[str], dict[str, str], dict[str, torch.Tensor]]:
     """The methods of ``names`` that run on ``image`` (one preprocessed image, (1, C, H, W)) with
-    ``target`` (that image's), and the refusal message of each one that does not. When none runs,
+    ``target`` (that image's), the refusal message of each one that does not, and the maps of those
+    that ran (the image's explanation: the caller need not compute them again). When none runs,
     the first refusal is raised: "all" then asks for nothing that can be done."""
-    kept, refused = [], {}
+    kept, refused, maps = [], {}, {}
     for name in names:
         try:
-            with warnings.catch_warnings():  # a flat map is said when the image itself is explained
+            with warnings.catch_warnings():  # a flat map is said when the image's maps are written
                 warnings.simplefilter("ignore", FlatMapWarning)
-                explain(model, image, name, target, **per_method[name])
+                maps[name] = explain(model, image, name, target, **per_method[name]).detach()
         except InputError as error:
             refused[name] = str(error)
             continue
         kept.append(name)
     if not kept:
         raise InputError(next(iter(refused.values())))
-    return kept, refused
+    return kept, refused, maps
 
 
 def warn_skipped(refused: Mapping[str, str]) -> None:
-    """One `SkippedMethodWarning` per method left out of "all", with the method's own reason."""
+    """One `SkippedMethodWarning` per method left out of "all", with the method's own reason, the
+    method named once (the reasons often start with its name already)."""
     for name, reason in refused.items():
+        reason = _without_name(reason, name)
         warnings.warn(f"method {name} skipped: {reason}", SkippedMethodWarning, stacklevel=3)
+
+
+def _without_name(reason: str, name: str) -> str:
+    """``reason`` without a leading ``method 'name'``, ``method name`` or ``name`` (and its colon)."""
+    for start in (f"method {name!r}", f"method {name}", name):
+        if reason.startswith(start) and reason[len(start) : len(start) + 1] in (":", " "):
+            return reason[len(start) :].removeprefix(":").strip()
+    return reason

@@ -105,9 +105,21 @@ def class_index(model: nn.Module, name: str) -> int:
     if not names:
         raise InputError(
             f"target {name!r}: {type(model).__name__} names no classes (no label_names / id2label); "
-            "give the class index"
+            + ("it is headless (no class scores): give a direction (attnmap explain: --direction FILE.npy)"
+               if _headless(model) else "give the class index")
         )
     return lookup_class(name, names)
+
+
+def _headless(model: nn.Module) -> bool:
+    """Whether the model outputs no class scores (an embedding or tokens), as `class_logits` says;
+    False when its layout is not one attnmap reads (the explanation then says what is wrong)."""
+    from attnmap.vit.adapters import adapter_for, unwrap
+
+    try:
+        return not adapter_for(unwrap(model)).classifier
+    except InputError:
+        return False
 
 
 def named_classes(model: nn.Module, target: Any) -> Any:

@@ -51,14 +51,39 @@ def read_tiff_rgb(
             factor = max(1, min(height, width) // min_side) if min_side else 1
             orientation = _orientation(tif.pages[0])
             pages = _images_in_first_series(tif)
+            colours = _colours(page, path)
+            if colours is False:
+                return None
             if not _bandable(page):
-                return _reduce_rgb(to_rgb(page.asarray(), path), factor), orientation, pages
-            parts = [_reduce_rgb(to_rgb(band, path), factor) for band in _bands(page, factor)]
+                samples = page.asarray()
+                if int(page.planarconfig) == 2 and samples.ndim == 3:  # (samples, H, W) as stored
+                    samples = np.moveaxis(samples, 0, -1)
+                return _reduce_rgb(to_rgb(colours(samples), path), factor), orientation, pages
+            parts = [_reduce_rgb(to_rgb(colours(band), path), factor) for band in _bands(page, factor)]
             return np.concatenate(parts, axis=0), orientation, pages
     except InputError:
         raise
     except (ValueError, OSError, TypeError, IndexError, AttributeError, tifffile.TiffFileError):
         return None
+
+
+_GREY_OR_RGB = (1, 2, 6)  # min-is-black, RGB, YCbCr (which the JPEG decoder returns as RGB)
+
+
+def _colours(page: Any, path: Path) -> Callable[[np.ndarray], np.ndarray] | bool:
+    """The function from the page's stored samples to grey or RGB: as stored for grey and RGB (an
+    alpha then dropped, as for other image files); a palette's colours, CMYK's inks and min-is-white
+    grey turned as the slides' reader turns them (`attnmap.wsi.pixels.sample_converter`: read raw,
+    a palette TIFF was its indices drawn as grey, a CMYK one inverted colours). False for an
+    interpretation that rule has no RGB for (CIELab, ...): PIL then tries the file."""
+    if int(page.photometric) in _GREY_OR_RGB:
+        return lambda samples: samples
+    from attnmap.wsi.pixels import sample_converter
+
+    try:
+        return sample_converter(page, str(path))
+    except InputError:
+        return False
 
 
 def _images_in_first_series(tif: Any) -> int:
