@@ -166,7 +166,12 @@ def csv_dict_reader(path: str | Path, columns: Sequence[str] = ()) -> csv.DictRe
     ("slide_id, label" with a space after the comma, or a spreadsheet's "Slide_ID,Label": such a
     column was lost without a word). `InputError` for two columns that would both be one of them."""
     text = read_csv_text(path)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text.partition("\n")[0]))
+    first, _, rest = text.partition("\n")
+    hinted = separator_hint(first)
+    if hinted is not None:
+        text, first = rest, rest.partition("\n")[0]
+    delimiter = hinted or csv_delimiter(first)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     named: dict[str, str] = {}
     names = []
     for name in (name.strip() for name in reader.fieldnames or []):
@@ -178,6 +183,13 @@ def csv_dict_reader(path: str | Path, columns: Sequence[str] = ()) -> csv.DictRe
         names.append(known or name)
     reader.fieldnames = names
     return reader
+
+
+def separator_hint(line: str) -> str | None:
+    """The separator named by Excel's hint line ``sep=;`` (a CSV's first line, before the header),
+    else None. Read as the header, that line hid every column the file has."""
+    line = line.rstrip("\r")
+    return line[4] if len(line) == 5 and line.startswith("sep=") else None
 
 
 def csv_delimiter(header: str) -> str:
