@@ -8,6 +8,7 @@ what lets a resumed run trust "the output exists" as "the output is complete".
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import errno
@@ -146,16 +147,33 @@ def write_csv_atomic(
     return write_bytes_atomic(path, buffer.getvalue().encode())
 
 
+SPREADSHEETS = {".xlsx": "an Excel workbook", ".xlsm": "an Excel workbook", ".xls": "an Excel workbook",
+                ".ods": "an OpenDocument spreadsheet"}
+"""Spreadsheet files by suffix: given as a CSV they are binary, and "not UTF-8" hid what to do."""
+
+# A workbook's first bytes: a zip (.xlsx, .ods) or an OLE2 compound file (.xls), whatever its name.
+SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+
+
 def read_csv_text(path: str | Path) -> str:
     """A CSV file's text, decoded whole as UTF-8 with or without a byte order mark (Excel's "CSV
-    UTF-8"); `InputError` naming the line of the first byte that is not UTF-8 (Excel's plain "CSV"
-    is cp1252 on Windows). Decoded whole, not through a buffered reader, so that line is the file's."""
-    data = Path(path).read_bytes()
+    UTF-8"), or as UTF-16 when it starts with that byte order mark (Excel's "Unicode Text": the mark
+    makes it unambiguous); `InputError` naming the line of the first byte that does not decode
+    (Excel's plain "CSV" is cp1252 on Windows), or naming a spreadsheet as one to export as CSV.
+    Decoded whole, not through a buffered reader, so that line is the file's."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.suffix.lower() in SPREADSHEETS or data.startswith(SPREADSHEET_MAGIC):
+        kind = SPREADSHEETS.get(path.suffix.lower(), "a spreadsheet")
+        raise InputError(f'{path} is {kind}, not a CSV: export it as "CSV UTF-8"')
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    encoding, name = ("utf-16", "UTF-16") if utf16 else ("utf-8-sig", "UTF-8")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(encoding)
     except UnicodeDecodeError as error:
-        line = error.object[: error.start].count(b"\n") + 1  # the bytes after a BOM: same lines
-        message = f'{path} is not a text CSV in UTF-8 (line {line}): save it as "CSV UTF-8"'
+        # the bytes before the error decode, BOM and all: their lines are the file's
+        line = error.object[: error.start].decode(encoding).count("\n") + 1
+        message = f'{path} is not a text CSV in {name} (line {line}): save it as "CSV UTF-8"'
         raise InputError(message) from error
 
 
