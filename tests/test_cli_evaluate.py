@@ -134,3 +134,29 @@ def test_a_refused_evaluation_keeps_the_earlier_one(tmp_path, capsys, monkeypatc
     code = run_cli(["evaluate", "--n", "2", "--methods", "attention", "--out", str(out), "--quiet"])
     assert code == 2 and "1000 classes" in capsys.readouterr().err
     assert all((out / name).read_text() == "an earlier evaluation's" for name in EARLIER_IMAGE_OUTPUTS)
+
+
+def test_evaluate_names_the_checkpoint_inside_a_mil_train_folder(tmp_path, capsys):
+    """--mil-checkpoint FOLD (a `mil train` fold folder) was refused in click's words, "is a
+    directory"; like `mil attention`, the fold's checkpoint.pt is named, and a whole run is refused
+    naming a fold's."""
+    import numpy as np
+    from synthetic_slide_files import write_clam_checkpoint
+
+    from attnmap.mil import write_h5_bag
+
+    run = tmp_path / "run"
+    for fold in range(2):
+        (run / f"fold_{fold}").mkdir(parents=True)
+        write_clam_checkpoint(run / f"fold_{fold}" / "checkpoint.pt")
+    bag = tmp_path / "slide.h5"
+    write_h5_bag(bag, np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32), np.zeros((6, 2)))
+    expected = {run / "fold_0": f"checkpoint {run / 'fold_0'} is a folder, not a weights file: give the "
+                                f"weights file inside it, {run / 'fold_0' / 'checkpoint.pt'}",
+                run: f"{run} is a `mil train` run of 2 fold model(s): give one fold's checkpoint, "
+                     f"e.g. {run / 'fold_0' / 'checkpoint.pt'}"}
+    for folder, message in expected.items():
+        code = run_cli(["evaluate", "--mil-checkpoint", str(folder), "--bags", str(bag),
+                        "--methods", "attention", "--out", str(tmp_path / "out"), "--quiet"])
+        assert code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"attnmap: error: {message}"

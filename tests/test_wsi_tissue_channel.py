@@ -146,3 +146,19 @@ def test_an_empty_tissue_found_before_the_channel_rule_is_remade(tmp_path: Path)
         outputs.tissue.write_text(json.dumps(saved))
         tissue, reason = tissue_stage(slide, entry, config, outputs)
         assert reason is not None and "empty" in reason and len(tissue.contours) == 2
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.5])
+def test_a_blank_slide_is_not_called_greyscale(tmp_path: Path, noise: float):
+    """All glass has no colour either: it was warned about as "a greyscale scan" before its correct
+    "no tissue" refusal, which sent the user looking for a scanner setting that was not the cause."""
+    rng = np.random.default_rng(0)
+    glass = np.clip(236 + rng.normal(0, noise, (1024, 1024)), 0, 255).round().astype(np.uint8)
+    path = tmp_path / "blank.tif"
+    tifffile.imwrite(path, np.repeat(glass[:, :, None], 3, axis=2), tile=(256, 256), photometric="rgb")
+    with open_slide(path) as slide:
+        assert is_colourless(slide.read_region((0, 0), 0, slide.dimensions))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tissue = segment_tissue(slide, level=0, a_t=0.01, a_h=0.01)
+    assert tissue.contours == []

@@ -8,6 +8,7 @@ what lets a resumed run trust "the output exists" as "the output is complete".
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import errno
@@ -146,16 +147,33 @@ def write_csv_atomic(
     return write_bytes_atomic(path, buffer.getvalue().encode())
 
 
+SPREADSHEETS = {".xlsx": "an Excel workbook", ".xlsm": "an Excel workbook", ".xls": "an Excel workbook",
+                ".ods": "an OpenDocument spreadsheet"}
+"""Spreadsheet files by suffix: given as a CSV they are binary, and "not UTF-8" hid what to do."""
+
+# A workbook's first bytes: a zip (.xlsx, .ods) or an OLE2 compound file (.xls), whatever its name.
+SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+
+
 def read_csv_text(path: str | Path) -> str:
     """A CSV file's text, decoded whole as UTF-8 with or without a byte order mark (Excel's "CSV
-    UTF-8"); `InputError` naming the line of the first byte that is not UTF-8 (Excel's plain "CSV"
-    is cp1252 on Windows). Decoded whole, not through a buffered reader, so that line is the file's."""
-    data = Path(path).read_bytes()
+    UTF-8"), or as UTF-16 when it starts with that byte order mark (Excel's "Unicode Text": the mark
+    makes it unambiguous); `InputError` naming the line of the first byte that does not decode
+    (Excel's plain "CSV" is cp1252 on Windows), or naming a spreadsheet as one to export as CSV.
+    Decoded whole, not through a buffered reader, so that line is the file's."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.suffix.lower() in SPREADSHEETS or data.startswith(SPREADSHEET_MAGIC):
+        kind = SPREADSHEETS.get(path.suffix.lower(), "a spreadsheet")
+        raise InputError(f'{path} is {kind}, not a CSV: export it as "CSV UTF-8"')
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    encoding, name = ("utf-16", "UTF-16") if utf16 else ("utf-8-sig", "UTF-8")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(encoding)
     except UnicodeDecodeError as error:
-        line = error.object[: error.start].count(b"\n") + 1  # the bytes after a BOM: same lines
-        message = f'{path} is not a text CSV in UTF-8 (line {line}): save it as "CSV UTF-8"'
+        # the bytes before the error decode, BOM and all: their lines are the file's
+        line = error.object[: error.start].decode(encoding).count("\n") + 1
+        message = f'{path} is not a text CSV in {name} (line {line}): save it as "CSV UTF-8"'
         raise InputError(message) from error
 
 
@@ -166,7 +184,12 @@ def csv_dict_reader(path: str | Path, columns: Sequence[str] = ()) -> csv.DictRe
     ("slide_id, label" with a space after the comma, or a spreadsheet's "Slide_ID,Label": such a
     column was lost without a word). `InputError` for two columns that would both be one of them."""
     text = read_csv_text(path)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text.partition("\n")[0]))
+    first, _, rest = text.partition("\n")
+    hinted = separator_hint(first)
+    if hinted is not None:
+        text, first = rest, rest.partition("\n")[0]
+    delimiter = hinted or csv_delimiter(first)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     named: dict[str, str] = {}
     names = []
     for name in (name.strip() for name in reader.fieldnames or []):
@@ -178,6 +201,13 @@ def csv_dict_reader(path: str | Path, columns: Sequence[str] = ()) -> csv.DictRe
         names.append(known or name)
     reader.fieldnames = names
     return reader
+
+
+def separator_hint(line: str) -> str | None:
+    """The separator named by Excel's hint line ``sep=;`` (a CSV's first line, before the header),
+    else None. Read as the header, that line hid every column the file has."""
+    line = line.rstrip("\r")
+    return line[4] if len(line) == 5 and line.startswith("sep=") else None
 
 
 def csv_delimiter(header: str) -> str:

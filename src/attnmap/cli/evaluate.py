@@ -36,7 +36,9 @@ MAX_SEED = 2**43  # 64-bit seeds; the random baseline spaces its maps' seeds 1,0
 @click.option("--pointing-tolerance", type=click.IntRange(min=0), default=4, show_default=True,
               help="Pixels by which the mask is grown for the pointing game.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
-@click.option("--mil-checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+# a folder gets `refuse_run_folder` / load_mil's message naming the checkpoint inside, not click's
+# bare "is a directory"
+@click.option("--mil-checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
               help="Slides: a CLAM / ABMIL checkpoint; runs patch flipping on --bags instead of images.")
 @click.option("--bags", "bag_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Slides: feature bags (h5 / .pt files or folders); repeat for several.")
@@ -160,6 +162,7 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
     from attnmap.mil.bags import collect_bags, read_bag
     from attnmap.mil.checkpoint import load_mil
     from attnmap.mil.explain import METHODS
+    from attnmap.mil.fold_files import refuse_run_folder
     from attnmap.provenance import provenance
 
     if checkpoint is None or not bag_paths:
@@ -168,7 +171,7 @@ def _evaluate_slides(checkpoint: Path | None, bag_paths: tuple[Path, ...], metho
     paths = collect_bags(bag_paths)  # each slide id once
     if not paths:
         raise InputError("no .h5 or .pt bags found in --bags")
-    model = load_mil(checkpoint).to(resolved_device(device))
+    model = load_mil(refuse_run_folder(checkpoint)).to(resolved_device(device))
     command = " ".join(["attnmap evaluate", f"--mil-checkpoint {checkpoint}",
                         *(f"--bags {path}" for path in bag_paths), f"--methods {method_list}",
                         f"--out {out_dir}", f"--seed {seed}"])

@@ -11,7 +11,9 @@ it thresholds saturation, whose glass is near 0 too.
 When the caller leaves the channel unset and the slide is colourless (`is_colourless`), the
 darkness channel is used and a one-line warning says so: a grey slide segmented on saturation
 silently gives an empty result, which nobody wants, and the choice depends only on the pixels,
-so it is the same on every run. A channel named by the caller is always used as named.
+so it is the same on every run. A colourless slide that is all glass (`is_blank`) keeps
+saturation without a word: it has no tissue on either channel, and its "no tissue" refusal says so.
+A channel named by the caller is always used as named.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import cv2
 import numpy as np
 
 from attnmap.errors import InputError
-from attnmap.wsi.parameters import CHANNELS
+from attnmap.wsi.parameters import CHANNELS, DEFAULTS
 
 COLOURLESS_CHROMA = 4
 """The spread max(R, G, B) − min(R, G, B) a pixel of a colourless slide keeps at most: a grey
@@ -52,12 +54,23 @@ def is_colourless(rgb: np.ndarray) -> bool:
     return int(np.count_nonzero(spread > COLOURLESS_CHROMA)) <= COLOURLESS_SHARE * spread.size
 
 
+def is_blank(rgb: np.ndarray) -> bool:
+    """Whether a colourless RGB image is all glass: no pixel lies below the glass by more than the
+    default ``sthresh`` in the darkness channel (median-blurred by the default ``mthresh``), so
+    neither channel finds tissue at CLAM's defaults. Such a slide is no greyscale scan: warning that
+    it is one sent the user after a scanner setting, when the refusal that follows ("no tissue")
+    already says what is wrong."""
+    darkness = channel_image(rgb, "darkness", int(DEFAULTS["mthresh"]))
+    return int(darkness.max(initial=0)) <= int(DEFAULTS["sthresh"])
+
+
 def resolve_channel(rgb: np.ndarray, given: str | None, where: str = "the slide") -> str:
     """The channel to segment ``rgb`` on: ``given`` when named, else "saturation", or "darkness"
-    with a one-line warning when the image is colourless (see the module's docstring)."""
+    with a one-line warning when the image is colourless but not blank (see the module's
+    docstring)."""
     if given is not None:
         return check_channel(given)
-    if not is_colourless(rgb):
+    if not is_colourless(rgb) or is_blank(rgb):
         return "saturation"
     warnings.warn(
         f"{where} has no colour (a greyscale scan: its saturation is flat), so tissue is found by "
