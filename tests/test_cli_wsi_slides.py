@@ -108,6 +108,21 @@ def test_a_stage_remade_says_why_in_the_options_of_the_command(tmp_path: Path, c
     assert code == 0 and "(--seg-level changed)" in stdout and "segmentation." not in stdout, stdout + err
 
 
+def test_features_remade_says_why_in_the_options_of_the_command(tmp_path: Path, capsys) -> None:
+    """`wsi features --input-size 48` after 32 said "(encoder.input_size changed)", a fingerprint key
+    that is neither an option of the command nor a `wsi run` setting."""
+    slide = write_test_slide(tmp_path / "a.tif", seed=1)
+    out = tmp_path / "out"
+    encoder = write_tiny_encoder(tmp_path / "enc.pt")
+    args = ["wsi", "features", slide, "-o", out, "--encoder", encoder, "--device", "cpu", *SEGMENT, *PATCH]
+    code, _, err = cli(capsys, *args, "--input-size", "32")
+    assert code == 0, err
+    code, stdout, err = cli(capsys, *args, "--input-size", "48")
+    assert code == 0 and "(--input-size changed)" in stdout and "encoder." not in stdout, stdout + err
+    write_tiny_encoder(tmp_path / "enc.pt", seed=1)  # other weights in the same file
+    code, stdout, err = cli(capsys, *args, "--input-size", "48")
+    assert code == 0 and "(--encoder changed)" in stdout and "encoder." not in stdout, stdout + err
+
 def test_slides_of_different_pixel_sizes_are_warned_of_as_in_wsi_run(tmp_path: Path, capsys) -> None:
     """`wsi patch` / `wsi features` over a 20× and a 40× scan cut patches of one pixel size from both,
     covering tissue twice apart, without the warning `wsi run` gives for that slide list."""

@@ -33,7 +33,12 @@ from attnmap.wsi.pipeline.config import (
 )
 from attnmap.wsi.setting_names import settings_in
 
-FLAGS = {"segmentation.level": "seg-level", "patching.level": "patch-level", "features.save_pt": "pt"}
+FLAGS = {
+    "segmentation.level": "seg-level",
+    "patching.level": "patch-level",
+    "features.save_pt": "pt",
+    "features.encoder_args": "encoder-arg",
+}
 """The options named otherwise than their configuration field (dotted key → option name)."""
 
 
