@@ -135,6 +135,8 @@ def test_slides_of_different_pixel_sizes_are_warned_of_as_in_wsi_run(tmp_path: P
     assert code == 0 and "b: patched" in stdout, err
     (warning,) = [str(item.message) for item in said if item.category is MixedResolutionWarning]
     assert "(0.25 µm/px: b; 0.5 µm/px: a): --patch-size is 64 px at level 0" in warning
+    # its remedy in this command's terms: `wsi patch` is given slides, it has no slide list
+    assert "slide list" not in warning and "each resolution's slides to a `wsi patch` of their own" in warning
     with warnings.catch_warnings():
         warnings.simplefilter("error", MixedResolutionWarning)  # no patches cut: nothing to compare
         code, _, err = cli(capsys, "wsi", "segment", first, other, "-o", tmp_path / "o", *SEGMENT)
