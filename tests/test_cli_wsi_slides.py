@@ -141,3 +141,18 @@ def test_slides_of_different_pixel_sizes_are_warned_of_as_in_wsi_run(tmp_path: P
         warnings.simplefilter("error", MixedResolutionWarning)  # no patches cut: nothing to compare
         code, _, err = cli(capsys, "wsi", "segment", first, other, "-o", tmp_path / "o", *SEGMENT)
     assert code == 0, err
+
+
+def test_an_ome_tiff_slide_is_named_without_both_parts_of_its_suffix(tmp_path: Path, capsys) -> None:
+    """`x.ome.tif` got the slide id `x.ome`: its outputs, and the ids a slide list or annotations
+    give it, were named after half a suffix."""
+    from attnmap.wsi.slide_files import slide_name
+
+    folder = tmp_path / "slides"
+    write_test_slide(folder / "x.ome.tif", seed=1)
+    write_test_slide(folder / "y.OME.TIFF", seed=2)
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "wsi", "segment", folder, "-o", out, *SEGMENT)
+    assert code == 0 and "x: segmented" in stdout and "y: segmented" in stdout, stdout + err
+    assert sorted(path.name for path in (out / "tissue").glob("*.json")) == ["x.json", "y.json"]
+    assert slide_name(Path("a.b.tif")) == "a.b" and slide_name(Path(".ome.tif")) == ".ome"
