@@ -218,6 +218,23 @@ def test_heatmap_without_tiff_removes_an_earlier_runs_tiff(slide: Path, tmp_path
     assert code == 0 and tiff.is_file() and "removed" not in stdout
 
 
+def test_a_missing_heatmap_level_names_the_option_that_asked_for_it(
+    slide: Path, tmp_path: Path, capsys
+) -> None:
+    """`wsi heatmap --vis-level 0 --tiff-level 5` said "level 5 does not exist", not which option."""
+    from attnmap.wsi.scores_io import save_scores_h5
+
+    coords = np.stack(np.meshgrid(np.arange(0, 512, 64), np.arange(0, 384, 64)), -1).reshape(-1, 2)
+    scores_h5 = save_scores_h5(tmp_path / "s7_blockmap.h5", coords, np.linspace(0, 1, len(coords)))
+    args = ["wsi", "heatmap", slide, "--scores", scores_h5, "-o", tmp_path / "out", "--patch-size", "64"]
+    for levels, option in [(["--vis-level", "5"], "--vis-level"),
+                           (["--vis-level", "0", "--tiff", "--tiff-level", "5"], "--tiff-level")]:
+        code, _, err = cli(capsys, *args, *levels)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{option}: level 5 does not exist" in err
+        assert not (tmp_path / "out" / "s7_heatmap.png").exists()
+
+
 def test_a_failed_heatmap_tiff_leaves_no_pair_from_two_calls(
     slide: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,3 +22,27 @@ def test_a_folder_is_named_as_a_folder_with_the_scores_file_to_give(tmp_path: Pa
         assert "not found" not in err and not (tmp_path / "s1.geojson").exists()
     code, _, err = cli(capsys, "wsi", "geojson", blockmap, "-o", tmp_path / "s1.geojson")
     assert code == 0 and (tmp_path / "s1.geojson").is_file(), err
+
+
+def test_tissue_of_a_scores_file_outside_a_run_says_what_it_looked_for(tmp_path: Path, capsys) -> None:
+    """`--tissue` of a scores file kept outside a run folder said "not found: <root>/tissue/x.json":
+    three folders up from it, a path that says nothing of what was looked for or how to give it."""
+    loose = tmp_path / "x_blockmap.h5"
+    save_scores_h5(loose, np.array([[0, 0], [64, 0]]), np.array([0.2, 0.8]))
+    code, _, err = cli(capsys, "wsi", "geojson", loose, "--tissue", "-o", tmp_path / "x.geojson")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{loose} is not in one" in err and "heatmaps/x/" in err and "--tissue-file" in err
+    assert str(tmp_path.parent.parent / "tissue") not in err and not (tmp_path / "x.geojson").exists()
+
+
+def test_tissue_missing_from_a_run_says_where_it_looked_relative_to_the_scores(
+    tmp_path: Path, capsys
+) -> None:
+    blockmap = tmp_path / "run" / "heatmaps" / "s1" / "s1_blockmap.h5"
+    blockmap.parent.mkdir(parents=True)
+    save_scores_h5(blockmap, np.array([[0, 0], [64, 0]]), np.array([0.2, 0.8]))
+    code, _, err = cli(capsys, "wsi", "geojson", blockmap, "--tissue", "-o", tmp_path / "s1.geojson")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    expected = tmp_path / "run" / "tissue" / "s1.json"
+    assert f"tissue contours not found: {expected}" in err and f"from {blockmap}" in err
+    assert "--tissue-file" in err

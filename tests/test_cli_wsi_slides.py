@@ -108,6 +108,21 @@ def test_a_stage_remade_says_why_in_the_options_of_the_command(tmp_path: Path, c
     assert code == 0 and "(--seg-level changed)" in stdout and "segmentation." not in stdout, stdout + err
 
 
+def test_features_remade_says_why_in_the_options_of_the_command(tmp_path: Path, capsys) -> None:
+    """`wsi features --input-size 48` after 32 said "(encoder.input_size changed)", a fingerprint key
+    that is neither an option of the command nor a `wsi run` setting."""
+    slide = write_test_slide(tmp_path / "a.tif", seed=1)
+    out = tmp_path / "out"
+    encoder = write_tiny_encoder(tmp_path / "enc.pt")
+    args = ["wsi", "features", slide, "-o", out, "--encoder", encoder, "--device", "cpu", *SEGMENT, *PATCH]
+    code, _, err = cli(capsys, *args, "--input-size", "32")
+    assert code == 0, err
+    code, stdout, err = cli(capsys, *args, "--input-size", "48")
+    assert code == 0 and "(--input-size changed)" in stdout and "encoder." not in stdout, stdout + err
+    write_tiny_encoder(tmp_path / "enc.pt", seed=1)  # other weights in the same file
+    code, stdout, err = cli(capsys, *args, "--input-size", "48")
+    assert code == 0 and "(--encoder changed)" in stdout and "encoder." not in stdout, stdout + err
+
 def test_slides_of_different_pixel_sizes_are_warned_of_as_in_wsi_run(tmp_path: Path, capsys) -> None:
     """`wsi patch` / `wsi features` over a 20× and a 40× scan cut patches of one pixel size from both,
     covering tissue twice apart, without the warning `wsi run` gives for that slide list."""
@@ -120,7 +135,24 @@ def test_slides_of_different_pixel_sizes_are_warned_of_as_in_wsi_run(tmp_path: P
     assert code == 0 and "b: patched" in stdout, err
     (warning,) = [str(item.message) for item in said if item.category is MixedResolutionWarning]
     assert "(0.25 µm/px: b; 0.5 µm/px: a): --patch-size is 64 px at level 0" in warning
+    # its remedy in this command's terms: `wsi patch` is given slides, it has no slide list
+    assert "slide list" not in warning and "each resolution's slides to a `wsi patch` of their own" in warning
     with warnings.catch_warnings():
         warnings.simplefilter("error", MixedResolutionWarning)  # no patches cut: nothing to compare
         code, _, err = cli(capsys, "wsi", "segment", first, other, "-o", tmp_path / "o", *SEGMENT)
     assert code == 0, err
+
+
+def test_an_ome_tiff_slide_is_named_without_both_parts_of_its_suffix(tmp_path: Path, capsys) -> None:
+    """`x.ome.tif` got the slide id `x.ome`: its outputs, and the ids a slide list or annotations
+    give it, were named after half a suffix."""
+    from attnmap.wsi.slide_files import slide_name
+
+    folder = tmp_path / "slides"
+    write_test_slide(folder / "x.ome.tif", seed=1)
+    write_test_slide(folder / "y.OME.TIFF", seed=2)
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "wsi", "segment", folder, "-o", out, *SEGMENT)
+    assert code == 0 and "x: segmented" in stdout and "y: segmented" in stdout, stdout + err
+    assert sorted(path.name for path in (out / "tissue").glob("*.json")) == ["x.json", "y.json"]
+    assert slide_name(Path("a.b.tif")) == "a.b" and slide_name(Path(".ome.tif")) == ".ome"

@@ -258,3 +258,57 @@ def test_input_size_applies_to_registered_encoders_too() -> None:
     register_encoder("test:fixed", lambda: (torch.nn.Flatten(), lambda patch: torch.zeros(12), 12))
     with pytest.raises(InputError, match="test:fixed.*no input_size"):
         load_encoder("test:fixed", input_size=32)
+
+
+def test_extract_features_closes_the_slide_it_opened(
+    slide_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The patch reader's slide was left to the garbage collector (a ResourceWarning on tiffslide
+    slides), also when encoding failed part-way."""
+    import attnmap.wsi.slide as slide_module
+
+    opened, closed = [], []
+    real_open = slide_module.open_slide
+
+    def tracked(path: object) -> object:
+        slide = real_open(path)
+        real_close = slide.close
+        slide.close = lambda: (closed.append(slide), real_close())  # type: ignore[method-assign]
+        opened.append(slide)
+        return slide
+
+    monkeypatch.setattr(slide_module, "open_slide", tracked)
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    coords = np.array([[0, 0], [256, 128], [512, 384]])
+    extract_features(slide_path, coords, encoder, patch_size=64, batch_size=2, progress=False)
+    assert len(opened) == 1 and closed == opened
+    model, transform, dim = encoder
+
+    class Failing(torch.nn.Module):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            raise InputError("encoder failed")
+
+    with pytest.raises(InputError, match="encoder failed"):
+        extract_features(slide_path, coords, (Failing(), transform, dim), patch_size=64, batch_size=1,
+                         progress=False, cpu_graph=False)
+    assert len(opened) == 2 and closed == opened
+
+
+def test_fractional_coords_are_rounded_to_the_pixel_as_a_bag_reader_does(
+    slide_path: Path, tmp_path: Path
+) -> None:
+    """Float coordinates (a rescaled grid) were truncated without a word: 300.7 read pixel 300."""
+    from attnmap.mil.bags import checked_coords
+
+    encoder = load_encoder(write_tiny_encoder(tmp_path / "tiny.pt"), input_size=32)
+    fractional = np.array([[300.7, 200.4], [511.5, 383.6]])
+    rounded = checked_coords("bag", fractional, len(fractional))
+    options = {"patch_size": 64, "progress": False}
+    features = extract_features(slide_path, fractional, encoder, **options)
+    np.testing.assert_array_equal(features, extract_features(slide_path, rounded, encoder, **options))
+    truncated = extract_features(slide_path, np.floor(fractional), encoder, **options)
+    assert not np.array_equal(features, truncated)  # the test tells rounding from truncating
+    with pytest.raises(InputError, match="NaN"):
+        extract_features(slide_path, np.array([[np.nan, 0.0]]), encoder, **options)
+    path = save_features(tmp_path / "f.h5", features, fractional)  # stored as read, not truncated
+    np.testing.assert_array_equal(load_features(path)[1], rounded)

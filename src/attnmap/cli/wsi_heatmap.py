@@ -93,6 +93,7 @@ def heatmap(
     from attnmap.wsi.pipeline.outputs import made_by_attnmap
     from attnmap.wsi.pipeline.stage_files import features_patch_size, load_tissue, scores_file_patch_size
     from attnmap.wsi.scores_io import load_scores_h5
+    from attnmap.wsi.setting_names import option_names
     from attnmap.wsi.slide import open_slide
     from attnmap.wsi.slide_files import slide_name
 
@@ -164,22 +165,23 @@ def heatmap(
     stale_tiff = not files["tiff"] and tiff.is_file() and made_by_attnmap(tiff)
     if stale_tiff:
         tiff.unlink()
-    written = write_heatmap_files(
-        slide,
-        coords,
-        values,
-        patch_size,
-        out_dir / f"{slide_name(slide)}_heatmap.png",
-        style,
-        tissue=tissue,
-        tiff=tiff if files["tiff"] else None,
-        tiff_level=files["tiff_level"],
-        metadata=record,
-        scale=files["scale"],
-        title=title if files["legend"] else None,
-        label=label,
-        progress=not quiet(),
-    )
+    with option_names({}):  # a level that does not exist: named as the option that asked for it
+        written = write_heatmap_files(
+            slide,
+            coords,
+            values,
+            patch_size,
+            out_dir / f"{slide_name(slide)}_heatmap.png",
+            style,
+            tissue=tissue,
+            tiff=tiff if files["tiff"] else None,
+            tiff_level=files["tiff_level"],
+            metadata=record,
+            scale=files["scale"],
+            title=title if files["legend"] else None,
+            label=label,
+            progress=not quiet(),
+        )
     click.echo("heatmap: " + " and ".join(str(path) for path in written))
     if stale_tiff:
         click.echo(f"removed {tiff}: an earlier run's TIFF (--tiff not given)")

@@ -33,7 +33,12 @@ from attnmap.wsi.pipeline.config import (
 )
 from attnmap.wsi.setting_names import settings_in
 
-FLAGS = {"segmentation.level": "seg-level", "patching.level": "patch-level", "features.save_pt": "pt"}
+FLAGS = {
+    "segmentation.level": "seg-level",
+    "patching.level": "patch-level",
+    "features.save_pt": "pt",
+    "features.encoder_args": "encoder-arg",
+}
 """The options named otherwise than their configuration field (dotted key → option name)."""
 
 
@@ -131,9 +136,10 @@ def _each_slide(
 
 
 def _warn_mixed_resolutions(entries: list[Any], config: Any) -> None:
-    """`wsi run`'s warning for slides scanned at different pixel sizes; a slide that does not
-    open is left to its own line."""
+    """`wsi run`'s warning for slides scanned at different pixel sizes, its remedy in this command's
+    terms (it has no slide list); a slide that does not open is left to its own line."""
     from attnmap.wsi.pipeline.slide_list import warn_mixed_resolutions
+    from attnmap.wsi.setting_names import setting
     from attnmap.wsi.slide import open_slide
 
     mpps = {}
@@ -143,7 +149,10 @@ def _warn_mixed_resolutions(entries: list[Any], config: Any) -> None:
                 mpps[entry.slide_id] = slide.mpp
         except Exception:  # noqa: BLE001 - its failure is said by its own line
             continue
-    warn_mixed_resolutions(mpps, config.patching.patch_size, config.patching.level)
+    command = click.get_current_context().command_path.removeprefix("attnmap ")  # wsi patch|features
+    remedy = (f"give each resolution's slides to a `{command}` of their own, with a "
+              f"{setting('patching.patch_size')} that covers the same tissue,")
+    warn_mixed_resolutions(mpps, config.patching.patch_size, config.patching.level, remedy)
 
 
 def _why(reason: str | None) -> str:

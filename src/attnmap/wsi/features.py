@@ -84,6 +84,12 @@ class PatchDataset(torch.utils.data.Dataset):
         x, y = self.coords[index]
         return self.transform(read_patch_rgb(self._slide, x, y, self.level, self.patch_size))
 
+    def close(self) -> None:
+        """Close the slide this process opened (tiffslide warns of a handle left to the collector)."""
+        if self._slide is not None:
+            self._slide.close()
+            self._slide = None
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_slide"] = None  # never pickle an open slide handle
@@ -133,9 +139,14 @@ def extract_features(
     """
     from tqdm.auto import tqdm
 
+    from attnmap.mil.bags import checked_coords
+
     coords = np.asarray(coords)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise InputError(f"coords must be N×2 [x, y], got shape {coords.shape}")
+    # fractional coordinates (a rescaled grid) were truncated by the patch reader: 255.9999 read
+    # pixel 255; rounded to the pixel as a bag's are, and NaN refused
+    coords = checked_coords("extract_features", coords, len(coords))
     if patch_size < 1 or batch_size < 1 or num_workers < 0:
         raise InputError("patch_size and batch_size must be >= 1 and num_workers >= 0")
     model, transform, feature_dim = encoder
@@ -160,18 +171,22 @@ def extract_features(
     output = np.empty((len(coords), feature_dim), dtype=np.float32)
     filled = 0
     runner, build_graph = model, cpu_graph and target.type == "cpu" and precision == "float32"
-    with torch.inference_mode():
-        bar = tqdm(_worker_errors_unwrapped(batches), "features", len(loader), leave=False,
-                   disable=not progress, unit="batch")
-        for batch in bar:
-            batch = batch.to(target, non_blocking=True)
-            if build_graph:  # on the first batch: the graph is checked on real patches
-                runner, build_graph = cpu_inference_graph(model, batch), False
-            with autocast:  # the forward only: patches are read and transformed in float32
-                features = runner(batch)
-            features = features.float().cpu().numpy()
-            output[filled : filled + len(features)] = features
-            filled += len(features)
+    stream = _worker_errors_unwrapped(batches)
+    try:
+        with torch.inference_mode():
+            bar = tqdm(stream, "features", len(loader), leave=False, disable=not progress, unit="batch")
+            for batch in bar:
+                batch = batch.to(target, non_blocking=True)
+                if build_graph:  # on the first batch: the graph is checked on real patches
+                    runner, build_graph = cpu_inference_graph(model, batch), False
+                with autocast:  # the forward only: patches are read and transformed in float32
+                    features = runner(batch)
+                features = features.float().cpu().numpy()
+                output[filled : filled + len(features)] = features
+                filled += len(features)
+    finally:
+        stream.close()  # stops the reading thread first: it must not read from a closed slide
+        dataset.close()  # the slide opened here (with loader processes, each closes its own at exit)
     return output
 
 
@@ -214,10 +229,13 @@ def save_features(
     """
     import h5py
 
+    from attnmap.mil.bags import checked_coords
+
     features = as_array(features).astype(np.float32)
     coords = as_array(coords)
     if features.ndim != 2 or coords.ndim != 2 or coords.shape[1] != 2 or len(features) != len(coords):
         raise InputError(f"features {features.shape} and coords {coords.shape} must be N×D and N×2")
+    coords = checked_coords(path_h5, coords, len(coords))  # as extract_features read them: rounded
     if coords.size and (np.abs(coords).max() >= 2**31):
         raise InputError("coordinates beyond the int32 range cannot be stored in a CLAM features file")
     path_h5 = writable_file(path_h5)

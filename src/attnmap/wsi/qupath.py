@@ -138,6 +138,24 @@ def _slide_id(scores_file: Path) -> str:
     return scores_file.name.removesuffix("_blockmap.h5")
 
 
+def _run_tissue_file(scores_file: Path, slide_id: str) -> Path:
+    """``tissue/<id>.json`` of the `wsi run` folder holding ``scores_file`` (``heatmaps/<id>/``).
+
+    Why the layout is checked: three folders up from a scores file kept elsewhere is some unrelated
+    folder (the root for ``/tmp/x_blockmap.h5``), and "not found: /tissue/x.json" told the user
+    nothing about what was looked for or how to give the contours.
+    """
+    from attnmap.errors import InputError
+
+    folder = scores_file.absolute().parent  # absolute: "x_blockmap.h5" has "." for every parent
+    if folder.name != slide_id or folder.parent.name != "heatmaps":
+        raise InputError(
+            f"--tissue takes tissue/{slide_id}.json of the `wsi run` folder a scores file sits in "
+            f"(heatmaps/{slide_id}/), and {scores_file} is not in one: name the contours file, --tissue-file"
+        )
+    return folder.parent.parent / "tissue" / f"{slide_id}.json"
+
+
 def _not_over(out: Path, source: Path) -> None:
     """`InputError` when ``out`` is ``source`` (by any path): the GeoJSON would replace what it is
     made from (``-o`` naming the blockmap by a slip of tab completion lost the run's scores)."""
@@ -198,14 +216,11 @@ def export_blockmap_geojson(
         class_name = _predicted_class(prediction)
     polygons = None
     if tissue:
-        tissue_file = (
-            Path(tissue)
-            if not isinstance(tissue, bool)
-            else scores_file.parent.parent.parent / "tissue" / f"{slide_id}.json"
-        )
+        given = not isinstance(tissue, bool)
+        tissue_file = Path(tissue) if given else _run_tissue_file(scores_file, slide_id)
         if not tissue_file.is_file():
-            hint = "" if not isinstance(tissue, bool) else (
-                " (the `wsi run` layout: heatmaps/<id>/<id>_blockmap.h5 beside tissue/<id>.json; "
+            hint = "" if given else (
+                f" (looked for ../../tissue/{slide_id}.json from {scores_file}, the `wsi run` layout; "
                 "otherwise name the contours file, --tissue-file)"
             )
             raise InputError(f"tissue contours not found: {tissue_file}{hint}")

@@ -51,7 +51,23 @@ _KEY = re.compile(r"\b(?:segmentation|patching)\.[a-z_]+\b")
 """A stage parameter's key as a fingerprint's reason spells it (``patching.patch_size changed``)."""
 
 
+_ENCODER_KEY = re.compile(r"\bencoder\.(encoder|checkpoint|input_size|encoder_args|folder)\b(?:\.[\w.-]+)?")
+"""A features fingerprint's encoder key (``encoder.input_size``, ``encoder.checkpoint.sha256``): its
+encoder identity, not the configuration, so each is named as the ``features`` setting it comes from
+(a folder encoder's files are its ``features.encoder``; ``encoder.seed``, no option, is left as is)."""
+_PRECISION = re.compile(r"\bprecision\b(?=,| \+\d| changed)")
+
+
 def settings_in(reason: str) -> str:
     """``reason`` (why a stage's output was remade) with each stage parameter's key named by
     `setting`: the reason is the fingerprint's, which knows nothing of how the user gave it."""
-    return _KEY.sub(lambda found: setting(found.group(0)), reason)
+    reason = _KEY.sub(lambda found: setting(found.group(0)), reason)
+    reason = _PRECISION.sub(lambda found: setting("features.precision"), reason)
+    field = {"folder": "encoder"}
+    reason = _ENCODER_KEY.sub(
+        lambda found: setting(f"features.{field.get(found.group(1), found.group(1))}"), reason
+    )
+    return _REPEATED.sub(r"\1", reason)  # an encoder file's size and digest: one setting, named once
+
+
+_REPEATED = re.compile(r"(?<![\w-])([^,\s]+)(?:, \1)+(?=[, ]|$)")

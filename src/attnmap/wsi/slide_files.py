@@ -118,10 +118,21 @@ def tiff_damage(path: Path) -> str | None:
     return None
 
 
+DOUBLE_SUFFIXES = (".ome.tif", ".ome.tiff")
+"""Slide file suffixes of two parts: ``x.ome.tif`` is slide ``x``, not ``x.ome``."""
+
+
 def slide_name(path: Path) -> str:
-    """The name a slide's outputs take: a file's name without its suffix, a DICOM folder's whole
-    name (folders are named by UID, whose dots are no suffix: ``1.2.826.0.1.7``)."""
-    return path.name if path.is_dir() else path.stem
+    """The name a slide's outputs take: a file's name without its suffix (both parts of an OME-TIFF's
+    `DOUBLE_SUFFIXES`), a DICOM folder's whole name (folders are named by UID, whose dots are no
+    suffix: ``1.2.826.0.1.7``)."""
+    if path.is_dir():
+        return path.name
+    lowered = path.name.lower()
+    for suffix in DOUBLE_SUFFIXES:
+        if lowered.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
 
 
 def dicom_instance(folder: Path) -> Path | None:

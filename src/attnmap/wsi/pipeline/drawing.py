@@ -289,6 +289,7 @@ def write_heatmap_files(
     from attnmap.render.legend import add_legend, legend_offset
     from attnmap.wsi.heatmap.renderer import render_heatmap
     from attnmap.wsi.heatmap.tiff import write_heatmap_tiff
+    from attnmap.wsi.setting_names import setting
     from attnmap.wsi.slide import open_slide
 
     style = HeatmapStyle() if style is None else style
@@ -296,10 +297,14 @@ def write_heatmap_files(
     style = replace(style, percentiles=percentiles)
     written = [Path(out_png)]
     with open_slide(slide_path) as slide:
+        # each level named by the setting that asked for it: "level 5 does not exist" alone left
+        # the user to guess whether the PNG's or the TIFF's level was wrong
+        if style.vis_level >= 0:
+            slide.check_level(style.vis_level, setting("heatmap.vis_level"))
         if tiff is not None:
             # before the PNG: a call that fails must not leave its new PNG beside an earlier call's
             # TIFF, where the pair would pass for one heatmap (the TIFF is rewritten here anyway)
-            slide.check_level(tiff_level)
+            slide.check_level(tiff_level, setting("heatmap.tiff_level"))
             Path(tiff).unlink(missing_ok=True)
         image = render_heatmap(slide, coords, values, style, patch_size=patch_size, tissue=tissue,
                                progress=progress)

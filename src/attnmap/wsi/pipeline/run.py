@@ -79,9 +79,10 @@ def run_slide(
     cannot be processed (the cohort runner records it).
     """
     from attnmap.wsi.slide import open_slide
+    from attnmap.wsi.slide_files import slide_name
 
     if not isinstance(entry, SlideEntry):
-        entry = SlideEntry(str(entry), Path(entry).stem)
+        entry = SlideEntry(str(entry), slide_name(Path(entry)))
     root = Path(out_dir if out_dir is not None else config.run.output_dir)
     if not Path(entry.path).exists():  # gone since the slide list was read, or since the last run:
         raise InputError(f"slide file not found: {entry.path}")  # its earlier outputs are kept

@@ -209,9 +209,15 @@ MPP_TOLERANCE = 1.1
 few percent: 0.2465 and 0.2527 µm/px are both "40×")."""
 
 
-def warn_mixed_resolutions(mpps: dict[str, float | None], patch_size: int, level: int) -> None:
+def warn_mixed_resolutions(
+    mpps: dict[str, float | None],
+    patch_size: int,
+    level: int,
+    remedy: str = "run each resolution as its own slide list",
+) -> None:
     """`MixedResolutionWarning` (one line) naming the slides of each pixel size, when the sizes the
-    slides record differ by more than `MPP_TOLERANCE`.
+    slides record differ by more than `MPP_TOLERANCE`. ``remedy``: what to do instead, in the words
+    of the command that warns (`wsi run` takes a slide list, `wsi patch` the slides themselves).
 
     Why a warning and not an error: patches are pixels at a level (no magnification is read), so
     a 0.25 µm/px slide's patch covers a quarter of the tissue area a 0.5 µm/px slide's does, and
@@ -238,8 +244,7 @@ def warn_mixed_resolutions(mpps: dict[str, float | None], patch_size: int, level
     warnings.warn(
         f"slides scanned at different resolutions ({'; '.join(parts)}): {setting('patching.patch_size')} is "
         f"{patch_size} px at level {level}, so their patches cover tissue {ratio:.3g}× apart in width "
-        "and feed one model; run each resolution as its own slide list unless the model was trained "
-        "on such a mix",
+        f"and feed one model; {remedy} unless the model was trained on such a mix",
         MixedResolutionWarning,
         stacklevel=2,
     )
