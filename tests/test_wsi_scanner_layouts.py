@@ -77,7 +77,7 @@ def test_a_heatmap_tiff_at_no_level_of_the_slide_is_refused_in_one_line(tmp_path
 def test_a_level_the_slide_lacks_names_the_setting_that_asked_for_it() -> None:
     """Segmentation and patching levels both ended in "level 5 does not exist in ...", which left
     the user of `wsi patch --seg-level 1 --patch-level 5` guessing which one to change."""
-    from attnmap.cli.wsi import FLAGS
+    from attnmap.cli.wsi_stages import FLAGS
     from attnmap.wsi import patch_grid
     from attnmap.wsi.setting_names import option_names
 
