@@ -156,3 +156,15 @@ def test_an_ome_tiff_slide_is_named_without_both_parts_of_its_suffix(tmp_path: P
     assert code == 0 and "x: segmented" in stdout and "y: segmented" in stdout, stdout + err
     assert sorted(path.name for path in (out / "tissue").glob("*.json")) == ["x.json", "y.json"]
     assert slide_name(Path("a.b.tif")) == "a.b" and slide_name(Path(".ome.tif")) == ".ome"
+
+
+def test_patch_samples_of_an_ome_tiff_carry_the_slide_id(tmp_path: Path) -> None:
+    """The top/bottom patch crops were named after `Path(slide.path).stem`, `x.ome` for `x.ome.tif`,
+    while the slide's other outputs are named `x` (`slide_files.slide_name`)."""
+    from attnmap.wsi import open_slide, save_patch_samples
+
+    path = write_test_slide(tmp_path / "x.ome.tif", seed=1)
+    coords, scores = np.array([[0, 0], [256, 256]]), np.array([0.2, 0.9])
+    with open_slide(path) as slide:
+        written = save_patch_samples(slide, coords, scores, tmp_path, patch_size=64, top_k=1, bottom_k=1)
+    assert len(written) == 2 and all(p.name.startswith("0_x_x_") for p in written), [p.name for p in written]

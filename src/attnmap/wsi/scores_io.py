@@ -18,6 +18,7 @@ from attnmap.render.arrays import ArrayInput, as_array
 from attnmap.wsi.heatmap.scores import to_percentiles
 from attnmap.wsi.patch_geometry import PatchGeometry, write_geometry
 from attnmap.wsi.slide import Slide
+from attnmap.wsi.slide_files import slide_name
 
 
 def _checked(coords: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +151,7 @@ def save_patch_samples(
     if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size < 1:
         raise InputError(f"patch_size must be a whole number of pixels >= 1, got {patch_size!r}")
     writable_folder(out_dir)
-    slide_name = Path(slide.path).stem
+    name = slide_name(Path(slide.path))
     written: list[Path] = []
     groups = (("topk", top_k, "topk_high_attention"), ("bottomk", bottom_k, "bottomk_low_attention"))
     for mode, k, folder in groups:
@@ -163,6 +164,6 @@ def save_patch_samples(
         for rank, ((x, y), score) in enumerate(picked):
             texts = {**dict(metadata or {}), "patch_level": str(level), "percentile": f"{score:.6f}"}
             crop = slide.read_region((x, y), level, (patch_size, patch_size))
-            path = target / f"{rank}_{slide_name}_x_{x}_y_{y}_a_{score:.3f}.png"
+            path = target / f"{rank}_{name}_x_{x}_y_{y}_a_{score:.3f}.png"
             written.append(save_png(path, crop, texts))
     return written
