@@ -224,3 +224,15 @@ def test_a_local_cluster_beside_another_on_the_default_dashboard_port_says_nothi
         holder.close()
     assert done.returncode == 0, done.stderr
     assert "already in use" not in done.stderr, done.stderr
+
+
+def test_the_progress_bar_counts_in_the_singular_of_its_name(tmp_path: Path, capsys) -> None:
+    """The unit was the name with its last "s" cut: "image batches" read "image batche/s"."""
+    from attnmap.parallel import item_unit
+
+    items = [(1, str(tmp_path)), (2, str(tmp_path))]
+    assert not run_tasks(square_or_fail, items, workers=1, desc="image batches", progress=True).failed
+    err = capsys.readouterr().err
+    assert "image batches" in err and "batche/" not in err, err
+    assert [item_unit(name) for name in ("image batches", "slides", "bags", "boxes", "items")] == [
+        "image batch", "slide", "bag", "box", "item"]

@@ -119,6 +119,15 @@ class RunReport:
         return write_json_atomic(path, self.to_dict())
 
 
+def item_unit(desc: str) -> str:
+    """The progress bar's unit for a bar called ``desc`` (a plural): its singular, so that the rate
+    reads "image batch/s", not "image batche/s"."""
+    for plural, singular in (("ches", "ch"), ("shes", "sh"), ("sses", "ss"), ("xes", "x"), ("s", "")):
+        if desc.endswith(plural) and len(desc) > len(plural):
+            return desc[: -len(plural)] + singular
+    return desc or "item"
+
+
 def describe_item(item: object) -> str:
     """A stable string naming an item in the report: paths as they are, tuples by their first part,
     objects with a ``path`` attribute (e.g. a slide entry) by that path."""
@@ -374,7 +383,7 @@ def _run_in_process(
     try:
         with (
             compute_threads(threads if threads is not None else threads_per_task(1)),
-            tqdm(total=len(todo), desc=desc, unit=desc.rstrip("s") or "item", disable=not progress) as bar,
+            tqdm(total=len(todo), desc=desc, unit=item_unit(desc), disable=not progress) as bar,
         ):
             for index in todo:
                 record_outcome(run_report.items[index], run_item(fn, items[index]))

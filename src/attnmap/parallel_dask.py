@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from attnmap import parallel
 from attnmap.errors import InputError
-from attnmap.parallel import STAGE_TOPIC, RunReport, record_outcome, run_item
+from attnmap.parallel import STAGE_TOPIC, RunReport, item_unit, record_outcome, run_item
 from attnmap.stop_signals import blocked_stop_signals
 
 # Dask settings for a local cluster (scheduler, nannies and workers share this machine's cores with
@@ -97,7 +97,7 @@ def submit_and_collect(
             key=f"attnmap-{index}-{time.time_ns()}",
         )
         futures[future] = index
-    with tqdm(total=len(todo), desc=desc, unit=desc.rstrip("s") or "item", disable=not progress) as bar:
+    with tqdm(total=len(todo), desc=desc, unit=item_unit(desc), disable=not progress) as bar:
         for future in as_completed(futures):
             try:
                 outcome = future.result()
