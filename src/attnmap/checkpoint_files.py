@@ -67,6 +67,9 @@ def existing_file(path: str | Path) -> Path:
         hint = ": a Hugging Face model folder is given as the model, hf:FOLDER" if hf_folder else ""
         if not hint and len(inside) == 1:
             hint = f": give the weights file inside it, {path / inside[0]}"
+        elif not hint and inside:  # e.g. a mil train fold stopped and rerun: checkpoint.pt and resume.pt
+            more = f" and {len(inside) - 5} more" if len(inside) > 5 else ""
+            hint = f": give one of the weights files inside it ({', '.join(inside[:5])}{more})"
         raise InputError(f"checkpoint {path} is a folder, not a weights file{hint}")
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
