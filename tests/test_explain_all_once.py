@@ -195,3 +195,57 @@ def test_a_class_name_for_a_headless_model_points_to_a_direction(tmp_path, capsy
         said = err.strip().splitlines()[-1]
         assert code == 2 and "names no classes" in said and hint in said, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.npy"))
+
+
+def test_a_complete_rerun_asks_no_method_and_still_names_the_skipped_ones(tmp_path, capsys, monkeypatch):
+    """A rerun of `--method all` whose outputs were all there still ran every method on the first
+    image to find the ones to skip. Now the grids record the refusals: a complete rerun runs no
+    method and says the same skipped lines; a grid of the previous version (no such record) is
+    still kept, the methods asked again; another target asks again too."""
+    import warnings
+
+    from attnmap._version import __version__
+    from attnmap.io_utils import read_png_text, save_png
+    from attnmap.vit.explain_outputs import SKIPPED_KEY
+
+    paths = _images(tmp_path / "images", 2)
+    out = tmp_path / "out"
+    args = ["explain", *paths, "--model", "attnmap:patch-vit", "--method", "all", "--out", out, "--quiet"]
+
+    def run(*extra):
+        seen = _counting(monkeypatch)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            code, printed, _ = run_cli(capsys, *args, *extra)
+        assert code == 0
+        lines = sorted(str(w.message) for w in record if w.category is SkippedMethodWarning)
+        return seen, lines, printed
+
+    first, said, _ = run()
+    assert first and said
+    again, said_again, printed = run()
+    assert sum(again.values()) == 0, again  # no method ran
+    assert said_again == said and "wrote 0 files" in printed
+
+    def rewrite_grids(change):
+        for path in paths:
+            grid = out / f"{path.stem}_all_methods.png"
+            text = read_png_text(grid)
+            change(text)
+            save_png(grid, np.asarray(Image.open(grid).convert("RGB")), text)
+
+    rewrite_grids(lambda text: text.update(attnmap_version=text["attnmap_version"] + ".other"))
+    other, said_other, printed = run()  # another version may run what this one refused: asked again
+    assert sum(other.values()) > 0 and said_other == said and "wrote 0 files" in printed
+    assert all(SKIPPED_KEY in read_png_text(out / f"{path.stem}_all_methods.png") for path in paths)
+    def as_before(text):  # this version's grid as the previous one wrote it: no record of the refusals
+        text.update(attnmap_version=__version__)
+        del text[SKIPPED_KEY]
+
+    rewrite_grids(as_before)
+    old, said_old, printed = run()
+    assert sum(old.values()) > 0 and said_old == said and "wrote 0 files" in printed
+    np.save(tmp_path / "direction.npy", np.random.default_rng(1).normal(size=64).astype(np.float32))
+    directed, said_directed, _ = run("--direction", tmp_path / "direction.npy")
+    assert "lrp" in directed and not said_directed  # the target changed: asked again, and lrp now runs
+    assert (out / f"{paths[0].stem}_lrp.npy").is_file()

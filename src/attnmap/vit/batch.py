@@ -34,13 +34,16 @@ from attnmap.vit.draw_map import draw_map, enlarge_small
 from attnmap.vit.explain import FlatMapWarning, explain, warn_flat_maps
 from attnmap.vit.explain_outputs import (
     GRID_SUFFIX,
+    SKIPPED_KEY,
     claim_stems,
     image_done,
     image_fingerprint,
     output_files,
+    recorded_refusals,
     remove_other_settings_outputs,
     remove_outdated_pictures,
     save_npy,
+    skipped_record,
 )
 from attnmap.vit.image_targets import chunk_targets, describe_target, target_identity, target_of_image
 from attnmap.vit.method_choice import Probe, resolve_methods, runnable_methods, split_options, warn_skipped
@@ -100,8 +103,9 @@ def explain_paths(
     ``{stem}_all_methods.png``: one grid comparing every method, with colour bars and the predicted
     class and probability. ``cmap`` None: jet, or for signed maps (`is_signed`) a diverging map
     centred on zero. Images are preprocessed for the model and run ``batch_size`` at a time.
-    "all" leaves out the methods that refuse this model or target (asked on the first readable image;
-    a `SkippedMethodWarning` each, their earlier outputs removed); none able to run is an error.
+    "all" leaves out the methods that refuse this model or target (asked on the first readable image,
+    or when every output is there read from the grids' records of the run that made them; a
+    `SkippedMethodWarning` each, their earlier outputs removed); none able to run is an error.
     ``names``: the output stem of each image (default: file stems, made unique). Images whose
     outputs are intact and were made with the same model, method, options, target and drawing are
     skipped. Returns the paths written or kept (`ExplainedFiles`: its ``kept`` counts the latter).
@@ -141,8 +145,19 @@ def explain_paths(
         for index, path in enumerate(paths)
     ]
     probe = None  # "all" asks each method on the first readable image: its maps, kept for it
+    every_print = [dict(zip(methods_, row, strict=True)) for row in prints]  # the left-out ones too
+    refused: dict[str, str] | None = {}
     if grid:  # "all": the methods that can run here; the others' maps of earlier runs go
-        kept_methods, probe = _runnable(model, paths, target, methods_, per_method)
+        refused = recorded_refusals(out_dir, stems, methods_, prints)
+        kept_methods = [name for name in methods_ if name not in (refused or {})]
+        finished = refused is not None and all(
+            image_done(out_dir, stem, kept_methods, grid, [row[name] for name in kept_methods])
+            for stem, row in zip(stems, every_print, strict=True)
+        )
+        if finished:  # a complete rerun: the grids say what was refused, the model is not asked
+            warn_skipped(refused)
+        else:
+            kept_methods, refused, probe = _runnable(model, paths, target, methods_, per_method)
         for index, stem in enumerate(stems):
             skipped = [(n, p) for n, p in zip(methods_, prints[index], strict=True) if n not in kept_methods]
             left_out = ([n for n, _ in skipped], [p for _, p in skipped])
@@ -240,6 +255,7 @@ def explain_paths(
                         model_name=model_name or type(model).__name__,
                         model_sha256=checksum,
                         image=os.path.abspath(path),  # a name a rerun from another folder can check
+                        **{SKIPPED_KEY: skipped_record(refused or {}, every_print[indices[offset]])},
                         **joint.record(),
                     )
                     written.append(
@@ -268,10 +284,10 @@ def explain_paths(
 
 def _runnable(
     model: nn.Module, paths: Sequence[Path], target: Target, names: list[str], per_method: dict[str, Any]
-) -> tuple[list[str], Probe | None]:
+) -> tuple[list[str], dict[str, str], Probe | None]:
     """The methods of "all" that run, asked on the first readable image (all of them when none is
-    readable: that error is said per image), and that image as read and explained; each method
-    left out is warned about once, with its reason."""
+    readable: that error is said per image), the refusals of the others, and that image as read
+    and explained; each method left out is warned about once, with its reason."""
     for index in range(len(paths)):
         indices, images, views = _readable(model, paths, [index], [])
         if indices:
@@ -279,8 +295,8 @@ def _runnable(
                 model, images, names, chunk_targets(target, indices, len(paths)), per_method
             )
             warn_skipped(refused)
-            return kept, Probe(index, images, views, maps)
-    return names, None
+            return kept, refused, Probe(index, images, views, maps)
+    return names, {}, None
 
 
 def _with_probe(

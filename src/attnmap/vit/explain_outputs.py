@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from attnmap._version import __version__
 from attnmap.errors import InputError
 from attnmap.fingerprint import FINGERPRINT_KEY, INPUTS_KEY, Fingerprint, file_identity
 from attnmap.io_utils import atomic_path, read_png_text
@@ -256,3 +257,47 @@ def remove_other_settings_outputs(
         if map_inputs(_record(npy, read_sidecar)) not in (None, _inputs_of(fingerprint)):
             npy.unlink(missing_ok=True)
             sidecar_path(npy).unlink(missing_ok=True)
+
+
+SKIPPED_KEY = "skipped_methods"
+"""The comparison grid's record of the methods ``--method all`` left out: each one's refusal and
+the fingerprint it was refused under, so that a rerun can name them without asking the model."""
+
+
+def skipped_record(refused: Mapping[str, str], prints: Mapping[str, Fingerprint]) -> str:
+    """The `SKIPPED_KEY` entry of a grid: the refusals of ``refused`` with the fingerprints in ``prints``."""
+    return json.dumps(
+        {name: {"reason": reason, "fingerprint": prints[name].value} for name, reason in refused.items()},
+        sort_keys=True,
+    )
+
+
+def recorded_refusals(
+    out_dir: Path, stems: Sequence[str], names: Sequence[str], prints: Sequence[Sequence[Fingerprint]]
+) -> dict[str, str] | None:
+    """The methods of ``names`` that the grids of ``stems`` all record as refused, with their
+    reasons, when every grid records the same ones under this run's fingerprints (``prints``: per
+    image, one per name); else None and the model must be asked again (a grid of an older version
+    records none, another version, model, target or option may run a method refused before)."""
+    found: dict[str, str] | None = None
+    for stem, row in zip(stems, prints, strict=True):
+        record = _record(out_dir / f"{stem}_{GRID_SUFFIX}.png", read_png_text)
+        if record.get("attnmap_version") != __version__:  # another version may run what this one refused
+            return None
+        try:
+            skipped = json.loads(record[SKIPPED_KEY])
+        except (KeyError, TypeError, ValueError):
+            return None
+        current = dict(zip(names, row, strict=True))
+        if not isinstance(skipped, dict) or not set(skipped) <= set(current):
+            return None
+        if any(not isinstance(entry, dict) or entry.get("fingerprint") != current[name].value
+               for name, entry in skipped.items()):
+            return None
+        reasons = {name: str(skipped[name].get("reason", "")) for name in names if name in skipped}
+        if found is not None and reasons != found:
+            return None
+        found = reasons
+    if found is not None and len(found) == len(names):
+        return None  # a record that leaves nothing to run is no record of a run
+    return found
