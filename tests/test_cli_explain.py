@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -409,21 +410,29 @@ def test_a_checkpoint_under_a_timm_architecture_says_its_normalisation(workspace
 
 
 def test_a_rerun_says_which_files_it_wrote_and_which_it_kept(workspace, capsys):
-    """A rerun that kept every file said "wrote 6 files", as if it had redone them."""
+    """A rerun that kept every file said "wrote 6 files", as if it had redone them; then the count
+    left out the maps' .npy.json records it wrote. Now it counts every file written and kept."""
     out = workspace / "out_rerun_counts"
     images = workspace / "images"
     args = ["explain", str(images / "img0.png"), str(images / "img1.png"), *MODEL,
             "--checkpoint", str(workspace / "weights.pt"), "--method", "attention", "--out", str(out)]
     assert run_cli(args) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote 4 files to {out}"
+    files = sorted(out.iterdir())  # every map with its .npy.json record, and its overlay
+    assert {path.name.split("_")[0] for path in files} == {"img0", "img1"}
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {len(files)} files to {out}"
     assert run_cli(args) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
-        f"wrote 0 files to {out}; kept 4 made by an earlier run with the same settings"
+        f"wrote 0 files to {out}; kept {len(files)} made by an earlier run with the same settings"
     )
     (out / "img1_attention.png").unlink()
+    before = {path: path.stat().st_mtime_ns for path in files if path.exists()}
+    time.sleep(0.01)  # a rewritten file's time differs from its old one
     assert run_cli(args) == 0
+    redone = [path for path in files if path not in before or path.stat().st_mtime_ns != before[path]]
+    assert {path.name for path in redone} == {f"img1_attention.{kind}" for kind in ("npy", "npy.json", "png")}
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
-        f"wrote 2 files to {out}; kept 2 made by an earlier run with the same settings"
+        f"wrote {len(redone)} files to {out}; kept {len(files) - len(redone)} made by an earlier run "
+        "with the same settings"
     )
 
 

@@ -215,8 +215,9 @@ def explain(
     note = None if checkpoint is None else normalisation_note(model_spec, model_kwargs, model)
     if note:
         click.echo(note, err=True)
-    kept = f"; kept {written.kept} made by an earlier run with the same settings" if written.kept else ""
-    click.echo(f"wrote {len(written) - written.kept} files to {out_dir}{kept}")
+    fresh, reused = written.file_counts()
+    kept = f"; kept {reused} made by an earlier run with the same settings" if reused else ""
+    click.echo(f"wrote {fresh} files to {out_dir}{kept}")
 
 
 def normalisation_note(

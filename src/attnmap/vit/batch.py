@@ -75,6 +75,15 @@ class ExplainedFiles(list):
         super().__init__(paths)
         self.kept = kept
 
+    def file_counts(self) -> tuple[int, int]:
+        """(written, kept): the files on disk each group stands for, a map's record (its sidecar,
+        not in the list: the list names the outputs) counted with its map."""
+
+        def files(paths: Sequence[Path]) -> int:
+            return sum(2 if path.suffix == ".npy" else 1 for path in paths)
+
+        return files(self[self.kept :]), files(self[: self.kept])
+
 
 def explain_paths(
     paths: Sequence[str | Path],
