@@ -44,6 +44,24 @@ def test_a_labels_file_saved_as_unicode_text_is_read(tmp_path, encoding):
     assert set(read_labels(path).class_names) == {"Nécrose", *(label for _, label in ROWS)}
 
 
+@pytest.mark.parametrize("bom", [codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE], ids=["le", "be"])
+def test_a_labels_file_in_utf32_with_its_mark_is_read(tmp_path, bom):
+    """UTF-32 with a byte order mark was read as UTF-16 (little-endian: its mark begins with
+    UTF-16's, so each character came with a NUL) or refused as "not UTF-8" (big-endian). Now the
+    mark says UTF-32, as UTF-16's says UTF-16."""
+    path = tmp_path / "labels.txt"
+    text = "\r\n".join(["slide_id\tlabel", *("\t".join(row) for row in [("slide_ä", "Nécrose"), *ROWS])])
+    path.write_bytes(bom + text.encode("utf-32-le" if bom == codecs.BOM_UTF32_LE else "utf-32-be"))
+    assert _rows(path) == [("slide_ä", "Nécrose"), *ROWS]
+    broken = tmp_path / "broken.txt"
+    broken.write_bytes(path.read_bytes() + b"\xff\xff\xff\xff")
+    with pytest.raises(InputError) as caught:
+        read_labels(broken)
+    assert str(caught.value) == (
+        f'{broken} is not a text CSV in UTF-32 (line {text.count(chr(10)) + 1}): save it as "CSV UTF-8"'
+    )
+
+
 def test_a_broken_utf16_file_names_its_line(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_bytes("slide_id\tlabel\nslide_0\tnormal\n".encode("utf-16") + b"\x00\xdc")

@@ -155,19 +155,29 @@ SPREADSHEETS = {".xlsx": "an Excel workbook", ".xlsm": "an Excel workbook", ".xl
 SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 
 
+UNICODE_MARKS = (
+    ("utf-32", "UTF-32", (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)),
+    ("utf-16", "UTF-16", (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)),
+)
+"""(codec, name, byte order marks) of the encodings a CSV is read in when it starts with their mark."""
+
+
 def read_csv_text(path: str | Path) -> str:
     """A CSV file's text, decoded whole as UTF-8 with or without a byte order mark (Excel's "CSV
-    UTF-8"), or as UTF-16 when it starts with that byte order mark (Excel's "Unicode Text": the mark
-    makes it unambiguous); `InputError` naming the line of the first byte that does not decode
-    (Excel's plain "CSV" is cp1252 on Windows), or naming a spreadsheet as one to export as CSV.
+    UTF-8"), or as UTF-16 or UTF-32 when it starts with that byte order mark (Excel's "Unicode
+    Text" is UTF-16: the mark makes it unambiguous); `InputError` naming the line of the first byte
+    that does not decode (Excel's plain "CSV" is cp1252 on Windows), or naming a spreadsheet as one
+    to export as CSV.
     Decoded whole, not through a buffered reader, so that line is the file's."""
     path = Path(path)
     data = path.read_bytes()
     if path.suffix.lower() in SPREADSHEETS or data.startswith(SPREADSHEET_MAGIC):
         kind = SPREADSHEETS.get(path.suffix.lower(), "a spreadsheet")
         raise InputError(f'{path} is {kind}, not a CSV: export it as "CSV UTF-8"')
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    encoding, name = ("utf-16", "UTF-16") if utf16 else ("utf-8-sig", "UTF-8")
+    # UTF-32 first: its little-endian mark begins with UTF-16's, and read as UTF-16 it decoded
+    # without an error into text with a NUL after every character
+    marked = (found[:2] for found in UNICODE_MARKS if data.startswith(found[2]))
+    encoding, name = next(marked, ("utf-8-sig", "UTF-8"))
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as error:
