@@ -251,6 +251,14 @@ def find_slides(
             f"{path} holds scores files but no `wsi run` layout: view one with its slide, "
             f"attnmap view SLIDE --scores {loose[0]}{more}"
         )
+    stages = [name for name in ("tissue", "patches", "features") if (path / name).is_dir()]
+    if stages:  # `wsi segment|patch|features -o path`: the run layout up to the features, no scores
+        raise InputError(
+            f"nothing to {purpose} in {path}: it holds {', '.join(f'{name}/' for name in stages)} of "
+            "`wsi segment|patch|features` but no scores to draw; `wsi run` with run.output_dir "
+            f"{path} reuses them and adds heatmaps/, or give `mil attention`'s <id>_attention.h5 "
+            "with its slide: attnmap view SLIDE --scores FILE"
+        )
     raise InputError(
         f"nothing to view in {path}: expected a `wsi run` output folder "
         "(heatmaps/<id>/<id>_blockmap.h5), "

@@ -1,0 +1,26 @@
+"""`attnmap view` on what the single-stage whole-slide commands write (no `wsi run` around them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli_runner import run_cli as cli
+from synthetic_slide_files import write_test_slide
+
+SEGMENT = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
+
+
+def test_a_folder_of_stage_outputs_is_named_as_such_with_how_to_get_scores(tmp_path: Path, capsys) -> None:
+    """`wsi segment|patch -o out` then `attnmap view out`: the viewer said it expected a run folder,
+    a folder of them or a slide with --scores, as if out were none of the run's layout."""
+    slides = [write_test_slide(tmp_path / "x.ome.tif", seed=1), write_test_slide(tmp_path / "b.tif", seed=2)]
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "wsi", "patch", *slides, "-o", out, "--patch-size", "64", *SEGMENT)
+    assert code == 0, err
+    assert (out / "tissue" / "x.json").is_file() and (out / "patches" / "x.h5").is_file()
+    code, stdout, err = cli(capsys, "view", out, "--export", tmp_path / "site")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "tissue/, patches/ of `wsi segment|patch|features` but no scores to draw" in lines[0]
+    assert f"run.output_dir {out}" in lines[0] and "--scores" in lines[0]
+    assert not (tmp_path / "site").exists()
