@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli_runner import run_cli as cli
-from synthetic_slide_files import write_test_slide
+from synthetic_slide_files import write_test_slide, write_tiny_encoder
 
 SEGMENT = ["--seg-level", "1", "--a-t", "0.05", "--a-h", "0.01"]
 
@@ -24,3 +24,22 @@ def test_a_folder_of_stage_outputs_is_named_as_such_with_how_to_get_scores(tmp_p
     assert "tissue/, patches/ of `wsi segment|patch|features` but no scores to draw" in lines[0]
     assert f"run.output_dir {out}" in lines[0] and "--scores" in lines[0]
     assert not (tmp_path / "site").exists()
+
+
+def test_a_patch_or_features_file_is_named_not_offered_as_scores(tmp_path: Path, capsys) -> None:
+    """`attnmap view out/patches/x.h5` said it "is a scores file, not a slide: give the slide with
+    --scores out/patches/x.h5", and that command then said the file holds no score dataset."""
+    slide = write_test_slide(tmp_path / "x.ome.tif", seed=1)
+    encoder = write_tiny_encoder(tmp_path / "encoder.pt")
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "wsi", "features", slide, "-o", out, "--patch-size", "64", *SEGMENT,
+                       "--encoder", encoder, "--input-size", "32")
+    assert code == 0, err
+    files = {"patch coordinates": out / "patches" / "x.h5", "features": out / "features/h5_files/x.h5"}
+    for what, path in files.items():
+        for args in ((path,), (slide, "--scores", path)):
+            code, _, err = cli(capsys, "view", *args, "--export", tmp_path / "site")
+            lines = err.strip().splitlines()
+            assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+            assert "is a scores file" not in lines[0] and "holds no score dataset" in lines[0]
+            assert f"it holds {what} (`wsi patch|features`)" in lines[0] and "mil attention" in lines[0]

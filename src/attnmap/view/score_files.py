@@ -102,6 +102,7 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             except (TypeError, ValueError):
                 overlapping = False
             raw: dict[str, np.ndarray] = {}
+            names = set(handle)
             for name, dataset in handle.items():
                 if not isinstance(dataset, h5py.Dataset) or len(dataset.shape) == 0:
                     continue
@@ -120,7 +121,11 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
     if len(coords) == 0:  # nothing to draw: an empty heatmap would look like scores of nothing but zero
         raise InputError(f"{path} holds no patch: 'coords' is empty")
     if not raw:
-        raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>')")
+        # `wsi patch|features` write the layout's coords too: said, or the file reads as a damaged blockmap
+        stage = "features" if "features" in names else "patch coordinates" if names == {"coords"} else ""
+        made = f": it holds {stage} (`wsi patch|features`); `mil attention` or `wsi run` makes scores"
+        made = made if stage else ""
+        raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>'){made}")
     if size is None:
         size = _grid_step(coords)
         import warnings

@@ -271,6 +271,11 @@ def _single_slide(
 ) -> ViewSlide:
     if not scores:
         if path.suffix.lower() in (".h5", ".hdf5"):  # a blockmap is no slide: say what to give instead
+            import warnings
+
+            with warnings.catch_warnings():  # (only whether it holds scores matters here)
+                warnings.simplefilter("ignore")
+                read_score_sets(path)  # patches or features: named as such, never offered as --scores
             where = (
                 f"view its run: attnmap view {path.parent.parent.parent}, or "
                 if path.parent.parent.name == "heatmaps"
