@@ -43,3 +43,30 @@ def test_a_patch_or_features_file_is_named_not_offered_as_scores(tmp_path: Path,
             assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
             assert "is a scores file" not in lines[0] and "holds no score dataset" in lines[0]
             assert f"it holds {what} (`wsi patch|features`)" in lines[0] and "mil attention" in lines[0]
+
+
+def test_an_ome_tiff_slides_annotations_under_qupaths_name_are_drawn(tmp_path: Path, capsys) -> None:
+    """QuPath names an export after the image, ``x.ome.tif.geojson``; the OME-TIFF's slide id is
+    ``x``, and the lookup cut only ``.tif``, so the outlines were left out ("matching no slide")."""
+    import json
+
+    from view_fixtures import write_run_folder
+
+    from attnmap.view import ViewerContent, find_slides
+
+    run = write_run_folder(tmp_path, "x", fine=False)
+    slide = (tmp_path / "slides" / "x.tif").rename(tmp_path / "slides" / "x.ome.tif")
+    prediction = run / "heatmaps" / "x" / "x_prediction.json"
+    prediction.write_text(json.dumps({**json.loads(prediction.read_text()), "slide_path": str(slide)}))
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    (annotations / "x.ome.tif.geojson").write_text(
+        '{"type": "Polygon", "coordinates": [[[600, 300], [900, 300], [900, 600], [600, 300]]]}'
+    )
+    content = ViewerContent(find_slides(run, annotations=annotations), check_interval=0)
+    try:
+        assert content.info(0)["id"] == "x" and content.info(0)["annotations"] is not None
+    finally:
+        content.close()
+    code, _, err = cli(capsys, "view", run, "--annotations", annotations, "--export", tmp_path / "site")
+    assert code == 0 and "matching no slide" not in err, err
