@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 from cli_runner import run_cli as cli
 from synthetic_slide_files import write_test_slide, write_tiny_encoder
 
@@ -70,3 +72,50 @@ def test_an_ome_tiff_slides_annotations_under_qupaths_name_are_drawn(tmp_path: P
         content.close()
     code, _, err = cli(capsys, "view", run, "--annotations", annotations, "--export", tmp_path / "site")
     assert code == 0 and "matching no slide" not in err, err
+
+
+@pytest.mark.filterwarnings("ignore:.*records no patch size")
+def test_a_slide_with_mil_attention_scores_shows_the_named_prediction(tmp_path: Path, capsys) -> None:
+    """`attnmap view SLIDE --scores <id>_attention.h5` (of `mil attention`, whose model names its
+    classes) showed no prediction at all, though the file records the class, its name and the
+    probabilities; the page's slide list now carries them as for a `wsi run` slide."""
+    import csv
+    import json
+    import re
+    import threading
+    import urllib.request
+
+    from synthetic_slide_files import write_clam_checkpoint
+
+    from attnmap.mil.bags import write_h5_bag
+    from attnmap.view import ViewerContent, discover, make_server
+
+    slide = write_test_slide(tmp_path / "x.ome.tif", seed=1)
+    (tmp_path / "fold_0").mkdir()
+    checkpoint = write_clam_checkpoint(tmp_path / "fold_0" / "checkpoint.pt", embed_dim=8)
+    names = ["benign", "tumour, LUAD"]
+    (checkpoint.parent / "model.json").write_text(json.dumps({"n_classes": 2, "class_names": names}))
+    xs, ys = np.meshgrid(np.arange(0, 1024, 64), np.arange(0, 768, 64))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    features = np.random.default_rng(0).normal(size=(len(coords), 8)).astype(np.float32)
+    write_h5_bag(tmp_path / "bags" / "x.h5", features, coords)
+    out = tmp_path / "att"
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, tmp_path / "bags", "-o", out, "--quiet")
+    assert code == 0, err
+    with open(out / "predictions.csv", newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    predicted = int(row["prediction"])
+    content = ViewerContent(discover(slide, [out / "x_attention.h5"]), check_interval=0)
+    server = make_server(content, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/data/slides.js"
+        with urllib.request.urlopen(url) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        content.close()
+    (listed,) = json.loads(re.fullmatch(r'attnmapData\("slides", (.*)\);?\s*', text, re.S).group(1))["slides"]
+    assert listed["id"] == "x" and listed["prediction"] == names[predicted] == row["prediction_name"]
+    assert listed["probability"] == pytest.approx(float(row[f"p_{predicted}"]))

@@ -204,3 +204,28 @@ def _grid_step(coords: np.ndarray) -> int:
         if len(values):
             return int(values[np.argmax(counts)])
     raise InputError("cannot tell the patch size from a single patch; store a 'patch_size' attribute")
+
+
+def recorded_prediction(path: Path) -> dict:
+    """The prediction a scores file records (``mil attention``'s export: ``prediction``, with
+    ``prediction_name`` where the classes are named, and ``probabilities``), in a run's prediction
+    JSON's keys; {} where it records none (or a fine-map file, which holds no prediction).
+
+    Why: a slide viewed with ``--scores`` showed no prediction, though the file names it.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = handle.attrs
+            if "prediction" not in attrs:
+                return {}
+            found: dict = {"prediction": int(attrs["prediction"])}
+            if "prediction_name" in attrs:
+                found["prediction_name"] = str(attrs["prediction_name"])
+            stored = handle["probabilities"] if "probabilities" in handle else attrs.get("probabilities")
+            if stored is not None:
+                found["probabilities"] = [float(p) for p in np.asarray(stored, dtype=np.float64).reshape(-1)]
+    except (OSError, TypeError, ValueError):  # (read as scores already) a record of another kind
+        return {}
+    return found

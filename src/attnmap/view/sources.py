@@ -21,6 +21,7 @@ from attnmap.view.score_files import (
     ScoreSet,
     read_fine_score_set,
     read_score_sets,
+    recorded_prediction,
 )
 from attnmap.wsi.slide_files import dicom_instance, slide_name
 
@@ -301,6 +302,9 @@ def _single_slide(
             name = method if method not in sets else f"{Path(score_file).stem}:{method}"
             sets[name] = score_set
     slide = ViewSlide(slide_name(path), path.resolve(), sets, sources=(path, *map(Path, scores)))
+    predictions = [found for file in scores if (found := recorded_prediction(Path(file)))]
+    if len({found["prediction"] for found in predictions}) == 1:  # files that disagree (two models): none
+        slide.prediction = max(predictions, key=len)  # the one that names the class, say
     if annotations is not None and annotations.is_file():
         from attnmap.wsi.annotations import load_annotations
 
