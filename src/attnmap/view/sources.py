@@ -199,7 +199,7 @@ def find_slides(
     slides = run_slides(path, annotation_dir, unshown) if is_run else []
     if not slides and not unshown:
         found: list[tuple[str, ViewSlide]] = []
-        for child in sorted(p for p in path.iterdir() if (p / "heatmaps").is_dir()):
+        for child in sorted(p for p in path.iterdir() if _is_run(p)):
             child_unshown: list[UnshownSlide] = []
             found += [(child.name, slide) for slide in run_slides(child, annotation_dir, child_unshown)]
             unshown += [
@@ -265,6 +265,17 @@ def find_slides(
         "(heatmaps/<id>/<id>_blockmap.h5), "
         "a folder of such folders, or a slide file with --scores"
     )
+
+
+def _is_run(path: Path) -> bool:
+    """Whether a folder of runs' child is a run: its slide folders, or only a `wsi run`'s report (every
+    slide failed; not `attnmap explain`'s report)."""
+    from attnmap.view.run_folder import _read_report
+
+    if (path / "heatmaps").is_dir():
+        return True
+    provenance = _read_report(path / "run_report.json").get("provenance")
+    return isinstance(provenance, dict) and provenance.get("method") == "attnmap wsi run"
 
 
 def _single_slide(
