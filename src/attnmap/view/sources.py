@@ -226,45 +226,9 @@ def find_slides(
             f"nothing to {purpose} in {path} yet: {path / 'heatmaps'} holds no slide folder "
             "(a `wsi run` just started?)"
         )
-    where = path.resolve()  # `attnmap view .` from inside a run's folders
-    if where.parent.name == "heatmaps":  # run/heatmaps/<id>: the natural thing to try, never a run
-        raise InputError(
-            f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {where.parent.parent}"
-        )
-    if where.name == "heatmaps" and (
-        (where.parent / "run_report.json").is_file()
-        or any((child / f"{child.name}_blockmap.h5").is_file() for child in where.iterdir())
-    ):
-        raise InputError(
-            f"{path} holds the slide folders of a `wsi run`; view the run: attnmap view {where.parent}"
-        )
-    from attnmap.view.export import is_export
+    from attnmap.view.empty_folders import refuse_empty_folder
 
-    if is_export(path):  # `attnmap view --export`'s folder: a page, not a run to serve again
-        raise InputError(
-            f"{path} is a viewer export (`attnmap view --export`): open {path / 'index.html'} in a "
-            f"browser, or serve the folder: python -m http.server -d {path}"
-        )
-    loose = sorted(path.glob("*_blockmap.h5"))
-    if loose:  # scores without the run layout (`attnmap demo`'s folder): the slide must be named
-        more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
-        raise InputError(
-            f"{path} holds scores files but no `wsi run` layout: view one with its slide, "
-            f"attnmap view SLIDE --scores {loose[0]}{more}"
-        )
-    stages = [name for name in ("tissue", "patches", "features") if (path / name).is_dir()]
-    if stages:  # `wsi segment|patch|features -o path`: the run layout up to the features, no scores
-        raise InputError(
-            f"nothing to {purpose} in {path}: it holds {', '.join(f'{name}/' for name in stages)} of "
-            "`wsi segment|patch|features` but no scores to draw; `wsi run` with run.output_dir "
-            f"{path} reuses them and adds heatmaps/, or give `mil attention`'s <id>_attention.h5 "
-            "with its slide: attnmap view SLIDE --scores FILE"
-        )
-    raise InputError(
-        f"nothing to view in {path}: expected a `wsi run` output folder "
-        "(heatmaps/<id>/<id>_blockmap.h5), "
-        "a folder of such folders, or a slide file with --scores"
-    )
+    refuse_empty_folder(path, purpose)
 
 
 def _is_run(path: Path) -> bool:
