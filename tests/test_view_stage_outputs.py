@@ -119,3 +119,30 @@ def test_a_slide_with_mil_attention_scores_shows_the_named_prediction(tmp_path: 
     (listed,) = json.loads(re.fullmatch(r'attnmapData\("slides", (.*)\);?\s*', text, re.S).group(1))["slides"]
     assert listed["id"] == "x" and listed["prediction"] == names[predicted] == row["prediction_name"]
     assert listed["probability"] == pytest.approx(float(row[f"p_{predicted}"]))
+
+
+def test_folders_of_wsi_heatmap_and_mil_attention_say_what_to_give(tmp_path: Path, capsys) -> None:
+    """`attnmap view out` on `wsi heatmap --model -o out` (pictures only) or `mil attention -o out`
+    (<id>_attention.h5) said it expected a `wsi run` folder, naming neither what out holds nor how to
+    view it (the slide with --scores)."""
+    from synthetic_slide_files import write_clam_checkpoint
+
+    from attnmap.mil.bags import write_h5_bag
+
+    slide = write_test_slide(tmp_path / "x.ome.tif", seed=1)
+    checkpoint = write_clam_checkpoint(tmp_path / "checkpoint.pt", embed_dim=8)
+    xs, ys = np.meshgrid(np.arange(0, 1024, 64), np.arange(0, 768, 64))
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    bag = tmp_path / "bags" / "x.h5"
+    write_h5_bag(bag, np.ones((len(coords), 8), np.float32), coords)
+    code, _, err = cli(capsys, "wsi", "heatmap", slide, "--features", bag, "--model", checkpoint,
+                       "--class-names", "benign,tumour", "--patch-size", "64", "-o", tmp_path / "heat")
+    assert code == 0, err
+    code, _, err = cli(capsys, "mil", "attention", checkpoint, bag, "-o", tmp_path / "att", "--quiet")
+    assert code == 0, err
+    for folder, said in (("heat", "heatmap pictures (x_heatmap.png) of `wsi heatmap`"),
+                         ("att", f"--scores {tmp_path / 'att' / 'x_attention.h5'}")):
+        code, _, err = cli(capsys, "view", tmp_path / folder, "--export", tmp_path / "site")
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert said in lines[0] and "expected a `wsi run` output folder" not in lines[0]

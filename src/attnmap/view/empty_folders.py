@@ -34,12 +34,22 @@ def refuse_empty_folder(path: Path, purpose: str) -> NoReturn:
             f"{path} is a viewer export (`attnmap view --export`): open {path / 'index.html'} in a "
             f"browser, or serve the folder: python -m http.server -d {path}"
         )
-    loose = sorted(path.glob("*_blockmap.h5"))
-    if loose:  # scores without the run layout (`attnmap demo`'s folder): the slide must be named
+    from attnmap.mil.bags import ATTENTION_SUFFIX
+
+    # scores without the run layout (`attnmap demo`'s folder, `mil attention -o`): the slide must be named
+    loose = sorted([*path.glob("*_blockmap.h5"), *path.glob(f"*{ATTENTION_SUFFIX}")])
+    if loose:
         more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
         raise InputError(
             f"{path} holds scores files but no `wsi run` layout: view one with its slide, "
             f"attnmap view SLIDE --scores {loose[0]}{more}"
+        )
+    pictures = sorted(path.glob("*_heatmap.png"))
+    if pictures:  # `wsi heatmap -o path`: pictures only (with --model it keeps no scores at all)
+        raise InputError(
+            f"nothing to {purpose} in {path}: it holds heatmap pictures ({pictures[0].name}) of `wsi "
+            "heatmap`, not the scores they were drawn from; give those with their slide: attnmap view "
+            "SLIDE --scores FILE (for a model's attention, `mil attention` writes <id>_attention.h5)"
         )
     stages = [name for name in ("tissue", "patches", "features") if (path / name).is_dir()]
     if stages:  # `wsi segment|patch|features -o path`: the run layout up to the features, no scores
