@@ -146,3 +146,24 @@ def test_folders_of_wsi_heatmap_and_mil_attention_say_what_to_give(tmp_path: Pat
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
         assert said in lines[0] and "expected a `wsi run` output folder" not in lines[0]
+
+
+def test_a_run_blockmap_given_as_scores_shows_the_runs_class_name(tmp_path: Path) -> None:
+    """A `wsi run` blockmap records only the predicted class's index: given with --scores, the slide
+    showed "predicted 1" where the run's own page says the class's name (its prediction JSON)."""
+    import json
+
+    from view_fixtures import write_run_folder
+
+    from attnmap.view import ViewerContent, discover
+
+    run = write_run_folder(tmp_path, "x", fine=False)
+    recorded = json.loads((run / "heatmaps" / "x" / "x_prediction.json").read_text())
+    blockmap = run / "heatmaps" / "x" / "x_blockmap.h5"
+    content = ViewerContent(discover(tmp_path / "slides" / "x.tif", [blockmap]))
+    try:
+        (listed,) = content.slide_list()["slides"]
+    finally:
+        content.close()
+    assert listed["prediction"] == recorded["prediction_name"]
+    assert listed["probability"] == pytest.approx(recorded["probabilities"][recorded["prediction"]])

@@ -277,7 +277,7 @@ def _single_slide(
             name = method if method not in sets else f"{Path(score_file).stem}:{method}"
             sets[name] = score_set
     slide = ViewSlide(slide_name(path), path.resolve(), sets, sources=(path, *map(Path, scores)))
-    predictions = [found for file in scores if (found := recorded_prediction(Path(file)))]
+    predictions = [found for file in scores if (found := _file_prediction(Path(file)))]
     if len({found["prediction"] for found in predictions}) == 1:  # files that disagree (two models): none
         slide.prediction = max(predictions, key=len)  # the one that names the class, say
     if annotations is not None and annotations.is_file():
@@ -290,6 +290,22 @@ def _single_slide(
         slide.sources += _annotation_sources(annotation_dir, slide.slide_id)
     _check_against_slide(slide)
     return slide
+
+
+def _file_prediction(path: Path) -> dict:
+    """`recorded_prediction` of a scores file, named by the prediction JSON beside it where it is a
+    `wsi run` blockmap: the blockmap records only the class index, and the run's page names it."""
+    found = recorded_prediction(path)
+    suffix = "_blockmap.h5"
+    beside = path.with_name(path.name[: -len(suffix)] + "_prediction.json")
+    if found and path.name.endswith(suffix) and beside.is_file():
+        try:
+            record = json.loads(beside.read_text())
+            if record["prediction"] == found["prediction"] and isinstance(record["prediction_name"], str):
+                found["prediction_name"] = record["prediction_name"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # the index alone, then
+            pass
+    return found
 
 
 def _check_against_slide(slide: ViewSlide) -> tuple[int, int]:
