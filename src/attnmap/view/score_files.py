@@ -102,6 +102,7 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
             except (TypeError, ValueError):
                 overlapping = False
             raw: dict[str, np.ndarray] = {}
+            names = set(handle)
             for name, dataset in handle.items():
                 if not isinstance(dataset, h5py.Dataset) or len(dataset.shape) == 0:
                     continue
@@ -120,7 +121,11 @@ def read_score_sets(path: Path, patch_size: int | None = None) -> dict[str, Scor
     if len(coords) == 0:  # nothing to draw: an empty heatmap would look like scores of nothing but zero
         raise InputError(f"{path} holds no patch: 'coords' is empty")
     if not raw:
-        raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>')")
+        # `wsi patch|features` write the layout's coords too: said, or the file reads as a damaged blockmap
+        stage = "features" if "features" in names else "patch coordinates" if names == {"coords"} else ""
+        made = f": it holds {stage} (`wsi patch|features`); `mil attention` or `wsi run` makes scores"
+        made = made if stage else ""
+        raise InputError(f"{path} holds no score dataset ('attention_scores' or 'scores_<method>'){made}")
     if size is None:
         size = _grid_step(coords)
         import warnings
@@ -199,3 +204,28 @@ def _grid_step(coords: np.ndarray) -> int:
         if len(values):
             return int(values[np.argmax(counts)])
     raise InputError("cannot tell the patch size from a single patch; store a 'patch_size' attribute")
+
+
+def recorded_prediction(path: Path) -> dict:
+    """The prediction a scores file records (``mil attention``'s export: ``prediction``, with
+    ``prediction_name`` where the classes are named, and ``probabilities``), in a run's prediction
+    JSON's keys; {} where it records none (or a fine-map file, which holds no prediction).
+
+    Why: a slide viewed with ``--scores`` showed no prediction, though the file names it.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = handle.attrs
+            if "prediction" not in attrs:
+                return {}
+            found: dict = {"prediction": int(attrs["prediction"])}
+            if "prediction_name" in attrs:
+                found["prediction_name"] = str(attrs["prediction_name"])
+            stored = handle["probabilities"] if "probabilities" in handle else attrs.get("probabilities")
+            if stored is not None:
+                found["probabilities"] = [float(p) for p in np.asarray(stored, dtype=np.float64).reshape(-1)]
+    except (OSError, TypeError, ValueError):  # (read as scores already) a record of another kind
+        return {}
+    return found

@@ -21,6 +21,7 @@ from attnmap.view.score_files import (
     ScoreSet,
     read_fine_score_set,
     read_score_sets,
+    recorded_prediction,
 )
 from attnmap.wsi.slide_files import dicom_instance, slide_name
 
@@ -198,7 +199,7 @@ def find_slides(
     slides = run_slides(path, annotation_dir, unshown) if is_run else []
     if not slides and not unshown:
         found: list[tuple[str, ViewSlide]] = []
-        for child in sorted(p for p in path.iterdir() if (p / "heatmaps").is_dir()):
+        for child in sorted(p for p in path.iterdir() if _is_run(p)):
             child_unshown: list[UnshownSlide] = []
             found += [(child.name, slide) for slide in run_slides(child, annotation_dir, child_unshown)]
             unshown += [
@@ -225,37 +226,20 @@ def find_slides(
             f"nothing to {purpose} in {path} yet: {path / 'heatmaps'} holds no slide folder "
             "(a `wsi run` just started?)"
         )
-    where = path.resolve()  # `attnmap view .` from inside a run's folders
-    if where.parent.name == "heatmaps":  # run/heatmaps/<id>: the natural thing to try, never a run
-        raise InputError(
-            f"{path} is one slide's folder of a `wsi run`; view the run: attnmap view {where.parent.parent}"
-        )
-    if where.name == "heatmaps" and (
-        (where.parent / "run_report.json").is_file()
-        or any((child / f"{child.name}_blockmap.h5").is_file() for child in where.iterdir())
-    ):
-        raise InputError(
-            f"{path} holds the slide folders of a `wsi run`; view the run: attnmap view {where.parent}"
-        )
-    from attnmap.view.export import is_export
+    from attnmap.view.empty_folders import refuse_empty_folder
 
-    if is_export(path):  # `attnmap view --export`'s folder: a page, not a run to serve again
-        raise InputError(
-            f"{path} is a viewer export (`attnmap view --export`): open {path / 'index.html'} in a "
-            f"browser, or serve the folder: python -m http.server -d {path}"
-        )
-    loose = sorted(path.glob("*_blockmap.h5"))
-    if loose:  # scores without the run layout (`attnmap demo`'s folder): the slide must be named
-        more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
-        raise InputError(
-            f"{path} holds scores files but no `wsi run` layout: view one with its slide, "
-            f"attnmap view SLIDE --scores {loose[0]}{more}"
-        )
-    raise InputError(
-        f"nothing to view in {path}: expected a `wsi run` output folder "
-        "(heatmaps/<id>/<id>_blockmap.h5), "
-        "a folder of such folders, or a slide file with --scores"
-    )
+    refuse_empty_folder(path, purpose)
+
+
+def _is_run(path: Path) -> bool:
+    """Whether a folder of runs' child is a run: its slide folders, or only a `wsi run`'s report (every
+    slide failed; not `attnmap explain`'s report)."""
+    from attnmap.view.run_folder import _read_report
+
+    if (path / "heatmaps").is_dir():
+        return True
+    provenance = _read_report(path / "run_report.json").get("provenance")
+    return isinstance(provenance, dict) and provenance.get("method") == "attnmap wsi run"
 
 
 def _single_slide(
@@ -263,6 +247,11 @@ def _single_slide(
 ) -> ViewSlide:
     if not scores:
         if path.suffix.lower() in (".h5", ".hdf5"):  # a blockmap is no slide: say what to give instead
+            import warnings
+
+            with warnings.catch_warnings():  # (only whether it holds scores matters here)
+                warnings.simplefilter("ignore")
+                read_score_sets(path)  # patches or features: named as such, never offered as --scores
             where = (
                 f"view its run: attnmap view {path.parent.parent.parent}, or "
                 if path.parent.parent.name == "heatmaps"
@@ -288,6 +277,9 @@ def _single_slide(
             name = method if method not in sets else f"{Path(score_file).stem}:{method}"
             sets[name] = score_set
     slide = ViewSlide(slide_name(path), path.resolve(), sets, sources=(path, *map(Path, scores)))
+    predictions = [found for file in scores if (found := _file_prediction(Path(file)))]
+    if len({found["prediction"] for found in predictions}) == 1:  # files that disagree (two models): none
+        slide.prediction = max(predictions, key=len)  # the one that names the class, say
     if annotations is not None and annotations.is_file():
         from attnmap.wsi.annotations import load_annotations
 
@@ -298,6 +290,22 @@ def _single_slide(
         slide.sources += _annotation_sources(annotation_dir, slide.slide_id)
     _check_against_slide(slide)
     return slide
+
+
+def _file_prediction(path: Path) -> dict:
+    """`recorded_prediction` of a scores file, named by the prediction JSON beside it where it is a
+    `wsi run` blockmap: the blockmap records only the class index, and the run's page names it."""
+    found = recorded_prediction(path)
+    suffix = "_blockmap.h5"
+    beside = path.with_name(path.name[: -len(suffix)] + "_prediction.json")
+    if found and path.name.endswith(suffix) and beside.is_file():
+        try:
+            record = json.loads(beside.read_text())
+            if record["prediction"] == found["prediction"] and isinstance(record["prediction_name"], str):
+                found["prediction_name"] = record["prediction_name"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # the index alone, then
+            pass
+    return found
 
 
 def _check_against_slide(slide: ViewSlide) -> tuple[int, int]:

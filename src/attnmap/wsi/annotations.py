@@ -22,6 +22,7 @@ from matplotlib.path import Path as MplPath
 
 from attnmap.errors import InputError
 from attnmap.wsi.slide import SLIDE_SUFFIXES
+from attnmap.wsi.slide_files import file_slide_name
 
 ANNOTATION_SUFFIXES = (".geojson", ".json", ".xml")
 EXCLUSION_LABELS = frozenset({"_2", "exclusion", "ignore", "ignore*", "normal"})
@@ -289,7 +290,7 @@ def annotation_file(folder: str | Path, slide_id: str) -> Path | None:
             tiers[0].append(name)
         elif stem.lower() == wanted:
             tiers[1].append(name)
-        elif slide_suffix in SLIDE_SUFFIXES and stem[: -len(slide_suffix)].lower() == wanted:
+        elif slide_suffix in SLIDE_SUFFIXES and file_slide_name(stem).lower() == wanted:  # x.ome.tif: x
             tiers[2].append(name)
     for found in tiers:
         if len(found) > 1:

@@ -126,13 +126,17 @@ def slide_name(path: Path) -> str:
     """The name a slide's outputs take: a file's name without its suffix (both parts of an OME-TIFF's
     `DOUBLE_SUFFIXES`), a DICOM folder's whole name (folders are named by UID, whose dots are no
     suffix: ``1.2.826.0.1.7``)."""
-    if path.is_dir():
-        return path.name
-    lowered = path.name.lower()
+    return path.name if path.is_dir() else file_slide_name(path.name)
+
+
+def file_slide_name(name: str) -> str:
+    """`slide_name` of a slide file's name (no look at the disk): its stem, without both parts of
+    an OME-TIFF's suffix."""
+    lowered = name.lower()
     for suffix in DOUBLE_SUFFIXES:
-        if lowered.endswith(suffix) and len(path.name) > len(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
+        if lowered.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 def dicom_instance(folder: Path) -> Path | None:
